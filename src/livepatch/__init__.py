@@ -1,0 +1,63 @@
+"""livepatch: zero-downtime code updates for running Python servers.
+
+The public surface. Everything else lives in private implementation modules (STYLE.md §12);
+tests/test_public_api.py checks that each name here is exported once.
+
+Inside a server:
+    quiescence_point()                      where the thread holds no lock and no transaction
+    managed_thread(role, priority)          register the calling thread for its lifetime
+    activate() / deactivate()               for threads parked outside their work loop
+    set_priority(Priority.X)                thread pools: LOW executing < MEDIUM waiting < CRITICAL listener
+    add_wakeup_hook(fn)                     wake threads blocked in I/O while a patch waits for quiescence
+    statistics()                            who runs which generation, in which state, at which priority
+    Agent(socket_path, trusted_keys)        the control socket the `livepatch` command talks to
+
+In-process patching (the agent and the CLI sit on these):
+    patch_from_sources({...})               diff old/new source of modules into a PatchSpec
+    apply_patch(spec, method=...)           verify, stage, quiesce, swap; returns a PatchResult
+    revert_patch(patch_id=None)             undo the newest (or a named) patch
+    history()                               every patch attempt with its outcome and timings
+"""
+
+from livepatch.errors import LivepatchError, PatchAborted, PatchRefused, PatchVetoed
+from livepatch.patch.model import (
+    Category,
+    ChangeKind,
+    DefinitionKind,
+    ModulePatch,
+    PatchSpec,
+    Refusal,
+    TargetChange,
+)
+from livepatch.runtime.threads import (
+    Priority,
+    activate,
+    add_wakeup_hook,
+    deactivate,
+    managed_thread,
+    quiescence_point,
+    remove_wakeup_hook,
+    set_priority,
+)
+
+__all__ = [
+    "Category",
+    "ChangeKind",
+    "DefinitionKind",
+    "LivepatchError",
+    "ModulePatch",
+    "PatchAborted",
+    "PatchRefused",
+    "PatchSpec",
+    "PatchVetoed",
+    "Priority",
+    "Refusal",
+    "TargetChange",
+    "activate",
+    "add_wakeup_hook",
+    "deactivate",
+    "managed_thread",
+    "quiescence_point",
+    "remove_wakeup_hook",
+    "set_priority",
+]

@@ -1,0 +1,175 @@
+"""What a patch is, as data: the contract between the differ, the file format, the agent and the runtime.
+
+A patch (`PatchSpec`) names, per module, the definitions it changes, adds or removes, each with the
+fingerprint of the code it expects to find running (`old_fingerprint`) and of the code it brings
+(`new_fingerprint`), plus the complete new source of the module, from which the runtime compiles the new
+code objects. Nothing here executes code; everything is immutable and JSON-friendly (`to_dict`/`from_dict`),
+so the `.lpatch` file format can carry it and `livepatch inspect` can show it.
+
+Qualnames are dotted paths inside the module, exactly as `co_qualname` spells them for functions
+(`helper`, `Store.get`, `Outer.Inner.method`); nested functions are never targets of their own (a changed
+inner function is a change of its parent). Properties are named by accessor: `Cls.prop.fget`,
+`Cls.prop.fset`, `Cls.prop.fdel`. Classes are named by their qualname (`Store`, `Outer.Inner`).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+FORMAT_VERSION = 1
+
+
+class ChangeKind(str, enum.Enum):
+    SAME = "same"
+    CHANGED = "changed"
+    ADDED = "added"
+    REMOVED = "removed"
+
+
+class DefinitionKind(str, enum.Enum):
+    FUNCTION = "function"  # module-level def / async def
+    METHOD = "method"  # plain def in a class body
+    STATICMETHOD = "staticmethod"
+    CLASSMETHOD = "classmethod"
+    PROPERTY = "property"  # one accessor of a property (qualname ends in .fget/.fset/.fdel)
+    CLASS = "class"
+    IMPORT = "import"  # a new top-level import (qualname: the bound name)
+
+
+class Category(str, enum.Enum):
+    """Which quiescence methods a patch may use (DESIGN.md, "Concepts")."""
+
+    THREAD_LOCAL = "thread-local"  # local or global quiescence
+    PROCESS = "process"  # global only
+    DATA = "data"  # carries a state transformer: global only (or a validated update)
+
+
+@dataclass(frozen=True)
+class TargetChange:
+    """One definition of one module that the patch touches."""
+
+    qualname: str
+    kind: ChangeKind
+    definition: DefinitionKind
+    old_fingerprint: str | None = None  # None for ADDED
+    new_fingerprint: str | None = None  # None for REMOVED
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "qualname": self.qualname,
+            "kind": self.kind.value,
+            "definition": self.definition.value,
+            "old_fingerprint": self.old_fingerprint,
+            "new_fingerprint": self.new_fingerprint,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TargetChange:
+        return cls(
+            qualname=str(d["qualname"]),
+            kind=ChangeKind(d["kind"]),
+            definition=DefinitionKind(d["definition"]),
+            old_fingerprint=d.get("old_fingerprint"),
+            new_fingerprint=d.get("new_fingerprint"),
+        )
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A change that cannot be live-patched as it stands: why, and how to make it patchable."""
+
+    module: str
+    qualname: str
+    reason: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.module}:{self.qualname}: {self.reason} (fix: {self.fix})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"module": self.module, "qualname": self.qualname, "reason": self.reason, "fix": self.fix}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Refusal:
+        return cls(str(d["module"]), str(d["qualname"]), str(d["reason"]), str(d["fix"]))
+
+
+@dataclass(frozen=True)
+class ModulePatch:
+    """The changes to one module, and its complete new source (what the new code is compiled from)."""
+
+    module: str
+    new_source: str
+    changes: tuple[TargetChange, ...]
+    old_source_sha256: str = ""  # informational: which file the patch was built from
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "module": self.module,
+            "new_source": self.new_source,
+            "old_source_sha256": self.old_source_sha256,
+            "changes": [c.to_dict() for c in self.changes],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModulePatch:
+        return cls(
+            module=str(d["module"]),
+            new_source=str(d["new_source"]),
+            old_source_sha256=str(d.get("old_source_sha256", "")),
+            changes=tuple(TargetChange.from_dict(c) for c in d["changes"]),
+        )
+
+
+@dataclass(frozen=True)
+class PatchSpec:
+    """Everything the runtime needs to apply a patch. Signatures are the file format's business.
+
+    `hooks_source`, when given, is the source of a small module the patch author wrote; the runtime
+    looks up these optional functions in it, each called with a `HookContext`:
+    `pre_patch` (may veto by raising), `transform` (runs while threads are parked, global only),
+    `post_patch`, `pre_revert`, `post_revert`.
+    """
+
+    patch_id: str
+    package: str
+    category: Category
+    modules: tuple[ModulePatch, ...]
+    description: str = ""
+    hooks_source: str | None = None
+    refusals: tuple[Refusal, ...] = field(default=())  # a spec with refusals must not be applied
+
+    @property
+    def changed_count(self) -> int:
+        return sum(1 for m in self.modules for c in m.changes if c.kind is not ChangeKind.SAME)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "patch_id": self.patch_id,
+            "package": self.package,
+            "category": self.category.value,
+            "description": self.description,
+            "hooks_source": self.hooks_source,
+            "modules": [m.to_dict() for m in self.modules],
+            "refusals": [r.to_dict() for r in self.refusals],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PatchSpec:
+        version = d.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(
+                f"unsupported patch format version {version!r} (this livepatch reads {FORMAT_VERSION})"
+            )
+        return cls(
+            patch_id=str(d["patch_id"]),
+            package=str(d["package"]),
+            category=Category(d["category"]),
+            description=str(d.get("description", "")),
+            hooks_source=d.get("hooks_source"),
+            modules=tuple(ModulePatch.from_dict(m) for m in d["modules"]),
+            refusals=tuple(Refusal.from_dict(r) for r in d.get("refusals", ())),
+        )
