@@ -38,7 +38,9 @@ def _unavailable(name: str, why: str) -> click.Command:
     def fail() -> None:
         raise click.ClickException(f"`{name}` is unavailable: {why}")
 
-    return click.Command(name, callback=fail, help=f"(unavailable: {why})", short_help="(unavailable)")
+    return click.Command(
+        name, callback=fail, help=f"(unavailable: {why})", short_help="(unavailable)"
+    )
 
 
 class _PluginGroup(click.Group):

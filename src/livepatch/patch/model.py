@@ -21,14 +21,14 @@ from typing import Any
 FORMAT_VERSION = 1
 
 
-class ChangeKind(str, enum.Enum):
+class ChangeKind(enum.StrEnum):
     SAME = "same"
     CHANGED = "changed"
     ADDED = "added"
     REMOVED = "removed"
 
 
-class DefinitionKind(str, enum.Enum):
+class DefinitionKind(enum.StrEnum):
     FUNCTION = "function"  # module-level def / async def
     METHOD = "method"  # plain def in a class body
     STATICMETHOD = "staticmethod"
@@ -38,7 +38,7 @@ class DefinitionKind(str, enum.Enum):
     IMPORT = "import"  # a new top-level import (qualname: the bound name)
 
 
-class Category(str, enum.Enum):
+class Category(enum.StrEnum):
     """Which quiescence methods a patch may use (DESIGN.md, "Concepts")."""
 
     THREAD_LOCAL = "thread-local"  # local or global quiescence
@@ -89,7 +89,12 @@ class Refusal:
         return f"{self.module}:{self.qualname}: {self.reason} (fix: {self.fix})"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"module": self.module, "qualname": self.qualname, "reason": self.reason, "fix": self.fix}
+        return {
+            "module": self.module,
+            "qualname": self.qualname,
+            "reason": self.reason,
+            "fix": self.fix,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Refusal:

@@ -1,0 +1,1 @@
+"""kvserver: a Redis-protocol key-value server on one event loop, prepared for live patching."""
