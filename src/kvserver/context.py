@@ -30,7 +30,7 @@ class CommandContext:
 
     @property
     def db(self) -> Keyspace:
-        return self.server.databases[self.client.db_index]  # type: ignore[no-any-return]
+        return self.server.databases[self.client.db_index]
 
     def propagate_as(self, argv: list[bytes]) -> None:
         if self.propagation is None:
