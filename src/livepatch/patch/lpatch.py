@@ -1,0 +1,218 @@
+"""The `.lpatch` file: one JSON document carrying a patch manifest and its Ed25519 signature.
+
+    {
+      "format": "lpatch",
+      "format_version": 1,
+      "manifest": <PatchSpec.to_dict()>,            # has its own "format_version" (model.FORMAT_VERSION)
+      "signature": {"algorithm": "ed25519", "key_id": "<16 hex>", "value": "<base64>"} | null
+    }
+
+The signature covers `canonical_bytes(manifest)`: the manifest as JSON with sorted keys, no whitespace,
+ASCII only (`json.dumps(m, sort_keys=True, separators=(",", ":"), ensure_ascii=True)`, UTF-8). So the file
+may be re-indented or its top-level keys reordered without breaking the signature, but any change to the
+manifest's content does.
+
+Limits: a file larger than MAX_FILE_BYTES (16 MiB) is refused before it is parsed. Every malformed input
+(truncated, not JSON, wrong version, missing or mistyped fields) raises PatchFileError with a message that
+says what is wrong; nothing here executes code from the file. docs/patch-format.md documents all of this.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from livepatch.errors import LivepatchError, PatchRefused
+from livepatch.patch.model import FORMAT_VERSION as MANIFEST_FORMAT_VERSION
+from livepatch.patch.model import PatchSpec
+from livepatch.patch.signing import PrivateKey, PublicKey
+
+FILE_FORMAT = "lpatch"
+FILE_FORMAT_VERSION = 1
+MAX_FILE_BYTES = 16 * 1024 * 1024
+SIGNATURE_ALGORITHM = "ed25519"
+_ED25519_SIGNATURE_BYTES = 64
+
+
+class PatchFileError(LivepatchError):
+    """A patch file is malformed, truncated, too large or of an unsupported version."""
+
+
+@dataclass(frozen=True)
+class Signature:
+    key_id: str
+    value: bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "algorithm": SIGNATURE_ALGORITHM,
+            "key_id": self.key_id,
+            "value": base64.b64encode(self.value).decode("ascii"),
+        }
+
+
+@dataclass(frozen=True)
+class PatchFile:
+    """A parsed patch file. `spec` is built from `manifest`; the signature is NOT verified yet."""
+
+    spec: PatchSpec
+    manifest: dict[str, Any]
+    signature: Signature | None
+
+    @property
+    def signed(self) -> bool:
+        return self.signature is not None
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            "format": FILE_FORMAT,
+            "format_version": FILE_FORMAT_VERSION,
+            "manifest": self.manifest,
+            "signature": self.signature.to_dict() if self.signature else None,
+        }
+
+    def verify(self, trusted: Iterable[PublicKey], *, allow_unsigned: bool = False) -> str | None:
+        """Check the signature against the trusted keys; return the signer's key id (None: unsigned).
+
+        Raises PatchRefused saying why: unsigned (and not allowed), unknown key, or a signature that does
+        not match the manifest (tampered manifest, tampered signature, or signed by another key).
+        """
+        if self.signature is None:
+            if allow_unsigned:
+                return None
+            raise PatchRefused(
+                "the patch is not signed and this agent only accepts signed patches "
+                "(sign it: livepatch diff ... --key livepatch.key)"
+            )
+        keys = {k.key_id: k for k in trusted}
+        key = keys.get(self.signature.key_id)
+        if key is None:
+            known = ", ".join(sorted(keys)) or "none"
+            raise PatchRefused(
+                f"the patch is signed by key {self.signature.key_id}, which this agent does not trust "
+                f"(trusted key ids: {known})"
+            )
+        if not key.verify(self.signature.value, canonical_bytes(self.manifest)):
+            raise PatchRefused(
+                f"bad signature: the manifest does not match the signature of key {key.key_id} "
+                "(the file was modified after signing)"
+            )
+        return key.key_id
+
+
+def canonical_bytes(manifest: dict[str, Any]) -> bytes:
+    return json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode(
+        "utf-8"
+    )
+
+
+def build(spec: PatchSpec, key: PrivateKey | None = None) -> PatchFile:
+    manifest = spec.to_dict()
+    signature = Signature(key.key_id, key.sign(canonical_bytes(manifest))) if key else None
+    return PatchFile(spec, manifest, signature)
+
+
+def dumps(patch: PatchFile) -> bytes:
+    """The file's bytes (indented for people; the signature does not depend on the layout)."""
+    data = json.dumps(patch.to_document(), indent=1, sort_keys=True).encode("utf-8") + b"\n"
+    if len(data) > MAX_FILE_BYTES:
+        raise PatchFileError(
+            f"the patch would be {len(data)} bytes, over the limit of {MAX_FILE_BYTES} bytes"
+        )
+    return data
+
+
+def write(path: Path, patch: PatchFile) -> None:
+    data = dumps(patch)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)  # never leave a half-written patch under the final name
+
+
+def read(path: Path) -> PatchFile:
+    try:
+        size = os.stat(path).st_size
+        if size > MAX_FILE_BYTES:
+            raise PatchFileError(
+                f"{path} is {size} bytes, over the limit of {MAX_FILE_BYTES} bytes for a patch file"
+            )
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise PatchFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return loads(data, source=str(path))
+
+
+def loads(data: bytes, *, source: str = "patch") -> PatchFile:
+    """Parse and validate a patch file's bytes (size, JSON, versions, fields). No signature check."""
+    if len(data) > MAX_FILE_BYTES:
+        raise PatchFileError(
+            f"{source} is over the limit of {MAX_FILE_BYTES} bytes for a patch file"
+        )
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise PatchFileError(f"{source} is not a patch file: not UTF-8 ({exc.reason})") from exc
+    except json.JSONDecodeError as exc:
+        hint = " (the file looks truncated)" if exc.pos >= len(data.rstrip()) else ""
+        raise PatchFileError(
+            f"{source} is not a valid patch file: bad JSON at line {exc.lineno} column {exc.colno}: "
+            f"{exc.msg}{hint}"
+        ) from exc
+    return from_document(doc, source=source)
+
+
+def from_document(doc: Any, *, source: str = "patch") -> PatchFile:
+    if not isinstance(doc, dict) or doc.get("format") != FILE_FORMAT:
+        raise PatchFileError(f"{source} is not a patch file (no \"format\": \"lpatch\" field)")
+    version = doc.get("format_version")
+    if version != FILE_FORMAT_VERSION:
+        raise PatchFileError(
+            f"{source} has file format version {version!r}; this livepatch reads version "
+            f"{FILE_FORMAT_VERSION} (use a matching livepatch to build or apply it)"
+        )
+    manifest = doc.get("manifest")
+    if not isinstance(manifest, dict):
+        raise PatchFileError(f"{source}: \"manifest\" is missing or not an object")
+    if manifest.get("format_version") != MANIFEST_FORMAT_VERSION:
+        raise PatchFileError(
+            f"{source}: manifest format version {manifest.get('format_version')!r} is not supported "
+            f"(this livepatch reads {MANIFEST_FORMAT_VERSION})"
+        )
+    try:
+        spec = PatchSpec.from_dict(manifest)
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise PatchFileError(f"{source}: malformed manifest: {what}") from exc
+    return PatchFile(spec, manifest, _signature_from(doc.get("signature"), source))
+
+
+def _signature_from(raw: Any, source: str) -> Signature | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise PatchFileError(f"{source}: \"signature\" must be an object or null")
+    if raw.get("algorithm") != SIGNATURE_ALGORITHM:
+        raise PatchFileError(
+            f"{source}: unsupported signature algorithm {raw.get('algorithm')!r} "
+            f"(expected {SIGNATURE_ALGORITHM!r})"
+        )
+    key_id, value = raw.get("key_id"), raw.get("value")
+    if not isinstance(key_id, str) or not isinstance(value, str):
+        raise PatchFileError(f"{source}: signature needs string fields \"key_id\" and \"value\"")
+    try:
+        sig = base64.b64decode(value.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError) as exc:
+        raise PatchFileError(f"{source}: signature value is not valid base64") from exc
+    if len(sig) != _ED25519_SIGNATURE_BYTES:
+        raise PatchFileError(
+            f"{source}: signature is {len(sig)} bytes, an Ed25519 signature has {_ED25519_SIGNATURE_BYTES}"
+        )
+    return Signature(key_id, sig)

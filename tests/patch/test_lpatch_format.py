@@ -1,0 +1,166 @@
+"""The .lpatch file: signing round trip and every way a file can be bad."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from livepatch.errors import PatchRefused
+from livepatch.patch import lpatch, signing
+from livepatch.patch.model import (
+    Category,
+    ChangeKind,
+    DefinitionKind,
+    ModulePatch,
+    PatchSpec,
+    TargetChange,
+)
+
+
+def make_spec(body: str = "return 2") -> PatchSpec:
+    change = TargetChange("f", ChangeKind.CHANGED, DefinitionKind.FUNCTION, "a" * 64, "b" * 64)
+    module = ModulePatch("pkg.mod", f"def f():\n    {body}\n", (change,), "c" * 64)
+    return PatchSpec("p1", "pkg", Category.THREAD_LOCAL, (module,), description="fix f")
+
+
+@pytest.fixture()
+def keys(tmp_path: Path) -> tuple[signing.PrivateKey, signing.PublicKey]:
+    priv, pub, key_id = signing.generate_keypair(tmp_path / "keys")
+    private = signing.load_private_key(priv)
+    public = signing.load_public_key(pub)
+    assert private.key_id == public.key_id == key_id
+    return private, public
+
+
+def test_keygen_modes_and_refuses_overwrite(tmp_path: Path) -> None:
+    priv, pub, _ = signing.generate_keypair(tmp_path)
+    assert stat.S_IMODE(os.stat(priv).st_mode) == 0o600
+    assert pub.read_text().startswith("-----BEGIN PUBLIC KEY-----")
+    before = priv.read_bytes()
+    with pytest.raises(signing.KeyFileError, match="refusing to overwrite"):
+        signing.generate_keypair(tmp_path)
+    assert priv.read_bytes() == before
+
+
+def test_load_key_rejects_garbage(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pub"
+    bad.write_text("not a key")
+    with pytest.raises(signing.KeyFileError, match="not a PEM public key"):
+        signing.load_public_key(bad)
+    with pytest.raises(signing.KeyFileError, match="cannot read"):
+        signing.load_private_key(tmp_path / "missing.key")
+
+
+def test_round_trip_signed(tmp_path: Path, keys) -> None:
+    private, public = keys
+    path = tmp_path / "fix.lpatch"
+    lpatch.write(path, lpatch.build(make_spec(), private))
+    pf = lpatch.read(path)
+    assert pf.spec == make_spec()
+    assert pf.signature is not None and pf.signature.key_id == public.key_id
+    assert pf.verify([public]) == public.key_id
+
+
+def test_layout_does_not_matter_content_does(tmp_path: Path, keys) -> None:
+    private, public = keys
+    doc = json.loads(lpatch.dumps(lpatch.build(make_spec(), private)))
+    compact = json.dumps(doc, separators=(",", ":")).encode()
+    assert lpatch.loads(compact).verify([public]) == public.key_id
+
+
+def test_tampered_manifest_is_refused(keys) -> None:
+    private, public = keys
+    doc = json.loads(lpatch.dumps(lpatch.build(make_spec(), private)))
+    doc["manifest"]["modules"][0]["new_source"] = "def f():\n    return 666\n"
+    pf = lpatch.loads(json.dumps(doc).encode())
+    with pytest.raises(PatchRefused, match="bad signature"):
+        pf.verify([public])
+
+
+def test_tampered_signature_is_refused(keys) -> None:
+    private, public = keys
+    pf = lpatch.build(make_spec(), private)
+    assert pf.signature is not None
+    flipped = bytes([pf.signature.value[0] ^ 1]) + pf.signature.value[1:]
+    bad = lpatch.PatchFile(pf.spec, pf.manifest, lpatch.Signature(pf.signature.key_id, flipped))
+    again = lpatch.loads(lpatch.dumps(bad))
+    with pytest.raises(PatchRefused, match="bad signature"):
+        again.verify([public])
+
+
+def test_wrong_key_is_refused(tmp_path: Path, keys) -> None:
+    private, _ = keys
+    _, other_pub, _ = signing.generate_keypair(tmp_path / "other")
+    other = signing.load_public_key(other_pub)
+    pf = lpatch.loads(lpatch.dumps(lpatch.build(make_spec(), private)))
+    with pytest.raises(PatchRefused, match="does not trust"):
+        pf.verify([other])
+    # a forged key id (claiming the trusted key) still fails the signature check
+    assert pf.signature is not None
+    forged = lpatch.PatchFile(pf.spec, pf.manifest, lpatch.Signature(other.key_id, pf.signature.value))
+    with pytest.raises(PatchRefused, match="bad signature"):
+        forged.verify([other])
+
+
+def test_unsigned(keys) -> None:
+    _, public = keys
+    pf = lpatch.loads(lpatch.dumps(lpatch.build(make_spec())))
+    assert not pf.signed
+    with pytest.raises(PatchRefused, match="not signed"):
+        pf.verify([public])
+    assert pf.verify([public], allow_unsigned=True) is None
+
+
+def test_truncated_file(keys) -> None:
+    private, _ = keys
+    data = lpatch.dumps(lpatch.build(make_spec(), private))
+    for cut in (0, 1, len(data) // 2, len(data) - 3):
+        with pytest.raises(lpatch.PatchFileError, match="not a valid patch file|truncated"):
+            lpatch.loads(data[:cut])
+
+
+def test_oversize_file(tmp_path: Path) -> None:
+    path = tmp_path / "big.lpatch"
+    with open(path, "wb") as f:
+        f.truncate(lpatch.MAX_FILE_BYTES + 1)
+    with pytest.raises(lpatch.PatchFileError, match="over the limit"):
+        lpatch.read(path)
+    with pytest.raises(lpatch.PatchFileError, match="over the limit"):
+        lpatch.loads(b" " * (lpatch.MAX_FILE_BYTES + 1))
+
+
+def test_oversize_spec_is_not_written() -> None:
+    spec = make_spec("return '" + "x" * lpatch.MAX_FILE_BYTES + "'")
+    with pytest.raises(lpatch.PatchFileError, match="over the limit"):
+        lpatch.dumps(lpatch.build(spec))
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d.update(format_version=2), "file format version 2"),
+        (lambda d: d["manifest"].update(format_version=99), "manifest format version 99"),
+        (lambda d: d.pop("format"), "not a patch file"),
+        (lambda d: d.update(manifest=[]), "not an object"),
+        (lambda d: d["manifest"].pop("modules"), "missing field 'modules'"),
+        (lambda d: d["manifest"].update(category="nonsense"), "malformed manifest"),
+        (lambda d: d["signature"].update(value="***"), "not valid base64"),
+        (lambda d: d["signature"].update(value="AAAA"), "Ed25519 signature has 64"),
+        (lambda d: d["signature"].update(algorithm="rsa"), "unsupported signature algorithm"),
+    ],
+)
+def test_malformed_documents(keys, mutate, message: str) -> None:
+    private, _ = keys
+    doc = json.loads(lpatch.dumps(lpatch.build(make_spec(), private)))
+    mutate(doc)
+    with pytest.raises(lpatch.PatchFileError, match=message):
+        lpatch.loads(json.dumps(doc).encode())
+
+
+def test_not_utf8() -> None:
+    with pytest.raises(lpatch.PatchFileError, match="not UTF-8"):
+        lpatch.loads(b"\xff\xfe{}")
