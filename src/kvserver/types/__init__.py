@@ -1,0 +1,1 @@
+"""Value types that Python's builtins do not provide (the sorted set)."""
