@@ -19,6 +19,7 @@ In-process patching (the agent and the CLI sit on these):
     history()                               every patch attempt with its outcome and timings
 """
 
+from livepatch.agent import Agent
 from livepatch.errors import LivepatchError, PatchAborted, PatchRefused, PatchVetoed
 from livepatch.patch.model import (
     Category,
@@ -41,6 +42,7 @@ from livepatch.runtime.threads import (
 )
 
 __all__ = [
+    "Agent",
     "Category",
     "ChangeKind",
     "DefinitionKind",

@@ -101,7 +101,9 @@ def test_wrong_key_is_refused(tmp_path: Path, keys) -> None:
         pf.verify([other])
     # a forged key id (claiming the trusted key) still fails the signature check
     assert pf.signature is not None
-    forged = lpatch.PatchFile(pf.spec, pf.manifest, lpatch.Signature(other.key_id, pf.signature.value))
+    forged = lpatch.PatchFile(
+        pf.spec, pf.manifest, lpatch.Signature(other.key_id, pf.signature.value)
+    )
     with pytest.raises(PatchRefused, match="bad signature"):
         forged.verify([other])
 
@@ -119,7 +121,7 @@ def test_truncated_file(keys) -> None:
     private, _ = keys
     data = lpatch.dumps(lpatch.build(make_spec(), private))
     for cut in (0, 1, len(data) // 2, len(data) - 3):
-        with pytest.raises(lpatch.PatchFileError, match="not a valid patch file|truncated"):
+        with pytest.raises(lpatch.PatchFileError, match=r"not a valid patch file|truncated"):
             lpatch.loads(data[:cut])
 
 

@@ -171,7 +171,7 @@ def loads(data: bytes, *, source: str = "patch") -> PatchFile:
 
 def from_document(doc: Any, *, source: str = "patch") -> PatchFile:
     if not isinstance(doc, dict) or doc.get("format") != FILE_FORMAT:
-        raise PatchFileError(f"{source} is not a patch file (no \"format\": \"lpatch\" field)")
+        raise PatchFileError(f'{source} is not a patch file (no "format": "lpatch" field)')
     version = doc.get("format_version")
     if version != FILE_FORMAT_VERSION:
         raise PatchFileError(
@@ -180,7 +180,7 @@ def from_document(doc: Any, *, source: str = "patch") -> PatchFile:
         )
     manifest = doc.get("manifest")
     if not isinstance(manifest, dict):
-        raise PatchFileError(f"{source}: \"manifest\" is missing or not an object")
+        raise PatchFileError(f'{source}: "manifest" is missing or not an object')
     if manifest.get("format_version") != MANIFEST_FORMAT_VERSION:
         raise PatchFileError(
             f"{source}: manifest format version {manifest.get('format_version')!r} is not supported "
@@ -198,7 +198,7 @@ def _signature_from(raw: Any, source: str) -> Signature | None:
     if raw is None:
         return None
     if not isinstance(raw, dict):
-        raise PatchFileError(f"{source}: \"signature\" must be an object or null")
+        raise PatchFileError(f'{source}: "signature" must be an object or null')
     if raw.get("algorithm") != SIGNATURE_ALGORITHM:
         raise PatchFileError(
             f"{source}: unsupported signature algorithm {raw.get('algorithm')!r} "
@@ -206,7 +206,7 @@ def _signature_from(raw: Any, source: str) -> Signature | None:
         )
     key_id, value = raw.get("key_id"), raw.get("value")
     if not isinstance(key_id, str) or not isinstance(value, str):
-        raise PatchFileError(f"{source}: signature needs string fields \"key_id\" and \"value\"")
+        raise PatchFileError(f'{source}: signature needs string fields "key_id" and "value"')
     try:
         sig = base64.b64decode(value.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError) as exc:

@@ -70,7 +70,9 @@ def generate_keypair(out_dir: Path) -> tuple[Path, Path, str]:
     public_path = out_dir / PUBLIC_KEY_NAME
     for p in (private_path, public_path):
         if p.exists():
-            raise KeyFileError(f"{p} already exists; refusing to overwrite a key (move it away first)")
+            raise KeyFileError(
+                f"{p} already exists; refusing to overwrite a key (move it away first)"
+            )
     key = Ed25519PrivateKey.generate()
     private_pem = key.private_bytes(
         serialization.Encoding.PEM,
