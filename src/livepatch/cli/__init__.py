@@ -66,3 +66,9 @@ def main() -> None:
 @main.group(cls=_PluginGroup, plugin_group="livepatch.servers")
 def serve() -> None:
     """Run a reference server prepared for live patching (e.g. `livepatch serve kv`)."""
+
+
+# Patch tooling: diff, keygen, inspect, apply, revert, status, history.
+from livepatch.cli import patching  # noqa: E402
+
+patching.register(main)

@@ -1,0 +1,5 @@
+"""`python -m livepatch.cli`: the same as the `livepatch` command."""
+
+from livepatch.cli import main
+
+main()

@@ -1,0 +1,375 @@
+"""The patch commands: diff, keygen, inspect (offline) and apply, revert, status, history (via the agent).
+
+Exit codes (docs/cli.md): 0 success (patch written / applied / reverted, query answered); 1 refused,
+aborted or failed, with the reason on stderr (also: patch not written because of refusals, agent
+unreachable, bad patch file); 2 usage error (click's own).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+
+from livepatch.agent import client, protocol
+from livepatch.cli import render
+from livepatch.errors import LivepatchError
+from livepatch.patch import lpatch, signing
+from livepatch.patch.model import Category
+from livepatch.patch.package import (
+    MAX_SOURCE_BYTES,
+    PackageError,
+    build_patch,
+    read_directory,
+    read_git,
+)
+
+_out = Console(highlight=False, soft_wrap=True)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
+_CLIENT_GRACE_S = 60.0  # on top of the patch timeout: staging, hooks, a busy patcher thread
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    _err.print(f"[bold red]error:[/] {message}", markup=True)
+    sys.exit(code)
+
+
+def _print_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def _ask(socket_path: str, req: dict[str, Any], timeout: float) -> dict[str, Any]:
+    try:
+        return client.request(socket_path, req, timeout=timeout)
+    except client.AgentUnreachable as exc:
+        _fail(str(exc))
+    except protocol.ProtocolError as exc:
+        _fail(f"bad reply from the agent: {exc}")
+
+
+socket_option = click.option(
+    "--socket",
+    "socket_path",
+    required=True,
+    envvar="LIVEPATCH_SOCKET",
+    type=click.Path(dir_okay=False),
+    help="The agent's control socket (or $LIVEPATCH_SOCKET).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+method_option = click.option(
+    "--method",
+    type=click.Choice(protocol.METHODS),
+    default="auto",
+    show_default=True,
+    help="global: everyone parks, one swap; local: each thread moves at its next quiescence point; "
+    "auto: local for thread-local patches, else global.",
+)
+timeout_option = click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.001, max=protocol.MAX_TIMEOUT_S),
+    default=5.0,
+    show_default=True,
+    help="Seconds to reach quiescence before aborting (nothing changes on abort).",
+)
+
+
+# -- offline ------------------------------------------------------------------------------------------
+
+
+@click.command("diff")
+@click.argument(
+    "old", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+@click.argument(
+    "new", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+@click.option("--package", "-p", "package", required=True, help="Package to diff, e.g. kvserver.")
+@click.option(
+    "--git",
+    "git",
+    nargs=3,
+    type=str,
+    default=None,
+    metavar="REPO REV_OLD REV_NEW",
+    help="Diff two revisions of a git repository instead of two directories (no checkout).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the .lpatch here.",
+)
+@click.option(
+    "--key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Private key to sign with.",
+)
+@click.option(
+    "--category",
+    type=click.Choice([c.value for c in Category]),
+    default=Category.PROCESS.value,
+    show_default=True,
+    help="thread-local allows local quiescence; process needs global; data carries a transformer.",
+)
+@click.option(
+    "--hooks",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Python module with pre_patch/transform/post_patch/pre_revert/post_revert, stored in the patch.",
+)
+@click.option(
+    "--description", "-m", default="", help="What the patch fixes (stored in the manifest)."
+)
+@click.option("--patch-id", default=None, help="Patch id (default: a short hash of the content).")
+@json_option
+def diff_command(
+    old: Path | None,
+    new: Path | None,
+    package: str,
+    git: tuple[str, str, str] | None,
+    output: Path | None,
+    key: Path | None,
+    category: str,
+    hooks: Path | None,
+    description: str,
+    patch_id: str | None,
+    as_json: bool,
+) -> None:
+    """Diff two versions of PACKAGE (directories OLD and NEW holding OLD/PKG/..., or --git) into a patch.
+
+    A patch with refusals is not written (exit 1) unless --hooks is given.
+    """
+    if git is not None and (old is not None or new is not None):
+        raise click.UsageError(
+            "give either OLD NEW directories or --git REPO REV_OLD REV_NEW, not both"
+        )
+    if git is None and (old is None or new is None):
+        raise click.UsageError("give OLD and NEW directories, or --git REPO REV_OLD REV_NEW")
+    try:
+        signing_key = signing.load_private_key(key) if key else None
+        hooks_source = None
+        if hooks is not None:
+            if hooks.stat().st_size > MAX_SOURCE_BYTES:
+                _fail(f"{hooks} is over the limit of {MAX_SOURCE_BYTES} bytes")
+            hooks_source = hooks.read_text(encoding="utf-8")
+            compile(hooks_source, str(hooks), "exec")  # a syntax error belongs to the author, now
+        if git is not None:
+            repo = Path(git[0])
+            old_v, new_v = read_git(repo, git[1], package), read_git(repo, git[2], package)
+        else:
+            assert old is not None and new is not None
+            old_v, new_v = read_directory(old, package), read_directory(new, package)
+        pp = build_patch(
+            old_v,
+            new_v,
+            category=Category(category),
+            description=description,
+            hooks_source=hooks_source,
+            patch_id=patch_id,
+        )
+    except (LivepatchError, PackageError, OSError, UnicodeDecodeError) as exc:
+        _fail(str(exc))
+    except SyntaxError as exc:
+        _fail(f"hooks file {hooks}: {exc}")
+    spec = pp.spec
+    blocked = bool(spec.refusals) and hooks_source is None
+    empty = spec.changed_count == 0
+    written = False
+    if output is not None and not blocked and not empty:
+        try:
+            lpatch.write(output, lpatch.build(spec, signing_key))
+        except (lpatch.PatchFileError, OSError) as exc:
+            _fail(str(exc))
+        written = True
+    if as_json:
+        _print_json(
+            {
+                "manifest": spec.to_dict(),
+                "modules": [
+                    {"module": m.module, "status": m.status, "counts": m.counts} for m in pp.modules
+                ],
+                "written": str(output) if written else None,
+                "signed_by": signing_key.key_id if signing_key and written else None,
+            }
+        )
+    else:
+        _out.print(render.diff_summary(pp))
+        if written:
+            signed = f"signed by key {signing_key.key_id}" if signing_key else "UNSIGNED"
+            _out.print(f"wrote {output} ({signed})")
+    if blocked:
+        _fail(
+            f"{len(spec.refusals)} change(s) cannot be live-patched; no patch written "
+            "(fix them, or ship --hooks that handle them)"
+        )
+    if empty:
+        _fail("no definition changed between the two versions; no patch written")
+
+
+@click.command("keygen")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+def keygen_command(out_dir: Path) -> None:
+    """Write OUT/livepatch.key (private, mode 0600) and OUT/livepatch.pub. Never overwrites."""
+    try:
+        private, public, key_id = signing.generate_keypair(out_dir)
+    except (signing.KeyFileError, OSError) as exc:
+        _fail(str(exc))
+    _out.print(f"private key: {private} (mode 0600; keep it secret)")
+    _out.print(f"public key:  {public} (give it to the agents: trusted_keys=[...])")
+    _out.print(f"key id:      {key_id}")
+
+
+@click.command("inspect")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--key",
+    "public_keys",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Public key(s) to check the signature against.",
+)
+@json_option
+def inspect_command(file: Path, public_keys: tuple[Path, ...], as_json: bool) -> None:
+    """Show what the patch FILE will do, and whether (and by which key) it is signed."""
+    try:
+        pf = lpatch.read(file)
+        keys = [signing.load_public_key(p) for p in public_keys]
+    except (lpatch.PatchFileError, signing.KeyFileError) as exc:
+        _fail(str(exc))
+    signed_by = pf.signature.key_id if pf.signature else None
+    verified: bool | None = None
+    problem = ""
+    if keys and pf.signature is not None:
+        try:
+            pf.verify(keys)
+            verified = True
+        except LivepatchError as exc:
+            verified, problem = False, str(exc)
+    if as_json:
+        _print_json(
+            {
+                "manifest": pf.manifest,
+                "signed": pf.signed,
+                "key_id": signed_by,
+                "signature_valid": verified,
+                "changed": pf.spec.changed_count,
+            }
+        )
+    else:
+        _out.print(render.inspect_summary(pf.spec, signed_by, verified))
+    if verified is False:
+        _fail(problem)
+
+
+# -- through the agent ----------------------------------------------------------------------------------
+
+
+def _report(reply: dict[str, Any], as_json: bool) -> None:
+    result = reply.get("result")
+    if as_json:
+        _print_json(reply)
+    elif result is not None:
+        _out.print(render.timeline(result))
+        if reply.get("signed_by"):
+            _out.print(f"  signed by key {reply['signed_by']}", style="dim")
+    if not reply.get("ok"):
+        _fail(reply.get("error") or "failed")
+
+
+@click.command("apply")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@socket_option
+@method_option
+@timeout_option
+@click.option(
+    "--watch",
+    "watch_s",
+    type=click.FloatRange(min=0.001, max=protocol.MAX_WATCH_S),
+    default=None,
+    help="Watch the patched code for SECONDS after applying; errors above --max-errors roll it back.",
+)
+@click.option("--max-errors", type=click.IntRange(min=0), default=0, show_default=True)
+@json_option
+def apply_command(
+    file: Path,
+    socket_path: str,
+    method: str,
+    timeout: float,
+    watch_s: float | None,
+    max_errors: int,
+    as_json: bool,
+) -> None:
+    """Apply the patch FILE to the server behind --socket."""
+    try:
+        pf = lpatch.read(file)
+    except lpatch.PatchFileError as exc:
+        _fail(str(exc))
+    req = {
+        "op": "apply",
+        "patch": pf.to_document(),
+        "method": method,
+        "timeout": timeout,
+        "watch": {"window_s": watch_s, "max_errors": max_errors} if watch_s else None,
+    }
+    _report(_ask(socket_path, req, timeout + (watch_s or 0) + _CLIENT_GRACE_S), as_json)
+
+
+@click.command("revert")
+@click.argument("patch_id", required=False)
+@socket_option
+@method_option
+@timeout_option
+@json_option
+def revert_command(
+    patch_id: str | None, socket_path: str, method: str, timeout: float, as_json: bool
+) -> None:
+    """Revert the newest applied patch (or PATCH_ID, when no later patch touches its targets)."""
+    req = {"op": "revert", "patch_id": patch_id, "method": method, "timeout": timeout}
+    _report(_ask(socket_path, req, timeout + _CLIENT_GRACE_S), as_json)
+
+
+@click.command("status")
+@socket_option
+@json_option
+def status_command(socket_path: str, as_json: bool) -> None:
+    """Show the applied patches and which threads run which generation."""
+    reply = _ask(socket_path, {"op": "status"}, _CLIENT_GRACE_S)
+    if not reply.get("ok"):
+        _fail(reply.get("error") or "failed")
+    if as_json:
+        _print_json(reply)
+    else:
+        _out.print(render.status_text(reply))
+
+
+@click.command("history")
+@socket_option
+@json_option
+def history_command(socket_path: str, as_json: bool) -> None:
+    """Show every patch attempt (applied, reverted, refused, aborted, rolled back), oldest first."""
+    reply = _ask(socket_path, {"op": "history"}, _CLIENT_GRACE_S)
+    if not reply.get("ok"):
+        _fail(reply.get("error") or "failed")
+    if as_json:
+        _print_json(reply)
+    else:
+        _out.print(render.history_table(reply["history"]))
+
+
+COMMANDS = (
+    diff_command,
+    keygen_command,
+    inspect_command,
+    apply_command,
+    revert_command,
+    status_command,
+    history_command,
+)
+
+
+def register(group: click.Group) -> None:
+    for cmd in COMMANDS:
+        group.add_command(cmd)
