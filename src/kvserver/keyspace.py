@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
+from kvserver.replies import WRONGTYPE, CommandError
 from kvserver.types.zset import SortedSet
 
 MAX_SCANS = 64
@@ -148,6 +149,17 @@ class Keyspace:
             del data[key]
             reaped += 1
         return reaped
+
+    def lookup_typed(self, key: bytes, now_ms: int, kind: type) -> Any:
+        """lookup(), raising WRONGTYPE if the key holds something other than `kind`."""
+        value = self.lookup(key, now_ms)
+        if value is None or type(value) is kind:
+            return value
+        raise CommandError(WRONGTYPE)
+
+    def replace(self, key: bytes, value: Any) -> None:
+        """Set the value of `key`, keeping its TTL (INCR, APPEND, SETRANGE; a new key has none)."""
+        self._data[key] = value
 
     # ----------------------------------------------------------------- expiry
     def get_expire(self, key: bytes) -> int | None:

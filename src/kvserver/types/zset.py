@@ -39,6 +39,8 @@ class _Top:
 
 
 _TOP: Any = _Top()
+# Public name for callers building lex bounds ("+" used as a lower bound).
+ABOVE_ALL_MEMBERS: Any = _TOP
 
 
 class SortedSet:

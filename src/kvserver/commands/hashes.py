@@ -1,0 +1,176 @@
+"""Hash commands (Redis 7 t_hash.c). A hash is a dict[bytes, bytes]; an emptied hash is deleted."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from kvserver.commands.keys import parse_cursor, parse_scan_options
+from kvserver.commands.table import Command, command
+from kvserver.replies import OK, OVERFLOW, CommandError, Reply, wrong_arity
+from kvserver.types.glob import compile_glob
+from kvserver.types.numbers import INT64_MAX, INT64_MIN, format_float, parse_float, parse_int
+
+if TYPE_CHECKING:
+    from kvserver.context import CommandContext
+
+
+def _hash(ctx: CommandContext, key: bytes) -> dict[bytes, bytes] | None:
+    return ctx.db.lookup_typed(key, ctx.now_ms, dict)
+
+
+def _hash_for_write(ctx: CommandContext, key: bytes) -> dict[bytes, bytes]:
+    h = _hash(ctx, key)
+    if h is None:
+        h = {}
+        ctx.db.store(key, h)
+    return h
+
+
+def hset_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    if len(argv) % 2:
+        raise CommandError(wrong_arity(argv[0].decode(errors="replace")))
+    h = _hash_for_write(ctx, argv[1])
+    before = len(h)
+    for i in range(2, len(argv), 2):
+        h[argv[i]] = argv[i + 1]
+    if argv[0].upper() == b"HMSET":
+        return OK
+    return len(h) - before
+
+
+hmset_command = hset_command
+
+
+def hsetnx_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    h = _hash_for_write(ctx, argv[1])
+    if argv[2] in h:
+        ctx.no_propagation()
+        return 0
+    h[argv[2]] = argv[3]
+    return 1
+
+
+def hget_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    h = _hash(ctx, argv[1])
+    return None if h is None else h.get(argv[2])
+
+
+def hmget_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    h = _hash(ctx, argv[1])
+    if h is None:
+        return [None] * (len(argv) - 2)
+    return [h.get(f) for f in argv[2:]]
+
+
+def hdel_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    h = _hash(ctx, argv[1])
+    if h is None:
+        ctx.no_propagation()
+        return 0
+    deleted = 0
+    for f in argv[2:]:
+        if h.pop(f, None) is not None:
+            deleted += 1
+    if not h:
+        ctx.db.delete(argv[1])
+    if not deleted:
+        ctx.no_propagation()
+    return deleted
+
+
+def hexists_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    h = _hash(ctx, argv[1])
+    return int(h is not None and argv[2] in h)
+
+
+def hgetall_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    h = _hash(ctx, argv[1])
+    return {} if h is None else dict(h)
+
+
+def hkeys_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    h = _hash(ctx, argv[1])
+    return [] if h is None else list(h)
+
+
+def hvals_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    h = _hash(ctx, argv[1])
+    return [] if h is None else list(h.values())
+
+
+def hlen_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    h = _hash(ctx, argv[1])
+    return 0 if h is None else len(h)
+
+
+def hstrlen_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    h = _hash(ctx, argv[1])
+    return 0 if h is None else len(h.get(argv[2], b""))
+
+
+def hincrby_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    delta = parse_int(argv[3])
+    h = _hash_for_write(ctx, argv[1])
+    old = h.get(argv[2])
+    current = 0 if old is None else parse_int(old, "ERR hash value is not an integer")
+    result = current + delta
+    if result > INT64_MAX or result < INT64_MIN:
+        _drop_if_empty(ctx, argv[1], h)
+        raise CommandError(OVERFLOW)
+    h[argv[2]] = b"%d" % result
+    return result
+
+
+def hincrbyfloat_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    delta = parse_float(argv[3])
+    h = _hash_for_write(ctx, argv[1])
+    old = h.get(argv[2])
+    current = 0.0 if old is None else parse_float(old, "ERR hash value is not a float")
+    result = current + delta
+    if math.isnan(result) or math.isinf(result):
+        _drop_if_empty(ctx, argv[1], h)
+        raise CommandError("ERR increment would produce NaN or Infinity")
+    text = format_float(result)
+    h[argv[2]] = text
+    ctx.propagate_as([b"HSET", argv[1], argv[2], text])
+    return text
+
+
+def _drop_if_empty(ctx: CommandContext, key: bytes, h: dict[bytes, bytes]) -> None:
+    # A failed increment must not leave behind the empty hash _hash_for_write created.
+    if not h:
+        ctx.db.delete(key)
+
+
+def hscan_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    """HSCAN: the whole hash in one reply (cursor 0), as Redis does for small encodings."""
+    parse_cursor(argv[2])
+    _count, pattern, _ = parse_scan_options(argv, 3, allow_type=False)
+    h = _hash(ctx, argv[1])
+    out: list[bytes] = []
+    if h is not None:
+        match = compile_glob(pattern).fullmatch
+        for f, v in h.items():
+            if pattern == b"*" or match(f) is not None:
+                out += (f, v)
+    return [b"0", out]
+
+
+COMMANDS: list[Command] = [
+    command("HSET", hset_command, -4, "write fast", (1, 1, 1), "hash"),
+    command("HMSET", hmset_command, -4, "write fast", (1, 1, 1), "hash"),
+    command("HSETNX", hsetnx_command, 4, "write fast", (1, 1, 1), "hash"),
+    command("HGET", hget_command, 3, "readonly fast", (1, 1, 1), "hash"),
+    command("HMGET", hmget_command, -3, "readonly fast", (1, 1, 1), "hash"),
+    command("HDEL", hdel_command, -3, "write fast", (1, 1, 1), "hash"),
+    command("HEXISTS", hexists_command, 3, "readonly fast", (1, 1, 1), "hash"),
+    command("HGETALL", hgetall_command, 2, "readonly", (1, 1, 1), "hash"),
+    command("HKEYS", hkeys_command, 2, "readonly", (1, 1, 1), "hash"),
+    command("HVALS", hvals_command, 2, "readonly", (1, 1, 1), "hash"),
+    command("HLEN", hlen_command, 2, "readonly fast", (1, 1, 1), "hash"),
+    command("HSTRLEN", hstrlen_command, 3, "readonly fast", (1, 1, 1), "hash"),
+    command("HINCRBY", hincrby_command, 4, "write fast", (1, 1, 1), "hash"),
+    command("HINCRBYFLOAT", hincrbyfloat_command, 4, "write fast", (1, 1, 1), "hash"),
+    command("HSCAN", hscan_command, -3, "readonly", (1, 1, 1), "hash"),
+]

@@ -1,0 +1,280 @@
+"""Keyspace commands (Redis 7 db.c / expire.c): DEL, EXISTS, the EXPIRE family, TTL, TYPE, RENAME,
+KEYS, SCAN, DBSIZE, RANDOMKEY.
+
+Expiry times are absolute Unix milliseconds (ctx.now_ms is the command's one instant). Every EXPIRE
+variant is logged as PEXPIREAT, so a replay of the append-only file never extends a TTL; an expiry
+already in the past deletes the key and is logged as DEL, as Redis does.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from kvserver.commands.table import Command, command
+from kvserver.keyspace import type_name
+from kvserver.replies import NO_SUCH_KEY, OK, SYNTAX, CommandError, Reply, SimpleString
+from kvserver.types.glob import compile_glob
+from kvserver.types.numbers import INT64_MAX, INT64_MIN, parse_int
+
+if TYPE_CHECKING:
+    from kvserver.context import CommandContext
+
+_TYPE_REPLIES = {
+    name: SimpleString(name.decode()) for name in (b"string", b"list", b"hash", b"set", b"zset")
+}
+_NONE = SimpleString("none")
+
+
+def del_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    db = ctx.db
+    now = ctx.now_ms
+    deleted = 0
+    for key in argv[1:]:
+        if db.lookup(key, now) is not None:
+            db.delete(key)
+            deleted += 1
+    if not deleted:
+        ctx.no_propagation()
+    return deleted
+
+
+unlink_command = del_command
+
+
+def exists_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    lookup = ctx.db.lookup
+    now = ctx.now_ms
+    return sum(1 for key in argv[1:] if lookup(key, now) is not None)
+
+
+def _expire(ctx: CommandContext, argv: list[bytes], seconds: bool, absolute: bool) -> Reply:
+    name = argv[0].decode(errors="replace").lower()
+    key = argv[1]
+    nx = xx = gt = lt = False
+    for raw in argv[3:]:
+        opt = raw.upper()
+        if opt == b"NX":
+            nx = True
+        elif opt == b"XX":
+            xx = True
+        elif opt == b"GT":
+            gt = True
+        elif opt == b"LT":
+            lt = True
+        else:
+            raise CommandError(f"ERR Unsupported option {raw.decode(errors='replace')}")
+    if nx and (xx or gt or lt):
+        raise CommandError("ERR NX and XX, GT or LT options at the same time are not compatible")
+    if gt and lt:
+        raise CommandError("ERR GT and LT options at the same time are not compatible")
+    when = parse_int(argv[2])
+    invalid = f"ERR invalid expire time in '{name}' command"
+    if seconds:
+        if when > INT64_MAX // 1000 or when < INT64_MIN // 1000:
+            raise CommandError(invalid)
+        when *= 1000
+    if not absolute:
+        if when > INT64_MAX - ctx.now_ms:
+            raise CommandError(invalid)
+        when += ctx.now_ms
+    db = ctx.db
+    ctx.no_propagation()
+    if db.lookup(key, ctx.now_ms) is None:
+        return 0
+    current = db.get_expire(key)
+    if nx and current is not None:
+        return 0
+    if xx and current is None:
+        return 0
+    # A key without a TTL has an infinite one: GT never beats it, LT always does.
+    if gt and (current is None or when <= current):
+        return 0
+    if lt and current is not None and when >= current:
+        return 0
+    if when <= ctx.now_ms:
+        db.delete(key)
+        ctx.propagate_as([b"DEL", key])
+        return 1
+    db.set_expire(key, when)
+    ctx.propagate_as([b"PEXPIREAT", key, b"%d" % when])
+    return 1
+
+
+def expire_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    return _expire(ctx, argv, True, False)
+
+
+def pexpire_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    return _expire(ctx, argv, False, False)
+
+
+def expireat_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    return _expire(ctx, argv, True, True)
+
+
+def pexpireat_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    return _expire(ctx, argv, False, True)
+
+
+def _ttl(ctx: CommandContext, key: bytes, ms: bool, absolute: bool = False) -> int:
+    db = ctx.db
+    if db.lookup(key, ctx.now_ms) is None:
+        return -2
+    when = db.get_expire(key)
+    if when is None:
+        return -1
+    if absolute:
+        return when if ms else when // 1000
+    left = max(when - ctx.now_ms, 0)
+    return left if ms else (left + 500) // 1000
+
+
+def ttl_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    return _ttl(ctx, argv[1], False)
+
+
+def pttl_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    return _ttl(ctx, argv[1], True)
+
+
+def expiretime_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    return _ttl(ctx, argv[1], False, absolute=True)
+
+
+def pexpiretime_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    return _ttl(ctx, argv[1], True, absolute=True)
+
+
+def persist_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    db = ctx.db
+    if db.lookup(argv[1], ctx.now_ms) is not None and db.persist(argv[1]):
+        return 1
+    ctx.no_propagation()
+    return 0
+
+
+def type_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    value = ctx.db.lookup(argv[1], ctx.now_ms)
+    if value is None:
+        return _NONE
+    return _TYPE_REPLIES.get(type_name(value), _NONE)
+
+
+def _rename(ctx: CommandContext, argv: list[bytes], nx: bool) -> Reply:
+    src, dst = argv[1], argv[2]
+    db = ctx.db
+    now = ctx.now_ms
+    value = db.lookup(src, now)
+    if value is None:
+        raise CommandError(NO_SUCH_KEY)
+    if src == dst:
+        ctx.no_propagation()
+        return 0 if nx else OK
+    if nx and db.lookup(dst, now) is not None:
+        ctx.no_propagation()
+        return 0
+    expire_at = db.get_expire(src)
+    db.delete(src)
+    db.store(dst, value, expire_at)
+    return 1 if nx else OK
+
+
+def rename_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    return _rename(ctx, argv, False)
+
+
+def renamenx_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    return _rename(ctx, argv, True)
+
+
+def keys_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    db = ctx.db
+    now = ctx.now_ms
+    pattern = argv[1]
+    keys = db.keys_snapshot()
+    if pattern != b"*":
+        match = compile_glob(pattern).fullmatch
+        keys = [k for k in keys if match(k) is not None]
+    return [k for k in keys if db.lookup(k, now) is not None]
+
+
+def parse_scan_options(argv: list[bytes], start: int, allow_type: bool) -> tuple[int, bytes, bytes]:
+    """COUNT, MATCH and (SCAN only) TYPE options shared by SCAN and HSCAN/SSCAN/ZSCAN."""
+    count = 10
+    pattern = b"*"
+    kind = b""
+    i = start
+    n = len(argv)
+    while i < n:
+        opt = argv[i].upper()
+        if i + 1 >= n:
+            raise CommandError(SYNTAX)
+        if opt == b"COUNT":
+            count = parse_int(argv[i + 1])
+            if count < 1:
+                raise CommandError(SYNTAX)
+        elif opt == b"MATCH":
+            pattern = argv[i + 1]
+        elif opt == b"TYPE" and allow_type:
+            kind = argv[i + 1].lower()
+        else:
+            raise CommandError(SYNTAX)
+        i += 2
+    return count, pattern, kind
+
+
+def parse_cursor(arg: bytes) -> int:
+    if not arg.isdigit():
+        raise CommandError("ERR invalid cursor")
+    cursor = int(arg)
+    if cursor >= 2**64:
+        raise CommandError("ERR invalid cursor")
+    return cursor
+
+
+def scan_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    cursor = parse_cursor(argv[1])
+    count, pattern, kind = parse_scan_options(argv, 2, allow_type=True)
+    db = ctx.db
+    now = ctx.now_ms
+    next_cursor, keys = db.scan(cursor, count)
+    if pattern != b"*":
+        match = compile_glob(pattern).fullmatch
+        keys = [k for k in keys if match(k) is not None]
+    out = []
+    for key in keys:
+        value = db.lookup(key, now)
+        if value is not None and (not kind or type_name(value) == kind):
+            out.append(key)
+    return [b"%d" % next_cursor, out]
+
+
+def dbsize_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    return len(ctx.db)
+
+
+def randomkey_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    return ctx.db.random_key(ctx.now_ms)
+
+
+COMMANDS: list[Command] = [
+    command("DEL", del_command, -2, "write", (1, -1, 1), "generic"),
+    command("UNLINK", unlink_command, -2, "write fast", (1, -1, 1), "generic"),
+    command("EXISTS", exists_command, -2, "readonly fast", (1, -1, 1), "generic"),
+    command("EXPIRE", expire_command, -3, "write fast", (1, 1, 1), "generic"),
+    command("PEXPIRE", pexpire_command, -3, "write fast", (1, 1, 1), "generic"),
+    command("EXPIREAT", expireat_command, -3, "write fast", (1, 1, 1), "generic"),
+    command("PEXPIREAT", pexpireat_command, -3, "write fast", (1, 1, 1), "generic"),
+    command("TTL", ttl_command, 2, "readonly fast", (1, 1, 1), "generic"),
+    command("PTTL", pttl_command, 2, "readonly fast", (1, 1, 1), "generic"),
+    command("EXPIRETIME", expiretime_command, 2, "readonly fast", (1, 1, 1), "generic"),
+    command("PEXPIRETIME", pexpiretime_command, 2, "readonly fast", (1, 1, 1), "generic"),
+    command("PERSIST", persist_command, 2, "write fast", (1, 1, 1), "generic"),
+    command("TYPE", type_command, 2, "readonly fast", (1, 1, 1), "generic"),
+    command("RENAME", rename_command, 3, "write", (1, 2, 1), "generic"),
+    command("RENAMENX", renamenx_command, 3, "write fast", (1, 2, 1), "generic"),
+    command("KEYS", keys_command, 2, "readonly", (0, 0, 0), "generic"),
+    command("SCAN", scan_command, -2, "readonly", (0, 0, 0), "generic"),
+    command("DBSIZE", dbsize_command, 1, "readonly fast", (0, 0, 0), "server"),
+    command("RANDOMKEY", randomkey_command, 1, "readonly", (0, 0, 0), "generic"),
+]

@@ -1,0 +1,76 @@
+"""Numbers stored as strings: Redis's strict parsing (string2ll, strtod) and INCRBYFLOAT's formatting.
+
+Python's int() and float() are more lenient than Redis ("+1", " 1", "1_0", "nan" all parse), so every
+argument a client sends as a number goes through these. Errors are CommandError with Redis's line.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from decimal import Decimal
+
+from kvserver.replies import NOT_FLOAT, NOT_INTEGER, CommandError
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+# string2ll: optional '-', no '+', no spaces, no leading zeros, at most 19 digits (range checked after).
+_INT = re.compile(rb"0|-?[1-9][0-9]{0,18}")
+# strtod accepts a lot; Redis additionally refuses leading space and trailing garbage. Python's float()
+# accepts '_' separators and surrounding spaces, which strtod does not: refuse them up front.
+_FLOAT_BAD = re.compile(rb"[\s_]")
+
+
+def parse_int(arg: bytes, error: str = NOT_INTEGER) -> int:
+    """A signed 64-bit integer written exactly as Redis's string2ll accepts it."""
+    if _INT.fullmatch(arg) is None:
+        raise CommandError(error)
+    value = int(arg)
+    if value < INT64_MIN or value > INT64_MAX:
+        raise CommandError(error)
+    return value
+
+
+def parse_float(arg: bytes, error: str = NOT_FLOAT) -> float:
+    """A double as strtod reads it (inf, -inf, 1e5 accepted); NaN and spaces refused."""
+    if not arg or _FLOAT_BAD.search(arg) is not None:
+        raise CommandError(error)
+    try:
+        value = float(arg)
+    except ValueError:
+        raise CommandError(error) from None
+    if math.isnan(value):
+        raise CommandError(error)
+    return value
+
+
+def format_float(value: float) -> bytes:
+    """INCRBYFLOAT's human format: no exponent, no trailing zeros ('10.6', '5200', '0.00003').
+
+    Python's repr is the shortest string that round-trips; Decimal spells it without an exponent.
+    """
+    if value == int(value) and abs(value) < 1e17:
+        return b"%d" % int(value)
+    text = format(Decimal(repr(value)), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text.encode()
+
+
+def parse_expire(arg: bytes, seconds: bool, absolute: bool, now_ms: int, command: str) -> int:
+    """An absolute expiry in ms from EX/PX/EXAT/PXAT-style arguments (Redis's getExpireMilliseconds).
+
+    Zero, negative and overflowing times are refused with "invalid expire time in '<command>' command".
+    """
+    value = parse_int(arg)
+    invalid = f"ERR invalid expire time in '{command}' command"
+    if value <= 0 or (seconds and value > INT64_MAX // 1000):
+        raise CommandError(invalid)
+    if seconds:
+        value *= 1000
+    if not absolute:
+        value += now_ms
+        if value > INT64_MAX:
+            raise CommandError(invalid)
+    return value
