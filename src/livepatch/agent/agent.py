@@ -222,6 +222,10 @@ class Agent:
             )
         except LivepatchError as exc:
             return self._refuse(patch_id, "apply", method, str(exc), t0), signed_by
+        except Exception as exc:  # a runtime bug must not escape into the server: report it
+            log.exception("apply of patch %s failed", patch_id)
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            return self._refuse(patch_id, "apply", method, reason, t0, "failed"), signed_by
         timings = dict(result.timings)
         timings["signature"] = verify_ms  # the agent's own checks, before the runtime's "verify"
         result = dataclasses.replace(
@@ -240,6 +244,12 @@ class Agent:
             )
         except LivepatchError as exc:
             return self._refuse(req["patch_id"] or "?", "revert", req["method"], str(exc), t0), None
+        except Exception as exc:  # a runtime bug must not escape into the server: report it
+            log.exception("revert failed")
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            return self._refuse(
+                req["patch_id"] or "?", "revert", req["method"], reason, t0, "failed"
+            ), None
         log.info("revert %s: %s %s", result.patch_id, result.outcome, result.reason)
         return result, None
 
@@ -256,15 +266,23 @@ class Agent:
                 f"(allowed: {', '.join(sorted(ALLOWED_METHODS[spec.category]))})"
             )
 
-    def _refuse(self, patch_id: str, action: str, method: str, reason: str, t0: int) -> PatchResult:
+    def _refuse(
+        self,
+        patch_id: str,
+        action: str,
+        method: str,
+        reason: str,
+        t0: int,
+        outcome: str = "refused",
+    ) -> PatchResult:
         t1 = time.monotonic_ns()
         result = PatchResult(
             patch_id=patch_id,
             action=action,
             method=method,
-            outcome="refused",
+            outcome=outcome,
             reason=reason,
-            events=(Event("requested", t0, detail="agent"), Event("refused", t1, detail=reason)),
+            events=(Event("requested", t0, detail="agent"), Event(outcome, t1, detail=reason)),
             timings={"verify": (t1 - t0) / 1e6, "total": (t1 - t0) / 1e6},
         )
         with self._lock:
