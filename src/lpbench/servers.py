@@ -1,0 +1,251 @@
+"""The servers under test: start, wait until ready, load state, restart with persistence, stop.
+
+A Server is a real process started here and always stopped (`stop()` in a finally: SIGTERM, then
+SIGKILL). Readiness is the line the server prints when it listens, read from its stdout with a deadline,
+never a sleep. After that a thread copies the rest of its output to a log file, so a chatty server
+cannot block on a full pipe.
+
+Registry: SERVERS maps a name to a factory; `kv` is kvserver (`livepatch serve kv`, with the livepatch
+agent), `redis` the real redis-server (no agent: updates `none` and `restart` only; useful as the
+reference under the same load generator). The SQL server registers here when it exists.
+
+Concurrency: a Server object is driven by one thread of the harness.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Protocol
+
+from lpbench.client import Client
+
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+
+
+class Server(Protocol):
+    name: str
+    host: str
+    port: int
+    control_socket: Path | None  # the livepatch agent's socket; None: no live updates possible
+    supports_live: bool
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def populate(self, keys: int) -> None: ...
+    def restart(self) -> dict[str, int]: ...
+    def pid(self) -> int: ...
+
+
+def livepatch_executable() -> str:
+    """The `livepatch` console script of this interpreter's environment (not whatever is on PATH)."""
+    candidate = Path(sys.executable).parent / "livepatch"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("livepatch")
+    if found is None:
+        raise RuntimeError("the `livepatch` command is not installed (pip install -e .)")
+    return found
+
+
+class ManagedProcess:
+    """A server process: start, wait for its readiness line, log its output, stop it for sure."""
+
+    def __init__(self, argv: list[str], ready: re.Pattern[str], log_path: Path) -> None:
+        self.argv, self.ready, self.log_path = argv, ready, log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._drain: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+        assert self.proc.stdout is not None
+        try:
+            self._wait_ready(self.proc.stdout, log)
+        except BaseException:
+            log.close()
+            self.stop()
+            raise
+        self._drain = threading.Thread(target=self._copy, args=(self.proc.stdout, log), daemon=True)
+        self._drain.start()
+
+    def _wait_ready(self, out: IO[bytes], log: IO[bytes]) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        buf = b""
+        fd = out.fileno()
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError(
+                    f"{self.argv[0]} printed no readiness line in {READY_TIMEOUT_S:.0f} s"
+                )
+            readable, _, _ = select.select([fd], [], [], left)
+            if not readable:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                log.write(buf)
+                raise RuntimeError(
+                    f"server exited before it was ready (code {self.proc.wait()}); "
+                    f"output: {buf.decode(errors='replace')[-2000:]}"
+                )
+            log.write(chunk)
+            log.flush()
+            buf += chunk
+            if self.ready.search(buf.decode(errors="replace")):
+                return
+
+    @staticmethod
+    def _copy(out: IO[bytes], log: IO[bytes]) -> None:
+        with log:
+            for chunk in iter(lambda: os.read(out.fileno(), 65536), b""):
+                log.write(chunk)
+                log.flush()
+
+    def wait_exit(self, timeout_s: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout_s)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=STOP_TIMEOUT_S)
+        if self._drain is not None:
+            self._drain.join(timeout=STOP_TIMEOUT_S)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+class RespServer:
+    """Common part of Redis-protocol servers: populate with DEBUG POPULATE, restart via SHUTDOWN."""
+
+    name = "resp"
+    supports_live = False
+    control_socket: Path | None = None
+
+    def __init__(self, port: int, data_dir: Path, host: str = "127.0.0.1") -> None:
+        self.host, self.port, self.data_dir = host, port, data_dir
+        self.process: ManagedProcess | None = None
+
+    def command_line(self) -> list[str]:
+        raise NotImplementedError
+
+    ready_pattern = re.compile(r"ready", re.IGNORECASE)
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = ManagedProcess(
+            self.command_line(), self.ready_pattern, self.data_dir / "server.log"
+        )
+        self.process.start()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def pid(self) -> int:
+        assert self.process is not None and self.process.proc is not None
+        return self.process.proc.pid
+
+    def populate(self, keys: int) -> None:
+        if keys <= 0:
+            return
+        with Client(self.host, self.port, timeout_s=600) as c:
+            c.call("DEBUG", "POPULATE", keys)
+
+    def restart(self) -> dict[str, int]:
+        """SHUTDOWN (the server saves its data), wait for the exit, start again on the same port/dir.
+
+        Returns monotonic ns: `t_ns` when the shutdown was sent, `down_ns` when the process had exited,
+        `up_ns` when the new one printed its readiness line.
+        """
+        assert self.process is not None
+        t = time.monotonic_ns()
+        try:
+            with Client(self.host, self.port, timeout_s=60) as c:
+                c.call("SHUTDOWN")
+        except (ConnectionError, OSError):
+            pass  # SHUTDOWN answers by closing the connection
+        self.process.wait_exit(STOP_TIMEOUT_S * 3)
+        down = time.monotonic_ns()
+        self.process.stop()
+        self.start()
+        return {"t_ns": t, "down_ns": down, "up_ns": time.monotonic_ns()}
+
+
+class KvServer(RespServer):
+    """kvserver with the livepatch agent on a Unix socket in its data directory (unsigned patches allowed:
+    the harness builds its patches on the fly)."""
+
+    name = "kv"
+    supports_live = True
+
+    def __init__(self, port: int, data_dir: Path, host: str = "127.0.0.1") -> None:
+        super().__init__(port, data_dir, host)
+        self.control_socket = data_dir / "livepatch.sock"
+
+    def command_line(self) -> list[str]:
+        return [
+            livepatch_executable(), "serve", "kv",
+            "--host", self.host, "--port", str(self.port), "--dir", str(self.data_dir),
+            "--livepatch-socket", str(self.control_socket), "--allow-unsigned",
+        ]  # fmt: skip
+
+
+class RedisServer(RespServer):
+    """The real redis-server, append-only file on, so a restart keeps the data."""
+
+    name = "redis"
+    ready_pattern = re.compile(r"Ready to accept connections")
+
+    def command_line(self) -> list[str]:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        return [
+            exe, "--port", str(self.port), "--bind", self.host, "--dir", str(self.data_dir),
+            "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+            "--enable-debug-command", "local",
+        ]  # fmt: skip
+
+
+SERVERS: dict[str, Callable[[int, Path], Server]] = {
+    "kv": lambda port, d: KvServer(port, d),
+    "redis": lambda port, d: RedisServer(port, d),
+}
+
+
+def make_server(name: str, port: int, data_dir: Path) -> Server:
+    try:
+        factory = SERVERS[name]
+    except KeyError:
+        raise ValueError(f"unknown server {name!r}; known: {', '.join(sorted(SERVERS))}") from None
+    return factory(port, data_dir)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
