@@ -1,51 +1,218 @@
-"""PLACEHOLDER with the final public signatures, so servers can be written against them today.
-The runtime helper replaces this file with the real thread registry and quiescence protocol."""
+"""The thread side of the runtime: managed threads, quiescence points, priorities and wake-up hooks.
+
+Theory of operation
+-------------------
+One lock (`_lock`) guards the `Registry` (registry.py, which takes every decision). Two conditions share it:
+`_patcher_cv` wakes the patcher when something it waits for changed (a thread parked, migrated, died,
+deactivated or changed priority); `_threads_cv` wakes managed threads parked at a quiescence point and
+threads waiting to be born or activated while a global transition runs.
+
+`_control.request` is the pending `Transition` or None. It is written only under `_lock`, but read without
+it by `quiescence_point()`: the fast path is that single attribute read. A stale read is harmless: the
+thread simply acts at its next quiescence point.
+
+The patcher side (quiescence.py) drives the protocols with the same lock and conditions.
+"""
 
 from __future__ import annotations
 
-import enum
+import logging
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from livepatch.runtime.registry import (
+    Mode,
+    PointAction,
+    Priority,
+    Registry,
+    RuntimeStatistics,
+    ThreadRecord,
+    ThreadState,
+    Transition,
+)
 
-class Priority(enum.IntEnum):
-    LOW = 0
-    MEDIUM = 1
-    CRITICAL = 2
+__all__ = [
+    "Priority",
+    "activate",
+    "add_wakeup_hook",
+    "current_generation",
+    "deactivate",
+    "is_managed",
+    "managed_thread",
+    "quiescence_point",
+    "remove_wakeup_hook",
+    "set_priority",
+    "statistics",
+]
+
+log = logging.getLogger("livepatch.runtime")
+
+_lock = threading.Lock()
+_patcher_cv = threading.Condition(_lock)
+_threads_cv = threading.Condition(_lock)
+_registry = Registry()
+_local = threading.local()  # .record: the calling thread's ThreadRecord, when managed
+_hooks: tuple[
+    Callable[[], object], ...
+] = ()  # copy-on-write: the patcher iterates without the lock
 
 
 class _Control:
-    request: object | None = None
+    __slots__ = ("request",)
+
+    def __init__(self) -> None:
+        self.request: Transition | None = None
 
 
 _control = _Control()
 
 
+def _record() -> ThreadRecord | None:
+    return getattr(_local, "record", None)
+
+
 def quiescence_point() -> None:
+    """Declare that the calling thread holds no lock and no open transaction right now.
+
+    Call it at the top of a work loop (a connection's command loop outside a transaction, a worker
+    between tasks, an event loop before sleeping). When nothing is pending it costs one attribute read.
+    During a global patch a managed, active thread parks here until the swap is done (or returns at once
+    if the priority rule says a lower-priority thread still runs); during a local patch it moves to the
+    new generation here without blocking. Unmanaged threads never park. Never raises.
+    """
     if _control.request is None:
         return
+    _slow_point()
+
+
+def _slow_point() -> None:
+    rec = _record()
+    if rec is None:
+        return  # unmanaged threads follow the newest generation and are never waited for
+    req = _control.request
+    if req is None:
+        return
+    if req.mode is Mode.LOCAL and rec.generation == req.target:
+        return  # already moved: no lock needed (WfPatch's second fast path)
+    with _lock:
+        action = _registry.at_point(rec)
+        if action is PointAction.RETURN:
+            return
+        _patcher_cv.notify_all()
+        if action is PointAction.PARK:
+            # The patcher unparks us (state back to RUNNING) when the swap is done or aborted.
+            while rec.state is ThreadState.PARKED:
+                _threads_cv.wait()
 
 
 @contextmanager
 def managed_thread(role: str = "worker", priority: Priority = Priority.LOW) -> Iterator[None]:
-    yield
+    """Register the calling thread with the runtime for the duration of the block.
+
+    Birth on enter (waits while a global patch is being applied; starts in the newest generation),
+    death on exit, also when the block raises. May not be nested in one thread (RuntimeError).
+    A patch thread (the caller of apply_patch) must not be managed.
+    """
+    if _record() is not None:
+        raise RuntimeError("managed_thread() is already active in this thread")
+    me = threading.current_thread()
+    ident = threading.get_ident()
+    with _lock:
+        while not _registry.can_enter():
+            _threads_cv.wait()
+        rec = _registry.birth(ident, me.name, role, Priority(priority))
+    _local.record = rec
+    try:
+        yield
+    finally:
+        _local.record = None
+        with _lock:
+            _registry.death(rec)
+            _patcher_cv.notify_all()
 
 
-def activate() -> None:
-    pass
+def _require_record(what: str) -> ThreadRecord:
+    rec = _record()
+    if rec is None:
+        raise RuntimeError(
+            f"{what}() needs a managed thread: call it inside `with managed_thread(...)`"
+        )
+    return rec
 
 
 def deactivate() -> None:
-    pass
+    """The calling managed thread leaves its work loop (e.g. a cached connection thread waiting for a new
+    connection): patches no longer wait for it. Call it only where a quiescence point would be valid.
+    Thread-safe; never blocks for long (takes the registry lock)."""
+    rec = _require_record("deactivate")
+    with _lock:
+        _registry.deactivate(rec)
+        _patcher_cv.notify_all()
+
+
+def activate() -> None:
+    """The calling managed thread re-enters its work loop. Waits while a global patch is being applied;
+    during a local patch it moves to the new generation at once (it runs no request yet)."""
+    rec = _require_record("activate")
+    with _lock:
+        while not _registry.can_enter():
+            _threads_cv.wait()
+        moved = _registry.activate(rec)
+        tr = _registry.transition
+        if moved and tr is not None and tr.listener is not None:
+            tr.listener("migrated", rec)
+        _patcher_cv.notify_all()
 
 
 def set_priority(priority: Priority) -> None:
-    pass
+    """Set the calling managed thread's priority (thread pools: LOW while executing a task, MEDIUM while
+    waiting for work, CRITICAL while acting as the listener). Cheap when no patch is pending."""
+    rec = _require_record("set_priority")
+    p = Priority(priority)
+    if _control.request is None:
+        rec.priority = (
+            p  # only this thread writes its priority; the patcher reads it under the lock
+        )
+        return
+    with _lock:
+        _registry.set_priority(rec, p)
+        _patcher_cv.notify_all()
 
 
 def add_wakeup_hook(fn: Callable[[], object]) -> None:
-    pass
+    """Register `fn`, which the patcher calls (on its own thread, repeatedly, until quiescence or the
+    deadline) to wake threads blocked in I/O or waiting for work. It must not block. An exception it raises
+    is logged (once per patch) and ignored."""
+    global _hooks
+    if not callable(fn):
+        raise TypeError(f"wake-up hook must be callable, got {fn!r}")
+    with _lock:
+        _hooks = (*_hooks, fn)
 
 
 def remove_wakeup_hook(fn: Callable[[], object]) -> None:
-    pass
+    """Unregister `fn` (one registration of it). ValueError if it is not registered."""
+    global _hooks
+    with _lock:
+        hooks = list(_hooks)
+        hooks.remove(fn)
+        _hooks = tuple(hooks)
+
+
+def statistics() -> RuntimeStatistics:
+    """A consistent snapshot: managed threads by generation, state and priority. Any thread may call it."""
+    with _lock:
+        return _registry.statistics()
+
+
+def current_generation() -> int:
+    """The generation the calling thread runs: its own when managed, else the newest one."""
+    rec = _record()
+    if rec is not None:
+        return rec.generation
+    return _registry.newest
+
+
+def is_managed() -> bool:
+    return _record() is not None

@@ -1,0 +1,267 @@
+"""The patcher side of quiescence: the global and the local protocol (DESIGN.md "Quiesce and swap").
+
+Theory of operation
+-------------------
+Both protocols run on the patcher thread, which must not be a managed thread (it would wait for itself).
+They know nothing about code: the global protocol takes "do this while everyone is parked", the local one
+takes "begin dispatch(use_new)" / "end dispatch(keep_new)" callables, so they can be tested with a shared
+variable as well as with real patches.
+
+Global: publish the request -> call the wake-up hooks, wait on `_patcher_cv` (a park, death, deactivation
+or priority change notifies it; a short, growing poll re-calls the hooks for wake-ups that were lost) until
+every active managed thread is parked -> phase SWAPPING (nobody can leave or enter) -> `action(parked)`
+without the lock -> release everyone. Deadline: release everyone, raise PatchAborted naming the stragglers.
+
+Local: `begin(use_new)` installs dispatchers while nobody uses the new code yet (managed threads are at
+generation N, unmanaged ones follow `newest`, still N) -> publish target N+1 -> threads move at their next
+point -> when every active thread has moved: `end(True)`, generation N+1. Deadline: reverse (target back to
+N; moved threads move back at their next point), then `end(False)`. If even the reversal does not finish
+within another deadline, a daemon finisher completes it later (the registry keeps the transition, so the
+next one waits) and the caller gets PatchAborted saying so.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from livepatch.errors import PatchAborted, PatchRefused
+from livepatch.runtime import threads as _t
+from livepatch.runtime.events import Recorder
+from livepatch.runtime.registry import ThreadRecord, describe
+
+_POLL_FIRST_S = 0.0005
+_POLL_MAX_S = 0.02
+
+
+@dataclass(frozen=True)
+class ParkedThread:
+    ident: int
+    name: str
+    role: str
+
+
+@dataclass
+class SyncTimings:
+    sync_ms: float = 0.0  # request -> quiescent (global) / all moved (local)
+    swap_ms: float = 0.0  # the action (global) / end_dispatch (local)
+    reached: list[str] = field(default_factory=list)
+
+
+def refuse_managed_caller(what: str) -> None:
+    """The patcher thread must never be a managed thread: it would wait for itself to park."""
+    if _t.is_managed():
+        raise PatchRefused(
+            f"{what} was called from a managed thread ({threading.current_thread().name}); "
+            "call it from a thread that is not managed (e.g. the agent's patcher thread)"
+        )
+
+
+class _HookCaller:
+    """Calls the wake-up hooks; logs each failing hook once per transition and carries on."""
+
+    def __init__(self) -> None:
+        self._failed: set[int] = set()
+
+    def __call__(self) -> None:
+        for fn in _t._hooks:
+            try:
+                fn()
+            except Exception:
+                if id(fn) not in self._failed:
+                    self._failed.add(id(fn))
+                    _t.log.exception("wake-up hook %r raised (ignored; it stays registered)", fn)
+
+
+def _listener(recorder: Recorder | None) -> Callable[[str, ThreadRecord], None] | None:
+    if recorder is None:
+        return None
+
+    def on_thread_event(name: str, rec: ThreadRecord) -> None:
+        recorder.emit(name, thread=rec.name, generation=rec.generation)
+
+    return on_thread_event
+
+
+_slot = threading.Lock()  # one transition at a time; released by whoever finishes the transition
+
+
+def _take_slot(deadline: float) -> None:
+    if not _slot.acquire(timeout=max(0.0, deadline - time.monotonic())):
+        raise PatchAborted(
+            "another transition is still in progress (or still being reversed); nothing was changed"
+        )
+
+
+def _wait_until(done: Callable[[], bool], deadline: float, hooks: _HookCaller) -> bool:
+    """Call the hooks and wait until `done()` (checked under the lock) or the deadline. Returns with the
+    lock NOT held; True when done."""
+    poll = _POLL_FIRST_S
+    while True:
+        hooks()
+        with _t._lock:
+            if done():
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            _t._patcher_cv.wait(min(poll, remaining))
+            if done():
+                return True
+        poll = min(poll * 2, _POLL_MAX_S)
+
+
+def run_global(
+    action: Callable[[list[ParkedThread]], None],
+    *,
+    timeout: float,
+    use_priorities: bool = True,
+    recorder: Recorder | None = None,
+) -> SyncTimings:
+    """Park every active managed thread at a quiescence point, run `action(parked)`, release everyone.
+
+    Concurrency: call from one unmanaged thread; transitions are serialized by the registry (a second
+    caller waits for the first). `action` runs on this thread, without the registry lock, while every
+    active managed thread is parked and births/activations wait; it must be short (invariant 4) and
+    all-or-nothing. Raises PatchAborted (deadline; nothing changed, everyone released) or whatever
+    `action` raised (everyone released, generation unchanged). The generation advances only when
+    `action` returns normally.
+    """
+    refuse_managed_caller("the global quiescence protocol")
+    t_start = time.perf_counter()
+    deadline = time.monotonic() + timeout
+    _take_slot(deadline)
+    try:
+        with _t._lock:
+            tr = _t._registry.begin_global(use_priorities, _listener(recorder))
+            _t._control.request = tr
+    except BaseException:
+        _slot.release()
+        raise
+    swapped = False
+    try:
+        if not _wait_until(_t._registry.quiescent, deadline, _HookCaller()):
+            with _t._lock:
+                if not _t._registry.quiescent():
+                    late = describe(_t._registry.stragglers())
+                    raise PatchAborted(
+                        f"not quiescent within {timeout:g} s: did not reach a quiescence point: {late}; "
+                        "nothing was changed"
+                    )
+        with _t._lock:
+            _t._registry.start_swap()
+            parked = [ParkedThread(r.ident, r.name, r.role) for r in _t._registry.parked()]
+        t_quiet = time.perf_counter()
+        if recorder is not None:
+            recorder.emit("quiescent", detail=f"{len(parked)} threads parked")
+        action(parked)
+        swapped = True
+        t_done = time.perf_counter()
+        return SyncTimings(
+            sync_ms=(t_quiet - t_start) * 1e3,
+            swap_ms=(t_done - t_quiet) * 1e3,
+            reached=[p.name for p in parked],
+        )
+    finally:
+        with _t._lock:
+            _t._registry.finish_global(swapped)
+            _t._control.request = None
+            _t._threads_cv.notify_all()
+            _t._patcher_cv.notify_all()
+        _slot.release()
+
+
+def _make_use_new(target: int) -> Callable[[], bool]:
+    local = _t._local
+    registry = _t._registry
+
+    def use_new() -> bool:
+        rec = getattr(local, "record", None)
+        if rec is None:
+            return registry.newest >= target  # unmanaged threads follow the newest generation
+        return bool(rec.generation >= target)
+
+    return use_new
+
+
+def run_local(
+    begin: Callable[[Callable[[], bool]], None],
+    end: Callable[[bool], None],
+    *,
+    timeout: float,
+    recorder: Recorder | None = None,
+) -> SyncTimings:
+    """Move every active managed thread to generation N+1 at its next quiescence point, without parking.
+
+    `begin(use_new)` must make the changed code call the new implementation exactly when `use_new()` is
+    true for the calling thread; `end(keep_new)` removes that dispatch. Concurrency: as run_global; no
+    managed thread runs two generations between two quiescence points. Raises PatchAborted when not all
+    threads moved in time (after reversing: nothing changed).
+    """
+    refuse_managed_caller("the local quiescence protocol")
+    t_start = time.perf_counter()
+    deadline = time.monotonic() + timeout
+    _take_slot(deadline)
+    try:
+        with _t._lock:
+            target = _t._registry.generation + 1
+        # Install the dispatch while nobody uses the new code yet: managed threads are at N and unmanaged
+        # ones follow `newest`, still N until the target is published below.
+        begin(_make_use_new(target))
+        with _t._lock:
+            tr = _t._registry.begin_local(_listener(recorder))
+            _t._control.request = tr
+    except BaseException:
+        _slot.release()
+        raise
+    hooks = _HookCaller()
+    if _wait_until(_t._registry.all_moved, deadline, hooks):
+        t_moved = time.perf_counter()
+        try:
+            end(True)
+        finally:
+            _finish_local()
+        return SyncTimings(
+            sync_ms=(t_moved - t_start) * 1e3, swap_ms=(time.perf_counter() - t_moved) * 1e3
+        )
+    with _t._lock:
+        late = describe(_t._registry.stragglers())
+        _t._registry.reverse_local()
+    if recorder is not None:
+        recorder.emit("reversing", detail=f"not moved in time: {late}")
+    reason = f"not all threads moved within {timeout:g} s: {late}"
+    if _wait_until(_t._registry.all_moved, time.monotonic() + max(timeout, 1.0), hooks):
+        try:
+            end(False)
+        finally:
+            _finish_local()
+        raise PatchAborted(f"{reason}; the transition was reversed, nothing was changed")
+    with _t._lock:
+        back = describe(_t._registry.stragglers())
+    threading.Thread(
+        target=_finish_reversal, args=(end, hooks), name="livepatch-reversal", daemon=True
+    ).start()
+    raise PatchAborted(
+        f"{reason}; reversing: the old code comes back fully when {back} pass a quiescence point "
+        "(until then they keep the new code; the next patch waits)"
+    )
+
+
+def _finish_local() -> None:
+    with _t._lock:
+        _t._registry.finish_local()
+        _t._control.request = None
+        _t._threads_cv.notify_all()
+        _t._patcher_cv.notify_all()
+    _slot.release()
+
+
+def _finish_reversal(end: Callable[[bool], None], hooks: _HookCaller) -> None:
+    while not _wait_until(_t._registry.all_moved, time.monotonic() + 1.0, hooks):
+        pass
+    try:
+        end(False)
+    finally:
+        _finish_local()

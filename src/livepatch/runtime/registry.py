@@ -1,0 +1,335 @@
+"""The thread registry's bookkeeping: who exists, in which state, at which generation (no locks, no waits).
+
+Theory of operation
+-------------------
+Rule 1: every decision about generations, parking and migration is taken here, by plain methods on a
+`Registry` that never blocks and never locks. The threaded layer (`threads.py`, `quiescence.py`) holds one
+lock around every call and does the waiting; the property tests drive this class directly.
+
+- A managed thread is a `ThreadRecord`: RUNNING (active, between or inside requests), PARKED (waiting at a
+  quiescence point for a global swap) or INACTIVE (parked outside its work loop by `deactivate()`).
+- `generation` is the newest completed code version; `newest` is the one a thread born now starts in
+  (during a local migration: the target; while a local migration is being reversed: the old one).
+- At most one `Transition` exists at a time.
+  GLOBAL: QUIESCING (threads park at their points, obeying the priority rule) -> SWAPPING (everyone active
+  is parked; the patcher swaps) -> finish (everyone unparked, generation + 1 if swapped).
+  LOCAL: MIGRATING (each thread moves to `target` at its next point, without blocking) -> finish
+  (generation = target), or REVERSING (`target` goes back to `base`; moved threads move back at their next
+  point) -> finish (generation unchanged).
+- Births and activations during a GLOBAL transition must wait (`can_enter()` is False); during a LOCAL one
+  they start in `newest`. A death or deactivation simply removes the thread from what the patcher waits for.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+
+class Priority(enum.IntEnum):
+    """Thread-pool priority (REFERENCE.md §1): executing worker LOW < waiting worker MEDIUM < listener CRITICAL."""
+
+    LOW = 0
+    MEDIUM = 1
+    CRITICAL = 2
+
+
+class ThreadState(enum.StrEnum):
+    RUNNING = "running"
+    PARKED = "parked"
+    INACTIVE = "inactive"
+
+
+class Mode(enum.StrEnum):
+    GLOBAL = "global"
+    LOCAL = "local"
+
+
+class Phase(enum.StrEnum):
+    QUIESCING = "quiescing"  # global: waiting for every active thread to park
+    SWAPPING = "swapping"  # global: everyone active is parked; the patcher works
+    MIGRATING = "migrating"  # local: threads move to base + 1 at their next point
+    REVERSING = "reversing"  # local: deadline passed; threads move back to base
+
+
+class PointAction(enum.Enum):
+    """What a thread must do at a quiescence point (the threaded layer acts on it)."""
+
+    RETURN = (
+        "return"  # nothing to do (or: a lower-priority thread still runs; retry at the next point)
+    )
+    PARK = "park"  # global: wait until the patcher releases everyone
+    MIGRATED = "migrated"  # local: the thread now runs `target`
+    MOVED_BACK = "moved-back"  # local, reversing: the thread runs `base` again
+
+
+@dataclass(eq=False)
+class ThreadRecord:
+    ident: int
+    name: str
+    role: str
+    priority: Priority
+    state: ThreadState
+    generation: int
+
+    def describe(self) -> str:
+        return f"{self.name} (role {self.role}, priority {self.priority.name})"
+
+
+# Called with (event name, record) for per-thread events ("reached", "migrated"); must not block.
+ThreadEventListener = Callable[[str, ThreadRecord], None]
+
+
+@dataclass(eq=False)
+class Transition:
+    mode: Mode
+    phase: Phase
+    base: int  # generation before the transition
+    target: int  # generation threads move to (LOCAL; back to base while REVERSING)
+    use_priorities: bool = True
+    listener: ThreadEventListener | None = None
+
+
+@dataclass(frozen=True)
+class ThreadInfo:
+    name: str
+    ident: int
+    role: str
+    priority: Priority
+    state: str
+    generation: int
+
+
+@dataclass(frozen=True)
+class RuntimeStatistics:
+    """A consistent snapshot of the registry (taken under its lock)."""
+
+    generation: int  # newest completed code version
+    transition: str | None  # "global" | "local" | None
+    by_generation: dict[int, int] = field(default_factory=dict)
+    by_state: dict[str, int] = field(default_factory=dict)
+    by_priority: dict[str, int] = field(default_factory=dict)
+    threads: tuple[ThreadInfo, ...] = ()
+
+    @property
+    def managed(self) -> int:
+        return len(self.threads)
+
+
+class Registry:
+    """All bookkeeping of managed threads and the one pending transition. Not thread-safe by design:
+    the caller holds one lock around every call (threads.py does)."""
+
+    def __init__(self) -> None:
+        self.records: dict[int, ThreadRecord] = {}
+        self.generation = 0
+        self.newest = 0  # generation a thread starts in when born (or activated) now
+        self.transition: Transition | None = None
+
+    # ---- thread lifecycle -------------------------------------------------------------------------
+
+    def can_enter(self) -> bool:
+        """Whether a thread may be born or activated now (not during a global transition)."""
+        return self.transition is None or self.transition.mode is Mode.LOCAL
+
+    def birth(self, ident: int, name: str, role: str, priority: Priority) -> ThreadRecord:
+        if not self.can_enter():
+            raise RuntimeError(
+                "a thread cannot be born during a global transition: wait for can_enter()"
+            )
+        if ident in self.records:
+            raise RuntimeError(f"thread {name} is already managed")
+        rec = ThreadRecord(ident, name, role, Priority(priority), ThreadState.RUNNING, self.newest)
+        self.records[ident] = rec
+        return rec
+
+    def death(self, rec: ThreadRecord) -> None:
+        self.records.pop(rec.ident, None)
+
+    def deactivate(self, rec: ThreadRecord) -> None:
+        if rec.state is ThreadState.PARKED:
+            raise RuntimeError("a parked thread cannot deactivate itself")
+        rec.state = ThreadState.INACTIVE
+
+    def activate(self, rec: ThreadRecord) -> bool:
+        """Make `rec` active again; returns True when it changed generation (it "migrated")."""
+        if not self.can_enter():
+            raise RuntimeError(
+                "a thread cannot activate during a global transition: wait for can_enter()"
+            )
+        if rec.state is ThreadState.RUNNING:
+            return False
+        rec.state = ThreadState.RUNNING
+        moved = rec.generation != self.newest
+        rec.generation = self.newest
+        return moved
+
+    def set_priority(self, rec: ThreadRecord, priority: Priority) -> None:
+        rec.priority = Priority(priority)
+
+    # ---- quiescence points ------------------------------------------------------------------------
+
+    def at_point(self, rec: ThreadRecord) -> PointAction:
+        """Decide what `rec` does at a quiescence point, and record the change of state."""
+        tr = self.transition
+        if tr is None or rec.state is not ThreadState.RUNNING:
+            return PointAction.RETURN
+        if tr.mode is Mode.GLOBAL:
+            if tr.phase is not Phase.QUIESCING:
+                return (
+                    PointAction.RETURN
+                )  # cannot happen: during SWAPPING every active thread is parked
+            if tr.use_priorities and self._lower_priority_running(rec):
+                # Priority rule: a lower-priority thread may need this one (e.g. the listener dispatching the
+                # event that lets a blocked worker finish); park later.
+                return PointAction.RETURN
+            rec.state = ThreadState.PARKED
+            self._notify(tr, "reached", rec)
+            return PointAction.PARK
+        if rec.generation == tr.target:
+            return PointAction.RETURN
+        rec.generation = tr.target
+        if tr.phase is Phase.REVERSING:
+            self._notify(tr, "moved-back", rec)
+            return PointAction.MOVED_BACK
+        self._notify(tr, "migrated", rec)
+        return PointAction.MIGRATED
+
+    def _lower_priority_running(self, rec: ThreadRecord) -> bool:
+        return any(
+            r.state is ThreadState.RUNNING and r.priority < rec.priority
+            for r in self.records.values()
+            if r is not rec
+        )
+
+    @staticmethod
+    def _notify(tr: Transition, name: str, rec: ThreadRecord) -> None:
+        if tr.listener is not None:
+            tr.listener(name, rec)
+
+    # ---- global transitions -----------------------------------------------------------------------
+
+    def begin_global(
+        self, use_priorities: bool = True, listener: ThreadEventListener | None = None
+    ) -> Transition:
+        self._require_idle()
+        tr = Transition(
+            Mode.GLOBAL,
+            Phase.QUIESCING,
+            self.generation,
+            self.generation + 1,
+            use_priorities,
+            listener,
+        )
+        self.transition = tr
+        return tr
+
+    def quiescent(self) -> bool:
+        """Global: every active managed thread is parked."""
+        return all(r.state is not ThreadState.RUNNING for r in self.records.values())
+
+    def stragglers(self) -> list[ThreadRecord]:
+        """Global: the active threads that have not parked. Local: those not yet at the target."""
+        tr = self.transition
+        if tr is not None and tr.mode is Mode.LOCAL:
+            return [
+                r
+                for r in self.records.values()
+                if r.state is ThreadState.RUNNING and r.generation != tr.target
+            ]
+        return [r for r in self.records.values() if r.state is ThreadState.RUNNING]
+
+    def parked(self) -> list[ThreadRecord]:
+        return [r for r in self.records.values() if r.state is ThreadState.PARKED]
+
+    def start_swap(self) -> None:
+        tr = self._require(Mode.GLOBAL)
+        if not self.quiescent():
+            raise RuntimeError("start_swap() before quiescence")
+        tr.phase = Phase.SWAPPING
+
+    def finish_global(self, swapped: bool) -> None:
+        """Release everyone; with `swapped`, every managed thread now runs the new generation."""
+        self._require(Mode.GLOBAL)
+        if swapped:
+            self.generation += 1
+            self.newest = self.generation
+        for r in self.records.values():
+            if r.state is ThreadState.PARKED:
+                r.state = ThreadState.RUNNING
+            # Inactive threads run nothing of the old code; they wake up in the newest generation.
+            r.generation = self.generation
+        self.transition = None
+
+    # ---- local transitions ------------------------------------------------------------------------
+
+    def begin_local(self, listener: ThreadEventListener | None = None) -> Transition:
+        self._require_idle()
+        tr = Transition(
+            Mode.LOCAL, Phase.MIGRATING, self.generation, self.generation + 1, True, listener
+        )
+        self.transition = tr
+        self.newest = tr.target
+        return tr
+
+    def all_moved(self) -> bool:
+        """Local: every active thread runs the transition's current target."""
+        tr = self._require(Mode.LOCAL)
+        return all(
+            r.generation == tr.target
+            for r in self.records.values()
+            if r.state is not ThreadState.INACTIVE
+        )
+
+    def reverse_local(self) -> None:
+        tr = self._require(Mode.LOCAL)
+        tr.phase = Phase.REVERSING
+        tr.target = tr.base
+        self.newest = tr.base
+        for r in self.records.values():
+            if r.state is ThreadState.INACTIVE:
+                r.generation = min(
+                    r.generation, tr.base
+                )  # outside the work loop: no request to split
+
+    def finish_local(self) -> bool:
+        """End the local transition; returns True when it completed forwards (generation advanced)."""
+        tr = self._require(Mode.LOCAL)
+        forwards = tr.phase is Phase.MIGRATING
+        if forwards:
+            self.generation = tr.target
+        self.newest = self.generation
+        self.transition = None
+        return forwards
+
+    # ---- introspection ----------------------------------------------------------------------------
+
+    def statistics(self) -> RuntimeStatistics:
+        threads = tuple(
+            ThreadInfo(r.name, r.ident, r.role, r.priority, r.state.value, r.generation)
+            for r in self.records.values()
+        )
+        return RuntimeStatistics(
+            generation=self.generation,
+            transition=None if self.transition is None else self.transition.mode.value,
+            by_generation=dict(Counter(t.generation for t in threads)),
+            by_state=dict(Counter(t.state for t in threads)),
+            by_priority=dict(Counter(t.priority.name for t in threads)),
+            threads=threads,
+        )
+
+    def _require_idle(self) -> None:
+        if self.transition is not None:
+            raise RuntimeError("one transition at a time: a transition is already in progress")
+
+    def _require(self, mode: Mode) -> Transition:
+        tr = self.transition
+        if tr is None or tr.mode is not mode:
+            raise RuntimeError(f"no {mode.value} transition in progress")
+        return tr
+
+
+def describe(records: Iterable[ThreadRecord]) -> str:
+    return ", ".join(r.describe() for r in records) or "(none)"

@@ -1,0 +1,121 @@
+"""Helpers for the runtime tests: a stand-in for patched code, and busy managed worker threads.
+
+`Versioned` behaves like a StagedPatch of one function whose answer is its version number: `swap` is the
+global swap, `begin`/`end` the local dispatch. Each worker request reads it twice around a GIL yield and
+checks both reads agree with each other and with the thread's generation (invariant 2).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from livepatch.runtime import threads
+from livepatch.runtime.threads import Priority, managed_thread, quiescence_point
+
+
+class Versioned:
+    def __init__(self) -> None:
+        self.current = 0
+        self._next = 0
+        self._use_new: Callable[[], bool] | None = None
+        self.swaps = 0
+
+    def call(self) -> int:
+        use_new = self._use_new
+        if use_new is not None:
+            return self._next if use_new() else self.current
+        return self.current
+
+    # global protocol action
+    def swap(self, parked: object = None) -> None:
+        self.current += 1
+        self.swaps += 1
+
+    # local protocol
+    def begin(self, use_new: Callable[[], bool]) -> None:
+        self._next = self.current + 1
+        self._use_new = use_new
+
+    def end(self, keep_new: bool) -> None:
+        if keep_new:
+            self.current = (
+                self._next
+            )  # before removing the dispatch: callers see the new version throughout
+        self._use_new = None
+
+
+@dataclass
+class Workers:
+    """`n` busy managed threads; each request = quiescence point, then two reads of `code`."""
+
+    code: Versioned
+    n: int
+    role: str = "worker"
+    priority: Priority = Priority.LOW
+    base_generation: int = field(default=0)
+    errors: list[str] = field(default_factory=list)
+    requests: list[int] = field(default_factory=list)
+    max_gap_s: list[float] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _started: threading.Barrier | None = None
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.base_generation = threads.statistics().generation - self.code.current
+        self.requests = [0] * self.n
+        self.max_gap_s = [0.0] * self.n
+
+    def start(self) -> Workers:
+        self._started = threading.Barrier(self.n + 1)
+        for i in range(self.n):
+            t = threading.Thread(target=self._run, args=(i,), name=f"{self.role}-{i}", daemon=True)
+            self._threads.append(t)
+            t.start()
+        self._started.wait(timeout=30)
+        return self
+
+    def _run(self, i: int) -> None:
+        assert self._started is not None
+        with managed_thread(self.role, self.priority):
+            self._started.wait(timeout=30)
+            last = time.monotonic()
+            while not self._stop.is_set():
+                quiescence_point()
+                now = time.monotonic()
+                self.max_gap_s[i] = max(self.max_gap_s[i], now - last)
+                last = now
+                gen = threads.current_generation()
+                a = self.code.call()
+                time.sleep(0)  # yield the GIL inside the request, so a swap could land here
+                b = self.code.call()
+                if not (a == b == gen - self.base_generation):
+                    self.errors.append(
+                        f"{threading.current_thread().name}: gen {gen} saw {a} then {b}"
+                    )
+                self.requests[i] += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=30)
+        alive = [t.name for t in self._threads if t.is_alive()]
+        assert not alive, f"workers did not stop: {alive}"
+
+    def wait_requests(self, at_least: int, timeout: float = 30.0) -> None:
+        """Wait until every worker has completed `at_least` more requests (progress, no sleep guesses)."""
+        target = [r + at_least for r in self.requests]
+        deadline = time.monotonic() + timeout
+        while any(r < t for r, t in zip(self.requests, target, strict=True)):
+            assert time.monotonic() < deadline, "workers made no progress"
+            time.sleep(0.001)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll a condition that no event signals (e.g. registry state); fails after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.0005)

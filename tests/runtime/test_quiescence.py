@@ -1,0 +1,486 @@
+"""The quiescence protocols on their own (no code objects): real threads, a version flipped at the swap."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+from runtime_helpers import Versioned, Workers, wait_for
+
+from livepatch.errors import PatchAborted, PatchRefused
+from livepatch.runtime import threads
+from livepatch.runtime.events import Recorder
+from livepatch.runtime.quiescence import run_global, run_local
+from livepatch.runtime.threads import (
+    Priority,
+    activate,
+    add_wakeup_hook,
+    deactivate,
+    managed_thread,
+    quiescence_point,
+    remove_wakeup_hook,
+    set_priority,
+)
+
+
+def test_global_many_transitions_no_thread_sees_two_versions() -> None:
+    code = Versioned()
+    w = Workers(code, 8).start()
+    g0 = threads.statistics().generation
+    try:
+        for _ in range(200):
+            rec = Recorder()
+            t = run_global(code.swap, timeout=10, recorder=rec)
+            assert len(t.reached) == 8
+            assert sum(1 for e in rec.events() if e.name == "reached") == 8
+        w.wait_requests(5)
+    finally:
+        w.stop()
+    assert w.errors == []
+    assert code.swaps == 200
+    assert threads.statistics().generation == g0 + 200
+
+
+def test_local_many_transitions_no_thread_sees_two_versions() -> None:
+    code = Versioned()
+    w = Workers(code, 8).start()
+    g0 = threads.statistics().generation
+    try:
+        for _ in range(200):
+            rec = Recorder()
+            run_local(code.begin, code.end, timeout=10, recorder=rec)
+            migrated = {e.thread for e in rec.events() if e.name == "migrated"}
+            assert migrated <= {f"worker-{i}" for i in range(8)}
+        w.wait_requests(5)
+    finally:
+        w.stop()
+    assert w.errors == []
+    assert code.current == 200
+    assert threads.statistics().generation == g0 + 200
+
+
+def test_global_and_local_alternate() -> None:
+    code = Versioned()
+    w = Workers(code, 6).start()
+    try:
+        for i in range(200):
+            if i % 2:
+                run_global(code.swap, timeout=10)
+            else:
+                run_local(code.begin, code.end, timeout=10)
+    finally:
+        w.stop()
+    assert w.errors == []
+    assert code.current == 200
+    stats = threads.statistics()
+    assert stats.transition is None
+
+
+def _stuck_thread(release: threading.Event, entered: threading.Event) -> threading.Thread:
+    """A managed thread that never reaches a quiescence point until `release` is set."""
+
+    def run() -> None:
+        with managed_thread("stuck", Priority.LOW):
+            entered.set()
+            release.wait(timeout=60)
+
+    t = threading.Thread(target=run, name="stuck-thread", daemon=True)
+    t.start()
+    assert entered.wait(timeout=10)
+    return t
+
+
+def test_global_deadline_aborts_and_names_the_straggler() -> None:
+    code = Versioned()
+    release, entered = threading.Event(), threading.Event()
+    stuck = _stuck_thread(release, entered)
+    w = Workers(code, 4, priority=Priority.LOW).start()
+    g0 = threads.statistics().generation
+    timeout = 0.3
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(PatchAborted) as exc:
+            run_global(code.swap, timeout=timeout, use_priorities=False)
+        elapsed = time.monotonic() - t0
+        w.wait_requests(3)  # everyone was released and keeps working
+    finally:
+        release.set()
+        stuck.join(timeout=10)
+        w.stop()
+    msg = str(exc.value)
+    assert "stuck-thread (role stuck, priority LOW)" in msg
+    assert "worker-" not in msg
+    assert elapsed < timeout + 1.0
+    assert code.swaps == 0 and code.current == 0
+    assert threads.statistics().generation == g0
+    assert max(w.max_gap_s) < timeout + 1.0  # nobody stayed parked much beyond the deadline
+    assert w.errors == []
+
+
+def test_local_deadline_reverses_the_transition() -> None:
+    code = Versioned()
+    release, entered = threading.Event(), threading.Event()
+    stuck = _stuck_thread(release, entered)
+    w = Workers(code, 4).start()
+    g0 = threads.statistics().generation
+    rec = Recorder()
+    try:
+        with pytest.raises(PatchAborted) as exc:
+            run_local(code.begin, code.end, timeout=0.3, recorder=rec)
+        w.wait_requests(3)
+    finally:
+        release.set()
+        stuck.join(timeout=10)
+        w.stop()
+    assert "stuck-thread" in str(exc.value)
+    assert "reversed, nothing was changed" in str(exc.value)
+    assert code.current == 0 and code.call() == 0
+    stats = threads.statistics()
+    assert stats.generation == g0 and stats.transition is None
+    assert w.errors == []
+    # the workers did move forwards, then back
+    names = [e.name for e in rec.events()]
+    assert "migrated" in names and "moved-back" in names
+
+
+def test_birth_waits_during_global_and_starts_in_new_generation() -> None:
+    code = Versioned()
+    release, entered = threading.Event(), threading.Event()
+    stuck = _stuck_thread(release, entered)
+    born = threading.Event()
+    born_generation: list[int] = []
+    g0 = threads.statistics().generation
+
+    def newborn() -> None:
+        with managed_thread("newborn"):
+            born_generation.append(threads.current_generation())
+            born.set()
+
+    result: list[object] = []
+    patcher = threading.Thread(
+        target=lambda: result.append(run_global(code.swap, timeout=30)), daemon=True
+    )
+    patcher.start()
+    wait_for(lambda: threads.statistics().transition == "global", what="global transition")
+    baby = threading.Thread(target=newborn, daemon=True)
+    baby.start()
+    # The baby cannot be born while the stuck thread keeps the transition open.
+    assert not born.wait(timeout=0.2)
+    release.set()  # the stuck thread dies: death completes quiescence
+    stuck.join(timeout=10)
+    patcher.join(timeout=30)
+    baby.join(timeout=10)
+    assert born.is_set() and result
+    assert born_generation == [g0 + 1]
+    assert code.swaps == 1
+
+
+def test_deactivated_thread_is_not_waited_for_and_activate_waits_for_global() -> None:
+    code = Versioned()
+    inactive, may_activate, activated = threading.Event(), threading.Event(), threading.Event()
+    gens: list[int] = []
+
+    def cached_connection_thread() -> None:
+        with managed_thread("connection"):
+            deactivate()
+            inactive.set()
+            may_activate.wait(timeout=30)
+            activate()
+            gens.append(threads.current_generation())
+            activated.set()
+
+    t = threading.Thread(target=cached_connection_thread, daemon=True)
+    t.start()
+    assert inactive.wait(timeout=10)
+    g0 = threads.statistics().generation
+    entered_action = threading.Event()
+    leave_action = threading.Event()
+
+    def slow_swap(parked: object) -> None:
+        entered_action.set()
+        code.swap()
+        assert leave_action.wait(timeout=30)
+
+    patcher = threading.Thread(target=lambda: run_global(slow_swap, timeout=10), daemon=True)
+    patcher.start()
+    assert entered_action.wait(timeout=10)  # quiescent although the inactive thread never parked
+    may_activate.set()
+    assert not activated.wait(timeout=0.2)  # activation waits while the swap runs
+    leave_action.set()
+    patcher.join(timeout=10)
+    assert activated.wait(timeout=10)
+    t.join(timeout=10)
+    assert gens == [g0 + 1]
+
+
+def test_activate_during_local_migrates_at_once() -> None:
+    code = Versioned()
+    inactive, may_activate, done = threading.Event(), threading.Event(), threading.Event()
+    seen: list[tuple[int, int]] = []
+    release, entered = threading.Event(), threading.Event()
+    stuck = _stuck_thread(release, entered)  # keeps the local transition open
+
+    def cached() -> None:
+        with managed_thread("connection"):
+            deactivate()
+            inactive.set()
+            may_activate.wait(timeout=30)
+            activate()
+            seen.append((threads.current_generation(), code.call()))
+            done.set()
+            release.wait(timeout=30)
+
+    t = threading.Thread(target=cached, daemon=True)
+    t.start()
+    assert inactive.wait(timeout=10)
+    g0 = threads.statistics().generation
+    rec = Recorder()
+    patcher = threading.Thread(
+        target=lambda: run_local(code.begin, code.end, timeout=30, recorder=rec), daemon=True
+    )
+    patcher.start()
+    wait_for(lambda: threads.statistics().transition == "local", what="local transition")
+    may_activate.set()
+    assert done.wait(timeout=10)
+    release.set()
+    stuck.join(timeout=10)
+    t.join(timeout=10)
+    patcher.join(timeout=10)
+    assert seen == [(g0 + 1, 1)]
+    assert any(e.name == "migrated" and e.thread == t.name for e in rec.events())
+
+
+def test_priority_rule_medium_parks_only_after_low() -> None:
+    """A MEDIUM thread passing quiescence points does not park while a LOW thread still runs."""
+    code = Versioned()
+    low_in_task, low_may_finish = threading.Event(), threading.Event()
+    stop = threading.Event()
+    order: list[str] = []
+
+    def low() -> None:
+        with managed_thread("worker", Priority.LOW):
+            low_in_task.set()
+            low_may_finish.wait(timeout=30)  # a long task: no quiescence point meanwhile
+            quiescence_point()
+            order.append("low")
+            stop.wait(timeout=30)
+
+    def medium() -> None:
+        with managed_thread("waiter", Priority.MEDIUM):
+            while not stop.is_set():
+                quiescence_point()
+                time.sleep(0)
+
+    tl = threading.Thread(target=low, name="low", daemon=True)
+    tm = threading.Thread(target=medium, name="medium", daemon=True)
+    tl.start()
+    tm.start()
+    assert low_in_task.wait(timeout=10)
+    rec = Recorder()
+    patcher = threading.Thread(
+        target=lambda: run_global(code.swap, timeout=30, recorder=rec), daemon=True
+    )
+    patcher.start()
+    wait_for(lambda: threads.statistics().transition == "global", what="global transition")
+    # Let the medium thread pass many quiescence points: it must not park.
+    t_end = time.monotonic() + 0.2
+    while time.monotonic() < t_end:
+        assert threads.statistics().by_state.get("parked", 0) == 0
+        time.sleep(0.005)
+    low_may_finish.set()
+    patcher.join(timeout=30)
+    stop.set()
+    tl.join(timeout=10)
+    tm.join(timeout=10)
+    reached = [e.thread for e in rec.events() if e.name == "reached"]
+    assert reached == ["low", "medium"]
+    assert code.swaps == 1
+
+
+def test_without_priorities_medium_parks_first() -> None:
+    code = Versioned()
+    low_in_task, low_may_finish = threading.Event(), threading.Event()
+    stop = threading.Event()
+
+    def low() -> None:
+        with managed_thread("worker", Priority.LOW):
+            low_in_task.set()
+            low_may_finish.wait(timeout=30)
+            quiescence_point()
+            stop.wait(timeout=30)
+
+    def medium() -> None:
+        with managed_thread("waiter", Priority.MEDIUM):
+            while not stop.is_set():
+                quiescence_point()
+                time.sleep(0)
+
+    tl = threading.Thread(target=low, name="low", daemon=True)
+    tm = threading.Thread(target=medium, name="medium", daemon=True)
+    tl.start()
+    tm.start()
+    assert low_in_task.wait(timeout=10)
+    rec = Recorder()
+    patcher = threading.Thread(
+        target=lambda: run_global(code.swap, timeout=30, use_priorities=False, recorder=rec),
+        daemon=True,
+    )
+    patcher.start()
+    wait_for(lambda: threads.statistics().by_state.get("parked", 0) == 1, what="medium parked")
+    low_may_finish.set()
+    patcher.join(timeout=30)
+    stop.set()
+    tl.join(timeout=10)
+    tm.join(timeout=10)
+    assert [e.thread for e in rec.events() if e.name == "reached"] == ["medium", "low"]
+
+
+class _WorkQueue:
+    """Threads blocked waiting for work: only a wake-up hook gets them to a quiescence point."""
+
+    def __init__(self) -> None:
+        self.cv = threading.Condition()
+        self.stop = False
+        self.wakeups = 0
+
+    def wake(self) -> None:
+        with self.cv:
+            self.wakeups += 1
+            self.cv.notify_all()
+
+    def worker(self, ready: threading.Barrier) -> None:
+        with managed_thread("sleeper", Priority.MEDIUM):
+            ready.wait(timeout=10)
+            while True:
+                quiescence_point()
+                with self.cv:
+                    if self.stop:
+                        return
+                    self.cv.wait()
+
+
+@pytest.mark.parametrize("method", ["global", "local"])
+def test_wakeup_hooks_reach_blocked_threads_and_a_raising_hook_is_logged(
+    method: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    q = _WorkQueue()
+    ready = threading.Barrier(5)
+    ts = [threading.Thread(target=q.worker, args=(ready,), daemon=True) for _ in range(4)]
+    for t in ts:
+        t.start()
+    ready.wait(timeout=10)
+
+    def bad_hook() -> None:
+        raise RuntimeError("hook failed")
+
+    add_wakeup_hook(bad_hook)
+    add_wakeup_hook(q.wake)
+    code = Versioned()
+    try:
+        with caplog.at_level(logging.ERROR, logger="livepatch.runtime"):
+            for _ in range(20):
+                if method == "global":
+                    run_global(code.swap, timeout=10)
+                else:
+                    run_local(code.begin, code.end, timeout=10)
+    finally:
+        remove_wakeup_hook(q.wake)
+        remove_wakeup_hook(bad_hook)
+        with q.cv:
+            q.stop = True
+            q.cv.notify_all()
+        for t in ts:
+            t.join(timeout=10)
+    assert code.current == 20
+    assert q.wakeups >= 20
+    failures = [r for r in caplog.records if "wake-up hook" in r.getMessage()]
+    assert 1 <= len(failures) <= 20  # logged once per patch, not once per call
+
+
+def test_the_patcher_must_not_be_managed() -> None:
+    code = Versioned()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        with managed_thread("oops"):
+            for call in (
+                lambda: run_global(code.swap, timeout=1),
+                lambda: run_local(code.begin, code.end, timeout=1),
+            ):
+                try:
+                    call()
+                except PatchRefused as e:
+                    errors.append(e)
+
+    t = threading.Thread(target=run, name="managed-patcher", daemon=True)
+    t.start()
+    t.join(timeout=10)
+    assert len(errors) == 2
+    assert all("managed thread (managed-patcher)" in str(e) for e in errors)
+    assert code.current == 0
+
+
+def test_failing_action_releases_everyone_and_changes_no_generation() -> None:
+    code = Versioned()
+    w = Workers(code, 4).start()
+    g0 = threads.statistics().generation
+
+    def failing(parked: object) -> None:
+        raise ValueError("swap failed")
+
+    try:
+        with pytest.raises(ValueError, match="swap failed"):
+            run_global(failing, timeout=10)
+        w.wait_requests(3)
+        run_global(code.swap, timeout=10)  # the next transition works
+        w.wait_requests(3)
+    finally:
+        w.stop()
+    assert threads.statistics().generation == g0 + 1
+    assert w.errors == []
+
+
+def test_thread_api_errors_and_unmanaged_threads() -> None:
+    quiescence_point()  # unmanaged: a no-op
+    for fn in (deactivate, activate, lambda: set_priority(Priority.MEDIUM)):
+        with pytest.raises(RuntimeError, match="managed thread"):
+            fn()
+    with managed_thread():
+        nested = managed_thread()
+        with pytest.raises(RuntimeError, match="already active"):
+            nested.__enter__()
+    with pytest.raises(TypeError):
+        add_wakeup_hook(42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        remove_wakeup_hook(lambda: None)
+
+
+def test_statistics_by_generation_state_and_priority() -> None:
+    gate = threading.Event()
+    ready = threading.Barrier(4)
+
+    def run(prio: Priority, inactive: bool) -> None:
+        with managed_thread("r", prio):
+            if inactive:
+                deactivate()
+            ready.wait(timeout=10)
+            gate.wait(timeout=30)
+
+    specs = [(Priority.LOW, False), (Priority.MEDIUM, True), (Priority.CRITICAL, False)]
+    ts = [threading.Thread(target=run, args=s, daemon=True) for s in specs]
+    for t in ts:
+        t.start()
+    ready.wait(timeout=10)
+    try:
+        stats = threads.statistics()
+        assert stats.managed == 3
+        assert stats.by_state == {"running": 2, "inactive": 1}
+        assert stats.by_priority == {"LOW": 1, "MEDIUM": 1, "CRITICAL": 1}
+        assert stats.by_generation == {stats.generation: 3}
+    finally:
+        gate.set()
+        for t in ts:
+            t.join(timeout=10)
+    assert threads.statistics().managed == 0
