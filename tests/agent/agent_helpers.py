@@ -105,10 +105,16 @@ def run_service(
         cmd += ["--socket-mode", f"{socket_mode:o}"]
     if metrics:
         cmd += ["--metrics-port", "0"]
-    stderr_file = tempfile.TemporaryFile(mode="w+")
-    proc = subprocess.Popen(
-        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr_file, text=True
-    )
+    with tempfile.TemporaryFile(mode="w+") as stderr_file:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr_file, text=True
+        )
+        yield from _supervise(proc, stderr_file, socket_path, metrics)
+
+
+def _supervise(
+    proc: subprocess.Popen[str], stderr_file: Any, socket_path: Path, metrics: bool
+) -> Iterator[Service]:
     try:
         try:
             parts = read_ready_line(proc).split()
@@ -123,7 +129,6 @@ def run_service(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
-        stderr_file.close()
 
 
 def cli(

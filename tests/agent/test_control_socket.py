@@ -74,9 +74,11 @@ def test_stale_socket_is_replaced_live_one_and_files_are_not(sockdir: Path) -> N
     stale = socket.socket(socket.AF_UNIX)
     stale.bind(str(path))
     stale.close()  # a socket file nobody listens on, as a crashed server leaves it
-    with livepatch.Agent(socket_path=path, allow_unsigned=True):
-        with pytest.raises(FileExistsError, match="another agent"):
-            livepatch.Agent(socket_path=path).start()
+    with (
+        livepatch.Agent(socket_path=path, allow_unsigned=True),
+        pytest.raises(FileExistsError, match="another agent"),
+    ):
+        livepatch.Agent(socket_path=path).start()
     plain = sockdir / "file"
     plain.write_text("data")
     with pytest.raises(FileExistsError, match="not a socket"):
