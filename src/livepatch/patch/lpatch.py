@@ -161,7 +161,8 @@ def loads(data: bytes, *, source: str = "patch") -> PatchFile:
     except UnicodeDecodeError as exc:
         raise PatchFileError(f"{source} is not a patch file: not UTF-8 ({exc.reason})") from exc
     except json.JSONDecodeError as exc:
-        hint = " (the file looks truncated)" if exc.pos >= len(data.rstrip()) else ""
+        at_end = exc.pos >= len(data.rstrip()) or exc.msg.startswith("Unterminated string")
+        hint = " (the file looks truncated)" if at_end else ""
         raise PatchFileError(
             f"{source} is not a valid patch file: bad JSON at line {exc.lineno} column {exc.colno}: "
             f"{exc.msg}{hint}"
