@@ -1,0 +1,394 @@
+"""Per-definition diff of two versions of a module, and the patch built from it.
+
+Theory of operation: both sources are walked (livepatch.patch.diff_walk: parsed and compiled, never
+executed) into definitions keyed by qualname. Each definition present in both is SAME or CHANGED by the
+fingerprint of its code object (line shifts are not changes) and by its default values (evaluated by the
+enclosing scope, so not part of its code); definitions only in the new version are ADDED, only in the old
+one REMOVED (they stay in memory: old references keep working). Everything the runtime cannot do in place
+becomes a `Refusal` with the reason and the way out (docs/patchability.md lists them all).
+
+Hookable refusals (module-level state, decorators, class layout, mutable defaults) are dropped when the
+patch carries hooks: the author's pre_patch/transform/post_patch hooks take responsibility for them.
+Refusals CPython itself would reject or silently mis-run (free variables, generator <-> function,
+a definition changing kind) always stand.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from livepatch.patch.diff_walk import ClassInfo, Definition, ModuleWalk, walk_source
+from livepatch.patch.fingerprint import code_fingerprint
+from livepatch.patch.model import (
+    Category,
+    ChangeKind,
+    DefinitionKind,
+    ModulePatch,
+    PatchSpec,
+    Refusal,
+    TargetChange,
+)
+
+__all__ = ["ModuleDiff", "diff_module", "patch_from_sources"]
+
+_KIND_FLAGS = 0x20 | 0x80 | 0x100 | 0x200
+_FRESH_OBJECT = (ast.List, ast.Dict, ast.Set, ast.Call, ast.ListComp, ast.DictComp, ast.SetComp)
+_HOOK_FIX = "or ship a hook (hooks_source: pre_patch/transform/post_patch) that does it"
+
+
+@dataclass(frozen=True)
+class ModuleDiff:
+    """The diff of one module: every definition's change (SAME ones included) and the refusals."""
+
+    module: str
+    changes: tuple[TargetChange, ...]
+    refusals: tuple[Refusal, ...]
+    new_source: str
+    old_source_sha256: str
+
+    @property
+    def has_changes(self) -> bool:
+        return any(c.kind is not ChangeKind.SAME for c in self.changes) or bool(self.refusals)
+
+    def counts(self) -> dict[str, int]:
+        """Number of definitions per ChangeKind value ("same", "changed", "added", "removed")."""
+        out = {k.value: 0 for k in ChangeKind}
+        for c in self.changes:
+            out[c.kind.value] += 1
+        return out
+
+    def to_module_patch(self) -> ModulePatch:
+        return ModulePatch(
+            module=self.module,
+            new_source=self.new_source,
+            changes=self.changes,
+            old_source_sha256=self.old_source_sha256,
+        )
+
+
+def _fp(d: Definition) -> str | None:
+    return code_fingerprint(d.code) if d.code is not None else None
+
+
+def _flavour(flags: int) -> str:
+    if flags & 0x200:
+        return "an async generator"
+    if flags & 0x80:
+        return "a coroutine function"
+    if flags & 0x20:
+        return "a generator"
+    return "a plain function"
+
+
+class _Differ:
+    def __init__(self, module: str, old: ModuleWalk, new: ModuleWalk, hooks: bool) -> None:
+        self.module = module
+        self.old = old
+        self.new = new
+        self.hooks = hooks
+        self.changes: list[TargetChange] = []
+        self.refusals: list[Refusal] = []
+        self.changed_classes: set[str] = set()
+
+    def refuse(self, qualname: str, reason: str, fix: str, *, hookable: bool) -> None:
+        if hookable and self.hooks:
+            return
+        self.refusals.append(Refusal(self.module, qualname, reason, fix))
+
+    # -- module-level state -------------------------------------------------------------------------
+    def module_statements(self) -> None:
+        old = [dump for dump, _ in self.old.statements]
+        new = [dump for dump, _ in self.new.statements]
+        if old == new:
+            return
+        old_texts = {dump: text for dump, text in self.old.statements}
+        new_texts = {dump: text for dump, text in self.new.statements}
+        added = [new_texts[d] for d in new if d not in old_texts]
+        removed = [old_texts[d] for d in old if d not in new_texts]
+        if added or removed:
+            what = "; ".join(
+                [
+                    *(f"`{_short(t)}` is new or changed" for t in added[:3]),
+                    *(f"`{_short(t)}` is gone" for t in removed[:3]),
+                ]
+            )
+        else:
+            what = "module-level statements were reordered"
+        self.refuse(
+            "<module>",
+            f"module-level state changed ({what}); module-level code already ran in the live server",
+            "compute the value inside the function that uses it (or as a class-level default), "
+            + _HOOK_FIX
+            + " (a post_patch hook can set the new value on the live module)",
+            hookable=True,
+        )
+
+    # -- classes ------------------------------------------------------------------------------------
+    def class_layout(self, qualname: str, old: ClassInfo, new: ClassInfo) -> bool:
+        """Refuse layout changes; return True when the class adds class-level defaults (CHANGED)."""
+        fix_layout = (
+            "keep the class layout (bases, metaclass, __slots__) as it is, "
+            + _HOOK_FIX.replace("that does it", "whose transform rebuilds the live objects")
+        )
+        if old.header != new.header:
+            self.refuse(
+                qualname,
+                f"class `{qualname}` changes its bases or metaclass (class layout)",
+                fix_layout,
+                hookable=True,
+            )
+        if old.slots != new.slots:
+            self.refuse(
+                qualname,
+                f"class `{qualname}` changes its __slots__ (class layout)",
+                fix_layout,
+                hookable=True,
+            )
+        if old.decorators != new.decorators:
+            self.refuse(
+                qualname,
+                f"the decorators of class `{qualname}` changed; they already ran on the live class",
+                "keep the class decorators, " + _HOOK_FIX,
+                hookable=True,
+            )
+        adds_defaults = False
+        changed = [
+            n
+            for n in old.assignments
+            if n in new.assignments and ast.dump(old.assignments[n]) != ast.dump(new.assignments[n])
+        ]
+        removed = [n for n in old.assignments if n not in new.assignments]
+        added = [n for n in new.assignments if n not in old.assignments]
+        if changed or removed or old.other_statements != new.other_statements:
+            names = ", ".join(f"`{n}`" for n in [*changed, *removed]) or "its class-body statements"
+            self.refuse(
+                qualname,
+                f"class-level state of `{qualname}` changed ({names}); the class body already ran",
+                "keep the class-level values and compute new ones in the methods, " + _HOOK_FIX,
+                hookable=True,
+            )
+        if added:
+            if new.node.decorator_list:
+                self.refuse(
+                    qualname,
+                    f"class `{qualname}` is decorated and gains class-level names ({', '.join(added)}): "
+                    "for a dataclass these are fields that change __init__ and the layout",
+                    "leave the fields as they are, "
+                    + _HOOK_FIX.replace(
+                        "that does it", "whose transform migrates the live objects"
+                    ),
+                    hookable=True,
+                )
+            else:
+                adds_defaults = True
+        for attr, where in new.instance_attributes.items():
+            if attr in old.instance_attributes or attr in new.assignments:
+                continue
+            self.refuse(
+                qualname,
+                f"new instance attribute `self.{attr}` (assigned in `{where}`): live instances of `{qualname}` do not have it",
+                f"give the attribute a class-level default (`{attr} = None` in the body of `{qualname}`) so live "
+                "instances stay valid, or ship a transformer hook that sets it on every live instance",
+                hookable=True,
+            )
+        return adds_defaults
+
+    # -- functions ----------------------------------------------------------------------------------
+    def function(self, qualname: str, old: Definition, new: Definition) -> bool:
+        """Check a function-like definition present in both; True when it changed."""
+        assert old.code is not None and new.code is not None
+        if old.code.co_freevars != new.code.co_freevars:
+            self.refuse(
+                qualname,
+                f"Cannot replace closure `{qualname}` because its free variables changed: "
+                f"{old.code.co_freevars} -> {new.code.co_freevars}",
+                "keep the same free variables (for a method: use super()/__class__ in both versions or in "
+                "neither), or add a new function under another name and call it",
+                hookable=False,
+            )
+        if (old.code.co_flags & _KIND_FLAGS) != (new.code.co_flags & _KIND_FLAGS):
+            self.refuse(
+                qualname,
+                f"Cannot replace `{qualname}`: it turns from {_flavour(old.code.co_flags)} into "
+                f"{_flavour(new.code.co_flags)}, which callers holding it do not expect",
+                "keep it what it was and add a new function under another name that the callers use",
+                hookable=False,
+            )
+        if old.decorators != new.decorators:
+            self.refuse(
+                qualname,
+                f"the decorators of `{qualname}` changed; they already ran when the live function was defined",
+                "keep the decorators and put the new behaviour in the body, "
+                + _HOOK_FIX.replace("that does it", "that re-decorates it"),
+                hookable=True,
+            )
+        defaults_changed = old.defaults != new.defaults
+        if defaults_changed:
+            node = new.node
+            assert isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+            exprs = _default_exprs(node)
+            for param, dump in new.defaults.items():
+                if (
+                    param in old.defaults
+                    and old.defaults[param] != dump
+                    and isinstance(exprs[param], _FRESH_OBJECT)
+                ):
+                    self.refuse(
+                        qualname,
+                        f"the default of `{param}` in `{qualname}` is a mutable object or built by a call; the "
+                        "live function's object is its static state and is carried over, not rebuilt",
+                        "use a `None` default and build the value in the body, "
+                        + _HOOK_FIX.replace(
+                            "that does it", "that sets __defaults__/__kwdefaults__"
+                        ),
+                        hookable=True,
+                    )
+        return _fp(old) != _fp(new) or defaults_changed
+
+    def run(self) -> None:
+        self.module_statements()
+        old_defs, new_defs = self.old.definitions, self.new.definitions
+        # a class only in one version comes or goes as a whole: its members are not targets of their own
+        added_classes = [
+            q for q, d in new_defs.items() if d.kind is DefinitionKind.CLASS and q not in old_defs
+        ]
+        removed_classes = [
+            q for q, d in old_defs.items() if d.kind is DefinitionKind.CLASS and q not in new_defs
+        ]
+
+        def inside(qualname: str, classes: list[str]) -> bool:
+            return any(qualname.startswith(c + ".") for c in classes)
+
+        for qualname, new in new_defs.items():
+            if inside(qualname, added_classes):
+                continue
+            old = old_defs.get(qualname)
+            if old is None:
+                self.changes.append(
+                    TargetChange(qualname, ChangeKind.ADDED, new.kind, None, _fp(new))
+                )
+                continue
+            if old.kind is not new.kind:
+                self.refuse(
+                    qualname,
+                    f"`{qualname}` changes from a {old.kind} to a {new.kind}",
+                    "keep the old definition as it is and add the new one under another name",
+                    hookable=False,
+                )
+                continue
+            if new.kind is DefinitionKind.IMPORT:
+                if old.decorators != new.decorators:
+                    self.refuse(
+                        qualname,
+                        f"the import bound to `{qualname}` changed ({old.decorators} -> {new.decorators})",
+                        "import the new thing under a new name, " + _HOOK_FIX,
+                        hookable=True,
+                    )
+                self.changes.append(TargetChange(qualname, ChangeKind.SAME, new.kind))
+                continue
+            if new.kind is DefinitionKind.CLASS:
+                changed = self.class_layout(
+                    qualname, self.old.classes[qualname], self.new.classes[qualname]
+                )
+            else:
+                changed = self.function(qualname, old, new)
+            kind = ChangeKind.CHANGED if changed else ChangeKind.SAME
+            self.changes.append(TargetChange(qualname, kind, new.kind, _fp(old), _fp(new)))
+        for qualname, old in old_defs.items():
+            if qualname in new_defs or inside(qualname, removed_classes):
+                continue
+            self.changes.append(
+                TargetChange(qualname, ChangeKind.REMOVED, old.kind, _fp(old), None)
+            )
+
+
+def _default_exprs(node: ast.FunctionDef | ast.AsyncFunctionDef) -> dict[str, ast.expr]:
+    args = node.args
+    positional = [*args.posonlyargs, *args.args]
+    out: dict[str, ast.expr] = {}
+    for arg, default in zip(
+        positional[len(positional) - len(args.defaults) :], args.defaults, strict=True
+    ):
+        out[arg.arg] = default
+    for arg, kw in zip(args.kwonlyargs, args.kw_defaults, strict=True):
+        if kw is not None:
+            out[arg.arg] = kw
+    return out
+
+
+def _short(text: str, limit: int = 60) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def diff_module(
+    module: str, old_source: str, new_source: str, *, hooks: bool = False
+) -> ModuleDiff:
+    """Compare two versions of one module, definition by definition (sources are compiled, never run).
+
+    Returns every definition's TargetChange (SAME ones included, in new-source order, then REMOVED ones)
+    and the Refusals. `hooks=True` (the patch carries hooks) drops the refusals hooks can take care of.
+    Raises SyntaxError when either source does not compile (its filename names the module and version).
+    Pure function; any thread.
+    """
+    old = walk_source(old_source, f"<{module} (old)>")
+    new = walk_source(new_source, f"<{module} (new)>")
+    differ = _Differ(module, old, new, hooks)
+    differ.run()
+    return ModuleDiff(
+        module=module,
+        changes=tuple(differ.changes),
+        refusals=tuple(differ.refusals),
+        new_source=new_source,
+        old_source_sha256=hashlib.sha256(old_source.encode()).hexdigest(),
+    )
+
+
+def patch_from_sources(
+    modules: Mapping[str, tuple[str, str]],
+    *,
+    category: Category = Category.PROCESS,
+    patch_id: str | None = None,
+    package: str | None = None,
+    description: str = "",
+    hooks_source: str | None = None,
+) -> PatchSpec:
+    """Build a PatchSpec from {module name: (old source, new source)}.
+
+    Modules without any change (and without refusals) are left out. The refusals of every module are
+    collected in `PatchSpec.refusals` (a spec with refusals must not be applied; with `hooks_source`, the
+    hookable refusals are dropped, see diff_module). `patch_id` defaults to the first 12 hex digits of a
+    sha256 of the patch's content; `package` defaults to the first component of the first module's name.
+    Raises SyntaxError when a source does not compile. Pure function; any thread.
+    """
+    diffs = [
+        diff_module(name, old, new, hooks=hooks_source is not None)
+        for name, (old, new) in sorted(modules.items())
+    ]
+    kept = tuple(d.to_module_patch() for d in diffs if d.has_changes)
+    refusals = tuple(r for d in diffs for r in d.refusals)
+    if package is None:
+        package = next(iter(sorted(modules)), "").split(".")[0]
+    if patch_id is None:
+        content = json.dumps(
+            {
+                "modules": [m.to_dict() for m in kept],
+                "hooks": hooks_source,
+                "category": category.value,
+            },
+            sort_keys=True,
+        )
+        patch_id = hashlib.sha256(content.encode()).hexdigest()[:12]
+    return PatchSpec(
+        patch_id=patch_id,
+        package=package,
+        category=category,
+        modules=kept,
+        description=description,
+        hooks_source=hooks_source,
+        refusals=refusals,
+    )

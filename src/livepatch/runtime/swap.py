@@ -1,0 +1,278 @@
+"""The swap itself: prepared operations, a three-state machine (old / new / dispatching), and StagedPatch.
+
+Theory of operation: staging leaves two kinds of operations, both holding the very objects to install and
+the very objects they replace, so that every transition is a handful of attribute stores:
+- `CodeOp`: one live function gets another `__code__` / `__defaults__` / `__kwdefaults__` (its identity is
+  kept, so imports, bound methods, callbacks, partials and decorators that hold it all see the change);
+- `BindOp`: a name is bound in a module or class namespace (a new function, class, method, import or
+  class-level default), or put back to what it was (deleted, if it did not exist).
+A `_Core` owns the operations and the state: which side (old or new) is installed, or a dispatch between
+them. Before any transition it checks that every target still holds exactly what the state says it should
+(another patch or a hand edit in between makes the transition fail with nothing changed). Transitions are
+all-or-nothing: a failure mid-way undoes the steps already taken, in reverse, and raises PatchAborted.
+Adding names goes before code swaps (new code may call them); removal goes after (in reverse).
+A `StagedPatch` is a view of a core in one direction; `reversed()` is the same core seen the other way,
+so a patch and its revert can never disagree about what is installed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from types import CodeType, FunctionType, ModuleType
+from typing import Any, Literal
+
+from livepatch.errors import PatchAborted
+from livepatch.runtime.dispatch import Dispatcher, make_impl, make_trampoline
+
+__all__ = ["MISSING", "BindOp", "CodeOp", "StagedPatch", "make_staged_patch"]
+
+Side = Literal["old", "new"]
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+MISSING: Any = _Missing()  # "this name was not bound"
+
+
+@dataclass(eq=False)
+class CodeOp:
+    """Swap one live function's code and defaults."""
+
+    target: str  # module:qualname, for messages
+    func: FunctionType
+    old_code: CodeType
+    new_code: CodeType
+    old_defaults: tuple[Any, ...] | None
+    new_defaults: tuple[Any, ...] | None
+    old_kwdefaults: dict[str, Any] | None
+    new_kwdefaults: dict[str, Any] | None
+    trampoline: CodeType | None = field(default=None, repr=False)
+
+    def code_for(self, side: Side) -> CodeType:
+        return self.new_code if side == "new" else self.old_code
+
+    def install(self, side: Side) -> None:
+        func = self.func
+        if side == "new":
+            func.__code__ = self.new_code
+            func.__defaults__ = self.new_defaults
+            func.__kwdefaults__ = self.new_kwdefaults
+        else:
+            func.__code__ = self.old_code
+            func.__defaults__ = self.old_defaults
+            func.__kwdefaults__ = self.old_kwdefaults
+
+    def impl(self, side: Side) -> FunctionType:
+        if side == "new":
+            return make_impl(self.func, self.new_code, self.new_defaults, self.new_kwdefaults)
+        return make_impl(self.func, self.old_code, self.old_defaults, self.old_kwdefaults)
+
+
+@dataclass(eq=False)
+class BindOp:
+    """Bind `name` in a module or class namespace (old value MISSING: the name is new)."""
+
+    target: str
+    owner: ModuleType | type
+    name: str
+    old: Any
+    new: Any
+
+    def install(self, side: Side) -> None:
+        value = self.new if side == "new" else self.old
+        if value is MISSING:
+            if self.name in vars(self.owner):
+                delattr(self.owner, self.name)
+        else:
+            setattr(self.owner, self.name, value)
+
+    def current(self) -> Any:
+        return vars(self.owner).get(self.name, MISSING)
+
+
+class _Core:
+    def __init__(self, binds: list[BindOp], codes: list[CodeOp]) -> None:
+        self.binds = binds
+        self.codes = codes
+        self.state: Literal["old", "new", "dispatch"] = "old"
+        self._lock = threading.Lock()
+
+    # -- checks -----------------------------------------------------------------------------------
+    def _check_codes(self, expected: Callable[[CodeOp], CodeType | None]) -> None:
+        for op in self.codes:
+            if op.func.__code__ is not expected(op):
+                raise PatchAborted(
+                    f"{op.target} was changed since the patch was staged (another patch?); nothing was changed"
+                )
+
+    def _steps_to(self, side: Side) -> list[CodeOp | BindOp]:
+        # names first, then code, when installing the new side; the reverse when going back
+        steps: list[CodeOp | BindOp] = [*self.binds, *self.codes]
+        return steps if side == "new" else steps[::-1]
+
+    def _run(self, steps: list[Callable[[], None]], undo: list[Callable[[], None]]) -> None:
+        done = 0
+        try:
+            for step in steps:
+                step()
+                done += 1
+        except BaseException as exc:
+            for back in reversed(undo[:done]):
+                try:
+                    back()
+                except Exception:  # keep undoing the rest; the first error is the one reported
+                    pass
+            raise PatchAborted(f"swap failed and was undone: {exc!r}") from exc
+
+    # -- transitions ------------------------------------------------------------------------------
+    def set_side(self, side: Side) -> None:
+        with self._lock:
+            if self.state == "dispatch":
+                raise RuntimeError("a dispatch is active: end_dispatch() first")
+            if self.state == side:
+                raise RuntimeError(f"the {side} code is already installed")
+            current: Side = self.state
+            self._check_codes(lambda op: op.code_for(current))
+            steps = self._steps_to(side)
+            self._run(
+                [partial(s.install, side) for s in steps],
+                [partial(s.install, current) for s in steps],
+            )
+            self.state = side
+
+    def begin_dispatch(
+        self,
+        prefer: Side,
+        choose: Callable[[], bool],
+        on_error: Callable[[BaseException], None] | None,
+    ) -> None:
+        with self._lock:
+            if self.state == "dispatch":
+                raise RuntimeError("a dispatch is already active")
+            current: Side = self.state
+            self._check_codes(lambda op: op.code_for(current))
+            other: Side = "old" if prefer == "new" else "new"
+            for op in self.codes:
+                disp = Dispatcher(op.impl(prefer), op.impl(other), choose, on_error)
+                op.trampoline = make_trampoline(op.func, disp)
+            # during a dispatch both versions run: the new names must be there (the old code ignores them)
+            binds_needed = list(self.binds) if current == "old" else []
+            steps: list[Callable[[], None]] = [partial(b.install, "new") for b in binds_needed]
+            undo: list[Callable[[], None]] = [partial(b.install, "old") for b in binds_needed]
+            for op in self.codes:
+                steps.append(partial(setattr, op.func, "__code__", op.trampoline))
+                undo.append(partial(op.install, current))
+            self._run(steps, undo)
+            self._dispatch_from: Side = current
+            self.state = "dispatch"
+
+    def end_dispatch(self, keep: Side) -> None:
+        with self._lock:
+            if self.state != "dispatch":
+                raise RuntimeError("no dispatch is active")
+            self._check_codes(lambda op: op.trampoline)
+            codes: list[Callable[[], None]] = [partial(op.install, keep) for op in self.codes]
+            codes_undo: list[Callable[[], None]] = [
+                partial(setattr, op.func, "__code__", op.trampoline) for op in self.codes
+            ]
+            binds: list[Callable[[], None]] = []
+            binds_undo: list[Callable[[], None]] = []
+            if keep == "old":
+                binds = [partial(b.install, "old") for b in reversed(self.binds)]
+                binds_undo = [partial(b.install, "new") for b in reversed(self.binds)]
+            self._run([*codes, *binds], [*codes_undo, *binds_undo])
+            for op in self.codes:
+                op.trampoline = None
+            self.state = keep
+
+
+class StagedPatch:
+    """A patch ready to swap: see the contract in livepatch.runtime.staging.
+
+    Concurrency: transitions (swap_in, swap_out, begin_dispatch, end_dispatch, on this object or on its
+    `reversed()`) are serialised by a lock and meant for one patcher thread; patched functions may be
+    called from any thread at any time, and each call runs entirely in one version (the version installed
+    when its frame started). Misuse (swap_in twice, end_dispatch without begin) raises RuntimeError.
+    """
+
+    def __init__(
+        self,
+        patch_id: str,
+        core: _Core,
+        *,
+        reverse: bool,
+        source_bytes: int,
+        modules: dict[str, ModuleType],
+    ) -> None:
+        self.patch_id = patch_id
+        self._core = core
+        self._reverse = reverse
+        self._new: Side = "old" if reverse else "new"
+        self._old: Side = "new" if reverse else "old"
+        self.replaced_codes: frozenset[CodeType] = frozenset(
+            op.code_for(self._old) for op in core.codes
+        )
+        self.function_count = len(core.codes)
+        self.source_bytes = source_bytes
+        self.modules = modules  # module name -> live module (for hooks)
+        self.targets: tuple[str, ...] = tuple(
+            dict.fromkeys([*(op.target for op in core.codes), *(b.target for b in core.binds)])
+        )
+
+    @property
+    def applied(self) -> bool:
+        """True when this patch's new side is installed (not dispatching)."""
+        return self._core.state == self._new
+
+    def swap_in(self) -> None:
+        """Install the new code directly. All or nothing (PatchAborted, nothing changed). O(targets)."""
+        self._core.set_side(self._new)
+
+    def swap_out(self) -> None:
+        """Put back exactly the objects swap_in replaced, and remove the names it added."""
+        self._core.set_side(self._old)
+
+    def begin_dispatch(
+        self, use_new: Callable[[], bool], on_error: Callable[[BaseException], None] | None = None
+    ) -> None:
+        """Make every target call the new implementation when use_new() is true for the calling thread,
+        else the old one; on_error sees each exception escaping the new implementation (then re-raised).
+        May start from either side installed. use_new and on_error run on the calling threads."""
+        self._core.begin_dispatch(self._new, use_new, on_error)
+
+    def end_dispatch(self, keep_new: bool) -> None:
+        """Remove the dispatchers, leaving the new code (keep_new) or exactly the old code in place."""
+        self._core.end_dispatch(self._new if keep_new else self._old)
+
+    def reversed(self) -> StagedPatch:
+        """The revert of this patch (same operations, other direction, shared state)."""
+        return StagedPatch(
+            self.patch_id,
+            self._core,
+            reverse=not self._reverse,
+            source_bytes=self.source_bytes,
+            modules=self.modules,
+        )
+
+    def __repr__(self) -> str:
+        direction = "revert of " if self._reverse else ""
+        return f"<StagedPatch {direction}{self.patch_id}: {self.function_count} functions, state={self._core.state}>"
+
+
+def make_staged_patch(
+    patch_id: str,
+    binds: list[BindOp],
+    codes: list[CodeOp],
+    *,
+    source_bytes: int,
+    modules: dict[str, ModuleType],
+) -> StagedPatch:
+    return StagedPatch(
+        patch_id, _Core(binds, codes), reverse=False, source_bytes=source_bytes, modules=modules
+    )
