@@ -21,6 +21,7 @@ In-process patching (the agent and the CLI sit on these):
 
 from livepatch.agent import Agent
 from livepatch.errors import LivepatchError, PatchAborted, PatchRefused, PatchVetoed
+from livepatch.patch.diff import patch_from_sources
 from livepatch.patch.model import (
     Category,
     ChangeKind,
@@ -30,6 +31,17 @@ from livepatch.patch.model import (
     Refusal,
     TargetChange,
 )
+from livepatch.runtime.patcher import (
+    Event,
+    HookContext,
+    PatchResult,
+    WatchPolicy,
+    applied_patches,
+    apply_patch,
+    history,
+    revert_patch,
+)
+from livepatch.runtime.registry import RuntimeStatistics
 from livepatch.runtime.threads import (
     Priority,
     activate,
@@ -39,6 +51,7 @@ from livepatch.runtime.threads import (
     quiescence_point,
     remove_wakeup_hook,
     set_priority,
+    statistics,
 )
 
 __all__ = [
@@ -46,20 +59,31 @@ __all__ = [
     "Category",
     "ChangeKind",
     "DefinitionKind",
+    "Event",
+    "HookContext",
     "LivepatchError",
     "ModulePatch",
     "PatchAborted",
     "PatchRefused",
+    "PatchResult",
     "PatchSpec",
     "PatchVetoed",
     "Priority",
     "Refusal",
+    "RuntimeStatistics",
     "TargetChange",
+    "WatchPolicy",
     "activate",
     "add_wakeup_hook",
+    "applied_patches",
+    "apply_patch",
     "deactivate",
+    "history",
     "managed_thread",
+    "patch_from_sources",
     "quiescence_point",
     "remove_wakeup_hook",
+    "revert_patch",
     "set_priority",
+    "statistics",
 ]

@@ -7,10 +7,15 @@ checks both reads agree with each other and with the thread's generation (invari
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
 
 from livepatch.runtime import threads
 from livepatch.runtime.threads import Priority, managed_thread, quiescence_point
@@ -119,3 +124,34 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.0005)
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def fixture_source(name: str) -> str:
+    return (FIXTURES / name).read_text()
+
+
+class LoadedModules:
+    """Imports fixture sources under fresh module names (so tests never share live code) and unloads them."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.names: list[str] = []
+
+    def load(self, source: str, stem: str = "lp_rt_app") -> ModuleType:
+        name = f"{stem}_{uuid.uuid4().hex[:10]}"
+        path = self.tmp_path / f"{name}.py"
+        path.write_text(source)
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        self.names.append(name)
+        spec.loader.exec_module(module)
+        return module
+
+    def close(self) -> None:
+        for name in self.names:
+            sys.modules.pop(name, None)

@@ -1,4 +1,4 @@
-"""PLACEHOLDER with the final public signatures of in-process patching (the runtime helper implements it).
+"""In-process apply and revert: verify, stage, quiesce, swap, record; the stack of applied patches; watch.
 
 CONTRACT (the agent, the CLI and lpbench are written against these):
 
@@ -20,12 +20,52 @@ Event names, in order: requested, verified, staged, reached (per thread, global)
 migrated (per thread, local), finished, aborted, refused, watch-started, rolled-back.
 Timings (milliseconds) in PatchResult.timings: verify, stage, sync (request -> quiescent/all migrated),
 swap, total.
+
+Theory of operation
+-------------------
+`_lock` serializes every transition of the patch stack (apply, revert, the end of a watch window, an
+automatic rollback); the quiescence protocols serialize transitions of the thread registry on their own.
+Everything heavy (hooks loading, staging) happens before quiescence (invariant 4); inside a global
+quiescence only the activeness check, the transform hook and `swap_in` run. A watch window keeps the
+patch's dispatchers installed (always choosing the new code) to count exceptions escaping it; the next
+apply/revert ends the window first. Rollback runs on the watch's own thread, never in the thread whose
+exception tripped it.
 """
 
 from __future__ import annotations
 
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from types import CodeType
+from typing import TYPE_CHECKING, Any
+
+from livepatch.errors import PatchAborted, PatchRefused
+from livepatch.patch.model import Category, ChangeKind, PatchSpec
+from livepatch.runtime import quiescence, threads
+from livepatch.runtime.events import Event, Recorder
+from livepatch.runtime.patch_hooks import HookContext, PatchHooks, context_for, load_hooks
+from livepatch.runtime.registry import RuntimeStatistics
+
+if TYPE_CHECKING:
+    from livepatch.runtime.staging import StagedPatch
+
+__all__ = [
+    "Event",
+    "HookContext",
+    "PatchResult",
+    "WatchPolicy",
+    "applied_patches",
+    "apply_patch",
+    "history",
+    "revert_patch",
+    "statistics",
+]
+
+log = logging.getLogger("livepatch.runtime")
 
 
 @dataclass(frozen=True)
@@ -35,24 +75,6 @@ class WatchPolicy:
 
     window_s: float = 10.0
     max_errors: int = 0
-
-
-@dataclass(frozen=True)
-class Event:
-    name: str
-    t_ns: int  # time.monotonic_ns()
-    thread: str | None = None
-    generation: int | None = None
-    detail: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "t_ns": self.t_ns,
-            "thread": self.thread,
-            "generation": self.generation,
-            "detail": self.detail,
-        }
 
 
 @dataclass(frozen=True)
@@ -79,3 +101,422 @@ class PatchResult:
             "events": [e.to_dict() for e in self.events],
             "timings": dict(self.timings),
         }
+
+
+@dataclass(eq=False)
+class _Applied:
+    spec: PatchSpec
+    staged: StagedPatch
+    hooks: PatchHooks
+    targets: frozenset[str]
+
+
+_lock = threading.Lock()  # held for a whole transition
+_records_lock = (
+    threading.Lock()
+)  # short: guards _history, so history() never waits for a transition
+_history: list[PatchResult] = []
+_stack: list[_Applied] = []
+_watch: _Watch | None = None
+
+_METHODS = ("auto", "global", "local")
+
+
+class _Outcome(Exception):
+    """Internal: ends an attempt with an outcome (refused / aborted / failed) and a reason."""
+
+    def __init__(self, outcome: str, reason: str) -> None:
+        super().__init__(reason)
+        self.outcome = outcome
+        self.reason = reason
+
+
+class _Attempt:
+    """Events and timings of one apply or revert."""
+
+    def __init__(self, patch_id: str, action: str, method: str) -> None:
+        self.patch_id = patch_id
+        self.action = action
+        self.method = method
+        self.rec = Recorder()
+        self.t0 = time.perf_counter()
+        self._mark = self.t0
+        self.timings: dict[str, float] = {}
+        self.rec.emit("requested", detail=f"{action} {patch_id}")
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = (now - self._mark) * 1e3
+        self._mark = now
+
+    def finish(self, outcome: str, reason: str = "") -> PatchResult:
+        event = {"refused": "refused", "aborted": "aborted", "failed": "aborted"}.get(
+            outcome, "finished"
+        )
+        if outcome == "rolled-back":
+            self.rec.emit("rolled-back", detail=reason)
+        self.rec.emit(event, detail=reason if event != "finished" else outcome)
+        self.timings["total"] = (time.perf_counter() - self.t0) * 1e3
+        result = PatchResult(
+            self.patch_id,
+            self.action,
+            self.method,
+            outcome,
+            reason,
+            self.rec.events(),
+            dict(self.timings),
+        )
+        with _records_lock:
+            _history.append(result)
+        if outcome not in ("applied", "reverted"):
+            log.warning("%s %s: %s: %s", self.action, self.patch_id, outcome, reason)
+        return result
+
+
+def _resolve_method(method: str, category: Category) -> str:
+    if method not in _METHODS:
+        raise _Outcome("refused", f"unknown method {method!r} (use one of {', '.join(_METHODS)})")
+    if method == "auto":
+        return "local" if category is Category.THREAD_LOCAL else "global"
+    if method == "local" and category is not Category.THREAD_LOCAL:
+        raise _Outcome(
+            "refused",
+            f"a {category.value} patch cannot use local quiescence (only thread-local patches can): "
+            "use method='global'",
+        )
+    return method
+
+
+def _targets(spec: PatchSpec, staged: Any) -> frozenset[str]:
+    names = getattr(staged, "targets", None)
+    if names:
+        return frozenset(names)
+    return frozenset(
+        f"{m.module}:{c.qualname}"
+        for m in spec.modules
+        for c in m.changes
+        if c.kind is not ChangeKind.SAME
+    )
+
+
+def _check_activeness(parked: list[quiescence.ParkedThread], codes: frozenset[CodeType]) -> None:
+    """Refuse when a parked thread's stack runs code the swap replaces (it would keep running it).
+
+    Reliable only here: every inspected thread is parked (REFERENCE.md §3)."""
+    if not codes:
+        return
+    frames = sys._current_frames()
+    for p in parked:
+        f = frames.get(p.ident)
+        while f is not None:
+            if f.f_code in codes:
+                raise PatchRefused(
+                    f"thread {p.name} (role {p.role}) is running {f.f_code.co_qualname}, which the patch "
+                    "replaces: that frame would keep running the old code. Make the loop call a patched "
+                    "function per iteration instead, or apply with allow_active=True if that is safe"
+                )
+            f = f.f_back
+
+
+def _quiesce(
+    att: _Attempt,
+    staged: StagedPatch,
+    *,
+    timeout: float,
+    use_priorities: bool,
+    allow_active: bool,
+    while_parked: Callable[[], None] | None,
+    on_error: Callable[[BaseException], None] | None = None,
+) -> None:
+    """Run the chosen protocol for `staged`; raise _Outcome when it did not happen (nothing changed)."""
+    try:
+        if att.method == "global":
+
+            def action(parked: list[quiescence.ParkedThread]) -> None:
+                if not allow_active:
+                    _check_activeness(parked, staged.replaced_codes)
+                if while_parked is not None:
+                    try:
+                        while_parked()
+                    except Exception as exc:
+                        raise _Outcome(
+                            "failed", f"transform hook raised {exc!r}; nothing was swapped"
+                        ) from exc
+                staged.swap_in()
+                att.rec.emit("swapped", detail=f"{staged.function_count} functions")
+
+            t = quiescence.run_global(
+                action, timeout=timeout, use_priorities=use_priorities, recorder=att.rec
+            )
+        else:
+            t = quiescence.run_local(
+                staged.begin_dispatch,
+                lambda keep_new: _end_local(att, staged, keep_new),
+                timeout=timeout,
+                recorder=att.rec,
+            )
+    except _Outcome:
+        raise
+    except PatchRefused as exc:
+        raise _Outcome("refused", str(exc)) from exc
+    except PatchAborted as exc:
+        raise _Outcome("aborted", str(exc)) from exc
+    except Exception as exc:
+        raise _Outcome("failed", f"the swap failed: {exc!r}") from exc
+    att.timings["sync"] = t.sync_ms
+    att.timings["swap"] = t.swap_ms
+
+
+def _end_local(att: _Attempt, staged: StagedPatch, keep_new: bool) -> None:
+    staged.end_dispatch(keep_new)
+    if keep_new:
+        att.rec.emit("swapped", detail=f"{staged.function_count} functions (dispatch removed)")
+
+
+def _stage(spec: PatchSpec) -> StagedPatch:
+    try:
+        from livepatch.runtime.staging import stage
+    except ImportError as exc:  # the staging module is a separate part; say clearly what is missing
+        raise _Outcome("failed", f"staging is not available: {exc}") from exc
+    try:
+        return stage(spec)
+    except PatchRefused as exc:
+        raise _Outcome("refused", str(exc)) from exc
+    except Exception as exc:
+        raise _Outcome("failed", f"staging failed: {exc!r}") from exc
+
+
+def _run_hook(hooks: PatchHooks, name: str, ctx: HookContext, *, veto: bool) -> str:
+    """Call a hook. A vetoing hook (pre_*) that raises refuses the attempt; a post_* hook that raises is
+    logged and reported in the reason, since the swap already happened."""
+    try:
+        hooks.call(name, ctx)
+    except Exception as exc:
+        if veto:
+            raise _Outcome("refused", f"{name} hook vetoed the patch: {exc}") from exc
+        log.exception("%s hook of %s raised", name, ctx.patch_id)
+        return f"{name} hook raised {exc!r}"
+    return ""
+
+
+def apply_patch(
+    spec: PatchSpec,
+    *,
+    method: str = "auto",
+    timeout: float = 5.0,
+    allow_active: bool = False,
+    use_priorities: bool = True,
+    watch: WatchPolicy | None = None,
+) -> PatchResult:
+    """Verify, stage, quiesce and swap `spec` in this process; see the module contract.
+
+    Concurrency: any unmanaged thread; transitions are serialized (a second caller waits). Managed threads
+    keep running until they park (global) or move (local) at their quiescence points."""
+    att = _Attempt(spec.patch_id, "apply", method if method in ("global", "local") else "global")
+    with _lock:
+        try:
+            return _apply_locked(att, spec, method, timeout, allow_active, use_priorities, watch)
+        except _Outcome as o:
+            return att.finish(o.outcome, o.reason)
+
+
+def _apply_locked(
+    att: _Attempt,
+    spec: PatchSpec,
+    method: str,
+    timeout: float,
+    allow_active: bool,
+    use_priorities: bool,
+    watch: WatchPolicy | None,
+) -> PatchResult:
+    try:
+        quiescence.refuse_managed_caller("apply_patch")
+    except PatchRefused as exc:
+        raise _Outcome("refused", str(exc)) from exc
+    att.method = _resolve_method(method, spec.category)
+    if spec.refusals:
+        raise _Outcome(
+            "refused", "the patch carries refusals: " + "; ".join(map(str, spec.refusals))
+        )
+    if any(a.spec.patch_id == spec.patch_id for a in _stack):
+        raise _Outcome("refused", f"patch {spec.patch_id} is already applied")
+    if timeout <= 0:
+        raise _Outcome("refused", f"timeout must be positive, got {timeout}")
+    try:
+        hooks = load_hooks(spec)
+    except PatchRefused as exc:
+        raise _Outcome("refused", str(exc)) from exc
+    if hooks.has("transform") and att.method == "local":
+        raise _Outcome(
+            "refused",
+            "the patch has a transform hook, which needs global quiescence: use method='global'",
+        )
+    att.rec.emit("verified")
+    att.lap("verify")
+    _end_watch_locked()
+    staged = _stage(spec)
+    att.rec.emit("staged", detail=f"{staged.function_count} functions, {staged.source_bytes} bytes")
+    att.lap("stage")
+    ctx = context_for(spec)
+    _run_hook(hooks, "pre_patch", ctx, veto=True)
+    _quiesce(
+        att,
+        staged,
+        timeout=timeout,
+        use_priorities=use_priorities,
+        allow_active=allow_active,
+        while_parked=(lambda: hooks.call("transform", ctx)) if hooks.has("transform") else None,
+    )
+    entry = _Applied(spec, staged, hooks, _targets(spec, staged))
+    _stack.append(entry)
+    reason = _run_hook(hooks, "post_patch", ctx, veto=False)
+    if watch is not None and watch.window_s > 0:
+        _start_watch_locked(entry, watch, att)
+    return att.finish("applied", reason)
+
+
+def revert_patch(
+    patch_id: str | None = None, *, method: str = "auto", timeout: float = 5.0
+) -> PatchResult:
+    """Undo the newest applied patch, or the named one when no later applied patch touches its targets.
+
+    The previous code objects come back exactly (StagedPatch.reversed() through the same quiescence).
+    Concurrency: as apply_patch."""
+    with _lock:
+        return _revert_locked(patch_id, method, timeout, rollback_reason=None)
+
+
+def _revert_locked(
+    patch_id: str | None, method: str, timeout: float, rollback_reason: str | None
+) -> PatchResult:
+    entry = _stack[-1] if (patch_id is None and _stack) else None
+    if patch_id is not None:
+        entry = next((a for a in _stack if a.spec.patch_id == patch_id), None)
+    name = patch_id if patch_id is not None else (entry.spec.patch_id if entry else "(none)")
+    att = _Attempt(name, "revert", method if method in ("global", "local") else "global")
+    try:
+        quiescence.refuse_managed_caller("revert_patch")
+        if entry is None:
+            applied = ", ".join(a.spec.patch_id for a in _stack) or "none"
+            raise _Outcome("refused", f"patch {name} is not applied (applied: {applied})")
+        att.method = _resolve_method(method, entry.spec.category)
+        later = [a for a in _stack[_stack.index(entry) + 1 :] if a.targets & entry.targets]
+        if later:
+            shared = ", ".join(sorted(later[-1].targets & entry.targets)[:5])
+            raise _Outcome(
+                "refused",
+                f"cannot revert {name}: the later patch {later[-1].spec.patch_id} also changes {shared}; "
+                f"revert {later[-1].spec.patch_id} first",
+            )
+        att.rec.emit("verified")
+        att.lap("verify")
+        _end_watch_locked()
+        reverse = entry.staged.reversed()
+        att.rec.emit("staged", detail=f"revert of {reverse.function_count} functions")
+        att.lap("stage")
+        ctx = context_for(entry.spec)
+        _run_hook(entry.hooks, "pre_revert", ctx, veto=True)
+        _quiesce(
+            att,
+            reverse,
+            timeout=timeout,
+            use_priorities=True,
+            allow_active=False,
+            while_parked=None,
+        )
+        _stack.remove(entry)
+        reason = _run_hook(entry.hooks, "post_revert", ctx, veto=False)
+    except PatchRefused as exc:
+        return att.finish("refused", str(exc))
+    except _Outcome as o:
+        if rollback_reason is not None:
+            return att.finish(
+                o.outcome, f"automatic rollback ({rollback_reason}) failed: {o.reason}"
+            )
+        return att.finish(o.outcome, o.reason)
+    if rollback_reason is not None:
+        return att.finish("rolled-back", "; ".join(r for r in (rollback_reason, reason) if r))
+    return att.finish("reverted", reason)
+
+
+# ---- watch windows ---------------------------------------------------------------------------------
+
+
+class _Watch:
+    """Counts exceptions escaping the patch's new code during its window (on the threads that raise:
+    counting only), and reverts on its own thread when there are too many."""
+
+    def __init__(self, entry: _Applied, policy: WatchPolicy) -> None:
+        self.entry = entry
+        self.policy = policy
+        self.errors = 0
+        self.last: BaseException | None = None
+        self.tripped = threading.Event()
+        self.active = True
+        self._count_lock = threading.Lock()
+
+    def on_error(self, exc: BaseException) -> None:
+        with self._count_lock:
+            self.errors += 1
+            self.last = exc
+            over = self.errors > self.policy.max_errors
+        if over:
+            self.tripped.set()
+
+    def run(self) -> None:
+        self.tripped.wait(timeout=self.policy.window_s)
+        with _lock:
+            if _watch is not self or not self.active:
+                return  # ended early by another transition
+            with self._count_lock:
+                too_many = self.errors > self.policy.max_errors
+            _end_watch_locked()
+            if too_many:
+                reason = (
+                    f"{self.errors} exceptions escaped the patched code within the "
+                    f"{self.policy.window_s:g} s watch window (max {self.policy.max_errors}); "
+                    f"last: {self.last!r}"
+                )
+                _revert_locked(self.entry.spec.patch_id, "auto", 5.0, rollback_reason=reason)
+
+
+def _start_watch_locked(entry: _Applied, policy: WatchPolicy, att: _Attempt) -> None:
+    global _watch
+    w = _Watch(entry, policy)
+    entry.staged.begin_dispatch(lambda: True, on_error=w.on_error)
+    _watch = w
+    att.rec.emit(
+        "watch-started", detail=f"window {policy.window_s:g} s, max errors {policy.max_errors}"
+    )
+    threading.Thread(
+        target=w.run, name=f"livepatch-watch-{entry.spec.patch_id}", daemon=True
+    ).start()
+
+
+def _end_watch_locked() -> None:
+    """End the current watch window (if any): remove its dispatchers, keeping the new code."""
+    global _watch
+    w = _watch
+    if w is None:
+        return
+    _watch = None
+    w.active = False
+    w.entry.staged.end_dispatch(keep_new=True)
+    w.tripped.set()  # let its thread finish now
+
+
+def history() -> list[PatchResult]:
+    """Every apply/revert attempt, oldest first (a copy). Never waits for a running transition."""
+    with _records_lock:
+        return list(_history)
+
+
+def applied_patches() -> list[str]:
+    """Ids of the applied patches, oldest first (the stack; revert pops from the end). Never waits for a
+    running transition (the stack changes only under `_lock`; a copy of a list is atomic under the GIL)."""
+    return [a.spec.patch_id for a in list(_stack)]
+
+
+def statistics() -> RuntimeStatistics:
+    """Managed threads by generation, state and priority, and the current generation."""
+    return threads.statistics()

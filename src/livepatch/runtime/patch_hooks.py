@@ -1,0 +1,71 @@
+"""A patch author's hooks (PatchSpec.hooks_source): loaded into a fresh module, called with a HookContext.
+
+Hook names: pre_patch (may veto by raising), transform (global only, while every managed thread is
+parked), post_patch, pre_revert (may veto), post_revert. Every hook is optional. All run on the patcher
+thread; a hook that blocks delays the patch (transform: while the server is paused), so keep them short.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from livepatch.errors import PatchRefused
+from livepatch.patch.model import PatchSpec
+
+HOOK_NAMES = ("pre_patch", "transform", "post_patch", "pre_revert", "post_revert")
+
+
+@dataclass
+class HookContext:
+    """What a hook sees: the patch id and the live modules the patch touches (name -> module object)."""
+
+    patch_id: str
+    modules: dict[str, types.ModuleType] = field(default_factory=dict)
+
+
+@dataclass
+class PatchHooks:
+    functions: dict[str, Callable[[HookContext], Any]] = field(default_factory=dict)
+    namespace: types.ModuleType | None = None
+
+    def has(self, name: str) -> bool:
+        return name in self.functions
+
+    def call(self, name: str, ctx: HookContext) -> None:
+        fn = self.functions.get(name)
+        if fn is not None:
+            fn(ctx)
+
+
+def load_hooks(spec: PatchSpec) -> PatchHooks:
+    """Execute `spec.hooks_source` in a fresh module namespace (never in a live module).
+
+    Raises PatchRefused when the source does not compile or its top level raises."""
+    if not spec.hooks_source:
+        return PatchHooks()
+    module = types.ModuleType(f"livepatch_hooks_{spec.patch_id}")
+    try:
+        code = compile(spec.hooks_source, f"<hooks of patch {spec.patch_id}>", "exec")
+        exec(code, module.__dict__)
+    except Exception as exc:
+        raise PatchRefused(
+            f"the patch's hooks failed to load: {exc!r} (fix the hooks source)"
+        ) from exc
+    functions: dict[str, Callable[[HookContext], Any]] = {}
+    for name in HOOK_NAMES:
+        fn = module.__dict__.get(name)
+        if fn is None:
+            continue
+        if not callable(fn):
+            raise PatchRefused(f"the patch's hook {name} is not callable: {fn!r}")
+        functions[name] = fn
+    return PatchHooks(functions, module)
+
+
+def context_for(spec: PatchSpec) -> HookContext:
+    modules = {m.module: sys.modules[m.module] for m in spec.modules if m.module in sys.modules}
+    return HookContext(spec.patch_id, modules)
