@@ -47,11 +47,11 @@ _APPLY_GRACE_S = 30.0  # on top of the patch's own timeout: staging, hooks and t
 
 
 def _runtime() -> ModuleType:
-    # Imported late: livepatch/__init__.py imports this module, and the runtime's functions are
-    # exported from there.
-    import livepatch
+    # The runtime's contract module (apply_patch, revert_patch, history, applied_patches, statistics),
+    # imported late so that importing `livepatch` (which exports Agent) stays cheap and acyclic.
+    from livepatch.runtime import patcher
 
-    return livepatch
+    return patcher
 
 
 def _jsonable(obj: Any) -> Any:

@@ -56,7 +56,7 @@ socket_option = click.option(
     "socket_path",
     required=True,
     envvar="LIVEPATCH_SOCKET",
-    type=click.Path(dir_okay=False),
+    type=str,  # not click.Path: its readability check would pre-empt the agent's own answer
     help="The agent's control socket (or $LIVEPATCH_SOCKET).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -155,7 +155,10 @@ def diff_command(
             if hooks.stat().st_size > MAX_SOURCE_BYTES:
                 _fail(f"{hooks} is over the limit of {MAX_SOURCE_BYTES} bytes")
             hooks_source = hooks.read_text(encoding="utf-8")
-            compile(hooks_source, str(hooks), "exec")  # a syntax error belongs to the author, now
+            try:
+                compile(hooks_source, str(hooks), "exec")  # the author's error: report it now
+            except SyntaxError as exc:
+                _fail(f"hooks file {hooks}: {exc}")
         if git is not None:
             repo = Path(git[0])
             old_v, new_v = read_git(repo, git[1], package), read_git(repo, git[2], package)
@@ -173,7 +176,7 @@ def diff_command(
     except (LivepatchError, PackageError, OSError, UnicodeDecodeError) as exc:
         _fail(str(exc))
     except SyntaxError as exc:
-        _fail(f"hooks file {hooks}: {exc}")
+        _fail(f"a module does not compile: {exc}")
     spec = pp.spec
     blocked = bool(spec.refusals) and hooks_source is None
     empty = spec.changed_count == 0
