@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from livepatch.patch import lpatch
 from lpbench.servers import livepatch_executable
 
 MARK = "# lpbench built-in patch"
@@ -53,12 +54,17 @@ def bug_lines(indent: str, params: list[str]) -> list[str]:
 @dataclass(frozen=True)
 class BuiltPatch:
     path: Path
-    functions: list[str]  # "relpath:function" of every changed function
+    n_functions: int  # definitions the patch changes (its manifest's count, not ours)
     size_bytes: int  # of the .lpatch file
+    targets: tuple[
+        str, ...
+    ] = ()  # "relpath:function" the transformation changed ([] for a user's file)
 
-    @property
-    def n_functions(self) -> int:
-        return len(self.functions)
+    @classmethod
+    def from_file(cls, path: Path, targets: tuple[str, ...] = ()) -> BuiltPatch:
+        """Any .lpatch (the harness's or a user's --patch FILE); raises PatchFileError if malformed."""
+        spec = lpatch.read(path).spec
+        return cls(path, spec.changed_count, path.stat().st_size, targets)
 
 
 def installed_package() -> Path:
@@ -164,7 +170,7 @@ def build(
         raise RuntimeError(f"none of {targets} could be changed in {package}")
     out = workdir / f"{name}.lpatch"
     diff(old, workdir / f"{name}-new", package.name, out)
-    return BuiltPatch(out, changed, out.stat().st_size)
+    return BuiltPatch.from_file(out, tuple(changed))
 
 
 def builtin_patch(workdir: Path) -> BuiltPatch:
@@ -188,6 +194,4 @@ def demo_patches(workdir: Path) -> tuple[BuiltPatch, BuiltPatch]:
     bug, fix = workdir / "bug.lpatch", workdir / "fix.lpatch"
     diff(clean, workdir / "buggy", package.name, bug)
     diff(workdir / "buggy", clean, package.name, fix)
-    return BuiltPatch(bug, changed, bug.stat().st_size), BuiltPatch(
-        fix, changed, fix.stat().st_size
-    )
+    return BuiltPatch.from_file(bug, tuple(changed)), BuiltPatch.from_file(fix, tuple(changed))

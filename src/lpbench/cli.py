@@ -1,0 +1,181 @@
+"""`livepatch bench` and `livepatch demo` (click commands, found through the livepatch.commands entry
+points). Argument checking and output only; the work is in bench, experiments and demo."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lpbench.runner import BenchConfig
+from lpbench.servers import SERVERS
+from lpbench.updates import METHODS
+from lpbench.workloads import WORKLOADS
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{what} must be comma-separated numbers, got {text!r}") from None
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        vals = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{what} must be comma-separated integers, got {text!r}") from None
+    if not vals or min(vals) < 1:
+        raise click.BadParameter(f"{what} must be integers >= 1")
+    return vals
+
+
+@click.command("bench")
+@click.option("--server", type=click.Choice(sorted(SERVERS)), default="kv", show_default=True)
+@click.option(
+    "--workload", type=click.Choice(sorted(WORKLOADS)), default="mixed", show_default=True
+)
+@click.option("--connections", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="seconds per run [default: 30; state-size: 5]")  # fmt: skip
+@click.option("--keys", type=click.IntRange(min=1), default=10_000, show_default=True)
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="total requests/s, open loop (latency from the scheduled start); default closed loop")  # fmt: skip
+@click.option("--update", "updates", default="none,live-global,live-local,restart", show_default=True,
+              help=f"comma-separated update methods: {', '.join(METHODS)}")  # fmt: skip
+@click.option(
+    "--at",
+    "at",
+    default=None,
+    help="update times in seconds [default: 5,10,15,20,25; state-size: 2.5]",
+)
+@click.option("--patch", "patch_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="a .lpatch to apply and revert alternately (default: the built-in patch of GET)")  # fmt: skip
+@click.option("--runs", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="load-driver processes (connections are divided among them)")  # fmt: skip
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--experiment", type=click.Choice(["runs", "patch-size", "state-size"]), default="runs",
+              show_default=True, help="runs: figures 1-3; patch-size: figure 4; state-size: figure 5")  # fmt: skip
+@click.option(
+    "--sizes", default="1,10,100", show_default=True, help="patch-size: changed functions"
+)
+@click.option(
+    "--states", default="10000,100000,1000000", show_default=True, help="state-size: keys"
+)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("results/bench"),
+              show_default=True)  # fmt: skip
+@click.option(
+    "--json", "as_json", is_flag=True, help="print the summary as JSON instead of a table"
+)
+def bench_command(
+    server: str, workload: str, connections: int, duration: float | None, keys: int, rate: float | None,
+    updates: str, at: str | None, patch_file: Path | None, runs: int, processes: int, seed: int,
+    experiment: str, sizes: str, states: str, out: Path, as_json: bool,
+) -> None:  # fmt: skip
+    """Measure what clients feel while the server's code is updated; write data, summary.json, plots."""
+    from lpbench import bench, experiments, report
+    from lpbench.patches import BuiltPatch, builtin_patch
+
+    methods = [m.strip() for m in updates.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise click.BadParameter(f"unknown update method(s) {unknown}; known: {', '.join(METHODS)}")
+    default_duration, default_at = (
+        (5.0, "2.5") if experiment == "state-size" else (30.0, "5,10,15,20,25")
+    )
+    cfg = BenchConfig(
+        server=server, workload=workload, connections=connections,
+        duration_s=duration or default_duration, keys=keys, rate=rate,
+        at_s=tuple(_floats(at or default_at, "--at")), processes=processes, seed=seed,
+    )  # fmt: skip
+    try:
+        cfg.check()
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    live = experiment != "runs" or any(m.startswith("live-") for m in methods)
+    if live and server != "kv":
+        raise click.UsageError(
+            f"live updates need the livepatch agent: use --server kv (not {server})"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    workdir = out / "patches"
+    workdir.mkdir(exist_ok=True)
+    try:
+        patches: list[BuiltPatch] = []
+        if experiment != "patch-size" and live:
+            patches = [BuiltPatch.from_file(patch_file) if patch_file else builtin_patch(workdir)]
+        if experiment == "runs":
+            total = cfg.duration_s * runs * len(methods)
+            with report.progress_bar(total) as start:
+                _, summary = bench.run_series(cfg, methods, runs, patches, out, start)
+            failed = [
+                f"{r['method']} run {r['index']}: {u['action']} at {u['at_s']:.1f}s {u['outcome']}"
+                for r in summary["runs"] for u in r["updates"]
+                if u["outcome"] not in ("applied", "reverted", "restarted", "none")
+            ]  # fmt: skip
+            if as_json:
+                click.echo(json.dumps(summary["methods"], indent=1, default=str))
+            else:
+                report.out.print(report.summary_table(summary["methods"], f"lpbench: {server}, {workload}, "
+                                     f"{connections} connections, {'rate ' + str(rate) if rate else 'closed loop'}"))  # fmt: skip
+        elif experiment == "patch-size":
+            size_list = _ints(sizes, "--sizes")
+            with report.progress_bar() as start:
+                result = experiments.patch_size_sweep(cfg, size_list, runs, out, workdir, start)
+            failed = [f"{a['method']} {a['functions']} functions: {a['outcome']}" for a in result["applies"]
+                      if a["outcome"] != "applied"]  # fmt: skip
+            _print_rows(result["applies"], as_json)
+        else:
+            state_list = _ints(states, "--states")
+            cfg = replace(cfg, at_s=cfg.at_s[:1])
+            with report.progress_bar() as start:
+                result = experiments.state_size_sweep(cfg, state_list, patches, out, start)
+            failed = [f"{r['keys']} keys {r['method']}: {r['outcome']}" for r in result["rows"]
+                      if r["method"] != "fork" and r["outcome"] not in ("applied", "restarted")]  # fmt: skip
+            _print_rows(result["rows"], as_json)
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"results in {out}/ (summary.json, PNG figures, per-run requests.npz and events.json)",
+        err=True,
+    )
+    if failed:
+        click.echo("some updates did not succeed:\n  " + "\n  ".join(failed), err=True)
+        sys.exit(1)
+
+
+def _print_rows(rows: list[dict[str, Any]], as_json: bool) -> None:
+    from rich.table import Table
+
+    from lpbench import report
+
+    if as_json:
+        click.echo(json.dumps(rows, indent=1, default=str))
+        return
+    table = Table()
+    for key in rows[0] if rows else []:
+        table.add_column(key, justify="right")
+    for row in rows:
+        table.add_row(*(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row.values()))
+    report.out.print(table)
+
+
+@click.command("demo")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-output"),
+              show_default=True)  # fmt: skip
+@click.option("--duration", type=click.FloatRange(min=3), default=8.0, show_default=True,
+              help="seconds of client load")  # fmt: skip
+def demo_command(out: Path, duration: float) -> None:
+    """Live-patch a running kvserver: plant a bug, show it, apply the fix, show no client noticed."""
+    from lpbench.demo import run_demo
+
+    try:
+        ok = run_demo(out, duration)
+    except (RuntimeError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    sys.exit(0 if ok else 1)

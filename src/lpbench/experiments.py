@@ -1,0 +1,128 @@
+"""Sweeps behind figures 4 and 5.
+
+patch_size_sweep (figure 4): patches changing 1, 10, 100 handler functions are built from the installed
+kvserver; one run per live method applies them in turn (apply size1, revert, apply size10, revert, ...)
+every SPACING_S under load, `repeats` times; every apply's swap time is plotted against its size.
+
+state_size_sweep (figure 5): for each state size K, one short run per method (live-global, live-local,
+restart) with one update in the middle; the point is the maximum latency of the requests started within
+±1.5 s of it. Beside them, the paper's proxy for cloning an address space: the time os.fork() takes in a
+process holding K keys of the same shape (b"key:N" -> b"value:N" in a dict), after gc.freeze() as a
+forking server would (REFERENCE.md §3), median of FORK_REPEATS.
+
+Concurrency: one thread; the fork probe runs in its own spawned process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import statistics
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from lpbench import plots
+from lpbench.patches import BuiltPatch, sized_patch
+from lpbench.runner import BenchConfig, Tick, run_once, write_json
+from lpbench.updates import LiveUpdate, make_update
+
+SPACING_S = 0.6
+FORK_REPEATS = 5
+STATE_METHODS = ("live-global", "live-local", "restart")
+
+
+def patch_size_sweep(
+    cfg: BenchConfig,
+    sizes: list[int],
+    repeats: int,
+    out: Path,
+    workdir: Path,
+    start_tick: Any = None,
+) -> dict[str, Any]:
+    patches: list[BuiltPatch] = [sized_patch(workdir, n) for n in sizes]
+    n_updates = 2 * len(patches) * repeats
+    at = tuple(1.0 + SPACING_S * i for i in range(n_updates))
+    run_cfg = replace(cfg, at_s=at, duration_s=at[-1] + 1.5)
+    records = []
+    for quiescence in ("global", "local"):
+        update = LiveUpdate(quiescence, patches)
+        tick: Tick | None = (
+            start_tick(f"patch sizes, {update.name}", run_cfg.duration_s) if start_tick else None
+        )
+        result = run_once(run_cfg, update, out / update.name, tick=tick)
+        records += [u for u in result.updates if u["action"] == "apply"]
+    rows = [
+        {"method": r["method"], "outcome": r["outcome"], **r["patch"],
+         "swap_ms": r["timings"].get("swap"), "sync_ms": r["timings"].get("sync")}
+        for r in records
+    ]  # fmt: skip
+    write_json(
+        out / "summary.json", {"config": {"sizes": sizes, "repeats": repeats}, "applies": rows}
+    )
+    plots.patch_size(records, out / "patch_size.png")
+    return {"applies": rows, "figure": str(out / "patch_size.png")}
+
+
+def _fork_probe(keys: int, repeats: int, pipe: Any) -> None:
+    import gc
+    import os
+    import time
+
+    state = {b"key:%d" % i: b"value:%d" % i for i in range(keys)}
+    gc.freeze()  # as a forking server would: keep the collector from touching every page afterwards
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter_ns()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        times.append((time.perf_counter_ns() - t) / 1e6)
+        os.waitpid(pid, 0)
+    pipe.send((statistics.median(times), len(state)))
+
+
+def fork_time_ms(keys: int, repeats: int = FORK_REPEATS) -> float:
+    """Median time of os.fork() in a fresh process holding `keys` keys."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_fork_probe, args=(keys, repeats, child))
+    proc.start()
+    try:
+        if not parent.poll(600):
+            raise RuntimeError("the fork probe did not finish")
+        ms, _ = parent.recv()
+        return float(ms)
+    finally:
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+
+
+def state_size_sweep(
+    cfg: BenchConfig,
+    states: list[int],
+    patches: list[BuiltPatch],
+    out: Path,
+    start_tick: Any = None,
+) -> dict[str, Any]:
+    rows = []
+    for keys in states:
+        run_cfg = replace(cfg, keys=keys)
+        for name in STATE_METHODS:
+            tick: Tick | None = (
+                start_tick(f"{keys} keys, {name}", run_cfg.duration_s) if start_tick else None
+            )
+            result = run_once(
+                run_cfg, make_update(name, patches), out / f"{keys}" / name, tick=tick
+            )
+            window = result.summary["updates"][0] if result.summary["updates"] else {}
+            rows.append({
+                "keys": keys, "method": name, "max_ms": window.get("max_ms"),
+                "max_gap_ms": window.get("max_gap_ms"), "outcome": window.get("outcome"),
+                "total_ms": window.get("total_ms"),
+            })  # fmt: skip
+        rows.append({"keys": keys, "method": "fork", "max_ms": fork_time_ms(keys)})
+    write_json(out / "summary.json", {"config": {"states": states}, "rows": rows})
+    plots.state_size(rows, out / "state_size.png")
+    return {"rows": rows, "figure": str(out / "state_size.png")}
