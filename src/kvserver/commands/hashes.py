@@ -124,6 +124,8 @@ def hincrby_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
 
 def hincrbyfloat_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     delta = parse_float(argv[3])
+    if math.isinf(delta):
+        raise CommandError("ERR value is NaN or Infinity")
     h = _hash_for_write(ctx, argv[1])
     old = h.get(argv[2])
     current = 0.0 if old is None else parse_float(old, "ERR hash value is not a float")
