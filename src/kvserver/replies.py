@@ -10,6 +10,10 @@
     NULL_ARRAY         -> *-1 (RESP3: null), e.g. EXEC aborted by WATCH
     Verbatim(text)     -> verbatim string (RESP3), bulk string in RESP2 (INFO, CLIENT LIST)
 
+    NO_REPLY           -> nothing is sent (SHUTDOWN: Redis closes the connection without a reply)
+
+(KV-core note for KV-data: NO_REPLY was added for SHUTDOWN; nothing else changed.)
+
 Handlers signal errors by raising CommandError with the exact Redis error line (STYLE.md §4: one error
 type carrying the reply it produces); the dispatcher turns it into an ErrorReply once, at the edge.
 """
@@ -49,6 +53,16 @@ class _NullArray:
 NULL_ARRAY = _NullArray()
 
 
+class _NoReply:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NO_REPLY"
+
+
+NO_REPLY = _NoReply()
+
+
 class CommandError(Exception):
     """Raised by a handler; its message is the full error line, code first ("ERR syntax error")."""
 
@@ -85,4 +99,5 @@ Reply = (
     | ErrorReply
     | Verbatim
     | _NullArray
+    | _NoReply
 )

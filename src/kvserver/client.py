@@ -1,0 +1,93 @@
+"""One connected client: its socket, codec state, pending replies, session and transaction state.
+
+Concurrency: owned by the event-loop thread; nothing else reads or writes a ClientState.
+Handlers see it as `ctx.client` (kvserver.context): `protocol`, `db_index`, `name`, `id`, `authenticated`.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+from kvserver.context import CommandContext
+from kvserver.resp import Limits, RequestParser
+
+
+class ClientState:
+    __slots__ = (
+        "addr",
+        "authenticated",
+        "close_after_reply",
+        "created",
+        "ctx",
+        "db_index",
+        "dirty_cas",
+        "fd",
+        "id",
+        "last_cmd",
+        "last_interaction",
+        "lib_name",
+        "lib_ver",
+        "multi",
+        "multi_error",
+        "name",
+        "out",
+        "out_pending",
+        "parser",
+        "protocol",
+        "sock",
+        "watched",
+        "writable_registered",
+    )
+
+    def __init__(
+        self,
+        client_id: int,
+        sock: socket.socket | None,
+        addr: str,
+        limits: Limits,
+        server: Any,
+        authenticated: bool,
+    ) -> None:
+        self.id = client_id
+        self.sock = sock
+        self.fd = sock.fileno() if sock is not None else -1
+        self.addr = addr
+        self.parser = RequestParser(limits)
+        self.out: list[bytes] = []  # replies produced this iteration, sent in before_sleep
+        self.out_pending = b""  # bytes the kernel did not take yet (slow reader)
+        self.writable_registered = False
+        self.protocol = 2
+        self.db_index = 0
+        self.name: bytes | None = None
+        self.lib_name: bytes | None = None
+        self.lib_ver: bytes | None = None
+        self.authenticated = authenticated
+        self.close_after_reply = False
+        self.multi: list[tuple[Any, list[bytes]]] | None = (
+            None  # queued (command, argv) inside MULTI
+        )
+        self.multi_error = False  # a queued command was rejected: EXEC answers EXECABORT
+        self.dirty_cas = False  # a WATCHed key was written: EXEC answers a null array
+        self.watched: set[tuple[int, bytes]] = set()
+        self.created = time.monotonic()
+        self.last_interaction = self.created
+        self.last_cmd = b"NULL"
+        # One reusable context per client: no allocation per command on the hot path.
+        self.ctx = CommandContext(server=server, client=self, now_ms=0)
+
+    def info_line(self, now: float) -> str:
+        """One CLIENT LIST line (Redis's field names; fields kvserver does not track are omitted)."""
+        name = (self.name or b"").decode(errors="replace")
+        flags = "x" if self.multi is not None else "N"
+        return (
+            f"id={self.id} addr={self.addr} laddr= fd={self.fd} name={name} "
+            f"age={int(now - self.created)} idle={int(now - self.last_interaction)} flags={flags} "
+            f"db={self.db_index} sub=0 psub=0 ssub=0 multi={len(self.multi) if self.multi is not None else -1} "
+            f"qbuf={self.parser.buffered()} obl={sum(map(len, self.out))} oll={len(self.out)} "
+            f"omem={len(self.out_pending)} resp={self.protocol} "
+            f"cmd={self.last_cmd.decode(errors='replace').lower()} user=default "
+            f"lib-name={(self.lib_name or b'').decode(errors='replace')} "
+            f"lib-ver={(self.lib_ver or b'').decode(errors='replace')}"
+        )

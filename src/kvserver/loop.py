@@ -1,0 +1,367 @@
+"""The event loop: one thread, epoll, a self-pipe, a cron timer, and before_sleep (Redis ae.c).
+
+Theory of operation
+-------------------
+One iteration (`_run_once`) = poll -> handle every ready fd -> cron if due -> before_sleep.
+  readable client   recv everything available (up to READ_LIMIT per event), parse every complete
+                    request, dispatch each (kvserver.server), queue the encoded replies on the client.
+  before_sleep      1. write the AOF buffer of this iteration, fsync under `always` (group commit);
+                    2. send each client's replies with one send(); what the kernel does not take waits
+                       for EPOLLOUT; past the output-buffer limit the client is closed;
+                    3. close the clients that asked for it (QUIT, protocol error, CLIENT KILL);
+                    4. the quiescence point (livepatch): the one place where this thread holds no
+                       request, so a live patch swaps code between two iterations (DESIGN.md).
+Replies are only ever sent in before_sleep, after step 1, which is what makes `appendfsync always`
+lose no acknowledged write. Other threads never touch loop state: they enqueue a callable and write a
+byte to the self-pipe (`call_soon_threadsafe`, STYLE.md §7); the livepatch wake-up hook writes that byte
+so that a loop asleep in epoll reaches its quiescence point at once. Signal handlers only enqueue
+(STYLE.md §8). A failure while serving one client is logged and closes that client only.
+
+Concurrency: `run` on one thread (the main thread under the CLI); `wakeup`, `call_soon_threadsafe` and
+`request_stop` from any thread or signal handler; everything else on the loop thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import logging
+import os
+import select
+import socket
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import Any
+
+from kvserver.client import ClientState
+from kvserver.resp import ProtocolError
+from kvserver.server import ServerState
+
+log = logging.getLogger("kvserver.loop")
+
+READ_SIZE = 256 * 1024
+READ_LIMIT = 4 * READ_SIZE  # per event, so one flooding client cannot starve the others
+EPOLLIN = select.EPOLLIN
+EPOLLOUT = select.EPOLLOUT
+EPOLL_ERRS = select.EPOLLERR | select.EPOLLHUP
+
+
+class EventLoop:
+    def __init__(self, server: ServerState, listener: socket.socket) -> None:
+        self.server = server
+        server.loop = self
+        self.listener = listener
+        listener.setblocking(False)
+        self.epoll = select.epoll()
+        self.epoll.register(listener.fileno(), EPOLLIN)
+        self._rpipe, self._wpipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.epoll.register(self._rpipe, EPOLLIN)
+        self.by_fd: dict[int, ClientState] = {}
+        self._pending: dict[ClientState, None] = {}  # clients with replies to send (ordered set)
+        self._to_close: list[ClientState] = []
+        self._calls: collections.deque[Callable[[], object]] = collections.deque()
+        self._stop_requested = False
+        self._stopping = False
+        self.iterations = 0
+        self._cron_interval = 1.0 / max(1, server.config.hz)
+        self._next_cron = time.monotonic() + self._cron_interval
+
+    # ---------------------------------------------------------------------------- any thread
+    def wakeup(self) -> None:
+        """Make a sleeping loop return from epoll now (wake-up hook; any thread; signal-safe)."""
+        try:
+            os.write(self._wpipe, b"x")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full (a wake-up is already pending) or the loop is gone
+
+    def call_soon_threadsafe(self, fn: Callable[[], object]) -> None:
+        """Run fn on the loop thread at its next iteration (any thread). Exceptions are logged."""
+        self._calls.append(fn)
+        self.wakeup()
+
+    def request_stop(self) -> None:
+        """SIGTERM/SIGINT: shut down like SHUTDOWN (default save policy) at the next iteration."""
+        self._stop_requested = True
+        self.wakeup()
+
+    # ------------------------------------------------------------------------- loop thread only
+    def run(self, livepatch_enabled: bool = True) -> None:
+        """Serve until SHUTDOWN or request_stop. With livepatch, the thread is a managed CRITICAL
+        "eventloop" thread with a quiescence point per iteration and a self-pipe wake-up hook."""
+        with ExitStack() as stack:
+            quiescence_point: Callable[[], None] | None = None
+            if livepatch_enabled:
+                import livepatch
+
+                stack.enter_context(
+                    livepatch.managed_thread(role="eventloop", priority=livepatch.Priority.CRITICAL)
+                )
+                livepatch.add_wakeup_hook(self.wakeup)
+                stack.callback(livepatch.remove_wakeup_hook, self.wakeup)
+                quiescence_point = livepatch.quiescence_point
+            while not self._stopping:
+                self._run_once()
+                if quiescence_point is not None:
+                    quiescence_point()  # before sleeping: no request is in flight on this thread
+        self._close_everything()
+
+    def _run_once(self) -> None:
+        now = time.monotonic()
+        timeout = 0.0 if self._calls or self._stop_requested else max(0.0, self._next_cron - now)
+        try:
+            events = self.epoll.poll(timeout)
+        except InterruptedError:
+            events = []
+        listen_fd = self.listener.fileno()
+        for fd, mask in events:
+            if self._stopping:
+                break  # SHUTDOWN ran: nothing more is executed, so nothing unlogged is acknowledged
+            client = self.by_fd.get(fd)
+            if client is not None:
+                if mask & (EPOLLIN | EPOLL_ERRS):
+                    self._on_readable(client)
+                if mask & EPOLLOUT and client.sock is not None:
+                    self._send(client)
+            elif fd == listen_fd:
+                self._accept()
+            elif fd == self._rpipe:
+                self._drain_pipe()
+        if self._calls:
+            self._run_calls()
+        if self._stop_requested and not self._stopping:
+            self._stop_requested = False
+            error = self.shutdown(None)
+            if error:
+                log.error("shutdown failed: %s; still serving", error)
+        now = time.monotonic()
+        if now >= self._next_cron:
+            self._next_cron = now + self._cron_interval
+            try:
+                self.server.cron(int(time.time() * 1000))
+            except Exception:
+                log.exception("cron failed; serving continues")
+        self._before_sleep()
+        self.iterations += 1
+
+    def _before_sleep(self) -> None:
+        aof = self.server.aof
+        if aof is not None and aof.has_pending():
+            try:
+                aof.flush()
+            except OSError as exc:
+                # Like Redis under appendfsync always: a write we cannot persist must not be
+                # acknowledged, and there is no way back: stop serving.
+                log.critical("cannot write the append-only file (%s): shutting down", exc)
+                self._pending.clear()
+                self._stopping = True
+                return
+        if self._pending:
+            pending = self._pending
+            self._pending = {}
+            for client in pending:
+                if client.sock is not None:
+                    self._send(client)
+        if self._to_close:
+            victims, self._to_close = self._to_close, []
+            for client in victims:
+                self._close(client)
+
+    # ------------------------------------------------------------------------------ connections
+    def _accept(self) -> None:
+        for _ in range(256):
+            try:
+                sock, addr = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.error("accept failed: %s", exc)
+                    return
+                raise
+            sock.setblocking(False)
+            if len(self.by_fd) >= self.server.config.maxclients:
+                self.server.stats.rejected_connections += 1
+                try:
+                    sock.send(b"-ERR max number of clients reached\r\n")
+                except OSError:
+                    pass
+                sock.close()
+                continue
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass  # a Unix socket
+            peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
+            client = self.server.new_client(sock, peer)
+            self.by_fd[client.fd] = client
+            self.epoll.register(client.fd, EPOLLIN)
+
+    def _on_readable(self, client: ClientState) -> None:
+        sock = client.sock
+        assert sock is not None
+        parser = client.parser
+        try:
+            received = 0
+            while True:
+                try:
+                    data = sock.recv(READ_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    self._close(client)
+                    return
+                if not data:
+                    # The peer closed (or half-closed) its side: no more requests will come. Replies
+                    # already computed are still sent (redis-cli pipes rely on that).
+                    client.close_after_reply = True
+                    break
+                parser.feed(data)
+                received += len(data)
+                if len(data) < READ_SIZE or received >= READ_LIMIT:
+                    break
+            if received:
+                client.last_interaction = time.monotonic()
+                try:
+                    commands = parser.commands()
+                except ProtocolError as exc:
+                    self._protocol_error(client, exc)
+                    return
+                if commands:
+                    self.server.process_commands(client, commands)
+                    if parser.pending_error is not None:
+                        self._protocol_error(client, parser.pending_error)
+                        return
+            if client.out or client.close_after_reply:
+                self._pending[client] = None
+        except Exception:
+            log.exception("serving client %d (%s) failed: closing it", client.id, client.addr)
+            self._close(client)
+
+    def _protocol_error(self, client: ClientState, exc: ProtocolError) -> None:
+        log.info("protocol error from client %d (%s): %s", client.id, client.addr, exc.reason)
+        client.out.append(exc.reply)
+        client.close_after_reply = True
+        self._pending[client] = None
+
+    def _send(self, client: ClientState) -> None:
+        sock = client.sock
+        assert sock is not None
+        out = client.out
+        if out:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            if client.out_pending:
+                data = client.out_pending + data
+        else:
+            data = client.out_pending
+        if data:
+            try:
+                sent = sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self._close(client)
+                return
+        else:
+            sent = 0
+        rest = data[sent:] if sent < len(data) else b""
+        client.out_pending = rest
+        if rest:
+            limit = self.server.config.client_output_buffer_limit
+            if limit and len(rest) > limit:
+                log.warning(
+                    "client %d (%s) exceeded the output buffer limit (%d bytes): closing it",
+                    client.id,
+                    client.addr,
+                    limit,
+                )
+                self._close(client)
+                return
+            if not client.writable_registered:
+                self.epoll.modify(client.fd, EPOLLIN | EPOLLOUT)
+                client.writable_registered = True
+            return
+        if client.writable_registered:
+            self.epoll.modify(client.fd, EPOLLIN)
+            client.writable_registered = False
+        if client.close_after_reply:
+            self._close(client)
+
+    def schedule_close(self, client: ClientState) -> None:
+        """Close a client after this iteration's replies (CLIENT KILL)."""
+        self._to_close.append(client)
+
+    def _close(self, client: ClientState) -> None:
+        sock = client.sock
+        if sock is None:
+            return
+        self.by_fd.pop(client.fd, None)
+        self._pending.pop(client, None)
+        try:
+            self.epoll.unregister(client.fd)
+        except (OSError, ValueError):
+            pass
+        sock.close()
+        client.sock = None
+        self.server.forget_client(client)
+
+    # ------------------------------------------------------------------------------- internals
+    def _drain_pipe(self) -> None:
+        try:
+            while os.read(self._rpipe, 4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def _run_calls(self) -> None:
+        while self._calls:
+            fn = self._calls.popleft()
+            try:
+                fn()
+            except Exception:
+                log.exception("a call scheduled on the loop failed")
+
+    def shutdown(self, save: bool | None) -> str | None:
+        """SHUTDOWN / SIGTERM: make everything durable, then stop after this iteration.
+
+        save=None follows the save policy (snapshot if one is configured). Returns an error line if
+        the data could not be made durable (the server then keeps running, like Redis).
+        """
+        persistence = self.server.persistence
+        if persistence is not None:
+            policy_save = bool(self.server.config.save)
+            try:
+                persistence.shutdown(save if save is not None else policy_save)
+            except Exception as exc:
+                log.error("SHUTDOWN could not save: %s", exc)
+                return "ERR Errors trying to SHUTDOWN. Check logs."
+        log.info("shutting down")
+        self._stopping = True
+        return None
+
+    def _close_everything(self) -> None:
+        for client in list(self.by_fd.values()):
+            if client.out or client.out_pending:
+                try:
+                    client.sock.setblocking(True)  # type: ignore[union-attr]
+                    client.sock.settimeout(1.0)  # type: ignore[union-attr]
+                    client.sock.sendall(client.out_pending + b"".join(client.out))  # type: ignore[union-attr]
+                except OSError:
+                    pass
+            self._close(client)
+        try:
+            self.epoll.unregister(self.listener.fileno())
+        except (OSError, ValueError):
+            pass
+        self.listener.close()
+        self.epoll.close()
+        os.close(self._rpipe)
+        os.close(self._wpipe)
+
+    def statistics(self) -> dict[str, Any]:
+        return {
+            "iterations": self.iterations,
+            "clients": len(self.by_fd),
+            "pending_writes": len(self._pending),
+        }

@@ -1,0 +1,579 @@
+"""A sans-IO RESP2/RESP3 codec: bytes in, commands out; reply values in, bytes out (STYLE.md §1).
+
+No sockets, no threads, no global state: the event-loop server, the tests and lpbench's benchmark driver
+share it. Importing this module starts nothing.
+
+Public API
+----------
+Requests (server side):
+    RequestParser(limits=Limits(), use_hiredis=None)
+        .feed(data)            append received bytes
+        .commands() -> list[list[bytes]]
+                               every complete command now in the buffer, in order (possibly []);
+                               raises ProtocolError (and stays broken: close the connection)
+        .pending_error         a ProtocolError found after the commands just returned (reply to
+                               those, then send this error and close), else None
+        .buffered() -> int     bytes received but not yet part of a complete command
+    PythonRequestParser / HiredisRequestParser   the two implementations (same behaviour; see below)
+    ProtocolError(reason)      .reply is the error line to send: b"-ERR Protocol error: <reason>\r\n"
+    Limits(max_bulk_len, max_multibulk_len, max_inline_len, query_buffer_limit)
+
+Replies (server side):
+    encode_reply(value, protocol=2) -> bytes    value as described in kvserver.replies
+    format_double(x) -> bytes                   Redis 7 formatting: 3 (not 3.0), 1.5, inf, -inf, nan
+
+Client side (tests, benchmark driver):
+    encode_command(*args) -> bytes              a multibulk request; args are bytes/str/int/float
+    ReplyParser(use_hiredis=None)               .feed(data); .replies() -> list of decoded replies
+        decoded: int, bytes, None, list, dict, set, float, bool, SimpleString, ErrorReply (never raised)
+
+Request grammar (what redis-server's processInputBuffer accepts):
+- A request starting with "*" is a multibulk: "*<n>\\r\\n" then n times "$<len>\\r\\n<len bytes>\\r\\n".
+  n <= 0 is an empty request and is skipped. Every element must be a bulk string ("$").
+- Anything else is an inline command: one line split on blanks, with "..." and '...' quoting; blank lines
+  are skipped.
+- Limits (Limits): a bulk length above max_bulk_len, a count above max_multibulk_len, an inline line or a
+  length line longer than max_inline_len without a newline, or more than query_buffer_limit bytes waiting
+  for one command, raise ProtocolError. The checks run as soon as the offending header is in the buffer.
+
+Theory of operation (why two parsers give one behaviour)
+--------------------------------------------------------
+PythonRequestParser is the reference: a cursor over one bytes buffer. HiredisRequestParser is an
+accelerator, not a second grammar: it hands hiredis a buffer only when that buffer (a) starts with "*",
+(b) ends with CRLF, (c) is small enough that no limit can be exceeded inside it. It accepts hiredis's result
+only if hiredis consumed everything and every message is a list of bytes whose count of "\\r\\n$" element
+headers matches. Anything else (an inline command, a partial command, a protocol error, a status string
+where a bulk was expected, a large buffer) is re-parsed from the start by the reference parser. So the
+accelerated path can only return what the reference parser would; the one theoretical exception is a
+request that replaces bulk elements by "+" lines AND carries the same number of "\\r\\n$" inside its
+payloads, which hiredis accepts and the reference parser rejects.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from kvserver.replies import NULL_ARRAY, ErrorReply, SimpleString, Verbatim, _NullArray
+
+_hiredis: Any
+try:  # hiredis is a declared dependency, but the codec must work (slower) without it
+    import hiredis as _hiredis
+except ImportError:  # pragma: no cover - exercised only on installations without hiredis
+    _hiredis = None
+
+HAVE_HIREDIS = _hiredis is not None
+
+__all__ = [
+    "HAVE_HIREDIS",
+    "HiredisRequestParser",
+    "Limits",
+    "ProtocolError",
+    "PythonRequestParser",
+    "ReplyParser",
+    "RequestParser",
+    "encode_command",
+    "encode_reply",
+    "format_double",
+]
+
+
+class ProtocolError(Exception):
+    """The client broke the protocol. The connection cannot be resynchronised: reply, then close it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.reply = b"-ERR Protocol error: " + reason.encode() + b"\r\n"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-client input limits (defaults are Redis 7's, except query_buffer_limit: see docs/kvserver.md)."""
+
+    max_bulk_len: int = 512 * 1024 * 1024  # proto-max-bulk-len
+    max_multibulk_len: int = 1024 * 1024  # Redis: 1024*1024 for unauthenticated clients
+    max_inline_len: int = 64 * 1024  # PROTO_INLINE_MAX_SIZE
+    query_buffer_limit: int = 1024 * 1024 * 1024  # client-query-buffer-limit
+
+    def __post_init__(self) -> None:
+        for name in ("max_bulk_len", "max_multibulk_len", "max_inline_len", "query_buffer_limit"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+
+
+_INT_MAX_DIGITS = 18  # lengths above 10**18 are invalid anyway; keeps int() bounded
+
+
+def _parse_length(line: bytes) -> int | None:
+    """Redis's string2ll for length lines: optional '-', digits, no leading zeros, no blanks."""
+    digits = line[1:] if line[:1] == b"-" else line
+    if (
+        not digits
+        or not digits.isdigit()
+        or len(digits) > _INT_MAX_DIGITS
+        or (digits[0] == 0x30 and len(digits) > 1)
+    ):
+        return None
+    return int(line)
+
+
+def _split_inline(line: bytes) -> list[bytes]:
+    """Split an inline command line like Redis's sdssplitargs (blanks, "double" and 'single' quotes)."""
+    if b'"' not in line and b"'" not in line:
+        return line.split()
+    args: list[bytes] = []
+    i, n = 0, len(line)
+    while True:
+        while i < n and line[i] in b" \t\n\r\v\f":
+            i += 1
+        if i >= n:
+            return args
+        current = bytearray()
+        in_dq = in_sq = False
+        while True:
+            if in_dq:
+                if i >= n:
+                    raise ProtocolError("unbalanced quotes in request")
+                c = line[i]
+                if c == 0x5C and i + 3 < n and line[i + 1] == 0x78 and _is_hex(line[i + 2 : i + 4]):
+                    current.append(int(line[i + 2 : i + 4], 16))
+                    i += 3
+                elif c == 0x5C and i + 1 < n:
+                    i += 1
+                    current.append(_ESCAPES.get(line[i], line[i]))
+                elif c == 0x22:
+                    # a closing quote must be followed by a blank or the end
+                    if i + 1 < n and line[i + 1] not in b" \t\n\r\v\f":
+                        raise ProtocolError("unbalanced quotes in request")
+                    in_dq = False
+                    i += 1
+                    break
+                else:
+                    current.append(c)
+            elif in_sq:
+                if i >= n:
+                    raise ProtocolError("unbalanced quotes in request")
+                c = line[i]
+                if c == 0x5C and i + 1 < n and line[i + 1] == 0x27:
+                    i += 1
+                    current.append(0x27)
+                elif c == 0x27:
+                    if i + 1 < n and line[i + 1] not in b" \t\n\r\v\f":
+                        raise ProtocolError("unbalanced quotes in request")
+                    in_sq = False
+                    i += 1
+                    break
+                else:
+                    current.append(c)
+            else:
+                if i >= n:
+                    break
+                c = line[i]
+                if c in b" \t\n\r\v\f":
+                    break
+                if c == 0x22:
+                    in_dq = True
+                elif c == 0x27:
+                    in_sq = True
+                else:
+                    current.append(c)
+            i += 1
+        args.append(bytes(current))
+
+
+_ESCAPES = {0x6E: 0x0A, 0x72: 0x0D, 0x74: 0x09, 0x62: 0x08, 0x61: 0x07}
+
+
+def _is_hex(b: bytes) -> bool:
+    return len(b) == 2 and all(c in b"0123456789abcdefABCDEF" for c in b)
+
+
+class PythonRequestParser:
+    """The reference request parser (pure Python). Not thread-safe: one per connection, one thread.
+
+    Received chunks are only joined once the buffer can hold the next command (`_need`), so a large
+    bulk value arriving in many reads is copied O(1) times, not once per read.
+    """
+
+    __slots__ = ("_buf", "_chunks", "_chunks_len", "_limits", "_need", "pending_error")
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self._buf = b""
+        self._chunks: list[bytes] = []
+        self._chunks_len = 0
+        self._need = 0  # total buffered bytes needed before parsing can make progress
+        self._limits = limits or Limits()
+        # Set when a protocol error follows complete commands in one buffer: those are returned
+        # first (Redis runs them before answering the error); the caller then reports this error.
+        self.pending_error: ProtocolError | None = None
+
+    def feed(self, data: bytes) -> None:
+        self._chunks.append(bytes(data))
+        self._chunks_len += len(data)
+
+    def buffered(self) -> int:
+        return len(self._buf) + self._chunks_len
+
+    def _consolidate(self) -> bytes:
+        if self._chunks:
+            joined = b"".join(self._chunks)
+            self._buf = self._buf + joined if self._buf else joined
+            self._chunks.clear()
+            self._chunks_len = 0
+        return self._buf
+
+    def commands(self) -> list[list[bytes]]:
+        total = len(self._buf) + self._chunks_len
+        if total < self._need:
+            if total > self._limits.query_buffer_limit:
+                raise ProtocolError("query buffer limit exceeded")
+            return []
+        if self.pending_error is not None:
+            raise self.pending_error
+        out: list[list[bytes]] = []
+        buf = self._consolidate()
+        try:
+            pos = self._parse_into(buf, 0, out)
+        except ProtocolError as exc:
+            if not out:
+                raise
+            self.pending_error = exc
+            self._buf = b""
+            return out
+        if pos:
+            buf = self._buf = buf[pos:]
+        if len(buf) > self._limits.query_buffer_limit:
+            raise ProtocolError("query buffer limit exceeded")
+        return out
+
+    def _parse_into(self, buf: bytes, pos: int, out: list[list[bytes]]) -> int:
+        """Append complete commands from buf[pos:] to out; return the offset of the first unused byte."""
+        limits = self._limits
+        end = len(buf)
+        while pos < end:
+            if buf[pos] != 0x2A:  # not "*": inline command
+                nl = buf.find(b"\n", pos)
+                if nl < 0:
+                    if end - pos > limits.max_inline_len:
+                        raise ProtocolError("too big inline request")
+                    self._need = end - pos + 1
+                    return pos
+                if nl - pos > limits.max_inline_len:
+                    raise ProtocolError("too big inline request")
+                line = buf[pos:nl]
+                pos = nl + 1
+                args = _split_inline(line[:-1] if line.endswith(b"\r") else line)
+                if args:
+                    out.append(args)
+                continue
+            start = pos
+            crlf = buf.find(b"\r\n", pos)
+            if crlf < 0:
+                if end - pos > limits.max_inline_len:
+                    raise ProtocolError("too big mbulk count string")
+                self._need = end - start + 1
+                return start
+            count = _parse_length(buf[pos + 1 : crlf])
+            if count is None or count > limits.max_multibulk_len:
+                raise ProtocolError("invalid multibulk length")
+            pos = crlf + 2
+            if count <= 0:
+                continue
+            args = []
+            for _ in range(count):
+                if pos >= end:
+                    self._need = end - start + 1
+                    return start
+                if buf[pos] != 0x24:  # "$"
+                    raise ProtocolError(f"expected '$', got '{chr(buf[pos])}'")
+                crlf = buf.find(b"\r\n", pos)
+                if crlf < 0:
+                    if end - pos > limits.max_inline_len:
+                        raise ProtocolError("too big bulk count string")
+                    self._need = end - start + 1
+                    return start
+                size = _parse_length(buf[pos + 1 : crlf])
+                if size is None or size < 0 or size > limits.max_bulk_len:
+                    raise ProtocolError("invalid bulk length")
+                pos = crlf + 2
+                if pos + size + 2 > end:
+                    self._need = pos + size + 2 - start
+                    return start
+                args.append(buf[pos : pos + size])
+                pos += size + 2  # like Redis, the two bytes after the payload are not inspected
+            out.append(args)
+        self._need = 0
+        return pos
+
+
+class HiredisRequestParser:
+    """The accelerated request parser: hiredis for the common case, the reference parser otherwise.
+
+    Same contract and behaviour as PythonRequestParser (see the module's theory of operation).
+    Not thread-safe: one per connection, one thread.
+    """
+
+    __slots__ = ("_fallback", "_fast_max", "_reader")
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        if _hiredis is None:
+            raise RuntimeError("hiredis is not installed")
+        limits = limits or Limits()
+        self._fallback = PythonRequestParser(limits)
+        self._reader = _hiredis.Reader()
+        # Below this size no limit can be exceeded inside a complete buffer (an element is >= 6 bytes).
+        self._fast_max = min(
+            64 * 1024, limits.max_bulk_len, 6 * limits.max_multibulk_len, limits.max_inline_len
+        )
+
+    @property
+    def pending_error(self) -> ProtocolError | None:
+        return self._fallback.pending_error
+
+    def feed(self, data: bytes) -> None:
+        self._fallback.feed(data)
+
+    def buffered(self) -> int:
+        return self._fallback.buffered()
+
+    def commands(self) -> list[list[bytes]]:
+        fb = self._fallback
+        if fb._chunks_len + len(fb._buf) < fb._need or fb.pending_error is not None:
+            return fb.commands()  # still waiting for a large value: nothing to accelerate
+        buf = fb._consolidate()
+        n = len(buf)
+        if not (0 < n <= self._fast_max and buf[0] == 0x2A and buf[-2:] == b"\r\n"):
+            return fb.commands()
+        reader = self._reader
+        reader.feed(buf)
+        out: list[list[bytes]] = []
+        elements = 0
+        try:
+            while True:
+                msg = reader.gets()
+                if msg is False:
+                    break
+                if type(msg) is not list:
+                    raise ValueError  # a top-level non-array: only the reference parser knows it
+                for item in msg:
+                    if type(item) is not bytes:
+                        raise ValueError
+                elements += len(msg)
+                if msg:  # "*0" is an empty request: skipped, like the reference parser does
+                    out.append(msg)
+        except (ValueError, _hiredis.ProtocolError):
+            self._reader = _hiredis.Reader()
+            return fb.commands()
+        if reader.has_data() or buf.count(b"\r\n$") != elements:
+            self._reader = _hiredis.Reader()
+            return fb.commands()
+        fb._buf = b""
+        fb._need = 0
+        return out
+
+
+def RequestParser(limits: Limits | None = None, use_hiredis: bool | None = None) -> Any:
+    """The best available request parser (hiredis-accelerated unless use_hiredis is False)."""
+    if use_hiredis is None:
+        use_hiredis = HAVE_HIREDIS
+    return HiredisRequestParser(limits) if use_hiredis else PythonRequestParser(limits)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reply encoding
+# ---------------------------------------------------------------------------------------------------
+
+_OK = b"+OK\r\n"
+_NULL2 = b"$-1\r\n"
+_NULL3 = b"_\r\n"
+_SMALL_INTS = [b":%d\r\n" % i for i in range(-1, 1024)]
+
+
+def format_double(x: float) -> bytes:
+    """Redis 7's double formatting: shortest round-trip repr, integral values without ".0"."""
+    if math.isinf(x):
+        return b"inf" if x > 0 else b"-inf"
+    if math.isnan(x):
+        return b"nan"
+    if x.is_integer() and abs(x) < 1e17:
+        return b"%d" % int(x)
+    return repr(x).encode()
+
+
+def encode_reply(value: Any, protocol: int = 2) -> bytes:
+    """Encode one handler result (kvserver.replies) for RESP2 or RESP3."""
+    parts: list[bytes] = []
+    _encode(value, protocol, parts)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _encode(value: Any, protocol: int, out: list[bytes]) -> None:
+    t = type(value)
+    if t is bytes:
+        out.append(b"$%d\r\n%s\r\n" % (len(value), value))
+    elif t is int:
+        out.append(_SMALL_INTS[value + 1] if -1 <= value < 1023 else b":%d\r\n" % value)
+    elif value is None:
+        out.append(_NULL3 if protocol == 3 else _NULL2)
+    elif t is SimpleString or isinstance(value, SimpleString):
+        out.append(_OK if value == "OK" else b"+" + value.encode() + b"\r\n")
+    elif t is list or t is tuple:
+        out.append(b"*%d\r\n" % len(value))
+        for item in value:
+            _encode(item, protocol, out)
+    elif t is ErrorReply:
+        out.append(b"-" + _one_line(value.message) + b"\r\n")
+    elif t is bool:
+        if protocol == 3:
+            out.append(b"#t\r\n" if value else b"#f\r\n")
+        else:
+            out.append(b":1\r\n" if value else b":0\r\n")
+    elif t is float:
+        text = format_double(value)
+        out.append(b",%s\r\n" % text if protocol == 3 else b"$%d\r\n%s\r\n" % (len(text), text))
+    elif t is dict:
+        out.append(b"%%%d\r\n" % len(value) if protocol == 3 else b"*%d\r\n" % (2 * len(value)))
+        for k, v in value.items():
+            _encode(k, protocol, out)
+            _encode(v, protocol, out)
+    elif t is set or t is frozenset:
+        out.append(b"~%d\r\n" % len(value) if protocol == 3 else b"*%d\r\n" % len(value))
+        for item in value:
+            _encode(item, protocol, out)
+    elif t is Verbatim:
+        data = value.text.encode()
+        if protocol == 3:
+            out.append(b"=%d\r\n%s:%s\r\n" % (len(data) + 4, value.format.encode()[:3], data))
+        else:
+            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    elif t is _NullArray:
+        out.append(_NULL3 if protocol == 3 else b"*-1\r\n")
+    elif t is str:  # a handler returned text: send it as a bulk string
+        _encode(value.encode(), protocol, out)
+    elif isinstance(value, bytes | bytearray | memoryview):
+        _encode(bytes(value), protocol, out)
+    elif isinstance(value, int):  # IntEnum and friends
+        _encode(int(value), protocol, out)
+    else:
+        raise TypeError(f"cannot encode a {t.__name__} as a RESP reply")
+
+
+def _one_line(message: str) -> bytes:
+    # An error line must not contain CR/LF (Redis replaces them with spaces).
+    return message.replace("\r", " ").replace("\n", " ").encode()
+
+
+def encode_command(*args: bytes | str | int | float) -> bytes:
+    """A multibulk request, the way redis-cli and redis-benchmark send commands."""
+    parts = [b"*%d\r\n" % len(args)]
+    for a in args:
+        if isinstance(a, bytes):
+            b = a
+        elif isinstance(a, str):
+            b = a.encode()
+        elif isinstance(a, float):
+            b = format_double(a)
+        else:
+            b = str(a).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    return b"".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reply parsing (client side)
+# ---------------------------------------------------------------------------------------------------
+
+
+class _Incomplete(Exception):
+    pass
+
+
+class ReplyParser:
+    """Decode RESP2/RESP3 replies (client side). Not thread-safe. Errors are returned as ErrorReply.
+
+    Attribute types, push messages and verbatim strings are decoded to their payload (RESP3 `|`
+    attributes are skipped; `>` push is returned as a list; `=` verbatim as bytes without "txt:").
+    """
+
+    def __init__(self, use_hiredis: bool | None = None) -> None:
+        self._buf = b""
+        self._pos = 0
+
+    def feed(self, data: bytes) -> None:
+        self._buf = self._buf[self._pos :] + data
+        self._pos = 0
+
+    def replies(self) -> list[Any]:
+        out = []
+        while self._pos < len(self._buf):
+            try:
+                value, pos = self._parse(self._pos)
+            except _Incomplete:
+                break
+            self._pos = pos
+            out.append(value)
+        return out
+
+    def _line(self, pos: int) -> tuple[bytes, int]:
+        crlf = self._buf.find(b"\r\n", pos)
+        if crlf < 0:
+            raise _Incomplete
+        return self._buf[pos:crlf], crlf + 2
+
+    def _parse(self, pos: int) -> tuple[Any, int]:
+        buf = self._buf
+        if pos >= len(buf):
+            raise _Incomplete
+        kind = buf[pos : pos + 1]
+        line, pos = self._line(pos + 1)
+        if kind == b"+":
+            return SimpleString(line.decode()), pos
+        if kind == b"-":
+            return ErrorReply(line.decode(errors="replace")), pos
+        if kind == b":":
+            return int(line), pos
+        if kind in (b"$", b"=", b"!"):
+            size = int(line)
+            if size < 0:
+                return None, pos
+            if pos + size + 2 > len(buf):
+                raise _Incomplete
+            data = buf[pos : pos + size]
+            if kind == b"=":
+                data = data[4:]
+            elif kind == b"!":
+                return ErrorReply(data.decode(errors="replace")), pos + size + 2
+            return data, pos + size + 2
+        if kind in (b"*", b"~", b">"):
+            count = int(line)
+            if count < 0:
+                return None, pos
+            items = []
+            for _ in range(count):
+                item, pos = self._parse(pos)
+                items.append(item)
+            return (set(items) if kind == b"~" else items), pos
+        if kind in (b"%", b"|"):
+            result = {}
+            for _ in range(int(line)):
+                k, pos = self._parse(pos)
+                v, pos = self._parse(pos)
+                result[k] = v
+            if kind == b"|":  # an attribute precedes the real reply
+                return self._parse(pos)
+            return result, pos
+        if kind == b"_":
+            return None, pos
+        if kind == b",":
+            return float(line), pos
+        if kind == b"#":
+            return line == b"t", pos
+        if kind == b"(":
+            return int(line), pos
+        raise ValueError(f"unknown RESP type byte {kind!r}")
+
+
+# Re-exported for clients decoding EXEC aborted by WATCH.
+NULL_ARRAY_REPLY = NULL_ARRAY

@@ -1,0 +1,246 @@
+"""Server state and command dispatch: the databases, the clients, the command table, persistence hooks.
+
+Theory of operation
+-------------------
+The event loop (kvserver.loop) hands every complete request of one client read to `process_commands`.
+For each request the dispatcher, in Redis's order (server.c processCommand):
+  1. looks the name up in the table (as sent, then upper-cased): unknown -> Redis 7's error line;
+  2. checks the arity; 3. checks authentication (NOAUTH) unless the command is flagged `no-auth`;
+  4. inside MULTI queues everything except EXEC/DISCARD/MULTI/WATCH/QUIT/RESET (a rejected command marks
+     the transaction for EXECABORT);
+  5. runs the handler through `call`, which turns CommandError into an error reply once (STYLE.md §4),
+     and after a successful `write` command: counts a change, appends it to the AOF buffer (as sent, or
+     as the handler asked through ctx.propagate_as) and invalidates WATCHes on its key positions.
+Replies are encoded at once into the client's output list; the loop sends them in before_sleep, after
+the AOF buffer was written (and fsynced under appendfsync always), so no reply acknowledges a write that
+a crash could lose. A handler bug raises a non-CommandError exception: it is logged and answered with
+"ERR internal error", and the client and server carry on.
+
+Concurrency: everything here runs on the event-loop thread only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from kvserver.client import ClientState
+from kvserver.commands import build_command_table
+from kvserver.commands.table import Command
+from kvserver.config import Config
+from kvserver.keyspace import Keyspace
+from kvserver.replies import NO_REPLY, OK, CommandError, ErrorReply, wrong_arity
+from kvserver.resp import encode_reply
+
+if TYPE_CHECKING:
+    from kvserver.aof import AppendOnlyFile
+
+log = logging.getLogger("kvserver")
+
+VERSION = "7.0.0"  # the Redis version we report (HELLO, INFO): the behaviour we follow
+
+_MULTI_EXEMPT = frozenset({b"EXEC", b"DISCARD", b"MULTI", b"WATCH", b"QUIT", b"RESET"})
+_OK_BYTES = b"+OK\r\n"
+NOAUTH = "NOAUTH Authentication required."
+
+
+def unknown_command_error(argv: list[bytes]) -> str:
+    """Redis 7's line: "ERR unknown command 'foo', with args beginning with: 'a' 'b' "."""
+    args = ""
+    for arg in argv[1:]:
+        if len(args) >= 128:
+            break
+        args += "'" + arg.decode(errors="replace")[: 128 - len(args)] + "' "
+    name = argv[0].decode(errors="replace")[:128]
+    return f"ERR unknown command '{name}', with args beginning with: {args}".replace(
+        "\n", " "
+    ).replace("\r", " ")
+
+
+class Stats:
+    __slots__ = (
+        "commands_processed",
+        "connections_received",
+        "expired_keys",
+        "rejected_connections",
+        "start_time",
+    )
+
+    def __init__(self) -> None:
+        self.commands_processed = 0
+        self.connections_received = 0
+        self.expired_keys = 0
+        self.rejected_connections = 0
+        self.start_time = time.time()
+
+
+class ServerState:
+    """Everything the handlers may reach through ctx.server. Event-loop thread only."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.databases: list[Keyspace] = [Keyspace() for _ in range(config.databases)]
+        self.table: dict[bytes, Command] = build_command_table()
+        self.clients: dict[int, ClientState] = {}
+        self.next_client_id = 1
+        self.watched: dict[tuple[int, bytes], set[ClientState]] = {}
+        self.stats = Stats()
+        self.aof: AppendOnlyFile | None = None
+        self.persistence: Any = None  # kvserver.persistence.Persistence, set when --dir is given
+        self.dirty = 0  # changes since the last successful snapshot
+        self.last_save = int(time.time())
+        self.exec_propagation: list[tuple[int, list[bytes]]] | None = None  # collecting inside EXEC
+        self.loop: Any = None  # kvserver.loop.EventLoop, for SHUTDOWN and the self-pipe
+        self.shutdown_requested = False
+        self.loading = False
+        self.pid = os.getpid()
+        self.run_id = os.urandom(20).hex()
+        self._write_names = frozenset(n for n, c in self.table.items() if "write" in c.flags)
+
+    # ------------------------------------------------------------------------------------ clients
+    def new_client(self, sock: Any, addr: str) -> ClientState:
+        client = ClientState(
+            self.next_client_id,
+            sock,
+            addr,
+            self.config.limits(),
+            self,
+            authenticated=self.config.requirepass is None,
+        )
+        self.next_client_id += 1
+        self.clients[client.id] = client
+        self.stats.connections_received += 1
+        return client
+
+    def forget_client(self, client: ClientState) -> None:
+        self.unwatch_all(client)
+        self.clients.pop(client.id, None)
+
+    # ----------------------------------------------------------------------------------- dispatch
+    def process_commands(self, client: ClientState, commands: list[list[bytes]]) -> None:
+        """Execute one read's worth of requests; replies go to client.out (hot path)."""
+        table = self.table
+        out = client.out
+        ctx = client.ctx
+        ctx.now_ms = int(time.time() * 1000)
+        for argv in commands:
+            if client.close_after_reply:
+                return  # after QUIT or a fatal error nothing more is read
+            cmd = table.get(argv[0])
+            if cmd is None:
+                cmd = table.get(argv[0].upper())
+                if cmd is None:
+                    if client.multi is not None:
+                        client.multi_error = True
+                    out.append(encode_reply(ErrorReply(unknown_command_error(argv))))
+                    continue
+            arity = cmd.arity
+            if (arity > 0 and len(argv) != arity) or len(argv) < -arity:
+                if client.multi is not None:
+                    client.multi_error = True
+                out.append(encode_reply(ErrorReply(wrong_arity(cmd.name.decode()))))
+                continue
+            if not client.authenticated and "no-auth" not in cmd.flags:
+                if client.multi is not None:
+                    client.multi_error = True
+                out.append(b"-" + NOAUTH.encode() + b"\r\n")
+                continue
+            if client.multi is not None and cmd.name not in _MULTI_EXEMPT:
+                client.multi.append((cmd, argv))
+                out.append(b"+QUEUED\r\n")
+                continue
+            reply = self.call(client, cmd, argv)
+            if reply is OK:
+                out.append(_OK_BYTES)
+            elif reply is NO_REPLY:
+                continue
+            else:
+                out.append(encode_reply(reply, client.protocol))
+
+    def call(self, client: ClientState, cmd: Command, argv: list[bytes]) -> Any:
+        """Run one command's handler; propagate and invalidate WATCHes after a successful write."""
+        ctx = client.ctx
+        is_write = cmd.name in self._write_names
+        if is_write:
+            ctx.propagation = None
+        self.stats.commands_processed += 1
+        client.last_cmd = cmd.name
+        try:
+            reply = cmd.handler(ctx, argv)
+        except CommandError as exc:
+            return ErrorReply(exc.message)
+        except Exception:
+            log.exception("command %r failed; the client and the server carry on", cmd.name)
+            return ErrorReply(f"ERR internal error while running '{cmd.name.decode().lower()}'")
+        if is_write:
+            propagation = ctx.propagation
+            if propagation is None:
+                self.after_write(client.db_index, cmd, argv, [argv])
+            elif propagation:
+                self.after_write(client.db_index, cmd, argv, propagation)
+        return reply
+
+    def after_write(
+        self, db_index: int, cmd: Command, argv: list[bytes], logged: list[list[bytes]]
+    ) -> None:
+        self.dirty += 1
+        if self.watched:
+            self.touch_keys(
+                db_index, [argv[i] for i in cmd.key_positions(len(argv)) if i < len(argv)]
+            )
+        if self.loading:
+            return
+        if self.exec_propagation is not None:
+            self.exec_propagation.extend((db_index, a) for a in logged)
+        elif self.aof is not None:
+            self.aof.feed(db_index, logged)
+
+    # -------------------------------------------------------------------------------------- WATCH
+    def watch(self, client: ClientState, keys: list[bytes]) -> None:
+        for key in keys:
+            item = (client.db_index, key)
+            if item not in client.watched:
+                client.watched.add(item)
+                self.watched.setdefault(item, set()).add(client)
+
+    def unwatch_all(self, client: ClientState) -> None:
+        for item in client.watched:
+            watchers = self.watched.get(item)
+            if watchers is not None:
+                watchers.discard(client)
+                if not watchers:
+                    del self.watched[item]
+        client.watched.clear()
+        client.dirty_cas = False
+
+    def touch_keys(self, db_index: int, keys: list[bytes]) -> None:
+        for key in keys:
+            for c in self.watched.get((db_index, key), ()):
+                c.dirty_cas = True
+
+    def touch_database(self, db_index: int | None) -> None:
+        """FLUSHDB/FLUSHALL: every WATCH on that database (None: all) is invalidated."""
+        for (idx, _), watchers in self.watched.items():
+            if db_index is None or idx == db_index:
+                for c in watchers:
+                    c.dirty_cas = True
+
+    # --------------------------------------------------------------------------------------- cron
+    def cron(self, now_ms: int) -> None:
+        """Periodic work (config.hz times a second): bounded active expiry, persistence bookkeeping."""
+        budget = self.config.active_expire_keys
+        for db in self.databases:
+            if db.expires_count():
+                self.stats.expired_keys += db.active_expire_cycle(now_ms, budget)
+        if self.persistence is not None:
+            self.persistence.cron(now_ms)
+
+    def run_replay_command(self, client: ClientState, argv: list[bytes]) -> Any:
+        """Execute one logged command while loading (no propagation back into the log)."""
+        cmd = self.table.get(argv[0].upper())
+        if cmd is None:
+            raise ValueError(f"unknown command {argv[0]!r} in the append-only file")
+        client.ctx.now_ms = int(time.time() * 1000)
+        return self.call(client, cmd, argv)
