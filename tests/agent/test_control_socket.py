@@ -177,7 +177,7 @@ def test_refusals_before_the_runtime(sockdir: Path, keys, tmp_path: Path) -> Non
             assert reply["ok"] is False, reply
             assert message in reply["error"]
             assert reply["result"]["outcome"] == "refused"
-            assert [e["name"] for e in reply["result"]["events"]] == ["requested", "refused"]
+            assert [e["name"] for e in reply["result"]["events"]] == ["received", "refused"]
         refused = [r for r in agent.history() if r.outcome == "refused"]
         assert len(refused) == len(cases)
 

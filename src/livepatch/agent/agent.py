@@ -7,6 +7,8 @@ Theory of operation
   waits for the outcome: patches are applied one at a time in arrival order, and all heavy work
   (parsing, signature, staging, quiescence) happens off the server's managed threads, as the runtime
   requires (apply_patch must not be called from a managed thread).
+- Results of apply carry two events of the agent's own before the runtime's: "received" (the request
+  reached the patcher thread) and "signature-checked"; the timing "signature" covers both checks.
 - Before the runtime sees a patch the agent checks, in order: the file structure and versions, the
   signature against the trusted keys (unsigned only with allow_unsigned=True), that the differ recorded no
   refusals (unless the author shipped hooks), and that the patch's category allows the method. The
@@ -213,7 +215,8 @@ class Agent:
             self._check_applicable(pf.spec, method)
         except (lpatch.PatchFileError, PatchRefused) as exc:
             return self._refuse(patch_id, "apply", method, str(exc), t0), None
-        verify_ms = (time.monotonic_ns() - t0) / 1e6
+        t_checked = time.monotonic_ns()
+        verify_ms = (t_checked - t0) / 1e6
         watch = WatchPolicy(**req["watch"]) if req["watch"] else None
         log.info("applying patch %s (signed by %s, method %s)", patch_id, signed_by, method)
         try:
@@ -230,7 +233,13 @@ class Agent:
         timings["signature"] = verify_ms  # the agent's own checks, before the runtime's "verify"
         result = dataclasses.replace(
             result,
-            events=(Event("requested", t0, detail="agent"), *result.events),
+            events=(
+                Event("received", t0, detail="agent"),
+                Event(
+                    "signature-checked", t_checked, detail=f"key {signed_by or 'none (unsigned)'}"
+                ),
+                *result.events,
+            ),
             timings=timings,
         )
         log.info("patch %s: %s %s", patch_id, result.outcome, result.reason)
@@ -282,7 +291,7 @@ class Agent:
             method=method,
             outcome=outcome,
             reason=reason,
-            events=(Event("requested", t0, detail="agent"), Event(outcome, t1, detail=reason)),
+            events=(Event("received", t0, detail="agent"), Event(outcome, t1, detail=reason)),
             timings={"verify": (t1 - t0) / 1e6, "total": (t1 - t0) / 1e6},
         )
         with self._lock:

@@ -154,6 +154,8 @@ def timeline(result: dict[str, Any]) -> Text:
                 continue
             at = (e["t_ns"] - t0) / 1e6
             detail = f"  {e['detail']}" if e.get("detail") and e["detail"] != "agent" else ""
+            if name == "refused":
+                detail = ""  # the reason follows on its own line
             out.append(f"  {at:9.3f} ms  {name}{detail}\n")
     timings = result.get("timings") or {}
     if timings:
@@ -196,8 +198,15 @@ def status_text(reply: dict[str, Any]) -> Text:
     out.append(f"applied patches (oldest first): {', '.join(applied) if applied else 'none'}\n")
     stats = reply.get("statistics")
     if isinstance(stats, dict):
-        for k, v in stats.items():
-            out.append(f"  {k}: {v}\n")
+        threads = stats.get("threads") or []
+        out.append(
+            f"generation {stats.get('generation')}, transition {stats.get('transition') or 'none'}, "
+            f"{len(threads)} managed thread(s)\n"
+        )
+        for key in ("by_generation", "by_state", "by_priority"):
+            values = stats.get(key) or {}
+            shown = ", ".join(f"{k}: {v}" for k, v in values.items()) or "-"
+            out.append(f"  {key.replace('_', ' ')}: {shown}\n")
     elif stats is not None:
         out.append(f"  {stats}\n")
     return out
