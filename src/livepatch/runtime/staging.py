@@ -168,7 +168,7 @@ class _ModuleStager:
                 _accessor(change.qualname, change.definition),
             )
         except ResolveError as exc:
-            raise self.refuse(change.qualname, f"cannot be patched: {exc}") from exc
+            raise PatchRefused(f"{self.name(change.qualname)} cannot be patched: {exc}") from exc
 
     def verify(self, qualname: str, func: FunctionType, expected: str | None) -> None:
         if expected is not None and code_fingerprint(func.__code__) != expected:
@@ -303,7 +303,7 @@ class _ModuleStager:
         try:
             cls = resolve_owner(self.module, change.qualname)
         except ResolveError as exc:
-            raise self.refuse(change.qualname, f"cannot be patched: {exc}") from exc
+            raise PatchRefused(f"{self.name(change.qualname)} cannot be patched: {exc}") from exc
         for name, stmt in info.assignments.items():
             if name in vars(cls) or stmt.value is None:
                 continue
@@ -325,7 +325,7 @@ class _ModuleStager:
         try:
             cls = resolve_owner(self.module, d.owner)
         except ResolveError as exc:
-            raise self.refuse(change.qualname, f"cannot be added: {exc}") from exc
+            raise PatchRefused(f"{self.name(change.qualname)} cannot be added: {exc}") from exc
         if d.kind is DefinitionKind.CLASS:
             value = self.build_class(d, cls)
         else:

@@ -1,0 +1,332 @@
+"""stage(): verification against the live code, refusals with their fixes, and staging changes nothing."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+from livefixtures import forget, load, load_source, source, unique_name
+
+from livepatch.errors import PatchAborted, PatchRefused
+from livepatch.patch.diff import patch_from_sources
+from livepatch.patch.fingerprint import code_fingerprint
+from livepatch.patch.model import ChangeKind, ModulePatch, PatchSpec, TargetChange
+from livepatch.runtime.staging import stage
+
+
+def _snapshot(module: ModuleType) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for name, value in vars(module).items():
+        out[name] = (value, getattr(value, "__code__", None), getattr(value, "__defaults__", None))
+        if isinstance(value, type):
+            for attr, v in vars(value).items():
+                out[f"{name}.{attr}"] = (v, getattr(v, "__code__", None))
+    return out
+
+
+def test_patch_built_from_another_version_is_refused_naming_the_first_mismatch(
+    tmp_path: Path,
+) -> None:
+    live = load("corpus/strings_bugfix", "v2", tmp_path)  # the server already runs v2
+    try:
+        v1, v2 = source("corpus/strings_bugfix", "v1"), source("corpus/strings_bugfix", "v2")
+        v3 = v2.replace("value[start : end + 1]", "value[start : end + 1] or b''")
+        spec = patch_from_sources({live.__name__: (v1, v3)})  # built against v1
+        with pytest.raises(PatchRefused) as info:
+            stage(spec)
+        assert str(info.value) == (
+            f"{live.__name__}:getrange_command does not match the patch: the server runs another version"
+        )
+    finally:
+        forget(live)
+
+
+def test_mismatch_of_an_unchanged_function_is_also_refused(tmp_path: Path) -> None:
+    text = "def a():\n    return 1\n\n\ndef b():\n    return 2\n"
+    live = load_source(text, tmp_path, unique_name("same_check"))
+    try:
+        live.a.__code__ = (lambda: 99).__code__.replace(co_name="a", co_qualname="a")  # a hand edit
+        spec = patch_from_sources({live.__name__: (text, text.replace("return 2", "return 3"))})
+        with pytest.raises(PatchRefused, match=r":a does not match the patch"):
+            stage(spec)
+    finally:
+        forget(live)
+
+
+def test_module_not_loaded_is_refused() -> None:
+    spec = patch_from_sources(
+        {"no_such_module_xyz": ("def f():\n    return 1\n", "def f():\n    return 2\n")}
+    )
+    with pytest.raises(PatchRefused, match="no_such_module_xyz is not loaded in this process"):
+        stage(spec)
+
+
+def test_missing_live_target_is_refused(tmp_path: Path) -> None:
+    text = "def f():\n    return 1\n"
+    live = load_source(text, tmp_path, unique_name("missing"))
+    try:
+        del live.f
+        spec = patch_from_sources({live.__name__: (text, text.replace("1", "2"))})
+        with pytest.raises(
+            PatchRefused, match=r":f cannot be patched: .*:f does not exist in the live module"
+        ):
+            stage(spec)
+    finally:
+        forget(live)
+
+
+def test_staging_changes_nothing(tmp_path: Path) -> None:
+    live = load("corpus/added_helpers", "v1", tmp_path)
+    try:
+        before = _snapshot(live)
+        spec = patch_from_sources(
+            {
+                live.__name__: (
+                    source("corpus/added_helpers", "v1"),
+                    source("corpus/added_helpers", "v2"),
+                )
+            }
+        )
+        staged = stage(spec)
+        assert _snapshot(live) == before
+        assert staged.function_count == 2
+        assert staged.source_bytes == len(source("corpus/added_helpers", "v2").encode())
+        staged.swap_in()
+        assert live.Summary([2, 5]).product() == 10
+        staged.swap_out()
+        assert _snapshot(live) == before
+    finally:
+        forget(live)
+
+
+def test_corrupt_new_source_is_refused(tmp_path: Path) -> None:
+    text = "def f():\n    return 1\n"
+    live = load_source(text, tmp_path, unique_name("corrupt"))
+    try:
+        spec = patch_from_sources({live.__name__: (text, "def f():\n    return 2\n")})
+        bad = PatchSpec(
+            patch_id=spec.patch_id,
+            package=spec.package,
+            category=spec.category,
+            modules=(ModulePatch(live.__name__, "def f(:\n", spec.modules[0].changes),),
+        )
+        with pytest.raises(PatchRefused, match="does not compile"):
+            stage(bad)
+        other = PatchSpec(
+            patch_id=spec.patch_id,
+            package=spec.package,
+            category=spec.category,
+            modules=(
+                ModulePatch(live.__name__, "def f():\n    return 3\n", spec.modules[0].changes),
+            ),
+        )
+        with pytest.raises(PatchRefused, match="does not produce the code the patch names"):
+            stage(other)
+    finally:
+        forget(live)
+
+
+def test_freevars_mismatch_is_refused_at_stage_time_too(tmp_path: Path) -> None:
+    """A hand-made spec that skips the differ's refusal still cannot make CPython mis-run."""
+    v1, v2 = source("corpus/super_added", "v1"), source("corpus/super_added", "v2")
+    live = load_source(v1, tmp_path, unique_name("freevars"))
+    try:
+        spec = patch_from_sources({live.__name__: (v1, v2)})
+        assert spec.refusals
+        unchecked = PatchSpec(spec.patch_id, spec.package, spec.category, spec.modules)
+        with pytest.raises(
+            PatchRefused, match=r"Cannot replace closure `Child.get` because its free variables"
+        ):
+            stage(unchecked)
+    finally:
+        forget(live)
+
+
+def test_generator_flag_change_is_refused_at_stage_time_too(tmp_path: Path) -> None:
+    v1, v2 = source("corpus/generator_change", "v1"), source("corpus/generator_change", "v2")
+    live = load_source(v1, tmp_path, unique_name("gen"))
+    try:
+        spec = patch_from_sources({live.__name__: (v1, v2)})
+        unchecked = PatchSpec(spec.patch_id, spec.package, spec.category, spec.modules)
+        with pytest.raises(PatchRefused, match="would turn from a plain function into a generator"):
+            stage(unchecked)
+    finally:
+        forget(live)
+
+
+def test_defaults_changed_applied_unchanged_and_mutable_kept(tmp_path: Path) -> None:
+    live = load("corpus/defaults", "v1", tmp_path)
+    try:
+        cache = live.fetch.__kwdefaults__["cache"]
+        seen = live.marker.__defaults__[0]
+        live.fetch("k")
+        spec = patch_from_sources(
+            {live.__name__: (source("corpus/defaults", "v1"), source("corpus/defaults", "v2"))}
+        )
+        stage(spec).swap_in()
+        assert live.fetch.__defaults__ == (2.5,)
+        assert live.fetch.__kwdefaults__["cache"] is cache  # static state carried over, not reset
+        assert live.fetch("k") == ("k", 2.5, 2, 2)
+        assert live.marker.__defaults__[0] is seen
+    finally:
+        forget(live)
+
+
+def test_new_parameter_default_is_evaluated_in_the_live_namespace(tmp_path: Path) -> None:
+    v1 = "LIMIT = 7\n\n\ndef f(a):\n    return a\n"
+    v2 = "LIMIT = 7\n\n\ndef f(a, b=LIMIT, *, c=LIMIT + 1):\n    return (a, b, c)\n"
+    live = load_source(v1, tmp_path, unique_name("newdefault"))
+    try:
+        live.LIMIT = 70  # live state differs from the source: the live namespace wins
+        stage(patch_from_sources({live.__name__: (v1, v2)})).swap_in()
+        assert live.f(1) == (1, 70, 71)
+    finally:
+        forget(live)
+
+
+def test_added_definitions_run_their_decorators_once_at_stage_time_only(tmp_path: Path) -> None:
+    v1 = "CALLS = []\n\n\ndef reg(fn):\n    CALLS.append(fn.__name__)\n    return fn\n"
+    v2 = v1 + "\n\n@reg\ndef added():\n    return 'added'\n"
+    live = load_source(v1, tmp_path, unique_name("decorators"))
+    try:
+        staged = stage(patch_from_sources({live.__name__: (v1, v2)}))
+        assert live.CALLS == ["added"]  # the decorator ran (while staging); nothing else did
+        assert not hasattr(live, "added")
+        staged.swap_in()
+        assert live.added() == "added"
+        assert live.CALLS == ["added"]
+        staged.swap_out()
+        assert not hasattr(live, "added")
+    finally:
+        forget(live)
+
+
+def test_added_method_using_super_and_added_property_setter(tmp_path: Path) -> None:
+    v1 = (
+        "class Base:\n    def who(self):\n        return 'base'\n\n\n"
+        "class C(Base):\n    def __init__(self):\n        self._v = 1\n\n"
+        "    @property\n    def v(self):\n        return self._v\n"
+    )
+    v2 = (
+        "class Base:\n    def who(self):\n        return 'base'\n\n\n"
+        "class C(Base):\n    def __init__(self):\n        self._v = 1\n\n"
+        "    @property\n    def v(self):\n        return self._v\n\n"
+        "    @v.setter\n    def v(self, value):\n        self._v = value * 10\n\n"
+        "    def who(self):\n        return 'c+' + super().who()\n\n"
+        "    @classmethod\n    def make(cls, n=3):\n        c = cls()\n        c.v = n\n        return c\n"
+    )
+    live = load_source(v1, tmp_path, unique_name("added_methods"))
+    try:
+        obj = live.C()
+        getter = live.C.__dict__["v"].fget
+        staged = stage(patch_from_sources({live.__name__: (v1, v2)}))
+        staged.swap_in()
+        assert obj.who() == "c+base"
+        obj.v = 2
+        assert obj.v == 20
+        assert live.C.make().v == 30
+        assert live.C.__dict__["v"].fget is getter
+        staged.swap_out()
+        assert "who" not in live.C.__dict__ and "make" not in live.C.__dict__
+        assert live.C.__dict__["v"].fset is None
+    finally:
+        forget(live)
+
+
+def test_swap_in_is_all_or_nothing(tmp_path: Path) -> None:
+    """A failure in the middle of swap_in (here: a metaclass refusing a new name) undoes every step."""
+    v1 = (
+        "class Meta(type):\n    def __setattr__(cls, name, value):\n"
+        "        if name == 'forbidden':\n            raise AttributeError('no')\n"
+        "        super().__setattr__(name, value)\n\n\n"
+        "def f():\n    return 1\n\n\nclass K(metaclass=Meta):\n    def m(self):\n        return 1\n"
+    )
+    v2 = (
+        v1.replace("return 1\n\n\nclass K", "return helper()\n\n\nclass K")
+        + "\n    def forbidden(self):\n        return 2\n\n\ndef helper():\n    return 2\n"
+    )
+    live = load_source(v1, tmp_path, unique_name("allornothing"))
+    try:
+        before = _snapshot(live)
+        staged = stage(patch_from_sources({live.__name__: (v1, v2)}))
+        with pytest.raises(PatchAborted, match="swap failed and was undone"):
+            staged.swap_in()
+        assert _snapshot(live) == before
+        assert live.f() == 1 and not hasattr(live, "helper")
+    finally:
+        forget(live)
+
+
+def test_stacked_patches_revert_newest_first(tmp_path: Path) -> None:
+    v1 = "def f():\n    return 1\n"
+    v2 = "def f():\n    return 2\n\n\ndef g():\n    return 'g2'\n"
+    v3 = "def f():\n    return 3\n\n\ndef g():\n    return 'g3'\n"
+    live = load_source(v1, tmp_path, unique_name("stack"))
+    try:
+        code1 = live.f.__code__
+        p1 = stage(patch_from_sources({live.__name__: (v1, v2)}))
+        p1.swap_in()
+        p2 = stage(patch_from_sources({live.__name__: (v2, v3)}))
+        assert p2.replaced_codes == frozenset({live.f.__code__, live.g.__code__})
+        p2.swap_in()
+        assert (live.f(), live.g()) == (3, "g3")
+        with pytest.raises(PatchAborted, match="changed since the patch was staged"):
+            p1.swap_out()  # p2 is on top: p1's revert must not tear it apart
+        assert (live.f(), live.g()) == (3, "g3")
+        p2.reversed().swap_in()
+        assert (live.f(), live.g()) == (2, "g2")
+        p1.swap_out()
+        assert live.f() == 1 and live.f.__code__ is code1 and not hasattr(live, "g")
+        # a patch built against v1 stages again, one built against v2 no longer does
+        stage(patch_from_sources({live.__name__: (v1, v2)}))
+        with pytest.raises(PatchRefused, match="does not match the patch"):
+            stage(patch_from_sources({live.__name__: (v2, v3)}))
+    finally:
+        forget(live)
+
+
+def test_fingerprint_after_swap_is_the_new_fingerprint(tmp_path: Path) -> None:
+    live = load("corpus/methods", "v1", tmp_path)
+    try:
+        spec = patch_from_sources(
+            {live.__name__: (source("corpus/methods", "v1"), source("corpus/methods", "v2"))}
+        )
+        stage(spec).swap_in()
+        expected = {
+            c.qualname: c.new_fingerprint
+            for c in spec.modules[0].changes
+            if c.kind is ChangeKind.CHANGED
+        }
+        assert (
+            code_fingerprint(live.Store.__dict__["normalize"].__func__.__code__)
+            == expected["Store.normalize"]
+        )
+        assert (
+            code_fingerprint(live.Store.__dict__["size"].fget.__code__)
+            == expected["Store.size.fget"]
+        )
+        assert (
+            code_fingerprint(live.Store.Stats.describe.__code__) == expected["Store.Stats.describe"]
+        )
+    finally:
+        forget(live)
+
+
+def test_spec_round_trip_through_json_stages_the_same(tmp_path: Path) -> None:
+    live = load("corpus/decorated", "v1", tmp_path)
+    try:
+        spec = patch_from_sources(
+            {live.__name__: (source("corpus/decorated", "v1"), source("corpus/decorated", "v2"))}
+        )
+        again = PatchSpec.from_dict(spec.to_dict())
+        assert again == spec
+        staged = stage(again)
+        staged.swap_in()
+        assert live.echo_command("a") == ("logged", "A")
+        assert isinstance(spec.modules[0].changes[0], TargetChange)
+    finally:
+        forget(live)
