@@ -37,7 +37,7 @@ from lpbench.stats import summarize_run
 
 KEY = b"demo:greeting"
 VALUE = b"hello, world"
-LOAD = {"connections": 8, "rate": 400.0, "keys": 1000}
+LOAD_CONNECTIONS, LOAD_RATE, LOAD_KEYS = 8, 400.0, 1000
 
 
 def _timeline(result: dict[str, Any], title: str) -> Table:
@@ -76,25 +76,33 @@ def run_demo(out: Path, duration_s: float = 8.0, console: Console | None = None)
     checks: dict[str, bool] = {}
     updates: list[dict[str, Any]] = []
     try:
-        console.rule("[bold]livepatch demo: fix a bug in a running kvserver, clients stay connected")
-        console.print("building the patches from the installed kvserver source (livepatch diff) ...")
+        console.rule(
+            "[bold]livepatch demo: fix a bug in a running kvserver, clients stay connected"
+        )
+        console.print(
+            "building the patches from the installed kvserver source (livepatch diff) ..."
+        )
         bug, fix = demo_patches(work / "patches")
         for p in (bug, fix):
             shutil.copy(p.path, out / p.path.name)
-        console.print(f"  bug.lpatch: plants a bug in {', '.join(bug.targets)}; fix.lpatch: removes it")
+        console.print(
+            f"  bug.lpatch: plants a bug in {', '.join(bug.targets)}; fix.lpatch: removes it"
+        )
         server.start()
-        server.populate(LOAD["keys"])
+        server.populate(LOAD_KEYS)
         console.print(f"kvserver running on 127.0.0.1:{port}, agent at {server.control_socket}")
         assert server.control_socket is not None
         with Client("127.0.0.1", port) as client:
             client.call(b"SET", KEY, VALUE)
             conn_port = client.local_port()
             console.print(f"client (port {conn_port}): GET {KEY.decode()} -> {_get(client)!r}")
-            spec = LoadSpec("127.0.0.1", port, LOAD["connections"], "mixed", LOAD["keys"], rate=LOAD["rate"])
+            spec = LoadSpec("127.0.0.1", port, LOAD_CONNECTIONS, "mixed", LOAD_KEYS, rate=LOAD_RATE)
             pool = LoadPool(spec)
             pool.start()
-            t0, t_end = pool.go(duration_s)
-            console.print(f"load: {LOAD['connections']} connections, {LOAD['rate']:.0f} requests/s for {duration_s:g} s")
+            t0, _ = pool.go(duration_s)
+            console.print(
+                f"load: {LOAD_CONNECTIONS} connections, {LOAD_RATE:.0f} requests/s for {duration_s:g} s"
+            )
             time.sleep(max(0.0, (t0 - time.monotonic_ns()) / 1e9 + 1.0))
             t = time.monotonic_ns()
             res_bug = agent.apply(server.control_socket, bug.path, "local")
@@ -102,7 +110,9 @@ def run_demo(out: Path, duration_s: float = 8.0, console: Console | None = None)
             seen_bug = _get(client)
             checks["bug planted"] = res_bug.get("outcome") == "applied"
             checks["bug visible"] = seen_bug == VALUE[:-1]
-            console.print(f"[red]bug planted live[/red] ({res_bug.get('outcome')}): GET {KEY.decode()} -> {seen_bug!r}")
+            console.print(
+                f"[red]bug planted live[/red] ({res_bug.get('outcome')}): GET {KEY.decode()} -> {seen_bug!r}"
+            )
             time.sleep(max(0.0, (t0 + int(duration_s / 2 * 1e9) - time.monotonic_ns()) / 1e9))
             t = time.monotonic_ns()
             res_fix = agent.apply(server.control_socket, fix.path, "local")
@@ -111,7 +121,9 @@ def run_demo(out: Path, duration_s: float = 8.0, console: Console | None = None)
             checks["fix applied"] = res_fix.get("outcome") == "applied"
             checks["value right again"] = seen_fix == VALUE
             checks["same client connection"] = client.local_port() == conn_port
-            console.print(f"[green]fix applied live[/green] ({res_fix.get('outcome')}): GET {KEY.decode()} -> {seen_fix!r}")
+            console.print(
+                f"[green]fix applied live[/green] ({res_fix.get('outcome')}): GET {KEY.decode()} -> {seen_fix!r}"
+            )
             rec = pool.collect(timeout_s=duration_s + DRAIN_S + 30)
         history = agent.history(server.control_socket)
     finally:
@@ -141,5 +153,7 @@ def run_demo(out: Path, duration_s: float = 8.0, console: Console | None = None)
     )
     for name, ok in checks.items():
         console.print(f"  {'[green]ok[/green]  ' if ok else '[red]FAIL[/red]'} {name}")
-    console.print(f"written to {out}/: throughput.png, latency.png, summary.json, events.json, requests.npz")
+    console.print(
+        f"written to {out}/: throughput.png, latency.png, summary.json, events.json, requests.npz"
+    )
     return all(checks.values())

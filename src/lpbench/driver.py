@@ -11,7 +11,8 @@ Theory of operation
   (no coordinated omission). Requests scheduled at or after t_end are not sent.
 - A broken connection (EOF, reset) records its in-flight request as lost, then reconnects every
   RECONNECT_INTERVAL_S until the server is back (a restart) or the run ends; each break with its repair
-  time is recorded. Replies still outstanding DRAIN_S after t_end are dropped (counted as `unfinished`).
+  time is recorded (-1: not repaired before the end). Replies still outstanding DRAIN_S after t_end are
+  dropped (counted as `unfinished`).
 
 Concurrency: a Driver is used by one thread (its process's main thread). Nothing here is shared.
 """
@@ -226,4 +227,7 @@ class Driver:
                 if mask & selectors.EVENT_READ and c.sock is not None:
                     self._receive(c, t_end)
         self.unfinished = sum(1 for c in self.conns if c.in_flight >= 0)
+        for c in self.conns:
+            if c.sock is None:  # broken and not repaired before the end: still a lost connection
+                self.rec.reconnect(c.id, c.down_since, -1)
         return self.rec.build(t0, t_end, n)

@@ -68,7 +68,7 @@ class Recording:
     latency_ns: np.ndarray  # int64
     conn: np.ndarray  # int32, connection number (unique across driver processes)
     status: np.ndarray  # int8: OK, ERROR_REPLY, CONNECTION_LOST
-    reconnects: np.ndarray  # int64 (k, 3): conn, lost_ns, back_ns
+    reconnects: np.ndarray  # int64 (k, 3): conn, lost_ns, back_ns (-1: never came back)
     t0_ns: int  # when the measurement began (all processes start together)
     t_end_ns: int  # when it ended (no request was scheduled at or after it)
     connections: int

@@ -3,6 +3,7 @@ plain Python (sorted lists, loops), independently of numpy and of lpbench.stats.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 
@@ -48,7 +49,15 @@ def synthetic(seed: int = 7, n: int = 5000, t0: int = 10 * S, duration_s: int = 
 
 
 def rows(rec: Recording) -> list[tuple[int, int, int, int]]:
-    return list(zip(rec.start_ns.tolist(), rec.latency_ns.tolist(), rec.conn.tolist(), rec.status.tolist(), strict=True))
+    return list(
+        zip(
+            rec.start_ns.tolist(),
+            rec.latency_ns.tolist(),
+            rec.conn.tolist(),
+            rec.status.tolist(),
+            strict=True,
+        )
+    )
 
 
 def test_percentile_small_known_values() -> None:
@@ -102,7 +111,7 @@ def test_summary_overall_recomputed_by_hand() -> None:
     assert got["p99_9_ms"] == nearest_rank(ok_lat_ms, 99.9)
     assert got["max_ms"] == max(ok_lat_ms)
     ends = sorted(s + lat for s, lat, _, st in data if st == OK)
-    assert got["max_gap_ms"] == max(b - a for a, b in zip(ends, ends[1:])) / 1e6
+    assert got["max_gap_ms"] == max(b - a for a, b in itertools.pairwise(ends)) / 1e6
 
 
 def test_throughput_bins_count_completions() -> None:
@@ -141,7 +150,12 @@ def test_window_clipped_to_run_and_summarized_per_update() -> None:
     inside = [r for r in rows(rec) if rec.t0_ns <= r[0] <= center + 3 * S // 2]
     assert int(mask.sum()) == len(inside)
     updates = [
-        {"t_ns": center, "action": "apply", "outcome": "applied", "timings": {"sync": 1.25, "swap": 0.5}},
+        {
+            "t_ns": center,
+            "action": "apply",
+            "outcome": "applied",
+            "timings": {"sync": 1.25, "swap": 0.5},
+        },
         {"t_ns": rec.t0_ns + 5 * S, "action": "revert", "outcome": "reverted", "timings": {}},
     ]
     summary = summarize_run(rec, updates)
@@ -153,7 +167,11 @@ def test_window_clipped_to_run_and_summarized_per_update() -> None:
     assert first["p99_ms"] == nearest_rank(ok_in, 99)
     assert (first["sync_ms"], first["swap_ms"]) == (1.25, 0.5)
     assert first["at_s"] == pytest.approx(0.5)
-    mid = [lat / 1e6 for s, lat, _, st in rows(rec) if st == OK and abs(s - (rec.t0_ns + 5 * S)) <= 3 * S // 2]
+    mid = [
+        lat / 1e6
+        for s, lat, _, st in rows(rec)
+        if st == OK and abs(s - (rec.t0_ns + 5 * S)) <= 3 * S // 2
+    ]
     assert second["ok"] == len(mid)
     assert second["throughput_rps"] == pytest.approx(len(mid) / 3.0)
     assert math.isnan(second["sync_ms"])
