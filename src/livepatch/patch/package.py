@@ -212,7 +212,10 @@ def _summaries(spec: PatchSpec, statuses: Mapping[str, str]) -> list[ModuleSumma
         c = counts.setdefault(m.module, {k.value: 0 for k in ChangeKind})
         for change in m.changes:
             c[change.kind.value] += 1
-    return [
-        ModuleSummary(name, status, counts.get(name, {k.value: 0 for k in ChangeKind}))
-        for name, status in statuses.items()
-    ]
+    refused = {r.module for r in spec.refusals}
+    out = []
+    for name, status in statuses.items():
+        if status == "changed" and name not in counts and name not in refused:
+            status = "unchanged"  # the text differs, the code does not (comments, line shifts)
+        out.append(ModuleSummary(name, status, counts.get(name, {k.value: 0 for k in ChangeKind})))
+    return out
