@@ -1,0 +1,158 @@
+"""Fixtures for kvserver tests: a real server process on a free port, real clients.
+
+    def test_x(kv_server):                       # a fresh in-memory server per test
+        r = kv_server.client()                   # redis.Redis, RESP2 (protocol=3 for RESP3)
+    def test_y(kv_factory, tmp_path):             # servers with options; stopped at teardown
+        srv = kv_factory("--dir", str(tmp_path), "--appendfsync", "always")
+        srv.kill()                               # SIGKILL (crash); srv.stop() is SIGTERM
+
+The server is started as `python -m kvserver --port 0 ...`; the fixture waits for its readiness line
+("kvserver ready on HOST:PORT", which also tells the port the kernel picked): no sleeps, no port races.
+Every started process is stopped at teardown (SIGTERM, then SIGKILL), also when the test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+READY = re.compile(rb"kvserver ready on (\S+):(\d+)")
+START_TIMEOUT = 60.0
+
+
+class KVServer:
+    """A running kvserver process."""
+
+    def __init__(self, args: list[str], log_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.args = list(args)
+        self.log_path = log_dir / f"kvserver-{os.getpid()}-{time.monotonic_ns()}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self._clients: list[redis.Redis] = []
+        cmd = [sys.executable, "-m", "kvserver", "--port", "0", *args]
+        self.process = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=self._log, env=env or _env()
+        )
+        self.host, self.port = self._wait_ready()
+
+    def _wait_ready(self) -> tuple[str, int]:
+        assert self.process.stdout is not None
+        fd = self.process.stdout.fileno()
+        deadline = time.monotonic() + START_TIMEOUT
+        buf = b""
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break  # the process exited before it was ready
+            buf += chunk
+            match = READY.search(buf)
+            if match:
+                return match.group(1).decode(), int(match.group(2))
+        self.stop()
+        raise RuntimeError(
+            f"kvserver {' '.join(self.args)} did not become ready; stdout={buf!r}; "
+            f"log:\n{self.log()}"
+        )
+
+    def client(self, protocol: int = 2, **kwargs: Any) -> redis.Redis:
+        r = redis.Redis(
+            host=self.host, port=self.port, protocol=protocol, socket_timeout=30, **kwargs
+        )
+        self._clients.append(r)
+        return r
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, no chance to flush anything."""
+        if self.alive():
+            self.process.kill()
+        self.process.wait(timeout=30)
+        self._close()
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM (a clean shutdown), SIGKILL if it does not exit in time. Returns the exit code."""
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=30)
+        self._close()
+        return self.process.returncode
+
+    def wait_exit(self, timeout: float = 20.0) -> int:
+        return self.process.wait(timeout=timeout)
+
+    def _close(self) -> None:
+        for r in self._clients:
+            try:
+                r.close()
+            except Exception:
+                pass
+        self._clients.clear()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        if not self._log.closed:
+            self._log.close()
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+@pytest.fixture
+def kv_factory(tmp_path: Path) -> Iterator[Any]:
+    """Start kvserver processes with any options; all are stopped at teardown."""
+    started: list[KVServer] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> KVServer:
+        server = KVServer(list(args), tmp_path, env)
+        started.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture
+def kv_server(kv_factory: Any) -> KVServer:
+    """A fresh in-memory kvserver (no persistence)."""
+    return kv_factory()
+
+
+@pytest.fixture(scope="module")
+def kv_shared() -> Iterator[KVServer]:
+    """One in-memory kvserver shared by a module's tests (each test uses its own keys or FLUSHALL)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        server = KVServer([], Path(tmp))
+        try:
+            yield server
+        finally:
+            server.stop()
