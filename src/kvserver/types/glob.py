@@ -55,7 +55,10 @@ def compile_glob(pattern: bytes) -> re.Pattern[bytes]:
         else:
             out.append(_lit(c))
         i += 1
-    return re.compile(b"".join(out), re.DOTALL)
+    # Redis's matcher stops when the subject is exhausted: an empty subject matches only the empty
+    # pattern, even "*" (KEYS * and SCAN without MATCH bypass matching, so they still see key "").
+    prefix = b"(?=.)" if pattern else b""
+    return re.compile(prefix + b"".join(out), re.DOTALL)
 
 
 def glob_match(pattern: bytes, subject: bytes) -> bool:
