@@ -17,9 +17,10 @@ enforced twice, like Redis:
 SCAN needs a cursor that survives keyspace changes between calls. A dict has no stable position, so
 cursor 0 takes a snapshot of the key list (one C-level copy, 8 bytes per key) and later calls walk it,
 skipping keys deleted since. Every key present for the whole scan is in the snapshot, hence returned.
-At most `MAX_SCANS` snapshots are kept (oldest dropped); a cursor whose snapshot was dropped restarts on
-a fresh snapshot at the same offset (documented limit: keys may then be missed, as in Redis after a
-cursor from another server).
+Snapshots are bounded so abandoned scans cannot eat memory: at most `MAX_SCANS` of them, holding at
+most `SCAN_MEMORY_FACTOR` x the key count in total (oldest dropped first). A cursor whose snapshot was
+dropped restarts on a fresh snapshot at the same offset (documented limit: keys may then be missed or
+repeated, as in Redis after a cursor from another server).
 
 Concurrency: a Keyspace belongs to the event-loop thread; nothing here locks. len() counts expired keys
 not yet reaped, as Redis's DBSIZE does.
@@ -36,7 +37,8 @@ from typing import Any
 from kvserver.replies import WRONGTYPE, CommandError
 from kvserver.types.zset import SortedSet
 
-MAX_SCANS = 64
+MAX_SCANS = 16
+SCAN_MEMORY_FACTOR = 4  # all open snapshots together hold at most 4 x len(keyspace) (+ slack) keys
 RANDOM_PROBES = 16
 
 TYPE_NAMES: dict[type, bytes] = {
@@ -209,6 +211,17 @@ class Keyspace:
                 return key
         return None
 
+    def _bound_scans(self, newest: int) -> None:
+        """Drop the oldest snapshots (never `newest`) until the count and memory bounds hold."""
+        scans = self._scans
+        budget = SCAN_MEMORY_FACTOR * len(self._data) + 4096
+        held = sum(len(v) for v in scans.values())
+        while len(scans) > 1 and (len(scans) > MAX_SCANS or held > budget):
+            oldest = next(iter(scans))
+            if oldest == newest:
+                break
+            held -= len(scans.pop(oldest))
+
     def scan(self, cursor: int, count: int) -> tuple[int, list[bytes]]:
         """One SCAN step: (next cursor, keys). Cursor layout: scan id << 32 | offset; 0 starts/ends.
 
@@ -221,8 +234,7 @@ class Keyspace:
             scan_id = self._scan_next_id
             self._scan_next_id = (scan_id % 0xFFFFFFFF) + 1
             self._scans[scan_id] = snapshot
-            while len(self._scans) > MAX_SCANS:
-                del self._scans[next(iter(self._scans))]
+            self._bound_scans(scan_id)
         end = min(offset + max(count, 1), len(snapshot))
         data = self._data
         out = [k for k in snapshot[offset:end] if k in data]

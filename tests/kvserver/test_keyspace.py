@@ -8,7 +8,7 @@ from collections import deque
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvserver.keyspace import MAX_SCANS, Keyspace, type_name
+from kvserver.keyspace import MAX_SCANS, SCAN_MEMORY_FACTOR, Keyspace, type_name
 from kvserver.types.zset import SortedSet
 
 
@@ -166,3 +166,15 @@ def test_random_key_returns_live_keys_only() -> None:
     drawn = {ks.random_key(100) for _ in range(300)}
     assert drawn <= {b"alive"} | {b"k%d" % i for i in range(20)}
     assert len(drawn) > 5
+
+
+def test_abandoned_scans_hold_bounded_memory() -> None:
+    ks = Keyspace()
+    for i in range(10_000):
+        ks.store(b"%d" % i, b"v")
+    for _ in range(100):
+        cursor, _keys = ks.scan(0, 10)  # started and abandoned
+        assert cursor != 0
+    held = sum(len(v) for v in ks._scans.values())
+    assert len(ks._scans) <= MAX_SCANS
+    assert held <= SCAN_MEMORY_FACTOR * len(ks) + 4096

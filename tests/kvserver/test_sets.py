@@ -76,6 +76,16 @@ def test_spop_and_srandmember(r: redis.Redis) -> None:
     assert len(repeats) == 10 and set(repeats) <= {b"a", b"b", b"c"}
     assert r.srandmember("nope") is None and r.srandmember("nope", 3) == []
     assert r.scard("s") == 3  # SRANDMEMBER removes nothing
+    assert err(r, "SRANDMEMBER", "s", str(-(2**40))) == "value is out of range"
+
+
+def test_spop_on_a_large_set_pops_distinct_members(r: redis.Redis) -> None:
+    members = {f"m{i}".encode() for i in range(2000)}
+    r.sadd("big", *members)
+    popped = [r.spop("big") for _ in range(100)]
+    assert len(set(popped)) == 100 and set(popped) <= members
+    assert r.scard("big") == 1900
+    assert not any(r.smismember("big", popped))
 
 
 def test_set_algebra_and_store(r: redis.Redis) -> None:

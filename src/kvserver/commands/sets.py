@@ -1,8 +1,10 @@
 """Set commands (Redis 7 t_set.c). A set is a Python set[bytes]; an emptied set is deleted.
 
-Random picks (SPOP, SRANDMEMBER) copy the members to a tuple first: a Python set cannot be indexed,
-so they are O(N) where Redis is O(count) (documented in docs/kvserver-commands.md). SPOP is logged as
-SREM of the members it chose, so a replay removes the same ones.
+Random picks copy the members to a tuple first (a Python set cannot be indexed), so SRANDMEMBER and
+SPOP with a count are O(N) where Redis is O(count). SPOP without a count on a large set uses set.pop(),
+O(1): an arbitrary member in hash order, which string-hash randomisation makes unpredictable but not
+uniformly random (documented in docs/kvserver-commands.md). SPOP is logged as SREM of the members it
+chose, so a replay removes the same ones.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ if TYPE_CHECKING:
     from kvserver.context import CommandContext
 
 MUST_BE_POSITIVE = "ERR value is out of range, must be positive"
+SPOP_POP_THRESHOLD = (
+    512  # above this size SPOP (no count) takes set.pop() instead of copying the set
+)
+MAX_RANDOM_REPLY = 1 << 24  # SRANDMEMBER with a negative count: at most this many draws per reply
 
 
 def _set(ctx: CommandContext, key: bytes) -> set[bytes] | None:
@@ -88,8 +94,11 @@ def spop_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     if s is None:
         return None if count is None else set()
     if count is None:
-        member = random.choice(tuple(s))
-        s.discard(member)
+        if len(s) > SPOP_POP_THRESHOLD:
+            member = s.pop()
+        else:
+            member = random.choice(tuple(s))
+            s.discard(member)
         chosen = [member]
     elif count >= len(s):
         chosen = list(s)
@@ -108,6 +117,10 @@ def srandmember_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     if len(argv) > 3:
         raise CommandError(SYNTAX)
     count = None if len(argv) == 2 else parse_int(argv[2])
+    if count is not None and -count > MAX_RANDOM_REPLY:
+        # Repeats make the reply as long as asked, whatever the set's size: refuse absurd requests
+        # before building them (Redis refuses below -LONG_MAX/2 and would try the rest).
+        raise CommandError("ERR value is out of range")
     s = _set(ctx, argv[1])
     if s is None:
         return None if count is None else []
