@@ -305,6 +305,7 @@ def walk_source(source: str, filename: str = "<livepatch>") -> ModuleWalk:
     Raises SyntaxError (with `filename`) when the source does not compile. Pure; any thread.
     """
     tree = ast.parse(source, filename)
-    # compile the text, as the import system did, rather than the tree
-    code = compile(source, filename, "exec", dont_inherit=True)
+    # compiling the tree gives the same code objects as compiling the text (what the import system does:
+    # tests/patch/test_fingerprint.py checks it) and saves a second parse
+    code = compile(tree, filename, "exec", dont_inherit=True)
     return _Walker(source).walk(tree, code)

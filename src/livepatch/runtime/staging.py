@@ -113,6 +113,8 @@ class _ModuleStager:
         return None
 
     def eval_expr(self, expr: ast.expr, owner: Any, qualname: str) -> Any:
+        if isinstance(expr, ast.Constant):
+            return expr.value  # the common case (None, numbers, strings): nothing to compile
         code = compile(ast.Expression(expr), self.filename, "eval", dont_inherit=True)
         try:
             return eval(code, vars(self.module), self._scope(owner))
