@@ -343,13 +343,14 @@ class HiredisRequestParser:
         if fb._chunks_len + len(fb._buf) < fb._need or fb.pending_error is not None:
             return fb.commands()  # still waiting for a large value: nothing to accelerate
         buf = fb._consolidate()
-        n = len(buf)
-        if not (0 < n <= self._fast_max and buf[0] == 0x2A and buf[-2:] == b"\r\n"):
+        n_buf = len(buf)
+        if not (0 < n_buf <= self._fast_max and buf[0] == 0x2A and buf[-2:] == b"\r\n"):
             return fb.commands()
         reader = self._reader
         reader.feed(buf)
         out: list[list[bytes]] = []
         elements = 0
+        consumed = 0  # canonical size of the messages hiredis returned
         try:
             while True:
                 msg = reader.gets()
@@ -360,13 +361,24 @@ class HiredisRequestParser:
                 for item in msg:
                     if type(item) is not bytes:
                         raise ValueError
-                elements += len(msg)
+                n = len(msg)
+                elements += n
+                # "*<n>\r\n" + per element "$<len>\r\n<payload>\r\n"
+                consumed += (
+                    3
+                    + len(str(n))
+                    + 5 * n
+                    + sum(map(len, msg))
+                    + sum(map(len, map(str, map(len, msg))))
+                )
                 if msg:  # "*0" is an empty request: skipped, like the reference parser does
                     out.append(msg)
         except (ValueError, _hiredis.ProtocolError):
             self._reader = _hiredis.Reader()
             return fb.commands()
-        if reader.has_data() or buf.count(b"\r\n$") != elements:
+        # hiredis may hold a partial message in its own state (has_data() is then False): only a
+        # buffer consumed exactly, in canonical form, is accepted.
+        if consumed != n_buf or buf.count(b"\r\n$") != elements:
             self._reader = _hiredis.Reader()
             return fb.commands()
         fb._buf = b""

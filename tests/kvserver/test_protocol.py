@@ -1,0 +1,277 @@
+"""The sans-IO RESP codec: both request parsers (hiredis-accelerated and pure Python) behave the same."""
+
+from __future__ import annotations
+
+import math
+
+import hiredis
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kvserver.replies import NULL_ARRAY, ErrorReply, SimpleString, Verbatim
+from kvserver.resp import (
+    HiredisRequestParser,
+    Limits,
+    ProtocolError,
+    PythonRequestParser,
+    ReplyParser,
+    encode_command,
+    encode_reply,
+    format_double,
+)
+
+PARSERS = [PythonRequestParser, HiredisRequestParser]
+
+
+def parse_all(parser_cls, data: bytes, limits: Limits | None = None, step: int | None = None):
+    """Feed data (in steps of `step` bytes, or at once); return (commands, error reason or None)."""
+    parser = parser_cls(limits)
+    out: list[list[bytes]] = []
+    chunks = [data] if step is None else [data[i : i + step] for i in range(0, len(data), step)]
+    try:
+        for chunk in chunks:
+            parser.feed(chunk)
+            out.extend(parser.commands())
+            if parser.pending_error is not None:
+                return out, parser.pending_error.reason
+    except ProtocolError as exc:
+        return out, exc.reason
+    return out, None
+
+
+@pytest.mark.parametrize("parser_cls", PARSERS)
+def test_multibulk_and_inline_mixed(parser_cls):
+    data = (
+        encode_command("SET", "k", b"v\r\nwith crlf")
+        + b"PING\r\n"
+        + b"\r\n"  # a blank inline line is skipped
+        + b"*0\r\n"  # an empty multibulk is skipped
+        + b"*-1\r\n"
+        + encode_command("GET", "k")
+        + b"  echo   spaced\n"
+    )
+    expected = [[b"SET", b"k", b"v\r\nwith crlf"], [b"PING"], [b"GET", b"k"], [b"echo", b"spaced"]]
+    assert parse_all(parser_cls, data) == (expected, None)
+    # The same stream cut at every possible place gives the same commands.
+    for step in (1, 2, 3, 7, 16):
+        assert parse_all(parser_cls, data, step=step) == (expected, None)
+
+
+@pytest.mark.parametrize("parser_cls", PARSERS)
+@pytest.mark.parametrize(
+    ("line", "args"),
+    [
+        (b'set a "b c"', [b"set", b"a", b"b c"]),
+        (b"set a 'b c'", [b"set", b"a", b"b c"]),
+        (b'echo "\\x41\\n\\"q\\""', [b"echo", b'A\n"q"']),
+        (b"echo 'it\\'s'", [b"echo", b"it's"]),
+        (b'echo ""', [b"echo", b""]),
+        (b"\tping\t", [b"ping"]),
+    ],
+)
+def test_inline_quoting(parser_cls, line, args):
+    assert parse_all(parser_cls, line + b"\r\n") == ([args], None)
+
+
+@pytest.mark.parametrize("parser_cls", PARSERS)
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b'set a "b\r\n', "unbalanced quotes in request"),
+        (b'set a "b"c\r\n', "unbalanced quotes in request"),
+        (b"*x\r\n", "invalid multibulk length"),
+        (b"*01\r\n", "invalid multibulk length"),
+        (b"*1\r\n+PING\r\n", "expected '$', got '+'"),
+        (b"*1\r\n:1\r\n", "expected '$', got ':'"),
+        (b"*1\r\n$-1\r\n", "invalid bulk length"),
+        (b"*1\r\n$abc\r\n", "invalid bulk length"),
+        (b"*2\r\n$3\r\nGET\r\n*1\r\n", "expected '$', got '*'"),
+    ],
+)
+def test_protocol_errors(parser_cls, data, reason):
+    assert parse_all(parser_cls, data) == ([], reason)
+
+
+@pytest.mark.parametrize("parser_cls", PARSERS)
+def test_commands_before_an_error_are_returned_first(parser_cls):
+    data = encode_command("SET", "a", "1") + encode_command("GET", "a") + b"*1\r\n+x\r\n"
+    commands, reason = parse_all(parser_cls, data)
+    assert commands == [[b"SET", b"a", b"1"], [b"GET", b"a"]]
+    assert reason == "expected '$', got '+'"
+
+
+@pytest.mark.parametrize("parser_cls", PARSERS)
+def test_limits_are_checked_as_soon_as_the_header_arrives(parser_cls):
+    limits = Limits(
+        max_bulk_len=100, max_multibulk_len=10, max_inline_len=50, query_buffer_limit=1000
+    )
+    # Only the header of an oversized bulk: rejected without waiting for its payload.
+    assert parse_all(parser_cls, b"*1\r\n$101\r\n", limits) == ([], "invalid bulk length")
+    assert parse_all(parser_cls, b"*1\r\n$100\r\n", limits) == ([], None)
+    assert parse_all(parser_cls, b"*11\r\n", limits) == ([], "invalid multibulk length")
+    assert parse_all(parser_cls, b"x" * 51, limits) == ([], "too big inline request")
+    assert parse_all(parser_cls, b"*1\r\n$" + b"1" * 60, limits) == (
+        [],
+        "too big bulk count string",
+    )
+    assert parse_all(parser_cls, b"*" + b"1" * 60, limits) == ([], "too big mbulk count string")
+    # A request may be long as a whole, one value at a time.
+    big = encode_command(*(["x" * 100] * 9))
+    assert parse_all(parser_cls, big, limits, step=64) == ([[b"x" * 100] * 9], None)
+
+
+@pytest.mark.parametrize("parser_cls", PARSERS)
+def test_query_buffer_limit(parser_cls):
+    limits = Limits(max_bulk_len=10_000, query_buffer_limit=1000)
+    data = b"*1\r\n$5000\r\n" + b"a" * 2000
+    assert parse_all(parser_cls, data, limits, step=100) == ([], "query buffer limit exceeded")
+
+
+@pytest.mark.parametrize("parser_cls", PARSERS)
+def test_large_value_in_many_reads(parser_cls):
+    value = bytes(range(256)) * 4096  # 1 MiB, every byte value, CRLFs inside
+    data = encode_command("SET", "big", value) + encode_command("PING")
+    assert parse_all(parser_cls, data, step=65536) == ([[b"SET", b"big", value], [b"PING"]], None)
+
+
+# ----------------------------------------------------------------------------------- properties
+TOKENS = [
+    b"*",
+    b"$",
+    b"+",
+    b":",
+    b"-",
+    b"\r\n",
+    b"\r",
+    b"\n",
+    b"0",
+    b"1",
+    b"2",
+    b"3",
+    b"-1",
+    b"10",
+    b"GET",
+    b"PING",
+    b" ",
+    b'"',
+    b"'",
+    b"\\x41",
+    b"\x00",
+]
+token_soup = st.lists(st.sampled_from(TOKENS), max_size=60).map(b"".join)
+valid_commands = st.lists(
+    st.lists(st.binary(max_size=40), min_size=1, max_size=6), min_size=1, max_size=8
+)
+fuzz_settings = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+@fuzz_settings
+@given(data=st.one_of(st.binary(max_size=200), token_soup), step=st.integers(1, 50))
+def test_arbitrary_bytes_give_commands_or_a_protocol_error(data, step):
+    limits = Limits(
+        max_bulk_len=64, max_multibulk_len=16, max_inline_len=64, query_buffer_limit=256
+    )
+    results = []
+    for parser_cls in PARSERS:
+        for cut in (None, step):
+            commands, reason = parse_all(parser_cls, data, limits, step=cut)
+            for argv in commands:
+                assert argv and all(type(a) is bytes for a in argv)
+            results.append((commands, reason))
+    # Both parsers, whole or cut into pieces, agree on the commands and on the error.
+    assert all(r == results[0] for r in results), results
+
+
+@fuzz_settings
+@given(commands=valid_commands, step=st.integers(1, 64))
+def test_encode_command_round_trip(commands, step):
+    data = b"".join(encode_command(*argv) for argv in commands)
+    for parser_cls in PARSERS:
+        assert parse_all(parser_cls, data) == (commands, None)
+        assert parse_all(parser_cls, data, step=step) == (commands, None)
+
+
+# ------------------------------------------------------------------------------------- replies
+def test_double_formatting_like_redis_7():
+    assert format_double(3.0) == b"3"
+    assert format_double(-0.5) == b"-0.5"
+    assert format_double(1.5e300) == b"1.5e+300"
+    assert format_double(0.1) == b"0.1"
+    assert format_double(math.inf) == b"inf"
+    assert format_double(-math.inf) == b"-inf"
+    assert encode_reply(2.5, 2) == b"$3\r\n2.5\r\n"
+    assert encode_reply(2.0, 3) == b",2\r\n"
+    assert encode_reply(-math.inf, 3) == b",-inf\r\n"
+
+
+def test_reply_encodings_resp2_and_resp3():
+    assert encode_reply(SimpleString("OK")) == b"+OK\r\n"
+    assert encode_reply(ErrorReply("ERR bad\r\nthing")) == b"-ERR bad  thing\r\n"
+    assert encode_reply(None, 2) == b"$-1\r\n"
+    assert encode_reply(None, 3) == b"_\r\n"
+    assert encode_reply(NULL_ARRAY, 2) == b"*-1\r\n"
+    assert encode_reply(NULL_ARRAY, 3) == b"_\r\n"
+    assert encode_reply(True, 2) == b":1\r\n"
+    assert encode_reply(True, 3) == b"#t\r\n"
+    assert encode_reply({b"a": 1}, 2) == b"*2\r\n$1\r\na\r\n:1\r\n"
+    assert encode_reply({b"a": 1}, 3) == b"%1\r\n$1\r\na\r\n:1\r\n"
+    assert encode_reply({b"x"}, 3) == b"~1\r\n$1\r\nx\r\n"
+    assert encode_reply(Verbatim("hi"), 3) == b"=6\r\ntxt:hi\r\n"
+    assert encode_reply(Verbatim("hi"), 2) == b"$2\r\nhi\r\n"
+    assert encode_reply(12345678901234) == b":12345678901234\r\n"
+
+
+reply_values = st.recursive(
+    st.one_of(
+        st.integers(-(2**63), 2**63 - 1),
+        st.binary(max_size=30),
+        st.none(),
+        st.floats(allow_nan=False),
+        st.booleans(),
+        st.text(alphabet="abcXYZ 019", max_size=10).map(SimpleString),
+        st.text(alphabet="abc ", max_size=10).map(lambda t: ErrorReply("ERR " + t)),
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=5),
+        st.dictionaries(st.binary(max_size=5), children, max_size=4),
+    ),
+    max_leaves=20,
+)
+
+
+def _expected(value, protocol):
+    """What a client decodes from encode_reply(value, protocol)."""
+    if isinstance(value, bool):
+        return value if protocol == 3 else int(value)
+    if isinstance(value, float):
+        return value if protocol == 3 else format_double(value)
+    if isinstance(value, list):
+        return [_expected(v, protocol) for v in value]
+    if isinstance(value, dict):
+        if protocol == 3:
+            return {k: _expected(v, protocol) for k, v in value.items()}
+        flat = []
+        for k, v in value.items():
+            flat += [k, _expected(v, protocol)]
+        return flat
+    return value
+
+
+@fuzz_settings
+@given(value=reply_values, protocol=st.sampled_from([2, 3]), step=st.integers(1, 40))
+def test_reply_round_trip_through_our_parser_and_hiredis(value, protocol, step):
+    data = encode_reply(value, protocol)
+    parser = ReplyParser()
+    decoded = []
+    for i in range(0, len(data), step):
+        parser.feed(data[i : i + step])
+        decoded.extend(parser.replies())
+    assert decoded == [_expected(value, protocol)]
+    # hiredis (what redis-py uses) reads the same bytes as one complete reply.
+    reader = hiredis.Reader(replyError=lambda m: ErrorReply(m), protocolError=ValueError)
+    reader.feed(data)
+    assert reader.gets() is not False
+    assert reader.gets() is False
