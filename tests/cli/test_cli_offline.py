@@ -9,6 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from click.testing import CliRunner
+
+from livepatch.cli import main
 from livepatch.patch import lpatch, signing
 from livepatch.patch.model import (
     Category,
@@ -115,12 +118,19 @@ def test_inspect_bad_files(tmp_path: Path) -> None:
 
 
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
-    assert cli("apply").returncode == 2
-    assert cli("diff", "--package", "x").returncode == 2  # neither dirs nor --git
-    assert cli("apply", str(tmp_path), "--socket", "s").returncode == 2  # a directory is no patch
-    assert cli("status").returncode == 2  # --socket missing
-    proc = cli("apply", "/nonexistent.lpatch", "--socket", "s", "--method", "sideways")
-    assert proc.returncode == 2
+    # in-process (click's runner) to keep the suite fast: the same command objects the script runs
+    runner = CliRunner()
+    for args in (
+        ["apply"],
+        ["diff", "--package", "x"],  # neither dirs nor --git
+        ["apply", str(tmp_path), "--socket", "s"],  # a directory is no patch
+        ["status"],  # --socket missing
+        ["apply", "/nonexistent.lpatch", "--socket", "s", "--method", "sideways"],
+        ["revert", "--socket", "s", "--timeout", "-1"],
+    ):
+        result = runner.invoke(main, args, env={"LIVEPATCH_SOCKET": None})
+        assert result.exit_code == 2, (args, result.output)
+    assert cli("apply").returncode == 2  # and once through the installed script
 
 
 def test_unreachable_agent_exit_1(tmp_path: Path) -> None:

@@ -172,7 +172,15 @@ class Agent:
             future = patcher.submit(job, req)
         except RuntimeError:  # shut down between the check and the submit
             return {"ok": False, "error": "the agent is stopping"}
-        result, signed_by = future.result(timeout=req["timeout"] + _APPLY_GRACE_S + _watch_s(req))
+        wait_s = req["timeout"] + _APPLY_GRACE_S + _watch_s(req)
+        try:
+            result, signed_by = future.result(timeout=wait_s)
+        except concurrent.futures.TimeoutError:
+            # The patcher thread is still busy (e.g. a hook that hangs); the outcome will be in history.
+            return {
+                "ok": False,
+                "error": f"no outcome within {wait_s:.0f} s; see `livepatch history`",
+            }
         return {
             "ok": result.ok,
             "error": None if result.ok else (result.reason or result.outcome),
