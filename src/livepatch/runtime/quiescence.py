@@ -7,8 +7,8 @@ They know nothing about code: the global protocol takes "do this while everyone 
 takes "begin dispatch(use_new)" / "end dispatch(keep_new)" callables, so they can be tested with a shared
 variable as well as with real patches.
 
-Global: publish the request -> call the wake-up hooks, wait on `_patcher_cv` (a park, death, deactivation
-or priority change notifies it; a short, growing poll re-calls the hooks for wake-ups that were lost) until
+Global: publish the request -> call the wake-up hooks, wait on `_progress` (a park, death, deactivation
+or priority change sets it; a short, growing poll re-calls the hooks for wake-ups that were lost) until
 every active managed thread is parked -> phase SWAPPING (nobody can leave or enter) -> `action(parked)`
 without the lock -> release everyone. Deadline: release everyone, raise PatchAborted naming the stragglers.
 
@@ -100,17 +100,18 @@ def _wait_until(done: Callable[[], bool], deadline: float, hooks: _HookCaller) -
     lock NOT held; True when done."""
     poll = _POLL_FIRST_S
     while True:
+        _t._progress.clear()  # before checking: a change after the check sets it and ends the wait
         hooks()
         with _t._lock:
             if done():
                 return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            _t._patcher_cv.wait(min(poll, remaining))
-            if done():
-                return True
-        poll = min(poll * 2, _POLL_MAX_S)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        if not _t._progress.wait(min(poll, remaining)):
+            poll = min(
+                poll * 2, _POLL_MAX_S
+            )  # nothing happened: wake-ups may have been lost, back off
 
 
 def run_global(
@@ -169,7 +170,7 @@ def run_global(
             _t._registry.finish_global(swapped)
             _t._control.request = None
             _t._threads_cv.notify_all()
-            _t._patcher_cv.notify_all()
+            _t._progress.set()
         _slot.release()
 
 
@@ -254,7 +255,7 @@ def _finish_local() -> None:
         _t._registry.finish_local()
         _t._control.request = None
         _t._threads_cv.notify_all()
-        _t._patcher_cv.notify_all()
+        _t._progress.set()
     _slot.release()
 
 

@@ -188,9 +188,20 @@ class Registry:
             rec.state = ThreadState.PARKED
             self._notify(tr, "reached", rec)
             return PointAction.PARK
-        if rec.generation == tr.target:
+        return self.migrate(rec, tr)
+
+    def migrate(self, rec: ThreadRecord, tr: Transition) -> PointAction:
+        """Local: move `rec` to the transition's current target.
+
+        Safe WITHOUT the lock when called by the thread that owns `rec` (threads.py does so, to keep busy
+        threads from convoying on the lock): during a local transition only the owner writes its
+        `generation`, and reading a stale target only means moving again at the next point."""
+        if rec.state is not ThreadState.RUNNING:
             return PointAction.RETURN
-        rec.generation = tr.target
+        target = tr.target
+        if rec.generation == target:
+            return PointAction.RETURN
+        rec.generation = target
         if tr.phase is Phase.REVERSING:
             self._notify(tr, "moved-back", rec)
             return PointAction.MOVED_BACK
