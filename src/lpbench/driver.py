@@ -11,8 +11,9 @@ Theory of operation
   (no coordinated omission). Requests scheduled at or after t_end are not sent.
 - A broken connection (EOF, reset) records its in-flight request as lost, then reconnects every
   RECONNECT_INTERVAL_S until the server is back (a restart) or the run ends; each break with its repair
-  time is recorded (-1: not repaired before the end). Replies still outstanding DRAIN_S after t_end are
-  dropped (counted as `unfinished`).
+  time is recorded (-1: not repaired before the end). Open loop: requests scheduled before t_end are
+  all sent, also after t_end. Whatever is still unanswered or unsent DRAIN_S after t_end is dropped and
+  counted as `unfinished`.
 
 Concurrency: a Driver is used by one thread (its process's main thread). Nothing here is shared.
 """
@@ -184,37 +185,40 @@ class Driver:
             for c in self.conns:
                 self._send(c, now)
         deadline = t_end + int(DRAIN_S * 1e9)
+        open_loop = self.spec.rate is not None
+
+        def has_work(c: _Conn, now: int) -> bool:
+            # Open loop: every request scheduled before t_end is sent, even after t_end (its wait counts).
+            if c.in_flight >= 0:
+                return True
+            return c.next_due < t_end if open_loop else now < t_end
+
         while True:
             now = time.monotonic_ns()
-            busy = any(c.in_flight >= 0 for c in self.conns)
-            if (now >= t_end and not busy) or now >= deadline:
+            if now >= deadline or not any(has_work(c, now) for c in self.conns):
                 break
             wake = deadline
             for c in self.conns:
                 if c.sock is None:
-                    if now >= t_end:
+                    if not has_work(c, now):
                         continue
                     if now >= c.retry_at:
                         self._try_reconnect(c, now)
-                        if c.sock is None:
-                            wake = min(wake, c.retry_at)
-                            continue
-                        if self.spec.rate is None:
-                            self._send(c, time.monotonic_ns())
-                    else:
+                    if c.sock is None:
                         wake = min(wake, c.retry_at)
                         continue
-                if c.in_flight < 0 and c.sock is not None:
-                    if self.spec.rate is not None:
-                        if c.next_due >= t_end:
-                            continue
-                        if c.next_due <= now:
-                            self._send(c, c.next_due)
-                            c.next_due += interval
-                        else:
-                            wake = min(wake, c.next_due)
-                    elif now < t_end:
-                        self._send(c, now)
+                if c.in_flight >= 0:
+                    continue
+                if open_loop:
+                    if c.next_due >= t_end:
+                        continue
+                    if c.next_due <= now:
+                        self._send(c, c.next_due)
+                        c.next_due += interval
+                    else:
+                        wake = min(wake, c.next_due)
+                elif now < t_end:
+                    self._send(c, time.monotonic_ns())
             if now < t_end:
                 wake = min(wake, t_end)
             timeout = max(0.0, (wake - time.monotonic_ns()) / 1e9)
@@ -227,6 +231,10 @@ class Driver:
                 if mask & selectors.EVENT_READ and c.sock is not None:
                     self._receive(c, t_end)
         self.unfinished = sum(1 for c in self.conns if c.in_flight >= 0)
+        if open_loop:  # scheduled but never sent before the drain deadline
+            self.unfinished += sum(
+                -(-(t_end - c.next_due) // interval) for c in self.conns if c.next_due < t_end
+            )
         for c in self.conns:
             if c.sock is None:  # broken and not repaired before the end: still a lost connection
                 self.rec.reconnect(c.id, c.down_since, -1)
