@@ -43,6 +43,17 @@ async def coro(x):
     return ("v1", x)
 
 
+async def agen(n):
+    for i in range(n):
+        yield ("v1", i)
+
+
+def gen_fails(n):
+    yield ("v1", n)
+    if n > 1:
+        raise KeyError(f"v1 gen_fails {n}")
+
+
 def kw(a, b=1, *, c=2):
     return ("v1", a, b, c)
 
@@ -72,6 +83,8 @@ V2 = (
     V1.replace('("v1"', '("v2"')
     .replace('return ("v2", x)\n\n\ndef gen', 'raise ValueError(f"v2 fails {x}")\n\n\ndef gen')
     .replace("b=1, *, c=2", "b=10, *, c=20")
+    .replace('KeyError(f"v1 gen_fails {n}")', 'KeyError(f"v2 gen_fails {n}")')
+    .replace("if n > 1:", "if n > 0:")
     + "\n\ndef added():\n    return 'added'\n"
 )
 
@@ -121,6 +134,8 @@ def test_swap_in_out_restores_the_very_same_objects(
     assert staged.replaced_codes == frozenset(b[0] for b in before) | {
         m.fails.__code__,
         m.decorated.__wrapped__.__code__,
+        m.agen.__code__,
+        m.gen_fails.__code__,
     }
 
 
@@ -283,3 +298,44 @@ def test_no_call_mixes_versions_under_concurrent_dispatch_cycles(
     staged.begin_dispatch(lambda: True)
     staged.end_dispatch(keep_new=True)
     assert m.first(0) == ("v2", 0)
+
+
+async def _collect(agen):  # type: ignore[no-untyped-def]
+    return [item async for item in agen]
+
+
+def test_dispatch_keeps_the_flavour_of_generators_and_coroutines(
+    patched: tuple[ModuleType, StagedPatch],
+) -> None:
+    import inspect
+
+    m, staged = patched
+    local = threading.local()
+    staged.begin_dispatch(lambda: getattr(local, "new", False))
+    assert inspect.isgeneratorfunction(m.gen) and inspect.iscoroutinefunction(m.coro)
+    assert inspect.isasyncgenfunction(m.agen) and not inspect.isgeneratorfunction(m.first)
+    for flag, version in ((False, "v1"), (True, "v2")):
+        local.new = flag
+        assert list(m.gen(2)) == [(version, 0), (version, 1)]
+        assert asyncio.run(m.coro(5)) == (version, 5)
+        assert asyncio.run(_collect(m.agen(2))) == [(version, 0), (version, 1)]
+    staged.end_dispatch(keep_new=True)
+
+
+def test_on_error_sees_errors_raised_while_a_generator_runs(
+    patched: tuple[ModuleType, StagedPatch],
+) -> None:
+    m, staged = patched
+    seen: list[BaseException] = []
+    staged.swap_in()
+    staged.begin_dispatch(lambda: True, on_error=seen.append)
+    it = m.gen_fails(1)
+    assert next(it) == ("v2", 1)
+    with pytest.raises(KeyError, match="v2 gen_fails 1"):
+        next(it)
+    assert [type(e) for e in seen] == [KeyError]
+    it2 = m.gen_fails(1)
+    next(it2)
+    it2.close()  # closing a generator early is not an error of the new code
+    assert len(seen) == 1
+    staged.end_dispatch(keep_new=True)
