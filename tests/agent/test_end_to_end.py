@@ -139,7 +139,10 @@ def test_apply_status_revert_history(
     assert 'livepatch_patches_total{action="apply",outcome="applied"} 1.0' in body
     assert "livepatch_applied_patches 1.0" in body
 
-    rc, reply, err = cli_json("revert", "--socket", service.socket_path, "--method", method)
+    by_name = ("fix-greet",) if method == "global" else ()  # newest, or named: both ways work
+    rc, reply, err = cli_json(
+        "revert", *by_name, "--socket", service.socket_path, "--method", method
+    )
     assert rc == 0, err
     assert reply["result"]["outcome"] == "reverted"
     assert all(V1_REPLY.match(r) for r in greet_all(clients))
@@ -195,8 +198,11 @@ def test_refused_patches_change_nothing(
         assert proc.returncode == 1, (patch, proc.stdout, proc.stderr)
         assert message in proc.stderr, proc.stderr
         assert V1_REPLY.match(client.request("GREET still"))  # the old behaviour, same connection
+    proc = cli("revert", "no-such-patch", "--socket", service.socket_path)
+    assert proc.returncode == 1 and "no-such-patch" in proc.stderr, proc.stderr
     _, hist, _ = cli_json("history", "--socket", service.socket_path)
-    assert [h["outcome"] for h in hist["history"]] == ["refused"] * len(cases)
+    applies = [h["outcome"] for h in hist["history"] if h["action"] == "apply"]
+    assert applies == ["refused"] * len(cases)
     _, status, _ = cli_json("status", "--socket", service.socket_path)
     assert status["applied"] == []
     client.close()
