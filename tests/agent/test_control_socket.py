@@ -267,3 +267,14 @@ def test_metrics_endpoint_counts_refusals(sockdir: Path) -> None:
         body = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=30).read().decode()
     assert 'livepatch_patches_total{action="apply",outcome="refused"} 3.0' in body
     assert "livepatch_applied_patches" in body
+
+
+def test_agent_can_be_restarted(sockdir: Path) -> None:
+    path = sockdir / "a.sock"
+    agent = livepatch.Agent(socket_path=path, allow_unsigned=True)
+    for _ in range(3):
+        agent.start()
+        reply = client.request(str(path), {"op": "apply", "patch": {}})
+        assert "not a patch file" in reply["error"]
+        agent.stop()
+        assert not path.exists()

@@ -45,6 +45,7 @@ ALLOWED_METHODS: dict[Category, frozenset[str]] = {
     Category.PROCESS: frozenset({"auto", "global"}),
     Category.DATA: frozenset({"auto", "global"}),
 }
+MAX_AGENT_REFUSALS = 1000  # refusals kept in the agent's part of the history
 _APPLY_GRACE_S = 30.0  # on top of the patch's own timeout: staging, hooks and the swap
 
 
@@ -304,6 +305,7 @@ class Agent:
         )
         with self._lock:
             self._refused.append(result)
+            del self._refused[:-MAX_AGENT_REFUSALS]  # bounded: only the newest are kept
         log.warning("%s of patch %s refused: %s", action, patch_id, reason)
         return result
 

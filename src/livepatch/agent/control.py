@@ -67,6 +67,7 @@ class ControlServer:
         self.allowed_uids = frozenset({os.geteuid(), 0})
 
     def start(self) -> None:
+        self._stopping.clear()  # a stopped server may be started again
         self._clear_stale_socket()
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
