@@ -57,12 +57,53 @@ def test_mismatch_of_an_unchanged_function_is_also_refused(tmp_path: Path) -> No
         forget(live)
 
 
-def test_module_not_loaded_is_refused() -> None:
+def test_patch_of_modules_none_of_which_is_loaded_is_refused() -> None:
     spec = patch_from_sources(
         {"no_such_module_xyz": ("def f():\n    return 1\n", "def f():\n    return 2\n")}
     )
-    with pytest.raises(PatchRefused, match="no_such_module_xyz is not loaded in this process"):
+    with pytest.raises(
+        PatchRefused,
+        match=r"none of the patch's modules is loaded in this process \(no_such_module_xyz\)",
+    ):
         stage(spec)
+
+
+def test_package_patch_skips_unloaded_modules_and_adds_new_ones(tmp_path: Path) -> None:
+    pkg = unique_name("pkg")
+    (tmp_path / pkg).mkdir()
+    (tmp_path / pkg / "__init__.py").write_text("")
+    a1 = "def f():\n    return 1\n"
+    a2 = f"def f():\n    from {pkg} import helpers\n\n    return helpers.two()\n"
+    (tmp_path / pkg / "a.py").write_text(a1)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import importlib
+
+        a = importlib.import_module(f"{pkg}.a")
+        parent = sys.modules[pkg]
+        spec = patch_from_sources(
+            {
+                f"{pkg}.a": (a1, a2),
+                f"{pkg}.helpers": ("", "def two():\n    return 2\n"),  # a new module
+                f"{pkg}.unused": (
+                    "def g():\n    return 1\n",
+                    "def g():\n    return 2\n",
+                ),  # never imported
+            }
+        )
+        staged = stage(spec)
+        assert staged.skipped_modules == (f"{pkg}.unused",)
+        assert f"{pkg}.helpers" not in sys.modules  # staging changes nothing
+        staged.swap_in()
+        assert a.f() == 2
+        assert sys.modules[f"{pkg}.helpers"] is parent.helpers
+        staged.swap_out()
+        assert a.f() == 1
+        assert f"{pkg}.helpers" not in sys.modules and not hasattr(parent, "helpers")
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [n for n in sys.modules if n == pkg or n.startswith(pkg + ".")]:
+            del sys.modules[name]
 
 
 def test_missing_live_target_is_refused(tmp_path: Path) -> None:

@@ -25,7 +25,8 @@ CONTRACT (used by runtime.patcher; implemented here):
         def reversed(self) -> StagedPatch     # the revert of this patch, to go through the same quiescence
 
 Also on StagedPatch (extensions): `targets` (module:qualname of everything touched), `modules` (name ->
-live module, for hook contexts), `applied` (the new side is installed). The implementation is split:
+live module, for hook contexts), `applied` (the new side is installed), `skipped_modules` (modules of the
+patch this process never imported: nothing live to patch; see stage()). The implementation is split:
 resolve.py finds live objects, swap.py holds the operations and the state machine, dispatch.py the
 trampolines; this file decides what to do for each TargetChange.
 
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import sys
 from collections import ChainMap
 from collections.abc import Mapping
 from types import CellType, FunctionType, ModuleType
@@ -48,7 +50,7 @@ from livepatch.errors import PatchRefused
 from livepatch.patch.diff_walk import Definition, ModuleWalk, walk_source
 from livepatch.patch.fingerprint import code_fingerprint
 from livepatch.patch.model import ChangeKind, DefinitionKind, ModulePatch, PatchSpec, TargetChange
-from livepatch.runtime.resolve import ResolveError, live_module, resolve_function, resolve_owner
+from livepatch.runtime.resolve import ResolveError, resolve_function, resolve_owner
 from livepatch.runtime.swap import MISSING, BindOp, CodeOp, StagedPatch, make_staged_patch
 
 __all__ = ["StagedPatch", "stage"]
@@ -422,11 +424,35 @@ def _equal(a: Any, b: Any) -> bool:
         return False
 
 
+def _new_module(mp: ModulePatch) -> tuple[ModuleType, list[BindOp]]:
+    """A module the patch adds: built from its source (its top level has never run anywhere, so running it
+    now is not re-running it) and registered in sys.modules and on its parent package by swap_in."""
+    name = mp.module
+    parent_name, _, child = name.rpartition(".")
+    module = ModuleType(name)
+    module.__file__ = f"<livepatch {name}>"
+    module.__package__ = parent_name
+    try:
+        exec(compile(mp.new_source, module.__file__, "exec", dont_inherit=True), vars(module))
+    except Exception as exc:
+        raise PatchRefused(f"{name}: the new module's source failed to run: {exc!r}") from exc
+    binds = [BindOp(f"{name}:<module>", sys.modules, name, MISSING, module)]
+    parent = sys.modules.get(parent_name) if parent_name else None
+    if parent is not None:
+        binds.append(
+            BindOp(f"{name}:<module>", parent, child, vars(parent).get(child, MISSING), module)
+        )
+    return module, binds
+
+
 def stage(spec: PatchSpec) -> StagedPatch:
     """Compile, resolve, verify and prepare `spec` (see the module docstring for the full contract).
 
-    Runs on the patcher thread while the server keeps running; changes nothing in the live program.
-    Raises PatchRefused naming the first problem.
+    Modules of the patch that this process has not imported have no live code to patch: they are skipped
+    (listed in `StagedPatch.skipped_modules`; a later import reads them from disk), unless the patch adds
+    them (every change ADDED), in which case they are built from the patch. A patch none of whose modules
+    is loaded is refused. Runs on the patcher thread while the server keeps running; changes nothing in
+    the live program. Raises PatchRefused naming the first problem.
     """
     if spec.refusals:
         raise PatchRefused(
@@ -435,14 +461,19 @@ def stage(spec: PatchSpec) -> StagedPatch:
     codes: list[CodeOp] = []
     binds: list[BindOp] = []
     modules: dict[str, ModuleType] = {}
+    skipped: list[str] = []
     source_bytes = 0
     for mp in spec.modules:
-        try:
-            module = live_module(mp.module)
-        except ResolveError as exc:
-            raise PatchRefused(
-                f"{exc}: the patch targets a module this server does not run"
-            ) from exc
+        module = sys.modules.get(mp.module)
+        if module is None:
+            if mp.changes and all(c.kind is ChangeKind.ADDED for c in mp.changes):
+                module, module_binds = _new_module(mp)
+                binds.extend(module_binds)
+                modules[mp.module] = module
+                source_bytes += len(mp.new_source.encode())
+            else:
+                skipped.append(mp.module)
+            continue
         filename = getattr(module, "__file__", None) or f"<livepatch {mp.module}>"
         try:
             walk = walk_source(mp.new_source, filename)
@@ -456,6 +487,11 @@ def stage(spec: PatchSpec) -> StagedPatch:
         binds.extend(stager.binds.values())
         modules[mp.module] = module
         source_bytes += len(mp.new_source.encode())
+    if spec.modules and not modules:
+        raise PatchRefused(
+            f"none of the patch's modules is loaded in this process ({', '.join(skipped)}): "
+            "the patch targets a program this server does not run"
+        )
     seen: set[int] = set()
     for op in codes:
         if id(op.func) in seen:
@@ -464,5 +500,10 @@ def stage(spec: PatchSpec) -> StagedPatch:
             )
         seen.add(id(op.func))
     return make_staged_patch(
-        spec.patch_id, binds, codes, source_bytes=source_bytes, modules=modules
+        spec.patch_id,
+        binds,
+        codes,
+        source_bytes=source_bytes,
+        modules=modules,
+        skipped_modules=tuple(skipped),
     )

@@ -76,24 +76,28 @@ class CodeOp:
 
 @dataclass(eq=False)
 class BindOp:
-    """Bind `name` in a module or class namespace (old value MISSING: the name is new)."""
+    """Bind `name` in a module or class namespace, or a dict such as sys.modules (old value MISSING: the
+    name is new)."""
 
     target: str
-    owner: ModuleType | type
+    owner: ModuleType | type | dict[str, Any]
     name: str
     old: Any
     new: Any
 
     def install(self, side: Side) -> None:
         value = self.new if side == "new" else self.old
-        if value is MISSING:
-            if self.name in vars(self.owner):
-                delattr(self.owner, self.name)
+        owner = self.owner
+        if isinstance(owner, dict):
+            if value is MISSING:
+                owner.pop(self.name, None)
+            else:
+                owner[self.name] = value
+        elif value is MISSING:
+            if self.name in vars(owner):
+                delattr(owner, self.name)
         else:
-            setattr(self.owner, self.name, value)
-
-    def current(self) -> Any:
-        return vars(self.owner).get(self.name, MISSING)
+            setattr(owner, self.name, value)
 
 
 class _Core:
@@ -209,8 +213,10 @@ class StagedPatch:
         reverse: bool,
         source_bytes: int,
         modules: dict[str, ModuleType],
+        skipped_modules: tuple[str, ...] = (),
     ) -> None:
         self.patch_id = patch_id
+        self.skipped_modules = skipped_modules  # patched modules this process has not imported
         self._core = core
         self._reverse = reverse
         self._new: Side = "old" if reverse else "new"
@@ -258,6 +264,7 @@ class StagedPatch:
             reverse=not self._reverse,
             source_bytes=self.source_bytes,
             modules=self.modules,
+            skipped_modules=self.skipped_modules,
         )
 
     def __repr__(self) -> str:
@@ -272,7 +279,13 @@ def make_staged_patch(
     *,
     source_bytes: int,
     modules: dict[str, ModuleType],
+    skipped_modules: tuple[str, ...] = (),
 ) -> StagedPatch:
     return StagedPatch(
-        patch_id, _Core(binds, codes), reverse=False, source_bytes=source_bytes, modules=modules
+        patch_id,
+        _Core(binds, codes),
+        reverse=False,
+        source_bytes=source_bytes,
+        modules=modules,
+        skipped_modules=skipped_modules,
     )
