@@ -16,6 +16,8 @@ lock around every call and does the waiting; the property tests drive this class
   LOCAL: MIGRATING (each thread moves to `target` at its next point, without blocking) -> finish
   (generation = target), or REVERSING (`target` goes back to `base`; moved threads move back at their next
   point) -> finish (generation unchanged).
+- Priority rule (GLOBAL, with priorities): a thread parks only when no lower-priority thread runs, and
+  when a running thread lowers its priority below parked ones, those are unparked (`set_priority`).
 - Births and activations during a GLOBAL transition must wait (`can_enter()` is False); during a LOCAL one
   they start in `newest`. A death or deactivation simply removes the thread from what the patcher waits for.
 """
@@ -166,8 +168,32 @@ class Registry:
         rec.generation = self.newest
         return moved
 
-    def set_priority(self, rec: ThreadRecord, priority: Priority) -> None:
+    def set_priority(self, rec: ThreadRecord, priority: Priority) -> list[ThreadRecord]:
+        """Change `rec`'s priority. Returns the threads this unparks (the caller wakes them).
+
+        Rule: while a global transition is quiescing, no parked thread may have a lower-priority thread
+        running. A running thread that lowers its priority (a waiting worker that just took a task) would
+        break it: the parked higher-priority threads (free workers, the listener) may be exactly what its
+        task needs (the commit that releases the lock it will wait for). So they are unparked: nothing was
+        swapped yet, they simply return from their quiescence point and park again later."""
         rec.priority = Priority(priority)
+        tr = self.transition
+        if (
+            tr is None
+            or tr.mode is not Mode.GLOBAL
+            or tr.phase is not Phase.QUIESCING
+            or rec.state is not ThreadState.RUNNING
+        ):
+            return []
+        released = [
+            r
+            for r in self.records.values()
+            if r.state is ThreadState.PARKED and r.priority > rec.priority
+        ]
+        for r in released:
+            r.state = ThreadState.RUNNING
+            self._notify(tr, "unparked", r)
+        return released
 
     # ---- quiescence points ------------------------------------------------------------------------
 

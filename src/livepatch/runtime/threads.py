@@ -185,7 +185,8 @@ def set_priority(priority: Priority) -> None:
         )
         return
     with _lock:
-        _registry.set_priority(rec, p)
+        if _registry.set_priority(rec, p):
+            _threads_cv.notify_all()  # threads unparked by the priority rule
         _progress.set()
 
 
