@@ -288,3 +288,44 @@ def _cli_cmd() -> list[str]:
     from agent_helpers import LIVEPATCH
 
     return [LIVEPATCH]
+
+
+def test_abort_when_a_thread_does_not_reach_quiescence(
+    tmp_path: Path, keys: tuple[Path, Path], service: Service
+) -> None:
+    from livepatch.agent import client as agent_client
+
+    patch = build(tmp_path, "fix-a", "v1", "v2", "--key", str(keys[0]))
+    holder = service.connect()
+    holder.file.write(b"HOLD 60\n")  # a long request: its thread passes no quiescence point
+    holder.file.flush()
+    deadline = time.monotonic() + 30
+    while True:  # wait until the holding thread is inside its request (running, not inactive)
+        stats = agent_client.request(service.socket_path, {"op": "status"})["statistics"]
+        if stats["by_state"].get("running", 0) >= 1:
+            break
+        assert time.monotonic() < deadline, stats
+    proc = cli(
+        "apply",
+        str(patch),
+        "--socket",
+        service.socket_path,
+        "--method",
+        "global",
+        "--timeout",
+        "0.5",
+    )
+    assert proc.returncode == 1, proc.stdout
+    assert "aborted" in proc.stdout
+    assert proc.stderr.startswith("error:") and "connection" in proc.stderr  # names the straggler
+    # nothing changed; the other clients are served; the long request completes normally
+    assert V1_REPLY.match(service.connect().request("GREET other"))
+    assert service.connect().request("RELEASE") == "RELEASED"
+    assert holder.file.readline().decode().strip() == "HELD"
+    # and once the server can reach quiescence, the same patch applies
+    proc = cli("apply", str(patch), "--socket", service.socket_path, "--method", "global")
+    assert proc.returncode == 0, proc.stderr
+    assert V2_REPLY.match(holder.request("GREET holder"))
+    _, hist, _ = cli_json("history", "--socket", service.socket_path)
+    assert [h["outcome"] for h in hist["history"]] == ["aborted", "applied"]
+    holder.close()

@@ -1,5 +1,9 @@
 """Request handlers: the patchable logic."""
 
+import threading
+
+_release = threading.Event()
+
 
 def version() -> str:
     return "v1"
@@ -15,4 +19,10 @@ def handle(line: str) -> str:
         return greet(arg)
     if cmd == "PING":
         return "PONG"
+    if cmd == "HOLD":  # a long request: no quiescence point until RELEASE (or the timeout) comes
+        _release.clear()
+        return "HELD" if _release.wait(float(arg)) else "HOLD TIMED OUT"
+    if cmd == "RELEASE":
+        _release.set()
+        return "RELEASED"
     return f"ERR unknown command {cmd!r}"
