@@ -146,6 +146,15 @@ def test_refusals_block_the_file_unless_hooks(tmp_path: Path) -> None:
     proc = cli("diff", str(old), str(new), "--package", "p", "-o", str(out), "--hooks", str(hooks))
     assert proc.returncode == 0, proc.stderr
     assert lpatch.read(out).spec.hooks_source == hooks.read_text()
+    # what no hook can fix still blocks: a function turned into a generator
+    gen = write_tree(
+        tmp_path / "g", {"p/__init__.py": "", "p/m.py": "LIMIT = 10\n\ndef f():\n    yield LIMIT\n"}
+    )
+    out.unlink()
+    proc = cli("diff", str(old), str(gen), "--package", "p", "-o", str(out), "--hooks", str(hooks))
+    assert proc.returncode == 1
+    assert "hooks cannot handle these" in proc.stderr
+    assert not out.exists()
 
 
 def test_errors(tmp_path: Path, versions: tuple[Path, Path]) -> None:

@@ -11,7 +11,7 @@ Theory of operation
   reached the patcher thread) and "signature-checked"; the timing "signature" covers both checks.
 - Before the runtime sees a patch the agent checks, in order: the file structure and versions, the
   signature against the trusted keys (unsigned only with allow_unsigned=True), that the differ recorded no
-  refusals (unless the author shipped hooks), and that the patch's category allows the method. The
+  refusals, and that the patch's category allows the method. The
   runtime's stage() then checks every target's fingerprint against the live code. A refusal at any step
   changes nothing and is recorded in the history like any other attempt.
 """
@@ -272,7 +272,7 @@ class Agent:
         return result, None
 
     def _check_applicable(self, spec: PatchSpec, method: str) -> None:
-        if spec.refusals and not spec.hooks_source:
+        if spec.refusals:
             first = spec.refusals[0]
             raise PatchRefused(
                 f"the patch records {len(spec.refusals)} change(s) that cannot be live-patched, "

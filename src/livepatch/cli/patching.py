@@ -140,7 +140,8 @@ def diff_command(
 ) -> None:
     """Diff two versions of PACKAGE (directories OLD and NEW holding OLD/PKG/..., or --git) into a patch.
 
-    A patch with refusals is not written (exit 1) unless --hooks is given.
+    A patch with refusals is not written (exit 1). With --hooks, the refusals hooks can take care of
+    (module-level state, decorators, class layout) are waived by the differ; the others still block.
     """
     if git is not None and (old is not None or new is not None):
         raise click.UsageError(
@@ -178,7 +179,8 @@ def diff_command(
     except SyntaxError as exc:
         _fail(f"a module does not compile: {exc}")
     spec = pp.spec
-    blocked = bool(spec.refusals) and hooks_source is None
+    # With hooks the differ has already waived what hooks can handle: what remains, no hook can fix.
+    blocked = bool(spec.refusals)
     empty = spec.changed_count == 0
     written = False
     if output is not None and not blocked and not empty:
@@ -206,7 +208,11 @@ def diff_command(
     if blocked:
         _fail(
             f"{len(spec.refusals)} change(s) cannot be live-patched; no patch written "
-            "(fix them, or ship --hooks that handle them)"
+            + (
+                "(hooks cannot handle these: change the code)"
+                if hooks_source
+                else "(fix them, or ship --hooks that handle them)"
+            )
         )
     if empty:
         _fail("no definition changed between the two versions; no patch written")
