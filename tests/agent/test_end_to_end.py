@@ -329,3 +329,26 @@ def test_abort_when_a_thread_does_not_reach_quiescence(
     _, hist, _ = cli_json("history", "--socket", service.socket_path)
     assert [h["outcome"] for h in hist["history"]] == ["aborted", "applied"]
     holder.close()
+
+
+def test_patch_with_hooks(tmp_path: Path, keys: tuple[Path, Path], service: Service) -> None:
+    signed = ("--key", str(keys[0]))
+    # without hooks, the new module-level state is refused and no patch is written
+    proc = cli(
+        "diff", str(SERVICE_DIR / "v1"), str(SERVICE_DIR / "v3_hooks"), "--package", "greetsvc"
+    )
+    assert proc.returncode == 1 and "module-level state" in proc.stdout
+    hooks = ("--hooks", str(SERVICE_DIR / "hooks_v3.py"))
+    patch = build(tmp_path, "with-hooks", "v1", "v3_hooks", *signed, *hooks)
+    client = service.connect()
+    assert V1_REPLY.match(client.request("GREET a"))
+    rc, reply, err = cli_json(
+        "apply", str(patch), "--socket", service.socket_path, "--method", "global"
+    )
+    assert rc == 0, err
+    assert client.request("GREET a") == "hey a (v3)"
+    rc, reply, err = cli_json("revert", "--socket", service.socket_path)
+    assert rc == 0, err
+    assert reply["result"]["outcome"] == "reverted"
+    assert V1_REPLY.match(client.request("GREET a"))
+    client.close()
