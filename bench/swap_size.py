@@ -5,6 +5,9 @@ Two measurements per size, side by side in one run:
 - `livepatch.apply_patch(..., method="global")` with no managed thread, its `timings["swap"]` and
   `timings["stage"]` (median over --repeats apply/revert cycles).
 
+Also the cost of one call through a local-migration trampoline (begin_dispatch) against a direct call,
+timeit medians side by side.
+
 Usage: .venv/bin/python bench/swap_size.py [--sizes 10 100 1000] [--repeats 21] [--json]
 """
 
@@ -17,6 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
+import timeit
 from pathlib import Path
 
 import livepatch
@@ -76,7 +80,10 @@ def measure(n: int, repeats: int, directory: Path) -> dict[str, float]:
         if not rv.ok:
             raise SystemExit(f"revert failed: {rv.outcome} {rv.reason}")
     swap_us = statistics.median(swaps) / 1e3
+    direct_ns, dispatched_ns = dispatch_overhead(module, staged)
     return {
+        "call_direct_ns": direct_ns,
+        "call_dispatched_ns": dispatched_ns,
         "functions": functions,
         "stage_ms": stage_ms,
         "swap_in_us": swap_us,
@@ -86,6 +93,21 @@ def measure(n: int, repeats: int, directory: Path) -> dict[str, float]:
         "apply_stage_ms": statistics.median(apply_stage),
         "apply_total_ms": statistics.median(apply_total),
     }
+
+
+def dispatch_overhead(
+    module: object, staged: object, rounds: int = 7, number: int = 20000
+) -> tuple[float, float]:
+    """Median ns per call of a patched function: installed directly vs through the trampoline."""
+    fn = module.handler_0  # type: ignore[attr-defined]
+    store: dict[str, int] = {}
+    direct, dispatched = [], []
+    for _ in range(rounds):
+        direct.append(timeit.timeit(lambda: fn(store, "k"), number=number) / number * 1e9)
+        staged.begin_dispatch(lambda: True)  # type: ignore[attr-defined]
+        dispatched.append(timeit.timeit(lambda: fn(store, "k"), number=number) / number * 1e9)
+        staged.end_dispatch(keep_new=False)  # type: ignore[attr-defined]
+    return statistics.median(direct), statistics.median(dispatched)
 
 
 def main() -> None:
@@ -109,6 +131,11 @@ def main() -> None:
             f"{r['swap_in_us_per_function']:>8.2f} {r['apply_swap_ms']:>14.3f} "
             f"{r['apply_swap_us_per_function']:>8.2f} {r['apply_total_ms']:>15.2f}"
         )
+    r = next(iter(results.values()))
+    print(
+        f"one call: direct {r['call_direct_ns']:.0f} ns, through the dispatch trampoline "
+        f"{r['call_dispatched_ns']:.0f} ns (x{r['call_dispatched_ns'] / r['call_direct_ns']:.2f})"
+    )
 
 
 if __name__ == "__main__":

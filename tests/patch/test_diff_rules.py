@@ -114,3 +114,18 @@ def test_syntax_error_names_the_module_and_version() -> None:
     with pytest.raises(SyntaxError) as info:
         diff_module("pkg.mod", "def f():\n    return 1\n", "def f(:\n")
     assert info.value.filename == "<pkg.mod (new)>"
+
+
+def test_every_corpus_version_diffed_with_itself_is_all_same() -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+    from livefixtures import FIXTURES, source
+
+    for case_dir in sorted((FIXTURES / "corpus").iterdir()):
+        for version in ("v1", "v2"):
+            text = source(f"corpus/{case_dir.name}", version)
+            d = diff_module("m", text, text)
+            assert d.refusals == () and not d.has_changes, (case_dir.name, version)
+            assert all(c.old_fingerprint == c.new_fingerprint for c in d.changes)

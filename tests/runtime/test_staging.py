@@ -371,3 +371,25 @@ def test_spec_round_trip_through_json_stages_the_same(tmp_path: Path) -> None:
         assert isinstance(spec.modules[0].changes[0], TargetChange)
     finally:
         forget(live)
+
+
+def test_new_class_level_default_is_added_but_enum_members_are_refused(tmp_path: Path) -> None:
+    v1 = "import enum\n\n\nclass Color(enum.Enum):\n    RED = 1\n\n\nclass K:\n    pass\n"
+    v2 = v1.replace("RED = 1", "RED = 1\n    BLUE = 2").replace(
+        "class K:\n    pass", "class K:\n    LIMIT = 5"
+    )
+    live = load_source(v1, tmp_path, unique_name("enum"))
+    try:
+        spec = patch_from_sources({live.__name__: (v1, v2)})
+        with pytest.raises(PatchRefused, match="new members cannot be added to a live Enum"):
+            stage(spec)
+        only_k = patch_from_sources(
+            {live.__name__: (v1, v1.replace("class K:\n    pass", "class K:\n    LIMIT = 5"))}
+        )
+        staged = stage(only_k)
+        staged.swap_in()
+        assert live.K.LIMIT == 5
+        staged.swap_out()
+        assert not hasattr(live.K, "LIMIT")
+    finally:
+        forget(live)

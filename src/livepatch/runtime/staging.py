@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import enum
 import sys
 from collections import ChainMap
 from collections.abc import Mapping
@@ -308,6 +309,12 @@ class _ModuleStager:
             cls = resolve_owner(self.module, change.qualname)
         except ResolveError as exc:
             raise PatchRefused(f"{self.name(change.qualname)} cannot be patched: {exc}") from exc
+        if isinstance(cls, enum.EnumMeta):
+            # a name set on a live Enum class would be a plain attribute, never a member
+            raise self.refuse(
+                change.qualname,
+                "new members cannot be added to a live Enum (fix: ship a hook, or keep the members)",
+            )
         for name, stmt in info.assignments.items():
             if name in vars(cls) or stmt.value is None:
                 continue
