@@ -16,6 +16,8 @@ from lpbench.servers import SERVERS
 from lpbench.updates import METHODS
 from lpbench.workloads import WORKLOADS
 
+STATE_SIZE_RATE = 1000.0
+
 
 def _floats(text: str, what: str) -> list[float]:
     try:
@@ -44,7 +46,8 @@ def _ints(text: str, what: str) -> list[int]:
               help="seconds per run [default: 30; state-size: 5]")  # fmt: skip
 @click.option("--keys", type=click.IntRange(min=1), default=10_000, show_default=True)
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="total requests/s, open loop (latency from the scheduled start); default closed loop")  # fmt: skip
+              help="total requests/s, open loop (latency from the scheduled start); default closed loop "
+                   f"(state-size: {STATE_SIZE_RATE:g})")  # fmt: skip
 @click.option("--update", "updates", default="none,live-global,live-local,restart", show_default=True,
               help=f"comma-separated update methods: {', '.join(METHODS)}")  # fmt: skip
 @click.option(
@@ -88,6 +91,10 @@ def bench_command(
     default_duration, default_at = (
         (5.0, "2.5") if experiment == "state-size" else (30.0, "5,10,15,20,25")
     )
+    if experiment == "state-size" and rate is None:
+        # Open loop, so a restart's downtime shows as latency of the requests that waited through it
+        # (closed loop would only lose the one in-flight request per connection).
+        rate = STATE_SIZE_RATE
     cfg = BenchConfig(
         server=server, workload=workload, connections=connections,
         duration_s=duration or default_duration, keys=keys, rate=rate,

@@ -53,7 +53,8 @@ def patch_size_sweep(
         records += [u for u in result.updates if u["action"] == "apply"]
     rows = [
         {"method": r["method"], "outcome": r["outcome"], **r["patch"],
-         "swap_ms": r["timings"].get("swap"), "sync_ms": r["timings"].get("sync")}
+         "swap_ms": r["timings"].get("swap"), "sync_ms": r["timings"].get("sync"),
+         "stage_ms": r["timings"].get("stage"), "total_ms": r["timings"].get("total")}
         for r in records
     ]  # fmt: skip
     write_json(

@@ -2,7 +2,7 @@
 
 1. throughput_over_time   OK requests/s in 100 ms bins; update runs over the baseline run (grey)
 2. latency_scatter        every request's latency against its start; extremes (>= p99.95) in red;
-                          migration windows shaded (widened to >= MIN_SPAN_S so a 1 ms window shows)
+                          migration windows shaded (widened to >= MIN_SPAN_S = 80 ms so a 1 ms window shows)
 3. sync_swap              sync and swap time (ms) of every update, per method
 4. patch_size             swap time against patch size (changed functions; .lpatch bytes)
 5. state_size             maximum client latency against state size (keys), per method, and fork time
@@ -27,8 +27,8 @@ from lpbench.recording import OK, Recording
 from lpbench.stats import EXTREME_PERCENTILE, percentile, throughput_bins
 
 DPI = 80
-SCATTER_SAMPLE = 20_000
-MIN_SPAN_S = 0.02
+SCATTER_SAMPLE = 6_000
+MIN_SPAN_S = 0.08
 COLORS = {
     "none": "0.6",
     "live-global": "tab:blue",
