@@ -129,3 +129,12 @@ def test_every_corpus_version_diffed_with_itself_is_all_same() -> None:
             d = diff_module("m", text, text)
             assert d.refusals == () and not d.has_changes, (case_dir.name, version)
             assert all(c.old_fingerprint == c.new_fingerprint for c in d.changes)
+
+
+def test_added_and_removed_modules_are_not_module_state_changes() -> None:
+    text = "import os\n\nTABLE = {}\n\n\ndef f():\n    return TABLE\n"
+    added = diff_module("pkg.new", "", text)
+    assert added.refusals == ()
+    assert _non_same(added) == {"added:os", "added:f"}
+    removed = diff_module("pkg.old", text, "")
+    assert removed.refusals == () and _non_same(removed) == {"removed:os", "removed:f"}

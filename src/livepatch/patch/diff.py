@@ -101,6 +101,10 @@ class _Differ:
 
     # -- module-level state -------------------------------------------------------------------------
     def module_statements(self) -> None:
+        if not (self.old.definitions or self.old.statements) or not (
+            self.new.definitions or self.new.statements
+        ):
+            return  # an added module's top level runs for the first time; a removed one stays as it is
         old = [dump for dump, _ in self.old.statements]
         new = [dump for dump, _ in self.new.statements]
         if old == new:
