@@ -4,10 +4,10 @@ Theory of operation: a target is named by its module and a dotted qualname (`Sto
 `Outer.Inner.method`, `Store.size.fget`). The owner is found by walking `sys.modules[module]` and then the
 `__dict__` of each class on the path (never `getattr`, so no descriptor or `__getattr__` runs). The bound
 object is then unwrapped until a plain function whose `co_qualname` is the target's turns up:
-static/class methods (`__func__`), property accessors (`fget`/`fset`/`fdel`), `functools.wraps` decorators
-(`__wrapped__`), `functools.partial` / `cached_property` (`func`), and decorators written without
-`functools.wraps`, whose wrapper keeps the original in a closure cell. The cost is proportional to the
-number of targets and the depth of their wrapping, never to the size of the heap (no gc walk).
+static/class methods (`__func__`), property accessors (`fget`/`fset`/`fdel`), `functools.wraps`
+decorators (`__wrapped__`), `functools.partial` / `cached_property` (`func`), click commands
+(`callback`), and decorators written without `functools.wraps`, whose wrapper keeps the original in a
+closure cell. The cost is proportional to the number of targets and the depth of their wrapping, never to the size of the heap (no gc walk).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def _children(obj: Any) -> list[Any]:
             except ValueError:  # an empty cell
                 continue
     elif not isinstance(obj, type | ModuleType):
-        for attr in ("__wrapped__", "func", "__func__"):
+        for attr in ("__wrapped__", "func", "__func__", "callback"):  # callback: click commands
             try:
                 child = getattr(obj, attr, None)
             except Exception:  # a hostile __getattr__ must not break resolution
