@@ -7,7 +7,8 @@ object is then unwrapped until a plain function whose `co_qualname` is the targe
 static/class methods (`__func__`), property accessors (`fget`/`fset`/`fdel`), `functools.wraps`
 decorators (`__wrapped__`), `functools.partial` / `cached_property` (`func`), click commands
 (`callback`), and decorators written without `functools.wraps`, whose wrapper keeps the original in a
-closure cell. The cost is proportional to the number of targets and the depth of their wrapping, never to the size of the heap (no gc walk).
+closure cell. The cost is proportional to the number of targets and the depth of their wrapping, never
+to the size of the heap (no gc walk).
 """
 
 from __future__ import annotations
