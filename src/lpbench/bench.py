@@ -42,6 +42,7 @@ def aggregate(results: list[RunResult]) -> dict[str, dict[str, Any]]:
             "update_max_ms": _median([w["max_ms"] for w in windows]),
             "update_max_gap_ms": _median([w["max_gap_ms"] for w in windows]),
             "update_throughput_rps": _median([w["throughput_rps"] for w in windows]),
+            "update_min_bin_rps": _median([w["min_bin_rps"] for w in windows]),
             "sync_ms": _median([w["sync_ms"] for w in windows]),
             "swap_ms": _median([w["swap_ms"] for w in windows]),
             "updates": len(windows),

@@ -36,9 +36,13 @@ def _worker(spec: LoadSpec, pipe: Connection, out_path: str) -> None:
         return
     pipe.send(("ready", None))
     t0, t_end = pipe.recv()
-    rec = driver.run(t0, t_end)
-    driver.close()
-    rec.save(Path(out_path))
+    try:
+        rec = driver.run(t0, t_end)
+        driver.close()
+        rec.save(Path(out_path))
+    except Exception as exc:  # tell the parent now rather than let it wait for its timeout
+        pipe.send(("error", f"{type(exc).__name__}: {exc}"))
+        return
     pipe.send(("done", driver.unfinished))
 
 

@@ -9,6 +9,7 @@ Definitions (the tests recompute each of them independently):
 - window of an update at time c: requests whose start lies in [c - half, c + half] intersected with
   [t0, t_end]; its throughput divides by that clipped length.
 - max gap: the longest time between two consecutive OK completions (the pause clients saw).
+- min bin of a window: the lowest 100 ms throughput bin among the bins lying wholly inside the window.
 """
 
 from __future__ import annotations
@@ -107,9 +108,14 @@ def summarize_run(rec: Recording, updates: list[dict[str, Any]]) -> dict[str, An
     overall["duration_s"] = rec.duration_s
     overall["connections"] = rec.connections
     per_update = []
+    x, rate = throughput_bins(rec)
     for up in updates:
         mask, span = window_mask(rec, int(up["t_ns"]))
         entry = summarize_latencies(rec, mask, span)
+        # The worst 100 ms bin among those lying wholly inside the window: a dip, if there is one.
+        rel = (int(up["t_ns"]) - rec.t0_ns) / 1e9
+        inside = (x >= rel - WINDOW_HALF_S - 1e-9) & (x + BIN_S <= rel + WINDOW_HALF_S + 1e-9)
+        entry["min_bin_rps"] = float(rate[inside].min()) if inside.any() else math.nan
         entry["at_s"] = (int(up["t_ns"]) - rec.t0_ns) / 1e9
         entry["action"] = up.get("action", "")
         entry["outcome"] = up.get("outcome", "")

@@ -175,4 +175,12 @@ def test_window_clipped_to_run_and_summarized_per_update() -> None:
     assert second["ok"] == len(mid)
     assert second["throughput_rps"] == pytest.approx(len(mid) / 3.0)
     assert math.isnan(second["sync_ms"])
+    # worst 100 ms bin wholly inside each window, by completion time (bins 0..19 and 35..64)
+    counts = [0] * 100
+    for s, lat, _, st in rows(rec):
+        k = (s + lat - rec.t0_ns) // (100 * MS)
+        if st == OK and 0 <= k < 100:
+            counts[k] += 1
+    assert first["min_bin_rps"] == min(counts[0:20]) / 0.1
+    assert second["min_bin_rps"] == min(counts[35:65]) / 0.1
     assert summary["overall"]["connections_lost"] == 2
