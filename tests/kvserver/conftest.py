@@ -69,14 +69,14 @@ class KVServer:
         )
 
     def client(self, protocol: int = 2, **kwargs: Any) -> redis.Redis:
-        r = redis.Redis(
-            host=self.host, port=self.port, protocol=protocol, socket_timeout=30, **kwargs
-        )
+        kwargs.setdefault("socket_timeout", 30)
+        r = redis.Redis(host=self.host, port=self.port, protocol=protocol, **kwargs)
         self._clients.append(r)
         return r
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def alive(self) -> bool:
