@@ -63,3 +63,37 @@ def test_real_modules_diffed_with_themselves_are_unchanged() -> None:
         except SyntaxError:
             continue  # mid-edit
         assert d.refusals == () and not d.has_changes, name
+
+
+def test_patch_of_a_real_kvserver_command_and_the_other_version_message() -> None:
+    """In-process, on the real kvserver.commands.strings module (restored at the end)."""
+    from livepatch.errors import PatchRefused
+    from livepatch.patch.diff import patch_from_sources
+    from livepatch.runtime.staging import stage
+
+    name = "kvserver.commands.strings"
+    module = importlib.import_module(name)
+    path = Path(module.__file__ or "")
+    text = path.read_text()
+    header = "def get_command(ctx: CommandContext, argv: list[bytes]) -> Reply:\n"
+    if header not in text or not hasattr(module, "get_command"):
+        pytest.skip("kvserver.commands.strings has no get_command any more")
+    patched = text.replace(header, header + "    livepatch_marker = 1  # noqa: F841\n", 1)
+    live = module.get_command
+    code = live.__code__
+    staged = stage(patch_from_sources({name: (text, patched)}))
+    assert staged.function_count == 1
+    staged.swap_in()
+    try:
+        assert module.get_command is live and live.__code__ is not code
+        assert "livepatch_marker" in live.__code__.co_varnames
+    finally:
+        staged.swap_out()
+    assert live.__code__ is code
+    # a patch built from another version of the file is refused, naming the function
+    other = text.replace(header, header + "    other_marker = 2  # noqa: F841\n", 1)
+    with pytest.raises(PatchRefused) as info:
+        stage(patch_from_sources({name: (other, patched)}))
+    assert str(info.value) == (
+        "kvserver.commands.strings:get_command does not match the patch: the server runs another version"
+    )
