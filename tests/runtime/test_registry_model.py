@@ -194,6 +194,10 @@ class RegistryModel(RuleBasedStateMachine):
         assert self.reg.finish_local() == (not self.reversing)
         if not self.reversing:
             self.generation = self.target
+        else:
+            for m in self.model.values():
+                if m.state is INACTIVE:
+                    m.gen = min(m.gen, self.base)
         self.newest = self.generation
         self.mode = None
 

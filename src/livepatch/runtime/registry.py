@@ -337,6 +337,12 @@ class Registry:
         forwards = tr.phase is Phase.MIGRATING
         if forwards:
             self.generation = tr.target
+        else:
+            # A thread that moved (or was born in the target) and deactivated before moving back runs no
+            # request: it simply belongs to the old generation again.
+            for r in self.records.values():
+                if r.state is ThreadState.INACTIVE:
+                    r.generation = min(r.generation, tr.base)
         self.newest = self.generation
         self.transition = None
         return forwards

@@ -1,0 +1,123 @@
+"""Sync time of live patches with busy managed threads: request -> all parked (global) / all moved (local).
+
+A real patch (a fixture module of the runtime tests, v1 <-> v2) is applied and reverted with apply_patch /
+revert_patch while N managed threads run requests in a loop (quiescence point, then two patched calls).
+`--io` makes every request yield the GIL once between the two calls, as a request doing socket I/O would;
+without it the threads are CPU-bound, and in CPython a thread reaches its next quiescence point only when it
+gets the GIL (5 ms switch interval), which dominates local migration.
+Reports the median (and p90, max) of PatchResult.timings["sync"] and of request -> finished (events).
+
+    .venv/bin/python bench/sync_time.py [--threads 10] [--patches 200] [--io | --cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from types import ModuleType
+
+import livepatch
+from livepatch import Category
+
+FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "runtime" / "fixtures"
+
+
+def load(source: str, tmp: Path) -> ModuleType:
+    name = "lp_bench_sync_app"
+    path = tmp / f"{name}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def run(method: str, n_threads: int, patches: int, io: bool) -> dict[str, float]:
+    v1, v2 = (FIXTURES / "app_v1.py").read_text(), (FIXTURES / "app_v2.py").read_text()
+    with tempfile.TemporaryDirectory() as tmp:
+        app = load(v1, Path(tmp))
+        spec = livepatch.patch_from_sources(
+            {app.__name__: (v1, v2)}, category=Category.THREAD_LOCAL, patch_id=f"bench-{method}"
+        )
+        stop = threading.Event()
+        ready = threading.Barrier(n_threads + 1)
+
+        def worker() -> None:
+            with livepatch.managed_thread("worker"):
+                ready.wait()
+                while not stop.is_set():
+                    livepatch.quiescence_point()
+                    app.first(1)
+                    if io:
+                        time.sleep(0)
+                    app.second(2)
+
+        ts = [threading.Thread(target=worker, daemon=True) for _ in range(n_threads)]
+        for t in ts:
+            t.start()
+        ready.wait()
+        sync: list[float] = []
+        finished: list[float] = []
+        try:
+            for i in range(patches):
+                r = (
+                    livepatch.apply_patch(spec, method=method, timeout=30)
+                    if i % 2 == 0
+                    else livepatch.revert_patch(spec.patch_id, method=method, timeout=30)
+                )
+                if not r.ok:
+                    raise SystemExit(f"patch {i} {r.outcome}: {r.reason}")
+                sync.append(r.timings["sync"])
+                finished.append((r.events[-1].t_ns - r.events[0].t_ns) / 1e6)
+        finally:
+            stop.set()
+            for t in ts:
+                t.join()
+            sys.modules.pop(app.__name__, None)
+    return {
+        "sync_median": statistics.median(sync),
+        "sync_p90": pct(sync, 0.9),
+        "sync_max": max(sync),
+        "total_median": statistics.median(finished),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=10)
+    ap.add_argument("--patches", type=int, default=200)
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--io", dest="modes", action="store_const", const=[True])
+    mode.add_argument("--cpu", dest="modes", action="store_const", const=[False])
+    args = ap.parse_args()
+    modes = args.modes or [True, False]
+    print(
+        f"{args.threads} busy managed threads, {args.patches} patches per row (apply/revert alternating)"
+    )
+    print(
+        f"{'requests':<10} {'method':<7} {'sync median':>12} {'p90':>9} {'max':>9} {'request->finished':>18}"
+    )
+    for io in modes:
+        for method in ("global", "local"):
+            r = run(method, args.threads, args.patches, io)
+            print(
+                f"{'io' if io else 'cpu-bound':<10} {method:<7} {r['sync_median']:>9.3f} ms "
+                f"{r['sync_p90']:>6.2f} ms {r['sync_max']:>6.1f} ms {r['total_median']:>15.3f} ms"
+            )
+
+
+if __name__ == "__main__":
+    main()
