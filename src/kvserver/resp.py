@@ -401,6 +401,7 @@ _OK = b"+OK\r\n"
 _NULL2 = b"$-1\r\n"
 _NULL3 = b"_\r\n"
 _SMALL_INTS = [b":%d\r\n" % i for i in range(-1, 1024)]
+_BULK_HEADERS = [b"$%d\r\n" % i for i in range(1024)]
 
 
 def format_double(x: float) -> bytes:
@@ -433,8 +434,29 @@ def _encode(value: Any, protocol: int, out: list[bytes]) -> None:
         out.append(_OK if value == "OK" else b"+" + value.encode() + b"\r\n")
     elif t is list or t is tuple:
         out.append(b"*%d\r\n" % len(value))
+        if len(value) > 2:
+            # Arrays of bulk strings (LRANGE, MGET, KEYS ...) in one C-level pass; any other element
+            # type makes the concatenation raise TypeError, and the general loop below takes over.
+            try:
+                out.append(
+                    b"\r\n".join(
+                        [
+                            _BULK_HEADERS[len(x)] + x
+                            if len(x) < 1024
+                            else b"$%d\r\n%s" % (len(x), x)
+                            for x in value
+                        ]
+                    )
+                )
+                out.append(b"\r\n")
+                return
+            except TypeError:
+                pass
         for item in value:
-            _encode(item, protocol, out)
+            if type(item) is bytes:  # the common element (LRANGE, MGET ...): no call per element
+                out.append(b"$%d\r\n%s\r\n" % (len(item), item))
+            else:
+                _encode(item, protocol, out)
     elif t is ErrorReply:
         out.append(b"-" + _one_line(value.message) + b"\r\n")
     elif t is bool:
