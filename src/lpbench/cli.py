@@ -143,7 +143,7 @@ def bench_command(
             with report.progress_bar() as start:
                 result = experiments.state_size_sweep(cfg, state_list, patches, out, start)
             failed = [f"{r['keys']} keys {r['method']}: {r['outcome']}" for r in result["rows"]
-                      if r["method"] != "fork" and r["outcome"] not in ("applied", "restarted")]  # fmt: skip
+                      if r["method"] not in ("fork", "none") and r["outcome"] not in ("applied", "restarted")]  # fmt: skip
             _print_rows(result["rows"], as_json)
     except (RuntimeError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -22,6 +22,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # the Agg backend is chosen above, first
 import numpy as np
+from matplotlib.ticker import NullFormatter
 
 from lpbench.recording import OK, Recording
 from lpbench.stats import EXTREME_PERCENTILE, percentile, throughput_bins
@@ -152,6 +153,7 @@ def patch_size(records: list[dict[str, Any]], path: Path) -> Path:
                 lw=1,
             )
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on a short decade
         ax.set_xlabel(label)
         ax.legend(fontsize=8)
     axes[0].set_ylabel("swap time (ms)")
