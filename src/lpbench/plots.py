@@ -38,6 +38,11 @@ COLORS = {
     "fork": "tab:purple",
 }
 
+STATE_LABELS = {
+    "fork": "fork() of a process holding the state",
+    "none": "baseline (no update): max client latency",
+}
+
 
 def _color(method: str) -> str:
     return COLORS.get(method, "tab:orange")
@@ -170,11 +175,7 @@ def state_size(rows: list[dict[str, Any]], path: Path) -> Path:
         )
         if pts:
             xs, ys = zip(*pts, strict=True)
-            label = (
-                "fork() of a process holding the state"
-                if m == "fork"
-                else f"{m}: max client latency"
-            )
+            label = STATE_LABELS.get(m, f"{m}: max client latency")
             ax.plot(xs, ys, marker="o", color=_color(m), label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
