@@ -122,6 +122,9 @@ def test_linsert_lrem_lpos(r: redis.Redis) -> None:
     assert err(r, "LPOS", "l", "c", "RANK", "0").startswith("RANK can't be zero")
     assert err(r, "LPOS", "l", "c", "COUNT", "-1") == "COUNT can't be negative"
     assert err(r, "LPOS", "l", "c", "MAXLEN", "-1") == "MAXLEN can't be negative"
+    assert err(r, "LPOS", "l", "c", "COUNT", "x") == "COUNT can't be negative"
+    assert err(r, "LPOS", "l", "c", "MAXLEN", "x") == "MAXLEN can't be negative"
+    assert err(r, "LPOS", "l", "c", "RANK", "x") == "value is not an integer or out of range"
     assert err(r, "LPOS", "l", "c", "FOO", "1") == "syntax error"
 
 

@@ -93,6 +93,8 @@ def test_set_expire_arguments(r: redis.Redis) -> None:
     assert err(r, "SET", "k", "v", "EX", "0") == "invalid expire time in 'set' command"
     assert err(r, "SET", "k", "v", "PX", "-5") == "invalid expire time in 'set' command"
     assert err(r, "SET", "k", "v", "EX", "abc") == "value is not an integer or out of range"
+    assert raw(r, "SET", "k", "v", "EX", "10", "EX", "100") == b"OK"  # same option twice: last wins
+    assert 10 < r.ttl("k") <= 100
     assert err(r, "SET", "k", "v", "EX", str(2**62)) == "invalid expire time in 'set' command"
     assert err(r, "SETEX", "k", "0", "v") == "invalid expire time in 'setex' command"
     assert err(r, "PSETEX", "k", "-1", "v") == "invalid expire time in 'psetex' command"
@@ -205,6 +207,11 @@ def test_getex(r: redis.Redis) -> None:
     assert err(r, "GETEX", "k", "EX", "10", "PERSIST") == "syntax error"
     assert err(r, "GETEX", "k", "EX", "0") == "invalid expire time in 'getex' command"
     assert err(r, "GETEX", "k", "FOO") == "syntax error"
+    assert err(r, "GETEX", "k", "PX", "10", "EX", "10") == "syntax error"
+    assert raw(r, "GETEX", "k", "EX", "10", "EX", "20") == b"v"  # the same option twice: last wins
+    assert 10 < r.ttl("k") <= 20
+    assert raw(r, "GETEX", "k", "PERSIST", "PERSIST") == b"v"
+    assert r.ttl("k") == -1
 
 
 def test_resp3_string_replies(r3: redis.Redis) -> None:

@@ -124,7 +124,7 @@ def _ttl(ctx: CommandContext, key: bytes, ms: bool, absolute: bool = False) -> i
     if when is None:
         return -1
     if absolute:
-        return when if ms else when // 1000
+        return when if ms else (when + 500) // 1000  # Redis rounds to the nearest second
     left = max(when - ctx.now_ms, 0)
     return left if ms else (left + 500) // 1000
 

@@ -195,11 +195,11 @@ def lpos_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
             if rank == INT64_MIN:
                 raise CommandError("ERR value is out of range")
         elif opt == b"COUNT":
-            count = parse_int(argv[i + 1])
+            count = parse_int(argv[i + 1], "ERR COUNT can't be negative")
             if count < 0:
                 raise CommandError("ERR COUNT can't be negative")
         elif opt == b"MAXLEN":
-            maxlen = parse_int(argv[i + 1])
+            maxlen = parse_int(argv[i + 1], "ERR MAXLEN can't be negative")
             if maxlen < 0:
                 raise CommandError("ERR MAXLEN can't be negative")
         else:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 MAX_STRING = 512 * 1024 * 1024  # proto-max-bulk-len: the largest string SETRANGE/APPEND may build
 TOO_BIG = "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
+_EXPIRE_OPTIONS = (b"EX", b"PX", b"EXAT", b"PXAT")
 
 
 def _get_string(ctx: CommandContext, key: bytes) -> bytes | None:
@@ -71,7 +72,8 @@ def set_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
             get = True
         elif opt == b"KEEPTTL" and not expire_kind:
             keepttl = True
-        elif opt in (b"EX", b"PX", b"EXAT", b"PXAT") and not expire_kind and not keepttl:
+        elif opt in _EXPIRE_OPTIONS and expire_kind in ("", opt.decode()) and not keepttl:
+            # Redis accepts the same expiry option twice (the last wins), not two different ones.
             if i + 1 >= n:
                 raise CommandError(SYNTAX)
             expire_kind = opt.decode()
@@ -144,19 +146,21 @@ def getex_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     key = argv[1]
     db = ctx.db
     expire_at: int | None = None
+    expire_kind = b""
     persist = False
     n = len(argv)
     i = 2
     while i < n:
         opt = argv[i].upper()
-        if opt in (b"EX", b"PX", b"EXAT", b"PXAT") and expire_at is None and not persist:
+        if opt in _EXPIRE_OPTIONS and expire_kind in (b"", opt) and not persist:
             if i + 1 >= n:
                 raise CommandError(SYNTAX)
+            expire_kind = opt
             i += 1
             expire_at = parse_expire(
                 argv[i], opt in (b"EX", b"EXAT"), opt in (b"EXAT", b"PXAT"), ctx.now_ms, "getex"
             )
-        elif opt == b"PERSIST" and expire_at is None and not persist:
+        elif opt == b"PERSIST" and not expire_kind:
             persist = True
         else:
             raise CommandError(SYNTAX)
