@@ -173,6 +173,14 @@ class _Attempt:
         return result
 
 
+def _managed_reason(what: str) -> str:
+    try:
+        quiescence.refuse_managed_caller(what)
+    except PatchRefused as exc:
+        return str(exc)
+    return ""
+
+
 def _resolve_method(method: str, category: Category) -> str:
     if method not in _METHODS:
         raise _Outcome("refused", f"unknown method {method!r} (use one of {', '.join(_METHODS)})")
@@ -313,6 +321,10 @@ def apply_patch(
     Concurrency: any unmanaged thread; transitions are serialized (a second caller waits). Managed threads
     keep running until they park (global) or move (local) at their quiescence points."""
     att = _Attempt(spec.patch_id, "apply", method if method in ("global", "local") else "global")
+    if threads.is_managed():
+        # Checked before taking the lock: a managed caller waiting for a running transition would
+        # keep that transition from ever reaching quiescence.
+        return att.finish("refused", _managed_reason("apply_patch"))
     with _lock:
         try:
             return _apply_locked(att, spec, method, timeout, allow_active, use_priorities, watch)
@@ -382,6 +394,9 @@ def revert_patch(
 
     The previous code objects come back exactly (StagedPatch.reversed() through the same quiescence).
     Concurrency: as apply_patch."""
+    if threads.is_managed():
+        att = _Attempt(patch_id or "(newest)", "revert", method)
+        return att.finish("refused", _managed_reason("revert_patch"))
     with _lock:
         return _revert_locked(patch_id, method, timeout, rollback_reason=None)
 
