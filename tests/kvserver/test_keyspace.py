@@ -178,3 +178,79 @@ def test_abandoned_scans_hold_bounded_memory() -> None:
     held = sum(len(v) for v in ks._scans.values())
     assert len(ks._scans) <= MAX_SCANS
     assert held <= SCAN_MEMORY_FACTOR * len(ks) + 4096
+
+
+key_names = st.sampled_from([b"a", b"b", b"c", b"d", b"e"])
+keyspace_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("store"), key_names, st.one_of(st.none(), st.integers(0, 60))),
+        st.tuples(st.just("expire"), key_names, st.integers(0, 60)),
+        st.tuples(st.just("persist"), key_names, st.none()),
+        st.tuples(st.just("delete"), key_names, st.none()),
+        st.tuples(st.just("lookup"), key_names, st.none()),
+        st.tuples(st.just("cycle"), key_names, st.integers(0, 3)),
+        st.tuples(st.just("tick"), key_names, st.integers(0, 10)),
+    ),
+    max_size=120,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(operations=keyspace_ops)
+def test_expiry_matches_a_naive_model(operations: list) -> None:
+    """Lazy lookups, TTL rewrites and bounded active cycles agree with a dict of (value, expiry)."""
+    ks = Keyspace()
+    model: dict[bytes, tuple[bytes, int | None]] = {}
+    now = 0
+    version = 0
+
+    def live(key: bytes) -> bool:
+        entry = model.get(key)
+        return entry is not None and (entry[1] is None or entry[1] > now)
+
+    for op, key, arg in operations:
+        if op == "store":
+            version += 1
+            value = b"%d" % version
+            ks.store(key, value, None if arg is None else now + arg)
+            model[key] = (value, None if arg is None else now + arg)
+        elif op == "expire":
+            if ks.lookup(key, now) is not None:
+                ks.set_expire(key, now + arg)
+                model[key] = (model[key][0], now + arg)
+            else:
+                assert not live(key)
+                model.pop(key, None)
+        elif op == "persist":
+            if ks.lookup(key, now) is not None:
+                assert ks.persist(key) == (model[key][1] is not None)
+                model[key] = (model[key][0], None)
+            else:
+                model.pop(key, None)
+        elif op == "delete":
+            assert ks.delete(key) == (key in model)
+            model.pop(key, None)
+        elif op == "lookup":
+            expected = model[key][0] if live(key) else None
+            assert ks.lookup(key, now) == expected
+            if expected is None:
+                model.pop(key, None)
+        elif op == "cycle":
+            dead = sorted(k for k in model if not live(k))
+            reaped = ks.active_expire_cycle(now, arg)
+            assert reaped == min(arg, len(dead))
+            for k in [k for k in model if not live(k)]:
+                if k not in ks:
+                    del model[k]
+        else:
+            now += arg
+        # Invariants after every step: the same keys exist (reaped or not) with the same TTLs.
+        assert len(ks) == len(model)
+        assert ks.expires_count() == sum(1 for _, when in model.values() if when is not None)
+        for k, (_value, when) in model.items():
+            assert k in ks
+            assert ks.get_expire(k) == when
+    # Finally every dead key can be reaped and only those.
+    dead = {k for k in model if not live(k)}
+    assert ks.active_expire_cycle(now, 100) == len(dead)
+    assert {k for k, _, _ in ks.items()} == set(model) - dead
