@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -220,3 +221,35 @@ def test_resp3_string_replies(r3: redis.Redis) -> None:
     assert r3.get("nope") is None
     assert r3.incr("n") == 1
     assert raw(r3, "INCRBYFLOAT", "f", "1.5") == b"1.5"  # a bulk string in RESP3 too
+
+
+def test_concurrent_counters_lose_no_update(kv_shared: Any) -> None:
+    """Many clients hammering INCR/INCRBYFLOAT/APPEND on shared keys: every update lands once."""
+    threads_n, per_thread = 8, 300
+    setup = kv_shared.client()
+    setup.delete("ctr", "fl", "log")
+    barrier = threading.Barrier(threads_n)
+    errors: list[BaseException] = []
+
+    def work(tid: int) -> None:
+        client = kv_shared.client()
+        try:
+            barrier.wait(timeout=30)
+            for _ in range(per_thread):
+                client.incr("ctr")
+                client.incrbyfloat("fl", 0.5)
+                client.append("log", b"%d," % tid)
+        except BaseException as exc:  # reported below; a thread must not die silently
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work, args=(t,)) for t in range(threads_n)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=60)
+    assert not any(w.is_alive() for w in workers)
+    assert errors == []
+    assert setup.get("ctr") == str(threads_n * per_thread).encode()
+    assert float(setup.get("fl")) == threads_n * per_thread * 0.5
+    parts = setup.get("log").split(b",")[:-1]
+    assert sorted(parts) == sorted(b"%d" % t for t in range(threads_n) for _ in range(per_thread))

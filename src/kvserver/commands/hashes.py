@@ -1,4 +1,8 @@
-"""Hash commands (Redis 7 t_hash.c). A hash is a dict[bytes, bytes]; an emptied hash is deleted."""
+"""Hash commands (Redis 7 t_hash.c). A hash is a dict[bytes, bytes]; an emptied hash is deleted.
+
+Concurrency: handlers run only on the event-loop thread, one at a time (kvserver.context); they
+mutate the Keyspace's values in place and never block.
+"""
 
 from __future__ import annotations
 

@@ -4,6 +4,9 @@ KEYS, SCAN, DBSIZE, RANDOMKEY.
 Expiry times are absolute Unix milliseconds (ctx.now_ms is the command's one instant). Every EXPIRE
 variant is logged as PEXPIREAT, so a replay of the append-only file never extends a TTL; an expiry
 already in the past deletes the key and is logged as DEL, as Redis does.
+
+Concurrency: handlers run only on the event-loop thread, one at a time (kvserver.context); they
+mutate the Keyspace's values in place and never block.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """List commands (Redis 7 t_list.c). A list is a collections.deque[bytes]: O(1) at both ends,
 O(n) by index like Redis's quicklist. An emptied list is deleted.
+
+Concurrency: handlers run only on the event-loop thread, one at a time (kvserver.context); they
+mutate the Keyspace's values in place and never block.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ SPOP with a count are O(N) where Redis is O(count). SPOP without a count on a la
 O(1): an arbitrary member in hash order, which string-hash randomisation makes unpredictable but not
 uniformly random (documented in docs/kvserver-commands.md). SPOP is logged as SREM of the members it
 chose, so a replay removes the same ones.
+
+Concurrency: handlers run only on the event-loop thread, one at a time (kvserver.context); they
+mutate the Keyspace's values in place and never block.
 """
 
 from __future__ import annotations

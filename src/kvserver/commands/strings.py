@@ -2,6 +2,9 @@
 
 Values are bytes. Counters are stored as their decimal text (Redis keeps an int encoding; the reply
 bytes are identical). GET, SET and INCR are the hot path: one dict lookup, no copies, shared replies.
+
+Concurrency: handlers run only on the event-loop thread, one at a time (kvserver.context); they
+mutate the Keyspace's values in place and never block.
 """
 
 from __future__ import annotations

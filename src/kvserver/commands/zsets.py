@@ -3,6 +3,9 @@
 Scores are returned as Python floats (RESP3 doubles; the codec writes RESP2 bulk strings in Redis's
 format). WITHSCORES replies differ by protocol like Redis 7: RESP2 gets a flat [member, score, ...]
 array, RESP3 an array of [member, score] pairs. An emptied sorted set is deleted.
+
+Concurrency: handlers run only on the event-loop thread, one at a time (kvserver.context); they
+mutate the Keyspace's values in place and never block.
 """
 
 from __future__ import annotations
