@@ -484,3 +484,42 @@ def test_statistics_by_generation_state_and_priority() -> None:
         for t in ts:
             t.join(timeout=10)
     assert threads.statistics().managed == 0
+
+
+def test_a_reversal_that_cannot_finish_in_time_completes_in_the_background() -> None:
+    code = Versioned()
+    g0 = threads.statistics().generation
+    moved, a_release = threading.Event(), threading.Event()
+    b_release, b_entered = threading.Event(), threading.Event()
+    a_gens: list[int] = []
+
+    def moves_then_blocks() -> None:
+        with managed_thread("a"):
+            while not a_release.is_set() or threads.current_generation() != g0:
+                quiescence_point()
+                a_gens.append(threads.current_generation())
+                if threads.current_generation() > g0 and not moved.is_set():
+                    moved.set()
+                    a_release.wait(timeout=60)  # blocked, holding the new generation
+
+    stuck = _stuck_thread(b_release, b_entered)
+    a = threading.Thread(target=moves_then_blocks, name="mover", daemon=True)
+    a.start()
+    try:
+        with pytest.raises(PatchAborted, match=r"reversing: .*mover"):
+            run_local(code.begin, code.end, timeout=0.3)
+        assert moved.is_set()
+        assert threads.statistics().transition == "local"  # still reversing
+        assert code._use_new is not None  # the dispatch stays until the mover moves back
+        with pytest.raises(PatchAborted, match="still in progress"):
+            run_global(code.swap, timeout=0.2)
+        a_release.set()
+        wait_for(lambda: threads.statistics().transition is None, what="the background reversal")
+    finally:
+        a_release.set()
+        b_release.set()
+        a.join(timeout=10)
+        stuck.join(timeout=10)
+    assert code._use_new is None and code.current == 0
+    assert threads.statistics().generation == g0
+    assert set(a_gens) <= {g0, g0 + 1} and a_gens[-1] == g0

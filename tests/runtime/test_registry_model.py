@@ -125,7 +125,10 @@ class RegistryModel(RuleBasedStateMachine):
             if not blocked:
                 m.state = PARKED
         elif self.mode is Mode.LOCAL and m.gen != self.target:
-            assert action is (PointAction.MOVED_BACK if self.reversing else PointAction.MIGRATED)
+            if self.reversing:
+                assert action is PointAction.MOVED_BACK
+            else:
+                assert action in (PointAction.MIGRATED, PointAction.MIGRATED_EARLY)
             m.gen = self.target
         else:
             assert action is PointAction.RETURN

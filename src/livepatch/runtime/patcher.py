@@ -281,6 +281,17 @@ def _end_local(att: _Attempt, staged: StagedPatch, keep_new: bool) -> None:
         att.rec.emit("swapped", detail=f"{staged.function_count} functions (dispatch removed)")
 
 
+def _wait_idle(timeout: float) -> None:
+    """A local reversal left to finish in the background still has dispatchers installed: staging now
+    would find them instead of the code it expects. Wait for it (bounded by the patch's timeout)."""
+    if not quiescence.wait_idle(timeout):
+        raise _Outcome(
+            "aborted",
+            "the previous transition is still being reversed (some threads have not passed a quiescence "
+            "point since); nothing was changed",
+        )
+
+
 def _stage(spec: PatchSpec) -> StagedPatch:
     try:
         from livepatch.runtime.staging import stage
@@ -366,6 +377,7 @@ def _apply_locked(
     att.rec.emit("verified")
     att.lap("verify")
     _end_watch_locked()
+    _wait_idle(timeout)
     staged = _stage(spec)
     att.rec.emit("staged", detail=f"{staged.function_count} functions, {staged.source_bytes} bytes")
     att.lap("stage")
@@ -426,6 +438,7 @@ def _revert_locked(
         att.rec.emit("verified")
         att.lap("verify")
         _end_watch_locked()
+        _wait_idle(timeout)
         reverse = entry.staged.reversed()
         att.rec.emit("staged", detail=f"revert of {reverse.function_count} functions")
         att.lap("stage")

@@ -88,6 +88,14 @@ def _listener(recorder: Recorder | None) -> Callable[[str, ThreadRecord], None] 
 _slot = threading.Lock()  # one transition at a time; released by whoever finishes the transition
 
 
+def wait_idle(timeout: float) -> bool:
+    """Wait until no transition is in progress (e.g. a detached local reversal); False after `timeout`."""
+    if not _slot.acquire(timeout=max(0.0, timeout)):
+        return False
+    _slot.release()
+    return True
+
+
 def _take_slot(deadline: float) -> None:
     if not _slot.acquire(timeout=max(0.0, deadline - time.monotonic())):
         raise PatchAborted(

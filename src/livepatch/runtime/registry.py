@@ -25,8 +25,9 @@ lock around every call and does the waiting; the property tests drive this class
 from __future__ import annotations
 
 import enum
+import itertools
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 
@@ -63,7 +64,8 @@ class PointAction(enum.Enum):
         "return"  # nothing to do (or: a lower-priority thread still runs; retry at the next point)
     )
     PARK = "park"  # global: wait until the patcher releases everyone
-    MIGRATED = "migrated"  # local: the thread now runs `target`
+    MIGRATED = "migrated"  # local: the thread now runs `target` (and may be the last to move)
+    MIGRATED_EARLY = "migrated-early"  # local: moved, and others that had to move have not yet
     MOVED_BACK = "moved-back"  # local, reversing: the thread runs `base` again
 
 
@@ -92,6 +94,10 @@ class Transition:
     target: int  # generation threads move to (LOCAL; back to base while REVERSING)
     use_priorities: bool = True
     listener: ThreadEventListener | None = None
+    # LOCAL: threads that had to move when it began, and an atomic counter of moves (next() on an
+    # itertools.count is one C call, atomic under the GIL): only the last mover needs to wake the patcher.
+    expected_moves: int = 0
+    moves: Iterator[int] = field(default_factory=itertools.count)
 
 
 @dataclass(frozen=True)
@@ -232,6 +238,8 @@ class Registry:
             self._notify(tr, "moved-back", rec)
             return PointAction.MOVED_BACK
         self._notify(tr, "migrated", rec)
+        if next(tr.moves) + 1 < tr.expected_moves:
+            return PointAction.MIGRATED_EARLY
         return PointAction.MIGRATED
 
     def _lower_priority_running(self, rec: ThreadRecord) -> bool:
@@ -307,6 +315,7 @@ class Registry:
         tr = Transition(
             Mode.LOCAL, Phase.MIGRATING, self.generation, self.generation + 1, True, listener
         )
+        tr.expected_moves = sum(1 for r in self.records.values() if r.state is ThreadState.RUNNING)
         self.transition = tr
         self.newest = tr.target
         return tr

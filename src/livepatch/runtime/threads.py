@@ -102,10 +102,14 @@ def _slow_point() -> None:
         return
     if req.mode is Mode.LOCAL:
         # Lock-free (see the theory above); already moved is WfPatch's second fast path.
-        if rec.generation != req.target and _registry.migrate(rec, req) is not PointAction.RETURN:
-            _progress.set()
-            # Yield the GIL once: the patcher (and threads that have not moved yet) can only make progress
-            # when they get it; without this, the last move was noticed ~2 ms late under load.
+        if rec.generation != req.target:
+            action = _registry.migrate(rec, req)
+            if action is PointAction.RETURN:
+                return
+            if action is not PointAction.MIGRATED_EARLY:
+                _progress.set()  # possibly the last one: the patcher checks (early movers don't wake it)
+            # Yield the GIL once: the patcher and the threads that have not moved yet can only make
+            # progress when they get it; without this, the last move was noticed ~2 ms late under load.
             time.sleep(0)
         return
     with _lock:
