@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -479,6 +480,9 @@ def test_statistics_by_generation_state_and_priority() -> None:
         assert stats.by_state == {"running": 2, "inactive": 1}
         assert stats.by_priority == {"LOW": 1, "MEDIUM": 1, "CRITICAL": 1}
         assert stats.by_generation == {stats.generation: 3}
+        d = json.loads(json.dumps(stats.to_dict()))
+        assert d["managed"] == 3 and d["by_generation"] == {str(stats.generation): 3}
+        assert sorted(t["priority"] for t in d["threads"]) == ["CRITICAL", "LOW", "MEDIUM"]
     finally:
         gate.set()
         for t in ts:

@@ -29,6 +29,7 @@ import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class Priority(enum.IntEnum):
@@ -124,6 +125,28 @@ class RuntimeStatistics:
     @property
     def managed(self) -> int:
         return len(self.threads)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly (generation keys as strings, priorities by name)."""
+        return {
+            "generation": self.generation,
+            "transition": self.transition,
+            "managed": self.managed,
+            "by_generation": {str(g): n for g, n in sorted(self.by_generation.items())},
+            "by_state": dict(self.by_state),
+            "by_priority": dict(self.by_priority),
+            "threads": [
+                {
+                    "name": t.name,
+                    "ident": t.ident,
+                    "role": t.role,
+                    "priority": t.priority.name,
+                    "state": t.state,
+                    "generation": t.generation,
+                }
+                for t in self.threads
+            ],
+        }
 
 
 class Registry:
