@@ -75,3 +75,31 @@ def test_replayed_past_expiry_is_gone(kv_factory: Any, tmp_path: Path) -> None:
     r2 = _restart(kv_factory, tmp_path, server)
     assert r2.exists("short") == 0
     assert r2.get("long") == b"v"
+
+
+def test_snapshot_round_trip_of_every_type(kv_factory: Any, tmp_path: Path) -> None:
+    """SAVE, crash, restart without an append-only file: every value type and TTL comes back."""
+    args = ("--dir", str(tmp_path), "--appendonly", "no", "--save", "")
+    server = kv_factory(*args)
+    r = server.client()
+    r.set("s", b"\x00bin")
+    r.set("t", "v", ex=5000)
+    r.rpush("l", *[f"e{i}" for i in range(100)])
+    r.hset("h", mapping={f"f{i}": str(i) for i in range(100)})
+    r.sadd("st", *[f"m{i}" for i in range(100)])
+    r.zadd("z", {f"m{i}": i / 7 for i in range(1000)})
+    expire_at = r.pexpiretime("t")
+    assert r.save() is True
+    server.kill()
+    r2 = kv_factory(*args).client()
+    assert r2.get("s") == b"\x00bin"
+    assert r2.pexpiretime("t") == expire_at
+    assert r2.lrange("l", 0, -1) == [f"e{i}".encode() for i in range(100)]
+    assert r2.hgetall("h") == {f"f{i}".encode(): str(i).encode() for i in range(100)}
+    assert r2.smembers("st") == {f"m{i}".encode() for i in range(100)}
+    assert r2.zrange("z", 0, -1, withscores=True) == [
+        (f"m{i}".encode(), i / 7) for i in range(1000)
+    ]
+    assert r2.zrank("z", "m500") == 500  # the restored SortedSet is fully indexed
+    r2.zadd("z", {"new": -1})
+    assert r2.zrange("z", 0, 0) == [b"new"]

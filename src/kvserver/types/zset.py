@@ -12,7 +12,7 @@ after every one, which turns inclusive/exclusive score bounds into plain bisecti
 Scores are floats, never NaN (callers reject NaN; Redis does too). -0.0 and 0.0 compare equal.
 
 Concurrency: not thread-safe; owned by the event-loop thread like the Keyspace holding it.
-Picklable (snapshots): both fields pickle as ordinary objects.
+Picklable (snapshots): the state is the ordered list of (score, member) pairs.
 """
 
 from __future__ import annotations
@@ -67,6 +67,15 @@ class SortedSet:
         return isinstance(other, SortedSet) and self._scores == other._scores
 
     __hash__ = None  # type: ignore[assignment]
+
+    def __getstate__(self) -> list[tuple[float, bytes]]:
+        # Snapshots store the ordered pairs once (not the dict and the list's internals): smaller,
+        # and independent of sortedcontainers' layout. Sorting sorted input on load is linear.
+        return list(self._order)
+
+    def __setstate__(self, state: list[tuple[float, bytes]]) -> None:
+        self._order = SortedList(state)
+        self._scores = {member: score for score, member in state}
 
     def __repr__(self) -> str:
         return f"SortedSet({list(self)!r})"
