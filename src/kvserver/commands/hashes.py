@@ -31,19 +31,23 @@ def _hash_for_write(ctx: CommandContext, key: bytes) -> dict[bytes, bytes]:
     return h
 
 
-def hset_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+def _hset(ctx: CommandContext, argv: list[bytes]) -> int:
     if len(argv) % 2:
         raise CommandError(wrong_arity(argv[0].decode(errors="replace")))
     h = _hash_for_write(ctx, argv[1])
     before = len(h)
     for i in range(2, len(argv), 2):
         h[argv[i]] = argv[i + 1]
-    if argv[0].upper() == b"HMSET":
-        return OK
     return len(h) - before
 
 
-hmset_command = hset_command
+def hset_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    return _hset(ctx, argv)
+
+
+def hmset_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    _hset(ctx, argv)
+    return OK
 
 
 def hsetnx_command(ctx: CommandContext, argv: list[bytes]) -> Reply:

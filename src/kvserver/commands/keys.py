@@ -29,6 +29,15 @@ _NONE = SimpleString("none")
 
 
 def del_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    return _delete_keys(ctx, argv)
+
+
+def unlink_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    # Redis frees values in a background thread; here freeing happens at once, like DEL.
+    return _delete_keys(ctx, argv)
+
+
+def _delete_keys(ctx: CommandContext, argv: list[bytes]) -> int:
     db = ctx.db
     now = ctx.now_ms
     deleted = 0
@@ -39,9 +48,6 @@ def del_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     if not deleted:
         ctx.no_propagation()
     return deleted
-
-
-unlink_command = del_command
 
 
 def exists_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
