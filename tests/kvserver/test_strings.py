@@ -253,3 +253,16 @@ def test_concurrent_counters_lose_no_update(kv_shared: Any) -> None:
     assert float(setup.get("fl")) == threads_n * per_thread * 0.5
     parts = setup.get("log").split(b",")[:-1]
     assert sorted(parts) == sorted(b"%d" % t for t in range(threads_n) for _ in range(per_thread))
+
+
+def test_string_size_limit_follows_proto_max_bulk_len(kv_factory: Any) -> None:
+    r = kv_factory("--proto-max-bulk-len", "1mb").client()
+    r.set("s", b"x" * 1000)
+    assert err(r, "SETRANGE", "s", str(1024 * 1024), "y") == (
+        "string exceeds maximum allowed size (proto-max-bulk-len)"
+    )
+    assert err(r, "APPEND", "s", b"z" * (1024 * 1024)) == (
+        "string exceeds maximum allowed size (proto-max-bulk-len)"
+    )
+    assert r.strlen("s") == 1000  # nothing changed
+    assert r.setrange("s", 1024 * 1024 - 1, "y") == 1024 * 1024

@@ -35,9 +35,17 @@ from kvserver.types.numbers import (
 if TYPE_CHECKING:
     from kvserver.context import CommandContext
 
-MAX_STRING = 512 * 1024 * 1024  # proto-max-bulk-len: the largest string SETRANGE/APPEND may build
+MAX_STRING = (
+    512 * 1024 * 1024
+)  # default proto-max-bulk-len: the largest string SETRANGE/APPEND build
 TOO_BIG = "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
 _EXPIRE_OPTIONS = (b"EX", b"PX", b"EXAT", b"PXAT")
+
+
+def _max_string(ctx: CommandContext) -> int:
+    """The configured proto-max-bulk-len (Redis's checkStringLength limit), default 512 MiB."""
+    config = getattr(ctx.server, "config", None)
+    return int(getattr(config, "proto_max_bulk_len", MAX_STRING))
 
 
 def _get_string(ctx: CommandContext, key: bytes) -> bytes | None:
@@ -280,7 +288,7 @@ def append_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     if old is None:
         ctx.db.store(key, argv[2])
         return len(argv[2])
-    if len(old) + len(argv[2]) > MAX_STRING:
+    if len(old) + len(argv[2]) > _max_string(ctx):
         raise CommandError(TOO_BIG)
     new = old + argv[2]
     ctx.db.replace(key, new)
@@ -322,7 +330,7 @@ def setrange_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     if not patch:
         ctx.no_propagation()
         return 0 if old is None else len(old)
-    if offset + len(patch) > MAX_STRING:
+    if offset + len(patch) > _max_string(ctx):
         raise CommandError(TOO_BIG)
     base = old or b""
     if len(base) < offset:
