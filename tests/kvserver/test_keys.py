@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
 from typing import Any
 
 import pytest
 import redis
+from tests.conftest import require_tool
 
 
 def raw(client: redis.Redis, *args: object) -> object:
@@ -166,3 +168,51 @@ def test_commands_on_wrong_types_leave_data_intact(r: redis.Redis) -> None:
     ):
         assert err(r, *args).startswith("WRONGTYPE")
     assert r.get("s") == b"v"
+
+
+def test_redis_cli_drives_the_data_commands(kv_shared: Any) -> None:
+    """The real redis-cli, fed a script on stdin, gets Redis-shaped replies for every type."""
+    cli = require_tool("redis-cli")
+    kv_shared.client().flushall()
+    script = "\n".join(
+        [
+            "SET a 1",
+            "INCRBY a 41",
+            "RPUSH l x y",
+            "LRANGE l 0 -1",
+            "HSET h f v",
+            "HGET h f",
+            "SADD s m",
+            "SCARD s",
+            "ZADD z 1.5 m",
+            "ZSCORE z m",
+            "TYPE z",
+            "DBSIZE",
+            "LPUSH a x",
+        ]
+    )
+    done = subprocess.run(
+        [cli, "-h", kv_shared.host, "-p", str(kv_shared.port)],
+        input=script + "\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.stdout.splitlines() == [
+        "OK",
+        "42",
+        "2",
+        "x",
+        "y",
+        "1",
+        "v",
+        "1",
+        "1",
+        "1",
+        "1.5",
+        "zset",
+        "5",
+        "WRONGTYPE Operation against a key holding the wrong kind of value",
+        "",  # redis-cli prints an error followed by an empty line (as with redis-server)
+    ]
