@@ -168,7 +168,7 @@ def patch_size(records: list[dict[str, Any]], path: Path) -> Path:
 
 def state_size(rows: list[dict[str, Any]], path: Path) -> Path:
     """rows: {keys, method, max_ms}; method "fork" rows hold the fork time."""
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = plt.subplots(figsize=(10, 4))
     for m in sorted({r["method"] for r in rows}):
         pts = sorted(
             (r["keys"], r["max_ms"]) for r in rows if r["method"] == m and r["max_ms"] is not None
@@ -182,5 +182,5 @@ def state_size(rows: list[dict[str, Any]], path: Path) -> Path:
     ax.set_xlabel("state size (keys)")
     ax.set_ylabel("ms")
     ax.set_title("Pause against state size", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: the lines cross
     return _save(fig, path)
