@@ -178,3 +178,5 @@ def test_resp3_doubles_and_pairs(r3: redis.Redis) -> None:
     assert raw(r3, "ZPOPMAX", "z") == [b"a", 2.5]
     r3.zadd("z", {"c": 3})
     assert raw(r3, "ZPOPMIN", "z", "2") == [[b"b", 2.0], [b"c", 3.0]]
+    r3.zadd("z", {"d": 0.25})
+    assert raw(r3, "ZSCAN", "z", "0") == [b"0", [b"d", b"0.25"]]  # scan scores stay strings

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from kvserver.commands.keys import parse_cursor, parse_scan_options
 from kvserver.commands.table import Command, command
 from kvserver.replies import SYNTAX, CommandError, Reply
+from kvserver.resp import format_double
 from kvserver.types.glob import compile_glob
 from kvserver.types.numbers import parse_float, parse_int
 from kvserver.types.zset import ABOVE_ALL_MEMBERS, SortedSet
@@ -366,7 +367,7 @@ def zscan_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
         match = compile_glob(pattern).fullmatch
         for m, s in z:
             if pattern == b"*" or match(m) is not None:
-                out += (m, s)
+                out += (m, format_double(s))  # SCAN replies carry scores as text, even in RESP3
     return [b"0", out]
 
 
