@@ -40,18 +40,20 @@ Theory of operation (why two parsers give one behaviour)
 --------------------------------------------------------
 PythonRequestParser is the reference: a cursor over one bytes buffer. HiredisRequestParser is an
 accelerator, not a second grammar: it hands hiredis a buffer only when that buffer (a) starts with "*",
-(b) ends with CRLF, (c) is small enough that no limit can be exceeded inside it. It accepts hiredis's result
-only if hiredis consumed everything and every message is a list of bytes whose count of "\\r\\n$" element
-headers matches. Anything else (an inline command, a partial command, a protocol error, a status string
-where a bulk was expected, a large buffer) is re-parsed from the start by the reference parser. So the
-accelerated path can only return what the reference parser would; the one theoretical exception is a
-request that replaces bulk elements by "+" lines AND carries the same number of "\\r\\n$" inside its
-payloads, which hiredis accepts and the reference parser rejects.
+(b) ends with CRLF, (c) is small enough that no limit can be exceeded inside it. It accepts hiredis's
+result only if every message is a list of bytes and the buffer is exactly as long as their canonical
+encoding: so hiredis consumed everything and holds no partial message in its own state. Anything else (an
+inline command, a partial command, a protocol error, a non-bulk element, a large buffer) is re-parsed
+from the start by the reference parser. So the accelerated path returns what the reference parser would,
+except for a contrived request whose "+" elements are compensated in length by extra bytes after bulk
+payloads (bytes neither parser inspects, like Redis): hiredis accepts it, the reference parser rejects
+it; either way only the sender's own connection is affected.
 """
 
 from __future__ import annotations
 
 import math
+from itertools import chain
 from dataclasses import dataclass
 from typing import Any
 
@@ -315,7 +317,7 @@ class HiredisRequestParser:
     Not thread-safe: one per connection, one thread.
     """
 
-    __slots__ = ("_fallback", "_fast_max", "_reader")
+    __slots__ = ("_fallback", "_fast_max", "_reader", "pending_error")
 
     def __init__(self, limits: Limits | None = None) -> None:
         if _hiredis is None:
@@ -323,14 +325,11 @@ class HiredisRequestParser:
         limits = limits or Limits()
         self._fallback = PythonRequestParser(limits)
         self._reader = _hiredis.Reader()
+        self.pending_error: ProtocolError | None = None
         # Below this size no limit can be exceeded inside a complete buffer (an element is >= 6 bytes).
         self._fast_max = min(
             64 * 1024, limits.max_bulk_len, 6 * limits.max_multibulk_len, limits.max_inline_len
         )
-
-    @property
-    def pending_error(self) -> ProtocolError | None:
-        return self._fallback.pending_error
 
     def feed(self, data: bytes) -> None:
         self._fallback.feed(data)
@@ -340,49 +339,69 @@ class HiredisRequestParser:
 
     def commands(self) -> list[list[bytes]]:
         fb = self._fallback
+        chunks = fb._chunks
+        if len(chunks) == 1 and not fb._buf and fb.pending_error is None:
+            # The common case: the buffer is exactly what one recv() returned.
+            out = self._fast(chunks[0])
+            if out is not None:
+                chunks.clear()
+                fb._chunks_len = 0
+                fb._need = 0
+                return out
+            return self._slow()
         if fb._chunks_len + len(fb._buf) < fb._need or fb.pending_error is not None:
-            return fb.commands()  # still waiting for a large value: nothing to accelerate
-        buf = fb._consolidate()
+            return self._slow()  # still waiting for a large value: nothing to accelerate
+        out = self._fast(fb._consolidate())
+        if out is None:
+            return self._slow()
+        fb._buf = b""
+        fb._need = 0
+        return out
+
+    def _fast(self, buf: bytes) -> list[list[bytes]] | None:
+        """hiredis's parse of buf if it is complete and canonical (see the theory above), else None."""
         n_buf = len(buf)
-        if not (0 < n_buf <= self._fast_max and buf[0] == 0x2A and buf[-2:] == b"\r\n"):
-            return fb.commands()
+        if not (0 < n_buf <= self._fast_max and buf[0] == 0x2A and buf.endswith(b"\r\n")):
+            return None
         reader = self._reader
         reader.feed(buf)
+        gets = reader.gets
         out: list[list[bytes]] = []
-        elements = 0
-        consumed = 0  # canonical size of the messages hiredis returned
+        empties = 0
         try:
             while True:
-                msg = reader.gets()
+                msg = gets()
                 if msg is False:
                     break
                 if type(msg) is not list:
                     raise ValueError  # a top-level non-array: only the reference parser knows it
-                for item in msg:
-                    if type(item) is not bytes:
-                        raise ValueError
-                n = len(msg)
-                elements += n
-                # "*<n>\r\n" + per element "$<len>\r\n<payload>\r\n"
-                consumed += (
-                    3
-                    + len(str(n))
-                    + 5 * n
-                    + sum(map(len, msg))
-                    + sum(map(len, map(str, map(len, msg))))
-                )
-                if msg:  # "*0" is an empty request: skipped, like the reference parser does
+                if msg:
                     out.append(msg)
-        except (ValueError, _hiredis.ProtocolError):
+                else:
+                    empties += 1  # "*0": an empty request, skipped like the reference parser does
+            # hiredis may hold a partial message in its own state (has_data() is then False), and it
+            # accepts element types requests may not use: only a buffer that is exactly the canonical
+            # encoding of what was returned is accepted. b"".join raises TypeError on a non-bytes element.
+            elements = out[0] if len(out) == 1 else list(chain.from_iterable(out))
+            canonical = (
+                4 * empties
+                + 3 * len(out)
+                + sum(map(len, map(str, map(len, out))))
+                + 5 * len(elements)
+                + len(b"".join(elements))
+                + sum(map(len, map(str, map(len, elements))))
+            )
+        except (ValueError, TypeError, _hiredis.ProtocolError):
             self._reader = _hiredis.Reader()
-            return fb.commands()
-        # hiredis may hold a partial message in its own state (has_data() is then False): only a
-        # buffer consumed exactly, in canonical form, is accepted.
-        if consumed != n_buf or buf.count(b"\r\n$") != elements:
+            return None
+        if canonical != n_buf:
             self._reader = _hiredis.Reader()
-            return fb.commands()
-        fb._buf = b""
-        fb._need = 0
+            return None
+        return out
+
+    def _slow(self) -> list[list[bytes]]:
+        out = self._fallback.commands()
+        self.pending_error = self._fallback.pending_error
         return out
 
 

@@ -271,7 +271,10 @@ def test_reply_round_trip_through_our_parser_and_hiredis(value, protocol, step):
         decoded.extend(parser.replies())
     assert decoded == [_expected(value, protocol)]
     # hiredis (what redis-py uses) reads the same bytes as one complete reply.
-    reader = hiredis.Reader(replyError=lambda m: ErrorReply(m), protocolError=ValueError)
+    need_more = object()
+    reader = hiredis.Reader(
+        replyError=lambda m: ErrorReply(m), protocolError=ValueError, notEnoughData=need_more
+    )
     reader.feed(data)
-    assert reader.gets() is not False
-    assert reader.gets() is False
+    assert reader.gets() is not need_more
+    assert reader.gets() is need_more
