@@ -53,8 +53,8 @@ it; either way only the sender's own connection is affected.
 from __future__ import annotations
 
 import math
-from itertools import chain
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 from kvserver.replies import NULL_ARRAY, ErrorReply, SimpleString, Verbatim, _NullArray
