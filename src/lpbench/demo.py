@@ -34,6 +34,7 @@ from lpbench.pool import LoadPool
 from lpbench.runner import write_json
 from lpbench.servers import KvServer, free_port
 from lpbench.stats import summarize_run
+from lpbench.updates import event_window
 
 KEY = b"demo:greeting"
 VALUE = b"hello, world"
@@ -61,9 +62,8 @@ def _get(client: Client) -> bytes | None:
 
 def _record(result: dict[str, Any], action: str, t_ns: int) -> dict[str, Any]:
     events = result.get("events", [])
-    times = [int(e["t_ns"]) for e in events] or [t_ns]
     return {"t_ns": t_ns, "action": action, "method": "live-local", "outcome": result.get("outcome"),
-            "timings": result.get("timings", {}), "events": events, "window_ns": [min(times), max(times)]}  # fmt: skip
+            "timings": result.get("timings", {}), "events": events, "window_ns": event_window(events, t_ns)}  # fmt: skip
 
 
 def run_demo(out: Path, duration_s: float = 8.0, console: Console | None = None) -> bool:

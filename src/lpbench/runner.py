@@ -27,7 +27,7 @@ from lpbench import agent
 from lpbench.driver import DRAIN_S, LoadSpec
 from lpbench.pool import LoadPool
 from lpbench.recording import Recording
-from lpbench.servers import Server, free_port, make_server
+from lpbench.servers import free_port, make_server
 from lpbench.stats import summarize_run
 from lpbench.updates import UpdateMethod
 
@@ -107,13 +107,12 @@ def run_once(
     *,
     index: int = 0,
     tick: Tick | None = None,
-    server_factory: Callable[[int, Path], Server] | None = None,
 ) -> RunResult:
     cfg.check()
     out_dir.mkdir(parents=True, exist_ok=True)
     data = Path(tempfile.mkdtemp(prefix="lpb-"))
     port = free_port()
-    server = (server_factory or (lambda p, d: make_server(cfg.server, p, d)))(port, data)
+    server = make_server(cfg.server, port, data)
     if update.needs_live and not server.supports_live:
         raise ValueError(
             f"server {cfg.server!r} has no livepatch agent: {update.name} is not possible"

@@ -38,7 +38,8 @@ class UpdateMethod(Protocol):
     def trigger(self, server: Server, index: int) -> dict[str, Any]: ...
 
 
-def _window(events: list[dict[str, Any]], t_ns: int) -> list[int]:
+def event_window(events: list[dict[str, Any]], t_ns: int) -> list[int]:
+    """[first, last] event time: the migration window ([t_ns, t_ns] when there are no events)."""
     times = [int(e["t_ns"]) for e in events if "t_ns" in e]
     return [min(times), max(times)] if times else [t_ns, t_ns]
 
@@ -88,7 +89,7 @@ class LiveUpdate:
             "patch_id": result.get("patch_id", ""),
             "timings": result.get("timings", {}),
             "events": result.get("events", []),
-            "window_ns": _window(result.get("events", []), t),
+            "window_ns": event_window(result.get("events", []), t),
         }
         if patch is not None:
             record["patch"] = {"functions": patch.n_functions, "bytes": patch.size_bytes}

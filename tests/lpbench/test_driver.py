@@ -13,6 +13,7 @@ import numpy as np
 from tests.conftest import require_tool
 
 from lpbench.driver import Driver, LoadSpec
+from lpbench.pool import LoadPool, split_spec
 from lpbench.recording import OK, Recording
 from lpbench.runner import BenchConfig, run_once
 from lpbench.servers import RedisServer
@@ -109,3 +110,30 @@ def test_restart_loses_connections_and_clients_reconnect(tmp_path: Path) -> None
     assert result.summary["updates"][0]["max_gap_ms"] > 0
     for name in ("requests.npz", "events.json", "summary.json"):
         assert (tmp_path / "out" / name).exists()
+
+
+def test_split_spec_divides_connections_and_rate() -> None:
+    spec = LoadSpec("127.0.0.1", 1, 11, "get", 10, rate=1100.0, seed=3)
+    parts = split_spec(spec, 3)
+    assert [p.connections for p in parts] == [4, 4, 3]
+    assert [p.conn_offset for p in parts] == [0, 4, 8]
+    assert sum(p.rate or 0 for p in parts) == 1100.0
+    assert len({p.seed for p in parts}) == 3
+    assert len(split_spec(spec, 50)) == 11  # never more processes than connections
+
+
+def test_two_processes_start_together_and_merge(redis_server: RedisServer) -> None:
+    pool = LoadPool(
+        LoadSpec("127.0.0.1", redis_server.port, 6, "get", 100, rate=600.0), processes=2
+    )
+    try:
+        pool.start()
+        t0, t_end = pool.go(1.0)
+        rec = pool.collect(timeout_s=30)
+    finally:
+        pool.stop()
+    assert (rec.t0_ns, rec.t_end_ns, rec.connections) == (t0, t_end, 6)
+    assert sorted(set(rec.conn.tolist())) == list(range(6))
+    assert (
+        len(rec) == 600 and (rec.status == OK).all()
+    )  # each process sent its share of the schedule
