@@ -6,7 +6,8 @@ Theory of operation
 - Closed loop (rate None): a connection sends its next request as soon as its reply arrives; start time
   is the send time.
 - Open loop (rate R for this process): connection i of N is scheduled every N/R seconds, phase-shifted by
-  i/R so the process's requests are evenly spread. A request's start is its *scheduled* time; if the
+  i/R_total (i numbered across all driver processes, R_total the pool's rate) so all requests are evenly
+  spread. A request's start is its *scheduled* time; if the
   connection is still waiting for an earlier reply, the request waits, and that wait counts in its latency
   (no coordinated omission). Requests scheduled at or after t_end are not sent.
 - A broken connection (EOF, reset) records its in-flight request as lost, then reconnects every
@@ -47,6 +48,7 @@ class LoadSpec:
     rate: float | None = None  # requests/s for this process; None: closed loop
     seed: int = 0
     conn_offset: int = 0  # connection numbers are conn_offset .. conn_offset+connections-1
+    total_connections: int = 0  # over all processes of the pool (0: just these)
 
 
 class _Conn:
@@ -175,9 +177,11 @@ class Driver:
         interval = 0
         if self.spec.rate is not None:
             interval = int(n / self.spec.rate * 1e9)
-            phase = int(1e9 / self.spec.rate)
-            for i, c in enumerate(self.conns):
-                c.next_due = t0 + i * phase
+            # Phases by the connection's number across all processes: the pool's requests interleave.
+            total = self.spec.total_connections or n
+            phase = int(1e9 / (self.spec.rate * total / n))
+            for c in self.conns:
+                c.next_due = t0 + c.id * phase
         while time.monotonic_ns() < t0:
             time.sleep(max(0.0, (t0 - time.monotonic_ns()) / 1e9))
         if self.spec.rate is None:

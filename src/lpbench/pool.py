@@ -54,7 +54,14 @@ def split_spec(spec: LoadSpec, processes: int) -> list[LoadSpec]:
         n = spec.connections // processes + (1 if i < spec.connections % processes else 0)
         rate = None if spec.rate is None else spec.rate * n / spec.connections
         specs.append(
-            replace(spec, connections=n, rate=rate, seed=spec.seed * 1000 + i, conn_offset=offset)
+            replace(
+                spec,
+                connections=n,
+                rate=rate,
+                seed=spec.seed * 1000 + i,
+                conn_offset=offset,
+                total_connections=spec.connections,
+            )
         )
         offset += n
     return specs
