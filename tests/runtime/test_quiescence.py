@@ -527,3 +527,40 @@ def test_a_reversal_that_cannot_finish_in_time_completes_in_the_background() -> 
     assert code._use_new is None and code.current == 0
     assert threads.statistics().generation == g0
     assert set(a_gens) <= {g0, g0 + 1} and a_gens[-1] == g0
+
+
+def test_unmanaged_threads_follow_the_newest_generation_during_a_local_transition() -> None:
+    code = Versioned()
+    entered, ask, answered, release = (threading.Event() for _ in range(4))
+    seen_managed: list[int] = []
+    seen_unmanaged: list[int] = []
+
+    def managed_unmoved() -> None:
+        with managed_thread("slow"):
+            entered.set()
+            ask.wait(timeout=30)  # no quiescence point: it stays in the old generation
+            seen_managed.append(code.call())
+            answered.set()
+            release.wait(timeout=30)
+
+    m = threading.Thread(target=managed_unmoved, daemon=True)
+    m.start()
+    assert entered.wait(timeout=10)
+    patcher = threading.Thread(
+        target=lambda: run_local(code.begin, code.end, timeout=30), daemon=True
+    )
+    patcher.start()
+    try:
+        wait_for(lambda: threads.statistics().transition == "local", what="local transition")
+        u = threading.Thread(target=lambda: seen_unmanaged.append(code.call()))
+        u.start()
+        u.join(timeout=10)
+        ask.set()
+        assert answered.wait(timeout=10)
+    finally:
+        release.set()
+        m.join(timeout=10)
+        patcher.join(timeout=30)
+    assert seen_unmanaged == [1]  # the newest generation
+    assert seen_managed == [0]  # its own, older generation: the same code answered differently
+    assert code.current == 1
