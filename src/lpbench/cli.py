@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from livepatch.errors import LivepatchError
 from lpbench.runner import BenchConfig
 from lpbench.servers import SERVERS
 from lpbench.updates import METHODS
@@ -104,6 +105,8 @@ def bench_command(
         cfg.check()
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    size_list = _ints(sizes, "--sizes")
+    state_list = _ints(states, "--states")
     live = experiment != "runs" or any(m.startswith("live-") for m in methods)
     if live and server != "kv":
         raise click.UsageError(
@@ -131,21 +134,19 @@ def bench_command(
                 report.out.print(report.summary_table(summary["methods"], f"lpbench: {server}, {workload}, "
                                      f"{connections} connections, {'rate ' + str(rate) if rate else 'closed loop'}"))  # fmt: skip
         elif experiment == "patch-size":
-            size_list = _ints(sizes, "--sizes")
             with report.progress_bar() as start:
                 result = experiments.patch_size_sweep(cfg, size_list, runs, out, workdir, start)
             failed = [f"{a['method']} {a['functions']} functions: {a['outcome']}" for a in result["applies"]
                       if a["outcome"] != "applied"]  # fmt: skip
             _print_rows(result["applies"], as_json)
         else:
-            state_list = _ints(states, "--states")
             cfg = replace(cfg, at_s=cfg.at_s[:1])
             with report.progress_bar() as start:
                 result = experiments.state_size_sweep(cfg, state_list, patches, out, start)
             failed = [f"{r['keys']} keys {r['method']}: {r['outcome']}" for r in result["rows"]
                       if r["method"] not in ("fork", "none") and r["outcome"] not in ("applied", "restarted")]  # fmt: skip
             _print_rows(result["rows"], as_json)
-    except (RuntimeError, ValueError, OSError) as exc:
+    except (RuntimeError, ValueError, OSError, LivepatchError) as exc:  # e.g. a malformed --patch
         raise click.ClickException(str(exc)) from exc
     click.echo(
         f"results in {out}/ (summary.json, PNG figures, per-run requests.npz and events.json)",

@@ -78,3 +78,13 @@ def test_bench_refuses_bad_input_before_starting_anything(
     assert result.exit_code == 2
     assert message in result.output
     assert not (tmp_path / "o").exists()  # refused before anything was created
+
+
+def test_bench_refuses_a_malformed_patch_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.lpatch"
+    bad.write_text('{"format": "lpatch", "format_version": 1, "manifest": {"trunc')
+    args = ["--patch", str(bad), "--update", "live-local", "--duration", "2", "--at", "1"]
+    result = CliRunner().invoke(bench_command, [*args, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert "not a valid patch file" in result.output
+    assert not (tmp_path / "o" / "summary.json").exists()
