@@ -16,8 +16,8 @@ Local: `begin(use_new)` installs dispatchers while nobody uses the new code yet 
 generation N, unmanaged ones follow `newest`, still N) -> publish target N+1 -> threads move at their next
 point -> when every active thread has moved: `end(True)`, generation N+1. Deadline: reverse (target back to
 N; moved threads move back at their next point), then `end(False)`. If even the reversal does not finish
-within another deadline, a daemon finisher completes it later (the registry keeps the transition, so the
-next one waits) and the caller gets PatchAborted saying so.
+within another deadline, a daemon finisher completes it later (it holds the transition slot, so the next
+transition waits) and the caller gets PatchAborted saying so.
 """
 
 from __future__ import annotations
@@ -117,9 +117,8 @@ def _wait_until(done: Callable[[], bool], deadline: float, hooks: _HookCaller) -
         if remaining <= 0:
             return False
         if not _t._progress.wait(min(poll, remaining)):
-            poll = min(
-                poll * 2, _POLL_MAX_S
-            )  # nothing happened: wake-ups may have been lost, back off
+            # nothing happened: call the hooks again (a wake-up may have been lost), backing off
+            poll = min(poll * 2, _POLL_MAX_S)
 
 
 def run_global(
@@ -131,8 +130,8 @@ def run_global(
 ) -> SyncTimings:
     """Park every active managed thread at a quiescence point, run `action(parked)`, release everyone.
 
-    Concurrency: call from one unmanaged thread; transitions are serialized by the registry (a second
-    caller waits for the first). `action` runs on this thread, without the registry lock, while every
+    Concurrency: call from an unmanaged thread; transitions are serialized (a second caller waits for
+    the first, up to its own deadline). `action` runs on this thread, without the registry lock, while every
     active managed thread is parked and births/activations wait; it must be short (invariant 4) and
     all-or-nothing. Raises PatchAborted (deadline; nothing changed, everyone released) or whatever
     `action` raised (everyone released, generation unchanged). The generation advances only when
@@ -151,15 +150,15 @@ def run_global(
         raise
     swapped = False
     try:
-        if not _wait_until(_t._registry.quiescent, deadline, _HookCaller()):
-            with _t._lock:
-                if not _t._registry.quiescent():
-                    late = describe(_t._registry.stragglers())
-                    raise PatchAborted(
-                        f"not quiescent within {timeout:g} s: did not reach a quiescence point: {late}; "
-                        "nothing was changed"
-                    )
+        _wait_until(_t._registry.quiescent, deadline, _HookCaller())
         with _t._lock:
+            # Checked again under the lock that start_swap() holds too: from here nobody can unpark.
+            if not _t._registry.quiescent():
+                late = describe(_t._registry.stragglers())
+                raise PatchAborted(
+                    f"not quiescent within {timeout:g} s: did not reach a quiescence point: {late}; "
+                    "nothing was changed"
+                )
             _t._registry.start_swap()
             parked = [ParkedThread(r.ident, r.name, r.role) for r in _t._registry.parked()]
         t_quiet = time.perf_counter()
@@ -226,7 +225,15 @@ def run_local(
         _slot.release()
         raise
     hooks = _HookCaller()
-    if _wait_until(_t._registry.all_moved, deadline, hooks):
+    _wait_until(_t._registry.all_moved, deadline, hooks)
+    with _t._lock:
+        # Re-checked at the deadline (the last move may just have happened). A move racing with the
+        # reversal (moves take no lock) is undone at that thread's next quiescence point.
+        forwards = _t._registry.all_moved()
+        if not forwards:
+            late = describe(_t._registry.stragglers())
+            _t._registry.reverse_local()
+    if forwards:
         t_moved = time.perf_counter()
         try:
             end(True)
@@ -235,9 +242,6 @@ def run_local(
         return SyncTimings(
             sync_ms=(t_moved - t_start) * 1e3, swap_ms=(time.perf_counter() - t_moved) * 1e3
         )
-    with _t._lock:
-        late = describe(_t._registry.stragglers())
-        _t._registry.reverse_local()
     if recorder is not None:
         recorder.emit("reversing", detail=f"not moved in time: {late}")
     reason = f"not all threads moved within {timeout:g} s: {late}"
