@@ -109,6 +109,7 @@ class _Applied:
     staged: StagedPatch
     hooks: PatchHooks
     targets: frozenset[str]
+    allow_active: bool = False  # applied over a running loop on purpose: its revert may do the same
 
 
 _lock = threading.Lock()  # held for a whole transition
@@ -341,6 +342,11 @@ def apply_patch(
             return _apply_locked(att, spec, method, timeout, allow_active, use_priorities, watch)
         except _Outcome as o:
             return att.finish(o.outcome, o.reason)
+        except (
+            Exception
+        ) as exc:  # a bug, not a patch problem: report it, never raise into the caller
+            log.exception("apply %s failed unexpectedly", spec.patch_id)
+            return att.finish("failed", f"internal error: {exc!r}")
 
 
 def _apply_locked(
@@ -391,7 +397,7 @@ def _apply_locked(
         allow_active=allow_active,
         while_parked=(lambda: hooks.call("transform", ctx)) if hooks.has("transform") else None,
     )
-    entry = _Applied(spec, staged, hooks, _targets(spec, staged))
+    entry = _Applied(spec, staged, hooks, _targets(spec, staged), allow_active)
     _stack.append(entry)
     reason = _run_hook(hooks, "post_patch", ctx, veto=False)
     if watch is not None and watch.window_s > 0:
@@ -410,7 +416,15 @@ def revert_patch(
         att = _Attempt(patch_id or "(newest)", "revert", method)
         return att.finish("refused", _managed_reason("revert_patch"))
     with _lock:
-        return _revert_locked(patch_id, method, timeout, rollback_reason=None)
+        try:
+            return _revert_locked(patch_id, method, timeout, rollback_reason=None)
+        except (
+            Exception
+        ) as exc:  # a bug, not a patch problem: report it, never raise into the caller
+            log.exception("revert %s failed unexpectedly", patch_id)
+            return _Attempt(patch_id or "(newest)", "revert", method).finish(
+                "failed", f"internal error: {exc!r}"
+            )
 
 
 def _revert_locked(
@@ -449,7 +463,7 @@ def _revert_locked(
             reverse,
             timeout=timeout,
             use_priorities=True,
-            allow_active=False,
+            allow_active=entry.allow_active,
             while_parked=None,
         )
         _stack.remove(entry)
@@ -511,7 +525,12 @@ class _Watch:
 def _start_watch_locked(entry: _Applied, policy: WatchPolicy, att: _Attempt) -> None:
     global _watch
     w = _Watch(entry, policy)
-    entry.staged.begin_dispatch(lambda: True, on_error=w.on_error)
+    try:
+        entry.staged.begin_dispatch(lambda: True, on_error=w.on_error)
+    except Exception as exc:  # the patch is applied; only the watch is missing: say so
+        log.exception("watch of %s could not start", entry.spec.patch_id)
+        att.rec.emit("watch-started", detail=f"failed: {exc!r}")
+        return
     _watch = w
     att.rec.emit(
         "watch-started", detail=f"window {policy.window_s:g} s, max errors {policy.max_errors}"
@@ -529,8 +548,11 @@ def _end_watch_locked() -> None:
         return
     _watch = None
     w.active = False
-    w.entry.staged.end_dispatch(keep_new=True)
     w.tripped.set()  # let its thread finish now
+    try:
+        w.entry.staged.end_dispatch(keep_new=True)
+    except Exception:  # the dispatch keeps choosing the new code; nothing else depends on it
+        log.exception("ending the watch of %s failed", w.entry.spec.patch_id)
 
 
 def history() -> list[PatchResult]:
