@@ -197,10 +197,16 @@ def test_activeness_check_refuses_a_patch_of_a_running_loop(app: ModuleType) -> 
         forced = apply_patch(spec, method="global", timeout=10, allow_active=True)
         assert forced.outcome == "applied", forced.reason
         assert app.serve.__code__ is not old_serve
-        # its revert, while the loop still runs its (old) frame, is allowed the same way
-        back = revert_patch(timeout=10)
-        assert back.outcome == "reverted", back.reason
-        assert app.serve.__code__ is old_serve
+        # a loop started now runs the new code; the revert is allowed over it the same way
+        stop2, started2 = threading.Event(), threading.Event()
+        t2 = _serving_thread(app, stop2, started2)
+        try:
+            back = revert_patch(timeout=10)
+            assert back.outcome == "reverted", back.reason
+            assert app.serve.__code__ is old_serve
+        finally:
+            stop2.set()
+            t2.join(timeout=10)
     finally:
         stop.set()
         t.join(timeout=10)
