@@ -229,8 +229,17 @@ def _start_agent(socket_path: str | None, trusted_keys: list[str], allow_unsigne
         from livepatch import Agent
     except ImportError as exc:
         raise click.ClickException(f"the livepatch agent is unavailable: {exc}") from None
-    agent = Agent(socket_path=socket_path, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned)
-    agent.start()
+    try:
+        agent = Agent(
+            socket_path=socket_path, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned
+        )
+        agent.start()
+    except (
+        Exception
+    ) as exc:  # a bad key or an unusable socket path: say so, do not serve half-configured
+        raise click.ClickException(
+            f"cannot start the livepatch agent on {socket_path}: {exc}"
+        ) from None
     return agent
 
 
