@@ -310,6 +310,12 @@ class PythonRequestParser:
         return pos
 
 
+_FAST_MAX = 64 * 1024  # largest buffer handed to hiredis
+# Canonical sizes: "*<n>\r\n" and "$<n>\r\n<n bytes>\r\n", for every n a fast-path buffer can hold.
+_ARRAY_HEADER_SIZE = tuple(3 + len(str(n)) for n in range(_FAST_MAX + 1))
+_BULK_SIZE = tuple(5 + len(str(n)) + n for n in range(_FAST_MAX + 1))
+
+
 class HiredisRequestParser:
     """The accelerated request parser: hiredis for the common case, the reference parser otherwise.
 
@@ -381,17 +387,15 @@ class HiredisRequestParser:
                     empties += 1  # "*0": an empty request, skipped like the reference parser does
             # hiredis may hold a partial message in its own state (has_data() is then False), and it
             # accepts element types requests may not use: only a buffer that is exactly the canonical
-            # encoding of what was returned is accepted. b"".join raises TypeError on a non-bytes element.
+            # encoding of what was returned is accepted. Sizes come from tables (no str() per element);
+            # bytes.__len__ raises TypeError on a non-bytes element, a table IndexError on a huge one.
             elements = out[0] if len(out) == 1 else list(chain.from_iterable(out))
             canonical = (
                 4 * empties
-                + 3 * len(out)
-                + sum(map(len, map(str, map(len, out))))
-                + 5 * len(elements)
-                + len(b"".join(elements))
-                + sum(map(len, map(str, map(len, elements))))
+                + sum(map(_ARRAY_HEADER_SIZE.__getitem__, map(list.__len__, out)))
+                + sum(map(_BULK_SIZE.__getitem__, map(bytes.__len__, elements)))
             )
-        except (ValueError, TypeError, _hiredis.ProtocolError):
+        except (ValueError, TypeError, IndexError, _hiredis.ProtocolError):
             self._reader = _hiredis.Reader()
             return None
         if canonical != n_buf:

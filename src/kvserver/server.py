@@ -26,7 +26,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from kvserver.client import ClientState
+from kvserver.client import ClientContext, ClientState
 from kvserver.commands import build_command_table
 from kvserver.commands.table import Command
 from kvserver.config import Config
@@ -102,6 +102,11 @@ class ServerState:
         self.pid = os.getpid()
         self.run_id = os.urandom(20).hex()
         self._write_names = frozenset(n for n, c in self.table.items() if "write" in c.flags)
+        # The hot path's view of the table: (handler, arity, is_write, row). Handlers are patched in place
+        # (their __code__ is swapped), so holding the function objects here stays correct.
+        self._dispatch: dict[bytes, tuple[Any, int, bool, Command]] = {
+            n: (c.handler, c.arity, n in self._write_names, c) for n, c in self.table.items()
+        }
 
     # ------------------------------------------------------------------------------------ clients
     def new_client(self, sock: Any, addr: str) -> ClientState:
@@ -129,23 +134,23 @@ class ServerState:
         The handler call below is `call()` inlined (keep the two in step): one Python call less per
         command, and the common replies (+OK, bulk, null) are encoded without a function call.
         """
-        table = self.table
+        table = self._dispatch
         out = client.out
         append = out.append
         ctx = client.ctx
         ctx.now_ms = int(time.time() * 1000)
-        write_names = self._write_names
+        ctx.db = self.databases[client.db_index]
         executed = 0
         for argv in commands:
             if client.close_after_reply:
                 break  # after QUIT or SHUTDOWN nothing more is executed
-            cmd = table.get(argv[0])
-            if cmd is None:
-                cmd = table.get(argv[0].upper())
-                if cmd is None:
+            row = table.get(argv[0])
+            if row is None:
+                row = table.get(argv[0].upper())
+                if row is None:
                     self._reject(client, unknown_command_error(argv))
                     continue
-            arity = cmd.arity
+            handler, arity, is_write, cmd = row
             if (arity > 0 and len(argv) != arity) or len(argv) < -arity:
                 self._reject(client, wrong_arity(cmd.name.decode()))
                 continue
@@ -162,11 +167,10 @@ class ServerState:
             executed += 1
             name = cmd.name
             client.last_cmd = name
-            is_write = name in write_names
             if is_write:
                 ctx.propagation = None
             try:
-                reply = cmd.handler(ctx, argv)
+                reply = handler(ctx, argv)
             except CommandError as exc:
                 append(b"-" + exc.message.replace("\r", " ").replace("\n", " ").encode() + b"\r\n")
                 continue
@@ -196,9 +200,16 @@ class ServerState:
             client.multi_error = True
         client.out.append(b"-" + message.encode() + b"\r\n")
 
+    def select(self, ctx: Any, index: int) -> None:
+        """Switch the client of ctx to database `index` (SELECT, RESET): keeps ctx.db in step."""
+        ctx.client.db_index = index
+        if isinstance(ctx, ClientContext):
+            ctx.db = self.databases[index]
+
     def call(self, client: ClientState, cmd: Command, argv: list[bytes]) -> Any:
         """Run one command's handler; propagate and invalidate WATCHes after a successful write."""
         ctx = client.ctx
+        ctx.db = self.databases[client.db_index]
         is_write = cmd.name in self._write_names
         if is_write:
             ctx.propagation = None

@@ -110,7 +110,7 @@ def reset_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     client.multi = None
     client.multi_error = False
     ctx.server.unwatch_all(client)
-    client.db_index = 0
+    ctx.server.select(ctx, 0)
     client.protocol = 2
     client.name = None
     client.authenticated = ctx.server.config.requirepass is None
@@ -124,7 +124,7 @@ def select_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
         raise CommandError("ERR value is not an integer or out of range") from None
     if not 0 <= index < len(ctx.server.databases):
         raise CommandError("ERR DB index is out of range")
-    ctx.client.db_index = index
+    ctx.server.select(ctx, index)
     return OK
 
 
