@@ -19,7 +19,7 @@ class ClientContext(CommandContext):
     property, saving a lookup per command. The dispatcher sets it before each batch and
     `ServerState.select` whenever the client's db_index changes, so it always equals the property."""
 
-    db: Any = None  # type: ignore[assignment]  # shadows the property; set per instance
+    db: Any = None  # shadows the property; set per instance
 
 
 class ClientState:
