@@ -27,6 +27,8 @@ from typing import Any
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 READY = re.compile(rb"kvserver ready on (\S+):(\d+)")
 START_TIMEOUT = 60.0
@@ -70,6 +72,8 @@ class KVServer:
 
     def client(self, protocol: int = 2, **kwargs: Any) -> redis.Redis:
         kwargs.setdefault("socket_timeout", 30)
+        # No silent retries: a test must see the first failure (and not wait for backoffs).
+        kwargs.setdefault("retry", Retry(NoBackoff(), 0))
         r = redis.Redis(host=self.host, port=self.port, protocol=protocol, **kwargs)
         self._clients.append(r)
         return r
