@@ -207,6 +207,7 @@ class EventLoop:
         parser = client.parser
         try:
             received = 0
+            eof = False
             while True:
                 try:
                     data = sock.recv(READ_SIZE)
@@ -216,9 +217,9 @@ class EventLoop:
                     self._close(client)
                     return
                 if not data:
-                    # The peer closed (or half-closed) its side: no more requests will come. Replies
-                    # already computed are still sent (redis-cli pipes rely on that).
-                    client.close_after_reply = True
+                    # The peer closed (or half-closed) its side: no more requests will come. What it
+                    # sent before is still executed and answered (redis-cli pipes rely on that).
+                    eof = True
                     break
                 parser.feed(data)
                 received += len(data)
@@ -236,6 +237,8 @@ class EventLoop:
                     if parser.pending_error is not None:
                         self._protocol_error(client, parser.pending_error)
                         return
+            if eof:
+                client.close_after_reply = True
             if client.out or client.close_after_reply:
                 if self._defer_replies:
                     self._pending[client] = None

@@ -29,6 +29,7 @@ from typing import Any
 
 from kvserver import aof as aof_mod
 from kvserver.aof import AppendOnlyFile
+from kvserver.replies import ErrorReply
 from kvserver.snapshot import load_snapshot, write_snapshot
 
 log = logging.getLogger("kvserver.persistence")
@@ -98,7 +99,7 @@ class Persistence:
 
     def _replay_one(self, client: Any, argv: list[bytes]) -> None:
         reply = self.server.run_replay_command(client, argv)
-        if getattr(reply, "message", None) and type(reply).__name__ == "ErrorReply":
+        if isinstance(reply, ErrorReply):
             # Redis stops on a failing command in the AOF; a command that failed when it ran was never
             # logged, so this means the data changed meaning: report it, keep going.
             log.warning("replaying %r from the append-only file failed: %s", argv[0], reply.message)

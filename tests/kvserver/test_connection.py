@@ -139,3 +139,11 @@ def test_pipelined_replies_in_order(kv_server):
         pipe.get(f"k{i}")
     results = pipe.execute()
     assert results[1::2] == [str(i).encode() for i in range(500)]
+
+
+def test_requests_before_the_peer_closes_its_side_are_all_answered(kv_server):
+    # Exactly 4 x 64 KB (the server's read size) and then EOF: when the last full read and the end of
+    # the stream land in one readiness event (timing-dependent), nothing may be dropped either.
+    payload = b"PING\r\n" * 43690 + b"\r\n\r\n"
+    assert len(payload) == 4 * 65536
+    assert raw(kv_server, payload) == b"+PONG\r\n" * 43690
