@@ -312,8 +312,10 @@ class PythonRequestParser:
 
 _FAST_MAX = 64 * 1024  # largest buffer handed to hiredis
 # Canonical sizes: "*<n>\r\n" and "$<n>\r\n<n bytes>\r\n", for every n a fast-path buffer can hold.
-_ARRAY_HEADER_SIZE = tuple(3 + len(str(n)) for n in range(_FAST_MAX + 1))
-_BULK_SIZE = tuple(5 + len(str(n)) + n for n in range(_FAST_MAX + 1))
+_DIGIT_RANGES = [(d, 10 ** (d - 1) if d > 1 else 0, min(10**d, _FAST_MAX + 1)) for d in range(1, 6)]
+_ARRAY_HEADER_SIZE = tuple(3 + d for d, lo, hi in _DIGIT_RANGES for _ in range(lo, hi))
+_BULK_SIZE = tuple(5 + d + n for d, lo, hi in _DIGIT_RANGES for n in range(lo, hi))
+assert len(_BULK_SIZE) == _FAST_MAX + 1 and _BULK_SIZE[10] == 5 + 2 + 10
 
 
 class HiredisRequestParser:
