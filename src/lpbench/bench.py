@@ -3,8 +3,8 @@
 Layout of the output directory:
     DIR/<method>/run<i>/{requests.npz, events.json, summary.json, server.log}
     DIR/summary.json        config, per-run summaries, per-method medians (aggregate())
-    DIR/throughput.png      figure 1 (run 0 of every method; the baseline is method "none")
-    DIR/latency.png         figure 2 (run 0 of every method)
+    DIR/throughput.png      figure 1 (the typical run of every method; the baseline is method "none")
+    DIR/latency.png         figure 2 (the typical run of every method: median p99)
     DIR/sync_swap.png       figure 3 (every live update of every run)
 
 Concurrency: one thread; runs are sequential (two servers at once would measure each other).
@@ -12,6 +12,7 @@ Concurrency: one thread; runs are sequential (two servers at once would measure 
 
 from __future__ import annotations
 
+import json
 import statistics
 from dataclasses import asdict
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 from lpbench import plots
 from lpbench.patches import BuiltPatch
+from lpbench.recording import Recording
 from lpbench.runner import BenchConfig, RunResult, Tick, run_once, write_json
 from lpbench.updates import make_update
 
@@ -53,11 +55,29 @@ def aggregate(results: list[RunResult]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _p99(r: RunResult) -> float:
+    p99 = r.summary["overall"]["p99_ms"]
+    return float("inf") if p99 is None or p99 != p99 else float(p99)  # no OK request: last
+
+
+def typical_runs(results: list[RunResult]) -> list[RunResult]:
+    """Per method, the run whose overall p99 is the median of that method's runs (the lower middle for
+    an even count): figures 1 and 2 show a typical run, not whichever came first."""
+    chosen = []
+    for method in dict.fromkeys(r.method for r in results):
+        mine = sorted(
+            (r for r in results if r.method == method),
+            key=lambda r: (_p99(r), r.index),
+        )
+        chosen.append(mine[(len(mine) - 1) // 2])
+    return chosen
+
+
 def draw_run_figures(results: list[RunResult], out: Path) -> list[Path]:
-    first = [(r.method, r.recording, r.updates) for r in results if r.index == 0]
+    typical = [(r.method, r.recording, r.updates) for r in typical_runs(results)]
     paths = [
-        plots.throughput_over_time(first, out / "throughput.png"),
-        plots.latency_scatter(first, out / "latency.png"),
+        plots.throughput_over_time(typical, out / "throughput.png"),
+        plots.latency_scatter(typical, out / "latency.png"),
     ]
     live = [u for r in results for u in r.updates if u["method"].startswith("live-")]
     if live:
@@ -98,3 +118,23 @@ def run_series(
     write_json(out / "summary.json", summary)
     summary["figures"] = [str(p) for p in draw_run_figures(results, out)]
     return results, summary
+
+
+def load_results(out: Path) -> list[RunResult]:
+    """The runs of a finished `livepatch bench` from its output directory (for --replot)."""
+    summary = json.loads((out / "summary.json").read_text())
+    results = []
+    for run in summary["runs"]:
+        d = out / run["dir"]
+        events = json.loads((d / "events.json").read_text())
+        rec = Recording.load(d / "requests.npz")
+        results.append(
+            RunResult(run["method"], run["index"], rec, events["updates"], run, events["history"])
+        )
+    return results
+
+
+def replot(out: Path) -> tuple[list[Path], dict[str, Any]]:
+    """Figures 1-3 again from a finished run's directory; returns them and the per-method summary."""
+    paths = draw_run_figures(load_results(out), out)
+    return paths, json.loads((out / "summary.json").read_text())["methods"]

@@ -76,15 +76,21 @@ def _ints(text: str, what: str) -> list[int]:
 @click.option(
     "--json", "as_json", is_flag=True, help="print the summary as JSON instead of a table"
 )
+@click.option(
+    "--replot", is_flag=True, help="redraw the figures of a finished run in --out; run nothing"
+)
 def bench_command(
     server: str, workload: str, connections: int, duration: float | None, keys: int, rate: float | None,
     updates: str, at: str | None, patch_file: Path | None, runs: int, processes: int, seed: int,
-    experiment: str, sizes: str, states: str, out: Path, as_json: bool,
+    experiment: str, sizes: str, states: str, out: Path, as_json: bool, replot: bool,
 ) -> None:  # fmt: skip
     """Measure what clients feel while the server's code is updated; write data, summary.json, plots."""
     from lpbench import bench, experiments, report
     from lpbench.patches import BuiltPatch, builtin_patch
 
+    if replot:
+        _replot(out, experiment)
+        return
     methods = [m.strip() for m in updates.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
@@ -155,6 +161,26 @@ def bench_command(
     if failed:
         click.echo("some updates did not succeed:\n  " + "\n  ".join(failed), err=True)
         sys.exit(1)
+
+
+def _replot(out: Path, experiment: str) -> None:
+    from lpbench import bench, experiments, report
+
+    if not (out / "summary.json").exists():
+        raise click.UsageError(f"--replot: no summary.json in {out} (run without --replot first)")
+    try:
+        if experiment == "runs":
+            paths, methods = bench.replot(out)
+            report.out.print(report.summary_table(methods, f"lpbench: {out}"))
+        elif experiment == "patch-size":
+            paths = [experiments.replot_patch_size(out)]
+        else:
+            paths = [experiments.replot_state_size(out)]
+    except (KeyError, OSError, ValueError) as exc:
+        raise click.ClickException(
+            f"--replot: {out} does not hold a {experiment} result ({exc})"
+        ) from exc
+    click.echo("redrawn: " + ", ".join(str(p) for p in paths), err=True)
 
 
 def _print_rows(rows: list[dict[str, Any]], as_json: bool) -> None:

@@ -17,6 +17,7 @@ Concurrency: one thread; the fork probe runs in its own spawned process.
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import statistics
 from dataclasses import replace
@@ -136,3 +137,18 @@ def state_size_sweep(
     write_json(out / "summary.json", {"config": {"states": states}, "rows": rows})
     plots.state_size(rows, out / "state_size.png")
     return {"rows": rows, "figure": str(out / "state_size.png")}
+
+
+def replot_patch_size(out: Path) -> Path:
+    rows = json.loads((out / "summary.json").read_text())["applies"]
+    records = [
+        {"method": r["method"], "patch": {"functions": r["functions"], "bytes": r["bytes"]},
+         "timings": {"swap": r["swap_ms"]}}
+        for r in rows if r.get("swap_ms") is not None
+    ]  # fmt: skip
+    return plots.patch_size(records, out / "patch_size.png")
+
+
+def replot_state_size(out: Path) -> Path:
+    rows = json.loads((out / "summary.json").read_text())["rows"]
+    return plots.state_size(rows, out / "state_size.png")

@@ -47,6 +47,13 @@ def test_bench_command_live_and_restart(tmp_path: Path) -> None:
     assert {"apply", "revert"} <= {h["action"] for h in events["history"]}
     for fig in ("throughput.png", "latency.png", "sync_swap.png"):
         assert (out / fig).stat().st_size > 1000
+    # --replot redraws the figures from the saved data alone
+    for fig in ("throughput.png", "latency.png", "sync_swap.png"):
+        (out / fig).unlink()
+    result = CliRunner().invoke(bench_command, ["--replot", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    for fig in ("throughput.png", "latency.png", "sync_swap.png"):
+        assert (out / fig).stat().st_size > 1000
 
 
 @pytest.mark.timeout(120)
