@@ -114,6 +114,7 @@ def run_once(
     port = free_port()
     server = make_server(cfg.server, port, data)
     if update.needs_live and not server.supports_live:
+        shutil.rmtree(data, ignore_errors=True)
         raise ValueError(
             f"server {cfg.server!r} has no livepatch agent: {update.name} is not possible"
         )
@@ -138,7 +139,7 @@ def run_once(
             try:
                 history = agent.history(server.control_socket)
             except agent.AgentError:
-                history = []  # the figures do not need it; events.json says it is missing
+                history = []  # the figures do not need it; events.json then has an empty history
     finally:
         pool.stop()
         server.stop()

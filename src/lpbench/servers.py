@@ -150,7 +150,7 @@ class RespServer:
     def command_line(self) -> list[str]:
         raise NotImplementedError
 
-    ready_pattern = re.compile(r"ready", re.IGNORECASE)
+    ready_pattern = re.compile(r"\bready\b", re.IGNORECASE)  # word: "already" must not match
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -199,6 +199,7 @@ class KvServer(RespServer):
 
     name = "kv"
     supports_live = True
+    ready_pattern = re.compile(r"kvserver ready on \S+:\d+")
 
     def __init__(self, port: int, data_dir: Path, host: str = "127.0.0.1") -> None:
         super().__init__(port, data_dir, host)
