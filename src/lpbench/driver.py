@@ -73,6 +73,10 @@ class Driver:
             raise ValueError("--rate must be positive")
         self.spec = spec
         self.workload = make_workload(spec.workload, spec.keys, spec.seed)
+        if self.workload.protocol != "resp":  # the one codec this driver speaks (lpbench.codec)
+            raise ValueError(
+                f"workload {spec.workload!r} speaks {self.workload.protocol!r}; this driver speaks resp"
+            )
         self.sel = selectors.DefaultSelector()
         self.conns = [_Conn(spec.conn_offset + i) for i in range(spec.connections)]
         self.rec = Recorder()
