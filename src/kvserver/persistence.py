@@ -143,15 +143,11 @@ class Persistence:
         self.child_generation = new_gen
         self.child_dirty = self.server.dirty
         self.child_started = time.monotonic()
-        gc.freeze()  # keep the collector from touching (and copying) the parent's pages in the child
-        try:
-            pid = os.fork()
-        finally:
-            gc.unfreeze()
+        pid = os.fork()
         if pid == 0:  # the child: write and leave, running nothing else of the server
+            gc.disable()  # first: a collection would write to (and copy) every page of the parent's heap
             code = 1
             try:
-                gc.disable()
                 write_snapshot(self.snapshot_path, self.server.databases, new_gen)
                 code = 0
             finally:
