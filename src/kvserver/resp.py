@@ -41,13 +41,13 @@ Theory of operation (why two parsers give one behaviour)
 PythonRequestParser is the reference: a cursor over one bytes buffer. HiredisRequestParser is an
 accelerator, not a second grammar: it hands hiredis a buffer only when that buffer (a) starts with "*",
 (b) ends with CRLF, (c) is small enough that no limit can be exceeded inside it. It accepts hiredis's
-result only if every message is a list of bytes and the buffer is exactly as long as their canonical
-encoding: so hiredis consumed everything and holds no partial message in its own state. Anything else (an
-inline command, a partial command, a protocol error, a non-bulk element, a large buffer) is re-parsed
-from the start by the reference parser. So the accelerated path returns what the reference parser would,
-except for a contrived request whose "+" elements are compensated in length by extra bytes after bulk
-payloads (bytes neither parser inspects, like Redis): hiredis accepts it, the reference parser rejects
-it; either way only the sender's own connection is affected.
+result only if (1) hiredis holds no partial message afterwards (probed by feeding "*0\r\n", which an
+idle reader answers with [] and a busy one cannot), (2) every message is an array of bytes, and (3) the
+buffer has exactly one "\r\n$" per element. Anything else (an inline command, a partial command, a
+protocol error, a non-bulk element, a large buffer) is re-parsed from the start by the reference parser.
+So the accelerated path returns what the reference parser would, except for a contrived request whose
+"+" elements are compensated by "\r\n$" sequences inside bulk payloads: hiredis accepts it, the
+reference parser rejects it; either way only the sender's own connection is affected.
 """
 
 from __future__ import annotations
@@ -311,11 +311,6 @@ class PythonRequestParser:
 
 
 _FAST_MAX = 64 * 1024  # largest buffer handed to hiredis
-# Canonical sizes: "*<n>\r\n" and "$<n>\r\n<n bytes>\r\n", for every n a fast-path buffer can hold.
-_DIGIT_RANGES = [(d, 10 ** (d - 1) if d > 1 else 0, min(10**d, _FAST_MAX + 1)) for d in range(1, 6)]
-_ARRAY_HEADER_SIZE = tuple(3 + d for d, lo, hi in _DIGIT_RANGES for _ in range(lo, hi))
-_BULK_SIZE = tuple(5 + d + n for d, lo, hi in _DIGIT_RANGES for n in range(lo, hi))
-assert len(_BULK_SIZE) == _FAST_MAX + 1 and _BULK_SIZE[10] == 5 + 2 + 10
 
 
 class HiredisRequestParser:
@@ -374,35 +369,26 @@ class HiredisRequestParser:
         reader = self._reader
         reader.feed(buf)
         gets = reader.gets
-        out: list[list[bytes]] = []
-        empties = 0
         try:
-            while True:
-                msg = gets()
-                if msg is False:
-                    break
-                if type(msg) is not list:
-                    raise ValueError  # a top-level non-array: only the reference parser knows it
-                if msg:
-                    out.append(msg)
-                else:
-                    empties += 1  # "*0": an empty request, skipped like the reference parser does
-            # hiredis may hold a partial message in its own state (has_data() is then False), and it
-            # accepts element types requests may not use: only a buffer that is exactly the canonical
-            # encoding of what was returned is accepted. Sizes come from tables (no str() per element);
-            # bytes.__len__ raises TypeError on a non-bytes element, a table IndexError on a huge one.
+            out: list[list[bytes]] = list(
+                iter(gets, False)
+            )  # a C-level loop over complete messages
+            # Probe: hiredis answers a lone "*0" with [] only when it holds no partial message (a
+            # partial one would swallow the probe and return something else, or nothing yet).
+            reader.feed(b"*0\r\n")
+            if gets() != [] or reader.has_data():
+                raise ValueError
+            # Requests are arrays of bulk strings only: join raises TypeError on any other element
+            # (and on a top-level non-array), and every element must have come from a "$" header.
             elements = out[0] if len(out) == 1 else list(chain.from_iterable(out))
-            canonical = (
-                4 * empties
-                + sum(map(_ARRAY_HEADER_SIZE.__getitem__, map(list.__len__, out)))
-                + sum(map(_BULK_SIZE.__getitem__, map(bytes.__len__, elements)))
-            )
-        except (ValueError, TypeError, IndexError, _hiredis.ProtocolError):
+            b"".join(elements)
+            if buf.count(b"\r\n$") != len(elements):
+                raise ValueError
+        except (ValueError, TypeError, _hiredis.ProtocolError):
             self._reader = _hiredis.Reader()
             return None
-        if canonical != n_buf:
-            self._reader = _hiredis.Reader()
-            return None
+        if not all(out):  # "*0" is an empty request: skipped, like the reference parser does
+            out = [msg for msg in out if msg]
         return out
 
     def _slow(self) -> list[list[bytes]]:
