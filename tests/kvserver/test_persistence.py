@@ -84,12 +84,8 @@ def test_bgsave_snapshot_alone_restores(kv_factory, tmp_path):
     r.set("extra", "1")
     before = r.lastsave()
     assert r.bgsave() is True
-    # Wait for the child to be reaped: INFO says so (cron runs 10 times a second).
-    for _ in range(600):
-        info = r.info("persistence")
-        if info["rdb_bgsave_in_progress"] == 0 and r.lastsave() >= before:
-            break
-        threading.Event().wait(0.05)
+    wait_bgsave_done(r)
+    assert r.lastsave() >= before
     assert r.info("persistence")["rdb_last_bgsave_status"] == "ok"
     srv.kill()
     r2 = kv_factory("--dir", str(data), "--appendonly", "no").client()
@@ -195,3 +191,31 @@ def test_kill_9_under_write_load_loses_no_acknowledged_write(kv_factory, tmp_pat
         pipe.exists(k)
     missing = [k for k, present in zip(keys, pipe.execute(), strict=True) if not present]
     assert missing == []
+
+
+def wait_bgsave_done(r: redis.Redis) -> None:
+    """Until INFO says no BGSAVE runs (the loop reaps the child within a cron tick, 100 ms)."""
+    done = threading.Event()
+    for _ in range(1200):
+        if r.info("persistence")["rdb_bgsave_in_progress"] == 0:
+            return
+        done.wait(0.05)  # polling another process's state: there is no event to wait on
+    raise AssertionError("BGSAVE did not finish")
+
+
+def test_bgsave_with_aof_rotates_generations_without_double_apply(kv_factory, tmp_path):
+    data = tmp_path / "data"
+    srv = kv_factory("--dir", str(data), "--appendfsync", "always", "--save", "")
+    r = srv.client()
+    for _ in range(5):
+        r.incr("n")
+    assert r.bgsave() is True
+    for _ in range(3):  # written to the next generation while (or after) the child saves
+        r.incr("n")
+    wait_bgsave_done(r)
+    assert r.info("persistence")["rdb_last_bgsave_status"] == "ok"
+    r.incr("n")
+    srv.kill()
+    gens = [int(p.name.split(".")[1]) for p in aof_files(data)]
+    assert gens == [2]  # generation 1 was deleted once the snapshot naming 2 was safe
+    assert kv_factory("--dir", str(data), "--save", "").client().get("n") == b"9"
