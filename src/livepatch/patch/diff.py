@@ -74,7 +74,8 @@ def _fp(d: Definition) -> str | None:
     return code_fingerprint(d.code) if d.code is not None else None
 
 
-def _flavour(flags: int) -> str:
+def flavour(flags: int) -> str:
+    """What calling a function with these code flags gives: a plain call, a generator, a coroutine..."""
     if flags & 0x200:
         return "an async generator"
     if flags & 0x80:
@@ -217,8 +218,8 @@ class _Differ:
         if (old.code.co_flags & _KIND_FLAGS) != (new.code.co_flags & _KIND_FLAGS):
             self.refuse(
                 qualname,
-                f"Cannot replace `{qualname}`: it turns from {_flavour(old.code.co_flags)} into "
-                f"{_flavour(new.code.co_flags)}, which callers holding it do not expect",
+                f"Cannot replace `{qualname}`: it turns from {flavour(old.code.co_flags)} into "
+                f"{flavour(new.code.co_flags)}, which callers holding it do not expect",
                 "keep it what it was and add a new function under another name that the callers use",
                 hookable=False,
             )

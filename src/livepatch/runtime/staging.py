@@ -45,6 +45,7 @@ from types import FunctionType, ModuleType
 from typing import Any
 
 from livepatch.errors import PatchRefused
+from livepatch.patch.diff import flavour
 from livepatch.patch.diff_walk import Definition, ModuleWalk, walk_source
 from livepatch.patch.fingerprint import code_fingerprint
 from livepatch.patch.model import ChangeKind, DefinitionKind, ModulePatch, PatchSpec, TargetChange
@@ -64,17 +65,6 @@ _FUNCTION_KINDS = {
     DefinitionKind.CLASSMETHOD,
     DefinitionKind.PROPERTY,
 }
-
-
-def flavour(flags: int) -> str:
-    """What calling a function with these code flags gives: a plain call, a generator, a coroutine..."""
-    if flags & 0x200:
-        return "an async generator"
-    if flags & 0x80:
-        return "a coroutine function"
-    if flags & 0x20:
-        return "a generator"
-    return "a plain function"
 
 
 def _accessor(qualname: str, kind: DefinitionKind) -> str | None:
