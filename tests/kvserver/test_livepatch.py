@@ -134,3 +134,32 @@ def test_no_livepatch_mode_serves_without_the_runtime(kv_factory):
     assert r.info("server")["livepatch"] == "no"
     with pytest.raises(redis.ResponseError):
         r.execute_command("NOSUCH")
+
+
+def test_trusted_key_accepts_signed_patches_and_refuses_unsigned(kv_factory):
+    work = Path(tempfile.mkdtemp(prefix="lp-kv-"))
+    try:
+        keys = work / "keys"
+        keys.mkdir()
+        done = livepatch_cli("keygen", "--out", str(keys))
+        assert done.returncode == 0, done.stdout + done.stderr
+        sock = work / "agent.sock"
+        server = kv_factory(
+            "--livepatch-socket", str(sock), "--trusted-key", str(keys / "livepatch.pub")
+        )
+        unsigned = build_patch(work)
+        signed = work / "echo-v2-signed.lpatch"
+        done = livepatch_cli(
+            "diff", str(work / "old"), str(work / "new"), "--package", "kvserver",
+            "-o", str(signed), "--key", str(keys / "livepatch.key"),
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        r = server.client()
+        refused = livepatch_cli("apply", str(unsigned), "--socket", str(sock))
+        assert refused.returncode != 0
+        assert r.echo("x") == b"x"  # nothing changed
+        applied = livepatch_cli("apply", str(signed), "--socket", str(sock))
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        assert r.echo("x") == b"v2:x"
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
