@@ -17,6 +17,7 @@ statements are compared by `ast.dump` without attributes.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from types import CodeType
@@ -185,11 +186,32 @@ def _is_main_guard(stmt: ast.stmt) -> bool:
     )
 
 
+_LINE_END = re.compile(r"(?<=\r\n)|(?<=\r)(?!\n)|(?<=\n)")
+
+
 class _Walker:
     def __init__(self, source: str) -> None:
         self.source = source
+        self._lines: list[bytes] | None = None
         self.definitions: dict[str, Definition] = {}
         self.classes: dict[str, ClassInfo] = {}
+
+    def _segment(self, node: ast.stmt) -> str | None:
+        """ast.get_source_segment, with the source split into lines once per walk instead of once per
+        call (which made staging a large module quadratic and held the GIL for tens of milliseconds)."""
+        end_lineno, end_col = node.end_lineno, node.end_col_offset
+        if end_lineno is None or end_col is None:
+            return None
+        if self._lines is None:
+            # only \r\n, \r and \n end a line for the tokenizer (str.splitlines also splits on \f, \x1c...)
+            self._lines = [line.encode() for line in _LINE_END.split(self.source) if line]
+        lines = self._lines[node.lineno - 1 : end_lineno]
+        if not lines:
+            return None
+        if len(lines) == 1:
+            return lines[0][node.col_offset : end_col].decode()
+        first, last = lines[0][node.col_offset :], lines[-1][:end_col]
+        return b"".join([first, *lines[1:-1], last]).decode()
 
     def _function(
         self, node: FunctionNode, owner: str, pool: dict[str, list[CodeType]], properties: set[str]
@@ -294,7 +316,7 @@ class _Walker:
                         decorators=what,  # for an import: what the name is bound to
                     )
             elif not _is_main_guard(stmt):
-                text = ast.get_source_segment(self.source, stmt) or ast.unparse(stmt)
+                text = self._segment(stmt) or ast.unparse(stmt)
                 statements.append((ast.dump(stmt), text))
         return ModuleWalk(self.definitions, self.classes, statements, future, code)
 
