@@ -160,3 +160,19 @@ def kv_shared() -> Iterator[KVServer]:
             yield server
         finally:
             server.stop()
+
+
+@pytest.fixture
+def r(kv_shared: KVServer) -> redis.Redis:
+    """A RESP2 client on this module's shared kvserver, on an empty keyspace."""
+    client: redis.Redis = kv_shared.client()
+    client.flushall()
+    return client
+
+
+@pytest.fixture
+def r3(kv_shared: KVServer) -> redis.Redis:
+    """A RESP3 client on this module's shared kvserver, on an empty keyspace."""
+    client: redis.Redis = kv_shared.client(protocol=3)
+    client.flushall()
+    return client

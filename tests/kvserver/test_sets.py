@@ -2,41 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import pytest
 import redis
-
-
-def raw(client: redis.Redis, *args: object) -> object:
-    conn = client.connection_pool.get_connection()
-    try:
-        conn.send_command(*args)
-        return conn.read_response()
-    finally:
-        client.connection_pool.release(conn)
-
-
-@pytest.fixture
-def r(kv_shared: Any) -> redis.Redis:
-    """A RESP2 client on this module's shared kvserver, on an empty keyspace."""
-    client: redis.Redis = kv_shared.client()
-    client.flushall()
-    return client
-
-
-@pytest.fixture
-def r3(kv_shared: Any) -> redis.Redis:
-    """A RESP3 client on this module's shared kvserver, on an empty keyspace."""
-    client: redis.Redis = kv_shared.client(protocol=3)
-    client.flushall()
-    return client
-
-
-def err(client: redis.Redis, *args: object) -> str:
-    with pytest.raises(redis.ResponseError) as info:
-        raw(client, *args)
-    return str(info.value)
+from tests.kvserver.resp_helpers import err, raw
 
 
 def test_sadd_srem_smembers_card(r: redis.Redis) -> None:
