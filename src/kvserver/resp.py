@@ -14,6 +14,7 @@ Requests (server side):
         .pending_error         a ProtocolError found after the commands just returned (reply to
                                those, then send this error and close), else None
         .buffered() -> int     bytes received but not yet part of a complete command
+        .parse(data)           feed(data) then commands() in one call (the event loop's hot path)
     PythonRequestParser / HiredisRequestParser   the two implementations (same behaviour; see below)
     ProtocolError(reason)      .reply is the error line to send: b"-ERR Protocol error: <reason>\r\n"
     Limits(max_bulk_len, max_multibulk_len, max_inline_len, query_buffer_limit)
@@ -219,6 +220,11 @@ class PythonRequestParser:
     def buffered(self) -> int:
         return len(self._buf) + self._chunks_len
 
+    def parse(self, data: bytes) -> list[list[bytes]]:
+        """feed(data), then commands(): one call for the event loop's common case (a read that came whole)."""
+        self.feed(data)
+        return self.commands()
+
     def _consolidate(self) -> bytes:
         if self._chunks:
             joined = b"".join(self._chunks)
@@ -340,6 +346,23 @@ class HiredisRequestParser:
 
     def buffered(self) -> int:
         return self._fallback.buffered()
+
+    def parse(self, data: bytes) -> list[list[bytes]]:
+        """feed(data), then commands(), in one call (the event loop's hot path).
+
+        When nothing is buffered from earlier reads (the usual case: each read holds whole requests)
+        data goes straight to hiredis, without a trip through the reference parser's chunk list.
+        """
+        fb = self._fallback
+        if not fb._chunks and not fb._buf and fb.pending_error is None:
+            out = self._fast(data)
+            if out is not None:
+                return out
+            # Not for hiredis (partial, inline, large or malformed): the reference parser decides.
+            fb.feed(data)
+            return self._slow()
+        fb.feed(data)
+        return self.commands()
 
     def commands(self) -> list[list[bytes]]:
         fb = self._fallback
