@@ -274,8 +274,7 @@ class EventLoop:
                     self._close(client)
                     return
                 if sent < len(data):
-                    client.out_pending = data[sent:]
-                    self._send(client)  # registers for EPOLLOUT, enforces the output limit
+                    self._hold(client, data[sent:])
             elif out or client.close_after_reply:
                 self._send(client)
         except Exception:
@@ -313,27 +312,32 @@ class EventLoop:
         else:
             sent = 0
         rest = data[sent:] if sent < len(data) else b""
-        client.out_pending = rest
         if rest:
-            limit = self.server.config.client_output_buffer_limit
-            if limit and len(rest) > limit:
-                log.warning(
-                    "client %d (%s) exceeded the output buffer limit (%d bytes): closing it",
-                    client.id,
-                    client.addr,
-                    limit,
-                )
-                self._close(client)
-                return
-            if not client.writable_registered:
-                self.epoll.modify(client.fd, EPOLLIN | EPOLLOUT)
-                client.writable_registered = True
+            self._hold(client, rest)
             return
+        client.out_pending = b""
         if client.writable_registered:
             self.epoll.modify(client.fd, EPOLLIN)
             client.writable_registered = False
         if client.close_after_reply:
             self._close(client)
+
+    def _hold(self, client: ClientState, rest: bytes) -> None:
+        """Keep what send() did not take for EPOLLOUT; past the output-buffer limit close the client."""
+        client.out_pending = rest
+        limit = self.server.config.client_output_buffer_limit
+        if limit and len(rest) > limit:
+            log.warning(
+                "client %d (%s) exceeded the output buffer limit (%d bytes): closing it",
+                client.id,
+                client.addr,
+                limit,
+            )
+            self._close(client)
+            return
+        if not client.writable_registered:
+            self.epoll.modify(client.fd, EPOLLIN | EPOLLOUT)
+            client.writable_registered = True
 
     def schedule_close(self, client: ClientState) -> None:
         """Close a client after this iteration's replies (CLIENT KILL)."""
