@@ -44,12 +44,15 @@ PythonRequestParser is the reference: a cursor over one bytes buffer. HiredisReq
 accelerator, not a second grammar: it hands hiredis a buffer only when that buffer (a) starts with "*",
 (b) ends with CRLF, (c) is small enough that no limit can be exceeded inside it. It accepts hiredis's
 result only if (1) hiredis holds no partial message afterwards (probed by feeding "*0\r\n", which an
-idle reader answers with [] and a busy one cannot), (2) every message is an array of bytes, and (3) the
-buffer has exactly one "\r\n$" per element. Anything else (an inline command, a partial command, a
-protocol error, a non-bulk element, a large buffer) is re-parsed from the start by the reference parser.
-So the accelerated path returns what the reference parser would, except for a contrived request whose
-"+" elements are compensated by "\r\n$" sequences inside bulk payloads: hiredis accepts it, the
-reference parser rejects it; either way only the sender's own connection is affected.
+idle reader answers with [] and a busy one cannot), (2) every element is bytes, and (3) outside the
+payloads the buffer holds only "*", "$", digits, CR and LF: deleting those bytes from the buffer and from
+the joined payloads leaves the same length. Both parsers read lengths identically (no sign, blank or
+leading zero; checked) and neither inspects the two bytes after a payload, so (1)-(3) mean every header is
+a "*" array or a "$" bulk where the reference parser reads it, and the two parses are the same. (3)
+replaced a count of "\r\n$" per element, which payloads containing "\r\n$" or "\r\n*" could fool: a
+RESP3 push (">3 ... SET k v") after a first request ran as SET where the reference parser refuses it.
+Anything else (an inline command, a partial command, a protocol error, a non-bulk element, a payload-free
+type, a large buffer) is re-parsed from the start by the reference parser.
 """
 
 from __future__ import annotations
@@ -318,6 +321,7 @@ class PythonRequestParser:
 
 
 _FAST_MAX = 64 * 1024  # largest buffer handed to hiredis
+_STRUCTURAL = b"*$0123456789\r\n"  # the only bytes of a canonical request outside its payloads
 
 
 class HiredisRequestParser:
@@ -402,11 +406,15 @@ class HiredisRequestParser:
             reader.feed(b"*0\r\n")
             if gets() != [] or reader.has_data():
                 raise ValueError
-            # Requests are arrays of bulk strings only: join raises TypeError on any other element
-            # (and on a top-level non-array), and every element must have come from a "$" header.
-            elements = out[0] if len(out) == 1 else list(chain.from_iterable(out))
-            b"".join(elements)
-            if buf.count(b"\r\n$") != len(elements):
+            # Requests are arrays of bulk strings only: join raises TypeError on a non-bytes element
+            # (int, nil, nested array ...) and on a top-level message that is not a container.
+            payloads = b"".join(out[0] if len(out) == 1 else chain.from_iterable(out))
+            # Exactness: outside the payloads, a request holds only "*", "$", digits and CRLF. Any
+            # other header type byte ("+", "=", ">" push, "~" set, "%" map ...: hiredis turns some
+            # of those into bytes or lists too) is one more byte left after deleting the structural
+            # ones from buf than from the payloads alone. Byte counts add up over concatenation, so
+            # no payload content can compensate (a count of "\r\n$" could be fooled that way).
+            if len(buf.translate(None, _STRUCTURAL)) != len(payloads.translate(None, _STRUCTURAL)):
                 raise ValueError
         except (ValueError, TypeError, _hiredis.ProtocolError):
             self._reader = _hiredis.Reader()
