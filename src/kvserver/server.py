@@ -150,7 +150,8 @@ class ServerState:
                     self._reject(client, unknown_command_error(argv))
                     continue
             handler, arity, is_write, cmd = row
-            if (arity > 0 and len(argv) != arity) or len(argv) < -arity:
+            # Exact-arity match first: the common case costs one len() and one comparison.
+            if len(argv) != arity and (arity > 0 or len(argv) < -arity):
                 self._reject(client, wrong_arity(cmd.name.decode()))
                 continue
             if not client.authenticated and "no-auth" not in cmd.flags:
