@@ -151,6 +151,11 @@ TOKENS = [
     b"3",
     b"-1",
     b"10",
+    b">",  # RESP3 aggregate/element types: requests must not smuggle them past the fast path
+    b"~",
+    b"=",
+    b"%",
+    b"txt:",
     b"GET",
     b"PING",
     b" ",
@@ -166,6 +171,25 @@ valid_commands = st.lists(
 fuzz_settings = settings(
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
+
+
+SMUGGLING = [
+    # a RESP3 push / set / verbatim element after a request: hiredis alone would run it as SET k v
+    b"*1\r\n$4\r\nPING\r\n>3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n",
+    b"*1\r\n$4\r\nPING\r\n~3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n",
+    b"*2\r\n$3\r\nGET\r\n=8\r\ntxt:abcd\r\n",
+    b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n>1\r\n$1\r\nv\r\n",
+    b"*2\r\n$4\r\nECHO\r\n$7\r\n\r\n$1\r\nx\r\n>1\r\n$1\r\nx\r\n",
+]
+
+
+@pytest.mark.parametrize("data", SMUGGLING)
+@pytest.mark.parametrize("step", [None, 1, 7])
+def test_resp3_elements_cannot_smuggle_a_command_past_the_fast_path(data, step):
+    """Regression: hiredis accepted these as commands the reference parser refuses or reads otherwise."""
+    reference = parse_all(PythonRequestParser, data, step=step)
+    assert parse_all(HiredisRequestParser, data, step=step) == reference
+    assert [b"SET", b"k", b"v"] not in reference[0]
 
 
 @fuzz_settings
