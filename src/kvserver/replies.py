@@ -78,6 +78,7 @@ NOT_INTEGER = "ERR value is not an integer or out of range"
 NOT_FLOAT = "ERR value is not a valid float"
 NO_SUCH_KEY = "ERR no such key"
 OVERFLOW = "ERR increment or decrement would overflow"
+MUST_BE_POSITIVE = "ERR value is out of range, must be positive"
 
 
 def wrong_arity(name: str) -> str:

@@ -13,12 +13,10 @@ from typing import TYPE_CHECKING
 
 from kvserver.commands.table import Command, command
 from kvserver.replies import NO_SUCH_KEY, NULL_ARRAY, OK, SYNTAX, CommandError, Reply
-from kvserver.types.numbers import INT64_MIN, parse_int
+from kvserver.types.numbers import INT64_MIN, optional_count, parse_int
 
 if TYPE_CHECKING:
     from kvserver.context import CommandContext
-
-MUST_BE_POSITIVE = "ERR value is out of range, must be positive"
 
 
 def _list(ctx: CommandContext, key: bytes) -> deque[bytes] | None:
@@ -57,13 +55,7 @@ def rpushx_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
 
 
 def _pop(ctx: CommandContext, argv: list[bytes], left: bool) -> Reply:
-    if len(argv) > 3:
-        raise CommandError(SYNTAX)
-    count = None
-    if len(argv) == 3:
-        count = parse_int(argv[2], MUST_BE_POSITIVE)
-        if count < 0:
-            raise CommandError(MUST_BE_POSITIVE)
+    count = optional_count(argv, None)
     lst = _list(ctx, argv[1])
     if lst is None:
         ctx.no_propagation()

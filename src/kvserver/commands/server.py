@@ -12,7 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 from kvserver.commands.table import Command, command
 from kvserver.config import config_get, config_set
-from kvserver.replies import NO_REPLY, OK, CommandError, Reply, SimpleString, Verbatim
+from kvserver.replies import (
+    MUST_BE_POSITIVE,
+    NO_REPLY,
+    NOT_INTEGER,
+    OK,
+    CommandError,
+    Reply,
+    SimpleString,
+    Verbatim,
+)
 
 if TYPE_CHECKING:
     from kvserver.context import CommandContext
@@ -337,9 +346,9 @@ def _debug_populate(ctx: CommandContext, argv: list[bytes]) -> Reply:
         count = int(argv[2])
         size = int(argv[4]) if len(argv) == 5 else 0
     except ValueError:
-        raise CommandError("ERR value is not an integer or out of range") from None
+        raise CommandError(NOT_INTEGER) from None
     if count < 0 or size < 0:
-        raise CommandError("ERR value is out of range, must be positive")
+        raise CommandError(MUST_BE_POSITIVE)
     prefix = argv[3] if len(argv) >= 4 else b"key"
     db = ctx.db
     store = db.store

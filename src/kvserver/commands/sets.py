@@ -19,12 +19,11 @@ from kvserver.commands.keys import parse_cursor, parse_scan_options
 from kvserver.commands.table import Command, command
 from kvserver.replies import SYNTAX, CommandError, Reply
 from kvserver.types.glob import compile_glob
-from kvserver.types.numbers import parse_int
+from kvserver.types.numbers import optional_count, parse_int
 
 if TYPE_CHECKING:
     from kvserver.context import CommandContext
 
-MUST_BE_POSITIVE = "ERR value is out of range, must be positive"
 SPOP_POP_THRESHOLD = (
     512  # above this size SPOP (no count) takes set.pop() instead of copying the set
 )
@@ -84,13 +83,7 @@ def scard_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
 
 
 def spop_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
-    if len(argv) > 3:
-        raise CommandError(SYNTAX)
-    count = None
-    if len(argv) == 3:
-        count = parse_int(argv[2], MUST_BE_POSITIVE)
-        if count < 0:
-            raise CommandError(MUST_BE_POSITIVE)
+    count = optional_count(argv, None)
     key = argv[1]
     s = _set(ctx, key)
     ctx.no_propagation()

@@ -18,13 +18,12 @@ from kvserver.commands.table import Command, command
 from kvserver.replies import SYNTAX, CommandError, Reply
 from kvserver.resp import format_double
 from kvserver.types.glob import compile_glob
-from kvserver.types.numbers import parse_float, parse_int
+from kvserver.types.numbers import optional_count, parse_float, parse_int
 from kvserver.types.zset import ABOVE_ALL_MEMBERS, SortedSet
 
 if TYPE_CHECKING:
     from kvserver.context import CommandContext
 
-MUST_BE_POSITIVE = "ERR value is out of range, must be positive"
 NOT_FLOAT_RANGE = "ERR min or max is not a float"
 NOT_LEX_RANGE = "ERR min or max not valid string range item"
 
@@ -329,13 +328,7 @@ def zrangebylex_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
 
 
 def _zpop(ctx: CommandContext, argv: list[bytes], maximum: bool) -> Reply:
-    if len(argv) > 3:
-        raise CommandError(SYNTAX)
-    count = 1
-    if len(argv) == 3:
-        count = parse_int(argv[2], MUST_BE_POSITIVE)
-        if count < 0:
-            raise CommandError(MUST_BE_POSITIVE)
+    count = optional_count(argv, 1)
     z = _zset(ctx, argv[1])
     if z is None or count == 0:
         ctx.no_propagation()

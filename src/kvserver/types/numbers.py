@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 import re
 from decimal import Decimal
+from typing import overload
 
-from kvserver.replies import NOT_FLOAT, NOT_INTEGER, CommandError
+from kvserver.replies import MUST_BE_POSITIVE, NOT_FLOAT, NOT_INTEGER, SYNTAX, CommandError
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -31,6 +32,23 @@ def parse_int(arg: bytes, error: str = NOT_INTEGER) -> int:
     if value < INT64_MIN or value > INT64_MAX or b"%d" % value != arg:
         raise CommandError(error)
     return value
+
+
+@overload
+def optional_count(argv: list[bytes], default: int) -> int: ...
+@overload
+def optional_count(argv: list[bytes], default: None) -> int | None: ...
+def optional_count(argv: list[bytes], default: int | None) -> int | None:
+    """The optional COUNT of `CMD key [count]` (LPOP, RPOP, SPOP, ZPOPMIN, ZPOPMAX): `default` when absent;
+    a syntax error for more arguments; Redis's "must be positive" error for a negative or non-integer one."""
+    if len(argv) > 3:
+        raise CommandError(SYNTAX)
+    if len(argv) < 3:
+        return default
+    count = parse_int(argv[2], MUST_BE_POSITIVE)
+    if count < 0:
+        raise CommandError(MUST_BE_POSITIVE)
+    return count
 
 
 def parse_float(arg: bytes, error: str = NOT_FLOAT) -> float:
