@@ -23,11 +23,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from rich.console import Console
 from rich.table import Table
 
 from lpbench import agent, plots
-from lpbench.client import Client
 from lpbench.driver import DRAIN_S, LoadSpec
 from lpbench.patches import demo_patches
 from lpbench.pool import LoadPool
@@ -55,8 +57,8 @@ def _timeline(result: dict[str, Any], title: str) -> Table:
     return table
 
 
-def _get(client: Client) -> bytes | None:
-    value = client.call(b"GET", KEY)
+def _get(client: redis.Redis) -> bytes | None:
+    value = client.get(KEY)
     return value if isinstance(value, bytes) else None
 
 
@@ -92,10 +94,14 @@ def run_demo(out: Path, duration_s: float = 8.0, console: Console | None = None)
         server.populate(LOAD_KEYS)
         console.print(f"kvserver running on 127.0.0.1:{port}, agent at {server.control_socket}")
         assert server.control_socket is not None
-        with Client("127.0.0.1", port) as client:
-            client.call(b"SET", KEY, VALUE)
-            conn_port = client.local_port()
-            console.print(f"client (port {conn_port}): GET {KEY.decode()} -> {_get(client)!r}")
+        # One connection, never silently re-established: the server's CLIENT ID for it before and after
+        # the fix proves the client kept its connection through both live patches.
+        with redis.Redis(
+            "127.0.0.1", port, single_connection_client=True, retry=Retry(NoBackoff(), 0)
+        ) as client:
+            client.set(KEY, VALUE)
+            conn_id = client.client_id()
+            console.print(f"client (id {conn_id}): GET {KEY.decode()} -> {_get(client)!r}")
             spec = LoadSpec("127.0.0.1", port, LOAD_CONNECTIONS, "mixed", LOAD_KEYS, rate=LOAD_RATE)
             pool = LoadPool(spec)
             pool.start()
@@ -120,7 +126,7 @@ def run_demo(out: Path, duration_s: float = 8.0, console: Console | None = None)
             seen_fix = _get(client)
             checks["fix applied"] = res_fix.get("outcome") == "applied"
             checks["value right again"] = seen_fix == VALUE
-            checks["same client connection"] = client.local_port() == conn_port
+            checks["same client connection"] = client.client_id() == conn_id
             console.print(
                 f"[green]fix applied live[/green] ({res_fix.get('outcome')}): GET {KEY.decode()} -> {seen_fix!r}"
             )

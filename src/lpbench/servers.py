@@ -27,7 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Protocol
 
-from lpbench.client import Client
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
@@ -170,8 +172,8 @@ class RespServer:
     def populate(self, keys: int) -> None:
         if keys <= 0:
             return
-        with Client(self.host, self.port, timeout_s=600) as c:
-            c.call("DEBUG", "POPULATE", keys)
+        with redis.Redis(self.host, self.port, socket_timeout=600) as c:
+            c.execute_command("DEBUG", "POPULATE", keys)
 
     def restart(self) -> dict[str, int]:
         """SHUTDOWN (the server saves its data), wait for the exit, start again on the same port/dir.
@@ -181,11 +183,10 @@ class RespServer:
         """
         assert self.process is not None
         t = time.monotonic_ns()
-        try:
-            with Client(self.host, self.port, timeout_s=60) as c:
-                c.call("SHUTDOWN")
-        except (ConnectionError, OSError):
-            pass  # SHUTDOWN answers by closing the connection
+        # No retries: the server answers SHUTDOWN by closing the connection (redis-py expects that), and
+        # a retried SHUTDOWN would reach the server again while it is exiting.
+        with redis.Redis(self.host, self.port, socket_timeout=60, retry=Retry(NoBackoff(), 0)) as c:
+            c.shutdown()
         self.process.wait_exit(STOP_TIMEOUT_S * 3)
         down = time.monotonic_ns()
         self.process.stop()
