@@ -9,27 +9,25 @@ import csv
 import io
 import os
 import re
-import select
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-READY = re.compile(rb"kvserver ready on (\S+):(\d+)")
+from lpbench.servers import ManagedProcess, free_port
+
 SRC = Path(__file__).resolve().parents[1] / "src"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+KV_READY = re.compile(r"kvserver ready on \S+:\d+")
+REDIS_READY = re.compile(r"Ready to accept connections")
+SLOW_S = (
+    900.0  # a 10M-key server takes seconds to load and to exit: far above the harness's defaults
+)
 
 
 def tool(name: str) -> str:
@@ -41,82 +39,43 @@ def tool(name: str) -> str:
 
 @dataclass
 class Running:
-    process: subprocess.Popen[bytes]
+    process: ManagedProcess
     port: int
-    started_s: float  # from exec to the readiness line (kvserver) or to PING answered (redis)
+    started_s: float  # from exec to the readiness line
 
 
 @contextmanager
-def kvserver(*args: str, timeout: float = 900.0) -> Iterator[Running]:
-    """`python -m kvserver --port 0 ARGS`, waiting for its readiness line; SIGTERM (then SIGKILL) after."""
-    env = dict(os.environ, PYTHONPATH=str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    t0 = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kvserver", "--port", "0", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    try:
-        port = _wait_ready(proc, timeout)
-        yield Running(proc, port, time.monotonic() - t0)
-    finally:
-        _stop(proc)
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], timeout: float) -> int:
-    assert proc.stdout is not None
-    buf = b""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], deadline - time.monotonic())
-        if not ready:
-            break
-        chunk = os.read(proc.stdout.fileno(), 4096)
-        if not chunk:
-            break
-        buf += chunk
-        match = READY.search(buf)
-        if match:
-            return int(match.group(2))
-    raise RuntimeError(f"kvserver did not become ready: {buf!r}")
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout: float = 600.0) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+def _running(argv: list[str], ready: re.Pattern[str], port: int) -> Iterator[Running]:
+    """Start `argv` (lpbench's ManagedProcess: readiness line, log, certain stop) and stop it after."""
+    with tempfile.TemporaryDirectory(prefix="kvbench-") as logs:
+        proc = ManagedProcess(
+            argv, ready, Path(logs) / "server.log", ready_timeout_s=SLOW_S, stop_timeout_s=SLOW_S
+        )
+        t0 = time.monotonic()
+        proc.start()
         try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            yield Running(proc, port, time.monotonic() - t0)
+        finally:
+            proc.stop()
+
+
+@contextmanager
+def kvserver(*args: str) -> Iterator[Running]:
+    """`python -m kvserver ARGS` on a free port (this interpreter's environment: the editable install)."""
+    port = free_port()
+    argv = [sys.executable, "-m", "kvserver", "--port", str(port), *args]
+    with _running(argv, KV_READY, port) as running:
+        yield running
 
 
 @contextmanager
 def redis_server() -> Iterator[Running]:
     """A redis-server without persistence, the reference for the same load."""
     port = free_port()
-    t0 = time.monotonic()
-    proc = subprocess.Popen(
-        [tool("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--daemonize", "no", "--logfile", ""],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        cli = tool("redis-cli")
-        while (
-            subprocess.run([cli, "-p", str(port), "PING"], capture_output=True).stdout.strip()
-            != b"PONG"
-        ):
-            if proc.poll() is not None:
-                raise RuntimeError("redis-server exited")
-            time.sleep(
-                0.05
-            )  # polling a foreign process's readiness: it prints no line we can wait on
-        yield Running(proc, port, time.monotonic() - t0)
-    finally:
-        _stop(proc)
+    argv = [tool("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--daemonize", "no", "--logfile", ""]  # fmt: skip
+    with _running(argv, REDIS_READY, port) as running:
+        yield running
 
 
 def redis_benchmark(

@@ -63,8 +63,17 @@ def livepatch_executable() -> str:
 class ManagedProcess:
     """A server process: start, wait for its readiness line, log its output, stop it for sure."""
 
-    def __init__(self, argv: list[str], ready: re.Pattern[str], log_path: Path) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        ready: re.Pattern[str],
+        log_path: Path,
+        *,
+        ready_timeout_s: float = READY_TIMEOUT_S,
+        stop_timeout_s: float = STOP_TIMEOUT_S,
+    ) -> None:
         self.argv, self.ready, self.log_path = argv, ready, log_path
+        self.ready_timeout_s, self.stop_timeout_s = ready_timeout_s, stop_timeout_s
         self.proc: subprocess.Popen[bytes] | None = None
         self._drain: threading.Thread | None = None
 
@@ -86,14 +95,14 @@ class ManagedProcess:
 
     def _wait_ready(self, out: IO[bytes], log: IO[bytes]) -> None:
         assert self.proc is not None
-        deadline = time.monotonic() + READY_TIMEOUT_S
+        deadline = time.monotonic() + self.ready_timeout_s
         buf = b""
         fd = out.fileno()
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise RuntimeError(
-                    f"{self.argv[0]} printed no readiness line in {READY_TIMEOUT_S:.0f} s"
+                    f"{self.argv[0]} printed no readiness line in {self.ready_timeout_s:.0f} s"
                 )
             readable, _, _ = select.select([fd], [], [], left)
             if not readable:
@@ -128,12 +137,12 @@ class ManagedProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=STOP_TIMEOUT_S)
+                self.proc.wait(timeout=self.stop_timeout_s)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.wait(timeout=STOP_TIMEOUT_S)
+                self.proc.wait(timeout=self.stop_timeout_s)
         if self._drain is not None:
-            self._drain.join(timeout=STOP_TIMEOUT_S)
+            self._drain.join(timeout=self.stop_timeout_s)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 
