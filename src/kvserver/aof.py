@@ -68,7 +68,6 @@ class AppendOnlyFile:
         self._fd = self._open(generation)
         self._stop = threading.Event()
         self._fsync_thread: threading.Thread | None = None
-        self.bytes_written = 0
         self.last_write_ok = True
         self.set_policy(fsync)
 
@@ -123,7 +122,6 @@ class AppendOnlyFile:
             self.last_write_ok = False
             raise
         self.last_write_ok = True
-        self.bytes_written += len(data)
 
     def fsync_now(self) -> None:
         self.flush()

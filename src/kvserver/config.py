@@ -65,12 +65,6 @@ def format_save(policy: list[tuple[int, int]]) -> str:
     return " ".join(f"{s} {c}" for s, c in policy)
 
 
-def _yesno(v: str) -> bool:
-    if v.lower() not in ("yes", "no"):
-        raise ValueError("argument must be 'yes' or 'no'")
-    return v.lower() == "yes"
-
-
 def _fsync(v: str) -> str:
     if v.lower() not in ("always", "everysec", "no"):
         raise ValueError("argument(s) must be one of the following: always, everysec, no")

@@ -62,7 +62,7 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
-from kvserver.replies import NULL_ARRAY, ErrorReply, SimpleString, Verbatim, _NullArray
+from kvserver.replies import ErrorReply, SimpleString, Verbatim, _NullArray
 
 _hiredis: Any
 try:  # hiredis is a declared dependency, but the codec must work (slower) without it
@@ -666,7 +666,3 @@ class ReplyParser:
         if kind == b"(":
             return int(line), pos
         raise ValueError(f"unknown RESP type byte {kind!r}")
-
-
-# Re-exported for clients decoding EXEC aborted by WATCH.
-NULL_ARRAY_REPLY = NULL_ARRAY

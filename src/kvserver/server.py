@@ -97,7 +97,6 @@ class ServerState:
         self.last_save = int(time.time())
         self.exec_propagation: list[tuple[int, list[bytes]]] | None = None  # collecting inside EXEC
         self.loop: Any = None  # kvserver.loop.EventLoop, for SHUTDOWN and the self-pipe
-        self.shutdown_requested = False
         self.loading = False
         self.pid = os.getpid()
         self.run_id = os.urandom(20).hex()

@@ -25,8 +25,6 @@ OK = 0  # a reply that is not an error
 ERROR_REPLY = 1  # the server answered with an error (-ERR ...)
 CONNECTION_LOST = 2  # the connection broke while the request was in flight
 
-STATUS_NAMES = {OK: "ok", ERROR_REPLY: "error", CONNECTION_LOST: "lost"}
-
 
 class Recorder:
     """Appends one row per request; cheap enough for the driver's hot loop (array.array appends)."""

@@ -93,7 +93,6 @@ class _Differ:
         self.hooks = hooks
         self.changes: list[TargetChange] = []
         self.refusals: list[Refusal] = []
-        self.changed_classes: set[str] = set()
 
     def refuse(self, qualname: str, reason: str, fix: str, *, hookable: bool) -> None:
         if hookable and self.hooks:

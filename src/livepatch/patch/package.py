@@ -58,10 +58,6 @@ class PackagePatch:
     def removed_modules(self) -> list[str]:
         return [m.module for m in self.modules if m.status == "removed"]
 
-    @property
-    def added_modules(self) -> list[str]:
-        return [m.module for m in self.modules if m.status == "added"]
-
 
 def module_name(relative: PurePosixPath, package: str) -> str:
     """`relative` is a .py path below the package directory."""

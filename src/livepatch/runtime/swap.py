@@ -173,7 +173,6 @@ class _Core:
                 steps.append(partial(setattr, op.func, "__code__", op.trampoline))
                 undo.append(partial(op.install, current))
             self._run(steps, undo)
-            self._dispatch_from: Side = current
             self.state = "dispatch"
 
     def end_dispatch(self, keep: Side) -> None:
