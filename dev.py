@@ -26,8 +26,11 @@ STAMP = VENV / ".livepatch-installed"
 
 
 def _fingerprint() -> str:
-    # Reinstall when the declared dependencies change.
-    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    # Reinstall when the declared dependencies or the C sources (built by the install) change.
+    digest = hashlib.sha256()
+    for path in [ROOT / "pyproject.toml", ROOT / "setup.py", *sorted(ROOT.glob("src/*/*.c"))]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def ensure_venv() -> None:

@@ -84,6 +84,7 @@ class ClientState:
         self.last_cmd = b"NULL"
         # One reusable context per client: no allocation per command on the hot path.
         self.ctx = ClientContext(server=server, client=self, now_ms=0)
+        self.ctx.db = server.databases[0]  # then kept in step by ServerState.select
 
     def info_line(self, now: float) -> str:
         """One CLIENT LIST line (Redis's field names; fields kvserver does not track are omitted)."""

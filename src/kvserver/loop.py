@@ -119,8 +119,11 @@ class EventLoop:
             events = self.epoll.poll(timeout)
         except InterruptedError:
             events = []
-        # One clock read per iteration, not per client read: it only feeds CLIENT LIST's idle time.
+        # The clocks are read once per iteration, not per client read or per command: `now` feeds
+        # CLIENT LIST's idle times, `server.now_ms` is the instant every command of this iteration
+        # sees (ctx.now_ms: expiry, TTLs).
         self.now = time.monotonic()
+        self.server.now_ms = int(time.time() * 1000)
         listen_fd = self.listener.fileno()
         # Locals: this loop runs once per ready client, tens of times per iteration under load.
         by_fd = self.by_fd
@@ -211,60 +214,41 @@ class EventLoop:
     def _on_readable(self, client: ClientState) -> None:
         sock = client.sock
         assert sock is not None
-        parser = client.parser
         try:
-            received = 0
-            eof = False
-            whole = None  # the bytes of a read that a single recv() took entirely (the common case)
-            while True:
-                try:
-                    data = sock.recv(READ_SIZE)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:
-                    self._close(client)
-                    return
-                if not data:
-                    # The peer closed (or half-closed) its side: no more requests will come. What it
-                    # sent before is still executed and answered (redis-cli pipes rely on that).
-                    eof = True
-                    break
-                size = len(data)
-                if size < READ_SIZE and not received:
-                    whole = data  # parsed below with parser.parse(): one call instead of feed + commands
-                    received = size
-                    break
-                parser.feed(data)
-                received += size
-                if size < READ_SIZE or received >= READ_LIMIT:
-                    break
-            if received:
+            data = sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(client)
+            return
+        try:
+            parser = client.parser
+            if data and len(data) < READ_SIZE:
+                # The common case: one recv() took everything there was; the parser gets it whole.
                 client.last_interaction = self.now
                 try:
-                    commands = parser.parse(whole) if whole is not None else parser.commands()
+                    commands = parser.parse(data)
                 except ProtocolError as exc:
                     self._protocol_error(client, exc)
                     return
-                if commands:
-                    self.server.process_commands(client, commands)
-                    if parser.pending_error is not None:
-                        self._protocol_error(client, parser.pending_error)
-                        return
-            if eof:
-                client.close_after_reply = True
+            else:
+                commands = self._read_more(client, data)
+                if commands is None:
+                    return
+            if commands:
+                self.server.process_commands(client, commands)
+                if parser.pending_error is not None:
+                    self._protocol_error(client, parser.pending_error)
+                    return
             out = client.out
             if self._defer_replies:
                 if out or client.close_after_reply:
                     self._pending[client] = None
-            elif (
-                out
-                and not client.out_pending
-                and not client.writable_registered
-                and not client.close_after_reply
-            ):
+            elif out and not client.out_pending and not client.close_after_reply:
                 # _send's common case inlined (one Python call less per read): nothing queued from
-                # before, so everything goes out in one send(); a short send hands over to _send.
-                data = b"".join(out)  # a lone reply is returned as is, not copied
+                # before (out_pending is empty exactly when EPOLLOUT is not registered), so
+                # everything goes out in one send(); a short send hands over to _hold.
+                data = out[0] if len(out) == 1 else b"".join(out)
                 out.clear()
                 try:
                     sent = sock.send(data)
@@ -280,6 +264,41 @@ class EventLoop:
         except Exception:
             log.exception("serving client %d (%s) failed: closing it", client.id, client.addr)
             self._close(client)
+
+    def _read_more(self, client: ClientState, data: bytes) -> list[list[bytes]] | None:
+        """The uncommon reads: EOF (data is empty) or a full first recv() that more may follow.
+
+        Reads on up to READ_LIMIT bytes per event (one flooding client cannot starve the others) and
+        returns the complete commands, or None if the client was closed or answered a protocol error.
+        """
+        sock = client.sock
+        assert sock is not None
+        parser = client.parser
+        received = 0
+        while data:
+            parser.feed(data)
+            received += len(data)
+            if len(data) < READ_SIZE or received >= READ_LIMIT:
+                break
+            try:
+                data = sock.recv(READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self._close(client)
+                return None
+        if not data:
+            # The peer closed (or half-closed) its side: no more requests will come. What it sent
+            # before is still executed and answered (redis-cli pipes rely on that).
+            client.close_after_reply = True
+        if not received:
+            return []
+        client.last_interaction = self.now
+        try:
+            return parser.commands()
+        except ProtocolError as exc:
+            self._protocol_error(client, exc)
+            return None
 
     def _protocol_error(self, client: ClientState, exc: ProtocolError) -> None:
         log.info("protocol error from client %d (%s): %s", client.id, client.addr, exc.reason)

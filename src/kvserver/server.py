@@ -43,6 +43,8 @@ VERSION = "7.0.0"  # the Redis version we report (HELLO, INFO): the behaviour we
 
 _MULTI_EXEMPT = frozenset({b"EXEC", b"DISCARD", b"MULTI", b"WATCH", b"QUIT", b"RESET"})
 _OK_BYTES = b"+OK\r\n"
+_BULK_HEADERS_SIZE = 1024
+_BULK_HEADERS = [b"$%d\r\n" % i for i in range(_BULK_HEADERS_SIZE)]  # bulk reply headers by length
 NOAUTH = "NOAUTH Authentication required."
 
 
@@ -98,6 +100,9 @@ class ServerState:
         self.exec_propagation: list[tuple[int, list[bytes]]] | None = None  # collecting inside EXEC
         self.loop: Any = None  # kvserver.loop.EventLoop, for SHUTDOWN and the self-pipe
         self.loading = False
+        # The wall clock in ms, read once per event-loop iteration (kvserver.loop): what ctx.now_ms
+        # is for every command of that iteration.
+        self.now_ms = int(time.time() * 1000)
         self.pid = os.getpid()
         self.run_id = os.urandom(20).hex()
         self._write_names = frozenset(n for n, c in self.table.items() if "write" in c.flags)
@@ -132,13 +137,15 @@ class ServerState:
 
         The handler call below is `call()` inlined (keep the two in step): one Python call less per
         command, and the common replies (+OK, bulk, null) are encoded without a function call.
+        Every line here runs once per request, so each one was weighed (about 1,000 machine
+        instructions per Python-level operation): see docs/performance.md before adding one.
         """
         table = self._dispatch
         append = client.out.append
         ctx = client.ctx
-        ctx.now_ms = int(time.time() * 1000)
-        ctx.db = self.databases[client.db_index]
+        ctx.now_ms = self.now_ms  # ctx.db is kept in step by select(), the only writer of db_index
         executed = 0
+        last = None
         for argv in commands:
             if client.close_after_reply:
                 break  # after QUIT or SHUTDOWN nothing more is executed
@@ -164,8 +171,7 @@ class ServerState:
                 append(b"+QUEUED\r\n")
                 continue
             executed += 1
-            name = cmd.name
-            client.last_cmd = name
+            last = cmd
             if is_write:
                 ctx.propagation = None
             try:
@@ -174,8 +180,8 @@ class ServerState:
                 append(b"-" + exc.message.replace("\r", " ").replace("\n", " ").encode() + b"\r\n")
                 continue
             except Exception:
-                log.exception("command %r failed; the client and the server carry on", name)
-                append(encode_reply(ErrorReply(_internal_error(name))))
+                log.exception("command %r failed; the client and the server carry on", cmd.name)
+                append(encode_reply(ErrorReply(_internal_error(cmd.name))))
                 continue
             if is_write:
                 propagation = ctx.propagation
@@ -192,12 +198,19 @@ class ServerState:
             if reply is OK:
                 append(_OK_BYTES)
             elif type(reply) is bytes:
-                append(b"$%d\r\n%s\r\n" % (len(reply), reply))
+                size = len(reply)
+                append(
+                    _BULK_HEADERS[size] + reply + b"\r\n"
+                    if size < _BULK_HEADERS_SIZE
+                    else b"$%d\r\n%s\r\n" % (size, reply)
+                )
             elif reply is None:
                 append(b"_\r\n" if client.protocol == 3 else b"$-1\r\n")
             elif reply is not NO_REPLY:
                 append(encode_reply(reply, client.protocol))
-        self.stats.commands_processed += executed
+        if last is not None:
+            client.last_cmd = last.name
+            self.stats.commands_processed += executed
 
     def _reject(self, client: ClientState, message: str) -> None:
         """A command refused before it ran; inside MULTI it dooms the transaction (EXECABORT)."""
@@ -206,8 +219,12 @@ class ServerState:
         client.out.append(b"-" + message.encode() + b"\r\n")
 
     def select(self, ctx: Any, index: int) -> None:
-        """Switch the client of ctx to database `index` (SELECT, RESET): keeps ctx.db in step."""
-        ctx.client.db_index = index
+        """Switch the client of ctx to database `index` (SELECT, RESET): keeps ctx.db in step.
+
+        The only writer of db_index: the dispatcher relies on the client's ctx.db being current."""
+        client = ctx.client
+        client.db_index = index
+        client.ctx.db = self.databases[index]
         if isinstance(ctx, ClientContext):
             ctx.db = self.databases[index]
 

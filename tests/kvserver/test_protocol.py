@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import hiredis
 import pytest
@@ -11,8 +12,10 @@ from hypothesis import strategies as st
 
 from kvserver.replies import NULL_ARRAY, ErrorReply, SimpleString, Verbatim
 from kvserver.resp import (
+    HAVE_NATIVE,
     HiredisRequestParser,
     Limits,
+    NativeRequestParser,
     ProtocolError,
     PythonRequestParser,
     ReplyParser,
@@ -21,7 +24,12 @@ from kvserver.resp import (
     format_double,
 )
 
-PARSERS = [PythonRequestParser, HiredisRequestParser]
+# The C fast path is optional at install time, but CI builds it: LIVEPATCH_REQUIRE_TOOLS=1 makes a
+# missing one a failure (test_native_parser_is_built) instead of a silently smaller matrix.
+PARSERS = [PythonRequestParser, HiredisRequestParser] + (
+    [NativeRequestParser] if HAVE_NATIVE else []
+)
+ACCELERATED = PARSERS[1:]
 
 
 def parse_all(parser_cls, data: bytes, limits: Limits | None = None, step: int | None = None):
@@ -188,7 +196,8 @@ SMUGGLING = [
 def test_resp3_elements_cannot_smuggle_a_command_past_the_fast_path(data, step):
     """Regression: hiredis accepted these as commands the reference parser refuses or reads otherwise."""
     reference = parse_all(PythonRequestParser, data, step=step)
-    assert parse_all(HiredisRequestParser, data, step=step) == reference
+    for parser_cls in ACCELERATED:
+        assert parse_all(parser_cls, data, step=step) == reference
     assert [b"SET", b"k", b"v"] not in reference[0]
 
 
@@ -205,7 +214,7 @@ def test_arbitrary_bytes_give_commands_or_a_protocol_error(data, step):
             for argv in commands:
                 assert argv and all(type(a) is bytes for a in argv)
             results.append((commands, reason))
-    # Both parsers, whole or cut into pieces, agree on the commands and on the error.
+    # All parsers, whole or cut into pieces, agree on the commands and on the error.
     assert all(r == results[0] for r in results), results
 
 
@@ -216,6 +225,69 @@ def test_encode_command_round_trip(commands, step):
     for parser_cls in PARSERS:
         assert parse_all(parser_cls, data) == (commands, None)
         assert parse_all(parser_cls, data, step=step) == (commands, None)
+
+
+def test_native_parser_is_built():
+    """The C fast path is optional for users; CI must build it, or its tests would not run there."""
+    if not HAVE_NATIVE:
+        msg = "kvserver._respfast is not built (no C compiler when livepatch was installed?)"
+        if os.environ.get("LIVEPATCH_REQUIRE_TOOLS") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    parser = NativeRequestParser(Limits())
+    assert parser.parse(encode_command("SET", "k", b"v\r\n") + encode_command("GET", "k")) == [
+        [b"SET", b"k", b"v\r\n"],
+        [b"GET", b"k"],
+    ]
+
+
+# Edits that turn a canonical request into a near miss: what a fast path is most likely to misread.
+NEAR_MISS_BYTES = [
+    b"*",
+    b"$",
+    b"0",
+    b"1",
+    b"9",
+    b"-",
+    b"+",
+    b" ",
+    b"\r",
+    b"\n",
+    b">",
+    b"~",
+    b"=",
+    b"x",
+]
+
+
+@fuzz_settings
+@given(
+    commands=valid_commands,
+    edits=st.lists(
+        st.tuples(st.integers(0, 10_000), st.sampled_from(["replace", "insert", "delete"]),
+                  st.sampled_from(NEAR_MISS_BYTES)),
+        max_size=3,
+    ),
+    cut=st.integers(0, 10_000),
+)  # fmt: skip
+def test_near_miss_requests_read_like_the_reference(commands, edits, cut):
+    """Valid requests with a few bytes replaced, inserted or deleted, and possibly cut short: every
+    accelerated parser returns exactly what the reference parser returns (commands and error)."""
+    data = bytearray(b"".join(encode_command(*argv) for argv in commands))
+    for at, how, byte in edits:
+        at %= len(data) + 1
+        if how == "replace" and at < len(data):
+            data[at : at + 1] = byte
+        elif how == "insert":
+            data[at:at] = byte
+        elif how == "delete":
+            del data[at : at + 1]
+    buf = bytes(data[: cut % (len(data) + 1)] if cut % 3 == 0 else data)
+    # Default limits (the fast paths take buffers up to 64 KiB) and small ones (they step aside).
+    for limits in (Limits(), Limits(max_bulk_len=16, max_multibulk_len=4, max_inline_len=64)):
+        reference = parse_all(PythonRequestParser, buf, limits)
+        for parser_cls in ACCELERATED:
+            assert parse_all(parser_cls, buf, limits) == reference, parser_cls.__name__
 
 
 # ------------------------------------------------------------------------------------- replies

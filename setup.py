@@ -1,0 +1,18 @@
+"""The one thing pyproject.toml cannot say without an experimental table: kvserver's C fast path.
+
+kvserver._respfast is the request parser's fast path (src/kvserver/_respfast.c). It is optional:
+without a C compiler the install still succeeds and kvserver.resp falls back to hiredis and pure
+Python, with the same behaviour, only slower.
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "kvserver._respfast",
+            sources=["src/kvserver/_respfast.c"],
+            optional=True,
+        )
+    ]
+)

@@ -1,0 +1,3 @@
+# Types of the C module built from _respfast.c (optional; see kvserver.resp).
+
+def parse_requests(buf: bytes, max_args: int, /) -> list[list[bytes]] | None: ...
