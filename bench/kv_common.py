@@ -60,12 +60,53 @@ def _running(argv: list[str], ready: re.Pattern[str], port: int) -> Iterator[Run
 
 
 @contextmanager
-def kvserver(*args: str) -> Iterator[Running]:
-    """`python -m kvserver ARGS` on a free port (this interpreter's environment: the editable install)."""
+def kvserver(*args: str, wrapper: list[str] | None = None) -> Iterator[Running]:
+    """`python -m kvserver ARGS` on a free port (this interpreter's environment: the editable install).
+
+    wrapper: a command line the server runs under (valgrind), its pid then being the server's."""
     port = free_port()
-    argv = [sys.executable, "-m", "kvserver", "--port", str(port), *args]
+    argv = [*(wrapper or []), sys.executable, "-m", "kvserver", "--port", str(port), *args]
     with _running(argv, KV_READY, port) as running:
         yield running
+
+
+@contextmanager
+def kvserver_with_agent(*args: str, wrapper: list[str] | None = None) -> Iterator[Running]:
+    """kvserver as deployed for live patching: the runtime on and the agent listening on a socket."""
+    with tempfile.TemporaryDirectory(prefix="kvbench-agent-") as tmp:
+        sock = str(Path(tmp) / "agent.sock")
+        with kvserver("--livepatch-socket", sock, "--allow-unsigned", *args, wrapper=wrapper) as kv:
+            yield kv
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (/proc/PID/stat; 10 ms resolution)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Sample:
+    rps: float
+    p99_ms: float
+    cpu_us: float  # the server's CPU time (user + system) per request
+
+
+def measure(
+    server: Running, test: str, requests: int, pipeline: int = 1, clients: int = 50
+) -> tuple[list[str], Sample]:
+    """One redis-benchmark run of one test (SET or GET) against server, with the server's CPU time."""
+    pid = server.process.proc.pid  # type: ignore[union-attr]
+    before = cpu_seconds(pid)
+    cmd, result = redis_benchmark(server.port, test.lower(), requests, clients, pipeline)
+    used = cpu_seconds(pid) - before
+    rps, p99 = result[test.upper()]
+    return cmd, Sample(rps, p99, used / requests * 1e6)
+
+
+def printable(cmd: list[str]) -> str:
+    """A redis-benchmark command line as printed next to a figure (PORT for the port)."""
+    return " ".join([*cmd[:1], "-p", "PORT", *cmd[3:]])
 
 
 @contextmanager

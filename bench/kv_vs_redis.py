@@ -1,11 +1,13 @@
 """kvserver against redis-server under the same redis-benchmark command, side by side in one run.
 
-    .venv/bin/python bench/kv_vs_redis.py [--requests 100000] [--rounds 3]
+    .venv/bin/python bench/kv_vs_redis.py [--requests 100000] [--rounds 5]
 
-For each pipeline depth (1 and 16) and each round, both servers get the same command
-(`redis-benchmark -t get,set -n N -c 50 -P D -r 100000 --csv`), alternating which one goes first.
-Prints a Markdown table of medians (throughput, p99) and the ratio kvserver / redis-server.
-kvserver runs as shipped: the livepatch runtime on (managed thread, quiescence point per iteration).
+For each pipeline depth (1 and 16) and each round, both servers get the same commands
+(`redis-benchmark -t set -n N -c 50 -P D -r 100000 --csv`, then the same with `-t get`), alternating
+which server goes first. Prints a Markdown table of medians over the rounds: throughput, the ratio
+kvserver / redis-server, p99 latency and each server's CPU time (user + system) per request, read
+from /proc around each run: the steadier figure on a shared machine. kvserver runs as deployed for
+live patching: the runtime on (managed thread, quiescence point per iteration) and the agent listening.
 """
 
 from __future__ import annotations
@@ -16,44 +18,50 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kv_common import kvserver, machine_note, median, redis_benchmark, redis_server
+from kv_common import (
+    Sample,
+    kvserver_with_agent,
+    machine_note,
+    measure,
+    median,
+    printable,
+    redis_server,
+)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--requests", type=int, default=100_000)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--requests", type=int, default=100_000, help="per test without pipelining")
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--clients", type=int, default=50)
     args = ap.parse_args()
     print(f"# kvserver vs redis-server ({machine_note()})\n")
-    print("| pipeline | test | kvserver rps | redis rps | ratio | kvserver p99 ms | redis p99 ms |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| pipeline | test | kvserver rps | redis rps | ratio | kvserver p99 ms | redis p99 ms "
+        "| kvserver CPU us/req | redis CPU us/req |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     commands = []
-    with kvserver() as kv, redis_server() as rd:
+    with kvserver_with_agent() as kv, redis_server() as rd:
         for pipeline in (1, 16):
-            samples: dict[str, dict[str, list[tuple[float, float]]]] = {"kv": {}, "redis": {}}
+            requests = args.requests * (4 if pipeline > 1 else 1)  # pipelined runs are faster
+            samples: dict[tuple[str, str], list[Sample]] = {}
             for rnd in range(args.rounds):
-                order = [("kv", kv.port), ("redis", rd.port)]
+                order = [("kv", kv), ("redis", rd)]
                 if rnd % 2:
                     order.reverse()
-                for name, port in order:
-                    requests = args.requests * (
-                        4 if pipeline > 1 else 1
-                    )  # pipelined runs are faster
-                    cmd, result = redis_benchmark(
-                        port, "get,set", requests, clients=args.clients, pipeline=pipeline
-                    )
-                    for test, value in result.items():
-                        samples[name].setdefault(test, []).append(value)
-                commands.append(" ".join([*cmd[:1], "-p", "PORT", *cmd[3:]]))
+                for name, server in order:
+                    for test in ("SET", "GET"):
+                        cmd, sample = measure(server, test, requests, pipeline, args.clients)
+                        samples.setdefault((name, test), []).append(sample)
+                        commands.append(printable(cmd))
             for test in ("SET", "GET"):
-                kv_rps = median([s[0] for s in samples["kv"].get(test, [])])
-                rd_rps = median([s[0] for s in samples["redis"].get(test, [])])
-                kv_p99 = median([s[1] for s in samples["kv"].get(test, [])])
-                rd_p99 = median([s[1] for s in samples["redis"].get(test, [])])
+                k, r = samples[("kv", test)], samples[("redis", test)]
+                kv_rps, rd_rps = median([s.rps for s in k]), median([s.rps for s in r])
                 print(
                     f"| {pipeline} | {test} | {kv_rps:,.0f} | {rd_rps:,.0f} | {kv_rps / rd_rps:.2f} "
-                    f"| {kv_p99:.2f} | {rd_p99:.2f} |"
+                    f"| {median([s.p99_ms for s in k]):.2f} | {median([s.p99_ms for s in r]):.2f} "
+                    f"| {median([s.cpu_us for s in k]):.1f} | {median([s.cpu_us for s in r]):.1f} |"
                 )
     print(f"\nmedian of {args.rounds} rounds; commands:")
     for cmd in dict.fromkeys(commands):

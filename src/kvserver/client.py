@@ -63,7 +63,7 @@ class ClientState:
         self.fd = sock.fileno() if sock is not None else -1
         self.addr = addr
         self.parser = RequestParser(limits)
-        self.out: list[bytes] = []  # replies produced this iteration, sent in before_sleep
+        self.out: list[bytes] = []  # encoded reply pieces not sent yet (joined for one send())
         self.out_pending = b""  # bytes the kernel did not take yet (slow reader)
         self.writable_registered = False
         self.protocol = 2
