@@ -5,6 +5,7 @@ tests/test_public_api.py checks that each name here is exported once.
 
 Inside a server:
     quiescence_point()                      where the thread holds no lock and no transaction
+    transition_flag()                       hot loops: `if flag.request is not None: quiescence_point()`
     managed_thread(role, priority)          register the calling thread for its lifetime
     activate() / deactivate()               for threads parked outside their work loop
     set_priority(Priority.X)                thread pools: LOW executing < MEDIUM waiting < CRITICAL listener
@@ -52,6 +53,7 @@ from livepatch.runtime.threads import (
     remove_wakeup_hook,
     set_priority,
     statistics,
+    transition_flag,
 )
 
 __all__ = [
@@ -86,4 +88,5 @@ __all__ = [
     "revert_patch",
     "set_priority",
     "statistics",
+    "transition_flag",
 ]

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 from livepatch.runtime.registry import (
     Mode,
@@ -73,6 +74,29 @@ class _Control:
 
 
 _control = _Control()
+
+
+class TransitionFlag(Protocol):
+    """What transition_flag() returns: read `request`, never write it."""
+
+    @property
+    def request(self) -> object | None: ...
+
+
+def transition_flag() -> TransitionFlag:
+    """The flag quiescence_point() reads first: `request` is None while no patch waits for threads.
+
+    For the hottest loops (an event loop turning tens of thousands of times a second):
+
+        flag = transition_flag()                  # once
+        ...
+        if flag.request is not None:              # per iteration: one attribute read
+            quiescence_point()
+
+    behaves exactly like calling quiescence_point() every time (its first step is this test), without
+    the cost of a call when nothing is pending.
+    """
+    return _control
 
 
 def _record() -> ThreadRecord | None:
