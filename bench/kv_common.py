@@ -93,12 +93,19 @@ class Sample:
 
 
 def measure(
-    server: Running, test: str, requests: int, pipeline: int = 1, clients: int = 50
+    server: Running,
+    test: str,
+    requests: int,
+    pipeline: int = 1,
+    clients: int = 50,
+    pinned: bool = False,
 ) -> tuple[list[str], Sample]:
     """One redis-benchmark run of one test (SET or GET) against server, with the server's CPU time."""
     pid = server.process.proc.pid  # type: ignore[union-attr]
     before = cpu_seconds(pid)
-    cmd, result = redis_benchmark(server.port, test.lower(), requests, clients, pipeline)
+    cmd, result = redis_benchmark(
+        server.port, test.lower(), requests, clients, pipeline, pinned=pinned
+    )
     used = cpu_seconds(pid) - before
     rps, p99 = result[test.upper()]
     return cmd, Sample(rps, p99, used / requests * 1e6)
@@ -119,6 +126,24 @@ def redis_server() -> Iterator[Running]:
         yield running
 
 
+# Where the load generator and the servers run (see pin_servers): on 2 CPUs the scheduler otherwise
+# sometimes puts a server and redis-benchmark on the same CPU, which moved pipelined results by up to 40%
+# from run to run; pinned, they move by about 10%.
+LOAD_CPU = 0
+SERVER_CPU = 1
+
+
+def can_pin() -> bool:
+    return len(os.sched_getaffinity(0)) >= 2 and {LOAD_CPU, SERVER_CPU} <= os.sched_getaffinity(0)
+
+
+def pin_server(server: Running) -> None:
+    """Run every thread of a started server on SERVER_CPU (redis-benchmark then runs on LOAD_CPU)."""
+    pid = server.process.proc.pid  # type: ignore[union-attr]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), {SERVER_CPU})
+
+
 def redis_benchmark(
     port: int,
     tests: str,
@@ -126,13 +151,21 @@ def redis_benchmark(
     clients: int = 50,
     pipeline: int = 1,
     keyspace: int = 100_000,
+    pinned: bool = False,
 ) -> tuple[list[str], dict[str, tuple[float, float]]]:
-    """Run redis-benchmark --csv; returns (command, {TEST: (requests per second, p99 ms)})."""
+    """Run redis-benchmark --csv (on LOAD_CPU if pinned); returns (command, {TEST: (rps, p99 ms)})."""
     cmd = [
         tool("redis-benchmark"), "-h", "127.0.0.1", "-p", str(port), "-t", tests,
         "-n", str(requests), "-c", str(clients), "-P", str(pipeline), "-r", str(keyspace), "--csv",
     ]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, check=True)
+    done = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=True,
+        preexec_fn=(lambda: os.sched_setaffinity(0, {LOAD_CPU})) if pinned else None,
+    )
     rows = list(csv.DictReader(io.StringIO(done.stdout)))
     result = {row["test"]: (float(row["rps"]), float(row["p99_latency_ms"])) for row in rows}
     shown = ["redis-benchmark", *cmd[1:3], *cmd[5:]]

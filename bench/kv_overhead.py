@@ -6,6 +6,7 @@
 per loop iteration and a wake-up hook; the agent listens on its socket). "without": `--no-livepatch`
 (none of that). Both servers run at once; each round gives both the same redis-benchmark commands
 (`-t set`, then `-t get`, `-c 50`, pipeline 1 and 16), alternating which goes first. Goal: within 1%.
+On a machine with 2+ CPUs both servers run on CPU 1 and redis-benchmark on CPU 0 (--no-pin: anywhere).
 
 Two throughput runs side by side differ by several percent on a shared machine whatever the servers
 do, so three measures are printed:
@@ -33,10 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kv_common import (
     Running,
     Sample,
+    can_pin,
     kvserver,
     kvserver_with_agent,
     machine_note,
     measure,
+    pin_server,
     printable,
     redis_benchmark,
     tool,
@@ -50,12 +53,19 @@ CONFIGS: dict[str, tuple[Starter, tuple[str, ...]]] = {
 
 
 def throughput(args: argparse.Namespace) -> None:
+    pinned = can_pin() and not args.no_pin
+    print(
+        f"placement: {'servers on CPU 1, redis-benchmark on CPU 0' if pinned else 'not pinned'}\n"
+    )
     print(
         "| pipeline | test | rps with / without | CPU/req with / without | with rps | without rps |"
     )
     print("|---|---|---|---|---|---|")
     commands = []
     with kvserver_with_agent() as with_lp, kvserver("--no-livepatch") as without_lp:
+        if pinned:
+            pin_server(with_lp)
+            pin_server(without_lp)
         for pipeline in (1, 16):
             requests = args.requests * (4 if pipeline > 1 else 1)
             pairs: dict[str, list[tuple[Sample, Sample]]] = {"SET": [], "GET": []}
@@ -64,7 +74,9 @@ def throughput(args: argparse.Namespace) -> None:
                     order = [with_lp, without_lp] if rnd % 2 == 0 else [without_lp, with_lp]
                     got = {}
                     for server in order:
-                        cmd, got[server.port] = measure(server, test, requests, pipeline)
+                        cmd, got[server.port] = measure(
+                            server, test, requests, pipeline, pinned=pinned
+                        )
                         commands.append(printable(cmd))
                     pairs[test].append((got[with_lp.port], got[without_lp.port]))
             for test in ("SET", "GET"):
@@ -114,6 +126,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=200_000, help="per test without pipelining")
     ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--no-pin", action="store_true", help="let the scheduler place the processes")
     ap.add_argument("--instructions", action="store_true", help="also count instructions (slow)")
     ap.add_argument("--instruction-requests", type=int, default=20_000)
     args = ap.parse_args()

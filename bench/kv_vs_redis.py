@@ -8,6 +8,7 @@ which server goes first. Prints a Markdown table of medians over the rounds: thr
 kvserver / redis-server, p99 latency and each server's CPU time (user + system) per request, read
 from /proc around each run: the steadier figure on a shared machine. kvserver runs as deployed for
 live patching: the runtime on (managed thread, quiescence point per iteration) and the agent listening.
+On a machine with 2+ CPUs both servers run on CPU 1 and redis-benchmark on CPU 0 (--no-pin: anywhere).
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from kv_common import (
     Sample,
+    can_pin,
     kvserver_with_agent,
     machine_note,
     measure,
     median,
+    pin_server,
     printable,
     redis_server,
 )
@@ -34,8 +37,11 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=100_000, help="per test without pipelining")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--no-pin", action="store_true", help="let the scheduler place the processes")
     args = ap.parse_args()
-    print(f"# kvserver vs redis-server ({machine_note()})\n")
+    pinned = can_pin() and not args.no_pin
+    placement = "servers on CPU 1, redis-benchmark on CPU 0" if pinned else "not pinned"
+    print(f"# kvserver vs redis-server ({machine_note()}; {placement})\n")
     print(
         "| pipeline | test | kvserver rps | redis rps | ratio | kvserver p99 ms | redis p99 ms "
         "| kvserver CPU us/req | redis CPU us/req |"
@@ -43,6 +49,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     commands = []
     with kvserver_with_agent() as kv, redis_server() as rd:
+        if pinned:
+            pin_server(kv)
+            pin_server(rd)
         for pipeline in (1, 16):
             requests = args.requests * (4 if pipeline > 1 else 1)  # pipelined runs are faster
             samples: dict[tuple[str, str], list[Sample]] = {}
@@ -52,7 +61,9 @@ def main() -> None:
                     order.reverse()
                 for name, server in order:
                     for test in ("SET", "GET"):
-                        cmd, sample = measure(server, test, requests, pipeline, args.clients)
+                        cmd, sample = measure(
+                            server, test, requests, pipeline, args.clients, pinned=pinned
+                        )
                         samples.setdefault((name, test), []).append(sample)
                         commands.append(printable(cmd))
             for test in ("SET", "GET"):
