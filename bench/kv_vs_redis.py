@@ -5,7 +5,7 @@
 For each pipeline depth (1 and 16) and each round, both servers get the same commands
 (`redis-benchmark -t set -n N -c 50 -P D -r 100000 --csv`, then the same with `-t get`), alternating
 which server goes first. Prints a Markdown table of medians over the rounds: throughput, the ratio
-kvserver / redis-server, p99 latency and each server's CPU time (user + system) per request, read
+kvserver / redis-server (of the medians, and the range of the rounds' own ratios), p99 latency and each server's CPU time (user + system) per request, read
 from /proc around each run: the steadier figure on a shared machine. kvserver runs as deployed for
 live patching: the runtime on (managed thread, quiescence point per iteration) and the agent listening.
 On a machine with 2+ CPUs both servers run on CPU 1 and redis-benchmark on CPU 0 (--no-pin: anywhere).
@@ -43,10 +43,10 @@ def main() -> None:
     placement = "servers on CPU 1, redis-benchmark on CPU 0" if pinned else "not pinned"
     print(f"# kvserver vs redis-server ({machine_note()}; {placement})\n")
     print(
-        "| pipeline | test | kvserver rps | redis rps | ratio | kvserver p99 ms | redis p99 ms "
-        "| kvserver CPU us/req | redis CPU us/req |"
+        "| pipeline | test | kvserver rps | redis rps | ratio | per-round ratios | kvserver p99 ms "
+        "| redis p99 ms | kvserver CPU us/req | redis CPU us/req |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     commands = []
     with kvserver_with_agent() as kv, redis_server() as rd:
         if pinned:
@@ -69,8 +69,10 @@ def main() -> None:
             for test in ("SET", "GET"):
                 k, r = samples[("kv", test)], samples[("redis", test)]
                 kv_rps, rd_rps = median([s.rps for s in k]), median([s.rps for s in r])
+                rounds = [a.rps / b.rps for a, b in zip(k, r, strict=True)]
                 print(
                     f"| {pipeline} | {test} | {kv_rps:,.0f} | {rd_rps:,.0f} | {kv_rps / rd_rps:.2f} "
+                    f"| {min(rounds):.2f} to {max(rounds):.2f} "
                     f"| {median([s.p99_ms for s in k]):.2f} | {median([s.p99_ms for s in r]):.2f} "
                     f"| {median([s.cpu_us for s in k]):.1f} | {median([s.cpu_us for s in r]):.1f} |"
                 )

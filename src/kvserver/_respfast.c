@@ -77,7 +77,9 @@ parse_requests(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         p++;
         Py_ssize_t count = read_number(&p, end);
-        if (count < 1 || count > max_args) {
+        /* An argument takes at least 6 bytes ("$0\r\n" and two more): a count the rest of the buffer
+         * cannot hold means an incomplete request, and must not allocate a list that large. */
+        if (count < 1 || count > max_args || count > (end - p) / 6) {
             goto not_handled;
         }
         PyObject *argv = PyList_New(count);
