@@ -564,3 +564,42 @@ def test_unmanaged_threads_follow_the_newest_generation_during_a_local_transitio
     assert seen_unmanaged == [1]  # the newest generation
     assert seen_managed == [0]  # its own, older generation: the same code answered differently
     assert code.current == 1
+
+
+@pytest.mark.parametrize("method", ["global", "local"])
+def test_transition_flag_pattern_reaches_quiescence_like_the_call(method: str) -> None:
+    """`if flag.request is not None: quiescence_point()` (kvserver's event loop) lets transitions
+    complete, and the flag reads None again once they are done."""
+    flag = threads.transition_flag()
+    assert flag.request is None
+    code = Versioned()
+    stop, running = threading.Event(), threading.Event()
+    pending_seen: list[bool] = []
+    iterations = [0]
+
+    def loop() -> None:
+        with managed_thread("flag-loop", Priority.CRITICAL):
+            running.set()
+            while not stop.is_set():
+                iterations[0] += 1
+                if flag.request is not None:
+                    pending_seen.append(True)
+                    quiescence_point()
+                time.sleep(0)  # yield the GIL, like an event loop's epoll call
+
+    t = threading.Thread(target=loop, name="flag-loop", daemon=True)
+    t.start()
+    assert running.wait(timeout=10)
+    try:
+        for _ in range(20):
+            if method == "global":
+                run_global(code.swap, timeout=5.0)
+            else:
+                run_local(code.begin, code.end, timeout=5.0)
+            assert flag.request is None
+    finally:
+        stop.set()
+        t.join(timeout=10)
+    assert code.current == 20
+    assert pending_seen  # the loop saw pending transitions through the flag and took part
+    assert iterations[0] > 0
