@@ -64,8 +64,8 @@ def main() -> int:
     if job == "test":
         return run([str(BIN / "python"), "-m", "pytest", *extra])
     if job == "lint":
-        rc = run([str(BIN / "ruff"), "check", "src", "tests", "bench"])
-        rc |= run([str(BIN / "ruff"), "format", "--check", "src", "tests", "bench"])
+        rc = run([str(BIN / "ruff"), "check", "src", "tests", "bench", "scripts"])
+        rc |= run([str(BIN / "ruff"), "format", "--check", "src", "tests", "bench", "scripts"])
         return rc | run([str(BIN / "mypy")])
     return run(extra)
 

@@ -20,6 +20,9 @@
  * Memory safety: every read is checked against `end` before it happens; numbers are at most 9
  * digits, so they fit in a Py_ssize_t; a payload is copied only after checking that it and its
  * two trailing bytes lie inside the buffer.
+ *
+ * After changing this file run scripts/fuzz_respfast.py: it builds it with AddressSanitizer and UBSan
+ * and checks it against the reference parser on hundreds of thousands of near-miss buffers.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
