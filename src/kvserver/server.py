@@ -145,7 +145,6 @@ class ServerState:
         ctx = client.ctx
         ctx.now_ms = self.now_ms  # ctx.db is kept in step by select(), the only writer of db_index
         executed = 0
-        last = None
         for argv in commands:
             if client.close_after_reply:
                 break  # after QUIT or SHUTDOWN nothing more is executed
@@ -171,7 +170,7 @@ class ServerState:
                 append(b"+QUEUED\r\n")
                 continue
             executed += 1
-            last = cmd
+            client.last_cmd = cmd.name  # before the handler: CLIENT LIST shows the caller's own command
             if is_write:
                 ctx.propagation = None
             try:
@@ -207,8 +206,7 @@ class ServerState:
                 append(b"_\r\n" if client.protocol == 3 else b"$-1\r\n")
             elif reply is not NO_REPLY:
                 append(encode_reply(reply, client.protocol))
-        if last is not None:
-            client.last_cmd = last.name
+        if executed:
             self.stats.commands_processed += executed
 
     def _reject(self, client: ClientState, message: str) -> None:

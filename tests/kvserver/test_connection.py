@@ -92,9 +92,14 @@ def test_client_setname_getname_id_list(kv_server):
     b.ping()
     ida, idb = a.client_id(), b.client_id()
     assert ida != idb
+    b.ping()
+    a.get("k")
     listed = a.client_list()
     assert {c["id"] for c in listed} >= {str(ida), str(idb)}
     assert [c["name"] for c in listed if c["id"] == str(ida)] == ["alpha"]
+    # cmd= is each client's last command; the caller's own is the CLIENT LIST it is running.
+    assert [c["cmd"] for c in listed if c["id"] == str(ida)] == ["client"]
+    assert [c["cmd"] for c in listed if c["id"] == str(idb)] == ["ping"]
     with pytest.raises(redis.ResponseError, match="cannot contain spaces"):
         a.client_setname("has space")
 
