@@ -97,6 +97,7 @@ except ImportError:  # pragma: no cover - exercised only on installations withou
 HAVE_NATIVE = _native_parse is not None
 
 __all__ = [
+    "BULK_HEADERS",
     "HAVE_HIREDIS",
     "HAVE_NATIVE",
     "HiredisRequestParser",
@@ -554,7 +555,9 @@ _OK = b"+OK\r\n"
 _NULL2 = b"$-1\r\n"
 _NULL3 = b"_\r\n"
 _SMALL_INTS = [b":%d\r\n" % i for i in range(-1, 1024)]
-_BULK_HEADERS = [b"$%d\r\n" % i for i in range(1024)]
+# "$<n>\r\n" for n < len(BULK_HEADERS): reply encoders (here and the dispatcher's inline encoding)
+# look the header up instead of formatting it.
+BULK_HEADERS = [b"$%d\r\n" % i for i in range(1024)]
 
 
 def format_double(x: float) -> bytes:
@@ -594,8 +597,8 @@ def _encode(value: Any, protocol: int, out: list[bytes]) -> None:
                 out.append(
                     b"\r\n".join(
                         [
-                            _BULK_HEADERS[len(x)] + x
-                            if len(x) < 1024
+                            BULK_HEADERS[len(x)] + x
+                            if len(x) < len(BULK_HEADERS)
                             else b"$%d\r\n%s" % (len(x), x)
                             for x in value
                         ]

@@ -26,13 +26,13 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from kvserver.client import ClientContext, ClientState
+from kvserver.client import ClientState
 from kvserver.commands import build_command_table
 from kvserver.commands.table import Command
 from kvserver.config import Config
 from kvserver.keyspace import Keyspace
 from kvserver.replies import NO_REPLY, OK, CommandError, ErrorReply, wrong_arity
-from kvserver.resp import encode_reply
+from kvserver.resp import BULK_HEADERS, encode_reply
 
 if TYPE_CHECKING:
     from kvserver.aof import AppendOnlyFile
@@ -43,8 +43,7 @@ VERSION = "7.0.0"  # the Redis version we report (HELLO, INFO): the behaviour we
 
 _MULTI_EXEMPT = frozenset({b"EXEC", b"DISCARD", b"MULTI", b"WATCH", b"QUIT", b"RESET"})
 _OK_BYTES = b"+OK\r\n"
-_BULK_HEADERS_SIZE = 1024
-_BULK_HEADERS = [b"$%d\r\n" % i for i in range(_BULK_HEADERS_SIZE)]  # bulk reply headers by length
+_BULK_HEADERS_SIZE = len(BULK_HEADERS)
 NOAUTH = "NOAUTH Authentication required."
 
 
@@ -199,7 +198,7 @@ class ServerState:
             elif type(reply) is bytes:
                 # Three pieces, joined once per read by the loop: no intermediate bytes objects.
                 size = len(reply)
-                append(_BULK_HEADERS[size] if size < _BULK_HEADERS_SIZE else b"$%d\r\n" % size)
+                append(BULK_HEADERS[size] if size < _BULK_HEADERS_SIZE else b"$%d\r\n" % size)
                 append(reply)
                 append(b"\r\n")
             elif reply is None:
@@ -222,8 +221,6 @@ class ServerState:
         client = ctx.client
         client.db_index = index
         client.ctx.db = self.databases[index]
-        if isinstance(ctx, ClientContext):
-            ctx.db = self.databases[index]
 
     def call(self, client: ClientState, cmd: Command, argv: list[bytes]) -> Any:
         """Run one command's handler; propagate and invalidate WATCHes after a successful write."""

@@ -8,16 +8,7 @@ import time
 
 import pytest
 import redis
-
-
-def call(r: redis.Redis, *args):
-    """Send one command and return the raw decoded reply (no redis-py response callback)."""
-    conn = r.connection_pool.get_connection()
-    try:
-        conn.send_command(*args)
-        return conn.read_response()
-    finally:
-        r.connection_pool.release(conn)
+from tests.kvserver.resp_helpers import raw
 
 
 def test_info_sections(kv_server):
@@ -66,15 +57,15 @@ def test_config_set_unknown_parameter_is_accepted_and_reported(kv_server):
 def test_command_count_info_docs(kv_server):
     r = kv_server.client()
     count = r.command_count()
-    names = {n.decode() for n in call(r, "COMMAND", "LIST")}
+    names = {n.decode() for n in raw(r, "COMMAND", "LIST")}
     assert count == len(names)
     assert {"get", "set", "multi", "config", "hello"} <= names
-    info = call(r, "COMMAND", "INFO", "get", "nosuchcmd")
+    info = raw(r, "COMMAND", "INFO", "get", "nosuchcmd")
     assert info[0][0] == b"get" and info[0][1] == 2 and info[1] is None
-    docs = call(r, "COMMAND", "DOCS", "set")
+    docs = raw(r, "COMMAND", "DOCS", "set")
     assert docs[0] == b"set"
-    assert call(r, "COMMAND", "GETKEYS", "MSET", "a", "1", "b", "2") == [b"a", b"b"]
-    assert len(call(r, "COMMAND")) == count
+    assert raw(r, "COMMAND", "GETKEYS", "MSET", "a", "1", "b", "2") == [b"a", b"b"]
+    assert len(raw(r, "COMMAND")) == count
 
 
 def test_flushdb_flushall(kv_server):
