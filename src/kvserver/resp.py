@@ -364,21 +364,19 @@ def _fast_limit(limits: Limits) -> int:
     return min(_FAST_MAX, limits.max_bulk_len, 6 * limits.max_multibulk_len, limits.max_inline_len)
 
 
-class HiredisRequestParser:
-    """The accelerated request parser: hiredis for the common case, the reference parser otherwise.
+class _AcceleratedRequestParser:
+    """What the accelerated parsers share: the reference parser as fallback and the buffering around it.
 
-    Same contract and behaviour as PythonRequestParser (see the module's theory of operation).
-    Not thread-safe: one per connection, one thread.
+    A subclass supplies `_fast(buf)`: buf's requests if it can show the reference parser reads buf the
+    same way, else None (the reference parser then takes buf whole). Not thread-safe: one per
+    connection, one thread.
     """
 
-    __slots__ = ("_fallback", "_fast_max", "_reader", "pending_error")
+    __slots__ = ("_fallback", "_fast_max", "pending_error")
 
     def __init__(self, limits: Limits | None = None) -> None:
-        if _hiredis is None:
-            raise RuntimeError("hiredis is not installed")
         limits = limits or Limits()
         self._fallback = PythonRequestParser(limits)
-        self._reader = _hiredis.Reader()
         self.pending_error: ProtocolError | None = None
         self._fast_max = _fast_limit(limits)
 
@@ -392,7 +390,7 @@ class HiredisRequestParser:
         """feed(data), then commands(), in one call (the event loop's hot path).
 
         When nothing is buffered from earlier reads (the usual case: each read holds whole requests)
-        data goes straight to hiredis, without a trip through the reference parser's chunk list.
+        data goes straight to the fast path, without a trip through the reference parser's chunk list.
         """
         fb = self._fallback
         if fb._chunks or fb._buf or fb.pending_error is not None:
@@ -401,7 +399,7 @@ class HiredisRequestParser:
         out = self._fast(data)
         if out is not None:
             return out
-        # Not for hiredis (partial, inline, large or malformed): the reference parser decides.
+        # Not for the fast path (partial, inline, large or malformed): the reference parser decides.
         fb.feed(data)
         return self._slow()
 
@@ -425,6 +423,29 @@ class HiredisRequestParser:
         fb._buf = b""
         fb._need = 0
         return out
+
+    def _fast(self, buf: bytes) -> list[list[bytes]] | None:
+        raise NotImplementedError
+
+    def _slow(self) -> list[list[bytes]]:
+        out = self._fallback.commands()
+        self.pending_error = self._fallback.pending_error
+        return out
+
+
+class HiredisRequestParser(_AcceleratedRequestParser):
+    """The accelerated request parser: hiredis for the common case, the reference parser otherwise.
+
+    Same contract and behaviour as PythonRequestParser (see the module's theory of operation).
+    """
+
+    __slots__ = ("_reader",)
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        if _hiredis is None:
+            raise RuntimeError("hiredis is not installed")
+        super().__init__(limits)
+        self._reader = _hiredis.Reader()
 
     def _fast(self, buf: bytes) -> list[list[bytes]] | None:
         """buf's requests if buf is complete and canonical (see the theory above), else None.
@@ -501,13 +522,8 @@ class HiredisRequestParser:
             out = [msg for msg in out if msg]
         return out
 
-    def _slow(self) -> list[list[bytes]]:
-        out = self._fallback.commands()
-        self.pending_error = self._fallback.pending_error
-        return out
 
-
-class NativeRequestParser(HiredisRequestParser):
+class NativeRequestParser(_AcceleratedRequestParser):
     """The C fast path (kvserver._respfast) for complete plain buffers, the reference parser otherwise.
 
     Same contract and behaviour as PythonRequestParser: _respfast.c says why every buffer it accepts
@@ -521,12 +537,8 @@ class NativeRequestParser(HiredisRequestParser):
     def __init__(self, limits: Limits | None = None) -> None:
         if _native_parse is None:
             raise RuntimeError("kvserver._respfast is not built (no C compiler at install time?)")
-        limits = limits or Limits()
-        self._fallback = PythonRequestParser(limits)
-        self._reader = None
-        self.pending_error = None
-        self._fast_max = _fast_limit(limits)
-        self._max_args = limits.max_multibulk_len
+        super().__init__(limits)
+        self._max_args = (limits or Limits()).max_multibulk_len
 
     def _fast(self, buf: bytes) -> list[list[bytes]] | None:
         if len(buf) > self._fast_max:
