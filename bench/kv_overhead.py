@@ -62,7 +62,8 @@ def throughput(args: argparse.Namespace) -> None:
     )
     print("|---|---|---|---|---|---|")
     commands = []
-    with kvserver_with_agent() as with_lp, kvserver("--no-livepatch") as without_lp:
+    (start_with, extra_with), (start_without, extra_without) = CONFIGS["with"], CONFIGS["without"]
+    with start_with(*extra_with) as with_lp, start_without(*extra_without) as without_lp:
         if pinned:
             pin_server(with_lp)
             pin_server(without_lp)
