@@ -7,7 +7,6 @@ checks both reads agree with each other and with the thread's generation (invari
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import threading
 import time
@@ -16,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+
+from tests.fixtures.livefixtures import load_source
 
 from livepatch.runtime import threads
 from livepatch.runtime.threads import Priority, managed_thread, quiescence_point
@@ -142,15 +143,8 @@ class LoadedModules:
 
     def load(self, source: str, stem: str = "lp_rt_app") -> ModuleType:
         name = f"{stem}_{uuid.uuid4().hex[:10]}"
-        path = self.tmp_path / f"{name}.py"
-        path.write_text(source)
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
         self.names.append(name)
-        spec.loader.exec_module(module)
-        return module
+        return load_source(source, self.tmp_path, name)
 
     def close(self) -> None:
         for name in self.names:
