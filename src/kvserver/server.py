@@ -169,7 +169,8 @@ class ServerState:
                 append(b"+QUEUED\r\n")
                 continue
             executed += 1
-            client.last_cmd = cmd.name  # before the handler: CLIENT LIST shows the caller's own command
+            # Before the handler runs: CLIENT LIST shows the caller's own command.
+            client.last_cmd = cmd.name
             if is_write:
                 ctx.propagation = None
             try:
