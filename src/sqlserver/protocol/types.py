@@ -212,7 +212,8 @@ def _vector(elem: s.IntCodec, elem_oid: int) -> Codec:
     return Codec(
         to_text,
         from_text,
-        lambda v: _arrays.to_binary(v, elem_oid, elem.to_binary, from_text),
+        # int2vector and oidvector arrays start at index 0
+        lambda v: _arrays.to_binary(v, elem_oid, elem.to_binary, from_text, lower_bound=0),
         lambda d: _arrays.from_binary(
             d, elem_oid, elem.from_binary, TYPES[elem_oid].name + "vector"
         ),
