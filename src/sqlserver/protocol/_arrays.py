@@ -175,17 +175,18 @@ def _parse_level(
 
 
 def to_binary(
-    value: Any, elem_oid: int, elem_to_binary: Encoder, from_text_: Decoder, lower_bound: int = 1
+    value: Any, elem_oid: int, elem_to_binary: Encoder, from_text_: Decoder, vector: bool = False
 ) -> bytes:
+    """vector: int2vector/oidvector, always one dimension with lower bound 0, even when empty."""
     if isinstance(value, str | bytes):
         value = from_text_(value.encode() if isinstance(value, str) else value)
     value = list(value)
-    dims = _shape(value, "array")
+    dims = [len(value)] if vector else _shape(value, "array")
     items = _flatten(value, len(dims)) if dims else []
     parts = [b""]
     has_null = 0
     for dim in dims:
-        parts.append(_DIM.pack(dim, lower_bound))
+        parts.append(_DIM.pack(dim, 0 if vector else 1))
     for item in items:
         if item is None:
             has_null = 1

@@ -5,8 +5,10 @@ midnight; timestamp and timestamptz are int64 microseconds since 2000-01-01 00:0
 timestamptz). 'infinity' / '-infinity' are INT32/INT64 max/min on the wire.
 
 Python values: datetime.date, datetime.time, naive datetime.datetime (timestamp), aware UTC
-datetime.datetime (timestamptz). Python cannot hold infinity or years outside 1..9999, so infinity is
-date.max / datetime.max and -infinity is date.min / datetime.min (the convention asyncpg uses); a
+datetime.datetime (timestamptz). Python cannot hold infinity or years outside 1..9999: 'infinity'
+and '-infinity' are the sentinels DATE_INFINITY / DATE_NEG_INFINITY (InfiniteDate, a date subclass
+equal to date.max / date.min, the values asyncpg uses) and TIMESTAMP_INFINITY, ... (InfiniteDatetime).
+Only those instances encode as infinity, so a real 0001-01-01 or 9999-12-31 stays a date; any other
 value outside Python's range raises 22008. The session's TimeZone is UTC: timestamptz text without an
 offset is read as UTC, a naive datetime sent as timestamptz is taken as UTC, and timestamp input
 ignores an offset, as PostgreSQL does.
@@ -30,8 +32,33 @@ INT32_MAX, INT32_MIN = 2**31 - 1, -(2**31)
 INT64_MAX, INT64_MIN = 2**63 - 1, -(2**63)
 _I32 = struct.Struct("!i")
 _I64 = struct.Struct("!q")
-_MAX_UTC = dt.datetime.max.replace(tzinfo=UTC)
-_MIN_UTC = dt.datetime.min.replace(tzinfo=UTC)
+
+
+class InfiniteDate(dt.date):
+    """date 'infinity' (equal to date.max) or '-infinity' (equal to date.min)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DATE_INFINITY" if self.year > 1 else "DATE_NEG_INFINITY"
+
+
+class InfiniteDatetime(dt.datetime):
+    """timestamp(tz) 'infinity' (equal to datetime.max) or '-infinity' (equal to datetime.min)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        name = "TIMESTAMPTZ" if self.tzinfo is not None else "TIMESTAMP"
+        return f"{name}_INFINITY" if self.year > 1 else f"{name}_NEG_INFINITY"
+
+
+DATE_INFINITY = InfiniteDate(9999, 12, 31)
+DATE_NEG_INFINITY = InfiniteDate(1, 1, 1)
+TIMESTAMP_INFINITY = InfiniteDatetime(9999, 12, 31, 23, 59, 59, 999999)
+TIMESTAMP_NEG_INFINITY = InfiniteDatetime(1, 1, 1)
+TIMESTAMPTZ_INFINITY = InfiniteDatetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+TIMESTAMPTZ_NEG_INFINITY = InfiniteDatetime(1, 1, 1, tzinfo=UTC)
 
 _DATE = r"(\d{4,})-(\d{1,2})-(\d{1,2})"
 _TIME = r"(\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?"
@@ -66,8 +93,8 @@ def _parse(type_name: str, data: bytes, with_zone: bool) -> dt.datetime:
     special = _SPECIAL.get(text)
     if special is not None:
         if with_zone:
-            return _MAX_UTC if special > 0 else _MIN_UTC
-        return dt.datetime.max if special > 0 else dt.datetime.min
+            return TIMESTAMPTZ_INFINITY if special > 0 else TIMESTAMPTZ_NEG_INFINITY
+        return TIMESTAMP_INFINITY if special > 0 else TIMESTAMP_NEG_INFINITY
     if text == "epoch":
         return dt.datetime(1970, 1, 1, tzinfo=UTC if with_zone else None)
     m = _TS_RE.fullmatch(data.decode("ascii", "replace"))
@@ -110,7 +137,7 @@ def _format(value: dt.datetime) -> str:
 def date_from_text(data: bytes) -> dt.date:
     text = data.decode("ascii", "replace").strip().lower()
     if text in _SPECIAL:
-        return dt.date.max if _SPECIAL[text] > 0 else dt.date.min
+        return DATE_INFINITY if _SPECIAL[text] > 0 else DATE_NEG_INFINITY
     if text == "epoch":
         return dt.date(1970, 1, 1)
     m = re.fullmatch(rf"\s*{_DATE}\s*", data.decode("ascii", "replace"))
@@ -134,19 +161,15 @@ def date_to_text(v: Any) -> bytes:
     if isinstance(v, str):
         return v.encode()
     d = _as_date(v)
-    if d == dt.date.max:
-        return b"infinity"
-    if d == dt.date.min:
-        return b"-infinity"
+    if type(d) is InfiniteDate:
+        return b"infinity" if d.year > 1 else b"-infinity"
     return d.isoformat().encode()
 
 
 def date_to_binary(v: Any) -> bytes:
     d = _as_date(v)
-    if d == dt.date.max:
-        return _I32.pack(INT32_MAX)
-    if d == dt.date.min:
-        return _I32.pack(INT32_MIN)
+    if type(d) is InfiniteDate:
+        return _I32.pack(INT32_MAX if d.year > 1 else INT32_MIN)
     return _I32.pack(d.toordinal() - EPOCH_ORDINAL)
 
 
@@ -154,9 +177,9 @@ def date_from_binary(data: bytes) -> dt.date:
     check_size("date", data, 4)
     days = _I32.unpack(data)[0]
     if days == INT32_MAX:
-        return dt.date.max
+        return DATE_INFINITY
     if days == INT32_MIN:
-        return dt.date.min
+        return DATE_NEG_INFINITY
     try:
         return dt.date.fromordinal(days + EPOCH_ORDINAL)
     except (ValueError, OverflowError):
@@ -211,13 +234,15 @@ class TimestampCodec:
     def __init__(self, with_zone: bool) -> None:
         self.with_zone = with_zone
         self.name = "timestamp with time zone" if with_zone else "timestamp without time zone"
-        self.max = _MAX_UTC if with_zone else dt.datetime.max
-        self.min = _MIN_UTC if with_zone else dt.datetime.min
+        self.max = TIMESTAMPTZ_INFINITY if with_zone else TIMESTAMP_INFINITY
+        self.min = TIMESTAMPTZ_NEG_INFINITY if with_zone else TIMESTAMP_NEG_INFINITY
 
     def from_text(self, data: bytes) -> dt.datetime:
         return _parse(self.name, data, self.with_zone)
 
     def _coerce(self, v: Any) -> dt.datetime:
+        if type(v) is InfiniteDatetime:
+            return self.max if v.year > 1 else self.min
         if isinstance(v, str | bytes):
             v = self.from_text(v.encode() if isinstance(v, str) else v)
         elif not isinstance(v, dt.datetime) and isinstance(v, dt.date):
@@ -225,8 +250,6 @@ class TimestampCodec:
         if self.with_zone:
             if v.tzinfo is None:
                 return v.replace(tzinfo=UTC)
-            if v in (self.max, self.min):
-                return v
             return v.astimezone(UTC)
         return v.replace(tzinfo=None)
 
@@ -234,18 +257,14 @@ class TimestampCodec:
         if isinstance(v, str):
             return v.encode()
         v = self._coerce(v)
-        if v == self.max:
-            return b"infinity"
-        if v == self.min:
-            return b"-infinity"
+        if type(v) is InfiniteDatetime:
+            return b"infinity" if v.year > 1 else b"-infinity"
         return (_format(v) + ("+00" if self.with_zone else "")).encode()
 
     def to_binary(self, v: Any) -> bytes:
         v = self._coerce(v)
-        if v == self.max:
-            return _I64.pack(INT64_MAX)
-        if v == self.min:
-            return _I64.pack(INT64_MIN)
+        if type(v) is InfiniteDatetime:
+            return _I64.pack(INT64_MAX if v.year > 1 else INT64_MIN)
         delta = v.replace(tzinfo=None) - EPOCH
         return _I64.pack((delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds)
 

@@ -79,7 +79,8 @@ def to_binary(v: Any) -> bytes:
     if d.is_nan():
         return _HEAD.pack(0, 0, NAN, 0)
     if d.is_infinite():
-        return _HEAD.pack(0, 0, NINF if d < 0 else PINF, 0)
+        # dscale 32: what numeric_send writes for infinities (bits of their on-disk header)
+        return _HEAD.pack(0, 0, NINF if d < 0 else PINF, 32)
     _check_range(d, d)
     sign, digits, exponent = d.as_tuple()
     exp = int(exponent)

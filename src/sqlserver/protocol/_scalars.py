@@ -208,8 +208,11 @@ def _shortest(v: float, single: bool, switch: int) -> str:
         # The fewest significant digits that read back as the same float4 (as PostgreSQL's ryu).
         for p in range(1, 10):
             s = f"{v:.{p - 1}e}"
-            if _F32.unpack(_F32.pack(float(s)))[0] == v:
-                break
+            try:
+                if _F32.unpack(_F32.pack(float(s)))[0] == v:
+                    break
+            except OverflowError:  # rounded up past the largest float4 (3.4028235e+38)
+                continue
     else:
         s = repr(v)  # Python's repr is already the shortest round-tripping digit string
     sign, digits, exp = Decimal(s).as_tuple()
@@ -315,6 +318,33 @@ def json_from_text(data: bytes, type_name: str = "json") -> str:
     return text
 
 
+def jsonb_from_text(data: bytes) -> str:
+    """jsonb input: the JSON text as PostgreSQL's jsonb writes it back (see _jsonb_text)."""
+    text = utf8(data)
+    try:
+        value = json.loads(
+            text, parse_float=Decimal, parse_int=Decimal, parse_constant=_reject_constant
+        )
+    except (ValueError, RecursionError):
+        raise invalid_text("jsonb", data) from None
+    return _jsonb_text(value)
+
+
+def _jsonb_text(v: Any) -> str:
+    # jsonb stores numbers as numeric (1e2 -> 100, 1.50 stays), keeps the last of duplicate keys,
+    # orders keys by length then bytes, and writes ", " and ": " separators.
+    if isinstance(v, dict):
+        keys = sorted(v, key=lambda k: (len(k.encode()), k.encode()))
+        return "{" + ", ".join(f"{_jsonb_text(k)}: {_jsonb_text(v[k])}" for k in keys) + "}"
+    if isinstance(v, list):
+        return "[" + ", ".join(_jsonb_text(x) for x in v) + "]"
+    if isinstance(v, Decimal):
+        return format(v if v else abs(v), "f")  # no negative zero
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    return json.dumps(v)
+
+
 def jsonb_to_binary(v: Any) -> bytes:
     return b"\x01" + text_to_text(v)
 
@@ -322,4 +352,4 @@ def jsonb_to_binary(v: Any) -> bytes:
 def jsonb_from_binary(data: bytes) -> str:
     if data[:1] != b"\x01":
         raise bad_binary("jsonb", f"unsupported jsonb version number {data[:1].hex() or 'none'}")
-    return json_from_text(data[1:], "jsonb")
+    return jsonb_from_text(data[1:])

@@ -7,7 +7,8 @@
 
 Python values: bool, int, float, decimal.Decimal (numeric), str (text types, json, jsonb as JSON
 text), bytes (bytea), datetime.date, datetime.time, datetime.datetime (naive for timestamp, aware UTC
-for timestamptz; infinity as date.max/datetime.max, see _datetimes.py), uuid.UUID, list (arrays,
+for timestamptz; 'infinity' is DATE_INFINITY, TIMESTAMP_INFINITY... see _datetimes.py),
+uuid.UUID, list (arrays,
 nested for several dimensions; int2vector/oidvector as a flat list).
 
 Unknown OIDs (including 0, "unspecified") are handled as text; their binary format is refused with
@@ -19,7 +20,6 @@ All functions are pure and thread-safe.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
@@ -27,6 +27,30 @@ from typing import Any, NamedTuple
 
 from sqlserver.protocol import _arrays, _datetimes, _numeric
 from sqlserver.protocol import _scalars as s
+from sqlserver.protocol._datetimes import (
+    DATE_INFINITY as DATE_INFINITY,
+)
+from sqlserver.protocol._datetimes import (
+    DATE_NEG_INFINITY as DATE_NEG_INFINITY,
+)
+from sqlserver.protocol._datetimes import (
+    TIMESTAMP_INFINITY as TIMESTAMP_INFINITY,
+)
+from sqlserver.protocol._datetimes import (
+    TIMESTAMP_NEG_INFINITY as TIMESTAMP_NEG_INFINITY,
+)
+from sqlserver.protocol._datetimes import (
+    TIMESTAMPTZ_INFINITY as TIMESTAMPTZ_INFINITY,
+)
+from sqlserver.protocol._datetimes import (
+    TIMESTAMPTZ_NEG_INFINITY as TIMESTAMPTZ_NEG_INFINITY,
+)
+from sqlserver.protocol._datetimes import (
+    InfiniteDate as InfiniteDate,
+)
+from sqlserver.protocol._datetimes import (
+    InfiniteDatetime as InfiniteDatetime,
+)
 from sqlserver.protocol.errors import FEATURE_NOT_SUPPORTED, INVALID_PARAMETER_VALUE, PgError
 from sqlserver.protocol.messages import FieldDescription
 
@@ -92,18 +116,14 @@ _BASE = [
 ]  # fmt: skip
 
 TYPES: dict[int, TypeInfo] = {}
+# typelem of the non-array types that still have one (fixed-length "arrays" in pg_type).
+_ELEM = {INT2VECTOR: INT2, OIDVECTOR: OID, NAME: CHAR}
 for _oid, _name, _size, _cat, _arr in _BASE:
-    TYPES[_oid] = TypeInfo(
-        _oid,
-        _name,
-        _size,
-        _cat,
-        INT2 if _oid == INT2VECTOR else OID if _oid == OIDVECTOR else 0,
-        _arr,
-    )
+    TYPES[_oid] = TypeInfo(_oid, _name, _size, _cat, _ELEM.get(_oid, 0), _arr)
     if _arr:
-        TYPES[_arr] = TypeInfo(_arr, "_" + _name, -1, "A", _oid, 0)
-TYPES[INT2VECTOR] = TYPES[INT2VECTOR]._replace(category="A")
+        # pg_type: every array type is category A except _record (P, a pseudo-type).
+        _arr_cat = "P" if _oid == RECORD else "A"
+        TYPES[_arr] = TypeInfo(_arr, "_" + _name, -1, _arr_cat, _oid, 0)
 
 # SQL spellings of type names (as in CAST(x AS ...), column definitions and ::casts).
 _ALIASES = {
@@ -212,8 +232,7 @@ def _vector(elem: s.IntCodec, elem_oid: int) -> Codec:
     return Codec(
         to_text,
         from_text,
-        # int2vector and oidvector arrays start at index 0
-        lambda v: _arrays.to_binary(v, elem_oid, elem.to_binary, from_text, lower_bound=0),
+        lambda v: _arrays.to_binary(v, elem_oid, elem.to_binary, from_text, vector=True),
         lambda d: _arrays.from_binary(
             d, elem_oid, elem.from_binary, TYPES[elem_oid].name + "vector"
         ),
@@ -247,8 +266,7 @@ CODECS: dict[int, Codec] = {
     TIMESTAMPTZ: Codec(_TSTZ.to_text, _TSTZ.from_text, _TSTZ.to_binary, _TSTZ.from_binary),
     UUID: Codec(s.uuid_to_text, s.uuid_from_text, s.uuid_to_binary, s.uuid_from_binary),
     JSON: Codec(s.text_to_text, s.json_from_text, s.text_to_text, s.json_from_text),
-    JSONB: Codec(s.text_to_text, functools.partial(s.json_from_text, type_name="jsonb"),
-                 s.jsonb_to_binary, s.jsonb_from_binary),
+    JSONB: Codec(s.text_to_text, s.jsonb_from_text, s.jsonb_to_binary, s.jsonb_from_binary),
     INT2VECTOR: _vector(_INT2, INT2),
     OIDVECTOR: _vector(_OID, OID),
 }  # fmt: skip
