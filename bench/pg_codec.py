@@ -10,7 +10,7 @@ CommandComplete("SELECT 1") + ReadyForQuery(I). This measures, in one process an
 - params: types.decoder(INT4, 0) on the parameter and types.encoder(INT4, 0) on the result.
 Each figure is the best of --repeats runs of --seconds each (best, because the machine is shared).
 
-Usage: .venv/bin/python bench/pg_codec.py [--seconds 0.5] [--repeats 5] [--json]
+Usage: .venv/bin/python bench/pg_codec.py [--seconds 0.5] [--repeats 7] [--json]
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def params(n: int) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=0.5)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     batches = rate(parse_batches(BATCH), args.seconds, args.repeats)
