@@ -4,8 +4,8 @@ listed once and imported once, and nothing public is imported without being list
 from __future__ import annotations
 
 import ast
-import importlib
 import dataclasses
+import importlib
 from collections import Counter
 from pathlib import Path
 
