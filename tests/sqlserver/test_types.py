@@ -60,6 +60,8 @@ def both_formats(oid: int, value: Any) -> tuple[Any, Any]:
     return from_text, from_binary
 
 
+# deadline=None on every property: on a busy shared machine timing must not fail a test.
+@settings(deadline=None)
 @given(st.booleans())
 def test_bool(v: bool) -> None:
     assert both_formats(BOOL, v) == (v, v)
@@ -68,6 +70,7 @@ def test_bool(v: bool) -> None:
 @pytest.mark.parametrize(
     ("oid", "bits", "signed"), [(INT2, 16, 1), (INT4, 32, 1), (INT8, 64, 1), (OID, 32, 0)]
 )
+@settings(deadline=None)
 @given(data=st.data())
 def test_integers_and_their_ranges(oid: int, bits: int, signed: int, data: st.DataObject) -> None:
     lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
@@ -86,18 +89,21 @@ def _same_float(a: float, b: float) -> bool:
     return (math.isnan(a) and math.isnan(b)) or struct.pack("!d", a) == struct.pack("!d", b)
 
 
+@settings(deadline=None)
 @given(st.floats())
 def test_float8_text_is_exact(v: float) -> None:
     from_text, from_binary = both_formats(FLOAT8, v)
     assert _same_float(from_text, v) and _same_float(from_binary, v)
 
 
+@settings(deadline=None)
 @given(st.floats(width=32))
 def test_float4_text_is_exact(v: float) -> None:
     from_text, from_binary = both_formats(FLOAT4, v)
     assert _same_float(from_text, v) and _same_float(from_binary, v)
 
 
+@settings(deadline=None)
 @given(
     st.decimals(allow_nan=True, allow_infinity=True, places=None).filter(lambda d: not d.is_snan())
 )
@@ -124,12 +130,14 @@ def test_numeric_limits() -> None:
         types.decode_text(NUMERIC, b"-NaN")
 
 
+@settings(deadline=None)
 @given(texts)
 def test_text_types(v: str) -> None:
     for oid in (TEXT, VARCHAR):
         assert both_formats(oid, v) == (v, v)
 
 
+@settings(deadline=None)
 @given(st.binary())
 def test_bytea(v: bytes) -> None:
     assert both_formats(BYTEA, v) == (v, v)
@@ -141,21 +149,25 @@ def test_bytea(v: bytes) -> None:
         assert types.decode_text(BYTEA, escaped.encode()) == v
 
 
+@settings(deadline=None)
 @given(st.dates())
 def test_date(v: dt.date) -> None:
     assert both_formats(DATE, v) == (v, v)
 
 
+@settings(deadline=None)
 @given(st.times())
 def test_time(v: dt.time) -> None:
     assert both_formats(TIME, v) == (v, v)
 
 
+@settings(deadline=None)
 @given(st.datetimes())
 def test_timestamp(v: dt.datetime) -> None:
     assert both_formats(TIMESTAMP, v) == (v, v)
 
 
+@settings(deadline=None)
 @given(st.datetimes(timezones=st.timezones() | st.just(UTC)))
 def test_timestamptz_is_the_same_instant_in_utc(v: dt.datetime) -> None:
     try:
@@ -177,6 +189,7 @@ def test_infinity_sentinels_are_distinct_from_the_extreme_dates() -> None:
     assert types.encode_text(TIMESTAMPTZ, TIMESTAMP_INFINITY) == b"infinity"
 
 
+@settings(deadline=None)
 @given(st.uuids())
 def test_uuid(v: Any) -> None:
     assert both_formats(UUID, v) == (v, v)
@@ -189,6 +202,7 @@ json_values = st.recursive(
 )
 
 
+@settings(deadline=None)
 @given(json_values)
 def test_json_keeps_its_text_and_jsonb_normalises_it(v: Any) -> None:
     text = json.dumps(v, ensure_ascii=False)
@@ -219,11 +233,13 @@ def rectangular(elements: st.SearchStrategy[Any]) -> st.SearchStrategy[list[Any]
     return flat | matrix
 
 
+@settings(deadline=None)
 @given(rectangular(st.none() | st.integers(-(2**31), 2**31 - 1)))
 def test_int4_arrays(v: list[Any]) -> None:
     assert both_formats(INT4_ARRAY, v) == (v, v)
 
 
+@settings(deadline=None)
 @given(
     rectangular(
         st.none() | texts | st.sampled_from(['"', "\\", "{}", "a,b", " x ", "NULL", "null", ""])
@@ -245,7 +261,7 @@ def test_malformed_arrays_are_22p02(bad: bytes) -> None:
 DECODABLE = sorted(types.CODECS)
 
 
-@settings(max_examples=400)
+@settings(deadline=None, max_examples=400)
 @given(st.sampled_from(DECODABLE), st.binary(max_size=64), st.booleans())
 def test_arbitrary_bytes_give_a_value_or_a_pg_error(oid: int, data: bytes, binary: bool) -> None:
     try:
@@ -254,6 +270,7 @@ def test_arbitrary_bytes_give_a_value_or_a_pg_error(oid: int, data: bytes, binar
         pass
 
 
+@settings(deadline=None)
 @given(st.sampled_from(DECODABLE), st.binary(max_size=64))
 def test_binary_arrays_from_arbitrary_headers(oid: int, tail: bytes) -> None:
     # A plausible array header (1 dimension, the right element type) with an arbitrary rest.

@@ -24,6 +24,7 @@ from typing import Any
 from sqlserver.protocol._client import BackendParser, encode_frontend
 from sqlserver.protocol._wire import cstr, frame, pack_int16, pack_int32
 from sqlserver.protocol.messages import (
+    PROTOCOL_3_0,
     AuthenticationCleartextPassword,
     AuthenticationMD5Password,
     AuthenticationOk,
@@ -199,7 +200,8 @@ _ENCODERS: dict[type, Callable[[Any], bytes]] = {
     CopyDone: lambda m: COPY_DONE,
     NegotiateProtocolVersion: lambda m: frame(
         b"v",
-        pack_int32(m.newest_minor)
+        # PostgreSQL writes the whole version code (3 << 16 | minor) here, and libpq reads it so.
+        pack_int32(PROTOCOL_3_0 | m.newest_minor)
         + pack_int32(len(m.unrecognized))
         + b"".join(cstr(o) for o in m.unrecognized),
     ),
