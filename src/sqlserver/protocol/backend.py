@@ -94,6 +94,7 @@ _READY = {"I": READY_IDLE, "T": READY_IN_TX, "E": READY_FAILED}
 _NULL = b"\xff\xff\xff\xff"
 # RowDescription field: table oid, column number, type oid, type size, type modifier, format.
 _FIELD = struct.Struct("!IhIhih")
+_DATA_ROW_HEAD = struct.Struct("!cih").pack
 
 
 def ready_for_query(status: str) -> bytes:
@@ -115,7 +116,7 @@ def data_row(values: Sequence[bytes | None]) -> bytes:
             append(pack_int32(n))
             append(v)
             size += 4 + n
-    parts[0] = b"D" + pack_int32(size) + pack_int16(len(values))
+    parts[0] = _DATA_ROW_HEAD(b"D", size, len(values))
     return b"".join(parts)
 
 
