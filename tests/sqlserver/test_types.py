@@ -220,6 +220,11 @@ def test_json_input_is_validated() -> None:
             with pytest.raises(PgError) as info:
                 types.decode_text(oid, bad)
             assert info.value.sqlstate == "22P02"
+    assert types.decode_text(JSON, b'"\\u0000"') == '"\\u0000"'  # json keeps its text
+    with pytest.raises(PgError) as info:
+        types.decode_text(JSONB, b'{"a": "x\\u0000"}')  # jsonb stores text, which has no NUL
+    assert info.value.sqlstate == "22P05"
+    assert types.decode_text(JSONB, b'"\\\\u0000"') == '"\\\\u0000"'  # an escaped backslash
     with pytest.raises(PgError) as info:
         types.decode_binary(JSONB, b"\x02{}")
     assert info.value.sqlstate == "22P03"
