@@ -220,8 +220,9 @@ class Agent:
         try:
             pf = lpatch.from_document(req["patch"], source="the patch")
             patch_id = pf.spec.patch_id
-            signed_by = pf.verify(self.trusted_keys, allow_unsigned=self.allow_unsigned)
-            self._check_applicable(pf.spec, method)
+            # a signed patch's spec carries its precompiled code, decoded only after the signature check
+            spec, signed_by = pf.verified_spec(self.trusted_keys, allow_unsigned=self.allow_unsigned)
+            self._check_applicable(spec, method)
         except (lpatch.PatchFileError, PatchRefused) as exc:
             return self._refuse(patch_id, "apply", method, str(exc), t0), None
         t_checked = time.monotonic_ns()
@@ -230,7 +231,7 @@ class Agent:
         log.info("applying patch %s (signed by %s, method %s)", patch_id, signed_by, method)
         try:
             result: PatchResult = _runtime().apply_patch(
-                pf.spec, method=method, timeout=req["timeout"], watch=watch
+                spec, method=method, timeout=req["timeout"], watch=watch
             )
         except LivepatchError as exc:
             return self._refuse(patch_id, "apply", method, str(exc), t0), signed_by
