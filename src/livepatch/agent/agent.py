@@ -221,7 +221,9 @@ class Agent:
             pf = lpatch.from_document(req["patch"], source="the patch")
             patch_id = pf.spec.patch_id
             # a signed patch's spec carries its precompiled code, decoded only after the signature check
-            spec, signed_by = pf.verified_spec(self.trusted_keys, allow_unsigned=self.allow_unsigned)
+            spec, signed_by = pf.verified_spec(
+                self.trusted_keys, allow_unsigned=self.allow_unsigned
+            )
             self._check_applicable(spec, method)
         except (lpatch.PatchFileError, PatchRefused) as exc:
             return self._refuse(patch_id, "apply", method, str(exc), t0), None

@@ -21,11 +21,24 @@ def _entry_point_names(group: str) -> list[str]:
     return sorted(ep.name for ep in entry_points(group=group))
 
 
+_COMMAND_PREFIX = {"livepatch.servers": "livepatch serve ", "livepatch.commands": "livepatch "}
+
+
 def _load_entry_point(group: str, name: str) -> click.Command | None:
     for ep in entry_points(group=group):
         if ep.name == name:
             try:
                 cmd = ep.load()
+            except ModuleNotFoundError as exc:
+                if not ep.extras:
+                    return _unavailable(name, f"cannot load {ep.value}: {exc}")
+                # an optional dependency (pyproject.toml's extras): say how to install it
+                dist = ep.dist.name if ep.dist is not None else "livepatch"
+                return _unavailable(
+                    name,
+                    f"{_COMMAND_PREFIX.get(group, '')}{name} needs: "
+                    f"pip install '{dist}[{','.join(ep.extras)}]' (missing module {exc.name})",
+                )
             except Exception as exc:  # a broken plugin must not take the whole command down
                 return _unavailable(name, f"cannot load {ep.value}: {exc}")
             if not isinstance(cmd, click.Command):

@@ -113,13 +113,17 @@ def magic() -> str:
     return MAGIC_NUMBER.hex()
 
 
-def defaults_plan(node: ast.FunctionDef | ast.AsyncFunctionDef, filename: str) -> tuple[DefaultExpr, ...]:
+def defaults_plan(
+    node: ast.FunctionDef | ast.AsyncFunctionDef, filename: str
+) -> tuple[DefaultExpr, ...]:
     """The default expressions of a `def`, in the order of its parameters (positional, then keyword-only)."""
     args = node.args
     positional = [*args.posonlyargs, *args.args]
     pairs: list[tuple[str, bool, ast.expr]] = [
         (arg.arg, False, expr)
-        for arg, expr in zip(positional[len(positional) - len(args.defaults) :], args.defaults, strict=True)
+        for arg, expr in zip(
+            positional[len(positional) - len(args.defaults) :], args.defaults, strict=True
+        )
     ]
     pairs += [
         (arg.arg, True, expr)
@@ -155,7 +159,11 @@ def _module_payload(mp: ModulePatch) -> bytes | None:
     targets: dict[str, tuple[Any, ...]] = {}
     for qualname in sorted(wanted):
         d = walk.definitions.get(qualname)
-        if d is None or d.code is None or not isinstance(d.node, ast.FunctionDef | ast.AsyncFunctionDef):
+        if (
+            d is None
+            or d.code is None
+            or not isinstance(d.node, ast.FunctionDef | ast.AsyncFunctionDef)
+        ):
             continue  # a corrupt patch: staging finds out from the source and refuses
         plan = defaults_plan(d.node, filename)
         targets[qualname] = (d.code, tuple(e.as_tuple() for e in plan))
@@ -220,7 +228,9 @@ def _decode_module(mp: ModulePatch, encoded: Any) -> dict[str, CompiledTarget]:
     out = {}
     for qualname, raw in targets.items():
         if not isinstance(qualname, str) or qualname not in changed:
-            raise ValueError(f"{mp.module}: compiled code for {qualname!r}, which the patch does not change")
+            raise ValueError(
+                f"{mp.module}: compiled code for {qualname!r}, which the patch does not change"
+            )
         out[qualname] = _decode_target(qualname, raw)
     return out
 

@@ -112,7 +112,9 @@ def _relocated(code: CodeType, filename: str) -> CodeType:
     """`code` (and the code nested in it) as compiled from `filename`: tracebacks name the live file."""
     if code.co_filename == filename:
         return code
-    consts = tuple(_relocated(c, filename) if isinstance(c, CodeType) else c for c in code.co_consts)
+    consts = tuple(
+        _relocated(c, filename) if isinstance(c, CodeType) else c for c in code.co_consts
+    )
     return code.replace(co_filename=filename, co_consts=consts)
 
 

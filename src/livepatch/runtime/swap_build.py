@@ -89,7 +89,9 @@ class LiveBuilder:
 
     def default_value(self, expr: DefaultExpr, live: Any, owner: Any, qualname: str) -> Any:
         if live is not MISSING and expr.how is How.FRESH:
-            return live  # a container or an object built by a call: the function's static state, kept
+            return (
+                live  # a container or an object built by a call: the function's static state, kept
+            )
         if expr.how is How.CONST:
             value = expr.value
         else:
