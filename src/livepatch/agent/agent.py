@@ -57,6 +57,12 @@ def _runtime() -> ModuleType:
     return patcher
 
 
+def _preload_staging() -> None:
+    # Import the staging code now, on the patcher thread, rather than inside the first apply, where the
+    # import would count as staging time and hold the GIL for milliseconds while the server serves.
+    import livepatch.runtime.staging  # noqa: F401
+
+
 def _jsonable(obj: Any) -> Any:
     if obj is None or isinstance(obj, str | int | float | bool):
         return obj
@@ -116,6 +122,7 @@ class Agent:
         self._patcher = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="livepatch-patcher"
         )
+        self._patcher.submit(_preload_staging)  # first job: before any apply
         try:
             if self.metrics_port is not None:
                 from livepatch.agent.metrics import MetricsServer
