@@ -3,11 +3,11 @@
 CONTRACT (used by runtime.patcher; implemented here):
 
     stage(spec: PatchSpec) -> StagedPatch
-        Runs on the patcher thread with nothing paused. Compiles every module's new source, resolves every
-        live target through module and class namespaces (no heap walk), verifies each live code object's
-        fingerprint against `old_fingerprint` and prepares everything the swap needs. Raises
-        livepatch.errors.PatchRefused (naming the first problem and how to fix it) and changes nothing
-        when anything does not fit.
+        Runs on the patcher thread with nothing paused. Takes the new code the patch carries compiled
+        (signed patches) or compiles the module's new source, resolves every live target through module
+        and class namespaces (no heap walk), verifies each live code object's fingerprint against
+        `old_fingerprint` and prepares everything the swap needs. Raises livepatch.errors.PatchRefused
+        (naming the first problem and how to fix it) and changes nothing when anything does not fit.
 
     class StagedPatch:
         patch_id: str
@@ -331,7 +331,8 @@ class _ModuleStager:
 
 
 def stage(spec: PatchSpec) -> StagedPatch:
-    """Compile, resolve, verify and prepare `spec` (see the module docstring for the full contract).
+    """Compile (unless `spec` carries compiled code), resolve, verify and prepare `spec` (see the module
+    docstring for the full contract).
 
     Modules of the patch that this process has not imported have no live code to patch: they are skipped
     (listed in `StagedPatch.skipped_modules`; a later import reads them from disk), unless the patch adds
