@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 from livefixtures import forget, load, load_source, source, unique_name
 
 from livepatch.errors import PatchAborted, PatchRefused
-from livepatch.patch import compiled
+from livepatch.patch import compiled, lpatch, signing
 from livepatch.patch.diff import patch_from_sources
 from livepatch.patch.fingerprint import code_fingerprint
 from livepatch.patch.model import ChangeKind, ModulePatch, PatchSpec, TargetChange
@@ -476,5 +476,43 @@ def test_cached_fingerprints_do_not_hide_a_hand_edit(tmp_path: Path, new_code: s
         live.a.__code__ = (lambda: 99).__code__.replace(co_name="a", co_qualname="a")
         with pytest.raises(PatchRefused, match=r":a does not match the patch"):
             stage(spec)
+    finally:
+        forget(live)
+
+
+def test_a_signed_patch_stages_the_code_it_carries_an_unsigned_one_its_source(
+    tmp_path: Path,
+) -> None:
+    """A patch file whose compiled code (return 3) and source (return 2) disagree, as only a buggy or
+    malicious builder would make: signed and trusted, the agent's path runs the compiled code; the same
+    file unsigned is compiled from its source, which does not produce the code the patch names."""
+    v1 = "def f():\n    return 1\n"
+    live = load_source(v1, tmp_path, unique_name("trust"))
+    try:
+        spec3 = patch_from_sources({live.__name__: (v1, v1.replace("1", "3"))})
+        (mp3,) = spec3.modules
+        doctored = PatchSpec(
+            spec3.patch_id,
+            spec3.package,
+            spec3.category,
+            (ModulePatch(mp3.module, v1.replace("1", "2"), mp3.changes),),
+        )
+        manifest = {**doctored.to_dict(), "compiled": compiled.build_section(spec3)}
+        priv, pub, _ = signing.generate_keypair(tmp_path / "keys")
+        key, trusted = signing.load_private_key(priv), signing.load_public_key(pub)
+        signature = lpatch.Signature(key.key_id, key.sign(lpatch.canonical_bytes(manifest)))
+        signed = lpatch.PatchFile(doctored, manifest, signature)
+        spec, signer = lpatch.from_document(signed.to_document()).verified_spec([trusted])
+        assert signer == key.key_id
+        staged = stage(spec)
+        staged.swap_in()
+        assert live.f() == 3
+        staged.swap_out()
+        unsigned = lpatch.PatchFile(doctored, manifest, None).to_document()
+        spec, signer = lpatch.from_document(unsigned).verified_spec([trusted], allow_unsigned=True)
+        assert signer is None
+        with pytest.raises(PatchRefused, match="does not produce the code the patch names"):
+            stage(spec)
+        assert live.f() == 1
     finally:
         forget(live)
