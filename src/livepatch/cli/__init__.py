@@ -43,6 +43,8 @@ def _naming_extra(group: str, ep: EntryPoint, callback: Callable[..., Any]) -> C
         try:
             return callback(*args, **kwargs)
         except ModuleNotFoundError as exc:
+            if "pip install" in str(exc):  # already names its own extra (e.g. livepatch[metrics])
+                raise click.ClickException(str(exc)) from exc
             raise click.ClickException(_needs_extra(group, ep, exc.name)) from exc
 
     return run
