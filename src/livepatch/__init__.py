@@ -1,7 +1,8 @@
 """livepatch: zero-downtime code updates for running Python servers.
 
 The public surface. Everything else lives in private implementation modules (STYLE.md §12);
-tests/test_public_api.py checks that each name here is exported once.
+tests/test_public_api.py checks that each name here is exported once and loads (lazily) from the module
+type checkers see.
 
 Inside a server:
     quiescence_point()                      where the thread holds no lock and no transaction
