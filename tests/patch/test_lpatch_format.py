@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 import json
+import marshal
 import os
 import stat
 from pathlib import Path
@@ -274,3 +275,21 @@ def test_a_source_that_does_not_compile_gets_no_compiled_code(keys) -> None:
     private, _ = keys
     doc = json.loads(lpatch.dumps(lpatch.build(make_spec("return ("), private)))
     assert "compiled" not in doc["manifest"]  # staging compiles the source and refuses, naming it
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ((1, {}, {"g": compile("g = 1", "x", "exec")}), "which the patch does not add"),
+        ((1, {"f": (compile("1", "x", "eval"), ((1, 2),))}, {}), "a malformed default"),
+        ((1, {"f": "not code"}, {}), "not a \\(code, defaults\\) pair"),
+        ((2, {}, {}), "unknown layout"),
+    ],
+)
+def test_malformed_signed_payloads(keys, payload, message: str) -> None:
+    private, public = keys
+    doc = json.loads(lpatch.dumps(lpatch.build(make_spec(), private)))
+    encoded = base64.b64encode(marshal.dumps(payload)).decode()
+    doc["manifest"]["compiled"]["code"][importlib.util.MAGIC_NUMBER.hex()]["pkg.mod"] = encoded
+    with pytest.raises(lpatch.PatchFileError, match=message):
+        lpatch.from_document(_resign(doc, private)).verified_spec([public])

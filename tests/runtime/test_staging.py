@@ -29,9 +29,8 @@ def new_code(request: pytest.FixtureRequest) -> str:
 def _prepared(spec: PatchSpec, new_code: str) -> PatchSpec:
     if new_code == "source":
         return spec
-    with_code = compiled.attach(spec, compiled.build_section(spec))
-    assert any(isinstance(m, compiled.CompiledModulePatch) for m in with_code.modules)
-    return with_code
+    # (a patch of class members only carries no compiled code: staging builds those from the source)
+    return compiled.attach(spec, compiled.build_section(spec))
 
 
 def _snapshot(module: ModuleType) -> dict[str, object]:
@@ -84,7 +83,9 @@ def test_patch_of_modules_none_of_which_is_loaded_is_refused() -> None:
         stage(spec)
 
 
-def test_package_patch_skips_unloaded_modules_and_adds_new_ones(tmp_path: Path) -> None:
+def test_package_patch_skips_unloaded_modules_and_adds_new_ones(
+    tmp_path: Path, new_code: str
+) -> None:
     pkg = unique_name("pkg")
     (tmp_path / pkg).mkdir()
     (tmp_path / pkg / "__init__.py").write_text("")
@@ -107,7 +108,7 @@ def test_package_patch_skips_unloaded_modules_and_adds_new_ones(tmp_path: Path) 
                 ),  # never imported
             }
         )
-        staged = stage(spec)
+        staged = stage(_prepared(spec, new_code))
         assert staged.skipped_modules == (f"{pkg}.unused",)
         assert f"{pkg}.helpers" not in sys.modules  # staging changes nothing
         staged.swap_in()
@@ -247,12 +248,14 @@ def test_new_parameter_default_is_evaluated_in_the_live_namespace(
         forget(live)
 
 
-def test_added_definitions_run_their_decorators_once_at_stage_time_only(tmp_path: Path) -> None:
+def test_added_definitions_run_their_decorators_once_at_stage_time_only(
+    tmp_path: Path, new_code: str
+) -> None:
     v1 = "CALLS = []\n\n\ndef reg(fn):\n    CALLS.append(fn.__name__)\n    return fn\n"
     v2 = v1 + "\n\n@reg\ndef added():\n    return 'added'\n"
     live = load_source(v1, tmp_path, unique_name("decorators"))
     try:
-        staged = stage(patch_from_sources({live.__name__: (v1, v2)}))
+        staged = stage(_prepared(patch_from_sources({live.__name__: (v1, v2)}), new_code))
         assert live.CALLS == ["added"]  # the decorator ran (while staging); nothing else did
         assert not hasattr(live, "added")
         staged.swap_in()
@@ -264,7 +267,7 @@ def test_added_definitions_run_their_decorators_once_at_stage_time_only(tmp_path
         forget(live)
 
 
-def test_added_method_using_super_and_added_property_setter(tmp_path: Path) -> None:
+def test_added_method_using_super_and_added_property_setter(tmp_path: Path, new_code: str) -> None:
     v1 = (
         "class Base:\n    def who(self):\n        return 'base'\n\n\n"
         "class C(Base):\n    def __init__(self):\n        self._v = 1\n\n"
@@ -282,7 +285,7 @@ def test_added_method_using_super_and_added_property_setter(tmp_path: Path) -> N
     try:
         obj = live.C()
         getter = live.C.__dict__["v"].fget
-        staged = stage(patch_from_sources({live.__name__: (v1, v2)}))
+        staged = stage(_prepared(patch_from_sources({live.__name__: (v1, v2)}), new_code))
         staged.swap_in()
         assert obj.who() == "c+base"
         obj.v = 2
@@ -415,7 +418,9 @@ def test_new_class_level_default_is_added_but_enum_members_are_refused(tmp_path:
 
 def test_a_compiled_patch_is_staged_without_parsing_or_compiling_its_source(tmp_path: Path) -> None:
     v1 = "def helper(x):\n    return x\n\n\ndef f(x):\n    return [helper(i) for i in range(x)]\n"
-    v2 = v1.replace("[helper(i) for", "[helper(i) * 10 for")
+    v2 = (
+        v1.replace("[helper(i) for", "[tenfold(i) for") + "\n\ndef tenfold(x):\n    return 10 * x\n"
+    )
     live = load_source(v1, tmp_path, unique_name("compiled"))
     try:
         with_code = _prepared(patch_from_sources({live.__name__: (v1, v2)}), "compiled")
@@ -423,7 +428,12 @@ def test_a_compiled_patch_is_staged_without_parsing_or_compiling_its_source(tmp_
         assert isinstance(mp, compiled.CompiledModulePatch)
         # the source would not even parse: staging must not need it
         broken = compiled.CompiledModulePatch(
-            mp.module, "def f(:\n", mp.changes, mp.old_source_sha256, compiled=mp.compiled
+            mp.module,
+            "def f(:\n",
+            mp.changes,
+            mp.old_source_sha256,
+            compiled=mp.compiled,
+            added=mp.added,
         )
         staged = stage(
             PatchSpec(with_code.patch_id, with_code.package, with_code.category, (broken,))
@@ -434,8 +444,11 @@ def test_a_compiled_patch_is_staged_without_parsing_or_compiling_its_source(tmp_
         code = live.f.__code__
         nested = [c for c in code.co_consts if hasattr(c, "co_filename")]
         assert nested and {code.co_filename, *(c.co_filename for c in nested)} == {live.__file__}
+        assert (
+            live.tenfold.__code__.co_filename == live.__file__
+        )  # added, from its compiled statement
         staged.swap_out()
-        assert live.f(3) == [0, 1, 2]
+        assert live.f(3) == [0, 1, 2] and not hasattr(live, "tenfold")
     finally:
         forget(live)
 

@@ -4,12 +4,16 @@ Theory of operation: staging a changed function needs its new code object and, w
 default values, what each default expression is. Getting both from the module's new source means parsing
 and compiling the whole module on the patcher thread, which holds the GIL for milliseconds (a latency
 column in every client's figures). So `livepatch diff` does that work once, offline, and the patch file
-carries the result for each CHANGED function-like target:
+carries the result for each CHANGED function-like target, and for each ADDED module-level definition (def,
+class or import) the code of its statement:
 
     manifest["compiled"] = {"format": 1, "code": {"<MAGIC hex>": {"<module>": "<base64 of marshal>"}}}
 
-The marshal payload of one module is `(1, {qualname: (code, defaults)})`, `defaults` a tuple of
-`(param, keyword_only, how, value, text)` (see `DefaultExpr`). It is keyed by the bytecode magic number of
+The marshal payload of one module is `(1, {qualname: (code, defaults)}, {qualname: statement code})`,
+`defaults` a tuple of `(param, keyword_only, how, value, text)` (see `DefaultExpr`); a statement's code is
+the module-level statement compiled alone with the module's `from __future__` imports (`statement_code`),
+executed by staging in the live module's namespace. What is not in the payload (definitions added inside
+a class, CHANGED classes, new modules) staging still builds from the source. It is keyed by the bytecode magic number of
 the interpreter that compiled it (`importlib.util.MAGIC_NUMBER`): an interpreter with another magic number
 ignores it and compiles from the source, like before.
 
@@ -46,6 +50,7 @@ __all__ = [
     "build_section",
     "defaults_plan",
     "magic",
+    "statement_code",
 ]
 
 SECTION_FORMAT = 1  # of manifest["compiled"]; another value is ignored (compiled from source)
@@ -104,6 +109,13 @@ class CompiledModulePatch(ModulePatch):
     """A ModulePatch with trusted compiled code for this interpreter (made only by `attach`)."""
 
     compiled: Mapping[str, CompiledTarget] = field(default_factory=dict, compare=False, repr=False)
+    added: Mapping[str, CodeType] = field(default_factory=dict, compare=False, repr=False)
+
+
+def statement_code(stmt: ast.stmt, future: list[ast.stmt], filename: str) -> CodeType:
+    """One module-level statement compiled alone, with the module's `from __future__` imports."""
+    tree = ast.Module(body=[*future, stmt], type_ignores=[])
+    return compile(tree, filename, "exec", dont_inherit=True)
 
 
 def magic() -> str:
@@ -144,12 +156,9 @@ def defaults_plan(
 def _module_payload(mp: ModulePatch) -> bytes | None:
     from livepatch.patch.diff_walk import walk_source  # the offline side only
 
-    wanted = {
-        c.qualname
-        for c in mp.changes
-        if c.kind is ChangeKind.CHANGED and c.definition in FUNCTION_KINDS
-    }
-    if not wanted:
+    wanted = _changed_functions(mp)
+    added = {c.qualname for c in mp.changes if c.kind is ChangeKind.ADDED}
+    if not wanted and not added:
         return None
     filename = f"<livepatch {mp.module}>"  # staging gives the code the live module's file name
     try:
@@ -167,9 +176,27 @@ def _module_payload(mp: ModulePatch) -> bytes | None:
             continue  # a corrupt patch: staging finds out from the source and refuses
         plan = defaults_plan(d.node, filename)
         targets[qualname] = (d.code, tuple(e.as_tuple() for e in plan))
-    if not targets:
+    statements: dict[str, CodeType] = {}
+    by_node: dict[int, CodeType] = {}  # one code per statement (`import a, b` adds two names)
+    for qualname in sorted(added):
+        d = walk.definitions.get(qualname)
+        if d is None or d.owner:
+            continue  # added inside a class: staging builds it from the source
+        code = by_node.get(id(d.node))
+        if code is None:
+            code = by_node[id(d.node)] = statement_code(d.node, walk.future, filename)
+        statements[qualname] = code
+    if not targets and not statements:
         return None
-    return marshal.dumps((_PAYLOAD_FORMAT, targets))
+    return marshal.dumps((_PAYLOAD_FORMAT, targets, statements))
+
+
+def _changed_functions(mp: ModulePatch) -> set[str]:
+    return {
+        c.qualname
+        for c in mp.changes
+        if c.kind is ChangeKind.CHANGED and c.definition in FUNCTION_KINDS
+    }
 
 
 def build_section(spec: PatchSpec) -> dict[str, Any] | None:
@@ -208,31 +235,42 @@ def _decode_target(qualname: str, raw: Any) -> CompiledTarget:
     return CompiledTarget(code, tuple(defaults))
 
 
-def _decode_module(mp: ModulePatch, encoded: Any) -> dict[str, CompiledTarget]:
+def _decode_module(
+    mp: ModulePatch, encoded: Any
+) -> tuple[dict[str, CompiledTarget], dict[str, CodeType]]:
     if not isinstance(encoded, str):
         raise ValueError(f"{mp.module}: compiled code is not a string")
     try:
         payload = marshal.loads(base64.b64decode(encoded.encode("ascii"), validate=True))
     except (binascii.Error, UnicodeEncodeError, ValueError, EOFError, TypeError) as exc:
         raise ValueError(f"{mp.module}: compiled code cannot be decoded ({exc})") from exc
-    if not (isinstance(payload, tuple) and len(payload) == 2 and payload[0] == _PAYLOAD_FORMAT):
+    if not (
+        isinstance(payload, tuple)
+        and len(payload) == 3
+        and payload[0] == _PAYLOAD_FORMAT
+        and isinstance(payload[1], dict)
+        and isinstance(payload[2], dict)
+    ):
         raise ValueError(f"{mp.module}: compiled code of an unknown layout")
-    targets = payload[1]
-    if not isinstance(targets, dict):
-        raise ValueError(f"{mp.module}: compiled code of an unknown layout")
-    changed = {
-        c.qualname
-        for c in mp.changes
-        if c.kind is ChangeKind.CHANGED and c.definition in FUNCTION_KINDS
-    }
-    out = {}
-    for qualname, raw in targets.items():
+    changed = _changed_functions(mp)
+    targets = {}
+    for qualname, raw in payload[1].items():
         if not isinstance(qualname, str) or qualname not in changed:
             raise ValueError(
                 f"{mp.module}: compiled code for {qualname!r}, which the patch does not change"
             )
-        out[qualname] = _decode_target(qualname, raw)
-    return out
+        targets[qualname] = _decode_target(qualname, raw)
+    added = {c.qualname for c in mp.changes if c.kind is ChangeKind.ADDED}
+    statements = {}
+    for qualname, code in payload[2].items():
+        if not isinstance(qualname, str) or qualname not in added:
+            raise ValueError(
+                f"{mp.module}: compiled code for {qualname!r}, which the patch does not add"
+            )
+        if not isinstance(code, CodeType):
+            raise ValueError(f"{mp.module}: {qualname}: a statement that is not code")
+        statements[qualname] = code
+    return targets, statements
 
 
 def attach(spec: PatchSpec, section: Any) -> PatchSpec:
@@ -261,14 +299,15 @@ def attach(spec: PatchSpec, section: Any) -> PatchSpec:
         if mp.module not in modules:
             new_modules.append(mp)
             continue
-        compiled = _decode_module(mp, modules[mp.module])
+        targets, statements = _decode_module(mp, modules[mp.module])
         new_modules.append(
             CompiledModulePatch(
                 module=mp.module,
                 new_source=mp.new_source,
                 changes=mp.changes,
                 old_source_sha256=mp.old_source_sha256,
-                compiled=compiled,
+                compiled=targets,
+                added=statements,
             )
         )
     return dataclasses.replace(spec, modules=tuple(new_modules))

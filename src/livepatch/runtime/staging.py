@@ -37,12 +37,12 @@ the patch adds. Unchanged defaults keep their live objects (a mutable default is
 state: it is carried over, never reset).
 
 Where the new code comes from (the cost of staging): a signed patch carries each CHANGED function's code
-and default expressions compiled for this interpreter (livepatch.patch.compiled; decoded after the
-signature check). Then staging a changed function is a lookup, a fingerprint check, two namespace walks
-and a few comparisons: no parsing, no compiling, O(targets), whatever the size of the module. Otherwise
-(an unsigned patch, another interpreter's magic number, an in-process PatchSpec) the module's new source is
-parsed and compiled here, as are the sources of modules with ADDED definitions or CHANGED classes (their
-statements are evaluated from the AST). Fingerprints of live code objects are cached per code object
+and default expressions, and each ADDED module-level statement's code, compiled for this interpreter
+(livepatch.patch.compiled; decoded after the signature check). Then staging a changed function is a
+lookup, a fingerprint check, two namespace walks and a few comparisons: no parsing, no compiling,
+O(targets), whatever the size of the module. Otherwise (an unsigned patch, another interpreter's magic
+number, an in-process PatchSpec) the module's new source is parsed and compiled here, as is the source of
+a module whose patch adds members to a class or changes a class (those are evaluated from the AST). Fingerprints of live code objects are cached per code object
 (immutable), so re-checking the SAME definitions of a module patched before costs a dict lookup each.
 """
 
@@ -126,6 +126,7 @@ class _ModuleStager:
         self.module = module
         self.filename = filename
         self.compiled = mp.compiled if isinstance(mp, CompiledModulePatch) else {}
+        self.added = mp.added if isinstance(mp, CompiledModulePatch) else {}
         self._walk: ModuleWalk | None = None
         self._build: LiveBuilder | None = None
         self.codes: list[CodeOp] = []
@@ -295,6 +296,13 @@ class _ModuleStager:
             )
 
     def stage_added(self, change: TargetChange) -> None:
+        code = self.added.get(change.qualname)
+        if code is not None:  # a module-level def, class or import, compiled by the patch's author
+            bound = self.build.exec_code(_relocated(code, self.filename), change.qualname)
+            if change.qualname not in bound:
+                raise self.refuse(change.qualname, "the new definition did not bind its name")
+            self.bind(self.module, change.qualname, bound[change.qualname], change.qualname)
+            return
         d = self.new_definition(change)
         if not d.owner:
             bound = self.build.exec_statement(d.node, change.qualname)
@@ -362,7 +370,7 @@ def stage(spec: PatchSpec) -> StagedPatch:
             continue
         filename = getattr(module, "__file__", None) or f"<livepatch {mp.module}>"
         stager = _ModuleStager(mp, module, filename)
-        if not stager.compiled:
+        if not isinstance(mp, CompiledModulePatch):
             stager.walk  # noqa: B018 - without compiled code the source must compile, whatever changes
         stager.run()
         codes.extend(stager.codes)

@@ -25,7 +25,7 @@ from types import CellType, CodeType, FunctionType, ModuleType
 from typing import Any
 
 from livepatch.errors import PatchRefused
-from livepatch.patch.compiled import DefaultExpr, How
+from livepatch.patch.compiled import DefaultExpr, How, statement_code
 from livepatch.patch.diff_walk import Definition
 from livepatch.patch.model import ModulePatch
 from livepatch.runtime.swap import MISSING, BindOp
@@ -48,7 +48,7 @@ class LiveBuilder:
         self.future = future
         self.refuse = refuse
         self._overlay: dict[int, dict[str, Any]] = {}  # per class: names staged so far
-        self._exec_cache: dict[int, dict[str, Any]] = {}
+        self._exec_cache: dict[int, tuple[object, dict[str, Any]]] = {}  # by id of stmt/code
 
     def remember(self, owner: Any, name: str, value: Any) -> None:
         """Later decorators and defaults evaluated in `owner`'s namespace see `name` = `value`."""
@@ -76,15 +76,26 @@ class LiveBuilder:
         """Run one top-level statement in the live module's globals, binding into a private dict."""
         cached = self._exec_cache.get(id(stmt))
         if cached is not None:
-            return cached
-        tree = ast.Module(body=[*self.future, stmt], type_ignores=[])
-        code = compile(tree, self.filename, "exec", dont_inherit=True)
+            return cached[1]
+        bound = self.exec_code(statement_code(stmt, self.future, self.filename), qualname)
+        self._exec_cache[id(stmt)] = (stmt, bound)
+        return bound
+
+    def exec_code(self, code: CodeType, qualname: str) -> dict[str, Any]:
+        """Run a statement's code in the live module's globals, binding into a private dict (once per
+        code object: a statement that adds several names runs once)."""
+        cached = self._exec_cache.get(id(code))
+        if cached is not None:
+            return cached[1]
         bound: dict[str, Any] = {}
         try:
             exec(code, vars(self.module), bound)
         except Exception as exc:
             raise self.refuse(qualname, f"executing the new definition failed: {exc!r}") from exc
-        self._exec_cache[id(stmt)] = bound
+        self._exec_cache[id(code)] = (
+            code,
+            bound,
+        )  # the key object stays alive: its id stays unique
         return bound
 
     def default_value(self, expr: DefaultExpr, live: Any, owner: Any, qualname: str) -> Any:
