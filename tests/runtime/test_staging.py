@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -527,5 +529,32 @@ def test_a_signed_patch_stages_the_code_it_carries_an_unsigned_one_its_source(
         with pytest.raises(PatchRefused, match="does not produce the code the patch names"):
             stage(spec)
         assert live.f() == 1
+    finally:
+        forget(live)
+
+
+def test_a_statement_adding_several_names_runs_once(tmp_path: Path, new_code: str) -> None:
+    v1 = "def f():\n    return 1\n"
+    v2 = "from os import pathsep, sep\n\n\ndef f():\n    return sep + pathsep\n"
+    live = load_source(v1, tmp_path, unique_name("two_names"))
+    try:
+        imports: list[str] = []
+
+        def counting_import(name: str, *args: object, **kwargs: object) -> object:
+            imports.append(name)
+            return __import__(name, *args, **kwargs)  # type: ignore[arg-type]
+
+        # the live module's own builtins: its `import` statements go through counting_import
+        live.__builtins__ = {**vars(builtins), "__import__": counting_import}  # type: ignore[attr-defined]
+        spec = _prepared(patch_from_sources({live.__name__: (v1, v2)}), new_code)
+        assert sorted(
+            c.qualname for c in spec.modules[0].changes if c.kind is ChangeKind.ADDED
+        ) == [
+            "pathsep",
+            "sep",
+        ]
+        stage(spec).swap_in()
+        assert imports == ["os"]
+        assert live.f() == os.sep + os.pathsep
     finally:
         forget(live)

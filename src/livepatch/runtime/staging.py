@@ -127,6 +127,7 @@ class _ModuleStager:
         self.filename = filename
         self.compiled = mp.compiled if isinstance(mp, CompiledModulePatch) else {}
         self.added = mp.added if isinstance(mp, CompiledModulePatch) else {}
+        self._relocated: dict[int, CodeType] = {}  # id of a code in self.added (kept alive there)
         self._walk: ModuleWalk | None = None
         self._build: LiveBuilder | None = None
         self.codes: list[CodeOp] = []
@@ -298,7 +299,11 @@ class _ModuleStager:
     def stage_added(self, change: TargetChange) -> None:
         code = self.added.get(change.qualname)
         if code is not None:  # a module-level def, class or import, compiled by the patch's author
-            bound = self.build.exec_code(_relocated(code, self.filename), change.qualname)
+            # one relocated code per statement, so that a statement adding several names runs once
+            local = self._relocated.get(id(code))
+            if local is None:
+                local = self._relocated[id(code)] = _relocated(code, self.filename)
+            bound = self.build.exec_code(local, change.qualname)
             if change.qualname not in bound:
                 raise self.refuse(change.qualname, "the new definition did not bind its name")
             self.bind(self.module, change.qualname, bound[change.qualname], change.qualname)
