@@ -13,9 +13,9 @@ The marshal payload of one module is `(1, {qualname: (code, defaults)}, {qualnam
 `defaults` a tuple of `(param, keyword_only, how, value, text)` (see `DefaultExpr`); a statement's code is
 the module-level statement compiled alone with the module's `from __future__` imports (`statement_code`),
 executed by staging in the live module's namespace. What is not in the payload (definitions added inside
-a class, CHANGED classes, new modules) staging still builds from the source. It is keyed by the bytecode magic number of
-the interpreter that compiled it (`importlib.util.MAGIC_NUMBER`): an interpreter with another magic number
-ignores it and compiles from the source, like before.
+a class, CHANGED classes, new modules) staging still builds from the source. The section is keyed by the
+bytecode magic number of the interpreter that compiled it (`importlib.util.MAGIC_NUMBER`): an interpreter
+with another magic number ignores it and compiles from the source, like before.
 
 Trust: `marshal` is not safe on hostile input (malformed bytes can crash the interpreter), so the payload
 is decoded only by `attach()`, which the patch file calls only after the signature over the manifest
