@@ -1,7 +1,8 @@
 """livepatch: zero-downtime code updates for running Python servers.
 
 The public surface. Everything else lives in private implementation modules (STYLE.md §12);
-tests/test_public_api.py checks that each name here is exported once.
+tests/test_public_api.py checks that each name here is exported once and loads (lazily) from the module
+type checkers see.
 
 Inside a server:
     quiescence_point()                      where the thread holds no lock and no transaction
@@ -20,41 +21,105 @@ In-process patching (the agent and the CLI sit on these):
     history()                               every patch attempt with its outcome and timings
 """
 
-from livepatch.agent import Agent
-from livepatch.errors import LivepatchError, PatchAborted, PatchRefused, PatchVetoed
-from livepatch.patch.diff import patch_from_sources
-from livepatch.patch.model import (
-    Category,
-    ChangeKind,
-    DefinitionKind,
-    ModulePatch,
-    PatchSpec,
-    Refusal,
-    TargetChange,
-)
-from livepatch.runtime.patcher import (
-    Event,
-    HookContext,
-    PatchResult,
-    WatchPolicy,
-    applied_patches,
-    apply_patch,
-    history,
-    revert_patch,
-)
-from livepatch.runtime.registry import RuntimeStatistics
-from livepatch.runtime.threads import (
-    Priority,
-    activate,
-    add_wakeup_hook,
-    deactivate,
-    managed_thread,
-    quiescence_point,
-    remove_wakeup_hook,
-    set_priority,
-    statistics,
-    transition_flag,
-)
+from __future__ import annotations
+
+import importlib
+
+# Every public name is imported on first use (PEP 562 module __getattr__), then cached as a plain module
+# attribute: `import livepatch` inside a server costs about a millisecond (docs/performance.md, "Import
+# time"), and a server pays only for what it touches: the quiescence-point facade (the runtime's thread
+# registry), the Agent (cryptography, the control socket), the differ (the AST machinery) each on first
+# use. `from livepatch import Agent` works as usual.
+_LAZY: dict[str, str] = {
+    "Agent": "livepatch.agent.agent",
+    "LivepatchError": "livepatch.errors",
+    "PatchAborted": "livepatch.errors",
+    "PatchRefused": "livepatch.errors",
+    "PatchVetoed": "livepatch.errors",
+    "patch_from_sources": "livepatch.patch.diff",
+    "Category": "livepatch.patch.model",
+    "ChangeKind": "livepatch.patch.model",
+    "DefinitionKind": "livepatch.patch.model",
+    "ModulePatch": "livepatch.patch.model",
+    "PatchSpec": "livepatch.patch.model",
+    "Refusal": "livepatch.patch.model",
+    "TargetChange": "livepatch.patch.model",
+    "Event": "livepatch.runtime.patcher",
+    "HookContext": "livepatch.runtime.patcher",
+    "PatchResult": "livepatch.runtime.patcher",
+    "WatchPolicy": "livepatch.runtime.patcher",
+    "applied_patches": "livepatch.runtime.patcher",
+    "apply_patch": "livepatch.runtime.patcher",
+    "history": "livepatch.runtime.patcher",
+    "revert_patch": "livepatch.runtime.patcher",
+    "RuntimeStatistics": "livepatch.runtime.registry",
+    "Priority": "livepatch.runtime.threads",
+    "activate": "livepatch.runtime.threads",
+    "add_wakeup_hook": "livepatch.runtime.threads",
+    "deactivate": "livepatch.runtime.threads",
+    "managed_thread": "livepatch.runtime.threads",
+    "quiescence_point": "livepatch.runtime.threads",
+    "remove_wakeup_hook": "livepatch.runtime.threads",
+    "set_priority": "livepatch.runtime.threads",
+    "statistics": "livepatch.runtime.threads",
+    "transition_flag": "livepatch.runtime.threads",
+}
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing alone costs milliseconds
+if (
+    TYPE_CHECKING
+):  # the same names, for type checkers (tests/test_public_api.py keeps both lists equal)
+    from typing import Any
+
+    from livepatch.agent.agent import Agent
+    from livepatch.errors import LivepatchError, PatchAborted, PatchRefused, PatchVetoed
+    from livepatch.patch.diff import patch_from_sources
+    from livepatch.patch.model import (
+        Category,
+        ChangeKind,
+        DefinitionKind,
+        ModulePatch,
+        PatchSpec,
+        Refusal,
+        TargetChange,
+    )
+    from livepatch.runtime.patcher import (
+        Event,
+        HookContext,
+        PatchResult,
+        WatchPolicy,
+        applied_patches,
+        apply_patch,
+        history,
+        revert_patch,
+    )
+    from livepatch.runtime.registry import RuntimeStatistics
+    from livepatch.runtime.threads import (
+        Priority,
+        activate,
+        add_wakeup_hook,
+        deactivate,
+        managed_thread,
+        quiescence_point,
+        remove_wakeup_hook,
+        set_priority,
+        statistics,
+        transition_flag,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'livepatch' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "Agent",

@@ -31,6 +31,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from lpbench.keys import harness_key
+
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 
@@ -204,8 +206,8 @@ class RespServer:
 
 
 class KvServer(RespServer):
-    """kvserver with the livepatch agent on a Unix socket in its data directory (unsigned patches allowed:
-    the harness builds its patches on the fly)."""
+    """kvserver with the livepatch agent on a Unix socket in its data directory, trusting the harness's
+    key (lpbench.keys); unsigned patches are allowed too, for a user's `--patch FILE`."""
 
     name = "kv"
     supports_live = True
@@ -220,6 +222,7 @@ class KvServer(RespServer):
             livepatch_executable(), "serve", "kv",
             "--host", self.host, "--port", str(self.port), "--dir", str(self.data_dir),
             "--livepatch-socket", str(self.control_socket), "--allow-unsigned",
+            "--trusted-key", str(harness_key()[1]),
         ]  # fmt: skip
 
 

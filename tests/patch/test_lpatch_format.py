@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import importlib.util
 import json
+import marshal
 import os
 import stat
 from pathlib import Path
@@ -10,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from livepatch.errors import PatchRefused
-from livepatch.patch import lpatch, signing
+from livepatch.patch import compiled, lpatch, signing
+from livepatch.patch.fingerprint import code_fingerprint
 from livepatch.patch.model import (
     Category,
     ChangeKind,
@@ -166,3 +170,126 @@ def test_malformed_documents(keys, mutate, message: str) -> None:
 def test_not_utf8() -> None:
     with pytest.raises(lpatch.PatchFileError, match="not UTF-8"):
         lpatch.loads(b"\xff\xfe{}")
+
+
+# -- compiled code (livepatch.patch.compiled) ---------------------------------------------------------
+
+
+def _resign(doc: dict, private: signing.PrivateKey) -> dict:
+    """The document with its manifest signed again, as an author would after changing it."""
+    sig = lpatch.Signature(private.key_id, private.sign(lpatch.canonical_bytes(doc["manifest"])))
+    return {**doc, "signature": sig.to_dict()}
+
+
+def test_a_signed_patch_carries_its_code_compiled_for_this_interpreter(keys) -> None:
+    private, public = keys
+    doc = json.loads(lpatch.dumps(lpatch.build(make_spec("return 41 + 1"), private)))
+    section = doc["manifest"]["compiled"]
+    assert section["format"] == compiled.SECTION_FORMAT
+    assert list(section["code"]) == [importlib.util.MAGIC_NUMBER.hex()]
+    assert list(section["code"][importlib.util.MAGIC_NUMBER.hex()]) == ["pkg.mod"]
+    spec, signer = lpatch.from_document(doc).verified_spec([public])
+    assert signer == public.key_id
+    (mp,) = spec.modules
+    assert isinstance(mp, compiled.CompiledModulePatch)
+    code = mp.compiled["f"].code
+    assert mp.compiled["f"].defaults == ()
+    assert eval(code) == 42  # the body of f, as compiled by `build`
+    assert code_fingerprint(code) == code_fingerprint(
+        next(
+            c
+            for c in compile(mp.new_source, "x", "exec", dont_inherit=True).co_consts
+            if hasattr(c, "co_code")
+        )
+    )
+
+
+def test_the_compiled_code_is_covered_by_the_signature(keys) -> None:
+    private, public = keys
+    doc = json.loads(lpatch.dumps(lpatch.build(make_spec("return 1"), private)))
+    other = json.loads(lpatch.dumps(lpatch.build(make_spec("return 666"), private)))
+    magic = importlib.util.MAGIC_NUMBER.hex()
+    doc["manifest"]["compiled"]["code"][magic] = other["manifest"]["compiled"]["code"][magic]
+    with pytest.raises(PatchRefused, match="bad signature"):
+        lpatch.from_document(doc).verified_spec([public])
+
+
+def test_compiled_code_is_decoded_only_after_the_signature_verified(keys) -> None:
+    """Bytes that are not valid marshal data: a signed patch reports them malformed, an unsigned or a
+    badly signed one never gets as far as decoding them."""
+    private, public = keys
+    doc = json.loads(lpatch.dumps(lpatch.build(make_spec(), private)))
+    garbage = base64.b64encode(b"\xff\x00 not marshal data").decode()
+    doc["manifest"]["compiled"]["code"][importlib.util.MAGIC_NUMBER.hex()]["pkg.mod"] = garbage
+    with pytest.raises(PatchRefused, match="bad signature"):  # tampered: refused before decoding
+        lpatch.from_document(doc).verified_spec([public])
+    unsigned = {**doc, "signature": None}
+    spec, signer = lpatch.from_document(unsigned).verified_spec([public], allow_unsigned=True)
+    assert signer is None
+    assert not isinstance(spec.modules[0], compiled.CompiledModulePatch)  # compiled from source
+    with pytest.raises(
+        lpatch.PatchFileError, match=r"compiled code is malformed.*cannot be decoded"
+    ):
+        lpatch.from_document(_resign(doc, private)).verified_spec([public])
+
+
+def test_code_compiled_for_another_interpreter_is_ignored(keys) -> None:
+    private, public = keys
+    doc = json.loads(lpatch.dumps(lpatch.build(make_spec(), private)))
+    code = doc["manifest"]["compiled"]["code"]
+    code["00000000"] = code.pop(importlib.util.MAGIC_NUMBER.hex())
+    spec, _ = lpatch.from_document(_resign(doc, private)).verified_spec([public])
+    assert type(spec.modules[0]) is ModulePatch
+    assert spec == make_spec()
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda c, m: c.update(code=[]), 'no "code" object'),
+        (lambda c, m: c["code"].update({m: "x"}), "not an object of modules"),
+        (
+            lambda c, m: c["code"][m].update({"pkg.other": c["code"][m]["pkg.mod"]}),
+            "does not change",
+        ),
+        (lambda c, m: c["code"][m].update({"pkg.mod": 7}), "not a string"),
+    ],
+)
+def test_malformed_signed_compiled_sections(keys, mutate, message: str) -> None:
+    private, public = keys
+    doc = json.loads(lpatch.dumps(lpatch.build(make_spec(), private)))
+    mutate(doc["manifest"]["compiled"], importlib.util.MAGIC_NUMBER.hex())
+    with pytest.raises(lpatch.PatchFileError, match=message):
+        lpatch.from_document(_resign(doc, private)).verified_spec([public])
+
+
+def test_a_section_of_an_unknown_format_is_ignored(keys) -> None:
+    private, public = keys
+    doc = json.loads(lpatch.dumps(lpatch.build(make_spec(), private)))
+    doc["manifest"]["compiled"]["format"] = 99
+    spec, _ = lpatch.from_document(_resign(doc, private)).verified_spec([public])
+    assert type(spec.modules[0]) is ModulePatch
+
+
+def test_a_source_that_does_not_compile_gets_no_compiled_code(keys) -> None:
+    private, _ = keys
+    doc = json.loads(lpatch.dumps(lpatch.build(make_spec("return ("), private)))
+    assert "compiled" not in doc["manifest"]  # staging compiles the source and refuses, naming it
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ((1, {}, {"g": compile("g = 1", "x", "exec")}), "which the patch does not add"),
+        ((1, {"f": (compile("1", "x", "eval"), ((1, 2),))}, {}), "a malformed default"),
+        ((1, {"f": "not code"}, {}), "not a \\(code, defaults\\) pair"),
+        ((2, {}, {}), "unknown layout"),
+    ],
+)
+def test_malformed_signed_payloads(keys, payload, message: str) -> None:
+    private, public = keys
+    doc = json.loads(lpatch.dumps(lpatch.build(make_spec(), private)))
+    encoded = base64.b64encode(marshal.dumps(payload)).decode()
+    doc["manifest"]["compiled"]["code"][importlib.util.MAGIC_NUMBER.hex()]["pkg.mod"] = encoded
+    with pytest.raises(lpatch.PatchFileError, match=message):
+        lpatch.from_document(_resign(doc, private)).verified_spec([public])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -12,10 +14,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 from livefixtures import forget, load, load_source, source, unique_name
 
 from livepatch.errors import PatchAborted, PatchRefused
+from livepatch.patch import compiled, lpatch, signing
 from livepatch.patch.diff import patch_from_sources
 from livepatch.patch.fingerprint import code_fingerprint
 from livepatch.patch.model import ChangeKind, ModulePatch, PatchSpec, TargetChange
 from livepatch.runtime.staging import stage
+
+
+@pytest.fixture(params=["source", "compiled"])
+def new_code(request: pytest.FixtureRequest) -> str:
+    """Where staging gets the new code: compiled from the patch's source here, or compiled by `livepatch
+    diff` and carried by the (signed) patch file. Both must stage exactly the same."""
+    return str(request.param)
+
+
+def _prepared(spec: PatchSpec, new_code: str) -> PatchSpec:
+    if new_code == "source":
+        return spec
+    # (a patch of class members only carries no compiled code: staging builds those from the source)
+    return compiled.attach(spec, compiled.build_section(spec))
 
 
 def _snapshot(module: ModuleType) -> dict[str, object]:
@@ -29,7 +46,7 @@ def _snapshot(module: ModuleType) -> dict[str, object]:
 
 
 def test_patch_built_from_another_version_is_refused_naming_the_first_mismatch(
-    tmp_path: Path,
+    tmp_path: Path, new_code: str
 ) -> None:
     live = load("corpus/strings_bugfix", "v2", tmp_path)  # the server already runs v2
     try:
@@ -37,7 +54,7 @@ def test_patch_built_from_another_version_is_refused_naming_the_first_mismatch(
         v3 = v2.replace("value[start : end + 1]", "value[start : end + 1] or b''")
         spec = patch_from_sources({live.__name__: (v1, v3)})  # built against v1
         with pytest.raises(PatchRefused) as info:
-            stage(spec)
+            stage(_prepared(spec, new_code))
         assert str(info.value) == (
             f"{live.__name__}:getrange_command does not match the patch: the server runs another version"
         )
@@ -68,7 +85,9 @@ def test_patch_of_modules_none_of_which_is_loaded_is_refused() -> None:
         stage(spec)
 
 
-def test_package_patch_skips_unloaded_modules_and_adds_new_ones(tmp_path: Path) -> None:
+def test_package_patch_skips_unloaded_modules_and_adds_new_ones(
+    tmp_path: Path, new_code: str
+) -> None:
     pkg = unique_name("pkg")
     (tmp_path / pkg).mkdir()
     (tmp_path / pkg / "__init__.py").write_text("")
@@ -91,7 +110,7 @@ def test_package_patch_skips_unloaded_modules_and_adds_new_ones(tmp_path: Path) 
                 ),  # never imported
             }
         )
-        staged = stage(spec)
+        staged = stage(_prepared(spec, new_code))
         assert staged.skipped_modules == (f"{pkg}.unused",)
         assert f"{pkg}.helpers" not in sys.modules  # staging changes nothing
         staged.swap_in()
@@ -120,7 +139,7 @@ def test_missing_live_target_is_refused(tmp_path: Path) -> None:
         forget(live)
 
 
-def test_staging_changes_nothing(tmp_path: Path) -> None:
+def test_staging_changes_nothing(tmp_path: Path, new_code: str) -> None:
     live = load("corpus/added_helpers", "v1", tmp_path)
     try:
         before = _snapshot(live)
@@ -132,7 +151,7 @@ def test_staging_changes_nothing(tmp_path: Path) -> None:
                 )
             }
         )
-        staged = stage(spec)
+        staged = stage(_prepared(spec, new_code))
         assert _snapshot(live) == before
         assert staged.function_count == 2
         assert staged.source_bytes == len(source("corpus/added_helpers", "v2").encode())
@@ -171,7 +190,7 @@ def test_corrupt_new_source_is_refused(tmp_path: Path) -> None:
         forget(live)
 
 
-def test_freevars_mismatch_is_refused_at_stage_time_too(tmp_path: Path) -> None:
+def test_freevars_mismatch_is_refused_at_stage_time_too(tmp_path: Path, new_code: str) -> None:
     """A hand-made spec that skips the differ's refusal still cannot make CPython mis-run."""
     v1, v2 = source("corpus/super_added", "v1"), source("corpus/super_added", "v2")
     live = load_source(v1, tmp_path, unique_name("freevars"))
@@ -182,24 +201,24 @@ def test_freevars_mismatch_is_refused_at_stage_time_too(tmp_path: Path) -> None:
         with pytest.raises(
             PatchRefused, match=r"Cannot replace closure `Child.get` because its free variables"
         ):
-            stage(unchecked)
+            stage(_prepared(unchecked, new_code))
     finally:
         forget(live)
 
 
-def test_generator_flag_change_is_refused_at_stage_time_too(tmp_path: Path) -> None:
+def test_generator_flag_change_is_refused_at_stage_time_too(tmp_path: Path, new_code: str) -> None:
     v1, v2 = source("corpus/generator_change", "v1"), source("corpus/generator_change", "v2")
     live = load_source(v1, tmp_path, unique_name("gen"))
     try:
         spec = patch_from_sources({live.__name__: (v1, v2)})
         unchecked = PatchSpec(spec.patch_id, spec.package, spec.category, spec.modules)
         with pytest.raises(PatchRefused, match="would turn from a plain function into a generator"):
-            stage(unchecked)
+            stage(_prepared(unchecked, new_code))
     finally:
         forget(live)
 
 
-def test_defaults_changed_applied_unchanged_and_mutable_kept(tmp_path: Path) -> None:
+def test_defaults_changed_applied_unchanged_and_mutable_kept(tmp_path: Path, new_code: str) -> None:
     live = load("corpus/defaults", "v1", tmp_path)
     try:
         cache = live.fetch.__kwdefaults__["cache"]
@@ -208,7 +227,7 @@ def test_defaults_changed_applied_unchanged_and_mutable_kept(tmp_path: Path) -> 
         spec = patch_from_sources(
             {live.__name__: (source("corpus/defaults", "v1"), source("corpus/defaults", "v2"))}
         )
-        stage(spec).swap_in()
+        stage(_prepared(spec, new_code)).swap_in()
         assert live.fetch.__defaults__ == (2.5,)
         assert live.fetch.__kwdefaults__["cache"] is cache  # static state carried over, not reset
         assert live.fetch("k") == ("k", 2.5, 2, 2)
@@ -217,24 +236,28 @@ def test_defaults_changed_applied_unchanged_and_mutable_kept(tmp_path: Path) -> 
         forget(live)
 
 
-def test_new_parameter_default_is_evaluated_in_the_live_namespace(tmp_path: Path) -> None:
+def test_new_parameter_default_is_evaluated_in_the_live_namespace(
+    tmp_path: Path, new_code: str
+) -> None:
     v1 = "LIMIT = 7\n\n\ndef f(a):\n    return a\n"
     v2 = "LIMIT = 7\n\n\ndef f(a, b=LIMIT, *, c=LIMIT + 1):\n    return (a, b, c)\n"
     live = load_source(v1, tmp_path, unique_name("newdefault"))
     try:
         live.LIMIT = 70  # live state differs from the source: the live namespace wins
-        stage(patch_from_sources({live.__name__: (v1, v2)})).swap_in()
+        stage(_prepared(patch_from_sources({live.__name__: (v1, v2)}), new_code)).swap_in()
         assert live.f(1) == (1, 70, 71)
     finally:
         forget(live)
 
 
-def test_added_definitions_run_their_decorators_once_at_stage_time_only(tmp_path: Path) -> None:
+def test_added_definitions_run_their_decorators_once_at_stage_time_only(
+    tmp_path: Path, new_code: str
+) -> None:
     v1 = "CALLS = []\n\n\ndef reg(fn):\n    CALLS.append(fn.__name__)\n    return fn\n"
     v2 = v1 + "\n\n@reg\ndef added():\n    return 'added'\n"
     live = load_source(v1, tmp_path, unique_name("decorators"))
     try:
-        staged = stage(patch_from_sources({live.__name__: (v1, v2)}))
+        staged = stage(_prepared(patch_from_sources({live.__name__: (v1, v2)}), new_code))
         assert live.CALLS == ["added"]  # the decorator ran (while staging); nothing else did
         assert not hasattr(live, "added")
         staged.swap_in()
@@ -246,7 +269,7 @@ def test_added_definitions_run_their_decorators_once_at_stage_time_only(tmp_path
         forget(live)
 
 
-def test_added_method_using_super_and_added_property_setter(tmp_path: Path) -> None:
+def test_added_method_using_super_and_added_property_setter(tmp_path: Path, new_code: str) -> None:
     v1 = (
         "class Base:\n    def who(self):\n        return 'base'\n\n\n"
         "class C(Base):\n    def __init__(self):\n        self._v = 1\n\n"
@@ -264,7 +287,7 @@ def test_added_method_using_super_and_added_property_setter(tmp_path: Path) -> N
     try:
         obj = live.C()
         getter = live.C.__dict__["v"].fget
-        staged = stage(patch_from_sources({live.__name__: (v1, v2)}))
+        staged = stage(_prepared(patch_from_sources({live.__name__: (v1, v2)}), new_code))
         staged.swap_in()
         assert obj.who() == "c+base"
         obj.v = 2
@@ -278,7 +301,7 @@ def test_added_method_using_super_and_added_property_setter(tmp_path: Path) -> N
         forget(live)
 
 
-def test_swap_in_is_all_or_nothing(tmp_path: Path) -> None:
+def test_swap_in_is_all_or_nothing(tmp_path: Path, new_code: str) -> None:
     """A failure in the middle of swap_in (here: a metaclass refusing a new name) undoes every step."""
     v1 = (
         "class Meta(type):\n    def __setattr__(cls, name, value):\n"
@@ -293,7 +316,7 @@ def test_swap_in_is_all_or_nothing(tmp_path: Path) -> None:
     live = load_source(v1, tmp_path, unique_name("allornothing"))
     try:
         before = _snapshot(live)
-        staged = stage(patch_from_sources({live.__name__: (v1, v2)}))
+        staged = stage(_prepared(patch_from_sources({live.__name__: (v1, v2)}), new_code))
         with pytest.raises(PatchAborted, match="swap failed and was undone"):
             staged.swap_in()
         assert _snapshot(live) == before
@@ -330,13 +353,13 @@ def test_stacked_patches_revert_newest_first(tmp_path: Path) -> None:
         forget(live)
 
 
-def test_fingerprint_after_swap_is_the_new_fingerprint(tmp_path: Path) -> None:
+def test_fingerprint_after_swap_is_the_new_fingerprint(tmp_path: Path, new_code: str) -> None:
     live = load("corpus/methods", "v1", tmp_path)
     try:
         spec = patch_from_sources(
             {live.__name__: (source("corpus/methods", "v1"), source("corpus/methods", "v2"))}
         )
-        stage(spec).swap_in()
+        stage(_prepared(spec, new_code)).swap_in()
         expected = {
             c.qualname: c.new_fingerprint
             for c in spec.modules[0].changes
@@ -391,5 +414,147 @@ def test_new_class_level_default_is_added_but_enum_members_are_refused(tmp_path:
         assert live.K.LIMIT == 5
         staged.swap_out()
         assert not hasattr(live.K, "LIMIT")
+    finally:
+        forget(live)
+
+
+def test_a_compiled_patch_is_staged_without_parsing_or_compiling_its_source(tmp_path: Path) -> None:
+    v1 = "def helper(x):\n    return x\n\n\ndef f(x):\n    return [helper(i) for i in range(x)]\n"
+    v2 = (
+        v1.replace("[helper(i) for", "[tenfold(i) for") + "\n\ndef tenfold(x):\n    return 10 * x\n"
+    )
+    live = load_source(v1, tmp_path, unique_name("compiled"))
+    try:
+        with_code = _prepared(patch_from_sources({live.__name__: (v1, v2)}), "compiled")
+        (mp,) = with_code.modules
+        assert isinstance(mp, compiled.CompiledModulePatch)
+        # the source would not even parse: staging must not need it
+        broken = compiled.CompiledModulePatch(
+            mp.module,
+            "def f(:\n",
+            mp.changes,
+            mp.old_source_sha256,
+            compiled=mp.compiled,
+            added=mp.added,
+        )
+        staged = stage(
+            PatchSpec(with_code.patch_id, with_code.package, with_code.category, (broken,))
+        )
+        staged.swap_in()
+        assert live.f(3) == [0, 10, 20]
+        # the new code (the comprehension nested in it too) names the live module's file in tracebacks
+        code = live.f.__code__
+        nested = [c for c in code.co_consts if hasattr(c, "co_filename")]
+        assert nested and {code.co_filename, *(c.co_filename for c in nested)} == {live.__file__}
+        assert (
+            live.tenfold.__code__.co_filename == live.__file__
+        )  # added, from its compiled statement
+        staged.swap_out()
+        assert live.f(3) == [0, 1, 2] and not hasattr(live, "tenfold")
+    finally:
+        forget(live)
+
+
+def test_a_compiled_patch_with_added_definitions_compiles_those_with_the_future_imports(
+    tmp_path: Path,
+) -> None:
+    # f has a default: staging the changed f evaluates defaults before the added g is compiled
+    v1 = "from __future__ import annotations\n\n\ndef f(a=1):\n    return a\n"
+    v2 = (
+        "from __future__ import annotations\n\n\ndef f(a=2):\n    return g(a)\n\n\n"
+        "def g(x: NotDefinedAnywhere) -> NotDefinedAnywhere:\n    return x\n"
+    )
+    live = load_source(v1, tmp_path, unique_name("compiled_added"))
+    try:
+        spec = _prepared(patch_from_sources({live.__name__: (v1, v2)}), "compiled")
+        kinds = [c.kind for c in spec.modules[0].changes]
+        assert ChangeKind.CHANGED in kinds and ChangeKind.ADDED in kinds
+        stage(
+            spec
+        ).swap_in()  # without the __future__ import, g's annotations would raise NameError
+        assert live.f() == 2
+        assert live.g.__annotations__ == {"x": "NotDefinedAnywhere", "return": "NotDefinedAnywhere"}
+    finally:
+        forget(live)
+
+
+def test_cached_fingerprints_do_not_hide_a_hand_edit(tmp_path: Path, new_code: str) -> None:
+    text = "def a():\n    return 1\n\n\ndef b():\n    return 2\n"
+    live = load_source(text, tmp_path, unique_name("cache_check"))
+    try:
+        spec = _prepared(
+            patch_from_sources({live.__name__: (text, text.replace("return 2", "return 3"))}),
+            new_code,
+        )
+        for _ in range(3):  # the fingerprints of the live code are cached now
+            stage(spec)
+        live.a.__code__ = (lambda: 99).__code__.replace(co_name="a", co_qualname="a")
+        with pytest.raises(PatchRefused, match=r":a does not match the patch"):
+            stage(spec)
+    finally:
+        forget(live)
+
+
+def test_a_signed_patch_stages_the_code_it_carries_an_unsigned_one_its_source(
+    tmp_path: Path,
+) -> None:
+    """A patch file whose compiled code (return 3) and source (return 2) disagree, as only a buggy or
+    malicious builder would make: signed and trusted, the agent's path runs the compiled code; the same
+    file unsigned is compiled from its source, which does not produce the code the patch names."""
+    v1 = "def f():\n    return 1\n"
+    live = load_source(v1, tmp_path, unique_name("trust"))
+    try:
+        spec3 = patch_from_sources({live.__name__: (v1, v1.replace("1", "3"))})
+        (mp3,) = spec3.modules
+        doctored = PatchSpec(
+            spec3.patch_id,
+            spec3.package,
+            spec3.category,
+            (ModulePatch(mp3.module, v1.replace("1", "2"), mp3.changes),),
+        )
+        manifest = {**doctored.to_dict(), "compiled": compiled.build_section(spec3)}
+        priv, pub, _ = signing.generate_keypair(tmp_path / "keys")
+        key, trusted = signing.load_private_key(priv), signing.load_public_key(pub)
+        signature = lpatch.Signature(key.key_id, key.sign(lpatch.canonical_bytes(manifest)))
+        signed = lpatch.PatchFile(doctored, manifest, signature)
+        spec, signer = lpatch.from_document(signed.to_document()).verified_spec([trusted])
+        assert signer == key.key_id
+        staged = stage(spec)
+        staged.swap_in()
+        assert live.f() == 3
+        staged.swap_out()
+        unsigned = lpatch.PatchFile(doctored, manifest, None).to_document()
+        spec, signer = lpatch.from_document(unsigned).verified_spec([trusted], allow_unsigned=True)
+        assert signer is None
+        with pytest.raises(PatchRefused, match="does not produce the code the patch names"):
+            stage(spec)
+        assert live.f() == 1
+    finally:
+        forget(live)
+
+
+def test_a_statement_adding_several_names_runs_once(tmp_path: Path, new_code: str) -> None:
+    v1 = "def f():\n    return 1\n"
+    v2 = "from os import pathsep, sep\n\n\ndef f():\n    return sep + pathsep\n"
+    live = load_source(v1, tmp_path, unique_name("two_names"))
+    try:
+        imports: list[str] = []
+
+        def counting_import(name: str, *args: object, **kwargs: object) -> object:
+            imports.append(name)
+            return __import__(name, *args, **kwargs)  # type: ignore[arg-type]
+
+        # the live module's own builtins: its `import` statements go through counting_import
+        live.__builtins__ = {**vars(builtins), "__import__": counting_import}  # type: ignore[attr-defined]
+        spec = _prepared(patch_from_sources({live.__name__: (v1, v2)}), new_code)
+        assert sorted(
+            c.qualname for c in spec.modules[0].changes if c.kind is ChangeKind.ADDED
+        ) == [
+            "pathsep",
+            "sep",
+        ]
+        stage(spec).swap_in()
+        assert imports == ["os"]
+        assert live.f() == os.sep + os.pathsep
     finally:
         forget(live)

@@ -21,14 +21,20 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-from prometheus_client.registry import Collector
+try:
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+        Metric,
+    )
+    from prometheus_client.registry import Collector
+except ModuleNotFoundError as exc:  # an optional dependency: say how to install it
+    raise ModuleNotFoundError(
+        "livepatch's metrics endpoint needs prometheus-client: pip install 'livepatch[metrics]'",
+        name=exc.name,
+    ) from exc
 
 if TYPE_CHECKING:
     from livepatch.agent.agent import Agent

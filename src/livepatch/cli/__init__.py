@@ -11,7 +11,9 @@ imports a server or the harness on its own.
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
+import functools
+from collections.abc import Callable
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 import click
@@ -21,15 +23,49 @@ def _entry_point_names(group: str) -> list[str]:
     return sorted(ep.name for ep in entry_points(group=group))
 
 
+_COMMAND_PREFIX = {"livepatch.servers": "livepatch serve ", "livepatch.commands": "livepatch "}
+
+
+def _needs_extra(group: str, ep: EntryPoint, missing: str | None) -> str:
+    dist = ep.dist.name if ep.dist is not None else "livepatch"
+    return (
+        f"{_COMMAND_PREFIX.get(group, '')}{ep.name} needs: pip install '{dist}[{','.join(ep.extras)}]'"
+        f" (missing module {missing})"
+    )
+
+
+def _naming_extra(group: str, ep: EntryPoint, callback: Callable[..., Any]) -> Callable[..., Any]:
+    """`callback`, turning a missing optional dependency (imported late, inside the command) into an
+    error that names the extra to install instead of a traceback."""
+
+    @functools.wraps(callback)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return callback(*args, **kwargs)
+        except ModuleNotFoundError as exc:
+            if "pip install" in str(exc):  # already names its own extra (e.g. livepatch[metrics])
+                raise click.ClickException(str(exc)) from exc
+            raise click.ClickException(_needs_extra(group, ep, exc.name)) from exc
+
+    return run
+
+
 def _load_entry_point(group: str, name: str) -> click.Command | None:
     for ep in entry_points(group=group):
         if ep.name == name:
             try:
                 cmd = ep.load()
+            except ModuleNotFoundError as exc:
+                if not ep.extras:
+                    return _unavailable(name, f"cannot load {ep.value}: {exc}")
+                # an optional dependency (pyproject.toml's extras): say how to install it
+                return _unavailable(name, _needs_extra(group, ep, exc.name))
             except Exception as exc:  # a broken plugin must not take the whole command down
                 return _unavailable(name, f"cannot load {ep.value}: {exc}")
             if not isinstance(cmd, click.Command):
                 return _unavailable(name, f"entry point {ep.value} is not a click command")
+            if ep.extras and cmd.callback is not None:
+                cmd.callback = _naming_extra(group, ep, cmd.callback)
             return cmd
     return None
 

@@ -4,6 +4,7 @@
       "format": "lpatch",
       "format_version": 1,
       "manifest": <PatchSpec.to_dict()>,            # has its own "format_version" (model.FORMAT_VERSION)
+                                                     # and "compiled": the new code (patch/compiled.py)
       "signature": {"algorithm": "ed25519", "key_id": "<16 hex>", "value": "<base64>"} | null
     }
 
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from livepatch.errors import LivepatchError, PatchRefused
+from livepatch.patch import compiled
 from livepatch.patch.model import FORMAT_VERSION as MANIFEST_FORMAT_VERSION
 from livepatch.patch.model import PatchSpec
 from livepatch.patch.signing import PrivateKey, PublicKey
@@ -105,6 +107,25 @@ class PatchFile:
             )
         return key.key_id
 
+    def verified_spec(
+        self, trusted: Iterable[PublicKey], *, allow_unsigned: bool = False
+    ) -> tuple[PatchSpec, str | None]:
+        """verify(), then the spec to apply and the signer's key id (None: unsigned).
+
+        A signed patch's spec carries the compiled code it brings for this interpreter (decoded only now
+        that the signature covering it has verified: marshal is not safe on untrusted bytes); staging then
+        compiles nothing. An unsigned patch's compiled code is never decoded: staging compiles its source.
+        Raises PatchRefused like verify(), and PatchFileError when a signed patch's compiled code is
+        malformed.
+        """
+        signer = self.verify(trusted, allow_unsigned=allow_unsigned)
+        if signer is None:
+            return self.spec, None
+        try:
+            return compiled.attach(self.spec, self.manifest.get("compiled")), signer
+        except ValueError as exc:
+            raise PatchFileError(f"the patch's compiled code is malformed: {exc}") from exc
+
 
 def canonical_bytes(manifest: dict[str, Any]) -> bytes:
     return json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode(
@@ -114,6 +135,9 @@ def canonical_bytes(manifest: dict[str, Any]) -> bytes:
 
 def build(spec: PatchSpec, key: PrivateKey | None = None) -> PatchFile:
     manifest = spec.to_dict()
+    section = compiled.build_section(spec)  # the new code, compiled here once (patch/compiled.py)
+    if section is not None:
+        manifest["compiled"] = section
     signature = Signature(key.key_id, key.sign(canonical_bytes(manifest))) if key else None
     return PatchFile(spec, manifest, signature)
 

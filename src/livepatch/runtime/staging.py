@@ -3,11 +3,11 @@
 CONTRACT (used by runtime.patcher; implemented here):
 
     stage(spec: PatchSpec) -> StagedPatch
-        Runs on the patcher thread with nothing paused. Compiles every module's new source, resolves every
-        live target through module and class namespaces (no heap walk), verifies each live code object's
-        fingerprint against `old_fingerprint` and prepares everything the swap needs. Raises
-        livepatch.errors.PatchRefused (naming the first problem and how to fix it) and changes nothing
-        when anything does not fit.
+        Runs on the patcher thread with nothing paused. Takes the new code the patch carries compiled
+        (signed patches) or compiles the module's new source, resolves every live target through module
+        and class namespaces (no heap walk), verifies each live code object's fingerprint against
+        `old_fingerprint` and prepares everything the swap needs. Raises livepatch.errors.PatchRefused
+        (naming the first problem and how to fix it) and changes nothing when anything does not fit.
 
     class StagedPatch:
         patch_id: str
@@ -35,16 +35,33 @@ and ADDED imports (in the live module's namespace, bound on swap_in), the class-
 CHANGED class adds, changed default expressions of CHANGED functions, and the whole source of a module
 the patch adds. Unchanged defaults keep their live objects (a mutable default is a function's static
 state: it is carried over, never reset).
+
+Where the new code comes from (the cost of staging): a signed patch carries each CHANGED function's code
+and default expressions, and each ADDED module-level statement's code, compiled for this interpreter
+(livepatch.patch.compiled; decoded after the signature check). Then staging a changed function is a
+lookup, a fingerprint check, two namespace walks and a few comparisons: no parsing, no compiling,
+O(targets), whatever the size of the module. Otherwise (an unsigned patch, another interpreter's magic
+number, an in-process PatchSpec) the module's new source is parsed and compiled here, as is the source of
+a module whose patch adds members to a class or changes a class (those are evaluated from the AST). Fingerprints of live code objects are cached per code object
+(immutable), so re-checking the SAME definitions of a module patched before costs a dict lookup each.
 """
 
 from __future__ import annotations
 
+import ast
 import enum
 import sys
-from types import FunctionType, ModuleType
-from typing import Any
+import weakref
+from types import CodeType, FunctionType, ModuleType
+from typing import Any, NamedTuple
 
 from livepatch.errors import PatchRefused
+from livepatch.patch.compiled import (
+    FUNCTION_KINDS,
+    CompiledModulePatch,
+    CompiledTarget,
+    defaults_plan,
+)
 from livepatch.patch.diff import flavour
 from livepatch.patch.diff_walk import Definition, ModuleWalk, walk_source
 from livepatch.patch.fingerprint import code_fingerprint
@@ -58,34 +75,86 @@ __all__ = ["StagedPatch", "stage"]
 _KIND_FLAGS = (
     0x20 | 0x80 | 0x100 | 0x200
 )  # CO_GENERATOR, CO_COROUTINE, CO_ITERABLE_COROUTINE, CO_ASYNC_GENERATOR
-_FUNCTION_KINDS = {
-    DefinitionKind.FUNCTION,
-    DefinitionKind.METHOD,
-    DefinitionKind.STATICMETHOD,
-    DefinitionKind.CLASSMETHOD,
-    DefinitionKind.PROPERTY,
-}
+
+# id(code) -> (weak reference to it, its fingerprint); an entry leaves when its code object dies
+_fingerprints: dict[int, tuple[weakref.ref[CodeType], str]] = {}
 
 
-def _accessor(qualname: str, kind: DefinitionKind) -> str | None:
-    if kind is DefinitionKind.PROPERTY:
-        return qualname.rsplit(".", 1)[1]
-    return None
+def live_fingerprint(code: CodeType) -> str:
+    """code_fingerprint of a live code object, computed once per object (code objects are immutable)."""
+    key = id(code)
+    entry = _fingerprints.get(key)
+    if entry is not None and entry[0]() is code:
+        return entry[1]
+    fp = code_fingerprint(code)
+    _fingerprints[key] = (weakref.ref(code, lambda _ref: _fingerprints.pop(key, None)), fp)
+    return fp
+
+
+class _Location(NamedTuple):
+    """Where a function-like target is bound, derived from its qualname (model.py conventions)."""
+
+    owner: str  # dotted class path, "" for the module
+    name: str  # the name bound in the owner's namespace
+    code_qualname: str  # co_qualname of its code
+    accessor: str | None  # fget/fset/fdel for a property accessor
+
+
+def _location(change: TargetChange) -> _Location:
+    code_qualname, accessor = change.qualname, None
+    if change.definition is DefinitionKind.PROPERTY:
+        code_qualname, _, accessor = change.qualname.rpartition(".")
+    owner, _, name = code_qualname.rpartition(".")
+    return _Location(owner, name, code_qualname, accessor)
+
+
+def _relocated(code: CodeType, filename: str) -> CodeType:
+    """`code` (and the code nested in it) as compiled from `filename`: tracebacks name the live file."""
+    if code.co_filename == filename:
+        return code
+    consts = tuple(
+        _relocated(c, filename) if isinstance(c, CodeType) else c for c in code.co_consts
+    )
+    return code.replace(co_filename=filename, co_consts=consts)
 
 
 class _ModuleStager:
     """Stages one ModulePatch against one live module."""
 
-    def __init__(
-        self, mp: ModulePatch, module: ModuleType, walk: ModuleWalk, filename: str
-    ) -> None:
+    def __init__(self, mp: ModulePatch, module: ModuleType, filename: str) -> None:
         self.mp = mp
         self.module = module
-        self.walk = walk
         self.filename = filename
+        self.compiled = mp.compiled if isinstance(mp, CompiledModulePatch) else {}
+        self.added = mp.added if isinstance(mp, CompiledModulePatch) else {}
+        self._relocated: dict[int, CodeType] = {}  # id of a code in self.added (kept alive there)
+        self._walk: ModuleWalk | None = None
+        self._build: LiveBuilder | None = None
         self.codes: list[CodeOp] = []
         self.binds: dict[tuple[int, str], BindOp] = {}
-        self.build = LiveBuilder(module, filename, walk.future, self.refuse)
+
+    @property
+    def walk(self) -> ModuleWalk:
+        """The new source, parsed and compiled on first use (not at all for a compiled patch of changed
+        functions)."""
+        if self._walk is None:
+            try:
+                self._walk = walk_source(self.mp.new_source, self.filename)
+            except (SyntaxError, ValueError) as exc:
+                raise PatchRefused(
+                    f"{self.mp.module}: the patch's new source does not compile: {exc}"
+                ) from exc
+            if self._build is not None:
+                self._build.future = self._walk.future
+        return self._walk
+
+    @property
+    def build(self) -> LiveBuilder:
+        if self._build is None:
+            # statements are only ever compiled after the walk, which sets the `from __future__` imports
+            future: list[ast.stmt] = self._walk.future if self._walk is not None else []
+            self._build = LiveBuilder(self.module, self.filename, future, self.refuse)
+        return self._build
 
     def name(self, qualname: str) -> str:
         return f"{self.mp.module}:{qualname}"
@@ -114,50 +183,50 @@ class _ModuleStager:
             )
         return d
 
-    def live_function(self, change: TargetChange, d: Definition) -> FunctionType:
+    def new_target(self, change: TargetChange) -> CompiledTarget:
+        """The new code and default expressions of a CHANGED function: compiled by the patch's author, or
+        from the source here."""
+        target = self.compiled.get(change.qualname)
+        if target is not None:
+            return target
+        d = self.new_definition(change)
+        assert d.code is not None and isinstance(d.node, ast.FunctionDef | ast.AsyncFunctionDef)
+        return CompiledTarget(d.code, defaults_plan(d.node, self.filename))
+
+    def live_function(self, change: TargetChange, where: _Location) -> FunctionType:
         try:
             return resolve_function(
-                self.module,
-                d.owner,
-                d.name,
-                d.code_qualname,
-                _accessor(change.qualname, change.definition),
+                self.module, where.owner, where.name, where.code_qualname, where.accessor
             )
         except ResolveError as exc:
             raise PatchRefused(f"{self.name(change.qualname)} cannot be patched: {exc}") from exc
 
     def verify(self, qualname: str, func: FunctionType, expected: str | None) -> None:
-        if expected is not None and code_fingerprint(func.__code__) != expected:
+        if expected is not None and live_fingerprint(func.__code__) != expected:
             raise PatchRefused(
                 f"{self.name(qualname)} does not match the patch: the server runs another version"
             )
 
     def stage_same(self, change: TargetChange) -> None:
         # A SAME definition is checked when it can be found: the new code may rely on it being the old one.
-        if change.definition not in _FUNCTION_KINDS or change.old_fingerprint is None:
+        if change.definition not in FUNCTION_KINDS or change.old_fingerprint is None:
             return
-        d = self.walk.definitions.get(change.qualname)
-        if d is None:
-            return
+        where = _location(change)
         try:
             func = resolve_function(
-                self.module,
-                d.owner,
-                d.name,
-                d.code_qualname,
-                _accessor(change.qualname, change.definition),
+                self.module, where.owner, where.name, where.code_qualname, where.accessor
             )
         except ResolveError:
             return
         self.verify(change.qualname, func, change.old_fingerprint)
 
     def stage_changed_function(self, change: TargetChange) -> None:
-        d = self.new_definition(change)
-        func = self.live_function(change, d)
+        where = _location(change)
+        func = self.live_function(change, where)
         self.verify(change.qualname, func, change.old_fingerprint)
-        new_code = d.code
-        assert new_code is not None
-        if (
+        target = self.new_target(change)
+        new_code = target.code
+        if new_code.co_qualname != where.code_qualname or (
             change.new_fingerprint is not None
             and code_fingerprint(new_code) != change.new_fingerprint
         ):
@@ -180,14 +249,19 @@ class _ModuleStager:
                 f"{flavour(new_code.co_flags)}, and callers holding it expect the former "
                 "(fix: add a new function under another name and call that)",
             )
-        owner = resolve_owner(self.module, d.owner)
-        defaults, kwdefaults = self.build.new_defaults(func, d, owner)
+        if target.defaults or func.__defaults__ is not None or func.__kwdefaults__ is not None:
+            owner = resolve_owner(self.module, where.owner)
+            defaults, kwdefaults = self.build.new_defaults(
+                func, target.defaults, owner, change.qualname
+            )
+        else:
+            defaults, kwdefaults = None, None  # none before, none after: nothing to evaluate
         self.codes.append(
             CodeOp(
                 self.name(change.qualname),
                 func,
                 old_code,
-                new_code,
+                _relocated(new_code, self.filename),
                 func.__defaults__,
                 defaults,
                 func.__kwdefaults__,
@@ -223,6 +297,17 @@ class _ModuleStager:
             )
 
     def stage_added(self, change: TargetChange) -> None:
+        code = self.added.get(change.qualname)
+        if code is not None:  # a module-level def, class or import, compiled by the patch's author
+            # one relocated code per statement, so that a statement adding several names runs once
+            local = self._relocated.get(id(code))
+            if local is None:
+                local = self._relocated[id(code)] = _relocated(code, self.filename)
+            bound = self.build.exec_code(local, change.qualname)
+            if change.qualname not in bound:
+                raise self.refuse(change.qualname, "the new definition did not bind its name")
+            self.bind(self.module, change.qualname, bound[change.qualname], change.qualname)
+            return
         d = self.new_definition(change)
         if not d.owner:
             bound = self.build.exec_statement(d.node, change.qualname)
@@ -250,7 +335,7 @@ class _ModuleStager:
                 self.stage_added(change)
             elif change.definition is DefinitionKind.CLASS:
                 self.stage_changed_class(change)
-            elif change.definition in _FUNCTION_KINDS:
+            elif change.definition in FUNCTION_KINDS:
                 self.stage_changed_function(change)
             else:
                 raise self.refuse(
@@ -259,7 +344,8 @@ class _ModuleStager:
 
 
 def stage(spec: PatchSpec) -> StagedPatch:
-    """Compile, resolve, verify and prepare `spec` (see the module docstring for the full contract).
+    """Compile (unless `spec` carries compiled code), resolve, verify and prepare `spec` (see the module
+    docstring for the full contract).
 
     Modules of the patch that this process has not imported have no live code to patch: they are skipped
     (listed in `StagedPatch.skipped_modules`; a later import reads them from disk), unless the patch adds
@@ -288,13 +374,9 @@ def stage(spec: PatchSpec) -> StagedPatch:
                 skipped.append(mp.module)
             continue
         filename = getattr(module, "__file__", None) or f"<livepatch {mp.module}>"
-        try:
-            walk = walk_source(mp.new_source, filename)
-        except (SyntaxError, ValueError) as exc:
-            raise PatchRefused(
-                f"{mp.module}: the patch's new source does not compile: {exc}"
-            ) from exc
-        stager = _ModuleStager(mp, module, walk, filename)
+        stager = _ModuleStager(mp, module, filename)
+        if not isinstance(mp, CompiledModulePatch):
+            stager.walk  # noqa: B018 - without compiled code the source must compile, whatever changes
         stager.run()
         codes.extend(stager.codes)
         binds.extend(stager.binds.values())

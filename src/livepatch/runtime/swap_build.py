@@ -8,8 +8,9 @@ existing classes are built from the code objects compiled from the whole new sou
 `co_qualname` is right, and a method using super() gets a `__class__` cell for the live class); their
 decorators, defaults, bases and keywords are evaluated with the class namespace (plus what this patch
 adds to it so far: `@prop.setter` sees the property) as locals, like a class body would. Default values of
-changed functions are evaluated only where they differ from the live ones: a container display or a call
-keeps the live object (static state), an expression that evaluates to an equal value keeps the live object.
+changed functions come as a plan (livepatch.patch.compiled.defaults_plan, compiled offline for a signed
+patch): a literal is its value, a container display or a call keeps the live object (static state), and
+any other expression is evaluated and keeps the live object when the value is equal.
 Every failure becomes PatchRefused naming the definition.
 """
 
@@ -20,17 +21,16 @@ import builtins
 import sys
 from collections import ChainMap
 from collections.abc import Callable, Mapping
-from types import CellType, FunctionType, ModuleType
+from types import CellType, CodeType, FunctionType, ModuleType
 from typing import Any
 
 from livepatch.errors import PatchRefused
+from livepatch.patch.compiled import DefaultExpr, How, statement_code
 from livepatch.patch.diff_walk import Definition
 from livepatch.patch.model import ModulePatch
 from livepatch.runtime.swap import MISSING, BindOp
 
 __all__ = ["LiveBuilder", "new_module"]
-
-_FRESH_OBJECT = (ast.List, ast.Dict, ast.Set, ast.Call, ast.ListComp, ast.DictComp, ast.SetComp)
 
 
 class LiveBuilder:
@@ -48,7 +48,7 @@ class LiveBuilder:
         self.future = future
         self.refuse = refuse
         self._overlay: dict[int, dict[str, Any]] = {}  # per class: names staged so far
-        self._exec_cache: dict[int, dict[str, Any]] = {}
+        self._exec_cache: dict[int, tuple[object, dict[str, Any]]] = {}  # by id of stmt/code
 
     def remember(self, owner: Any, name: str, value: Any) -> None:
         """Later decorators and defaults evaluated in `owner`'s namespace see `name` = `value`."""
@@ -64,34 +64,49 @@ class LiveBuilder:
         if isinstance(expr, ast.Constant):
             return expr.value  # the common case (None, numbers, strings): nothing to compile
         code = compile(ast.Expression(expr), self.filename, "eval", dont_inherit=True)
+        return self.eval_code(code, ast.unparse(expr), owner, qualname)
+
+    def eval_code(self, code: CodeType, text: str, owner: Any, qualname: str) -> Any:
         try:
             return eval(code, vars(self.module), self.scope(owner))
         except Exception as exc:
-            raise self.refuse(
-                qualname, f"evaluating `{ast.unparse(expr)}` failed: {exc!r}"
-            ) from exc
+            raise self.refuse(qualname, f"evaluating `{text}` failed: {exc!r}") from exc
 
     def exec_statement(self, stmt: ast.stmt, qualname: str) -> dict[str, Any]:
         """Run one top-level statement in the live module's globals, binding into a private dict."""
         cached = self._exec_cache.get(id(stmt))
         if cached is not None:
-            return cached
-        tree = ast.Module(body=[*self.future, stmt], type_ignores=[])
-        code = compile(tree, self.filename, "exec", dont_inherit=True)
+            return cached[1]
+        bound = self.exec_code(statement_code(stmt, self.future, self.filename), qualname)
+        self._exec_cache[id(stmt)] = (stmt, bound)
+        return bound
+
+    def exec_code(self, code: CodeType, qualname: str) -> dict[str, Any]:
+        """Run a statement's code in the live module's globals, binding into a private dict (once per
+        code object: a statement that adds several names runs once)."""
+        cached = self._exec_cache.get(id(code))
+        if cached is not None:
+            return cached[1]
         bound: dict[str, Any] = {}
         try:
             exec(code, vars(self.module), bound)
         except Exception as exc:
             raise self.refuse(qualname, f"executing the new definition failed: {exc!r}") from exc
-        self._exec_cache[id(stmt)] = bound
+        self._exec_cache[id(code)] = (
+            code,
+            bound,
+        )  # the key object stays alive: its id stays unique
         return bound
 
-    def default_value(self, expr: ast.expr, live: Any, owner: Any, qualname: str) -> Any:
-        if live is not MISSING and isinstance(expr, _FRESH_OBJECT):
+    def default_value(self, expr: DefaultExpr, live: Any, owner: Any, qualname: str) -> Any:
+        if live is not MISSING and expr.how is How.FRESH:
             return (
                 live  # a container or an object built by a call: the function's static state, kept
             )
-        value = self.eval_expr(expr, owner, qualname)
+        if expr.how is How.CONST:
+            value = expr.value
+        else:
+            value = self.eval_code(expr.value, expr.text, owner, qualname)
         if live is not MISSING and (
             live is value or (type(live) is type(value) and _equal(live, value))
         ):
@@ -99,10 +114,9 @@ class LiveBuilder:
         return value
 
     def new_defaults(
-        self, func: FunctionType, d: Definition, owner: Any
+        self, func: FunctionType, plan: tuple[DefaultExpr, ...], owner: Any, qualname: str
     ) -> tuple[tuple[Any, ...] | None, dict[str, Any] | None]:
-        node = d.node
-        assert isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        """The new __defaults__ and __kwdefaults__ of live `func` (the very same objects where unchanged)."""
         code = func.__code__
         positional = code.co_varnames[: code.co_argcount]
         live_defaults = func.__defaults__ or ()
@@ -110,19 +124,16 @@ class LiveBuilder:
             zip(positional[len(positional) - len(live_defaults) :], live_defaults, strict=True)
         )
         live_kw = dict(func.__kwdefaults__ or {})
-        args = node.args
-        params = [*args.posonlyargs, *args.args]
-        new_pos = []
-        for arg, expr in zip(
-            params[len(params) - len(args.defaults) :], args.defaults, strict=True
-        ):
-            new_pos.append(self.default_value(expr, live.get(arg.arg, MISSING), owner, d.qualname))
-        new_kw = {}
-        for arg, kexpr in zip(args.kwonlyargs, args.kw_defaults, strict=True):
-            if kexpr is not None:
-                new_kw[arg.arg] = self.default_value(
-                    kexpr, live_kw.get(arg.arg, MISSING), owner, d.qualname
-                )
+        new_pos = [
+            self.default_value(e, live.get(e.param, MISSING), owner, qualname)
+            for e in plan
+            if not e.keyword_only
+        ]
+        new_kw = {
+            e.param: self.default_value(e, live_kw.get(e.param, MISSING), owner, qualname)
+            for e in plan
+            if e.keyword_only
+        }
         defaults = tuple(new_pos) if new_pos else None
         if (
             defaults is not None

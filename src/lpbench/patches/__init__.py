@@ -14,8 +14,8 @@ What is inserted:
               planted bug; the fix is the reverse patch: buggy -> installed)
 
 Patches are built by the `livepatch diff` command (category thread-local: the changes are code-only,
-so both global and local quiescence may apply them), unsigned: the harness starts its servers with
---allow-unsigned.
+so both global and local quiescence may apply them), signed with the harness's key (lpbench.keys), which
+its servers trust: the new code travels compiled and the agent stages it without compiling.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from livepatch.patch import lpatch
+from lpbench.keys import harness_key
 from lpbench.servers import livepatch_executable
 
 MARK = "# lpbench built-in patch"
@@ -147,10 +148,12 @@ def make_version(
 
 
 def diff(old_root: Path, new_root: Path, package: str, out: Path) -> None:
-    """`livepatch diff OLD NEW --package P -o OUT --category thread-local`; raises with its output."""
+    """`livepatch diff OLD NEW --package P -o OUT --category thread-local --key K`; raises with its
+    output."""
     argv = [
         livepatch_executable(), "diff", str(old_root), str(new_root),
         "--package", package, "-o", str(out), "--category", "thread-local",
+        "--key", str(harness_key()[0]),
     ]  # fmt: skip
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     if proc.returncode != 0 or not out.exists():
