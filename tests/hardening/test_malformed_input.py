@@ -83,3 +83,21 @@ def test_inspect_and_apply_refuse_a_malformed_file(
         error = json.loads(as_json.stdout)
         assert error["ok"] is False and expected in error["error"]
     no_traceback(log.read_text())
+
+
+@pytest.mark.parametrize("what", ["module", "hooks"])
+def test_diff_of_a_source_too_deep_to_compile(tmp_path: Path, what: str) -> None:
+    deep = "x = " + "-" * 100_000 + "1\n"
+    for version in ("old", "new"):
+        (tmp_path / version / "p").mkdir(parents=True)
+        (tmp_path / version / "p" / "__init__.py").write_text("def f():\n    return 1\n")
+    hooks = tmp_path / "hooks.py"
+    hooks.write_text(deep if what == "hooks" else "def post_patch(ctx):\n    pass\n")
+    if what == "module":
+        (tmp_path / "new" / "p" / "__init__.py").write_text(deep)
+    proc = cli(
+        "diff", str(tmp_path / "old"), str(tmp_path / "new"), "-p", "p", "--hooks", str(hooks)
+    )
+    assert proc.returncode == 1
+    assert "nested too deeply to compile" in proc.stderr, proc.stderr
+    no_traceback(proc.stdout + proc.stderr)

@@ -7,14 +7,14 @@ by `livepatch diff`. docs/cli.md and docs/patch-format.md list these values; cha
 
 Why the JSON limits: CPython's `json` recurses once per nesting level (100,000 `[` raise RecursionError,
 not a JSON error) and refuses integers of more than 4300 digits with a bare ValueError. `loads_json`
-checks both before and while decoding, so every malformed document becomes one `JSONLimitError` with a
-message that says what is wrong: never a traceback.
+turns both into one `JSONLimitError` with a message that says what is wrong (never a traceback), and
+enforces the explicit limits: integer digits while decoding, nesting depth on the decoded value (an
+iterative walk of its containers) or, past what the decoder can nest, from the text itself.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from itertools import accumulate
 from typing import Any
 
@@ -28,8 +28,7 @@ MAX_JSON_INT_DIGITS = 64  # digits of one JSON integer (timestamps in ns have 19
 MAX_SOURCE_BYTES = 4 * 1024 * 1024  # one module's source (diff) and the hooks file
 MAX_PACKAGE_FILES = 10_000  # modules in one package version (diff)
 
-# A JSON string (the scanner below must not count brackets inside strings).
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_DEPTH_SCAN_BYTES = 1 << 20  # how much of a too-deep document is scanned to say how deep it is
 _BRACKETS = bytes(range(256)).translate(None, b"[]{}")  # every byte except the brackets
 _DEPTH_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 
@@ -39,12 +38,31 @@ class JSONLimitError(ValueError):
 
 
 def json_depth(data: bytes) -> int:
-    """The deepest nesting of arrays and objects in `data` (outside strings). Linear, C-speed scanning:
-    only the brackets left after removing strings are walked in Python."""
-    brackets = _STRING.sub(b"", data).translate(None, _BRACKETS)
-    if len(brackets) <= MAX_JSON_DEPTH:
-        return len(brackets)  # cannot nest deeper than the number of brackets
+    """The deepest nesting of arrays and objects in the JSON text `data` (outside strings); for error
+    messages. Drops escaped backslashes, then escaped quotes (left to right, as a decoder pairs them), so
+    every remaining quote opens or closes a string and the pieces between every second quote are
+    outside strings; only the brackets left are walked in Python."""
+    unescaped = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    brackets = b"".join(unescaped.split(b'"')[::2]).translate(None, _BRACKETS)
     return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
+
+
+def value_depth(value: Any) -> int:
+    """The nesting depth of a decoded value (a scalar is 0, `[]` is 1), without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
+    while stack:
+        obj, depth = stack.pop()
+        deepest = max(deepest, depth)
+        children = obj.values() if isinstance(obj, dict) else obj
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return deepest
+
+
+def _too_deep(depth: int, at_least: str = "") -> JSONLimitError:
+    return JSONLimitError(
+        f"nested {at_least}{depth} levels deep, over the limit of {MAX_JSON_DEPTH}"
+    )
 
 
 def _parse_int(text: str) -> int:
@@ -64,22 +82,29 @@ def loads_json(data: bytes | str) -> Any:
     """Decode one JSON document within the limits above. Raises JSONLimitError (a ValueError) for
     anything that is not UTF-8 JSON within the limits; never RecursionError."""
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-    depth = json_depth(raw)
-    if depth > MAX_JSON_DEPTH:
-        raise JSONLimitError(f"nested {depth} levels deep, over the limit of {MAX_JSON_DEPTH}")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise JSONLimitError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from exc
     try:
-        return json.loads(text, parse_int=_parse_int, parse_constant=_parse_constant)
+        value = json.loads(text, parse_int=_parse_int, parse_constant=_parse_constant)
     except JSONLimitError:
         raise
+    except RecursionError:
+        # The C decoder recurses once per level and stops at the interpreter's recursion limit. The
+        # depth for the message is measured on a bounded prefix (a lower bound for longer documents).
+        prefix = raw[:_DEPTH_SCAN_BYTES]
+        at_least = "" if len(prefix) == len(raw) else "at least "
+        raise _too_deep(json_depth(prefix), at_least) from None
     except json.JSONDecodeError as exc:
         at_end = exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string")
         hint = " (it looks truncated)" if at_end else ""
         raise JSONLimitError(
             f"bad JSON at line {exc.lineno} column {exc.colno}: {exc.msg}{hint}"
         ) from exc
-    except (RecursionError, ValueError) as exc:  # a backstop: the checks above should catch these
+    except ValueError as exc:  # a backstop: _parse_int should catch the integers CPython refuses
         raise JSONLimitError(f"cannot be decoded: {exc}") from exc
+    depth = value_depth(value)
+    if depth > MAX_JSON_DEPTH:
+        raise _too_deep(depth)
+    return value

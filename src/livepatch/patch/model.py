@@ -259,12 +259,15 @@ class PatchSpec:
             raise ValueError(
                 f"unsupported patch format version {version!r} (this livepatch reads {FORMAT_VERSION})"
             )
+        hooks_source = d.get("hooks_source")
+        if hooks_source is not None and not isinstance(hooks_source, str):
+            raise TypeError("hooks_source must be a string or null")
         return cls(
             patch_id=str(d["patch_id"]),
             package=str(d["package"]),
             category=Category(d["category"]),
             description=str(d.get("description", "")),
-            hooks_source=d.get("hooks_source"),
+            hooks_source=hooks_source,
             modules=tuple(ModulePatch.from_dict(m) for m in d["modules"]),
             refusals=tuple(Refusal.from_dict(r) for r in d.get("refusals", ())),
         )
