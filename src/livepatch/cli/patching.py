@@ -205,7 +205,9 @@ def diff_command(
     except SyntaxError as exc:
         _fail(f"a module does not compile: {exc}")
     except (RecursionError, MemoryError) as exc:  # CPython's parser gives up on extreme nesting
-        _fail(f"a module (or the hooks file) is nested too deeply to compile ({type(exc).__name__})")
+        _fail(
+            f"a module (or the hooks file) is nested too deeply to compile ({type(exc).__name__})"
+        )
     spec = pp.spec
     # The differ waived the refusals a hook of the file covers; what remains blocks the patch.
     blocked = bool(spec.refusals)
