@@ -99,7 +99,7 @@ REFUSED: dict[str, tuple[str, str, str, str | None]] = {
     "constant_change": (
         "<module>",
         "module-level state changed (`MAX_CLIENTS = 20`",
-        "post_patch(ctx) or pre_patch(ctx) that sets the new module-level values",
+        "pre_patch(ctx) or post_patch(ctx) that sets the new module-level values",
         "post_patch",
     ),
     "slots_change": (

@@ -109,11 +109,12 @@ class HookCover:
 # FILE defines one of these hooks; kinds not listed here cannot be fixed by any hook. The runtime calls
 # pre_patch before and post_patch after the swap, transform while every thread is parked (global only).
 COVERING_HOOKS: dict[RefusalKind, HookCover] = {
+    # pre_patch first: the new values must exist before the first call of the new code
     RefusalKind.MODULE_STATE: HookCover(
-        ("post_patch", "pre_patch"), "sets the new module-level values on the live module"
+        ("pre_patch", "post_patch"), "sets the new module-level values on the live module"
     ),
     RefusalKind.IMPORT: HookCover(
-        ("post_patch", "pre_patch"), "binds the new import on the live module"
+        ("pre_patch", "post_patch"), "binds the new import on the live module"
     ),
     RefusalKind.CLASS_LAYOUT: HookCover(("transform",), "rebuilds the live objects"),
     RefusalKind.CLASS_STATE: HookCover(
