@@ -19,7 +19,7 @@ from typing import Any
 
 from livepatch.patch import lpatch
 from livepatch.patch.diff import patch_from_sources
-from livepatch.patch.limits import loads_json
+from livepatch.patch.limits import JSONLimitError, loads_json
 
 
 def module_source(functions: int, version: int) -> str:
@@ -68,6 +68,15 @@ def main() -> None:
             f"| {modules} | {modules * args.functions} | {len(data) / 1e6:.2f} | {a:.2f} | {b:.2f} "
             f"| {b / a:.2f} |"
         )
+    for name, data in (("100,000 `[`", b"[" * 100_000), ("16 MiB of `[`", b"[" * (16 << 20))):
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            try:
+                loads_json(data)
+            except JSONLimitError:
+                times.append((time.perf_counter() - t) * 1e3)
+        print(f"refusing {name}: {statistics.median(times):.1f} ms")
 
 
 if __name__ == "__main__":
