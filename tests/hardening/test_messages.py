@@ -52,15 +52,19 @@ def test_agent_refusals_say_what_to_type(tmp_path: Path) -> None:
                 patch_id="tr-1",
             ),
         )
-        proc = cli("apply", str(transform), *sock, "--method", "local")
-        assert proc.returncode == 1 and "--method global" in proc.stderr, proc.stderr
-        assert "method='global'" not in proc.stderr
+        for method in ("local", "auto"):  # auto: local for a thread-local patch
+            proc = cli("apply", str(transform), *sock, "--method", method)
+            assert proc.returncode == 1 and "--method global" in proc.stderr, proc.stderr
+            assert "method='global'" not in proc.stderr
         # applied twice
         assert cli("apply", str(process_patch), *sock).returncode == 0
         proc = cli("apply", str(process_patch), *sock)
         assert proc.returncode == 1 and "proc-1 is already applied" in proc.stderr
         assert "livepatch revert proc-1" in proc.stderr
         assert "already applied" in _json_error(cli("apply", str(process_patch), *sock, "--json"))
+        # reverting a process patch with --method local (the runtime's check)
+        proc = cli("revert", *sock, "--method", "local")
+        assert proc.returncode == 1 and "--method global" in proc.stderr, proc.stderr
 
 
 def test_stale_and_non_socket_paths(tmp_path: Path) -> None:

@@ -306,7 +306,9 @@ class Agent:
                 "--method global (or --method auto); if every thread may safely switch to the new code "
                 "on its own, rebuild it with `livepatch diff ... --category thread-local`"
             )
-        if method == "local" and "transform" in defined_hooks(spec.hooks_source):
+        # "auto" means local for a thread-local patch (the runtime's rule)
+        local = method == "local" or (method == "auto" and spec.category is Category.THREAD_LOCAL)
+        if local and "transform" in defined_hooks(spec.hooks_source):
             raise PatchRefused(
                 "the patch has a transform hook, which runs while every thread is parked: "
                 "apply it with --method global"
