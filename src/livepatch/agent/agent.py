@@ -245,9 +245,8 @@ class Agent:
             )
         except LivepatchError as exc:
             return self._refuse(patch_id, "apply", method, str(exc), t0), signed_by
-        except (
-            BaseException
-        ) as exc:  # a runtime bug (or SystemExit from patch code) must not escape
+        # a runtime bug (or SystemExit from patch code) must not escape
+        except BaseException as exc:
             log.exception("apply of patch %s failed", patch_id)
             reason = f"internal error: {type(exc).__name__}: {exc}"
             return self._refuse(patch_id, "apply", method, reason, t0, "failed"), signed_by
@@ -282,9 +281,8 @@ class Agent:
             )
         except LivepatchError as exc:
             return self._refuse(req["patch_id"] or "?", "revert", req["method"], str(exc), t0), None
-        except (
-            BaseException
-        ) as exc:  # a runtime bug (or SystemExit from patch code) must not escape
+        # a runtime bug (or SystemExit from patch code) must not escape
+        except BaseException as exc:
             log.exception("revert failed")
             reason = f"internal error: {type(exc).__name__}: {exc}"
             return self._refuse(

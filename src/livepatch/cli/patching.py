@@ -99,7 +99,7 @@ _DIFF_HELP = """Diff two versions of PACKAGE (directories OLD and NEW holding OL
 
 A patch with refusals is not written (exit 1). With --hooks FILE, a refusal is waived only when FILE
 defines a hook that covers it (a transform hook for a new instance attribute or a class layout change,
-post_patch or pre_patch for changed module-level state, ...: docs/patchability.md); every waived refusal
+pre_patch or post_patch for changed module-level state, ...: docs/patchability.md); every waived refusal
 is listed with its hook. Refusals no hook covers still block.
 
 \b

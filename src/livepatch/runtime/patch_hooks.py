@@ -72,9 +72,8 @@ def load_hooks(spec: PatchSpec) -> PatchHooks:
     try:
         code = compile(spec.hooks_source, f"<hooks of patch {spec.patch_id}>", "exec")
         exec(code, module.__dict__)
-    except (
-        BaseException
-    ) as exc:  # SystemExit at the top level too: the patch is refused, not the thread
+    # SystemExit at the top level too: the patch is refused, not the thread
+    except BaseException as exc:
         raise PatchRefused(
             f"the patch's hooks failed to load: {exc!r} (fix the hooks source)"
         ) from exc
