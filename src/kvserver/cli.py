@@ -146,6 +146,12 @@ def serve_command(
     )
     if no_livepatch and livepatch_socket:
         raise click.UsageError("--no-livepatch and --livepatch-socket exclude each other")
+    if livepatch_socket and not trusted_keys and not allow_unsigned:
+        click.echo(
+            "kvserver: warning: --livepatch-socket without --trusted-key or --allow-unsigned: the "
+            "agent will refuse every patch (add --trusted-key livepatch.pub, from `livepatch keygen`)",
+            err=True,
+        )
     try:
         save = parse_save(
             save_policy if save_policy is not None else (DEFAULT_SAVE if data_dir else "")

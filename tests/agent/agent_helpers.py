@@ -88,7 +88,9 @@ def run_service(
     allow_unsigned: bool = False,
     socket_mode: int | None = None,
     metrics: bool = False,
+    log_path: Path | None = None,
 ) -> Iterator[Service]:
+    """The service as a subprocess; its stderr (the agent's log) goes to `log_path` when given."""
     cmd = [
         sys.executable,
         str(SERVICE_DIR / "run_service.py"),
@@ -105,7 +107,9 @@ def run_service(
         cmd += ["--socket-mode", f"{socket_mode:o}"]
     if metrics:
         cmd += ["--metrics-port", "0"]
-    with tempfile.TemporaryFile(mode="w+") as stderr_file:
+    with (
+        open(log_path, "w+") if log_path is not None else tempfile.TemporaryFile(mode="w+")
+    ) as stderr_file:
         proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr_file, text=True
         )

@@ -146,6 +146,7 @@ def test_refusals_block_the_file_unless_hooks(tmp_path: Path) -> None:
     proc = cli("diff", str(old), str(new), "--package", "p", "-o", str(out), "--hooks", str(hooks))
     assert proc.returncode == 0, proc.stderr
     assert lpatch.read(out).spec.hooks_source == hooks.read_text()
+    assert "1 refusal(s) waived" in proc.stdout and "covered by hook: post_patch" in proc.stdout
     # what no hook can fix still blocks: a function turned into a generator
     gen = write_tree(
         tmp_path / "g", {"p/__init__.py": "", "p/m.py": "LIMIT = 10\n\ndef f():\n    yield LIMIT\n"}
@@ -153,8 +154,55 @@ def test_refusals_block_the_file_unless_hooks(tmp_path: Path) -> None:
     out.unlink()
     proc = cli("diff", str(old), str(gen), "--package", "p", "-o", str(out), "--hooks", str(hooks))
     assert proc.returncode == 1
-    assert "hooks cannot handle these" in proc.stderr
+    assert "no hook can take care of these" in proc.stderr
+    assert "--hooks" not in proc.stdout.split("cannot be live-patched", 1)[1]  # no hook helps here
     assert not out.exists()
+
+
+def test_hooks_waive_only_the_refusals_their_hooks_cover(tmp_path: Path) -> None:
+    """Regression (issue 10): `diff --hooks empty.py` on a change that adds an instance attribute wrote a
+    patch that then failed every request with AttributeError. Only a transform hook covers it."""
+    old = write_tree(
+        tmp_path / "o",
+        {
+            "p/__init__.py": "",
+            "p/m.py": "class Conn:\n    def __init__(self):\n        self.n = 0\n\n"
+            "    def hit(self):\n        self.n += 1\n        return self.n\n",
+        },
+    )
+    new = write_tree(
+        tmp_path / "n",
+        {
+            "p/__init__.py": "",
+            "p/m.py": "class Conn:\n    def __init__(self):\n        self.n = 0\n        self.seen = []\n\n"
+            "    def hit(self):\n        self.seen.append(1)\n        self.n += 1\n        return self.n\n",
+        },
+    )
+    out = tmp_path / "p.lpatch"
+    for name, text in (
+        ("empty.py", ""),
+        ("post.py", "def post_patch(ctx):\n    pass\n"),
+    ):
+        hooks = tmp_path / name
+        hooks.write_text(text)
+        proc = cli("diff", str(old), str(new), "-p", "p", "-o", str(out), "--hooks", str(hooks))
+        assert proc.returncode == 1, (name, proc.stdout)
+        assert "new instance attribute `self.seen`" in proc.stdout
+        assert "transform(ctx)" in proc.stdout  # the fix names the hook that would cover it
+        assert "define in the hooks file the hooks each fix names" in proc.stderr
+        assert not out.exists()
+    hooks = tmp_path / "transform.py"
+    hooks.write_text("def transform(ctx):\n    pass\n")
+    proc = cli(
+        "diff", str(old), str(new), "-p", "p", "-o", str(out), "--hooks", str(hooks), "--json"
+    )
+    assert proc.returncode == 0, proc.stdout
+    data = json.loads(proc.stdout)
+    assert data["ok"] is True and data["manifest"]["refusals"] == []
+    assert [(w["qualname"], w["kind"], w["hook"]) for w in data["waived"]] == [
+        ("Conn", "instance-attribute", "transform")
+    ]
+    assert out.exists()
 
 
 def test_errors(tmp_path: Path, versions: tuple[Path, Path]) -> None:

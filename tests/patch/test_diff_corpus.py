@@ -16,6 +16,8 @@ from livefixtures import forget, load, source
 
 from livepatch.errors import PatchRefused
 from livepatch.patch.diff import diff_module, patch_from_sources
+from livepatch.patch.hooks_info import HOOK_NAMES
+from livepatch.patch.model import COVERING_HOOKS
 from livepatch.runtime.staging import stage
 
 # case -> (non-SAME changes as "kind:qualname", probe expressions evaluated with `m` = the module)
@@ -92,47 +94,67 @@ PATCHABLE: dict[str, tuple[set[str], list[str]]] = {
     "line_shift": (set(), ["m.a(1)", "m.K().m()"]),
 }
 
-# case -> (qualname, words of the reason, words of the fix, hookable)
-REFUSED: dict[str, tuple[str, str, str, bool]] = {
+# case -> (qualname, words of the reason, words of the fix, the hook that covers it or None)
+REFUSED: dict[str, tuple[str, str, str, str | None]] = {
     "constant_change": (
         "<module>",
         "module-level state changed (`MAX_CLIENTS = 20`",
-        "post_patch hook",
-        True,
+        "pre_patch(ctx) or post_patch(ctx) that sets the new module-level values",
+        "post_patch",
     ),
-    "slots_change": ("Point", "changes its __slots__", "transform rebuilds the live objects", True),
+    "slots_change": (
+        "Point",
+        "changes its __slots__",
+        "--hooks FILE defining transform(ctx) that rebuilds the live objects",
+        "transform",
+    ),
     "new_instance_attr": (
         "Conn",
         "new instance attribute `self.closing`",
         "give the attribute a class-level default (`closing = None`",
-        True,
+        "transform",
     ),
-    "bases_change": ("Store", "changes its bases or metaclass", "keep the class layout", True),
+    "bases_change": (
+        "Store",
+        "changes its bases or metaclass",
+        "keep the class layout",
+        "transform",
+    ),
     "dataclass_field": (
         "Entry",
         "gains class-level names (ttl)",
         "leave the fields as they are",
-        True,
+        "transform",
     ),
-    "decorator_change": ("lookup", "the decorators of `lookup` changed", "re-decorates it", True),
-    "mutable_default_change": ("collect", "default of `into`", "use a `None` default", True),
+    "decorator_change": (
+        "lookup",
+        "the decorators of `lookup` changed",
+        "re-decorates the live definition",
+        "post_patch",
+    ),
+    "mutable_default_change": (
+        "collect",
+        "default of `into`",
+        "use a `None` default",
+        "post_patch",
+    ),
     "generator_change": (
         "scan",
         "it turns from a plain function into a generator",
         "add a new function under another name",
-        False,
+        None,
     ),
     "super_added": (
         "Child.get",
         "Cannot replace closure `Child.get` because its free variables changed: () -> ('__class__',)",
         "use super()/__class__ in both versions or in neither",
-        False,
+        None,
     ),
     "kind_change": (
         "Store.size",
         "changes from a method to a staticmethod",
         "under another name",
-        False,
+        None,
     ),
 }
 
@@ -152,7 +174,7 @@ def _probe(module: Any, expr: str) -> str:
         return f"error: {type(exc).__name__}"
 
 
-def _diff(case: str, *, hooks: bool = False):  # type: ignore[no-untyped-def]
+def _diff(case: str, *, hooks: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
     return diff_module(
         case, source(f"corpus/{case}", "v1"), source(f"corpus/{case}", "v2"), hooks=hooks
     )
@@ -211,7 +233,7 @@ def test_new_behaviour_differs_from_old_in_the_corpus(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("case", sorted(REFUSED))
 def test_refusal_reason_and_fix(case: str) -> None:
-    qualname, reason, fix, hookable = REFUSED[case]
+    qualname, reason, fix, hook = REFUSED[case]
     d = _diff(case)
     assert len(d.refusals) == 1, d.refusals
     refusal = d.refusals[0]
@@ -219,9 +241,16 @@ def test_refusal_reason_and_fix(case: str) -> None:
     assert refusal.qualname == qualname
     assert reason in refusal.reason
     assert fix in refusal.fix
-    # with hooks, the author's hooks take over what they can; CPython-level refusals stand
-    with_hooks = _diff(case, hooks=True)
-    assert (with_hooks.refusals == ()) is hookable
+    # "or ship --hooks" only where a hook can help
+    assert ("--hooks" in refusal.fix) is (hook is not None)
+    # a hooks file waives the refusal only when it defines the covering hook; CPython-level ones stand
+    cover = COVERING_HOOKS.get(refusal.kind)
+    others = tuple(h for h in HOOK_NAMES if cover is None or h not in cover.hooks)
+    assert _diff(case, hooks=others).refusals == d.refusals
+    if hook is not None:
+        covered = _diff(case, hooks=(hook,))
+        assert covered.refusals == ()
+        assert [(w.refusal, w.hook) for w in covered.waived] == [(refusal, hook)]
 
 
 @pytest.mark.parametrize("case", sorted(REFUSED))

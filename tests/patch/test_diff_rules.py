@@ -19,7 +19,8 @@ def test_changed_class_level_value_is_refused_unless_hooks() -> None:
     assert [r.qualname for r in d.refusals] == ["K"]
     assert "class-level state of `K` changed (`TIMEOUT`)" in d.refusals[0].reason
     assert "keep the class-level values" in d.refusals[0].fix
-    assert diff_module("m", v1, v2, hooks=True).refusals == ()
+    assert diff_module("m", v1, v2, hooks=("post_patch",)).refusals == ()
+    assert diff_module("m", v1, v2, hooks=("pre_revert",)).refusals == d.refusals
 
 
 def test_definitions_in_top_level_blocks_are_module_state() -> None:
@@ -133,8 +134,60 @@ def test_every_corpus_version_diffed_with_itself_is_all_same() -> None:
 
 def test_added_and_removed_modules_are_not_module_state_changes() -> None:
     text = "import os\n\nTABLE = {}\n\n\ndef f():\n    return TABLE\n"
-    added = diff_module("pkg.new", "", text)
+    added = diff_module("pkg.new", None, text)  # None: the old version has no such module
     assert added.refusals == ()
     assert _non_same(added) == {"added:os", "added:f"}
     removed = diff_module("pkg.old", text, "")
     assert removed.refusals == () and _non_same(removed) == {"removed:os", "removed:f"}
+
+
+@pytest.mark.parametrize("old", ["", "# the package\n", '"""Docstring only."""\n'])
+def test_new_code_in_an_existing_empty_module_is_module_state(old: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Regression (issue 10): an empty (or comments-only) __init__.py that gains `LIMIT = 5` and
+    `def limit(): return LIMIT` gave a patch adding `limit` without `LIMIT` and without a refusal, and
+    limit() raised NameError once applied. The old module exists and its top level already ran, so the
+    new constant is refused like in any non-empty module (a post_patch hook can set it)."""
+    from livepatch.patch.model import RefusalKind
+    from livepatch.patch.package import build_patch, read_directory
+
+    new = "LIMIT = 5\n\n\ndef limit():\n    return LIMIT\n"
+    for version, text in (("old", old), ("new", new)):
+        (tmp_path / version / "pkg").mkdir(parents=True)
+        (tmp_path / version / "pkg" / "__init__.py").write_text(text)
+    pp = build_patch(
+        read_directory(tmp_path / "old", "pkg"), read_directory(tmp_path / "new", "pkg")
+    )
+    assert [(r.module, r.qualname, r.kind) for r in pp.spec.refusals] == [
+        ("pkg", "<module>", RefusalKind.MODULE_STATE)
+    ]
+    assert "`LIMIT = 5` is new or changed" in pp.spec.refusals[0].reason
+    assert "post_patch(ctx)" in pp.spec.refusals[0].fix
+    # consistent with a non-empty module gaining a constant
+    grown = diff_module("pkg", "def other():\n    return 1\n", "def other():\n    return 1\n" + new)
+    assert [r.kind for r in grown.refusals] == [RefusalKind.MODULE_STATE]
+    # a post_patch hook that sets LIMIT covers it: waived and reported with the hook
+    hooks = "def post_patch(ctx):\n    ctx.modules['pkg'].LIMIT = 5\n"
+    with_hooks = build_patch(
+        read_directory(tmp_path / "old", "pkg"),
+        read_directory(tmp_path / "new", "pkg"),
+        hooks_source=hooks,
+    )
+    assert with_hooks.spec.refusals == ()
+    assert [w.hook for w in with_hooks.waived] == ["post_patch"]
+
+
+def test_a_module_the_old_version_lacks_runs_its_top_level(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from livepatch.patch.package import build_patch, read_directory
+
+    (tmp_path / "old" / "pkg").mkdir(parents=True)
+    (tmp_path / "old" / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "new" / "pkg").mkdir(parents=True)
+    (tmp_path / "new" / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "new" / "pkg" / "extra.py").write_text(
+        "LIMIT = 5\n\n\ndef limit():\n    return LIMIT\n"
+    )
+    pp = build_patch(
+        read_directory(tmp_path / "old", "pkg"), read_directory(tmp_path / "new", "pkg")
+    )
+    assert pp.spec.refusals == ()
+    assert {m.module: m.status for m in pp.modules} == {"pkg": "unchanged", "pkg.extra": "added"}

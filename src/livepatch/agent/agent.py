@@ -11,9 +11,16 @@ Theory of operation
   reached the patcher thread) and "signature-checked"; the timing "signature" covers both checks.
 - Before the runtime sees a patch the agent checks, in order: the file structure and versions, the
   signature against the trusted keys (unsigned only with allow_unsigned=True), that the differ recorded no
-  refusals, and that the patch's category allows the method. The
-  runtime's stage() then checks every target's fingerprint against the live code. A refusal at any step
-  changes nothing and is recorded in the history like any other attempt.
+  refusals, that the patch's category (and a transform hook) allows the method, and that it is not
+  applied already. The runtime's stage() then checks every target's fingerprint against the live code. A
+  refusal at any step changes nothing and is recorded in the history like any other attempt. The agent's
+  own refusals are worded in the `livepatch` command's terms (--method, --category), since that is what
+  the operator reading them types next.
+- Whatever a patch does (a hook raising SystemExit included), the attempt ends as a result: recorded in
+  the history, logged, and replied. A CLI that goes away mid-apply changes nothing: the patch completes
+  (or aborts) and its outcome is in the history.
+- Patch ids and reasons come from the patch author: the agent's and the runtime's log lines escape
+  control characters (safetext.EscapeControls), so a patch cannot forge log lines.
 """
 
 from __future__ import annotations
@@ -32,11 +39,15 @@ from typing import Any
 from livepatch.agent.control import ControlServer
 from livepatch.errors import LivepatchError, PatchRefused
 from livepatch.patch import lpatch
+from livepatch.patch.hooks_info import defined_hooks
 from livepatch.patch.model import Category, PatchSpec
+from livepatch.patch.safetext import EscapeControls
 from livepatch.patch.signing import PublicKey, load_public_key
 from livepatch.runtime.patcher import Event, PatchResult, WatchPolicy
 
 log = logging.getLogger("livepatch.agent")
+for _logger in ("livepatch.agent", "livepatch.runtime"):  # the lines patch ids and reasons reach
+    logging.getLogger(_logger).addFilter(EscapeControls())
 
 # Which methods each category allows (DESIGN.md, "Concepts"); "auto" is always allowed: the runtime
 # picks local for thread-local patches and global otherwise.
@@ -244,7 +255,8 @@ class Agent:
             )
         except LivepatchError as exc:
             return self._refuse(patch_id, "apply", method, str(exc), t0), signed_by
-        except Exception as exc:  # a runtime bug must not escape into the server: report it
+        # a runtime bug (or SystemExit from patch code) must not escape
+        except BaseException as exc:
             log.exception("apply of patch %s failed", patch_id)
             reason = f"internal error: {type(exc).__name__}: {exc}"
             return self._refuse(patch_id, "apply", method, reason, t0, "failed"), signed_by
@@ -266,13 +278,21 @@ class Agent:
 
     def _revert(self, req: dict[str, Any]) -> tuple[PatchResult, None]:
         t0 = time.monotonic_ns()
+        if not _runtime().applied_patches():
+            # the patcher thread is the only one that applies: nothing can appear before the revert runs
+            named = f"patch {req['patch_id']} is not applied and " if req["patch_id"] else ""
+            reason = f"nothing to revert: {named}no patch is applied (see `livepatch history`)"
+            return self._refuse(
+                req["patch_id"] or "(none)", "revert", req["method"], reason, t0
+            ), None
         try:
             result: PatchResult = _runtime().revert_patch(
                 req["patch_id"], method=req["method"], timeout=req["timeout"]
             )
         except LivepatchError as exc:
             return self._refuse(req["patch_id"] or "?", "revert", req["method"], str(exc), t0), None
-        except Exception as exc:  # a runtime bug must not escape into the server: report it
+        # a runtime bug (or SystemExit from patch code) must not escape
+        except BaseException as exc:
             log.exception("revert failed")
             reason = f"internal error: {type(exc).__name__}: {exc}"
             return self._refuse(
@@ -290,8 +310,21 @@ class Agent:
             )
         if method not in ALLOWED_METHODS[spec.category]:
             raise PatchRefused(
-                f"a {spec.category.value} patch cannot use {method} quiescence "
-                f"(allowed: {', '.join(sorted(ALLOWED_METHODS[spec.category]))})"
+                f"a {spec.category.value} patch cannot use {method} quiescence: apply it with "
+                "--method global (or --method auto); if every thread may safely switch to the new code "
+                "on its own, rebuild it with `livepatch diff ... --category thread-local`"
+            )
+        # "auto" means local for a thread-local patch (the runtime's rule)
+        local = method == "local" or (method == "auto" and spec.category is Category.THREAD_LOCAL)
+        if local and "transform" in defined_hooks(spec.hooks_source):
+            raise PatchRefused(
+                "the patch has a transform hook, which runs while every thread is parked: "
+                "apply it with --method global"
+            )
+        if spec.patch_id in _runtime().applied_patches():
+            raise PatchRefused(
+                f"patch {spec.patch_id} is already applied (to apply it again, first "
+                f"`livepatch revert {spec.patch_id}`)"
             )
 
     def _refuse(

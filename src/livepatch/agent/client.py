@@ -7,11 +7,20 @@ call from any thread; calls are independent.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import stat
 import time
 from typing import Any
 
 from livepatch.agent import protocol
+
+
+def _is_socket(path: str) -> bool:
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 class AgentUnreachable(Exception):
@@ -32,6 +41,13 @@ def request(socket_path: str, req: dict[str, Any], *, timeout: float = 60.0) -> 
             raise AgentUnreachable(
                 f"permission denied connecting to {socket_path} (the socket is mode 0600: run as the "
                 "server's user or root)"
+            ) from exc
+        except (ConnectionRefusedError, NotADirectoryError) as exc:
+            # a socket file whose server died, or a path that is not a socket at all
+            what = "" if _is_socket(socket_path) else " (it is not a socket file)"
+            raise AgentUnreachable(
+                f"no server is listening on this socket (stale socket?): {socket_path}{what}; "
+                "check that the server runs and listens on this path"
             ) from exc
         except OSError as exc:
             raise AgentUnreachable(

@@ -1,6 +1,7 @@
 """The control socket's wire protocol: one JSON request line in, one JSON reply line out.
 
-Requests (UTF-8 JSON object, terminated by "\\n", at most MAX_REQUEST_BYTES including the newline):
+Requests (UTF-8 JSON object, terminated by "\\n", at most MAX_REQUEST_BYTES including the newline, nested at
+most MAX_JSON_DEPTH deep, integers of at most MAX_JSON_INT_DIGITS digits: livepatch.patch.limits):
 
     {"op": "apply", "patch": <the .lpatch document>, "method": "global"|"local"|"auto",
      "timeout": 5.0, "watch": {"window_s": 10.0, "max_errors": 0} | null}
@@ -27,12 +28,10 @@ import socket
 import time
 from typing import Any
 
-from livepatch.patch.lpatch import MAX_FILE_BYTES
+from livepatch.patch.limits import MAX_REPLY_BYTES as MAX_REPLY_BYTES  # re-exported for the agent
+from livepatch.patch.limits import MAX_REQUEST_BYTES as MAX_REQUEST_BYTES  # and the client
+from livepatch.patch.limits import JSONLimitError, loads_json
 
-# A request carries at most one patch document; the rest of an apply request is small.
-MAX_REQUEST_BYTES = MAX_FILE_BYTES + 64 * 1024
-# Replies can carry a long history with events; the client refuses anything larger.
-MAX_REPLY_BYTES = 64 * 1024 * 1024
 OPS = ("apply", "revert", "status", "history")
 METHODS = ("global", "local", "auto")
 MAX_TIMEOUT_S = 300.0
@@ -54,11 +53,11 @@ def encode(obj: dict[str, Any]) -> bytes:
 
 def decode(line: bytes) -> dict[str, Any]:
     try:
-        obj = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"the request is not a JSON line: {exc}") from exc
+        obj = loads_json(line)
+    except JSONLimitError as exc:
+        raise ProtocolError(f"not a JSON line: {exc}") from exc
     if not isinstance(obj, dict):
-        raise ProtocolError("the request must be a JSON object")
+        raise ProtocolError("the line must be a JSON object")
     return obj
 
 

@@ -12,6 +12,8 @@ imports a server or the harness on its own.
 from __future__ import annotations
 
 import functools
+import json
+import sys
 from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -93,7 +95,26 @@ class _PluginGroup(click.Group):
         return super().get_command(ctx, cmd_name) or _load_entry_point(self.plugin_group, cmd_name)
 
 
-@click.group(cls=_PluginGroup, plugin_group="livepatch.commands")
+class _Root(_PluginGroup):
+    """The `livepatch` group. With --json anywhere on the command line, a usage error (exit 2) is also
+    reported as one JSON object on stdout, like every other failure: scripts parse stdout either way."""
+
+    def main(self, args: Any = None, *a: Any, standalone_mode: bool = True, **kw: Any) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        run: Any = super().main  # click's overloads do not follow *args forwarding
+        if not standalone_mode or "--json" not in argv:
+            return run(argv, *a, standalone_mode=standalone_mode, **kw)
+        try:
+            return run(argv, *a, standalone_mode=False, **kw)
+        except click.ClickException as exc:
+            click.echo(json.dumps({"ok": False, "error": exc.format_message()}, indent=2))
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo(json.dumps({"ok": False, "error": "aborted"}, indent=2))
+            sys.exit(1)
+
+
+@click.group(cls=_Root, plugin_group="livepatch.commands")
 @click.version_option(package_name="livepatch")
 def main() -> None:
     """Zero-downtime code updates for running Python servers."""

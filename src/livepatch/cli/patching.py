@@ -2,7 +2,11 @@
 
 Exit codes (docs/cli.md): 0 success (patch written / applied / reverted, query answered); 1 refused,
 aborted or failed, with the reason on stderr (also: patch not written because of refusals, agent
-unreachable, bad patch file); 2 usage error (click's own).
+unreachable, bad patch file); 2 usage error (click's own). With --json every failure prints one JSON
+object {"ok": false, "error": "..."} on stdout (an agent's reply, which has both, as it came).
+
+Text from a patch or an agent is untrusted: it is shown through render's escaping, and error messages
+are printed as plain text (never as rich markup), so they cannot draw lines of their own.
 """
 
 from __future__ import annotations
@@ -14,27 +18,33 @@ from typing import Any, NoReturn
 
 import click
 from rich.console import Console
+from rich.text import Text
 
 from livepatch.agent import client, protocol
 from livepatch.cli import render
 from livepatch.errors import LivepatchError
 from livepatch.patch import lpatch, signing
-from livepatch.patch.model import Category
-from livepatch.patch.package import (
-    MAX_SOURCE_BYTES,
-    PackageError,
-    build_patch,
-    read_directory,
-    read_git,
-)
+from livepatch.patch.limits import MAX_SOURCE_BYTES
+from livepatch.patch.model import Category, hook_fix
+from livepatch.patch.package import PackageError, build_patch, read_directory, read_git
+from livepatch.patch.safetext import printable
 
 _out = Console(highlight=False, soft_wrap=True)
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
 _CLIENT_GRACE_S = 60.0  # on top of the patch timeout: staging, hooks, a busy patcher thread
 
 
+def _json_mode() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.params.get("as_json"))
+
+
 def _fail(message: str, code: int = 1) -> NoReturn:
-    _err.print(f"[bold red]error:[/] {message}", markup=True)
+    """Report a failure and exit: a JSON error object with --json, else "error: ..." on stderr."""
+    if _json_mode():
+        _print_json({"ok": False, "error": message})
+    else:
+        _err.print(Text("error: ", style="bold red") + Text(printable(message)))
     sys.exit(code)
 
 
@@ -59,7 +69,12 @@ socket_option = click.option(
     type=str,  # not click.Path: its readability check would pre-empt the agent's own answer
     help="The agent's control socket (or $LIVEPATCH_SOCKET).",
 )
-json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+json_option = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print the result as JSON (on failure: {"ok": false, "error": ...}).',
+)
 method_option = click.option(
     "--method",
     type=click.Choice(protocol.METHODS),
@@ -80,7 +95,22 @@ timeout_option = click.option(
 # -- offline ------------------------------------------------------------------------------------------
 
 
-@click.command("diff")
+_DIFF_HELP = """Diff two versions of PACKAGE (directories OLD and NEW holding OLD/PKG/..., or --git) into a patch.
+
+A patch with refusals is not written (exit 1). With --hooks FILE, a refusal is waived only when FILE
+defines a hook that covers it (a transform hook for a new instance attribute or a class layout change,
+pre_patch or post_patch for changed module-level state, ...: docs/patchability.md); every waived refusal
+is listed with its hook. Refusals no hook covers still block.
+
+\b
+Examples:
+  livepatch diff v1/ v2/ -p kvserver -o fix.lpatch --key keys/livepatch.key -m "fix INCR overflow"
+  livepatch diff --git . v1.2 HEAD -p kvserver -o fix.lpatch --key keys/livepatch.key
+  livepatch diff v1/ v2/ -p shop --category data --hooks migrate.py -o fix.lpatch
+"""
+
+
+@click.command("diff", help=_DIFF_HELP)
 @click.argument(
     "old", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path)
 )
@@ -101,12 +131,12 @@ timeout_option = click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the .lpatch here.",
+    help="Write the .lpatch here (nothing is written when there are refusals or no change).",
 )
 @click.option(
     "--key",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Private key to sign with.",
+    help="Private key to sign with (livepatch keygen); without it the patch is unsigned.",
 )
 @click.option(
     "--category",
@@ -118,7 +148,8 @@ timeout_option = click.option(
 @click.option(
     "--hooks",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Python module with pre_patch/transform/post_patch/pre_revert/post_revert, stored in the patch.",
+    help="Python module with pre_patch/transform/post_patch/pre_revert/post_revert, stored in the "
+    "patch; it waives the refusals its hooks cover.",
 )
 @click.option(
     "--description", "-m", default="", help="What the patch fixes (stored in the manifest)."
@@ -138,11 +169,6 @@ def diff_command(
     patch_id: str | None,
     as_json: bool,
 ) -> None:
-    """Diff two versions of PACKAGE (directories OLD and NEW holding OLD/PKG/..., or --git) into a patch.
-
-    A patch with refusals is not written (exit 1). With --hooks, the refusals hooks can take care of
-    (module-level state, decorators, class layout) are waived by the differ; the others still block.
-    """
     if git is not None and (old is not None or new is not None):
         raise click.UsageError(
             "give either OLD NEW directories or --git REPO REV_OLD REV_NEW, not both"
@@ -178,10 +204,14 @@ def diff_command(
         _fail(str(exc))
     except SyntaxError as exc:
         _fail(f"a module does not compile: {exc}")
+    except (RecursionError, MemoryError) as exc:  # CPython's parser gives up on extreme nesting
+        _fail(
+            f"a module (or the hooks file) is nested too deeply to compile ({type(exc).__name__})"
+        )
     spec = pp.spec
-    # With hooks the differ has already waived what hooks can handle: what remains, no hook can fix.
+    # The differ waived the refusals a hook of the file covers; what remains blocks the patch.
     blocked = bool(spec.refusals)
-    empty = spec.changed_count == 0
+    empty = spec.changed_count == 0 and not pp.waived
     written = False
     if output is not None and not blocked and not empty:
         try:
@@ -189,37 +219,51 @@ def diff_command(
         except (lpatch.PatchFileError, OSError) as exc:
             _fail(str(exc))
         written = True
+    error = None
+    if blocked:
+        hookable = [r for r in spec.refusals if hook_fix(r.kind)]
+        if not hookable:
+            how = "change the code as each fix says; no hook can take care of these"
+        elif hooks_source is None:
+            how = "fix them, or ship --hooks FILE defining the hooks each fix names"
+        else:
+            how = "fix them, or define in the hooks file the hooks each fix names"
+        error = f"{len(spec.refusals)} change(s) cannot be live-patched; no patch written ({how})"
+    elif empty:
+        error = "no definition changed between the two versions; no patch written"
     if as_json:
         _print_json(
             {
+                "ok": error is None,
+                "error": error,
                 "manifest": spec.to_dict(),
                 "modules": [
                     {"module": m.module, "status": m.status, "counts": m.counts} for m in pp.modules
                 ],
+                "waived": [w.to_dict() for w in pp.waived],
                 "written": str(output) if written else None,
                 "signed_by": signing_key.key_id if signing_key and written else None,
             }
         )
+        if error is not None:
+            sys.exit(1)
     else:
         _out.print(render.diff_summary(pp))
         if written:
             signed = f"signed by key {signing_key.key_id}" if signing_key else "UNSIGNED"
-            _out.print(f"wrote {output} ({signed})")
-    if blocked:
-        _fail(
-            f"{len(spec.refusals)} change(s) cannot be live-patched; no patch written "
-            + (
-                "(hooks cannot handle these: change the code)"
-                if hooks_source
-                else "(fix them, or ship --hooks that handle them)"
-            )
-        )
-    if empty:
-        _fail("no definition changed between the two versions; no patch written")
+            _out.print(Text(f"wrote {printable(output)} ({signed})"))
+    if error is not None:
+        _fail(error)
 
 
 @click.command("keygen")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory to write livepatch.key and livepatch.pub into (created if missing).",
+)
 def keygen_command(out_dir: Path) -> None:
     """Write OUT/livepatch.key (private, mode 0600) and OUT/livepatch.pub. Never overwrites."""
     try:
@@ -260,6 +304,8 @@ def inspect_command(file: Path, public_keys: tuple[Path, ...], as_json: bool) ->
     if as_json:
         _print_json(
             {
+                "ok": verified is not False,
+                "error": problem or None,
                 "manifest": pf.manifest,
                 "signed": pf.signed,
                 "key_id": signed_by,
@@ -267,6 +313,8 @@ def inspect_command(file: Path, public_keys: tuple[Path, ...], as_json: bool) ->
                 "changed": pf.spec.changed_count,
             }
         )
+        if verified is False:
+            sys.exit(1)
     else:
         _out.print(render.inspect_summary(pf.spec, signed_by, verified))
     if verified is False:
@@ -279,16 +327,33 @@ def inspect_command(file: Path, public_keys: tuple[Path, ...], as_json: bool) ->
 def _report(reply: dict[str, Any], as_json: bool) -> None:
     result = reply.get("result")
     if as_json:
-        _print_json(reply)
-    elif result is not None:
+        _print_json(reply)  # has "ok" and "error" already
+        if not reply.get("ok"):
+            sys.exit(1)
+        return
+    if isinstance(result, dict):
         _out.print(render.timeline(result))
         if reply.get("signed_by"):
-            _out.print(f"  signed by key {reply['signed_by']}", style="dim")
+            _out.print(Text(f"  signed by key {printable(reply['signed_by'])}", style="dim"))
     if not reply.get("ok"):
-        _fail(reply.get("error") or "failed")
+        _fail(str(reply.get("error") or "failed"))
 
 
-@click.command("apply")
+_APPLY_HELP = """Apply the patch FILE to the server behind --socket.
+
+The agent checks the signature, the refusals, the method and every target's fingerprint, then waits
+for quiescence (at most --timeout seconds; on timeout nothing changes). If this command is killed
+while it waits, the patch still completes or aborts in the server: `livepatch history` shows how.
+
+\b
+Examples:
+  livepatch apply fix.lpatch --socket /run/kv/livepatch.sock
+  livepatch apply fix.lpatch --socket /run/kv/livepatch.sock --method global --timeout 10
+  livepatch apply fix.lpatch --socket /run/kv/livepatch.sock --watch 30 --max-errors 0
+"""
+
+
+@click.command("apply", help=_APPLY_HELP)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @socket_option
 @method_option
@@ -300,7 +365,13 @@ def _report(reply: dict[str, Any], as_json: bool) -> None:
     default=None,
     help="Watch the patched code for SECONDS after applying; errors above --max-errors roll it back.",
 )
-@click.option("--max-errors", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--max-errors",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="With --watch: how many exceptions escaping the patched code are tolerated.",
+)
 @json_option
 def apply_command(
     file: Path,
@@ -311,7 +382,6 @@ def apply_command(
     max_errors: int,
     as_json: bool,
 ) -> None:
-    """Apply the patch FILE to the server behind --socket."""
     try:
         pf = lpatch.read(file)
     except lpatch.PatchFileError as exc:
@@ -326,7 +396,16 @@ def apply_command(
     _report(_ask(socket_path, req, timeout + (watch_s or 0) + _CLIENT_GRACE_S), as_json)
 
 
-@click.command("revert")
+_REVERT_HELP = """Revert the newest applied patch (or PATCH_ID, when no later patch touches its targets).
+
+\b
+Examples:
+  livepatch revert --socket /run/kv/livepatch.sock
+  livepatch revert 3f2a9c1b07de --socket /run/kv/livepatch.sock --method global
+"""
+
+
+@click.command("revert", help=_REVERT_HELP)
 @click.argument("patch_id", required=False)
 @socket_option
 @method_option
@@ -335,7 +414,6 @@ def apply_command(
 def revert_command(
     patch_id: str | None, socket_path: str, method: str, timeout: float, as_json: bool
 ) -> None:
-    """Revert the newest applied patch (or PATCH_ID, when no later patch touches its targets)."""
     req = {"op": "revert", "patch_id": patch_id, "method": method, "timeout": timeout}
     _report(_ask(socket_path, req, timeout + _CLIENT_GRACE_S), as_json)
 

@@ -2,6 +2,10 @@
 
 Pure functions from data (dicts as the agent sends them, PatchSpec) to rich renderables or text; the
 commands decide where they go. The `--json` outputs carry the same data without formatting.
+
+Every string that comes from a patch or from the agent (ids, descriptions, names, reasons, event details)
+is untrusted: it goes through `printable()` (livepatch.patch.safetext) and into rich `Text` objects, never
+into markup, so it can neither move the cursor nor draw styled lines of its own.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from rich.text import Text
 
 from livepatch.patch.model import ChangeKind, PatchSpec
 from livepatch.patch.package import PackagePatch
+from livepatch.patch.safetext import printable as p
 
 _KIND_STYLE = {"changed": "yellow", "added": "green", "removed": "red", "same": "dim"}
 # Events that happen once per thread are summarised on one line each.
@@ -23,7 +28,8 @@ _PER_THREAD = ("reached", "migrated")
 
 def diff_summary(pp: PackagePatch) -> RenderableType:
     table = Table(
-        title=f"patch {pp.spec.patch_id} for package {pp.spec.package}", title_justify="left"
+        title=Text(f"patch {p(pp.spec.patch_id)} for package {p(pp.spec.package)}"),
+        title_justify="left",
     )
     table.add_column("module")
     table.add_column("status")
@@ -37,7 +43,7 @@ def diff_summary(pp: PackagePatch) -> RenderableType:
         if m.status == "unchanged":
             continue
         table.add_row(
-            m.module,
+            Text(p(m.module)),
             m.status,
             *(str(m.counts.get(k.value, 0)) for k in ChangeKind),
             str(refused_by_module.get(m.module, 0)),
@@ -49,13 +55,29 @@ def diff_summary(pp: PackagePatch) -> RenderableType:
         parts.append(
             Text(
                 "removed modules (they stay loaded in the server; nothing to patch): "
-                + ", ".join(pp.removed_modules),
+                + ", ".join(map(p, pp.removed_modules)),
                 style="dim",
             )
         )
+    if pp.waived:
+        parts.append(waivers(pp))
     if pp.spec.refusals:
         parts.append(refusals(pp.spec))
     return Group(*parts)
+
+
+def waivers(pp: PackagePatch) -> Text:
+    text = Text()
+    text.append(
+        f"{len(pp.waived)} refusal(s) waived: the hooks file takes care of them:\n",
+        style="bold yellow",
+    )
+    for w in pp.waived:
+        r = w.refusal
+        text.append(f"  {p(r.module)}:{p(r.qualname)}: ", style="yellow")
+        text.append(f"{p(r.reason)}\n")
+        text.append(f"      covered by hook: {p(w.hook)}\n", style="cyan")
+    return text
 
 
 def definitions(spec: PatchSpec) -> RenderableType:
@@ -65,7 +87,7 @@ def definitions(spec: PatchSpec) -> RenderableType:
             if c.kind is ChangeKind.SAME:
                 continue
             lines.append(f"  {c.kind.value:<8}", style=_KIND_STYLE[c.kind.value])
-            lines.append(f" {m.module}:{c.qualname}  ({c.definition.value})\n")
+            lines.append(f" {p(m.module)}:{p(c.qualname)}  ({c.definition.value})\n")
     if not lines:
         return Text("no definition changed", style="dim")
     return Group(Text("definitions:", style="bold"), lines)
@@ -75,9 +97,9 @@ def refusals(spec: PatchSpec) -> RenderableType:
     text = Text()
     text.append(f"{len(spec.refusals)} change(s) cannot be live-patched:\n", style="bold red")
     for r in spec.refusals:
-        text.append(f"  {r.module}:{r.qualname}: ", style="red")
-        text.append(f"{r.reason}\n")
-        text.append(f"      fix: {r.fix}\n", style="cyan")
+        text.append(f"  {p(r.module)}:{p(r.qualname)}: ", style="red")
+        text.append(f"{p(r.reason)}\n")
+        text.append(f"      fix: {p(r.fix)}\n", style="cyan")
     return text
 
 
@@ -85,10 +107,10 @@ def inspect_summary(
     spec: PatchSpec, signed_by: str | None, verified: bool | None
 ) -> RenderableType:
     head = Text()
-    head.append(f"patch {spec.patch_id}", style="bold")
-    head.append(f"  package {spec.package}  category {spec.category.value}\n")
+    head.append(f"patch {p(spec.patch_id)}", style="bold")
+    head.append(f"  package {p(spec.package)}  category {spec.category.value}\n")
     if spec.description:
-        head.append(f"description: {spec.description}\n")
+        head.append(f"description: {p(spec.description)}\n")
     if signed_by is None:
         head.append(
             "signature: none (unsigned; agents refuse it unless started with allow_unsigned)\n",
@@ -97,7 +119,7 @@ def inspect_summary(
     else:
         state = {True: "valid", False: "INVALID", None: "not checked (pass --key)"}[verified]
         head.append(
-            f"signature: ed25519, key id {signed_by}, {state}\n",
+            f"signature: ed25519, key id {p(signed_by)}, {state}\n",
             style="red" if verified is False else "",
         )
     head.append(f"hooks: {'yes' if spec.hooks_source else 'none'}\n")
@@ -112,8 +134,8 @@ def inspect_summary(
             if c.kind is ChangeKind.SAME:
                 continue
             table.add_row(
-                m.module,
-                c.qualname,
+                Text(p(m.module)),
+                Text(p(c.qualname)),
                 c.definition.value,
                 Text(c.kind.value, style=_KIND_STYLE[c.kind.value]),
                 (c.old_fingerprint or "-")[:16],
@@ -129,10 +151,10 @@ def timeline(result: dict[str, Any]) -> Text:
     out = Text()
     ok = result["outcome"] in ("applied", "reverted")
     out.append(
-        f"{result['action']} {result['patch_id']}: {result['outcome']}",
+        f"{p(result['action'])} {p(result['patch_id'])}: {p(result['outcome'])}",
         style="bold green" if ok else "bold red",
     )
-    out.append(f" ({result['method']})\n")
+    out.append(f" ({p(result['method'])})\n")
     events = result.get("events") or []
     if events:
         t0 = events[0]["t_ns"]
@@ -153,10 +175,10 @@ def timeline(result: dict[str, Any]) -> Text:
                 out.append(f"  {last:9.3f} ms  {label} ({len(group)} thread(s))\n")
                 continue
             at = (e["t_ns"] - t0) / 1e6
-            detail = f"  {e['detail']}" if e.get("detail") and e["detail"] != "agent" else ""
+            detail = f"  {p(e['detail'])}" if e.get("detail") and e["detail"] != "agent" else ""
             if name == "refused":
                 detail = ""  # the reason follows on its own line
-            out.append(f"  {at:9.3f} ms  {name}{detail}\n")
+            out.append(f"  {at:9.3f} ms  {p(name)}{detail}\n")
     timings = result.get("timings") or {}
     if timings:
         out.append(
@@ -164,7 +186,7 @@ def timeline(result: dict[str, Any]) -> Text:
             style="dim",
         )
     if result.get("reason") and not ok:
-        out.append(f"  reason: {result['reason']}\n", style="red")
+        out.append(f"  reason: {p(result['reason'])}\n", style="red")
     return out
 
 
@@ -175,27 +197,32 @@ def history_table(history: list[dict[str, Any]]) -> Table:
     for r in history:
         t = r.get("timings") or {}
         table.add_row(
-            r["patch_id"],
-            r["action"],
-            r["method"],
-            Text(r["outcome"], style="green" if r["outcome"] in ("applied", "reverted") else "red"),
+            Text(p(r["patch_id"])),
+            Text(p(r["action"])),
+            Text(p(r["method"])),
+            Text(
+                p(r["outcome"]),
+                style="green" if r["outcome"] in ("applied", "reverted") else "red",
+            ),
             f"{t['sync']:.3f}" if "sync" in t else "-",
             f"{t['total']:.3f}" if "total" in t else "-",
-            r.get("reason", ""),
+            Text(p(r.get("reason") or "")),
         )
     return table
 
 
 def status_text(reply: dict[str, Any]) -> Text:
     out = Text()
-    out.append(f"agent pid {reply['pid']} uid {reply['uid']} on {reply['socket']}\n")
-    keys = ", ".join(reply.get("trusted_keys") or []) or "none"
+    out.append(f"agent pid {reply['pid']} uid {reply['uid']} on {p(reply['socket'])}\n")
+    keys = ", ".join(map(p, reply.get("trusted_keys") or [])) or "none"
     out.append(
         f"trusted keys: {keys}; unsigned patches "
         f"{'allowed' if reply.get('allow_unsigned') else 'refused'}\n"
     )
     applied = reply.get("applied") or []
-    out.append(f"applied patches (oldest first): {', '.join(applied) if applied else 'none'}\n")
+    out.append(
+        f"applied patches (oldest first): {', '.join(map(p, applied)) if applied else 'none'}\n"
+    )
     stats = reply.get("statistics")
     if isinstance(stats, dict):
         threads = stats.get("threads") or []
@@ -205,8 +232,8 @@ def status_text(reply: dict[str, Any]) -> Text:
         )
         for key in ("by_generation", "by_state", "by_priority"):
             values = stats.get(key) or {}
-            shown = ", ".join(f"{k}: {v}" for k, v in values.items()) or "-"
+            shown = ", ".join(f"{p(k)}: {p(v)}" for k, v in values.items()) or "-"
             out.append(f"  {key.replace('_', ' ')}: {shown}\n")
     elif stats is not None:
-        out.append(f"  {stats}\n")
+        out.append(f"  {p(stats)}\n")
     return out

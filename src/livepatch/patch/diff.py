@@ -7,10 +7,17 @@ enclosing scope, so not part of its code); definitions only in the new version a
 one REMOVED (they stay in memory: old references keep working). Everything the runtime cannot do in place
 becomes a `Refusal` with the reason and the way out (docs/patchability.md lists them all).
 
-Hookable refusals (module-level state, decorators, class layout, mutable defaults) are dropped when the
-patch carries hooks: the author's pre_patch/transform/post_patch hooks take responsibility for them.
-Refusals CPython itself would reject or silently mis-run (free variables, generator <-> function,
-a definition changing kind) always stand.
+Every refusal has a kind (model.RefusalKind). A refusal is waived only when the patch's hooks file defines
+a hook that covers its kind (model.COVERING_HOOKS: e.g. a transform hook for a new instance attribute,
+post_patch for changed module-level state); the waiver is reported with that hook (`SourcesDiff.waived`),
+so `livepatch diff` can list it. Refusals CPython itself would reject or silently mis-run (free variables,
+generator <-> function, a definition changing kind) are covered by no hook and always stand; only the fix
+text of a hookable refusal suggests shipping hooks.
+
+Module-level statements: a module that exists in the old version already ran its top level in the live
+server, even when it was empty (an empty `__init__.py`), so new or changed top-level statements there are
+refused (MODULE_STATE) like in any other existing module; only a module the old version does not have
+(old source None) runs its whole new top level for the first time.
 """
 
 from __future__ import annotations
@@ -18,11 +25,12 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from livepatch.patch.diff_walk import ClassInfo, Definition, ModuleWalk, walk_source
 from livepatch.patch.fingerprint import code_fingerprint
+from livepatch.patch.hooks_info import defined_hooks
 from livepatch.patch.model import (
     Category,
     ChangeKind,
@@ -30,14 +38,17 @@ from livepatch.patch.model import (
     ModulePatch,
     PatchSpec,
     Refusal,
+    RefusalKind,
     TargetChange,
+    Waiver,
+    covering_hook,
+    hook_fix,
 )
 
-__all__ = ["ModuleDiff", "diff_module", "patch_from_sources"]
+__all__ = ["ModuleDiff", "SourcesDiff", "diff_module", "diff_sources", "patch_from_sources"]
 
 _KIND_FLAGS = 0x20 | 0x80 | 0x100 | 0x200
 _FRESH_OBJECT = (ast.List, ast.Dict, ast.Set, ast.Call, ast.ListComp, ast.DictComp, ast.SetComp)
-_HOOK_FIX = "or ship a hook (hooks_source: pre_patch/transform/post_patch) that does it"
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,7 @@ class ModuleDiff:
     refusals: tuple[Refusal, ...]
     new_source: str
     old_source_sha256: str
+    waived: tuple[Waiver, ...] = ()  # refusals a hook of the patch covers
 
     @property
     def has_changes(self) -> bool:
@@ -86,25 +98,30 @@ def flavour(flags: int) -> str:
 
 
 class _Differ:
-    def __init__(self, module: str, old: ModuleWalk, new: ModuleWalk, hooks: bool) -> None:
+    def __init__(
+        self, module: str, old: ModuleWalk, new: ModuleWalk, hooks: frozenset[str], added: bool
+    ) -> None:
         self.module = module
         self.old = old
         self.new = new
         self.hooks = hooks
+        self.added = added
         self.changes: list[TargetChange] = []
         self.refusals: list[Refusal] = []
+        self.waived: list[Waiver] = []
 
-    def refuse(self, qualname: str, reason: str, fix: str, *, hookable: bool) -> None:
-        if hookable and self.hooks:
-            return
-        self.refusals.append(Refusal(self.module, qualname, reason, fix))
+    def refuse(self, kind: RefusalKind, qualname: str, reason: str, fix: str) -> None:
+        refusal = Refusal(self.module, qualname, reason, fix + hook_fix(kind), kind)
+        hook = covering_hook(kind, self.hooks)
+        if hook is not None:
+            self.waived.append(Waiver(refusal, hook))
+        else:
+            self.refusals.append(refusal)
 
     # -- module-level state -------------------------------------------------------------------------
     def module_statements(self) -> None:
-        if not (self.old.definitions or self.old.statements) or not (
-            self.new.definitions or self.new.statements
-        ):
-            return  # an added module's top level runs for the first time; a removed one stays as it is
+        if self.added or not (self.new.definitions or self.new.statements):
+            return  # an added module's top level runs for the first time; an emptied one stays as it is
         old = [dump for dump, _ in self.old.statements]
         new = [dump for dump, _ in self.new.statements]
         if old == new:
@@ -123,41 +140,36 @@ class _Differ:
         else:
             what = "module-level statements were reordered"
         self.refuse(
+            RefusalKind.MODULE_STATE,
             "<module>",
             f"module-level state changed ({what}); module-level code already ran in the live server",
-            "compute the value inside the function that uses it (or as a class-level default), "
-            + _HOOK_FIX
-            + " (a post_patch hook can set the new value on the live module)",
-            hookable=True,
+            "compute the value inside the function that uses it (or as a class-level default)",
         )
 
     # -- classes ------------------------------------------------------------------------------------
     def class_layout(self, qualname: str, old: ClassInfo, new: ClassInfo) -> bool:
         """Refuse layout changes; return True when the class adds class-level defaults (CHANGED)."""
-        fix_layout = (
-            "keep the class layout (bases, metaclass, __slots__) as it is, "
-            + _HOOK_FIX.replace("that does it", "whose transform rebuilds the live objects")
-        )
+        fix_layout = "keep the class layout (bases, metaclass, __slots__) as it is"
         if old.header != new.header:
             self.refuse(
+                RefusalKind.CLASS_LAYOUT,
                 qualname,
                 f"class `{qualname}` changes its bases or metaclass (class layout)",
                 fix_layout,
-                hookable=True,
             )
         if old.slots != new.slots:
             self.refuse(
+                RefusalKind.CLASS_LAYOUT,
                 qualname,
                 f"class `{qualname}` changes its __slots__ (class layout)",
                 fix_layout,
-                hookable=True,
             )
         if old.decorators != new.decorators:
             self.refuse(
+                RefusalKind.DECORATORS,
                 qualname,
                 f"the decorators of class `{qualname}` changed; they already ran on the live class",
-                "keep the class decorators, " + _HOOK_FIX,
-                hookable=True,
+                "keep the class decorators",
             )
         adds_defaults = False
         changed = [
@@ -170,22 +182,19 @@ class _Differ:
         if changed or removed or old.other_statements != new.other_statements:
             names = ", ".join(f"`{n}`" for n in [*changed, *removed]) or "its class-body statements"
             self.refuse(
+                RefusalKind.CLASS_STATE,
                 qualname,
                 f"class-level state of `{qualname}` changed ({names}); the class body already ran",
-                "keep the class-level values and compute new ones in the methods, " + _HOOK_FIX,
-                hookable=True,
+                "keep the class-level values and compute new ones in the methods",
             )
         if added:
             if new.node.decorator_list:
                 self.refuse(
+                    RefusalKind.CLASS_FIELDS,
                     qualname,
                     f"class `{qualname}` is decorated and gains class-level names ({', '.join(added)}): "
                     "for a dataclass these are fields that change __init__ and the layout",
-                    "leave the fields as they are, "
-                    + _HOOK_FIX.replace(
-                        "that does it", "whose transform migrates the live objects"
-                    ),
-                    hookable=True,
+                    "leave the fields as they are",
                 )
             else:
                 adds_defaults = True
@@ -193,11 +202,11 @@ class _Differ:
             if attr in old.instance_attributes or attr in new.assignments:
                 continue
             self.refuse(
+                RefusalKind.INSTANCE_ATTRIBUTE,
                 qualname,
                 f"new instance attribute `self.{attr}` (assigned in `{where}`): live instances of `{qualname}` do not have it",
                 f"give the attribute a class-level default (`{attr} = None` in the body of `{qualname}`) so live "
-                "instances stay valid, or ship a transformer hook that sets it on every live instance",
-                hookable=True,
+                "instances stay valid",
             )
         return adds_defaults
 
@@ -207,28 +216,27 @@ class _Differ:
         assert old.code is not None and new.code is not None
         if old.code.co_freevars != new.code.co_freevars:
             self.refuse(
+                RefusalKind.CLOSURE,
                 qualname,
                 f"Cannot replace closure `{qualname}` because its free variables changed: "
                 f"{old.code.co_freevars} -> {new.code.co_freevars}",
                 "keep the same free variables (for a method: use super()/__class__ in both versions or in "
                 "neither), or add a new function under another name and call it",
-                hookable=False,
             )
         if (old.code.co_flags & _KIND_FLAGS) != (new.code.co_flags & _KIND_FLAGS):
             self.refuse(
+                RefusalKind.FLAVOUR,
                 qualname,
                 f"Cannot replace `{qualname}`: it turns from {flavour(old.code.co_flags)} into "
                 f"{flavour(new.code.co_flags)}, which callers holding it do not expect",
                 "keep it what it was and add a new function under another name that the callers use",
-                hookable=False,
             )
         if old.decorators != new.decorators:
             self.refuse(
+                RefusalKind.DECORATORS,
                 qualname,
                 f"the decorators of `{qualname}` changed; they already ran when the live function was defined",
-                "keep the decorators and put the new behaviour in the body, "
-                + _HOOK_FIX.replace("that does it", "that re-decorates it"),
-                hookable=True,
+                "keep the decorators and put the new behaviour in the body",
             )
         defaults_changed = old.defaults != new.defaults
         if defaults_changed:
@@ -242,14 +250,11 @@ class _Differ:
                     and isinstance(exprs[param], _FRESH_OBJECT)
                 ):
                     self.refuse(
+                        RefusalKind.MUTABLE_DEFAULT,
                         qualname,
                         f"the default of `{param}` in `{qualname}` is a mutable object or built by a call; the "
                         "live function's object is its static state and is carried over, not rebuilt",
-                        "use a `None` default and build the value in the body, "
-                        + _HOOK_FIX.replace(
-                            "that does it", "that sets __defaults__/__kwdefaults__"
-                        ),
-                        hookable=True,
+                        "use a `None` default and build the value in the body",
                     )
         return _fp(old) != _fp(new) or defaults_changed
 
@@ -278,19 +283,19 @@ class _Differ:
                 continue
             if old.kind is not new.kind:
                 self.refuse(
+                    RefusalKind.KIND_CHANGE,
                     qualname,
                     f"`{qualname}` changes from a {old.kind} to a {new.kind}",
                     "keep the old definition as it is and add the new one under another name",
-                    hookable=False,
                 )
                 continue
             if new.kind is DefinitionKind.IMPORT:
                 if old.decorators != new.decorators:
                     self.refuse(
+                        RefusalKind.IMPORT,
                         qualname,
                         f"the import bound to `{qualname}` changed ({old.decorators} -> {new.decorators})",
-                        "import the new thing under a new name, " + _HOOK_FIX,
-                        hookable=True,
+                        "import the new thing under a new name",
                     )
                 self.changes.append(TargetChange(qualname, ChangeKind.SAME, new.kind))
                 continue
@@ -330,50 +335,62 @@ def _short(text: str, limit: int = 60) -> str:
 
 
 def diff_module(
-    module: str, old_source: str, new_source: str, *, hooks: bool = False
+    module: str, old_source: str | None, new_source: str, *, hooks: Iterable[str] = ()
 ) -> ModuleDiff:
     """Compare two versions of one module, definition by definition (sources are compiled, never run).
 
-    Returns every definition's TargetChange (SAME ones included, in new-source order, then REMOVED ones)
-    and the Refusals. `hooks=True` (the patch carries hooks) drops the refusals hooks can take care of.
-    Raises SyntaxError when either source does not compile (its filename names the module and version).
-    Pure function; any thread.
+    `old_source` None: the old version has no such module (its whole top level will run for the first
+    time); "" is an existing, empty module. `hooks`: the hook names the patch's hooks file defines
+    (hooks_info.defined_hooks); a refusal one of them covers (model.COVERING_HOOKS) is moved to `waived`.
+    Returns every definition's TargetChange (SAME ones included, in new-source order, then REMOVED ones),
+    the Refusals and the waivers. Raises SyntaxError when either source does not compile (its filename
+    names the module and version). Pure function; any thread.
     """
-    old = walk_source(old_source, f"<{module} (old)>")
+    old = walk_source(old_source or "", f"<{module} (old)>")
     new = walk_source(new_source, f"<{module} (new)>")
-    differ = _Differ(module, old, new, hooks)
+    differ = _Differ(module, old, new, frozenset(hooks), added=old_source is None)
     differ.run()
     return ModuleDiff(
         module=module,
         changes=tuple(differ.changes),
         refusals=tuple(differ.refusals),
         new_source=new_source,
-        old_source_sha256=hashlib.sha256(old_source.encode()).hexdigest(),
+        old_source_sha256=hashlib.sha256((old_source or "").encode()).hexdigest(),
+        waived=tuple(differ.waived),
     )
 
 
-def patch_from_sources(
-    modules: Mapping[str, tuple[str, str]],
+@dataclass(frozen=True)
+class SourcesDiff:
+    """A patch and the refusals its hooks waived (each with the hook that covers it)."""
+
+    spec: PatchSpec
+    waived: tuple[Waiver, ...]
+
+
+def diff_sources(
+    modules: Mapping[str, tuple[str | None, str]],
     *,
     category: Category = Category.PROCESS,
     patch_id: str | None = None,
     package: str | None = None,
     description: str = "",
     hooks_source: str | None = None,
-) -> PatchSpec:
-    """Build a PatchSpec from {module name: (old source, new source)}.
+) -> SourcesDiff:
+    """Build a PatchSpec from {module name: (old source or None for a new module, new source)}, and
+    report the waived refusals.
 
-    Modules without any change (and without refusals) are left out. The refusals of every module are
-    collected in `PatchSpec.refusals` (a spec with refusals must not be applied; with `hooks_source`, the
-    hookable refusals are dropped, see diff_module). `patch_id` defaults to the first 12 hex digits of a
-    sha256 of the patch's content; `package` defaults to the first component of the first module's name.
-    Raises SyntaxError when a source does not compile. Pure function; any thread.
+    Modules without any change (and without refusals or waivers) are left out. The refusals of every
+    module are collected in `PatchSpec.refusals` (a spec with refusals must not be applied); a refusal is
+    waived only when `hooks_source` defines a hook that covers it (see diff_module). `patch_id` defaults to
+    the first 12 hex digits of a sha256 of the patch's content; `package` defaults to the first component
+    of the first module's name. Raises SyntaxError when a source does not compile. Pure; any thread.
     """
+    hooks = defined_hooks(hooks_source)
     diffs = [
-        diff_module(name, old, new, hooks=hooks_source is not None)
-        for name, (old, new) in sorted(modules.items())
+        diff_module(name, old, new, hooks=hooks) for name, (old, new) in sorted(modules.items())
     ]
-    kept = tuple(d.to_module_patch() for d in diffs if d.has_changes)
+    kept = tuple(d.to_module_patch() for d in diffs if d.has_changes or d.waived)
     refusals = tuple(r for d in diffs for r in d.refusals)
     if package is None:
         package = next(iter(sorted(modules)), "").split(".")[0]
@@ -387,7 +404,7 @@ def patch_from_sources(
             sort_keys=True,
         )
         patch_id = hashlib.sha256(content.encode()).hexdigest()[:12]
-    return PatchSpec(
+    spec = PatchSpec(
         patch_id=patch_id,
         package=package,
         category=category,
@@ -396,3 +413,24 @@ def patch_from_sources(
         hooks_source=hooks_source,
         refusals=refusals,
     )
+    return SourcesDiff(spec, tuple(w for d in diffs for w in d.waived))
+
+
+def patch_from_sources(
+    modules: Mapping[str, tuple[str | None, str]],
+    *,
+    category: Category = Category.PROCESS,
+    patch_id: str | None = None,
+    package: str | None = None,
+    description: str = "",
+    hooks_source: str | None = None,
+) -> PatchSpec:
+    """diff_sources(...).spec: the patch alone (the waivers are in diff_sources's result)."""
+    return diff_sources(
+        modules,
+        category=category,
+        patch_id=patch_id,
+        package=package,
+        description=description,
+        hooks_source=hooks_source,
+    ).spec

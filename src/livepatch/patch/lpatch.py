@@ -13,9 +13,10 @@ ASCII only (`json.dumps(m, sort_keys=True, separators=(",", ":"), ensure_ascii=T
 may be re-indented or its top-level keys reordered without breaking the signature, but any change to the
 manifest's content does.
 
-Limits: a file larger than MAX_FILE_BYTES (16 MiB) is refused before it is parsed. Every malformed input
-(truncated, not JSON, wrong version, missing or mistyped fields) raises PatchFileError with a message that
-says what is wrong; nothing here executes code from the file. docs/patch-format.md documents all of this.
+Limits (livepatch.patch.limits): a file larger than MAX_FILE_BYTES (16 MiB) is refused before it is parsed;
+JSON nested deeper than MAX_JSON_DEPTH or with an integer longer than MAX_JSON_INT_DIGITS is refused. Every
+malformed input (truncated, not JSON, wrong version, missing or mistyped fields) raises PatchFileError with a
+message that says what is wrong; nothing here executes code from the file. docs/patch-format.md documents all of this.
 """
 
 from __future__ import annotations
@@ -31,13 +32,13 @@ from typing import Any
 
 from livepatch.errors import LivepatchError, PatchRefused
 from livepatch.patch import compiled
+from livepatch.patch.limits import MAX_FILE_BYTES, JSONLimitError, loads_json
 from livepatch.patch.model import FORMAT_VERSION as MANIFEST_FORMAT_VERSION
 from livepatch.patch.model import PatchSpec
 from livepatch.patch.signing import PrivateKey, PublicKey
 
 FILE_FORMAT = "lpatch"
 FILE_FORMAT_VERSION = 1
-MAX_FILE_BYTES = 16 * 1024 * 1024
 SIGNATURE_ALGORITHM = "ed25519"
 _ED25519_SIGNATURE_BYTES = 64
 
@@ -181,16 +182,9 @@ def loads(data: bytes, *, source: str = "patch") -> PatchFile:
             f"{source} is over the limit of {MAX_FILE_BYTES} bytes for a patch file"
         )
     try:
-        doc = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise PatchFileError(f"{source} is not a patch file: not UTF-8 ({exc.reason})") from exc
-    except json.JSONDecodeError as exc:
-        at_end = exc.pos >= len(data.rstrip()) or exc.msg.startswith("Unterminated string")
-        hint = " (the file looks truncated)" if at_end else ""
-        raise PatchFileError(
-            f"{source} is not a valid patch file: bad JSON at line {exc.lineno} column {exc.colno}: "
-            f"{exc.msg}{hint}"
-        ) from exc
+        doc = loads_json(data)
+    except JSONLimitError as exc:
+        raise PatchFileError(f"{source} is not a valid patch file: {exc}") from exc
     return from_document(doc, source=source)
 
 

@@ -15,6 +15,7 @@ inner function is a change of its parent). Properties are named by accessor: `Cl
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +77,76 @@ class TargetChange:
         )
 
 
+class RefusalKind(enum.StrEnum):
+    """What kind of change a refusal is about; decides which hook, if any, can take care of it."""
+
+    MODULE_STATE = "module-state"  # module-level statements added, changed, removed or reordered
+    IMPORT = "import"  # a top-level name is bound to another import
+    CLASS_LAYOUT = "class-layout"  # bases, metaclass or __slots__
+    CLASS_STATE = "class-state"  # class-level values changed or removed
+    CLASS_FIELDS = "class-fields"  # a decorated class (dataclass) gains class-level names
+    INSTANCE_ATTRIBUTE = "instance-attribute"  # a method assigns a new `self.X`
+    DECORATORS = "decorators"  # a function's or class's decorators changed
+    MUTABLE_DEFAULT = "mutable-default"  # a default built by an expression that makes a new object
+    CLOSURE = "closure"  # free variables changed
+    FLAVOUR = "flavour"  # function <-> generator/coroutine
+    KIND_CHANGE = "kind-change"  # a definition changes kind (function -> class ...)
+    OTHER = "other"  # read from a patch written by another version
+
+
+_REFUSAL_KINDS = frozenset(k.value for k in RefusalKind)
+
+
+@dataclass(frozen=True)
+class HookCover:
+    """The hooks that can take care of one kind of refusal (any one of them), and what it must do."""
+
+    hooks: tuple[str, ...]
+    does: str
+
+
+# THE rule for waiving refusals with hooks (`livepatch diff --hooks FILE`): a refusal is waived only when
+# FILE defines one of these hooks; kinds not listed here cannot be fixed by any hook. The runtime calls
+# pre_patch before and post_patch after the swap, transform while every thread is parked (global only).
+COVERING_HOOKS: dict[RefusalKind, HookCover] = {
+    # pre_patch first: the new values must exist before the first call of the new code
+    RefusalKind.MODULE_STATE: HookCover(
+        ("pre_patch", "post_patch"), "sets the new module-level values on the live module"
+    ),
+    RefusalKind.IMPORT: HookCover(
+        ("pre_patch", "post_patch"), "binds the new import on the live module"
+    ),
+    RefusalKind.CLASS_LAYOUT: HookCover(("transform",), "rebuilds the live objects"),
+    RefusalKind.CLASS_STATE: HookCover(
+        ("transform", "post_patch"), "sets the new class-level values on the live class"
+    ),
+    RefusalKind.CLASS_FIELDS: HookCover(("transform",), "migrates the live objects"),
+    RefusalKind.INSTANCE_ATTRIBUTE: HookCover(
+        ("transform",), "sets the attribute on every live instance"
+    ),
+    RefusalKind.DECORATORS: HookCover(("post_patch",), "re-decorates the live definition"),
+    RefusalKind.MUTABLE_DEFAULT: HookCover(
+        ("post_patch",), "sets __defaults__/__kwdefaults__ on the live function"
+    ),
+}
+
+
+def covering_hook(kind: RefusalKind, defined: Iterable[str]) -> str | None:
+    """The hook of `defined` (hook names a hooks file defines) that covers `kind`, or None."""
+    cover = COVERING_HOOKS.get(kind)
+    names = set(defined)
+    return next((h for h in cover.hooks if h in names), None) if cover else None
+
+
+def hook_fix(kind: RefusalKind) -> str:
+    """The "or ship hooks" part of a refusal's fix, or "" when no hook can help."""
+    cover = COVERING_HOOKS.get(kind)
+    if cover is None:
+        return ""
+    hooks = " or ".join(f"{h}(ctx)" for h in cover.hooks)
+    return f"; or ship --hooks FILE defining {hooks} that {cover.does}"
+
+
 @dataclass(frozen=True)
 class Refusal:
     """A change that cannot be live-patched as it stands: why, and how to make it patchable."""
@@ -84,6 +155,7 @@ class Refusal:
     qualname: str
     reason: str
     fix: str
+    kind: RefusalKind = RefusalKind.OTHER
 
     def __str__(self) -> str:
         return f"{self.module}:{self.qualname}: {self.reason} (fix: {self.fix})"
@@ -94,11 +166,30 @@ class Refusal:
             "qualname": self.qualname,
             "reason": self.reason,
             "fix": self.fix,
+            "kind": self.kind.value,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Refusal:
-        return cls(str(d["module"]), str(d["qualname"]), str(d["reason"]), str(d["fix"]))
+        kind = str(d.get("kind", RefusalKind.OTHER.value))
+        return cls(
+            str(d["module"]),
+            str(d["qualname"]),
+            str(d["reason"]),
+            str(d["fix"]),
+            RefusalKind(kind) if kind in _REFUSAL_KINDS else RefusalKind.OTHER,
+        )
+
+
+@dataclass(frozen=True)
+class Waiver:
+    """A refusal the differ waived because the patch's hooks file defines `hook`, which covers it."""
+
+    refusal: Refusal
+    hook: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.refusal.to_dict(), "hook": self.hook}
 
 
 @dataclass(frozen=True)
@@ -169,12 +260,15 @@ class PatchSpec:
             raise ValueError(
                 f"unsupported patch format version {version!r} (this livepatch reads {FORMAT_VERSION})"
             )
+        hooks_source = d.get("hooks_source")
+        if hooks_source is not None and not isinstance(hooks_source, str):
+            raise TypeError("hooks_source must be a string or null")
         return cls(
             patch_id=str(d["patch_id"]),
             package=str(d["package"]),
             category=Category(d["category"]),
             description=str(d.get("description", "")),
-            hooks_source=d.get("hooks_source"),
+            hooks_source=hooks_source,
             modules=tuple(ModulePatch.from_dict(m) for m in d["modules"]),
             refusals=tuple(Refusal.from_dict(r) for r in d.get("refusals", ())),
         )

@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from livepatch.errors import LivepatchError
-from livepatch.patch.model import Category, ChangeKind, PatchSpec
+from livepatch.patch.limits import MAX_PACKAGE_FILES, MAX_SOURCE_BYTES
+from livepatch.patch.model import Category, ChangeKind, PatchSpec, Waiver
 
-MAX_PACKAGE_FILES = 10_000
-MAX_SOURCE_BYTES = 4 * 1024 * 1024
 _PREFIXES = ("", "src")  # where a package may live inside a version: flat or src layout
 _GIT_TIMEOUT_S = 60.0
 
@@ -53,6 +52,7 @@ class ModuleSummary:
 class PackagePatch:
     spec: PatchSpec
     modules: tuple[ModuleSummary, ...]
+    waived: tuple[Waiver, ...] = ()  # refusals the hooks file covers, each with its hook
 
     @property
     def removed_modules(self) -> list[str]:
@@ -176,22 +176,22 @@ def build_patch(
     patch_id: str | None = None,
 ) -> PackagePatch:
     """Diff every module of the two versions. The spec's `refusals` say whether it may be applied."""
-    from livepatch.patch.diff import patch_from_sources  # RT-code's differ
+    from livepatch.patch.diff import diff_sources  # RT-code's differ
 
-    pairs: dict[str, tuple[str, str]] = {}
+    pairs: dict[str, tuple[str | None, str]] = {}
     statuses: dict[str, str] = {}
     for name in sorted(old.modules.keys() | new.modules.keys()):
         if name not in new.modules:
             statuses[name] = "removed"
         elif name not in old.modules:
             statuses[name] = "added"
-            pairs[name] = ("", new.modules[name])
+            pairs[name] = (None, new.modules[name])  # its top level runs for the first time
         elif old.modules[name] == new.modules[name]:
             statuses[name] = "unchanged"
         else:
             statuses[name] = "changed"
             pairs[name] = (old.modules[name], new.modules[name])
-    spec = patch_from_sources(
+    result = diff_sources(
         pairs,
         category=category,
         patch_id=patch_id,
@@ -199,7 +199,8 @@ def build_patch(
         description=description,
         hooks_source=hooks_source,
     )
-    return PackagePatch(spec, tuple(_summaries(spec, statuses)))
+    spec = result.spec
+    return PackagePatch(spec, tuple(_summaries(spec, statuses)), result.waived)
 
 
 def _summaries(spec: PatchSpec, statuses: Mapping[str, str]) -> list[ModuleSummary]:

@@ -14,9 +14,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from livepatch.errors import PatchRefused
+from livepatch.patch.hooks_info import HOOK_NAMES
 from livepatch.patch.model import PatchSpec
 
-HOOK_NAMES = ("pre_patch", "transform", "post_patch", "pre_revert", "post_revert")
+
+class HookFailed(Exception):
+    """A hook raised an exception that is not an Exception (SystemExit, KeyboardInterrupt, ...). It is a
+    failure of the hook like any other: the patcher refuses or fails the attempt and records it, instead
+    of letting it end the patcher thread with no result, no history entry and no reply. Shown as the
+    original exception (`SystemExit(3)`), which is what the patch author needs to see."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(repr(original))
+        self.original = original
+
+    def __repr__(self) -> str:
+        return repr(self.original)
 
 
 @dataclass
@@ -36,9 +49,17 @@ class PatchHooks:
         return name in self.functions
 
     def call(self, name: str, ctx: HookContext) -> None:
+        """Call hook `name` if defined. An Exception propagates as it is; any other BaseException
+        (a hook calling sys.exit()) becomes HookFailed, so callers handle every failure as Exception."""
         fn = self.functions.get(name)
-        if fn is not None:
+        if fn is None:
+            return
+        try:
             fn(ctx)
+        except Exception:
+            raise
+        except BaseException as exc:
+            raise HookFailed(exc) from exc
 
 
 def load_hooks(spec: PatchSpec) -> PatchHooks:
@@ -51,7 +72,8 @@ def load_hooks(spec: PatchSpec) -> PatchHooks:
     try:
         code = compile(spec.hooks_source, f"<hooks of patch {spec.patch_id}>", "exec")
         exec(code, module.__dict__)
-    except Exception as exc:
+    # SystemExit at the top level too: the patch is refused, not the thread
+    except BaseException as exc:
         raise PatchRefused(
             f"the patch's hooks failed to load: {exc!r} (fix the hooks source)"
         ) from exc

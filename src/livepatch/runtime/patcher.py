@@ -191,7 +191,7 @@ def _resolve_method(method: str, category: Category) -> str:
         raise _Outcome(
             "refused",
             f"a {category.value} patch cannot use local quiescence (only thread-local patches can): "
-            "use method='global'",
+            "use method='global' (`--method global` with the livepatch command)",
         )
     return method
 
@@ -378,7 +378,8 @@ def _apply_locked(
     if hooks.has("transform") and att.method == "local":
         raise _Outcome(
             "refused",
-            "the patch has a transform hook, which needs global quiescence: use method='global'",
+            "the patch has a transform hook, which needs global quiescence: use method='global' "
+            "(`--method global` with the livepatch command)",
         )
     att.rec.emit("verified")
     att.lap("verify")

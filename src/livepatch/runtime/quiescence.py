@@ -31,6 +31,7 @@ from livepatch.errors import PatchAborted, PatchRefused
 from livepatch.runtime import threads as _t
 from livepatch.runtime.events import Recorder
 from livepatch.runtime.registry import ThreadRecord, describe
+from livepatch.runtime.stragglers import HINT, describe_blocked
 
 _POLL_FIRST_S = 0.0005
 _POLL_MAX_S = 0.02
@@ -154,10 +155,10 @@ def run_global(
         with _t._lock:
             # Checked again under the lock that start_swap() holds too: from here nobody can unpark.
             if not _t._registry.quiescent():
-                late = describe(_t._registry.stragglers())
+                late = describe_blocked(_t._registry.stragglers())
                 raise PatchAborted(
                     f"not quiescent within {timeout:g} s: did not reach a quiescence point: {late}; "
-                    "nothing was changed"
+                    f"nothing was changed. Hint: {HINT}"
                 )
             _t._registry.start_swap()
             parked = [ParkedThread(r.ident, r.name, r.role) for r in _t._registry.parked()]
