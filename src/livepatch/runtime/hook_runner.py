@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from livepatch.runtime.patch_hooks import HookContext, HookStep
+from livepatch.runtime.patch_hooks import HookContext, HookStep, PatchHooks
 
 __all__ = ["HookInterrupted", "HookTimedOut", "call_with_deadline", "undo_steps"]
 
@@ -110,18 +110,20 @@ def _run_bounded(fn: Callable[[], object], name: str, timeout: float, grace: flo
 
 
 def call_with_deadline(
-    fn: Callable[[HookContext], object],
+    hooks: PatchHooks,
+    name: str,
     ctx: HookContext,
     *,
-    name: str,
     timeout: float,
     grace: float = INTERRUPT_GRACE_S,
 ) -> None:
-    """Call `fn(ctx)` on a helper thread; re-raise what it raised (any BaseException, the same object);
-    raise HookTimedOut past `timeout` seconds (after interrupting it, see the theory of operation).
-    Call from the patcher thread; hooks of one attempt run one at a time."""
+    """Call hook `name` (PatchHooks.call) on a helper thread; re-raise what it raised; raise HookTimedOut
+    past `timeout` seconds (after interrupting it, see the theory of operation). Call from the patcher
+    thread; hooks of one attempt run one at a time. Does nothing when the hook is not defined."""
+    if not hooks.has(name):
+        return
     ctx.hook = name
-    _run_bounded(lambda: fn(ctx), name, timeout, grace)
+    _run_bounded(lambda: hooks.call(name, ctx), name, timeout, grace)
 
 
 def undo_steps(

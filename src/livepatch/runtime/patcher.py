@@ -339,12 +339,11 @@ def _run_hook(
     A vetoing hook (pre_*) that raises refuses the attempt; one that runs past the deadline aborts it.
     A post_* hook that raises or runs late is logged and reported in the reason, since the swap already
     happened; the steps it declared are undone (when it stopped)."""
-    fn = hooks.functions.get(name)
-    if fn is None:
+    if not hooks.has(name):
         return ""
     since = len(ctx.steps)
     try:
-        call_with_deadline(fn, ctx, name=name, timeout=timeout)
+        call_with_deadline(hooks, name, ctx, timeout=timeout)
     except HookTimedOut as exc:
         if not exc.stopped:
             att.hook_running = name
@@ -392,13 +391,12 @@ def _transform_while_parked(
 ) -> Callable[[], None] | None:
     """The transform hook as run inside global quiescence. On failure its declared steps are undone
     right there, while every thread is still parked, so the server never sees half a transformation."""
-    fn = hooks.functions.get("transform")
-    if fn is None:
+    if not hooks.has("transform"):
         return None
 
     def transform() -> None:
         try:
-            call_with_deadline(fn, ctx, name="transform", timeout=timeout)
+            call_with_deadline(hooks, "transform", ctx, timeout=timeout)
         except HookTimedOut as exc:
             if not exc.stopped:
                 att.hook_running = "transform"
@@ -641,15 +639,16 @@ def _force_revert(patch_id: str | None, timeout: float) -> PatchResult:
         _lock.release()
 
 
-def _threads_in(codes: frozenset[CodeType]) -> list[str]:
-    """'thread (function)' for every thread with a frame running one of `codes` (a stack walk only)."""
+def _threads_in(codes: frozenset[CodeType]) -> dict[int, str]:
+    """ident -> 'thread (function)' for every thread with a frame running one of `codes` (a walk of the
+    stacks only: no heap walk, invariant 5)."""
     names = {t.ident: t.name for t in threading.enumerate()}
-    found: list[str] = []
+    found: dict[int, str] = {}
     for ident, frame in sys._current_frames().items():
         f: Any = frame
         while f is not None:
             if f.f_code in codes:
-                found.append(f"{names.get(ident, ident)} ({f.f_code.co_qualname})")
+                found[ident] = f"{names.get(ident, ident)} ({f.f_code.co_qualname})"
                 break
             f = f.f_back
     return found
@@ -693,9 +692,14 @@ def _force_revert_locked(
             ) from exc
         att.timings["swap"] = (time.perf_counter() - t0) * 1e3
         inside = _threads_in(new_codes)
+        # Those threads will not reach a quiescence point in time (that is why we force): later
+        # transitions stop waiting for them until they pass one (Registry.release).
+        released = threads.release_threads(list(inside))
         warning = _FORCED_WARNING + (
-            f"; still inside the new code: {', '.join(inside)}" if inside else ""
+            f"; still inside the new code: {', '.join(inside.values())}" if inside else ""
         )
+        if released:
+            warning += f"; patches no longer wait for {', '.join(released)} until it passes a quiescence point"
         if kept:
             warning += f"; names the patch added stay bound: {', '.join(kept[:10])}"
         att.rec.emit("swapped", detail=f"{entry.staged.function_count} functions, no quiescence")

@@ -175,7 +175,7 @@ def run_global(
     finally:
         with _t._lock:
             _t._registry.finish_global(swapped)
-            _t._control.request = None
+            _t._control.request = _t.idle_request()
             _t._threads_cv.notify_all()
             _t._progress.set()
         _slot.release()
@@ -265,7 +265,7 @@ def run_local(
 def _finish_local() -> None:
     with _t._lock:
         _t._registry.finish_local()
-        _t._control.request = None
+        _t._control.request = _t.idle_request()
         _t._threads_cv.notify_all()
         _t._progress.set()
     _slot.release()

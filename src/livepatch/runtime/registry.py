@@ -7,7 +7,9 @@ Rule 1: every decision about generations, parking and migration is taken here, b
 lock around every call and does the waiting; the property tests drive this class directly.
 
 - A managed thread is a `ThreadRecord`: RUNNING (active, between or inside requests), PARKED (waiting at a
-  quiescence point for a global swap) or INACTIVE (parked outside its work loop by `deactivate()`).
+  quiescence point for a global swap) or INACTIVE (parked outside its work loop by `deactivate()`, or
+  `released` by a forced revert while it ran inside the code it removed: no transition waits for it until
+  it passes its next quiescence point, where it activates itself again).
 - `generation` is the newest completed code version; `newest` is the one a thread born now starts in
   (during a local migration: the target; while a local migration is being reversed: the old one).
 - At most one `Transition` exists at a time.
@@ -78,6 +80,7 @@ class ThreadRecord:
     priority: Priority
     state: ThreadState
     generation: int
+    released: bool = False  # INACTIVE because a forced revert released it (see release())
 
     def describe(self) -> str:
         return f"{self.name} (role {self.role}, priority {self.priority.name})"
@@ -183,6 +186,21 @@ class Registry:
         if rec.state is ThreadState.PARKED:
             raise RuntimeError("a parked thread cannot deactivate itself")
         rec.state = ThreadState.INACTIVE
+        rec.released = False
+
+    def release(self, rec: ThreadRecord) -> bool:
+        """A forced revert left `rec` running inside code that is no longer installed, in a request that
+        will never reach a quiescence point in time (it hangs there): stop waiting for it, as if it had
+        deactivated, until it passes its next point (the threaded layer then activates it). Only a RUNNING
+        thread is released; returns whether it was."""
+        if rec.state is not ThreadState.RUNNING:
+            return False
+        rec.state = ThreadState.INACTIVE
+        rec.released = True
+        return True
+
+    def any_released(self) -> bool:
+        return any(r.released for r in self.records.values())
 
     def activate(self, rec: ThreadRecord) -> bool:
         """Make `rec` active again; returns True when it changed generation (it "migrated")."""
@@ -193,6 +211,7 @@ class Registry:
         if rec.state is ThreadState.RUNNING:
             return False
         rec.state = ThreadState.RUNNING
+        rec.released = False
         moved = rec.generation != self.newest
         rec.generation = self.newest
         return moved
@@ -383,7 +402,14 @@ class Registry:
 
     def statistics(self) -> RuntimeStatistics:
         threads = tuple(
-            ThreadInfo(r.name, r.ident, r.role, r.priority, r.state.value, r.generation)
+            ThreadInfo(
+                r.name,
+                r.ident,
+                r.role,
+                r.priority,
+                "released" if r.released else r.state.value,
+                r.generation,
+            )
             for r in self.records.values()
         )
         return RuntimeStatistics(
