@@ -80,8 +80,9 @@ class Watch:
     """Counters of one window. `on_error` and the `timed` wrappers run on any thread, concurrently;
     `wait_verdict` runs on the window's own thread; `stop` on the patcher's."""
 
-    def __init__(self, policy: WatchPolicy) -> None:
+    def __init__(self, policy: WatchPolicy, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.policy = policy
+        self._clock = clock  # tests pass a fake one to measure durations deterministically
         self._max_call_s = None if policy.max_call_ms is None else policy.max_call_ms / 1e3
         self._tokens = itertools.count()  # next() is one C call: atomic under the GIL
         self._in_flight: dict[int, _Call] = {}
@@ -133,13 +134,13 @@ class Watch:
 
     def _enter(self, target: str) -> int:
         token = next(self._tokens)
-        self._in_flight[token] = _Call(target, threading.current_thread().name, time.monotonic())
+        self._in_flight[token] = _Call(target, threading.current_thread().name, self._clock())
         return token
 
     def _leave(self, token: int) -> None:
         call = self._in_flight.pop(token, None)
         limit = self._max_call_s
-        if call is None or limit is None or time.monotonic() - call.started <= limit:
+        if call is None or limit is None or self._clock() - call.started <= limit:
             return
         with self._count_lock:
             self.slow_done += 1
@@ -155,7 +156,7 @@ class Watch:
         limit = self._max_call_s
         if limit is None:
             return []
-        now = time.monotonic()
+        now = self._clock()
         calls = self._in_flight.copy().values()  # dict.copy() is atomic under the GIL
         return sorted((c for c in calls if now - c.started > limit), key=lambda c: c.started)
 
@@ -179,7 +180,7 @@ class Watch:
             )
         overdue = self.overdue()
         if slow_done + len(overdue) > p.max_slow_calls:
-            now = time.monotonic()
+            now = self._clock()
             parts = [
                 f"{c.target} on thread {c.thread} running for {(now - c.started) * 1e3:.0f} ms"
                 for c in overdue[:5]
