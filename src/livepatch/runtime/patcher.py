@@ -678,11 +678,10 @@ def _force_revert_locked(
         except _Outcome as o:
             raise _undoing(att, ctx, timeout, o) from o
         ctx.steps.clear()
-        if w is not None and w.entry is entry:
-            _watch = None  # its dispatch is what force_out replaces: no keep-new step in between
-            w.watch.stop()
         t0 = time.perf_counter()
         try:
+            # From this patch's own watch window, force_out replaces its dispatch directly (no step
+            # through the new code); the window's thread, waiting for `_lock`, then finds it ended.
             kept = entry.staged.force_out()
         except (PatchAborted, RuntimeError) as exc:
             raise _Outcome(
@@ -690,6 +689,9 @@ def _force_revert_locked(
                 f"the forced revert could not swap: {exc}. A detached reversal of another patch may "
                 "still hold these functions (see `livepatch status`); nothing was changed",
             ) from exc
+        if w is not None and w.entry is entry:
+            _watch = None
+            w.watch.stop()
         att.timings["swap"] = (time.perf_counter() - t0) * 1e3
         inside = _threads_in(new_codes)
         # Those threads will not reach a quiescence point in time (that is why we force): later
