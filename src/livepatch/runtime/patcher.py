@@ -162,7 +162,6 @@ class _Attempt:
         self.t0 = time.perf_counter()
         self._mark = self.t0
         self.timings: dict[str, float] = {}
-        self.undone: list[str] = []  # what happened to the steps hooks declared (undo_steps lines)
         self.hook_running = ""  # a hook that ran past its deadline and did not stop: its name
         self.rec.emit("requested", detail=f"{action} {patch_id}")
 
@@ -376,7 +375,6 @@ def _undo_report(
         )
     lines = undo_steps(tail, timeout=timeout)
     for line in lines:
-        att.undone.append(line)
         att.rec.emit("hook-undone", detail=line)
     return f"{reason}; the hooks had done (newest first): {'; '.join(lines)}"
 
