@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from threading import get_ident
 from types import FunctionType
 from typing import Any
 
@@ -69,6 +70,11 @@ class Verdict:
     forced: bool
 
 
+def _thread_name(ident: int) -> str:
+    """Only for slow calls and verdicts (rare), so a walk of the live threads is fine."""
+    return next((t.name for t in threading.enumerate() if t.ident == ident), f"thread {ident}")
+
+
 @dataclass(frozen=True)
 class _Call:
     target: str
@@ -85,7 +91,7 @@ class Watch:
         self._clock = clock  # tests pass a fake one to measure durations deterministically
         self._max_call_s = None if policy.max_call_ms is None else policy.max_call_ms / 1e3
         self._tokens = itertools.count()  # next() is one C call: atomic under the GIL
-        self._in_flight: dict[int, _Call] = {}
+        self._in_flight: dict[int, tuple[float, str, int]] = {}  # token -> (start, target, thread id)
         self._count_lock = threading.Lock()
         self.errors = 0
         self.last_error: BaseException | None = None
@@ -105,46 +111,50 @@ class Watch:
             self._wake.set()
 
     def timed(self, impl: FunctionType, target: str) -> Callable[..., Any]:
-        """Wrap a new implementation so its calls enter the in-flight table (see the theory above)."""
-        if self._max_call_s is None:
+        """Wrap a new implementation so its calls enter the in-flight table (see the theory above).
+
+        The hot path is a token, two clock reads, a dict store and a dict delete (names of threads are
+        looked up only when a verdict is written)."""
+        limit = self._max_call_s
+        if limit is None:
             return impl
+        in_flight, tokens, clock, slow = self._in_flight, self._tokens, self._clock, self._slow
         flavour = flavour_of(impl.__code__)
         if flavour == "plain":
 
             def timed_call(*args: Any, **kwargs: Any) -> Any:
-                token = self._enter(target)
+                token = next(tokens)
+                start = clock()
+                in_flight[token] = (start, target, get_ident())
                 try:
                     return impl(*args, **kwargs)
                 finally:
-                    self._leave(token)
+                    del in_flight[token]
+                    if clock() - start > limit:
+                        slow(start, target, get_ident())
 
             return timed_call
         if flavour == "coroutine":
 
             async def timed_coroutine(*args: Any, **kwargs: Any) -> Any:
-                token = self._enter(target)
+                token = next(tokens)
+                start = clock()
+                in_flight[token] = (start, target, get_ident())
                 try:
                     coro: Coroutine[Any, Any, Any] = impl(*args, **kwargs)
                     return await coro
                 finally:
-                    self._leave(token)
+                    del in_flight[token]
+                    if clock() - start > limit:
+                        slow(start, target, get_ident())
 
             return timed_coroutine
         return impl  # generators: see the theory of operation
 
-    def _enter(self, target: str) -> int:
-        token = next(self._tokens)
-        self._in_flight[token] = _Call(target, threading.current_thread().name, self._clock())
-        return token
-
-    def _leave(self, token: int) -> None:
-        call = self._in_flight.pop(token, None)
-        limit = self._max_call_s
-        if call is None or limit is None or self._clock() - call.started <= limit:
-            return
+    def _slow(self, started: float, target: str, ident: int) -> None:
         with self._count_lock:
             self.slow_done += 1
-            self.last_slow = call
+            self.last_slow = _Call(target, _thread_name(ident), started)
             over = self.slow_done > self.policy.max_slow_calls
         if over:
             self._wake.set()
@@ -158,7 +168,11 @@ class Watch:
             return []
         now = self._clock()
         calls = self._in_flight.copy().values()  # dict.copy() is atomic under the GIL
-        return sorted((c for c in calls if now - c.started > limit), key=lambda c: c.started)
+        return [
+            _Call(target, _thread_name(ident), start)
+            for start, target, ident in sorted(calls)
+            if now - start > limit
+        ]
 
     def poll_s(self) -> float:
         """How often the in-flight table is scanned: a quarter of the call limit, within [10, 250] ms."""
