@@ -91,7 +91,9 @@ class Watch:
         self._clock = clock  # tests pass a fake one to measure durations deterministically
         self._max_call_s = None if policy.max_call_ms is None else policy.max_call_ms / 1e3
         self._tokens = itertools.count()  # next() is one C call: atomic under the GIL
-        self._in_flight: dict[int, tuple[float, str, int]] = {}  # token -> (start, target, thread id)
+        self._in_flight: dict[
+            int, tuple[float, str, int]
+        ] = {}  # token -> (start, target, thread id)
         self._count_lock = threading.Lock()
         self.errors = 0
         self.last_error: BaseException | None = None
