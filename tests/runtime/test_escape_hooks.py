@@ -165,10 +165,15 @@ def test_a_hook_that_will_not_stop_is_reported_and_the_threads_are_still_release
         assert r.outcome == "aborted", r.reason
         assert "STILL RUNNING" in r.reason and "NOT undone" in r.reason
         w.progress()  # released at the deadline although the hook still runs
-        assert (
-            app.SWALLOWED is True and app.FLAG == "transform set FLAG"
-        )  # left as the hook made it
-    hook_thread = next(t for t in threading.enumerate() if t.name.endswith("/transform"))
+        # left as the hook made it
+        assert app.SWALLOWED is True and app.FLAG == "transform set FLAG"
+        hook_thread = next(t for t in threading.enumerate() if t.name.endswith("/transform"))
+        assert hook_thread.is_alive()
+        # the patcher is not blocked by it: the next attempt goes through while it still runs
+        nxt = _apply(app, "")
+        assert nxt.outcome == "applied", nxt.reason
+        assert hook_thread.is_alive() and app.greet("a") == "v2 a"
+        assert revert_patch(method="global").ok
     app.gate.set()
     hook_thread.join(10)
     assert not hook_thread.is_alive()
