@@ -75,6 +75,9 @@ def _thread_name(ident: int) -> str:
     return next((t.name for t in threading.enumerate() if t.ident == ident), f"thread {ident}")
 
 
+_Entry = tuple[float, str, int]  # a call of the new code: (started, target, thread ident)
+
+
 @dataclass(frozen=True)
 class _Call:
     target: str
@@ -91,14 +94,12 @@ class Watch:
         self._clock = clock  # tests pass a fake one to measure durations deterministically
         self._max_call_s = None if policy.max_call_ms is None else policy.max_call_ms / 1e3
         self._tokens = itertools.count()  # next() is one C call: atomic under the GIL
-        self._in_flight: dict[
-            int, tuple[float, str, int]
-        ] = {}  # token -> (start, target, thread id)
+        self._in_flight: dict[int, _Entry] = {}  # token -> (start, target, thread ident)
         self._count_lock = threading.Lock()
         self.errors = 0
         self.last_error: BaseException | None = None
         self.slow_done = 0  # calls that returned (or raised) after more than max_call_ms
-        self.last_slow: _Call | None = None
+        self.last_slow: _Entry | None = None
         self._wake = threading.Event()  # an error or a slow call over the limit, or stop()
         self._stopped = False
 
@@ -156,7 +157,7 @@ class Watch:
     def _slow(self, started: float, target: str, ident: int) -> None:
         with self._count_lock:
             self.slow_done += 1
-            self.last_slow = _Call(target, _thread_name(ident), started)
+            self.last_slow = (started, target, ident)
             over = self.slow_done > self.policy.max_slow_calls
         if over:
             self._wake.set()
@@ -202,7 +203,8 @@ class Watch:
                 for c in overdue[:5]
             ]
             if last_slow is not None:
-                parts.append(f"last slow call returned: {last_slow.target} on {last_slow.thread}")
+                _, target, ident = last_slow
+                parts.append(f"last slow call returned: {target} on {_thread_name(ident)}")
             return Verdict(
                 f"{slow_done + len(overdue)} calls of the patched code took longer than "
                 f"{p.max_call_ms:g} ms ({len(overdue)} still running; max {p.max_slow_calls} slow "
