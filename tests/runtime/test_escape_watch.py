@@ -181,3 +181,74 @@ def test_policy_limits_are_checked() -> None:
         WatchPolicy(max_call_ms=0)
     with pytest.raises(ValueError, match=">= 0"):
         WatchPolicy(max_slow_calls=-1)
+
+
+SLOW_V1 = """
+import threading
+
+gate = threading.Event()
+entered = threading.Event()
+CLOCK = None
+
+
+def slow(name):
+    return "v1 " + name
+
+
+def rows(n):
+    for i in range(n):
+        yield i
+"""
+SLOW_V2 = SLOW_V1.replace(
+    '    return "v1 " + name',
+    '    CLOCK.now += 1.0  # this call "takes" a second\n    return "v2 " + name',
+).replace(
+    "    for i in range(n):\n        yield i",
+    "    entered.set()\n    gate.wait(30)\n    for i in range(n):\n        yield i",
+)
+
+
+def test_a_slow_verdict_whose_normal_rollback_cannot_quiesce_is_forced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slow calls returned (so no call is overdue and the rollback starts as a normal one), but another
+    thread sits in the new code where calls are not timed (a generator): the normal revert cannot reach
+    quiescence, so the window falls back to the forced one."""
+    clock = _Clock()
+    monkeypatch.setattr(patcher, "Watch", lambda policy: Watch(policy, clock=clock))
+    lm = LoadedModules(tmp_path)
+    mod = lm.load(SLOW_V1, "lp_watch_slow")
+    mod.CLOCK = clock
+    spec = patch_from_sources({mod.__name__: (SLOW_V1, SLOW_V2)}, category=Category.THREAD_LOCAL)
+    got: list[list[int]] = []
+
+    def reader() -> None:
+        with managed_thread("reader"):
+            quiescence_point()
+            got.append(list(mod.rows(2)))  # blocks inside the new generator until the gate opens
+
+    t = threading.Thread(target=reader, name="reader-0", daemon=True)
+    try:
+        policy = WatchPolicy(window_s=30, max_call_ms=100, max_slow_calls=0)
+        assert apply_patch(spec, method="global", watch=policy).ok
+        watcher = _watcher(spec.patch_id)
+        t.start()
+        assert mod.entered.wait(10)
+        assert mod.slow("a") == "v2 a"  # one slow call, returned: trips the window
+        watcher.join(timeout=30)
+        mine = [h for h in livepatch.history() if h.patch_id == spec.patch_id]
+        assert [(h.action, h.outcome) for h in mine[-2:]] == [
+            ("revert", "aborted"),
+            ("revert", "rolled-back"),
+        ], [h.reason for h in mine]
+        assert "automatic rollback" in mine[-2].reason and mine[-1].method == "force"
+        assert "reader-0 (rows)" in mine[-1].reason
+        assert mod.slow("b") == "v1 b"
+    finally:
+        mod.gate.set()
+        t.join(timeout=10)
+        while livepatch.applied_patches():
+            if not revert_patch(method="global", force=True).ok:
+                break
+        lm.close()
+    assert got == [[0, 1]]

@@ -735,8 +735,13 @@ def _run_watch(w: _Watching) -> None:
             _force_revert_locked(w.entry.spec.patch_id, 5.0, rollback_reason=verdict.reason)
             return
         _end_watch_locked()
-        if verdict is not None:
-            _revert_locked(w.entry.spec.patch_id, "auto", 5.0, rollback_reason=verdict.reason)
+        if verdict is None:
+            return
+        result = _revert_locked(w.entry.spec.patch_id, "auto", 5.0, rollback_reason=verdict.reason)
+        if verdict.slow and result.outcome == "aborted":
+            # The slow calls had returned, but others were inside the slow new code and kept the
+            # normal revert from reaching quiescence: the way out is the forced one.
+            _force_revert_locked(w.entry.spec.patch_id, 5.0, rollback_reason=verdict.reason)
 
 
 def _start_watch_locked(entry: _Applied, policy: WatchPolicy, att: _Attempt) -> None:

@@ -64,10 +64,12 @@ class WatchPolicy:
 
 @dataclass(frozen=True)
 class Verdict:
-    """Why a window asks for a rollback; `forced` when calls hang inside the new code."""
+    """Why a window asks for a rollback; `forced` when calls hang inside the new code; `slow` when slow
+    calls (not errors) tripped it."""
 
     reason: str
     forced: bool
+    slow: bool = False
 
 
 def _thread_name(ident: int) -> str:
@@ -210,6 +212,7 @@ class Watch:
                 f"{p.max_call_ms:g} ms ({len(overdue)} still running; max {p.max_slow_calls} slow "
                 f"calls): " + "; ".join(parts),
                 forced=bool(overdue),
+                slow=True,
             )
         return None
 
