@@ -256,15 +256,12 @@ class Agent:
 
     def _revert(self, req: dict[str, Any]) -> tuple[PatchResult, None]:
         t0 = time.monotonic_ns()
-        force = bool(req.get("force"))
-        if force:
-            log.warning(
-                "FORCED revert of %s requested: no quiescence; threads inside the new code finish in it",
-                req["patch_id"] or "the newest patch",
-            )
         try:
             result: PatchResult = _runtime().revert_patch(
-                req["patch_id"], method=req["method"], timeout=req["timeout"], force=force
+                req["patch_id"],
+                method=req["method"],
+                timeout=req["timeout"],
+                force=req.get("force", False),
             )
         except LivepatchError as exc:
             return self._refuse(req["patch_id"] or "?", "revert", req["method"], str(exc), t0), None
