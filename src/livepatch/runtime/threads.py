@@ -161,7 +161,9 @@ def _slow_point() -> None:
     rec = _record()
     if rec is None:
         return  # unmanaged threads follow the newest generation and are never waited for
-    if rec.released:
+    if (
+        rec.state is ThreadState.RELEASED
+    ):  # read without the lock: only release() sets it (see _rejoin)
         _rejoin(rec)
     req = _control.request
     if req is None or isinstance(req, _Rejoin):
@@ -191,7 +193,12 @@ def _slow_point() -> None:
 
 def _rejoin(rec: ThreadRecord) -> None:
     """A thread released by a forced revert passes a point: it is between requests again, so it becomes
-    active again (waiting while a global patch runs, as activate() does)."""
+    active again (waiting while a global patch runs, as activate() does).
+
+    Its state is read without the lock at the point. A release is set (under the lock) before
+    `_control.request` turns to `_REJOIN`, and only for a thread whose stack runs the removed code, so
+    the one stale read possible is a thread released while it passes a point inside that code's call: it
+    then rejoins at its next point instead."""
     with _lock:
         while not _registry.can_enter():
             _threads_cv.wait()
