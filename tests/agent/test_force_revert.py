@@ -153,4 +153,4 @@ def test_cli_and_protocol_checks(service: Service, hang_patch: Path) -> None:
     bad = agent_client.request(service.socket_path, {"op": "revert", "force": "yes"})
     assert not bad["ok"] and "'force' must be true or false" in bad["error"]
     nothing = cli("revert", "--socket", service.socket_path, "--force")
-    assert nothing.returncode == 1 and "not applied" in nothing.stderr
+    assert nothing.returncode == 1 and "applied" in nothing.stderr
