@@ -26,6 +26,7 @@ from livepatch import (
     revert_patch,
 )
 from livepatch.runtime import patcher, threads
+from livepatch.runtime.registry import Priority, Registry, ThreadState
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -254,3 +255,28 @@ def test_force_is_not_blocked_by_a_detached_local_reversal(app: ModuleType) -> N
     assert app.greet("al") == "v1 al"  # the late reversal did not put anything back
     assert apply_patch(spec_for(app), method="local", timeout=5).ok
     assert revert_patch(method="local", timeout=5).ok
+
+
+def test_registry_release_rules() -> None:
+    """Registry.release (the bookkeeping half of a forced revert), on a registry of its own."""
+    reg = Registry()
+    stuck = reg.birth(1, "stuck", "connection", Priority.LOW)
+    idle = reg.birth(2, "idle", "connection", Priority.LOW)
+    reg.deactivate(idle)
+    assert not reg.release(idle)  # only a running thread is released
+    assert reg.release(stuck) and stuck.state is ThreadState.RELEASED and reg.any_released()
+    # no transition waits for it
+    reg.begin_global()
+    assert reg.quiescent() and reg.stragglers() == []
+    reg.start_swap()
+    reg.finish_global(swapped=True)
+    assert stuck.state is ThreadState.RELEASED
+    reg.begin_local()
+    assert reg.all_moved()
+    reg.finish_local()
+    assert reg.statistics().by_state == {"released": 1, "inactive": 1}
+    # at its next point the threaded layer activates it: in the newest generation, waited for again
+    assert reg.activate(stuck) and stuck.state is ThreadState.RUNNING
+    assert stuck.generation == reg.newest and not reg.any_released()
+    reg.begin_global()
+    assert not reg.quiescent() and reg.stragglers() == [stuck]
