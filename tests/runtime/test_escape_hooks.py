@@ -4,6 +4,7 @@ hooks declared with ctx.record(what, undo) is undone (or, when a hook will not s
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ from livepatch import (
     quiescence_point,
     revert_patch,
 )
+from livepatch.runtime.hook_runner import HookTimedOut, call_with_deadline
+from livepatch.runtime.patch_hooks import HookContext, PatchHooks
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -223,3 +226,32 @@ def test_a_vetoing_hook_has_its_steps_undone_and_an_applied_patch_keeps_them(
     assert r.outcome == "applied" and app.FLAG == "kept"
     assert revert_patch(method="global").ok
     assert app.FLAG == "kept"  # a revert runs pre_revert/post_revert, not the apply's undos
+
+
+def test_the_runner_reraises_the_hooks_own_exception_and_cannot_stop_a_c_call() -> None:
+    boom = KeyError("state")
+
+    def raising(ctx: HookContext) -> None:
+        raise boom
+
+    ctx = HookContext("p")
+    with pytest.raises(KeyError) as info:
+        call_with_deadline(PatchHooks({"pre_patch": raising}), "pre_patch", ctx, timeout=5)
+    assert info.value is boom and ctx.hook == "pre_patch"
+
+    # An async exception waits for the C call to return: the runner gives up after its grace, says the
+    # hook is still running, and the interrupt, delivered later, ends the helper without a traceback.
+    unhandled: list[BaseException | None] = []
+    old_hook = threading.excepthook
+    threading.excepthook = lambda args: unhandled.append(args.exc_value)
+    try:
+        sleeping = PatchHooks({"transform": lambda ctx: time.sleep(1.0)})
+        with pytest.raises(HookTimedOut) as timed_out:
+            call_with_deadline(sleeping, "transform", ctx, timeout=0.05, grace=0.05)
+        assert not timed_out.value.stopped and "STILL RUNNING" in str(timed_out.value)
+        helper = next(t for t in threading.enumerate() if t.name == timed_out.value.thread)
+        helper.join(10)
+        assert not helper.is_alive()
+    finally:
+        threading.excepthook = old_hook
+    assert unhandled == []
