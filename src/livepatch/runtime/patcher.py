@@ -44,7 +44,9 @@ hangs) does not wait for quiescence. It takes the patcher lock (bounded by `time
 a detached local reversal, and swaps the old code in for every new call at once (StagedPatch.force_out),
 from the new side or from a dispatch. Threads already inside the new code finish there, then return into
 old callers: a request may mix versions, and the new code's frames may see old module state. Names the
-patch added stay bound (those frames may still use them). The history entry says it was forced and which
+patch added stay bound (those frames may still use them). The threads found inside the new code (a walk
+of the stacks) are released (Registry.release): no transition waits for them until their next quiescence
+point, so the server can be patched again while they hang. The history entry says it was forced and which
 threads were still inside the new code; the log gets a warning.
 """
 
