@@ -55,12 +55,15 @@ def {hook}(ctx):
         mod.gate.wait(0.005)
 """
 # Ignores the interrupt (a bare except) until the gate opens: the patcher must move on regardless.
+# (The whole loop is inside the try: wherever between two bytecodes the interrupt lands, it is caught.)
 STUBBORN = """
 def {hook}(ctx):
     mod = _step(ctx, "{hook} set FLAG")
-    while not mod.gate.is_set():
+    while True:
         try:
-            mod.gate.wait(0.005)
+            while not mod.gate.is_set():
+                mod.gate.wait(0.005)
+            return
         except BaseException:
             mod.SWALLOWED = True
 """
