@@ -31,6 +31,15 @@ class Service:
     port: int
     socket_path: str
     metrics_port: int | None
+    stderr_file: Any = None  # the service's log (stderr), a temporary file
+
+    def log(self) -> str:
+        """What the service has logged so far."""
+        if self.stderr_file is None:
+            return ""
+        # pread: the service writes through the same open file, so its offset must not move
+        fd = self.stderr_file.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode("utf-8", "replace")
 
     def connect(self) -> LineClient:
         return LineClient(socket.create_connection(("127.0.0.1", self.port), timeout=30))
@@ -125,7 +134,9 @@ def _supervise(
         except Exception:
             stderr_file.seek(0)
             raise RuntimeError(f"service failed to start:\n{stderr_file.read()}") from None
-        yield Service(proc, int(parts[1]), str(socket_path), int(parts[2]) if metrics else None)
+        yield Service(
+            proc, int(parts[1]), str(socket_path), int(parts[2]) if metrics else None, stderr_file
+        )
     finally:
         proc.terminate()
         try:

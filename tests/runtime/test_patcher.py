@@ -340,13 +340,21 @@ def test_watch_rolls_back_on_a_patcher_side_thread(app: ModuleType) -> None:
     t.start()
     t.join(timeout=30)
     assert raised_in == ["conn-7"] * 3
-    wait_for(lambda: spec.patch_id not in livepatch.applied_patches(), timeout=30, what="rollback")
-    rb = [h for h in livepatch.history() if h.patch_id == spec.patch_id and h.action == "revert"][
-        -1
-    ]
+
+    # the history entry is written after post_revert ran (on its helper thread): wait for it, not for
+    # the stack, which changes first
+    def reverts() -> list[livepatch.PatchResult]:
+        return [
+            h for h in livepatch.history() if h.patch_id == spec.patch_id and h.action == "revert"
+        ]
+
+    wait_for(lambda: bool(reverts()), timeout=30, what="rollback")
+    assert spec.patch_id not in livepatch.applied_patches()
+    rb = reverts()[-1]
     assert rb.outcome == "rolled-back"
     assert "3 exceptions escaped" in rb.reason and "max 2" in rb.reason
-    assert ns.revert_threads == [f"livepatch-watch-{spec.patch_id}"]
+    # hooks run on a helper of the calling thread (hook_runner.py): here, of the watch's own thread
+    assert ns.revert_threads == [f"livepatch-watch-{spec.patch_id}/post_revert"]
     assert app.risky(-1) == -1  # v1 again
 
 

@@ -287,7 +287,10 @@ class Agent:
             ), None
         try:
             result: PatchResult = _runtime().revert_patch(
-                req["patch_id"], method=req["method"], timeout=req["timeout"]
+                req["patch_id"],
+                method=req["method"],
+                timeout=req["timeout"],
+                force=req.get("force", False),
             )
         except LivepatchError as exc:
             return self._refuse(req["patch_id"] or "?", "revert", req["method"], str(exc), t0), None

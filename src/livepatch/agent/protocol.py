@@ -4,8 +4,9 @@ Requests (UTF-8 JSON object, terminated by "\\n", at most MAX_REQUEST_BYTES incl
 most MAX_JSON_DEPTH deep, integers of at most MAX_JSON_INT_DIGITS digits: livepatch.patch.limits):
 
     {"op": "apply", "patch": <the .lpatch document>, "method": "global"|"local"|"auto",
-     "timeout": 5.0, "watch": {"window_s": 10.0, "max_errors": 0} | null}
-    {"op": "revert", "patch_id": "<id>" | null, "method": "auto", "timeout": 5.0}
+     "timeout": 5.0, "watch": {"window_s": 10.0, "max_errors": 0, "max_call_ms": null | 500.0,
+                               "max_slow_calls": 0} | null}
+    {"op": "revert", "patch_id": "<id>" | null, "method": "auto", "timeout": 5.0, "force": false}
     {"op": "status"}
     {"op": "history"}
 
@@ -119,9 +120,18 @@ def validate(req: dict[str, Any]) -> dict[str, Any]:
             max_errors = watch.get("max_errors", 0)
             if isinstance(max_errors, bool) or not isinstance(max_errors, int) or max_errors < 0:
                 raise ProtocolError("'watch.max_errors' must be an integer >= 0")
+            max_slow = watch.get("max_slow_calls", 0)
+            if isinstance(max_slow, bool) or not isinstance(max_slow, int) or max_slow < 0:
+                raise ProtocolError("'watch.max_slow_calls' must be an integer >= 0")
             out["watch"] = {
                 "window_s": _number(watch, "window_s", 10.0, MAX_WATCH_S),
                 "max_errors": max_errors,
+                "max_call_ms": (
+                    None
+                    if watch.get("max_call_ms") is None
+                    else _number(watch, "max_call_ms", 0.0, MAX_WATCH_S * 1e3)
+                ),
+                "max_slow_calls": max_slow,
             }
         else:
             out["watch"] = None
@@ -130,4 +140,8 @@ def validate(req: dict[str, Any]) -> dict[str, Any]:
         if patch_id is not None and not isinstance(patch_id, str):
             raise ProtocolError("'patch_id' must be a string or null")
         out["patch_id"] = patch_id
+        force = req.get("force", False)
+        if not isinstance(force, bool):
+            raise ProtocolError("'force' must be true or false")
+        out["force"] = force
     return out

@@ -90,6 +90,60 @@ timeout_option = click.option(
     show_default=True,
     help="Seconds to reach quiescence before aborting (nothing changes on abort).",
 )
+# The escape hatches (docs/cli.md, "revert --force"): options and their checks, kept together.
+watch_call_options = (
+    click.option(
+        "--watch-max-call-ms",
+        "max_call_ms",
+        type=click.FloatRange(min=0.001, max=protocol.MAX_WATCH_S * 1e3),
+        default=None,
+        help="With --watch: a call of the patched code that takes longer than MS (or hangs) is slow; "
+        "more than --watch-max-slow slow calls roll the patch back, BY FORCE if they still run "
+        "(see `revert --force`).",
+    ),
+    click.option(
+        "--watch-max-slow",
+        "max_slow_calls",
+        type=click.IntRange(min=0),
+        default=0,
+        show_default=True,
+        help="With --watch-max-call-ms: how many slow calls are tolerated.",
+    ),
+)
+force_option = click.option(
+    "--force",
+    is_flag=True,
+    help="DANGEROUS: put the old code back for every new call at once, without waiting for quiescence "
+    "(--method is ignored). Threads already inside the new code finish in it and then return into the "
+    "old code; use it when a revert cannot reach quiescence (the new code hangs).",
+)
+
+
+def _watch_request(
+    watch_s: float | None, max_errors: int, max_call_ms: float | None, max_slow_calls: int
+) -> dict[str, Any] | None:
+    if max_call_ms is not None and not watch_s:
+        raise click.UsageError(
+            "--watch-max-call-ms needs --watch SECONDS (the window it applies to)"
+        )
+    if not watch_s:
+        return None
+    return {
+        "window_s": watch_s,
+        "max_errors": max_errors,
+        "max_call_ms": max_call_ms,
+        "max_slow_calls": max_slow_calls,
+    }
+
+
+def _warn_if_forced(reply: dict[str, Any]) -> dict[str, Any]:
+    """A forced revert succeeded: say so loudly on stderr (also with --json), as plain text."""
+    result = reply.get("result")
+    events = result.get("events", ()) if isinstance(result, dict) else ()
+    forced = next((e for e in events if isinstance(e, dict) and e.get("name") == "forced"), None)
+    if forced is not None:
+        _err.print(Text("warning: ", style="bold yellow") + Text(str(forced.get("detail", ""))))
+    return reply
 
 
 # -- offline ------------------------------------------------------------------------------------------
@@ -358,6 +412,8 @@ Examples:
 @socket_option
 @method_option
 @timeout_option
+@watch_call_options[0]
+@watch_call_options[1]
 @click.option(
     "--watch",
     "watch_s",
@@ -380,6 +436,8 @@ def apply_command(
     timeout: float,
     watch_s: float | None,
     max_errors: int,
+    max_call_ms: float | None,
+    max_slow_calls: int,
     as_json: bool,
 ) -> None:
     try:
@@ -391,7 +449,7 @@ def apply_command(
         "patch": pf.to_document(),
         "method": method,
         "timeout": timeout,
-        "watch": {"window_s": watch_s, "max_errors": max_errors} if watch_s else None,
+        "watch": _watch_request(watch_s, max_errors, max_call_ms, max_slow_calls),
     }
     _report(_ask(socket_path, req, timeout + (watch_s or 0) + _CLIENT_GRACE_S), as_json)
 
@@ -410,12 +468,16 @@ Examples:
 @socket_option
 @method_option
 @timeout_option
+@force_option
 @json_option
 def revert_command(
-    patch_id: str | None, socket_path: str, method: str, timeout: float, as_json: bool
+    patch_id: str | None, socket_path: str, method: str, timeout: float, force: bool, as_json: bool
 ) -> None:
     req = {"op": "revert", "patch_id": patch_id, "method": method, "timeout": timeout}
-    _report(_ask(socket_path, req, timeout + _CLIENT_GRACE_S), as_json)
+    _report(
+        _warn_if_forced(_ask(socket_path, {**req, "force": force}, timeout + _CLIENT_GRACE_S)),
+        as_json,
+    )
 
 
 @click.command("status")

@@ -1,8 +1,14 @@
 """A patch author's hooks (PatchSpec.hooks_source): loaded into a fresh module, called with a HookContext.
 
 Hook names: pre_patch (may veto by raising), transform (global only, while every managed thread is
-parked), post_patch, pre_revert (may veto), post_revert. Every hook is optional. All run on the patcher
-thread; a hook that blocks delays the patch (transform: while the server is paused), so keep them short.
+parked), post_patch, pre_revert (may veto), post_revert. Every hook is optional. Each runs on a helper
+thread of the patcher (hook_runner.py) and must finish within the patch's timeout: past it, it is
+interrupted and the patch aborts (transform: while the server is paused, so keep them short).
+
+Undo: a hook declares each change it makes with `ctx.record(what, undo)`, *before* making it. When the
+attempt does not complete (a later hook vetoes or is interrupted, quiescence is not reached, the swap
+fails), the recorded undos run newest first, and the history lists what was done and undone. An undo must
+be idempotent: it may run when its change was made only in part, or not at all.
 """
 
 from __future__ import annotations
@@ -32,12 +38,37 @@ class HookFailed(Exception):
         return repr(self.original)
 
 
+@dataclass(frozen=True)
+class HookStep:
+    """One change a hook declared: which hook, what it did, and how to undo it (None: nothing to undo)."""
+
+    hook: str
+    what: str
+    undo: Callable[[], object] | None = None
+
+
 @dataclass
 class HookContext:
-    """What a hook sees: the patch id and the live modules the patch touches (name -> module object)."""
+    """What a hook sees: the patch id and the live modules the patch touches (name -> module object).
+
+    `record(what, undo)` declares a change (see the module docstring). Hooks run one at a time, so
+    `steps` needs no lock; the patcher sets `hook` and `on_step` before each call."""
 
     patch_id: str
     modules: dict[str, types.ModuleType] = field(default_factory=dict)
+    steps: list[HookStep] = field(default_factory=list)
+    hook: str = ""
+    on_step: Callable[[HookStep], None] | None = field(default=None, repr=False)
+
+    def record(self, what: str, undo: Callable[[], object] | None = None) -> None:
+        """Declare a change this hook is about to make; `undo` (no arguments, idempotent) reverts it if
+        the patch attempt does not complete. Call it before making the change."""
+        if undo is not None and not callable(undo):
+            raise TypeError(f"undo must be callable, got {undo!r}")
+        step = HookStep(self.hook, str(what), undo)
+        self.steps.append(step)
+        if self.on_step is not None:
+            self.on_step(step)
 
 
 @dataclass

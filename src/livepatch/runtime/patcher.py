@@ -9,15 +9,18 @@ CONTRACT (the agent, the CLI and lpbench are written against these):
         Never raises for a refused/aborted patch: the outcome says it. One transition at a time: a second
         caller waits for the first to finish. May be called from any thread except a managed one.
 
-    revert_patch(patch_id: str | None = None, *, method: str = "auto", timeout: float = 5.0) -> PatchResult
+    revert_patch(patch_id: str | None = None, *, method: str = "auto", timeout: float = 5.0,
+                 force: bool = False) -> PatchResult
         Undo the newest applied patch (or the named one when no later applied patch touches its targets).
+        force: put the old code back for every new call at once, without quiescence (see below).
 
     history() -> list[PatchResult]          every attempt, oldest first
     applied_patches() -> list[str]          ids of applied patches, oldest first (the stack)
     statistics() -> RuntimeStatistics       threads by generation, state and priority; current generation
 
 Event names, in order: requested, verified, staged, reached (per thread, global), quiescent, swapped,
-migrated (per thread, local), finished, aborted, refused, watch-started, rolled-back.
+migrated (per thread, local), finished, aborted, refused, watch-started, rolled-back; hook-step and
+hook-undone (what hooks declared, and what was undone); forced (a forced revert: the warning).
 Timings (milliseconds) in PatchResult.timings: verify, stage, sync (request -> quiescent/all migrated),
 swap, total.
 
@@ -27,9 +30,24 @@ Theory of operation
 automatic rollback); the quiescence protocols serialize transitions of the thread registry on their own.
 Everything heavy (hooks loading, staging) happens before quiescence (invariant 4); inside a global
 quiescence only the activeness check, the transform hook and `swap_in` run. A watch window keeps the
-patch's dispatchers installed (always choosing the new code) to count exceptions escaping it; the next
-apply/revert ends the window first. Rollback runs on the watch's own thread, never in the thread whose
-exception tripped it.
+patch's dispatchers installed (always choosing the new code) to count exceptions escaping it and to time
+its calls (watch.py); the next apply/revert ends the window first. Rollback runs on the watch's own
+thread, never in the thread whose exception tripped it; a window tripped by calls hanging in the new code
+rolls back by force (those calls would never let a normal revert reach quiescence).
+
+Hooks run on helper threads with the patch's timeout as deadline (hook_runner.py). When an attempt does
+not complete, the steps hooks declared with `ctx.record(what, undo)` are undone, newest first; for a
+transform that is done while the threads are still parked, so the server never sees half of it.
+
+The one exception to all-or-nothing: a forced revert (`force=True`, `revert --force`, a watch that sees
+hangs) does not wait for quiescence. It takes the patcher lock (bounded by `timeout`), skips the wait for
+a detached local reversal, and swaps the old code in for every new call at once (StagedPatch.force_out),
+from the new side or from a dispatch. Threads already inside the new code finish there, then return into
+old callers: a request may mix versions, and the new code's frames may see old module state. Names the
+patch added stay bound (those frames may still use them). The threads found inside the new code (a walk
+of the stacks) are released (Registry.release): no transition waits for them until their next quiescence
+point, so the server can be patched again while they hang. The history entry says it was forced and which
+threads were still inside the new code; the log gets a warning.
 """
 
 from __future__ import annotations
@@ -47,8 +65,16 @@ from livepatch.errors import PatchAborted, PatchRefused
 from livepatch.patch.model import Category, ChangeKind, PatchSpec
 from livepatch.runtime import quiescence, threads
 from livepatch.runtime.events import Event, Recorder
-from livepatch.runtime.patch_hooks import HookContext, PatchHooks, context_for, load_hooks
+from livepatch.runtime.hook_runner import HookTimedOut, call_with_deadline, undo_steps
+from livepatch.runtime.patch_hooks import (
+    HookContext,
+    HookStep,
+    PatchHooks,
+    context_for,
+    load_hooks,
+)
 from livepatch.runtime.registry import RuntimeStatistics
+from livepatch.runtime.watch import Verdict, Watch, WatchPolicy
 
 if TYPE_CHECKING:
     from livepatch.runtime.staging import StagedPatch
@@ -66,15 +92,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("livepatch.runtime")
-
-
-@dataclass(frozen=True)
-class WatchPolicy:
-    """After applying: count exceptions escaping patched functions for `window_s` seconds; more than
-    `max_errors` of them revert the patch automatically (the history says why)."""
-
-    window_s: float = 10.0
-    max_errors: int = 0
 
 
 @dataclass(frozen=True)
@@ -118,7 +135,11 @@ _records_lock = (
 )  # short: guards _history, so history() never waits for a transition
 _history: list[PatchResult] = []
 _stack: list[_Applied] = []
-_watch: _Watch | None = None
+_watch: _Watching | None = None
+_FORCED_WARNING = (
+    "FORCED revert: the old code was put back for new calls without quiescence; threads already inside "
+    "the new code finish in it"
+)
 
 _METHODS = ("auto", "global", "local")
 
@@ -143,6 +164,7 @@ class _Attempt:
         self.t0 = time.perf_counter()
         self._mark = self.t0
         self.timings: dict[str, float] = {}
+        self.hook_running = ""  # a hook that ran past its deadline and did not stop: its name
         self.rec.emit("requested", detail=f"{action} {patch_id}")
 
     def lap(self, name: str) -> None:
@@ -247,6 +269,8 @@ def _quiesce(
                 if while_parked is not None:
                     try:
                         while_parked()
+                    except _Outcome:
+                        raise
                     except Exception as exc:
                         raise _Outcome(
                             "failed", f"transform hook raised {exc!r}; nothing was swapped"
@@ -277,7 +301,9 @@ def _quiesce(
 
 
 def _end_local(att: _Attempt, staged: StagedPatch, keep_new: bool) -> None:
-    staged.end_dispatch(keep_new)
+    # A reversal left to finish in the background may have been overtaken by a forced revert, which
+    # already removed the dispatch (and put the old code back): then there is nothing left to do.
+    staged.end_dispatch(keep_new, missing_ok=not keep_new)
     if keep_new:
         att.rec.emit("swapped", detail=f"{staged.function_count} functions (dispatch removed)")
 
@@ -306,17 +332,89 @@ def _stage(spec: PatchSpec) -> StagedPatch:
         raise _Outcome("failed", f"staging failed: {exc!r}") from exc
 
 
-def _run_hook(hooks: PatchHooks, name: str, ctx: HookContext, *, veto: bool) -> str:
-    """Call a hook. A vetoing hook (pre_*) that raises refuses the attempt; a post_* hook that raises is
-    logged and reported in the reason, since the swap already happened."""
+def _run_hook(
+    att: _Attempt, hooks: PatchHooks, name: str, ctx: HookContext, *, veto: bool, timeout: float
+) -> str:
+    """Call a hook on a helper thread, bounded by `timeout` (hook_runner.py).
+
+    A vetoing hook (pre_*) that raises refuses the attempt; one that runs past the deadline aborts it.
+    A post_* hook that raises or runs late is logged and reported in the reason, since the swap already
+    happened; the steps it declared are undone (when it stopped)."""
+    if not hooks.has(name):
+        return ""
+    since = len(ctx.steps)
     try:
-        hooks.call(name, ctx)
+        call_with_deadline(hooks, name, ctx, timeout=timeout)
+    except HookTimedOut as exc:
+        if not exc.stopped:
+            att.hook_running = name
+        if veto:
+            raise _Outcome("aborted", f"{exc}; nothing was swapped") from exc
+        log.error("%s of %s: %s", name, ctx.patch_id, exc)
+        return _undo_report(att, ctx, f"{exc}", timeout, since=since)
     except Exception as exc:
         if veto:
             raise _Outcome("refused", f"{name} hook vetoed the patch: {exc}") from exc
         log.exception("%s hook of %s raised", name, ctx.patch_id)
-        return f"{name} hook raised {exc!r}"
+        return _undo_report(att, ctx, f"{name} hook raised {exc!r}", timeout, since=since)
     return ""
+
+
+def _undo_report(
+    att: _Attempt, ctx: HookContext, reason: str, timeout: float, *, since: int = 0
+) -> str:
+    """Undo the hook steps recorded from index `since` on (newest first) unless a hook still runs, and
+    return `reason` with what the hooks had done and what became of it."""
+    tail, ctx.steps = ctx.steps[since:], ctx.steps[:since]
+    if not tail:
+        return reason
+    if att.hook_running:
+        done = "; ".join(f"{s.hook}: {s.what}" for s in tail)
+        att.rec.emit("hook-undone", detail=f"not undone: the {att.hook_running} hook still runs")
+        return (
+            f"{reason}; the hooks had done: {done}; NOT undone, because the {att.hook_running} hook is "
+            "still running (undoing beside it would race it): check the server"
+        )
+    lines = undo_steps(tail, timeout=timeout)
+    for line in lines:
+        att.rec.emit("hook-undone", detail=line)
+    return f"{reason}; the hooks had done (newest first): {'; '.join(lines)}"
+
+
+def _undoing(att: _Attempt, ctx: HookContext, timeout: float, o: _Outcome) -> _Outcome:
+    """The attempt ends without completing: undo what its hooks declared, say so in the reason."""
+    return _Outcome(o.outcome, _undo_report(att, ctx, o.reason, timeout))
+
+
+def _transform_while_parked(
+    att: _Attempt, hooks: PatchHooks, ctx: HookContext, timeout: float
+) -> Callable[[], None] | None:
+    """The transform hook as run inside global quiescence. On failure its declared steps are undone
+    right there, while every thread is still parked, so the server never sees half a transformation."""
+    if not hooks.has("transform"):
+        return None
+
+    def transform() -> None:
+        try:
+            call_with_deadline(hooks, "transform", ctx, timeout=timeout)
+        except HookTimedOut as exc:
+            if not exc.stopped:
+                att.hook_running = "transform"
+            raise _Outcome(
+                "aborted",
+                _undo_report(
+                    att, ctx, f"{exc}; nothing was swapped, the threads were released", timeout
+                ),
+            ) from exc
+        except Exception as exc:
+            raise _Outcome(
+                "failed",
+                _undo_report(
+                    att, ctx, f"transform hook raised {exc!r}; nothing was swapped", timeout
+                ),
+            ) from exc
+
+    return transform
 
 
 def apply_patch(
@@ -388,34 +486,56 @@ def _apply_locked(
     staged = _stage(spec)
     att.rec.emit("staged", detail=f"{staged.function_count} functions, {staged.source_bytes} bytes")
     att.lap("stage")
-    ctx = context_for(spec)
-    _run_hook(hooks, "pre_patch", ctx, veto=True)
-    _quiesce(
-        att,
-        staged,
-        timeout=timeout,
-        use_priorities=use_priorities,
-        allow_active=allow_active,
-        while_parked=(lambda: hooks.call("transform", ctx)) if hooks.has("transform") else None,
-    )
+    ctx = _context(att, spec)
+    try:
+        _run_hook(att, hooks, "pre_patch", ctx, veto=True, timeout=timeout)
+        _quiesce(
+            att,
+            staged,
+            timeout=timeout,
+            use_priorities=use_priorities,
+            allow_active=allow_active,
+            while_parked=_transform_while_parked(att, hooks, ctx, timeout),
+        )
+    except _Outcome as o:
+        raise _undoing(att, ctx, timeout, o) from o
+    ctx.steps.clear()  # the patch is in: what pre_patch and transform did stays
     entry = _Applied(spec, staged, hooks, _targets(spec, staged), allow_active)
     _stack.append(entry)
-    reason = _run_hook(hooks, "post_patch", ctx, veto=False)
+    reason = _run_hook(att, hooks, "post_patch", ctx, veto=False, timeout=timeout)
     if watch is not None and watch.window_s > 0:
         _start_watch_locked(entry, watch, att)
     return att.finish("applied", reason)
 
 
+def _context(att: _Attempt, spec: PatchSpec) -> HookContext:
+    ctx = context_for(spec)
+
+    def on_step(step: HookStep) -> None:
+        att.rec.emit("hook-step", detail=f"{step.hook}: {step.what}")
+
+    ctx.on_step = on_step
+    return ctx
+
+
 def revert_patch(
-    patch_id: str | None = None, *, method: str = "auto", timeout: float = 5.0
+    patch_id: str | None = None,
+    *,
+    method: str = "auto",
+    timeout: float = 5.0,
+    force: bool = False,
 ) -> PatchResult:
     """Undo the newest applied patch, or the named one when no later applied patch touches its targets.
 
     The previous code objects come back exactly (StagedPatch.reversed() through the same quiescence).
-    Concurrency: as apply_patch."""
+    force=True: no quiescence; the old code is installed for every new call at once and threads already
+    inside the new code finish there (the theory of operation says what that risks); it waits up to
+    `timeout` for a running transition to end, never for threads. Concurrency: as apply_patch."""
     if threads.is_managed():
-        att = _Attempt(patch_id or "(newest)", "revert", method)
+        att = _Attempt(patch_id or "(newest)", "revert", "force" if force else method)
         return att.finish("refused", _managed_reason("revert_patch"))
+    if force:
+        return _force_revert(patch_id, timeout)
     with _lock:
         try:
             return _revert_locked(patch_id, method, timeout, rollback_reason=None)
@@ -428,28 +548,38 @@ def revert_patch(
             )
 
 
-def _revert_locked(
-    patch_id: str | None, method: str, timeout: float, rollback_reason: str | None
-) -> PatchResult:
+def _find_revertable(patch_id: str | None) -> tuple[str, _Applied | None, str]:
+    """The entry to revert (newest, or the named one), its name, and why it cannot be reverted ('' if it
+    can)."""
     entry = _stack[-1] if (patch_id is None and _stack) else None
     if patch_id is not None:
         entry = next((a for a in _stack if a.spec.patch_id == patch_id), None)
     name = patch_id if patch_id is not None else (entry.spec.patch_id if entry else "(none)")
+    if entry is None:
+        applied = ", ".join(a.spec.patch_id for a in _stack) or "none"
+        return name, None, f"patch {name} is not applied (applied: {applied})"
+    later = [a for a in _stack[_stack.index(entry) + 1 :] if a.targets & entry.targets]
+    if later:
+        shared = ", ".join(sorted(later[-1].targets & entry.targets)[:5])
+        return (
+            name,
+            entry,
+            f"cannot revert {name}: the later patch {later[-1].spec.patch_id} also changes {shared}; "
+            f"revert {later[-1].spec.patch_id} first",
+        )
+    return name, entry, ""
+
+
+def _revert_locked(
+    patch_id: str | None, method: str, timeout: float, rollback_reason: str | None
+) -> PatchResult:
+    name, entry, why_not = _find_revertable(patch_id)
     att = _Attempt(name, "revert", method if method in ("global", "local") else "global")
     try:
         quiescence.refuse_managed_caller("revert_patch")
-        if entry is None:
-            applied = ", ".join(a.spec.patch_id for a in _stack) or "none"
-            raise _Outcome("refused", f"patch {name} is not applied (applied: {applied})")
+        if entry is None or why_not:
+            raise _Outcome("refused", why_not)
         att.method = _resolve_method(method, entry.spec.category)
-        later = [a for a in _stack[_stack.index(entry) + 1 :] if a.targets & entry.targets]
-        if later:
-            shared = ", ".join(sorted(later[-1].targets & entry.targets)[:5])
-            raise _Outcome(
-                "refused",
-                f"cannot revert {name}: the later patch {later[-1].spec.patch_id} also changes {shared}; "
-                f"revert {later[-1].spec.patch_id} first",
-            )
         att.rec.emit("verified")
         att.lap("verify")
         _end_watch_locked()
@@ -457,18 +587,22 @@ def _revert_locked(
         reverse = entry.staged.reversed()
         att.rec.emit("staged", detail=f"revert of {reverse.function_count} functions")
         att.lap("stage")
-        ctx = context_for(entry.spec)
-        _run_hook(entry.hooks, "pre_revert", ctx, veto=True)
-        _quiesce(
-            att,
-            reverse,
-            timeout=timeout,
-            use_priorities=True,
-            allow_active=entry.allow_active,
-            while_parked=None,
-        )
+        ctx = _context(att, entry.spec)
+        try:
+            _run_hook(att, entry.hooks, "pre_revert", ctx, veto=True, timeout=timeout)
+            _quiesce(
+                att,
+                reverse,
+                timeout=timeout,
+                use_priorities=True,
+                allow_active=entry.allow_active,
+                while_parked=None,
+            )
+        except _Outcome as o:
+            raise _undoing(att, ctx, timeout, o) from o
+        ctx.steps.clear()
         _stack.remove(entry)
-        reason = _run_hook(entry.hooks, "post_revert", ctx, veto=False)
+        reason = _run_hook(att, entry.hooks, "post_revert", ctx, veto=False, timeout=timeout)
     except PatchRefused as exc:
         return att.finish("refused", str(exc))
     except _Outcome as o:
@@ -482,62 +616,150 @@ def _revert_locked(
     return att.finish("reverted", reason)
 
 
+# ---- forced revert -----------------------------------------------------------------------------------
+
+
+def _force_revert(patch_id: str | None, timeout: float) -> PatchResult:
+    # Bounded: the patcher lock is held by a running transition at most for its own timeout (hooks
+    # included, hook_runner.py); a forced revert waits for it, never for threads.
+    if not _lock.acquire(timeout=max(0.001, timeout)):
+        att = _Attempt(patch_id or "(newest)", "revert", "force")
+        return att.finish(
+            "aborted",
+            f"another apply/revert still holds the patcher after {timeout:g} s; nothing was changed. "
+            "Retry `livepatch revert --force` (with a longer --timeout) once it has ended",
+        )
+    try:
+        return _force_revert_locked(patch_id, timeout, rollback_reason=None)
+    except Exception as exc:  # a bug, not a patch problem: report it, never raise into the caller
+        log.exception("forced revert %s failed unexpectedly", patch_id)
+        return _Attempt(patch_id or "(newest)", "revert", "force").finish(
+            "failed", f"internal error: {exc!r}"
+        )
+    finally:
+        _lock.release()
+
+
+def _threads_in(codes: frozenset[CodeType]) -> dict[int, str]:
+    """ident -> 'thread (function)' for every thread with a frame running one of `codes` (a walk of the
+    stacks only: no heap walk, invariant 5)."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    found: dict[int, str] = {}
+    for ident, frame in sys._current_frames().items():
+        f: Any = frame
+        while f is not None:
+            if f.f_code in codes:
+                found[ident] = f"{names.get(ident, ident)} ({f.f_code.co_qualname})"
+                break
+            f = f.f_back
+    return found
+
+
+def _force_revert_locked(
+    patch_id: str | None, timeout: float, rollback_reason: str | None
+) -> PatchResult:
+    """Revert without quiescence (see the theory of operation). Hooks still run (pre_revert may veto:
+    it is the patch author's statement that the old code cannot run on the current state)."""
+    global _watch
+    name, entry, why_not = _find_revertable(patch_id)
+    att = _Attempt(name, "revert", "force")
+    try:
+        quiescence.refuse_managed_caller("revert_patch")
+        if entry is None or why_not:
+            raise _Outcome("refused", why_not)
+        att.rec.emit("verified")
+        att.lap("verify")
+        w = _watch
+        if w is not None and w.entry is not entry:
+            _end_watch_locked()  # another patch's window: end it normally, keeping its new code
+        new_codes = entry.staged.reversed().replaced_codes
+        ctx = _context(att, entry.spec)
+        try:
+            _run_hook(att, entry.hooks, "pre_revert", ctx, veto=True, timeout=timeout)
+        except _Outcome as o:
+            raise _undoing(att, ctx, timeout, o) from o
+        ctx.steps.clear()
+        t0 = time.perf_counter()
+        try:
+            # From this patch's own watch window, force_out replaces its dispatch directly (no step
+            # through the new code); the window's thread, waiting for `_lock`, then finds it ended.
+            kept = entry.staged.force_out()
+        except (PatchAborted, RuntimeError) as exc:
+            raise _Outcome(
+                "failed",
+                f"the forced revert could not swap: {exc}. A detached reversal of another patch may "
+                "still hold these functions (see `livepatch status`); nothing was changed",
+            ) from exc
+        if w is not None and w.entry is entry:
+            _watch = None
+            w.watch.stop()
+        att.timings["swap"] = (time.perf_counter() - t0) * 1e3
+        inside = _threads_in(new_codes)
+        # Those threads will not reach a quiescence point in time (that is why we force): later
+        # transitions stop waiting for them until they pass one (Registry.release).
+        released = threads.release_threads(list(inside))
+        warning = _FORCED_WARNING + (
+            f"; still inside the new code: {', '.join(inside.values())}" if inside else ""
+        )
+        if released:
+            warning += f"; patches no longer wait for {', '.join(released)} until it passes a quiescence point"
+        if kept:
+            warning += f"; names the patch added stay bound: {', '.join(kept[:10])}"
+        att.rec.emit("swapped", detail=f"{entry.staged.function_count} functions, no quiescence")
+        att.rec.emit("forced", detail=warning)
+        log.warning("revert of %s: %s", name, warning)
+        _stack.remove(entry)
+        hook_reason = _run_hook(att, entry.hooks, "post_revert", ctx, veto=False, timeout=timeout)
+    except _Outcome as o:
+        prefix = f"automatic rollback ({rollback_reason}) failed: " if rollback_reason else ""
+        return att.finish(o.outcome, prefix + o.reason)
+    reason = "; ".join(r for r in (rollback_reason, warning, hook_reason) if r)
+    return att.finish("rolled-back" if rollback_reason is not None else "reverted", reason)
+
+
 # ---- watch windows ---------------------------------------------------------------------------------
 
 
-class _Watch:
-    """Counts exceptions escaping the patch's new code during its window (on the threads that raise:
-    counting only), and reverts on its own thread when there are too many."""
+@dataclass(eq=False)
+class _Watching:
+    """The open window: which patch, its counters (watch.py)."""
 
-    def __init__(self, entry: _Applied, policy: WatchPolicy) -> None:
-        self.entry = entry
-        self.policy = policy
-        self.errors = 0
-        self.last: BaseException | None = None
-        self.tripped = threading.Event()
-        self.active = True
-        self._count_lock = threading.Lock()
+    entry: _Applied
+    watch: Watch
 
-    def on_error(self, exc: BaseException) -> None:
-        with self._count_lock:
-            self.errors += 1
-            self.last = exc
-            over = self.errors > self.policy.max_errors
-        if over:
-            self.tripped.set()
 
-    def run(self) -> None:
-        self.tripped.wait(timeout=self.policy.window_s)
-        with _lock:
-            if _watch is not self or not self.active:
-                return  # ended early by another transition
-            with self._count_lock:
-                too_many = self.errors > self.policy.max_errors
-            _end_watch_locked()
-            if too_many:
-                reason = (
-                    f"{self.errors} exceptions escaped the patched code within the "
-                    f"{self.policy.window_s:g} s watch window (max {self.policy.max_errors}); "
-                    f"last: {self.last!r}"
-                )
-                _revert_locked(self.entry.spec.patch_id, "auto", 5.0, rollback_reason=reason)
+def _run_watch(w: _Watching) -> None:
+    """The window's own thread: wait for a verdict, then end the window (and roll back) under `_lock`."""
+    verdict: Verdict | None = w.watch.wait_verdict()
+    with _lock:
+        if _watch is not w:
+            return  # ended early by another transition
+        if verdict is not None and verdict.forced:
+            _force_revert_locked(w.entry.spec.patch_id, 5.0, rollback_reason=verdict.reason)
+            return
+        _end_watch_locked()
+        if verdict is None:
+            return
+        result = _revert_locked(w.entry.spec.patch_id, "auto", 5.0, rollback_reason=verdict.reason)
+        if verdict.slow and result.outcome == "aborted":
+            # The slow calls had returned, but others were inside the slow new code and kept the
+            # normal revert from reaching quiescence: the way out is the forced one.
+            _force_revert_locked(w.entry.spec.patch_id, 5.0, rollback_reason=verdict.reason)
 
 
 def _start_watch_locked(entry: _Applied, policy: WatchPolicy, att: _Attempt) -> None:
     global _watch
-    w = _Watch(entry, policy)
+    w = _Watching(entry, Watch(policy))
     try:
-        entry.staged.begin_dispatch(lambda: True, on_error=w.on_error)
+        entry.staged.begin_dispatch(lambda: True, on_error=w.watch.on_error, monitor=w.watch.timed)
     except Exception as exc:  # the patch is applied; only the watch is missing: say so
         log.exception("watch of %s could not start", entry.spec.patch_id)
         att.rec.emit("watch-started", detail=f"failed: {exc!r}")
         return
     _watch = w
-    att.rec.emit(
-        "watch-started", detail=f"window {policy.window_s:g} s, max errors {policy.max_errors}"
-    )
+    att.rec.emit("watch-started", detail=policy.describe())
     threading.Thread(
-        target=w.run, name=f"livepatch-watch-{entry.spec.patch_id}", daemon=True
+        target=_run_watch, args=(w,), name=f"livepatch-watch-{entry.spec.patch_id}", daemon=True
     ).start()
 
 
@@ -548,8 +770,7 @@ def _end_watch_locked() -> None:
     if w is None:
         return
     _watch = None
-    w.active = False
-    w.tripped.set()  # let its thread finish now
+    w.watch.stop()  # let its thread finish now
     try:
         w.entry.staged.end_dispatch(keep_new=True)
     except Exception:  # the dispatch keeps choosing the new code; nothing else depends on it

@@ -176,7 +176,7 @@ def run_global(
     finally:
         with _t._lock:
             _t._registry.finish_global(swapped)
-            _t._control.request = None
+            _t._control.request = _t.idle_request()
             _t._threads_cv.notify_all()
             _t._progress.set()
         _slot.release()
@@ -266,7 +266,7 @@ def run_local(
 def _finish_local() -> None:
     with _t._lock:
         _t._registry.finish_local()
-        _t._control.request = None
+        _t._control.request = _t.idle_request()
         _t._threads_cv.notify_all()
         _t._progress.set()
     _slot.release()

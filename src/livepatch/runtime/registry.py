@@ -7,7 +7,10 @@ Rule 1: every decision about generations, parking and migration is taken here, b
 lock around every call and does the waiting; the property tests drive this class directly.
 
 - A managed thread is a `ThreadRecord`: RUNNING (active, between or inside requests), PARKED (waiting at a
-  quiescence point for a global swap) or INACTIVE (parked outside its work loop by `deactivate()`).
+  quiescence point for a global swap), INACTIVE (parked outside its work loop by `deactivate()`) or
+  RELEASED (a forced revert removed the code it was running, in a request that would never reach a
+  quiescence point in time: no transition waits for it until it passes its next point, where it activates
+  itself again; unlike an inactive thread it is not at a safe place, so nothing inspects its stack).
 - `generation` is the newest completed code version; `newest` is the one a thread born now starts in
   (during a local migration: the target; while a local migration is being reversed: the old one).
 - At most one `Transition` exists at a time.
@@ -44,6 +47,7 @@ class ThreadState(enum.StrEnum):
     RUNNING = "running"
     PARKED = "parked"
     INACTIVE = "inactive"
+    RELEASED = "released"
 
 
 class Mode(enum.StrEnum):
@@ -183,6 +187,19 @@ class Registry:
         if rec.state is ThreadState.PARKED:
             raise RuntimeError("a parked thread cannot deactivate itself")
         rec.state = ThreadState.INACTIVE
+
+    def release(self, rec: ThreadRecord) -> bool:
+        """A forced revert left `rec` running inside code that is no longer installed, in a request that
+        will never reach a quiescence point in time (it hangs there): stop waiting for it, as if it had
+        deactivated, until it passes its next point (the threaded layer then activates it). Only a RUNNING
+        thread is released; returns whether it was."""
+        if rec.state is not ThreadState.RUNNING:
+            return False
+        rec.state = ThreadState.RELEASED
+        return True
+
+    def any_released(self) -> bool:
+        return any(r.state is ThreadState.RELEASED for r in self.records.values())
 
     def activate(self, rec: ThreadRecord) -> bool:
         """Make `rec` active again; returns True when it changed generation (it "migrated")."""
@@ -349,7 +366,7 @@ class Registry:
         return all(
             r.generation == tr.target
             for r in self.records.values()
-            if r.state is not ThreadState.INACTIVE
+            if r.state is not ThreadState.INACTIVE and r.state is not ThreadState.RELEASED
         )
 
     def reverse_local(self) -> None:

@@ -13,6 +13,12 @@ all-or-nothing: a failure mid-way undoes the steps already taken, in reverse, an
 Adding names goes before code swaps (new code may call them); removal goes after (in reverse).
 A `StagedPatch` is a view of a core in one direction; `reversed()` is the same core seen the other way,
 so a patch and its revert can never disagree about what is installed.
+
+The forced transition (`StagedPatch.force_out`, for `revert --force` and a watch that sees calls hang) is
+the one that does not wait for quiescence: from any state (new installed, or a dispatch of a watch window
+or of a stuck local reversal) it puts the old code in place for every new call at once. Frames already
+running the new code keep running it, so names the patch *added* are kept (the old code ignores them and
+those frames may still look them up); names it *rebound* get their old value back.
 """
 
 from __future__ import annotations
@@ -27,9 +33,12 @@ from typing import Any, Literal
 from livepatch.errors import PatchAborted
 from livepatch.runtime.dispatch import Dispatcher, make_impl, make_trampoline
 
-__all__ = ["MISSING", "BindOp", "CodeOp", "StagedPatch", "make_staged_patch"]
+__all__ = ["MISSING", "BindOp", "CallMonitor", "CodeOp", "StagedPatch", "make_staged_patch"]
 
 Side = Literal["old", "new"]
+# Wraps the preferred implementation of one target during a dispatch (the watch window's call timer):
+# (implementation, target name) -> the callable the dispatcher calls instead.
+CallMonitor = Callable[[FunctionType, str], Callable[..., Any]]
 
 
 class _Missing:
@@ -155,6 +164,7 @@ class _Core:
         prefer: Side,
         choose: Callable[[], bool],
         on_error: Callable[[BaseException], None] | None,
+        monitor: CallMonitor | None = None,
     ) -> None:
         with self._lock:
             if self.state == "dispatch":
@@ -163,7 +173,10 @@ class _Core:
             self._check_codes(lambda op: op.code_for(current))
             other: Side = "old" if prefer == "new" else "new"
             for op in self.codes:
-                disp = Dispatcher(op.impl(prefer), op.impl(other), choose, on_error)
+                preferred: Callable[..., Any] = op.impl(prefer)
+                if monitor is not None:
+                    preferred = monitor(op.impl(prefer), op.target)
+                disp = Dispatcher(preferred, op.impl(other), choose, on_error)
                 op.trampoline = make_trampoline(op.func, disp)
             # during a dispatch both versions run: the new names must be there (the old code ignores them)
             binds_needed = list(self.binds) if current == "old" else []
@@ -175,9 +188,11 @@ class _Core:
             self._run(steps, undo)
             self.state = "dispatch"
 
-    def end_dispatch(self, keep: Side) -> None:
+    def end_dispatch(self, keep: Side, *, missing_ok: bool = False) -> None:
         with self._lock:
             if self.state != "dispatch":
+                if missing_ok:
+                    return  # a forced transition ended it first (see force_side)
                 raise RuntimeError("no dispatch is active")
             self._check_codes(lambda op: op.trampoline)
             codes: list[Callable[[], None]] = [partial(op.install, keep) for op in self.codes]
@@ -193,6 +208,34 @@ class _Core:
             for op in self.codes:
                 op.trampoline = None
             self.state = keep
+
+    def force_side(self, side: Side) -> tuple[str, ...]:
+        """Install `side` now, from the other side or from a dispatch, without any quiescence (the caller
+        decided that). Names the other side added are kept (frames still running it may look them up);
+        returns their targets. All or nothing, and checked like every transition."""
+        with self._lock:
+            if self.state == side:
+                raise RuntimeError(f"the {side} code is already installed")
+            undo: list[Callable[[], None]]
+            if self.state == "dispatch":
+                self._check_codes(lambda op: op.trampoline)
+                undo = [partial(setattr, op.func, "__code__", op.trampoline) for op in self.codes]
+            else:
+                current: Side = self.state
+                self._check_codes(lambda op: op.code_for(current))
+                undo = [partial(op.install, current) for op in self.codes]
+            other: Side = "new" if side == "old" else "old"
+            # a bind whose `side` value is MISSING was added by the other side: keep it
+            kept = [b for b in self.binds if (b.new if side == "new" else b.old) is MISSING]
+            binds = [b for b in reversed(self.binds) if b not in kept]
+            steps: list[Callable[[], None]] = [partial(op.install, side) for op in self.codes]
+            steps += [partial(b.install, side) for b in binds]
+            undo += [partial(b.install, other) for b in binds]
+            self._run(steps, undo)
+            for op in self.codes:
+                op.trampoline = None
+            self.state = side
+            return tuple(b.target for b in kept)
 
 
 class StagedPatch:
@@ -243,17 +286,35 @@ class StagedPatch:
         """Put back exactly the objects swap_in replaced, and remove the names it added."""
         self._core.set_side(self._old)
 
+    @property
+    def dispatching(self) -> bool:
+        """True while dispatchers are installed (a local transition or a watch window)."""
+        return self._core.state == "dispatch"
+
     def begin_dispatch(
-        self, use_new: Callable[[], bool], on_error: Callable[[BaseException], None] | None = None
+        self,
+        use_new: Callable[[], bool],
+        on_error: Callable[[BaseException], None] | None = None,
+        monitor: CallMonitor | None = None,
     ) -> None:
         """Make every target call the new implementation when use_new() is true for the calling thread,
-        else the old one; on_error sees each exception escaping the new implementation (then re-raised).
-        May start from either side installed. use_new and on_error run on the calling threads."""
-        self._core.begin_dispatch(self._new, use_new, on_error)
+        else the old one; on_error sees each exception escaping the new implementation (then re-raised);
+        `monitor`, if given, wraps each new implementation (the watch window times calls with it).
+        May start from either side installed. use_new, on_error and the wrappers run on the calling
+        threads."""
+        self._core.begin_dispatch(self._new, use_new, on_error, monitor)
 
-    def end_dispatch(self, keep_new: bool) -> None:
-        """Remove the dispatchers, leaving the new code (keep_new) or exactly the old code in place."""
-        self._core.end_dispatch(self._new if keep_new else self._old)
+    def end_dispatch(self, keep_new: bool, *, missing_ok: bool = False) -> None:
+        """Remove the dispatchers, leaving the new code (keep_new) or exactly the old code in place.
+        missing_ok: do nothing when no dispatch is active (a forced transition ended it first)."""
+        self._core.end_dispatch(self._new if keep_new else self._old, missing_ok=missing_ok)
+
+    def force_out(self) -> tuple[str, ...]:
+        """Put this patch's old side back for every new call now, without quiescence, from the new side
+        or from a dispatch. Frames already running the new code finish in it. Names the patch added are
+        kept for them (returned). All or nothing (PatchAborted, nothing changed); RuntimeError when the
+        old side is already installed."""
+        return self._core.force_side(self._old)
 
     def reversed(self) -> StagedPatch:
         """The revert of this patch (same operations, other direction, shared state)."""

@@ -13,7 +13,10 @@ local transition with 16 CPU-bound threads take about a second; lock-free it tak
 
 `_control.request` is the pending `Transition` or None. It is written only under `_lock`, but read without
 it by `quiescence_point()`: the fast path is that single attribute read. A stale read is harmless: the
-thread simply acts at its next quiescence point.
+thread simply acts at its next quiescence point. While no transition runs but a thread released by a
+forced revert (Registry.release) has not passed a point since, it is `_REJOIN` instead of None: every
+point takes the slow path, where the released thread activates itself again (it is between requests
+there, so from then on patches wait for it as before).
 
 The patcher side (quiescence.py) drives the protocols with the same lock and conditions.
 """
@@ -66,14 +69,50 @@ _hooks: tuple[
 ] = ()  # copy-on-write: the patcher iterates without the lock
 
 
+class _Rejoin:
+    """The value of `_control.request` while released threads have not rejoined (see the theory)."""
+
+    __slots__ = ()
+
+
+_REJOIN = _Rejoin()
+
+
 class _Control:
     __slots__ = ("request",)
 
     def __init__(self) -> None:
-        self.request: Transition | None = None
+        self.request: Transition | _Rejoin | None = None
 
 
 _control = _Control()
+
+
+def idle_request() -> _Rejoin | None:
+    """What `_control.request` holds when no transition runs. Caller holds `_lock`."""
+    return _REJOIN if _registry.any_released() else None
+
+
+def _drop_rejoin() -> None:
+    """Caller holds `_lock`: back to the plain fast path once no released thread is left."""
+    if _control.request is _REJOIN and not _registry.any_released():
+        _control.request = None
+
+
+def release_threads(idents: list[int]) -> list[str]:
+    """A forced revert: stop waiting for these managed threads (they run inside code no longer
+    installed) until each passes its next quiescence point (Registry.release). Returns the names of
+    the threads released. Any thread may call it; takes the registry lock briefly."""
+    names: list[str] = []
+    with _lock:
+        for ident in idents:
+            rec = _registry.records.get(ident)
+            if rec is not None and _registry.release(rec):
+                names.append(rec.name)
+        if names and _control.request is None:
+            _control.request = _REJOIN
+        _progress.set()  # a transition waiting for them may now be complete
+    return names
 
 
 class TransitionFlag(Protocol):
@@ -84,7 +123,8 @@ class TransitionFlag(Protocol):
 
 
 def transition_flag() -> TransitionFlag:
-    """The flag quiescence_point() reads first: `request` is None while no patch waits for threads.
+    """The flag quiescence_point() reads first: `request` is None while no patch waits for threads (and
+    no thread released by a forced revert still has to rejoin).
 
     For the hottest loops (an event loop turning tens of thousands of times a second):
 
@@ -121,8 +161,12 @@ def _slow_point() -> None:
     rec = _record()
     if rec is None:
         return  # unmanaged threads follow the newest generation and are never waited for
+    if (
+        rec.state is ThreadState.RELEASED
+    ):  # read without the lock: only release() sets it (see _rejoin)
+        _rejoin(rec)
     req = _control.request
-    if req is None:
+    if req is None or isinstance(req, _Rejoin):
         return
     if req.mode is Mode.LOCAL:
         # Lock-free (see the theory above); already moved is WfPatch's second fast path.
@@ -145,6 +189,22 @@ def _slow_point() -> None:
             # The patcher unparks us (state back to RUNNING) when the swap is done or aborted.
             while rec.state is ThreadState.PARKED:
                 _threads_cv.wait()
+
+
+def _rejoin(rec: ThreadRecord) -> None:
+    """A thread released by a forced revert passes a point: it is between requests again, so it becomes
+    active again (waiting while a global patch runs, as activate() does).
+
+    Its state is read without the lock at the point. A release is set (under the lock) before
+    `_control.request` turns to `_REJOIN`, and only for a thread whose stack runs the removed code, so
+    the one stale read possible is a thread released while it passes a point inside that code's call: it
+    then rejoins at its next point instead."""
+    with _lock:
+        while not _registry.can_enter():
+            _threads_cv.wait()
+        _registry.activate(rec)
+        _drop_rejoin()
+        _progress.set()
 
 
 @contextmanager
@@ -170,6 +230,7 @@ def managed_thread(role: str = "worker", priority: Priority = Priority.LOW) -> I
         _local.record = None
         with _lock:
             _registry.death(rec)
+            _drop_rejoin()
             _progress.set()
 
 
@@ -189,6 +250,7 @@ def deactivate() -> None:
     rec = _require_record("deactivate")
     with _lock:
         _registry.deactivate(rec)
+        _drop_rejoin()
         _progress.set()
 
 
@@ -200,6 +262,7 @@ def activate() -> None:
         while not _registry.can_enter():
             _threads_cv.wait()
         moved = _registry.activate(rec)
+        _drop_rejoin()
         tr = _registry.transition
         if moved and tr is not None and tr.listener is not None:
             tr.listener("migrated", rec)
