@@ -22,6 +22,7 @@ transition waits) and the caller gets PatchAborted saying so.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from livepatch.runtime.registry import ThreadRecord, describe
 
 _POLL_FIRST_S = 0.0005
 _POLL_MAX_S = 0.02
+_SWITCH_INTERVAL_S = 0.0002  # GIL switch interval while a transition runs (CPython's default: 5 ms)
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,13 @@ def _listener(recorder: Recorder | None) -> Callable[[str, ThreadRecord], None] 
 _slot = threading.Lock()  # one transition at a time; released by whoever finishes the transition
 
 
+def _nothing() -> None:
+    pass
+
+
+_restore_switching: Callable[[], None] = _nothing  # guarded by _slot: see _fast_switching
+
+
 def wait_idle(timeout: float) -> bool:
     """Wait until no transition is in progress (e.g. a detached local reversal); False after `timeout`."""
     if not _slot.acquire(timeout=max(0.0, timeout)):
@@ -97,28 +106,66 @@ def wait_idle(timeout: float) -> bool:
 
 
 def _take_slot(deadline: float) -> None:
+    global _restore_switching
     if not _slot.acquire(timeout=max(0.0, deadline - time.monotonic())):
         raise PatchAborted(
             "another transition is still in progress (or still being reversed); nothing was changed"
         )
+    _restore_switching = _fast_switching()
+
+
+def _normal_switching() -> None:
+    """Put the GIL switch interval back (idempotent; the slot's holder calls it)."""
+    global _restore_switching
+    restore, _restore_switching = _restore_switching, _nothing
+    restore()
+
+
+def _release_slot() -> None:
+    _normal_switching()
+    _slot.release()
 
 
 def _wait_until(done: Callable[[], bool], deadline: float, hooks: _HookCaller) -> bool:
     """Call the hooks and wait until `done()` (checked under the lock) or the deadline. Returns with the
-    lock NOT held; True when done."""
+    lock NOT held; True when done.
+
+    `_progress` is set only by what can end the wait or needs the hooks again (the last park, a park that
+    lets higher-priority threads park, the last move, a death, a deactivation, a priority change), so the
+    hooks run once per such event, not once per park. The poll, backing off, is only for a wake-up lost by
+    a thread that blocked in the application just after the hooks ran."""
     poll = _POLL_FIRST_S
     while True:
         _t._progress.clear()  # before checking: a change after the check sets it and ends the wait
-        hooks()
         with _t._lock:
             if done():
                 return True
+        hooks()
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
         if not _t._progress.wait(min(poll, remaining)):
-            # nothing happened: call the hooks again (a wake-up may have been lost), backing off
             poll = min(poll * 2, _POLL_MAX_S)
+
+
+def _fast_switching() -> Callable[[], None]:
+    """Shorten the GIL switch interval while a transition runs; returns the function that restores it
+    (call it also on abort).
+
+    A thread reaches its next quiescence point only when it holds the GIL; with CPython's default 5 ms
+    interval a CPU-bound thread keeps it that long before a waiting thread (another worker, or the patcher)
+    gets a turn. The restore is skipped when someone else changed the interval meanwhile (theirs wins)."""
+    before = sys.getswitchinterval()
+    if before <= _SWITCH_INTERVAL_S:
+        return _nothing
+    sys.setswitchinterval(_SWITCH_INTERVAL_S)
+    ours = sys.getswitchinterval()  # as CPython rounded it
+
+    def restore() -> None:
+        if sys.getswitchinterval() == ours:
+            sys.setswitchinterval(before)
+
+    return restore
 
 
 def run_global(
@@ -146,7 +193,7 @@ def run_global(
             tr = _t._registry.begin_global(use_priorities, _listener(recorder))
             _t._control.request = tr
     except BaseException:
-        _slot.release()
+        _release_slot()
         raise
     swapped = False
     try:
@@ -173,12 +220,15 @@ def run_global(
             reached=[p.name for p in parked],
         )
     finally:
+        # Before releasing anyone: the patcher keeps the GIL to finish (events, hooks) instead of
+        # handing it to a released thread at the next short interval and waiting a long one to get it back.
+        _normal_switching()
         with _t._lock:
             _t._registry.finish_global(swapped)
             _t._control.request = None
             _t._threads_cv.notify_all()
             _t._progress.set()
-        _slot.release()
+        _release_slot()
 
 
 def _make_use_new(target: int) -> Callable[[], bool]:
@@ -222,7 +272,7 @@ def run_local(
             tr = _t._registry.begin_local(_listener(recorder))
             _t._control.request = tr
     except BaseException:
-        _slot.release()
+        _release_slot()
         raise
     hooks = _HookCaller()
     _wait_until(_t._registry.all_moved, deadline, hooks)
@@ -235,6 +285,7 @@ def run_local(
             _t._registry.reverse_local()
     if forwards:
         t_moved = time.perf_counter()
+        _normal_switching()  # as in run_global: the patcher keeps the GIL to finish
         try:
             end(True)
         finally:
@@ -253,6 +304,7 @@ def run_local(
         raise PatchAborted(f"{reason}; the transition was reversed, nothing was changed")
     with _t._lock:
         back = describe(_t._registry.stragglers())
+    _normal_switching()  # the reversal may take long: the process runs with the usual interval
     threading.Thread(
         target=_finish_reversal, args=(end, hooks), name="livepatch-reversal", daemon=True
     ).start()
@@ -268,7 +320,7 @@ def _finish_local() -> None:
         _t._control.request = None
         _t._threads_cv.notify_all()
         _t._progress.set()
-    _slot.release()
+    _release_slot()
 
 
 def _finish_reversal(end: Callable[[bool], None], hooks: _HookCaller) -> None:

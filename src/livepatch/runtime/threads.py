@@ -140,11 +140,11 @@ def _slow_point() -> None:
         action = _registry.at_point(rec)
         if action is PointAction.RETURN:
             return
-        _progress.set()
-        if action is PointAction.PARK:
-            # The patcher unparks us (state back to RUNNING) when the swap is done or aborted.
-            while rec.state is ThreadState.PARKED:
-                _threads_cv.wait()
+        if action is not PointAction.PARK:
+            _progress.set()  # PARK_NOTIFY, or a local move (the transition changed since we read it)
+        # The patcher unparks us (state back to RUNNING) when the swap is done or aborted.
+        while rec.state is ThreadState.PARKED:
+            _threads_cv.wait()
 
 
 @contextmanager
