@@ -40,9 +40,14 @@ _SWITCH_INTERVAL_S = 0.0002  # GIL switch interval while a transition runs (CPyt
 
 @dataclass(frozen=True)
 class ParkedThread:
+    """A managed thread whose stack the global action may inspect (the activeness check): parked at a
+    quiescence point, or inactive (outside its work loop: it may still sit in a function the patch replaces,
+    and it returns into it when it activates)."""
+
     ident: int
     name: str
     role: str
+    state: str = "parked"  # "parked" | "inactive"
 
 
 @dataclass
@@ -175,7 +180,12 @@ def run_global(
     use_priorities: bool = True,
     recorder: Recorder | None = None,
 ) -> SyncTimings:
-    """Park every active managed thread at a quiescence point, run `action(parked)`, release everyone.
+    """Park every active managed thread at a quiescence point, run `action(threads)`, release everyone.
+
+    `threads` lists every managed thread that may return into the code the action replaces: the parked
+    ones and the inactive ones (state "inactive"). Both lists are taken under the lock once everyone is
+    parked, so the same stacks give the same answer whether a thread deactivated before or during the
+    transition (an inactive thread cannot activate until the action is done).
 
     Concurrency: call from an unmanaged thread; transitions are serialized (a second caller waits for
     the first, up to its own deadline). `action` runs on this thread, without the registry lock, while every
@@ -208,10 +218,13 @@ def run_global(
                 )
             _t._registry.start_swap()
             parked = [ParkedThread(r.ident, r.name, r.role) for r in _t._registry.parked()]
+            inactive = [
+                ParkedThread(r.ident, r.name, r.role, "inactive") for r in _t._registry.inactive()
+            ]
         t_quiet = time.perf_counter()
         if recorder is not None:
             recorder.emit("quiescent", detail=f"{len(parked)} threads parked")
-        action(parked)
+        action(parked + inactive)
         swapped = True
         t_done = time.perf_counter()
         return SyncTimings(

@@ -325,6 +325,9 @@ class Registry:
     def parked(self) -> list[ThreadRecord]:
         return [r for r in self.records.values() if r.state is ThreadState.PARKED]
 
+    def inactive(self) -> list[ThreadRecord]:
+        return [r for r in self.records.values() if r.state is ThreadState.INACTIVE]
+
     def start_swap(self) -> None:
         tr = self._require(Mode.GLOBAL)
         if not self.quiescent():
