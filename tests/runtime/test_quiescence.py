@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
 
@@ -603,3 +604,86 @@ def test_transition_flag_pattern_reaches_quiescence_like_the_call(method: str) -
     assert code.current == 20
     assert pending_seen  # the loop saw pending transitions through the flag and took part
     assert iterations[0] > 0
+
+
+# ---- the GIL switch interval: short only while the patcher waits for threads ---------------------------
+
+
+@pytest.mark.parametrize("method", ["global", "local"])
+def test_the_switch_interval_is_short_during_a_transition_and_restored_after(method: str) -> None:
+    """A thread blocked until the wake-up hook kicks it: the hook runs while the patcher waits for it."""
+    before = sys.getswitchinterval()
+    code = Versioned()
+    w = Workers(code, 4).start()
+    kick, stop = threading.Event(), threading.Event()
+    seen: list[float] = []
+
+    def sleeper() -> None:
+        with managed_thread("sleeper"):
+            while not stop.is_set():
+                quiescence_point()
+                kick.wait(timeout=30)
+                kick.clear()
+
+    def hook() -> None:
+        seen.append(sys.getswitchinterval())
+        kick.set()
+
+    t = threading.Thread(target=sleeper, daemon=True)
+    t.start()
+    add_wakeup_hook(hook)
+    try:
+        for i in range(10):
+            if method == "global":
+                run_global(code.swap, timeout=10)
+            else:
+                run_local(code.begin, code.end, timeout=10)
+            assert sys.getswitchinterval() == before
+            assert len(seen) > i  # the sleeper could move only after the hook ran
+    finally:
+        remove_wakeup_hook(hook)
+        stop.set()
+        kick.set()
+        t.join(timeout=10)
+        w.stop()
+    assert max(seen) < before / 10
+    assert code.current == 10
+    assert w.errors == []
+
+
+@pytest.mark.parametrize("method", ["global", "local"])
+def test_the_switch_interval_is_restored_after_an_abort(method: str) -> None:
+    before = sys.getswitchinterval()
+    code = Versioned()
+    release, entered = threading.Event(), threading.Event()
+    stuck = _stuck_thread(release, entered)
+    try:
+        with pytest.raises(PatchAborted):
+            if method == "global":
+                run_global(code.swap, timeout=0.2)
+            else:
+                run_local(code.begin, code.end, timeout=0.2)
+        assert sys.getswitchinterval() == before
+    finally:
+        release.set()
+        stuck.join(timeout=10)
+    assert threads.statistics().transition is None
+    assert code.current == 0
+
+
+def test_a_switch_interval_set_by_the_application_during_a_transition_wins() -> None:
+    before = sys.getswitchinterval()
+    code = Versioned()
+    w = Workers(code, 2).start()
+    try:
+
+        def action(parked: object) -> None:
+            sys.setswitchinterval(0.001)  # e.g. the server tunes it meanwhile
+            code.swap()
+
+        run_global(action, timeout=10)
+        assert sys.getswitchinterval() == pytest.approx(0.001)
+    finally:
+        sys.setswitchinterval(before)
+        w.stop()
+    assert code.current == 1
