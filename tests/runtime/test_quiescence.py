@@ -610,8 +610,11 @@ def test_transition_flag_pattern_reaches_quiescence_like_the_call(method: str) -
 
 
 @pytest.mark.parametrize("method", ["global", "local"])
-def test_the_switch_interval_is_short_during_a_transition_and_restored_after(method: str) -> None:
-    """A thread blocked until the wake-up hook kicks it: the hook runs while the patcher waits for it."""
+def test_the_switch_interval_is_short_during_a_global_transition_and_restored_after(
+    method: str,
+) -> None:
+    """A thread blocked until the wake-up hook kicks it: the hook runs while the patcher waits for it.
+    Global: the interval is short then; local: unchanged (see quiescence._fast_switching)."""
     before = sys.getswitchinterval()
     code = Versioned()
     w = Workers(code, 4).start()
@@ -646,7 +649,10 @@ def test_the_switch_interval_is_short_during_a_transition_and_restored_after(met
         kick.set()
         t.join(timeout=10)
         w.stop()
-    assert max(seen) < before / 10
+    if method == "global":
+        assert max(seen) < before / 10
+    else:
+        assert set(seen) == {before}
     assert code.current == 10
     assert w.errors == []
 
