@@ -7,6 +7,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from runtime_helpers import Versioned, Workers, wait_for
@@ -609,50 +610,69 @@ def test_transition_flag_pattern_reaches_quiescence_like_the_call(method: str) -
 # ---- the GIL switch interval: short only while the patcher waits for threads ---------------------------
 
 
+class _LateSleeper:
+    """A managed thread that only the second hook call of a transition lets go to its next point: the
+    patcher's first wait times out, so the transition stalls once. `on_kick` runs in that call."""
+
+    def __init__(self, on_kick: Callable[[], None]) -> None:
+        self.on_kick = on_kick
+        self.calls = 0
+        self.kicks = 0
+        self.kick, self.stop = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with managed_thread("sleeper"):
+            while not self.stop.is_set():
+                quiescence_point()
+                self.kick.wait(timeout=30)
+                self.kick.clear()
+
+    def hook(self) -> None:
+        self.calls += 1
+        if self.calls >= 2:  # the patcher called the hooks again: its wait timed out
+            self.on_kick()
+            self.kicks += 1
+            self.kick.set()
+
+    def __enter__(self) -> _LateSleeper:
+        self.thread.start()
+        add_wakeup_hook(self.hook)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        remove_wakeup_hook(self.hook)
+        self.stop.set()
+        self.kick.set()
+        self.thread.join(timeout=10)
+        assert not self.thread.is_alive()
+
+
 @pytest.mark.parametrize("method", ["global", "local"])
-def test_the_switch_interval_is_short_during_a_global_transition_and_restored_after(
+def test_the_switch_interval_is_short_while_a_global_transition_stalls_and_restored_after(
     method: str,
 ) -> None:
-    """A thread blocked until the wake-up hook kicks it: the hook runs while the patcher waits for it.
-    Global: the interval is short then; local: unchanged (see quiescence._fast_switching)."""
+    """Global: the stall shortens the interval, and it is back after; local: it is left alone."""
     before = sys.getswitchinterval()
     code = Versioned()
     w = Workers(code, 4).start()
-    kick, stop = threading.Event(), threading.Event()
-    seen: list[float] = []
-
-    def sleeper() -> None:
-        with managed_thread("sleeper"):
-            while not stop.is_set():
-                quiescence_point()
-                kick.wait(timeout=30)
-                kick.clear()
-
-    def hook() -> None:
-        seen.append(sys.getswitchinterval())
-        kick.set()
-
-    t = threading.Thread(target=sleeper, daemon=True)
-    t.start()
-    add_wakeup_hook(hook)
+    at_kick: list[float] = []
     try:
-        for i in range(10):
-            if method == "global":
-                run_global(code.swap, timeout=10)
-            else:
-                run_local(code.begin, code.end, timeout=10)
-            assert sys.getswitchinterval() == before
-            assert len(seen) > i  # the sleeper could move only after the hook ran
+        with _LateSleeper(lambda: at_kick.append(sys.getswitchinterval())) as sleeper:
+            for i in range(10):
+                sleeper.calls = 0
+                if method == "global":
+                    run_global(code.swap, timeout=10)
+                else:
+                    run_local(code.begin, code.end, timeout=10)
+                assert sys.getswitchinterval() == before
+                assert sleeper.kicks == i + 1  # it moved only after a second hook call
     finally:
-        remove_wakeup_hook(hook)
-        stop.set()
-        kick.set()
-        t.join(timeout=10)
         w.stop()
     if method == "global":
-        assert max(seen) < before / 10
+        assert max(at_kick) < before / 10
     else:
-        assert set(seen) == {before}
+        assert set(at_kick) == {before}
     assert code.current == 10
     assert w.errors == []
 
@@ -680,16 +700,17 @@ def test_the_switch_interval_is_restored_after_an_abort(method: str) -> None:
 def test_a_switch_interval_set_by_the_application_during_a_transition_wins() -> None:
     before = sys.getswitchinterval()
     code = Versioned()
-    w = Workers(code, 2).start()
+    shortened: list[float] = []
+
+    def tune() -> None:  # e.g. the server tunes the interval while the transition stalls
+        shortened.append(sys.getswitchinterval())
+        sys.setswitchinterval(0.001)
+
     try:
-
-        def action(parked: object) -> None:
-            sys.setswitchinterval(0.001)  # e.g. the server tunes it meanwhile
-            code.swap()
-
-        run_global(action, timeout=10)
+        with _LateSleeper(tune):
+            run_global(code.swap, timeout=10)
+        assert shortened[0] < before / 10  # it had been shortened when the application changed it
         assert sys.getswitchinterval() == pytest.approx(0.001)
     finally:
         sys.setswitchinterval(before)
-        w.stop()
     assert code.current == 1

@@ -35,7 +35,7 @@ from livepatch.runtime.registry import ThreadRecord, describe
 
 _POLL_FIRST_S = 0.0005
 _POLL_MAX_S = 0.02
-_SWITCH_INTERVAL_S = 0.0002  # GIL switch interval while a transition runs (CPython's default: 5 ms)
+_SWITCH_INTERVAL_S = 0.0002  # GIL switch interval while a global transition stalls (default: 5 ms)
 
 
 @dataclass(frozen=True)
@@ -110,14 +110,20 @@ def _take_slot(deadline: float) -> None:
         )
 
 
-def _wait_until(done: Callable[[], bool], deadline: float, hooks: _HookCaller) -> bool:
+def _wait_until(
+    done: Callable[[], bool],
+    deadline: float,
+    hooks: _HookCaller,
+    on_stall: Callable[[], None] | None = None,
+) -> bool:
     """Call the hooks and wait until `done()` (checked under the lock) or the deadline. Returns with the
     lock NOT held; True when done.
 
     `_progress` is set only by what can end the wait or needs the hooks again (the last park, a park that
     lets higher-priority threads park, the last move, a death, a deactivation, a priority change), so the
     hooks run once per such event, not once per park. The poll, backing off, is only for a wake-up lost by
-    a thread that blocked in the application just after the hooks ran."""
+    a thread that blocked in the application just after the hooks ran; `on_stall` is called when it
+    times out."""
     poll = _POLL_FIRST_S
     while True:
         _t._progress.clear()  # before checking: a change after the check sets it and ends the wait
@@ -130,33 +136,41 @@ def _wait_until(done: Callable[[], bool], deadline: float, hooks: _HookCaller) -
             return False
         if not _t._progress.wait(min(poll, remaining)):
             poll = min(poll * 2, _POLL_MAX_S)
+            if on_stall is not None:
+                on_stall()
 
 
-def _fast_switching() -> Callable[[], None]:
-    """Shorten the GIL switch interval while a global transition waits for its threads; returns the
-    function that restores it (call it also on abort, before releasing anyone).
+class _Switching:
+    """Shortens the GIL switch interval when a global transition stalls, and puts it back.
 
     A thread reaches its next quiescence point only when it holds the GIL; with CPython's default 5 ms
     interval a CPU-bound thread keeps it that long before a waiting thread (another worker, or the patcher)
-    gets a turn (10 CPU-bound threads: sync p90 2.4-3.6 ms, max up to 50 ms; with 0.2 ms: p90 0.2 ms,
-    max 0.3 ms). Only while the patcher waits: while it works (staging) a short interval hands its GIL to a
-    busy thread every 0.2 ms (staging beside 10 CPU-bound threads took 12 ms instead of 0.4 ms). And only
-    for global transitions, which restore it while everyone is parked: restored while threads still run
-    (local), the threads already waiting with the short interval push the patcher off the GIL right after,
-    and it then waits several 5 ms turns to get it back (local applies' staging p90 went to 130 ms); local
-    threads step aside at their points instead (threads.py). The restore is skipped when someone else
-    changed the interval meanwhile (theirs wins)."""
-    before = sys.getswitchinterval()
-    if before <= _SWITCH_INTERVAL_S:
-        return lambda: None
-    sys.setswitchinterval(_SWITCH_INTERVAL_S)
-    ours = sys.getswitchinterval()  # as CPython rounded it
+    gets a turn, so a stalled transition waits in 5 ms steps (10 CPU-bound threads: sync p90 2.4-7 ms, max
+    up to 0.7 s on the busy machine). `shorten()` is called when the patcher's wait times out with nothing
+    happening (0.5 ms), not at once: in an I/O-bound thread pool a 0.2 ms interval for the whole transition
+    cost a third of the throughput and made sync slower (bench/pool_sync.py). Never while the patcher works
+    (staging): a short interval hands its GIL to a busy thread every 0.2 ms (staging beside 10 CPU-bound
+    threads took 12 ms instead of 0.4 ms). And only for global transitions, which `restore()` while
+    everyone is parked: restored while threads still run (local), the threads already waiting with the
+    short interval push the patcher off the GIL, and it waits several 5 ms turns to get it back (local
+    applies' staging p90 went to 130 ms); local threads step aside at their points instead (threads.py).
+    The restore is skipped when someone else changed the interval meanwhile (theirs wins)."""
 
-    def restore() -> None:
-        if sys.getswitchinterval() == ours:
-            sys.setswitchinterval(before)
+    def __init__(self) -> None:
+        self._before: float | None = None
+        self._ours = 0.0
 
-    return restore
+    def shorten(self) -> None:
+        before = sys.getswitchinterval()
+        if self._before is not None or before <= _SWITCH_INTERVAL_S:
+            return
+        sys.setswitchinterval(_SWITCH_INTERVAL_S)
+        self._before, self._ours = before, sys.getswitchinterval()  # as CPython rounded it
+
+    def restore(self) -> None:
+        if self._before is not None and sys.getswitchinterval() == self._ours:
+            sys.setswitchinterval(self._before)
+        self._before = None
 
 
 def run_global(
@@ -188,13 +202,13 @@ def run_global(
         with _t._lock:
             tr = _t._registry.begin_global(use_priorities, _listener(recorder))
             _t._control.request = tr
-        restore_switching = _fast_switching()
     except BaseException:
         _slot.release()
         raise
     swapped = False
+    switching = _Switching()
     try:
-        _wait_until(_t._registry.quiescent, deadline, _HookCaller())
+        _wait_until(_t._registry.quiescent, deadline, _HookCaller(), switching.shorten)
         with _t._lock:
             # Checked again under the lock that start_swap() holds too: from here nobody can unpark.
             if not _t._registry.quiescent():
@@ -222,7 +236,7 @@ def run_global(
     finally:
         # Before releasing anyone: the patcher keeps the GIL to finish (events, hooks) instead of
         # handing it to a released thread at the next short interval and waiting a long one to get it back.
-        restore_switching()
+        switching.restore()
         with _t._lock:
             _t._registry.finish_global(swapped)
             _t._control.request = None
