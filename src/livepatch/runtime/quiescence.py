@@ -7,10 +7,13 @@ They know nothing about code: the global protocol takes "do this while everyone 
 takes "begin dispatch(use_new)" / "end dispatch(keep_new)" callables, so they can be tested with a shared
 variable as well as with real patches.
 
-Global: publish the request -> call the wake-up hooks, wait on `_progress` (a park, death, deactivation
-or priority change sets it; a short, growing poll re-calls the hooks for wake-ups that were lost) until
-every active managed thread is parked -> phase SWAPPING (nobody can leave or enter) -> `action(parked)`
-without the lock -> release everyone. Deadline: release everyone, raise PatchAborted naming the stragglers.
+Global: publish the request -> call the wake-up hooks, wait on `_progress` (set by the last park, by a
+park after which no thread of that priority or lower runs, by a death, deactivation or priority change;
+each time the hooks run again; a short, growing poll re-calls them for wake-ups that were lost, and its
+first timeout shortens the GIL switch interval, see _Switching) until every active managed thread is
+parked -> phase SWAPPING (nobody can leave or enter) -> `action(parked + inactive)` without the lock ->
+switch interval back, release everyone. Deadline: release everyone, raise PatchAborted naming the
+stragglers.
 
 Local: `begin(use_new)` installs dispatchers while nobody uses the new code yet (managed threads are at
 generation N, unmanaged ones follow `newest`, still N) -> publish target N+1 -> threads move at their next

@@ -64,9 +64,7 @@ class PointAction(enum.Enum):
     RETURN = (
         "return"  # nothing to do (or: a lower-priority thread still runs; retry at the next point)
     )
-    PARK = (
-        "park"  # global: wait until the patcher releases everyone (the patcher need not look yet)
-    )
+    PARK = "park"  # global: wait until the patcher releases everyone (nobody else to wake)
     PARK_NOTIFY = "park-notify"  # global: park, and wake the patcher (see Registry.at_point)
     MIGRATED = "migrated"  # local: the thread now runs `target` (and may be the last to move)
     MIGRATED_EARLY = "migrated-early"  # local: moved, and others that had to move have not yet

@@ -5,7 +5,8 @@ Theory of operation
 One lock (`_lock`) guards the `Registry` (registry.py, which takes every decision). `_threads_cv` (on that
 lock) wakes managed threads parked at a quiescence point and threads waiting to be born or activated while a
 global transition runs. `_progress` (an Event, not the lock) wakes the patcher when something it waits for
-changed (a thread parked, migrated, died, deactivated or changed priority).
+changed: the last park, a park that lets higher-priority threads park (Registry.at_point says which), the
+last move, a death, a deactivation or a priority change. An ordinary park wakes nobody.
 
 Local migration takes no lock at all: the moving thread writes its own generation (Registry.migrate).
 Busy threads that queued on the lock while the patcher waited for the GIL formed a convoy that made a
