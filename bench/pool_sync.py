@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from multiprocessing.synchronize import Event as MpEvent
+from multiprocessing.connection import Connection
 from pathlib import Path
 from types import ModuleType
 
@@ -184,11 +184,14 @@ class Server:
         self.sock.close()
 
 
-def client_process(port: int, clients: int, tables: int, stop: MpEvent, counts: object) -> None:
-    """Closed-loop clients: client i < tables runs begin/commit on table i, the others `work`."""
+def client_process(port: int, clients: int, tables: int, control: Connection) -> None:
+    """Closed-loop clients: client i < tables runs begin/commit on table i, the others `work`. They stop
+    when the parent says so over `control` (or goes away); the request count goes back the same way."""
     socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(clients)]
     for s in socks:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    stop = threading.Event()
+    counts = [0] * clients
 
     def run(i: int, s: socket.socket) -> None:
         kinds = [b"b", b"c"] if i < tables else [b"w"]
@@ -199,15 +202,21 @@ def client_process(port: int, clients: int, tables: int, stop: MpEvent, counts: 
                 if len(s.recv(16)) == 0:
                     return
                 n += 1
-        counts[i] = n  # type: ignore[index]
+        counts[i] = n
 
     ts = [threading.Thread(target=run, args=(i, s)) for i, s in enumerate(socks)]
     for t in ts:
         t.start()
+    try:
+        control.recv()
+    except EOFError:
+        pass
+    stop.set()
     for t in ts:
         t.join()
     for s in socks:
         s.close()
+    control.send(sum(counts))
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -225,10 +234,9 @@ def run(args: argparse.Namespace) -> None:
         )
         server = Server(app, args.groups, args.workers, tables, args.points == "command")
         ctx = mp.get_context("spawn")
-        stop = ctx.Event()
-        counts = ctx.Array("q", args.clients)
+        control, child_end = ctx.Pipe()
         proc = ctx.Process(
-            target=client_process, args=(server.port, args.clients, tables, stop, counts)
+            target=client_process, args=(server.port, args.clients, tables, child_end)
         )
         proc.start()
         sync: list[float] = []
@@ -256,7 +264,8 @@ def run(args: argparse.Namespace) -> None:
                 time.sleep(args.gap_ms / 1e3)
             elapsed = time.monotonic() - t0
         finally:
-            stop.set()
+            control.send("stop")
+            requests = control.recv() if control.poll(30) else 0
             proc.join(timeout=30)
             if proc.is_alive():
                 proc.kill()
@@ -264,7 +273,6 @@ def run(args: argparse.Namespace) -> None:
             while livepatch.applied_patches():
                 livepatch.revert_patch(method="global", timeout=10)
             sys.modules.pop(app.__name__, None)
-    requests = sum(counts)
     print(
         f"{args.groups} groups x (listener + {args.workers} workers), {args.clients} clients "
         f"({tables} transactional), points: {args.points}, {args.patches} global patches, {aborted} aborted, "
