@@ -176,3 +176,62 @@ def test_parks_in_priority_order_and_the_hooks_follow_each_freed_priority(
         for o in orders:
             ranks = [rank[name.split("-")[0]] for name in o]
             assert ranks == sorted(ranks), o  # LOW, then MEDIUM, then CRITICAL
+
+
+@pytest.mark.timeout(180)
+def test_threads_that_deactivate_and_activate_all_the_time_never_mix_versions(
+    tmp_path: Path,
+) -> None:
+    """12 threads alternate a request with a spell outside their work loop (deactivate, yield the GIL,
+    activate) while a real patch is applied and reverted 400 times, both methods. The activeness check
+    now inspects the inactive ones too: none of them sits in patched code, so no patch may be refused;
+    every request still runs one version only."""
+    v1, v2 = fixture_source("app_v1.py"), fixture_source("app_v2.py")
+    lm = LoadedModules(tmp_path)
+    app = lm.load(v1)
+    spec = livepatch.patch_from_sources({app.__name__: (v1, v2)}, category=Category.THREAD_LOCAL)
+    g0 = threads.statistics().generation
+    stop = threading.Event()
+    n = 12
+    ready = threading.Barrier(n + 1)
+    errors: list[str] = []
+    idles = [0] * n
+
+    def worker(i: int) -> None:
+        with managed_thread("connection"):
+            ready.wait(timeout=30)
+            while not stop.is_set():
+                livepatch.deactivate()  # waiting for the next client
+                time.sleep(0)
+                idles[i] += 1
+                livepatch.activate()
+                quiescence_point()
+                expected = "v2" if (threads.current_generation() - g0) % 2 else "v1"
+                a = app.first(i)[0]
+                time.sleep(0)
+                b = app.second(i)[0]
+                if not a == b == expected:
+                    errors.append(f"worker {i}: expected {expected}, got {a} {b}")
+
+    ts = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(n)]
+    for t in ts:
+        t.start()
+    ready.wait(timeout=30)
+    try:
+        for k in range(400):
+            method = "global" if (k // 2) % 2 == 0 else "local"
+            r = (
+                apply_patch(spec, method=method, timeout=30)
+                if k % 2 == 0
+                else revert_patch(spec.patch_id, method=method, timeout=30)
+            )
+            assert r.ok, f"transition {k}: {r.outcome}: {r.reason}"
+    finally:
+        stop.set()
+        for t in ts:
+            t.join(timeout=30)
+        lm.close()
+    assert not any(t.is_alive() for t in ts)
+    assert errors == []
+    assert all(i > 0 for i in idles)
+    assert threads.statistics().generation == g0 + 400
