@@ -630,7 +630,8 @@ class _LateSleeper:
 
     def hook(self) -> None:
         self.calls += 1
-        if self.calls >= 2:  # the patcher called the hooks again: its wait timed out
+        if self.calls == 2:  # the patcher called the hooks again: its wait timed out (once per
+            # transition: a second kick could outlive the transition and let the next one pass early)
             self.on_kick()
             self.kicks += 1
             self.kick.set()
