@@ -611,12 +611,16 @@ def test_transition_flag_pattern_reaches_quiescence_like_the_call(method: str) -
 
 
 class _LateSleeper:
-    """A managed thread that only the second hook call of a transition lets go to its next point: the
-    patcher's first wait times out, so the transition stalls once. `on_kick` runs in that call."""
+    """A managed thread that no first hook call of a transition lets go to its next point: the patcher's
+    first wait times out, so the transition stalls. A later call lets it go once `ready()` (and runs
+    `on_kick`), once per transition (a second kick could outlive the transition). Call `reset()` before
+    each transition."""
 
-    def __init__(self, on_kick: Callable[[], None]) -> None:
+    def __init__(self, ready: Callable[[], bool], on_kick: Callable[[], None]) -> None:
+        self.ready = ready
         self.on_kick = on_kick
         self.calls = 0
+        self.kicked = False
         self.kicks = 0
         self.kick, self.stop = threading.Event(), threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -628,10 +632,13 @@ class _LateSleeper:
                 self.kick.wait(timeout=30)
                 self.kick.clear()
 
+    def reset(self) -> None:
+        self.calls, self.kicked = 0, False
+
     def hook(self) -> None:
         self.calls += 1
-        if self.calls == 2:  # the patcher called the hooks again: its wait timed out (once per
-            # transition: a second kick could outlive the transition and let the next one pass early)
+        if self.calls >= 2 and not self.kicked and self.ready():
+            self.kicked = True
             self.on_kick()
             self.kicks += 1
             self.kick.set()
@@ -649,30 +656,34 @@ class _LateSleeper:
         assert not self.thread.is_alive()
 
 
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("method", ["global", "local"])
 def test_the_switch_interval_is_short_while_a_global_transition_stalls_and_restored_after(
     method: str,
 ) -> None:
-    """Global: the stall shortens the interval, and it is back after; local: it is left alone."""
+    """Global: the sleeper goes only once the interval is short, so each transition completes only if the
+    stall shortened it; it is back after. Local: the interval is left alone."""
     before = sys.getswitchinterval()
     code = Versioned()
     w = Workers(code, 4).start()
     at_kick: list[float] = []
+
+    def ready() -> bool:
+        return method == "local" or sys.getswitchinterval() < before / 10
+
     try:
-        with _LateSleeper(lambda: at_kick.append(sys.getswitchinterval())) as sleeper:
+        with _LateSleeper(ready, lambda: at_kick.append(sys.getswitchinterval())) as sleeper:
             for i in range(10):
-                sleeper.calls = 0
+                sleeper.reset()
                 if method == "global":
                     run_global(code.swap, timeout=10)
                 else:
                     run_local(code.begin, code.end, timeout=10)
                 assert sys.getswitchinterval() == before
-                assert sleeper.kicks == i + 1  # it moved only after a second hook call
+                assert sleeper.kicks == i + 1
     finally:
         w.stop()
-    if method == "global":
-        assert max(at_kick) < before / 10
-    else:
+    if method == "local":
         assert set(at_kick) == {before}
     assert code.current == 10
     assert w.errors == []
@@ -708,7 +719,8 @@ def test_a_switch_interval_set_by_the_application_during_a_transition_wins() -> 
         sys.setswitchinterval(0.001)
 
     try:
-        with _LateSleeper(tune):
+        with _LateSleeper(lambda: sys.getswitchinterval() < before / 10, tune) as sleeper:
+            sleeper.reset()
             run_global(code.swap, timeout=10)
         assert shortened[0] < before / 10  # it had been shortened when the application changed it
         assert sys.getswitchinterval() == pytest.approx(0.001)
