@@ -5,7 +5,9 @@ revert_patch while N managed threads run requests in a loop (quiescence point, t
 `--io` makes every request yield the GIL once between the two calls, as a request doing socket I/O would;
 without it the threads are CPU-bound, and in CPython a thread reaches its next quiescence point only when it
 gets the GIL (5 ms switch interval), which dominates local migration.
-Reports the median (and p90, max) of PatchResult.timings["sync"] and of request -> finished (events).
+Reports the median (and p90, max) of PatchResult.timings["sync"], the median and p90 of request -> finished
+(events: it includes staging the patch, which an apply does and a revert does not), the median staging
+time of the applies, and request -> finished without the staging time (median, p90).
 
     .venv/bin/python bench/sync_time.py [--threads 10] [--patches 200] [--io | --cpu]
 """
@@ -71,6 +73,8 @@ def run(method: str, n_threads: int, patches: int, io: bool) -> dict[str, float]
         ready.wait()
         sync: list[float] = []
         finished: list[float] = []
+        stage: list[float] = []
+        unstaged: list[float] = []
         try:
             for i in range(patches):
                 r = (
@@ -81,7 +85,10 @@ def run(method: str, n_threads: int, patches: int, io: bool) -> dict[str, float]
                 if not r.ok:
                     raise SystemExit(f"patch {i} {r.outcome}: {r.reason}")
                 sync.append(r.timings["sync"])
+                if i % 2 == 0:
+                    stage.append(r.timings["stage"])
                 finished.append((r.events[-1].t_ns - r.events[0].t_ns) / 1e6)
+                unstaged.append(finished[-1] - r.timings["stage"])
         finally:
             stop.set()
             for t in ts:
@@ -92,6 +99,10 @@ def run(method: str, n_threads: int, patches: int, io: bool) -> dict[str, float]
         "sync_p90": pct(sync, 0.9),
         "sync_max": max(sync),
         "total_median": statistics.median(finished),
+        "total_p90": pct(finished, 0.9),
+        "stage_median": statistics.median(stage),
+        "unstaged_median": statistics.median(unstaged),
+        "unstaged_p90": pct(unstaged, 0.9),
     }
 
 
@@ -108,14 +119,17 @@ def main() -> None:
         f"{args.threads} busy managed threads, {args.patches} patches per row (apply/revert alternating)"
     )
     print(
-        f"{'requests':<10} {'method':<7} {'sync median':>12} {'p90':>9} {'max':>9} {'request->finished':>18}"
+        f"{'requests':<10} {'method':<7} {'sync median':>12} {'p90':>9} {'max':>9} "
+        f"{'request->finished':>18} {'p90':>9} {'stage (apply)':>14} {'without staging':>16} {'p90':>9}"
     )
     for io in modes:
         for method in ("global", "local"):
             r = run(method, args.threads, args.patches, io)
             print(
                 f"{'io' if io else 'cpu-bound':<10} {method:<7} {r['sync_median']:>9.3f} ms "
-                f"{r['sync_p90']:>6.2f} ms {r['sync_max']:>6.1f} ms {r['total_median']:>15.3f} ms"
+                f"{r['sync_p90']:>6.2f} ms {r['sync_max']:>6.1f} ms {r['total_median']:>15.3f} ms "
+                f"{r['total_p90']:>6.2f} ms {r['stage_median']:>11.3f} ms "
+                f"{r['unstaged_median']:>13.3f} ms {r['unstaged_p90']:>6.2f} ms"
             )
 
 

@@ -7,6 +7,9 @@ the two, the lock is held by the connection, not by any thread, so workers pass 
 A `work` task needs the table lock. If the listener (or every free worker) parks while a worker is blocked
 on that lock, nobody dispatches the commit: the naive protocol deadlocks (the deadline turns that into an
 abort). With priorities the listener and free workers keep going until the blocked worker finished.
+
+The load test runs with the points of REFERENCE.md §1 (before waiting for work) and also with MariaDB's
+per-command point (docs/runtime.md, "Thread pools"): both must never deadlock nor mix versions.
 """
 
 from __future__ import annotations
@@ -46,9 +49,12 @@ class Request:
 
 
 class Pool:
-    def __init__(self, app: ModuleType, workers: int, g0: int) -> None:
+    def __init__(
+        self, app: ModuleType, workers: int, g0: int, command_points: bool = False
+    ) -> None:
         self.app = app
         self.g0 = g0
+        self.command_points = command_points
         self.net: deque[Request] = deque()
         self.net_cv = threading.Condition()
         self.tasks: deque[Request] = deque()
@@ -125,6 +131,10 @@ class Pool:
                         continue
                     req = self.tasks.popleft()
                 set_priority(Priority.LOW)
+                if self.command_points and req.kind != "commit":
+                    # MariaDB's do_command(): a point per command, except inside a transaction (the
+                    # commit's connection holds the table lock).
+                    quiescence_point()
                 req.reply.put(self.run(req))
 
     def run(self, req: Request) -> str:
@@ -221,9 +231,14 @@ PATCHES = 500
 
 
 @pytest.mark.timeout(120)
-def test_priority_quiescence_never_deadlocks_under_load(app: ModuleType) -> None:
+@pytest.mark.parametrize("command_points", [False, True], ids=["waiting-points", "command-points"])
+def test_priority_quiescence_never_deadlocks_under_load(
+    app: ModuleType, command_points: bool
+) -> None:
     spec = livepatch.patch_from_sources({app.__name__: (V1, V2)}, category=Category.PROCESS)
-    pool = Pool(app, workers=5, g0=threads.statistics().generation).start()
+    pool = Pool(
+        app, workers=5, g0=threads.statistics().generation, command_points=command_points
+    ).start()
     stop = threading.Event()
     done = [0, 0, 0, 0]
     client_errors: list[str] = []

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from runtime_helpers import Versioned, Workers, wait_for
@@ -603,3 +605,125 @@ def test_transition_flag_pattern_reaches_quiescence_like_the_call(method: str) -
     assert code.current == 20
     assert pending_seen  # the loop saw pending transitions through the flag and took part
     assert iterations[0] > 0
+
+
+# ---- the GIL switch interval: short only while the patcher waits for threads ---------------------------
+
+
+class _LateSleeper:
+    """A managed thread that no first hook call of a transition lets go to its next point: the patcher's
+    first wait times out, so the transition stalls. A later call lets it go once `ready()` (and runs
+    `on_kick`), once per transition (a second kick could outlive the transition). Call `reset()` before
+    each transition."""
+
+    def __init__(self, ready: Callable[[], bool], on_kick: Callable[[], None]) -> None:
+        self.ready = ready
+        self.on_kick = on_kick
+        self.calls = 0
+        self.kicked = False
+        self.kicks = 0
+        self.kick, self.stop = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with managed_thread("sleeper"):
+            while not self.stop.is_set():
+                quiescence_point()
+                self.kick.wait(timeout=30)
+                self.kick.clear()
+
+    def reset(self) -> None:
+        self.calls, self.kicked = 0, False
+
+    def hook(self) -> None:
+        self.calls += 1
+        if self.calls >= 2 and not self.kicked and self.ready():
+            self.kicked = True
+            self.on_kick()
+            self.kicks += 1
+            self.kick.set()
+
+    def __enter__(self) -> _LateSleeper:
+        self.thread.start()
+        add_wakeup_hook(self.hook)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        remove_wakeup_hook(self.hook)
+        self.stop.set()
+        self.kick.set()
+        self.thread.join(timeout=10)
+        assert not self.thread.is_alive()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["global", "local"])
+def test_the_switch_interval_is_short_while_a_global_transition_stalls_and_restored_after(
+    method: str,
+) -> None:
+    """Global: the sleeper goes only once the interval is short, so each transition completes only if the
+    stall shortened it; it is back after. Local: the interval is left alone."""
+    before = sys.getswitchinterval()
+    code = Versioned()
+    w = Workers(code, 4).start()
+    at_kick: list[float] = []
+
+    def ready() -> bool:
+        return method == "local" or sys.getswitchinterval() < before / 10
+
+    try:
+        with _LateSleeper(ready, lambda: at_kick.append(sys.getswitchinterval())) as sleeper:
+            for i in range(10):
+                sleeper.reset()
+                if method == "global":
+                    run_global(code.swap, timeout=10)
+                else:
+                    run_local(code.begin, code.end, timeout=10)
+                assert sys.getswitchinterval() == before
+                assert sleeper.kicks == i + 1
+    finally:
+        w.stop()
+    if method == "local":
+        assert set(at_kick) == {before}
+    assert code.current == 10
+    assert w.errors == []
+
+
+@pytest.mark.parametrize("method", ["global", "local"])
+def test_the_switch_interval_is_restored_after_an_abort(method: str) -> None:
+    before = sys.getswitchinterval()
+    code = Versioned()
+    release, entered = threading.Event(), threading.Event()
+    stuck = _stuck_thread(release, entered)
+    try:
+        with pytest.raises(PatchAborted):
+            if method == "global":
+                run_global(code.swap, timeout=0.2)
+            else:
+                run_local(code.begin, code.end, timeout=0.2)
+        assert sys.getswitchinterval() == before
+    finally:
+        release.set()
+        stuck.join(timeout=10)
+    assert threads.statistics().transition is None
+    assert code.current == 0
+
+
+def test_a_switch_interval_set_by_the_application_during_a_transition_wins() -> None:
+    before = sys.getswitchinterval()
+    code = Versioned()
+    shortened: list[float] = []
+
+    def tune() -> None:  # e.g. the server tunes the interval while the transition stalls
+        shortened.append(sys.getswitchinterval())
+        sys.setswitchinterval(0.001)
+
+    try:
+        with _LateSleeper(lambda: sys.getswitchinterval() < before / 10, tune) as sleeper:
+            sleeper.reset()
+            run_global(code.swap, timeout=10)
+        assert shortened[0] < before / 10  # it had been shortened when the application changed it
+        assert sys.getswitchinterval() == pytest.approx(0.001)
+    finally:
+        sys.setswitchinterval(before)
+    assert code.current == 1

@@ -121,9 +121,18 @@ class RegistryModel(RuleBasedStateMachine):
             blocked = self.use_priorities and any(
                 o.state is RUNNING and o.prio < m.prio for u, o in self.model.items() if u != t
             )
-            assert action is (PointAction.RETURN if blocked else PointAction.PARK)
-            if not blocked:
+            if blocked:
+                assert action is PointAction.RETURN
+            else:
                 m.state = PARKED
+                # The patcher is woken by the last park, and by a park after which nothing of this
+                # priority or lower runs (higher-priority threads may park now: hooks again); never
+                # by another park.
+                holds_others = any(
+                    o.state is RUNNING and (o.prio <= m.prio or not self.use_priorities)
+                    for o in self.model.values()
+                )
+                assert action is (PointAction.PARK if holds_others else PointAction.PARK_NOTIFY)
         elif self.mode is Mode.LOCAL and m.gen != self.target:
             if self.reversing:
                 assert action is PointAction.MOVED_BACK

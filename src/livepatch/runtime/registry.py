@@ -68,7 +68,8 @@ class PointAction(enum.Enum):
     RETURN = (
         "return"  # nothing to do (or: a lower-priority thread still runs; retry at the next point)
     )
-    PARK = "park"  # global: wait until the patcher releases everyone
+    PARK = "park"  # global: wait until the patcher releases everyone (nobody else to wake)
+    PARK_NOTIFY = "park-notify"  # global: park, and wake the patcher (see Registry.at_point)
     MIGRATED = "migrated"  # local: the thread now runs `target` (and may be the last to move)
     MIGRATED_EARLY = "migrated-early"  # local: moved, and others that had to move have not yet
     MOVED_BACK = "moved-back"  # local, reversing: the thread runs `base` again
@@ -259,7 +260,17 @@ class Registry:
                 return PointAction.RETURN
             rec.state = ThreadState.PARKED
             self._notify(tr, "reached", rec)
-            return PointAction.PARK
+            # Only two parks matter to the patcher: the last one (quiescent), and one that lets threads of
+            # a higher priority park (no thread of this priority or lower still runs): those may be
+            # blocked in the application, so the patcher calls the wake-up hooks again. Waking the
+            # patcher on every park cost a GIL hand-off per thread.
+            if any(
+                r.state is ThreadState.RUNNING
+                and (r.priority <= rec.priority or not tr.use_priorities)
+                for r in self.records.values()
+            ):
+                return PointAction.PARK
+            return PointAction.PARK_NOTIFY
         return self.migrate(rec, tr)
 
     def migrate(self, rec: ThreadRecord, tr: Transition) -> PointAction:
@@ -328,6 +339,9 @@ class Registry:
 
     def parked(self) -> list[ThreadRecord]:
         return [r for r in self.records.values() if r.state is ThreadState.PARKED]
+
+    def inactive(self) -> list[ThreadRecord]:
+        return [r for r in self.records.values() if r.state is ThreadState.INACTIVE]
 
     def start_swap(self) -> None:
         tr = self._require(Mode.GLOBAL)

@@ -5,7 +5,8 @@ Theory of operation
 One lock (`_lock`) guards the `Registry` (registry.py, which takes every decision). `_threads_cv` (on that
 lock) wakes managed threads parked at a quiescence point and threads waiting to be born or activated while a
 global transition runs. `_progress` (an Event, not the lock) wakes the patcher when something it waits for
-changed (a thread parked, migrated, died, deactivated or changed priority).
+changed: the last park, a park that lets higher-priority threads park (Registry.at_point says which), the
+last move, a death, a deactivation or a priority change. An ordinary park wakes nobody.
 
 Local migration takes no lock at all: the moving thread writes its own generation (Registry.migrate).
 Busy threads that queued on the lock while the patcher waited for the GIL formed a convoy that made a
@@ -184,11 +185,11 @@ def _slow_point() -> None:
         action = _registry.at_point(rec)
         if action is PointAction.RETURN:
             return
-        _progress.set()
-        if action is PointAction.PARK:
-            # The patcher unparks us (state back to RUNNING) when the swap is done or aborted.
-            while rec.state is ThreadState.PARKED:
-                _threads_cv.wait()
+        if action is not PointAction.PARK:
+            _progress.set()  # PARK_NOTIFY, or a local move (the transition changed since we read it)
+        # The patcher unparks us (state back to RUNNING) when the swap is done or aborted.
+        while rec.state is ThreadState.PARKED:
+            _threads_cv.wait()
 
 
 def _rejoin(rec: ThreadRecord) -> None:
