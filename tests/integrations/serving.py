@@ -28,6 +28,7 @@ APPS = Path(__file__).with_name("apps")
 LIVEPATCH = str(Path(sys.executable).parent / "livepatch")
 READY = re.compile(r"^READY \d+", re.MULTILINE)
 REPLY = re.compile(r"^(v1) hello (\S+)$|^(v2) hi (\S+)$")
+SELF_STARTING = {"poolapp"}  # apps that call livepatch.integrations.install() themselves
 WAIT_S = 30.0  # every wait on a client or the server
 
 
@@ -60,12 +61,17 @@ def build_patch(app: str, key: Path, out: Path) -> Path:
 def start_app(
     app: str, workdir: Path, pub: Path, agent_socket: Path, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[ManagedProcess, int]:
-    """`livepatch run -m APP PORT` on a copy of apps/APP/v1, from its directory, as a user runs it."""
+    """`livepatch run -m APP PORT` on a copy of apps/APP/v1, from its directory, as a user runs it;
+    an app in SELF_STARTING runs as `python -m APP PORT AGENT_SOCKET TRUSTED_KEY` instead."""
     code = workdir / "code"
     shutil.copytree(APPS / app / "v1", code, ignore=shutil.ignore_patterns("__pycache__"))
     port = free_port()
-    argv = [LIVEPATCH, "run", "--socket", str(agent_socket), "--trusted-key", str(pub)]
-    server = ManagedProcess([*argv, "-m", app, str(port)], READY, workdir / "server.log")
+    if app in SELF_STARTING:
+        argv = [sys.executable, "-m", app, str(port), str(agent_socket), str(pub)]
+    else:
+        lp = [LIVEPATCH, "run", "--socket", str(agent_socket), "--trusted-key", str(pub)]
+        argv = [*lp, "-m", app, str(port)]
+    server = ManagedProcess(argv, READY, workdir / "server.log")
     monkeypatch.chdir(code)  # -m finds the package in the current directory, as python -m does
     server.start()
     return server, port

@@ -3,7 +3,9 @@ patch (built by the real `livepatch diff`, applied by the real `livepatch apply`
 keep sending requests on keep-alive connections: no failed request, no lost connection, every reply v1
 or v2, versions monotonic per connection, v2 for everything sent after the apply returned. Idle
 keep-alive connections stay open through the patch and get v2 after it. The servers' threads are
-checked to be managed by the integrations (not merely unmanaged threads following the newest code)."""
+checked to be managed by the integrations (not merely unmanaged threads following the newest code).
+A fourth app starts itself and calls `livepatch.integrations.install()` (one line): the same holds, with
+its replies computed in a concurrent.futures thread pool."""
 
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ def clients(app: str, port: int) -> list[functools.partial[Client]]:
     """How the busy connections of each app connect (the asyncio app: half through its thread pool)."""
     if app == "httpapp":
         return [functools.partial(HTTPClient, port)] * BUSY
-    if app == "lineapp":
+    if app in ("lineapp", "poolapp"):
         return [functools.partial(LineClient, port)] * BUSY
     return [functools.partial(LineClient, port, "pool " if i % 2 else "") for i in range(BUSY)]
 
@@ -47,6 +49,7 @@ EXPECTED_ROLES = {
     "httpapp": {"connection"},
     "lineapp": {"connection"},
     "asyncapp": {"event-loop", "pool-worker"},
+    "poolapp": {"connection", "pool-worker"},
 }
 
 
@@ -57,7 +60,7 @@ def sock_dir() -> Iterator[Path]:
 
 
 @pytest.mark.parametrize("method", ["global", "local"])
-@pytest.mark.parametrize("app", ["httpapp", "lineapp", "asyncapp"])
+@pytest.mark.parametrize("app", ["httpapp", "lineapp", "asyncapp", "poolapp"])
 def test_unmodified_server_takes_a_patch_under_load(
     app: str, method: str, tmp_path: Path, sock_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
