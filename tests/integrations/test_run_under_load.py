@@ -89,6 +89,13 @@ def test_unmodified_server_takes_a_patch_under_load(
         reply = apply(patch, agent_socket, method)
         result = reply["result"]
         assert result["outcome"] == "applied" and result["method"] == method, result
+        if (
+            app == "asyncapp"
+        ):  # the loop thread never waits inactive: it took the patch at its point
+            arrived = "reached" if method == "global" else "migrated"
+            assert any(
+                e["name"] == arrived and e["thread"] == "MainThread" for e in result["events"]
+            ), result["events"]
         applied.set()
 
         for c in busy:
