@@ -129,3 +129,6 @@ def serve() -> None:
 from livepatch.cli import patching  # noqa: E402
 
 patching.register(main)
+from livepatch.cli.run import run_command  # noqa: E402
+
+main.add_command(run_command)  # `livepatch run`: an unmodified server under livepatch

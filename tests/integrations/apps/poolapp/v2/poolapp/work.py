@@ -1,0 +1,2 @@
+def reply(name: str) -> str:
+    return f"v2 hi {name}"
