@@ -87,9 +87,17 @@ class EventLoop:
         self.wakeup()
 
     def request_stop(self) -> None:
-        """SIGTERM/SIGINT: shut down like SHUTDOWN (default save policy) at the next iteration."""
+        """SIGTERM/SIGINT: shut down like SHUTDOWN (default save policy) at the next iteration.
+
+        Also while a long command runs: the handler runs between its bytecodes, and commands that can
+        run for seconds poll `stop_requested` (CommandContext.check_shutdown) and give up."""
         self._stop_requested = True
         self.wakeup()
+
+    @property
+    def stop_requested(self) -> bool:
+        """A stop was requested and this iteration has not acted on it yet (any thread may read it)."""
+        return self._stop_requested
 
     # ------------------------------------------------------------------------- loop thread only
     def run(self, livepatch_enabled: bool = True) -> None:
@@ -382,6 +390,7 @@ class EventLoop:
             pass
         sock.close()
         client.sock = None
+        client.release_buffers()
         self.server.forget_client(client)
 
     # ------------------------------------------------------------------------------- internals

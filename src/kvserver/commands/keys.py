@@ -196,15 +196,25 @@ def renamenx_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     return _rename(ctx, argv, True)
 
 
+_KEYS_BATCH = 65536  # keys matched between two checks for a shutdown (a few ms of work)
+
+
 def keys_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     db = ctx.db
     now = ctx.now_ms
     pattern = argv[1]
     keys = db.keys_snapshot()
-    if pattern != b"*":
-        match = compile_glob(pattern).fullmatch
-        keys = [k for k in keys if match(k) is not None]
-    return [k for k in keys if db.lookup(k, now) is not None]
+    match = compile_glob(pattern).fullmatch if pattern != b"*" else None
+    lookup = db.lookup
+    out: list[bytes] = []
+    # In batches: over millions of keys KEYS runs for seconds, and a SIGTERM must not wait for it.
+    for i in range(0, len(keys), _KEYS_BATCH):
+        batch = keys[i : i + _KEYS_BATCH]
+        if match is not None:
+            batch = [k for k in batch if match(k) is not None]
+        out += [k for k in batch if lookup(k, now) is not None]
+        ctx.check_shutdown()
+    return out
 
 
 def parse_scan_options(argv: list[bytes], start: int, allow_type: bool) -> tuple[int, bytes, bytes]:
