@@ -86,6 +86,10 @@ class ClientState:
         self.ctx = ClientContext(server=server, client=self, now_ms=0)
         self.ctx.db = server.databases[0]  # then kept in step by ServerState.select
 
+    def buffered_bytes(self) -> int:
+        """Bytes this client holds in buffers: a request not complete yet, replies not sent yet."""
+        return self.parser.buffered() + len(self.out_pending) + sum(map(len, self.out))
+
     def release_buffers(self) -> None:
         """Drop what a closed client holds (a half-received request, unsent replies) now.
 

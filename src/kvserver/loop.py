@@ -36,6 +36,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from kvserver.client import ClientState
+from kvserver.memory import Trimmer
 from kvserver.resp import ProtocolError
 from kvserver.server import ServerState
 
@@ -66,6 +67,7 @@ class EventLoop:
         self._stop_requested = False
         self._stopping = False
         self.iterations = 0
+        self.trimmer = Trimmer()
         # With an AOF, replies wait for before_sleep (after the AOF write); without one they are sent
         # as soon as they are computed, which saves a pass over the clients per iteration.
         self._defer_replies = server.aof is not None
@@ -171,6 +173,7 @@ class EventLoop:
                 self.server.cron(int(time.time() * 1000))
             except Exception:
                 log.exception("cron failed; serving continues")
+            self.trimmer.maybe_trim()
         self._before_sleep()
         self.iterations += 1
 
@@ -390,6 +393,7 @@ class EventLoop:
             pass
         sock.close()
         client.sock = None
+        self.trimmer.released(client.buffered_bytes())
         client.release_buffers()
         self.server.forget_client(client)
 

@@ -7,6 +7,7 @@ behaviour, not on a busy machine): the goals themselves are measured by scripts/
 
 from __future__ import annotations
 
+import itertools
 import signal
 import socket
 import time
@@ -218,7 +219,7 @@ def test_fuzzed_requests_get_replies_or_a_protocol_error(kv_shared, commands, ed
     s.settimeout(10)
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
     try:
-        for a, b in zip(points, points[1:], strict=False):
+        for a, b in itertools.pairwise(points):
             s.sendall(bytes(data[a:b]))
         s.shutdown(socket.SHUT_WR)  # the server answers what it got, then closes
     except OSError:

@@ -124,7 +124,9 @@ def test_glob_agrees_with_redis_on_patterns_with_many_stars(pattern: bytes, subj
 def test_nocase_glob_agrees_with_redis(pattern: bytes, subject: bytes) -> None:
     """CONFIG GET's matching (nocase=1 in Redis): tolower on both sides, ranges lowered after the
     swap, a bracket's escaped members compared exactly."""
-    assert glob_match(pattern, subject, nocase=True) == stringmatchlen(pattern, subject, nocase=True)
+    assert glob_match(pattern, subject, nocase=True) == stringmatchlen(
+        pattern, subject, nocase=True
+    )
 
 
 def test_more_than_1000_stars_match_nothing_like_redis() -> None:

@@ -59,7 +59,9 @@ def _tokens(pattern: bytes, nocase: bool) -> list[bytearray | None]:
                     mask[pattern[i]] = 1  # util.c compares an escaped member exactly, even nocase
                 elif i + 2 < n and pattern[i + 1] == _DASH:
                     lo, hi = sorted((pattern[i], pattern[i + 2]))
-                    if nocase:  # util.c: tolower(start) <= tolower(c) <= tolower(end), after the swap
+                    if (
+                        nocase
+                    ):  # util.c: tolower(start) <= tolower(c) <= tolower(end), after the swap
                         lo, hi = _tolower(lo), _tolower(hi)
                         for b in range(lo, hi + 1):
                             if b not in _UPPER:
@@ -108,7 +110,9 @@ def _class(mask: bytearray) -> bytes:
     start = prev = members[0]
     for b in [*members[1:], -2]:
         if b != prev + 1:
-            parts.append(b"\\x%02x" % start if start == prev else b"\\x%02x-\\x%02x" % (start, prev))
+            parts.append(
+                b"\\x%02x" % start if start == prev else b"\\x%02x-\\x%02x" % (start, prev)
+            )
             start = b
         prev = b
     return b"[" + b"".join(parts) + b"]"
