@@ -480,3 +480,37 @@ def test_a_request_received_in_pieces_is_read_once(parser_cls, monkeypatch):
     assert parser.parse(element) == [[b"x"] * n]
     assert calls == 1 + n  # the count line and each "$1" line, once
     assert parser.buffered() == 0
+
+
+@pytest.mark.parametrize("parser_cls", PARSERS)
+def test_a_value_sent_a_byte_at_a_time_costs_about_its_size(parser_cls):
+    """Regression (issue 10): each read was kept as its own bytes object until the value was
+    complete, ~40 bytes of memory per byte for a client sending one byte per read."""
+    import tracemalloc
+
+    value = bytes(range(256)) * 160  # 40 KB, CRLFs inside
+    data = encode_command("SET", "k", value)
+    tracemalloc.start()
+    try:
+        parser = parser_cls(Limits())
+        out = []
+        for i in range(len(data) - 1):
+            out += parser.parse(data[i : i + 1])
+            if i == len(data) - 1000:
+                held, _ = tracemalloc.get_traced_memory()
+        assert out == []
+        assert held < 3 * len(value), f"{held} bytes held for a {len(value)}-byte value"
+    finally:
+        tracemalloc.stop()
+    assert parser.parse(data[-1:]) == [[b"SET", b"k", value]]
+
+
+@pytest.mark.parametrize("parser_cls", PARSERS)
+def test_small_reads_fed_together_still_take_the_fast_path_safely(parser_cls):
+    """feed() joins small reads into a bytearray; the accelerated parsers take only bytes."""
+    parser = parser_cls(Limits())
+    data = encode_command("SET", "k", "v") + encode_command("GET", "k")
+    for i in range(0, len(data), 5):
+        parser.feed(data[i : i + 5])
+    assert parser.commands() == [[b"SET", b"k", b"v"], [b"GET", b"k"]]
+    assert parser.buffered() == 0
