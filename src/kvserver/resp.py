@@ -260,6 +260,7 @@ class PythonRequestParser:
         "_checked",
         "_chunks",
         "_chunks_len",
+        "_idle",
         "_left",
         "_limits",
         "_need",
@@ -279,6 +280,7 @@ class PythonRequestParser:
         self._left = 0  # its arguments still to come
         self._bulk = -1  # length of the bulk whose "$<len>" line was read, payload still incomplete
         self._partial = 0  # bytes of the request being received that were read already
+        self._idle = True  # idle(), kept up to date: the accelerated parsers test it once per read
         self._limits = limits or Limits()
         # Set when a protocol error follows complete commands in one buffer: those are returned
         # first (Redis runs them before answering the error); the caller then reports this error.
@@ -287,6 +289,7 @@ class PythonRequestParser:
     def feed(self, data: bytes) -> None:
         n = len(data)
         self._chunks_len += n
+        self._idle = False
         chunks = self._chunks
         if n < _SMALL_READ and chunks and len(chunks[-1]) + n <= _TAIL_MAX:
             # Small reads while waiting for more (a payload, a newline) go into one bytearray: a
@@ -305,9 +308,7 @@ class PythonRequestParser:
 
     def idle(self) -> bool:
         """Nothing buffered, no request half received, no error pending (the fast paths' condition)."""
-        return (
-            not self._chunks and not self._buf and self._args is None and self.pending_error is None
-        )
+        return self._idle
 
     def parse(self, data: bytes) -> list[list[bytes]]:
         """feed(data), then commands(): one call for the event loop's common case (a read that came whole)."""
@@ -360,6 +361,7 @@ class PythonRequestParser:
             buf = self._buf = buf[pos:]
         if self._partial + len(buf) > limit:
             raise ProtocolError("query buffer limit exceeded")
+        self._idle = not buf and self._args is None
         return out
 
     def _parse_into(self, buf: bytes, out: list[list[bytes]]) -> int:
@@ -500,8 +502,7 @@ class _AcceleratedRequestParser:
         data goes straight to the fast path, without a trip through the reference parser's chunk list.
         """
         fb = self._fallback
-        # fb.idle(), inline: this runs once per read
-        if not fb._chunks and not fb._buf and fb._args is None and fb.pending_error is None:
+        if fb._idle:  # fb.idle(), inline: this runs once per read
             out = self._fast(data)
             if out is not None:
                 return out
@@ -527,6 +528,7 @@ class _AcceleratedRequestParser:
                 fb._chunks_len = 0
                 fb._need = 0
                 fb._wait_newline = False
+                fb._idle = True
                 return out
         return self._slow()
 
