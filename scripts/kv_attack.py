@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/kv_attack.py measure [--servers kv redis] [--args 500000]
                                           [--clients 200] [--client-args 5000] [--seconds 5]
+                                          [--rounds 5] [--keys 2000000]
     .venv/bin/python scripts/kv_attack.py fuzz [--seconds 300] [--seed 1]
 
 `measure` starts each server (kvserver as deployed for live patching: runtime on, agent listening;
@@ -14,7 +15,9 @@ redis-server 7 without persistence, the reference) and prints a Markdown table o
 - KEYS with `a*a*...*b` (20 stars) against a 40-byte key: the round trip (median of 50) and the
   matcher alone in-process (median of 1000). Goal: < 1 ms;
 - RSS before, at the peak and after 5 rounds of 100 clients each sending half of a 1 MB value and
-  closing, and after the trickle attack's clients leave. Goal: after within 25% of before.
+  closing, and after the trickle attack's clients leave. Goal: after within 25% of before;
+- with --keys (2,000,000) keys: KEYS *1*2* alone, and the time from a SIGTERM sent while the next KEYS
+  runs to the server's exit (a fresh server; it does not wait for KEYS to finish).
 `fuzz` runs tests/kvserver/test_attacks.py's kinds of input for --seconds against one kvserver:
 near-miss requests cut into random pieces, random glob patterns (KEYS/SCAN MATCH, bounded per
 command), trickled requests abandoned half way; it checks every reply parses, at most one protocol
@@ -217,6 +220,31 @@ def glob_times(port: int) -> tuple[float, float]:
     return statistics.median(trips), statistics.median(alone)
 
 
+def sigterm_during_keys(srv: Running, keys: int) -> tuple[float, float]:
+    """(KEYS over `keys` keys alone, s; time from a SIGTERM sent during the next KEYS to exit, s)."""
+    proc = srv.process.proc
+    assert proc is not None
+    with connect(srv.port) as s:
+        s.settimeout(900)
+        command(s, "DEBUG", "POPULATE", keys)
+        t0 = time.monotonic()
+        command(s, "KEYS", "*1*2*")
+        keys_s = time.monotonic() - t0
+        s.sendall(encode_command("KEYS", "*1*2*"))
+        before = cpu_s(proc.pid)
+        while cpu_s(proc.pid) - before < 0.2:  # it is busy with KEYS (nothing else runs there)
+            time.sleep(0.001)
+        t1 = time.monotonic()
+        proc.terminate()
+        proc.wait(900)
+        return keys_s, time.monotonic() - t1
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # ------------------------------------------------------------------------------------- commands
 @contextmanager
 def server(name: str) -> Iterator[Running]:
@@ -255,6 +283,11 @@ def measure(args: argparse.Namespace) -> None:
             before, peak, after = half_values(port, args.rounds, pid)
             print(f"| {label} | RSS MB before / peak / after {args.rounds} rounds of 100 half-sent "
                   f"1 MB values | {before:.0f} / {peak:.0f} / {after:.0f} | within 25% |")  # fmt: skip
+        if args.keys:
+            with server(name) as srv:
+                keys_s, exit_s = sigterm_during_keys(srv, args.keys)
+            print(f"| {label} | KEYS *1*2* over {args.keys:,} keys, s / exit after a SIGTERM sent "
+                  f"during it, s | {keys_s:.2f} / {exit_s:.2f} | exit not waiting for KEYS |")  # fmt: skip
 
 
 def fuzz(args: argparse.Namespace) -> None:
@@ -346,6 +379,9 @@ def main() -> None:
     m.add_argument("--client-args", type=int, default=5_000, help="pending arguments each")
     m.add_argument("--seconds", type=float, default=5.0, help="PING probing per attack")
     m.add_argument("--rounds", type=int, default=5, help="rounds of 100 half-sent 1 MB values")
+    m.add_argument(
+        "--keys", type=int, default=2_000_000, help="keys for SIGTERM during KEYS; 0: skip"
+    )
     f = sub.add_parser("fuzz", help="fuzz a kvserver for a while")
     f.add_argument("--seconds", type=float, default=300.0)
     f.add_argument("--seed", type=int, default=1)
