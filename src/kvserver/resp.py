@@ -250,7 +250,8 @@ class PythonRequestParser:
       (bounded by max_inline_len) or one partial payload, plus the chunks received since (`_chunks`).
     Chunks are joined only once the buffer can make progress: `_need` bytes for a payload (so a large
     value arriving in many reads is copied O(1) times), or a newline for a line (`_wait_newline`: a
-    read without one is checked for a newline and for the limits, nothing else).
+    read without one is checked for a newline and for the limits, nothing else). Small reads are
+    appended to the previous chunk (a bytearray of up to 4 KB) rather than kept one object each.
     """
 
     __slots__ = (
