@@ -91,7 +91,8 @@ def test_many_clients_trickling_requests_do_not_stall_other_clients(kv_server):
 
 
 def test_a_completed_trickled_request_runs(kv_server):
-    """The incremental parser's result is the request: 20,000 arguments sent in 3-byte reads... mostly."""
+    """The incremental parser's result is the request: 20,000 arguments, the last 3,000 bytes of them
+    sent 3 bytes at a time."""
     r = kv_server.client()
     s = connect(kv_server)
     args = [b"RPUSH", b"l"] + [b"%d" % i for i in range(20_000)]
