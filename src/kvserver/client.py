@@ -86,6 +86,21 @@ class ClientState:
         self.ctx = ClientContext(server=server, client=self, now_ms=0)
         self.ctx.db = server.databases[0]  # then kept in step by ServerState.select
 
+    def buffered_bytes(self) -> int:
+        """Bytes this client holds in buffers: a request not complete yet, replies not sent yet."""
+        return self.parser.buffered() + len(self.out_pending) + sum(map(len, self.out))
+
+    def release_buffers(self) -> None:
+        """Drop what a closed client holds (a half-received request, unsent replies) now.
+
+        A ClientState is part of a reference cycle (self.ctx.client is self), so without this its
+        buffers would live until the cyclic garbage collector's next full pass, which may not come
+        for a long time: 100 clients that closed with half a 1 MB value each kept 50 MB (issue 10).
+        """
+        self.parser = RequestParser(Limits())  # a closed client parses nothing more
+        self.out.clear()
+        self.out_pending = b""
+
     def info_line(self, now: float) -> str:
         """One CLIENT LIST line (Redis's field names; fields kvserver does not track are omitted)."""
         name = (self.name or b"").decode(errors="replace")

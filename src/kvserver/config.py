@@ -7,13 +7,13 @@ written for redis-server never fail against kvserver; they have no effect.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from kvserver.resp import Limits
+from kvserver.types.glob import compile_glob
 
 log = logging.getLogger("kvserver.config")
 
@@ -111,15 +111,15 @@ _FIXED = {"maxmemory": "0", "maxmemory-policy": "noeviction", "timeout": "0"}
 
 
 def config_get(config: Config, patterns: list[str]) -> dict[str, str]:
-    """Every parameter matching any glob pattern (case-insensitive), like CONFIG GET."""
+    """Every parameter matching any glob pattern (Redis's glob, case-insensitive), like CONFIG GET."""
     result: dict[str, str] = {}
     for pattern in patterns:
-        pattern = pattern.lower()
+        match = compile_glob(pattern.encode(errors="surrogateescape"), nocase=True).fullmatch
         for name, (attr, to_text, _) in PARAMETERS.items():
-            if fnmatch.fnmatchcase(name, pattern) and attr != "_maxmemory":
+            if match(name.encode()) and attr != "_maxmemory":
                 result[name] = to_text(getattr(config, attr))
         for name, value in list(_FIXED.items()) + list(config.extra.items()):
-            if fnmatch.fnmatchcase(name, pattern) and name not in result:
+            if match(name.encode(errors="surrogateescape")) and name not in result:
                 result[name] = value
     return result
 

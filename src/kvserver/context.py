@@ -9,12 +9,17 @@ CONTRACT between the dispatcher (kvserver core) and the handlers (commands/*.py)
   later does not extend the TTL) or `ctx.no_propagation()` (nothing changed, e.g. SET NX on an existing key).
   A handler may call propagate_as several times to log several commands.
 - `ctx.client.protocol` is 2 or 3 (HELLO); most handlers never look at it: the codec adapts replies.
+- A read-only command that may run for seconds (KEYS over millions of keys) calls
+  `ctx.check_shutdown()` every few tens of thousands of items: after a SIGTERM/SIGINT it raises
+  CommandError, the client gets that error, and the server shuts down without waiting for the rest.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from kvserver.replies import CommandError
 
 if TYPE_CHECKING:
     from kvserver.keyspace import Keyspace
@@ -39,3 +44,13 @@ class CommandContext:
 
     def no_propagation(self) -> None:
         self.propagation = []
+
+    def check_shutdown(self) -> None:
+        """Raise CommandError if a SIGTERM/SIGINT asked the server to stop (loop thread only).
+
+        Signal handlers run between bytecodes of the loop thread and only set a flag (STYLE.md §8), so
+        a long command notices it here; its writes so far stay (call this only where stopping is safe).
+        """
+        loop = self.server.loop
+        if loop is not None and loop.stop_requested:
+            raise CommandError("ERR the server is shutting down (SIGTERM): command abandoned")

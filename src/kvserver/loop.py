@@ -36,6 +36,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from kvserver.client import ClientState
+from kvserver.memory import Trimmer
 from kvserver.resp import ProtocolError
 from kvserver.server import ServerState
 
@@ -66,6 +67,7 @@ class EventLoop:
         self._stop_requested = False
         self._stopping = False
         self.iterations = 0
+        self.trimmer = Trimmer()
         # With an AOF, replies wait for before_sleep (after the AOF write); without one they are sent
         # as soon as they are computed, which saves a pass over the clients per iteration.
         self._defer_replies = server.aof is not None
@@ -87,9 +89,17 @@ class EventLoop:
         self.wakeup()
 
     def request_stop(self) -> None:
-        """SIGTERM/SIGINT: shut down like SHUTDOWN (default save policy) at the next iteration."""
+        """SIGTERM/SIGINT: shut down like SHUTDOWN (default save policy) at the next iteration.
+
+        Also while a long command runs: the handler runs between its bytecodes, and commands that can
+        run for seconds poll `stop_requested` (CommandContext.check_shutdown) and give up."""
         self._stop_requested = True
         self.wakeup()
+
+    @property
+    def stop_requested(self) -> bool:
+        """A stop was requested and this iteration has not acted on it yet (any thread may read it)."""
+        return self._stop_requested
 
     # ------------------------------------------------------------------------- loop thread only
     def run(self, livepatch_enabled: bool = True) -> None:
@@ -163,6 +173,7 @@ class EventLoop:
                 self.server.cron(int(time.time() * 1000))
             except Exception:
                 log.exception("cron failed; serving continues")
+            self.trimmer.maybe_trim()
         self._before_sleep()
         self.iterations += 1
 
@@ -382,6 +393,8 @@ class EventLoop:
             pass
         sock.close()
         client.sock = None
+        self.trimmer.released(client.buffered_bytes())
+        client.release_buffers()
         self.server.forget_client(client)
 
     # ------------------------------------------------------------------------------- internals

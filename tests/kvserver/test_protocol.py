@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 
@@ -391,3 +392,125 @@ def test_reply_round_trip_through_our_parser_and_hiredis(value, protocol, step):
     reader.feed(data)
     assert reader.gets() is not need_more
     assert reader.gets() is need_more
+
+
+# ------------------------------------------------------------------------------ incremental feeding
+def parse_pieces(parser_cls, pieces: list[bytes], limits: Limits | None = None):
+    """Feed the pieces one parse() call each (the event loop's way); return (commands, error or None)."""
+    parser = parser_cls(limits)
+    out: list[list[bytes]] = []
+    try:
+        for piece in pieces:
+            out.extend(parser.parse(piece))
+            if parser.pending_error is not None:
+                return out, parser.pending_error.reason
+    except ProtocolError as exc:
+        return out, exc.reason
+    return out, None
+
+
+def cut_at(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    return [data[a:b] for a, b in itertools.pairwise(points)]
+
+
+STREAM = (
+    encode_command("SET", "k", b"v\r\n$3\r\n*2\r\n")  # payload bytes that look like headers
+    + b"PING\r\n"
+    + b"*0\r\n"
+    + encode_command("MSET", *[f"a{i}" for i in range(12)])
+    + b'set q "x y"\n'
+    + encode_command("GET", b"")
+    + b"*1\r\n+bad\r\n"  # a protocol error at the end: the same one whatever the cuts
+)
+
+
+@pytest.mark.parametrize("parser_cls", PARSERS)
+def test_every_single_cut_and_byte_by_byte_give_the_same_requests(parser_cls):
+    whole = parse_all(PythonRequestParser, STREAM)
+    assert whole[1] == "expected '$', got '+'" and len(whole[0]) == 5
+    for at in range(len(STREAM) + 1):
+        assert parse_pieces(parser_cls, [STREAM[:at], STREAM[at:]]) == whole, at
+    assert parse_pieces(parser_cls, [bytes([b]) for b in STREAM]) == whole
+
+
+@fuzz_settings
+@given(
+    data=st.one_of(st.binary(max_size=200), token_soup),
+    commands=valid_commands,
+    cuts=st.lists(st.integers(0, 10_000), max_size=12),
+    use_valid=st.booleans(),
+)
+def test_random_cuts_give_the_same_requests(data, commands, cuts, use_valid):
+    """The same bytes split at random points, fed one parse() per piece: the commands and the error
+    are those of the reference parser reading them whole."""
+    if use_valid:
+        data = b"".join(encode_command(*argv) for argv in commands)
+    for limits in (None, Limits(max_bulk_len=64, max_multibulk_len=16, max_inline_len=64,
+                                query_buffer_limit=256)):  # fmt: skip
+        whole = parse_all(PythonRequestParser, data, limits)
+        for parser_cls in PARSERS:
+            assert parse_pieces(parser_cls, cut_at(data, cuts), limits) == whole, parser_cls
+
+
+@pytest.mark.parametrize("parser_cls", PARSERS)
+def test_a_request_received_in_pieces_is_read_once(parser_cls, monkeypatch):
+    """Regression (issue 10): each read re-parsed the pending request from its start, so a client
+    trickling the arguments of a huge request made every read cost O(arguments so far). Count how
+    often a length line is parsed: once per header, whatever the number of reads."""
+    import kvserver.resp as resp
+
+    calls = 0
+    real = resp._parse_length
+
+    def counting(line: bytes) -> int | None:
+        nonlocal calls
+        calls += 1
+        return real(line)
+
+    monkeypatch.setattr(resp, "_parse_length", counting)
+    n = 2000
+    parser = parser_cls(Limits())
+    assert parser.parse(b"*%d\r\n" % n) == []
+    element = b"$1\r\nx\r\n"
+    for _ in range(n - 1):
+        for piece in (element[:3], element[3:]):  # every element in two reads
+            assert parser.parse(piece) == []
+    assert parser.buffered() == len(b"*%d\r\n" % n) + (n - 1) * len(element)
+    assert parser.parse(element) == [[b"x"] * n]
+    assert calls == 1 + n  # the count line and each "$1" line, once
+    assert parser.buffered() == 0
+
+
+@pytest.mark.parametrize("parser_cls", PARSERS)
+def test_a_value_sent_a_byte_at_a_time_costs_about_its_size(parser_cls):
+    """Regression (issue 10): each read was kept as its own bytes object until the value was
+    complete, ~40 bytes of memory per byte for a client sending one byte per read."""
+    import tracemalloc
+
+    value = bytes(range(256)) * 160  # 40 KB, CRLFs inside
+    data = encode_command("SET", "k", value)
+    tracemalloc.start()
+    try:
+        parser = parser_cls(Limits())
+        out = []
+        for i in range(len(data) - 1):
+            out += parser.parse(data[i : i + 1])
+            if i == len(data) - 1000:
+                held, _ = tracemalloc.get_traced_memory()
+        assert out == []
+        assert held < 3 * len(value), f"{held} bytes held for a {len(value)}-byte value"
+    finally:
+        tracemalloc.stop()
+    assert parser.parse(data[-1:]) == [[b"SET", b"k", value]]
+
+
+@pytest.mark.parametrize("parser_cls", PARSERS)
+def test_small_reads_fed_together_still_take_the_fast_path_safely(parser_cls):
+    """feed() joins small reads into a bytearray; the accelerated parsers take only bytes."""
+    parser = parser_cls(Limits())
+    data = encode_command("SET", "k", "v") + encode_command("GET", "k")
+    for i in range(0, len(data), 5):
+        parser.feed(data[i : i + 5])
+    assert parser.commands() == [[b"SET", b"k", b"v"], [b"GET", b"k"]]
+    assert parser.buffered() == 0

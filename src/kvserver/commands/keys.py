@@ -196,15 +196,29 @@ def renamenx_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     return _rename(ctx, argv, True)
 
 
-def keys_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+_KEYS_BATCH = 65536  # keys matched between two checks for a shutdown (a few ms of work)
+
+
+def _live_matching(ctx: CommandContext, keys: list[bytes], pattern: bytes) -> list[bytes]:
+    """The keys that match pattern and are live (KEYS, SCAN), in batches: over millions of keys this
+    runs for seconds, and a SIGTERM must not wait for it. Checked before each batch, the first too:
+    a pipeline of KEYS after a SIGTERM stops at once."""
     db = ctx.db
     now = ctx.now_ms
-    pattern = argv[1]
-    keys = db.keys_snapshot()
-    if pattern != b"*":
-        match = compile_glob(pattern).fullmatch
-        keys = [k for k in keys if match(k) is not None]
-    return [k for k in keys if db.lookup(k, now) is not None]
+    match = compile_glob(pattern).fullmatch if pattern != b"*" else None
+    lookup = db.lookup
+    out: list[bytes] = []
+    for i in range(0, len(keys), _KEYS_BATCH):
+        ctx.check_shutdown()
+        batch = keys[i : i + _KEYS_BATCH]
+        if match is not None:
+            batch = [k for k in batch if match(k) is not None]
+        out += [k for k in batch if lookup(k, now) is not None]
+    return out
+
+
+def keys_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    return _live_matching(ctx, ctx.db.keys_snapshot(), argv[1])
 
 
 def parse_scan_options(argv: list[bytes], start: int, allow_type: bool) -> tuple[int, bytes, bytes]:
@@ -245,17 +259,11 @@ def scan_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     cursor = parse_cursor(argv[1])
     count, pattern, kind = parse_scan_options(argv, 2, allow_type=True)
     db = ctx.db
-    now = ctx.now_ms
     next_cursor, keys = db.scan(cursor, count)
-    if pattern != b"*":
-        match = compile_glob(pattern).fullmatch
-        keys = [k for k in keys if match(k) is not None]
-    out = []
-    for key in keys:
-        value = db.lookup(key, now)
-        if value is not None and (not kind or type_name(value) == kind):
-            out.append(key)
-    return [b"%d" % next_cursor, out]
+    keys = _live_matching(ctx, keys, pattern)  # a COUNT of millions is a KEYS
+    if kind:
+        keys = [k for k in keys if type_name(db.lookup(k, ctx.now_ms)) == kind]
+    return [b"%d" % next_cursor, keys]
 
 
 def dbsize_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
