@@ -1,0 +1,272 @@
+"""AST rewrites from PostgreSQL to SQLite, one sqlglot tree at a time (used by translate.py).
+
+Each rewrite says why it exists; the generated SQL is what SQLite 3.35+ understands. Column types
+in CREATE TABLE keep PostgreSQL's canonical names (int4, numeric(10,2), timestamptz, bytea...):
+SQLite derives the same storage affinity from them as from its own names, and keeping them is how
+infer.py later knows the PostgreSQL type of a column (PRAGMA table_info returns them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlglot import exp
+from sqlglot.errors import ErrorLevel, UnsupportedError
+
+from sqlserver import statement as tr
+from sqlserver.protocol.errors import FEATURE_NOT_SUPPORTED, PgError
+
+T = exp.DataType.Type
+
+# sqlglot type -> PostgreSQL canonical name (what format_type and \d show after mapping in results.py)
+_TYPE_NAMES: dict[Any, str] = {
+    T.SMALLINT: "int2", T.INT: "int4", T.BIGINT: "int8", T.SMALLSERIAL: "int2", T.SERIAL: "int4",
+    T.BIGSERIAL: "int8", T.DOUBLE: "float8", T.FLOAT: "float4", T.DECIMAL: "numeric",
+    T.VARCHAR: "varchar", T.CHAR: "bpchar", T.NCHAR: "bpchar", T.NVARCHAR: "varchar", T.TEXT: "text",
+    T.BOOLEAN: "bool", T.TIMESTAMP: "timestamp", T.TIMESTAMPTZ: "timestamptz", T.DATE: "date",
+    T.TIME: "time", T.TIMETZ: "timetz", T.VARBINARY: "bytea", T.BINARY: "bytea", T.JSON: "json",
+    T.JSONB: "jsonb", T.UUID: "uuid", T.INTERVAL: "interval", T.NAME: "name",
+}
+_SERIALS = {T.SMALLSERIAL, T.SERIAL, T.BIGSERIAL}
+
+
+def pg_type_name(dtype: exp.DataType) -> str:
+    """PostgreSQL's canonical name of a declared type, with its modifiers: numeric(10,2), varchar(20)."""
+    if dtype.this == T.ARRAY:
+        return "text"  # arrays are stored as their text form; see docs/sqlserver.md
+    if dtype.this == T.USERDEFINED:
+        return str(dtype.args.get("kind") or "text").lower()
+    name = _TYPE_NAMES.get(dtype.this)
+    if name is None:
+        return dtype.sql("postgres").lower()
+    params = [p.sql("postgres") for p in dtype.expressions]
+    return f"{name}({','.join(params)})" if params else name
+
+
+def raw_type(name: str) -> exp.DataType:
+    return exp.DataType(this=T.USERDEFINED, kind=name)
+
+
+def placeholder_count(tree: exp.Expression) -> int:
+    return max((int(p.this.this) for p in tree.find_all(exp.Parameter) if isinstance(p.this, exp.Literal)), default=0)
+
+
+def _is_nonzero_number(node: exp.Expression) -> bool:
+    if isinstance(node, exp.Literal) and not node.is_string:
+        try:
+            return float(node.this) != 0
+        except ValueError:
+            return False
+    return False
+
+
+_REGEX_OPS = {"~": ("", False), "~*": ("i", False), "!~": ("", True), "!~*": ("i", True)}
+
+
+def _expression_rewrite(node: exp.Expression) -> exp.Expression:
+    """Expression-level rewrites, applied bottom-up by exp.transform."""
+    if isinstance(node, exp.Parameter) and isinstance(node.this, exp.Literal):
+        # $n -> ?n: SQLite's numbered parameter (sqlglot would write @n, a named one).
+        return exp.Var(this=f"?{node.this.this}")
+    if isinstance(node, exp.Dot) and isinstance(node.this, exp.Identifier) and node.this.name.lower() == "pg_catalog":
+        # pg_catalog.f(x): SQLite has no schema-qualified functions; ours are registered unqualified.
+        return node.expression
+    if isinstance(node, exp.Collate):
+        return node.this  # PostgreSQL collations ("C", pg_catalog.default) mean nothing to SQLite
+    if isinstance(node, exp.Operator):
+        op = str(node.args.get("operator", "")).split(".")[-1]
+        if op in _REGEX_OPS:
+            flags, negate = _REGEX_OPS[op]
+            call = exp.Anonymous(this="pg_regex", expressions=[node.this, node.expression, exp.Literal.string(flags)])
+            return exp.Not(this=call) if negate else call
+        return exp.Anonymous(this="pg_operator_" + {"=": "eq", "<>": "ne"}.get(op, "unknown"), expressions=[node.this, node.expression])
+    if isinstance(node, exp.RegexpLike):
+        return exp.Anonymous(this="pg_regex", expressions=[node.this, node.expression, exp.Literal.string("")])
+    if isinstance(node, exp.RegexpILike):
+        return exp.Anonymous(this="pg_regex", expressions=[node.this, node.expression, exp.Literal.string("i")])
+    if isinstance(node, exp.CurrentVersion):
+        return exp.Anonymous(this="version", expressions=[])
+    if isinstance(node, exp.Div) and not _is_nonzero_number(node.expression):
+        # SQLite answers NULL for x / 0; PostgreSQL raises 22012. pg_div raises (functions.py).
+        return exp.Anonymous(this="pg_div", expressions=[node.this, node.expression])
+    if isinstance(node, exp.Mod) and not _is_nonzero_number(node.expression):
+        return exp.Anonymous(this="pg_mod", expressions=[node.this, node.expression])
+    if isinstance(node, exp.Cast):
+        to = node.to
+        kind = to.this if isinstance(to, exp.DataType) else None
+        target = (to.sql("postgres") if not isinstance(to, exp.DataType) else "").lower()
+        if target in ("regclass", "regtype", "regproc", "regnamespace") or (
+            isinstance(to, exp.DataType) and to.this == T.USERDEFINED and str(to.args.get("kind", "")).lower().startswith("reg")
+        ):
+            name = target or str(to.args.get("kind")).lower()
+            return exp.Anonymous(this=f"pg_{name}", expressions=[node.this])
+        if isinstance(to, exp.ObjectIdentifier):
+            return exp.Anonymous(this=f"pg_{to.name.lower()}", expressions=[node.this])
+        if kind == T.BOOLEAN:
+            return exp.Anonymous(this="pg_bool", expressions=[node.this])
+        if kind in (T.TEXT, T.VARCHAR, T.CHAR, T.NAME):
+            return exp.Cast(this=node.this, to=raw_type("TEXT"))
+        if (kind == T.USERDEFINED and str(to.args.get("kind", "")).lower() == "oid"):
+            return exp.Cast(this=node.this, to=raw_type("INTEGER"))
+    if isinstance(node, exp.Table):
+        db = node.args.get("db")
+        schema = db.name.lower() if isinstance(db, exp.Identifier) else ""
+        if schema in ("public", "pg_catalog"):
+            # public is SQLite's main database; pg_catalog's tables are per-connection TEMP views
+            # (catalog.py), found first by SQLite's unqualified name lookup.
+            node.set("db", None)
+        elif schema == "information_schema":
+            node.set("db", None)
+            node.set("this", exp.to_identifier(f"information_schema_{node.name.lower()}"))
+    if isinstance(node, exp.Ordered) and isinstance(node.parent, (exp.OnConflict, exp.Schema)) or (
+        isinstance(node, exp.Ordered) and isinstance(node.parent, exp.IndexParameters)
+    ):
+        # sqlglot spells PostgreSQL's default null ordering out; SQLite refuses NULLS LAST there
+        return node.this if not node.args.get("desc") else node
+    return node
+
+
+def expression_rewrite(tree: exp.Expression) -> exp.Expression:
+    tree = tree.transform(_expression_rewrite, copy=True)
+    for select in tree.find_all(exp.Select):
+        select.set("locks", None)  # FOR UPDATE/SHARE: one writer at a time already serializes writes
+    return tree
+
+
+def to_sqlite(tree: exp.Expression, text: str) -> str:
+    try:
+        return tree.sql("sqlite", unsupported_level=ErrorLevel.RAISE)
+    except UnsupportedError as e:
+        raise PgError(
+            FEATURE_NOT_SUPPORTED,
+            f"sqlserver cannot run this on SQLite ({str(e).splitlines()[0]}): {tr.clip(text)}",
+            hint="See docs/sqlserver.md for the SQL that sqlserver supports.",
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Statements
+# --------------------------------------------------------------------------------------------
+
+
+def rewrite(tree: exp.Expression, text: str) -> tr.Statement:
+    """The Statement (translate.py) for one parsed PostgreSQL statement; raises PgError 0A000."""
+    if isinstance(tree, exp.Query | exp.Values):
+        t = expression_rewrite(tree)
+        return tr.Statement(tr.SELECT, text, (to_sqlite(t, text),), "SELECT", placeholder_count(t), False, (), t)
+    if isinstance(tree, exp.Insert | exp.Update | exp.Delete):
+        t = expression_rewrite(tree)
+        verb = {exp.Insert: "INSERT", exp.Update: "UPDATE", exp.Delete: "DELETE"}[type(tree)]
+        kind = tr.SELECT if t.args.get("returning") else tr.DML
+        return tr.Statement(kind, text, (to_sqlite(t, text),), verb, placeholder_count(t), True, (), t)
+    if isinstance(tree, exp.Create):
+        return _create(tree, text)
+    if isinstance(tree, exp.Drop):
+        return _drop(tree, text)
+    if isinstance(tree, exp.TruncateTable):
+        names = [_table_sql(t) for t in tree.expressions]
+        sql = tuple(f"DELETE FROM {n}" for n in names)
+        return tr.Statement(tr.DDL, text, sql, "TRUNCATE TABLE", 0, True)
+    if isinstance(tree, exp.Alter):
+        return _alter(tree, text)
+    raise tr.unsupported(type(tree).__name__.upper() if not isinstance(tree, exp.Command) else str(tree.this).upper(), text)
+
+
+def _table_sql(table: exp.Expression) -> str:
+    t = expression_rewrite(table)
+    return t.sql("sqlite")
+
+
+def _create(tree: exp.Create, text: str) -> tr.Statement:
+    kind = str(tree.args.get("kind", "")).upper()
+    if kind == "SEQUENCE":
+        name = tree.this.name if isinstance(tree.this, exp.Table) else str(tree.this)
+        start, increment = 1, 1
+        for prop in (tree.args.get("properties") or exp.Properties()).expressions:
+            if isinstance(prop, exp.SequenceProperties):
+                if prop.args.get("start") is not None:
+                    start = int(prop.args["start"].sql())
+                if prop.args.get("increment") is not None:
+                    increment = int(prop.args["increment"].sql())
+        return tr.Statement(tr.CREATE_SEQUENCE, text, (), "CREATE SEQUENCE", 0, True, (name, start, increment, bool(tree.args.get("exists"))))
+    if kind not in ("TABLE", "INDEX", "VIEW"):
+        raise tr.unsupported(f"CREATE {kind}", text)
+    tree = tree.copy()
+    extra: list[str] = []
+    if kind == "TABLE" and isinstance(tree.this, exp.Schema):
+        table = tree.this.this.name
+        for col in tree.this.expressions:
+            if isinstance(col, exp.ColumnDef):
+                extra += _column(table, col)
+    props = tree.args.get("properties")
+    if props is not None:
+        keep = [p for p in props.expressions if isinstance(p, exp.TemporaryProperty)]
+        tree.set("properties", exp.Properties(expressions=keep) if keep else None)
+    t = expression_rewrite(tree)
+    sql = (to_sqlite(t, text), *extra)
+    return tr.Statement(tr.DDL, text, sql, f"CREATE {kind}", 0, True, (), t)
+
+
+def _column(table: str, col: exp.ColumnDef) -> list[str]:
+    """Rewrite one column definition in place; returns SQL to run after CREATE TABLE (sequences)."""
+    dtype = col.args.get("kind")
+    constraints = col.args.get("constraints") or []
+    identity = [c for c in constraints if isinstance(c.args.get("kind"), exp.GeneratedAsIdentityColumnConstraint)]
+    for c in identity:
+        constraints.remove(c)
+    is_pk = any(isinstance(c.args.get("kind"), exp.PrimaryKeyColumnConstraint) for c in constraints)
+    serial = isinstance(dtype, exp.DataType) and (dtype.this in _SERIALS or bool(identity))
+    name = pg_type_name(dtype) if isinstance(dtype, exp.DataType) else "text"
+    if is_pk and name in ("int2", "int4", "int8"):
+        # SQLite's rowid alias: exactly "INTEGER PRIMARY KEY". Values are assigned like a serial's.
+        col.set("kind", raw_type("INTEGER"))
+        return []
+    col.set("kind", raw_type(name))
+    if not serial:
+        return []
+    seq = f"{table}_{col.name}_seq"
+    col.append("constraints", exp.ColumnConstraint(kind=exp.DefaultColumnConstraint(this=exp.Paren(this=exp.Anonymous(this="nextval", expressions=[exp.Literal.string(seq)])))))
+    return [f"INSERT OR IGNORE INTO _lp_sequences (name, last_value, increment, owner_table, owner_column) VALUES ('{seq}', 0, 1, '{table}', '{col.name}')"]
+
+
+def _drop(tree: exp.Drop, text: str) -> tr.Statement:
+    kind = str(tree.args.get("kind", "")).upper()
+    exists = " IF EXISTS" if tree.args.get("exists") else ""
+    names = [tree.this, *tree.expressions] if tree.expressions else [tree.this]
+    if kind == "SEQUENCE":
+        return tr.Statement(tr.DROP_SEQUENCE, text, (), "DROP SEQUENCE", 0, True, tuple(n.name for n in names))
+    if kind not in ("TABLE", "INDEX", "VIEW"):
+        raise tr.unsupported(f"DROP {kind}", text)
+    # SQLite drops one object per statement; PostgreSQL's "drop table a, b, c" becomes three.
+    sql = tuple(f"DROP {kind}{exists} {_table_sql(n)}" for n in names)
+    if kind == "TABLE":
+        sql += tuple(f"DELETE FROM _lp_sequences WHERE owner_table = '{n.name}'" for n in names)
+    return tr.Statement(tr.DDL, text, sql, f"DROP {kind}", 0, True)
+
+
+def _alter(tree: exp.Alter, text: str) -> tr.Statement:
+    table = _table_sql(tree.this)
+    sql: list[str] = []
+    for action in tree.args.get("actions") or []:
+        pk = None
+        name = f"{tree.this.name}_pkey"
+        if isinstance(action, exp.AddConstraint):
+            for e in action.expressions:
+                if isinstance(e, exp.Constraint):
+                    name = e.name or name
+                    e = next((x for x in e.expressions if isinstance(x, exp.PrimaryKey | exp.UniqueColumnConstraint)), e)
+                if isinstance(e, exp.PrimaryKey):
+                    pk = e
+        if pk is not None:
+            # SQLite cannot add a primary key to an existing table; a unique index named like
+            # PostgreSQL's constraint enforces the same (catalog.py shows it as the primary key).
+            cols = ", ".join(c.sql("sqlite") for c in pk.expressions)
+            sql.append(f'CREATE UNIQUE INDEX "{name}" ON {table} ({cols})')
+            continue
+        if isinstance(action, exp.AlterColumn) and action.args.get("allow_null") is not None:
+            continue  # NOT NULL after the fact: not enforced; see docs/sqlserver.md
+        single = exp.Alter(this=tree.this.copy(), kind="TABLE", actions=[action.copy()])
+        if isinstance(action, exp.ColumnDef):
+            _column(tree.this.name, single.args["actions"][0])
+        sql.append(to_sqlite(expression_rewrite(single), text))
+    return tr.Statement(tr.DDL, text, tuple(sql), "ALTER TABLE", 0, True)
