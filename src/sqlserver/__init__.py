@@ -1,0 +1,1 @@
+"""sqlserver: a PostgreSQL-protocol server over SQLite, prepared for live patching."""
