@@ -36,6 +36,7 @@ def _reject(sock: socket.socket, peer: str, state: SessionFactory) -> None:
     # Imported here: the acceptor (and the policy tests' line-protocol double) need no codec until a
     # client is turned away.
     from sqlserver.protocol import (
+        SSL_REFUSED,
         CancelRequest,
         FrontendParser,
         GSSENCRequest,
@@ -43,6 +44,7 @@ def _reject(sock: socket.socket, peer: str, state: SessionFactory) -> None:
         ProtocolViolation,
         SSLRequest,
         encode,
+        encode_frontend,
     )
     from sqlserver.protocol.errors import FATAL, TOO_MANY_CONNECTIONS
 
@@ -56,10 +58,10 @@ def _reject(sock: socket.socket, peer: str, state: SessionFactory) -> None:
             parser.feed(data)
             while (msg := parser.next()) is not None:
                 if isinstance(msg, SSLRequest | GSSENCRequest):
-                    sock.sendall(b"N")
+                    sock.sendall(SSL_REFUSED)
                     continue
                 if isinstance(msg, CancelRequest):
-                    _cancel(data, peer, state)
+                    _cancel(encode_frontend(msg), peer, state)
                     return
                 error = PgError(TOO_MANY_CONNECTIONS, TOO_MANY_CLIENTS, FATAL)
                 sock.sendall(encode(error.to_message()))
@@ -75,12 +77,11 @@ def _reject(sock: socket.socket, peer: str, state: SessionFactory) -> None:
         sock.close()
 
 
-def _cancel(data: bytes, peer: str, state: SessionFactory) -> None:
-    # The session layer owns cancel routing (ServerState's registry): give it the raw packet. A
-    # CancelRequest is the whole of its connection, so `data` holds exactly that packet.
+def _cancel(packet: bytes, peer: str, state: SessionFactory) -> None:
+    # The session layer owns cancel routing (ServerState's registry): give a fresh session the packet.
     session = state.new_session(peer)
     try:
-        session.receive(data)
+        session.receive(packet)
     except Exception:
         log.exception("CancelRequest from %s failed", peer)
     finally:
