@@ -170,10 +170,15 @@ def main() -> None:
                         for rnd in range(args.rounds):
                             order = [("pg", pg), ("ours", ours)]
                             for key, target in order if rnd % 2 == 0 else order[::-1]:
-                                got[key].append(run_workload(target, WORKLOADS[workload], args, work))
+                                got[key].append(
+                                    run_workload(target, WORKLOADS[workload], args, work)
+                                )
                         commands.append(got["ours"][0].command)
                         pg_tps = statistics.median(r.tps for r in got["pg"])
-                        for key, label in (("pg", "PostgreSQL 15"), ("ours", f"sqlserver {policy}")):
+                        for key, label in (
+                            ("pg", "PostgreSQL 15"),
+                            ("ours", f"sqlserver {policy}"),
+                        ):
                             rs = got[key]
                             tps = statistics.median(r.tps for r in rs)
                             print(
