@@ -26,7 +26,9 @@ def server(request, tmp_path_factory) -> SqlProcess:
     return srv
 
 
-def psql(server: SqlProcess, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def psql(
+    server: SqlProcess, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     exe = require_tool("psql")
     return subprocess.run(
         [exe, *server.pg_args(), "-d", "postgres", "-X", "-v", "ON_ERROR_STOP=1", *args],
@@ -38,7 +40,9 @@ def psql(server: SqlProcess, *args: str, stdin: str | None = None) -> subprocess
     )
 
 
-def pgbench(server: SqlProcess, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+def pgbench(
+    server: SqlProcess, *args: str, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
     exe = require_tool("pgbench")
     return subprocess.run(
         [exe, *server.pg_args(), *args, "postgres"],

@@ -50,6 +50,8 @@ def test_kill_9_loses_no_acknowledged_commit(sql_factory, tmp_path, policy):
     restarted = sql_factory("--policy", policy, "--dir", data)
     with psycopg.connect(restarted.dsn) as c:
         present = set(c.execute("select w, i from acked").fetchall())
-    missing = [(w, i + d) for w in range(4) for i in acked[w] for d in (0, 1) if (w, i + d) not in present]
+    missing = [
+        (w, i + d) for w in range(4) for i in acked[w] for d in (0, 1) if (w, i + d) not in present
+    ]
     assert not missing, f"{len(missing)} acknowledged rows lost, e.g. {missing[:5]}"
     assert sum(len(a) for a in acked) >= 80
