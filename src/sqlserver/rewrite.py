@@ -153,12 +153,12 @@ def rewrite(tree: exp.Expression, text: str) -> tr.Statement:
     """The Statement (translate.py) for one parsed PostgreSQL statement; raises PgError 0A000."""
     if isinstance(tree, exp.Query | exp.Values):
         t = expression_rewrite(tree)
-        return tr.Statement(tr.SELECT, text, (to_sqlite(t, text),), "SELECT", placeholder_count(t), False, (), t)
+        return tr.Statement(tr.SELECT, text, (to_sqlite(t, text),), "SELECT", placeholder_count(tree), False, (), t)
     if isinstance(tree, exp.Insert | exp.Update | exp.Delete):
         t = expression_rewrite(tree)
         verb = {exp.Insert: "INSERT", exp.Update: "UPDATE", exp.Delete: "DELETE"}[type(tree)]
         kind = tr.SELECT if t.args.get("returning") else tr.DML
-        return tr.Statement(kind, text, (to_sqlite(t, text),), verb, placeholder_count(t), True, (), t)
+        return tr.Statement(kind, text, (to_sqlite(t, text),), verb, placeholder_count(tree), True, (), t)
     if isinstance(tree, exp.Create):
         return _create(tree, text)
     if isinstance(tree, exp.Drop):
@@ -232,7 +232,7 @@ def _column(table: str, col: exp.ColumnDef) -> list[str]:
 def _drop(tree: exp.Drop, text: str) -> tr.Statement:
     kind = str(tree.args.get("kind", "")).upper()
     exists = " IF EXISTS" if tree.args.get("exists") else ""
-    names = [tree.this, *tree.expressions] if tree.expressions else [tree.this]
+    names = list(tree.args.get("tables") or []) or [tree.this]
     if kind == "SEQUENCE":
         return tr.Statement(tr.DROP_SEQUENCE, text, (), "DROP SEQUENCE", 0, True, tuple(n.name for n in names))
     if kind not in ("TABLE", "INDEX", "VIEW"):
