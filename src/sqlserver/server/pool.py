@@ -215,9 +215,12 @@ class ThreadPool:
             set_priority = livepatch.set_priority
             low, medium = livepatch.Priority.LOW, livepatch.Priority.MEDIUM
             while True:
-                set_priority(medium)
                 if flag.request is not None:
-                    quiescence_point()  # between two tasks: this worker owns no connection
+                    # Between two tasks (owns no connection), as a waiting worker. Without a pending
+                    # patch the MEDIUM step is skipped: the thread goes on to listen (CRITICAL) or to
+                    # wait, and a patch requested meanwhile wakes it (hook) back to this point.
+                    set_priority(medium)
+                    quiescence_point()
                 conn, retire = self._get_event(group)
                 if retire:
                     return
