@@ -58,7 +58,7 @@ _DECLARED: dict[str, int] = {
     "character": BPCHAR, "bool": BOOL, "boolean": BOOL, "timestamp": TIMESTAMP, "datetime": TIMESTAMP,
     "timestamptz": TIMESTAMPTZ, "date": DATE, "time": TIME, "timetz": TIMETZ, "bytea": BYTEA,
     "blob": BYTEA, "json": JSON, "jsonb": JSONB, "uuid": UUID, "interval": INTERVAL, "oid": OID,
-    "name": NAME, "regclass": REGCLASS, "regtype": REGTYPE, "regproc": REGPROC, "xml": XML,
+    "name": NAME, "int2vector": INT2VECTOR, "_int2": INT2_ARRAY, "_text": TEXT_ARRAY, "regclass": REGCLASS, "regtype": REGTYPE, "regproc": REGPROC, "xml": XML,
 }
 
 

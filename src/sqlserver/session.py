@@ -130,6 +130,7 @@ class Session:
         self._implicit = False  # inside a multi-statement simple query's implicit transaction
         self._statements: dict[str, Prepared] = {}
         self._portals: dict[str, Portal] = {}
+        self._holdable: set[str] = set()  # cursors declared WITH HOLD (they outlive their block)
         self._types: dict[str, Prepared] = {}  # unnamed-statement reuse: text -> typed Prepared
         self._copy: CopyIn | None = None
         self._auth: Any = None
@@ -404,6 +405,10 @@ class Session:
 
     def _typed(self, name: str, text: str, st: k.Statement, param_oids: tuple[int, ...]) -> Prepared:
         gen = self.state.schema_generation
+        if st.kind == k.FETCH:  # its columns are its cursor's: never cached
+            cursor = self._portals.get(st.args[0])
+            cols = cursor.prepared.columns if cursor is not None and not st.args[2] else None
+            return Prepared(name, text, st, (), cols, gen)
         key = st.text if not param_oids else f"{st.text}\0{param_oids}"
         hit = self._types.get(key)
         if hit is not None and hit.generation == gen:
@@ -657,21 +662,7 @@ class Session:
         desc, encs = prepared.describe(portal.formats)
         if describe:
             out.append(desc)
-        try:
-            if max_rows <= 0:
-                rows = portal.pending + cur.fetchall() if portal.pending else cur.fetchall()
-                portal.pending = []
-                more = False
-            else:
-                rows = portal.pending[:max_rows]
-                portal.pending = portal.pending[max_rows:]
-                if len(rows) < max_rows:
-                    rows += cur.fetchmany(max_rows - len(rows))
-                if not portal.pending:
-                    portal.pending = cur.fetchmany(1)
-                more = bool(portal.pending)
-        except sqlite3.Error as e:
-            raise self._mapped(e) from None
+        rows, more = self._take(portal, max_rows)
         data_row = be.data_row
         for row in rows:
             out.append(data_row([None if v is None else enc(v) for enc, v in zip(encs, row, strict=False)]))
@@ -683,6 +674,25 @@ class Session:
         tag = st.tag
         n = portal.rows_sent
         out.append(be.command_complete(f"INSERT 0 {n}" if tag == "INSERT" else f"{tag} {n}"))
+
+    def _take(self, portal: Portal, max_rows: int) -> tuple[list[Any], bool]:
+        """Up to max_rows (0: all) of a started portal's rows, and whether more remain."""
+        cur = portal.cursor
+        assert cur is not None
+        try:
+            if max_rows <= 0:
+                rows = portal.pending + cur.fetchall() if portal.pending else cur.fetchall()
+                portal.pending = []
+                return rows, False
+            rows = portal.pending[:max_rows]
+            portal.pending = portal.pending[max_rows:]
+            if len(rows) < max_rows:
+                rows += cur.fetchmany(max_rows - len(rows))
+            if not portal.pending:
+                portal.pending = cur.fetchmany(1)
+            return rows, bool(portal.pending)
+        except sqlite3.Error as e:
+            raise self._mapped(e) from None
 
     # -- statements the session handles itself ----------------------------------------------
 
@@ -725,7 +735,7 @@ class Session:
 
     def _close_portals(self, keep: Portal) -> None:
         for name, portal in list(self._portals.items()):
-            if portal is not keep and portal.cursor is not None:
+            if portal is not keep and portal.cursor is not None and name not in self._holdable:
                 portal.cursor.close()
                 del self._portals[name]
 
@@ -796,6 +806,63 @@ class Session:
             if not in_block:
                 ex.release_write()
         self._out.append(be.command_complete(st.tag))
+
+    # -- SQL-level cursors and prepared statements -------------------------------------------
+
+    def _declare(self, p: Prepared, portal: Portal, describe: bool) -> None:
+        name, hold, binary = p.stmt.args
+        if not hold and not self._in_block():
+            raise PgError(NO_ACTIVE_SQL_TRANSACTION, "DECLARE CURSOR can only be used in transaction blocks")
+        if name in self._portals:
+            raise PgError(DUPLICATE_CURSOR, f'cursor "{name}" already exists')
+        st = p.stmt
+        query = k.Statement(k.SELECT, f"{st.text}\0cursor", st.sql, "SELECT", st.nparams, False, (), st.ast)
+        inner = self._typed("", st.text, query, p.param_oids)
+        cursor = Portal(inner, portal.params, (1,) if binary else ())
+        self._start(cursor)
+        if hold:  # a holdable cursor outlives its transaction: materialize it now
+            cursor.pending = self._take(cursor, 0)[0]
+            self._holdable.add(name)
+        self._portals[name] = cursor
+        self._out.append(be.command_complete("DECLARE CURSOR"))
+
+    def _fetch(self, p: Prepared, portal: Portal, describe: bool) -> None:
+        name, count, move = p.stmt.args
+        cursor = self._portals.get(name)
+        if cursor is None or cursor.cursor is None:
+            raise PgError(INVALID_CURSOR_NAME, f'cursor "{name}" does not exist')
+        rows = [] if cursor.done else self._take(cursor, count or 0)[0]
+        if count is None or len(rows) < count:
+            cursor.done = True
+        out = self._out
+        if not move:
+            desc, encs = cursor.prepared.describe(portal.formats or cursor.formats)
+            if describe:
+                out.append(desc)
+            data_row = be.data_row
+            for row in rows:
+                out.append(data_row([None if v is None else enc(v) for enc, v in zip(encs, row, strict=False)]))
+        out.append(be.command_complete(f"{p.stmt.tag} {len(rows)}"))
+
+    def _close_cursor(self, p: Prepared, portal: Portal, describe: bool) -> None:
+        name = p.stmt.args[0]
+        names = [n for n in self._portals if n] if name is None else [name]
+        for n in names:
+            cursor = self._portals.pop(n, None)
+            if cursor is None:
+                raise PgError(INVALID_CURSOR_NAME, f'cursor "{n}" does not exist')
+            self._holdable.discard(n)
+            if cursor.cursor is not None:
+                cursor.cursor.close()
+        self._out.append(be.command_complete(p.stmt.tag))
+
+    def _deallocate(self, p: Prepared, portal: Portal, describe: bool) -> None:
+        name = p.stmt.args[0]
+        if name is None:
+            self._statements = {n: s for n, s in self._statements.items() if not n}
+        elif self._statements.pop(name, None) is None:
+            raise PgError(INVALID_SQL_STATEMENT_NAME, f'prepared statement "{name}" does not exist')
+        self._out.append(be.command_complete(p.stmt.tag))
 
     # -- COPY -------------------------------------------------------------------------------
 
@@ -922,6 +989,10 @@ _STATEMENT_HANDLERS: dict[str, Any] = {
     k.EMPTY: Session._empty,
     k.CREATE_SEQUENCE: Session._sequence_ddl,
     k.DROP_SEQUENCE: Session._sequence_ddl,
+    k.DECLARE: Session._declare,
+    k.FETCH: Session._fetch,
+    k.CLOSE_CURSOR: Session._close_cursor,
+    k.DEALLOCATE: Session._deallocate,
     k.COPY_FROM: Session._copy_from,
     k.COPY_TO: Session._copy_to,
 }
