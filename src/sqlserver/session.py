@@ -26,7 +26,6 @@ called from any thread (it only sets a flag and interrupts SQLite).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import sqlite3
@@ -59,7 +58,8 @@ from sqlserver.protocol.errors import (
     PgError,
     ProtocolViolation,
 )
-from sqlserver.protocol.frontend import FrontendParser, parse_password
+from sqlserver.protocol.auth import ScramServer, md5_verify
+from sqlserver.protocol.frontend import FrontendParser, parse_password, parse_sasl_initial, parse_sasl_response
 from sqlserver.settings import Settings
 from sqlserver.state import ServerState
 
@@ -134,6 +134,7 @@ class Session:
         self._types: dict[str, Prepared] = {}  # unnamed-statement reuse: text -> typed Prepared
         self._copy: CopyIn | None = None
         self._auth: Any = None
+        self._scram_started = False
         self.user = "postgres"
         self.database = "postgres"
         self.settings = Settings(self.user, state.config.max_connections)
@@ -297,9 +298,8 @@ class Session:
             self._auth = ("md5", salt)
             self._out.append(be.encode(m.AuthenticationMD5Password(salt)))
         else:
-            from sqlserver.auth import ScramExchange
-
-            self._auth = ("scram", ScramExchange(self.state.passwords.get(user)))
+            # an unknown user still goes through a whole (doomed) exchange: nothing tells it apart
+            self._auth = ("scram", ScramServer(self.state.passwords.get(user), user))
             self._out.append(be.encode(m.AuthenticationSASL(("SCRAM-SHA-256",))))
 
     def _startup_options(self, options: str) -> None:
@@ -329,20 +329,19 @@ class Session:
             if stored is None or parse_password(msg.data) != stored:
                 raise fail
         elif kind == "md5":
-            given = parse_password(msg.data)
-            if stored is None:
+            if stored is None or not md5_verify(self.user, stored, data, parse_password(msg.data)):
                 raise fail
-            inner = hashlib.md5((stored + self.user).encode()).hexdigest()
-            expected = "md5" + hashlib.md5(inner.encode() + data).hexdigest()
-            if given != expected:
-                raise fail
+        elif not self._scram_started:
+            mechanism, initial = parse_sasl_initial(msg.data)
+            if mechanism != "SCRAM-SHA-256":
+                raise PgError(INVALID_AUTHORIZATION_SPECIFICATION, f"SASL mechanism {mechanism!r} is not supported; use SCRAM-SHA-256", FATAL)
+            self._scram_started = True
+            self.sm.on("auth_continue")
+            self._out.append(be.encode(m.AuthenticationSASLContinue(data.first(initial))))
+            return
         else:
-            reply, finished = data.step(msg.data)
-            if not finished:
-                self.sm.on("auth_continue")
-                self._out.append(be.encode(m.AuthenticationSASLContinue(reply)))
-                return
-            self._out.append(be.encode(m.AuthenticationSASLFinal(reply)))
+            final = data.final(parse_sasl_response(msg.data))  # PgError 28P01 (FATAL) if wrong
+            self._out.append(be.encode(m.AuthenticationSASLFinal(final)))
         self.sm.on("auth_ok")
         self._authenticated()
 
