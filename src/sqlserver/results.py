@@ -142,6 +142,8 @@ def _text_bool(v: Any) -> bytes:
 
 def _text_bytea(v: Any) -> bytes:
     if isinstance(v, str):
+        if v.startswith("\\x"):
+            return v.encode()  # a bytea literal stored as its text form (SQL text, not a parameter)
         v = v.encode()
     return b"\\x" + bytes(v).hex().encode()
 
@@ -192,7 +194,9 @@ def _bin_text(v: Any) -> bytes:
 
 
 def _bin_bytea(v: Any) -> bytes:
-    return v.encode() if isinstance(v, str) else bytes(v)
+    if isinstance(v, str):
+        return bytes.fromhex(v[2:]) if v.startswith("\\x") else v.encode()
+    return bytes(v)
 
 
 def _bin_bool(v: Any) -> bytes:
