@@ -37,6 +37,7 @@ from sqlserver import session_states as ss
 from sqlserver import statement as k
 from sqlserver.copy import CopyIn, format_header, format_row
 from sqlserver.executor import Executor
+from sqlserver.fastpath import Burst, parse_burst
 from sqlserver.protocol import backend as be
 from sqlserver.protocol import messages as m
 from sqlserver.protocol.errors import (
@@ -72,7 +73,7 @@ _WARNING = "WARNING"
 class Prepared:
     """A parsed statement: its translation, its types, and its encoded descriptions."""
 
-    __slots__ = ("columns", "desc_cache", "generation", "name", "param_oids", "stmt", "text")
+    __slots__ = ("columns", "desc_cache", "fast", "generation", "name", "param_oids", "stmt", "text")
 
     def __init__(self, name: str, text: str, stmt: k.Statement, param_oids: tuple[int, ...], columns: list[infer.Column] | None, generation: int) -> None:
         self.name = name
@@ -82,6 +83,10 @@ class Prepared:
         self.columns = columns  # None: not a row-returning statement
         self.generation = generation
         self.desc_cache: dict[tuple[int, ...], tuple[bytes, tuple[Any, ...]]] = {}
+        # fast path (fastpath.py): None = never; False = only without Describe (types unknown)
+        self.fast: bool | None = None
+        if stmt.kind in (k.SELECT, k.DML) and stmt.sql:
+            self.fast = not columns or all(c.oid for c in columns)
 
     def describe(self, formats: tuple[int, ...]) -> tuple[bytes, tuple[Any, ...]]:
         """(RowDescription bytes, per-column encoders) for these result formats; cached."""
@@ -135,6 +140,7 @@ class Session:
         self._copy: CopyIn | None = None
         self._auth: Any = None
         self._scram_started = False
+        self._fast_ok = False  # READY, not skipping to Sync, not in COPY: see _fast_allowed()
         self.user = "postgres"
         self.database = "postgres"
         self.settings = Settings(self.user, state.config.max_connections)
@@ -158,6 +164,12 @@ class Session:
 
     def receive(self, data: bytes) -> bytes:
         """Handle `data` from the client; returns the bytes to send back (maybe empty)."""
+        if self._fast_ok and not self._parser.buffered():
+            burst = parse_burst(data)
+            if burst is not None:
+                fast = self._fast(burst)
+                if fast is not None:
+                    return fast
         out = self._out = []
         if self.sm.phase == ss.CLOSED:
             return b""
@@ -181,6 +193,59 @@ class Session:
             except Exception as e:  # a bug must cost this client its statement, never the server
                 log.exception("internal error in session %s", self.backend_pid)
                 self._error(PgError(INTERNAL_ERROR, f"internal error: {type(e).__name__}: {e}"))
+        self._fast_ok = self.sm.phase == ss.READY and not self._skip_to_sync
+        return b"".join(out)
+
+    def _fast(self, burst: Burst) -> bytes | None:
+        """Bind/[Describe]/Execute/Sync of a prepared SELECT or DML, without message objects.
+
+        Returns None (before doing anything) when the general path must handle the burst; the
+        replies are byte for byte those of the general path (tests/sqlserver/test_fastpath.py).
+        """
+        name, pfmts, raw, rfmts, describe = burst
+        p = self._statements.get(name)
+        if p is None or p.fast is None or len(raw) != p.stmt.nparams or self.sm.status == ss.FAILED:
+            return None
+        st = p.stmt
+        if describe and p.columns and not p.fast:
+            return None  # result types still unknown: the general path learns them from a row
+        out = self._out = [be.BIND_COMPLETE]
+        self._portals.pop("", None)
+        ex = self.executor
+        assert ex is not None
+        in_block = self.sm.status != ss.IDLE
+        try:
+            params = res.decode_params(raw, p.param_oids, pfmts) if raw else ()
+            if p.columns:
+                desc, encs = p.describe(rfmts)
+                if describe:
+                    out.append(desc)
+                cur = ex.run(st, params, in_block)
+                try:
+                    rows = cur.fetchall()
+                except sqlite3.Error as e:
+                    raise self._mapped(e) from None
+                finally:
+                    if st.writes and not in_block:
+                        ex.release_after_autocommit()
+                data_row = be.data_row
+                for row in rows:
+                    out.append(data_row([None if v is None else enc(v) for enc, v in zip(encs, row, strict=False)]))
+                n = len(rows)
+                out.append(be.command_complete(f"INSERT 0 {n}" if st.tag == "INSERT" else f"{st.tag} {n}"))
+            else:
+                if describe:
+                    out.append(be.NO_DATA)
+                cur = ex.run(st, params, in_block)
+                if not in_block:
+                    ex.release_after_autocommit()
+                n = cur.rowcount if cur.rowcount >= 0 else 0
+                out.append(be.command_complete(f"INSERT 0 {n}" if st.tag == "INSERT" else f"{st.tag} {n}"))
+        except PgError as e:
+            if e.fatal:
+                raise
+            self._error(e)  # the Execute failed: what followed it up to Sync is discarded
+        out.append(be.ready_for_query(self.sm.status))
         return b"".join(out)
 
     def cancel(self) -> None:
