@@ -39,9 +39,9 @@ def _type_rows() -> str:
 
 
 VIEWS: dict[str, str] = {
-    "pg_namespace": f"SELECT {NS_CATALOG} AS oid, 'pg_catalog' AS nspname, 10 AS nspowner, NULL AS nspacl "
+    "pg_namespace": f"SELECT CAST({NS_CATALOG} AS INTEGER) AS oid, 'pg_catalog' AS nspname, 10 AS nspowner, NULL AS nspacl "
     f"UNION ALL SELECT {NS_PUBLIC}, 'public', 10, NULL UNION ALL SELECT {NS_INFO}, 'information_schema', 10, NULL",
-    "pg_class": f"SELECT {REL_OID_BASE} + m.rowid AS oid, m.name AS relname, {NS_PUBLIC} AS relnamespace, "
+    "pg_class": f"SELECT CAST({REL_OID_BASE} + m.rowid AS INTEGER) AS oid, m.name AS relname, CAST({NS_PUBLIC} AS INTEGER) AS relnamespace, "
     f"{_RELKIND} AS relkind, 10 AS relowner, CASE m.type WHEN 'index' THEN 403 WHEN 'table' THEN 2 ELSE 0 END AS relam, "
     "0 AS reltablespace, 0 AS reltype, 0 AS reloftype, 0 AS relfilenode, 0 AS relpages, -1 AS reltuples, "
     "(SELECT count(*) FROM pragma_index_list(m.name)) > 0 AS relhasindex, 0 AS relisshared, 'p' AS relpersistence, "
@@ -52,16 +52,16 @@ VIEWS: dict[str, str] = {
     f"FROM main.sqlite_schema m WHERE {_USER_OBJECTS} AND m.type IN ('table', 'index', 'view') "
     f"UNION ALL SELECT 900000 + s.rowid, s.name, {NS_PUBLIC}, 'S', 10, 0, 0, 0, 0, 0, 0, -1, 0, 0, 'p', 3, 0, 0, 0, 0, 0, 0, 1, 'n', 0, 0, NULL, NULL, NULL, 0 "
     "FROM main._lp_sequences s",
-    "pg_attribute": f"SELECT {REL_OID_BASE} + m.rowid AS attrelid, p.name AS attname, "
+    "pg_attribute": f"SELECT CAST({REL_OID_BASE} + m.rowid AS INTEGER) AS attrelid, p.name AS attname, "
     "coalesce(nullif(pg_decl_oid(p.type), 0), 25) AS atttypid, p.cid + 1 AS attnum, pg_decl_typmod(p.type) AS atttypmod, "
     "p.\"notnull\" OR p.pk > 0 AS attnotnull, 0 AS attisdropped, p.dflt_value IS NOT NULL AS atthasdef, "
     "'' AS attidentity, '' AS attgenerated, 0 AS attcollation, -1 AS attlen, 0 AS attndims, 1 AS attislocal, "
     "'p' AS attstorage, NULL AS attcompression, -1 AS attstattarget, NULL AS attacl, NULL AS attoptions, 0 AS atthasmissing "
     f"FROM main.sqlite_schema m JOIN pragma_table_info(m.name) p WHERE m.type IN ('table', 'view') AND {_USER_OBJECTS}",
-    "pg_attrdef": f"SELECT {REL_OID_BASE} * 100 + m.rowid * 64 + p.cid AS oid, {REL_OID_BASE} + m.rowid AS adrelid, "
+    "pg_attrdef": f"SELECT {REL_OID_BASE} * 100 + m.rowid * 64 + p.cid AS oid, CAST({REL_OID_BASE} + m.rowid AS INTEGER) AS adrelid, "
     "p.cid + 1 AS adnum, p.dflt_value AS adbin "
     f"FROM main.sqlite_schema m JOIN pragma_table_info(m.name) p WHERE m.type = 'table' AND p.dflt_value IS NOT NULL AND {_USER_OBJECTS}",
-    "pg_index": f"SELECT {REL_OID_BASE} + i.rowid AS indexrelid, {REL_OID_BASE} + t.rowid AS indrelid, "
+    "pg_index": f"SELECT CAST({REL_OID_BASE} + i.rowid AS INTEGER) AS indexrelid, CAST({REL_OID_BASE} + t.rowid AS INTEGER) AS indrelid, "
     "l.\"unique\" AS indisunique, (l.origin = 'pk' OR l.name LIKE '%\\_pkey' ESCAPE '\\') AS indisprimary, "
     "0 AS indisexclusion, 1 AS indimmediate, 0 AS indisclustered, 1 AS indisvalid, 0 AS indisreplident, "
     "1 AS indisready, 1 AS indislive, 0 AS indcheckxmin, 0 AS indnullsnotdistinct, "
@@ -70,14 +70,14 @@ VIEWS: dict[str, str] = {
     "NULL AS indexprs, NULL AS indpred, '0' AS indcollation, '0' AS indclass, '0' AS indoption "
     "FROM main.sqlite_schema t JOIN pragma_index_list(t.name) l JOIN main.sqlite_schema i ON i.name = l.name "
     "WHERE t.type = 'table' AND t.name NOT LIKE 'sqlite_%' AND t.name NOT LIKE '_lp_%'",
-    "pg_type": "SELECT column1 AS oid, column2 AS typname, column3 AS typnamespace, column4 AS typlen, "
+    "pg_type": "SELECT CAST(column1 AS INTEGER) AS oid, column2 AS typname, column3 AS typnamespace, column4 AS typlen, "
     "column5 AS typtype, column6 AS typcategory, column7 AS typelem, column8 AS typarray, 10 AS typowner, "
     "1 AS typbyval, 0 AS typrelid, 0 AS typbasetype, -1 AS typtypmod, 0 AS typndims, 0 AS typnotnull, "
     "1 AS typisdefined, ',' AS typdelim, 'i' AS typalign, 'p' AS typstorage, 0 AS typcollation, "
     "column2 || 'in' AS typinput, column2 || 'out' AS typoutput, column2 || 'recv' AS typreceive, "
     "column2 || 'send' AS typsend, 0 AS typispreferred, NULL AS typdefault, NULL AS typacl, 0 AS typsubscript "
     f"FROM (VALUES {_type_rows()})",
-    "pg_database": "SELECT 5 AS oid, 'postgres' AS datname, 10 AS datdba, 6 AS encoding, 'c' AS datlocprovider, "
+    "pg_database": "SELECT CAST(5 AS INTEGER) AS oid, 'postgres' AS datname, 10 AS datdba, 6 AS encoding, 'c' AS datlocprovider, "
     "0 AS datistemplate, 1 AS datallowconn, -1 AS datconnlimit, 'C' AS datcollate, 'C' AS datctype, "
     "NULL AS daticulocale, NULL AS datcollversion, NULL AS datacl, 1663 AS dattablespace "
     "UNION ALL SELECT 1, 'template1', 10, 6, 'c', 1, 1, -1, 'C', 'C', NULL, NULL, NULL, 1663",
@@ -92,13 +92,14 @@ VIEWS: dict[str, str] = {
     "pg_settings": "SELECT NULL AS name, NULL AS setting WHERE 0",
     "pg_constraint": f"SELECT {REL_OID_BASE} * 10 + i.rowid AS oid, l.name AS conname, {NS_PUBLIC} AS connamespace, "
     "CASE WHEN l.origin = 'pk' OR l.name LIKE '%\\_pkey' ESCAPE '\\' THEN 'p' ELSE 'u' END AS contype, "
-    f"{REL_OID_BASE} + t.rowid AS conrelid, {REL_OID_BASE} + i.rowid AS conindid, 0 AS confrelid, 0 AS condeferrable, "
+    f"CAST({REL_OID_BASE} + t.rowid AS INTEGER) AS conrelid, CAST({REL_OID_BASE} + i.rowid AS INTEGER) AS conindid, 0 AS confrelid, 0 AS condeferrable, "
     "0 AS condeferred, 1 AS convalidated, 0 AS contypid, 0 AS conparentid, ' ' AS confupdtype, ' ' AS confdeltype, "
     "' ' AS confmatchtype, 1 AS conislocal, 0 AS coninhcount, 1 AS connoinherit, "
     "'{' || (SELECT group_concat(ii.cid + 1, ',') FROM pragma_index_info(l.name) ii) || '}' AS conkey, "
     "NULL AS confkey, NULL AS conbin "
     "FROM main.sqlite_schema t JOIN pragma_index_list(t.name) l JOIN main.sqlite_schema i ON i.name = l.name "
     "WHERE t.type = 'table' AND t.name NOT LIKE 'sqlite_%' AND t.name NOT LIKE '_lp_%' AND l.\"unique\"",
+    "pg_auth_members": _empty("roleid, member, grantor, admin_option"),
     "pg_description": _empty("objoid, classoid, objsubid, description"),
     "pg_shdescription": _empty("objoid, classoid, description"),
     "pg_inherits": _empty("inhrelid, inhparent, inhseqno, inhdetachpending"),
@@ -140,6 +141,34 @@ VIEWS: dict[str, str] = {
 }
 
 
+_BOOLS = (
+    "relhasindex relisshared relhasrules relhastriggers relhassubclass relrowsecurity relforcerowsecurity "
+    "relispopulated relispartition attnotnull attisdropped atthasdef attislocal atthasmissing indisunique "
+    "indisprimary indisexclusion indimmediate indisclustered indisvalid indisreplident indisready indislive "
+    "indcheckxmin indnullsnotdistinct condeferrable condeferred convalidated conislocal connoinherit typbyval "
+    "typnotnull typisdefined typispreferred datistemplate datallowconn rolsuper rolinherit rolcreaterole "
+    "rolcreatedb rolcanlogin rolreplication rolbypassrls usecreatedb usesuper userepl usebypassrls hasindexes "
+    "hasrules hastriggers rowsecurity seqcycle"
+).split()
+_OIDS = (
+    "oid relnamespace relowner relam reltablespace reltype reloftype relfilenode reltoastrelid attrelid "
+    "atttypid attcollation adrelid indexrelid indrelid conrelid conindid confrelid contypid conparentid "
+    "connamespace typnamespace typelem typarray typowner typrelid typbasetype typcollation nspowner datdba "
+    "dattablespace spcowner seqrelid seqtypid"
+).split()
+_NAMES = "relname attname nspname typname datname rolname usename amname conname spcname tablename schemaname".split()
+# PostgreSQL types of the catalog views' columns (SQLite computes ints and strings): psql compares
+# booleans with "t", asyncpg decodes oid columns in binary.
+COLUMN_TYPES: dict[str, str] = {
+    **{c: "bool" for c in _BOOLS},
+    **{c: "oid" for c in _OIDS},
+    **{c: "name" for c in _NAMES},
+    "attnum": "int2", "atttypmod": "int4", "attlen": "int2", "typlen": "int2", "relnatts": "int2",
+    "reltuples": "float4", "relpages": "int4", "relchecks": "int2", "indnatts": "int2", "adnum": "int2",
+    "indkey": "int2vector", "conkey": "_int2",
+}
+
+
 def install(conn: sqlite3.Connection) -> None:
     """Create the catalog views on a new connection (TEMP: private to it, gone when it closes)."""
     conn.executescript("".join(f"CREATE TEMP VIEW IF NOT EXISTS {name} AS {sql};\n" for name, sql in VIEWS.items()))
@@ -153,6 +182,8 @@ def table_columns(conn: sqlite3.Connection, table: str) -> list[tuple[str, str]]
         return None
     if not rows:
         return None
+    if table in VIEWS:
+        return [(n, COLUMN_TYPES.get(n) or t) for n, t in rows]
     return [(n, t) for n, t in rows]
 
 

@@ -178,16 +178,80 @@ def install(conn: sqlite3.Connection, host: FunctionHost) -> None:
         ("pg_size_pretty", 1, lambda n: f"{int(n or 0) // 1024} kB"),
         ("quote_ident", 1, lambda s: s if re.fullmatch(r"[a-z_][a-z0-9_$]*", str(s)) else '"' + str(s).replace('"', '""') + '"'),
         ("current_schemas", 1, lambda _b: "{pg_catalog,public}" if _b else "{public}"),
-        ("array_to_string", 2, lambda a, sep: None if a is None else sep.join(str(a).strip("{}").split(","))),
+        ("array_to_string", 2, lambda a, sep: None if a is None else sep.join(parse_array(a))),
         ("txid_current", 0, lambda: 1),
         ("pg_current_xact_id", 0, lambda: 1),
         ("pg_get_indexdef", 1, lambda _o: None),
+        ("pg_get_indexdef", 3, lambda _o, _c, _p: None),
         ("pg_get_constraintdef", 1, lambda _o: None),
         ("pg_get_constraintdef", 2, lambda _o, _p: None),
         ("pg_get_partkeydef", 1, lambda _o: None),
+        ("pg_get_statisticsobjdef_columns", 1, lambda _o: None),
+        ("pg_get_triggerdef", 2, lambda _o, _p: None),
+        ("pg_get_ruledef", 2, lambda _o, _p: None),
+        ("pg_partition_tree", 1, lambda _o: None),
+        ("pg_tablespace_location", 1, lambda _o: ""),
+        ("pg_get_function_result", 1, lambda _o: None),
+        ("pg_get_function_arguments", 1, lambda _o: None),
+        ("pg_relation_is_publishable", 1, lambda _o: 0),
         ("pg_get_viewdef", 1, lambda _o: None),
         ("pg_get_viewdef", 2, lambda _o, _p: None),
         ("pg_get_serial_sequence", 2, lambda t, c: f"public.{t}_{c}_seq"),
     ]
     for name, nargs, fn in fns:
         conn.create_function(name, nargs, fn)
+    conn.create_function("pg_array", -1, lambda *items: format_array(items))
+    conn.create_function("pg_any_eq", 2, lambda x, arr: None if x is None or arr is None else int(str(x) in parse_array(arr)))
+    conn.create_aggregate("pg_array_agg", 1, _ArrayAgg)
+
+
+def format_array(items: Any) -> str:
+    """PostgreSQL's text form of a one-dimensional array."""
+    out = []
+    for v in items:
+        if v is None:
+            out.append("NULL")
+            continue
+        t = str(v)
+        if t == "" or any(c in t for c in ',{}" \\') or t.upper() == "NULL":
+            t = '"' + t.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        out.append(t)
+    return "{" + ",".join(out) + "}"
+
+
+def parse_array(text: Any) -> list[str]:
+    """The elements of a one-dimensional array's text form (quotes removed); a non-array: itself."""
+    t = str(text).strip()
+    if not (t.startswith("{") and t.endswith("}")):
+        return [t]
+    body = t[1:-1]
+    if not body:
+        return []
+    items, cur, quoted, i = [], [], False, 0
+    while i < len(body):
+        c = body[i]
+        if c == "\\" and i + 1 < len(body):
+            cur.append(body[i + 1])
+            i += 2
+            continue
+        if c == '"':
+            quoted = not quoted
+        elif c == "," and not quoted:
+            items.append("".join(cur))
+            cur = []
+        else:
+            cur.append(c)
+        i += 1
+    items.append("".join(cur))
+    return items
+
+
+class _ArrayAgg:
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+
+    def step(self, v: Any) -> None:
+        self.items.append(v)
+
+    def finalize(self) -> str:
+        return format_array(self.items)

@@ -201,7 +201,7 @@ def param_types(tree: exp.Expression | None, nparams: int, columns_of: ColumnsOf
         return oids
     for select_like in [tree, *tree.find_all(exp.Select)]:
         scope = _Scope(select_like, columns_of)
-        if isinstance(select_like, exp.Insert) and isinstance(select_like.this, exp.Schema):
+        if isinstance(select_like, exp.Insert):
             _insert_params(select_like, scope, oids)
         for node in select_like.find_all(exp.Var):
             n = _param_index(node)
@@ -218,12 +218,11 @@ def _param_index(node: exp.Expression) -> int | None:
 
 
 def _insert_params(ins: exp.Insert, scope: _Scope, oids: list[int]) -> None:
-    schema = ins.this
-    table = schema.this
-    names = [c.name for c in schema.expressions]
+    table = ins.this.this if isinstance(ins.this, exp.Schema) else ins.this
     entry = scope.tables.get(table.alias_or_name)
     if entry is None:
         return
+    names = [c.name for c in ins.this.expressions] if isinstance(ins.this, exp.Schema) else [n for n, _ in entry[1]]
     decl = {n.lower(): d for n, d in entry[1]}
     values = ins.expression
     if not isinstance(values, exp.Values):

@@ -58,7 +58,7 @@ _DECLARED: dict[str, int] = {
     "character": BPCHAR, "bool": BOOL, "boolean": BOOL, "timestamp": TIMESTAMP, "datetime": TIMESTAMP,
     "timestamptz": TIMESTAMPTZ, "date": DATE, "time": TIME, "timetz": TIMETZ, "bytea": BYTEA,
     "blob": BYTEA, "json": JSON, "jsonb": JSONB, "uuid": UUID, "interval": INTERVAL, "oid": OID,
-    "name": NAME, "regclass": REGCLASS, "regtype": REGTYPE, "regproc": REGPROC, "xml": XML,
+    "name": NAME, "int2vector": INT2VECTOR, "_int2": INT2_ARRAY, "_text": TEXT_ARRAY, "regclass": REGCLASS, "regtype": REGTYPE, "regproc": REGPROC, "xml": XML,
 }
 
 
@@ -142,6 +142,8 @@ def _text_bool(v: Any) -> bytes:
 
 def _text_bytea(v: Any) -> bytes:
     if isinstance(v, str):
+        if v.startswith("\\x"):
+            return v.encode()  # a bytea literal stored as its text form (SQL text, not a parameter)
         v = v.encode()
     return b"\\x" + bytes(v).hex().encode()
 
@@ -192,7 +194,9 @@ def _bin_text(v: Any) -> bytes:
 
 
 def _bin_bytea(v: Any) -> bytes:
-    return v.encode() if isinstance(v, str) else bytes(v)
+    if isinstance(v, str):
+        return bytes.fromhex(v[2:]) if v.startswith("\\x") else v.encode()
+    return bytes(v)
 
 
 def _bin_bool(v: Any) -> bytes:

@@ -63,34 +63,64 @@ def _is_nonzero_number(node: exp.Expression) -> bool:
 _REGEX_OPS = {"~": ("", False), "~*": ("i", False), "!~": ("", True), "!~*": ("i", True)}
 
 
+def _sub(node: exp.Expression) -> exp.Expression:
+    # exp.transform does not descend into a node it replaced: rewrite the moved children here
+    return node.transform(_expression_rewrite, copy=False)
+
+
 def _expression_rewrite(node: exp.Expression) -> exp.Expression:
-    """Expression-level rewrites, applied bottom-up by exp.transform."""
+    """Expression-level rewrites, applied top-down by exp.transform."""
     if isinstance(node, exp.Parameter) and isinstance(node.this, exp.Literal):
         # $n -> ?n: SQLite's numbered parameter (sqlglot would write @n, a named one).
         return exp.Var(this=f"?{node.this.this}")
     if isinstance(node, exp.Dot) and isinstance(node.this, exp.Identifier) and node.this.name.lower() == "pg_catalog":
         # pg_catalog.f(x): SQLite has no schema-qualified functions; ours are registered unqualified.
-        return node.expression
+        return _sub(node.expression)
     if isinstance(node, exp.Collate):
-        return node.this  # PostgreSQL collations ("C", pg_catalog.default) mean nothing to SQLite
+        return _sub(node.this)  # PostgreSQL collations ("C", pg_catalog.default) mean nothing to SQLite
     if isinstance(node, exp.Operator):
         op = str(node.args.get("operator", "")).split(".")[-1]
         if op in _REGEX_OPS:
             flags, negate = _REGEX_OPS[op]
-            call = exp.Anonymous(this="pg_regex", expressions=[node.this, node.expression, exp.Literal.string(flags)])
+            call = exp.Anonymous(this="pg_regex", expressions=[_sub(node.this), _sub(node.expression), exp.Literal.string(flags)])
             return exp.Not(this=call) if negate else call
-        return exp.Anonymous(this="pg_operator_" + {"=": "eq", "<>": "ne"}.get(op, "unknown"), expressions=[node.this, node.expression])
+        return exp.Anonymous(this="pg_operator_" + {"=": "eq", "<>": "ne"}.get(op, "unknown"), expressions=[_sub(node.this), _sub(node.expression)])
     if isinstance(node, exp.RegexpLike):
-        return exp.Anonymous(this="pg_regex", expressions=[node.this, node.expression, exp.Literal.string("")])
+        return exp.Anonymous(this="pg_regex", expressions=[_sub(node.this), _sub(node.expression), exp.Literal.string("")])
     if isinstance(node, exp.RegexpILike):
-        return exp.Anonymous(this="pg_regex", expressions=[node.this, node.expression, exp.Literal.string("i")])
+        return exp.Anonymous(this="pg_regex", expressions=[_sub(node.this), _sub(node.expression), exp.Literal.string("i")])
+    if isinstance(node, exp.Array):
+        # PostgreSQL arrays travel as their text form '{a,b}' (see docs/sqlserver.md)
+        items = node.expressions
+        if len(items) == 1 and isinstance(items[0], exp.Select | exp.Subquery):
+            sel = items[0] if isinstance(items[0], exp.Select) else items[0].this
+            sel = _sub(sel.copy())
+            first = sel.expressions[0]
+            sel.set("expressions", [exp.alias_(first.unalias() if isinstance(first, exp.Alias) else first, "_v")])
+            agg = exp.Anonymous(this="pg_array_agg", expressions=[exp.column("_v")])
+            return exp.Subquery(this=exp.select(agg).from_(sel.subquery("_a")))
+        return exp.Anonymous(this="pg_array", expressions=[_sub(e) for e in items])
+    if isinstance(node, exp.EQ | exp.NEQ) and isinstance(node.expression, exp.Any | exp.All):
+        target = node.expression.this
+        while isinstance(target, exp.Paren):
+            target = target.this
+        if isinstance(target, exp.Select | exp.Subquery):
+            sel = target if isinstance(target, exp.Select) else target.this
+            test: exp.Expression = exp.In(this=_sub(node.this), query=exp.Subquery(this=_sub(sel.copy())))
+        else:
+            test = exp.Anonymous(this="pg_any_eq", expressions=[_sub(node.this), _sub(target)])
+        return exp.Not(this=test) if isinstance(node, exp.NEQ) else test
+    if isinstance(node, exp.ArrayToString):
+        return exp.Anonymous(this="array_to_string", expressions=[_sub(node.this), _sub(node.expression)])
+    if isinstance(node, exp.ByteString):
+        return exp.Literal.string(str(node.this))  # E'...': sqlglot has already decoded the escapes
     if isinstance(node, exp.CurrentVersion):
         return exp.Anonymous(this="version", expressions=[])
     if isinstance(node, exp.Div) and not _is_nonzero_number(node.expression):
         # SQLite answers NULL for x / 0; PostgreSQL raises 22012. pg_div raises (functions.py).
-        return exp.Anonymous(this="pg_div", expressions=[node.this, node.expression])
+        return exp.Anonymous(this="pg_div", expressions=[_sub(node.this), _sub(node.expression)])
     if isinstance(node, exp.Mod) and not _is_nonzero_number(node.expression):
-        return exp.Anonymous(this="pg_mod", expressions=[node.this, node.expression])
+        return exp.Anonymous(this="pg_mod", expressions=[_sub(node.this), _sub(node.expression)])
     if isinstance(node, exp.Cast):
         to = node.to
         kind = to.this if isinstance(to, exp.DataType) else None
@@ -99,15 +129,15 @@ def _expression_rewrite(node: exp.Expression) -> exp.Expression:
             isinstance(to, exp.DataType) and to.this == T.USERDEFINED and str(to.args.get("kind", "")).lower().startswith("reg")
         ):
             name = target or str(to.args.get("kind")).lower()
-            return exp.Anonymous(this=f"pg_{name}", expressions=[node.this])
+            return exp.Anonymous(this=f"pg_{name}", expressions=[_sub(node.this)])
         if isinstance(to, exp.ObjectIdentifier):
-            return exp.Anonymous(this=f"pg_{to.name.lower()}", expressions=[node.this])
+            return exp.Anonymous(this=f"pg_{to.name.lower()}", expressions=[_sub(node.this)])
         if kind == T.BOOLEAN:
-            return exp.Anonymous(this="pg_bool", expressions=[node.this])
+            return exp.Anonymous(this="pg_bool", expressions=[_sub(node.this)])
         if kind in (T.TEXT, T.VARCHAR, T.CHAR, T.NAME):
-            return exp.Cast(this=node.this, to=raw_type("TEXT"))
+            return exp.Cast(this=_sub(node.this), to=raw_type("TEXT"))
         if (kind == T.USERDEFINED and str(to.args.get("kind", "")).lower() == "oid"):
-            return exp.Cast(this=node.this, to=raw_type("INTEGER"))
+            return exp.Cast(this=_sub(node.this), to=raw_type("INTEGER"))
     if isinstance(node, exp.Table):
         db = node.args.get("db")
         schema = db.name.lower() if isinstance(db, exp.Identifier) else ""
@@ -122,7 +152,7 @@ def _expression_rewrite(node: exp.Expression) -> exp.Expression:
         isinstance(node, exp.Ordered) and isinstance(node.parent, exp.IndexParameters)
     ):
         # sqlglot spells PostgreSQL's default null ordering out; SQLite refuses NULLS LAST there
-        return node.this if not node.args.get("desc") else node
+        return _sub(node.this) if not node.args.get("desc") else node
     return node
 
 
@@ -152,7 +182,8 @@ def to_sqlite(tree: exp.Expression, text: str) -> str:
 def rewrite(tree: exp.Expression, text: str) -> tr.Statement:
     """The Statement (translate.py) for one parsed PostgreSQL statement; raises PgError 0A000."""
     if isinstance(tree, exp.Query | exp.Values):
-        t = expression_rewrite(tree)
+        empty = _always_empty(tree)
+        t = empty if empty is not None else expression_rewrite(tree)
         return tr.Statement(tr.SELECT, text, (to_sqlite(t, text),), "SELECT", placeholder_count(tree), False, (), t)
     if isinstance(tree, exp.Insert | exp.Update | exp.Delete):
         t = expression_rewrite(tree)
@@ -170,6 +201,45 @@ def rewrite(tree: exp.Expression, text: str) -> tr.Statement:
     if isinstance(tree, exp.Alter):
         return _alter(tree, text)
     raise tr.unsupported(type(tree).__name__.upper() if not isinstance(tree, exp.Command) else str(tree.this).upper(), text)
+
+
+# Catalog tables that have no rows in sqlserver (no policies, publications, triggers, partitions,
+# inheritance, extended statistics, rules): a query that inner-joins one of them returns nothing,
+# whatever else it says, so it is answered as an empty result with the same columns. This keeps
+# psql's \d+ working without translating the PostgreSQL-only expressions those queries carry.
+ALWAYS_EMPTY = frozenset({
+    "pg_policy", "pg_publication", "pg_publication_rel", "pg_publication_namespace", "pg_trigger",
+    "pg_inherits", "pg_partitioned_table", "pg_statistic_ext", "pg_rewrite", "pg_foreign_table",
+    "pg_description", "pg_shdescription", "pg_auth_members", "pg_extension", "pg_proc", "pg_enum",
+    "pg_event_trigger", "pg_subscription", "pg_foreign_data_wrapper", "pg_foreign_server",
+    "pg_user_mapping", "pg_default_acl", "pg_init_privs", "pg_seclabel", "pg_cast", "pg_operator",
+    "pg_opclass", "pg_ts_config", "pg_ts_dict", "pg_ts_parser", "pg_ts_template", "pg_conversion",
+    "pg_language", "pg_aggregate", "pg_largeobject_metadata", "pg_statistic_ext_data",
+})
+
+
+def _branch_empty(sel: exp.Expression) -> bool:
+    if isinstance(sel, exp.Union):
+        return _branch_empty(sel.left) and _branch_empty(sel.right)
+    if not isinstance(sel, exp.Select):
+        return False
+    from_ = sel.args.get("from_") or sel.args.get("from")
+    sources = [from_.this] if from_ is not None else []
+    sources += [j.this for j in sel.args.get("joins") or [] if not j.args.get("side")]
+    return any(isinstance(t, exp.Table) and t.name.lower() in ALWAYS_EMPTY for t in sources)
+
+
+def _always_empty(tree: exp.Expression) -> exp.Expression | None:
+    if not _branch_empty(tree):
+        return None
+    first = tree
+    while isinstance(first, exp.Union):
+        first = first.left
+    assert isinstance(first, exp.Select)
+    names = []
+    for i, e in enumerate(first.expressions):
+        names.append(e.alias_or_name if e.alias_or_name and not isinstance(e, exp.Star) else f"column{i + 1}")
+    return exp.select(*[exp.alias_(exp.null(), n or f"column{i + 1}", quoted=True) for i, n in enumerate(names)]).where(exp.false())
 
 
 def _table_sql(table: exp.Expression) -> str:

@@ -26,7 +26,6 @@ called from any thread (it only sets a flag and interrupts SQLite).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import sqlite3
@@ -38,6 +37,7 @@ from sqlserver import session_states as ss
 from sqlserver import statement as k
 from sqlserver.copy import CopyIn, format_header, format_row
 from sqlserver.executor import Executor
+from sqlserver.fastpath import Burst, parse_burst
 from sqlserver.protocol import backend as be
 from sqlserver.protocol import messages as m
 from sqlserver.protocol.errors import (
@@ -59,7 +59,8 @@ from sqlserver.protocol.errors import (
     PgError,
     ProtocolViolation,
 )
-from sqlserver.protocol.frontend import FrontendParser, parse_password
+from sqlserver.protocol.auth import ScramServer, md5_verify
+from sqlserver.protocol.frontend import FrontendParser, parse_password, parse_sasl_initial, parse_sasl_response
 from sqlserver.settings import Settings
 from sqlserver.state import ServerState
 
@@ -72,7 +73,7 @@ _WARNING = "WARNING"
 class Prepared:
     """A parsed statement: its translation, its types, and its encoded descriptions."""
 
-    __slots__ = ("columns", "desc_cache", "generation", "name", "param_oids", "stmt", "text")
+    __slots__ = ("columns", "desc_cache", "fast", "generation", "name", "param_oids", "stmt", "text")
 
     def __init__(self, name: str, text: str, stmt: k.Statement, param_oids: tuple[int, ...], columns: list[infer.Column] | None, generation: int) -> None:
         self.name = name
@@ -82,6 +83,10 @@ class Prepared:
         self.columns = columns  # None: not a row-returning statement
         self.generation = generation
         self.desc_cache: dict[tuple[int, ...], tuple[bytes, tuple[Any, ...]]] = {}
+        # fast path (fastpath.py): None = never; False = only without Describe (types unknown)
+        self.fast: bool | None = None
+        if stmt.kind in (k.SELECT, k.DML) and stmt.sql:
+            self.fast = not columns or all(c.oid for c in columns)
 
     def describe(self, formats: tuple[int, ...]) -> tuple[bytes, tuple[Any, ...]]:
         """(RowDescription bytes, per-column encoders) for these result formats; cached."""
@@ -130,9 +135,12 @@ class Session:
         self._implicit = False  # inside a multi-statement simple query's implicit transaction
         self._statements: dict[str, Prepared] = {}
         self._portals: dict[str, Portal] = {}
+        self._holdable: set[str] = set()  # cursors declared WITH HOLD (they outlive their block)
         self._types: dict[str, Prepared] = {}  # unnamed-statement reuse: text -> typed Prepared
         self._copy: CopyIn | None = None
         self._auth: Any = None
+        self._scram_started = False
+        self._fast_ok = False  # READY, not skipping to Sync, not in COPY: see _fast_allowed()
         self.user = "postgres"
         self.database = "postgres"
         self.settings = Settings(self.user, state.config.max_connections)
@@ -156,6 +164,12 @@ class Session:
 
     def receive(self, data: bytes) -> bytes:
         """Handle `data` from the client; returns the bytes to send back (maybe empty)."""
+        if self._fast_ok and not self._parser.buffered():
+            burst = parse_burst(data)
+            if burst is not None:
+                fast = self._fast(burst)
+                if fast is not None:
+                    return fast
         out = self._out = []
         if self.sm.phase == ss.CLOSED:
             return b""
@@ -179,6 +193,59 @@ class Session:
             except Exception as e:  # a bug must cost this client its statement, never the server
                 log.exception("internal error in session %s", self.backend_pid)
                 self._error(PgError(INTERNAL_ERROR, f"internal error: {type(e).__name__}: {e}"))
+        self._fast_ok = self.sm.phase == ss.READY and not self._skip_to_sync
+        return b"".join(out)
+
+    def _fast(self, burst: Burst) -> bytes | None:
+        """Bind/[Describe]/Execute/Sync of a prepared SELECT or DML, without message objects.
+
+        Returns None (before doing anything) when the general path must handle the burst; the
+        replies are byte for byte those of the general path (tests/sqlserver/test_fastpath.py).
+        """
+        name, pfmts, raw, rfmts, describe = burst
+        p = self._statements.get(name)
+        if p is None or p.fast is None or len(raw) != p.stmt.nparams or self.sm.status == ss.FAILED:
+            return None
+        st = p.stmt
+        if describe and p.columns and not p.fast:
+            return None  # result types still unknown: the general path learns them from a row
+        out = self._out = [be.BIND_COMPLETE]
+        self._portals.pop("", None)
+        ex = self.executor
+        assert ex is not None
+        in_block = self.sm.status != ss.IDLE
+        try:
+            params = res.decode_params(raw, p.param_oids, pfmts) if raw else ()
+            if p.columns:
+                desc, encs = p.describe(rfmts)
+                if describe:
+                    out.append(desc)
+                cur = ex.run(st, params, in_block)
+                try:
+                    rows = cur.fetchall()
+                except sqlite3.Error as e:
+                    raise self._mapped(e) from None
+                finally:
+                    if st.writes and not in_block:
+                        ex.release_after_autocommit()
+                data_row = be.data_row
+                for row in rows:
+                    out.append(data_row([None if v is None else enc(v) for enc, v in zip(encs, row, strict=False)]))
+                n = len(rows)
+                out.append(be.command_complete(f"INSERT 0 {n}" if st.tag == "INSERT" else f"{st.tag} {n}"))
+            else:
+                if describe:
+                    out.append(be.NO_DATA)
+                cur = ex.run(st, params, in_block)
+                if not in_block:
+                    ex.release_after_autocommit()
+                n = cur.rowcount if cur.rowcount >= 0 else 0
+                out.append(be.command_complete(f"INSERT 0 {n}" if st.tag == "INSERT" else f"{st.tag} {n}"))
+        except PgError as e:
+            if e.fatal:
+                raise
+            self._error(e)  # the Execute failed: what followed it up to Sync is discarded
+        out.append(be.ready_for_query(self.sm.status))
         return b"".join(out)
 
     def cancel(self) -> None:
@@ -296,9 +363,8 @@ class Session:
             self._auth = ("md5", salt)
             self._out.append(be.encode(m.AuthenticationMD5Password(salt)))
         else:
-            from sqlserver.auth import ScramExchange
-
-            self._auth = ("scram", ScramExchange(self.state.passwords.get(user)))
+            # an unknown user still goes through a whole (doomed) exchange: nothing tells it apart
+            self._auth = ("scram", ScramServer(self.state.passwords.get(user), user))
             self._out.append(be.encode(m.AuthenticationSASL(("SCRAM-SHA-256",))))
 
     def _startup_options(self, options: str) -> None:
@@ -328,20 +394,19 @@ class Session:
             if stored is None or parse_password(msg.data) != stored:
                 raise fail
         elif kind == "md5":
-            given = parse_password(msg.data)
-            if stored is None:
+            if stored is None or not md5_verify(self.user, stored, data, parse_password(msg.data)):
                 raise fail
-            inner = hashlib.md5((stored + self.user).encode()).hexdigest()
-            expected = "md5" + hashlib.md5(inner.encode() + data).hexdigest()
-            if given != expected:
-                raise fail
+        elif not self._scram_started:
+            mechanism, initial = parse_sasl_initial(msg.data)
+            if mechanism != "SCRAM-SHA-256":
+                raise PgError(INVALID_AUTHORIZATION_SPECIFICATION, f"SASL mechanism {mechanism!r} is not supported; use SCRAM-SHA-256", FATAL)
+            self._scram_started = True
+            self.sm.on("auth_continue")
+            self._out.append(be.encode(m.AuthenticationSASLContinue(data.first(initial))))
+            return
         else:
-            reply, finished = data.step(msg.data)
-            if not finished:
-                self.sm.on("auth_continue")
-                self._out.append(be.encode(m.AuthenticationSASLContinue(reply)))
-                return
-            self._out.append(be.encode(m.AuthenticationSASLFinal(reply)))
+            final = data.final(parse_sasl_response(msg.data))  # PgError 28P01 (FATAL) if wrong
+            self._out.append(be.encode(m.AuthenticationSASLFinal(final)))
         self.sm.on("auth_ok")
         self._authenticated()
 
@@ -404,6 +469,10 @@ class Session:
 
     def _typed(self, name: str, text: str, st: k.Statement, param_oids: tuple[int, ...]) -> Prepared:
         gen = self.state.schema_generation
+        if st.kind == k.FETCH:  # its columns are its cursor's: never cached
+            cursor = self._portals.get(st.args[0])
+            cols = cursor.prepared.columns if cursor is not None and not st.args[2] else None
+            return Prepared(name, text, st, (), cols, gen)
         key = st.text if not param_oids else f"{st.text}\0{param_oids}"
         hit = self._types.get(key)
         if hit is not None and hit.generation == gen:
@@ -657,21 +726,7 @@ class Session:
         desc, encs = prepared.describe(portal.formats)
         if describe:
             out.append(desc)
-        try:
-            if max_rows <= 0:
-                rows = portal.pending + cur.fetchall() if portal.pending else cur.fetchall()
-                portal.pending = []
-                more = False
-            else:
-                rows = portal.pending[:max_rows]
-                portal.pending = portal.pending[max_rows:]
-                if len(rows) < max_rows:
-                    rows += cur.fetchmany(max_rows - len(rows))
-                if not portal.pending:
-                    portal.pending = cur.fetchmany(1)
-                more = bool(portal.pending)
-        except sqlite3.Error as e:
-            raise self._mapped(e) from None
+        rows, more = self._take(portal, max_rows)
         data_row = be.data_row
         for row in rows:
             out.append(data_row([None if v is None else enc(v) for enc, v in zip(encs, row, strict=False)]))
@@ -683,6 +738,25 @@ class Session:
         tag = st.tag
         n = portal.rows_sent
         out.append(be.command_complete(f"INSERT 0 {n}" if tag == "INSERT" else f"{tag} {n}"))
+
+    def _take(self, portal: Portal, max_rows: int) -> tuple[list[Any], bool]:
+        """Up to max_rows (0: all) of a started portal's rows, and whether more remain."""
+        cur = portal.cursor
+        assert cur is not None
+        try:
+            if max_rows <= 0:
+                rows = portal.pending + cur.fetchall() if portal.pending else cur.fetchall()
+                portal.pending = []
+                return rows, False
+            rows = portal.pending[:max_rows]
+            portal.pending = portal.pending[max_rows:]
+            if len(rows) < max_rows:
+                rows += cur.fetchmany(max_rows - len(rows))
+            if not portal.pending:
+                portal.pending = cur.fetchmany(1)
+            return rows, bool(portal.pending)
+        except sqlite3.Error as e:
+            raise self._mapped(e) from None
 
     # -- statements the session handles itself ----------------------------------------------
 
@@ -725,7 +799,7 @@ class Session:
 
     def _close_portals(self, keep: Portal) -> None:
         for name, portal in list(self._portals.items()):
-            if portal is not keep and portal.cursor is not None:
+            if portal is not keep and portal.cursor is not None and name not in self._holdable:
                 portal.cursor.close()
                 del self._portals[name]
 
@@ -796,6 +870,63 @@ class Session:
             if not in_block:
                 ex.release_write()
         self._out.append(be.command_complete(st.tag))
+
+    # -- SQL-level cursors and prepared statements -------------------------------------------
+
+    def _declare(self, p: Prepared, portal: Portal, describe: bool) -> None:
+        name, hold, binary = p.stmt.args
+        if not hold and not self._in_block():
+            raise PgError(NO_ACTIVE_SQL_TRANSACTION, "DECLARE CURSOR can only be used in transaction blocks")
+        if name in self._portals:
+            raise PgError(DUPLICATE_CURSOR, f'cursor "{name}" already exists')
+        st = p.stmt
+        query = k.Statement(k.SELECT, f"{st.text}\0cursor", st.sql, "SELECT", st.nparams, False, (), st.ast)
+        inner = self._typed("", st.text, query, p.param_oids)
+        cursor = Portal(inner, portal.params, (1,) if binary else ())
+        self._start(cursor)
+        if hold:  # a holdable cursor outlives its transaction: materialize it now
+            cursor.pending = self._take(cursor, 0)[0]
+            self._holdable.add(name)
+        self._portals[name] = cursor
+        self._out.append(be.command_complete("DECLARE CURSOR"))
+
+    def _fetch(self, p: Prepared, portal: Portal, describe: bool) -> None:
+        name, count, move = p.stmt.args
+        cursor = self._portals.get(name)
+        if cursor is None or cursor.cursor is None:
+            raise PgError(INVALID_CURSOR_NAME, f'cursor "{name}" does not exist')
+        rows = [] if cursor.done else self._take(cursor, count or 0)[0]
+        if count is None or len(rows) < count:
+            cursor.done = True
+        out = self._out
+        if not move:
+            desc, encs = cursor.prepared.describe(portal.formats or cursor.formats)
+            if describe:
+                out.append(desc)
+            data_row = be.data_row
+            for row in rows:
+                out.append(data_row([None if v is None else enc(v) for enc, v in zip(encs, row, strict=False)]))
+        out.append(be.command_complete(f"{p.stmt.tag} {len(rows)}"))
+
+    def _close_cursor(self, p: Prepared, portal: Portal, describe: bool) -> None:
+        name = p.stmt.args[0]
+        names = [n for n in self._portals if n] if name is None else [name]
+        for n in names:
+            cursor = self._portals.pop(n, None)
+            if cursor is None:
+                raise PgError(INVALID_CURSOR_NAME, f'cursor "{n}" does not exist')
+            self._holdable.discard(n)
+            if cursor.cursor is not None:
+                cursor.cursor.close()
+        self._out.append(be.command_complete(p.stmt.tag))
+
+    def _deallocate(self, p: Prepared, portal: Portal, describe: bool) -> None:
+        name = p.stmt.args[0]
+        if name is None:
+            self._statements = {n: s for n, s in self._statements.items() if not n}
+        elif self._statements.pop(name, None) is None:
+            raise PgError(INVALID_SQL_STATEMENT_NAME, f'prepared statement "{name}" does not exist')
+        self._out.append(be.command_complete(p.stmt.tag))
 
     # -- COPY -------------------------------------------------------------------------------
 
@@ -922,6 +1053,10 @@ _STATEMENT_HANDLERS: dict[str, Any] = {
     k.EMPTY: Session._empty,
     k.CREATE_SEQUENCE: Session._sequence_ddl,
     k.DROP_SEQUENCE: Session._sequence_ddl,
+    k.DECLARE: Session._declare,
+    k.FETCH: Session._fetch,
+    k.CLOSE_CURSOR: Session._close_cursor,
+    k.DEALLOCATE: Session._deallocate,
     k.COPY_FROM: Session._copy_from,
     k.COPY_TO: Session._copy_to,
 }

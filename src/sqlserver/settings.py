@@ -104,6 +104,8 @@ class Settings:
             raise PgError(FEATURE_NOT_SUPPORTED, "SET ALL is not a parameter")
         if k in _READ_ONLY and not startup:
             raise PgError(CANT_CHANGE_RUNTIME_PARAM, f'parameter "{name}" cannot be changed')
+        if len(value) >= 2 and value[0] == value[-1] == "'":
+            value = value[1:-1]  # asyncpg sends client_encoding as 'utf-8', quotes included
         if value == "":
             value = DEFAULTS.get(k, ("", ""))[1]
         if k == "client_encoding" and value.replace("-", "").replace("_", "").upper() not in ("UTF8", "UNICODE"):

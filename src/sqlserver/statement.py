@@ -29,6 +29,10 @@ COPY_FROM = "copy_from"
 COPY_TO = "copy_to"
 NOOP = "noop"  # accepted and ignored (VACUUM, ANALYZE, CHECKPOINT, DISCARD ...): tag only
 EMPTY = "empty"
+DECLARE = "declare"  # args: (cursor name, hold, binary); ast/sql/nparams: the query's
+FETCH = "fetch"  # args: (cursor name, count or None for ALL, move)
+CLOSE_CURSOR = "close_cursor"  # args: (cursor name or None for ALL,)
+DEALLOCATE = "deallocate"  # args: (statement name or None for ALL,)
 CREATE_SEQUENCE = "create_sequence"
 DROP_SEQUENCE = "drop_sequence"
 

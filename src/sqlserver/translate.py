@@ -33,7 +33,8 @@ from sqlserver.copy import parse_copy
 from sqlserver.protocol.errors import SYNTAX_ERROR, PgError
 from sqlserver.rewrite import rewrite
 from sqlserver.statement import (
-    BEGIN, COMMIT, EMPTY, NOOP, RELEASE, RESET, ROLLBACK, ROLLBACK_TO, SAVEPOINT, SET, SHOW,
+    BEGIN, CLOSE_CURSOR, COMMIT, DEALLOCATE, DECLARE, EMPTY, FETCH, NOOP, RELEASE, RESET, ROLLBACK,
+    ROLLBACK_TO, SAVEPOINT, SELECT, SET, SHOW,
     Statement, clip, unsupported,
 )
 
@@ -97,6 +98,18 @@ _SET = re.compile(
 _SET_TIME_ZONE = re.compile(r"^\s*set\s+(?P<scope>session\s+|local\s+)?time\s+zone\s+(?P<value>.*?)\s*$", _I)
 _SHOW = re.compile(r"^\s*show\s+(?P<name>[\w.]+(\s+[\w.]+)*)\s*$", _I)
 _RESET = re.compile(r"^\s*reset\s+(?P<name>[\w.]+|all)\s*$", _I)
+_DECLARE = re.compile(
+    r"^\s*declare\s+(?P<name>\"?[\w$]+\"?)\s+(?P<opts>(binary|insensitive|asensitive|no\s+scroll|scroll|\s)*)"
+    r"cursor\s+(?P<hold>(with|without)\s+hold\s+)?for\s+(?P<query>.*)$",
+    _I,
+)
+_FETCH = re.compile(
+    r"^\s*(?P<verb>fetch|move)\s+(?:(?P<dir>next|forward\s+all|all|forward\s+\d+|forward|\d+)\s+)?"
+    r"(?:(from|in)\s+)?(?P<name>\"?[\w$]+\"?)\s*$",
+    _I,
+)
+_CLOSE = re.compile(r"^\s*close\s+(?P<name>\"?[\w$]+\"?)\s*$", _I)
+_DEALLOCATE = re.compile(r"^\s*deallocate\s+(prepare\s+)?(?P<name>\"?[\w$]+\"?)\s*$", _I)
 _UNSUPPORTED = re.compile(
     r"^\s*(listen|unlisten|notify|lock|declare|fetch|move|close|prepare|execute|deallocate|grant|revoke|"
     r"create\s+(role|user|database|schema|extension|function|procedure|trigger|type|domain|policy|rule)|"
@@ -164,6 +177,28 @@ def _classify_simple(text: str) -> Statement | None:
     m = _RESET.match(body)
     if m:
         return Statement(RESET, text, tag="RESET", args=(m["name"].lower(),))
+    m = _DECLARE.match(body)
+    if m:
+        inner = translate_one(m["query"])
+        if inner.kind != SELECT:
+            raise unsupported("DECLARE for a statement that returns no rows", text)
+        hold = bool(m["hold"] and m["hold"].lower().startswith("with"))
+        binary = "binary" in (m["opts"] or "").lower()
+        return Statement(DECLARE, text, inner.sql, "DECLARE CURSOR", inner.nparams, False, (_unquote_ident(m["name"]), hold, binary), inner.ast)
+    m = _FETCH.match(body)
+    if m:
+        direction = " ".join((m["dir"] or "next").lower().split())
+        count = None if direction.endswith("all") else int(direction.split()[-1]) if direction[-1].isdigit() else 1
+        move = m["verb"].lower() == "move"
+        return Statement(FETCH, text, tag="MOVE" if move else "FETCH", args=(_unquote_ident(m["name"]), count, move))
+    m = _CLOSE.match(body)
+    if m:
+        name = _unquote_ident(m["name"])
+        return Statement(CLOSE_CURSOR, text, tag="CLOSE CURSOR" if name != "all" else "CLOSE CURSOR ALL", args=(None if name == "all" else name,))
+    m = _DEALLOCATE.match(body)
+    if m:
+        name = _unquote_ident(m["name"])
+        return Statement(DEALLOCATE, text, tag="DEALLOCATE" if name != "all" else "DEALLOCATE ALL", args=(None if name == "all" else name,))
     if _UNSUPPORTED.match(body):
         raise unsupported(body.split()[0].upper(), text)
     return None

@@ -7,6 +7,15 @@ ProtocolViolation (08P01) for a broken byte stream. See docs/sqlserver-protocol.
 
 from sqlserver.protocol._client import password_message, sasl_initial_response
 from sqlserver.protocol._wire import MAX_MESSAGE_SIZE, MAX_STARTUP_SIZE
+from sqlserver.protocol.auth import (
+    SCRAM_MECHANISM,
+    ScramClient,
+    ScramServer,
+    md5_password_hash,
+    md5_salted_hash,
+    md5_verify,
+    scram_verifier,
+)
 from sqlserver.protocol.backend import (
     AUTH_OK,
     BIND_COMPLETE,
@@ -110,6 +119,7 @@ __all__ = [
     "READY_FAILED",
     "READY_IDLE",
     "READY_IN_TX",
+    "SCRAM_MECHANISM",
     "SSL_REFUSED",
     "SSL_REQUEST_CODE",
     "AuthenticationCleartextPassword",
@@ -158,6 +168,8 @@ __all__ = [
     "ReadyForQuery",
     "RowDescription",
     "SSLRequest",
+    "ScramClient",
+    "ScramServer",
     "StartupMessage",
     "Sync",
     "Terminate",
@@ -167,6 +179,9 @@ __all__ = [
     "encode_all",
     "encode_frontend",
     "error_from_message",
+    "md5_password_hash",
+    "md5_salted_hash",
+    "md5_verify",
     "negotiation",
     "parse_password",
     "parse_sasl_initial",
@@ -175,4 +190,5 @@ __all__ = [
     "ready_for_query",
     "row_description",
     "sasl_initial_response",
+    "scram_verifier",
 ]

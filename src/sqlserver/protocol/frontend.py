@@ -133,8 +133,7 @@ def _execute(buf: bytes, p: int, end: int) -> Execute:
     portal, p = read_cstr(buf, p, end, "portal name")
     max_rows = read_int32(buf, p, end, "row limit")
     check_end(p + 4, end, "Execute")
-    # PostgreSQL treats a negative limit as "all rows" too.
-    return Execute(portal, max_rows if max_rows > 0 else 0)
+    return Execute(portal, max_rows)
 
 
 def _empty(msg: object, what: str) -> BodyParser:
@@ -250,6 +249,8 @@ def _startup_message(body: bytes) -> FrontendMessage:
             f"unsupported frontend protocol {major}.{minor}: server supports 3.0 to 3.0",
             hint="use a client that speaks protocol version 3 (PostgreSQL 7.4 and later)",
         )
+    if body[-1] != 0:
+        raise ProtocolViolation("invalid startup packet layout: expected terminator as last byte")
     params: dict[str, str] = {}
     p, end = 4, len(body)
     while True:

@@ -126,7 +126,7 @@ class Describe:
 
 @dataclass(frozen=True, slots=True)
 class Execute:
-    """Run `portal`, returning at most max_rows rows (0 = all)."""
+    """Run `portal`, returning at most max_rows rows (0 or negative = all, as in PostgreSQL)."""
 
     portal: str = ""
     max_rows: int = 0
