@@ -178,15 +178,16 @@ def serve_patchable(conn: Connection, state: SessionFactory) -> None:
     session = conn.open_session(state)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _GRACE)
     while True:
-        idle = session.idle
-        if idle and flag.request is not None:
+        # `session.idle` is asked only when it matters (a patch pending, a client pausing): the
+        # request loop itself pays one attribute read for being patchable.
+        if flag.request is not None and session.idle:
             quiescence_point()  # between two requests, outside any transaction
         try:
             data = recv(READ_SIZE)  # active for at most IDLE_GRACE_S: the usual reply time
         except BlockingIOError:
             # The client is thinking. Idle: deactivated, so that a patch does not wait for it.
             # Inside a transaction: active, so that a global patch waits for the COMMIT or aborts.
-            data = _read_blocking(sock, deactivated=idle)
+            data = _read_blocking(sock, deactivated=session.idle)
         except OSError:
             return
         if not data or not respond(state, data):
