@@ -152,6 +152,8 @@ def install(conn: sqlite3.Connection, host: FunctionHost) -> None:
         ("to_regclass", 1, lambda n: host.relation_oid(str(n).split(".")[-1].strip('"'))),
         ("pg_regtype", 1, pg_regtype),
         ("pg_regproc", 1, lambda _n: 0),
+        ("pg_oid", 1, lambda v: None if v is None else int(v)),
+        ("pg_regrole", 1, lambda _n: 10),
         ("pg_regnamespace", 1, lambda n: {"pg_catalog": 11, "public": 2200}.get(str(n), 0)),
         ("format_type", 2, format_type),
         ("pg_decl_oid", 1, r.declared_oid),
