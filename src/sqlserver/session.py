@@ -40,11 +40,12 @@ from sqlserver.executor import Executor
 from sqlserver.fastpath import Burst, parse_burst
 from sqlserver.protocol import backend as be
 from sqlserver.protocol import messages as m
+from sqlserver.protocol.auth import ScramServer, md5_verify
 from sqlserver.protocol.errors import (
     DUPLICATE_CURSOR,
     DUPLICATE_PREPARED_STATEMENT,
-    FEATURE_NOT_SUPPORTED,
     FATAL,
+    FEATURE_NOT_SUPPORTED,
     IN_FAILED_SQL_TRANSACTION,
     INTERNAL_ERROR,
     INVALID_AUTHORIZATION_SPECIFICATION,
@@ -59,8 +60,12 @@ from sqlserver.protocol.errors import (
     PgError,
     ProtocolViolation,
 )
-from sqlserver.protocol.auth import ScramServer, md5_verify
-from sqlserver.protocol.frontend import FrontendParser, parse_password, parse_sasl_initial, parse_sasl_response
+from sqlserver.protocol.frontend import (
+    FrontendParser,
+    parse_password,
+    parse_sasl_initial,
+    parse_sasl_response,
+)
 from sqlserver.settings import Settings
 from sqlserver.state import ServerState
 
@@ -73,9 +78,26 @@ _WARNING = "WARNING"
 class Prepared:
     """A parsed statement: its translation, its types, and its encoded descriptions."""
 
-    __slots__ = ("columns", "desc_cache", "fast", "generation", "name", "param_oids", "stmt", "text")
+    __slots__ = (
+        "columns",
+        "desc_cache",
+        "fast",
+        "generation",
+        "name",
+        "param_oids",
+        "stmt",
+        "text",
+    )
 
-    def __init__(self, name: str, text: str, stmt: k.Statement, param_oids: tuple[int, ...], columns: list[infer.Column] | None, generation: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        text: str,
+        stmt: k.Statement,
+        param_oids: tuple[int, ...],
+        columns: list[infer.Column] | None,
+        generation: int,
+    ) -> None:
         self.name = name
         self.text = text
         self.stmt = stmt
@@ -160,7 +182,9 @@ class Session:
 
     @property
     def idle(self) -> bool:
-        return self.sm.status == ss.IDLE and self.sm.phase == ss.READY and not self._parser.buffered()
+        return (
+            self.sm.status == ss.IDLE and self.sm.phase == ss.READY and not self._parser.buffered()
+        )
 
     def receive(self, data: bytes) -> bytes:
         """Handle `data` from the client; returns the bytes to send back (maybe empty)."""
@@ -230,9 +254,18 @@ class Session:
                         ex.release_after_autocommit()
                 data_row = be.data_row
                 for row in rows:
-                    out.append(data_row([None if v is None else enc(v) for enc, v in zip(encs, row, strict=False)]))
+                    out.append(
+                        data_row(
+                            [
+                                None if v is None else enc(v)
+                                for enc, v in zip(encs, row, strict=False)
+                            ]
+                        )
+                    )
                 n = len(rows)
-                out.append(be.command_complete(f"INSERT 0 {n}" if st.tag == "INSERT" else f"{st.tag} {n}"))
+                out.append(
+                    be.command_complete(f"INSERT 0 {n}" if st.tag == "INSERT" else f"{st.tag} {n}")
+                )
             else:
                 if describe:
                     out.append(be.NO_DATA)
@@ -240,7 +273,9 @@ class Session:
                 if not in_block:
                     ex.release_after_autocommit()
                 n = cur.rowcount if cur.rowcount >= 0 else 0
-                out.append(be.command_complete(f"INSERT 0 {n}" if st.tag == "INSERT" else f"{st.tag} {n}"))
+                out.append(
+                    be.command_complete(f"INSERT 0 {n}" if st.tag == "INSERT" else f"{st.tag} {n}")
+                )
         except PgError as e:
             if e.fatal:
                 raise
@@ -328,11 +363,19 @@ class Session:
         if not isinstance(msg, m.StartupMessage):
             raise ProtocolViolation(f"expected a startup message, got {type(msg).__name__}")
         if msg.major != 3:
-            raise PgError(FEATURE_NOT_SUPPORTED, f"unsupported frontend protocol {msg.major}.{msg.minor}: sqlserver speaks 3.0", FATAL)
+            raise PgError(
+                FEATURE_NOT_SUPPORTED,
+                f"unsupported frontend protocol {msg.major}.{msg.minor}: sqlserver speaks 3.0",
+                FATAL,
+            )
         params = msg.params
         user = params.get("user")
         if not user:
-            raise PgError(INVALID_AUTHORIZATION_SPECIFICATION, "no PostgreSQL user name specified in startup packet", FATAL)
+            raise PgError(
+                INVALID_AUTHORIZATION_SPECIFICATION,
+                "no PostgreSQL user name specified in startup packet",
+                FATAL,
+            )
         self.user = user
         self.database = params.get("database") or user
         self.settings = Settings(user, self.state.config.max_connections)
@@ -375,9 +418,7 @@ class Session:
             if w == "-c" and i + 1 < len(words):
                 w = words[i + 1].replace("\0", " ")
                 i += 1
-            elif w.startswith("-c"):
-                w = w[2:]
-            elif w.startswith("--"):
+            elif w.startswith("-c") or w.startswith("--"):
                 w = w[2:]
             name, _, value = w.partition("=")
             if name:
@@ -389,7 +430,9 @@ class Session:
             raise ProtocolViolation(f"expected a password message, got {type(msg).__name__}")
         kind, data = self._auth
         stored = self.state.passwords.get(self.user)
-        fail = PgError(INVALID_PASSWORD, f'password authentication failed for user "{self.user}"', FATAL)
+        fail = PgError(
+            INVALID_PASSWORD, f'password authentication failed for user "{self.user}"', FATAL
+        )
         if kind == "password":
             if stored is None or parse_password(msg.data) != stored:
                 raise fail
@@ -399,7 +442,11 @@ class Session:
         elif not self._scram_started:
             mechanism, initial = parse_sasl_initial(msg.data)
             if mechanism != "SCRAM-SHA-256":
-                raise PgError(INVALID_AUTHORIZATION_SPECIFICATION, f"SASL mechanism {mechanism!r} is not supported; use SCRAM-SHA-256", FATAL)
+                raise PgError(
+                    INVALID_AUTHORIZATION_SPECIFICATION,
+                    f"SASL mechanism {mechanism!r} is not supported; use SCRAM-SHA-256",
+                    FATAL,
+                )
             self._scram_started = True
             self.sm.on("auth_continue")
             self._out.append(be.encode(m.AuthenticationSASLContinue(data.first(initial))))
@@ -442,7 +489,9 @@ class Session:
     def currval(self, name: str) -> int:
         v = self.state.sequences.currval(name)
         if v is None:
-            err = PgError("55000", f'currval of sequence "{name}" is not yet defined in this session')
+            err = PgError(
+                "55000", f'currval of sequence "{name}" is not yet defined in this session'
+            )
             self.function_error = err
             raise err
         return v
@@ -467,7 +516,9 @@ class Session:
             raise PgError(SYNTAX_ERROR, "cannot insert multiple commands into a prepared statement")
         return [self._typed(name, text, st, param_oids) for st in stmts]
 
-    def _typed(self, name: str, text: str, st: k.Statement, param_oids: tuple[int, ...]) -> Prepared:
+    def _typed(
+        self, name: str, text: str, st: k.Statement, param_oids: tuple[int, ...]
+    ) -> Prepared:
         gen = self.state.schema_generation
         if st.kind == k.FETCH:  # its columns are its cursor's: never cached
             cursor = self._portals.get(st.args[0])
@@ -476,10 +527,14 @@ class Session:
         key = st.text if not param_oids else f"{st.text}\0{param_oids}"
         hit = self._types.get(key)
         if hit is not None and hit.generation == gen:
-            return hit if not name else Prepared(name, text, hit.stmt, hit.param_oids, hit.columns, gen)
+            return (
+                hit
+                if not name
+                else Prepared(name, text, hit.stmt, hit.param_oids, hit.columns, gen)
+            )
         oids = list(param_oids[: st.nparams]) + [0] * max(0, st.nparams - len(param_oids))
         columns: list[infer.Column] | None = None
-        if st.kind in (k.SELECT, k.SHOW, k.COPY_TO) and st.ast is not None or st.kind == k.SELECT:
+        if (st.kind in (k.SELECT, k.SHOW, k.COPY_TO) and st.ast is not None) or st.kind == k.SELECT:
             if st.ast is not None:
                 inferred = infer.param_types(st.ast, st.nparams, self._columns_of)
                 oids = [o or inferred[i] for i, o in enumerate(oids)]
@@ -551,13 +606,19 @@ class Session:
 
     def _parse(self, msg: m.Parse) -> None:
         if msg.name and msg.name in self._statements:
-            raise PgError(DUPLICATE_PREPARED_STATEMENT, f'prepared statement "{msg.name}" already exists')
+            raise PgError(
+                DUPLICATE_PREPARED_STATEMENT, f'prepared statement "{msg.name}" already exists'
+            )
         try:
             prepared = self._prepare(msg.name, msg.query, msg.param_oids)
         except PgError as e:
             self._extended_error(e)
             return
-        p = prepared[0] if prepared else Prepared(msg.name, msg.query, k.Statement(k.EMPTY, msg.query), (), None, 0)
+        p = (
+            prepared[0]
+            if prepared
+            else Prepared(msg.name, msg.query, k.Statement(k.EMPTY, msg.query), (), None, 0)
+        )
         if not self.sm.allows(p.stmt.kind):
             self._extended_error(_in_failed())
             return
@@ -567,13 +628,25 @@ class Session:
     def _bind(self, msg: m.Bind) -> None:
         p = self._statements.get(msg.statement)
         if p is None:
-            return self._extended_error(PgError(INVALID_SQL_STATEMENT_NAME, f'prepared statement "{msg.statement}" does not exist'))
+            return self._extended_error(
+                PgError(
+                    INVALID_SQL_STATEMENT_NAME,
+                    f'prepared statement "{msg.statement}" does not exist',
+                )
+            )
         if msg.portal and msg.portal in self._portals:
-            return self._extended_error(PgError(DUPLICATE_CURSOR, f'portal "{msg.portal}" already exists'))
+            return self._extended_error(
+                PgError(DUPLICATE_CURSOR, f'portal "{msg.portal}" already exists')
+            )
         if not self.sm.allows(p.stmt.kind):
             return self._extended_error(_in_failed())
         if len(msg.params) != p.stmt.nparams:
-            return self._extended_error(PgError(PROTOCOL_VIOLATION, f"bind message supplies {len(msg.params)} parameters, but prepared statement \"{msg.statement}\" requires {p.stmt.nparams}"))
+            return self._extended_error(
+                PgError(
+                    PROTOCOL_VIOLATION,
+                    f'bind message supplies {len(msg.params)} parameters, but prepared statement "{msg.statement}" requires {p.stmt.nparams}',
+                )
+            )
         try:
             params = res.decode_params(msg.params, p.param_oids, msg.param_formats)
         except PgError as e:
@@ -585,13 +658,22 @@ class Session:
         if msg.kind == "S":
             p = self._statements.get(msg.name)
             if p is None:
-                return self._extended_error(PgError(INVALID_SQL_STATEMENT_NAME, f'prepared statement "{msg.name}" does not exist'))
-            self._out.append(be.encode(m.ParameterDescription(tuple(o or res.TEXT for o in p.param_oids))))
+                return self._extended_error(
+                    PgError(
+                        INVALID_SQL_STATEMENT_NAME,
+                        f'prepared statement "{msg.name}" does not exist',
+                    )
+                )
+            self._out.append(
+                be.encode(m.ParameterDescription(tuple(o or res.TEXT for o in p.param_oids)))
+            )
             self._out.append(p.describe(())[0] if p.columns else be.NO_DATA)
             return
         portal = self._portals.get(msg.name)
         if portal is None:
-            return self._extended_error(PgError(INVALID_CURSOR_NAME, f'portal "{msg.name}" does not exist'))
+            return self._extended_error(
+                PgError(INVALID_CURSOR_NAME, f'portal "{msg.name}" does not exist')
+            )
         p = portal.prepared
         if not p.columns:
             self._out.append(be.NO_DATA)
@@ -606,7 +688,9 @@ class Session:
     def _execute(self, msg: m.Execute) -> None:
         portal = self._portals.get(msg.portal)
         if portal is None:
-            return self._extended_error(PgError(INVALID_CURSOR_NAME, f'portal "{msg.portal}" does not exist'))
+            return self._extended_error(
+                PgError(INVALID_CURSOR_NAME, f'portal "{msg.portal}" does not exist')
+            )
         if self.executor is not None and portal.cursor is None:
             self.executor.cancel_requested = False
         try:
@@ -690,7 +774,15 @@ class Session:
         assert p.columns is not None
         row = portal.pending[0] if portal.pending else None
         cols = [
-            c if c.oid else infer.Column(c.name, res.oid_of_value(row[i]) if row is not None and i < len(row) and row[i] is not None else res.TEXT, c.table)
+            c
+            if c.oid
+            else infer.Column(
+                c.name,
+                res.oid_of_value(row[i])
+                if row is not None and i < len(row) and row[i] is not None
+                else res.TEXT,
+                c.table,
+            )
             for i, c in enumerate(p.columns)
         ]
         portal.prepared = Prepared(p.name, p.text, p.stmt, p.param_oids, cols, p.generation)
@@ -710,13 +802,32 @@ class Session:
         if st.kind != k.SELECT:
             portal.done = True
             n = cur.rowcount if cur.rowcount >= 0 else 0
-            out.append(be.command_complete(f"INSERT 0 {n}" if st.tag == "INSERT" else f"{st.tag} {n}" if st.tag in ("UPDATE", "DELETE") else st.tag))
+            out.append(
+                be.command_complete(
+                    f"INSERT 0 {n}"
+                    if st.tag == "INSERT"
+                    else f"{st.tag} {n}"
+                    if st.tag in ("UPDATE", "DELETE")
+                    else st.tag
+                )
+            )
             return
         prepared = portal.prepared
         if describe:
             if prepared.columns is not None and not prepared.columns and cur.description:
-                prepared = portal.prepared = Prepared(p.name, p.text, st, p.param_oids, [infer.Column(d[0], 0) for d in cur.description], p.generation)
-            if prepared.columns and any(c.oid == 0 for c in prepared.columns) and not portal.pending:
+                prepared = portal.prepared = Prepared(
+                    p.name,
+                    p.text,
+                    st,
+                    p.param_oids,
+                    [infer.Column(d[0], 0) for d in cur.description],
+                    p.generation,
+                )
+            if (
+                prepared.columns
+                and any(c.oid == 0 for c in prepared.columns)
+                and not portal.pending
+            ):
                 try:
                     portal.pending = cur.fetchmany(64)
                 except sqlite3.Error as e:
@@ -729,7 +840,9 @@ class Session:
         rows, more = self._take(portal, max_rows)
         data_row = be.data_row
         for row in rows:
-            out.append(data_row([None if v is None else enc(v) for enc, v in zip(encs, row, strict=False)]))
+            out.append(
+                data_row([None if v is None else enc(v) for enc, v in zip(encs, row, strict=False)])
+            )
         portal.rows_sent += len(rows)
         if more:
             out.append(be.PORTAL_SUSPENDED)
@@ -808,7 +921,9 @@ class Session:
         assert ex is not None
         kind = p.stmt.kind
         if not self._in_block():
-            raise PgError(NO_ACTIVE_SQL_TRANSACTION, f"{p.stmt.tag} can only be used in transaction blocks")
+            raise PgError(
+                NO_ACTIVE_SQL_TRANSACTION, f"{p.stmt.tag} can only be used in transaction blocks"
+            )
         if not ex.begun:
             ex.begin(False)
         name = p.stmt.args[0].replace('"', '""')
@@ -834,7 +949,10 @@ class Session:
     def _show(self, p: Prepared, portal: Portal, describe: bool) -> None:
         name = p.stmt.args[0]
         if name == "all":
-            raise PgError(FEATURE_NOT_SUPPORTED, "SHOW ALL is not supported; SELECT name, setting FROM pg_settings")
+            raise PgError(
+                FEATURE_NOT_SUPPORTED,
+                "SHOW ALL is not supported; SELECT name, setting FROM pg_settings",
+            )
         value = self.settings.get(name)
         desc, encs = p.describe(portal.formats)
         if describe:
@@ -860,7 +978,10 @@ class Session:
             if st.kind == k.CREATE_SEQUENCE:
                 name, start, inc, if_not_exists = st.args
                 verb = "INSERT OR IGNORE" if if_not_exists else "INSERT"
-                ex.execute_plain(f"{verb} INTO _lp_sequences (name, last_value, increment) VALUES (?, ?, ?)", (name, start - inc, inc))
+                ex.execute_plain(
+                    f"{verb} INTO _lp_sequences (name, last_value, increment) VALUES (?, ?, ?)",
+                    (name, start - inc, inc),
+                )
                 self.state.sequences.forget(name)
             else:
                 for name in st.args:
@@ -876,11 +997,15 @@ class Session:
     def _declare(self, p: Prepared, portal: Portal, describe: bool) -> None:
         name, hold, binary = p.stmt.args
         if not hold and not self._in_block():
-            raise PgError(NO_ACTIVE_SQL_TRANSACTION, "DECLARE CURSOR can only be used in transaction blocks")
+            raise PgError(
+                NO_ACTIVE_SQL_TRANSACTION, "DECLARE CURSOR can only be used in transaction blocks"
+            )
         if name in self._portals:
             raise PgError(DUPLICATE_CURSOR, f'cursor "{name}" already exists')
         st = p.stmt
-        query = k.Statement(k.SELECT, f"{st.text}\0cursor", st.sql, "SELECT", st.nparams, False, (), st.ast)
+        query = k.Statement(
+            k.SELECT, f"{st.text}\0cursor", st.sql, "SELECT", st.nparams, False, (), st.ast
+        )
         inner = self._typed("", st.text, query, p.param_oids)
         cursor = Portal(inner, portal.params, (1,) if binary else ())
         self._start(cursor)
@@ -905,7 +1030,11 @@ class Session:
                 out.append(desc)
             data_row = be.data_row
             for row in rows:
-                out.append(data_row([None if v is None else enc(v) for enc, v in zip(encs, row, strict=False)]))
+                out.append(
+                    data_row(
+                        [None if v is None else enc(v) for enc, v in zip(encs, row, strict=False)]
+                    )
+                )
         out.append(be.command_complete(f"{p.stmt.tag} {len(rows)}"))
 
     def _close_cursor(self, p: Prepared, portal: Portal, describe: bool) -> None:
@@ -968,7 +1097,9 @@ class Session:
                 return
             if isinstance(msg, m.CopyFail):
                 raise PgError(QUERY_CANCELED, f"COPY from stdin failed: {msg.message}")
-            raise ProtocolViolation(f"unexpected message {type(msg).__name__} during COPY from stdin")
+            raise ProtocolViolation(
+                f"unexpected message {type(msg).__name__} during COPY from stdin"
+            )
         except sqlite3.Error as e:
             err: PgError = self._mapped(e)
         except PgError as e:
@@ -1008,7 +1139,9 @@ class Session:
         n = 0
         try:
             for row in cur:
-                vals = [None if v is None else e(v).decode() for e, v in zip(encs, row, strict=False)]
+                vals = [
+                    None if v is None else e(v).decode() for e, v in zip(encs, row, strict=False)
+                ]
                 out.append(be.encode(m.CopyData(format_row(vals, spec))))
                 n += 1
         except sqlite3.Error as e:
@@ -1022,7 +1155,10 @@ class Session:
 
 
 def _in_failed() -> PgError:
-    return PgError(IN_FAILED_SQL_TRANSACTION, "current transaction is aborted, commands ignored until end of transaction block")
+    return PgError(
+        IN_FAILED_SQL_TRANSACTION,
+        "current transaction is aborted, commands ignored until end of transaction block",
+    )
 
 
 _READY_HANDLERS: dict[type, Any] = {

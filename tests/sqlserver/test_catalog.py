@@ -83,14 +83,18 @@ def test_asyncpg_binary_types_roundtrip(server):
     asyncpg = pytest.importorskip("asyncpg")
 
     async def main() -> None:
-        conn = await asyncpg.connect(host=server.host, port=server.port, user="postgres", database="postgres")
+        conn = await asyncpg.connect(
+            host=server.host, port=server.port, user="postgres", database="postgres"
+        )
         try:
             await conn.execute(
                 "create table typed (i int4, l int8, f float8, n numeric, t text, b bytea, ok bool, "
                 "d date, ts timestamp, u uuid, j jsonb)"
             )
             u = uuid.uuid4()
-            ins = await conn.prepare("insert into typed values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
+            ins = await conn.prepare(
+                "insert into typed values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            )
             await ins.fetch(
                 -3, 2**40, 0.5, decimal.Decimal("12.75"), "héllo", b"\x00\x01", True,
                 dt.date(2024, 2, 29), dt.datetime(2024, 1, 2, 3, 4, 5, 6), u, '{"a": 1}',
@@ -111,7 +115,9 @@ def test_asyncpg_binary_types_roundtrip(server):
 
 def test_pg_type_and_regclass(server):
     with psycopg.connect(server.dsn) as c:
-        assert c.execute("select typname from pg_catalog.pg_type where oid = 23").fetchone() == ("int4",)
+        assert c.execute("select typname from pg_catalog.pg_type where oid = 23").fetchone() == (
+            "int4",
+        )
         assert c.execute("select 'items'::regclass::oid > 0").fetchone()[0] in (True, 1)
         assert c.execute(
             "select count(*) from pg_catalog.pg_attribute a join pg_catalog.pg_class c on c.oid = a.attrelid "

@@ -11,7 +11,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from tests.sqlserver.session_helpers import SessionClient, new_state
 
 from sqlserver import session_states as ss
-from sqlserver.protocol import Bind, Close, Describe, Execute, Parse, Query, Sync
+from sqlserver.protocol import Bind, Close, Describe, Execute, Parse, Sync
 
 # (SQL, what it does to the model): "ok" runs, "error" fails, "begin"/"commit"/"rollback" move it
 STATEMENTS = [
@@ -70,7 +70,7 @@ class SessionModel(RuleBasedStateMachine):
 
     @rule(a=st.integers(0, len(STATEMENTS) - 1), b=st.integers(0, len(STATEMENTS) - 1))
     def two_in_one_query(self, a: int, b: int) -> None:
-        (sa, ea), (sb, eb) = STATEMENTS[a], STATEMENTS[b]
+        (sa, _ea), (sb, _eb) = STATEMENTS[a], STATEMENTS[b]
         r = self.client.query(f"{sa}; {sb}")
         # multi-statement semantics are checked by test_session; here: no exception, a valid status
         assert r.status in ("I", "T", "E")
@@ -100,7 +100,12 @@ def _state(tmp_path):
 
 
 def test_session_state_machine():
-    settings_ = settings(max_examples=40, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    settings_ = settings(
+        max_examples=40,
+        stateful_step_count=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
     state_machine = SessionModel.TestCase
     state_machine.settings = settings_
     state_machine().runTest()
