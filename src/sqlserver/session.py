@@ -49,6 +49,7 @@ from sqlserver.protocol.errors import (
     INTERNAL_ERROR,
     INVALID_CURSOR_NAME,
     INVALID_SQL_STATEMENT_NAME,
+    PROGRAM_LIMIT_EXCEEDED,
     PROTOCOL_VIOLATION,
     SYNTAX_ERROR,
     PgError,
@@ -185,8 +186,13 @@ class Session:
                 data_row = be.data_row
                 for row in rows:
                     out.append(
-                        data_row([None if v is None else enc(v) for enc, v in zip(encs, row)])
-                    )  # noqa: B905
+                        data_row(
+                            [
+                                None if v is None else enc(v)
+                                for enc, v in zip(encs, row, strict=False)
+                            ]
+                        )
+                    )
                 out.append(p.complete(len(rows)))
             else:
                 if describe:
@@ -308,8 +314,18 @@ class Session:
         assert self.executor is not None
         return catalog.table_columns(self.executor.conn, table)
 
+    def _translate(self, text: str) -> tuple[k.Statement, ...]:
+        limit = self.state.config.statement_max_bytes
+        if len(text) > limit:
+            raise PgError(
+                PROGRAM_LIMIT_EXCEEDED,
+                f"statement too long: {len(text)} characters, the limit is {limit}",
+                hint="Send large data as parameters or with COPY.",
+            )
+        return self.state.translator.translate(text)
+
     def _prepare(self, name: str, text: str, param_oids: tuple[int, ...]) -> list[Prepared]:
-        stmts = self.state.translator.translate(text)
+        stmts = self._translate(text)
         if len(stmts) > 1:
             raise PgError(SYNTAX_ERROR, "cannot insert multiple commands into a prepared statement")
         return [self._typed(name, text, st, param_oids) for st in stmts]
@@ -367,7 +383,7 @@ class Session:
         if self.executor is not None:
             self.executor.cancel_requested = False
         try:
-            stmts = self.state.translator.translate(msg.sql)
+            stmts = self._translate(msg.sql)
         except PgError as e:
             self._error(e)
             self._ready()
@@ -441,6 +457,7 @@ class Session:
         if len(msg.params) != p.stmt.nparams:
             return self._extended_error(
                 PgError(
+                    PROGRAM_LIMIT_EXCEEDED,
                     PROTOCOL_VIOLATION,
                     f'bind message supplies {len(msg.params)} parameters, but prepared statement "{msg.statement}" requires {p.stmt.nparams}',
                 )

@@ -391,3 +391,14 @@ def test_query_while_failed_in_extended_protocol_reports_25P02(c):
     r = c.send(Parse("", "select 1"), Bind("", "", (), (), ()), Execute("", 0), Sync())
     assert r.errors == ["25P02"] and r.status == "E"
     assert c.send(Query("rollback")).status == "I"
+
+
+def test_statement_length_limit(tmp_path):
+    state = new_state(tmp_path, statement_max_bytes=100)
+    try:
+        c = SessionClient(state)
+        r = c.query("select '" + "x" * 200 + "'")
+        assert r.errors == ["54000"] and r.status == "I"
+        assert c.send(Parse("", "select " + "1" * 200), Sync()).errors == ["54000"]
+    finally:
+        state.shutdown()
