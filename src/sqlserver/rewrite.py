@@ -209,7 +209,9 @@ def _expression_rewrite(node: exp.Expression) -> exp.Expression:
 
 
 def expression_rewrite(tree: exp.Expression) -> exp.Expression:
-    tree = tree.transform(_expression_rewrite, copy=True)
+    """Rewrite in place (a parsed tree belongs to one translation: copying it cost a third of the
+    time of a translation)."""
+    tree = tree.transform(_expression_rewrite, copy=False)
     for select in tree.find_all(exp.Select):
         select.set(
             "locks", None
@@ -236,18 +238,16 @@ def to_sqlite(tree: exp.Expression, text: str) -> str:
 def rewrite(tree: exp.Expression, text: str) -> tr.Statement:
     """The Statement (translate.py) for one parsed PostgreSQL statement; raises PgError 0A000."""
     if isinstance(tree, exp.Query | exp.Values):
+        nparams = placeholder_count(tree)
         empty = _always_empty(tree)
         t = empty if empty is not None else expression_rewrite(tree)
-        return tr.Statement(
-            tr.SELECT, text, (to_sqlite(t, text),), "SELECT", placeholder_count(tree), False, (), t
-        )
+        return tr.Statement(tr.SELECT, text, (to_sqlite(t, text),), "SELECT", nparams, False, (), t)
     if isinstance(tree, exp.Insert | exp.Update | exp.Delete):
-        t = expression_rewrite(tree)
+        nparams = placeholder_count(tree)
         verb = {exp.Insert: "INSERT", exp.Update: "UPDATE", exp.Delete: "DELETE"}[type(tree)]
+        t = expression_rewrite(tree)
         kind = tr.SELECT if t.args.get("returning") else tr.DML
-        return tr.Statement(
-            kind, text, (to_sqlite(t, text),), verb, placeholder_count(tree), True, (), t
-        )
+        return tr.Statement(kind, text, (to_sqlite(t, text),), verb, nparams, True, (), t)
     if isinstance(tree, exp.Create):
         return _create(tree, text)
     if isinstance(tree, exp.Drop):
