@@ -65,6 +65,7 @@ from sqlserver.state import ServerState
 
 log = logging.getLogger("sqlserver.session")
 
+_FAST_COMMANDS = frozenset({k.BEGIN, k.COMMIT, k.ROLLBACK})
 _NOTICE = "NOTICE"
 _WARNING = "WARNING"
 
@@ -170,6 +171,12 @@ class Session:
         assert ex is not None
         in_block = self.sm.status != ss.IDLE
         try:
+            if st.kind in _FAST_COMMANDS:
+                if describe:
+                    out.append(be.NO_DATA)
+                STATEMENT_HANDLERS[st.kind](self, p, Portal(p, [], rfmts), False)
+                out.append(be.ready_for_query(self.sm.status))
+                return b"".join(out)
             params = p.decode(raw, pfmts) if raw else ()
             if p.columns:
                 desc, encs = p.describe(rfmts)
