@@ -92,8 +92,46 @@ def _sub(node: exp.Expression) -> exp.Expression:
     return node.transform(_expression_rewrite, copy=False)
 
 
+def _unnest_sources(select: exp.Select) -> None:
+    """FROM unnest(array) x: a json_each over the array's elements; the column x is its `value`.
+
+    SQLite has table-valued functions (correlated arguments allowed) but no LATERAL subqueries."""
+    aliases = []
+    for table in select.find_all(exp.Table):
+        inner = table.this
+        if table.parent_select is select and isinstance(inner, exp.Explode | exp.Unnest):
+            arg = inner.this if isinstance(inner, exp.Explode) else (inner.expressions or [None])[0]
+            alias = table.alias or "unnest"
+            call = exp.Anonymous(
+                this="json_each",
+                expressions=[exp.Anonymous(this="pg_array_json", expressions=[arg])],
+            )
+            table.set("this", call)
+            table.set("db", None)
+            table.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
+            aliases.append(alias)
+    for un in list(select.find_all(exp.Unnest)):
+        if isinstance(un.parent, exp.From | exp.Join) and un.parent.parent_select is select:
+            alias_node = un.args.get("alias")
+            alias = alias_node.name if alias_node is not None and alias_node.name else "unnest"
+            if alias_node is not None and alias_node.columns:
+                alias = alias_node.columns[0].name
+            arg = un.expressions[0] if un.expressions else exp.null()
+            call = exp.Anonymous(
+                this="json_each",
+                expressions=[exp.Anonymous(this="pg_array_json", expressions=[arg])],
+            )
+            un.replace(exp.Table(this=call, alias=exp.TableAlias(this=exp.to_identifier(alias))))
+            aliases.append(alias)
+    for col in list(select.find_all(exp.Column)):
+        if not col.table and col.name in aliases:
+            col.replace(exp.column("value", table=col.name))
+
+
 def _expression_rewrite(node: exp.Expression) -> exp.Expression:
     """Expression-level rewrites, applied top-down by exp.transform."""
+    if isinstance(node, exp.Select) and node.find(exp.Explode, exp.Unnest):
+        _unnest_sources(node)
     if isinstance(node, exp.Parameter) and isinstance(node.this, exp.Literal):
         # $n -> ?n: SQLite's numbered parameter (sqlglot would write @n, a named one).
         return exp.Var(this=f"?{node.this.this}")

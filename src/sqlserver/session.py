@@ -315,6 +315,10 @@ class Session:
         assert self.executor is not None
         return catalog.relation_oid(self.executor.conn, name)
 
+    def index_definition(self, oid: int) -> str | None:
+        assert self.executor is not None
+        return catalog.index_definition(self.executor.conn, oid)
+
     # -- types ------------------------------------------------------------------------------
 
     def _columns_of(self, table: str) -> list[tuple[str, str]] | None:
