@@ -373,9 +373,19 @@ def _always_empty(tree: exp.Expression) -> exp.Expression | None:
         names.append(
             e.alias_or_name if e.alias_or_name and not isinstance(e, exp.Star) else f"column{i + 1}"
         )
-    return exp.select(
+    empty = exp.select(
         *[exp.alias_(exp.null(), n or f"column{i + 1}", quoted=True) for i, n in enumerate(names)]
-    ).where(exp.false())
+    )
+    nparams = placeholder_count(tree)
+    if not nparams:
+        return empty.where(exp.false())
+    # the statement keeps its parameters (a client binds them): mentioned, never true
+    args = [exp.Var(this=f"?{i}") for i in range(1, nparams + 1)]
+    used = exp.Is(
+        this=exp.Anonymous(this="coalesce", expressions=[*args, exp.Literal.number(1)]),
+        expression=exp.null(),
+    )
+    return empty.where(exp.and_(exp.false(), used))
 
 
 def _table_sql(table: exp.Expression) -> str:

@@ -325,7 +325,8 @@ class Session:
         assert self.executor is not None
         return catalog.table_columns(self.executor.conn, table)
 
-    def _translate(self, text: str) -> tuple[k.Statement, ...]:
+    def _translate(self, text: str, simple: bool = False) -> Any:
+        """The statements of `text` (with simple=True: and the literal values made parameters)."""
         limit = self.state.config.statement_max_bytes
         if len(text) > limit:
             raise PgError(
@@ -333,6 +334,8 @@ class Session:
                 f"statement too long: {len(text)} characters, the limit is {limit}",
                 hint="Send large data as parameters or with COPY.",
             )
+        if simple:
+            return self.state.translator.translate_simple(text)
         return self.state.translator.translate(text)
 
     def _prepare(self, name: str, text: str, param_oids: tuple[int, ...]) -> list[Prepared]:
@@ -394,7 +397,7 @@ class Session:
         if self.executor is not None:
             self.executor.cancel_requested = False
         try:
-            stmts = self._translate(msg.sql)
+            stmts, literals = self._translate(msg.sql, simple=True)
         except PgError as e:
             self._error(e)
             self._ready()
@@ -408,7 +411,7 @@ class Session:
             try:
                 # typed just before it runs: an earlier statement may have created its table
                 p = self._typed("", msg.sql, st, ())
-                self._run(p, Portal(p, [], ()), 0, describe=True)
+                self._run(p, Portal(p, literals, ()), 0, describe=True)
             except PgError as e:
                 if e.fatal:
                     raise
