@@ -201,3 +201,46 @@ def test_stop_closes_every_connection_and_cancels_running_statements(line_factor
     for c in [*idle, busy]:
         rest = c.file.read()  # end of file: the server closed it (the busy one may get its reply)
         assert rest in (b"", b"cancelled\n"), rest
+
+
+@pytest.mark.parametrize("method", ["global", "local"])
+@pytest.mark.parametrize("policy", POLICIES)
+def test_patches_complete_under_a_steady_load_of_transactions(line_factory, app, policy, method):
+    """Clients in a tight loop of transactions that take the shared lock: every patch must still reach
+    quiescence well before its deadline (the pool holds back new transactions while a patch is
+    pending, so the executing workers drain), and every client keeps being served."""
+    server: LineServer = line_factory(policy=policy, pool_groups=2)
+    stop = threading.Event()
+    errors: list[str] = []
+    served = [0] * 8
+    started = threading.Barrier(9)
+
+    def client(i: int) -> None:
+        c = server.client()
+        started.wait(10)
+        while not stop.is_set():
+            for line, want in (("begin", "BEGIN"), ("lock", "LOCKED"), ("commit", "COMMIT")):
+                got = c.ask(line)
+                if got != want:
+                    errors.append(f"{line}: {got}")
+                    return
+            if c.ask("work") not in ("v1", "v2"):
+                errors.append("work")
+                return
+            served[i] += 1
+
+    clients = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for t in clients:
+        t.start()
+    started.wait(10)
+    try:
+        for _ in range(5):
+            result = livepatch.apply_patch(_spec(app), method=method, timeout=10)
+            assert result.ok, result.reason
+            assert livepatch.revert_patch(method=method, timeout=10).ok
+    finally:
+        stop.set()
+        for t in clients:
+            t.join(30)
+    assert not errors, errors[:3]
+    assert all(n > 0 for n in served), served
