@@ -1,0 +1,197 @@
+"""sqlserver against the real PostgreSQL 15 on this machine, under the same pgbench commands, in one run.
+
+    .venv/bin/python bench/sql_vs_postgres.py [--duration 10] [--clients 10] [--threads 2]
+        [--policies thread-per-connection,pool] [--workloads select-only,tpcb-like] [--rounds 1]
+
+PostgreSQL: /usr/lib/postgresql/15/bin, a fresh cluster (initdb, trust auth) run as user postgres via
+runuser, fsync on, default synchronous_commit, on a free port, in a temporary directory. sqlserver: as
+deployed for live patching (agent listening, quiescence points), --synchronous full, each policy. Both
+are initialised with `pgbench -i -s 1`; then each workload runs on each server in turn with the same
+command (`pgbench -M prepared -c 10 -j 2 -T 10`, plus `-S` for select-only), `-l` logging every
+transaction so that p50/p99 latency come from the full distribution. Prints a markdown table: TPS,
+latency percentiles, and sqlserver's TPS as a fraction of PostgreSQL's (goal >= 0.5).
+
+Needs root (runuser) and the postgresql-15 package. Figures from a shared machine vary by 10-20%; the
+servers alternate within a round so that both see the same background load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from lpbench.servers import ManagedProcess, free_port
+
+PGBIN = Path("/usr/lib/postgresql/15/bin")
+SQL_READY = re.compile(r"sqlserver ready on \S+:\d+")
+PG_READY = re.compile(r"database system is ready to accept connections")
+WORKLOADS = {"select-only": ["-S"], "tpcb-like": []}
+
+
+@dataclass
+class Target:
+    name: str  # "postgres" or "sqlserver/<policy>"
+    port: int
+    pid: int
+
+
+@dataclass
+class Result:
+    tps: float
+    p50_ms: float
+    p99_ms: float
+    failed: int
+    command: str
+
+
+def pgbench_path() -> str:
+    found = shutil.which("pgbench") or str(PGBIN / "pgbench")
+    if not Path(found).exists():
+        sys.exit("pgbench is not installed (Debian 12: apt-get install postgresql-15)")
+    return found
+
+
+@contextmanager
+def postgres(work: Path) -> Iterator[Target]:
+    """A fresh PostgreSQL 15 cluster as user postgres (fsync on, trust auth) on a free port."""
+    if os.geteuid() != 0:
+        sys.exit("running PostgreSQL as user postgres needs root (runuser)")
+    data, port = work / "pgdata", free_port()
+    os.chmod(work, 0o777)
+    subprocess.run(
+        ["runuser", "-u", "postgres", "--", str(PGBIN / "initdb"), "-D", str(data), "-A", "trust",
+         "-U", "postgres"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    proc = ManagedProcess(
+        ["runuser", "-u", "postgres", "--", str(PGBIN / "postgres"), "-D", str(data), "-p", str(port),
+         "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={work}"],
+        PG_READY, work / "postgres.log",
+    )  # fmt: skip
+    proc.start()
+    try:
+        assert proc.proc is not None
+        yield Target("postgres", port, proc.proc.pid)
+    finally:
+        proc.stop()
+
+
+@contextmanager
+def sqlserver(
+    work: Path, *args: str, wrapper: list[str] | None = None, livepatch: bool = True
+) -> Iterator[Target]:
+    """`python -m sqlserver.cli` on a free port; with the agent listening unless livepatch=False
+    (then --no-livepatch). wrapper: a command the server runs under (valgrind)."""
+    port = free_port()
+    lp = (
+        ["--livepatch-socket", str(work / f"agent-{port}.sock"), "--allow-unsigned"]
+        if livepatch
+        else ["--no-livepatch"]
+    )
+    argv = [*(wrapper or []), sys.executable, "-m", "sqlserver.cli", "--port", str(port),
+            "--dir", str(work / f"sql-{port}"), *lp, *args]  # fmt: skip
+    proc = ManagedProcess(argv, SQL_READY, work / f"sqlserver-{port}.log", ready_timeout_s=300)
+    proc.start()
+    try:
+        assert proc.proc is not None
+        yield Target(f"sqlserver/{'+'.join(args) or 'default'}", port, proc.proc.pid)
+    finally:
+        proc.stop()
+
+
+def pgbench(port: int, *args: str, cwd: Path | None = None, timeout: float = 900) -> str:
+    cmd = [pgbench_path(), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", *args, "postgres"]
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd,
+        env=dict(os.environ, PGCONNECT_TIMEOUT="10"),
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stdout}{done.stderr}")
+    return done.stdout + done.stderr
+
+
+def run_workload(target: Target, extra: list[str], args: argparse.Namespace, work: Path) -> Result:
+    logdir = Path(tempfile.mkdtemp(prefix="pgb-", dir=work))
+    os.chmod(logdir, 0o777)
+    opts = [*extra, "-M", "prepared", "-c", str(args.clients), "-j", str(args.threads),
+            "-T", str(args.duration)]  # fmt: skip
+    out = pgbench(target.port, *opts, "-l", "--log-prefix", str(logdir / "tx"), cwd=logdir)
+    tps = float(re.search(r"tps = ([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    failed_m = re.search(r"number of failed transactions: (\d+)", out)
+    latencies = sorted(
+        int(line.split()[2]) for f in logdir.glob("tx*") for line in f.read_text().splitlines()
+    )
+    shutil.rmtree(logdir, ignore_errors=True)
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] / 1000.0
+
+    command = "pgbench " + " ".join(opts) + " -l postgres"
+    return Result(tps, pct(0.50), pct(0.99), int(failed_m.group(1)) if failed_m else 0, command)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=int, default=10, help="seconds per pgbench run")
+    ap.add_argument("--clients", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--policies", default="thread-per-connection,pool")
+    ap.add_argument("--workloads", default="select-only,tpcb-like")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat and take medians")
+    args = ap.parse_args()
+    workloads = [w for w in args.workloads.split(",") if w]
+    load = os.getloadavg()
+    print(
+        f"# sqlserver vs PostgreSQL 15 ({os.cpu_count()} CPUs, load average {load[0]:.1f} "
+        f"{load[1]:.1f} {load[2]:.1f} at start; a shared machine)\n"
+    )
+    print("| server | workload | TPS | p50 ms | p99 ms | failed | TPS / PostgreSQL |")
+    print("|---|---|---|---|---|---|---|")
+    commands: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="sqlbench-") as tmp:
+        work = Path(tmp)
+        with postgres(work) as pg:
+            pgbench(pg.port, "-i", "-s", "1", "-q")
+            for policy in [p for p in args.policies.split(",") if p]:
+                with sqlserver(work, "--policy", policy) as ours:
+                    pgbench(ours.port, "-i", "-s", "1", "-q")
+                    for workload in workloads:
+                        got: dict[str, list[Result]] = {"pg": [], "ours": []}
+                        for rnd in range(args.rounds):
+                            order = [("pg", pg), ("ours", ours)]
+                            for key, target in order if rnd % 2 == 0 else order[::-1]:
+                                got[key].append(
+                                    run_workload(target, WORKLOADS[workload], args, work)
+                                )
+                        commands.append(got["ours"][0].command)
+                        pg_tps = statistics.median(r.tps for r in got["pg"])
+                        for key, label in (
+                            ("pg", "PostgreSQL 15"),
+                            ("ours", f"sqlserver {policy}"),
+                        ):
+                            rs = got[key]
+                            tps = statistics.median(r.tps for r in rs)
+                            print(
+                                f"| {label} | {workload} | {tps:,.0f} "
+                                f"| {statistics.median(r.p50_ms for r in rs):.2f} "
+                                f"| {statistics.median(r.p99_ms for r in rs):.2f} "
+                                f"| {sum(r.failed for r in rs)} | {tps / pg_tps:.2f} |",
+                                flush=True,
+                            )
+    print("\ncommands (both servers, after pgbench -i -s 1 -q):")
+    for cmd in dict.fromkeys(commands):
+        print(f"    {cmd}")
+
+
+if __name__ == "__main__":
+    main()
