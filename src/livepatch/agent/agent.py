@@ -45,6 +45,8 @@ from livepatch.patch.safetext import EscapeControls
 from livepatch.patch.signing import PublicKey, load_public_key
 from livepatch.runtime.patcher import Event, PatchResult, WatchPolicy
 
+from livepatch.agent.mve_protocol import MVE_OPS as _MVE_OPS
+
 log = logging.getLogger("livepatch.agent")
 for _logger in ("livepatch.agent", "livepatch.runtime"):  # the lines patch ids and reasons reach
     logging.getLogger(_logger).addFilter(EscapeControls())
@@ -112,6 +114,7 @@ class Agent:
     ) -> None:
         self.socket_path = os.fspath(socket_path)
         self.allow_unsigned = allow_unsigned
+        self.trusted_key_paths = tuple(os.fspath(p) for p in trusted_keys)  # a promoted follower's agent
         # Keys are loaded now, so a bad key path fails at server start, not at the first patch.
         self.trusted_keys: tuple[PublicKey, ...] = tuple(
             load_public_key(Path(p)) for p in trusted_keys
@@ -179,6 +182,10 @@ class Agent:
 
     def handle_request(self, req: dict[str, Any]) -> dict[str, Any]:
         op = req["op"]
+        if op in _MVE_OPS:  # validated updates (livepatch.mve)
+            from livepatch.agent import mve_ops
+
+            return mve_ops.handle(self, req)
         if op == "status":
             return self.status()
         if op == "history":

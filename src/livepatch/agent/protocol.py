@@ -100,6 +100,10 @@ def _number(req: dict[str, Any], key: str, default: float, maximum: float) -> fl
 def validate(req: dict[str, Any]) -> dict[str, Any]:
     """Check a decoded request's fields and fill defaults; raise ProtocolError with what is wrong."""
     op = req.get("op")
+    from livepatch.agent import mve_protocol  # validated updates (additive)
+
+    if op in mve_protocol.MVE_OPS:
+        return mve_protocol.validate(req)
     if op not in OPS:
         raise ProtocolError(f"unknown op {op!r} (expected one of {', '.join(OPS)})")
     out: dict[str, Any] = {"op": op}
