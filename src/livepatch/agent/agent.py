@@ -37,6 +37,7 @@ from types import ModuleType
 from typing import Any
 
 from livepatch.agent.control import ControlServer
+from livepatch.agent.mve_protocol import MVE_OPS as _MVE_OPS
 from livepatch.errors import LivepatchError, PatchRefused
 from livepatch.patch import lpatch
 from livepatch.patch.hooks_info import defined_hooks
@@ -44,8 +45,6 @@ from livepatch.patch.model import Category, PatchSpec
 from livepatch.patch.safetext import EscapeControls
 from livepatch.patch.signing import PublicKey, load_public_key
 from livepatch.runtime.patcher import Event, PatchResult, WatchPolicy
-
-from livepatch.agent.mve_protocol import MVE_OPS as _MVE_OPS
 
 log = logging.getLogger("livepatch.agent")
 for _logger in ("livepatch.agent", "livepatch.runtime"):  # the lines patch ids and reasons reach
@@ -114,7 +113,9 @@ class Agent:
     ) -> None:
         self.socket_path = os.fspath(socket_path)
         self.allow_unsigned = allow_unsigned
-        self.trusted_key_paths = tuple(os.fspath(p) for p in trusted_keys)  # a promoted follower's agent
+        self.trusted_key_paths = tuple(
+            os.fspath(p) for p in trusted_keys
+        )  # a promoted follower's agent
         # Keys are loaded now, so a bad key path fails at server start, not at the first patch.
         self.trusted_keys: tuple[PublicKey, ...] = tuple(
             load_public_key(Path(p)) for p in trusted_keys

@@ -76,7 +76,9 @@ def _update(agent: Any, req: dict[str, Any]) -> dict[str, Any]:
         pf = lpatch.from_document(req["patch"], source="the patch")
         spec, _signed_by = pf.verified_spec(agent.trusted_keys, allow_unsigned=agent.allow_unsigned)
         if spec.refusals:
-            raise PatchRefused(f"the patch records changes that cannot be patched: {spec.refusals[0]}")
+            raise PatchRefused(
+                f"the patch records changes that cannot be patched: {spec.refusals[0]}"
+            )
     except (mve.RulesError, lpatch.PatchFileError, PatchRefused, ValueError) as exc:
         return {"ok": False, "error": str(exc)}
     with _lock:

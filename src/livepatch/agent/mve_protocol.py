@@ -1,12 +1,12 @@
 """The control socket's requests for validated updates (livepatch.mve), validated like protocol.py's:
 
-    {"op": "update", "patch": <the .lpatch document>, "rules": "<rules file text>" | null,
-     "rules_name": "RULES.py", "window_requests": N | null, "window_s": S | null,
-     "promote": "auto"|"manual", "max_lag": N}
-        -> waits for the outcome: {"ok": promoted?, "error": reason | null, "update": {...report}}
-    {"op": "promote"} / {"op": "discard"}   (the running manual update) -> {"ok", "error"}
-    {"op": "update-status"}                 -> {"ok", "error", "update": Session.status() | null,
-                                                "last": the last outcome | null}
+{"op": "update", "patch": <the .lpatch document>, "rules": "<rules file text>" | null,
+ "rules_name": "RULES.py", "window_requests": N | null, "window_s": S | null,
+ "promote": "auto"|"manual", "max_lag": N}
+    -> waits for the outcome: {"ok": promoted?, "error": reason | null, "update": {...report}}
+{"op": "promote"} / {"op": "discard"}   (the running manual update) -> {"ok", "error"}
+{"op": "update-status"}                 -> {"ok", "error", "update": Session.status() | null,
+                                            "last": the last outcome | null}
 """
 
 from __future__ import annotations

@@ -44,7 +44,8 @@ def parse_window(text: str) -> tuple[int | None, float | None]:
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|sec|seconds?|r|req|requests?)?\s*", text)
     if not m:
         raise click.BadParameter(
-            f"{text!r}: give a number of requests (e.g. 1000) or seconds (e.g. 5s)", param_hint="--window"
+            f"{text!r}: give a number of requests (e.g. 1000) or seconds (e.g. 5s)",
+            param_hint="--window",
         )
     number, unit = m.group(1), (m.group(2) or "r")
     if unit.startswith("s"):
@@ -52,7 +53,9 @@ def parse_window(text: str) -> tuple[int | None, float | None]:
             raise click.BadParameter("seconds must be in (0, 3600]", param_hint="--window")
         return None, float(number)
     if "." in number or int(number) <= 0:
-        raise click.BadParameter("a number of requests must be a positive integer", param_hint="--window")
+        raise click.BadParameter(
+            "a number of requests must be a positive integer", param_hint="--window"
+        )
     return int(number), None
 
 

@@ -5,7 +5,7 @@ The mechanism knows no server: a server implements `Host` (host.py) and register
 """
 
 from livepatch.mve.host import Host, Recorder, current, register
-from livepatch.mve.rules import BUILTIN, RuleSet, RulesError, load_rules_file, ruleset
+from livepatch.mve.rules import BUILTIN, RulesError, RuleSet, load_rules_file, ruleset
 from livepatch.mve.session import Options, Session
 
 __all__ = [

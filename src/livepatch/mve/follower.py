@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import socket
 import stat
 import sys
@@ -92,6 +93,17 @@ class _Coverage:
 
     def uncovered(self) -> list[str]:
         return sorted(self.names[c] for c in self.pending)
+
+
+def _die_with_parent() -> None:
+    """SIGKILL when the old leader (then the waiter, waiter.py) is killed: its pid stands for the server."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: as if the server pid was killed
+    except (OSError, AttributeError):
+        return
 
 
 def _short(data: bytes, limit: int = 200) -> str:
@@ -212,6 +224,7 @@ def _take_over(
     sys.setprofile(None)
     fds = channel.recv_fds(ctl_sock, nfds)
     host.adopt(fds, state)
+    _die_with_parent()
     channel.send_frame(ctl_sock, ("took-over", seq))
 
     def wait_for_old_leader() -> None:

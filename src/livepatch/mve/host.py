@@ -33,7 +33,9 @@ from typing import Any, Protocol
 
 
 class Recorder(Protocol):
-    def executed(self, cid: int, now_ms: int, requests: list[Any], replies: list[bytes]) -> None: ...
+    def executed(
+        self, cid: int, now_ms: int, requests: list[Any], replies: list[bytes]
+    ) -> None: ...
 
     def opened(self, cid: int, info: Any) -> None: ...
 

@@ -81,9 +81,7 @@ def load_rules_source(source: str, filename: str) -> tuple[Rule, ...]:
             "(fix it and run the update again)"
         ) from None
     found = [
-        obj
-        for key, obj in namespace.items()
-        if key.startswith("rule") and inspect.isfunction(obj)
+        obj for key, obj in namespace.items() if key.startswith("rule") and inspect.isfunction(obj)
     ]
     for rule in found:
         try:

@@ -29,6 +29,7 @@ processes and schedules work on the loop.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gc
 import logging
@@ -36,6 +37,7 @@ import os
 import select
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -117,7 +119,9 @@ class Session:
         """Fork at the loop's next quiescence point; raises RuntimeError if that did not happen."""
         self.host.call_on_loop(self._fork_on_loop)
         if not self._forked.wait(timeout):
-            raise RuntimeError(f"the server's loop did not reach a fork point within {timeout:.0f} s")
+            raise RuntimeError(
+                f"the server's loop did not reach a fork point within {timeout:.0f} s"
+            )
         if self._fork_error is not None:
             raise RuntimeError(self._fork_error)
         threading.Thread(target=self._monitor, name="livepatch-mve-monitor", daemon=True).start()
@@ -167,9 +171,7 @@ class Session:
             try:
                 log_l.close()
                 ctl_l.close()
-                follower.run(
-                    self.host, self.spec, self.rules, log_f, ctl_f, self.after_takeover
-                )
+                follower.run(self.host, self.spec, self.rules, log_f, ctl_f, self.after_takeover)
             except BaseException:
                 os._exit(follower.EXIT_FAILED)
             return  # promoted: back into the server's loop, which now serves as the new leader
@@ -255,8 +257,13 @@ class Session:
                     data = self._ctl.recv(65536)
                 except OSError:
                     data = b""
-                if not data:
-                    self._finish_discard(self._exit_reason("the follower closed its channel"))
+                if not data:  # it is exiting: wait (a little) to say how it ended
+                    deadline = time.monotonic() + 2.0
+                    reason = None
+                    while reason is None and time.monotonic() < deadline:
+                        reason = self._exit_reason(None)
+                        time.sleep(0.01)
+                    self._finish_discard(reason or "the follower closed its channel")
                     return
                 for msg in reader.feed(data):
                     verdict = self._on_message(msg)
@@ -270,7 +277,9 @@ class Session:
                 return
             if now - last_flush >= 0.02:
                 last_flush = now
-                self.host.call_on_loop(self._flush_on_loop)  # a quiet leader still ships its backlog
+                self.host.call_on_loop(
+                    self._flush_on_loop
+                )  # a quiet leader still ships its backlog
             if self._should_promote(now):
                 self._promote_now()
                 return
@@ -376,9 +385,12 @@ class Session:
                     self._finish_discard(verdict[0], verdict[1])
                     return
         if self.state == "promoted":
+            atexit.register(_become_waiter, self.pid)
             self._finish("promoted", "the new version serves every connection", None, uncovered)
         else:
-            self._finish_discard("the follower did not take over in time; the old version serves on")
+            self._finish_discard(
+                "the follower did not take over in time; the old version serves on"
+            )
 
     def _kill(self) -> None:
         if self.pid is not None:
@@ -418,3 +430,15 @@ class Session:
         }
         log.warning("validated update of %s: %s: %s", self.spec.patch_id, outcome, reason)
         self._done.set()
+
+
+def _become_waiter(pid: int | None) -> None:
+    """At the old leader's exit (after its agent replied and stopped): exec the waiter (waiter.py)."""
+    if pid is None:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    logging.shutdown()
+    with contextlib.suppress(OSError):
+        os.execv(sys.executable, [sys.executable, "-m", "livepatch.mve.waiter", str(pid)])
