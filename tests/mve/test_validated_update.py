@@ -152,6 +152,7 @@ def test_correct_update_is_promoted_connections_survive_no_key_lost(
     r = again.client()
     assert r.dbsize() == size
     assert all(r.get(k) == k.encode() for k in traffic.acked[-50:])
+    assert again.stop() == 0
 
 
 @pytest.mark.timeout(180)
@@ -242,3 +243,4 @@ def test_declared_difference_is_accepted_and_the_same_undeclared_is_not(
     assert not traffic.errors, traffic.errors[:5]
     assert traffic.replies.get(b"PONG", 0) > 0 and traffic.replies.get(b"PANG", 0) > 0
     assert raw(held(server), "PING") == b"PANG"
+

@@ -440,5 +440,10 @@ def _become_waiter(pid: int | None) -> None:
         with contextlib.suppress(Exception):
             stream.flush()
     logging.shutdown()
+    from livepatch.mve.waiter import FORWARDED
+
+    # Blocked across exec (the mask survives it): a SIGTERM during the waiter's start is kept pending
+    # for its handler instead of killing the pid that stands for the server.
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
     with contextlib.suppress(OSError):
         os.execv(sys.executable, [sys.executable, "-m", "livepatch.mve.waiter", str(pid)])

@@ -24,6 +24,7 @@ def wait_for(pid: int) -> int:
 
     for signum in FORWARDED:
         signal.signal(signum, forward)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)  # blocked by the leader before exec
     try:
         _, status = os.waitpid(pid, 0)  # retried by Python after each forwarded signal (PEP 475)
     except ChildProcessError:
