@@ -243,4 +243,3 @@ def test_declared_difference_is_accepted_and_the_same_undeclared_is_not(
     assert not traffic.errors, traffic.errors[:5]
     assert traffic.replies.get(b"PONG", 0) > 0 and traffic.replies.get(b"PANG", 0) > 0
     assert raw(held(server), "PING") == b"PANG"
-
