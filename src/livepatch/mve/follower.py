@@ -5,7 +5,9 @@ Theory of operation
 The child is alone (fork keeps only the forking thread) and owns a copy of the leader's state. It
 1. drops every inherited socket (connections, listeners, the agent's control socket) so that a connection
    the leader closes really closes, and the server drops its own objects (`Host.enter_follower`);
-2. installs the patch in place (staging + direct swap: no quiescence is needed with one thread);
+2. installs the patch in place (staging, the patch's pre_patch and transform hooks, direct swap,
+   post_patch: no quiescence is needed with one thread; the transform runs on the follower's copy of
+   the data while the leader serves);
 3. says "ready" and replays the log: each request through the virtual client of its connection, at the
    leader's clock; each reply is compared with the leader's; a difference that no rule explains is
    reported ("diverged") and the child exits. Progress is reported every PROGRESS_S;
@@ -124,10 +126,20 @@ def run(
         _drop_inherited_sockets({log_sock.fileno(), ctl_sock.fileno(), 0, 1, 2})
         host.enter_follower()
         t0 = time.monotonic()
+        from livepatch.runtime.patch_hooks import context_for, load_hooks
         from livepatch.runtime.staging import stage
 
+        # The runtime's order (patcher.py): pre_patch, transform, swap, post_patch. No deadlines here:
+        # a hook that hangs keeps the follower from getting ready, and the leader discards it.
         staged = stage(spec)
+        hooks = load_hooks(spec)
+        ctx = context_for(spec)
+        for name in ("pre_patch", "transform"):
+            ctx.hook = name
+            hooks.call(name, ctx)
         staged.swap_in()
+        ctx.hook = "post_patch"
+        hooks.call("post_patch", ctx)
         coverage = _Coverage(_new_codes(staged))
         channel.send_frame(
             ctl_sock,
