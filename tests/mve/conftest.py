@@ -43,13 +43,20 @@ def _variant(work: Path, name: str, edit: tuple[str, str, str] | None) -> Path:
 
 @pytest.fixture(scope="session")
 def patches() -> Iterator[dict[str, Path]]:
-    """good: PING answers PANG; bad: GET appends '!' to every value. Built with `livepatch diff`."""
+    """good: PING answers PANG; bad: GET appends '!' to every value; slow: GET takes 5 ms more;
+    hang: GET never returns. Built with `livepatch diff`, as an operator does."""
     work = Path(tempfile.mkdtemp(prefix="lp-mve-p-"))
     try:
         v1 = _variant(work, "v1", None)
         edits = {
             "good": ("commands/connection.py", PING, PANG),
-            "bad": ("commands/strings.py", *_get_edit()),
+            "bad": (
+                "commands/strings.py",
+                *_get_edit('({v} + b"!") if isinstance({v}, bytes) else {v}'),
+            ),
+            # Right answers, but slow (the follower falls behind) or never (it hangs).
+            "slow": ("commands/strings.py", *_get_edit('__import__("time").sleep(0.005) or {v}')),
+            "hang": ("commands/strings.py", *_get_edit("[0 for _ in iter(int, 1)] and {v}")),
         }
         out: dict[str, Path] = {}
         for name, edit in edits.items():
@@ -65,18 +72,17 @@ def patches() -> Iterator[dict[str, Path]]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _get_edit() -> tuple[str, str]:
-    """The last `return X` of get_command, made to append b"!" to a value."""
+def _get_edit(expression: str) -> tuple[str, str]:
+    """get_command with its last `return X` made `return <expression with {v} = X>`."""
     text = (SRC / "commands" / "strings.py").read_text()
     start = text.index("def get_command(")
     end = text.index("\ndef ", start + 1)
     body = text[start:end]
     line = [ln for ln in body.splitlines() if ln.strip().startswith("return ")][-1]
     var = line.strip()[len("return ") :]
-    new = line.replace(
-        f"return {var}", f'return ({var} + b"!") if isinstance({var}, bytes) else {var}'
+    return body, body.replace(
+        line, line.replace(f"return {var}", "return " + expression.format(v=var))
     )
-    return body, body.replace(line, new)
 
 
 @pytest.fixture

@@ -52,6 +52,7 @@ class Traffic:
         self.errors: list[str] = []
         self.replies: dict[bytes, int] = {}
         self.changed = threading.Condition()
+        self.max_latency_s = 0.0  # the longest SET+GET round trips of any client
         self.progress = threading.Semaphore(0)
         self.threads = [
             threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)
@@ -69,6 +70,10 @@ class Traffic:
         for t in self.threads:
             t.join(timeout=60)
 
+    def wait_for_acked(self, count: int, timeout: float = 30) -> bool:
+        with self.changed:
+            return self.changed.wait_for(lambda: len(self.acked) >= count, timeout)
+
     def wait_for_reply(self, reply: bytes, timeout: float = 30) -> bool:
         with self.changed:
             return self.changed.wait_for(lambda: self.replies.get(reply, 0) > 0, timeout)
@@ -80,9 +85,13 @@ class Traffic:
         try:
             while not self.stop.is_set():
                 key = f"t{n}:{i}"
+                t0 = time.monotonic()
                 r.set(key, key)
-                self.acked.append(key)
+                with self.changed:
+                    self.acked.append(key)
+                    self.changed.notify_all()
                 value = r.get(key)
+                self.max_latency_s = max(self.max_latency_s, time.monotonic() - t0)
                 if value != key.encode():
                     self.errors.append(f"GET {key} -> {value!r}")
                 if self.ping:
@@ -243,3 +252,60 @@ def test_declared_difference_is_accepted_and_the_same_undeclared_is_not(
     assert not traffic.errors, traffic.errors[:5]
     assert traffic.replies.get(b"PONG", 0) > 0 and traffic.replies.get(b"PANG", 0) > 0
     assert raw(held(server), "PING") == b"PANG"
+
+
+@pytest.mark.timeout(180)
+def test_follower_falling_behind_is_discarded_and_the_leader_never_stalls(
+    kv_factory: Any, patches: dict[str, Path], work_dir: Path
+) -> None:
+    server = start_server(kv_factory, work_dir)
+    with Traffic(server) as traffic:
+        done = update(work_dir, patches["slow"], "--max-lag", "200", "--window", "60s")
+        acked_at_discard = len(traffic.acked)
+        assert traffic.wait_for_acked(acked_at_discard + 100)  # still served after the discard
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "lagged" in done.stdout and "--max-lag 200" in done.stdout
+    assert not traffic.errors, traffic.errors[:5]
+    assert traffic.max_latency_s < 2.0, traffic.max_latency_s  # no stall waiting for the follower
+    assert children(server.process.pid) == []
+
+
+@pytest.mark.timeout(180)
+def test_hanging_follower_is_discarded_within_its_deadline(
+    kv_factory: Any, patches: dict[str, Path], work_dir: Path
+) -> None:
+    server = start_server(kv_factory, work_dir)
+    with Traffic(server) as traffic:
+        t0 = time.monotonic()
+        done = update(work_dir, patches["hang"], "--window", "60s", "--max-lag", "10000000")
+        took = time.monotonic() - t0
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "no progress for 10 s" in done.stdout
+    assert took < 40, took
+    assert not traffic.errors, traffic.errors[:5]
+    assert traffic.max_latency_s < 2.0, traffic.max_latency_s
+    assert children(server.process.pid) == []
+
+
+def test_cli_refusals_say_what_to_do(
+    kv_factory: Any, patches: dict[str, Path], work_dir: Path
+) -> None:
+    server = start_server(kv_factory, work_dir)
+    sock = str(work_dir / "lp.sock")
+    plain = livepatch_cli("update", str(patches["good"]), "--socket", sock)
+    assert plain.returncode == 2 and "add --validate" in plain.stderr
+    window = livepatch_cli(
+        "update", str(patches["good"]), "--socket", sock, "--validate", "--window", "5m"
+    )
+    assert window.returncode == 2 and "--window" in window.stderr
+    rules = work_dir / "broken.py"
+    rules.write_text("def rule_x(:\n")
+    broken = update(work_dir, patches["good"], "--rules", str(rules))
+    assert broken.returncode == 1
+    assert "cannot load the rules file" in broken.stderr and "Traceback" not in broken.stderr
+    idle = livepatch_cli("promote", "--socket", sock)
+    assert idle.returncode == 1 and "no validated update is running" in idle.stderr
+    status = livepatch_cli("update-status", "--socket", sock)
+    assert status.returncode == 0 and "no validated update is running" in status.stdout
+    assert children(server.process.pid) == []  # nothing was forked for any of these
+    assert raw(held(server), "PING") == b"PONG"
