@@ -75,7 +75,9 @@ def load_rules_source(source: str, filename: str) -> tuple[Rule, ...]:
     namespace: dict[str, Any] = {"__name__": "livepatch_mve_rules", "__file__": filename}
     try:
         exec(compile(source, filename, "exec"), namespace)
-    except BaseException as exc:  # SystemExit at the top level too: a refusal, not a dead agent thread
+    except (
+        BaseException
+    ) as exc:  # SystemExit at the top level too: a refusal, not a dead agent thread
         raise RulesError(
             f"cannot load the rules file {filename}: {type(exc).__name__}: {exc} "
             "(fix it and run the update again)"
