@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -309,3 +310,38 @@ def test_cli_refusals_say_what_to_do(
     assert status.returncode == 0 and "no validated update is running" in status.stdout
     assert children(server.process.pid) == []  # nothing was forked for any of these
     assert raw(held(server), "PING") == b"PONG"
+
+
+@pytest.mark.timeout(120)
+def test_follower_exits_by_itself_when_the_leader_is_killed(
+    kv_factory: Any, patches: dict[str, Path], work_dir: Path
+) -> None:
+    server = start_server(kv_factory, work_dir)
+    sock = str(work_dir / "lp.sock")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "livepatch.cli", "update", str(patches["good"]), "--socket", sock]
+        + ["--validate", "--promote", "manual"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        follower = None
+        deadline = time.monotonic() + 60
+        while follower is None and time.monotonic() < deadline:
+            state = json.loads(livepatch_cli("update-status", "--socket", sock, "--json").stdout)
+            follower = (state.get("update") or {}).get("follower_pid")
+        assert follower in children(server.process.pid)
+        exited = os.pidfd_open(follower)
+        try:
+            server.kill()  # SIGKILL of the leader
+            ready, _, _ = select.select([exited], [], [], 30)
+            assert ready, "the follower kept running after its leader was killed"
+        finally:
+            os.close(exited)
+        proc.communicate(timeout=30)
+        assert proc.returncode == 1  # the CLI lost its agent: not promoted
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

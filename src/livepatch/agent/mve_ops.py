@@ -72,6 +72,7 @@ def _update(agent: Any, req: dict[str, Any]) -> dict[str, Any]:
             window_s=_window_s(req),
             promote=req["promote"],
             max_lag=req["max_lag"],
+            coverage_timeout=req.get("exercise_wait_s", 60.0),
         )
         pf = lpatch.from_document(req["patch"], source="the patch")
         spec, _signed_by = pf.verified_spec(agent.trusted_keys, allow_unsigned=agent.allow_unsigned)

@@ -57,4 +57,8 @@ def validate(req: dict[str, Any]) -> dict[str, Any]:
         raise ProtocolError("'promote' must be 'auto' or 'manual'")
     out["promote"] = promote
     out["max_lag"] = _positive_int(req, "max_lag", 100_000)
+    wait = req.get("exercise_wait_s", 60.0)
+    if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait <= MAX_WINDOW_S:
+        raise ProtocolError(f"'exercise_wait_s' must be a number in [0, {MAX_WINDOW_S:g}]")
+    out["exercise_wait_s"] = float(wait)
     return out

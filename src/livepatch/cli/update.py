@@ -66,7 +66,7 @@ the server executes, comparing its replies with the server's. Expected differenc
 --rules (a Python file of `def rule_*(request, old_reply, new_reply) -> bool`). The follower is
 discarded at the first unexplained difference, a crash, a hang or a lag beyond --max-lag; it is
 promoted (takes over every connection) when it agreed for --window (N requests or Ns seconds) and
-every changed function ran at least once (or 60 s passed). Exit status: 0 promoted, 1 discarded.
+every changed function ran at least once (or --exercise-wait passed). Exit status: 0 promoted, 1 discarded.
 
 \b
 Examples:
@@ -107,6 +107,15 @@ Examples:
     show_default=True,
     help="Requests the follower may fall behind before it is discarded.",
 )
+@click.option(
+    "--exercise-wait",
+    "exercise_wait_s",
+    type=click.FloatRange(min=0, max=3600),
+    default=60.0,
+    show_default=True,
+    help="Longest wait (from the follower's start) for traffic to run every changed function once "
+    "(0: do not wait); then the update is promoted and the report lists what never ran.",
+)
 @json_option
 def update_command(
     file: Path,
@@ -116,6 +125,7 @@ def update_command(
     window: str,
     promote: str,
     max_lag: int,
+    exercise_wait_s: float,
     as_json: bool,
 ) -> None:
     if not validate:
@@ -142,6 +152,7 @@ def update_command(
         "window_s": window_s,
         "promote": promote,
         "max_lag": max_lag,
+        "exercise_wait_s": exercise_wait_s,
     }
     if promote == "manual":
         click.echo(
