@@ -12,7 +12,8 @@ client's output (the hot path encodes replies into client.out in place).
 The follower keeps the forked ClientState objects as its virtual clients (same id, database, MULTI,
 WATCH and authentication state as the leader's connections); a connection opened after the fork is
 created with the leader's id. Replies of the replay are taken out of client.out and compared. The
-follower does not persist (server.aof is None) and runs no cron: the leader does both until promotion.
+follower does not persist (server.aof and server.persistence are None) and runs no cron: the leader
+does both until promotion.
 
 Hand-over (leader): write the AOF buffer, then per connection its unsent output and its parser (unread
 input, pickled), the listening socket and every client socket. The follower adopts them into its own
@@ -42,6 +43,7 @@ class KvHost:
         self.loop = loop
         self.server: ServerState = loop.server
         self._aof_stash: Any = None
+        self._persistence_stash: Any = None
 
     # ---------------------------------------------------------------------------------- leader
     def call_on_loop(self, fn: Any) -> None:
@@ -128,6 +130,10 @@ class KvHost:
             client.out_pending = b""
         self._aof_stash = server.aof
         server.aof = None  # the leader logs; the follower's replay must not write the file again
+        # Nor snapshot: a replayed SHUTDOWN or SAVE must not write the leader's files (they answer
+        # differently here, so the update is discarded: the safe side).
+        self._persistence_stash = server.persistence
+        server.persistence = None
         self._clients_at_fork = set(server.clients)
 
     def replay_open(self, cid: int, info: Any) -> None:
@@ -184,6 +190,7 @@ class KvHost:
         self.loop.adopt_after_handover(listener, adopted)
 
     def _reopen_aof(self, state: dict[str, Any]) -> None:
+        self.server.persistence = self._persistence_stash
         stale = self._aof_stash
         if stale is None:
             return
