@@ -455,6 +455,11 @@ class EventLoop:
         os.close(self._wpipe)
 
     # ------------------------------------------------- validated updates (kvserver.mve_support)
+    @property
+    def serving(self) -> bool:
+        """False once the loop is stopping (any thread may read it)."""
+        return not self._stopping
+
     def drop_inherited_io(self) -> None:
         """In a forked follower: forget the leader's sockets, epoll and self-pipe without touching them
         (they stay the leader's). The follower's livepatch.mve pointed the descriptors at /dev/null."""

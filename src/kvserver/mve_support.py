@@ -46,6 +46,9 @@ class KvHost:
         self._persistence_stash: Any = None
 
     # ---------------------------------------------------------------------------------- leader
+    def is_serving(self) -> bool:
+        return self.loop.serving
+
     def call_on_loop(self, fn: Any) -> None:
         self.loop.call_soon_threadsafe(fn)
 

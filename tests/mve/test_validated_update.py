@@ -345,3 +345,70 @@ def test_follower_exits_by_itself_when_the_leader_is_killed(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.timeout(120)
+def test_the_follower_never_writes_the_leaders_files(
+    kv_factory: Any, patches: dict[str, Path], work_dir: Path
+) -> None:
+    """A SAVE during the window is the leader's alone: the follower answers it differently (it holds no
+    persistence), so the update is discarded, naming SAVE, and the snapshot is the leader's."""
+    data = work_dir / "data"
+    server = start_server(kv_factory, work_dir, "--dir", str(data))
+    r = held(server)
+    r.set("k", "v")
+    sock = str(work_dir / "lp.sock")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "livepatch.cli", "update", str(patches["good"]), "--socket", sock]
+        + ["--validate", "--promote", "manual"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            state = json.loads(livepatch_cli("update-status", "--socket", sock, "--json").stdout)
+            if (state.get("update") or {}).get("state") in ("following", "validated"):
+                break
+        assert raw(r, "SAVE") == b"OK"
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, out + err
+    assert "b'SAVE'" in out
+    assert r.get("k") == b"v"
+
+
+@pytest.mark.timeout(120)
+def test_a_server_asked_to_stop_during_an_update_stops_promptly(
+    kv_factory: Any, patches: dict[str, Path], work_dir: Path
+) -> None:
+    server = start_server(kv_factory, work_dir)
+    sock = str(work_dir / "lp.sock")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "livepatch.cli", "update", str(patches["good"]), "--socket", sock]
+        + ["--validate", "--promote", "manual"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        follower = None
+        deadline = time.monotonic() + 60
+        while follower is None and time.monotonic() < deadline:
+            state = json.loads(livepatch_cli("update-status", "--socket", sock, "--json").stdout)
+            follower = (state.get("update") or {}).get("follower_pid")
+        assert follower in children(server.process.pid)
+        t0 = time.monotonic()
+        assert server.stop(timeout=15) == 0  # SIGTERM: a clean stop, not the SIGKILL after 15 s
+        assert time.monotonic() - t0 < 10
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 1
+        assert "shutting down" in out + err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

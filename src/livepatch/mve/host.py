@@ -4,6 +4,7 @@ The mechanism (livepatch.mve) knows no server. A server registers one `Host` (`l
 and the mechanism drives it:
 
 leader side (the running server)
+    is_serving()              False once the server is stopping (any thread): the update is discarded.
     call_on_loop(fn)          run fn on the thread that owns the server's state, between two requests
                               (its quiescence point); any thread may call it; it must wake the loop.
     prepare_fork()            loop thread, just before fork(): make buffered state durable (e.g. write
@@ -45,6 +46,8 @@ class Recorder(Protocol):
 
 
 class Host(Protocol):
+    def is_serving(self) -> bool: ...
+
     def call_on_loop(self, fn: Any) -> None: ...
 
     def prepare_fork(self) -> None: ...

@@ -315,6 +315,8 @@ class Session:
         opts, p = self.options, self.progress
         if self._manual == "discard":
             return "discarded by the operator (`livepatch discard`)"
+        if not self.host.is_serving():
+            return "the server is shutting down"
         if self._writer is not None and self._writer.overflowed:
             return f"the follower fell behind by more than {opts.max_backlog_bytes} bytes of log"
         if p.ready_at is None:
@@ -402,9 +404,10 @@ class Session:
 
     def _finish_discard(self, reason: str, divergence: dict[str, Any] | None = None) -> None:
         self._kill()
-        done = threading.Event()
-        self.host.call_on_loop(lambda: self._stop_on_loop(done))
-        done.wait(5.0)
+        if self.host.is_serving():  # a stopping loop runs no more calls (and records nothing more)
+            done = threading.Event()
+            self.host.call_on_loop(lambda: self._stop_on_loop(done))
+            done.wait(5.0)
         self.state = "discarded"
         self._finish("discarded", reason, divergence, list(self.progress.uncovered))
 
