@@ -8,6 +8,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -137,6 +138,9 @@ def test_correct_update_is_promoted_connections_survive_no_key_lost(
     in_multi = held(server)
     assert raw(in_multi, "MULTI") == b"OK"
     assert raw(in_multi, "SET", "queued", "before") == b"QUEUED"
+    half = socket.create_connection((server.host, server.port), timeout=30)
+    half.sendall(b"*3\r\n$3\r\nSET\r\n$4\r\nhalf\r\n$5\r\nwh")  # a request cut in two
+    assert raw(base, "PING") == b"PONG"  # likely read into its parser by now (else still in the kernel)
     rules = work_dir / "rules.py"
     rules.write_text(PANG_RULES)
     with Traffic(server, ping=True) as traffic:
@@ -148,6 +152,10 @@ def test_correct_update_is_promoted_connections_survive_no_key_lost(
     assert not traffic.errors, traffic.errors[:5]
     # Every connection open before the update survived, with its session state, and sees PANG.
     assert raw(base, "PING") == b"PANG"
+    half.sendall(b"ole\r\n")  # the rest of the request, to the new version
+    assert half.recv(100) == b"+OK\r\n"
+    assert base.get("half") == b"whole"
+    half.close()
     assert in_db3.get("db3key") == b"three"  # still in database 3, without a new SELECT
     assert raw(in_multi, "EXEC") == [b"OK"]  # the MULTI opened before the update
     assert base.get("queued") == b"before"
