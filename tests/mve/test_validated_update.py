@@ -140,7 +140,9 @@ def test_correct_update_is_promoted_connections_survive_no_key_lost(
     assert raw(in_multi, "SET", "queued", "before") == b"QUEUED"
     half = socket.create_connection((server.host, server.port), timeout=30)
     half.sendall(b"*3\r\n$3\r\nSET\r\n$4\r\nhalf\r\n$5\r\nwh")  # a request cut in two
-    assert raw(base, "PING") == b"PONG"  # likely read into its parser by now (else still in the kernel)
+    assert (
+        raw(base, "PING") == b"PONG"
+    )  # likely read into its parser by now (else still in the kernel)
     rules = work_dir / "rules.py"
     rules.write_text(PANG_RULES)
     with Traffic(server, ping=True) as traffic:
