@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 from tests.sqlserver.conftest import POLICIES
@@ -136,3 +137,39 @@ def test_signal_stops_accepting_closes_sessions_and_exits_0(sql_factory, tmp_pat
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
     assert "Traceback" not in server.log(), server.log()
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_cancel_request_works_when_the_server_is_full(sql_factory, tmp_path, policy):
+    """The one allowed client runs a long query; its cancel arrives on a new connection past
+    --max-connections and must still stop the query (PostgreSQL does not count cancel requests)."""
+    psycopg = pytest.importorskip("psycopg")
+    from tests.sqlserver.test_clients_drivers import LONG_QUERY
+
+    server = sql_factory("--policy", policy, "--max-connections", "1", "--dir", str(tmp_path / "d"))
+    with psycopg.connect(server.dsn, autocommit=True) as c:
+        with pytest.raises(psycopg.OperationalError, match="too many clients"):
+            psycopg.connect(server.dsn)
+        outcome: list[BaseException | None] = []
+        started = threading.Event()
+
+        def run() -> None:
+            started.set()
+            try:
+                c.execute(LONG_QUERY).fetchone()
+                outcome.append(None)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        t = threading.Thread(target=run)
+        t.start()
+        assert started.wait(10)
+        for _ in range(100):  # until it lands: the first may arrive before the statement started
+            c.cancel()
+            t.join(0.2)
+            if not t.is_alive():
+                break
+        t.join(30)
+        assert not t.is_alive(), "the long query was not cancelled"
+        assert outcome and isinstance(outcome[0], psycopg.errors.QueryCanceled), outcome
+        assert c.execute("select 3").fetchone() == (3,)

@@ -16,11 +16,20 @@ thread) wakes or creates a thread for any group that has had no listener and no 
 STALL_LIMIT_S, so the other connections of a group are not held up by one slow statement.
 
 Live patching:
-  * priorities (the paper's rule): a worker is MEDIUM while waiting, LOW while executing a request,
-    CRITICAL while listening. Under a global patch executing workers park first, then waiting ones,
-    the listener last, so the listener keeps dispatching the requests in-flight work depends on (the
-    COMMIT that releases a lock another worker waits for);
-  * quiescence points: a worker between two tasks (no connection owned), the listener after each poll;
+  * priorities (the paper's rule): a worker is LOW while executing a request, MEDIUM while waiting,
+    CRITICAL while listening; under a global patch a thread parks only when no lower-priority thread
+    still runs, so the waiting workers and the listener keep dispatching the requests in-flight work
+    depends on (the COMMIT that releases a lock another worker waits for);
+  * quiescence points: a worker between two tasks (owns no connection) and a waiting worker woken by
+    the hook, both as MEDIUM; the listener after each poll, as CRITICAL;
+  * while a patch is pending, a ready connection whose session is idle (no transaction: it holds
+    nothing) is not run but held back (`deferred`) and queued again when the patch is over -- the
+    pool's counterpart of a connection thread's activate() and of MariaDB's `do_command` point, which
+    is skipped inside a transaction. Without it a steady load never lets the executing workers drain
+    (new transactions keep arriving), and with executing workers parked instead the statements of
+    open transactions found no free thread (a thread born during a global patch waits for its end):
+    both made global patches under pgbench -c 10 abort at their deadline. Statements of open
+    transactions still run, so every lock is released and everyone parks;
   * the wake-up hook writes every group's self-pipe (wakes the listener) and notifies every group's
     condition (waiting workers go back to their quiescence point).
 A request runs on one worker from its first to its last byte, so no thread mixes generations within a
@@ -41,9 +50,13 @@ import select
 import threading
 import time
 from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
+from livepatch import Priority
 from sqlserver.server.connection import Connection, ConnectionTable
 from sqlserver.server.contract import SessionFactory
+
+_LOW, _MEDIUM, _CRITICAL = Priority.LOW, Priority.MEDIUM, Priority.CRITICAL
 
 log = logging.getLogger("sqlserver.server")
 
@@ -51,6 +64,43 @@ STALL_LIMIT_S = 0.02  # a group without listener and without I/O this long gets 
 MAX_THREADS_PER_GROUP = 64  # bound on workers per group (a group with more busy statements queues)
 IDLE_TIMEOUT_S = 60.0  # a waiting worker beyond the group's first retires after this long
 _ONESHOT_IN = select.EPOLLIN | select.EPOLLONESHOT
+
+
+class _Role:
+    """A pool thread's priority as the runtime knows it, changed lazily (one per thread).
+
+    Rule: the registered priority must be right whenever the thread can be found at a quiescence point
+    or is executing a request. So `execute()` (LOW) always takes effect before a request runs; MEDIUM
+    (waiting) and CRITICAL (listening) are registered only while a patch is pending (`flag.request`),
+    right before the thread's quiescence point. So a stale priority only ever belongs to a thread
+    blocked outside any request (in poll, or waiting for work) when a patch starts; the wake-up hook
+    wakes it and it re-declares its priority before its point. What the priority rule needs holds
+    throughout: every executing thread is registered LOW, so no waiting worker and no listener parks
+    while a request still runs. In steady state this costs no call at all.
+    """
+
+    __slots__ = ("current", "flag", "point", "set_priority")
+
+    def __init__(self) -> None:
+        import livepatch
+
+        self.flag = livepatch.transition_flag()
+        self.point = livepatch.quiescence_point
+        self.set_priority = livepatch.set_priority
+        self.current = livepatch.Priority.MEDIUM  # managed_thread(priority=MEDIUM) registered it
+
+    def execute(self) -> None:
+        if self.current is not _LOW:
+            self.set_priority(_LOW)
+            self.current = _LOW
+
+    def quiesce_as(self, priority: Priority) -> None:
+        """The quiescence point, as `priority` (MEDIUM between tasks, CRITICAL after a poll)."""
+        if self.flag.request is not None:
+            if self.current is not priority:
+                self.set_priority(priority)
+                self.current = priority
+            self.point()
 
 
 class _Group:
@@ -62,6 +112,8 @@ class _Group:
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
         self.queue: collections.deque[Connection] = collections.deque()
+        # Ready connections of idle sessions held back while a patch is pending (see the theory).
+        self.deferred: list[Connection] = []
         self.epoll = select.epoll()
         self.rpipe, self.wpipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.epoll.register(self.rpipe, select.EPOLLIN)
@@ -87,6 +139,13 @@ class _Group:
                 pass
         except BlockingIOError:
             pass
+
+    def release_deferred(self) -> None:
+        """Lock held. Queue the held-back connections again (the patch is over)."""
+        if self.deferred:
+            self.queue.extend(self.deferred)
+            self.cond.notify(len(self.deferred))
+            self.deferred.clear()
 
     def start_worker(self) -> None:
         """Lock held. Create a worker thread (counted at once, so callers do not over-create)."""
@@ -120,6 +179,11 @@ class ThreadPool:
         self._timer: threading.Thread | None = None
         self._all_threads_gone = threading.Condition()
         self._live_threads = 0
+        self._flag: Any = None  # livepatch.transition_flag(), when patchable
+        if livepatch_enabled:
+            import livepatch
+
+            self._flag = livepatch.transition_flag()
 
     # ---------------------------------------------------------------------------- acceptor thread
     def start(self) -> None:
@@ -207,32 +271,25 @@ class ThreadPool:
     def _work(self, group: _Group) -> None:
         with group.lock:
             group.starting -= 1
-        if self.livepatch_enabled:
-            import livepatch
+        role = _Role() if self.livepatch_enabled else None
+        flag = self._flag
+        while True:
+            if group.deferred and flag is not None and flag.request is None:
+                with group.lock:
+                    group.release_deferred()
+            conn, retire = self._get_event(group, role)
+            if retire:
+                return
+            if conn is not None:
+                if role is not None:
+                    role.execute()
+                self._run(group, conn)
+            if role is not None:
+                # Between two tasks (owns no connection), or woken without work by the hook: as a
+                # waiting worker (MEDIUM), which parks only once no request executes any more.
+                role.quiesce_as(_MEDIUM)
 
-            flag = livepatch.transition_flag()
-            quiescence_point = livepatch.quiescence_point
-            set_priority = livepatch.set_priority
-            low, medium = livepatch.Priority.LOW, livepatch.Priority.MEDIUM
-            while True:
-                set_priority(medium)
-                if flag.request is not None:
-                    quiescence_point()  # between two tasks: this worker owns no connection
-                conn, retire = self._get_event(group)
-                if retire:
-                    return
-                if conn is not None:
-                    set_priority(low)
-                    self._run(group, conn)
-        else:
-            while True:
-                conn, retire = self._get_event(group)
-                if retire:
-                    return
-                if conn is not None:
-                    self._run(group, conn)
-
-    def _get_event(self, group: _Group) -> tuple[Connection | None, bool]:
+    def _get_event(self, group: _Group, role: _Role | None) -> tuple[Connection | None, bool]:
         """A ready connection for this worker, (None, False) to pass the quiescence point again (woken
         without work), or (None, True) when the thread should exit (stop, or idle too long; the thread
         is then already off the group's count, decided under the lock so a group never over-retires)."""
@@ -246,7 +303,7 @@ class ThreadPool:
                 if not group.listening:
                     group.listening = True
                     try:
-                        return self._listen(group), False
+                        return self._listen(group, role), False
                     finally:
                         group.listening = False
                 group.waiting += 1
@@ -262,21 +319,12 @@ class ThreadPool:
                 if woken:
                     return None, False  # a wake-up without work (the patcher's hook): go round
 
-    def _listen(self, group: _Group) -> Connection | None:
+    def _listen(self, group: _Group, role: _Role | None) -> Connection | None:
         """Lock held on entry and exit (released while polling). Poll until there is a ready connection
         this thread should run itself (returned), or the pool stops / a wake-up arrives (None)."""
-        lp = self.livepatch_enabled
-        if lp:
-            import livepatch
-
-            flag = livepatch.transition_flag()
-            set_priority = livepatch.set_priority
-            critical = livepatch.Priority.CRITICAL
         while True:
             group.lock.release()
             try:
-                if lp:
-                    set_priority(critical)
                 try:
                     events = group.epoll.poll()
                 except InterruptedError:
@@ -292,10 +340,11 @@ class ThreadPool:
                         conn = by_fd.get(fd)
                         if conn is not None:
                             ready.append(conn)
-                if lp and flag.request is not None:
-                    # After the poll (the ready connections wait in `ready`; while a lower-priority
-                    # worker still runs this listener does not park, so it keeps dispatching).
-                    livepatch.quiescence_point()
+                if role is not None:
+                    # After the poll, as the listener: while a lower-priority worker still runs, the
+                    # listener does not park, so it keeps dispatching (the ready connections wait in
+                    # `ready` meanwhile).
+                    role.quiesce_as(_CRITICAL)
             finally:
                 group.lock.acquire()
             if self._stopping:
@@ -335,6 +384,16 @@ class ThreadPool:
 
     def _run(self, group: _Group, conn: Connection) -> None:
         """One request of `conn` (owned by this worker until re-armed)."""
+        flag = self._flag
+        if flag is not None and flag.request is not None:
+            session = conn.session
+            if session is None or session.idle:
+                # A patch is pending and this session holds nothing: its next transaction waits
+                # until the patch is over (like a connection thread's activate()), so that no new
+                # work keeps the executing workers busy forever; it is queued again afterwards.
+                with group.lock:
+                    group.deferred.append(conn)
+                return
         try:
             keep = conn.serve_once(self.state) and not self._stopping
         except Exception:
@@ -360,8 +419,11 @@ class ThreadPool:
         that saw no I/O since the last check, gets a waiting worker woken or a new one created."""
         last = [g.io_events for g in self.groups]
         while not self._stop_event.wait(self.stall_limit_s):
+            patch_pending = self._flag is not None and self._flag.request is not None
             for i, group in enumerate(self.groups):
                 with group.lock:
+                    if group.deferred and not patch_pending:
+                        group.release_deferred()  # nobody passed by since the patch ended
                     stalled = (
                         not group.listening and group.io_events == last[i] and bool(group.by_fd)
                     )
