@@ -54,20 +54,6 @@ for _logger in ("livepatch.agent", "livepatch.runtime"):  # the lines patch ids 
 _APPLY_GRACE_S = 30.0  # on top of the patch's own timeout: staging, hooks and the swap
 
 
-def _jsonable(obj: Any) -> Any:
-    if obj is None or isinstance(obj, str | int | float | bool):
-        return obj
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {str(_jsonable(k)): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | set | frozenset):
-        return [_jsonable(v) for v in obj]
-    return str(obj)
-
-
 class Agent:
     """The control socket a `livepatch` command talks to, run inside the server process.
 
@@ -184,7 +170,7 @@ class Agent:
             trusted_keys=tuple(k.key_id for k in self.trusted_keys),
             allow_unsigned=self.allow_unsigned,
             applied=tuple(runtime.applied_patches()),
-            statistics=_jsonable(runtime.statistics()),
+            statistics=runtime.statistics().to_dict(),
         )
 
     def history(self) -> list[PatchResult]:

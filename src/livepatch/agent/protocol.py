@@ -282,7 +282,7 @@ class StatusReply:
     trusted_keys: tuple[str, ...]
     allow_unsigned: bool
     applied: tuple[str, ...]
-    statistics: Any  # JSON-ready (agent._jsonable of RuntimeStatistics)
+    statistics: dict[str, Any]  # RuntimeStatistics.to_dict()
     ok = True
     error = None
 
@@ -332,7 +332,7 @@ def read_reply(request: Request, wire: dict[str, Any]) -> Reply:
                 trusted_keys=tuple(str(k) for k in wire.get("trusted_keys") or ()),
                 allow_unsigned=bool(wire.get("allow_unsigned")),
                 applied=tuple(str(a) for a in wire.get("applied") or ()),
-                statistics=wire.get("statistics"),
+                statistics=dict(wire["statistics"]),
             )
         return HistoryReply(tuple(PatchResult.from_dict(r) for r in wire["history"]))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:

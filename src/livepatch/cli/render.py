@@ -222,16 +222,13 @@ def status_text(reply: StatusReply) -> Text:
         f"applied patches (oldest first): {', '.join(map(p, applied)) if applied else 'none'}\n"
     )
     stats = reply.statistics
-    if isinstance(stats, dict):
-        threads = stats.get("threads") or []
-        out.append(
-            f"generation {stats.get('generation')}, transition {stats.get('transition') or 'none'}, "
-            f"{len(threads)} managed thread(s)\n"
-        )
-        for key in ("by_generation", "by_state", "by_priority"):
-            values = stats.get(key) or {}
-            shown = ", ".join(f"{p(k)}: {p(v)}" for k, v in values.items()) or "-"
-            out.append(f"  {key.replace('_', ' ')}: {shown}\n")
-    elif stats is not None:
-        out.append(f"  {p(stats)}\n")
+    threads = stats.get("threads") or []
+    out.append(
+        f"generation {stats.get('generation')}, transition {stats.get('transition') or 'none'}, "
+        f"{len(threads)} managed thread(s)\n"
+    )
+    for key in ("by_generation", "by_state", "by_priority"):
+        values = stats.get(key) or {}
+        shown = ", ".join(f"{p(k)}: {p(v)}" for k, v in values.items()) or "-"
+        out.append(f"  {key.replace('_', ' ')}: {shown}\n")
     return out
