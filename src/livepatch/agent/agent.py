@@ -36,7 +36,7 @@ from typing import Any
 
 from livepatch.agent import protocol
 from livepatch.agent.control import ControlServer
-from livepatch.errors import LivepatchError
+from livepatch.errors import LivepatchError, PatchFailed
 from livepatch.patch import lpatch
 from livepatch.patch.hooks_info import defined_hooks
 from livepatch.patch.safetext import EscapeControls
@@ -210,7 +210,7 @@ class Agent:
         except BaseException as exc:
             log.exception("apply of patch %s failed", patch_id)
             reason = f"internal error: {type(exc).__name__}: {exc}"
-            failed = self._refuse(patch_id, Action.APPLY, method, _Failed(reason), t0)
+            failed = self._refuse(patch_id, Action.APPLY, method, PatchFailed(reason), t0)
             return protocol.ResultReply(failed, signed_by)
         timings = dict(result.timings)
         timings["signature"] = verify_ms  # the agent's own checks, before the runtime's "verify"
@@ -248,7 +248,7 @@ class Agent:
             log.exception("revert failed")
             reason = f"internal error: {type(exc).__name__}: {exc}"
             failed = self._refuse(
-                req.patch_id or "?", Action.REVERT, req.method, _Failed(reason), t0
+                req.patch_id or "?", Action.REVERT, req.method, PatchFailed(reason), t0
             )
             return protocol.ResultReply(failed)
         log.info("revert %s: %s %s", result.patch_id, result.outcome.value, result.reason)
@@ -276,10 +276,6 @@ class Agent:
         runtime.record(result)
         log.warning("%s of patch %s refused: %s", action.value, patch_id, reason)
         return result
-
-
-class _Failed(LivepatchError):
-    """An apply/revert that raised out of the runtime (a bug, or SystemExit from patch code)."""
 
 
 def _watch_s(req: protocol.ApplyRequest | protocol.RevertRequest) -> float:

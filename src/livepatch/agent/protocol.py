@@ -40,10 +40,9 @@ from livepatch.patch.limits import MAX_REPLY_BYTES as MAX_REPLY_BYTES  # re-expo
 from livepatch.patch.limits import MAX_REQUEST_BYTES as MAX_REQUEST_BYTES  # and the client
 from livepatch.patch.limits import JSONLimitError, loads_json
 from livepatch.runtime.lifecycle import PatchResult
-from livepatch.runtime.verify import METHODS
+from livepatch.runtime.verify import METHODS as METHODS  # the one list of quiescence methods
 
 OPS = ("apply", "revert", "status", "history")
-__all__ = ["METHODS", "OPS"]  # METHODS: verify.py's (the one list of quiescence methods)
 MAX_TIMEOUT_S = 300.0
 MAX_WATCH_S = 24 * 3600.0
 
