@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from runtime_helpers import LoadedModules, fixture_source
 
+import livepatch
 from livepatch.errors import LivepatchError, PatchAborted, PatchFailed, PatchRefused, PatchVetoed
 from livepatch.patch.lpatch import PatchFileError
 from livepatch.runtime.events import Event
@@ -138,3 +143,64 @@ def test_patch_result_round_trips_through_its_wire_form() -> None:
     assert back == r and back.outcome is Outcome.ROLLED_BACK and not back.ok
     with pytest.raises(ValueError):
         PatchResult.from_dict({**wire, "outcome": "exploded"})
+
+
+# -- the patcher walks the table -------------------------------------------------------------------
+
+V1 = fixture_source("app_v1.py")
+V2 = fixture_source("app_v2.py")
+
+
+@pytest.fixture
+def paths(monkeypatch: pytest.MonkeyPatch) -> list[list[State]]:
+    """Every Lifecycle the patcher creates, as the list of states it went through."""
+    seen: list[list[State]] = []
+    original = Lifecycle.__init__
+
+    def init(self: Lifecycle) -> None:
+        original(self)
+        seen.append(self.path)
+
+    monkeypatch.setattr(Lifecycle, "__init__", init)
+    return seen
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[ModuleType]:
+    lm = LoadedModules(tmp_path)
+    try:
+        yield lm.load(V1)
+    finally:
+        while livepatch.applied_patches():
+            if not livepatch.revert_patch(method="global").ok:
+                break
+        lm.close()
+
+
+S = State
+
+
+def test_real_attempts_go_through_the_table(app: ModuleType, paths: list[list[State]]) -> None:
+    spec = livepatch.patch_from_sources(
+        {app.__name__: (V1, V2)}, category=livepatch.Category.THREAD_LOCAL
+    )
+    flow = [S.RECEIVED, S.VERIFIED, S.STAGED, S.QUIESCING]
+    for method in ("global", "local"):
+        assert livepatch.apply_patch(spec, method=method).outcome is Outcome.APPLIED
+        assert paths[-1] == [*flow, S.APPLIED]
+        assert livepatch.revert_patch(method=method).outcome is Outcome.REVERTED
+        assert paths[-1] == [*flow, S.REVERTED]
+    assert livepatch.apply_patch(spec, method="sideways").outcome is Outcome.REFUSED
+    assert paths[-1] == [S.RECEIVED, S.REFUSED]
+    watched = livepatch.apply_patch(spec, watch=livepatch.WatchPolicy(window_s=30.0))
+    assert watched.outcome is Outcome.APPLIED
+    assert paths[-1] == [*flow, S.APPLIED, S.WATCHING]
+    assert EventName.WATCH_STARTED in [e.name for e in watched.events]
+    forced = livepatch.revert_patch(force=True)
+    assert forced.outcome is Outcome.REVERTED and forced.method == "force"
+    assert paths[-1] == [S.RECEIVED, S.VERIFIED, S.FORCING, S.REVERTED]
+    assert [e.name for e in forced.events][-2:] == [EventName.FORCED, EventName.FINISHED]
+    assert app.first(1) == ("v1", 1)
+    for path in paths:
+        assert all(b in TRANSITIONS[a] for a, b in itertools.pairwise(path)), path
+        assert path[-1] in END_STATES
