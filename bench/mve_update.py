@@ -21,11 +21,10 @@ import time
 from pathlib import Path
 
 import redis
-from kv_common import machine_note
-
-from lpbench.servers import ManagedProcess, free_port
 
 import kvserver
+from kv_common import machine_note
+from lpbench.servers import ManagedProcess, free_port
 
 RULES = "def rule_pang(request, old, new):\n    return request[0].upper() == b'PING'\n"
 PING = "return argv[1] if len(argv) == 2 else PONG"
@@ -40,8 +39,18 @@ def build_patch(work: Path) -> Path:
     f.write_text(f.read_text().replace(PING, PANG))
     out = work / "pang.lpatch"
     subprocess.run(
-        [sys.executable, "-m", "livepatch.cli", "diff", str(work / "v1"), str(work / "v2")]
-        + ["--package", "kvserver", "-o", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "livepatch.cli",
+            "diff",
+            str(work / "v1"),
+            str(work / "v2"),
+            "--package",
+            "kvserver",
+            "-o",
+            str(out),
+        ],
         check=True,
         capture_output=True,
     )
@@ -67,8 +76,16 @@ def one(keys: int, work: Path, patch: Path) -> dict[str, object]:
     rules = work / "rules.py"
     rules.write_text(RULES)
     server = ManagedProcess(
-        [sys.executable, "-m", "kvserver", "--port", str(port), "--livepatch-socket", str(sock)]
-        + ["--allow-unsigned"],
+        [
+            sys.executable,
+            "-m",
+            "kvserver",
+            "--port",
+            str(port),
+            "--livepatch-socket",
+            str(sock),
+            "--allow-unsigned",
+        ],
         __import__("re").compile(r"kvserver ready on"),
         work / f"server{keys}.log",
         ready_timeout_s=600,
@@ -84,9 +101,23 @@ def one(keys: int, work: Path, patch: Path) -> dict[str, object]:
         time.sleep(2.0)  # the baseline: two seconds of one version
         t_update = time.monotonic()
         done = subprocess.run(
-            [sys.executable, "-m", "livepatch.cli", "update", str(patch), "--socket", str(sock)]
-            + ["--validate", "--rules", str(rules), "--window", "2s", "--exercise-wait", "0"]
-            + ["--json"],
+            [
+                sys.executable,
+                "-m",
+                "livepatch.cli",
+                "update",
+                str(patch),
+                "--socket",
+                str(sock),
+                "--validate",
+                "--rules",
+                str(rules),
+                "--window",
+                "2s",
+                "--exercise-wait",
+                "0",
+                "--json",
+            ],
             capture_output=True,
             text=True,
             timeout=900,

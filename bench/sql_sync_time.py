@@ -4,7 +4,7 @@
         [--policies thread-per-connection,pool] [--methods global,local]
 
 For each policy: a sqlserver with the agent, `pgbench -i -s 1`, then `pgbench -n -M prepared -c 10 -j 2`
-(TPC-B-like) running throughout while the patch of tests/sqlserver/test_livepatch.py (one line of
+(TPC-B-like) running throughout while the patch of tests/sqlserver/test_sql_livepatch.py (one line of
 `show_command`) is applied and reverted `--patches` times per method with `livepatch apply/revert --json`.
 Reports the median and p99 of the runtime's `sync` timing (request raised -> all threads parked or
 moved) and of `total`, and the number of error lines pgbench printed (a failed or aborted client).

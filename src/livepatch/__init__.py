@@ -18,7 +18,7 @@ In-process patching (the agent and the CLI sit on these):
     patch_from_sources({...})               diff old/new source of modules into a PatchSpec
     apply_patch(spec, method=...)           verify, stage, quiesce, swap; returns a PatchResult
     revert_patch(patch_id=None)             undo the newest (or a named) patch
-    history()                               every patch attempt with its outcome and timings
+    history()                               every patch attempt (refusals included) with its Outcome
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ _LAZY: dict[str, str] = {
     "Agent": "livepatch.agent.agent",
     "LivepatchError": "livepatch.errors",
     "PatchAborted": "livepatch.errors",
+    "PatchFailed": "livepatch.errors",
     "PatchRefused": "livepatch.errors",
     "PatchVetoed": "livepatch.errors",
     "patch_from_sources": "livepatch.patch.diff",
@@ -44,9 +45,10 @@ _LAZY: dict[str, str] = {
     "PatchSpec": "livepatch.patch.model",
     "Refusal": "livepatch.patch.model",
     "TargetChange": "livepatch.patch.model",
-    "Event": "livepatch.runtime.patcher",
+    "Event": "livepatch.runtime.events",
     "HookContext": "livepatch.runtime.patcher",
-    "PatchResult": "livepatch.runtime.patcher",
+    "Outcome": "livepatch.runtime.lifecycle",
+    "PatchResult": "livepatch.runtime.lifecycle",
     "WatchPolicy": "livepatch.runtime.patcher",
     "applied_patches": "livepatch.runtime.patcher",
     "apply_patch": "livepatch.runtime.patcher",
@@ -72,7 +74,13 @@ if (
     from typing import Any
 
     from livepatch.agent.agent import Agent
-    from livepatch.errors import LivepatchError, PatchAborted, PatchRefused, PatchVetoed
+    from livepatch.errors import (
+        LivepatchError,
+        PatchAborted,
+        PatchFailed,
+        PatchRefused,
+        PatchVetoed,
+    )
     from livepatch.patch.diff import patch_from_sources
     from livepatch.patch.model import (
         Category,
@@ -83,10 +91,10 @@ if (
         Refusal,
         TargetChange,
     )
+    from livepatch.runtime.events import Event
+    from livepatch.runtime.lifecycle import Outcome, PatchResult
     from livepatch.runtime.patcher import (
-        Event,
         HookContext,
-        PatchResult,
         WatchPolicy,
         applied_patches,
         apply_patch,
@@ -130,7 +138,9 @@ __all__ = [
     "HookContext",
     "LivepatchError",
     "ModulePatch",
+    "Outcome",
     "PatchAborted",
+    "PatchFailed",
     "PatchRefused",
     "PatchResult",
     "PatchSpec",

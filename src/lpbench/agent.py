@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
-from livepatch.agent import client
+from livepatch.agent import client, protocol
+from livepatch.runtime.lifecycle import Action, Outcome, PatchResult
 
 AGENT_TIMEOUT_S = 120.0
 PATCH_TIMEOUT_S = 10.0  # the runtime's quiescence deadline per update
@@ -23,43 +23,36 @@ class AgentError(Exception):
     """The agent could not be reached or answered with a protocol error."""
 
 
-def _request(socket_path: Path, req: dict[str, Any]) -> dict[str, Any]:
+def _send(socket_path: Path, req: protocol.Request) -> protocol.Reply:
     try:
-        return client.request(str(socket_path), req, timeout=AGENT_TIMEOUT_S)
+        return client.send(str(socket_path), req, timeout=AGENT_TIMEOUT_S)
     except Exception as exc:  # AgentUnreachable, ProtocolError: both mean no result to record
         raise AgentError(f"{type(exc).__name__}: {exc}") from exc
 
 
-def _result(reply: dict[str, Any]) -> dict[str, Any]:
-    """The PatchResult dict of an apply/revert reply; a refusal without a result becomes one."""
-    result = reply.get("result")
-    if isinstance(result, dict):
-        return result
-    return {
-        "outcome": "failed",
-        "reason": reply.get("error") or "no result",
-        "events": [],
-        "timings": {},
-    }
+def failed(patch_id: str, action: Action, method: str, reason: str) -> PatchResult:
+    """A result for an update that got none from the agent (unreachable, or an error reply)."""
+    return PatchResult(patch_id, action, method, Outcome.FAILED, reason)
 
 
-def apply(socket_path: Path, patch: Path, method: str) -> dict[str, Any]:
+def _result(reply: protocol.Reply, action: Action, method: str) -> PatchResult:
+    """The PatchResult of an apply/revert reply; an error reply without a result becomes a failed one."""
+    if isinstance(reply, protocol.ResultReply):
+        return reply.result
+    return failed("", action, method, reply.error or "no result")
+
+
+def apply(socket_path: Path, patch: Path, method: str) -> PatchResult:
     document = json.loads(patch.read_bytes())
-    req = {
-        "op": "apply",
-        "patch": document,
-        "method": method,
-        "timeout": PATCH_TIMEOUT_S,
-        "watch": None,
-    }
-    return _result(_request(socket_path, req))
+    req = protocol.ApplyRequest(document, method, PATCH_TIMEOUT_S)
+    return _result(_send(socket_path, req), Action.APPLY, method)
 
 
-def revert(socket_path: Path, method: str) -> dict[str, Any]:
-    req = {"op": "revert", "patch_id": None, "method": method, "timeout": PATCH_TIMEOUT_S}
-    return _result(_request(socket_path, req))
+def revert(socket_path: Path, method: str) -> PatchResult:
+    req = protocol.RevertRequest(None, method, PATCH_TIMEOUT_S)
+    return _result(_send(socket_path, req), Action.REVERT, method)
 
 
-def history(socket_path: Path) -> list[dict[str, Any]]:
-    reply = _request(socket_path, {"op": "history"})
-    return list(reply.get("history") or [])
+def history(socket_path: Path) -> list[PatchResult]:
+    reply = _send(socket_path, protocol.HistoryRequest())
+    return list(reply.history) if isinstance(reply, protocol.HistoryReply) else []

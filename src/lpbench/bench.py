@@ -22,7 +22,7 @@ from lpbench import plots
 from lpbench.patches import BuiltPatch
 from lpbench.recording import Recording
 from lpbench.runner import BenchConfig, RunResult, Tick, run_once, write_json
-from lpbench.updates import make_update
+from lpbench.updates import UPDATE_OK, make_update
 
 
 def _median(values: list[float]) -> float:
@@ -48,7 +48,7 @@ def aggregate(results: list[RunResult]) -> dict[str, dict[str, Any]]:
             "sync_ms": _median([w["sync_ms"] for w in windows]),
             "swap_ms": _median([w["swap_ms"] for w in windows]),
             "updates": len(windows),
-            "updates_ok": sum(1 for w in windows if w["outcome"] in ("applied", "reverted", "restarted", "none")),
+            "updates_ok": sum(1 for w in windows if w["outcome"] in UPDATE_OK),
             "connections_lost": sum(o["connections_lost"] for o in overall),
             "errors": sum(o["errors"] + o["lost"] for o in overall),
         }  # fmt: skip

@@ -12,9 +12,10 @@ from typing import Any
 import click
 
 from livepatch.errors import LivepatchError
+from livepatch.runtime.lifecycle import Outcome
 from lpbench.runner import BenchConfig
 from lpbench.servers import SERVERS
-from lpbench.updates import METHODS
+from lpbench.updates import METHODS, RESTARTED, UPDATE_OK
 from lpbench.workloads import WORKLOADS
 
 STATE_SIZE_RATE = 1000.0
@@ -132,7 +133,7 @@ def bench_command(
             failed = [
                 f"{r['method']} run {r['index']}: {u['action']} at {u['at_s']:.1f}s {u['outcome']}"
                 for r in summary["runs"] for u in r["updates"]
-                if u["outcome"] not in ("applied", "reverted", "restarted", "none")
+                if u["outcome"] not in UPDATE_OK
             ]  # fmt: skip
             if as_json:
                 click.echo(json.dumps(summary["methods"], indent=1, default=str))
@@ -143,14 +144,14 @@ def bench_command(
             with report.progress_bar() as start:
                 result = experiments.patch_size_sweep(cfg, size_list, runs, out, workdir, start)
             failed = [f"{a['method']} {a['functions']} functions: {a['outcome']}" for a in result["applies"]
-                      if a["outcome"] != "applied"]  # fmt: skip
+                      if a["outcome"] != Outcome.APPLIED]  # fmt: skip
             _print_rows(result["applies"], as_json)
         else:
             cfg = replace(cfg, at_s=cfg.at_s[:1])
             with report.progress_bar() as start:
                 result = experiments.state_size_sweep(cfg, state_list, patches, out, start)
             failed = [f"{r['keys']} keys {r['method']}: {r['outcome']}" for r in result["rows"]
-                      if r["method"] not in ("fork", "none") and r["outcome"] not in ("applied", "restarted")]  # fmt: skip
+                      if r["method"] not in ("fork", "none") and r["outcome"] not in (Outcome.APPLIED, RESTARTED)]  # fmt: skip
             _print_rows(result["rows"], as_json)
     except (RuntimeError, ValueError, OSError, LivepatchError) as exc:  # e.g. a malformed --patch
         raise click.ClickException(str(exc)) from exc

@@ -29,6 +29,7 @@ from redis.retry import Retry
 from rich.console import Console
 from rich.table import Table
 
+from livepatch.runtime.lifecycle import Outcome, PatchResult
 from lpbench import agent, plots
 from lpbench.driver import DRAIN_S, LoadSpec
 from lpbench.patches import demo_patches
@@ -43,8 +44,8 @@ VALUE = b"hello, world"
 LOAD_CONNECTIONS, LOAD_RATE, LOAD_KEYS = 8, 400.0, 1000
 
 
-def _timeline(result: dict[str, Any], title: str) -> Table:
-    events = result.get("events", [])
+def _timeline(result: PatchResult, title: str) -> Table:
+    events = result.to_dict()["events"]
     table = Table(title=title, title_justify="left")
     for col in ("+ms", "event", "thread", "generation", "detail"):
         table.add_column(col, justify="right" if col == "+ms" else "left")
@@ -52,8 +53,8 @@ def _timeline(result: dict[str, Any], title: str) -> Table:
     for e in events:
         table.add_row(f"{(e['t_ns'] - t0) / 1e6:8.3f}", e["name"], str(e.get("thread") or ""),
                       "" if e.get("generation") is None else str(e["generation"]), str(e.get("detail") or "")[:60])  # fmt: skip
-    timings = ", ".join(f"{k} {v:.2f} ms" for k, v in result.get("timings", {}).items())
-    table.caption = f"outcome: {result.get('outcome')} {result.get('reason') or ''}; {timings}"
+    timings = ", ".join(f"{k} {v:.2f} ms" for k, v in result.timings.items())
+    table.caption = f"outcome: {result.outcome.value} {result.reason}; {timings}"
     return table
 
 
@@ -62,10 +63,10 @@ def _get(client: redis.Redis) -> bytes | None:
     return value if isinstance(value, bytes) else None
 
 
-def _record(result: dict[str, Any], action: str, t_ns: int) -> dict[str, Any]:
-    events = result.get("events", [])
-    return {"t_ns": t_ns, "action": action, "method": "live-local", "outcome": result.get("outcome"),
-            "timings": result.get("timings", {}), "events": events, "window_ns": event_window(events, t_ns)}  # fmt: skip
+def _record(result: PatchResult, action: str, t_ns: int) -> dict[str, Any]:
+    events = result.to_dict()["events"]
+    return {"t_ns": t_ns, "action": action, "method": "live-local", "outcome": result.outcome.value,
+            "timings": dict(result.timings), "events": events, "window_ns": event_window(events, t_ns)}  # fmt: skip
 
 
 def run_demo(out: Path, duration_s: float = 8.0, console: Console | None = None) -> bool:
@@ -114,24 +115,24 @@ def run_demo(out: Path, duration_s: float = 8.0, console: Console | None = None)
             res_bug = agent.apply(server.control_socket, bug.path, "local")
             updates.append(_record(res_bug, "plant bug", t))
             seen_bug = _get(client)
-            checks["bug planted"] = res_bug.get("outcome") == "applied"
+            checks["bug planted"] = res_bug.outcome is Outcome.APPLIED
             checks["bug visible"] = seen_bug == VALUE[:-1]
             console.print(
-                f"[red]bug planted live[/red] ({res_bug.get('outcome')}): GET {KEY.decode()} -> {seen_bug!r}"
+                f"[red]bug planted live[/red] ({res_bug.outcome.value}): GET {KEY.decode()} -> {seen_bug!r}"
             )
             time.sleep(max(0.0, (t0 + int(duration_s / 2 * 1e9) - time.monotonic_ns()) / 1e9))
             t = time.monotonic_ns()
             res_fix = agent.apply(server.control_socket, fix.path, "local")
             updates.append(_record(res_fix, "fix", t))
             seen_fix = _get(client)
-            checks["fix applied"] = res_fix.get("outcome") == "applied"
+            checks["fix applied"] = res_fix.outcome is Outcome.APPLIED
             checks["value right again"] = seen_fix == VALUE
             checks["same client connection"] = client.client_id() == conn_id
             console.print(
-                f"[green]fix applied live[/green] ({res_fix.get('outcome')}): GET {KEY.decode()} -> {seen_fix!r}"
+                f"[green]fix applied live[/green] ({res_fix.outcome.value}): GET {KEY.decode()} -> {seen_fix!r}"
             )
             rec = pool.collect(timeout_s=duration_s + DRAIN_S + 30)
-        history = agent.history(server.control_socket)
+        history = [r.to_dict() for r in agent.history(server.control_socket)]
     finally:
         if pool is not None:
             pool.stop()

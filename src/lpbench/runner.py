@@ -137,7 +137,7 @@ def run_once(
         rec = pool.collect(timeout_s=DRAIN_S + 60)
         if server.supports_live and server.control_socket is not None:
             try:
-                history = agent.history(server.control_socket)
+                history = [r.to_dict() for r in agent.history(server.control_socket)]
             except agent.AgentError:
                 history = []  # the figures do not need it; events.json then has an empty history
     finally:

@@ -26,9 +26,15 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from livepatch.runtime.lifecycle import Action, Outcome
 from lpbench import agent
 from lpbench.patches import BuiltPatch
 from lpbench.servers import Server
+
+# An update record's outcome: a patch's (lifecycle.Outcome) or one of the harness's own.
+RESTARTED = "restarted"  # the restart method
+NO_UPDATE = "none"  # the baseline method
+UPDATE_OK: frozenset[str] = frozenset({Outcome.APPLIED, Outcome.REVERTED, RESTARTED, NO_UPDATE})
 
 
 class UpdateMethod(Protocol):
@@ -53,7 +59,7 @@ class NoUpdate:
     def trigger(self, server: Server, index: int) -> dict[str, Any]:
         t = time.monotonic_ns()
         return {
-            "t_ns": t, "action": "none", "method": self.name, "outcome": "none",
+            "t_ns": t, "action": "none", "method": self.name, "outcome": NO_UPDATE,
             "timings": {}, "events": [], "window_ns": [t, t],
         }  # fmt: skip
 
@@ -79,17 +85,19 @@ class LiveUpdate:
             else:
                 result = agent.revert(sock, self.quiescence)
         except agent.AgentError as exc:
-            result = {"outcome": "failed", "reason": str(exc), "events": [], "timings": {}}
+            action = Action.APPLY if index % 2 == 0 else Action.REVERT
+            result = agent.failed("", action, self.quiescence, str(exc))
+        events = result.to_dict()["events"]
         record = {
             "t_ns": t,
             "action": "apply" if index % 2 == 0 else "revert",
             "method": self.name,
-            "outcome": result.get("outcome", "failed"),
-            "reason": result.get("reason", ""),
-            "patch_id": result.get("patch_id", ""),
-            "timings": result.get("timings", {}),
-            "events": result.get("events", []),
-            "window_ns": event_window(result.get("events", []), t),
+            "outcome": result.outcome.value,
+            "reason": result.reason,
+            "patch_id": result.patch_id,
+            "timings": dict(result.timings),
+            "events": events,
+            "window_ns": event_window(events, t),
         }
         if patch is not None:
             record["patch"] = {"functions": patch.n_functions, "bytes": patch.size_bytes}
@@ -106,7 +114,7 @@ class Restart:
         times = server.restart()
         t, down, up = times["t_ns"], times["down_ns"], times["up_ns"]
         return {
-            "t_ns": t, "action": "restart", "method": self.name, "outcome": "restarted",
+            "t_ns": t, "action": "restart", "method": self.name, "outcome": RESTARTED,
             "timings": {"down": (down - t) / 1e6, "total": (up - t) / 1e6},
             "events": [{"name": "shutdown", "t_ns": t}, {"name": "exited", "t_ns": down},
                        {"name": "ready", "t_ns": up}],

@@ -150,15 +150,20 @@ def run_server(
             err=True,
         )
         return 1
-    agent = _start_agent(livepatch_socket, trusted_keys or [], allow_unsigned)
     try:
         state = ServerState(config)
     except Exception as exc:  # an unusable data directory or password file: say which, do not serve
         listener.close()
-        if agent is not None:
-            agent.stop()
         click.echo(f"sqlserver: cannot open the server state: {exc}", err=True)
         return 1
+    # After the state: it creates the data directory, where the control socket usually lives
+    # (`--dir data --livepatch-socket data/lp.sock` on a fresh directory).
+    try:
+        agent = _start_agent(livepatch_socket, trusted_keys or [], allow_unsigned)
+    except BaseException:
+        listener.close()
+        state.shutdown()
+        raise
     server = Server(state, listener, options)
     server.install_signal_handlers()
     host, port = server.address

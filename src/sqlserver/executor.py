@@ -84,6 +84,7 @@ class Executor:
         self.begun = True
 
     def commit(self) -> None:
+        """COMMIT; returns once it is durable (durability.py) when the transaction wrote."""
         try:
             if self.begun:
                 self.conn.execute("COMMIT")
@@ -91,7 +92,18 @@ class Executor:
             err = map_error(e)
             self.rollback()
             raise err from None
+        ticket = self._ticket()
         self._ended()
+        self._durable(ticket)
+
+    def _ticket(self) -> int:
+        sync = self.state.wal_sync
+        return sync.ticket() if sync is not None and self.holds_write else 0
+
+    def _durable(self, ticket: int) -> None:
+        if ticket:
+            assert self.state.wal_sync is not None
+            self.state.wal_sync.wait(ticket)
 
     def rollback(self) -> None:
         try:
@@ -142,8 +154,11 @@ class Executor:
         return cur
 
     def release_after_autocommit(self) -> None:
-        if not self.begun:
+        """After a write outside a block (its own transaction): release, then wait until durable."""
+        if not self.begun and self.holds_write:
+            ticket = self._ticket()
             self.release_write()
+            self._durable(ticket)
 
     def execute_plain(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
         """Run SQL of the session's own (savepoints, catalog lookups), mapping errors."""

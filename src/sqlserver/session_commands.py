@@ -161,9 +161,12 @@ def sequence_command(session: Session, p: Prepared, portal: Portal, describe: bo
             for name in st.args:
                 ex.execute_plain("DELETE FROM _lp_sequences WHERE name = ?", (name,))
                 session.state.sequences.forget(name)
-    finally:
+    except PgError:
         if not in_block:
             ex.release_write()
+        raise
+    if not in_block:
+        ex.release_after_autocommit()
     session._out.append(be.command_complete(st.tag))
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlserver.config import SqlConfig, load_passwords
+from sqlserver.durability import WalSync
 from sqlserver.protocol.errors import UNDEFINED_TABLE, PgError
 from sqlserver.storage import open_connection, prepare_database
 from sqlserver.translate import Translator
@@ -111,6 +112,7 @@ class ServerState:
         )
         self.translator = Translator(config.translation_cache_size)
         self.write_lock = threading.Lock()
+        self.wal_sync = WalSync(self.db_path + "-wal") if config.synchronous == "full" else None
         self.sequences = Sequences()
         self._lock = threading.Lock()
         self._sessions: dict[int, Session] = {}

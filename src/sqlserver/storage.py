@@ -2,8 +2,8 @@
 
 One connection per session, in autocommit mode (isolation_level=None): the session issues BEGIN,
 COMMIT and ROLLBACK itself. WAL mode lets readers run beside the one writer; synchronous=FULL
-(the default, --synchronous full) makes SQLite fsync the WAL at every commit, so a COMMIT is
-acknowledged only once it is durable. The busy timeout bounds every wait inside SQLite; the
+(the default, --synchronous full) means a COMMIT is acknowledged only once it is durable: SQLite
+runs with synchronous=NORMAL and durability.py fsyncs the WAL after each commit (group commit). The busy timeout bounds every wait inside SQLite; the
 session's own write lock (state.py) does the long waits.
 
 Concurrency: a connection is used by its session's thread only, except interrupt() (cancel).
@@ -46,7 +46,10 @@ def open_connection(path: str, config: SqlConfig) -> sqlite3.Connection:
         path, isolation_level=None, check_same_thread=False, cached_statements=STATEMENT_CACHE
     )
     conn.execute(f"PRAGMA busy_timeout = {int(config.lock_timeout_ms)}")
-    conn.execute(f"PRAGMA synchronous = {config.synchronous.upper()}")
+    # --synchronous full: SQLite runs NORMAL and the session fsyncs the WAL after each COMMIT,
+    # outside the write lock, shared between committers (durability.py: group commit)
+    mode = "NORMAL" if config.synchronous == "full" else config.synchronous.upper()
+    conn.execute(f"PRAGMA synchronous = {mode}")
     conn.execute("PRAGMA foreign_keys = ON")
     return conn
 

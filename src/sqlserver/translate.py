@@ -25,7 +25,10 @@ import threading
 from collections import OrderedDict
 from typing import Any, cast
 
-import sqlglot
+try:
+    import sqlglot
+except ImportError as e:  # the server is an optional part of livepatch: say how to get it
+    raise ImportError("sqlserver needs sqlglot: pip install 'livepatch[sql]'") from e
 from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import ParseError, TokenError

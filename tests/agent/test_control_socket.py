@@ -30,6 +30,7 @@ from livepatch.patch.model import (
     Refusal,
     TargetChange,
 )
+from livepatch.runtime.lifecycle import EventName, Outcome
 
 
 def spec(
@@ -173,18 +174,19 @@ def test_refusals_before_the_runtime(sockdir: Path, keys, tmp_path: Path) -> Non
         tampered = lpatch.build(spec(), private).to_document()
         tampered["manifest"]["modules"][0]["new_source"] = "def f():\n    return 666\n"
         cases.append(({"op": "apply", "patch": tampered, "method": "auto"}, "bad signature"))
+        before = len(agent.history())
         for req, message in cases:
             reply = client.request(str(path), req)
             assert reply["ok"] is False, reply
             assert message in reply["error"]
             assert reply["result"]["outcome"] == "refused"
             assert [e["name"] for e in reply["result"]["events"]] == ["received", "refused"]
-        # the runtime's history is per process (other tests in this process add to it): count this
-        # agent's own refusals, recorded before the runtime ever saw the patch
-        refused = [
-            r for r in agent.history() if r.outcome == "refused" and r.events[0].name == "received"
-        ]
-        assert len(refused) == len(cases)
+        # one history, the runtime's (per process): the refusals made before the runtime saw the patch
+        # are in it, in order, as typed results
+        refused = agent.history()[before:]
+        assert agent.history() == livepatch.history()
+        assert [r.outcome for r in refused] == [Outcome.REFUSED] * len(cases)
+        assert all(r.events[0].name == EventName.RECEIVED for r in refused)
 
 
 def test_concurrent_clients(sockdir: Path) -> None:

@@ -329,8 +329,18 @@ def test_follower_exits_by_itself_when_the_leader_is_killed(
     server = start_server(kv_factory, work_dir)
     sock = str(work_dir / "lp.sock")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "livepatch.cli", "update", str(patches["good"]), "--socket", sock]
-        + ["--validate", "--promote", "manual"],
+        [
+            sys.executable,
+            "-m",
+            "livepatch.cli",
+            "update",
+            str(patches["good"]),
+            "--socket",
+            sock,
+            "--validate",
+            "--promote",
+            "manual",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -369,8 +379,18 @@ def test_the_follower_never_writes_the_leaders_files(
     r.set("k", "v")
     sock = str(work_dir / "lp.sock")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "livepatch.cli", "update", str(patches["good"]), "--socket", sock]
-        + ["--validate", "--promote", "manual"],
+        [
+            sys.executable,
+            "-m",
+            "livepatch.cli",
+            "update",
+            str(patches["good"]),
+            "--socket",
+            sock,
+            "--validate",
+            "--promote",
+            "manual",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -399,8 +419,18 @@ def test_a_server_asked_to_stop_during_an_update_stops_promptly(
     server = start_server(kv_factory, work_dir)
     sock = str(work_dir / "lp.sock")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "livepatch.cli", "update", str(patches["good"]), "--socket", sock]
-        + ["--validate", "--promote", "manual"],
+        [
+            sys.executable,
+            "-m",
+            "livepatch.cli",
+            "update",
+            str(patches["good"]),
+            "--socket",
+            sock,
+            "--validate",
+            "--promote",
+            "manual",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 from livefixtures import FIXTURES, forget, load, source
 
-from livepatch.patch.diff_walk import walk_source
 from livepatch.patch.fingerprint import code_fingerprint
+from livepatch.patch.walk import walk_source
 from livepatch.runtime.resolve import resolve_function
 
 CASES = sorted(p.name for p in (FIXTURES / "corpus").iterdir())

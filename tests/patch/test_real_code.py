@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from livepatch.patch.diff import diff_module
-from livepatch.patch.diff_walk import walk_source
 from livepatch.patch.fingerprint import code_fingerprint
 from livepatch.patch.model import DefinitionKind
+from livepatch.patch.walk import walk_source
 from livepatch.runtime.resolve import ResolveError, resolve_function
 
 SRC = Path(__file__).resolve().parents[2] / "src"

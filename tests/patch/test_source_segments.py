@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from livepatch.patch.diff_walk import _Walker
+from livepatch.patch.walk import _Walker
 
 ODD = (
     "x = 1\r\ny = '\x0c'\rdef f():\n    return 'é\x1c'  # \x0c\n\n\n"

@@ -212,7 +212,7 @@ def test_generator_flag_change_is_refused_at_stage_time_too(tmp_path: Path, new_
     try:
         spec = patch_from_sources({live.__name__: (v1, v2)})
         unchecked = PatchSpec(spec.patch_id, spec.package, spec.category, spec.modules)
-        with pytest.raises(PatchRefused, match="would turn from a plain function into a generator"):
+        with pytest.raises(PatchRefused, match="turns from a plain function into a generator"):
             stage(_prepared(unchecked, new_code))
     finally:
         forget(live)

@@ -4,7 +4,7 @@ What is under test is the threads: where they pass quiescence points, that idle 
 patch, that a thread inside a transaction is never parked (the patch waits for the COMMIT or aborts at its
 deadline), that nothing deadlocks when a statement waits for a lock held by an open transaction (the
 pool's priority rule), the pool's stall check, the thread cache, and shutdown. The real session and real
-PostgreSQL clients are in test_server.py / test_clients.py / test_livepatch.py.
+PostgreSQL clients are in test_sql_server.py / test_clients_*.py / test_sql_livepatch.py.
 """
 
 from __future__ import annotations

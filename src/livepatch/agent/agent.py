@@ -9,13 +9,13 @@ Theory of operation
   requires (apply_patch must not be called from a managed thread).
 - Results of apply carry two events of the agent's own before the runtime's: "received" (the request
   reached the patcher thread) and "signature-checked"; the timing "signature" covers both checks.
-- Before the runtime sees a patch the agent checks, in order: the file structure and versions, the
-  signature against the trusted keys (unsigned only with allow_unsigned=True), that the differ recorded no
-  refusals, that the patch's category (and a transform hook) allows the method, and that it is not
-  applied already. The runtime's stage() then checks every target's fingerprint against the live code. A
-  refusal at any step changes nothing and is recorded in the history like any other attempt. The agent's
-  own refusals are worded in the `livepatch` command's terms (--method, --category), since that is what
-  the operator reading them types next.
+- Before the runtime sees a patch the agent checks the file structure and versions and the signature
+  against the trusted keys (unsigned only with allow_unsigned=True), then runs the runtime's one
+  verification step (runtime/verify.py: refusals, category and method, transform hook, already applied);
+  the runtime's stage() then checks every target's fingerprint against the live code. A refusal at any
+  step changes nothing and is recorded in the runtime's history (patcher.record) like any other attempt:
+  there is one history. The refusal texts are in the `livepatch` command's terms (--method, --category),
+  since that is what the operator reading them types next.
 - Whatever a patch does (a hook raising SystemExit included), the attempt ends as a result: recorded in
   the history, logged, and replied. A CLI that goes away mid-apply changes nothing: the patch completes
   (or aborts) and its outcome is in the history.
@@ -29,64 +29,30 @@ import concurrent.futures
 import dataclasses
 import logging
 import os
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+from livepatch.agent import protocol
 from livepatch.agent.control import ControlServer
-from livepatch.agent.mve_protocol import MVE_OPS as _MVE_OPS
-from livepatch.errors import LivepatchError, PatchRefused
+from livepatch.agent.mve_protocol import MveRequest
+from livepatch.errors import LivepatchError, PatchFailed
 from livepatch.patch import lpatch
 from livepatch.patch.hooks_info import defined_hooks
-from livepatch.patch.model import Category, PatchSpec
 from livepatch.patch.safetext import EscapeControls
 from livepatch.patch.signing import PublicKey, load_public_key
-from livepatch.runtime.patcher import Event, PatchResult, WatchPolicy
+from livepatch.runtime import patcher as runtime
+from livepatch.runtime import verify
+from livepatch.runtime.events import Event
+from livepatch.runtime.lifecycle import FINAL_EVENT, Action, EventName, Outcome, PatchResult
+from livepatch.runtime.watch import WatchPolicy
 
 log = logging.getLogger("livepatch.agent")
 for _logger in ("livepatch.agent", "livepatch.runtime"):  # the lines patch ids and reasons reach
     logging.getLogger(_logger).addFilter(EscapeControls())
 
-# Which methods each category allows (DESIGN.md, "Concepts"); "auto" is always allowed: the runtime
-# picks local for thread-local patches and global otherwise.
-ALLOWED_METHODS: dict[Category, frozenset[str]] = {
-    Category.THREAD_LOCAL: frozenset({"auto", "local", "global"}),
-    Category.PROCESS: frozenset({"auto", "global"}),
-    Category.DATA: frozenset({"auto", "global"}),
-}
-MAX_AGENT_REFUSALS = 1000  # refusals kept in the agent's part of the history
 _APPLY_GRACE_S = 30.0  # on top of the patch's own timeout: staging, hooks and the swap
-
-
-def _runtime() -> ModuleType:
-    # The runtime's contract module (apply_patch, revert_patch, history, applied_patches, statistics),
-    # imported late so that importing `livepatch` (which exports Agent) stays cheap and acyclic.
-    from livepatch.runtime import patcher
-
-    return patcher
-
-
-def _preload_staging() -> None:
-    # Import the staging code now, on the patcher thread, rather than inside the first apply, where the
-    # import would count as staging time and hold the GIL for milliseconds while the server serves.
-    import livepatch.runtime.staging  # noqa: F401
-
-
-def _jsonable(obj: Any) -> Any:
-    if obj is None or isinstance(obj, str | int | float | bool):
-        return obj
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {str(_jsonable(k)): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | set | frozenset):
-        return [_jsonable(v) for v in obj]
-    return str(obj)
 
 
 class Agent:
@@ -124,8 +90,6 @@ class Agent:
         self.metrics_address: tuple[str, int] | None = None
         self._control = ControlServer(self.socket_path, self.handle_request, mode=socket_mode)
         self._patcher: concurrent.futures.ThreadPoolExecutor | None = None
-        self._refused: list[PatchResult] = []  # attempts refused here, before the runtime saw them
-        self._lock = threading.Lock()
         self._metrics: Any = None
         self._started = False
 
@@ -137,7 +101,6 @@ class Agent:
         self._patcher = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="livepatch-patcher"
         )
-        self._patcher.submit(_preload_staging)  # first job: before any apply
         try:
             if self.metrics_port is not None:
                 from livepatch.agent.metrics import MetricsServer
@@ -181,189 +144,148 @@ class Agent:
 
     # -- requests (called on connection threads) ------------------------------------------------------
 
-    def handle_request(self, req: dict[str, Any]) -> dict[str, Any]:
-        op = req["op"]
-        if op in _MVE_OPS:  # validated updates (livepatch.mve)
+    def handle_request(self, req: protocol.Request) -> protocol.Reply:
+        if isinstance(req, MveRequest):  # validated updates (livepatch.mve)
             from livepatch.agent import mve_ops
 
             return mve_ops.handle(self, req)
-        if op == "status":
+        if isinstance(req, protocol.StatusRequest):
             return self.status()
-        if op == "history":
-            return {"ok": True, "error": None, "history": [r.to_dict() for r in self.history()]}
+        if isinstance(req, protocol.HistoryRequest):
+            return protocol.HistoryReply(tuple(self.history()))
         patcher = self._patcher
         if patcher is None:
-            return {"ok": False, "error": "the agent is stopping"}
-        job = self._apply if op == "apply" else self._revert
+            return protocol.ErrorReply("the agent is stopping")
         try:
-            future = patcher.submit(job, req)
+            if isinstance(req, protocol.ApplyRequest):
+                future = patcher.submit(self._apply, req)
+            else:
+                future = patcher.submit(self._revert, req)
         except RuntimeError:  # shut down between the check and the submit
-            return {"ok": False, "error": "the agent is stopping"}
-        wait_s = req["timeout"] + _APPLY_GRACE_S + _watch_s(req)
+            return protocol.ErrorReply("the agent is stopping")
+        wait_s = req.timeout + _APPLY_GRACE_S + _watch_s(req)
         try:
-            result, signed_by = future.result(timeout=wait_s)
+            return future.result(timeout=wait_s)
         except concurrent.futures.TimeoutError:
             # The patcher thread is still busy (e.g. a hook that hangs); the outcome will be in history.
-            return {
-                "ok": False,
-                "error": f"no outcome within {wait_s:.0f} s; see `livepatch history`",
-            }
-        return {
-            "ok": result.ok,
-            "error": None if result.ok else (result.reason or result.outcome),
-            "result": result.to_dict(),
-            "signed_by": signed_by,
-        }
+            return protocol.ErrorReply(f"no outcome within {wait_s:.0f} s; see `livepatch history`")
 
-    def status(self) -> dict[str, Any]:
-        rt = _runtime()
-        return {
-            "ok": True,
-            "error": None,
-            "pid": os.getpid(),
-            "uid": os.geteuid(),
-            "socket": self.socket_path,
-            "trusted_keys": [k.key_id for k in self.trusted_keys],
-            "allow_unsigned": self.allow_unsigned,
-            "applied": list(rt.applied_patches()),
-            "statistics": _jsonable(rt.statistics()),
-        }
+    def status(self) -> protocol.StatusReply:
+        return protocol.StatusReply(
+            pid=os.getpid(),
+            uid=os.geteuid(),
+            socket=self.socket_path,
+            trusted_keys=tuple(k.key_id for k in self.trusted_keys),
+            allow_unsigned=self.allow_unsigned,
+            applied=tuple(runtime.applied_patches()),
+            statistics=runtime.statistics().to_dict(),
+        )
 
     def history(self) -> list[PatchResult]:
-        """Every attempt (runtime history plus refusals made here), oldest first."""
-        with self._lock:
-            mine = list(self._refused)
-        merged = list(_runtime().history()) + mine
-        return sorted(merged, key=lambda r: r.events[0].t_ns if r.events else 0)
+        """Every attempt, refusals made here included, oldest first (the runtime's one history)."""
+        return runtime.history()
 
     # -- the patcher thread -----------------------------------------------------------------------------
 
-    def _apply(self, req: dict[str, Any]) -> tuple[PatchResult, str | None]:
+    def _apply(self, req: protocol.ApplyRequest) -> protocol.ResultReply:
         t0 = time.monotonic_ns()
-        method = req["method"]
-        manifest = req["patch"].get("manifest")
+        method = req.method
+        manifest = req.patch.get("manifest")
         patch_id = str(manifest.get("patch_id", "?")) if isinstance(manifest, dict) else "?"
         try:
-            pf = lpatch.from_document(req["patch"], source="the patch")
+            pf = lpatch.from_document(req.patch, source="the patch")
             patch_id = pf.spec.patch_id
             # a signed patch's spec carries its precompiled code, decoded only after the signature check
             spec, signed_by = pf.verified_spec(
                 self.trusted_keys, allow_unsigned=self.allow_unsigned
             )
-            self._check_applicable(spec, method)
-        except (lpatch.PatchFileError, PatchRefused) as exc:
-            return self._refuse(patch_id, "apply", method, str(exc), t0), None
-        t_checked = time.monotonic_ns()
-        verify_ms = (t_checked - t0) / 1e6
-        watch = WatchPolicy(**req["watch"]) if req["watch"] else None
-        log.info("applying patch %s (signed by %s, method %s)", patch_id, signed_by, method)
-        try:
-            result: PatchResult = _runtime().apply_patch(
-                spec, method=method, timeout=req["timeout"], watch=watch
+            verify.verify_apply(
+                spec,
+                method,
+                timeout=req.timeout,
+                applied=runtime.applied_patches(),
+                hooks=defined_hooks(spec.hooks_source),
             )
         except LivepatchError as exc:
-            return self._refuse(patch_id, "apply", method, str(exc), t0), signed_by
+            return protocol.ResultReply(self._refuse(patch_id, Action.APPLY, method, exc, t0))
+        t_checked = time.monotonic_ns()
+        verify_ms = (t_checked - t0) / 1e6
+        watch = None if req.watch is None else WatchPolicy(**dataclasses.asdict(req.watch))
+        log.info("applying patch %s (signed by %s, method %s)", patch_id, signed_by, method)
+        try:
+            result = runtime.apply_patch(spec, method=method, timeout=req.timeout, watch=watch)
         # a runtime bug (or SystemExit from patch code) must not escape
         except BaseException as exc:
             log.exception("apply of patch %s failed", patch_id)
             reason = f"internal error: {type(exc).__name__}: {exc}"
-            return self._refuse(patch_id, "apply", method, reason, t0, "failed"), signed_by
+            failed = self._refuse(patch_id, Action.APPLY, method, PatchFailed(reason), t0)
+            return protocol.ResultReply(failed, signed_by)
         timings = dict(result.timings)
         timings["signature"] = verify_ms  # the agent's own checks, before the runtime's "verify"
         result = dataclasses.replace(
             result,
             events=(
-                Event("received", t0, detail="agent"),
+                Event(EventName.RECEIVED, t0, detail="agent"),
                 Event(
-                    "signature-checked", t_checked, detail=f"key {signed_by or 'none (unsigned)'}"
+                    EventName.SIGNATURE_CHECKED,
+                    t_checked,
+                    detail=f"key {signed_by or 'none (unsigned)'}",
                 ),
                 *result.events,
             ),
             timings=timings,
         )
-        log.info("patch %s: %s %s", patch_id, result.outcome, result.reason)
-        return result, signed_by
+        log.info("patch %s: %s %s", patch_id, result.outcome.value, result.reason)
+        return protocol.ResultReply(result, signed_by)
 
-    def _revert(self, req: dict[str, Any]) -> tuple[PatchResult, None]:
+    def _revert(self, req: protocol.RevertRequest) -> protocol.ResultReply:
         t0 = time.monotonic_ns()
-        if not _runtime().applied_patches():
-            # the patcher thread is the only one that applies: nothing can appear before the revert runs
-            named = f"patch {req['patch_id']} is not applied and " if req["patch_id"] else ""
-            reason = f"nothing to revert: {named}no patch is applied (see `livepatch history`)"
-            return self._refuse(
-                req["patch_id"] or "(none)", "revert", req["method"], reason, t0
-            ), None
         try:
-            result: PatchResult = _runtime().revert_patch(
-                req["patch_id"],
-                method=req["method"],
-                timeout=req["timeout"],
-                force=req.get("force", False),
-            )
+            # the patcher thread is the only one that applies: nothing can appear before the revert runs
+            verify.verify_revert(req.patch_id, applied=runtime.applied_patches())
         except LivepatchError as exc:
-            return self._refuse(req["patch_id"] or "?", "revert", req["method"], str(exc), t0), None
+            return protocol.ResultReply(
+                self._refuse(req.patch_id or "(none)", Action.REVERT, req.method, exc, t0)
+            )
+        try:
+            result = runtime.revert_patch(
+                req.patch_id, method=req.method, timeout=req.timeout, force=req.force
+            )
         # a runtime bug (or SystemExit from patch code) must not escape
         except BaseException as exc:
             log.exception("revert failed")
             reason = f"internal error: {type(exc).__name__}: {exc}"
-            return self._refuse(
-                req["patch_id"] or "?", "revert", req["method"], reason, t0, "failed"
-            ), None
-        log.info("revert %s: %s %s", result.patch_id, result.outcome, result.reason)
-        return result, None
-
-    def _check_applicable(self, spec: PatchSpec, method: str) -> None:
-        if spec.refusals:
-            first = spec.refusals[0]
-            raise PatchRefused(
-                f"the patch records {len(spec.refusals)} change(s) that cannot be live-patched, "
-                f"first: {first}"
+            failed = self._refuse(
+                req.patch_id or "?", Action.REVERT, req.method, PatchFailed(reason), t0
             )
-        if method not in ALLOWED_METHODS[spec.category]:
-            raise PatchRefused(
-                f"a {spec.category.value} patch cannot use {method} quiescence: apply it with "
-                "--method global (or --method auto); if every thread may safely switch to the new code "
-                "on its own, rebuild it with `livepatch diff ... --category thread-local`"
-            )
-        # "auto" means local for a thread-local patch (the runtime's rule)
-        local = method == "local" or (method == "auto" and spec.category is Category.THREAD_LOCAL)
-        if local and "transform" in defined_hooks(spec.hooks_source):
-            raise PatchRefused(
-                "the patch has a transform hook, which runs while every thread is parked: "
-                "apply it with --method global"
-            )
-        if spec.patch_id in _runtime().applied_patches():
-            raise PatchRefused(
-                f"patch {spec.patch_id} is already applied (to apply it again, first "
-                f"`livepatch revert {spec.patch_id}`)"
-            )
+            return protocol.ResultReply(failed)
+        log.info("revert %s: %s %s", result.patch_id, result.outcome.value, result.reason)
+        return protocol.ResultReply(result)
 
     def _refuse(
-        self,
-        patch_id: str,
-        action: str,
-        method: str,
-        reason: str,
-        t0: int,
-        outcome: str = "refused",
+        self, patch_id: str, action: Action, method: str, exc: LivepatchError, t0: int
     ) -> PatchResult:
+        """An attempt that ended here, before the runtime: recorded in the runtime's history."""
         t1 = time.monotonic_ns()
+        outcome: Outcome = exc.outcome
+        reason = str(exc)
         result = PatchResult(
             patch_id=patch_id,
             action=action,
             method=method,
             outcome=outcome,
             reason=reason,
-            events=(Event("received", t0, detail="agent"), Event(outcome, t1, detail=reason)),
+            events=(
+                Event(EventName.RECEIVED, t0, detail="agent"),
+                Event(FINAL_EVENT[outcome], t1, detail=reason),
+            ),
             timings={"verify": (t1 - t0) / 1e6, "total": (t1 - t0) / 1e6},
         )
-        with self._lock:
-            self._refused.append(result)
-            del self._refused[:-MAX_AGENT_REFUSALS]  # bounded: only the newest are kept
-        log.warning("%s of patch %s refused: %s", action, patch_id, reason)
+        runtime.record(result)
+        log.warning("%s of patch %s refused: %s", action.value, patch_id, reason)
         return result
 
 
-def _watch_s(req: dict[str, Any]) -> float:
-    watch = req.get("watch")
-    return float(watch["window_s"]) if watch else 0.0
+def _watch_s(req: protocol.ApplyRequest | protocol.RevertRequest) -> float:
+    watch = req.watch if isinstance(req, protocol.ApplyRequest) else None
+    return watch.window_s if watch is not None else 0.0

@@ -69,3 +69,9 @@ def request(socket_path: str, req: dict[str, Any], *, timeout: float = 60.0) -> 
     finally:
         with contextlib.suppress(OSError):
             sock.close()
+
+
+def send(socket_path: str, message: protocol.Request, *, timeout: float = 60.0) -> protocol.Reply:
+    """Send a typed request, return the typed reply (protocol.read_reply). Raises AgentUnreachable or
+    protocol.ProtocolError."""
+    return protocol.read_reply(message, request(socket_path, message.to_wire(), timeout=timeout))

@@ -28,7 +28,6 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from livepatch.agent import protocol
 
@@ -38,7 +37,7 @@ MAX_CONNECTIONS = 16
 REQUEST_TIMEOUT_S = 30.0  # to receive the whole request line (a 16 MiB patch over a local socket)
 REPLY_TIMEOUT_S = 30.0
 
-Handler = Callable[[dict[str, Any]], dict[str, Any]]
+Handler = Callable[[protocol.Request], protocol.Reply]
 _UCRED = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
 
 
@@ -133,9 +132,7 @@ class ControlServer:
                 time.sleep(0.1)  # e.g. EMFILE: back off instead of spinning
                 continue
             if not self._slots.acquire(blocking=False):
-                self._reply_and_close(
-                    conn, {"ok": False, "error": "agent busy: too many connections"}
-                )
+                self._reply_and_close(conn, protocol.ErrorReply("agent busy: too many connections"))
                 continue
             t = threading.Thread(
                 target=self._serve_connection,
@@ -160,7 +157,7 @@ class ControlServer:
             with self._lock:
                 self._conn_threads.discard(threading.current_thread())
 
-    def _handle(self, conn: socket.socket) -> dict[str, Any] | None:
+    def _handle(self, conn: socket.socket) -> protocol.Reply | None:
         pid, uid, _ = peer_credentials(conn)
         if uid not in self.allowed_uids:
             log.warning(
@@ -169,35 +166,34 @@ class ControlServer:
                 uid,
                 sorted(self.allowed_uids),
             )
-            return {
-                "ok": False,
-                "error": f"permission denied: uid {uid} may not control this server "
-                f"(only uid {os.geteuid()} or root)",
-            }
+            return protocol.ErrorReply(
+                f"permission denied: uid {uid} may not control this server "
+                f"(only uid {os.geteuid()} or root)"
+            )
         try:
             line = protocol.read_line(
                 conn, protocol.MAX_REQUEST_BYTES, time.monotonic() + REQUEST_TIMEOUT_S
             )
             request = protocol.validate(protocol.decode(line))
         except protocol.ProtocolError as exc:
-            return {"ok": False, "error": f"bad request: {exc}"}
+            return protocol.ErrorReply(f"bad request: {exc}")
         except TimeoutError:
-            return {"ok": False, "error": f"bad request: not received within {REQUEST_TIMEOUT_S} s"}
+            return protocol.ErrorReply(f"bad request: not received within {REQUEST_TIMEOUT_S} s")
         except (ConnectionError, OSError) as exc:
             log.info("control connection from pid %d closed early: %s", pid, exc)
             return None
-        log.info("control request %s from pid %d uid %d", request["op"], pid, uid)
+        log.info("control request %s from pid %d uid %d", request.op, pid, uid)
         try:
             return self._handler(request)
         except Exception as exc:  # a bug in a handler is an error reply, never a dead server
-            log.exception("control request %s failed", request["op"])
-            return {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
+            log.exception("control request %s failed", request.op)
+            return protocol.ErrorReply(f"internal error: {type(exc).__name__}: {exc}")
 
     @staticmethod
-    def _reply_and_close(conn: socket.socket, reply: dict[str, Any]) -> None:
+    def _reply_and_close(conn: socket.socket, reply: protocol.Reply) -> None:
         try:
             conn.settimeout(REPLY_TIMEOUT_S)
-            conn.sendall(protocol.encode(reply))
+            conn.sendall(protocol.encode(reply.to_wire()))
         except OSError as exc:
             log.info("could not send control reply: %s", exc)
         finally:

@@ -21,6 +21,9 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from livepatch.runtime import patcher as runtime
+from livepatch.runtime.registry import RuntimeStatistics
+
 try:
     from prometheus_client import CollectorRegistry, start_http_server
     from prometheus_client.core import (
@@ -68,19 +71,8 @@ def _histogram(name: str, doc: str, samples: dict[str, list[float]]) -> Histogra
     return fam
 
 
-def _threads_by_generation(stats: Any) -> dict[str, int]:
-    """Best effort over the runtime's RuntimeStatistics (a dict or dataclass with `by_generation`)."""
-    by_gen = (
-        stats.get("by_generation")
-        if isinstance(stats, dict)
-        else getattr(stats, "by_generation", None)
-    )
-    if not isinstance(by_gen, dict):
-        return {}
-    out: dict[str, int] = {}
-    for gen, value in by_gen.items():
-        out[str(gen)] = len(value) if isinstance(value, list | tuple | set) else int(value)
-    return out
+def _threads_by_generation(stats: RuntimeStatistics) -> dict[str, int]:
+    return {str(gen): n for gen, n in stats.by_generation.items()}
 
 
 class AgentCollector(Collector):
@@ -88,8 +80,6 @@ class AgentCollector(Collector):
         self.agent = agent
 
     def collect(self) -> Iterator[Metric]:
-        from livepatch.agent.agent import _runtime
-
         history = self.agent.history()
         counts = Counter((r.action, r.outcome) for r in history)
         total = CounterMetricFamily(
@@ -98,7 +88,7 @@ class AgentCollector(Collector):
             labels=["action", "outcome"],
         )
         for (action, outcome), n in sorted(counts.items()):
-            total.add_metric([action, outcome], float(n))
+            total.add_metric([action.value, outcome.value], float(n))
         yield total
         sync: dict[str, list[float]] = {}
         swap: dict[str, list[float]] = {}
@@ -110,21 +100,15 @@ class AgentCollector(Collector):
                     swap.setdefault(r.method, []).append(r.timings["swap"] / 1e3)
         yield _histogram("livepatch_sync_seconds", "Time from request to quiescence", sync)
         yield _histogram("livepatch_swap_seconds", "Time of the code swap", swap)
-        rt = _runtime()
         yield GaugeMetricFamily(
             "livepatch_applied_patches",
             "Patches currently applied",
-            value=len(rt.applied_patches()),
+            value=len(runtime.applied_patches()),
         )
         threads = GaugeMetricFamily(
             "livepatch_threads", "Managed threads per code generation", labels=["generation"]
         )
-        try:
-            by_gen = _threads_by_generation(rt.statistics())
-        except Exception:  # metrics must never fail a scrape because the runtime changed shape
-            log.exception("cannot read runtime statistics for metrics")
-            by_gen = {}
-        for gen, n in sorted(by_gen.items()):
+        for gen, n in sorted(_threads_by_generation(runtime.statistics()).items()):
             threads.add_metric([gen], float(n))
         yield threads
 

@@ -14,6 +14,7 @@ import logging
 import threading
 from typing import Any
 
+from livepatch.agent.mve_protocol import MveReply, MveRequest
 from livepatch.errors import PatchRefused
 from livepatch.patch import lpatch
 
@@ -25,7 +26,11 @@ _last: dict[str, Any] | None = None  # the last outcome
 _OUTCOME_WAIT_S = 24 * 3600.0
 
 
-def handle(agent: Any, req: dict[str, Any]) -> dict[str, Any]:
+def handle(agent: Any, req: MveRequest) -> MveReply:
+    return MveReply(_handle(agent, req))
+
+
+def _handle(agent: Any, req: MveRequest) -> dict[str, Any]:
     op = req["op"]
     if op == "update":
         return _update(agent, req)
@@ -54,7 +59,7 @@ def handle(agent: Any, req: dict[str, Any]) -> dict[str, Any]:
     return {"ok": True, "error": None, "state": session.state}
 
 
-def _update(agent: Any, req: dict[str, Any]) -> dict[str, Any]:
+def _update(agent: Any, req: MveRequest) -> dict[str, Any]:
     global _session, _last
     from livepatch import mve
 
@@ -105,7 +110,7 @@ def _update(agent: Any, req: dict[str, Any]) -> dict[str, Any]:
     return {"ok": promoted, "error": None if promoted else outcome["reason"], "update": outcome}
 
 
-def _window_s(req: dict[str, Any]) -> float | None:
+def _window_s(req: MveRequest) -> float | None:
     if req["window_requests"] is not None:
         return None
     return req["window_s"] if req["window_s"] is not None else 5.0

@@ -20,6 +20,12 @@ Replies (one line):
 `ok` is true only for an applied/reverted patch (or a successful query); a refused or aborted patch is
 `ok: false` with the reason in `error` and the full result in `result`. This module is sans-IO except for
 `read_line`, which both the agent and the client use on a blocking socket.
+
+Typed messages: `validate` turns a decoded request into ApplyRequest / RevertRequest / StatusRequest /
+HistoryRequest (defaults filled in); the client builds the same classes and sends `to_wire()`. Replies
+are ResultReply (apply/revert), StatusReply, HistoryReply and ErrorReply; the agent returns them and the
+control server sends `to_wire()`, the client reads them back with `read_reply`. The wire format above is
+the one compatibility promise: the classes only name it.
 """
 
 from __future__ import annotations
@@ -27,14 +33,18 @@ from __future__ import annotations
 import json
 import socket
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
+from livepatch.agent.mve_protocol import MVE_OPS, MveReply, MveRequest
+from livepatch.agent.mve_protocol import validate as mve_validate
 from livepatch.patch.limits import MAX_REPLY_BYTES as MAX_REPLY_BYTES  # re-exported for the agent
 from livepatch.patch.limits import MAX_REQUEST_BYTES as MAX_REQUEST_BYTES  # and the client
 from livepatch.patch.limits import JSONLimitError, loads_json
+from livepatch.runtime.lifecycle import PatchResult
+from livepatch.runtime.verify import METHODS as METHODS  # the one list of quiescence methods
 
 OPS = ("apply", "revert", "status", "history")
-METHODS = ("global", "local", "auto")
 MAX_TIMEOUT_S = 300.0
 MAX_WATCH_S = 24 * 3600.0
 
@@ -97,55 +107,236 @@ def _number(req: dict[str, Any], key: str, default: float, maximum: float) -> fl
     return float(value)
 
 
-def validate(req: dict[str, Any]) -> dict[str, Any]:
+# -- requests ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WatchRequest:
+    """The watch window of an apply (runtime.watch.WatchPolicy's fields)."""
+
+    window_s: float = 10.0
+    max_errors: int = 0
+    max_call_ms: float | None = None
+    max_slow_calls: int = 0
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "window_s": self.window_s,
+            "max_errors": self.max_errors,
+            "max_call_ms": self.max_call_ms,
+            "max_slow_calls": self.max_slow_calls,
+        }
+
+
+@dataclass(frozen=True)
+class ApplyRequest:
+    patch: dict[str, Any]  # the .lpatch document
+    method: str = "auto"
+    timeout: float = 5.0
+    watch: WatchRequest | None = None
+    op = "apply"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "op": self.op,
+            "patch": self.patch,
+            "method": self.method,
+            "timeout": self.timeout,
+            "watch": None if self.watch is None else self.watch.to_wire(),
+        }
+
+
+@dataclass(frozen=True)
+class RevertRequest:
+    patch_id: str | None = None
+    method: str = "auto"
+    timeout: float = 5.0
+    force: bool = False
+    op = "revert"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "op": self.op,
+            "patch_id": self.patch_id,
+            "method": self.method,
+            "timeout": self.timeout,
+            "force": self.force,
+        }
+
+
+@dataclass(frozen=True)
+class StatusRequest:
+    op = "status"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"op": self.op}
+
+
+@dataclass(frozen=True)
+class HistoryRequest:
+    op = "history"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"op": self.op}
+
+
+Request = ApplyRequest | RevertRequest | StatusRequest | HistoryRequest | MveRequest
+
+
+def _method(req: dict[str, Any]) -> str:
+    method = req.get("method", "auto") or "auto"
+    if method not in METHODS:
+        raise ProtocolError(f"unknown method {method!r} (expected one of {', '.join(METHODS)})")
+    return str(method)
+
+
+def _watch(watch: Any) -> WatchRequest | None:
+    if watch is None:
+        return None
+    if not isinstance(watch, dict):
+        raise ProtocolError("'watch' must be an object or null")
+    max_errors = watch.get("max_errors", 0)
+    if isinstance(max_errors, bool) or not isinstance(max_errors, int) or max_errors < 0:
+        raise ProtocolError("'watch.max_errors' must be an integer >= 0")
+    max_slow = watch.get("max_slow_calls", 0)
+    if isinstance(max_slow, bool) or not isinstance(max_slow, int) or max_slow < 0:
+        raise ProtocolError("'watch.max_slow_calls' must be an integer >= 0")
+    return WatchRequest(
+        window_s=_number(watch, "window_s", 10.0, MAX_WATCH_S),
+        max_errors=max_errors,
+        max_call_ms=(
+            None
+            if watch.get("max_call_ms") is None
+            else _number(watch, "max_call_ms", 0.0, MAX_WATCH_S * 1e3)
+        ),
+        max_slow_calls=max_slow,
+    )
+
+
+def validate(req: dict[str, Any]) -> Request:
     """Check a decoded request's fields and fill defaults; raise ProtocolError with what is wrong."""
     op = req.get("op")
-    from livepatch.agent import mve_protocol  # validated updates (additive)
-
-    if op in mve_protocol.MVE_OPS:
-        return mve_protocol.validate(req)
+    if op in MVE_OPS:  # validated updates (mve_protocol.py)
+        return mve_validate(req)
     if op not in OPS:
         raise ProtocolError(f"unknown op {op!r} (expected one of {', '.join(OPS)})")
-    out: dict[str, Any] = {"op": op}
-    if op in ("apply", "revert"):
-        method = req.get("method", "auto") or "auto"
-        if method not in METHODS:
-            raise ProtocolError(f"unknown method {method!r} (expected one of {', '.join(METHODS)})")
-        out["method"] = method
-        out["timeout"] = _number(req, "timeout", 5.0, MAX_TIMEOUT_S)
+    if op == "status":
+        return StatusRequest()
+    if op == "history":
+        return HistoryRequest()
+    method = _method(req)
+    timeout = _number(req, "timeout", 5.0, MAX_TIMEOUT_S)
     if op == "apply":
         if not isinstance(req.get("patch"), dict):
             raise ProtocolError("apply needs a 'patch' object (the .lpatch document)")
-        out["patch"] = req["patch"]
-        watch = req.get("watch")
-        if watch is not None:
-            if not isinstance(watch, dict):
-                raise ProtocolError("'watch' must be an object or null")
-            max_errors = watch.get("max_errors", 0)
-            if isinstance(max_errors, bool) or not isinstance(max_errors, int) or max_errors < 0:
-                raise ProtocolError("'watch.max_errors' must be an integer >= 0")
-            max_slow = watch.get("max_slow_calls", 0)
-            if isinstance(max_slow, bool) or not isinstance(max_slow, int) or max_slow < 0:
-                raise ProtocolError("'watch.max_slow_calls' must be an integer >= 0")
-            out["watch"] = {
-                "window_s": _number(watch, "window_s", 10.0, MAX_WATCH_S),
-                "max_errors": max_errors,
-                "max_call_ms": (
-                    None
-                    if watch.get("max_call_ms") is None
-                    else _number(watch, "max_call_ms", 0.0, MAX_WATCH_S * 1e3)
-                ),
-                "max_slow_calls": max_slow,
-            }
-        else:
-            out["watch"] = None
-    if op == "revert":
-        patch_id = req.get("patch_id")
-        if patch_id is not None and not isinstance(patch_id, str):
-            raise ProtocolError("'patch_id' must be a string or null")
-        out["patch_id"] = patch_id
-        force = req.get("force", False)
-        if not isinstance(force, bool):
-            raise ProtocolError("'force' must be true or false")
-        out["force"] = force
-    return out
+        return ApplyRequest(req["patch"], method, timeout, _watch(req.get("watch")))
+    patch_id = req.get("patch_id")
+    if patch_id is not None and not isinstance(patch_id, str):
+        raise ProtocolError("'patch_id' must be a string or null")
+    force = req.get("force", False)
+    if not isinstance(force, bool):
+        raise ProtocolError("'force' must be true or false")
+    return RevertRequest(patch_id, method, timeout, force)
+
+
+# -- replies -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ErrorReply:
+    """A request that got no result: bad request, permission denied, agent stopping, no outcome yet."""
+
+    error: str
+    ok = False
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"ok": False, "error": self.error}
+
+
+@dataclass(frozen=True)
+class ResultReply:
+    """The outcome of an apply or revert."""
+
+    result: PatchResult
+    signed_by: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.result.ok
+
+    @property
+    def error(self) -> str | None:
+        return None if self.result.ok else (self.result.reason or self.result.outcome.value)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "error": self.error,
+            "result": self.result.to_dict(),
+            "signed_by": self.signed_by,
+        }
+
+
+@dataclass(frozen=True)
+class StatusReply:
+    pid: int
+    uid: int
+    socket: str
+    trusted_keys: tuple[str, ...]
+    allow_unsigned: bool
+    applied: tuple[str, ...]
+    statistics: dict[str, Any]  # RuntimeStatistics.to_dict()
+    ok = True
+    error = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "error": None,
+            "pid": self.pid,
+            "uid": self.uid,
+            "socket": self.socket,
+            "trusted_keys": list(self.trusted_keys),
+            "allow_unsigned": self.allow_unsigned,
+            "applied": list(self.applied),
+            "statistics": self.statistics,
+        }
+
+
+@dataclass(frozen=True)
+class HistoryReply:
+    history: tuple[PatchResult, ...] = field(default=())
+    ok = True
+    error = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"ok": True, "error": None, "history": [r.to_dict() for r in self.history]}
+
+
+Reply = ErrorReply | ResultReply | StatusReply | HistoryReply | MveReply
+
+
+def read_reply(request: Request, wire: dict[str, Any]) -> Reply:
+    """The typed reply to `request` (the client's side). Raises ProtocolError when `wire` is not one."""
+    try:
+        if not wire.get("ok") and not isinstance(wire.get("result"), dict):
+            return ErrorReply(str(wire.get("error") or "failed"))
+        if isinstance(request, ApplyRequest | RevertRequest):
+            signed_by = wire.get("signed_by")
+            return ResultReply(
+                PatchResult.from_dict(wire["result"]),
+                None if signed_by is None else str(signed_by),
+            )
+        if isinstance(request, StatusRequest):
+            return StatusReply(
+                pid=int(wire["pid"]),
+                uid=int(wire["uid"]),
+                socket=str(wire["socket"]),
+                trusted_keys=tuple(str(k) for k in wire.get("trusted_keys") or ()),
+                allow_unsigned=bool(wire.get("allow_unsigned")),
+                applied=tuple(str(a) for a in wire.get("applied") or ()),
+                statistics=dict(wire["statistics"]),
+            )
+        return HistoryReply(tuple(PatchResult.from_dict(r) for r in wire["history"]))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ProtocolError(f"malformed {request.op} reply: {exc!r}") from exc

@@ -28,6 +28,7 @@ from livepatch.patch.limits import MAX_SOURCE_BYTES
 from livepatch.patch.model import Category, hook_fix
 from livepatch.patch.package import PackageError, build_patch, read_directory, read_git
 from livepatch.patch.safetext import printable
+from livepatch.runtime.lifecycle import EventName
 
 _out = Console(highlight=False, soft_wrap=True)
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -52,9 +53,9 @@ def _print_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=True))
 
 
-def _ask(socket_path: str, req: dict[str, Any], timeout: float) -> dict[str, Any]:
+def _ask(socket_path: str, req: protocol.Request, timeout: float) -> protocol.Reply:
     try:
-        return client.request(socket_path, req, timeout=timeout)
+        return client.send(socket_path, req, timeout=timeout)
     except client.AgentUnreachable as exc:
         _fail(str(exc))
     except protocol.ProtocolError as exc:
@@ -121,28 +122,22 @@ force_option = click.option(
 
 def _watch_request(
     watch_s: float | None, max_errors: int, max_call_ms: float | None, max_slow_calls: int
-) -> dict[str, Any] | None:
+) -> protocol.WatchRequest | None:
     if max_call_ms is not None and not watch_s:
         raise click.UsageError(
             "--watch-max-call-ms needs --watch SECONDS (the window it applies to)"
         )
     if not watch_s:
         return None
-    return {
-        "window_s": watch_s,
-        "max_errors": max_errors,
-        "max_call_ms": max_call_ms,
-        "max_slow_calls": max_slow_calls,
-    }
+    return protocol.WatchRequest(watch_s, max_errors, max_call_ms, max_slow_calls)
 
 
-def _warn_if_forced(reply: dict[str, Any]) -> dict[str, Any]:
+def _warn_if_forced(reply: protocol.Reply) -> protocol.Reply:
     """A forced revert succeeded: say so loudly on stderr (also with --json), as plain text."""
-    result = reply.get("result")
-    events = result.get("events", ()) if isinstance(result, dict) else ()
-    forced = next((e for e in events if isinstance(e, dict) and e.get("name") == "forced"), None)
-    if forced is not None:
-        _err.print(Text("warning: ", style="bold yellow") + Text(str(forced.get("detail", ""))))
+    if isinstance(reply, protocol.ResultReply):
+        forced = next((e for e in reply.result.events if e.name == EventName.FORCED), None)
+        if forced is not None:
+            _err.print(Text("warning: ", style="bold yellow") + Text(forced.detail))
     return reply
 
 
@@ -378,19 +373,18 @@ def inspect_command(file: Path, public_keys: tuple[Path, ...], as_json: bool) ->
 # -- through the agent ----------------------------------------------------------------------------------
 
 
-def _report(reply: dict[str, Any], as_json: bool) -> None:
-    result = reply.get("result")
+def _report(reply: protocol.Reply, as_json: bool) -> None:
     if as_json:
-        _print_json(reply)  # has "ok" and "error" already
-        if not reply.get("ok"):
+        _print_json(reply.to_wire())  # has "ok" and "error" already
+        if not reply.ok:
             sys.exit(1)
         return
-    if isinstance(result, dict):
-        _out.print(render.timeline(result))
-        if reply.get("signed_by"):
-            _out.print(Text(f"  signed by key {printable(reply['signed_by'])}", style="dim"))
-    if not reply.get("ok"):
-        _fail(str(reply.get("error") or "failed"))
+    if isinstance(reply, protocol.ResultReply):
+        _out.print(render.timeline(reply.result))
+        if reply.signed_by:
+            _out.print(Text(f"  signed by key {printable(reply.signed_by)}", style="dim"))
+    if not reply.ok:
+        _fail(reply.error or "failed")
 
 
 _APPLY_HELP = """Apply the patch FILE to the server behind --socket.
@@ -444,13 +438,12 @@ def apply_command(
         pf = lpatch.read(file)
     except lpatch.PatchFileError as exc:
         _fail(str(exc))
-    req = {
-        "op": "apply",
-        "patch": pf.to_document(),
-        "method": method,
-        "timeout": timeout,
-        "watch": _watch_request(watch_s, max_errors, max_call_ms, max_slow_calls),
-    }
+    req = protocol.ApplyRequest(
+        pf.to_document(),
+        method,
+        timeout,
+        _watch_request(watch_s, max_errors, max_call_ms, max_slow_calls),
+    )
     _report(_ask(socket_path, req, timeout + (watch_s or 0) + _CLIENT_GRACE_S), as_json)
 
 
@@ -473,11 +466,8 @@ Examples:
 def revert_command(
     patch_id: str | None, socket_path: str, method: str, timeout: float, force: bool, as_json: bool
 ) -> None:
-    req = {"op": "revert", "patch_id": patch_id, "method": method, "timeout": timeout}
-    _report(
-        _warn_if_forced(_ask(socket_path, {**req, "force": force}, timeout + _CLIENT_GRACE_S)),
-        as_json,
-    )
+    req = protocol.RevertRequest(patch_id, method, timeout, force)
+    _report(_warn_if_forced(_ask(socket_path, req, timeout + _CLIENT_GRACE_S)), as_json)
 
 
 @click.command("status")
@@ -485,11 +475,11 @@ def revert_command(
 @json_option
 def status_command(socket_path: str, as_json: bool) -> None:
     """Show the applied patches and which threads run which generation."""
-    reply = _ask(socket_path, {"op": "status"}, _CLIENT_GRACE_S)
-    if not reply.get("ok"):
-        _fail(reply.get("error") or "failed")
+    reply = _ask(socket_path, protocol.StatusRequest(), _CLIENT_GRACE_S)
+    if not isinstance(reply, protocol.StatusReply):
+        _fail(reply.error or "failed")
     if as_json:
-        _print_json(reply)
+        _print_json(reply.to_wire())
     else:
         _out.print(render.status_text(reply))
 
@@ -499,13 +489,13 @@ def status_command(socket_path: str, as_json: bool) -> None:
 @json_option
 def history_command(socket_path: str, as_json: bool) -> None:
     """Show every patch attempt (applied, reverted, refused, aborted, rolled back), oldest first."""
-    reply = _ask(socket_path, {"op": "history"}, _CLIENT_GRACE_S)
-    if not reply.get("ok"):
-        _fail(reply.get("error") or "failed")
+    reply = _ask(socket_path, protocol.HistoryRequest(), _CLIENT_GRACE_S)
+    if not isinstance(reply, protocol.HistoryReply):
+        _fail(reply.error or "failed")
     if as_json:
-        _print_json(reply)
+        _print_json(reply.to_wire())
     else:
-        _out.print(render.history_table(reply["history"]))
+        _out.print(render.history_table(reply.history))
 
 
 COMMANDS = (

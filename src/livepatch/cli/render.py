@@ -11,19 +11,22 @@ into markup, so it can neither move the cursor nor draw styled lines of its own.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from collections.abc import Sequence
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from livepatch.agent.protocol import StatusReply
 from livepatch.patch.model import ChangeKind, PatchSpec
 from livepatch.patch.package import PackagePatch
 from livepatch.patch.safetext import printable as p
+from livepatch.runtime.events import Event
+from livepatch.runtime.lifecycle import EventName, PatchResult
 
 _KIND_STYLE = {"changed": "yellow", "added": "green", "removed": "red", "same": "dim"}
 # Events that happen once per thread are summarised on one line each.
-_PER_THREAD = ("reached", "migrated")
+_PER_THREAD = (EventName.REACHED, EventName.MIGRATED)
 
 
 def diff_summary(pp: PackagePatch) -> RenderableType:
@@ -146,94 +149,86 @@ def inspect_summary(
     return Group(*parts)
 
 
-def timeline(result: dict[str, Any]) -> Text:
+def timeline(result: PatchResult) -> Text:
     """A few lines: outcome, then the events in ms since the request, then the timings."""
     out = Text()
-    ok = result["outcome"] in ("applied", "reverted")
     out.append(
-        f"{p(result['action'])} {p(result['patch_id'])}: {p(result['outcome'])}",
-        style="bold green" if ok else "bold red",
+        f"{p(result.action.value)} {p(result.patch_id)}: {p(result.outcome.value)}",
+        style="bold green" if result.ok else "bold red",
     )
-    out.append(f" ({p(result['method'])})\n")
-    events = result.get("events") or []
+    out.append(f" ({p(result.method)})\n")
+    events = result.events
     if events:
-        t0 = events[0]["t_ns"]
-        seen_per_thread: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        t0 = events[0].t_ns
+        seen_per_thread: dict[str, list[Event]] = defaultdict(list)
         for e in events:
-            if e["name"] in _PER_THREAD:
-                seen_per_thread[e["name"]].append(e)
+            if e.name in _PER_THREAD:
+                seen_per_thread[e.name].append(e)
         shown: set[str] = set()
         for e in events:
-            name = e["name"]
+            name = e.name
             if name in _PER_THREAD:
                 if name in shown:
                     continue
                 shown.add(name)
                 group = seen_per_thread[name]
-                last = (group[-1]["t_ns"] - t0) / 1e6
-                label = "all reached quiescence" if name == "reached" else "all migrated"
+                last = (group[-1].t_ns - t0) / 1e6
+                label = "all reached quiescence" if name == EventName.REACHED else "all migrated"
                 out.append(f"  {last:9.3f} ms  {label} ({len(group)} thread(s))\n")
                 continue
-            at = (e["t_ns"] - t0) / 1e6
-            detail = f"  {p(e['detail'])}" if e.get("detail") and e["detail"] != "agent" else ""
-            if name == "refused":
+            at = (e.t_ns - t0) / 1e6
+            detail = f"  {p(e.detail)}" if e.detail and e.detail != "agent" else ""
+            if name == EventName.REFUSED:
                 detail = ""  # the reason follows on its own line
             out.append(f"  {at:9.3f} ms  {p(name)}{detail}\n")
-    timings = result.get("timings") or {}
-    if timings:
+    if result.timings:
         out.append(
-            "  timings: " + ", ".join(f"{k} {v:.3f} ms" for k, v in timings.items()) + "\n",
+            "  timings: " + ", ".join(f"{k} {v:.3f} ms" for k, v in result.timings.items()) + "\n",
             style="dim",
         )
-    if result.get("reason") and not ok:
-        out.append(f"  reason: {p(result['reason'])}\n", style="red")
+    if result.reason and not result.ok:
+        out.append(f"  reason: {p(result.reason)}\n", style="red")
     return out
 
 
-def history_table(history: list[dict[str, Any]]) -> Table:
+def history_table(history: Sequence[PatchResult]) -> Table:
     table = Table(title="patch history (oldest first)", title_justify="left")
     for col in ("patch", "action", "method", "outcome", "sync ms", "total ms", "reason"):
         table.add_column(col)
     for r in history:
-        t = r.get("timings") or {}
+        t = r.timings
         table.add_row(
-            Text(p(r["patch_id"])),
-            Text(p(r["action"])),
-            Text(p(r["method"])),
-            Text(
-                p(r["outcome"]),
-                style="green" if r["outcome"] in ("applied", "reverted") else "red",
-            ),
+            Text(p(r.patch_id)),
+            Text(p(r.action.value)),
+            Text(p(r.method)),
+            Text(p(r.outcome.value), style="green" if r.ok else "red"),
             f"{t['sync']:.3f}" if "sync" in t else "-",
             f"{t['total']:.3f}" if "total" in t else "-",
-            Text(p(r.get("reason") or "")),
+            Text(p(r.reason)),
         )
     return table
 
 
-def status_text(reply: dict[str, Any]) -> Text:
+def status_text(reply: StatusReply) -> Text:
     out = Text()
-    out.append(f"agent pid {reply['pid']} uid {reply['uid']} on {p(reply['socket'])}\n")
-    keys = ", ".join(map(p, reply.get("trusted_keys") or [])) or "none"
+    out.append(f"agent pid {reply.pid} uid {reply.uid} on {p(reply.socket)}\n")
+    keys = ", ".join(map(p, reply.trusted_keys)) or "none"
     out.append(
         f"trusted keys: {keys}; unsigned patches "
-        f"{'allowed' if reply.get('allow_unsigned') else 'refused'}\n"
+        f"{'allowed' if reply.allow_unsigned else 'refused'}\n"
     )
-    applied = reply.get("applied") or []
+    applied = reply.applied
     out.append(
         f"applied patches (oldest first): {', '.join(map(p, applied)) if applied else 'none'}\n"
     )
-    stats = reply.get("statistics")
-    if isinstance(stats, dict):
-        threads = stats.get("threads") or []
-        out.append(
-            f"generation {stats.get('generation')}, transition {stats.get('transition') or 'none'}, "
-            f"{len(threads)} managed thread(s)\n"
-        )
-        for key in ("by_generation", "by_state", "by_priority"):
-            values = stats.get(key) or {}
-            shown = ", ".join(f"{p(k)}: {p(v)}" for k, v in values.items()) or "-"
-            out.append(f"  {key.replace('_', ' ')}: {shown}\n")
-    elif stats is not None:
-        out.append(f"  {p(stats)}\n")
+    stats = reply.statistics
+    threads = stats.get("threads") or []
+    out.append(
+        f"generation {stats.get('generation')}, transition {stats.get('transition') or 'none'}, "
+        f"{len(threads)} managed thread(s)\n"
+    )
+    for key in ("by_generation", "by_state", "by_priority"):
+        values = stats.get(key) or {}
+        shown = ", ".join(f"{p(k)}: {p(v)}" for k, v in values.items()) or "-"
+        out.append(f"  {key.replace('_', ' ')}: {shown}\n")
     return out

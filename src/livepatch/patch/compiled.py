@@ -38,10 +38,10 @@ from dataclasses import dataclass, field
 from types import CodeType
 from typing import Any
 
-from livepatch.patch.model import ChangeKind, DefinitionKind, ModulePatch, PatchSpec
+from livepatch.patch.model import ChangeKind, ModulePatch, PatchSpec
+from livepatch.patch.patchability import FUNCTION_KINDS, builds_fresh_object
 
 __all__ = [
-    "FUNCTION_KINDS",
     "CompiledModulePatch",
     "CompiledTarget",
     "DefaultExpr",
@@ -55,25 +55,6 @@ __all__ = [
 
 SECTION_FORMAT = 1  # of manifest["compiled"]; another value is ignored (compiled from source)
 _PAYLOAD_FORMAT = 1  # of one module's marshal payload
-FUNCTION_KINDS = frozenset(
-    {
-        DefinitionKind.FUNCTION,
-        DefinitionKind.METHOD,
-        DefinitionKind.STATICMETHOD,
-        DefinitionKind.CLASSMETHOD,
-        DefinitionKind.PROPERTY,
-    }
-)
-# A default written as a container display or a call builds a fresh object: a function's static state.
-FRESH_OBJECT_NODES = (
-    ast.List,
-    ast.Dict,
-    ast.Set,
-    ast.Call,
-    ast.ListComp,
-    ast.DictComp,
-    ast.SetComp,
-)
 
 
 class How(enum.IntEnum):
@@ -148,13 +129,13 @@ def defaults_plan(
             plan.append(DefaultExpr(param, keyword_only, How.CONST, expr.value, ""))
             continue
         code = compile(ast.Expression(expr), filename, "eval", dont_inherit=True)
-        how = How.FRESH if isinstance(expr, FRESH_OBJECT_NODES) else How.EXPR
+        how = How.FRESH if builds_fresh_object(expr) else How.EXPR
         plan.append(DefaultExpr(param, keyword_only, how, code, ast.unparse(expr)))
     return tuple(plan)
 
 
 def _module_payload(mp: ModulePatch) -> bytes | None:
-    from livepatch.patch.diff_walk import walk_source  # the offline side only
+    from livepatch.patch.walk import walk_source  # the offline side only
 
     wanted = _changed_functions(mp)
     added = {c.qualname for c in mp.changes if c.kind is ChangeKind.ADDED}

@@ -1,6 +1,6 @@
 """Per-definition diff of two versions of a module, and the patch built from it.
 
-Theory of operation: both sources are walked (livepatch.patch.diff_walk: parsed and compiled, never
+Theory of operation: both sources are walked (livepatch.patch.walk: parsed and compiled, never
 executed) into definitions keyed by qualname. Each definition present in both is SAME or CHANGED by the
 fingerprint of its code object (line shifts are not changes) and by its default values (evaluated by the
 enclosing scope, so not part of its code); definitions only in the new version are ADDED, only in the old
@@ -28,7 +28,6 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from livepatch.patch.diff_walk import ClassInfo, Definition, ModuleWalk, walk_source
 from livepatch.patch.fingerprint import code_fingerprint
 from livepatch.patch.hooks_info import defined_hooks
 from livepatch.patch.model import (
@@ -44,11 +43,10 @@ from livepatch.patch.model import (
     covering_hook,
     hook_fix,
 )
+from livepatch.patch.patchability import builds_fresh_object, replacement_problems
+from livepatch.patch.walk import ClassInfo, Definition, ModuleWalk, walk_source
 
 __all__ = ["ModuleDiff", "SourcesDiff", "diff_module", "diff_sources", "patch_from_sources"]
-
-_KIND_FLAGS = 0x20 | 0x80 | 0x100 | 0x200
-_FRESH_OBJECT = (ast.List, ast.Dict, ast.Set, ast.Call, ast.ListComp, ast.DictComp, ast.SetComp)
 
 
 @dataclass(frozen=True)
@@ -84,17 +82,6 @@ class ModuleDiff:
 
 def _fp(d: Definition) -> str | None:
     return code_fingerprint(d.code) if d.code is not None else None
-
-
-def flavour(flags: int) -> str:
-    """What calling a function with these code flags gives: a plain call, a generator, a coroutine..."""
-    if flags & 0x200:
-        return "an async generator"
-    if flags & 0x80:
-        return "a coroutine function"
-    if flags & 0x20:
-        return "a generator"
-    return "a plain function"
 
 
 class _Differ:
@@ -214,23 +201,8 @@ class _Differ:
     def function(self, qualname: str, old: Definition, new: Definition) -> bool:
         """Check a function-like definition present in both; True when it changed."""
         assert old.code is not None and new.code is not None
-        if old.code.co_freevars != new.code.co_freevars:
-            self.refuse(
-                RefusalKind.CLOSURE,
-                qualname,
-                f"Cannot replace closure `{qualname}` because its free variables changed: "
-                f"{old.code.co_freevars} -> {new.code.co_freevars}",
-                "keep the same free variables (for a method: use super()/__class__ in both versions or in "
-                "neither), or add a new function under another name and call it",
-            )
-        if (old.code.co_flags & _KIND_FLAGS) != (new.code.co_flags & _KIND_FLAGS):
-            self.refuse(
-                RefusalKind.FLAVOUR,
-                qualname,
-                f"Cannot replace `{qualname}`: it turns from {flavour(old.code.co_flags)} into "
-                f"{flavour(new.code.co_flags)}, which callers holding it do not expect",
-                "keep it what it was and add a new function under another name that the callers use",
-            )
+        for problem in replacement_problems(qualname, old.code, new.code):
+            self.refuse(problem.kind, qualname, problem.reason, problem.fix)
         if old.decorators != new.decorators:
             self.refuse(
                 RefusalKind.DECORATORS,
@@ -247,7 +219,7 @@ class _Differ:
                 if (
                     param in old.defaults
                     and old.defaults[param] != dump
-                    and isinstance(exprs[param], _FRESH_OBJECT)
+                    and builds_fresh_object(exprs[param])
                 ):
                     self.refuse(
                         RefusalKind.MUTABLE_DEFAULT,

@@ -46,6 +46,8 @@ _ED25519_SIGNATURE_BYTES = 64
 class PatchFileError(LivepatchError):
     """A patch file is malformed, truncated, too large or of an unsupported version."""
 
+    outcome = PatchRefused.outcome
+
 
 @dataclass(frozen=True)
 class Signature:

@@ -1,28 +1,13 @@
 """In-process apply and revert: verify, stage, quiesce, swap, record; the stack of applied patches; watch.
 
-CONTRACT (the agent, the CLI and lpbench are written against these):
-
-    apply_patch(spec: PatchSpec, *, method: str = "auto", timeout: float = 5.0,
-                allow_active: bool = False, use_priorities: bool = True,
-                watch: WatchPolicy | None = None) -> PatchResult
-        method: "global" | "local" | "auto" (auto: local when spec.category is thread-local, else global).
-        Never raises for a refused/aborted patch: the outcome says it. One transition at a time: a second
-        caller waits for the first to finish. May be called from any thread except a managed one.
-
-    revert_patch(patch_id: str | None = None, *, method: str = "auto", timeout: float = 5.0,
-                 force: bool = False) -> PatchResult
-        Undo the newest applied patch (or the named one when no later applied patch touches its targets).
-        force: put the old code back for every new call at once, without quiescence (see below).
-
-    history() -> list[PatchResult]          every attempt, oldest first
-    applied_patches() -> list[str]          ids of applied patches, oldest first (the stack)
-    statistics() -> RuntimeStatistics       threads by generation, state and priority; current generation
-
-Event names, in order: requested, verified, staged, reached (per thread, global), quiescent, swapped,
-migrated (per thread, local), finished, aborted, refused, watch-started, rolled-back; hook-step and
-hook-undone (what hooks declared, and what was undone); forced (a forced revert: the warning).
-Timings (milliseconds) in PatchResult.timings: verify, stage, sync (request -> quiescent/all migrated),
-swap, total.
+The public functions (the agent, the CLI and lpbench sit on these; docs/runtime.md documents them):
+apply_patch, revert_patch (force=True: revert --force), history (every attempt, refusals included,
+oldest first), record (an attempt refused before it reached the runtime: the agent's), applied_patches
+(the stack, oldest first), statistics. Apply and revert never raise for a refused, aborted or failed
+patch: the PatchResult's outcome says it. The states an attempt goes through, their allowed transitions,
+the outcomes and the event names are lifecycle.py's table; the rules an attempt is checked against are
+verify.py's. Timings (milliseconds) in PatchResult.timings: verify, stage, sync (request -> quiescent/all
+migrated), swap, total.
 
 Theory of operation
 -------------------
@@ -57,15 +42,25 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import CodeType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from livepatch.errors import PatchAborted, PatchRefused
-from livepatch.patch.model import Category, ChangeKind, PatchSpec
-from livepatch.runtime import quiescence, threads
+from livepatch.errors import LivepatchError, PatchAborted, PatchFailed, PatchRefused
+from livepatch.patch.hooks_info import defined_hooks
+from livepatch.patch.model import PatchSpec
+from livepatch.runtime import quiescence, threads, verify
 from livepatch.runtime.events import Event, Recorder
 from livepatch.runtime.hook_runner import HookTimedOut, call_with_deadline, undo_steps
+from livepatch.runtime.lifecycle import (
+    FINAL_EVENT,
+    Action,
+    EventName,
+    Lifecycle,
+    Outcome,
+    PatchResult,
+    State,
+)
 from livepatch.runtime.patch_hooks import (
     HookContext,
     HookStep,
@@ -74,50 +69,28 @@ from livepatch.runtime.patch_hooks import (
     load_hooks,
 )
 from livepatch.runtime.registry import RuntimeStatistics
+from livepatch.runtime.staging import StagedPatch, stage
 from livepatch.runtime.watch import Verdict, Watch, WatchPolicy
-
-if TYPE_CHECKING:
-    from livepatch.runtime.staging import StagedPatch
 
 __all__ = [
     "Event",
     "HookContext",
+    "Outcome",
     "PatchResult",
     "WatchPolicy",
     "applied_patches",
     "apply_patch",
     "history",
+    "record",
     "revert_patch",
     "statistics",
 ]
 
 log = logging.getLogger("livepatch.runtime")
 
-
-@dataclass(frozen=True)
-class PatchResult:
-    patch_id: str
-    action: str  # "apply" | "revert"
-    method: str  # "global" | "local"
-    outcome: str  # "applied" | "reverted" | "refused" | "aborted" | "failed" | "rolled-back"
-    reason: str = ""
-    events: tuple[Event, ...] = ()
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome in ("applied", "reverted")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "patch_id": self.patch_id,
-            "action": self.action,
-            "method": self.method,
-            "outcome": self.outcome,
-            "reason": self.reason,
-            "events": [e.to_dict() for e in self.events],
-            "timings": dict(self.timings),
-        }
+# Refusals recorded before the runtime saw the patch (record()) come from requests anyone with the socket
+# can send: the history keeps the newest MAX_RECORDED_REFUSALS of them (every other attempt is kept).
+MAX_RECORDED_REFUSALS = 1000
 
 
 @dataclass(eq=False)
@@ -130,10 +103,12 @@ class _Applied:
 
 
 _lock = threading.Lock()  # held for a whole transition
-_records_lock = (
-    threading.Lock()
-)  # short: guards _history, so history() never waits for a transition
+# short: guards _history and _recorded, so history() never waits for a transition
+_records_lock = threading.Lock()
 _history: list[PatchResult] = []
+_recorded: list[
+    PatchResult
+] = []  # the entries of _history that came through record(), oldest first
 _stack: list[_Applied] = []
 _watch: _Watching | None = None
 _FORCED_WARNING = (
@@ -141,44 +116,39 @@ _FORCED_WARNING = (
     "the new code finish in it"
 )
 
-_METHODS = ("auto", "global", "local")
-
-
-class _Outcome(Exception):
-    """Internal: ends an attempt with an outcome (refused / aborted / failed) and a reason."""
-
-    def __init__(self, outcome: str, reason: str) -> None:
-        super().__init__(reason)
-        self.outcome = outcome
-        self.reason = reason
-
 
 class _Attempt:
-    """Events and timings of one apply or revert."""
+    """Events, timings and lifecycle state of one apply or revert."""
 
-    def __init__(self, patch_id: str, action: str, method: str) -> None:
+    def __init__(self, patch_id: str, action: Action, method: str) -> None:
         self.patch_id = patch_id
         self.action = action
         self.method = method
+        self.life = Lifecycle()
         self.rec = Recorder()
         self.t0 = time.perf_counter()
         self._mark = self.t0
         self.timings: dict[str, float] = {}
         self.hook_running = ""  # a hook that ran past its deadline and did not stop: its name
-        self.rec.emit("requested", detail=f"{action} {patch_id}")
+        self.rec.emit(EventName.REQUESTED, detail=f"{action.value} {patch_id}")
 
     def lap(self, name: str) -> None:
         now = time.perf_counter()
         self.timings[name] = (now - self._mark) * 1e3
         self._mark = now
 
-    def finish(self, outcome: str, reason: str = "") -> PatchResult:
-        event = {"refused": "refused", "aborted": "aborted", "failed": "aborted"}.get(
-            outcome, "finished"
-        )
-        if outcome == "rolled-back":
-            self.rec.emit("rolled-back", detail=reason)
-        self.rec.emit(event, detail=reason if event != "finished" else outcome)
+    def to(self, state: State, event: EventName | None = None, detail: str = "") -> None:
+        """Move to `state` (lifecycle.TRANSITIONS decides whether it may), then emit `event`."""
+        self.life.advance(state)
+        if event is not None:
+            self.rec.emit(event, detail=detail)
+
+    def finish(self, outcome: Outcome, reason: str = "") -> PatchResult:
+        self.life.end(outcome)
+        if outcome is Outcome.ROLLED_BACK:
+            self.rec.emit(EventName.ROLLED_BACK, detail=reason)
+        event = FINAL_EVENT[outcome]
+        self.rec.emit(event, detail=outcome.value if event is EventName.FINISHED else reason)
         self.timings["total"] = (time.perf_counter() - self.t0) * 1e3
         result = PatchResult(
             self.patch_id,
@@ -191,43 +161,29 @@ class _Attempt:
         )
         with _records_lock:
             _history.append(result)
-        if outcome not in ("applied", "reverted"):
-            log.warning("%s %s: %s: %s", self.action, self.patch_id, outcome, reason)
+        if not outcome.ok:
+            log.warning("%s %s: %s: %s", self.action.value, self.patch_id, outcome.value, reason)
         return result
 
-
-def _managed_reason(what: str) -> str:
-    try:
-        quiescence.refuse_managed_caller(what)
-    except PatchRefused as exc:
-        return str(exc)
-    return ""
+    def fail(self, exc: LivepatchError) -> PatchResult:
+        """End the attempt with the outcome the error carries: the one translation (errors.py)."""
+        return self.finish(exc.outcome, str(exc))
 
 
-def _resolve_method(method: str, category: Category) -> str:
-    if method not in _METHODS:
-        raise _Outcome("refused", f"unknown method {method!r} (use one of {', '.join(_METHODS)})")
-    if method == "auto":
-        return "local" if category is Category.THREAD_LOCAL else "global"
-    if method == "local" and category is not Category.THREAD_LOCAL:
-        raise _Outcome(
-            "refused",
-            f"a {category.value} patch cannot use local quiescence (only thread-local patches can): "
-            "use method='global' (`--method global` with the livepatch command)",
-        )
-    return method
+def record(result: PatchResult) -> None:
+    """Add an attempt that ended before it reached the runtime (the agent's refusals) to the history.
+
+    Concurrency: any thread; never waits for a transition."""
+    with _records_lock:
+        _history.append(result)
+        _recorded.append(result)
+        if len(_recorded) > MAX_RECORDED_REFUSALS:
+            oldest = _recorded.pop(0)
+            _history.remove(oldest)
 
 
-def _targets(spec: PatchSpec, staged: Any) -> frozenset[str]:
-    names = getattr(staged, "targets", None)
-    if names:
-        return frozenset(names)
-    return frozenset(
-        f"{m.module}:{c.qualname}"
-        for m in spec.modules
-        for c in m.changes
-        if c.kind is not ChangeKind.SAME
-    )
+def _targets(staged: StagedPatch) -> frozenset[str]:
+    return frozenset(staged.targets)
 
 
 def _check_activeness(parked: list[quiescence.ParkedThread], codes: frozenset[CodeType]) -> None:
@@ -257,9 +213,11 @@ def _quiesce(
     use_priorities: bool,
     allow_active: bool,
     while_parked: Callable[[], None] | None,
-    on_error: Callable[[BaseException], None] | None = None,
 ) -> None:
-    """Run the chosen protocol for `staged`; raise _Outcome when it did not happen (nothing changed)."""
+    """Run the chosen protocol for `staged`; raise a LivepatchError when it did not happen (nothing
+    changed): refused (activeness), aborted (no quiescence in time) or failed (the transform or the
+    swap raised)."""
+    att.to(State.QUIESCING)
     try:
         if att.method == "global":
 
@@ -267,16 +225,9 @@ def _quiesce(
                 if not allow_active:
                     _check_activeness(parked, staged.replaced_codes)
                 if while_parked is not None:
-                    try:
-                        while_parked()
-                    except _Outcome:
-                        raise
-                    except Exception as exc:
-                        raise _Outcome(
-                            "failed", f"transform hook raised {exc!r}; nothing was swapped"
-                        ) from exc
+                    while_parked()
                 staged.swap_in()
-                att.rec.emit("swapped", detail=f"{staged.function_count} functions")
+                att.rec.emit(EventName.SWAPPED, detail=f"{staged.function_count} functions")
 
             t = quiescence.run_global(
                 action, timeout=timeout, use_priorities=use_priorities, recorder=att.rec
@@ -288,14 +239,10 @@ def _quiesce(
                 timeout=timeout,
                 recorder=att.rec,
             )
-    except _Outcome:
+    except LivepatchError:
         raise
-    except PatchRefused as exc:
-        raise _Outcome("refused", str(exc)) from exc
-    except PatchAborted as exc:
-        raise _Outcome("aborted", str(exc)) from exc
     except Exception as exc:
-        raise _Outcome("failed", f"the swap failed: {exc!r}") from exc
+        raise PatchFailed(f"the swap failed: {exc!r}") from exc
     att.timings["sync"] = t.sync_ms
     att.timings["swap"] = t.swap_ms
 
@@ -305,15 +252,16 @@ def _end_local(att: _Attempt, staged: StagedPatch, keep_new: bool) -> None:
     # already removed the dispatch (and put the old code back): then there is nothing left to do.
     staged.end_dispatch(keep_new, missing_ok=not keep_new)
     if keep_new:
-        att.rec.emit("swapped", detail=f"{staged.function_count} functions (dispatch removed)")
+        att.rec.emit(
+            EventName.SWAPPED, detail=f"{staged.function_count} functions (dispatch removed)"
+        )
 
 
 def _wait_idle(timeout: float) -> None:
     """A local reversal left to finish in the background still has dispatchers installed: staging now
     would find them instead of the code it expects. Wait for it (bounded by the patch's timeout)."""
     if not quiescence.wait_idle(timeout):
-        raise _Outcome(
-            "aborted",
+        raise PatchAborted(
             "the previous transition is still being reversed (some threads have not passed a quiescence "
             "point since); nothing was changed",
         )
@@ -321,15 +269,11 @@ def _wait_idle(timeout: float) -> None:
 
 def _stage(spec: PatchSpec) -> StagedPatch:
     try:
-        from livepatch.runtime.staging import stage
-    except ImportError as exc:  # the staging module is a separate part; say clearly what is missing
-        raise _Outcome("failed", f"staging is not available: {exc}") from exc
-    try:
         return stage(spec)
-    except PatchRefused as exc:
-        raise _Outcome("refused", str(exc)) from exc
+    except LivepatchError:
+        raise
     except Exception as exc:
-        raise _Outcome("failed", f"staging failed: {exc!r}") from exc
+        raise PatchFailed(f"staging failed: {exc!r}") from exc
 
 
 def _run_hook(
@@ -349,12 +293,12 @@ def _run_hook(
         if not exc.stopped:
             att.hook_running = name
         if veto:
-            raise _Outcome("aborted", f"{exc}; nothing was swapped") from exc
+            raise PatchAborted(f"{exc}; nothing was swapped") from exc
         log.error("%s of %s: %s", name, ctx.patch_id, exc)
         return _undo_report(att, ctx, f"{exc}", timeout, since=since)
     except Exception as exc:
         if veto:
-            raise _Outcome("refused", f"{name} hook vetoed the patch: {exc}") from exc
+            raise PatchRefused(f"{name} hook vetoed the patch: {exc}") from exc
         log.exception("%s hook of %s raised", name, ctx.patch_id)
         return _undo_report(att, ctx, f"{name} hook raised {exc!r}", timeout, since=since)
     return ""
@@ -370,20 +314,25 @@ def _undo_report(
         return reason
     if att.hook_running:
         done = "; ".join(f"{s.hook}: {s.what}" for s in tail)
-        att.rec.emit("hook-undone", detail=f"not undone: the {att.hook_running} hook still runs")
+        att.rec.emit(
+            EventName.HOOK_UNDONE, detail=f"not undone: the {att.hook_running} hook still runs"
+        )
         return (
             f"{reason}; the hooks had done: {done}; NOT undone, because the {att.hook_running} hook is "
             "still running (undoing beside it would race it): check the server"
         )
     lines = undo_steps(tail, timeout=timeout)
     for line in lines:
-        att.rec.emit("hook-undone", detail=line)
+        att.rec.emit(EventName.HOOK_UNDONE, detail=line)
     return f"{reason}; the hooks had done (newest first): {'; '.join(lines)}"
 
 
-def _undoing(att: _Attempt, ctx: HookContext, timeout: float, o: _Outcome) -> _Outcome:
-    """The attempt ends without completing: undo what its hooks declared, say so in the reason."""
-    return _Outcome(o.outcome, _undo_report(att, ctx, o.reason, timeout))
+def _undoing(
+    att: _Attempt, ctx: HookContext, timeout: float, exc: LivepatchError
+) -> LivepatchError:
+    """The attempt ends without completing: undo what its hooks declared, say so in the reason (the
+    same kind of error, so the same outcome)."""
+    return type(exc)(_undo_report(att, ctx, str(exc), timeout))
 
 
 def _transform_while_parked(
@@ -400,21 +349,24 @@ def _transform_while_parked(
         except HookTimedOut as exc:
             if not exc.stopped:
                 att.hook_running = "transform"
-            raise _Outcome(
-                "aborted",
+            raise PatchAborted(
                 _undo_report(
                     att, ctx, f"{exc}; nothing was swapped, the threads were released", timeout
                 ),
             ) from exc
         except Exception as exc:
-            raise _Outcome(
-                "failed",
+            raise PatchFailed(
                 _undo_report(
                     att, ctx, f"transform hook raised {exc!r}; nothing was swapped", timeout
                 ),
             ) from exc
 
     return transform
+
+
+def _asked(method: str) -> str:
+    """The method a result names before verification resolved it."""
+    return method if method in ("global", "local") else "global"
 
 
 def apply_patch(
@@ -426,25 +378,31 @@ def apply_patch(
     use_priorities: bool = True,
     watch: WatchPolicy | None = None,
 ) -> PatchResult:
-    """Verify, stage, quiesce and swap `spec` in this process; see the module contract.
+    """Verify, stage, quiesce and swap `spec` in this process.
+
+    method: "global" | "local" | "auto" (local for a thread-local patch, else global). Never raises for
+    a refused/aborted/failed patch: the outcome says it. watch: keep watching the new code for a while
+    and roll back on errors or hangs (watch.py).
 
     Concurrency: any unmanaged thread; transitions are serialized (a second caller waits). Managed threads
     keep running until they park (global) or move (local) at their quiescence points."""
-    att = _Attempt(spec.patch_id, "apply", method if method in ("global", "local") else "global")
+    att = _Attempt(spec.patch_id, Action.APPLY, _asked(method))
     if threads.is_managed():
         # Checked before taking the lock: a managed caller waiting for a running transition would
         # keep that transition from ever reaching quiescence.
-        return att.finish("refused", _managed_reason("apply_patch"))
+        try:
+            verify.check_caller("apply_patch")
+        except PatchRefused as exc:
+            return att.fail(exc)
     with _lock:
         try:
             return _apply_locked(att, spec, method, timeout, allow_active, use_priorities, watch)
-        except _Outcome as o:
-            return att.finish(o.outcome, o.reason)
-        except (
-            Exception
-        ) as exc:  # a bug, not a patch problem: report it, never raise into the caller
+        except LivepatchError as exc:
+            return att.fail(exc)
+        # a bug, not a patch problem: report it, never raise into the caller
+        except Exception as exc:
             log.exception("apply %s failed unexpectedly", spec.patch_id)
-            return att.finish("failed", f"internal error: {exc!r}")
+            return att.finish(Outcome.FAILED, f"internal error: {exc!r}")
 
 
 def _apply_locked(
@@ -456,35 +414,27 @@ def _apply_locked(
     use_priorities: bool,
     watch: WatchPolicy | None,
 ) -> PatchResult:
-    try:
-        quiescence.refuse_managed_caller("apply_patch")
-    except PatchRefused as exc:
-        raise _Outcome("refused", str(exc)) from exc
-    att.method = _resolve_method(method, spec.category)
-    if spec.refusals:
-        raise _Outcome(
-            "refused", "the patch carries refusals: " + "; ".join(map(str, spec.refusals))
-        )
-    if any(a.spec.patch_id == spec.patch_id for a in _stack):
-        raise _Outcome("refused", f"patch {spec.patch_id} is already applied")
-    if timeout <= 0:
-        raise _Outcome("refused", f"timeout must be positive, got {timeout}")
-    try:
-        hooks = load_hooks(spec)
-    except PatchRefused as exc:
-        raise _Outcome("refused", str(exc)) from exc
-    if hooks.has("transform") and att.method == "local":
-        raise _Outcome(
-            "refused",
-            "the patch has a transform hook, which needs global quiescence: use method='global' "
-            "(`--method global` with the livepatch command)",
-        )
-    att.rec.emit("verified")
+    att.method = verify.verify_apply(
+        spec,
+        method,
+        timeout=timeout,
+        applied=applied_patches(),
+        hooks=defined_hooks(spec.hooks_source),
+    )
+    hooks = load_hooks(spec)
+    verify.check_hooks(
+        att.method, hooks.functions
+    )  # also a hook bound where the parser cannot see it
+    att.to(State.VERIFIED, EventName.VERIFIED)
     att.lap("verify")
     _end_watch_locked()
     _wait_idle(timeout)
     staged = _stage(spec)
-    att.rec.emit("staged", detail=f"{staged.function_count} functions, {staged.source_bytes} bytes")
+    att.to(
+        State.STAGED,
+        EventName.STAGED,
+        f"{staged.function_count} functions, {staged.source_bytes} bytes",
+    )
     att.lap("stage")
     ctx = _context(att, spec)
     try:
@@ -497,22 +447,23 @@ def _apply_locked(
             allow_active=allow_active,
             while_parked=_transform_while_parked(att, hooks, ctx, timeout),
         )
-    except _Outcome as o:
-        raise _undoing(att, ctx, timeout, o) from o
+    except LivepatchError as exc:
+        raise _undoing(att, ctx, timeout, exc) from exc
     ctx.steps.clear()  # the patch is in: what pre_patch and transform did stays
-    entry = _Applied(spec, staged, hooks, _targets(spec, staged), allow_active)
+    entry = _Applied(spec, staged, hooks, _targets(staged), allow_active)
     _stack.append(entry)
+    att.to(State.APPLIED)
     reason = _run_hook(att, hooks, "post_patch", ctx, veto=False, timeout=timeout)
     if watch is not None and watch.window_s > 0:
         _start_watch_locked(entry, watch, att)
-    return att.finish("applied", reason)
+    return att.finish(Outcome.APPLIED, reason)
 
 
 def _context(att: _Attempt, spec: PatchSpec) -> HookContext:
     ctx = context_for(spec)
 
     def on_step(step: HookStep) -> None:
-        att.rec.emit("hook-step", detail=f"{step.hook}: {step.what}")
+        att.rec.emit(EventName.HOOK_STEP, detail=f"{step.hook}: {step.what}")
 
     ctx.on_step = on_step
     return ctx
@@ -532,19 +483,21 @@ def revert_patch(
     inside the new code finish there (the theory of operation says what that risks); it waits up to
     `timeout` for a running transition to end, never for threads. Concurrency: as apply_patch."""
     if threads.is_managed():
-        att = _Attempt(patch_id or "(newest)", "revert", "force" if force else method)
-        return att.finish("refused", _managed_reason("revert_patch"))
+        att = _Attempt(patch_id or "(newest)", Action.REVERT, "force" if force else method)
+        try:
+            verify.check_caller("revert_patch")
+        except PatchRefused as exc:
+            return att.fail(exc)
     if force:
         return _force_revert(patch_id, timeout)
     with _lock:
         try:
             return _revert_locked(patch_id, method, timeout, rollback_reason=None)
-        except (
-            Exception
-        ) as exc:  # a bug, not a patch problem: report it, never raise into the caller
+        # a bug, not a patch problem: report it, never raise into the caller
+        except Exception as exc:
             log.exception("revert %s failed unexpectedly", patch_id)
-            return _Attempt(patch_id or "(newest)", "revert", method).finish(
-                "failed", f"internal error: {exc!r}"
+            return _Attempt(patch_id or "(newest)", Action.REVERT, method).finish(
+                Outcome.FAILED, f"internal error: {exc!r}"
             )
 
 
@@ -574,18 +527,18 @@ def _revert_locked(
     patch_id: str | None, method: str, timeout: float, rollback_reason: str | None
 ) -> PatchResult:
     name, entry, why_not = _find_revertable(patch_id)
-    att = _Attempt(name, "revert", method if method in ("global", "local") else "global")
+    att = _Attempt(name, Action.REVERT, _asked(method))
     try:
-        quiescence.refuse_managed_caller("revert_patch")
+        verify.check_caller("revert_patch")
         if entry is None or why_not:
-            raise _Outcome("refused", why_not)
-        att.method = _resolve_method(method, entry.spec.category)
-        att.rec.emit("verified")
+            raise PatchRefused(why_not)
+        att.method = verify.resolve_method(method, entry.spec.category)
+        att.to(State.VERIFIED, EventName.VERIFIED)
         att.lap("verify")
         _end_watch_locked()
         _wait_idle(timeout)
         reverse = entry.staged.reversed()
-        att.rec.emit("staged", detail=f"revert of {reverse.function_count} functions")
+        att.to(State.STAGED, EventName.STAGED, f"revert of {reverse.function_count} functions")
         att.lap("stage")
         ctx = _context(att, entry.spec)
         try:
@@ -598,22 +551,19 @@ def _revert_locked(
                 allow_active=entry.allow_active,
                 while_parked=None,
             )
-        except _Outcome as o:
-            raise _undoing(att, ctx, timeout, o) from o
+        except LivepatchError as exc:
+            raise _undoing(att, ctx, timeout, exc) from exc
         ctx.steps.clear()
         _stack.remove(entry)
+        att.to(State.REVERTED if rollback_reason is None else State.ROLLED_BACK)
         reason = _run_hook(att, entry.hooks, "post_revert", ctx, veto=False, timeout=timeout)
-    except PatchRefused as exc:
-        return att.finish("refused", str(exc))
-    except _Outcome as o:
+    except LivepatchError as exc:
         if rollback_reason is not None:
-            return att.finish(
-                o.outcome, f"automatic rollback ({rollback_reason}) failed: {o.reason}"
-            )
-        return att.finish(o.outcome, o.reason)
+            return att.finish(exc.outcome, f"automatic rollback ({rollback_reason}) failed: {exc}")
+        return att.fail(exc)
     if rollback_reason is not None:
-        return att.finish("rolled-back", "; ".join(r for r in (rollback_reason, reason) if r))
-    return att.finish("reverted", reason)
+        return att.finish(Outcome.ROLLED_BACK, "; ".join(r for r in (rollback_reason, reason) if r))
+    return att.finish(Outcome.REVERTED, reason)
 
 
 # ---- forced revert -----------------------------------------------------------------------------------
@@ -623,9 +573,9 @@ def _force_revert(patch_id: str | None, timeout: float) -> PatchResult:
     # Bounded: the patcher lock is held by a running transition at most for its own timeout (hooks
     # included, hook_runner.py); a forced revert waits for it, never for threads.
     if not _lock.acquire(timeout=max(0.001, timeout)):
-        att = _Attempt(patch_id or "(newest)", "revert", "force")
+        att = _Attempt(patch_id or "(newest)", Action.REVERT, "force")
         return att.finish(
-            "aborted",
+            Outcome.ABORTED,
             f"another apply/revert still holds the patcher after {timeout:g} s; nothing was changed. "
             "Retry `livepatch revert --force` (with a longer --timeout) once it has ended",
         )
@@ -633,8 +583,8 @@ def _force_revert(patch_id: str | None, timeout: float) -> PatchResult:
         return _force_revert_locked(patch_id, timeout, rollback_reason=None)
     except Exception as exc:  # a bug, not a patch problem: report it, never raise into the caller
         log.exception("forced revert %s failed unexpectedly", patch_id)
-        return _Attempt(patch_id or "(newest)", "revert", "force").finish(
-            "failed", f"internal error: {exc!r}"
+        return _Attempt(patch_id or "(newest)", Action.REVERT, "force").finish(
+            Outcome.FAILED, f"internal error: {exc!r}"
         )
     finally:
         _lock.release()
@@ -662,12 +612,12 @@ def _force_revert_locked(
     it is the patch author's statement that the old code cannot run on the current state)."""
     global _watch
     name, entry, why_not = _find_revertable(patch_id)
-    att = _Attempt(name, "revert", "force")
+    att = _Attempt(name, Action.REVERT, "force")
     try:
-        quiescence.refuse_managed_caller("revert_patch")
+        verify.check_caller("revert_patch")
         if entry is None or why_not:
-            raise _Outcome("refused", why_not)
-        att.rec.emit("verified")
+            raise PatchRefused(why_not)
+        att.to(State.VERIFIED, EventName.VERIFIED)
         att.lap("verify")
         w = _watch
         if w is not None and w.entry is not entry:
@@ -676,17 +626,17 @@ def _force_revert_locked(
         ctx = _context(att, entry.spec)
         try:
             _run_hook(att, entry.hooks, "pre_revert", ctx, veto=True, timeout=timeout)
-        except _Outcome as o:
-            raise _undoing(att, ctx, timeout, o) from o
+        except LivepatchError as exc:
+            raise _undoing(att, ctx, timeout, exc) from exc
         ctx.steps.clear()
+        att.to(State.FORCING)
         t0 = time.perf_counter()
         try:
             # From this patch's own watch window, force_out replaces its dispatch directly (no step
             # through the new code); the window's thread, waiting for `_lock`, then finds it ended.
             kept = entry.staged.force_out()
         except (PatchAborted, RuntimeError) as exc:
-            raise _Outcome(
-                "failed",
+            raise PatchFailed(
                 f"the forced revert could not swap: {exc}. A detached reversal of another patch may "
                 "still hold these functions (see `livepatch status`); nothing was changed",
             ) from exc
@@ -705,16 +655,21 @@ def _force_revert_locked(
             warning += f"; patches no longer wait for {', '.join(released)} until it passes a quiescence point"
         if kept:
             warning += f"; names the patch added stay bound: {', '.join(kept[:10])}"
-        att.rec.emit("swapped", detail=f"{entry.staged.function_count} functions, no quiescence")
-        att.rec.emit("forced", detail=warning)
+        att.rec.emit(
+            EventName.SWAPPED, detail=f"{entry.staged.function_count} functions, no quiescence"
+        )
+        att.rec.emit(EventName.FORCED, detail=warning)
         log.warning("revert of %s: %s", name, warning)
         _stack.remove(entry)
+        att.to(State.REVERTED if rollback_reason is None else State.ROLLED_BACK)
         hook_reason = _run_hook(att, entry.hooks, "post_revert", ctx, veto=False, timeout=timeout)
-    except _Outcome as o:
+    except LivepatchError as exc:
         prefix = f"automatic rollback ({rollback_reason}) failed: " if rollback_reason else ""
-        return att.finish(o.outcome, prefix + o.reason)
+        return att.finish(exc.outcome, prefix + str(exc))
     reason = "; ".join(r for r in (rollback_reason, warning, hook_reason) if r)
-    return att.finish("rolled-back" if rollback_reason is not None else "reverted", reason)
+    return att.finish(
+        Outcome.ROLLED_BACK if rollback_reason is not None else Outcome.REVERTED, reason
+    )
 
 
 # ---- watch windows ---------------------------------------------------------------------------------
@@ -741,7 +696,7 @@ def _run_watch(w: _Watching) -> None:
         if verdict is None:
             return
         result = _revert_locked(w.entry.spec.patch_id, "auto", 5.0, rollback_reason=verdict.reason)
-        if verdict.slow and result.outcome == "aborted":
+        if verdict.slow and result.outcome is Outcome.ABORTED:
             # The slow calls had returned, but others were inside the slow new code and kept the
             # normal revert from reaching quiescence: the way out is the forced one.
             _force_revert_locked(w.entry.spec.patch_id, 5.0, rollback_reason=verdict.reason)
@@ -754,10 +709,10 @@ def _start_watch_locked(entry: _Applied, policy: WatchPolicy, att: _Attempt) -> 
         entry.staged.begin_dispatch(lambda: True, on_error=w.watch.on_error, monitor=w.watch.timed)
     except Exception as exc:  # the patch is applied; only the watch is missing: say so
         log.exception("watch of %s could not start", entry.spec.patch_id)
-        att.rec.emit("watch-started", detail=f"failed: {exc!r}")
+        att.rec.emit(EventName.WATCH_STARTED, detail=f"failed: {exc!r}")
         return
     _watch = w
-    att.rec.emit("watch-started", detail=policy.describe())
+    att.to(State.WATCHING, EventName.WATCH_STARTED, policy.describe())
     threading.Thread(
         target=_run_watch, args=(w,), name=f"livepatch-watch-{entry.spec.patch_id}", daemon=True
     ).start()
@@ -778,7 +733,8 @@ def _end_watch_locked() -> None:
 
 
 def history() -> list[PatchResult]:
-    """Every apply/revert attempt, oldest first (a copy). Never waits for a running transition."""
+    """Every apply/revert attempt, refusals included, oldest first (a copy). Never waits for a running
+    transition."""
     with _records_lock:
         return list(_history)
 

@@ -1,6 +1,6 @@
 """Staging: turn a PatchSpec into ready-to-swap code, before anything pauses.
 
-CONTRACT (used by runtime.patcher; implemented here):
+What the patcher calls:
 
     stage(spec: PatchSpec) -> StagedPatch
         Runs on the patcher thread with nothing paused. Takes the new code the patch carries compiled
@@ -24,7 +24,7 @@ CONTRACT (used by runtime.patcher; implemented here):
             # remove the dispatchers, leaving the new code (keep_new) or exactly the old code in place.
         def reversed(self) -> StagedPatch     # the revert of this patch, to go through the same quiescence
 
-Also on StagedPatch (extensions): `targets` (module:qualname of everything touched), `modules` (name ->
+Also on StagedPatch: `targets` (module:qualname of everything touched), `modules` (name ->
 live module, for hook contexts), `applied` (the new side is installed), `skipped_modules` (modules of the
 patch this process never imported: nothing live to patch; see stage()). The implementation is split:
 resolve.py finds live objects, swap_build.py builds new ones, swap.py holds the operations and the state
@@ -57,24 +57,21 @@ from typing import Any, NamedTuple
 
 from livepatch.errors import PatchRefused
 from livepatch.patch.compiled import (
-    FUNCTION_KINDS,
     CompiledModulePatch,
     CompiledTarget,
     defaults_plan,
 )
-from livepatch.patch.diff import flavour
-from livepatch.patch.diff_walk import Definition, ModuleWalk, walk_source
 from livepatch.patch.fingerprint import code_fingerprint
 from livepatch.patch.model import ChangeKind, DefinitionKind, ModulePatch, PatchSpec, TargetChange
+from livepatch.patch.patchability import FUNCTION_KINDS, replacement_problems
+from livepatch.patch.walk import Definition, ModuleWalk, walk_source
 from livepatch.runtime.resolve import ResolveError, resolve_function, resolve_owner
 from livepatch.runtime.swap import MISSING, BindOp, CodeOp, StagedPatch, make_staged_patch
 from livepatch.runtime.swap_build import LiveBuilder, new_module
+from livepatch.runtime.verify import check_refusals
 
 __all__ = ["StagedPatch", "stage"]
 
-_KIND_FLAGS = (
-    0x20 | 0x80 | 0x100 | 0x200
-)  # CO_GENERATOR, CO_COROUTINE, CO_ITERABLE_COROUTINE, CO_ASYNC_GENERATOR
 
 # id(code) -> (weak reference to it, its fingerprint); an entry leaves when its code object dies
 _fingerprints: dict[int, tuple[weakref.ref[CodeType], str]] = {}
@@ -235,20 +232,9 @@ class _ModuleStager:
                 "the new source does not produce the code the patch names (corrupt patch)",
             )
         old_code = func.__code__
-        if old_code.co_freevars != new_code.co_freevars:
-            raise self.refuse(
-                change.qualname,
-                f"Cannot replace closure `{change.qualname}` because its free variables changed: "
-                f"{old_code.co_freevars} -> {new_code.co_freevars} (fix: keep the same free variables; "
-                "for a method, use super()/__class__ in both versions or in neither)",
-            )
-        if (old_code.co_flags & _KIND_FLAGS) != (new_code.co_flags & _KIND_FLAGS):
-            raise self.refuse(
-                change.qualname,
-                f"Cannot replace `{change.qualname}`: it would turn from {flavour(old_code.co_flags)} into "
-                f"{flavour(new_code.co_flags)}, and callers holding it expect the former "
-                "(fix: add a new function under another name and call that)",
-            )
+        problems = replacement_problems(change.qualname, old_code, new_code)
+        if problems:
+            raise self.refuse(change.qualname, str(problems[0]))
         if target.defaults or func.__defaults__ is not None or func.__kwdefaults__ is not None:
             owner = resolve_owner(self.module, where.owner)
             defaults, kwdefaults = self.build.new_defaults(
@@ -345,7 +331,7 @@ class _ModuleStager:
 
 def stage(spec: PatchSpec) -> StagedPatch:
     """Compile (unless `spec` carries compiled code), resolve, verify and prepare `spec` (see the module
-    docstring for the full contract).
+    docstring for what StagedPatch offers).
 
     Modules of the patch that this process has not imported have no live code to patch: they are skipped
     (listed in `StagedPatch.skipped_modules`; a later import reads them from disk), unless the patch adds
@@ -353,10 +339,7 @@ def stage(spec: PatchSpec) -> StagedPatch:
     is loaded is refused. Runs on the patcher thread while the server keeps running; changes nothing in
     the live program. Raises PatchRefused naming the first problem.
     """
-    if spec.refusals:
-        raise PatchRefused(
-            f"patch {spec.patch_id} was built with refusals; first: {spec.refusals[0]}"
-        )
+    check_refusals(spec)
     codes: list[CodeOp] = []
     binds: list[BindOp] = []
     modules: dict[str, ModuleType] = {}

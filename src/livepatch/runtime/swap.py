@@ -239,7 +239,7 @@ class _Core:
 
 
 class StagedPatch:
-    """A patch ready to swap: see the contract in livepatch.runtime.staging.
+    """A patch ready to swap: the operations are listed in livepatch.runtime.staging's docstring.
 
     Concurrency: transitions (swap_in, swap_out, begin_dispatch, end_dispatch, on this object or on its
     `reversed()`) are serialised by a lock and meant for one patcher thread; patched functions may be

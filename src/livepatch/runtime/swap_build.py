@@ -26,8 +26,8 @@ from typing import Any
 
 from livepatch.errors import PatchRefused
 from livepatch.patch.compiled import DefaultExpr, How, statement_code
-from livepatch.patch.diff_walk import Definition
 from livepatch.patch.model import ModulePatch
+from livepatch.patch.walk import Definition
 from livepatch.runtime.swap import MISSING, BindOp
 
 __all__ = ["LiveBuilder", "new_module"]

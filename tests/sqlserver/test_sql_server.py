@@ -173,3 +173,19 @@ def test_cancel_request_works_when_the_server_is_full(sql_factory, tmp_path, pol
         assert not t.is_alive(), "the long query was not cancelled"
         assert outcome and isinstance(outcome[0], psycopg.errors.QueryCanceled), outcome
         assert c.execute("select 3").fetchone() == (3,)
+
+
+def test_the_control_socket_may_live_in_a_data_directory_that_does_not_exist_yet(
+    sql_factory, tmp_path
+):
+    """`--dir data --livepatch-socket data/lp.sock` on a fresh directory (the README's example): the
+    data directory is created before the agent binds its socket inside it."""
+    data = tmp_path / "fresh" / "data"
+    server = sql_factory(
+        "--dir", str(data), "--livepatch-socket", str(data / "lp.sock"), "--allow-unsigned"
+    )
+    assert (data / "lp.sock").is_socket()
+    import psycopg
+
+    with psycopg.connect(server.dsn, connect_timeout=10) as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
