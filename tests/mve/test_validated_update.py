@@ -154,6 +154,13 @@ def test_correct_update_is_promoted_connections_survive_no_key_lost(
     assert not traffic.errors, traffic.errors[:5]
     # Every connection open before the update survived, with its session state, and sees PANG.
     assert raw(base, "PING") == b"PANG"
+    # The agent moved with the server: the control socket answers from the promoted process.
+    deadline = time.monotonic() + 30
+    status = livepatch_cli("status", "--socket", str(work_dir / "lp.sock"), "--json")
+    while status.returncode != 0 and time.monotonic() < deadline:
+        status = livepatch_cli("status", "--socket", str(work_dir / "lp.sock"), "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert json.loads(status.stdout)["pid"] in children(server.process.pid)
     half.sendall(b"ole\r\n")  # the rest of the request, to the new version
     assert half.recv(100) == b"+OK\r\n"
     assert base.get("half") == b"whole"
