@@ -159,7 +159,7 @@ def test_correct_update_is_promoted_connections_survive_no_key_lost(
     status = livepatch_cli("status", "--socket", str(work_dir / "lp.sock"), "--json")
     while status.returncode != 0 and time.monotonic() < deadline:
         status = livepatch_cli("status", "--socket", str(work_dir / "lp.sock"), "--json")
-    assert status.returncode == 0, status.stdout + status.stderr
+    assert status.returncode == 0, status.stdout + status.stderr + server.log()[-4000:]
     assert json.loads(status.stdout)["pid"] in children(server.process.pid)
     half.sendall(b"ole\r\n")  # the rest of the request, to the new version
     assert half.recv(100) == b"+OK\r\n"

@@ -49,6 +49,7 @@ from livepatch.mve.host import Host
 from livepatch.mve.rules import RuleSet
 
 log = logging.getLogger("livepatch.mve")
+_HELD_UNTIL_EXIT: list[socket.socket | None] = []
 
 
 @dataclass(frozen=True)
@@ -387,6 +388,10 @@ class Session:
                     self._finish_discard(verdict[0], verdict[1])
                     return
         if self.state == "promoted":
+            # The follower starts its agent when this end closes: only at our exit (exec closes it),
+            # after our agent stopped and freed the control socket's path, not when this Session is
+            # garbage-collected.
+            _HELD_UNTIL_EXIT.append(self._ctl)
             atexit.register(_become_waiter, self.pid)
             self._finish("promoted", "the new version serves every connection", None, uncovered)
         else:
