@@ -176,3 +176,51 @@ def r3(kv_shared: KVServer) -> redis.Redis:
     client: redis.Redis = kv_shared.client(protocol=3)
     client.flushall()
     return client
+
+
+@pytest.fixture(scope="module")
+def redis_reference() -> Iterator[Any]:
+    """The real redis-server (7.0) on a free port, in memory: the reference for differential tests."""
+    from lpbench.servers import RedisServer
+    from tests.conftest import free_port, require_tool
+
+    require_tool("redis-server")
+    with tempfile.TemporaryDirectory() as tmp:
+        server = RedisServer(free_port(), Path(tmp))
+        try:
+            server.start()
+            yield server
+        finally:
+            server.stop()
+
+
+def _differ(kv_shared: KVServer, redis_reference: Any, protocol: int) -> Any:
+    from tests.kvserver.redis_diff import Differ
+
+    kv = kv_shared.client(protocol=protocol)
+    ref = redis.Redis(
+        host=redis_reference.host,
+        port=redis_reference.port,
+        protocol=protocol,
+        socket_timeout=30,
+        retry=Retry(NoBackoff(), 0),
+    )
+    kv.flushall()
+    ref.flushall()
+    return Differ(kv, ref)
+
+
+@pytest.fixture
+def diff(kv_shared: KVServer, redis_reference: Any) -> Iterator[Any]:
+    """A Differ (tests/kvserver/redis_diff.py) on RESP2 clients, both servers flushed."""
+    d = _differ(kv_shared, redis_reference, 2)
+    yield d
+    d.ref.close()
+
+
+@pytest.fixture
+def diff3(kv_shared: KVServer, redis_reference: Any) -> Iterator[Any]:
+    """The same on RESP3 clients."""
+    d = _differ(kv_shared, redis_reference, 3)
+    yield d
+    d.ref.close()

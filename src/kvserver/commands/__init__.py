@@ -21,6 +21,13 @@ MODULES = (
     "lists",
     "sets",
     "zsets",
+    "zsetops",
+    "databases",
+    "sort",
+    "dump",
+    "functions",
+    "bitmaps",
+    "hyperloglog",
 )
 
 
