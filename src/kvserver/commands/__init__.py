@@ -28,6 +28,7 @@ MODULES = (
     "functions",
     "bitmaps",
     "hyperloglog",
+    "lcs",
 )
 
 
