@@ -181,8 +181,9 @@ def r3(kv_shared: KVServer) -> redis.Redis:
 @pytest.fixture(scope="module")
 def redis_reference() -> Iterator[Any]:
     """The real redis-server (7.0) on a free port, in memory: the reference for differential tests."""
-    from lpbench.servers import RedisServer
     from tests.conftest import free_port, require_tool
+
+    from lpbench.servers import RedisServer
 
     require_tool("redis-server")
     with tempfile.TemporaryDirectory() as tmp:

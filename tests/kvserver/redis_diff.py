@@ -83,7 +83,9 @@ class Differ:
             theirs = _normalise(step, run_raw(self.ref, args))
             replies.append(mine)
             if mine != theirs:
-                differences.append(f"{' '.join(map(str, args))}\n  kvserver: {mine!r}\n  redis:    {theirs!r}")
+                differences.append(
+                    f"{' '.join(map(str, args))}\n  kvserver: {mine!r}\n  redis:    {theirs!r}"
+                )
         assert not differences, "replies differ from redis-server:\n" + "\n".join(differences)
         return replies
 

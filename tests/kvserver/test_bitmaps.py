@@ -95,7 +95,21 @@ def test_bitfield(diff: Differ) -> None:
         ("BITFIELD", "bf", "OVERFLOW", "FAIL", "INCRBY", "i8", 0, 100, "GET", "i8", 0),
         ("BITFIELD", "bf", "SET", "u8", "#2", -1, "GET", "u8", 16),
         ("BITFIELD", "bf", "OVERFLOW", "SAT", "SET", "u8", "#3", -1, "SET", "i4", 3, 100),
-        ("BITFIELD", "bf", "SET", "i64", 8, -5, "GET", "i64", 8, "INCRBY", "i64", 8, -9223372036854775803),
+        (
+            "BITFIELD",
+            "bf",
+            "SET",
+            "i64",
+            8,
+            -5,
+            "GET",
+            "i64",
+            8,
+            "INCRBY",
+            "i64",
+            8,
+            -9223372036854775803,
+        ),
         ("BITFIELD", "bf", "SET", "u63", 1, 5, "INCRBY", "u63", 1, -6),
         ("GET", "bf"),
         ("BITFIELD", "bf"),
@@ -125,6 +139,8 @@ def test_bitfield(diff: Differ) -> None:
         op = rnd.choice(("SET", "INCRBY"))
         value = rnd.randint(-(2**63), 2**63 - 1) if rnd.random() < 0.3 else rnd.randint(-300, 300)
         overflow = rnd.choice(("WRAP", "SAT", "FAIL"))
-        steps.append(("BITFIELD", "rnd", "OVERFLOW", overflow, op, kind, offset, value, "GET", kind, offset))
+        steps.append(
+            ("BITFIELD", "rnd", "OVERFLOW", overflow, op, kind, offset, value, "GET", kind, offset)
+        )
     steps.append(("GET", "rnd"))
     diff.check(*steps)

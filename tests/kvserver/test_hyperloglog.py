@@ -10,7 +10,11 @@ from tests.kvserver.resp_helpers import raw
 
 
 def test_counts_equal_redis(diff: Differ) -> None:
-    steps: list[tuple[object, ...]] = [("PFADD", "empty"), ("PFCOUNT", "empty"), ("PFADD", "h", "a", "b", "c")]
+    steps: list[tuple[object, ...]] = [
+        ("PFADD", "empty"),
+        ("PFCOUNT", "empty"),
+        ("PFADD", "h", "a", "b", "c"),
+    ]
     steps += [("PFADD", "h", "a")]
     batch: list[object] = []
     for i in range(20000):
@@ -53,7 +57,9 @@ def test_values_are_exchangeable_with_redis(diff: Differ) -> None:
         expected = raw(diff.ref, "PFCOUNT", key)
         assert raw(diff.kv, "PFCOUNT", key + "_from_redis") == expected
         assert raw(diff.ref, "PFCOUNT", key + "_from_kv") == expected
-        assert raw(diff.kv, "PFADD", key + "_from_redis", "new-one") == raw(diff.ref, "PFADD", key, "new-one")
+        assert raw(diff.kv, "PFADD", key + "_from_redis", "new-one") == raw(
+            diff.ref, "PFADD", key, "new-one"
+        )
         assert raw(diff.kv, "PFCOUNT", key + "_from_redis") == raw(diff.ref, "PFCOUNT", key)
 
 

@@ -166,14 +166,18 @@ def test_dump_restore_round_trip(r: redis.Redis) -> None:
         assert 0 < r.pttl(key + "_copy") <= 5000
         corrupt = payload[:-1] + bytes([payload[-1] ^ 1])
         assert err(r, "RESTORE", "x", 0, corrupt) == "DUMP payload version or checksum are wrong"
-        assert err(r, "RESTORE", "x", 0, payload[:5]) == "DUMP payload version or checksum are wrong"
+        assert (
+            err(r, "RESTORE", "x", 0, payload[:5]) == "DUMP payload version or checksum are wrong"
+        )
     assert r.dump("nokey") is None
     payload = r.dump("str")
     assert raw(r, "RESTORE", "abs", 1000, payload, "ABSTTL") == b"OK"  # a time long past
     assert r.exists("abs") == 0
     assert raw(r, "RESTORE", "idle", 0, payload, "IDLETIME", 10, "FREQ", 5) == b"OK"
     assert err(r, "RESTORE", "x", -1, payload) == "Invalid TTL value, must be >= 0"
-    assert err(r, "RESTORE", "x", 0, payload, "IDLETIME", -1) == "Invalid IDLETIME value, must be >= 0"
+    assert (
+        err(r, "RESTORE", "x", 0, payload, "IDLETIME", -1) == "Invalid IDLETIME value, must be >= 0"
+    )
     assert err(r, "RESTORE", "x", 0, payload, "FREQ", 256) == (
         "Invalid FREQ value, must be >= 0 and <= 255"
     )

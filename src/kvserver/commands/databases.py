@@ -23,7 +23,9 @@ OUT_OF_RANGE = "ERR DB index is out of range"
 SAME_OBJECT = "ERR source and destination objects are the same"
 
 
-def _db_index(ctx: CommandContext, arg: bytes, error: str = "ERR value is not an integer or out of range") -> int:
+def _db_index(
+    ctx: CommandContext, arg: bytes, error: str = "ERR value is not an integer or out of range"
+) -> int:
     index = parse_int(arg, error)
     if index < 0 or index >= len(ctx.server.databases):
         raise CommandError(OUT_OF_RANGE)
@@ -108,7 +110,31 @@ def swapdb_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
 
 
 COMMANDS: list[Command] = [
-    command("COPY", copy_command, -3, "write", (1, 2, 1), "generic", summary="Copies the value of a key to a new key."),
-    command("MOVE", move_command, 3, "write fast", (1, 1, 1), "generic", summary="Moves a key to another database."),
-    command("SWAPDB", swapdb_command, 3, "write fast", (0, 0, 0), "server", summary="Swaps two Redis databases."),
+    command(
+        "COPY",
+        copy_command,
+        -3,
+        "write",
+        (1, 2, 1),
+        "generic",
+        summary="Copies the value of a key to a new key.",
+    ),
+    command(
+        "MOVE",
+        move_command,
+        3,
+        "write fast",
+        (1, 1, 1),
+        "generic",
+        summary="Moves a key to another database.",
+    ),
+    command(
+        "SWAPDB",
+        swapdb_command,
+        3,
+        "write fast",
+        (0, 0, 0),
+        "server",
+        summary="Swaps two Redis databases.",
+    ),
 ]

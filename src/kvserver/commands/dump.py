@@ -220,7 +220,9 @@ def object_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     if sub not in (b"ENCODING", b"FREQ", b"IDLETIME", b"REFCOUNT"):
         raise CommandError(_unknown_subcommand(argv[1], "OBJECT"))
     if len(argv) != 3:
-        raise CommandError(f"ERR wrong number of arguments for 'object|{sub.decode().lower()}' command")
+        raise CommandError(
+            f"ERR wrong number of arguments for 'object|{sub.decode().lower()}' command"
+        )
     value = ctx.db.lookup(argv[2], ctx.now_ms)
     if value is None:
         return None

@@ -38,7 +38,10 @@ def function_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
                 raise CommandError(f"ERR Unknown argument {rest[i].decode(errors='replace')}")
         return []
     if sub == b"STATS" and not rest:
-        return {b"running_script": None, b"engines": {b"LUA": {b"libraries_count": 0, b"functions_count": 0}}}
+        return {
+            b"running_script": None,
+            b"engines": {b"LUA": {b"libraries_count": 0, b"functions_count": 0}},
+        }
     if sub == b"HELP" and not rest:
         return [SimpleString("FUNCTION <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"),
                 SimpleString("FLUSH [ASYNC|SYNC]"), SimpleString("LIST [WITHCODE] [LIBRARYNAME <pattern>]"),

@@ -85,7 +85,7 @@ def pfmerge_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     merged = hll.empty_registers()
     dest_exists = False
     for key in argv[1:]:
-        value, regs = _load(ctx, key)
+        _value, regs = _load(ctx, key)
         if regs is None:
             continue
         if key == dest:

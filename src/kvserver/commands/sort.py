@@ -92,9 +92,7 @@ def _sort(ctx: CommandContext, argv: list[bytes], readonly: bool) -> Reply:
     value = ctx.db.lookup(key, ctx.now_ms)
     if value is None:
         elements: list[bytes] = []
-    elif type(value) is deque:
-        elements = list(value)
-    elif type(value) is set:
+    elif type(value) is deque or type(value) is set:
         elements = list(value)
     elif type(value) is SortedSet:
         elements = [m for m, _ in value]
@@ -134,10 +132,7 @@ def _sorted(
     ctx: CommandContext, elements: list[bytes], by: bytes | None, alpha: bool, desc: bool
 ) -> list[bytes]:
     weights: list[Any]
-    if by is not None:
-        weights = [_lookup_pattern(ctx, by, e) for e in elements]
-    else:
-        weights = list(elements)
+    weights = [_lookup_pattern(ctx, by, e) for e in elements] if by is not None else list(elements)
     if not alpha:
         numeric: list[float] = []
         for w in weights:

@@ -118,10 +118,10 @@ def _combine(
                         total = _aggregate(aggregate, total, weighted(x[member], w))
                     result[member] = total
     else:
-        for x, w in zip(inputs, weights, strict=True):
-            if not x:
+        for maybe, w in zip(inputs, weights, strict=True):
+            if not maybe:
                 continue
-            for member, score in x.items():
+            for member, score in maybe.items():
                 value = weighted(score, w)
                 old = result.get(member)
                 result[member] = value if old is None else _aggregate(aggregate, old, value)
@@ -300,22 +300,115 @@ def zmpop_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     return NULL_ARRAY
 
 
-def _row(name: str, handler: Any, arity: int, flags: str, keys: tuple[int, int, int], summary: str) -> Command:
+def _row(
+    name: str, handler: Any, arity: int, flags: str, keys: tuple[int, int, int], summary: str
+) -> Command:
     return command(name, handler, arity, flags, keys, "sorted-set", summary=summary)
 
 
 COMMANDS: list[Command] = [
-    _row("ZUNION", zunion_command, -3, "readonly", (0, 0, 0), "Returns the union of multiple sorted sets."),
-    _row("ZINTER", zinter_command, -3, "readonly", (0, 0, 0), "Returns the intersect of multiple sorted sets."),
-    _row("ZDIFF", zdiff_command, -3, "readonly", (0, 0, 0), "Returns the difference between multiple sorted sets."),
-    _row("ZUNIONSTORE", zunionstore_command, -4, "write", (1, 1, 1), "Stores the union of multiple sorted sets in a key."),
-    _row("ZINTERSTORE", zinterstore_command, -4, "write", (1, 1, 1), "Stores the intersect of multiple sorted sets in a key."),
-    _row("ZDIFFSTORE", zdiffstore_command, -4, "write", (1, 1, 1), "Stores the difference of multiple sorted sets in a key."),
-    _row("ZINTERCARD", zintercard_command, -3, "readonly", (0, 0, 0), "Returns the number of members of the intersect of multiple sorted sets."),
-    _row("ZRANGESTORE", zrangestore_command, -5, "write", (1, 2, 1), "Stores a range of members from sorted set in a key."),
-    _row("ZREMRANGEBYRANK", zremrangebyrank_command, 4, "write", (1, 1, 1), "Removes members in a sorted set within a range of indexes."),
-    _row("ZREMRANGEBYSCORE", zremrangebyscore_command, 4, "write", (1, 1, 1), "Removes members in a sorted set within a range of scores."),
-    _row("ZREMRANGEBYLEX", zremrangebylex_command, 4, "write", (1, 1, 1), "Removes members in a sorted set within a lexicographical range."),
-    _row("ZRANDMEMBER", zrandmember_command, -2, "readonly", (1, 1, 1), "Returns one or more random members from a sorted set."),
-    _row("ZMPOP", zmpop_command, -4, "write", (2, -1, 1), "Returns the highest- or lowest-scoring members from one or more sorted sets after removing them."),
+    _row(
+        "ZUNION",
+        zunion_command,
+        -3,
+        "readonly",
+        (0, 0, 0),
+        "Returns the union of multiple sorted sets.",
+    ),
+    _row(
+        "ZINTER",
+        zinter_command,
+        -3,
+        "readonly",
+        (0, 0, 0),
+        "Returns the intersect of multiple sorted sets.",
+    ),
+    _row(
+        "ZDIFF",
+        zdiff_command,
+        -3,
+        "readonly",
+        (0, 0, 0),
+        "Returns the difference between multiple sorted sets.",
+    ),
+    _row(
+        "ZUNIONSTORE",
+        zunionstore_command,
+        -4,
+        "write",
+        (1, 1, 1),
+        "Stores the union of multiple sorted sets in a key.",
+    ),
+    _row(
+        "ZINTERSTORE",
+        zinterstore_command,
+        -4,
+        "write",
+        (1, 1, 1),
+        "Stores the intersect of multiple sorted sets in a key.",
+    ),
+    _row(
+        "ZDIFFSTORE",
+        zdiffstore_command,
+        -4,
+        "write",
+        (1, 1, 1),
+        "Stores the difference of multiple sorted sets in a key.",
+    ),
+    _row(
+        "ZINTERCARD",
+        zintercard_command,
+        -3,
+        "readonly",
+        (0, 0, 0),
+        "Returns the number of members of the intersect of multiple sorted sets.",
+    ),
+    _row(
+        "ZRANGESTORE",
+        zrangestore_command,
+        -5,
+        "write",
+        (1, 2, 1),
+        "Stores a range of members from sorted set in a key.",
+    ),
+    _row(
+        "ZREMRANGEBYRANK",
+        zremrangebyrank_command,
+        4,
+        "write",
+        (1, 1, 1),
+        "Removes members in a sorted set within a range of indexes.",
+    ),
+    _row(
+        "ZREMRANGEBYSCORE",
+        zremrangebyscore_command,
+        4,
+        "write",
+        (1, 1, 1),
+        "Removes members in a sorted set within a range of scores.",
+    ),
+    _row(
+        "ZREMRANGEBYLEX",
+        zremrangebylex_command,
+        4,
+        "write",
+        (1, 1, 1),
+        "Removes members in a sorted set within a lexicographical range.",
+    ),
+    _row(
+        "ZRANDMEMBER",
+        zrandmember_command,
+        -2,
+        "readonly",
+        (1, 1, 1),
+        "Returns one or more random members from a sorted set.",
+    ),
+    _row(
+        "ZMPOP",
+        zmpop_command,
+        -4,
+        "write",
+        (2, -1, 1),
+        "Returns the highest- or lowest-scoring members from one or more sorted sets after removing them.",
+    ),
 ]

@@ -190,4 +190,4 @@ def count(regs: bytearray) -> int:
         z += histogram.get(j, 0)
         z *= 0.5
     z += m * _sigma(histogram.get(0, 0) / m)
-    return int(math.floor(ALPHA_INF * m * m / z + 0.5))
+    return math.floor(ALPHA_INF * m * m / z + 0.5)
