@@ -4,6 +4,9 @@ kvserver differs by design (its DUMP payload format, memory figures)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import redis
 from tests.kvserver.redis_diff import Differ, Unordered
 from tests.kvserver.resp_helpers import err, raw
@@ -240,3 +243,63 @@ def test_function_flush_and_list(diff: Differ) -> None:
         ("FUNCTION", "LIST", "LIBRARYNAME", "x*"),
         ("FUNCTION", "NOPE"),
     )
+
+
+def _state(server: Any) -> dict[int, dict[bytes, Any]]:
+    """Every key of databases 0-2 with its type, contents and whether it has a TTL."""
+    out: dict[int, dict[bytes, Any]] = {}
+    for db in range(3):
+        c = server.client(db=db)
+        snapshot: dict[bytes, Any] = {}
+        for key in c.keys("*"):
+            kind = c.type(key)
+            if kind == b"string":
+                value: Any = c.get(key)
+            elif kind == b"list":
+                value = c.lrange(key, 0, -1)
+            elif kind == b"set":
+                value = sorted(c.smembers(key))
+            elif kind == b"zset":
+                value = c.zrange(key, 0, -1, withscores=True)
+            else:
+                value = c.hgetall(key)
+            snapshot[key] = (kind, value, c.pttl(key) > 0)
+        out[db] = snapshot
+    return out
+
+
+def test_new_writes_replay_from_the_aof(kv_factory: Any, tmp_path: Path) -> None:
+    """Every new write command, logged and replayed after kill -9, rebuilds the same keyspace."""
+    data = tmp_path / "data"
+    srv = kv_factory("--dir", str(data), "--appendfsync", "always", "--save", "")
+    r = srv.client()
+    r.zadd("a", {"x": 1, "y": 2.5, "z": 3})
+    r.zadd("b", {"y": 10, "w": 1})
+    r.zunionstore("u", ["a", "b"], aggregate="MAX")
+    r.zinterstore("i", {"a": 2, "b": 1})
+    r.execute_command("ZDIFFSTORE", "d", 2, "a", "b")
+    r.execute_command("ZRANGESTORE", "rs", "a", 0, 1)
+    r.execute_command("ZMPOP", 1, "rs", "MIN")
+    r.zremrangebyscore("u", 2, 3)
+    r.rpush("l", 3, 1, 2, 5, 4)
+    r.execute_command("LMPOP", 1, "l", "RIGHT", "COUNT", 2)
+    r.sort("l", store="sorted")
+    r.set("counter", 10, px=500_000)
+    r.copy("counter", "copied", destination_db=2)
+    r.copy("l", "l2")
+    r.move("l2", 1)
+    r.execute_command("SWAPDB", 1, 2)
+    r.setbit("bits", 77, 1)
+    r.bitop("NOT", "notbits", "bits")
+    r.execute_command("BITFIELD", "bf", "SET", "i8", 0, -3, "INCRBY", "u4", 9, 7)
+    r.pfadd("hll", *[f"e{i}" for i in range(100)])
+    r.pfmerge("hll2", "hll")
+    r.restore("restored", 0, r.dump("a"))
+    r.restore("restored_ttl", 400_000, r.dump("l"))
+    r.execute_command("SPOP", "nokey")
+    before = _state(srv)
+    assert before[1][b"copied"][2] is True  # copied to db 2 with its TTL, then SWAPDB 1 2
+    assert b"l2" in before[2]
+    srv.kill()
+    srv2 = kv_factory("--dir", str(data), "--appendfsync", "always", "--save", "")
+    assert _state(srv2) == before
