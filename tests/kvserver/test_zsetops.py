@@ -184,3 +184,27 @@ def test_store_invalidates_watch_and_survives_restart_of_client(r: redis.Redis) 
             raise AssertionError("EXEC should have been aborted by the WATCHed destination")
         except redis.WatchError:
             pass
+
+
+def test_bylex_on_mixed_scores_walks_like_redis(diff: Differ) -> None:
+    """Redis leaves BYLEX on mixed scores unspecified but answers deterministically (its walk)."""
+    steps: list[tuple[object, ...]] = [("ZADD", "z", 1, "a", 2, "b", 3, "c", 4, "d")]
+    steps += [("ZADD", "m", 1, "d", 2, "b", 3, "c", 4, "a", 5, "e")]
+    for key in ("z", "m"):
+        for lo, hi in (
+            ("[b", "[c"),
+            ("-", "+"),
+            ("(a", "[d"),
+            ("[c", "[b"),
+            ("[e", "+"),
+            ("-", "(b"),
+        ):
+            steps += [
+                ("ZRANGE", key, lo, hi, "BYLEX"),
+                ("ZRANGE", key, hi, lo, "BYLEX", "REV"),
+                ("ZRANGEBYLEX", key, lo, hi, "LIMIT", 1, 1),
+                ("ZLEXCOUNT", key, lo, hi),
+                ("ZRANGESTORE", "dst", key, lo, hi, "BYLEX"),
+            ]
+    steps += [("ZREMRANGEBYLEX", "m", "[b", "[c"), ("ZRANGE", "m", 0, -1)]
+    diff.check(*steps)
