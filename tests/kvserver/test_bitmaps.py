@@ -42,7 +42,7 @@ def test_bitcount_bitpos(diff: Differ) -> None:
     steps: list[tuple[object, ...]] = []
     for key in ("s", "z", "f", "m", "nokey"):
         steps += [("BITCOUNT", key), ("BITPOS", key, 1), ("BITPOS", key, 0)]
-        for start, end in ((0, 0), (1, 1), (1, -1), (-2, -1), (5, 2), (-100, 100), (0, -100)):
+        for start, end in ((0, 0), (1, 1), (1, -1), (-2, -1), (5, 2), (-100, 100), (0, -100), (-1, -2), (-6, -7)):
             steps += [
                 ("BITCOUNT", key, start, end),
                 ("BITCOUNT", key, start, end, "BIT"),
@@ -55,6 +55,11 @@ def test_bitcount_bitpos(diff: Differ) -> None:
                 ("BITPOS", key, 1, start),
             ]
     steps += [
+        ("SET", "x4", "xxxx"),
+        ("BITCOUNT", "x4", -6, -7),
+        ("BITCOUNT", "x4", -6, -15, "BIT"),
+        ("BITPOS", "x4", 1, -6, -7),
+        ("BITPOS", "x4", 0, -6, -15, "BIT"),
         ("BITCOUNT", "s", 0),
         ("BITCOUNT", "s", 0, 1, "FOO"),
         ("BITCOUNT", "s", "x", 1),

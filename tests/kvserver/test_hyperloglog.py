@@ -47,6 +47,7 @@ def test_counts_equal_redis(diff: Differ) -> None:
 def test_values_are_exchangeable_with_redis(diff: Differ) -> None:
     diff.check(("PFADD", "small", *[f"s{i}" for i in range(50)]))  # Redis keeps this one sparse
     diff.check(("PFADD", "big", *[f"b{i}" for i in range(5000)]))  # and this one dense
+    diff.check(("PFCOUNT", "small"), ("PFADD", "small", "one-more"), ("GET", "small"))
     for key in ("small", "big"):
         theirs = raw(diff.ref, "GET", key)
         assert isinstance(theirs, bytes)

@@ -70,7 +70,11 @@ def setbit_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
         buf[index] |= mask
     else:
         buf[index] &= ~mask & 0xFF
-    _save(ctx, argv[1], old, bytes(buf))
+    new = bytes(buf)
+    if new == old:
+        ctx.no_propagation()  # nothing changed: not a change for the AOF, the dirty count or WATCH
+    else:
+        _save(ctx, argv[1], old, new)
     return previous
 
 
@@ -83,7 +87,9 @@ def getbit_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     return 1 if value[index] & (0x80 >> (offset & 7)) else 0
 
 
-def _range(argv: list[bytes], first: int, total_bytes: int) -> tuple[int, int, bool] | None:
+def _range(
+    argv: list[bytes], first: int, total_bytes: int, bitcount: bool = False
+) -> tuple[int, int, bool] | None:
     """Redis's start/end [BYTE|BIT] normalisation: (first bit, last bit, end given) or None if empty."""
     start, end = 0, total_bytes * 8 - 1
     end_given = False
@@ -103,6 +109,8 @@ def _range(argv: list[bytes], first: int, total_bytes: int) -> tuple[int, int, b
         else:
             end = -1
         total = total_bytes * 8 if is_bit else total_bytes
+        if bitcount and start < 0 and end < 0 and start > end:
+            return None  # Redis 7.0.15's BITCOUNT (not BITPOS): an inverted negative range is empty
         if start < 0:
             start += total
         if end < 0:
@@ -137,7 +145,7 @@ def bitcount_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
             parse_int(argv[2])
             parse_int(argv[3])
         return 0
-    window = _range(argv, 2, len(value))
+    window = _range(argv, 2, len(value), bitcount=True)
     if window is None:
         return 0
     x, _ = _bits(value, window[0], window[1])
@@ -312,7 +320,11 @@ def _bitfield(ctx: CommandContext, argv: list[bytes], readonly: bool) -> Reply:
             continue
         _write(buf, f.offset, f.bits, fitted)
         out.append(reply)
-    _save(ctx, key, old, bytes(buf))
+    new = bytes(buf)
+    if new == old:
+        ctx.no_propagation()
+    else:
+        _save(ctx, key, old, new)
     return out
 
 

@@ -38,6 +38,14 @@ def _load(ctx: CommandContext, key: bytes) -> tuple[bytes | None, bytearray | No
     return value, _registers(value)
 
 
+def _sparse_max(ctx: CommandContext) -> int:
+    """hll-sparse-max-bytes as set by CONFIG SET (an otherwise unknown parameter), default 3000."""
+    raw = ctx.server.config.extra.get("hll-sparse-max-bytes")
+    if raw is not None and raw.isdigit():
+        return int(raw)
+    return hll.SPARSE_MAX_BYTES
+
+
 def pfadd_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     key = argv[1]
     old, regs = _load(ctx, key)
@@ -53,7 +61,10 @@ def pfadd_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     if not (created or changed):
         ctx.no_propagation()
         return 0
-    new = hll.encode(regs)
+    new = hll.encode(
+        regs, dense=old is not None and hll.is_dense(old), sparse_max_bytes=_sparse_max(ctx)
+    )
+    new = hll.keep_stale_cache(new, old)
     if old is None:
         ctx.db.store(key, new)
     else:
@@ -70,7 +81,10 @@ def pfcount_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
         if cached is not None:
             return cached
         result = hll.count(regs)
-        ctx.db.replace(argv[1], hll.encode(regs, result))
+        refreshed = hll.encode(
+            regs, result, dense=hll.is_dense(value), sparse_max_bytes=_sparse_max(ctx)
+        )
+        ctx.db.replace(argv[1], refreshed)
         return result
     merged = hll.empty_registers()
     for key in argv[1:]:

@@ -4,10 +4,11 @@ PFCOUNT gives Redis's exact numbers for the same elements, not merely numbers wi
 * Hash: MurmurHash64A with seed 0xadc83b19; the low 14 bits pick one of 16384 registers, the register
   keeps the longest run of zeros (+1) seen in the remaining 50 bits (capped at 51).
 * Estimator: Otmar Ertl's improved raw estimate (hllTau / hllSigma), Redis's hllCount.
-* Stored value: a Redis *dense* HLL string ("HYLL", encoding 0, cached cardinality in bytes 8..15 with
-  the top bit of byte 15 meaning "stale", then 16384 6-bit registers packed little-endian, 12304 bytes).
-  GET returns a value redis-server itself accepts. Sparse HLLs written by Redis (encoding 1) are read
-  too; kvserver always writes dense (Redis promotes to dense past 3000 bytes; results are the same).
+* Stored value: a Redis HLL string ("HYLL", the encoding byte, the cached cardinality in bytes 8..15
+  with the top bit of byte 15 meaning "stale"), then either Redis's *sparse* opcodes (ZERO, XZERO,
+  VAL runs) while they fit in hll-sparse-max-bytes (3000) and no register exceeds 32, or the *dense*
+  16384 6-bit registers packed little-endian (12304 bytes). Like Redis, a dense HLL never goes back
+  to sparse. GET returns a value redis-server itself accepts, and Redis's HLLs are read here.
 
 Cost: PFADD hashes in Python (~microseconds per element); PFCOUNT unpacks 16384 registers (a few ms)
 unless the cached cardinality is fresh.
@@ -128,13 +129,64 @@ def _decode_sparse(data: bytes) -> bytearray:
     return regs
 
 
-def encode(regs: bytearray, cached: int | None = None) -> bytes:
-    """A dense HLL string; `cached` is the cardinality to store as fresh (None: marked stale)."""
-    header = bytearray(MAGIC + b"\x00\x00\x00\x00")
+SPARSE_MAX_BYTES = 3000  # Redis's hll-sparse-max-bytes default
+_SPARSE_VAL_MAX = 32  # a VAL opcode holds values 1..32
+
+
+def _header(encoding: int, cached: int | None) -> bytearray:
+    header = bytearray(MAGIC + bytes([encoding, 0, 0, 0]))
     if cached is None:
         header += b"\x00" * 7 + b"\x80"
     else:
         header += cached.to_bytes(8, "little")
+    return header
+
+
+def _sparse_body(regs: bytearray, limit: int) -> bytes | None:
+    """Redis's sparse opcodes for `regs`, None if a register exceeds 32 or the HLL exceeds `limit`."""
+    out = bytearray()
+    i = 0
+    while i < REGISTERS:
+        value = regs[i]
+        j = i + 1
+        while j < REGISTERS and regs[j] == value:
+            j += 1
+        run = j - i
+        i = j
+        if value == 0:
+            while run:
+                if run > 64:
+                    chunk = min(run, 16384)
+                    out += bytes([0x40 | ((chunk - 1) >> 8), (chunk - 1) & 0xFF])
+                else:
+                    chunk = run
+                    out.append(chunk - 1)
+                run -= chunk
+        else:
+            if value > _SPARSE_VAL_MAX:
+                return None
+            while run:
+                chunk = min(run, 4)
+                out.append(0x80 | ((value - 1) << 2) | (chunk - 1))
+                run -= chunk
+        if len(out) + 16 > limit:
+            return None
+    return bytes(out)
+
+
+def encode(
+    regs: bytearray,
+    cached: int | None = None,
+    dense: bool = False,
+    sparse_max_bytes: int = SPARSE_MAX_BYTES,
+) -> bytes:
+    """An HLL string: sparse like Redis while it fits in `sparse_max_bytes` and every register is at
+    most 32 (unless `dense`, e.g. the value already was: Redis never goes back), else dense.
+    `cached` is the cardinality to store as fresh (None: marked stale)."""
+    if not dense:
+        body = _sparse_body(regs, sparse_max_bytes)
+        if body is not None:
+            return bytes(_header(1, cached)) + body
     out = bytearray(DENSE_SIZE - 16)
     j = 0
     for i in range(0, REGISTERS, 4):
@@ -143,7 +195,21 @@ def encode(regs: bytearray, cached: int | None = None) -> bytes:
         out[j + 1] = (word >> 8) & 0xFF
         out[j + 2] = word >> 16
         j += 3
-    return bytes(header + out)
+    return bytes(_header(0, cached) + out)
+
+
+def keep_stale_cache(new: bytes, old: bytes | None) -> bytes:
+    """`new` with the old value's cached-cardinality bytes, marked stale (Redis's HLL_INVALIDATE_CACHE
+    only sets the top bit, so the header stays byte-identical to Redis's)."""
+    if old is None:
+        return new
+    card = bytearray(old[8:16])
+    card[7] |= 0x80
+    return new[:8] + bytes(card) + new[16:]
+
+
+def is_dense(value: bytes) -> bool:
+    return value[4] == 0
 
 
 def cached_count(value: bytes) -> int | None:
