@@ -42,7 +42,17 @@ def test_bitcount_bitpos(diff: Differ) -> None:
     steps: list[tuple[object, ...]] = []
     for key in ("s", "z", "f", "m", "nokey"):
         steps += [("BITCOUNT", key), ("BITPOS", key, 1), ("BITPOS", key, 0)]
-        for start, end in ((0, 0), (1, 1), (1, -1), (-2, -1), (5, 2), (-100, 100), (0, -100), (-1, -2), (-6, -7)):
+        for start, end in (
+            (0, 0),
+            (1, 1),
+            (1, -1),
+            (-2, -1),
+            (5, 2),
+            (-100, 100),
+            (0, -100),
+            (-1, -2),
+            (-6, -7),
+        ):
             steps += [
                 ("BITCOUNT", key, start, end),
                 ("BITCOUNT", key, start, end, "BIT"),
