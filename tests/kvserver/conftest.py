@@ -6,6 +6,9 @@
         srv = kv_factory("--dir", str(tmp_path), "--appendfsync", "always")
         srv.kill()                               # SIGKILL (crash); srv.stop() is SIGTERM
 
+    def test_z(diff):                             # the same commands against kvserver and redis-server
+        diff.check(("ZADD", "z", 1, "a"), ...)    # (tests/kvserver/redis_diff.py; diff3: RESP3)
+
 The server is started as `python -m kvserver --port 0 ...`; the fixture waits for its readiness line
 ("kvserver ready on HOST:PORT", which also tells the port the kernel picked): no sleeps, no port races.
 Every started process is stopped at teardown (SIGTERM, then SIGKILL), also when the test fails.
