@@ -5,7 +5,11 @@
   patch produced either, so it counts against the goal; `accepted_of_code_pct` leaves them out);
 - per refusal kind: the commits with at least one refusal of that kind, and `sole`: those whose only
   refusal kind it is, i.e. the commits that widening this one rule would turn into patches. `sole`
-  is what tells which rule to widen first.
+  is what tells which rule to widen first;
+- `widening`: the refusal kinds in the order that turns the most refused commits into patches (greedy:
+  each step adds the kind that unlocks the most further commits, a commit being unlocked when all its
+  refusal kinds are widened), with the accepted % each step would reach. An upper bound: it assumes
+  every refusal of a widened kind becomes patchable.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class Summary:
     outcomes: dict[str, int]
     refusals: list[KindCount]  # most commits first
     errors: list[KindCount]  # by error kind
+    widening: list[tuple[str, float]]  # (kind, accepted % once it and those before it are widened)
 
     @property
     def changing(self) -> int:
@@ -71,6 +76,7 @@ class Summary:
             "accepted_of_code_changes_pct": self.accepted_of_code_pct,
             "refusals_by_kind": kinds(self.refusals),
             "errors_by_kind": kinds(self.errors),
+            "widening": [{"kind": k, "accepted_pct": pct} for k, pct in self.widening],
         }
 
 
@@ -98,4 +104,31 @@ def summarise(results: list[CommitResult]) -> Summary:
             out.append(KindCount(kind, len(rs), sole, first.sha, reason))
         return sorted(out, key=lambda k: (-k.commits, -k.sole, k.kind))
 
-    return Summary(len(results), outcomes, counts(refusals, True), counts(errors, False))
+    accepted = outcomes[Outcome.ACCEPTED.value]
+    changing = len(results) - outcomes[Outcome.SKIPPED.value]
+    return Summary(
+        len(results),
+        outcomes,
+        counts(refusals, True),
+        counts(errors, False),
+        _widening([set(r.refusal_kinds) for r in results if r.refusals], accepted, changing),
+    )
+
+
+def _widening(blocked: list[set[str]], accepted: int, changing: int) -> list[tuple[str, float]]:
+    widened: set[str] = set()
+    steps = []
+    while blocked:
+        gains = {
+            kind: (
+                sum(1 for b in blocked if b <= widened | {kind}),  # commits it unlocks now
+                sum(1 for b in blocked if kind in b),  # tie-break: commits it is part of
+            )
+            for kind in sorted({k for b in blocked for k in b})
+        }
+        best = max(gains, key=lambda k: gains[k])
+        widened.add(best)
+        accepted += gains[best][0]
+        blocked = [b for b in blocked if not b <= widened]
+        steps.append((best, round(100.0 * accepted / changing, 1) if changing else 0.0))
+    return steps
