@@ -242,14 +242,21 @@ def test_a_commit_over_max_lines_is_reported_as_too_large(repo: Path) -> None:
     assert "accepted: 0% of the commits changing the package" in proc.stdout
 
 
-def test_src_layout_with_paths(tmp_path: Path) -> None:
+def test_moving_the_package_to_src_is_empty_and_paths_pins_the_layout(tmp_path: Path) -> None:
     root = tmp_path / "src-repo"
     root.mkdir()
     git(root, "init", "-q", "-b", "main")
-    commit(root, "initial", {"src/shop/__init__.py": "", "src/shop/cart.py": CART})
-    commit(root, "fix", {"src/shop/cart.py": CART.replace("sum(items)", "sum(items) + 1")})
+    commit(root, "initial", {"shop/__init__.py": "", "shop/cart.py": CART})
+    (root / "src").mkdir()
+    git(root, "mv", "shop", "src/shop")
+    git(root, "commit", "-q", "-m", "move to src")
+    commit(root, "fix", {"src/shop/cart.py": FIXED})
+    # a move is a rename: 0 lines changed (not too-large), the same code (empty)
+    doc = run_json("--git", str(root), "..main", "--package", "shop", "--max-lines", "2")
+    assert [c["outcome"] for c in doc["commits"]] == ["skipped", "empty", "accepted"]
     doc = run_json("--git", str(root), "..main", "--package", "shop", "--paths", "src")
-    assert [c["outcome"] for c in doc["commits"]] == ["skipped", "accepted"]
+    assert [c["outcome"] for c in doc["commits"]] == ["skipped", "skipped", "accepted"]
+    assert doc["commits"][1]["reason"] == "creates the package (absent at the parent)"
     proc = cli("--git", str(root), "..main", "--package", "shop", "--paths", "lib")
     assert proc.returncode == 1 and "no package shop" in proc.stderr and "--paths" in proc.stderr
 

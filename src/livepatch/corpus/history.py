@@ -37,7 +37,8 @@ class Commit:
 @dataclass(frozen=True)
 class FileChange:
     path: str  # repository-relative, POSIX
-    lines: int  # added + deleted lines (0 for a binary file)
+    lines: int  # added + deleted lines (0 for a binary file or a pure rename)
+    old_path: str | None = None  # where a renamed file came from
 
 
 def git(repo: Path, *args: str, timeout: float = GIT_TIMEOUT_S) -> bytes:
@@ -109,15 +110,22 @@ def first_parent_commits(repo: Path, old: str | None, new: str) -> list[Commit]:
 
 
 def changed_files(repo: Path, parent: str, sha: str) -> list[FileChange]:
-    """What SHA changes against PARENT (renames as a deletion plus an addition)."""
-    out = git(repo, "diff-tree", "-r", "--no-renames", "--numstat", "-z", parent, sha)
+    """What SHA changes against PARENT. Renames are detected (-M) so that moving a package (to src/,
+    say) counts the lines that changed, not every line of every file moved."""
+    out = git(repo, "diff-tree", "-r", "-M", "--numstat", "-z", parent, sha)
+    # -z numstat: "ADDED\tDELETED\tPATH\0", or for a rename "ADDED\tDELETED\t\0OLD\0NEW\0"
+    tokens = iter(out.decode("utf-8", "replace").split("\0"))
     changes = []
-    for entry in out.decode("utf-8", "replace").split("\0"):
+    for entry in tokens:
         if not entry:
             continue
         added, deleted, path = entry.split("\t", 2)
         lines = (int(added) if added.isdigit() else 0) + (int(deleted) if deleted.isdigit() else 0)
-        changes.append(FileChange(path, lines))
+        if path:
+            changes.append(FileChange(path, lines))
+        else:
+            old_path, new_path = next(tokens, ""), next(tokens, "")
+            changes.append(FileChange(new_path, lines, old_path))
     return changes
 
 
@@ -141,16 +149,14 @@ def code_changes(
 ) -> list[FileChange]:
     """The changes to the package's code: `.py` files below PKG under one of ROOTS, tests excluded."""
     dirs = [package_dir(r, package) for r in roots]
-    out = []
-    for change in changes:
-        path = PurePosixPath(change.path)
-        if path.suffix != ".py":
-            continue
-        for d in dirs:
-            if path.is_relative_to(d) and not is_test_module(path.relative_to(d)):
-                out.append(change)
-                break
-    return out
+
+    def is_code(name: str | None) -> bool:
+        path = PurePosixPath(name or "")
+        return path.suffix == ".py" and any(
+            path.is_relative_to(d) and not is_test_module(path.relative_to(d)) for d in dirs
+        )
+
+    return [c for c in changes if is_code(c.path) or is_code(c.old_path)]
 
 
 def package_root(repo: Path, rev: str, package: str, roots: tuple[str, ...]) -> str | None:
