@@ -77,6 +77,8 @@ def markdown(name: str, argv: list[str], doc: dict[str, Any]) -> str:
         shlex.join(argv),
         "```",
         "",
+        f"Range {doc['range']} resolved to {(doc['range_commits'][0] or 'the root')[:12]}.."
+        f"{doc['range_commits'][1][:12]}. "
         f"{s['commits_seen']} first-parent commits seen, {changing} change the package's code: "
         f"**{o['accepted']} accepted ({s['accepted_pct']}%)**, {o['refused']} refused, "
         f"{o['empty']} empty, {o['error']} errors; accepted among the {changing - o['empty']} "

@@ -172,6 +172,7 @@ def test_every_outcome_on_a_real_history(whole: tuple[dict[str, Any], Path]) -> 
     assert merge["outcome"] == "accepted"
     assert [f["qualname"] for f in merge["functions"]] == ["Cart.count"]
     assert commits["initial"]["outcome"] == "skipped"
+    assert doc["range_commits"] == [None, merge["sha"]]
 
     summary = doc["summary"]
     assert summary["commits_seen"] == 8

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from livepatch.corpus import walk
-from livepatch.corpus.classify import DEFAULT_TIMEOUT_S, CommitResult, Outcome
+from livepatch.corpus.classify import DEFAULT_TIMEOUT_S, Outcome
 from livepatch.corpus.history import CorpusError
 from livepatch.corpus.summary import KindCount, Summary, summarise
 from livepatch.patch.safetext import printable
@@ -117,16 +117,14 @@ def corpus_command(
     )
     try:
         if as_json or not _err.is_terminal:
-            results = walk.run(opts)
+            done = walk.run(opts)
         else:
             with _err.status("reading the history") as status:
-                results = walk.run(
-                    opts, lambda done, total: status.update(f"commit {done}/{total}")
-                )
+                done = walk.run(opts, lambda n, total: status.update(f"commit {n}/{total}"))
     except CorpusError as exc:
         raise click.ClickException(str(exc)) from exc
-    summary = summarise(results)
-    doc = _document(opts, summary, results)
+    summary = summarise(done.results)
+    doc = _document(opts, summary, done)
     if out is not None:
         (out / "corpus.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     if as_json:
@@ -137,17 +135,16 @@ def corpus_command(
         _out.print(_table(opts, summary))
 
 
-def _document(
-    opts: walk.CorpusOptions, summary: Summary, results: list[CommitResult]
-) -> dict[str, Any]:
+def _document(opts: walk.CorpusOptions, summary: Summary, done: walk.CorpusRun) -> dict[str, Any]:
     return {
         "ok": True,
         "repo": str(opts.repo),
         "range": opts.range,
+        "range_commits": [done.old, done.new],  # the range as resolved when the corpus ran
         "package": opts.package,
         "paths": opts.paths,
         "summary": summary.to_dict(),
-        "commits": [r.to_dict() for r in results],
+        "commits": [r.to_dict() for r in done.results],
     }
 
 

@@ -75,10 +75,15 @@ def check(opts: CorpusOptions) -> tuple[str | None, str, tuple[str, ...]]:
     return old, new, roots
 
 
-def run(
-    opts: CorpusOptions, progress: Callable[[int, int], None] | None = None
-) -> list[CommitResult]:
-    """One result per commit seen, oldest first. PROGRESS(done, total) after each commit."""
+@dataclass(frozen=True)
+class CorpusRun:
+    old: str | None  # the range, resolved to commits (None: from the root)
+    new: str
+    results: list[CommitResult]  # one per commit seen, oldest first
+
+
+def run(opts: CorpusOptions, progress: Callable[[int, int], None] | None = None) -> CorpusRun:
+    """Walk the range; PROGRESS(done, total) after each commit. Call from one thread."""
     old, new, roots = check(opts)
     seen: list[tuple[history.Commit, list[history.FileChange] | None]] = []
     changing = 0
@@ -101,7 +106,7 @@ def run(
             results.append(result)
             if progress is not None:
                 progress(i + 1, len(seen))
-    return results
+    return CorpusRun(old, new, results)
 
 
 def _version(
