@@ -284,8 +284,10 @@ def test_bad_input_is_a_clear_error_with_exit_1(
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_bad_input_with_json_is_a_json_error(tmp_path: Path) -> None:
-    proc = cli("--git", str(tmp_path), "..HEAD", "--package", "shop", "--json")
+def test_bad_input_with_json_is_a_json_error_and_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = cli("--git", str(tmp_path), "..HEAD", "--package", "shop", "--json", "--out", str(out))
     assert proc.returncode == 1
     doc = json.loads(proc.stdout)
     assert doc["ok"] is False and "is not a git repository" in doc["error"]
+    assert not out.exists()

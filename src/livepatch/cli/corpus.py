@@ -98,13 +98,6 @@ def corpus_command(
     out: Path | None,
     as_json: bool,
 ) -> None:
-    patches = None
-    if out is not None:
-        patches = out / "patches"
-        try:
-            patches.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise click.ClickException(f"cannot create --out {out}: {exc.strerror}") from exc
     opts = walk.CorpusOptions(
         repo=Path(git[0]),
         range=git[1],
@@ -113,8 +106,16 @@ def corpus_command(
         limit=limit,
         timeout=timeout,
         max_lines=max_lines,
-        out=patches,
+        out=out / "patches" if out is not None else None,
     )
+    try:
+        walk.check(opts)  # bad input is reported before anything is written
+        if opts.out is not None:
+            opts.out.mkdir(parents=True, exist_ok=True)
+    except CorpusError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except OSError as exc:
+        raise click.ClickException(f"cannot create --out {out}: {exc.strerror}") from exc
     try:
         if as_json or not _err.is_terminal:
             done = walk.run(opts)
@@ -126,7 +127,13 @@ def corpus_command(
     summary = summarise(done.results)
     doc = _document(opts, summary, done)
     if out is not None:
-        (out / "corpus.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        try:
+            (out / "corpus.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot write {out / 'corpus.json'}: {exc.strerror}"
+            ) from exc
+
     if as_json:
         click.echo(json.dumps(doc, indent=2, sort_keys=True))
     else:

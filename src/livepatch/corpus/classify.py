@@ -44,6 +44,10 @@ class ErrorKind(enum.StrEnum):
     MEMORY = "memory"
     TOO_LARGE = "too-large"  # over the corpus's or the differ's size limits
     UNREADABLE = "unreadable"  # a module is not UTF-8, git failed
+    INTERNAL = (
+        "internal"  # anything else raised in the child (CPython's compile() raises SystemError
+    )
+    # instead of MemoryError when it runs out of memory at some points)
 
 
 @dataclass
@@ -169,7 +173,7 @@ def _child(
     except Exception as exc:  # e.g. writing the patch file: one commit's error, reported
         fields = {
             "outcome": Outcome.ERROR,
-            "error_kind": ErrorKind.UNREADABLE,
+            "error_kind": ErrorKind.INTERNAL,
             "reason": f"{type(exc).__name__}: {exc}",
         }
     conn.send(fields)
