@@ -7,7 +7,8 @@ Rules, in order, for each commit of the first-parent chain (oldest first):
 4. a commit changing more than `max_lines` lines of package code is an error of kind too-large;
 5. otherwise both versions are materialised and `classify` decides.
 `limit` keeps the N most recent commits that change the package's code. A version materialised for a
-commit is reused as the next commit's parent (first-parent chains make that the common case).
+commit is reused as the next commit's parent (first-parent chains make that the common case), also
+across skipped commits, which by rule 2 leave the package's code as it was.
 """
 
 from __future__ import annotations
@@ -136,7 +137,9 @@ def _one(
     if commit.parent is None or code is None:
         return skipped("root commit: nothing to patch from"), None
     if not code:
-        return skipped("changes no code of the package (tests, docs or other files only)"), cache
+        # the package as the differ reads it (no tests) is the parent's: keep it for the next commit
+        same = (commit.sha, cache[1]) if cache is not None and cache[0] == commit.parent else None
+        return skipped("changes no code of the package (tests, docs or other files only)"), same
     lines = sum(c.lines for c in code)
     if lines > opts.max_lines:
         return error(
