@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 LIVEPATCH = str(Path(sys.executable).parent / "livepatch")
+# A commit "is a fix" when its subject says so: a heuristic, for the fixes-only figure issue 13 quotes.
+FIX = re.compile(r"\b(fix|fixes|fixed|bug|bugfix|crash|regression|cve|security|vulnerab)", re.I)
 # name -> (package, range, --paths or None)
 PROJECTS: dict[str, tuple[str, str, str | None]] = {
     "waitress": ("waitress", "..HEAD", None),
@@ -97,6 +100,14 @@ def markdown(name: str, argv: list[str], doc: dict[str, Any]) -> str:
             f"| error: {k['kind']} | {k['commits']} | {k['pct_of_changing']} | | "
             f"{k['example'][:10]} |"
         )
+    fixes = [c for c in doc["commits"] if c["outcome"] != "skipped" and FIX.search(c["subject"])]
+    fixed = sum(1 for c in fixes if c["outcome"] == "accepted")
+    if fixes:
+        lines += [
+            "",
+            f"Commits whose subject names a fix (`{FIX.pattern}`): {len(fixes)}, accepted "
+            f"{fixed} ({round(100 * fixed / len(fixes), 1)}%).",
+        ]
     steps = ", then ".join(f"`{w['kind']}` → {w['accepted_pct']}%" for w in s["widening"])
     lines += ["", f"Widening (upper bound): {steps}." if steps else "No refusals.", ""]
     shapes = module_state_shapes(doc)

@@ -58,6 +58,7 @@ HISTORY: list[tuple[str, dict[str, str]]] = [
             "shop/tests/test_cart.py": "def test_total():\n    assert 1\n",
             "tests/test_top.py": "def test_x():\n    assert 1\n",
             "README.md": "shop, the cart\n",
+            "shop/py.typed": "",  # package data, not code
         },
     ),
     ("break it", {"shop/cart.py": "def total(items:\n    return 0\n"}),
