@@ -41,20 +41,29 @@ class FileChange:
     old_path: str | None = None  # where a renamed file came from
 
 
-def git(repo: Path, *args: str, timeout: float = GIT_TIMEOUT_S) -> bytes:
-    """stdout of `git -C REPO ARGS`; CorpusError (with git's own message) when it fails."""
+def _run(repo: Path, args: tuple[str, ...], timeout: float) -> subprocess.CompletedProcess[bytes]:
     try:
-        proc = subprocess.run(
+        return subprocess.run(
             ["git", "-C", str(repo), *args], capture_output=True, timeout=timeout, check=False
         )
     except FileNotFoundError as exc:
         raise CorpusError("git is not installed (the corpus reads histories with git)") from exc
     except subprocess.TimeoutExpired as exc:
         raise CorpusError(f"git {args[0]} took longer than {timeout:.0f} s in {repo}") from exc
+
+
+def git(repo: Path, *args: str, timeout: float = GIT_TIMEOUT_S) -> bytes:
+    """stdout of `git -C REPO ARGS`; CorpusError (with git's own message) when it fails."""
+    proc = _run(repo, args, timeout)
     if proc.returncode != 0:
         err = proc.stderr.decode("utf-8", "replace").strip()
         raise CorpusError(f"git {' '.join(args[:2])} failed in {repo}: {err}")
     return proc.stdout
+
+
+def succeeds(repo: Path, *args: str) -> bool:
+    """Whether `git -C REPO ARGS` exits 0 (for questions git answers with its exit status)."""
+    return _run(repo, args, GIT_TIMEOUT_S).returncode == 0
 
 
 def check_repository(repo: Path) -> None:
@@ -74,15 +83,10 @@ def resolve(repo: Path, rev: str) -> str:
     """The commit sha REV names; CorpusError when it names none."""
     if not rev or rev.startswith("-"):
         raise CorpusError(f"{rev!r} is not a revision")  # never let a revision become a git option
-    out = subprocess.run(
-        ["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
-        capture_output=True,
-        timeout=GIT_TIMEOUT_S,
-        check=False,
-    )
-    if out.returncode != 0:
+    proc = _run(repo, ("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"), GIT_TIMEOUT_S)
+    if proc.returncode != 0:
         raise CorpusError(f"{rev!r} is not a commit in {repo} (try `git -C {repo} log --oneline`)")
-    return out.stdout.decode().strip()
+    return proc.stdout.decode().strip()
 
 
 def parse_range(repo: Path, spec: str) -> tuple[str | None, str]:
@@ -163,13 +167,7 @@ def package_root(repo: Path, rev: str, package: str, roots: tuple[str, ...]) -> 
     """The first of ROOTS under which PKG/__init__.py exists at REV, or None."""
     for root in roots:
         init = package_dir(root, package) / "__init__.py"
-        probe = subprocess.run(
-            ["git", "-C", str(repo), "cat-file", "-e", f"{rev}:{init}"],
-            capture_output=True,
-            timeout=GIT_TIMEOUT_S,
-            check=False,
-        )
-        if probe.returncode == 0:
+        if succeeds(repo, "cat-file", "-e", f"{rev}:{init}"):
             return root
     return None
 
