@@ -42,8 +42,10 @@ class ErrorKind(enum.StrEnum):
     DIFFER_CRASH = "differ-crash"  # the differ raised instead of refusing: a bug to fix
     TIMEOUT = "timeout"
     MEMORY = "memory"
-    TOO_LARGE = "too-large"  # over the corpus's or the differ's size limits
-    UNREADABLE = "unreadable"  # a module is not UTF-8, git failed
+    TOO_LARGE = "too-large"  # over --max-lines, or the patch over the .lpatch size limit
+    UNREADABLE = (
+        "unreadable"  # the package reader refused a version (size limits, not UTF-8), git failed
+    )
     INTERNAL = (
         "internal"  # anything else raised in the child (CPython's compile() raises SystemError
     )
@@ -109,8 +111,8 @@ def _diff(old: PackageVersion, new: PackageVersion, out: Path | None, sha: str) 
         return {"outcome": Outcome.ERROR, "error_kind": ErrorKind.DOES_NOT_COMPILE, "reason": bad}
     try:
         spec = build_patch(old, new).spec
-    except PackageError as exc:
-        return {"outcome": Outcome.ERROR, "error_kind": ErrorKind.TOO_LARGE, "reason": str(exc)}
+    except PackageError as exc:  # the package layer's own "cannot read this version"
+        return {"outcome": Outcome.ERROR, "error_kind": ErrorKind.UNREADABLE, "reason": str(exc)}
     except MemoryError:
         return {"outcome": Outcome.ERROR, "error_kind": ErrorKind.MEMORY, "reason": "out of memory"}
     except Exception as exc:  # the differ must refuse, not raise: record it as a bug found

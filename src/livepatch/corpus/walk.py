@@ -152,10 +152,7 @@ def _one(
         else:
             old = _version(opts, roots, commit.parent, tmp / "old")
         new = _version(opts, roots, commit.sha, tmp / "new")
-    except PackageError as exc:
-        kind = ErrorKind.TOO_LARGE if "limit" in str(exc) else ErrorKind.UNREADABLE
-        return error(kind, str(exc)), None
-    except CorpusError as exc:
+    except (PackageError, CorpusError) as exc:  # over the reader's limits, not UTF-8, git failed
         return error(ErrorKind.UNREADABLE, str(exc)), None
     finally:
         _remove(tmp)
