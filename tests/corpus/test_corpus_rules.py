@@ -100,3 +100,11 @@ def test_sole_kinds_and_the_widening_order() -> None:
         ("closure", round(500 / 7, 1)),
         ("instance-attribute", round(600 / 7, 1)),
     ]
+
+
+@pytest.mark.timeout(10)
+def test_widening_ends_when_no_single_kind_unlocks_a_commit() -> None:
+    # regression: a kind already widened was chosen again (it unlocked nothing, but was in most
+    # commits), forever
+    s = summarise([_refused("r1", "a", "b", "c"), _refused("r2", "a", "b", "d")])
+    assert s.widening == [("a", 0.0), ("b", 0.0), ("c", 50.0), ("d", 100.0)]

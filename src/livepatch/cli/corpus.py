@@ -139,7 +139,7 @@ def corpus_command(
     else:
         if not _out.is_terminal:
             _out.width = _PIPE_WIDTH
-        _out.print(_table(opts, summary))
+        _out.print(_table(opts, summary, _out.width))
 
 
 def _document(opts: walk.CorpusOptions, summary: Summary, done: walk.CorpusRun) -> dict[str, Any]:
@@ -155,31 +155,41 @@ def _document(opts: walk.CorpusOptions, summary: Summary, done: walk.CorpusRun) 
     }
 
 
-def _example(k: KindCount, width: int = 60) -> Text:
+def _example(k: KindCount, width: int) -> Text:
     reason = printable(k.example_reason)
     return Text(f"{k.example[:10]} {reason[:width] + '…' if len(reason) > width else reason}")
 
 
-def _table(opts: walk.CorpusOptions, s: Summary) -> Table:
+_NUMBERS = ("commits", "% of changing", "only this kind")
+_LABEL_WIDTH = 36
+_FIXED_WIDTH = _LABEL_WIDTH + sum(len(h) for h in _NUMBERS) + 16  # with padding and borders
+
+
+def _table(opts: walk.CorpusOptions, s: Summary, width: int) -> Table:
+    """The summary; the example column only when WIDTH leaves room for it (an example is in --json)."""
+    room = width - _FIXED_WIDTH - 16  # the column's own padding, its sha and some reason
     title = f"{opts.package} over {printable(str(opts.repo))} {printable(opts.range)}"
     table = Table(title=title, title_justify="left")
-    table.add_column("", no_wrap=True, min_width=36)
-    for header in ("commits", "% of changing", "only this kind"):
+    table.add_column("", no_wrap=True, min_width=_LABEL_WIDTH)
+    for header in _NUMBERS:
         table.add_column(header, justify="right", no_wrap=True, min_width=len(header))
-    table.add_column("example (first commit, first reason)")
-    table.add_row("seen", str(s.seen), "", "", "")
-    table.add_row("change the package's code", str(s.changing), "100", "", "")
+    if room > 0:
+        table.add_column("example (first commit, first reason)", no_wrap=True)
+
+    def row(label: str | Text, *cells: str, example: KindCount | None = None) -> None:
+        extra = [_example(example, room) if example else ""] if room > 0 else []
+        table.add_row(label, *cells, *extra)
+
+    row("seen", str(s.seen), "", "")
+    row("change the package's code", str(s.changing), "100", "")
     for o in (Outcome.ACCEPTED, Outcome.REFUSED, Outcome.EMPTY, Outcome.ERROR):
         count = s.outcomes.get(o.value, 0)
         style = "bold green" if o is Outcome.ACCEPTED else ""
-        table.add_row(Text(o.value, style=style), str(count), f"{s.pct(count):g}", "", "")
+        row(Text(o.value, style=style), str(count), f"{s.pct(count):g}", "")
     for k in s.refusals:
-        n, pct = str(k.commits), f"{s.pct(k.commits):g}"
-        table.add_row(f"  refused: {k.kind}", n, pct, str(k.sole), _example(k))
+        row(f"  refused: {k.kind}", str(k.commits), f"{s.pct(k.commits):g}", str(k.sole), example=k)
     for k in s.errors:
-        table.add_row(
-            f"  error: {k.kind}", str(k.commits), f"{s.pct(k.commits):g}", "", _example(k)
-        )
+        row(f"  error: {k.kind}", str(k.commits), f"{s.pct(k.commits):g}", "", example=k)
     table.caption = (
         f"accepted: {s.accepted_pct:g}% of the commits changing the package "
         f"({s.accepted_of_code_pct:g}% of those whose code changed)"

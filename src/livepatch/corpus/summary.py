@@ -124,7 +124,7 @@ def _widening(blocked: list[set[str]], accepted: int, changing: int) -> list[tup
                 sum(1 for b in blocked if b <= widened | {kind}),  # commits it unlocks now
                 sum(1 for b in blocked if kind in b),  # tie-break: commits it is part of
             )
-            for kind in sorted({k for b in blocked for k in b})
+            for kind in sorted({k for b in blocked for k in b} - widened)  # always progress
         }
         best = max(gains, key=lambda k: gains[k])
         widened.add(best)
