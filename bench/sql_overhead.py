@@ -90,6 +90,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--duration", type=int, default=5, help="seconds per throughput run")
     ap.add_argument("--no-instructions", action="store_true")
+    ap.add_argument("--no-throughput", action="store_true")
     args = ap.parse_args()
     load = os.getloadavg()
     print(
@@ -107,7 +108,9 @@ def main() -> None:
             else:
                 iw = instructions(policy, True, args.transactions, work)
                 io_ = instructions(policy, False, args.transactions, work)
-            ratio, tw, to = throughput(policy, args, work)
+            ratio, tw, to = (
+                (float("nan"),) * 3 if args.no_throughput else throughput(policy, args, work)
+            )
             print(
                 f"| {policy} | {iw:,.0f} | {io_:,.0f} | {iw / io_:.4f} | {ratio:.3f} "
                 f"| {tw:,.0f} | {to:,.0f} |",

@@ -50,7 +50,11 @@ TPCB = [
     ("P_2", "SELECT abalance FROM pgbench_accounts WHERE aid = $1;", 1),
     ("P_3", "UPDATE pgbench_tellers SET tbalance = tbalance + $1 WHERE tid = $2;", 2),
     ("P_4", "UPDATE pgbench_branches SET bbalance = bbalance + $1 WHERE bid = $2;", 2),
-    ("P_5", "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES ($1, $2, $3, $4, CURRENT_TIMESTAMP);", 4),
+    (
+        "P_5",
+        "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES ($1, $2, $3, $4, CURRENT_TIMESTAMP);",
+        4,
+    ),
     ("P_6", "END;", 0),
 ]
 
@@ -69,7 +73,15 @@ def setup(state: ServerState) -> Session:
         "create table pgbench_history(tid int,bid int,aid int,delta int,mtime timestamp,filler char(22));"
         "insert into pgbench_branches(bid,bbalance) values(1,0);"
     ))  # fmt: skip
-    send(s, Query("".join(f"insert into pgbench_tellers(tid,bid,tbalance) values ({i},1,0);" for i in range(1, 11))))
+    send(
+        s,
+        Query(
+            "".join(
+                f"insert into pgbench_tellers(tid,bid,tbalance) values ({i},1,0);"
+                for i in range(1, 11)
+            )
+        ),
+    )
     send(s, Query("copy pgbench_accounts from stdin"))
     rows = b"".join(b"%d\t1\t0\t\n" % i for i in range(1, ACCOUNTS + 1))
     send(s, CopyData(rows), CopyDone())
@@ -85,13 +97,30 @@ def streams(script: str, n: int) -> tuple[list[bytes], bytes]:
         txs = []
         for _ in range(n):
             aid = str(rnd.randint(1, ACCOUNTS)).encode()
-            txs.append(b"".join(encode_frontend(m) for m in (Bind("", "P_0", (), (aid,), (0,)), Describe("P", ""), Execute("", 0), Sync())))
+            txs.append(
+                b"".join(
+                    encode_frontend(m)
+                    for m in (
+                        Bind("", "P_0", (), (aid,), (0,)),
+                        Describe("P", ""),
+                        Execute("", 0),
+                        Sync(),
+                    )
+                )
+            )
         return txs, prepare
-    prepare = b"".join(encode_frontend(Parse(name, sql, ())) for name, sql, _ in TPCB) + encode_frontend(Sync())
+    prepare = b"".join(
+        encode_frontend(Parse(name, sql, ())) for name, sql, _ in TPCB
+    ) + encode_frontend(Sync())
     txs = []
     for _ in range(n):
         aid, tid, delta = rnd.randint(1, ACCOUNTS), rnd.randint(1, 10), rnd.randint(-5000, 5000)
-        params = {0: (), 2: (b"%d" % delta, b"%d" % aid), 1: (b"%d" % aid,), 4: (b"%d" % tid, b"1", b"%d" % aid, b"%d" % delta)}
+        params = {
+            0: (),
+            2: (b"%d" % delta, b"%d" % aid),
+            1: (b"%d" % aid,),
+            4: (b"%d" % tid, b"1", b"%d" % aid, b"%d" % delta),
+        }
         parts = []
         for i, (name, _sql, np) in enumerate(TPCB):
             ps = params[np] if i != 3 else (b"%d" % delta, b"%d" % tid)
@@ -115,7 +144,9 @@ def run(s: Session, txs: list, script: str) -> tuple[float, float]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--transactions", type=int, default=50_000)
     ap.add_argument("--script", choices=["select-only", "tpcb"], default="select-only")
     ap.add_argument("--synchronous", choices=["full", "normal", "off"], default="full")

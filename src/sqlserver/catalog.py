@@ -20,7 +20,9 @@ REL_OID_BASE = 16384
 NS_CATALOG, NS_PUBLIC, NS_INFO = 11, 2200, 13000
 
 _USER_OBJECTS = "m.name NOT LIKE 'sqlite_%' AND m.name NOT LIKE '_lp_%'"
-_RELKIND = "CASE m.type WHEN 'table' THEN 'r' WHEN 'index' THEN 'i' WHEN 'view' THEN 'v' ELSE 'r' END"
+_RELKIND = (
+    "CASE m.type WHEN 'table' THEN 'r' WHEN 'index' THEN 'i' WHEN 'view' THEN 'v' ELSE 'r' END"
+)
 
 
 def _empty(columns: str) -> str:
@@ -31,9 +33,43 @@ def _empty(columns: str) -> str:
 def _type_rows() -> str:
     rows = []
     for oid, (name, size) in r.TYPES.items():
-        elem = {r.TEXT_ARRAY: r.TEXT, r.INT4_ARRAY: r.INT4, r.NAME_ARRAY: r.NAME, r.OID_ARRAY: r.OID, r.CHAR_ARRAY: r.CHAR, r.INT2_ARRAY: r.INT2}.get(oid, 0)
-        array = {v: k for k, v in {r.TEXT_ARRAY: r.TEXT, r.INT4_ARRAY: r.INT4, r.NAME_ARRAY: r.NAME, r.OID_ARRAY: r.OID, r.CHAR_ARRAY: r.CHAR, r.INT2_ARRAY: r.INT2}.items()}.get(oid, 0)
-        category = "A" if elem else {r.BOOL: "B", r.TEXT: "S", r.VARCHAR: "S", r.BPCHAR: "S", r.NAME: "S", r.DATE: "D", r.TIMESTAMP: "D", r.TIMESTAMPTZ: "D", r.UUID: "U", r.JSON: "U", r.JSONB: "U", r.BYTEA: "U"}.get(oid, "N")
+        elem = {
+            r.TEXT_ARRAY: r.TEXT,
+            r.INT4_ARRAY: r.INT4,
+            r.NAME_ARRAY: r.NAME,
+            r.OID_ARRAY: r.OID,
+            r.CHAR_ARRAY: r.CHAR,
+            r.INT2_ARRAY: r.INT2,
+        }.get(oid, 0)
+        array = {
+            v: k
+            for k, v in {
+                r.TEXT_ARRAY: r.TEXT,
+                r.INT4_ARRAY: r.INT4,
+                r.NAME_ARRAY: r.NAME,
+                r.OID_ARRAY: r.OID,
+                r.CHAR_ARRAY: r.CHAR,
+                r.INT2_ARRAY: r.INT2,
+            }.items()
+        }.get(oid, 0)
+        category = (
+            "A"
+            if elem
+            else {
+                r.BOOL: "B",
+                r.TEXT: "S",
+                r.VARCHAR: "S",
+                r.BPCHAR: "S",
+                r.NAME: "S",
+                r.DATE: "D",
+                r.TIMESTAMP: "D",
+                r.TIMESTAMPTZ: "D",
+                r.UUID: "U",
+                r.JSON: "U",
+                r.JSONB: "U",
+                r.BYTEA: "U",
+            }.get(oid, "N")
+        )
         rows.append(f"({oid}, '{name}', {NS_CATALOG}, {size}, 'b', '{category}', {elem}, {array})")
     return ", ".join(rows)
 
@@ -54,7 +90,7 @@ VIEWS: dict[str, str] = {
     "FROM main._lp_sequences s",
     "pg_attribute": f"SELECT CAST({REL_OID_BASE} + m.rowid AS INTEGER) AS attrelid, p.name AS attname, "
     "coalesce(nullif(pg_decl_oid(p.type), 0), 25) AS atttypid, p.cid + 1 AS attnum, pg_decl_typmod(p.type) AS atttypmod, "
-    "p.\"notnull\" OR p.pk > 0 AS attnotnull, 0 AS attisdropped, p.dflt_value IS NOT NULL AS atthasdef, "
+    'p."notnull" OR p.pk > 0 AS attnotnull, 0 AS attisdropped, p.dflt_value IS NOT NULL AS atthasdef, '
     "'' AS attidentity, '' AS attgenerated, 0 AS attcollation, -1 AS attlen, 0 AS attndims, 1 AS attislocal, "
     "'p' AS attstorage, NULL AS attcompression, -1 AS attstattarget, NULL AS attacl, NULL AS attoptions, 0 AS atthasmissing "
     f"FROM main.sqlite_schema m JOIN pragma_table_info(m.name) p WHERE m.type IN ('table', 'view') AND {_USER_OBJECTS}",
@@ -104,16 +140,24 @@ VIEWS: dict[str, str] = {
     "pg_shdescription": _empty("objoid, classoid, description"),
     "pg_inherits": _empty("inhrelid, inhparent, inhseqno, inhdetachpending"),
     "pg_partitioned_table": _empty("partrelid, partstrat, partnatts, partdefid, partattrs"),
-    "pg_trigger": _empty("oid, tgrelid, tgparentid, tgname, tgfoid, tgtype, tgenabled, tgisinternal, tgconstraint"),
-    "pg_policy": _empty("oid, polname, polrelid, polcmd, polpermissive, polroles, polqual, polwithcheck"),
+    "pg_trigger": _empty(
+        "oid, tgrelid, tgparentid, tgname, tgfoid, tgtype, tgenabled, tgisinternal, tgconstraint"
+    ),
+    "pg_policy": _empty(
+        "oid, polname, polrelid, polcmd, polpermissive, polroles, polqual, polwithcheck"
+    ),
     "pg_rewrite": _empty("oid, rulename, ev_class, ev_type, ev_enabled, is_instead"),
-    "pg_statistic_ext": _empty("oid, stxrelid, stxname, stxnamespace, stxowner, stxstattarget, stxkeys, stxkind"),
+    "pg_statistic_ext": _empty(
+        "oid, stxrelid, stxname, stxnamespace, stxowner, stxstattarget, stxkeys, stxkind"
+    ),
     "pg_publication": _empty("oid, pubname, pubowner, puballtables"),
     "pg_publication_rel": _empty("oid, prpubid, prrelid"),
     "pg_publication_namespace": _empty("oid, pnpubid, pnnspid"),
     "pg_foreign_table": _empty("ftrelid, ftserver, ftoptions"),
     "pg_extension": _empty("oid, extname, extowner, extnamespace, extrelocatable, extversion"),
-    "pg_proc": _empty("oid, proname, pronamespace, proowner, prolang, prorettype, proargtypes, prokind"),
+    "pg_proc": _empty(
+        "oid, proname, pronamespace, proowner, prolang, prorettype, proargtypes, prokind"
+    ),
     "pg_collation": _empty("oid, collname, collnamespace, collprovider, collcollate, collctype"),
     "pg_enum": _empty("oid, enumtypid, enumsortorder, enumlabel"),
     "pg_range": _empty("rngtypid, rngsubtype, rngmultitypid"),
@@ -141,37 +185,136 @@ VIEWS: dict[str, str] = {
 }
 
 
-_BOOLS = (
-    "relhasindex relisshared relhasrules relhastriggers relhassubclass relrowsecurity relforcerowsecurity "
-    "relispopulated relispartition attnotnull attisdropped atthasdef attislocal atthasmissing indisunique "
-    "indisprimary indisexclusion indimmediate indisclustered indisvalid indisreplident indisready indislive "
-    "indcheckxmin indnullsnotdistinct condeferrable condeferred convalidated conislocal connoinherit typbyval "
-    "typnotnull typisdefined typispreferred datistemplate datallowconn rolsuper rolinherit rolcreaterole "
-    "rolcreatedb rolcanlogin rolreplication rolbypassrls usecreatedb usesuper userepl usebypassrls hasindexes "
-    "hasrules hastriggers rowsecurity seqcycle"
-).split()
-_OIDS = (
-    "oid relnamespace relowner relam reltablespace reltype reloftype relfilenode reltoastrelid attrelid "
-    "atttypid attcollation adrelid indexrelid indrelid conrelid conindid confrelid contypid conparentid "
-    "connamespace typnamespace typelem typarray typowner typrelid typbasetype typcollation nspowner datdba "
-    "dattablespace spcowner seqrelid seqtypid"
-).split()
-_NAMES = "relname attname nspname typname datname rolname usename amname conname spcname tablename schemaname".split()
+_BOOLS = [
+    "relhasindex",
+    "relisshared",
+    "relhasrules",
+    "relhastriggers",
+    "relhassubclass",
+    "relrowsecurity",
+    "relforcerowsecurity",
+    "relispopulated",
+    "relispartition",
+    "attnotnull",
+    "attisdropped",
+    "atthasdef",
+    "attislocal",
+    "atthasmissing",
+    "indisunique",
+    "indisprimary",
+    "indisexclusion",
+    "indimmediate",
+    "indisclustered",
+    "indisvalid",
+    "indisreplident",
+    "indisready",
+    "indislive",
+    "indcheckxmin",
+    "indnullsnotdistinct",
+    "condeferrable",
+    "condeferred",
+    "convalidated",
+    "conislocal",
+    "connoinherit",
+    "typbyval",
+    "typnotnull",
+    "typisdefined",
+    "typispreferred",
+    "datistemplate",
+    "datallowconn",
+    "rolsuper",
+    "rolinherit",
+    "rolcreaterole",
+    "rolcreatedb",
+    "rolcanlogin",
+    "rolreplication",
+    "rolbypassrls",
+    "usecreatedb",
+    "usesuper",
+    "userepl",
+    "usebypassrls",
+    "hasindexes",
+    "hasrules",
+    "hastriggers",
+    "rowsecurity",
+    "seqcycle",
+]
+_OIDS = [
+    "oid",
+    "relnamespace",
+    "relowner",
+    "relam",
+    "reltablespace",
+    "reltype",
+    "reloftype",
+    "relfilenode",
+    "reltoastrelid",
+    "attrelid",
+    "atttypid",
+    "attcollation",
+    "adrelid",
+    "indexrelid",
+    "indrelid",
+    "conrelid",
+    "conindid",
+    "confrelid",
+    "contypid",
+    "conparentid",
+    "connamespace",
+    "typnamespace",
+    "typelem",
+    "typarray",
+    "typowner",
+    "typrelid",
+    "typbasetype",
+    "typcollation",
+    "nspowner",
+    "datdba",
+    "dattablespace",
+    "spcowner",
+    "seqrelid",
+    "seqtypid",
+]
+_NAMES = [
+    "relname",
+    "attname",
+    "nspname",
+    "typname",
+    "datname",
+    "rolname",
+    "usename",
+    "amname",
+    "conname",
+    "spcname",
+    "tablename",
+    "schemaname",
+]
 # PostgreSQL types of the catalog views' columns (SQLite computes ints and strings): psql compares
 # booleans with "t", asyncpg decodes oid columns in binary.
 COLUMN_TYPES: dict[str, str] = {
     **{c: "bool" for c in _BOOLS},
     **{c: "oid" for c in _OIDS},
     **{c: "name" for c in _NAMES},
-    "attnum": "int2", "atttypmod": "int4", "attlen": "int2", "typlen": "int2", "relnatts": "int2",
-    "reltuples": "float4", "relpages": "int4", "relchecks": "int2", "indnatts": "int2", "adnum": "int2",
-    "indkey": "int2vector", "conkey": "_int2",
+    "attnum": "int2",
+    "atttypmod": "int4",
+    "attlen": "int2",
+    "typlen": "int2",
+    "relnatts": "int2",
+    "reltuples": "float4",
+    "relpages": "int4",
+    "relchecks": "int2",
+    "indnatts": "int2",
+    "adnum": "int2",
+    "indkey": "int2vector",
+    "conkey": "_int2",
 }
 
 
 def install(conn: sqlite3.Connection) -> None:
     """Create the catalog views on a new connection (TEMP: private to it, gone when it closes)."""
-    conn.executescript("".join(f"CREATE TEMP VIEW IF NOT EXISTS {name} AS {sql};\n" for name, sql in VIEWS.items()))
+    conn.executescript(
+        "".join(f"CREATE TEMP VIEW IF NOT EXISTS {name} AS {sql};\n" for name, sql in VIEWS.items())
+    )
 
 
 def table_columns(conn: sqlite3.Connection, table: str) -> list[tuple[str, str]] | None:
@@ -189,6 +332,7 @@ def table_columns(conn: sqlite3.Connection, table: str) -> list[tuple[str, str]]
 
 def relation_oid(conn: sqlite3.Connection, name: str) -> int | None:
     row = conn.execute(
-        "SELECT oid FROM temp.pg_class WHERE relname = ?", (name if name.startswith('"') is False else name.strip('"'),)
+        "SELECT oid FROM temp.pg_class WHERE relname = ?",
+        (name if name.startswith('"') is False else name.strip('"'),),
     ).fetchone()
     return int(row[0]) if row else None

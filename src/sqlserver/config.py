@@ -55,7 +55,6 @@ class SqlConfig:
             raise ValueError("the lock timeout must be positive (milliseconds)")
 
 
-
 def load_passwords(path: str) -> dict[str, str]:
     """Read a password file: one `user:password` per line; blank lines and `#` comments ignored.
 

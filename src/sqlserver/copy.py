@@ -56,13 +56,21 @@ def parse_copy(text: str, translate_query: Callable[[str], Statement]) -> Statem
     fmt, delim, null, header, quote = "text", None, None, False, '"'
     if opts.startswith("("):
         items = [o.strip() for o in re.split(r",(?=(?:[^']*'[^']*')*[^']*$)", opts.strip("() "))]
-        pairs = [(i.split(None, 1) + [""])[:2] for i in items if i]
+        pairs = [([*i.split(None, 1), ""])[:2] for i in items if i]
     else:
         words = re.findall(r"'(?:[^']|'')*'|\S+", opts)
         pairs, i = [], 0
         while i < len(words):
             w = words[i].lower()
-            if w in ("delimiter", "null", "quote", "escape", "encoding", "force_not_null", "force_null") and i + 1 < len(words):
+            if w in (
+                "delimiter",
+                "null",
+                "quote",
+                "escape",
+                "encoding",
+                "force_not_null",
+                "force_null",
+            ) and i + 1 < len(words):
                 if words[i + 1].lower() == "as" and i + 2 < len(words):
                     i += 1
                 pairs.append([w, words[i + 1]])
@@ -87,7 +95,10 @@ def parse_copy(text: str, translate_query: Callable[[str], Statement]) -> Statem
         else:
             raise PgError(SYNTAX_ERROR, f"COPY option {name!r} is not recognized by sqlserver")
     if fmt == "binary":
-        raise PgError(FEATURE_NOT_SUPPORTED, "COPY in binary format is not supported by sqlserver; use text or csv")
+        raise PgError(
+            FEATURE_NOT_SUPPORTED,
+            "COPY in binary format is not supported by sqlserver; use text or csv",
+        )
     csv_mode = fmt == "csv"
     spec_kw: dict[str, Any] = {
         "csv": csv_mode,
@@ -161,7 +172,9 @@ class CopyIn:
     def _lines(self, lines: list[str]) -> None:
         spec = self.spec
         if spec.csv:
-            parsed: Iterable[list[str]] = csv.reader(io.StringIO("\n".join(lines)), delimiter=spec.delimiter, quotechar=spec.quote)
+            parsed: Iterable[list[str]] = csv.reader(
+                io.StringIO("\n".join(lines)), delimiter=spec.delimiter, quotechar=spec.quote
+            )
         else:
             parsed = (ln.split(spec.delimiter) for ln in lines)
         null = spec.null
@@ -183,7 +196,10 @@ class CopyIn:
             if spec.csv:
                 row = tuple(None if f == null else f for f in fields)
             else:
-                row = tuple(None if f == null else (_UNESCAPE.sub(_unescape_match, f) if "\\" in f else f) for f in fields)
+                row = tuple(
+                    None if f == null else (_UNESCAPE.sub(_unescape_match, f) if "\\" in f else f)
+                    for f in fields
+                )
             self._rows.append(row)
             if len(self._rows) >= BATCH_ROWS:
                 self._flush()
@@ -202,9 +218,9 @@ def format_row(values: Sequence[str | None], spec: CopySpec) -> bytes:
     """One COPY TO line from the text forms of a row's values (None = NULL)."""
     if spec.csv:
         out = io.StringIO()
-        csv.writer(out, delimiter=spec.delimiter, quotechar=spec.quote, lineterminator="\n").writerow(
-            ["" if v is None else v for v in values]
-        )
+        csv.writer(
+            out, delimiter=spec.delimiter, quotechar=spec.quote, lineterminator="\n"
+        ).writerow(["" if v is None else v for v in values])
         return out.getvalue().encode()
     parts = [spec.null if v is None else v.translate(_TEXT_ESCAPE) for v in values]
     return (spec.delimiter.join(parts) + "\n").encode()

@@ -25,6 +25,7 @@ from sqlserver.state import ServerState
 from sqlserver.statement import DDL, Statement
 from sqlserver.storage import map_error
 
+
 class FunctionErrors(Protocol):
     """Where SQL functions (functions.py) leave the PgError they raised inside SQLite."""
 

@@ -152,6 +152,8 @@ def install(conn: sqlite3.Connection, host: FunctionHost) -> None:
         ("to_regclass", 1, lambda n: host.relation_oid(str(n).split(".")[-1].strip('"'))),
         ("pg_regtype", 1, pg_regtype),
         ("pg_regproc", 1, lambda _n: 0),
+        ("pg_oid", 1, lambda v: None if v is None else int(v)),
+        ("pg_regrole", 1, lambda _n: 10),
         ("pg_regnamespace", 1, lambda n: {"pg_catalog": 11, "public": 2200}.get(str(n), 0)),
         ("format_type", 2, format_type),
         ("pg_decl_oid", 1, r.declared_oid),
@@ -176,7 +178,15 @@ def install(conn: sqlite3.Connection, host: FunctionHost) -> None:
         ("pg_relation_size", 1, lambda _o: 0),
         ("pg_database_size", 1, lambda _o: 0),
         ("pg_size_pretty", 1, lambda n: f"{int(n or 0) // 1024} kB"),
-        ("quote_ident", 1, lambda s: s if re.fullmatch(r"[a-z_][a-z0-9_$]*", str(s)) else '"' + str(s).replace('"', '""') + '"'),
+        (
+            "quote_ident",
+            1,
+            lambda s: (
+                s
+                if re.fullmatch(r"[a-z_][a-z0-9_$]*", str(s))
+                else '"' + str(s).replace('"', '""') + '"'
+            ),
+        ),
         ("current_schemas", 1, lambda _b: "{pg_catalog,public}" if _b else "{public}"),
         ("array_to_string", 2, lambda a, sep: None if a is None else sep.join(parse_array(a))),
         ("txid_current", 0, lambda: 1),
@@ -201,8 +211,12 @@ def install(conn: sqlite3.Connection, host: FunctionHost) -> None:
     for name, nargs, fn in fns:
         conn.create_function(name, nargs, fn)
     conn.create_function("pg_array", -1, lambda *items: format_array(items))
-    conn.create_function("pg_any_eq", 2, lambda x, arr: None if x is None or arr is None else int(str(x) in parse_array(arr)))
-    conn.create_aggregate("pg_array_agg", 1, _ArrayAgg)
+    conn.create_function(
+        "pg_any_eq",
+        2,
+        lambda x, arr: None if x is None or arr is None else int(str(x) in parse_array(arr)),
+    )
+    conn.create_aggregate("pg_array_agg", 1, _ArrayAgg)  # type: ignore[arg-type]
 
 
 def format_array(items: Any) -> str:

@@ -32,17 +32,51 @@ class Column:
 
 
 _FUNCTION_TYPES = {
-    "version": r.TEXT, "current_setting": r.TEXT, "pg_backend_pid": r.INT4, "nextval": r.INT8,
-    "currval": r.INT8, "setval": r.INT8, "lastval": r.INT8, "current_database": r.NAME,
-    "current_schema": r.NAME, "current_user": r.NAME, "session_user": r.NAME, "pg_get_userbyid": r.NAME,
-    "format_type": r.TEXT, "pg_table_is_visible": r.BOOL, "pg_encoding_to_char": r.NAME,
-    "length": r.INT4, "char_length": r.INT4, "upper": r.TEXT, "lower": r.TEXT, "concat": r.TEXT,
-    "pg_regex": r.BOOL, "now": r.TIMESTAMPTZ, "pg_bool": r.BOOL, "obj_description": r.TEXT,
-    "col_description": r.TEXT, "pg_get_expr": r.TEXT, "pg_get_indexdef": r.TEXT,
-    "pg_get_constraintdef": r.TEXT, "has_table_privilege": r.BOOL, "pg_is_in_recovery": r.BOOL,
-    "quote_ident": r.TEXT, "set_config": r.TEXT, "md5": r.TEXT, "to_char": r.TEXT,
+    "version": r.TEXT,
+    "current_setting": r.TEXT,
+    "pg_backend_pid": r.INT4,
+    "nextval": r.INT8,
+    "currval": r.INT8,
+    "setval": r.INT8,
+    "lastval": r.INT8,
+    "current_database": r.NAME,
+    "current_schema": r.NAME,
+    "current_user": r.NAME,
+    "session_user": r.NAME,
+    "pg_get_userbyid": r.NAME,
+    "format_type": r.TEXT,
+    "pg_table_is_visible": r.BOOL,
+    "pg_encoding_to_char": r.NAME,
+    "length": r.INT4,
+    "char_length": r.INT4,
+    "upper": r.TEXT,
+    "lower": r.TEXT,
+    "concat": r.TEXT,
+    "pg_regex": r.BOOL,
+    "now": r.TIMESTAMPTZ,
+    "pg_bool": r.BOOL,
+    "obj_description": r.TEXT,
+    "col_description": r.TEXT,
+    "pg_get_expr": r.TEXT,
+    "pg_get_indexdef": r.TEXT,
+    "pg_get_constraintdef": r.TEXT,
+    "has_table_privilege": r.BOOL,
+    "pg_is_in_recovery": r.BOOL,
+    "quote_ident": r.TEXT,
+    "set_config": r.TEXT,
+    "md5": r.TEXT,
+    "to_char": r.TEXT,
 }
-_BOOL_NODES = (exp.Predicate, exp.Connector, exp.Not, exp.Exists, exp.In, exp.Between, exp.Is, exp.Boolean)
+_BOOL_NODES = (
+    exp.Predicate,
+    exp.Connector,
+    exp.Not,
+    exp.Exists,
+    exp.In,
+    exp.Between,
+    exp.Is,
+    exp.Boolean,
+)
 
 
 def _name(node: exp.Expression) -> str:
@@ -53,9 +87,19 @@ def _name(node: exp.Expression) -> str:
         return node.name
     if isinstance(node, exp.Cast):
         inner = _name(node.this)
-        return inner if inner != "?column?" else pg_type_name(node.to).split("(")[0] if isinstance(node.to, exp.DataType) else inner
+        return (
+            inner
+            if inner != "?column?"
+            else pg_type_name(node.to).split("(")[0]
+            if isinstance(node.to, exp.DataType)
+            else inner
+        )
     if isinstance(node, exp.Anonymous):
-        return str(node.this).lower().removeprefix("pg_") if str(node.this).lower() in ("pg_bool",) else str(node.this).lower()
+        return (
+            str(node.this).lower().removeprefix("pg_")
+            if str(node.this).lower() in ("pg_bool",)
+            else str(node.this).lower()
+        )
     if isinstance(node, exp.Count):
         return "count"
     if isinstance(node, exp.Func):
@@ -110,7 +154,11 @@ def _type(node: exp.Expression, scope: _Scope) -> int:
     if isinstance(node, exp.Literal):
         if node.is_string:
             return r.TEXT
-        return r.INT4 if node.this.lstrip("-").isdigit() and abs(int(node.this)) < 2**31 else (r.INT8 if node.this.lstrip("-").isdigit() else r.NUMERIC)
+        return (
+            r.INT4
+            if node.this.lstrip("-").isdigit() and abs(int(node.this)) < 2**31
+            else (r.INT8 if node.this.lstrip("-").isdigit() else r.NUMERIC)
+        )
     if isinstance(node, exp.Cast):
         return r.declared_oid(pg_type_name(node.to)) if isinstance(node.to, exp.DataType) else 0
     if isinstance(node, _BOOL_NODES):
@@ -133,7 +181,9 @@ def _type(node: exp.Expression, scope: _Scope) -> int:
     if isinstance(node, exp.Case):
         ifs = node.args.get("ifs") or []
         return _type(ifs[0].args["true"], scope) if ifs else 0
-    if isinstance(node, exp.Binary) and isinstance(node, exp.Add | exp.Sub | exp.Mul | exp.Div | exp.Mod):
+    if isinstance(node, exp.Binary) and isinstance(
+        node, exp.Add | exp.Sub | exp.Mul | exp.Div | exp.Mod
+    ):
         a, b = _type(node.this, scope), _type(node.expression, scope)
         return _arith(a, b)
     if isinstance(node, exp.DPipe | exp.Concat):
@@ -168,6 +218,7 @@ def _arith(a: int, b: int) -> int:
 def result_columns(tree: exp.Expression, columns_of: ColumnsOf) -> list[Column] | None:
     """The result columns of a row-returning statement, or None when they cannot be listed
     statically (the session then asks SQLite for the names)."""
+    select_like: exp.Expression
     if isinstance(tree, exp.Insert | exp.Update | exp.Delete):
         returning = tree.args.get("returning")
         if returning is None:
@@ -212,7 +263,11 @@ def param_types(tree: exp.Expression | None, nparams: int, columns_of: ColumnsOf
 
 
 def _param_index(node: exp.Expression) -> int | None:
-    if isinstance(node, exp.Var) and str(node.this).startswith("?") and str(node.this)[1:].isdigit():
+    if (
+        isinstance(node, exp.Var)
+        and str(node.this).startswith("?")
+        and str(node.this)[1:].isdigit()
+    ):
         return int(str(node.this)[1:])
     return None
 
@@ -222,7 +277,11 @@ def _insert_params(ins: exp.Insert, scope: _Scope, oids: list[int]) -> None:
     entry = scope.tables.get(table.alias_or_name)
     if entry is None:
         return
-    names = [c.name for c in ins.this.expressions] if isinstance(ins.this, exp.Schema) else [n for n, _ in entry[1]]
+    names = (
+        [c.name for c in ins.this.expressions]
+        if isinstance(ins.this, exp.Schema)
+        else [n for n, _ in entry[1]]
+    )
     decl = {n.lower(): d for n, d in entry[1]}
     values = ins.expression
     if not isinstance(values, exp.Values):

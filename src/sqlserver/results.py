@@ -20,45 +20,147 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from sqlserver.protocol.errors import INVALID_BINARY_REPRESENTATION, INVALID_TEXT_REPRESENTATION, PgError
+from sqlserver.protocol.errors import (
+    INVALID_BINARY_REPRESENTATION,
+    INVALID_TEXT_REPRESENTATION,
+    PgError,
+)
 
-BOOL, BYTEA, CHAR, NAME, INT8, INT2, INT4, REGPROC, TEXT, OID = 16, 17, 18, 19, 20, 21, 23, 24, 25, 26
+BOOL, BYTEA, CHAR, NAME, INT8, INT2, INT4, REGPROC, TEXT, OID = (
+    16,
+    17,
+    18,
+    19,
+    20,
+    21,
+    23,
+    24,
+    25,
+    26,
+)
 JSON, XML, FLOAT4, FLOAT8, UNKNOWN = 114, 142, 700, 701, 705
-BPCHAR, VARCHAR, DATE, TIME, TIMESTAMP, TIMESTAMPTZ, INTERVAL, TIMETZ = 1042, 1043, 1082, 1083, 1114, 1184, 1186, 1266
+BPCHAR, VARCHAR, DATE, TIME, TIMESTAMP, TIMESTAMPTZ, INTERVAL, TIMETZ = (
+    1042,
+    1043,
+    1082,
+    1083,
+    1114,
+    1184,
+    1186,
+    1266,
+)
 NUMERIC, UUID, JSONB, REGCLASS, REGTYPE = 1700, 2950, 3802, 2205, 2206
 INT2VECTOR, OIDVECTOR, PG_NODE_TREE = 22, 30, 194
-TEXT_ARRAY, INT4_ARRAY, NAME_ARRAY, OID_ARRAY, CHAR_ARRAY, INT2_ARRAY = 1009, 1007, 1003, 1028, 1002, 1005
+TEXT_ARRAY, INT4_ARRAY, NAME_ARRAY, OID_ARRAY, CHAR_ARRAY, INT2_ARRAY = (
+    1009,
+    1007,
+    1003,
+    1028,
+    1002,
+    1005,
+)
 
 # PostgreSQL name and typlen of each type this server reports (pg_type and RowDescription).
 TYPES: dict[int, tuple[str, int]] = {
-    BOOL: ("bool", 1), BYTEA: ("bytea", -1), CHAR: ("char", 1), NAME: ("name", 64), INT8: ("int8", 8),
-    INT2: ("int2", 2), INT4: ("int4", 4), REGPROC: ("regproc", 4), TEXT: ("text", -1), OID: ("oid", 4),
-    JSON: ("json", -1), FLOAT4: ("float4", 4), FLOAT8: ("float8", 8), UNKNOWN: ("unknown", -2),
-    BPCHAR: ("bpchar", -1), VARCHAR: ("varchar", -1), DATE: ("date", 4), TIME: ("time", 8),
-    TIMESTAMP: ("timestamp", 8), TIMESTAMPTZ: ("timestamptz", 8), INTERVAL: ("interval", 16),
-    TIMETZ: ("timetz", 12), NUMERIC: ("numeric", -1), UUID: ("uuid", 16), JSONB: ("jsonb", -1),
-    REGCLASS: ("regclass", 4), REGTYPE: ("regtype", 4), INT2VECTOR: ("int2vector", -1),
-    OIDVECTOR: ("oidvector", -1), PG_NODE_TREE: ("pg_node_tree", -1), TEXT_ARRAY: ("_text", -1),
-    INT4_ARRAY: ("_int4", -1), NAME_ARRAY: ("_name", -1), OID_ARRAY: ("_oid", -1),
-    CHAR_ARRAY: ("_char", -1), INT2_ARRAY: ("_int2", -1), XML: ("xml", -1),
+    BOOL: ("bool", 1),
+    BYTEA: ("bytea", -1),
+    CHAR: ("char", 1),
+    NAME: ("name", 64),
+    INT8: ("int8", 8),
+    INT2: ("int2", 2),
+    INT4: ("int4", 4),
+    REGPROC: ("regproc", 4),
+    TEXT: ("text", -1),
+    OID: ("oid", 4),
+    JSON: ("json", -1),
+    FLOAT4: ("float4", 4),
+    FLOAT8: ("float8", 8),
+    UNKNOWN: ("unknown", -2),
+    BPCHAR: ("bpchar", -1),
+    VARCHAR: ("varchar", -1),
+    DATE: ("date", 4),
+    TIME: ("time", 8),
+    TIMESTAMP: ("timestamp", 8),
+    TIMESTAMPTZ: ("timestamptz", 8),
+    INTERVAL: ("interval", 16),
+    TIMETZ: ("timetz", 12),
+    NUMERIC: ("numeric", -1),
+    UUID: ("uuid", 16),
+    JSONB: ("jsonb", -1),
+    REGCLASS: ("regclass", 4),
+    REGTYPE: ("regtype", 4),
+    INT2VECTOR: ("int2vector", -1),
+    OIDVECTOR: ("oidvector", -1),
+    PG_NODE_TREE: ("pg_node_tree", -1),
+    TEXT_ARRAY: ("_text", -1),
+    INT4_ARRAY: ("_int4", -1),
+    NAME_ARRAY: ("_name", -1),
+    OID_ARRAY: ("_oid", -1),
+    CHAR_ARRAY: ("_char", -1),
+    INT2_ARRAY: ("_int2", -1),
+    XML: ("xml", -1),
 }
 # SQL-standard names format_type() shows (psql's \d).
 DISPLAY_NAMES = {
-    BOOL: "boolean", INT8: "bigint", INT2: "smallint", INT4: "integer", FLOAT4: "real",
-    FLOAT8: "double precision", BPCHAR: "character", VARCHAR: "character varying",
-    TIMESTAMP: "timestamp without time zone", TIMESTAMPTZ: "timestamp with time zone",
-    TIME: "time without time zone", TIMETZ: "time with time zone",
+    BOOL: "boolean",
+    INT8: "bigint",
+    INT2: "smallint",
+    INT4: "integer",
+    FLOAT4: "real",
+    FLOAT8: "double precision",
+    BPCHAR: "character",
+    VARCHAR: "character varying",
+    TIMESTAMP: "timestamp without time zone",
+    TIMESTAMPTZ: "timestamp with time zone",
+    TIME: "time without time zone",
+    TIMETZ: "time with time zone",
 }
 
 _DECLARED: dict[str, int] = {
-    "int4": INT4, "int": INT4, "integer": INT4, "int8": INT8, "bigint": INT8, "int2": INT2,
-    "smallint": INT2, "float8": FLOAT8, "double precision": FLOAT8, "double": FLOAT8, "float": FLOAT8,
-    "float4": FLOAT4, "real": FLOAT4, "numeric": NUMERIC, "decimal": NUMERIC, "text": TEXT,
-    "varchar": VARCHAR, "character varying": VARCHAR, "bpchar": BPCHAR, "char": BPCHAR,
-    "character": BPCHAR, "bool": BOOL, "boolean": BOOL, "timestamp": TIMESTAMP, "datetime": TIMESTAMP,
-    "timestamptz": TIMESTAMPTZ, "date": DATE, "time": TIME, "timetz": TIMETZ, "bytea": BYTEA,
-    "blob": BYTEA, "json": JSON, "jsonb": JSONB, "uuid": UUID, "interval": INTERVAL, "oid": OID,
-    "name": NAME, "int2vector": INT2VECTOR, "_int2": INT2_ARRAY, "_text": TEXT_ARRAY, "regclass": REGCLASS, "regtype": REGTYPE, "regproc": REGPROC, "xml": XML,
+    "int4": INT4,
+    "int": INT4,
+    "integer": INT4,
+    "int8": INT8,
+    "bigint": INT8,
+    "int2": INT2,
+    "smallint": INT2,
+    "float8": FLOAT8,
+    "double precision": FLOAT8,
+    "double": FLOAT8,
+    "float": FLOAT8,
+    "float4": FLOAT4,
+    "real": FLOAT4,
+    "numeric": NUMERIC,
+    "decimal": NUMERIC,
+    "text": TEXT,
+    "varchar": VARCHAR,
+    "character varying": VARCHAR,
+    "bpchar": BPCHAR,
+    "char": BPCHAR,
+    "character": BPCHAR,
+    "bool": BOOL,
+    "boolean": BOOL,
+    "timestamp": TIMESTAMP,
+    "datetime": TIMESTAMP,
+    "timestamptz": TIMESTAMPTZ,
+    "date": DATE,
+    "time": TIME,
+    "timetz": TIMETZ,
+    "bytea": BYTEA,
+    "blob": BYTEA,
+    "json": JSON,
+    "jsonb": JSONB,
+    "uuid": UUID,
+    "interval": INTERVAL,
+    "oid": OID,
+    "name": NAME,
+    "int2vector": INT2VECTOR,
+    "_int2": INT2_ARRAY,
+    "_text": TEXT_ARRAY,
+    "regclass": REGCLASS,
+    "regtype": REGTYPE,
+    "regproc": REGPROC,
+    "xml": XML,
 }
 
 
@@ -160,12 +262,25 @@ def _text_timestamp(v: Any) -> bytes:
 
 
 TEXT_ENCODERS: dict[int, Encoder] = {
-    INT2: _text_int, INT4: _text_int, INT8: _text_int, OID: _text_int, BOOL: _text_bool,
-    FLOAT4: _text_float, FLOAT8: _text_float, NUMERIC: _text_numeric, BYTEA: _text_bytea,
-    TIMESTAMPTZ: _text_timestamptz, TIMESTAMP: _text_timestamp,
+    INT2: _text_int,
+    INT4: _text_int,
+    INT8: _text_int,
+    OID: _text_int,
+    BOOL: _text_bool,
+    FLOAT4: _text_float,
+    FLOAT8: _text_float,
+    NUMERIC: _text_numeric,
+    BYTEA: _text_bytea,
+    TIMESTAMPTZ: _text_timestamptz,
+    TIMESTAMP: _text_timestamp,
 }
 
-_I16, _I32, _I64, _U32 = struct.Struct("!h"), struct.Struct("!i"), struct.Struct("!q"), struct.Struct("!I")
+_I16, _I32, _I64, _U32 = (
+    struct.Struct("!h"),
+    struct.Struct("!i"),
+    struct.Struct("!q"),
+    struct.Struct("!I"),
+)
 _F32, _F64 = struct.Struct("!f"), struct.Struct("!d")
 _EPOCH_DATE = dt.date(2000, 1, 1)
 _EPOCH = dt.datetime(2000, 1, 1)
@@ -254,16 +369,36 @@ def _bin_numeric(v: Any) -> bytes:
         weight -= 1
     if not groups:
         weight = 0
-    return struct.pack(f"!hhhh{len(groups)}h", len(groups), weight, 0x4000 if sign else 0, dscale, *groups)
+    return struct.pack(
+        f"!hhhh{len(groups)}h", len(groups), weight, 0x4000 if sign else 0, dscale, *groups
+    )
 
 
 BINARY_ENCODERS: dict[int, Encoder] = {
-    INT2: _bin_int(_I16), INT4: _bin_int(_I32), INT8: _bin_int(_I64), OID: _bin_int(_U32),
-    REGCLASS: _bin_int(_U32), REGTYPE: _bin_int(_U32), REGPROC: _bin_int(_U32),
-    FLOAT4: _bin_float(_F32), FLOAT8: _bin_float(_F64), BOOL: _bin_bool, BYTEA: _bin_bytea,
-    TEXT: _bin_text, VARCHAR: _bin_text, BPCHAR: _bin_text, NAME: _bin_text, JSON: _bin_text,
-    CHAR: _bin_text, UNKNOWN: _bin_text, JSONB: _bin_jsonb, UUID: _bin_uuid,
-    TIMESTAMP: _bin_timestamp, TIMESTAMPTZ: _bin_timestamp, DATE: _bin_date, NUMERIC: _bin_numeric,
+    INT2: _bin_int(_I16),
+    INT4: _bin_int(_I32),
+    INT8: _bin_int(_I64),
+    OID: _bin_int(_U32),
+    REGCLASS: _bin_int(_U32),
+    REGTYPE: _bin_int(_U32),
+    REGPROC: _bin_int(_U32),
+    FLOAT4: _bin_float(_F32),
+    FLOAT8: _bin_float(_F64),
+    BOOL: _bin_bool,
+    BYTEA: _bin_bytea,
+    TEXT: _bin_text,
+    VARCHAR: _bin_text,
+    BPCHAR: _bin_text,
+    NAME: _bin_text,
+    JSON: _bin_text,
+    CHAR: _bin_text,
+    UNKNOWN: _bin_text,
+    JSONB: _bin_jsonb,
+    UUID: _bin_uuid,
+    TIMESTAMP: _bin_timestamp,
+    TIMESTAMPTZ: _bin_timestamp,
+    DATE: _bin_date,
+    NUMERIC: _bin_numeric,
 }
 
 
@@ -334,16 +469,31 @@ def _bin_dec_timestamp(b: bytes) -> Any:
 
 
 TEXT_DECODERS: dict[int, Decoder] = {
-    INT2: _dec_int, INT4: _dec_int, INT8: _dec_int, OID: _dec_int, FLOAT4: _dec_float,
-    FLOAT8: _dec_float, NUMERIC: _dec_numeric, BOOL: _dec_bool, BYTEA: _dec_bytea,
+    INT2: _dec_int,
+    INT4: _dec_int,
+    INT8: _dec_int,
+    OID: _dec_int,
+    FLOAT4: _dec_float,
+    FLOAT8: _dec_float,
+    NUMERIC: _dec_numeric,
+    BOOL: _dec_bool,
+    BYTEA: _dec_bytea,
 }
 BINARY_DECODERS: dict[int, Decoder] = {
-    INT2: lambda b: _I16.unpack(b)[0], INT4: lambda b: _I32.unpack(b)[0], INT8: lambda b: _I64.unpack(b)[0],
-    OID: lambda b: _U32.unpack(b)[0], FLOAT4: lambda b: _F32.unpack(b)[0], FLOAT8: lambda b: _F64.unpack(b)[0],
-    BOOL: lambda b: 1 if b == b"\x01" else 0, BYTEA: bytes, JSONB: lambda b: b[1:].decode(),
-    UUID: lambda b: str(uuid.UUID(bytes=b)), NUMERIC: _bin_dec_numeric,
+    INT2: lambda b: _I16.unpack(b)[0],
+    INT4: lambda b: _I32.unpack(b)[0],
+    INT8: lambda b: _I64.unpack(b)[0],
+    OID: lambda b: _U32.unpack(b)[0],
+    FLOAT4: lambda b: _F32.unpack(b)[0],
+    FLOAT8: lambda b: _F64.unpack(b)[0],
+    BOOL: lambda b: 1 if b == b"\x01" else 0,
+    BYTEA: bytes,
+    JSONB: lambda b: b[1:].decode(),
+    UUID: lambda b: str(uuid.UUID(bytes=b)),
+    NUMERIC: _bin_dec_numeric,
     DATE: lambda b: str(_EPOCH_DATE + dt.timedelta(days=_I32.unpack(b)[0])),
-    TIMESTAMP: _bin_dec_timestamp, TIMESTAMPTZ: _bin_dec_timestamp,
+    TIMESTAMP: _bin_dec_timestamp,
+    TIMESTAMPTZ: _bin_dec_timestamp,
 }
 
 

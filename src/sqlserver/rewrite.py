@@ -20,12 +20,33 @@ T = exp.DataType.Type
 
 # sqlglot type -> PostgreSQL canonical name (what format_type and \d show after mapping in results.py)
 _TYPE_NAMES: dict[Any, str] = {
-    T.SMALLINT: "int2", T.INT: "int4", T.BIGINT: "int8", T.SMALLSERIAL: "int2", T.SERIAL: "int4",
-    T.BIGSERIAL: "int8", T.DOUBLE: "float8", T.FLOAT: "float4", T.DECIMAL: "numeric",
-    T.VARCHAR: "varchar", T.CHAR: "bpchar", T.NCHAR: "bpchar", T.NVARCHAR: "varchar", T.TEXT: "text",
-    T.BOOLEAN: "bool", T.TIMESTAMP: "timestamp", T.TIMESTAMPTZ: "timestamptz", T.DATE: "date",
-    T.TIME: "time", T.TIMETZ: "timetz", T.VARBINARY: "bytea", T.BINARY: "bytea", T.JSON: "json",
-    T.JSONB: "jsonb", T.UUID: "uuid", T.INTERVAL: "interval", T.NAME: "name",
+    T.SMALLINT: "int2",
+    T.INT: "int4",
+    T.BIGINT: "int8",
+    T.SMALLSERIAL: "int2",
+    T.SERIAL: "int4",
+    T.BIGSERIAL: "int8",
+    T.DOUBLE: "float8",
+    T.FLOAT: "float4",
+    T.DECIMAL: "numeric",
+    T.VARCHAR: "varchar",
+    T.CHAR: "bpchar",
+    T.NCHAR: "bpchar",
+    T.NVARCHAR: "varchar",
+    T.TEXT: "text",
+    T.BOOLEAN: "bool",
+    T.TIMESTAMP: "timestamp",
+    T.TIMESTAMPTZ: "timestamptz",
+    T.DATE: "date",
+    T.TIME: "time",
+    T.TIMETZ: "timetz",
+    T.VARBINARY: "bytea",
+    T.BINARY: "bytea",
+    T.JSON: "json",
+    T.JSONB: "jsonb",
+    T.UUID: "uuid",
+    T.INTERVAL: "interval",
+    T.NAME: "name",
 }
 _SERIALS = {T.SMALLSERIAL, T.SERIAL, T.BIGSERIAL}
 
@@ -48,7 +69,10 @@ def raw_type(name: str) -> exp.DataType:
 
 
 def placeholder_count(tree: exp.Expression) -> int:
-    return max((int(p.this.this) for p in tree.find_all(exp.Parameter) if isinstance(p.this, exp.Literal)), default=0)
+    return max(
+        (int(p.this.this) for p in tree.find_all(exp.Parameter) if isinstance(p.this, exp.Literal)),
+        default=0,
+    )
 
 
 def _is_nonzero_number(node: exp.Expression) -> bool:
@@ -73,30 +97,52 @@ def _expression_rewrite(node: exp.Expression) -> exp.Expression:
     if isinstance(node, exp.Parameter) and isinstance(node.this, exp.Literal):
         # $n -> ?n: SQLite's numbered parameter (sqlglot would write @n, a named one).
         return exp.Var(this=f"?{node.this.this}")
-    if isinstance(node, exp.Dot) and isinstance(node.this, exp.Identifier) and node.this.name.lower() == "pg_catalog":
+    if (
+        isinstance(node, exp.Dot)
+        and isinstance(node.this, exp.Identifier)
+        and node.this.name.lower() == "pg_catalog"
+    ):
         # pg_catalog.f(x): SQLite has no schema-qualified functions; ours are registered unqualified.
         return _sub(node.expression)
     if isinstance(node, exp.Collate):
-        return _sub(node.this)  # PostgreSQL collations ("C", pg_catalog.default) mean nothing to SQLite
+        return _sub(
+            node.this
+        )  # PostgreSQL collations ("C", pg_catalog.default) mean nothing to SQLite
     if isinstance(node, exp.Operator):
         op = str(node.args.get("operator", "")).split(".")[-1]
         if op in _REGEX_OPS:
             flags, negate = _REGEX_OPS[op]
-            call = exp.Anonymous(this="pg_regex", expressions=[_sub(node.this), _sub(node.expression), exp.Literal.string(flags)])
+            call = exp.Anonymous(
+                this="pg_regex",
+                expressions=[_sub(node.this), _sub(node.expression), exp.Literal.string(flags)],
+            )
             return exp.Not(this=call) if negate else call
-        return exp.Anonymous(this="pg_operator_" + {"=": "eq", "<>": "ne"}.get(op, "unknown"), expressions=[_sub(node.this), _sub(node.expression)])
+        return exp.Anonymous(
+            this="pg_operator_" + {"=": "eq", "<>": "ne"}.get(op, "unknown"),
+            expressions=[_sub(node.this), _sub(node.expression)],
+        )
     if isinstance(node, exp.RegexpLike):
-        return exp.Anonymous(this="pg_regex", expressions=[_sub(node.this), _sub(node.expression), exp.Literal.string("")])
+        return exp.Anonymous(
+            this="pg_regex",
+            expressions=[_sub(node.this), _sub(node.expression), exp.Literal.string("")],
+        )
     if isinstance(node, exp.RegexpILike):
-        return exp.Anonymous(this="pg_regex", expressions=[_sub(node.this), _sub(node.expression), exp.Literal.string("i")])
+        return exp.Anonymous(
+            this="pg_regex",
+            expressions=[_sub(node.this), _sub(node.expression), exp.Literal.string("i")],
+        )
     if isinstance(node, exp.Array):
         # PostgreSQL arrays travel as their text form '{a,b}' (see docs/sqlserver.md)
         items = node.expressions
         if len(items) == 1 and isinstance(items[0], exp.Select | exp.Subquery):
-            sel = items[0] if isinstance(items[0], exp.Select) else items[0].this
-            sel = _sub(sel.copy())
+            sel: Any = _sub(
+                (items[0] if isinstance(items[0], exp.Select) else items[0].this).copy()
+            )
             first = sel.expressions[0]
-            sel.set("expressions", [exp.alias_(first.unalias() if isinstance(first, exp.Alias) else first, "_v")])
+            sel.set(
+                "expressions",
+                [exp.alias_(first.unalias() if isinstance(first, exp.Alias) else first, "_v")],
+            )
             agg = exp.Anonymous(this="pg_array_agg", expressions=[exp.column("_v")])
             return exp.Subquery(this=exp.select(agg).from_(sel.subquery("_a")))
         return exp.Anonymous(this="pg_array", expressions=[_sub(e) for e in items])
@@ -106,12 +152,16 @@ def _expression_rewrite(node: exp.Expression) -> exp.Expression:
             target = target.this
         if isinstance(target, exp.Select | exp.Subquery):
             sel = target if isinstance(target, exp.Select) else target.this
-            test: exp.Expression = exp.In(this=_sub(node.this), query=exp.Subquery(this=_sub(sel.copy())))
+            test: exp.Expression = exp.In(
+                this=_sub(node.this), query=exp.Subquery(this=_sub(sel.copy()))
+            )
         else:
             test = exp.Anonymous(this="pg_any_eq", expressions=[_sub(node.this), _sub(target)])
         return exp.Not(this=test) if isinstance(node, exp.NEQ) else test
     if isinstance(node, exp.ArrayToString):
-        return exp.Anonymous(this="array_to_string", expressions=[_sub(node.this), _sub(node.expression)])
+        return exp.Anonymous(
+            this="array_to_string", expressions=[_sub(node.this), _sub(node.expression)]
+        )
     if isinstance(node, exp.ByteString):
         return exp.Literal.string(str(node.this))  # E'...': sqlglot has already decoded the escapes
     if isinstance(node, exp.CurrentVersion):
@@ -126,7 +176,9 @@ def _expression_rewrite(node: exp.Expression) -> exp.Expression:
         kind = to.this if isinstance(to, exp.DataType) else None
         target = (to.sql("postgres") if not isinstance(to, exp.DataType) else "").lower()
         if target in ("regclass", "regtype", "regproc", "regnamespace") or (
-            isinstance(to, exp.DataType) and to.this == T.USERDEFINED and str(to.args.get("kind", "")).lower().startswith("reg")
+            isinstance(to, exp.DataType)
+            and to.this == T.USERDEFINED
+            and str(to.args.get("kind", "")).lower().startswith("reg")
         ):
             name = target or str(to.args.get("kind")).lower()
             return exp.Anonymous(this=f"pg_{name}", expressions=[_sub(node.this)])
@@ -136,7 +188,7 @@ def _expression_rewrite(node: exp.Expression) -> exp.Expression:
             return exp.Anonymous(this="pg_bool", expressions=[_sub(node.this)])
         if kind in (T.TEXT, T.VARCHAR, T.CHAR, T.NAME):
             return exp.Cast(this=_sub(node.this), to=raw_type("TEXT"))
-        if (kind == T.USERDEFINED and str(to.args.get("kind", "")).lower() == "oid"):
+        if kind == T.USERDEFINED and str(to.args.get("kind", "")).lower() == "oid":
             return exp.Cast(this=_sub(node.this), to=raw_type("INTEGER"))
     if isinstance(node, exp.Table):
         db = node.args.get("db")
@@ -148,9 +200,9 @@ def _expression_rewrite(node: exp.Expression) -> exp.Expression:
         elif schema == "information_schema":
             node.set("db", None)
             node.set("this", exp.to_identifier(f"information_schema_{node.name.lower()}"))
-    if isinstance(node, exp.Ordered) and isinstance(node.parent, (exp.OnConflict, exp.Schema)) or (
-        isinstance(node, exp.Ordered) and isinstance(node.parent, exp.IndexParameters)
-    ):
+    if (
+        isinstance(node, exp.Ordered) and isinstance(node.parent, (exp.OnConflict, exp.Schema))
+    ) or (isinstance(node, exp.Ordered) and isinstance(node.parent, exp.IndexParameters)):
         # sqlglot spells PostgreSQL's default null ordering out; SQLite refuses NULLS LAST there
         return _sub(node.this) if not node.args.get("desc") else node
     return node
@@ -159,7 +211,9 @@ def _expression_rewrite(node: exp.Expression) -> exp.Expression:
 def expression_rewrite(tree: exp.Expression) -> exp.Expression:
     tree = tree.transform(_expression_rewrite, copy=True)
     for select in tree.find_all(exp.Select):
-        select.set("locks", None)  # FOR UPDATE/SHARE: one writer at a time already serializes writes
+        select.set(
+            "locks", None
+        )  # FOR UPDATE/SHARE: one writer at a time already serializes writes
     return tree
 
 
@@ -184,12 +238,16 @@ def rewrite(tree: exp.Expression, text: str) -> tr.Statement:
     if isinstance(tree, exp.Query | exp.Values):
         empty = _always_empty(tree)
         t = empty if empty is not None else expression_rewrite(tree)
-        return tr.Statement(tr.SELECT, text, (to_sqlite(t, text),), "SELECT", placeholder_count(tree), False, (), t)
+        return tr.Statement(
+            tr.SELECT, text, (to_sqlite(t, text),), "SELECT", placeholder_count(tree), False, (), t
+        )
     if isinstance(tree, exp.Insert | exp.Update | exp.Delete):
         t = expression_rewrite(tree)
         verb = {exp.Insert: "INSERT", exp.Update: "UPDATE", exp.Delete: "DELETE"}[type(tree)]
         kind = tr.SELECT if t.args.get("returning") else tr.DML
-        return tr.Statement(kind, text, (to_sqlite(t, text),), verb, placeholder_count(tree), True, (), t)
+        return tr.Statement(
+            kind, text, (to_sqlite(t, text),), verb, placeholder_count(tree), True, (), t
+        )
     if isinstance(tree, exp.Create):
         return _create(tree, text)
     if isinstance(tree, exp.Drop):
@@ -200,25 +258,61 @@ def rewrite(tree: exp.Expression, text: str) -> tr.Statement:
         return tr.Statement(tr.DDL, text, sql, "TRUNCATE TABLE", 0, True)
     if isinstance(tree, exp.Alter):
         return _alter(tree, text)
-    raise tr.unsupported(type(tree).__name__.upper() if not isinstance(tree, exp.Command) else str(tree.this).upper(), text)
+    raise tr.unsupported(
+        type(tree).__name__.upper()
+        if not isinstance(tree, exp.Command)
+        else str(tree.this).upper(),
+        text,
+    )
 
 
 # Catalog tables that have no rows in sqlserver (no policies, publications, triggers, partitions,
 # inheritance, extended statistics, rules): a query that inner-joins one of them returns nothing,
 # whatever else it says, so it is answered as an empty result with the same columns. This keeps
 # psql's \d+ working without translating the PostgreSQL-only expressions those queries carry.
-ALWAYS_EMPTY = frozenset({
-    "pg_policy", "pg_publication", "pg_publication_rel", "pg_publication_namespace", "pg_trigger",
-    "pg_inherits", "pg_partitioned_table", "pg_statistic_ext", "pg_rewrite", "pg_foreign_table",
-    "pg_description", "pg_shdescription", "pg_auth_members", "pg_extension", "pg_proc", "pg_enum",
-    "pg_event_trigger", "pg_subscription", "pg_foreign_data_wrapper", "pg_foreign_server",
-    "pg_user_mapping", "pg_default_acl", "pg_init_privs", "pg_seclabel", "pg_cast", "pg_operator",
-    "pg_opclass", "pg_ts_config", "pg_ts_dict", "pg_ts_parser", "pg_ts_template", "pg_conversion",
-    "pg_language", "pg_aggregate", "pg_largeobject_metadata", "pg_statistic_ext_data",
-})
+ALWAYS_EMPTY = frozenset(
+    {
+        "pg_policy",
+        "pg_publication",
+        "pg_publication_rel",
+        "pg_publication_namespace",
+        "pg_trigger",
+        "pg_inherits",
+        "pg_partitioned_table",
+        "pg_statistic_ext",
+        "pg_rewrite",
+        "pg_foreign_table",
+        "pg_description",
+        "pg_shdescription",
+        "pg_auth_members",
+        "pg_extension",
+        "pg_proc",
+        "pg_enum",
+        "pg_event_trigger",
+        "pg_subscription",
+        "pg_foreign_data_wrapper",
+        "pg_foreign_server",
+        "pg_user_mapping",
+        "pg_default_acl",
+        "pg_init_privs",
+        "pg_seclabel",
+        "pg_cast",
+        "pg_operator",
+        "pg_opclass",
+        "pg_ts_config",
+        "pg_ts_dict",
+        "pg_ts_parser",
+        "pg_ts_template",
+        "pg_conversion",
+        "pg_language",
+        "pg_aggregate",
+        "pg_largeobject_metadata",
+        "pg_statistic_ext_data",
+    }
+)
 
 
-def _branch_empty(sel: exp.Expression) -> bool:
+def _branch_empty(sel: Any) -> bool:
     if isinstance(sel, exp.Union):
         return _branch_empty(sel.left) and _branch_empty(sel.right)
     if not isinstance(sel, exp.Select):
@@ -232,14 +326,18 @@ def _branch_empty(sel: exp.Expression) -> bool:
 def _always_empty(tree: exp.Expression) -> exp.Expression | None:
     if not _branch_empty(tree):
         return None
-    first = tree
+    first: Any = tree
     while isinstance(first, exp.Union):
         first = first.left
     assert isinstance(first, exp.Select)
     names = []
     for i, e in enumerate(first.expressions):
-        names.append(e.alias_or_name if e.alias_or_name and not isinstance(e, exp.Star) else f"column{i + 1}")
-    return exp.select(*[exp.alias_(exp.null(), n or f"column{i + 1}", quoted=True) for i, n in enumerate(names)]).where(exp.false())
+        names.append(
+            e.alias_or_name if e.alias_or_name and not isinstance(e, exp.Star) else f"column{i + 1}"
+        )
+    return exp.select(
+        *[exp.alias_(exp.null(), n or f"column{i + 1}", quoted=True) for i, n in enumerate(names)]
+    ).where(exp.false())
 
 
 def _table_sql(table: exp.Expression) -> str:
@@ -258,7 +356,15 @@ def _create(tree: exp.Create, text: str) -> tr.Statement:
                     start = int(prop.args["start"].sql())
                 if prop.args.get("increment") is not None:
                     increment = int(prop.args["increment"].sql())
-        return tr.Statement(tr.CREATE_SEQUENCE, text, (), "CREATE SEQUENCE", 0, True, (name, start, increment, bool(tree.args.get("exists"))))
+        return tr.Statement(
+            tr.CREATE_SEQUENCE,
+            text,
+            (),
+            "CREATE SEQUENCE",
+            0,
+            True,
+            (name, start, increment, bool(tree.args.get("exists"))),
+        )
     if kind not in ("TABLE", "INDEX", "VIEW"):
         raise tr.unsupported(f"CREATE {kind}", text)
     tree = tree.copy()
@@ -281,7 +387,11 @@ def _column(table: str, col: exp.ColumnDef) -> list[str]:
     """Rewrite one column definition in place; returns SQL to run after CREATE TABLE (sequences)."""
     dtype = col.args.get("kind")
     constraints = col.args.get("constraints") or []
-    identity = [c for c in constraints if isinstance(c.args.get("kind"), exp.GeneratedAsIdentityColumnConstraint)]
+    identity = [
+        c
+        for c in constraints
+        if isinstance(c.args.get("kind"), exp.GeneratedAsIdentityColumnConstraint)
+    ]
     for c in identity:
         constraints.remove(c)
     is_pk = any(isinstance(c.args.get("kind"), exp.PrimaryKeyColumnConstraint) for c in constraints)
@@ -295,8 +405,19 @@ def _column(table: str, col: exp.ColumnDef) -> list[str]:
     if not serial:
         return []
     seq = f"{table}_{col.name}_seq"
-    col.append("constraints", exp.ColumnConstraint(kind=exp.DefaultColumnConstraint(this=exp.Paren(this=exp.Anonymous(this="nextval", expressions=[exp.Literal.string(seq)])))))
-    return [f"INSERT OR IGNORE INTO _lp_sequences (name, last_value, increment, owner_table, owner_column) VALUES ('{seq}', 0, 1, '{table}', '{col.name}')"]
+    col.append(
+        "constraints",
+        exp.ColumnConstraint(
+            kind=exp.DefaultColumnConstraint(
+                this=exp.Paren(
+                    this=exp.Anonymous(this="nextval", expressions=[exp.Literal.string(seq)])
+                )
+            )
+        ),
+    )
+    return [
+        f"INSERT OR IGNORE INTO _lp_sequences (name, last_value, increment, owner_table, owner_column) VALUES ('{seq}', 0, 1, '{table}', '{col.name}')"
+    ]
 
 
 def _drop(tree: exp.Drop, text: str) -> tr.Statement:
@@ -304,7 +425,9 @@ def _drop(tree: exp.Drop, text: str) -> tr.Statement:
     exists = " IF EXISTS" if tree.args.get("exists") else ""
     names = list(tree.args.get("tables") or []) or [tree.this]
     if kind == "SEQUENCE":
-        return tr.Statement(tr.DROP_SEQUENCE, text, (), "DROP SEQUENCE", 0, True, tuple(n.name for n in names))
+        return tr.Statement(
+            tr.DROP_SEQUENCE, text, (), "DROP SEQUENCE", 0, True, tuple(n.name for n in names)
+        )
     if kind not in ("TABLE", "INDEX", "VIEW"):
         raise tr.unsupported(f"DROP {kind}", text)
     # SQLite drops one object per statement; PostgreSQL's "drop table a, b, c" becomes three.
@@ -324,7 +447,14 @@ def _alter(tree: exp.Alter, text: str) -> tr.Statement:
             for e in action.expressions:
                 if isinstance(e, exp.Constraint):
                     name = e.name or name
-                    e = next((x for x in e.expressions if isinstance(x, exp.PrimaryKey | exp.UniqueColumnConstraint)), e)
+                    e = next(
+                        (
+                            x
+                            for x in e.expressions
+                            if isinstance(x, exp.PrimaryKey | exp.UniqueColumnConstraint)
+                        ),
+                        e,
+                    )
                 if isinstance(e, exp.PrimaryKey):
                     pk = e
         if pk is not None:

@@ -93,7 +93,9 @@ class SessionState:
         """Move the transaction status; returns the new status."""
         nxt = STATUSES.get((self.status, event))
         if nxt is None:
-            raise StateError(f"transaction event {event!r} is not allowed in status {self.status!r}")
+            raise StateError(
+                f"transaction event {event!r} is not allowed in status {self.status!r}"
+            )
         self.status = nxt
         return nxt
 

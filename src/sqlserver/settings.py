@@ -6,7 +6,12 @@ Concurrency: one Settings per session, used by that session's thread only.
 from __future__ import annotations
 
 from sqlserver.config import SERVER_VERSION, SERVER_VERSION_NUM
-from sqlserver.protocol.errors import CANT_CHANGE_RUNTIME_PARAM, FEATURE_NOT_SUPPORTED, UNDEFINED_OBJECT, PgError
+from sqlserver.protocol.errors import (
+    CANT_CHANGE_RUNTIME_PARAM,
+    FEATURE_NOT_SUPPORTED,
+    UNDEFINED_OBJECT,
+    PgError,
+)
 
 # name (lower case) -> (display name, default). Names not listed here may still be SET (they are
 # kept and shown back, like PostgreSQL's placeholder variables with a dot, e.g. myapp.x).
@@ -63,13 +68,36 @@ DEFAULTS: dict[str, tuple[str, str]] = {
 }
 # Sent as ParameterStatus at startup and whenever they change (PostgreSQL's GUC_REPORT set).
 REPORTED = (
-    "server_version", "server_encoding", "client_encoding", "DateStyle", "IntervalStyle",
-    "integer_datetimes", "standard_conforming_strings", "TimeZone", "application_name",
-    "is_superuser", "session_authorization", "in_hot_standby",
+    "server_version",
+    "server_encoding",
+    "client_encoding",
+    "DateStyle",
+    "IntervalStyle",
+    "integer_datetimes",
+    "standard_conforming_strings",
+    "TimeZone",
+    "application_name",
+    "is_superuser",
+    "session_authorization",
+    "in_hot_standby",
 )
 _REPORTED_LOWER = {n.lower() for n in REPORTED}
-_READ_ONLY = {"server_version", "server_version_num", "server_encoding", "integer_datetimes", "lc_collate", "lc_ctype", "max_identifier_length", "block_size", "is_superuser"}
-_ALIASES = {"transaction isolation level": "transaction_isolation", "time zone": "timezone", "session authorization": "session_authorization"}
+_READ_ONLY = {
+    "server_version",
+    "server_version_num",
+    "server_encoding",
+    "integer_datetimes",
+    "lc_collate",
+    "lc_ctype",
+    "max_identifier_length",
+    "block_size",
+    "is_superuser",
+}
+_ALIASES = {
+    "transaction isolation level": "transaction_isolation",
+    "time zone": "timezone",
+    "session authorization": "session_authorization",
+}
 
 
 class Settings:
@@ -78,7 +106,9 @@ class Settings:
         self._values["session_authorization"] = user
         self._values["max_connections"] = str(max_connections)
         self._names: dict[str, str] = {k: n for k, (n, _v) in DEFAULTS.items()}
-        self._local: dict[str, str] = {}  # values to restore at the end of the transaction (SET LOCAL)
+        self._local: dict[
+            str, str
+        ] = {}  # values to restore at the end of the transaction (SET LOCAL)
 
     @staticmethod
     def key(name: str) -> str:
@@ -97,7 +127,9 @@ class Settings:
         k = self.key(name)
         return self._names.get(k, k)
 
-    def set(self, name: str, value: str, local: bool = False, *, startup: bool = False) -> tuple[str, str] | None:
+    def set(
+        self, name: str, value: str, local: bool = False, *, startup: bool = False
+    ) -> tuple[str, str] | None:
         """Set a parameter; returns (display name, value) when clients must be told (ParameterStatus)."""
         k = self.key(name)
         if k == "all":
@@ -108,12 +140,28 @@ class Settings:
             value = value[1:-1]  # asyncpg sends client_encoding as 'utf-8', quotes included
         if value == "":
             value = DEFAULTS.get(k, ("", ""))[1]
-        if k == "client_encoding" and value.replace("-", "").replace("_", "").upper() not in ("UTF8", "UNICODE"):
-            raise PgError(FEATURE_NOT_SUPPORTED, f"client_encoding {value!r} is not supported by sqlserver; use UTF8")
+        if k == "client_encoding" and value.replace("-", "").replace("_", "").upper() not in (
+            "UTF8",
+            "UNICODE",
+        ):
+            raise PgError(
+                FEATURE_NOT_SUPPORTED,
+                f"client_encoding {value!r} is not supported by sqlserver; use UTF8",
+            )
         if k == "client_encoding":
             value = "UTF8"
-        if k == "timezone" and value.upper() not in ("UTC", "GMT", "ETC/UTC", "Z", "0", "+00", "00:00"):
-            raise PgError(FEATURE_NOT_SUPPORTED, f"sqlserver runs in UTC only, not TimeZone {value!r}")
+        if k == "timezone" and value.upper() not in (
+            "UTC",
+            "GMT",
+            "ETC/UTC",
+            "Z",
+            "0",
+            "+00",
+            "00:00",
+        ):
+            raise PgError(
+                FEATURE_NOT_SUPPORTED, f"sqlserver runs in UTC only, not TimeZone {value!r}"
+            )
         if local and k not in self._local:
             self._local[k] = self._values.get(k, "")
         self._values[k] = value

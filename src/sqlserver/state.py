@@ -47,7 +47,8 @@ class Sequences:
 
     def _load(self, name: str, conn: sqlite3.Connection) -> list[int]:
         row = conn.execute(
-            "SELECT last_value, increment, owner_table, owner_column FROM _lp_sequences WHERE name = ?", (name,)
+            "SELECT last_value, increment, owner_table, owner_column FROM _lp_sequences WHERE name = ?",
+            (name,),
         ).fetchone()
         if row is None:
             raise PgError(UNDEFINED_TABLE, f'relation "{name}" does not exist')
@@ -105,7 +106,9 @@ class ServerState:
         Path(data_dir).mkdir(parents=True, exist_ok=True)
         self.db_path = str(Path(data_dir) / config.database_file)
         prepare_database(self.db_path, config)
-        self.passwords: dict[str, str] = load_passwords(config.password_file) if config.password_file else {}
+        self.passwords: dict[str, str] = (
+            load_passwords(config.password_file) if config.password_file else {}
+        )
         self.translator = Translator(config.translation_cache_size)
         self.write_lock = threading.Lock()
         self.sequences = Sequences()
@@ -171,7 +174,10 @@ class ServerState:
         if values:
             conn = self.open_connection()
             try:
-                conn.executemany("UPDATE _lp_sequences SET last_value = ? WHERE name = ? AND last_value < ?", [(v, k, v) for k, v in values.items()])
+                conn.executemany(
+                    "UPDATE _lp_sequences SET last_value = ? WHERE name = ? AND last_value < ?",
+                    [(v, k, v) for k, v in values.items()],
+                )
             except sqlite3.Error:
                 pass  # best effort; owned sequences recover from their columns anyway
             finally:

@@ -57,7 +57,9 @@ def prepare_database(path: str, config: SqlConfig) -> None:
     try:
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
-            raise RuntimeError(f"SQLite refused WAL mode for {path} (got {mode}); use a local file system")
+            raise RuntimeError(
+                f"SQLite refused WAL mode for {path} (got {mode}); use a local file system"
+            )
         for sql in INTERNAL_TABLES:
             conn.execute(sql)
     finally:
@@ -65,15 +67,35 @@ def prepare_database(path: str, config: SqlConfig) -> None:
 
 
 _PATTERNS: list[tuple[re.Pattern[str], str, str]] = [
-    (re.compile(r"no such table: (?:\w+\.)?(.+)"), UNDEFINED_TABLE, 'relation "{0}" does not exist'),
+    (
+        re.compile(r"no such table: (?:\w+\.)?(.+)"),
+        UNDEFINED_TABLE,
+        'relation "{0}" does not exist',
+    ),
     (re.compile(r"no such view: (?:\w+\.)?(.+)"), UNDEFINED_TABLE, 'relation "{0}" does not exist'),
     (re.compile(r"no such index: (?:\w+\.)?(.+)"), "42704", 'index "{0}" does not exist'),
     (re.compile(r"no such column: (.+)"), UNDEFINED_COLUMN, 'column "{0}" does not exist'),
-    (re.compile(r"table \S+ has no column named (.+)"), UNDEFINED_COLUMN, 'column "{0}" does not exist'),
+    (
+        re.compile(r"table \S+ has no column named (.+)"),
+        UNDEFINED_COLUMN,
+        'column "{0}" does not exist',
+    ),
     (re.compile(r"no such function: (.+)"), UNDEFINED_FUNCTION, "function {0}() does not exist"),
-    (re.compile(r"wrong number of arguments to function (\w+)"), UNDEFINED_FUNCTION, "function {0} does not exist with these arguments"),
-    (re.compile(r"(?:table|index|view) (\S+) already exists"), DUPLICATE_TABLE, 'relation "{0}" already exists'),
-    (re.compile(r"(near .*: syntax error|incomplete input|unrecognized token.*)"), SYNTAX_ERROR, "syntax error: {0}"),
+    (
+        re.compile(r"wrong number of arguments to function (\w+)"),
+        UNDEFINED_FUNCTION,
+        "function {0} does not exist with these arguments",
+    ),
+    (
+        re.compile(r"(?:table|index|view) (\S+) already exists"),
+        DUPLICATE_TABLE,
+        'relation "{0}" already exists',
+    ),
+    (
+        re.compile(r"(near .*: syntax error|incomplete input|unrecognized token.*)"),
+        SYNTAX_ERROR,
+        "syntax error: {0}",
+    ),
     (re.compile(r"datatype mismatch"), DATATYPE_MISMATCH, "datatype mismatch"),
 ]
 
@@ -90,23 +112,38 @@ def map_error(e: sqlite3.Error, function_error: PgError | None = None) -> PgErro
             cols = msg.split(":", 1)[-1].strip()
             table = cols.split(".")[0] if "." in cols else "table"
             names = ", ".join(c.split(".")[-1] for c in cols.split(", "))
-            return PgError(UNIQUE_VIOLATION, f'duplicate key value violates unique constraint "{table}_pkey"', detail=f"Key ({names}) already exists.")
+            return PgError(
+                UNIQUE_VIOLATION,
+                f'duplicate key value violates unique constraint "{table}_pkey"',
+                detail=f"Key ({names}) already exists.",
+            )
         if "NOT NULL" in msg:
             col = msg.split(":", 1)[-1].strip().split(".")[-1]
-            return PgError(NOT_NULL_VIOLATION, f'null value in column "{col}" violates not-null constraint')
+            return PgError(
+                NOT_NULL_VIOLATION, f'null value in column "{col}" violates not-null constraint'
+            )
         if "FOREIGN KEY" in msg:
-            return PgError(FOREIGN_KEY_VIOLATION, "insert or update violates a foreign key constraint")
+            return PgError(
+                FOREIGN_KEY_VIOLATION, "insert or update violates a foreign key constraint"
+            )
         if "CHECK" in msg:
-            return PgError(CHECK_VIOLATION, "new row violates a check constraint: " + msg.split(":", 1)[-1].strip())
+            return PgError(
+                CHECK_VIOLATION,
+                "new row violates a check constraint: " + msg.split(":", 1)[-1].strip(),
+            )
         return PgError("23000", f"integrity constraint violation: {msg}")
-    if code == 517:  # SQLITE_BUSY_SNAPSHOT: this transaction read a snapshot another one has since changed
+    if (
+        code == 517
+    ):  # SQLITE_BUSY_SNAPSHOT: this transaction read a snapshot another one has since changed
         return PgError(
             SERIALIZATION_FAILURE,
             "could not serialize access due to concurrent update",
             hint="Retry the transaction; start it with the write (or BEGIN; then write first) to avoid this.",
         )
     if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-        return PgError(LOCK_NOT_AVAILABLE, "could not obtain lock: the database is busy (lock timeout reached)")
+        return PgError(
+            LOCK_NOT_AVAILABLE, "could not obtain lock: the database is busy (lock timeout reached)"
+        )
     if primary == sqlite3.SQLITE_INTERRUPT:
         return PgError(QUERY_CANCELED, "canceling statement due to user request")
     for pattern, sqlstate, template in _PATTERNS:

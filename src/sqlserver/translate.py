@@ -23,19 +23,37 @@ import logging
 import re
 import threading
 from collections import OrderedDict
+from typing import cast
 
 import sqlglot
 from sqlglot import exp
+from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import ParseError, TokenError
-from sqlglot.tokens import Tokenizer, TokenType
+from sqlglot.tokens import TokenType
 
 from sqlserver.copy import parse_copy
 from sqlserver.protocol.errors import SYNTAX_ERROR, PgError
 from sqlserver.rewrite import rewrite
 from sqlserver.statement import (
-    BEGIN, CLOSE_CURSOR, COMMIT, DEALLOCATE, DECLARE, EMPTY, FETCH, NOOP, RELEASE, RESET, ROLLBACK,
-    ROLLBACK_TO, SAVEPOINT, SELECT, SET, SHOW,
-    Statement, clip, unsupported,
+    BEGIN,
+    CLOSE_CURSOR,
+    COMMIT,
+    DEALLOCATE,
+    DECLARE,
+    EMPTY,
+    FETCH,
+    NOOP,
+    RELEASE,
+    RESET,
+    ROLLBACK,
+    ROLLBACK_TO,
+    SAVEPOINT,
+    SELECT,
+    SET,
+    SHOW,
+    Statement,
+    clip,
+    unsupported,
 )
 
 # sqlglot logs a warning for every statement it keeps as an opaque Command; those are expected.
@@ -45,7 +63,7 @@ logging.getLogger("sqlglot").setLevel(logging.ERROR)
 # Splitting
 # --------------------------------------------------------------------------------------------
 
-_TOKENIZER = Tokenizer()
+_POSTGRES = Dialect.get_or_raise("postgres")  # its tokenizer knows $$dollar quotes$$ and E'...'
 
 
 def split_statements(text: str) -> list[str]:
@@ -53,7 +71,7 @@ def split_statements(text: str) -> list[str]:
     if ";" not in text:
         return [text] if text.strip() else []
     try:
-        tokens = _TOKENIZER.tokenize(text)
+        tokens = _POSTGRES.tokenize(text)
     except TokenError as e:
         raise PgError(SYNTAX_ERROR, f"syntax error: {e}") from None
     out: list[str] = []
@@ -78,24 +96,56 @@ _I = re.IGNORECASE | re.DOTALL
 _COMMENT = re.compile(r"^\s*(--[^\n]*\n|/\*.*?\*/)", re.DOTALL)
 _TX_MODES = r"(\s+(isolation\s+level\s+[a-z ]+|read\s+(write|only)|(not\s+)?deferrable)\s*,?)*"
 _SIMPLE: list[tuple[re.Pattern[str], str, str]] = [
-    (re.compile(r"^\s*(begin|start\s+transaction)(\s+(work|transaction))?" + _TX_MODES + r"\s*$", _I), BEGIN, "BEGIN"),
-    (re.compile(r"^\s*(commit|end)(\s+(work|transaction))?(\s+and\s+no\s+chain)?\s*$", _I), COMMIT, "COMMIT"),
-    (re.compile(r"^\s*(rollback|abort)(\s+(work|transaction))?(\s+and\s+no\s+chain)?\s*$", _I), ROLLBACK, "ROLLBACK"),
-    (re.compile(r"^\s*rollback(\s+(work|transaction))?\s+to\s+(savepoint\s+)?(?P<name>\"?[\w$]+\"?)\s*$", _I), ROLLBACK_TO, "ROLLBACK"),
+    (
+        re.compile(
+            r"^\s*(begin|start\s+transaction)(\s+(work|transaction))?" + _TX_MODES + r"\s*$", _I
+        ),
+        BEGIN,
+        "BEGIN",
+    ),
+    (
+        re.compile(r"^\s*(commit|end)(\s+(work|transaction))?(\s+and\s+no\s+chain)?\s*$", _I),
+        COMMIT,
+        "COMMIT",
+    ),
+    (
+        re.compile(r"^\s*(rollback|abort)(\s+(work|transaction))?(\s+and\s+no\s+chain)?\s*$", _I),
+        ROLLBACK,
+        "ROLLBACK",
+    ),
+    (
+        re.compile(
+            r"^\s*rollback(\s+(work|transaction))?\s+to\s+(savepoint\s+)?(?P<name>\"?[\w$]+\"?)\s*$",
+            _I,
+        ),
+        ROLLBACK_TO,
+        "ROLLBACK",
+    ),
     (re.compile(r"^\s*savepoint\s+(?P<name>\"?[\w$]+\"?)\s*$", _I), SAVEPOINT, "SAVEPOINT"),
-    (re.compile(r"^\s*release(\s+savepoint)?\s+(?P<name>\"?[\w$]+\"?)\s*$", _I), RELEASE, "RELEASE"),
+    (
+        re.compile(r"^\s*release(\s+savepoint)?\s+(?P<name>\"?[\w$]+\"?)\s*$", _I),
+        RELEASE,
+        "RELEASE",
+    ),
     (re.compile(r"^\s*vacuum\b.*$", _I), NOOP, "VACUUM"),
     (re.compile(r"^\s*analy[sz]e\b.*$", _I), NOOP, "ANALYZE"),
     (re.compile(r"^\s*checkpoint\s*$", _I), NOOP, "CHECKPOINT"),
-    (re.compile(r"^\s*discard\s+(all|plans|sequences|temp|temporary)\s*$", _I), NOOP, "DISCARD ALL"),
+    (
+        re.compile(r"^\s*discard\s+(all|plans|sequences|temp|temporary)\s*$", _I),
+        NOOP,
+        "DISCARD ALL",
+    ),
     (re.compile(r"^\s*set\s+(session\s+)?characteristics\b.*$", _I), NOOP, "SET"),
     (re.compile(r"^\s*set\s+transaction\b.*$", _I), NOOP, "SET"),
     (re.compile(r"^\s*set\s+(session\s+)?authorization\b.*$", _I), NOOP, "SET"),
 ]
 _SET = re.compile(
-    r"^\s*set\s+(?P<scope>session\s+|local\s+)?(?P<name>[\w.]+)\s*(=|\s+to\s+|\s+)\s*(?P<value>.*?)\s*$", _I
+    r"^\s*set\s+(?P<scope>session\s+|local\s+)?(?P<name>[\w.]+)\s*(=|\s+to\s+|\s+)\s*(?P<value>.*?)\s*$",
+    _I,
 )
-_SET_TIME_ZONE = re.compile(r"^\s*set\s+(?P<scope>session\s+|local\s+)?time\s+zone\s+(?P<value>.*?)\s*$", _I)
+_SET_TIME_ZONE = re.compile(
+    r"^\s*set\s+(?P<scope>session\s+|local\s+)?time\s+zone\s+(?P<value>.*?)\s*$", _I
+)
 _SHOW = re.compile(r"^\s*show\s+(?P<name>[\w.]+(\s+[\w.]+)*)\s*$", _I)
 _RESET = re.compile(r"^\s*reset\s+(?P<name>[\w.]+|all)\s*$", _I)
 _DECLARE = re.compile(
@@ -152,10 +202,45 @@ def _classify_simple(text: str) -> Statement | None:
         return Statement(EMPTY, text)
     head = body.lstrip()[:12].lower()
     if not head.startswith(
-        ("begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release", "vacuum", "analy",
-         "checkpoint", "discard", "set", "show", "reset", "listen", "unlisten", "notify", "lock", "declare",
-         "fetch", "move", "close", "prepare", "execute", "deallocate", "grant", "revoke", "create", "cluster",
-         "reindex", "comment", "security", "refresh", "import", "do", "copy")
+        (
+            "begin",
+            "start",
+            "commit",
+            "end",
+            "rollback",
+            "abort",
+            "savepoint",
+            "release",
+            "vacuum",
+            "analy",
+            "checkpoint",
+            "discard",
+            "set",
+            "show",
+            "reset",
+            "listen",
+            "unlisten",
+            "notify",
+            "lock",
+            "declare",
+            "fetch",
+            "move",
+            "close",
+            "prepare",
+            "execute",
+            "deallocate",
+            "grant",
+            "revoke",
+            "create",
+            "cluster",
+            "reindex",
+            "comment",
+            "security",
+            "refresh",
+            "import",
+            "do",
+            "copy",
+        )
     ):
         return None
     if head.startswith("copy"):
@@ -167,10 +252,28 @@ def _classify_simple(text: str) -> Statement | None:
             return Statement(kind, text, tag=tag, args=(_unquote_ident(name),) if name else ())
     m = _SET_TIME_ZONE.match(body)
     if m:
-        return Statement(SET, text, tag="SET", args=("timezone", _setting_value(m["value"]), bool(m["scope"] and m["scope"].lower().startswith("local"))))
+        return Statement(
+            SET,
+            text,
+            tag="SET",
+            args=(
+                "timezone",
+                _setting_value(m["value"]),
+                bool(m["scope"] and m["scope"].lower().startswith("local")),
+            ),
+        )
     m = _SET.match(body)
     if m:
-        return Statement(SET, text, tag="SET", args=(m["name"].lower(), _setting_value(m["value"]), bool(m["scope"] and m["scope"].lower().startswith("local"))))
+        return Statement(
+            SET,
+            text,
+            tag="SET",
+            args=(
+                m["name"].lower(),
+                _setting_value(m["value"]),
+                bool(m["scope"] and m["scope"].lower().startswith("local")),
+            ),
+        )
     m = _SHOW.match(body)
     if m:
         return Statement(SHOW, text, tag="SHOW", args=(" ".join(m["name"].lower().split()),))
@@ -184,21 +287,51 @@ def _classify_simple(text: str) -> Statement | None:
             raise unsupported("DECLARE for a statement that returns no rows", text)
         hold = bool(m["hold"] and m["hold"].lower().startswith("with"))
         binary = "binary" in (m["opts"] or "").lower()
-        return Statement(DECLARE, text, inner.sql, "DECLARE CURSOR", inner.nparams, False, (_unquote_ident(m["name"]), hold, binary), inner.ast)
+        return Statement(
+            DECLARE,
+            text,
+            inner.sql,
+            "DECLARE CURSOR",
+            inner.nparams,
+            False,
+            (_unquote_ident(m["name"]), hold, binary),
+            inner.ast,
+        )
     m = _FETCH.match(body)
     if m:
         direction = " ".join((m["dir"] or "next").lower().split())
-        count = None if direction.endswith("all") else int(direction.split()[-1]) if direction[-1].isdigit() else 1
+        count = (
+            None
+            if direction.endswith("all")
+            else int(direction.split()[-1])
+            if direction[-1].isdigit()
+            else 1
+        )
         move = m["verb"].lower() == "move"
-        return Statement(FETCH, text, tag="MOVE" if move else "FETCH", args=(_unquote_ident(m["name"]), count, move))
+        return Statement(
+            FETCH,
+            text,
+            tag="MOVE" if move else "FETCH",
+            args=(_unquote_ident(m["name"]), count, move),
+        )
     m = _CLOSE.match(body)
     if m:
         name = _unquote_ident(m["name"])
-        return Statement(CLOSE_CURSOR, text, tag="CLOSE CURSOR" if name != "all" else "CLOSE CURSOR ALL", args=(None if name == "all" else name,))
+        return Statement(
+            CLOSE_CURSOR,
+            text,
+            tag="CLOSE CURSOR" if name != "all" else "CLOSE CURSOR ALL",
+            args=(None if name == "all" else name,),
+        )
     m = _DEALLOCATE.match(body)
     if m:
         name = _unquote_ident(m["name"])
-        return Statement(DEALLOCATE, text, tag="DEALLOCATE" if name != "all" else "DEALLOCATE ALL", args=(None if name == "all" else name,))
+        return Statement(
+            DEALLOCATE,
+            text,
+            tag="DEALLOCATE" if name != "all" else "DEALLOCATE ALL",
+            args=(None if name == "all" else name,),
+        )
     if _UNSUPPORTED.match(body):
         raise unsupported(body.split()[0].upper(), text)
     return None
@@ -220,7 +353,7 @@ def translate_one(text: str) -> Statement:
         raise PgError(SYNTAX_ERROR, f"syntax error in {clip(text)!r}: {_first_line(e)}") from None
     if tree is None:
         return Statement(EMPTY, text)
-    return rewrite(tree, text)
+    return rewrite(cast(exp.Expression, tree), text)
 
 
 def _first_line(e: Exception) -> str:

@@ -1,8 +1,8 @@
 """Drive a Session directly with the codec's client side (no sockets): the h11-style fake link.
 
-    state = ServerState(SqlConfig(data_dir=str(tmp_path)))
-    c = SessionClient(state)           # startup done, status "I"
-    r = c.query("select 1")            # Result(rows, tags, errors, status, messages)
+state = ServerState(SqlConfig(data_dir=str(tmp_path)))
+c = SessionClient(state)           # startup done, status "I"
+r = c.query("select 1")            # Result(rows, tags, errors, status, messages)
 """
 
 from __future__ import annotations

@@ -52,10 +52,18 @@ def both(c, *msgs):
 )
 def test_fast_and_general_paths_agree(client, aid, describe, rfmt, stmt_delta):
     d = (Describe("P", ""),) if describe else ()
-    fast, slow = both(client, Bind("", "sel", (), (str(aid).encode(),), rfmt), *d, Execute("", 0), Sync())
+    fast, slow = both(
+        client, Bind("", "sel", (), (str(aid).encode(),), rfmt), *d, Execute("", 0), Sync()
+    )
     assert fast == slow
     # writes too: run the same update twice, then compare what each did
-    fast, slow = both(client, Bind("", "upd", (), (str(stmt_delta).encode(), str(aid).encode()), ()), *d, Execute("", 0), Sync())
+    fast, slow = both(
+        client,
+        Bind("", "upd", (), (str(stmt_delta).encode(), str(aid).encode()), ()),
+        *d,
+        Execute("", 0),
+        Sync(),
+    )
     assert fast == slow
 
 
@@ -65,8 +73,12 @@ def test_errors_agree_and_end_with_ready(client):
 
 
 def test_other_bursts_are_left_to_the_general_path():
-    assert parse_burst(burst(Bind("p", "s", (), (), ()), Execute("p", 0), Sync())) is None  # named portal
-    assert parse_burst(burst(Bind("", "s", (), (), ()), Execute("", 5), Sync())) is None  # row limit
+    assert (
+        parse_burst(burst(Bind("p", "s", (), (), ()), Execute("p", 0), Sync())) is None
+    )  # named portal
+    assert (
+        parse_burst(burst(Bind("", "s", (), (), ()), Execute("", 5), Sync())) is None
+    )  # row limit
     assert parse_burst(burst(Bind("", "s", (), (), ()), Execute("", 0))) is None  # no Sync
     whole = burst(Bind("", "s", (), (b"1",), ()), Execute("", 0), Sync())
     for cut in range(len(whole)):

@@ -1,7 +1,7 @@
 """Live patch of a query-path function of a running sqlserver, under pgbench load, with each connection
 policy and each method -- built and applied the way an operator does it.
 
-The patch: copy the running sqlserver package (OLD), change one line of `Session._show` in a copy (NEW) so
+The patch: copy the running sqlserver package (OLD), change one line of `show_command` in a copy (NEW) so
 that `SHOW server_version` answers "<version> (patched)", `livepatch diff OLD NEW`, `livepatch apply`.
 Connections opened before the patch must see the new behaviour at their next transaction; pgbench must
 finish with no failed transaction and no lost client; the accounts balance invariant must hold.
@@ -37,8 +37,9 @@ psycopg = pytest.importorskip("psycopg")
 pytestmark = pytest.mark.timeout(300)
 
 SRC = Path(sqlserver.__file__).resolve().parent
-OLD_LINE = "        value = self.settings.get(name)\n"
-NEW_LINE = '        value = f"{self.settings.get(name)} (patched)"\n'
+FUNCTION = "def show_command("  # SHOW's handler: every SHOW statement runs it
+OLD_LINE = "    value = session.settings.get(name)\n"
+NEW_LINE = '    value = f"{session.settings.get(name)} (patched)"\n'
 
 
 def livepatch_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -55,12 +56,12 @@ def build_patch(work: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__")
     shutil.copytree(SRC, old / "sqlserver", ignore=ignore)
     shutil.copytree(SRC, new / "sqlserver", ignore=ignore)
-    session = new / "sqlserver" / "session.py"
-    text = session.read_text()
-    start = text.index("    def _show(")
-    end = text.index("\n    def ", start + 1)
-    assert text.count(OLD_LINE, start, end) == 1, "Session._show changed: update OLD_LINE"
-    session.write_text(text[:start] + text[start:end].replace(OLD_LINE, NEW_LINE) + text[end:])
+    [module] = [f for f in (new / "sqlserver").glob("*.py") if FUNCTION in f.read_text()]
+    text = module.read_text()
+    start = text.index(FUNCTION)
+    end = text.index("\ndef ", start + 1)
+    assert text.count(OLD_LINE, start, end) == 1, f"{FUNCTION} changed: update OLD_LINE"
+    module.write_text(text[:start] + text[start:end].replace(OLD_LINE, NEW_LINE) + text[end:])
     out = work / "show-patched.lpatch"
     done = livepatch_cli(
         "diff", str(old), str(new), "--package", "sqlserver", "--category", "thread-local",

@@ -56,7 +56,9 @@ def test_startup_reports_parameters_and_key(state):
     c = SessionClient(state, startup=False)
     assert c.session.receive(encode_frontend(SSLRequest())) == b"N"
     assert c.session.receive(encode_frontend(GSSENCRequest())) == b"N"
-    r = c.send(StartupMessage(PROTOCOL_3_0, {"user": "alice", "database": "db", "application_name": "t1"}))
+    r = c.send(
+        StartupMessage(PROTOCOL_3_0, {"user": "alice", "database": "db", "application_name": "t1"})
+    )
     params = {m.name: m.value for m in r.of(ParameterStatus)}
     assert params["server_version"].startswith("15.")
     assert params["client_encoding"] == "UTF8" and params["server_encoding"] == "UTF8"
@@ -120,12 +122,16 @@ def test_extended_query_with_row_limit_and_named_statements(c):
     c.query("create table t (k int primary key, v text)")
     for i in range(5):
         c.query(f"insert into t values ({i}, 'v{i}')")
-    r = c.send(Parse("s1", "select k, v from t where k >= $1 order by k"), Describe("S", "s1"), Sync())
+    r = c.send(
+        Parse("s1", "select k, v from t where k >= $1 order by k"), Describe("S", "s1"), Sync()
+    )
     assert isinstance(r.messages[0], ParseComplete)
     assert r.of(ParameterDescription)[0].oids == (20,)  # k is the rowid alias: int8
     fields = r.descriptions[0].fields
     assert [(f.name, f.type_oid) for f in fields] == [("k", 20), ("v", 25)]
-    r = c.send(Bind("p", "s1", (), (b"0",), ()), Execute("p", 2), Execute("p", 2), Execute("p", 2), Sync())
+    r = c.send(
+        Bind("p", "s1", (), (b"0",), ()), Execute("p", 2), Execute("p", 2), Execute("p", 2), Sync()
+    )
     assert len(r.of(PortalSuspended)) == 2
     assert r.text_rows == [(str(i), f"v{i}") for i in range(5)]
     assert r.tags == ["SELECT 5"] and r.status == "I"
@@ -190,7 +196,9 @@ def test_serial_returning_on_conflict_sequences(c):
 
 def test_set_show_reset(c):
     r = c.query("set application_name = 'app'")
-    assert r.tags == ["SET"] and ("application_name", "app") in [(m.name, m.value) for m in r.of(ParameterStatus)]
+    assert r.tags == ["SET"] and ("application_name", "app") in [
+        (m.name, m.value) for m in r.of(ParameterStatus)
+    ]
     assert c.query("show application_name").text_rows == [("app",)]
     assert c.query("select current_setting('application_name')").text_rows == [("app",)]
     c.query("reset application_name")
@@ -236,7 +244,11 @@ def test_pgbench_init_statements(c):
         assert c.query(sql).errors == [], sql
     c.query("copy pgbench_accounts from stdin with (freeze on)")
     assert c.send(CopyData(b"1\t1\t0\t\n"), CopyData(b"2\t1\t0\t\n"), CopyDone()).tags == ["COPY 2"]
-    for sql in ["commit", "vacuum analyze pgbench_branches", "alter table pgbench_accounts add primary key (aid)"]:
+    for sql in [
+        "commit",
+        "vacuum analyze pgbench_branches",
+        "alter table pgbench_accounts add primary key (aid)",
+    ]:
         assert c.query(sql).errors == [], sql
     assert c.query("insert into pgbench_accounts values (1, 1, 0, '')").errors == ["23505"]
 
@@ -270,7 +282,9 @@ def test_cancel_interrupts_a_running_statement(state):
     t.start()
     other = SessionClient(state, startup=False)
     for _ in range(200):  # deterministic end: the statement stops only when a cancel lands
-        other.session.receive(encode_frontend(CancelRequest(c.session.backend_pid, c.session.secret_key)))
+        other.session.receive(
+            encode_frontend(CancelRequest(c.session.backend_pid, c.session.secret_key))
+        )
         t.join(0.05)
         if not t.is_alive():
             break
@@ -284,7 +298,12 @@ def test_cancel_interrupts_a_running_statement(state):
 def test_cancel_with_a_wrong_key_does_nothing(state):
     c = SessionClient(state)
     other = SessionClient(state, startup=False)
-    assert other.session.receive(encode_frontend(CancelRequest(c.session.backend_pid, c.session.secret_key ^ 1))) == b""
+    assert (
+        other.session.receive(
+            encode_frontend(CancelRequest(c.session.backend_pid, c.session.secret_key ^ 1))
+        )
+        == b""
+    )
     assert other.session.closed and c.query("select 1").errors == []
 
 

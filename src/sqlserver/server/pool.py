@@ -42,8 +42,11 @@ import threading
 import time
 from contextlib import AbstractContextManager, nullcontext
 
+from livepatch import Priority
 from sqlserver.server.connection import Connection, ConnectionTable
 from sqlserver.server.contract import SessionFactory
+
+_LOW, _MEDIUM, _CRITICAL = Priority.LOW, Priority.MEDIUM, Priority.CRITICAL
 
 log = logging.getLogger("sqlserver.server")
 
@@ -51,6 +54,43 @@ STALL_LIMIT_S = 0.02  # a group without listener and without I/O this long gets 
 MAX_THREADS_PER_GROUP = 64  # bound on workers per group (a group with more busy statements queues)
 IDLE_TIMEOUT_S = 60.0  # a waiting worker beyond the group's first retires after this long
 _ONESHOT_IN = select.EPOLLIN | select.EPOLLONESHOT
+
+
+class _Role:
+    """A pool thread's priority as the runtime knows it, changed lazily (one per thread).
+
+    Rule: the registered priority must be right whenever the thread can be found at a quiescence point
+    or is executing a request. So `execute()` (LOW) always takes effect before a request runs; MEDIUM
+    (waiting) and CRITICAL (listening) are registered only while a patch is pending (`flag.request`),
+    right before the thread's quiescence point. So a stale priority only ever belongs to a thread
+    blocked outside any request (in poll, or waiting for work) when a patch starts; the wake-up hook
+    wakes it and it re-declares its priority before its point. What the priority rule needs holds
+    throughout: every executing thread is registered LOW, so no waiting worker and no listener parks
+    while a request still runs. In steady state this costs no call at all.
+    """
+
+    __slots__ = ("current", "flag", "point", "set_priority")
+
+    def __init__(self) -> None:
+        import livepatch
+
+        self.flag = livepatch.transition_flag()
+        self.point = livepatch.quiescence_point
+        self.set_priority = livepatch.set_priority
+        self.current = livepatch.Priority.MEDIUM  # managed_thread(priority=MEDIUM) registered it
+
+    def execute(self) -> None:
+        if self.current is not _LOW:
+            self.set_priority(_LOW)
+            self.current = _LOW
+
+    def quiesce_as(self, priority: Priority) -> None:
+        """The quiescence point, as `priority` (MEDIUM between tasks, CRITICAL after a poll)."""
+        if self.flag.request is not None:
+            if self.current is not priority:
+                self.set_priority(priority)
+                self.current = priority
+            self.point()
 
 
 class _Group:
@@ -207,35 +247,19 @@ class ThreadPool:
     def _work(self, group: _Group) -> None:
         with group.lock:
             group.starting -= 1
-        if self.livepatch_enabled:
-            import livepatch
+        role = _Role() if self.livepatch_enabled else None
+        while True:
+            if role is not None:
+                role.quiesce_as(_MEDIUM)  # between two tasks: this worker owns no connection
+            conn, retire = self._get_event(group, role)
+            if retire:
+                return
+            if conn is not None:
+                if role is not None:
+                    role.execute()
+                self._run(group, conn)
 
-            flag = livepatch.transition_flag()
-            quiescence_point = livepatch.quiescence_point
-            set_priority = livepatch.set_priority
-            low, medium = livepatch.Priority.LOW, livepatch.Priority.MEDIUM
-            while True:
-                if flag.request is not None:
-                    # Between two tasks (owns no connection), as a waiting worker. Without a pending
-                    # patch the MEDIUM step is skipped: the thread goes on to listen (CRITICAL) or to
-                    # wait, and a patch requested meanwhile wakes it (hook) back to this point.
-                    set_priority(medium)
-                    quiescence_point()
-                conn, retire = self._get_event(group)
-                if retire:
-                    return
-                if conn is not None:
-                    set_priority(low)
-                    self._run(group, conn)
-        else:
-            while True:
-                conn, retire = self._get_event(group)
-                if retire:
-                    return
-                if conn is not None:
-                    self._run(group, conn)
-
-    def _get_event(self, group: _Group) -> tuple[Connection | None, bool]:
+    def _get_event(self, group: _Group, role: _Role | None) -> tuple[Connection | None, bool]:
         """A ready connection for this worker, (None, False) to pass the quiescence point again (woken
         without work), or (None, True) when the thread should exit (stop, or idle too long; the thread
         is then already off the group's count, decided under the lock so a group never over-retires)."""
@@ -249,7 +273,7 @@ class ThreadPool:
                 if not group.listening:
                     group.listening = True
                     try:
-                        return self._listen(group), False
+                        return self._listen(group, role), False
                     finally:
                         group.listening = False
                 group.waiting += 1
@@ -265,21 +289,12 @@ class ThreadPool:
                 if woken:
                     return None, False  # a wake-up without work (the patcher's hook): go round
 
-    def _listen(self, group: _Group) -> Connection | None:
+    def _listen(self, group: _Group, role: _Role | None) -> Connection | None:
         """Lock held on entry and exit (released while polling). Poll until there is a ready connection
         this thread should run itself (returned), or the pool stops / a wake-up arrives (None)."""
-        lp = self.livepatch_enabled
-        if lp:
-            import livepatch
-
-            flag = livepatch.transition_flag()
-            set_priority = livepatch.set_priority
-            critical = livepatch.Priority.CRITICAL
         while True:
             group.lock.release()
             try:
-                if lp:
-                    set_priority(critical)
                 try:
                     events = group.epoll.poll()
                 except InterruptedError:
@@ -295,10 +310,11 @@ class ThreadPool:
                         conn = by_fd.get(fd)
                         if conn is not None:
                             ready.append(conn)
-                if lp and flag.request is not None:
-                    # After the poll (the ready connections wait in `ready`; while a lower-priority
-                    # worker still runs this listener does not park, so it keeps dispatching).
-                    livepatch.quiescence_point()
+                if role is not None:
+                    # After the poll, as the listener: while a lower-priority worker still runs, the
+                    # listener does not park, so it keeps dispatching (the ready connections wait in
+                    # `ready` meanwhile).
+                    role.quiesce_as(_CRITICAL)
             finally:
                 group.lock.acquire()
             if self._stopping:
