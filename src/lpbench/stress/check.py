@@ -21,7 +21,7 @@ code at their own quiescence points, at different times, but never back while th
 holds per connection, not across connections: during a local transition connection a may already see
 v2 while connection b still sees v1, and both are right. (With a connection pool whose requests of one
 connection run on different threads, rule 3 does not hold under local quiescence: such a server is
-checked with rules 1 and 2 only, see `monotonic` below.)
+checked with rules 1 and 2 only: Timeline.begin(monotonic=False) for such a transition.)
 
 A reply is judged only once every transition that started before its end has ended (its outcome decides
 what was right), so judging lags the load by at most one transition; `flush()` judges the rest.
@@ -56,10 +56,11 @@ class Timeline:
         self.targets: list[int] = []
         self.oks: list[bool] = []
         self.stable_before: list[int] = []  # the stable version when transition k started
+        self.monotonic: list[bool] = []  # does rule 3 apply to transition k
         self.stable = 1
         self._open = False
 
-    def begin(self, target: int, t_ns: int | None = None) -> int:
+    def begin(self, target: int, t_ns: int | None = None, monotonic: bool = True) -> int:
         """Record a transition's start (call right before the agent request); returns its index."""
         with self._lock:
             if self._open:
@@ -69,6 +70,7 @@ class Timeline:
             self.targets.append(target)
             self.oks.append(False)
             self.stable_before.append(self.stable)
+            self.monotonic.append(monotonic)
             self._open = True
             return len(self.starts) - 1
 
@@ -108,7 +110,6 @@ class ConnectionChecker:
 
     conn: int
     timeline: Timeline
-    monotonic: bool = True  # rule 3 (off for servers whose connections hop between threads)
     by_version: dict[int, int] = field(default_factory=dict)
     violations: int = 0
     examples: list[str] = field(default_factory=list)
@@ -141,9 +142,9 @@ class ConnectionChecker:
         allowed = {tl.stable_before[ks[0]], *(tl.targets[k] for k in ks)}
         if v not in allowed:
             return f"reply of version {v} during transition {ks[-1]} (allowed {sorted(allowed)})"
-        if not self.monotonic:
-            return None
         last = ks[-1]
+        if not tl.monotonic[last]:
+            return None
         target = tl.targets[last]
         if v == target and e >= tl.starts[last]:
             self._moved_in = last

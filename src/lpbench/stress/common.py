@@ -27,9 +27,11 @@ class StressClient(Protocol):
 
 class StressTarget(Protocol):
     name: str
-    monotonic: bool  # does the check's rule 3 (no going back per connection) apply
     plants: tuple[str, ...]
 
+    def monotonic(
+        self, method: str
+    ) -> bool: ...  # does rule 3 of the check apply under this method
     def build_patch(self, workdir: Path, plant: str | None = None) -> Path: ...
     def prepare(self, host: str, port: int, timeout_s: float) -> None: ...
     def connect(self, host: str, port: int, timeout_s: float) -> StressClient: ...
@@ -39,6 +41,7 @@ class StressTarget(Protocol):
 class StressConfig:
     server: str = "kv"
     policy: str = "thread-per-connection"  # sql only
+    pool_groups: int = 3  # sql --policy pool
     cycles: int = 100  # apply + revert pairs
     methods: tuple[str, ...] = ("global", "local")  # cycle i uses methods[i % len(methods)]
     connections: int = 8

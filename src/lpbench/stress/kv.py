@@ -52,8 +52,10 @@ def _indented(lines: list[str]) -> Insertion:
 
 class KvTarget:
     name = "kv"
-    monotonic = True  # one event-loop thread: every connection is served by the same thread
     plants = PLANTS
+
+    def monotonic(self, method: str) -> bool:
+        return True  # one event-loop thread serves every connection
 
     def build_patch(self, workdir: Path, plant: str | None = None) -> Path:
         package = installed_package()

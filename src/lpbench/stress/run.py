@@ -13,8 +13,9 @@ Theory of operation
   a call that does not return within twice the deadline plus PATCH_GRACE_S is a *patch hang*. After each
   transition it waits until every connection has done a whole round after it ended (at most the request
   deadline), so every connection writes, reads and probes under every version.
-- An apply that did not succeed is not reverted (nothing to revert). If the server process exits, the
-  loop stops: that is a failure by itself.
+- An apply that did not succeed is not reverted (nothing to revert); a revert that did not succeed is
+  tried again at the start of the next cycle, before its apply. If the server process exits, the loop
+  stops: that is a failure by itself.
 - At the end the clients stop, their pending replies are judged, and a fresh connection reads every key
   of every write log (lost writes).
 
@@ -71,7 +72,7 @@ class _Client(threading.Thread):
         self.run_ = run
         self.conn = conn
         self.tally = ClientTally()
-        self.checker = ConnectionChecker(conn, run.timeline, monotonic=run.target.monotonic)
+        self.checker = ConnectionChecker(conn, run.timeline)
         self.log = WriteLog()
         self.probes = 0
 
@@ -176,7 +177,9 @@ class StressRun:
 
     def _transition(self, action: str, method: str, cycle: int, document: dict[str, Any]) -> bool:
         deadline = self.cfg.patch_deadline_s
-        k = self.timeline.begin(2 if action == "apply" else 1)
+        k = self.timeline.begin(
+            2 if action == "apply" else 1, monotonic=self.target.monotonic(method)
+        )
         if action == "apply":
             req = {
                 "op": "apply",
@@ -223,15 +226,19 @@ class StressRun:
             c.start()
         t0 = time.monotonic()
         done = 0
+        still_applied = False
         try:
             self._wait_probes()
             for cycle in range(self.cfg.cycles):
                 if self.cfg.plant == "kill-server" and cycle == self.cfg.cycles // 2:
                     os.kill(self.server.pid(), signal.SIGKILL)
                 method = self.cfg.methods[cycle % len(self.cfg.methods)]
-                if self._transition("apply", method, cycle, document):
+                if still_applied:  # the last revert failed: the patch is still in; revert first
+                    still_applied = not self._transition("revert", method, cycle, document)
                     self._wait_probes()
-                    self._transition("revert", method, cycle, document)
+                if not still_applied and self._transition("apply", method, cycle, document):
+                    self._wait_probes()
+                    still_applied = not self._transition("revert", method, cycle, document)
                 self._wait_probes()
                 done = cycle + 1
                 self.server_exit = self._server_exit()
@@ -366,6 +373,9 @@ def run_stress(
         plant = cfg.plant if cfg.plant != "kill-server" else None
         patch = target.build_patch(work / "patch", plant)
         server = make_server(cfg.server, free_port(), work / "data")
+        configure = getattr(server, "configure", None)  # sql: the connection policy
+        if configure is not None:
+            configure(cfg)
         try:
             server.start()
             report = StressRun(cfg, target, server, patch).run(progress)
