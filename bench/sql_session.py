@@ -1,6 +1,7 @@
 """Cost of one pgbench transaction inside Session.receive, without sockets or threads.
 
     .venv/bin/python bench/sql_session.py [--transactions 50000] [--script select-only|tpcb] [--profile]
+    .venv/bin/python bench/sql_session.py --instructions [--transactions 2000] [--script ...]
 
 Builds pgbench's tables (scale 1: 100,000 accounts) through a Session, prepares pgbench's statements
 as `pgbench -M prepared` does (named Parse once), then feeds the byte stream libpq sends per
@@ -8,6 +9,12 @@ statement (Bind, Describe portal, Execute, Sync) for random accounts, and report
 transaction spent in Session.receive (wall and CPU, median of 5 rounds). --profile prints cProfile's
 top functions for one round. These are the server-side costs the network layer adds to; figures
 from a busy shared machine vary by 10-20%.
+
+--instructions: machine instructions per transaction, independent of the machine's load: the script
+runs twice under valgrind's callgrind (one round of N transactions, then two rounds of the same N)
+and the difference of the two totals, divided by N, is the cost of one transaction (setup, imports
+and building the byte streams cancel out).
+Slow (valgrind is ~50x slower): keep N small.
 """
 
 from __future__ import annotations
@@ -16,8 +23,10 @@ import argparse
 import cProfile
 import pstats
 import random
+import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -151,7 +160,11 @@ def main() -> int:
     ap.add_argument("--script", choices=["select-only", "tpcb"], default="select-only")
     ap.add_argument("--synchronous", choices=["full", "normal", "off"], default="full")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--instructions", action="store_true", help="count instructions with callgrind")
     args = ap.parse_args()
+    if args.instructions:
+        return count_instructions(args)
     tmp = tempfile.mkdtemp(prefix="sql-session-bench-")
     state = ServerState(SqlConfig(data_dir=tmp, synchronous=args.synchronous))
     try:
@@ -161,12 +174,12 @@ def main() -> int:
         check = s.receive(txs[0] if args.script == "select-only" else b"".join(txs[0]))
         assert b"ERROR" not in check and b"C\x00" in check, check
         walls, cpus = [], []
-        for _ in range(5):
+        for _ in range(args.rounds):
             w, c = run(s, txs, args.script)
             walls.append(w / len(txs) * 1e6)
             cpus.append(c / len(txs) * 1e6)
         print(f"{args.script}: {statistics.median(walls):.1f} us/transaction wall, "
-              f"{statistics.median(cpus):.1f} us CPU (median of 5 x {len(txs)}; "
+              f"{statistics.median(cpus):.1f} us CPU (median of {args.rounds} x {len(txs)}; "
               f"{1e6 / statistics.median(walls):,.0f} transactions/s on one thread)")  # fmt: skip
         if args.profile:
             prof = cProfile.Profile()
@@ -178,6 +191,24 @@ def main() -> int:
     finally:
         state.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def count_instructions(args: argparse.Namespace) -> int:
+    totals = []
+    for rounds in (1, 2):
+        cmd = [
+            "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+            sys.executable, __file__, "--transactions", str(args.transactions), "--rounds", str(rounds),
+            "--script", args.script, "--synchronous", args.synchronous,
+        ]  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        m = re.search(r"Collected : (\d+)", done.stderr)
+        assert m, done.stderr[-2000:]
+        totals.append(int(m.group(1)))
+    per_tx = (totals[1] - totals[0]) / args.transactions
+    print(f"{args.script}: {per_tx:,.0f} instructions per transaction in Session.receive "
+          f"(callgrind, 1 vs 2 rounds of {args.transactions} transactions)")  # fmt: skip
     return 0
 
 

@@ -19,6 +19,8 @@ class Prepared:
     """A parsed statement: its translation, its types, and its encoded descriptions."""
 
     __slots__ = (
+        "_decoders",
+        "_tags",
         "columns",
         "desc_cache",
         "fast",
@@ -45,10 +47,31 @@ class Prepared:
         self.columns = columns  # None: not a row-returning statement
         self.generation = generation
         self.desc_cache: dict[tuple[int, ...], tuple[bytes, tuple[Any, ...]]] = {}
+        self._decoders = tuple(res.decoder(o, False) for o in param_oids)  # all-text Bind
+        self._tags: dict[int, bytes] = {}  # row count -> CommandComplete bytes
         # fast path (fastpath.py): None = never; False = only without Describe (types unknown)
         self.fast: bool | None = None
         if stmt.kind in (k.SELECT, k.DML) and stmt.sql:
             self.fast = not columns or all(c.oid for c in columns)
+
+    def decode(self, raw: tuple[bytes | None, ...], formats: tuple[int, ...]) -> Any:
+        """Bind's parameters as SQLite values (PgError 22P02/22P03 for a malformed one)."""
+        if not any(formats):
+            try:
+                return [None if r is None else d(r) for d, r in zip(self._decoders, raw)]  # noqa: B905
+            except Exception:
+                pass  # decode_params says which parameter is malformed
+        return res.decode_params(raw, self.param_oids, formats)
+
+    def complete(self, n: int) -> bytes:
+        """CommandComplete for n rows ("SELECT n", "INSERT 0 n", "UPDATE n"...)."""
+        out = self._tags.get(n)
+        if out is None:
+            tag = self.stmt.tag
+            out = be.command_complete(f"INSERT 0 {n}" if tag == "INSERT" else f"{tag} {n}")
+            if len(self._tags) < 64:
+                self._tags[n] = out
+        return out
 
     def describe(self, formats: tuple[int, ...]) -> tuple[bytes, tuple[Any, ...]]:
         """(RowDescription bytes, per-column encoders) for these result formats; cached."""

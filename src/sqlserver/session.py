@@ -163,12 +163,13 @@ class Session:
         if describe and p.columns and not p.fast:
             return None  # result types still unknown: the general path learns them from a row
         out = self._out = [be.BIND_COMPLETE]
-        self._portals.pop("", None)
+        if self._portals:
+            self._portals.pop("", None)
         ex = self.executor
         assert ex is not None
         in_block = self.sm.status != ss.IDLE
         try:
-            params = res.decode_params(raw, p.param_oids, pfmts) if raw else ()
+            params = p.decode(raw, pfmts) if raw else ()
             if p.columns:
                 desc, encs = p.describe(rfmts)
                 if describe:
@@ -184,27 +185,16 @@ class Session:
                 data_row = be.data_row
                 for row in rows:
                     out.append(
-                        data_row(
-                            [
-                                None if v is None else enc(v)
-                                for enc, v in zip(encs, row, strict=False)
-                            ]
-                        )
-                    )
-                n = len(rows)
-                out.append(
-                    be.command_complete(f"INSERT 0 {n}" if st.tag == "INSERT" else f"{st.tag} {n}")
-                )
+                        data_row([None if v is None else enc(v) for enc, v in zip(encs, row)])
+                    )  # noqa: B905
+                out.append(p.complete(len(rows)))
             else:
                 if describe:
                     out.append(be.NO_DATA)
                 cur = ex.run(st, params, in_block)
                 if not in_block:
                     ex.release_after_autocommit()
-                n = cur.rowcount if cur.rowcount >= 0 else 0
-                out.append(
-                    be.command_complete(f"INSERT 0 {n}" if st.tag == "INSERT" else f"{st.tag} {n}")
-                )
+                out.append(p.complete(cur.rowcount if cur.rowcount >= 0 else 0))
         except PgError as e:
             if e.fatal:
                 raise

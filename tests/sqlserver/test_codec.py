@@ -14,7 +14,7 @@ from codec_helpers import (
     frontend_streams,
     startup_messages,
 )
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sqlserver.protocol import (
@@ -98,11 +98,14 @@ def violation(parser: FrontendParser | BackendParser, data: bytes) -> ProtocolVi
 
 
 # ------------------------------------------------------------------------------ round trips
+# deadline=None on every property: on a busy shared machine timing must not fail a test.
+@settings(deadline=None)
 @given(frontend_streams, st.lists(st.integers(0, 2000), max_size=6))
 def test_client_messages_arrive_unchanged_however_the_bytes_are_cut(messages, cuts) -> None:
     assert FakeLink().client_sends(messages, cuts) == messages
 
 
+@settings(deadline=None)
 @given(st.lists(backend_messages, max_size=10), st.lists(st.integers(0, 2000), max_size=6))
 def test_server_messages_arrive_unchanged_however_the_bytes_are_cut(messages, cuts) -> None:
     assert FakeLink().server_sends(messages, cuts) == messages
@@ -159,6 +162,7 @@ def test_a_cancel_request_is_the_only_message_of_its_connection() -> None:
     assert "CancelRequest" in err.message
 
 
+@settings(deadline=None)
 @given(startup_messages)
 def test_minor_versions_above_zero_are_negotiated_down(msg: StartupMessage) -> None:
     answer = negotiation(msg)
@@ -299,11 +303,13 @@ def test_a_password_without_its_nul_is_a_violation() -> None:
 
 
 # ------------------------------------------------------------------------------ fast encoders
+@settings(deadline=None)
 @given(st.lists(st.none() | st.binary(max_size=300), max_size=20))
 def test_data_row_is_what_encode_writes(values) -> None:
     assert data_row(values) == encode(DataRow(tuple(values)))
 
 
+@settings(deadline=None)
 @given(st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\0")))
 def test_command_complete_is_what_encode_writes(tag: str) -> None:
     assert command_complete(tag) == encode(CommandComplete(tag))

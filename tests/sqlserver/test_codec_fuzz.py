@@ -85,18 +85,20 @@ def check_client_side(data: bytes, pieces: list[int]) -> None:
 
 
 # ------------------------------------------------------------------------------ arbitrary bytes
-@settings(max_examples=300)
+# deadline=None on every property: on a busy shared machine timing must not fail a test.
+@settings(deadline=None, max_examples=300)
 @given(st.binary(max_size=300), cuts, st.booleans())
 def test_arbitrary_bytes_to_the_server(data: bytes, pieces: list[int], startup: bool) -> None:
     check_server_side(data, pieces, startup)
 
 
-@settings(max_examples=300)
+@settings(deadline=None, max_examples=300)
 @given(st.binary(max_size=300), cuts)
 def test_arbitrary_bytes_to_the_client(data: bytes, pieces: list[int]) -> None:
     check_client_side(data, pieces)
 
 
+@settings(deadline=None)
 @given(
     st.lists(
         st.tuples(st.sampled_from(b"QPBDECSHXdcfp"), st.binary(max_size=40)), min_size=1, max_size=6
@@ -111,6 +113,7 @@ def test_known_types_with_arbitrary_bodies(
     check_server_side(data, pieces, startup=False)
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=200), st.integers(8, 64))
 def test_a_waiting_parser_holds_at_most_one_message_of_the_limit(data: bytes, limit: int) -> None:
     parser = typed_parser(limit)
@@ -137,14 +140,14 @@ def mutate(data: bytes, kind: str, where: int, byte: int) -> bytes:
     return data[:i]
 
 
-@settings(max_examples=300)
+@settings(deadline=None, max_examples=300)
 @given(frontend_streams, mutations, st.integers(0, 10**6), st.integers(0, 255), cuts)
 def test_near_miss_client_streams(messages, kind, where, byte, pieces) -> None:
     data = mutate(encode_stream(messages), kind, where, byte)
     check_server_side(data, pieces, startup=True)
 
 
-@settings(max_examples=300)
+@settings(deadline=None, max_examples=300)
 @given(st.lists(backend_messages, min_size=1, max_size=8), mutations, st.integers(0, 10**6),
        st.integers(0, 255), cuts)  # fmt: skip
 def test_near_miss_server_streams(messages, kind, where, byte, pieces) -> None:
@@ -152,6 +155,7 @@ def test_near_miss_server_streams(messages, kind, where, byte, pieces) -> None:
     check_client_side(data, pieces)
 
 
+@settings(deadline=None)
 @given(frontend_streams)
 def test_a_truncated_stream_gives_a_prefix_of_the_messages(messages) -> None:
     data = encode_stream(messages)

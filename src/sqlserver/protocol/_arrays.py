@@ -16,7 +16,12 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlserver.protocol._scalars import bad_binary, invalid_text, utf8
-from sqlserver.protocol.errors import DATATYPE_MISMATCH, PgError
+from sqlserver.protocol.errors import (
+    DATATYPE_MISMATCH,
+    INVALID_TEXT_REPRESENTATION,
+    PROGRAM_LIMIT_EXCEEDED,
+    PgError,
+)
 
 MAXDIM = 6
 _HEAD = struct.Struct("!iiI")
@@ -29,7 +34,7 @@ Encoder = Callable[[Any], bytes]
 Decoder = Callable[[bytes], Any]
 
 
-def _shape(value: list[Any], type_name: str) -> list[int]:
+def _shape(value: list[Any]) -> list[int]:
     """Dimensions of a rectangular nested list; [] for an empty array."""
     dims: list[int] = []
     level: list[Any] = [value]
@@ -37,22 +42,27 @@ def _shape(value: list[Any], type_name: str) -> list[int]:
         sizes = {len(x) for x in level}
         if len(sizes) != 1:
             raise PgError(
-                "22P02", "multidimensional arrays must have sub-arrays with matching dimensions"
+                INVALID_TEXT_REPRESENTATION,
+                "multidimensional arrays must have sub-arrays with matching dimensions",
             )
         size = sizes.pop()
         if size == 0:
             if dims:  # {{},{}}: PostgreSQL has no empty sub-arrays
-                raise PgError("22P02", "multidimensional arrays must not have empty sub-arrays")
+                raise PgError(
+                    INVALID_TEXT_REPRESENTATION,
+                    "multidimensional arrays must not have empty sub-arrays",
+                )
             return []
         dims.append(size)
         level = [y for x in level for y in x]
     if any(isinstance(x, list | tuple) for x in level):
         raise PgError(
-            "22P02", "multidimensional arrays must have sub-arrays with matching dimensions"
+            INVALID_TEXT_REPRESENTATION,
+            "multidimensional arrays must have sub-arrays with matching dimensions",
         )
     if len(dims) > MAXDIM:
         raise PgError(
-            "54000",
+            PROGRAM_LIMIT_EXCEEDED,
             f"number of array dimensions ({len(dims)}) exceeds the maximum allowed ({MAXDIM})",
         )
     return dims
@@ -68,7 +78,7 @@ def _flatten(value: list[Any], depth: int) -> list[Any]:
 def to_text(value: Any, elem_to_text: Encoder) -> bytes:
     if isinstance(value, str):
         return value.encode()
-    _shape(list(value), "array")
+    _shape(list(value))
 
     def render(v: Any) -> str:
         if isinstance(v, list | tuple):
@@ -92,18 +102,18 @@ def from_text(data: bytes, elem_from_text: Decoder, type_name: str) -> list[Any]
         text = text[eq + 1 :].lstrip(_SPACE)
     if not text.startswith("{"):
         raise PgError(
-            "22P02",
+            INVALID_TEXT_REPRESENTATION,
             f'malformed array literal: "{utf8(data)}"',
             detail='Array value must start with "{" or dimension information.',
         )
     value, pos = _parse_level(text, 1, data, elem_from_text, 1)
     if text[pos:].strip(_SPACE):
         raise PgError(
-            "22P02",
+            INVALID_TEXT_REPRESENTATION,
             f'malformed array literal: "{utf8(data)}"',
             detail="Junk after closing right brace.",
         )
-    _shape(value, type_name)
+    _shape(value)
     return value
 
 
@@ -113,10 +123,13 @@ def _parse_level(
     """The elements of one {...} level starting after its '{'; returns them and the position after '}'."""
 
     def malformed() -> PgError:
-        return PgError("22P02", f'malformed array literal: "{utf8(data)}"')
+        return PgError(INVALID_TEXT_REPRESENTATION, f'malformed array literal: "{utf8(data)}"')
 
     if depth > MAXDIM:
-        raise PgError("54000", f"number of array dimensions exceeds the maximum allowed ({MAXDIM})")
+        raise PgError(
+            PROGRAM_LIMIT_EXCEEDED,
+            f"number of array dimensions exceeds the maximum allowed ({MAXDIM})",
+        )
     items: list[Any] = []
     n = len(text)
     while True:
@@ -181,7 +194,7 @@ def to_binary(
     if isinstance(value, str | bytes):
         value = from_text_(value.encode() if isinstance(value, str) else value)
     value = list(value)
-    dims = [len(value)] if vector else _shape(value, "array")
+    dims = [len(value)] if vector else _shape(value)
     items = _flatten(value, len(dims)) if dims else []
     parts = [b""]
     has_null = 0

@@ -302,7 +302,11 @@ def _copy_response(cls: type) -> BodyParser:
 
 
 def _negotiate(buf: bytes, p: int, end: int) -> NegotiateProtocolVersion:
-    minor = read_int32(buf, p, end, "newest minor version")
+    version = read_int32(buf, p, end, "newest protocol version")
+    if version >> 16 != 3:
+        raise ProtocolViolation(
+            f"NegotiateProtocolVersion offers protocol {version >> 16}.x, not 3"
+        )
     n = read_int32(buf, p + 4, end, "option count")
     p += 8
     if n < 0 or n > end - p:
@@ -312,7 +316,7 @@ def _negotiate(buf: bytes, p: int, end: int) -> NegotiateProtocolVersion:
         name, p = read_cstr(buf, p, end, "option name")
         options.append(name)
     check_end(p, end, "NegotiateProtocolVersion")
-    return NegotiateProtocolVersion(minor, tuple(options))
+    return NegotiateProtocolVersion(version & 0xFFFF, tuple(options))
 
 
 def _notification(buf: bytes, p: int, end: int) -> NotificationResponse:

@@ -25,6 +25,7 @@ from sqlserver.protocol.errors import (
     INVALID_BINARY_REPRESENTATION,
     INVALID_TEXT_REPRESENTATION,
     NUMERIC_VALUE_OUT_OF_RANGE,
+    UNTRANSLATABLE_CHARACTER,
     PgError,
 )
 
@@ -327,7 +328,14 @@ def jsonb_from_text(data: bytes) -> str:
         )
     except (ValueError, RecursionError):
         raise invalid_text("jsonb", data) from None
-    return _jsonb_text(value)
+    out = _jsonb_text(value)
+    if "\\u0000" in out.replace("\\\\", ""):  # jsonb text cannot hold NUL (json can)
+        raise PgError(
+            UNTRANSLATABLE_CHARACTER,
+            "unsupported Unicode escape sequence",
+            detail="\\u0000 cannot be converted to text.",
+        )
+    return out
 
 
 def _jsonb_text(v: Any) -> str:

@@ -155,15 +155,17 @@ class MessageReader:
 
     def _typed(self) -> Any:
         """The next typed message, or None when it is not complete yet."""
-        if self._broken is not None:
-            raise self._broken
         buf = self._buf
         pos = self._pos
-        avail = len(buf) - pos
-        if avail < 5:
-            if avail and buf[pos] not in self._parsers:
+        size = len(buf)
+        if size - pos < 5:
+            if self._broken is not None:
+                raise self._broken
+            if size > pos and buf[pos] not in self._parsers:
                 raise self._fail(self._unknown(buf[pos]))
             return None
+        if self._broken is not None:
+            raise self._broken
         t = buf[pos]
         length = unpack_int32(buf, pos + 1)[0]
         parse = self._parsers.get(t)
@@ -177,7 +179,7 @@ class MessageReader:
                 )
             )
         end = pos + 1 + length
-        if end > len(buf):
+        if end > size:
             return None
         try:
             if type(buf) is bytes:
@@ -188,7 +190,20 @@ class MessageReader:
                 msg = parse(chunk, 5, len(chunk))
         except ProtocolViolation as e:
             raise self._fail(e) from None
-        self._advance(end)
+        except (struct.error, UnicodeDecodeError, IndexError):
+            # The fast body parsers let a read past the buffer or bad UTF-8 surface as these.
+            raise self._fail(
+                ProtocolViolation(f"invalid message format: malformed {type_name(t)} message")
+            ) from None
+        # _advance, inlined: this runs once per message.
+        if end >= size:
+            self._buf = b""
+            self._pos = 0
+        elif end >= _COMPACT_AT and type(buf) is bytearray:
+            del buf[:end]
+            self._pos = 0
+        else:
+            self._pos = end
         return msg
 
     def _advance(self, end: int) -> None:

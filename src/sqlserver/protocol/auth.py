@@ -23,7 +23,13 @@ import secrets
 import stringprep
 import unicodedata
 
-from sqlserver.protocol.errors import FATAL, INVALID_PASSWORD, PgError, ProtocolViolation
+from sqlserver.protocol.errors import (
+    FATAL,
+    INVALID_AUTHORIZATION_SPECIFICATION,
+    INVALID_PASSWORD,
+    PgError,
+    ProtocolViolation,
+)
 
 SCRAM_MECHANISM = "SCRAM-SHA-256"
 DEFAULT_ITERATIONS = 4096  # PostgreSQL's scram_iterations default
@@ -258,5 +264,6 @@ class ScramClient:
         expected = f"v={_b64(_hmac(self._server_key, self._auth_message))}".encode()
         if not hmac.compare_digest(expected, server_final):
             raise PgError(
-                "28000", "the server's SCRAM signature is wrong: it does not know the password"
+                INVALID_AUTHORIZATION_SPECIFICATION,
+                "the server's SCRAM signature is wrong: it does not know the password",
             )

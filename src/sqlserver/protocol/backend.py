@@ -24,6 +24,7 @@ from typing import Any
 from sqlserver.protocol._client import BackendParser, encode_frontend
 from sqlserver.protocol._wire import cstr, frame, pack_int16, pack_int32
 from sqlserver.protocol.messages import (
+    PROTOCOL_3_0,
     AuthenticationCleartextPassword,
     AuthenticationMD5Password,
     AuthenticationOk,
@@ -93,6 +94,7 @@ _READY = {"I": READY_IDLE, "T": READY_IN_TX, "E": READY_FAILED}
 _NULL = b"\xff\xff\xff\xff"
 # RowDescription field: table oid, column number, type oid, type size, type modifier, format.
 _FIELD = struct.Struct("!IhIhih")
+_DATA_ROW_HEAD = struct.Struct("!cih").pack
 
 
 def ready_for_query(status: str) -> bytes:
@@ -114,7 +116,7 @@ def data_row(values: Sequence[bytes | None]) -> bytes:
             append(pack_int32(n))
             append(v)
             size += 4 + n
-    parts[0] = b"D" + pack_int32(size) + pack_int16(len(values))
+    parts[0] = _DATA_ROW_HEAD(b"D", size, len(values))
     return b"".join(parts)
 
 
@@ -199,7 +201,8 @@ _ENCODERS: dict[type, Callable[[Any], bytes]] = {
     CopyDone: lambda m: COPY_DONE,
     NegotiateProtocolVersion: lambda m: frame(
         b"v",
-        pack_int32(m.newest_minor)
+        # PostgreSQL writes the whole version code (3 << 16 | minor) here, and libpq reads it so.
+        pack_int32(PROTOCOL_3_0 | m.newest_minor)
         + pack_int32(len(m.unrecognized))
         + b"".join(cstr(o) for o in m.unrecognized),
     ),

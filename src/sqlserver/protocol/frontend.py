@@ -30,6 +30,7 @@ from sqlserver.protocol._wire import (
     read_int32,
     read_uint16,
     unpack_int32,
+    unpack_uint16,
 )
 from sqlserver.protocol.errors import ProtocolViolation
 from sqlserver.protocol.messages import (
@@ -81,12 +82,28 @@ def _parse(buf: bytes, p: int, end: int) -> Parse:
 
 
 def _bind(buf: bytes, p: int, end: int) -> Bind:
-    portal, p = read_cstr(buf, p, end, "portal name")
-    statement, p = read_cstr(buf, p, end, "statement name")
-    nf = read_uint16(buf, p, end, "parameter format count")
-    formats = read_array(buf, p + 2, end, "h", 2, nf, "parameter format codes") if nf else _EMPTY
-    p += 2 + 2 * nf
-    n = read_uint16(buf, p, end, "parameter count")
+    # The hot path of every extended-query round trip: one pass, few calls. Reads that run past
+    # the buffer raise struct.error, turned into a ProtocolViolation by the reader; every offset
+    # is checked against `end` before it is used, and the message must end exactly at `end`.
+    find = buf.find
+    i = find(b"\0", p, end)
+    j = find(b"\0", i + 1, end) if i >= 0 else -1
+    if j < 0:
+        raise ProtocolViolation("invalid message format: Bind names are not NUL-terminated")
+    portal = buf[p:i].decode() if i > p else ""
+    statement = buf[i + 1 : j].decode() if j > i + 1 else ""
+    p = j + 3
+    if p > end:
+        raise ProtocolViolation("invalid message format: Bind parameter format count missing")
+    nf = unpack_uint16(buf, j + 1)[0]
+    if nf:
+        formats = read_array(buf, p, end, "h", 2, nf, "parameter format codes")
+        p += 2 * nf
+    else:
+        formats = _EMPTY
+    if p + 2 > end:
+        raise ProtocolViolation("invalid message format: Bind parameter count missing")
+    n = unpack_uint16(buf, p)[0]
     p += 2
     if nf > 1 and nf != n:
         raise ProtocolViolation(f"bind message has {nf} parameter formats but {n} parameters")
@@ -99,14 +116,21 @@ def _bind(buf: bytes, p: int, end: int) -> Bind:
         p += 4
         if size == -1:
             append(None)
-            continue
-        if size < 0 or p + size > end:
+        elif size < 0 or p + size > end:
             raise ProtocolViolation(f"invalid message format: Bind parameter length {size}")
-        append(buf[p : p + size])
-        p += size
-    nr = read_uint16(buf, p, end, "result format count")
-    results = read_array(buf, p + 2, end, "h", 2, nr, "result format codes") if nr else _EMPTY
-    check_end(p + 2 + 2 * nr, end, "Bind")
+        else:
+            append(buf[p : p + size])
+            p += size
+    if p + 2 > end:
+        raise ProtocolViolation("invalid message format: Bind result format count missing")
+    nr = unpack_uint16(buf, p)[0]
+    p += 2
+    if nr:
+        results = read_array(buf, p, end, "h", 2, nr, "result format codes")
+        p += 2 * nr
+    else:
+        results = _EMPTY
+    check_end(p, end, "Bind")
     return Bind(portal, statement, formats, tuple(params), results)
 
 
@@ -130,10 +154,12 @@ def _close(buf: bytes, p: int, end: int) -> Close:
 
 
 def _execute(buf: bytes, p: int, end: int) -> Execute:
-    portal, p = read_cstr(buf, p, end, "portal name")
-    max_rows = read_int32(buf, p, end, "row limit")
-    check_end(p + 4, end, "Execute")
-    return Execute(portal, max_rows)
+    i = buf.find(b"\0", p, end)
+    if i < 0:
+        raise ProtocolViolation("invalid message format: portal name is not NUL-terminated")
+    if i + 5 != end:
+        raise ProtocolViolation("invalid message format: Execute row limit (int32) is missing")
+    return Execute(buf[p:i].decode() if i > p else "", unpack_int32(buf, i + 1)[0])
 
 
 def _empty(msg: object, what: str) -> BodyParser:

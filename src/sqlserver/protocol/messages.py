@@ -387,7 +387,11 @@ class CopyOutResponse:
 
 @dataclass(frozen=True, slots=True)
 class NegotiateProtocolVersion:
-    """The newest minor version the server supports, and the _pq_ options it did not recognise."""
+    """The newest minor version the server supports, and the _pq_ options it did not recognise.
+
+    On the wire the version is the whole code, 3 << 16 | newest_minor (196608 for 3.0), as
+    PostgreSQL sends it.
+    """
 
     newest_minor: int = 0
     unrecognized: tuple[str, ...] = ()

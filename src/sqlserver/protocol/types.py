@@ -7,9 +7,8 @@
 
 Python values: bool, int, float, decimal.Decimal (numeric), str (text types, json, jsonb as JSON
 text), bytes (bytea), datetime.date, datetime.time, datetime.datetime (naive for timestamp, aware UTC
-for timestamptz; 'infinity' is DATE_INFINITY, TIMESTAMP_INFINITY... see _datetimes.py),
-uuid.UUID, list (arrays,
-nested for several dimensions; int2vector/oidvector as a flat list).
+for timestamptz; 'infinity' is DATE_INFINITY, TIMESTAMP_INFINITY... see _datetimes.py), uuid.UUID,
+list (arrays, nested for several dimensions; int2vector/oidvector as a flat list).
 
 Unknown OIDs (including 0, "unspecified") are handled as text; their binary format is refused with
 0A000. A str given to an encoder for a non-text type is taken as that type's text form (values come
