@@ -41,13 +41,13 @@ def _ints(text: str, what: str) -> list[int]:
 @click.command("bench")
 @click.option("--server", type=click.Choice(sorted(SERVERS)), default="kv", show_default=True)
 @click.option("--workload", type=click.Choice(sorted(WORKLOADS) + list(SQL_WORKLOAD_NAMES)), default=None,
-              help="kv/redis: get, set, mixed [default: mixed]; sql: noop, ycsb, tpcc [default: noop]")  # fmt: skip
+              help="kv/redis: get, set, mixed [default: mixed]; sql: noop, ycsb, tpcc, olap [default: noop]")  # fmt: skip
 @click.option("--policy", type=click.Choice(["thread-per-connection", "pool"]),
               default="thread-per-connection", show_default=True, help="sql: connection policy")  # fmt: skip
 @click.option("--pool-groups", type=click.IntRange(min=1), default=3, show_default=True,
               help="sql --policy pool: thread groups")  # fmt: skip
 @click.option("--scale", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
-              help="sql: YCSB 1000 x scale rows; TPC-C warehouses (below 1: one smaller warehouse)")  # fmt: skip
+              help="sql: YCSB 1000 x scale rows; TPC-C/OLAP warehouses (below 1: one smaller warehouse)")  # fmt: skip
 @click.option("--connections", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
               help="seconds per run [default: 30; state-size: 5]")  # fmt: skip

@@ -87,12 +87,12 @@ def weighted(rng: random.Random, names: list[str], weights: list[int]) -> Callab
 
 
 def _registry() -> dict[str, SqlWorkloadSpec]:
-    from lpbench.sql import noop, tpcc, ycsb
+    from lpbench.sql import noop, olap, tpcc, ycsb
 
-    return {"noop": noop.SPEC, "ycsb": ycsb.SPEC, "tpcc": tpcc.SPEC}
+    return {"noop": noop.SPEC, "ycsb": ycsb.SPEC, "tpcc": tpcc.SPEC, "olap": olap.SPEC}
 
 
-SQL_WORKLOAD_NAMES = ("noop", "tpcc", "ycsb")
+SQL_WORKLOAD_NAMES = ("noop", "olap", "tpcc", "ycsb")
 
 
 def sql_workload(name: str) -> SqlWorkloadSpec:
