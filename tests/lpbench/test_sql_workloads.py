@@ -36,7 +36,7 @@ SCALES = {
     "tpcc": 0.05,
     "olap": 0.05,
 }  # tpcc 0.05: one warehouse, 5,000 items, 150 customers
-RUN_S = 1.5
+RUN_S = 1.0
 
 
 def drive(port: int, workload: str, connections: int = 4, seed: int = 7) -> Any:
