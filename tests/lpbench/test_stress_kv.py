@@ -23,11 +23,15 @@ def stress(*args: str, timeout: float = 100) -> subprocess.CompletedProcess[str]
 
 @pytest.mark.timeout(90)
 def test_short_stress_passes(tmp_path: Path) -> None:
-    proc = stress("--cycles", "50", "--methods", "global,local", "--json", "--out", str(tmp_path))
+    proc = stress(
+        "--cycles", "50", "--methods", "global,local", "--workload", "mixed", "--json",
+        "--out", str(tmp_path),
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr + proc.stdout
     report = json.loads(proc.stdout)
     assert report["ok"] and report["failures"] == []
     assert report["cycles"] == 50 and report["transitions"] == 100
+    assert report["load_requests"] > 0  # the mixed GET/SET load ran beside the checkers
     # both versions were seen, by every check, and nothing went wrong
     assert report["probes_by_version"]["1"] > 0 and report["probes_by_version"]["2"] > 0
     for key in ("failed_requests", "hung_requests", "wrong_version_replies", "lost_writes",
@@ -60,3 +64,5 @@ def test_bad_arguments_exit_2() -> None:
     assert proc.returncode == 2 and "--methods takes global and/or local" in proc.stderr
     proc = stress("--plant", "nonsense", "--cycles", "1")
     assert proc.returncode == 2 and "unknown --plant 'nonsense'" in proc.stderr
+    proc = stress("--workload", "tpcc", "--cycles", "1")
+    assert proc.returncode == 2 and "--workload tpcc does not fit --server kv" in proc.stderr

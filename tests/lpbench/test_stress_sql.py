@@ -1,6 +1,6 @@
 """`livepatch stress --server sql` against the real sqlserver through the real command, per connection
 policy: every reply checked against the version that served it, read-backs, the write log, no aborted
-patch. (The pool is run with local quiescence here; see docs/performance.md for its global runs.)"""
+patch; with TPC-C as background load (its transactions must not fail, its consistency checks must hold). (The pool is run with local quiescence here; see docs/performance.md for its global runs.)"""
 
 from __future__ import annotations
 
@@ -25,16 +25,22 @@ def stress(*args: str, timeout: float = 100) -> subprocess.CompletedProcess[str]
 
 @pytest.mark.timeout(110)
 @pytest.mark.parametrize(
-    ("policy", "methods"), [("thread-per-connection", "global,local"), ("pool", "local")]
+    ("policy", "methods", "workload"),
+    [("thread-per-connection", "global,local", "tpcc"), ("pool", "local", None)],
 )
-def test_short_sql_stress_passes(policy: str, methods: str) -> None:
-    proc = stress("--policy", policy, "--methods", methods, "--cycles", "12", "--connections", "5")
+def test_short_sql_stress_passes(policy: str, methods: str, workload: str | None) -> None:
+    load = ["--workload", workload, "--load-connections", "3"] if workload else []
+    proc = stress(
+        "--policy", policy, "--methods", methods, "--cycles", "12", "--connections", "5", *load
+    )
     assert proc.returncode == 0, proc.stderr + proc.stdout
     report = json.loads(proc.stdout)
     assert report["ok"] and report["transitions"] == 24
     assert report["probes_by_version"]["1"] > 0 and report["probes_by_version"]["2"] > 0
     assert report["wrong_version_replies"] == 0 and report["lost_writes"] == 0
     assert report["failed_requests"] == 0 and report["aborted_patches"] == 0
+    if workload:  # TPC-C ran beside the checkers, and its consistency checks held afterwards
+        assert report["load_requests"] > 0 and report["consistency_problems"] == 0
 
 
 @pytest.mark.timeout(110)

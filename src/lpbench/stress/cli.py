@@ -31,6 +31,13 @@ def make_target(server: str, policy: str) -> StressTarget:
 @click.option("--server", type=click.Choice(SERVERS), default="kv", show_default=True)
 @click.option("--policy", type=click.Choice(["thread-per-connection", "pool"]),
               default="thread-per-connection", show_default=True, help="sql: the connection policy")  # fmt: skip
+@click.option("--workload", default=None,
+              help="also run this lpbench workload as background load (kv: get, set, mixed; "
+                   "sql: noop, ycsb, tpcc, olap), checked for failed requests and consistency")  # fmt: skip
+@click.option("--load-connections", type=click.IntRange(min=1), default=4, show_default=True,
+              help="connections of the --workload load")  # fmt: skip
+@click.option("--scale", type=click.FloatRange(min=0, min_open=True), default=0.05, show_default=True,
+              help="sql --workload: lpbench's --scale (TPC-C 0.05: one small warehouse)")  # fmt: skip
 @click.option("--cycles", type=click.IntRange(min=1), default=100, show_default=True,
               help="apply+revert pairs")  # fmt: skip
 @click.option("--methods", default="global,local", show_default=True,
@@ -47,7 +54,7 @@ def make_target(server: str, policy: str) -> StressTarget:
               help="write report.json, the patch and the server's log here")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 def stress_command(
-    server: str, policy: str, cycles: int, methods: str, connections: int, request_deadline: float,
+    server: str, policy: str, workload: str | None, load_connections: int, scale: float, cycles: int, methods: str, connections: int, request_deadline: float,
     patch_deadline: float, plant: str | None, out: Path | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Apply and revert a patch CYCLES times under load; check every reply against its version."""
@@ -55,7 +62,8 @@ def stress_command(
         server=server, policy=policy, cycles=cycles,
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
         connections=connections, request_deadline_s=request_deadline,
-        patch_deadline_s=patch_deadline, plant=plant,
+        patch_deadline_s=patch_deadline, plant=plant, workload=workload,
+        load_connections=load_connections, scale=scale,
     )  # fmt: skip
     try:
         cfg.check()
@@ -117,9 +125,9 @@ def _print(report: dict[str, Any]) -> None:
                         f"{report['seconds']} s")  # fmt: skip
     table.add_column("measure")
     table.add_column("value", justify="right")
-    for key in ("transitions", "requests", "probes_by_version", "failed_requests", "hung_requests",
+    for key in ("transitions", "requests", "load_requests", "probes_by_version", "failed_requests", "hung_requests",
                 "wrong_version_replies", "lost_writes", "aborted_patches", "failed_patches",
-                "hung_patches"):  # fmt: skip
+                "hung_patches", "consistency_problems"):  # fmt: skip
         table.add_row(key, str(report[key]))
     for method, p in report["sync_ms"].items():
         if p["n"]:

@@ -50,6 +50,11 @@ class StressConfig:
     patch_deadline_s: float = 10.0
     plant: str | None = None
     seed: int = 1
+    workload: str | None = (
+        None  # background load (lpbench's workloads: kv get/set/mixed, sql noop/ycsb/...)
+    )
+    load_connections: int = 4
+    scale: float = 0.05  # sql workloads: lpbench.sql's --scale
 
     def check(self) -> None:
         """Raise ValueError naming the first bad setting."""
@@ -62,3 +67,12 @@ class StressConfig:
             raise ValueError("--connections must be >= 1")
         if self.request_deadline_s <= 0 or self.patch_deadline_s <= 0:
             raise ValueError("deadlines must be > 0 seconds")
+        if self.workload is not None:
+            from lpbench.sql.workloads import SQL_WORKLOAD_NAMES
+            from lpbench.workloads import WORKLOADS
+
+            fits = SQL_WORKLOAD_NAMES if self.server == "sql" else tuple(sorted(WORKLOADS))
+            if self.workload not in fits:
+                raise ValueError(
+                    f"--workload {self.workload} does not fit --server {self.server}: it takes {', '.join(fits)}"
+                )

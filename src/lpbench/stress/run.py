@@ -39,8 +39,10 @@ from typing import Any
 
 from livepatch.agent import client as agent_client
 from lpbench.servers import Server, free_port, make_server
+from lpbench.sql.pg import SqlError
 from lpbench.stress.check import ConnectionChecker, Timeline, WriteLog
 from lpbench.stress.common import RequestFailed, StressClient, StressConfig, StressTarget
+from lpbench.stress.load import KV_KEYS, LoadThread, consistency
 
 RECONNECT_S = 0.01
 PATCH_GRACE_S = 10.0
@@ -152,6 +154,9 @@ class StressRun:
         self.stop = threading.Event()
         self.probed = threading.Condition()
         self.clients = [_Client(self, i) for i in range(cfg.connections)]
+        n_load = cfg.load_connections if cfg.workload else 0
+        self.load = [LoadThread(cfg, self.host, self.port, i, self.stop) for i in range(n_load)]
+        self.inconsistent: list[str] = []
         self.transitions: list[dict[str, Any]] = []
         self.patch_failures: list[str] = []
         self.patch_hangs = 0
@@ -224,6 +229,8 @@ class StressRun:
         self.target.prepare(self.host, self.port, self.cfg.request_deadline_s)
         for c in self.clients:
             c.start()
+        for t in self.load:
+            t.start()
         t0 = time.monotonic()
         done = 0
         still_applied = False
@@ -250,8 +257,15 @@ class StressRun:
             self.stop.set()
             for c in self.clients:
                 c.join(self.cfg.request_deadline_s + 5)
+            for t in self.load:
+                t.join(self.cfg.request_deadline_s + 5)
         for c in self.clients:
             c.checker.flush()
+        if self.server_exit is None:
+            try:
+                self.inconsistent = consistency(self.cfg, self.host, self.port)
+            except (OSError, SqlError) as exc:
+                self.inconsistent = [f"the consistency check could not run: {exc}"]
         lost, lost_examples, unread = self._check_writes()
         return self._report(done, time.monotonic() - t0, lost, lost_examples, unread)
 
@@ -284,8 +298,9 @@ class StressRun:
 
     def totals(self) -> dict[str, int]:
         return {
-            "requests": sum(c.tally.requests for c in self.clients),
-            "failed": sum(c.tally.failed for c in self.clients),
+            "requests": sum(c.tally.requests for c in self.clients)
+            + sum(t.requests for t in self.load),
+            "failed": sum(c.tally.failed for c in self.clients) + sum(t.failed for t in self.load),
             "hangs": sum(c.tally.hangs for c in self.clients),
             "wrong_version": sum(c.checker.violations for c in self.clients),
             "patch_failures": len(self.patch_failures),
@@ -309,7 +324,8 @@ class StressRun:
         for name, n in (("failed requests", totals["failed"]), ("hung requests", totals["hangs"]),
                         ("wrong-version replies", totals["wrong_version"]), ("lost writes", lost),
                         ("failed or aborted patches", len(self.patch_failures)),
-                        ("hung patches", self.patch_hangs), ("unchecked writes (server gone)", unread)):  # fmt: skip
+                        ("hung patches", self.patch_hangs), ("unchecked writes (server gone)", unread),
+                        ("consistency problems", len(self.inconsistent))):  # fmt: skip
             if n:
                 failures.append(f"{n} {name}")
         if by_version.get(2, 0) == 0 and not failures:
@@ -328,12 +344,16 @@ class StressRun:
             "wrong_version_replies": totals["wrong_version"],
             "lost_writes": lost,
             "unchecked_writes": unread,
+            "load_requests": sum(t.requests for t in self.load),
+            "consistency_problems": len(self.inconsistent),
             "aborted_patches": sum(1 for t in self.transitions if t["outcome"] == "aborted"),
             "failed_patches": len(self.patch_failures),
             "hung_patches": self.patch_hangs,
             "sync_ms": sync,
             "examples": {
-                "requests": [e for c in self.clients for e in c.tally.examples][:MAX_EXAMPLES],
+                "requests": [e for c in self.clients for e in c.tally.examples][:MAX_EXAMPLES]
+                + [e for t in self.load for e in t.examples][:MAX_EXAMPLES],
+                "consistency": self.inconsistent[:MAX_EXAMPLES],
                 "versions": [e for c in self.clients for e in c.checker.examples][:MAX_EXAMPLES],
                 "writes": lost_examples,
                 "patches": self.patch_failures[:MAX_EXAMPLES],
@@ -373,11 +393,13 @@ def run_stress(
         plant = cfg.plant if cfg.plant != "kill-server" else None
         patch = target.build_patch(work / "patch", plant)
         server = make_server(cfg.server, free_port(), work / "data")
-        configure = getattr(server, "configure", None)  # sql: the connection policy
+        configure = getattr(server, "configure", None)  # sql: the policy, the workload to load
         if configure is not None:
             configure(cfg)
         try:
             server.start()
+            if cfg.workload is not None:
+                server.populate(KV_KEYS)  # kv: DEBUG POPULATE; sql: the workload's schema and data
             report = StressRun(cfg, target, server, patch).run(progress)
         finally:
             server.stop()
