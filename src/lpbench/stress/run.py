@@ -25,6 +25,7 @@ per thread until the threads are joined.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -223,8 +224,6 @@ class StressRun:
         return None if proc is None else proc.poll()
 
     def run(self, progress: Progress | None = None) -> dict[str, Any]:
-        import json
-
         document = json.loads(self.patch.read_bytes())
         self.target.prepare(self.host, self.port, self.cfg.request_deadline_s)
         for c in self.clients:
@@ -366,7 +365,7 @@ def sync_percentiles(values: list[float | None]) -> dict[str, float | int | None
     """Nearest-rank p50/p90/p99 and max of the agent's sync times (ms) of successful transitions."""
     vals = sorted(float(v) for v in values if v is not None)
     if not vals:
-        return {"n": 0, "p50": None, "p90": None, "p99": None, "max": None}
+        return {"n": 0, "p50": None, "p90": None, "p99": None, "max": None, "mean": None}
 
     def rank(p: float) -> float:
         return vals[max(0, int(-(-len(vals) * p // 100)) - 1)]
