@@ -86,3 +86,11 @@ def test_write_log_accepts_both_values_of_an_unanswered_write() -> None:
     log.unanswered("new", b"x")  # never acknowledged: absent or x
     assert log.expected("new") == {None, b"x"}
     assert log.written() == ["k", "new"]
+
+
+def test_sync_percentiles_are_nearest_rank_over_successful_transitions() -> None:
+    from lpbench.stress.run import sync_percentiles
+
+    p = sync_percentiles([None, 4.0, 1.0, 3.0, 2.0])  # None: a transition without a sync time
+    assert (p["n"], p["p50"], p["p90"], p["max"], p["mean"]) == (4, 2.0, 4.0, 4.0, 2.5)
+    assert sync_percentiles([None])["p50"] is None
