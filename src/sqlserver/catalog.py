@@ -336,3 +336,23 @@ def relation_oid(conn: sqlite3.Connection, name: str) -> int | None:
         (name if name.startswith('"') is False else name.strip('"'),),
     ).fetchone()
     return int(row[0]) if row else None
+
+
+def index_definition(conn: sqlite3.Connection, oid: int) -> str | None:
+    """pg_get_indexdef: PostgreSQL's CREATE INDEX text for an index's OID (see REL_OID_BASE)."""
+    row = conn.execute(
+        "SELECT name, tbl_name FROM main.sqlite_schema WHERE rowid = ? AND type = 'index'",
+        (oid - REL_OID_BASE,),
+    ).fetchone()
+    if row is None:
+        return None
+    name, table = row
+    unique = any(
+        r[1] == name and r[2] for r in conn.execute("SELECT * FROM pragma_index_list(?)", (table,))
+    )
+    cols = ", ".join(
+        r[2] or "expr" for r in conn.execute("SELECT * FROM pragma_index_info(?)", (name,))
+    )
+    return (
+        f"CREATE {'UNIQUE ' if unique else ''}INDEX {name} ON public.{table} USING btree ({cols})"
+    )

@@ -11,6 +11,7 @@ Concurrency: called by SQLite on the session's thread, inside a statement.
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from functools import lru_cache
@@ -33,6 +34,7 @@ class FunctionHost(Protocol):
     def currval(self, name: str) -> int: ...
     def setval(self, name: str, value: int, called: bool = True) -> int: ...
     def relation_oid(self, name: str) -> int | None: ...
+    def index_definition(self, oid: int) -> str | None: ...
 
 
 def version_string() -> str:
@@ -191,8 +193,12 @@ def install(conn: sqlite3.Connection, host: FunctionHost) -> None:
         ("array_to_string", 2, lambda a, sep: None if a is None else sep.join(parse_array(a))),
         ("txid_current", 0, lambda: 1),
         ("pg_current_xact_id", 0, lambda: 1),
-        ("pg_get_indexdef", 1, lambda _o: None),
-        ("pg_get_indexdef", 3, lambda _o, _c, _p: None),
+        ("pg_get_indexdef", 1, lambda o: host.index_definition(int(o)) if o is not None else None),
+        (
+            "pg_get_indexdef",
+            3,
+            lambda o, _c, _p: host.index_definition(int(o)) if o is not None else None,
+        ),
         ("pg_get_constraintdef", 1, lambda _o: None),
         ("pg_get_constraintdef", 2, lambda _o, _p: None),
         ("pg_get_partkeydef", 1, lambda _o: None),
@@ -211,6 +217,9 @@ def install(conn: sqlite3.Connection, host: FunctionHost) -> None:
     for name, nargs, fn in fns:
         conn.create_function(name, nargs, fn)
     conn.create_function("pg_array", -1, lambda *items: format_array(items))
+    conn.create_function(
+        "pg_array_json", 1, lambda a: "[]" if a is None else json.dumps(parse_array(a))
+    )
     conn.create_function(
         "pg_any_eq",
         2,

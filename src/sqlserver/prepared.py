@@ -53,6 +53,8 @@ class Prepared:
         self.fast: bool | None = None
         if stmt.kind in (k.SELECT, k.DML) and stmt.sql:
             self.fast = not columns or all(c.oid for c in columns)
+        elif stmt.kind in (k.BEGIN, k.COMMIT, k.ROLLBACK):
+            self.fast = True  # pgbench -M prepared prepares BEGIN and END too
 
     def decode(self, raw: tuple[bytes | None, ...], formats: tuple[int, ...]) -> Any:
         """Bind's parameters as SQLite values (PgError 22P02/22P03 for a malformed one)."""

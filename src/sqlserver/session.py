@@ -49,6 +49,7 @@ from sqlserver.protocol.errors import (
     INTERNAL_ERROR,
     INVALID_CURSOR_NAME,
     INVALID_SQL_STATEMENT_NAME,
+    PROGRAM_LIMIT_EXCEEDED,
     PROTOCOL_VIOLATION,
     SYNTAX_ERROR,
     PgError,
@@ -64,6 +65,7 @@ from sqlserver.state import ServerState
 
 log = logging.getLogger("sqlserver.session")
 
+_FAST_COMMANDS = frozenset({k.BEGIN, k.COMMIT, k.ROLLBACK})
 _NOTICE = "NOTICE"
 _WARNING = "WARNING"
 
@@ -169,6 +171,12 @@ class Session:
         assert ex is not None
         in_block = self.sm.status != ss.IDLE
         try:
+            if st.kind in _FAST_COMMANDS:
+                if describe:
+                    out.append(be.NO_DATA)
+                STATEMENT_HANDLERS[st.kind](self, p, Portal(p, [], rfmts), False)
+                out.append(be.ready_for_query(self.sm.status))
+                return b"".join(out)
             params = p.decode(raw, pfmts) if raw else ()
             if p.columns:
                 desc, encs = p.describe(rfmts)
@@ -185,8 +193,13 @@ class Session:
                 data_row = be.data_row
                 for row in rows:
                     out.append(
-                        data_row([None if v is None else enc(v) for enc, v in zip(encs, row)])
-                    )  # noqa: B905
+                        data_row(
+                            [
+                                None if v is None else enc(v)
+                                for enc, v in zip(encs, row, strict=False)
+                            ]
+                        )
+                    )
                 out.append(p.complete(len(rows)))
             else:
                 if describe:
@@ -302,14 +315,31 @@ class Session:
         assert self.executor is not None
         return catalog.relation_oid(self.executor.conn, name)
 
+    def index_definition(self, oid: int) -> str | None:
+        assert self.executor is not None
+        return catalog.index_definition(self.executor.conn, oid)
+
     # -- types ------------------------------------------------------------------------------
 
     def _columns_of(self, table: str) -> list[tuple[str, str]] | None:
         assert self.executor is not None
         return catalog.table_columns(self.executor.conn, table)
 
+    def _translate(self, text: str, simple: bool = False) -> Any:
+        """The statements of `text` (with simple=True: and the literal values made parameters)."""
+        limit = self.state.config.statement_max_bytes
+        if len(text) > limit:
+            raise PgError(
+                PROGRAM_LIMIT_EXCEEDED,
+                f"statement too long: {len(text)} characters, the limit is {limit}",
+                hint="Send large data as parameters or with COPY.",
+            )
+        if simple:
+            return self.state.translator.translate_simple(text)
+        return self.state.translator.translate(text)
+
     def _prepare(self, name: str, text: str, param_oids: tuple[int, ...]) -> list[Prepared]:
-        stmts = self.state.translator.translate(text)
+        stmts = self._translate(text)
         if len(stmts) > 1:
             raise PgError(SYNTAX_ERROR, "cannot insert multiple commands into a prepared statement")
         return [self._typed(name, text, st, param_oids) for st in stmts]
@@ -367,7 +397,7 @@ class Session:
         if self.executor is not None:
             self.executor.cancel_requested = False
         try:
-            stmts = self.state.translator.translate(msg.sql)
+            stmts, literals = self._translate(msg.sql, simple=True)
         except PgError as e:
             self._error(e)
             self._ready()
@@ -381,7 +411,7 @@ class Session:
             try:
                 # typed just before it runs: an earlier statement may have created its table
                 p = self._typed("", msg.sql, st, ())
-                self._run(p, Portal(p, [], ()), 0, describe=True)
+                self._run(p, Portal(p, literals, ()), 0, describe=True)
             except PgError as e:
                 if e.fatal:
                     raise
@@ -441,6 +471,7 @@ class Session:
         if len(msg.params) != p.stmt.nparams:
             return self._extended_error(
                 PgError(
+                    PROGRAM_LIMIT_EXCEEDED,
                     PROTOCOL_VIOLATION,
                     f'bind message supplies {len(msg.params)} parameters, but prepared statement "{msg.statement}" requires {p.stmt.nparams}',
                 )

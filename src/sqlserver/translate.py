@@ -23,7 +23,7 @@ import logging
 import re
 import threading
 from collections import OrderedDict
-from typing import cast
+from typing import Any, cast
 
 import sqlglot
 from sqlglot import exp
@@ -40,6 +40,7 @@ from sqlserver.statement import (
     COMMIT,
     DEALLOCATE,
     DECLARE,
+    DML,
     EMPTY,
     FETCH,
     NOOP,
@@ -360,6 +361,76 @@ def _first_line(e: Exception) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
+# --------------------------------------------------------------------------------------------
+# Literals as parameters (simple query): one translation for texts that differ only in values
+# --------------------------------------------------------------------------------------------
+
+_LITERAL_AFTER = frozenset(
+    {
+        TokenType.EQ, TokenType.NEQ, TokenType.LT, TokenType.LTE, TokenType.GT, TokenType.GTE,
+        TokenType.PLUS, TokenType.DASH, TokenType.STAR, TokenType.SLASH, TokenType.COMMA,
+        TokenType.L_PAREN, TokenType.LIKE, TokenType.ILIKE, TokenType.BETWEEN,
+    }
+)  # fmt: skip
+_LITERALS_FROM = frozenset({TokenType.WHERE, TokenType.SET, TokenType.VALUES})
+_LITERALS_UNTIL = frozenset({TokenType.ORDER_BY, TokenType.GROUP_BY, TokenType.LIMIT})
+
+
+def parameterize(text: str) -> tuple[str, list[Any]] | None:
+    """The statement with its value literals replaced by $n, and the values; None if none is.
+
+    Only literals in a WHERE, SET or VALUES part, right after an operator, a comma or an opening
+    parenthesis, before any ORDER BY/GROUP BY/LIMIT, are replaced: there a literal and a bound
+    value mean the same to SQLite (ORDER BY 1 would not; a projection's type would change; a typed
+    literal such as DATE '...' keeps its type word in front, so it is never preceded by those).
+    """
+    head = text.lstrip()[:6].lower()
+    if not head.startswith(("select", "insert", "update", "delete")):
+        return None
+    try:
+        tokens = _POSTGRES.tokenize(text)
+    except TokenError:
+        return None
+    parts: list[str] = []
+    values: list[Any] = []
+    last = 0
+    started = False
+    prev: TokenType | None = None
+    for i, tok in enumerate(tokens):
+        tt = tok.token_type
+        if tt in (TokenType.PARAMETER, TokenType.PLACEHOLDER):
+            return None  # the text has its own parameters
+        if tt == TokenType.SEMICOLON and i != len(tokens) - 1:
+            return None  # several statements
+        if tt in _LITERALS_UNTIL:
+            break
+        if tt in _LITERALS_FROM:
+            started = True
+        elif started and prev in _LITERAL_AFTER and tt in (TokenType.NUMBER, TokenType.STRING):
+            value: Any = tok.text
+            if tt == TokenType.NUMBER:
+                try:
+                    value = int(tok.text)
+                    if not -(2**63) <= value < 2**63:
+                        prev = tt
+                        continue  # SQLite cannot bind it; left as a literal
+                except ValueError:
+                    try:
+                        value = float(tok.text)
+                    except ValueError:
+                        prev = tt
+                        continue
+            values.append(value)
+            parts.append(text[last : tok.start])
+            parts.append(f"${len(values)}")
+            last = tok.end + 1
+        prev = tt
+    if not values:
+        return None
+    parts.append(text[last:])
+    return "".join(parts), values
+
+
 class Translator:
     """A bounded, thread-safe cache in front of translate_one, keyed by the whole query text.
 
@@ -394,3 +465,26 @@ class Translator:
         if isinstance(found, PgError):
             raise found.with_traceback(None)
         return found
+
+    def translate_simple(self, text: str) -> tuple[tuple[Statement, ...], list[Any]]:
+        """For a simple Query: the statements, and the values of literals made parameters.
+
+        A text met again with other values (pgbench -M simple) reuses the translation of its
+        parameterized form; when that form does not translate to one statement with exactly those
+        parameters, the text is translated as it is.
+        """
+        hit = self._cache.get(text)
+        if hit is None:
+            param = parameterize(text)
+            if param is not None:
+                try:
+                    stmts = self.translate(param[0])
+                except PgError:
+                    stmts = ()
+                if (
+                    len(stmts) == 1
+                    and stmts[0].kind in (SELECT, DML)
+                    and stmts[0].nparams == len(param[1])
+                ):
+                    return stmts, param[1]
+        return self.translate(text), []

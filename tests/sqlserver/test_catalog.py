@@ -57,9 +57,15 @@ def test_psql_d_table_shows_columns_types_nullability_defaults_indexes(server):
     assert re.search(r"name\s+\|\s+character varying\(20\)\s+\|\s+\|\s+not null", out), out
     assert re.search(r"price\s+\|\s+numeric\(10,2\)\s+\|\s+\|\s+\|\s+0", out), out
     assert re.search(r"added\s+\|\s+timestamp with time zone", out), out
-    assert "items_name" in out
+    assert re.search(r'"items_name" btree \(name\)', out), out
     out = psql(server, "\\d plain")
-    assert re.search(r'"plain_pkey" PRIMARY KEY', out), out
+    assert re.search(r'"plain_pkey" PRIMARY KEY, btree \(a\)', out), out
+
+
+def test_psql_d_plus_table(server):
+    out = psql(server, "\\d+ items")
+    assert re.search(r"price\s+\|\s+numeric\(10,2\)", out), out
+    assert "Access method: heap" in out, out
 
 
 def test_psql_l_dn_du(server):

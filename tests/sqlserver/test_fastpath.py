@@ -29,6 +29,8 @@ def client(tmp_path_factory):
         Parse("sel", "select abalance, name, f, b from a where aid = $1", ()),
         Parse("upd", "update a set abalance = abalance + $1 where aid = $2", ()),
         Parse("bad", "select 1 / $1", (23,)),
+        Parse("begin", "BEGIN;", ()),
+        Parse("end", "END;", ()),
         Sync(),
     )
     yield c
@@ -65,6 +67,26 @@ def test_fast_and_general_paths_agree(client, aid, describe, rfmt, stmt_delta):
         Sync(),
     )
     assert fast == slow
+
+
+def test_transaction_control_agrees(client):
+    for describe in (False, True):
+        d = (Describe("P", ""),) if describe else ()
+        fast = client.session.receive(
+            burst(Bind("", "begin", (), (), ()), *d, Execute("", 0), Sync())
+        )
+        assert fast.endswith(b"Z\x00\x00\x00\x05T")
+        slow_end = client.session.receive(
+            burst(Bind("", "end", (), (), ()), *d, Execute("", 0), Sync(), Flush())
+        )
+        slow_begin = client.session.receive(
+            burst(Bind("", "begin", (), (), ()), *d, Execute("", 0), Sync(), Flush())
+        )
+        fast_end = client.session.receive(
+            burst(Bind("", "end", (), (), ()), *d, Execute("", 0), Sync())
+        )
+        assert (fast, fast_end) == (slow_begin, slow_end)
+        assert fast_end.endswith(b"Z\x00\x00\x00\x05I")
 
 
 def test_errors_agree_and_end_with_ready(client):

@@ -103,6 +103,16 @@ def _apply(patch: Path, sock: Path, method: str, timeout: float) -> dict:
     return reply["result"]
 
 
+def _revert(sock: Path, method: str, timeout: float) -> dict:
+    done = livepatch_cli(
+        "revert", "--socket", str(sock), "--method", method, "--timeout", str(timeout), "--json",
+        timeout=timeout + 60,
+    )  # fmt: skip
+    reply = json.loads(done.stdout)
+    assert reply.get("result"), done.stdout + done.stderr
+    return dict(reply["result"])
+
+
 def _pgbench(server: SqlProcess, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [require_tool("pgbench"), *server.pg_args(), *args, "postgres"],
@@ -141,8 +151,8 @@ def test_patch_under_pgbench_load(sql_factory, work, policy, method):
     assert all(_show(c) == original for c in before) and _show(in_tx) == original
     in_tx.commit()
     bench = subprocess.Popen(
-        [require_tool("pgbench"), *server.pg_args(), "-n", "-M", "prepared", "-c", "6", "-j", "2",
-         "-T", "8", "-P", "1", "postgres"],
+        [require_tool("pgbench"), *server.pg_args(), "-n", "-M", "prepared", "-c", "10", "-j", "2",
+         "-T", "15", "-P", "1", "postgres"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=pg_env(),
     )  # fmt: skip
     try:
@@ -155,12 +165,20 @@ def test_patch_under_pgbench_load(sql_factory, work, policy, method):
         assert seen and seen[-1].startswith("progress:"), "".join(seen)
         drain = threading.Thread(target=lambda: seen.extend(bench.stderr))  # type: ignore[arg-type]
         drain.start()
-        result = _apply(patch, sock, method, timeout=20)
+        # Several transitions while the load runs (a single one can slip through a lucky gap in
+        # the load): each must complete within its deadline, and old connections must follow.
+        for _ in range(3):
+            result = _apply(patch, sock, method, timeout=10)
+            assert result["outcome"] == "applied", result
+            for c in before:
+                assert _show(c) == f"{original} (patched)"
+            assert _show(in_tx) == f"{original} (patched)"
+            in_tx.commit()
+            result = _revert(sock, method, timeout=10)
+            assert result["outcome"] == "reverted", result
+            assert _show(before[0]) == original
+        result = _apply(patch, sock, method, timeout=10)
         assert result["outcome"] == "applied", result
-        for c in before:
-            assert _show(c) == f"{original} (patched)"
-        assert _show(in_tx) == f"{original} (patched)"
-        in_tx.commit()
         out = bench.stdout.read() if bench.stdout else ""
         assert bench.wait(120) == 0, out + "".join(seen)
         drain.join(30)

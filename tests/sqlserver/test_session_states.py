@@ -53,6 +53,7 @@ class SessionModel(RuleBasedStateMachine):
     def simple(self, i: int) -> None:
         sql, effect = STATEMENTS[i]
         r = self.client.query(sql)
+        assert "XX000" not in r.errors, r.messages  # an internal error is a bug
         self._expect(effect)
         assert r.status == self.status, (sql, r.messages)
 
@@ -65,6 +66,7 @@ class SessionModel(RuleBasedStateMachine):
             msgs.append(Describe("P", ""))
         msgs += [Execute("", 0), Sync()]
         r = self.client.send(*msgs)
+        assert "XX000" not in r.errors, r.messages
         self._expect(effect)
         assert r.status == self.status, (sql, r.messages)
 
@@ -72,6 +74,7 @@ class SessionModel(RuleBasedStateMachine):
     def two_in_one_query(self, a: int, b: int) -> None:
         (sa, _ea), (sb, _eb) = STATEMENTS[a], STATEMENTS[b]
         r = self.client.query(f"{sa}; {sb}")
+        assert "XX000" not in r.errors, r.messages
         # multi-statement semantics are checked by test_session; here: no exception, a valid status
         assert r.status in ("I", "T", "E")
         self.status = r.status

@@ -165,3 +165,29 @@ def test_cache_hits_and_cached_errors():
     tr.translate("select 3")
     tr.translate("select 4")
     assert len(tr._cache) == 2  # bounded
+
+
+def test_parameterize_only_value_literals():
+    from sqlserver.translate import parameterize
+
+    assert parameterize("UPDATE a SET b = b + -12 WHERE aid = 5;") == (
+        "UPDATE a SET b = b + -$1 WHERE aid = $2;",
+        [12, 5],
+    )
+    text, values = parameterize(
+        "select a, 1, 'x' from t where b = 'it''s' and c in (1, 2.5) order by 1 limit 2"
+    )
+    assert text == "select a, 1, 'x' from t where b = $1 and c in ($2, $3) order by 1 limit 2"
+    assert values == ["it's", 1, 2.5]
+    assert parameterize("select * from t where d = date '2024-01-01'") is None  # typed literal kept
+    assert parameterize("select * from t where a = $1 and b = 2") is None  # has its own parameters
+    assert parameterize("select 1 where 1 = 1; select 2") is None
+    assert parameterize("create table t (a varchar(20) default 'x')") is None
+    assert parameterize("insert into t values (99999999999999999999)") is None
+
+
+def test_translate_simple_reuses_one_translation():
+    tr = Translator()
+    a, va = tr.translate_simple("SELECT abalance FROM pgbench_accounts WHERE aid = 17")
+    b, vb = tr.translate_simple("SELECT abalance FROM pgbench_accounts WHERE aid = 42")
+    assert a is b and (va, vb) == ([17], [42]) and tr.misses == 1

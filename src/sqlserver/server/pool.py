@@ -16,11 +16,20 @@ thread) wakes or creates a thread for any group that has had no listener and no 
 STALL_LIMIT_S, so the other connections of a group are not held up by one slow statement.
 
 Live patching:
-  * priorities (the paper's rule): a worker is MEDIUM while waiting, LOW while executing a request,
-    CRITICAL while listening. Under a global patch executing workers park first, then waiting ones,
-    the listener last, so the listener keeps dispatching the requests in-flight work depends on (the
-    COMMIT that releases a lock another worker waits for);
-  * quiescence points: a worker between two tasks (no connection owned), the listener after each poll;
+  * priorities (the paper's rule): a worker is LOW while executing a request, MEDIUM while waiting,
+    CRITICAL while listening; under a global patch a thread parks only when no lower-priority thread
+    still runs, so the waiting workers and the listener keep dispatching the requests in-flight work
+    depends on (the COMMIT that releases a lock another worker waits for);
+  * quiescence points: a worker between two tasks (owns no connection) and a waiting worker woken by
+    the hook, both as MEDIUM; the listener after each poll, as CRITICAL;
+  * while a patch is pending, a ready connection whose session is idle (no transaction: it holds
+    nothing) is not run but held back (`deferred`) and queued again when the patch is over -- the
+    pool's counterpart of a connection thread's activate() and of MariaDB's `do_command` point, which
+    is skipped inside a transaction. Without it a steady load never lets the executing workers drain
+    (new transactions keep arriving), and with executing workers parked instead the statements of
+    open transactions found no free thread (a thread born during a global patch waits for its end):
+    both made global patches under pgbench -c 10 abort at their deadline. Statements of open
+    transactions still run, so every lock is released and everyone parks;
   * the wake-up hook writes every group's self-pipe (wakes the listener) and notifies every group's
     condition (waiting workers go back to their quiescence point).
 A request runs on one worker from its first to its last byte, so no thread mixes generations within a
@@ -41,6 +50,7 @@ import select
 import threading
 import time
 from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 from livepatch import Priority
 from sqlserver.server.connection import Connection, ConnectionTable
@@ -102,6 +112,8 @@ class _Group:
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
         self.queue: collections.deque[Connection] = collections.deque()
+        # Ready connections of idle sessions held back while a patch is pending (see the theory).
+        self.deferred: list[Connection] = []
         self.epoll = select.epoll()
         self.rpipe, self.wpipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.epoll.register(self.rpipe, select.EPOLLIN)
@@ -127,6 +139,13 @@ class _Group:
                 pass
         except BlockingIOError:
             pass
+
+    def release_deferred(self) -> None:
+        """Lock held. Queue the held-back connections again (the patch is over)."""
+        if self.deferred:
+            self.queue.extend(self.deferred)
+            self.cond.notify(len(self.deferred))
+            self.deferred.clear()
 
     def start_worker(self) -> None:
         """Lock held. Create a worker thread (counted at once, so callers do not over-create)."""
@@ -160,6 +179,11 @@ class ThreadPool:
         self._timer: threading.Thread | None = None
         self._all_threads_gone = threading.Condition()
         self._live_threads = 0
+        self._flag: Any = None  # livepatch.transition_flag(), when patchable
+        if livepatch_enabled:
+            import livepatch
+
+            self._flag = livepatch.transition_flag()
 
     # ---------------------------------------------------------------------------- acceptor thread
     def start(self) -> None:
@@ -248,9 +272,11 @@ class ThreadPool:
         with group.lock:
             group.starting -= 1
         role = _Role() if self.livepatch_enabled else None
+        flag = self._flag
         while True:
-            if role is not None:
-                role.quiesce_as(_MEDIUM)  # between two tasks: this worker owns no connection
+            if group.deferred and flag is not None and flag.request is None:
+                with group.lock:
+                    group.release_deferred()
             conn, retire = self._get_event(group, role)
             if retire:
                 return
@@ -258,6 +284,10 @@ class ThreadPool:
                 if role is not None:
                     role.execute()
                 self._run(group, conn)
+            if role is not None:
+                # Between two tasks (owns no connection), or woken without work by the hook: as a
+                # waiting worker (MEDIUM), which parks only once no request executes any more.
+                role.quiesce_as(_MEDIUM)
 
     def _get_event(self, group: _Group, role: _Role | None) -> tuple[Connection | None, bool]:
         """A ready connection for this worker, (None, False) to pass the quiescence point again (woken
@@ -354,6 +384,16 @@ class ThreadPool:
 
     def _run(self, group: _Group, conn: Connection) -> None:
         """One request of `conn` (owned by this worker until re-armed)."""
+        flag = self._flag
+        if flag is not None and flag.request is not None:
+            session = conn.session
+            if session is None or session.idle:
+                # A patch is pending and this session holds nothing: its next transaction waits
+                # until the patch is over (like a connection thread's activate()), so that no new
+                # work keeps the executing workers busy forever; it is queued again afterwards.
+                with group.lock:
+                    group.deferred.append(conn)
+                return
         try:
             keep = conn.serve_once(self.state) and not self._stopping
         except Exception:
@@ -379,8 +419,11 @@ class ThreadPool:
         that saw no I/O since the last check, gets a waiting worker woken or a new one created."""
         last = [g.io_events for g in self.groups]
         while not self._stop_event.wait(self.stall_limit_s):
+            patch_pending = self._flag is not None and self._flag.request is not None
             for i, group in enumerate(self.groups):
                 with group.lock:
+                    if group.deferred and not patch_pending:
+                        group.release_deferred()  # nobody passed by since the patch ended
                     stalled = (
                         not group.listening and group.io_events == last[i] and bool(group.by_fd)
                     )
