@@ -1,6 +1,6 @@
 """`livepatch stress --server sql` against the real sqlserver through the real command, per connection
 policy: every reply checked against the version that served it, read-backs, the write log, no aborted
-patch; with TPC-C as background load (its transactions must not fail, its consistency checks must hold). (The pool is run with local quiescence here; see docs/performance.md for its global runs.)"""
+patch; with TPC-C as background load (its transactions must not fail, its consistency checks must hold)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def stress(*args: str, timeout: float = 100) -> subprocess.CompletedProcess[str]
 @pytest.mark.timeout(110)
 @pytest.mark.parametrize(
     ("policy", "methods", "workload"),
-    [("thread-per-connection", "global,local", "tpcc"), ("pool", "local", None)],
+    [("thread-per-connection", "global,local", "tpcc"), ("pool", "global,local", None)],
 )
 def test_short_sql_stress_passes(policy: str, methods: str, workload: str | None) -> None:
     load = ["--workload", workload, "--load-connections", "3"] if workload else []

@@ -75,21 +75,25 @@ class LoadThread(threading.Thread):
             self.cfg.scale, self.cfg.seed * 1000 + self.conn, self.cfg.load_connections
         )
         client: BlockingClient | None = None
-        result = None
+        error = None  # the transaction's last error (the Result after it is the ROLLBACK's)
         while not self.stop.is_set():
             try:
                 if client is None:
                     client = BlockingClient(self.host, self.port, self.cfg.request_deadline_s)
                 self.requests += 1
                 tx = run_transaction(workload.next_transaction(self.conn))
-                step = next(tx)
+                step, error = next(tx), None
                 while True:
                     result = client.run(step)
+                    if result.error is not None:
+                        error = result.error
                     step = tx.send(result)
             except StopIteration as done:
                 if done.value != OK:
-                    error = result.error if result is not None else None
-                    self._fail(f"a {self.cfg.workload} transaction failed: {error}")
+                    what = f"{error.sqlstate} {error.message}" if error is not None else "?"
+                    self._fail(
+                        f"a {self.cfg.workload} transaction failed: {what} (in {str(step)[:120]})"
+                    )
             except (OSError, SqlError) as exc:
                 self._fail(f"connection lost ({exc})")
                 if client is not None:
