@@ -247,7 +247,8 @@ class RedisServer(RespServer):
 
 class SqlServer:
     """sqlserver with the livepatch agent (unsigned patches allowed). `configure(cfg)` takes the policy,
-    pool groups, workload and scale from a BenchConfig (or anything with those attributes); `populate`
+    pool groups, workload and scale from a BenchConfig (or anything with those attributes); its agent
+    trusts the harness's key, like kvserver's; `populate`
     loads that workload's schema and data over the wire (lpbench.sql); `restart` is SIGTERM (the server
     commits nothing half-done: SQLite is durable at each commit) and a new start on the same directory."""
 
@@ -273,6 +274,7 @@ class SqlServer:
             "--host", self.host, "--port", str(self.port), "--dir", str(self.data_dir / "db"),
             "--policy", self.policy, "--pool-groups", str(self.pool_groups),
             "--livepatch-socket", str(self.control_socket), "--allow-unsigned",
+            "--trusted-key", str(harness_key()[1]),
         ]  # fmt: skip
 
     def start(self) -> None:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from livepatch.agent import client as agent_client
+from livepatch.runtime.lifecycle import Outcome
 from lpbench.servers import Server, free_port, make_server
 from lpbench.sql.pg import SqlError
 from lpbench.stress.check import ConnectionChecker, Timeline, WriteLog
@@ -197,8 +198,11 @@ class StressRun:
         else:
             req = {"op": "revert", "patch_id": None, "method": method, "timeout": deadline}
         result = self._agent(req)
-        outcome = str(result.get("outcome", "failed"))
-        ok = outcome == ("applied" if action == "apply" else "reverted")
+        try:
+            outcome = Outcome(str(result.get("outcome", Outcome.FAILED)))
+        except ValueError:  # not a reply the agent would give: count it as a failed transition
+            outcome = Outcome.FAILED
+        ok = outcome is (Outcome.APPLIED if action == "apply" else Outcome.REVERTED)
         self.timeline.end(k, ok)
         sync = (result.get("timings") or {}).get("sync")
         self.transitions.append({"cycle": cycle, "action": action, "method": method,
@@ -345,7 +349,7 @@ class StressRun:
             "unchecked_writes": unread,
             "load_requests": sum(t.requests for t in self.load),
             "consistency_problems": len(self.inconsistent),
-            "aborted_patches": sum(1 for t in self.transitions if t["outcome"] == "aborted"),
+            "aborted_patches": sum(1 for t in self.transitions if t["outcome"] is Outcome.ABORTED),
             "failed_patches": len(self.patch_failures),
             "hung_patches": self.patch_hangs,
             "sync_ms": sync,
