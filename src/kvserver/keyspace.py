@@ -121,6 +121,16 @@ class Keyspace:
         self._random_keys = []
         self.version += 1
 
+    def swap_with(self, other: Keyspace) -> None:
+        """SWAPDB: exchange every key, TTL and scan state with `other`. The Keyspace objects stay where
+        they are, so clients holding one (ctx.db) see the swapped contents at once."""
+        for name in self.__slots__:
+            mine = getattr(self, name)
+            setattr(self, name, getattr(other, name))
+            setattr(other, name, mine)
+        self.version += 1
+        other.version += 1
+
     def expires_count(self) -> int:
         return len(self._expires)
 

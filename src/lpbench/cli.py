@@ -15,6 +15,7 @@ from livepatch.errors import LivepatchError
 from livepatch.runtime.lifecycle import Outcome
 from lpbench.runner import BenchConfig
 from lpbench.servers import SERVERS
+from lpbench.sql.workloads import SQL_WORKLOAD_NAMES
 from lpbench.updates import METHODS, RESTARTED, UPDATE_OK
 from lpbench.workloads import WORKLOADS
 
@@ -40,9 +41,14 @@ def _ints(text: str, what: str) -> list[int]:
 
 @click.command("bench")
 @click.option("--server", type=click.Choice(sorted(SERVERS)), default="kv", show_default=True)
-@click.option(
-    "--workload", type=click.Choice(sorted(WORKLOADS)), default="mixed", show_default=True
-)
+@click.option("--workload", type=click.Choice(sorted(WORKLOADS) + list(SQL_WORKLOAD_NAMES)), default=None,
+              help="kv/redis: get, set, mixed [default: mixed]; sql: noop, ycsb, tpcc, olap [default: noop]")  # fmt: skip
+@click.option("--policy", type=click.Choice(["thread-per-connection", "pool"]),
+              default="thread-per-connection", show_default=True, help="sql: connection policy")  # fmt: skip
+@click.option("--pool-groups", type=click.IntRange(min=1), default=3, show_default=True,
+              help="sql --policy pool: thread groups")  # fmt: skip
+@click.option("--scale", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="sql: YCSB 1000 x scale rows; TPC-C/OLAP warehouses (below 1: one smaller warehouse)")  # fmt: skip
 @click.option("--connections", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
               help="seconds per run [default: 30; state-size: 5]")  # fmt: skip
@@ -81,7 +87,7 @@ def _ints(text: str, what: str) -> list[int]:
     "--replot", is_flag=True, help="redraw the figures of a finished run in --out; run nothing"
 )
 def bench_command(
-    server: str, workload: str, connections: int, duration: float | None, keys: int, rate: float | None,
+    server: str, workload: str | None, policy: str, pool_groups: int, scale: float, connections: int, duration: float | None, keys: int, rate: float | None,
     updates: str, at: str | None, patch_file: Path | None, runs: int, processes: int, seed: int,
     experiment: str, sizes: str, states: str, out: Path, as_json: bool, replot: bool,
 ) -> None:  # fmt: skip
@@ -92,6 +98,15 @@ def bench_command(
     if replot:
         _replot(out, experiment)
         return
+    if workload is None:
+        workload = "noop" if server == "sql" else "mixed"
+    if (server == "sql") != (workload in SQL_WORKLOAD_NAMES):
+        raise click.BadParameter(
+            f"--workload {workload} does not fit --server {server}: sql takes "
+            f"{', '.join(SQL_WORKLOAD_NAMES)}; kv and redis take {', '.join(sorted(WORKLOADS))}"
+        )
+    if server == "sql" and experiment != "runs":
+        raise click.UsageError(f"--experiment {experiment} exists for --server kv only")
     methods = [m.strip() for m in updates.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
@@ -107,6 +122,7 @@ def bench_command(
         server=server, workload=workload, connections=connections,
         duration_s=duration or default_duration, keys=keys, rate=rate,
         at_s=tuple(_floats(at or default_at, "--at")), processes=processes, seed=seed,
+        policy=policy, pool_groups=pool_groups, scale=scale,
     )  # fmt: skip
     try:
         cfg.check()
@@ -115,9 +131,9 @@ def bench_command(
     size_list = _ints(sizes, "--sizes")
     state_list = _ints(states, "--states")
     live = experiment != "runs" or any(m.startswith("live-") for m in methods)
-    if live and server != "kv":
+    if live and server not in ("kv", "sql"):
         raise click.UsageError(
-            f"live updates need the livepatch agent: use --server kv (not {server})"
+            f"live updates need the livepatch agent: use --server kv or sql (not {server})"
         )
     out.mkdir(parents=True, exist_ok=True)
     workdir = out / "patches"
@@ -125,7 +141,14 @@ def bench_command(
     try:
         patches: list[BuiltPatch] = []
         if experiment != "patch-size" and live:
-            patches = [BuiltPatch.from_file(patch_file) if patch_file else builtin_patch(workdir)]
+            if patch_file:
+                patches = [BuiltPatch.from_file(patch_file)]
+            elif server == "sql":
+                from lpbench.sql.patches import builtin_patch as sql_builtin_patch
+
+                patches = [sql_builtin_patch(workdir)]
+            else:
+                patches = [builtin_patch(workdir)]
         if experiment == "runs":
             total = cfg.duration_s * runs * len(methods)
             with report.progress_bar(total) as start:

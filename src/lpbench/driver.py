@@ -49,6 +49,7 @@ class LoadSpec:
     seed: int = 0
     conn_offset: int = 0  # connection numbers are conn_offset .. conn_offset+connections-1
     total_connections: int = 0  # over all processes of the pool (0: just these)
+    scale: float = 1.0  # SQL workloads: YCSB records / 1000, TPC-C warehouses (lpbench.sql)
 
 
 class _Conn:
@@ -247,3 +248,14 @@ class Driver:
             if c.sock is None:  # broken and not repaired before the end: still a lost connection
                 self.rec.reconnect(c.id, c.down_since, -1)
         return self.rec.build(t0, t_end, n)
+
+
+def make_driver(spec: LoadSpec) -> Driver:
+    """The driver for the workload's protocol: RESP (this module) or PostgreSQL (lpbench.sql.driver)."""
+    from lpbench.sql.workloads import SQL_WORKLOAD_NAMES
+
+    if spec.workload in SQL_WORKLOAD_NAMES:
+        from lpbench.sql.driver import PgDriver
+
+        return PgDriver(spec)
+    return Driver(spec)

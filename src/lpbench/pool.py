@@ -20,7 +20,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from lpbench.driver import Driver, LoadSpec
+from lpbench.driver import LoadSpec, make_driver
 from lpbench.recording import Recording
 
 READY_TIMEOUT_S = 30.0
@@ -29,7 +29,7 @@ START_LEAD_S = 0.3  # time for every worker to receive t0 before it arrives
 
 def _worker(spec: LoadSpec, pipe: Connection, out_path: str) -> None:
     try:
-        driver = Driver(spec)
+        driver = make_driver(spec)
         driver.connect()
     except Exception as exc:
         pipe.send(("error", f"{type(exc).__name__}: {exc}"))

@@ -45,6 +45,10 @@ class BenchConfig:
     at_s: tuple[float, ...] = (5.0, 10.0, 15.0, 20.0, 25.0)
     processes: int = 1
     seed: int = 1
+    # sql: the server's connection policy, its thread groups (pool), the workload's scale (lpbench.sql)
+    policy: str = "thread-per-connection"
+    pool_groups: int = 3
+    scale: float = 1.0
 
     def check(self) -> None:
         """Raise ValueError naming the first bad setting."""
@@ -113,6 +117,11 @@ def run_once(
     data = Path(tempfile.mkdtemp(prefix="lpb-"))
     port = free_port()
     server = make_server(cfg.server, port, data)
+    configure = getattr(
+        server, "configure", None
+    )  # servers with settings beyond port and directory
+    if configure is not None:
+        configure(cfg)
     if update.needs_live and not server.supports_live:
         shutil.rmtree(data, ignore_errors=True)
         raise ValueError(
@@ -120,7 +129,7 @@ def run_once(
         )
     spec = LoadSpec(
         host=server.host, port=port, connections=cfg.connections, workload=cfg.workload,
-        keys=cfg.keys, rate=cfg.rate, seed=cfg.seed * 100 + index,
+        keys=cfg.keys, rate=cfg.rate, seed=cfg.seed * 100 + index, scale=cfg.scale,
     )  # fmt: skip
     pool = LoadPool(spec, cfg.processes)
     updates: list[dict[str, Any]] = []

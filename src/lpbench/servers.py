@@ -7,7 +7,9 @@ cannot block on a full pipe.
 
 Registry: SERVERS maps a name to a factory; `kv` is kvserver (`livepatch serve kv`, with the livepatch
 agent), `redis` the real redis-server (no agent: updates `none` and `restart` only; useful as the
-reference under the same load generator). The SQL server registers here when it exists.
+reference under the same load generator), `sql` sqlserver (`livepatch serve sql`, with the agent; its
+connection policy and the workload whose schema `populate` loads come from the run's configuration
+through `configure(cfg)`).
 
 Concurrency: a Server object is driven by one thread of the harness.
 """
@@ -243,9 +245,73 @@ class RedisServer(RespServer):
         ]  # fmt: skip
 
 
+class SqlServer:
+    """sqlserver with the livepatch agent (unsigned patches allowed). `configure(cfg)` takes the policy,
+    pool groups, workload and scale from a BenchConfig (or anything with those attributes); its agent
+    trusts the harness's key, like kvserver's; `populate`
+    loads that workload's schema and data over the wire (lpbench.sql); `restart` is SIGTERM (the server
+    commits nothing half-done: SQLite is durable at each commit) and a new start on the same directory."""
+
+    name = "sql"
+    supports_live = True
+    ready_pattern = re.compile(r"sqlserver ready on \S+:\d+")
+
+    def __init__(self, port: int, data_dir: Path, host: str = "127.0.0.1") -> None:
+        self.host, self.port, self.data_dir = host, port, data_dir
+        self.control_socket: Path | None = data_dir / "livepatch.sock"
+        self.process: ManagedProcess | None = None
+        self.policy, self.pool_groups = "thread-per-connection", 3
+        self.workload, self.scale, self.seed = "noop", 1.0, 1
+
+    def configure(self, cfg: object) -> None:
+        for attr in ("policy", "pool_groups", "workload", "scale", "seed"):
+            if hasattr(cfg, attr):
+                setattr(self, attr, getattr(cfg, attr))
+
+    def command_line(self) -> list[str]:
+        return [
+            livepatch_executable(), "serve", "sql",
+            "--host", self.host, "--port", str(self.port), "--dir", str(self.data_dir / "db"),
+            "--policy", self.policy, "--pool-groups", str(self.pool_groups),
+            "--livepatch-socket", str(self.control_socket), "--allow-unsigned",
+            "--trusted-key", str(harness_key()[1]),
+        ]  # fmt: skip
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = ManagedProcess(
+            self.command_line(), self.ready_pattern, self.data_dir / "server.log"
+        )
+        self.process.start()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def pid(self) -> int:
+        assert self.process is not None and self.process.proc is not None
+        return self.process.proc.pid
+
+    def populate(self, keys: int) -> None:
+        from lpbench.sql.pg import BlockingClient
+        from lpbench.sql.workloads import sql_workload
+
+        with BlockingClient(self.host, self.port, timeout_s=600) as c:
+            sql_workload(self.workload).load(c, self.scale, self.seed)
+
+    def restart(self) -> dict[str, int]:
+        assert self.process is not None
+        t = time.monotonic_ns()
+        self.process.stop()
+        down = time.monotonic_ns()
+        self.start()
+        return {"t_ns": t, "down_ns": down, "up_ns": time.monotonic_ns()}
+
+
 SERVERS: dict[str, Callable[[int, Path], Server]] = {
     "kv": lambda port, d: KvServer(port, d),
     "redis": lambda port, d: RedisServer(port, d),
+    "sql": lambda port, d: SqlServer(port, d),
 }
 
 

@@ -6,6 +6,9 @@
         srv = kv_factory("--dir", str(tmp_path), "--appendfsync", "always")
         srv.kill()                               # SIGKILL (crash); srv.stop() is SIGTERM
 
+    def test_z(diff):                             # the same commands against kvserver and redis-server
+        diff.check(("ZADD", "z", 1, "a"), ...)    # (tests/kvserver/redis_diff.py; diff3: RESP3)
+
 The server is started as `python -m kvserver --port 0 ...`; the fixture waits for its readiness line
 ("kvserver ready on HOST:PORT", which also tells the port the kernel picked): no sleeps, no port races.
 Every started process is stopped at teardown (SIGTERM, then SIGKILL), also when the test fails.
@@ -176,3 +179,52 @@ def r3(kv_shared: KVServer) -> redis.Redis:
     client: redis.Redis = kv_shared.client(protocol=3)
     client.flushall()
     return client
+
+
+@pytest.fixture(scope="module")
+def redis_reference() -> Iterator[Any]:
+    """The real redis-server (7.0) on a free port, in memory: the reference for differential tests."""
+    from tests.conftest import free_port, require_tool
+
+    from lpbench.servers import RedisServer
+
+    require_tool("redis-server")
+    with tempfile.TemporaryDirectory() as tmp:
+        server = RedisServer(free_port(), Path(tmp))
+        try:
+            server.start()
+            yield server
+        finally:
+            server.stop()
+
+
+def _differ(kv_shared: KVServer, redis_reference: Any, protocol: int) -> Any:
+    from tests.kvserver.redis_diff import Differ
+
+    kv = kv_shared.client(protocol=protocol)
+    ref = redis.Redis(
+        host=redis_reference.host,
+        port=redis_reference.port,
+        protocol=protocol,
+        socket_timeout=30,
+        retry=Retry(NoBackoff(), 0),
+    )
+    kv.flushall()
+    ref.flushall()
+    return Differ(kv, ref)
+
+
+@pytest.fixture
+def diff(kv_shared: KVServer, redis_reference: Any) -> Iterator[Any]:
+    """A Differ (tests/kvserver/redis_diff.py) on RESP2 clients, both servers flushed."""
+    d = _differ(kv_shared, redis_reference, 2)
+    yield d
+    d.ref.close()
+
+
+@pytest.fixture
+def diff3(kv_shared: KVServer, redis_reference: Any) -> Iterator[Any]:
+    """The same on RESP3 clients."""
+    d = _differ(kv_shared, redis_reference, 3)
+    yield d
+    d.ref.close()

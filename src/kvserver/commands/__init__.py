@@ -21,6 +21,14 @@ MODULES = (
     "lists",
     "sets",
     "zsets",
+    "zsetops",
+    "databases",
+    "sort",
+    "dump",
+    "functions",
+    "bitmaps",
+    "hyperloglog",
+    "lcs",
 )
 
 

@@ -7,11 +7,12 @@ mutate the Keyspace's values in place and never block.
 from __future__ import annotations
 
 import math
+import random
 from typing import TYPE_CHECKING
 
 from kvserver.commands.keys import parse_cursor, parse_scan_options
 from kvserver.commands.table import Command, command
-from kvserver.replies import OK, OVERFLOW, CommandError, Reply, wrong_arity
+from kvserver.replies import OK, OVERFLOW, SYNTAX, CommandError, Reply, wrong_arity
 from kvserver.types.glob import compile_glob
 from kvserver.types.numbers import INT64_MAX, INT64_MIN, format_float, parse_float, parse_int
 
@@ -153,6 +154,35 @@ def _drop_if_empty(ctx: CommandContext, key: bytes, h: dict[bytes, bytes]) -> No
         ctx.db.delete(key)
 
 
+def hrandfield_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    """HRANDFIELD key [count [WITHVALUES]]: positive count distinct fields, negative repeats allowed.
+    O(N) per call (the hash is copied to pick at random; Redis is O(count))."""
+    if len(argv) > 4 or (len(argv) == 4 and argv[3].upper() != b"WITHVALUES"):
+        raise CommandError(SYNTAX)
+    withvalues = len(argv) == 4
+    if len(argv) == 2:
+        h = _hash(ctx, argv[1])
+        return None if not h else random.choice(list(h))
+    count = parse_int(argv[2])
+    if count < -INT64_MAX or (withvalues and count < -INT64_MAX // 2):
+        raise CommandError("ERR value is out of range")
+    h = _hash(ctx, argv[1])
+    if not h or count == 0:
+        return []
+    items = list(h.items())
+    if count > 0:
+        picked = items if count >= len(items) else random.sample(items, count)
+    else:
+        if -count > MAX_RANDOM_REPLY:
+            raise CommandError("ERR value is out of range")
+        picked = random.choices(items, k=-count)
+    if not withvalues:
+        return [f for f, _ in picked]
+    if getattr(ctx.client, "protocol", 2) == 3:
+        return [[f, v] for f, v in picked]
+    return [x for pair in picked for x in pair]
+
+
 def hscan_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     """HSCAN: the whole hash in one reply (cursor 0), as Redis does for small encodings."""
     parse_cursor(argv[2])
@@ -167,7 +197,18 @@ def hscan_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     return [b"0", out]
 
 
+MAX_RANDOM_REPLY = 1 << 24  # HRANDFIELD with a negative count: at most this many draws per reply
+
 COMMANDS: list[Command] = [
+    command(
+        "HRANDFIELD",
+        hrandfield_command,
+        -2,
+        "readonly",
+        (1, 1, 1),
+        "hash",
+        summary="Returns one or more random fields from a hash.",
+    ),
     command(
         "HSET",
         hset_command,

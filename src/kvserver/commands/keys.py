@@ -79,7 +79,8 @@ def _expire(ctx: CommandContext, argv: list[bytes], seconds: bool, absolute: boo
     when = parse_int(argv[2])
     invalid = f"ERR invalid expire time in '{name}' command"
     if seconds:
-        if when > INT64_MAX // 1000 or when < INT64_MIN // 1000:
+        # C's LLONG_MIN / 1000 truncates toward zero (-9223372036854775); Python's // floors.
+        if when > INT64_MAX // 1000 or when < -(-INT64_MIN // 1000):
             raise CommandError(invalid)
         when *= 1000
     if not absolute:

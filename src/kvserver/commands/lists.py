@@ -12,8 +12,14 @@ from itertools import islice
 from typing import TYPE_CHECKING
 
 from kvserver.commands.table import Command, command
-from kvserver.replies import NO_SUCH_KEY, NULL_ARRAY, OK, SYNTAX, CommandError, Reply
-from kvserver.types.numbers import INT64_MIN, optional_count, parse_int
+from kvserver.replies import NO_SUCH_KEY, NULL_ARRAY, OK, SYNTAX, CommandError, Reply, wrong_arity
+from kvserver.types.numbers import (
+    INT64_MIN,
+    optional_count,
+    parse_int,
+    parse_mpop_tail,
+    parse_numkeys,
+)
 
 if TYPE_CHECKING:
     from kvserver.context import CommandContext
@@ -55,6 +61,8 @@ def rpushx_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
 
 
 def _pop(ctx: CommandContext, argv: list[bytes], left: bool) -> Reply:
+    if len(argv) > 3:  # Redis answers an arity error here (SPOP and ZPOPMIN say "syntax error")
+        raise CommandError(wrong_arity(argv[0].decode(errors="replace")))
     count = optional_count(argv, None)
     lst = _list(ctx, argv[1])
     if lst is None:
@@ -71,6 +79,25 @@ def _pop(ctx: CommandContext, argv: list[bytes], left: bool) -> Reply:
     if not lst:
         ctx.db.delete(argv[1])
     return out
+
+
+def lmpop_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    """LMPOP numkeys key [key ...] LEFT|RIGHT [COUNT count]: pop from the first non-empty list;
+    logged as LPOP/RPOP key count, as Redis propagates it."""
+    numkeys = parse_numkeys(argv, 1, SYNTAX)
+    left, count = parse_mpop_tail(argv, 2 + numkeys, (b"LEFT", b"RIGHT"))
+    for key in argv[2 : 2 + numkeys]:
+        lst = _list(ctx, key)
+        if lst is None:
+            continue
+        pop = lst.popleft if left else lst.pop
+        out = [pop() for _ in range(min(count, len(lst)))]
+        if not lst:
+            ctx.db.delete(key)
+        ctx.propagate_as([b"LPOP" if left else b"RPOP", key, b"%d" % len(out)])
+        return [key, out]
+    ctx.no_propagation()
+    return NULL_ARRAY
 
 
 def lpop_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
@@ -291,6 +318,15 @@ def rpoplpush_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
 
 
 COMMANDS: list[Command] = [
+    command(
+        "LMPOP",
+        lmpop_command,
+        -4,
+        "write",
+        (2, -1, 1),
+        "list",
+        summary="Returns multiple elements from a list after removing them. Deletes the list if the last element was popped.",
+    ),
     command(
         "LPUSH",
         lpush_command,

@@ -19,7 +19,7 @@ from kvserver.commands.keys import parse_cursor, parse_scan_options
 from kvserver.commands.table import Command, command
 from kvserver.replies import SYNTAX, CommandError, Reply
 from kvserver.types.glob import compile_glob
-from kvserver.types.numbers import optional_count, parse_int
+from kvserver.types.numbers import optional_count, parse_int, parse_numkeys
 
 if TYPE_CHECKING:
     from kvserver.context import CommandContext
@@ -145,6 +145,29 @@ def _combine(op: str, sets: list[set[bytes]]) -> set[bytes]:
     return sets[0].difference(*sets[1:])
 
 
+def sintercard_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    numkeys = parse_numkeys(argv, 1)
+    rest = argv[2 + numkeys :]
+    limit = 0
+    if rest:
+        if len(rest) != 2 or rest[0].upper() != b"LIMIT":
+            raise CommandError(SYNTAX)
+        limit = parse_int(rest[1], "ERR LIMIT can't be negative")
+        if limit < 0:
+            raise CommandError("ERR LIMIT can't be negative")
+    sets = _operands(ctx, argv[2 : 2 + numkeys])
+    if any(not s for s in sets):
+        return 0
+    sets.sort(key=len)
+    count = 0
+    for member in sets[0]:
+        if all(member in other for other in sets[1:]):
+            count += 1
+            if count == limit:
+                break
+    return count
+
+
 def sinter_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     return _combine("inter", _operands(ctx, argv[1:]))
 
@@ -211,6 +234,15 @@ def sscan_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
 
 
 COMMANDS: list[Command] = [
+    command(
+        "SINTERCARD",
+        sintercard_command,
+        -3,
+        "readonly",
+        (0, 0, 0),
+        "set",
+        summary="Returns the number of members of the intersect of multiple sets.",
+    ),
     command(
         "SADD",
         sadd_command,

@@ -46,7 +46,7 @@ class Command:
     first_key: int = 0
     last_key: int = 0
     step: int = 0
-    group: str = "generic"  # "string", "list", "hash", "set", "sorted-set", "generic", "connection", "server", "transactions"
+    group: str = "generic"  # "string", "list", "hash", "set", "sorted-set", "bitmap", "hyperloglog", "generic", "connection", "server", "transactions", "scripting"
     summary: str = ""
 
     def key_positions(self, argc: int) -> range:

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from kvserver.commands.keys import parse_cursor, parse_scan_options
 from kvserver.commands.table import Command, command
 from kvserver.replies import SYNTAX, CommandError, Reply
-from kvserver.resp import format_double
 from kvserver.types.glob import compile_glob
 from kvserver.types.numbers import optional_count, parse_float, parse_int
 from kvserver.types.zset import ABOVE_ALL_MEMBERS, SortedSet
@@ -28,7 +27,7 @@ NOT_FLOAT_RANGE = "ERR min or max is not a float"
 NOT_LEX_RANGE = "ERR min or max not valid string range item"
 
 
-def _zset(ctx: CommandContext, key: bytes) -> SortedSet | None:
+def zset_at(ctx: CommandContext, key: bytes) -> SortedSet | None:
     return ctx.db.lookup_typed(key, ctx.now_ms, SortedSet)
 
 
@@ -36,16 +35,24 @@ def _resp3(ctx: CommandContext) -> bool:
     return getattr(ctx.client, "protocol", 2) == 3
 
 
-def _with_scores(ctx: CommandContext, pairs: list[tuple[bytes, float]]) -> list[Any]:
+def score_reply(ctx: CommandContext, score: float | None) -> Reply:
+    """A score as Redis 7.0 sends it: RESP2 bulk text with 17 significant digits (`%.17g`, so 1.1 is
+    `1.1000000000000001`; `inf`, `-inf`); RESP3 a double (its text is the codec's, the value the same)."""
+    if score is None or _resp3(ctx):
+        return score
+    return b"%.17g" % score
+
+
+def with_scores(ctx: CommandContext, pairs: list[tuple[bytes, float]]) -> list[Any]:
     if _resp3(ctx):
         return [[m, s] for m, s in pairs]
     out: list[Any] = []
     for m, s in pairs:
-        out += (m, s)
+        out += (m, b"%.17g" % s)
     return out
 
 
-def _score_bound(arg: bytes) -> tuple[float, bool]:
+def score_bound(arg: bytes) -> tuple[float, bool]:
     """'(1.5' -> (1.5, exclusive); '-inf', '+inf', '3' -> inclusive."""
     exclusive = arg[:1] == b"("
     if exclusive:
@@ -53,7 +60,7 @@ def _score_bound(arg: bytes) -> tuple[float, bool]:
     return parse_float(arg, NOT_FLOAT_RANGE), exclusive
 
 
-def _lex_bound(arg: bytes, low: bool) -> tuple[bytes | None, bool]:
+def lex_bound(arg: bytes, low: bool) -> tuple[bytes | None, bool]:
     """'-' / '+' -> (None, ...): unbounded; '[x' inclusive; '(x' exclusive."""
     if arg == b"-":
         if low:
@@ -102,7 +109,7 @@ def zadd_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
         raise CommandError("ERR INCR option supports a single increment-element pair")
     scores = [parse_float(pairs[j]) for j in range(0, len(pairs), 2)]
     key = argv[1]
-    z = _zset(ctx, key)
+    z = zset_at(ctx, key)
     if z is None:
         if xx:
             ctx.no_propagation()
@@ -138,14 +145,14 @@ def zadd_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     if not (added or changed):
         ctx.no_propagation()
     if incr:
-        return result
+        return score_reply(ctx, result)
     return added + changed if ch else added
 
 
 def zincrby_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     delta = parse_float(argv[2])
     key = argv[1]
-    z = _zset(ctx, key)
+    z = zset_at(ctx, key)
     if z is None:
         z = SortedSet()
         ctx.db.store(key, z)
@@ -156,11 +163,11 @@ def zincrby_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
             ctx.db.delete(key)
         raise CommandError("ERR resulting score is not a number (NaN)")
     z.add(argv[3], new)
-    return new
+    return score_reply(ctx, new)
 
 
 def zrem_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
-    z = _zset(ctx, argv[1])
+    z = zset_at(ctx, argv[1])
     if z is None:
         ctx.no_propagation()
         return 0
@@ -173,20 +180,20 @@ def zrem_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
 
 
 def zcard_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
-    z = _zset(ctx, argv[1])
+    z = zset_at(ctx, argv[1])
     return 0 if z is None else len(z)
 
 
 def zscore_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
-    z = _zset(ctx, argv[1])
-    return None if z is None else z.score(argv[2])
+    z = zset_at(ctx, argv[1])
+    return None if z is None else score_reply(ctx, z.score(argv[2]))
 
 
 def zmscore_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
-    z = _zset(ctx, argv[1])
+    z = zset_at(ctx, argv[1])
     if z is None:
         return [None] * (len(argv) - 2)
-    return [z.score(m) for m in argv[2:]]
+    return [score_reply(ctx, z.score(m)) for m in argv[2:]]
 
 
 def _rank(ctx: CommandContext, argv: list[bytes], reverse: bool) -> Reply:
@@ -197,12 +204,12 @@ def _rank(ctx: CommandContext, argv: list[bytes], reverse: bool) -> Reply:
         withscore = True
     elif len(argv) > 4:
         raise CommandError(SYNTAX)
-    z = _zset(ctx, argv[1])
+    z = zset_at(ctx, argv[1])
     rank = None if z is None else z.rank(argv[2], reverse)
     if rank is None or z is None:
         return None
     if withscore:
-        return [rank, z.score(argv[2])]
+        return [rank, score_reply(ctx, z.score(argv[2]))]
     return rank
 
 
@@ -215,17 +222,56 @@ def zrevrank_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
 
 
 def zcount_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
-    lo, lo_ex = _score_bound(argv[2])
-    hi, hi_ex = _score_bound(argv[3])
-    z = _zset(ctx, argv[1])
+    lo, lo_ex = score_bound(argv[2])
+    hi, hi_ex = score_bound(argv[3])
+    z = zset_at(ctx, argv[1])
     return 0 if z is None else z.count_by_score(lo, lo_ex, hi, hi_ex)
 
 
 def zlexcount_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
-    lo, lo_ex = _lex_bound(argv[2], True)
-    hi, hi_ex = _lex_bound(argv[3], False)
-    z = _zset(ctx, argv[1])
+    lo, lo_ex = lex_bound(argv[2], True)
+    hi, hi_ex = lex_bound(argv[3], False)
+    z = zset_at(ctx, argv[1])
     return 0 if z is None else z.count_by_lex(lo, lo_ex, hi, hi_ex)
+
+
+def range_pairs(
+    ctx: CommandContext,
+    key: bytes,
+    start: bytes,
+    stop: bytes,
+    by: str,
+    reverse: bool,
+    limit: tuple[int, int] | None,
+) -> list[tuple[bytes, float]]:
+    """The one range engine behind ZRANGE, its older spellings and ZRANGESTORE (zrangeGenericCommand)."""
+    offset, count = limit if limit is not None else (0, -1)
+    if by == "index":
+        lo_i, hi_i = parse_int(start), parse_int(stop)
+        z = zset_at(ctx, key)
+        return [] if z is None else z.range_by_index(lo_i, hi_i, reverse)
+    if by == "score":
+        # REV takes the bounds as max then min.
+        (lo, lo_ex), (hi, hi_ex) = score_bound(start), score_bound(stop)
+        if reverse:
+            (lo, lo_ex), (hi, hi_ex) = (hi, hi_ex), (lo, lo_ex)
+        z = zset_at(ctx, key)
+        return [] if z is None else z.range_by_score(lo, lo_ex, hi, hi_ex, reverse, offset, count)
+    if reverse:
+        (lob, lob_ex), (hib, hib_ex) = lex_bound(stop, True), lex_bound(start, False)
+    else:
+        (lob, lob_ex), (hib, hib_ex) = lex_bound(start, True), lex_bound(stop, False)
+    z = zset_at(ctx, key)
+    return [] if z is None else z.range_by_lex(lob, lob_ex, hib, hib_ex, reverse, offset, count)
+
+
+def check_range_options(by: str, limit: tuple[int, int] | None, withscores: bool) -> None:
+    if limit is not None and by == "index":
+        raise CommandError(
+            "ERR syntax error, LIMIT is only supported in combination with either BYSCORE or BYLEX"
+        )
+    if withscores and by == "lex":
+        raise CommandError("ERR syntax error, WITHSCORES not supported in combination with BYLEX")
 
 
 def _zrange(
@@ -238,40 +284,14 @@ def _zrange(
     limit: tuple[int, int] | None,
     withscores: bool,
 ) -> Reply:
-    """The one range engine behind ZRANGE and its older spellings (Redis's zrangeGenericCommand)."""
-    if limit is not None and by == "index":
-        raise CommandError(
-            "ERR syntax error, LIMIT is only supported in combination with either BYSCORE or BYLEX"
-        )
-    if withscores and by == "lex":
-        raise CommandError("ERR syntax error, WITHSCORES not supported in combination with BYLEX")
-    offset, count = limit if limit is not None else (0, -1)
-    if by == "index":
-        lo_i, hi_i = parse_int(start), parse_int(stop)
-        z = _zset(ctx, key)
-        pairs = [] if z is None else z.range_by_index(lo_i, hi_i, reverse)
-    elif by == "score":
-        # REV takes the bounds as max then min.
-        (lo, lo_ex), (hi, hi_ex) = _score_bound(start), _score_bound(stop)
-        if reverse:
-            (lo, lo_ex), (hi, hi_ex) = (hi, hi_ex), (lo, lo_ex)
-        z = _zset(ctx, key)
-        pairs = [] if z is None else z.range_by_score(lo, lo_ex, hi, hi_ex, reverse, offset, count)
-    else:
-        if reverse:
-            (lob, lob_ex), (hib, hib_ex) = _lex_bound(stop, True), _lex_bound(start, False)
-        else:
-            (lob, lob_ex), (hib, hib_ex) = _lex_bound(start, True), _lex_bound(stop, False)
-        z = _zset(ctx, key)
-        pairs = (
-            [] if z is None else z.range_by_lex(lob, lob_ex, hib, hib_ex, reverse, offset, count)
-        )
+    check_range_options(by, limit, withscores)
+    pairs = range_pairs(ctx, key, start, stop, by, reverse, limit)
     if withscores:
-        return _with_scores(ctx, pairs)
+        return with_scores(ctx, pairs)
     return [m for m, _ in pairs]
 
 
-def _parse_range_options(
+def parse_range_options(
     argv: list[bytes], start: int, allow_by: bool
 ) -> tuple[str, bool, tuple[int, int] | None, bool]:
     by = "index"
@@ -299,37 +319,44 @@ def _parse_range_options(
 
 
 def zrange_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
-    by, reverse, limit, withscores = _parse_range_options(argv, 4, allow_by=True)
+    by, reverse, limit, withscores = parse_range_options(argv, 4, allow_by=True)
     return _zrange(ctx, argv[1], argv[2], argv[3], by, reverse, limit, withscores)
 
 
 def zrevrange_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
-    _, _, limit, withscores = _parse_range_options(argv, 4, allow_by=False)
+    _, _, limit, withscores = parse_range_options(argv, 4, allow_by=False)
     if limit is not None:
         raise CommandError(SYNTAX)
     return _zrange(ctx, argv[1], argv[2], argv[3], "index", True, None, withscores)
 
 
 def zrangebyscore_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
-    _, _, limit, withscores = _parse_range_options(argv, 4, allow_by=False)
+    _, _, limit, withscores = parse_range_options(argv, 4, allow_by=False)
     return _zrange(ctx, argv[1], argv[2], argv[3], "score", False, limit, withscores)
 
 
 def zrevrangebyscore_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
-    _, _, limit, withscores = _parse_range_options(argv, 4, allow_by=False)
+    _, _, limit, withscores = parse_range_options(argv, 4, allow_by=False)
     return _zrange(ctx, argv[1], argv[2], argv[3], "score", True, limit, withscores)
 
 
 def zrangebylex_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
-    _, _, limit, withscores = _parse_range_options(argv, 4, allow_by=False)
+    _, _, limit, withscores = parse_range_options(argv, 4, allow_by=False)
     if withscores:
         raise CommandError(SYNTAX)
     return _zrange(ctx, argv[1], argv[2], argv[3], "lex", False, limit, False)
 
 
+def zrevrangebylex_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    _, _, limit, withscores = parse_range_options(argv, 4, allow_by=False)
+    if withscores:
+        raise CommandError(SYNTAX)
+    return _zrange(ctx, argv[1], argv[2], argv[3], "lex", True, limit, False)
+
+
 def _zpop(ctx: CommandContext, argv: list[bytes], maximum: bool) -> Reply:
     count = optional_count(argv, 1)
-    z = _zset(ctx, argv[1])
+    z = zset_at(ctx, argv[1])
     if z is None or count == 0:
         ctx.no_propagation()
         return []
@@ -337,9 +364,9 @@ def _zpop(ctx: CommandContext, argv: list[bytes], maximum: bool) -> Reply:
     if not z:
         ctx.db.delete(argv[1])
     if len(argv) == 3:
-        return _with_scores(ctx, pairs)
+        return with_scores(ctx, pairs)
     member, score = pairs[0]
-    return [member, score]
+    return [member, score_reply(ctx, score)]
 
 
 def zpopmin_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
@@ -354,13 +381,13 @@ def zscan_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     """ZSCAN: the whole sorted set in one reply (cursor 0), as Redis does for small encodings."""
     parse_cursor(argv[2])
     _count, pattern, _ = parse_scan_options(argv, 3, allow_type=False)
-    z = _zset(ctx, argv[1])
+    z = zset_at(ctx, argv[1])
     out: list[Any] = []
     if z is not None:
         match = compile_glob(pattern).fullmatch
         for m, s in z:
             if pattern == b"*" or match(m) is not None:
-                out += (m, format_double(s))  # SCAN replies carry scores as text, even in RESP3
+                out += (m, b"%.17g" % s)  # SCAN replies carry scores as text, even in RESP3
     return [b"0", out]
 
 
@@ -499,6 +526,15 @@ COMMANDS: list[Command] = [
         (1, 1, 1),
         "sorted-set",
         summary="Returns members in a sorted set within a lexicographical range.",
+    ),
+    command(
+        "ZREVRANGEBYLEX",
+        zrevrangebylex_command,
+        -4,
+        "readonly",
+        (1, 1, 1),
+        "sorted-set",
+        summary="Returns members in a sorted set within a lexicographical range in reverse order.",
     ),
     command(
         "ZPOPMIN",

@@ -93,3 +93,40 @@ def parse_expire(arg: bytes, seconds: bool, absolute: bool, now_ms: int, command
         if value > INT64_MAX:
             raise CommandError(invalid)
     return value
+
+
+NUMKEYS_POSITIVE = "ERR numkeys should be greater than 0"
+NUMKEYS_TOO_MANY = "ERR Number of keys can't be greater than number of args"
+
+
+def parse_numkeys(argv: list[bytes], index: int, too_many: str = NUMKEYS_TOO_MANY) -> int:
+    """The `numkeys` argument of LMPOP, ZMPOP (too_many=SYNTAX) and SINTERCARD: a positive integer, and
+    no more keys than arguments after it (Redis's errors for each case)."""
+    numkeys = parse_int(argv[index], NUMKEYS_POSITIVE)
+    if numkeys <= 0:
+        raise CommandError(NUMKEYS_POSITIVE)
+    if numkeys > len(argv) - index - 1:
+        raise CommandError(too_many)
+    return numkeys
+
+
+def parse_mpop_tail(argv: list[bytes], start: int, where: tuple[bytes, bytes]) -> tuple[bool, int]:
+    """`LEFT|RIGHT [COUNT n]` (LMPOP) or `MIN|MAX [COUNT n]` (ZMPOP) from argv[start:]: (first?, count)."""
+    if start >= len(argv):
+        raise CommandError(SYNTAX)
+    side = argv[start].upper()
+    if side not in where:
+        raise CommandError(SYNTAX)
+    count = 1
+    i = start + 1
+    seen_count = False
+    while i < len(argv):
+        if argv[i].upper() == b"COUNT" and i + 1 < len(argv) and not seen_count:
+            count = parse_int(argv[i + 1], "ERR count should be greater than 0")
+            if count <= 0:
+                raise CommandError("ERR count should be greater than 0")
+            seen_count = True
+            i += 2
+        else:
+            raise CommandError(SYNTAX)
+    return side == where[0], count

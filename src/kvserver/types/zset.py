@@ -177,26 +177,70 @@ class SortedSet:
         return self._window(i, j, reverse, offset, count)
 
     def _lex_bounds(
-        self, lo: bytes | None, lo_ex: bool, hi: bytes | None, hi_ex: bool
+        self,
+        lo: bytes | None,
+        lo_ex: bool,
+        hi: bytes | None,
+        hi_ex: bool,
+        reverse: bool = False,
     ) -> tuple[int, int]:
         """Index window for a lex range; None means '-' for lo and '+' for hi.
 
-        Redis assumes every member has the same score for BYLEX (otherwise the result is unspecified);
-        we bisect with the first element's score, which is exact under that assumption.
+        Redis defines BYLEX for members that share one score; then the window is two bisections.
+        With mixed scores Redis's answer is whatever its walk finds (zzlFirstInLexRange /
+        zzlLastInLexRange of t_zset.c): give up unless the last element is >= min and the first <=
+        max, then from the first element >= min (from the last element <= max, for REV) extend while
+        the members stay in range. We do the same walk, in O(N).
         """
         order = self._order
-        if not order:
+        n = len(order)
+        if not n:
             return 0, 0
-        s0 = order[0][0]
-        if lo is None:
-            i = 0
-        else:
-            i = order.bisect_right((s0, lo)) if lo_ex else order.bisect_left((s0, lo))
-        if hi is None:
-            j = len(order)
-        else:
-            j = order.bisect_left((s0, hi)) if hi_ex else order.bisect_right((s0, hi))
-        return i, max(i, j)
+
+        def gte_min(m: bytes) -> bool:
+            if lo is None:
+                return True
+            if lo is _TOP:
+                return False
+            return m > lo if lo_ex else m >= lo
+
+        def lte_max(m: bytes) -> bool:
+            if hi is None:
+                return True
+            return m < hi if hi_ex else m <= hi
+
+        if order[0][0] == order[-1][0]:  # one score: members are sorted, bisect
+            s0 = order[0][0]
+            if lo is None:
+                i = 0
+            else:
+                i = order.bisect_right((s0, lo)) if lo_ex else order.bisect_left((s0, lo))
+            if hi is None:
+                j = n
+            else:
+                j = order.bisect_left((s0, hi)) if hi_ex else order.bisect_right((s0, hi))
+            return i, max(i, j)
+        if not gte_min(order[-1][1]) or not lte_max(order[0][1]):
+            return 0, 0
+        if reverse:
+            j = n - 1
+            while j >= 0 and not lte_max(order[j][1]):
+                j -= 1
+            if j < 0 or not gte_min(order[j][1]):
+                return 0, 0
+            i = j
+            while i > 0 and gte_min(order[i - 1][1]):
+                i -= 1
+            return i, j + 1
+        i = 0
+        while i < n and not gte_min(order[i][1]):
+            i += 1
+        if i == n or not lte_max(order[i][1]):
+            return 0, 0
+        j = i + 1
+        while j < n and lte_max(order[j][1]):
+            j += 1
+        return i, j
 
     def count_by_lex(self, lo: bytes | None, lo_ex: bool, hi: bytes | None, hi_ex: bool) -> int:
         i, j = self._lex_bounds(lo, lo_ex, hi, hi_ex)
@@ -212,7 +256,7 @@ class SortedSet:
         offset: int = 0,
         count: int = -1,
     ) -> list[tuple[bytes, float]]:
-        i, j = self._lex_bounds(lo, lo_ex, hi, hi_ex)
+        i, j = self._lex_bounds(lo, lo_ex, hi, hi_ex, reverse)
         return self._window(i, j, reverse, offset, count)
 
     def _window(

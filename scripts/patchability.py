@@ -1,0 +1,140 @@
+"""Measure patchability over real git histories: run `livepatch corpus` on each project and print the
+markdown tables docs/patchability.md reports ("Measuring patchability over a git history").
+
+    python3 scripts/patchability.py waitress=PATH h11=PATH kvserver=PATH [--out DIR]
+
+PATH is a clone or a bare repository of the project (e.g. what `git clone --bare
+https://github.com/Pylons/waitress` makes); the package, range and layout of each project are in
+PROJECTS. Each project's full corpus document is kept in DIR/NAME/corpus.json (with its accepted patches
+in DIR/NAME/patches/). Besides the corpus's own figures it breaks the module-state refusals down by
+what the statements did, read from the refusals' reasons (best effort: the differ names at most three
+statements added and three removed per module).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+LIVEPATCH = str(Path(sys.executable).parent / "livepatch")
+# A commit "is a fix" when its subject says so: a heuristic, for the fixes-only figure issue 13 quotes.
+FIX = re.compile(r"\b(fix|fixes|fixed|bug|bugfix|crash|regression|cve|security|vulnerab)", re.I)
+# name -> (package, range, --paths or None)
+PROJECTS: dict[str, tuple[str, str, str | None]] = {
+    "waitress": ("waitress", "..HEAD", None),
+    "h11": ("h11", "..HEAD", None),
+    "kvserver": ("kvserver", "..main", "src"),
+}
+
+
+def corpus(name: str, repo: str, out: Path) -> tuple[list[str], dict[str, Any]]:
+    package, rng, paths = PROJECTS[name]
+    argv = ["livepatch", "corpus", "--git", repo, rng, "--package", package]
+    argv += ["--paths", paths] if paths else []
+    argv += ["--json", "--out", str(out / name)]
+    proc = subprocess.run(
+        [LIVEPATCH, *argv[1:]], capture_output=True, text=True, check=False, timeout=3600
+    )
+    if proc.returncode != 0:
+        sys.exit(f"{name}: {proc.stdout.strip() or proc.stderr.strip()}")
+    doc: dict[str, Any] = json.loads(proc.stdout)
+    return argv, doc
+
+
+def module_state_shapes(doc: dict[str, Any]) -> Counter[str]:
+    """Commits refused for module state, by what their module-level statements did."""
+    shapes: Counter[str] = Counter()
+    for c in doc["commits"]:
+        reasons = [r["reason"] for r in c["refusals"] if r["kind"] == "module-state"]
+        if not reasons:
+            continue
+        text = " ".join(reasons)
+        new, gone = "is new or changed" in text, "is gone" in text
+        if "`__all__" in text:
+            shapes["edits `__all__`"] += 1
+        if new and not gone:
+            shapes["only adds statements (new constants, new code at top level)"] += 1
+        elif gone and not new:
+            shapes["only removes statements"] += 1
+        else:
+            shapes["changes statements (one removed, one added)"] += 1
+    return shapes
+
+
+def markdown(name: str, argv: list[str], doc: dict[str, Any]) -> str:
+    s = doc["summary"]
+    o = s["outcomes"]
+    changing = s["commits_changing_package"]
+    lines = [
+        f"### {name}",
+        "",
+        "```",
+        shlex.join(argv),
+        "```",
+        "",
+        f"Range {doc['range']} resolved to {(doc['range_commits'][0] or 'the root')[:12]}.."
+        f"{doc['range_commits'][1][:12]}. "
+        f"{s['commits_seen']} first-parent commits seen, {changing} change the package's code: "
+        f"**{o['accepted']} accepted ({s['accepted_pct']}%)**, {o['refused']} refused, "
+        f"{o['empty']} empty, {o['error']} errors; accepted among the {changing - o['empty']} "
+        f"commits whose code changed: {s['accepted_of_code_changes_pct']}%.",
+        "",
+        "| refusal kind | commits | % of changing | only this kind | example |",
+        "|---|---|---|---|---|",
+    ]
+    for k in s["refusals_by_kind"]:
+        lines.append(
+            f"| `{k['kind']}` | {k['commits']} | {k['pct_of_changing']} | {k['sole']} | "
+            f"{k['example'][:10]} |"
+        )
+    for k in s["errors_by_kind"]:
+        lines.append(
+            f"| error: {k['kind']} | {k['commits']} | {k['pct_of_changing']} | | "
+            f"{k['example'][:10]} |"
+        )
+    fixes = [c for c in doc["commits"] if c["outcome"] != "skipped" and FIX.search(c["subject"])]
+    fixed = sum(1 for c in fixes if c["outcome"] == "accepted")
+    if fixes:
+        lines += [
+            "",
+            f"Commits whose subject names a fix (`{FIX.pattern}`): {len(fixes)}, accepted "
+            f"{fixed} ({round(100 * fixed / len(fixes), 1)}%).",
+        ]
+    steps = ", then ".join(f"`{w['kind']}` → {w['accepted_pct']}%" for w in s["widening"])
+    lines += ["", f"Widening (upper bound): {steps}." if steps else "No refusals.", ""]
+    shapes = module_state_shapes(doc)
+    if shapes:
+        lines.append("Module-state refusals: " + "; ".join(f"{v} {k}" for k, v in shapes.items()))
+        lines.append("")
+    crashes = [c for c in doc["commits"] if c["error_kind"] == "differ-crash"]
+    for c in crashes:
+        lines.append(f"- differ crash at {c['sha'][:10]}: {c['reason']}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("repos", nargs="+", metavar="NAME=PATH", help=f"NAME in {sorted(PROJECTS)}")
+    parser.add_argument("--out", type=Path, default=None, help="keep the corpus documents here")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = args.out or Path(tmp)
+        for item in args.repos:
+            name, _, path = item.partition("=")
+            if name not in PROJECTS or not path:
+                parser.error(f"{item!r}: give NAME=PATH with NAME in {sorted(PROJECTS)}")
+            argv, doc = corpus(name, path, out)
+            print(markdown(name, argv, doc))
+            print()
+
+
+if __name__ == "__main__":
+    main()

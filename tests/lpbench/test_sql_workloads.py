@@ -1,0 +1,113 @@
+"""The SQL workloads' transaction logic through lpbench's PostgreSQL driver (the shared codec), against a
+real sqlserver process and, where installed, the real PostgreSQL 15: for a short closed-loop run every
+transaction must succeed (serialization failures are retried, as BenchBase does) and the workload's
+consistency checks must hold afterwards (TPC-C: W_YTD = sum(D_YTD), order ids, new orders, order lines).
+Running the same driver against PostgreSQL is what shows the drivers themselves are right."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from tests.conftest import free_port
+
+from lpbench.driver import LoadSpec, make_driver
+from lpbench.recording import OK
+from lpbench.servers import SqlServer
+from lpbench.sql.pg import BlockingClient
+from lpbench.sql.workloads import sql_workload
+
+pytest.importorskip("sqlglot")
+
+ROOT = Path(__file__).resolve().parents[2]
+PGBIN = Path("/usr/lib/postgresql/15/bin")
+SCALES = {
+    "noop": 1.0,
+    "ycsb": 1.0,
+    "tpcc": 0.05,
+    "olap": 0.05,
+}  # tpcc 0.05: one warehouse, 5,000 items, 150 customers
+RUN_S = 1.0
+
+
+def drive(port: int, workload: str, connections: int = 4, seed: int = 7) -> Any:
+    spec = LoadSpec(
+        "127.0.0.1", port, connections, workload, keys=0, seed=seed, scale=SCALES[workload]
+    )
+    driver = make_driver(spec)
+    driver.connect()
+    try:
+        t0 = time.monotonic_ns() + 10_000_000
+        return driver.run(t0, t0 + int(RUN_S * 1e9))
+    finally:
+        driver.close()
+
+
+def run_and_check(port: int, workload: str) -> None:
+    spec = sql_workload(workload)
+    with BlockingClient("127.0.0.1", port) as c:
+        spec.load(c, SCALES[workload], 1)
+        assert spec.check(c, SCALES[workload]) == []  # the freshly loaded data is consistent
+    rec = drive(port, workload)
+    assert len(rec) > 8, f"{workload}: only {len(rec)} transactions in {RUN_S} s"
+    assert np.all(rec.status == OK), (
+        f"{workload}: {int(np.sum(rec.status != OK))} failed of {len(rec)}"
+    )
+    assert len(set(rec.conn.tolist())) == 4  # every connection did work
+    with BlockingClient("127.0.0.1", port) as c:
+        assert spec.check(c, SCALES[workload]) == []
+        if workload == "tpcc":  # the run did change the data the checks look at
+            orders = c.execute("SELECT count(*) FROM oorder").scalar()
+            assert int(orders or 0) > 10 * 150
+
+
+@pytest.fixture(scope="module")
+def sqlserver_port() -> Iterator[int]:
+    work = Path(tempfile.mkdtemp(prefix="lpsw-"))
+    server = SqlServer(free_port(), work)
+    try:
+        server.start()
+        yield server.port
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("workload", ["noop", "ycsb", "tpcc", "olap"])
+def test_workload_on_sqlserver(sqlserver_port: int, workload: str) -> None:
+    run_and_check(sqlserver_port, workload)
+
+
+@pytest.fixture(scope="module")
+def postgres_port() -> Iterator[int]:
+    if os.geteuid() != 0 or not (PGBIN / "postgres").exists() or shutil.which("runuser") is None:
+        pytest.skip("PostgreSQL 15 as user postgres needs root, runuser and postgresql-15")
+    spec = importlib.util.spec_from_file_location(
+        "sql_vs_postgres", ROOT / "bench" / "sql_vs_postgres.py"
+    )
+    assert spec is not None and spec.loader is not None
+    helper = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = helper  # its dataclasses look their module up there
+    spec.loader.exec_module(helper)
+    work = Path(tempfile.mkdtemp(prefix="lpsw-pg-"))  # under /tmp: the postgres user must reach it
+    try:
+        with helper.postgres(work) as target:
+            yield target.port
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("workload", ["noop", "ycsb", "tpcc", "olap"])
+def test_workload_on_postgres(postgres_port: int, workload: str) -> None:
+    run_and_check(postgres_port, workload)
