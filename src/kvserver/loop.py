@@ -25,6 +25,7 @@ Concurrency: `run` on one thread (the main thread under the CLI); `wakeup`, `cal
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
 import logging
 import os
@@ -120,6 +121,9 @@ class EventLoop:
                 livepatch.managed_thread(role="eventloop", priority=livepatch.Priority.CRITICAL)
             )
             livepatch.add_wakeup_hook(self.wakeup)
+            from kvserver import mve_support
+
+            mve_support.install(self)  # validated updates (livepatch.mve): registers, costs nothing
             stack.callback(livepatch.remove_wakeup_hook, self.wakeup)
             quiescence_point = livepatch.quiescence_point
             # The quiescence point's own first test, inline: one attribute read per iteration while
@@ -449,6 +453,61 @@ class EventLoop:
         self.epoll.close()
         os.close(self._rpipe)
         os.close(self._wpipe)
+
+    # ------------------------------------------------- validated updates (kvserver.mve_support)
+    @property
+    def serving(self) -> bool:
+        """False once the loop is stopping (any thread may read it)."""
+        return not self._stopping
+
+    def drop_inherited_io(self) -> None:
+        """In a forked follower: forget the leader's sockets, epoll and self-pipe without touching them
+        (they stay the leader's). The follower's livepatch.mve pointed the descriptors at /dev/null."""
+        for client in self.by_fd.values():
+            if client.sock is not None:
+                os.close(client.sock.detach())
+                client.sock = None
+        self.by_fd = {}
+        self._pending = {}
+        self._to_close = []
+        os.close(self.listener.detach())
+        # The epoll instance is shared with the leader: close our descriptor, never unregister.
+        self.epoll.close()
+        os.close(self._rpipe)
+        os.close(self._wpipe)
+
+    def release_for_handover(self) -> None:
+        """The follower serves these connections now: close this process's copies, stop, save nothing."""
+        for client in list(self.by_fd.values()):
+            with contextlib.suppress(OSError, ValueError):
+                self.epoll.unregister(client.fd)
+            if client.sock is not None:
+                client.sock.close()  # the follower holds its own descriptor: the connection stays
+                client.sock = None
+        self.by_fd = {}
+        self._pending = {}
+        self._to_close = []
+        self._stopping = True
+
+    def adopt_after_handover(
+        self, listener: socket.socket, clients: list[tuple[ClientState, bytes]]
+    ) -> None:
+        """In a promoted follower: serve `listener` and `clients` (each with its unsent output)."""
+        listener.setblocking(False)
+        self.listener = listener
+        self.epoll = select.epoll()
+        self.epoll.register(listener.fileno(), EPOLLIN)
+        self._rpipe, self._wpipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.epoll.register(self._rpipe, EPOLLIN)
+        self._calls.clear()
+        for client, unsent in clients:
+            self.by_fd[client.fd] = client
+            self.epoll.register(client.fd, EPOLLIN)
+            if unsent or client.close_after_reply:
+                client.out.append(unsent)
+                self._pending[client] = None
+        self._defer_replies = self.server.aof is not None
+        self._stop_requested = False
 
     def statistics(self) -> dict[str, Any]:
         return {

@@ -36,6 +36,7 @@ from typing import Any
 
 from livepatch.agent import protocol
 from livepatch.agent.control import ControlServer
+from livepatch.agent.mve_protocol import MveRequest
 from livepatch.errors import LivepatchError, PatchFailed
 from livepatch.patch import lpatch
 from livepatch.patch.hooks_info import defined_hooks
@@ -78,6 +79,9 @@ class Agent:
     ) -> None:
         self.socket_path = os.fspath(socket_path)
         self.allow_unsigned = allow_unsigned
+        self.trusted_key_paths = tuple(
+            os.fspath(p) for p in trusted_keys
+        )  # a promoted follower's agent
         # Keys are loaded now, so a bad key path fails at server start, not at the first patch.
         self.trusted_keys: tuple[PublicKey, ...] = tuple(
             load_public_key(Path(p)) for p in trusted_keys
@@ -141,6 +145,10 @@ class Agent:
     # -- requests (called on connection threads) ------------------------------------------------------
 
     def handle_request(self, req: protocol.Request) -> protocol.Reply:
+        if isinstance(req, MveRequest):  # validated updates (livepatch.mve)
+            from livepatch.agent import mve_ops
+
+            return mve_ops.handle(self, req)
         if isinstance(req, protocol.StatusRequest):
             return self.status()
         if isinstance(req, protocol.HistoryRequest):

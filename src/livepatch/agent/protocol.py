@@ -36,6 +36,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from livepatch.agent.mve_protocol import MVE_OPS, MveReply, MveRequest
+from livepatch.agent.mve_protocol import validate as mve_validate
 from livepatch.patch.limits import MAX_REPLY_BYTES as MAX_REPLY_BYTES  # re-exported for the agent
 from livepatch.patch.limits import MAX_REQUEST_BYTES as MAX_REQUEST_BYTES  # and the client
 from livepatch.patch.limits import JSONLimitError, loads_json
@@ -178,7 +180,7 @@ class HistoryRequest:
         return {"op": self.op}
 
 
-Request = ApplyRequest | RevertRequest | StatusRequest | HistoryRequest
+Request = ApplyRequest | RevertRequest | StatusRequest | HistoryRequest | MveRequest
 
 
 def _method(req: dict[str, Any]) -> str:
@@ -214,6 +216,8 @@ def _watch(watch: Any) -> WatchRequest | None:
 def validate(req: dict[str, Any]) -> Request:
     """Check a decoded request's fields and fill defaults; raise ProtocolError with what is wrong."""
     op = req.get("op")
+    if op in MVE_OPS:  # validated updates (mve_protocol.py)
+        return mve_validate(req)
     if op not in OPS:
         raise ProtocolError(f"unknown op {op!r} (expected one of {', '.join(OPS)})")
     if op == "status":
@@ -309,7 +313,7 @@ class HistoryReply:
         return {"ok": True, "error": None, "history": [r.to_dict() for r in self.history]}
 
 
-Reply = ErrorReply | ResultReply | StatusReply | HistoryReply
+Reply = ErrorReply | ResultReply | StatusReply | HistoryReply | MveReply
 
 
 def read_reply(request: Request, wire: dict[str, Any]) -> Reply:

@@ -135,3 +135,6 @@ main.add_command(run_command)  # `livepatch run`: an unmodified server under liv
 from livepatch.cli.corpus import corpus_command  # noqa: E402
 
 main.add_command(corpus_command)  # `livepatch corpus`: the differ over a git history
+from livepatch.cli import update  # noqa: E402
+
+update.register(main)  # `livepatch update --validate`, promote, discard, update-status

@@ -1,0 +1,221 @@
+"""kvserver's side of a validated update (livepatch.mve.Host; docs/validated-updates.md).
+
+Theory of operation
+-------------------
+Nothing here runs, and nothing costs, until an update is validated: `install(loop)` only registers the
+host. Recording then replaces three methods *on the ServerState instance* (process_commands, new_client,
+forget_client) by recording wrappers, and `stop_recording` deletes them again: the steady-state hot path
+is the class's own method, with no test at all. The wrapper runs one request at a time through the
+class's process_commands, so that each request's reply is exactly what that call appended to the
+client's output (the hot path encodes replies into client.out in place).
+
+The follower keeps the forked ClientState objects as its virtual clients (same id, database, MULTI,
+WATCH and authentication state as the leader's connections); a connection opened after the fork is
+created with the leader's id. Replies of the replay are taken out of client.out and compared. The
+follower does not persist (server.aof and server.persistence are None) and runs no cron: the leader
+does both until promotion.
+
+Hand-over (leader): write the AOF buffer, then per connection its unsent output and its parser (unread
+input, pickled), the listening socket and every client socket. The follower adopts them into its own
+copy of the EventLoop (new epoll, new self-pipe) and reopens the append-only file's current generation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+from typing import Any
+
+from kvserver.client import ClientState
+from kvserver.server import ServerState
+
+log = logging.getLogger("kvserver.mve")
+
+_RECORDING_METHODS = ("process_commands", "new_client", "forget_client")
+
+
+class KvHost:
+    """livepatch.mve.Host for one kvserver EventLoop. Concurrency: see livepatch.mve.host."""
+
+    def __init__(self, loop: Any) -> None:
+        self.loop = loop
+        self.server: ServerState = loop.server
+        self._aof_stash: Any = None
+        self._persistence_stash: Any = None
+
+    # ---------------------------------------------------------------------------------- leader
+    def is_serving(self) -> bool:
+        return self.loop.serving
+
+    def call_on_loop(self, fn: Any) -> None:
+        self.loop.call_soon_threadsafe(fn)
+
+    def prepare_fork(self) -> None:
+        aof = self.server.aof
+        if aof is not None:
+            aof.flush()  # the child must not hold (and later write) a copy of this buffer
+
+    def start_recording(self, recorder: Any) -> None:
+        server = self.server
+        process = ServerState.process_commands
+        new_client = ServerState.new_client
+        forget_client = ServerState.forget_client
+
+        def recording_process(client: ClientState, commands: list[list[bytes]]) -> None:
+            out = client.out
+            ran: list[list[bytes]] = []
+            replies: list[bytes] = []
+            for argv in commands:
+                if client.close_after_reply:
+                    break  # what process_commands would not run either
+                start = len(out)
+                process(server, client, [argv])
+                ran.append(argv)
+                replies.append(b"".join(out[start:]))
+            recorder.executed(client.id, server.now_ms, ran, replies)
+            recorder.end_of_batch()
+
+        def recording_new_client(sock: Any, addr: str) -> ClientState:
+            client = new_client(server, sock, addr)
+            recorder.opened(client.id, addr)
+            return client
+
+        def recording_forget_client(client: ClientState) -> None:
+            forget_client(server, client)
+            recorder.closed(client.id)
+
+        vars(server).update(
+            process_commands=recording_process,
+            new_client=recording_new_client,
+            forget_client=recording_forget_client,
+        )
+
+    def stop_recording(self) -> None:
+        for name in _RECORDING_METHODS:
+            vars(self.server).pop(name, None)
+
+    def export_handover(self) -> tuple[list[int], Any]:
+        server = self.server
+        if server.aof is not None:
+            server.aof.flush()  # every reply handed over acknowledges only what is written
+        loop = self.loop
+        fds = [loop.listener.fileno()]
+        clients = []
+        for client in loop.by_fd.values():
+            fds.append(client.fd)
+            unsent = client.out_pending + b"".join(client.out)
+            clients.append((client.id, unsent, client.parser, client.close_after_reply))
+        persistence = server.persistence
+        state = {
+            "clients": clients,
+            "next_client_id": server.next_client_id,
+            "aof_generation": server.aof.generation if server.aof is not None else None,
+            "generation": getattr(persistence, "generation", None),
+            "dirty": server.dirty,
+        }
+        return fds, state
+
+    def finish_handover(self) -> None:
+        self.loop.release_for_handover()
+
+    def resume_after_failed_handover(self) -> None:
+        pass  # nothing was given away: the loop carries on with every socket it has
+
+    # -------------------------------------------------------------------------------- follower
+    def enter_follower(self) -> None:
+        server = self.server
+        self.loop.drop_inherited_io()
+        for client in server.clients.values():
+            # The leader sends what its clients have queued; the replay starts with nothing owed.
+            client.out.clear()
+            client.out_pending = b""
+        self._aof_stash = server.aof
+        server.aof = None  # the leader logs; the follower's replay must not write the file again
+        # Nor snapshot: a replayed SHUTDOWN or SAVE must not write the leader's files (they answer
+        # differently here, so the update is discarded: the safe side).
+        self._persistence_stash = server.persistence
+        server.persistence = None
+        self._clients_at_fork = set(server.clients)
+
+    def replay_open(self, cid: int, info: Any) -> None:
+        server = self.server
+        client = ServerState.new_client(server, None, str(info))
+        if client.id != cid:  # ids are given in order, so they agree; keep the leader's if not
+            server.clients.pop(client.id, None)
+            client.id = cid
+            server.clients[cid] = client
+            server.next_client_id = max(server.next_client_id, cid + 1)
+
+    def replay_close(self, cid: int) -> None:
+        client = self.server.clients.get(cid)
+        if client is not None:
+            ServerState.forget_client(self.server, client)
+            client.release_buffers()
+
+    def replay(self, cid: int, now_ms: int, request: Any) -> bytes:
+        server = self.server
+        client = server.clients[cid]
+        server.now_ms = now_ms
+        out = client.out
+        ServerState.process_commands(server, client, [request])
+        reply = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        return reply
+
+    def adopt(self, fds: list[int], state: Any) -> None:
+        server = self.server
+        listener = socket.socket(fileno=fds[0])
+        adopted: list[tuple[ClientState, bytes]] = []
+        for (cid, unsent, parser, close_after_reply), fd in zip(
+            state["clients"], fds[1:], strict=True
+        ):
+            client = server.clients.get(cid)
+            if client is None:  # cannot happen: every open is logged before the marker
+                log.error("hand-over: connection %d unknown to the follower; closing it", cid)
+                os.close(fd)
+                continue
+            client.sock = socket.socket(fileno=fd)
+            client.sock.setblocking(False)
+            client.fd = fd
+            client.parser = parser
+            client.out.clear()
+            client.out_pending = b""
+            client.close_after_reply = close_after_reply
+            client.writable_registered = False
+            adopted.append((client, unsent))
+        handed = {c.id for c, _ in adopted}
+        for cid in [c for c in server.clients if c not in handed]:
+            ServerState.forget_client(server, server.clients[cid])
+        server.next_client_id = max(server.next_client_id, state["next_client_id"])
+        self._reopen_aof(state)
+        self.loop.adopt_after_handover(listener, adopted)
+
+    def _reopen_aof(self, state: dict[str, Any]) -> None:
+        self.server.persistence = self._persistence_stash
+        stale = self._aof_stash
+        if stale is None:
+            return
+        from kvserver.aof import AppendOnlyFile
+
+        # Not stale.close(): its lock may have been held by the leader's fsync thread at fork time. Its
+        # buffer is empty (prepare_fork); only this process's copy of the descriptor goes.
+        with contextlib.suppress(OSError):
+            os.close(stale._fd)
+        generation = state["aof_generation"]
+        fresh = AppendOnlyFile(stale.directory, stale.basename, stale.fsync_policy, generation)
+        server = self.server
+        server.aof = fresh
+        persistence = server.persistence
+        if persistence is not None:
+            persistence.aof = fresh
+            if state["generation"] is not None:
+                persistence.generation = state["generation"]
+
+
+def install(loop: Any) -> None:
+    """Register kvserver's host with livepatch.mve (at loop start, when livepatch is enabled)."""
+    from livepatch import mve
+
+    mve.register(KvHost(loop))
