@@ -28,7 +28,8 @@ def make_target(server: str, policy: str) -> StressTarget:
 
 
 @click.command("stress")
-@click.option("--server", type=click.Choice(SERVERS), default="kv", show_default=True)
+@click.option("--server", type=click.Choice(SERVERS), default="kv", show_default=True,
+              help="the server to start and stress (kv: kvserver, sql: sqlserver)")  # fmt: skip
 @click.option("--policy", type=click.Choice(["thread-per-connection", "pool"]),
               default="thread-per-connection", show_default=True, help="sql: the connection policy")  # fmt: skip
 @click.option("--workload", default=None,
@@ -42,7 +43,8 @@ def make_target(server: str, policy: str) -> StressTarget:
               help="apply+revert pairs")  # fmt: skip
 @click.option("--methods", default="global,local", show_default=True,
               help="quiescence methods, used in turn, one per cycle")  # fmt: skip
-@click.option("--connections", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--connections", type=click.IntRange(min=1), default=8, show_default=True,
+              help="checking connections, each sending version probes and logged writes")  # fmt: skip
 @click.option("--request-deadline", type=click.FloatRange(min=0, min_open=True), default=5.0,
               show_default=True, help="seconds; a request taking longer is a hang")  # fmt: skip
 @click.option("--patch-deadline", type=click.FloatRange(min=0, min_open=True), default=10.0,
