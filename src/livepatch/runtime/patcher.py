@@ -177,7 +177,9 @@ def record(result: PatchResult) -> None:
     with _records_lock:
         _history.append(result)
         _recorded.append(result)
-        while len(_recorded) > MAX_RECORDED_REFUSALS:  # `while`: the bound holds even after it is lowered
+        while (
+            len(_recorded) > MAX_RECORDED_REFUSALS
+        ):  # `while`: the bound holds even after it is lowered
             oldest = _recorded.pop(0)
             _history.remove(oldest)
 
