@@ -119,6 +119,16 @@ def update(work: Path, patch: Path, *extra: str) -> subprocess.CompletedProcess[
     )
 
 
+def start_manual_update(patch: Path, sock: str) -> subprocess.Popen[str]:
+    """`livepatch update PATCH --validate --promote manual` in the background: the follower keeps
+    following until the test promotes, discards or kills something."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "livepatch.cli", "update", str(patch), "--socket", sock,
+         "--validate", "--promote", "manual"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
 def children(pid: int) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
     return [int(x) for x in out.stdout.split()]
@@ -208,23 +218,7 @@ def test_killed_follower_is_discarded_and_clients_see_nothing(
     server = start_server(kv_factory, work_dir)
     sock = str(work_dir / "lp.sock")
     with Traffic(server) as traffic:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "livepatch.cli",
-                "update",
-                str(patches["good"]),
-                "--socket",
-                sock,
-                "--validate",
-                "--promote",
-                "manual",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = start_manual_update(patches["good"], sock)
         try:
             follower = None
             deadline = time.monotonic() + 60
@@ -335,23 +329,7 @@ def test_follower_exits_by_itself_when_the_leader_is_killed(
 ) -> None:
     server = start_server(kv_factory, work_dir)
     sock = str(work_dir / "lp.sock")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "livepatch.cli",
-            "update",
-            str(patches["good"]),
-            "--socket",
-            sock,
-            "--validate",
-            "--promote",
-            "manual",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_manual_update(patches["good"], sock)
     try:
         follower = None
         deadline = time.monotonic() + 60
@@ -385,23 +363,7 @@ def test_the_follower_never_writes_the_leaders_files(
     r = held(server)
     r.set("k", "v")
     sock = str(work_dir / "lp.sock")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "livepatch.cli",
-            "update",
-            str(patches["good"]),
-            "--socket",
-            sock,
-            "--validate",
-            "--promote",
-            "manual",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_manual_update(patches["good"], sock)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -425,23 +387,7 @@ def test_a_server_asked_to_stop_during_an_update_stops_promptly(
 ) -> None:
     server = start_server(kv_factory, work_dir)
     sock = str(work_dir / "lp.sock")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "livepatch.cli",
-            "update",
-            str(patches["good"]),
-            "--socket",
-            sock,
-            "--validate",
-            "--promote",
-            "manual",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_manual_update(patches["good"], sock)
     try:
         follower = None
         deadline = time.monotonic() + 60
