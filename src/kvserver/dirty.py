@@ -62,6 +62,7 @@ class DirtyTracker:
         self.ordered = list(self.states.values())
         self.touched: list[tuple[DbState, bytes]] = []
         self.structural = False  # the batch flushed or swapped a database
+        self.structural_changes = 0  # FLUSHDB/SWAPDB ever (a full sync in progress restarts on one)
         self.read_epoch = 0
         self.ops: list[tuple[Any, ...]] = []  # ("flush", index) / ("swap", i, j), this epoch
         self._pending: collections.deque[tuple[int, list[tuple[DbState, bytes]]]] = (
@@ -129,6 +130,7 @@ class DirtyTracker:
         state.floor = self.protection.epoch
         self.ops.append(("flush", state.index))
         self.structural = True
+        self.structural_changes += 1
 
     def swapped(self, a: Keyspace, b: Keyspace) -> None:
         self._commit_touched()
@@ -140,6 +142,7 @@ class DirtyTracker:
             state.floor = epoch
         self.ops.append(("swap", sa.index, sb.index))
         self.structural = True
+        self.structural_changes += 1
 
 
 class TrackedKeyspace(Keyspace):

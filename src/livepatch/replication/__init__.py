@@ -14,7 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from livepatch.replication.host import ReplicatedServer
+    from livepatch.replication.host import ReplicatedServer, SnapshotRestart
     from livepatch.replication.primary import LossPolicy, Primary, PrimaryOptions
     from livepatch.replication.protection import MODES, HeldReplies, Mode, Protection
     from livepatch.replication.standby import Standby, StandbyOptions, listen
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 _HOME = {
     "ReplicatedServer": "host",
+    "SnapshotRestart": "host",
     "LossPolicy": "primary",
     "Primary": "primary",
     "PrimaryOptions": "primary",
@@ -46,6 +47,7 @@ __all__ = [
     "PrimaryOptions",
     "Protection",
     "ReplicatedServer",
+    "SnapshotRestart",
     "Standby",
     "StandbyOptions",
     "StatusServer",

@@ -18,6 +18,10 @@ The four duties (DESIGN.md "Hot standby"):
    `snapshot_chunk` streams the whole state in bounded chunks across many quiescence points while the
    server keeps serving; chunk and epoch payloads are applied on the standby in the order they were
    produced, so a chunk may hold a value newer than an epoch before it, never older than one after it.
+   Epoch changes must therefore be idempotent overwrites (a key's final value, a WAL frame's page).
+   The epoch being filled when a snapshot starts is captured and dropped (the snapshot covers it). A
+   change an epoch cannot replay over newer chunks (kvserver: FLUSHDB, SWAPDB) makes `snapshot_chunk`
+   raise `SnapshotRestart`; the Primary then starts the full sync over on the same connection.
 3. **Apply.** On the standby, `begin_full_sync` / `apply_snapshot_chunk` / `end_full_sync` build a new
    state beside the current one and swap it in at the end (a full sync cut short leaves the old state);
    `apply_epoch` applies one epoch whole. The standby serves nothing while it applies, and takes over
@@ -39,6 +43,10 @@ from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from livepatch.replication.protection import HeldReplies
+
+
+class SnapshotRestart(Exception):
+    """Raised by `snapshot_chunk`: the snapshot in progress cannot be completed consistently."""
 
 
 @runtime_checkable

@@ -44,7 +44,7 @@ from functools import partial
 from typing import Any, Literal
 
 from livepatch.replication import wire
-from livepatch.replication.host import ReplicatedServer
+from livepatch.replication.host import ReplicatedServer, SnapshotRestart
 from livepatch.replication.protection import Mode, Protection
 from livepatch.replication.wire import Frame, Kind
 
@@ -219,6 +219,9 @@ class Primary:
         self._sync_started_epoch = self.protection.epoch
         self.syncs += 1
         self.state = "syncing"
+        # The changes so far are in the snapshot (its chunks are read after this): epochs from here on
+        # must hold only later ones, so the epoch being filled is cut here and dropped.
+        self.server.capture_epoch()
         self.server.start_snapshot()
         self._enqueue(gen, Frame(Kind.SNAPSHOT_BEGIN, self.protection.epoch, self.term))
         log.info("replication: full sync to %s:%d started", *self.target)
@@ -226,7 +229,12 @@ class Primary:
     def _produce_chunks(self, gen: int) -> None:
         budget = CHUNK_TICK_BYTES
         while budget > 0 and self._queue_bytes < SYNC_QUEUE_BYTES:
-            chunk = self.server.snapshot_chunk(self.options.chunk_bytes)
+            try:
+                chunk = self.server.snapshot_chunk(self.options.chunk_bytes)
+            except SnapshotRestart as exc:
+                log.info("replication: full sync restarted (%s)", exc)
+                self._begin_sync(gen)
+                return
             if chunk is None:
                 self._syncing = False
                 self.state = "streaming"
