@@ -48,8 +48,11 @@ class Node:
         self.process = ManagedProcess(argv, READY, self.log_path)
         self.process.start()
 
-    def start_primary(self, port: int, peer: Node, *extra: str) -> None:
-        self._start(["--port", str(port), "--replicate-to", f"127.0.0.1:{peer.repl_port}", *extra])
+    def start_primary(
+        self, port: int, peer: Node, *extra: str, replicate_to: int | None = None
+    ) -> None:
+        target = replicate_to if replicate_to is not None else peer.repl_port
+        self._start(["--port", str(port), "--replicate-to", f"127.0.0.1:{target}", *extra])
 
     def start_standby(
         self, port: int, peer: Node | None, *extra: str, replicate_to: int | None = None
