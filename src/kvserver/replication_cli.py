@@ -24,11 +24,13 @@ import click
 log = logging.getLogger("kvserver.replication")
 
 
-def _address(text: str | None, option: str) -> tuple[str, int] | None:
+def _address(text: str | None, option: str, any_port: bool = False) -> tuple[str, int] | None:
+    """HOST:PORT as (host, port); any_port: port 0 (the kernel picks; the readiness line says it)."""
     if text is None:
         return None
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    lowest = 0 if any_port else 1
+    if not sep or not host or not port.isdigit() or not lowest <= int(port) < 65536:
         raise click.BadParameter(
             f"expected HOST:PORT (e.g. 127.0.0.1:7400), got {text!r}", param_hint=option
         )
@@ -133,7 +135,7 @@ def parse(options: dict[str, Any], data_dir: str | None) -> ReplicationConfig | 
         on_standby_loss=options["on_standby_loss"],
         standby_timeout_ms=options["standby_timeout_ms"],
         standby=options["standby"],
-        listen=_address(options["replication_listen"], "--replication-listen"),
+        listen=_address(options["replication_listen"], "--replication-listen", any_port=True),
         takeover=_address(options["takeover"], "--takeover"),
         failover_after_ms=options["failover_after_ms"],
         status_socket=options["replication_socket"],
