@@ -153,3 +153,23 @@ def test_every_acknowledged_write_survives_kill_9_of_the_primary(
     assert check(port, writer, reader.max_read) == []
     assert writer.acked and reader.reads
     assert max(gaps) < 5.0, gaps
+
+
+def test_the_documented_redis_py_retry_recipe_rides_through_a_failover(
+    pair: tuple[int, Node, Node],
+) -> None:
+    """docs/standby.md's client snippet, run verbatim (only the port differs)."""
+    port, a, b = pair
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "standby.md").read_text()
+    snippet = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "port=6379" in snippet
+    b.start_standby(port, a)
+    a.start_primary(port, b)
+    a.wait_protected()
+    scope: dict[str, object] = {}
+    exec(snippet.replace("port=6379", f"port={port}"), scope)
+    r = scope["r"]
+    assert isinstance(r, redis.Redis)
+    a.kill()
+    assert r.incr("counter") == 2  # the first INCR (in the snippet) was acknowledged: it survived
+    assert b.status()["role"] == "primary"
