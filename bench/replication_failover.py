@@ -165,7 +165,7 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _json_writer(port: int, stop: threading.Event, seed: int) -> None:
+def _json_writer(port: int, stop: threading.Event, seed: int, done: list[int]) -> None:
     rng = random.Random(seed)
     words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
     with redis.Redis(port=port) as c:
@@ -183,6 +183,7 @@ def _json_writer(port: int, stop: threading.Event, seed: int) -> None:
                 )
                 pipe.set(f"user:{i}", value)
             pipe.execute()
+            done[0] += 50
 
 
 def epochs(args: argparse.Namespace) -> dict[str, Any]:
@@ -196,22 +197,31 @@ def epochs(args: argparse.Namespace) -> dict[str, Any]:
                 a.start_primary(port, b, "--protection", "none", "--epoch-ms", str(epoch_ms))
                 a.wait_status(lambda s: s["state"] == "streaming", 30)
                 stop = threading.Event()
-                writer = threading.Thread(target=_json_writer, args=(port, stop, epoch_ms))
+                sets = [0]
+                writer = threading.Thread(target=_json_writer, args=(port, stop, epoch_ms, sets))
                 writer.start()
+                time.sleep(0.5)  # past the first epochs of the load
+                first, sets_first = a.status(), sets[0]
                 time.sleep(args.seconds)
-                status = a.status()
+                last, sets_last = a.status(), sets[0]
                 stop.set()
                 writer.join()
             finally:
                 a.kill()
                 b.kill()
+            epochs_n = last["epochs_sent"] - first["epochs_sent"]
+            sent = last["epoch_bytes_sent"] - first["epoch_bytes_sent"]
+            raw = last["epoch_bytes_raw"] - first["epoch_bytes_raw"]
+            n_sets = sets_last - sets_first
             rows.append(
                 {
                     "epoch_ms": epoch_ms,
-                    "bytes_per_epoch": status["bytes_per_epoch"],
-                    "raw_bytes_per_epoch": status["raw_bytes_per_epoch"],
-                    "compression_ratio": status["compression_ratio"],
-                    "bytes_per_second": round(status["bytes_per_epoch"] * 1000 / epoch_ms),
+                    "epochs": epochs_n,
+                    "sets": n_sets,
+                    "bytes_per_epoch": round(sent / max(1, epochs_n)),
+                    "raw_bytes_per_epoch": round(raw / max(1, epochs_n)),
+                    "compression_ratio": round(raw / sent, 2) if sent else None,
+                    "bytes_per_set": round(sent / max(1, n_sets), 1),
                 }
             )
     return {

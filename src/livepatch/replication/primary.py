@@ -113,8 +113,9 @@ class Primary:
         # statistics (written by one thread each, read by status())
         self.epochs_captured = 0
         self.epochs_sent = 0
-        self.raw_bytes = 0
-        self.sent_bytes = 0
+        self.raw_bytes = 0  # epochs' payloads before compression
+        self.epoch_bytes = 0  # epochs' frames as sent (compressed, with headers)
+        self.sent_bytes = 0  # every frame sent (epochs and full syncs)
         self.syncs = 0
         self.degradations = 0
         self._recent: collections.deque[tuple[int, int]] = collections.deque(maxlen=STATS_WINDOW)
@@ -161,6 +162,8 @@ class Primary:
             "raw_bytes_per_epoch": round(raw / len(recent), 1) if recent else 0.0,
             "compression_ratio": round(raw / sent, 2) if sent else None,
             "bytes_sent": self.sent_bytes,
+            "epoch_bytes_sent": self.epoch_bytes,
+            "epoch_bytes_raw": self.raw_bytes,
             "full_syncs": self.syncs,
             "degradations": self.degradations,
             "queue_bytes": self._queue_bytes,
@@ -427,7 +430,8 @@ class Primary:
                 out.append(data)
                 if frame.kind == Kind.EPOCH:
                     self.epochs_sent += 1
-                    self.raw_bytes += len(frame.payload)
+                    self.raw_bytes += len(frame.payload) + wire.HEADER.size
+                    self.epoch_bytes += len(data)
                     self.sent_bytes += len(data)
                     self._recent.append((len(frame.payload) + wire.HEADER.size, len(data)))
                 else:
