@@ -32,14 +32,13 @@ from typing import Any
 
 import redis
 
-sys.path.insert(
-    0, str(Path(__file__).resolve().parents[1])
-)  # the repository root: tests.replication
+# The repository root, for tests.replication (the pair of servers and the recording clients).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.replication.nodes import READY, Node, wait_serving
 from tests.replication.workload import Writer, check
 
-from kv_common import machine_note, median, redis_benchmark
+from kv_common import cpu_seconds, machine_note, median, redis_benchmark
 from lpbench.servers import ManagedProcess, free_port
 
 
@@ -88,7 +87,7 @@ def failover(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _with_server(protection: str | None, tmp: Path, fn: Any) -> Any:
-    """fn(port) against a plain kvserver (protection None) or a primary with its standby."""
+    """fn(port, pids) against a plain kvserver (protection None) or a primary with its standby."""
     port = free_port()
     if protection is None:
         plain = ManagedProcess(
@@ -98,7 +97,8 @@ def _with_server(protection: str | None, tmp: Path, fn: Any) -> Any:
         )
         plain.start()
         try:
-            return fn(port)
+            assert plain.proc is not None
+            return fn(port, [plain.proc.pid])
         finally:
             plain.stop()
     a, b = Node("a", free_port(), tmp), Node("b", free_port(), tmp)
@@ -109,7 +109,7 @@ def _with_server(protection: str | None, tmp: Path, fn: Any) -> Any:
             a.wait_status(lambda s: s["state"] == "streaming", 30, "streaming")
         else:
             a.wait_protected()
-        return fn(port)
+        return fn(port, [a.pid, b.pid])
     finally:
         a.kill()
         b.kill()
@@ -117,14 +117,25 @@ def _with_server(protection: str | None, tmp: Path, fn: Any) -> Any:
 
 def overhead(args: argparse.Namespace) -> dict[str, Any]:
     configs: list[str | None] = [None, "commit", "full", "none"]
-    read_mostly: dict[str, list[float]] = {str(c): [] for c in configs}
-    write_heavy: dict[str, list[float]] = {str(c): [] for c in configs}
+    read_mostly: dict[str, list[tuple[float, float, float]]] = {str(c): [] for c in configs}
+    write_heavy: dict[str, list[tuple[float, float, float]]] = {str(c): [] for c in configs}
     commands: list[str] = []
     n = args.requests
 
-    def read_mostly_run(port: int) -> float:
+    def cpu(pids: list[int]) -> list[float]:
+        return [cpu_seconds(p) for p in pids] + [0.0] * (2 - len(pids))
+
+    def per_request(before: list[float], after: list[float], requests: int) -> tuple[float, float]:
+        """CPU µs per request of the primary (or plain server) and of the standby."""
+        return (
+            (after[0] - before[0]) * 1e6 / requests,
+            (after[1] - before[1]) * 1e6 / requests,
+        )
+
+    def read_mostly_run(port: int, pids: list[int]) -> tuple[float, float, float]:
         redis_benchmark(port, "set", n // 2, clients=50, keyspace=100_000)  # populate
         results: dict[str, float] = {}
+        before = cpu(pids)
 
         def run(test: str, requests: int, clients: int) -> None:
             cmd, res = redis_benchmark(port, test, requests, clients=clients, keyspace=100_000)
@@ -139,12 +150,15 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
             t.start()
         for t in threads:
             t.join()
-        return results["get"] + results["set"]
+        primary_us, standby_us = per_request(before, cpu(pids), n + n // 9)
+        return results["get"] + results["set"], primary_us, standby_us
 
-    def write_heavy_run(port: int) -> float:
+    def write_heavy_run(port: int, pids: list[int]) -> tuple[float, float, float]:
+        before = cpu(pids)
         cmd, res = redis_benchmark(port, "set", n, clients=50, keyspace=100_000)
         commands.append(" ".join(cmd))
-        return res["SET"][0]
+        primary_us, standby_us = per_request(before, cpu(pids), n)
+        return res["SET"][0], primary_us, standby_us
 
     with tempfile.TemporaryDirectory(prefix="repl-bench-") as tmp:
         for _ in range(args.rounds):
@@ -153,15 +167,20 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
                 write_heavy[str(c)].append(_with_server(c, Path(tmp), write_heavy_run))
     out: dict[str, Any] = {"commands": sorted(set(commands))}
     for name, table in (("read_mostly", read_mostly), ("write_heavy", write_heavy)):
-        base = median(table["None"])
-        out[name] = {
-            ("no replication" if k == "None" else k): {
-                "rps_median": round(median(v)),
-                "vs_no_replication": round(median(v) / base - 1, 3),
-                "rounds": [round(x) for x in v],
+        base = median([r[0] for r in table["None"]])
+        base_cpu = median([r[1] for r in table["None"]])
+        out[name] = {}
+        for k, v in table.items():
+            rps = median([r[0] for r in v])
+            primary_us = median([r[1] for r in v])
+            out[name]["no replication" if k == "None" else k] = {
+                "rps_median": round(rps),
+                "vs_no_replication": round(rps / base - 1, 3),
+                "rounds": [round(r[0]) for r in v],
+                "primary_cpu_us_per_request": round(primary_us, 1),
+                "primary_cpu_vs_no_replication": round(primary_us / base_cpu - 1, 3),
+                "standby_cpu_us_per_request": round(median([r[2] for r in v]), 1),
             }
-            for k, v in table.items()
-        }
     return out
 
 
