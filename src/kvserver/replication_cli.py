@@ -5,6 +5,7 @@
     standby:  --standby --replication-listen HOST:PORT [--takeover HOST:PORT] [--failover-after-ms 300]
               [--replicate-to HOST:PORT]   (whom to replicate to once it has taken over)
     either:   --replication-socket PATH    (`livepatch replication status --socket PATH`)
+              --etcd URL [--etcd-key KEY] [--etcd-ttl-s 2]   (leader election; livepatch.replication.etcd)
 
 A standby prints "kvserver standby ready on HOST:PORT" once its replication port listens, and the usual
 "kvserver ready on HOST:PORT" when it has taken over and serves.
@@ -106,6 +107,26 @@ def replication_options(f: Callable[..., Any]) -> Callable[..., Any]:
             default=None,
             help="Unix socket answering `livepatch replication status --socket PATH`.",
         ),
+        click.option(
+            "--etcd",
+            "etcd_url",
+            metavar="URL",
+            default=None,
+            help="Elect the primary through an etcd lease (e.g. http://127.0.0.1:2379).",
+        ),
+        click.option(
+            "--etcd-key",
+            default="/livepatch/kv/leader",
+            show_default=True,
+            help="The etcd key the primary holds.",
+        ),
+        click.option(
+            "--etcd-ttl-s",
+            type=click.FloatRange(1, 600),
+            default=2.0,
+            show_default=True,
+            help="The lease's TTL: a failover waits for it; a cut-off primary gives up at 0.6 x.",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
@@ -124,6 +145,9 @@ class ReplicationConfig:
     takeover: tuple[str, int] | None
     failover_after_ms: float
     status_socket: str | None
+    etcd_url: str | None = None
+    etcd_key: str = "/livepatch/kv/leader"
+    etcd_ttl_s: float = 2.0
 
 
 def parse(options: dict[str, Any], data_dir: str | None) -> ReplicationConfig | None:
@@ -139,7 +163,14 @@ def parse(options: dict[str, Any], data_dir: str | None) -> ReplicationConfig | 
         takeover=_address(options["takeover"], "--takeover"),
         failover_after_ms=options["failover_after_ms"],
         status_socket=options["replication_socket"],
+        etcd_url=options["etcd_url"],
+        etcd_key=options["etcd_key"],
+        etcd_ttl_s=options["etcd_ttl_s"],
     )
+    if rc.etcd_url is not None and not rc.etcd_url.startswith(("http://", "https://")):
+        raise click.BadParameter(
+            f"expected an http:// URL, got {rc.etcd_url!r}", param_hint="--etcd"
+        )
     if rc.standby:
         if rc.listen is None:
             raise click.UsageError(
@@ -154,8 +185,10 @@ def parse(options: dict[str, Any], data_dir: str | None) -> ReplicationConfig | 
             "--replication-listen and --takeover are for a standby: add --standby"
         )
     if rc.replicate_to is None:
-        if rc.status_socket is not None:
-            raise click.UsageError("--replication-socket needs --replicate-to or --standby")
+        if rc.status_socket is not None or rc.etcd_url is not None:
+            raise click.UsageError(
+                "--replication-socket and --etcd need --replicate-to or --standby"
+            )
         return None
     return rc
 
@@ -179,6 +212,20 @@ class ReplicationRole:
         self.term = 1
         self.primary: Any = None
         self._status_server: Any = None
+        self._lease: Any = None
+        self._keeper: Any = None
+
+    def _etcd_lease(self, service: tuple[str, int]) -> Any:
+        if self._lease is None and self.rc.etcd_url is not None:
+            import os
+
+            from livepatch.replication.etcd import EtcdLease
+
+            identity = f"{socket.gethostname()}:{os.getpid()}:{service[0]}:{service[1]}"
+            self._lease = EtcdLease(
+                self.rc.etcd_url, self.rc.etcd_key, identity, self.rc.etcd_ttl_s
+            )
+        return self._lease
 
     def start_status(self, status: Callable[[], dict[str, Any]]) -> None:
         if self.rc.status_socket is None:
@@ -200,6 +247,8 @@ class ReplicationRole:
         options = StandbyOptions(
             failover_after_ms=self.rc.failover_after_ms, takeover=self.rc.takeover
         )
+        if self.rc.takeover is not None and self.rc.etcd_url is not None:
+            options.may_take_over = self._etcd_lease(self.rc.takeover).try_acquire
         try:
             standby = Standby(StandbyHost(server), self.rc.listen, options)
         except OSError as exc:
@@ -224,6 +273,8 @@ class ReplicationRole:
         return listener
 
     def start_primary(self, loop: Any) -> None:
+        if self.rc.etcd_url is not None:
+            self._lead(loop)
         if self.rc.replicate_to is None:
             return
         from kvserver.replication_support import install_primary
@@ -233,7 +284,36 @@ class ReplicationRole:
         )
         self.start_status(self.primary.status)
 
+    def _lead(self, loop: Any) -> None:
+        """Hold the etcd leader key while serving; give up serving when it cannot be renewed."""
+        from livepatch.replication.etcd import EtcdUnavailable, LeaderKeeper
+
+        config = loop.server.config
+        lease = self._etcd_lease((config.host, config.port))
+        try:
+            held = lease.try_acquire()
+        except EtcdUnavailable as exc:
+            raise click.ClickException(f"{exc}: cannot become the primary without it") from None
+        if not held:
+            raise click.ClickException(
+                f"another server leads ({self.rc.etcd_key} = {lease.holder()}): start this one "
+                "with --standby, or stop the other first"
+            )
+
+        def lost(why: str) -> None:
+            def demote() -> None:
+                if self.primary is not None:
+                    self.primary.fence()
+                loop.request_stop()  # frees the address; held replies are never sent
+
+            loop.call_soon_threadsafe(demote)
+
+        self._keeper = LeaderKeeper(lease, lost)
+        self._keeper.start()
+
     def stop(self) -> None:
+        if self._keeper is not None:
+            self._keeper.stop(release=not (self.primary is not None and self.primary.fenced))
         if self.primary is not None:
             self.primary.stop()
         if self._status_server is not None:

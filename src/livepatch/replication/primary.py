@@ -301,9 +301,13 @@ class Primary:
             )
         self.server.release_replies(p.acked)
 
-    def _on_fenced(self, standby_term: int) -> None:
+    def fence(self) -> None:
+        """Acknowledge no write from now on: nothing held is released again (loop thread)."""
         self.fenced = True
-        self.protection.active = True  # whatever the policy: nothing held is ever released now
+        self.protection.active = True  # whatever the mode or policy: every write waits, forever
+
+    def _on_fenced(self, standby_term: int) -> None:
+        self.fence()
         log.critical(
             "REPLICATION FENCED: the standby at %s:%d follows term %d, newer than ours (%d): another "
             "primary took over; this server acknowledges no write from now on. Stop it and restart "

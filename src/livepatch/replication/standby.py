@@ -35,6 +35,7 @@ import logging
 import select
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,9 @@ class StandbyOptions:
     failover_after_ms: float = 300.0
     takeover: tuple[str, int] | None = None  # the primary's service address; None: never take over
     term: int = 0
+    # Asked before each attempt to bind the takeover address: False -> not now (e.g. the etcd leader
+    # key is still held: the primary lives, only this standby cannot reach it). None: always yes.
+    may_take_over: Callable[[], bool] | None = None
 
 
 def listen(address: tuple[str, int], backlog: int = 1024) -> socket.socket:
@@ -306,6 +310,20 @@ class Standby:
 
     def _try_takeover(self) -> socket.socket | None:
         assert self.options.takeover is not None
+        may = self.options.may_take_over
+        if may is not None:
+            try:
+                allowed = may()
+            except Exception as exc:  # an unreachable arbiter means: not now
+                log.warning("replication: cannot ask whether to take over: %s", exc)
+                allowed = False
+            if not allowed:
+                if self._bind_refusals == 0:
+                    log.warning(
+                        "replication: the primary is unreachable but still the leader: waiting"
+                    )
+                self._bind_refusals += 1
+                return None
         try:
             service = listen(self.options.takeover)
         except OSError as exc:
