@@ -221,7 +221,7 @@ def epochs(args: argparse.Namespace) -> dict[str, Any]:
                 writer.start()
                 time.sleep(0.5)  # past the first epochs of the load
                 first, sets_first = a.status(), sets[0]
-                time.sleep(args.seconds)
+                time.sleep(max(args.seconds, 20 * epoch_ms / 1000))  # >= 20 epochs
                 last, sets_last = a.status(), sets[0]
                 stop.set()
                 writer.join()

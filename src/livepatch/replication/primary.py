@@ -92,6 +92,7 @@ class Primary:
         self._protect_from = 1  # protection resumes once an epoch >= this is acknowledged
         # loop half
         self._epoch_s = self.options.epoch_ms / 1000.0
+        self._timeout_s = self.options.standby_timeout_ms / 1000.0
         self._next_epoch_at = time.monotonic() + self._epoch_s
         self._synced_gen = 0  # connection generation the sync was started for
         self._syncing = False
@@ -176,6 +177,18 @@ class Primary:
     def tick(self) -> float:
         """Run at the server's quiescence point; returns the seconds until the next tick is due."""
         now = time.monotonic()
+        # The common case, once per loop iteration: streaming, no epoch due, no reply waiting.
+        if (
+            now < self._next_epoch_at
+            and not self.server.held.count
+            and not self._syncing
+            and self._link_gen == self._synced_gen
+            and now - self._last_heard < self._timeout_s
+        ):
+            return self._next_epoch_at - now
+        return self._tick(now)
+
+    def _tick(self, now: float) -> float:
         link_gen = self._link_gen
         if not link_gen:
             self._syncing = False  # the sync's connection is gone: the next one starts afresh
@@ -186,7 +199,7 @@ class Primary:
         p = self.protection
         if now >= self._next_epoch_at or self._waiting_for_current_epoch(link_gen):
             self._capture(link_gen, now)
-        if link_gen and now - self._last_heard > self.options.standby_timeout_ms / 1000.0:
+        if link_gen and now - self._last_heard > self._timeout_s:
             log.warning(
                 "replication: no word from the standby at %s:%d for %.0f ms: dropping the link "
                 "(it will be resynchronised when it answers again)",
@@ -196,7 +209,7 @@ class Primary:
             self._drop_link("silent standby")
         if p.active and not self.fenced and self.options.on_standby_loss == "degrade":
             since = self._oldest_hold()
-            if since is not None and now - since > self.options.standby_timeout_ms / 1000.0:
+            if since is not None and now - since > self._timeout_s:
                 self._degrade()
         if self._syncing:
             # More chunks to make: come back at once, unless the queue is full (then let it drain).
