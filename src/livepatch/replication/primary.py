@@ -56,6 +56,7 @@ COMPRESS_MIN = 64  # smaller payloads go uncompressed
 HANDSHAKE_TIMEOUT_S = 2.0
 BACKOFF_S = (0.05, 0.1, 0.2, 0.5, 1.0)
 STATS_WINDOW = 64  # epochs in the moving averages of status()
+CHECK_S = 0.01  # how often the standby timeouts are looked at
 
 LossPolicy = Literal["degrade", "hold"]
 
@@ -93,6 +94,7 @@ class Primary:
         # loop half
         self._epoch_s = self.options.epoch_ms / 1000.0
         self._timeout_s = self.options.standby_timeout_ms / 1000.0
+        self._next_check_at = 0.0
         self._next_epoch_at = time.monotonic() + self._epoch_s
         self._synced_gen = 0  # connection generation the sync was started for
         self._syncing = False
@@ -196,9 +198,20 @@ class Primary:
             self._begin_sync(link_gen)
         if self._syncing:
             self._produce_chunks(link_gen)
-        p = self.protection
         if now >= self._next_epoch_at or self._waiting_for_current_epoch(link_gen):
             self._capture(link_gen, now)
+        if now >= self._next_check_at:
+            # The timeouts are in hundreds of ms: looking every CHECK_S is enough, and keeps the
+            # per-iteration cost low while replies wait (every iteration then takes this path).
+            self._next_check_at = now + CHECK_S
+            self._check_timeouts(link_gen, now)
+        if self._syncing:
+            # More chunks to make: come back at once, unless the queue is full (then let it drain).
+            return 0.0 if self._queue_bytes < SYNC_QUEUE_BYTES else 0.005
+        return max(0.0, min(self._next_epoch_at, self._next_check_at) - time.monotonic())
+
+    def _check_timeouts(self, link_gen: int, now: float) -> None:
+        p = self.protection
         if link_gen and now - self._last_heard > self._timeout_s:
             log.warning(
                 "replication: no word from the standby at %s:%d for %.0f ms: dropping the link "
@@ -211,10 +224,6 @@ class Primary:
             since = self._oldest_hold()
             if since is not None and now - since > self._timeout_s:
                 self._degrade()
-        if self._syncing:
-            # More chunks to make: come back at once, unless the queue is full (then let it drain).
-            return 0.0 if self._queue_bytes < SYNC_QUEUE_BYTES else 0.005
-        return max(0.0, self._next_epoch_at - time.monotonic())
 
     def _oldest_hold(self) -> float | None:
         held = self.server.held
