@@ -87,15 +87,23 @@ class EtcdLease:
 
     def try_acquire(self) -> bool:
         """Take the key if nobody holds it; if we hold it already, renew it. Raises EtcdUnavailable."""
-        try:
-            return self._acquire()
-        except EtcdUnavailable:
-            if self.lease_id is None:
-                raise
-            self.lease_id = None  # our lease may have expired meanwhile: once more with a new one
-            return self._acquire()
+        for _ in range(3):
+            try:
+                holder = self._acquire()
+            except EtcdUnavailable:
+                if self.lease_id is None:
+                    raise
+                self.lease_id = None  # our lease may have expired meanwhile: again with a new one
+                continue
+            if holder is True:
+                return True
+            if holder is not None:
+                return False  # someone else's
+            # The key vanished between our transaction and our look (its lease just expired): again.
+        return False
 
-    def _acquire(self) -> bool:
+    def _acquire(self) -> bool | str | None:
+        """True: ours; a str: that identity holds it; None: nobody (it vanished meanwhile)."""
         if self.lease_id is None:
             grant = self._post("/v3/lease/grant", {"TTL": max(1, round(self.ttl_s))})
             self.lease_id = str(grant["ID"])
@@ -115,11 +123,17 @@ class EtcdLease:
         if self._post("/v3/kv/txn", txn).get("succeeded"):
             return True
         holder, lease = self._holder()
+        if holder is None:
+            return None
         if holder != self.identity or lease is None:
-            return False
+            # Someone else's: keep our spare lease alive, so that the moment the key is free we put
+            # it under a lease with a whole TTL ahead (an unrenewed one could expire right after).
+            if not self.renew():
+                self.lease_id = None
+            return holder
         # Ours already, perhaps under an earlier lease (a put whose answer timed out): keep that one.
         self.lease_id = str(lease)
-        return self.renew()
+        return True if self.renew() else None
 
     def renew(self) -> bool:
         """Renew the lease once; False if it has expired (the key is gone with it)."""

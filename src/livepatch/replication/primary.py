@@ -57,6 +57,7 @@ HANDSHAKE_TIMEOUT_S = 2.0
 BACKOFF_S = (0.05, 0.1, 0.2, 0.5, 1.0)
 STATS_WINDOW = 64  # epochs in the moving averages of status()
 CHECK_S = 0.01  # how often the standby timeouts are looked at
+HEARTBEAT_S = 0.05  # a frame at least this often, so silence means trouble even with long epochs
 
 LossPolicy = Literal["degrade", "hold"]
 
@@ -95,6 +96,7 @@ class Primary:
         self._epoch_s = self.options.epoch_ms / 1000.0
         self._timeout_s = self.options.standby_timeout_ms / 1000.0
         self._next_check_at = 0.0
+        self._next_heartbeat_at = 0.0
         self._next_epoch_at = time.monotonic() + self._epoch_s
         self._synced_gen = 0  # connection generation the sync was started for
         self._syncing = False
@@ -182,12 +184,13 @@ class Primary:
         # The common case, once per loop iteration: streaming, no epoch due, no reply waiting.
         if (
             now < self._next_epoch_at
+            and now < self._next_heartbeat_at
             and not self.server.held.count
             and not self._syncing
             and self._link_gen == self._synced_gen
             and now - self._last_heard < self._timeout_s
         ):
-            return self._next_epoch_at - now
+            return min(self._next_epoch_at, self._next_heartbeat_at) - now
         return self._tick(now)
 
     def _tick(self, now: float) -> float:
@@ -200,6 +203,11 @@ class Primary:
             self._produce_chunks(link_gen)
         if now >= self._next_epoch_at or self._waiting_for_current_epoch(link_gen):
             self._capture(link_gen, now)
+        if now >= self._next_heartbeat_at:
+            if link_gen:
+                self._enqueue(link_gen, Frame(Kind.HEARTBEAT, 0, self.term))
+            else:
+                self._next_heartbeat_at = now + HEARTBEAT_S
         if now >= self._next_check_at:
             # The timeouts are in hundreds of ms: looking every CHECK_S is enough, and keeps the
             # per-iteration cost low while replies wait (every iteration then takes this path).
@@ -208,7 +216,8 @@ class Primary:
         if self._syncing:
             # More chunks to make: come back at once, unless the queue is full (then let it drain).
             return 0.0 if self._queue_bytes < SYNC_QUEUE_BYTES else 0.005
-        return max(0.0, min(self._next_epoch_at, self._next_check_at) - time.monotonic())
+        due = min(self._next_epoch_at, self._next_check_at, self._next_heartbeat_at)
+        return max(0.0, due - time.monotonic())
 
     def _check_timeouts(self, link_gen: int, now: float) -> None:
         p = self.protection
@@ -346,6 +355,7 @@ class Primary:
             self._queue.append((gen, frame))
             self._queue_bytes += len(frame.payload)
             self._cv.notify()
+        self._next_heartbeat_at = time.monotonic() + HEARTBEAT_S
 
     # ------------------------------------------------------------------------------ link half
     def _drop_link(self, why: str) -> None:

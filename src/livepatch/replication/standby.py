@@ -277,6 +277,9 @@ class Standby:
                     ack = frame.epoch
                 elif ack is None:
                     ack = 0
+            elif kind == Kind.HEARTBEAT:
+                if ack is None:
+                    ack = 0  # alive
             elif kind == Kind.SNAPSHOT_CHUNK:
                 if not self._syncing:
                     raise ProtocolViolation("a snapshot chunk outside a full sync")

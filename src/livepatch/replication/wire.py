@@ -6,7 +6,8 @@ receiver decompresses: `payload_of`). A frame longer than MAX_PAYLOAD or of an u
 `WireError`: the receiver drops the connection, and the other side reconnects and resynchronises.
 
 Who sends what (livepatch.replication.primary / standby):
-  primary -> standby   HELLO(term), SNAPSHOT_BEGIN(epoch S), SNAPSHOT_CHUNK, EPOCH(e), SNAPSHOT_END
+  primary -> standby   HELLO(term), SNAPSHOT_BEGIN(epoch S), SNAPSHOT_CHUNK, EPOCH(e), SNAPSHOT_END,
+                       HEARTBEAT (when nothing else was sent for HEARTBEAT_S, whatever the epoch length)
   standby -> primary   WELCOME(term) or FENCED(term), ACK(e)
 """
 
@@ -31,6 +32,7 @@ class Kind(enum.IntEnum):
     SNAPSHOT_END = 6
     EPOCH = 7
     ACK = 8
+    HEARTBEAT = 9
 
 
 class WireError(Exception):
