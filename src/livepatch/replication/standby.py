@@ -16,7 +16,7 @@ whole epochs only.
   then ACK(e) after applying each epoch e. Frames that acknowledge nothing (chunks, epochs during a
   sync) are answered ACK(0): the primary hears the standby is alive.
 * The primary is declared gone when its connection closes, or when it has been silent for
-  `failover_after_ms` (epochs double as heartbeats). Then, if a takeover address is given and a sync
+  `failover_after_ms` (the primary sends a frame at least every 50 ms). Then, if a takeover address is given and a sync
   ever completed, the standby binds that address, retrying every TAKEOVER_RETRY_S while no new
   connection comes. On one machine the address is the lock: it cannot be bound while the primary's
   process lives (even stopped), so a primary that is only cut off or paused is never doubled (no
