@@ -13,9 +13,9 @@ Two halves that share only a queue and a few counters:
        every earlier epoch is acknowledged (a group commit: with commit protection a write then waits
        about one round trip to the standby, not half an epoch); an epoch is captured even without a
        link (its changes are then covered by the next full sync) and even when empty (a heartbeat);
-    3. gives up on a link that is silent for `standby_timeout_ms` or whose queue passed
-       `max_queue_bytes` (the standby is gone or too slow): the connection is dropped, the next one
-       starts with a full sync;
+    3. gives up on a link that is silent for 2 x `standby_timeout_ms` (at least 2 s; 5 times that
+       during a full sync) or whose queue passed `max_queue_bytes` (the standby is gone or too slow):
+       the connection is dropped, the next one starts with a full sync;
     4. under `on_standby_loss="degrade"`, releases every held reply once the oldest has waited
        `standby_timeout_ms`, with a loud warning, and stops holding until the standby acknowledges an
        epoch captured after that (it has caught up); under "hold" replies wait for as long as it takes.
@@ -57,6 +57,8 @@ HANDSHAKE_TIMEOUT_S = 2.0
 BACKOFF_S = (0.05, 0.1, 0.2, 0.5, 1.0)
 STATS_WINDOW = 64  # epochs in the moving averages of status()
 CHECK_S = 0.01  # how often the standby timeouts are looked at
+LINK_SILENCE_FACTOR = 2  # the link is dropped after this many --standby-timeout-ms of silence
+LINK_SILENCE_MIN_S = 2.0  # ... and never sooner than this
 HEARTBEAT_S = 0.05  # a frame at least this often, so silence means trouble even with long epochs
 
 LossPolicy = Literal["degrade", "hold"]
@@ -188,7 +190,7 @@ class Primary:
             and not self.server.held.count
             and not self._syncing
             and self._link_gen == self._synced_gen
-            and now - self._last_heard < self._timeout_s
+            and now < self._next_check_at
         ):
             return min(self._next_epoch_at, self._next_heartbeat_at) - now
         return self._tick(now)
@@ -221,12 +223,18 @@ class Primary:
 
     def _check_timeouts(self, link_gen: int, now: float) -> None:
         p = self.protection
-        if link_gen and now - self._last_heard > self._timeout_s:
+        # Dropping the link costs a full sync, so it waits longer than a held reply does (that one
+        # is --on-standby-loss's business); longer still during a sync, whose chunks a busy standby
+        # may take seconds to get through.
+        silence = max(LINK_SILENCE_FACTOR * self._timeout_s, LINK_SILENCE_MIN_S)
+        if self._syncing:
+            silence *= 5
+        if link_gen and now - self._last_heard > silence:
             log.warning(
                 "replication: no word from the standby at %s:%d for %.0f ms: dropping the link "
                 "(it will be resynchronised when it answers again)",
                 *self.target,
-                self.options.standby_timeout_ms,
+                silence * 1000,
             )
             self._drop_link("silent standby")
         if p.active and not self.fenced and self.options.on_standby_loss == "degrade":
