@@ -17,6 +17,7 @@ from runtime_helpers import LoadedModules, fixture_source
 import livepatch
 from livepatch.errors import LivepatchError, PatchAborted, PatchFailed, PatchRefused, PatchVetoed
 from livepatch.patch.lpatch import PatchFileError
+from livepatch.runtime.core import Runtime
 from livepatch.runtime.events import Event
 from livepatch.runtime.lifecycle import (
     END_STATES,
@@ -166,13 +167,13 @@ def paths(monkeypatch: pytest.MonkeyPatch) -> list[list[State]]:
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[ModuleType]:
+def app(rt: Runtime, tmp_path: Path) -> Iterator[ModuleType]:
     lm = LoadedModules(tmp_path)
     try:
         yield lm.load(V1)
     finally:
-        while livepatch.applied_patches():
-            if not livepatch.revert_patch(method="global").ok:
+        while rt.applied_patches():
+            if not rt.revert_patch(method="global").ok:
                 break
         lm.close()
 
@@ -180,23 +181,25 @@ def app(tmp_path: Path) -> Iterator[ModuleType]:
 S = State
 
 
-def test_real_attempts_go_through_the_table(app: ModuleType, paths: list[list[State]]) -> None:
+def test_real_attempts_go_through_the_table(
+    rt: Runtime, app: ModuleType, paths: list[list[State]]
+) -> None:
     spec = livepatch.patch_from_sources(
         {app.__name__: (V1, V2)}, category=livepatch.Category.THREAD_LOCAL
     )
     flow = [S.RECEIVED, S.VERIFIED, S.STAGED, S.QUIESCING]
     for method in ("global", "local"):
-        assert livepatch.apply_patch(spec, method=method).outcome is Outcome.APPLIED
+        assert rt.apply_patch(spec, method=method).outcome is Outcome.APPLIED
         assert paths[-1] == [*flow, S.APPLIED]
-        assert livepatch.revert_patch(method=method).outcome is Outcome.REVERTED
+        assert rt.revert_patch(method=method).outcome is Outcome.REVERTED
         assert paths[-1] == [*flow, S.REVERTED]
-    assert livepatch.apply_patch(spec, method="sideways").outcome is Outcome.REFUSED
+    assert rt.apply_patch(spec, method="sideways").outcome is Outcome.REFUSED
     assert paths[-1] == [S.RECEIVED, S.REFUSED]
-    watched = livepatch.apply_patch(spec, watch=livepatch.WatchPolicy(window_s=30.0))
+    watched = rt.apply_patch(spec, watch=livepatch.WatchPolicy(window_s=30.0))
     assert watched.outcome is Outcome.APPLIED
     assert paths[-1] == [*flow, S.APPLIED, S.WATCHING]
     assert EventName.WATCH_STARTED in [e.name for e in watched.events]
-    forced = livepatch.revert_patch(force=True)
+    forced = rt.revert_patch(force=True)
     assert forced.outcome is Outcome.REVERTED and forced.method == "force"
     assert paths[-1] == [S.RECEIVED, S.VERIFIED, S.FORCING, S.REVERTED]
     assert [e.name for e in forced.events][-2:] == [EventName.FORCED, EventName.FINISHED]

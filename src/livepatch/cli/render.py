@@ -160,11 +160,11 @@ def timeline(result: PatchResult) -> Text:
     events = result.events
     if events:
         t0 = events[0].t_ns
-        seen_per_thread: dict[str, list[Event]] = defaultdict(list)
+        seen_per_thread: dict[EventName, list[Event]] = defaultdict(list)
         for e in events:
             if e.name in _PER_THREAD:
                 seen_per_thread[e.name].append(e)
-        shown: set[str] = set()
+        shown: set[EventName] = set()
         for e in events:
             name = e.name
             if name in _PER_THREAD:
