@@ -45,7 +45,7 @@ _LAZY: dict[str, str] = {
     "PatchSpec": "livepatch.patch.model",
     "Refusal": "livepatch.patch.model",
     "TargetChange": "livepatch.patch.model",
-    "Event": "livepatch.runtime.events",
+    "Event": "livepatch.runtime.lifecycle",
     "HookContext": "livepatch.runtime.patcher",
     "Outcome": "livepatch.runtime.lifecycle",
     "PatchResult": "livepatch.runtime.lifecycle",
@@ -106,8 +106,7 @@ if (
         statistics,
         transition_flag,
     )
-    from livepatch.runtime.events import Event
-    from livepatch.runtime.lifecycle import Outcome, PatchResult
+    from livepatch.runtime.lifecycle import Event, Outcome, PatchResult
     from livepatch.runtime.patcher import HookContext, WatchPolicy
     from livepatch.runtime.registry import RuntimeStatistics
     from livepatch.runtime.threads import Priority

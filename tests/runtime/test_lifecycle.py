@@ -18,13 +18,13 @@ import livepatch
 from livepatch.errors import LivepatchError, PatchAborted, PatchFailed, PatchRefused, PatchVetoed
 from livepatch.patch.lpatch import PatchFileError
 from livepatch.runtime.core import Runtime
-from livepatch.runtime.events import Event
 from livepatch.runtime.lifecycle import (
     END_STATES,
     FINAL_EVENT,
     OUTCOME_OF,
     TRANSITIONS,
     Action,
+    Event,
     EventName,
     IllegalTransition,
     Lifecycle,
@@ -142,8 +142,12 @@ def test_patch_result_round_trips_through_its_wire_form() -> None:
     assert wire["outcome"] == "rolled-back" and wire["action"] == "revert"
     back = PatchResult.from_dict(wire)
     assert back == r and back.outcome is Outcome.ROLLED_BACK and not back.ok
+    assert [e.name for e in back.events] == [EventName.REQUESTED, EventName.FORCED]
+    assert all(type(e.name) is EventName for e in back.events)  # typed, not the wire's str
     with pytest.raises(ValueError):
         PatchResult.from_dict({**wire, "outcome": "exploded"})
+    with pytest.raises(ValueError):
+        PatchResult.from_dict({**wire, "events": [{"name": "exploded", "t_ns": 1}]})
 
 
 # -- the patcher walks the table -------------------------------------------------------------------

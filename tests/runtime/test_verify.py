@@ -18,8 +18,7 @@ from runtime_helpers import LoadedModules, fixture_source
 from livepatch import Category, PatchRefused, Refusal, patch_from_sources
 from livepatch.runtime import patcher, verify
 from livepatch.runtime.core import Runtime
-from livepatch.runtime.events import Event
-from livepatch.runtime.lifecycle import Action, EventName, Outcome, PatchResult
+from livepatch.runtime.lifecycle import Action, Event, EventName, Outcome, PatchResult
 
 V1 = fixture_source("app_v1.py")
 V2 = fixture_source("app_v2.py")

@@ -44,8 +44,7 @@ from livepatch.patch.safetext import EscapeControls
 from livepatch.patch.signing import PublicKey, load_public_key
 from livepatch.runtime import core as runtime
 from livepatch.runtime import verify
-from livepatch.runtime.events import Event
-from livepatch.runtime.lifecycle import FINAL_EVENT, Action, EventName, Outcome, PatchResult
+from livepatch.runtime.lifecycle import FINAL_EVENT, Action, Event, EventName, Outcome, PatchResult
 from livepatch.runtime.watch import WatchPolicy
 
 log = logging.getLogger("livepatch.agent")

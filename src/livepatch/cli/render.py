@@ -21,8 +21,7 @@ from livepatch.agent.protocol import StatusReply
 from livepatch.patch.model import ChangeKind, PatchSpec
 from livepatch.patch.package import PackagePatch
 from livepatch.patch.safetext import printable as p
-from livepatch.runtime.events import Event
-from livepatch.runtime.lifecycle import EventName, PatchResult
+from livepatch.runtime.lifecycle import Event, EventName, PatchResult
 
 _KIND_STYLE = {"changed": "yellow", "added": "green", "removed": "red", "same": "dim"}
 # Events that happen once per thread are summarised on one line each.

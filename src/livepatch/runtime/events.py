@@ -8,7 +8,7 @@ import time
 
 from livepatch.runtime.lifecycle import Event, EventName
 
-__all__ = ["Event", "Recorder"]
+__all__ = ["Recorder"]
 
 
 class Recorder:
