@@ -9,7 +9,11 @@ Reports the median (and p90, max) of PatchResult.timings["sync"], the median and
 (events: it includes staging the patch, which an apply does and a revert does not), the median staging
 time of the applies, and request -> finished without the staging time (median, p90).
 
-    .venv/bin/python bench/sync_time.py [--threads 10] [--patches 200] [--io | --cpu]
+The patch carries its code compiled for this interpreter, as a signed `.lpatch` does when the agent
+stages it (patch/compiled.py); `--staging source` compiles it from its source instead (an unsigned patch,
+or a patch built by another interpreter), as this script did before: that adds ~0.2-0.3 ms to every apply.
+
+    .venv/bin/python bench/sync_time.py [--threads 10] [--patches 200] [--io | --cpu] [--staging source]
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from types import ModuleType
 
 import livepatch
 from livepatch import Category
+from livepatch.patch import compiled
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "runtime" / "fixtures"
 
@@ -47,13 +52,17 @@ def pct(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-def run(method: str, n_threads: int, patches: int, io: bool) -> dict[str, float]:
+def run(
+    method: str, n_threads: int, patches: int, io: bool, precompiled: bool = True
+) -> dict[str, float]:
     v1, v2 = (FIXTURES / "app_v1.py").read_text(), (FIXTURES / "app_v2.py").read_text()
     with tempfile.TemporaryDirectory() as tmp:
         app = load(v1, Path(tmp))
         spec = livepatch.patch_from_sources(
             {app.__name__: (v1, v2)}, category=Category.THREAD_LOCAL, patch_id=f"bench-{method}"
         )
+        if precompiled:  # what the agent does with a signed patch file, after the signature check
+            spec = compiled.attach(spec, compiled.build_section(spec))
         stop = threading.Event()
         ready = threading.Barrier(n_threads + 1)
 
@@ -113,10 +122,17 @@ def main() -> None:
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--io", dest="modes", action="store_const", const=[True])
     mode.add_argument("--cpu", dest="modes", action="store_const", const=[False])
+    ap.add_argument(
+        "--staging",
+        choices=("compiled", "source"),
+        default="compiled",
+        help="stage the code the patch carries compiled (a signed .lpatch) or compile its source",
+    )
     args = ap.parse_args()
     modes = args.modes or [True, False]
     print(
-        f"{args.threads} busy managed threads, {args.patches} patches per row (apply/revert alternating)"
+        f"{args.threads} busy managed threads, {args.patches} patches per row (apply/revert "
+        f"alternating), staging from {args.staging} code"
     )
     print(
         f"{'requests':<10} {'method':<7} {'sync median':>12} {'p90':>9} {'max':>9} "
@@ -124,7 +140,7 @@ def main() -> None:
     )
     for io in modes:
         for method in ("global", "local"):
-            r = run(method, args.threads, args.patches, io)
+            r = run(method, args.threads, args.patches, io, args.staging == "compiled")
             print(
                 f"{'io' if io else 'cpu-bound':<10} {method:<7} {r['sync_median']:>9.3f} ms "
                 f"{r['sync_p90']:>6.2f} ms {r['sync_max']:>6.1f} ms {r['total_median']:>15.3f} ms "

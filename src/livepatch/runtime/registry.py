@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -106,6 +107,9 @@ class Transition:
     # itertools.count is one C call, atomic under the GIL): only the last mover needs to wake the patcher.
     expected_moves: int = 0
     moves: Iterator[int] = field(default_factory=itertools.count)
+    started: float = field(
+        default_factory=time.monotonic
+    )  # when it was published (threads.py's step aside)
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,11 @@ __all__ = ["Priority", "ThreadSide", "TransitionFlag"]
 
 log = logging.getLogger("livepatch.runtime")
 
+# Local transitions: how long a thread that has moved steps aside at each of its points, and for how long
+# into the transition it does so (see _slow_point).
+STEP_ASIDE_S = 0.0001
+STEP_ASIDE_FOR_S = 0.01
+
 
 class _Rejoin:
     """The value of `_control.request` while released threads have not rejoined (see the theory)."""
@@ -160,11 +165,16 @@ class ThreadSide:
                 action = self._registry.migrate(rec, req)
                 if action is not PointAction.MIGRATED_EARLY and action is not PointAction.RETURN:
                     self._progress.set()  # possibly the last one: the patcher checks
-            # Step aside: until the transition ends, a thread that has moved yields the GIL at each
+            # Step aside: until the transition ends, a thread that has moved gives up the GIL at each
             # point. The threads that have not moved yet (and the patcher) progress only while they hold
             # the GIL; CPU-bound threads otherwise hand it over every 5 ms to a waiter the OS picks, and
-            # the last of 10 threads moved after ~200 ms instead of a few ms.
-            time.sleep(0)
+            # the last of 10 threads moved after ~200 ms instead of a few ms. sleep(0) hands it to any
+            # waiter, often another thread that has moved (10 threads: ~3 hand-offs per move); sleeping
+            # 0.1 ms takes the moved thread out of the race for that long, so the GIL goes to those still
+            # to move (bench/sync_time.py: local sync medians halved, docs/performance.md). Only in the
+            # first 10 ms: a transition still open after that waits for a thread blocked elsewhere, which
+            # no stepping aside helps, and a busy moved thread would lose 0.1 ms per point for nothing.
+            time.sleep(STEP_ASIDE_S if time.monotonic() - req.started < STEP_ASIDE_FOR_S else 0)
             return
         with self._lock:
             action = self._registry.at_point(rec)
