@@ -50,8 +50,10 @@ def test_two_runtimes_share_nothing(rt: Runtime) -> None:
 
 
 def test_the_public_functions_are_the_default_runtimes() -> None:
-    for name in ("quiescence_point", "managed_thread", "apply_patch", "revert_patch", "history"):
+    for name in ("managed_thread", "apply_patch", "revert_patch", "history", "statistics"):
         fn = getattr(livepatch, name)
         assert fn.__self__ is core.DEFAULT, name
         assert fn.__doc__ == getattr(Runtime, name).__doc__  # the method's docstring, for help()
+    # quiescence_point is a plain function (the hot path) reading the default runtime's flag
+    assert livepatch.quiescence_point.__doc__ == Runtime.quiescence_point.__doc__
     assert livepatch.transition_flag() is core.DEFAULT.transition_flag()
