@@ -45,9 +45,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import CodeType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from livepatch.errors import LivepatchError, PatchAborted, PatchFailed, PatchRefused
+from livepatch.patch.hooks_info import defined_hooks
 from livepatch.patch.model import PatchSpec
 from livepatch.runtime import verify
 from livepatch.runtime.events import Recorder
@@ -69,10 +70,8 @@ from livepatch.runtime.patch_hooks import (
     load_hooks,
 )
 from livepatch.runtime.quiescence import ParkedThread, Quiescence
+from livepatch.runtime.staging import StagedPatch, stage
 from livepatch.runtime.watch import Verdict, Watch, WatchPolicy
-
-if TYPE_CHECKING:
-    from livepatch.runtime.staging import StagedPatch
 
 __all__ = ["MAX_RECORDED_REFUSALS", "HookContext", "Patcher", "WatchPolicy"]
 
@@ -191,11 +190,6 @@ def _end_local(att: _Attempt, staged: StagedPatch, keep_new: bool) -> None:
 
 
 def _stage(spec: PatchSpec) -> StagedPatch:
-    # Imported on first use: the public functions are the default runtime's methods (core.py), and a
-    # server whose threads only touch quiescence_point() should not pay for staging's imports (ast, the
-    # patch walk, hashing).
-    from livepatch.runtime.staging import stage
-
     try:
         return stage(spec)
     except LivepatchError:
@@ -469,8 +463,6 @@ class Patcher(Quiescence):
         use_priorities: bool,
         watch: WatchPolicy | None,
     ) -> PatchResult:
-        from livepatch.patch.hooks_info import defined_hooks  # ast: on first use (see _stage)
-
         att.method = verify.verify_apply(
             spec,
             method,

@@ -36,6 +36,7 @@ from livepatch.errors import PatchAborted
 from livepatch.runtime.events import Recorder
 from livepatch.runtime.lifecycle import EventName
 from livepatch.runtime.registry import ThreadRecord, describe
+from livepatch.runtime.stragglers import HINT, describe_blocked
 from livepatch.runtime.threads import ThreadSide, log
 from livepatch.runtime.verify import check_caller
 
@@ -214,9 +215,6 @@ class Quiescence(ThreadSide):
             with self._lock:
                 # Checked again under the lock that start_swap() holds too: from here nobody can unpark.
                 if not self._registry.quiescent():
-                    # on first use: an abort is rare, and stragglers.py imports sysconfig
-                    from livepatch.runtime.stragglers import HINT, describe_blocked
-
                     late = describe_blocked(self._registry.stragglers())
                     raise PatchAborted(
                         f"not quiescent within {timeout:g} s: did not reach a quiescence point: {late}; "
