@@ -2,8 +2,8 @@
 
 `Patcher` is the part of a `Runtime` (core.py: the state and the lock order) that patches. Its public
 methods, which core.py exposes as the `livepatch` functions over the default runtime (the agent, the CLI
-and lpbench sit on these; docs/runtime.md documents them): apply_patch, revert_patch (force=True: revert --force), history (every attempt, refusals included,
-oldest first), record (an attempt refused before it reached the runtime: the agent's), applied_patches
+and lpbench sit on these; docs/runtime.md documents them): apply_patch, revert_patch (force=True:
+revert --force), history (every attempt, refusals included, oldest first), record (an attempt refused before it reached the runtime: the agent's), applied_patches
 (the stack, oldest first), statistics. Apply and revert never raise for a refused, aborted or failed
 patch: the PatchResult's outcome says it. The states an attempt goes through, their allowed transitions,
 the outcomes and the event names are lifecycle.py's table; the rules an attempt is checked against are
@@ -335,9 +335,8 @@ class Patcher(Quiescence):
     Runtime.__init__, core.py)."""
 
     _patcher_lock: threading.Lock  # held for a whole transition
-    _records_lock: (
-        threading.Lock
-    )  # short: guards _history and _recorded; history() never waits for a transition
+    # short: guards _history and _recorded, so history() never waits for a transition
+    _records_lock: threading.Lock
     _history: list[PatchResult]
     _recorded: list[PatchResult]  # the entries of _history that came through record(), oldest first
     _stack: list[_Applied]
@@ -658,7 +657,8 @@ class Patcher(Quiescence):
             t0 = time.perf_counter()
             try:
                 # From this patch's own watch window, force_out replaces its dispatch directly (no step
-                # through the new code); the window's thread, waiting for `self._patcher_lock`, then finds it ended.
+                # through the new code); the window's thread, waiting for `_patcher_lock`, then finds
+                # it ended.
                 kept = entry.staged.force_out()
             except (PatchAborted, RuntimeError) as exc:
                 raise PatchFailed(
@@ -699,7 +699,8 @@ class Patcher(Quiescence):
         )
 
     def _run_watch(self, w: _Watching) -> None:
-        """The window's own thread: wait for a verdict, then end the window (and roll back) under `self._patcher_lock`."""
+        """The window's own thread: wait for a verdict, then end the window (and roll back) under
+        `_patcher_lock`."""
         verdict: Verdict | None = w.watch.wait_verdict()
         with self._patcher_lock:
             if self._watch is not w:
@@ -761,5 +762,6 @@ class Patcher(Quiescence):
 
     def applied_patches(self) -> list[str]:
         """Ids of the applied patches, oldest first (the stack; revert pops from the end). Never waits for a
-        running transition (the stack changes only under `self._patcher_lock`; a copy of a list is atomic under the GIL)."""
+        running transition (the stack changes only under `_patcher_lock`; a copy of a list is atomic under
+        the GIL)."""
         return [a.spec.patch_id for a in list(self._stack)]
