@@ -86,9 +86,8 @@ class ThreadSide:
 
     _lock: threading.Lock
     _threads_cv: threading.Condition
-    _progress: (
-        threading.Event
-    )  # set whenever the patcher should re-check; it clears it before checking
+    # set whenever the patcher should re-check; it clears it before checking
+    _progress: threading.Event
     _registry: Registry
     _local: threading.local  # .record: the calling thread's ThreadRecord, when managed
     _hooks: tuple[Callable[[], object], ...]  # copy-on-write: the patcher iterates without the lock
@@ -267,9 +266,8 @@ class ThreadSide:
         rec = self._require_record("set_priority")
         p = Priority(priority)
         if self._control.request is None:
-            rec.priority = (
-                p  # only this thread writes its priority; the patcher reads it under the lock
-            )
+            # only this thread writes its priority; the patcher reads it under the lock
+            rec.priority = p
             return
         with self._lock:
             if self._registry.set_priority(rec, p):
