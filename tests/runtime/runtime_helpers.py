@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
-from tests.fixtures.livefixtures import load_source
-
 from livepatch.runtime.core import Runtime
 from livepatch.runtime.threads import Priority
+from tests.fixtures.livefixtures import load_source
 
 
 class Versioned:

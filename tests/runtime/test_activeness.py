@@ -15,11 +15,11 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from runtime_helpers import LoadedModules, fixture_source
 
 import livepatch
 from livepatch import Category
 from livepatch.runtime.core import Runtime
+from tests.runtime.runtime_helpers import LoadedModules, fixture_source
 
 V1 = fixture_source("app_v1.py")
 SERVE_CHANGED = V1.replace("        point()\n", "        point()\n        x = 1\n")

@@ -7,11 +7,10 @@ import subprocess
 import sys
 import threading
 
-from runtime_helpers import Versioned
-
 import livepatch
 from livepatch.runtime import core
 from livepatch.runtime.core import Runtime
+from tests.runtime.runtime_helpers import Versioned
 
 
 def test_a_fresh_runtime_starts_empty(rt: Runtime) -> None:

@@ -13,12 +13,12 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from runtime_helpers import LoadedModules, wait_for
 
 from livepatch import Category, Outcome, PatchSpec, WatchPolicy, patch_from_sources
 from livepatch.runtime.core import Runtime
 from livepatch.runtime.lifecycle import EventName
 from livepatch.runtime.registry import Priority, Registry, ThreadState
+from tests.runtime.runtime_helpers import LoadedModules, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,12 +11,12 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from runtime_helpers import LoadedModules, wait_for
 
 from livepatch import Category, PatchResult, patch_from_sources
 from livepatch.runtime.core import Runtime
 from livepatch.runtime.hook_runner import HookTimedOut, call_with_deadline
 from livepatch.runtime.patch_hooks import HookContext, PatchHooks
+from tests.runtime.runtime_helpers import LoadedModules, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 

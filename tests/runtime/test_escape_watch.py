@@ -9,12 +9,12 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from runtime_helpers import LoadedModules, wait_for
 
 from livepatch import Category, WatchPolicy, patch_from_sources
 from livepatch.runtime import patcher
 from livepatch.runtime.core import Runtime
 from livepatch.runtime.watch import Watch
+from tests.runtime.runtime_helpers import LoadedModules, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,12 +11,12 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from runtime_helpers import LoadedModules, fixture_source, wait_for
 
 import livepatch
 from livepatch import Category, PatchSpec, Priority, Refusal, WatchPolicy, patch_from_sources
 from livepatch.runtime.core import Runtime
 from livepatch.runtime.lifecycle import PatchResult
+from tests.runtime.runtime_helpers import LoadedModules, fixture_source, wait_for
 
 V1 = fixture_source("app_v1.py")
 V2 = fixture_source("app_v2.py")

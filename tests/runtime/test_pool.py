@@ -23,12 +23,12 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from runtime_helpers import LoadedModules, fixture_source, wait_for
 
 import livepatch
 from livepatch import Category, Outcome, Priority
 from livepatch.runtime.core import Runtime
 from livepatch.runtime.lifecycle import EventName
+from tests.runtime.runtime_helpers import LoadedModules, fixture_source, wait_for
 
 V1, V2 = fixture_source("app_v1.py"), fixture_source("app_v2.py")
 

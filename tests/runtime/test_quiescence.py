@@ -10,13 +10,13 @@ import time
 from collections.abc import Callable
 
 import pytest
-from runtime_helpers import Versioned, Workers, wait_for
 
 from livepatch.errors import PatchAborted, PatchRefused
 from livepatch.runtime.core import Runtime
 from livepatch.runtime.events import Recorder
 from livepatch.runtime.lifecycle import EventName
 from livepatch.runtime.registry import Priority
+from tests.runtime.runtime_helpers import Versioned, Workers, wait_for
 
 
 def test_global_many_transitions_no_thread_sees_two_versions(rt: Runtime) -> None:

@@ -13,12 +13,12 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from runtime_helpers import LoadedModules, fixture_source
 
 from livepatch import Category, PatchRefused, Refusal, patch_from_sources
 from livepatch.runtime import patcher, verify
 from livepatch.runtime.core import Runtime
 from livepatch.runtime.lifecycle import Action, Event, EventName, Outcome, PatchResult
+from tests.runtime.runtime_helpers import LoadedModules, fixture_source
 
 V1 = fixture_source("app_v1.py")
 V2 = fixture_source("app_v2.py")
