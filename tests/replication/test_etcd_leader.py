@@ -13,13 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from livepatch.replication.etcd import EtcdLease
+from lpbench.servers import ManagedProcess
 from tests.conftest import free_port
 from tests.replication.faultproxy import FaultProxy
 from tests.replication.nodes import READY, Node, wait_serving
 from tests.replication.workload import Writer, check
-
-from livepatch.replication.etcd import EtcdLease
-from lpbench.servers import ManagedProcess
 
 pytestmark = [
     pytest.mark.timeout(180),

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import redis
+
 from tests.conftest import free_port
 from tests.replication.nodes import Node
 

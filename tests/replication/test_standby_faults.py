@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
+
 from tests.conftest import free_port
 from tests.replication.faultproxy import FaultProxy
 from tests.replication.nodes import Node, wait_serving
