@@ -9,11 +9,19 @@ and nobody listening becomes the listener (`_get_event`), polls, and then
   * if the queue was empty, keeps the first ready connection for itself and stops being the listener
     (no hand-off on the common path: the thread that saw the request runs it), queueing the rest;
   * otherwise queues everything and listens on.
-Queued connections wake waiting workers; when none waits and the group is below its thread limit a
-worker is created. A worker runs one request -- recv, `session.receive`, one sendall -- and re-arms the
-connection (or closes it). Long statements occupy their worker; the stall check (MariaDB's timer
-thread) wakes or creates a thread for any group that has had no listener and no I/O for
-STALL_LIMIT_S, so the other connections of a group are not held up by one slow statement.
+A worker runs one request -- recv, `session.receive`, one sendall -- re-arms the connection (or closes
+it), and takes the next queued connection, so one executing thread per group works through the queue
+without a hand-off per request. As in MariaDB (`active_thread_count`), queued work wakes a waiting
+worker (or creates one) only when no thread of the group is executing: under the GIL a second
+executing thread buys no parallelism, and each hand-off costs thread wake-ups (the pool did 5 context
+switches per pgbench select-only transaction before this rule, 1.6 after; docs/performance.md). An
+executing thread that blocks -- waiting for the write lock or for the fsync of its COMMIT -- says so
+through blocking.py (MariaDB's thd_wait_begin/end): it stops counting as executing and, if the
+group then has queued work or no listener, another worker is woken or created, because the COMMIT
+that ends the wait may be queued behind it. Long statements occupy their worker; the stall check
+(MariaDB's timer thread) wakes or creates a thread for any group that has had no listener and no
+progress (no I/O event, no request taken from the queue) for STALL_LIMIT_S, so the other
+connections of a group are not held up by one slow statement.
 
 Live patching:
   * priorities (the paper's rule): a worker is LOW while executing a request, MEDIUM while waiting,
@@ -53,6 +61,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from livepatch import Priority
+from sqlserver import blocking
 from sqlserver.server.connection import Connection, ConnectionTable
 from sqlserver.server.contract import SessionFactory
 
@@ -124,7 +133,10 @@ class _Group:
             0  # created, not yet serving (a birth waits while a global patch is applied)
         )
         self.waiting = 0
-        self.io_events = 0  # ready connections seen by a listener: the stall check's progress count
+        self.active = 0  # threads executing a request and not blocked in a reported wait
+        # ready connections seen by a listener plus requests taken from the queue: the stall check's
+        # progress count
+        self.io_events = 0
         self._names = itertools.count(1)
 
     def wakeup(self) -> None:
@@ -146,6 +158,24 @@ class _Group:
             self.queue.extend(self.deferred)
             self.cond.notify(len(self.deferred))
             self.deferred.clear()
+
+    def wake_or_create(self) -> None:
+        """Lock held. Another thread for this group: a waiting worker, else a new one (bounded)."""
+        if self.waiting:
+            self.cond.notify()
+        elif self.starting == 0 and self.threads < self.pool.max_threads_per_group:
+            self.start_worker()
+
+    def wait_begin(self) -> None:
+        """blocking.wait_begin() on one of this group's workers (see the theory of operation)."""
+        with self.lock:
+            self.active -= 1
+            if self.active == 0 and (self.queue or not self.listening):
+                self.wake_or_create()
+
+    def wait_end(self) -> None:
+        with self.lock:
+            self.active += 1
 
     def start_worker(self) -> None:
         """Lock held. Create a worker thread (counted at once, so callers do not over-create)."""
@@ -272,14 +302,17 @@ class ThreadPool:
         with group.lock:
             group.starting -= 1
         role = _Role() if self.livepatch_enabled else None
+        blocking.install(group.wait_begin, group.wait_end)
         flag = self._flag
+        ran = False
         while True:
             if group.deferred and flag is not None and flag.request is None:
                 with group.lock:
                     group.release_deferred()
-            conn, retire = self._get_event(group, role)
+            conn, retire = self._get_event(group, role, ran)
             if retire:
                 return
+            ran = conn is not None
             if conn is not None:
                 if role is not None:
                     role.execute()
@@ -289,23 +322,34 @@ class ThreadPool:
                 # waiting worker (MEDIUM), which parks only once no request executes any more.
                 role.quiesce_as(_MEDIUM)
 
-    def _get_event(self, group: _Group, role: _Role | None) -> tuple[Connection | None, bool]:
+    def _get_event(
+        self, group: _Group, role: _Role | None, ran: bool
+    ) -> tuple[Connection | None, bool]:
         """A ready connection for this worker, (None, False) to pass the quiescence point again (woken
         without work), or (None, True) when the thread should exit (stop, or idle too long; the thread
-        is then already off the group's count, decided under the lock so a group never over-retires)."""
+        is then already off the group's count, decided under the lock so a group never over-retires).
+        ran: this thread has just finished a request (it stops counting as executing). A returned
+        connection counts this thread as executing again."""
         with group.lock:
+            if ran:
+                group.active -= 1
             while True:
                 if self._stopping:
                     group.threads -= 1
                     return None, True
                 if group.queue:
+                    group.io_events += 1
+                    group.active += 1
                     return group.queue.popleft(), False
                 if not group.listening:
                     group.listening = True
                     try:
-                        return self._listen(group, role), False
+                        conn = self._listen(group, role)
                     finally:
                         group.listening = False
+                    if conn is not None:
+                        group.active += 1
+                    return conn, False
                 group.waiting += 1
                 try:
                     woken = group.cond.wait(IDLE_TIMEOUT_S)
@@ -360,15 +404,8 @@ class ThreadPool:
             rest = ready[1:] if pick else ready
             if rest:
                 group.queue.extend(rest)
-                wake = min(len(rest), group.waiting)
-                if wake:
-                    group.cond.notify(wake)
-                if (
-                    len(rest) > wake
-                    and group.starting == 0
-                    and group.threads < self.max_threads_per_group
-                ):
-                    group.start_worker()
+                if not pick and group.active == 0:
+                    group.wake_or_create()  # nobody executes: someone must take the queue
             if pick:
                 # This thread is about to execute and the group has no listener until it returns.
                 # Keep one spare waiting so the stall check can make it the listener if the request
@@ -416,7 +453,7 @@ class ThreadPool:
 
     def _stall_check(self) -> None:
         """MariaDB's timer thread: a group whose listener became a worker for a long statement, and
-        that saw no I/O since the last check, gets a waiting worker woken or a new one created."""
+        that made no progress since the last check, gets a waiting worker woken or a new one created."""
         last = [g.io_events for g in self.groups]
         while not self._stop_event.wait(self.stall_limit_s):
             patch_pending = self._flag is not None and self._flag.request is not None
@@ -430,7 +467,4 @@ class ThreadPool:
                     last[i] = group.io_events
                     if not stalled:
                         continue
-                    if group.waiting:
-                        group.cond.notify()
-                    elif group.starting == 0 and group.threads < self.max_threads_per_group:
-                        group.start_worker()
+                    group.wake_or_create()
