@@ -39,7 +39,10 @@ Live patching:
     both made global patches under pgbench -c 10 abort at their deadline. Statements of open
     transactions still run, so every lock is released and everyone parks;
   * the wake-up hook writes every group's self-pipe (wakes the listener) and notifies every group's
-    condition (waiting workers go back to their quiescence point).
+    condition (waiting workers go back to their quiescence point) -- except, while some request
+    still executes, the threads whose point would only refuse them (`wakeup_all`): the runtime
+    calls the hook repeatedly during a transition, and waking everyone each time starved the very
+    requests the patch waits for.
 A request runs on one worker from its first to its last byte, so no thread mixes generations within a
 request; a transaction's statements may run on different workers (as in MariaDB's pool).
 
@@ -134,6 +137,9 @@ class _Group:
         )
         self.waiting = 0
         self.active = 0  # threads executing a request and not blocked in a reported wait
+        self.busy = 0  # threads executing a request, blocked in a reported wait or not
+        self.listener_role: _Role | None = None  # the listening thread's role, while one listens
+        self.waiting_low = 0  # waiting workers still registered LOW (their last request's priority)
         # ready connections seen by a listener plus requests taken from the queue: the stall check's
         # progress count
         self.io_events = 0
@@ -157,6 +163,8 @@ class _Group:
         if self.deferred:
             self.queue.extend(self.deferred)
             self.cond.notify(len(self.deferred))
+            if self.waiting < len(self.deferred):
+                self.wakeup()  # the listener takes queued work too when woken
             self.deferred.clear()
 
     def wake_or_create(self) -> None:
@@ -237,11 +245,32 @@ class ThreadPool:
 
     def wakeup_all(self) -> None:
         """Livepatch wake-up hook (patcher thread; does not block): listeners and waiting workers go
-        back to their quiescence points."""
+        back to their quiescence points.
+
+        While some request still executes, a waiting worker registered MEDIUM would only be refused
+        at its point (the priority rule) and wait again, so it is not woken: the runtime calls this
+        hook again and again while a transition is pending, and waking every worker each time cost
+        about a thousand refused points per patch under pgbench TPC-B, slowing the very requests
+        the patch waits for. The last request to finish wakes them (`_done_during_patch`). The same
+        holds for a listener already registered CRITICAL. Workers and listeners still registered
+        with an older priority (it is changed lazily) are always woken."""
+        busy = any(g.busy for g in self.groups)
         for group in self.groups:
-            group.wakeup()
+            listener = group.listener_role
+            if not busy or listener is None or listener.current is not _CRITICAL:
+                group.wakeup()
             with group.lock:
-                group.cond.notify_all()
+                if not busy or group.waiting_low:
+                    group.cond.notify_all()
+
+    def _done_during_patch(self, group: _Group) -> None:
+        """A request finished while a patch is pending: this thread no longer executes. If it was
+        the pool's last executing thread, the waiting workers can now park: wake them."""
+        with group.lock:
+            group.busy -= 1
+            group.active -= 1
+        if not any(g.busy for g in self.groups):
+            self.wakeup_all()
 
     def stop(self, timeout: float) -> None:
         self._stopping = True
@@ -317,6 +346,9 @@ class ThreadPool:
                 if role is not None:
                     role.execute()
                 self._run(group, conn)
+                if flag is not None and flag.request is not None:
+                    self._done_during_patch(group)
+                    ran = False
             if role is not None:
                 # Between two tasks (owns no connection), or woken without work by the hook: as a
                 # waiting worker (MEDIUM), which parks only once no request executes any more.
@@ -333,6 +365,7 @@ class ThreadPool:
         with group.lock:
             if ran:
                 group.active -= 1
+                group.busy -= 1
             while True:
                 if self._stopping:
                     group.threads -= 1
@@ -340,21 +373,28 @@ class ThreadPool:
                 if group.queue:
                     group.io_events += 1
                     group.active += 1
+                    group.busy += 1
                     return group.queue.popleft(), False
                 if not group.listening:
                     group.listening = True
+                    group.listener_role = role
                     try:
                         conn = self._listen(group, role)
                     finally:
                         group.listening = False
+                        group.listener_role = None
                     if conn is not None:
                         group.active += 1
+                        group.busy += 1
                     return conn, False
+                low = role is not None and role.current is _LOW
                 group.waiting += 1
+                group.waiting_low += low
                 try:
                     woken = group.cond.wait(IDLE_TIMEOUT_S)
                 finally:
                     group.waiting -= 1
+                    group.waiting_low -= low
                 if group.queue or self._stopping:
                     continue
                 if not woken and group.threads > 1:
@@ -395,8 +435,12 @@ class ThreadPool:
                 group.queue.extend(ready)  # closed by stop() through the table
                 return None
             if not ready:
-                if woken:
-                    return None  # interrupted (wake-up hook): back to the worker loop's point
+                if woken and group.queue:
+                    return None  # queued work (released after a patch): take it as a worker
+                # Woken by the hook: the point was passed above, as CRITICAL. Going back to the
+                # worker loop would pass a MEDIUM point too, and each priority change during a
+                # patch makes the runtime call the hooks again, which woke the listener again: a
+                # loop of ~15,000 refused points per patch under pgbench TPC-B.
                 continue
             group.io_events += len(ready)
             pick = not group.queue
@@ -461,10 +505,13 @@ class ThreadPool:
                 with group.lock:
                     if group.deferred and not patch_pending:
                         group.release_deferred()  # nobody passed by since the patch ended
-                    stalled = (
-                        not group.listening and group.io_events == last[i] and bool(group.by_fd)
+                    progress = group.io_events != last[i]
+                    stalled = (not group.listening and not progress and bool(group.by_fd)) or (
+                        bool(group.queue) and not progress
                     )
                     last[i] = group.io_events
                     if not stalled:
                         continue
                     group.wake_or_create()
+                    if group.queue and group.listening:
+                        group.wakeup()  # the listener takes queued work too when woken
