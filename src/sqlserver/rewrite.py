@@ -282,8 +282,7 @@ def rewrite(tree: exp.Expression, text: str) -> tr.Statement:
         locks = any(sel.args.get("locks") for sel in tree.find_all(exp.Select))
         empty = _always_empty(tree)
         t = empty if empty is not None else expression_rewrite(tree)
-        sql = (to_sqlite(t, text),)
-        return tr.Statement(tr.SELECT, text, sql, "SELECT", nparams, locks, (), t)
+        return tr.Statement(tr.SELECT, text, (to_sqlite(t, text),), "SELECT", nparams, locks, (), t)
     if isinstance(tree, exp.Insert | exp.Update | exp.Delete):
         nparams = placeholder_count(tree)
         verb = {exp.Insert: "INSERT", exp.Update: "UPDATE", exp.Delete: "DELETE"}[type(tree)]
