@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from sqlserver import blocking
 from sqlserver.server.runner import NetOptions, Server, listen
 from tests.conftest import free_port
 from tests.fixtures.livefixtures import load_source
@@ -158,8 +159,16 @@ class LineSession:
             return "COMMIT"
         if cmd == "work":
             state.waiting_for_lock.set()
-            with state.table_lock:
+            if not state.table_lock.acquire(False):
+                blocking.wait_begin()  # as the real executor does before a lock wait
+                try:
+                    state.table_lock.acquire()
+                finally:
+                    blocking.wait_end()
+            try:
                 return str(app.version())
+            finally:
+                state.table_lock.release()
         if cmd == "sleep":
             self._cancel.clear()
             state.sleeping.set()
