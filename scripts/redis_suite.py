@@ -77,8 +77,12 @@ class UnitScore:
     kv_passed: int  # of those Redis passes
     kv_crashed: str
     redis_crashed: str
-    failing: list[str]  # tests Redis passes and kvserver does not (with "(not run)" if never reached)
-    kv_only: list[str]  # tests kvserver passes and Redis does not (worth a look: a test of nothing?)
+    failing: list[
+        str
+    ]  # tests Redis passes and kvserver does not (with "(not run)" if never reached)
+    kv_only: list[
+        str
+    ]  # tests kvserver passes and Redis does not (worth a look: a test of nothing?)
 
     @property
     def percent(self) -> float:
@@ -95,7 +99,7 @@ def parse_output(text: str) -> UnitRun:
         if re.match(r"^\[\d+/\d+ done\]: ", line):
             finished = True
         if line.startswith("[TIMEOUT]"):
-            run.crashed = "the suite timed out (no progress for %d s)" % SUITE_TIMEOUT_S
+            run.crashed = f"the suite timed out (no progress for {SUITE_TIMEOUT_S} s)"
             continue
         m = LINE.match(line)
         if m is None:
@@ -173,14 +177,18 @@ def score(unit: str, redis: UnitRun, kv: UnitRun) -> UnitScore:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("suite", type=Path, help="directory with runtest and tests/ of Redis 7.0.15")
-    ap.add_argument("--units", nargs="+", default=list(UNITS), help="names above or paths in tests/unit")
+    ap.add_argument(
+        "--units", nargs="+", default=list(UNITS), help="names above or paths in tests/unit"
+    )
     ap.add_argument("--json", action="store_true", help="print one JSON document instead")
     ap.add_argument("--unit-timeout", type=float, default=900.0, help="seconds per unit and server")
     ap.add_argument("--keep-logs", type=Path, help="keep the runner's and servers' output here")
     args = ap.parse_args()
     suite = args.suite.resolve()
     if not (suite / "runtest").is_file() or not (suite / "tests" / "test_helper.tcl").is_file():
-        sys.exit(f"{suite} holds no Redis test suite (runtest, tests/); see the docstring to get one")
+        sys.exit(
+            f"{suite} holds no Redis test suite (runtest, tests/); see the docstring to get one"
+        )
     scores = []
     with tempfile.TemporaryDirectory(prefix="redis-suite-") as tmp:
         logs = args.keep_logs or Path(tmp)

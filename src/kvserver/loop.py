@@ -381,6 +381,12 @@ class EventLoop:
             self.epoll.modify(client.fd, EPOLLIN | EPOLLOUT)
             client.writable_registered = True
 
+    def schedule_send(self, client: ClientState) -> None:
+        """Send `client`'s queued replies in this iteration's before_sleep (a parked client answered
+        because of another client's command or the cron: kvserver.commands.blocking)."""
+        if client.sock is not None:
+            self._pending[client] = None
+
     def schedule_close(self, client: ClientState) -> None:
         """Close a client after this iteration's replies (CLIENT KILL)."""
         self._to_close.append(client)

@@ -27,11 +27,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from kvserver.client import ClientState
-from kvserver.commands import build_command_table
+from kvserver.commands import blocking, build_command_table
 from kvserver.commands.table import Command
 from kvserver.config import Config
 from kvserver.keyspace import Keyspace
-from kvserver.replies import NO_REPLY, OK, CommandError, ErrorReply, wrong_arity
+from kvserver.replies import BLOCKED, NO_REPLY, OK, CommandError, ErrorReply, wrong_arity
 from kvserver.resp import BULK_HEADERS, encode_reply
 
 if TYPE_CHECKING:
@@ -91,6 +91,11 @@ class ServerState:
         self.clients: dict[int, ClientState] = {}
         self.next_client_id = 1
         self.watched: dict[tuple[int, bytes], set[ClientState]] = {}
+        # Clients parked by blocking commands (loop state: survives live patches as data). The two
+        # dicts are the dispatcher's one-read checks; kvserver.commands.blocking mutates them in place.
+        self.blocking = blocking.Blocking()
+        self.blocked_clients = self.blocking.by_client
+        self.blocked_keys = self.blocking.by_key
         self.stats = Stats()
         self.aof: AppendOnlyFile | None = None
         self.persistence: Any = None  # kvserver.persistence.Persistence, set when --dir is given
@@ -128,6 +133,8 @@ class ServerState:
 
     def forget_client(self, client: ClientState) -> None:
         self.unwatch_all(client)
+        if self.blocked_clients:
+            blocking.forget(self, client)
         self.clients.pop(client.id, None)
 
     # ----------------------------------------------------------------------------------- dispatch
@@ -139,12 +146,17 @@ class ServerState:
         Every line here runs once per request, so each one was weighed (about 1,000 machine
         instructions per Python-level operation): see docs/performance.md before adding one.
         """
+        blocked = self.blocked_clients
+        if blocked and client in blocked:
+            blocked[client].backlog.extend(commands)  # a parked client's requests wait their turn
+            return
         table = self._dispatch
         append = client.out.append
         ctx = client.ctx
         ctx.now_ms = self.now_ms  # ctx.db is kept in step by select(), the only writer of db_index
         executed = 0
-        for argv in commands:
+        pending = iter(commands)
+        for argv in pending:
             if client.close_after_reply:
                 break  # after QUIT or SHUTDOWN nothing more is executed
             row = table.get(argv[0])
@@ -185,7 +197,12 @@ class ServerState:
             if is_write:
                 propagation = ctx.propagation
                 if propagation is None:
-                    if self.aof is None and not self.watched and not self.loading:
+                    if (
+                        self.aof is None
+                        and not self.watched
+                        and not self.loading
+                        and not self.blocked_keys
+                    ):
                         # after_write's whole effect when nothing watches, logs or replays (the
                         # benchmark's case): a Python call less per write. (exec_propagation is only
                         # set inside EXEC, whose commands go through call(), not through here.)
@@ -204,10 +221,15 @@ class ServerState:
                 append(b"\r\n")
             elif reply is None:
                 append(b"_\r\n" if client.protocol == 3 else b"$-1\r\n")
+            elif reply is BLOCKED:
+                blocked[client].backlog.extend(pending)  # parked: the rest waits for its answer
+                break
             elif reply is not NO_REPLY:
                 append(encode_reply(reply, client.protocol))
         if executed:
             self.stats.commands_processed += executed
+        if self.blocking.ready:
+            blocking.serve_ready(self)
 
     def _reject(self, client: ClientState, message: str) -> None:
         """A command refused before it ran; inside MULTI it dooms the transaction (EXECABORT)."""
@@ -251,10 +273,11 @@ class ServerState:
         self, db_index: int, cmd: Command, argv: list[bytes], logged: list[list[bytes]]
     ) -> None:
         self.dirty += 1
-        if self.watched:
-            self.touch_keys(
-                db_index, [argv[i] for i in cmd.key_positions(len(argv)) if i < len(argv)]
-            )
+        if self.watched or self.blocked_keys:
+            keys = [argv[i] for i in cmd.key_positions(len(argv)) if i < len(argv)]
+            self.touch_keys(db_index, keys)
+            if self.blocked_keys:
+                blocking.signal_keys(self, db_index, cmd.name, keys)
         if self.loading:
             return
         if self.exec_propagation is not None:
@@ -301,6 +324,8 @@ class ServerState:
                 self.stats.expired_keys += db.active_expire_cycle(now_ms, budget)
         if self.persistence is not None:
             self.persistence.cron(now_ms)
+        if self.blocked_clients:
+            blocking.expire(self, now_ms)
 
     def run_replay_command(self, client: ClientState, argv: list[bytes]) -> Any:
         """Execute one logged command while loading (no propagation back into the log)."""

@@ -29,6 +29,7 @@ MODULES = (
     "bitmaps",
     "hyperloglog",
     "lcs",
+    "blocking",
 )
 
 

@@ -184,10 +184,26 @@ def client_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
         return _client_kill(ctx, argv)
     if sub in (b"NO-EVICT", b"NO-TOUCH") and len(argv) == 3:
         return OK
+    if sub == b"UNBLOCK" and len(argv) in (3, 4):
+        return _client_unblock(ctx, argv)
     raise CommandError(
         f"ERR unknown subcommand or wrong number of arguments for '{argv[1].decode(errors='replace')}'. "
         "Try CLIENT HELP."
     )
+
+
+def _client_unblock(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    """CLIENT UNBLOCK id [TIMEOUT|ERROR]: 1 if that client was parked by a blocking command."""
+    from kvserver.commands import blocking
+
+    try:
+        client_id = int(argv[2])
+    except ValueError:
+        raise CommandError("ERR value is not an integer or out of range") from None
+    mode = argv[3].upper() if len(argv) == 4 else b"TIMEOUT"
+    if mode not in (b"TIMEOUT", b"ERROR"):
+        raise CommandError("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")
+    return int(blocking.unblock(ctx.server, client_id, mode == b"ERROR"))
 
 
 def _client_kill(ctx: CommandContext, argv: list[bytes]) -> Reply:

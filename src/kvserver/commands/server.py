@@ -74,7 +74,7 @@ def _section_clients(server: Any) -> list[str]:
     return [
         f"connected_clients:{connected}",
         f"maxclients:{server.config.maxclients}",
-        "blocked_clients:0",
+        f"blocked_clients:{len(server.blocking.by_client)}",
         f"watching_clients:{len({c.id for cs in server.watched.values() for c in cs})}",
     ]
 
