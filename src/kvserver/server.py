@@ -112,8 +112,12 @@ class ServerState:
         self._write_names = frozenset(n for n, c in self.table.items() if "write" in c.flags)
         # The hot path's view of the table: (handler, arity, is_write, row). Handlers are patched in place
         # (their __code__ is swapped), so holding the function objects here stays correct.
-        self._dispatch: dict[bytes, tuple[Any, int, bool, Command]] = {
-            n: (c.handler, c.arity, n in self._write_names, c) for n, c in self.table.items()
+        # INFO commandstats: [calls, rejected_calls, failed_calls] per command, one list per row so
+        # the hot path bumps a counter without a dict lookup.
+        self.command_stats: dict[bytes, list[int]] = {n: [0, 0, 0] for n in self.table}
+        self._dispatch: dict[bytes, tuple[Any, int, bool, Command, list[int]]] = {
+            n: (c.handler, c.arity, n in self._write_names, c, self.command_stats[n])
+            for n, c in self.table.items()
         }
 
     # ------------------------------------------------------------------------------------ clients
@@ -165,22 +169,26 @@ class ServerState:
                 if row is None:
                     self._reject(client, unknown_command_error(argv))
                     continue
-            handler, arity, is_write, cmd = row
+            handler, arity, is_write, cmd, counts = row
             # Exact-arity match first: the common case costs one len() and one comparison.
             if len(argv) != arity and (arity > 0 or len(argv) < -arity):
+                counts[1] += 1
                 self._reject(client, wrong_arity(cmd.name.decode()))
                 continue
             if not client.authenticated and "no-auth" not in cmd.flags:
+                counts[1] += 1
                 self._reject(client, NOAUTH)
                 continue
             if client.multi is not None and cmd.name not in _MULTI_EXEMPT:
                 if "no-multi" in cmd.flags:
+                    counts[1] += 1
                     self._reject(client, "ERR Command not allowed inside a transaction")
                     continue
                 client.multi.append((cmd, argv))
                 append(b"+QUEUED\r\n")
                 continue
             executed += 1
+            counts[0] += 1
             # Before the handler runs: CLIENT LIST shows the caller's own command.
             client.last_cmd = cmd.name
             if is_write:
@@ -188,6 +196,7 @@ class ServerState:
             try:
                 reply = handler(ctx, argv)
             except CommandError as exc:
+                counts[2] += 1
                 append(b"-" + exc.message.replace("\r", " ").replace("\n", " ").encode() + b"\r\n")
                 continue
             except Exception:
@@ -253,10 +262,15 @@ class ServerState:
         if is_write:
             ctx.propagation = None
         self.stats.commands_processed += 1
+        counts = self.command_stats.get(cmd.name)
+        if counts is not None:
+            counts[0] += 1
         client.last_cmd = cmd.name
         try:
             reply = cmd.handler(ctx, argv)
         except CommandError as exc:
+            if counts is not None:
+                counts[2] += 1
             return ErrorReply(exc.message)
         except Exception:
             log.exception("command %r failed; the client and the server carry on", cmd.name)

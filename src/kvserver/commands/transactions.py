@@ -36,6 +36,7 @@ def discard_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
         raise CommandError("ERR DISCARD without MULTI")
     client.multi = None
     client.multi_error = False
+    ctx._extra.pop("watched_alive", None)
     ctx.server.unwatch_all(client)
     return OK
 
@@ -51,7 +52,8 @@ def exec_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
         client.multi_error = False
         server.unwatch_all(client)
         raise CommandError(EXECABORT)
-    if client.dirty_cas:
+    expired = _watched_key_expired(ctx)
+    if client.dirty_cas or expired:
         server.unwatch_all(client)
         return NULL_ARRAY
     server.unwatch_all(client)  # like Redis: unwatch before running, so our own writes don't matter
@@ -72,11 +74,33 @@ def exec_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
 def watch_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     if ctx.client.multi is not None:
         raise CommandError("ERR WATCH inside MULTI is not allowed")
+    # The keys alive now: one that is gone at EXEC without being touched expired meanwhile, and
+    # Redis 7 counts that as a change (a deletion by a command or a flush touches it anyway).
+    alive = ctx._extra.setdefault("watched_alive", set())
+    if not ctx.client.watched:
+        alive.clear()  # a new WATCH session (what an earlier one left, e.g. before RESET, is void)
+    for key in argv[1:]:
+        item = (ctx.client.db_index, key)
+        if item not in ctx.client.watched and ctx.db.lookup(key, ctx.now_ms) is not None:
+            alive.add(item)
     ctx.server.watch(ctx.client, argv[1:])
     return OK
 
 
+def _watched_key_expired(ctx: CommandContext) -> bool:
+    """A key alive at WATCH that no longer exists (only expiry removes a key without a touch)."""
+    alive = ctx._extra.pop("watched_alive", None)
+    if not alive:
+        return False
+    databases = ctx.server.databases
+    return any(
+        item in ctx.client.watched and databases[item[0]].lookup(item[1], ctx.now_ms) is None
+        for item in alive
+    )
+
+
 def unwatch_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    ctx._extra.pop("watched_alive", None)
     ctx.server.unwatch_all(ctx.client)
     return OK
 
