@@ -101,12 +101,20 @@ class ClientState:
         self.out.clear()
         self.out_pending = b""
 
+    def local_addr(self) -> str:
+        """The server's end of the connection, ip:port (CLIENT LIST laddr=, CLIENT KILL LADDR)."""
+        try:
+            host, port = self.sock.getsockname()[:2]  # type: ignore[union-attr]
+        except (OSError, AttributeError, ValueError):
+            return ""
+        return f"{host}:{port}"
+
     def info_line(self, now: float) -> str:
         """One CLIENT LIST line (Redis's field names; fields kvserver does not track are omitted)."""
         name = (self.name or b"").decode(errors="replace")
         flags = "x" if self.multi is not None else "N"
         return (
-            f"id={self.id} addr={self.addr} laddr= fd={self.fd} name={name} "
+            f"id={self.id} addr={self.addr} laddr={self.local_addr()} fd={self.fd} name={name} "
             f"age={int(now - self.created)} idle={int(now - self.last_interaction)} flags={flags} "
             f"db={self.db_index} sub=0 psub=0 ssub=0 multi={len(self.multi) if self.multi is not None else -1} "
             f"qbuf={self.parser.buffered()} obl={sum(map(len, self.out))} oll={len(self.out)} "

@@ -27,7 +27,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from kvserver.client import ClientState
-from kvserver.commands import blocking, build_command_table
+from kvserver.commands import blocking, build_command_table, transactions
 from kvserver.commands.table import Command
 from kvserver.config import Config
 from kvserver.keyspace import Keyspace
@@ -173,7 +173,10 @@ class ServerState:
             # Exact-arity match first: the common case costs one len() and one comparison.
             if len(argv) != arity and (arity > 0 or len(argv) < -arity):
                 counts[1] += 1
-                self._reject(client, wrong_arity(cmd.name.decode()))
+                error = wrong_arity(cmd.name.decode())
+                if cmd.name == b"EXEC":
+                    error = transactions.abort_exec(self, client, error)
+                self._reject(client, error)
                 continue
             if not client.authenticated and "no-auth" not in cmd.flags:
                 counts[1] += 1

@@ -10,7 +10,7 @@ tail can never replay half of one.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kvserver.commands.table import Command, command
 from kvserver.replies import NULL_ARRAY, OK, CommandError, Reply
@@ -19,6 +19,16 @@ if TYPE_CHECKING:
     from kvserver.context import CommandContext
 
 EXECABORT = "EXECABORT Transaction discarded because of previous errors."
+
+
+def abort_exec(server: Any, client: Any, error: str) -> str:
+    """EXEC rejected before it ran (wrong arity), in MULTI or not: Redis discards any transaction,
+    forgets the WATCHes and answers EXECABORT with the reason (rejectCommand -> execCommandAbort)."""
+    client.multi = None
+    client.multi_error = False
+    server.unwatch_all(client)
+    reason = error[4:] if error.startswith("ERR ") else error
+    return f"EXECABORT Transaction discarded because of: {reason}"
 
 
 def multi_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
