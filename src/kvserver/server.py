@@ -27,7 +27,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from kvserver.client import ClientState
-from kvserver.commands import blocking, build_command_table, transactions
+from kvserver.commands import blocking, build_command_table, pubsub, transactions
 from kvserver.commands.table import Command
 from kvserver.config import Config
 from kvserver.keyspace import Keyspace
@@ -96,6 +96,10 @@ class ServerState:
         self.blocking = blocking.Blocking()
         self.blocked_clients = self.blocking.by_client
         self.blocked_keys = self.blocking.by_key
+        # Pub/sub subscriptions (loop state, kvserver.commands.pubsub); `subscribers` is the
+        # dispatcher's one-read check for RESP2 clients in the subscribed context.
+        self.pubsub = pubsub.PubSub()
+        self.subscribers = self.pubsub.by_client
         self.stats = Stats()
         self.aof: AppendOnlyFile | None = None
         self.persistence: Any = None  # kvserver.persistence.Persistence, set when --dir is given
@@ -139,6 +143,8 @@ class ServerState:
         self.unwatch_all(client)
         if self.blocked_clients:
             blocking.forget(self, client)
+        if self.subscribers:
+            pubsub.forget(self, client)
         self.clients.pop(client.id, None)
 
     # ----------------------------------------------------------------------------------- dispatch
@@ -153,6 +159,10 @@ class ServerState:
         blocked = self.blocked_clients
         if blocked and client in blocked:
             blocked[client].backlog.extend(commands)  # a parked client's requests wait their turn
+            return
+        subscribers = self.subscribers
+        if subscribers and client in subscribers and not self.pubsub.inside:
+            pubsub.process_subscribed(self, client, commands)  # RESP2: a restricted context
             return
         table = self._dispatch
         append = client.out.append

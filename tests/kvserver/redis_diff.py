@@ -114,6 +114,10 @@ class Conn:
         except redis.ResponseError as exc:
             return ("error", str(exc))
 
+    def read_push(self) -> Any:
+        """The next frame, a RESP3 push included (pub/sub messages and confirmations)."""
+        return self.c.read_response(push_request=True)
+
     def __call__(self, *args: Any) -> Any:
         self.send(*args)
         return self.read()

@@ -30,6 +30,7 @@ MODULES = (
     "hyperloglog",
     "lcs",
     "blocking",
+    "pubsub",
 )
 
 

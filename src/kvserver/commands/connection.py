@@ -31,6 +31,12 @@ NOPASS = (
 def ping_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     if len(argv) > 2:
         raise CommandError(wrong_arity("ping"))
+    if ctx.server.subscribers:
+        from kvserver.commands.pubsub import subscribed_ping
+
+        reply = subscribed_ping(ctx, argv)
+        if reply is not None:
+            return reply
     return argv[1] if len(argv) == 2 else PONG
 
 
@@ -119,6 +125,10 @@ def reset_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     client.multi = None
     client.multi_error = False
     ctx.server.unwatch_all(client)
+    if ctx.server.subscribers:
+        from kvserver.commands.pubsub import forget
+
+        forget(ctx.server, client)
     ctx.server.select(ctx, 0)
     client.protocol = 2
     client.name = None
