@@ -27,7 +27,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from kvserver.client import ClientState
-from kvserver.commands import blocking, build_command_table, pubsub, transactions
+from kvserver.commands import blocking, build_command_table, pubsub, reply_mode, transactions
 from kvserver.commands.table import Command
 from kvserver.config import Config
 from kvserver.keyspace import Keyspace
@@ -100,6 +100,9 @@ class ServerState:
         # dispatcher's one-read check for RESP2 clients in the subscribed context.
         self.pubsub = pubsub.PubSub()
         self.subscribers = self.pubsub.by_client
+        # CLIENT REPLY OFF/SKIP (kvserver.commands.reply_mode); `muted` is the dispatcher's check.
+        self.reply_modes = reply_mode.ReplyModes()
+        self.muted = self.reply_modes.by_client
         self.stats = Stats()
         self.aof: AppendOnlyFile | None = None
         self.persistence: Any = None  # kvserver.persistence.Persistence, set when --dir is given
@@ -145,6 +148,8 @@ class ServerState:
             blocking.forget(self, client)
         if self.subscribers:
             pubsub.forget(self, client)
+        if self.muted:
+            reply_mode.forget(self, client)
         self.clients.pop(client.id, None)
 
     # ----------------------------------------------------------------------------------- dispatch
@@ -159,6 +164,10 @@ class ServerState:
         blocked = self.blocked_clients
         if blocked and client in blocked:
             blocked[client].backlog.extend(commands)  # a parked client's requests wait their turn
+            return
+        muted = self.muted
+        if muted and client in muted and not self.reply_modes.inside:
+            reply_mode.process_muted(self, client, commands)  # CLIENT REPLY OFF/SKIP
             return
         subscribers = self.subscribers
         if subscribers and client in subscribers and not self.pubsub.inside:

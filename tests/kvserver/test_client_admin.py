@@ -77,3 +77,28 @@ def test_exec_with_arguments_aborts_the_transaction(diff: Any) -> None:
         ("MULTI",),
         ("EXEC",),
     )
+
+
+def test_client_reply_off_skip_on(kv_shared: Any, redis_reference: Any) -> None:
+    def scenario(connect: Callable[..., Conn]) -> list[Any]:
+        a = connect()
+        # Pipelined, then read: only the replies the server sends can be read back, in order.
+        for cmd in [
+            ("CLIENT", "REPLY", "SKIP"),
+            ("SET", "a", "1"),  # skipped
+            ("GET", "a"),  # answered
+            ("CLIENT", "REPLY", "OFF"),
+            ("INCR", "a"),
+            ("GET", "a"),
+            ("CLIENT", "REPLY", "SKIP"),  # no effect while OFF
+            ("CLIENT", "REPLY", "ON"),  # answered
+            ("GET", "a"),
+            ("CLIENT", "REPLY", "OFF"),
+            ("RESET",),  # back to ON, answered
+            ("CLIENT", "REPLY", "MAYBE"),
+            ("ECHO", "last"),
+        ]:
+            a.send(*cmd)
+        return [a.read() for _ in range(6)]
+
+    assert compare(kv_shared, redis_reference, scenario)[-1] == b"last"

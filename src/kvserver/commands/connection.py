@@ -129,6 +129,10 @@ def reset_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
         from kvserver.commands.pubsub import forget
 
         forget(ctx.server, client)
+    if ctx.server.muted:
+        from kvserver.commands import reply_mode
+
+        reply_mode.forget(ctx.server, client)
     ctx.server.select(ctx, 0)
     client.protocol = 2
     client.name = None
@@ -205,6 +209,10 @@ def client_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
         if argv[2].lower() not in (b"on", b"off"):
             raise CommandError(SYNTAX)
         return OK  # no eviction and no LRU/LFU clock here: accepted, nothing to change
+    if sub == b"REPLY" and len(argv) == 3:
+        from kvserver.commands.reply_mode import client_reply
+
+        return client_reply(ctx, argv[2])
     if sub == b"UNBLOCK" and len(argv) in (3, 4):
         return _client_unblock(ctx, argv)
     raise CommandError(
