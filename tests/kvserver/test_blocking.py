@@ -206,3 +206,32 @@ def test_a_live_patch_goes_through_with_clients_parked(kv_factory):
             conn.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_served_pops_are_logged_as_their_twins_and_replay(kv_factory, tmp_path):
+    """The AOF holds LPOP/LMOVE/ZPOPMIN for served blocking pops, never a blocking command, so a
+    restart replays to the same data (and a replayed BLPOP could not wait for anything)."""
+    data = tmp_path / "data"
+    srv = kv_factory("--dir", str(data), "--appendfsync", "always", "--save", "")
+    ctl, a, b, c = (Conn(srv.host, srv.port) for _ in range(4))
+    a.send("BLPOP", "l", "0")
+    b.send("BLMOVE", "m", "dst", "LEFT", "RIGHT", "0")
+    c.send("BZPOPMIN", "z", "0")
+    wait_blocked(ctl, 3)
+    ctl("RPUSH", "l", "1", "2")
+    ctl("RPUSH", "m", "x", "y")
+    ctl("ZADD", "z", "1", "one", "2", "two")
+    assert [a.read(), b.read(), c.read()] == [[b"l", b"1"], b"x", [b"z", b"one", b"1"]]
+    before = [ctl("LRANGE", "l", 0, -1), ctl("LRANGE", "m", 0, -1), ctl("LRANGE", "dst", 0, -1),
+              ctl("ZRANGE", "z", 0, -1)]  # fmt: skip
+    for conn in (ctl, a, b, c):
+        conn.close()
+    log = b"".join(p.read_bytes() for p in sorted(data.glob("appendonly*.aof")))
+    assert b"BLPOP" not in log.upper() and b"BZPOPMIN" not in log.upper()
+    srv.stop()
+    again = kv_factory("--dir", str(data), "--appendfsync", "always", "--save", "")
+    ctl = Conn(again.host, again.port)
+    after = [ctl("LRANGE", "l", 0, -1), ctl("LRANGE", "m", 0, -1), ctl("LRANGE", "dst", 0, -1),
+             ctl("ZRANGE", "z", 0, -1)]  # fmt: skip
+    assert after == before == [[b"2"], [b"y"], [b"x"], [b"two"]]
+    ctl.close()
