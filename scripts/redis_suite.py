@@ -95,7 +95,7 @@ def parse_output(text: str) -> UnitRun:
     seen: Counter[str] = Counter()
     finished = False
     lines = ANSI.sub("", text).splitlines()
-    for i, line in enumerate(lines):
+    for line in lines:
         if re.match(r"^\[\d+/\d+ done\]: ", line):
             finished = True
         if line.startswith("[TIMEOUT]"):
@@ -106,8 +106,7 @@ def parse_output(text: str) -> UnitRun:
             continue
         status, data = m.groups()
         if status == "exception":
-            detail = " | ".join(x.strip() for x in lines[i + 1 : i + 4] if x.strip())
-            run.crashed = f"exception: {data.strip()} {detail}".strip()
+            run.crashed = f"exception: {data.strip()[:200]}"
             continue
         name = OK_ELAPSED.sub("", data) if status == "ok" else ERR_WHERE.sub("", data)
         seen[name] += 1
@@ -225,6 +224,7 @@ def report(scores: list[UnitScore], as_json: bool) -> None:
         state = f"CRASHED: {s.kv_crashed}" if s.kv_crashed else "complete"
         if s.redis_crashed:
             state += f" (Redis run: {s.redis_crashed})"
+        state = state.replace("|", "/")  # a table cell
         print(f"| {s.unit} | {s.redis_passed} | {s.kv_passed} | {s.percent:.1f} | {state} |")
     print(f"| **total** | **{total_r}** | **{total_k}** | **{pct:.1f}** | |")
     for s in scores:
