@@ -45,7 +45,13 @@ def test_timeouts_and_bad_timeouts(kv_shared, redis_reference):
             a("BZPOPMIN", "z", "0.01"),
             a("BLMOVE", "s", "d", "LEFT", "RIGHT", "0.01"),
         ]
-        out += [a("BLPOP", "l", "-1"), a("BLPOP", "l", "abc"), a("BRPOP", "l", "inf")]
+        out += [
+            a("BLPOP", "l", "-1"),
+            a("BLPOP", "l", "abc"),
+            a("BRPOP", "l", "inf"),
+            a("BLPOP", "l", "1e300"),
+            a("BLPOP", "l", "-inf"),
+        ]
         out += [
             a("BLMPOP", "0", "0", "l", "LEFT"),
             a("BLMPOP", "0", "1", "l", "UP"),

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from tests.kvserver.redis_diff import Conn, compare
+from tests.kvserver.redis_diff import Conn, compare, wait_blocked
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -104,3 +104,35 @@ def test_subscriptions_survive_a_live_patch(kv_factory: Any) -> None:
             conn.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_client_list_flags_and_kill_by_type(kv_shared: Any, redis_reference: Any) -> None:
+    def fields(conn: Conn) -> dict[str, str]:
+        info = conn("CLIENT", "INFO")
+        return dict(kv.split("=", 1) for kv in info.decode().split())
+
+    def scenario(connect: Callable[..., Conn]) -> list[Any]:
+        ctl, sub, parked = connect(), connect(), connect()
+        sub_id, parked_id = sub("CLIENT", "ID"), parked("CLIENT", "ID")
+        sub.send("SUBSCRIBE", "a", "b")
+        sub.send("PSUBSCRIBE", "p*")
+        out = [sub.read(), sub.read(), sub.read()]
+        parked.send("BLPOP", "nothing", "0")
+        wait_blocked(ctl, 1)
+        lines = {
+            int(f["id"]): f
+            for f in (
+                dict(kv.split("=", 1) for kv in line.split())
+                for line in ctl("CLIENT", "LIST").decode().splitlines()
+            )
+        }
+        for cid in (sub_id, parked_id):
+            out.append({k: lines[cid][k] for k in ("flags", "sub", "psub", "cmd")})
+        out += [fields(ctl)["flags"], ctl("CLIENT", "KILL", "TYPE", "pubsub")]
+        out += [ctl("PUBSUB", "NUMSUB", "a")]
+        out += [ctl("CLIENT", "KILL", "TYPE", "normal")]  # the parked client (the caller is spared)
+        wait_blocked(ctl, 0)
+        return out
+
+    out = compare(kv_shared, redis_reference, scenario)
+    assert out[3]["flags"] == "P" and out[4]["flags"] == "b"

@@ -200,20 +200,25 @@ def is_blocked(server: Any, client: Any) -> bool:
 
 
 # ----------------------------------------------------------------------------------- arguments
-def parse_timeout(arg: bytes) -> int:
-    """A blocking command's timeout (seconds, a float) in ms, as Redis rounds it (up)."""
+def parse_timeout(arg: bytes, now_ms: int) -> int:
+    """A blocking command's timeout (seconds, a float) in ms, as Redis 7.0 computes it: ceil(s * 1000)
+    cast to a 64-bit integer, where x86 turns anything out of range (inf, 1e300) into LLONG_MIN, so
+    those are "negative" too; a deadline past LLONG_MAX is "out of range"."""
     try:
         seconds = float(arg)
     except ValueError:
         raise CommandError(TIMEOUT_NOT_FLOAT) from None
-    if math.isnan(seconds) or math.isinf(seconds) or arg.strip() != arg:
+    if math.isnan(seconds) or arg.strip() != arg:
         raise CommandError(TIMEOUT_NOT_FLOAT)
     ms = seconds * 1000.0
-    if ms > LLONG_MAX:
-        raise CommandError(TIMEOUT_RANGE)
-    if ms < 0:
+    if not -(2.0**63) <= ms < 2.0**63:
         raise CommandError(TIMEOUT_NEGATIVE)
-    return math.ceil(ms)
+    timeout = math.ceil(ms)
+    if timeout < 0:
+        raise CommandError(TIMEOUT_NEGATIVE)
+    if timeout > LLONG_MAX - now_ms:
+        raise CommandError(TIMEOUT_RANGE)
+    return timeout
 
 
 def _retrying(ctx: CommandContext) -> bool:
@@ -239,7 +244,7 @@ def _first_ready(ctx: CommandContext, keys: list[bytes], kind: type) -> bytes | 
 
 # ------------------------------------------------------------------------------------ handlers
 def _bpop(ctx: CommandContext, argv: list[bytes], left: bool) -> Reply:
-    timeout = parse_timeout(argv[-1])
+    timeout = parse_timeout(argv[-1], ctx.now_ms)
     keys = argv[1:-1]
     key = _first_ready(ctx, keys, deque)
     if key is None:
@@ -268,7 +273,7 @@ def _side(arg: bytes) -> bytes:
 
 
 def _bmove(ctx: CommandContext, argv: list[bytes], src_side: bytes, dst_side: bytes) -> Reply:
-    timeout = parse_timeout(argv[-1])
+    timeout = parse_timeout(argv[-1], ctx.now_ms)
     src, dst = argv[1], argv[2]
     if _first_ready(ctx, [src], deque) is None:
         return park(ctx, argv, [src], timeout, None)
@@ -290,7 +295,7 @@ def _bmpop(
     ctx: CommandContext, argv: list[bytes], kind: type, twin: bytes, sides: tuple[bytes, bytes]
 ) -> Reply:
     """BLMPOP / BZMPOP timeout numkeys key [key ...] side [COUNT n]: the twin on the first ready key."""
-    timeout = parse_timeout(argv[1])
+    timeout = parse_timeout(argv[1], ctx.now_ms)
     numkeys = parse_numkeys(argv, 2, SYNTAX)
     parse_mpop_tail(argv, 3 + numkeys, sides)
     keys = argv[3 : 3 + numkeys]
@@ -310,7 +315,7 @@ def bzmpop_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
 
 
 def _bzpop(ctx: CommandContext, argv: list[bytes], maximum: bool) -> Reply:
-    timeout = parse_timeout(argv[-1])
+    timeout = parse_timeout(argv[-1], ctx.now_ms)
     keys = argv[1:-1]
     key = _first_ready(ctx, keys, SortedSet)
     if key is None:

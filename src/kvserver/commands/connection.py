@@ -268,8 +268,13 @@ def _client_kill(ctx: CommandContext, argv: list[bytes]) -> Reply:
                 if kind not in _CLIENT_TYPES:
                     text = value.decode(errors="replace")
                     raise CommandError(f"ERR Unknown client type '{text}'")
-                if kind != b"normal":
-                    clients = []  # no replicas, masters or subscribers here: all are normal
+                subscribers = server.pubsub.by_client
+                if kind == b"normal":
+                    clients = [c for c in clients if c not in subscribers]
+                elif kind == b"pubsub":
+                    clients = [c for c in clients if c in subscribers]
+                else:
+                    clients = []  # no replicas or masters here
             elif option == b"ADDR":
                 clients = [c for c in clients if c.addr.encode() == value]
             elif option == b"LADDR":
