@@ -114,9 +114,8 @@ class ClientState:
         name = (self.name or b"").decode(errors="replace")
         server = self.ctx.server
         subs = server.pubsub.by_client.get(self, ((), ()))
-        flags = (
-            "P" if subs[0] or subs[1] else ""
-        )  # Redis's order: P (pub/sub), x (MULTI), b (blocked)
+        # Redis's order: P (pub/sub), x (MULTI), b (blocked)
+        flags = "P" if subs[0] or subs[1] else ""
         flags += "x" if self.multi is not None else ""
         flags += "b" if self in server.blocking.by_client else ""
         return (
