@@ -398,8 +398,11 @@ class EventLoop:
             client.writable_registered = True
 
     def schedule_send(self, client: ClientState) -> None:
-        """Send the client's output in this iteration's before_sleep (held replies just released)."""
-        self._pending[client] = None
+        """Send `client`'s queued replies in this iteration's before_sleep: held replies just released
+        (replication), or a parked client answered because of another client's command or the cron
+        (kvserver.commands.blocking). A client without a socket (a replay's virtual client) has none."""
+        if client.sock is not None:
+            self._pending[client] = None
 
     def schedule_close(self, client: ClientState) -> None:
         """Close a client after this iteration's replies (CLIENT KILL)."""
