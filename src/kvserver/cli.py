@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from kvserver.config import DEFAULT_SAVE, Config, parse_save
+from livepatch.state_options import on_stale_option, resolve_state_dir, state_dir_option
 
 log = logging.getLogger("kvserver")
 
@@ -106,6 +107,8 @@ def _size(text: str) -> int:
     help="Public key whose signed patches the agent accepts (repeatable).",
 )
 @click.option("--allow-unsigned", is_flag=True, help="Let the agent accept unsigned patches.")
+@state_dir_option
+@on_stale_option
 @click.option(
     "--no-livepatch",
     is_flag=True,
@@ -135,6 +138,8 @@ def serve_command(
     livepatch_socket: str | None,
     trusted_keys: tuple[str, ...],
     allow_unsigned: bool,
+    state_dir: str | None,
+    on_stale: str,
     no_livepatch: bool,
     loglevel: str,
 ) -> None:
@@ -177,7 +182,10 @@ def serve_command(
     )
     if config.appendonly and not data_dir:
         raise click.UsageError("--appendonly yes needs --dir")
-    sys.exit(run_server(config, livepatch_socket, list(trusted_keys), allow_unsigned))
+    agent_options = {"state_dir": resolve_state_dir(state_dir), "on_stale": on_stale}
+    sys.exit(
+        run_server(config, livepatch_socket, list(trusted_keys), allow_unsigned, agent_options)
+    )
 
 
 def run_server(
@@ -185,8 +193,10 @@ def run_server(
     livepatch_socket: str | None = None,
     trusted_keys: list[str] | None = None,
     allow_unsigned: bool = False,
+    agent_options: dict[str, Any] | None = None,
 ) -> int:
-    """Load, listen, announce readiness, serve until SHUTDOWN/SIGTERM. Returns the exit status."""
+    """Load, listen, announce readiness, serve until SHUTDOWN/SIGTERM. Returns the exit status.
+    agent_options: more keyword arguments of livepatch.Agent (state_dir, on_stale)."""
     from kvserver.loop import EventLoop
     from kvserver.server import ServerState
 
@@ -214,7 +224,7 @@ def run_server(
     config.port = listener.getsockname()[1]
     loop = EventLoop(server, listener)
     agent = (
-        _start_agent(livepatch_socket, trusted_keys or [], allow_unsigned)
+        _start_agent(livepatch_socket, trusted_keys or [], allow_unsigned, agent_options or {})
         if config.livepatch
         else None
     )
@@ -233,7 +243,9 @@ def run_server(
     return 0
 
 
-def _start_agent(socket_path: str | None, trusted_keys: list[str], allow_unsigned: bool) -> Any:
+def _start_agent(
+    socket_path: str | None, trusted_keys: list[str], allow_unsigned: bool, options: dict[str, Any]
+) -> Any:
     if socket_path is None:
         return None
     try:
@@ -242,7 +254,10 @@ def _start_agent(socket_path: str | None, trusted_keys: list[str], allow_unsigne
         raise click.ClickException(f"the livepatch agent is unavailable: {exc}") from None
     try:
         agent = Agent(
-            socket_path=socket_path, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned
+            socket_path=socket_path,
+            trusted_keys=trusted_keys,
+            allow_unsigned=allow_unsigned,
+            **options,
         )
         agent.start()
     except (
