@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -103,8 +104,8 @@ class Server:
         self.proc.stop()
 
 
-def _applied_ids(reply: dict[str, object]) -> list[str]:
-    return [e["patch_id"] for e in reply["history"] if e["outcome"] == "applied"]  # type: ignore[index]
+def _applied_ids(reply: dict[str, Any]) -> list[str]:
+    return [e["patch_id"] for e in reply["history"] if e["outcome"] == "applied"]
 
 
 def _start_with_stack(stack: Stack, case: Path) -> list[str]:
@@ -135,7 +136,7 @@ def test_stack_is_reapplied_before_serving_included_when_deployed_refused_when_s
         assert entries_of(h, 2) == [(i, "apply", "applied") for i in ids]
         assert entries_of(h, 1) == [(i, "apply", "applied") for i in ids]  # the first start's
         starts = {s["start"]: s for s in h["starts"]}
-        assert starts[1]["pid"] != starts[2]["pid"] == server.proc.proc.pid  # type: ignore[union-attr]
+        assert starts[1]["pid"] != starts[2]["pid"] == server.proc.proc.pid
     finally:
         server.stop()
 
