@@ -43,6 +43,7 @@ from livepatch.agent import protocol
 from livepatch.agent.control import ControlServer
 from livepatch.agent.keeper import StateKeeper
 from livepatch.agent.mve_protocol import MveRequest
+from livepatch.agent.state_dir import RestoreNote
 from livepatch.errors import LivepatchError, PatchFailed
 from livepatch.patch import lpatch
 from livepatch.patch.hooks_info import defined_hooks
@@ -241,6 +242,11 @@ class Agent:
             applied=tuple(runtime.applied_patches()),
             statistics=runtime.statistics().to_dict(),
         )
+
+    @property
+    def restored(self) -> tuple[RestoreNote, ...]:
+        """What start() did with each kept patch (empty without a state directory or a kept stack)."""
+        return self._keeper.restore_notes if self._keeper is not None else ()
 
     def history(self) -> list[PatchResult]:
         """Every attempt, refusals made here included, oldest first (the runtime's one history)."""

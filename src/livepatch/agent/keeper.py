@@ -73,6 +73,10 @@ class StateKeeper:
         # leaves the stored stack as it was, for the operator to fix
 
     @property
+    def restore_notes(self) -> tuple[sd.RestoreNote, ...]:
+        return self._start.restore if self._start is not None else ()
+
+    @property
     def start_number(self) -> int:
         return self._start.start if self._start is not None else 0
 

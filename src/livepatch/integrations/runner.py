@@ -121,6 +121,9 @@ def run(
         ) from exc
     assert agent is not None
     print(f"livepatch: agent listening on {socket_path}", file=sys.stderr, flush=True)
+    if agent.restored:
+        done = ", ".join(f"{n.patch_id} {n.outcome}" for n in agent.restored)
+        print(f"livepatch: kept patches: {done}", file=sys.stderr, flush=True)
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _terminate_like_python(agent))
     try:
