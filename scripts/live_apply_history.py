@@ -18,7 +18,8 @@ PATH is a clone or a bare repository (for kvserver, this repository). For each p
    it changes, taken from the new commit) run by pytest *inside the patched process* against the same
    tests in a fresh process at the new commit (`tests`). Test files that start the server in a subprocess
    (which would run the code on disk) are left out and counted. kvserver's tests all start their own
-   server processes, so kvserver is compared by code only.
+   server processes, so kvserver is compared by what it answers instead: KV_PROBE's commands sent to the
+   patched server and to a fresh kvserver at the new commit.
 
 A commit passes when the patch applied, no request failed during the apply, the code matches, and every
 test has the outcome it has in the fresh process. The table goes to stdout (and --markdown FILE).
@@ -183,8 +184,8 @@ def start_target(
         time.sleep(0.1)
     proc.kill()
     proc.wait()
-    tail = log.read_text(errors="replace")[-600:]
-    raise RuntimeError(f"the server at the old commit did not start: {tail!r}")
+    lines = log.read_text(errors="replace").strip().splitlines() or ["(no output)"]
+    raise RuntimeError(f"the server at the old commit did not start: {lines[-1][:160]}")
 
 
 class Load:
@@ -252,6 +253,38 @@ class Load:
         return False
 
 
+# kvserver's tests start servers of their own, so it is compared by what it answers: the same commands,
+# sent to the patched server and to a fresh server at the new commit (replies, or error messages).
+KV_PROBE: list[tuple[str, ...]] = [
+    ("FLUSHALL",), ("PING",), ("ECHO", "hi"), ("SET", "s", "v"), ("GET", "s"), ("APPEND", "s", "w"),
+    ("STRLEN", "s"), ("GETRANGE", "s", "0", "0"), ("SETNX", "s", "x"), ("INCR", "n"),
+    ("INCRBY", "n", "5"), ("DECR", "n"), ("INCRBYFLOAT", "f", "1.5"), ("MSET", "a", "1", "b", "2"),
+    ("MGET", "a", "b", "zz"), ("DEL", "a"), ("EXISTS", "a", "b"), ("TYPE", "b"), ("RENAME", "b", "c"),
+    ("KEYS", "*"), ("EXPIRE", "c", "100"), ("TTL", "c"), ("PERSIST", "c"), ("TTL", "c"),
+    ("LPUSH", "l", "1", "2", "3"), ("RPUSH", "l", "4"), ("LRANGE", "l", "0", "-1"), ("LPOP", "l"),
+    ("LLEN", "l"), ("LINDEX", "l", "1"), ("HSET", "h", "f", "1", "g", "2"), ("HGET", "h", "f"),
+    ("HGETALL", "h"), ("HDEL", "h", "f"), ("HLEN", "h"), ("SADD", "set", "a", "b", "c"),
+    ("SISMEMBER", "set", "a"), ("SCARD", "set"), ("SREM", "set", "a"), ("ZADD", "z", "1", "a", "2", "b"),
+    ("ZRANGE", "z", "0", "-1", "WITHSCORES"), ("ZSCORE", "z", "b"), ("ZRANK", "z", "b"),
+    ("ZINCRBY", "z", "3", "a"), ("ZREVRANGE", "z", "0", "-1"), ("DBSIZE",), ("GET", "l"),
+    ("INCR", "s"), ("LPUSH", "s", "x"), ("NOSUCHCOMMAND",), ("GET",), ("SET", "k"),
+    ("EXPIRE", "s", "notanumber"), ("SELECT", "1"), ("SELECT", "99"),
+]  # fmt: skip
+
+
+def kv_probe(port: int) -> list[str]:
+    import redis
+
+    out = []
+    with redis.Redis(port=port, socket_timeout=WAIT_S) as r:
+        for cmd in KV_PROBE:
+            try:
+                out.append(repr(r.execute_command(*cmd)))
+            except redis.ResponseError as exc:
+                out.append(f"error: {exc}")
+    return out
+
+
 def ask(port: int, request: dict[str, Any], timeout: float = 600.0) -> Any:
     with (
         socket.create_connection(("127.0.0.1", port), timeout=timeout) as s,
@@ -271,6 +304,18 @@ def fresh(project: str, root: Path, args: list[str], work: Path) -> Any:
     if proc.returncode != 0:
         raise RuntimeError(f"the fresh process failed: {proc.stderr[-600:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def fresh_kv_probe(root: Path, work: Path) -> list[str]:
+    """The probe's replies from a fresh kvserver at the new commit."""
+    work.mkdir()
+    port = free_port()
+    proc, _ = start_target("kvserver", root, work, port, free_port())
+    try:
+        return kv_probe(port)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
 
 
 # A fresh process at the new commit: the target module's own functions, without serving.
@@ -337,6 +382,7 @@ def live_apply(project: str, repo: Path, commit: dict[str, Any], patch: Path, wo
             return row
         row.applied = "applied"
         patched = ask(probe, {"op": "fingerprints"})
+        patched_probe = kv_probe(port) if project == "kvserver" else []
         patched_tests = (
             ask(probe, {"op": "pytest", "args": [*test_args, "--rootdir", str(work / "newtests")]})
             if test_args
@@ -356,7 +402,17 @@ def live_apply(project: str, repo: Path, commit: dict[str, Any], patch: Path, wo
     differ = sorted(k for k, v in ref["fingerprints"].items() if patched.get(k) != v)
     row.code = "same" if not differ else f"{len(differ)} differ ({', '.join(differ[:2])})"
     if project == "kvserver":
-        row.tests = "n/a"
+        fresh_probe = fresh_kv_probe(new_root, work / "fresh")
+        differ_at = [
+            KV_PROBE[i][0]
+            for i, (a, b) in enumerate(zip(patched_probe, fresh_probe, strict=True))
+            if a != b
+        ]
+        row.tests = (
+            f"{len(KV_PROBE)} commands like fresh"
+            if not differ_at
+            else f"{len(differ_at)} of {len(KV_PROBE)} commands differ ({differ_at[0]})"
+        )
     elif not test_args:
         row.tests = "none"
     else:
