@@ -7,7 +7,8 @@ behaves like a fresh one at the new commit (issue 13, "Tests and measurements").
 PATH is a clone or a bare repository (for kvserver, this repository). For each project:
 1. `livepatch corpus` (scripts/patchability.py's PROJECTS: package, range, layout) over the history, with
    whatever the differ accepts today: rerunning this script after the differ changes gives the new table;
-2. a sample of `--sample` accepted commits, spread evenly over the accepted ones (oldest to newest);
+2. a sample of `--sample` accepted commits, spread evenly over the accepted ones (oldest to newest) whose
+   parent descends from HARNESS_SINCE (the oldest release whose API the harness servers use);
 3. for each: the package at the parent commit is started (scripts/live_apply_target.py: waitress serving a
    tiny WSGI app and h11 a small h11-based server, both unmodified under `livepatch run`; kvserver itself
    with its own agent), four client threads keep sending requests on keep-alive connections, the
@@ -51,6 +52,9 @@ TARGET = str(Path(__file__).resolve().with_name("live_apply_target.py"))
 READY = re.compile(r"READY \d+|kvserver ready on")
 WAIT_S = 60.0
 CLIENTS = 4
+# The harness speaks the API of these releases and later (h11.Connection(h11.SERVER),
+# waitress.create_server, Python 3.11): older commits are not sampled.
+HARNESS_SINCE = {"h11": "v0.5.0", "waitress": "v1.0.0"}
 SUBPROCESS = re.compile(r"\b(subprocess|multiprocessing|Popen|os\.fork)\b")
 
 
@@ -89,6 +93,12 @@ def changed_paths(repo: Path, sha: str) -> list[str]:
         [*git, "diff", "--name-only", f"{sha}^", sha], capture_output=True, text=True, timeout=60
     )
     return out.stdout.split()
+
+
+def descends_from(repo: Path, base: str, sha: str) -> bool:
+    git = ["git", "--git-dir" if (repo / "HEAD").exists() else "-C", str(repo)]
+    done = subprocess.run([*git, "merge-base", "--is-ancestor", base, f"{sha}^"], timeout=60)
+    return done.returncode == 0
 
 
 def parent(repo: Path, sha: str) -> str:
@@ -509,6 +519,10 @@ def main() -> None:
         _, doc = corpus(name, repo, out, args.limit)
         accepted = [c for c in doc["commits"] if c["outcome"] == "accepted"]
         counts[name] = (len(accepted), doc["summary"]["commits_changing_package"])
+        since = HARNESS_SINCE.get(name)
+        if since:
+            accepted = [c for c in accepted if descends_from(repo, since, c["sha"])]
+            print(f"{name}: {len(accepted)} accepted since {since}", file=sys.stderr, flush=True)
         for i, commit in enumerate(sample(accepted, args.sample)):
             patch = out / name / "patches" / f"{commit['sha'][:12]}.lpatch"
             work = Path(tempfile.mkdtemp(prefix=f"lah-{name}-"))  # short: a Unix socket path
