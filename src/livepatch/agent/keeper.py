@@ -15,6 +15,8 @@ Theory of operation
   remember() when an apply succeeds) and this start's history (the runtime's attempts since the agent
   started). The agent calls it after every apply and revert, on every status and history request, when
   a watch window ends, and at stop; so a rollback made by a watch window reaches the disk too.
+- A stacked patch the runtime of this process still has applied (an agent restarted in-process, a
+  promoted follower forked from its leader) is kept as it is, neither re-applied nor classified.
 - Limits: a patch applied in-process without the agent (runtime.apply_patch directly) has no document
   and is not kept; the log says so once per patch.
 """
@@ -111,14 +113,15 @@ class StateKeeper:
 
         assert self._start is not None
         notes: list[sd.RestoreNote] = []
-        in_process = runtime.applied_patches()
+        # An agent restarted inside the same process (or in a promoted follower, forked from the
+        # leader): what the runtime still has applied stays as it is.
+        in_process = set(runtime.applied_patches())
         ids = [s.patch_id for s, _ in stored]
-        # An agent restarted inside the same process: what the runtime still has applied stays.
-        kept = len(in_process) if ids[: len(in_process)] == in_process else 0
-        for s, _ in stored[:kept]:
-            self._stored[s.patch_id] = s
-            notes.append(sd.RestoreNote(s.patch_id, sd.KEPT, "still applied in this process"))
-        todo = stored[kept:]
+        for s, _ in stored:
+            if s.patch_id in in_process:
+                self._stored[s.patch_id] = s
+                notes.append(sd.RestoreNote(s.patch_id, sd.KEPT, "still applied in this process"))
+        todo = [(s, doc) for s, doc in stored if s.patch_id not in in_process]
         specs: list[PatchSpec] = []
         stale: sd.RestoreNote | None = None
         for s, doc in todo:
