@@ -116,7 +116,6 @@ class StateKeeper:
         # An agent restarted inside the same process (or in a promoted follower, forked from the
         # leader): what the runtime still has applied stays as it is.
         in_process = set(runtime.applied_patches())
-        ids = [s.patch_id for s, _ in stored]
         for s, _ in stored:
             if s.patch_id in in_process:
                 self._stored[s.patch_id] = s
@@ -154,10 +153,10 @@ class StateKeeper:
             notes.append(sd.RestoreNote(s.patch_id, sd.REAPPLIED, "before serving"))
         if stale is not None:
             notes.append(stale)
-            at = ids.index(stale.patch_id)
+            at = [s.patch_id for s, _ in todo].index(stale.patch_id)
             notes.extend(
                 sd.RestoreNote(s.patch_id, sd.DROPPED, f"stacked after {stale.patch_id}")
-                for s, _ in stored[at + 1 :]
+                for s, _ in todo[at + 1 :]
             )
         self._start = _replace(self._start, restore=tuple(notes))
         if stale is not None and self.on_stale == "refuse":
