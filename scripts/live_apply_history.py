@@ -113,7 +113,11 @@ def package_root(tree: Path, package: str, paths: str | None, dest: Path) -> Pat
     """A directory holding only the package (a link to it): what PYTHONPATH gets, so that nothing else
     of the tree (kvserver's tree holds an older livepatch, others a top-level `tests`) shadows anything."""
     dest.mkdir()
-    (dest / package).symlink_to((tree / paths if paths else tree) / package)
+    roots = (
+        [tree / paths] if paths else [tree, tree / "src"]
+    )  # as the corpus looks: root, then src/
+    found = next((r / package for r in roots if (r / package).is_dir()), roots[0] / package)
+    (dest / package).symlink_to(found)
     return dest
 
 
