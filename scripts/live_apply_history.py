@@ -514,6 +514,11 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="corpus over the N newest commits only")
     ap.add_argument("--out", type=Path, default=None, help="keep corpora and work trees here")
     ap.add_argument("--markdown", type=Path, default=None, help="also write the table here")
+    ap.add_argument(
+        "--reuse-corpus",
+        action="store_true",
+        help="read OUT/NAME/corpus.json (and its patches) from an earlier run instead of running the corpus",
+    )
     args = ap.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="lah-"))
     rows: list[Row] = []
@@ -524,7 +529,11 @@ def main() -> None:
             sys.exit(f"{spec!r}: give NAME=PATH with NAME one of {', '.join(PROJECTS)}")
         repo = Path(path).resolve()
         print(f"{name}: corpus ...", file=sys.stderr, flush=True)
-        _, doc = corpus(name, repo, out, args.limit)
+        kept = out / name / "corpus.json"
+        if args.reuse_corpus and kept.exists():
+            doc = json.loads(kept.read_text())
+        else:
+            _, doc = corpus(name, repo, out, args.limit)
         accepted = [c for c in doc["commits"] if c["outcome"] == "accepted"]
         counts[name] = (len(accepted), doc["summary"]["commits_changing_package"])
         since = HARNESS_SINCE.get(name)
