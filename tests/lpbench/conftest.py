@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.conftest import free_port, require_tool
 
 from lpbench.servers import RedisServer
+from tests.conftest import free_port, require_tool
 
 
 @pytest.fixture

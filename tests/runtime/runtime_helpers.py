@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
-from tests.fixtures.livefixtures import load_source
-
 from livepatch.runtime import threads
 from livepatch.runtime.threads import Priority, managed_thread, quiescence_point
+from tests.fixtures.livefixtures import load_source
 
 
 class Versioned:

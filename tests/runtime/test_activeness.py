@@ -15,7 +15,6 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from runtime_helpers import LoadedModules, fixture_source
 
 import livepatch
 from livepatch import (
@@ -28,6 +27,7 @@ from livepatch import (
     revert_patch,
     transition_flag,
 )
+from tests.runtime.runtime_helpers import LoadedModules, fixture_source
 
 V1 = fixture_source("app_v1.py")
 SERVE_CHANGED = V1.replace("        point()\n", "        point()\n        x = 1\n")

@@ -13,7 +13,6 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from runtime_helpers import LoadedModules, wait_for
 
 import livepatch
 from livepatch import (
@@ -27,6 +26,7 @@ from livepatch import (
 )
 from livepatch.runtime import patcher, threads
 from livepatch.runtime.registry import Priority, Registry, ThreadState
+from tests.runtime.runtime_helpers import LoadedModules, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from runtime_helpers import LoadedModules, wait_for
 
 import livepatch
 from livepatch import (
@@ -25,6 +24,7 @@ from livepatch import (
 )
 from livepatch.runtime.hook_runner import HookTimedOut, call_with_deadline
 from livepatch.runtime.patch_hooks import HookContext, PatchHooks
+from tests.runtime.runtime_helpers import LoadedModules, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from runtime_helpers import LoadedModules, wait_for
 
 import livepatch
 from livepatch import (
@@ -23,6 +22,7 @@ from livepatch import (
 )
 from livepatch.runtime import patcher
 from livepatch.runtime.watch import Watch
+from tests.runtime.runtime_helpers import LoadedModules, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 

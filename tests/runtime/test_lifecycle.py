@@ -12,7 +12,6 @@ from types import ModuleType
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from runtime_helpers import LoadedModules, fixture_source
 
 import livepatch
 from livepatch.errors import LivepatchError, PatchAborted, PatchFailed, PatchRefused, PatchVetoed
@@ -31,6 +30,7 @@ from livepatch.runtime.lifecycle import (
     PatchResult,
     State,
 )
+from tests.runtime.runtime_helpers import LoadedModules, fixture_source
 
 WIRE_OUTCOMES = {"applied", "reverted", "rolled-back", "refused", "aborted", "failed"}
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from runtime_helpers import LoadedModules, fixture_source, wait_for
 
 import livepatch
 from livepatch import (
@@ -26,6 +25,7 @@ from livepatch import (
     revert_patch,
 )
 from livepatch.runtime import patcher
+from tests.runtime.runtime_helpers import LoadedModules, fixture_source, wait_for
 
 V1 = fixture_source("app_v1.py")
 V2 = fixture_source("app_v2.py")

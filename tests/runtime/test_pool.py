@@ -23,7 +23,6 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from runtime_helpers import LoadedModules, fixture_source, wait_for
 
 import livepatch
 from livepatch import (
@@ -38,6 +37,7 @@ from livepatch import (
     set_priority,
 )
 from livepatch.runtime import threads
+from tests.runtime.runtime_helpers import LoadedModules, fixture_source, wait_for
 
 V1, V2 = fixture_source("app_v1.py"), fixture_source("app_v2.py")
 

@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable
 
 import pytest
-from runtime_helpers import Versioned, Workers, wait_for
 
 from livepatch.errors import PatchAborted, PatchRefused
 from livepatch.runtime import threads
@@ -26,6 +25,7 @@ from livepatch.runtime.threads import (
     remove_wakeup_hook,
     set_priority,
 )
+from tests.runtime.runtime_helpers import Versioned, Workers, wait_for
 
 
 def test_global_many_transitions_no_thread_sees_two_versions() -> None:

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-from runtime_helpers import LoadedModules, Versioned, Workers, fixture_source
 
 import livepatch
 from livepatch import Category, apply_patch, managed_thread, quiescence_point, revert_patch
@@ -20,6 +19,7 @@ from livepatch.runtime import quiescence, threads
 from livepatch.runtime.events import Recorder
 from livepatch.runtime.quiescence import run_global
 from livepatch.runtime.threads import Priority
+from tests.runtime.runtime_helpers import LoadedModules, Versioned, Workers, fixture_source
 
 THREADS = 16
 TRANSITIONS = 1000

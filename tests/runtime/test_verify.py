@@ -13,13 +13,13 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from runtime_helpers import LoadedModules, fixture_source
 
 import livepatch
 from livepatch import Category, PatchRefused, Refusal, apply_patch, patch_from_sources, revert_patch
 from livepatch.runtime import patcher, verify
 from livepatch.runtime.events import Event
 from livepatch.runtime.lifecycle import Action, EventName, Outcome, PatchResult
+from tests.runtime.runtime_helpers import LoadedModules, fixture_source
 
 V1 = fixture_source("app_v1.py")
 V2 = fixture_source("app_v2.py")

@@ -13,10 +13,10 @@ import threading
 from types import ModuleType
 
 import pytest
-from tests.sqlserver.conftest import APP_V1, APP_V2, POLICIES, LineServer
 
 import livepatch
 from livepatch import Category
+from tests.sqlserver.conftest import APP_V1, APP_V2, POLICIES, LineServer
 
 pytestmark = pytest.mark.timeout(120)
 

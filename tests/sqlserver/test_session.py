@@ -7,7 +7,6 @@ import struct
 import threading
 
 import pytest
-from tests.sqlserver.session_helpers import SessionClient, new_state
 
 from sqlserver.protocol import (
     PROTOCOL_3_0,
@@ -38,6 +37,7 @@ from sqlserver.protocol import (
     Terminate,
     encode_frontend,
 )
+from tests.sqlserver.session_helpers import SessionClient, new_state
 
 
 @pytest.fixture
