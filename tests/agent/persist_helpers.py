@@ -14,9 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent_helpers import cli
-
 from lpbench.servers import ManagedProcess
+from tests.agent.agent_helpers import cli
 
 LIVEPATCH = str(Path(sys.executable).parent / "livepatch")
 

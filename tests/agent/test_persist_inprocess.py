@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agent_helpers import socket_dir
 
 import livepatch
 from livepatch.agent import client, protocol
@@ -18,6 +17,7 @@ from livepatch.agent import state_dir as sd
 from livepatch.patch import lpatch
 from livepatch.patch.diff import patch_from_sources
 from livepatch.patch.model import Category
+from tests.agent.agent_helpers import socket_dir
 
 pytestmark = pytest.mark.timeout(60)
 

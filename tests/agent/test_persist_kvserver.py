@@ -24,10 +24,17 @@ from typing import Any
 
 import pytest
 import redis
-from persist_helpers import apply, entries_of, history, restore_of, signed_diff, start_server
-from tests.integrations.serving import keygen
 
 import kvserver
+from tests.agent.persist_helpers import (
+    apply,
+    entries_of,
+    history,
+    restore_of,
+    signed_diff,
+    start_server,
+)
+from tests.integrations.serving import keygen
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -16,8 +16,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from persist_helpers import LIVEPATCH, apply, entries_of, history, restore_of, signed_diff
-from persist_helpers import start_server as start_process
+
+from tests.agent.persist_helpers import (
+    LIVEPATCH,
+    apply,
+    entries_of,
+    history,
+    restore_of,
+    signed_diff,
+)
+from tests.agent.persist_helpers import start_server as start_process
 from tests.integrations.serving import APPS, LineClient, keygen
 
 pytestmark = pytest.mark.timeout(240)

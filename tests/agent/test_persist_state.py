@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from persist_helpers import LIVEPATCH, apply, restore_of, start_server
-from tests.conftest import free_port
-from tests.integrations.serving import APPS, LineClient, build_patch, keygen
 
 from livepatch.agent import state_dir as sd
+from tests.agent.persist_helpers import LIVEPATCH, apply, restore_of, start_server
+from tests.conftest import free_port
+from tests.integrations.serving import APPS, LineClient, build_patch, keygen
 
 pytestmark = pytest.mark.timeout(180)
 READY = re.compile(r"^READY (\d+)", re.MULTILINE)
