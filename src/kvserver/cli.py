@@ -17,6 +17,7 @@ import click
 
 from kvserver import replication_cli
 from kvserver.config import DEFAULT_SAVE, Config, parse_save
+from livepatch.state_options import on_stale_option, resolve_state_dir, state_dir_option
 
 log = logging.getLogger("kvserver")
 
@@ -107,6 +108,8 @@ def _size(text: str) -> int:
     help="Public key whose signed patches the agent accepts (repeatable).",
 )
 @click.option("--allow-unsigned", is_flag=True, help="Let the agent accept unsigned patches.")
+@state_dir_option
+@on_stale_option
 @click.option(
     "--no-livepatch",
     is_flag=True,
@@ -137,6 +140,8 @@ def serve_command(
     livepatch_socket: str | None,
     trusted_keys: tuple[str, ...],
     allow_unsigned: bool,
+    state_dir: str | None,
+    on_stale: str,
     no_livepatch: bool,
     loglevel: str,
     **replication: Any,
@@ -181,7 +186,17 @@ def serve_command(
     if config.appendonly and not data_dir:
         raise click.UsageError("--appendonly yes needs --dir")
     repl = replication_cli.parse(replication, data_dir)
-    sys.exit(run_server(config, livepatch_socket, list(trusted_keys), allow_unsigned, repl))
+    agent_options = {"state_dir": resolve_state_dir(state_dir), "on_stale": on_stale}
+    sys.exit(
+        run_server(
+            config,
+            livepatch_socket,
+            list(trusted_keys),
+            allow_unsigned,
+            repl,
+            agent_options=agent_options,
+        )
+    )
 
 
 def run_server(
@@ -190,8 +205,10 @@ def run_server(
     trusted_keys: list[str] | None = None,
     allow_unsigned: bool = False,
     replication: replication_cli.ReplicationConfig | None = None,
+    agent_options: dict[str, Any] | None = None,
 ) -> int:
-    """Load, listen, announce readiness, serve until SHUTDOWN/SIGTERM. Returns the exit status."""
+    """Load, listen, announce readiness, serve until SHUTDOWN/SIGTERM. Returns the exit status.
+    agent_options: more keyword arguments of livepatch.Agent (state_dir, on_stale)."""
     from kvserver.loop import EventLoop
     from kvserver.server import ServerState
 
@@ -230,7 +247,7 @@ def run_server(
     if role is not None:
         role.start_primary(loop)
     agent = (
-        _start_agent(livepatch_socket, trusted_keys or [], allow_unsigned)
+        _start_agent(livepatch_socket, trusted_keys or [], allow_unsigned, agent_options or {})
         if config.livepatch
         else None
     )
@@ -251,7 +268,9 @@ def run_server(
     return 0
 
 
-def _start_agent(socket_path: str | None, trusted_keys: list[str], allow_unsigned: bool) -> Any:
+def _start_agent(
+    socket_path: str | None, trusted_keys: list[str], allow_unsigned: bool, options: dict[str, Any]
+) -> Any:
     if socket_path is None:
         return None
     try:
@@ -260,7 +279,10 @@ def _start_agent(socket_path: str | None, trusted_keys: list[str], allow_unsigne
         raise click.ClickException(f"the livepatch agent is unavailable: {exc}") from None
     try:
         agent = Agent(
-            socket_path=socket_path, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned
+            socket_path=socket_path,
+            trusted_keys=trusted_keys,
+            allow_unsigned=allow_unsigned,
+            **options,
         )
         agent.start()
     except (

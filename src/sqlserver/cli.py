@@ -14,6 +14,8 @@ from typing import Any
 
 import click
 
+from livepatch.state_options import on_stale_option, resolve_state_dir, state_dir_option
+
 log = logging.getLogger("sqlserver")
 
 
@@ -64,6 +66,8 @@ log = logging.getLogger("sqlserver")
     help="Public key whose signed patches the agent accepts (repeatable).",
 )  # fmt: skip
 @click.option("--allow-unsigned", is_flag=True, help="Let the agent accept unsigned patches.")
+@state_dir_option
+@on_stale_option
 @click.option(
     "--no-livepatch", is_flag=True,
     help="No agent, no managed thread, no quiescence point (overhead baseline).",
@@ -86,6 +90,8 @@ def serve_command(
     livepatch_socket: str | None,
     trusted_keys: tuple[str, ...],
     allow_unsigned: bool,
+    state_dir: str | None,
+    on_stale: str,
     no_livepatch: bool,
     loglevel: str,
 ) -> None:
@@ -117,7 +123,14 @@ def serve_command(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     sys.exit(
-        run_server(config, livepatch_socket, list(trusted_keys), allow_unsigned, not no_livepatch)
+        run_server(
+            config,
+            livepatch_socket,
+            list(trusted_keys),
+            allow_unsigned,
+            not no_livepatch,
+            {"state_dir": resolve_state_dir(state_dir), "on_stale": on_stale},
+        )
     )
 
 
@@ -127,8 +140,10 @@ def run_server(
     trusted_keys: list[str] | None = None,
     allow_unsigned: bool = False,
     livepatch_enabled: bool = True,
+    agent_options: dict[str, Any] | None = None,
 ) -> int:
-    """Open the state, listen, announce readiness, serve until SIGTERM/SIGINT. Returns the exit status."""
+    """Open the state, listen, announce readiness, serve until SIGTERM/SIGINT. Returns the exit status.
+    agent_options: more keyword arguments of livepatch.Agent (state_dir, on_stale)."""
     from sqlserver.server.runner import NetOptions, Server, listen
     from sqlserver.state import ServerState
 
@@ -159,7 +174,9 @@ def run_server(
     # After the state: it creates the data directory, where the control socket usually lives
     # (`--dir data --livepatch-socket data/lp.sock` on a fresh directory).
     try:
-        agent = _start_agent(livepatch_socket, trusted_keys or [], allow_unsigned)
+        agent = _start_agent(
+            livepatch_socket, trusted_keys or [], allow_unsigned, agent_options or {}
+        )
     except BaseException:
         listener.close()
         state.shutdown()
@@ -178,7 +195,9 @@ def run_server(
             agent.stop()
 
 
-def _start_agent(socket_path: str | None, trusted_keys: list[str], allow_unsigned: bool) -> Any:
+def _start_agent(
+    socket_path: str | None, trusted_keys: list[str], allow_unsigned: bool, options: dict[str, Any]
+) -> Any:
     if socket_path is None:
         return None
     try:
@@ -193,7 +212,10 @@ def _start_agent(socket_path: str | None, trusted_keys: list[str], allow_unsigne
         )
     try:
         agent = Agent(
-            socket_path=socket_path, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned
+            socket_path=socket_path,
+            trusted_keys=trusted_keys,
+            allow_unsigned=allow_unsigned,
+            **options,
         )
         agent.start()
     except Exception as exc:  # a bad key or an unusable socket path: do not serve half-configured

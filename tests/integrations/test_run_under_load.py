@@ -1,11 +1,13 @@
-"""Three unmodified third-party-style servers under the real `livepatch run` take a global and a local
+"""Unmodified third-party-style servers under the real `livepatch run` take a global and a local
 patch (built by the real `livepatch diff`, applied by the real `livepatch apply`) while client threads
 keep sending requests on keep-alive connections: no failed request, no lost connection, every reply v1
 or v2, versions monotonic per connection, v2 for everything sent after the apply returned. Idle
 keep-alive connections stay open through the patch and get v2 after it. The servers' threads are
 checked to be managed by the integrations (not merely unmanaged threads following the newest code).
-A fourth app starts itself and calls `livepatch.integrations.install()` (one line): the same holds, with
-its replies computed in a concurrent.futures thread pool."""
+The apps: a plain http.server app, a socketserver line server, an asyncio streams server and an aiohttp
+app (a real third-party asyncio framework, from the dev extra). A last app starts itself and calls
+`livepatch.integrations.install()` (one line): the same holds, with its replies computed in a
+concurrent.futures thread pool."""
 
 from __future__ import annotations
 
@@ -39,15 +41,17 @@ IDLE = 2  # connections used once before the patch and once after, idle in keep-
 
 def clients(app: str, port: int) -> list[functools.partial[Client]]:
     """How the busy connections of each app connect (the asyncio app: half through its thread pool)."""
-    if app == "httpapp":
+    if app in HTTP_APPS:
         return [functools.partial(HTTPClient, port)] * BUSY
     if app in ("lineapp", "poolapp"):
         return [functools.partial(LineClient, port)] * BUSY
     return [functools.partial(LineClient, port, "pool " if i % 2 else "") for i in range(BUSY)]
 
 
+HTTP_APPS = ("httpapp", "aioapp")
 EXPECTED_ROLES = {
     "httpapp": {"connection"},
+    "aioapp": {"event-loop"},
     "lineapp": {"connection"},
     "asyncapp": {"event-loop", "pool-worker"},
     "poolapp": {"connection", "pool-worker"},
@@ -61,7 +65,7 @@ def sock_dir() -> Iterator[Path]:
 
 
 @pytest.mark.parametrize("method", ["global", "local"])
-@pytest.mark.parametrize("app", ["httpapp", "lineapp", "asyncapp", "poolapp"])
+@pytest.mark.parametrize("app", ["httpapp", "lineapp", "asyncapp", "aioapp", "poolapp"])
 def test_unmodified_server_takes_a_patch_under_load(
     app: str, method: str, tmp_path: Path, sock_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -77,7 +81,7 @@ def test_unmodified_server_takes_a_patch_under_load(
     threads: list[threading.Thread] = []
     idle: list[Client] = []
     try:
-        idle = [HTTPClient(port) if app == "httpapp" else LineClient(port) for _ in range(IDLE)]
+        idle = [HTTPClient(port) if app in HTTP_APPS else LineClient(port) for _ in range(IDLE)]
         assert [c.request(f"idle{i}") for i, c in enumerate(idle)] == [
             f"v1 hello idle{i}" for i in range(IDLE)
         ]
@@ -90,9 +94,8 @@ def test_unmodified_server_takes_a_patch_under_load(
         reply = apply(patch, agent_socket, method)
         result = reply["result"]
         assert result["outcome"] == "applied" and result["method"] == method, result
-        if (
-            app == "asyncapp"
-        ):  # the loop thread never waits inactive: it took the patch at its point
+        if app in ("asyncapp", "aioapp"):
+            # the loop thread never waits inactive: it took the patch at its point
             arrived = "reached" if method == "global" else "migrated"
             assert any(
                 e["name"] == arrived and e["thread"] == "MainThread" for e in result["events"]

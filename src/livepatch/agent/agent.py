@@ -19,6 +19,10 @@ Theory of operation
 - Whatever a patch does (a hook raising SystemExit included), the attempt ends as a result: recorded in
   the history, logged, and replied. A CLI that goes away mid-apply changes nothing: the patch completes
   (or aborts) and its outcome is in the history.
+- With a state directory (keeper.py, state_dir.py) the applied stack and the history outlive the
+  process: start() restores the stack before the control socket listens (and so before the server,
+  which starts the agent before it serves, accepts anyone); every apply and revert is written there by
+  the patcher thread once it ends, whether or not its requester still waits.
 - Patch ids and reasons come from the patch author: the agent's and the runtime's log lines escape
   control characters (safetext.EscapeControls), so a patch cannot forge log lines.
 """
@@ -29,14 +33,17 @@ import concurrent.futures
 import dataclasses
 import logging
 import os
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from livepatch.agent import protocol
 from livepatch.agent.control import ControlServer
+from livepatch.agent.keeper import StateKeeper
 from livepatch.agent.mve_protocol import MveRequest
+from livepatch.agent.state_dir import RestoreNote
 from livepatch.errors import LivepatchError, PatchFailed
 from livepatch.patch import lpatch
 from livepatch.patch.hooks_info import defined_hooks
@@ -51,7 +58,19 @@ log = logging.getLogger("livepatch.agent")
 for _logger in ("livepatch.agent", "livepatch.runtime"):  # the lines patch ids and reasons reach
     logging.getLogger(_logger).addFilter(EscapeControls())
 
+ReqT = TypeVar("ReqT", protocol.ApplyRequest, protocol.RevertRequest)
 _APPLY_GRACE_S = 30.0  # on top of the patch's own timeout: staging, hooks and the swap
+
+
+class _NextToSocket:
+    """The default state directory: SOCKET.state, next to the control socket."""
+
+    def __repr__(self) -> str:
+        return "NEXT_TO_SOCKET"
+
+
+NEXT_TO_SOCKET = _NextToSocket()
+StateDirOption = str | os.PathLike[str] | _NextToSocket | None
 
 
 class Agent:
@@ -65,6 +84,11 @@ class Agent:
     trusted_keys: paths of `.pub` files (livepatch keygen). allow_unsigned: accept unsigned patches
     (development only). metrics_port: serve Prometheus metrics on 127.0.0.1:PORT (0 picks a free port,
     see `metrics_address`). socket_mode: the socket's permission bits; keep 0o600 outside tests.
+    state_dir: where the applied stack and the history are kept across restarts (default: SOCKET.state
+    next to the socket; None keeps nothing). on_stale: what start() does when a stacked patch is neither
+    re-applicable nor included in the running code: "refuse" (raise keeper.StalePatches) or "warn"
+    (start without it, with an error-level log line). start() raises state_dir.StateError for an unusable
+    or corrupt state directory.
     """
 
     def __init__(
@@ -75,8 +99,15 @@ class Agent:
         *,
         metrics_port: int | None = None,
         socket_mode: int = 0o600,
+        state_dir: StateDirOption = NEXT_TO_SOCKET,
+        on_stale: str = "refuse",
     ) -> None:
         self.socket_path = os.fspath(socket_path)
+        if isinstance(state_dir, _NextToSocket):
+            state_dir = f"{self.socket_path}.state"
+        self.state_dir = None if state_dir is None else os.fspath(state_dir)
+        self.on_stale = on_stale
+        self._keeper = None if self.state_dir is None else StateKeeper(self.state_dir, on_stale)
         self.allow_unsigned = allow_unsigned
         self.trusted_key_paths = tuple(
             os.fspath(p) for p in trusted_keys
@@ -91,6 +122,7 @@ class Agent:
         self._patcher: concurrent.futures.ThreadPoolExecutor | None = None
         self._metrics: Any = None
         self._started = False
+        self._timers: list[threading.Timer] = []
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -100,7 +132,19 @@ class Agent:
         self._patcher = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="livepatch-patcher"
         )
+        keeper_open = False
         try:
+            if self._keeper is not None:
+                self._control.check_path()  # "another agent listens" before "state dir in use"
+                stored = self._keeper.open()
+                keeper_open = True
+                self._keeper.restore(
+                    stored,
+                    self._on_patcher(self._apply),
+                    self._on_patcher(self._revert),
+                    self.trusted_keys,
+                    self.allow_unsigned,
+                )
             if self.metrics_port is not None:
                 from livepatch.agent.metrics import MetricsServer
 
@@ -108,7 +152,7 @@ class Agent:
                 self.metrics_address = self._metrics.start(self.metrics_port)
             self._control.start()
         except BaseException:
-            self._shutdown_parts()
+            self._shutdown_parts(close_keeper=keeper_open)
             raise
         self._started = True
         log.info(
@@ -123,16 +167,32 @@ class Agent:
         if not self._started:
             return
         self._started = False
-        self._shutdown_parts()
+        self._shutdown_parts(close_keeper=True)
 
-    def _shutdown_parts(self) -> None:
+    def _shutdown_parts(self, *, close_keeper: bool) -> None:
         self._control.stop()
         if self._patcher is not None:
             self._patcher.shutdown(wait=True, cancel_futures=True)
             self._patcher = None
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
         if self._metrics is not None:
             self._metrics.stop()
             self._metrics = None
+        if close_keeper and self._keeper is not None:
+            self._keeper.close()
+
+    def _on_patcher(
+        self, fn: Callable[[ReqT], protocol.ResultReply]
+    ) -> Callable[[ReqT], protocol.ResultReply]:
+        """`fn` run on the patcher thread, the caller waiting for it (the restore at start)."""
+
+        def call(req: ReqT) -> protocol.ResultReply:
+            assert self._patcher is not None
+            return self._patcher.submit(fn, req).result()
+
+        return call
 
     def __enter__(self) -> Agent:
         self.start()
@@ -149,17 +209,19 @@ class Agent:
 
             return mve_ops.handle(self, req)
         if isinstance(req, protocol.StatusRequest):
+            if self._keeper is not None:
+                self._keeper.sync()  # e.g. a watch window that rolled back since the last write
             return self.status()
         if isinstance(req, protocol.HistoryRequest):
-            return protocol.HistoryReply(tuple(self.history()))
+            return self.history_reply()
         patcher = self._patcher
         if patcher is None:
             return protocol.ErrorReply("the agent is stopping")
         try:
             if isinstance(req, protocol.ApplyRequest):
-                future = patcher.submit(self._apply, req)
+                future = patcher.submit(self._apply_and_keep, req)
             else:
-                future = patcher.submit(self._revert, req)
+                future = patcher.submit(self._revert_and_keep, req)
         except RuntimeError:  # shut down between the check and the submit
             return protocol.ErrorReply("the agent is stopping")
         wait_s = req.timeout + _APPLY_GRACE_S + _watch_s(req)
@@ -180,9 +242,47 @@ class Agent:
             statistics=runtime.statistics().to_dict(),
         )
 
+    @property
+    def restored(self) -> tuple[RestoreNote, ...]:
+        """What start() did with each kept patch (empty without a state directory or a kept stack)."""
+        return self._keeper.restore_notes if self._keeper is not None else ()
+
     def history(self) -> list[PatchResult]:
         """Every attempt, refusals made here included, oldest first (the runtime's one history)."""
         return runtime.history()
+
+    def history_reply(self) -> protocol.HistoryReply:
+        """The history across restarts with a state directory (each entry with its start), else the
+        runtime's."""
+        if self._keeper is None:
+            return protocol.HistoryReply(tuple(self.history()))
+        starts, entry_starts = self._keeper.view()
+        return protocol.HistoryReply(
+            tuple(PatchResult.from_dict(h) for st in starts for h in st.history),
+            tuple(entry_starts),
+            tuple(st.summary() for st in starts),
+        )
+
+    # -- what the patcher thread keeps ------------------------------------------------------------------
+
+    def _apply_and_keep(self, req: protocol.ApplyRequest) -> protocol.ResultReply:
+        reply = self._apply(req)
+        if self._keeper is not None:
+            self._keeper.remember(req, reply.result)
+            self._keeper.sync()
+            if req.watch is not None and reply.ok:
+                # a rollback at the end of the window happens on the watch's thread: write it then
+                timer = threading.Timer(req.watch.window_s + 0.5, self._keeper.sync)
+                timer.daemon = True
+                self._timers = [t for t in self._timers if t.is_alive()] + [timer]
+                timer.start()
+        return reply
+
+    def _revert_and_keep(self, req: protocol.RevertRequest) -> protocol.ResultReply:
+        reply = self._revert(req)
+        if self._keeper is not None:
+            self._keeper.sync()
+        return reply
 
     # -- the patcher thread -----------------------------------------------------------------------------
 

@@ -83,6 +83,15 @@ class ControlServer:
         )
         self._acceptor.start()
 
+    def check_path(self) -> None:
+        """Fail as start() would for a path held by a live agent or by a file that is not a socket
+        (removing a stale socket), or in a directory that does not exist: lets the agent say so before
+        it does anything else."""
+        parent = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(parent):
+            raise FileNotFoundError(f"no such directory: {parent}")
+        self._clear_stale_socket()
+
     def _clear_stale_socket(self) -> None:
         try:
             st = os.lstat(self.path)

@@ -122,6 +122,8 @@ def _respawner(agent: Any) -> Any:
         socket_path=agent.socket_path,
         trusted_keys=getattr(agent, "trusted_key_paths", ()),
         allow_unsigned=agent.allow_unsigned,
+        state_dir=getattr(agent, "state_dir", None),
+        on_stale=getattr(agent, "on_stale", "refuse"),
     )
 
     def respawn() -> None:

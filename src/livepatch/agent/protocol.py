@@ -15,7 +15,9 @@ Replies (one line):
     {"ok": true|false, "error": "<message>" | null, ...op-specific fields}
     apply/revert: "result": PatchResult.to_dict(), "signed_by": "<key id>" | null
     status:       "pid", "uid", "applied": [ids], "statistics": {...}
-    history:      "history": [PatchResult.to_dict(), ...] oldest first
+    history:      "history": [PatchResult.to_dict() + {"start": N}, ...] oldest first, across restarts
+                  with a state directory; "starts": [{"start", "pid", "started_at", "outcome",
+                  "restore": [{"patch_id", "outcome", "detail"}]}] (empty without one)
 
 `ok` is true only for an applied/reverted patch (or a successful query); a refused or aborted patch is
 `ok: false` with the reason in `error` and the full result in `result`. This module is sans-IO except for
@@ -305,12 +307,21 @@ class StatusReply:
 
 @dataclass(frozen=True)
 class HistoryReply:
+    """Every attempt, oldest first. With a state directory, across restarts: `entry_starts[i]` is the
+    start `history[i]` belongs to and `starts` describes each start (StartRecord.summary(): number, pid,
+    time, outcome, what its restore did). Without one both are empty."""
+
     history: tuple[PatchResult, ...] = field(default=())
+    entry_starts: tuple[int, ...] = field(default=())
+    starts: tuple[dict[str, Any], ...] = field(default=())
     ok = True
     error = None
 
     def to_wire(self) -> dict[str, Any]:
-        return {"ok": True, "error": None, "history": [r.to_dict() for r in self.history]}
+        entries = [r.to_dict() for r in self.history]
+        for entry, start in zip(entries, self.entry_starts, strict=False):
+            entry["start"] = start
+        return {"ok": True, "error": None, "history": entries, "starts": list(self.starts)}
 
 
 Reply = ErrorReply | ResultReply | StatusReply | HistoryReply | MveReply
@@ -337,6 +348,14 @@ def read_reply(request: Request, wire: dict[str, Any]) -> Reply:
                 applied=tuple(str(a) for a in wire.get("applied") or ()),
                 statistics=dict(wire["statistics"]),
             )
-        return HistoryReply(tuple(PatchResult.from_dict(r) for r in wire["history"]))
+        entries = wire["history"]
+        starts = wire.get("starts") or []
+        if not isinstance(starts, list) or not all(isinstance(st, dict) for st in starts):
+            raise ValueError("'starts' is not a list of objects")
+        return HistoryReply(
+            tuple(PatchResult.from_dict(r) for r in entries),
+            tuple(int(r["start"]) for r in entries if "start" in r),
+            tuple(starts),
+        )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ProtocolError(f"malformed {request.op} reply: {exc!r}") from exc

@@ -488,14 +488,15 @@ def status_command(socket_path: str, as_json: bool) -> None:
 @socket_option
 @json_option
 def history_command(socket_path: str, as_json: bool) -> None:
-    """Show every patch attempt (applied, reverted, refused, aborted, rolled back), oldest first."""
+    """Show every patch attempt (applied, reverted, refused, aborted, rolled back), oldest first; with a
+    state directory across restarts, per start, with what each start did with the kept patches."""
     reply = _ask(socket_path, protocol.HistoryRequest(), _CLIENT_GRACE_S)
     if not isinstance(reply, protocol.HistoryReply):
         _fail(reply.error or "failed")
     if as_json:
         _print_json(reply.to_wire())
     else:
-        _out.print(render.history_table(reply.history))
+        _out.print(render.history_view(reply))
 
 
 COMMANDS = (

@@ -10,6 +10,7 @@ into markup, so it can neither move the cursor nor draw styled lines of its own.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -17,7 +18,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from livepatch.agent.protocol import StatusReply
+from livepatch.agent.protocol import HistoryReply, StatusReply
 from livepatch.patch.model import ChangeKind, PatchSpec
 from livepatch.patch.package import PackagePatch
 from livepatch.patch.safetext import printable as p
@@ -190,8 +191,53 @@ def timeline(result: PatchResult) -> Text:
     return out
 
 
-def history_table(history: Sequence[PatchResult]) -> Table:
-    table = Table(title="patch history (oldest first)", title_justify="left")
+def history_view(reply: HistoryReply) -> RenderableType:
+    """The history; with a state directory, one section per start of the server: when, which process,
+    what its restore did with the kept patches, then its attempts."""
+    if not reply.starts:
+        return history_table(reply.history)
+    by_start: dict[int, list[PatchResult]] = defaultdict(list)
+    for r, start in zip(reply.history, reply.entry_starts, strict=False):
+        by_start[start].append(r)
+    parts: list[RenderableType] = []
+    for st in reply.starts:
+        number = st.get("start")
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(st.get("started_at") or 0)))
+        refused = st.get("outcome") == "refused"
+        head = Text(f"start {p(number)}: pid {p(st.get('pid'))}, {when}", style="bold")
+        if refused:
+            head.append("  REFUSED TO START (stale patches)", style="bold red")
+        parts.append(head)
+        for note in st.get("restore") or []:
+            outcome = str(note.get("outcome"))
+            style = _RESTORE_STYLE.get(outcome, "")
+            line = Text("  kept patch ")
+            line.append(p(note.get("patch_id")))
+            line.append(f" {p(outcome)}", style=style)
+            if note.get("detail"):
+                line.append(f": {p(note.get('detail'))}")
+            parts.append(line)
+        entries = by_start.get(int(number or 0), [])
+        if entries:
+            parts.append(history_table(entries, title=""))
+        elif not refused:
+            parts.append(Text("  no patch attempts", style="dim"))
+    return Group(*parts)
+
+
+_RESTORE_STYLE = {
+    "re-applied": "green",
+    "included": "green",
+    "kept": "green",
+    "stale": "red",
+    "dropped": "red",
+}
+
+
+def history_table(
+    history: Sequence[PatchResult], title: str = "patch history (oldest first)"
+) -> Table:
+    table = Table(title=title or None, title_justify="left")
     for col in ("patch", "action", "method", "outcome", "sync ms", "total ms", "reason"):
         table.add_column(col)
     for r in history:

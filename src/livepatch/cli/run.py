@@ -2,7 +2,7 @@
 
 Everything after the target belongs to the server: `livepatch run -m app --socket x` passes `--socket x`
 to app. Exit codes: the server's own; 1 with "error: ..." when it cannot start (target not found, no
-trusted key, bad key, socket in use) or builds something live patching cannot cover (a forking server).
+trusted key, bad key, socket in use, state directory corrupt or in use, stale patches) or builds something live patching cannot cover (a forking server).
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 
 import click
+
+from livepatch.state_options import on_stale_option, resolve_state_dir, state_dir_option
 
 
 @click.command(
@@ -32,6 +34,8 @@ import click
     help="A public key (.pub, from livepatch keygen) whose signed patches the server accepts. Repeatable.",
 )
 @click.option("--allow-unsigned", is_flag=True, help="Accept unsigned patches (development only).")
+@state_dir_option
+@on_stale_option
 @click.option(
     "-m",
     "as_module",
@@ -44,6 +48,8 @@ def run_command(
     socket_path: str | None,
     trusted_keys: tuple[str, ...],
     allow_unsigned: bool,
+    state_dir: str | None,
+    on_stale: str,
     as_module: bool,
     target: str,
     args: tuple[str, ...],
@@ -69,6 +75,8 @@ def run_command(
             socket_path=socket_path or runner.default_socket_path(),
             trusted_keys=trusted_keys,
             allow_unsigned=allow_unsigned,
+            state_dir=resolve_state_dir(state_dir),
+            on_stale=on_stale,
         )
     except LivepatchError as exc:  # a bad key or socket, a forking server, a target not found
         fail(str(exc))

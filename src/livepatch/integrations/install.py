@@ -13,7 +13,7 @@ import os
 import threading
 from collections.abc import Sequence
 
-from livepatch.agent.agent import Agent
+from livepatch.agent.agent import NEXT_TO_SOCKET, Agent, StateDirOption
 
 # The integrations, in the order they are installed (http_server relies on socketserver's threads).
 FRAMEWORKS: tuple[str, ...] = ("socketserver", "http_server", "asyncio", "futures")
@@ -39,20 +39,31 @@ def install(
     allow_unsigned: bool = False,
     *,
     frameworks: Sequence[str] = FRAMEWORKS,
+    state_dir: StateDirOption = NEXT_TO_SOCKET,
+    on_stale: str = "refuse",
 ) -> Agent | None:
     """Make a server that starts itself live-patchable: patch the frameworks and, with `socket_path`,
     start an Agent there (stopped at interpreter exit) and return it.
 
         livepatch.integrations.install("/run/app/livepatch.sock", trusted_keys=["author.pub"])
 
-    Call it from the main thread before the server is built. Raises what Agent raises for a bad key
-    or an unusable socket path. Calling it again patches nothing twice; each call with a socket path
+    state_dir, on_stale: as Agent's: the applied stack is kept in SOCKET.state by default and
+    re-applied here, before this returns, when the server starts again (docs/cli.md, "State directory").
+    Call it from the main thread before the server is built, after the modules it patches can be imported.
+    Raises what Agent.start raises for a bad key, an unusable socket path or state directory, or stale
+    patches. Calling it again patches nothing twice; each call with a socket path
     starts one more agent (one per socket).
     """
     install_frameworks(frameworks)
     if socket_path is None:
         return None
-    agent = Agent(socket_path, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned)
+    agent = Agent(
+        socket_path,
+        trusted_keys=trusted_keys,
+        allow_unsigned=allow_unsigned,
+        state_dir=state_dir,
+        on_stale=on_stale,
+    )
     agent.start()
     atexit.register(agent.stop)
     return agent

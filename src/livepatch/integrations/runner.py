@@ -7,6 +7,10 @@ patched classes, and a patch can be applied from its first request on. The serve
 it expects and its directory (the current one for -m) first on `sys.path`. The code a patch can reach is
 in the modules the entry point imports (they keep their names); the entry point itself runs as
 `__main__` (docs/integrations.md).
+
+With a state directory the agent re-applies the stored stack as it starts (agent/keeper.py), so here,
+before the server's code runs: the modules the patches name are imported for that, with `sys.argv` and
+`sys.path` already what the server will see.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from livepatch.agent.agent import Agent
+from livepatch.agent.agent import NEXT_TO_SOCKET, Agent, StateDirOption
 from livepatch.errors import LivepatchError
 from livepatch.integrations.install import install
 
@@ -86,8 +90,11 @@ def run(
     socket_path: str,
     trusted_keys: Sequence[str] = (),
     allow_unsigned: bool = False,
+    state_dir: StateDirOption = NEXT_TO_SOCKET,
+    on_stale: str = "refuse",
 ) -> None:
-    """Patch the frameworks, start the agent, run the target in this process until it returns.
+    """Patch the frameworks, start the agent (restoring the stack), run the target in this process until
+    it returns.
 
     Call from the main thread. Raises RunError (bad target, no key, socket unusable), what Agent
     raises for a bad key (KeyFileError), IntegrationRefused when the server builds something live patching cannot cover, and
@@ -99,22 +106,30 @@ def run(
             "no trusted key: pass --trusted-key KEY.pub (from livepatch keygen) so the server accepts "
             "patches signed with its private key, or --allow-unsigned (development only)"
         )
+    sys.argv = [target.name, *target.args]  # runpy puts the module's file in argv[0] for -m
     try:
-        agent = install(socket_path, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned)
+        agent = install(
+            socket_path,
+            trusted_keys=trusted_keys,
+            allow_unsigned=allow_unsigned,
+            state_dir=state_dir,
+            on_stale=on_stale,
+        )
     except OSError as exc:  # the socket's directory is missing, a live agent holds it, ...
         raise RunError(
             f"cannot start the agent on {socket_path}: {exc} (choose another --socket)"
         ) from exc
     assert agent is not None
     print(f"livepatch: agent listening on {socket_path}", file=sys.stderr, flush=True)
+    if agent.restored:
+        done = ", ".join(f"{n.patch_id} {n.outcome}" for n in agent.restored)
+        print(f"livepatch: kept patches: {done}", file=sys.stderr, flush=True)
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _terminate_like_python(agent))
     try:
         if target.is_module:
-            sys.argv = [target.name, *target.args]  # runpy puts the module's file in argv[0]
             runpy.run_module(target.name, run_name="__main__", alter_sys=True)
         else:
-            sys.argv = [target.name, *target.args]
             runpy.run_path(os.path.abspath(target.name), run_name="__main__")
     finally:
         agent.stop()

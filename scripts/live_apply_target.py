@@ -1,0 +1,204 @@
+"""The server process of scripts/live_apply_history.py: one project at one commit, serving, patchable, and
+answering questions about its own code.
+
+    livepatch run --allow-unsigned --socket S scripts/live_apply_target.py waitress PORT PROBE_PORT
+    livepatch run --allow-unsigned --socket S scripts/live_apply_target.py h11 PORT PROBE_PORT
+    python scripts/live_apply_target.py kvserver PORT PROBE_PORT S      (kvserver embeds its own agent)
+    python scripts/live_apply_target.py PROJECT --fingerprints          (a fresh process: print and exit)
+
+The project's package comes from PYTHONPATH (a tree at some commit). Every module of the package is
+imported first, so that a patch finds all of them loaded (a module a process never imported is skipped by
+a patch, and would later be read from disk, unpatched). Then it serves: waitress a tiny WSGI app, h11 a
+small keep-alive HTTP server built on h11 (socketserver threads), kvserver itself. A probe thread (not a
+framework thread: it never holds a patch) answers one JSON line per connection on PROBE_PORT:
+{"op": "fingerprints"} -> every function's code fingerprint and every simple module-level value;
+{"op": "pytest", "args": [...]} -> pytest run in this very process, the outcome of each test.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+import socket
+import socketserver
+import sys
+import threading
+from types import FunctionType, ModuleType
+from typing import Any
+
+SIMPLE = (int, float, str, bytes, bool, type(None))
+
+
+def import_all(package: str) -> list[str]:
+    """Import every module of the package except its tests; return the names that failed."""
+    failed = []
+    pkg = importlib.import_module(package)
+    for info in pkgutil.walk_packages(pkg.__path__, f"{package}."):
+        if ".tests" in info.name or info.name.endswith("__main__"):
+            continue
+        try:
+            importlib.import_module(info.name)
+        except Exception:
+            failed.append(info.name)
+    return failed
+
+
+def _functions(owner: Any, prefix: str, module: str, out: dict[str, str], depth: int = 0) -> None:
+    from livepatch.patch.fingerprint import code_fingerprint
+
+    for name, value in list(vars(owner).items()):
+        for candidate in (value, getattr(value, "__func__", None), getattr(value, "fget", None)):
+            if isinstance(candidate, FunctionType) and candidate.__module__ == module:
+                out[f"{prefix}{name}"] = code_fingerprint(candidate.__code__)
+        if isinstance(value, type) and value.__module__ == module and depth < 4:
+            _functions(value, f"{prefix}{name}.", module, out, depth + 1)
+
+
+def fingerprints(package: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, mod in sorted(sys.modules.items()):
+        if not isinstance(mod, ModuleType) or not (
+            name == package or name.startswith(f"{package}.")
+        ):
+            continue
+        if ".tests" in name:
+            continue
+        _functions(mod, f"{name}:", name, out)
+        for key, value in vars(mod).items():
+            if not key.startswith("__") and isinstance(value, SIMPLE):
+                out[f"{name}:{key}=value"] = repr(value)
+    return out
+
+
+class _Outcomes:
+    """A pytest plugin that keeps each test's outcome (a failing setup counts as the test's)."""
+
+    def __init__(self) -> None:
+        self.outcomes: dict[str, str] = {}
+
+    def pytest_runtest_logreport(self, report: Any) -> None:
+        if report.when == "call" or report.outcome != "passed":
+            self.outcomes.setdefault(report.nodeid, report.outcome)
+            if report.when == "call":
+                self.outcomes[report.nodeid] = report.outcome
+
+    def pytest_collectreport(self, report: Any) -> None:
+        if report.outcome == "failed":
+            self.outcomes[report.nodeid or "<collection>"] = "collection-error"
+
+
+def run_pytest(args: list[str]) -> dict[str, str]:
+    import pytest
+
+    plugin = _Outcomes()
+    pytest.main([*args, "-q", "-p", "no:cacheprovider", "-p", "no:timeout"], plugins=[plugin])
+    return plugin.outcomes
+
+
+def _probe(package: str, port: int) -> None:
+    listener = socket.create_server(("127.0.0.1", port))
+    while True:
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rwb") as f:
+            req = json.loads(f.readline())
+            if req["op"] == "fingerprints":
+                reply: Any = fingerprints(package)
+            else:
+                reply = run_pytest(req["args"])
+            f.write(json.dumps(reply).encode() + b"\n")
+            f.flush()
+
+
+# -- the servers -----------------------------------------------------------------------------------------
+
+
+def _wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    body = f"hello {environ.get('PATH_INFO', '/')}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def serve_waitress(port: int) -> None:
+    import waitress
+
+    server = waitress.create_server(_wsgi_app, host="127.0.0.1", port=port, threads=4)
+    print(f"READY {port}", flush=True)
+    server.run()
+
+
+class _H11Handler(socketserver.StreamRequestHandler):
+    """Reads line by line (`rfile.readline`): under livepatch run each line read is a quiescence point
+    with the wait for it inactive, between two calls into h11 (never inside one)."""
+
+    def handle(self) -> None:
+        import h11
+
+        conn = h11.Connection(h11.SERVER)
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(self.rfile.readline(65536))  # b"" at EOF: ConnectionClosed next
+                continue
+            if isinstance(event, h11.Request):
+                body = f"hello {event.target.decode()}".encode()
+                headers = [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
+                self.wfile.write(conn.send(h11.Response(status_code=200, headers=headers)))
+                self.wfile.write(conn.send(h11.Data(data=body)))
+                self.wfile.write(conn.send(h11.EndOfMessage()))
+            elif isinstance(event, h11.EndOfMessage):
+                if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+                    return
+                conn.start_next_cycle()
+            elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+                return
+
+
+class _H11Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def serve_h11(port: int) -> None:
+    with _H11Server(("127.0.0.1", port), _H11Handler) as server:
+        print(f"READY {port}", flush=True)
+        server.serve_forever()
+
+
+def serve_kvserver(port: int, agent_socket: str) -> None:
+    from kvserver import cli
+
+    sys.argv = ["kvserver", "--port", str(port), "--livepatch-socket", agent_socket]
+    sys.argv += ["--allow-unsigned", "--state-dir", "none"] if _has_state_dir(cli) else []
+    if "--allow-unsigned" not in sys.argv:
+        sys.argv.append("--allow-unsigned")
+    cli.main()
+
+
+def _has_state_dir(cli: ModuleType) -> bool:
+    command = getattr(cli, "serve_command", None)
+    return any(getattr(p, "name", "") == "state_dir" for p in getattr(command, "params", []))
+
+
+def main() -> None:
+    project = sys.argv[1]
+    package = project
+    if sys.argv[2] == "--fingerprints":
+        import_all(package)
+        print(json.dumps(fingerprints(package)))
+        return
+    port, probe_port = int(sys.argv[2]), int(sys.argv[3])
+    failed = import_all(package)
+    if failed:
+        print(f"note: could not import {', '.join(failed)}", file=sys.stderr, flush=True)
+    threading.Thread(target=_probe, args=(package, probe_port), daemon=True).start()
+    if project == "waitress":
+        serve_waitress(port)
+    elif project == "h11":
+        serve_h11(port)
+    else:
+        serve_kvserver(port, sys.argv[4])
+
+
+if __name__ == "__main__":
+    main()
