@@ -36,7 +36,7 @@ from livepatch.errors import LivepatchError
 from livepatch.patch import lpatch
 from livepatch.patch.model import PatchSpec
 from livepatch.patch.signing import PublicKey
-from livepatch.runtime import patcher as runtime
+from livepatch.runtime import core as runtime
 from livepatch.runtime.lifecycle import PatchResult
 
 log = logging.getLogger("livepatch.agent")
