@@ -741,6 +741,26 @@ def history() -> list[PatchResult]:
         return list(_history)
 
 
+def adopt_applied(
+    spec: PatchSpec, staged: StagedPatch, hooks: PatchHooks, reason: str, timings: dict[str, float]
+) -> PatchResult:
+    """A patch installed outside the patcher, by a validated update's follower (livepatch.mve) now
+    promoted: onto the stack and into the history as applied, so that `livepatch status`, `history` and
+    `revert` know it. Called in the forked follower, alone: a lock a leader thread held at fork time
+    stays held there, so none is waited for long."""
+    result = PatchResult(
+        spec.patch_id, Action.APPLY, "validated", Outcome.APPLIED, reason, (), dict(timings)
+    )
+    _stack.append(_Applied(spec, staged, hooks, _targets(staged)))
+    got = _records_lock.acquire(timeout=1.0)
+    try:
+        _history.append(result)
+    finally:
+        if got:
+            _records_lock.release()
+    return result
+
+
 def applied_patches() -> list[str]:
     """Ids of the applied patches, oldest first (the stack; revert pops from the end). Never waits for a
     running transition (the stack changes only under `_lock`; a copy of a list is atomic under the GIL)."""
