@@ -119,12 +119,12 @@ def update(work: Path, patch: Path, *extra: str) -> subprocess.CompletedProcess[
     )
 
 
-def start_manual_update(patch: Path, sock: str) -> subprocess.Popen[str]:
+def start_manual_update(patch: Path, sock: str, *extra: str) -> subprocess.Popen[str]:
     """`livepatch update PATCH --validate --promote manual` in the background: the follower keeps
     following until the test promotes, discards or kills something."""
     return subprocess.Popen(
         [sys.executable, "-m", "livepatch.cli", "update", str(patch), "--socket", sock,
-         "--validate", "--promote", "manual"],
+         "--validate", "--promote", "manual", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
