@@ -66,12 +66,16 @@ def follower_pid(work: Path) -> int:
 
 
 def wait_gone(pid: int, timeout: float = 30) -> bool:
+    """Whether `pid` exits within `timeout`; if not, it is killed (no test leaves an orphan behind)."""
     try:
         fd = os.pidfd_open(pid)
     except ProcessLookupError:
         return True
     try:
-        return bool(select.select([fd], [], [], timeout)[0])
+        gone = bool(select.select([fd], [], [], timeout)[0])
+        if not gone:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+        return gone
     finally:
         os.close(fd)
 
