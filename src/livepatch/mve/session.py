@@ -150,6 +150,9 @@ class Session:
             "lag": max(0, self.seq - p.compared),
             "accepted_differences": p.accepted,
             "divergences": 1 if self.outcome and self.outcome.get("divergence") else 0,
+            "ready": p.ready_at is not None,  # the new version is installed (transform done)
+            "fork_ms": self.fork_ms,
+            "transform_ms": p.transform_ms,
             "not_exercised_yet": p.uncovered,
             "rules": self.rules.names,
             "promote": self.options.promote,
