@@ -3,10 +3,10 @@ request) vs one, and the steady-state cost of supporting validated updates when 
 
     .venv/bin/python bench/mve_throughput.py [--rounds 3] [--requests 100000] [--instructions]
 
-Two versions vs one: one server with its agent and 100,000 keys; each round runs the same redis-benchmark
-(`-t set,get -c 50 -P 1 -r 100000`) once with one version, and once while a validated update of
+Two versions vs one: one server with its agent and 100,000 keys; after a warm-up run, each round runs the same
+redis-benchmark (`-t set,get -c 50 -P 1 -r 100000`) once with one version, and once while a validated update of
 tests/mve/intenc.py's patch (`--promote manual`) follows (after the follower is ready: transform done),
-then discards it. Printed: per test the median over rounds of the per-round ratio two/one. Not pinned:
+then discards it (alternating which of the two goes first). Printed: per test the median over rounds of the per-round ratio two/one. Not pinned:
 the follower is a fork of the server and would share its CPU.
 
 --instructions: valgrind --tool=callgrind counts the user-space instructions kvserver (with its agent)
@@ -81,8 +81,12 @@ def two_vs_one(args: argparse.Namespace, work: Path, patch: Path) -> None:
     cmd: list[str] = []
     with server(work, "tp", [], ["-m", "kvserver"]) as (port, sock, _pid):
         redis.Redis(port=port).execute_command("DEBUG", "POPULATE", "100000")
+        redis_benchmark(port, "set,get", args.requests)  # warm-up: connections, pages, caches
         for rnd in range(args.rounds):
-            cmd, one = redis_benchmark(port, "set,get", args.requests)
+            # Alternate which goes first: a shared machine drifts, and a discarded follower leaves the
+            # leader's pages copy-on-write until each is written once more.
+            if rnd % 2:
+                cmd, one = redis_benchmark(port, "set,get", args.requests)
             update = subprocess.Popen(
                 [sys.executable, "-m", "livepatch.cli", "update", str(patch), "--socket", sock,
                  "--validate", "--promote", "manual", "--max-lag", "10000000", "--json"],
@@ -93,6 +97,8 @@ def two_vs_one(args: argparse.Namespace, work: Path, patch: Path) -> None:
             st = agent_client.request(sock, {"op": "update-status"}, timeout=30).get("update") or {}
             agent_client.request(sock, {"op": "discard"}, timeout=30)
             out, _ = update.communicate(timeout=120)
+            if not rnd % 2:
+                cmd, one = redis_benchmark(port, "set,get", args.requests)
             outcome = json.loads(out)["update"]
             row = {
                 "round": rnd,

@@ -15,6 +15,11 @@ probe during the update (the client-visible pause) and before it, and the probe'
 two versions run (from the follower's readiness to the promotion) and after. Timestamps of the phases
 (update requested, follower forked, follower ready, promoted) come from polling the agent.
 
+--thp starts the server with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 PYTHONMALLOC=malloc: every Python
+object comes from glibc's malloc, which asks for transparent huge pages (madvise) on its heap, so fork
+copies one page-table entry per 2 MiB instead of per 4 KiB (the machine's THP setting must be madvise
+or always).
+
 --figure draws the first validated run's timeline (throughput per 100 ms and the longest request per
 100 ms, with the phases marked): bench/mve_figure.py.
 """
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import shutil
@@ -119,7 +125,10 @@ def poll_phases(sock: str, stop: threading.Event, phases: dict[str, float]) -> N
         stop.wait(0.05)
 
 
-def one(keys: int, mode: str, work: Path, patch: Path) -> dict[str, Any]:
+THP_ENV = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", "PYTHONMALLOC": "malloc"}
+
+
+def one(keys: int, mode: str, work: Path, patch: Path, thp: bool) -> dict[str, Any]:
     port = free_port()
     sock = str(work / f"lp-{keys}-{mode}.sock")
     server = ManagedProcess(
@@ -128,7 +137,14 @@ def one(keys: int, mode: str, work: Path, patch: Path) -> dict[str, Any]:
         re.compile(r"kvserver ready on"), work / f"server-{keys}-{mode}.log",
         ready_timeout_s=SLOW_S, stop_timeout_s=SLOW_S,
     )  # fmt: skip
-    server.start()
+    saved = dict(os.environ)
+    if thp:
+        os.environ.update(THP_ENV)  # the server's environment (ManagedProcess inherits ours)
+    try:
+        server.start()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     try:
         t = time.monotonic()
         populate(port, keys)
@@ -173,6 +189,7 @@ def one(keys: int, mode: str, work: Path, patch: Path) -> dict[str, Any]:
     out: dict[str, Any] = {
         "keys": keys,
         "mode": mode,
+        "thp": thp,
         "ok": bool(reply.get("ok")),
         "rss_mb": round(rss),
         "populate_s": round(populate_s, 1),
@@ -210,6 +227,7 @@ def main() -> None:
     ap.add_argument("--keys", default="1000000,10000000")
     ap.add_argument("--modes", default="validated,in-place")
     ap.add_argument("--figure", type=Path, default=None, help="PNG of the first validated run")
+    ap.add_argument("--thp", action="store_true", help="huge pages for the server's heap")
     ap.add_argument("--out", type=Path, default=None, help="write every run's samples (JSON)")
     args = ap.parse_args()
     print(json.dumps({"machine": machine_note()}), flush=True)
@@ -219,7 +237,7 @@ def main() -> None:
         patch = build(work)["good"]
         for keys in [int(k) for k in args.keys.split(",")]:
             for mode in args.modes.split(","):
-                run = one(keys, mode, work, patch)
+                run = one(keys, mode, work, patch, args.thp)
                 runs.append(run)
                 print(
                     json.dumps({k: v for k, v in run.items() if not k.startswith("_")}), flush=True

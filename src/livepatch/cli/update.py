@@ -181,11 +181,12 @@ def _render(r: dict[str, Any]) -> str:
         f"  rules: {', '.join(r.get('rules') or [])}",
     ]
     if r.get("fork_ms") is not None:
-        lines.append(
-            f"  fork {r['fork_ms']:.1f} ms (the leader's pause); the follower installed the new "
-            f"version in {r.get('apply_ms') or 0:.0f} ms"
-            + (f" (transform {r['transform_ms']:.0f} ms)" if r.get("transform_ms") else "")
-        )
+        line = f"  fork {r['fork_ms']:.1f} ms (the leader's pause)"
+        if r.get("apply_ms") is not None:
+            line += f"; the follower installed the new version in {r['apply_ms']:.0f} ms"
+            if r.get("transform_ms"):
+                line += f" (transform {r['transform_ms']:.0f} ms)"
+        lines.append(line)
     if r.get("not_exercised"):
         lines.append(f"  changed code never exercised: {', '.join(r['not_exercised'])}")
     d = r.get("divergence")

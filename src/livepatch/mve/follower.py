@@ -164,7 +164,7 @@ def run(
         )
         steps = "; ".join(f"{step.hook}: {step.what}" for step in ctx.steps)
         installed = _Installed(
-            spec, staged, hooks, {"install": apply_ms, "transform": transform_ms}, steps
+            spec, staged, hooks, {"total": apply_ms, "transform": transform_ms}, steps
         )
     except BaseException as exc:
         _fail(ctl_sock, f"the new version could not be installed in the follower: {exc}")
