@@ -3,14 +3,19 @@ points of the log, so a DBSIZE during the window agrees, and the promoted server
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.mve.conftest import livepatch_cli
-from tests.mve.test_validated_update import held, raw, start_manual_update, start_server
+from tests.mve.test_validated_update import (
+    held,
+    raw,
+    start_manual_update,
+    start_server,
+    wait_for_status,
+)
 
 VOLATILE = 300
 
@@ -41,23 +46,16 @@ def test_keys_expired_actively_during_and_after_the_update(
     sock = str(work_dir / "lp.sock")
     proc = start_manual_update(patches["good"], sock, "--window", "1s", "--exercise-wait", "0")
     try:
-        deadline = time.monotonic() + 60
-        state: dict[str, Any] = {}
-        while state.get("state") not in ("following", "validated"):
-            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
-            state = json.loads(livepatch_cli("update-status", "--socket", sock, "--json").stdout)
-            state = state.get("update") or {}
+        wait_for_status(sock, proc, lambda s: s.get("state") in ("following", "validated"))
         # Keys nobody reads: only the leader's cron removes them; the follower must do the same at the
         # same point, or the DBSIZE replies differ and the update is discarded.
         _set_volatile(r, "during")
         assert _wait_dbsize(r, 1) == 1
         # The follower compared those requests (the DBSIZE replies among them) and agreed. A fresh
         # status each time: the one above may predate the requests.
-        state = {}
-        while state.get("state") != "validated" or state.get("compared", 0) < VOLATILE + 1:
-            assert time.monotonic() < deadline + 60 and proc.poll() is None, proc.communicate()
-            state = json.loads(livepatch_cli("update-status", "--socket", sock, "--json").stdout)
-            state = state.get("update") or {}
+        wait_for_status(
+            sock, proc, lambda s: s["state"] == "validated" and s["compared"] >= VOLATILE + 1
+        )
         promoted = livepatch_cli("promote", "--socket", sock)
         assert promoted.returncode == 0, promoted.stdout + promoted.stderr
         out, err = proc.communicate(timeout=60)
