@@ -3,8 +3,8 @@
 Theory of operation
 -------------------
 Nothing here runs, and nothing costs, until an update is validated: `install(loop)` only registers the
-host. Recording then replaces three methods *on the ServerState instance* (process_commands, new_client,
-forget_client) by recording wrappers, and `stop_recording` deletes them again: the steady-state hot path
+host. Recording then replaces four methods *on the ServerState instance* (process_commands, new_client,
+forget_client, cron) by recording wrappers, and `stop_recording` deletes them again: the steady-state hot path
 is the class's own method, with no test at all. The wrapper runs one request at a time through the
 class's process_commands, so that each request's reply is exactly what that call appended to the
 client's output (the hot path encodes replies into client.out in place).
@@ -13,7 +13,8 @@ The follower keeps the forked ClientState objects as its virtual clients (same i
 WATCH and authentication state as the leader's connections); a connection opened after the fork is
 created with the leader's id. Replies of the replay are taken out of client.out and compared. The
 follower does not persist (server.aof and server.persistence are None) and runs no cron: the leader
-does both until promotion.
+does both until promotion; the follower replays the leader's cron (active expiry, deterministic: a
+heap of expiry times) at the same points of the log ("t" records), so both hold the same keys.
 
 Hand-over (leader): write the AOF buffer, then per connection its unsent output and its parser (unread
 input, pickled), the listening socket and every client socket. The follower adopts them into its own
@@ -33,7 +34,7 @@ from kvserver.server import ServerState
 
 log = logging.getLogger("kvserver.mve")
 
-_RECORDING_METHODS = ("process_commands", "new_client", "forget_client")
+_RECORDING_METHODS = ("process_commands", "new_client", "forget_client", "cron")
 
 
 class KvHost:
@@ -62,6 +63,7 @@ class KvHost:
         process = ServerState.process_commands
         new_client = ServerState.new_client
         forget_client = ServerState.forget_client
+        cron = ServerState.cron
 
         def recording_process(client: ClientState, commands: list[list[bytes]]) -> None:
             out = client.out
@@ -86,10 +88,15 @@ class KvHost:
             forget_client(server, client)
             recorder.closed(client.id)
 
+        def recording_cron(now_ms: int) -> None:
+            cron(server, now_ms)
+            recorder.tick(now_ms)
+
         vars(server).update(
             process_commands=recording_process,
             new_client=recording_new_client,
             forget_client=recording_forget_client,
+            cron=recording_cron,
         )
 
     def stop_recording(self) -> None:
@@ -163,6 +170,9 @@ class KvHost:
         reply = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
         return reply
+
+    def replay_tick(self, now_ms: int) -> None:
+        ServerState.cron(self.server, now_ms)  # persistence is None here: active expiry only
 
     def adopt(self, fds: list[int], state: Any) -> None:
         server = self.server

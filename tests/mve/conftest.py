@@ -18,6 +18,8 @@ SRC = Path(kvserver.__file__).resolve().parent
 PING = "return argv[1] if len(argv) == 2 else PONG"
 PANG = 'return argv[1] if len(argv) == 2 else SimpleString("PANG")'
 GET_RETURN = "    return value\n"
+GETRANGE_ARGS = "    start = parse_int(argv[2])\n    end = parse_int(argv[3])\n"
+GETRANGE_SWAPPED = "    start = parse_int(argv[3])\n    end = parse_int(argv[2])\n"
 
 
 def livepatch_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -44,7 +46,7 @@ def _variant(work: Path, name: str, edit: tuple[str, str, str] | None) -> Path:
 @pytest.fixture(scope="session")
 def patches() -> Iterator[dict[str, Path]]:
     """good: PING answers PANG; bad: GET appends '!' to every value; slow: GET takes 5 ms more;
-    hang: GET never returns. Built with `livepatch diff`, as an operator does."""
+    hang: GET never returns; getrange: GETRANGE key end start. Built with `livepatch diff`, as an operator does."""
     work = Path(tempfile.mkdtemp(prefix="lp-mve-p-"))
     try:
         v1 = _variant(work, "v1", None)
@@ -57,6 +59,8 @@ def patches() -> Iterator[dict[str, Path]]:
             # Right answers, but slow (the follower falls behind) or never (it hangs).
             "slow": ("commands/strings.py", *_get_edit('__import__("time").sleep(0.005) or {v}')),
             "hang": ("commands/strings.py", *_get_edit("[0 for _ in iter(int, 1)] and {v}")),
+            # v2's GETRANGE takes the end first (a request rewrite maps the old form to it).
+            "getrange": ("commands/strings.py", GETRANGE_ARGS, GETRANGE_SWAPPED),
         }
         out: dict[str, Path] = {}
         for name, edit in edits.items():

@@ -102,3 +102,38 @@ def test_log_records_arrive_in_order() -> None:
     finally:
         leader.close()
         follower.close()
+
+
+def test_rewrites_apply_in_order_and_a_broken_one_keeps_the_request() -> None:
+    source = (
+        "def rewrite_boom(request):\n"
+        "    raise ValueError('bug in the rewrite')\n"
+        "def rewrite_not_a_request(request):\n"
+        "    return 'GET'\n"
+        "def rewrite_swap(request):\n"
+        "    if request[0] == b'GETRANGE':\n"
+        "        return [request[0], request[1], request[3], request[2]]\n"
+        "def rewrite_upper(request):\n"
+        "    return [request[0].upper(), *request[1:]]\n"
+        "def rule_any(request, old_reply, new_reply):\n"
+        "    return False\n"
+    )
+    rules = ruleset(source, "r.py")
+    assert rules.names == [
+        "rewrite_boom",
+        "rewrite_not_a_request",
+        "rewrite_swap",
+        "rewrite_upper",
+        "rule_differs_by_nature",
+        "rule_any",
+    ]
+    assert rules.rewrite([b"GETRANGE", b"k", b"1", b"3"]) == [b"GETRANGE", b"k", b"3", b"1"]
+    assert rules.rewrite([b"get", b"k"]) == [b"GET", b"k"]
+    assert ruleset(None).rewrite([b"get", b"k"]) == [b"get", b"k"]
+
+
+def test_a_rewrite_with_the_wrong_signature_is_refused_with_what_to_write() -> None:
+    with pytest.raises(RulesError, match=r"rewrite_x must take \(request\)"):
+        load_rules_source("def rewrite_x(request, old_reply):\n    return None\n", "r.py")
+    only_rewrites = ruleset("def rewrite_y(request):\n    return None\n", "r.py")
+    assert only_rewrites.names == ["rewrite_y", "rule_differs_by_nature"]

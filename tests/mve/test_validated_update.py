@@ -120,14 +120,30 @@ def update(work: Path, patch: Path, *extra: str) -> subprocess.CompletedProcess[
     )
 
 
-def start_manual_update(patch: Path, sock: str) -> subprocess.Popen[str]:
+def start_manual_update(patch: Path, sock: str, *extra: str) -> subprocess.Popen[str]:
     """`livepatch update PATCH --validate --promote manual` in the background: the follower keeps
     following until the test promotes, discards or kills something."""
     return subprocess.Popen(
         [sys.executable, "-m", "livepatch.cli", "update", str(patch), "--socket", sock,
-         "--validate", "--promote", "manual"],
+         "--validate", "--promote", "manual", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+
+
+def wait_for_status(
+    sock: str, proc: subprocess.Popen[str], until: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """The running update's status (`update-status`) once `until(status)`; fails at once, with the
+    update's output, if the update ended first, and after 90 s."""
+    deadline = time.monotonic() + 90
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"the update ended before the test could act: {proc.communicate()}")
+        done = livepatch_cli("update-status", "--socket", sock, "--json")
+        status = (json.loads(done.stdout).get("update") or {}) if done.returncode == 0 else {}
+        if status and until(status):
+            return status
+        assert time.monotonic() < deadline, f"no such status within 90 s: {status}"
 
 
 def children(pid: int) -> list[int]:
@@ -221,17 +237,9 @@ def test_killed_follower_is_discarded_and_clients_see_nothing(
     with Traffic(server) as traffic:
         proc = start_manual_update(patches["good"], sock)
         try:
-            follower = None
-            deadline = time.monotonic() + 60
-            while follower is None and time.monotonic() < deadline:
-                status = json.loads(
-                    livepatch_cli("update-status", "--socket", sock, "--json").stdout
-                )
-                update_state = status.get("update") or {}
-                if update_state.get("follower_pid") and update_state.get("compared", 0) > 0:
-                    follower = update_state["follower_pid"]
-                else:
-                    time.sleep(0.05)
+            follower = wait_for_status(
+                sock, proc, lambda s: bool(s.get("follower_pid")) and s.get("compared", 0) > 0
+            )["follower_pid"]
             assert follower in children(server.process.pid)
             os.kill(follower, signal.SIGKILL)
             out, err = proc.communicate(timeout=60)
@@ -332,11 +340,9 @@ def test_follower_exits_by_itself_when_the_leader_is_killed(
     sock = str(work_dir / "lp.sock")
     proc = start_manual_update(patches["good"], sock)
     try:
-        follower = None
-        deadline = time.monotonic() + 60
-        while follower is None and time.monotonic() < deadline:
-            state = json.loads(livepatch_cli("update-status", "--socket", sock, "--json").stdout)
-            follower = (state.get("update") or {}).get("follower_pid")
+        follower = wait_for_status(sock, proc, lambda s: bool(s.get("follower_pid")))[
+            "follower_pid"
+        ]
         assert follower in children(server.process.pid)
         exited = os.pidfd_open(follower)
         try:
@@ -366,11 +372,7 @@ def test_the_follower_never_writes_the_leaders_files(
     sock = str(work_dir / "lp.sock")
     proc = start_manual_update(patches["good"], sock)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            state = json.loads(livepatch_cli("update-status", "--socket", sock, "--json").stdout)
-            if (state.get("update") or {}).get("state") in ("following", "validated"):
-                break
+        wait_for_status(sock, proc, lambda s: s.get("state") in ("following", "validated"))
         assert raw(r, "SAVE") == b"OK"
         out, err = proc.communicate(timeout=60)
     finally:
@@ -390,11 +392,9 @@ def test_a_server_asked_to_stop_during_an_update_stops_promptly(
     sock = str(work_dir / "lp.sock")
     proc = start_manual_update(patches["good"], sock)
     try:
-        follower = None
-        deadline = time.monotonic() + 60
-        while follower is None and time.monotonic() < deadline:
-            state = json.loads(livepatch_cli("update-status", "--socket", sock, "--json").stdout)
-            follower = (state.get("update") or {}).get("follower_pid")
+        follower = wait_for_status(sock, proc, lambda s: bool(s.get("follower_pid")))[
+            "follower_pid"
+        ]
         assert follower in children(server.process.pid)
         t0 = time.monotonic()
         assert server.stop(timeout=15) == 0  # SIGTERM: a clean stop, not the SIGKILL after 15 s

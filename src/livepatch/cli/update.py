@@ -85,7 +85,8 @@ Examples:
     "rules_path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="Python file of rules declaring expected differences.",
+    help="Python file of rules: rule_*(request, old_reply, new_reply) -> bool accepts a difference, "
+    "rewrite_*(request) -> request rewrites a request for the new version.",
 )
 @click.option(
     "--window",
@@ -179,6 +180,13 @@ def _render(r: dict[str, Any]) -> str:
         f"{r.get('elapsed_s', 0)} s",
         f"  rules: {', '.join(r.get('rules') or [])}",
     ]
+    if r.get("fork_ms") is not None:
+        line = f"  fork {r['fork_ms']:.1f} ms (the leader's pause)"
+        if r.get("apply_ms") is not None:
+            line += f"; the follower installed the new version in {r['apply_ms']:.0f} ms"
+            if r.get("transform_ms"):
+                line += f" (transform {r['transform_ms']:.0f} ms)"
+        lines.append(line)
     if r.get("not_exercised"):
         lines.append(f"  changed code never exercised: {', '.join(r['not_exercised'])}")
     d = r.get("divergence")

@@ -2,25 +2,29 @@
 
 Theory of operation
 -------------------
-The child is alone (fork keeps only the forking thread) and owns a copy of the leader's state. It
+The child is alone (fork keeps only the forking thread) and owns a copy of the leader's state. It dies
+with the leader (PR_SET_PDEATHSIG, set first: no orphan keeps running, whatever phase it is in) and
 1. drops every inherited socket (connections, listeners, the agent's control socket) so that a connection
    the leader closes really closes, and the server drops its own objects (`Host.enter_follower`);
 2. installs the patch in place (staging, the patch's pre_patch and transform hooks, direct swap,
    post_patch: no quiescence is needed with one thread; the transform runs on the follower's copy of
    the data while the leader serves);
-3. says "ready" and replays the log: each request through the virtual client of its connection, at the
-   leader's clock; each reply is compared with the leader's; a difference that no rule explains is
-   reported ("diverged") and the child exits. Progress is reported every PROGRESS_S;
+3. says "ready" and replays the log: each request (as the rules' rewrites make it for the new version)
+   through the virtual client of its connection, at the leader's clock, and the leader's periodic work
+   ("t": active expiry) at the same points; each reply is compared with the leader's; a difference
+   that no rule explains is reported ("diverged") and the child exits. Progress every PROGRESS_S;
 4. at the hand-over marker it receives the sockets (SCM_RIGHTS), adopts them, says "took-over" and
-   returns into the server's loop, which serves from then on; when the old leader has exited (its end
-   of the channel closes) `after_takeover` runs (the agent starts on the control socket).
+   returns into the server's loop, which serves from then on; the patch goes into the runtime's stack
+   and history (livepatch status/history/revert know it); when the old leader has exited (its end of
+   the channel closes) the heap is unfrozen (gc.unfreeze: nothing is shared any more) and
+   `after_takeover` runs (the agent starts on the control socket).
 The child never returns into the server unless promoted: every other end is os._exit (no atexit, no
-finally of the leader's stack runs twice). If the leader dies, the log ends and the child exits: no
-orphan keeps running.
+finally of the leader's stack runs twice). Tests hold it at each phase (phases.py).
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import select
 import signal
@@ -36,6 +40,7 @@ from typing import Any
 
 from livepatch.mve import channel
 from livepatch.mve.host import Host
+from livepatch.mve.phases import hold
 from livepatch.mve.rules import RuleSet
 
 PROGRESS_S = 0.05
@@ -97,15 +102,19 @@ class _Coverage:
         return sorted(self.names[c] for c in self.pending)
 
 
-def _die_with_parent() -> None:
-    """SIGKILL when the old leader (then the waiter, waiter.py) is killed: its pid stands for the server."""
+def _die_with_parent(leader_pid: int) -> None:
+    """SIGKILL when the leader (after a promotion: the waiter, waiter.py) dies: before the promotion a
+    follower without its leader has nothing to follow; after it, the waiter's pid stands for the server.
+    If the leader died before the prctl, the parent is already someone else: exit."""
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: as if the server pid was killed
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (the forking thread: the server's loop)
     except (OSError, AttributeError):
-        return
+        pass
+    if os.getppid() != leader_pid:
+        os._exit(EXIT_LEADER_GONE)
 
 
 def _short(data: bytes, limit: int = 200) -> str:
@@ -120,11 +129,14 @@ def run(
     log_sock: socket.socket,
     ctl_sock: socket.socket,
     after_takeover: Callable[[], None] | None,
+    leader_pid: int,
 ) -> None:
     """The child's life; returns only when promoted (the caller then carries on serving)."""
+    _die_with_parent(leader_pid)
     try:
         _drop_inherited_sockets({log_sock.fileno(), ctl_sock.fileno(), 0, 1, 2})
         host.enter_follower()
+        hold("follower:fork")
         t0 = time.monotonic()
         from livepatch.runtime.patch_hooks import context_for, load_hooks
         from livepatch.runtime.staging import stage
@@ -134,25 +146,45 @@ def run(
         staged = stage(spec)
         hooks = load_hooks(spec)
         ctx = context_for(spec)
-        for name in ("pre_patch", "transform"):
-            ctx.hook = name
-            hooks.call(name, ctx)
+        ctx.hook = "pre_patch"
+        hooks.call("pre_patch", ctx)
+        hold("follower:transform")
+        t1 = time.monotonic()
+        ctx.hook = "transform"
+        hooks.call("transform", ctx)
+        transform_ms = (time.monotonic() - t1) * 1e3
         staged.swap_in()
         ctx.hook = "post_patch"
         hooks.call("post_patch", ctx)
         coverage = _Coverage(_new_codes(staged))
+        apply_ms = (time.monotonic() - t0) * 1e3
         channel.send_frame(
             ctl_sock,
-            ("ready", {"apply_ms": (time.monotonic() - t0) * 1e3, "pid": os.getpid()}),
+            ("ready", {"apply_ms": apply_ms, "transform_ms": transform_ms, "pid": os.getpid()}),
+        )
+        steps = "; ".join(f"{step.hook}: {step.what}" for step in ctx.steps)
+        installed = _Installed(
+            spec, staged, hooks, {"total": apply_ms, "transform": transform_ms}, steps
         )
     except BaseException as exc:
         _fail(ctl_sock, f"the new version could not be installed in the follower: {exc}")
+    hold("follower:catch-up")
     try:
-        _follow(host, rules, log_sock, ctl_sock, coverage, after_takeover)
+        _follow(host, rules, log_sock, ctl_sock, coverage, after_takeover, installed)
     except EOFError:
         os._exit(EXIT_LEADER_GONE)
     except BaseException:
         _fail(ctl_sock, "the follower failed: " + traceback.format_exc(limit=8))
+
+
+class _Installed:
+    """What the follower installed, for the runtime's stack and history once promoted."""
+
+    def __init__(
+        self, spec: Any, staged: Any, hooks: Any, timings: dict[str, float], steps: str
+    ) -> None:
+        self.spec, self.staged, self.hooks, self.timings = spec, staged, hooks, timings
+        self.steps = steps  # what the hooks declared they did (ctx.record)
 
 
 def _fail(ctl_sock: socket.socket, reason: str) -> None:
@@ -169,11 +201,13 @@ def _follow(
     ctl_sock: socket.socket,
     coverage: _Coverage,
     after_takeover: Callable[[], None] | None,
+    installed: _Installed,
 ) -> None:
     seq = 0
     accepted = 0
     last_progress = time.monotonic()
     replay = host.replay
+    rewrite = rules.rewrite if rules.rewrites else None
     reported = 0
     while True:
         if reported != seq and not select.select([log_sock], [], [], PROGRESS_S)[0]:
@@ -188,8 +222,10 @@ def _follow(
             if kind == "x":
                 _, cid, now_ms, requests, replies = record
                 for request, old in zip(requests, replies, strict=True):
-                    new = replay(cid, now_ms, request)
+                    new = replay(cid, now_ms, rewrite(request) if rewrite else request)
                     seq += 1
+                    if seq == 1:
+                        hold("follower:compare")
                     if new != old:
                         rule = rules.explain(request, old, new)
                         if rule is None:
@@ -211,12 +247,14 @@ def _follow(
                             )
                             os._exit(EXIT_DIVERGED)
                         accepted += 1
+            elif kind == "t":
+                host.replay_tick(record[1])
             elif kind == "o":
                 host.replay_open(record[1], record[2])
             elif kind == "c":
                 host.replay_close(record[1])
             elif kind == "h":
-                _take_over(host, ctl_sock, record[1], record[2], seq, after_takeover)
+                _take_over(host, ctl_sock, record[1], record[2], seq, after_takeover, installed)
                 return
         now = time.monotonic()
         if now - last_progress >= PROGRESS_S:
@@ -232,12 +270,23 @@ def _take_over(
     nfds: int,
     seq: int,
     after_takeover: Callable[[], None] | None,
+    installed: _Installed,
 ) -> None:
     sys.setprofile(None)
     fds = channel.recv_fds(ctl_sock, nfds)
     host.adopt(fds, state)
-    _die_with_parent()
+    hold("follower:handover")
     channel.send_frame(ctl_sock, ("took-over", seq))
+    from livepatch.runtime import core
+
+    core.adopt_applied(
+        installed.spec,
+        installed.staged,
+        installed.hooks,
+        f"validated update: {seq} requests compared, then promoted"
+        + (f" ({installed.steps})" if installed.steps else ""),
+        installed.timings,
+    )
 
     def wait_for_old_leader() -> None:
         # The old leader's end closes when it exits: then its control socket path is free.
@@ -248,6 +297,7 @@ def _take_over(
         except OSError:
             pass
         ctl_sock.close()
+        gc.unfreeze()  # the leader's pages are no longer shared: the collector may see everything
         if after_takeover is not None:
             after_takeover()
 

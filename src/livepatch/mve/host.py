@@ -10,7 +10,9 @@ leader side (the running server)
     prepare_fork()            loop thread, just before fork(): make buffered state durable (e.g. write
                               the append-only file's buffer) so that the child holds no copy of it.
     start_recording(rec)      loop thread: from now on report every executed request with its reply,
-                              and every connection opened or closed, to `rec` (a `Recorder`), in order.
+                              every connection opened or closed, and every run of the periodic work
+                              that changes data (kvserver: active expiry), to `rec` (a `Recorder`),
+                              in order.
     stop_recording()          loop thread: stop reporting (cheap: the steady state costs nothing).
     export_handover()         loop thread, recording stopped: (fds, state): the listening socket and
                               every client socket, and a picklable state (per connection its unread
@@ -24,6 +26,8 @@ follower side (the forked child; alone: one thread, no sockets)
     replay_open(cid, info) / replay_close(cid)   connection events, in the leader's order.
     replay(cid, now_ms, request) -> bytes        execute one request through the virtual client `cid`
                               at the leader's clock; the encoded reply.
+    replay_tick(now_ms)       the leader's periodic work ran here, at this clock: run it (the follower
+                              runs no timer of its own, so both expire the same keys at the same point).
     adopt(fds, state)         promoted: serve these sockets with this state; returns, and the server's
                               loop (which forked) carries on serving as the new leader.
 """
@@ -41,6 +45,8 @@ class Recorder(Protocol):
     def opened(self, cid: int, info: Any) -> None: ...
 
     def closed(self, cid: int) -> None: ...
+
+    def tick(self, now_ms: int) -> None: ...
 
     def end_of_batch(self) -> None: ...
 
@@ -69,6 +75,8 @@ class Host(Protocol):
     def replay_close(self, cid: int) -> None: ...
 
     def replay(self, cid: int, now_ms: int, request: Any) -> bytes: ...
+
+    def replay_tick(self, now_ms: int) -> None: ...
 
     def adopt(self, fds: list[int], state: Any) -> None: ...
 

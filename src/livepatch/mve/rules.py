@@ -5,6 +5,12 @@ received it (for a Redis-protocol server, the argument list, `list[bytes]`), the
 bytes each version sent. A rule returning True declares the difference expected. A rules file is a
 Python module; every top-level function whose name starts with `rule` is a rule (in file order).
 
+A rewrite is `def rewrite(request) -> request | None`: the follower (the new version) executes what it
+returns instead of the leader's request (None: the request as it is). It is for a deliberate change of a
+request's form, clients switching with the promotion (Varan's "put(k, v) becomes put(string, k, v)");
+the replies are then compared as usual. Every top-level function whose name starts with `rewrite` is
+one; they apply in file order, each to the previous one's result.
+
 The built-in set (`BUILTIN`) covers the replies that differ by nature between two processes, whatever
 the update: server introspection (INFO, CLIENT ID/LIST/INFO, HELLO, MEMORY, OBJECT, DEBUG, LASTSAVE,
 CONFIG GET, ROLE, COMMAND), the clock (TIME) and random choices (RANDOMKEY, SRANDMEMBER, SPOP,
@@ -19,9 +25,10 @@ import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 Rule = Callable[[Any, bytes, bytes], bool]
+Rewrite = Callable[[Any], Any]
 
 _NONDETERMINISTIC = frozenset(
     {
@@ -70,8 +77,9 @@ class RulesError(Exception):
     """A rules file that cannot be loaded; the message says what to fix."""
 
 
-def load_rules_source(source: str, filename: str) -> tuple[Rule, ...]:
-    """The rules a rules file defines (every top-level function named rule*, in file order)."""
+def load_rules_source(source: str, filename: str) -> tuple[Rule | Rewrite, ...]:
+    """The rules and rewrites a rules file defines (top-level functions named rule*/rewrite*, in file
+    order)."""
     namespace: dict[str, Any] = {"__name__": "livepatch_mve_rules", "__file__": filename}
     try:
         exec(compile(source, filename, "exec"), namespace)
@@ -83,24 +91,27 @@ def load_rules_source(source: str, filename: str) -> tuple[Rule, ...]:
             "(fix it and run the update again)"
         ) from None
     found = [
-        obj for key, obj in namespace.items() if key.startswith("rule") and inspect.isfunction(obj)
+        obj
+        for key, obj in namespace.items()
+        if key.startswith(("rule", "rewrite")) and inspect.isfunction(obj)
     ]
-    for rule in found:
+    for fn in found:
+        rewrite = fn.__name__.startswith("rewrite")
         try:
-            inspect.signature(rule).bind(None, b"", b"")
+            inspect.signature(fn).bind(*((None,) if rewrite else (None, b"", b"")))
         except TypeError:
-            raise RulesError(
-                f"{filename}: {rule.__name__} must take (request, old_reply, new_reply)"
-            ) from None
+            wanted = "(request)" if rewrite else "(request, old_reply, new_reply)"
+            raise RulesError(f"{filename}: {fn.__name__} must take {wanted}") from None
     if not found:
         raise RulesError(
             f"{filename} defines no rule: write functions named rule_* taking "
-            "(request, old_reply, new_reply) and returning True for an expected difference"
+            "(request, old_reply, new_reply) and returning True for an expected difference, "
+            "or rewrite_* taking (request) and returning the request the new version runs"
         )
     return tuple(found)
 
 
-def load_rules_file(path: str | Path) -> tuple[Rule, ...]:
+def load_rules_file(path: str | Path) -> tuple[Rule | Rewrite, ...]:
     p = Path(path)
     try:
         source = p.read_text()
@@ -109,13 +120,18 @@ def load_rules_file(path: str | Path) -> tuple[Rule, ...]:
     return load_rules_source(source, str(p))
 
 
+def _is_rewrite(fn: Any) -> bool:
+    return str(getattr(fn, "__name__", "")).startswith("rewrite")
+
+
 @dataclass
 class RuleSet:
     rules: Sequence[Rule]
+    rewrites: Sequence[Rewrite] = ()
 
     @property
     def names(self) -> list[str]:
-        return [getattr(r, "__name__", repr(r)) for r in self.rules]
+        return [getattr(r, "__name__", repr(r)) for r in (*self.rewrites, *self.rules)]
 
     def explain(self, request: Any, old_reply: bytes, new_reply: bytes) -> str | None:
         """The name of the first rule accepting this difference, or None (a divergence).
@@ -129,11 +145,31 @@ class RuleSet:
                 continue
         return None
 
+    def rewrite(self, request: Any) -> Any:
+        """The request the new version executes: each rewrite in turn (None keeps the request).
+
+        A rewrite that raises or returns something that is not a non-empty list of bytes keeps the
+        request as it was: the comparison then shows whether that was right."""
+        for fn in self.rewrites:
+            try:
+                out = fn(request)
+            except BaseException:
+                continue
+            if (
+                isinstance(out, list | tuple)
+                and out
+                and all(isinstance(a, bytes | bytearray) for a in out)
+            ):
+                request = [bytes(a) for a in out]
+        return request
+
 
 def ruleset(source: str | None, filename: str = "<rules>") -> RuleSet:
     """The built-in rules, then those of `source` (the text of a rules file), if any."""
     extra = load_rules_source(source, filename) if source is not None else ()
-    return RuleSet((*BUILTIN, *extra))
+    rules = [cast(Rule, fn) for fn in extra if not _is_rewrite(fn)]
+    rewrites = [cast(Rewrite, fn) for fn in extra if _is_rewrite(fn)]
+    return RuleSet((*BUILTIN, *rules), tuple(rewrites))
 
 
-__all__ = ["BUILTIN", "Rule", "RuleSet", "RulesError", "load_rules_file", "ruleset"]
+__all__ = ["BUILTIN", "Rewrite", "Rule", "RuleSet", "RulesError", "load_rules_file", "ruleset"]

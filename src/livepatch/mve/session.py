@@ -46,6 +46,7 @@ from typing import Any
 
 from livepatch.mve import channel, follower
 from livepatch.mve.host import Host
+from livepatch.mve.phases import hold
 from livepatch.mve.rules import RuleSet
 
 log = logging.getLogger("livepatch.mve")
@@ -81,6 +82,7 @@ class _Progress:
     uncovered: list[str] = field(default_factory=list)
     last_change: float = field(default_factory=time.monotonic)
     apply_ms: float | None = None
+    transform_ms: float | None = None
 
 
 class Session:
@@ -148,6 +150,9 @@ class Session:
             "lag": max(0, self.seq - p.compared),
             "accepted_differences": p.accepted,
             "divergences": 1 if self.outcome and self.outcome.get("divergence") else 0,
+            "ready": p.ready_at is not None,  # the new version is installed (transform done)
+            "fork_ms": self.fork_ms,
+            "transform_ms": p.transform_ms,
             "not_exercised_yet": p.uncovered,
             "rules": self.rules.names,
             "promote": self.options.promote,
@@ -160,11 +165,13 @@ class Session:
             log_l, log_f = socket.socketpair()
             ctl_l, ctl_f = socket.socketpair()
             self.host.prepare_fork()
+            leader_pid = os.getpid()
             t0 = time.monotonic()
             gc.collect(0)
-            gc.freeze()
+            gc.freeze()  # the collector must not write into (and so copy) every shared page
             pid = os.fork()
         except Exception as exc:
+            gc.unfreeze()
             self._fork_error = f"cannot fork the follower: {exc}"
             self._forked.set()
             return
@@ -172,7 +179,9 @@ class Session:
             try:
                 log_l.close()
                 ctl_l.close()
-                follower.run(self.host, self.spec, self.rules, log_f, ctl_f, self.after_takeover)
+                follower.run(
+                    self.host, self.spec, self.rules, log_f, ctl_f, self.after_takeover, leader_pid
+                )
             except BaseException:
                 os._exit(follower.EXIT_FAILED)
             return  # promoted: back into the server's loop, which now serves as the new leader
@@ -200,6 +209,10 @@ class Session:
         assert self._writer is not None
         self._writer.append(("c", cid))
 
+    def tick(self, now_ms: int) -> None:
+        assert self._writer is not None
+        self._writer.append(("t", now_ms))
+
     def end_of_batch(self) -> None:
         assert self._writer is not None
         self._writer.flush()
@@ -214,6 +227,7 @@ class Session:
         if self._writer is not None:
             with contextlib.suppress(OSError):
                 self._writer.sock.close()
+        gc.unfreeze()  # the follower is gone: nothing is shared any more
         done.set()
 
     def _handover_on_loop(self) -> None:
@@ -229,13 +243,16 @@ class Session:
             except OSError:
                 ok = False
         if ok:
+            hold("leader:handover")
             ok = self._ack.wait(self.options.handover_timeout) and self._ack_ok
         if ok:
+            hold("leader:handed-over")
             self.host.finish_handover()
             self.state = "promoted"
         else:
             self._kill()
             self.host.resume_after_failed_handover()
+            gc.unfreeze()
             self.state = "handover-failed"
         self._handover_done.set()
 
@@ -291,6 +308,7 @@ class Session:
         if kind == "ready":
             p.ready_at = time.monotonic()
             p.apply_ms = msg[1].get("apply_ms")
+            p.transform_ms = msg[1].get("transform_ms")
             p.last_change = p.ready_at
             log.info("validated update: follower %s ready", self.pid)
         elif kind == "progress":
@@ -434,6 +452,7 @@ class Session:
             "rules": self.rules.names,
             "fork_ms": self.fork_ms,
             "apply_ms": self.progress.apply_ms,
+            "transform_ms": self.progress.transform_ms,
             "elapsed_s": round(time.monotonic() - self._t0, 3),
         }
         log.warning("validated update of %s: %s: %s", self.spec.patch_id, outcome, reason)

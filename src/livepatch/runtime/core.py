@@ -129,3 +129,4 @@ revert_patch = DEFAULT.revert_patch
 history = DEFAULT.history
 record = DEFAULT.record
 applied_patches = DEFAULT.applied_patches
+adopt_applied = DEFAULT.adopt_applied

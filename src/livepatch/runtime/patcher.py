@@ -760,6 +760,30 @@ class Patcher(Quiescence):
         with self._records_lock:
             return list(self._history)
 
+    def adopt_applied(
+        self,
+        spec: PatchSpec,
+        staged: StagedPatch,
+        hooks: PatchHooks,
+        reason: str,
+        timings: dict[str, float],
+    ) -> PatchResult:
+        """A patch installed outside the patcher, by a validated update's follower (livepatch.mve) now
+        promoted: onto the stack and into the history as applied, so that `livepatch status`, `history`
+        and `revert` know it. Called in the forked follower, alone: a lock a leader thread held at fork
+        time stays held there, so none is waited for long."""
+        result = PatchResult(
+            spec.patch_id, Action.APPLY, "validated", Outcome.APPLIED, reason, (), dict(timings)
+        )
+        self._stack.append(_Applied(spec, staged, hooks, _targets(staged)))
+        got = self._records_lock.acquire(timeout=1.0)
+        try:
+            self._history.append(result)
+        finally:
+            if got:
+                self._records_lock.release()
+        return result
+
     def applied_patches(self) -> list[str]:
         """Ids of the applied patches, oldest first (the stack; revert pops from the end). Never waits for a
         running transition (the stack changes only under `_patcher_lock`; a copy of a list is atomic under
