@@ -42,14 +42,16 @@ def _result(reply: protocol.Reply, action: Action, method: str) -> PatchResult:
     return failed("", action, method, reply.error or "no result")
 
 
-def apply(socket_path: Path, patch: Path, method: str) -> PatchResult:
+def apply(
+    socket_path: Path, patch: Path, method: str, timeout_s: float = PATCH_TIMEOUT_S
+) -> PatchResult:
     document = json.loads(patch.read_bytes())
-    req = protocol.ApplyRequest(document, method, PATCH_TIMEOUT_S)
+    req = protocol.ApplyRequest(document, method, timeout_s)
     return _result(_send(socket_path, req), Action.APPLY, method)
 
 
-def revert(socket_path: Path, method: str) -> PatchResult:
-    req = protocol.RevertRequest(None, method, PATCH_TIMEOUT_S)
+def revert(socket_path: Path, method: str, timeout_s: float = PATCH_TIMEOUT_S) -> PatchResult:
+    req = protocol.RevertRequest(None, method, timeout_s)
     return _result(_send(socket_path, req), Action.REVERT, method)
 
 

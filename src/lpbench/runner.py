@@ -49,6 +49,9 @@ class BenchConfig:
     policy: str = "thread-per-connection"
     pool_groups: int = 3
     scale: float = 1.0
+    pool_quiescence: str = (
+        "priority"  # "naive": the deadlock figure's experiment-only pool protocol
+    )
 
     def check(self) -> None:
         """Raise ValueError naming the first bad setting."""
