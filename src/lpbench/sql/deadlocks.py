@@ -182,7 +182,7 @@ def summarize(
         "patches": [
             {"path": str(p.path), "functions": p.n_functions, "bytes": p.size_bytes}
             for p in patches
-        ],  # fmt: skip
+        ],
         "rows": rows,
         "runs": verdicts,
     }
