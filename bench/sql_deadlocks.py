@@ -13,6 +13,7 @@ DIR/deadlocks.png; prints a Markdown table.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -23,14 +24,14 @@ from lpbench.sql.patches import builtin_patch
 
 
 def table(summary: dict) -> str:
-    lines = ["| protocol | workload | runs | runs deadlocked | runs with an aborted patch | patches (applied or reverted / triggered) | sync p50 / p99 ms |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| protocol | workload | runs | runs deadlocked | runs with an aborted patch | server process hung | patches (applied or reverted / triggered) | sync p50 / p99 ms |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in summary["rows"]:
         sync = (
             "-" if r["sync_p50_ms"] is None else f"{r['sync_p50_ms']:.2f} / {r['sync_p99_ms']:.1f}"
         )
         lines.append(f"| {r['protocol']} | {r['workload']} | {r['runs']} | {r['runs_deadlocked']} | "
-                     f"{r['runs_aborted']} | {r['patches_ok']:,} / {r['patches']:,} | {sync} |")  # fmt: skip
+                     f"{r['runs_aborted']} | {r.get('runs_hung', 0)} | {r['patches_ok']:,} / {r['patches']:,} | {sync} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -47,7 +48,11 @@ def main() -> int:
     ap.add_argument("--protocols", default="naive,priority")
     ap.add_argument("--out", type=Path, default=Path("results/sql-deadlocks"))
     ap.add_argument("--replot", action="store_true", help="redraw from DIR/deadlocks.json only")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the runs already in DIR/deadlocks.json, run only the missing ones")  # fmt: skip
     args = ap.parse_args()
+    # A hung server is sent SIGABRT (lpbench.sql.deadlocks): with this, it logs every thread's stack.
+    os.environ["PYTHONFAULTHANDLER"] = "1"
     if not args.replot:
         cfg = deadlocks.DeadlockConfig(
             workloads=tuple(args.workloads.split(",")), protocols=tuple(args.protocols.split(",")),
@@ -56,8 +61,9 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="lpb-patch-") as work:
             patches = [builtin_patch(Path(work))]
             deadlocks.run_all(
-                cfg, patches, args.out, log=lambda s: print(s, file=sys.stderr, flush=True)
-            )
+                cfg, patches, args.out, log=lambda s: print(s, file=sys.stderr, flush=True),
+                resume=args.resume,
+            )  # fmt: skip
     summary = deadlocks.load(args.out)
     plots_sql.deadlocks(summary, args.out / "deadlocks.png")
     print(table(summary))

@@ -7,7 +7,7 @@
     options: --out DIR (default results/sql-figures) --duration S --patch K --replot
 
 Every update applies or reverts a real commit of this repository's sqlserver (lpbench.sql.history:
-patch #K, default #2, on a server running that commit's parent; fig5: all five); the runs are lpbench's
+patch #K, default #4, on a server running that commit's parent; fig5: all five); the runs are lpbench's
 (runner.run_once: every transaction recorded, the agent's events merged). Durations and sizes are cut
 down for a busy 2-core machine (docs/results-sql.md says by how much). The figures go to DIR/figN.png;
 each panel's data stays in DIR/figN/<panel>/ (summary.json, per-run requests.npz and events.json), so
@@ -38,6 +38,9 @@ SCALE = {
 }  # YCSB 1000 rows; TPC-C 1 small warehouse
 CONNECTIONS = {"noop": 10, "ycsb": 10, "tpcc": 10, "olap": 4}
 POOL_GROUPS = (1, 2, 4, 8, 16)
+OLAP_TIMELINE_SCALE = (
+    1.0  # figure 2: one whole warehouse, so that queries run for a good part of a second
+)
 
 
 def every_100ms(duration: float) -> tuple[float, ...]:
@@ -98,7 +101,7 @@ def fig2(args: argparse.Namespace, patch: history.HistoryPatch | None) -> list[P
         if patch is not None:
             cfg = BenchConfig(server="sql", workload="olap", connections=CONNECTIONS["olap"],
                               duration_s=d, at_s=(round(d / 3, 2), round(2 * d / 3, 2)), policy=p,
-                              scale=SCALE["olap"])  # fmt: skip
+                              scale=OLAP_TIMELINE_SCALE)  # fmt: skip
             _series(cfg, ["live-global", "live-local"], patch, panel)
         runs = [(r.method, r.recording, r.updates) for r in load_results(panel)]
         panels.append(plots_sql.olap_timeline(runs, p, panel / "timeline.png"))
@@ -159,12 +162,12 @@ def main() -> int:
     ap.add_argument("figure", choices=["fig1", "fig2", "fig3", "fig5"])
     ap.add_argument("--out", type=Path, default=Path("results/sql-figures"))
     ap.add_argument("--duration", type=float, default=None,
-                    help="seconds per run (fig1: 15, fig2: 12, fig3: 6)")  # fmt: skip
-    ap.add_argument("--patch", type=int, default=2, choices=range(1, 6), help="history patch #K")
+                    help="seconds per run (fig1: 15, fig2: 20, fig3: 6)")  # fmt: skip
+    ap.add_argument("--patch", type=int, default=4, choices=range(1, 6), help="history patch #K")
     ap.add_argument("--repo", type=Path, default=Path("."), help="a git clone of this repository")
     ap.add_argument("--replot", action="store_true", help="redraw from DIR only; run nothing")
     args = ap.parse_args()
-    args.duration = args.duration or {"fig1": 15.0, "fig2": 12.0, "fig3": 6.0}.get(args.figure, 0)
+    args.duration = args.duration or {"fig1": 15.0, "fig2": 20.0, "fig3": 6.0}.get(args.figure, 0)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="lpb-hist-") as tmp:
         built = None if args.replot else history.build(args.repo, Path(tmp))

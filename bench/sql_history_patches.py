@@ -33,6 +33,7 @@ def choose(repo: Path, out: Path) -> int:
             else ", ".join(c["refusal_kinds"] or [c.get("error_kind") or ""])
         )
         tried = c["trial"] or ("-" if c["servable"] else "no server at the parent")
+        tried = " ".join(tried.split()).replace("|", "/")  # one Markdown cell
         print(f"| {c['sha'][:7]} | {c['outcome']} | {len(c['functions'])} | {c['bytes']:,} | "
               f"{tried[:160]} | {what} |")  # fmt: skip
     chosen = history.choose(accepted)

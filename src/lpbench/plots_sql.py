@@ -16,6 +16,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import NullFormatter
 
 from lpbench.plots import DPI, _color  # the import also selects matplotlib's Agg backend
 from lpbench.recording import Recording
@@ -48,8 +49,9 @@ def deadlocks(summary: dict[str, Any], path: Path) -> Path:
             x = i + (j - (len(protocols) - 1) / 2) * width
             ax.bar(x, share, width, color=colors.get(protocol, "tab:orange"),
                    label=protocol if i == 0 else None)  # fmt: skip
-            ax.text(x, share + 2, f"{r['runs_deadlocked']}/{r['runs']}\n{r['patches_ok']:,} patches",
-                    ha="center", va="bottom", fontsize=7)  # fmt: skip
+            hung = r.get("runs_hung", 0)
+            ax.text(x, share + 2, f"{r['runs_deadlocked']}/{r['runs']}\n{r['patches_ok']:,} patches"
+                    + (f"\n{hung} hung (CPython)" if hung else ""), ha="center", va="bottom", fontsize=7)  # fmt: skip
     ax.set_xticks(range(len(workloads)), [w.upper() for w in workloads])
     ax.set_ylim(0, 125)
     ax.set_ylabel("runs deadlocked (%)")
@@ -182,6 +184,7 @@ def patch_time(records: list[dict[str, Any]], path: Path) -> Path:
                 ax.plot(sizes, [float(np.median([y for x, y in pts if x == s])) for s in sizes],
                         color=_color(m), lw=1)  # fmt: skip
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on a short decade
             ax.set_yscale("log")
             ax.set_ylabel(f"{timing} time (ms)")
             if row == 1:

@@ -62,6 +62,14 @@ def test_a_failed_patch_is_reported_apart() -> None:
     assert v["other_failures"] == ["apply failed: agent unreachable"] and not v["deadlocked"]
 
 
+def test_no_answer_from_the_agent_is_a_hung_server_not_a_deadlock() -> None:
+    ups = [update(100, "applied", 101),
+           dict(update(200, "failed", 200), reason="AgentUnreachable: no reply from the agent within 23 s")]  # fmt: skip
+    v = deadlocks.judge(recording([50, 150]), ups)
+    assert (v["hangs"], v["other_failures"], v["deadlocked"]) == (
+        ["apply: AgentUnreachable: no reply from the agent within 23 s"], [], False)  # fmt: skip
+
+
 def test_a_patch_every_100ms_from_half_a_second_to_half_a_second_before_the_end() -> None:
     at = deadlocks.DeadlockConfig(duration_s=6.0).at_s()
     assert (len(at), at[0], at[-1]) == (51, 0.5, 5.5)

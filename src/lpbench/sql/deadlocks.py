@@ -23,7 +23,10 @@ Concurrency: one thread (the harness); the load drivers are processes (lpbench.p
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,6 +42,9 @@ from lpbench.servers import Server
 from lpbench.updates import LiveUpdate, NoUpdate
 
 PROTOCOLS = ("naive", "priority")
+HANG_GRACE_S = (
+    20.0  # the agent answers within the deadline plus this, or the server process is hung
+)
 
 
 @dataclass(frozen=True)
@@ -61,13 +67,16 @@ class DeadlockConfig:
 
 class StopAtAbort:
     """Global patches, alternately applied and reverted; after the first one that did not take effect
-    (aborted at the deadline, failed), only 'none' records: the run is judged already."""
+    (aborted at the deadline, failed), only 'none' records: the run is judged already. When the agent
+    does not answer within the deadline + HANG_GRACE_S the server process is hung: it gets SIGABRT,
+    which (with PYTHONFAULTHANDLER=1 in its environment, as bench/sql_deadlocks.py sets) writes every
+    thread's stack to its log, kept with the run."""
 
     name = "live-global"
     needs_live = True
 
     def __init__(self, patches: list[BuiltPatch], deadline_s: float) -> None:
-        self.live = LiveUpdate("global", patches, deadline_s)
+        self.live = LiveUpdate("global", patches, deadline_s, wait_s=deadline_s + HANG_GRACE_S)
         self.stopped = False
 
     def trigger(self, server: Server, index: int) -> dict[str, Any]:
@@ -76,7 +85,17 @@ class StopAtAbort:
         record = self.live.trigger(server, index)
         if record["outcome"] not in (Outcome.APPLIED, Outcome.REVERTED):
             self.stopped = True
+            if record["outcome"] == Outcome.FAILED and _is_hang(record.get("reason")):
+                record["hung"] = True
+                with contextlib.suppress(OSError, AssertionError):
+                    os.kill(
+                        server.pid(), signal.SIGABRT
+                    )  # the stack dump; the harness stops it after
         return record
+
+
+def _is_hang(reason: str | None) -> bool:
+    return bool(reason) and "no reply" in str(reason)
 
 
 def completions_between(rec: Recording, start_ns: int, end_ns: int) -> int:
@@ -90,12 +109,15 @@ def judge(rec: Recording, updates: list[dict[str, Any]]) -> dict[str, Any]:
     """The run's patches: how many took effect, aborted, and aborted without progress (deadlocks)."""
     patched = [u for u in updates if u["action"] in ("apply", "revert")]
     ok = [u for u in patched if u["outcome"] in (Outcome.APPLIED, Outcome.REVERTED)]
-    aborted, deadlocks, other = [], [], []
+    aborted, deadlocks, other, hangs = [], [], [], []
     for u in patched:
         if u["outcome"] in (Outcome.APPLIED, Outcome.REVERTED):
             continue
         if u["outcome"] != Outcome.ABORTED:
-            other.append(f"{u['action']} {u['outcome']}: {u.get('reason')}")
+            if u.get("hung") or (u["outcome"] == Outcome.FAILED and _is_hang(u.get("reason"))):
+                hangs.append(f"{u['action']}: {u.get('reason')}")
+            else:
+                other.append(f"{u['action']} {u['outcome']}: {u.get('reason')}")
             continue
         end = max(u["window_ns"][1], u["t_ns"])
         late = completions_between(rec, end - (end - u["t_ns"]) // 2, end)
@@ -108,6 +130,7 @@ def judge(rec: Recording, updates: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "patches": len(patched), "patches_ok": len(ok), "aborted": len(aborted),
         "deadlocks": len(deadlocks), "deadlocked": bool(deadlocks), "other_failures": other,
+        "hangs": hangs,
         "aborts": aborted, "sync_ms": sync, "transactions": int(np.count_nonzero(rec.status == 0)),
     }  # fmt: skip
 
@@ -132,27 +155,43 @@ def one_run(
     write_json(run_dir / "verdict.json", verdict)
     # The raw data of a run is large and figure 6 needs only the verdicts: keep the server log and
     # events of runs with an aborted patch (to see where it hung), drop the rest.
-    if not verdict["aborted"] and not verdict["other_failures"]:
+    if not verdict["aborted"] and not verdict["other_failures"] and not verdict["hangs"]:
         for name in ("requests.npz", "events.json", "server.log"):
             (run_dir / name).unlink(missing_ok=True)
     return verdict
 
 
 def run_all(
-    cfg: DeadlockConfig, patches: list[BuiltPatch], out: Path, log: Any = print
+    cfg: DeadlockConfig,
+    patches: list[BuiltPatch],
+    out: Path,
+    log: Any = print,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Every run, rounds interleaving protocols and workloads (slow drift hits all alike); writes
-    DIR/deadlocks.json after each run, so an interrupted sweep keeps what it measured."""
+    DIR/deadlocks.json after each run, so an interrupted sweep keeps what it measured. `resume`: keep
+    the verdicts already in DIR/deadlocks.json and run only the missing (protocol, workload, index)."""
     out.mkdir(parents=True, exist_ok=True)
     verdicts: list[dict[str, Any]] = []
+    spent = 0.0
+    if resume and (out / "deadlocks.json").exists():
+        previous = load(out)
+        verdicts, spent = previous["runs"], float(previous.get("seconds", 0.0))
+        for v in verdicts:  # verdicts from before hangs were told apart
+            if "hangs" not in v:
+                v["hangs"] = [f for f in v["other_failures"] if _is_hang(f)]
+                v["other_failures"] = [f for f in v["other_failures"] if not _is_hang(f)]
+    done = {(v["protocol"], v["workload"], v["index"]) for v in verdicts}
     started = time.monotonic()
     for i in range(cfg.runs):
         for protocol in cfg.protocols:
             for workload in cfg.workloads:
+                if (protocol, workload, i) in done:
+                    continue
                 v = one_run(cfg, workload, protocol, i, patches, out)
                 verdicts.append(v)
                 summary = summarize(cfg, verdicts, patches)
-                summary["seconds"] = round(time.monotonic() - started, 1)
+                summary["seconds"] = round(spent + time.monotonic() - started, 1)
                 write_json(out / "deadlocks.json", summary)
                 log(f"{protocol:8} {workload:5} run {i + 1}/{cfg.runs}: {v['patches_ok']}/{v['patches']} "
                     f"patches, {v['aborted']} aborted, {'DEADLOCK' if v['deadlocked'] else 'ok'}")  # fmt: skip
@@ -163,7 +202,10 @@ def summarize(
     cfg: DeadlockConfig, verdicts: list[dict[str, Any]], patches: list[BuiltPatch]
 ) -> dict[str, Any]:
     rows = []
-    for protocol in cfg.protocols:
+    seen = {v["protocol"] for v in verdicts} | set(
+        cfg.protocols
+    )  # a resumed sweep may run one only
+    for protocol in [p for p in PROTOCOLS if p in seen]:
         for workload in cfg.workloads:
             mine = [v for v in verdicts if v["protocol"] == protocol and v["workload"] == workload]
             sync = sorted(s for v in mine for s in v["sync_ms"])
@@ -175,6 +217,7 @@ def summarize(
                 "patches_ok": sum(v["patches_ok"] for v in mine),
                 "sync_p50_ms": sync[len(sync) // 2] if sync else None,
                 "sync_p99_ms": sync[min(len(sync) - 1, int(0.99 * len(sync)))] if sync else None,
+                "runs_hung": sum(bool(v.get("hangs")) for v in mine),
                 "other_failures": sum(len(v["other_failures"]) for v in mine),
             })  # fmt: skip
     return {

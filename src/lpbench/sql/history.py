@@ -5,15 +5,17 @@ Theory of operation
 - Choosing (`survey` then `choose`, run by `bench/sql_history_patches.py choose`): `livepatch corpus`
   is run on every commit of main that changes src/sqlserver (each diffed against its first parent,
   merges included). Each *accepted* commit whose parent has a sqlserver lpbench can start (its `cli.py`
-  takes `--trusted-key`) is tried (`trial`): its parent's server is started, asked `SELECT 1` (some
-  modules load at the first session), and the commit's patch applied and reverted, with global and
-  with local quiescence. The static differ cannot
+  takes `--trusted-key`) is tried (`trial`): its parent's server is started, a client connects and
+  asks `SELECT 1` (some modules load at the first session) and stays connected, and the commit's patch
+  is applied and reverted with global and with local quiescence, the client served after each. The static differ cannot
   see everything the runtime checks: a commit that changes a function running on some thread's stack
-  for the server's whole life (e.g. `run_server`) is refused at apply time, and a parent tree from the
+  (`run_server` for the server's whole life, a connection thread's serve loop while a client is
+  connected) is refused at apply time, and a parent tree from the
   middle of a branch may not even start. Of the commits that applied, grouped by the number of
   functions the patch changes, each group's smallest patch (bytes) represents it, and `n` groups at
   evenly spaced ranks from the smallest to the largest are patches #1..#n: CHOSEN below. With fewer
-  than n groups, n commits at evenly spaced ranks of all that applied, by (functions, bytes).
+  than n groups, all groups, filled up with the remaining commits of the largest patch files;
+  numbered by (functions, bytes).
 - Building (`build`): a live patch applies only to the exact code it was made from (the agent checks
   every fingerprint), so patch k needs a server running the *parent* of commit k. Both trees come from
   git (`git archive`), and the patch is the project's differ on them, `livepatch diff PARENT COMMIT
@@ -60,33 +62,18 @@ class HistoryCommit:
 
 # Chosen by `bench/sql_history_patches.py choose` on 2026-12-02 over main at 6f53083 (the rule is in
 # the module docstring; docs/results-sql.md has the command and the corpus table).
-CHOSEN: tuple[HistoryCommit, ...] = (  # replaced below by `choose`'s output
-    HistoryCommit(
-        "585a0f4bc4442007e8f5cee358a184ec9facd5b1",
-        1,
-        14198,
-        "sqlserver: open the server state (which creates --dir) befor",
-    ),
-    HistoryCommit(
-        "ad2a3b7f2888eb6ea42e2c5cc6ea108674a04218",
-        2,
-        9481,
-        "sqlserver server: max-connections rejection through the code",
-    ),
-    HistoryCommit(
-        "4cfdbc6590a40f12bc7e846944cfab2a25c89818",
-        6,
-        60028,
-        "sqlserver session: statement length limit (54000); the state",
-    ),
-    HistoryCommit(
-        "fa4981fcd9c23b8b312e31e6691a1a539dd874f0",
-        7,
-        163377,
-        "sqlserver catalog: unnest() in FROM (json_each), pg_get_inde",
-    ),
-    HistoryCommit("223dce486b482f9e90323b3610a87e318c4ab195", 334, 264679, "merge sql-codec"),
-)
+CHOSEN: tuple[HistoryCommit, ...] = (
+    HistoryCommit("24f34c03a32d5da0032af88c8500a5d93022ab67", 1, 18237,
+                  "per-connection: ask session.idle only when a patch is pending"),
+    HistoryCommit("d79f119c7c73aa773a763e35df5cbe5edfbe33a9", 1, 42346,
+                  "sqlserver: catalog tests with psql, asyncpg (all binary types)"),
+    HistoryCommit("3711cf5a6093dd121b9a99d8d52e5638791645d3", 2, 26920,
+                  "sqlserver session: multi-table DROP, placeholder count"),
+    HistoryCommit("4cfdbc6590a40f12bc7e846944cfab2a25c89818", 6, 60028,
+                  "sqlserver session: statement length limit (54000)"),
+    HistoryCommit("fa4981fcd9c23b8b312e31e6691a1a539dd874f0", 7, 163377,
+                  "sqlserver catalog: unnest() in FROM (json_each), pg_get_indexdef"),
+)  # fmt: skip
 
 
 def _git(repo: Path, *args: str) -> bytes:
@@ -129,20 +116,20 @@ def servable(repo: Path, sha: str) -> bool:
 
 def choose(applied: list[HistoryCommit], n: int = 5) -> list[HistoryCommit]:
     """Patches #1..#n of growing size from the commits that applied (the rule in the module
-    docstring); when fewer than n sizes (changed functions) exist, the others are filled in by
-    bytes: n commits at evenly spaced ranks of all of them sorted by (functions, bytes)."""
+    docstring), numbered by (functions, bytes)."""
     by_size: dict[int, HistoryCommit] = {}
     for c in applied:
         best = by_size.get(c.functions)
         if best is None or (c.bytes, c.sha) < (best.bytes, best.sha):
             by_size[c.functions] = c
-    pool = [by_size[k] for k in sorted(by_size)]
-    if len(pool) < n:
-        pool = sorted(applied, key=lambda c: (c.functions, c.bytes, c.sha))
-    if len(pool) <= n:
-        return pool
-    picks = sorted({round(i * (len(pool) - 1) / (n - 1)) for i in range(n)})
-    return [pool[i] for i in picks]
+    groups = [by_size[k] for k in sorted(by_size)]
+    if len(groups) >= n:
+        picks = sorted({round(i * (len(groups) - 1) / (n - 1)) for i in range(n)})
+        chosen = [groups[i] for i in picks]
+    else:
+        rest = sorted((c for c in applied if c not in groups), key=lambda c: (-c.bytes, c.sha))
+        chosen = groups + rest[: n - len(groups)]
+    return sorted(chosen, key=lambda c: (c.functions, c.bytes, c.sha))
 
 
 def survey(repo: Path, out: Path) -> tuple[list[dict[str, Any]], list[HistoryCommit]]:
@@ -210,7 +197,7 @@ def build(
 
 
 def trial(p: HistoryPatch, workdir: Path) -> str | None:
-    """Start the parent's server, apply and revert the patch with each method (no load): None when
+    """Start the parent's server, apply and revert the patch with each method, a client connected: None when
     every step succeeded, else what went wrong."""
     from lpbench import agent
 
@@ -218,25 +205,29 @@ def trial(p: HistoryPatch, workdir: Path) -> str | None:
     try:
         server.start()
     except RuntimeError as exc:
-        return f"the parent's server does not start: {str(exc)[-200:]}"
+        last = str(exc).strip().splitlines()[-1]  # the exception that stopped it
+        return f"the parent's server does not start: {last[-200:]}"
     try:
         assert server.control_socket is not None
-        # One query first: a server imports some modules at its first session (sqlserver.session,
-        # .functions ...), and a patch of a module not yet loaded is refused.
+        # A client connected throughout, as under load: some modules load at the first session
+        # (sqlserver.session, .functions ...), and a connection's thread runs its serve loop, which a
+        # patch may not replace while it runs (refused as active under global quiescence).
         from lpbench.sql.pg import BlockingClient, SqlError
 
         try:
-            with BlockingClient(server.host, server.port) as c:
-                c.execute("SELECT 1")
+            client = BlockingClient(server.host, server.port)
+            client.execute("SELECT 1")
         except (OSError, SqlError) as exc:
             return f"the parent's server does not answer SELECT 1: {exc}"
-        for method in ("global", "local"):
-            a = agent.apply(server.control_socket, p.patch.path, method)
-            if a.outcome.value != "applied":
-                return f"{method} apply {a.outcome.value}: {a.reason}"
-            r = agent.revert(server.control_socket, method)
-            if r.outcome.value != "reverted":
-                return f"{method} revert {r.outcome.value}: {r.reason}"
+        with client:
+            for method in ("global", "local"):
+                a = agent.apply(server.control_socket, p.patch.path, method)
+                if a.outcome.value != "applied":
+                    return f"{method} apply {a.outcome.value}: {a.reason}"
+                r = agent.revert(server.control_socket, method)
+                if r.outcome.value != "reverted":
+                    return f"{method} revert {r.outcome.value}: {r.reason}"
+                client.execute("SELECT 1")  # still served
         return None
     finally:
         server.stop()
