@@ -146,6 +146,8 @@ def fig5(args: argparse.Namespace, patches: list[history.HistoryPatch] | None) -
                       at_s=at, policy="thread-per-connection")  # fmt: skip
     if patches is not None:
         for p in patches:
+            if args.only and p.number not in args.only:
+                continue
             _series(cfg, ["live-global", "live-local"], p, out / f"patch{p.number}")
     records = []
     for k in range(1, 6):
@@ -166,6 +168,8 @@ def main() -> int:
     ap.add_argument("--patch", type=int, default=4, choices=range(1, 6), help="history patch #K")
     ap.add_argument("--repo", type=Path, default=Path("."), help="a git clone of this repository")
     ap.add_argument("--replot", action="store_true", help="redraw from DIR only; run nothing")
+    ap.add_argument("--only", type=lambda t: {int(x) for x in t.split(",")}, default=None,
+                    help="fig5: run only these patches (e.g. 1,3), keep the others' data in DIR")  # fmt: skip
     args = ap.parse_args()
     args.duration = args.duration or {"fig1": 15.0, "fig2": 20.0, "fig3": 6.0}.get(args.figure, 0)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -102,11 +102,12 @@ def olap_timeline(
             sync = up.get("timings", {}).get("sync")
             ax.axvspan(lo, max(hi, lo + 0.03), color="orange", alpha=0.35, lw=0,
                        label="migration window" if j == 0 else None)  # fmt: skip
-            ax.text(lo, rec.connections - 0.4, f"{up['action']} {up['outcome']}"
+            ax.text(lo, rec.connections - 0.55, f"{up['action']} {up['outcome']}"
                     + (f", sync {sync:.0f} ms" if sync is not None else ""), fontsize=7)  # fmt: skip
         ax.set_yticks(
             range(rec.connections), [f"conn {c}" for c in range(rec.connections)], fontsize=7
         )
+        ax.set_ylim(-0.5, rec.connections + 0.1)  # room for the labels above the top row
         ax.set_title(f"{method}, {policy}: OLAP queries (bars) and migration windows", fontsize=9)
         ax.legend(loc="lower right", fontsize=7)
     axes[-1, 0].set_xlabel("time since start (s)")
@@ -148,10 +149,10 @@ def sync_times(
     for m in methods:
         med, p90 = [], []
         for g in groups:
-            vals = np.array([u["timings"]["sync"] for u in by_groups[g]
+            sync = np.array([u["timings"]["sync"] for u in by_groups[g]
                              if u["method"] == m and u.get("timings", {}).get("sync") is not None])  # fmt: skip
-            med.append(float(np.median(vals)) if vals.size else np.nan)
-            p90.append(float(np.percentile(vals, 90)) if vals.size else np.nan)
+            med.append(float(np.median(sync)) if sync.size else np.nan)
+            p90.append(float(np.percentile(sync, 90)) if sync.size else np.nan)
         right.plot(groups, med, marker="o", color=_color(m), label=f"{m} median")
         right.plot(groups, p90, marker="^", ls="--", color=_color(m), label=f"{m} p90")
     right.set_xscale("log", base=2)

@@ -63,8 +63,8 @@ class HistoryCommit:
 # Chosen by `bench/sql_history_patches.py choose` on 2026-12-02 over main at 6f53083 (the rule is in
 # the module docstring; docs/results-sql.md has the command and the corpus table).
 CHOSEN: tuple[HistoryCommit, ...] = (
-    HistoryCommit("24f34c03a32d5da0032af88c8500a5d93022ab67", 1, 18237,
-                  "per-connection: ask session.idle only when a patch is pending"),
+    HistoryCommit("291d10a43e213e76897d1892de2a45d377508aa6", 1, 26262,
+                  "pool: skip the MEDIUM step between tasks unless a patch is pending"),
     HistoryCommit("d79f119c7c73aa773a763e35df5cbe5edfbe33a9", 1, 42346,
                   "sqlserver: catalog tests with psql, asyncpg (all binary types)"),
     HistoryCommit("3711cf5a6093dd121b9a99d8d52e5638791645d3", 2, 26920,
