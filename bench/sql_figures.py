@@ -87,7 +87,9 @@ def fig1(args: argparse.Namespace, patch: history.HistoryPatch | None) -> list[P
     names = [f"{w}, {p}" for w in WORKLOADS for p in POLICIES]
     return [
         plots_sql.grid(thr, names, args.out / "fig1.png", columns=2),
-        plots_sql.grid(lat, names, args.out / "fig4.png", columns=4),
+        plots_sql.grid(
+            lat, names, args.out / "fig4.png", columns=4, dpi=90
+        ),  # 8 scatter panels: keep it small
     ]
 
 

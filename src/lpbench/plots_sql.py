@@ -62,7 +62,9 @@ def deadlocks(summary: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
-def grid(images: list[Path], titles: list[str], path: Path, columns: int) -> Path:
+def grid(
+    images: list[Path], titles: list[str], path: Path, columns: int, dpi: float = DPI * 1.5
+) -> Path:
     """Panels drawn by other functions (PNG files), tiled into one figure with a title each."""
     rows = (len(images) + columns - 1) // columns
     first = plt.imread(images[0])
@@ -76,8 +78,14 @@ def grid(images: list[Path], titles: list[str], path: Path, columns: int) -> Pat
         ax.imshow(plt.imread(image))
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI * 1.5)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
+    # Tiled scatter plots compress badly: 64 colours keep the figure small enough for docs/img.
+    from PIL import Image  # matplotlib's own dependency
+
+    with Image.open(path) as im:
+        small = im.convert("RGB").quantize(colors=64)
+    small.save(path, optimize=True)
     return path
 
 

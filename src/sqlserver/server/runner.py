@@ -75,7 +75,10 @@ class Server:
         self.policy: Policy
         if options.policy == "pool":
             self.policy = ThreadPool(
-                state, self.table, options.pool_groups, livepatch_enabled=options.livepatch,
+                state,
+                self.table,
+                options.pool_groups,
+                livepatch_enabled=options.livepatch,
                 naive=options.pool_quiescence == "naive",
             )
         else:
