@@ -22,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 
 import livepatch
-from livepatch.runtime import threads
+from livepatch.runtime import core as runtime
 from livepatch.runtime.hook_runner import call_with_deadline
 from livepatch.runtime.patch_hooks import HookContext, PatchHooks
 
@@ -95,7 +95,7 @@ def points(repeat: int) -> dict[str, float]:
     t.start()
     ready.wait(30)
     assert s.ident is not None
-    threads.release_threads([s.ident])  # what a forced revert does to a thread inside the new code
+    runtime.release_threads([s.ident])  # what a forced revert does to a thread inside the new code
     go.set()
     t.join(60)
     s.join(60)

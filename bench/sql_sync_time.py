@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from tests.sqlserver.test_livepatch import build_patch  # noqa: E402
+from tests.sqlserver.test_sql_livepatch import build_patch  # noqa: E402
 
 from sql_vs_postgres import pgbench, pgbench_path, sqlserver  # noqa: E402
 

@@ -1,7 +1,7 @@
 """sqlserver against the real PostgreSQL 15 on this machine, under the same pgbench commands, in one run.
 
     .venv/bin/python bench/sql_vs_postgres.py [--duration 10] [--clients 10] [--threads 2]
-        [--policies thread-per-connection,pool] [--workloads select-only,tpcb-like] [--rounds 1]
+        [--policies thread-per-connection,pool] [--workloads select-only,tpcb-like] [--rounds 1] [--cpu]
 
 PostgreSQL: /usr/lib/postgresql/15/bin, a fresh cluster (initdb, trust auth) run as user postgres via
 runuser, fsync on, default synchronous_commit, on a free port, in a temporary directory. sqlserver: as
@@ -10,6 +10,10 @@ are initialised with `pgbench -i -s 1`; then each workload runs on each server i
 command (`pgbench -M prepared -c 10 -j 2 -T 10`, plus `-S` for select-only), `-l` logging every
 transaction so that p50/p99 latency come from the full distribution. Prints a markdown table: TPS,
 latency percentiles, and sqlserver's TPS as a fraction of PostgreSQL's (goal >= 0.5).
+
+--cpu adds what a busy machine does not blur much: CPU time per transaction, in µs, of each server (sqlserver:
+its one process, all threads; PostgreSQL: the postmaster, its live children and the children it reaped --
+backends, checkpointer, WAL writer) and of the pgbench client, read from /proc around each run.
 
 Needs root (runuser) and the postgresql-15 package. Figures from a shared machine vary by 10-20%; the
 servers alternate within a round so that both see the same background load.
@@ -20,11 +24,13 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -52,6 +58,43 @@ class Result:
     p99_ms: float
     failed: int
     command: str
+    server_us: float = 0.0  # server CPU per transaction (µs)
+    client_us: float = 0.0  # pgbench CPU per transaction (µs)
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()  # fields from 3 (state) on
+
+
+def tree_cpu_s(root: int) -> float:
+    """CPU seconds of `root`, its live descendants, and the children it has reaped (cutime/cstime)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parents.setdefault(int(_stat_fields(int(entry))[1]), []).append(int(entry))
+            except (OSError, IndexError):
+                pass  # exited meanwhile
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            f = _stat_fields(pid)
+        except OSError:
+            continue
+        # utime, stime, cutime, cstime are fields 14-17 (index 11-14 here)
+        total += sum(int(x) for x in f[11:15]) / _TICK
+        todo.extend(parents.get(pid, []))
+    return total
+
+
+def children_cpu_s() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def pgbench_path() -> str:
@@ -125,8 +168,15 @@ def run_workload(target: Target, extra: list[str], args: argparse.Namespace, wor
     os.chmod(logdir, 0o777)
     opts = [*extra, "-M", "prepared", "-c", str(args.clients), "-j", str(args.threads),
             "-T", str(args.duration)]  # fmt: skip
+    server0, client0 = tree_cpu_s(target.pid), children_cpu_s()
     out = pgbench(target.port, *opts, "-l", "--log-prefix", str(logdir / "tx"), cwd=logdir)
+    client_s = children_cpu_s() - client0
+    time.sleep(
+        0.5
+    )  # let PostgreSQL's backends exit and be reaped (their CPU moves to the postmaster)
+    server_s = tree_cpu_s(target.pid) - server0
     tps = float(re.search(r"tps = ([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    ntx = int(re.search(r"actually processed: (\d+)", out).group(1))  # type: ignore[union-attr]
     failed_m = re.search(r"number of failed transactions: (\d+)", out)
     latencies = sorted(
         int(line.split()[2]) for f in logdir.glob("tx*") for line in f.read_text().splitlines()
@@ -137,7 +187,9 @@ def run_workload(target: Target, extra: list[str], args: argparse.Namespace, wor
         return latencies[min(len(latencies) - 1, int(p * len(latencies)))] / 1000.0
 
     command = "pgbench " + " ".join(opts) + " -l postgres"
-    return Result(tps, pct(0.50), pct(0.99), int(failed_m.group(1)) if failed_m else 0, command)
+    failed = int(failed_m.group(1)) if failed_m else 0
+    per_tx = 1e6 / max(1, ntx)
+    return Result(tps, pct(0.50), pct(0.99), failed, command, server_s * per_tx, client_s * per_tx)
 
 
 def main() -> None:
@@ -148,6 +200,9 @@ def main() -> None:
     ap.add_argument("--policies", default="thread-per-connection,pool")
     ap.add_argument("--workloads", default="select-only,tpcb-like")
     ap.add_argument("--rounds", type=int, default=1, help="repeat and take medians")
+    ap.add_argument(
+        "--cpu", action="store_true", help="add server and pgbench CPU µs per transaction"
+    )
     args = ap.parse_args()
     workloads = [w for w in args.workloads.split(",") if w]
     load = os.getloadavg()
@@ -155,8 +210,11 @@ def main() -> None:
         f"# sqlserver vs PostgreSQL 15 ({os.cpu_count()} CPUs, load average {load[0]:.1f} "
         f"{load[1]:.1f} {load[2]:.1f} at start; a shared machine)\n"
     )
-    print("| server | workload | TPS | p50 ms | p99 ms | failed | TPS / PostgreSQL |")
-    print("|---|---|---|---|---|---|---|")
+    cpu_head, cpu_rule = (
+        (" server CPU µs/tx | pgbench CPU µs/tx |", "---|---|") if args.cpu else ("", "")
+    )
+    print(f"| server | workload | TPS | p50 ms | p99 ms | failed | TPS / PostgreSQL |{cpu_head}")
+    print(f"|---|---|---|---|---|---|---|{cpu_rule}")
     commands: list[str] = []
     with tempfile.TemporaryDirectory(prefix="sqlbench-") as tmp:
         work = Path(tmp)
@@ -181,11 +239,17 @@ def main() -> None:
                         ):
                             rs = got[key]
                             tps = statistics.median(r.tps for r in rs)
+                            cpu = (
+                                f" {statistics.median(r.server_us for r in rs):.1f} "
+                                f"| {statistics.median(r.client_us for r in rs):.1f} |"
+                                if args.cpu
+                                else ""
+                            )
                             print(
                                 f"| {label} | {workload} | {tps:,.0f} "
                                 f"| {statistics.median(r.p50_ms for r in rs):.2f} "
                                 f"| {statistics.median(r.p99_ms for r in rs):.2f} "
-                                f"| {sum(r.failed for r in rs)} | {tps / pg_tps:.2f} |",
+                                f"| {sum(r.failed for r in rs)} | {tps / pg_tps:.2f} |{cpu}",
                                 flush=True,
                             )
     print("\ncommands (both servers, after pgbench -i -s 1 -q):")

@@ -9,13 +9,24 @@ Reports the median (and p90, max) of PatchResult.timings["sync"], the median and
 (events: it includes staging the patch, which an apply does and a revert does not), the median staging
 time of the applies, and request -> finished without the staging time (median, p90).
 
-    .venv/bin/python bench/sync_time.py [--threads 10] [--patches 200] [--io | --cpu]
+The patch carries its code compiled for this interpreter, as a signed `.lpatch` does when the agent
+stages it (patch/compiled.py); `--staging source` compiles it from its source instead (an unsigned patch,
+or a patch built by another interpreter), as this script did before: that adds ~0.2-0.3 ms to every apply.
+
+`--phases` also prints where the time of a transition goes: the median of each step between two events
+(requested -> verified -> staged -> quiescent -> swapped -> finished; per-thread events left out), applies
+and reverts apart, and the patcher thread's context switches per transition (Linux: voluntary ones are its
+waits, for the last park or for the GIL; involuntary ones are preemptions by the OS).
+
+    .venv/bin/python bench/sync_time.py [--threads 10] [--patches 200] [--io | --cpu] [--staging source]
+                                        [--phases]
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import statistics
 import sys
 import tempfile
@@ -26,6 +37,7 @@ from types import ModuleType
 
 import livepatch
 from livepatch import Category
+from livepatch.patch import compiled
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "runtime" / "fixtures"
 
@@ -47,13 +59,40 @@ def pct(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-def run(method: str, n_threads: int, patches: int, io: bool) -> dict[str, float]:
+PER_THREAD = {
+    "reached",
+    "migrated",
+    "moved-back",
+    "unparked",
+}  # the wire names: base code's str too
+
+
+def context_switches() -> tuple[int, int]:
+    """(voluntary, involuntary) context switches of the calling thread so far (Linux; (0, 0) elsewhere)."""
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/status") as f:
+            fields = dict(line.split(":", 1) for line in f if "ctxt_switches" in line)
+    except OSError:
+        return 0, 0
+    return int(fields["voluntary_ctxt_switches"]), int(fields["nonvoluntary_ctxt_switches"])
+
+
+def run(
+    method: str,
+    n_threads: int,
+    patches: int,
+    io: bool,
+    precompiled: bool = True,
+    phases: dict[str, dict[str, list[float]]] | None = None,
+) -> dict[str, float]:
     v1, v2 = (FIXTURES / "app_v1.py").read_text(), (FIXTURES / "app_v2.py").read_text()
     with tempfile.TemporaryDirectory() as tmp:
         app = load(v1, Path(tmp))
         spec = livepatch.patch_from_sources(
             {app.__name__: (v1, v2)}, category=Category.THREAD_LOCAL, patch_id=f"bench-{method}"
         )
+        if precompiled:  # what the agent does with a signed patch file, after the signature check
+            spec = compiled.attach(spec, compiled.build_section(spec))
         stop = threading.Event()
         ready = threading.Barrier(n_threads + 1)
 
@@ -77,13 +116,24 @@ def run(method: str, n_threads: int, patches: int, io: bool) -> dict[str, float]
         unstaged: list[float] = []
         try:
             for i in range(patches):
+                c0 = context_switches()
                 r = (
                     livepatch.apply_patch(spec, method=method, timeout=30)
                     if i % 2 == 0
                     else livepatch.revert_patch(spec.patch_id, method=method, timeout=30)
                 )
+                c1 = context_switches()
                 if not r.ok:
                     raise SystemExit(f"patch {i} {r.outcome}: {r.reason}")
+                if phases is not None:
+                    steps = phases.setdefault("apply" if i % 2 == 0 else "revert", {})
+                    evs = [e for e in r.events if e.name not in PER_THREAD]
+                    for a, b in itertools.pairwise(evs):
+                        steps.setdefault(f"{a.name} -> {b.name}", []).append(
+                            (b.t_ns - a.t_ns) / 1e6
+                        )
+                    steps.setdefault("voluntary switches", []).append(c1[0] - c0[0])
+                    steps.setdefault("involuntary switches", []).append(c1[1] - c0[1])
                 sync.append(r.timings["sync"])
                 if i % 2 == 0:
                     stage.append(r.timings["stage"])
@@ -113,10 +163,18 @@ def main() -> None:
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--io", dest="modes", action="store_const", const=[True])
     mode.add_argument("--cpu", dest="modes", action="store_const", const=[False])
+    ap.add_argument(
+        "--staging",
+        choices=("compiled", "source"),
+        default="compiled",
+        help="stage the code the patch carries compiled (a signed .lpatch) or compile its source",
+    )
+    ap.add_argument("--phases", action="store_true", help="where the time of a transition goes")
     args = ap.parse_args()
     modes = args.modes or [True, False]
     print(
-        f"{args.threads} busy managed threads, {args.patches} patches per row (apply/revert alternating)"
+        f"{args.threads} busy managed threads, {args.patches} patches per row (apply/revert "
+        f"alternating), staging from {args.staging} code"
     )
     print(
         f"{'requests':<10} {'method':<7} {'sync median':>12} {'p90':>9} {'max':>9} "
@@ -124,13 +182,24 @@ def main() -> None:
     )
     for io in modes:
         for method in ("global", "local"):
-            r = run(method, args.threads, args.patches, io)
+            phases: dict[str, dict[str, list[float]]] | None = {} if args.phases else None
+            r = run(method, args.threads, args.patches, io, args.staging == "compiled", phases)
             print(
                 f"{'io' if io else 'cpu-bound':<10} {method:<7} {r['sync_median']:>9.3f} ms "
                 f"{r['sync_p90']:>6.2f} ms {r['sync_max']:>6.1f} ms {r['total_median']:>15.3f} ms "
                 f"{r['total_p90']:>6.2f} ms {r['stage_median']:>11.3f} ms "
                 f"{r['unstaged_median']:>13.3f} ms {r['unstaged_p90']:>6.2f} ms"
             )
+            for action, steps in (phases or {}).items():
+                print(
+                    f"    {action:<6} "
+                    + ", ".join(
+                        f"{k} {statistics.median(v):.0f}"
+                        if k.endswith("switches")
+                        else f"{k} {statistics.median(v):.3f} ms"
+                        for k, v in steps.items()
+                    )
+                )
 
 
 if __name__ == "__main__":

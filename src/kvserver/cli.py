@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from kvserver import replication_cli
 from kvserver.config import DEFAULT_SAVE, Config, parse_save
 
 log = logging.getLogger("kvserver")
@@ -117,6 +118,7 @@ def _size(text: str) -> int:
     default="warning",
     show_default=True,
 )
+@replication_cli.replication_options
 def serve_command(
     host: str,
     port: int,
@@ -137,6 +139,7 @@ def serve_command(
     allow_unsigned: bool,
     no_livepatch: bool,
     loglevel: str,
+    **replication: Any,
 ) -> None:
     """Run kvserver, a Redis-protocol key-value server prepared for live patching."""
     logging.basicConfig(
@@ -177,7 +180,8 @@ def serve_command(
     )
     if config.appendonly and not data_dir:
         raise click.UsageError("--appendonly yes needs --dir")
-    sys.exit(run_server(config, livepatch_socket, list(trusted_keys), allow_unsigned))
+    repl = replication_cli.parse(replication, data_dir)
+    sys.exit(run_server(config, livepatch_socket, list(trusted_keys), allow_unsigned, repl))
 
 
 def run_server(
@@ -185,6 +189,7 @@ def run_server(
     livepatch_socket: str | None = None,
     trusted_keys: list[str] | None = None,
     allow_unsigned: bool = False,
+    replication: replication_cli.ReplicationConfig | None = None,
 ) -> int:
     """Load, listen, announce readiness, serve until SHUTDOWN/SIGTERM. Returns the exit status."""
     from kvserver.loop import EventLoop
@@ -201,18 +206,29 @@ def run_server(
             log.critical("cannot load the data in %s: %s", config.dir, exc)
             click.echo(f"kvserver: cannot load the data in {config.dir}: {exc}", err=True)
             return 1
-    listener = socket.socket(
-        socket.AF_INET6 if ":" in config.host else socket.AF_INET, socket.SOCK_STREAM
-    )
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listener.bind((config.host, config.port))
-    except OSError as exc:
-        click.echo(f"kvserver: cannot listen on {config.host}:{config.port}: {exc}", err=True)
-        return 1
-    listener.listen(1024)
+    role = replication_cli.ReplicationRole(replication) if replication is not None else None
+    if role is not None and role.rc.standby:
+        standby_listener = role.wait_as_standby(server)  # until it takes over (or is stopped)
+        if standby_listener is None:
+            role.stop()
+            return 0
+        listener = standby_listener
+        config.host = listener.getsockname()[0]
+    else:
+        listener = socket.socket(
+            socket.AF_INET6 if ":" in config.host else socket.AF_INET, socket.SOCK_STREAM
+        )
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind((config.host, config.port))
+        except OSError as exc:
+            click.echo(f"kvserver: cannot listen on {config.host}:{config.port}: {exc}", err=True)
+            return 1
+        listener.listen(1024)
     config.port = listener.getsockname()[1]
     loop = EventLoop(server, listener)
+    if role is not None:
+        role.start_primary(loop)
     agent = (
         _start_agent(livepatch_socket, trusted_keys or [], allow_unsigned)
         if config.livepatch
@@ -230,6 +246,8 @@ def run_server(
     finally:
         if agent is not None:
             agent.stop()
+        if role is not None:
+            role.stop()
     return 0
 
 

@@ -101,14 +101,27 @@ class ClientState:
         self.out.clear()
         self.out_pending = b""
 
+    def local_addr(self) -> str:
+        """The server's end of the connection, ip:port (CLIENT LIST laddr=, CLIENT KILL LADDR)."""
+        try:
+            host, port = self.sock.getsockname()[:2]  # type: ignore[union-attr]
+        except (OSError, AttributeError, ValueError):
+            return ""
+        return f"{host}:{port}"
+
     def info_line(self, now: float) -> str:
         """One CLIENT LIST line (Redis's field names; fields kvserver does not track are omitted)."""
         name = (self.name or b"").decode(errors="replace")
-        flags = "x" if self.multi is not None else "N"
+        server = self.ctx.server
+        subs = server.pubsub.by_client.get(self, ((), ()))
+        # Redis's order: P (pub/sub), x (MULTI), b (blocked)
+        flags = "P" if subs[0] or subs[1] else ""
+        flags += "x" if self.multi is not None else ""
+        flags += "b" if self in server.blocking.by_client else ""
         return (
-            f"id={self.id} addr={self.addr} laddr= fd={self.fd} name={name} "
-            f"age={int(now - self.created)} idle={int(now - self.last_interaction)} flags={flags} "
-            f"db={self.db_index} sub=0 psub=0 ssub=0 multi={len(self.multi) if self.multi is not None else -1} "
+            f"id={self.id} addr={self.addr} laddr={self.local_addr()} fd={self.fd} name={name} "
+            f"age={int(now - self.created)} idle={int(now - self.last_interaction)} flags={flags or 'N'} "
+            f"db={self.db_index} sub={len(subs[0])} psub={len(subs[1])} ssub=0 multi={len(self.multi) if self.multi is not None else -1} "
             f"qbuf={self.parser.buffered()} obl={sum(map(len, self.out))} oll={len(self.out)} "
             f"omem={len(self.out_pending)} resp={self.protocol} "
             f"cmd={self.last_cmd.decode(errors='replace').lower()} user=default "

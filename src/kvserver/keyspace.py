@@ -31,7 +31,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from kvserver.replies import WRONGTYPE, CommandError
@@ -124,7 +124,9 @@ class Keyspace:
     def swap_with(self, other: Keyspace) -> None:
         """SWAPDB: exchange every key, TTL and scan state with `other`. The Keyspace objects stay where
         they are, so clients holding one (ctx.db) see the swapped contents at once."""
-        for name in self.__slots__:
+        for (
+            name
+        ) in Keyspace.__slots__:  # not self's: a subclass (kvserver.dirty) adds none of its own
             mine = getattr(self, name)
             setattr(self, name, getattr(other, name))
             setattr(other, name, mine)
@@ -142,6 +144,13 @@ class Keyspace:
             value = data.get(key)
             if value is not None:
                 yield key, value, expires.get(key)
+
+    def entries(self, keys: Iterable[bytes]) -> list[tuple[bytes, Any, int | None]]:
+        """(key, value | None, expire_at_ms | None) for each key as stored, expired or not (replication
+        ships the absolute expiry time; the standby expires the key itself)."""
+        data = self._data
+        expires = self._expires
+        return [(key, data.get(key), expires.get(key)) for key in keys]
 
     def active_expire_cycle(self, now_ms: int, max_keys: int) -> int:
         """Delete up to `max_keys` keys whose time has passed; returns how many were deleted.

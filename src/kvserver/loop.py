@@ -75,6 +75,10 @@ class EventLoop:
         self._cron_interval = 1.0 / max(1, server.config.hz)
         self._next_cron = time.monotonic() + self._cron_interval
         self.now = time.monotonic()  # read once per iteration, right after epoll returns
+        # Hot standby (kvserver.replication_support): runs each read's requests, holds replies,
+        # and ticks at the end of every iteration; None without --replicate-to.
+        self.replication: Any = None
+        self._tick_at = float("inf")
 
     # ---------------------------------------------------------------------------- any thread
     def wakeup(self) -> None:
@@ -136,7 +140,11 @@ class EventLoop:
 
     def _run_once(self) -> None:
         now = time.monotonic()
-        timeout = 0.0 if self._calls or self._stop_requested else max(0.0, self._next_cron - now)
+        timeout = (
+            0.0
+            if self._calls or self._stop_requested
+            else max(0.0, min(self._next_cron, self._tick_at) - now)
+        )
         try:
             events = self.epoll.poll(timeout)
         except InterruptedError:
@@ -179,6 +187,11 @@ class EventLoop:
                 log.exception("cron failed; serving continues")
             self.trimmer.maybe_trim()
         self._before_sleep()
+        if self.replication is not None:
+            # The quiescence point of replication: every request of this iteration is done.
+            delay = self.replication.tick()
+            # Replies the tick released (degradation) go out in the next iteration, without a wait.
+            self._tick_at = time.monotonic() + (0.0 if self._pending else delay)
         self.iterations += 1
 
     def _before_sleep(self) -> None:
@@ -259,7 +272,10 @@ class EventLoop:
                 if commands is None:
                     return
             if commands:
-                self.server.process_commands(client, commands)
+                if self.replication is None:
+                    self.server.process_commands(client, commands)
+                else:
+                    self.replication.process(client, commands)
                 if parser.pending_error is not None:
                     self._protocol_error(client, parser.pending_error)
                     return
@@ -380,6 +396,13 @@ class EventLoop:
         if not client.writable_registered:
             self.epoll.modify(client.fd, EPOLLIN | EPOLLOUT)
             client.writable_registered = True
+
+    def schedule_send(self, client: ClientState) -> None:
+        """Send `client`'s queued replies in this iteration's before_sleep: held replies just released
+        (replication), or a parked client answered because of another client's command or the cron
+        (kvserver.commands.blocking). A client without a socket (a replay's virtual client) has none."""
+        if client.sock is not None:
+            self._pending[client] = None
 
     def schedule_close(self, client: ClientState) -> None:
         """Close a client after this iteration's replies (CLIENT KILL)."""

@@ -11,6 +11,8 @@
     Verbatim(text)     -> verbatim string (RESP3), bulk string in RESP2 (INFO, CLIENT LIST)
 
     NO_REPLY           -> nothing is sent (SHUTDOWN: Redis closes the connection without a reply)
+    BLOCKED            -> nothing is sent yet: the client was parked by a blocking command (BLPOP ...);
+                          its reply comes when it is served or times out (kvserver.commands.blocking)
 
 (KV-core note for KV-data: NO_REPLY was added for SHUTDOWN; nothing else changed.)
 
@@ -63,6 +65,16 @@ class _NoReply:
 NO_REPLY = _NoReply()
 
 
+class _Blocked:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "BLOCKED"
+
+
+BLOCKED = _Blocked()
+
+
 class CommandError(Exception):
     """Raised by a handler; its message is the full error line, code first ("ERR syntax error")."""
 
@@ -101,4 +113,5 @@ Reply = (
     | Verbatim
     | _NullArray
     | _NoReply
+    | _Blocked
 )

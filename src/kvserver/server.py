@@ -27,11 +27,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from kvserver.client import ClientState
-from kvserver.commands import build_command_table
+from kvserver.commands import blocking, build_command_table, pubsub, reply_mode, transactions
 from kvserver.commands.table import Command
 from kvserver.config import Config
 from kvserver.keyspace import Keyspace
-from kvserver.replies import NO_REPLY, OK, CommandError, ErrorReply, wrong_arity
+from kvserver.replies import BLOCKED, NO_REPLY, OK, CommandError, ErrorReply, wrong_arity
 from kvserver.resp import BULK_HEADERS, encode_reply
 
 if TYPE_CHECKING:
@@ -91,6 +91,18 @@ class ServerState:
         self.clients: dict[int, ClientState] = {}
         self.next_client_id = 1
         self.watched: dict[tuple[int, bytes], set[ClientState]] = {}
+        # Clients parked by blocking commands (loop state: survives live patches as data). The two
+        # dicts are the dispatcher's one-read checks; kvserver.commands.blocking mutates them in place.
+        self.blocking = blocking.Blocking()
+        self.blocked_clients = self.blocking.by_client
+        self.blocked_keys = self.blocking.by_key
+        # Pub/sub subscriptions (loop state, kvserver.commands.pubsub); `subscribers` is the
+        # dispatcher's one-read check for RESP2 clients in the subscribed context.
+        self.pubsub = pubsub.PubSub()
+        self.subscribers = self.pubsub.by_client
+        # CLIENT REPLY OFF/SKIP (kvserver.commands.reply_mode); `muted` is the dispatcher's check.
+        self.reply_modes = reply_mode.ReplyModes()
+        self.muted = self.reply_modes.by_client
         self.stats = Stats()
         self.aof: AppendOnlyFile | None = None
         self.persistence: Any = None  # kvserver.persistence.Persistence, set when --dir is given
@@ -107,8 +119,12 @@ class ServerState:
         self._write_names = frozenset(n for n, c in self.table.items() if "write" in c.flags)
         # The hot path's view of the table: (handler, arity, is_write, row). Handlers are patched in place
         # (their __code__ is swapped), so holding the function objects here stays correct.
-        self._dispatch: dict[bytes, tuple[Any, int, bool, Command]] = {
-            n: (c.handler, c.arity, n in self._write_names, c) for n, c in self.table.items()
+        # INFO commandstats: [calls, rejected_calls, failed_calls] per command, one list per row so
+        # the hot path bumps a counter without a dict lookup.
+        self.command_stats: dict[bytes, list[int]] = {n: [0, 0, 0] for n in self.table}
+        self._dispatch: dict[bytes, tuple[Any, int, bool, Command, list[int]]] = {
+            n: (c.handler, c.arity, n in self._write_names, c, self.command_stats[n])
+            for n, c in self.table.items()
         }
 
     # ------------------------------------------------------------------------------------ clients
@@ -128,6 +144,12 @@ class ServerState:
 
     def forget_client(self, client: ClientState) -> None:
         self.unwatch_all(client)
+        if self.blocked_clients:
+            blocking.forget(self, client)
+        if self.subscribers:
+            pubsub.forget(self, client)
+        if self.muted:
+            reply_mode.forget(self, client)
         self.clients.pop(client.id, None)
 
     # ----------------------------------------------------------------------------------- dispatch
@@ -139,12 +161,25 @@ class ServerState:
         Every line here runs once per request, so each one was weighed (about 1,000 machine
         instructions per Python-level operation): see docs/performance.md before adding one.
         """
+        blocked = self.blocked_clients
+        if blocked and client in blocked:
+            blocked[client].backlog.extend(commands)  # a parked client's requests wait their turn
+            return
+        muted = self.muted
+        if muted and client in muted and not self.reply_modes.inside:
+            reply_mode.process_muted(self, client, commands)  # CLIENT REPLY OFF/SKIP
+            return
+        subscribers = self.subscribers
+        if subscribers and client in subscribers and not self.pubsub.inside:
+            pubsub.process_subscribed(self, client, commands)  # RESP2: a restricted context
+            return
         table = self._dispatch
         append = client.out.append
         ctx = client.ctx
         ctx.now_ms = self.now_ms  # ctx.db is kept in step by select(), the only writer of db_index
         executed = 0
-        for argv in commands:
+        pending = iter(commands)
+        for argv in pending:
             if client.close_after_reply:
                 break  # after QUIT or SHUTDOWN nothing more is executed
             row = table.get(argv[0])
@@ -153,22 +188,29 @@ class ServerState:
                 if row is None:
                     self._reject(client, unknown_command_error(argv))
                     continue
-            handler, arity, is_write, cmd = row
+            handler, arity, is_write, cmd, counts = row
             # Exact-arity match first: the common case costs one len() and one comparison.
             if len(argv) != arity and (arity > 0 or len(argv) < -arity):
-                self._reject(client, wrong_arity(cmd.name.decode()))
+                counts[1] += 1
+                error = wrong_arity(cmd.name.decode())
+                if cmd.name == b"EXEC":
+                    error = transactions.abort_exec(self, client, error)
+                self._reject(client, error)
                 continue
             if not client.authenticated and "no-auth" not in cmd.flags:
+                counts[1] += 1
                 self._reject(client, NOAUTH)
                 continue
             if client.multi is not None and cmd.name not in _MULTI_EXEMPT:
                 if "no-multi" in cmd.flags:
+                    counts[1] += 1
                     self._reject(client, "ERR Command not allowed inside a transaction")
                     continue
                 client.multi.append((cmd, argv))
                 append(b"+QUEUED\r\n")
                 continue
             executed += 1
+            counts[0] += 1
             # Before the handler runs: CLIENT LIST shows the caller's own command.
             client.last_cmd = cmd.name
             if is_write:
@@ -176,6 +218,7 @@ class ServerState:
             try:
                 reply = handler(ctx, argv)
             except CommandError as exc:
+                counts[2] += 1
                 append(b"-" + exc.message.replace("\r", " ").replace("\n", " ").encode() + b"\r\n")
                 continue
             except Exception:
@@ -185,7 +228,12 @@ class ServerState:
             if is_write:
                 propagation = ctx.propagation
                 if propagation is None:
-                    if self.aof is None and not self.watched and not self.loading:
+                    if (
+                        self.aof is None
+                        and not self.watched
+                        and not self.loading
+                        and not self.blocked_keys
+                    ):
                         # after_write's whole effect when nothing watches, logs or replays (the
                         # benchmark's case): a Python call less per write. (exec_propagation is only
                         # set inside EXEC, whose commands go through call(), not through here.)
@@ -204,10 +252,15 @@ class ServerState:
                 append(b"\r\n")
             elif reply is None:
                 append(b"_\r\n" if client.protocol == 3 else b"$-1\r\n")
+            elif reply is BLOCKED:
+                blocked[client].backlog.extend(pending)  # parked: the rest waits for its answer
+                break
             elif reply is not NO_REPLY:
                 append(encode_reply(reply, client.protocol))
         if executed:
             self.stats.commands_processed += executed
+        if self.blocking.ready:
+            blocking.serve_ready(self)
 
     def _reject(self, client: ClientState, message: str) -> None:
         """A command refused before it ran; inside MULTI it dooms the transaction (EXECABORT)."""
@@ -231,10 +284,15 @@ class ServerState:
         if is_write:
             ctx.propagation = None
         self.stats.commands_processed += 1
+        counts = self.command_stats.get(cmd.name)
+        if counts is not None:
+            counts[0] += 1
         client.last_cmd = cmd.name
         try:
             reply = cmd.handler(ctx, argv)
         except CommandError as exc:
+            if counts is not None:
+                counts[2] += 1
             return ErrorReply(exc.message)
         except Exception:
             log.exception("command %r failed; the client and the server carry on", cmd.name)
@@ -251,10 +309,11 @@ class ServerState:
         self, db_index: int, cmd: Command, argv: list[bytes], logged: list[list[bytes]]
     ) -> None:
         self.dirty += 1
-        if self.watched:
-            self.touch_keys(
-                db_index, [argv[i] for i in cmd.key_positions(len(argv)) if i < len(argv)]
-            )
+        if self.watched or self.blocked_keys:
+            keys = [argv[i] for i in cmd.key_positions(len(argv)) if i < len(argv)]
+            self.touch_keys(db_index, keys)
+            if self.blocked_keys:
+                blocking.signal_keys(self, db_index, cmd.name, keys)
         if self.loading:
             return
         if self.exec_propagation is not None:
@@ -301,6 +360,8 @@ class ServerState:
                 self.stats.expired_keys += db.active_expire_cycle(now_ms, budget)
         if self.persistence is not None:
             self.persistence.cron(now_ms)
+        if self.blocked_clients:
+            blocking.expire(self, now_ms)
 
     def run_replay_command(self, client: ClientState, argv: list[bytes]) -> Any:
         """Execute one logged command while loading (no propagation back into the log)."""

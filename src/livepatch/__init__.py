@@ -45,26 +45,26 @@ _LAZY: dict[str, str] = {
     "PatchSpec": "livepatch.patch.model",
     "Refusal": "livepatch.patch.model",
     "TargetChange": "livepatch.patch.model",
-    "Event": "livepatch.runtime.events",
+    "Event": "livepatch.runtime.lifecycle",
     "HookContext": "livepatch.runtime.patcher",
     "Outcome": "livepatch.runtime.lifecycle",
     "PatchResult": "livepatch.runtime.lifecycle",
     "WatchPolicy": "livepatch.runtime.patcher",
-    "applied_patches": "livepatch.runtime.patcher",
-    "apply_patch": "livepatch.runtime.patcher",
-    "history": "livepatch.runtime.patcher",
-    "revert_patch": "livepatch.runtime.patcher",
+    "applied_patches": "livepatch.runtime.core",
+    "apply_patch": "livepatch.runtime.core",
+    "history": "livepatch.runtime.core",
+    "revert_patch": "livepatch.runtime.core",
     "RuntimeStatistics": "livepatch.runtime.registry",
     "Priority": "livepatch.runtime.threads",
-    "activate": "livepatch.runtime.threads",
-    "add_wakeup_hook": "livepatch.runtime.threads",
-    "deactivate": "livepatch.runtime.threads",
-    "managed_thread": "livepatch.runtime.threads",
-    "quiescence_point": "livepatch.runtime.threads",
-    "remove_wakeup_hook": "livepatch.runtime.threads",
-    "set_priority": "livepatch.runtime.threads",
-    "statistics": "livepatch.runtime.threads",
-    "transition_flag": "livepatch.runtime.threads",
+    "activate": "livepatch.runtime.core",
+    "add_wakeup_hook": "livepatch.runtime.core",
+    "deactivate": "livepatch.runtime.core",
+    "managed_thread": "livepatch.runtime.core",
+    "quiescence_point": "livepatch.runtime.core",
+    "remove_wakeup_hook": "livepatch.runtime.core",
+    "set_priority": "livepatch.runtime.core",
+    "statistics": "livepatch.runtime.core",
+    "transition_flag": "livepatch.runtime.core",
 }
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing alone costs milliseconds
@@ -91,29 +91,25 @@ if (
         Refusal,
         TargetChange,
     )
-    from livepatch.runtime.events import Event
-    from livepatch.runtime.lifecycle import Outcome, PatchResult
-    from livepatch.runtime.patcher import (
-        HookContext,
-        WatchPolicy,
-        applied_patches,
-        apply_patch,
-        history,
-        revert_patch,
-    )
-    from livepatch.runtime.registry import RuntimeStatistics
-    from livepatch.runtime.threads import (
-        Priority,
+    from livepatch.runtime.core import (
         activate,
         add_wakeup_hook,
+        applied_patches,
+        apply_patch,
         deactivate,
+        history,
         managed_thread,
         quiescence_point,
         remove_wakeup_hook,
+        revert_patch,
         set_priority,
         statistics,
         transition_flag,
     )
+    from livepatch.runtime.lifecycle import Event, Outcome, PatchResult
+    from livepatch.runtime.patcher import HookContext, WatchPolicy
+    from livepatch.runtime.registry import RuntimeStatistics
+    from livepatch.runtime.threads import Priority
 
 
 def __getattr__(name: str) -> Any:

@@ -75,17 +75,25 @@ class ManagedProcess:
         *,
         ready_timeout_s: float = READY_TIMEOUT_S,
         stop_timeout_s: float = STOP_TIMEOUT_S,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.argv, self.ready, self.log_path = argv, ready, log_path
         self.ready_timeout_s, self.stop_timeout_s = ready_timeout_s, stop_timeout_s
+        self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
+        # The readiness line's match: servers started on port 0 print the port the kernel picked.
+        self.ready_match: re.Match[str] | None = None
         self._drain: threading.Thread | None = None
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            self.argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.env,
         )
         assert self.proc.stdout is not None
         try:
@@ -121,7 +129,8 @@ class ManagedProcess:
             log.write(chunk)
             log.flush()
             buf += chunk
-            if self.ready.search(buf.decode(errors="replace")):
+            self.ready_match = self.ready.search(buf.decode(errors="replace"))
+            if self.ready_match:
                 return
 
     @staticmethod

@@ -20,6 +20,7 @@ import sqlite3
 import time
 from typing import Any, Protocol
 
+from sqlserver import blocking
 from sqlserver.protocol.errors import LOCK_NOT_AVAILABLE, QUERY_CANCELED, PgError
 from sqlserver.state import ServerState
 from sqlserver.statement import DDL, Statement
@@ -54,15 +55,19 @@ class Executor:
         lock = self.state.write_lock
         if not lock.acquire(False):
             deadline = time.monotonic() + self._lock_timeout
-            while not lock.acquire(timeout=_WAIT_SLICE):
-                if self.cancel_requested:
-                    raise PgError(QUERY_CANCELED, "canceling statement due to user request")
-                if time.monotonic() >= deadline:
-                    raise PgError(
-                        LOCK_NOT_AVAILABLE,
-                        f"could not obtain the write lock within {self.state.config.lock_timeout_ms} ms",
-                        hint="Another session holds a write transaction open; commit it, or raise the lock timeout.",
-                    )
+            blocking.wait_begin()  # the holder's COMMIT may need this thread's pool group
+            try:
+                while not lock.acquire(timeout=_WAIT_SLICE):
+                    if self.cancel_requested:
+                        raise PgError(QUERY_CANCELED, "canceling statement due to user request")
+                    if time.monotonic() >= deadline:
+                        raise PgError(
+                            LOCK_NOT_AVAILABLE,
+                            f"could not obtain the write lock within {self.state.config.lock_timeout_ms} ms",
+                            hint="Another session holds a write transaction open; commit it, or raise the lock timeout.",
+                        )
+            finally:
+                blocking.wait_end()
         self.holds_write = True
 
     def release_write(self) -> None:
@@ -103,7 +108,11 @@ class Executor:
     def _durable(self, ticket: int) -> None:
         if ticket:
             assert self.state.wal_sync is not None
-            self.state.wal_sync.wait(ticket)
+            blocking.wait_begin()  # an fsync, or waiting for another session's
+            try:
+                self.state.wal_sync.wait(ticket)
+            finally:
+                blocking.wait_end()
 
     def rollback(self) -> None:
         try:

@@ -251,9 +251,7 @@ def expression_rewrite(tree: exp.Expression) -> exp.Expression:
     time of a translation)."""
     tree = tree.transform(_expression_rewrite, copy=False)
     for select in tree.find_all(exp.Select):
-        select.set(
-            "locks", None
-        )  # FOR UPDATE/SHARE: one writer at a time already serializes writes
+        select.set("locks", None)  # SQLite has none: see rewrite() for what FOR UPDATE does
     return tree
 
 
@@ -277,9 +275,14 @@ def rewrite(tree: exp.Expression, text: str) -> tr.Statement:
     """The Statement (translate.py) for one parsed PostgreSQL statement; raises PgError 0A000."""
     if isinstance(tree, exp.Query | exp.Values):
         nparams = placeholder_count(tree)
+        # FOR UPDATE/SHARE: SQLite has no row locks; the statement takes the write lock instead
+        # (held to the end of the transaction), so a concurrent SELECT ... FOR UPDATE or write
+        # waits for this transaction as in PostgreSQL, rather than this one failing with 40001 at
+        # its later write because another writer committed after its snapshot.
+        locks = any(sel.args.get("locks") for sel in tree.find_all(exp.Select))
         empty = _always_empty(tree)
         t = empty if empty is not None else expression_rewrite(tree)
-        return tr.Statement(tr.SELECT, text, (to_sqlite(t, text),), "SELECT", nparams, False, (), t)
+        return tr.Statement(tr.SELECT, text, (to_sqlite(t, text),), "SELECT", nparams, locks, (), t)
     if isinstance(tree, exp.Insert | exp.Update | exp.Delete):
         nparams = placeholder_count(tree)
         verb = {exp.Insert: "INSERT", exp.Update: "UPDATE", exp.Delete: "DELETE"}[type(tree)]

@@ -34,6 +34,12 @@ from sqlserver.protocol.errors import (
 )
 
 STATEMENT_CACHE = 256  # prepared SQLite statements kept per connection (sqlite3's LRU)
+# Database pages are read through a shared memory map instead of a read() into each connection's
+# own page cache: a primary-key lookup on pgbench's 13 MB accounts table no longer copies pages
+# per session (~0.6 us less per lookup here). Writes still go through SQLite's normal I/O path.
+# The price (docs/sqlserver.md, limits): an I/O error on the database file while reading becomes
+# SIGBUS, which ends the server instead of failing one statement.
+MMAP_BYTES = 256 * 1024 * 1024
 
 INTERNAL_TABLES = (
     "CREATE TABLE IF NOT EXISTS _lp_sequences (name TEXT PRIMARY KEY, last_value INTEGER NOT NULL, "
@@ -51,6 +57,7 @@ def open_connection(path: str, config: SqlConfig) -> sqlite3.Connection:
     mode = "NORMAL" if config.synchronous == "full" else config.synchronous.upper()
     conn.execute(f"PRAGMA synchronous = {mode}")
     conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
     return conn
 
 

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agent_helpers import AS_NOBODY, socket_dir
 
 import livepatch
 from livepatch.agent import client, protocol
@@ -31,6 +30,7 @@ from livepatch.patch.model import (
     TargetChange,
 )
 from livepatch.runtime.lifecycle import EventName, Outcome
+from tests.agent.agent_helpers import AS_NOBODY, socket_dir
 
 
 def spec(

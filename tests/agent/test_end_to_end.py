@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agent_helpers import SERVICE_DIR, LineClient, Service, cli, run_service, socket_dir
 
 from livepatch.patch import signing
+from tests.agent.agent_helpers import SERVICE_DIR, LineClient, Service, cli, run_service, socket_dir
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -285,7 +285,7 @@ def test_failing_patch_is_rolled_back_within_watch(
 
 
 def _cli_cmd() -> list[str]:
-    from agent_helpers import LIVEPATCH
+    from tests.agent.agent_helpers import LIVEPATCH
 
     return [LIVEPATCH]
 

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_helpers import SERVICE_DIR, LineClient, Service, cli, run_service, socket_dir
 
 from livepatch.agent import client as agent_client
+from tests.agent.agent_helpers import SERVICE_DIR, LineClient, Service, cli, run_service, socket_dir
 
 pytestmark = pytest.mark.timeout(120)
 

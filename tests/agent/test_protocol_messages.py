@@ -7,13 +7,13 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from agent_helpers import socket_dir
 
 import livepatch
 from livepatch.agent import client, protocol
 from livepatch.patch import lpatch
 from livepatch.patch.model import ChangeKind, DefinitionKind, ModulePatch, PatchSpec, TargetChange
 from livepatch.runtime.lifecycle import Action, EventName, Outcome
+from tests.agent.agent_helpers import socket_dir
 
 
 def _spec() -> PatchSpec:

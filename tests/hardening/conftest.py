@@ -5,8 +5,3 @@ from tests/agent/agent_helpers.py, not copied.
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "agent"))

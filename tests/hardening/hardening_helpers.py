@@ -9,12 +9,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent_helpers import SERVICE_DIR
-
 from livepatch.agent import protocol
 from livepatch.patch import lpatch
 from livepatch.patch.model import Category, PatchSpec
 from livepatch.patch.package import build_patch, read_directory
+from tests.agent.agent_helpers import SERVICE_DIR
 
 
 def raw_request(socket_path: str, payload: bytes, timeout: float = 30.0) -> dict[str, Any]:

@@ -13,14 +13,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_helpers import Service, cli, run_service, socket_dir
-from fuzzing import FUZZ, FUZZ_TIMEOUT_S, HOSTILE_JSON_TEXT, JSON_VALUES, paths, set_path
-from hardening_helpers import greet_spec, no_traceback, raw_request
 from hypothesis import given
 from hypothesis import strategies as st
 
 from livepatch.agent.protocol import METHODS, OPS
 from livepatch.patch import lpatch, signing
+from tests.agent.agent_helpers import Service, cli, run_service, socket_dir
+from tests.hardening.fuzzing import (
+    FUZZ,
+    FUZZ_TIMEOUT_S,
+    HOSTILE_JSON_TEXT,
+    JSON_VALUES,
+    paths,
+    set_path,
+)
+from tests.hardening.hardening_helpers import greet_spec, no_traceback, raw_request
 
 pytestmark = pytest.mark.timeout(FUZZ_TIMEOUT_S)
 

@@ -9,14 +9,21 @@ import json
 from pathlib import Path
 
 import pytest
-from fuzzing import FUZZ, FUZZ_TIMEOUT_S, HOSTILE_JSON_TEXT, JSON_VALUES, paths, set_path
-from hardening_helpers import greet_spec
 from hypothesis import given
 from hypothesis import strategies as st
 
 from livepatch.errors import PatchRefused
 from livepatch.patch import lpatch, signing
 from livepatch.patch.lpatch import PatchFileError
+from tests.hardening.fuzzing import (
+    FUZZ,
+    FUZZ_TIMEOUT_S,
+    HOSTILE_JSON_TEXT,
+    JSON_VALUES,
+    paths,
+    set_path,
+)
+from tests.hardening.hardening_helpers import greet_spec
 
 pytestmark = pytest.mark.timeout(FUZZ_TIMEOUT_S)
 

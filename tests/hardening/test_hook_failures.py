@@ -8,10 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
-from agent_helpers import cli, run_service, socket_dir
-from hardening_helpers import greet_spec, no_traceback, write_patch
 
 from livepatch.patch.model import Category
+from tests.agent.agent_helpers import cli, run_service, socket_dir
+from tests.hardening.hardening_helpers import greet_spec, no_traceback, write_patch
 
 pytestmark = pytest.mark.timeout(120)
 

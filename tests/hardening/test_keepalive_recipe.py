@@ -13,12 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agent_helpers import cli, socket_dir
-from tests.conftest import free_port
 
 from livepatch.patch import lpatch, signing
 from livepatch.patch.diff import patch_from_sources
 from lpbench.servers import ManagedProcess
+from tests.agent.agent_helpers import cli, socket_dir
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agent_helpers import Service, cli, run_service, socket_dir
-from hardening_helpers import greet_spec, no_traceback, raw_request
 
 from livepatch.patch import lpatch
 from livepatch.patch.limits import MAX_JSON_DEPTH, MAX_JSON_INT_DIGITS
+from tests.agent.agent_helpers import Service, cli, run_service, socket_dir
+from tests.hardening.hardening_helpers import greet_spec, no_traceback, raw_request
 
 pytestmark = pytest.mark.timeout(120)
 

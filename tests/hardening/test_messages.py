@@ -14,11 +14,11 @@ from pathlib import Path
 
 import click
 import pytest
-from agent_helpers import LIVEPATCH, cli, run_service, socket_dir
-from hardening_helpers import greet_spec, write_patch
 
 from livepatch.cli import main
 from livepatch.patch.model import Category
+from tests.agent.agent_helpers import LIVEPATCH, cli, run_service, socket_dir
+from tests.hardening.hardening_helpers import greet_spec, write_patch
 
 pytestmark = pytest.mark.timeout(120)
 

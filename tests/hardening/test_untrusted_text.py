@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from agent_helpers import cli, run_service, socket_dir
-from hardening_helpers import greet_spec, write_patch
 
 from livepatch.patch.safetext import printable
+from tests.agent.agent_helpers import cli, run_service, socket_dir
+from tests.hardening.hardening_helpers import greet_spec, write_patch
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
-from agent_helpers import cli
-from tests.conftest import free_port
 
 from lpbench.servers import ManagedProcess
+from tests.agent.agent_helpers import cli
+from tests.conftest import free_port
 
 APPS = Path(__file__).with_name("apps")
 LIVEPATCH = str(Path(sys.executable).parent / "livepatch")

@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agent_helpers import socket_dir
-from serving import LineClient, apply, build_patch, keygen, start_app
+
+from tests.agent.agent_helpers import socket_dir
+from tests.integrations.serving import LineClient, apply, build_patch, keygen, start_app
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -12,9 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agent_helpers import cli, socket_dir
-from serving import APPS, keygen
+
+from tests.agent.agent_helpers import cli, socket_dir
 from tests.conftest import free_port
+from tests.integrations.serving import APPS, keygen
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agent_helpers import socket_dir
-from serving import (
+
+from tests.agent.agent_helpers import socket_dir
+from tests.integrations.serving import (
     WAIT_S,
     Client,
     Connection,

@@ -9,18 +9,16 @@
     def test_z(diff):                             # the same commands against kvserver and redis-server
         diff.check(("ZADD", "z", 1, "a"), ...)    # (tests/kvserver/redis_diff.py; diff3: RESP3)
 
-The server is started as `python -m kvserver --port 0 ...`; the fixture waits for its readiness line
-("kvserver ready on HOST:PORT", which also tells the port the kernel picked): no sleeps, no port races.
-Every started process is stopped at teardown (SIGTERM, then SIGKILL), also when the test fails.
+The server is started as `python -m kvserver --port 0 ...` by tests/support.py's ServerProcess, which
+waits for its readiness line ("kvserver ready on HOST:PORT", which also tells the port the kernel picked):
+no sleeps, no port races. Every started process is stopped at teardown (SIGTERM, then SIGKILL), also when
+the test fails.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import select
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,45 +31,21 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-READY = re.compile(rb"kvserver ready on (\S+):(\d+)")
-START_TIMEOUT = 60.0
+from tests.support import ServerProcess
+
+READY = re.compile(r"kvserver ready on (\S+):(\d+)")
 
 
-class KVServer:
-    """A running kvserver process."""
+class KVServer(ServerProcess):
+    """A running kvserver process (`python -m kvserver --port 0 ...`) and the clients tests made on it."""
 
     def __init__(self, args: list[str], log_dir: Path, env: dict[str, str] | None = None) -> None:
         self.args = list(args)
-        self.log_path = log_dir / f"kvserver-{os.getpid()}-{time.monotonic_ns()}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self._clients: list[redis.Redis] = []
-        cmd = [sys.executable, "-m", "kvserver", "--port", "0", *args]
-        self.process = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=self._log, env=env or _env()
-        )
-        self.host, self.port = self._wait_ready()
-
-    def _wait_ready(self) -> tuple[str, int]:
-        assert self.process.stdout is not None
-        fd = self.process.stdout.fileno()
-        deadline = time.monotonic() + START_TIMEOUT
-        buf = b""
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                break
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break  # the process exited before it was ready
-            buf += chunk
-            match = READY.search(buf)
-            if match:
-                return match.group(1).decode(), int(match.group(2))
-        self.stop()
-        raise RuntimeError(
-            f"kvserver {' '.join(self.args)} did not become ready; stdout={buf!r}; "
-            f"log:\n{self.log()}"
-        )
+        log_path = log_dir / f"kvserver-{os.getpid()}-{time.monotonic_ns()}.log"
+        argv = [sys.executable, "-m", "kvserver", "--port", "0", *args]
+        super().__init__(argv, READY, log_path, env)
+        self.host, self.port = self.ready_match.group(1), int(self.ready_match.group(2))
 
     def client(self, protocol: int = 2, **kwargs: Any) -> redis.Redis:
         kwargs.setdefault("socket_timeout", 30)
@@ -81,36 +55,6 @@ class KVServer:
         self._clients.append(r)
         return r
 
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL: a crash, no chance to flush anything."""
-        if self.alive():
-            self.process.kill()
-        self.process.wait(timeout=30)
-        self._close()
-
-    def stop(self, timeout: float = 20.0) -> int:
-        """SIGTERM (a clean shutdown), SIGKILL if it does not exit in time. Returns the exit code."""
-        if self.alive():
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=30)
-        self._close()
-        return self.process.returncode
-
-    def wait_exit(self, timeout: float = 20.0) -> int:
-        return self.process.wait(timeout=timeout)
-
     def _close(self) -> None:
         for r in self._clients:
             try:
@@ -118,17 +62,7 @@ class KVServer:
             except Exception:
                 pass
         self._clients.clear()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-        if not self._log.closed:
-            self._log.close()
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    src = str(Path(__file__).resolve().parents[2] / "src")
-    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    return env
+        super()._close()
 
 
 @pytest.fixture
@@ -184,9 +118,8 @@ def r3(kv_shared: KVServer) -> redis.Redis:
 @pytest.fixture(scope="module")
 def redis_reference() -> Iterator[Any]:
     """The real redis-server (7.0) on a free port, in memory: the reference for differential tests."""
-    from tests.conftest import free_port, require_tool
-
     from lpbench.servers import RedisServer
+    from tests.conftest import free_port, require_tool
 
     require_tool("redis-server")
     with tempfile.TemporaryDirectory() as tmp:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 import redis
+
 from tests.kvserver.resp_helpers import err, raw
 
 

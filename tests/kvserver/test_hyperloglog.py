@@ -5,6 +5,7 @@ other (dense and sparse)."""
 from __future__ import annotations
 
 import redis
+
 from tests.kvserver.redis_diff import Differ
 from tests.kvserver.resp_helpers import raw
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import redis
+
 from tests.conftest import require_tool
 from tests.kvserver.resp_helpers import err, raw
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+
 from tests.kvserver.redis_diff import Differ, Unordered
 from tests.kvserver.resp_helpers import err, raw
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import redis
+
 from tests.kvserver.redis_diff import Differ
 from tests.kvserver.resp_helpers import err
 

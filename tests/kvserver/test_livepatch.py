@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 import redis
-from tests.conftest import require_tool
 
 import kvserver
+from tests.conftest import require_tool
 
 SRC = Path(kvserver.__file__).resolve().parent
 OLD_ECHO = "    return argv[1]\n"

@@ -136,7 +136,9 @@ def test_garbage_in_the_aof_refuses_to_start(kv_factory, tmp_path):
     srv.stop()
     aof = aof_files(data)[-1]
     aof.write_bytes(b"*1\r\n+garbage\r\n" + aof.read_bytes())
-    with pytest.raises(RuntimeError, match=r"did not become ready(.|\n)*bad record after offset 0"):
+    with pytest.raises(
+        RuntimeError, match=r"exited before it was ready(.|\n)*bad record after offset 0"
+    ):
         kv_factory("--dir", str(data), "--save", "")
 
 

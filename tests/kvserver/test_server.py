@@ -8,6 +8,7 @@ import time
 
 import pytest
 import redis
+
 from tests.kvserver.resp_helpers import raw
 
 

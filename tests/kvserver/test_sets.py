@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import redis
+
 from tests.kvserver.resp_helpers import err, raw
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import redis
+
 from tests.kvserver.resp_helpers import err, raw
 
 

@@ -5,6 +5,7 @@ direct assertions on kvserver."""
 from __future__ import annotations
 
 import redis
+
 from tests.kvserver.redis_diff import Differ, Shape
 from tests.kvserver.resp_helpers import raw
 

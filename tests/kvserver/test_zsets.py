@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import redis
+
 from tests.kvserver.resp_helpers import err, raw
 
 

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.conftest import free_port, require_tool
 
 from lpbench.servers import RedisServer
+from tests.conftest import free_port, require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 PGBIN = Path("/usr/lib/postgresql/15/bin")

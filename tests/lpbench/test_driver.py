@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tests.conftest import require_tool
 
 from lpbench.driver import Driver, LoadSpec
 from lpbench.pool import LoadPool, split_spec
@@ -18,6 +17,7 @@ from lpbench.recording import OK, Recording
 from lpbench.runner import BenchConfig, run_once
 from lpbench.servers import RedisServer
 from lpbench.updates import Restart
+from tests.conftest import require_tool
 
 S = 1_000_000_000
 

@@ -15,13 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.conftest import free_port
 
 from lpbench.recording import ERROR_REPLY, OK
 from lpbench.servers import SqlServer
 from lpbench.sql import olap, tpcc, ycsb
 from lpbench.sql.pg import BlockingClient, Result
 from lpbench.sql.workloads import Tx, run_transaction
+from tests.conftest import free_port
 
 pytest.importorskip("sqlglot")
 

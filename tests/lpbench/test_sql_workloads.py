@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.conftest import free_port
 
 from lpbench.driver import LoadSpec, make_driver
 from lpbench.recording import OK
 from lpbench.servers import SqlServer
 from lpbench.sql.pg import BlockingClient
 from lpbench.sql.workloads import sql_workload
+from tests.conftest import free_port
 
 pytest.importorskip("sqlglot")
 

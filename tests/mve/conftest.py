@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.kvserver.conftest import KVServer, kv_factory  # noqa: F401 - the fixture, reused
 
 import kvserver
+from tests.kvserver.conftest import KVServer, kv_factory  # noqa: F401 - the fixture, reused
 
 SRC = Path(kvserver.__file__).resolve().parent
 PING = "return argv[1] if len(argv) == 2 else PONG"

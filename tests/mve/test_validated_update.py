@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import redis
+
 from tests.mve.conftest import KVServer, livepatch_cli
 
 PANG_RULES = """

@@ -5,20 +5,17 @@ swap_out, like a fresh import of the old one)."""
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-from livefixtures import forget, load, source
 
 from livepatch.errors import PatchRefused
 from livepatch.patch.diff import diff_module, patch_from_sources
 from livepatch.patch.hooks_info import HOOK_NAMES
 from livepatch.patch.model import COVERING_HOOKS
 from livepatch.runtime.staging import stage
+from tests.fixtures.livefixtures import forget, load, source
 
 # case -> (non-SAME changes as "kind:qualname", probe expressions evaluated with `m` = the module)
 PATCHABLE: dict[str, tuple[set[str], list[str]]] = {

@@ -118,11 +118,7 @@ def test_syntax_error_names_the_module_and_version() -> None:
 
 
 def test_every_corpus_version_diffed_with_itself_is_all_same() -> None:
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-    from livefixtures import FIXTURES, source
+    from tests.fixtures.livefixtures import FIXTURES, source
 
     for case_dir in sorted((FIXTURES / "corpus").iterdir()):
         for version in ("v1", "v2"):

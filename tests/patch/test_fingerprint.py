@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-from livefixtures import FIXTURES, forget, load, source
-
 from livepatch.patch.fingerprint import code_fingerprint
 from livepatch.patch.walk import walk_source
 from livepatch.runtime.resolve import resolve_function
+from tests.fixtures.livefixtures import FIXTURES, forget, load, source
 
 CASES = sorted(p.name for p in (FIXTURES / "corpus").iterdir())
 

@@ -2,7 +2,9 @@
 
 `Versioned` behaves like a StagedPatch of one function whose answer is its version number: `swap` is the
 global swap, `begin`/`end` the local dispatch. Each worker request reads it twice around a GIL yield and
-checks both reads agree with each other and with the thread's generation (invariant 2).
+checks both reads agree with each other and with the thread's generation (invariant 2): in a fresh
+runtime (the `rt` fixture) generation N runs version N, for a `Versioned` that starts at 0 and is changed
+by nothing but that runtime's transitions.
 """
 
 from __future__ import annotations
@@ -16,10 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
+from livepatch.runtime.core import Runtime
+from livepatch.runtime.threads import Priority
 from tests.fixtures.livefixtures import load_source
-
-from livepatch.runtime import threads
-from livepatch.runtime.threads import Priority, managed_thread, quiescence_point
 
 
 class Versioned:
@@ -55,13 +56,13 @@ class Versioned:
 
 @dataclass
 class Workers:
-    """`n` busy managed threads; each request = quiescence point, then two reads of `code`."""
+    """`n` busy managed threads of `rt`; each request = quiescence point, then two reads of `code`."""
 
+    rt: Runtime
     code: Versioned
     n: int
     role: str = "worker"
     priority: Priority = Priority.LOW
-    base_generation: int = field(default=0)
     errors: list[str] = field(default_factory=list)
     requests: list[int] = field(default_factory=list)
     max_gap_s: list[float] = field(default_factory=list)
@@ -70,7 +71,6 @@ class Workers:
     _threads: list[threading.Thread] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.base_generation = threads.statistics().generation - self.code.current
         self.requests = [0] * self.n
         self.max_gap_s = [0.0] * self.n
 
@@ -85,19 +85,20 @@ class Workers:
 
     def _run(self, i: int) -> None:
         assert self._started is not None
-        with managed_thread(self.role, self.priority):
+        rt = self.rt
+        with rt.managed_thread(self.role, self.priority):
             self._started.wait(timeout=30)
             last = time.monotonic()
             while not self._stop.is_set():
-                quiescence_point()
+                rt.quiescence_point()
                 now = time.monotonic()
                 self.max_gap_s[i] = max(self.max_gap_s[i], now - last)
                 last = now
-                gen = threads.current_generation()
+                gen = rt.current_generation()
                 a = self.code.call()
                 time.sleep(0)  # yield the GIL inside the request, so a swap could land here
                 b = self.code.call()
-                if not (a == b == gen - self.base_generation):
+                if not (a == b == gen):
                     self.errors.append(
                         f"{threading.current_thread().name}: gen {gen} saw {a} then {b}"
                     )

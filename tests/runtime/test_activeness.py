@@ -4,7 +4,7 @@ A managed thread sits inside `serve` (a loop the patch changes): after the swap 
 running the old code. Whether the thread is parked at a quiescence point inside it, deactivated before the
 patch request, or deactivated while the patch waits for it, the same stack must give the same answer:
 refused, naming the thread and the function. Deactivated threads once escaped the check (only parked ones
-were inspected), so the answer depended on when the thread happened to deactivate.
+were inspected), so the answer depended on when the thread happened to rt.deactivate.
 """
 
 from __future__ import annotations
@@ -15,32 +15,24 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from runtime_helpers import LoadedModules, fixture_source
 
 import livepatch
-from livepatch import (
-    Category,
-    activate,
-    apply_patch,
-    deactivate,
-    managed_thread,
-    quiescence_point,
-    revert_patch,
-    transition_flag,
-)
+from livepatch import Category
+from livepatch.runtime.core import Runtime
+from tests.runtime.runtime_helpers import LoadedModules, fixture_source
 
 V1 = fixture_source("app_v1.py")
 SERVE_CHANGED = V1.replace("        point()\n", "        point()\n        x = 1\n")
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[ModuleType]:
+def app(rt: Runtime, tmp_path: Path) -> Iterator[ModuleType]:
     lm = LoadedModules(tmp_path)
     try:
         yield lm.load(V1)
     finally:
-        while livepatch.applied_patches():
-            if not revert_patch(method="global", timeout=10).ok:
+        while rt.applied_patches():
+            if not rt.revert_patch(method="global", timeout=10).ok:
                 break
         lm.close()
 
@@ -48,7 +40,8 @@ def app(tmp_path: Path) -> Iterator[ModuleType]:
 class Connection:
     """A managed thread running `app.serve(stop, point)`, where `point` is one of the ways below."""
 
-    def __init__(self, app: ModuleType, how: str) -> None:
+    def __init__(self, rt: Runtime, app: ModuleType, how: str) -> None:
+        self.rt = rt
         self.app = app
         self.how = how
         self.stop = threading.Event()
@@ -74,23 +67,23 @@ class Connection:
             "deactivated-before-the-request": self._idle,
             "deactivates-during-the-request": self._idle_when_requested,
         }
-        with managed_thread("connection"):
+        with self.rt.managed_thread("connection"):
             self.app.serve(self.stop, points[self.how])
 
     def _park(self) -> None:
         self.in_place.set()
-        quiescence_point()
+        self.rt.quiescence_point()
 
     def _idle(self) -> None:
         """Wait for the next client outside the work loop (but inside serve's frame)."""
-        deactivate()
+        self.rt.deactivate()
         self.in_place.set()
         self.gate.wait(timeout=30)
-        activate()
+        self.rt.activate()
 
     def _idle_when_requested(self) -> None:
         # Active and busy until a patch is requested; then it deactivates instead of parking.
-        if transition_flag().request is not None:
+        if self.rt.transition_flag().request is not None:
             self._idle()
 
 
@@ -100,14 +93,14 @@ WAYS = ["parked", "deactivated-before-the-request", "deactivates-during-the-requ
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("how", WAYS)
 def test_a_thread_inside_a_replaced_loop_is_refused_however_it_waits(
-    app: ModuleType, how: str
+    rt: Runtime, app: ModuleType, how: str
 ) -> None:
     spec = livepatch.patch_from_sources(
         {app.__name__: (V1, SERVE_CHANGED)}, category=Category.PROCESS
     )
     old = app.serve.__code__
-    with Connection(app, how) as conn:
-        r = apply_patch(spec, method="global", timeout=10)
+    with Connection(rt, app, how) as conn:
+        r = rt.apply_patch(spec, method="global", timeout=10)
         assert r.outcome == "refused", r.reason
         assert f"thread conn-{how} (role connection)" in r.reason
         assert "serve" in r.reason and "allow_active" in r.reason
@@ -115,31 +108,33 @@ def test_a_thread_inside_a_replaced_loop_is_refused_however_it_waits(
         if how != "parked":
             assert conn.in_place.is_set()  # it really was deactivated when the check ran
     # the thread has left serve: the same patch applies
-    r = apply_patch(spec, method="global", timeout=10)
+    r = rt.apply_patch(spec, method="global", timeout=10)
     assert r.outcome == "applied", r.reason
     assert app.serve.__code__ is not old
 
 
 @pytest.mark.timeout(60)
-def test_a_deactivated_thread_outside_patched_code_does_not_block_a_patch(app: ModuleType) -> None:
+def test_a_deactivated_thread_outside_patched_code_does_not_block_a_patch(
+    rt: Runtime, app: ModuleType
+) -> None:
     spec = livepatch.patch_from_sources(
         {app.__name__: (V1, fixture_source("app_v2.py"))}, category=Category.PROCESS
     )
     ready, gate = threading.Event(), threading.Event()
 
     def idle_connection() -> None:
-        with managed_thread("connection"):
-            deactivate()
+        with rt.managed_thread("connection"):
+            rt.deactivate()
             ready.set()
             gate.wait(timeout=30)
-            activate()
-            quiescence_point()
+            rt.activate()
+            rt.quiescence_point()
 
     t = threading.Thread(target=idle_connection, name="idle", daemon=True)
     t.start()
     try:
         assert ready.wait(timeout=10)
-        r = apply_patch(spec, method="global", timeout=10)
+        r = rt.apply_patch(spec, method="global", timeout=10)
         assert r.outcome == "applied", r.reason
         assert app.first(1) == ("v2", 1)
     finally:

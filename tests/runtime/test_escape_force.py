@@ -1,4 +1,4 @@
-"""revert_patch(force=True): the old code for every new call at once, while a thread hangs in the new code.
+"""rt.revert_patch(force=True): the old code for every new call at once, while a thread hangs in the new code.
 
 The "hanging" new code waits on an Event the test holds (deterministic: it returns exactly when the test
 says so), with real managed threads and the real quiescence protocols.
@@ -13,20 +13,12 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from runtime_helpers import LoadedModules, wait_for
 
-import livepatch
-from livepatch import (
-    Category,
-    PatchSpec,
-    apply_patch,
-    managed_thread,
-    patch_from_sources,
-    quiescence_point,
-    revert_patch,
-)
-from livepatch.runtime import patcher, threads
+from livepatch import Category, Outcome, PatchSpec, WatchPolicy, patch_from_sources
+from livepatch.runtime.core import Runtime
+from livepatch.runtime.lifecycle import EventName
 from livepatch.runtime.registry import Priority, Registry, ThreadState
+from tests.runtime.runtime_helpers import LoadedModules, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -69,15 +61,15 @@ def other(name):
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[ModuleType]:
+def app(rt: Runtime, tmp_path: Path) -> Iterator[ModuleType]:
     lm = LoadedModules(tmp_path)
     mod = lm.load(V1, "lp_escape")
     try:
         yield mod
     finally:
         mod.gate.set()  # whatever the test did, let a hanging call finish
-        while livepatch.applied_patches():
-            if not revert_patch(method="global", force=True).ok:
+        while rt.applied_patches():
+            if not rt.revert_patch(method="global", force=True).ok:
                 break
         lm.close()
 
@@ -90,6 +82,7 @@ def spec_for(mod: ModuleType, category: Category = Category.THREAD_LOCAL) -> Pat
 class Connection:
     """A managed connection thread: point, then one call of `fn` per request, like the e2e server."""
 
+    rt: Runtime
     fn: object
     name: str = "conn-stuck"
     replies: list[str] = field(default_factory=list)
@@ -102,12 +95,13 @@ class Connection:
         return self
 
     def _run(self) -> None:
-        with managed_thread("connection"):
+        rt = self.rt
+        with rt.managed_thread("connection"):
             while True:
-                quiescence_point()
-                threads.deactivate()
+                rt.quiescence_point()
+                rt.deactivate()
                 self.requests.acquire()
-                threads.activate()
+                rt.activate()
                 if self.stop:
                     break
                 self.replies.append(self.fn("bob"))  # type: ignore[operator]
@@ -122,38 +116,40 @@ class Connection:
         self.requests.release()
 
 
-def _state_of(name: str) -> str:
-    return next(t.state for t in livepatch.statistics().threads if t.name == name)
+def _state_of(rt: Runtime, name: str) -> str:
+    return next(t.state for t in rt.statistics().threads if t.name == name)
 
 
 @pytest.mark.parametrize("method", ["global", "local"])
-def test_force_reverts_while_a_thread_hangs_in_the_new_code(app: ModuleType, method: str) -> None:
+def test_force_reverts_while_a_thread_hangs_in_the_new_code(
+    rt: Runtime, app: ModuleType, method: str
+) -> None:
     old_greet = app.greet.__code__
     spec = spec_for(app)
-    assert apply_patch(spec, method=method).ok
-    conn = Connection(lambda n: app.greet(n)).start()
+    assert rt.apply_patch(spec, method=method).ok
+    conn = Connection(rt, lambda n: app.greet(n)).start()
     conn.request()
     assert app.entered.wait(10)  # the thread now sits inside the new greet
     try:
-        plain = revert_patch(method=method, timeout=0.3)
-        assert plain.outcome == "aborted", plain.reason
+        plain = rt.revert_patch(method=method, timeout=0.3)
+        assert plain.outcome is Outcome.ABORTED, plain.reason
         assert app.greet.__code__ is not old_greet  # all or nothing: still the new code
 
-        forced = revert_patch(force=True, timeout=5)
-        assert forced.outcome == "reverted", forced.reason
+        forced = rt.revert_patch(force=True, timeout=5)
+        assert forced.outcome is Outcome.REVERTED, forced.reason
         assert forced.method == "force"
         names = [e.name for e in forced.events]
-        assert "forced" in names and "quiescent" not in names
+        assert EventName.FORCED in names and EventName.QUIESCENT not in names
         assert "FORCED" in forced.reason and "conn-stuck (greet)" in forced.reason
-        assert livepatch.history()[-1] == forced
-        assert livepatch.applied_patches() == []
+        assert rt.history()[-1] == forced
+        assert rt.applied_patches() == []
         # new calls, from any thread, run the old code at once
         assert app.greet.__code__ is old_greet and app.greet("al") == "v1 al"
         # the hanging thread is no longer waited for: a new global patch applies while it hangs
-        assert _state_of("conn-stuck") == "released"
-        again = apply_patch(spec_for(app, Category.PROCESS), method="global", timeout=5)
-        assert again.outcome == "applied", again.reason
-        assert revert_patch(method="global", timeout=5).ok
+        assert _state_of(rt, "conn-stuck") == "released"
+        again = rt.apply_patch(spec_for(app, Category.PROCESS), method="global", timeout=5)
+        assert again.outcome is Outcome.APPLIED, again.reason
+        assert rt.revert_patch(method="global", timeout=5).ok
         # the running frame finishes in the new code, which still finds the name the patch added
         app.gate.set()
         assert conn.done.wait(10)
@@ -162,26 +158,29 @@ def test_force_reverts_while_a_thread_hangs_in_the_new_code(app: ModuleType, met
         app.gate.set()
         conn.close()
     # after its next quiescence point the thread is waited for again
-    wait_for(lambda: "conn-stuck" not in {t.name for t in livepatch.statistics().threads})
-    assert threads._control.request is None
+    wait_for(lambda: "conn-stuck" not in {t.name for t in rt.statistics().threads})
+    assert rt.transition_flag().request is None
 
 
 def test_a_released_thread_rejoins_at_its_next_point_and_is_waited_for_again(
+    rt: Runtime,
     app: ModuleType,
 ) -> None:
-    assert apply_patch(spec_for(app), method="global").ok
-    conn = Connection(lambda n: app.greet(n)).start()
+    assert rt.apply_patch(spec_for(app), method="global").ok
+    conn = Connection(rt, lambda n: app.greet(n)).start()
     conn.request()
     assert app.entered.wait(10)
     try:
-        assert revert_patch(force=True).ok
-        assert _state_of("conn-stuck") == "released"
-        assert threads._control.request is not None  # points take the slow path until it rejoins
+        assert rt.revert_patch(force=True).ok
+        assert _state_of(rt, "conn-stuck") == "released"
+        assert (
+            rt.transition_flag().request is not None
+        )  # points take the slow path until it rejoins
         app.gate.set()
         assert conn.done.wait(10)
         # the thread passed its point (then deactivated to wait for the next request)
-        wait_for(lambda: _state_of("conn-stuck") == "inactive", what="rejoin")
-        assert threads._control.request is None
+        wait_for(lambda: _state_of(rt, "conn-stuck") == "inactive", what="rejoin")
+        assert rt.transition_flag().request is None
         # it is an ordinary managed thread again: a request now runs v1 and a patch waits for it
         conn.request()
         assert conn.done.wait(10) and conn.replies[-1] == "v1 bob"
@@ -189,72 +188,75 @@ def test_a_released_thread_rejoins_at_its_next_point_and_is_waited_for_again(
         conn.close()
 
 
-def test_force_from_a_watch_window_and_of_a_named_patch(app: ModuleType) -> None:
+def test_force_from_a_watch_window_and_of_a_named_patch(rt: Runtime, app: ModuleType) -> None:
     spec = spec_for(app)
-    r = apply_patch(spec, method="global", watch=patcher.WatchPolicy(window_s=60))
-    assert r.ok and patcher._watch is not None
-    back = revert_patch(spec.patch_id, force=True)
-    assert back.outcome == "reverted", back.reason
-    assert patcher._watch is None  # the window's dispatch was replaced by the old code directly
+    r = rt.apply_patch(spec, method="global", watch=WatchPolicy(window_s=60))
+    assert r.ok and rt._watch is not None
+    back = rt.revert_patch(spec.patch_id, force=True)
+    assert back.outcome is Outcome.REVERTED, back.reason
+    assert rt._watch is None  # the window's dispatch was replaced by the old code directly
     assert app.greet("x") == "v1 x" and app.other("x") == "other v1 x"
     assert "shout" in back.reason  # the added name stays bound, and the history says so
     assert app.shout("x") == "X"
 
 
-def test_force_refuses_what_cannot_be_reverted_and_changes_nothing(app: ModuleType) -> None:
-    r = revert_patch(force=True)
-    assert r.outcome == "refused" and "not applied" in r.reason
+def test_force_refuses_what_cannot_be_reverted_and_changes_nothing(
+    rt: Runtime, app: ModuleType
+) -> None:
+    r = rt.revert_patch(force=True)
+    assert r.outcome is Outcome.REFUSED and "not applied" in r.reason
     first = spec_for(app)
-    assert apply_patch(first, method="global").ok
+    assert rt.apply_patch(first, method="global").ok
     newer_src = V2.replace('"other v2 "', '"other v3 "')
     newer = patch_from_sources({app.__name__: (V2, newer_src)}, category=Category.THREAD_LOCAL)
-    assert apply_patch(newer, method="global").ok
-    r = revert_patch(first.patch_id, force=True)
-    assert r.outcome == "refused" and f"revert {newer.patch_id} first" in r.reason
+    assert rt.apply_patch(newer, method="global").ok
+    r = rt.revert_patch(first.patch_id, force=True)
+    assert r.outcome is Outcome.REFUSED and f"revert {newer.patch_id} first" in r.reason
     assert app.other("x") == "other v3 x"
-    assert revert_patch(force=True).ok and app.other("x") == "other v2 x"
-    assert revert_patch(force=True).ok and app.other("x") == "other v1 x"
+    assert rt.revert_patch(force=True).ok and app.other("x") == "other v2 x"
+    assert rt.revert_patch(force=True).ok and app.other("x") == "other v1 x"
 
 
-def test_force_is_not_blocked_by_a_detached_local_reversal(app: ModuleType) -> None:
+def test_force_is_not_blocked_by_a_detached_local_reversal(rt: Runtime, app: ModuleType) -> None:
     """A local revert whose reversal is left to finish in the background (a moved thread then blocked)
     holds the transition slot; a forced revert of the same patch still goes through, and the reversal,
     when it finally completes, finds nothing left to undo."""
-    assert apply_patch(spec_for(app), method="local").ok
-    hang = Connection(lambda n: app.greet(n), name="conn-hang").start()
+    assert rt.apply_patch(spec_for(app), method="local").ok
+    hang = Connection(rt, lambda n: app.greet(n), name="conn-hang").start()
     hang.request()
     assert app.entered.wait(10)  # never moves: sits inside the new greet
     block = threading.Event()
     moved = threading.Event()
 
     def mover() -> None:
-        with managed_thread("connection"):
+        with rt.managed_thread("connection"):
             while not moved.is_set():
-                quiescence_point()
-                if threads.current_generation() != start_gen:
+                rt.quiescence_point()
+                if rt.current_generation() != start_gen:
                     moved.set()
             block.wait(30)  # moved to the revert's generation, then blocked: cannot move back
-            quiescence_point()
+            rt.quiescence_point()
 
-    start_gen = threads.current_generation()
+    start_gen = rt.current_generation()
+    assert start_gen == 1  # a fresh runtime, one local patch applied
     t = threading.Thread(target=mover, name="conn-mover", daemon=True)
     t.start()
     try:
-        plain = revert_patch(method="local", timeout=0.5)
-        assert plain.outcome == "aborted" and "reversing" in plain.reason, plain.reason
+        plain = rt.revert_patch(method="local", timeout=0.5)
+        assert plain.outcome is Outcome.ABORTED and "reversing" in plain.reason, plain.reason
         assert moved.is_set()
-        forced = revert_patch(force=True, timeout=5)
-        assert forced.outcome == "reverted", forced.reason
+        forced = rt.revert_patch(force=True, timeout=5)
+        assert forced.outcome is Outcome.REVERTED, forced.reason
         assert app.greet("al") == "v1 al"
     finally:
         block.set()
         app.gate.set()
         t.join(timeout=10)
         hang.close()
-    wait_for(lambda: livepatch.statistics().transition is None, what="the reversal to finish")
+    wait_for(lambda: rt.statistics().transition is None, what="the reversal to finish")
     assert app.greet("al") == "v1 al"  # the late reversal did not put anything back
-    assert apply_patch(spec_for(app), method="local", timeout=5).ok
-    assert revert_patch(method="local", timeout=5).ok
+    assert rt.apply_patch(spec_for(app), method="local", timeout=5).ok
+    assert rt.revert_patch(method="local", timeout=5).ok
 
 
 def test_registry_release_rules() -> None:

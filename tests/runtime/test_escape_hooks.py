@@ -11,20 +11,12 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from runtime_helpers import LoadedModules, wait_for
 
-import livepatch
-from livepatch import (
-    Category,
-    PatchResult,
-    apply_patch,
-    managed_thread,
-    patch_from_sources,
-    quiescence_point,
-    revert_patch,
-)
+from livepatch import Category, PatchResult, patch_from_sources
+from livepatch.runtime.core import Runtime
 from livepatch.runtime.hook_runner import HookTimedOut, call_with_deadline
 from livepatch.runtime.patch_hooks import HookContext, PatchHooks
+from tests.runtime.runtime_helpers import LoadedModules, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -70,30 +62,31 @@ def {hook}(ctx):
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[ModuleType]:
+def app(rt: Runtime, tmp_path: Path) -> Iterator[ModuleType]:
     lm = LoadedModules(tmp_path)
     mod = lm.load(V1, "lp_hooks")
     try:
         yield mod
     finally:
         mod.gate.set()
-        while livepatch.applied_patches():
-            if not revert_patch(method="global").ok:
+        while rt.applied_patches():
+            if not rt.revert_patch(method="global").ok:
                 break
         lm.close()
 
 
-def _apply(app: ModuleType, hooks: str, **kw: object) -> PatchResult:
+def _apply(rt: Runtime, app: ModuleType, hooks: str, **kw: object) -> PatchResult:
     spec = patch_from_sources(
         {app.__name__: (V1, V2)}, category=Category.DATA, hooks_source=STEP + hooks
     )
-    return apply_patch(spec, method="global", **kw)  # type: ignore[arg-type]
+    return rt.apply_patch(spec, method="global", **kw)  # type: ignore[arg-type]
 
 
 @dataclass
 class Workers:
     """Busy managed threads; each request records whether it saw a half-done hook (FLAG)."""
 
+    rt: Runtime
     app: ModuleType
     n: int = 2
     seen: list[str] = field(default_factory=list)
@@ -112,10 +105,10 @@ class Workers:
         return self
 
     def _run(self, i: int, ready: threading.Barrier) -> None:
-        with managed_thread("worker"):
+        with self.rt.managed_thread("worker"):
             ready.wait(10)
             while not self.stop.is_set():
-                quiescence_point()
+                self.rt.quiescence_point()
                 flag = getattr(self.app, "FLAG", None)
                 if flag is not None:
                     self.seen.append(flag)
@@ -136,38 +129,42 @@ def _names(r: PatchResult) -> list[str]:
     return [e.name for e in r.events]
 
 
-def test_a_pre_patch_past_the_deadline_is_interrupted_and_its_steps_undone(app: ModuleType) -> None:
-    r = _apply(app, HANGS.format(hook="pre_patch"), timeout=0.3)
+def test_a_pre_patch_past_the_deadline_is_interrupted_and_its_steps_undone(
+    rt: Runtime, app: ModuleType
+) -> None:
+    r = _apply(rt, app, HANGS.format(hook="pre_patch"), timeout=0.3)
     assert r.outcome == "aborted", r.reason
     assert "pre_patch hook ran past the deadline of 0.3 s" in r.reason and "it stopped" in r.reason
     assert "pre_patch: pre_patch set FLAG (undone)" in r.reason
     assert not hasattr(app, "FLAG")
-    assert app.greet("a") == "v1 a" and livepatch.applied_patches() == []
+    assert app.greet("a") == "v1 a" and rt.applied_patches() == []
     assert "hook-step" in _names(r) and "hook-undone" in _names(r)
-    assert livepatch.history()[-1] == r
+    assert rt.history()[-1] == r
 
 
 def test_a_transform_past_the_deadline_releases_the_threads_and_is_undone_while_parked(
+    rt: Runtime,
     app: ModuleType,
 ) -> None:
-    with Workers(app) as w:
+    with Workers(rt, app) as w:
         w.progress()
-        r = _apply(app, HANGS.format(hook="transform"), timeout=0.5)
+        r = _apply(rt, app, HANGS.format(hook="transform"), timeout=0.5)
         assert r.outcome == "aborted", r.reason
         assert "transform hook ran past the deadline" in r.reason and "released" in r.reason
         assert "transform set FLAG (undone)" in r.reason
         w.progress()  # released: they serve again
         assert w.seen == []  # undone before they were released: no request saw half of it
-    assert livepatch.statistics().transition is None
+    assert rt.statistics().transition is None
     assert app.greet("a") == "v1 a"
 
 
 def test_a_hook_that_will_not_stop_is_reported_and_the_threads_are_still_released(
+    rt: Runtime,
     app: ModuleType,
 ) -> None:
-    with Workers(app) as w:
+    with Workers(rt, app) as w:
         w.progress()
-        r = _apply(app, STUBBORN.format(hook="transform"), timeout=0.3)
+        r = _apply(rt, app, STUBBORN.format(hook="transform"), timeout=0.3)
         assert r.outcome == "aborted", r.reason
         assert "STILL RUNNING" in r.reason and "NOT undone" in r.reason
         w.progress()  # released at the deadline although the hook still runs
@@ -176,10 +173,10 @@ def test_a_hook_that_will_not_stop_is_reported_and_the_threads_are_still_release
         hook_thread = next(t for t in threading.enumerate() if t.name.endswith("/transform"))
         assert hook_thread.is_alive()
         # the patcher is not blocked by it: the next attempt goes through while it still runs
-        nxt = _apply(app, "")
+        nxt = _apply(rt, app, "")
         assert nxt.outcome == "applied", nxt.reason
         assert hook_thread.is_alive() and app.greet("a") == "v2 a"
-        assert revert_patch(method="global").ok
+        assert rt.revert_patch(method="global").ok
     app.gate.set()
     hook_thread.join(10)
     assert not hook_thread.is_alive()
@@ -187,20 +184,23 @@ def test_a_hook_that_will_not_stop_is_reported_and_the_threads_are_still_release
 
 
 def test_a_post_patch_past_the_deadline_keeps_the_patch_and_undoes_its_own_steps(
+    rt: Runtime,
     app: ModuleType,
 ) -> None:
-    r = _apply(app, HANGS.format(hook="post_patch"), timeout=0.3)
+    r = _apply(rt, app, HANGS.format(hook="post_patch"), timeout=0.3)
     assert r.outcome == "applied", r.reason
     assert "post_patch hook ran past the deadline" in r.reason
     assert "post_patch set FLAG (undone)" in r.reason
     assert app.greet("a") == "v2 a" and not hasattr(app, "FLAG")
 
 
-def test_steps_of_a_completed_pre_patch_are_undone_when_quiescence_fails(app: ModuleType) -> None:
+def test_steps_of_a_completed_pre_patch_are_undone_when_quiescence_fails(
+    rt: Runtime, app: ModuleType
+) -> None:
     release, entered = threading.Event(), threading.Event()
 
     def stuck() -> None:
-        with managed_thread("txn"):
+        with rt.managed_thread("txn"):
             entered.set()
             release.wait(30)  # never reaches a quiescence point while the patch waits
 
@@ -209,7 +209,7 @@ def test_steps_of_a_completed_pre_patch_are_undone_when_quiescence_fails(app: Mo
     assert entered.wait(10)
     try:
         hooks = 'def pre_patch(ctx):\n    _step(ctx, "pre_patch set FLAG")\n'
-        r = _apply(app, hooks, timeout=0.3)
+        r = _apply(rt, app, hooks, timeout=0.3)
         assert r.outcome == "aborted" and "stuck-txn" in r.reason, r.reason
         assert "pre_patch set FLAG (undone)" in r.reason and not hasattr(app, "FLAG")
     finally:
@@ -218,16 +218,17 @@ def test_steps_of_a_completed_pre_patch_are_undone_when_quiescence_fails(app: Mo
 
 
 def test_a_vetoing_hook_has_its_steps_undone_and_an_applied_patch_keeps_them(
+    rt: Runtime,
     app: ModuleType,
 ) -> None:
     veto = 'def pre_patch(ctx):\n    _step(ctx, "half")\n    raise RuntimeError("no")\n'
-    r = _apply(app, veto)
+    r = _apply(rt, app, veto)
     assert r.outcome == "refused" and "half (undone)" in r.reason, r.reason
     assert not hasattr(app, "FLAG")
     ok = 'def pre_patch(ctx):\n    _step(ctx, "kept")\n'
-    r = _apply(app, ok)
+    r = _apply(rt, app, ok)
     assert r.outcome == "applied" and app.FLAG == "kept"
-    assert revert_patch(method="global").ok
+    assert rt.revert_patch(method="global").ok
     assert app.FLAG == "kept"  # a revert runs pre_revert/post_revert, not the apply's undos
 
 

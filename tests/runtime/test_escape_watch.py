@@ -9,20 +9,12 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from runtime_helpers import LoadedModules, wait_for
 
-import livepatch
-from livepatch import (
-    Category,
-    WatchPolicy,
-    apply_patch,
-    managed_thread,
-    patch_from_sources,
-    quiescence_point,
-    revert_patch,
-)
+from livepatch import Category, WatchPolicy, patch_from_sources
 from livepatch.runtime import patcher
+from livepatch.runtime.core import Runtime
 from livepatch.runtime.watch import Watch
+from tests.runtime.runtime_helpers import LoadedModules, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -43,15 +35,15 @@ V2 = V1.replace(
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[ModuleType]:
+def app(rt: Runtime, tmp_path: Path) -> Iterator[ModuleType]:
     lm = LoadedModules(tmp_path)
     mod = lm.load(V1, "lp_watch")
     try:
         yield mod
     finally:
         mod.gate.set()
-        while livepatch.applied_patches():
-            if not revert_patch(method="global", force=True).ok:
+        while rt.applied_patches():
+            if not rt.revert_patch(method="global", force=True).ok:
                 break
         lm.close()
 
@@ -60,19 +52,21 @@ def _watcher(patch_id: str) -> threading.Thread:
     return next(t for t in threading.enumerate() if t.name == f"livepatch-watch-{patch_id}")
 
 
-def test_a_call_hanging_in_the_new_code_rolls_the_patch_back_by_force(app: ModuleType) -> None:
+def test_a_call_hanging_in_the_new_code_rolls_the_patch_back_by_force(
+    rt: Runtime, app: ModuleType
+) -> None:
     spec = patch_from_sources({app.__name__: (V1, V2)}, category=Category.THREAD_LOCAL)
     policy = WatchPolicy(window_s=30, max_call_ms=50, max_slow_calls=0)
-    r = apply_patch(spec, method="global", watch=policy)
+    r = rt.apply_patch(spec, method="global", watch=policy)
     assert r.outcome == "applied", r.reason
     watcher = _watcher(spec.patch_id)
     replies: list[str] = []
 
     def connection() -> None:
-        with managed_thread("connection"):
-            quiescence_point()
+        with rt.managed_thread("connection"):
+            rt.quiescence_point()
             replies.append(app.greet("bob"))
-            quiescence_point()
+            rt.quiescence_point()
 
     t = threading.Thread(target=connection, name="conn-slow", daemon=True)
     t.start()
@@ -80,30 +74,30 @@ def test_a_call_hanging_in_the_new_code_rolls_the_patch_back_by_force(app: Modul
         assert app.entered.wait(10)
         watcher.join(timeout=30)  # the window ends itself: it sees the call overdue and rolls back
         assert not watcher.is_alive()
-        rb = livepatch.history()[-1]
+        rb = rt.history()[-1]
         assert (rb.action, rb.outcome, rb.method) == ("revert", "rolled-back", "force"), rb.reason
         assert "took longer than 50 ms" in rb.reason and "conn-slow" in rb.reason
         assert "forced" in [e.name for e in rb.events]
-        assert livepatch.applied_patches() == []
+        assert rt.applied_patches() == []
         assert app.greet("al") == "v1 al"  # new calls: the old code, while conn-slow still hangs
         assert t.is_alive() and replies == []
     finally:
         app.gate.set()
         t.join(timeout=10)
     assert replies == ["v2 bob"]  # the hung call finished in the new code
-    assert patcher._watch is None
+    assert rt._watch is None
 
 
-def test_a_window_without_slow_calls_keeps_the_patch(app: ModuleType) -> None:
+def test_a_window_without_slow_calls_keeps_the_patch(rt: Runtime, app: ModuleType) -> None:
     fast = V1.replace('"v1 "', '"v2 "')
     spec = patch_from_sources({app.__name__: (V1, fast)}, category=Category.THREAD_LOCAL)
-    r = apply_patch(spec, method="global", watch=WatchPolicy(window_s=0.3, max_call_ms=1000))
+    r = rt.apply_patch(spec, method="global", watch=WatchPolicy(window_s=0.3, max_call_ms=1000))
     assert r.ok
     for _ in range(100):
         assert app.greet("x") == "v2 x"
     _watcher(spec.patch_id).join(timeout=30)
-    assert livepatch.applied_patches() == [spec.patch_id]
-    assert revert_patch(method="global").ok
+    assert rt.applied_patches() == [spec.patch_id]
+    assert rt.revert_patch(method="global").ok
 
 
 class _Clock:
@@ -209,7 +203,7 @@ SLOW_V2 = SLOW_V1.replace(
 
 
 def test_a_slow_verdict_whose_normal_rollback_cannot_quiesce_is_forced(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Slow calls returned (so no call is overdue and the rollback starts as a normal one), but another
     thread sits in the new code where calls are not timed (a generator): the normal revert cannot reach
@@ -223,20 +217,20 @@ def test_a_slow_verdict_whose_normal_rollback_cannot_quiesce_is_forced(
     got: list[list[int]] = []
 
     def reader() -> None:
-        with managed_thread("reader"):
-            quiescence_point()
+        with rt.managed_thread("reader"):
+            rt.quiescence_point()
             got.append(list(mod.rows(2)))  # blocks inside the new generator until the gate opens
 
     t = threading.Thread(target=reader, name="reader-0", daemon=True)
     try:
         policy = WatchPolicy(window_s=30, max_call_ms=100, max_slow_calls=0)
-        assert apply_patch(spec, method="global", watch=policy).ok
+        assert rt.apply_patch(spec, method="global", watch=policy).ok
         watcher = _watcher(spec.patch_id)
         t.start()
         assert mod.entered.wait(10)
         assert mod.slow("a") == "v2 a"  # one slow call, returned: trips the window
         watcher.join(timeout=30)
-        mine = [h for h in livepatch.history() if h.patch_id == spec.patch_id]
+        mine = [h for h in rt.history() if h.patch_id == spec.patch_id]
         assert [(h.action, h.outcome) for h in mine[-2:]] == [
             ("revert", "aborted"),
             ("revert", "rolled-back"),
@@ -247,8 +241,8 @@ def test_a_slow_verdict_whose_normal_rollback_cannot_quiesce_is_forced(
     finally:
         mod.gate.set()
         t.join(timeout=10)
-        while livepatch.applied_patches():
-            if not revert_patch(method="global", force=True).ok:
+        while rt.applied_patches():
+            if not rt.revert_patch(method="global", force=True).ok:
                 break
         lm.close()
     assert got == [[0, 1]]

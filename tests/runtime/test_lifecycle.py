@@ -12,18 +12,18 @@ from types import ModuleType
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from runtime_helpers import LoadedModules, fixture_source
 
 import livepatch
 from livepatch.errors import LivepatchError, PatchAborted, PatchFailed, PatchRefused, PatchVetoed
 from livepatch.patch.lpatch import PatchFileError
-from livepatch.runtime.events import Event
+from livepatch.runtime.core import Runtime
 from livepatch.runtime.lifecycle import (
     END_STATES,
     FINAL_EVENT,
     OUTCOME_OF,
     TRANSITIONS,
     Action,
+    Event,
     EventName,
     IllegalTransition,
     Lifecycle,
@@ -31,6 +31,7 @@ from livepatch.runtime.lifecycle import (
     PatchResult,
     State,
 )
+from tests.runtime.runtime_helpers import LoadedModules, fixture_source
 
 WIRE_OUTCOMES = {"applied", "reverted", "rolled-back", "refused", "aborted", "failed"}
 
@@ -141,8 +142,12 @@ def test_patch_result_round_trips_through_its_wire_form() -> None:
     assert wire["outcome"] == "rolled-back" and wire["action"] == "revert"
     back = PatchResult.from_dict(wire)
     assert back == r and back.outcome is Outcome.ROLLED_BACK and not back.ok
+    assert [e.name for e in back.events] == [EventName.REQUESTED, EventName.FORCED]
+    assert all(type(e.name) is EventName for e in back.events)  # typed, not the wire's str
     with pytest.raises(ValueError):
         PatchResult.from_dict({**wire, "outcome": "exploded"})
+    with pytest.raises(ValueError):
+        PatchResult.from_dict({**wire, "events": [{"name": "exploded", "t_ns": 1}]})
 
 
 # -- the patcher walks the table -------------------------------------------------------------------
@@ -166,13 +171,13 @@ def paths(monkeypatch: pytest.MonkeyPatch) -> list[list[State]]:
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[ModuleType]:
+def app(rt: Runtime, tmp_path: Path) -> Iterator[ModuleType]:
     lm = LoadedModules(tmp_path)
     try:
         yield lm.load(V1)
     finally:
-        while livepatch.applied_patches():
-            if not livepatch.revert_patch(method="global").ok:
+        while rt.applied_patches():
+            if not rt.revert_patch(method="global").ok:
                 break
         lm.close()
 
@@ -180,23 +185,25 @@ def app(tmp_path: Path) -> Iterator[ModuleType]:
 S = State
 
 
-def test_real_attempts_go_through_the_table(app: ModuleType, paths: list[list[State]]) -> None:
+def test_real_attempts_go_through_the_table(
+    rt: Runtime, app: ModuleType, paths: list[list[State]]
+) -> None:
     spec = livepatch.patch_from_sources(
         {app.__name__: (V1, V2)}, category=livepatch.Category.THREAD_LOCAL
     )
     flow = [S.RECEIVED, S.VERIFIED, S.STAGED, S.QUIESCING]
     for method in ("global", "local"):
-        assert livepatch.apply_patch(spec, method=method).outcome is Outcome.APPLIED
+        assert rt.apply_patch(spec, method=method).outcome is Outcome.APPLIED
         assert paths[-1] == [*flow, S.APPLIED]
-        assert livepatch.revert_patch(method=method).outcome is Outcome.REVERTED
+        assert rt.revert_patch(method=method).outcome is Outcome.REVERTED
         assert paths[-1] == [*flow, S.REVERTED]
-    assert livepatch.apply_patch(spec, method="sideways").outcome is Outcome.REFUSED
+    assert rt.apply_patch(spec, method="sideways").outcome is Outcome.REFUSED
     assert paths[-1] == [S.RECEIVED, S.REFUSED]
-    watched = livepatch.apply_patch(spec, watch=livepatch.WatchPolicy(window_s=30.0))
+    watched = rt.apply_patch(spec, watch=livepatch.WatchPolicy(window_s=30.0))
     assert watched.outcome is Outcome.APPLIED
     assert paths[-1] == [*flow, S.APPLIED, S.WATCHING]
     assert EventName.WATCH_STARTED in [e.name for e in watched.events]
-    forced = livepatch.revert_patch(force=True)
+    forced = rt.revert_patch(force=True)
     assert forced.outcome is Outcome.REVERTED and forced.method == "force"
     assert paths[-1] == [S.RECEIVED, S.VERIFIED, S.FORCING, S.REVERTED]
     assert [e.name for e in forced.events][-2:] == [EventName.FORCED, EventName.FINISHED]

@@ -1,4 +1,5 @@
-"""apply_patch / revert_patch end to end: real fixture modules, real stage(), real managed threads."""
+"""apply_patch / revert_patch end to end (on a fresh Runtime): real fixture modules, real stage(), real managed
+threads."""
 
 from __future__ import annotations
 
@@ -10,22 +11,12 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from runtime_helpers import LoadedModules, fixture_source, wait_for
 
 import livepatch
-from livepatch import (
-    Category,
-    PatchSpec,
-    Priority,
-    Refusal,
-    WatchPolicy,
-    apply_patch,
-    managed_thread,
-    patch_from_sources,
-    quiescence_point,
-    revert_patch,
-)
-from livepatch.runtime import patcher
+from livepatch import Category, PatchSpec, Priority, Refusal, WatchPolicy, patch_from_sources
+from livepatch.runtime.core import Runtime
+from livepatch.runtime.lifecycle import PatchResult
+from tests.runtime.runtime_helpers import LoadedModules, fixture_source, wait_for
 
 V1 = fixture_source("app_v1.py")
 V2 = fixture_source("app_v2.py")
@@ -41,14 +32,14 @@ def modules(tmp_path: Path) -> Iterator[LoadedModules]:
 
 
 @pytest.fixture
-def app(modules: LoadedModules) -> Iterator[ModuleType]:
+def app(rt: Runtime, modules: LoadedModules) -> Iterator[ModuleType]:
     mod = modules.load(V1)
     try:
         yield mod
     finally:
         # leave no patch of this module applied, whatever the test did
-        while any(p for p in livepatch.applied_patches()):
-            if not revert_patch(method="global").ok:
+        while any(p for p in rt.applied_patches()):
+            if not rt.revert_patch(method="global").ok:
                 break
 
 
@@ -63,7 +54,9 @@ def spec_for(
 
 
 @pytest.mark.parametrize("method", ["global", "local"])
-def test_apply_and_revert_restore_exactly_the_previous_code(app: ModuleType, method: str) -> None:
+def test_apply_and_revert_restore_exactly_the_previous_code(
+    rt: Runtime, app: ModuleType, method: str
+) -> None:
     before = {
         "first": app.first.__code__,
         "second": app.second.__code__,
@@ -72,65 +65,65 @@ def test_apply_and_revert_restore_exactly_the_previous_code(app: ModuleType, met
     store = app.Store()
     lookup = store.lookup  # a bound method taken before the patch sees the new code
     spec = spec_for(app)
-    r = apply_patch(spec, method=method)
+    r = rt.apply_patch(spec, method=method)
     assert r.outcome == "applied", r.reason
     assert (r.action, r.method) == ("apply", method)
     assert app.first(1) == ("v2", 1) and lookup(2) == ("v2", 2)
-    assert livepatch.applied_patches()[-1] == spec.patch_id
+    assert rt.applied_patches()[-1] == spec.patch_id
     names = [e.name for e in r.events]
     assert names[:3] == ["requested", "verified", "staged"]
     assert names[-1] == "finished" and "swapped" in names
     assert all(a.t_ns <= b.t_ns for a, b in zip(r.events, r.events[1:], strict=False))
     assert set(r.timings) >= {"verify", "stage", "sync", "swap", "total"}
-    r2 = revert_patch(spec.patch_id, method=method)
+    r2 = rt.revert_patch(spec.patch_id, method=method)
     assert r2.outcome == "reverted", r2.reason
     assert app.first.__code__ is before["first"]
     assert app.second.__code__ is before["second"]
     assert app.Store.lookup.__code__ is before["lookup"]
     assert lookup(3) == ("v1", 3)
-    assert spec.patch_id not in livepatch.applied_patches()
-    hist = livepatch.history()
+    assert spec.patch_id not in rt.applied_patches()
+    hist = rt.history()
     assert hist[-2:] == [r, r2]
 
 
-def test_auto_method_follows_the_category(app: ModuleType) -> None:
-    r = apply_patch(spec_for(app, category=Category.THREAD_LOCAL))
+def test_auto_method_follows_the_category(rt: Runtime, app: ModuleType) -> None:
+    r = rt.apply_patch(spec_for(app, category=Category.THREAD_LOCAL))
     assert r.method == "local" and r.ok
-    assert revert_patch().method == "local"
-    r = apply_patch(spec_for(app, category=Category.PROCESS))
+    assert rt.revert_patch().method == "local"
+    r = rt.apply_patch(spec_for(app, category=Category.PROCESS))
     assert r.method == "global" and r.ok
-    assert revert_patch().ok
+    assert rt.revert_patch().ok
 
 
-def test_local_is_refused_for_a_process_patch(app: ModuleType) -> None:
-    r = apply_patch(spec_for(app, category=Category.PROCESS), method="local")
+def test_local_is_refused_for_a_process_patch(rt: Runtime, app: ModuleType) -> None:
+    r = rt.apply_patch(spec_for(app, category=Category.PROCESS), method="local")
     assert r.outcome == "refused"
     assert "cannot use local quiescence" in r.reason
     assert app.first(1) == ("v1", 1)
 
 
-def test_bad_requests_are_refused_and_change_nothing(app: ModuleType) -> None:
+def test_bad_requests_are_refused_and_change_nothing(rt: Runtime, app: ModuleType) -> None:
     spec = spec_for(app)
-    assert apply_patch(spec, method="sideways").outcome == "refused"
-    assert revert_patch("no-such-patch").outcome == "refused"
-    assert apply_patch(spec).ok
-    again = apply_patch(spec)
+    assert rt.apply_patch(spec, method="sideways").outcome == "refused"
+    assert rt.revert_patch("no-such-patch").outcome == "refused"
+    assert rt.apply_patch(spec).ok
+    again = rt.apply_patch(spec)
     assert again.outcome == "refused" and "already applied" in again.reason
-    assert revert_patch().ok
+    assert rt.revert_patch().ok
     refusal = Refusal(app.__name__, "Store", "a new instance attribute", "give it a class default")
-    r = apply_patch(dataclasses.replace(spec, refusals=(refusal,)))
+    r = rt.apply_patch(dataclasses.replace(spec, refusals=(refusal,)))
     assert r.outcome == "refused" and "a new instance attribute" in r.reason
-    assert apply_patch(spec, timeout=0).outcome == "refused"
+    assert rt.apply_patch(spec, timeout=0).outcome == "refused"
     assert app.first(1) == ("v1", 1)
 
 
-def test_a_managed_thread_cannot_apply(app: ModuleType) -> None:
-    results: list[patcher.PatchResult] = []
+def test_a_managed_thread_cannot_apply(rt: Runtime, app: ModuleType) -> None:
+    results: list[PatchResult] = []
 
     def run() -> None:
-        with managed_thread("server"):
-            results.append(apply_patch(spec_for(app), method="global"))
-            results.append(revert_patch())
+        with rt.managed_thread("server"):
+            results.append(rt.apply_patch(spec_for(app), method="global"))
+            results.append(rt.revert_patch())
 
     t = threading.Thread(target=run, name="managed-caller")
     t.start()
@@ -141,6 +134,7 @@ def test_a_managed_thread_cannot_apply(app: ModuleType) -> None:
 
 
 def test_stacking_reverts_newest_first_and_names_the_blocking_patch(
+    rt: Runtime,
     app: ModuleType,
 ) -> None:
     v3 = V2.replace('return ("v2", x)\n\n\ndef second', 'return ("v3", x)\n\n\ndef second')
@@ -149,33 +143,33 @@ def test_stacking_reverts_newest_first_and_names_the_blocking_patch(
     )
     p1 = spec_for(app)
     p2 = spec_for(app, old=V2, new=v3)
-    assert apply_patch(p1).ok and apply_patch(p2).ok
+    assert rt.apply_patch(p1).ok and rt.apply_patch(p2).ok
     assert app.first(0) == ("v3", 0)
-    assert livepatch.applied_patches()[-2:] == [p1.patch_id, p2.patch_id]
-    blocked = revert_patch(p1.patch_id)
+    assert rt.applied_patches()[-2:] == [p1.patch_id, p2.patch_id]
+    blocked = rt.revert_patch(p1.patch_id)
     assert blocked.outcome == "refused"
     assert p2.patch_id in blocked.reason and "first" in blocked.reason
-    assert revert_patch().ok  # p2
+    assert rt.revert_patch().ok  # p2
     assert app.first(0) == ("v2", 0)
-    assert revert_patch().ok  # p1
+    assert rt.revert_patch().ok  # p1
     assert app.first(0) == ("v1", 0)
     # an older patch whose targets no later patch touches may be reverted by name
     p3 = spec_for(app)
     p4 = patch_from_sources({app.__name__: (V2, V2.replace('("v1", x)', '("v1b", x)'))})
     assert v1_third  # (p4 touches only third)
-    assert apply_patch(p3).ok and apply_patch(p4).ok
-    assert revert_patch(p3.patch_id).ok
+    assert rt.apply_patch(p3).ok and rt.apply_patch(p4).ok
+    assert rt.revert_patch(p3.patch_id).ok
     assert app.first(0) == ("v1", 0) and app.third(0) == ("v1b", 0)
-    assert livepatch.applied_patches()[-1] == p4.patch_id
+    assert rt.applied_patches()[-1] == p4.patch_id
 
 
 def _serving_thread(
-    app: ModuleType, stop: threading.Event, started: threading.Event
+    rt: Runtime, app: ModuleType, stop: threading.Event, started: threading.Event
 ) -> threading.Thread:
     def run() -> None:
-        with managed_thread("acceptor", Priority.CRITICAL):
+        with rt.managed_thread("acceptor", Priority.CRITICAL):
             started.set()
-            app.serve(stop, quiescence_point)
+            app.serve(stop, rt.quiescence_point)
 
     t = threading.Thread(target=run, name="acceptor-0", daemon=True)
     t.start()
@@ -183,25 +177,25 @@ def _serving_thread(
     return t
 
 
-def test_activeness_check_refuses_a_patch_of_a_running_loop(app: ModuleType) -> None:
+def test_activeness_check_refuses_a_patch_of_a_running_loop(rt: Runtime, app: ModuleType) -> None:
     new = V1.replace("        point()\n", "        point()\n        x = 1\n")
     spec = spec_for(app, new=new, category=Category.PROCESS)
     old_serve = app.serve.__code__
     stop, started = threading.Event(), threading.Event()
-    t = _serving_thread(app, stop, started)
+    t = _serving_thread(rt, app, stop, started)
     try:
-        r = apply_patch(spec, method="global", timeout=10)
+        r = rt.apply_patch(spec, method="global", timeout=10)
         assert r.outcome == "refused"
         assert "acceptor-0" in r.reason and "serve" in r.reason and "allow_active" in r.reason
         assert app.serve.__code__ is old_serve
-        forced = apply_patch(spec, method="global", timeout=10, allow_active=True)
+        forced = rt.apply_patch(spec, method="global", timeout=10, allow_active=True)
         assert forced.outcome == "applied", forced.reason
         assert app.serve.__code__ is not old_serve
         # a loop started now runs the new code; the revert is allowed over it the same way
         stop2, started2 = threading.Event(), threading.Event()
-        t2 = _serving_thread(app, stop2, started2)
+        t2 = _serving_thread(rt, app, stop2, started2)
         try:
-            back = revert_patch(timeout=10)
+            back = rt.revert_patch(timeout=10)
             assert back.outcome == "reverted", back.reason
             assert app.serve.__code__ is old_serve
         finally:
@@ -212,11 +206,11 @@ def test_activeness_check_refuses_a_patch_of_a_running_loop(app: ModuleType) -> 
         t.join(timeout=10)
 
 
-def test_deadline_aborts_and_leaves_the_code_unchanged(app: ModuleType) -> None:
+def test_deadline_aborts_and_leaves_the_code_unchanged(rt: Runtime, app: ModuleType) -> None:
     release, entered = threading.Event(), threading.Event()
 
     def stuck() -> None:
-        with managed_thread("txn", Priority.LOW):
+        with rt.managed_thread("txn", Priority.LOW):
             entered.set()
             release.wait(timeout=60)  # never reaches a quiescence point
 
@@ -227,7 +221,7 @@ def test_deadline_aborts_and_leaves_the_code_unchanged(app: ModuleType) -> None:
     try:
         for method in ("global", "local"):
             t0 = time.monotonic()
-            r = apply_patch(spec_for(app), method=method, timeout=0.3)
+            r = rt.apply_patch(spec_for(app), method=method, timeout=0.3)
             assert time.monotonic() - t0 < 5
             assert r.outcome == "aborted", r.reason
             assert "stuck-txn (role txn, priority LOW)" in r.reason
@@ -236,7 +230,7 @@ def test_deadline_aborts_and_leaves_the_code_unchanged(app: ModuleType) -> None:
     finally:
         release.set()
         t.join(timeout=10)
-    assert livepatch.statistics().transition is None
+    assert rt.statistics().transition is None
 
 
 HOOKS = """
@@ -248,9 +242,8 @@ def pre_patch(ctx):
         raise RuntimeError("not today")
 
 def transform(ctx):
-    from livepatch import statistics
     mod = next(iter(ctx.modules.values()))
-    mod.TRANSFORMED = statistics().by_state
+    mod.TRANSFORMED = mod.RUNTIME.statistics().by_state  # the test's runtime (set below)
     calls.append(("transform",))
 
 def post_patch(ctx):
@@ -264,30 +257,33 @@ def post_revert(ctx):
 """
 
 
-def test_hooks_run_in_order_and_transform_runs_while_threads_are_parked(app: ModuleType) -> None:
+def test_hooks_run_in_order_and_transform_runs_while_threads_are_parked(
+    rt: Runtime, app: ModuleType
+) -> None:
     stop = threading.Event()
     ready = threading.Barrier(3)
 
     def worker() -> None:
-        with managed_thread("worker"):
+        with rt.managed_thread("worker"):
             ready.wait(timeout=10)
             while not stop.is_set():
-                quiescence_point()
+                rt.quiescence_point()
                 app.first(1)
 
+    app.RUNTIME = rt  # type: ignore[attr-defined]  # what the transform hook reads
     ts = [threading.Thread(target=worker, daemon=True) for _ in range(2)]
     for t in ts:
         t.start()
     ready.wait(timeout=10)
     spec = spec_for(app, category=Category.DATA, hooks=HOOKS)
     try:
-        local = apply_patch(spec_for(app, hooks=HOOKS), method="local")
+        local = rt.apply_patch(spec_for(app, hooks=HOOKS), method="local")
         assert local.outcome == "refused" and "transform" in local.reason
-        r = apply_patch(spec)
+        r = rt.apply_patch(spec)
         assert r.outcome == "applied", r.reason
         assert app.TRANSFORMED == {"parked": 2}  # both workers were parked while it ran
-        ns = patcher._stack[-1].hooks.namespace
-        assert revert_patch().ok
+        ns = rt._stack[-1].hooks.namespace
+        assert rt.revert_patch().ok
     finally:
         stop.set()
         for t in ts:
@@ -302,35 +298,37 @@ def test_hooks_run_in_order_and_transform_runs_while_threads_are_parked(app: Mod
     ]
 
 
-def test_pre_patch_veto_refuses_and_a_failing_transform_changes_nothing(app: ModuleType) -> None:
+def test_pre_patch_veto_refuses_and_a_failing_transform_changes_nothing(
+    rt: Runtime, app: ModuleType
+) -> None:
     app.VETO = True
     spec = spec_for(app, category=Category.DATA, hooks=HOOKS)
-    r = apply_patch(spec)
+    r = rt.apply_patch(spec)
     assert r.outcome == "refused" and "pre_patch hook vetoed the patch: not today" in r.reason
     assert app.first(1) == ("v1", 1)
     app.VETO = False
     failing = HOOKS.replace('    calls.append(("transform",))', "    raise KeyError('state')")
     old = app.first.__code__
-    r = apply_patch(spec_for(app, category=Category.DATA, hooks=failing))
+    r = rt.apply_patch(spec_for(app, category=Category.DATA, hooks=failing))
     assert r.outcome == "failed" and "transform hook raised" in r.reason
     assert app.first.__code__ is old
-    assert livepatch.statistics().transition is None
+    assert rt.statistics().transition is None
 
 
-def test_watch_rolls_back_on_a_patcher_side_thread(app: ModuleType) -> None:
+def test_watch_rolls_back_on_a_patcher_side_thread(rt: Runtime, app: ModuleType) -> None:
     hooks = "import threading\nrevert_threads = []\n\ndef post_revert(ctx):\n    revert_threads.append(threading.current_thread().name)\n"
     spec = spec_for(app, hooks=hooks)
     raised_in: list[str] = []
-    r = apply_patch(spec, method="global", watch=WatchPolicy(window_s=30, max_errors=2))
+    r = rt.apply_patch(spec, method="global", watch=WatchPolicy(window_s=30, max_errors=2))
     assert r.outcome == "applied" and "watch-started" in [e.name for e in r.events]
-    entry = patcher._stack[-1]
+    entry = rt._stack[-1]
     ns = entry.hooks.namespace
     assert ns is not None
 
     def client() -> None:
-        with managed_thread("conn"):
+        with rt.managed_thread("conn"):
             for i in range(3):
-                quiescence_point()
+                rt.quiescence_point()
                 try:
                     app.risky(-1 - i)
                 except ValueError:
@@ -344,12 +342,10 @@ def test_watch_rolls_back_on_a_patcher_side_thread(app: ModuleType) -> None:
     # the history entry is written after post_revert ran (on its helper thread): wait for it, not for
     # the stack, which changes first
     def reverts() -> list[livepatch.PatchResult]:
-        return [
-            h for h in livepatch.history() if h.patch_id == spec.patch_id and h.action == "revert"
-        ]
+        return [h for h in rt.history() if h.patch_id == spec.patch_id and h.action == "revert"]
 
     wait_for(lambda: bool(reverts()), timeout=30, what="rollback")
-    assert spec.patch_id not in livepatch.applied_patches()
+    assert spec.patch_id not in rt.applied_patches()
     rb = reverts()[-1]
     assert rb.outcome == "rolled-back"
     assert "3 exceptions escaped" in rb.reason and "max 2" in rb.reason
@@ -358,14 +354,14 @@ def test_watch_rolls_back_on_a_patcher_side_thread(app: ModuleType) -> None:
     assert app.risky(-1) == -1  # v1 again
 
 
-def test_watch_window_ends_and_keeps_the_patch(app: ModuleType) -> None:
+def test_watch_window_ends_and_keeps_the_patch(rt: Runtime, app: ModuleType) -> None:
     spec = spec_for(app)
-    r = apply_patch(spec, method="global", watch=WatchPolicy(window_s=0.2, max_errors=0))
+    r = rt.apply_patch(spec, method="global", watch=WatchPolicy(window_s=0.2, max_errors=0))
     assert r.ok
     watcher = next(t for t in threading.enumerate() if t.name == f"livepatch-watch-{spec.patch_id}")
     watcher.join(timeout=10)
-    assert patcher._watch is None
-    assert spec.patch_id in livepatch.applied_patches()
+    assert rt._watch is None
+    assert spec.patch_id in rt.applied_patches()
     with pytest.raises(ValueError):
         app.risky(-1)
-    assert revert_patch().ok
+    assert rt.revert_patch().ok

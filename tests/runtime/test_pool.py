@@ -23,21 +23,12 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from runtime_helpers import LoadedModules, fixture_source, wait_for
 
 import livepatch
-from livepatch import (
-    Category,
-    Priority,
-    add_wakeup_hook,
-    apply_patch,
-    managed_thread,
-    quiescence_point,
-    remove_wakeup_hook,
-    revert_patch,
-    set_priority,
-)
-from livepatch.runtime import threads
+from livepatch import Category, Outcome, Priority
+from livepatch.runtime.core import Runtime
+from livepatch.runtime.lifecycle import EventName
+from tests.runtime.runtime_helpers import LoadedModules, fixture_source, wait_for
 
 V1, V2 = fixture_source("app_v1.py"), fixture_source("app_v2.py")
 
@@ -50,10 +41,10 @@ class Request:
 
 class Pool:
     def __init__(
-        self, app: ModuleType, workers: int, g0: int, command_points: bool = False
+        self, rt: Runtime, app: ModuleType, workers: int, command_points: bool = False
     ) -> None:
+        self.rt = rt
         self.app = app
-        self.g0 = g0
         self.command_points = command_points
         self.net: deque[Request] = deque()
         self.net_cv = threading.Condition()
@@ -71,7 +62,7 @@ class Pool:
         self.ready = threading.Barrier(len(self.threads) + 1)
 
     def start(self) -> Pool:
-        add_wakeup_hook(self.wake)
+        self.rt.add_wakeup_hook(self.wake)
         for t in self.threads:
             t.start()
         self.ready.wait(timeout=30)
@@ -82,7 +73,7 @@ class Pool:
         self.wake()
         for t in self.threads:
             t.join(timeout=30)
-        remove_wakeup_hook(self.wake)
+        self.rt.remove_wakeup_hook(self.wake)
         assert not [t.name for t in self.threads if t.is_alive()]
 
     def wake(self) -> None:
@@ -100,10 +91,10 @@ class Pool:
         return req
 
     def listener(self) -> None:
-        with managed_thread("listener", Priority.CRITICAL):
+        with self.rt.managed_thread("listener", Priority.CRITICAL):
             self.ready.wait(timeout=30)
             while True:
-                quiescence_point()
+                self.rt.quiescence_point()
                 with self.net_cv:
                     if not self.net and not self.stopping:
                         self.net_cv.wait()
@@ -117,11 +108,11 @@ class Pool:
                     self.tasks_cv.notify()
 
     def worker(self) -> None:
-        with managed_thread("worker", Priority.MEDIUM):
+        with self.rt.managed_thread("worker", Priority.MEDIUM):
             self.ready.wait(timeout=30)
             while True:
-                set_priority(Priority.MEDIUM)
-                quiescence_point()
+                self.rt.set_priority(Priority.MEDIUM)
+                self.rt.quiescence_point()
                 with self.tasks_cv:
                     if not self.tasks and not self.stopping:
                         self.tasks_cv.wait()
@@ -130,15 +121,15 @@ class Pool:
                     if not self.tasks:
                         continue
                     req = self.tasks.popleft()
-                set_priority(Priority.LOW)
+                self.rt.set_priority(Priority.LOW)
                 if self.command_points and req.kind != "commit":
                     # MariaDB's do_command(): a point per command, except inside a transaction (the
                     # commit's connection holds the table lock).
-                    quiescence_point()
+                    self.rt.quiescence_point()
                 req.reply.put(self.run(req))
 
     def run(self, req: Request) -> str:
-        gen = threads.current_generation()
+        gen = self.rt.current_generation()
         if req.kind == "begin":
             self.table_lock.acquire()
             version = self.app.second(0)[0]
@@ -149,7 +140,7 @@ class Pool:
             self.work_blocked.set()
             with self.table_lock:
                 version = self.app.first(0)[0]
-        expected = "v2" if (gen - self.g0) % 2 else "v1"
+        expected = "v2" if gen % 2 else "v1"  # a fresh runtime: odd generations run the patch
         if version != expected:
             self.errors.append(f"{req.kind}: generation {gen} ran {version}")
         return version
@@ -164,8 +155,8 @@ def app(tmp_path: Path) -> Iterator[ModuleType]:
         lm.close()
 
 
-def _parked(name: str) -> bool:
-    return any(t.name == name and t.state == "parked" for t in threads.statistics().threads)
+def _parked(rt: Runtime, name: str) -> bool:
+    return any(t.name == name and t.state == "parked" for t in rt.statistics().threads)
 
 
 def _blocked_transaction(pool: Pool) -> Request:
@@ -176,24 +167,24 @@ def _blocked_transaction(pool: Pool) -> Request:
     return work
 
 
-def test_naive_quiescence_deadlocks_until_the_deadline(app: ModuleType) -> None:
+def test_naive_quiescence_deadlocks_until_the_deadline(rt: Runtime, app: ModuleType) -> None:
     spec = livepatch.patch_from_sources({app.__name__: (V1, V2)}, category=Category.PROCESS)
-    pool = Pool(app, workers=3, g0=threads.statistics().generation).start()
+    pool = Pool(rt, app, workers=3).start()
     old = app.first.__code__
     try:
         work = _blocked_transaction(pool)
         result: list[livepatch.PatchResult] = []
         patcher = threading.Thread(
-            target=lambda: result.append(apply_patch(spec, timeout=1.0, use_priorities=False))
+            target=lambda: result.append(rt.apply_patch(spec, timeout=1.0, use_priorities=False))
         )
         patcher.start()
-        wait_for(lambda: _parked("listener"), what="the listener to park")
+        wait_for(lambda: _parked(rt, "listener"), what="the listener to park")
         commit = pool.send(
             "commit"
         )  # the event that would end the transaction: nobody dispatches it
         patcher.join(timeout=30)
         r = result[0]
-        assert r.outcome == "aborted", r.reason
+        assert r.outcome is Outcome.ABORTED, r.reason
         assert "(role worker, priority LOW)" in r.reason  # the worker blocked on the table lock
         assert app.first.__code__ is old
         # released: the commit is dispatched and the blocked work completes, in the old version
@@ -204,24 +195,24 @@ def test_naive_quiescence_deadlocks_until_the_deadline(app: ModuleType) -> None:
     assert pool.errors == []
 
 
-def test_priorities_avoid_the_deadlock(app: ModuleType) -> None:
+def test_priorities_avoid_the_deadlock(rt: Runtime, app: ModuleType) -> None:
     spec = livepatch.patch_from_sources({app.__name__: (V1, V2)}, category=Category.PROCESS)
-    pool = Pool(app, workers=3, g0=threads.statistics().generation).start()
+    pool = Pool(rt, app, workers=3).start()
     try:
         work = _blocked_transaction(pool)
         result: list[livepatch.PatchResult] = []
-        patcher = threading.Thread(target=lambda: result.append(apply_patch(spec, timeout=30)))
+        patcher = threading.Thread(target=lambda: result.append(rt.apply_patch(spec, timeout=30)))
         patcher.start()
-        wait_for(lambda: threads.statistics().transition == "global", what="the patch request")
+        wait_for(lambda: rt.statistics().transition == "global", what="the patch request")
         commit = pool.send("commit")
         assert commit.reply.get(timeout=10) == "v1"  # dispatched although a patch is pending
         assert work.reply.get(timeout=10) == "v1"
         patcher.join(timeout=30)
-        assert result[0].outcome == "applied", result[0].reason
-        reached = [e.thread for e in result[0].events if e.name == "reached"]
+        assert result[0].outcome is Outcome.APPLIED, result[0].reason
+        reached = [e.thread for e in result[0].events if e.name is EventName.REACHED]
         assert reached[-1] == "listener"  # the listener parks last
         assert pool.send("work").reply.get(timeout=10) == "v2"
-        assert revert_patch().ok
+        assert rt.revert_patch().ok
     finally:
         pool.stop()
     assert pool.errors == []
@@ -233,12 +224,10 @@ PATCHES = 500
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("command_points", [False, True], ids=["waiting-points", "command-points"])
 def test_priority_quiescence_never_deadlocks_under_load(
-    app: ModuleType, command_points: bool
+    rt: Runtime, app: ModuleType, command_points: bool
 ) -> None:
     spec = livepatch.patch_from_sources({app.__name__: (V1, V2)}, category=Category.PROCESS)
-    pool = Pool(
-        app, workers=5, g0=threads.statistics().generation, command_points=command_points
-    ).start()
+    pool = Pool(rt, app, workers=5, command_points=command_points).start()
     stop = threading.Event()
     done = [0, 0, 0, 0]
     client_errors: list[str] = []
@@ -260,10 +249,10 @@ def test_priority_quiescence_never_deadlocks_under_load(
     ]
     for c in clients:
         c.start()
-    outcomes: list[str] = []
+    outcomes: list[Outcome] = []
     try:
         for n in range(PATCHES):
-            r = apply_patch(spec, timeout=10) if n % 2 == 0 else revert_patch(timeout=10)
+            r = rt.apply_patch(spec, timeout=10) if n % 2 == 0 else rt.revert_patch(timeout=10)
             outcomes.append(r.outcome)
             assert r.ok, f"patch {n}: {r.outcome}: {r.reason}"
     finally:
@@ -272,6 +261,6 @@ def test_priority_quiescence_never_deadlocks_under_load(
             c.join(timeout=60)
         pool.stop()
     assert client_errors == []
-    assert outcomes.count("applied") == outcomes.count("reverted") == PATCHES // 2
+    assert outcomes.count(Outcome.APPLIED) == outcomes.count(Outcome.REVERTED) == PATCHES // 2
     assert all(d > 0 for d in done)
     assert pool.errors == []

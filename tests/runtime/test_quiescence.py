@@ -10,82 +10,73 @@ import time
 from collections.abc import Callable
 
 import pytest
-from runtime_helpers import Versioned, Workers, wait_for
 
 from livepatch.errors import PatchAborted, PatchRefused
-from livepatch.runtime import threads
+from livepatch.runtime.core import Runtime
 from livepatch.runtime.events import Recorder
-from livepatch.runtime.quiescence import run_global, run_local
-from livepatch.runtime.threads import (
-    Priority,
-    activate,
-    add_wakeup_hook,
-    deactivate,
-    managed_thread,
-    quiescence_point,
-    remove_wakeup_hook,
-    set_priority,
-)
+from livepatch.runtime.lifecycle import EventName
+from livepatch.runtime.registry import Priority
+from tests.runtime.runtime_helpers import Versioned, Workers, wait_for
 
 
-def test_global_many_transitions_no_thread_sees_two_versions() -> None:
+def test_global_many_transitions_no_thread_sees_two_versions(rt: Runtime) -> None:
     code = Versioned()
-    w = Workers(code, 8).start()
-    g0 = threads.statistics().generation
+    w = Workers(rt, code, 8).start()
     try:
         for _ in range(200):
             rec = Recorder()
-            t = run_global(code.swap, timeout=10, recorder=rec)
+            t = rt.run_global(code.swap, timeout=10, recorder=rec)
             assert len(t.reached) == 8
-            assert sum(1 for e in rec.events() if e.name == "reached") == 8
+            assert sum(1 for e in rec.events() if e.name is EventName.REACHED) == 8
         w.wait_requests(5)
     finally:
         w.stop()
     assert w.errors == []
     assert code.swaps == 200
-    assert threads.statistics().generation == g0 + 200
+    assert rt.statistics().generation == 200
 
 
-def test_local_many_transitions_no_thread_sees_two_versions() -> None:
+def test_local_many_transitions_no_thread_sees_two_versions(rt: Runtime) -> None:
     code = Versioned()
-    w = Workers(code, 8).start()
-    g0 = threads.statistics().generation
+    w = Workers(rt, code, 8).start()
     try:
         for _ in range(200):
             rec = Recorder()
-            run_local(code.begin, code.end, timeout=10, recorder=rec)
-            migrated = {e.thread for e in rec.events() if e.name == "migrated"}
+            rt.run_local(code.begin, code.end, timeout=10, recorder=rec)
+            migrated = {e.thread for e in rec.events() if e.name is EventName.MIGRATED}
             assert migrated <= {f"worker-{i}" for i in range(8)}
         w.wait_requests(5)
     finally:
         w.stop()
     assert w.errors == []
     assert code.current == 200
-    assert threads.statistics().generation == g0 + 200
+    assert rt.statistics().generation == 200
 
 
-def test_global_and_local_alternate() -> None:
+def test_global_and_local_alternate(rt: Runtime) -> None:
     code = Versioned()
-    w = Workers(code, 6).start()
+    w = Workers(rt, code, 6).start()
     try:
         for i in range(200):
             if i % 2:
-                run_global(code.swap, timeout=10)
+                rt.run_global(code.swap, timeout=10)
             else:
-                run_local(code.begin, code.end, timeout=10)
+                rt.run_local(code.begin, code.end, timeout=10)
     finally:
         w.stop()
     assert w.errors == []
     assert code.current == 200
-    stats = threads.statistics()
+    stats = rt.statistics()
     assert stats.transition is None
 
 
-def _stuck_thread(release: threading.Event, entered: threading.Event) -> threading.Thread:
+def _stuck_thread(
+    rt: Runtime, release: threading.Event, entered: threading.Event
+) -> threading.Thread:
     """A managed thread that never reaches a quiescence point until `release` is set."""
 
     def run() -> None:
-        with managed_thread("stuck", Priority.LOW):
+        with rt.managed_thread("stuck", Priority.LOW):
             entered.set()
             release.wait(timeout=60)
 
@@ -95,17 +86,16 @@ def _stuck_thread(release: threading.Event, entered: threading.Event) -> threadi
     return t
 
 
-def test_global_deadline_aborts_and_names_the_straggler() -> None:
+def test_global_deadline_aborts_and_names_the_straggler(rt: Runtime) -> None:
     code = Versioned()
     release, entered = threading.Event(), threading.Event()
-    stuck = _stuck_thread(release, entered)
-    w = Workers(code, 4, priority=Priority.LOW).start()
-    g0 = threads.statistics().generation
+    stuck = _stuck_thread(rt, release, entered)
+    w = Workers(rt, code, 4, priority=Priority.LOW).start()
     timeout = 0.3
     try:
         t0 = time.monotonic()
         with pytest.raises(PatchAborted) as exc:
-            run_global(code.swap, timeout=timeout, use_priorities=False)
+            rt.run_global(code.swap, timeout=timeout, use_priorities=False)
         elapsed = time.monotonic() - t0
         w.wait_requests(3)  # everyone was released and keeps working
     finally:
@@ -117,21 +107,20 @@ def test_global_deadline_aborts_and_names_the_straggler() -> None:
     assert "worker-" not in msg
     assert elapsed < timeout + 1.0
     assert code.swaps == 0 and code.current == 0
-    assert threads.statistics().generation == g0
+    assert rt.statistics().generation == 0
     assert max(w.max_gap_s) < timeout + 1.0  # nobody stayed parked much beyond the deadline
     assert w.errors == []
 
 
-def test_local_deadline_reverses_the_transition() -> None:
+def test_local_deadline_reverses_the_transition(rt: Runtime) -> None:
     code = Versioned()
     release, entered = threading.Event(), threading.Event()
-    stuck = _stuck_thread(release, entered)
-    w = Workers(code, 4).start()
-    g0 = threads.statistics().generation
+    stuck = _stuck_thread(rt, release, entered)
+    w = Workers(rt, code, 4).start()
     rec = Recorder()
     try:
         with pytest.raises(PatchAborted) as exc:
-            run_local(code.begin, code.end, timeout=0.3, recorder=rec)
+            rt.run_local(code.begin, code.end, timeout=0.3, recorder=rec)
         w.wait_requests(3)
     finally:
         release.set()
@@ -140,33 +129,32 @@ def test_local_deadline_reverses_the_transition() -> None:
     assert "stuck-thread" in str(exc.value)
     assert "reversed, nothing was changed" in str(exc.value)
     assert code.current == 0 and code.call() == 0
-    stats = threads.statistics()
-    assert stats.generation == g0 and stats.transition is None
+    stats = rt.statistics()
+    assert stats.generation == 0 and stats.transition is None
     assert w.errors == []
     # the workers did move forwards, then back
     names = [e.name for e in rec.events()]
-    assert "migrated" in names and "moved-back" in names
+    assert EventName.MIGRATED in names and EventName.MOVED_BACK in names
 
 
-def test_birth_waits_during_global_and_starts_in_new_generation() -> None:
+def test_birth_waits_during_global_and_starts_in_new_generation(rt: Runtime) -> None:
     code = Versioned()
     release, entered = threading.Event(), threading.Event()
-    stuck = _stuck_thread(release, entered)
+    stuck = _stuck_thread(rt, release, entered)
     born = threading.Event()
     born_generation: list[int] = []
-    g0 = threads.statistics().generation
 
     def newborn() -> None:
-        with managed_thread("newborn"):
-            born_generation.append(threads.current_generation())
+        with rt.managed_thread("newborn"):
+            born_generation.append(rt.current_generation())
             born.set()
 
     result: list[object] = []
     patcher = threading.Thread(
-        target=lambda: result.append(run_global(code.swap, timeout=30)), daemon=True
+        target=lambda: result.append(rt.run_global(code.swap, timeout=30)), daemon=True
     )
     patcher.start()
-    wait_for(lambda: threads.statistics().transition == "global", what="global transition")
+    wait_for(lambda: rt.statistics().transition == "global", what="global transition")
     baby = threading.Thread(target=newborn, daemon=True)
     baby.start()
     # The baby cannot be born while the stuck thread keeps the transition open.
@@ -176,28 +164,27 @@ def test_birth_waits_during_global_and_starts_in_new_generation() -> None:
     patcher.join(timeout=30)
     baby.join(timeout=10)
     assert born.is_set() and result
-    assert born_generation == [g0 + 1]
+    assert born_generation == [1]
     assert code.swaps == 1
 
 
-def test_deactivated_thread_is_not_waited_for_and_activate_waits_for_global() -> None:
+def test_deactivated_thread_is_not_waited_for_and_activate_waits_for_global(rt: Runtime) -> None:
     code = Versioned()
     inactive, may_activate, activated = threading.Event(), threading.Event(), threading.Event()
     gens: list[int] = []
 
     def cached_connection_thread() -> None:
-        with managed_thread("connection"):
-            deactivate()
+        with rt.managed_thread("connection"):
+            rt.deactivate()
             inactive.set()
             may_activate.wait(timeout=30)
-            activate()
-            gens.append(threads.current_generation())
+            rt.activate()
+            gens.append(rt.current_generation())
             activated.set()
 
     t = threading.Thread(target=cached_connection_thread, daemon=True)
     t.start()
     assert inactive.wait(timeout=10)
-    g0 = threads.statistics().generation
     entered_action = threading.Event()
     leave_action = threading.Event()
 
@@ -206,7 +193,7 @@ def test_deactivated_thread_is_not_waited_for_and_activate_waits_for_global() ->
         code.swap()
         assert leave_action.wait(timeout=30)
 
-    patcher = threading.Thread(target=lambda: run_global(slow_swap, timeout=10), daemon=True)
+    patcher = threading.Thread(target=lambda: rt.run_global(slow_swap, timeout=10), daemon=True)
     patcher.start()
     assert entered_action.wait(timeout=10)  # quiescent although the inactive thread never parked
     may_activate.set()
@@ -215,47 +202,46 @@ def test_deactivated_thread_is_not_waited_for_and_activate_waits_for_global() ->
     patcher.join(timeout=10)
     assert activated.wait(timeout=10)
     t.join(timeout=10)
-    assert gens == [g0 + 1]
+    assert gens == [1]
 
 
-def test_activate_during_local_migrates_at_once() -> None:
+def test_activate_during_local_migrates_at_once(rt: Runtime) -> None:
     code = Versioned()
     inactive, may_activate, done = threading.Event(), threading.Event(), threading.Event()
     seen: list[tuple[int, int]] = []
     release, entered = threading.Event(), threading.Event()
-    stuck = _stuck_thread(release, entered)  # keeps the local transition open
+    stuck = _stuck_thread(rt, release, entered)  # keeps the local transition open
 
     def cached() -> None:
-        with managed_thread("connection"):
-            deactivate()
+        with rt.managed_thread("connection"):
+            rt.deactivate()
             inactive.set()
             may_activate.wait(timeout=30)
-            activate()
-            seen.append((threads.current_generation(), code.call()))
+            rt.activate()
+            seen.append((rt.current_generation(), code.call()))
             done.set()
             release.wait(timeout=30)
 
     t = threading.Thread(target=cached, daemon=True)
     t.start()
     assert inactive.wait(timeout=10)
-    g0 = threads.statistics().generation
     rec = Recorder()
     patcher = threading.Thread(
-        target=lambda: run_local(code.begin, code.end, timeout=30, recorder=rec), daemon=True
+        target=lambda: rt.run_local(code.begin, code.end, timeout=30, recorder=rec), daemon=True
     )
     patcher.start()
-    wait_for(lambda: threads.statistics().transition == "local", what="local transition")
+    wait_for(lambda: rt.statistics().transition == "local", what="local transition")
     may_activate.set()
     assert done.wait(timeout=10)
     release.set()
     stuck.join(timeout=10)
     t.join(timeout=10)
     patcher.join(timeout=10)
-    assert seen == [(g0 + 1, 1)]
-    assert any(e.name == "migrated" and e.thread == t.name for e in rec.events())
+    assert seen == [(1, 1)]
+    assert any(e.name is EventName.MIGRATED and e.thread == t.name for e in rec.events())
 
 
-def test_priority_rule_medium_parks_only_after_low() -> None:
+def test_priority_rule_medium_parks_only_after_low(rt: Runtime) -> None:
     """A MEDIUM thread passing quiescence points does not park while a LOW thread still runs."""
     code = Versioned()
     low_in_task, low_may_finish = threading.Event(), threading.Event()
@@ -263,17 +249,17 @@ def test_priority_rule_medium_parks_only_after_low() -> None:
     order: list[str] = []
 
     def low() -> None:
-        with managed_thread("worker", Priority.LOW):
+        with rt.managed_thread("worker", Priority.LOW):
             low_in_task.set()
             low_may_finish.wait(timeout=30)  # a long task: no quiescence point meanwhile
-            quiescence_point()
+            rt.quiescence_point()
             order.append("low")
             stop.wait(timeout=30)
 
     def medium() -> None:
-        with managed_thread("waiter", Priority.MEDIUM):
+        with rt.managed_thread("waiter", Priority.MEDIUM):
             while not stop.is_set():
-                quiescence_point()
+                rt.quiescence_point()
                 time.sleep(0)
 
     tl = threading.Thread(target=low, name="low", daemon=True)
@@ -283,41 +269,41 @@ def test_priority_rule_medium_parks_only_after_low() -> None:
     assert low_in_task.wait(timeout=10)
     rec = Recorder()
     patcher = threading.Thread(
-        target=lambda: run_global(code.swap, timeout=30, recorder=rec), daemon=True
+        target=lambda: rt.run_global(code.swap, timeout=30, recorder=rec), daemon=True
     )
     patcher.start()
-    wait_for(lambda: threads.statistics().transition == "global", what="global transition")
+    wait_for(lambda: rt.statistics().transition == "global", what="global transition")
     # Let the medium thread pass many quiescence points: it must not park.
     t_end = time.monotonic() + 0.2
     while time.monotonic() < t_end:
-        assert threads.statistics().by_state.get("parked", 0) == 0
+        assert rt.statistics().by_state.get("parked", 0) == 0
         time.sleep(0.005)
     low_may_finish.set()
     patcher.join(timeout=30)
     stop.set()
     tl.join(timeout=10)
     tm.join(timeout=10)
-    reached = [e.thread for e in rec.events() if e.name == "reached"]
+    reached = [e.thread for e in rec.events() if e.name is EventName.REACHED]
     assert reached == ["low", "medium"]
     assert code.swaps == 1
 
 
-def test_without_priorities_medium_parks_first() -> None:
+def test_without_priorities_medium_parks_first(rt: Runtime) -> None:
     code = Versioned()
     low_in_task, low_may_finish = threading.Event(), threading.Event()
     stop = threading.Event()
 
     def low() -> None:
-        with managed_thread("worker", Priority.LOW):
+        with rt.managed_thread("worker", Priority.LOW):
             low_in_task.set()
             low_may_finish.wait(timeout=30)
-            quiescence_point()
+            rt.quiescence_point()
             stop.wait(timeout=30)
 
     def medium() -> None:
-        with managed_thread("waiter", Priority.MEDIUM):
+        with rt.managed_thread("waiter", Priority.MEDIUM):
             while not stop.is_set():
-                quiescence_point()
+                rt.quiescence_point()
                 time.sleep(0)
 
     tl = threading.Thread(target=low, name="low", daemon=True)
@@ -327,23 +313,24 @@ def test_without_priorities_medium_parks_first() -> None:
     assert low_in_task.wait(timeout=10)
     rec = Recorder()
     patcher = threading.Thread(
-        target=lambda: run_global(code.swap, timeout=30, use_priorities=False, recorder=rec),
+        target=lambda: rt.run_global(code.swap, timeout=30, use_priorities=False, recorder=rec),
         daemon=True,
     )
     patcher.start()
-    wait_for(lambda: threads.statistics().by_state.get("parked", 0) == 1, what="medium parked")
+    wait_for(lambda: rt.statistics().by_state.get("parked", 0) == 1, what="medium parked")
     low_may_finish.set()
     patcher.join(timeout=30)
     stop.set()
     tl.join(timeout=10)
     tm.join(timeout=10)
-    assert [e.thread for e in rec.events() if e.name == "reached"] == ["medium", "low"]
+    assert [e.thread for e in rec.events() if e.name is EventName.REACHED] == ["medium", "low"]
 
 
 class _WorkQueue:
     """Threads blocked waiting for work: only a wake-up hook gets them to a quiescence point."""
 
-    def __init__(self) -> None:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
         self.cv = threading.Condition()
         self.stop = False
         self.wakeups = 0
@@ -354,10 +341,10 @@ class _WorkQueue:
             self.cv.notify_all()
 
     def worker(self, ready: threading.Barrier) -> None:
-        with managed_thread("sleeper", Priority.MEDIUM):
+        with self.rt.managed_thread("sleeper", Priority.MEDIUM):
             ready.wait(timeout=10)
             while True:
-                quiescence_point()
+                self.rt.quiescence_point()
                 with self.cv:
                     if self.stop:
                         return
@@ -366,9 +353,9 @@ class _WorkQueue:
 
 @pytest.mark.parametrize("method", ["global", "local"])
 def test_wakeup_hooks_reach_blocked_threads_and_a_raising_hook_is_logged(
-    method: str, caplog: pytest.LogCaptureFixture
+    rt: Runtime, method: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    q = _WorkQueue()
+    q = _WorkQueue(rt)
     ready = threading.Barrier(5)
     ts = [threading.Thread(target=q.worker, args=(ready,), daemon=True) for _ in range(4)]
     for t in ts:
@@ -378,19 +365,19 @@ def test_wakeup_hooks_reach_blocked_threads_and_a_raising_hook_is_logged(
     def bad_hook() -> None:
         raise RuntimeError("hook failed")
 
-    add_wakeup_hook(bad_hook)
-    add_wakeup_hook(q.wake)
+    rt.add_wakeup_hook(bad_hook)
+    rt.add_wakeup_hook(q.wake)
     code = Versioned()
     try:
         with caplog.at_level(logging.ERROR, logger="livepatch.runtime"):
             for _ in range(20):
                 if method == "global":
-                    run_global(code.swap, timeout=10)
+                    rt.run_global(code.swap, timeout=10)
                 else:
-                    run_local(code.begin, code.end, timeout=10)
+                    rt.run_local(code.begin, code.end, timeout=10)
     finally:
-        remove_wakeup_hook(q.wake)
-        remove_wakeup_hook(bad_hook)
+        rt.remove_wakeup_hook(q.wake)
+        rt.remove_wakeup_hook(bad_hook)
         with q.cv:
             q.stop = True
             q.cv.notify_all()
@@ -402,15 +389,15 @@ def test_wakeup_hooks_reach_blocked_threads_and_a_raising_hook_is_logged(
     assert 1 <= len(failures) <= 20  # logged once per patch, not once per call
 
 
-def test_the_patcher_must_not_be_managed() -> None:
+def test_the_patcher_must_not_be_managed(rt: Runtime) -> None:
     code = Versioned()
     errors: list[BaseException] = []
 
     def run() -> None:
-        with managed_thread("oops"):
+        with rt.managed_thread("oops"):
             for call in (
-                lambda: run_global(code.swap, timeout=1),
-                lambda: run_local(code.begin, code.end, timeout=1),
+                lambda: rt.run_global(code.swap, timeout=1),
+                lambda: rt.run_local(code.begin, code.end, timeout=1),
             ):
                 try:
                     call()
@@ -425,49 +412,48 @@ def test_the_patcher_must_not_be_managed() -> None:
     assert code.current == 0
 
 
-def test_failing_action_releases_everyone_and_changes_no_generation() -> None:
+def test_failing_action_releases_everyone_and_changes_no_generation(rt: Runtime) -> None:
     code = Versioned()
-    w = Workers(code, 4).start()
-    g0 = threads.statistics().generation
+    w = Workers(rt, code, 4).start()
 
     def failing(parked: object) -> None:
         raise ValueError("swap failed")
 
     try:
         with pytest.raises(ValueError, match="swap failed"):
-            run_global(failing, timeout=10)
+            rt.run_global(failing, timeout=10)
         w.wait_requests(3)
-        run_global(code.swap, timeout=10)  # the next transition works
+        rt.run_global(code.swap, timeout=10)  # the next transition works
         w.wait_requests(3)
     finally:
         w.stop()
-    assert threads.statistics().generation == g0 + 1
+    assert rt.statistics().generation == 1
     assert w.errors == []
 
 
-def test_thread_api_errors_and_unmanaged_threads() -> None:
-    quiescence_point()  # unmanaged: a no-op
-    for fn in (deactivate, activate, lambda: set_priority(Priority.MEDIUM)):
+def test_thread_api_errors_and_unmanaged_threads(rt: Runtime) -> None:
+    rt.quiescence_point()  # unmanaged: a no-op
+    for fn in (rt.deactivate, rt.activate, lambda: rt.set_priority(Priority.MEDIUM)):
         with pytest.raises(RuntimeError, match="managed thread"):
             fn()
-    with managed_thread():
-        nested = managed_thread()
+    with rt.managed_thread():
+        nested = rt.managed_thread()
         with pytest.raises(RuntimeError, match="already active"):
             nested.__enter__()
     with pytest.raises(TypeError):
-        add_wakeup_hook(42)  # type: ignore[arg-type]
+        rt.add_wakeup_hook(42)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
-        remove_wakeup_hook(lambda: None)
+        rt.remove_wakeup_hook(lambda: None)
 
 
-def test_statistics_by_generation_state_and_priority() -> None:
+def test_statistics_by_generation_state_and_priority(rt: Runtime) -> None:
     gate = threading.Event()
     ready = threading.Barrier(4)
 
     def run(prio: Priority, inactive: bool) -> None:
-        with managed_thread("r", prio):
+        with rt.managed_thread("r", prio):
             if inactive:
-                deactivate()
+                rt.deactivate()
             ready.wait(timeout=10)
             gate.wait(timeout=30)
 
@@ -477,7 +463,7 @@ def test_statistics_by_generation_state_and_priority() -> None:
         t.start()
     ready.wait(timeout=10)
     try:
-        stats = threads.statistics()
+        stats = rt.statistics()
         assert stats.managed == 3
         assert stats.by_state == {"running": 2, "inactive": 1}
         assert stats.by_priority == {"LOW": 1, "MEDIUM": 1, "CRITICAL": 1}
@@ -489,56 +475,57 @@ def test_statistics_by_generation_state_and_priority() -> None:
         gate.set()
         for t in ts:
             t.join(timeout=10)
-    assert threads.statistics().managed == 0
+    assert rt.statistics().managed == 0
 
 
-def test_a_reversal_that_cannot_finish_in_time_completes_in_the_background() -> None:
+def test_a_reversal_that_cannot_finish_in_time_completes_in_the_background(rt: Runtime) -> None:
     code = Versioned()
-    g0 = threads.statistics().generation
     moved, a_release = threading.Event(), threading.Event()
     b_release, b_entered = threading.Event(), threading.Event()
     a_gens: list[int] = []
 
     def moves_then_blocks() -> None:
-        with managed_thread("a"):
-            while not a_release.is_set() or threads.current_generation() != g0:
-                quiescence_point()
-                a_gens.append(threads.current_generation())
-                if threads.current_generation() > g0 and not moved.is_set():
+        with rt.managed_thread("a"):
+            while not a_release.is_set() or rt.current_generation() != 0:
+                rt.quiescence_point()
+                a_gens.append(rt.current_generation())
+                if rt.current_generation() > 0 and not moved.is_set():
                     moved.set()
                     a_release.wait(timeout=60)  # blocked, holding the new generation
 
-    stuck = _stuck_thread(b_release, b_entered)
+    stuck = _stuck_thread(rt, b_release, b_entered)
     a = threading.Thread(target=moves_then_blocks, name="mover", daemon=True)
     a.start()
     try:
         with pytest.raises(PatchAborted, match=r"reversing: .*mover"):
-            run_local(code.begin, code.end, timeout=0.3)
+            rt.run_local(code.begin, code.end, timeout=0.3)
         assert moved.is_set()
-        assert threads.statistics().transition == "local"  # still reversing
+        assert rt.statistics().transition == "local"  # still reversing
         assert code._use_new is not None  # the dispatch stays until the mover moves back
         with pytest.raises(PatchAborted, match="still in progress"):
-            run_global(code.swap, timeout=0.2)
+            rt.run_global(code.swap, timeout=0.2)
         a_release.set()
-        wait_for(lambda: threads.statistics().transition is None, what="the background reversal")
+        wait_for(lambda: rt.statistics().transition is None, what="the background reversal")
     finally:
         a_release.set()
         b_release.set()
         a.join(timeout=10)
         stuck.join(timeout=10)
     assert code._use_new is None and code.current == 0
-    assert threads.statistics().generation == g0
-    assert set(a_gens) <= {g0, g0 + 1} and a_gens[-1] == g0
+    assert rt.statistics().generation == 0
+    assert set(a_gens) <= {0, 1} and a_gens[-1] == 0
 
 
-def test_unmanaged_threads_follow_the_newest_generation_during_a_local_transition() -> None:
+def test_unmanaged_threads_follow_the_newest_generation_during_a_local_transition(
+    rt: Runtime,
+) -> None:
     code = Versioned()
     entered, ask, answered, release = (threading.Event() for _ in range(4))
     seen_managed: list[int] = []
     seen_unmanaged: list[int] = []
 
     def managed_unmoved() -> None:
-        with managed_thread("slow"):
+        with rt.managed_thread("slow"):
             entered.set()
             ask.wait(timeout=30)  # no quiescence point: it stays in the old generation
             seen_managed.append(code.call())
@@ -549,11 +536,11 @@ def test_unmanaged_threads_follow_the_newest_generation_during_a_local_transitio
     m.start()
     assert entered.wait(timeout=10)
     patcher = threading.Thread(
-        target=lambda: run_local(code.begin, code.end, timeout=30), daemon=True
+        target=lambda: rt.run_local(code.begin, code.end, timeout=30), daemon=True
     )
     patcher.start()
     try:
-        wait_for(lambda: threads.statistics().transition == "local", what="local transition")
+        wait_for(lambda: rt.statistics().transition == "local", what="local transition")
         u = threading.Thread(target=lambda: seen_unmanaged.append(code.call()))
         u.start()
         u.join(timeout=10)
@@ -569,10 +556,10 @@ def test_unmanaged_threads_follow_the_newest_generation_during_a_local_transitio
 
 
 @pytest.mark.parametrize("method", ["global", "local"])
-def test_transition_flag_pattern_reaches_quiescence_like_the_call(method: str) -> None:
-    """`if flag.request is not None: quiescence_point()` (kvserver's event loop) lets transitions
+def test_transition_flag_pattern_reaches_quiescence_like_the_call(rt: Runtime, method: str) -> None:
+    """`if flag.request is not None: rt.quiescence_point()` (kvserver's event loop) lets transitions
     complete, and the flag reads None again once they are done."""
-    flag = threads.transition_flag()
+    flag = rt.transition_flag()
     assert flag.request is None
     code = Versioned()
     stop, running = threading.Event(), threading.Event()
@@ -580,13 +567,13 @@ def test_transition_flag_pattern_reaches_quiescence_like_the_call(method: str) -
     iterations = [0]
 
     def loop() -> None:
-        with managed_thread("flag-loop", Priority.CRITICAL):
+        with rt.managed_thread("flag-loop", Priority.CRITICAL):
             running.set()
             while not stop.is_set():
                 iterations[0] += 1
                 if flag.request is not None:
                     pending_seen.append(True)
-                    quiescence_point()
+                    rt.quiescence_point()
                 time.sleep(0)  # yield the GIL, like an event loop's epoll call
 
     t = threading.Thread(target=loop, name="flag-loop", daemon=True)
@@ -595,9 +582,9 @@ def test_transition_flag_pattern_reaches_quiescence_like_the_call(method: str) -
     try:
         for _ in range(20):
             if method == "global":
-                run_global(code.swap, timeout=5.0)
+                rt.run_global(code.swap, timeout=5.0)
             else:
-                run_local(code.begin, code.end, timeout=5.0)
+                rt.run_local(code.begin, code.end, timeout=5.0)
             assert flag.request is None
     finally:
         stop.set()
@@ -616,7 +603,8 @@ class _LateSleeper:
     `on_kick`), once per transition (a second kick could outlive the transition). Call `reset()` before
     each transition."""
 
-    def __init__(self, ready: Callable[[], bool], on_kick: Callable[[], None]) -> None:
+    def __init__(self, rt: Runtime, ready: Callable[[], bool], on_kick: Callable[[], None]) -> None:
+        self.rt = rt
         self.ready = ready
         self.on_kick = on_kick
         self.calls = 0
@@ -626,9 +614,9 @@ class _LateSleeper:
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        with managed_thread("sleeper"):
+        with self.rt.managed_thread("sleeper"):
             while not self.stop.is_set():
-                quiescence_point()
+                self.rt.quiescence_point()
                 self.kick.wait(timeout=30)
                 self.kick.clear()
 
@@ -645,11 +633,11 @@ class _LateSleeper:
 
     def __enter__(self) -> _LateSleeper:
         self.thread.start()
-        add_wakeup_hook(self.hook)
+        self.rt.add_wakeup_hook(self.hook)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        remove_wakeup_hook(self.hook)
+        self.rt.remove_wakeup_hook(self.hook)
         self.stop.set()
         self.kick.set()
         self.thread.join(timeout=10)
@@ -659,26 +647,27 @@ class _LateSleeper:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("method", ["global", "local"])
 def test_the_switch_interval_is_short_while_a_global_transition_stalls_and_restored_after(
+    rt: Runtime,
     method: str,
 ) -> None:
     """Global: the sleeper goes only once the interval is short, so each transition completes only if the
     stall shortened it; it is back after. Local: the interval is left alone."""
     before = sys.getswitchinterval()
     code = Versioned()
-    w = Workers(code, 4).start()
+    w = Workers(rt, code, 4).start()
     at_kick: list[float] = []
 
     def ready() -> bool:
         return method == "local" or sys.getswitchinterval() < before / 10
 
     try:
-        with _LateSleeper(ready, lambda: at_kick.append(sys.getswitchinterval())) as sleeper:
+        with _LateSleeper(rt, ready, lambda: at_kick.append(sys.getswitchinterval())) as sleeper:
             for i in range(10):
                 sleeper.reset()
                 if method == "global":
-                    run_global(code.swap, timeout=10)
+                    rt.run_global(code.swap, timeout=10)
                 else:
-                    run_local(code.begin, code.end, timeout=10)
+                    rt.run_local(code.begin, code.end, timeout=10)
                 assert sys.getswitchinterval() == before
                 assert sleeper.kicks == i + 1
     finally:
@@ -690,26 +679,26 @@ def test_the_switch_interval_is_short_while_a_global_transition_stalls_and_resto
 
 
 @pytest.mark.parametrize("method", ["global", "local"])
-def test_the_switch_interval_is_restored_after_an_abort(method: str) -> None:
+def test_the_switch_interval_is_restored_after_an_abort(rt: Runtime, method: str) -> None:
     before = sys.getswitchinterval()
     code = Versioned()
     release, entered = threading.Event(), threading.Event()
-    stuck = _stuck_thread(release, entered)
+    stuck = _stuck_thread(rt, release, entered)
     try:
         with pytest.raises(PatchAborted):
             if method == "global":
-                run_global(code.swap, timeout=0.2)
+                rt.run_global(code.swap, timeout=0.2)
             else:
-                run_local(code.begin, code.end, timeout=0.2)
+                rt.run_local(code.begin, code.end, timeout=0.2)
         assert sys.getswitchinterval() == before
     finally:
         release.set()
         stuck.join(timeout=10)
-    assert threads.statistics().transition is None
+    assert rt.statistics().transition is None
     assert code.current == 0
 
 
-def test_a_switch_interval_set_by_the_application_during_a_transition_wins() -> None:
+def test_a_switch_interval_set_by_the_application_during_a_transition_wins(rt: Runtime) -> None:
     before = sys.getswitchinterval()
     code = Versioned()
     shortened: list[float] = []
@@ -719,9 +708,9 @@ def test_a_switch_interval_set_by_the_application_during_a_transition_wins() -> 
         sys.setswitchinterval(0.001)
 
     try:
-        with _LateSleeper(lambda: sys.getswitchinterval() < before / 10, tune) as sleeper:
+        with _LateSleeper(rt, lambda: sys.getswitchinterval() < before / 10, tune) as sleeper:
             sleeper.reset()
-            run_global(code.swap, timeout=10)
+            rt.run_global(code.swap, timeout=10)
         assert shortened[0] < before / 10  # it had been shortened when the application changed it
         assert sys.getswitchinterval() == pytest.approx(0.001)
     finally:

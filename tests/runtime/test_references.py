@@ -3,7 +3,6 @@ with these tests). The fixture (tests/fixtures/references) builds every kind of 
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -11,11 +10,9 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-from livefixtures import forget, load, load_source, source, unique_name
-
 from livepatch.patch.diff import patch_from_sources
 from livepatch.runtime.staging import StagedPatch, stage
+from tests.fixtures.livefixtures import forget, load, load_source, source, unique_name
 
 
 @pytest.fixture

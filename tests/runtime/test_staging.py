@@ -10,15 +10,13 @@ from types import ModuleType
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-from livefixtures import forget, load, load_source, source, unique_name
-
 from livepatch.errors import PatchAborted, PatchRefused
 from livepatch.patch import compiled, lpatch, signing
 from livepatch.patch.diff import patch_from_sources
 from livepatch.patch.fingerprint import code_fingerprint
 from livepatch.patch.model import ChangeKind, ModulePatch, PatchSpec, TargetChange
 from livepatch.runtime.staging import stage
+from tests.fixtures.livefixtures import forget, load, load_source, source, unique_name
 
 
 @pytest.fixture(params=["source", "compiled"])

@@ -12,26 +12,25 @@ import time
 from pathlib import Path
 
 import pytest
-from runtime_helpers import LoadedModules, Versioned, Workers, fixture_source
 
 import livepatch
-from livepatch import Category, apply_patch, managed_thread, quiescence_point, revert_patch
-from livepatch.runtime import quiescence, threads
+from livepatch import Category
+from livepatch.runtime import quiescence
+from livepatch.runtime.core import Runtime
 from livepatch.runtime.events import Recorder
-from livepatch.runtime.quiescence import run_global
 from livepatch.runtime.threads import Priority
+from tests.runtime.runtime_helpers import LoadedModules, Versioned, Workers, fixture_source
 
 THREADS = 16
 TRANSITIONS = 1000
 
 
 @pytest.mark.timeout(180)
-def test_thousand_transitions_under_load_never_mix_versions(tmp_path: Path) -> None:
+def test_thousand_transitions_under_load_never_mix_versions(rt: Runtime, tmp_path: Path) -> None:
     v1, v2 = fixture_source("app_v1.py"), fixture_source("app_v2.py")
     lm = LoadedModules(tmp_path)
     app = lm.load(v1)
     spec = livepatch.patch_from_sources({app.__name__: (v1, v2)}, category=Category.THREAD_LOCAL)
-    g0 = threads.statistics().generation
     stop = threading.Event()
     ready = threading.Barrier(THREADS + 1)
     errors: list[str] = []
@@ -39,12 +38,12 @@ def test_thousand_transitions_under_load_never_mix_versions(tmp_path: Path) -> N
     seen = [set[str]() for _ in range(THREADS)]
 
     def worker(i: int) -> None:
-        with managed_thread("worker"):
+        with rt.managed_thread("worker"):
             ready.wait(timeout=30)
             store = app.Store()
             while not stop.is_set():
-                quiescence_point()
-                expected = "v2" if (threads.current_generation() - g0) % 2 else "v1"
+                rt.quiescence_point()
+                expected = "v2" if rt.current_generation() % 2 else "v1"
                 a = app.first(i)[0]
                 time.sleep(
                     0
@@ -68,10 +67,10 @@ def test_thousand_transitions_under_load_never_mix_versions(tmp_path: Path) -> N
         for n in range(TRANSITIONS):
             method = "global" if (n // 2) % 2 == 0 else "local"
             if n % 2 == 0:
-                r = apply_patch(spec, method=method, timeout=30)
+                r = rt.apply_patch(spec, method=method, timeout=30)
             else:
                 method = "local" if method == "global" else "global"
-                r = revert_patch(spec.patch_id, method=method, timeout=30)
+                r = rt.revert_patch(spec.patch_id, method=method, timeout=30)
             outcomes.append(f"{r.action}/{r.method}/{r.outcome}")
             assert r.ok, r.reason
     finally:
@@ -81,7 +80,7 @@ def test_thousand_transitions_under_load_never_mix_versions(tmp_path: Path) -> N
         lm.close()
     assert errors == []
     assert not any(t.is_alive() for t in ts)
-    assert threads.statistics().generation == g0 + TRANSITIONS
+    assert rt.statistics().generation == TRANSITIONS
     assert app.first(0) == ("v1", 0)
     assert {"apply/global/applied", "apply/local/applied"} <= set(outcomes)
     assert {"revert/global/reverted", "revert/local/reverted"} <= set(outcomes)
@@ -94,7 +93,8 @@ class _Idle:
 
     The kick counter makes a kick between a thread's quiescence point and its wait impossible to lose."""
 
-    def __init__(self) -> None:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
         self.cv = threading.Condition()
         self.kicks = 0
         self.stop = False
@@ -106,19 +106,19 @@ class _Idle:
 
     def slow(self, ready: threading.Barrier) -> None:
         """A LOW worker whose requests wait 1 ms (I/O): the kicked threads pass their points before it parks."""
-        with managed_thread("slow", Priority.LOW):
+        with self.rt.managed_thread("slow", Priority.LOW):
             ready.wait(timeout=30)
             while not self.stop:
-                quiescence_point()
+                self.rt.quiescence_point()
                 time.sleep(0.001)
 
     def run(self, role: str, priority: Priority, ready: threading.Barrier) -> None:
-        with managed_thread(role, priority):
+        with self.rt.managed_thread(role, priority):
             ready.wait(timeout=30)
             while True:
                 with self.cv:
                     seen = self.kicks
-                quiescence_point()
+                self.rt.quiescence_point()
                 with self.cv:
                     while self.kicks == seen and not self.stop:
                         self.cv.wait()
@@ -129,7 +129,7 @@ class _Idle:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("use_priorities", [True, False])
 def test_parks_in_priority_order_and_the_hooks_follow_each_freed_priority(
-    monkeypatch: pytest.MonkeyPatch, use_priorities: bool
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, use_priorities: bool
 ) -> None:
     """12 busy LOW workers, 2 LOW ones doing 1 ms of I/O per request, 6 idle MEDIUM and 2 idle CRITICAL
     threads woken only by the hook; 300 global transitions. The patcher's poll is switched off (60 s), so only the parks that wake the patcher make it
@@ -137,7 +137,7 @@ def test_parks_in_priority_order_and_the_hooks_follow_each_freed_priority(
     monkeypatch.setattr(quiescence, "_POLL_FIRST_S", 60.0)
     monkeypatch.setattr(quiescence, "_POLL_MAX_S", 60.0)
     code = Versioned()
-    idle = _Idle()
+    idle = _Idle(rt)
     roles = [("waiting", Priority.MEDIUM)] * 6 + [("listener", Priority.CRITICAL)] * 2
     ready = threading.Barrier(len(roles) + 3)
     ts = [
@@ -151,16 +151,16 @@ def test_parks_in_priority_order_and_the_hooks_follow_each_freed_priority(
     for t in ts:
         t.start()
     ready.wait(timeout=30)
-    w = Workers(code, 12, priority=Priority.LOW).start()
-    threads.add_wakeup_hook(idle.hook)
+    w = Workers(rt, code, 12, priority=Priority.LOW).start()
+    rt.add_wakeup_hook(idle.hook)
     orders: list[list[str]] = []
     try:
         for _ in range(300):
             rec = Recorder()
-            run_global(code.swap, timeout=10, use_priorities=use_priorities, recorder=rec)
+            rt.run_global(code.swap, timeout=10, use_priorities=use_priorities, recorder=rec)
             orders.append([e.thread or "" for e in rec.events() if e.name == "reached"])
     finally:
-        threads.remove_wakeup_hook(idle.hook)
+        rt.remove_wakeup_hook(idle.hook)
         with idle.cv:
             idle.stop = True
             idle.cv.notify_all()
@@ -180,17 +180,17 @@ def test_parks_in_priority_order_and_the_hooks_follow_each_freed_priority(
 
 @pytest.mark.timeout(180)
 def test_threads_that_deactivate_and_activate_all_the_time_never_mix_versions(
+    rt: Runtime,
     tmp_path: Path,
 ) -> None:
-    """12 threads alternate a request with a spell outside their work loop (deactivate, yield the GIL,
-    activate) while a real patch is applied and reverted 400 times, both methods. The activeness check
+    """12 threads alternate a request with a spell outside their work loop (rt.deactivate, yield the GIL,
+    rt.activate) while a real patch is applied and reverted 400 times, both methods. The activeness check
     now inspects the inactive ones too: none of them sits in patched code, so no patch may be refused;
     every request still runs one version only."""
     v1, v2 = fixture_source("app_v1.py"), fixture_source("app_v2.py")
     lm = LoadedModules(tmp_path)
     app = lm.load(v1)
     spec = livepatch.patch_from_sources({app.__name__: (v1, v2)}, category=Category.THREAD_LOCAL)
-    g0 = threads.statistics().generation
     stop = threading.Event()
     n = 12
     ready = threading.Barrier(n + 1)
@@ -198,15 +198,15 @@ def test_threads_that_deactivate_and_activate_all_the_time_never_mix_versions(
     idles = [0] * n
 
     def worker(i: int) -> None:
-        with managed_thread("connection"):
+        with rt.managed_thread("connection"):
             ready.wait(timeout=30)
             while not stop.is_set():
-                livepatch.deactivate()  # waiting for the next client
+                rt.deactivate()  # waiting for the next client
                 time.sleep(0)
                 idles[i] += 1
-                livepatch.activate()
-                quiescence_point()
-                expected = "v2" if (threads.current_generation() - g0) % 2 else "v1"
+                rt.activate()
+                rt.quiescence_point()
+                expected = "v2" if rt.current_generation() % 2 else "v1"
                 a = app.first(i)[0]
                 time.sleep(0)
                 b = app.second(i)[0]
@@ -221,9 +221,9 @@ def test_threads_that_deactivate_and_activate_all_the_time_never_mix_versions(
         for k in range(400):
             method = "global" if (k // 2) % 2 == 0 else "local"
             r = (
-                apply_patch(spec, method=method, timeout=30)
+                rt.apply_patch(spec, method=method, timeout=30)
                 if k % 2 == 0
-                else revert_patch(spec.patch_id, method=method, timeout=30)
+                else rt.revert_patch(spec.patch_id, method=method, timeout=30)
             )
             assert r.ok, f"transition {k}: {r.outcome}: {r.reason}"
     finally:
@@ -234,4 +234,4 @@ def test_threads_that_deactivate_and_activate_all_the_time_never_mix_versions(
     assert not any(t.is_alive() for t in ts)
     assert errors == []
     assert all(i > 0 for i in idles)
-    assert threads.statistics().generation == g0 + 400
+    assert rt.statistics().generation == 400

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -12,12 +11,10 @@ from types import ModuleType
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-from livefixtures import forget, load_source, unique_name
-
 from livepatch.errors import PatchAborted
 from livepatch.patch.diff import patch_from_sources
 from livepatch.runtime.staging import StagedPatch, stage
+from tests.fixtures.livefixtures import forget, load_source, unique_name
 
 V1 = """
 import functools

@@ -13,26 +13,25 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from runtime_helpers import LoadedModules, fixture_source
 
-import livepatch
-from livepatch import Category, PatchRefused, Refusal, apply_patch, patch_from_sources, revert_patch
+from livepatch import Category, PatchRefused, Refusal, patch_from_sources
 from livepatch.runtime import patcher, verify
-from livepatch.runtime.events import Event
-from livepatch.runtime.lifecycle import Action, EventName, Outcome, PatchResult
+from livepatch.runtime.core import Runtime
+from livepatch.runtime.lifecycle import Action, Event, EventName, Outcome, PatchResult
+from tests.runtime.runtime_helpers import LoadedModules, fixture_source
 
 V1 = fixture_source("app_v1.py")
 V2 = fixture_source("app_v2.py")
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[ModuleType]:
+def app(rt: Runtime, tmp_path: Path) -> Iterator[ModuleType]:
     lm = LoadedModules(tmp_path)
     try:
         yield lm.load(V1)
     finally:
-        while livepatch.applied_patches():
-            if not revert_patch(method="global").ok:
+        while rt.applied_patches():
+            if not rt.revert_patch(method="global").ok:
                 break
         lm.close()
 
@@ -43,7 +42,9 @@ def _refusal_text(call: object, *args: object, **kwargs: object) -> str:
     return str(info.value)
 
 
-def test_the_api_refuses_with_the_verification_step_s_own_text(app: ModuleType) -> None:
+def test_the_api_refuses_with_the_verification_step_s_own_text(
+    rt: Runtime, app: ModuleType
+) -> None:
     process = patch_from_sources({app.__name__: (V1, V2)}, category=Category.PROCESS)
     transform = patch_from_sources(
         {app.__name__: (V1, V2)},
@@ -65,35 +66,37 @@ def test_the_api_refuses_with_the_verification_step_s_own_text(app: ModuleType) 
             spec,
             method,
             timeout=5.0,
-            applied=livepatch.applied_patches(),
+            applied=rt.applied_patches(),
             hooks=("transform",) if spec.hooks_source else (),
+            managed=False,
         )
-        r = apply_patch(spec, method=method)
+        r = rt.apply_patch(spec, method=method)
         assert r.outcome is Outcome.REFUSED and r.reason == expected
         assert all(w in r.reason for w in words), r.reason
         assert [e.name for e in r.events] == [EventName.REQUESTED, EventName.REFUSED]
     assert app.first(1) == ("v1", 1)
-    assert apply_patch(process).ok
-    again = apply_patch(process)
+    assert rt.apply_patch(process).ok
+    again = rt.apply_patch(process)
     assert again.reason == _refusal_text(
         verify.verify_apply,
         process,
         "auto",
         timeout=5.0,
-        applied=livepatch.applied_patches(),
+        applied=rt.applied_patches(),
         hooks=(),
+        managed=False,
     )
     assert "livepatch revert" in again.reason
 
 
-def test_who_may_call_is_checked_once_for_both_actions() -> None:
+def test_who_may_call_is_checked_once_for_both_actions(rt: Runtime) -> None:
     results: list[PatchResult] = []
     texts: list[str] = []
 
     def run() -> None:
-        with livepatch.managed_thread("server"):
-            texts.append(_refusal_text(verify.check_caller, "apply_patch"))
-            results.append(revert_patch())
+        with rt.managed_thread("server"):
+            texts.append(_refusal_text(verify.check_caller, "apply_patch", managed=rt.is_managed()))
+            results.append(rt.revert_patch())
 
     t = threading.Thread(target=run, name="managed-verify")
     t.start()
@@ -134,18 +137,18 @@ def _refusal(i: int) -> PatchResult:
 
 
 def test_one_history_keeps_recorded_refusals_in_order_and_bounded(
-    monkeypatch: pytest.MonkeyPatch, app: ModuleType
+    rt: Runtime, app: ModuleType
 ) -> None:
-    monkeypatch.setattr(patcher, "MAX_RECORDED_REFUSALS", 5)
-    patcher.record(_refusal(0))
-    applied = apply_patch(patch_from_sources({app.__name__: (V1, V2)}))
+    rt.max_recorded_refusals = 5
+    rt.record(_refusal(0))
+    applied = rt.apply_patch(patch_from_sources({app.__name__: (V1, V2)}))
     assert applied.ok
     for i in range(1, 12):
-        patcher.record(_refusal(i))
-    history = livepatch.history()
+        rt.record(_refusal(i))
+    history = rt.history()
     # the runtime's own attempt stays (it came before r1..r11); of the recorded refusals only the
     # newest 5 are kept, in arrival order, after it
     recorded = [r.patch_id for r in history if r.action is Action.APPLY and r.reason == "bad"]
     assert recorded == ["r7", "r8", "r9", "r10", "r11"]
     assert history.index(applied) < history.index(next(r for r in history if r.patch_id == "r7"))
-    assert len(patcher._recorded) == 5
+    assert len(rt._recorded) == 5

@@ -2,8 +2,8 @@
 
 Two kinds of servers, both on real sockets:
 
-* `sql_factory` / `sql_server`: a real `python -m sqlserver.cli` process (lpbench's ManagedProcess waits
-  for its ready line, no sleeps), talked to by real clients (psql, pgbench, psycopg, asyncpg, pg8000).
+* `sql_factory` / `sql_server`: a real `python -m sqlserver.cli` process (tests/support.py's ServerProcess
+  waits for its ready line, no sleeps), talked to by real clients (psql, pgbench, psycopg, asyncpg, pg8000).
       srv = sql_factory("--policy", "pool", "--dir", str(tmp_path))
       srv.dsn, srv.port, srv.kill(), srv.stop()
 * `line_server`: the network layer (acceptor + a policy) in this process, serving `LineSession`, a test
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import sys
 import threading
@@ -29,11 +28,12 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
+from sqlserver import blocking
+from sqlserver.server.runner import NetOptions, Server, listen
 from tests.conftest import free_port
 from tests.fixtures.livefixtures import load_source
-
-from lpbench.servers import ManagedProcess
-from sqlserver.server.runner import NetOptions, Server, listen
+from tests.support import ServerProcess
 
 POLICIES = ("thread-per-connection", "pool")
 READY = re.compile(r"sqlserver ready on \S+:\d+")
@@ -41,17 +41,16 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 # ------------------------------------------------------------------------------ real server processes
-class SqlProcess:
+class SqlProcess(ServerProcess):
     """A running sqlserver process on 127.0.0.1."""
 
     def __init__(self, args: list[str], log_dir: Path) -> None:
         self.port = free_port()
         self.host = "127.0.0.1"
         self.args = args
-        self.log_path = log_dir / f"sqlserver-{uuid.uuid4().hex[:8]}.log"
+        log_path = log_dir / f"sqlserver-{uuid.uuid4().hex[:8]}.log"
         argv = [sys.executable, "-m", "sqlserver.cli", "--port", str(self.port), *args]
-        self.process = ManagedProcess(argv, READY, self.log_path)
-        self.process.start()
+        super().__init__(argv, READY, log_path, None)
 
     @property
     def dsn(self) -> str:
@@ -60,29 +59,6 @@ class SqlProcess:
     def pg_args(self) -> list[str]:
         """Connection options for psql/pgbench."""
         return ["-h", self.host, "-p", str(self.port), "-U", "postgres"]
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def pid(self) -> int:
-        assert self.process.proc is not None
-        return self.process.proc.pid
-
-    def alive(self) -> bool:
-        return self.process.proc is not None and self.process.proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL: a crash."""
-        if self.alive():
-            os.kill(self.pid(), signal.SIGKILL)
-            self.process.wait_exit(30)
-        self.process.stop()
-
-    def stop(self) -> int:
-        """SIGTERM; returns the exit code."""
-        self.process.stop()
-        assert self.process.proc is not None
-        return self.process.proc.returncode
 
 
 @pytest.fixture
@@ -183,8 +159,16 @@ class LineSession:
             return "COMMIT"
         if cmd == "work":
             state.waiting_for_lock.set()
-            with state.table_lock:
+            if not state.table_lock.acquire(False):
+                blocking.wait_begin()  # as the real executor does before a lock wait
+                try:
+                    state.table_lock.acquire()
+                finally:
+                    blocking.wait_end()
+            try:
                 return str(app.version())
+            finally:
+                state.table_lock.release()
         if cmd == "sleep":
             self._cancel.clear()
             state.sleeping.set()

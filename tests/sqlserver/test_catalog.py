@@ -13,6 +13,7 @@ import uuid
 
 import psycopg
 import pytest
+
 from tests.conftest import require_tool
 from tests.sqlserver.conftest import SqlProcess, pg_env
 

@@ -9,6 +9,7 @@ import threading
 import uuid
 
 import pytest
+
 from tests.sqlserver.conftest import POLICIES, SqlProcess
 
 psycopg = pytest.importorskip("psycopg")

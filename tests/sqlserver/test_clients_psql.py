@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from tests.conftest import require_tool
 from tests.sqlserver.conftest import POLICIES, SqlProcess, pg_env
 

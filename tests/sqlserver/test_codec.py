@@ -6,14 +6,6 @@ Arbitrary and near-miss input is in test_codec_fuzz.py; the public surface in te
 from __future__ import annotations
 
 import pytest
-from codec_helpers import (
-    FakeLink,
-    backend_messages,
-    drain,
-    encode_stream,
-    frontend_streams,
-    startup_messages,
-)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -71,6 +63,14 @@ from sqlserver.protocol import (
     ready_for_query,
     row_description,
     sasl_initial_response,
+)
+from tests.sqlserver.codec_helpers import (
+    FakeLink,
+    backend_messages,
+    drain,
+    encode_stream,
+    frontend_streams,
+    startup_messages,
 )
 
 STARTUP = StartupMessage(PROTOCOL_3_0, {"user": "postgres", "database": "db"})

@@ -15,14 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from codec_helpers import (
-    backend_messages,
-    drain,
-    encode_stream,
-    feed_in_pieces,
-    frontend_streams,
-    outcome,
-)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,6 +26,14 @@ from sqlserver.protocol import (
     StartupMessage,
     encode,
     encode_frontend,
+)
+from tests.sqlserver.codec_helpers import (
+    backend_messages,
+    drain,
+    encode_stream,
+    feed_in_pieces,
+    frontend_streams,
+    outcome,
 )
 
 STARTUP_BYTES = encode_frontend(StartupMessage(PROTOCOL_3_0, {"user": "u"}))

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import free_port, require_tool
 
 from lpbench.servers import ManagedProcess
 from sqlserver.protocol import (
@@ -63,6 +62,7 @@ from sqlserver.protocol import (
     types,
 )
 from sqlserver.protocol.auth import ScramClient, ScramServer, scram_verifier
+from tests.conftest import free_port, require_tool
 
 PGBIN = Path("/usr/lib/postgresql/15/bin")
 READY = re.compile(r"database system is ready to accept connections")

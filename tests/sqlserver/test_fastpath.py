@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.sqlserver.session_helpers import SessionClient, new_state
 
 from sqlserver.fastpath import parse_burst
 from sqlserver.protocol import Bind, Describe, Execute, Flush, Parse, Sync, encode_frontend
+from tests.sqlserver.session_helpers import SessionClient, new_state
 
 
 def burst(*msgs):

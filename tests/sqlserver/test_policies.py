@@ -13,10 +13,11 @@ import threading
 from types import ModuleType
 
 import pytest
-from tests.sqlserver.conftest import APP_V1, APP_V2, POLICIES, LineServer
 
 import livepatch
 from livepatch import Category
+from sqlserver.server import pool
+from tests.sqlserver.conftest import APP_V1, APP_V2, POLICIES, LineServer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -169,6 +170,40 @@ def test_pool_a_long_statement_does_not_stall_its_group(line_factory):
     for s in server.state.sessions:
         s.cancel()
     assert slow.reply() == "cancelled"
+
+
+def test_pool_a_statement_waiting_for_a_lock_lets_its_group_run_the_commit(
+    line_factory, monkeypatch
+):
+    """One group, no stall check: the group's executing thread blocks on a lock whose holder's
+    COMMIT arrives afterwards in the same group. The pool runs one executing thread per group and
+    learns of the wait only through blocking.wait_begin(); without it nobody would read the COMMIT
+    and the waiting statement would never finish."""
+    monkeypatch.setattr(pool.ThreadPool, "_stall_check", lambda self: None)
+    server: LineServer = line_factory(policy="pool", pool_groups=1)
+    holder, waiter = server.client(), server.client()
+    for _ in range(5):
+        server.state.waiting_for_lock.clear()
+        assert holder.ask("begin") == "BEGIN"
+        assert holder.ask("lock") == "LOCKED"
+        waiter.send("work")
+        assert server.state.waiting_for_lock.wait(10)
+        assert holder.ask("commit") == "COMMIT"
+        assert waiter.reply() == "v1"
+
+
+def test_pool_serves_a_burst_of_ready_clients_without_a_thread_each(line_factory):
+    """Requests that become ready together in one group are run one after the other by the thread
+    that polled them (MariaDB's active-thread rule), not handed to a new thread each."""
+    server: LineServer = line_factory(policy="pool", pool_groups=1)
+    clients = [server.client() for _ in range(20)]
+    for _round in range(20):
+        for i, c in enumerate(clients):
+            c.send(f"x{i}")
+        for i, c in enumerate(clients):
+            assert c.reply() == f"echo x{i}"
+    group = server.server.policy.groups[0]  # type: ignore[attr-defined]
+    assert group.threads <= 4, f"{group.threads} threads for one group of quick requests"
 
 
 def test_thread_cache_reuses_threads(line_factory):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+
 from tests.sqlserver.conftest import POLICIES
 
 psycopg = pytest.importorskip("psycopg")

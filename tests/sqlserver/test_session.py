@@ -7,7 +7,6 @@ import struct
 import threading
 
 import pytest
-from tests.sqlserver.session_helpers import SessionClient, new_state
 
 from sqlserver.protocol import (
     PROTOCOL_3_0,
@@ -38,6 +37,7 @@ from sqlserver.protocol import (
     Terminate,
     encode_frontend,
 )
+from tests.sqlserver.session_helpers import SessionClient, new_state
 
 
 @pytest.fixture
@@ -272,6 +272,23 @@ def test_read_then_write_after_a_concurrent_commit_is_40001(state):
     r = a.query("insert into w values (2)")
     assert r.errors == ["40001"] and r.status == "E"
     assert a.query("rollback").status == "I"
+
+
+def test_select_for_update_holds_writers_off_until_commit(state):
+    """FOR UPDATE takes the write lock (SQLite has no row locks): another writer waits for the
+    transaction (55P03 after this fixture's 300 ms), and the locking transaction's own write then
+    succeeds instead of failing with 40001 (without it, b's write got in first)."""
+    a, b = SessionClient(state), SessionClient(state)
+    a.query("create table acct (id int primary key, v int)")
+    a.query("insert into acct values (1, 0)")
+    assert a.query("begin").status == "T"
+    assert a.query("select v from acct where id = 1 for update").text_rows == [("0",)]
+    r = b.query("update acct set v = v + 10 where id = 1")
+    assert r.errors == ["55P03"] and r.status == "I"
+    assert a.query("update acct set v = v + 1 where id = 1").errors == []
+    assert a.query("commit").status == "I"
+    assert b.query("select v from acct").text_rows == [("1",)]
+    assert a.query("select v from acct where id = 1 for update").errors == []  # autocommit too
 
 
 def test_cancel_interrupts_a_running_statement(state):

@@ -8,10 +8,10 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
-from tests.sqlserver.session_helpers import SessionClient, new_state
 
 from sqlserver import session_states as ss
 from sqlserver.protocol import Bind, Close, Describe, Execute, Parse, Sync
+from tests.sqlserver.session_helpers import SessionClient, new_state
 
 # (SQL, what it does to the model): "ok" runs, "error" fails, "begin"/"commit"/"rollback" move it
 STATEMENTS = [

@@ -27,10 +27,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.conftest import require_tool
-from tests.sqlserver.conftest import POLICIES, SqlProcess, pg_env
 
 import sqlserver
+from tests.conftest import require_tool
+from tests.sqlserver.conftest import POLICIES, SqlProcess, pg_env
 
 psycopg = pytest.importorskip("psycopg")
 

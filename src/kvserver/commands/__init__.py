@@ -29,6 +29,8 @@ MODULES = (
     "bitmaps",
     "hyperloglog",
     "lcs",
+    "blocking",
+    "pubsub",
 )
 
 

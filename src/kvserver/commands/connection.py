@@ -7,7 +7,16 @@ import time
 from typing import TYPE_CHECKING
 
 from kvserver.commands.table import Command, command
-from kvserver.replies import OK, PONG, CommandError, Reply, SimpleString, Verbatim, wrong_arity
+from kvserver.replies import (
+    OK,
+    PONG,
+    SYNTAX,
+    CommandError,
+    Reply,
+    SimpleString,
+    Verbatim,
+    wrong_arity,
+)
 
 if TYPE_CHECKING:
     from kvserver.context import CommandContext
@@ -22,6 +31,12 @@ NOPASS = (
 def ping_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     if len(argv) > 2:
         raise CommandError(wrong_arity("ping"))
+    if ctx.server.subscribers:
+        from kvserver.commands.pubsub import subscribed_ping
+
+        reply = subscribed_ping(ctx, argv)
+        if reply is not None:
+            return reply
     return argv[1] if len(argv) == 2 else PONG
 
 
@@ -110,6 +125,14 @@ def reset_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     client.multi = None
     client.multi_error = False
     ctx.server.unwatch_all(client)
+    if ctx.server.subscribers:
+        from kvserver.commands.pubsub import forget
+
+        forget(ctx.server, client)
+    if ctx.server.muted:
+        from kvserver.commands import reply_mode
+
+        reply_mode.forget(ctx.server, client)
     ctx.server.select(ctx, 0)
     client.protocol = 2
     client.name = None
@@ -183,41 +206,99 @@ def client_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     if sub == b"KILL" and len(argv) >= 3:
         return _client_kill(ctx, argv)
     if sub in (b"NO-EVICT", b"NO-TOUCH") and len(argv) == 3:
-        return OK
+        if argv[2].lower() not in (b"on", b"off"):
+            raise CommandError(SYNTAX)
+        return OK  # no eviction and no LRU/LFU clock here: accepted, nothing to change
+    if sub == b"REPLY" and len(argv) == 3:
+        from kvserver.commands.reply_mode import client_reply
+
+        return client_reply(ctx, argv[2])
+    if sub == b"UNBLOCK" and len(argv) in (3, 4):
+        return _client_unblock(ctx, argv)
     raise CommandError(
         f"ERR unknown subcommand or wrong number of arguments for '{argv[1].decode(errors='replace')}'. "
         "Try CLIENT HELP."
     )
 
 
+def _client_unblock(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    """CLIENT UNBLOCK id [TIMEOUT|ERROR]: 1 if that client was parked by a blocking command."""
+    from kvserver.commands import blocking
+
+    try:
+        client_id = int(argv[2])
+    except ValueError:
+        raise CommandError("ERR value is not an integer or out of range") from None
+    mode = argv[3].upper() if len(argv) == 4 else b"TIMEOUT"
+    if mode not in (b"TIMEOUT", b"ERROR"):
+        raise CommandError("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")
+    return int(blocking.unblock(ctx.server, client_id, mode == b"ERROR"))
+
+
+_CLIENT_TYPES = (b"normal", b"master", b"replica", b"slave", b"pubsub")
+
+
 def _client_kill(ctx: CommandContext, argv: list[bytes]) -> Reply:
-    """CLIENT KILL ip:port | CLIENT KILL ID id [...]: the victims are closed after this iteration."""
-    victims = []
+    """CLIENT KILL ip:port (old form: OK or "No such client"), or CLIENT KILL <filter value> ...
+    (ID, TYPE, ADDR, LADDR, USER, SKIPME; every filter must match, as in Redis; the caller is spared
+    unless SKIPME no): the number killed. The victims are closed after this iteration's replies."""
+    server = ctx.server
+    me = ctx.client
+    clients = [c for c in server.clients.values() if c.sock is not None]
     if len(argv) == 3:
-        victims = [c for c in ctx.server.clients.values() if c.addr.encode() == argv[2]]
+        victims = [c for c in clients if c.addr.encode() == argv[2]]
         if not victims:
             raise CommandError("ERR No such client")
     else:
         if len(argv) % 2:
-            raise CommandError("ERR syntax error")
+            raise CommandError(SYNTAX)
+        skipme = True
         for i in range(2, len(argv), 2):
-            if argv[i].upper() == b"ID":
+            option, value = argv[i].upper(), argv[i + 1]
+            if option == b"ID":
                 try:
-                    wanted = int(argv[i + 1])
+                    wanted = int(value)
                 except ValueError:
-                    raise CommandError("ERR client-id should be greater than 0") from None
-                victims += [c for c in ctx.server.clients.values() if c.id == wanted]
-            elif argv[i].upper() == b"ADDR":
-                victims += [
-                    c for c in ctx.server.clients.values() if c.addr.encode() == argv[i + 1]
-                ]
+                    wanted = 0
+                if wanted <= 0:
+                    raise CommandError("ERR client-id should be greater than 0")
+                clients = [c for c in clients if c.id == wanted]
+            elif option == b"TYPE":
+                kind = value.lower()
+                if kind not in _CLIENT_TYPES:
+                    text = value.decode(errors="replace")
+                    raise CommandError(f"ERR Unknown client type '{text}'")
+                subscribers = server.pubsub.by_client
+                if kind == b"normal":
+                    clients = [c for c in clients if c not in subscribers]
+                elif kind == b"pubsub":
+                    clients = [c for c in clients if c in subscribers]
+                else:
+                    clients = []  # no replicas or masters here
+            elif option == b"ADDR":
+                clients = [c for c in clients if c.addr.encode() == value]
+            elif option == b"LADDR":
+                clients = [c for c in clients if c.local_addr().encode() == value]
+            elif option == b"USER":
+                if value != b"default":
+                    raise CommandError(f"ERR No such user '{value.decode(errors='replace')}'")
+            elif option == b"SKIPME":
+                skipme = _yes_no(value)
             else:
-                raise CommandError("ERR syntax error")
+                raise CommandError(SYNTAX)
+        victims = [c for c in clients if not (skipme and c is me)]
     for victim in victims:
         victim.close_after_reply = True
-        if ctx.server.loop is not None and victim is not ctx.client:
-            ctx.server.loop.schedule_close(victim)
+        if server.loop is not None and victim is not me:
+            server.loop.schedule_close(victim)
     return OK if len(argv) == 3 else len(victims)
+
+
+def _yes_no(value: bytes) -> bool:
+    answer = value.lower()
+    if answer not in (b"yes", b"no"):
+        raise CommandError(SYNTAX)
+    return answer == b"yes"
 
 
 COMMANDS: list[Command] = [

@@ -8,6 +8,7 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from kvserver.commands.table import Command, command
@@ -34,17 +35,27 @@ def _flush_mode(argv: list[bytes]) -> None:
 
 def flushdb_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     _flush_mode(argv)
+    _touch_existing(ctx, [ctx.client.db_index])
     ctx.db.clear()
-    ctx.server.touch_database(ctx.client.db_index)
     return OK
 
 
 def flushall_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     _flush_mode(argv)
+    _touch_existing(ctx, range(len(ctx.server.databases)))
     for db in ctx.server.databases:
         db.clear()
-    ctx.server.touch_database(None)
     return OK
+
+
+def _touch_existing(ctx: CommandContext, indexes: Iterable[int]) -> None:
+    """FLUSHDB/FLUSHALL invalidate the WATCHes of keys that exist (Redis 7: a watched key that did
+    not exist is not changed by a flush)."""
+    server = ctx.server
+    wanted = set(indexes)
+    for index, key in list(server.watched):
+        if index in wanted and server.databases[index].lookup(key, ctx.now_ms) is not None:
+            server.touch_keys(index, [key])
 
 
 # --------------------------------------------------------------------------------------------- INFO
@@ -74,7 +85,7 @@ def _section_clients(server: Any) -> list[str]:
     return [
         f"connected_clients:{connected}",
         f"maxclients:{server.config.maxclients}",
-        "blocked_clients:0",
+        f"blocked_clients:{len(server.blocking.by_client)}",
         f"watching_clients:{len({c.id for cs in server.watched.values() for c in cs})}",
     ]
 
@@ -138,26 +149,61 @@ def _section_keyspace(server: Any) -> list[str]:
     ]
 
 
+def _section_replication(server: Any) -> list[str]:
+    return ["role:master", "connected_slaves:0", "master_repl_offset:0"]
+
+
+def _section_cpu(server: Any) -> list[str]:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return [
+        f"used_cpu_sys:{own.ru_stime:.6f}",
+        f"used_cpu_user:{own.ru_utime:.6f}",
+        f"used_cpu_sys_children:{children.ru_stime:.6f}",
+        f"used_cpu_user_children:{children.ru_utime:.6f}",
+    ]
+
+
+def _section_commandstats(server: Any) -> list[str]:
+    """Calls, rejected calls (arity, NOAUTH, refused in MULTI) and failed calls (an error reply) per
+    command; kvserver does not time commands, so Redis's usec fields are absent."""
+    return [
+        f"cmdstat_{name.decode().lower()}:calls={c[0]},rejected_calls={c[1]},failed_calls={c[2]}"
+        for name, c in sorted(server.command_stats.items())
+        if any(c)
+    ]
+
+
+# In Redis's order; DEFAULT is what INFO without arguments (or "default") shows, "all" adds the rest.
 SECTIONS = {
     "server": _section_server,
     "clients": _section_clients,
     "memory": _section_memory,
     "persistence": _section_persistence,
     "stats": _section_stats,
+    "replication": _section_replication,
+    "cpu": _section_cpu,
+    "commandstats": _section_commandstats,
     "keyspace": _section_keyspace,
 }
+DEFAULT = [n for n in SECTIONS if n != "commandstats"]
 
 
 def info_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
-    wanted = [a.decode(errors="replace").lower() for a in argv[1:]]
-    if not wanted or any(w in ("all", "everything", "default") for w in wanted):
+    wanted = {a.decode(errors="replace").lower() for a in argv[1:]}
+    if not wanted:
+        wanted = {"default"}
+    if wanted & {"all", "everything"}:
         names = list(SECTIONS)
     else:
+        if "default" in wanted:
+            wanted |= set(DEFAULT)
         names = [n for n in SECTIONS if n in wanted]
     parts = []
     for name in names:
         lines = SECTIONS[name](ctx.server)
-        parts.append(f"# {name.capitalize()}\r\n" + "".join(line + "\r\n" for line in lines))
+        title = "CPU" if name == "cpu" else name.capitalize()
+        parts.append(f"# {title}\r\n" + "".join(line + "\r\n" for line in lines))
     return Verbatim("\r\n".join(parts))
 
 
@@ -181,6 +227,8 @@ def config_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
         stats = ctx.server.stats
         stats.commands_processed = stats.connections_received = stats.expired_keys = 0
         stats.rejected_connections = 0
+        for counts in ctx.server.command_stats.values():
+            counts[:] = [0, 0, 0]
         return OK
     if sub == b"REWRITE" and len(argv) == 2:
         raise CommandError("ERR The server is running without a config file")

@@ -215,6 +215,12 @@ def smove_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     source.discard(member)
     if not source:
         ctx.db.delete(src)
+    if target is not None and member in target:
+        # Only the source changed: Redis touches (WATCH) and propagates that alone, as an SREM.
+        ctx.no_propagation()
+        srem = [b"SREM", src, member]
+        ctx.server.after_write(ctx.client.db_index, ctx.server.table[b"SREM"], srem, [srem])
+        return 1
     if target is None:
         target = set()
         ctx.db.store(dst, target)

@@ -10,7 +10,7 @@ tail can never replay half of one.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kvserver.commands.table import Command, command
 from kvserver.replies import NULL_ARRAY, OK, CommandError, Reply
@@ -19,6 +19,16 @@ if TYPE_CHECKING:
     from kvserver.context import CommandContext
 
 EXECABORT = "EXECABORT Transaction discarded because of previous errors."
+
+
+def abort_exec(server: Any, client: Any, error: str) -> str:
+    """EXEC rejected before it ran (wrong arity), in MULTI or not: Redis discards any transaction,
+    forgets the WATCHes and answers EXECABORT with the reason (rejectCommand -> execCommandAbort)."""
+    client.multi = None
+    client.multi_error = False
+    server.unwatch_all(client)
+    reason = error[4:] if error.startswith("ERR ") else error
+    return f"EXECABORT Transaction discarded because of: {reason}"
 
 
 def multi_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
@@ -36,6 +46,7 @@ def discard_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
         raise CommandError("ERR DISCARD without MULTI")
     client.multi = None
     client.multi_error = False
+    ctx._extra.pop("watched_alive", None)
     ctx.server.unwatch_all(client)
     return OK
 
@@ -51,7 +62,8 @@ def exec_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
         client.multi_error = False
         server.unwatch_all(client)
         raise CommandError(EXECABORT)
-    if client.dirty_cas:
+    expired = _watched_key_expired(ctx)
+    if client.dirty_cas or expired:
         server.unwatch_all(client)
         return NULL_ARRAY
     server.unwatch_all(client)  # like Redis: unwatch before running, so our own writes don't matter
@@ -72,11 +84,33 @@ def exec_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
 def watch_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
     if ctx.client.multi is not None:
         raise CommandError("ERR WATCH inside MULTI is not allowed")
+    # The keys alive now: one that is gone at EXEC without being touched expired meanwhile, and
+    # Redis 7 counts that as a change (a deletion by a command or a flush touches it anyway).
+    alive = ctx._extra.setdefault("watched_alive", set())
+    if not ctx.client.watched:
+        alive.clear()  # a new WATCH session (what an earlier one left, e.g. before RESET, is void)
+    for key in argv[1:]:
+        item = (ctx.client.db_index, key)
+        if item not in ctx.client.watched and ctx.db.lookup(key, ctx.now_ms) is not None:
+            alive.add(item)
     ctx.server.watch(ctx.client, argv[1:])
     return OK
 
 
+def _watched_key_expired(ctx: CommandContext) -> bool:
+    """A key alive at WATCH that no longer exists (only expiry removes a key without a touch)."""
+    alive = ctx._extra.pop("watched_alive", None)
+    if not alive:
+        return False
+    databases = ctx.server.databases
+    return any(
+        item in ctx.client.watched and databases[item[0]].lookup(item[1], ctx.now_ms) is None
+        for item in alive
+    )
+
+
 def unwatch_command(ctx: CommandContext, argv: list[bytes]) -> Reply:
+    ctx._extra.pop("watched_alive", None)
     ctx.server.unwatch_all(ctx.client)
     return OK
 

@@ -42,10 +42,9 @@ from livepatch.patch import lpatch
 from livepatch.patch.hooks_info import defined_hooks
 from livepatch.patch.safetext import EscapeControls
 from livepatch.patch.signing import PublicKey, load_public_key
-from livepatch.runtime import patcher as runtime
+from livepatch.runtime import core as runtime
 from livepatch.runtime import verify
-from livepatch.runtime.events import Event
-from livepatch.runtime.lifecycle import FINAL_EVENT, Action, EventName, Outcome, PatchResult
+from livepatch.runtime.lifecycle import FINAL_EVENT, Action, Event, EventName, Outcome, PatchResult
 from livepatch.runtime.watch import WatchPolicy
 
 log = logging.getLogger("livepatch.agent")
@@ -205,6 +204,7 @@ class Agent:
                 timeout=req.timeout,
                 applied=runtime.applied_patches(),
                 hooks=defined_hooks(spec.hooks_source),
+                managed=runtime.is_managed(),
             )
         except LivepatchError as exc:
             return protocol.ResultReply(self._refuse(patch_id, Action.APPLY, method, exc, t0))
@@ -242,7 +242,9 @@ class Agent:
         t0 = time.monotonic_ns()
         try:
             # the patcher thread is the only one that applies: nothing can appear before the revert runs
-            verify.verify_revert(req.patch_id, applied=runtime.applied_patches())
+            verify.verify_revert(
+                req.patch_id, applied=runtime.applied_patches(), managed=runtime.is_managed()
+            )
         except LivepatchError as exc:
             return protocol.ResultReply(
                 self._refuse(req.patch_id or "(none)", Action.REVERT, req.method, exc, t0)

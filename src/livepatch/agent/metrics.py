@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from livepatch.runtime import patcher as runtime
+from livepatch.runtime import core as runtime
 from livepatch.runtime.registry import RuntimeStatistics
 
 try:

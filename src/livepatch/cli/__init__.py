@@ -138,3 +138,6 @@ main.add_command(corpus_command)  # `livepatch corpus`: the differ over a git hi
 from livepatch.cli import update  # noqa: E402
 
 update.register(main)  # `livepatch update --validate`, promote, discard, update-status
+from livepatch.replication.cli import replication_command  # noqa: E402
+
+main.add_command(replication_command)  # `livepatch replication status`: hot standby

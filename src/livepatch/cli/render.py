@@ -21,8 +21,7 @@ from livepatch.agent.protocol import StatusReply
 from livepatch.patch.model import ChangeKind, PatchSpec
 from livepatch.patch.package import PackagePatch
 from livepatch.patch.safetext import printable as p
-from livepatch.runtime.events import Event
-from livepatch.runtime.lifecycle import EventName, PatchResult
+from livepatch.runtime.lifecycle import Event, EventName, PatchResult
 
 _KIND_STYLE = {"changed": "yellow", "added": "green", "removed": "red", "same": "dim"}
 # Events that happen once per thread are summarised on one line each.
@@ -160,11 +159,11 @@ def timeline(result: PatchResult) -> Text:
     events = result.events
     if events:
         t0 = events[0].t_ns
-        seen_per_thread: dict[str, list[Event]] = defaultdict(list)
+        seen_per_thread: dict[EventName, list[Event]] = defaultdict(list)
         for e in events:
             if e.name in _PER_THREAD:
                 seen_per_thread[e.name].append(e)
-        shown: set[str] = set()
+        shown: set[EventName] = set()
         for e in events:
             name = e.name
             if name in _PER_THREAD:

@@ -26,7 +26,7 @@ import asyncio.base_events
 from typing import Any
 
 from livepatch.integrations import marks
-from livepatch.runtime import threads
+from livepatch.runtime import core as runtime
 
 
 class _LoopWaker:
@@ -47,7 +47,7 @@ class _LoopWaker:
 
     def _point(self) -> None:
         self.scheduled = False
-        threads.quiescence_point()
+        runtime.quiescence_point()
 
 
 def install() -> None:
@@ -55,16 +55,16 @@ def install() -> None:
 
     def run_forever(original: Any) -> Any:
         def wrapper(self: Any) -> None:
-            if threads.is_managed():  # a nested loop, or a loop thread managed by hand
+            if runtime.is_managed():  # a nested loop, or a loop thread managed by hand
                 original(self)
                 return
             waker = _LoopWaker(self)
-            with threads.managed_thread(role="event-loop"):
-                threads.add_wakeup_hook(waker)
+            with runtime.managed_thread(role="event-loop"):
+                runtime.add_wakeup_hook(waker)
                 try:
                     original(self)
                 finally:
-                    threads.remove_wakeup_hook(waker)
+                    runtime.remove_wakeup_hook(waker)
 
         return wrapper
 

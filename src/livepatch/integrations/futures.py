@@ -32,7 +32,7 @@ from collections import deque
 from typing import Any
 
 from livepatch.integrations import marks
-from livepatch.runtime import threads
+from livepatch.runtime import core as runtime
 
 _OWN_PREFIX = "livepatch"
 
@@ -70,16 +70,16 @@ class WorkQueue:
     def take(self) -> Any:
         """The next task, for a managed worker: MEDIUM while waiting, a quiescence point before it,
         LOW on return (the worker runs it)."""
-        threads.set_priority(threads.Priority.MEDIUM)
+        runtime.set_priority(runtime.Priority.MEDIUM)
         while True:
-            threads.quiescence_point()  # between two tasks: the worker holds nothing
+            runtime.quiescence_point()  # between two tasks: the worker holds nothing
             with self._cond:
                 if not self._items:
                     self._cond.wait()  # woken by put() or by a patch's wake()
                 if self._items:
                     item = self._items.popleft()
                     break
-        threads.set_priority(threads.Priority.LOW)
+        runtime.set_priority(runtime.Priority.LOW)
         return item
 
     def wake(self) -> None:
@@ -126,15 +126,15 @@ def install() -> None:
 
     def worker(original: Any) -> Any:
         def wrapper(executor_reference: Any, work_queue: Any, *args: Any) -> None:
-            if threads.is_managed() or not isinstance(work_queue, WorkQueue):
+            if runtime.is_managed() or not isinstance(work_queue, WorkQueue):
                 original(executor_reference, work_queue, *args)
                 return
-            with threads.managed_thread(role="pool-worker"):
+            with runtime.managed_thread(role="pool-worker"):
                 original(executor_reference, _Worker(work_queue), *args)
 
         return wrapper
 
     executor = concurrent.futures.thread.ThreadPoolExecutor
     if marks.replace(executor, "__init__", executor_init):
-        threads.add_wakeup_hook(_wake_all)
+        runtime.add_wakeup_hook(_wake_all)
     marks.replace(concurrent.futures.thread, "_worker", worker)

@@ -29,7 +29,7 @@ from typing import Any
 from livepatch.integrations import marks
 from livepatch.integrations.refused import IntegrationRefused
 from livepatch.integrations.waiting import wait_for_request
-from livepatch.runtime import threads
+from livepatch.runtime import core as runtime
 
 FORKING_REASON = (
     "{name} is a forking server (socketserver.ForkingMixIn): each request runs in a child process "
@@ -75,10 +75,10 @@ def install() -> None:
 
     def finish_request(original: Any) -> Any:
         def wrapper(self: Any, request: Any, client_address: Any) -> None:
-            if threads.is_managed():
+            if runtime.is_managed():
                 original(self, request, client_address)
                 return
-            with threads.managed_thread(role="connection"):
+            with runtime.managed_thread(role="connection"):
                 original(self, request, client_address)
 
         return wrapper

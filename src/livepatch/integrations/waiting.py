@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from livepatch.runtime import threads
+from livepatch.runtime import core as runtime
 
 
 def wait_for_request(rfile: Any) -> None:
@@ -22,13 +22,13 @@ def wait_for_request(rfile: Any) -> None:
     request is in flight. A thread that is not managed just returns (it is never waited for). An rfile
     without `peek` (unbuffered, `rbufsize = 0`) cannot be waited on without consuming: the thread then
     reads its next request active (documented limit)."""
-    if not threads.is_managed():
+    if not runtime.is_managed():
         return
     peek = getattr(rfile, "peek", None)
     if peek is not None:
-        threads.deactivate()
+        runtime.deactivate()
         try:
             peek(1)
         finally:
-            threads.activate()
-    threads.quiescence_point()
+            runtime.activate()
+    runtime.quiescence_point()

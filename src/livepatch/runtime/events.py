@@ -1,35 +1,20 @@
-"""Patch events with monotonic timestamps, and the thread-safe recorder that collects them for one attempt."""
+"""The thread-safe recorder that collects the events of one attempt (the Event type, with its EventName,
+is lifecycle.py's)."""
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any
 
+from livepatch.runtime.lifecycle import Event, EventName
 
-@dataclass(frozen=True)
-class Event:
-    name: str
-    t_ns: int  # time.monotonic_ns()
-    thread: str | None = None
-    generation: int | None = None
-    detail: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "t_ns": self.t_ns,
-            "thread": self.thread,
-            "generation": self.generation,
-            "detail": self.detail,
-        }
+__all__ = ["Recorder"]
 
 
 class Recorder:
     """Collects the events of one patch attempt.
 
-    Concurrency: `emit` may be called from any thread (managed threads emit "reached"/"migrated" while
+    Concurrency: `emit` may be called from any thread (managed threads emit reached/migrated while
     holding the registry lock); it only appends to a list under its own short lock, never blocks on
     anything else and never calls out.
     """
@@ -40,7 +25,7 @@ class Recorder:
 
     def emit(
         self,
-        name: str,
+        name: EventName,
         *,
         thread: str | None = None,
         generation: int | None = None,
@@ -55,6 +40,6 @@ class Recorder:
         with self._lock:
             return tuple(self._events)
 
-    def first(self, name: str) -> Event | None:
+    def first(self, name: EventName) -> Event | None:
         with self._lock:
             return next((e for e in self._events if e.name == name), None)

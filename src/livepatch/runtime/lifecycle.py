@@ -22,7 +22,8 @@ The table, one attempt:
         │            └──▶ FORCING ──▶ REVERTED | ROLLED_BACK      (revert --force; a hung watch window)
         └── any non-final state ──▶ REFUSED | ABORTED | FAILED    (see TRANSITIONS for which)
 
-Pure: imports only the standard library and events.py, so the CLI and lpbench can read results cheaply.
+Pure: imports only the standard library, so the CLI and lpbench can read results cheaply. The Event type
+lives here (its name is an EventName); events.py records them.
 """
 
 from __future__ import annotations
@@ -31,8 +32,6 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-from livepatch.runtime.events import Event
 
 
 class Outcome(enum.StrEnum):
@@ -62,9 +61,14 @@ class EventName(enum.StrEnum):
     VERIFIED = "verified"
     STAGED = "staged"
     REACHED = "reached"  # one thread parked (global)
+    UNPARKED = (
+        "unparked"  # a parked thread let go by the priority rule (global; it parks again later)
+    )
     QUIESCENT = "quiescent"
     SWAPPED = "swapped"
     MIGRATED = "migrated"  # one thread moved to the new code (local)
+    REVERSING = "reversing"  # local: not every thread moved in time; the moved ones move back
+    MOVED_BACK = "moved-back"  # local, reversing: one thread runs the old code again
     HOOK_STEP = "hook-step"  # a hook declared a step with ctx.record
     HOOK_UNDONE = "hook-undone"  # what became of a declared step when the attempt did not complete
     FORCED = "forced"  # a forced revert: the warning
@@ -73,6 +77,26 @@ class EventName(enum.StrEnum):
     FINISHED = "finished"
     ABORTED = "aborted"
     REFUSED = "refused"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event of an attempt, with a monotonic timestamp (events.Recorder collects them)."""
+
+    name: EventName
+    t_ns: int  # time.monotonic_ns()
+    thread: str | None = None
+    generation: int | None = None
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name.value,
+            "t_ns": self.t_ns,
+            "thread": self.thread,
+            "generation": self.generation,
+            "detail": self.detail,
+        }
 
 
 class State(enum.StrEnum):
@@ -212,7 +236,7 @@ class PatchResult:
             reason=str(d.get("reason") or ""),
             events=tuple(
                 Event(
-                    str(e["name"]),
+                    EventName(e["name"]),
                     int(e["t_ns"]),
                     e.get("thread"),
                     e.get("generation"),

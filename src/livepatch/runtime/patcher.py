@@ -1,8 +1,9 @@
 """In-process apply and revert: verify, stage, quiesce, swap, record; the stack of applied patches; watch.
 
-The public functions (the agent, the CLI and lpbench sit on these; docs/runtime.md documents them):
-apply_patch, revert_patch (force=True: revert --force), history (every attempt, refusals included,
-oldest first), record (an attempt refused before it reached the runtime: the agent's), applied_patches
+`Patcher` is the part of a `Runtime` (core.py: the state and the lock order) that patches. Its public
+methods, which core.py exposes as the `livepatch` functions over the default runtime (the agent, the CLI
+and lpbench sit on these; docs/runtime.md documents them): apply_patch, revert_patch (force=True:
+revert --force), history (every attempt, refusals included, oldest first), record (an attempt refused before it reached the runtime: the agent's), applied_patches
 (the stack, oldest first), statistics. Apply and revert never raise for a refused, aborted or failed
 patch: the PatchResult's outcome says it. The states an attempt goes through, their allowed transitions,
 the outcomes and the event names are lifecycle.py's table; the rules an attempt is checked against are
@@ -11,7 +12,7 @@ migrated), swap, total.
 
 Theory of operation
 -------------------
-`_lock` serializes every transition of the patch stack (apply, revert, the end of a watch window, an
+`_patcher_lock` serializes every transition of the patch stack (apply, revert, the end of a watch window, an
 automatic rollback); the quiescence protocols serialize transitions of the thread registry on their own.
 Everything heavy (hooks loading, staging) happens before quiescence (invariant 4); inside a global
 quiescence only the activeness check, the transform hook and `swap_in` run. A watch window keeps the
@@ -49,8 +50,8 @@ from typing import Any
 from livepatch.errors import LivepatchError, PatchAborted, PatchFailed, PatchRefused
 from livepatch.patch.hooks_info import defined_hooks
 from livepatch.patch.model import PatchSpec
-from livepatch.runtime import quiescence, threads, verify
-from livepatch.runtime.events import Event, Recorder
+from livepatch.runtime import verify
+from livepatch.runtime.events import Recorder
 from livepatch.runtime.hook_runner import HookTimedOut, call_with_deadline, undo_steps
 from livepatch.runtime.lifecycle import (
     FINAL_EVENT,
@@ -68,23 +69,11 @@ from livepatch.runtime.patch_hooks import (
     context_for,
     load_hooks,
 )
-from livepatch.runtime.registry import RuntimeStatistics
+from livepatch.runtime.quiescence import ParkedThread, Quiescence
 from livepatch.runtime.staging import StagedPatch, stage
 from livepatch.runtime.watch import Verdict, Watch, WatchPolicy
 
-__all__ = [
-    "Event",
-    "HookContext",
-    "Outcome",
-    "PatchResult",
-    "WatchPolicy",
-    "applied_patches",
-    "apply_patch",
-    "history",
-    "record",
-    "revert_patch",
-    "statistics",
-]
+__all__ = ["MAX_RECORDED_REFUSALS", "HookContext", "Patcher", "WatchPolicy"]
 
 log = logging.getLogger("livepatch.runtime")
 
@@ -102,15 +91,6 @@ class _Applied:
     allow_active: bool = False  # applied over a running loop on purpose: its revert may do the same
 
 
-_lock = threading.Lock()  # held for a whole transition
-# short: guards _history and _recorded, so history() never waits for a transition
-_records_lock = threading.Lock()
-_history: list[PatchResult] = []
-_recorded: list[
-    PatchResult
-] = []  # the entries of _history that came through record(), oldest first
-_stack: list[_Applied] = []
-_watch: _Watching | None = None
 _FORCED_WARNING = (
     "FORCED revert: the old code was put back for new calls without quiescence; threads already inside "
     "the new code finish in it"
@@ -120,8 +100,15 @@ _FORCED_WARNING = (
 class _Attempt:
     """Events, timings and lifecycle state of one apply or revert."""
 
-    def __init__(self, patch_id: str, action: Action, method: str) -> None:
+    def __init__(
+        self,
+        patch_id: str,
+        action: Action,
+        method: str,
+        on_finish: Callable[[PatchResult], None],
+    ) -> None:
         self.patch_id = patch_id
+        self._on_finish = on_finish  # adds the result to the runtime's history
         self.action = action
         self.method = method
         self.life = Lifecycle()
@@ -159,8 +146,7 @@ class _Attempt:
             self.rec.events(),
             dict(self.timings),
         )
-        with _records_lock:
-            _history.append(result)
+        self._on_finish(result)
         if not outcome.ok:
             log.warning("%s %s: %s: %s", self.action.value, self.patch_id, outcome.value, reason)
         return result
@@ -170,25 +156,11 @@ class _Attempt:
         return self.finish(exc.outcome, str(exc))
 
 
-def record(result: PatchResult) -> None:
-    """Add an attempt that ended before it reached the runtime (the agent's refusals) to the history.
-
-    Concurrency: any thread; never waits for a transition."""
-    with _records_lock:
-        _history.append(result)
-        _recorded.append(result)
-        while (
-            len(_recorded) > MAX_RECORDED_REFUSALS
-        ):  # `while`: the bound holds even after it is lowered
-            oldest = _recorded.pop(0)
-            _history.remove(oldest)
-
-
 def _targets(staged: StagedPatch) -> frozenset[str]:
     return frozenset(staged.targets)
 
 
-def _check_activeness(parked: list[quiescence.ParkedThread], codes: frozenset[CodeType]) -> None:
+def _check_activeness(parked: list[ParkedThread], codes: frozenset[CodeType]) -> None:
     """Refuse when a parked thread's stack runs code the swap replaces (it would keep running it).
 
     Reliable only here: every inspected thread is parked (REFERENCE.md §3)."""
@@ -207,48 +179,6 @@ def _check_activeness(parked: list[quiescence.ParkedThread], codes: frozenset[Co
             f = f.f_back
 
 
-def _quiesce(
-    att: _Attempt,
-    staged: StagedPatch,
-    *,
-    timeout: float,
-    use_priorities: bool,
-    allow_active: bool,
-    while_parked: Callable[[], None] | None,
-) -> None:
-    """Run the chosen protocol for `staged`; raise a LivepatchError when it did not happen (nothing
-    changed): refused (activeness), aborted (no quiescence in time) or failed (the transform or the
-    swap raised)."""
-    att.to(State.QUIESCING)
-    try:
-        if att.method == "global":
-
-            def action(parked: list[quiescence.ParkedThread]) -> None:
-                if not allow_active:
-                    _check_activeness(parked, staged.replaced_codes)
-                if while_parked is not None:
-                    while_parked()
-                staged.swap_in()
-                att.rec.emit(EventName.SWAPPED, detail=f"{staged.function_count} functions")
-
-            t = quiescence.run_global(
-                action, timeout=timeout, use_priorities=use_priorities, recorder=att.rec
-            )
-        else:
-            t = quiescence.run_local(
-                staged.begin_dispatch,
-                lambda keep_new: _end_local(att, staged, keep_new),
-                timeout=timeout,
-                recorder=att.rec,
-            )
-    except LivepatchError:
-        raise
-    except Exception as exc:
-        raise PatchFailed(f"the swap failed: {exc!r}") from exc
-    att.timings["sync"] = t.sync_ms
-    att.timings["swap"] = t.swap_ms
-
-
 def _end_local(att: _Attempt, staged: StagedPatch, keep_new: bool) -> None:
     # A reversal left to finish in the background may have been overtaken by a forced revert, which
     # already removed the dispatch (and put the old code back): then there is nothing left to do.
@@ -256,16 +186,6 @@ def _end_local(att: _Attempt, staged: StagedPatch, keep_new: bool) -> None:
     if keep_new:
         att.rec.emit(
             EventName.SWAPPED, detail=f"{staged.function_count} functions (dispatch removed)"
-        )
-
-
-def _wait_idle(timeout: float) -> None:
-    """A local reversal left to finish in the background still has dispatchers installed: staging now
-    would find them instead of the code it expects. Wait for it (bounded by the patch's timeout)."""
-    if not quiescence.wait_idle(timeout):
-        raise PatchAborted(
-            "the previous transition is still being reversed (some threads have not passed a quiescence "
-            "point since); nothing was changed",
         )
 
 
@@ -371,96 +291,6 @@ def _asked(method: str) -> str:
     return method if method in ("global", "local") else "global"
 
 
-def apply_patch(
-    spec: PatchSpec,
-    *,
-    method: str = "auto",
-    timeout: float = 5.0,
-    allow_active: bool = False,
-    use_priorities: bool = True,
-    watch: WatchPolicy | None = None,
-) -> PatchResult:
-    """Verify, stage, quiesce and swap `spec` in this process.
-
-    method: "global" | "local" | "auto" (local for a thread-local patch, else global). Never raises for
-    a refused/aborted/failed patch: the outcome says it. watch: keep watching the new code for a while
-    and roll back on errors or hangs (watch.py).
-
-    Concurrency: any unmanaged thread; transitions are serialized (a second caller waits). Managed threads
-    keep running until they park (global) or move (local) at their quiescence points."""
-    att = _Attempt(spec.patch_id, Action.APPLY, _asked(method))
-    if threads.is_managed():
-        # Checked before taking the lock: a managed caller waiting for a running transition would
-        # keep that transition from ever reaching quiescence.
-        try:
-            verify.check_caller("apply_patch")
-        except PatchRefused as exc:
-            return att.fail(exc)
-    with _lock:
-        try:
-            return _apply_locked(att, spec, method, timeout, allow_active, use_priorities, watch)
-        except LivepatchError as exc:
-            return att.fail(exc)
-        # a bug, not a patch problem: report it, never raise into the caller
-        except Exception as exc:
-            log.exception("apply %s failed unexpectedly", spec.patch_id)
-            return att.finish(Outcome.FAILED, f"internal error: {exc!r}")
-
-
-def _apply_locked(
-    att: _Attempt,
-    spec: PatchSpec,
-    method: str,
-    timeout: float,
-    allow_active: bool,
-    use_priorities: bool,
-    watch: WatchPolicy | None,
-) -> PatchResult:
-    att.method = verify.verify_apply(
-        spec,
-        method,
-        timeout=timeout,
-        applied=applied_patches(),
-        hooks=defined_hooks(spec.hooks_source),
-    )
-    hooks = load_hooks(spec)
-    verify.check_hooks(
-        att.method, hooks.functions
-    )  # also a hook bound where the parser cannot see it
-    att.to(State.VERIFIED, EventName.VERIFIED)
-    att.lap("verify")
-    _end_watch_locked()
-    _wait_idle(timeout)
-    staged = _stage(spec)
-    att.to(
-        State.STAGED,
-        EventName.STAGED,
-        f"{staged.function_count} functions, {staged.source_bytes} bytes",
-    )
-    att.lap("stage")
-    ctx = _context(att, spec)
-    try:
-        _run_hook(att, hooks, "pre_patch", ctx, veto=True, timeout=timeout)
-        _quiesce(
-            att,
-            staged,
-            timeout=timeout,
-            use_priorities=use_priorities,
-            allow_active=allow_active,
-            while_parked=_transform_while_parked(att, hooks, ctx, timeout),
-        )
-    except LivepatchError as exc:
-        raise _undoing(att, ctx, timeout, exc) from exc
-    ctx.steps.clear()  # the patch is in: what pre_patch and transform did stays
-    entry = _Applied(spec, staged, hooks, _targets(staged), allow_active)
-    _stack.append(entry)
-    att.to(State.APPLIED)
-    reason = _run_hook(att, hooks, "post_patch", ctx, veto=False, timeout=timeout)
-    if watch is not None and watch.window_s > 0:
-        _start_watch_locked(entry, watch, att)
-    return att.finish(Outcome.APPLIED, reason)
-
-
 def _context(att: _Attempt, spec: PatchSpec) -> HookContext:
     ctx = context_for(spec)
 
@@ -471,125 +301,7 @@ def _context(att: _Attempt, spec: PatchSpec) -> HookContext:
     return ctx
 
 
-def revert_patch(
-    patch_id: str | None = None,
-    *,
-    method: str = "auto",
-    timeout: float = 5.0,
-    force: bool = False,
-) -> PatchResult:
-    """Undo the newest applied patch, or the named one when no later applied patch touches its targets.
-
-    The previous code objects come back exactly (StagedPatch.reversed() through the same quiescence).
-    force=True: no quiescence; the old code is installed for every new call at once and threads already
-    inside the new code finish there (the theory of operation says what that risks); it waits up to
-    `timeout` for a running transition to end, never for threads. Concurrency: as apply_patch."""
-    if threads.is_managed():
-        att = _Attempt(patch_id or "(newest)", Action.REVERT, "force" if force else method)
-        try:
-            verify.check_caller("revert_patch")
-        except PatchRefused as exc:
-            return att.fail(exc)
-    if force:
-        return _force_revert(patch_id, timeout)
-    with _lock:
-        try:
-            return _revert_locked(patch_id, method, timeout, rollback_reason=None)
-        # a bug, not a patch problem: report it, never raise into the caller
-        except Exception as exc:
-            log.exception("revert %s failed unexpectedly", patch_id)
-            return _Attempt(patch_id or "(newest)", Action.REVERT, method).finish(
-                Outcome.FAILED, f"internal error: {exc!r}"
-            )
-
-
-def _find_revertable(patch_id: str | None) -> tuple[str, _Applied | None, str]:
-    """The entry to revert (newest, or the named one), its name, and why it cannot be reverted ('' if it
-    can)."""
-    entry = _stack[-1] if (patch_id is None and _stack) else None
-    if patch_id is not None:
-        entry = next((a for a in _stack if a.spec.patch_id == patch_id), None)
-    name = patch_id if patch_id is not None else (entry.spec.patch_id if entry else "(none)")
-    if entry is None:
-        applied = ", ".join(a.spec.patch_id for a in _stack) or "none"
-        return name, None, f"patch {name} is not applied (applied: {applied})"
-    later = [a for a in _stack[_stack.index(entry) + 1 :] if a.targets & entry.targets]
-    if later:
-        shared = ", ".join(sorted(later[-1].targets & entry.targets)[:5])
-        return (
-            name,
-            entry,
-            f"cannot revert {name}: the later patch {later[-1].spec.patch_id} also changes {shared}; "
-            f"revert {later[-1].spec.patch_id} first",
-        )
-    return name, entry, ""
-
-
-def _revert_locked(
-    patch_id: str | None, method: str, timeout: float, rollback_reason: str | None
-) -> PatchResult:
-    name, entry, why_not = _find_revertable(patch_id)
-    att = _Attempt(name, Action.REVERT, _asked(method))
-    try:
-        verify.check_caller("revert_patch")
-        if entry is None or why_not:
-            raise PatchRefused(why_not)
-        att.method = verify.resolve_method(method, entry.spec.category)
-        att.to(State.VERIFIED, EventName.VERIFIED)
-        att.lap("verify")
-        _end_watch_locked()
-        _wait_idle(timeout)
-        reverse = entry.staged.reversed()
-        att.to(State.STAGED, EventName.STAGED, f"revert of {reverse.function_count} functions")
-        att.lap("stage")
-        ctx = _context(att, entry.spec)
-        try:
-            _run_hook(att, entry.hooks, "pre_revert", ctx, veto=True, timeout=timeout)
-            _quiesce(
-                att,
-                reverse,
-                timeout=timeout,
-                use_priorities=True,
-                allow_active=entry.allow_active,
-                while_parked=None,
-            )
-        except LivepatchError as exc:
-            raise _undoing(att, ctx, timeout, exc) from exc
-        ctx.steps.clear()
-        _stack.remove(entry)
-        att.to(State.REVERTED if rollback_reason is None else State.ROLLED_BACK)
-        reason = _run_hook(att, entry.hooks, "post_revert", ctx, veto=False, timeout=timeout)
-    except LivepatchError as exc:
-        if rollback_reason is not None:
-            return att.finish(exc.outcome, f"automatic rollback ({rollback_reason}) failed: {exc}")
-        return att.fail(exc)
-    if rollback_reason is not None:
-        return att.finish(Outcome.ROLLED_BACK, "; ".join(r for r in (rollback_reason, reason) if r))
-    return att.finish(Outcome.REVERTED, reason)
-
-
 # ---- forced revert -----------------------------------------------------------------------------------
-
-
-def _force_revert(patch_id: str | None, timeout: float) -> PatchResult:
-    # Bounded: the patcher lock is held by a running transition at most for its own timeout (hooks
-    # included, hook_runner.py); a forced revert waits for it, never for threads.
-    if not _lock.acquire(timeout=max(0.001, timeout)):
-        att = _Attempt(patch_id or "(newest)", Action.REVERT, "force")
-        return att.finish(
-            Outcome.ABORTED,
-            f"another apply/revert still holds the patcher after {timeout:g} s; nothing was changed. "
-            "Retry `livepatch revert --force` (with a longer --timeout) once it has ended",
-        )
-    try:
-        return _force_revert_locked(patch_id, timeout, rollback_reason=None)
-    except Exception as exc:  # a bug, not a patch problem: report it, never raise into the caller
-        log.exception("forced revert %s failed unexpectedly", patch_id)
-        return _Attempt(patch_id or "(newest)", Action.REVERT, "force").finish(
-            Outcome.FAILED, f"internal error: {exc!r}"
-        )
-    finally:
-        _lock.release()
 
 
 def _threads_in(codes: frozenset[CodeType]) -> dict[int, str]:
@@ -607,73 +319,6 @@ def _threads_in(codes: frozenset[CodeType]) -> dict[int, str]:
     return found
 
 
-def _force_revert_locked(
-    patch_id: str | None, timeout: float, rollback_reason: str | None
-) -> PatchResult:
-    """Revert without quiescence (see the theory of operation). Hooks still run (pre_revert may veto:
-    it is the patch author's statement that the old code cannot run on the current state)."""
-    global _watch
-    name, entry, why_not = _find_revertable(patch_id)
-    att = _Attempt(name, Action.REVERT, "force")
-    try:
-        verify.check_caller("revert_patch")
-        if entry is None or why_not:
-            raise PatchRefused(why_not)
-        att.to(State.VERIFIED, EventName.VERIFIED)
-        att.lap("verify")
-        w = _watch
-        if w is not None and w.entry is not entry:
-            _end_watch_locked()  # another patch's window: end it normally, keeping its new code
-        new_codes = entry.staged.reversed().replaced_codes
-        ctx = _context(att, entry.spec)
-        try:
-            _run_hook(att, entry.hooks, "pre_revert", ctx, veto=True, timeout=timeout)
-        except LivepatchError as exc:
-            raise _undoing(att, ctx, timeout, exc) from exc
-        ctx.steps.clear()
-        att.to(State.FORCING)
-        t0 = time.perf_counter()
-        try:
-            # From this patch's own watch window, force_out replaces its dispatch directly (no step
-            # through the new code); the window's thread, waiting for `_lock`, then finds it ended.
-            kept = entry.staged.force_out()
-        except (PatchAborted, RuntimeError) as exc:
-            raise PatchFailed(
-                f"the forced revert could not swap: {exc}. A detached reversal of another patch may "
-                "still hold these functions (see `livepatch status`); nothing was changed",
-            ) from exc
-        if w is not None and w.entry is entry:
-            _watch = None
-            w.watch.stop()
-        att.timings["swap"] = (time.perf_counter() - t0) * 1e3
-        inside = _threads_in(new_codes)
-        # Those threads will not reach a quiescence point in time (that is why we force): later
-        # transitions stop waiting for them until they pass one (Registry.release).
-        released = threads.release_threads(list(inside))
-        warning = _FORCED_WARNING + (
-            f"; still inside the new code: {', '.join(inside.values())}" if inside else ""
-        )
-        if released:
-            warning += f"; patches no longer wait for {', '.join(released)} until it passes a quiescence point"
-        if kept:
-            warning += f"; names the patch added stay bound: {', '.join(kept[:10])}"
-        att.rec.emit(
-            EventName.SWAPPED, detail=f"{entry.staged.function_count} functions, no quiescence"
-        )
-        att.rec.emit(EventName.FORCED, detail=warning)
-        log.warning("revert of %s: %s", name, warning)
-        _stack.remove(entry)
-        att.to(State.REVERTED if rollback_reason is None else State.ROLLED_BACK)
-        hook_reason = _run_hook(att, entry.hooks, "post_revert", ctx, veto=False, timeout=timeout)
-    except LivepatchError as exc:
-        prefix = f"automatic rollback ({rollback_reason}) failed: " if rollback_reason else ""
-        return att.finish(exc.outcome, prefix + str(exc))
-    reason = "; ".join(r for r in (rollback_reason, warning, hook_reason) if r)
-    return att.finish(
-        Outcome.ROLLED_BACK if rollback_reason is not None else Outcome.REVERTED, reason
-    )
-
-
 # ---- watch windows ---------------------------------------------------------------------------------
 
 
@@ -685,68 +330,438 @@ class _Watching:
     watch: Watch
 
 
-def _run_watch(w: _Watching) -> None:
-    """The window's own thread: wait for a verdict, then end the window (and roll back) under `_lock`."""
-    verdict: Verdict | None = w.watch.wait_verdict()
-    with _lock:
-        if _watch is not w:
-            return  # ended early by another transition
-        if verdict is not None and verdict.forced:
-            _force_revert_locked(w.entry.spec.patch_id, 5.0, rollback_reason=verdict.reason)
+class Patcher(Quiescence):
+    """Apply, revert, the stack, the history and the watch window of a Runtime (the state is created by
+    Runtime.__init__, core.py)."""
+
+    _patcher_lock: threading.Lock  # held for a whole transition
+    # short: guards _history and _recorded, so history() never waits for a transition
+    _records_lock: threading.Lock
+    _history: list[PatchResult]
+    _recorded: list[PatchResult]  # the entries of _history that came through record(), oldest first
+    _stack: list[_Applied]
+    _watch: _Watching | None
+    max_recorded_refusals: int  # MAX_RECORDED_REFUSALS unless a test lowers it
+
+    def _append(self, result: PatchResult) -> None:
+        with self._records_lock:
+            self._history.append(result)
+
+    def _attempt(self, patch_id: str, action: Action, method: str) -> _Attempt:
+        return _Attempt(patch_id, action, method, self._append)
+
+    def record(self, result: PatchResult) -> None:
+        """Add an attempt that ended before it reached the runtime (the agent's refusals) to the history.
+
+        Concurrency: any thread; never waits for a transition."""
+        with self._records_lock:
+            self._history.append(result)
+            self._recorded.append(result)
+            while (
+                len(self._recorded) > self.max_recorded_refusals
+            ):  # `while`: the bound holds even after it is lowered
+                oldest = self._recorded.pop(0)
+                self._history.remove(oldest)
+
+    def _quiesce(
+        self,
+        att: _Attempt,
+        staged: StagedPatch,
+        *,
+        timeout: float,
+        use_priorities: bool,
+        allow_active: bool,
+        while_parked: Callable[[], None] | None,
+    ) -> None:
+        """Run the chosen protocol for `staged`; raise a LivepatchError when it did not happen (nothing
+        changed): refused (activeness), aborted (no quiescence in time) or failed (the transform or the
+        swap raised)."""
+        att.to(State.QUIESCING)
+        try:
+            if att.method == "global":
+
+                def action(parked: list[ParkedThread]) -> None:
+                    if not allow_active:
+                        _check_activeness(parked, staged.replaced_codes)
+                    if while_parked is not None:
+                        while_parked()
+                    staged.swap_in()
+                    att.rec.emit(EventName.SWAPPED, detail=f"{staged.function_count} functions")
+
+                t = self.run_global(
+                    action, timeout=timeout, use_priorities=use_priorities, recorder=att.rec
+                )
+            else:
+                t = self.run_local(
+                    staged.begin_dispatch,
+                    lambda keep_new: _end_local(att, staged, keep_new),
+                    timeout=timeout,
+                    recorder=att.rec,
+                )
+        except LivepatchError:
+            raise
+        except Exception as exc:
+            raise PatchFailed(f"the swap failed: {exc!r}") from exc
+        att.timings["sync"] = t.sync_ms
+        att.timings["swap"] = t.swap_ms
+
+    def _wait_idle(self, timeout: float) -> None:
+        """A local reversal left to finish in the background still has dispatchers installed: staging now
+        would find them instead of the code it expects. Wait for it (bounded by the patch's timeout)."""
+        if not self.wait_idle(timeout):
+            raise PatchAborted(
+                "the previous transition is still being reversed (some threads have not passed a quiescence "
+                "point since); nothing was changed",
+            )
+
+    def apply_patch(
+        self,
+        spec: PatchSpec,
+        *,
+        method: str = "auto",
+        timeout: float = 5.0,
+        allow_active: bool = False,
+        use_priorities: bool = True,
+        watch: WatchPolicy | None = None,
+    ) -> PatchResult:
+        """Verify, stage, quiesce and swap `spec` in this process.
+
+        method: "global" | "local" | "auto" (local for a thread-local patch, else global). Never raises for
+        a refused/aborted/failed patch: the outcome says it. watch: keep watching the new code for a while
+        and roll back on errors or hangs (watch.py).
+
+        Concurrency: any unmanaged thread; transitions are serialized (a second caller waits). Managed threads
+        keep running until they park (global) or move (local) at their quiescence points."""
+        att = self._attempt(spec.patch_id, Action.APPLY, _asked(method))
+        if self.is_managed():
+            # Checked before taking the lock: a managed caller waiting for a running transition would
+            # keep that transition from ever reaching quiescence.
+            try:
+                verify.check_caller("apply_patch", managed=True)
+            except PatchRefused as exc:
+                return att.fail(exc)
+        with self._patcher_lock:
+            try:
+                return self._apply_locked(
+                    att, spec, method, timeout, allow_active, use_priorities, watch
+                )
+            except LivepatchError as exc:
+                return att.fail(exc)
+            # a bug, not a patch problem: report it, never raise into the caller
+            except Exception as exc:
+                log.exception("apply %s failed unexpectedly", spec.patch_id)
+                return att.finish(Outcome.FAILED, f"internal error: {exc!r}")
+
+    def _apply_locked(
+        self,
+        att: _Attempt,
+        spec: PatchSpec,
+        method: str,
+        timeout: float,
+        allow_active: bool,
+        use_priorities: bool,
+        watch: WatchPolicy | None,
+    ) -> PatchResult:
+        att.method = verify.verify_apply(
+            spec,
+            method,
+            timeout=timeout,
+            applied=self.applied_patches(),
+            hooks=defined_hooks(spec.hooks_source),
+            managed=self.is_managed(),
+        )
+        hooks = load_hooks(spec)
+        verify.check_hooks(
+            att.method, hooks.functions
+        )  # also a hook bound where the parser cannot see it
+        att.to(State.VERIFIED, EventName.VERIFIED)
+        att.lap("verify")
+        self._end_watch_locked()
+        self._wait_idle(timeout)
+        staged = _stage(spec)
+        att.to(
+            State.STAGED,
+            EventName.STAGED,
+            f"{staged.function_count} functions, {staged.source_bytes} bytes",
+        )
+        att.lap("stage")
+        ctx = _context(att, spec)
+        try:
+            _run_hook(att, hooks, "pre_patch", ctx, veto=True, timeout=timeout)
+            self._quiesce(
+                att,
+                staged,
+                timeout=timeout,
+                use_priorities=use_priorities,
+                allow_active=allow_active,
+                while_parked=_transform_while_parked(att, hooks, ctx, timeout),
+            )
+        except LivepatchError as exc:
+            raise _undoing(att, ctx, timeout, exc) from exc
+        ctx.steps.clear()  # the patch is in: what pre_patch and transform did stays
+        entry = _Applied(spec, staged, hooks, _targets(staged), allow_active)
+        self._stack.append(entry)
+        att.to(State.APPLIED)
+        reason = _run_hook(att, hooks, "post_patch", ctx, veto=False, timeout=timeout)
+        if watch is not None and watch.window_s > 0:
+            self._start_watch_locked(entry, watch, att)
+        return att.finish(Outcome.APPLIED, reason)
+
+    def revert_patch(
+        self,
+        patch_id: str | None = None,
+        *,
+        method: str = "auto",
+        timeout: float = 5.0,
+        force: bool = False,
+    ) -> PatchResult:
+        """Undo the newest applied patch, or the named one when no later applied patch touches its targets.
+
+        The previous code objects come back exactly (StagedPatch.reversed() through the same quiescence).
+        force=True: no quiescence; the old code is installed for every new call at once and threads already
+        inside the new code finish there (the theory of operation says what that risks); it waits up to
+        `timeout` for a running transition to end, never for threads. Concurrency: as apply_patch."""
+        if self.is_managed():
+            att = self._attempt(patch_id or "(newest)", Action.REVERT, "force" if force else method)
+            try:
+                verify.check_caller("revert_patch", managed=True)
+            except PatchRefused as exc:
+                return att.fail(exc)
+        if force:
+            return self._force_revert(patch_id, timeout)
+        with self._patcher_lock:
+            try:
+                return self._revert_locked(patch_id, method, timeout, rollback_reason=None)
+            # a bug, not a patch problem: report it, never raise into the caller
+            except Exception as exc:
+                log.exception("revert %s failed unexpectedly", patch_id)
+                return self._attempt(patch_id or "(newest)", Action.REVERT, method).finish(
+                    Outcome.FAILED, f"internal error: {exc!r}"
+                )
+
+    def _find_revertable(self, patch_id: str | None) -> tuple[str, _Applied | None, str]:
+        """The entry to revert (newest, or the named one), its name, and why it cannot be reverted ('' if it
+        can)."""
+        entry = self._stack[-1] if (patch_id is None and self._stack) else None
+        if patch_id is not None:
+            entry = next((a for a in self._stack if a.spec.patch_id == patch_id), None)
+        name = patch_id if patch_id is not None else (entry.spec.patch_id if entry else "(none)")
+        if entry is None:
+            applied = ", ".join(a.spec.patch_id for a in self._stack) or "none"
+            return name, None, f"patch {name} is not applied (applied: {applied})"
+        later = [
+            a for a in self._stack[self._stack.index(entry) + 1 :] if a.targets & entry.targets
+        ]
+        if later:
+            shared = ", ".join(sorted(later[-1].targets & entry.targets)[:5])
+            return (
+                name,
+                entry,
+                f"cannot revert {name}: the later patch {later[-1].spec.patch_id} also changes {shared}; "
+                f"revert {later[-1].spec.patch_id} first",
+            )
+        return name, entry, ""
+
+    def _revert_locked(
+        self, patch_id: str | None, method: str, timeout: float, rollback_reason: str | None
+    ) -> PatchResult:
+        name, entry, why_not = self._find_revertable(patch_id)
+        att = self._attempt(name, Action.REVERT, _asked(method))
+        try:
+            verify.check_caller("revert_patch", managed=self.is_managed())
+            if entry is None or why_not:
+                raise PatchRefused(why_not)
+            att.method = verify.resolve_method(method, entry.spec.category)
+            att.to(State.VERIFIED, EventName.VERIFIED)
+            att.lap("verify")
+            self._end_watch_locked()
+            self._wait_idle(timeout)
+            reverse = entry.staged.reversed()
+            att.to(State.STAGED, EventName.STAGED, f"revert of {reverse.function_count} functions")
+            att.lap("stage")
+            ctx = _context(att, entry.spec)
+            try:
+                _run_hook(att, entry.hooks, "pre_revert", ctx, veto=True, timeout=timeout)
+                self._quiesce(
+                    att,
+                    reverse,
+                    timeout=timeout,
+                    use_priorities=True,
+                    allow_active=entry.allow_active,
+                    while_parked=None,
+                )
+            except LivepatchError as exc:
+                raise _undoing(att, ctx, timeout, exc) from exc
+            ctx.steps.clear()
+            self._stack.remove(entry)
+            att.to(State.REVERTED if rollback_reason is None else State.ROLLED_BACK)
+            reason = _run_hook(att, entry.hooks, "post_revert", ctx, veto=False, timeout=timeout)
+        except LivepatchError as exc:
+            if rollback_reason is not None:
+                return att.finish(
+                    exc.outcome, f"automatic rollback ({rollback_reason}) failed: {exc}"
+                )
+            return att.fail(exc)
+        if rollback_reason is not None:
+            return att.finish(
+                Outcome.ROLLED_BACK, "; ".join(r for r in (rollback_reason, reason) if r)
+            )
+        return att.finish(Outcome.REVERTED, reason)
+
+    def _force_revert(self, patch_id: str | None, timeout: float) -> PatchResult:
+        # Bounded: the patcher lock is held by a running transition at most for its own timeout (hooks
+        # included, hook_runner.py); a forced revert waits for it, never for threads.
+        if not self._patcher_lock.acquire(timeout=max(0.001, timeout)):
+            att = self._attempt(patch_id or "(newest)", Action.REVERT, "force")
+            return att.finish(
+                Outcome.ABORTED,
+                f"another apply/revert still holds the patcher after {timeout:g} s; nothing was changed. "
+                "Retry `livepatch revert --force` (with a longer --timeout) once it has ended",
+            )
+        try:
+            return self._force_revert_locked(patch_id, timeout, rollback_reason=None)
+        except (
+            Exception
+        ) as exc:  # a bug, not a patch problem: report it, never raise into the caller
+            log.exception("forced revert %s failed unexpectedly", patch_id)
+            return self._attempt(patch_id or "(newest)", Action.REVERT, "force").finish(
+                Outcome.FAILED, f"internal error: {exc!r}"
+            )
+        finally:
+            self._patcher_lock.release()
+
+    def _force_revert_locked(
+        self, patch_id: str | None, timeout: float, rollback_reason: str | None
+    ) -> PatchResult:
+        """Revert without quiescence (see the theory of operation). Hooks still run (pre_revert may veto:
+        it is the patch author's statement that the old code cannot run on the current state)."""
+        name, entry, why_not = self._find_revertable(patch_id)
+        att = self._attempt(name, Action.REVERT, "force")
+        try:
+            verify.check_caller("revert_patch", managed=self.is_managed())
+            if entry is None or why_not:
+                raise PatchRefused(why_not)
+            att.to(State.VERIFIED, EventName.VERIFIED)
+            att.lap("verify")
+            w = self._watch
+            if w is not None and w.entry is not entry:
+                self._end_watch_locked()  # another patch's window: end it normally, keeping its new code
+            new_codes = entry.staged.reversed().replaced_codes
+            ctx = _context(att, entry.spec)
+            try:
+                _run_hook(att, entry.hooks, "pre_revert", ctx, veto=True, timeout=timeout)
+            except LivepatchError as exc:
+                raise _undoing(att, ctx, timeout, exc) from exc
+            ctx.steps.clear()
+            att.to(State.FORCING)
+            t0 = time.perf_counter()
+            try:
+                # From this patch's own watch window, force_out replaces its dispatch directly (no step
+                # through the new code); the window's thread, waiting for `_patcher_lock`, then finds
+                # it ended.
+                kept = entry.staged.force_out()
+            except (PatchAborted, RuntimeError) as exc:
+                raise PatchFailed(
+                    f"the forced revert could not swap: {exc}. A detached reversal of another patch may "
+                    "still hold these functions (see `livepatch status`); nothing was changed",
+                ) from exc
+            if w is not None and w.entry is entry:
+                self._watch = None
+                w.watch.stop()
+            att.timings["swap"] = (time.perf_counter() - t0) * 1e3
+            inside = _threads_in(new_codes)
+            # Those threads will not reach a quiescence point in time (that is why we force): later
+            # transitions stop waiting for them until they pass one (Registry.release).
+            released = self.release_threads(list(inside))
+            warning = _FORCED_WARNING + (
+                f"; still inside the new code: {', '.join(inside.values())}" if inside else ""
+            )
+            if released:
+                warning += f"; patches no longer wait for {', '.join(released)} until it passes a quiescence point"
+            if kept:
+                warning += f"; names the patch added stay bound: {', '.join(kept[:10])}"
+            att.rec.emit(
+                EventName.SWAPPED, detail=f"{entry.staged.function_count} functions, no quiescence"
+            )
+            att.rec.emit(EventName.FORCED, detail=warning)
+            log.warning("revert of %s: %s", name, warning)
+            self._stack.remove(entry)
+            att.to(State.REVERTED if rollback_reason is None else State.ROLLED_BACK)
+            hook_reason = _run_hook(
+                att, entry.hooks, "post_revert", ctx, veto=False, timeout=timeout
+            )
+        except LivepatchError as exc:
+            prefix = f"automatic rollback ({rollback_reason}) failed: " if rollback_reason else ""
+            return att.finish(exc.outcome, prefix + str(exc))
+        reason = "; ".join(r for r in (rollback_reason, warning, hook_reason) if r)
+        return att.finish(
+            Outcome.ROLLED_BACK if rollback_reason is not None else Outcome.REVERTED, reason
+        )
+
+    def _run_watch(self, w: _Watching) -> None:
+        """The window's own thread: wait for a verdict, then end the window (and roll back) under
+        `_patcher_lock`."""
+        verdict: Verdict | None = w.watch.wait_verdict()
+        with self._patcher_lock:
+            if self._watch is not w:
+                return  # ended early by another transition
+            if verdict is not None and verdict.forced:
+                self._force_revert_locked(
+                    w.entry.spec.patch_id, 5.0, rollback_reason=verdict.reason
+                )
+                return
+            self._end_watch_locked()
+            if verdict is None:
+                return
+            result = self._revert_locked(
+                w.entry.spec.patch_id, "auto", 5.0, rollback_reason=verdict.reason
+            )
+            if verdict.slow and result.outcome is Outcome.ABORTED:
+                # The slow calls had returned, but others were inside the slow new code and kept the
+                # normal revert from reaching quiescence: the way out is the forced one.
+                self._force_revert_locked(
+                    w.entry.spec.patch_id, 5.0, rollback_reason=verdict.reason
+                )
+
+    def _start_watch_locked(self, entry: _Applied, policy: WatchPolicy, att: _Attempt) -> None:
+        w = _Watching(entry, Watch(policy))
+        try:
+            entry.staged.begin_dispatch(
+                lambda: True, on_error=w.watch.on_error, monitor=w.watch.timed
+            )
+        except Exception as exc:  # the patch is applied; only the watch is missing: say so
+            log.exception("watch of %s could not start", entry.spec.patch_id)
+            att.rec.emit(EventName.WATCH_STARTED, detail=f"failed: {exc!r}")
             return
-        _end_watch_locked()
-        if verdict is None:
+        self._watch = w
+        att.to(State.WATCHING, EventName.WATCH_STARTED, policy.describe())
+        threading.Thread(
+            target=self._run_watch,
+            args=(w,),
+            name=f"livepatch-watch-{entry.spec.patch_id}",
+            daemon=True,
+        ).start()
+
+    def _end_watch_locked(self) -> None:
+        """End the current watch window (if any): remove its dispatchers, keeping the new code."""
+        w = self._watch
+        if w is None:
             return
-        result = _revert_locked(w.entry.spec.patch_id, "auto", 5.0, rollback_reason=verdict.reason)
-        if verdict.slow and result.outcome is Outcome.ABORTED:
-            # The slow calls had returned, but others were inside the slow new code and kept the
-            # normal revert from reaching quiescence: the way out is the forced one.
-            _force_revert_locked(w.entry.spec.patch_id, 5.0, rollback_reason=verdict.reason)
+        self._watch = None
+        w.watch.stop()  # let its thread finish now
+        try:
+            w.entry.staged.end_dispatch(keep_new=True)
+        except Exception:  # the dispatch keeps choosing the new code; nothing else depends on it
+            log.exception("ending the watch of %s failed", w.entry.spec.patch_id)
 
+    def history(self) -> list[PatchResult]:
+        """Every apply/revert attempt, refusals included, oldest first (a copy). Never waits for a running
+        transition."""
+        with self._records_lock:
+            return list(self._history)
 
-def _start_watch_locked(entry: _Applied, policy: WatchPolicy, att: _Attempt) -> None:
-    global _watch
-    w = _Watching(entry, Watch(policy))
-    try:
-        entry.staged.begin_dispatch(lambda: True, on_error=w.watch.on_error, monitor=w.watch.timed)
-    except Exception as exc:  # the patch is applied; only the watch is missing: say so
-        log.exception("watch of %s could not start", entry.spec.patch_id)
-        att.rec.emit(EventName.WATCH_STARTED, detail=f"failed: {exc!r}")
-        return
-    _watch = w
-    att.to(State.WATCHING, EventName.WATCH_STARTED, policy.describe())
-    threading.Thread(
-        target=_run_watch, args=(w,), name=f"livepatch-watch-{entry.spec.patch_id}", daemon=True
-    ).start()
-
-
-def _end_watch_locked() -> None:
-    """End the current watch window (if any): remove its dispatchers, keeping the new code."""
-    global _watch
-    w = _watch
-    if w is None:
-        return
-    _watch = None
-    w.watch.stop()  # let its thread finish now
-    try:
-        w.entry.staged.end_dispatch(keep_new=True)
-    except Exception:  # the dispatch keeps choosing the new code; nothing else depends on it
-        log.exception("ending the watch of %s failed", w.entry.spec.patch_id)
-
-
-def history() -> list[PatchResult]:
-    """Every apply/revert attempt, refusals included, oldest first (a copy). Never waits for a running
-    transition."""
-    with _records_lock:
-        return list(_history)
-
-
-def applied_patches() -> list[str]:
-    """Ids of the applied patches, oldest first (the stack; revert pops from the end). Never waits for a
-    running transition (the stack changes only under `_lock`; a copy of a list is atomic under the GIL)."""
-    return [a.spec.patch_id for a in list(_stack)]
-
-
-def statistics() -> RuntimeStatistics:
-    """Managed threads by generation, state and priority, and the current generation."""
-    return threads.statistics()
+    def applied_patches(self) -> list[str]:
+        """Ids of the applied patches, oldest first (the stack; revert pops from the end). Never waits for a
+        running transition (the stack changes only under `_patcher_lock`; a copy of a list is atomic under
+        the GIL)."""
+        return [a.spec.patch_id for a in list(self._stack)]

@@ -2,6 +2,7 @@
 
 Theory of operation
 -------------------
+`Quiescence` is the part of a `Runtime` (core.py: the state and the lock order) that the patcher calls.
 Both protocols run on the patcher thread, which must not be a managed thread (it would wait for itself).
 They know nothing about code: the global protocol takes "do this while everyone is parked", the local one
 takes "begin dispatch(use_new)" / "end dispatch(keep_new)" callables, so they can be tested with a shared
@@ -31,11 +32,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from livepatch.errors import PatchAborted, PatchRefused
-from livepatch.runtime import threads as _t
+from livepatch.errors import PatchAborted
 from livepatch.runtime.events import Recorder
+from livepatch.runtime.lifecycle import EventName
 from livepatch.runtime.registry import ThreadRecord, describe
 from livepatch.runtime.stragglers import HINT, describe_blocked
+from livepatch.runtime.threads import ThreadSide, log
+from livepatch.runtime.verify import check_caller
 
 _POLL_FIRST_S = 0.0005
 _POLL_MAX_S = 0.02
@@ -61,87 +64,31 @@ class SyncTimings:
     reached: list[str] = field(default_factory=list)
 
 
-def refuse_managed_caller(what: str) -> None:
-    """The patcher thread must never be a managed thread: it would wait for itself to park."""
-    if _t.is_managed():
-        raise PatchRefused(
-            f"{what} was called from a managed thread ({threading.current_thread().name}); "
-            "call it from a thread that is not managed (e.g. the agent's patcher thread)"
-        )
-
-
 class _HookCaller:
     """Calls the wake-up hooks; logs each failing hook once per transition and carries on."""
 
-    def __init__(self) -> None:
+    def __init__(self, side: ThreadSide) -> None:
+        self._side = side
         self._failed: set[int] = set()
 
     def __call__(self) -> None:
-        for fn in _t._hooks:
+        for fn in self._side._hooks:
             try:
                 fn()
             except Exception:
                 if id(fn) not in self._failed:
                     self._failed.add(id(fn))
-                    _t.log.exception("wake-up hook %r raised (ignored; it stays registered)", fn)
+                    log.exception("wake-up hook %r raised (ignored; it stays registered)", fn)
 
 
-def _listener(recorder: Recorder | None) -> Callable[[str, ThreadRecord], None] | None:
+def _listener(recorder: Recorder | None) -> Callable[[EventName, ThreadRecord], None] | None:
     if recorder is None:
         return None
 
-    def on_thread_event(name: str, rec: ThreadRecord) -> None:
+    def on_thread_event(name: EventName, rec: ThreadRecord) -> None:
         recorder.emit(name, thread=rec.name, generation=rec.generation)
 
     return on_thread_event
-
-
-_slot = threading.Lock()  # one transition at a time; released by whoever finishes the transition
-
-
-def wait_idle(timeout: float) -> bool:
-    """Wait until no transition is in progress (e.g. a detached local reversal); False after `timeout`."""
-    if not _slot.acquire(timeout=max(0.0, timeout)):
-        return False
-    _slot.release()
-    return True
-
-
-def _take_slot(deadline: float) -> None:
-    if not _slot.acquire(timeout=max(0.0, deadline - time.monotonic())):
-        raise PatchAborted(
-            "another transition is still in progress (or still being reversed); nothing was changed"
-        )
-
-
-def _wait_until(
-    done: Callable[[], bool],
-    deadline: float,
-    hooks: _HookCaller,
-    on_stall: Callable[[], None] | None = None,
-) -> bool:
-    """Call the hooks and wait until `done()` (checked under the lock) or the deadline. Returns with the
-    lock NOT held; True when done.
-
-    `_progress` is set only by what can end the wait or needs the hooks again (the last park, a park that
-    lets higher-priority threads park, the last move, a death, a deactivation, a priority change), so the
-    hooks run once per such event, not once per park. The poll, backing off, is only for a wake-up lost by
-    a thread that blocked in the application just after the hooks ran; `on_stall` is called when it
-    times out."""
-    poll = _POLL_FIRST_S
-    while True:
-        _t._progress.clear()  # before checking: a change after the check sets it and ends the wait
-        with _t._lock:
-            if done():
-                return True
-        hooks()
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        if not _t._progress.wait(min(poll, remaining)):
-            poll = min(poll * 2, _POLL_MAX_S)
-            if on_stall is not None:
-                on_stall()
 
 
 class _Switching:
@@ -177,172 +124,222 @@ class _Switching:
         self._before = None
 
 
-def run_global(
-    action: Callable[[list[ParkedThread]], None],
-    *,
-    timeout: float,
-    use_priorities: bool = True,
-    recorder: Recorder | None = None,
-) -> SyncTimings:
-    """Park every active managed thread at a quiescence point, run `action(threads)`, release everyone.
+class Quiescence(ThreadSide):
+    """The patcher side of a Runtime: the two protocols. The state is created by Runtime.__init__."""
 
-    `threads` lists every managed thread that may return into the code the action replaces: the parked
-    ones and the inactive ones (state "inactive"). Both lists are taken under the lock once everyone is
-    parked, so the same stacks give the same answer whether a thread deactivated before or during the
-    transition (an inactive thread cannot activate until the action is done).
+    _slot: threading.Lock  # one transition at a time; released by whoever finishes the transition
 
-    Concurrency: call from an unmanaged thread; transitions are serialized (a second caller waits for
-    the first, up to its own deadline). `action` runs on this thread, without the registry lock, while every
-    active managed thread is parked and births/activations wait; it must be short (invariant 4) and
-    all-or-nothing. Raises PatchAborted (deadline; nothing changed, everyone released) or whatever
-    `action` raised (everyone released, generation unchanged). The generation advances only when
-    `action` returns normally.
-    """
-    refuse_managed_caller("the global quiescence protocol")
-    t_start = time.perf_counter()
-    deadline = time.monotonic() + timeout
-    _take_slot(deadline)
-    try:
-        with _t._lock:
-            tr = _t._registry.begin_global(use_priorities, _listener(recorder))
-            _t._control.request = tr
-    except BaseException:
-        _slot.release()
-        raise
-    swapped = False
-    switching = _Switching()
-    try:
-        _wait_until(_t._registry.quiescent, deadline, _HookCaller(), switching.shorten)
-        with _t._lock:
-            # Checked again under the lock that start_swap() holds too: from here nobody can unpark.
-            if not _t._registry.quiescent():
-                late = describe_blocked(_t._registry.stragglers())
-                raise PatchAborted(
-                    f"not quiescent within {timeout:g} s: did not reach a quiescence point: {late}; "
-                    f"nothing was changed. Hint: {HINT}"
-                )
-            _t._registry.start_swap()
-            parked = [ParkedThread(r.ident, r.name, r.role) for r in _t._registry.parked()]
-            inactive = [
-                ParkedThread(r.ident, r.name, r.role, "inactive") for r in _t._registry.inactive()
-            ]
-        t_quiet = time.perf_counter()
-        if recorder is not None:
-            recorder.emit("quiescent", detail=f"{len(parked)} threads parked")
-        action(parked + inactive)
-        swapped = True
-        t_done = time.perf_counter()
-        return SyncTimings(
-            sync_ms=(t_quiet - t_start) * 1e3,
-            swap_ms=(t_done - t_quiet) * 1e3,
-            reached=[p.name for p in parked],
-        )
-    finally:
-        # Before releasing anyone: the patcher keeps the GIL to finish (events, hooks) instead of
-        # handing it to a released thread at the next short interval and waiting a long one to get it back.
-        switching.restore()
-        with _t._lock:
-            _t._registry.finish_global(swapped)
-            _t._control.request = _t.idle_request()
-            _t._threads_cv.notify_all()
-            _t._progress.set()
-        _slot.release()
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no transition is in progress (e.g. a detached local reversal); False after
+        `timeout`."""
+        if not self._slot.acquire(timeout=max(0.0, timeout)):
+            return False
+        self._slot.release()
+        return True
 
+    def _take_slot(self, deadline: float) -> None:
+        if not self._slot.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise PatchAborted(
+                "another transition is still in progress (or still being reversed); nothing was changed"
+            )
 
-def _make_use_new(target: int) -> Callable[[], bool]:
-    local = _t._local
-    registry = _t._registry
+    def _wait_until(
+        self,
+        done: Callable[[], bool],
+        deadline: float,
+        hooks: _HookCaller,
+        on_stall: Callable[[], None] | None = None,
+    ) -> bool:
+        """Call the hooks and wait until `done()` (checked under the lock) or the deadline. Returns with
+        the lock NOT held; True when done.
 
-    def use_new() -> bool:
-        rec = getattr(local, "record", None)
-        if rec is None:
-            return registry.newest >= target  # unmanaged threads follow the newest generation
-        return bool(rec.generation >= target)
+        `_progress` is set only by what can end the wait or needs the hooks again (the last park, a park
+        that lets higher-priority threads park, the last move, a death, a deactivation, a priority
+        change), so the hooks run once per such event, not once per park. The poll, backing off, is only
+        for a wake-up lost by a thread that blocked in the application just after the hooks ran;
+        `on_stall` is called when it times out."""
+        poll = _POLL_FIRST_S
+        while True:
+            self._progress.clear()  # before checking: a change after the check sets it and ends the wait
+            with self._lock:
+                if done():
+                    return True
+            hooks()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if not self._progress.wait(min(poll, remaining)):
+                poll = min(poll * 2, _POLL_MAX_S)
+                if on_stall is not None:
+                    on_stall()
 
-    return use_new
+    def run_global(
+        self,
+        action: Callable[[list[ParkedThread]], None],
+        *,
+        timeout: float,
+        use_priorities: bool = True,
+        recorder: Recorder | None = None,
+    ) -> SyncTimings:
+        """Park every active managed thread at a quiescence point, run `action(threads)`, release everyone.
 
+        `threads` lists every managed thread that may return into the code the action replaces: the parked
+        ones and the inactive ones (state "inactive"). Both lists are taken under the lock once everyone is
+        parked, so the same stacks give the same answer whether a thread deactivated before or during the
+        transition (an inactive thread cannot activate until the action is done).
 
-def run_local(
-    begin: Callable[[Callable[[], bool]], None],
-    end: Callable[[bool], None],
-    *,
-    timeout: float,
-    recorder: Recorder | None = None,
-) -> SyncTimings:
-    """Move every active managed thread to generation N+1 at its next quiescence point, without parking.
-
-    `begin(use_new)` must make the changed code call the new implementation exactly when `use_new()` is
-    true for the calling thread; `end(keep_new)` removes that dispatch. Concurrency: as run_global; no
-    managed thread runs two generations between two quiescence points. Raises PatchAborted when not all
-    threads moved in time (after reversing: nothing changed).
-    """
-    refuse_managed_caller("the local quiescence protocol")
-    t_start = time.perf_counter()
-    deadline = time.monotonic() + timeout
-    _take_slot(deadline)
-    try:
-        with _t._lock:
-            target = _t._registry.generation + 1
-        # Install the dispatch while nobody uses the new code yet: managed threads are at N and unmanaged
-        # ones follow `newest`, still N until the target is published below.
-        begin(_make_use_new(target))
-        with _t._lock:
-            tr = _t._registry.begin_local(_listener(recorder))
-            _t._control.request = tr
-    except BaseException:
-        _slot.release()
-        raise
-    hooks = _HookCaller()
-    _wait_until(_t._registry.all_moved, deadline, hooks)
-    with _t._lock:
-        # Re-checked at the deadline (the last move may just have happened). A move racing with the
-        # reversal (moves take no lock) is undone at that thread's next quiescence point.
-        forwards = _t._registry.all_moved()
-        if not forwards:
-            late = describe(_t._registry.stragglers())
-            _t._registry.reverse_local()
-    if forwards:
-        t_moved = time.perf_counter()
+        Concurrency: call from an unmanaged thread; transitions are serialized (a second caller waits for
+        the first, up to its own deadline). `action` runs on this thread, without the registry lock, while every
+        active managed thread is parked and births/activations wait; it must be short (invariant 4) and
+        all-or-nothing. Raises PatchAborted (deadline; nothing changed, everyone released) or whatever
+        `action` raised (everyone released, generation unchanged). The generation advances only when
+        `action` returns normally.
+        """
+        check_caller("the global quiescence protocol", managed=self.is_managed())
+        t_start = time.perf_counter()
+        deadline = time.monotonic() + timeout
+        self._take_slot(deadline)
         try:
-            end(True)
+            with self._lock:
+                tr = self._registry.begin_global(use_priorities, _listener(recorder))
+                self._control.request = tr
+        except BaseException:
+            self._slot.release()
+            raise
+        swapped = False
+        switching = _Switching()
+        try:
+            self._wait_until(
+                self._registry.quiescent, deadline, _HookCaller(self), switching.shorten
+            )
+            with self._lock:
+                # Checked again under the lock that start_swap() holds too: from here nobody can unpark.
+                if not self._registry.quiescent():
+                    late = describe_blocked(self._registry.stragglers())
+                    raise PatchAborted(
+                        f"not quiescent within {timeout:g} s: did not reach a quiescence point: {late}; "
+                        f"nothing was changed. Hint: {HINT}"
+                    )
+                self._registry.start_swap()
+                parked = [ParkedThread(r.ident, r.name, r.role) for r in self._registry.parked()]
+                inactive = [
+                    ParkedThread(r.ident, r.name, r.role, "inactive")
+                    for r in self._registry.inactive()
+                ]
+            t_quiet = time.perf_counter()
+            if recorder is not None:
+                recorder.emit(EventName.QUIESCENT, detail=f"{len(parked)} threads parked")
+            action(parked + inactive)
+            swapped = True
+            t_done = time.perf_counter()
+            return SyncTimings(
+                sync_ms=(t_quiet - t_start) * 1e3,
+                swap_ms=(t_done - t_quiet) * 1e3,
+                reached=[p.name for p in parked],
+            )
         finally:
-            _finish_local()
-        return SyncTimings(
-            sync_ms=(t_moved - t_start) * 1e3, swap_ms=(time.perf_counter() - t_moved) * 1e3
+            # Before releasing anyone: the patcher keeps the GIL to finish (events, hooks) instead of
+            # handing it to a released thread at the next short interval and waiting a long one to get it back.
+            switching.restore()
+            with self._lock:
+                self._registry.finish_global(swapped)
+                self._control.request = self._idle_request()
+                self._threads_cv.notify_all()
+                self._progress.set()
+            self._slot.release()
+
+    def _make_use_new(self, target: int) -> Callable[[], bool]:
+        local = self._local
+        registry = self._registry
+
+        def use_new() -> bool:
+            rec = getattr(local, "record", None)
+            if rec is None:
+                return registry.newest >= target  # unmanaged threads follow the newest generation
+            return bool(rec.generation >= target)
+
+        return use_new
+
+    def run_local(
+        self,
+        begin: Callable[[Callable[[], bool]], None],
+        end: Callable[[bool], None],
+        *,
+        timeout: float,
+        recorder: Recorder | None = None,
+    ) -> SyncTimings:
+        """Move every active managed thread to generation N+1 at its next quiescence point, without parking.
+
+        `begin(use_new)` must make the changed code call the new implementation exactly when `use_new()` is
+        true for the calling thread; `end(keep_new)` removes that dispatch. Concurrency: as run_global; no
+        managed thread runs two generations between two quiescence points. Raises PatchAborted when not all
+        threads moved in time (after reversing: nothing changed).
+        """
+        check_caller("the local quiescence protocol", managed=self.is_managed())
+        t_start = time.perf_counter()
+        deadline = time.monotonic() + timeout
+        self._take_slot(deadline)
+        try:
+            with self._lock:
+                target = self._registry.generation + 1
+            # Install the dispatch while nobody uses the new code yet: managed threads are at N and unmanaged
+            # ones follow `newest`, still N until the target is published below.
+            begin(self._make_use_new(target))
+            with self._lock:
+                tr = self._registry.begin_local(_listener(recorder))
+                self._control.request = tr
+        except BaseException:
+            self._slot.release()
+            raise
+        hooks = _HookCaller(self)
+        self._wait_until(self._registry.all_moved, deadline, hooks)
+        with self._lock:
+            # Re-checked at the deadline (the last move may just have happened). A move racing with the
+            # reversal (moves take no lock) is undone at that thread's next quiescence point.
+            forwards = self._registry.all_moved()
+            if not forwards:
+                late = describe(self._registry.stragglers())
+                self._registry.reverse_local()
+        if forwards:
+            t_moved = time.perf_counter()
+            try:
+                end(True)
+            finally:
+                self._finish_local()
+            return SyncTimings(
+                sync_ms=(t_moved - t_start) * 1e3, swap_ms=(time.perf_counter() - t_moved) * 1e3
+            )
+        if recorder is not None:
+            recorder.emit(EventName.REVERSING, detail=f"not moved in time: {late}")
+        reason = f"not all threads moved within {timeout:g} s: {late}"
+        if self._wait_until(self._registry.all_moved, time.monotonic() + max(timeout, 1.0), hooks):
+            try:
+                end(False)
+            finally:
+                self._finish_local()
+            raise PatchAborted(f"{reason}; the transition was reversed, nothing was changed")
+        with self._lock:
+            back = describe(self._registry.stragglers())
+        threading.Thread(
+            target=self._finish_reversal, args=(end, hooks), name="livepatch-reversal", daemon=True
+        ).start()
+        raise PatchAborted(
+            f"{reason}; reversing: the old code comes back fully when {back} pass a quiescence point "
+            "(until then they keep the new code; the next patch waits)"
         )
-    if recorder is not None:
-        recorder.emit("reversing", detail=f"not moved in time: {late}")
-    reason = f"not all threads moved within {timeout:g} s: {late}"
-    if _wait_until(_t._registry.all_moved, time.monotonic() + max(timeout, 1.0), hooks):
+
+    def _finish_local(self) -> None:
+        with self._lock:
+            self._registry.finish_local()
+            self._control.request = self._idle_request()
+            self._threads_cv.notify_all()
+            self._progress.set()
+        self._slot.release()
+
+    def _finish_reversal(self, end: Callable[[bool], None], hooks: _HookCaller) -> None:
+        while not self._wait_until(self._registry.all_moved, time.monotonic() + 1.0, hooks):
+            pass
         try:
             end(False)
         finally:
-            _finish_local()
-        raise PatchAborted(f"{reason}; the transition was reversed, nothing was changed")
-    with _t._lock:
-        back = describe(_t._registry.stragglers())
-    threading.Thread(
-        target=_finish_reversal, args=(end, hooks), name="livepatch-reversal", daemon=True
-    ).start()
-    raise PatchAborted(
-        f"{reason}; reversing: the old code comes back fully when {back} pass a quiescence point "
-        "(until then they keep the new code; the next patch waits)"
-    )
-
-
-def _finish_local() -> None:
-    with _t._lock:
-        _t._registry.finish_local()
-        _t._control.request = _t.idle_request()
-        _t._threads_cv.notify_all()
-        _t._progress.set()
-    _slot.release()
-
-
-def _finish_reversal(end: Callable[[bool], None], hooks: _HookCaller) -> None:
-    while not _wait_until(_t._registry.all_moved, time.monotonic() + 1.0, hooks):
-        pass
-    try:
-        end(False)
-    finally:
-        _finish_local()
+            self._finish_local()

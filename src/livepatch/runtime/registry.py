@@ -29,10 +29,13 @@ from __future__ import annotations
 
 import enum
 import itertools
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from livepatch.runtime.lifecycle import EventName
 
 
 class Priority(enum.IntEnum):
@@ -88,8 +91,8 @@ class ThreadRecord:
         return f"{self.name} (role {self.role}, priority {self.priority.name})"
 
 
-# Called with (event name, record) for per-thread events ("reached", "migrated"); must not block.
-ThreadEventListener = Callable[[str, ThreadRecord], None]
+# Called with (event name, record) for per-thread events (reached, migrated, moved-back); must not block.
+ThreadEventListener = Callable[[EventName, ThreadRecord], None]
 
 
 @dataclass(eq=False)
@@ -104,6 +107,9 @@ class Transition:
     # itertools.count is one C call, atomic under the GIL): only the last mover needs to wake the patcher.
     expected_moves: int = 0
     moves: Iterator[int] = field(default_factory=itertools.count)
+    started: float = field(
+        default_factory=time.monotonic
+    )  # when it was published (threads.py's step aside)
 
 
 @dataclass(frozen=True)
@@ -239,7 +245,7 @@ class Registry:
         ]
         for r in released:
             r.state = ThreadState.RUNNING
-            self._notify(tr, "unparked", r)
+            self._notify(tr, EventName.UNPARKED, r)
         return released
 
     # ---- quiescence points ------------------------------------------------------------------------
@@ -259,7 +265,7 @@ class Registry:
                 # event that lets a blocked worker finish); park later.
                 return PointAction.RETURN
             rec.state = ThreadState.PARKED
-            self._notify(tr, "reached", rec)
+            self._notify(tr, EventName.REACHED, rec)
             # Only two parks matter to the patcher: the last one (quiescent), and one that lets threads of
             # a higher priority park (no thread of this priority or lower still runs): those may be
             # blocked in the application, so the patcher calls the wake-up hooks again. Waking the
@@ -286,9 +292,9 @@ class Registry:
             return PointAction.RETURN
         rec.generation = target
         if tr.phase is Phase.REVERSING:
-            self._notify(tr, "moved-back", rec)
+            self._notify(tr, EventName.MOVED_BACK, rec)
             return PointAction.MOVED_BACK
-        self._notify(tr, "migrated", rec)
+        self._notify(tr, EventName.MIGRATED, rec)
         if next(tr.moves) + 1 < tr.expected_moves:
             return PointAction.MIGRATED_EARLY
         return PointAction.MIGRATED
@@ -301,7 +307,7 @@ class Registry:
         )
 
     @staticmethod
-    def _notify(tr: Transition, name: str, rec: ThreadRecord) -> None:
+    def _notify(tr: Transition, name: EventName, rec: ThreadRecord) -> None:
         if tr.listener is not None:
             tr.listener(name, rec)
 

@@ -24,7 +24,6 @@ from collections.abc import Collection, Iterable
 
 from livepatch.errors import PatchRefused
 from livepatch.patch.model import Category, PatchSpec
-from livepatch.runtime import threads
 
 METHODS = ("auto", "global", "local")  # the wire's and the API's spelling
 
@@ -37,9 +36,11 @@ ALLOWED_METHODS: dict[Category, frozenset[str]] = {
 }
 
 
-def check_caller(what: str) -> None:
-    """The patcher thread must never be a managed thread: it would wait for itself to park."""
-    if threads.is_managed():
+def check_caller(what: str, *, managed: bool) -> None:
+    """The patcher thread must never be a managed thread: it would wait for itself to park (or for a
+    transition that waits for it). `managed`: whether the caller is a managed thread of the runtime that
+    would run the transition (Runtime.is_managed())."""
+    if managed:
         raise PatchRefused(
             f"{what} was called from a managed thread ({threading.current_thread().name}); "
             "call it from a thread that is not managed (e.g. the agent's patcher thread)"
@@ -87,11 +88,13 @@ def verify_apply(
     timeout: float,
     applied: Collection[str],
     hooks: Iterable[str],
+    managed: bool,
 ) -> str:
     """Every rule of an apply request; returns the resolved method ("global" | "local").
 
-    `applied`: ids of the applied patches; `hooks`: the hook names the patch defines."""
-    check_caller("apply_patch")
+    `applied`: ids of the applied patches; `hooks`: the hook names the patch defines; `managed`: whether
+    the caller is a managed thread (check_caller)."""
+    check_caller("apply_patch", managed=managed)
     resolved = resolve_method(method, spec.category)
     check_refusals(spec)
     check_hooks(resolved, hooks)
@@ -105,10 +108,10 @@ def verify_apply(
     return resolved
 
 
-def verify_revert(patch_id: str | None, *, applied: Collection[str]) -> None:
+def verify_revert(patch_id: str | None, *, applied: Collection[str], managed: bool) -> None:
     """The rules of a revert request that need no more than the ids of the applied patches (which entry
     can be reverted, given later patches, is the patcher's: it needs the stack)."""
-    check_caller("revert_patch")
+    check_caller("revert_patch", managed=managed)
     if not applied:
         named = f"patch {patch_id} is not applied and " if patch_id else ""
         raise PatchRefused(

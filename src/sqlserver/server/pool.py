@@ -9,11 +9,19 @@ and nobody listening becomes the listener (`_get_event`), polls, and then
   * if the queue was empty, keeps the first ready connection for itself and stops being the listener
     (no hand-off on the common path: the thread that saw the request runs it), queueing the rest;
   * otherwise queues everything and listens on.
-Queued connections wake waiting workers; when none waits and the group is below its thread limit a
-worker is created. A worker runs one request -- recv, `session.receive`, one sendall -- and re-arms the
-connection (or closes it). Long statements occupy their worker; the stall check (MariaDB's timer
-thread) wakes or creates a thread for any group that has had no listener and no I/O for
-STALL_LIMIT_S, so the other connections of a group are not held up by one slow statement.
+A worker runs one request -- recv, `session.receive`, one sendall -- re-arms the connection (or closes
+it), and takes the next queued connection, so one executing thread per group works through the queue
+without a hand-off per request. As in MariaDB (`active_thread_count`), queued work wakes a waiting
+worker (or creates one) only when no thread of the group is executing: under the GIL a second
+executing thread buys no parallelism, and each hand-off costs thread wake-ups (the pool did 5 context
+switches per pgbench select-only transaction before this rule, 1.6 after; docs/performance.md). An
+executing thread that blocks -- waiting for the write lock or for the fsync of its COMMIT -- says so
+through blocking.py (MariaDB's thd_wait_begin/end): it stops counting as executing and, if the
+group then has queued work or no listener, another worker is woken or created, because the COMMIT
+that ends the wait may be queued behind it. Long statements occupy their worker; the stall check
+(MariaDB's timer thread) wakes or creates a thread for any group that has had no listener and no
+progress (no I/O event, no request taken from the queue) for STALL_LIMIT_S, so the other
+connections of a group are not held up by one slow statement.
 
 Live patching:
   * priorities (the paper's rule): a worker is LOW while executing a request, MEDIUM while waiting,
@@ -31,7 +39,10 @@ Live patching:
     both made global patches under pgbench -c 10 abort at their deadline. Statements of open
     transactions still run, so every lock is released and everyone parks;
   * the wake-up hook writes every group's self-pipe (wakes the listener) and notifies every group's
-    condition (waiting workers go back to their quiescence point).
+    condition (waiting workers go back to their quiescence point) -- except, while some request
+    still executes, the threads whose point would only refuse them (`wakeup_all`): the runtime
+    calls the hook repeatedly during a transition, and waking everyone each time starved the very
+    requests the patch waits for.
 Experiment only (`--pool-quiescence naive`, hidden; lpbench's deadlock figure): every pool thread stays
 registered at one priority (MEDIUM), so a global patch parks each thread at its next point whatever the
 others do -- the paper's naive MariaDB, which deadlocks when a parked listener holds the COMMIT that a
@@ -57,6 +68,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from livepatch import Priority
+from sqlserver import blocking
 from sqlserver.server.connection import Connection, ConnectionTable
 from sqlserver.server.contract import SessionFactory
 
@@ -129,7 +141,13 @@ class _Group:
             0  # created, not yet serving (a birth waits while a global patch is applied)
         )
         self.waiting = 0
-        self.io_events = 0  # ready connections seen by a listener: the stall check's progress count
+        self.active = 0  # threads executing a request and not blocked in a reported wait
+        self.busy = 0  # threads executing a request, blocked in a reported wait or not
+        self.listener_role: _Role | None = None  # the listening thread's role, while one listens
+        self.waiting_low = 0  # waiting workers still registered LOW (their last request's priority)
+        # ready connections seen by a listener plus requests taken from the queue: the stall check's
+        # progress count
+        self.io_events = 0
         self._names = itertools.count(1)
 
     def wakeup(self) -> None:
@@ -150,7 +168,27 @@ class _Group:
         if self.deferred:
             self.queue.extend(self.deferred)
             self.cond.notify(len(self.deferred))
+            if self.waiting < len(self.deferred):
+                self.wakeup()  # the listener takes queued work too when woken
             self.deferred.clear()
+
+    def wake_or_create(self) -> None:
+        """Lock held. Another thread for this group: a waiting worker, else a new one (bounded)."""
+        if self.waiting:
+            self.cond.notify()
+        elif self.starting == 0 and self.threads < self.pool.max_threads_per_group:
+            self.start_worker()
+
+    def wait_begin(self) -> None:
+        """blocking.wait_begin() on one of this group's workers (see the theory of operation)."""
+        with self.lock:
+            self.active -= 1
+            if self.active == 0 and (self.queue or not self.listening):
+                self.wake_or_create()
+
+    def wait_end(self) -> None:
+        with self.lock:
+            self.active += 1
 
     def start_worker(self) -> None:
         """Lock held. Create a worker thread (counted at once, so callers do not over-create)."""
@@ -214,11 +252,32 @@ class ThreadPool:
 
     def wakeup_all(self) -> None:
         """Livepatch wake-up hook (patcher thread; does not block): listeners and waiting workers go
-        back to their quiescence points."""
+        back to their quiescence points.
+
+        While some request still executes, a waiting worker registered MEDIUM would only be refused
+        at its point (the priority rule) and wait again, so it is not woken: the runtime calls this
+        hook again and again while a transition is pending, and waking every worker each time cost
+        about a thousand refused points per patch under pgbench TPC-B, slowing the very requests
+        the patch waits for. The last request to finish wakes them (`_done_during_patch`). The same
+        holds for a listener already registered CRITICAL. Workers and listeners still registered
+        with an older priority (it is changed lazily) are always woken."""
+        busy = any(g.busy for g in self.groups)
         for group in self.groups:
-            group.wakeup()
+            listener = group.listener_role
+            if not busy or listener is None or listener.current is not _CRITICAL:
+                group.wakeup()
             with group.lock:
-                group.cond.notify_all()
+                if not busy or group.waiting_low:
+                    group.cond.notify_all()
+
+    def _done_during_patch(self, group: _Group) -> None:
+        """A request finished while a patch is pending: this thread no longer executes. If it was
+        the pool's last executing thread, the waiting workers can now park: wake them."""
+        with group.lock:
+            group.busy -= 1
+            group.active -= 1
+        if not any(g.busy for g in self.groups):
+            self.wakeup_all()
 
     def stop(self, timeout: float) -> None:
         self._stopping = True
@@ -279,45 +338,70 @@ class ThreadPool:
         with group.lock:
             group.starting -= 1
         role = _Role(self.naive) if self.livepatch_enabled else None
+        blocking.install(group.wait_begin, group.wait_end)
         flag = self._flag
+        ran = False
         while True:
             if group.deferred and flag is not None and flag.request is None:
                 with group.lock:
                     group.release_deferred()
-            conn, retire = self._get_event(group, role)
+            conn, retire = self._get_event(group, role, ran)
             if retire:
                 return
+            ran = conn is not None
             if conn is not None:
                 if role is not None:
                     role.execute()
                 self._run(group, conn)
+                if flag is not None and flag.request is not None:
+                    self._done_during_patch(group)
+                    ran = False
             if role is not None:
                 # Between two tasks (owns no connection), or woken without work by the hook: as a
                 # waiting worker (MEDIUM), which parks only once no request executes any more.
                 role.quiesce_as(_MEDIUM)
 
-    def _get_event(self, group: _Group, role: _Role | None) -> tuple[Connection | None, bool]:
+    def _get_event(
+        self, group: _Group, role: _Role | None, ran: bool
+    ) -> tuple[Connection | None, bool]:
         """A ready connection for this worker, (None, False) to pass the quiescence point again (woken
         without work), or (None, True) when the thread should exit (stop, or idle too long; the thread
-        is then already off the group's count, decided under the lock so a group never over-retires)."""
+        is then already off the group's count, decided under the lock so a group never over-retires).
+        ran: this thread has just finished a request (it stops counting as executing). A returned
+        connection counts this thread as executing again."""
         with group.lock:
+            if ran:
+                group.active -= 1
+                group.busy -= 1
             while True:
                 if self._stopping:
                     group.threads -= 1
                     return None, True
                 if group.queue:
+                    group.io_events += 1
+                    group.active += 1
+                    group.busy += 1
                     return group.queue.popleft(), False
                 if not group.listening:
                     group.listening = True
+                    group.listener_role = role
                     try:
-                        return self._listen(group, role), False
+                        conn = self._listen(group, role)
                     finally:
                         group.listening = False
+                        group.listener_role = None
+                    if conn is not None:
+                        group.active += 1
+                        group.busy += 1
+                    return conn, False
+                low = role is not None and role.current is _LOW
                 group.waiting += 1
+                group.waiting_low += low
                 try:
                     woken = group.cond.wait(IDLE_TIMEOUT_S)
                 finally:
                     group.waiting -= 1
+                    group.waiting_low -= low
                 if group.queue or self._stopping:
                     continue
                 if not woken and group.threads > 1:
@@ -358,8 +442,12 @@ class ThreadPool:
                 group.queue.extend(ready)  # closed by stop() through the table
                 return None
             if not ready:
-                if woken:
-                    return None  # interrupted (wake-up hook): back to the worker loop's point
+                if woken and group.queue:
+                    return None  # queued work (released after a patch): take it as a worker
+                # Woken by the hook: the point was passed above, as CRITICAL. Going back to the
+                # worker loop would pass a MEDIUM point too, and each priority change during a
+                # patch makes the runtime call the hooks again, which woke the listener again: a
+                # loop of ~15,000 refused points per patch under pgbench TPC-B.
                 continue
             group.io_events += len(ready)
             pick = not group.queue
@@ -367,15 +455,8 @@ class ThreadPool:
             rest = ready[1:] if pick else ready
             if rest:
                 group.queue.extend(rest)
-                wake = min(len(rest), group.waiting)
-                if wake:
-                    group.cond.notify(wake)
-                if (
-                    len(rest) > wake
-                    and group.starting == 0
-                    and group.threads < self.max_threads_per_group
-                ):
-                    group.start_worker()
+                if not pick and group.active == 0:
+                    group.wake_or_create()  # nobody executes: someone must take the queue
             if pick:
                 # This thread is about to execute and the group has no listener until it returns.
                 # Keep one spare waiting so the stall check can make it the listener if the request
@@ -423,7 +504,7 @@ class ThreadPool:
 
     def _stall_check(self) -> None:
         """MariaDB's timer thread: a group whose listener became a worker for a long statement, and
-        that saw no I/O since the last check, gets a waiting worker woken or a new one created."""
+        that made no progress since the last check, gets a waiting worker woken or a new one created."""
         last = [g.io_events for g in self.groups]
         while not self._stop_event.wait(self.stall_limit_s):
             patch_pending = self._flag is not None and self._flag.request is not None
@@ -431,13 +512,13 @@ class ThreadPool:
                 with group.lock:
                     if group.deferred and not patch_pending:
                         group.release_deferred()  # nobody passed by since the patch ended
-                    stalled = (
-                        not group.listening and group.io_events == last[i] and bool(group.by_fd)
+                    progress = group.io_events != last[i]
+                    stalled = (not group.listening and not progress and bool(group.by_fd)) or (
+                        bool(group.queue) and not progress
                     )
                     last[i] = group.io_events
                     if not stalled:
                         continue
-                    if group.waiting:
-                        group.cond.notify()
-                    elif group.starting == 0 and group.threads < self.max_threads_per_group:
-                        group.start_worker()
+                    group.wake_or_create()
+                    if group.queue and group.listening:
+                        group.wakeup()  # the listener takes queued work too when woken

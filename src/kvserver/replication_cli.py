@@ -1,0 +1,320 @@
+"""`livepatch serve kv`'s hot-standby options and the standby's start-up (docs/standby.md).
+
+    primary:  --replicate-to HOST:PORT [--epoch-ms 50] [--protection commit|full|none]
+              [--on-standby-loss degrade|hold] [--standby-timeout-ms 1000]
+    standby:  --standby --replication-listen HOST:PORT [--takeover HOST:PORT] [--failover-after-ms 300]
+              [--replicate-to HOST:PORT]   (whom to replicate to once it has taken over)
+    either:   --replication-socket PATH    (`livepatch replication status --socket PATH`)
+              --etcd URL [--etcd-key KEY] [--etcd-ttl-s 2]   (leader election; livepatch.replication.etcd)
+
+A standby prints "kvserver standby ready on HOST:PORT" once its replication port listens, and the usual
+"kvserver ready on HOST:PORT" when it has taken over and serves.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+log = logging.getLogger("kvserver.replication")
+
+
+def _address(text: str | None, option: str, any_port: bool = False) -> tuple[str, int] | None:
+    """HOST:PORT as (host, port); any_port: port 0 (the kernel picks; the readiness line says it)."""
+    if text is None:
+        return None
+    host, sep, port = text.rpartition(":")
+    lowest = 0 if any_port else 1
+    if not sep or not host or not port.isdigit() or not lowest <= int(port) < 65536:
+        raise click.BadParameter(
+            f"expected HOST:PORT (e.g. 127.0.0.1:7400), got {text!r}", param_hint=option
+        )
+    return host.strip("[]"), int(port)
+
+
+def replication_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "--replicate-to",
+            metavar="HOST:PORT",
+            default=None,
+            help="Ship epochs to the standby listening there (a standby: once it took over).",
+        ),
+        click.option(
+            "--epoch-ms",
+            type=click.FloatRange(1, 10000),
+            default=50.0,
+            show_default=True,
+            help="Longest time between two epochs (a waiting reply closes an epoch sooner).",
+        ),
+        click.option(
+            "--protection",
+            type=click.Choice(["commit", "full", "none"]),
+            default="commit",
+            show_default=True,
+            help="Which replies wait for the standby: writes and reads of unacknowledged "
+            "data / all / none (asynchronous).",
+        ),
+        click.option(
+            "--on-standby-loss",
+            type=click.Choice(["degrade", "hold"]),
+            default="degrade",
+            show_default=True,
+            help="When the standby is gone or too slow: release held replies with a loud "
+            "warning (degrade) or keep them waiting (hold).",
+        ),
+        click.option(
+            "--standby-timeout-ms",
+            type=click.FloatRange(10),
+            default=1000.0,
+            show_default=True,
+            help="How long a reply waits for a silent standby before --on-standby-loss applies.",
+        ),
+        click.option(
+            "--standby",
+            is_flag=True,
+            help="Run as the standby: receive epochs on --replication-listen, serve nothing "
+            "until taking over.",
+        ),
+        click.option(
+            "--replication-listen",
+            metavar="HOST:PORT",
+            default=None,
+            help="Where a standby listens for its primary.",
+        ),
+        click.option(
+            "--takeover",
+            metavar="HOST:PORT",
+            default=None,
+            help="The primary's service address: bound and served once the primary is gone.",
+        ),
+        click.option(
+            "--failover-after-ms",
+            type=click.FloatRange(10),
+            default=300.0,
+            show_default=True,
+            help="Silence after which a standby declares the primary gone.",
+        ),
+        click.option(
+            "--replication-socket",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="Unix socket answering `livepatch replication status --socket PATH`.",
+        ),
+        click.option(
+            "--etcd",
+            "etcd_url",
+            metavar="URL",
+            default=None,
+            help="Elect the primary through an etcd lease (e.g. http://127.0.0.1:2379).",
+        ),
+        click.option(
+            "--etcd-key",
+            default="/livepatch/kv/leader",
+            show_default=True,
+            help="The etcd key the primary holds.",
+        ),
+        click.option(
+            "--etcd-ttl-s",
+            type=click.FloatRange(1, 600),
+            default=2.0,
+            show_default=True,
+            help="The lease's TTL: a failover waits for it; a cut-off primary gives up at 0.6 x.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@dataclass
+class ReplicationConfig:
+    replicate_to: tuple[str, int] | None
+    epoch_ms: float
+    protection: str
+    on_standby_loss: str
+    standby_timeout_ms: float
+    standby: bool
+    listen: tuple[str, int] | None
+    takeover: tuple[str, int] | None
+    failover_after_ms: float
+    status_socket: str | None
+    etcd_url: str | None = None
+    etcd_key: str = "/livepatch/kv/leader"
+    etcd_ttl_s: float = 2.0
+
+
+def parse(options: dict[str, Any], data_dir: str | None) -> ReplicationConfig | None:
+    """The replication part of the command line, checked; None when it asks for no replication."""
+    rc = ReplicationConfig(
+        replicate_to=_address(options["replicate_to"], "--replicate-to"),
+        epoch_ms=options["epoch_ms"],
+        protection=options["protection"],
+        on_standby_loss=options["on_standby_loss"],
+        standby_timeout_ms=options["standby_timeout_ms"],
+        standby=options["standby"],
+        listen=_address(options["replication_listen"], "--replication-listen", any_port=True),
+        takeover=_address(options["takeover"], "--takeover"),
+        failover_after_ms=options["failover_after_ms"],
+        status_socket=options["replication_socket"],
+        etcd_url=options["etcd_url"],
+        etcd_key=options["etcd_key"],
+        etcd_ttl_s=options["etcd_ttl_s"],
+    )
+    if rc.etcd_url is not None and not rc.etcd_url.startswith(("http://", "https://")):
+        raise click.BadParameter(
+            f"expected an http:// URL, got {rc.etcd_url!r}", param_hint="--etcd"
+        )
+    if rc.standby:
+        if rc.listen is None:
+            raise click.UsageError(
+                "--standby needs --replication-listen HOST:PORT (where the primary's "
+                "--replicate-to points)"
+            )
+        if data_dir is not None:
+            raise click.UsageError("--standby does not take --dir yet: run the standby in memory")
+        return rc
+    if rc.listen is not None or rc.takeover is not None:
+        raise click.UsageError(
+            "--replication-listen and --takeover are for a standby: add --standby"
+        )
+    if rc.replicate_to is None:
+        if rc.status_socket is not None or rc.etcd_url is not None:
+            raise click.UsageError(
+                "--replication-socket and --etcd need --replicate-to or --standby"
+            )
+        return None
+    return rc
+
+
+def primary_options(rc: ReplicationConfig) -> Any:
+    from livepatch.replication import PrimaryOptions
+
+    return PrimaryOptions(
+        epoch_ms=rc.epoch_ms,
+        protection=rc.protection,  # type: ignore[arg-type]
+        on_standby_loss=rc.on_standby_loss,  # type: ignore[arg-type]
+        standby_timeout_ms=rc.standby_timeout_ms,
+    )
+
+
+class ReplicationRole:
+    """The replication side of one kvserver process: status socket, standby phase, primary phase."""
+
+    def __init__(self, rc: ReplicationConfig) -> None:
+        self.rc = rc
+        self.term = 1
+        self.primary: Any = None
+        self._status_server: Any = None
+        self._lease: Any = None
+        self._keeper: Any = None
+
+    def _etcd_lease(self, service: tuple[str, int]) -> Any:
+        if self._lease is None and self.rc.etcd_url is not None:
+            import os
+
+            from livepatch.replication.etcd import EtcdLease
+
+            identity = f"{socket.gethostname()}:{os.getpid()}:{service[0]}:{service[1]}"
+            self._lease = EtcdLease(
+                self.rc.etcd_url, self.rc.etcd_key, identity, self.rc.etcd_ttl_s
+            )
+        return self._lease
+
+    def start_status(self, status: Callable[[], dict[str, Any]]) -> None:
+        if self.rc.status_socket is None:
+            return
+        from livepatch.replication import StatusServer
+
+        if self._status_server is None:
+            self._status_server = StatusServer(self.rc.status_socket, status)
+            self._status_server.start()
+        else:
+            self._status_server.set_status(status)
+
+    def wait_as_standby(self, server: Any) -> socket.socket | None:
+        """Follow the primary until taking over: returns the service listener (None: stopped)."""
+        from kvserver.replication_support import StandbyHost
+        from livepatch.replication import Standby, StandbyOptions
+
+        assert self.rc.listen is not None
+        options = StandbyOptions(
+            failover_after_ms=self.rc.failover_after_ms, takeover=self.rc.takeover
+        )
+        if self.rc.takeover is not None and self.rc.etcd_url is not None:
+            options.may_take_over = self._etcd_lease(self.rc.takeover).try_acquire
+        try:
+            standby = Standby(StandbyHost(server), self.rc.listen, options)
+        except OSError as exc:
+            click.echo(
+                f"kvserver: cannot listen for the primary on {self.rc.listen[0]}:{self.rc.listen[1]}: "
+                f"{exc}",
+                err=True,
+            )
+            return None
+        self.start_status(standby.status)
+        previous = {
+            s: signal.signal(s, lambda *_: standby.request_stop())
+            for s in (signal.SIGTERM, signal.SIGINT)
+        }
+        print(f"kvserver standby ready on {standby.address[0]}:{standby.address[1]}", flush=True)
+        try:
+            listener = standby.run()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        self.term = standby.term
+        return listener
+
+    def start_primary(self, loop: Any) -> None:
+        if self.rc.etcd_url is not None:
+            self._lead(loop)
+        if self.rc.replicate_to is None:
+            return
+        from kvserver.replication_support import install_primary
+
+        self.primary = install_primary(
+            loop, self.rc.replicate_to, primary_options(self.rc), self.term
+        )
+        self.start_status(self.primary.status)
+
+    def _lead(self, loop: Any) -> None:
+        """Hold the etcd leader key while serving; give up serving when it cannot be renewed."""
+        from livepatch.replication.etcd import EtcdUnavailable, LeaderKeeper
+
+        config = loop.server.config
+        lease = self._etcd_lease((config.host, config.port))
+        try:
+            held = lease.try_acquire()
+        except EtcdUnavailable as exc:
+            raise click.ClickException(f"{exc}: cannot become the primary without it") from None
+        if not held:
+            raise click.ClickException(
+                f"another server leads ({self.rc.etcd_key} = {lease.holder()}): start this one "
+                "with --standby, or stop the other first"
+            )
+
+        def lost(why: str) -> None:
+            def demote() -> None:
+                if self.primary is not None:
+                    self.primary.fence()
+                loop.request_stop()  # frees the address; held replies are never sent
+
+            loop.call_soon_threadsafe(demote)
+
+        self._keeper = LeaderKeeper(lease, lost)
+        self._keeper.start()
+
+    def stop(self) -> None:
+        if self._keeper is not None:
+            self._keeper.stop(release=not (self.primary is not None and self.primary.fenced))
+        if self.primary is not None:
+            self.primary.stop()
+        if self._status_server is not None:
+            self._status_server.stop()

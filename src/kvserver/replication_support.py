@@ -1,0 +1,252 @@
+"""kvserver's side of hot standby (livepatch.replication.ReplicatedServer; docs/standby.md).
+
+Theory of operation
+-------------------
+Primary: `install_primary(loop, ...)` makes the keyspaces tracked (kvserver.dirty), sets `loop.replication`
+to this object and starts a livepatch Primary. The loop then hands each client's batch of requests to
+`process` instead of running it directly: the batch runs as ever, then the tracker says whether it
+wrote and which unacknowledged epoch it read, the Protection says how long its replies must wait, and
+those replies move from the client's output into `held` (in order behind any already held). `tick`
+runs at the loop's quiescence point (after before_sleep) and lets the Primary capture epochs and stream
+the full sync; acknowledgements come back through `call_soon_threadsafe` and `release_replies` puts
+held replies back into the clients' output for this iteration's send. A client that asked to be closed
+(QUIT, EOF) while replies are held is closed once they are released.
+
+Payloads are pickles of plain data (bytes, deque, dict, set, SortedSet), read back with an unpickler
+that refuses every other class, so a peer that reaches the replication port cannot run code through
+it. Epoch: (ops, [(db, [(key, value | None, expire_at_ms | None)])]); snapshot chunk: (db, entries).
+
+Standby: `StandbyHost` builds the full sync in fresh Keyspaces and swaps their contents into the
+server's (the Keyspace objects stay) at the end; epochs are applied to whichever state is current.
+
+Concurrency: the primary half on the event-loop thread (`call_soon_threadsafe` from any thread); the
+standby half on the Standby's thread, before the loop exists.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+from kvserver.client import ClientState
+from kvserver.dirty import DirtyTracker, track
+from kvserver.keyspace import Keyspace
+from livepatch.replication import HeldReplies, Primary, PrimaryOptions, SnapshotRestart
+
+log = logging.getLogger("kvserver.replication")
+
+SNAPSHOT_KEYS_PER_CHUNK = 1024
+_ALLOWED_CLASSES = {("collections", "deque"), ("kvserver.types.zset", "SortedSet")}
+
+
+class _DataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_CLASSES:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"a replication payload may not name {module}.{name}")
+
+
+def _loads(payload: bytes) -> Any:
+    return _DataUnpickler(io.BytesIO(payload)).load()
+
+
+def _dumps(obj: Any) -> bytes:
+    return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class PrimaryHost:
+    """The primary half: ReplicatedServer for one kvserver EventLoop."""
+
+    def __init__(self, loop: Any) -> None:
+        self.loop = loop
+        self.server = loop.server
+        self.held: HeldReplies[ClientState] = HeldReplies()
+        self.primary: Primary | None = None
+        self.tracker: DirtyTracker | None = None
+        self._close_when_released: set[ClientState] = set()
+        self._snapshot: list[tuple[int, Keyspace, list[bytes]]] = []
+        self._snapshot_structure = 0
+
+    # ------------------------------------------------------------------ called by the loop
+    def process(self, client: ClientState, commands: list[list[bytes]]) -> None:
+        """Run one read's requests; hold their replies for as long as the Protection says."""
+        server = self.server
+        before = server.dirty
+        server.process_commands(client, commands)
+        assert self.tracker is not None and self.primary is not None
+        wrote, read_epoch = self.tracker.end_batch(server.dirty != before)
+        epoch = self.primary.protection.hold_until(wrote, read_epoch)
+        held = self.held
+        if not epoch and not held.has(client):
+            return
+        out = client.out
+        if out:
+            held.hold(client, epoch, b"".join(out))
+            out.clear()
+        if client.close_after_reply and held.has(client):
+            client.close_after_reply = False  # closed once its held replies are out
+            self._close_when_released.add(client)
+
+    def tick(self) -> float:
+        assert self.primary is not None
+        return self.primary.tick()
+
+    # ------------------------------------------------------------------ ReplicatedServer
+    def capture_epoch(self) -> bytes:
+        assert self.tracker is not None
+        ops, changes = self.tracker.capture()
+        if not ops and not changes:
+            return b""
+        return _dumps((ops, changes))
+
+    def start_snapshot(self) -> None:
+        assert self.tracker is not None
+        self._snapshot_structure = self.tracker.structural_changes
+        self._snapshot = [
+            (i, db, db.keys_snapshot()) for i, db in enumerate(self.server.databases) if len(db)
+        ]
+
+    def snapshot_chunk(self, max_bytes: int) -> bytes | None:
+        assert self.tracker is not None
+        if self.tracker.structural_changes != self._snapshot_structure:
+            # A FLUSHDB/SWAPDB moved keys under the snapshot's key lists, and its epoch operation
+            # would be replayed over chunks read after it: start over (rare, and always consistent).
+            raise SnapshotRestart("FLUSHDB, FLUSHALL or SWAPDB ran during the full sync")
+        while self._snapshot:
+            index, db, keys = self._snapshot[-1]
+            if not keys:
+                self._snapshot.pop()
+                continue
+            batch = keys[-SNAPSHOT_KEYS_PER_CHUNK:]
+            del keys[-SNAPSHOT_KEYS_PER_CHUNK:]
+            entries = [e for e in db.entries(batch) if e[1] is not None]
+            if entries:
+                return _dumps((index, entries))
+        return None
+
+    def release_replies(self, acked_epoch: int) -> None:
+        assert self.tracker is not None
+        self.tracker.acknowledged(acked_epoch)
+        self._deliver(self.held.release(acked_epoch))
+
+    def release_all_replies(self) -> None:
+        self._deliver(self.held.release_all())
+
+    def _deliver(self, released: list[tuple[ClientState, bytes]]) -> None:
+        for client, data in released:
+            if client.sock is None:
+                self._close_when_released.discard(client)
+                continue  # closed meanwhile: nobody to tell
+            client.out.append(data)
+            if client in self._close_when_released and not self.held.has(client):
+                self._close_when_released.discard(client)
+                client.close_after_reply = True
+            self.loop.schedule_send(client)
+
+    def call_soon_threadsafe(self, fn: Callable[[], object]) -> None:
+        self.loop.call_soon_threadsafe(fn)
+
+    # The standby half is StandbyHost's.
+    def begin_full_sync(self) -> None:
+        raise NotImplementedError("a primary applies nothing")
+
+    def apply_snapshot_chunk(self, payload: bytes) -> None:
+        raise NotImplementedError("a primary applies nothing")
+
+    def end_full_sync(self) -> None:
+        raise NotImplementedError("a primary applies nothing")
+
+    def apply_epoch(self, payload: bytes) -> None:
+        raise NotImplementedError("a primary applies nothing")
+
+
+def install_primary(
+    loop: Any, target: tuple[str, int], options: PrimaryOptions, term: int = 1
+) -> Primary:
+    """Replicate `loop`'s server to the standby at target; returns the started Primary. Call before
+    the loop runs (or on the loop thread)."""
+    host = PrimaryHost(loop)
+    primary = Primary(host, target, options, term=term)
+    host.primary = primary
+    host.tracker = track(loop.server.databases, primary.protection)
+    loop.replication = host
+    primary.start()
+    return primary
+
+
+class StandbyHost:
+    """The standby half: applies snapshot chunks and epochs to a ServerState's databases."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.held: HeldReplies[Any] = HeldReplies()  # a standby holds nothing
+        self._staging: list[Keyspace] | None = None
+
+    def begin_full_sync(self) -> None:
+        self._staging = [Keyspace() for _ in self.server.databases]
+
+    def apply_snapshot_chunk(self, payload: bytes) -> None:
+        assert self._staging is not None
+        index, entries = _loads(payload)
+        db = self._target()[self._index(index)]
+        for key, value, expire_at in entries:
+            db.store(key, value, expire_at)
+
+    def end_full_sync(self) -> None:
+        assert self._staging is not None
+        for live, new in zip(self.server.databases, self._staging, strict=True):
+            live.swap_with(new)
+        self._staging = None
+
+    def apply_epoch(self, payload: bytes) -> None:
+        if not payload:
+            return  # a heartbeat: nothing changed
+        ops, changes = _loads(payload)
+        dbs = self._target()
+        for op in ops:
+            if op[0] == "flush":
+                dbs[self._index(op[1])].clear()
+            elif op[0] == "swap":
+                dbs[self._index(op[1])].swap_with(dbs[self._index(op[2])])
+            else:
+                raise ValueError(f"unknown operation {op[0]!r} in an epoch")
+        for index, entries in changes:
+            db = dbs[self._index(index)]
+            for key, value, expire_at in entries:
+                if value is None:
+                    db.delete(key)
+                else:
+                    db.store(key, value, expire_at)
+
+    def _target(self) -> list[Keyspace]:
+        return self._staging if self._staging is not None else self.server.databases
+
+    def _index(self, index: Any) -> int:
+        if type(index) is not int or not 0 <= index < len(self.server.databases):
+            raise ValueError(
+                f"the primary sent database {index!r}; this server has "
+                f"{len(self.server.databases)} (start both with the same --databases)"
+            )
+        return index
+
+    # The primary half is PrimaryHost's.
+    def capture_epoch(self) -> bytes:
+        raise NotImplementedError
+
+    def start_snapshot(self) -> None:
+        raise NotImplementedError
+
+    def snapshot_chunk(self, max_bytes: int) -> bytes | None:
+        raise NotImplementedError
+
+    def release_replies(self, acked_epoch: int) -> None:
+        pass
+
+    def release_all_replies(self) -> None:
+        pass
+
+    def call_soon_threadsafe(self, fn: Callable[[], object]) -> None:
+        fn()

@@ -1,0 +1,358 @@
+"""The standby: receive and apply epochs, acknowledge them, and take over when the primary is gone.
+
+Theory of operation
+-------------------
+One thread (`run`, the caller's) does everything with select() over the replication listener and the
+primary's connection, so applying, acknowledging and taking over never interleave: a takeover sees
+whole epochs only.
+
+* A connection starts with HELLO(term). A primary whose term is older than the newest this standby
+  has seen is answered FENCED (another primary took over since) and dropped; otherwise WELCOME.
+  A newer connection replaces an older one (the primary reconnected).
+* Every connection begins with a full sync: SNAPSHOT_BEGIN(S), chunks and epochs in the order the
+  primary produced them, SNAPSHOT_END. The server builds the new state beside the current one and
+  swaps it in at the end; a sync cut short leaves the previous state, which is what the primary's
+  acknowledged replies rely on. Only then does this connection acknowledge: ACK(max(S-1, last epoch)),
+  then ACK(e) after applying each epoch e. Frames that acknowledge nothing (chunks, epochs during a
+  sync) are answered ACK(0): the primary hears the standby is alive.
+* The primary is declared gone when its connection closes, or when it has been silent for
+  `failover_after_ms` (the primary sends a frame at least every 50 ms). Then, if a takeover address is given and a sync
+  ever completed, the standby binds that address, retrying every TAKEOVER_RETRY_S while no new
+  connection comes. On one machine the address is the lock: it cannot be bound while the primary's
+  process lives (even stopped), so a primary that is only cut off or paused is never doubled (no
+  split brain); it is free the moment the process is gone. Bound, the standby closes its replication
+  listener (fencing: a primary that comes back can never get an acknowledgement from it again, so
+  it never releases a held reply), takes the next term, and returns the listener to serve on.
+
+Concurrency: `run` on one thread; `request_stop` and `status` from any thread (or signal handler).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import select
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from livepatch.replication import wire
+from livepatch.replication.host import ReplicatedServer
+from livepatch.replication.wire import Frame, Kind
+
+log = logging.getLogger("livepatch.replication")
+
+TAKEOVER_RETRY_S = 0.02
+POLL_S = 0.02
+ACK_SEND_TIMEOUT_S = 1.0
+
+
+@dataclass
+class StandbyOptions:
+    failover_after_ms: float = 300.0
+    takeover: tuple[str, int] | None = None  # the primary's service address; None: never take over
+    term: int = 0
+    # Asked before each attempt to bind the takeover address: False -> not now (e.g. the etcd leader
+    # key is still held: the primary lives, only this standby cannot reach it). None: always yes.
+    may_take_over: Callable[[], bool] | None = None
+
+
+def listen(address: tuple[str, int], backlog: int = 1024) -> socket.socket:
+    """A TCP listener on address (SO_REUSEADDR: a predecessor's TIME_WAIT connections do not block)."""
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class Standby:
+    def __init__(
+        self, server: ReplicatedServer, address: tuple[str, int], options: StandbyOptions
+    ) -> None:
+        self.server = server
+        self.options = options
+        self.term = options.term
+        self.listener = listen(address, 8)
+        self.address = self.listener.getsockname()[:2]
+        self._stop = False
+        self._conn: socket.socket | None = None
+        self._decoder = wire.FrameDecoder()
+        import zstandard  # the kv extra; imported where used so the CLI starts without it
+
+        self._decompressor = zstandard.ZstdDecompressor()
+        self._welcomed = False
+        self._syncing = False
+        self._synced_conn = False  # this connection's full sync completed: it may acknowledge
+        self._sync_base = 0
+        self.synced_ever = False
+        self.last_epoch = 0
+        self.acked_epoch = 0
+        self.state = "waiting"
+        self.epochs_applied = 0
+        self.bytes_received = 0
+        self.full_syncs = 0
+        self.connections = 0
+        self._last_frame = time.monotonic()
+        self._next_bind_try = 0.0
+        self._bind_refusals = 0
+
+    # ------------------------------------------------------------------------------ any thread
+    def request_stop(self) -> None:
+        self._stop = True
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "role": "standby",
+            "state": self.state,
+            "listen": f"{self.address[0]}:{self.address[1]}",
+            "takeover": (
+                f"{self.options.takeover[0]}:{self.options.takeover[1]}"
+                if self.options.takeover
+                else None
+            ),
+            "term": self.term,
+            "epoch": self.last_epoch,
+            "acked_epoch": self.acked_epoch,
+            "since_last_frame_ms": round((time.monotonic() - self._last_frame) * 1000, 1),
+            "epochs_applied": self.epochs_applied,
+            "bytes_received": self.bytes_received,
+            "full_syncs": self.full_syncs,
+            "connections": self.connections,
+            "failover_after_ms": self.options.failover_after_ms,
+        }
+
+    # ------------------------------------------------------------------------------ run thread
+    def run(self) -> socket.socket | None:
+        """Follow primaries until one is gone and the takeover address is ours: returns that listener
+        (the caller serves on it). Returns None when stopped."""
+        try:
+            while not self._stop:
+                rlist: list[socket.socket] = [self.listener]
+                if self._conn is not None:
+                    rlist.append(self._conn)
+                try:
+                    ready, _, _ = select.select(rlist, [], [], POLL_S)
+                except InterruptedError:
+                    ready = []
+                if self.listener in ready:
+                    self._accept()
+                if self._conn is not None and self._conn in ready:
+                    self._receive()
+                now = time.monotonic()
+                if (
+                    self._conn is not None
+                    and now - self._last_frame > self.options.failover_after_ms / 1000.0
+                ):
+                    log.warning(
+                        "replication: the primary has been silent for %.0f ms: declaring it gone",
+                        self.options.failover_after_ms,
+                    )
+                    self._lose_connection("silent")
+                if (
+                    self._conn is None
+                    and self.synced_ever
+                    and self.options.takeover
+                    and now >= self._next_bind_try
+                ):
+                    self._next_bind_try = now + TAKEOVER_RETRY_S
+                    service = self._try_takeover()
+                    if service is not None:
+                        return service
+            return None
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            self.listener.close()
+
+    def _accept(self) -> None:
+        try:
+            conn, peer = self.listener.accept()
+        except OSError:
+            return
+        if self._conn is not None:
+            log.info("replication: a new primary connection replaces the current one")
+            self._lose_connection("replaced")
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.settimeout(ACK_SEND_TIMEOUT_S)
+        self._conn = conn
+        self._decoder = wire.FrameDecoder()
+        self._welcomed = False
+        self._syncing = False
+        self._synced_conn = False
+        self._last_frame = time.monotonic()
+        self.connections += 1
+        log.info("replication: primary connected from %s:%d", *peer[:2])
+
+    def _lose_connection(self, why: str) -> None:
+        conn = self._conn
+        self._conn = None
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.close()
+        if self._syncing:
+            log.warning("replication: full sync cut short (%s): keeping the previous state", why)
+        self._syncing = False
+        self._synced_conn = False
+        self._bind_refusals = 0
+        self.state = "primary-lost" if self.synced_ever else "waiting"
+
+    def _receive(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        try:
+            data = conn.recv(1 << 20)
+        except (BlockingIOError, InterruptedError, TimeoutError):
+            return
+        except OSError as exc:
+            self._lose_connection(f"receive failed: {exc}")
+            return
+        if not data:
+            self._lose_connection("closed by the primary")
+            return
+        self.bytes_received += len(data)
+        self._last_frame = time.monotonic()
+        try:
+            ack = self._handle(self._decoder.feed(data))
+        except (wire.WireError, ProtocolViolation) as exc:
+            log.warning("replication: bad data from the primary (%s): dropping the connection", exc)
+            self._lose_connection("protocol error")
+            return
+        except Exception:
+            log.exception(
+                "replication: applying the primary's data failed: dropping the connection"
+            )
+            self._lose_connection("apply failed")
+            return
+        if ack is not None and self._conn is not None:
+            self._send(Frame(Kind.ACK, ack, self.term))
+
+    def _send(self, frame: Frame) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            conn.sendall(wire.encode(frame))
+        except OSError as exc:
+            self._lose_connection(f"send failed: {exc}")
+
+    def _handle(self, frames: list[Frame]) -> int | None:
+        """Apply frames in order; returns the epoch to acknowledge (0: alive only), or None."""
+        ack: int | None = None
+        for frame in frames:
+            if not self._welcomed:
+                if frame.kind != Kind.HELLO:
+                    raise ProtocolViolation(f"expected HELLO, got {frame.kind.name}")
+                if frame.term < self.term:
+                    log.warning(
+                        "replication: refusing a primary of term %d (this standby follows term %d)",
+                        frame.term,
+                        self.term,
+                    )
+                    self._send(Frame(Kind.FENCED, 0, self.term))
+                    self._lose_connection("fenced an old primary")
+                    return None
+                self.term = frame.term
+                self._welcomed = True
+                self._send(Frame(Kind.WELCOME, 0, self.term))
+                continue
+            kind = frame.kind
+            if kind == Kind.EPOCH:
+                if not (self._syncing or self._synced_conn):
+                    raise ProtocolViolation("an epoch before the full sync")
+                self.server.apply_epoch(wire.payload_of(frame, self._decompressor))
+                self.last_epoch = frame.epoch
+                self.epochs_applied += 1
+                if self._synced_conn:
+                    self.acked_epoch = frame.epoch
+                    ack = frame.epoch
+                elif ack is None:
+                    ack = 0
+            elif kind == Kind.HEARTBEAT:
+                if ack is None:
+                    ack = 0  # alive
+            elif kind == Kind.SNAPSHOT_CHUNK:
+                if not self._syncing:
+                    raise ProtocolViolation("a snapshot chunk outside a full sync")
+                self.server.apply_snapshot_chunk(wire.payload_of(frame, self._decompressor))
+                if ack is None:
+                    ack = 0
+            elif kind == Kind.SNAPSHOT_BEGIN:
+                self.server.begin_full_sync()
+                self._syncing = True
+                self._synced_conn = False
+                self._sync_base = frame.epoch - 1
+                self.last_epoch = self._sync_base
+                self.state = "syncing"
+                self.full_syncs += 1
+                if ack is None:
+                    ack = 0
+            elif kind == Kind.SNAPSHOT_END:
+                if not self._syncing:
+                    raise ProtocolViolation("SNAPSHOT_END outside a full sync")
+                self.server.end_full_sync()
+                self._syncing = False
+                self._synced_conn = True
+                self.synced_ever = True
+                self.state = "streaming"
+                self.acked_epoch = max(self._sync_base, self.last_epoch)
+                ack = self.acked_epoch
+                log.info("replication: full sync complete at epoch %d", self.acked_epoch)
+            else:
+                raise ProtocolViolation(f"unexpected {kind.name} from the primary")
+        return ack
+
+    def _try_takeover(self) -> socket.socket | None:
+        assert self.options.takeover is not None
+        may = self.options.may_take_over
+        if may is not None:
+            try:
+                allowed = may()
+            except Exception as exc:  # an unreachable arbiter means: not now
+                log.warning("replication: cannot ask whether to take over: %s", exc)
+                allowed = False
+            if not allowed:
+                if self._bind_refusals == 0:
+                    log.warning(
+                        "replication: the primary is unreachable but still the leader: waiting"
+                    )
+                self._bind_refusals += 1
+                return None
+        try:
+            service = listen(self.options.takeover)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                log.error(
+                    "replication: cannot bind %s:%d to take over: %s", *self.options.takeover, exc
+                )
+            elif self._bind_refusals == 0:
+                log.warning(
+                    "replication: the primary is unreachable but %s:%d is still in use (its process "
+                    "lives): not taking over; waiting for it to reconnect or to be gone",
+                    *self.options.takeover,
+                )
+            self._bind_refusals += 1
+            return None
+        self.term += 1
+        self.state = "took-over"
+        self.listener.close()  # fencing: no primary can reach (or be acknowledged by) us again
+        log.warning(
+            "replication: TOOK OVER %s:%d at epoch %d (term %d)",
+            *self.options.takeover,
+            self.acked_epoch,
+            self.term,
+        )
+        return service
+
+
+class ProtocolViolation(Exception):
+    """Frames in an order the protocol does not allow: the connection is dropped."""

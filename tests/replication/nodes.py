@@ -1,0 +1,126 @@
+"""Real kvserver processes in a primary/standby pair on loopback, for the replication tests and bench.
+
+A `Node` is one server's identity: its replication port (where it listens while it is the standby) and
+its status socket; the pair shares one service address. `start_primary` / `start_standby` run
+`python -m kvserver` (what `livepatch serve kv` runs) through lpbench's ManagedProcess.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from livepatch.replication import StatusUnavailable, query
+from lpbench.servers import ManagedProcess
+
+READY = re.compile(r"\bready on\b")
+
+
+class Node:
+    def __init__(self, name: str, repl_port: int, workdir: Path) -> None:
+        self.name = name
+        self.repl_port = repl_port
+        self.status_socket = str(workdir / f"{name}.status.sock")
+        self.log_path = workdir / f"{name}.log"
+        self.process: ManagedProcess | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None and self.process.proc is not None
+        return self.process.proc.pid
+
+    def alive(self) -> bool:
+        return (
+            self.process is not None
+            and self.process.proc is not None
+            and self.process.proc.poll() is None
+        )
+
+    def _start(self, args: list[str]) -> None:
+        argv = [sys.executable, "-m", "kvserver", "--no-livepatch", "--loglevel", "info"]
+        argv += ["--replication-socket", self.status_socket, *args]
+        self.process = ManagedProcess(argv, READY, self.log_path)
+        self.process.start()
+
+    def start_primary(
+        self, port: int, peer: Node, *extra: str, replicate_to: int | None = None
+    ) -> None:
+        target = replicate_to if replicate_to is not None else peer.repl_port
+        self._start(["--port", str(port), "--replicate-to", f"127.0.0.1:{target}", *extra])
+
+    def start_standby(
+        self, port: int, peer: Node | None, *extra: str, replicate_to: int | None = None
+    ) -> None:
+        target = replicate_to if replicate_to is not None else (peer.repl_port if peer else None)
+        args = ["--standby", "--replication-listen", f"127.0.0.1:{self.repl_port}"]
+        args += ["--takeover", f"127.0.0.1:{port}"]
+        if target is not None:
+            args += ["--replicate-to", f"127.0.0.1:{target}"]
+        self._start([*args, *extra])
+
+    def kill(self) -> None:
+        """kill -9, and reap it."""
+        if self.alive():
+            assert self.process is not None and self.process.proc is not None
+            self.process.proc.send_signal(signal.SIGKILL)
+            self.process.proc.wait(timeout=10)
+        self.stop()
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None and self.process.proc is not None
+        self.process.proc.send_signal(signum)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def status(self) -> dict[str, Any]:
+        return query(self.status_socket, timeout=5.0)
+
+    def wait_status(self, pred: Any, timeout_s: float = 30.0, what: str = "") -> dict[str, Any]:
+        """Poll the status socket until pred(status) holds (a bounded wait on an observable state)."""
+        deadline = time.monotonic() + timeout_s
+        last: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            try:
+                last = self.status()
+                if pred(last):
+                    return last
+            except StatusUnavailable:
+                pass
+            time.sleep(0.02)
+        raise AssertionError(
+            f"{self.name}: {what or 'status'} not reached in {timeout_s} s: {last}"
+        )
+
+    def wait_protected(self, timeout_s: float = 60.0) -> dict[str, Any]:
+        """Until this node is a primary whose standby synchronised and acknowledges epochs."""
+        return self.wait_status(
+            lambda s: (
+                s.get("role") == "primary"
+                and s.get("protected")
+                and s.get("state") == "streaming"
+                and s.get("acked_epoch", 0) > 0
+            ),
+            timeout_s,
+            "protected primary",
+        )
+
+
+def wait_serving(port: int, timeout_s: float = 10.0) -> float:
+    """Until something answers PING on 127.0.0.1:port; returns the time.monotonic() it did."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with redis.Redis(port=port, socket_timeout=1.0, socket_connect_timeout=0.2) as c:
+                if c.ping():
+                    return time.monotonic()
+        except (redis.ConnectionError, redis.TimeoutError):
+            time.sleep(0.005)
+    raise AssertionError(f"nothing serves 127.0.0.1:{port} after {timeout_s} s")

@@ -1,0 +1,176 @@
+"""Faults of the standby and of the replication link, with real processes (issue 15):
+a stopped or killed standby stalls the primary for a bounded time only (degrade) or holds only what
+must wait (hold); delays, dropped connections and a half-open link through a fault-injecting proxy
+lose no acknowledged write and never make two servers serve the address."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.conftest import free_port
+from tests.replication.faultproxy import FaultProxy
+from tests.replication.nodes import Node, wait_serving
+from tests.replication.workload import Writer, check
+
+pytestmark = pytest.mark.timeout(240)
+
+BOUND_MS = 500  # --standby-timeout-ms in these tests
+SLACK_S = 2.0  # scheduling on a busy 2-core machine
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[int, Node, Node]]:
+    port = free_port()
+    a = Node("a", free_port(), tmp_path)
+    b = Node("b", free_port(), tmp_path)
+    try:
+        yield port, a, b
+    finally:
+        for node in (a, b):
+            if node.alive():
+                node.signal(signal.SIGCONT)
+            node.kill()
+
+
+def _acked_after(writer: Writer, since: float) -> list[float]:
+    with writer.lock:
+        return [lat for start, lat in writer.latencies if start >= since]
+
+
+def test_stopped_then_killed_standby_stalls_the_primary_for_a_bounded_time(
+    pair: tuple[int, Node, Node],
+) -> None:
+    port, a, b = pair
+    b.start_standby(port, a)
+    a.start_primary(port, b, "--standby-timeout-ms", str(BOUND_MS))
+    a.wait_protected()
+    writer = Writer(port)
+    writer.start()
+    try:
+        for fault in ("SIGSTOP", "kill -9"):
+            degradations = a.status()["degradations"]
+            t = time.monotonic()
+            if fault == "SIGSTOP":
+                b.signal(signal.SIGSTOP)
+            else:
+                b.kill()
+            a.wait_status(lambda s, d=degradations: s["degradations"] > d, 30, "degradation")
+            # Writes go on: wait for 50 acknowledged after the fault, each within the bound.
+            deadline = time.monotonic() + 30
+            while len(_acked_after(writer, t)) < 50 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            latencies = _acked_after(writer, t)
+            assert len(latencies) >= 50, f"{fault}: the primary stopped acknowledging writes"
+            assert max(latencies) < BOUND_MS / 1000 + SLACK_S, (fault, max(latencies))
+            assert not a.status()["protected"]
+            if fault == "SIGSTOP":
+                b.signal(signal.SIGCONT)
+                a.wait_protected()  # it caught up (resynchronised): protected again
+                assert a.status()["protected"]
+    finally:
+        writer.stop()
+    assert writer.errors == 0
+
+
+def test_hold_policy_holds_writes_but_answers_clean_reads(pair: tuple[int, Node, Node]) -> None:
+    port, a, b = pair
+    b.start_standby(port, a)
+    a.start_primary(port, b, "--on-standby-loss", "hold", "--standby-timeout-ms", str(BOUND_MS))
+    a.wait_protected()
+    with redis.Redis(port=port, socket_timeout=60) as c:
+        c.set("clean", "1")
+        b.signal(signal.SIGSTOP)
+        done = threading.Event()
+
+        def write() -> None:
+            with redis.Redis(port=port, socket_timeout=120) as w:
+                w.set("held", "1")
+            done.set()
+
+        threading.Thread(target=write, daemon=True).start()
+        t = time.monotonic()
+        assert c.get("clean") == b"1"  # not written in an unacknowledged epoch: answered at once
+        assert time.monotonic() - t < SLACK_S
+        assert not done.wait(2 * BOUND_MS / 1000 + 1.0), (
+            "a write was acknowledged without the standby"
+        )
+        assert a.status()["held_replies"] >= 1
+        b.signal(signal.SIGCONT)
+        assert done.wait(60), "the held write was never released after the standby came back"
+    a.kill()
+    wait_serving(port)
+    with redis.Redis(port=port) as c:
+        assert c.get("held") == b"1"
+
+
+def _run_through_proxy(pair: tuple[int, Node, Node], fault: str) -> None:
+    port, a, b = pair
+    b.start_standby(port, a)
+    proxy = FaultProxy(b.repl_port)
+    try:
+        a.start_primary(
+            port,
+            b,
+            "--on-standby-loss",
+            "hold",
+            "--standby-timeout-ms",
+            str(BOUND_MS),
+            replicate_to=proxy.port,
+        )
+        a.wait_protected()
+        writer = Writer(port)
+        writer.start()
+        try:
+            run_id = redis.Redis(port=port).info("server")["run_id"]
+            time.sleep(0.3)
+            if fault == "delay":
+                proxy.delay_s = 0.03
+                time.sleep(1.5)
+            elif fault == "drop":
+                for _ in range(3):
+                    syncs = a.status()["full_syncs"]
+                    proxy.drop()
+                    a.wait_status(
+                        lambda s, n=syncs: (
+                            s["full_syncs"] > n and s["protected"] and s["state"] == "streaming"
+                        ),
+                        30,
+                        "resync",
+                    )
+            else:  # half-open: both sides silent, sockets open
+                proxy.blackhole()
+                b.wait_status(lambda s: s["state"] == "primary-lost", 30, "primary declared lost")
+                acked = len(writer.snapshot()[0])
+                time.sleep(2 * BOUND_MS / 1000)
+                # Cut off, the standby must not serve the address the primary still holds
+                assert b.status()["role"] == "standby"
+                assert redis.Redis(port=port).info("server")["run_id"] == run_id
+                # and no write may be acknowledged meanwhile (at most one already in flight)
+                assert len(writer.snapshot()[0]) <= acked + 1
+                proxy.heal()
+            a.wait_protected()
+            before = len(writer.snapshot()[0])
+            deadline = time.monotonic() + 30
+            while len(writer.snapshot()[0]) < before + 20 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert len(writer.snapshot()[0]) >= before + 20, "writes did not resume"
+            a.kill()
+            wait_serving(port)
+            assert redis.Redis(port=port).info("server")["run_id"] != run_id
+            assert check(port, writer) == []
+        finally:
+            writer.stop()
+    finally:
+        proxy.close()
+
+
+@pytest.mark.parametrize("fault", ["delay", "drop", "half-open"])
+def test_link_faults_lose_no_acknowledged_write(pair: tuple[int, Node, Node], fault: str) -> None:
+    _run_through_proxy(pair, fault)
