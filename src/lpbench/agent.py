@@ -23,9 +23,11 @@ class AgentError(Exception):
     """The agent could not be reached or answered with a protocol error."""
 
 
-def _send(socket_path: Path, req: protocol.Request) -> protocol.Reply:
+def _send(
+    socket_path: Path, req: protocol.Request, wait_s: float = AGENT_TIMEOUT_S
+) -> protocol.Reply:
     try:
-        return client.send(str(socket_path), req, timeout=AGENT_TIMEOUT_S)
+        return client.send(str(socket_path), req, timeout=wait_s)
     except Exception as exc:  # AgentUnreachable, ProtocolError: both mean no result to record
         raise AgentError(f"{type(exc).__name__}: {exc}") from exc
 
@@ -42,15 +44,27 @@ def _result(reply: protocol.Reply, action: Action, method: str) -> PatchResult:
     return failed("", action, method, reply.error or "no result")
 
 
-def apply(socket_path: Path, patch: Path, method: str) -> PatchResult:
+def apply(
+    socket_path: Path,
+    patch: Path,
+    method: str,
+    timeout_s: float = PATCH_TIMEOUT_S,
+    wait_s: float = AGENT_TIMEOUT_S,
+) -> PatchResult:
+    """timeout_s: the runtime's quiescence deadline; wait_s: how long to wait for the agent's answer."""
     document = json.loads(patch.read_bytes())
-    req = protocol.ApplyRequest(document, method, PATCH_TIMEOUT_S)
-    return _result(_send(socket_path, req), Action.APPLY, method)
+    req = protocol.ApplyRequest(document, method, timeout_s)
+    return _result(_send(socket_path, req, wait_s), Action.APPLY, method)
 
 
-def revert(socket_path: Path, method: str) -> PatchResult:
-    req = protocol.RevertRequest(None, method, PATCH_TIMEOUT_S)
-    return _result(_send(socket_path, req), Action.REVERT, method)
+def revert(
+    socket_path: Path,
+    method: str,
+    timeout_s: float = PATCH_TIMEOUT_S,
+    wait_s: float = AGENT_TIMEOUT_S,
+) -> PatchResult:
+    req = protocol.RevertRequest(None, method, timeout_s)
+    return _result(_send(socket_path, req, wait_s), Action.REVERT, method)
 
 
 def history(socket_path: Path) -> list[PatchResult]:

@@ -21,7 +21,7 @@ from typing import Any
 from lpbench import plots
 from lpbench.patches import BuiltPatch
 from lpbench.recording import Recording
-from lpbench.runner import BenchConfig, RunResult, Tick, run_once, write_json
+from lpbench.runner import BenchConfig, RunResult, ServerFactory, Tick, run_once, write_json
 from lpbench.updates import UPDATE_OK, make_update
 
 
@@ -92,6 +92,7 @@ def run_series(
     patches: list[BuiltPatch],
     out: Path,
     start_tick: Any = None,
+    server_factory: ServerFactory | None = None,
 ) -> tuple[list[RunResult], dict[str, Any]]:
     """Run every method `runs` times (methods interleaved per round, so slow drift of a shared machine
     hits all methods alike), write DIR/summary.json and figures 1-3."""
@@ -102,7 +103,16 @@ def run_series(
             tick: Tick | None = (
                 start_tick(f"{m} run {i + 1}/{runs}", cfg.duration_s) if start_tick else None
             )
-            results.append(run_once(cfg, updates[m], out / m / f"run{i}", index=i, tick=tick))
+            results.append(
+                run_once(
+                    cfg,
+                    updates[m],
+                    out / m / f"run{i}",
+                    index=i,
+                    tick=tick,
+                    server_factory=server_factory,
+                )
+            )
     summary = {
         "config": asdict(cfg),
         "patches": [

@@ -27,11 +27,12 @@ from lpbench import agent
 from lpbench.driver import DRAIN_S, LoadSpec
 from lpbench.pool import LoadPool
 from lpbench.recording import Recording
-from lpbench.servers import free_port, make_server
+from lpbench.servers import Server, free_port, make_server
 from lpbench.stats import summarize_run
 from lpbench.updates import UpdateMethod
 
 Tick = Callable[[float], None]  # seconds elapsed since t0
+ServerFactory = Callable[[int, Path], Server]  # (port, data dir) -> a server not yet started
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,9 @@ class BenchConfig:
     policy: str = "thread-per-connection"
     pool_groups: int = 3
     scale: float = 1.0
+    pool_quiescence: str = (
+        "priority"  # "naive": the deadlock figure's experiment-only pool protocol
+    )
 
     def check(self) -> None:
         """Raise ValueError naming the first bad setting."""
@@ -111,12 +115,14 @@ def run_once(
     *,
     index: int = 0,
     tick: Tick | None = None,
+    server_factory: ServerFactory | None = None,
 ) -> RunResult:
+    """server_factory: instead of cfg.server's (e.g. sqlserver of an older commit, lpbench.sql.history)."""
     cfg.check()
     out_dir.mkdir(parents=True, exist_ok=True)
     data = Path(tempfile.mkdtemp(prefix="lpb-"))
     port = free_port()
-    server = make_server(cfg.server, port, data)
+    server = (server_factory or (lambda p, d: make_server(cfg.server, p, d)))(port, data)
     configure = getattr(
         server, "configure", None
     )  # servers with settings beyond port and directory

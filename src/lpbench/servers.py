@@ -271,17 +271,19 @@ class SqlServer:
         self.process: ManagedProcess | None = None
         self.policy, self.pool_groups = "thread-per-connection", 3
         self.workload, self.scale, self.seed = "noop", 1.0, 1
+        self.pool_quiescence = "priority"
 
     def configure(self, cfg: object) -> None:
-        for attr in ("policy", "pool_groups", "workload", "scale", "seed"):
+        for attr in ("policy", "pool_groups", "workload", "scale", "seed", "pool_quiescence"):
             if hasattr(cfg, attr):
                 setattr(self, attr, getattr(cfg, attr))
 
     def command_line(self) -> list[str]:
+        naive = ["--pool-quiescence", "naive"] if self.pool_quiescence == "naive" else []
         return [
             livepatch_executable(), "serve", "sql",
             "--host", self.host, "--port", str(self.port), "--dir", str(self.data_dir / "db"),
-            "--policy", self.policy, "--pool-groups", str(self.pool_groups),
+            "--policy", self.policy, "--pool-groups", str(self.pool_groups), *naive,
             "--livepatch-socket", str(self.control_socket), "--allow-unsigned",
             "--trusted-key", str(harness_key()[1]),
         ]  # fmt: skip

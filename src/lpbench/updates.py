@@ -65,9 +65,17 @@ class NoUpdate:
 
 
 class LiveUpdate:
-    def __init__(self, quiescence: str, patches: list[BuiltPatch]) -> None:
+    def __init__(
+        self,
+        quiescence: str,
+        patches: list[BuiltPatch],
+        timeout_s: float = agent.PATCH_TIMEOUT_S,
+        wait_s: float = agent.AGENT_TIMEOUT_S,
+    ) -> None:
         if not patches:
             raise ValueError("a live update needs at least one patch")
+        self.timeout_s = timeout_s  # the runtime's quiescence deadline per update
+        self.wait_s = wait_s  # for the agent's answer (beyond it: the server hung)
         self.quiescence = quiescence  # "global" | "local"
         self.name = f"live-{quiescence}"
         self.needs_live = True
@@ -81,9 +89,9 @@ class LiveUpdate:
         try:
             if index % 2 == 0:
                 patch = self.patches[(index // 2) % len(self.patches)]
-                result = agent.apply(sock, patch.path, self.quiescence)
+                result = agent.apply(sock, patch.path, self.quiescence, self.timeout_s, self.wait_s)
             else:
-                result = agent.revert(sock, self.quiescence)
+                result = agent.revert(sock, self.quiescence, self.timeout_s, self.wait_s)
         except agent.AgentError as exc:
             action = Action.APPLY if index % 2 == 0 else Action.REVERT
             result = agent.failed("", action, self.quiescence, str(exc))

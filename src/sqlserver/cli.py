@@ -38,6 +38,10 @@ log = logging.getLogger("sqlserver")
     help="Thread groups of the pool policy (connections are assigned round-robin).",
 )  # fmt: skip
 @click.option(
+    "--pool-quiescence", type=click.Choice(["priority", "naive"]), default="priority", hidden=True,
+    help="Experiment only (lpbench's deadlock figure): naive = every pool thread at one priority.",
+)  # fmt: skip
+@click.option(
     "--thread-cache", default=8, show_default=True, type=click.IntRange(0, 100_000),
     help="Idle connection threads kept for new connections (thread-per-connection).",
 )  # fmt: skip
@@ -82,6 +86,7 @@ def serve_command(
     data_dir: str | None,
     policy: str,
     pool_groups: int,
+    pool_quiescence: str,
     thread_cache: int,
     max_connections: int,
     auth: str,
@@ -114,6 +119,7 @@ def serve_command(
             data_dir=data_dir,
             policy=policy,
             pool_groups=pool_groups,
+            pool_quiescence=pool_quiescence,
             thread_cache=thread_cache,
             max_connections=max_connections,
             auth=auth,
@@ -152,6 +158,7 @@ def run_server(
         port=config.port,
         policy=config.policy,
         pool_groups=config.pool_groups,
+        pool_quiescence=config.pool_quiescence,
         thread_cache=config.thread_cache,
         max_connections=config.max_connections,
         livepatch=livepatch_enabled,

@@ -30,6 +30,7 @@ class SqlConfig:
     data_dir: str | None = None
     policy: str = "thread-per-connection"
     pool_groups: int = 3
+    pool_quiescence: str = "priority"  # "naive": experiment only (server/pool.py)
     thread_cache: int = 8
     max_connections: int = 100
     auth: str = "trust"

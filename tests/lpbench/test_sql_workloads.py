@@ -1,15 +1,13 @@
 """The SQL workloads' transaction logic through lpbench's PostgreSQL driver (the shared codec), against a
-real sqlserver process and, where installed, the real PostgreSQL 15: for a short closed-loop run every
+real sqlserver process and, where installed, the real PostgreSQL 15 (the postgres_port fixture of
+conftest.py): for a short closed-loop run every
 transaction must succeed (serialization failures are retried, as BenchBase does) and the workload's
 consistency checks must hold afterwards (TPC-C: W_YTD = sum(D_YTD), order ids, new orders, order lines).
 Running the same driver against PostgreSQL is what shows the drivers themselves are right."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -28,8 +26,6 @@ from tests.conftest import free_port
 
 pytest.importorskip("sqlglot")
 
-ROOT = Path(__file__).resolve().parents[2]
-PGBIN = Path("/usr/lib/postgresql/15/bin")
 SCALES = {
     "noop": 1.0,
     "ycsb": 1.0,
@@ -86,25 +82,6 @@ def sqlserver_port() -> Iterator[int]:
 @pytest.mark.parametrize("workload", ["noop", "ycsb", "tpcc", "olap"])
 def test_workload_on_sqlserver(sqlserver_port: int, workload: str) -> None:
     run_and_check(sqlserver_port, workload)
-
-
-@pytest.fixture(scope="module")
-def postgres_port() -> Iterator[int]:
-    if os.geteuid() != 0 or not (PGBIN / "postgres").exists() or shutil.which("runuser") is None:
-        pytest.skip("PostgreSQL 15 as user postgres needs root, runuser and postgresql-15")
-    spec = importlib.util.spec_from_file_location(
-        "sql_vs_postgres", ROOT / "bench" / "sql_vs_postgres.py"
-    )
-    assert spec is not None and spec.loader is not None
-    helper = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = helper  # its dataclasses look their module up there
-    spec.loader.exec_module(helper)
-    work = Path(tempfile.mkdtemp(prefix="lpsw-pg-"))  # under /tmp: the postgres user must reach it
-    try:
-        with helper.postgres(work) as target:
-            yield target.port
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.mark.timeout(60)

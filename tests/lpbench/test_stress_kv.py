@@ -66,3 +66,47 @@ def test_bad_arguments_exit_2() -> None:
     assert proc.returncode == 2 and "unknown --plant 'nonsense'" in proc.stderr
     proc = stress("--workload", "tpcc", "--cycles", "1")
     assert proc.returncode == 2 and "--workload tpcc does not fit --server kv" in proc.stderr
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_stops_after_the_cycle_and_still_checks_and_reports(tmp_path: Path) -> None:
+    """A long run interrupted with SIGINT once transitions are under way: it still reads back every
+    write and prints the report (exit 1, 'interrupted'), nothing lost, its server stopped."""
+    import os
+    import signal
+    import time
+
+    env = dict(os.environ, TMPDIR=str(tmp_path))  # the run's server directory appears here
+    proc = subprocess.Popen(
+        [livepatch_executable(), "stress", "--server", "kv", "--cycles", "100000", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        generation = 0
+        while generation < 20 and time.monotonic() < deadline:  # polls a condition, bounded
+            socks = list(tmp_path.glob("lps-*/data/livepatch.sock"))
+            if socks:
+                status = subprocess.run(
+                    [livepatch_executable(), "status", "--socket", str(socks[0]), "--json"],
+                    capture_output=True, text=True, timeout=30,
+                )  # fmt: skip
+                if status.returncode == 0:
+                    generation = int(json.loads(status.stdout)["statistics"]["generation"])
+            time.sleep(0.2)
+        assert generation >= 20, "no transitions within 60 s"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, err
+    report = json.loads(out)
+    assert 10 <= report["cycles"] < 100000
+    assert any("interrupted" in f for f in report["failures"]), report["failures"]
+    assert report["requests"] > 0 and report["unchecked_writes"] == 0  # the writes were read back
+    for key in ("failed_requests", "hung_requests", "wrong_version_replies", "lost_writes"):
+        assert report[key] == 0, key
+    assert "Traceback" not in err
+    assert not list(tmp_path.glob("lps-*"))  # the server and its directory are gone

@@ -94,6 +94,12 @@ def stress_command(
 
 
 def _with_progress(cfg: StressConfig, target: StressTarget, out: Path | None) -> dict[str, Any]:
+    """The run with a progress bar. Ctrl-C (SIGINT) stops it after the current cycle: the writes are
+    still checked and the report printed, saying how many cycles ran (exit 1); a second Ctrl-C
+    interrupts at once."""
+    import signal
+    import threading
+
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -115,7 +121,19 @@ def _with_progress(cfg: StressConfig, target: StressTarget, out: Path | None) ->
             status = ", ".join(f"{k} {v}" for k, v in totals.items() if v or k == "requests")
             bar.update(task, completed=done, status=status)
 
-        return run_stress(cfg, target, progress, keep=out)
+        interrupt = threading.Event()
+
+        def on_sigint(signum: int, frame: object) -> None:
+            if interrupt.is_set():
+                raise KeyboardInterrupt
+            interrupt.set()
+            click.echo("stopping after this cycle (Ctrl-C again to stop at once)", err=True)
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            return run_stress(cfg, target, progress, keep=out, interrupt=interrupt)
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _print(report: dict[str, Any]) -> None:

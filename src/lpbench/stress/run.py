@@ -148,9 +148,16 @@ class _Client(threading.Thread):
 
 class StressRun:
     def __init__(
-        self, cfg: StressConfig, target: StressTarget, server: Server, patch: Path
+        self,
+        cfg: StressConfig,
+        target: StressTarget,
+        server: Server,
+        patch: Path,
+        interrupt: threading.Event | None = None,
     ) -> None:
         self.cfg, self.target, self.server, self.patch = cfg, target, server, patch
+        # Set (e.g. by the CLI's SIGINT handler): stop after the current cycle, check and report.
+        self.interrupt = interrupt or threading.Event()
         self.host, self.port = server.host, server.port
         self.timeline = Timeline()
         self.stop = threading.Event()
@@ -254,7 +261,7 @@ class StressRun:
                 self.server_exit = self._server_exit()
                 if progress is not None:
                     progress(done, self.totals())
-                if self.server_exit is not None:
+                if self.server_exit is not None or self.interrupt.is_set():
                     break
         finally:
             self.stop.set()
@@ -321,7 +328,8 @@ class StressRun:
                 for m in self.cfg.methods}  # fmt: skip
         failures = []
         if done < self.cfg.cycles:
-            failures.append(f"stopped after {done} of {self.cfg.cycles} cycles")
+            why = " (interrupted)" if self.interrupt.is_set() else ""
+            failures.append(f"stopped after {done} of {self.cfg.cycles} cycles{why}")
         if self.server_exit is not None:
             failures.append(f"the server exited (code {self.server_exit})")
         for name, n in (("failed requests", totals["failed"]), ("hung requests", totals["hangs"]),
@@ -383,9 +391,10 @@ def run_stress(
     target: StressTarget,
     progress: Progress | None = None,
     keep: Path | None = None,
+    interrupt: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Build the patch, start the server, stress it, stop it (always). `keep`: copy the patch and the
-    server's log there."""
+    server's log there. `interrupt` set: stop after the current cycle, check and report what was done."""
     cfg.check()
     if cfg.plant is not None and cfg.plant not in (*target.plants, "kill-server"):
         raise ValueError(
@@ -403,7 +412,7 @@ def run_stress(
             server.start()
             if cfg.workload is not None:
                 server.populate(KV_KEYS)  # kv: DEBUG POPULATE; sql: the workload's schema and data
-            report = StressRun(cfg, target, server, patch).run(progress)
+            report = StressRun(cfg, target, server, patch, interrupt).run(progress)
         finally:
             server.stop()
             if keep is not None:

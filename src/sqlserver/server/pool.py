@@ -43,6 +43,10 @@ Live patching:
     still executes, the threads whose point would only refuse them (`wakeup_all`): the runtime
     calls the hook repeatedly during a transition, and waking everyone each time starved the very
     requests the patch waits for.
+Experiment only (`--pool-quiescence naive`, hidden; lpbench's deadlock figure): every pool thread stays
+registered at one priority (MEDIUM), so a global patch parks each thread at its next point whatever the
+others do -- the paper's naive MariaDB, which deadlocks when a parked listener holds the COMMIT that a
+running statement's lock wait depends on. Never use it to serve.
 A request runs on one worker from its first to its last byte, so no thread mixes generations within a
 request; a transaction's statements may run on different workers (as in MariaDB's pool).
 
@@ -91,25 +95,26 @@ class _Role:
     while a request still runs. In steady state this costs no call at all.
     """
 
-    __slots__ = ("current", "flag", "point", "set_priority")
+    __slots__ = ("current", "flag", "naive", "point", "set_priority")
 
-    def __init__(self) -> None:
+    def __init__(self, naive: bool = False) -> None:
         import livepatch
 
         self.flag = livepatch.transition_flag()
         self.point = livepatch.quiescence_point
         self.set_priority = livepatch.set_priority
         self.current = livepatch.Priority.MEDIUM  # managed_thread(priority=MEDIUM) registered it
+        self.naive = naive  # experiment only: stay MEDIUM throughout (see the theory)
 
     def execute(self) -> None:
-        if self.current is not _LOW:
+        if self.current is not _LOW and not self.naive:
             self.set_priority(_LOW)
             self.current = _LOW
 
     def quiesce_as(self, priority: Priority) -> None:
         """The quiescence point, as `priority` (MEDIUM between tasks, CRITICAL after a poll)."""
         if self.flag.request is not None:
-            if self.current is not priority:
+            if self.current is not priority and not self.naive:
                 self.set_priority(priority)
                 self.current = priority
             self.point()
@@ -202,6 +207,7 @@ class ThreadPool:
         livepatch_enabled: bool = True,
         max_threads_per_group: int = MAX_THREADS_PER_GROUP,
         stall_limit_s: float = STALL_LIMIT_S,
+        naive: bool = False,
     ) -> None:
         if groups < 1:
             raise ValueError("a pool needs at least one thread group (--pool-groups 1 or more)")
@@ -210,6 +216,7 @@ class ThreadPool:
         self.livepatch_enabled = livepatch_enabled
         self.max_threads_per_group = max_threads_per_group
         self.stall_limit_s = stall_limit_s
+        self.naive = naive
         self.groups = [_Group(self, i) for i in range(groups)]
         self._next_group = itertools.cycle(self.groups)
         self._stopping = False
@@ -330,7 +337,7 @@ class ThreadPool:
     def _work(self, group: _Group) -> None:
         with group.lock:
             group.starting -= 1
-        role = _Role() if self.livepatch_enabled else None
+        role = _Role(self.naive) if self.livepatch_enabled else None
         blocking.install(group.wait_begin, group.wait_end)
         flag = self._flag
         ran = False

@@ -34,6 +34,7 @@ class NetOptions:
     port: int = 5432
     policy: str = "thread-per-connection"
     pool_groups: int = 3
+    pool_quiescence: str = "priority"  # "naive": experiment only (pool.py)
     thread_cache: int = 8
     max_connections: int = 100
     livepatch: bool = True
@@ -74,7 +75,11 @@ class Server:
         self.policy: Policy
         if options.policy == "pool":
             self.policy = ThreadPool(
-                state, self.table, options.pool_groups, livepatch_enabled=options.livepatch
+                state,
+                self.table,
+                options.pool_groups,
+                livepatch_enabled=options.livepatch,
+                naive=options.pool_quiescence == "naive",
             )
         else:
             self.policy = ThreadPerConnection(

@@ -1,0 +1,194 @@
+"""Figures 1-5 of docs/results-sql.md (figure 6: bench/sql_deadlocks.py), each one command:
+
+    .venv/bin/python bench/sql_figures.py fig1   # and figure 4: throughput and latency around updates
+    .venv/bin/python bench/sql_figures.py fig2   # OLAP queries on a timeline, global vs local
+    .venv/bin/python bench/sql_figures.py fig3   # sync time, a patch every 100 ms; and against pool size
+    .venv/bin/python bench/sql_figures.py fig5   # patch time against patch size, patches #1-#5
+    options: --out DIR (default results/sql-figures) --duration S --patch K --replot
+
+Every update applies or reverts a real commit of this repository's sqlserver (lpbench.sql.history:
+patch #K, default #4, on a server running that commit's parent; fig5: all five); the runs are lpbench's
+(runner.run_once: every transaction recorded, the agent's events merged). Durations and sizes are cut
+down for a busy 2-core machine (docs/results-sql.md says by how much). The figures go to DIR/figN.png;
+each panel's data stays in DIR/figN/<panel>/ (summary.json, per-run requests.npz and events.json), so
+`--replot` redraws without running anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from lpbench import plots, plots_sql
+from lpbench.bench import load_results, run_series, typical_runs
+from lpbench.runner import BenchConfig
+from lpbench.sql import history
+
+WORKLOADS = ("noop", "ycsb", "tpcc", "olap")
+POLICIES = ("thread-per-connection", "pool")
+SCALE = {
+    "noop": 1.0,
+    "ycsb": 1.0,
+    "tpcc": 0.05,
+    "olap": 0.05,
+}  # YCSB 1000 rows; TPC-C 1 small warehouse
+CONNECTIONS = {"noop": 10, "ycsb": 10, "tpcc": 10, "olap": 4}
+POOL_GROUPS = (1, 2, 4, 8, 16)
+OLAP_TIMELINE_SCALE = (
+    1.0  # figure 2: one whole warehouse, so that queries run for a good part of a second
+)
+
+
+def every_100ms(duration: float) -> tuple[float, ...]:
+    n = int((duration - 1.0) / 0.1 + 1e-9) + 1
+    return tuple(round(0.5 + 0.1 * i, 3) for i in range(n))
+
+
+def _series(
+    cfg: BenchConfig, methods: list[str], patch: history.HistoryPatch, out: Path
+) -> list[Any]:
+    print(
+        f"  {out.name}: {', '.join(methods)} ({cfg.duration_s:g} s each)",
+        file=sys.stderr,
+        flush=True,
+    )
+    results, _ = run_series(
+        cfg, methods, 1, [patch.patch], out,
+        server_factory=lambda port, d: history.HistoricSqlServer(port, d, patch.code),
+    )  # fmt: skip
+    return results
+
+
+def fig1(args: argparse.Namespace, patch: history.HistoryPatch | None) -> list[Path]:
+    """Throughput (figure 1) and latency (figure 4) of each workload x policy: baseline, global, local;
+    five updates evenly spread over the run (the paper: at 5, 10, 15, 20, 25 s of 30 s)."""
+    out = args.out / "fig1"
+    d = args.duration
+    at = tuple(round(d * k / 6, 2) for k in range(1, 6))
+    if patch is not None:
+        for w in WORKLOADS:
+            for p in POLICIES:
+                cfg = BenchConfig(server="sql", workload=w, connections=CONNECTIONS[w], duration_s=d,
+                                  at_s=at, policy=p, scale=SCALE[w])  # fmt: skip
+                _series(cfg, ["none", "live-global", "live-local"], patch, out / f"{w}-{p}")
+    thr, lat = [], []
+    for w in WORKLOADS:
+        for p in POLICIES:
+            panel = out / f"{w}-{p}"
+            typical = [
+                (r.method, r.recording, r.updates) for r in typical_runs(load_results(panel))
+            ]
+            thr.append(plots.throughput_over_time(typical, panel / "throughput.png"))
+            lat.append(plots.latency_scatter(typical, panel / "latency.png"))
+    names = [f"{w}, {p}" for w in WORKLOADS for p in POLICIES]
+    return [
+        plots_sql.grid(thr, names, args.out / "fig1.png", columns=2),
+        plots_sql.grid(
+            lat, names, args.out / "fig4.png", columns=4, dpi=90
+        ),  # 8 scatter panels: keep it small
+    ]
+
+
+def fig2(args: argparse.Namespace, patch: history.HistoryPatch | None) -> list[Path]:
+    """OLAP: every connection's queries on a timeline, the migration windows shaded, global vs local."""
+    out = args.out / "fig2"
+    d = args.duration
+    panels = []
+    for p in POLICIES:
+        panel = out / p
+        if patch is not None:
+            cfg = BenchConfig(server="sql", workload="olap", connections=CONNECTIONS["olap"],
+                              duration_s=d, at_s=(round(d / 3, 2), round(2 * d / 3, 2)), policy=p,
+                              scale=OLAP_TIMELINE_SCALE)  # fmt: skip
+            _series(cfg, ["live-global", "live-local"], patch, panel)
+        runs = [(r.method, r.recording, r.updates) for r in load_results(panel)]
+        panels.append(plots_sql.olap_timeline(runs, p, panel / "timeline.png"))
+    return [plots_sql.grid(panels, list(POLICIES), args.out / "fig2.png", columns=1)]
+
+
+def fig3(args: argparse.Namespace, patch: history.HistoryPatch | None) -> list[Path]:
+    """Sync time with a patch every 100 ms for the whole run: per workload, policy and method; and
+    against the pool's thread groups (YCSB)."""
+    out = args.out / "fig3"
+    d = args.duration
+    at = every_100ms(d)
+    if patch is not None:
+        for w in WORKLOADS:
+            for p in POLICIES:
+                cfg = BenchConfig(server="sql", workload=w, connections=CONNECTIONS[w], duration_s=d,
+                                  at_s=at, policy=p, scale=SCALE[w])  # fmt: skip
+                _series(cfg, ["live-global", "live-local"], patch, out / f"{w}-{p}")
+        for g in POOL_GROUPS:
+            cfg = BenchConfig(server="sql", workload="ycsb", connections=16, duration_s=d, at_s=at,
+                              policy="pool", pool_groups=g, scale=SCALE["ycsb"])  # fmt: skip
+            _series(cfg, ["live-global", "live-local"], patch, out / f"groups-{g}")
+    by_config: dict[str, list[dict[str, Any]]] = {}
+    for w in WORKLOADS:
+        for p in POLICIES:
+            by_config[f"{w}\n{'tpc' if p != 'pool' else 'pool'}"] = _updates(out / f"{w}-{p}")
+    by_groups = {g: _updates(out / f"groups-{g}") for g in POOL_GROUPS}
+    return [plots_sql.sync_times(by_config, by_groups, args.out / "fig3.png")]
+
+
+def _updates(panel: Path) -> list[dict[str, Any]]:
+    return [u for r in load_results(panel) for u in r.updates]
+
+
+def fig5(args: argparse.Namespace, patches: list[history.HistoryPatch] | None) -> list[Path]:
+    """Patch time against patch size: patches #1-#5, each on its parent's server under NoOp load,
+    applied and reverted every 0.6 s, `repeats` applies per method."""
+    out = args.out / "fig5"
+    repeats = 10
+    at = tuple(round(1.0 + 0.6 * i, 2) for i in range(2 * repeats))
+    cfg = BenchConfig(server="sql", workload="noop", connections=10, duration_s=at[-1] + 1.5,
+                      at_s=at, policy="thread-per-connection")  # fmt: skip
+    if patches is not None:
+        for p in patches:
+            if args.only and p.number not in args.only:
+                continue
+            _series(cfg, ["live-global", "live-local"], p, out / f"patch{p.number}")
+    records = []
+    for k in range(1, 6):
+        for u in _updates(out / f"patch{k}"):
+            if u["action"] == "apply":
+                records.append({**u, "number": k})
+    return [plots_sql.patch_time(records, args.out / "fig5.png")]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("figure", choices=["fig1", "fig2", "fig3", "fig5"])
+    ap.add_argument("--out", type=Path, default=Path("results/sql-figures"))
+    ap.add_argument("--duration", type=float, default=None,
+                    help="seconds per run (fig1: 15, fig2: 20, fig3: 6)")  # fmt: skip
+    ap.add_argument("--patch", type=int, default=4, choices=range(1, 6), help="history patch #K")
+    ap.add_argument("--repo", type=Path, default=Path("."), help="a git clone of this repository")
+    ap.add_argument("--replot", action="store_true", help="redraw from DIR only; run nothing")
+    ap.add_argument("--only", type=lambda t: {int(x) for x in t.split(",")}, default=None,
+                    help="fig5: run only these patches (e.g. 1,3), keep the others' data in DIR")  # fmt: skip
+    args = ap.parse_args()
+    args.duration = args.duration or {"fig1": 15.0, "fig2": 20.0, "fig3": 6.0}.get(args.figure, 0)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="lpb-hist-") as tmp:
+        built = None if args.replot else history.build(args.repo, Path(tmp))
+        if args.figure == "fig5":
+            paths = fig5(args, built)
+        else:
+            patch = None if built is None else built[args.patch - 1]
+            paths = {"fig1": fig1, "fig2": fig2, "fig3": fig3}[args.figure](args, patch)
+    if built is not None:
+        (args.out / f"{args.figure}-patches.json").write_text(json.dumps(
+            [{"number": p.number, "sha": p.commit.sha, "functions": p.patch.n_functions,
+              "bytes": p.patch.size_bytes, "subject": p.commit.subject} for p in built], indent=1))  # fmt: skip
+    print("\n".join(str(p) for p in paths))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
