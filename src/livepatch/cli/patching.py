@@ -190,9 +190,10 @@ Examples:
 @click.option(
     "--category",
     type=click.Choice([c.value for c in Category]),
-    default=Category.PROCESS.value,
-    show_default=True,
-    help="thread-local allows local quiescence; process needs global; data carries a transformer.",
+    default=None,
+    help="thread-local allows local quiescence; process needs global; data carries a transformer. "
+    "Default: inferred (thread-local when only function bodies change and nothing shared is "
+    "touched); the summary says why.",
 )
 @click.option(
     "--hooks",
@@ -212,7 +213,7 @@ def diff_command(
     git: tuple[str, str, str] | None,
     output: Path | None,
     key: Path | None,
-    category: str,
+    category: str | None,
     hooks: Path | None,
     description: str,
     patch_id: str | None,
@@ -244,7 +245,7 @@ def diff_command(
         pp = build_patch(
             old_v,
             new_v,
-            category=Category(category),
+            category=Category(category) if category else None,
             description=description,
             hooks_source=hooks_source,
             patch_id=patch_id,
@@ -290,6 +291,7 @@ def diff_command(
                     {"module": m.module, "status": m.status, "counts": m.counts} for m in pp.modules
                 ],
                 "waived": [w.to_dict() for w in pp.waived],
+                "category_reason": pp.category_reason,
                 "written": str(output) if written else None,
                 "signed_by": signing_key.key_id if signing_key and written else None,
             }

@@ -110,7 +110,7 @@ def _diff(old: PackageVersion, new: PackageVersion, out: Path | None, sha: str) 
     if bad is not None:
         return {"outcome": Outcome.ERROR, "error_kind": ErrorKind.DOES_NOT_COMPILE, "reason": bad}
     try:
-        spec = build_patch(old, new).spec
+        spec = build_patch(old, new, category=None).spec  # inferred, as `livepatch diff` does
     except PackageError as exc:  # the package layer's own "cannot read this version"
         return {"outcome": Outcome.ERROR, "error_kind": ErrorKind.UNREADABLE, "reason": str(exc)}
     except MemoryError:

@@ -25,7 +25,8 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from livepatch.patch.fingerprint import code_fingerprint
@@ -43,10 +44,22 @@ from livepatch.patch.model import (
     covering_hook,
     hook_fix,
 )
-from livepatch.patch.patchability import builds_fresh_object, replacement_problems
+from livepatch.patch.imports import PackageImports
+from livepatch.patch.patchability import (
+    FUNCTION_KINDS,
+    builds_fresh_object,
+    replacement_problems,
+)
 from livepatch.patch.walk import ClassInfo, Definition, ModuleWalk, walk_source
 
-__all__ = ["ModuleDiff", "SourcesDiff", "diff_module", "diff_sources", "patch_from_sources"]
+__all__ = [
+    "ModuleDiff",
+    "SourcesDiff",
+    "diff_module",
+    "diff_sources",
+    "infer_category",
+    "patch_from_sources",
+]
 
 
 @dataclass(frozen=True)
@@ -59,6 +72,7 @@ class ModuleDiff:
     new_source: str
     old_source_sha256: str
     waived: tuple[Waiver, ...] = ()  # refusals a hook of the patch covers
+    rebinding: frozenset[str] = frozenset()  # changed functions declaring global/nonlocal
 
     @property
     def has_changes(self) -> bool:
@@ -81,14 +95,47 @@ class ModuleDiff:
 
 
 def _fp(d: Definition) -> str | None:
+    if d.kind is DefinitionKind.VALUE:
+        return hashlib.sha256(d.value.encode()).hexdigest()
     return code_fingerprint(d.code) if d.code is not None else None
+
+
+# a class whose class-level names are fields or members, not plain class attributes
+_SPECIAL_BASES = re.compile(r"'(Enum|IntEnum|StrEnum|Flag|IntFlag|NamedTuple|TypedDict)'")
+# class-level names that are the class's machinery, not values
+_CLASS_MACHINERY = frozenset(
+    {"__slots__", "__dict__", "__weakref__", "__class__", "__bases__", "__mro__", "__module__"}
+)
+_CONTAINER_CALLS = frozenset(
+    {"dict", "list", "set", "defaultdict", "OrderedDict", "deque", "bytearray", "Counter"}
+)
+
+
+def _builds_container(expr: ast.expr) -> bool:
+    """Whether an expression builds a mutable container (a display, a comprehension, dict()...)."""
+    if isinstance(expr, ast.Call):
+        f = expr.func
+        name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+        return name in _CONTAINER_CALLS
+    return isinstance(
+        expr, ast.List | ast.Dict | ast.Set | ast.ListComp | ast.DictComp | ast.SetComp
+    )
 
 
 class _Differ:
     def __init__(
-        self, module: str, old: ModuleWalk, new: ModuleWalk, hooks: frozenset[str], added: bool
+        self,
+        module: str,
+        old: ModuleWalk,
+        new: ModuleWalk,
+        hooks: frozenset[str],
+        added: bool,
+        imported_by: Mapping[str, list[str]] | None = None,
+        same_import: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.module = module
+        self.imported_by = imported_by or {}
+        self.same_import = same_import
         self.old = old
         self.new = new
         self.hooks = hooks
@@ -96,6 +143,7 @@ class _Differ:
         self.changes: list[TargetChange] = []
         self.refusals: list[Refusal] = []
         self.waived: list[Waiver] = []
+        self.rebinding: set[str] = set()
 
     def refuse(self, kind: RefusalKind, qualname: str, reason: str, fix: str) -> None:
         refusal = Refusal(self.module, qualname, reason, fix + hook_fix(kind), kind)
@@ -159,12 +207,17 @@ class _Differ:
                 "keep the class decorators",
             )
         adds_defaults = False
+        # names bound once are VALUE targets of their own (see `value`); the rest is class state
+        old_values = {n for n in old.assignments if f"{qualname}.{n}" in self.old.definitions}
+        new_values = {n for n in new.assignments if f"{qualname}.{n}" in self.new.definitions}
         changed = [
             n
             for n in old.assignments
-            if n in new.assignments and ast.dump(old.assignments[n]) != ast.dump(new.assignments[n])
+            if n in new.assignments
+            and not (n in old_values and n in new_values)
+            and ast.dump(old.assignments[n]) != ast.dump(new.assignments[n])
         ]
-        removed = [n for n in old.assignments if n not in new.assignments]
+        removed = [n for n in old.assignments if n not in new.assignments and n not in old_values]
         added = [n for n in new.assignments if n not in old.assignments]
         if changed or removed or old.other_statements != new.other_statements:
             names = ", ".join(f"`{n}`" for n in [*changed, *removed]) or "its class-body statements"
@@ -184,18 +237,121 @@ class _Differ:
                     "leave the fields as they are",
                 )
             else:
-                adds_defaults = True
+                # an undecorated class: each added name is an ADDED VALUE target, set on the live class
+                adds_defaults = any(n not in new_values for n in added)
         for attr, where in new.instance_attributes.items():
             if attr in old.instance_attributes or attr in new.assignments:
                 continue
+            if attr not in new.plain_reads and attr in new.guarded_reads:
+                continue  # read only as getattr(self, "x", default): live instances without it are fine
             self.refuse(
                 RefusalKind.INSTANCE_ATTRIBUTE,
                 qualname,
                 f"new instance attribute `self.{attr}` (assigned in `{where}`): live instances of `{qualname}` do not have it",
-                f"give the attribute a class-level default (`{attr} = None` in the body of `{qualname}`) so live "
-                "instances stay valid",
+                f"give the attribute a class-level default (`{attr} = None` in the body of `{qualname}`), or "
+                f'read it as getattr(self, "{attr}", default) everywhere, so live instances stay valid',
             )
         return adds_defaults
+
+    # -- values (names bound once by a simple assignment, module or class level) ------------------------
+    def value(self, qualname: str, old: Definition, new: Definition) -> str | None:
+        """Check a VALUE present in both; the old expression's text when it changed, else None."""
+        if old.value == new.value:
+            return None
+        in_class = bool(new.owner)
+        kind = RefusalKind.CLASS_STATE if in_class else RefusalKind.MODULE_STATE
+        where = (
+            f"class-level value `{qualname}`" if in_class else f"module-level value `{qualname}`"
+        )
+        old_node = old.node
+        assert isinstance(old_node, ast.Assign | ast.AnnAssign) and old_node.value is not None
+        if in_class:
+            info = self.new.classes[new.owner]
+            if info.node.decorator_list or _SPECIAL_BASES.search(info.header):
+                self.refuse(
+                    kind,
+                    qualname,
+                    f"{where} changed in a decorated class or an Enum/NamedTuple/TypedDict: a field "
+                    "there is part of the class's layout, built when the class was",
+                    "keep the value",
+                )
+                return None
+            if new.name in _CLASS_MACHINERY:
+                self.refuse(
+                    RefusalKind.CLASS_LAYOUT,
+                    qualname,
+                    f"{where} is part of the class machinery",
+                    "keep it as it is",
+                )
+                return None
+        readers = self.old.readers.get(qualname, set()) - {qualname, new.name}
+        readers = {
+            r for r in readers if not self._reevaluated(r, new.owner)
+        }  # a reader that changes too is built again from the new value
+        if readers:
+            names = ", ".join(f"`{r}`" for r in sorted(readers)[:3])
+            self.refuse(
+                kind,
+                qualname,
+                f"{where} changed but {names} read it when the {'class' if in_class else 'module'} "
+                "body ran: they hold the old value",
+                "compute the value inside the function that uses it, or change its readers too",
+            )
+            return None
+        importers = [] if in_class else self.imported_by.get(new.name, [])
+        if importers:
+            self.refuse(
+                kind,
+                qualname,
+                f"{where} changed but {', '.join(importers[:3])} imported it by name (`from "
+                f"{self.module} import {new.name}`): their copy would keep the old value",
+                f"import the module and read `{self.module.rpartition('.')[2]}.{new.name}` at call time",
+            )
+            return None
+        if (
+            new.name != "__all__"
+            and _builds_container(old_node.value)
+            and (new.name in self.old.mutated)
+        ):
+            self.refuse(
+                kind,
+                qualname,
+                f"{where} is a container the code changes in place: it holds run-time state",
+                "keep the container and change its contents in a hook",
+            )
+            return None
+        return ast.unparse(old_node.value)
+
+    def _reevaluated(self, reader: str, owner: str) -> bool:
+        """Whether `reader` (a VALUE qualname, or a bare module-level name) is a VALUE this patch
+        evaluates again."""
+        for q in (reader, f"{owner}.{reader}" if owner else reader):
+            old, new = self.old.definitions.get(q), self.new.definitions.get(q)
+            if (
+                old is not None
+                and new is not None
+                and old.kind is DefinitionKind.VALUE
+                and new.kind is DefinitionKind.VALUE
+                and old.value != new.value
+            ):
+                return True
+        return False
+
+    def imports(self, qualname: str, old: Definition, new: Definition) -> bool:
+        """A changed import: True (CHANGED) when both paths bind the same object as far as the package's
+        sources tell (staging checks it against the live object), else refused."""
+        if old.decorators == new.decorators:
+            return False
+        if self.same_import is not None and self.same_import(old.decorators, new.decorators):
+            return True
+        self.refuse(
+            RefusalKind.IMPORT,
+            qualname,
+            f"the import bound to `{qualname}` changed ({old.decorators} -> {new.decorators}) and the "
+            "package's sources do not show that both bind the same object",
+            "import the new thing under a new name",
+        )
+        return False
 
     # -- functions ----------------------------------------------------------------------------------
     def function(self, qualname: str, old: Definition, new: Definition) -> bool:
@@ -228,7 +384,10 @@ class _Differ:
                         "live function's object is its static state and is carried over, not rebuilt",
                         "use a `None` default and build the value in the body",
                     )
-        return _fp(old) != _fp(new) or defaults_changed
+        changed = _fp(old) != _fp(new) or defaults_changed
+        if changed and any(isinstance(n, ast.Global | ast.Nonlocal) for n in ast.walk(new.node)):
+            self.rebinding.add(qualname)
+        return changed
 
     def run(self) -> None:
         self.module_statements()
@@ -244,11 +403,35 @@ class _Differ:
         def inside(qualname: str, classes: list[str]) -> bool:
             return any(qualname.startswith(c + ".") for c in classes)
 
+        old_bound = {(d.owner, d.name): d for d in old_defs.values()}
+        new_bound = {(d.owner, d.name): d for d in new_defs.values()}
         for qualname, new in new_defs.items():
             if inside(qualname, added_classes):
                 continue
             old = old_defs.get(qualname)
             if old is None:
+                was = old_bound.get((new.owner, new.name))
+                if was is not None and was.kind is not new.kind:  # e.g. a method becomes a property
+                    self.refuse(
+                        RefusalKind.KIND_CHANGE,
+                        qualname,
+                        f"`{was.qualname}` changes from a {was.kind} to a {new.kind}",
+                        "keep the old definition as it is and add the new one under another name",
+                    )
+                    continue
+                if (
+                    new.kind is DefinitionKind.VALUE
+                    and not new.owner
+                    and (new.name in self.old.dynamic_names)
+                ):
+                    self.refuse(
+                        RefusalKind.MODULE_STATE,
+                        qualname,
+                        f"`{qualname}` is now a plain assignment but the old version bound it in "
+                        "module-level code that already ran",
+                        "keep the old module-level code",
+                    )
+                    continue
                 self.changes.append(
                     TargetChange(qualname, ChangeKind.ADDED, new.kind, None, _fp(new))
                 )
@@ -262,14 +445,15 @@ class _Differ:
                 )
                 continue
             if new.kind is DefinitionKind.IMPORT:
-                if old.decorators != new.decorators:
-                    self.refuse(
-                        RefusalKind.IMPORT,
-                        qualname,
-                        f"the import bound to `{qualname}` changed ({old.decorators} -> {new.decorators})",
-                        "import the new thing under a new name",
-                    )
-                self.changes.append(TargetChange(qualname, ChangeKind.SAME, new.kind))
+                kind = ChangeKind.CHANGED if self.imports(qualname, old, new) else ChangeKind.SAME
+                self.changes.append(TargetChange(qualname, kind, new.kind))
+                continue
+            if new.kind is DefinitionKind.VALUE:
+                old_text = self.value(qualname, old, new)
+                kind = ChangeKind.CHANGED if old_text is not None else ChangeKind.SAME
+                self.changes.append(
+                    TargetChange(qualname, kind, new.kind, _fp(old), _fp(new), old_value=old_text)
+                )
                 continue
             if new.kind is DefinitionKind.CLASS:
                 changed = self.class_layout(
@@ -282,6 +466,9 @@ class _Differ:
         for qualname, old in old_defs.items():
             if qualname in new_defs or inside(qualname, removed_classes):
                 continue
+            now = new_bound.get((old.owner, old.name))
+            if now is not None and now.kind is not old.kind:
+                continue  # refused as a kind change above
             self.changes.append(
                 TargetChange(qualname, ChangeKind.REMOVED, old.kind, _fp(old), None)
             )
@@ -307,7 +494,12 @@ def _short(text: str, limit: int = 60) -> str:
 
 
 def diff_module(
-    module: str, old_source: str | None, new_source: str, *, hooks: Iterable[str] = ()
+    module: str,
+    old_source: str | None,
+    new_source: str,
+    *,
+    hooks: Iterable[str] = (),
+    package: PackageImports | None = None,
 ) -> ModuleDiff:
     """Compare two versions of one module, definition by definition (sources are compiled, never run).
 
@@ -315,12 +507,30 @@ def diff_module(
     time); "" is an existing, empty module. `hooks`: the hook names the patch's hooks file defines
     (hooks_info.defined_hooks); a refusal one of them covers (model.COVERING_HOOKS) is moved to `waived`.
     Returns every definition's TargetChange (SAME ones included, in new-source order, then REMOVED ones),
-    the Refusals and the waivers. Raises SyntaxError when either source does not compile (its filename
-    names the module and version). Pure function; any thread.
+    the Refusals and the waivers. `package`: the import statements of the package's other modules (old
+    version), for the cross-module rules (a value another module copied by name; two imports binding
+    the same object); without it no module is known to import anything from this one. Raises
+    SyntaxError when either source does not compile (its filename names the module and version). Pure
+    function; any thread.
     """
     old = walk_source(old_source or "", f"<{module} (old)>")
     new = walk_source(new_source, f"<{module} (new)>")
-    differ = _Differ(module, old, new, frozenset(hooks), added=old_source is None)
+    imported_by = package.imported_by(module) if package is not None else {}
+    star = imported_by.pop("*", [])
+    if star:  # `from m import *` copies every public name (there are few such importers)
+        for name, d in old.definitions.items():
+            if d.kind is DefinitionKind.VALUE and not d.owner and not name.startswith("_"):
+                imported_by.setdefault(name, []).extend(star)
+    same = (lambda a, b: package.same_object(module, a, b)) if package is not None else None
+    differ = _Differ(
+        module,
+        old,
+        new,
+        frozenset(hooks),
+        added=old_source is None,
+        imported_by=imported_by,
+        same_import=same,
+    )
     differ.run()
     return ModuleDiff(
         module=module,
@@ -329,6 +539,7 @@ def diff_module(
         new_source=new_source,
         old_source_sha256=hashlib.sha256((old_source or "").encode()).hexdigest(),
         waived=tuple(differ.waived),
+        rebinding=frozenset(differ.rebinding),
     )
 
 
@@ -338,16 +549,20 @@ class SourcesDiff:
 
     spec: PatchSpec
     waived: tuple[Waiver, ...]
+    category_reason: str = (
+        ""  # why the patch has its category (inferred, or given and what was inferred)
+    )
 
 
 def diff_sources(
     modules: Mapping[str, tuple[str | None, str]],
     *,
-    category: Category = Category.PROCESS,
+    category: Category | None = Category.PROCESS,
     patch_id: str | None = None,
     package: str | None = None,
     description: str = "",
     hooks_source: str | None = None,
+    context: Mapping[str, str] | None = None,
 ) -> SourcesDiff:
     """Build a PatchSpec from {module name: (old source or None for a new module, new source)}, and
     report the waived refusals.
@@ -359,13 +574,21 @@ def diff_sources(
     of the first module's name. Raises SyntaxError when a source does not compile. Pure; any thread.
     """
     hooks = defined_hooks(hooks_source)
+    old_sources = {name: old for name, (old, _) in modules.items() if old is not None}
+    imports = PackageImports({**(context or {}), **old_sources})
     diffs = [
-        diff_module(name, old, new, hooks=hooks) for name, (old, new) in sorted(modules.items())
+        diff_module(name, old, new, hooks=hooks, package=imports)
+        for name, (old, new) in sorted(modules.items())
     ]
     kept = tuple(d.to_module_patch() for d in diffs if d.has_changes or d.waived)
     refusals = tuple(r for d in diffs for r in d.refusals)
     if package is None:
         package = next(iter(sorted(modules)), "").split(".")[0]
+    inferred, why = infer_category(diffs, modules, hooks_source)
+    if category is None:
+        category = inferred
+    else:
+        why = f"{category.value}: given by the author ({inferred.value} would be inferred: {why})"
     if patch_id is None:
         content = json.dumps(
             {
@@ -385,13 +608,62 @@ def diff_sources(
         hooks_source=hooks_source,
         refusals=refusals,
     )
-    return SourcesDiff(spec, tuple(w for d in diffs for w in d.waived))
+    return SourcesDiff(spec, tuple(w for d in diffs for w in d.waived), why)
+
+
+def infer_category(
+    diffs: Iterable[ModuleDiff],
+    modules: Mapping[str, tuple[str | None, str]],
+    hooks_source: str | None,
+) -> tuple[Category, str]:
+    """The category a patch needs, and why (docs/patchability.md, "Category").
+
+    thread-local (local quiescence is enough: each thread switches at its own quiescence point while
+    others may still run the old code) only when every change is a function body or default of an
+    existing function and no changed function declares `global`/`nonlocal` (it rebinds shared state);
+    anything added, removed or rebound (values, imports, class members, modules) is shared by every
+    thread and needs them all to switch at once: process. A hooks file makes it process too (a
+    transform hook needs global quiescence: data).
+    """
+    if hooks_source is not None:
+        if "transform" in defined_hooks(hooks_source):
+            return (
+                Category.DATA,
+                "the hooks file defines transform(ctx), which migrates live objects",
+            )
+        return Category.PROCESS, "the hooks file runs code around the swap"
+    shared: list[str] = []
+    rebinding: list[str] = []
+    bodies = 0
+    for d in diffs:
+        if modules[d.module][0] is None:
+            shared.append(f"adds module {d.module}")
+            continue
+        for c in d.changes:
+            if c.kind is ChangeKind.SAME:
+                continue
+            if c.kind is ChangeKind.CHANGED and c.definition in FUNCTION_KINDS:
+                bodies += 1
+                if c.qualname in d.rebinding:
+                    rebinding.append(f"{d.module}:{c.qualname}")
+                continue
+            shared.append(f"{c.kind.value} {c.definition.value} {d.module}:{c.qualname}")
+    if shared:
+        more = f" and {len(shared) - 3} more" if len(shared) > 3 else ""
+        return Category.PROCESS, "shared definitions change: " + ", ".join(shared[:3]) + more
+    if rebinding:
+        return Category.PROCESS, "changed functions rebind globals: " + ", ".join(rebinding[:3])
+    return (
+        Category.THREAD_LOCAL,
+        f"only the bodies or defaults of {bodies} existing function(s) change and none rebinds "
+        "shared state: each thread may switch at its own quiescence point",
+    )
 
 
 def patch_from_sources(
     modules: Mapping[str, tuple[str | None, str]],
     *,
-    category: Category = Category.PROCESS,
+    category: Category | None = Category.PROCESS,
     patch_id: str | None = None,
     package: str | None = None,
     description: str = "",

@@ -68,6 +68,7 @@ from livepatch.patch.walk import Definition, ModuleWalk, walk_source
 from livepatch.runtime.resolve import ResolveError, resolve_function, resolve_owner
 from livepatch.runtime.swap import MISSING, BindOp, CodeOp, StagedPatch, make_staged_patch
 from livepatch.runtime.swap_build import LiveBuilder, new_module
+from livepatch.runtime.values import other_holders
 from livepatch.runtime.verify import check_refusals
 
 __all__ = ["StagedPatch", "stage"]
@@ -266,15 +267,12 @@ class _ModuleStager:
             cls = resolve_owner(self.module, change.qualname)
         except ResolveError as exc:
             raise PatchRefused(f"{self.name(change.qualname)} cannot be patched: {exc}") from exc
-        if isinstance(cls, enum.EnumMeta):
-            # a name set on a live Enum class would be a plain attribute, never a member
-            raise self.refuse(
-                change.qualname,
-                "new members cannot be added to a live Enum (fix: ship a hook, or keep the members)",
-            )
+        self.check_not_enum(cls, change.qualname)
         for name, stmt in info.assignments.items():
             if name in vars(cls) or stmt.value is None:
                 continue
+            if f"{change.qualname}.{name}" in self.walk.definitions:
+                continue  # a VALUE target of its own (added or changed by its own TargetChange)
             self.bind(
                 cls,
                 name,
@@ -289,6 +287,7 @@ class _ModuleStager:
             local = self._relocated.get(id(code))
             if local is None:
                 local = self._relocated[id(code)] = _relocated(code, self.filename)
+            self.check_unbound(self.module, change)
             bound = self.build.exec_code(local, change.qualname)
             if change.qualname not in bound:
                 raise self.refuse(change.qualname, "the new definition did not bind its name")
@@ -296,6 +295,7 @@ class _ModuleStager:
             return
         d = self.new_definition(change)
         if not d.owner:
+            self.check_unbound(self.module, change)
             bound = self.build.exec_statement(d.node, change.qualname)
             if d.name not in bound:
                 raise self.refuse(change.qualname, "the new definition did not bind its name")
@@ -305,11 +305,109 @@ class _ModuleStager:
             cls = resolve_owner(self.module, d.owner)
         except ResolveError as exc:
             raise PatchRefused(f"{self.name(change.qualname)} cannot be added: {exc}") from exc
-        if d.kind is DefinitionKind.CLASS:
+        if d.kind is DefinitionKind.VALUE:
+            self.check_unbound(cls, change)
+            self.check_not_enum(cls, change.qualname)
+            value = self.build.eval_expr(_assigned_value(d), cls, change.qualname)
+        elif d.kind is DefinitionKind.CLASS:
             value = self.build.build_class(d, cls)
         else:
             value = self.build.build_function(d, cls)
         self.bind(cls, d.name, value, change.qualname)
+
+    def check_unbound(self, owner: Any, change: TargetChange) -> None:
+        """An added VALUE must not exist yet: if the live namespace has the name, code the differ did not
+        see (a loop, `globals()[...]`, a run-time assignment) bound it, and its value may be state."""
+        if change.definition is not DefinitionKind.VALUE:
+            return
+        name = change.qualname.rpartition(".")[2]
+        if name in vars(owner):
+            raise self.refuse(
+                change.qualname,
+                "the patch adds this value but the live namespace already has it (bound at run time or "
+                "by code the differ did not see); fix: keep it, or set it in a post_patch hook",
+            )
+
+    def check_not_enum(self, cls: Any, qualname: str) -> None:
+        if isinstance(cls, enum.EnumMeta):
+            # a name set on a live Enum class would be a plain attribute, never a member
+            raise self.refuse(
+                qualname,
+                "new members cannot be added to a live Enum (fix: ship a hook, or keep the members)",
+            )
+
+    def stage_changed_value(self, change: TargetChange) -> None:
+        """Rebind a changed module- or class-level value, when the live value is exactly what the old
+        version's statement builds (no state in it) and nothing else holds it (runtime/values.py)."""
+        d = self.new_definition(change)
+        try:
+            owner = resolve_owner(self.module, d.owner)
+        except ResolveError as exc:
+            raise PatchRefused(f"{self.name(change.qualname)} cannot be patched: {exc}") from exc
+        if d.owner:
+            self.check_not_enum(owner, change.qualname)
+        live = vars(owner).get(d.name, MISSING)
+        if live is MISSING:
+            raise self.refuse(change.qualname, "does not exist in the live module")
+        if change.old_value is None:
+            raise self.refuse(
+                change.qualname, "the patch does not say what the old value was (corrupt patch)"
+            )
+        try:
+            old_code = compile(change.old_value, self.filename, "eval", dont_inherit=True)
+        except (SyntaxError, ValueError) as exc:
+            raise self.refuse(
+                change.qualname, f"the patch's old value does not compile: {exc}"
+            ) from exc
+        try:
+            before = eval(old_code, vars(self.module), vars(owner) if d.owner else None)
+        except Exception as exc:
+            raise self.refuse(
+                change.qualname,
+                f"evaluating the old version's `{change.old_value}` failed ({exc!r}): the server does "
+                "not run the version the patch was built from",
+            ) from exc
+        if not (live is before or (type(live) is type(before) and _equal(live, before))):
+            raise self.refuse(
+                change.qualname,
+                f"the live value is not what the old version's `{_short(change.old_value)}` builds: "
+                "it was changed at run time (it is state) or the server runs another version; fix: "
+                "keep the value, or set the new one in a post_patch hook",
+            )
+        holders = other_holders(self.module, owner, d.name, live)
+        if holders:
+            raise self.refuse(
+                change.qualname,
+                f"the live value is also held by {', '.join(holders)}, which would keep the old value; "
+                "fix: read it through its module at call time, or set every copy in a post_patch hook",
+            )
+        if d.owner:
+            value = self.build.eval_expr(_assigned_value(d), owner, change.qualname)
+        else:
+            bound = self.build.exec_statement(d.node, change.qualname)
+            if d.name not in bound:
+                raise self.refuse(change.qualname, "the new statement did not bind its name")
+            value = bound[d.name]
+        self.bind(owner, d.name, value, change.qualname)
+
+    def stage_changed_import(self, change: TargetChange) -> None:
+        """A changed import is accepted only when the new path names the very object the live name is
+        bound to (checked here, without importing anything): then nothing needs to change."""
+        d = self.new_definition(change)
+        live = vars(self.module).get(d.name, MISSING)
+        found = _imported_object(self.module, d.node, d.name)
+        if found is MISSING:
+            raise self.refuse(
+                change.qualname,
+                f"the new import ({d.decorators}) names a module or name this process has not loaded; "
+                "fix: keep the old import, or import the new thing under a new name",
+            )
+        if found is not live:
+            raise self.refuse(
+                change.qualname,
+                f"the new import ({d.decorators}) binds another object than the live one; fix: import "
+                "the new thing under a new name",
+            )
 
     def run(self) -> None:
         for change in self.mp.changes:
@@ -321,12 +419,65 @@ class _ModuleStager:
                 self.stage_added(change)
             elif change.definition is DefinitionKind.CLASS:
                 self.stage_changed_class(change)
+            elif change.definition is DefinitionKind.VALUE:
+                self.stage_changed_value(change)
+            elif change.definition is DefinitionKind.IMPORT:
+                self.stage_changed_import(change)
             elif change.definition in FUNCTION_KINDS:
                 self.stage_changed_function(change)
             else:
                 raise self.refuse(
                     change.qualname, f"a changed {change.definition} cannot be live-patched"
                 )
+
+
+def _assigned_value(d: Definition) -> ast.expr:
+    node = d.node
+    assert isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None
+    return node.value
+
+
+def _equal(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:
+        return False
+
+
+def _short(text: str, limit: int = 60) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _imported_object(module: ModuleType, node: ast.stmt, bound: str) -> Any:
+    """What `bound` would be bound to by the import statement `node` run in `module`, looked up in the
+    loaded modules only (no import runs); MISSING when something is not loaded."""
+    if isinstance(node, ast.ImportFrom):
+        base = node.module or ""
+        if node.level:
+            package = module.__package__ or ""
+            parts = package.split(".") if package else []
+            if node.level - 1 > len(parts):
+                return MISSING
+            parts = parts[: len(parts) - (node.level - 1)]
+            base = ".".join([*parts, base] if base else parts)
+        source = sys.modules.get(base)
+        if source is None:
+            return MISSING
+        for alias in node.names:
+            if (alias.asname or alias.name) == bound:
+                value = vars(source).get(alias.name, MISSING)
+                if value is MISSING:
+                    value = sys.modules.get(f"{base}.{alias.name}", MISSING)
+                return value
+        return MISSING
+    if isinstance(node, ast.Import):
+        for alias in node.names:
+            if alias.asname == bound:
+                return sys.modules.get(alias.name, MISSING)
+            if alias.asname is None and alias.name.split(".")[0] == bound:
+                return sys.modules.get(bound, MISSING)
+    return MISSING
 
 
 def stage(spec: PatchSpec) -> StagedPatch:
