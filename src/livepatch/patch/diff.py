@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from livepatch.patch.fingerprint import code_fingerprint
 from livepatch.patch.hooks_info import defined_hooks
+from livepatch.patch.imports import PackageImports
 from livepatch.patch.model import (
     Category,
     ChangeKind,
@@ -44,7 +45,6 @@ from livepatch.patch.model import (
     covering_hook,
     hook_fix,
 )
-from livepatch.patch.imports import PackageImports
 from livepatch.patch.patchability import (
     FUNCTION_KINDS,
     builds_fresh_object,

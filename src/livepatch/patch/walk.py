@@ -169,9 +169,7 @@ def _self_attributes(node: FunctionNode) -> Iterator[str]:
             targets = [sub.target]
         elif isinstance(sub, ast.With | ast.AsyncWith):
             targets = [i.optional_vars for i in sub.items if i.optional_vars is not None]
-        elif isinstance(sub, ast.NamedExpr):
-            targets = [sub.target]
-        elif isinstance(sub, ast.comprehension):
+        elif isinstance(sub, ast.NamedExpr | ast.comprehension):
             targets = [sub.target]
         while targets:
             t = targets.pop()
@@ -189,9 +187,30 @@ def _self_attributes(node: FunctionNode) -> Iterator[str]:
 
 # methods that change a container in place: a table a function mutates is state, not a constant
 _MUTATORS = frozenset(
-    "append extend insert pop popitem remove clear update setdefault add discard sort reverse "
-    "appendleft extendleft popleft rotate __setitem__ __delitem__ difference_update "
-    "intersection_update symmetric_difference_update".split()
+    [
+        "append",
+        "extend",
+        "insert",
+        "pop",
+        "popitem",
+        "remove",
+        "clear",
+        "update",
+        "setdefault",
+        "add",
+        "discard",
+        "sort",
+        "reverse",
+        "appendleft",
+        "extendleft",
+        "popleft",
+        "rotate",
+        "__setitem__",
+        "__delitem__",
+        "difference_update",
+        "intersection_update",
+        "symmetric_difference_update",
+    ]
 )
 
 

@@ -6,9 +6,10 @@ new value. The differ refuses the copies it can see in the sources (a module-lev
 a class body that read it, `from m import LIMIT` in another module of the package). Here the live
 program is checked, because modules outside the package and code the differ never saw can hold copies:
 
-- any module's namespace binding the very same object (under any name for an object that only this
-  value can be, under the same name for an interned atom such as a small int, a short string or None,
-  which many unrelated names share by accident) -- `from m import LIMIT` anywhere;
+- any module's namespace binding the very same object (under any name for a mutable object, which only
+  a copy can share; under the same name, in the same package, for an immutable value or a definition,
+  which unrelated names share by accident: interned ints and strings, re.compile's cached patterns,
+  a class and its aliases) -- `from m import LIMIT`;
 - for a non-atom, the namespaces of the classes and the default values of the functions of the modules
   of the same top-level package (where a `def f(limit=m.LIMIT)` or `class C: limit = m.LIMIT` would be).
 
@@ -18,13 +19,34 @@ the size of the loaded modules' namespaces. Runs at staging, with nothing paused
 
 from __future__ import annotations
 
+import re
 import sys
-from types import FunctionType, ModuleType
+from types import BuiltinFunctionType, FunctionType, ModuleType
 from typing import Any
 
 __all__ = ["other_holders"]
 
-_ATOMS = (type(None), bool, int, float, complex, str, bytes)
+# Values that many unrelated names share by accident or by design: interned atoms, immutable values
+# built equal in several places (re.compile caches its patterns: two modules compiling the same pattern
+# hold the same object), and definitions (a class is held by its own name and its aliases). For these
+# only the same name in a module of the same package counts (`from m import NAME`).
+_ATOMS = (
+    type(None),
+    bool,
+    int,
+    float,
+    complex,
+    str,
+    bytes,
+    tuple,
+    frozenset,
+    range,
+    re.Pattern,
+    type,
+    FunctionType,
+    BuiltinFunctionType,
+    ModuleType,
+)
 _MAX_HOLDERS = 3  # enough to name in a message
 
 

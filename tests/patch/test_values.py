@@ -1,0 +1,329 @@
+"""Wider patchability (issue 13): module- and class-level values, `__all__`, new class members, guarded
+instance attributes. Each v1/v2 case of tests/patch/values_corpus/ is diffed, staged into a live import of
+v1 and swapped in: the live module must then answer like a fresh import of v2, and like v1 again after
+swap_out. The refusals (in the differ, and at staging against the live objects) are tested below."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+from livefixtures import forget, load_source, unique_name
+
+from livepatch.errors import PatchRefused
+from livepatch.patch.diff import diff_module, diff_sources, patch_from_sources
+from livepatch.patch.model import ChangeKind, DefinitionKind, RefusalKind
+from livepatch.runtime.staging import stage
+
+CORPUS = Path(__file__).resolve().parent / "values_corpus"
+
+# case -> (non-SAME changes as "kind:qualname", probes evaluated with `m` = the module)
+CASES: dict[str, tuple[set[str], list[str]]] = {
+    "new_names": (
+        {
+            "changed:__all__",
+            "added:ERR_ARITY",
+            "added:MAX_ARGS",
+            "added:echo",
+            "added:EXTRA_HANDLERS",
+            "changed:handle",
+        },
+        [
+            "m.handle('ping', [])",
+            "m.handle('echo', ['a', 'b'])",
+            "m.handle('ping', [1, 2, 3])",
+            "m.__all__",
+            "m.EXTRA_HANDLERS['echo'] is m.echo",
+        ],
+    ),
+    "changed_constants": (
+        {"changed:VERSION", "changed:FIRST_LINE", "changed:HOP_BY_HOP", "changed:RENAME"},
+        [
+            "m.parse(b'Get / HTTP/1.1')",
+            "m.is_hop('Upgrade')",
+            "m.environ_key('CONNECTION')",
+            "m.server()",
+        ],
+    ),
+    "class_constants": (
+        {
+            "changed:Adjustments.connection_limit",
+            "added:Adjustments.url_prefix",
+            "changed:Adjustments.describe",
+            "added:Adjustments.limits",
+        },
+        ["m.LIVE.describe()", "m.LIVE.limits()", "m.Adjustments(connection_limit=7).describe()"],
+    ),
+    "guarded_attribute": (
+        {"changed:Channel.__init__", "changed:Channel.describe", "added:Channel.handle"},
+        [
+            "m.LIVE.describe()",
+            # an instance built by the old code (no `requests`), handled by the new code
+            "(lambda c: (c.__dict__.update(m.LIVE.__dict__), c.handle(), c.describe())[2])"
+            "(object.__new__(m.Channel))",
+            "m.Channel('b').describe()",
+        ],
+    ),
+}
+
+
+def _source(case: str, version: str) -> str:
+    return (CORPUS / case / f"{version}.py").read_text()
+
+
+def _probe(module: ModuleType, expr: str) -> str:
+    try:
+        return repr(eval(expr, {"m": module}))
+    except Exception as exc:
+        return f"error: {type(exc).__name__}"
+
+
+def _load(text: str, tmp: Path, case: str) -> ModuleType:
+    return load_source(text, tmp, unique_name(case))
+
+
+def test_values_corpus_is_complete() -> None:
+    assert {p.name for p in CORPUS.iterdir() if p.is_dir()} == set(CASES)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_value_case_is_patchable_and_behaves_like_the_new_version(
+    case: str, tmp_path: Path
+) -> None:
+    expected, probes = CASES[case]
+    v1, v2 = _source(case, "v1"), _source(case, "v2")
+    d = diff_module(case, v1, v2)
+    assert d.refusals == ()
+    assert {f"{c.kind.value}:{c.qualname}" for c in d.changes if c.kind is not ChangeKind.SAME} == (
+        expected
+    )
+    live = _load(v1, tmp_path / "live", case)
+    new = _load(v2, tmp_path / "new", case)
+    old = _load(v1, tmp_path / "old", case)
+    try:
+        before = [_probe(live, p) for p in probes]
+        assert before == [_probe(old, p) for p in probes]
+        assert before != [_probe(new, p) for p in probes]  # the probes tell the versions apart
+        staged = stage(patch_from_sources({live.__name__: (v1, v2)}))
+        assert [_probe(live, p) for p in probes] == before  # staging changes nothing
+        staged.swap_in()
+        assert [_probe(live, p) for p in probes] == [_probe(new, p) for p in probes]
+        staged.swap_out()
+        assert [_probe(live, p) for p in probes] == before
+    finally:
+        forget(live, new, old)
+
+
+def test_changed_value_keeps_old_objects_and_revert_restores_the_very_same(tmp_path: Path) -> None:
+    v1, v2 = _source("changed_constants", "v1"), _source("changed_constants", "v2")
+    live = _load(v1, tmp_path, "changed_constants")
+    try:
+        old_pattern, old_table = live.FIRST_LINE, live.RENAME
+        staged = stage(patch_from_sources({live.__name__: (v1, v2)}))
+        staged.swap_in()
+        assert live.FIRST_LINE is not old_pattern and live.RENAME["CONNECTION"] == "HTTP_CONNECTION"
+        staged.swap_out()
+        assert live.FIRST_LINE is old_pattern and live.RENAME is old_table
+    finally:
+        forget(live)
+
+
+# -- refusals in the differ ---------------------------------------------------------------------------
+
+
+def _refusals(v1: str, v2: str, **kw: Any) -> list[tuple[str, RefusalKind, str]]:
+    return [(r.qualname, r.kind, r.reason) for r in diff_module("m", v1, v2, **kw).refusals]
+
+
+def test_a_value_read_while_the_module_ran_is_refused_unless_its_reader_changes_too() -> None:
+    v1 = "LIMIT = 10\nDOUBLE = LIMIT * 2\n\ndef f():\n    return DOUBLE\n"
+    refused = _refusals(v1, v1.replace("LIMIT = 10", "LIMIT = 20"))
+    assert refused == [
+        (
+            "LIMIT",
+            RefusalKind.MODULE_STATE,
+            "module-level value `LIMIT` changed but `DOUBLE` read it when the module body ran: they "
+            "hold the old value",
+        )
+    ]
+    # DOUBLE changes too: it is evaluated again, after LIMIT, from the new value
+    both = v1.replace("LIMIT = 10", "LIMIT = 20").replace("LIMIT * 2", "LIMIT * 3")
+    assert _refusals(v1, both) == []
+    # a default and a decorator argument are captures too
+    for reader in ("def g(x=LIMIT):\n    return x\n", "@deco(LIMIT)\ndef g():\n    pass\n"):
+        text = "def deco(n):\n    return lambda f: f\n\nLIMIT = 10\n\n" + reader
+        assert [r[0] for r in _refusals(text, text.replace("10", "20"))] == ["LIMIT"]
+
+
+def test_a_container_the_code_changes_in_place_is_state() -> None:
+    v1 = "SEEN = {}\n\ndef see(k):\n    SEEN[k] = 1\n"
+    refused = _refusals(v1, v1.replace("SEEN = {}", "SEEN = {'x': 1}"))
+    assert [(q, k) for q, k, _ in refused] == [("SEEN", RefusalKind.MODULE_STATE)]
+    assert "a container the code changes in place" in refused[0][2]
+    table = "TABLE = {'a': 1}\n\ndef get(k):\n    return TABLE[k]\n"  # only read: a constant
+    assert _refusals(table, table.replace("1", "2")) == []
+
+
+def test_a_value_another_module_imported_by_name_is_refused() -> None:
+    mods = {
+        "pkg.conf": ("LIMIT = 10\n", "LIMIT = 20\n"),
+        "pkg.user": ("from .conf import LIMIT\n", "from .conf import LIMIT\n\nX = 1\n"),
+    }
+    spec = diff_sources(mods).spec
+    assert [(r.module, r.qualname) for r in spec.refusals] == [("pkg.conf", "LIMIT")]
+    assert "pkg.user imported it by name" in spec.refusals[0].reason
+    # `from pkg.conf import *` copies public names too; context gives unchanged modules
+    star = diff_sources(
+        {"pkg.conf": ("LIMIT = 10\n", "LIMIT = 20\n")},
+        context={"pkg.all": "from pkg.conf import *\n"},
+    ).spec
+    assert [r.qualname for r in star.refusals] == ["LIMIT"]
+
+
+def test_values_of_decorated_and_enum_classes_stay_refused() -> None:
+    dc = "import dataclasses\n\n@dataclasses.dataclass\nclass E:\n    ttl: int = 5\n"
+    assert [k for _, k, _ in _refusals(dc, dc.replace("5", "6"))] == [RefusalKind.CLASS_STATE]
+    en = "import enum\n\nclass Color(enum.Enum):\n    RED = 1\n"
+    assert [k for _, k, _ in _refusals(en, en.replace("1", "2"))] == [RefusalKind.CLASS_STATE]
+
+
+def test_a_name_bound_twice_or_in_a_block_stays_module_state() -> None:
+    v1 = "try:\n    import ujson as json\nexcept ImportError:\n    json = None\nLIMIT = 1\nLIMIT = 2\n"
+    refused = _refusals(v1, v1.replace("LIMIT = 2", "LIMIT = 3"))
+    assert [(q, k) for q, k, _ in refused] == [("<module>", RefusalKind.MODULE_STATE)]
+
+
+def test_same_object_import_is_accepted_another_object_is_refused() -> None:
+    context = {
+        "pkg.a": "class Thing:\n    pass\n",
+        "pkg.b": "from pkg.a import Thing\n",
+        "pkg.c": "class Thing:\n    pass\n",
+    }
+    moved = diff_sources(
+        {"pkg.m": ("from pkg.a import Thing\n", "from .b import Thing\n")}, context=context
+    ).spec
+    assert moved.refusals == ()
+    assert [(c.qualname, c.kind, c.definition) for c in moved.modules[0].changes] == [
+        ("Thing", ChangeKind.CHANGED, DefinitionKind.IMPORT)
+    ]
+    other = diff_sources(
+        {"pkg.m": ("from pkg.a import Thing\n", "from pkg.c import Thing\n")}, context=context
+    ).spec
+    assert [r.kind for r in other.refusals] == [RefusalKind.IMPORT]
+
+
+# -- refusals at staging, against the live objects ----------------------------------------------------
+
+
+def test_a_value_changed_at_run_time_is_state_and_refused_at_staging(tmp_path: Path) -> None:
+    v1, v2 = _source("changed_constants", "v1"), _source("changed_constants", "v2")
+    live = _load(v1, tmp_path, "changed_constants")
+    try:
+        setattr(live, "VERSION", "patched-by-config")  # noqa: B010 - a module attribute
+        with pytest.raises(PatchRefused, match=r":VERSION: the live value is not what the old"):
+            stage(patch_from_sources({live.__name__: (v1, v2)}))
+        assert vars(live)["VERSION"] == "patched-by-config"
+    finally:
+        forget(live)
+
+
+def test_a_value_held_by_another_module_is_refused_at_staging(tmp_path: Path) -> None:
+    v1, v2 = _source("changed_constants", "v1"), _source("changed_constants", "v2")
+    live = _load(v1, tmp_path, "changed_constants")
+    # a module outside the package (the differ cannot see it) copied the table under another name
+    other = load_source(
+        f"from {live.__name__} import RENAME as TABLE\n", tmp_path, unique_name("holder")
+    )
+    try:
+        with pytest.raises(PatchRefused, match=rf"also held by {other.__name__}\.TABLE"):
+            stage(patch_from_sources({live.__name__: (v1, v2)}))
+    finally:
+        forget(live, other)
+
+
+def test_an_added_value_already_bound_at_run_time_is_refused(tmp_path: Path) -> None:
+    v1, v2 = _source("new_names", "v1"), _source("new_names", "v2")
+    live = _load(v1, tmp_path, "new_names")
+    try:
+        setattr(live, "MAX_ARGS", 99)  # noqa: B010 - set by code the differ never saw
+        with pytest.raises(PatchRefused, match=r":MAX_ARGS: the patch adds this value but"):
+            stage(patch_from_sources({live.__name__: (v1, v2)}))
+        assert vars(live)["MAX_ARGS"] == 99
+    finally:
+        forget(live)
+
+
+def test_a_changed_import_is_checked_against_the_live_object(tmp_path: Path) -> None:
+    pkg = unique_name("imppkg")
+    root = tmp_path / pkg
+    root.mkdir()
+    (root / "__init__.py").write_text("")
+    (root / "a.py").write_text("class Thing:\n    pass\n")
+    (root / "b.py").write_text(f"from {pkg}.a import Thing\n")
+    v1 = f"from {pkg}.a import Thing\n\ndef make():\n    return Thing()\n"
+    v2 = v1.replace(f"from {pkg}.a import Thing", "from .b import Thing")
+    (root / "m.py").write_text(v1)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import importlib
+
+        m = importlib.import_module(f"{pkg}.m")
+        b = importlib.import_module(f"{pkg}.b")
+        context = {
+            f"{pkg}.a": "class Thing:\n    pass\n",
+            f"{pkg}.b": f"from {pkg}.a import Thing\n",
+        }
+        spec = diff_sources({f"{pkg}.m": (v1, v2)}, context=context).spec
+        assert spec.refusals == ()
+        staged = stage(spec)  # the same object: nothing to rebind
+        staged.swap_in()
+        assert isinstance(m.make(), sys.modules[f"{pkg}.a"].Thing)
+        staged.swap_out()
+        setattr(b, "Thing", type("Thing", (), {}))  # noqa: B010 - another object than the differ saw
+        with pytest.raises(PatchRefused, match="binds another object than the live one"):
+            stage(spec)
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [n for n in sys.modules if n == pkg or n.startswith(pkg + ".")]:
+            del sys.modules[name]
+
+
+# -- instance attributes and the differ's former gaps -------------------------------------------------
+
+
+def test_unguarded_new_instance_attribute_stays_refused() -> None:
+    v1 = "class C:\n    def __init__(self):\n        self.a = 1\n"
+    v2 = (
+        v1
+        + "\n    def get(self):\n        return self.n\n\n    def set(self):\n        self.n = 2\n"
+    )
+    assert [k for _, k, _ in _refusals(v1, v2)] == [RefusalKind.INSTANCE_ATTRIBUTE]
+
+
+def test_for_and_with_targets_are_instance_attributes() -> None:
+    v1 = "class C:\n    def m(self, xs, cm):\n        pass\n"
+    for body in (
+        "for self.item in xs:\n            pass",
+        "with cm as self.res:\n            pass",
+    ):
+        v2 = v1.replace("pass", body, 1)
+        assert [k for _, k, _ in _refusals(v1, v2)] == [RefusalKind.INSTANCE_ATTRIBUTE], body
+
+
+def test_cls_attribute_in_a_classmethod_is_not_an_instance_attribute() -> None:
+    v1 = "class C:\n    n = 0\n\n    @classmethod\n    def bump(cls):\n        return cls.n\n"
+    v2 = v1.replace("return cls.n", "cls.total = cls.n\n        return cls.total")
+    assert all(k is not RefusalKind.INSTANCE_ATTRIBUTE for _, k, _ in _refusals(v1, v2))
+
+
+def test_method_to_property_is_a_kind_change() -> None:
+    v1 = "class C:\n    def size(self):\n        return 1\n"
+    v2 = "class C:\n    @property\n    def size(self):\n        return 1\n"
+    for a, b in ((v1, v2), (v2, v1)):
+        refused = _refusals(a, b)
+        assert [k for _, k, _ in refused] == [RefusalKind.KIND_CHANGE], refused
