@@ -140,24 +140,43 @@ def _refusals(v1: str, v2: str, **kw: Any) -> list[tuple[str, RefusalKind, str]]
     return [(r.qualname, r.kind, r.reason) for r in diff_module("m", v1, v2, **kw).refusals]
 
 
-def test_a_value_read_while_the_module_ran_is_refused_unless_its_reader_changes_too() -> None:
-    v1 = "LIMIT = 10\nDOUBLE = LIMIT * 2\n\ndef f():\n    return DOUBLE\n"
-    refused = _refusals(v1, v1.replace("LIMIT = 10", "LIMIT = 20"))
-    assert refused == [
-        (
-            "LIMIT",
-            RefusalKind.MODULE_STATE,
-            "module-level value `LIMIT` changed but `DOUBLE` read it when the module body ran: they "
-            "hold the old value",
-        )
+def test_values_computed_from_a_changed_value_are_evaluated_again(tmp_path: Path) -> None:
+    v1 = "LIMIT = 10\nDOUBLE = LIMIT * 2\nQUAD = DOUBLE * 2\n\ndef f():\n    return QUAD\n"
+    v2 = v1.replace("LIMIT = 10", "LIMIT = 20")
+    d = diff_module("m", v1, v2)
+    assert d.refusals == ()
+    assert [
+        (c.qualname, c.kind.value, c.old_value) for c in d.changes if c.kind.value != "same"
+    ] == [
+        ("LIMIT", "changed", "10"),
+        ("DOUBLE", "changed", "LIMIT * 2"),  # same statement, evaluated again from the new LIMIT
+        ("QUAD", "changed", "DOUBLE * 2"),
     ]
-    # DOUBLE changes too: it is evaluated again, after LIMIT, from the new value
-    both = v1.replace("LIMIT = 10", "LIMIT = 20").replace("LIMIT * 2", "LIMIT * 3")
-    assert _refusals(v1, both) == []
-    # a default and a decorator argument are captures too
-    for reader in ("def g(x=LIMIT):\n    return x\n", "@deco(LIMIT)\ndef g():\n    pass\n"):
+    live = _load(v1, tmp_path, "dependents")
+    try:
+        staged = stage(patch_from_sources({live.__name__: (v1, v2)}))
+        staged.swap_in()
+        assert (live.LIMIT, live.DOUBLE, live.f()) == (20, 40, 80)
+        staged.swap_out()
+        assert (live.LIMIT, live.DOUBLE, live.f()) == (10, 20, 40)
+    finally:
+        forget(live)
+    # the class-level equivalent (waitress's Adjustments: `_param_map = dict(_params)`)
+    c1 = "class A:\n    _params = (('host', str),)\n    _param_map = dict(_params)\n"
+    c2 = c1.replace("('host', str),", "('host', str), ('port', int)")
+    assert _refusals(c1, c2) == []
+
+
+def test_a_value_read_by_a_default_a_decorator_or_a_class_body_is_refused() -> None:
+    for reader in (
+        "def g(x=LIMIT):\n    return x\n",
+        "@deco(LIMIT)\ndef g():\n    pass\n",
+        "class K:\n    limit = LIMIT\n",
+    ):
         text = "def deco(n):\n    return lambda f: f\n\nLIMIT = 10\n\n" + reader
-        assert [r[0] for r in _refusals(text, text.replace("10", "20"))] == ["LIMIT"]
+        refused = _refusals(text, text.replace("10", "20"))
+        assert [(q, k) for q, k, _ in refused] == [("LIMIT", RefusalKind.MODULE_STATE)], reader
+        assert "read it when the module body ran: they hold the old value" in refused[0][2]
 
 
 def test_a_container_the_code_changes_in_place_is_state() -> None:

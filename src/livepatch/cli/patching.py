@@ -202,6 +202,13 @@ Examples:
     "patch; it waives the refusals its hooks cover.",
 )
 @click.option(
+    "--accept-transformer",
+    is_flag=True,
+    help="Confirm the generated transform hook that sets new instance attributes on every live "
+    "instance (only when the new __init__ gives each a value from globals and self); it is printed "
+    "and carried as the patch's hooks (category data, global quiescence).",
+)
+@click.option(
     "--description", "-m", default="", help="What the patch fixes (stored in the manifest)."
 )
 @click.option("--patch-id", default=None, help="Patch id (default: a short hash of the content).")
@@ -215,6 +222,7 @@ def diff_command(
     key: Path | None,
     category: str | None,
     hooks: Path | None,
+    accept_transformer: bool,
     description: str,
     patch_id: str | None,
     as_json: bool,
@@ -249,6 +257,7 @@ def diff_command(
             description=description,
             hooks_source=hooks_source,
             patch_id=patch_id,
+            accept_transformer=accept_transformer,
         )
     except (LivepatchError, PackageError, OSError, UnicodeDecodeError) as exc:
         _fail(str(exc))
@@ -292,6 +301,7 @@ def diff_command(
                 ],
                 "waived": [w.to_dict() for w in pp.waived],
                 "category_reason": pp.category_reason,
+                "generated_transformer": pp.generated_transformer,
                 "written": str(output) if written else None,
                 "signed_by": signing_key.key_id if signing_key and written else None,
             }

@@ -23,11 +23,12 @@ refused (MODULE_STATE) like in any other existing module; only a module the old 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from livepatch.patch.fingerprint import code_fingerprint
 from livepatch.patch.hooks_info import defined_hooks
@@ -50,6 +51,7 @@ from livepatch.patch.patchability import (
     builds_fresh_object,
     replacement_problems,
 )
+from livepatch.patch.transformer import Candidate, transformer_source
 from livepatch.patch.walk import ClassInfo, Definition, ModuleWalk, walk_source
 
 __all__ = [
@@ -73,6 +75,8 @@ class ModuleDiff:
     old_source_sha256: str
     waived: tuple[Waiver, ...] = ()  # refusals a hook of the patch covers
     rebinding: frozenset[str] = frozenset()  # changed functions declaring global/nonlocal
+    # instance-attribute refusals a generated transformer could cover (--accept-transformer)
+    transformable: Mapping[Refusal, Candidate] = field(default_factory=dict)
 
     @property
     def has_changes(self) -> bool:
@@ -100,6 +104,14 @@ def _fp(d: Definition) -> str | None:
     return code_fingerprint(d.code) if d.code is not None else None
 
 
+_BY_TRANSFORMER = (
+    "; or confirm the generated transformer that sets it on every live instance "
+    "(`livepatch diff --accept-transformer`)"
+)
+_NO_TRANSFORMER = (
+    " (`--accept-transformer` cannot help: the new __init__ does not give it a value that depends "
+    "only on globals and self)"
+)
 # a class whose class-level names are fields or members, not plain class attributes
 _SPECIAL_BASES = re.compile(r"'(Enum|IntEnum|StrEnum|Flag|IntFlag|NamedTuple|TypedDict)'")
 # class-level names that are the class's machinery, not values
@@ -144,14 +156,17 @@ class _Differ:
         self.refusals: list[Refusal] = []
         self.waived: list[Waiver] = []
         self.rebinding: set[str] = set()
+        self.reevaluate: set[str] = set()
+        self.transformable: dict[Refusal, Candidate] = {}
 
-    def refuse(self, kind: RefusalKind, qualname: str, reason: str, fix: str) -> None:
+    def refuse(self, kind: RefusalKind, qualname: str, reason: str, fix: str) -> Refusal:
         refusal = Refusal(self.module, qualname, reason, fix + hook_fix(kind), kind)
         hook = covering_hook(kind, self.hooks)
         if hook is not None:
             self.waived.append(Waiver(refusal, hook))
         else:
             self.refusals.append(refusal)
+        return refusal
 
     # -- module-level state -------------------------------------------------------------------------
     def module_statements(self) -> None:
@@ -244,19 +259,51 @@ class _Differ:
                 continue
             if attr not in new.plain_reads and attr in new.guarded_reads:
                 continue  # read only as getattr(self, "x", default): live instances without it are fine
-            self.refuse(
+            refusal = self.refuse(
                 RefusalKind.INSTANCE_ATTRIBUTE,
                 qualname,
                 f"new instance attribute `self.{attr}` (assigned in `{where}`): live instances of `{qualname}` do not have it",
                 f"give the attribute a class-level default (`{attr} = None` in the body of `{qualname}`), or "
-                f'read it as getattr(self, "{attr}", default) everywhere, so live instances stay valid',
+                f'read it as getattr(self, "{attr}", default) everywhere, so live instances stay valid'
+                + (_BY_TRANSFORMER if attr in new.init_values else _NO_TRANSFORMER),
             )
+            if attr in new.init_values:  # `--accept-transformer` can set it on the live instances
+                self.transformable[refusal] = Candidate(
+                    self.module, qualname, attr, ast.unparse(new.init_values[attr])
+                )
         return adds_defaults
 
     # -- values (names bound once by a simple assignment, module or class level) ------------------------
-    def value(self, qualname: str, old: Definition, new: Definition) -> str | None:
-        """Check a VALUE present in both; the old expression's text when it changed, else None."""
-        if old.value == new.value:
+    def dependents(self) -> set[str]:
+        """VALUEs whose statement is unchanged but read a VALUE that changes, transitively: evaluated
+        again (after what they read, in source order) as a fresh process would."""
+        old_defs, new_defs = self.old.definitions, self.new.definitions
+
+        def is_value(q: str) -> bool:
+            o, n = old_defs.get(q), new_defs.get(q)
+            return (
+                o is not None
+                and n is not None
+                and o.kind is DefinitionKind.VALUE
+                and n.kind is DefinitionKind.VALUE
+            )
+
+        changed = {q for q in new_defs if is_value(q) and old_defs[q].value != new_defs[q].value}
+        out: set[str] = set()
+        queue = list(changed)
+        while queue:
+            for reader in self.old.readers.get(queue.pop(), ()):
+                if is_value(reader) and reader not in changed and reader not in out:
+                    out.add(reader)
+                    queue.append(reader)
+        return out
+
+    def value(
+        self, qualname: str, old: Definition, new: Definition, reevaluated: bool = False
+    ) -> str | None:
+        """Check a VALUE present in both; the old expression's text when it changed (or is evaluated
+        again because what it read changed), else None."""
+        if old.value == new.value and not reevaluated:
             return None
         in_class = bool(new.owner)
         kind = RefusalKind.CLASS_STATE if in_class else RefusalKind.MODULE_STATE
@@ -332,7 +379,7 @@ class _Differ:
                 and new is not None
                 and old.kind is DefinitionKind.VALUE
                 and new.kind is DefinitionKind.VALUE
-                and old.value != new.value
+                and (old.value != new.value or q in self.reevaluate)
             ):
                 return True
         return False
@@ -391,6 +438,7 @@ class _Differ:
 
     def run(self) -> None:
         self.module_statements()
+        self.reevaluate = self.dependents()
         old_defs, new_defs = self.old.definitions, self.new.definitions
         # a class only in one version comes or goes as a whole: its members are not targets of their own
         added_classes = [
@@ -449,7 +497,7 @@ class _Differ:
                 self.changes.append(TargetChange(qualname, kind, new.kind))
                 continue
             if new.kind is DefinitionKind.VALUE:
-                old_text = self.value(qualname, old, new)
+                old_text = self.value(qualname, old, new, qualname in self.reevaluate)
                 kind = ChangeKind.CHANGED if old_text is not None else ChangeKind.SAME
                 self.changes.append(
                     TargetChange(qualname, kind, new.kind, _fp(old), _fp(new), old_value=old_text)
@@ -540,6 +588,7 @@ def diff_module(
         old_source_sha256=hashlib.sha256((old_source or "").encode()).hexdigest(),
         waived=tuple(differ.waived),
         rebinding=frozenset(differ.rebinding),
+        transformable=differ.transformable,
     )
 
 
@@ -549,9 +598,9 @@ class SourcesDiff:
 
     spec: PatchSpec
     waived: tuple[Waiver, ...]
-    category_reason: str = (
-        ""  # why the patch has its category (inferred, or given and what was inferred)
-    )
+    # why the patch has its category (inferred, or given and what was inferred)
+    category_reason: str = ""
+    generated_transformer: str | None = None  # the transform hook --accept-transformer generated
 
 
 def diff_sources(
@@ -563,6 +612,7 @@ def diff_sources(
     description: str = "",
     hooks_source: str | None = None,
     context: Mapping[str, str] | None = None,
+    accept_transformer: bool = False,
 ) -> SourcesDiff:
     """Build a PatchSpec from {module name: (old source or None for a new module, new source)}, and
     report the waived refusals.
@@ -580,8 +630,24 @@ def diff_sources(
         diff_module(name, old, new, hooks=hooks, package=imports)
         for name, (old, new) in sorted(modules.items())
     ]
-    kept = tuple(d.to_module_patch() for d in diffs if d.has_changes or d.waived)
     refusals = tuple(r for d in diffs for r in d.refusals)
+    if accept_transformer and "transform" not in hooks:
+        candidates = {r: c for d in diffs for r, c in d.transformable.items()}
+        attributes = [r for r in refusals if r.kind is RefusalKind.INSTANCE_ATTRIBUTE]
+        if attributes and all(r in candidates for r in attributes):
+            # the author confirmed: the generated transform hook covers every new attribute
+            generated = transformer_source([candidates[r] for r in attributes])
+            result = diff_sources(
+                modules,
+                category=category,
+                patch_id=patch_id,
+                package=package,
+                description=description,
+                hooks_source=(hooks_source or "") + generated,
+                context=context,
+            )
+            return dataclasses.replace(result, generated_transformer=generated)
+    kept = tuple(d.to_module_patch() for d in diffs if d.has_changes or d.waived)
     if package is None:
         package = next(iter(sorted(modules)), "").split(".")[0]
     inferred, why = infer_category(diffs, modules, hooks_source)

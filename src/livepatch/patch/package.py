@@ -54,6 +54,9 @@ class PackagePatch:
     modules: tuple[ModuleSummary, ...]
     waived: tuple[Waiver, ...] = ()  # refusals the hooks file covers, each with its hook
     category_reason: str = ""  # why the patch has its category
+    generated_transformer: str | None = (
+        None  # what --accept-transformer generated (in hooks_source)
+    )
 
     @property
     def removed_modules(self) -> list[str]:
@@ -175,9 +178,12 @@ def build_patch(
     description: str = "",
     hooks_source: str | None = None,
     patch_id: str | None = None,
+    accept_transformer: bool = False,
 ) -> PackagePatch:
     """Diff every module of the two versions. The spec's `refusals` say whether it may be applied.
-    `category` None: inferred (diff.infer_category; `PackagePatch.category_reason` says why)."""
+    `category` None: inferred (diff.infer_category; `PackagePatch.category_reason` says why).
+    `accept_transformer`: the author confirms a generated transform hook for new instance attributes
+    (patch/transformer.py)."""
     from livepatch.patch.diff import diff_sources  # RT-code's differ
 
     pairs: dict[str, tuple[str | None, str]] = {}
@@ -201,10 +207,15 @@ def build_patch(
         description=description,
         hooks_source=hooks_source,
         context=old.modules,  # the cross-module rules read every module the server loaded
+        accept_transformer=accept_transformer,
     )
     spec = result.spec
     return PackagePatch(
-        spec, tuple(_summaries(spec, statuses)), result.waived, result.category_reason
+        spec,
+        tuple(_summaries(spec, statuses)),
+        result.waived,
+        result.category_reason,
+        result.generated_transformer,
     )
 
 

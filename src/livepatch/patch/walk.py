@@ -69,6 +69,9 @@ class ClassInfo:
     guarded_reads: set[str] = field(default_factory=set)
     # `self.X` read any other way in a method of the class
     plain_reads: set[str] = field(default_factory=set)
+    # `self.X = expr` at the top level of __init__, when `expr` reads no parameter or local variable:
+    # the value a transformer can give a live instance (patch/transformer.py)
+    init_values: dict[str, ast.expr] = field(default_factory=dict)
 
 
 @dataclass
@@ -330,6 +333,35 @@ def _self_reads(node: FunctionNode) -> tuple[set[str], set[str]]:
     return guarded, plain
 
 
+def _init_values(node: FunctionNode) -> dict[str, ast.expr]:
+    """`self.X = expr` statements at the top level of an __init__ whose expression reads no parameter
+    and no local variable (only globals, builtins and `self`), first assignment of each X."""
+    params = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
+    if not params:
+        return {}
+    me = params[0].arg
+    local = {a.arg for a in params[1:]} | {
+        a.arg for a in (node.args.vararg, node.args.kwarg) if a is not None
+    }
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
+            local.add(sub.id)
+    out: dict[str, ast.expr] = {}
+    for stmt in node.body:
+        if not (
+            isinstance(stmt, ast.Assign)
+            and len(stmt.targets) == 1
+            and isinstance(stmt.targets[0], ast.Attribute)
+            and isinstance(stmt.targets[0].value, ast.Name)
+            and stmt.targets[0].value.id == me
+        ):
+            continue
+        attr = stmt.targets[0].attr
+        if attr not in out and not (_names_read_now(stmt.value) & local):
+            out[attr] = stmt.value
+    return out
+
+
 def _is_instance_method(node: FunctionNode) -> bool:
     """A def whose first parameter is an instance (not a static or class method)."""
     return not any(
@@ -461,6 +493,8 @@ class _Walker:
             if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
                 self._function(stmt, qualname, inner_pool, properties)
                 if _is_instance_method(stmt):
+                    if stmt.name == "__init__":
+                        info.init_values = _init_values(stmt)
                     for attr in _self_attributes(stmt):
                         info.instance_attributes.setdefault(attr, f"{qualname}.{stmt.name}")
                     guarded, plain = _self_reads(stmt)
