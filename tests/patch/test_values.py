@@ -188,22 +188,6 @@ def test_a_container_the_code_changes_in_place_is_state() -> None:
     assert _refusals(table, table.replace("1", "2")) == []
 
 
-def test_a_value_another_module_imported_by_name_is_refused() -> None:
-    mods = {
-        "pkg.conf": ("LIMIT = 10\n", "LIMIT = 20\n"),
-        "pkg.user": ("from .conf import LIMIT\n", "from .conf import LIMIT\n\nX = 1\n"),
-    }
-    spec = diff_sources(mods).spec
-    assert [(r.module, r.qualname) for r in spec.refusals] == [("pkg.conf", "LIMIT")]
-    assert "pkg.user imported it by name" in spec.refusals[0].reason
-    # `from pkg.conf import *` copies public names too; context gives unchanged modules
-    star = diff_sources(
-        {"pkg.conf": ("LIMIT = 10\n", "LIMIT = 20\n")},
-        context={"pkg.all": "from pkg.conf import *\n"},
-    ).spec
-    assert [r.qualname for r in star.refusals] == ["LIMIT"]
-
-
 def test_values_of_decorated_and_enum_classes_stay_refused() -> None:
     dc = "import dataclasses\n\n@dataclasses.dataclass\nclass E:\n    ttl: int = 5\n"
     assert [k for _, k, _ in _refusals(dc, dc.replace("5", "6"))] == [RefusalKind.CLASS_STATE]
@@ -346,3 +330,57 @@ def test_method_to_property_is_a_kind_change() -> None:
     for a, b in ((v1, v2), (v2, v1)):
         refused = _refusals(a, b)
         assert [k for _, k, _ in refused] == [RefusalKind.KIND_CHANGE], refused
+
+
+def test_a_value_imported_by_name_elsewhere_is_followed_there(tmp_path: Path) -> None:
+    """h11's shape: `from ._version import __version__` in the package, `PRODUCT_ID` built from it,
+    another module's alias. The patch rebinds every copy and evaluates PRODUCT_ID again."""
+    import importlib
+
+    pkg = unique_name("follow")
+    files = {
+        "__init__.py": "from ._version import __version__\nPRODUCT_ID = 'p/' + __version__\n",
+        "_version.py": "__version__ = '1.0'\n",
+        "conn.py": f"from {pkg}._version import __version__ as V\n\ndef agent():\n    return V\n",
+    }
+    (tmp_path / pkg).mkdir()
+    for name, text in files.items():
+        (tmp_path / pkg / name).write_text(text)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        top = importlib.import_module(pkg)
+        conn = importlib.import_module(f"{pkg}.conn")
+        context = {
+            pkg: files["__init__.py"],
+            f"{pkg}._version": files["_version.py"],
+            f"{pkg}.conn": files["conn.py"],
+        }
+        v2 = "__version__ = '2.0'\n"
+        spec = diff_sources({f"{pkg}._version": (files["_version.py"], v2)}, context=context).spec
+        assert spec.refusals == ()
+        changes = {(m.module, c.qualname, c.kind.value) for m in spec.modules for c in m.changes}
+        assert {
+            (f"{pkg}._version", "__version__", "changed"),
+            (pkg, "__version__", "changed"),
+            (pkg, "PRODUCT_ID", "changed"),
+            (f"{pkg}.conn", "V", "changed"),
+        } <= changes
+        staged = stage(spec)
+        staged.swap_in()
+        assert (top.__version__, top.PRODUCT_ID, conn.agent()) == ("2.0", "p/2.0", "2.0")
+        staged.swap_out()
+        assert (top.__version__, top.PRODUCT_ID, conn.agent()) == ("1.0", "p/1.0", "1.0")
+        # a copy rebound at run time is state: refused, nothing changed
+        setattr(conn, "V", "custom")  # noqa: B010
+        with pytest.raises(PatchRefused, match=r"conn:V: the live copy is not the object"):
+            stage(spec)
+        # read by a default while the module ran: the copy cannot follow, refused by the differ
+        user = "from ._version import __version__\n\ndef f(v=__version__):\n    return v\n"
+        refused = diff_sources(
+            {f"{pkg}._version": (files["_version.py"], v2)}, context={**context, pkg: user}
+        ).spec.refusals
+        assert [(r.module, r.qualname) for r in refused] == [(pkg, "__version__")]
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [n for n in sys.modules if n == pkg or n.startswith(pkg + ".")]:
+            del sys.modules[name]

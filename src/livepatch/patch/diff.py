@@ -75,6 +75,8 @@ class ModuleDiff:
     old_source_sha256: str
     waived: tuple[Waiver, ...] = ()  # refusals a hook of the patch covers
     rebinding: frozenset[str] = frozenset()  # changed functions declaring global/nonlocal
+    # module-level names whose value this patch changes (values, re-evaluated values, followed imports)
+    changed_names: frozenset[str] = frozenset()
     # instance-attribute refusals a generated transformer could cover (--accept-transformer)
     transformable: Mapping[Refusal, Candidate] = field(default_factory=dict)
 
@@ -142,11 +144,12 @@ class _Differ:
         new: ModuleWalk,
         hooks: frozenset[str],
         added: bool,
-        imported_by: Mapping[str, list[str]] | None = None,
+        reimported: Mapping[str, str] | None = None,
         same_import: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.module = module
-        self.imported_by = imported_by or {}
+        # bound name -> module it is imported from by name, where this patch changes it
+        self.reimported = reimported or {}
         self.same_import = same_import
         self.old = old
         self.new = new
@@ -289,6 +292,7 @@ class _Differ:
             )
 
         changed = {q for q in new_defs if is_value(q) and old_defs[q].value != new_defs[q].value}
+        changed |= set(self.reimported)  # a copy of a value another module changes
         out: set[str] = set()
         queue = list(changed)
         while queue:
@@ -345,16 +349,6 @@ class _Differ:
                 "compute the value inside the function that uses it, or change its readers too",
             )
             return None
-        importers = [] if in_class else self.imported_by.get(new.name, [])
-        if importers:
-            self.refuse(
-                kind,
-                qualname,
-                f"{where} changed but {', '.join(importers[:3])} imported it by name (`from "
-                f"{self.module} import {new.name}`): their copy would keep the old value",
-                f"import the module and read `{self.module.rpartition('.')[2]}.{new.name}` at call time",
-            )
-            return None
         if (
             new.name != "__all__"
             and _builds_container(old_node.value)
@@ -383,6 +377,35 @@ class _Differ:
             ):
                 return True
         return False
+
+    def follow(self, qualname: str, old: Definition, new: Definition) -> None:
+        """`from m import N` where the patch changes `m.N`: the copy is rebound to the new value (a
+        CHANGED import whose old_value is the import statement: staging takes the value `m`'s stager
+        built), unless something read the copy while this module ran."""
+        source = self.reimported[qualname]
+        if old.decorators != new.decorators:
+            self.refuse(
+                RefusalKind.IMPORT,
+                qualname,
+                f"`{qualname}` is imported from {source}, which changes it, and its import changes too",
+                "change one of them in this patch and the other in the next",
+            )
+            return
+        readers = self.old.readers.get(qualname, set()) - {qualname}
+        readers = {r for r in readers if not self._reevaluated(r, "")}
+        if readers:
+            names = ", ".join(f"`{r}`" for r in sorted(readers)[:3])
+            self.refuse(
+                RefusalKind.MODULE_STATE,
+                qualname,
+                f"`{qualname}` (imported by name from {source}, which changes it) was read by {names} "
+                "when the module body ran: they hold the old value",
+                f"import the module and read `{source.rpartition('.')[2]}.{qualname}` at call time",
+            )
+            return
+        self.changes.append(
+            TargetChange(qualname, ChangeKind.CHANGED, new.kind, old_value=new.decorators)
+        )
 
     def imports(self, qualname: str, old: Definition, new: Definition) -> bool:
         """A changed import: True (CHANGED) when both paths bind the same object as far as the package's
@@ -439,6 +462,16 @@ class _Differ:
     def run(self) -> None:
         self.module_statements()
         self.reevaluate = self.dependents()
+        for name, source in sorted(self.reimported.items()):
+            d = self.new.definitions.get(name)
+            if d is None or d.kind is not DefinitionKind.IMPORT:
+                self.refuse(
+                    RefusalKind.MODULE_STATE,
+                    name,
+                    f"`{name}` is imported by name from {source}, which changes it, in module-level "
+                    "code that already ran (an if/try block) or is rebound here",
+                    f"import the module and read `{source.rpartition('.')[2]}.{name}` at call time",
+                )
         old_defs, new_defs = self.old.definitions, self.new.definitions
         # a class only in one version comes or goes as a whole: its members are not targets of their own
         added_classes = [
@@ -493,6 +526,9 @@ class _Differ:
                 )
                 continue
             if new.kind is DefinitionKind.IMPORT:
+                if qualname in self.reimported:
+                    self.follow(qualname, old, new)
+                    continue
                 kind = ChangeKind.CHANGED if self.imports(qualname, old, new) else ChangeKind.SAME
                 self.changes.append(TargetChange(qualname, kind, new.kind))
                 continue
@@ -548,6 +584,7 @@ def diff_module(
     *,
     hooks: Iterable[str] = (),
     package: PackageImports | None = None,
+    reimported: Mapping[str, str] | None = None,
 ) -> ModuleDiff:
     """Compare two versions of one module, definition by definition (sources are compiled, never run).
 
@@ -557,18 +594,13 @@ def diff_module(
     Returns every definition's TargetChange (SAME ones included, in new-source order, then REMOVED ones),
     the Refusals and the waivers. `package`: the import statements of the package's other modules (old
     version), for the cross-module rules (a value another module copied by name; two imports binding
-    the same object); without it no module is known to import anything from this one. Raises
+    the same object). `reimported`: names this module imports by name (bound name -> source module)
+    from a module where the patch changes them (diff_sources finds them). Raises
     SyntaxError when either source does not compile (its filename names the module and version). Pure
     function; any thread.
     """
     old = walk_source(old_source or "", f"<{module} (old)>")
     new = walk_source(new_source, f"<{module} (new)>")
-    imported_by = package.imported_by(module) if package is not None else {}
-    star = imported_by.pop("*", [])
-    if star:  # `from m import *` copies every public name (there are few such importers)
-        for name, d in old.definitions.items():
-            if d.kind is DefinitionKind.VALUE and not d.owner and not name.startswith("_"):
-                imported_by.setdefault(name, []).extend(star)
     same = (lambda a, b: package.same_object(module, a, b)) if package is not None else None
     differ = _Differ(
         module,
@@ -576,7 +608,7 @@ def diff_module(
         new,
         frozenset(hooks),
         added=old_source is None,
-        imported_by=imported_by,
+        reimported=reimported,
         same_import=same,
     )
     differ.run()
@@ -589,6 +621,14 @@ def diff_module(
         waived=tuple(differ.waived),
         rebinding=frozenset(differ.rebinding),
         transformable=differ.transformable,
+        changed_names=frozenset(
+            c.qualname
+            for c in differ.changes
+            if c.kind is ChangeKind.CHANGED
+            and "." not in c.qualname
+            and c.definition in (DefinitionKind.VALUE, DefinitionKind.IMPORT)
+            and (c.definition is DefinitionKind.VALUE or c.old_value is not None)
+        ),
     )
 
 
@@ -625,11 +665,9 @@ def diff_sources(
     """
     hooks = defined_hooks(hooks_source)
     old_sources = {name: old for name, (old, _) in modules.items() if old is not None}
-    imports = PackageImports({**(context or {}), **old_sources})
-    diffs = [
-        diff_module(name, old, new, hooks=hooks, package=imports)
-        for name, (old, new) in sorted(modules.items())
-    ]
+    everything = {**(context or {}), **old_sources}
+    imports = PackageImports(everything)
+    diffs = _diff_following(modules, everything, hooks, imports)
     refusals = tuple(r for d in diffs for r in d.refusals)
     if accept_transformer and "transform" not in hooks:
         candidates = {r: c for d in diffs for r, c in d.transformable.items()}
@@ -677,6 +715,45 @@ def diff_sources(
     return SourcesDiff(spec, tuple(w for d in diffs for w in d.waived), why)
 
 
+_MAX_FOLLOW_ROUNDS = 8  # chains of re-exports (a -> b -> c) deeper than this are not followed
+
+
+def _diff_following(
+    modules: Mapping[str, tuple[str | None, str]],
+    everything: Mapping[str, str],
+    hooks: frozenset[str],
+    imports: PackageImports,
+) -> list[ModuleDiff]:
+    """Diff every module; then, while a changed module-level value is imported by name elsewhere in the
+    package, diff the importer again (an unchanged one against itself) following that name."""
+    pairs: dict[str, tuple[str | None, str]] = dict(modules)
+    follow: dict[str, dict[str, str]] = {}
+    for _ in range(_MAX_FOLLOW_ROUNDS):
+        diffs = [
+            diff_module(name, old, new, hooks=hooks, package=imports, reimported=follow.get(name))
+            for name, (old, new) in sorted(pairs.items())
+        ]
+        grew = False
+        for d in diffs:
+            if not d.changed_names:
+                continue
+            by_name = imports.imported_by(d.module)
+            for name in d.changed_names:
+                importers = by_name.get(name, [])
+                if not name.startswith("_"):
+                    importers = importers + [(k, name) for k, _ in by_name.get("*", [])]
+                for importer, bound in importers:
+                    if importer not in everything or bound in follow.get(importer, {}):
+                        continue
+                    follow.setdefault(importer, {})[bound] = d.module
+                    if importer not in pairs:
+                        pairs[importer] = (everything[importer], everything[importer])
+                    grew = True
+        if not grew:
+            return diffs
+    return diffs
+
+
 def infer_category(
     diffs: Iterable[ModuleDiff],
     modules: Mapping[str, tuple[str | None, str]],
@@ -702,7 +779,7 @@ def infer_category(
     rebinding: list[str] = []
     bodies = 0
     for d in diffs:
-        if modules[d.module][0] is None:
+        if d.module in modules and modules[d.module][0] is None:
             shared.append(f"adds module {d.module}")
             continue
         for c in d.changes:

@@ -3,8 +3,9 @@
 Two questions need the other modules of the package (the old version's, as the live server loaded them):
 
 - Did another module copy a module-level value by name (`from m import LIMIT`, or `from m import *` for a
-  public name) while it was imported? Then changing `m.LIMIT` would leave that copy with the old value,
-  so the differ refuses the change (staging checks the live modules too: runtime/values.py).
+  public name) while it was imported? Then changing `m.LIMIT` would leave that copy with the old value:
+  the patch rebinds the copy too (a "follow" import, checked and built by staging after `m`), and the
+  importer's own values computed from it are evaluated again, as a fresh process would.
 - Do two import statements bind the same object (`from a import X` -> `from b import X` where `b` got
   `X` from `a`)? Each side is followed through the package's re-exports (`from .a import X` in `b`) to
   where the name comes from; same origin, same object. The differ accepts such a change and staging
@@ -36,7 +37,7 @@ class PackageImports:
         self.packages = {
             m for m in sources if any(o.startswith(m + ".") for o in sources)
         }  # modules that are packages (an __init__): relative imports start from them
-        self._imports: dict[str, list[tuple[int, str, str]]] = {}
+        self._imports: dict[str, list[tuple[int, str, str, str]]] = {}
         for name, source in sources.items():
             try:
                 self._imports[name] = from_imports(ast.parse(source))
@@ -52,15 +53,16 @@ class PackageImports:
             base = base.rpartition(".")[0]
         return f"{base}.{module}" if module else base
 
-    def imported_by(self, module: str) -> dict[str, list[str]]:
-        """name -> the other modules that import it from `module` by name; "*" -> star importers."""
-        out: dict[str, list[str]] = {}
+    def imported_by(self, module: str) -> dict[str, list[tuple[str, str]]]:
+        """name -> (importer, the name it binds) for the other modules that import it from `module` by
+        name; "*" -> the star importers."""
+        out: dict[str, list[tuple[str, str]]] = {}
         for importer, imports in sorted(self._imports.items()):
             if importer == module:
                 continue
-            for level, source, name in imports:
+            for level, source, name, bound in imports:
                 if self.absolute(importer, level, source) == module:
-                    out.setdefault(name, []).append(importer)
+                    out.setdefault(name, []).append((importer, bound))
         return out
 
     def origin(self, importer: str, level: int, module: str, name: str) -> tuple[str, str]:
@@ -69,10 +71,10 @@ class PackageImports:
         for _ in range(_MAX_HOPS):
             if where not in self._imports:
                 break
-            hop = next(((lv, src) for lv, src, n in self._imports[where] if n == name), None)
+            hop = next(((lv, src, n) for lv, src, n, b in self._imports[where] if b == name), None)
             if hop is None:
                 break
-            where = self.absolute(where, hop[0], hop[1])
+            where, name = self.absolute(where, hop[0], hop[1]), hop[2]
         return where, name
 
     def same_object(self, importer: str, old: str, new: str) -> bool:

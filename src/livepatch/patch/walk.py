@@ -91,8 +91,8 @@ class ModuleWalk:
         default_factory=set
     )  # bound by a statement that is not a target
     mutated: set[str] = field(default_factory=set)  # names/attributes changed in place anywhere
-    # `from M import NAME` (or `*`) executed at import time: (level, module, name)
-    from_imports: list[tuple[int, str, str]] = field(default_factory=list)
+    # `from M import NAME [as BOUND]` (or `*`) executed at import time: (level, module, name, bound)
+    from_imports: list[tuple[int, str, str, str]] = field(default_factory=list)
 
 
 def _dump(node: ast.AST | Sequence[ast.AST] | None) -> str:
@@ -287,14 +287,15 @@ def _mutated(tree: ast.Module) -> set[str]:
     return out
 
 
-def from_imports(tree: ast.Module) -> list[tuple[int, str, str]]:
-    """`from M import NAME` run at import time (module level, inside if/try, class bodies)."""
-    out: list[tuple[int, str, str]] = []
+def from_imports(tree: ast.Module) -> list[tuple[int, str, str, str]]:
+    """`from M import NAME [as BOUND]` run at import time (module level, inside if/try, class bodies):
+    (level, M, NAME, BOUND)."""
+    out: list[tuple[int, str, str, str]] = []
     stack: list[ast.AST] = list(tree.body)
     while stack:
         n = stack.pop()
         if isinstance(n, ast.ImportFrom) and n.module != "__future__":
-            out.extend((n.level, n.module or "", a.name) for a in n.names)
+            out.extend((n.level, n.module or "", a.name, a.asname or a.name) for a in n.names)
         elif isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
             continue
         else:

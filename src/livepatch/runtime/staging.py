@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import ast
 import enum
+import re
 import sys
 import weakref
 from types import CodeType, FunctionType, ModuleType
@@ -119,10 +120,20 @@ def _relocated(code: CodeType, filename: str) -> CodeType:
 class _ModuleStager:
     """Stages one ModulePatch against one live module."""
 
-    def __init__(self, mp: ModulePatch, module: ModuleType, filename: str) -> None:
+    def __init__(
+        self,
+        mp: ModulePatch,
+        module: ModuleType,
+        filename: str,
+        shared: dict[tuple[str, str], Any] | None = None,
+        followed: frozenset[tuple[str, str]] = frozenset(),
+    ) -> None:
         self.mp = mp
         self.module = module
         self.filename = filename
+        # (module, name) -> the new module-level value this patch binds there (for follow imports)
+        self.shared = shared if shared is not None else {}
+        self.followed = followed  # (module, name) copies this patch rebinds too
         self.compiled = mp.compiled if isinstance(mp, CompiledModulePatch) else {}
         self.added = mp.added if isinstance(mp, CompiledModulePatch) else {}
         self._relocated: dict[int, CodeType] = {}  # id of a code in self.added (kept alive there)
@@ -166,6 +177,8 @@ class _ModuleStager:
         old = existing.old if existing is not None else vars(owner).get(name, MISSING)
         self.binds[key] = BindOp(self.name(qualname), owner, name, old, value)
         self.build.remember(owner, name, value)
+        if owner is self.module:
+            self.shared[(self.mp.module, name)] = value
 
     # -- targets ------------------------------------------------------------------------------------
     def new_definition(self, change: TargetChange) -> Definition:
@@ -374,7 +387,11 @@ class _ModuleStager:
                 "it was changed at run time (it is state) or the server runs another version; fix: "
                 "keep the value, or set the new one in a post_patch hook",
             )
-        holders = other_holders(self.module, owner, d.name, live)
+        holders = [
+            h
+            for h in other_holders(self.module, owner, d.name, live)
+            if tuple(h.rsplit(".", 1)) not in self.followed  # a copy this patch rebinds too
+        ]
         if holders:
             raise self.refuse(
                 change.qualname,
@@ -395,6 +412,9 @@ class _ModuleStager:
         bound to (checked here, without importing anything): then nothing needs to change."""
         d = self.new_definition(change)
         live = vars(self.module).get(d.name, MISSING)
+        if change.old_value is not None:
+            self.stage_follow(change, d, live)
+            return
         found = _imported_object(self.module, d.node, d.name)
         if found is MISSING:
             raise self.refuse(
@@ -408,6 +428,28 @@ class _ModuleStager:
                 f"the new import ({d.decorators}) binds another object than the live one; fix: import "
                 "the new thing under a new name",
             )
+
+    def stage_follow(self, change: TargetChange, d: Definition, live: Any) -> None:
+        """`from m import N` where this patch changes `m.N`: rebind the copy to the value m's stager
+        built (m is staged first), when the live copy is the very object `m.N` is now."""
+        where = _import_source(self.module, d.node, d.name)
+        if where is None:
+            raise self.refuse(change.qualname, "is not a `from ... import` of a loaded module")
+        source, original = where
+        src = sys.modules.get(source)
+        if src is None or live is MISSING or vars(src).get(original, MISSING) is not live:
+            raise self.refuse(
+                change.qualname,
+                f"the live copy is not the object {source}.{original} holds: it was rebound at run "
+                "time or the server runs another version; fix: set it in a post_patch hook",
+            )
+        new = self.shared.get((source, original), MISSING)
+        if new is MISSING:
+            raise self.refuse(
+                change.qualname,
+                f"the patch does not change {source}.{original}, which it follows (corrupt patch)",
+            )
+        self.bind(self.module, d.name, new, change.qualname)
 
     def run(self) -> None:
         for change in self.mp.changes:
@@ -449,6 +491,24 @@ def _short(text: str, limit: int = 60) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+def _import_source(module: ModuleType, node: ast.stmt, bound: str) -> tuple[str, str] | None:
+    """(absolute module, imported name) of `from M import NAME [as bound]` written in `module`."""
+    if not isinstance(node, ast.ImportFrom):
+        return None
+    base = node.module or ""
+    if node.level:
+        package = module.__package__ or ""
+        parts = package.split(".") if package else []
+        if node.level - 1 > len(parts):
+            return None
+        parts = parts[: len(parts) - (node.level - 1)]
+        base = ".".join([*parts, base] if base else parts)
+    for alias in node.names:
+        if (alias.asname or alias.name) == bound:
+            return base, alias.name
+    return None
+
+
 def _imported_object(module: ModuleType, node: ast.stmt, bound: str) -> Any:
     """What `bound` would be bound to by the import statement `node` run in `module`, looked up in the
     loaded modules only (no import runs); MISSING when something is not loaded."""
@@ -480,6 +540,47 @@ def _imported_object(module: ModuleType, node: ast.stmt, bound: str) -> Any:
     return MISSING
 
 
+_FROM = re.compile(r"^from (\.*)(\S*) import (\S+)$")
+
+
+def _sources_first(modules: tuple[ModulePatch, ...]) -> list[ModulePatch]:
+    """The modules in an order where the source of every follow import (a CHANGED import whose
+    old_value is its `from M import N` text) is staged before the module that follows it: its stager
+    reads the value the source's stager built. A cycle keeps the patch's order (staging then refuses
+    the follow it cannot resolve)."""
+    by_name = {mp.module: mp for mp in modules}
+    deps: dict[str, set[str]] = {}
+    for mp in modules:
+        live = sys.modules.get(mp.module)
+        package = (live.__package__ if live is not None else None) or ""
+        for c in mp.changes:
+            m = _FROM.match(c.old_value or "") if c.definition is DefinitionKind.IMPORT else None
+            if m is None:
+                continue
+            base = m[2]
+            if m[1]:
+                parts = package.split(".") if package else []
+                parts = parts[: max(0, len(parts) - (len(m[1]) - 1))]
+                base = ".".join([*parts, base] if base else parts)
+            if base in by_name and base != mp.module:
+                deps.setdefault(mp.module, set()).add(base)
+    order: list[ModulePatch] = []
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+
+    def visit(name: str) -> None:
+        if state.get(name):
+            return
+        state[name] = 1
+        for dep in sorted(deps.get(name, ())):
+            visit(dep)
+        state[name] = 2
+        order.append(by_name[name])
+
+    for mp in modules:
+        visit(mp.module)
+    return order
+
+
 def stage(spec: PatchSpec) -> StagedPatch:
     """Compile (unless `spec` carries compiled code), resolve, verify and prepare `spec` (see the module
     docstring for what StagedPatch offers).
@@ -496,7 +597,16 @@ def stage(spec: PatchSpec) -> StagedPatch:
     modules: dict[str, ModuleType] = {}
     skipped: list[str] = []
     source_bytes = 0
-    for mp in spec.modules:
+    shared: dict[tuple[str, str], Any] = {}
+    followed = frozenset(
+        (mp.module, c.qualname)
+        for mp in spec.modules
+        for c in mp.changes
+        if c.definition is DefinitionKind.IMPORT
+        and c.kind is ChangeKind.CHANGED
+        and c.old_value is not None
+    )
+    for mp in _sources_first(spec.modules):
         module = sys.modules.get(mp.module)
         if module is None:
             if mp.changes and all(c.kind is ChangeKind.ADDED for c in mp.changes):
@@ -508,7 +618,7 @@ def stage(spec: PatchSpec) -> StagedPatch:
                 skipped.append(mp.module)
             continue
         filename = getattr(module, "__file__", None) or f"<livepatch {mp.module}>"
-        stager = _ModuleStager(mp, module, filename)
+        stager = _ModuleStager(mp, module, filename, shared, followed)
         if not isinstance(mp, CompiledModulePatch):
             stager.walk  # noqa: B018 - without compiled code the source must compile, whatever changes
         stager.run()
