@@ -19,12 +19,15 @@ def test_changed_class_level_value_is_a_value_change_unless_the_class_body_read_
     assert d.refusals == () and _non_same(d) == {"changed:K.TIMEOUT"}
     change = next(c for c in d.changes if c.qualname == "K.TIMEOUT")
     assert change.definition is DefinitionKind.VALUE and change.old_value == "5"
-    # read while the class body ran: DOUBLE holds the old value, refused (a hook may take over)
-    r1 = v1.replace("    def m", "    DOUBLE = TIMEOUT * 2\n\n    def m")
+    # read while the class body ran (a method's default): it holds the old value, refused (a hook
+    # may take over); a class-level value computed from it is evaluated again instead
+    r1 = v1.replace("    def m(self):", "    def m(self, t=TIMEOUT):")
     r2 = r1.replace("TIMEOUT = 5", "TIMEOUT = 10")
     d = diff_module("m", r1, r2)
     assert [r.qualname for r in d.refusals] == ["K.TIMEOUT"]
-    assert "`K.DOUBLE` read it when the class body ran" in d.refusals[0].reason
+    assert "`K.m` read it when the class body ran" in d.refusals[0].reason
+    double = v1.replace("    def m", "    DOUBLE = TIMEOUT * 2\n\n    def m")
+    assert diff_module("m", double, double.replace("TIMEOUT = 5", "TIMEOUT = 10")).refusals == ()
     assert diff_module("m", r1, r2, hooks=("post_patch",)).refusals == ()
     assert diff_module("m", r1, r2, hooks=("pre_revert",)).refusals == d.refusals
 
