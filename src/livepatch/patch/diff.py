@@ -125,6 +125,25 @@ _CONTAINER_CALLS = frozenset(
 )
 
 
+_REDECORATABLE = (DefinitionKind.FUNCTION, DefinitionKind.METHOD)
+# decorators that make a descriptor (a change of kind, refused as such) or are the property machinery
+_DESCRIPTORS = frozenset({"staticmethod", "classmethod", "property", "setter", "getter", "deleter"})
+
+
+def _descriptor_decorators(node: ast.stmt) -> bool:
+    decorators = getattr(node, "decorator_list", [])
+    for d in decorators:
+        name = d.id if isinstance(d, ast.Name) else d.attr if isinstance(d, ast.Attribute) else ""
+        if name in _DESCRIPTORS:
+            return True
+    return False
+
+
+def _decorator_text(node: ast.stmt) -> str:
+    """The decorator list as source, one `@expr` a line ("" for none)."""
+    return "\n".join(f"@{ast.unparse(d)}" for d in getattr(node, "decorator_list", []))
+
+
 def _builds_container(expr: ast.expr) -> bool:
     """Whether an expression builds a mutable container (a display, a comprehension, dict()...)."""
     if isinstance(expr, ast.Call):
@@ -161,6 +180,7 @@ class _Differ:
         self.rebinding: set[str] = set()
         self.reevaluate: set[str] = set()
         self.transformable: dict[Refusal, Candidate] = {}
+        self.redecorated: dict[str, str] = {}  # qualname -> the old decorator list (source)
 
     def refuse(self, kind: RefusalKind, qualname: str, reason: str, fix: str) -> Refusal:
         refusal = Refusal(self.module, qualname, reason, fix + hook_fix(kind), kind)
@@ -429,13 +449,22 @@ class _Differ:
         assert old.code is not None and new.code is not None
         for problem in replacement_problems(qualname, old.code, new.code):
             self.refuse(problem.kind, qualname, problem.reason, problem.fix)
+        redecorated = False
         if old.decorators != new.decorators:
-            self.refuse(
-                RefusalKind.DECORATORS,
-                qualname,
-                f"the decorators of `{qualname}` changed; they already ran when the live function was defined",
-                "keep the decorators and put the new behaviour in the body",
-            )
+            if new.kind in _REDECORATABLE and not (
+                _descriptor_decorators(old.node) or _descriptor_decorators(new.node)
+            ):
+                # staging runs the new decorators on the live function and refuses what they return
+                # unless it is that function or a wrapper of it (__wrapped__)
+                self.redecorated[qualname] = _decorator_text(old.node)
+                redecorated = True
+            else:
+                self.refuse(
+                    RefusalKind.DECORATORS,
+                    qualname,
+                    f"the decorators of `{qualname}` changed; they already ran when the live function was defined",
+                    "keep the decorators and put the new behaviour in the body",
+                )
         defaults_changed = old.defaults != new.defaults
         if defaults_changed:
             node = new.node
@@ -454,7 +483,7 @@ class _Differ:
                         "live function's object is its static state and is carried over, not rebuilt",
                         "use a `None` default and build the value in the body",
                     )
-        changed = _fp(old) != _fp(new) or defaults_changed
+        changed = _fp(old) != _fp(new) or defaults_changed or redecorated
         if changed and any(isinstance(n, ast.Global | ast.Nonlocal) for n in ast.walk(new.node)):
             self.rebinding.add(qualname)
         return changed
@@ -546,7 +575,16 @@ class _Differ:
             else:
                 changed = self.function(qualname, old, new)
             kind = ChangeKind.CHANGED if changed else ChangeKind.SAME
-            self.changes.append(TargetChange(qualname, kind, new.kind, _fp(old), _fp(new)))
+            self.changes.append(
+                TargetChange(
+                    qualname,
+                    kind,
+                    new.kind,
+                    _fp(old),
+                    _fp(new),
+                    old_value=self.redecorated.get(qualname),
+                )
+            )
         for qualname, old in old_defs.items():
             if qualname in new_defs or inside(qualname, removed_classes):
                 continue

@@ -268,6 +268,37 @@ class _ModuleStager:
                 kwdefaults,
             )
         )
+        if change.old_value is not None:  # its decorators changed: run the new ones
+            self.redecorate(change, where, func)
+
+    def redecorate(self, change: TargetChange, where: _Location, func: FunctionType) -> None:
+        """Run the new decorators on the live function (whose code the swap replaces) and bind what they
+        return when it is that function or a wrapper leading to it through `__wrapped__`; what the old
+        decorators registered stays registered (the function object is the same). Anything else is
+        refused: a decorator returning another object would leave every holder of the function out."""
+        d = self.new_definition(change)
+        assert isinstance(d.node, ast.FunctionDef | ast.AsyncFunctionDef)
+        holder = resolve_owner(self.module, where.owner)
+        result = self.build.decorate(func, d.node, holder, change.qualname)
+        if not _wraps(result, func):
+            raise self.refuse(
+                change.qualname,
+                f"its new decorators returned a {type(result).__name__}, not the function they were "
+                "given or a wrapper of it (__wrapped__); fix: keep the decorators, or re-decorate in a "
+                "post_patch hook",
+            )
+        bound = vars(holder).get(where.name, MISSING)
+        if bound is result:
+            return  # e.g. a registering decorator added or removed: the binding is the function itself
+        if bound is not MISSING:
+            holders = other_holders(self.module, holder, where.name, bound)
+            if holders:
+                raise self.refuse(
+                    change.qualname,
+                    f"its decorated object is also held by {', '.join(holders)}, which would keep the "
+                    "old decoration; fix: keep the decorators, or rebind the copies in a post_patch hook",
+                )
+        self.bind(holder, where.name, result, change.qualname)
 
     def stage_changed_class(self, change: TargetChange) -> None:
         # A CHANGED class adds class-level defaults (see patch.diff); its methods are targets of their own.
@@ -471,6 +502,20 @@ class _ModuleStager:
                 raise self.refuse(
                     change.qualname, f"a changed {change.definition} cannot be live-patched"
                 )
+
+
+def _wraps(obj: Any, func: FunctionType) -> bool:
+    """Whether `obj` is `func` or leads to it through `__wrapped__` (functools.wraps)."""
+    for _ in range(8):
+        if obj is func:
+            return True
+        try:
+            obj = vars(obj).get("__wrapped__") if hasattr(obj, "__dict__") else None
+        except TypeError:
+            return False
+        if obj is None:
+            return False
+    return False
 
 
 def _assigned_value(d: Definition) -> ast.expr:
