@@ -423,3 +423,17 @@ def test_descriptor_decorators_stay_refused() -> None:
     v1 = "class C:\n    @staticmethod\n    def f():\n        return 1\n"
     v2 = v1.replace("@staticmethod", "@staticmethod\n    @deco")
     assert [k for _, k, _ in _refusals(v1, v2)] == [RefusalKind.DECORATORS]
+
+
+def test_a_class_level_default_of_a_base_class_covers_a_new_instance_attribute() -> None:
+    v1 = (
+        "class Task:\n    close_on_finish = False\n\n"
+        "class ErrorTask(Task):\n    def execute(self):\n        return 1\n"
+    )
+    v2 = v1.replace("return 1", "self.close_on_finish = True\n        return self.close_on_finish")
+    assert _refusals(v1, v2) == []
+    # a base that is not in the module (or has no such default) does not cover it
+    v3 = v2.replace("close_on_finish = False", "other = False")
+    assert [k for _, k, _ in _refusals(v1.replace("close_on_finish", "other"), v3)] == [
+        RefusalKind.INSTANCE_ATTRIBUTE
+    ]

@@ -277,8 +277,9 @@ class _Differ:
             else:
                 # an undecorated class: each added name is an ADDED VALUE target, set on the live class
                 adds_defaults = any(n not in new_values for n in added)
+        inherited = self.inherited_defaults(qualname)
         for attr, where in new.instance_attributes.items():
-            if attr in old.instance_attributes or attr in new.assignments:
+            if attr in old.instance_attributes or attr in new.assignments or attr in inherited:
                 continue
             if attr not in new.plain_reads and attr in new.guarded_reads:
                 continue  # read only as getattr(self, "x", default): live instances without it are fine
@@ -442,6 +443,30 @@ class _Differ:
             "import the new thing under a new name",
         )
         return False
+
+    def inherited_defaults(self, qualname: str) -> set[str]:
+        """Class-level names of the bases of `qualname` defined in this module, in both versions (a
+        live instance without its own `x` reads the base's `x`), transitively."""
+        out: set[str] = set()
+        todo = [qualname]
+        seen: set[str] = set()
+        while todo:
+            q = todo.pop()
+            if q in seen:
+                continue
+            seen.add(q)
+            for version in (self.old, self.new):
+                info = version.classes.get(q)
+                if info is None:
+                    continue
+                for base in info.node.bases:
+                    if isinstance(base, ast.Name) and base.id in version.classes:
+                        todo.append(base.id)
+        for q in seen - {qualname}:
+            old, new = self.old.classes.get(q), self.new.classes.get(q)
+            if old is not None and new is not None:
+                out |= set(old.assignments) & set(new.assignments)
+        return out
 
     # -- functions ----------------------------------------------------------------------------------
     def function(self, qualname: str, old: Definition, new: Definition) -> bool:
