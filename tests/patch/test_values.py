@@ -437,3 +437,31 @@ def test_a_class_level_default_of_a_base_class_covers_a_new_instance_attribute()
     assert [k for _, k, _ in _refusals(v1.replace("close_on_finish", "other"), v3)] == [
         RefusalKind.INSTANCE_ATTRIBUTE
     ]
+
+
+@pytest.mark.parametrize(
+    "case", ["new_names", "changed_constants", "class_constants", "decorators"]
+)
+def test_a_signed_patch_of_values_applies_from_its_compiled_code(case: str, tmp_path: Path) -> None:
+    """The path an agent takes: a signed .lpatch (ADDED module-level statements compiled by `diff`),
+    verified, then staged and swapped."""
+    from livepatch.patch import compiled, lpatch, signing
+
+    priv, pub, _ = signing.generate_keypair(tmp_path / "keys")
+    private, public = signing.load_private_key(priv), signing.load_public_key(pub)
+    _, probes = CASES[case]
+    v1, v2 = _source(case, "v1"), _source(case, "v2")
+    live = _load(v1, tmp_path / "live", case)
+    new = _load(v2, tmp_path / "new", case)
+    try:
+        data = lpatch.dumps(lpatch.build(patch_from_sources({live.__name__: (v1, v2)}), private))
+        spec, _ = lpatch.loads(data).verified_spec([public])
+        if case == "new_names":  # it adds module-level statements: they come compiled
+            assert isinstance(spec.modules[0], compiled.CompiledModulePatch)
+            assert spec.modules[0].added
+        staged = stage(spec)
+        staged.swap_in()
+        assert [_probe(live, p) for p in probes] == [_probe(new, p) for p in probes]
+        staged.swap_out()
+    finally:
+        forget(live, new)
