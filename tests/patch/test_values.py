@@ -465,3 +465,39 @@ def test_a_signed_patch_of_values_applies_from_its_compiled_code(case: str, tmp_
         staged.swap_out()
     finally:
         forget(live, new)
+
+
+def test_a_copy_made_by_a_star_import_is_followed_when_it_exists(tmp_path: Path) -> None:
+    import importlib
+
+    pkg = unique_name("star")
+    files = {
+        "__init__.py": "from .state import *\nfrom .conn import *\n",
+        "state.py": "__all__ = ['CLIENT']\nCLIENT = 'client'\nTABLE = {'a': 1}\n",
+        "conn.py": "from .state import *\n\ndef who():\n    return CLIENT\n",
+    }
+    (tmp_path / pkg).mkdir()
+    for name, text in files.items():
+        (tmp_path / pkg / name).write_text(text)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        top = importlib.import_module(pkg)
+        conn = sys.modules[f"{pkg}.conn"]
+        context = {pkg: files["__init__.py"], f"{pkg}.conn": files["conn.py"]}
+        v2 = files["state.py"].replace("'client'", "'CLIENT'").replace("1}", "2}")
+        spec = diff_sources({f"{pkg}.state": (files["state.py"], v2)}, context=context).spec
+        assert spec.refusals == ()
+        staged = stage(spec)
+        staged.swap_in()
+        assert (top.CLIENT, conn.who(), sys.modules[f"{pkg}.state"].TABLE) == (
+            "CLIENT",
+            "CLIENT",
+            {"a": 2},
+        )
+        assert not hasattr(conn, "TABLE")  # __all__ left it out: there was no copy to follow
+        staged.swap_out()
+        assert (top.CLIENT, conn.who()) == ("client", "client")
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [n for n in sys.modules if n == pkg or n.startswith(pkg + ".")]:
+            del sys.modules[name]

@@ -428,6 +428,28 @@ class _Differ:
             TargetChange(qualname, ChangeKind.CHANGED, new.kind, old_value=new.decorators)
         )
 
+    def star_follow(self, name: str, source: str) -> None:
+        """`from source import *` may have copied `name`, which the patch changes in `source`: staging
+        rebinds the copy when the live one is the very object `source` holds (when `__all__` left the
+        name out there is no copy and nothing changes), unless something read it at import time."""
+        readers = self.old.readers.get(name, set()) - {name}
+        readers = {r for r in readers if not self._reevaluated(r, "")}
+        if readers:
+            names = ", ".join(f"`{r}`" for r in sorted(readers)[:3])
+            self.refuse(
+                RefusalKind.MODULE_STATE,
+                name,
+                f"`{name}` (copied by `from {source} import *`, which changes it) was read by {names} "
+                "when the module body ran: they hold the old value",
+                f"import the module and read `{source.rpartition('.')[2]}.{name}` at call time",
+            )
+            return
+        self.changes.append(
+            TargetChange(
+                name, ChangeKind.CHANGED, DefinitionKind.IMPORT, old_value=f"from {source} import *"
+            )
+        )
+
     def imports(self, qualname: str, old: Definition, new: Definition) -> bool:
         """A changed import: True (CHANGED) when both paths bind the same object as far as the package's
         sources tell (staging checks it against the live object), else refused."""
@@ -518,6 +540,10 @@ class _Differ:
         self.reevaluate = self.dependents()
         for name, source in sorted(self.reimported.items()):
             d = self.new.definitions.get(name)
+            if source.startswith("*"):  # a copy `from M import *` may have made
+                if d is None:
+                    self.star_follow(name, source[1:])
+                continue  # or this module binds the name itself: not a copy
             if d is None or d.kind is not DefinitionKind.IMPORT:
                 self.refuse(
                     RefusalKind.MODULE_STATE,
@@ -657,8 +683,9 @@ def diff_module(
     Returns every definition's TargetChange (SAME ones included, in new-source order, then REMOVED ones),
     the Refusals and the waivers. `package`: the import statements of the package's other modules (old
     version), for the cross-module rules (a value another module copied by name; two imports binding
-    the same object). `reimported`: names this module imports by name (bound name -> source module)
-    from a module where the patch changes them (diff_sources finds them). Raises
+    the same object). `reimported`: names this module imports by name (bound name -> source module,
+    "*module" for a copy a `from module import *` may have made) from a module where the patch changes
+    them (diff_sources finds them). Raises
     SyntaxError when either source does not compile (its filename names the module and version). Pure
     function; any thread.
     """
@@ -802,13 +829,13 @@ def _diff_following(
                 continue
             by_name = imports.imported_by(d.module)
             for name in d.changed_names:
-                importers = by_name.get(name, [])
-                if not name.startswith("_"):
-                    importers = importers + [(k, name) for k, _ in by_name.get("*", [])]
-                for importer, bound in importers:
+                importers = [(k, b, d.module) for k, b in by_name.get(name, [])]
+                if not name.startswith("_"):  # "*" marks a copy a star import may have made
+                    importers += [(k, name, "*" + d.module) for k, _ in by_name.get("*", [])]
+                for importer, bound, source in importers:
                     if importer not in everything or bound in follow.get(importer, {}):
                         continue
-                    follow.setdefault(importer, {})[bound] = d.module
+                    follow.setdefault(importer, {})[bound] = source
                     if importer not in pairs:
                         pairs[importer] = (everything[importer], everything[importer])
                     grew = True

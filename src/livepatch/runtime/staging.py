@@ -441,6 +441,9 @@ class _ModuleStager:
     def stage_changed_import(self, change: TargetChange) -> None:
         """A changed import is accepted only when the new path names the very object the live name is
         bound to (checked here, without importing anything): then nothing needs to change."""
+        if change.old_value is not None and change.old_value.endswith(" import *"):
+            self.stage_star_follow(change, change.old_value[len("from ") : -len(" import *")])
+            return
         d = self.new_definition(change)
         live = vars(self.module).get(d.name, MISSING)
         if change.old_value is not None:
@@ -459,6 +462,21 @@ class _ModuleStager:
                 f"the new import ({d.decorators}) binds another object than the live one; fix: import "
                 "the new thing under a new name",
             )
+
+    def stage_star_follow(self, change: TargetChange, source: str) -> None:
+        """A copy `from source import *` may have made: rebound only when the live name is the very
+        object `source` holds (else the star import did not copy it: `__all__`, or a later binding)."""
+        src = sys.modules.get(source)
+        live = vars(self.module).get(change.qualname, MISSING)
+        if src is None or live is MISSING or vars(src).get(change.qualname, MISSING) is not live:
+            return
+        new = self.shared.get((source, change.qualname), MISSING)
+        if new is MISSING:
+            raise self.refuse(
+                change.qualname,
+                f"the patch does not change {source}.{change.qualname}, which it follows (corrupt patch)",
+            )
+        self.bind(self.module, change.qualname, new, change.qualname)
 
     def stage_follow(self, change: TargetChange, d: Definition, live: Any) -> None:
         """`from m import N` where this patch changes `m.N`: rebind the copy to the value m's stager
