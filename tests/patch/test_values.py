@@ -501,3 +501,8 @@ def test_a_copy_made_by_a_star_import_is_followed_when_it_exists(tmp_path: Path)
         sys.path.remove(str(tmp_path))
         for name in [n for n in sys.modules if n == pkg or n.startswith(pkg + ".")]:
             del sys.modules[name]
+
+
+def test_a_module_level_assert_is_not_state() -> None:
+    v1 = "TABLE = (1, 2)\n\ndef f():\n    return TABLE\n"
+    assert _refusals(v1, v1 + "\nassert len(TABLE) == 2\n") == []

@@ -384,8 +384,9 @@ def _import_bindings(stmt: ast.Import | ast.ImportFrom) -> Iterator[tuple[str, s
 
 
 def _is_main_guard(stmt: ast.stmt) -> bool:
-    """`if __name__ == "__main__":` never runs in a server: its changes don't matter."""
-    return (
+    """`if __name__ == "__main__":` never runs in a server, and a module-level `assert` binds nothing
+    (`python -O` drops it): their changes don't matter."""
+    return isinstance(stmt, ast.Assert) or (
         isinstance(stmt, ast.If)
         and isinstance(stmt.test, ast.Compare)
         and isinstance(stmt.test.left, ast.Name)
