@@ -17,7 +17,20 @@ text of a hookable refusal suggests shipping hooks.
 Module-level statements: a module that exists in the old version already ran its top level in the live
 server, even when it was empty (an empty `__init__.py`), so new or changed top-level statements there are
 refused (MODULE_STATE) like in any other existing module; only a module the old version does not have
-(old source None) runs its whole new top level for the first time.
+(old source None) runs its whole new top level for the first time. The exception are VALUEs: a name bound
+once by a simple assignment in a module or class body is a target of its own. An added one is evaluated
+by staging; a changed one is rebound when nothing captured the old value: values computed from it at
+import time are evaluated again (`dependents`), copies other modules of the package made by name or by a
+star import follow it (`_diff_following`; the importers are diffed too, an unchanged one against
+itself), and anything else that read it while the module ran (a default, a decorator, a class body, an
+if/try block) refuses it; staging then checks the live objects (docs/patchability.md, "Values").
+
+Also here: a changed import is accepted when the package's sources show both paths bind the same object
+(patch/imports.py); a changed decorator list of a function is re-run by staging (old_value marks it); a
+new instance attribute read only through getattr(self, "x", d) or covered by a class-level default (also a
+base class's in this module) is accepted, and `accept_transformer` generates a transform hook for the
+others when the new __init__ computes them from globals and self (patch/transformer.py); the category is
+inferred (`infer_category`) unless given.
 """
 
 from __future__ import annotations

@@ -31,9 +31,14 @@ resolve.py finds live objects, swap_build.py builds new ones, swap.py holds the 
 machine, dispatch.py the trampolines; this file verifies and decides what to do for each TargetChange.
 
 What staging executes (and nothing else): the decorators, default values and bodies of ADDED definitions
-and ADDED imports (in the live module's namespace, bound on swap_in), the class-level default values a
-CHANGED class adds, changed default expressions of CHANGED functions, and the whole source of a module
-the patch adds. Unchanged defaults keep their live objects (a mutable default is a function's static
+and ADDED imports and values (in the live module's namespace, bound on swap_in), the class-level default
+values a CHANGED class adds, changed default expressions of CHANGED functions, the new decorators of a
+function whose decorator list changed (run on the live function: accepted when they return it or a
+`__wrapped__` wrapper of it), the old and the new expression of a CHANGED value (the old one only to check
+that the live value is still what it built: runtime/values.py checks who else holds it), and the whole
+source of a module the patch adds. A changed import runs nothing: the new path is looked up in the loaded
+modules and must name the live object; a followed copy (`from m import X` where the patch changes `m.X`)
+takes the value m's stager built, so modules are staged sources first. Unchanged defaults keep their live objects (a mutable default is a function's static
 state: it is carried over, never reset).
 
 Where the new code comes from (the cost of staging): a signed patch carries each CHANGED function's code
