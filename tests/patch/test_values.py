@@ -506,3 +506,60 @@ def test_a_copy_made_by_a_star_import_is_followed_when_it_exists(tmp_path: Path)
 def test_a_module_level_assert_is_not_state() -> None:
     v1 = "TABLE = (1, 2)\n\ndef f():\n    return TABLE\n"
     assert _refusals(v1, v1 + "\nassert len(TABLE) == 2\n") == []
+
+
+def test_namespace_readers_and_star_imports_stay_module_state() -> None:
+    """Found by staging every corpus patch into the old commit (h11 870fb833af, 8bdcc7d9ff): code that
+    reads globals() sees no name staging evaluates, and a star import binds names nobody lists."""
+    v1 = 'vchar_x = "x"\nrequest_target = r"[^ ]+"\n'
+    v2 = 'vchar = "v"\nrequest_target = r"{vchar}+".format(**globals())\n'
+    assert [(q, k) for q, k, _ in _refusals(v1, v2)] == [
+        ("request_target", RefusalKind.MODULE_STATE)
+    ]
+    reader = "LIMIT = 1\nNAMES = sorted(globals())\n"
+    assert [q for q, _, _ in _refusals(reader, reader.replace("1", "2"))] == ["LIMIT"]
+    star = _refusals("from .a import *\n", "from .b import *\n")
+    assert [(q, k) for q, k, _ in star] == [("<module>", RefusalKind.MODULE_STATE)]
+
+
+def test_an_added_import_of_a_name_the_patch_adds_elsewhere_takes_the_staged_value(
+    tmp_path: Path,
+) -> None:
+    """Found by staging every corpus patch into the old commit (waitress 687bf350e7, 11d9e13812): the
+    new `from .utilities import queue_logger` ran against the live utilities, which did not have it yet,
+    and a new module was imported from disk. The importer now takes what the source's stager built."""
+    import importlib
+
+    pkg = unique_name("addimp")
+    (tmp_path / pkg).mkdir()
+    (tmp_path / pkg / "__init__.py").write_text("")
+    util_v1 = "def helper():\n    return 1\n"
+    util_v2 = util_v1 + "\nQUEUE = 'queue'\n"
+    task_v1 = "def run():\n    return 'run'\n"
+    task_v2 = (
+        "from .utilities import QUEUE\nfrom .rfc import FIELD\n\n"
+        "def run():\n    return f'run {QUEUE} {FIELD}'\n"
+    )
+    (tmp_path / pkg / "utilities.py").write_text(util_v1)
+    (tmp_path / pkg / "task.py").write_text(task_v1)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        importlib.import_module(f"{pkg}.utilities")
+        task = importlib.import_module(f"{pkg}.task")
+        spec = diff_sources(
+            {
+                f"{pkg}.task": (task_v1, task_v2),
+                f"{pkg}.utilities": (util_v1, util_v2),
+                f"{pkg}.rfc": (None, "FIELD = 'field'\n"),  # a module the patch adds
+            }
+        ).spec
+        assert spec.refusals == ()
+        staged = stage(spec)
+        staged.swap_in()
+        assert task.run() == "run queue field"
+        staged.swap_out()
+        assert task.run() == "run" and f"{pkg}.rfc" not in sys.modules
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [n for n in sys.modules if n == pkg or n.startswith(pkg + ".")]:
+            del sys.modules[name]

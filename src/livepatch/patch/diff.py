@@ -369,6 +369,18 @@ class _Differ:
                     "keep it as it is",
                 )
                 return None
+        dynamic = (self.old.namespace_readers - {new.name}) | (
+            self.new.namespace_readers & {new.name}
+        )
+        if not in_class and dynamic:
+            self.refuse(
+                kind,
+                qualname,
+                f"{where} changed but {', '.join(f'`{c}`' for c in sorted(dynamic)[:3])} read the "
+                "module's namespace itself (globals(), vars()...) when the module body ran",
+                "compute the value inside the function that uses it",
+            )
+            return None
         readers = self.old.readers.get(qualname, set()) - {qualname, new.name}
         readers = {
             r for r in readers if not self._reevaluated(r, new.owner)
@@ -596,13 +608,15 @@ class _Differ:
                 if (
                     new.kind is DefinitionKind.VALUE
                     and not new.owner
-                    and (new.name in self.old.dynamic_names)
+                    and (
+                        new.name in self.old.dynamic_names or new.name in self.new.namespace_readers
+                    )
                 ):
                     self.refuse(
                         RefusalKind.MODULE_STATE,
                         qualname,
-                        f"`{qualname}` is now a plain assignment but the old version bound it in "
-                        "module-level code that already ran",
+                        f"`{qualname}` is new but reads the module's namespace itself (globals(), "
+                        "vars()...), or the old version bound it in module-level code that already ran",
                         "keep the old module-level code",
                     )
                     continue

@@ -87,9 +87,9 @@ class ModuleWalk:
     # body) runs: they captured its value (module-level names under their name, class-level ones
     # under `Cls.NAME`)
     readers: dict[str, set[str]] = field(default_factory=dict)
-    dynamic_names: set[str] = field(
-        default_factory=set
-    )  # bound by a statement that is not a target
+    dynamic_names: set[str] = field(default_factory=set)  # bound by code that is not a target
+    # readers (as in `readers`) whose import-time code reads the namespace itself: globals(), vars()...
+    namespace_readers: set[str] = field(default_factory=set)
     mutated: set[str] = field(default_factory=set)  # names/attributes changed in place anywhere
     # `from M import NAME [as BOUND]` (or `*`) executed at import time: (level, module, name, bound)
     from_imports: list[tuple[int, str, str, str]] = field(default_factory=list)
@@ -187,6 +187,9 @@ def _self_attributes(node: FunctionNode) -> Iterator[str]:
             ):
                 yield t.attr
 
+
+# builtins that read a namespace as a whole: code calling them may read any name
+_NAMESPACE_READERS = frozenset({"globals", "vars", "locals", "eval", "exec"})
 
 # methods that change a container in place: a table a function mutates is state, not a constant
 _MUTATORS = frozenset(
@@ -542,6 +545,7 @@ class _Walker:
         bindings: dict[str, int] = {}
         dynamic: set[str] = set()
         readers: dict[str, set[str]] = {}
+        namespace_readers: set[str] = set()
         for stmt in body:
             names = _assigned_names(stmt)
             if names is None and not isinstance(
@@ -559,8 +563,11 @@ class _Walker:
                 reader = names[0]
             else:
                 reader = "<module>"
-            for read in _names_read_now(stmt):
+            reads = _names_read_now(stmt)
+            for read in reads:
                 readers.setdefault(read, set()).add(reader)
+            if reads & _NAMESPACE_READERS:
+                namespace_readers.add(reader)
         for stmt in body:
             names = _assigned_names(stmt)
             if (
@@ -577,6 +584,9 @@ class _Walker:
                 self._class(stmt, "", pool)
             elif isinstance(stmt, ast.ImportFrom) and stmt.module == "__future__":
                 future.append(stmt)
+            elif isinstance(stmt, ast.ImportFrom) and any(a.name == "*" for a in stmt.names):
+                # binds names the source does not show: module-level code, not a target
+                statements.append((ast.dump(stmt), self._segment(stmt) or ast.unparse(stmt)))
             elif isinstance(stmt, ast.Import | ast.ImportFrom):
                 for bound, what in _import_bindings(stmt):
                     self.definitions.pop(bound, None)
@@ -603,6 +613,7 @@ class _Walker:
             code,
             readers=readers,
             dynamic_names=dynamic,
+            namespace_readers=namespace_readers,
             mutated=_mutated(tree),
             from_imports=from_imports(tree),
         )

@@ -329,7 +329,23 @@ class _ModuleStager:
                 f"{change.qualname}.{name}",
             )
 
+    def staged_import(self, change: TargetChange) -> bool:
+        """An added `from M import N` where this patch adds or changes `M.N` (or adds module M): bind
+        the value M's stager built (M is staged first) instead of importing the live, old M."""
+        if change.definition is not DefinitionKind.IMPORT:
+            return False
+        d = self.walk.definitions.get(change.qualname)
+        if d is None or d.kind is not DefinitionKind.IMPORT:
+            return False
+        where = _import_source(self.module, d.node, d.name)
+        if where is None or where not in self.shared:
+            return False
+        self.bind(self.module, d.name, self.shared[where], change.qualname)
+        return True
+
     def stage_added(self, change: TargetChange) -> None:
+        if self.staged_import(change):
+            return
         code = self.added.get(change.qualname)
         if code is not None:  # a module-level def, class or import, compiled by the patch's author
             # one relocated code per statement, so that a statement adding several names runs once
@@ -609,6 +625,7 @@ def _imported_object(module: ModuleType, node: ast.stmt, bound: str) -> Any:
 
 
 _FROM = re.compile(r"^from (\.*)(\S*) import (\S+)$")
+_FROM_LINE = re.compile(r"^from (\.*)([\w.]*) import (.+)$")
 
 
 def _sources_first(modules: tuple[ModulePatch, ...]) -> list[ModulePatch]:
@@ -620,9 +637,17 @@ def _sources_first(modules: tuple[ModulePatch, ...]) -> list[ModulePatch]:
     deps: dict[str, set[str]] = {}
     for mp in modules:
         live = sys.modules.get(mp.module)
-        package = (live.__package__ if live is not None else None) or ""
-        for c in mp.changes:
-            m = _FROM.match(c.old_value or "") if c.definition is DefinitionKind.IMPORT else None
+        package = (
+            (live.__package__ if live is not None else None)
+            or (mp.module if any(o.startswith(mp.module + ".") for o in by_name) else "")
+            or mp.module.rpartition(".")[0]
+        )
+        # follow imports (old_value), and every top-level `from M import ...` of the new source: an
+        # added import of a name the patch adds to M takes it from M's stager
+        texts = [c.old_value or "" for c in mp.changes if c.definition is DefinitionKind.IMPORT]
+        texts += [line.rstrip() for line in mp.new_source.splitlines() if line.startswith("from ")]
+        for text in texts:
+            m = _FROM.match(text) or _FROM_LINE.match(text)
             if m is None:
                 continue
             base = m[2]
@@ -679,6 +704,8 @@ def stage(spec: PatchSpec) -> StagedPatch:
         if module is None:
             if mp.changes and all(c.kind is ChangeKind.ADDED for c in mp.changes):
                 module, module_binds = new_module(mp)
+                # what later modules of the patch import from it by name
+                shared.update({(mp.module, k): v for k, v in vars(module).items()})
                 binds.extend(module_binds)
                 modules[mp.module] = module
                 source_bytes += len(mp.new_source.encode())
