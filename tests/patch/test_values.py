@@ -563,3 +563,14 @@ def test_an_added_import_of_a_name_the_patch_adds_elsewhere_takes_the_staged_val
         sys.path.remove(str(tmp_path))
         for name in [n for n in sys.modules if n == pkg or n.startswith(pkg + ".")]:
             del sys.modules[name]
+
+
+def test_a_class_value_bound_twice_in_the_old_body_is_not_added() -> None:
+    """Found by staging the corpus patches (waitress f7377558d3): `close_on_finish` bound twice in the old
+    class, once in the new one, was an ADDED value staging then refused (the live class has it)."""
+    v1 = "class Task:\n    close_on_finish = False\n    close_on_finish = True\n"
+    v2 = "class Task:\n    close_on_finish = False\n"
+    assert [(q, k) for q, k, _ in _refusals(v1, v2)] == [
+        ("Task", RefusalKind.CLASS_STATE),
+        ("Task.close_on_finish", RefusalKind.CLASS_STATE),
+    ]

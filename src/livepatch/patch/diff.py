@@ -620,6 +620,20 @@ class _Differ:
                         "keep the old module-level code",
                     )
                     continue
+                before = self.old.classes.get(new.owner) if new.owner else None
+                if (
+                    new.kind is DefinitionKind.VALUE
+                    and before is not None
+                    and new.name in before.assignments
+                ):  # the old class body bound it more than once: the live class has it
+                    self.refuse(
+                        RefusalKind.CLASS_STATE,
+                        qualname,
+                        f"class-level state of `{new.owner}` changed (`{new.name}`, bound more than "
+                        "once in the old class body); the class body already ran",
+                        "keep the class-level values and compute new ones in the methods",
+                    )
+                    continue
                 self.changes.append(
                     TargetChange(qualname, ChangeKind.ADDED, new.kind, None, _fp(new))
                 )
