@@ -85,7 +85,12 @@ def markdown(name: str, argv: list[str], doc: dict[str, Any]) -> str:
         f"{s['commits_seen']} first-parent commits seen, {changing} change the package's code: "
         f"**{o['accepted']} accepted ({s['accepted_pct']}%)**, {o['refused']} refused, "
         f"{o['empty']} empty, {o['error']} errors; accepted among the {changing - o['empty']} "
-        f"commits whose code changed: {s['accepted_of_code_changes_pct']}%.",
+        f"commits whose code changed: {s['accepted_of_code_changes_pct']}%; among the "
+        f"{s['compiling_code_changes']} whose code changed and compiles under this Python: "
+        f"**{s['accepted_of_compiling_code_changes_pct']}%**. With `--accept-transformer` confirmed "
+        f"(+{s['refused_but_accepted_with_transformer']} commits): {s['accepted_with_transformer_pct']}% "
+        f"of the changing commits, {s['accepted_with_transformer_of_compiling_code_changes_pct']}% of "
+        "those whose code changed and compiles.",
         "",
         "| refusal kind | commits | % of changing | only this kind | example |",
         "|---|---|---|---|---|",

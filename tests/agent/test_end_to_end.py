@@ -180,7 +180,8 @@ def test_refused_patches_change_nothing(
     tmp_path: Path, keys: tuple[Path, Path], service: Service
 ) -> None:
     signed = ("--key", str(keys[0]))
-    good = build(tmp_path, "good", "v1", "v2", *signed)
+    # a body-only fix is inferred thread-local: built as process, local quiescence is refused
+    good = build(tmp_path, "good", "v1", "v2", *signed, "--category", "process")
     tampered = tmp_path / "tampered.lpatch"
     doc = json.loads(good.read_text())
     for m in doc["manifest"]["modules"]:

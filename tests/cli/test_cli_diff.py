@@ -129,11 +129,15 @@ def test_human_summary_and_signed_file(tmp_path: Path, versions: tuple[Path, Pat
 def test_refusals_block_the_file_unless_hooks(tmp_path: Path) -> None:
     old = write_tree(
         tmp_path / "o",
-        {"p/__init__.py": "", "p/m.py": "LIMIT = 10\n\ndef f():\n    return LIMIT\n"},
+        {"p/__init__.py": "", "p/m.py": "LIMIT = 10\n\ndef f(limit=LIMIT):\n    return limit\n"},
     )
+    # the default captured LIMIT when the module ran: changing LIMIT is refused (module state)
     new = write_tree(
         tmp_path / "n",
-        {"p/__init__.py": "", "p/m.py": "LIMIT = 20\n\ndef f():\n    return LIMIT + 1\n"},
+        {
+            "p/__init__.py": "",
+            "p/m.py": "LIMIT = 20\n\ndef f(limit=LIMIT):\n    return limit + 1\n",
+        },
     )
     out = tmp_path / "p.lpatch"
     proc = cli("diff", str(old), str(new), "--package", "p", "-o", str(out))
@@ -149,7 +153,8 @@ def test_refusals_block_the_file_unless_hooks(tmp_path: Path) -> None:
     assert "1 refusal(s) waived" in proc.stdout and "covered by hook: post_patch" in proc.stdout
     # what no hook can fix still blocks: a function turned into a generator
     gen = write_tree(
-        tmp_path / "g", {"p/__init__.py": "", "p/m.py": "LIMIT = 10\n\ndef f():\n    yield LIMIT\n"}
+        tmp_path / "g",
+        {"p/__init__.py": "", "p/m.py": "LIMIT = 10\n\ndef f(limit=LIMIT):\n    yield limit\n"},
     )
     out.unlink()
     proc = cli("diff", str(old), str(gen), "--package", "p", "-o", str(out), "--hooks", str(hooks))

@@ -12,15 +12,24 @@ def _non_same(d) -> set[str]:  # type: ignore[no-untyped-def]
     return {f"{c.kind.value}:{c.qualname}" for c in d.changes if c.kind is not ChangeKind.SAME}
 
 
-def test_changed_class_level_value_is_refused_unless_hooks() -> None:
+def test_changed_class_level_value_is_a_value_change_unless_the_class_body_read_it() -> None:
     v1 = "class K:\n    TIMEOUT = 5\n\n    def m(self):\n        return self.TIMEOUT\n"
     v2 = v1.replace("TIMEOUT = 5", "TIMEOUT = 10")
     d = diff_module("m", v1, v2)
-    assert [r.qualname for r in d.refusals] == ["K"]
-    assert "class-level state of `K` changed (`TIMEOUT`)" in d.refusals[0].reason
-    assert "keep the class-level values" in d.refusals[0].fix
-    assert diff_module("m", v1, v2, hooks=("post_patch",)).refusals == ()
-    assert diff_module("m", v1, v2, hooks=("pre_revert",)).refusals == d.refusals
+    assert d.refusals == () and _non_same(d) == {"changed:K.TIMEOUT"}
+    change = next(c for c in d.changes if c.qualname == "K.TIMEOUT")
+    assert change.definition is DefinitionKind.VALUE and change.old_value == "5"
+    # read while the class body ran (a method's default): it holds the old value, refused (a hook
+    # may take over); a class-level value computed from it is evaluated again instead
+    r1 = v1.replace("    def m(self):", "    def m(self, t=TIMEOUT):")
+    r2 = r1.replace("TIMEOUT = 5", "TIMEOUT = 10")
+    d = diff_module("m", r1, r2)
+    assert [r.qualname for r in d.refusals] == ["K.TIMEOUT"]
+    assert "`K.m` read it when the class body ran" in d.refusals[0].reason
+    double = v1.replace("    def m", "    DOUBLE = TIMEOUT * 2\n\n    def m")
+    assert diff_module("m", double, double.replace("TIMEOUT = 5", "TIMEOUT = 10")).refusals == ()
+    assert diff_module("m", r1, r2, hooks=("post_patch",)).refusals == ()
+    assert diff_module("m", r1, r2, hooks=("pre_revert",)).refusals == d.refusals
 
 
 def test_definitions_in_top_level_blocks_are_module_state() -> None:
@@ -104,8 +113,8 @@ def test_patch_from_sources_drops_unchanged_modules_and_is_deterministic() -> No
 
 
 def test_hooks_are_carried_and_lift_hookable_refusals() -> None:
-    v1 = "LIMIT = 1\n\n\ndef f():\n    return LIMIT\n"
-    v2 = "LIMIT = 2\n\n\ndef f():\n    return LIMIT\n"
+    v1 = "LIMIT = 1\n\n\ndef f(limit=LIMIT):\n    return limit\n"  # the default captured LIMIT
+    v2 = "LIMIT = 2\n\n\ndef f(limit=LIMIT):\n    return limit\n"
     assert patch_from_sources({"m": (v1, v2)}).refusals
     spec = patch_from_sources({"m": (v1, v2)}, hooks_source="def post_patch(ctx):\n    pass\n")
     assert spec.refusals == () and spec.hooks_source is not None
@@ -132,44 +141,44 @@ def test_added_and_removed_modules_are_not_module_state_changes() -> None:
     text = "import os\n\nTABLE = {}\n\n\ndef f():\n    return TABLE\n"
     added = diff_module("pkg.new", None, text)  # None: the old version has no such module
     assert added.refusals == ()
-    assert _non_same(added) == {"added:os", "added:f"}
+    assert _non_same(added) == {"added:os", "added:f", "added:TABLE"}
     removed = diff_module("pkg.old", text, "")
-    assert removed.refusals == () and _non_same(removed) == {"removed:os", "removed:f"}
+    assert removed.refusals == () and _non_same(removed) == {
+        "removed:os",
+        "removed:f",
+        "removed:TABLE",
+    }
 
 
 @pytest.mark.parametrize("old", ["", "# the package\n", '"""Docstring only."""\n'])
-def test_new_code_in_an_existing_empty_module_is_module_state(old: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_new_code_in_an_existing_empty_module_adds_the_value_with_the_function(
+    old: str, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
     """Regression (issue 10): an empty (or comments-only) __init__.py that gains `LIMIT = 5` and
-    `def limit(): return LIMIT` gave a patch adding `limit` without `LIMIT` and without a refusal, and
-    limit() raised NameError once applied. The old module exists and its top level already ran, so the
-    new constant is refused like in any non-empty module (a post_patch hook can set it)."""
-    from livepatch.patch.model import RefusalKind
-    from livepatch.patch.package import build_patch, read_directory
+    `def limit(): return LIMIT` gave a patch adding `limit` without `LIMIT`, and limit() raised NameError
+    once applied. Now the new value is a target of its own (ADDED, evaluated in the live module at
+    staging like the new function), so the applied patch has both."""
+
+    from livepatch.runtime.staging import stage
+    from tests.fixtures.livefixtures import forget, load_source, unique_name
 
     new = "LIMIT = 5\n\n\ndef limit():\n    return LIMIT\n"
-    for version, text in (("old", old), ("new", new)):
-        (tmp_path / version / "pkg").mkdir(parents=True)
-        (tmp_path / version / "pkg" / "__init__.py").write_text(text)
-    pp = build_patch(
-        read_directory(tmp_path / "old", "pkg"), read_directory(tmp_path / "new", "pkg")
-    )
-    assert [(r.module, r.qualname, r.kind) for r in pp.spec.refusals] == [
-        ("pkg", "<module>", RefusalKind.MODULE_STATE)
-    ]
-    assert "`LIMIT = 5` is new or changed" in pp.spec.refusals[0].reason
-    assert "post_patch(ctx)" in pp.spec.refusals[0].fix
-    # consistent with a non-empty module gaining a constant
-    grown = diff_module("pkg", "def other():\n    return 1\n", "def other():\n    return 1\n" + new)
-    assert [r.kind for r in grown.refusals] == [RefusalKind.MODULE_STATE]
-    # a post_patch hook that sets LIMIT covers it: waived and reported with the hook
-    hooks = "def post_patch(ctx):\n    ctx.modules['pkg'].LIMIT = 5\n"
-    with_hooks = build_patch(
-        read_directory(tmp_path / "old", "pkg"),
-        read_directory(tmp_path / "new", "pkg"),
-        hooks_source=hooks,
-    )
-    assert with_hooks.spec.refusals == ()
-    assert [w.hook for w in with_hooks.waived] == ["post_patch"]
+    live = load_source(old, tmp_path, unique_name("empty_init"))
+    try:
+        spec = patch_from_sources({live.__name__: (old, new)})
+        assert spec.refusals == ()
+        assert {f"{c.kind.value}:{c.qualname}" for c in spec.modules[0].changes} == {
+            "added:LIMIT",
+            "added:limit",
+        }
+        staged = stage(spec)
+        assert not hasattr(live, "LIMIT")  # staging binds nothing
+        staged.swap_in()
+        assert live.limit() == 5 and live.LIMIT == 5
+        staged.swap_out()
+        assert not hasattr(live, "LIMIT") and not hasattr(live, "limit")
+    finally:
+        forget(live)
 
 
 def test_a_module_the_old_version_lacks_runs_its_top_level(tmp_path) -> None:  # type: ignore[no-untyped-def]

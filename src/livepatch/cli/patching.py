@@ -190,15 +190,23 @@ Examples:
 @click.option(
     "--category",
     type=click.Choice([c.value for c in Category]),
-    default=Category.PROCESS.value,
-    show_default=True,
-    help="thread-local allows local quiescence; process needs global; data carries a transformer.",
+    default=None,
+    help="thread-local allows local quiescence; process needs global; data carries a transformer. "
+    "Default: inferred (thread-local when only function bodies change and nothing shared is "
+    "touched); the summary says why.",
 )
 @click.option(
     "--hooks",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Python module with pre_patch/transform/post_patch/pre_revert/post_revert, stored in the "
     "patch; it waives the refusals its hooks cover.",
+)
+@click.option(
+    "--accept-transformer",
+    is_flag=True,
+    help="Confirm the generated transform hook that sets new instance attributes on every live "
+    "instance (only when the new __init__ gives each a value from globals and self); it is printed "
+    "and carried as the patch's hooks (category data, global quiescence).",
 )
 @click.option(
     "--description", "-m", default="", help="What the patch fixes (stored in the manifest)."
@@ -212,8 +220,9 @@ def diff_command(
     git: tuple[str, str, str] | None,
     output: Path | None,
     key: Path | None,
-    category: str,
+    category: str | None,
     hooks: Path | None,
+    accept_transformer: bool,
     description: str,
     patch_id: str | None,
     as_json: bool,
@@ -244,10 +253,11 @@ def diff_command(
         pp = build_patch(
             old_v,
             new_v,
-            category=Category(category),
+            category=Category(category) if category else None,
             description=description,
             hooks_source=hooks_source,
             patch_id=patch_id,
+            accept_transformer=accept_transformer,
         )
     except (LivepatchError, PackageError, OSError, UnicodeDecodeError) as exc:
         _fail(str(exc))
@@ -290,6 +300,8 @@ def diff_command(
                     {"module": m.module, "status": m.status, "counts": m.counts} for m in pp.modules
                 ],
                 "waived": [w.to_dict() for w in pp.waived],
+                "category_reason": pp.category_reason,
+                "generated_transformer": pp.generated_transformer,
                 "written": str(output) if written else None,
                 "signed_by": signing_key.key_id if signing_key and written else None,
             }

@@ -53,6 +53,15 @@ def diff_summary(pp: PackagePatch) -> RenderableType:
         )
     unchanged = sum(1 for m in pp.modules if m.status == "unchanged")
     parts: list[RenderableType] = [table, Text(f"{unchanged} module(s) unchanged", style="dim")]
+    if pp.category_reason:
+        parts.append(Text(p(f"category {pp.spec.category.value}: {pp.category_reason}")))
+    if pp.generated_transformer:
+        parts.append(
+            Group(
+                Text("generated transformer (confirmed with --accept-transformer):", style="bold"),
+                Text(pp.generated_transformer.strip()),
+            )
+        )
     parts.append(definitions(pp.spec))
     if pp.removed_modules:
         parts.append(

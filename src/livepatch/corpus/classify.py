@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from livepatch.patch import lpatch
-from livepatch.patch.model import ChangeKind
+from livepatch.patch.model import ChangeKind, RefusalKind
 from livepatch.patch.package import PackageError, PackageVersion, build_patch
 
 DEFAULT_TIMEOUT_S = 60.0
@@ -66,6 +66,9 @@ class CommitResult:
     category: str | None = None
     bytes: int = 0  # size of the .lpatch file (unsigned)
     seconds: float = 0.0
+    # refused, but `livepatch diff --accept-transformer` would produce the patch (a generated transform
+    # hook sets the new instance attributes on the live instances; the author must confirm it)
+    with_transformer: bool = False
 
     @property
     def refusal_kinds(self) -> list[str]:
@@ -84,6 +87,7 @@ class CommitResult:
             "category": self.category,
             "bytes": self.bytes,
             "seconds": round(self.seconds, 3),
+            "accepted_with_transformer": self.with_transformer,
         }
 
 
@@ -110,7 +114,7 @@ def _diff(old: PackageVersion, new: PackageVersion, out: Path | None, sha: str) 
     if bad is not None:
         return {"outcome": Outcome.ERROR, "error_kind": ErrorKind.DOES_NOT_COMPILE, "reason": bad}
     try:
-        spec = build_patch(old, new).spec
+        spec = build_patch(old, new, category=None).spec  # inferred, as `livepatch diff` does
     except PackageError as exc:  # the package layer's own "cannot read this version"
         return {"outcome": Outcome.ERROR, "error_kind": ErrorKind.UNREADABLE, "reason": str(exc)}
     except MemoryError:
@@ -127,7 +131,14 @@ def _diff(old: PackageVersion, new: PackageVersion, out: Path | None, sha: str) 
             {"kind": r.kind.value, "module": r.module, "qualname": r.qualname, "reason": r.reason}
             for r in spec.refusals
         ]
-        return {"outcome": Outcome.REFUSED, "refusals": refusals}
+        transformer = all(r.kind is RefusalKind.INSTANCE_ATTRIBUTE for r in spec.refusals) and not (
+            build_patch(old, new, category=None, accept_transformer=True).spec.refusals
+        )
+        return {
+            "outcome": Outcome.REFUSED,
+            "refusals": refusals,
+            "with_transformer": transformer,
+        }
     if spec.changed_count == 0:
         return {"outcome": Outcome.EMPTY, "reason": "no definition changed (comments, layout)"}
     functions = [

@@ -36,6 +36,8 @@ class Summary:
     refusals: list[KindCount]  # most commits first
     errors: list[KindCount]  # by error kind
     widening: list[tuple[str, float]]  # (kind, accepted % once it and those before it are widened)
+    with_transformer: int = 0  # refused commits `livepatch diff --accept-transformer` would patch
+    does_not_compile: int = 0  # error commits whose code does not compile under this Python
 
     @property
     def changing(self) -> int:
@@ -53,6 +55,17 @@ class Summary:
     def accepted_of_code_pct(self) -> float:
         code = self.changing - self.outcomes.get(Outcome.EMPTY.value, 0)
         return self.pct(self.outcomes.get(Outcome.ACCEPTED.value, 0), code)
+
+    @property
+    def accepted_with_transformer_pct(self) -> float:
+        """accepted_pct when the author confirms every generated transformer."""
+        return self.pct(self.outcomes.get(Outcome.ACCEPTED.value, 0) + self.with_transformer)
+
+    @property
+    def compiling_code_changes(self) -> int:
+        """Commits whose code changed and compiles under this Python (a Python 2 commit cannot run in
+        the server, so there is nothing to patch live)."""
+        return self.changing - self.outcomes.get(Outcome.EMPTY.value, 0) - self.does_not_compile
 
     def to_dict(self) -> dict[str, Any]:
         def kinds(items: list[KindCount]) -> list[dict[str, Any]]:
@@ -77,6 +90,16 @@ class Summary:
             "refusals_by_kind": kinds(self.refusals),
             "errors_by_kind": kinds(self.errors),
             "widening": [{"kind": k, "accepted_pct": pct} for k, pct in self.widening],
+            "refused_but_accepted_with_transformer": self.with_transformer,
+            "accepted_with_transformer_pct": self.accepted_with_transformer_pct,
+            "compiling_code_changes": self.compiling_code_changes,
+            "accepted_of_compiling_code_changes_pct": self.pct(
+                self.outcomes.get(Outcome.ACCEPTED.value, 0), self.compiling_code_changes
+            ),
+            "accepted_with_transformer_of_compiling_code_changes_pct": self.pct(
+                self.outcomes.get(Outcome.ACCEPTED.value, 0) + self.with_transformer,
+                self.compiling_code_changes,
+            ),
         }
 
 
@@ -112,6 +135,8 @@ def summarise(results: list[CommitResult]) -> Summary:
         counts(refusals, True),
         counts(errors, False),
         _widening([set(r.refusal_kinds) for r in results if r.refusals], accepted, changing),
+        with_transformer=sum(1 for r in results if r.with_transformer),
+        does_not_compile=len(errors.get("does-not-compile", [])),
     )
 
 

@@ -17,19 +17,35 @@ text of a hookable refusal suggests shipping hooks.
 Module-level statements: a module that exists in the old version already ran its top level in the live
 server, even when it was empty (an empty `__init__.py`), so new or changed top-level statements there are
 refused (MODULE_STATE) like in any other existing module; only a module the old version does not have
-(old source None) runs its whole new top level for the first time.
+(old source None) runs its whole new top level for the first time. The exception are VALUEs: a name bound
+once by a simple assignment in a module or class body is a target of its own. An added one is evaluated
+by staging; a changed one is rebound when nothing captured the old value: values computed from it at
+import time are evaluated again (`dependents`), copies other modules of the package made by name or by a
+star import follow it (`_diff_following`; the importers are diffed too, an unchanged one against
+itself), and anything else that read it while the module ran (a default, a decorator, a class body, an
+if/try block) refuses it; staging then checks the live objects (docs/patchability.md, "Values").
+
+Also here: a changed import is accepted when the package's sources show both paths bind the same object
+(patch/imports.py); a changed decorator list of a function is re-run by staging (old_value marks it); a
+new instance attribute read only through getattr(self, "x", d) or covered by a class-level default (also a
+base class's in this module) is accepted, and `accept_transformer` generates a transform hook for the
+others when the new __init__ computes them from globals and self (patch/transformer.py); the category is
+inferred (`infer_category`) unless given.
 """
 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 from livepatch.patch.fingerprint import code_fingerprint
 from livepatch.patch.hooks_info import defined_hooks
+from livepatch.patch.imports import PackageImports
 from livepatch.patch.model import (
     Category,
     ChangeKind,
@@ -43,10 +59,22 @@ from livepatch.patch.model import (
     covering_hook,
     hook_fix,
 )
-from livepatch.patch.patchability import builds_fresh_object, replacement_problems
+from livepatch.patch.patchability import (
+    FUNCTION_KINDS,
+    builds_fresh_object,
+    replacement_problems,
+)
+from livepatch.patch.transformer import Candidate, transformer_source
 from livepatch.patch.walk import ClassInfo, Definition, ModuleWalk, walk_source
 
-__all__ = ["ModuleDiff", "SourcesDiff", "diff_module", "diff_sources", "patch_from_sources"]
+__all__ = [
+    "ModuleDiff",
+    "SourcesDiff",
+    "diff_module",
+    "diff_sources",
+    "infer_category",
+    "patch_from_sources",
+]
 
 
 @dataclass(frozen=True)
@@ -59,6 +87,11 @@ class ModuleDiff:
     new_source: str
     old_source_sha256: str
     waived: tuple[Waiver, ...] = ()  # refusals a hook of the patch covers
+    rebinding: frozenset[str] = frozenset()  # changed functions declaring global/nonlocal
+    # module-level names whose value this patch changes (values, re-evaluated values, followed imports)
+    changed_names: frozenset[str] = frozenset()
+    # instance-attribute refusals a generated transformer could cover (--accept-transformer)
+    transformable: Mapping[Refusal, Candidate] = field(default_factory=dict)
 
     @property
     def has_changes(self) -> bool:
@@ -81,14 +114,75 @@ class ModuleDiff:
 
 
 def _fp(d: Definition) -> str | None:
+    if d.kind is DefinitionKind.VALUE:
+        return hashlib.sha256(d.value.encode()).hexdigest()
     return code_fingerprint(d.code) if d.code is not None else None
+
+
+_BY_TRANSFORMER = (
+    "; or confirm the generated transformer that sets it on every live instance "
+    "(`livepatch diff --accept-transformer`)"
+)
+_NO_TRANSFORMER = (
+    " (`--accept-transformer` cannot help: the new __init__ does not give it a value that depends "
+    "only on globals and self)"
+)
+# a class whose class-level names are fields or members, not plain class attributes
+_SPECIAL_BASES = re.compile(r"'(Enum|IntEnum|StrEnum|Flag|IntFlag|NamedTuple|TypedDict)'")
+# class-level names that are the class's machinery, not values
+_CLASS_MACHINERY = frozenset(
+    {"__slots__", "__dict__", "__weakref__", "__class__", "__bases__", "__mro__", "__module__"}
+)
+_CONTAINER_CALLS = frozenset(
+    {"dict", "list", "set", "defaultdict", "OrderedDict", "deque", "bytearray", "Counter"}
+)
+
+
+_REDECORATABLE = (DefinitionKind.FUNCTION, DefinitionKind.METHOD)
+# decorators that make a descriptor (a change of kind, refused as such) or are the property machinery
+_DESCRIPTORS = frozenset({"staticmethod", "classmethod", "property", "setter", "getter", "deleter"})
+
+
+def _descriptor_decorators(node: ast.stmt) -> bool:
+    decorators = getattr(node, "decorator_list", [])
+    for d in decorators:
+        name = d.id if isinstance(d, ast.Name) else d.attr if isinstance(d, ast.Attribute) else ""
+        if name in _DESCRIPTORS:
+            return True
+    return False
+
+
+def _decorator_text(node: ast.stmt) -> str:
+    """The decorator list as source, one `@expr` a line ("" for none)."""
+    return "\n".join(f"@{ast.unparse(d)}" for d in getattr(node, "decorator_list", []))
+
+
+def _builds_container(expr: ast.expr) -> bool:
+    """Whether an expression builds a mutable container (a display, a comprehension, dict()...)."""
+    if isinstance(expr, ast.Call):
+        f = expr.func
+        name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+        return name in _CONTAINER_CALLS
+    return isinstance(
+        expr, ast.List | ast.Dict | ast.Set | ast.ListComp | ast.DictComp | ast.SetComp
+    )
 
 
 class _Differ:
     def __init__(
-        self, module: str, old: ModuleWalk, new: ModuleWalk, hooks: frozenset[str], added: bool
+        self,
+        module: str,
+        old: ModuleWalk,
+        new: ModuleWalk,
+        hooks: frozenset[str],
+        added: bool,
+        reimported: Mapping[str, str] | None = None,
+        same_import: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.module = module
+        # bound name -> module it is imported from by name, where this patch changes it
+        self.reimported = reimported or {}
+        self.same_import = same_import
         self.old = old
         self.new = new
         self.hooks = hooks
@@ -96,14 +190,19 @@ class _Differ:
         self.changes: list[TargetChange] = []
         self.refusals: list[Refusal] = []
         self.waived: list[Waiver] = []
+        self.rebinding: set[str] = set()
+        self.reevaluate: set[str] = set()
+        self.transformable: dict[Refusal, Candidate] = {}
+        self.redecorated: dict[str, str] = {}  # qualname -> the old decorator list (source)
 
-    def refuse(self, kind: RefusalKind, qualname: str, reason: str, fix: str) -> None:
+    def refuse(self, kind: RefusalKind, qualname: str, reason: str, fix: str) -> Refusal:
         refusal = Refusal(self.module, qualname, reason, fix + hook_fix(kind), kind)
         hook = covering_hook(kind, self.hooks)
         if hook is not None:
             self.waived.append(Waiver(refusal, hook))
         else:
             self.refusals.append(refusal)
+        return refusal
 
     # -- module-level state -------------------------------------------------------------------------
     def module_statements(self) -> None:
@@ -159,12 +258,17 @@ class _Differ:
                 "keep the class decorators",
             )
         adds_defaults = False
+        # names bound once are VALUE targets of their own (see `value`); the rest is class state
+        old_values = {n for n in old.assignments if f"{qualname}.{n}" in self.old.definitions}
+        new_values = {n for n in new.assignments if f"{qualname}.{n}" in self.new.definitions}
         changed = [
             n
             for n in old.assignments
-            if n in new.assignments and ast.dump(old.assignments[n]) != ast.dump(new.assignments[n])
+            if n in new.assignments
+            and not (n in old_values and n in new_values)
+            and ast.dump(old.assignments[n]) != ast.dump(new.assignments[n])
         ]
-        removed = [n for n in old.assignments if n not in new.assignments]
+        removed = [n for n in old.assignments if n not in new.assignments and n not in old_values]
         added = [n for n in new.assignments if n not in old.assignments]
         if changed or removed or old.other_statements != new.other_statements:
             names = ", ".join(f"`{n}`" for n in [*changed, *removed]) or "its class-body statements"
@@ -184,18 +288,232 @@ class _Differ:
                     "leave the fields as they are",
                 )
             else:
-                adds_defaults = True
+                # an undecorated class: each added name is an ADDED VALUE target, set on the live class
+                adds_defaults = any(n not in new_values for n in added)
+        inherited = self.inherited_defaults(qualname)
         for attr, where in new.instance_attributes.items():
-            if attr in old.instance_attributes or attr in new.assignments:
+            if attr in old.instance_attributes or attr in new.assignments or attr in inherited:
                 continue
-            self.refuse(
+            if attr not in new.plain_reads and attr in new.guarded_reads:
+                continue  # read only as getattr(self, "x", default): live instances without it are fine
+            refusal = self.refuse(
                 RefusalKind.INSTANCE_ATTRIBUTE,
                 qualname,
                 f"new instance attribute `self.{attr}` (assigned in `{where}`): live instances of `{qualname}` do not have it",
-                f"give the attribute a class-level default (`{attr} = None` in the body of `{qualname}`) so live "
-                "instances stay valid",
+                f"give the attribute a class-level default (`{attr} = None` in the body of `{qualname}`), or "
+                f'read it as getattr(self, "{attr}", default) everywhere, so live instances stay valid'
+                + (_BY_TRANSFORMER if attr in new.init_values else _NO_TRANSFORMER),
             )
+            if attr in new.init_values:  # `--accept-transformer` can set it on the live instances
+                self.transformable[refusal] = Candidate(
+                    self.module, qualname, attr, ast.unparse(new.init_values[attr])
+                )
         return adds_defaults
+
+    # -- values (names bound once by a simple assignment, module or class level) ------------------------
+    def dependents(self) -> set[str]:
+        """VALUEs whose statement is unchanged but read a VALUE that changes, transitively: evaluated
+        again (after what they read, in source order) as a fresh process would."""
+        old_defs, new_defs = self.old.definitions, self.new.definitions
+
+        def is_value(q: str) -> bool:
+            o, n = old_defs.get(q), new_defs.get(q)
+            return (
+                o is not None
+                and n is not None
+                and o.kind is DefinitionKind.VALUE
+                and n.kind is DefinitionKind.VALUE
+            )
+
+        changed = {q for q in new_defs if is_value(q) and old_defs[q].value != new_defs[q].value}
+        changed |= set(self.reimported)  # a copy of a value another module changes
+        out: set[str] = set()
+        queue = list(changed)
+        while queue:
+            for reader in self.old.readers.get(queue.pop(), ()):
+                if is_value(reader) and reader not in changed and reader not in out:
+                    out.add(reader)
+                    queue.append(reader)
+        return out
+
+    def value(
+        self, qualname: str, old: Definition, new: Definition, reevaluated: bool = False
+    ) -> str | None:
+        """Check a VALUE present in both; the old expression's text when it changed (or is evaluated
+        again because what it read changed), else None."""
+        if old.value == new.value and not reevaluated:
+            return None
+        in_class = bool(new.owner)
+        kind = RefusalKind.CLASS_STATE if in_class else RefusalKind.MODULE_STATE
+        where = (
+            f"class-level value `{qualname}`" if in_class else f"module-level value `{qualname}`"
+        )
+        old_node = old.node
+        assert isinstance(old_node, ast.Assign | ast.AnnAssign) and old_node.value is not None
+        if in_class:
+            info = self.new.classes[new.owner]
+            if info.node.decorator_list or _SPECIAL_BASES.search(info.header):
+                self.refuse(
+                    kind,
+                    qualname,
+                    f"{where} changed in a decorated class or an Enum/NamedTuple/TypedDict: a field "
+                    "there is part of the class's layout, built when the class was",
+                    "keep the value",
+                )
+                return None
+            if new.name in _CLASS_MACHINERY:
+                self.refuse(
+                    RefusalKind.CLASS_LAYOUT,
+                    qualname,
+                    f"{where} is part of the class machinery",
+                    "keep it as it is",
+                )
+                return None
+        dynamic = (self.old.namespace_readers - {new.name}) | (
+            self.new.namespace_readers & {new.name}
+        )
+        if not in_class and dynamic:
+            self.refuse(
+                kind,
+                qualname,
+                f"{where} changed but {', '.join(f'`{c}`' for c in sorted(dynamic)[:3])} read the "
+                "module's namespace itself (globals(), vars()...) when the module body ran",
+                "compute the value inside the function that uses it",
+            )
+            return None
+        readers = self.old.readers.get(qualname, set()) - {qualname, new.name}
+        readers = {
+            r for r in readers if not self._reevaluated(r, new.owner)
+        }  # a reader that changes too is built again from the new value
+        if readers:
+            names = ", ".join(f"`{r}`" for r in sorted(readers)[:3])
+            self.refuse(
+                kind,
+                qualname,
+                f"{where} changed but {names} read it when the {'class' if in_class else 'module'} "
+                "body ran: they hold the old value",
+                "compute the value inside the function that uses it, or change its readers too",
+            )
+            return None
+        if (
+            new.name != "__all__"
+            and _builds_container(old_node.value)
+            and (new.name in self.old.mutated)
+        ):
+            self.refuse(
+                kind,
+                qualname,
+                f"{where} is a container the code changes in place: it holds run-time state",
+                "keep the container and change its contents in a hook",
+            )
+            return None
+        return ast.unparse(old_node.value)
+
+    def _reevaluated(self, reader: str, owner: str) -> bool:
+        """Whether `reader` (a VALUE qualname, or a bare module-level name) is a VALUE this patch
+        evaluates again."""
+        for q in (reader, f"{owner}.{reader}" if owner else reader):
+            old, new = self.old.definitions.get(q), self.new.definitions.get(q)
+            if (
+                old is not None
+                and new is not None
+                and old.kind is DefinitionKind.VALUE
+                and new.kind is DefinitionKind.VALUE
+                and (old.value != new.value or q in self.reevaluate)
+            ):
+                return True
+        return False
+
+    def follow(self, qualname: str, old: Definition, new: Definition) -> None:
+        """`from m import N` where the patch changes `m.N`: the copy is rebound to the new value (a
+        CHANGED import whose old_value is the import statement: staging takes the value `m`'s stager
+        built), unless something read the copy while this module ran."""
+        source = self.reimported[qualname]
+        if old.decorators != new.decorators:
+            self.refuse(
+                RefusalKind.IMPORT,
+                qualname,
+                f"`{qualname}` is imported from {source}, which changes it, and its import changes too",
+                "change one of them in this patch and the other in the next",
+            )
+            return
+        readers = self.old.readers.get(qualname, set()) - {qualname}
+        readers = {r for r in readers if not self._reevaluated(r, "")}
+        if readers:
+            names = ", ".join(f"`{r}`" for r in sorted(readers)[:3])
+            self.refuse(
+                RefusalKind.MODULE_STATE,
+                qualname,
+                f"`{qualname}` (imported by name from {source}, which changes it) was read by {names} "
+                "when the module body ran: they hold the old value",
+                f"import the module and read `{source.rpartition('.')[2]}.{qualname}` at call time",
+            )
+            return
+        self.changes.append(
+            TargetChange(qualname, ChangeKind.CHANGED, new.kind, old_value=new.decorators)
+        )
+
+    def star_follow(self, name: str, source: str) -> None:
+        """`from source import *` may have copied `name`, which the patch changes in `source`: staging
+        rebinds the copy when the live one is the very object `source` holds (when `__all__` left the
+        name out there is no copy and nothing changes), unless something read it at import time."""
+        readers = self.old.readers.get(name, set()) - {name}
+        readers = {r for r in readers if not self._reevaluated(r, "")}
+        if readers:
+            names = ", ".join(f"`{r}`" for r in sorted(readers)[:3])
+            self.refuse(
+                RefusalKind.MODULE_STATE,
+                name,
+                f"`{name}` (copied by `from {source} import *`, which changes it) was read by {names} "
+                "when the module body ran: they hold the old value",
+                f"import the module and read `{source.rpartition('.')[2]}.{name}` at call time",
+            )
+            return
+        self.changes.append(
+            TargetChange(
+                name, ChangeKind.CHANGED, DefinitionKind.IMPORT, old_value=f"from {source} import *"
+            )
+        )
+
+    def imports(self, qualname: str, old: Definition, new: Definition) -> bool:
+        """A changed import: True (CHANGED) when both paths bind the same object as far as the package's
+        sources tell (staging checks it against the live object), else refused."""
+        if old.decorators == new.decorators:
+            return False
+        if self.same_import is not None and self.same_import(old.decorators, new.decorators):
+            return True
+        self.refuse(
+            RefusalKind.IMPORT,
+            qualname,
+            f"the import bound to `{qualname}` changed ({old.decorators} -> {new.decorators}) and the "
+            "package's sources do not show that both bind the same object",
+            "import the new thing under a new name",
+        )
+        return False
+
+    def inherited_defaults(self, qualname: str) -> set[str]:
+        """Class-level names of the bases of `qualname` defined in this module, in both versions (a
+        live instance without its own `x` reads the base's `x`), transitively."""
+        out: set[str] = set()
+        todo = [qualname]
+        seen: set[str] = set()
+        while todo:
+            q = todo.pop()
+            if q in seen:
+                continue
+            seen.add(q)
+            for version in (self.old, self.new):
+                info = version.classes.get(q)
+                if info is None:
+                    continue
+                for base in info.node.bases:
+                    if isinstance(base, ast.Name) and base.id in version.classes:
+                        todo.append(base.id)
+        for q in seen - {qualname}:
+            old, new = self.old.classes.get(q), self.new.classes.get(q)
+            if old is not None and new is not None:
+                out |= set(old.assignments) & set(new.assignments)
+        return out
 
     # -- functions ----------------------------------------------------------------------------------
     def function(self, qualname: str, old: Definition, new: Definition) -> bool:
@@ -203,13 +521,22 @@ class _Differ:
         assert old.code is not None and new.code is not None
         for problem in replacement_problems(qualname, old.code, new.code):
             self.refuse(problem.kind, qualname, problem.reason, problem.fix)
+        redecorated = False
         if old.decorators != new.decorators:
-            self.refuse(
-                RefusalKind.DECORATORS,
-                qualname,
-                f"the decorators of `{qualname}` changed; they already ran when the live function was defined",
-                "keep the decorators and put the new behaviour in the body",
-            )
+            if new.kind in _REDECORATABLE and not (
+                _descriptor_decorators(old.node) or _descriptor_decorators(new.node)
+            ):
+                # staging runs the new decorators on the live function and refuses what they return
+                # unless it is that function or a wrapper of it (__wrapped__)
+                self.redecorated[qualname] = _decorator_text(old.node)
+                redecorated = True
+            else:
+                self.refuse(
+                    RefusalKind.DECORATORS,
+                    qualname,
+                    f"the decorators of `{qualname}` changed; they already ran when the live function was defined",
+                    "keep the decorators and put the new behaviour in the body",
+                )
         defaults_changed = old.defaults != new.defaults
         if defaults_changed:
             node = new.node
@@ -228,10 +555,28 @@ class _Differ:
                         "live function's object is its static state and is carried over, not rebuilt",
                         "use a `None` default and build the value in the body",
                     )
-        return _fp(old) != _fp(new) or defaults_changed
+        changed = _fp(old) != _fp(new) or defaults_changed or redecorated
+        if changed and any(isinstance(n, ast.Global | ast.Nonlocal) for n in ast.walk(new.node)):
+            self.rebinding.add(qualname)
+        return changed
 
     def run(self) -> None:
         self.module_statements()
+        self.reevaluate = self.dependents()
+        for name, source in sorted(self.reimported.items()):
+            d = self.new.definitions.get(name)
+            if source.startswith("*"):  # a copy `from M import *` may have made
+                if d is None:
+                    self.star_follow(name, source[1:])
+                continue  # or this module binds the name itself: not a copy
+            if d is None or d.kind is not DefinitionKind.IMPORT:
+                self.refuse(
+                    RefusalKind.MODULE_STATE,
+                    name,
+                    f"`{name}` is imported by name from {source}, which changes it, in module-level "
+                    "code that already ran (an if/try block) or is rebound here",
+                    f"import the module and read `{source.rpartition('.')[2]}.{name}` at call time",
+                )
         old_defs, new_defs = self.old.definitions, self.new.definitions
         # a class only in one version comes or goes as a whole: its members are not targets of their own
         added_classes = [
@@ -244,11 +589,51 @@ class _Differ:
         def inside(qualname: str, classes: list[str]) -> bool:
             return any(qualname.startswith(c + ".") for c in classes)
 
+        old_bound = {(d.owner, d.name): d for d in old_defs.values()}
+        new_bound = {(d.owner, d.name): d for d in new_defs.values()}
         for qualname, new in new_defs.items():
             if inside(qualname, added_classes):
                 continue
             old = old_defs.get(qualname)
             if old is None:
+                was = old_bound.get((new.owner, new.name))
+                if was is not None and was.kind is not new.kind:  # e.g. a method becomes a property
+                    self.refuse(
+                        RefusalKind.KIND_CHANGE,
+                        qualname,
+                        f"`{was.qualname}` changes from a {was.kind} to a {new.kind}",
+                        "keep the old definition as it is and add the new one under another name",
+                    )
+                    continue
+                if (
+                    new.kind is DefinitionKind.VALUE
+                    and not new.owner
+                    and (
+                        new.name in self.old.dynamic_names or new.name in self.new.namespace_readers
+                    )
+                ):
+                    self.refuse(
+                        RefusalKind.MODULE_STATE,
+                        qualname,
+                        f"`{qualname}` is new but reads the module's namespace itself (globals(), "
+                        "vars()...), or the old version bound it in module-level code that already ran",
+                        "keep the old module-level code",
+                    )
+                    continue
+                before = self.old.classes.get(new.owner) if new.owner else None
+                if (
+                    new.kind is DefinitionKind.VALUE
+                    and before is not None
+                    and new.name in before.assignments
+                ):  # the old class body bound it more than once: the live class has it
+                    self.refuse(
+                        RefusalKind.CLASS_STATE,
+                        qualname,
+                        f"class-level state of `{new.owner}` changed (`{new.name}`, bound more than "
+                        "once in the old class body); the class body already ran",
+                        "keep the class-level values and compute new ones in the methods",
+                    )
+                    continue
                 self.changes.append(
                     TargetChange(qualname, ChangeKind.ADDED, new.kind, None, _fp(new))
                 )
@@ -262,14 +647,18 @@ class _Differ:
                 )
                 continue
             if new.kind is DefinitionKind.IMPORT:
-                if old.decorators != new.decorators:
-                    self.refuse(
-                        RefusalKind.IMPORT,
-                        qualname,
-                        f"the import bound to `{qualname}` changed ({old.decorators} -> {new.decorators})",
-                        "import the new thing under a new name",
-                    )
-                self.changes.append(TargetChange(qualname, ChangeKind.SAME, new.kind))
+                if qualname in self.reimported:
+                    self.follow(qualname, old, new)
+                    continue
+                kind = ChangeKind.CHANGED if self.imports(qualname, old, new) else ChangeKind.SAME
+                self.changes.append(TargetChange(qualname, kind, new.kind))
+                continue
+            if new.kind is DefinitionKind.VALUE:
+                old_text = self.value(qualname, old, new, qualname in self.reevaluate)
+                kind = ChangeKind.CHANGED if old_text is not None else ChangeKind.SAME
+                self.changes.append(
+                    TargetChange(qualname, kind, new.kind, _fp(old), _fp(new), old_value=old_text)
+                )
                 continue
             if new.kind is DefinitionKind.CLASS:
                 changed = self.class_layout(
@@ -278,10 +667,22 @@ class _Differ:
             else:
                 changed = self.function(qualname, old, new)
             kind = ChangeKind.CHANGED if changed else ChangeKind.SAME
-            self.changes.append(TargetChange(qualname, kind, new.kind, _fp(old), _fp(new)))
+            self.changes.append(
+                TargetChange(
+                    qualname,
+                    kind,
+                    new.kind,
+                    _fp(old),
+                    _fp(new),
+                    old_value=self.redecorated.get(qualname),
+                )
+            )
         for qualname, old in old_defs.items():
             if qualname in new_defs or inside(qualname, removed_classes):
                 continue
+            now = new_bound.get((old.owner, old.name))
+            if now is not None and now.kind is not old.kind:
+                continue  # refused as a kind change above
             self.changes.append(
                 TargetChange(qualname, ChangeKind.REMOVED, old.kind, _fp(old), None)
             )
@@ -307,7 +708,13 @@ def _short(text: str, limit: int = 60) -> str:
 
 
 def diff_module(
-    module: str, old_source: str | None, new_source: str, *, hooks: Iterable[str] = ()
+    module: str,
+    old_source: str | None,
+    new_source: str,
+    *,
+    hooks: Iterable[str] = (),
+    package: PackageImports | None = None,
+    reimported: Mapping[str, str] | None = None,
 ) -> ModuleDiff:
     """Compare two versions of one module, definition by definition (sources are compiled, never run).
 
@@ -315,12 +722,26 @@ def diff_module(
     time); "" is an existing, empty module. `hooks`: the hook names the patch's hooks file defines
     (hooks_info.defined_hooks); a refusal one of them covers (model.COVERING_HOOKS) is moved to `waived`.
     Returns every definition's TargetChange (SAME ones included, in new-source order, then REMOVED ones),
-    the Refusals and the waivers. Raises SyntaxError when either source does not compile (its filename
-    names the module and version). Pure function; any thread.
+    the Refusals and the waivers. `package`: the import statements of the package's other modules (old
+    version), for the cross-module rules (a value another module copied by name; two imports binding
+    the same object). `reimported`: names this module imports by name (bound name -> source module,
+    "*module" for a copy a `from module import *` may have made) from a module where the patch changes
+    them (diff_sources finds them). Raises
+    SyntaxError when either source does not compile (its filename names the module and version). Pure
+    function; any thread.
     """
     old = walk_source(old_source or "", f"<{module} (old)>")
     new = walk_source(new_source, f"<{module} (new)>")
-    differ = _Differ(module, old, new, frozenset(hooks), added=old_source is None)
+    same = (lambda a, b: package.same_object(module, a, b)) if package is not None else None
+    differ = _Differ(
+        module,
+        old,
+        new,
+        frozenset(hooks),
+        added=old_source is None,
+        reimported=reimported,
+        same_import=same,
+    )
     differ.run()
     return ModuleDiff(
         module=module,
@@ -329,6 +750,16 @@ def diff_module(
         new_source=new_source,
         old_source_sha256=hashlib.sha256((old_source or "").encode()).hexdigest(),
         waived=tuple(differ.waived),
+        rebinding=frozenset(differ.rebinding),
+        transformable=differ.transformable,
+        changed_names=frozenset(
+            c.qualname
+            for c in differ.changes
+            if c.kind is ChangeKind.CHANGED
+            and "." not in c.qualname
+            and c.definition in (DefinitionKind.VALUE, DefinitionKind.IMPORT)
+            and (c.definition is DefinitionKind.VALUE or c.old_value is not None)
+        ),
     )
 
 
@@ -338,16 +769,21 @@ class SourcesDiff:
 
     spec: PatchSpec
     waived: tuple[Waiver, ...]
+    # why the patch has its category (inferred, or given and what was inferred)
+    category_reason: str = ""
+    generated_transformer: str | None = None  # the transform hook --accept-transformer generated
 
 
 def diff_sources(
     modules: Mapping[str, tuple[str | None, str]],
     *,
-    category: Category = Category.PROCESS,
+    category: Category | None = Category.PROCESS,
     patch_id: str | None = None,
     package: str | None = None,
     description: str = "",
     hooks_source: str | None = None,
+    context: Mapping[str, str] | None = None,
+    accept_transformer: bool = False,
 ) -> SourcesDiff:
     """Build a PatchSpec from {module name: (old source or None for a new module, new source)}, and
     report the waived refusals.
@@ -359,13 +795,35 @@ def diff_sources(
     of the first module's name. Raises SyntaxError when a source does not compile. Pure; any thread.
     """
     hooks = defined_hooks(hooks_source)
-    diffs = [
-        diff_module(name, old, new, hooks=hooks) for name, (old, new) in sorted(modules.items())
-    ]
-    kept = tuple(d.to_module_patch() for d in diffs if d.has_changes or d.waived)
+    old_sources = {name: old for name, (old, _) in modules.items() if old is not None}
+    everything = {**(context or {}), **old_sources}
+    imports = PackageImports(everything)
+    diffs = _diff_following(modules, everything, hooks, imports)
     refusals = tuple(r for d in diffs for r in d.refusals)
+    if accept_transformer and "transform" not in hooks:
+        candidates = {r: c for d in diffs for r, c in d.transformable.items()}
+        attributes = [r for r in refusals if r.kind is RefusalKind.INSTANCE_ATTRIBUTE]
+        if attributes and all(r in candidates for r in attributes):
+            # the author confirmed: the generated transform hook covers every new attribute
+            generated = transformer_source([candidates[r] for r in attributes])
+            result = diff_sources(
+                modules,
+                category=category,
+                patch_id=patch_id,
+                package=package,
+                description=description,
+                hooks_source=(hooks_source or "") + generated,
+                context=context,
+            )
+            return dataclasses.replace(result, generated_transformer=generated)
+    kept = tuple(d.to_module_patch() for d in diffs if d.has_changes or d.waived)
     if package is None:
         package = next(iter(sorted(modules)), "").split(".")[0]
+    inferred, why = infer_category(diffs, modules, hooks_source)
+    if category is None:
+        category = inferred
+    else:
+        why = f"{category.value}: given by the author ({inferred.value} would be inferred: {why})"
     if patch_id is None:
         content = json.dumps(
             {
@@ -385,13 +843,101 @@ def diff_sources(
         hooks_source=hooks_source,
         refusals=refusals,
     )
-    return SourcesDiff(spec, tuple(w for d in diffs for w in d.waived))
+    return SourcesDiff(spec, tuple(w for d in diffs for w in d.waived), why)
+
+
+_MAX_FOLLOW_ROUNDS = 8  # chains of re-exports (a -> b -> c) deeper than this are not followed
+
+
+def _diff_following(
+    modules: Mapping[str, tuple[str | None, str]],
+    everything: Mapping[str, str],
+    hooks: frozenset[str],
+    imports: PackageImports,
+) -> list[ModuleDiff]:
+    """Diff every module; then, while a changed module-level value is imported by name elsewhere in the
+    package, diff the importer again (an unchanged one against itself) following that name."""
+    pairs: dict[str, tuple[str | None, str]] = dict(modules)
+    follow: dict[str, dict[str, str]] = {}
+    for _ in range(_MAX_FOLLOW_ROUNDS):
+        diffs = [
+            diff_module(name, old, new, hooks=hooks, package=imports, reimported=follow.get(name))
+            for name, (old, new) in sorted(pairs.items())
+        ]
+        grew = False
+        for d in diffs:
+            if not d.changed_names:
+                continue
+            by_name = imports.imported_by(d.module)
+            for name in d.changed_names:
+                importers = [(k, b, d.module) for k, b in by_name.get(name, [])]
+                if not name.startswith("_"):  # "*" marks a copy a star import may have made
+                    importers += [(k, name, "*" + d.module) for k, _ in by_name.get("*", [])]
+                for importer, bound, source in importers:
+                    if importer not in everything or bound in follow.get(importer, {}):
+                        continue
+                    follow.setdefault(importer, {})[bound] = source
+                    if importer not in pairs:
+                        pairs[importer] = (everything[importer], everything[importer])
+                    grew = True
+        if not grew:
+            return diffs
+    return diffs
+
+
+def infer_category(
+    diffs: Iterable[ModuleDiff],
+    modules: Mapping[str, tuple[str | None, str]],
+    hooks_source: str | None,
+) -> tuple[Category, str]:
+    """The category a patch needs, and why (docs/patchability.md, "Category").
+
+    thread-local (local quiescence is enough: each thread switches at its own quiescence point while
+    others may still run the old code) only when every change is a function body or default of an
+    existing function and no changed function declares `global`/`nonlocal` (it rebinds shared state);
+    anything added, removed or rebound (values, imports, class members, modules) is shared by every
+    thread and needs them all to switch at once: process. A hooks file makes it process too (a
+    transform hook needs global quiescence: data).
+    """
+    if hooks_source is not None:
+        if "transform" in defined_hooks(hooks_source):
+            return (
+                Category.DATA,
+                "the hooks file defines transform(ctx), which migrates live objects",
+            )
+        return Category.PROCESS, "the hooks file runs code around the swap"
+    shared: list[str] = []
+    rebinding: list[str] = []
+    bodies = 0
+    for d in diffs:
+        if d.module in modules and modules[d.module][0] is None:
+            shared.append(f"adds module {d.module}")
+            continue
+        for c in d.changes:
+            if c.kind is ChangeKind.SAME:
+                continue
+            if c.kind is ChangeKind.CHANGED and c.definition in FUNCTION_KINDS:
+                bodies += 1
+                if c.qualname in d.rebinding:
+                    rebinding.append(f"{d.module}:{c.qualname}")
+                continue
+            shared.append(f"{c.kind.value} {c.definition.value} {d.module}:{c.qualname}")
+    if shared:
+        more = f" and {len(shared) - 3} more" if len(shared) > 3 else ""
+        return Category.PROCESS, "shared definitions change: " + ", ".join(shared[:3]) + more
+    if rebinding:
+        return Category.PROCESS, "changed functions rebind globals: " + ", ".join(rebinding[:3])
+    return (
+        Category.THREAD_LOCAL,
+        f"only the bodies or defaults of {bodies} existing function(s) change and none rebinds "
+        "shared state: each thread may switch at its own quiescence point",
+    )
 
 
 def patch_from_sources(
     modules: Mapping[str, tuple[str | None, str]],
     *,
-    category: Category = Category.PROCESS,
+    category: Category | None = Category.PROCESS,
     patch_id: str | None = None,
     package: str | None = None,
     description: str = "",

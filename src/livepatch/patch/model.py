@@ -37,6 +37,7 @@ class DefinitionKind(enum.StrEnum):
     PROPERTY = "property"  # one accessor of a property (qualname ends in .fget/.fset/.fdel)
     CLASS = "class"
     IMPORT = "import"  # a new top-level import (qualname: the bound name)
+    VALUE = "value"  # a name bound by a simple assignment in a module or class body (`LIMIT = 10`)
 
 
 class Category(enum.StrEnum):
@@ -56,15 +57,21 @@ class TargetChange:
     definition: DefinitionKind
     old_fingerprint: str | None = None  # None for ADDED
     new_fingerprint: str | None = None  # None for REMOVED
+    # a CHANGED VALUE: the old version's expression, which staging evaluates in the live namespace and
+    # compares with the live value (equal: the live value is what the old code built, no state in it)
+    old_value: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "qualname": self.qualname,
             "kind": self.kind.value,
             "definition": self.definition.value,
             "old_fingerprint": self.old_fingerprint,
             "new_fingerprint": self.new_fingerprint,
         }
+        if self.old_value is not None:  # only VALUE changes carry it: other patches read as before
+            d["old_value"] = self.old_value
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TargetChange:
@@ -74,6 +81,7 @@ class TargetChange:
             definition=DefinitionKind(d["definition"]),
             old_fingerprint=d.get("old_fingerprint"),
             new_fingerprint=d.get("new_fingerprint"),
+            old_value=None if d.get("old_value") is None else str(d["old_value"]),
         )
 
 

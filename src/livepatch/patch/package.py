@@ -53,6 +53,10 @@ class PackagePatch:
     spec: PatchSpec
     modules: tuple[ModuleSummary, ...]
     waived: tuple[Waiver, ...] = ()  # refusals the hooks file covers, each with its hook
+    category_reason: str = ""  # why the patch has its category
+    generated_transformer: str | None = (
+        None  # what --accept-transformer generated (in hooks_source)
+    )
 
     @property
     def removed_modules(self) -> list[str]:
@@ -170,12 +174,16 @@ def build_patch(
     old: PackageVersion,
     new: PackageVersion,
     *,
-    category: Category = Category.PROCESS,
+    category: Category | None = Category.PROCESS,
     description: str = "",
     hooks_source: str | None = None,
     patch_id: str | None = None,
+    accept_transformer: bool = False,
 ) -> PackagePatch:
-    """Diff every module of the two versions. The spec's `refusals` say whether it may be applied."""
+    """Diff every module of the two versions. The spec's `refusals` say whether it may be applied.
+    `category` None: inferred (diff.infer_category; `PackagePatch.category_reason` says why).
+    `accept_transformer`: the author confirms a generated transform hook for new instance attributes
+    (patch/transformer.py)."""
     from livepatch.patch.diff import diff_sources  # RT-code's differ
 
     pairs: dict[str, tuple[str | None, str]] = {}
@@ -198,9 +206,17 @@ def build_patch(
         package=new.package,
         description=description,
         hooks_source=hooks_source,
+        context=old.modules,  # the cross-module rules read every module the server loaded
+        accept_transformer=accept_transformer,
     )
     spec = result.spec
-    return PackagePatch(spec, tuple(_summaries(spec, statuses)), result.waived)
+    return PackagePatch(
+        spec,
+        tuple(_summaries(spec, statuses)),
+        result.waived,
+        result.category_reason,
+        result.generated_transformer,
+    )
 
 
 def _summaries(spec: PatchSpec, statuses: Mapping[str, str]) -> list[ModuleSummary]:

@@ -24,7 +24,7 @@ from types import CodeType
 
 from livepatch.patch.model import DefinitionKind
 
-__all__ = ["ClassInfo", "Definition", "ModuleWalk", "walk_source"]
+__all__ = ["ClassInfo", "Definition", "ModuleWalk", "from_imports", "walk_source"]
 
 _ACCESSORS = {"setter": "fset", "getter": "fget", "deleter": "fdel"}
 FunctionNode = ast.FunctionDef | ast.AsyncFunctionDef
@@ -42,6 +42,7 @@ class Definition:
     name: str  # the name it is bound to in its namespace
     decorators: str = ""  # ast.dump of the decorator list
     defaults: dict[str, str] = field(default_factory=dict)  # parameter -> ast.dump of its default
+    value: str = ""  # a VALUE: ast.dump of the assigned expression
 
     @property
     def code_qualname(self) -> str:
@@ -62,6 +63,15 @@ class ClassInfo:
     ]  # simple class-level `NAME = value` (or `NAME: T = value`)
     other_statements: list[str]  # every other class-body statement that is not a def or a class
     instance_attributes: dict[str, str]  # `self.X = ...` in any method -> first method assigning it
+    # names read while the class body runs (its statements, decorators and defaults of its methods)
+    body_reads: dict[str, set[str]] = field(default_factory=dict)  # name -> readers (qualnames)
+    # `self.X` read in a method as getattr(self, "X", default) only: a live instance without X is fine
+    guarded_reads: set[str] = field(default_factory=set)
+    # `self.X` read any other way in a method of the class
+    plain_reads: set[str] = field(default_factory=set)
+    # `self.X = expr` at the top level of __init__, when `expr` reads no parameter or local variable:
+    # the value a transformer can give a live instance (patch/transformer.py)
+    init_values: dict[str, ast.expr] = field(default_factory=dict)
 
 
 @dataclass
@@ -73,6 +83,16 @@ class ModuleWalk:
     ]  # module-level statements that are not defs/classes/imports: (dump, text)
     future: list[ast.stmt]  # the `from __future__` imports (needed to compile slices of the module)
     code: CodeType  # the module's code
+    # VALUE qualname -> the other definitions and statements that read it while the module (or its class
+    # body) runs: they captured its value (module-level names under their name, class-level ones
+    # under `Cls.NAME`)
+    readers: dict[str, set[str]] = field(default_factory=dict)
+    dynamic_names: set[str] = field(default_factory=set)  # bound by code that is not a target
+    # readers (as in `readers`) whose import-time code reads the namespace itself: globals(), vars()...
+    namespace_readers: set[str] = field(default_factory=set)
+    mutated: set[str] = field(default_factory=set)  # names/attributes changed in place anywhere
+    # `from M import NAME [as BOUND]` (or `*`) executed at import time: (level, module, name, bound)
+    from_imports: list[tuple[int, str, str, str]] = field(default_factory=list)
 
 
 def _dump(node: ast.AST | Sequence[ast.AST] | None) -> str:
@@ -148,7 +168,11 @@ def _self_attributes(node: FunctionNode) -> Iterator[str]:
         targets: list[ast.expr] = []
         if isinstance(sub, ast.Assign):
             targets = list(sub.targets)
-        elif isinstance(sub, ast.AugAssign | ast.AnnAssign):
+        elif isinstance(sub, ast.AugAssign | ast.AnnAssign | ast.For | ast.AsyncFor):
+            targets = [sub.target]
+        elif isinstance(sub, ast.With | ast.AsyncWith):
+            targets = [i.optional_vars for i in sub.items if i.optional_vars is not None]
+        elif isinstance(sub, ast.NamedExpr | ast.comprehension):
             targets = [sub.target]
         while targets:
             t = targets.pop()
@@ -164,6 +188,192 @@ def _self_attributes(node: FunctionNode) -> Iterator[str]:
                 yield t.attr
 
 
+# builtins that read a namespace as a whole: code calling them may read any name
+_NAMESPACE_READERS = frozenset({"globals", "vars", "locals", "eval", "exec"})
+
+# methods that change a container in place: a table a function mutates is state, not a constant
+_MUTATORS = frozenset(
+    [
+        "append",
+        "extend",
+        "insert",
+        "pop",
+        "popitem",
+        "remove",
+        "clear",
+        "update",
+        "setdefault",
+        "add",
+        "discard",
+        "sort",
+        "reverse",
+        "appendleft",
+        "extendleft",
+        "popleft",
+        "rotate",
+        "__setitem__",
+        "__delitem__",
+        "difference_update",
+        "intersection_update",
+        "symmetric_difference_update",
+    ]
+)
+
+
+def _names_read_now(node: ast.AST) -> set[str]:
+    """Names an expression or statement reads when it runs (not what its nested function bodies and
+    lambdas read later: those look globals up at call time)."""
+    out: set[str] = set()
+    stack: list[ast.AST] = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):
+            out.add(n.id)
+        elif isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef):
+            stack.extend(n.decorator_list)
+            stack.extend(d for d in [*n.args.defaults, *n.args.kw_defaults] if d is not None)
+            continue
+        elif isinstance(n, ast.Lambda):
+            stack.extend(d for d in [*n.args.defaults, *n.args.kw_defaults] if d is not None)
+            continue
+        stack.extend(ast.iter_child_nodes(n))
+    return out
+
+
+def _stored_names(stmt: ast.stmt) -> set[str]:
+    """Names a module-level compound statement binds (also through defs and classes inside it)."""
+    out: set[str] = set()
+    for n in ast.walk(stmt):
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store | ast.Del):
+            out.add(n.id)
+        elif isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            out.add(n.name)
+        elif isinstance(n, ast.alias):
+            out.add(n.asname or n.name.split(".")[0])
+        elif isinstance(n, ast.Global):
+            out.update(n.names)
+    return out
+
+
+def _mutated(tree: ast.Module) -> set[str]:
+    """Names and attribute names a module changes in place anywhere (functions included): `N[k] = v`,
+    `del N[k]`, `N += x`, `N.append(x)`, `self.N.update(...)`, and every name a function declares
+    `global` (it rebinds it at run time)."""
+    out: set[str] = set()
+
+    def base(e: ast.expr) -> str | None:
+        if isinstance(e, ast.Name):
+            return e.id
+        if isinstance(e, ast.Attribute):
+            return e.attr
+        return None
+
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Global):
+            out.update(n.names)
+        elif isinstance(n, ast.Subscript) and isinstance(n.ctx, ast.Store | ast.Del):
+            b = base(n.value)
+            if b:
+                out.add(b)
+        elif isinstance(n, ast.AugAssign):
+            b = base(n.target)
+            if b:
+                out.add(b)
+        elif (
+            isinstance(n, ast.Call)
+            and isinstance(n.func, ast.Attribute)
+            and n.func.attr in _MUTATORS
+        ):
+            b = base(n.func.value)
+            if b:
+                out.add(b)
+    return out
+
+
+def from_imports(tree: ast.Module) -> list[tuple[int, str, str, str]]:
+    """`from M import NAME [as BOUND]` run at import time (module level, inside if/try, class bodies):
+    (level, M, NAME, BOUND)."""
+    out: list[tuple[int, str, str, str]] = []
+    stack: list[ast.AST] = list(tree.body)
+    while stack:
+        n = stack.pop()
+        if isinstance(n, ast.ImportFrom) and n.module != "__future__":
+            out.extend((n.level, n.module or "", a.name, a.asname or a.name) for a in n.names)
+        elif isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            continue
+        else:
+            stack.extend(ast.iter_child_nodes(n))
+    return out
+
+
+def _self_reads(node: FunctionNode) -> tuple[set[str], set[str]]:
+    """(`self.X` read only through getattr(self, "X", default), `self.X` read otherwise) in a method."""
+    params = [*node.args.posonlyargs, *node.args.args]
+    if not params:
+        return set(), set()
+    me = params[0].arg
+    guarded: set[str] = set()
+    plain: set[str] = set()
+    for sub in ast.walk(node):
+        if (
+            isinstance(sub, ast.Call)
+            and isinstance(sub.func, ast.Name)
+            and sub.func.id in {"getattr", "hasattr"}
+            and len(sub.args) >= 2
+            and isinstance(sub.args[0], ast.Name)
+            and sub.args[0].id == me
+            and isinstance(sub.args[1], ast.Constant)
+            and isinstance(sub.args[1].value, str)
+            and (sub.func.id == "hasattr" or len(sub.args) == 3)
+        ):
+            guarded.add(sub.args[1].value)
+        elif (
+            isinstance(sub, ast.Attribute)
+            and isinstance(sub.ctx, ast.Load)
+            and isinstance(sub.value, ast.Name)
+            and sub.value.id == me
+        ):
+            plain.add(sub.attr)
+    return guarded, plain
+
+
+def _init_values(node: FunctionNode) -> dict[str, ast.expr]:
+    """`self.X = expr` statements at the top level of an __init__ whose expression reads no parameter
+    and no local variable (only globals, builtins and `self`), first assignment of each X."""
+    params = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
+    if not params:
+        return {}
+    me = params[0].arg
+    local = {a.arg for a in params[1:]} | {
+        a.arg for a in (node.args.vararg, node.args.kwarg) if a is not None
+    }
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
+            local.add(sub.id)
+    out: dict[str, ast.expr] = {}
+    for stmt in node.body:
+        if not (
+            isinstance(stmt, ast.Assign)
+            and len(stmt.targets) == 1
+            and isinstance(stmt.targets[0], ast.Attribute)
+            and isinstance(stmt.targets[0].value, ast.Name)
+            and stmt.targets[0].value.id == me
+        ):
+            continue
+        attr = stmt.targets[0].attr
+        if attr not in out and not (_names_read_now(stmt.value) & local):
+            out[attr] = stmt.value
+    return out
+
+
+def _is_instance_method(node: FunctionNode) -> bool:
+    """A def whose first parameter is an instance (not a static or class method)."""
+    return not any(
+        isinstance(d, ast.Name) and d.id in {"staticmethod", "classmethod"}
+        for d in node.decorator_list
+    )
+
+
 def _import_bindings(stmt: ast.Import | ast.ImportFrom) -> Iterator[tuple[str, str]]:
     """(bound name, a line-free description of what it is bound to) per alias."""
     for alias in stmt.names:
@@ -177,8 +387,9 @@ def _import_bindings(stmt: ast.Import | ast.ImportFrom) -> Iterator[tuple[str, s
 
 
 def _is_main_guard(stmt: ast.stmt) -> bool:
-    """`if __name__ == "__main__":` never runs in a server: its changes don't matter."""
-    return (
+    """`if __name__ == "__main__":` never runs in a server, and a module-level `assert` binds nothing
+    (`python -O` drops it): their changes don't matter."""
+    return isinstance(stmt, ast.Assert) or (
         isinstance(stmt, ast.If)
         and isinstance(stmt.test, ast.Compare)
         and isinstance(stmt.test.left, ast.Name)
@@ -272,11 +483,28 @@ class _Walker:
         body = node.body
         if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
             body = body[1:]  # the docstring
+        bindings: dict[str, int] = {}
+        for stmt in body:
+            names = _assigned_names(stmt)
+            if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                reader = f"{qualname}.{stmt.name}"
+            else:
+                reader = f"{qualname}.{names[0]}" if names else qualname
+            for read in _names_read_now(stmt):
+                info.body_reads.setdefault(read, set()).add(reader)
+            for name in names or _stored_names(stmt):
+                bindings[name] = bindings.get(name, 0) + 1
         for stmt in body:
             if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
                 self._function(stmt, qualname, inner_pool, properties)
-                for attr in _self_attributes(stmt):
-                    info.instance_attributes.setdefault(attr, f"{qualname}.{stmt.name}")
+                if _is_instance_method(stmt):
+                    if stmt.name == "__init__":
+                        info.init_values = _init_values(stmt)
+                    for attr in _self_attributes(stmt):
+                        info.instance_attributes.setdefault(attr, f"{qualname}.{stmt.name}")
+                    guarded, plain = _self_reads(stmt)
+                    info.guarded_reads |= guarded
+                    info.plain_reads |= plain
             elif isinstance(stmt, ast.ClassDef):
                 self._class(stmt, qualname, inner_pool)
             else:
@@ -286,8 +514,24 @@ class _Walker:
                 elif names is not None and isinstance(stmt, ast.Assign | ast.AnnAssign):
                     for name in names:
                         info.assignments[name] = stmt
+                        if bindings.get(name) == 1:
+                            self._value(stmt, name, qualname)
                 elif not isinstance(stmt, ast.Pass):
                     info.other_statements.append(_dump(stmt))
+
+    def _value(self, stmt: ast.Assign | ast.AnnAssign, name: str, owner: str) -> None:
+        qualname = f"{owner}.{name}" if owner else name
+        assert stmt.value is not None
+        self.definitions.pop(qualname, None)
+        self.definitions[qualname] = Definition(
+            qualname=qualname,
+            kind=DefinitionKind.VALUE,
+            node=stmt,
+            code=None,
+            owner=owner,
+            name=name,
+            value=ast.dump(stmt.value),
+        )
 
     def walk(self, tree: ast.Module, code: CodeType) -> ModuleWalk:
         pool = _consts_by_qualname(code)
@@ -296,13 +540,53 @@ class _Walker:
         body = tree.body
         if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
             body = body[1:]  # the module docstring
+        # a name bound once, by a simple assignment, is a VALUE target; bound more than once (or also
+        # by an if/try block, a loop...) it stays part of the module-level statements
+        bindings: dict[str, int] = {}
+        dynamic: set[str] = set()
+        readers: dict[str, set[str]] = {}
+        namespace_readers: set[str] = set()
         for stmt in body:
+            names = _assigned_names(stmt)
+            if names is None and not isinstance(
+                stmt,
+                ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Import | ast.ImportFrom,
+            ):
+                if _is_main_guard(stmt):
+                    continue
+                dynamic |= _stored_names(stmt)
+            for name in names or _stored_names(stmt):
+                bindings[name] = bindings.get(name, 0) + 1
+            if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                reader = stmt.name
+            elif names:
+                reader = names[0]
+            else:
+                reader = "<module>"
+            reads = _names_read_now(stmt)
+            for read in reads:
+                readers.setdefault(read, set()).add(reader)
+            if reads & _NAMESPACE_READERS:
+                namespace_readers.add(reader)
+        for stmt in body:
+            names = _assigned_names(stmt)
+            if (
+                names
+                and isinstance(stmt, ast.Assign | ast.AnnAssign)
+                and all(bindings.get(n) == 1 and n not in dynamic for n in names)
+            ):
+                for name in names:
+                    self._value(stmt, name, "")
+                continue
             if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
                 self._function(stmt, "", pool, set())
             elif isinstance(stmt, ast.ClassDef):
                 self._class(stmt, "", pool)
             elif isinstance(stmt, ast.ImportFrom) and stmt.module == "__future__":
                 future.append(stmt)
+            elif isinstance(stmt, ast.ImportFrom) and any(a.name == "*" for a in stmt.names):
+                # binds names the source does not show: module-level code, not a target
+                statements.append((ast.dump(stmt), self._segment(stmt) or ast.unparse(stmt)))
             elif isinstance(stmt, ast.Import | ast.ImportFrom):
                 for bound, what in _import_bindings(stmt):
                     self.definitions.pop(bound, None)
@@ -318,7 +602,21 @@ class _Walker:
             elif not _is_main_guard(stmt):
                 text = self._segment(stmt) or ast.unparse(stmt)
                 statements.append((ast.dump(stmt), text))
-        return ModuleWalk(self.definitions, self.classes, statements, future, code)
+        for info in self.classes.values():
+            for read, by in info.body_reads.items():
+                readers.setdefault(f"{info.qualname}.{read}", set()).update(by)
+        return ModuleWalk(
+            self.definitions,
+            self.classes,
+            statements,
+            future,
+            code,
+            readers=readers,
+            dynamic_names=dynamic,
+            namespace_readers=namespace_readers,
+            mutated=_mutated(tree),
+            from_imports=from_imports(tree),
+        )
 
 
 def walk_source(source: str, filename: str = "<livepatch>") -> ModuleWalk:

@@ -31,9 +31,14 @@ resolve.py finds live objects, swap_build.py builds new ones, swap.py holds the 
 machine, dispatch.py the trampolines; this file verifies and decides what to do for each TargetChange.
 
 What staging executes (and nothing else): the decorators, default values and bodies of ADDED definitions
-and ADDED imports (in the live module's namespace, bound on swap_in), the class-level default values a
-CHANGED class adds, changed default expressions of CHANGED functions, and the whole source of a module
-the patch adds. Unchanged defaults keep their live objects (a mutable default is a function's static
+and ADDED imports and values (in the live module's namespace, bound on swap_in), the class-level default
+values a CHANGED class adds, changed default expressions of CHANGED functions, the new decorators of a
+function whose decorator list changed (run on the live function: accepted when they return it or a
+`__wrapped__` wrapper of it), the old and the new expression of a CHANGED value (the old one only to check
+that the live value is still what it built: runtime/values.py checks who else holds it), and the whole
+source of a module the patch adds. A changed import runs nothing: the new path is looked up in the loaded
+modules and must name the live object; a followed copy (`from m import X` where the patch changes `m.X`)
+takes the value m's stager built, so modules are staged sources first. Unchanged defaults keep their live objects (a mutable default is a function's static
 state: it is carried over, never reset).
 
 Where the new code comes from (the cost of staging): a signed patch carries each CHANGED function's code
@@ -50,6 +55,7 @@ from __future__ import annotations
 
 import ast
 import enum
+import re
 import sys
 import weakref
 from types import CodeType, FunctionType, ModuleType
@@ -68,6 +74,7 @@ from livepatch.patch.walk import Definition, ModuleWalk, walk_source
 from livepatch.runtime.resolve import ResolveError, resolve_function, resolve_owner
 from livepatch.runtime.swap import MISSING, BindOp, CodeOp, StagedPatch, make_staged_patch
 from livepatch.runtime.swap_build import LiveBuilder, new_module
+from livepatch.runtime.values import other_holders
 from livepatch.runtime.verify import check_refusals
 
 __all__ = ["StagedPatch", "stage"]
@@ -118,10 +125,20 @@ def _relocated(code: CodeType, filename: str) -> CodeType:
 class _ModuleStager:
     """Stages one ModulePatch against one live module."""
 
-    def __init__(self, mp: ModulePatch, module: ModuleType, filename: str) -> None:
+    def __init__(
+        self,
+        mp: ModulePatch,
+        module: ModuleType,
+        filename: str,
+        shared: dict[tuple[str, str], Any] | None = None,
+        followed: frozenset[tuple[str, str]] = frozenset(),
+    ) -> None:
         self.mp = mp
         self.module = module
         self.filename = filename
+        # (module, name) -> the new module-level value this patch binds there (for follow imports)
+        self.shared = shared if shared is not None else {}
+        self.followed = followed  # (module, name) copies this patch rebinds too
         self.compiled = mp.compiled if isinstance(mp, CompiledModulePatch) else {}
         self.added = mp.added if isinstance(mp, CompiledModulePatch) else {}
         self._relocated: dict[int, CodeType] = {}  # id of a code in self.added (kept alive there)
@@ -165,6 +182,8 @@ class _ModuleStager:
         old = existing.old if existing is not None else vars(owner).get(name, MISSING)
         self.binds[key] = BindOp(self.name(qualname), owner, name, old, value)
         self.build.remember(owner, name, value)
+        if owner is self.module:
+            self.shared[(self.mp.module, name)] = value
 
     # -- targets ------------------------------------------------------------------------------------
     def new_definition(self, change: TargetChange) -> Definition:
@@ -254,6 +273,37 @@ class _ModuleStager:
                 kwdefaults,
             )
         )
+        if change.old_value is not None:  # its decorators changed: run the new ones
+            self.redecorate(change, where, func)
+
+    def redecorate(self, change: TargetChange, where: _Location, func: FunctionType) -> None:
+        """Run the new decorators on the live function (whose code the swap replaces) and bind what they
+        return when it is that function or a wrapper leading to it through `__wrapped__`; what the old
+        decorators registered stays registered (the function object is the same). Anything else is
+        refused: a decorator returning another object would leave every holder of the function out."""
+        d = self.new_definition(change)
+        assert isinstance(d.node, ast.FunctionDef | ast.AsyncFunctionDef)
+        holder = resolve_owner(self.module, where.owner)
+        result = self.build.decorate(func, d.node, holder, change.qualname)
+        if not _wraps(result, func):
+            raise self.refuse(
+                change.qualname,
+                f"its new decorators returned a {type(result).__name__}, not the function they were "
+                "given or a wrapper of it (__wrapped__); fix: keep the decorators, or re-decorate in a "
+                "post_patch hook",
+            )
+        bound = vars(holder).get(where.name, MISSING)
+        if bound is result:
+            return  # e.g. a registering decorator added or removed: the binding is the function itself
+        if bound is not MISSING:
+            holders = other_holders(self.module, holder, where.name, bound)
+            if holders:
+                raise self.refuse(
+                    change.qualname,
+                    f"its decorated object is also held by {', '.join(holders)}, which would keep the "
+                    "old decoration; fix: keep the decorators, or rebind the copies in a post_patch hook",
+                )
+        self.bind(holder, where.name, result, change.qualname)
 
     def stage_changed_class(self, change: TargetChange) -> None:
         # A CHANGED class adds class-level defaults (see patch.diff); its methods are targets of their own.
@@ -266,15 +316,12 @@ class _ModuleStager:
             cls = resolve_owner(self.module, change.qualname)
         except ResolveError as exc:
             raise PatchRefused(f"{self.name(change.qualname)} cannot be patched: {exc}") from exc
-        if isinstance(cls, enum.EnumMeta):
-            # a name set on a live Enum class would be a plain attribute, never a member
-            raise self.refuse(
-                change.qualname,
-                "new members cannot be added to a live Enum (fix: ship a hook, or keep the members)",
-            )
+        self.check_not_enum(cls, change.qualname)
         for name, stmt in info.assignments.items():
             if name in vars(cls) or stmt.value is None:
                 continue
+            if f"{change.qualname}.{name}" in self.walk.definitions:
+                continue  # a VALUE target of its own (added or changed by its own TargetChange)
             self.bind(
                 cls,
                 name,
@@ -282,13 +329,30 @@ class _ModuleStager:
                 f"{change.qualname}.{name}",
             )
 
+    def staged_import(self, change: TargetChange) -> bool:
+        """An added `from M import N` where this patch adds or changes `M.N` (or adds module M): bind
+        the value M's stager built (M is staged first) instead of importing the live, old M."""
+        if change.definition is not DefinitionKind.IMPORT:
+            return False
+        d = self.walk.definitions.get(change.qualname)
+        if d is None or d.kind is not DefinitionKind.IMPORT:
+            return False
+        where = _import_source(self.module, d.node, d.name)
+        if where is None or where not in self.shared:
+            return False
+        self.bind(self.module, d.name, self.shared[where], change.qualname)
+        return True
+
     def stage_added(self, change: TargetChange) -> None:
+        if self.staged_import(change):
+            return
         code = self.added.get(change.qualname)
         if code is not None:  # a module-level def, class or import, compiled by the patch's author
             # one relocated code per statement, so that a statement adding several names runs once
             local = self._relocated.get(id(code))
             if local is None:
                 local = self._relocated[id(code)] = _relocated(code, self.filename)
+            self.check_unbound(self.module, change)
             bound = self.build.exec_code(local, change.qualname)
             if change.qualname not in bound:
                 raise self.refuse(change.qualname, "the new definition did not bind its name")
@@ -296,6 +360,7 @@ class _ModuleStager:
             return
         d = self.new_definition(change)
         if not d.owner:
+            self.check_unbound(self.module, change)
             bound = self.build.exec_statement(d.node, change.qualname)
             if d.name not in bound:
                 raise self.refuse(change.qualname, "the new definition did not bind its name")
@@ -305,11 +370,156 @@ class _ModuleStager:
             cls = resolve_owner(self.module, d.owner)
         except ResolveError as exc:
             raise PatchRefused(f"{self.name(change.qualname)} cannot be added: {exc}") from exc
-        if d.kind is DefinitionKind.CLASS:
+        if d.kind is DefinitionKind.VALUE:
+            self.check_unbound(cls, change)
+            self.check_not_enum(cls, change.qualname)
+            value = self.build.eval_expr(_assigned_value(d), cls, change.qualname)
+        elif d.kind is DefinitionKind.CLASS:
             value = self.build.build_class(d, cls)
         else:
             value = self.build.build_function(d, cls)
         self.bind(cls, d.name, value, change.qualname)
+
+    def check_unbound(self, owner: Any, change: TargetChange) -> None:
+        """An added VALUE must not exist yet: if the live namespace has the name, code the differ did not
+        see (a loop, `globals()[...]`, a run-time assignment) bound it, and its value may be state."""
+        if change.definition is not DefinitionKind.VALUE:
+            return
+        name = change.qualname.rpartition(".")[2]
+        if name in vars(owner):
+            raise self.refuse(
+                change.qualname,
+                "the patch adds this value but the live namespace already has it (bound at run time or "
+                "by code the differ did not see); fix: keep it, or set it in a post_patch hook",
+            )
+
+    def check_not_enum(self, cls: Any, qualname: str) -> None:
+        if isinstance(cls, enum.EnumMeta):
+            # a name set on a live Enum class would be a plain attribute, never a member
+            raise self.refuse(
+                qualname,
+                "new members cannot be added to a live Enum (fix: ship a hook, or keep the members)",
+            )
+
+    def stage_changed_value(self, change: TargetChange) -> None:
+        """Rebind a changed module- or class-level value, when the live value is exactly what the old
+        version's statement builds (no state in it) and nothing else holds it (runtime/values.py)."""
+        d = self.new_definition(change)
+        try:
+            owner = resolve_owner(self.module, d.owner)
+        except ResolveError as exc:
+            raise PatchRefused(f"{self.name(change.qualname)} cannot be patched: {exc}") from exc
+        if d.owner:
+            self.check_not_enum(owner, change.qualname)
+        live = vars(owner).get(d.name, MISSING)
+        if live is MISSING:
+            raise self.refuse(change.qualname, "does not exist in the live module")
+        if change.old_value is None:
+            raise self.refuse(
+                change.qualname, "the patch does not say what the old value was (corrupt patch)"
+            )
+        try:
+            old_code = compile(change.old_value, self.filename, "eval", dont_inherit=True)
+        except (SyntaxError, ValueError) as exc:
+            raise self.refuse(
+                change.qualname, f"the patch's old value does not compile: {exc}"
+            ) from exc
+        try:
+            before = eval(old_code, vars(self.module), vars(owner) if d.owner else None)
+        except Exception as exc:
+            raise self.refuse(
+                change.qualname,
+                f"evaluating the old version's `{change.old_value}` failed ({exc!r}): the server does "
+                "not run the version the patch was built from",
+            ) from exc
+        if not (live is before or (type(live) is type(before) and _equal(live, before))):
+            raise self.refuse(
+                change.qualname,
+                f"the live value is not what the old version's `{_short(change.old_value)}` builds: "
+                "it was changed at run time (it is state) or the server runs another version; fix: "
+                "keep the value, or set the new one in a post_patch hook",
+            )
+        holders = [
+            h
+            for h in other_holders(self.module, owner, d.name, live)
+            if tuple(h.rsplit(".", 1)) not in self.followed  # a copy this patch rebinds too
+        ]
+        if holders:
+            raise self.refuse(
+                change.qualname,
+                f"the live value is also held by {', '.join(holders)}, which would keep the old value; "
+                "fix: read it through its module at call time, or set every copy in a post_patch hook",
+            )
+        if d.owner:
+            value = self.build.eval_expr(_assigned_value(d), owner, change.qualname)
+        else:
+            bound = self.build.exec_statement(d.node, change.qualname)
+            if d.name not in bound:
+                raise self.refuse(change.qualname, "the new statement did not bind its name")
+            value = bound[d.name]
+        self.bind(owner, d.name, value, change.qualname)
+
+    def stage_changed_import(self, change: TargetChange) -> None:
+        """A changed import is accepted only when the new path names the very object the live name is
+        bound to (checked here, without importing anything): then nothing needs to change."""
+        if change.old_value is not None and change.old_value.endswith(" import *"):
+            self.stage_star_follow(change, change.old_value[len("from ") : -len(" import *")])
+            return
+        d = self.new_definition(change)
+        live = vars(self.module).get(d.name, MISSING)
+        if change.old_value is not None:
+            self.stage_follow(change, d, live)
+            return
+        found = _imported_object(self.module, d.node, d.name)
+        if found is MISSING:
+            raise self.refuse(
+                change.qualname,
+                f"the new import ({d.decorators}) names a module or name this process has not loaded; "
+                "fix: keep the old import, or import the new thing under a new name",
+            )
+        if found is not live:
+            raise self.refuse(
+                change.qualname,
+                f"the new import ({d.decorators}) binds another object than the live one; fix: import "
+                "the new thing under a new name",
+            )
+
+    def stage_star_follow(self, change: TargetChange, source: str) -> None:
+        """A copy `from source import *` may have made: rebound only when the live name is the very
+        object `source` holds (else the star import did not copy it: `__all__`, or a later binding)."""
+        src = sys.modules.get(source)
+        live = vars(self.module).get(change.qualname, MISSING)
+        if src is None or live is MISSING or vars(src).get(change.qualname, MISSING) is not live:
+            return
+        new = self.shared.get((source, change.qualname), MISSING)
+        if new is MISSING:
+            raise self.refuse(
+                change.qualname,
+                f"the patch does not change {source}.{change.qualname}, which it follows (corrupt patch)",
+            )
+        self.bind(self.module, change.qualname, new, change.qualname)
+
+    def stage_follow(self, change: TargetChange, d: Definition, live: Any) -> None:
+        """`from m import N` where this patch changes `m.N`: rebind the copy to the value m's stager
+        built (m is staged first), when the live copy is the very object `m.N` is now."""
+        where = _import_source(self.module, d.node, d.name)
+        if where is None:
+            raise self.refuse(change.qualname, "is not a `from ... import` of a loaded module")
+        source, original = where
+        src = sys.modules.get(source)
+        if src is None or live is MISSING or vars(src).get(original, MISSING) is not live:
+            raise self.refuse(
+                change.qualname,
+                f"the live copy is not the object {source}.{original} holds: it was rebound at run "
+                "time or the server runs another version; fix: set it in a post_patch hook",
+            )
+        new = self.shared.get((source, original), MISSING)
+        if new is MISSING:
+            raise self.refuse(
+                change.qualname,
+                f"the patch does not change {source}.{original}, which it follows (corrupt patch)",
+            )
+        self.bind(self.module, d.name, new, change.qualname)
 
     def run(self) -> None:
         for change in self.mp.changes:
@@ -321,12 +531,147 @@ class _ModuleStager:
                 self.stage_added(change)
             elif change.definition is DefinitionKind.CLASS:
                 self.stage_changed_class(change)
+            elif change.definition is DefinitionKind.VALUE:
+                self.stage_changed_value(change)
+            elif change.definition is DefinitionKind.IMPORT:
+                self.stage_changed_import(change)
             elif change.definition in FUNCTION_KINDS:
                 self.stage_changed_function(change)
             else:
                 raise self.refuse(
                     change.qualname, f"a changed {change.definition} cannot be live-patched"
                 )
+
+
+def _wraps(obj: Any, func: FunctionType) -> bool:
+    """Whether `obj` is `func` or leads to it through `__wrapped__` (functools.wraps)."""
+    for _ in range(8):
+        if obj is func:
+            return True
+        try:
+            obj = vars(obj).get("__wrapped__") if hasattr(obj, "__dict__") else None
+        except TypeError:
+            return False
+        if obj is None:
+            return False
+    return False
+
+
+def _assigned_value(d: Definition) -> ast.expr:
+    node = d.node
+    assert isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None
+    return node.value
+
+
+def _equal(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:
+        return False
+
+
+def _short(text: str, limit: int = 60) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _import_source(module: ModuleType, node: ast.stmt, bound: str) -> tuple[str, str] | None:
+    """(absolute module, imported name) of `from M import NAME [as bound]` written in `module`."""
+    if not isinstance(node, ast.ImportFrom):
+        return None
+    base = node.module or ""
+    if node.level:
+        package = module.__package__ or ""
+        parts = package.split(".") if package else []
+        if node.level - 1 > len(parts):
+            return None
+        parts = parts[: len(parts) - (node.level - 1)]
+        base = ".".join([*parts, base] if base else parts)
+    for alias in node.names:
+        if (alias.asname or alias.name) == bound:
+            return base, alias.name
+    return None
+
+
+def _imported_object(module: ModuleType, node: ast.stmt, bound: str) -> Any:
+    """What `bound` would be bound to by the import statement `node` run in `module`, looked up in the
+    loaded modules only (no import runs); MISSING when something is not loaded."""
+    if isinstance(node, ast.ImportFrom):
+        base = node.module or ""
+        if node.level:
+            package = module.__package__ or ""
+            parts = package.split(".") if package else []
+            if node.level - 1 > len(parts):
+                return MISSING
+            parts = parts[: len(parts) - (node.level - 1)]
+            base = ".".join([*parts, base] if base else parts)
+        source = sys.modules.get(base)
+        if source is None:
+            return MISSING
+        for alias in node.names:
+            if (alias.asname or alias.name) == bound:
+                value = vars(source).get(alias.name, MISSING)
+                if value is MISSING:
+                    value = sys.modules.get(f"{base}.{alias.name}", MISSING)
+                return value
+        return MISSING
+    if isinstance(node, ast.Import):
+        for alias in node.names:
+            if alias.asname == bound:
+                return sys.modules.get(alias.name, MISSING)
+            if alias.asname is None and alias.name.split(".")[0] == bound:
+                return sys.modules.get(bound, MISSING)
+    return MISSING
+
+
+_FROM = re.compile(r"^from (\.*)(\S*) import (\S+)$")
+_FROM_LINE = re.compile(r"^from (\.*)([\w.]*) import (.+)$")
+
+
+def _sources_first(modules: tuple[ModulePatch, ...]) -> list[ModulePatch]:
+    """The modules in an order where the source of every follow import (a CHANGED import whose
+    old_value is its `from M import N` text) is staged before the module that follows it: its stager
+    reads the value the source's stager built. A cycle keeps the patch's order (staging then refuses
+    the follow it cannot resolve)."""
+    by_name = {mp.module: mp for mp in modules}
+    deps: dict[str, set[str]] = {}
+    for mp in modules:
+        live = sys.modules.get(mp.module)
+        package = (
+            (live.__package__ if live is not None else None)
+            or (mp.module if any(o.startswith(mp.module + ".") for o in by_name) else "")
+            or mp.module.rpartition(".")[0]
+        )
+        # follow imports (old_value), and every top-level `from M import ...` of the new source: an
+        # added import of a name the patch adds to M takes it from M's stager
+        texts = [c.old_value or "" for c in mp.changes if c.definition is DefinitionKind.IMPORT]
+        texts += [line.rstrip() for line in mp.new_source.splitlines() if line.startswith("from ")]
+        for text in texts:
+            m = _FROM.match(text) or _FROM_LINE.match(text)
+            if m is None:
+                continue
+            base = m[2]
+            if m[1]:
+                parts = package.split(".") if package else []
+                parts = parts[: max(0, len(parts) - (len(m[1]) - 1))]
+                base = ".".join([*parts, base] if base else parts)
+            if base in by_name and base != mp.module:
+                deps.setdefault(mp.module, set()).add(base)
+    order: list[ModulePatch] = []
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+
+    def visit(name: str) -> None:
+        if state.get(name):
+            return
+        state[name] = 1
+        for dep in sorted(deps.get(name, ())):
+            visit(dep)
+        state[name] = 2
+        order.append(by_name[name])
+
+    for mp in modules:
+        visit(mp.module)
+    return order
 
 
 def stage(spec: PatchSpec) -> StagedPatch:
@@ -345,11 +690,22 @@ def stage(spec: PatchSpec) -> StagedPatch:
     modules: dict[str, ModuleType] = {}
     skipped: list[str] = []
     source_bytes = 0
-    for mp in spec.modules:
+    shared: dict[tuple[str, str], Any] = {}
+    followed = frozenset(
+        (mp.module, c.qualname)
+        for mp in spec.modules
+        for c in mp.changes
+        if c.definition is DefinitionKind.IMPORT
+        and c.kind is ChangeKind.CHANGED
+        and c.old_value is not None
+    )
+    for mp in _sources_first(spec.modules):
         module = sys.modules.get(mp.module)
         if module is None:
             if mp.changes and all(c.kind is ChangeKind.ADDED for c in mp.changes):
                 module, module_binds = new_module(mp)
+                # what later modules of the patch import from it by name
+                shared.update({(mp.module, k): v for k, v in vars(module).items()})
                 binds.extend(module_binds)
                 modules[mp.module] = module
                 source_bytes += len(mp.new_source.encode())
@@ -357,7 +713,7 @@ def stage(spec: PatchSpec) -> StagedPatch:
                 skipped.append(mp.module)
             continue
         filename = getattr(module, "__file__", None) or f"<livepatch {mp.module}>"
-        stager = _ModuleStager(mp, module, filename)
+        stager = _ModuleStager(mp, module, filename, shared, followed)
         if not isinstance(mp, CompiledModulePatch):
             stager.walk  # noqa: B018 - without compiled code the source must compile, whatever changes
         stager.run()

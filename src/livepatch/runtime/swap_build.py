@@ -51,14 +51,16 @@ class LiveBuilder:
         self._exec_cache: dict[int, tuple[object, dict[str, Any]]] = {}  # by id of stmt/code
 
     def remember(self, owner: Any, name: str, value: Any) -> None:
-        """Later decorators and defaults evaluated in `owner`'s namespace see `name` = `value`."""
-        if isinstance(owner, type):
+        """Later decorators, defaults and values evaluated in `owner`'s namespace (a class, or the
+        module: then everywhere) see `name` = `value` (bound only by the swap)."""
+        if isinstance(owner, type) or owner is self.module:
             self._overlay.setdefault(id(owner), {})[name] = value
 
     def scope(self, owner: Any) -> Mapping[str, Any] | None:
+        staged = self._overlay.setdefault(id(self.module), {})
         if isinstance(owner, type):
-            return ChainMap(self._overlay.setdefault(id(owner), {}), vars(owner))  # type: ignore[arg-type]
-        return None
+            return ChainMap(self._overlay.setdefault(id(owner), {}), vars(owner), staged)  # type: ignore[arg-type]
+        return staged or None
 
     def eval_expr(self, expr: ast.expr, owner: Any, qualname: str) -> Any:
         if isinstance(expr, ast.Constant):
@@ -87,7 +89,8 @@ class LiveBuilder:
         cached = self._exec_cache.get(id(code))
         if cached is not None:
             return cached[1]
-        bound: dict[str, Any] = {}
+        # what this patch added to the module so far (a new table naming a new function) is visible
+        bound: dict[str, Any] = dict(self._overlay.get(id(self.module), {}))
         try:
             exec(code, vars(self.module), bound)
         except Exception as exc:

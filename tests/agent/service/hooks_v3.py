@@ -7,7 +7,9 @@ code does not mind an extra module attribute.
 
 def pre_patch(ctx):
     ctx.modules["greetsvc.handlers"].PREFIX = "hey"
+    ctx.modules["greetsvc.handlers"].SEPARATOR = " "
 
 
 def post_revert(ctx):
     del ctx.modules["greetsvc.handlers"].PREFIX
+    del ctx.modules["greetsvc.handlers"].SEPARATOR

@@ -3,7 +3,9 @@
 import threading
 
 _release = threading.Event()
-PREFIX = "hey"  # new module-level state: the patch's post_patch hook sets it on the live module
+# new module-level state the differ cannot patch (not a plain `NAME = value`: an unpacking): the
+# patch's pre_patch hook sets it on the live module
+PREFIX, SEPARATOR = "hey", " "
 
 
 def version() -> str:
@@ -11,7 +13,7 @@ def version() -> str:
 
 
 def greet(name: str) -> str:
-    return f"{PREFIX} {name} ({version()})"
+    return f"{PREFIX}{SEPARATOR}{name} ({version()})"
 
 
 def handle(line: str) -> str:

@@ -1,0 +1,87 @@
+"""Who imports what inside a package: the cross-module part of the differ's rules, from sources only.
+
+Two questions need the other modules of the package (the old version's, as the live server loaded them):
+
+- Did another module copy a module-level value by name (`from m import LIMIT`, or `from m import *` for a
+  public name) while it was imported? Then changing `m.LIMIT` would leave that copy with the old value:
+  the patch rebinds the copy too (a "follow" import, checked and built by staging after `m`), and the
+  importer's own values computed from it are evaluated again, as a fresh process would.
+- Do two import statements bind the same object (`from a import X` -> `from b import X` where `b` got
+  `X` from `a`)? Each side is followed through the package's re-exports (`from .a import X` in `b`) to
+  where the name comes from; same origin, same object. The differ accepts such a change and staging
+  checks the live object (an import resolving to another object is refused there).
+
+Sources are parsed, never run. Only imports executed at import time count (module level, if/try blocks,
+class bodies); imports inside functions run at call time and read the current value.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Mapping
+
+from livepatch.patch.walk import from_imports
+
+__all__ = ["PackageImports"]
+
+_FROM = re.compile(r"^from (\.*)(\S*) import (\S+)$")
+_MAX_HOPS = 8  # re-exports of re-exports deeper than this are not followed
+
+
+class PackageImports:
+    """The import-time `from ... import` statements of every module of one package version."""
+
+    def __init__(self, sources: Mapping[str, str]) -> None:
+        self.modules = set(sources)
+        self.packages = {
+            m for m in sources if any(o.startswith(m + ".") for o in sources)
+        }  # modules that are packages (an __init__): relative imports start from them
+        self._imports: dict[str, list[tuple[int, str, str, str]]] = {}
+        for name, source in sources.items():
+            try:
+                self._imports[name] = from_imports(ast.parse(source))
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
+                self._imports[name] = []  # the differ reports the module's own problem
+
+    def absolute(self, importer: str, level: int, module: str) -> str:
+        """The absolute name of `from {'.' * level}{module} import ...` written in `importer`."""
+        if level == 0:
+            return module
+        base = importer if importer in self.packages else importer.rpartition(".")[0]
+        for _ in range(level - 1):
+            base = base.rpartition(".")[0]
+        return f"{base}.{module}" if module else base
+
+    def imported_by(self, module: str) -> dict[str, list[tuple[str, str]]]:
+        """name -> (importer, the name it binds) for the other modules that import it from `module` by
+        name; "*" -> the star importers."""
+        out: dict[str, list[tuple[str, str]]] = {}
+        for importer, imports in sorted(self._imports.items()):
+            if importer == module:
+                continue
+            for level, source, name, bound in imports:
+                if self.absolute(importer, level, source) == module:
+                    out.setdefault(name, []).append((importer, bound))
+        return out
+
+    def origin(self, importer: str, level: int, module: str, name: str) -> tuple[str, str]:
+        """Where `name` imported from that module really comes from, following re-exports."""
+        where = self.absolute(importer, level, module)
+        for _ in range(_MAX_HOPS):
+            if where not in self._imports:
+                break
+            hop = next(((lv, src, n) for lv, src, n, b in self._imports[where] if b == name), None)
+            if hop is None:
+                break
+            where, name = self.absolute(where, hop[0], hop[1]), hop[2]
+        return where, name
+
+    def same_object(self, importer: str, old: str, new: str) -> bool:
+        """Whether two `from M import N` descriptions (walk's import texts) bind the same object."""
+        a, b = _FROM.match(old), _FROM.match(new)
+        if a is None or b is None:
+            return False
+        return self.origin(importer, len(a[1]), a[2], a[3]) == self.origin(
+            importer, len(b[1]), b[2], b[3]
+        )

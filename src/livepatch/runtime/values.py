@@ -1,0 +1,109 @@
+"""Staging's checks for a changed module- or class-level value: did anything copy the live value?
+
+Rebinding `m.LIMIT` (or `Cls.LIMIT`) is what a fresh process at the new version would have, provided the
+old value lives only there: code that reads `m.LIMIT` / `LIMIT` / `self.LIMIT` at call time then sees the
+new value. The differ refuses the copies it can see in the sources (a module-level statement, a default or
+a class body that read it, `from m import LIMIT` in another module of the package). Here the live
+program is checked, because modules outside the package and code the differ never saw can hold copies:
+
+- any module's namespace binding the very same object (under any name for a mutable object, which only
+  a copy can share; under the same name, in the same package, for an immutable value or a definition,
+  which unrelated names share by accident: interned ints and strings, re.compile's cached patterns,
+  a class and its aliases) -- `from m import LIMIT`;
+- for a non-atom, the namespaces of the classes and the default values of the functions of the modules
+  of the same top-level package (where a `def f(limit=m.LIMIT)` or `class C: limit = m.LIMIT` would be).
+
+The walk is over module and class namespaces and function defaults, never the whole heap: bounded by
+the size of the loaded modules' namespaces. Runs at staging, with nothing paused.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from types import BuiltinFunctionType, FunctionType, ModuleType
+from typing import Any
+
+__all__ = ["other_holders"]
+
+# Values that many unrelated names share by accident or by design: interned atoms, immutable values
+# built equal in several places (re.compile caches its patterns: two modules compiling the same pattern
+# hold the same object), and definitions (a class is held by its own name and its aliases). For these
+# only the same name in a module of the same package counts (`from m import NAME`).
+_ATOMS = (
+    type(None),
+    bool,
+    int,
+    float,
+    complex,
+    str,
+    bytes,
+    tuple,
+    frozenset,
+    range,
+    re.Pattern,
+    type,
+    FunctionType,
+    BuiltinFunctionType,
+    ModuleType,
+)
+_MAX_HOLDERS = 3  # enough to name in a message
+
+
+def _is_atom(value: Any) -> bool:
+    return isinstance(value, _ATOMS)
+
+
+def other_holders(module: ModuleType, owner: Any, name: str, live: Any) -> list[str]:
+    """Where else the live program holds `live`, the value `owner.name` of `module` (at most a few)."""
+    atom = _is_atom(live)
+    top = module.__name__.partition(".")[0]
+    found: list[str] = []
+    for mod_name, mod in list(sys.modules.items()):
+        if not isinstance(mod, ModuleType):
+            continue
+        try:
+            ns = vars(mod)
+        except TypeError:
+            continue
+        same_package = mod_name == top or mod_name.startswith(top + ".")
+        if atom:
+            if mod is not module and same_package and ns.get(name, _NOTHING) is live:
+                found.append(f"{mod_name}.{name}")
+        else:
+            found.extend(
+                f"{mod_name}.{k}"
+                for k, v in list(ns.items())
+                if v is live and not (mod is module and owner is module and k == name)
+            )
+            if same_package:
+                found.extend(_in_classes_and_defaults(ns, mod_name, owner, name, live))
+        if len(found) >= _MAX_HOLDERS:
+            break
+    return found[:_MAX_HOLDERS]
+
+
+_NOTHING = object()
+
+
+def _in_classes_and_defaults(
+    ns: dict[str, Any], mod_name: str, owner: Any, name: str, live: Any
+) -> list[str]:
+    found: list[str] = []
+    for k, v in list(ns.items()):
+        if isinstance(v, type) and v.__module__ == mod_name:
+            for ck, cv in list(vars(v).items()):
+                if cv is live and not (v is owner and ck == name):
+                    found.append(f"{mod_name}.{k}.{ck}")
+                func = getattr(cv, "__func__", cv)
+                if isinstance(func, FunctionType) and _in_defaults(func, live):
+                    found.append(f"the defaults of {mod_name}.{k}.{ck}")
+        elif isinstance(v, FunctionType) and _in_defaults(v, live):
+            found.append(f"the defaults of {mod_name}.{k}")
+    return found
+
+
+def _in_defaults(func: FunctionType, live: Any) -> bool:
+    return any(d is live for d in func.__defaults__ or ()) or any(
+        d is live for d in (func.__kwdefaults__ or {}).values()
+    )

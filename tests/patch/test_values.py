@@ -1,0 +1,574 @@
+"""Wider patchability (issue 13): module- and class-level values, `__all__`, new class members, guarded
+instance attributes. Each v1/v2 case of tests/patch/values_corpus/ is diffed, staged into a live import of
+v1 and swapped in: the live module must then answer like a fresh import of v2, and like v1 again after
+swap_out. The refusals (in the differ, and at staging against the live objects) are tested below."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from livepatch.errors import PatchRefused
+from livepatch.patch.diff import diff_module, diff_sources, patch_from_sources
+from livepatch.patch.model import ChangeKind, DefinitionKind, RefusalKind
+from livepatch.runtime.staging import stage
+from tests.fixtures.livefixtures import forget, load_source, unique_name
+
+CORPUS = Path(__file__).resolve().parent / "values_corpus"
+
+# case -> (non-SAME changes as "kind:qualname", probes evaluated with `m` = the module)
+CASES: dict[str, tuple[set[str], list[str]]] = {
+    "new_names": (
+        {
+            "changed:__all__",
+            "added:ERR_ARITY",
+            "added:MAX_ARGS",
+            "added:echo",
+            "added:EXTRA_HANDLERS",
+            "changed:handle",
+        },
+        [
+            "m.handle('ping', [])",
+            "m.handle('echo', ['a', 'b'])",
+            "m.handle('ping', [1, 2, 3])",
+            "m.__all__",
+            "m.EXTRA_HANDLERS['echo'] is m.echo",
+        ],
+    ),
+    "changed_constants": (
+        {"changed:VERSION", "changed:FIRST_LINE", "changed:HOP_BY_HOP", "changed:RENAME"},
+        [
+            "m.parse(b'Get / HTTP/1.1')",
+            "m.is_hop('Upgrade')",
+            "m.environ_key('CONNECTION')",
+            "m.server()",
+        ],
+    ),
+    "class_constants": (
+        {
+            "changed:Adjustments.connection_limit",
+            "added:Adjustments.url_prefix",
+            "changed:Adjustments.describe",
+            "added:Adjustments.limits",
+        },
+        ["m.LIVE.describe()", "m.LIVE.limits()", "m.Adjustments(connection_limit=7).describe()"],
+    ),
+    "decorators": (
+        {"changed:get", "changed:ping", "changed:echo"},
+        [
+            "m.get('k')",
+            "m.ping()",
+            "m.echo('a')",
+            "(m.CALLS.clear(), m.get('x'), m.echo('y'), list(m.CALLS))[3]",
+            "m.COMMANDS['get']('k')",
+            "sorted(m.COMMANDS)",
+        ],
+    ),
+    "guarded_attribute": (
+        {"changed:Channel.__init__", "changed:Channel.describe", "added:Channel.handle"},
+        [
+            "m.LIVE.describe()",
+            # an instance built by the old code (no `requests`), handled by the new code
+            "(lambda c: (c.__dict__.update(m.LIVE.__dict__), c.handle(), c.describe())[2])"
+            "(object.__new__(m.Channel))",
+            "m.Channel('b').describe()",
+        ],
+    ),
+}
+
+
+# probes a revert does not restore: what a decorator registered at staging stays registered (documented)
+REVERT_KEEPS = {"decorators": {"m.COMMANDS['get']('k')", "sorted(m.COMMANDS)"}}
+
+
+def _source(case: str, version: str) -> str:
+    return (CORPUS / case / f"{version}.py").read_text()
+
+
+def _probe(module: ModuleType, expr: str) -> str:
+    try:
+        return repr(eval(expr, {"m": module}))
+    except Exception as exc:
+        return f"error: {type(exc).__name__}"
+
+
+def _load(text: str, tmp: Path, case: str) -> ModuleType:
+    return load_source(text, tmp, unique_name(case))
+
+
+def test_values_corpus_is_complete() -> None:
+    assert {p.name for p in CORPUS.iterdir() if p.is_dir()} == set(CASES)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_value_case_is_patchable_and_behaves_like_the_new_version(
+    case: str, tmp_path: Path
+) -> None:
+    expected, probes = CASES[case]
+    v1, v2 = _source(case, "v1"), _source(case, "v2")
+    d = diff_module(case, v1, v2)
+    assert d.refusals == ()
+    assert {f"{c.kind.value}:{c.qualname}" for c in d.changes if c.kind is not ChangeKind.SAME} == (
+        expected
+    )
+    live = _load(v1, tmp_path / "live", case)
+    new = _load(v2, tmp_path / "new", case)
+    old = _load(v1, tmp_path / "old", case)
+    try:
+        before = [_probe(live, p) for p in probes]
+        assert before == [_probe(old, p) for p in probes]
+        assert before != [_probe(new, p) for p in probes]  # the probes tell the versions apart
+        kept = REVERT_KEEPS.get(case, set())
+
+        def unkept(results: list[str]) -> list[str]:
+            return [r for r, p in zip(results, probes, strict=True) if p not in kept]
+
+        staged = stage(patch_from_sources({live.__name__: (v1, v2)}))
+        assert unkept([_probe(live, p) for p in probes]) == unkept(before)  # staging binds nothing
+        staged.swap_in()
+        assert [_probe(live, p) for p in probes] == [_probe(new, p) for p in probes]
+        staged.swap_out()
+        assert unkept([_probe(live, p) for p in probes]) == unkept(before)
+    finally:
+        forget(live, new, old)
+
+
+def test_changed_value_keeps_old_objects_and_revert_restores_the_very_same(tmp_path: Path) -> None:
+    v1, v2 = _source("changed_constants", "v1"), _source("changed_constants", "v2")
+    live = _load(v1, tmp_path, "changed_constants")
+    try:
+        old_pattern, old_table = live.FIRST_LINE, live.RENAME
+        staged = stage(patch_from_sources({live.__name__: (v1, v2)}))
+        staged.swap_in()
+        assert live.FIRST_LINE is not old_pattern and live.RENAME["CONNECTION"] == "HTTP_CONNECTION"
+        staged.swap_out()
+        assert live.FIRST_LINE is old_pattern and live.RENAME is old_table
+    finally:
+        forget(live)
+
+
+# -- refusals in the differ ---------------------------------------------------------------------------
+
+
+def _refusals(v1: str, v2: str, **kw: Any) -> list[tuple[str, RefusalKind, str]]:
+    return [(r.qualname, r.kind, r.reason) for r in diff_module("m", v1, v2, **kw).refusals]
+
+
+def test_values_computed_from_a_changed_value_are_evaluated_again(tmp_path: Path) -> None:
+    v1 = "LIMIT = 10\nDOUBLE = LIMIT * 2\nQUAD = DOUBLE * 2\n\ndef f():\n    return QUAD\n"
+    v2 = v1.replace("LIMIT = 10", "LIMIT = 20")
+    d = diff_module("m", v1, v2)
+    assert d.refusals == ()
+    assert [
+        (c.qualname, c.kind.value, c.old_value) for c in d.changes if c.kind.value != "same"
+    ] == [
+        ("LIMIT", "changed", "10"),
+        ("DOUBLE", "changed", "LIMIT * 2"),  # same statement, evaluated again from the new LIMIT
+        ("QUAD", "changed", "DOUBLE * 2"),
+    ]
+    live = _load(v1, tmp_path, "dependents")
+    try:
+        staged = stage(patch_from_sources({live.__name__: (v1, v2)}))
+        staged.swap_in()
+        assert (live.LIMIT, live.DOUBLE, live.f()) == (20, 40, 80)
+        staged.swap_out()
+        assert (live.LIMIT, live.DOUBLE, live.f()) == (10, 20, 40)
+    finally:
+        forget(live)
+    # the class-level equivalent (waitress's Adjustments: `_param_map = dict(_params)`)
+    c1 = "class A:\n    _params = (('host', str),)\n    _param_map = dict(_params)\n"
+    c2 = c1.replace("('host', str),", "('host', str), ('port', int)")
+    assert _refusals(c1, c2) == []
+
+
+def test_a_value_read_by_a_default_a_decorator_or_a_class_body_is_refused() -> None:
+    for reader in (
+        "def g(x=LIMIT):\n    return x\n",
+        "@deco(LIMIT)\ndef g():\n    pass\n",
+        "class K:\n    limit = LIMIT\n",
+    ):
+        text = "def deco(n):\n    return lambda f: f\n\nLIMIT = 10\n\n" + reader
+        refused = _refusals(text, text.replace("10", "20"))
+        assert [(q, k) for q, k, _ in refused] == [("LIMIT", RefusalKind.MODULE_STATE)], reader
+        assert "read it when the module body ran: they hold the old value" in refused[0][2]
+
+
+def test_a_container_the_code_changes_in_place_is_state() -> None:
+    v1 = "SEEN = {}\n\ndef see(k):\n    SEEN[k] = 1\n"
+    refused = _refusals(v1, v1.replace("SEEN = {}", "SEEN = {'x': 1}"))
+    assert [(q, k) for q, k, _ in refused] == [("SEEN", RefusalKind.MODULE_STATE)]
+    assert "a container the code changes in place" in refused[0][2]
+    table = "TABLE = {'a': 1}\n\ndef get(k):\n    return TABLE[k]\n"  # only read: a constant
+    assert _refusals(table, table.replace("1", "2")) == []
+
+
+def test_values_of_decorated_and_enum_classes_stay_refused() -> None:
+    dc = "import dataclasses\n\n@dataclasses.dataclass\nclass E:\n    ttl: int = 5\n"
+    assert [k for _, k, _ in _refusals(dc, dc.replace("5", "6"))] == [RefusalKind.CLASS_STATE]
+    en = "import enum\n\nclass Color(enum.Enum):\n    RED = 1\n"
+    assert [k for _, k, _ in _refusals(en, en.replace("1", "2"))] == [RefusalKind.CLASS_STATE]
+
+
+def test_a_name_bound_twice_or_in_a_block_stays_module_state() -> None:
+    v1 = "try:\n    import ujson as json\nexcept ImportError:\n    json = None\nLIMIT = 1\nLIMIT = 2\n"
+    refused = _refusals(v1, v1.replace("LIMIT = 2", "LIMIT = 3"))
+    assert [(q, k) for q, k, _ in refused] == [("<module>", RefusalKind.MODULE_STATE)]
+
+
+def test_same_object_import_is_accepted_another_object_is_refused() -> None:
+    context = {
+        "pkg.a": "class Thing:\n    pass\n",
+        "pkg.b": "from pkg.a import Thing\n",
+        "pkg.c": "class Thing:\n    pass\n",
+    }
+    moved = diff_sources(
+        {"pkg.m": ("from pkg.a import Thing\n", "from .b import Thing\n")}, context=context
+    ).spec
+    assert moved.refusals == ()
+    assert [(c.qualname, c.kind, c.definition) for c in moved.modules[0].changes] == [
+        ("Thing", ChangeKind.CHANGED, DefinitionKind.IMPORT)
+    ]
+    other = diff_sources(
+        {"pkg.m": ("from pkg.a import Thing\n", "from pkg.c import Thing\n")}, context=context
+    ).spec
+    assert [r.kind for r in other.refusals] == [RefusalKind.IMPORT]
+
+
+# -- refusals at staging, against the live objects ----------------------------------------------------
+
+
+def test_a_value_changed_at_run_time_is_state_and_refused_at_staging(tmp_path: Path) -> None:
+    v1, v2 = _source("changed_constants", "v1"), _source("changed_constants", "v2")
+    live = _load(v1, tmp_path, "changed_constants")
+    try:
+        setattr(live, "VERSION", "patched-by-config")  # noqa: B010 - a module attribute
+        with pytest.raises(PatchRefused, match=r":VERSION: the live value is not what the old"):
+            stage(patch_from_sources({live.__name__: (v1, v2)}))
+        assert vars(live)["VERSION"] == "patched-by-config"
+    finally:
+        forget(live)
+
+
+def test_a_value_held_by_another_module_is_refused_at_staging(tmp_path: Path) -> None:
+    v1, v2 = _source("changed_constants", "v1"), _source("changed_constants", "v2")
+    live = _load(v1, tmp_path, "changed_constants")
+    # a module outside the package (the differ cannot see it) copied the table under another name
+    other = load_source(
+        f"from {live.__name__} import RENAME as TABLE\n", tmp_path, unique_name("holder")
+    )
+    try:
+        with pytest.raises(PatchRefused, match=rf"also held by {other.__name__}\.TABLE"):
+            stage(patch_from_sources({live.__name__: (v1, v2)}))
+    finally:
+        forget(live, other)
+
+
+def test_an_added_value_already_bound_at_run_time_is_refused(tmp_path: Path) -> None:
+    v1, v2 = _source("new_names", "v1"), _source("new_names", "v2")
+    live = _load(v1, tmp_path, "new_names")
+    try:
+        setattr(live, "MAX_ARGS", 99)  # noqa: B010 - set by code the differ never saw
+        with pytest.raises(PatchRefused, match=r":MAX_ARGS: the patch adds this value but"):
+            stage(patch_from_sources({live.__name__: (v1, v2)}))
+        assert vars(live)["MAX_ARGS"] == 99
+    finally:
+        forget(live)
+
+
+def test_a_changed_import_is_checked_against_the_live_object(tmp_path: Path) -> None:
+    pkg = unique_name("imppkg")
+    root = tmp_path / pkg
+    root.mkdir()
+    (root / "__init__.py").write_text("")
+    (root / "a.py").write_text("class Thing:\n    pass\n")
+    (root / "b.py").write_text(f"from {pkg}.a import Thing\n")
+    v1 = f"from {pkg}.a import Thing\n\ndef make():\n    return Thing()\n"
+    v2 = v1.replace(f"from {pkg}.a import Thing", "from .b import Thing")
+    (root / "m.py").write_text(v1)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import importlib
+
+        m = importlib.import_module(f"{pkg}.m")
+        b = importlib.import_module(f"{pkg}.b")
+        context = {
+            f"{pkg}.a": "class Thing:\n    pass\n",
+            f"{pkg}.b": f"from {pkg}.a import Thing\n",
+        }
+        spec = diff_sources({f"{pkg}.m": (v1, v2)}, context=context).spec
+        assert spec.refusals == ()
+        staged = stage(spec)  # the same object: nothing to rebind
+        staged.swap_in()
+        assert isinstance(m.make(), sys.modules[f"{pkg}.a"].Thing)
+        staged.swap_out()
+        setattr(b, "Thing", type("Thing", (), {}))  # noqa: B010 - another object than the differ saw
+        with pytest.raises(PatchRefused, match="binds another object than the live one"):
+            stage(spec)
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [n for n in sys.modules if n == pkg or n.startswith(pkg + ".")]:
+            del sys.modules[name]
+
+
+# -- instance attributes and the differ's former gaps -------------------------------------------------
+
+
+def test_unguarded_new_instance_attribute_stays_refused() -> None:
+    v1 = "class C:\n    def __init__(self):\n        self.a = 1\n"
+    v2 = (
+        v1
+        + "\n    def get(self):\n        return self.n\n\n    def set(self):\n        self.n = 2\n"
+    )
+    assert [k for _, k, _ in _refusals(v1, v2)] == [RefusalKind.INSTANCE_ATTRIBUTE]
+
+
+def test_for_and_with_targets_are_instance_attributes() -> None:
+    v1 = "class C:\n    def m(self, xs, cm):\n        pass\n"
+    for body in (
+        "for self.item in xs:\n            pass",
+        "with cm as self.res:\n            pass",
+    ):
+        v2 = v1.replace("pass", body, 1)
+        assert [k for _, k, _ in _refusals(v1, v2)] == [RefusalKind.INSTANCE_ATTRIBUTE], body
+
+
+def test_cls_attribute_in_a_classmethod_is_not_an_instance_attribute() -> None:
+    v1 = "class C:\n    n = 0\n\n    @classmethod\n    def bump(cls):\n        return cls.n\n"
+    v2 = v1.replace("return cls.n", "cls.total = cls.n\n        return cls.total")
+    assert all(k is not RefusalKind.INSTANCE_ATTRIBUTE for _, k, _ in _refusals(v1, v2))
+
+
+def test_method_to_property_is_a_kind_change() -> None:
+    v1 = "class C:\n    def size(self):\n        return 1\n"
+    v2 = "class C:\n    @property\n    def size(self):\n        return 1\n"
+    for a, b in ((v1, v2), (v2, v1)):
+        refused = _refusals(a, b)
+        assert [k for _, k, _ in refused] == [RefusalKind.KIND_CHANGE], refused
+
+
+def test_a_value_imported_by_name_elsewhere_is_followed_there(tmp_path: Path) -> None:
+    """h11's shape: `from ._version import __version__` in the package, `PRODUCT_ID` built from it,
+    another module's alias. The patch rebinds every copy and evaluates PRODUCT_ID again."""
+    import importlib
+
+    pkg = unique_name("follow")
+    files = {
+        "__init__.py": "from ._version import __version__\nPRODUCT_ID = 'p/' + __version__\n",
+        "_version.py": "__version__ = '1.0'\n",
+        "conn.py": f"from {pkg}._version import __version__ as V\n\ndef agent():\n    return V\n",
+    }
+    (tmp_path / pkg).mkdir()
+    for name, text in files.items():
+        (tmp_path / pkg / name).write_text(text)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        top = importlib.import_module(pkg)
+        conn = importlib.import_module(f"{pkg}.conn")
+        context = {
+            pkg: files["__init__.py"],
+            f"{pkg}._version": files["_version.py"],
+            f"{pkg}.conn": files["conn.py"],
+        }
+        v2 = "__version__ = '2.0'\n"
+        spec = diff_sources({f"{pkg}._version": (files["_version.py"], v2)}, context=context).spec
+        assert spec.refusals == ()
+        changes = {(m.module, c.qualname, c.kind.value) for m in spec.modules for c in m.changes}
+        assert {
+            (f"{pkg}._version", "__version__", "changed"),
+            (pkg, "__version__", "changed"),
+            (pkg, "PRODUCT_ID", "changed"),
+            (f"{pkg}.conn", "V", "changed"),
+        } <= changes
+        staged = stage(spec)
+        staged.swap_in()
+        assert (top.__version__, top.PRODUCT_ID, conn.agent()) == ("2.0", "p/2.0", "2.0")
+        staged.swap_out()
+        assert (top.__version__, top.PRODUCT_ID, conn.agent()) == ("1.0", "p/1.0", "1.0")
+        # a copy rebound at run time is state: refused, nothing changed
+        setattr(conn, "V", "custom")  # noqa: B010
+        with pytest.raises(PatchRefused, match=r"conn:V: the live copy is not the object"):
+            stage(spec)
+        # read by a default while the module ran: the copy cannot follow, refused by the differ
+        user = "from ._version import __version__\n\ndef f(v=__version__):\n    return v\n"
+        refused = diff_sources(
+            {f"{pkg}._version": (files["_version.py"], v2)}, context={**context, pkg: user}
+        ).spec.refusals
+        assert [(r.module, r.qualname) for r in refused] == [(pkg, "__version__")]
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [n for n in sys.modules if n == pkg or n.startswith(pkg + ".")]:
+            del sys.modules[name]
+
+
+def test_a_decorator_returning_another_object_is_refused_at_staging(tmp_path: Path) -> None:
+    v1 = "class Box:\n    def __init__(self, f):\n        self.f = f\n\ndef get():\n    return 1\n"
+    v2 = v1.replace("def get():", "@Box\ndef get():")
+    assert _refusals(v1, v2) == []  # the differ cannot know what Box returns
+    live = _load(v1, tmp_path, "box")
+    try:
+        with pytest.raises(PatchRefused, match=r":get: its new decorators returned a Box, not the"):
+            stage(patch_from_sources({live.__name__: (v1, v2)}))
+        assert live.get() == 1
+    finally:
+        forget(live)
+
+
+def test_descriptor_decorators_stay_refused() -> None:
+    v1 = "class C:\n    @staticmethod\n    def f():\n        return 1\n"
+    v2 = v1.replace("@staticmethod", "@staticmethod\n    @deco")
+    assert [k for _, k, _ in _refusals(v1, v2)] == [RefusalKind.DECORATORS]
+
+
+def test_a_class_level_default_of_a_base_class_covers_a_new_instance_attribute() -> None:
+    v1 = (
+        "class Task:\n    close_on_finish = False\n\n"
+        "class ErrorTask(Task):\n    def execute(self):\n        return 1\n"
+    )
+    v2 = v1.replace("return 1", "self.close_on_finish = True\n        return self.close_on_finish")
+    assert _refusals(v1, v2) == []
+    # a base that is not in the module (or has no such default) does not cover it
+    v3 = v2.replace("close_on_finish = False", "other = False")
+    assert [k for _, k, _ in _refusals(v1.replace("close_on_finish", "other"), v3)] == [
+        RefusalKind.INSTANCE_ATTRIBUTE
+    ]
+
+
+@pytest.mark.parametrize(
+    "case", ["new_names", "changed_constants", "class_constants", "decorators"]
+)
+def test_a_signed_patch_of_values_applies_from_its_compiled_code(case: str, tmp_path: Path) -> None:
+    """The path an agent takes: a signed .lpatch (ADDED module-level statements compiled by `diff`),
+    verified, then staged and swapped."""
+    from livepatch.patch import compiled, lpatch, signing
+
+    priv, pub, _ = signing.generate_keypair(tmp_path / "keys")
+    private, public = signing.load_private_key(priv), signing.load_public_key(pub)
+    _, probes = CASES[case]
+    v1, v2 = _source(case, "v1"), _source(case, "v2")
+    live = _load(v1, tmp_path / "live", case)
+    new = _load(v2, tmp_path / "new", case)
+    try:
+        data = lpatch.dumps(lpatch.build(patch_from_sources({live.__name__: (v1, v2)}), private))
+        spec, _ = lpatch.loads(data).verified_spec([public])
+        if case == "new_names":  # it adds module-level statements: they come compiled
+            assert isinstance(spec.modules[0], compiled.CompiledModulePatch)
+            assert spec.modules[0].added
+        staged = stage(spec)
+        staged.swap_in()
+        assert [_probe(live, p) for p in probes] == [_probe(new, p) for p in probes]
+        staged.swap_out()
+    finally:
+        forget(live, new)
+
+
+def test_a_copy_made_by_a_star_import_is_followed_when_it_exists(tmp_path: Path) -> None:
+    import importlib
+
+    pkg = unique_name("star")
+    files = {
+        "__init__.py": "from .state import *\nfrom .conn import *\n",
+        "state.py": "__all__ = ['CLIENT']\nCLIENT = 'client'\nTABLE = {'a': 1}\n",
+        "conn.py": "from .state import *\n\ndef who():\n    return CLIENT\n",
+    }
+    (tmp_path / pkg).mkdir()
+    for name, text in files.items():
+        (tmp_path / pkg / name).write_text(text)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        top = importlib.import_module(pkg)
+        conn = sys.modules[f"{pkg}.conn"]
+        context = {pkg: files["__init__.py"], f"{pkg}.conn": files["conn.py"]}
+        v2 = files["state.py"].replace("'client'", "'CLIENT'").replace("1}", "2}")
+        spec = diff_sources({f"{pkg}.state": (files["state.py"], v2)}, context=context).spec
+        assert spec.refusals == ()
+        staged = stage(spec)
+        staged.swap_in()
+        assert (top.CLIENT, conn.who(), sys.modules[f"{pkg}.state"].TABLE) == (
+            "CLIENT",
+            "CLIENT",
+            {"a": 2},
+        )
+        assert not hasattr(conn, "TABLE")  # __all__ left it out: there was no copy to follow
+        staged.swap_out()
+        assert (top.CLIENT, conn.who()) == ("client", "client")
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [n for n in sys.modules if n == pkg or n.startswith(pkg + ".")]:
+            del sys.modules[name]
+
+
+def test_a_module_level_assert_is_not_state() -> None:
+    v1 = "TABLE = (1, 2)\n\ndef f():\n    return TABLE\n"
+    assert _refusals(v1, v1 + "\nassert len(TABLE) == 2\n") == []
+
+
+def test_namespace_readers_and_star_imports_stay_module_state() -> None:
+    """Found by staging every corpus patch into the old commit (h11 870fb833af, 8bdcc7d9ff): code that
+    reads globals() sees no name staging evaluates, and a star import binds names nobody lists."""
+    v1 = 'vchar_x = "x"\nrequest_target = r"[^ ]+"\n'
+    v2 = 'vchar = "v"\nrequest_target = r"{vchar}+".format(**globals())\n'
+    assert [(q, k) for q, k, _ in _refusals(v1, v2)] == [
+        ("request_target", RefusalKind.MODULE_STATE)
+    ]
+    reader = "LIMIT = 1\nNAMES = sorted(globals())\n"
+    assert [q for q, _, _ in _refusals(reader, reader.replace("1", "2"))] == ["LIMIT"]
+    star = _refusals("from .a import *\n", "from .b import *\n")
+    assert [(q, k) for q, k, _ in star] == [("<module>", RefusalKind.MODULE_STATE)]
+
+
+def test_an_added_import_of_a_name_the_patch_adds_elsewhere_takes_the_staged_value(
+    tmp_path: Path,
+) -> None:
+    """Found by staging every corpus patch into the old commit (waitress 687bf350e7, 11d9e13812): the
+    new `from .utilities import queue_logger` ran against the live utilities, which did not have it yet,
+    and a new module was imported from disk. The importer now takes what the source's stager built."""
+    import importlib
+
+    pkg = unique_name("addimp")
+    (tmp_path / pkg).mkdir()
+    (tmp_path / pkg / "__init__.py").write_text("")
+    util_v1 = "def helper():\n    return 1\n"
+    util_v2 = util_v1 + "\nQUEUE = 'queue'\n"
+    task_v1 = "def run():\n    return 'run'\n"
+    task_v2 = (
+        "from .utilities import QUEUE\nfrom .rfc import FIELD\n\n"
+        "def run():\n    return f'run {QUEUE} {FIELD}'\n"
+    )
+    (tmp_path / pkg / "utilities.py").write_text(util_v1)
+    (tmp_path / pkg / "task.py").write_text(task_v1)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        importlib.import_module(f"{pkg}.utilities")
+        task = importlib.import_module(f"{pkg}.task")
+        spec = diff_sources(
+            {
+                f"{pkg}.task": (task_v1, task_v2),
+                f"{pkg}.utilities": (util_v1, util_v2),
+                f"{pkg}.rfc": (None, "FIELD = 'field'\n"),  # a module the patch adds
+            }
+        ).spec
+        assert spec.refusals == ()
+        staged = stage(spec)
+        staged.swap_in()
+        assert task.run() == "run queue field"
+        staged.swap_out()
+        assert task.run() == "run" and f"{pkg}.rfc" not in sys.modules
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [n for n in sys.modules if n == pkg or n.startswith(pkg + ".")]:
+            del sys.modules[name]
+
+
+def test_a_class_value_bound_twice_in_the_old_body_is_not_added() -> None:
+    """Found by staging the corpus patches (waitress f7377558d3): `close_on_finish` bound twice in the old
+    class, once in the new one, was an ADDED value staging then refused (the live class has it)."""
+    v1 = "class Task:\n    close_on_finish = False\n    close_on_finish = True\n"
+    v2 = "class Task:\n    close_on_finish = False\n"
+    assert [(q, k) for q, k, _ in _refusals(v1, v2)] == [
+        ("Task", RefusalKind.CLASS_STATE),
+        ("Task.close_on_finish", RefusalKind.CLASS_STATE),
+    ]
