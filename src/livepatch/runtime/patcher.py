@@ -39,7 +39,6 @@ threads were still inside the new code; the log gets a warning.
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -52,6 +51,7 @@ from livepatch.patch.hooks_info import defined_hooks
 from livepatch.patch.model import PatchSpec
 from livepatch.runtime import verify
 from livepatch.runtime.events import Recorder
+from livepatch.runtime.frames import current_frames
 from livepatch.runtime.hook_runner import HookTimedOut, call_with_deadline, undo_steps
 from livepatch.runtime.lifecycle import (
     FINAL_EVENT,
@@ -166,7 +166,7 @@ def _check_activeness(parked: list[ParkedThread], codes: frozenset[CodeType]) ->
     Reliable only here: every inspected thread is parked (REFERENCE.md §3)."""
     if not codes:
         return
-    frames = sys._current_frames()
+    frames = current_frames()
     for p in parked:
         f = frames.get(p.ident)
         while f is not None:
@@ -309,7 +309,7 @@ def _threads_in(codes: frozenset[CodeType]) -> dict[int, str]:
     stacks only: no heap walk, invariant 5)."""
     names = {t.ident: t.name for t in threading.enumerate()}
     found: dict[int, str] = {}
-    for ident, frame in sys._current_frames().items():
+    for ident, frame in current_frames().items():
         f: Any = frame
         while f is not None:
             if f.f_code in codes:

@@ -10,11 +10,11 @@ standard library, the nearest frame of the program's own code), and what to do a
 from __future__ import annotations
 
 import os
-import sys
 import sysconfig
 from collections.abc import Iterable
 from types import FrameType
 
+from livepatch.runtime.frames import current_frames
 from livepatch.runtime.registry import ThreadRecord
 
 HINT = (
@@ -48,7 +48,7 @@ def where(frame: FrameType | None) -> str:
 
 def describe_blocked(records: Iterable[ThreadRecord]) -> str:
     """Each record described, with where its thread is now ("(none)" when there is none)."""
-    frames = sys._current_frames()
+    frames = current_frames()
     parts = []
     for r in records:
         at = where(frames.get(r.ident))
