@@ -255,7 +255,13 @@ class ServerState:
             elif reply is BLOCKED:
                 blocked[client].backlog.extend(pending)  # parked: the rest waits for its answer
                 break
-            elif reply is not NO_REPLY:
+            elif reply is NO_REPLY:
+                if client in muted and not self.reply_modes.inside:
+                    # CLIENT REPLY OFF/SKIP in the middle of a read: the rest of it is answered as
+                    # the new mode says (pipelined requests after it were answered before).
+                    reply_mode.process_muted(self, client, list(pending))
+                    break
+            else:
                 append(encode_reply(reply, client.protocol))
         if executed:
             self.stats.commands_processed += executed
