@@ -95,7 +95,16 @@ class StateKeeper:
         except BaseException:
             self.dir.unlock()
             raise
-        self._before = runtime.history()
+        # The runtime's history so far belongs to earlier starts (an agent restarted in-process, or the
+        # leader a promoted follower was forked from), except a validated update the promoted follower
+        # adopted and no start has stored yet: that one is this start's (livepatch.mve, adopt_applied).
+        stored_ids = {s.patch_id for s in stack}
+        applied = set(runtime.applied_patches())
+        self._before = [
+            r
+            for r in runtime.history()
+            if not (r.method == "validated" and r.patch_id in applied and r.patch_id not in stored_ids)
+        ]
         self._before_ids = {id(r) for r in self._before}
         self._start = sd.StartRecord(self.dir.next_start(), os.getpid(), time.time())
         return docs
