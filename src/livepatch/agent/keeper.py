@@ -103,7 +103,9 @@ class StateKeeper:
         self._before = [
             r
             for r in runtime.history()
-            if not (r.method == "validated" and r.patch_id in applied and r.patch_id not in stored_ids)
+            if not (
+                r.method == "validated" and r.patch_id in applied and r.patch_id not in stored_ids
+            )
         ]
         self._before_ids = {id(r) for r in self._before}
         self._start = sd.StartRecord(self.dir.next_start(), os.getpid(), time.time())
