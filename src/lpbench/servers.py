@@ -160,21 +160,15 @@ class ManagedProcess:
             self.proc.stdout.close()
 
 
-class RespServer:
-    """Common part of Redis-protocol servers: populate with DEBUG POPULATE, restart via SHUTDOWN."""
+class ProcessServer:
+    """What every server here shares: its command line started as a ManagedProcess in `data_dir`."""
 
-    name = "resp"
-    supports_live = False
-    control_socket: Path | None = None
-
-    def __init__(self, port: int, data_dir: Path, host: str = "127.0.0.1") -> None:
-        self.host, self.port, self.data_dir = host, port, data_dir
-        self.process: ManagedProcess | None = None
+    ready_pattern: re.Pattern[str]
+    data_dir: Path
+    process: ManagedProcess | None
 
     def command_line(self) -> list[str]:
         raise NotImplementedError
-
-    ready_pattern = re.compile(r"\bready\b", re.IGNORECASE)  # word: "already" must not match
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -190,6 +184,20 @@ class RespServer:
     def pid(self) -> int:
         assert self.process is not None and self.process.proc is not None
         return self.process.proc.pid
+
+
+class RespServer(ProcessServer):
+    """Common part of Redis-protocol servers: populate with DEBUG POPULATE, restart via SHUTDOWN."""
+
+    name = "resp"
+    supports_live = False
+    control_socket: Path | None = None
+
+    def __init__(self, port: int, data_dir: Path, host: str = "127.0.0.1") -> None:
+        self.host, self.port, self.data_dir = host, port, data_dir
+        self.process: ManagedProcess | None = None
+
+    ready_pattern = re.compile(r"\bready\b", re.IGNORECASE)  # word: "already" must not match
 
     def populate(self, keys: int) -> None:
         if keys <= 0:
@@ -254,7 +262,7 @@ class RedisServer(RespServer):
         ]  # fmt: skip
 
 
-class SqlServer:
+class SqlServer(ProcessServer):
     """sqlserver with the livepatch agent (unsigned patches allowed). `configure(cfg)` takes the policy,
     pool groups, workload and scale from a BenchConfig (or anything with those attributes); its agent
     trusts the harness's key, like kvserver's; `populate`
@@ -287,21 +295,6 @@ class SqlServer:
             "--livepatch-socket", str(self.control_socket), "--allow-unsigned",
             "--trusted-key", str(harness_key()[1]),
         ]  # fmt: skip
-
-    def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.process = ManagedProcess(
-            self.command_line(), self.ready_pattern, self.data_dir / "server.log"
-        )
-        self.process.start()
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
-
-    def pid(self) -> int:
-        assert self.process is not None and self.process.proc is not None
-        return self.process.proc.pid
 
     def populate(self, keys: int) -> None:
         from lpbench.sql.pg import BlockingClient
