@@ -125,9 +125,13 @@ class Driver:
 
     # -- requests ----------------------------------------------------------------------------
     def _send(self, c: _Conn, start_ns: int) -> None:
-        assert c.sock is not None
         data = encode_command(*self.workload.next_request(c.id))
         c.in_flight = start_ns
+        self._write(c, data)
+
+    def _write(self, c: _Conn, data: bytes) -> None:
+        """Send what the socket takes now; the rest waits for writability (_flush)."""
+        assert c.sock is not None
         try:
             sent = c.sock.send(data)
         except (BlockingIOError, InterruptedError):

@@ -80,19 +80,6 @@ class PgDriver(Driver):
         c.sock, c.conv, c.out, c.tx = sock, conv, b"", None
         self.sel.register(sock, selectors.EVENT_READ, c)
 
-    def _write(self, c: _Conn, data: bytes) -> None:
-        assert c.sock is not None
-        try:
-            sent = c.sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            self._lost(c, time.monotonic_ns())
-            return
-        if sent < len(data):
-            c.out = data[sent:]
-            self.sel.modify(c.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, c)
-
     def _send(self, c: _Conn, start_ns: int) -> None:
         """Begin the connection's next transaction."""
         assert isinstance(c, _PgConn)
