@@ -91,6 +91,7 @@ class ServerProcess:
         if self.alive():
             self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=30)
+        self._managed.stop()  # the process is gone: this only ends the log copying
         self._close()
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> int:
@@ -104,5 +105,4 @@ class ServerProcess:
         return self.process.wait(timeout=timeout)
 
     def _close(self) -> None:
-        """Release what the subclass holds (clients); the process is gone."""
-        self._managed.stop()
+        """Release what a subclass holds (clients); the process is gone."""
