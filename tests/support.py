@@ -17,6 +17,8 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,15 @@ from lpbench.servers import ManagedProcess
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 STOP_TIMEOUT_S = 20.0  # SIGTERM -> SIGKILL: a clean shutdown (AOF fsync, snapshot) gets this long
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll a condition that no event signals (registry state, a line in a server's log); fails after
+    `timeout`. A deadline on a condition, never a guess at how long something takes."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.0005)
 
 
 def free_port() -> int:

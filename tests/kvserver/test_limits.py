@@ -7,6 +7,8 @@ import socket
 
 import pytest
 
+from tests.support import wait_for
+
 
 def exchange(server, payload: bytes) -> bytes:
     """Send payload; read until the server closes the connection."""
@@ -77,10 +79,14 @@ def test_output_buffer_limit_closes_a_client_that_does_not_read(kv_factory):
     r = server.client()
     r.set("big", b"x" * 200_000)
     with socket.create_connection((server.host, server.port), timeout=20) as s:
-        # Ask for ~20 MB of replies and never read them.
+        # Ask for ~20 MB of replies and do not read them until the server has given up on us: reading
+        # earlier races the limit (a client that drains as fast as a slow server writes never exceeds it).
         s.sendall(b"GET big\r\n" * 100)
         # The server closes us once more than 1 MB waits; the others are served meanwhile.
         assert r.ping()
+        wait_for(
+            lambda: "output buffer limit" in server.log(), timeout=30, what="the limit to close us"
+        )
         s.settimeout(30)
         got = 0
         while True:

@@ -21,6 +21,7 @@ from types import ModuleType
 from livepatch.runtime.core import Runtime
 from livepatch.runtime.threads import Priority
 from tests.fixtures.livefixtures import load_source
+from tests.support import wait_for  # noqa: F401  (the runtime tests import it from here)
 
 
 class Versioned:
@@ -118,14 +119,6 @@ class Workers:
         while any(r < t for r, t in zip(self.requests, target, strict=True)):
             assert time.monotonic() < deadline, "workers made no progress"
             time.sleep(0.001)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll a condition that no event signals (e.g. registry state); fails after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.0005)
 
 
 FIXTURES = Path(__file__).parent / "fixtures"

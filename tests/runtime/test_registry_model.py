@@ -104,7 +104,7 @@ class RegistryModel(RuleBasedStateMachine):
         m = self.model[t]
         m.prio = prio
         expected: set[int] = set()
-        if self.mode is Mode.GLOBAL and m.state is RUNNING:
+        if self.mode is Mode.GLOBAL and self.use_priorities and m.state is RUNNING:
             expected = {u for u, o in self.model.items() if o.state is PARKED and o.prio > prio}
             for u in expected:
                 self.model[u].state = RUNNING
@@ -255,3 +255,24 @@ def test_births_wait_during_a_global_transition() -> None:
         reg.birth(1, "t", "worker", Priority.LOW)
     reg.finish_global(False)
     assert reg.can_enter()
+
+
+@pytest.mark.parametrize("use_priorities", [True, False])
+def test_lowering_a_priority_unparks_only_under_the_priority_rule(use_priorities: bool) -> None:
+    """A worker that takes a task lowers its priority; under the priority rule that unparks the listener
+    (it may have to dispatch the commit the task waits for). Naive quiescence must not: the listener stays
+    parked, which is exactly the deadlock the paper's Figure 6 shows (a CI run once applied a naive patch
+    because an idle worker woken by the hooks unparked the listener)."""
+    reg = Registry()
+    listener = reg.birth(1, "listener", "listener", Priority.CRITICAL)
+    # Running, not below the listener: under the priority rule the listener may park beside it.
+    worker = reg.birth(2, "worker", "worker", Priority.CRITICAL)
+    reg.begin_global(use_priorities)
+    assert reg.at_point(listener) in (PointAction.PARK, PointAction.PARK_NOTIFY)
+    released = reg.set_priority(worker, Priority.LOW)  # it took a task
+    if use_priorities:
+        assert released == [listener]
+        assert listener.state is RUNNING
+    else:
+        assert released == []
+        assert listener.state is PARKED

@@ -21,6 +21,7 @@ lock around every call and does the waiting; the property tests drive this class
   point) -> finish (generation unchanged).
 - Priority rule (GLOBAL, with priorities): a thread parks only when no lower-priority thread runs, and
   when a running thread lowers its priority below parked ones, those are unparked (`set_priority`).
+  Without priorities (naive quiescence) neither happens: a parked thread stays parked until the end.
 - Births and activations during a GLOBAL transition must wait (`can_enter()` is False); during a LOCAL one
   they start in `newest`. A death or deactivation simply removes the thread from what the patcher waits for.
 """
@@ -234,6 +235,7 @@ class Registry:
         if (
             tr is None
             or tr.mode is not Mode.GLOBAL
+            or not tr.use_priorities  # naive quiescence: parked threads stay parked (paper's Fig. 6)
             or tr.phase is not Phase.QUIESCING
             or rec.state is not ThreadState.RUNNING
         ):
