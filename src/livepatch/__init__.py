@@ -46,10 +46,10 @@ _LAZY: dict[str, str] = {
     "Refusal": "livepatch.patch.model",
     "TargetChange": "livepatch.patch.model",
     "Event": "livepatch.runtime.lifecycle",
-    "HookContext": "livepatch.runtime.patcher",
+    "HookContext": "livepatch.runtime.patch_hooks",
     "Outcome": "livepatch.runtime.lifecycle",
     "PatchResult": "livepatch.runtime.lifecycle",
-    "WatchPolicy": "livepatch.runtime.patcher",
+    "WatchPolicy": "livepatch.runtime.watch",
     "applied_patches": "livepatch.runtime.core",
     "apply_patch": "livepatch.runtime.core",
     "history": "livepatch.runtime.core",
@@ -107,9 +107,10 @@ if (
         transition_flag,
     )
     from livepatch.runtime.lifecycle import Event, Outcome, PatchResult
-    from livepatch.runtime.patcher import HookContext, WatchPolicy
+    from livepatch.runtime.patch_hooks import HookContext
     from livepatch.runtime.registry import RuntimeStatistics
     from livepatch.runtime.threads import Priority
+    from livepatch.runtime.watch import WatchPolicy
 
 
 def __getattr__(name: str) -> Any:

@@ -11,7 +11,7 @@ from types import ModuleType
 import pytest
 
 from livepatch import Category, WatchPolicy, patch_from_sources
-from livepatch.runtime import patcher
+from livepatch.runtime import watch as watch_module
 from livepatch.runtime.core import Runtime
 from livepatch.runtime.watch import Watch
 from tests.runtime.runtime_helpers import LoadedModules, wait_for
@@ -209,7 +209,7 @@ def test_a_slow_verdict_whose_normal_rollback_cannot_quiesce_is_forced(
     thread sits in the new code where calls are not timed (a generator): the normal revert cannot reach
     quiescence, so the window falls back to the forced one."""
     clock = _Clock()
-    monkeypatch.setattr(patcher, "Watch", lambda policy: Watch(policy, clock=clock))
+    monkeypatch.setattr(watch_module, "Watch", lambda policy: Watch(policy, clock=clock))
     lm = LoadedModules(tmp_path)
     mod = lm.load(SLOW_V1, "lp_watch_slow")
     mod.CLOCK = clock
