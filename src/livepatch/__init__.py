@@ -45,16 +45,16 @@ _LAZY: dict[str, str] = {
     "PatchSpec": "livepatch.patch.model",
     "Refusal": "livepatch.patch.model",
     "TargetChange": "livepatch.patch.model",
-    "Event": "livepatch.runtime.lifecycle",
+    "Event": "livepatch.runtime.results",
     "HookContext": "livepatch.runtime.patch_hooks",
     "Outcome": "livepatch.runtime.lifecycle",
-    "PatchResult": "livepatch.runtime.lifecycle",
+    "PatchResult": "livepatch.runtime.results",
     "WatchPolicy": "livepatch.runtime.watch",
     "applied_patches": "livepatch.runtime.core",
     "apply_patch": "livepatch.runtime.core",
     "history": "livepatch.runtime.core",
     "revert_patch": "livepatch.runtime.core",
-    "RuntimeStatistics": "livepatch.runtime.registry",
+    "RuntimeStatistics": "livepatch.runtime.results",
     "Priority": "livepatch.runtime.threads",
     "activate": "livepatch.runtime.core",
     "add_wakeup_hook": "livepatch.runtime.core",
@@ -106,9 +106,9 @@ if (
         statistics,
         transition_flag,
     )
-    from livepatch.runtime.lifecycle import Event, Outcome, PatchResult
+    from livepatch.runtime.lifecycle import Outcome
     from livepatch.runtime.patch_hooks import HookContext
-    from livepatch.runtime.registry import RuntimeStatistics
+    from livepatch.runtime.results import Event, PatchResult, RuntimeStatistics
     from livepatch.runtime.threads import Priority
     from livepatch.runtime.watch import WatchPolicy
 
