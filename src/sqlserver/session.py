@@ -36,6 +36,7 @@ from sqlserver import catalog, infer
 from sqlserver import results as res
 from sqlserver import session_states as ss
 from sqlserver import statement as k
+from sqlserver.blocking import BackOut
 from sqlserver.copy import CopyIn
 from sqlserver.executor import Executor
 from sqlserver.fastpath import Burst, parse_burst
@@ -96,6 +97,7 @@ class Session:
         self.executor: Executor | None = None
         self.function_error: PgError | None = None
         self._registered = False
+        self._backed_out: bytes | None = None
 
     # -- the network layer's interface ------------------------------------------------------
 
@@ -109,20 +111,42 @@ class Session:
 
     @property
     def idle(self) -> bool:
-        """No partial message buffered, status I, not in COPY: a safe quiescence point. A session
-        still in startup or authentication holds nothing either, so it is idle too."""
+        """Holds nothing, so a safe quiescence point: no partial message buffered, not in COPY, and
+        status I -- or status T before the block ran any statement (BEGIN only sets the status;
+        SQLite's transaction, its snapshot and the write lock come with the first statement). A
+        session still in startup or authentication holds nothing either, so it is idle too."""
+        sm = self.sm
+        if sm.phase not in (ss.READY, ss.STARTUP, ss.AUTHENTICATING) or self._parser.buffered():
+            return False
+        if sm.status == ss.IDLE:
+            return True
+        ex = self.executor
         return (
-            self.sm.status == ss.IDLE
-            and self.sm.phase in (ss.READY, ss.STARTUP, ss.AUTHENTICATING)
-            and not self._parser.buffered()
+            sm.status == ss.IN_TRANSACTION
+            and ex is not None
+            and not ex.begun
+            and not ex.holds_write
+            and not ex.conn.in_transaction
         )
+
+    def take_backed_out(self) -> bytes | None:
+        """The input of a request that backed out (blocking.py), to be given to receive() again
+        once the pending patch is over; None when the last receive() ran to the end."""
+        data, self._backed_out = self._backed_out, None
+        return data
 
     def receive(self, data: bytes) -> bytes:
         """Handle `data` from the client; returns the bytes to send back (maybe empty)."""
         if self._fast_ok and not self._parser.buffered():
             burst = parse_burst(data)
             if burst is not None:
-                fast = self._fast(burst)
+                try:
+                    fast = self._fast(burst)
+                except BackOut:
+                    # Nothing ran and nothing is held (blocking.py): the policy runs `data` again
+                    # after the pending patch, and nothing is sent meanwhile.
+                    self._backed_out = data
+                    return b""
                 if fast is not None:
                     return fast
         out = self._out = []
@@ -182,7 +206,7 @@ class Session:
                 desc, encs = p.describe(rfmts)
                 if describe:
                     out.append(desc)
-                cur = ex.run(st, params, in_block)
+                cur = ex.run(st, params, in_block, restartable=True)
                 try:
                     rows = cur.fetchall()
                 except sqlite3.Error as e:
@@ -204,7 +228,7 @@ class Session:
             else:
                 if describe:
                     out.append(be.NO_DATA)
-                cur = ex.run(st, params, in_block)
+                cur = ex.run(st, params, in_block, restartable=True)
                 if not in_block:
                     ex.release_after_autocommit()
                 out.append(p.complete(cur.rowcount if cur.rowcount >= 0 else 0))
