@@ -169,7 +169,7 @@ def test_patch_under_pgbench_load(sql_factory, work, policy, method):
         # the load): each must complete within its deadline, and old connections must follow.
         for _ in range(3):
             result = _apply(patch, sock, method, timeout=10)
-            assert result["outcome"] == "applied", result
+            assert result["outcome"] == "applied", (result.get("reason"), result)
             for c in before:
                 assert _show(c) == f"{original} (patched)"
             assert _show(in_tx) == f"{original} (patched)"
