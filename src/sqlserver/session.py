@@ -14,7 +14,8 @@ Statements run synchronously on the calling thread.
   RowDescription per result-format choice); Bind makes a Portal (decoded parameters); Execute runs
   it through SQLite, sends up to max_rows rows and PortalSuspended or CommandComplete. After an
   error everything up to Sync is discarded; Sync answers ReadyForQuery. Outside a transaction block
-  each Execute commits on its own (a difference from PostgreSQL, see docs/sqlserver.md).
+  the Executes up to Sync are one implicit transaction, committed at Sync (rolled back by an
+  error), as in PostgreSQL; the fast path's burst ends with its Sync, so it commits at once.
 * fastpath.py answers the hot Bind/Describe/Execute/Sync burst of an already-prepared statement
   without building message objects; whatever it does not recognise it leaves to this general path.
 * Every error is a PgError (codec's), turned into an ErrorResponse once, in _error(). A fatal one
@@ -82,7 +83,9 @@ class Session:
         self._parser = FrontendParser()
         self._out: list[bytes] = []
         self._skip_to_sync = False
-        self._implicit = False  # inside a multi-statement simple query's implicit transaction
+        # inside an implicit transaction: a multi-statement simple query's, or the extended
+        # protocol's (from an Execute outside a block to the next Sync)
+        self._implicit = False
         self._statements: dict[str, Prepared] = {}
         self._portals: dict[str, Portal] = {}
         self._holdable: set[str] = set()  # cursors declared WITH HOLD (they outlive their block)
@@ -118,9 +121,10 @@ class Session:
         sm = self.sm
         if sm.phase not in (ss.READY, ss.STARTUP, ss.AUTHENTICATING) or self._parser.buffered():
             return False
-        if sm.status == ss.IDLE:
-            return True
         ex = self.executor
+        if sm.status == ss.IDLE:
+            # the extended protocol's implicit transaction (until Sync) may span several reads
+            return not (self._implicit and ex is not None and ex.begun)
         return (
             sm.status == ss.IN_TRANSACTION
             and ex is not None
@@ -172,7 +176,7 @@ class Session:
             except Exception as e:  # a bug must cost this client its statement, never the server
                 log.exception("internal error in session %s", self.backend_pid)
                 self._error(PgError(INTERNAL_ERROR, f"internal error: {type(e).__name__}: {e}"))
-        self._fast_ok = self.sm.phase == ss.READY and not self._skip_to_sync
+        self._fast_ok = self.sm.phase == ss.READY and not self._skip_to_sync and not self._implicit
         return b"".join(out)
 
     def _fast(self, burst: Burst) -> bytes | None:
@@ -546,6 +550,10 @@ class Session:
             )
         if self.executor is not None and portal.cursor is None:
             self.executor.cancel_requested = False
+        if self.sm.status == ss.IDLE:
+            # Outside a block, PostgreSQL runs everything up to Sync as one implicit transaction:
+            # committed at Sync, rolled back with the first error (psycopg's pipelines rely on it).
+            self._implicit = True
         try:
             self._run(portal.prepared, portal, msg.max_rows, describe=False)
         except PgError as e:
@@ -565,6 +573,12 @@ class Session:
     def _sync(self, msg: m.Sync) -> None:
         self._skip_to_sync = False
         self._portals.pop("", None)
+        try:
+            self._end_implicit()  # the extended protocol's implicit transaction ends here
+        except PgError as e:
+            if e.fatal:
+                raise
+            self._error(e)
         self._ready()
 
     def _flush(self, msg: m.Flush) -> None:

@@ -96,3 +96,39 @@ def test_integer_primary_keys_keep_their_width_in_the_catalog(sqlserver):
             "and c.relname like 'parity_k%' order by c.relname"
         ).fetchall()
     assert got == [("parity_k2", "smallint"), ("parity_k4", "integer"), ("parity_k8", "bigint")]
+
+
+def _pipeline_with_a_failure(dsn: str) -> tuple[str, int]:
+    """psycopg's pipeline outside a transaction block: two INSERTs then Sync, the second a duplicate.
+    Returns the error's SQLSTATE and how many rows are left."""
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("drop table if exists parity_p")
+        c.execute("create table parity_p (k int primary key)")
+        sqlstate = ""
+        try:
+            with c.pipeline():
+                c.execute("insert into parity_p values (%s)", (1,))
+                c.execute("insert into parity_p values (%s)", (1,))
+        except psycopg.Error as e:
+            sqlstate = e.sqlstate or ""
+        return sqlstate, int(c.execute("select count(*) from parity_p").fetchone()[0])
+
+
+def test_executes_up_to_sync_are_one_implicit_transaction(postgres_dsn, sqlserver):
+    """An error rolls back the earlier statements of the same Sync, as PostgreSQL does."""
+    theirs = _pipeline_with_a_failure(postgres_dsn)
+    assert theirs == ("23505", 0)
+    assert _pipeline_with_a_failure(sqlserver.dsn) == theirs
+
+
+def test_an_implicit_transaction_is_committed_at_sync(sqlserver):
+    with psycopg.connect(sqlserver.dsn, autocommit=True) as c:
+        c.execute("drop table if exists parity_q")
+        c.execute("create table parity_q (k int primary key)")
+        with c.pipeline():
+            for k in range(5):
+                c.execute("insert into parity_q values (%s)", (k,))
+        with psycopg.connect(sqlserver.dsn, autocommit=True) as other:  # sees the commit
+            assert other.execute("select count(*) from parity_q").fetchone()[0] == 5
+        c.execute("insert into parity_q values (%s)", (9,))  # and the connection goes on
+        assert c.execute("select count(*) from parity_q").fetchone()[0] == 6
