@@ -8,9 +8,10 @@ for the next one (at most `thread_cache` threads wait; the others exit) -- Maria
 `cache_thread()`/`one_thread_per_connection_end`.
 
 Live patching (REFERENCE.md section 1, MariaDB's `do_command`):
-  * The quiescence point is at the top of the request loop, only when `session.idle` (no open
-    transaction, no half-received message, not in COPY). A thread inside a transaction never parks: it
-    may hold SQLite locks others wait for, and parking it would let a patch wait for itself.
+  * The quiescence point is at the top of the request loop, only when `session.idle` (it holds
+    nothing: no open transaction -- or a block that ran no statement yet --, no half-received
+    message, not in COPY). A thread inside a transaction never parks: it may hold SQLite locks others
+    wait for, and parking it would let a patch wait for itself.
   * Reading the next request blocks in `recv` for as long as the client thinks. The read is first
     made active with a short kernel timeout (IDLE_GRACE_S, SO_RCVTIMEO): a client in a request loop
     answers within it and nothing else is paid. When it expires and the session is idle, the thread
