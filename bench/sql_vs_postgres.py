@@ -13,7 +13,12 @@ latency percentiles, and sqlserver's TPS as a fraction of PostgreSQL's (goal >= 
 
 --cpu adds what a busy machine does not blur much: CPU time per transaction, in µs, of each server (sqlserver:
 its one process, all threads; PostgreSQL: the postmaster, its live children and the children it reaped --
-backends, checkpointer, WAL writer) and of the pgbench client, read from /proc around each run.
+backends, checkpointer, WAL writer) and of the pgbench client, read from /proc around each run; and
+sqlserver's context switches per transaction (all its threads, voluntary + involuntary).
+
+--base REF: A/B against another version of sqlserver: `git archive REF src` is run from it (PYTHONPATH)
+beside this tree's, same data, and within each round the three servers (PostgreSQL, REF, this tree)
+take turns, the order reversed every other round, so that all see the same background load.
 
 Needs root (runuser) and the postgresql-15 package. Figures from a shared machine vary by 10-20%; the
 servers alternate within a round so that both see the same background load.
@@ -32,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +65,7 @@ class Result:
     command: str
     server_us: float = 0.0  # server CPU per transaction (µs)
     client_us: float = 0.0  # pgbench CPU per transaction (µs)
+    switches: float = 0.0  # sqlserver's context switches per transaction (0 for PostgreSQL)
 
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -129,12 +135,40 @@ def postgres(work: Path) -> Iterator[Target]:
         proc.stop()
 
 
+def switches(pid: int) -> int:
+    """Context switches so far of every thread of `pid` (voluntary and involuntary)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as f:
+                total += sum(int(line.split()[1]) for line in f if "ctxt_switches" in line)
+        except OSError:
+            pass  # the thread exited meanwhile
+    return total
+
+
+def export_source(ref: str, dest: Path) -> Path:
+    """`git archive REF src` of this repository into dest; returns the src directory."""
+    root = Path(__file__).resolve().parents[1]
+    dest.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", ref, "src"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest / "src"
+
+
 @contextmanager
 def sqlserver(
-    work: Path, *args: str, wrapper: list[str] | None = None, livepatch: bool = True
+    work: Path,
+    *args: str,
+    wrapper: list[str] | None = None,
+    livepatch: bool = True,
+    src: Path | None = None,
 ) -> Iterator[Target]:
     """`python -m sqlserver.cli` on a free port; with the agent listening unless livepatch=False
-    (then --no-livepatch). wrapper: a command the server runs under (valgrind)."""
+    (then --no-livepatch). wrapper: a command the server runs under (valgrind). src: run the
+    sqlserver (and livepatch) found there instead of this tree's (PYTHONPATH)."""
     port = free_port()
     lp = (
         ["--livepatch-socket", str(work / f"agent-{port}.sock"), "--allow-unsigned"]
@@ -143,7 +177,10 @@ def sqlserver(
     )
     argv = [*(wrapper or []), sys.executable, "-m", "sqlserver.cli", "--port", str(port),
             "--dir", str(work / f"sql-{port}"), *lp, *args]  # fmt: skip
-    proc = ManagedProcess(argv, SQL_READY, work / f"sqlserver-{port}.log", ready_timeout_s=300)
+    env = dict(os.environ, PYTHONPATH=str(src)) if src is not None else None
+    proc = ManagedProcess(
+        argv, SQL_READY, work / f"sqlserver-{port}.log", ready_timeout_s=300, env=env
+    )
     proc.start()
     try:
         assert proc.proc is not None
@@ -168,9 +205,12 @@ def run_workload(target: Target, extra: list[str], args: argparse.Namespace, wor
     os.chmod(logdir, 0o777)
     opts = [*extra, "-M", "prepared", "-c", str(args.clients), "-j", str(args.threads),
             "-T", str(args.duration)]  # fmt: skip
+    ours = target.name != "postgres"
     server0, client0 = tree_cpu_s(target.pid), children_cpu_s()
+    cs0 = switches(target.pid) if ours else 0
     out = pgbench(target.port, *opts, "-l", "--log-prefix", str(logdir / "tx"), cwd=logdir)
     client_s = children_cpu_s() - client0
+    cs = switches(target.pid) - cs0 if ours else 0
     time.sleep(
         0.5
     )  # let PostgreSQL's backends exit and be reaped (their CPU moves to the postmaster)
@@ -189,7 +229,16 @@ def run_workload(target: Target, extra: list[str], args: argparse.Namespace, wor
     command = "pgbench " + " ".join(opts) + " -l postgres"
     failed = int(failed_m.group(1)) if failed_m else 0
     per_tx = 1e6 / max(1, ntx)
-    return Result(tps, pct(0.50), pct(0.99), failed, command, server_s * per_tx, client_s * per_tx)
+    return Result(
+        tps,
+        pct(0.50),
+        pct(0.99),
+        failed,
+        command,
+        server_s * per_tx,
+        client_s * per_tx,
+        cs * per_tx / 1e6,
+    )
 
 
 def main() -> None:
@@ -201,7 +250,13 @@ def main() -> None:
     ap.add_argument("--workloads", default="select-only,tpcb-like")
     ap.add_argument("--rounds", type=int, default=1, help="repeat and take medians")
     ap.add_argument(
-        "--cpu", action="store_true", help="add server and pgbench CPU µs per transaction"
+        "--cpu",
+        action="store_true",
+        help="add server and pgbench CPU µs and sqlserver's context switches per transaction",
+    )
+    ap.add_argument("--base", help="a git ref: run its sqlserver too, taking turns (A/B)")
+    ap.add_argument(
+        "--server-args", default="", help="extra sqlserver options, e.g. '--pool-groups 1'"
     )
     args = ap.parse_args()
     workloads = [w for w in args.workloads.split(",") if w]
@@ -211,47 +266,55 @@ def main() -> None:
         f"{load[1]:.1f} {load[2]:.1f} at start; a shared machine)\n"
     )
     cpu_head, cpu_rule = (
-        (" server CPU µs/tx | pgbench CPU µs/tx |", "---|---|") if args.cpu else ("", "")
+        (" server CPU µs/tx | pgbench CPU µs/tx | sqlserver switches/tx |", "---|---|---|")
+        if args.cpu
+        else ("", "")
     )
     print(f"| server | workload | TPS | p50 ms | p99 ms | failed | TPS / PostgreSQL |{cpu_head}")
     print(f"|---|---|---|---|---|---|---|{cpu_rule}")
     commands: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="sqlbench-") as tmp:
+    extra = args.server_args.split()
+    with tempfile.TemporaryDirectory(prefix="sqlbench-") as tmp, ExitStack() as stack:
         work = Path(tmp)
-        with postgres(work) as pg:
-            pgbench(pg.port, "-i", "-s", "1", "-q")
-            for policy in [p for p in args.policies.split(",") if p]:
-                with sqlserver(work, "--policy", policy) as ours:
-                    pgbench(ours.port, "-i", "-s", "1", "-q")
-                    for workload in workloads:
-                        got: dict[str, list[Result]] = {"pg": [], "ours": []}
-                        for rnd in range(args.rounds):
-                            order = [("pg", pg), ("ours", ours)]
-                            for key, target in order if rnd % 2 == 0 else order[::-1]:
-                                got[key].append(
-                                    run_workload(target, WORKLOADS[workload], args, work)
-                                )
-                        commands.append(got["ours"][0].command)
-                        pg_tps = statistics.median(r.tps for r in got["pg"])
-                        for key, label in (
-                            ("pg", "PostgreSQL 15"),
-                            ("ours", f"sqlserver {policy}"),
-                        ):
-                            rs = got[key]
-                            tps = statistics.median(r.tps for r in rs)
-                            cpu = (
-                                f" {statistics.median(r.server_us for r in rs):.1f} "
-                                f"| {statistics.median(r.client_us for r in rs):.1f} |"
-                                if args.cpu
-                                else ""
-                            )
-                            print(
-                                f"| {label} | {workload} | {tps:,.0f} "
-                                f"| {statistics.median(r.p50_ms for r in rs):.2f} "
-                                f"| {statistics.median(r.p99_ms for r in rs):.2f} "
-                                f"| {sum(r.failed for r in rs)} | {tps / pg_tps:.2f} |{cpu}",
-                                flush=True,
-                            )
+        base_src = export_source(args.base, work / "base") if args.base else None
+        pg = stack.enter_context(postgres(work))
+        pgbench(pg.port, "-i", "-s", "1", "-q")
+        for policy in [p for p in args.policies.split(",") if p]:
+            with ExitStack() as servers:
+                targets = [("pg", "PostgreSQL 15", pg)]
+                if base_src is not None:
+                    theirs = servers.enter_context(
+                        sqlserver(work, "--policy", policy, *extra, src=base_src)
+                    )
+                    targets.append(("base", f"sqlserver {policy} at {args.base}", theirs))
+                ours = servers.enter_context(sqlserver(work, "--policy", policy, *extra))
+                targets.append(("ours", f"sqlserver {policy}", ours))
+                for _key, _label, target in targets[1:]:
+                    pgbench(target.port, "-i", "-s", "1", "-q")
+                for workload in workloads:
+                    got: dict[str, list[Result]] = {key: [] for key, _, _ in targets}
+                    for rnd in range(args.rounds):
+                        for key, _label, target in targets if rnd % 2 == 0 else targets[::-1]:
+                            got[key].append(run_workload(target, WORKLOADS[workload], args, work))
+                    commands.append(got["ours"][0].command)
+                    pg_tps = statistics.median(r.tps for r in got["pg"])
+                    for key, label, _target in targets:
+                        rs = got[key]
+                        tps = statistics.median(r.tps for r in rs)
+                        cpu = (
+                            f" {statistics.median(r.server_us for r in rs):.1f} "
+                            f"| {statistics.median(r.client_us for r in rs):.1f} "
+                            f"| {statistics.median(r.switches for r in rs):.2f} |"
+                            if args.cpu
+                            else ""
+                        )
+                        print(
+                            f"| {label} | {workload} | {tps:,.0f} "
+                            f"| {statistics.median(r.p50_ms for r in rs):.2f} "
+                            f"| {statistics.median(r.p99_ms for r in rs):.2f} "
+                            f"| {sum(r.failed for r in rs)} | {tps / pg_tps:.2f} |{cpu}",
+                            flush=True,
+                        )
     print("\ncommands (both servers, after pgbench -i -s 1 -q):")
     for cmd in dict.fromkeys(commands):
         print(f"    {cmd}")

@@ -49,9 +49,14 @@ class Executor:
 
     # -- the write lock ---------------------------------------------------------------------
 
-    def acquire_write(self) -> None:
+    def acquire_write(self, restartable: bool = False) -> None:
+        """Take the write lock (bounded wait). restartable: the caller can run the request again later,
+        so while nothing is held yet it may raise blocking.BackOut instead (blocking.py)."""
         if self.holds_write:
             return
+        fresh = restartable and not self.begun and not self.conn.in_transaction
+        if fresh and blocking.back_out():
+            raise blocking.BackOut
         lock = self.state.write_lock
         if not lock.acquire(False):
             deadline = time.monotonic() + self._lock_timeout
@@ -68,6 +73,11 @@ class Executor:
                         )
             finally:
                 blocking.wait_end()
+            if fresh and blocking.back_out():
+                # A patch arrived while this request queued: pass the lock on (the next one in
+                # the queue backs out too) rather than start a transaction the patch waits for.
+                lock.release()
+                raise blocking.BackOut
         self.holds_write = True
 
     def release_write(self) -> None:
@@ -77,10 +87,10 @@ class Executor:
 
     # -- transactions -----------------------------------------------------------------------
 
-    def begin(self, writes: bool) -> None:
+    def begin(self, writes: bool, restartable: bool = False) -> None:
         """Start SQLite's transaction for the block's first statement (see the module docstring)."""
         if writes:
-            self.acquire_write()
+            self.acquire_write(restartable)
         try:
             self.conn.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
         except sqlite3.Error as e:
@@ -131,20 +141,23 @@ class Executor:
 
     # -- statements -------------------------------------------------------------------------
 
-    def run(self, st: Statement, params: Any, in_block: bool) -> sqlite3.Cursor:
+    def run(
+        self, st: Statement, params: Any, in_block: bool, restartable: bool = False
+    ) -> sqlite3.Cursor:
         """Run one SQL statement; in_block: inside a transaction block (explicit or implicit).
 
         Returns the cursor of the last SQLite statement. Outside a block a write is its own
         transaction, so its rows are fetched by the caller before release_after_autocommit().
+        restartable: the caller handles blocking.BackOut (raised before anything ran or was held).
         """
         conn = self.conn
         if in_block:
             if not self.begun:
-                self.begin(st.writes)
+                self.begin(st.writes, restartable)
             elif st.writes and not self.holds_write:
                 self.acquire_write()
         elif st.writes:
-            self.acquire_write()
+            self.acquire_write(restartable)
         host = self.host
         host.function_error = None
         try:

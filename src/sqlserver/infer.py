@@ -29,6 +29,7 @@ class Column:
     name: str
     oid: int  # 0: unknown until a value is seen
     table: str | None = None
+    typmod: int = -1  # PostgreSQL's type modifier (numeric(p,s) columns), -1 if none
 
 
 _FUNCTION_TYPES = {
@@ -141,7 +142,7 @@ class _Scope:
                 continue
             for name, decl in entry[1]:
                 if name.lower() == col.name.lower():
-                    return Column(col.name, r.declared_oid(decl), entry[0])
+                    return Column(col.name, r.declared_oid(decl), entry[0], r.numeric_typmod(decl))
         return None
 
 
@@ -239,9 +240,11 @@ def result_columns(tree: exp.Expression, columns_of: ColumnsOf) -> list[Column] 
                 return None
             for k in keys:
                 table, cols = scope.tables[k]
-                out += [Column(n, r.declared_oid(d), table) for n, d in cols]
+                out += [Column(n, r.declared_oid(d), table, r.numeric_typmod(d)) for n, d in cols]
             continue
-        out.append(Column(_name(p), _type(p, scope)))
+        node = p.this if isinstance(p, exp.Alias) else p
+        src = scope.column(node) if isinstance(node, exp.Column) else None
+        out.append(Column(_name(p), _type(p, scope), typmod=src.typmod if src else -1))
     return out
 
 

@@ -87,8 +87,8 @@ class Prepared:
         encs = []
         for c, f in zip(cols, fmts, strict=False):
             oid = c.oid or res.TEXT
-            fields.append(m.FieldDescription(c.name, 0, 0, oid, res.type_size(oid), -1, f))
-            encs.append(res.encoder(oid, bool(f)))
+            fields.append(m.FieldDescription(c.name, 0, 0, oid, res.type_size(oid), c.typmod, f))
+            encs.append(res.encoder(oid, bool(f), c.typmod))
         out = (be.row_description(fields), tuple(encs))
         if len(self.desc_cache) < 8:
             self.desc_cache[formats] = out

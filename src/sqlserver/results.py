@@ -167,8 +167,8 @@ _DECLARED: dict[str, int] = {
 def declared_oid(decltype: str | None) -> int:
     """The OID of a column's declared type as PRAGMA table_info reports it (0 if unknown).
 
-    "INTEGER" exactly (upper case) is the rowid alias rewrite.py makes of an integer primary key:
-    int8, the widest it may hold.
+    "INTEGER" (as SQLite spells it in PRAGMA table_info) is the rowid alias rewrite.py makes of a
+    bigint primary key: int8.
     """
     if not decltype:
         return 0
@@ -227,15 +227,62 @@ def _text_float(v: Any) -> bytes:
     return str(v).encode()
 
 
-def _text_numeric(v: Any) -> bytes:
+# numeric is stored as SQLite's REAL (a double) or INTEGER. A double holds any decimal of up to 15
+# significant digits (DBL_DIG) closely enough that printing it with 15 significant digits gives that
+# decimal back: 0.1 + 0.2 stored as a double reads back as 0.3, as PostgreSQL's numeric says, not as
+# 0.30000000000000004. A declared scale (numeric(p,s)) is then applied as PostgreSQL does: 1.5 in a
+# numeric(10,2) column reads back as 1.50.
+_WIDE = decimal.Context(prec=1000)  # quantize never runs out of digits
+
+
+def decimal_of(v: Any) -> decimal.Decimal:
+    """A stored numeric value as the decimal it stands for (see above)."""
     if isinstance(v, float):
         if math.isnan(v):
-            return b"NaN"
-        r = repr(v)
-        if "e" in r or "inf" in r:
-            return format(decimal.Decimal(r), "f").encode()
-        return r[:-2].encode() if r.endswith(".0") else r.encode()
-    return str(v).encode()
+            return decimal.Decimal("NaN")
+        if math.isinf(v):
+            return decimal.Decimal("Infinity" if v > 0 else "-Infinity")
+        return decimal.Decimal(format(v, ".15g"))
+    if isinstance(v, decimal.Decimal):
+        return v
+    return decimal.Decimal(str(v).strip())
+
+
+def _scaled(v: Any, scale: int | None) -> decimal.Decimal:
+    d = decimal_of(v)
+    if scale is None or not d.is_finite():
+        return d
+    return d.quantize(decimal.Decimal(1).scaleb(-scale), context=_WIDE)
+
+
+def _text_numeric(v: Any, scale: int | None = None) -> bytes:
+    try:
+        d = _scaled(v, scale)
+    except (decimal.InvalidOperation, ValueError):
+        return str(v).encode()  # not a number (SQLite stores what it is given): sent as it is
+    if d.is_nan():
+        return b"NaN"
+    return format(d, "f").encode()
+
+
+def numeric_scale(typmod: int) -> int | None:
+    """The scale of a numeric(p,s) type modifier (PostgreSQL's: ((p << 16) | s) + 4), or None."""
+    return (typmod - 4) & 0xFFFF if typmod >= 4 else None
+
+
+def numeric_typmod(decltype: str | None) -> int:
+    """PostgreSQL's type modifier of a declared "numeric(p,s)" / "numeric(p)" / "decimal(...)", else -1."""
+    if not decltype or "(" not in decltype:
+        return -1
+    base, _, rest = decltype.partition("(")
+    if base.strip().lower() not in ("numeric", "decimal"):
+        return -1
+    try:
+        parts = [int(x) for x in rest.rstrip(") ").split(",")]
+    except ValueError:
+        return -1
+    precision, scale = [*parts, 0][:2]
+    return ((precision << 16) | scale) + 4
 
 
 def _text_bool(v: Any) -> bytes:
@@ -342,8 +389,8 @@ def _bin_date(v: Any) -> bytes:
     return _I32.pack((dt.date.fromisoformat(str(v)[:10]) - _EPOCH_DATE).days)
 
 
-def _bin_numeric(v: Any) -> bytes:
-    d = decimal.Decimal(repr(v) if isinstance(v, float) else str(v))
+def _bin_numeric(v: Any, scale: int | None = None) -> bytes:
+    d = _scaled(v, scale)
     if d.is_nan():
         return struct.pack("!hhhh", 0, 0, 0xC000, 0)
     sign, digits, exp_ = d.as_tuple()
@@ -402,8 +449,13 @@ BINARY_ENCODERS: dict[int, Encoder] = {
 }
 
 
-def encoder(oid: int, binary: bool) -> Encoder:
-    """The encoder of one result column (binary falls back to text for types without one)."""
+def encoder(oid: int, binary: bool, typmod: int = -1) -> Encoder:
+    """The encoder of one result column (binary falls back to text for types without one); typmod:
+    the column's type modifier (numeric(p,s): values are sent with scale s)."""
+    if oid == NUMERIC and typmod >= 4:
+        scale = numeric_scale(typmod)
+        enc = _bin_numeric if binary else _text_numeric
+        return lambda v: enc(v, scale)
     if binary:
         return BINARY_ENCODERS.get(oid, _bin_text)
     return TEXT_ENCODERS.get(oid, _text_any)

@@ -448,11 +448,18 @@ def _column(table: str, col: exp.ColumnDef) -> list[str]:
     is_pk = any(isinstance(c.args.get("kind"), exp.PrimaryKeyColumnConstraint) for c in constraints)
     serial = isinstance(dtype, exp.DataType) and (dtype.this in _SERIALS or bool(identity))
     name = pg_type_name(dtype) if isinstance(dtype, exp.DataType) else "text"
-    if is_pk and name in ("int2", "int4", "int8"):
-        # SQLite's rowid alias: exactly "INTEGER PRIMARY KEY". Values are assigned like a serial's.
+    if is_pk and name == "int8":
+        # SQLite's rowid alias: exactly "INTEGER PRIMARY KEY" (one B-tree instead of a table and an
+        # index). Only for int8: the alias is reported as int8 (PRAGMA table_info spells it
+        # "INTEGER", whatever the case written), and its values are assigned like a bigserial's.
         col.set("kind", raw_type("INTEGER"))
         return []
     col.set("kind", raw_type(name))
+    if is_pk and not any(
+        isinstance(c.args.get("kind"), exp.NotNullColumnConstraint) for c in constraints
+    ):
+        # A primary key is NOT NULL in PostgreSQL; SQLite lets NULL into one that is not a rowid.
+        col.append("constraints", exp.ColumnConstraint(kind=exp.NotNullColumnConstraint()))
     if not serial:
         return []
     seq = f"{table}_{col.name}_seq"

@@ -14,7 +14,8 @@ Statements run synchronously on the calling thread.
   RowDescription per result-format choice); Bind makes a Portal (decoded parameters); Execute runs
   it through SQLite, sends up to max_rows rows and PortalSuspended or CommandComplete. After an
   error everything up to Sync is discarded; Sync answers ReadyForQuery. Outside a transaction block
-  each Execute commits on its own (a difference from PostgreSQL, see docs/sqlserver.md).
+  the Executes up to Sync are one implicit transaction, committed at Sync (rolled back by an
+  error), as in PostgreSQL; the fast path's burst ends with its Sync, so it commits at once.
 * fastpath.py answers the hot Bind/Describe/Execute/Sync burst of an already-prepared statement
   without building message objects; whatever it does not recognise it leaves to this general path.
 * Every error is a PgError (codec's), turned into an ErrorResponse once, in _error(). A fatal one
@@ -36,6 +37,7 @@ from sqlserver import catalog, infer
 from sqlserver import results as res
 from sqlserver import session_states as ss
 from sqlserver import statement as k
+from sqlserver.blocking import BackOut
 from sqlserver.copy import CopyIn
 from sqlserver.executor import Executor
 from sqlserver.fastpath import Burst, parse_burst
@@ -81,7 +83,9 @@ class Session:
         self._parser = FrontendParser()
         self._out: list[bytes] = []
         self._skip_to_sync = False
-        self._implicit = False  # inside a multi-statement simple query's implicit transaction
+        # inside an implicit transaction: a multi-statement simple query's, or the extended
+        # protocol's (from an Execute outside a block to the next Sync)
+        self._implicit = False
         self._statements: dict[str, Prepared] = {}
         self._portals: dict[str, Portal] = {}
         self._holdable: set[str] = set()  # cursors declared WITH HOLD (they outlive their block)
@@ -96,6 +100,7 @@ class Session:
         self.executor: Executor | None = None
         self.function_error: PgError | None = None
         self._registered = False
+        self._backed_out: bytes | None = None
 
     # -- the network layer's interface ------------------------------------------------------
 
@@ -109,20 +114,43 @@ class Session:
 
     @property
     def idle(self) -> bool:
-        """No partial message buffered, status I, not in COPY: a safe quiescence point. A session
-        still in startup or authentication holds nothing either, so it is idle too."""
+        """Holds nothing, so a safe quiescence point: no partial message buffered, not in COPY, and
+        status I -- or status T before the block ran any statement (BEGIN only sets the status;
+        SQLite's transaction, its snapshot and the write lock come with the first statement). A
+        session still in startup or authentication holds nothing either, so it is idle too."""
+        sm = self.sm
+        if sm.phase not in (ss.READY, ss.STARTUP, ss.AUTHENTICATING) or self._parser.buffered():
+            return False
+        ex = self.executor
+        if sm.status == ss.IDLE:
+            # the extended protocol's implicit transaction (until Sync) may span several reads
+            return not (self._implicit and ex is not None and ex.begun)
         return (
-            self.sm.status == ss.IDLE
-            and self.sm.phase in (ss.READY, ss.STARTUP, ss.AUTHENTICATING)
-            and not self._parser.buffered()
+            sm.status == ss.IN_TRANSACTION
+            and ex is not None
+            and not ex.begun
+            and not ex.holds_write
+            and not ex.conn.in_transaction
         )
+
+    def take_backed_out(self) -> bytes | None:
+        """The input of a request that backed out (blocking.py), to be given to receive() again
+        once the pending patch is over; None when the last receive() ran to the end."""
+        data, self._backed_out = self._backed_out, None
+        return data
 
     def receive(self, data: bytes) -> bytes:
         """Handle `data` from the client; returns the bytes to send back (maybe empty)."""
         if self._fast_ok and not self._parser.buffered():
             burst = parse_burst(data)
             if burst is not None:
-                fast = self._fast(burst)
+                try:
+                    fast = self._fast(burst)
+                except BackOut:
+                    # Nothing ran and nothing is held (blocking.py): the policy runs `data` again
+                    # after the pending patch, and nothing is sent meanwhile.
+                    self._backed_out = data
+                    return b""
                 if fast is not None:
                     return fast
         out = self._out = []
@@ -148,7 +176,7 @@ class Session:
             except Exception as e:  # a bug must cost this client its statement, never the server
                 log.exception("internal error in session %s", self.backend_pid)
                 self._error(PgError(INTERNAL_ERROR, f"internal error: {type(e).__name__}: {e}"))
-        self._fast_ok = self.sm.phase == ss.READY and not self._skip_to_sync
+        self._fast_ok = self.sm.phase == ss.READY and not self._skip_to_sync and not self._implicit
         return b"".join(out)
 
     def _fast(self, burst: Burst) -> bytes | None:
@@ -182,7 +210,7 @@ class Session:
                 desc, encs = p.describe(rfmts)
                 if describe:
                     out.append(desc)
-                cur = ex.run(st, params, in_block)
+                cur = ex.run(st, params, in_block, restartable=True)
                 try:
                     rows = cur.fetchall()
                 except sqlite3.Error as e:
@@ -204,7 +232,7 @@ class Session:
             else:
                 if describe:
                     out.append(be.NO_DATA)
-                cur = ex.run(st, params, in_block)
+                cur = ex.run(st, params, in_block, restartable=True)
                 if not in_block:
                     ex.release_after_autocommit()
                 out.append(p.complete(cur.rowcount if cur.rowcount >= 0 else 0))
@@ -522,6 +550,10 @@ class Session:
             )
         if self.executor is not None and portal.cursor is None:
             self.executor.cancel_requested = False
+        if self.sm.status == ss.IDLE:
+            # Outside a block, PostgreSQL runs everything up to Sync as one implicit transaction:
+            # committed at Sync, rolled back with the first error (psycopg's pipelines rely on it).
+            self._implicit = True
         try:
             self._run(portal.prepared, portal, msg.max_rows, describe=False)
         except PgError as e:
@@ -541,6 +573,12 @@ class Session:
     def _sync(self, msg: m.Sync) -> None:
         self._skip_to_sync = False
         self._portals.pop("", None)
+        try:
+            self._end_implicit()  # the extended protocol's implicit transaction ends here
+        except PgError as e:
+            if e.fatal:
+                raise
+            self._error(e)
         self._ready()
 
     def _flush(self, msg: m.Flush) -> None:

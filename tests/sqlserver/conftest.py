@@ -132,6 +132,9 @@ class LineSession:
     def idle(self) -> bool:
         return not self._buf and self.status == "I"
 
+    def take_backed_out(self) -> bytes | None:
+        return None  # requests of the double never back out
+
     def receive(self, data: bytes) -> bytes:
         self._buf += data
         out = []

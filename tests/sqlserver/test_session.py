@@ -126,9 +126,9 @@ def test_extended_query_with_row_limit_and_named_statements(c):
         Parse("s1", "select k, v from t where k >= $1 order by k"), Describe("S", "s1"), Sync()
     )
     assert isinstance(r.messages[0], ParseComplete)
-    assert r.of(ParameterDescription)[0].oids == (20,)  # k is the rowid alias: int8
+    assert r.of(ParameterDescription)[0].oids == (23,)  # k is int (int4), as in PostgreSQL
     fields = r.descriptions[0].fields
-    assert [(f.name, f.type_oid) for f in fields] == [("k", 20), ("v", 25)]
+    assert [(f.name, f.type_oid) for f in fields] == [("k", 23), ("v", 25)]
     r = c.send(
         Bind("p", "s1", (), (b"0",), ()), Execute("p", 2), Execute("p", 2), Execute("p", 2), Sync()
     )

@@ -88,7 +88,17 @@ class SessionModel(RuleBasedStateMachine):
         if hasattr(self, "client"):
             assert self.client.session.status == self.status
             assert self.client.session.sm.phase == ss.READY
-            assert self.client.session.idle == (self.status == "I")
+            # idle: holds nothing. Always in I, never in E; in T only before the block ran a
+            # statement (BEGIN alone: SQLite's transaction starts lazily).
+            session = self.client.session
+            ex = session.executor
+            assert ex is not None
+            if self.status == "I":
+                assert session.idle
+            elif self.status == "E":
+                assert not session.idle
+            else:
+                assert session.idle == (not ex.begun and not ex.conn.in_transaction)
 
 
 STATE = None

@@ -160,7 +160,7 @@ def test_patch_under_pgbench_load(sql_factory, work, policy, method):
         # the load): each must complete within its deadline, and old connections must follow.
         for _ in range(3):
             result = _apply(patch, sock, method, timeout=10)
-            assert result["outcome"] == "applied", result
+            assert result["outcome"] == "applied", (result.get("reason"), result)
             for c in before:
                 assert _show(c) == f"{original} (patched)"
             assert _show(in_tx) == f"{original} (patched)"
@@ -238,6 +238,8 @@ def test_thread_per_connection_open_transaction_makes_a_global_patch_abort_at_it
     patch = build_patch(work)
     tx = psycopg.connect(server.dsn)
     original = _show(tx)  # psycopg opened a transaction: the session is in status T
+    # ... and the block ran a statement (a BEGIN alone holds nothing, and does not hold a patch up)
+    tx.execute("select count(*) from pg_class").fetchone()
     other = psycopg.connect(server.dsn, autocommit=True)
     result = _apply(patch, sock, "global", timeout=1.5)
     assert result["outcome"] == "aborted", result
@@ -262,3 +264,48 @@ def test_pool_applies_between_two_statements_of_an_open_transaction(sql_factory,
     assert _show(tx) == f"{original} (patched)"
     tx.commit()
     tx.close()
+
+
+UPDATE_ONE = "update acct set balance = balance + %s where id = %s"
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_a_transaction_queued_for_its_first_write_does_not_hold_a_patch_up(
+    sql_factory, work, policy
+):
+    """A block whose first write queues on the write lock when a patch arrives holds nothing: the
+    request backs out, the patch applies, the write runs afterwards (sqlserver/blocking.py). Before
+    this, the patch waited for that whole transaction -- forever, here, as it stays open."""
+    server, sock = _server(sql_factory, work, policy)
+    patch = build_patch(work)
+    with psycopg.connect(server.dsn, autocommit=True) as c:
+        c.execute("create table acct (id int primary key, balance int)")
+        c.execute("insert into acct values (1, 0), (2, 0)")
+    waiter = psycopg.connect(server.dsn)
+    # prepared once, so that the UPDATE below is one Bind/Execute/Sync burst (the fast path)
+    waiter.execute(UPDATE_ONE, (0, 2), prepare=True)
+    waiter.commit()
+    holder = psycopg.connect(server.dsn)
+    holder.execute(UPDATE_ONE, (1, 1))  # write lock held, status T
+    waited: list[int] = []
+    blocked = threading.Thread(
+        target=lambda: waited.append(waiter.execute(UPDATE_ONE, (10, 1), prepare=True).rowcount)
+    )  # BEGIN, then the UPDATE queues on the write lock
+    blocked.start()
+    results: list[dict] = []
+    patcher = threading.Thread(target=lambda: results.append(_apply(patch, sock, "global", 20)))
+    patcher.start()
+    try:
+        _wait(lambda: _transition_pending(sock), "the patch request")
+        holder.commit()
+        blocked.join(60)
+        assert waited == [1]  # the UPDATE ran, in a transaction the client keeps open
+        patcher.join(120)
+        assert results and results[0]["outcome"] == "applied", results
+        assert _show(waiter).endswith("(patched)")  # in the same, still open, transaction
+        waiter.commit()
+    finally:
+        holder.close()
+        waiter.close()
+    with psycopg.connect(server.dsn, autocommit=True) as c:
+        assert c.execute("select balance from acct where id = 1").fetchone()[0] == 11

@@ -26,13 +26,16 @@ READ_SIZE = 64 * 1024
 class Connection:
     """A client socket and (from its first bytes on) its session."""
 
-    __slots__ = ("_closed", "peer", "session", "sock", "table")
+    __slots__ = ("_closed", "peer", "pending", "session", "sock", "table")
 
     def __init__(self, sock: socket.socket, peer: str, table: ConnectionTable) -> None:
         self.sock = sock
         self.peer = peer
         self.table = table
         self.session: NetSession | None = None
+        # A request that backed out (sqlserver/blocking.py): run again, before reading the socket,
+        # once the pending patch is over.
+        self.pending: bytes | None = None
         self._closed = False
 
     def open_session(self, state: SessionFactory) -> NetSession:
@@ -44,8 +47,13 @@ class Connection:
         return session
 
     def serve_once(self, state: SessionFactory) -> bool:
-        """Read what the client sent (one recv, blocking), run it, send the replies with one sendall.
-        Returns False when the connection is finished (end of file, error, or the session closed)."""
+        """Read what the client sent (one recv, blocking; or the request that backed out), run it,
+        send the replies with one sendall. Returns False when the connection is finished (end of
+        file, error, or the session closed); `pending` is set again if the request backed out."""
+        data = self.pending
+        if data is not None:
+            self.pending = None
+            return self.respond(state, data)
         try:
             data = self.sock.recv(READ_SIZE)
         except OSError:
@@ -64,7 +72,9 @@ class Connection:
             # server, not the client's fault: log it once with its traceback, drop only this client.
             log.exception("session %s failed; closing its connection", self.peer)
             return False
-        if out:
+        if not out:
+            self.pending = session.take_backed_out()
+        else:
             try:
                 self.sock.sendall(out)
             except OSError:

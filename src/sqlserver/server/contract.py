@@ -12,8 +12,8 @@ from typing import Protocol
 
 
 class NetSession(Protocol):
-    """One client's protocol state (sans-IO). Concurrency: `receive`, `idle`, `status`, `closed` and
-    `close` are called by the one thread serving the connection at that moment; `cancel` from any thread."""
+    """One client's protocol state (sans-IO). Concurrency: `receive`, `idle`, `status`, `closed`,
+    `take_backed_out` and `close` are called by the one thread serving the connection at that moment; `cancel` from any thread."""
 
     def receive(self, data: bytes) -> bytes: ...
 
@@ -22,6 +22,8 @@ class NetSession(Protocol):
 
     @property
     def closed(self) -> bool: ...
+
+    def take_backed_out(self) -> bytes | None: ...
 
     def cancel(self) -> None: ...
 

@@ -8,9 +8,10 @@ for the next one (at most `thread_cache` threads wait; the others exit) -- Maria
 `cache_thread()`/`one_thread_per_connection_end`.
 
 Live patching (REFERENCE.md section 1, MariaDB's `do_command`):
-  * The quiescence point is at the top of the request loop, only when `session.idle` (no open
-    transaction, no half-received message, not in COPY). A thread inside a transaction never parks: it
-    may hold SQLite locks others wait for, and parking it would let a patch wait for itself.
+  * The quiescence point is at the top of the request loop, only when `session.idle` (it holds
+    nothing: no open transaction -- or a block that ran no statement yet --, no half-received
+    message, not in COPY). A thread inside a transaction never parks: it may hold SQLite locks others
+    wait for, and parking it would let a patch wait for itself.
   * Reading the next request blocks in `recv` for as long as the client thinks. The read is first
     made active with a short kernel timeout (IDLE_GRACE_S, SO_RCVTIMEO): a client in a request loop
     answers within it and nothing else is paid. When it expires and the session is idle, the thread
@@ -20,6 +21,10 @@ Live patching (REFERENCE.md section 1, MariaDB's `do_command`):
     moves the thread to the new generation. Inside a transaction the thread stays active during the
     read: a global patch waits for the client's next statement (the thread runs it and reaches its
     point once idle) or aborts at its deadline -- it never parks a thread inside a transaction.
+  * A request that would start a transaction (its first write) while a patch is pending backs out
+    before taking anything (sqlserver/blocking.py); the loop then passes its point (the session
+    holds nothing) and runs the request again afterwards, so a global patch waits only for the
+    transactions that already hold something.
   * Cached threads wait deactivated (the runtime never waits for them), so no wake-up hook is needed
     for the cache; the acceptor's self-pipe hook wakes the acceptor.
 
@@ -39,6 +44,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
+from sqlserver import blocking
 from sqlserver.server.connection import READ_SIZE, Connection, ConnectionTable
 from sqlserver.server.contract import SessionFactory
 
@@ -172,6 +178,7 @@ def serve_patchable(conn: Connection, state: SessionFactory) -> None:
 
     flag = livepatch.transition_flag()
     quiescence_point = livepatch.quiescence_point
+    blocking.install_back_out(blocking.BackOutRule(flag))
     sock = conn.sock
     recv = sock.recv
     respond = conn.respond
@@ -182,6 +189,11 @@ def serve_patchable(conn: Connection, state: SessionFactory) -> None:
         # request loop itself pays one attribute read for being patchable.
         if flag.request is not None and session.idle:
             quiescence_point()  # between two requests, outside any transaction
+        if conn.pending is not None:
+            # The last request backed out for the patch just passed (blocking.py): run it now.
+            if not conn.serve_once(state):
+                return
+            continue
         try:
             data = recv(READ_SIZE)  # active for at most IDLE_GRACE_S: the usual reply time
         except BlockingIOError:

@@ -38,6 +38,9 @@ Live patching:
     open transactions found no free thread (a thread born during a global patch waits for its end):
     both made global patches under pgbench -c 10 abort at their deadline. Statements of open
     transactions still run, so every lock is released and everyone parks;
+  * likewise a request that would start a transaction (its first write, which queues on the write
+    lock) while a patch is pending backs out before taking anything (sqlserver/blocking.py) and is
+    deferred the same way: the patch then waits only for transactions that already hold something;
   * the wake-up hook writes every group's self-pipe (wakes the listener) and notifies every group's
     condition (waiting workers go back to their quiescence point) -- except, while some request
     still executes, the threads whose point would only refuse them (`wakeup_all`): the runtime
@@ -338,8 +341,9 @@ class ThreadPool:
         with group.lock:
             group.starting -= 1
         role = _Role(self.naive) if self.livepatch_enabled else None
-        blocking.install(group.wait_begin, group.wait_end)
         flag = self._flag
+        back_out = blocking.BackOutRule(flag) if flag is not None and not self.naive else None
+        blocking.install(group.wait_begin, group.wait_end, back_out)
         ran = False
         while True:
             if group.deferred and flag is not None and flag.request is None:
@@ -488,6 +492,12 @@ class ThreadPool:
             log.exception("serving %s failed; closing it", conn.peer)
             keep = False
         fd = conn.sock.fileno()
+        if keep and conn.pending is not None:
+            # The request backed out for a pending patch (blocking.py): its session holds nothing;
+            # it runs again, from conn.pending, once the patch is over.
+            with group.lock:
+                group.deferred.append(conn)
+            return
         if keep:
             try:
                 group.epoll.modify(fd, _ONESHOT_IN)  # back to the listener; no longer ours
