@@ -24,15 +24,20 @@ from lpbench.sql.patches import builtin_patch
 
 
 def table(summary: dict) -> str:
-    lines = ["| protocol | workload | runs | runs deadlocked | runs with an aborted patch | server process hung | patches (applied or reverted / triggered) | sync p50 / p99 ms |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| protocol | workload | runs | runs deadlocked | runs with an aborted patch | server process hung | patches (applied or reverted / triggered) | sync p50 / p99 ms | s per run (median) | load average |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in summary["rows"]:
         sync = (
             "-" if r["sync_p50_ms"] is None else f"{r['sync_p50_ms']:.2f} / {r['sync_p99_ms']:.1f}"
         )
         lines.append(f"| {r['protocol']} | {r['workload']} | {r['runs']} | {r['runs_deadlocked']} | "
-                     f"{r['runs_aborted']} | {r.get('runs_hung', 0)} | {r['patches_ok']:,} / {r['patches']:,} | {sync} |")  # fmt: skip
+                     f"{r['runs_aborted']} | {r.get('runs_hung', 0)} | {r['patches_ok']:,} / {r['patches']:,} | {sync} | "
+                     f"{_or_dash(r.get('seconds_per_run'))} | {_or_dash(r.get('load'), '{0[0]}-{0[1]}')} |")  # fmt: skip
     return "\n".join(lines)
+
+
+def _or_dash(x: object, fmt: str = "{0}") -> str:
+    return "-" if x is None else fmt.format(x)
 
 
 def main() -> int:

@@ -14,9 +14,10 @@ Theory of operation
   that our runtime's deadline ends it instead of a watchdog. The first half is left out because threads
   park one by one: the transactions already running finish early in the wait even when the server is
   stuck by then. An aborted patch with progress to the end is counted apart (slow, not a deadlock).
-- A run *deadlocks* if any of its patches did. After the first aborted patch the run stops patching (the
-  rest of its triggers record "none"), so a deadlocking protocol costs one deadline per run, not one per
-  trigger.
+- A run *deadlocks* if any of its patches did. The first patch that did not take effect (aborted, or no
+  reply) ends the run there: no more patches, and the load stops at once (`run_over`, runner.run_once),
+  so a deadlocking run costs its time to the first deadline, not the whole duration. Its transactions
+  up to that moment are all recorded, which is all the judgement of that patch reads.
 
 Concurrency: one thread (the harness); the load drivers are processes (lpbench.pool).
 """
@@ -77,14 +78,14 @@ class StopAtAbort:
 
     def __init__(self, patches: list[BuiltPatch], deadline_s: float) -> None:
         self.live = LiveUpdate("global", patches, deadline_s, wait_s=deadline_s + HANG_GRACE_S)
-        self.stopped = False
+        self.run_over = False  # read by runner.run_once: end the load now
 
     def trigger(self, server: Server, index: int) -> dict[str, Any]:
-        if self.stopped:
+        if self.run_over:
             return NoUpdate().trigger(server, index)
         record = self.live.trigger(server, index)
         if record["outcome"] not in (Outcome.APPLIED, Outcome.REVERTED):
-            self.stopped = True
+            self.run_over = True
             if record["outcome"] == Outcome.FAILED and _is_hang(record.get("reason")):
                 record["hung"] = True
                 with contextlib.suppress(OSError, AssertionError):
@@ -149,9 +150,12 @@ def one_run(
         scale=cfg.scale, pool_quiescence=protocol,
     )  # fmt: skip
     run_dir = out / protocol / workload / f"run{index}"
+    started = time.monotonic()
     result = run_once(bench, StopAtAbort(patches, cfg.deadline_s), run_dir)
     verdict = judge(result.recording, result.updates)
-    verdict.update(workload=workload, protocol=protocol, index=index)
+    # The machine's 1-minute load average at the run's end: the figure is a busy machine's.
+    verdict.update(workload=workload, protocol=protocol, index=index,
+                   seconds=round(time.monotonic() - started, 1), load=round(os.getloadavg()[0], 1))  # fmt: skip
     write_json(run_dir / "verdict.json", verdict)
     # The raw data of a run is large and figure 6 needs only the verdicts: keep the server log and
     # events of runs with an aborted patch (to see where it hung), drop the rest.
@@ -194,7 +198,8 @@ def run_all(
                 summary["seconds"] = round(spent + time.monotonic() - started, 1)
                 write_json(out / "deadlocks.json", summary)
                 log(f"{protocol:8} {workload:5} run {i + 1}/{cfg.runs}: {v['patches_ok']}/{v['patches']} "
-                    f"patches, {v['aborted']} aborted, {'DEADLOCK' if v['deadlocked'] else 'ok'}")  # fmt: skip
+                    f"patches, {v['aborted']} aborted, {'DEADLOCK' if v['deadlocked'] else 'ok'}, "
+                    f"{v['seconds']} s, load {v['load']}")  # fmt: skip
     return summarize(cfg, verdicts, patches)
 
 
@@ -219,6 +224,8 @@ def summarize(
                 "sync_p99_ms": sync[min(len(sync) - 1, int(0.99 * len(sync)))] if sync else None,
                 "runs_hung": sum(bool(v.get("hangs")) for v in mine),
                 "other_failures": sum(len(v["other_failures"]) for v in mine),
+                "seconds_per_run": _median([v["seconds"] for v in mine if "seconds" in v]),
+                "load": [min(loads), max(loads)] if (loads := [v["load"] for v in mine if "load" in v]) else None,
             })  # fmt: skip
     return {
         "config": asdict(cfg),
@@ -229,6 +236,10 @@ def summarize(
         "rows": rows,
         "runs": verdicts,
     }
+
+
+def _median(xs: list[float]) -> float | None:
+    return sorted(xs)[len(xs) // 2] if xs else None
 
 
 def load(out: Path) -> dict[str, Any]:
