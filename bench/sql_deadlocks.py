@@ -1,6 +1,6 @@
 """Figure 6 of docs/results-sql.md: naive against priority-based quiescence of sqlserver's thread pool.
 
-    .venv/bin/python bench/sql_deadlocks.py [--runs 100] [--duration 6] [--deadline 3] [--out DIR]
+    .venv/bin/python bench/sql_deadlocks.py [--runs 100] [--duration 6] [--deadline 3] [--jobs 1] [--out DIR]
     .venv/bin/python bench/sql_deadlocks.py --replot --out DIR
 
 `--runs` runs of YCSB and of TPC-C per protocol (naive: `livepatch serve sql --pool-quiescence naive`,
@@ -51,6 +51,7 @@ def main() -> int:
     )
     ap.add_argument("--workloads", default="ycsb,tpcc")
     ap.add_argument("--protocols", default="naive,priority")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at a time (each its own server)")
     ap.add_argument("--out", type=Path, default=Path("results/sql-deadlocks"))
     ap.add_argument("--replot", action="store_true", help="redraw from DIR/deadlocks.json only")
     ap.add_argument("--resume", action="store_true",
@@ -67,7 +68,7 @@ def main() -> int:
             patches = [builtin_patch(Path(work))]
             deadlocks.run_all(
                 cfg, patches, args.out, log=lambda s: print(s, file=sys.stderr, flush=True),
-                resume=args.resume,
+                resume=args.resume, jobs=args.jobs,
             )  # fmt: skip
     summary = deadlocks.load(args.out)
     plots_sql.deadlocks(summary, args.out / "deadlocks.png")

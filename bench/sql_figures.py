@@ -4,10 +4,12 @@
     .venv/bin/python bench/sql_figures.py fig2   # OLAP queries on a timeline, global vs local
     .venv/bin/python bench/sql_figures.py fig3   # sync time, a patch every 100 ms; and against pool size
     .venv/bin/python bench/sql_figures.py fig5   # patch time against patch size, patches #1-#5
-    options: --out DIR (default results/sql-figures) --duration S --patch K --replot
+    options: --out DIR (default results/sql-figures) --duration S --patch today|K --replot
 
-Every update applies or reverts a real commit of this repository's sqlserver (lpbench.sql.history:
-patch #K, default #4, on a server running that commit's parent; fig5: all five); the runs are lpbench's
+Every update applies or reverts a real commit of this repository's sqlserver, on a server running that
+commit's parent (lpbench.sql.history): figures 1-4 by default `today` (history.TODAY, the newest commit
+that applies, whose parent runs today's pool), or patch #K of #1-#5 (their parents predate the pool's
+rewrite); fig5: all five. The runs are lpbench's
 (runner.run_once: every transaction recorded, the agent's events merged). Durations and sizes are cut
 down for a busy 2-core machine (docs/results-sql.md says by how much). The figures go to DIR/figN.png;
 each panel's data stays in DIR/figN/<panel>/ (summary.json, per-run requests.npz and events.json), so
@@ -167,7 +169,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("results/sql-figures"))
     ap.add_argument("--duration", type=float, default=None,
                     help="seconds per run (fig1: 15, fig2: 20, fig3: 6)")  # fmt: skip
-    ap.add_argument("--patch", type=int, default=4, choices=range(1, 6), help="history patch #K")
+    ap.add_argument("--patch", default="today", choices=["today", "1", "2", "3", "4", "5"],
+                    help="figures 1-4: history.TODAY (default) or patch #K")  # fmt: skip
     ap.add_argument("--repo", type=Path, default=Path("."), help="a git clone of this repository")
     ap.add_argument("--replot", action="store_true", help="redraw from DIR only; run nothing")
     ap.add_argument("--only", type=lambda t: {int(x) for x in t.split(",")}, default=None,
@@ -176,11 +179,15 @@ def main() -> int:
     args.duration = args.duration or {"fig1": 15.0, "fig2": 20.0, "fig3": 6.0}.get(args.figure, 0)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="lpb-hist-") as tmp:
-        built = None if args.replot else history.build(args.repo, Path(tmp))
+        commits = (
+            (history.TODAY,) if args.figure != "fig5" and args.patch == "today" else history.CHOSEN
+        )
+        built = None if args.replot else history.build(args.repo, Path(tmp), commits)
         if args.figure == "fig5":
             paths = fig5(args, built)
         else:
-            patch = None if built is None else built[args.patch - 1]
+            k = 0 if args.patch == "today" else int(args.patch) - 1
+            patch = None if built is None else built[k]
             paths = {"fig1": fig1, "fig2": fig2, "fig3": fig3}[args.figure](args, patch)
     if built is not None:
         (args.out / f"{args.figure}-patches.json").write_text(json.dumps(

@@ -19,7 +19,9 @@ Theory of operation
   so a deadlocking run costs its time to the first deadline, not the whole duration. Its transactions
   up to that moment are all recorded, which is all the judgement of that patch reads.
 
-Concurrency: one thread (the harness); the load drivers are processes (lpbench.pool).
+Concurrency: one harness thread per run at a time (`run_all(jobs=N)`: N lanes, each run its own server,
+drivers and directory; the verdicts and DIR/deadlocks.json under one lock); the load drivers are
+processes (lpbench.pool).
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ import contextlib
 import json
 import os
 import signal
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from livepatch.runtime.lifecycle import Outcome
+from lpbench.keys import harness_key
 from lpbench.patches import BuiltPatch
 from lpbench.recording import Recording
 from lpbench.runner import BenchConfig, run_once, write_json
@@ -171,10 +176,14 @@ def run_all(
     out: Path,
     log: Any = print,
     resume: bool = False,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Every run, rounds interleaving protocols and workloads (slow drift hits all alike); writes
     DIR/deadlocks.json after each run, so an interrupted sweep keeps what it measured. `resume`: keep
-    the verdicts already in DIR/deadlocks.json and run only the missing (protocol, workload, index)."""
+    the verdicts already in DIR/deadlocks.json and run only the missing (protocol, workload, index).
+    `jobs`: runs at a time (each its own server and drivers; the runs in one round then overlap). A run
+    that fails to run at all (a server that does not start) is logged and left missing: `resume` redoes
+    it."""
     out.mkdir(parents=True, exist_ok=True)
     verdicts: list[dict[str, Any]] = []
     spent = 0.0
@@ -186,20 +195,32 @@ def run_all(
                 v["hangs"] = [f for f in v["other_failures"] if _is_hang(f)]
                 v["other_failures"] = [f for f in v["other_failures"] if not _is_hang(f)]
     done = {(v["protocol"], v["workload"], v["index"]) for v in verdicts}
+    todo = [(protocol, workload, i) for i in range(cfg.runs) for protocol in cfg.protocols
+            for workload in cfg.workloads if (protocol, workload, i) not in done]  # fmt: skip
     started = time.monotonic()
-    for i in range(cfg.runs):
-        for protocol in cfg.protocols:
-            for workload in cfg.workloads:
-                if (protocol, workload, i) in done:
-                    continue
-                v = one_run(cfg, workload, protocol, i, patches, out)
-                verdicts.append(v)
-                summary = summarize(cfg, verdicts, patches)
-                summary["seconds"] = round(spent + time.monotonic() - started, 1)
-                write_json(out / "deadlocks.json", summary)
-                log(f"{protocol:8} {workload:5} run {i + 1}/{cfg.runs}: {v['patches_ok']}/{v['patches']} "
-                    f"patches, {v['aborted']} aborted, {'DEADLOCK' if v['deadlocked'] else 'ok'}, "
-                    f"{v['seconds']} s, load {v['load']}")  # fmt: skip
+    lock = threading.Lock()
+    harness_key()  # made once, before any lane (functools.cache is not a lock)
+
+    def one(protocol: str, workload: str, i: int) -> None:
+        try:
+            v = one_run(cfg, workload, protocol, i, patches, out)
+        except (RuntimeError, OSError, ValueError) as exc:
+            log(
+                f"{protocol:8} {workload:5} run {i + 1}/{cfg.runs}: did not run ({exc}); --resume redoes it"
+            )
+            return
+        with lock:
+            verdicts.append(v)
+            summary = summarize(cfg, verdicts, patches)
+            summary["seconds"] = round(spent + time.monotonic() - started, 1)
+            write_json(out / "deadlocks.json", summary)
+            log(f"{protocol:8} {workload:5} run {i + 1}/{cfg.runs}: {v['patches_ok']}/{v['patches']} "
+                f"patches, {v['aborted']} aborted, {'DEADLOCK' if v['deadlocked'] else 'ok'}, "
+                f"{v['seconds']} s, load {v['load']}")  # fmt: skip
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as lanes:
+        for f in [lanes.submit(one, *t) for t in todo]:
+            f.result()
     return summarize(cfg, verdicts, patches)
 
 
