@@ -140,6 +140,7 @@ def run_once(
     pool = LoadPool(spec, cfg.processes)
     updates: list[dict[str, Any]] = []
     history: list[dict[str, Any]] = []
+    ended_early_ns: int | None = None  # when the load was told to stop before t_end (run_over)
     try:
         server.start()
         server.populate(cfg.keys)
@@ -150,7 +151,7 @@ def run_once(
             updates.append(update.trigger(server, i))
             # The method has what it needed (figure 6: the first aborted patch): end the load now.
             if getattr(update, "run_over", False):
-                t_end = pool.end_now()
+                t_end = ended_early_ns = pool.end_now()
                 break
         _sleep_until(t_end, tick, t0)
         rec = pool.collect(timeout_s=DRAIN_S + 60)
@@ -179,6 +180,7 @@ def run_once(
             "updates": updates,
             "history": history,
             "reconnects": rec.reconnects.tolist(),
+            "ended_early_ns": ended_early_ns,
         },
     )
     write_json(out_dir / "summary.json", summary)
