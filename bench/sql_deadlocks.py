@@ -1,6 +1,6 @@
 """Figure 6 of docs/results-sql.md: naive against priority-based quiescence of sqlserver's thread pool.
 
-    .venv/bin/python bench/sql_deadlocks.py [--runs 100] [--duration 6] [--deadline 3] [--out DIR]
+    .venv/bin/python bench/sql_deadlocks.py [--runs 100] [--duration 6] [--deadline 3] [--jobs 1] [--out DIR]
     .venv/bin/python bench/sql_deadlocks.py --replot --out DIR
 
 `--runs` runs of YCSB and of TPC-C per protocol (naive: `livepatch serve sql --pool-quiescence naive`,
@@ -24,15 +24,20 @@ from lpbench.sql.patches import builtin_patch
 
 
 def table(summary: dict) -> str:
-    lines = ["| protocol | workload | runs | runs deadlocked | runs with an aborted patch | server process hung | patches (applied or reverted / triggered) | sync p50 / p99 ms |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| protocol | workload | runs | runs deadlocked | runs with an aborted patch | server process hung | patches (applied or reverted / triggered) | sync p50 / p99 ms | s per run (median) | load average |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in summary["rows"]:
         sync = (
             "-" if r["sync_p50_ms"] is None else f"{r['sync_p50_ms']:.2f} / {r['sync_p99_ms']:.1f}"
         )
         lines.append(f"| {r['protocol']} | {r['workload']} | {r['runs']} | {r['runs_deadlocked']} | "
-                     f"{r['runs_aborted']} | {r.get('runs_hung', 0)} | {r['patches_ok']:,} / {r['patches']:,} | {sync} |")  # fmt: skip
+                     f"{r['runs_aborted']} | {r.get('runs_hung', 0)} | {r['patches_ok']:,} / {r['patches']:,} | {sync} | "
+                     f"{_or_dash(r.get('seconds_per_run'))} | {_or_dash(r.get('load'), '{0[0]}-{0[1]}')} |")  # fmt: skip
     return "\n".join(lines)
+
+
+def _or_dash(x: object, fmt: str = "{0}") -> str:
+    return "-" if x is None else fmt.format(x)
 
 
 def main() -> int:
@@ -46,6 +51,7 @@ def main() -> int:
     )
     ap.add_argument("--workloads", default="ycsb,tpcc")
     ap.add_argument("--protocols", default="naive,priority")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at a time (each its own server)")
     ap.add_argument("--out", type=Path, default=Path("results/sql-deadlocks"))
     ap.add_argument("--replot", action="store_true", help="redraw from DIR/deadlocks.json only")
     ap.add_argument("--resume", action="store_true",
@@ -62,7 +68,7 @@ def main() -> int:
             patches = [builtin_patch(Path(work))]
             deadlocks.run_all(
                 cfg, patches, args.out, log=lambda s: print(s, file=sys.stderr, flush=True),
-                resume=args.resume,
+                resume=args.resume, jobs=args.jobs,
             )  # fmt: skip
     summary = deadlocks.load(args.out)
     plots_sql.deadlocks(summary, args.out / "deadlocks.png")

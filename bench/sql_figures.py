@@ -4,10 +4,13 @@
     .venv/bin/python bench/sql_figures.py fig2   # OLAP queries on a timeline, global vs local
     .venv/bin/python bench/sql_figures.py fig3   # sync time, a patch every 100 ms; and against pool size
     .venv/bin/python bench/sql_figures.py fig5   # patch time against patch size, patches #1-#5
-    options: --out DIR (default results/sql-figures) --duration S --patch K --replot
+    .venv/bin/python bench/sql_figures.py tables # docs/results-sql.md's tables of figures 1-3, from DIR
+    options: --out DIR (default results/sql-figures) --duration S --patch today|K --replot
 
-Every update applies or reverts a real commit of this repository's sqlserver (lpbench.sql.history:
-patch #K, default #4, on a server running that commit's parent; fig5: all five); the runs are lpbench's
+Every update applies or reverts a real commit of this repository's sqlserver, on a server running that
+commit's parent (lpbench.sql.history): figures 1-4 by default `today` (history.TODAY, the newest commit
+that applies, whose parent runs today's pool), or patch #K of #1-#5 (their parents predate the pool's
+rewrite); fig5: all five. The runs are lpbench's
 (runner.run_once: every transaction recorded, the agent's events merged). Durations and sizes are cut
 down for a busy 2-core machine (docs/results-sql.md says by how much). The figures go to DIR/figN.png;
 each panel's data stays in DIR/figN/<panel>/ (summary.json, per-run requests.npz and events.json), so
@@ -159,15 +162,111 @@ def fig5(args: argparse.Namespace, patches: list[history.HistoryPatch] | None) -
     return [plots_sql.patch_time(records, args.out / "fig5.png")]
 
 
+def _ms(x: float | None, digits: int = 1) -> str:
+    return "-" if x is None or x != x else f"{x:,.{digits}f}"
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    v = sorted(values)
+    return v[min(len(v) - 1, int(q * len(v)))]
+
+
+def tables(args: argparse.Namespace) -> str:
+    """The Markdown tables of figures 1-3 (whichever have data in DIR), as docs/results-sql.md has them."""
+    out: list[str] = []
+    fig1 = args.out / "fig1"
+    if fig1.is_dir():
+        out += ["| workload, policy | method | tx/s | p99 ms | updates ok | worst 100 ms bin near an update "
+                "(tx/s) | longest pause near an update (ms) | max latency near an update (ms) | sync ms | "
+                "failed |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for w in WORKLOADS:
+            for p in POLICIES:
+                panel = fig1 / f"{w}-{p}"
+                if not (panel / "summary.json").exists():
+                    continue
+                summary = json.loads((panel / "summary.json").read_text())
+                for method, m in summary["methods"].items():
+                    runs = [r for r in summary["runs"] if r["method"] == method]
+                    failed = sum(r["overall"]["errors"] + r["overall"]["lost"] for r in runs)
+                    out.append(f"| {w}, {p} | {method} | {m['throughput_rps']:,.0f} | {_ms(m['p99_ms'], 0)} | "
+                               f"{m['updates_ok']}/{m['updates']} | {m['update_min_bin_rps']:,.0f} | "
+                               f"{_ms(m['update_max_gap_ms'], 0)} | {_ms(m['update_max_ms'], 0)} | "
+                               f"{_ms(m['sync_ms'])} | {failed} |")  # fmt: skip
+        out.append("")
+    fig2 = args.out / "fig2"
+    if fig2.is_dir():
+        out += ["| policy | method | apply: sync / window (ms) | revert: sync / window (ms) | queries/s | failed |",
+                "|---|---|---|---|---|---|"]  # fmt: skip
+        for p in POLICIES:
+            if not (fig2 / p / "summary.json").exists():
+                continue
+            for r in load_results(fig2 / p):
+                cells = []
+                for u in [u for u in r.updates if u["action"] in ("apply", "revert")]:
+                    window = (u["window_ns"][1] - u["window_ns"][0]) / 1e6
+                    sync = u.get("timings", {}).get("sync")
+                    ok = u["outcome"] in ("applied", "reverted")
+                    cells.append(
+                        f"{_ms(sync)} / {window:,.0f}"
+                        if ok
+                        else f"**{u['outcome']}** / {window:,.0f}"
+                    )
+                rec = r.recording
+                done = int((rec.status == 0).sum())
+                out.append(f"| {p} | {r.method} | {' | '.join(cells[:2])} | {done / rec.duration_s:.1f} | "
+                           f"{int((rec.status != 0).sum())} |")  # fmt: skip
+        out.append("")
+    fig3 = args.out / "fig3"
+    if fig3.is_dir():
+        out += [
+            "| workload, policy | method | ok | sync p50 | p90 | p99 | tx/s |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for w in WORKLOADS:
+            for p in POLICIES:
+                panel = fig3 / f"{w}-{p}"
+                if not (panel / "summary.json").exists():
+                    continue
+                for r in load_results(panel):
+                    ups = [u for u in r.updates if u["action"] in ("apply", "revert")]
+                    took = [u for u in ups if u["outcome"] in ("applied", "reverted")]
+                    sync = [
+                        u["timings"]["sync"]
+                        for u in took
+                        if u.get("timings", {}).get("sync") is not None
+                    ]
+                    rec = r.recording
+                    out.append(f"| {w}, {p} | {r.method.removeprefix('live-')} | {len(took)}/{len(ups)} | "
+                               f"{_ms(_pct(sync, 0.5))} | {_ms(_pct(sync, 0.9))} | {_ms(_pct(sync, 0.99))} | "
+                               f"{(rec.status == 0).sum() / rec.duration_s:,.0f} |")  # fmt: skip
+        by_method: dict[str, list[str]] = {"live-global": [], "live-local": []}
+        for g in POOL_GROUPS:
+            if not (fig3 / f"groups-{g}" / "summary.json").exists():
+                continue
+            for r in load_results(fig3 / f"groups-{g}"):
+                sync = [u["timings"]["sync"] for u in r.updates
+                        if u["outcome"] in ("applied", "reverted") and u.get("timings", {}).get("sync") is not None]  # fmt: skip
+                by_method[r.method].append(f"{_ms(_pct(sync, 0.5))} / {_ms(_pct(sync, 0.9))}")
+        if by_method["live-global"]:
+            out += ["", "| pool groups (YCSB, 16 conn.) | " + " | ".join(str(g) for g in POOL_GROUPS) + " |",
+                    "|---|" + "---|" * len(POOL_GROUPS),
+                    "| global sync p50 / p90 | " + " | ".join(by_method["live-global"]) + " |",
+                    "| local sync p50 / p90 | " + " | ".join(by_method["live-local"]) + " |"]  # fmt: skip
+    return "\n".join(out)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("figure", choices=["fig1", "fig2", "fig3", "fig5"])
+    ap.add_argument("figure", choices=["fig1", "fig2", "fig3", "fig5", "tables"])
     ap.add_argument("--out", type=Path, default=Path("results/sql-figures"))
     ap.add_argument("--duration", type=float, default=None,
                     help="seconds per run (fig1: 15, fig2: 20, fig3: 6)")  # fmt: skip
-    ap.add_argument("--patch", type=int, default=4, choices=range(1, 6), help="history patch #K")
+    ap.add_argument("--patch", default="today", choices=["today", "1", "2", "3", "4", "5"],
+                    help="figures 1-4: history.TODAY (default) or patch #K")  # fmt: skip
     ap.add_argument("--repo", type=Path, default=Path("."), help="a git clone of this repository")
     ap.add_argument("--replot", action="store_true", help="redraw from DIR only; run nothing")
     ap.add_argument("--only", type=lambda t: {int(x) for x in t.split(",")}, default=None,
@@ -175,12 +274,19 @@ def main() -> int:
     args = ap.parse_args()
     args.duration = args.duration or {"fig1": 15.0, "fig2": 20.0, "fig3": 6.0}.get(args.figure, 0)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.figure == "tables":
+        print(tables(args))
+        return 0
     with tempfile.TemporaryDirectory(prefix="lpb-hist-") as tmp:
-        built = None if args.replot else history.build(args.repo, Path(tmp))
+        commits = (
+            (history.TODAY,) if args.figure != "fig5" and args.patch == "today" else history.CHOSEN
+        )
+        built = None if args.replot else history.build(args.repo, Path(tmp), commits)
         if args.figure == "fig5":
             paths = fig5(args, built)
         else:
-            patch = None if built is None else built[args.patch - 1]
+            k = 0 if args.patch == "today" else int(args.patch) - 1
+            patch = None if built is None else built[k]
             paths = {"fig1": fig1, "fig2": fig2, "fig3": fig3}[args.figure](args, patch)
     if built is not None:
         (args.out / f"{args.figure}-patches.json").write_text(json.dumps(

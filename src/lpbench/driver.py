@@ -15,6 +15,9 @@ Theory of operation
   time is recorded (-1: not repaired before the end). Open loop: requests scheduled before t_end are
   all sent, also after t_end. Whatever is still unanswered or unsent DRAIN_S after t_end is dropped and
   counted as `unfinished`.
+- The end can be brought forward during the run (`control`: the pool's pipe, which the selector watches
+  beside the connections; each message is a new t_end, taken if earlier): a run whose question is
+  answered (figure 6's first aborted patch) stops its load at once instead of running out its time.
 
 Concurrency: a Driver is used by one thread (its process's main thread). Nothing here is shared.
 """
@@ -25,13 +28,15 @@ import selectors
 import socket
 import time
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 
 from lpbench.codec import ReplyParser, encode_command, is_error
 from lpbench.recording import CONNECTION_LOST, ERROR_REPLY, OK, Recorder, Recording
 from lpbench.workloads import make_workload
 
 RECONNECT_INTERVAL_S = 0.01
-CONNECT_TIMEOUT_S = 1.0
+# A bound on one connect + startup exchange: at load 35 a PostgreSQL startup took over 1 s (figure 3 died).
+CONNECT_TIMEOUT_S = 5.0
 DRAIN_S = 3.0
 RECV_SIZE = 65536
 
@@ -180,8 +185,9 @@ class Driver:
             self._send(c, now)
 
     # -- the loop ----------------------------------------------------------------------------
-    def run(self, t0: int, t_end: int) -> Recording:
-        """Drive load from t0 (a future monotonic_ns, shared by all processes) until t_end."""
+    def run(self, t0: int, t_end: int, control: Connection | None = None) -> Recording:
+        """Drive load from t0 (a future monotonic_ns, shared by all processes) until t_end, or until an
+        earlier t_end received on `control`."""
         n = len(self.conns)
         interval = 0
         if self.spec.rate is not None:
@@ -199,6 +205,8 @@ class Driver:
                 self._send(c, now)
         deadline = t_end + int(DRAIN_S * 1e9)
         open_loop = self.spec.rate is not None
+        if control is not None:
+            self.sel.register(control.fileno(), selectors.EVENT_READ, None)
 
         def has_work(c: _Conn, now: int) -> bool:
             # Open loop: every request scheduled before t_end is sent, even after t_end (its wait counts).
@@ -237,12 +245,19 @@ class Driver:
             timeout = max(0.0, (wake - time.monotonic_ns()) / 1e9)
             for key, mask in self.sel.select(timeout):
                 c = key.data
+                if c is None:  # the control pipe: the end brought forward
+                    assert control is not None
+                    t_end = min(t_end, int(control.recv()))
+                    deadline = t_end + int(DRAIN_S * 1e9)
+                    continue
                 if c.sock is None:
                     continue
                 if mask & selectors.EVENT_WRITE and c.out:
                     self._flush(c)
                 if mask & selectors.EVENT_READ and c.sock is not None:
                     self._receive(c, t_end)
+        if control is not None:
+            self.sel.unregister(control.fileno())
         self.unfinished = sum(1 for c in self.conns if c.in_flight >= 0)
         if open_loop:  # scheduled but never sent before the drain deadline
             self.unfinished += sum(

@@ -51,7 +51,7 @@ def deadlocks(summary: dict[str, Any], path: Path) -> Path:
                    label=protocol if i == 0 else None)  # fmt: skip
             hung = r.get("runs_hung", 0)
             ax.text(x, share + 2, f"{r['runs_deadlocked']}/{r['runs']}\n{r['patches_ok']:,} patches"
-                    + (f"\n{hung} hung (CPython)" if hung else ""), ha="center", va="bottom", fontsize=7)  # fmt: skip
+                    + (f"\n{hung} server hung" if hung else ""), ha="center", va="bottom", fontsize=7)  # fmt: skip
     ax.set_xticks(range(len(workloads)), [w.upper() for w in workloads])
     ax.set_ylim(0, 125)
     ax.set_ylabel("runs deadlocked (%)")

@@ -2,7 +2,8 @@
 
 Handshake with each worker over a pipe: the worker connects all its connections and says "ready" (or
 sends the error); the parent picks t0 a little in the future (monotonic_ns is machine-wide), sends
-(t0, t_end) to all; each worker drives load, saves its recording to a file (large arrays do not travel
+(t0, t_end) to all (and, if the run ends early, `end_now` sends a new t_end: the driver watches the pipe
+while it runs); each worker drives load, saves its recording to a file (large arrays do not travel
 through the pipe) and says "done". Workers are started with the "spawn" method, so they inherit no
 threads or locks from the parent.
 
@@ -23,7 +24,8 @@ from typing import Any
 from lpbench.driver import LoadSpec, make_driver
 from lpbench.recording import Recording
 
-READY_TIMEOUT_S = 30.0
+# A bound only: at load 30 a spawned driver took over 30 s to import and connect.
+READY_TIMEOUT_S = 120.0
 START_LEAD_S = 0.3  # time for every worker to receive t0 before it arrives
 
 
@@ -37,7 +39,7 @@ def _worker(spec: LoadSpec, pipe: Connection, out_path: str) -> None:
     pipe.send(("ready", None))
     t0, t_end = pipe.recv()
     try:
-        rec = driver.run(t0, t_end)
+        rec = driver.run(t0, t_end, control=pipe)
         driver.close()
         rec.save(Path(out_path))
     except Exception as exc:  # tell the parent now rather than let it wait for its timeout
@@ -99,6 +101,14 @@ class LoadPool:
         for pipe in self._pipes:
             pipe.send((t0, t_end))
         return t0, t_end
+
+    def end_now(self) -> int:
+        """Bring the run's end forward to now (the drivers send nothing more, then drain as usual);
+        returns the new t_end in monotonic ns."""
+        t_end = time.monotonic_ns()
+        for pipe in self._pipes:
+            pipe.send(t_end)
+        return t_end
 
     def collect(self, timeout_s: float) -> Recording:
         parts = []

@@ -2,7 +2,7 @@
 
 A run: start a fresh server (its data in a short temporary directory: Unix socket paths are limited to
 108 bytes), load K keys, connect the load drivers, start them on one instant, trigger the update at each
---at time, collect every request, fetch the agent's history, stop the server (always, in a finally),
+--at time (an update method whose `run_over` turns true ends the load there), collect every request, fetch the agent's history, stop the server (always, in a finally),
 and write into the run's directory:
     requests.npz   the Recording (recording.py)
     events.json    the update records (updates.py), the agent's history, reconnects, t0/t_end
@@ -140,6 +140,7 @@ def run_once(
     pool = LoadPool(spec, cfg.processes)
     updates: list[dict[str, Any]] = []
     history: list[dict[str, Any]] = []
+    ended_early_ns: int | None = None  # when the load was told to stop before t_end (run_over)
     try:
         server.start()
         server.populate(cfg.keys)
@@ -148,6 +149,10 @@ def run_once(
         for i, at in enumerate(cfg.at_s):
             _sleep_until(t0 + int(at * 1e9), tick, t0)
             updates.append(update.trigger(server, i))
+            # The method has what it needed (figure 6: the first aborted patch): end the load now.
+            if getattr(update, "run_over", False):
+                t_end = ended_early_ns = pool.end_now()
+                break
         _sleep_until(t_end, tick, t0)
         rec = pool.collect(timeout_s=DRAIN_S + 60)
         if server.supports_live and server.control_socket is not None:
@@ -175,6 +180,7 @@ def run_once(
             "updates": updates,
             "history": history,
             "reconnects": rec.reconnects.tolist(),
+            "ended_early_ns": ended_early_ns,
         },
     )
     write_json(out_dir / "summary.json", summary)

@@ -5,6 +5,7 @@ experiment-only naive one (`serve sql --pool-quiescence naive`) deadlocks under 
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -120,4 +121,14 @@ def test_naive_pool_deadlocks_under_tpcc(patch: list, tmp_path: Path) -> None:
     reason = verdicts[-1]["aborts"][0]["reason"]
     assert "acquire_write" in reason  # a worker waits for the write lock whose COMMIT nobody reads
     # the run's data is kept for a deadlocked run (to see where it hung)
-    assert (tmp_path / "naive" / "tpcc" / f"run{len(verdicts) - 1}" / "server.log").exists()
+    run_dir = tmp_path / "naive" / "tpcc" / f"run{len(verdicts) - 1}"
+    assert (run_dir / "server.log").exists()
+    # The run ended at its first aborted patch: no trigger after it, and the drivers were told to stop
+    # then (their end is the earlier of the scheduled one and that moment).
+    events = json.loads((run_dir / "events.json").read_text())
+    ups = events["updates"]
+    assert len(ups) == verdicts[-1]["patches"] and ups[-1]["outcome"] == "aborted"
+    assert all(u["outcome"] in ("applied", "reverted") for u in ups[:-1])
+    assert events["ended_early_ns"] is not None and events["ended_early_ns"] >= ups[-1]["t_ns"]
+    scheduled_end = events["t0_ns"] + int(cfg.duration_s * 1e9)
+    assert events["t_end_ns"] == min(scheduled_end, events["ended_early_ns"])

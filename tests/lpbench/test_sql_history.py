@@ -60,3 +60,19 @@ def test_chosen_patch_applies_and_reverts_on_its_parents_server(tmp_path: Path) 
     assert patch.patch.n_functions == commit.functions
     assert (patch.code / "src" / "sqlserver" / "cli.py").exists()  # the parent's tree, not ours
     assert history.trial(patch, tmp_path) is None
+
+
+@pytest.mark.timeout(180)
+def test_todays_patch_applies_and_reverts_on_its_parents_server(tmp_path: Path) -> None:
+    """history.TODAY (figures 1-4: its parent runs today's pool) passes the same trial as CHOSEN's."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("needs git and this repository's history")
+    commit = history.TODAY
+    has = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{commit.sha}^{{commit}}"],
+                         capture_output=True)  # fmt: skip
+    if has.returncode != 0:
+        pytest.skip(f"this clone does not hold commit {commit.sha[:10]} (a shallow clone?)")
+    patch = history.build_one(ROOT, 0, commit, tmp_path / "build")
+    assert patch.patch.n_functions == commit.functions == 1
+    assert (patch.code / "src" / "sqlserver" / "server" / "pool.py").exists()
+    assert history.trial(patch, tmp_path) is None

@@ -14,11 +14,14 @@ Theory of operation
   that our runtime's deadline ends it instead of a watchdog. The first half is left out because threads
   park one by one: the transactions already running finish early in the wait even when the server is
   stuck by then. An aborted patch with progress to the end is counted apart (slow, not a deadlock).
-- A run *deadlocks* if any of its patches did. After the first aborted patch the run stops patching (the
-  rest of its triggers record "none"), so a deadlocking protocol costs one deadline per run, not one per
-  trigger.
+- A run *deadlocks* if any of its patches did. The first patch that did not take effect (aborted, or no
+  reply) ends the run there: no more patches, and the load stops at once (`run_over`, runner.run_once),
+  so a deadlocking run costs its time to the first deadline, not the whole duration. Its transactions
+  up to that moment are all recorded, which is all the judgement of that patch reads.
 
-Concurrency: one thread (the harness); the load drivers are processes (lpbench.pool).
+Concurrency: one harness thread per run at a time (`run_all(jobs=N)`: N lanes, each run its own server,
+drivers and directory; the verdicts and DIR/deadlocks.json under one lock); the load drivers are
+processes (lpbench.pool).
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ import contextlib
 import json
 import os
 import signal
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from livepatch.runtime.lifecycle import Outcome
+from lpbench.keys import harness_key
 from lpbench.patches import BuiltPatch
 from lpbench.recording import Recording
 from lpbench.runner import BenchConfig, run_once, write_json
@@ -77,14 +83,14 @@ class StopAtAbort:
 
     def __init__(self, patches: list[BuiltPatch], deadline_s: float) -> None:
         self.live = LiveUpdate("global", patches, deadline_s, wait_s=deadline_s + HANG_GRACE_S)
-        self.stopped = False
+        self.run_over = False  # read by runner.run_once: end the load now
 
     def trigger(self, server: Server, index: int) -> dict[str, Any]:
-        if self.stopped:
+        if self.run_over:
             return NoUpdate().trigger(server, index)
         record = self.live.trigger(server, index)
         if record["outcome"] not in (Outcome.APPLIED, Outcome.REVERTED):
-            self.stopped = True
+            self.run_over = True
             if record["outcome"] == Outcome.FAILED and _is_hang(record.get("reason")):
                 record["hung"] = True
                 with contextlib.suppress(OSError, AssertionError):
@@ -149,9 +155,12 @@ def one_run(
         scale=cfg.scale, pool_quiescence=protocol,
     )  # fmt: skip
     run_dir = out / protocol / workload / f"run{index}"
+    started = time.monotonic()
     result = run_once(bench, StopAtAbort(patches, cfg.deadline_s), run_dir)
     verdict = judge(result.recording, result.updates)
-    verdict.update(workload=workload, protocol=protocol, index=index)
+    # The machine's 1-minute load average at the run's end: the figure is a busy machine's.
+    verdict.update(workload=workload, protocol=protocol, index=index,
+                   seconds=round(time.monotonic() - started, 1), load=round(os.getloadavg()[0], 1))  # fmt: skip
     write_json(run_dir / "verdict.json", verdict)
     # The raw data of a run is large and figure 6 needs only the verdicts: keep the server log and
     # events of runs with an aborted patch (to see where it hung), drop the rest.
@@ -167,10 +176,14 @@ def run_all(
     out: Path,
     log: Any = print,
     resume: bool = False,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Every run, rounds interleaving protocols and workloads (slow drift hits all alike); writes
     DIR/deadlocks.json after each run, so an interrupted sweep keeps what it measured. `resume`: keep
-    the verdicts already in DIR/deadlocks.json and run only the missing (protocol, workload, index)."""
+    the verdicts already in DIR/deadlocks.json and run only the missing (protocol, workload, index).
+    `jobs`: runs at a time (each its own server and drivers; the runs in one round then overlap). A run
+    that fails to run at all (a server that does not start) is logged and left missing: `resume` redoes
+    it."""
     out.mkdir(parents=True, exist_ok=True)
     verdicts: list[dict[str, Any]] = []
     spent = 0.0
@@ -182,19 +195,32 @@ def run_all(
                 v["hangs"] = [f for f in v["other_failures"] if _is_hang(f)]
                 v["other_failures"] = [f for f in v["other_failures"] if not _is_hang(f)]
     done = {(v["protocol"], v["workload"], v["index"]) for v in verdicts}
+    todo = [(protocol, workload, i) for i in range(cfg.runs) for protocol in cfg.protocols
+            for workload in cfg.workloads if (protocol, workload, i) not in done]  # fmt: skip
     started = time.monotonic()
-    for i in range(cfg.runs):
-        for protocol in cfg.protocols:
-            for workload in cfg.workloads:
-                if (protocol, workload, i) in done:
-                    continue
-                v = one_run(cfg, workload, protocol, i, patches, out)
-                verdicts.append(v)
-                summary = summarize(cfg, verdicts, patches)
-                summary["seconds"] = round(spent + time.monotonic() - started, 1)
-                write_json(out / "deadlocks.json", summary)
-                log(f"{protocol:8} {workload:5} run {i + 1}/{cfg.runs}: {v['patches_ok']}/{v['patches']} "
-                    f"patches, {v['aborted']} aborted, {'DEADLOCK' if v['deadlocked'] else 'ok'}")  # fmt: skip
+    lock = threading.Lock()
+    harness_key()  # made once, before any lane (functools.cache is not a lock)
+
+    def one(protocol: str, workload: str, i: int) -> None:
+        try:
+            v = one_run(cfg, workload, protocol, i, patches, out)
+        except (RuntimeError, OSError, ValueError) as exc:
+            log(
+                f"{protocol:8} {workload:5} run {i + 1}/{cfg.runs}: did not run ({exc}); --resume redoes it"
+            )
+            return
+        with lock:
+            verdicts.append(v)
+            summary = summarize(cfg, verdicts, patches)
+            summary["seconds"] = round(spent + time.monotonic() - started, 1)
+            write_json(out / "deadlocks.json", summary)
+            log(f"{protocol:8} {workload:5} run {i + 1}/{cfg.runs}: {v['patches_ok']}/{v['patches']} "
+                f"patches, {v['aborted']} aborted, {'DEADLOCK' if v['deadlocked'] else 'ok'}, "
+                f"{v['seconds']} s, load {v['load']}")  # fmt: skip
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as lanes:
+        for f in [lanes.submit(one, *t) for t in todo]:
+            f.result()
     return summarize(cfg, verdicts, patches)
 
 
@@ -219,6 +245,8 @@ def summarize(
                 "sync_p99_ms": sync[min(len(sync) - 1, int(0.99 * len(sync)))] if sync else None,
                 "runs_hung": sum(bool(v.get("hangs")) for v in mine),
                 "other_failures": sum(len(v["other_failures"]) for v in mine),
+                "seconds_per_run": _median([v["seconds"] for v in mine if "seconds" in v]),
+                "load": [min(loads), max(loads)] if (loads := [v["load"] for v in mine if "load" in v]) else None,
             })  # fmt: skip
     return {
         "config": asdict(cfg),
@@ -229,6 +257,10 @@ def summarize(
         "rows": rows,
         "runs": verdicts,
     }
+
+
+def _median(xs: list[float]) -> float | None:
+    return sorted(xs)[len(xs) // 2] if xs else None
 
 
 def load(out: Path) -> dict[str, Any]:

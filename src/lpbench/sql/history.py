@@ -76,6 +76,18 @@ CHOSEN: tuple[HistoryCommit, ...] = (
 )  # fmt: skip
 
 
+# Figures 1-4 measure the pool, so their patch must apply to today's pool: CHOSEN's commits all predate
+# the pool's rewrite (one executing thread per group, efc7d80/7ca2f85), and their parents run the old
+# pool. TODAY is the newest commit that `livepatch corpus` accepts and that applies on its parent (the
+# same trial as CHOSEN's, run 2026-12-02 on main at 6f564b5 over the sqlserver commits since efc7d80:
+# 3cfe766 and 8c7d8c5 accepted and applied, 7ca2f85 and efc7d80 refused (instance-attribute), 95d5e8a
+# empty). Its parent's sqlserver is main's but for the naive switch (experiment only): today's pool.
+# It changes one function, `rewrite.rewrite` (every parsed statement's translation), and no behaviour
+# (8c7d8c5 would change locking under TPC-C between versions: FOR UPDATE).
+TODAY = HistoryCommit("3cfe76615c1966befdabdf3ce2566eba2f178d3f", 1, 36442,
+                      "sqlserver/rewrite.py: mypy (the SELECT's SQL tuple inline)")  # fmt: skip
+
+
 def _git(repo: Path, *args: str) -> bytes:
     done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, timeout=300)
     if done.returncode != 0:
