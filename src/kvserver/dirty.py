@@ -23,8 +23,11 @@ read after it reveals its effect). A lookup notes the newest such epoch in `read
 replies wait for it (livepatch.replication.Protection). `acknowledged(epoch)` forgets what the standby
 now holds.
 
+A read of the whole database (DBSIZE and INFO keyspace through `len`, KEYS, SCAN, RANDOMKEY) reveals
+every unacknowledged change in it, a deletion included: it notes the newest unacknowledged epoch that
+wrote there (`reveal_all`), and its reply waits for it like that of a GET of a key just written.
+
 Keys that expire are not shipped: the standby has the same absolute expiry times and expires them itself.
-Not covered: DBSIZE and INFO counts reveal a change without a key lookup; their replies are not held.
 
 Concurrency: event-loop thread only.
 """
@@ -145,10 +148,47 @@ class DirtyTracker:
         self.structural_changes += 1
 
 
+def reveal_all(db: Keyspace) -> None:
+    """A read of db as a whole: its reply waits for every unacknowledged write there."""
+    t = _tracker
+    assert t is not None
+    state = t.states[db]
+    if state.written or state.floor:
+        epoch = max(state.floor, max(state.written.values(), default=0))
+        if epoch > t.read_epoch:
+            t.read_epoch = epoch
+
+
 class TrackedKeyspace(Keyspace):
     """A Keyspace that tells the tracker which keys it is asked about (see the theory above)."""
 
     __slots__ = ()
+
+    def __len__(self) -> int:
+        reveal_all(self)
+        return Keyspace.__len__(self)
+
+    def keys_snapshot(self) -> list[bytes]:
+        reveal_all(self)
+        return Keyspace.keys_snapshot(self)
+
+    def random_key(self, now_ms: int) -> bytes | None:
+        reveal_all(self)
+        return Keyspace.random_key(self, now_ms)
+
+    def scan(self, cursor: int, count: int) -> tuple[int, list[bytes]]:
+        reveal_all(self)
+        return Keyspace.scan(self, cursor, count)
+
+    def __contains__(self, key: bytes) -> bool:
+        t = _tracker
+        assert t is not None
+        state = t.states[self]
+        if state.written or state.floor:
+            epoch = state.written.get(key, state.floor)
+            if epoch > t.read_epoch:
+                t.read_epoch = epoch
+        return Keyspace.__contains__(self, key)
 
     def lookup(self, key: bytes, now_ms: int) -> Any:
         t = _tracker

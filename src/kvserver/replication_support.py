@@ -106,7 +106,9 @@ class PrimaryHost:
         assert self.tracker is not None
         self._snapshot_structure = self.tracker.structural_changes
         self._snapshot = [
-            (i, db, db.keys_snapshot()) for i, db in enumerate(self.server.databases) if len(db)
+            (i, db, Keyspace.keys_snapshot(db))
+            for i, db in enumerate(self.server.databases)
+            if Keyspace.__len__(db)
         ]
 
     def snapshot_chunk(self, max_bytes: int) -> bytes | None:
@@ -148,6 +150,12 @@ class PrimaryHost:
 
     def call_soon_threadsafe(self, fn: Callable[[], object]) -> None:
         self.loop.call_soon_threadsafe(fn)
+
+    def watch_readable(self, fd: int, callback: Callable[[], object]) -> None:
+        self.loop.watch_readable(fd, callback)
+
+    def unwatch(self, fd: int) -> None:
+        self.loop.unwatch(fd)
 
     # The standby half is StandbyHost's.
     def begin_full_sync(self) -> None:
@@ -250,3 +258,9 @@ class StandbyHost:
 
     def call_soon_threadsafe(self, fn: Callable[[], object]) -> None:
         fn()
+
+    def watch_readable(self, fd: int, callback: Callable[[], object]) -> None:
+        raise NotImplementedError("a standby watches nothing")
+
+    def unwatch(self, fd: int) -> None:
+        raise NotImplementedError("a standby watches nothing")
