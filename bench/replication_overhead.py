@@ -86,8 +86,8 @@ class Setup:
                 a.wait_protected(120)
             return fn(port, [a.pid, b.pid])
         finally:
+            b.kill()  # first: it would take over from a stopped primary
             a.stop()
-            b.kill()
 
 
 def read_mostly(setup: Setup, n: int, before_load: Callable[[list[int]], Any]) -> Load:
