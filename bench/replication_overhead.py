@@ -51,6 +51,9 @@ class Setup:
         self.tmp = tmp
         self.wrapper = wrapper or []
         self.commands: set[str] = set()
+        # Under valgrind the primary runs ~50x slower: patient timeouts, or the pair would spend the
+        # run declaring each other gone and resynchronising.
+        self.patient = bool(self.wrapper)
 
     def bench(self, port: int, test: str, n: int, clients: int) -> float:
         cmd, res = _redis_benchmark(port, test, n, clients=clients, pinned=self.pinned)
@@ -78,8 +81,10 @@ class Setup:
         if self.pinned:
             a.cpus, b.cpus = {SERVER_CPU}, {LOAD_CPU}
         try:
-            b.start_standby(port, a)
-            a.start_primary(port, b, "--protection", protection)
+            patience = ["--failover-after-ms", "10000"] if self.patient else []
+            b.start_standby(port, a, *patience)
+            patience = ["--standby-timeout-ms", "10000"] if self.patient else []
+            a.start_primary(port, b, "--protection", protection, *patience)
             if protection == "none":
                 a.wait_status(lambda s: s["state"] == "streaming", 120, "streaming")
             else:
@@ -220,6 +225,7 @@ def instructions(args: argparse.Namespace) -> dict[str, Any]:
                     "instructions_per_request": round(per_request),
                     "rps_under_valgrind": round(rps),
                 }
+                print(name, c, round(per_request), flush=True)
             base = out[name]["no replication"]["instructions_per_request"]
             for row in out[name].values():
                 row["vs_no_replication"] = round(row["instructions_per_request"] / base - 1, 3)

@@ -195,9 +195,9 @@ class EventLoop:
         self._before_sleep()
         if self.replication is not None:
             # The quiescence point of replication: every request of this iteration is done.
-            delay = self.replication.tick()
             # Replies the tick released (degradation) go out in the next iteration, without a wait.
-            self._tick_at = time.monotonic() + (0.0 if self._pending else delay)
+            tick_at = self.replication.tick(self.now)
+            self._tick_at = 0.0 if self._pending else tick_at
         self.iterations += 1
 
     def _before_sleep(self) -> None:

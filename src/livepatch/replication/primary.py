@@ -5,7 +5,7 @@ Theory of operation
 Two halves that share only a queue and a few counters:
 
 * The **loop half** (`tick`, `_on_ack`) runs on the server's serving thread. The server calls `tick` at
-  its quiescence point every iteration, and sleeps at most until the deadline `tick` returns. A tick
+  its quiescence point every iteration, and sleeps at most until the time `tick` returns. A tick
     1. starts a full sync when a new connection was handshaken (`_link_gen` changed): SNAPSHOT_BEGIN
        carrying the epoch being filled, then chunks, at most CHUNK_TICK_BYTES per tick and only while
        less than SYNC_QUEUE_BYTES wait to be sent (the server keeps serving between chunks);
@@ -193,9 +193,13 @@ class Primary:
         return len(self.server.held)
 
     # ------------------------------------------------------------------------------ loop thread
-    def tick(self) -> float:
-        """Run at the server's quiescence point; returns the seconds until the next tick is due."""
-        now = time.monotonic()
+    def tick(self, now: float = 0.0) -> float:
+        """Run at the server's quiescence point; returns the time.monotonic() by which to tick again.
+
+        now: time.monotonic() read by the server this iteration (0: read it here). A few
+        milliseconds stale is fine: the deadlines here are tens of milliseconds."""
+        if not now:
+            now = time.monotonic()
         # The common case, once per loop iteration: streaming, no epoch due, no reply waiting.
         if (
             now < self._next_epoch_at
@@ -205,8 +209,8 @@ class Primary:
             and self._link_gen == self._synced_gen
             and now < self._next_check_at
         ):
-            return min(self._next_epoch_at, self._next_heartbeat_at) - now
-        return self._tick(now)
+            return min(self._next_epoch_at, self._next_heartbeat_at)
+        return self._tick(time.monotonic())
 
     def _tick(self, now: float) -> float:
         link_gen = self._link_gen
@@ -230,9 +234,8 @@ class Primary:
             self._check_timeouts(link_gen, now)
         if self._syncing:
             # More chunks to make: come back at once, unless the queue is full (then let it drain).
-            return 0.0 if self._queue_bytes < SYNC_QUEUE_BYTES else 0.005
-        due = min(self._next_epoch_at, self._next_check_at, self._next_heartbeat_at)
-        return max(0.0, due - time.monotonic())
+            return now if self._queue_bytes < SYNC_QUEUE_BYTES else now + 0.005
+        return min(self._next_epoch_at, self._next_check_at, self._next_heartbeat_at)
 
     def _check_timeouts(self, link_gen: int, now: float) -> None:
         p = self.protection
