@@ -242,6 +242,14 @@ class TrackedKeyspace(Keyspace):
         Keyspace.swap_with(self, other)
 
 
+def untrack(databases: list[Keyspace]) -> None:
+    """Stop tracking (a primary that became the standby after a switchover). Loop thread."""
+    global _tracker
+    for db in databases:
+        db.__class__ = Keyspace
+    _tracker = None
+
+
 def track(databases: list[Keyspace], protection: Protection) -> DirtyTracker:
     """Start tracking `databases` (in place) for `protection`'s epochs. Loop thread, once."""
     global _tracker

@@ -117,6 +117,8 @@ class EventLoop:
         else:
             while not self._stopping:
                 self._run_once()
+        if self.replication is not None:
+            self.replication.drain()  # released replies go out with the others just below
         self._close_everything()
 
     def _run_patchable(self) -> None:

@@ -110,6 +110,27 @@ class PrimaryHost:
             client.close_after_reply = False  # closed once its held replies are out
             self._close_when_released.add(client)
 
+    def drain(self) -> None:
+        """The loop executes no more requests (SIGTERM, SHUTDOWN, switchover): ship the last epoch
+        and release what the standby then holds; the loop sends released replies before it closes
+        the clients, and closes the others unanswered (their writes may not be on the standby)."""
+        assert self.primary is not None
+        timeout_s = self.primary.options.standby_timeout_ms / 1000.0
+        log.info(
+            "replication: draining: waiting up to %.0f ms for the standby to hold the last writes "
+            "(%d replies held)",
+            timeout_s * 1000,
+            len(self.held),
+        )
+        if self.primary.drain(timeout_s):
+            log.info("replication: the standby holds every write: stopping")
+        elif len(self.held):
+            log.warning(
+                "replication: stopping with %d replies held: the standby did not acknowledge their "
+                "writes, so their clients are closed without an answer",
+                len(self.held),
+            )
+
     def tick(self, now: float) -> float:
         """Primary.tick (install_primary binds it on the instance: one call less per iteration)."""
         assert self.primary is not None

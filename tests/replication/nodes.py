@@ -107,6 +107,15 @@ class Node:
             f"{self.name}: {what or 'status'} not reached in {timeout_s} s: {last}"
         )
 
+    def wait_log(self, text: str, timeout_s: float = 30.0) -> None:
+        """Until the server's log (its stdout and stderr) holds text."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.log_path.exists() and text in self.log_path.read_text(errors="replace"):
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"{self.name}: {text!r} not in its log after {timeout_s} s")
+
     def wait_protected(self, timeout_s: float = 60.0) -> dict[str, Any]:
         """Until this node is a primary whose standby synchronised and acknowledges epochs."""
         return self.wait_status(
