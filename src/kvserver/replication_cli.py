@@ -111,6 +111,13 @@ def replication_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help="Unix socket answering `livepatch replication status --socket PATH`.",
         ),
         click.option(
+            "--replication-secret-file",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="A file (mode 600, at least 16 bytes) both servers share: the link is refused "
+            "to a peer that cannot prove it.",
+        ),
+        click.option(
             "--etcd",
             "etcd_url",
             metavar="URL",
@@ -151,6 +158,7 @@ class ReplicationConfig:
     etcd_url: str | None = None
     etcd_key: str = "/livepatch/kv/leader"
     etcd_ttl_s: float = 2.0
+    secret: bytes | None = None
 
 
 def parse(options: dict[str, Any], data_dir: str | None) -> ReplicationConfig | None:
@@ -170,6 +178,13 @@ def parse(options: dict[str, Any], data_dir: str | None) -> ReplicationConfig | 
         etcd_key=options["etcd_key"],
         etcd_ttl_s=options["etcd_ttl_s"],
     )
+    if options["replication_secret_file"] is not None:
+        from livepatch.replication.auth import SecretError, load_secret
+
+        try:
+            rc.secret = load_secret(options["replication_secret_file"])
+        except SecretError as exc:
+            raise click.BadParameter(str(exc), param_hint="--replication-secret-file") from None
     if rc.etcd_url is not None and not rc.etcd_url.startswith(("http://", "https://")):
         raise click.BadParameter(
             f"expected an http:// URL, got {rc.etcd_url!r}", param_hint="--etcd"
@@ -196,9 +211,10 @@ def parse(options: dict[str, Any], data_dir: str | None) -> ReplicationConfig | 
             "not take --dir yet: a standby keeps its data in memory"
         )
     if rc.replicate_to is None:
-        if rc.status_socket is not None or rc.etcd_url is not None:
+        if rc.status_socket is not None or rc.etcd_url is not None or rc.secret is not None:
             raise click.UsageError(
-                "--replication-socket and --etcd need --replicate-to or --standby"
+                "--replication-socket, --replication-secret-file and --etcd need --replicate-to "
+                "or --standby"
             )
         return None
     return rc
@@ -212,6 +228,7 @@ def primary_options(rc: ReplicationConfig) -> Any:
         protection=rc.protection,  # type: ignore[arg-type]
         on_standby_loss=rc.on_standby_loss,  # type: ignore[arg-type]
         standby_timeout_ms=rc.standby_timeout_ms,
+        secret=rc.secret,
     )
 
 
@@ -258,7 +275,10 @@ class ReplicationRole:
 
         assert self.rc.listen is not None
         options = StandbyOptions(
-            failover_after_ms=self.rc.failover_after_ms, takeover=self.rc.takeover
+            failover_after_ms=self.rc.failover_after_ms,
+            takeover=self.rc.takeover,
+            secret=self.rc.secret,
+            term=self.term,
         )
         if self.rc.takeover is not None and self.rc.etcd_url is not None:
             options.may_take_over = self._etcd_lease(self.rc.takeover).try_acquire

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
-from livepatch.replication import wire
+from livepatch.replication import auth, wire
 from livepatch.replication.host import ReplicatedServer, SnapshotRestart
 from livepatch.replication.protection import Mode, Protection
 from livepatch.replication.wire import Frame, Kind
@@ -83,6 +83,7 @@ class PrimaryOptions:
     max_queue_bytes: int = 64 << 20
     chunk_bytes: int = 256 << 10
     compression_level: int = 1
+    secret: bytes | None = None  # --replication-secret-file: mutual proof at connection (auth.py)
 
 
 class Primary:
@@ -130,6 +131,7 @@ class Primary:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.fenced = False
+        self._refusal = ""  # the last handshake refusal logged
         self.state = "connecting"
         # statistics (written by one thread each, read by status())
         self.epochs_captured = 0
@@ -188,6 +190,7 @@ class Primary:
             "full_syncs": self.syncs,
             "degradations": self.degradations,
             "queue_bytes": self._queue_bytes,
+            "refused": self._refusal or None,
         }
 
     def _held_count(self) -> int:
@@ -579,9 +582,11 @@ class Primary:
             sock = socket.create_connection(self.target, timeout=HANDSHAKE_TIMEOUT_S)
         except OSError:
             return None
+        secret = self.options.secret
+        mine = auth.nonce() if secret is not None else b""
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.sendall(wire.encode(Frame(Kind.HELLO, 0, self.term)))
+            sock.sendall(wire.encode(Frame(Kind.HELLO, 0, self.term, mine)))
             decoder = wire.FrameDecoder()
             deadline = time.monotonic() + HANDSHAKE_TIMEOUT_S
             while True:
@@ -598,15 +603,42 @@ class Primary:
                 self.fenced = True
                 sock.close()
                 return None
+            if answer.kind == Kind.DENIED:
+                self._refused(answer.payload.decode("utf-8", "replace"))
+                sock.close()
+                return None
             if answer.kind != Kind.WELCOME:
                 raise wire.WireError(f"expected WELCOME, got {answer.kind.name}")
+            if secret is not None:
+                theirs, given = (
+                    answer.payload[: auth.NONCE_BYTES],
+                    answer.payload[auth.NONCE_BYTES :],
+                )
+                if len(theirs) != auth.NONCE_BYTES or not auth.check(
+                    secret, b"standby", mine, theirs, given
+                ):
+                    self._refused(
+                        "the standby did not prove the shared secret: its "
+                        "--replication-secret-file differs from this primary's, or it has none"
+                    )
+                    sock.close()
+                    return None
+                proof = auth.proof(secret, b"primary", theirs, mine)
+                sock.sendall(wire.encode(Frame(Kind.AUTH, 0, self.term, proof)))
             sock.settimeout(None)
+            self._refusal = ""
             log.info("replication: connected to the standby at %s:%d", *self.target)
             return sock
         except (OSError, wire.WireError) as exc:
             log.debug("replication: handshake with %s:%d failed: %s", *self.target, exc)
             sock.close()
             return None
+
+    def _refused(self, why: str) -> None:
+        """The standby refused us, or we refused it: said once per distinct reason (we retry)."""
+        if why != self._refusal:
+            self._refusal = why
+            log.error("replication: REFUSED by or of the standby at %s:%d: %s", *self.target, why)
 
     def _send_loop(self, sock: socket.socket, gen: int, compressor: Any) -> None:
         while not self._stop.is_set():
