@@ -122,13 +122,15 @@ class PrimaryHost:
             timeout_s * 1000,
             len(self.held),
         )
-        if self.primary.drain(timeout_s):
+        why = self.primary.drain(timeout_s)
+        if not why:
             log.info("replication: the standby holds every write: stopping")
-        elif len(self.held):
+        else:
             log.warning(
-                "replication: stopping with %d replies held: the standby did not acknowledge their "
-                "writes, so their clients are closed without an answer",
+                "replication: stopping with %d replies held (%s): their clients are closed without "
+                "an answer, as their writes may not be on the standby",
                 len(self.held),
+                why,
             )
 
     def tick(self, now: float) -> float:

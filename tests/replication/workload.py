@@ -81,6 +81,10 @@ class Writer(threading.Thread):
         with self.lock:
             return list(self.acked), self.max_incr
 
+    def snapshot_latencies(self) -> list[tuple[float, float]]:
+        with self.lock:
+            return list(self.latencies)
+
     def stop(self) -> None:
         self.stop_event.set()
         self.join(timeout=15)

@@ -360,41 +360,42 @@ class Primary:
             )
         self.server.release_replies(p.acked)
 
-    def drain(self, timeout_s: float) -> bool:
+    def drain(self, timeout_s: float) -> str:
         """Ship the last changes and wait until the standby holds them (loop thread, once the server
         executes no more requests: SIGTERM, SHUTDOWN, a switchover). Acknowledgements release held
         replies as usual (the server sends them before closing its clients).
 
-        True: the standby acknowledged everything. False (nothing more is released: the caller closes
-        those connections unanswered) when there is no synchronised, attached standby, when this
-        primary is fenced, or when the standby did not answer within timeout_s."""
+        Returns "" when the standby acknowledged everything, otherwise why not (nothing more is then
+        released: the caller closes those connections unanswered): no synchronised, attached
+        standby, this primary is fenced, or the standby did not answer within timeout_s."""
         p = self.protection
         gen = self._link_gen
         attached = self._attached
-        if (
-            self.fenced
-            or not gen
-            or self._syncing
-            or gen != self._synced_gen
-            or attached is None
-            or attached[0] != gen
-        ):
-            return False
+        if self.fenced:
+            return "fenced"
+        if not gen or attached is None or attached[0] != gen:
+            return "no standby connected"
+        if self._syncing or gen != self._synced_gen:
+            return "the standby's full sync is not complete"
         self._capture(gen, time.monotonic())
         target = p.epoch - 1
         deadline = time.monotonic() + timeout_s
         sock = attached[1]
         while p.acked < target:
             left = deadline - time.monotonic()
-            if left <= 0 or self._link_gen != gen:
-                return False
+            if left <= 0:
+                return (
+                    f"the standby did not acknowledge epoch {target} in {timeout_s * 1000:.0f} ms"
+                )
+            if self._link_gen != gen:
+                return "the link to the standby was lost"
             try:
                 readable, _, _ = select.select([sock], [], [], min(left, 0.05))
-            except (OSError, ValueError):
-                return False
+            except (OSError, ValueError) as exc:
+                return f"the link to the standby failed: {exc}"
             if readable:
                 self._on_readable(gen)
-        return True
+        return ""
 
     def fence(self) -> None:
         """Acknowledge no write from now on: nothing held is released again (loop thread)."""
