@@ -46,6 +46,9 @@ from lpbench.servers import free_port
 
 def failover(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="repl-bench-") as tmp:
+        if args.logs:
+            tmp = args.logs  # the servers' logs stay there
+            Path(tmp).mkdir(parents=True, exist_ok=True)
         port = free_port()
         a, b = Node("a", free_port(), Path(tmp)), Node("b", free_port(), Path(tmp))
         primary, standby = a, b
@@ -267,6 +270,7 @@ def main() -> None:
     f.add_argument("--load-clients", type=int, default=4)
     f.add_argument("--seed", type=int, default=None)
     f.add_argument("--figure", default=None, help="draw the gaps and a latency timeline (PNG)")
+    f.add_argument("--logs", default=None, help="keep the servers' logs in this directory")
     s = sub.add_parser("switchover")
     s.add_argument("--switches", type=int, default=20)
     s.add_argument("--writers", type=int, default=4)

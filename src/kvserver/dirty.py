@@ -67,6 +67,7 @@ class DirtyTracker:
         self.structural = False  # the batch flushed or swapped a database
         self.structural_changes = 0  # FLUSHDB/SWAPDB ever (a full sync in progress restarts on one)
         self.read_epoch = 0
+        self.floors = 0  # databases whose floor is set (acknowledged() looks only then)
         self.ops: list[tuple[Any, ...]] = []  # ("flush", index) / ("swap", i, j), this epoch
         self._pending: collections.deque[tuple[int, list[tuple[DbState, bytes]]]] = (
             collections.deque()
@@ -120,9 +121,11 @@ class DirtyTracker:
                 when = state.written.get(key)
                 if when is not None and when <= epoch:
                     del state.written[key]
-        for state in self.ordered:
-            if state.floor and state.floor <= epoch:
-                state.floor = 0
+        if self.floors:
+            for state in self.ordered:
+                if state.floor and state.floor <= epoch:
+                    state.floor = 0
+                    self.floors -= 1
 
     # ------------------------------------------------------------------------ structural changes
     def flushed(self, db: Keyspace) -> None:
@@ -130,19 +133,23 @@ class DirtyTracker:
         state = self.states[db]
         state.dirty = {}  # the flush removes them all; later writes mark again
         state.written = {}
-        state.floor = self.protection.epoch
+        self._set_floor(state)
         self.ops.append(("flush", state.index))
         self.structural = True
         self.structural_changes += 1
+
+    def _set_floor(self, state: DbState) -> None:
+        if not state.floor:
+            self.floors += 1
+        state.floor = self.protection.epoch
 
     def swapped(self, a: Keyspace, b: Keyspace) -> None:
         self._commit_touched()
         sa, sb = self.states[a], self.states[b]
         sa.dirty, sb.dirty = sb.dirty, sa.dirty
-        epoch = self.protection.epoch
         for state in (sa, sb):
             state.written = {}
-            state.floor = epoch
+            self._set_floor(state)
         self.ops.append(("swap", sa.index, sb.index))
         self.structural = True
         self.structural_changes += 1

@@ -31,7 +31,12 @@ def _serve(*args: str) -> subprocess.CompletedProcess[str]:
     ("args", "message"),
     [
         (["--standby"], "--standby needs --replication-listen"),
-        (["--takeover", "127.0.0.1:1"], "are for a standby: add --standby"),
+        (["--takeover", "127.0.0.1:1"], "is for a standby: add --standby"),
+        (["--replication-listen", "127.0.0.1:1"], "may become one by a switchover"),
+        (
+            ["--replicate-to", "127.0.0.1:1", "--replication-listen", "127.0.0.1:2", "--dir", "x"],
+            "does not take --dir",
+        ),
         (["--replicate-to", "nowhere"], "expected HOST:PORT"),
         (["--replicate-to", "127.0.0.1:99999"], "expected HOST:PORT"),
         (["--standby", "--replication-listen", "127.0.0.1:0", "--dir", "x"], "does not take --dir"),

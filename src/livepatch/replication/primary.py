@@ -204,14 +204,17 @@ class Primary:
         milliseconds stale is fine: the deadlines here are tens of milliseconds."""
         if not now:
             now = time.monotonic()
-        # The common case, once per loop iteration: streaming, no epoch due, no reply waiting.
+        # The common case, once per loop iteration: streaming, no epoch due, and no reply waiting for
+        # an epoch to be captured now (none waits, or an epoch is in flight: its acknowledgement
+        # triggers the next capture). Replies wait most of the time under a load that writes.
+        p = self.protection
         if (
             now < self._next_epoch_at
             and now < self._next_heartbeat_at
-            and not self.server.held.count
+            and now < self._next_check_at
+            and (not self.server.held.count or p.acked != p.epoch - 1)
             and not self._syncing
             and self._link_gen == self._synced_gen
-            and now < self._next_check_at
         ):
             return min(self._next_epoch_at, self._next_heartbeat_at)
         return self._tick(time.monotonic())

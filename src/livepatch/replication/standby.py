@@ -238,6 +238,9 @@ class Standby:
             )
             self._lose_connection("apply failed")
             return
+        # Silence counts from when the data was dealt with: applying a large batch on a busy
+        # machine may take longer than failover_after_ms, and more may be waiting already.
+        self._last_frame = time.monotonic()
         if ack is not None and self._conn is not None:
             self._send(Frame(Kind.ACK, ack, self.term))
 
