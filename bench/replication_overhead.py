@@ -220,6 +220,8 @@ def instructions(args: argparse.Namespace) -> dict[str, Any]:
         for name, load in loads.items():
             out[name] = {}
             for c in CONFIGS:
+                if str(c) not in args.configs.split(","):
+                    continue
                 rps, per_request, _ = setup.run(c, load)
                 out[name]["no replication" if c is None else c] = {
                     "instructions_per_request": round(per_request),
@@ -241,6 +243,7 @@ def main() -> None:
     t.add_argument("--requests", type=int, default=100_000)
     i = sub.add_parser("instructions")
     i.add_argument("--requests", type=int, default=20_000)
+    i.add_argument("--configs", default="None,commit,full,none", help="which to run (None: plain)")
     for p in (t, i):
         p.add_argument("--no-pin", action="store_true", help="let the scheduler place everything")
     args = parser.parse_args()

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import redis
 
+from livepatch.replication import query
 from tests.conftest import free_port
 from tests.replication.nodes import Node, wait_serving
 from tests.replication.workload import Writer, check, retrying_client, single_shot_client
@@ -138,6 +139,8 @@ def test_switchover_refused_with_a_reason(pair: tuple[int, Node, Node], tmp_path
         timeout=60,
     )
     assert missing.returncode == 1 and "--replication-socket" in missing.stderr
+    unknown = query(a.status_socket, request="takeover please")
+    assert unknown["ok"] is False and "does not do 'takeover please'" in unknown["error"]
     with redis.Redis(port=port) as c:  # nothing changed
         assert c.set("still", "served")
     assert a.status()["role"] == "primary"
