@@ -135,7 +135,11 @@ def switchover(args: argparse.Namespace) -> dict[str, Any]:
     """N switchovers back and forth under retrying writers: pause, errors, losses, duplicates."""
     import subprocess
 
+    starts: list[float] = []
     with tempfile.TemporaryDirectory(prefix="repl-bench-") as tmp:
+        if args.logs:
+            tmp = args.logs  # the servers' logs stay there
+            Path(tmp).mkdir(parents=True, exist_ok=True)
         port = free_port()
         a, b = Node("a", free_port(), Path(tmp)), Node("b", free_port(), Path(tmp))
         primary, standby = a, b
@@ -151,6 +155,7 @@ def switchover(args: argparse.Namespace) -> dict[str, Any]:
             for _ in range(args.switches):
                 time.sleep(0.5)
                 t = time.monotonic()
+                starts.append(t)
                 done = subprocess.run(
                     [sys.executable, "-m", "livepatch.cli", "switchover", "--socket",
                      primary.status_socket], capture_output=True, text=True, timeout=120,
@@ -176,7 +181,18 @@ def switchover(args: argparse.Namespace) -> dict[str, Any]:
             problems: list[str] = []
             with redis.Redis(port=port) as c:
                 for w in writers:
-                    problems += check(port, w)
+                    lost = check(port, w)
+                    problems += lost
+                    acked, sets = w.snapshot()[0], w.snapshot_latencies()
+                    for line in lost:
+                        if line.startswith("acknowledged SET"):
+                            i = int(line.split()[-4])
+                            start, lat = sets[acked.index(i)]
+                            near = min(starts, key=lambda x: abs(x - start))
+                            problems.append(
+                                f"  {w.prefix}:{i} sent {start - near:+.3f} s from switchover "
+                                f"{starts.index(near) + 1}, answered after {lat:.3f} s"
+                            )
                     ctr = int(c.get(f"{w.prefix}:ctr") or 0)
                     if ctr != w.incrs:
                         problems.append(f"{w.prefix}:ctr {ctr} != {w.incrs} acknowledged INCRs")
@@ -193,7 +209,7 @@ def switchover(args: argparse.Namespace) -> dict[str, Any]:
         "client_errors": sum(w.errors for w in writers),
         "acknowledged_sets": sum(len(w.acked) for w in writers),
         "problems": len(problems),
-        "problem_examples": problems[:5],
+        "problem_examples": problems[:12],
     }
 
 
@@ -274,6 +290,7 @@ def main() -> None:
     s = sub.add_parser("switchover")
     s.add_argument("--switches", type=int, default=20)
     s.add_argument("--writers", type=int, default=4)
+    s.add_argument("--logs", default=None, help="keep the servers' logs in this directory")
     e = sub.add_parser("epochs")
     e.add_argument("--seconds", type=float, default=4.0)
     args = parser.parse_args()
