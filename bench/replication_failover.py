@@ -4,17 +4,19 @@ failover   kill -9 of the primary under load, N times (the killed one rejoins as
            time): the gap from the kill to the first successful reply at the same address, and the
            acknowledged writes lost (a writer records every acknowledged SET and INCR).
            Goal: median <= 1 s, max <= 2 s, 0 lost.
-overhead   redis-benchmark throughput without replication and with --protection commit, full, none,
-           in the same run, interleaved rounds, medians: read-mostly (GET -c 45 beside SET -c 5, at
-           once) and write-heavy (SET -c 50). Goal: commit <= 5% below no replication, read-mostly.
+switchover `livepatch switchover` back and forth N times under the same writers (retrying redis-py
+           clients, as docs/standby.md recommends): the pause (the longest SET across the
+           switchover), the errors that reached a client (goal 0), the acknowledged writes lost and
+           the INCRs applied twice (goal 0; each counter must equal its acknowledged INCRs).
 epochs     bytes per epoch and the compression ratio against --epoch-ms (25-500), under a writer
            of JSON-like values (--protection none: epochs close on time only).
 
-    .venv/bin/python bench/replication_failover.py failover [--kills 20]
-    .venv/bin/python bench/replication_failover.py overhead [--rounds 3] [--requests 100000]
+    .venv/bin/python bench/replication_failover.py failover [--kills 20] [--figure PNG]
+    .venv/bin/python bench/replication_failover.py switchover [--switches 20]
     .venv/bin/python bench/replication_failover.py epochs [--seconds 4]
 
-The standby runs on the same machine: its CPU is part of the overhead measured.
+The overhead (throughput, instructions per request) is bench/replication_overhead.py's.
+--figure draws the gap of every kill and the recording writer's latency through the first kills.
 """
 
 from __future__ import annotations
@@ -35,15 +37,18 @@ import redis
 # The repository root, for tests.replication (the pair of servers and the recording clients).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.replication.nodes import READY, Node, wait_serving
+from tests.replication.nodes import Node, wait_serving
 from tests.replication.workload import Writer, check
 
-from kv_common import cpu_seconds, machine_note, median, redis_benchmark
-from lpbench.servers import ManagedProcess, free_port
+from kv_common import machine_note
+from lpbench.servers import free_port
 
 
 def failover(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="repl-bench-") as tmp:
+        if args.logs:
+            tmp = args.logs  # the servers' logs stay there
+            Path(tmp).mkdir(parents=True, exist_ok=True)
         port = free_port()
         a, b = Node("a", free_port(), Path(tmp)), Node("b", free_port(), Path(tmp))
         primary, standby = a, b
@@ -58,11 +63,16 @@ def failover(args: argparse.Namespace) -> dict[str, Any]:
             for w in (writer, *load):
                 w.start()
             rng = random.Random(args.seed)
-            for _ in range(args.kills):
+            kills: list[float] = []
+            for n in range(args.kills):
                 time.sleep(rng.uniform(0.2, 1.0))
                 primary.kill()
                 t = time.monotonic()
+                kills.append(t)
                 gaps.append(wait_serving(port, timeout_s=30) - t)
+                if n % 10 == 9:
+                    print(f"kill {n + 1}: gaps so far median {statistics.median(gaps):.3f} s, "
+                          f"max {max(gaps):.3f} s, lost {len(lost)}", flush=True)  # fmt: skip
                 lost += check(port, writer)
                 primary, standby = standby, primary
                 standby.start_standby(port, primary)
@@ -74,8 +84,14 @@ def failover(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             a.kill()
             b.kill()
+    timeline = [(start - kills[0], lat) for start, lat in writer.latencies if start >= kills[0] - 1]
+    if args.figure:
+        draw_failover(gaps, kills, timeline, Path(args.figure))
+    by_kill = list(gaps)
     gaps.sort()
     return {
+        "gaps_s": [round(g, 3) for g in by_kill],
+        "writer_errors": writer.errors,
         "kills": args.kills,
         "gap_median_s": round(statistics.median(gaps), 3),
         "gap_p90_s": round(gaps[int(0.9 * (len(gaps) - 1))], 3),
@@ -86,102 +102,115 @@ def failover(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _with_server(protection: str | None, tmp: Path, fn: Any) -> Any:
-    """fn(port, pids) against a plain kvserver (protection None) or a primary with its standby."""
-    port = free_port()
-    if protection is None:
-        plain = ManagedProcess(
-            [sys.executable, "-m", "kvserver", "--no-livepatch", "--port", str(port)],
-            READY,
-            tmp / "plain.log",
-        )
-        plain.start()
-        try:
-            assert plain.proc is not None
-            return fn(port, [plain.proc.pid])
-        finally:
-            plain.stop()
-    a, b = Node("a", free_port(), tmp), Node("b", free_port(), tmp)
-    try:
-        b.start_standby(port, a)
-        a.start_primary(port, b, "--protection", protection)
-        if protection == "none":
-            a.wait_status(lambda s: s["state"] == "streaming", 30, "streaming")
-        else:
-            a.wait_protected()
-        return fn(port, [a.pid, b.pid])
-    finally:
-        a.kill()
-        b.kill()
+def draw_failover(
+    gaps: list[float], kills: list[float], timeline: list[tuple[float, float]], path: Path
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5), dpi=90)
+    top.plot(range(1, len(gaps) + 1), [g * 1e3 for g in gaps], "o", ms=3)
+    top.axhline(1000, color="grey", ls="--", lw=0.7)
+    top.annotate("goal: median <= 1 s", (1, 1000), fontsize=7, va="bottom")
+    top.set_xlabel("kill -9 of the primary, in order")
+    top.set_ylabel("kill -> first reply\nat the address (ms)")
+    median = statistics.median(gaps) * 1e3
+    top.set_title(f"{len(gaps)} failovers: median {median:.0f} ms, max {max(gaps) * 1e3:.0f} ms")
+    end = kills[2] - kills[0] + 1 if len(kills) > 2 else 3.0
+    points = [(t, lat * 1e3) for t, lat in timeline if t <= end]
+    bottom.plot([t for t, _ in points], [lat for _, lat in points], ".", ms=2, color="tab:red")
+    for k in kills:
+        if k - kills[0] <= end:
+            bottom.axvline(k - kills[0], color="grey", ls="--", lw=0.7)
+    bottom.set_yscale("log")
+    bottom.set_xlabel("s since the first kill (dashed: kills)")
+    bottom.set_ylabel("SET latency (ms),\nby start time")
+    fig.tight_layout()
+    fig.savefig(path)
 
 
-def overhead(args: argparse.Namespace) -> dict[str, Any]:
-    configs: list[str | None] = [None, "commit", "full", "none"]
-    read_mostly: dict[str, list[tuple[float, float, float]]] = {str(c): [] for c in configs}
-    write_heavy: dict[str, list[tuple[float, float, float]]] = {str(c): [] for c in configs}
-    commands: list[str] = []
-    n = args.requests
+def switchover(args: argparse.Namespace) -> dict[str, Any]:
+    """N switchovers back and forth under retrying writers: pause, errors, losses, duplicates."""
+    import subprocess
 
-    def cpu(pids: list[int]) -> list[float]:
-        return [cpu_seconds(p) for p in pids] + [0.0] * (2 - len(pids))
-
-    def per_request(before: list[float], after: list[float], requests: int) -> tuple[float, float]:
-        """CPU µs per request of the primary (or plain server) and of the standby."""
-        return (
-            (after[0] - before[0]) * 1e6 / requests,
-            (after[1] - before[1]) * 1e6 / requests,
-        )
-
-    def read_mostly_run(port: int, pids: list[int]) -> tuple[float, float, float]:
-        redis_benchmark(port, "set", n // 2, clients=50, keyspace=100_000)  # populate
-        results: dict[str, float] = {}
-        before = cpu(pids)
-
-        def run(test: str, requests: int, clients: int) -> None:
-            cmd, res = redis_benchmark(port, test, requests, clients=clients, keyspace=100_000)
-            results[test] = res[test.upper()][0]
-            commands.append(" ".join(cmd))
-
-        threads = [
-            threading.Thread(target=run, args=("get", n, 45)),
-            threading.Thread(target=run, args=("set", n // 9, 5)),
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        primary_us, standby_us = per_request(before, cpu(pids), n + n // 9)
-        return results["get"] + results["set"], primary_us, standby_us
-
-    def write_heavy_run(port: int, pids: list[int]) -> tuple[float, float, float]:
-        before = cpu(pids)
-        cmd, res = redis_benchmark(port, "set", n, clients=50, keyspace=100_000)
-        commands.append(" ".join(cmd))
-        primary_us, standby_us = per_request(before, cpu(pids), n)
-        return res["SET"][0], primary_us, standby_us
-
+    starts: list[float] = []
     with tempfile.TemporaryDirectory(prefix="repl-bench-") as tmp:
-        for _ in range(args.rounds):
-            for c in configs:
-                read_mostly[str(c)].append(_with_server(c, Path(tmp), read_mostly_run))
-                write_heavy[str(c)].append(_with_server(c, Path(tmp), write_heavy_run))
-    out: dict[str, Any] = {"commands": sorted(set(commands))}
-    for name, table in (("read_mostly", read_mostly), ("write_heavy", write_heavy)):
-        base = median([r[0] for r in table["None"]])
-        base_cpu = median([r[1] for r in table["None"]])
-        out[name] = {}
-        for k, v in table.items():
-            rps = median([r[0] for r in v])
-            primary_us = median([r[1] for r in v])
-            out[name]["no replication" if k == "None" else k] = {
-                "rps_median": round(rps),
-                "vs_no_replication": round(rps / base - 1, 3),
-                "rounds": [round(r[0]) for r in v],
-                "primary_cpu_us_per_request": round(primary_us, 1),
-                "primary_cpu_vs_no_replication": round(primary_us / base_cpu - 1, 3),
-                "standby_cpu_us_per_request": round(median([r[2] for r in v]), 1),
-            }
-    return out
+        if args.logs:
+            tmp = args.logs  # the servers' logs stay there
+            Path(tmp).mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        a, b = Node("a", free_port(), Path(tmp)), Node("b", free_port(), Path(tmp))
+        primary, standby = a, b
+        pauses: list[float] = []
+        durations: list[float] = []
+        try:
+            standby.start_standby(port, primary)
+            primary.start_primary(port, standby, "--replication-listen", f"127.0.0.1:{a.repl_port}")
+            primary.wait_protected()
+            writers = [Writer(port, name=f"sw{i}", retrying=True) for i in range(args.writers)]
+            for w in writers:
+                w.start()
+            for _ in range(args.switches):
+                time.sleep(0.5)
+                t = time.monotonic()
+                starts.append(t)
+                done = subprocess.run(
+                    [sys.executable, "-m", "livepatch.cli", "switchover", "--socket",
+                     primary.status_socket], capture_output=True, text=True, timeout=120,
+                )  # fmt: skip
+                if done.returncode:
+                    raise RuntimeError(f"switchover failed: {done.stderr}")
+                durations.append(time.monotonic() - t)
+                primary, standby = standby, primary
+                primary.wait_protected()
+                time.sleep(0.3)  # writes after the switchover, so that the pause is measured whole
+                worst = max(
+                    (
+                        lat
+                        for w in writers
+                        for start, lat in w.snapshot_latencies()
+                        if start >= t - 1
+                    ),
+                    default=0.0,
+                )
+                pauses.append(worst)
+            for w in writers:
+                w.stop()
+            problems: list[str] = []
+            with redis.Redis(port=port) as c:
+                for w in writers:
+                    lost = check(port, w)
+                    problems += lost
+                    acked, sets = w.snapshot()[0], w.snapshot_latencies()
+                    for line in lost:
+                        if line.startswith("acknowledged SET"):
+                            i = int(line.split()[-4])
+                            start, lat = sets[acked.index(i)]
+                            near = min(starts, key=lambda x: abs(x - start))
+                            problems.append(
+                                f"  {w.prefix}:{i} sent {start - near:+.3f} s from switchover "
+                                f"{starts.index(near) + 1}, answered after {lat:.3f} s"
+                            )
+                    ctr = int(c.get(f"{w.prefix}:ctr") or 0)
+                    if ctr != w.incrs:
+                        problems.append(f"{w.prefix}:ctr {ctr} != {w.incrs} acknowledged INCRs")
+        finally:
+            a.kill()
+            b.kill()
+    return {
+        "switches": args.switches,
+        "writers": args.writers,
+        "pause_ms_median": round(statistics.median(pauses) * 1e3, 1),
+        "pause_ms_max": round(max(pauses) * 1e3, 1),
+        "pauses_ms": [round(p * 1e3, 1) for p in pauses],
+        "command_s_median": round(statistics.median(durations), 3),
+        "client_errors": sum(w.errors for w in writers),
+        "acknowledged_sets": sum(len(w.acked) for w in writers),
+        "problems": len(problems),
+        "problem_examples": problems[:12],
+    }
 
 
 def _json_writer(port: int, stop: threading.Event, seed: int, done: list[int]) -> None:
@@ -256,14 +285,17 @@ def main() -> None:
     f.add_argument("--kills", type=int, default=20)
     f.add_argument("--load-clients", type=int, default=4)
     f.add_argument("--seed", type=int, default=None)
-    o = sub.add_parser("overhead")
-    o.add_argument("--rounds", type=int, default=3)
-    o.add_argument("--requests", type=int, default=100_000)
+    f.add_argument("--figure", default=None, help="draw the gaps and a latency timeline (PNG)")
+    f.add_argument("--logs", default=None, help="keep the servers' logs in this directory")
+    s = sub.add_parser("switchover")
+    s.add_argument("--switches", type=int, default=20)
+    s.add_argument("--writers", type=int, default=4)
+    s.add_argument("--logs", default=None, help="keep the servers' logs in this directory")
     e = sub.add_parser("epochs")
     e.add_argument("--seconds", type=float, default=4.0)
     args = parser.parse_args()
     print(machine_note(), flush=True)
-    result = {"failover": failover, "overhead": overhead, "epochs": epochs}[args.what](args)
+    result = {"failover": failover, "switchover": switchover, "epochs": epochs}[args.what](args)
     print(json.dumps(result, indent=2))
 
 

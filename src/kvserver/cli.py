@@ -224,48 +224,53 @@ def run_server(
             click.echo(f"kvserver: cannot load the data in {config.dir}: {exc}", err=True)
             return 1
     role = replication_cli.ReplicationRole(replication) if replication is not None else None
-    if role is not None and role.rc.standby:
-        standby_listener = role.wait_as_standby(server)  # until it takes over (or is stopped)
-        if standby_listener is None:
-            role.stop()
-            return 0
-        listener = standby_listener
-        config.host = listener.getsockname()[0]
-    else:
-        listener = socket.socket(
-            socket.AF_INET6 if ":" in config.host else socket.AF_INET, socket.SOCK_STREAM
-        )
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            listener.bind((config.host, config.port))
-        except OSError as exc:
-            click.echo(f"kvserver: cannot listen on {config.host}:{config.port}: {exc}", err=True)
-            return 1
-        listener.listen(1024)
-    config.port = listener.getsockname()[1]
-    loop = EventLoop(server, listener)
-    if role is not None:
-        role.start_primary(loop)
-    agent = (
-        _start_agent(livepatch_socket, trusted_keys or [], allow_unsigned, agent_options or {})
-        if config.livepatch
-        else None
-    )
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: loop.request_stop())
-    # Everything that exists now (modules, the loaded data set) lives as long as the server: keep the
-    # cyclic collector from rescanning it on every full collection.
-    gc.collect()
-    gc.freeze()
-    print(f"kvserver ready on {config.host}:{config.port}", flush=True)
-    try:
-        loop.run(livepatch_enabled=config.livepatch)
-    finally:
-        if agent is not None:
-            agent.stop()
+    while True:  # more than once only after a switchover (primary -> standby -> ...)
+        if role is not None and role.rc.standby:
+            standby_listener = role.wait_as_standby(server)  # until it takes over (or is stopped)
+            if standby_listener is None:
+                role.stop()
+                return 0
+            listener = standby_listener
+            config.host = listener.getsockname()[0]
+        else:
+            listener = socket.socket(
+                socket.AF_INET6 if ":" in config.host else socket.AF_INET, socket.SOCK_STREAM
+            )
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                listener.bind((config.host, config.port))
+            except OSError as exc:
+                click.echo(
+                    f"kvserver: cannot listen on {config.host}:{config.port}: {exc}", err=True
+                )
+                return 1
+            listener.listen(1024)
+        config.port = listener.getsockname()[1]
+        loop = EventLoop(server, listener)
         if role is not None:
-            role.stop()
-    return 0
+            role.start_primary(loop)
+        agent = (
+            _start_agent(livepatch_socket, trusted_keys or [], allow_unsigned, agent_options or {})
+            if config.livepatch
+            else None
+        )
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_, stop=loop.request_stop: stop())
+        # Everything that exists now (modules, the loaded data set) lives as long as the server:
+        # keep the cyclic collector from rescanning it on every full collection.
+        gc.collect()
+        gc.freeze()
+        print(f"kvserver ready on {config.host}:{config.port}", flush=True)
+        try:
+            loop.run(livepatch_enabled=config.livepatch)
+        finally:
+            if agent is not None:
+                agent.stop()
+            if role is not None:
+                role.stop()
+        if role is None or not role.switching:
+            return 0
+        role.become_standby(server)  # `livepatch switchover`: follow the new primary from now on
 
 
 def _start_agent(

@@ -23,8 +23,11 @@ read after it reveals its effect). A lookup notes the newest such epoch in `read
 replies wait for it (livepatch.replication.Protection). `acknowledged(epoch)` forgets what the standby
 now holds.
 
+A read of the whole database (DBSIZE and INFO keyspace through `len`, KEYS, SCAN, RANDOMKEY) reveals
+every unacknowledged change in it, a deletion included: it notes the newest unacknowledged epoch that
+wrote there (`reveal_all`), and its reply waits for it like that of a GET of a key just written.
+
 Keys that expire are not shipped: the standby has the same absolute expiry times and expires them itself.
-Not covered: DBSIZE and INFO counts reveal a change without a key lookup; their replies are not held.
 
 Concurrency: event-loop thread only.
 """
@@ -64,6 +67,7 @@ class DirtyTracker:
         self.structural = False  # the batch flushed or swapped a database
         self.structural_changes = 0  # FLUSHDB/SWAPDB ever (a full sync in progress restarts on one)
         self.read_epoch = 0
+        self.floors = 0  # databases whose floor is set (acknowledged() looks only then)
         self.ops: list[tuple[Any, ...]] = []  # ("flush", index) / ("swap", i, j), this epoch
         self._pending: collections.deque[tuple[int, list[tuple[DbState, bytes]]]] = (
             collections.deque()
@@ -117,9 +121,11 @@ class DirtyTracker:
                 when = state.written.get(key)
                 if when is not None and when <= epoch:
                     del state.written[key]
-        for state in self.ordered:
-            if state.floor and state.floor <= epoch:
-                state.floor = 0
+        if self.floors:
+            for state in self.ordered:
+                if state.floor and state.floor <= epoch:
+                    state.floor = 0
+                    self.floors -= 1
 
     # ------------------------------------------------------------------------ structural changes
     def flushed(self, db: Keyspace) -> None:
@@ -127,28 +133,69 @@ class DirtyTracker:
         state = self.states[db]
         state.dirty = {}  # the flush removes them all; later writes mark again
         state.written = {}
-        state.floor = self.protection.epoch
+        self._set_floor(state)
         self.ops.append(("flush", state.index))
         self.structural = True
         self.structural_changes += 1
+
+    def _set_floor(self, state: DbState) -> None:
+        if not state.floor:
+            self.floors += 1
+        state.floor = self.protection.epoch
 
     def swapped(self, a: Keyspace, b: Keyspace) -> None:
         self._commit_touched()
         sa, sb = self.states[a], self.states[b]
         sa.dirty, sb.dirty = sb.dirty, sa.dirty
-        epoch = self.protection.epoch
         for state in (sa, sb):
             state.written = {}
-            state.floor = epoch
+            self._set_floor(state)
         self.ops.append(("swap", sa.index, sb.index))
         self.structural = True
         self.structural_changes += 1
+
+
+def reveal_all(db: Keyspace) -> None:
+    """A read of db as a whole: its reply waits for every unacknowledged write there."""
+    t = _tracker
+    assert t is not None
+    state = t.states[db]
+    if state.written or state.floor:
+        epoch = max(state.floor, max(state.written.values(), default=0))
+        if epoch > t.read_epoch:
+            t.read_epoch = epoch
 
 
 class TrackedKeyspace(Keyspace):
     """A Keyspace that tells the tracker which keys it is asked about (see the theory above)."""
 
     __slots__ = ()
+
+    def __len__(self) -> int:
+        reveal_all(self)
+        return Keyspace.__len__(self)
+
+    def keys_snapshot(self) -> list[bytes]:
+        reveal_all(self)
+        return Keyspace.keys_snapshot(self)
+
+    def random_key(self, now_ms: int) -> bytes | None:
+        reveal_all(self)
+        return Keyspace.random_key(self, now_ms)
+
+    def scan(self, cursor: int, count: int) -> tuple[int, list[bytes]]:
+        reveal_all(self)
+        return Keyspace.scan(self, cursor, count)
+
+    def __contains__(self, key: bytes) -> bool:
+        t = _tracker
+        assert t is not None
+        state = t.states[self]
+        if state.written or state.floor:
+            epoch = state.written.get(key, state.floor)
+            if epoch > t.read_epoch:
+                t.read_epoch = epoch
+        return Keyspace.__contains__(self, key)
 
     def lookup(self, key: bytes, now_ms: int) -> Any:
         t = _tracker
@@ -200,6 +247,14 @@ class TrackedKeyspace(Keyspace):
         assert _tracker is not None
         _tracker.swapped(self, other)
         Keyspace.swap_with(self, other)
+
+
+def untrack(databases: list[Keyspace]) -> None:
+    """Stop tracking (a primary that became the standby after a switchover). Loop thread."""
+    global _tracker
+    for db in databases:
+        db.__class__ = Keyspace
+    _tracker = None
 
 
 def track(databases: list[Keyspace], protection: Protection) -> DirtyTracker:

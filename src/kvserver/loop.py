@@ -79,6 +79,8 @@ class EventLoop:
         # and ticks at the end of every iteration; None without --replicate-to.
         self.replication: Any = None
         self._tick_at = float("inf")
+        # Other descriptors read on this thread (replication acknowledgements): fd -> callback.
+        self._watched: dict[int, Callable[[], object]] = {}
 
     # ---------------------------------------------------------------------------- any thread
     def wakeup(self) -> None:
@@ -115,6 +117,8 @@ class EventLoop:
         else:
             while not self._stopping:
                 self._run_once()
+        if self.replication is not None:
+            self.replication.drain()  # released replies go out with the others just below
         self._close_everything()
 
     def _run_patchable(self) -> None:
@@ -171,6 +175,10 @@ class EventLoop:
                 self._accept()
             elif fd == self._rpipe:
                 self._drain_pipe()
+            else:
+                watcher = self._watched.get(fd)
+                if watcher is not None:
+                    self._run_watcher(watcher)
         if self._calls:
             self._run_calls()
         if self._stop_requested and not self._stopping:
@@ -189,9 +197,9 @@ class EventLoop:
         self._before_sleep()
         if self.replication is not None:
             # The quiescence point of replication: every request of this iteration is done.
-            delay = self.replication.tick()
             # Replies the tick released (degradation) go out in the next iteration, without a wait.
-            self._tick_at = time.monotonic() + (0.0 if self._pending else delay)
+            tick_at = self.replication.tick(self.now)
+            self._tick_at = 0.0 if self._pending else tick_at
         self.iterations += 1
 
     def _before_sleep(self) -> None:
@@ -403,6 +411,23 @@ class EventLoop:
         (kvserver.commands.blocking). A client without a socket (a replay's virtual client) has none."""
         if client.sock is not None:
             self._pending[client] = None
+
+    def watch_readable(self, fd: int, callback: Callable[[], object]) -> None:
+        """Call `callback` on this thread whenever fd is readable, until `unwatch` (loop thread)."""
+        self._watched[fd] = callback
+        self.epoll.register(fd, EPOLLIN)
+
+    def unwatch(self, fd: int) -> None:
+        """Stop watching fd (before closing it: a closed number may be reused by a client)."""
+        if self._watched.pop(fd, None) is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self.epoll.unregister(fd)
+
+    def _run_watcher(self, callback: Callable[[], object]) -> None:
+        try:
+            callback()
+        except Exception:
+            log.exception("a watched descriptor's callback failed")
 
     def schedule_close(self, client: ClientState) -> None:
         """Close a client after this iteration's replies (CLIENT KILL)."""

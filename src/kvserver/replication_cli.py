@@ -2,6 +2,7 @@
 
     primary:  --replicate-to HOST:PORT [--epoch-ms 50] [--protection commit|full|none]
               [--on-standby-loss degrade|hold] [--standby-timeout-ms 1000]
+              [--replication-listen HOST:PORT]   (where it listens once a switchover made it the standby)
     standby:  --standby --replication-listen HOST:PORT [--takeover HOST:PORT] [--failover-after-ms 300]
               [--replicate-to HOST:PORT]   (whom to replicate to once it has taken over)
     either:   --replication-socket PATH    (`livepatch replication status --socket PATH`)
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -86,7 +88,8 @@ def replication_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "--replication-listen",
             metavar="HOST:PORT",
             default=None,
-            help="Where a standby listens for its primary.",
+            help="Where a standby listens for its primary (a primary: where it listens once "
+            "`livepatch switchover` made it the standby).",
         ),
         click.option(
             "--takeover",
@@ -106,6 +109,13 @@ def replication_options(f: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Path(dir_okay=False),
             default=None,
             help="Unix socket answering `livepatch replication status --socket PATH`.",
+        ),
+        click.option(
+            "--replication-secret-file",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="A file (mode 600, at least 16 bytes) both servers share: the link is refused "
+            "to a peer that cannot prove it.",
         ),
         click.option(
             "--etcd",
@@ -148,6 +158,7 @@ class ReplicationConfig:
     etcd_url: str | None = None
     etcd_key: str = "/livepatch/kv/leader"
     etcd_ttl_s: float = 2.0
+    secret: bytes | None = None
 
 
 def parse(options: dict[str, Any], data_dir: str | None) -> ReplicationConfig | None:
@@ -167,6 +178,13 @@ def parse(options: dict[str, Any], data_dir: str | None) -> ReplicationConfig | 
         etcd_key=options["etcd_key"],
         etcd_ttl_s=options["etcd_ttl_s"],
     )
+    if options["replication_secret_file"] is not None:
+        from livepatch.replication.auth import SecretError, load_secret
+
+        try:
+            rc.secret = load_secret(options["replication_secret_file"])
+        except SecretError as exc:
+            raise click.BadParameter(str(exc), param_hint="--replication-secret-file") from None
     if rc.etcd_url is not None and not rc.etcd_url.startswith(("http://", "https://")):
         raise click.BadParameter(
             f"expected an http:// URL, got {rc.etcd_url!r}", param_hint="--etcd"
@@ -180,14 +198,23 @@ def parse(options: dict[str, Any], data_dir: str | None) -> ReplicationConfig | 
         if data_dir is not None:
             raise click.UsageError("--standby does not take --dir yet: run the standby in memory")
         return rc
-    if rc.listen is not None or rc.takeover is not None:
+    if rc.takeover is not None:
+        raise click.UsageError("--takeover is for a standby: add --standby")
+    if rc.listen is not None and rc.replicate_to is None:
         raise click.UsageError(
-            "--replication-listen and --takeover are for a standby: add --standby"
+            "--replication-listen is for a standby (add --standby) or for a primary that may "
+            "become one by a switchover (add --replicate-to)"
+        )
+    if rc.listen is not None and data_dir is not None:
+        raise click.UsageError(
+            "--replication-listen on a primary (to become the standby after a switchover) does "
+            "not take --dir yet: a standby keeps its data in memory"
         )
     if rc.replicate_to is None:
-        if rc.status_socket is not None or rc.etcd_url is not None:
+        if rc.status_socket is not None or rc.etcd_url is not None or rc.secret is not None:
             raise click.UsageError(
-                "--replication-socket and --etcd need --replicate-to or --standby"
+                "--replication-socket, --replication-secret-file and --etcd need --replicate-to "
+                "or --standby"
             )
         return None
     return rc
@@ -201,6 +228,7 @@ def primary_options(rc: ReplicationConfig) -> Any:
         protection=rc.protection,  # type: ignore[arg-type]
         on_standby_loss=rc.on_standby_loss,  # type: ignore[arg-type]
         standby_timeout_ms=rc.standby_timeout_ms,
+        secret=rc.secret,
     )
 
 
@@ -214,6 +242,8 @@ class ReplicationRole:
         self._status_server: Any = None
         self._lease: Any = None
         self._keeper: Any = None
+        self._loop: Any = None
+        self.switching = False  # a switchover stopped the loop: become the standby next
 
     def _etcd_lease(self, service: tuple[str, int]) -> Any:
         if self._lease is None and self.rc.etcd_url is not None:
@@ -245,7 +275,10 @@ class ReplicationRole:
 
         assert self.rc.listen is not None
         options = StandbyOptions(
-            failover_after_ms=self.rc.failover_after_ms, takeover=self.rc.takeover
+            failover_after_ms=self.rc.failover_after_ms,
+            takeover=self.rc.takeover,
+            secret=self.rc.secret,
+            term=self.term,
         )
         if self.rc.takeover is not None and self.rc.etcd_url is not None:
             options.may_take_over = self._etcd_lease(self.rc.takeover).try_acquire
@@ -279,10 +312,78 @@ class ReplicationRole:
             return
         from kvserver.replication_support import install_primary
 
+        self._loop = loop
         self.primary = install_primary(
             loop, self.rc.replicate_to, primary_options(self.rc), self.term
         )
         self.start_status(self.primary.status)
+        if self._status_server is not None:
+            self._status_server.actions["switchover"] = self._request_switchover
+
+    # ------------------------------------------------------------------------------ switchover
+    def _request_switchover(self) -> dict[str, Any]:
+        """`livepatch switchover` (the status thread): hand the service to the standby."""
+        loop = self._loop
+        if self.primary is None or loop is None:
+            return {"ok": False, "error": "this server is not a primary"}
+        if self.rc.listen is None:
+            return {
+                "ok": False,
+                "error": "this primary was started without --replication-listen HOST:PORT, so it "
+                "could not become the standby: restart it with one (where the standby's "
+                "--replicate-to points)",
+            }
+        done = threading.Event()
+        answer: dict[str, Any] = {}
+
+        def begin() -> None:
+            answer.update(self._begin_switchover(loop))
+            done.set()
+
+        loop.call_soon_threadsafe(begin)
+        if not done.wait(10.0):
+            return {"ok": False, "error": "the server did not answer in 10 s: it is too busy"}
+        return answer
+
+    def _begin_switchover(self, loop: Any) -> dict[str, Any]:
+        """Loop thread: stop executing requests; the loop then drains (Primary.drain) and stops."""
+        primary = self.primary
+        status = primary.status()
+        if self.switching or not loop.serving:
+            return {"ok": False, "error": "this server is already stopping"}
+        if primary.fenced or status["state"] != "streaming" or not status["protected"]:
+            return {
+                "ok": False,
+                "error": f"the standby at {status['standby']} is not caught up (state "
+                f"{status['state']}, protected {status['protected']}): nothing was changed; "
+                "wait until `livepatch replication status` says streaming and protected",
+            }
+        self.switching = True
+        assert self.rc.listen is not None
+        log.warning(
+            "replication: SWITCHOVER: handing %s:%d to the standby at %s; this server becomes "
+            "its standby on %s:%d",
+            loop.server.config.host,
+            loop.server.config.port,
+            status["standby"],
+            *self.rc.listen,
+        )
+        loop.shutdown(None)  # executes nothing more; the loop drains and closes its clients
+        return {"ok": True, "standby": status["standby"], "term": status["term"]}
+
+    def become_standby(self, server: Any) -> None:
+        """After a switchover's loop has stopped: follow the new primary from now on."""
+        from kvserver.dirty import untrack
+
+        config = server.config
+        untrack(server.databases)
+        self.rc.standby = True
+        self.rc.takeover = (config.host, config.port)
+        self.primary = None
+        self._loop = None
+        self.switching = False
+        if self._status_server is not None:
+            self._status_server.actions.pop("switchover", None)
 
     def _lead(self, loop: Any) -> None:
         """Hold the etcd leader key while serving; give up serving when it cannot be renewed."""
@@ -312,9 +413,11 @@ class ReplicationRole:
         self._keeper.start()
 
     def stop(self) -> None:
+        """Stop the primary (or standby) phase; the status socket too unless a switchover goes on."""
         if self._keeper is not None:
             self._keeper.stop(release=not (self.primary is not None and self.primary.fenced))
+            self._keeper = None
         if self.primary is not None:
             self.primary.stop()
-        if self._status_server is not None:
+        if self._status_server is not None and not self.switching:
             self._status_server.stop()

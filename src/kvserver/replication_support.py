@@ -34,7 +34,13 @@ from typing import Any
 from kvserver.client import ClientState
 from kvserver.dirty import DirtyTracker, track
 from kvserver.keyspace import Keyspace
-from livepatch.replication import HeldReplies, Primary, PrimaryOptions, SnapshotRestart
+from livepatch.replication import (
+    HeldReplies,
+    Primary,
+    PrimaryOptions,
+    Protection,
+    SnapshotRestart,
+)
 
 log = logging.getLogger("kvserver.replication")
 
@@ -66,33 +72,71 @@ class PrimaryHost:
         self.held: HeldReplies[ClientState] = HeldReplies()
         self.primary: Primary | None = None
         self.tracker: DirtyTracker | None = None
+        self.protection: Protection = Protection("none")  # the Primary's, once installed
         self._close_when_released: set[ClientState] = set()
         self._snapshot: list[tuple[int, Keyspace, list[bytes]]] = []
         self._snapshot_structure = 0
 
     # ------------------------------------------------------------------ called by the loop
     def process(self, client: ClientState, commands: list[list[bytes]]) -> None:
-        """Run one read's requests; hold their replies for as long as the Protection says."""
+        """Run one read's requests; hold their replies for as long as the Protection says.
+
+        Runs once per read: DirtyTracker.end_batch and HeldReplies.has are inlined here (keep them
+        in step), which saves two Python calls per request under unpipelined load."""
         server = self.server
         before = server.dirty
         server.process_commands(client, commands)
-        assert self.tracker is not None and self.primary is not None
-        wrote, read_epoch = self.tracker.end_batch(server.dirty != before)
-        epoch = self.primary.protection.hold_until(wrote, read_epoch)
+        t = self.tracker
+        assert t is not None
+        if server.dirty != before or t.structural:
+            wrote, read_epoch = t.end_batch(True)
+        else:
+            if t.touched:
+                t.touched.clear()
+            read_epoch = t.read_epoch
+            if read_epoch:
+                t.read_epoch = 0
+            wrote = False
+        p = self.protection
+        epoch = p.hold_until(wrote, read_epoch) if (wrote or read_epoch or p.mode == "full") else 0
         held = self.held
-        if not epoch and not held.has(client):
+        if not epoch and client not in held.by_conn:
             return
         out = client.out
         if out:
             held.hold(client, epoch, b"".join(out))
             out.clear()
-        if client.close_after_reply and held.has(client):
+        if client.close_after_reply and client in held.by_conn:
             client.close_after_reply = False  # closed once its held replies are out
             self._close_when_released.add(client)
 
-    def tick(self) -> float:
+    def drain(self) -> None:
+        """The loop executes no more requests (SIGTERM, SHUTDOWN, switchover): ship the last epoch
+        and release what the standby then holds; the loop sends released replies before it closes
+        the clients, and closes the others unanswered (their writes may not be on the standby)."""
         assert self.primary is not None
-        return self.primary.tick()
+        timeout_s = self.primary.options.standby_timeout_ms / 1000.0
+        log.info(
+            "replication: draining: waiting up to %.0f ms for the standby to hold the last writes "
+            "(%d replies held)",
+            timeout_s * 1000,
+            len(self.held),
+        )
+        why = self.primary.drain(timeout_s)
+        if not why:
+            log.info("replication: the standby holds every write: stopping")
+        else:
+            log.warning(
+                "replication: stopping with %d replies held (%s): their clients are closed without "
+                "an answer, as their writes may not be on the standby",
+                len(self.held),
+                why,
+            )
+
+    def tick(self, now: float) -> float:
+        """Primary.tick (install_primary binds it on the instance: one call less per iteration)."""
+        assert self.primary is not None
+        return self.primary.tick(now)
 
     # ------------------------------------------------------------------ ReplicatedServer
     def capture_epoch(self) -> bytes:
@@ -106,7 +150,9 @@ class PrimaryHost:
         assert self.tracker is not None
         self._snapshot_structure = self.tracker.structural_changes
         self._snapshot = [
-            (i, db, db.keys_snapshot()) for i, db in enumerate(self.server.databases) if len(db)
+            (i, db, Keyspace.keys_snapshot(db))
+            for i, db in enumerate(self.server.databases)
+            if Keyspace.__len__(db)
         ]
 
     def snapshot_chunk(self, max_bytes: int) -> bytes | None:
@@ -149,6 +195,12 @@ class PrimaryHost:
     def call_soon_threadsafe(self, fn: Callable[[], object]) -> None:
         self.loop.call_soon_threadsafe(fn)
 
+    def watch_readable(self, fd: int, callback: Callable[[], object]) -> None:
+        self.loop.watch_readable(fd, callback)
+
+    def unwatch(self, fd: int) -> None:
+        self.loop.unwatch(fd)
+
     # The standby half is StandbyHost's.
     def begin_full_sync(self) -> None:
         raise NotImplementedError("a primary applies nothing")
@@ -172,6 +224,8 @@ def install_primary(
     primary = Primary(host, target, options, term=term)
     host.primary = primary
     host.tracker = track(loop.server.databases, primary.protection)
+    host.protection = primary.protection
+    host.tick = primary.tick  # type: ignore[method-assign]
     loop.replication = host
     primary.start()
     return primary
@@ -250,3 +304,9 @@ class StandbyHost:
 
     def call_soon_threadsafe(self, fn: Callable[[], object]) -> None:
         fn()
+
+    def watch_readable(self, fd: int, callback: Callable[[], object]) -> None:
+        raise NotImplementedError("a standby watches nothing")
+
+    def unwatch(self, fd: int) -> None:
+        raise NotImplementedError("a standby watches nothing")

@@ -7,6 +7,8 @@ its status socket; the pair shares one service address. `start_primary` / `start
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import signal
 import sys
@@ -29,6 +31,9 @@ class Node:
         self.status_socket = str(workdir / f"{name}.status.sock")
         self.log_path = workdir / f"{name}.log"
         self.process: ManagedProcess | None = None
+        # Run the server under this command (bench: valgrind) and on these CPUs (None: anywhere).
+        self.wrapper: list[str] = []
+        self.cpus: set[int] | None = None
 
     @property
     def pid(self) -> int:
@@ -43,10 +48,13 @@ class Node:
         )
 
     def _start(self, args: list[str]) -> None:
-        argv = [sys.executable, "-m", "kvserver", "--no-livepatch", "--loglevel", "info"]
-        argv += ["--replication-socket", self.status_socket, *args]
-        self.process = ManagedProcess(argv, READY, self.log_path)
+        argv = [*self.wrapper, sys.executable, "-m", "kvserver", "--no-livepatch"]
+        argv += ["--loglevel", "info", "--replication-socket", self.status_socket, *args]
+        timeout = 300.0 if self.wrapper else 60.0
+        self.process = ManagedProcess(argv, READY, self.log_path, ready_timeout_s=timeout)
         self.process.start()
+        if self.cpus is not None:
+            pin(self.pid, self.cpus)
 
     def start_primary(
         self, port: int, peer: Node, *extra: str, replicate_to: int | None = None
@@ -99,6 +107,15 @@ class Node:
             f"{self.name}: {what or 'status'} not reached in {timeout_s} s: {last}"
         )
 
+    def wait_log(self, text: str, timeout_s: float = 30.0) -> None:
+        """Until the server's log (its stdout and stderr) holds text."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.log_path.exists() and text in self.log_path.read_text(errors="replace"):
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"{self.name}: {text!r} not in its log after {timeout_s} s")
+
     def wait_protected(self, timeout_s: float = 60.0) -> dict[str, Any]:
         """Until this node is a primary whose standby synchronised and acknowledges epochs."""
         return self.wait_status(
@@ -111,6 +128,13 @@ class Node:
             timeout_s,
             "protected primary",
         )
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Run every thread of process pid on cpus (threads it starts later inherit the affinity)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(task.name), cpus)
 
 
 def wait_serving(port: int, timeout_s: float = 10.0) -> float:

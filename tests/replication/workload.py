@@ -12,13 +12,36 @@ import threading
 import time
 
 import redis
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.retry import Retry
+
+
+def retrying_client(port: int) -> redis.Redis:
+    """redis-py as docs/standby.md recommends: retried across a failover or a switchover."""
+    return redis.Redis(
+        port=port,
+        socket_timeout=5.0,
+        socket_connect_timeout=0.5,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.01), retries=20),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+    )
+
+
+def single_shot_client(port: int, timeout_s: float = 120.0) -> redis.Redis:
+    """redis-py that never retries (redis-py 6+ retries a failed command by default): a reply it
+    returns is the answer to the one attempt, an error is that attempt's fate."""
+    return redis.Redis(port=port, socket_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
 
 
 class Writer(threading.Thread):
-    def __init__(self, port: int, name: str = "w") -> None:
+    """retrying: a retrying_client (an error that reaches it is counted in `errors` all the same)."""
+
+    def __init__(self, port: int, name: str = "w", retrying: bool = False) -> None:
         super().__init__(daemon=True, name=f"writer-{name}")
         self.port = port
         self.prefix = name
+        self.retrying = retrying
+        self.incrs = 0  # acknowledged INCRs
         self.acked: list[int] = []
         self.max_incr = 0
         self.errors = 0
@@ -26,9 +49,14 @@ class Writer(threading.Thread):
         self.stop_event = threading.Event()
         self.lock = threading.Lock()
 
+    def _client(self) -> redis.Redis:
+        if self.retrying:
+            return retrying_client(self.port)
+        return redis.Redis(port=self.port, socket_timeout=5.0, socket_connect_timeout=0.5)
+
     def run(self) -> None:
         i = 0
-        client = redis.Redis(port=self.port, socket_timeout=5.0, socket_connect_timeout=0.5)
+        client = self._client()
         while not self.stop_event.is_set():
             i += 1
             try:
@@ -41,16 +69,21 @@ class Writer(threading.Thread):
                 value = int(client.incr(f"{self.prefix}:ctr"))
                 with self.lock:
                     self.max_incr = max(self.max_incr, value)
+                    self.incrs += 1
             except (redis.ConnectionError, redis.TimeoutError):
                 self.errors += 1
                 client.close()
-                client = redis.Redis(port=self.port, socket_timeout=5.0, socket_connect_timeout=0.5)
+                client = self._client()
                 self.stop_event.wait(0.002)
         client.close()
 
     def snapshot(self) -> tuple[list[int], int]:
         with self.lock:
             return list(self.acked), self.max_incr
+
+    def snapshot_latencies(self) -> list[tuple[float, float]]:
+        with self.lock:
+            return list(self.latencies)
 
     def stop(self) -> None:
         self.stop_event.set()

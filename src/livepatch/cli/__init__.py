@@ -141,3 +141,6 @@ update.register(main)  # `livepatch update --validate`, promote, discard, update
 from livepatch.replication.cli import replication_command  # noqa: E402
 
 main.add_command(replication_command)  # `livepatch replication status`: hot standby
+from livepatch.cli.switchover import switchover_command  # noqa: E402
+
+main.add_command(switchover_command)  # `livepatch switchover`: planned primary/standby swap

@@ -29,6 +29,8 @@ The four duties (DESIGN.md "Hot standby"):
 4. **Held replies.** The server asks its `Protection` (given by the Primary) how long each batch of
    replies must wait (`hold_until`) and keeps held replies in a `HeldReplies` in its output path;
    `release_replies(acked)` sends those whose epoch the standby acknowledged, in order per connection.
+   The Primary reads acknowledgements on the loop thread through `watch_readable` (an event loop's
+   "watch this descriptor").
    For sqlserver: a CommandComplete of COMMIT (or of an autocommitted write) is held until the epoch
    holding its WAL frames is acknowledged; a read of a page written in an unacknowledged epoch likewise.
 
@@ -77,6 +79,15 @@ class ReplicatedServer(Protocol):
 
     def call_soon_threadsafe(self, fn: Callable[[], object]) -> None:
         """Run fn on the loop thread soon (any thread; wakes a sleeping loop)."""
+        ...
+
+    def watch_readable(self, fd: int, callback: Callable[[], object]) -> None:
+        """Call `callback` on the loop thread whenever fd is readable (the link's acknowledgements:
+        read where they are used, with no thread and no wake-up in between). Loop thread."""
+        ...
+
+    def unwatch(self, fd: int) -> None:
+        """Stop watching fd; it is closed next. Loop thread (or any, once the loop has stopped)."""
         ...
 
     # ----------------------------------------------------------------------- standby thread

@@ -5,7 +5,7 @@ Theory of operation
 Two halves that share only a queue and a few counters:
 
 * The **loop half** (`tick`, `_on_ack`) runs on the server's serving thread. The server calls `tick` at
-  its quiescence point every iteration, and sleeps at most until the deadline `tick` returns. A tick
+  its quiescence point every iteration, and sleeps at most until the time `tick` returns. A tick
     1. starts a full sync when a new connection was handshaken (`_link_gen` changed): SNAPSHOT_BEGIN
        carrying the epoch being filled, then chunks, at most CHUNK_TICK_BYTES per tick and only while
        less than SYNC_QUEUE_BYTES wait to be sent (the server keeps serving between chunks);
@@ -19,14 +19,21 @@ Two halves that share only a queue and a few counters:
     4. under `on_standby_loss="degrade"`, releases every held reply once the oldest has waited
        `standby_timeout_ms`, with a loud warning, and stops holding until the standby acknowledges an
        epoch captured after that (it has caught up); under "hold" replies wait for as long as it takes.
-  Acknowledgements arrive through the server's `call_soon_threadsafe` (`_on_ack`) and release replies.
-* The **link half** (a sender thread and, per connection, a reader thread) connects with backoff, says
-  HELLO with the term, waits for WELCOME (or FENCED: a newer primary exists; this one then never
-  releases a held reply again and stops reconnecting), then compresses (zstd) and sends queued frames.
-  It never calls into the server except `call_soon_threadsafe`.
+  A frame of at most INLINE_MAX bytes is sent by the loop itself when nothing waits before it (a
+  non-blocking send; what the kernel does not take goes to the queue): in the steady state no other
+  thread runs, so the loop never waits for the GIL. Acknowledgements are read on the loop thread too:
+  the server watches the link's socket (`watch_readable`) and calls `_on_readable`, which releases
+  replies. (A reader thread and a wake-up per acknowledgement cost the loop more than the replication
+  itself: docs/performance.md, "Hot standby: the cost of commit protection".)
+* The **sender thread** connects with backoff, says HELLO with the term, waits for WELCOME (or FENCED:
+  a newer primary exists; this one then never releases a held reply again and stops reconnecting),
+  hands the socket to the loop (`_attach`), then compresses (zstd, payloads of COMPRESS_MIN bytes or
+  more) and sends the queued frames: large ones, full-sync chunks, and what an inline send left.
+  It never calls into the server except `call_soon_threadsafe`. The loop owns closing the socket
+  (it must stop watching the number first): the sender only shuts a failed one down.
 
-Nothing the loop half does waits for the network: the worst it does is copy changed values and put
-them on the queue. Frames queued for an older connection are dropped by the sender.
+Nothing the loop half does waits for the network: the worst it does is copy changed values, and send
+or queue them. Frames queued for an older connection are dropped by the sender.
 
 Concurrency: `tick` and `protection` on the loop thread only; `start`, `stop`, `status` on any thread.
 """
@@ -35,7 +42,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import logging
+import select
 import socket
 import threading
 import time
@@ -43,7 +52,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
-from livepatch.replication import wire
+from livepatch.replication import auth, wire
 from livepatch.replication.host import ReplicatedServer, SnapshotRestart
 from livepatch.replication.protection import Mode, Protection
 from livepatch.replication.wire import Frame, Kind
@@ -52,7 +61,8 @@ log = logging.getLogger("livepatch.replication")
 
 CHUNK_TICK_BYTES = 1 << 20  # snapshot bytes produced per loop iteration: bounds the pause per tick
 SYNC_QUEUE_BYTES = 8 << 20  # produce no more chunks while this much waits to be sent
-COMPRESS_MIN = 64  # smaller payloads go uncompressed
+COMPRESS_MIN = 512  # smaller payloads go uncompressed (a pickled epoch of a few keys gains nothing)
+INLINE_MAX = 64 << 10  # frames up to this size are sent by the loop itself when nothing waits
 HANDSHAKE_TIMEOUT_S = 2.0
 BACKOFF_S = (0.05, 0.1, 0.2, 0.5, 1.0)
 STATS_WINDOW = 64  # epochs in the moving averages of status()
@@ -73,6 +83,7 @@ class PrimaryOptions:
     max_queue_bytes: int = 64 << 20
     chunk_bytes: int = 256 << 10
     compression_level: int = 1
+    secret: bytes | None = None  # --replication-secret-file: mutual proof at connection (auth.py)
 
 
 class Primary:
@@ -107,15 +118,20 @@ class Primary:
         self._warned_unprotected = False
         # shared (under _cv)
         self._cv = threading.Condition()
-        self._queue: collections.deque[tuple[int, Frame]] = collections.deque()
+        # frames to send, or the encoded rest of a frame an inline send could not finish
+        self._queue: collections.deque[tuple[int, Frame | bytes]] = collections.deque()
         self._queue_bytes = 0
         self._link_gen = 0  # generation of the handshaken connection, 0: none
         self._gen_counter = 0
         self._sock: socket.socket | None = None
+        self._sending = False  # the sender thread is writing to _sock: the loop must not
+        self._attached: tuple[int, socket.socket, wire.FrameDecoder] | None = None  # loop thread
+        self._loop_compressor: Any = None
         self._last_heard = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.fenced = False
+        self._refusal = ""  # the last handshake refusal logged
         self.state = "connecting"
         # statistics (written by one thread each, read by status())
         self.epochs_captured = 0
@@ -174,26 +190,34 @@ class Primary:
             "full_syncs": self.syncs,
             "degradations": self.degradations,
             "queue_bytes": self._queue_bytes,
+            "refused": self._refusal or None,
         }
 
     def _held_count(self) -> int:
         return len(self.server.held)
 
     # ------------------------------------------------------------------------------ loop thread
-    def tick(self) -> float:
-        """Run at the server's quiescence point; returns the seconds until the next tick is due."""
-        now = time.monotonic()
-        # The common case, once per loop iteration: streaming, no epoch due, no reply waiting.
+    def tick(self, now: float = 0.0) -> float:
+        """Run at the server's quiescence point; returns the time.monotonic() by which to tick again.
+
+        now: time.monotonic() read by the server this iteration (0: read it here). A few
+        milliseconds stale is fine: the deadlines here are tens of milliseconds."""
+        if not now:
+            now = time.monotonic()
+        # The common case, once per loop iteration: streaming, no epoch due, and no reply waiting for
+        # an epoch to be captured now (none waits, or an epoch is in flight: its acknowledgement
+        # triggers the next capture). Replies wait most of the time under a load that writes.
+        p = self.protection
         if (
             now < self._next_epoch_at
             and now < self._next_heartbeat_at
-            and not self.server.held.count
+            and now < self._next_check_at
+            and (not self.server.held.count or p.acked != p.epoch - 1)
             and not self._syncing
             and self._link_gen == self._synced_gen
-            and now < self._next_check_at
         ):
-            return min(self._next_epoch_at, self._next_heartbeat_at) - now
-        return self._tick(now)
+            return min(self._next_epoch_at, self._next_heartbeat_at)
+        return self._tick(time.monotonic())
 
     def _tick(self, now: float) -> float:
         link_gen = self._link_gen
@@ -217,9 +241,8 @@ class Primary:
             self._check_timeouts(link_gen, now)
         if self._syncing:
             # More chunks to make: come back at once, unless the queue is full (then let it drain).
-            return 0.0 if self._queue_bytes < SYNC_QUEUE_BYTES else 0.005
-        due = min(self._next_epoch_at, self._next_check_at, self._next_heartbeat_at)
-        return max(0.0, due - time.monotonic())
+            return now if self._queue_bytes < SYNC_QUEUE_BYTES else now + 0.005
+        return min(self._next_epoch_at, self._next_check_at, self._next_heartbeat_at)
 
     def _check_timeouts(self, link_gen: int, now: float) -> None:
         p = self.protection
@@ -340,6 +363,43 @@ class Primary:
             )
         self.server.release_replies(p.acked)
 
+    def drain(self, timeout_s: float) -> str:
+        """Ship the last changes and wait until the standby holds them (loop thread, once the server
+        executes no more requests: SIGTERM, SHUTDOWN, a switchover). Acknowledgements release held
+        replies as usual (the server sends them before closing its clients).
+
+        Returns "" when the standby acknowledged everything, otherwise why not (nothing more is then
+        released: the caller closes those connections unanswered): no synchronised, attached
+        standby, this primary is fenced, or the standby did not answer within timeout_s."""
+        p = self.protection
+        gen = self._link_gen
+        attached = self._attached
+        if self.fenced:
+            return "fenced"
+        if not gen or attached is None or attached[0] != gen:
+            return "no standby connected"
+        if self._syncing or gen != self._synced_gen:
+            return "the standby's full sync is not complete"
+        self._capture(gen, time.monotonic())
+        target = p.epoch - 1
+        deadline = time.monotonic() + timeout_s
+        sock = attached[1]
+        while p.acked < target:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return (
+                    f"the standby did not acknowledge epoch {target} in {timeout_s * 1000:.0f} ms"
+                )
+            if self._link_gen != gen:
+                return "the link to the standby was lost"
+            try:
+                readable, _, _ = select.select([sock], [], [], min(left, 0.05))
+            except (OSError, ValueError) as exc:
+                return f"the link to the standby failed: {exc}"
+            if readable:
+                self._on_readable(gen)
+        return ""
+
     def fence(self) -> None:
         """Acknowledge no write from now on: nothing held is released again (loop thread)."""
         self.fenced = True
@@ -360,13 +420,65 @@ class Primary:
         with self._cv:
             if not gen or gen != self._link_gen:
                 return  # no link, or frames for a connection given up since
-            self._queue.append((gen, frame))
-            self._queue_bytes += len(frame.payload)
-            self._cv.notify()
+            attached = self._attached
+            if (
+                not self._queue
+                and not self._sending
+                and attached is not None
+                and attached[0] == gen
+                and len(frame.payload) <= INLINE_MAX
+            ):
+                self._send_inline(gen, attached[1], frame)
+            else:
+                self._queue.append((gen, frame))
+                self._queue_bytes += len(frame.payload)
+                self._cv.notify()
         self._next_heartbeat_at = time.monotonic() + HEARTBEAT_S
+
+    def _send_inline(self, gen: int, sock: socket.socket, frame: Frame) -> None:
+        """Send one frame from the loop without blocking (under _cv); queue what the kernel left."""
+        if self._loop_compressor is None:
+            import zstandard
+
+            self._loop_compressor = zstandard.ZstdCompressor(level=self.options.compression_level)
+        data = self._encode(frame, self._loop_compressor)
+        self._count(frame, data)
+        try:
+            sent = sock.send(data, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            sent = 0  # the sender meets the same error and reports the link lost
+        if sent < len(data):
+            rest = data[sent:]
+            self._queue.append((gen, rest))
+            self._queue_bytes += len(rest)
+            self._cv.notify()
+
+    @staticmethod
+    def _encode(frame: Frame, compressor: Any) -> bytes:
+        """The frame's bytes, compressed when that pays."""
+        payload = frame.payload
+        flags = 0
+        if len(payload) >= COMPRESS_MIN and frame.kind in (Kind.EPOCH, Kind.SNAPSHOT_CHUNK):
+            packed = compressor.compress(payload)
+            if len(packed) < len(payload):
+                payload, flags = packed, wire.COMPRESSED
+        return wire.encode(Frame(frame.kind, frame.epoch, frame.term, payload, flags))
+
+    def _count(self, frame: Frame, data: bytes) -> None:
+        """Statistics of a frame sent as data (under _cv: both the loop and the sender send)."""
+        self.sent_bytes += len(data)
+        if frame.kind == Kind.EPOCH:
+            raw = len(frame.payload) + wire.HEADER.size
+            self.epochs_sent += 1
+            self.raw_bytes += raw
+            self.epoch_bytes += len(data)
+            self._recent.append((raw, len(data)))
 
     # ------------------------------------------------------------------------------ link half
     def _drop_link(self, why: str) -> None:
+        """Give the connection up (loop thread, or any thread once the loop has stopped)."""
         with self._cv:
             sock = self._sock
             self._sock = None
@@ -378,9 +490,65 @@ class Primary:
         if sock is not None:
             log.info("replication: link to %s:%d dropped (%s)", *self.target, why)
             with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+                sock.shutdown(socket.SHUT_RDWR)  # the sender's send fails: it reconnects
+        self._detach()
         if not self.fenced:
             self.state = "connecting"
+
+    def _attach(self, sock: socket.socket, gen: int) -> None:
+        """The sender handshook `sock` as connection gen: read its acknowledgements here (loop)."""
+        self._detach()
+        if gen != self._link_gen:
+            with contextlib.suppress(OSError):
+                sock.close()  # given up before it was attached
+            return
+        self.server.watch_readable(sock.fileno(), partial(self._on_readable, gen))
+        with self._cv:
+            self._attached = (gen, sock, wire.FrameDecoder())
+
+    def _detach(self) -> None:
+        with self._cv:
+            attached, self._attached = self._attached, None
+        if attached is not None:
+            sock = attached[1]
+            with contextlib.suppress(OSError, ValueError):
+                self.server.unwatch(sock.fileno())
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _on_readable(self, gen: int) -> None:
+        """Acknowledgements (or FENCED) from the standby, read on the loop thread."""
+        attached = self._attached
+        if attached is None or attached[0] != gen:
+            return
+        _, sock, decoder = attached
+        try:
+            data = sock.recv(65536, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._drop_if(gen, f"receive failed: {exc}")
+            return
+        if not data:
+            self._drop_if(gen, "closed by the standby")
+            return
+        try:
+            frames = decoder.feed(data)
+        except wire.WireError as exc:
+            self._drop_if(gen, f"bad data from the standby: {exc}")
+            return
+        self._last_heard = time.monotonic()
+        acked = 0
+        for frame in frames:
+            if frame.kind == Kind.ACK:
+                acked = max(acked, frame.epoch)
+            elif frame.kind == Kind.FENCED:
+                self._on_fenced(frame.term)
+                self._drop_if(gen, "fenced")
+                return
+        if acked:
+            self._on_ack(gen, acked)
 
     def _sender(self) -> None:
         import zstandard  # the kv extra; imported where used so the CLI starts without it
@@ -402,29 +570,27 @@ class Primary:
                 self._queue_bytes = 0
                 self._last_heard = time.monotonic()
                 self._link_gen = gen
-            threading.Thread(
-                target=self._reader,
-                args=(sock, gen),
-                name="livepatch-replication-acks",
-                daemon=True,
-            ).start()
-            self.server.call_soon_threadsafe(lambda: None)  # wake the loop: start the sync now
+            # The loop reads acknowledgements from now on (and starts the full sync: this wakes it).
+            self.server.call_soon_threadsafe(partial(self._attach, sock, gen))
             self._send_loop(sock, gen, compressor)
             with self._cv:
-                if self._link_gen == gen:
-                    self._link_gen = 0
-                    self._sock = None
-            with contextlib.suppress(OSError):
-                sock.close()
+                if self._link_gen == gen and not self._stop.is_set():
+                    # A send failed: the loop gives the link up (and closes the socket, which it may
+                    # be watching). Wait for that before connecting again.
+                    self.server.call_soon_threadsafe(partial(self._drop_if, gen, "send failed"))
+                    while self._link_gen == gen and not self._stop.is_set():
+                        self._cv.wait(0.5)
 
     def _connect(self) -> socket.socket | None:
         try:
             sock = socket.create_connection(self.target, timeout=HANDSHAKE_TIMEOUT_S)
         except OSError:
             return None
+        secret = self.options.secret
+        mine = auth.nonce() if secret is not None else b""
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.sendall(wire.encode(Frame(Kind.HELLO, 0, self.term)))
+            sock.sendall(wire.encode(Frame(Kind.HELLO, 0, self.term, mine)))
             decoder = wire.FrameDecoder()
             deadline = time.monotonic() + HANDSHAKE_TIMEOUT_S
             while True:
@@ -441,15 +607,42 @@ class Primary:
                 self.fenced = True
                 sock.close()
                 return None
+            if answer.kind == Kind.DENIED:
+                self._refused(answer.payload.decode("utf-8", "replace"))
+                sock.close()
+                return None
             if answer.kind != Kind.WELCOME:
                 raise wire.WireError(f"expected WELCOME, got {answer.kind.name}")
+            if secret is not None:
+                theirs, given = (
+                    answer.payload[: auth.NONCE_BYTES],
+                    answer.payload[auth.NONCE_BYTES :],
+                )
+                if len(theirs) != auth.NONCE_BYTES or not auth.check(
+                    secret, b"standby", mine, theirs, given
+                ):
+                    self._refused(
+                        "the standby did not prove the shared secret: its "
+                        "--replication-secret-file differs from this primary's, or it has none"
+                    )
+                    sock.close()
+                    return None
+                proof = auth.proof(secret, b"primary", theirs, mine)
+                sock.sendall(wire.encode(Frame(Kind.AUTH, 0, self.term, proof)))
             sock.settimeout(None)
+            self._refusal = ""
             log.info("replication: connected to the standby at %s:%d", *self.target)
             return sock
         except (OSError, wire.WireError) as exc:
             log.debug("replication: handshake with %s:%d failed: %s", *self.target, exc)
             sock.close()
             return None
+
+    def _refused(self, why: str) -> None:
+        """The standby refused us, or we refused it: said once per distinct reason (we retry)."""
+        if why != self._refusal:
+            self._refusal = why
+            log.error("replication: REFUSED by or of the standby at %s:%d: %s", *self.target, why)
 
     def _send_loop(self, sock: socket.socket, gen: int, compressor: Any) -> None:
         while not self._stop.is_set():
@@ -460,56 +653,39 @@ class Primary:
                     return
                 batch = list(self._queue)
                 self._queue.clear()
-            out = []
-            for frame_gen, frame in batch:
-                if frame_gen != gen:
-                    continue
-                payload = frame.payload
-                flags = 0
-                if len(payload) >= COMPRESS_MIN and frame.kind in (Kind.EPOCH, Kind.SNAPSHOT_CHUNK):
-                    packed = compressor.compress(payload)
-                    if len(packed) < len(payload):
-                        payload, flags = packed, wire.COMPRESSED
-                data = wire.encode(Frame(frame.kind, frame.epoch, frame.term, payload, flags))
-                out.append(data)
-                if frame.kind == Kind.EPOCH:
-                    self.epochs_sent += 1
-                    self.raw_bytes += len(frame.payload) + wire.HEADER.size
-                    self.epoch_bytes += len(data)
-                    self.sent_bytes += len(data)
-                    self._recent.append((len(frame.payload) + wire.HEADER.size, len(data)))
-                else:
-                    self.sent_bytes += len(data)
+                self._sending = True
             try:
+                out = []
+                encoded = []
+                for frame_gen, item in batch:
+                    if frame_gen != gen:
+                        continue
+                    if isinstance(item, bytes):
+                        out.append(item)  # what an inline send left: already encoded and counted
+                    else:
+                        data = self._encode(item, compressor)
+                        encoded.append((item, data))
+                        out.append(data)
+                with self._cv:
+                    for frame, data in encoded:
+                        self._count(frame, data)
                 sock.sendall(b"".join(out))
-            except OSError:
+            except OSError as exc:
+                if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.EBADF, errno.ENOTCONN):
+                    log.info("replication: sending to %s:%d failed: %s", *self.target, exc)
                 return
-            with self._cv:
-                if self._link_gen == gen:
-                    self._queue_bytes = max(
-                        0, self._queue_bytes - sum(len(f.payload) for _, f in batch)
-                    )
-
-    def _reader(self, sock: socket.socket, gen: int) -> None:
-        decoder = wire.FrameDecoder()
-        try:
-            while True:
-                data = sock.recv(65536)
-                if not data:
-                    break
-                for frame in decoder.feed(data):
-                    self._last_heard = time.monotonic()
-                    if frame.kind == Kind.ACK and frame.epoch:
-                        self.server.call_soon_threadsafe(partial(self._on_ack, gen, frame.epoch))
-                    elif frame.kind == Kind.FENCED:
-                        self.server.call_soon_threadsafe(partial(self._on_fenced, frame.term))
-                        return
-        except (OSError, wire.WireError):
-            pass
-        finally:
-            if self._link_gen == gen:
-                self.server.call_soon_threadsafe(partial(self._drop_if, gen, "connection lost"))
+            finally:
+                with self._cv:
+                    self._sending = False
+                    if self._link_gen == gen:
+                        self._queue_bytes = max(
+                            0, self._queue_bytes - sum(_size(i) for _, i in batch)
+                        )
 
     def _drop_if(self, gen: int, why: str) -> None:
         if self._link_gen == gen:
             self._drop_link(why)
+
+
+def _size(item: Frame | bytes) -> int:
+    return len(item) if isinstance(item, bytes) else len(item.payload)

@@ -54,45 +54,54 @@ class HeldReplies(Generic[Conn]):
     """Replies waiting for epochs, per connection, in order. Loop thread only."""
 
     def __init__(self) -> None:
-        # per connection: (epoch, bytes, time.monotonic() when held), oldest first
-        self._by_conn: dict[Conn, collections.deque[tuple[int, bytes, float]]] = {}
+        # per connection: (epoch, bytes, time.monotonic() when held), oldest first. Public for the
+        # server's hot path (`conn in held.by_conn` is `has` without the call); read it, never write.
+        self.by_conn: dict[Conn, collections.deque[tuple[int, bytes, float]]] = {}
         self.count = 0
+        self._newest = 0  # the newest epoch held since count was last 0 (no scan per tick)
 
     def __len__(self) -> int:
         return self.count
 
     def has(self, conn: Conn) -> bool:
-        return conn in self._by_conn
+        return conn in self.by_conn
 
     def hold(self, conn: Conn, epoch: int, data: bytes) -> None:
-        queue = self._by_conn.get(conn)
+        queue = self.by_conn.get(conn)
         if queue is None:
-            queue = self._by_conn[conn] = collections.deque()
+            queue = self.by_conn[conn] = collections.deque()
         elif queue[-1][0] > epoch:
             epoch = queue[-1][0]  # never overtake a held reply of the same connection
         queue.append((epoch, data, time.monotonic()))
         self.count += 1
+        if epoch > self._newest:
+            self._newest = epoch
 
     def newest_epoch(self) -> int:
-        return max((q[-1][0] for q in self._by_conn.values()), default=0)
+        """The newest epoch a held reply waits for (0 if none). A reply released since may have
+        been newer, but only if every one still held is older: release takes acknowledged epochs
+        in order, so the answer to `newest_epoch() >= unacknowledged epoch` is exact."""
+        return self._newest if self.count else 0
 
     def oldest_since(self) -> float | None:
         """time.monotonic() at which the longest-waiting held reply was held, None if none is."""
-        return min((q[0][2] for q in self._by_conn.values()), default=None)
+        return min((q[0][2] for q in self.by_conn.values()), default=None)
 
     def release(self, acked: int) -> list[tuple[Conn, bytes]]:
         """Take every reply whose epoch <= acked: (connection, bytes joined per connection)."""
         out: list[tuple[Conn, bytes]] = []
-        for conn in list(self._by_conn):
-            queue = self._by_conn[conn]
+        for conn in list(self.by_conn):
+            queue = self.by_conn[conn]
             parts = []
             while queue and queue[0][0] <= acked:
                 parts.append(queue.popleft()[1])
             if not parts:
                 continue
             self.count -= len(parts)
+            if not self.count:
+                self._newest = 0
             if not queue:
-                del self._by_conn[conn]
+                del self.by_conn[conn]
             out.append((conn, b"".join(parts)))
         return out
 
@@ -101,6 +110,6 @@ class HeldReplies(Generic[Conn]):
 
     def drop(self, conn: Conn) -> None:
         """Forget a closed connection's held replies (it will never read them)."""
-        queue = self._by_conn.pop(conn, None)
+        queue = self.by_conn.pop(conn, None)
         if queue is not None:
             self.count -= len(queue)

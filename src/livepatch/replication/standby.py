@@ -6,7 +6,9 @@ One thread (`run`, the caller's) does everything with select() over the replicat
 primary's connection, so applying, acknowledging and taking over never interleave: a takeover sees
 whole epochs only.
 
-* A connection starts with HELLO(term). A primary whose term is older than the newest this standby
+* A connection starts with HELLO(term). With a shared secret the primary must then prove it (AUTH;
+  livepatch.replication.auth) before anything else, its term included, is believed; a primary that
+  cannot is answered DENIED and dropped. A primary whose term is older than the newest this standby
   has seen is answered FENCED (another primary took over since) and dropped; otherwise WELCOME.
   A newer connection replaces an older one (the primary reconnected).
 * Every connection begins with a full sync: SNAPSHOT_BEGIN(S), chunks and epochs in the order the
@@ -39,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from livepatch.replication import wire
+from livepatch.replication import auth, wire
 from livepatch.replication.host import ReplicatedServer
 from livepatch.replication.wire import Frame, Kind
 
@@ -58,6 +60,7 @@ class StandbyOptions:
     # Asked before each attempt to bind the takeover address: False -> not now (e.g. the etcd leader
     # key is still held: the primary lives, only this standby cannot reach it). None: always yes.
     may_take_over: Callable[[], bool] | None = None
+    secret: bytes | None = None  # --replication-secret-file: the primary must prove it (auth.py)
 
 
 def listen(address: tuple[str, int], backlog: int = 1024) -> socket.socket:
@@ -90,6 +93,7 @@ class Standby:
 
         self._decompressor = zstandard.ZstdDecompressor()
         self._welcomed = False
+        self._authenticating: tuple[int, bytes, bytes] | None = None  # (HELLO's term, Np, Ns)
         self._syncing = False
         self._synced_conn = False  # this connection's full sync completed: it may acknowledge
         self._sync_base = 0
@@ -187,6 +191,7 @@ class Standby:
         self._conn = conn
         self._decoder = wire.FrameDecoder()
         self._welcomed = False
+        self._authenticating = None
         self._syncing = False
         self._synced_conn = False
         self._last_frame = time.monotonic()
@@ -233,6 +238,9 @@ class Standby:
             )
             self._lose_connection("apply failed")
             return
+        # Silence counts from when the data was dealt with: applying a large batch on a busy
+        # machine may take longer than failover_after_ms, and more may be waiting already.
+        self._last_frame = time.monotonic()
         if ack is not None and self._conn is not None:
             self._send(Frame(Kind.ACK, ack, self.term))
 
@@ -250,20 +258,8 @@ class Standby:
         ack: int | None = None
         for frame in frames:
             if not self._welcomed:
-                if frame.kind != Kind.HELLO:
-                    raise ProtocolViolation(f"expected HELLO, got {frame.kind.name}")
-                if frame.term < self.term:
-                    log.warning(
-                        "replication: refusing a primary of term %d (this standby follows term %d)",
-                        frame.term,
-                        self.term,
-                    )
-                    self._send(Frame(Kind.FENCED, 0, self.term))
-                    self._lose_connection("fenced an old primary")
+                if not self._greet(frame):
                     return None
-                self.term = frame.term
-                self._welcomed = True
-                self._send(Frame(Kind.WELCOME, 0, self.term))
                 continue
             kind = frame.kind
             if kind == Kind.EPOCH:
@@ -310,6 +306,63 @@ class Standby:
             else:
                 raise ProtocolViolation(f"unexpected {kind.name} from the primary")
         return ack
+
+    def _greet(self, frame: Frame) -> bool:
+        """The handshake: HELLO (and AUTH with a secret). False: the connection was refused."""
+        secret = self.options.secret
+        if self._authenticating is None:
+            if frame.kind != Kind.HELLO:
+                raise ProtocolViolation(f"expected HELLO, got {frame.kind.name}")
+            if secret is None:
+                if frame.payload:
+                    return self._deny(
+                        "the primary has a --replication-secret-file and this standby has none: "
+                        "give both the same file"
+                    )
+                return self._admit(frame.term)
+            if len(frame.payload) != auth.NONCE_BYTES:
+                return self._deny(
+                    "the primary has no --replication-secret-file and this standby has one: give "
+                    "both the same file"
+                )
+            mine = auth.nonce()
+            self._authenticating = (frame.term, frame.payload, mine)
+            welcome = mine + auth.proof(secret, b"standby", frame.payload, mine)
+            self._send(Frame(Kind.WELCOME, 0, self.term, welcome))
+            return self._conn is not None
+        term, theirs, mine = self._authenticating
+        assert secret is not None
+        if frame.kind != Kind.AUTH or not auth.check(
+            secret, b"primary", mine, theirs, frame.payload
+        ):
+            return self._deny(
+                "the primary did not prove the shared secret: its --replication-secret-file "
+                "differs from this standby's"
+            )
+        self._authenticating = None
+        return self._admit(term, welcomed=True)
+
+    def _admit(self, term: int, welcomed: bool = False) -> bool:
+        if term < self.term:
+            log.warning(
+                "replication: refusing a primary of term %d (this standby follows term %d)",
+                term,
+                self.term,
+            )
+            self._send(Frame(Kind.FENCED, 0, self.term))
+            self._lose_connection("fenced an old primary")
+            return False
+        self.term = term
+        self._welcomed = True
+        if not welcomed:
+            self._send(Frame(Kind.WELCOME, 0, self.term))
+        return self._conn is not None
+
+    def _deny(self, why: str) -> bool:
+        log.error("replication: REFUSED the primary: %s", why)
+        self._send(Frame(Kind.DENIED, 0, self.term, why.encode()))
+        self._lose_connection("refused")
+        return False
 
     def _try_takeover(self) -> socket.socket | None:
         assert self.options.takeover is not None

@@ -1,8 +1,11 @@
-"""`livepatch replication status`: a Unix socket on which a replicating server answers one JSON line.
+"""`livepatch replication status` and `livepatch switchover`: a Unix socket on which a replicating
+server answers one JSON line.
 
-The server side (`StatusServer`) accepts a connection, writes `json.dumps(status())` and a newline,
-and closes: no request is read, so nothing a peer sends can do anything. The socket is created with
-mode 0600 (only the server's user, and root, can connect). `query` is the client side.
+The server side (`StatusServer`) accepts a connection, reads one request line (at most
+MAX_REQUEST_BYTES, within REQUEST_TIMEOUT_S; nothing, or `status`, asks for the status), writes
+`json.dumps(answer)` and a newline, and closes. The only other requests are the actions the server
+registered (`switchover`); anything else is answered `{"ok": false, "error": ...}`. The socket is
+created with mode 0600 (only the server's user, and root, can connect). `query` is the client side.
 
 Concurrency: one daemon thread accepts and answers; `status` is called on that thread and must be
 safe to call from any thread (Primary.status and Standby.status read counters only).
@@ -23,12 +26,16 @@ from typing import Any
 log = logging.getLogger("livepatch.replication")
 
 MAX_REPLY_BYTES = 1 << 20
+MAX_REQUEST_BYTES = 64
+REQUEST_TIMEOUT_S = 1.0
 
 
 class StatusServer:
     def __init__(self, path: str, status: Callable[[], dict[str, Any]]) -> None:
         self.path = path
         self._status = status
+        # request -> action (any thread: the status thread calls it and sends what it returns)
+        self.actions: dict[str, Callable[[], dict[str, Any]]] = {}
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
 
@@ -72,23 +79,49 @@ class StatusServer:
             except OSError:
                 return
             try:
+                conn.settimeout(REQUEST_TIMEOUT_S)
+                answer = self._answer(_read_request(conn))
                 conn.settimeout(2.0)
-                conn.sendall(json.dumps(self._status()).encode() + b"\n")
+                conn.sendall(json.dumps(answer).encode() + b"\n")
             except Exception as exc:  # a status that cannot be sent never takes the server down
                 log.info("replication status not sent: %s", exc)
             finally:
                 conn.close()
+
+    def _answer(self, request: str) -> dict[str, Any]:
+        if request in ("", "status"):
+            return self._status()
+        action = self.actions.get(request)
+        if action is None:
+            known = ", ".join(["status", *sorted(self.actions)])
+            return {"ok": False, "error": f"this server does not do {request!r} (it does {known})"}
+        return action()
+
+
+def _read_request(conn: socket.socket) -> str:
+    """The request line ('' if the peer sent none in time: the status)."""
+    data = b""
+    try:
+        while b"\n" not in data and len(data) < MAX_REQUEST_BYTES:
+            chunk = conn.recv(MAX_REQUEST_BYTES)
+            if not chunk:
+                break
+            data += chunk
+    except (TimeoutError, OSError):
+        pass
+    return data.split(b"\n", 1)[0][:MAX_REQUEST_BYTES].decode("ascii", "replace").strip()
 
 
 class StatusUnavailable(Exception):
     """Nothing answers on the status socket (the message says what to check)."""
 
 
-def query(path: str, timeout: float = 5.0) -> dict[str, Any]:
+def query(path: str, timeout: float = 5.0, request: str = "status") -> dict[str, Any]:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         sock.connect(path)
+        sock.sendall(request.encode() + b"\n")
         data = b""
         while len(data) < MAX_REPLY_BYTES:
             chunk = sock.recv(65536)

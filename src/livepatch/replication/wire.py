@@ -6,9 +6,11 @@ receiver decompresses: `payload_of`). A frame longer than MAX_PAYLOAD or of an u
 `WireError`: the receiver drops the connection, and the other side reconnects and resynchronises.
 
 Who sends what (livepatch.replication.primary / standby):
-  primary -> standby   HELLO(term), SNAPSHOT_BEGIN(epoch S), SNAPSHOT_CHUNK, EPOCH(e), SNAPSHOT_END,
+  primary -> standby   HELLO(term, nonce if a secret is set), AUTH(proof; with a secret),
+                       SNAPSHOT_BEGIN(epoch S), SNAPSHOT_CHUNK, EPOCH(e), SNAPSHOT_END,
                        HEARTBEAT (when nothing else was sent for HEARTBEAT_S, whatever the epoch length)
-  standby -> primary   WELCOME(term) or FENCED(term), ACK(e)
+  standby -> primary   WELCOME(term, nonce + proof with a secret) or FENCED(term) or DENIED(why),
+                       ACK(e)
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class Kind(enum.IntEnum):
     EPOCH = 7
     ACK = 8
     HEARTBEAT = 9
+    AUTH = 10  # the primary's proof of the shared secret (livepatch.replication.auth)
+    DENIED = 11  # the standby refuses the primary: payload says why (no or wrong secret)
 
 
 class WireError(Exception):
