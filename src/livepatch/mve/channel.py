@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 _LEN = struct.Struct("!I")
+READ_CHUNK = 1 << 20  # the follower reads the log in pieces of up to this
 MAX_FRAME = 1 << 30  # a frame is one loop iteration's worth of records (or the hand-over state)
 
 
@@ -64,6 +65,11 @@ class LogWriter:
 
     def append(self, record: Any) -> None:
         self._records.append(record)
+
+    @property
+    def pending(self) -> int:
+        """Records appended and not yet pickled."""
+        return len(self._records)
 
     @property
     def backlog_bytes(self) -> int:
@@ -115,20 +121,31 @@ class LogWriter:
 
 
 class FrameReader:
-    """Frames out of bytes that arrive in arbitrary pieces (a reader that polls with a timeout)."""
+    """Frames out of bytes that arrive in arbitrary pieces (a reader that polls with a timeout).
+
+    Whole frames are decoded straight from the piece just read; only an incomplete tail is kept."""
 
     def __init__(self) -> None:
         self._buf = bytearray()
 
-    def feed(self, data: bytes) -> list[Any]:
-        self._buf += data
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Any]:
+        if self._buf:
+            self._buf += data
+            data = self._buf
         frames: list[Any] = []
-        while len(self._buf) >= _LEN.size:
-            (size,) = _LEN.unpack_from(self._buf)
-            if len(self._buf) < _LEN.size + size:
+        end = len(data)
+        pos = 0
+        unpack, loads, head = _LEN.unpack_from, pickle.loads, _LEN.size
+        while end - pos >= head:
+            (size,) = unpack(data, pos)
+            if end - pos - head < size:
                 break
-            frames.append(pickle.loads(bytes(self._buf[_LEN.size : _LEN.size + size])))
-            del self._buf[: _LEN.size + size]
+            frames.append(loads(data[pos + head : pos + head + size]))
+            pos += head + size
+        if data is self._buf:
+            del self._buf[:pos]
+        else:
+            self._buf = bytearray(data[pos:])
         return frames
 
 

@@ -50,6 +50,7 @@ from livepatch.mve.phases import hold
 from livepatch.mve.rules import RuleSet
 
 log = logging.getLogger("livepatch.mve")
+FLUSH_RECORDS = 256  # records the leader collects before it pickles and sends them
 _HELD_UNTIL_EXIT: list[socket.socket | None] = []
 
 
@@ -214,8 +215,11 @@ class Session:
         self._writer.append(("t", now_ms))
 
     def end_of_batch(self) -> None:
+        # Pickle and send in bulk: one send per FLUSH_RECORDS batches under load (each send is a system
+        # call the leader pays); a quiet leader's tail goes out with the monitor's periodic flush.
         assert self._writer is not None
-        self._writer.flush()
+        if self._writer.pending >= FLUSH_RECORDS:
+            self._writer.flush()
 
     def _flush_on_loop(self) -> None:
         if self._writer is not None and self.state == "following":
