@@ -25,6 +25,7 @@ finally of the leader's stack runs twice). Tests hold it at each phase (phases.p
 from __future__ import annotations
 
 import gc
+import importlib
 import os
 import select
 import signal
@@ -94,6 +95,7 @@ def run(
     ctl_sock: socket.socket,
     after_takeover: Callable[[], None] | None,
     leader_pid: int,
+    transform: str | None = None,
 ) -> None:
     """The child's life; returns only when promoted (the caller then carries on serving)."""
     _die_with_parent(leader_pid)
@@ -116,6 +118,8 @@ def run(
         t1 = time.monotonic()
         ctx.hook = "transform"
         hooks.call("transform", ctx)
+        if transform is not None:
+            _load_transform(transform)(ctx)  # --transform MODULE:FUNC, after the patch's own hook
         transform_ms = (time.monotonic() - t1) * 1e3
         staged.swap_in()
         ctx.hook = "post_patch"
@@ -139,6 +143,15 @@ def run(
         os._exit(EXIT_LEADER_GONE)
     except BaseException:
         _fail(ctl_sock, "the follower failed: " + traceback.format_exc(limit=8))
+
+
+def _load_transform(spec: str) -> Callable[[Any], Any]:
+    module_name, _, name = spec.partition(":")
+    module = importlib.import_module(module_name)
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise RuntimeError(f"--transform {spec}: {module_name} has no function {name!r}")
+    return fn  # type: ignore[no-any-return]
 
 
 class _Installed:

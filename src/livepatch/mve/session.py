@@ -67,6 +67,9 @@ class Options:
     stuck_timeout: float = 10.0  # no progress while behind
     coverage_timeout: float = 60.0  # wait this long for the changed code to run at least once
     handover_timeout: float = 10.0  # the leader's pause at promotion is bounded by this
+    transform: str | None = (
+        None  # "MODULE:FUNC": the follower runs it after the patch's transform hook
+    )
 
     def __post_init__(self) -> None:
         if self.promote not in ("auto", "manual"):
@@ -181,7 +184,14 @@ class Session:
                 log_l.close()
                 ctl_l.close()
                 follower.run(
-                    self.host, self.spec, self.rules, log_f, ctl_f, self.after_takeover, leader_pid
+                    self.host,
+                    self.spec,
+                    self.rules,
+                    log_f,
+                    ctl_f,
+                    self.after_takeover,
+                    leader_pid,
+                    self.options.transform,
                 )
             except BaseException:
                 os._exit(follower.EXIT_FAILED)
