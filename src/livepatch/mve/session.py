@@ -232,7 +232,7 @@ class Session:
             self._writer.flush()
 
     def _flush_on_loop(self) -> None:
-        if self._writer is not None and self.state == "following":
+        if self._writer is not None and self.state in ("following", "validated"):
             self._writer.flush()
 
     def _stop_on_loop(self, done: threading.Event) -> None:
