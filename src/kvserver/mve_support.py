@@ -50,6 +50,9 @@ class KvHost:
     def is_serving(self) -> bool:
         return self.loop.serving
 
+    def stop_requested(self) -> bool:
+        return bool(self.loop.stop_requested)
+
     def call_on_loop(self, fn: Any) -> None:
         self.loop.call_soon_threadsafe(fn)
 

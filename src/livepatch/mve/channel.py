@@ -15,9 +15,11 @@ import pickle
 import socket
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 _LEN = struct.Struct("!I")
+STOP_CHECK_S = 0.05  # a blocking send looks this often whether to give up
 READ_CHUNK = 1 << 20  # the follower reads the log in pieces of up to this
 MAX_FRAME = 1 << 30  # a frame is one loop iteration's worth of records (or the hand-over state)
 
@@ -98,19 +100,20 @@ class LogWriter:
             self.overflowed = True
             self._backlog.clear()
 
-    def flush_blocking(self, timeout: float) -> bool:
-        """Send everything (the hand-over marker); False if the follower did not take it in time."""
+    def flush_blocking(self, timeout: float, give_up: Callable[[], bool] | None = None) -> bool:
+        """Send everything (the hand-over marker); False if the follower did not take it in time, or
+        `give_up()` became true (checked every STOP_CHECK_S while the follower does not read)."""
         self.flush()
         deadline = time.monotonic() + timeout
         while self._backlog and not self.broken:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or (give_up is not None and give_up()):
                 return False
-            self.sock.settimeout(remaining)
+            self.sock.settimeout(min(remaining, STOP_CHECK_S))
             try:
                 sent = self.sock.send(self._backlog)
             except TimeoutError:
-                return False
+                continue
             except OSError:
                 self.broken = True
                 return False

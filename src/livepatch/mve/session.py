@@ -50,6 +50,7 @@ from livepatch.mve.phases import hold
 from livepatch.mve.rules import RuleSet
 
 log = logging.getLogger("livepatch.mve")
+STOP_CHECK_S = 0.05  # how often a wait of the leader's loop thread looks for a stop request
 FLUSH_RECORDS = 256  # records the leader collects before it pickles and sends them
 _HELD_UNTIL_EXIT: list[socket.socket | None] = []
 
@@ -120,6 +121,7 @@ class Session:
         self._t0 = time.monotonic()
         self._reader = channel.FrameReader()
         self._handover_done = threading.Event()
+        self._handover_stopped = False  # a stop request ended the hand-over
 
     # ------------------------------------------------------------------------------- any thread
     def start(self, timeout: float = 30.0) -> None:
@@ -245,12 +247,18 @@ class Session:
         done.set()
 
     def _handover_on_loop(self) -> None:
-        """The leader's pause: from here until it returns, the leader reads nothing."""
+        """The leader's pause: from here until it returns, the leader reads nothing.
+
+        Every wait is in slices of STOP_CHECK_S: a stop asked meanwhile (SIGTERM: the handler only
+        sets a flag, this thread is the one that acts on it) ends the hand-over at once: the follower
+        is killed (the leader never let go of a socket) and the loop shuts down as asked."""
         assert self._writer is not None and self._ctl is not None
         self.host.stop_recording()
         fds, state = self.host.export_handover()
         self._writer.append(("h", state, len(fds)))
-        ok = self._writer.flush_blocking(self.options.handover_timeout)
+        timeout = self.options.handover_timeout
+        stop = self.host.stop_requested
+        ok = self._writer.flush_blocking(timeout, give_up=stop)
         if ok:
             try:
                 channel.send_fds(self._ctl, fds)
@@ -258,7 +266,11 @@ class Session:
                 ok = False
         if ok:
             hold("leader:handover")
-            ok = self._ack.wait(self.options.handover_timeout) and self._ack_ok
+            deadline = time.monotonic() + timeout
+            while not self._ack.wait(STOP_CHECK_S):
+                if stop() or time.monotonic() >= deadline:
+                    break
+            ok = self._ack.is_set() and self._ack_ok
         if ok:
             hold("leader:handed-over")
             self.host.finish_handover()
@@ -268,6 +280,8 @@ class Session:
             self.host.resume_after_failed_handover()
             gc.unfreeze()
             self.state = "handover-failed"
+            if stop():
+                self._handover_stopped = True
         self._handover_done.set()
 
     # --------------------------------------------------------------------------- monitor thread
@@ -348,7 +362,7 @@ class Session:
         opts, p = self.options, self.progress
         if self._manual == "discard":
             return "discarded by the operator (`livepatch discard`)"
-        if not self.host.is_serving():
+        if not self.host.is_serving() or self.host.stop_requested():
             return "the server is shutting down"
         if self._writer is not None and self._writer.overflowed:
             return f"the follower fell behind by more than {opts.max_backlog_bytes} bytes of log"
@@ -426,6 +440,8 @@ class Session:
             _HELD_UNTIL_EXIT.append(self._ctl)
             atexit.register(_become_waiter, self.pid)
             self._finish("promoted", "the new version serves every connection", None, uncovered)
+        elif self._handover_stopped:
+            self._finish_discard("the server is shutting down")
         else:
             self._finish_discard(
                 "the follower did not take over in time; the old version serves on"
@@ -444,7 +460,11 @@ class Session:
         if self.host.is_serving():  # a stopping loop runs no more calls (and records nothing more)
             done = threading.Event()
             self.host.call_on_loop(lambda: self._stop_on_loop(done))
-            done.wait(5.0)
+            deadline = time.monotonic() + 5.0
+            # A loop that stops meanwhile runs no more calls: do not wait for it.
+            while not done.wait(STOP_CHECK_S) and self.host.is_serving():
+                if time.monotonic() >= deadline:
+                    break
         self.state = "discarded"
         self._finish("discarded", reason, divergence, list(self.progress.uncovered))
 
