@@ -60,18 +60,15 @@ class LogWriter:
         sock.setblocking(False)
         self.sock = sock
         self.max_backlog = max_backlog
-        self._records: list[Any] = []
+        self.records: list[
+            Any
+        ] = []  # appended, not pickled yet (Session.executed appends directly)
         self._backlog = bytearray()
         self.overflowed = False
         self.broken = False  # the follower's end is gone (it died): the session notices by waitpid
 
     def append(self, record: Any) -> None:
-        self._records.append(record)
-
-    @property
-    def pending(self) -> int:
-        """Records appended and not yet pickled."""
-        return len(self._records)
+        self.records.append(record)
 
     @property
     def backlog_bytes(self) -> int:
@@ -80,11 +77,11 @@ class LogWriter:
     def flush(self) -> None:
         """Pickle what was appended and send what the kernel takes now; never waits."""
         if self.overflowed or self.broken:
-            self._records.clear()
+            self.records.clear()
             return
-        if self._records:
-            self._backlog += encode(self._records)
-            self._records = []
+        if self.records:
+            self._backlog += encode(self.records)
+            self.records = []
         if not self._backlog:
             return
         try:

@@ -210,9 +210,15 @@ class Session:
 
     # Recorder (loop thread)
     def executed(self, cid: int, now_ms: int, requests: list[Any], replies: list[bytes]) -> None:
+        # Pickled and sent in bulk: one send per FLUSH_RECORDS records under load (each send is a
+        # system call the leader pays); a quiet leader's tail goes out with the monitor's periodic flush.
         self.seq += len(requests)
-        assert self._writer is not None
-        self._writer.append(("x", cid, now_ms, requests, replies))
+        writer = self._writer
+        assert writer is not None
+        records = writer.records
+        records.append(("x", cid, now_ms, requests, replies))
+        if len(records) >= FLUSH_RECORDS:
+            writer.flush()
 
     def opened(self, cid: int, info: Any) -> None:
         assert self._writer is not None
@@ -225,13 +231,6 @@ class Session:
     def tick(self, now_ms: int) -> None:
         assert self._writer is not None
         self._writer.append(("t", now_ms))
-
-    def end_of_batch(self) -> None:
-        # Pickle and send in bulk: one send per FLUSH_RECORDS batches under load (each send is a system
-        # call the leader pays); a quiet leader's tail goes out with the monitor's periodic flush.
-        assert self._writer is not None
-        if self._writer.pending >= FLUSH_RECORDS:
-            self._writer.flush()
 
     def _flush_on_loop(self) -> None:
         if self._writer is not None and self.state in ("following", "validated"):
