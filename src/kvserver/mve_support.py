@@ -71,6 +71,9 @@ class KvHost:
         depth = [0]
         blocked, subscribed = server.blocked_clients, server.pubsub.by_client
         executed = recorder.executed
+        pending = recorder.pending  # the log's open batch: the fast path appends to it directly
+        one = pending.append
+        flush_at = recorder.flush_at
 
         def recording_process(client: ClientState, commands: list[list[bytes]]) -> None:
             if depth[0]:
@@ -81,20 +84,21 @@ class KvHost:
             out = client.out
             start = len(out)
             if len(commands) == 1 and not blocked and not subscribed:
-                # The common case (one request per read, nobody parked or subscribed): one call, and
-                # what it appended is the reply.
-                depth[0] = 1
-                try:
-                    process(server, client, commands)
-                finally:
-                    depth[0] = 0
+                # The common case (one request per read, nobody parked or subscribed, so no wake-up
+                # can run nested): one call, what it appended is the reply, one tuple in the log.
+                process(server, client, commands)
                 end = len(out)
-                executed(
-                    client.id,
-                    server.now_ms,
-                    commands,
-                    [out[start] if end == start + 1 else b"".join(out[start:])],
+                one(
+                    (
+                        "x1",
+                        client.id,
+                        server.now_ms,
+                        commands[0],
+                        out[start] if end == start + 1 else b"".join(out[start:]),
+                    )
                 )
+                if len(pending) >= flush_at:
+                    recorder.flush()
                 return
             ran: list[list[bytes]] = []
             replies: list[bytes] = []

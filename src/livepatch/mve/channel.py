@@ -81,7 +81,7 @@ class LogWriter:
             return
         if self.records:
             self._backlog += encode(self.records)
-            self.records = []
+            self.records.clear()  # the same list: the recording appends to it directly
         if not self._backlog:
             return
         try:

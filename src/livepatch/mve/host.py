@@ -51,6 +51,13 @@ class Recorder(Protocol):
 
     def tick(self, now_ms: int) -> None: ...
 
+    # The fast path: append ("x1", cid, now_ms, request, reply) to `pending` (always the same list),
+    # then call flush() once it holds `flush_at` records.
+    pending: list[Any]
+    flush_at: int
+
+    def flush(self) -> None: ...
+
 
 class Host(Protocol):
     def is_serving(self) -> bool: ...

@@ -209,16 +209,29 @@ class Session:
         self._forked.set()
 
     # Recorder (loop thread)
+    @property
+    def pending(self) -> list[Any]:
+        """The open batch of log records (a list that stays the same object)."""
+        assert self._writer is not None
+        return self._writer.records
+
+    flush_at = FLUSH_RECORDS
+
     def executed(self, cid: int, now_ms: int, requests: list[Any], replies: list[bytes]) -> None:
         # Pickled and sent in bulk: one send per FLUSH_RECORDS records under load (each send is a
         # system call the leader pays); a quiet leader's tail goes out with the monitor's periodic flush.
-        self.seq += len(requests)
         writer = self._writer
         assert writer is not None
         records = writer.records
         records.append(("x", cid, now_ms, requests, replies))
         if len(records) >= FLUSH_RECORDS:
-            writer.flush()
+            self.flush()
+
+    def flush(self) -> None:
+        """Pickle and send the open batch (what the kernel takes now; the rest waits)."""
+        assert self._writer is not None
+        self.seq += _requests_in(self._writer.records)
+        self._writer.flush()
 
     def opened(self, cid: int, info: Any) -> None:
         assert self._writer is not None
@@ -234,7 +247,7 @@ class Session:
 
     def _flush_on_loop(self) -> None:
         if self._writer is not None and self.state in ("following", "validated"):
-            self._writer.flush()
+            self.flush()
 
     def _stop_on_loop(self, done: threading.Event) -> None:
         with contextlib.suppress(Exception):
@@ -253,6 +266,7 @@ class Session:
         is killed (the leader never let go of a socket) and the loop shuts down as asked."""
         assert self._writer is not None and self._ctl is not None
         self.host.stop_recording()
+        self.seq += _requests_in(self._writer.records)
         fds, state = self.host.export_handover()
         self._writer.append(("h", state, len(fds)))
         timeout = self.options.handover_timeout
@@ -490,6 +504,18 @@ class Session:
         }
         log.warning("validated update of %s: %s: %s", self.spec.patch_id, outcome, reason)
         self._done.set()
+
+
+def _requests_in(records: list[Any]) -> int:
+    """How many requests a batch of log records holds ("x1": one; "x": a list of them)."""
+    n = 0
+    for record in records:
+        kind = record[0]
+        if kind == "x1":
+            n += 1
+        elif kind == "x":
+            n += len(record[3])
+    return n
 
 
 def _become_waiter(pid: int | None) -> None:
