@@ -22,7 +22,9 @@ leader's when it keeps up: it finishes with the benchmark).
 request for one redis-benchmark run (after a warm-up run): (a) with the validated-update host registered
 (as shipped) and (b) with `kvserver.mve_support.install` made a no-op (bench/kv_without_mve.py): the
 steady-state cost when no update runs; and (c) while a follower follows (the leader records every
-request and ships the log): the leader's cost of running two versions, independent of the machine's load.
+request and ships the log). (c) is skewed: valgrind runs the server ~50x slower, so the monitor thread's
+periodic work (~20 wake-ups a second) is charged to 50x fewer requests; bench/mve_record_cost.py counts
+what recording adds per request without that.
 """
 
 from __future__ import annotations

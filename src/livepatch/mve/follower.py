@@ -151,7 +151,7 @@ def _load_transform(spec: str) -> Callable[[Any], Any]:
     fn = getattr(module, name, None)
     if not callable(fn):
         raise RuntimeError(f"--transform {spec}: {module_name} has no function {name!r}")
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 class _Installed:

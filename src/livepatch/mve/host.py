@@ -53,7 +53,9 @@ class Recorder(Protocol):
 
     # The fast path: append ("x1", cid, now_ms, request, reply) to `pending` (always the same list),
     # then call flush() once it holds `flush_at` records.
-    pending: list[Any]
+    @property
+    def pending(self) -> list[Any]: ...
+
     flush_at: int
 
     def flush(self) -> None: ...
