@@ -10,6 +10,11 @@ The figure is the cumulative microseconds of the top-level `livepatch` line, plu
 first imported by the attribute access (they are top-level lines of their own), as e2e_core.py measures
 the first statement.
 
+With PYTHONDONTWRITEBYTECODE set (the project's shared machine sets it) no bytecode cache is written and
+every import compiles its module: the figures then include compiling, which an installed server (run from
+the caches pip writes) does not pay. The header line says which; `env -u PYTHONDONTWRITEBYTECODE` (after one
+warm-up run) measures what a server pays.
+
 Usage: .venv/bin/python bench/import_time.py [--repeats 5] [--json]
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -61,8 +67,12 @@ def main() -> None:
     if args.json:
         print(json.dumps(results, indent=2))
         return
+    caches = (
+        "compiling every module" if os.environ.get("PYTHONDONTWRITEBYTECODE") else "bytecode caches"
+    )
     print(
-        f"{'statement':<22} {'median ms':>10} {'min ms':>8}   ({args.repeats} fresh interpreters each)"
+        f"{'statement':<22} {'median ms':>10} {'min ms':>8}   ({args.repeats} fresh interpreters each, "
+        f"{caches})"
     )
     for label, r in results.items():
         print(f"{label:<22} {r['median_ms']:>10.1f} {r['min_ms']:>8.1f}")

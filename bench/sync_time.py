@@ -13,13 +13,15 @@ The patch carries its code compiled for this interpreter, as a signed `.lpatch` 
 stages it (patch/compiled.py); `--staging source` compiles it from its source instead (an unsigned patch,
 or a patch built by another interpreter), as this script did before: that adds ~0.2-0.3 ms to every apply.
 
-`--phases` also prints where the time of a transition goes: the median of each step between two events
+`--tails` prints where the slowest tenth of the global transitions lost their time: waiting for the first
+park (no worker got to run), between the first and the last park, or between the last park and the patcher
+seeing it (the patcher's own wake-up). `--phases` also prints where the time of a transition goes: the median (and p90) of each step between two events
 (requested -> verified -> staged -> quiescent -> swapped -> finished; per-thread events left out), applies
 and reverts apart, and the patcher thread's context switches per transition (Linux: voluntary ones are its
 waits, for the last park or for the GIL; involuntary ones are preemptions by the OS).
 
     .venv/bin/python bench/sync_time.py [--threads 10] [--patches 200] [--io | --cpu] [--staging source]
-                                        [--phases]
+                                        [--phases] [--tails] [--method global|local]
 """
 
 from __future__ import annotations
@@ -77,6 +79,34 @@ def context_switches() -> tuple[int, int]:
     return int(fields["voluntary_ctxt_switches"]), int(fields["nonvoluntary_ctxt_switches"])
 
 
+def park_times(r: livepatch.PatchResult) -> tuple[float, float, float, float]:
+    """(sync, first park, last park, last park -> patcher saw quiescence) of a global transition, ms
+    from its `staged` event (the request is published right after it)."""
+    ts = {e.name: e.t_ns for e in r.events if e.name not in PER_THREAD}
+    parks = sorted(e.t_ns for e in r.events if e.name == "reached") or [ts["quiescent"]]
+    t0 = ts["staged"]
+    return (
+        (ts["quiescent"] - t0) / 1e6,
+        (parks[0] - t0) / 1e6,
+        (parks[-1] - t0) / 1e6,
+        (ts["quiescent"] - parks[-1]) / 1e6,
+    )
+
+
+def print_tails(tails: list[tuple[float, float, float, float]]) -> None:
+    """Where the slowest tenth of the global transitions lost their time."""
+    slow = sorted(tails)[int(len(tails) * 0.9) :]
+    late_start = sum(1 for _, first, _, _ in slow if first > 1.0)
+    late_patcher = sum(1 for _, _, _, wake in slow if wake > 1.0)
+    print(
+        f"    slowest {len(slow)} of {len(tails)} (sync >= {slow[0][0]:.2f} ms): first park after > 1 ms "
+        f"in {late_start}, the patcher saw the last park > 1 ms late in {late_patcher}; medians: first "
+        f"park {statistics.median(t[1] for t in slow):.3f} ms, last park "
+        f"{statistics.median(t[2] for t in slow):.3f} ms, last park -> quiescent "
+        f"{statistics.median(t[3] for t in slow):.3f} ms"
+    )
+
+
 def run(
     method: str,
     n_threads: int,
@@ -84,6 +114,7 @@ def run(
     io: bool,
     precompiled: bool = True,
     phases: dict[str, dict[str, list[float]]] | None = None,
+    tails: list[tuple[float, float, float, float]] | None = None,
 ) -> dict[str, float]:
     v1, v2 = (FIXTURES / "app_v1.py").read_text(), (FIXTURES / "app_v2.py").read_text()
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,6 +165,8 @@ def run(
                         )
                     steps.setdefault("voluntary switches", []).append(c1[0] - c0[0])
                     steps.setdefault("involuntary switches", []).append(c1[1] - c0[1])
+                if tails is not None and method == "global":
+                    tails.append(park_times(r))
                 sync.append(r.timings["sync"])
                 if i % 2 == 0:
                     stage.append(r.timings["stage"])
@@ -170,6 +203,17 @@ def main() -> None:
         help="stage the code the patch carries compiled (a signed .lpatch) or compile its source",
     )
     ap.add_argument("--phases", action="store_true", help="where the time of a transition goes")
+    ap.add_argument(
+        "--tails",
+        action="store_true",
+        help="global: where the slowest tenth of the transitions lost their time (first/last park)",
+    )
+    ap.add_argument(
+        "--method",
+        choices=("global", "local"),
+        action="append",
+        help="only this method (repeatable)",
+    )
     args = ap.parse_args()
     modes = args.modes or [True, False]
     print(
@@ -181,22 +225,27 @@ def main() -> None:
         f"{'request->finished':>18} {'p90':>9} {'stage (apply)':>14} {'without staging':>16} {'p90':>9}"
     )
     for io in modes:
-        for method in ("global", "local"):
+        for method in args.method or ("global", "local"):
             phases: dict[str, dict[str, list[float]]] | None = {} if args.phases else None
-            r = run(method, args.threads, args.patches, io, args.staging == "compiled", phases)
+            tails: list[tuple[float, float, float, float]] | None = [] if args.tails else None
+            r = run(
+                method, args.threads, args.patches, io, args.staging == "compiled", phases, tails
+            )
             print(
                 f"{'io' if io else 'cpu-bound':<10} {method:<7} {r['sync_median']:>9.3f} ms "
                 f"{r['sync_p90']:>6.2f} ms {r['sync_max']:>6.1f} ms {r['total_median']:>15.3f} ms "
                 f"{r['total_p90']:>6.2f} ms {r['stage_median']:>11.3f} ms "
                 f"{r['unstaged_median']:>13.3f} ms {r['unstaged_p90']:>6.2f} ms"
             )
+            if tails:
+                print_tails(tails)
             for action, steps in (phases or {}).items():
                 print(
                     f"    {action:<6} "
                     + ", ".join(
                         f"{k} {statistics.median(v):.0f}"
                         if k.endswith("switches")
-                        else f"{k} {statistics.median(v):.3f} ms"
+                        else f"{k} {statistics.median(v):.3f} ms (p90 {pct(v, 0.9):.3f})"
                         for k, v in steps.items()
                     )
                 )

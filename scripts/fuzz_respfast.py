@@ -8,7 +8,8 @@ with -fsanitize=address,undefined into a temporary directory, then re-runs itsel
 runtimes preloaded and PYTHONMALLOC=malloc (so every bytes object is a separate, checked allocation), and
 feeds the parser (1) valid requests with bytes replaced, inserted or deleted and sometimes cut short,
 checking every buffer it accepts against kvserver.resp.PythonRequestParser, and (2) every cut of requests
-whose payload sizes cross the boundaries of the buffer. A sanitizer report or a disagreement fails it.
+whose payload sizes cross the boundaries of the buffer; and the encoder (encode_request) against
+kvserver.resp.encode_command. A sanitizer report or a disagreement fails it.
 Needs gcc and the Python headers.
 """
 
@@ -94,6 +95,23 @@ def fuzz(parse: Any, iterations: int, seed: int) -> None:
     )
 
 
+def fuzz_encoder(encode: Any, iterations: int, seed: int) -> None:
+    """encode_request (the AOF's records) against the reference encoder, sizes around every digit
+    boundary, and the inputs it must decline."""
+    from kvserver.resp import encode_command
+
+    rng = random.Random(seed)
+    sizes = [0, 1, 9, 10, 11, 99, 100, 101, 999, 1000, 9999, 10000, 65536, 100000]
+    for _ in range(iterations // 10):
+        argv = [rng.randbytes(rng.choice(sizes)) for _ in range(rng.randint(1, 12))]
+        if encode(argv) != encode_command(*argv):
+            sys.exit(f"encoder disagrees on arguments of sizes {[len(a) for a in argv]}")
+    for declined in ([], (b"a",), [b"a", "b"], [b"a", bytearray(b"b")], [b"a", 1], "ab", None):
+        if encode(declined) is not None:
+            sys.exit(f"encoder accepted {declined!r}")
+    print(f"ok: {iterations // 10} encoded requests, as the reference encodes them")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iterations", type=int, default=300_000)
@@ -101,7 +119,9 @@ def main() -> None:
     ap.add_argument("--built", help=argparse.SUPPRESS)  # set on the re-run under the sanitizers
     args = ap.parse_args()
     if args.built:
-        fuzz(load(Path(args.built)).parse_requests, args.iterations, args.seed)
+        module = load(Path(args.built))
+        fuzz(module.parse_requests, args.iterations, args.seed)
+        fuzz_encoder(module.encode_request, args.iterations, args.seed)
         return
     with tempfile.TemporaryDirectory(prefix="respfast-asan-") as tmp:
         built = build(Path(tmp))

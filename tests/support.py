@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -117,3 +118,13 @@ class ServerProcess:
 
     def _close(self) -> None:
         """Release what a subclass holds (clients); the process is gone."""
+
+
+def livepatch_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`livepatch ARGS...` as an operator runs it (a fresh interpreter), its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "livepatch.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

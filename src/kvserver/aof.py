@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from kvserver.resp import Limits, ProtocolError, PythonRequestParser, encode_command
+from kvserver.resp import Limits, ProtocolError, PythonRequestParser, encode_command, encode_request
 
 log = logging.getLogger("kvserver.aof")
 
@@ -94,7 +94,14 @@ class AppendOnlyFile:
             buf.append(encode_command(b"SELECT", str(db_index)))
             self._selected_db = db_index
         for argv in commands:
-            buf.append(encode_command(*argv))
+            buf.append(encode_request(argv))
+
+    def feed_one(self, db_index: int, argv: list[bytes]) -> None:
+        """`feed(db_index, [argv])` without the list: the dispatcher's path for a plain write."""
+        if db_index != self._selected_db:
+            self._buf.append(encode_command(b"SELECT", str(db_index)))
+            self._selected_db = db_index
+        self._buf.append(encode_request(argv))
 
     def feed_transaction(self, items: list[tuple[int, list[bytes]]]) -> None:
         self._buf.append(b"*1\r\n$5\r\nMULTI\r\n")

@@ -228,16 +228,16 @@ class ServerState:
             if is_write:
                 propagation = ctx.propagation
                 if propagation is None:
-                    if (
-                        self.aof is None
-                        and not self.watched
-                        and not self.loading
-                        and not self.blocked_keys
-                    ):
-                        # after_write's whole effect when nothing watches, logs or replays (the
-                        # benchmark's case): a Python call less per write. (exec_propagation is only
-                        # set inside EXEC, whose commands go through call(), not through here.)
+                    if not self.watched and not self.loading and not self.blocked_keys:
+                        # after_write's whole effect when nothing watches or replays (the benchmark's
+                        # case): a Python call less per write. (exec_propagation is only set inside
+                        # EXEC, whose commands go through call(), not through here.)
                         self.dirty += 1
+                        aof = (
+                            self.aof
+                        )  # read per write: CONFIG SET appendonly may change it mid-read
+                        if aof is not None:
+                            aof.feed_one(client.db_index, argv)
                     else:
                         self.after_write(client.db_index, cmd, argv, [argv])
                 elif propagation:

@@ -45,16 +45,16 @@ _LAZY: dict[str, str] = {
     "PatchSpec": "livepatch.patch.model",
     "Refusal": "livepatch.patch.model",
     "TargetChange": "livepatch.patch.model",
-    "Event": "livepatch.runtime.lifecycle",
-    "HookContext": "livepatch.runtime.patcher",
+    "Event": "livepatch.runtime.results",
+    "HookContext": "livepatch.runtime.patch_hooks",
     "Outcome": "livepatch.runtime.lifecycle",
-    "PatchResult": "livepatch.runtime.lifecycle",
-    "WatchPolicy": "livepatch.runtime.patcher",
+    "PatchResult": "livepatch.runtime.results",
+    "WatchPolicy": "livepatch.runtime.watch",
     "applied_patches": "livepatch.runtime.core",
     "apply_patch": "livepatch.runtime.core",
     "history": "livepatch.runtime.core",
     "revert_patch": "livepatch.runtime.core",
-    "RuntimeStatistics": "livepatch.runtime.registry",
+    "RuntimeStatistics": "livepatch.runtime.results",
     "Priority": "livepatch.runtime.threads",
     "activate": "livepatch.runtime.core",
     "add_wakeup_hook": "livepatch.runtime.core",
@@ -106,10 +106,11 @@ if (
         statistics,
         transition_flag,
     )
-    from livepatch.runtime.lifecycle import Event, Outcome, PatchResult
-    from livepatch.runtime.patcher import HookContext, WatchPolicy
-    from livepatch.runtime.registry import RuntimeStatistics
+    from livepatch.runtime.lifecycle import Outcome
+    from livepatch.runtime.patch_hooks import HookContext
+    from livepatch.runtime.results import Event, PatchResult, RuntimeStatistics
     from livepatch.runtime.threads import Priority
+    from livepatch.runtime.watch import WatchPolicy
 
 
 def __getattr__(name: str) -> Any:

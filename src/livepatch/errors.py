@@ -8,9 +8,11 @@ same way, the CLI prints the reason.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from livepatch.runtime.lifecycle import Outcome
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: this module is on a server's import path
+if TYPE_CHECKING:
+    from typing import ClassVar
 
 
 class LivepatchError(Exception):

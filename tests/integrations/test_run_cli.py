@@ -113,39 +113,29 @@ def test_import_livepatch_does_not_import_the_integrations() -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+# What install() replaces, as an expression each (read three times in the program below).
+INSTALLED = {
+    "finish_request": "socketserver.BaseServer.finish_request",
+    "server_init": "socketserver.BaseServer.__init__",
+    "setup": "socketserver.StreamRequestHandler.setup",
+    "handle_one_request": "http.server.BaseHTTPRequestHandler.handle_one_request",
+    "run_forever": "asyncio.base_events.BaseEventLoop.run_forever",
+    "_worker": "concurrent.futures.thread._worker",
+    "executor_init": "concurrent.futures.thread.ThreadPoolExecutor.__init__",
+}
+
+
 def test_install_is_idempotent_and_patches_what_the_docs_say() -> None:
+    snapshot = "{" + ", ".join(f"{name!r}: {expr}" for name, expr in INSTALLED.items()) + "}"
     proc = _python(
         "import asyncio.base_events, concurrent.futures.thread, http.server, socketserver\n"
-        "before = {\n"
-        "    'finish_request': socketserver.BaseServer.finish_request,\n"
-        "    'server_init': socketserver.BaseServer.__init__,\n"
-        "    'setup': socketserver.StreamRequestHandler.setup,\n"
-        "    'handle_one_request': http.server.BaseHTTPRequestHandler.handle_one_request,\n"
-        "    'run_forever': asyncio.base_events.BaseEventLoop.run_forever,\n"
-        "    '_worker': concurrent.futures.thread._worker,\n"
-        "    'executor_init': concurrent.futures.thread.ThreadPoolExecutor.__init__,\n"
-        "}\n"
+        f"before = {snapshot}\n"
         "import livepatch.integrations as li\n"
         "assert li.install() is None\n"
-        "first = {\n"
-        "    'finish_request': socketserver.BaseServer.finish_request,\n"
-        "    'server_init': socketserver.BaseServer.__init__,\n"
-        "    'setup': socketserver.StreamRequestHandler.setup,\n"
-        "    'handle_one_request': http.server.BaseHTTPRequestHandler.handle_one_request,\n"
-        "    'run_forever': asyncio.base_events.BaseEventLoop.run_forever,\n"
-        "    '_worker': concurrent.futures.thread._worker,\n"
-        "    'executor_init': concurrent.futures.thread.ThreadPoolExecutor.__init__,\n"
-        "}\n"
+        f"first = {snapshot}\n"
         "li.install(); li.install_frameworks()\n"
-        "again = {\n"
-        "    'finish_request': socketserver.BaseServer.finish_request,\n"
-        "    'server_init': socketserver.BaseServer.__init__,\n"
-        "    'setup': socketserver.StreamRequestHandler.setup,\n"
-        "    'handle_one_request': http.server.BaseHTTPRequestHandler.handle_one_request,\n"
-        "    'run_forever': asyncio.base_events.BaseEventLoop.run_forever,\n"
-        "    '_worker': concurrent.futures.thread._worker,\n"
-        "    'executor_init': concurrent.futures.thread.ThreadPoolExecutor.__init__,\n"
-        "}\n"
+        f"again = {snapshot}\n"
+        f"assert sorted(before) == {sorted(INSTALLED)!r}\n"
         "for name in before:\n"
         "    assert first[name] is not before[name], name\n"
         "    assert first[name].__livepatch_replaces__ is before[name], name\n"

@@ -189,7 +189,8 @@ def test_a_live_patch_goes_through_with_clients_parked(kv_factory):
     import tempfile
     from pathlib import Path
 
-    from tests.kvserver.test_livepatch import build_patch, livepatch_cli
+    from tests.kvserver.test_livepatch import build_patch
+    from tests.support import livepatch_cli
 
     work = Path(tempfile.mkdtemp(prefix="lp-blk-"))  # short: a Unix socket path has ~100 bytes
     try:

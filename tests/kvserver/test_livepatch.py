@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -19,19 +18,11 @@ import redis
 
 import kvserver
 from tests.conftest import require_tool
+from tests.support import livepatch_cli
 
 SRC = Path(kvserver.__file__).resolve().parent
 OLD_ECHO = "    return argv[1]\n"
 NEW_ECHO = '    return b"v2:" + argv[1]\n'
-
-
-def livepatch_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "livepatch.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def build_patch(work: Path) -> Path:

@@ -22,6 +22,7 @@ from kvserver.resp import (
     ReplyParser,
     encode_command,
     encode_reply,
+    encode_request,
     format_double,
 )
 
@@ -226,6 +227,30 @@ def test_encode_command_round_trip(commands, step):
     for parser_cls in PARSERS:
         assert parse_all(parser_cls, data) == (commands, None)
         assert parse_all(parser_cls, data, step=step) == (commands, None)
+
+
+@given(argv=st.lists(st.binary(max_size=300), min_size=1, max_size=12))
+def test_encode_request_is_encode_command(argv):
+    """The AOF's encoder (C when built) writes exactly what the reference encoder writes."""
+    assert encode_request(argv) == encode_command(*argv)
+    if HAVE_NATIVE:
+        from kvserver._respfast import encode_request as native
+
+        assert native(argv) == encode_command(*argv)
+
+
+@pytest.mark.skipif(not HAVE_NATIVE, reason="kvserver._respfast is not built")
+def test_native_encoder_declines_what_it_does_not_handle():
+    from kvserver._respfast import encode_request as native
+
+    assert native([]) is None
+    assert native((b"SET", b"k")) is None  # a tuple, not a list
+    assert native([b"SET", "k"]) is None  # a str among the bytes
+    assert native([b"SET", bytearray(b"k")]) is None
+    # The fallback encodes what the C one declines.
+    assert encode_request([b"SET", "k"]) == encode_command(b"SET", "k")  # type: ignore[list-item]
+    big = b"x" * 1_000_003
+    assert native([b"SET", b"k", big]) == encode_command(b"SET", b"k", big)
 
 
 def test_native_parser_is_built():

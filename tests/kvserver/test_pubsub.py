@@ -82,7 +82,8 @@ def test_subscriptions_survive_a_live_patch(kv_factory: Any) -> None:
     import tempfile
     from pathlib import Path
 
-    from tests.kvserver.test_livepatch import build_patch, livepatch_cli
+    from tests.kvserver.test_livepatch import build_patch
+    from tests.support import livepatch_cli
 
     work = Path(tempfile.mkdtemp(prefix="lp-ps-"))  # short: a Unix socket path has ~100 bytes
     try:

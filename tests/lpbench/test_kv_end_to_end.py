@@ -38,8 +38,9 @@ def test_bench_command_live_and_restart(tmp_path: Path) -> None:
         assert m["connections_lost"] == 0 and m["errors"] == 0
         assert m["sync_ms"] >= 0 and m["swap_ms"] >= 0
     assert methods["restart"]["connections_lost"] >= 6  # every connection broke at each restart
-    # A restart starts a new interpreter and reloads the data: clients see a pause of that length.
-    assert methods["restart"]["update_max_gap_ms"] >= 100
+    # A restart starts a new interpreter and reloads the data: clients see a pause. How long depends on
+    # the machine (15 ms to over 100 ms here), so only its presence is asserted, not a length.
+    assert methods["restart"]["update_max_gap_ms"] > 0
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["runs"]) == 3
     events = json.loads((out / "live-local" / "run0" / "events.json").read_text())

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +10,8 @@ from pathlib import Path
 import pytest
 
 import kvserver
-from tests.kvserver.conftest import KVServer, kv_factory  # noqa: F401 - the fixture, reused
+from tests.kvserver.conftest import kv_factory  # noqa: F401 - the fixture, reused
+from tests.support import livepatch_cli
 
 SRC = Path(kvserver.__file__).resolve().parent
 PING = "return argv[1] if len(argv) == 2 else PONG"
@@ -20,15 +19,6 @@ PANG = 'return argv[1] if len(argv) == 2 else SimpleString("PANG")'
 GET_RETURN = "    return value\n"
 GETRANGE_ARGS = "    start = parse_int(argv[2])\n    end = parse_int(argv[3])\n"
 GETRANGE_SWAPPED = "    start = parse_int(argv[3])\n    end = parse_int(argv[2])\n"
-
-
-def livepatch_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "livepatch.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def _variant(work: Path, name: str, edit: tuple[str, str, str] | None) -> Path:
@@ -97,6 +87,3 @@ def work_dir() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-__all__ = ["KVServer", "livepatch_cli"]

@@ -12,11 +12,10 @@ that, and the comparison catches it at the first read of such a key).
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import kvserver
+from tests.support import livepatch_cli
 
 SRC = Path(kvserver.__file__).resolve().parent
 
@@ -144,10 +143,9 @@ def build(work: Path) -> dict[str, Path]:
         hooks = work / f"intenc-{name}-hooks.py"
         hooks.write_text(HOOKS.replace("{CHECK}", check))
         target = work / f"intenc-{name}.lpatch"
-        done = subprocess.run(
-            [sys.executable, "-m", "livepatch.cli", "diff", str(v1), str(v2), "--package",
-             "kvserver", "--category", "data", "--hooks", str(hooks), "-o", str(target)],
-            capture_output=True, text=True, timeout=120,
+        done = livepatch_cli(
+            "diff", str(v1), str(v2), "--package", "kvserver", "--category", "data",
+            "--hooks", str(hooks), "-o", str(target),
         )  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
         out[name] = target

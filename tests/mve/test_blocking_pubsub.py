@@ -16,14 +16,9 @@ from typing import Any
 
 import pytest
 
-from tests.mve.conftest import _variant, livepatch_cli
-from tests.mve.test_validated_update import (
-    held,
-    start_manual_update,
-    start_server,
-    wait_for_status,
-)
-from tests.support import wait_for
+from tests.mve.conftest import _variant
+from tests.mve.mve_helpers import background_update, held, start_server, wait_for_status
+from tests.support import livepatch_cli, wait_for
 
 POP = "    value = lst.popleft() if left else lst.pop()\n"
 POP_SAME = "    value = lst.pop() if not left else lst.popleft()\n"  # the same, written otherwise
@@ -114,8 +109,9 @@ def test_blocking_pops_and_publish_replay_as_the_leader_decided(
     server = start_server(kv_factory, work_dir)
     probe = held(server)
     sock = str(work_dir / "lp.sock")
-    proc = start_manual_update(wake_patches["same"], sock, "--exercise-wait", "0", "--window", "1")
-    try:
+    with background_update(
+        wake_patches["same"], sock, "--promote", "manual", "--exercise-wait", "0", "--window", "1"
+    ) as proc:
         wait_for_status(sock, proc, lambda s: bool(s.get("ready")))
         _exercise(server, probe)
         status = wait_for_status(
@@ -125,10 +121,6 @@ def test_blocking_pops_and_publish_replay_as_the_leader_decided(
         promoted = livepatch_cli("promote", "--socket", sock)
         assert promoted.returncode == 0, promoted.stdout + promoted.stderr
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, out + err
     # The promoted server (the follower that replayed all of it) serves the same: the left-over
     # element, and wake-ups of its own.
@@ -147,18 +139,15 @@ def test_a_wrong_wake_up_is_a_divergence_at_the_push(
     server = start_server(kv_factory, work_dir)
     probe = held(server)
     sock = str(work_dir / "lp.sock")
-    proc = start_manual_update(wake_patches["wrong_end"], sock, "--exercise-wait", "0")
-    try:
+    with background_update(
+        wake_patches["wrong_end"], sock, "--promote", "manual", "--exercise-wait", "0"
+    ) as proc:
         wait_for_status(sock, proc, lambda s: bool(s.get("ready")))
         waiter = Waiter(server, "q")
         wait_for(lambda: _blocked(probe, 1), timeout=30, what="the BLPOP to park")
         assert probe.rpush("q", "first", "last") == 2
         assert waiter.join() == (b"q", b"first")  # the leader's client got the old version's answer
         out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 1, out + err
     assert "discarded" in out and "b'RPUSH'" in out, out
     assert "first" in out and "last" in out, out  # both versions' answers to the woken client

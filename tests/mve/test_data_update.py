@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.mve.conftest import livepatch_cli
 from tests.mve.intenc import build
-from tests.mve.test_validated_update import Traffic, held, raw, start_server, update
+from tests.mve.mve_helpers import Traffic, agent_status, held, raw, start_server, update
+from tests.support import livepatch_cli
 
 COUNTERS = 20_000
 
@@ -55,11 +55,7 @@ def test_data_changing_update_is_transformed_in_the_follower_validated_and_promo
     assert not traffic.errors, traffic.errors[:5]
     # The promoted process knows the patch: status lists it, history says what the transform did.
     sock = str(work_dir / "lp.sock")
-    status = livepatch_cli("status", "--socket", sock, "--json")
-    for _ in range(100):  # the agent restarts in the promoted process once the old one is gone
-        if status.returncode == 0:
-            break
-        status = livepatch_cli("status", "--socket", sock, "--json")
+    status = agent_status(sock)
     assert status.returncode == 0, status.stdout + status.stderr
     history = json.loads(livepatch_cli("history", "--socket", sock, "--json").stdout)
     text = json.dumps(history)

@@ -9,14 +9,15 @@ from typing import Any
 
 import pytest
 
-from tests.mve.conftest import livepatch_cli
-from tests.mve.test_validated_update import (
+from tests.mve.mve_helpers import (
+    background_update,
+    finish,
     held,
     raw,
-    start_manual_update,
     start_server,
     wait_for_status,
 )
+from tests.support import livepatch_cli
 
 VOLATILE = 300
 
@@ -45,8 +46,8 @@ def test_keys_expired_actively_during_and_after_the_update(
     r = held(server)
     r.set("stays", "1")
     sock = str(work_dir / "lp.sock")
-    proc = start_manual_update(patches["good"], sock, "--window", "1s", "--exercise-wait", "0")
-    try:
+    manual = ("--promote", "manual", "--window", "1s", "--exercise-wait", "0")
+    with background_update(patches["good"], sock, *manual) as proc:
         wait_for_status(sock, proc, lambda s: s.get("state") in ("following", "validated"))
         # Keys nobody reads: only the leader's cron removes them; the follower must do the same at the
         # same point, or the DBSIZE replies differ and the update is discarded.
@@ -59,12 +60,8 @@ def test_keys_expired_actively_during_and_after_the_update(
         )
         promoted = livepatch_cli("promote", "--socket", sock)
         assert promoted.returncode == 0, promoted.stdout + promoted.stderr
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, out + err
+        code, out = finish(proc)
+    assert code == 0, out
     assert raw(r, "PING") == b"PANG"  # the new version serves
     # The promoted server runs its cron: keys nobody reads go away by themselves.
     _set_volatile(r, "after")

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from kvserver import huge_pages
-from tests.mve.test_validated_update import held, raw, update
+from tests.mve.mve_helpers import held, raw, update
 
 
 def _environ(pid: int) -> dict[str, str]:

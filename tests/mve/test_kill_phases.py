@@ -15,37 +15,56 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from tests.mve.conftest import KVServer, livepatch_cli
-from tests.mve.test_validated_update import Traffic, children, held
+from tests.kvserver.conftest import KVServer
+from tests.mve.mve_helpers import Traffic, background_update, children, finish, held, pang_rules
+from tests.support import livepatch_cli
 
+MANUAL = ("--promote", "manual")  # the follower waits at its phase; nothing promotes it
 BEFORE_HANDOVER = ("follower:fork", "follower:transform", "follower:catch-up", "follower:compare")
 
 
-def start(kv_factory: Any, work: Path, monkeypatch: Any, point: str) -> KVServer:
+@dataclass
+class Held:
+    """A validated update stopped at a phase: the server, its traffic, the update, its follower."""
+
+    server: KVServer
+    traffic: Traffic
+    proc: subprocess.Popen[str]
+    follower: int
+
+
+@contextmanager
+def held_at(
+    kv_factory: Any, patch: Path, work: Path, monkeypatch: Any, point: str, *options: str,
+    ping: bool = False,
+) -> Iterator[Held]:  # fmt: skip
+    """A server with 1000 keys and traffic, a validated update of `patch` holding at `point` (the server
+    blocks on a FIFO there: LIVEPATCH_MVE_HOLD_DIR/_AT); the traffic runs until the end of the block."""
     holds = work / "holds"
     holds.mkdir()
     monkeypatch.setenv("LIVEPATCH_MVE_HOLD_DIR", str(holds))
     monkeypatch.setenv("LIVEPATCH_MVE_HOLD_AT", point)
-    return kv_factory(
+    server = kv_factory(
         "--livepatch-socket", str(work / "lp.sock"), "--allow-unsigned",
         "--dir", str(work / "data"), "--appendfsync", "always",
     )  # fmt: skip
-
-
-def background_update(patch: Path, work: Path, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "livepatch.cli", "update", str(patch), "--socket",
-         str(work / "lp.sock"), "--validate", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    held(server).execute_command("DEBUG", "POPULATE", "1000")
+    with (
+        Traffic(server, ping=ping) as traffic,
+        background_update(patch, str(work / "lp.sock"), *options) as proc,
+    ):
+        wait_for_hold(work, point, proc)
+        yield Held(server, traffic, proc, follower_pid(work))
 
 
 def wait_for_hold(work: Path, point: str, proc: subprocess.Popen[str]) -> None:
@@ -81,16 +100,6 @@ def wait_gone(pid: int, timeout: float = 30) -> bool:
         os.close(fd)
 
 
-def finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
-    try:
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return proc.returncode, out + err
-
-
 def restart_has_every_acked_write(kv_factory: Any, work: Path, acked: list[str]) -> None:
     again = kv_factory("--dir", str(work / "data"))
     r = again.client()
@@ -111,22 +120,17 @@ def serves(port: int) -> bool:
 def test_follower_killed_before_the_hand_over_clients_see_nothing(
     kv_factory: Any, patches: dict[str, Path], work_dir: Path, monkeypatch: Any, point: str
 ) -> None:
-    server = start(kv_factory, work_dir, monkeypatch, point)
-    held(server).execute_command("DEBUG", "POPULATE", "1000")
-    with Traffic(server) as traffic:
-        proc = background_update(patches["good"], work_dir, "--promote", "manual")
-        wait_for_hold(work_dir, point, proc)
-        follower = follower_pid(work_dir)
-        acked = len(traffic.acked)
-        os.kill(follower, signal.SIGKILL)
-        code, out = finish(proc)
-        assert traffic.wait_for_acked(acked + 200)  # still served after the follower died
+    with held_at(kv_factory, patches["good"], work_dir, monkeypatch, point, *MANUAL) as at:
+        acked = len(at.traffic.acked)
+        os.kill(at.follower, signal.SIGKILL)
+        code, out = finish(at.proc)
+        assert at.traffic.wait_for_acked(acked + 200)  # still served after the follower died
     assert code == 1 and "killed by signal 9" in out, out
-    assert not traffic.errors, traffic.errors[:5]
-    assert traffic.max_latency_s < 5.0, traffic.max_latency_s
-    assert children(server.process.pid) == []
-    r = held(server)
-    assert all(r.get(k) == k.encode() for k in traffic.acked[-100:])
+    assert not at.traffic.errors, at.traffic.errors[:5]
+    assert at.traffic.max_latency_s < 5.0, at.traffic.max_latency_s
+    assert children(at.server.process.pid) == []
+    r = held(at.server)
+    assert all(r.get(k) == k.encode() for k in at.traffic.acked[-100:])
 
 
 @pytest.mark.timeout(180)
@@ -134,42 +138,35 @@ def test_follower_killed_before_the_hand_over_clients_see_nothing(
 def test_leader_killed_the_follower_exits_and_a_restart_loses_no_acknowledged_write(
     kv_factory: Any, patches: dict[str, Path], work_dir: Path, monkeypatch: Any, point: str
 ) -> None:
-    server = start(kv_factory, work_dir, monkeypatch, point)
-    held(server).execute_command("DEBUG", "POPULATE", "1000")
-    with Traffic(server) as traffic:
-        proc = background_update(patches["good"], work_dir, "--promote", "manual")
-        wait_for_hold(work_dir, point, proc)
-        follower = follower_pid(work_dir)
-        assert traffic.wait_for_acked(len(traffic.acked) + 50)
-        server.kill()
-        assert wait_gone(follower), f"the follower {follower} outlived its leader ({point})"
-        code, _ = finish(proc)
+    with held_at(kv_factory, patches["good"], work_dir, monkeypatch, point, *MANUAL) as at:
+        assert at.traffic.wait_for_acked(len(at.traffic.acked) + 50)
+        at.server.kill()
+        assert wait_gone(at.follower), f"the follower {at.follower} outlived its leader ({point})"
+        code, _ = finish(at.proc)
     assert code == 1
-    restart_has_every_acked_write(kv_factory, work_dir, traffic.acked)
+    restart_has_every_acked_write(kv_factory, work_dir, at.traffic.acked)
 
 
 @pytest.mark.timeout(180)
 def test_follower_killed_in_the_hand_over_the_leader_serves_on(
     kv_factory: Any, patches: dict[str, Path], work_dir: Path, monkeypatch: Any
 ) -> None:
-    server = start(kv_factory, work_dir, monkeypatch, "follower:handover")
-    held(server).execute_command("DEBUG", "POPULATE", "1000")
-    with Traffic(server, ping=True) as traffic:
-        proc = background_update(patches["good"], work_dir, "--window", "1s", "--rules",
-                                 str(_pang_rules(work_dir)), "--exercise-wait", "0")  # fmt: skip
-        wait_for_hold(work_dir, "follower:handover", proc)
-        follower = follower_pid(work_dir)
-        os.kill(follower, signal.SIGKILL)  # it holds every socket, has not confirmed yet
-        code, out = finish(proc)
-        acked = len(traffic.acked)
-        assert traffic.wait_for_acked(acked + 200)  # exactly one serves: the leader
+    options = promoting(work_dir)
+    point = "follower:handover"
+    with held_at(
+        kv_factory, patches["good"], work_dir, monkeypatch, point, *options, ping=True
+    ) as at:
+        os.kill(at.follower, signal.SIGKILL)  # it holds every socket, has not confirmed yet
+        code, out = finish(at.proc)
+        acked = len(at.traffic.acked)
+        assert at.traffic.wait_for_acked(acked + 200)  # exactly one serves: the leader
     assert code == 1 and "did not take over" in out, out
-    assert not traffic.errors, traffic.errors[:5]  # a pause, never an error
-    assert traffic.replies.get(b"PANG", 0) == 0  # nothing was ever answered by the new version
-    assert server.alive() and children(server.process.pid) == []
-    assert serves(server.port)
-    assert server.stop() == 0
-    restart_has_every_acked_write(kv_factory, work_dir, traffic.acked)
+    assert not at.traffic.errors, at.traffic.errors[:5]  # a pause, never an error
+    assert at.traffic.replies.get(b"PANG", 0) == 0  # nothing was ever answered by the new version
+    assert at.server.alive() and children(at.server.process.pid) == []
+    assert serves(at.server.port)
+    assert at.server.stop() == 0
+    restart_has_every_acked_write(kv_factory, work_dir, at.traffic.acked)
 
 
 @pytest.mark.timeout(180)
@@ -177,24 +174,16 @@ def test_follower_killed_in_the_hand_over_the_leader_serves_on(
 def test_leader_killed_in_the_hand_over_none_serves_and_a_restart_recovers(
     kv_factory: Any, patches: dict[str, Path], work_dir: Path, monkeypatch: Any, point: str
 ) -> None:
-    server = start(kv_factory, work_dir, monkeypatch, point)
-    held(server).execute_command("DEBUG", "POPULATE", "1000")
-    with Traffic(server) as traffic:
-        proc = background_update(patches["good"], work_dir, "--window", "1s", "--rules",
-                                 str(_pang_rules(work_dir)), "--exercise-wait", "0")  # fmt: skip
-        wait_for_hold(work_dir, point, proc)
-        follower = follower_pid(work_dir)
-        server.kill()
+    options = promoting(work_dir)
+    with held_at(kv_factory, patches["good"], work_dir, monkeypatch, point, *options) as at:
+        at.server.kill()
         # The follower dies with its leader (PR_SET_PDEATHSIG): one server at most, never two.
-        assert wait_gone(follower), f"the follower {follower} outlived its leader ({point})"
-        finish(proc)
-    assert not serves(server.port)
-    restart_has_every_acked_write(kv_factory, work_dir, traffic.acked)
+        assert wait_gone(at.follower), f"the follower {at.follower} outlived its leader ({point})"
+        finish(at.proc)
+    assert not serves(at.server.port)
+    restart_has_every_acked_write(kv_factory, work_dir, at.traffic.acked)
 
 
-def _pang_rules(work: Path) -> Path:
-    from tests.mve.test_validated_update import PANG_RULES
-
-    rules = work / "rules.py"
-    rules.write_text(PANG_RULES)
-    return rules
+def promoting(work: Path) -> tuple[str, ...]:
+    """Options of an update that reaches the hand-over at once: the PING difference is declared."""
+    return ("--window", "1s", "--rules", str(pang_rules(work)), "--exercise-wait", "0")

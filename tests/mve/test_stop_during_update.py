@@ -9,15 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.mve.test_kill_phases import (
-    background_update,
-    finish,
-    follower_pid,
-    start,
-    wait_for_hold,
-    wait_gone,
-)
-from tests.mve.test_validated_update import Traffic, held
+from tests.mve.mve_helpers import finish
+from tests.mve.test_kill_phases import held_at, wait_gone
 
 
 @pytest.mark.timeout(180)
@@ -26,18 +19,15 @@ def test_sigterm_during_the_hand_over_discards_the_follower_and_stops(
 ) -> None:
     # The follower adopted every socket and never confirms (held): the leader's loop waits in the
     # hand-over when the SIGTERM comes.
-    server = start(kv_factory, work_dir, monkeypatch, "follower:handover")
-    held(server).execute_command("DEBUG", "POPULATE", "1000")
-    with Traffic(server) as traffic:
-        proc = background_update(
-            patches["good"], work_dir, "--window", "1s", "--exercise-wait", "0"
-        )
-        wait_for_hold(work_dir, "follower:handover", proc)
-        follower = follower_pid(work_dir)
-        assert server.stop(timeout=30) == 0  # SIGTERM; a clean exit, not the SIGKILL after 30 s
-        code, out = finish(proc)
+    with held_at(
+        kv_factory, patches["good"], work_dir, monkeypatch, "follower:handover",
+        "--window", "1s", "--exercise-wait", "0",
+    ) as h:  # fmt: skip
+        assert h.server.stop(timeout=30) == 0  # SIGTERM; a clean exit, not the SIGKILL after 30 s
+        code, out = finish(h.proc)
+        acked = list(h.traffic.acked)
     # The update gave way to the stop (without the fix: "did not take over in time", after the
     # hand-over deadline), and no follower outlives the server.
     assert code == 1 and "the server is shutting down" in out, out
-    assert wait_gone(follower)
-    assert traffic.acked  # the server served until it was asked to stop
+    assert wait_gone(h.follower)
+    assert acked  # the server served until it was asked to stop

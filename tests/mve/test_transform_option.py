@@ -14,10 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.mve.conftest import livepatch_cli
 from tests.mve.intenc import BUGGY_CHECK, EDITS, GOOD_CHECK, HOOKS, _tree
-from tests.mve.test_validated_update import Traffic, held, update
-from tests.support import source_env, wait_for
+from tests.mve.mve_helpers import Traffic, held, update
+from tests.support import livepatch_cli, source_env, wait_for
 
 COUNTERS = 5_000
 

@@ -13,7 +13,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -143,3 +144,30 @@ class LoadedModules:
     def close(self) -> None:
         for name in self.names:
             sys.modules.pop(name, None)
+
+
+@contextmanager
+def loaded_app(
+    rt: Runtime,
+    tmp_path: Path,
+    source: str,
+    stem: str = "lp_rt_app",
+    *,
+    force: bool = False,
+    timeout: float = 5.0,
+) -> Iterator[ModuleType]:
+    """A test's app: `source` loaded under a fresh name. At the end, whatever the test did: its `gate`
+    Event (the escape-hatch apps' hanging calls wait on one) opens, every patch still applied through `rt`
+    is reverted (`force`: by force, for patches whose code may still hang), and the module is unloaded."""
+    lm = LoadedModules(tmp_path)
+    mod = lm.load(source, stem)
+    try:
+        yield mod
+    finally:
+        gate = getattr(mod, "gate", None)
+        if gate is not None:
+            gate.set()
+        while rt.applied_patches():
+            if not rt.revert_patch(method="global", force=force, timeout=timeout).ok:
+                break
+        lm.close()

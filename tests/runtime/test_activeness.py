@@ -19,7 +19,7 @@ import pytest
 import livepatch
 from livepatch import Category
 from livepatch.runtime.core import Runtime
-from tests.runtime.runtime_helpers import LoadedModules, fixture_source
+from tests.runtime.runtime_helpers import fixture_source, loaded_app
 
 V1 = fixture_source("app_v1.py")
 SERVE_CHANGED = V1.replace("        point()\n", "        point()\n        x = 1\n")
@@ -27,14 +27,8 @@ SERVE_CHANGED = V1.replace("        point()\n", "        point()\n        x = 1\
 
 @pytest.fixture
 def app(rt: Runtime, tmp_path: Path) -> Iterator[ModuleType]:
-    lm = LoadedModules(tmp_path)
-    try:
-        yield lm.load(V1)
-    finally:
-        while rt.applied_patches():
-            if not rt.revert_patch(method="global", timeout=10).ok:
-                break
-        lm.close()
+    with loaded_app(rt, tmp_path, V1, timeout=10) as mod:
+        yield mod
 
 
 class Connection:

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 
 import livepatch
@@ -58,23 +56,3 @@ def test_the_public_functions_are_the_default_runtimes() -> None:
     # quiescence_point is a plain function (the hot path) reading the default runtime's flag
     assert livepatch.quiescence_point.__doc__ == Runtime.quiescence_point.__doc__
     assert livepatch.transition_flag() is core.DEFAULT.transition_flag()
-
-
-def test_staging_is_imported_with_the_runtime_not_at_the_first_patch() -> None:
-    """What a transition runs must be imported before it: imported on first use, staging's imports ran
-    inside the server's first apply, holding the GIL (100-420 ms in `livepatch bench`), and the
-    straggler report's inside an abort, while every thread was still parked."""
-    code = (
-        "import sys, livepatch\n"
-        "livepatch.quiescence_point\n"
-        "print(sorted(m for m in ('livepatch.runtime.staging', 'livepatch.runtime.stragglers',"
-        " 'livepatch.patch.hooks_info') if m in sys.modules))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert out.stdout.split() == [
-        "['livepatch.patch.hooks_info',",
-        "'livepatch.runtime.staging',",
-        "'livepatch.runtime.stragglers']",
-    ]

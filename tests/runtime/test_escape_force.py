@@ -18,7 +18,7 @@ from livepatch import Category, Outcome, PatchSpec, WatchPolicy, patch_from_sour
 from livepatch.runtime.core import Runtime
 from livepatch.runtime.lifecycle import EventName
 from livepatch.runtime.registry import Priority, Registry, ThreadState
-from tests.runtime.runtime_helpers import LoadedModules, wait_for
+from tests.runtime.runtime_helpers import loaded_app, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -62,16 +62,8 @@ def other(name):
 
 @pytest.fixture
 def app(rt: Runtime, tmp_path: Path) -> Iterator[ModuleType]:
-    lm = LoadedModules(tmp_path)
-    mod = lm.load(V1, "lp_escape")
-    try:
+    with loaded_app(rt, tmp_path, V1, "lp_escape", force=True) as mod:
         yield mod
-    finally:
-        mod.gate.set()  # whatever the test did, let a hanging call finish
-        while rt.applied_patches():
-            if not rt.revert_patch(method="global", force=True).ok:
-                break
-        lm.close()
 
 
 def spec_for(mod: ModuleType, category: Category = Category.THREAD_LOCAL) -> PatchSpec:

@@ -16,7 +16,7 @@ from livepatch import Category, PatchResult, patch_from_sources
 from livepatch.runtime.core import Runtime
 from livepatch.runtime.hook_runner import HookTimedOut, call_with_deadline
 from livepatch.runtime.patch_hooks import HookContext, PatchHooks
-from tests.runtime.runtime_helpers import LoadedModules, wait_for
+from tests.runtime.runtime_helpers import loaded_app, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -63,16 +63,8 @@ def {hook}(ctx):
 
 @pytest.fixture
 def app(rt: Runtime, tmp_path: Path) -> Iterator[ModuleType]:
-    lm = LoadedModules(tmp_path)
-    mod = lm.load(V1, "lp_hooks")
-    try:
+    with loaded_app(rt, tmp_path, V1, "lp_hooks") as mod:
         yield mod
-    finally:
-        mod.gate.set()
-        while rt.applied_patches():
-            if not rt.revert_patch(method="global").ok:
-                break
-        lm.close()
 
 
 def _apply(rt: Runtime, app: ModuleType, hooks: str, **kw: object) -> PatchResult:

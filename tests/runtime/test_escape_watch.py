@@ -11,10 +11,10 @@ from types import ModuleType
 import pytest
 
 from livepatch import Category, WatchPolicy, patch_from_sources
-from livepatch.runtime import patcher
+from livepatch.runtime import watch as watch_module
 from livepatch.runtime.core import Runtime
 from livepatch.runtime.watch import Watch
-from tests.runtime.runtime_helpers import LoadedModules, wait_for
+from tests.runtime.runtime_helpers import LoadedModules, loaded_app, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -36,16 +36,8 @@ V2 = V1.replace(
 
 @pytest.fixture
 def app(rt: Runtime, tmp_path: Path) -> Iterator[ModuleType]:
-    lm = LoadedModules(tmp_path)
-    mod = lm.load(V1, "lp_watch")
-    try:
+    with loaded_app(rt, tmp_path, V1, "lp_watch", force=True) as mod:
         yield mod
-    finally:
-        mod.gate.set()
-        while rt.applied_patches():
-            if not rt.revert_patch(method="global", force=True).ok:
-                break
-        lm.close()
 
 
 def _watcher(patch_id: str) -> threading.Thread:
@@ -209,7 +201,7 @@ def test_a_slow_verdict_whose_normal_rollback_cannot_quiesce_is_forced(
     thread sits in the new code where calls are not timed (a generator): the normal revert cannot reach
     quiescence, so the window falls back to the forced one."""
     clock = _Clock()
-    monkeypatch.setattr(patcher, "Watch", lambda policy: Watch(policy, clock=clock))
+    monkeypatch.setattr(watch_module, "Watch", lambda policy: Watch(policy, clock=clock))
     lm = LoadedModules(tmp_path)
     mod = lm.load(SLOW_V1, "lp_watch_slow")
     mod.CLOCK = clock

@@ -31,7 +31,7 @@ from livepatch.runtime.lifecycle import (
     PatchResult,
     State,
 )
-from tests.runtime.runtime_helpers import LoadedModules, fixture_source
+from tests.runtime.runtime_helpers import fixture_source, loaded_app
 
 WIRE_OUTCOMES = {"applied", "reverted", "rolled-back", "refused", "aborted", "failed"}
 
@@ -172,14 +172,8 @@ def paths(monkeypatch: pytest.MonkeyPatch) -> list[list[State]]:
 
 @pytest.fixture
 def app(rt: Runtime, tmp_path: Path) -> Iterator[ModuleType]:
-    lm = LoadedModules(tmp_path)
-    try:
-        yield lm.load(V1)
-    finally:
-        while rt.applied_patches():
-            if not rt.revert_patch(method="global").ok:
-                break
-        lm.close()
+    with loaded_app(rt, tmp_path, V1) as mod:
+        yield mod
 
 
 S = State

@@ -7,7 +7,8 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -241,19 +242,22 @@ def test_activate_during_local_migrates_at_once(rt: Runtime) -> None:
     assert any(e.name is EventName.MIGRATED and e.thread == t.name for e in rec.events())
 
 
-def test_priority_rule_medium_parks_only_after_low(rt: Runtime) -> None:
-    """A MEDIUM thread passing quiescence points does not park while a LOW thread still runs."""
+@contextmanager
+def _low_task_and_medium_waiter(
+    rt: Runtime, use_priorities: bool
+) -> Iterator[tuple[threading.Event, Recorder, Versioned]]:
+    """A LOW thread in a long task (no quiescence point until the test sets `finish`), a MEDIUM thread
+    passing points all the time, and a global transition running on a patcher thread. Yields (finish,
+    the transition's recorder, the code it swaps); at the end everything is joined."""
     code = Versioned()
-    low_in_task, low_may_finish = threading.Event(), threading.Event()
+    low_in_task, finish = threading.Event(), threading.Event()
     stop = threading.Event()
-    order: list[str] = []
 
     def low() -> None:
         with rt.managed_thread("worker", Priority.LOW):
             low_in_task.set()
-            low_may_finish.wait(timeout=30)  # a long task: no quiescence point meanwhile
+            finish.wait(timeout=30)  # a long task: no quiescence point meanwhile
             rt.quiescence_point()
-            order.append("low")
             stop.wait(timeout=30)
 
     def medium() -> None:
@@ -269,61 +273,46 @@ def test_priority_rule_medium_parks_only_after_low(rt: Runtime) -> None:
     assert low_in_task.wait(timeout=10)
     rec = Recorder()
     patcher = threading.Thread(
-        target=lambda: rt.run_global(code.swap, timeout=30, recorder=rec), daemon=True
+        target=lambda: rt.run_global(
+            code.swap, timeout=30, use_priorities=use_priorities, recorder=rec
+        ),
+        daemon=True,
     )
     patcher.start()
-    wait_for(lambda: rt.statistics().transition == "global", what="global transition")
-    # Let the medium thread pass many quiescence points: it must not park.
-    t_end = time.monotonic() + 0.2
-    while time.monotonic() < t_end:
-        assert rt.statistics().by_state.get("parked", 0) == 0
-        time.sleep(0.005)
-    low_may_finish.set()
-    patcher.join(timeout=30)
-    stop.set()
-    tl.join(timeout=10)
-    tm.join(timeout=10)
-    reached = [e.thread for e in rec.events() if e.name is EventName.REACHED]
-    assert reached == ["low", "medium"]
+    try:
+        yield finish, rec, code
+    finally:
+        finish.set()
+        patcher.join(timeout=30)
+        stop.set()
+        tl.join(timeout=10)
+        tm.join(timeout=10)
+
+
+def _reached(rec: Recorder) -> list[str | None]:
+    return [e.thread for e in rec.events() if e.name is EventName.REACHED]
+
+
+def test_priority_rule_medium_parks_only_after_low(rt: Runtime) -> None:
+    """A MEDIUM thread passing quiescence points does not park while a LOW thread still runs."""
+    with _low_task_and_medium_waiter(rt, use_priorities=True) as (finish, rec, code):
+        wait_for(lambda: rt.statistics().transition == "global", what="global transition")
+        # Let the medium thread pass many quiescence points: it must not park.
+        t_end = time.monotonic() + 0.2
+        while time.monotonic() < t_end:
+            assert rt.statistics().by_state.get("parked", 0) == 0
+            time.sleep(0.005)
+        finish.set()
+    assert _reached(rec) == ["low", "medium"]
     assert code.swaps == 1
 
 
 def test_without_priorities_medium_parks_first(rt: Runtime) -> None:
-    code = Versioned()
-    low_in_task, low_may_finish = threading.Event(), threading.Event()
-    stop = threading.Event()
-
-    def low() -> None:
-        with rt.managed_thread("worker", Priority.LOW):
-            low_in_task.set()
-            low_may_finish.wait(timeout=30)
-            rt.quiescence_point()
-            stop.wait(timeout=30)
-
-    def medium() -> None:
-        with rt.managed_thread("waiter", Priority.MEDIUM):
-            while not stop.is_set():
-                rt.quiescence_point()
-                time.sleep(0)
-
-    tl = threading.Thread(target=low, name="low", daemon=True)
-    tm = threading.Thread(target=medium, name="medium", daemon=True)
-    tl.start()
-    tm.start()
-    assert low_in_task.wait(timeout=10)
-    rec = Recorder()
-    patcher = threading.Thread(
-        target=lambda: rt.run_global(code.swap, timeout=30, use_priorities=False, recorder=rec),
-        daemon=True,
-    )
-    patcher.start()
-    wait_for(lambda: rt.statistics().by_state.get("parked", 0) == 1, what="medium parked")
-    low_may_finish.set()
-    patcher.join(timeout=30)
-    stop.set()
-    tl.join(timeout=10)
-    tm.join(timeout=10)
-    assert [e.thread for e in rec.events() if e.name is EventName.REACHED] == ["medium", "low"]
+    with _low_task_and_medium_waiter(rt, use_priorities=False) as (finish, rec, code):
+        wait_for(lambda: rt.statistics().by_state.get("parked", 0) == 1, what="medium parked")
+        finish.set()
+    assert _reached(rec) == ["medium", "low"]
+    assert code.swaps == 1
 
 
 class _WorkQueue:

@@ -18,7 +18,7 @@ from livepatch import Category, PatchRefused, Refusal, patch_from_sources
 from livepatch.runtime import patcher, verify
 from livepatch.runtime.core import Runtime
 from livepatch.runtime.lifecycle import Action, Event, EventName, Outcome, PatchResult
-from tests.runtime.runtime_helpers import LoadedModules, fixture_source
+from tests.runtime.runtime_helpers import fixture_source, loaded_app
 
 V1 = fixture_source("app_v1.py")
 V2 = fixture_source("app_v2.py")
@@ -26,14 +26,8 @@ V2 = fixture_source("app_v2.py")
 
 @pytest.fixture
 def app(rt: Runtime, tmp_path: Path) -> Iterator[ModuleType]:
-    lm = LoadedModules(tmp_path)
-    try:
-        yield lm.load(V1)
-    finally:
-        while rt.applied_patches():
-            if not rt.revert_patch(method="global").ok:
-                break
-        lm.close()
+    with loaded_app(rt, tmp_path, V1) as mod:
+        yield mod
 
 
 def _refusal_text(call: object, *args: object, **kwargs: object) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -31,6 +30,7 @@ import pytest
 import sqlserver
 from tests.conftest import require_tool
 from tests.sqlserver.conftest import POLICIES, SqlProcess, pg_env
+from tests.support import livepatch_cli
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -40,15 +40,6 @@ SRC = Path(sqlserver.__file__).resolve().parent
 FUNCTION = "def show_command("  # SHOW's handler: every SHOW statement runs it
 OLD_LINE = "    value = session.settings.get(name)\n"
 NEW_LINE = '    value = f"{session.settings.get(name)} (patched)"\n'
-
-
-def livepatch_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "livepatch.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def build_patch(work: Path) -> Path:

@@ -102,6 +102,7 @@ class Agent:
         state_dir: StateDirOption = NEXT_TO_SOCKET,
         on_stale: str = "refuse",
     ) -> None:
+        runtime.load_patching()  # now, at server start, not inside the first apply (patcher.py)
         self.socket_path = os.fspath(socket_path)
         if isinstance(state_dir, _NextToSocket):
             state_dir = f"{self.socket_path}.state"

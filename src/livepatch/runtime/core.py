@@ -43,10 +43,19 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from livepatch.runtime.lifecycle import PatchResult
-from livepatch.runtime.patcher import MAX_RECORDED_REFUSALS, Patcher, _Applied, _Watching
+from livepatch.runtime.patcher import (
+    MAX_RECORDED_REFUSALS,
+    Patcher,
+    _Applied,
+    _Watching,
+    load_patching,
+)
 from livepatch.runtime.registry import Priority, Registry
 from livepatch.runtime.threads import Control
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: this module is on a server's import path
+if TYPE_CHECKING:
+    from livepatch.runtime.results import PatchResult
 
 __all__ = [
     "DEFAULT",
@@ -60,6 +69,7 @@ __all__ = [
     "deactivate",
     "history",
     "is_managed",
+    "load_patching",
     "managed_thread",
     "quiescence_point",
     "record",

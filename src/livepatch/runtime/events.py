@@ -1,12 +1,13 @@
-"""The thread-safe recorder that collects the events of one attempt (the Event type, with its EventName,
-is lifecycle.py's)."""
+"""The thread-safe recorder that collects the events of one attempt (the Event type is results.py's, its
+EventName lifecycle.py's). Imported by the first attempt, not by `import livepatch`."""
 
 from __future__ import annotations
 
 import threading
 import time
 
-from livepatch.runtime.lifecycle import Event, EventName
+from livepatch.runtime.lifecycle import EventName
+from livepatch.runtime.results import Event
 
 __all__ = ["Recorder"]
 

@@ -22,16 +22,20 @@ The table, one attempt:
         │            └──▶ FORCING ──▶ REVERTED | ROLLED_BACK      (revert --force; a hung watch window)
         └── any non-final state ──▶ REFUSED | ABORTED | FAILED    (see TRANSITIONS for which)
 
-Pure: imports only the standard library, so the CLI and lpbench can read results cheaply. The Event type
-lives here (its name is an EventName); events.py records them.
+Pure: imports only `enum`, so a server's quiescence points, the CLI and lpbench read it cheaply. The
+records of an attempt (Event, PatchResult: dataclasses, which import `inspect` and `ast`) are results.py's;
+`from livepatch.runtime.lifecycle import PatchResult` still works and loads them on first use.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: this module is on a server's import path
+if TYPE_CHECKING:  # re-exported for type checkers; at run time by __getattr__ below
+    from livepatch.runtime.results import Event as Event
+    from livepatch.runtime.results import PatchResult as PatchResult
 
 
 class Outcome(enum.StrEnum):
@@ -77,26 +81,6 @@ class EventName(enum.StrEnum):
     FINISHED = "finished"
     ABORTED = "aborted"
     REFUSED = "refused"
-
-
-@dataclass(frozen=True)
-class Event:
-    """One event of an attempt, with a monotonic timestamp (events.Recorder collects them)."""
-
-    name: EventName
-    t_ns: int  # time.monotonic_ns()
-    thread: str | None = None
-    generation: int | None = None
-    detail: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name.value,
-            "t_ns": self.t_ns,
-            "thread": self.thread,
-            "generation": self.generation,
-            "detail": self.detail,
-        }
 
 
 class State(enum.StrEnum):
@@ -195,54 +179,10 @@ class Action(enum.StrEnum):
     REVERT = "revert"
 
 
-@dataclass(frozen=True)
-class PatchResult:
-    """One attempt, as the history keeps it and the control socket sends it (`to_dict`/`from_dict`).
+def __getattr__(name: str) -> object:
+    # Event and PatchResult are results.py's (see the module docstring); loaded on first use.
+    if name in ("Event", "PatchResult"):
+        from livepatch.runtime import results
 
-    method: "global" | "local" | "force" (or the method asked for, when refused before resolving it)."""
-
-    patch_id: str
-    action: Action
-    method: str
-    outcome: Outcome
-    reason: str = ""
-    events: tuple[Event, ...] = ()
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome.ok
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "patch_id": self.patch_id,
-            "action": self.action.value,
-            "method": self.method,
-            "outcome": self.outcome.value,
-            "reason": self.reason,
-            "events": [e.to_dict() for e in self.events],
-            "timings": dict(self.timings),
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> PatchResult:
-        """Read a result from a reply (the CLI, lpbench). Raises ValueError/KeyError/TypeError when `d`
-        is not one."""
-        return cls(
-            patch_id=str(d["patch_id"]),
-            action=Action(d["action"]),
-            method=str(d["method"]),
-            outcome=Outcome(d["outcome"]),
-            reason=str(d.get("reason") or ""),
-            events=tuple(
-                Event(
-                    EventName(e["name"]),
-                    int(e["t_ns"]),
-                    e.get("thread"),
-                    e.get("generation"),
-                    str(e.get("detail") or ""),
-                )
-                for e in d.get("events") or ()
-            ),
-            timings={str(k): float(v) for k, v in (d.get("timings") or {}).items()},
-        )
+        return getattr(results, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

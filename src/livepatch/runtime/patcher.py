@@ -38,57 +38,82 @@ threads were still inside the new code; the log gets a warning.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from types import CodeType
-from typing import Any
+from types import CodeType, FrameType
 
 from livepatch.errors import LivepatchError, PatchAborted, PatchFailed, PatchRefused
-from livepatch.patch.hooks_info import defined_hooks
-from livepatch.patch.model import PatchSpec
-from livepatch.runtime import verify
-from livepatch.runtime.events import Recorder
 from livepatch.runtime.frames import current_frames
-from livepatch.runtime.hook_runner import HookTimedOut, call_with_deadline, undo_steps
 from livepatch.runtime.lifecycle import (
     FINAL_EVENT,
     Action,
     EventName,
     Lifecycle,
     Outcome,
-    PatchResult,
     State,
 )
-from livepatch.runtime.patch_hooks import (
-    HookContext,
-    HookStep,
-    PatchHooks,
-    context_for,
-    load_hooks,
-)
 from livepatch.runtime.quiescence import ParkedThread, Quiescence
-from livepatch.runtime.staging import StagedPatch, stage
-from livepatch.runtime.watch import Verdict, Watch, WatchPolicy
+from livepatch.runtime.threads import log
 
-__all__ = ["MAX_RECORDED_REFUSALS", "HookContext", "Patcher", "WatchPolicy"]
+# What only an apply or a revert needs (the stager and the patch model, the hooks, the watch, the records)
+# is imported by the functions that use it, and ahead of the first attempt by load_patching(): a server
+# importing livepatch and running quiescence points never loads the stager, the differ's rules or the AST
+# machinery (tests/runtime/test_import_cost.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from livepatch.patch.model import PatchSpec
+    from livepatch.runtime.patch_hooks import HookContext, HookStep, PatchHooks
+    from livepatch.runtime.results import PatchResult
+    from livepatch.runtime.staging import StagedPatch
+    from livepatch.runtime.watch import Verdict, Watch, WatchPolicy
 
-log = logging.getLogger("livepatch.runtime")
+__all__ = ["MAX_RECORDED_REFUSALS", "Patcher", "load_patching"]
+
+
+def load_patching() -> None:
+    """Import everything an apply or a revert runs. Idempotent; cheap after the first call.
+
+    The Agent calls it when it is created (server start), apply_patch and revert_patch first thing, before
+    any lock or wait. Imported inside an attempt instead, the imports ran in the middle of a server's
+    first apply while the patcher held the GIL (lpbench on kvserver: a first stage of 100-420 ms against
+    0.0-0.3 ms for the next ones)."""
+    from livepatch.patch import hooks_info  # noqa: F401
+    from livepatch.runtime import (  # noqa: F401
+        events,
+        hook_runner,
+        patch_hooks,
+        results,
+        staging,
+        verify,
+        watch,
+    )
+
 
 # Refusals recorded before the runtime saw the patch (record()) come from requests anyone with the socket
 # can send: the history keeps the newest MAX_RECORDED_REFUSALS of them (every other attempt is kept).
 MAX_RECORDED_REFUSALS = 1000
 
 
-@dataclass(eq=False)
 class _Applied:
-    spec: PatchSpec
-    staged: StagedPatch
-    hooks: PatchHooks
-    targets: frozenset[str]
-    allow_active: bool = False  # applied over a running loop on purpose: its revert may do the same
+    """A patch on the stack (plain classes here: this module is on a server's import path)."""
+
+    __slots__ = ("allow_active", "hooks", "spec", "staged", "targets")
+
+    def __init__(
+        self,
+        spec: PatchSpec,
+        staged: StagedPatch,
+        hooks: PatchHooks,
+        targets: frozenset[str],
+        allow_active: bool = False,
+    ) -> None:
+        self.spec = spec
+        self.staged = staged
+        self.hooks = hooks
+        self.targets = targets
+        # applied over a running loop on purpose: its revert may do the same
+        self.allow_active = allow_active
 
 
 _FORCED_WARNING = (
@@ -111,6 +136,8 @@ class _Attempt:
         self._on_finish = on_finish  # adds the result to the runtime's history
         self.action = action
         self.method = method
+        from livepatch.runtime.events import Recorder
+
         self.life = Lifecycle()
         self.rec = Recorder()
         self.t0 = time.perf_counter()
@@ -137,6 +164,8 @@ class _Attempt:
         event = FINAL_EVENT[outcome]
         self.rec.emit(event, detail=outcome.value if event is EventName.FINISHED else reason)
         self.timings["total"] = (time.perf_counter() - self.t0) * 1e3
+        from livepatch.runtime.results import PatchResult
+
         result = PatchResult(
             self.patch_id,
             self.action,
@@ -148,7 +177,7 @@ class _Attempt:
         )
         self._on_finish(result)
         if not outcome.ok:
-            log.warning("%s %s: %s: %s", self.action.value, self.patch_id, outcome.value, reason)
+            log().warning("%s %s: %s: %s", self.action.value, self.patch_id, outcome.value, reason)
         return result
 
     def fail(self, exc: LivepatchError) -> PatchResult:
@@ -190,6 +219,8 @@ def _end_local(att: _Attempt, staged: StagedPatch, keep_new: bool) -> None:
 
 
 def _stage(spec: PatchSpec) -> StagedPatch:
+    from livepatch.runtime.staging import stage
+
     try:
         return stage(spec)
     except LivepatchError:
@@ -206,6 +237,8 @@ def _run_hook(
     A vetoing hook (pre_*) that raises refuses the attempt; one that runs past the deadline aborts it.
     A post_* hook that raises or runs late is logged and reported in the reason, since the swap already
     happened; the steps it declared are undone (when it stopped)."""
+    from livepatch.runtime.hook_runner import HookTimedOut, call_with_deadline
+
     if not hooks.has(name):
         return ""
     since = len(ctx.steps)
@@ -216,12 +249,12 @@ def _run_hook(
             att.hook_running = name
         if veto:
             raise PatchAborted(f"{exc}; nothing was swapped") from exc
-        log.error("%s of %s: %s", name, ctx.patch_id, exc)
+        log().error("%s of %s: %s", name, ctx.patch_id, exc)
         return _undo_report(att, ctx, f"{exc}", timeout, since=since)
     except Exception as exc:
         if veto:
             raise PatchRefused(f"{name} hook vetoed the patch: {exc}") from exc
-        log.exception("%s hook of %s raised", name, ctx.patch_id)
+        log().exception("%s hook of %s raised", name, ctx.patch_id)
         return _undo_report(att, ctx, f"{name} hook raised {exc!r}", timeout, since=since)
     return ""
 
@@ -231,6 +264,8 @@ def _undo_report(
 ) -> str:
     """Undo the hook steps recorded from index `since` on (newest first) unless a hook still runs, and
     return `reason` with what the hooks had done and what became of it."""
+    from livepatch.runtime.hook_runner import undo_steps
+
     tail, ctx.steps = ctx.steps[since:], ctx.steps[:since]
     if not tail:
         return reason
@@ -262,6 +297,8 @@ def _transform_while_parked(
 ) -> Callable[[], None] | None:
     """The transform hook as run inside global quiescence. On failure its declared steps are undone
     right there, while every thread is still parked, so the server never sees half a transformation."""
+    from livepatch.runtime.hook_runner import HookTimedOut, call_with_deadline
+
     if not hooks.has("transform"):
         return None
 
@@ -292,6 +329,8 @@ def _asked(method: str) -> str:
 
 
 def _context(att: _Attempt, spec: PatchSpec) -> HookContext:
+    from livepatch.runtime.patch_hooks import context_for
+
     ctx = context_for(spec)
 
     def on_step(step: HookStep) -> None:
@@ -310,7 +349,7 @@ def _threads_in(codes: frozenset[CodeType]) -> dict[int, str]:
     names = {t.ident: t.name for t in threading.enumerate()}
     found: dict[int, str] = {}
     for ident, frame in current_frames().items():
-        f: Any = frame
+        f: FrameType | None = frame
         while f is not None:
             if f.f_code in codes:
                 found[ident] = f"{names.get(ident, ident)} ({f.f_code.co_qualname})"
@@ -322,12 +361,14 @@ def _threads_in(codes: frozenset[CodeType]) -> dict[int, str]:
 # ---- watch windows ---------------------------------------------------------------------------------
 
 
-@dataclass(eq=False)
 class _Watching:
     """The open window: which patch, its counters (watch.py)."""
 
-    entry: _Applied
-    watch: Watch
+    __slots__ = ("entry", "watch")
+
+    def __init__(self, entry: _Applied, watch: Watch) -> None:
+        self.entry = entry
+        self.watch = watch
 
 
 class Patcher(Quiescence):
@@ -432,6 +473,9 @@ class Patcher(Quiescence):
 
         Concurrency: any unmanaged thread; transitions are serialized (a second caller waits). Managed threads
         keep running until they park (global) or move (local) at their quiescence points."""
+        load_patching()
+        from livepatch.runtime import verify
+
         att = self._attempt(spec.patch_id, Action.APPLY, _asked(method))
         if self.is_managed():
             # Checked before taking the lock: a managed caller waiting for a running transition would
@@ -449,7 +493,7 @@ class Patcher(Quiescence):
                 return att.fail(exc)
             # a bug, not a patch problem: report it, never raise into the caller
             except Exception as exc:
-                log.exception("apply %s failed unexpectedly", spec.patch_id)
+                log().exception("apply %s failed unexpectedly", spec.patch_id)
                 return att.finish(Outcome.FAILED, f"internal error: {exc!r}")
 
     def _apply_locked(
@@ -462,6 +506,10 @@ class Patcher(Quiescence):
         use_priorities: bool,
         watch: WatchPolicy | None,
     ) -> PatchResult:
+        from livepatch.patch.hooks_info import defined_hooks
+        from livepatch.runtime import verify
+        from livepatch.runtime.patch_hooks import load_hooks
+
         att.method = verify.verify_apply(
             spec,
             method,
@@ -521,6 +569,9 @@ class Patcher(Quiescence):
         force=True: no quiescence; the old code is installed for every new call at once and threads already
         inside the new code finish there (the theory of operation says what that risks); it waits up to
         `timeout` for a running transition to end, never for threads. Concurrency: as apply_patch."""
+        load_patching()
+        from livepatch.runtime import verify
+
         if self.is_managed():
             att = self._attempt(patch_id or "(newest)", Action.REVERT, "force" if force else method)
             try:
@@ -534,7 +585,7 @@ class Patcher(Quiescence):
                 return self._revert_locked(patch_id, method, timeout, rollback_reason=None)
             # a bug, not a patch problem: report it, never raise into the caller
             except Exception as exc:
-                log.exception("revert %s failed unexpectedly", patch_id)
+                log().exception("revert %s failed unexpectedly", patch_id)
                 return self._attempt(patch_id or "(newest)", Action.REVERT, method).finish(
                     Outcome.FAILED, f"internal error: {exc!r}"
                 )
@@ -565,6 +616,8 @@ class Patcher(Quiescence):
     def _revert_locked(
         self, patch_id: str | None, method: str, timeout: float, rollback_reason: str | None
     ) -> PatchResult:
+        from livepatch.runtime import verify
+
         name, entry, why_not = self._find_revertable(patch_id)
         att = self._attempt(name, Action.REVERT, _asked(method))
         try:
@@ -609,6 +662,7 @@ class Patcher(Quiescence):
         return att.finish(Outcome.REVERTED, reason)
 
     def _force_revert(self, patch_id: str | None, timeout: float) -> PatchResult:
+
         # Bounded: the patcher lock is held by a running transition at most for its own timeout (hooks
         # included, hook_runner.py); a forced revert waits for it, never for threads.
         if not self._patcher_lock.acquire(timeout=max(0.001, timeout)):
@@ -623,7 +677,7 @@ class Patcher(Quiescence):
         except (
             Exception
         ) as exc:  # a bug, not a patch problem: report it, never raise into the caller
-            log.exception("forced revert %s failed unexpectedly", patch_id)
+            log().exception("forced revert %s failed unexpectedly", patch_id)
             return self._attempt(patch_id or "(newest)", Action.REVERT, "force").finish(
                 Outcome.FAILED, f"internal error: {exc!r}"
             )
@@ -635,6 +689,8 @@ class Patcher(Quiescence):
     ) -> PatchResult:
         """Revert without quiescence (see the theory of operation). Hooks still run (pre_revert may veto:
         it is the patch author's statement that the old code cannot run on the current state)."""
+        from livepatch.runtime import verify
+
         name, entry, why_not = self._find_revertable(patch_id)
         att = self._attempt(name, Action.REVERT, "force")
         try:
@@ -684,7 +740,7 @@ class Patcher(Quiescence):
                 EventName.SWAPPED, detail=f"{entry.staged.function_count} functions, no quiescence"
             )
             att.rec.emit(EventName.FORCED, detail=warning)
-            log.warning("revert of %s: %s", name, warning)
+            log().warning("revert of %s: %s", name, warning)
             self._stack.remove(entry)
             att.to(State.REVERTED if rollback_reason is None else State.ROLLED_BACK)
             hook_reason = _run_hook(
@@ -724,13 +780,15 @@ class Patcher(Quiescence):
                 )
 
     def _start_watch_locked(self, entry: _Applied, policy: WatchPolicy, att: _Attempt) -> None:
+        from livepatch.runtime.watch import Watch
+
         w = _Watching(entry, Watch(policy))
         try:
             entry.staged.begin_dispatch(
                 lambda: True, on_error=w.watch.on_error, monitor=w.watch.timed
             )
         except Exception as exc:  # the patch is applied; only the watch is missing: say so
-            log.exception("watch of %s could not start", entry.spec.patch_id)
+            log().exception("watch of %s could not start", entry.spec.patch_id)
             att.rec.emit(EventName.WATCH_STARTED, detail=f"failed: {exc!r}")
             return
         self._watch = w
@@ -752,7 +810,7 @@ class Patcher(Quiescence):
         try:
             w.entry.staged.end_dispatch(keep_new=True)
         except Exception:  # the dispatch keeps choosing the new code; nothing else depends on it
-            log.exception("ending the watch of %s failed", w.entry.spec.patch_id)
+            log().exception("ending the watch of %s failed", w.entry.spec.patch_id)
 
     def history(self) -> list[PatchResult]:
         """Every apply/revert attempt, refusals included, oldest first (a copy). Never waits for a running
@@ -772,6 +830,8 @@ class Patcher(Quiescence):
         promoted: onto the stack and into the history as applied, so that `livepatch status`, `history`
         and `revert` know it. Called in the forked follower, alone: a lock a leader thread held at fork
         time stays held there, so none is waited for long."""
+        from livepatch.runtime.results import PatchResult
+
         result = PatchResult(
             spec.patch_id, Action.APPLY, "validated", Outcome.APPLIED, reason, (), dict(timings)
         )

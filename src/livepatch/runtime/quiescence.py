@@ -30,38 +30,50 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from livepatch.errors import PatchAborted
-from livepatch.runtime.events import Recorder
 from livepatch.runtime.lifecycle import EventName
 from livepatch.runtime.registry import ThreadRecord, describe
 from livepatch.runtime.stragglers import HINT, describe_blocked
 from livepatch.runtime.threads import ThreadSide, log
-from livepatch.runtime.verify import check_caller
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: this module is on a server's import path
+if TYPE_CHECKING:
+    from livepatch.runtime.events import Recorder
 
 _POLL_FIRST_S = 0.0005
 _POLL_MAX_S = 0.02
 _SWITCH_INTERVAL_S = 0.0002  # GIL switch interval while a global transition stalls (default: 5 ms)
 
 
-@dataclass(frozen=True)
 class ParkedThread:
     """A managed thread whose stack the global action may inspect (the activeness check): parked at a
     quiescence point, or inactive (outside its work loop: it may still sit in a function the patch replaces,
-    and it returns into it when it activates)."""
+    and it returns into it when it activates). A plain class, not a dataclass: this module is on a
+    server's import path (lifecycle.py)."""
 
-    ident: int
-    name: str
-    role: str
-    state: str = "parked"  # "parked" | "inactive"
+    __slots__ = ("ident", "name", "role", "state")
+
+    def __init__(self, ident: int, name: str, role: str, state: str = "parked") -> None:
+        self.ident = ident
+        self.name = name
+        self.role = role
+        self.state = state  # "parked" | "inactive"
+
+    def __repr__(self) -> str:
+        return f"ParkedThread({self.ident}, {self.name!r}, {self.role!r}, {self.state!r})"
 
 
-@dataclass
 class SyncTimings:
-    sync_ms: float = 0.0  # request -> quiescent (global) / all moved (local)
-    swap_ms: float = 0.0  # the action (global) / end_dispatch (local)
-    reached: list[str] = field(default_factory=list)
+    """How long a transition took: request -> quiescent (global) / all moved (local), and the action
+    (global) / end_dispatch (local), in ms; the threads that reached quiescence (global)."""
+
+    __slots__ = ("reached", "swap_ms", "sync_ms")
+
+    def __init__(self, sync_ms: float, swap_ms: float, reached: list[str] | None = None) -> None:
+        self.sync_ms = sync_ms
+        self.swap_ms = swap_ms
+        self.reached = reached if reached is not None else []
 
 
 class _HookCaller:
@@ -78,7 +90,7 @@ class _HookCaller:
             except Exception:
                 if id(fn) not in self._failed:
                     self._failed.add(id(fn))
-                    log.exception("wake-up hook %r raised (ignored; it stays registered)", fn)
+                    log().exception("wake-up hook %r raised (ignored; it stays registered)", fn)
 
 
 def _listener(recorder: Recorder | None) -> Callable[[EventName, ThreadRecord], None] | None:
@@ -195,6 +207,8 @@ class Quiescence(ThreadSide):
         `action` raised (everyone released, generation unchanged). The generation advances only when
         `action` returns normally.
         """
+        from livepatch.runtime.verify import check_caller  # the patch model: not on the hot path
+
         check_caller("the global quiescence protocol", managed=self.is_managed())
         t_start = time.perf_counter()
         deadline = time.monotonic() + timeout
@@ -275,6 +289,8 @@ class Quiescence(ThreadSide):
         managed thread runs two generations between two quiescence points. Raises PatchAborted when not all
         threads moved in time (after reversing: nothing changed).
         """
+        from livepatch.runtime.verify import check_caller
+
         check_caller("the local quiescence protocol", managed=self.is_managed())
         t_start = time.perf_counter()
         deadline = time.monotonic() + timeout

@@ -33,10 +33,13 @@ import itertools
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
 
 from livepatch.runtime.lifecycle import EventName
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: this module is on a server's import path
+if TYPE_CHECKING:  # re-exported for type checkers; at run time by __getattr__ below
+    from livepatch.runtime.results import RuntimeStatistics as RuntimeStatistics
+    from livepatch.runtime.results import ThreadInfo as ThreadInfo
 
 
 class Priority(enum.IntEnum):
@@ -79,14 +82,33 @@ class PointAction(enum.Enum):
     MOVED_BACK = "moved-back"  # local, reversing: the thread runs `base` again
 
 
-@dataclass(eq=False)
 class ThreadRecord:
-    ident: int
-    name: str
-    role: str
-    priority: Priority
-    state: ThreadState
-    generation: int
+    """One managed thread (plain classes here, not dataclasses: this module is on a server's import
+    path, and `dataclasses` imports `inspect` and `ast`; see lifecycle.py)."""
+
+    __slots__ = ("generation", "ident", "name", "priority", "role", "state")
+
+    def __init__(
+        self,
+        ident: int,
+        name: str,
+        role: str,
+        priority: Priority,
+        state: ThreadState,
+        generation: int,
+    ) -> None:
+        self.ident = ident
+        self.name = name
+        self.role = role
+        self.priority = priority
+        self.state = state
+        self.generation = generation
+
+    def __repr__(self) -> str:
+        return (
+            f"ThreadRecord({self.name!r}, ident={self.ident}, role={self.role!r}, "
+            f"{self.priority.name}, {self.state.value}, generation={self.generation})"
+        )
 
     def describe(self) -> str:
         return f"{self.name} (role {self.role}, priority {self.priority.name})"
@@ -96,69 +118,41 @@ class ThreadRecord:
 ThreadEventListener = Callable[[EventName, ThreadRecord], None]
 
 
-@dataclass(eq=False)
 class Transition:
-    mode: Mode
-    phase: Phase
-    base: int  # generation before the transition
-    target: int  # generation threads move to (LOCAL; back to base while REVERSING)
-    use_priorities: bool = True
-    listener: ThreadEventListener | None = None
-    # LOCAL: threads that had to move when it began, and an atomic counter of moves (next() on an
-    # itertools.count is one C call, atomic under the GIL): only the last mover needs to wake the patcher.
-    expected_moves: int = 0
-    moves: Iterator[int] = field(default_factory=itertools.count)
-    started: float = field(
-        default_factory=time.monotonic
-    )  # when it was published (threads.py's step aside)
+    """The one pending transition (see the theory of operation)."""
 
+    __slots__ = (
+        "base",
+        "expected_moves",
+        "listener",
+        "mode",
+        "moves",
+        "phase",
+        "started",
+        "target",
+        "use_priorities",
+    )  # fmt: skip
 
-@dataclass(frozen=True)
-class ThreadInfo:
-    name: str
-    ident: int
-    role: str
-    priority: Priority
-    state: str
-    generation: int
-
-
-@dataclass(frozen=True)
-class RuntimeStatistics:
-    """A consistent snapshot of the registry (taken under its lock)."""
-
-    generation: int  # newest completed code version
-    transition: str | None  # "global" | "local" | None
-    by_generation: dict[int, int] = field(default_factory=dict)
-    by_state: dict[str, int] = field(default_factory=dict)
-    by_priority: dict[str, int] = field(default_factory=dict)
-    threads: tuple[ThreadInfo, ...] = ()
-
-    @property
-    def managed(self) -> int:
-        return len(self.threads)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly (generation keys as strings, priorities by name)."""
-        return {
-            "generation": self.generation,
-            "transition": self.transition,
-            "managed": self.managed,
-            "by_generation": {str(g): n for g, n in sorted(self.by_generation.items())},
-            "by_state": dict(self.by_state),
-            "by_priority": dict(self.by_priority),
-            "threads": [
-                {
-                    "name": t.name,
-                    "ident": t.ident,
-                    "role": t.role,
-                    "priority": t.priority.name,
-                    "state": t.state,
-                    "generation": t.generation,
-                }
-                for t in self.threads
-            ],
-        }
+    def __init__(
+        self,
+        mode: Mode,
+        phase: Phase,
+        base: int,
+        target: int,
+        use_priorities: bool = True,
+        listener: ThreadEventListener | None = None,
+    ) -> None:
+        self.mode = mode
+        self.phase = phase
+        self.base = base  # generation before the transition
+        self.target = target  # generation threads move to (LOCAL; back to base while REVERSING)
+        self.use_priorities = use_priorities
+        self.listener = listener
+        # LOCAL: threads that had to move when it began, and an atomic counter of moves (next() on an
+        # itertools.count is one C call, atomic under the GIL): only the last mover wakes the patcher.
+        self.expected_moves = 0
+        self.moves: Iterator[int] = itertools.count()
+        self.started = time.monotonic()  # when it was published (threads.py's step aside)
 
 
 class Registry:
@@ -421,6 +415,8 @@ class Registry:
     # ---- introspection ----------------------------------------------------------------------------
 
     def statistics(self) -> RuntimeStatistics:
+        from livepatch.runtime.results import RuntimeStatistics, ThreadInfo
+
         threads = tuple(
             ThreadInfo(r.name, r.ident, r.role, r.priority, r.state.value, r.generation)
             for r in self.records.values()
@@ -447,3 +443,12 @@ class Registry:
 
 def describe(records: Iterable[ThreadRecord]) -> str:
     return ", ".join(r.describe() for r in records) or "(none)"
+
+
+def __getattr__(name: str) -> object:
+    # The statistics snapshot's types are results.py's (dataclasses: off a server's import path).
+    if name in ("RuntimeStatistics", "ThreadInfo"):
+        from livepatch.runtime import results
+
+        return getattr(results, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,7 +10,6 @@ standard library, the nearest frame of the program's own code), and what to do a
 from __future__ import annotations
 
 import os
-import sysconfig
 from collections.abc import Iterable
 from types import FrameType
 
@@ -22,7 +21,10 @@ HINT = (
     "for a task) never reaches a quiescence point: call livepatch.deactivate() before its blocking read "
     "and livepatch.activate() after it (docs/runtime.md, socketserver and http.server recipe)"
 )
-_STDLIB = os.path.normcase(sysconfig.get_paths()["stdlib"])
+
+# The standard library's directory (sysconfig's "stdlib" path, without importing sysconfig: this module
+# is on a server's import path, and its report runs while an aborting patch still holds threads parked).
+_STDLIB = os.path.normcase(os.path.dirname(os.__file__))
 
 
 def _frame_text(frame: FrameType) -> str:

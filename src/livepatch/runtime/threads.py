@@ -27,12 +27,10 @@ The patcher side (quiescence.py) drives the protocols with the same lock and con
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Protocol
 
 from livepatch.runtime.lifecycle import EventName
 from livepatch.runtime.registry import (
@@ -40,15 +38,35 @@ from livepatch.runtime.registry import (
     PointAction,
     Priority,
     Registry,
-    RuntimeStatistics,
     ThreadRecord,
     ThreadState,
     Transition,
 )
 
-__all__ = ["Priority", "ThreadSide", "TransitionFlag"]
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: this module is on a server's import path
+if TYPE_CHECKING:
+    import logging
+    from typing import Protocol
 
-log = logging.getLogger("livepatch.runtime")
+    from livepatch.runtime.results import RuntimeStatistics
+
+    class TransitionFlag(Protocol):
+        """What transition_flag() returns: read `request`, never write it (a Control, typed read-only)."""
+
+        @property
+        def request(self) -> object | None: ...
+
+
+__all__ = ["Priority", "ThreadSide"]
+
+
+def log() -> logging.Logger:
+    """The runtime's logger. A function, so that `logging` is imported when the runtime first logs (a
+    failed attempt, a raising hook), not by a server's `import livepatch`."""
+    import logging
+
+    return logging.getLogger("livepatch.runtime")
+
 
 # Local transitions: how long a thread that has moved steps aside at each of its points, and for how long
 # into the transition it does so (see _slow_point).
@@ -72,13 +90,6 @@ class Control:
 
     def __init__(self) -> None:
         self.request: Transition | _Rejoin | None = None
-
-
-class TransitionFlag(Protocol):
-    """What transition_flag() returns: read `request`, never write it."""
-
-    @property
-    def request(self) -> object | None: ...
 
 
 class ThreadSide:
