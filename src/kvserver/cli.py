@@ -116,6 +116,12 @@ def _size(text: str) -> int:
     help="No agent, no managed thread, no quiescence point (overhead baseline).",
 )
 @click.option(
+    "--huge-pages",
+    is_flag=True,
+    help="Transparent huge pages for the heap (PYTHONMALLOC=malloc, glibc.malloc.hugetlb=1): keeps "
+    "the fork of a validated update flat with the data size (2.7 ms instead of ~1 s at 10M keys).",
+)
+@click.option(
     "--loglevel",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="warning",
@@ -143,10 +149,19 @@ def serve_command(
     state_dir: str | None,
     on_stale: str,
     no_livepatch: bool,
+    huge_pages: bool,
     loglevel: str,
     **replication: Any,
 ) -> None:
     """Run kvserver, a Redis-protocol key-value server prepared for live patching."""
+    if huge_pages:
+        from kvserver import huge_pages as hp
+
+        hp.reexec_if_needed()  # returns only in the process started with the settings
+        for problem in hp.problems():
+            click.echo(
+                f"kvserver: warning: --huge-pages: {problem}; 4 KiB pages are used", err=True
+            )
     logging.basicConfig(
         level=getattr(logging, loglevel.upper()),
         format="%(asctime)s kvserver[%(process)d] %(levelname)s %(name)s: %(message)s",

@@ -548,6 +548,9 @@ class EventLoop:
         self._rpipe, self._wpipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.epoll.register(self._rpipe, EPOLLIN)
         self._calls.clear()
+        # What the replay scheduled for its stand-in connections: the leader handed over the real output.
+        self._pending = {}
+        self._to_close = []
         for client, unsent in clients:
             self.by_fd[client.fd] = client
             self.epoll.register(client.fd, EPOLLIN)

@@ -50,6 +50,9 @@ class KvHost:
     def is_serving(self) -> bool:
         return self.loop.serving
 
+    def stop_requested(self) -> bool:
+        return bool(self.loop.stop_requested)
+
     def call_on_loop(self, fn: Any) -> None:
         self.loop.call_soon_threadsafe(fn)
 
@@ -65,19 +68,56 @@ class KvHost:
         forget_client = ServerState.forget_client
         cron = ServerState.cron
 
+        depth = [0]
+        blocked, subscribed = server.blocked_clients, server.pubsub.by_client
+        executed = recorder.executed
+        pending = recorder.pending  # the log's open batch: the fast path appends to it directly
+        one = pending.append
+        flush_at = recorder.flush_at
+
         def recording_process(client: ClientState, commands: list[list[bytes]]) -> None:
+            if depth[0]:
+                # A parked client's backlog, run inside another request (its wake-up): part of that
+                # request, and replayed as such (the follower wakes the same client at the same point).
+                process(server, client, commands)
+                return
             out = client.out
+            start = len(out)
+            if len(commands) == 1 and not blocked and not subscribed:
+                # The common case (one request per read, nobody parked or subscribed, so no wake-up
+                # can run nested): one call, what it appended is the reply, one tuple in the log.
+                process(server, client, commands)
+                end = len(out)
+                one(
+                    (
+                        "x1",
+                        client.id,
+                        server.now_ms,
+                        commands[0],
+                        out[start] if end == start + 1 else b"".join(out[start:]),
+                    )
+                )
+                if len(pending) >= flush_at:
+                    recorder.flush()
+                return
             ran: list[list[bytes]] = []
             replies: list[bytes] = []
-            for argv in commands:
-                if client.close_after_reply:
-                    break  # what process_commands would not run either
-                start = len(out)
-                process(server, client, [argv])
-                ran.append(argv)
-                replies.append(b"".join(out[start:]))
-            recorder.executed(client.id, server.now_ms, ran, replies)
-            recorder.end_of_batch()
+            depth[0] = 1
+            try:
+                for argv in commands:
+                    if client.close_after_reply:
+                        break  # what process_commands would not run either
+                    others = _listeners(server, client)
+                    start = len(out)
+                    process(server, client, [argv])
+                    ran.append(argv)
+                    reply = out[start] if len(out) == start + 1 else b"".join(out[start:])
+                    if others:
+                        reply += _side_output(others)
+                    replies.append(reply)
+            finally:
+                depth[0] = 0
+            executed(client.id, server.now_ms, ran, replies)
 
         def recording_new_client(sock: Any, addr: str) -> ClientState:
             client = new_client(server, sock, addr)
@@ -133,7 +173,10 @@ class KvHost:
     # -------------------------------------------------------------------------------- follower
     def enter_follower(self) -> None:
         server = self.server
+        live = list(self.loop.by_fd.values())
         self.loop.drop_inherited_io()
+        for client in live:
+            client.sock = VIRTUAL_SOCKET  # the replay decides as the leader's live connection did
         for client in server.clients.values():
             # The leader sends what its clients have queued; the replay starts with nothing owed.
             client.out.clear()
@@ -148,7 +191,7 @@ class KvHost:
 
     def replay_open(self, cid: int, info: Any) -> None:
         server = self.server
-        client = ServerState.new_client(server, None, str(info))
+        client = ServerState.new_client(server, VIRTUAL_SOCKET, str(info))
         if client.id != cid:  # ids are given in order, so they agree; keep the leader's if not
             server.clients.pop(client.id, None)
             client.id = cid
@@ -166,9 +209,13 @@ class KvHost:
         client = server.clients[cid]
         server.now_ms = now_ms
         out = client.out
+        out.clear()  # what other requests sent this connection (wake-ups, messages) was compared there
+        others = _listeners(server, client)
         ServerState.process_commands(server, client, [request])
         reply = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
+        if others:
+            reply += _side_output(others)
         return reply
 
     def replay_tick(self, now_ms: int) -> None:
@@ -222,6 +269,50 @@ class KvHost:
             persistence.aof = fresh
             if state["generation"] is not None:
                 persistence.generation = state["generation"]
+
+
+class _VirtualSocket:
+    """A follower's connection: no I/O, but a live client for the commands (kvserver tells a live
+    connection by `client.sock is not None`: BLPOP parks only such a client, CLIENT KILL/LIST see only
+    those), so that the replay decides as the leader did."""
+
+    def fileno(self) -> int:
+        return -1
+
+    def getsockname(self) -> Any:
+        raise OSError("a replayed connection has no socket")
+
+    def close(self) -> None:
+        pass
+
+
+VIRTUAL_SOCKET: Any = _VirtualSocket()
+SIDE_MARK = b"\r\n>>> connection %d received: "
+
+
+def _listeners(server: ServerState, caller: ClientState) -> dict[ClientState, int] | None:
+    """The other connections a request may send something to (parked clients it may wake, pub/sub
+    subscribers it may publish to), with the length of their output now; None when there are none
+    (the common case: one truth test of two dicts)."""
+    if not server.blocked_clients and not server.pubsub.by_client:
+        return None
+    found = {c: len(c.out) for c in server.blocked_clients if c is not caller}
+    for c in server.pubsub.by_client:
+        if c is not caller:
+            found[c] = len(c.out)
+    return found or None
+
+
+def _side_output(before: dict[ClientState, int]) -> bytes:
+    """What a request sent to other connections (a blocked client's wake-up with its backlog's replies,
+    a published message), in connection-id order, appended to the caller's reply: so the comparison
+    covers whom the request woke or reached and what they got."""
+    parts = []
+    for client in sorted(before, key=lambda c: c.id):
+        out = client.out
+        if len(out) > before[client]:
+            parts.append(SIDE_MARK % client.id + b"".join(out[before[client] :]))
+    return b"".join(parts)
 
 
 def install(loop: Any) -> None:

@@ -2,8 +2,8 @@
 does what its benchmark says to the data -- against a real sqlserver process and, where installed, the
 real PostgreSQL 15 (the same assertions on both: the drivers are right, and sqlserver agrees with
 PostgreSQL). test_sql_workloads.py runs whole mixes and the consistency checks; this file pins each
-transaction's own effect (TPC-C clauses 2.4-2.8, YCSB's six operations) and the OLAP queries' answers,
-compared between the two servers on the same deterministic data.
+transaction's own effect (TPC-C clauses 2.4-2.8, YCSB's six operations). The OLAP queries' answers are
+compared between the two servers in test_sql_olap.py (with CH-benCHmark's extra tables loaded).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 
 from lpbench.recording import ERROR_REPLY, OK
 from lpbench.servers import SqlServer
-from lpbench.sql import olap, tpcc, ycsb
+from lpbench.sql import tpcc, ycsb
 from lpbench.sql.pg import BlockingClient, Result
 from lpbench.sql.workloads import Tx, run_transaction
 from tests.conftest import free_port
@@ -267,39 +267,3 @@ def test_ycsb_operations(ycsb_db: BlockingClient) -> None:
     )
     assert [v.decode() for v in c.execute((ycsb.READ, (17,))).rows[0][1:] if v is not None] == newer
     assert run_tx(c, _step(ycsb.DELETE, 5000)) == OK
-
-
-# -- OLAP: the same answers from sqlserver and PostgreSQL ----------------------------------------------
-ANSWERS: dict[str, dict[str, list[tuple[float | str | None, ...]]]] = {}
-
-
-def _value(v: bytes | None) -> float | str | None:
-    if v is None:
-        return None
-    try:
-        return float(v)
-    except ValueError:
-        return v.decode()
-
-
-@pytest.mark.timeout(300)
-@pytest.mark.parametrize("query", sorted(olap.QUERIES))
-def test_olap_query_answers(tpcc_db: int, query: str, request: pytest.FixtureRequest) -> None:
-    """Each CH-benCHmark query over the same loaded data (deterministic: seeded, fixed dates) gives the
-    same rows on sqlserver as on PostgreSQL (compared once both have run; numbers to 1e-6)."""
-    with BlockingClient("127.0.0.1", tpcc_db, timeout_s=300) as c:
-        rows = [tuple(_value(v) for v in r) for r in c.execute(olap.QUERIES[query]).rows]
-    # The loader's dates are 2026 (olap.py): Q12's window before 2020 groups nothing, so no row.
-    assert (rows == []) if query == "q12" else bool(rows), (query, rows)
-    server = request.node.callspec.params["target"]
-    ANSWERS.setdefault(query, {})[server] = rows
-    if len(ANSWERS[query]) < 2:
-        return  # the other server is checked against this one when it runs
-    a, b = ANSWERS[query]["sqlserver"], ANSWERS[query]["postgres"]
-    assert len(a) == len(b), (a, b)
-    for ra, rb in zip(a, b, strict=True):
-        for va, vb in zip(ra, rb, strict=True):
-            if isinstance(va, float) and isinstance(vb, float):
-                assert math.isclose(va, vb, rel_tol=1e-6, abs_tol=1e-6), (query, ra, rb)
-            else:
-                assert va == vb, (query, ra, rb)

@@ -78,7 +78,9 @@ def _update(agent: Any, req: MveRequest) -> dict[str, Any]:
             promote=req["promote"],
             max_lag=req["max_lag"],
             coverage_timeout=req.get("exercise_wait_s", 60.0),
+            transform=req.get("transform"),
         )
+        _check_transform(req.get("transform"))
         pf = lpatch.from_document(req["patch"], source="the patch")
         spec, _signed_by = pf.verified_spec(agent.trusted_keys, allow_unsigned=agent.allow_unsigned)
         if spec.refusals:
@@ -108,6 +110,28 @@ def _update(agent: Any, req: MveRequest) -> dict[str, Any]:
     _last = outcome
     promoted = outcome["outcome"] == "promoted"
     return {"ok": promoted, "error": None if promoted else outcome["reason"], "update": outcome}
+
+
+def _check_transform(transform: str | None) -> None:
+    """Refuse before forking a --transform whose module the server cannot find (the follower imports
+    it: nothing of it runs in the leader; a missing FUNC discards the follower with the reason)."""
+    if transform is None:
+        return
+    import importlib.util
+
+    module = transform.partition(":")[0]
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError) as exc:
+        found = None
+        detail = f" ({exc})"
+    else:
+        detail = ""
+    if found is None:
+        raise ValueError(
+            f"--transform {transform}: the server cannot import the module {module!r}{detail}; put "
+            "it on the server's Python path (PYTHONPATH) or install it, then run the update again"
+        )
 
 
 def _window_s(req: MveRequest) -> float | None:

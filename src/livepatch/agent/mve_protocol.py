@@ -1,7 +1,7 @@
 """The control socket's requests for validated updates (livepatch.mve), validated like protocol.py's:
 
 {"op": "update", "patch": <the .lpatch document>, "rules": "<rules file text>" | null,
- "rules_name": "RULES.py", "window_requests": N | null, "window_s": S | null,
+ "rules_name": "RULES.py", "transform": "MODULE:FUNC" | null, "window_requests": N | null, "window_s": S | null,
  "promote": "auto"|"manual", "max_lag": N}
     -> waits for the outcome: {"ok": promoted?, "error": reason | null, "update": {...report}}
 {"op": "promote"} / {"op": "discard"}   (the running manual update) -> {"ok", "error"}
@@ -89,6 +89,15 @@ def _fields(req: dict[str, Any]) -> dict[str, Any]:
         raise _protocol_error("'rules' must be the text of a rules file or null")
     out["rules"] = rules
     out["rules_name"] = str(req.get("rules_name") or "<rules>")
+    transform = req.get("transform")
+    if transform is not None and (
+        not isinstance(transform, str)
+        or len(transform) > 512
+        or transform.count(":") != 1
+        or not all(part.isidentifier() for part in transform.replace(":", ".").split("."))
+    ):
+        raise _protocol_error("'transform' must be 'MODULE:FUNC' or null")
+    out["transform"] = transform
     out["window_requests"] = _positive_int(req, "window_requests", None)
     window_s = req.get("window_s")
     if window_s is not None and (

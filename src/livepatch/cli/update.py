@@ -39,6 +39,9 @@ def _ask(socket_path: str, req: dict[str, Any], timeout: float) -> dict[str, Any
         raise click.ClickException(f"bad reply from the agent: {exc}") from None
 
 
+TRANSFORM_FORM = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+
+
 def parse_window(text: str) -> tuple[int | None, float | None]:
     """`1000` (requests) or `5s` (seconds) -> (requests, seconds)."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|sec|seconds?|r|req|requests?)?\s*", text)
@@ -72,6 +75,7 @@ every changed function ran at least once (or --exercise-wait passed). Exit statu
 Examples:
   livepatch update fix.lpatch --socket /run/kv/livepatch.sock --validate
   livepatch update fix.lpatch --socket S --validate --rules rules.py --window 10s
+  livepatch update v2.lpatch --socket S --validate --transform myapp.migrations:pack_ints
   livepatch update fix.lpatch --socket S --validate --promote manual   # then livepatch promote
 """
 
@@ -87,6 +91,14 @@ Examples:
     default=None,
     help="Python file of rules: rule_*(request, old_reply, new_reply) -> bool accepts a difference, "
     "rewrite_*(request) -> request rewrites a request for the new version.",
+)
+@click.option(
+    "--transform",
+    "transform",
+    default=None,
+    metavar="MODULE:FUNC",
+    help="A data transformer the follower runs on its copy of the data after the patch's own "
+    "transform hook: FUNC(ctx) of MODULE, importable by the server (e.g. myapp.migrations:pack_ints).",
 )
 @click.option(
     "--window",
@@ -123,6 +135,7 @@ def update_command(
     socket_path: str,
     validate: bool,
     rules_path: Path | None,
+    transform: str | None,
     window: str,
     promote: str,
     max_lag: int,
@@ -134,6 +147,12 @@ def update_command(
             "only validated updates exist so far: add --validate (or use `livepatch apply FILE`)"
         )
     window_requests, window_s = parse_window(window)
+    if transform is not None and not TRANSFORM_FORM.fullmatch(transform):
+        raise click.BadParameter(
+            f"{transform!r}: give MODULE:FUNC, a module the server can import and a function in it "
+            "taking the hook context (e.g. myapp.migrations:pack_ints)",
+            param_hint="--transform",
+        )
     try:
         pf = lpatch.read(file)
     except lpatch.PatchFileError as exc:
@@ -149,6 +168,7 @@ def update_command(
         "patch": pf.to_document(),
         "rules": rules,
         "rules_name": str(rules_path) if rules_path else None,
+        "transform": transform,
         "window_requests": window_requests,
         "window_s": window_s,
         "promote": promote,

@@ -15,9 +15,12 @@ import pickle
 import socket
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 _LEN = struct.Struct("!I")
+STOP_CHECK_S = 0.05  # a blocking send looks this often whether to give up
+READ_CHUNK = 1 << 20  # the follower reads the log in pieces of up to this
 MAX_FRAME = 1 << 30  # a frame is one loop iteration's worth of records (or the hand-over state)
 
 
@@ -57,13 +60,15 @@ class LogWriter:
         sock.setblocking(False)
         self.sock = sock
         self.max_backlog = max_backlog
-        self._records: list[Any] = []
+        self.records: list[
+            Any
+        ] = []  # appended, not pickled yet (Session.executed appends directly)
         self._backlog = bytearray()
         self.overflowed = False
         self.broken = False  # the follower's end is gone (it died): the session notices by waitpid
 
     def append(self, record: Any) -> None:
-        self._records.append(record)
+        self.records.append(record)
 
     @property
     def backlog_bytes(self) -> int:
@@ -72,11 +77,11 @@ class LogWriter:
     def flush(self) -> None:
         """Pickle what was appended and send what the kernel takes now; never waits."""
         if self.overflowed or self.broken:
-            self._records.clear()
+            self.records.clear()
             return
-        if self._records:
-            self._backlog += encode(self._records)
-            self._records = []
+        if self.records:
+            self._backlog += encode(self.records)
+            self.records.clear()  # the same list: the recording appends to it directly
         if not self._backlog:
             return
         try:
@@ -92,19 +97,20 @@ class LogWriter:
             self.overflowed = True
             self._backlog.clear()
 
-    def flush_blocking(self, timeout: float) -> bool:
-        """Send everything (the hand-over marker); False if the follower did not take it in time."""
+    def flush_blocking(self, timeout: float, give_up: Callable[[], bool] | None = None) -> bool:
+        """Send everything (the hand-over marker); False if the follower did not take it in time, or
+        `give_up()` became true (checked every STOP_CHECK_S while the follower does not read)."""
         self.flush()
         deadline = time.monotonic() + timeout
         while self._backlog and not self.broken:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or (give_up is not None and give_up()):
                 return False
-            self.sock.settimeout(remaining)
+            self.sock.settimeout(min(remaining, STOP_CHECK_S))
             try:
                 sent = self.sock.send(self._backlog)
             except TimeoutError:
-                return False
+                continue
             except OSError:
                 self.broken = True
                 return False
@@ -115,20 +121,31 @@ class LogWriter:
 
 
 class FrameReader:
-    """Frames out of bytes that arrive in arbitrary pieces (a reader that polls with a timeout)."""
+    """Frames out of bytes that arrive in arbitrary pieces (a reader that polls with a timeout).
+
+    Whole frames are decoded straight from the piece just read; only an incomplete tail is kept."""
 
     def __init__(self) -> None:
         self._buf = bytearray()
 
-    def feed(self, data: bytes) -> list[Any]:
-        self._buf += data
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Any]:
+        if self._buf:
+            self._buf += data
+            data = self._buf
         frames: list[Any] = []
-        while len(self._buf) >= _LEN.size:
-            (size,) = _LEN.unpack_from(self._buf)
-            if len(self._buf) < _LEN.size + size:
+        end = len(data)
+        pos = 0
+        unpack, loads, head = _LEN.unpack_from, pickle.loads, _LEN.size
+        while end - pos >= head:
+            (size,) = unpack(data, pos)
+            if end - pos - head < size:
                 break
-            frames.append(pickle.loads(bytes(self._buf[_LEN.size : _LEN.size + size])))
-            del self._buf[: _LEN.size + size]
+            frames.append(loads(data[pos + head : pos + head + size]))
+            pos += head + size
+        if data is self._buf:
+            del self._buf[:pos]
+        else:
+            self._buf = bytearray(data[pos:])
         return frames
 
 

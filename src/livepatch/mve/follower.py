@@ -25,20 +25,20 @@ finally of the leader's stack runs twice). Tests hold it at each phase (phases.p
 from __future__ import annotations
 
 import gc
+import importlib
 import os
 import select
 import signal
 import socket
 import stat
-import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from types import CodeType
 from typing import Any
 
 from livepatch.mve import channel
+from livepatch.mve.coverage import Coverage, functions_of
 from livepatch.mve.host import Host
 from livepatch.mve.phases import hold
 from livepatch.mve.rules import RuleSet
@@ -65,41 +65,6 @@ def _drop_inherited_sockets(keep: set[int]) -> None:
                 continue
     finally:
         os.close(devnull)
-
-
-def _new_codes(staged: Any) -> set[CodeType]:
-    """The code objects the patch installed (for coverage: has the changed code run yet?)."""
-    codes: set[CodeType] = set()
-    for target in staged.targets:
-        module_name, _, qualname = target.partition(":")
-        obj: Any = sys.modules.get(module_name)
-        for part in qualname.split("."):
-            if obj is None:
-                break
-            obj = getattr(obj, part, None)
-        code = getattr(obj, "__code__", None)
-        if isinstance(code, CodeType):
-            codes.add(code)
-    return codes
-
-
-class _Coverage:
-    """Which of the patch's new functions have run (a profile hook, removed once all have)."""
-
-    def __init__(self, codes: set[CodeType]) -> None:
-        self.pending = set(codes)
-        self.names = {c: c.co_qualname for c in codes}
-        if self.pending:
-            sys.setprofile(self._hook)
-
-    def _hook(self, frame: Any, event: str, arg: Any) -> None:
-        if event == "call" and frame.f_code in self.pending:
-            self.pending.discard(frame.f_code)
-            if not self.pending:
-                sys.setprofile(None)
-
-    def uncovered(self) -> list[str]:
-        return sorted(self.names[c] for c in self.pending)
 
 
 def _die_with_parent(leader_pid: int) -> None:
@@ -130,6 +95,7 @@ def run(
     ctl_sock: socket.socket,
     after_takeover: Callable[[], None] | None,
     leader_pid: int,
+    transform: str | None = None,
 ) -> None:
     """The child's life; returns only when promoted (the caller then carries on serving)."""
     _die_with_parent(leader_pid)
@@ -152,11 +118,13 @@ def run(
         t1 = time.monotonic()
         ctx.hook = "transform"
         hooks.call("transform", ctx)
+        if transform is not None:
+            _load_transform(transform)(ctx)  # --transform MODULE:FUNC, after the patch's own hook
         transform_ms = (time.monotonic() - t1) * 1e3
         staged.swap_in()
         ctx.hook = "post_patch"
         hooks.call("post_patch", ctx)
-        coverage = _Coverage(_new_codes(staged))
+        coverage = Coverage(functions_of(staged))
         apply_ms = (time.monotonic() - t0) * 1e3
         channel.send_frame(
             ctl_sock,
@@ -175,6 +143,15 @@ def run(
         os._exit(EXIT_LEADER_GONE)
     except BaseException:
         _fail(ctl_sock, "the follower failed: " + traceback.format_exc(limit=8))
+
+
+def _load_transform(spec: str) -> Callable[[Any], Any]:
+    module_name, _, name = spec.partition(":")
+    module = importlib.import_module(module_name)
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise RuntimeError(f"--transform {spec}: {module_name} has no function {name!r}")
+    return fn
 
 
 class _Installed:
@@ -199,7 +176,7 @@ def _follow(
     rules: RuleSet,
     log_sock: socket.socket,
     ctl_sock: socket.socket,
-    coverage: _Coverage,
+    coverage: Coverage,
     after_takeover: Callable[[], None] | None,
     installed: _Installed,
 ) -> None:
@@ -209,58 +186,90 @@ def _follow(
     replay = host.replay
     rewrite = rules.rewrite if rules.rewrites else None
     reported = 0
+    reader = channel.FrameReader()
+    recv_into = log_sock.recv_into
+    buf = bytearray(channel.READ_CHUNK)
+    view = memoryview(buf)
     while True:
+        # One select and one read per up to READ_CHUNK bytes of log (hundreds of frames under load):
+        # the replay makes no system call per request.
         if reported != seq and not select.select([log_sock], [], [], PROGRESS_S)[0]:
             # The leader is quiet: say where we are now (a caught-up follower must look caught up).
             last_progress = time.monotonic()
             reported = seq
             channel.send_frame(ctl_sock, ("progress", seq, accepted, coverage.uncovered()))
             continue
-        records = channel.read_frame(log_sock)
-        for record in records:
-            kind = record[0]
-            if kind == "x":
-                _, cid, now_ms, requests, replies = record
-                for request, old in zip(requests, replies, strict=True):
+        n = recv_into(buf)
+        if not n:
+            raise EOFError("the leader closed the log")
+        for records in reader.feed(view[:n]):
+            for record in records:
+                kind = record[0]
+                if kind == "x1":  # one request (the common case)
+                    _, cid, now_ms, request, old = record
                     new = replay(cid, now_ms, rewrite(request) if rewrite else request)
                     seq += 1
                     if seq == 1:
                         hold("follower:compare")
-                    if new != old:
-                        rule = rules.explain(request, old, new)
-                        if rule is None:
-                            channel.send_frame(
-                                ctl_sock,
-                                (
-                                    "diverged",
-                                    {
-                                        "seq": seq,
-                                        "connection": cid,
-                                        "request": [_short(a, 80) for a in request]
-                                        if isinstance(request, list)
-                                        else _short(request),
-                                        "old_reply": _short(old),
-                                        "new_reply": _short(new),
-                                        "rules": rules.names,
-                                    },
-                                ),
-                            )
-                            os._exit(EXIT_DIVERGED)
+                    if new != old:  # bytes against bytes: nothing is decoded unless they differ
+                        if rules.explain(request, old, new) is None:
+                            _diverged(ctl_sock, rules, seq, cid, request, old, new)
                         accepted += 1
-            elif kind == "t":
-                host.replay_tick(record[1])
-            elif kind == "o":
-                host.replay_open(record[1], record[2])
-            elif kind == "c":
-                host.replay_close(record[1])
-            elif kind == "h":
-                _take_over(host, ctl_sock, record[1], record[2], seq, after_takeover, installed)
-                return
+                elif kind == "x":
+                    _, cid, now_ms, requests, replies = record
+                    for request, old in zip(requests, replies, strict=True):
+                        new = replay(cid, now_ms, rewrite(request) if rewrite else request)
+                        seq += 1
+                        if seq == 1:
+                            hold("follower:compare")
+                        if new != old:  # bytes against bytes: nothing is decoded unless they differ
+                            if rules.explain(request, old, new) is None:
+                                _diverged(ctl_sock, rules, seq, cid, request, old, new)
+                            accepted += 1
+                elif kind == "t":
+                    host.replay_tick(record[1])
+                elif kind == "o":
+                    host.replay_open(record[1], record[2])
+                elif kind == "c":
+                    host.replay_close(record[1])
+                elif kind == "h":
+                    coverage.disarm()
+                    _take_over(host, ctl_sock, record[1], record[2], seq, after_takeover, installed)
+                    return
         now = time.monotonic()
         if now - last_progress >= PROGRESS_S:
             last_progress = now
             reported = seq
             channel.send_frame(ctl_sock, ("progress", seq, accepted, coverage.uncovered()))
+
+
+def _diverged(
+    ctl_sock: socket.socket,
+    rules: RuleSet,
+    seq: int,
+    cid: int,
+    request: Any,
+    old: bytes,
+    new: bytes,
+) -> None:
+    """Report the first unexplained difference and exit (the leader discards this follower)."""
+    channel.send_frame(
+        ctl_sock,
+        (
+            "diverged",
+            {
+                "seq": seq,
+                "connection": cid,
+                "request": [_short(a, 80) for a in request]
+                if isinstance(request, list)
+                else _short(request),
+                "old_reply": _short(old),
+                "new_reply": _short(new),
+                "rules": rules.names,
+            },
+        ),
+    )
+    os._exit(EXIT_DIVERGED)
 
 
 def _take_over(
@@ -272,7 +281,6 @@ def _take_over(
     after_takeover: Callable[[], None] | None,
     installed: _Installed,
 ) -> None:
-    sys.setprofile(None)
     fds = channel.recv_fds(ctl_sock, nfds)
     host.adopt(fds, state)
     hold("follower:handover")

@@ -5,6 +5,9 @@ and the mechanism drives it:
 
 leader side (the running server)
     is_serving()              False once the server is stopping (any thread): the update is discarded.
+    stop_requested()          a stop was asked (SIGTERM) and the loop has not acted on it yet (any
+                              thread): the update gives way at once, even in the middle of the
+                              hand-over (whose waits on the loop thread look every 50 ms).
     call_on_loop(fn)          run fn on the thread that owns the server's state, between two requests
                               (its quiescence point); any thread may call it; it must wake the loop.
     prepare_fork()            loop thread, just before fork(): make buffered state durable (e.g. write
@@ -48,11 +51,20 @@ class Recorder(Protocol):
 
     def tick(self, now_ms: int) -> None: ...
 
-    def end_of_batch(self) -> None: ...
+    # The fast path: append ("x1", cid, now_ms, request, reply) to `pending` (always the same list),
+    # then call flush() once it holds `flush_at` records.
+    @property
+    def pending(self) -> list[Any]: ...
+
+    flush_at: int
+
+    def flush(self) -> None: ...
 
 
 class Host(Protocol):
     def is_serving(self) -> bool: ...
+
+    def stop_requested(self) -> bool: ...
 
     def call_on_loop(self, fn: Any) -> None: ...
 

@@ -50,6 +50,8 @@ from livepatch.mve.phases import hold
 from livepatch.mve.rules import RuleSet
 
 log = logging.getLogger("livepatch.mve")
+STOP_CHECK_S = 0.05  # how often a wait of the leader's loop thread looks for a stop request
+FLUSH_RECORDS = 256  # records the leader collects before it pickles and sends them
 _HELD_UNTIL_EXIT: list[socket.socket | None] = []
 
 
@@ -66,6 +68,9 @@ class Options:
     stuck_timeout: float = 10.0  # no progress while behind
     coverage_timeout: float = 60.0  # wait this long for the changed code to run at least once
     handover_timeout: float = 10.0  # the leader's pause at promotion is bounded by this
+    transform: str | None = (
+        None  # "MODULE:FUNC": the follower runs it after the patch's transform hook
+    )
 
     def __post_init__(self) -> None:
         if self.promote not in ("auto", "manual"):
@@ -116,6 +121,7 @@ class Session:
         self._t0 = time.monotonic()
         self._reader = channel.FrameReader()
         self._handover_done = threading.Event()
+        self._handover_stopped = False  # a stop request ended the hand-over
 
     # ------------------------------------------------------------------------------- any thread
     def start(self, timeout: float = 30.0) -> None:
@@ -180,7 +186,14 @@ class Session:
                 log_l.close()
                 ctl_l.close()
                 follower.run(
-                    self.host, self.spec, self.rules, log_f, ctl_f, self.after_takeover, leader_pid
+                    self.host,
+                    self.spec,
+                    self.rules,
+                    log_f,
+                    ctl_f,
+                    self.after_takeover,
+                    leader_pid,
+                    self.options.transform,
                 )
             except BaseException:
                 os._exit(follower.EXIT_FAILED)
@@ -196,10 +209,29 @@ class Session:
         self._forked.set()
 
     # Recorder (loop thread)
-    def executed(self, cid: int, now_ms: int, requests: list[Any], replies: list[bytes]) -> None:
-        self.seq += len(requests)
+    @property
+    def pending(self) -> list[Any]:
+        """The open batch of log records (a list that stays the same object)."""
         assert self._writer is not None
-        self._writer.append(("x", cid, now_ms, requests, replies))
+        return self._writer.records
+
+    flush_at = FLUSH_RECORDS
+
+    def executed(self, cid: int, now_ms: int, requests: list[Any], replies: list[bytes]) -> None:
+        # Pickled and sent in bulk: one send per FLUSH_RECORDS records under load (each send is a
+        # system call the leader pays); a quiet leader's tail goes out with the monitor's periodic flush.
+        writer = self._writer
+        assert writer is not None
+        records = writer.records
+        records.append(("x", cid, now_ms, requests, replies))
+        if len(records) >= FLUSH_RECORDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Pickle and send the open batch (what the kernel takes now; the rest waits)."""
+        assert self._writer is not None
+        self.seq += _requests_in(self._writer.records)
+        self._writer.flush()
 
     def opened(self, cid: int, info: Any) -> None:
         assert self._writer is not None
@@ -213,13 +245,9 @@ class Session:
         assert self._writer is not None
         self._writer.append(("t", now_ms))
 
-    def end_of_batch(self) -> None:
-        assert self._writer is not None
-        self._writer.flush()
-
     def _flush_on_loop(self) -> None:
-        if self._writer is not None and self.state == "following":
-            self._writer.flush()
+        if self._writer is not None and self.state in ("following", "validated"):
+            self.flush()
 
     def _stop_on_loop(self, done: threading.Event) -> None:
         with contextlib.suppress(Exception):
@@ -231,12 +259,19 @@ class Session:
         done.set()
 
     def _handover_on_loop(self) -> None:
-        """The leader's pause: from here until it returns, the leader reads nothing."""
+        """The leader's pause: from here until it returns, the leader reads nothing.
+
+        Every wait is in slices of STOP_CHECK_S: a stop asked meanwhile (SIGTERM: the handler only
+        sets a flag, this thread is the one that acts on it) ends the hand-over at once: the follower
+        is killed (the leader never let go of a socket) and the loop shuts down as asked."""
         assert self._writer is not None and self._ctl is not None
         self.host.stop_recording()
+        self.seq += _requests_in(self._writer.records)
         fds, state = self.host.export_handover()
         self._writer.append(("h", state, len(fds)))
-        ok = self._writer.flush_blocking(self.options.handover_timeout)
+        timeout = self.options.handover_timeout
+        stop = self.host.stop_requested
+        ok = self._writer.flush_blocking(timeout, give_up=stop)
         if ok:
             try:
                 channel.send_fds(self._ctl, fds)
@@ -244,7 +279,11 @@ class Session:
                 ok = False
         if ok:
             hold("leader:handover")
-            ok = self._ack.wait(self.options.handover_timeout) and self._ack_ok
+            deadline = time.monotonic() + timeout
+            while not self._ack.wait(STOP_CHECK_S):
+                if stop() or time.monotonic() >= deadline:
+                    break
+            ok = self._ack.is_set() and self._ack_ok
         if ok:
             hold("leader:handed-over")
             self.host.finish_handover()
@@ -254,6 +293,8 @@ class Session:
             self.host.resume_after_failed_handover()
             gc.unfreeze()
             self.state = "handover-failed"
+            if stop():
+                self._handover_stopped = True
         self._handover_done.set()
 
     # --------------------------------------------------------------------------- monitor thread
@@ -334,7 +375,7 @@ class Session:
         opts, p = self.options, self.progress
         if self._manual == "discard":
             return "discarded by the operator (`livepatch discard`)"
-        if not self.host.is_serving():
+        if not self.host.is_serving() or self.host.stop_requested():
             return "the server is shutting down"
         if self._writer is not None and self._writer.overflowed:
             return f"the follower fell behind by more than {opts.max_backlog_bytes} bytes of log"
@@ -412,6 +453,8 @@ class Session:
             _HELD_UNTIL_EXIT.append(self._ctl)
             atexit.register(_become_waiter, self.pid)
             self._finish("promoted", "the new version serves every connection", None, uncovered)
+        elif self._handover_stopped:
+            self._finish_discard("the server is shutting down")
         else:
             self._finish_discard(
                 "the follower did not take over in time; the old version serves on"
@@ -430,7 +473,11 @@ class Session:
         if self.host.is_serving():  # a stopping loop runs no more calls (and records nothing more)
             done = threading.Event()
             self.host.call_on_loop(lambda: self._stop_on_loop(done))
-            done.wait(5.0)
+            deadline = time.monotonic() + 5.0
+            # A loop that stops meanwhile runs no more calls: do not wait for it.
+            while not done.wait(STOP_CHECK_S) and self.host.is_serving():
+                if time.monotonic() >= deadline:
+                    break
         self.state = "discarded"
         self._finish("discarded", reason, divergence, list(self.progress.uncovered))
 
@@ -457,6 +504,18 @@ class Session:
         }
         log.warning("validated update of %s: %s: %s", self.spec.patch_id, outcome, reason)
         self._done.set()
+
+
+def _requests_in(records: list[Any]) -> int:
+    """How many requests a batch of log records holds ("x1": one; "x": a list of them)."""
+    n = 0
+    for record in records:
+        kind = record[0]
+        if kind == "x1":
+            n += 1
+        elif kind == "x":
+            n += len(record[3])
+    return n
 
 
 def _become_waiter(pid: int | None) -> None:
