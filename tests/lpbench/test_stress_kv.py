@@ -64,7 +64,8 @@ def test_planted_failure_is_caught(plant: str, named: str) -> None:
 def test_a_hang_is_recorded_with_its_time_connection_transitions_and_cause() -> None:
     """The planted stall (the event loop asleep STALL_S, once) against a 1 s request deadline: every
     request in flight then hangs; each is recorded with a timestamp, its connection and request, the
-    transitions around it, and the verdict that the server was blocked, not busy or starved."""
+    transitions around it, and who was not running; those sent while the loop slept say the server was
+    blocked (neither on a CPU nor waiting for one)."""
     started = datetime.now(UTC)
     proc = stress(
         "--cycles", "4", "--connections", "3", "--plant", "stall-server", "--request-deadline", "1",
@@ -84,8 +85,14 @@ def test_a_hang_is_recorded_with_its_time_connection_transitions_and_cause() -> 
         for t in hang["transitions"]:
             assert t["action"] in ("apply", "revert") and t["start_s"] <= t["end_s"]
             assert t["start_s"] <= hang["waited_s"]  # started before the hang ended
-        assert hang["sched"]["verdict"].startswith("server: it neither ran nor waited"), hang
-    assert report["hang_verdicts"] == {report["hangs"][0]["sched"]["verdict"]: len(report["hangs"])}
+    # Requests sent while the loop slept: the server was blocked. (Others may also hang on a loaded
+    # machine, a 1 s deadline being short there; their verdict may then be the machine's.)
+    blocked = [
+        h for h in report["hangs"] if h["sched"]["verdict"].startswith("server: it neither ran")
+    ]
+    assert blocked, [h["sched"] for h in report["hangs"]]
+    assert all(h["sched"]["server_cpu_s"] < h["waited_s"] for h in blocked)
+    assert sum(report["hang_verdicts"].values()) == len(report["hangs"])
 
 
 def test_bad_arguments_exit_2() -> None:

@@ -26,7 +26,7 @@ PROBE_KEY = b"stress:version"
 MARK = "# lpbench stress patch"
 STRINGS = "kvserver/commands/strings.py"
 PLANTS: tuple[str, ...] = ("wrong-write", "stale-version", "stall-server")
-STALL_S = 4.0  # stall-server: how long the event loop sleeps (the self-test's deadline is well below)
+STALL_S = 4.0  # stall-server: the event loop sleeps this long (the self-test waits 1 s)
 
 
 def _get_lines(plant: str | None) -> list[str]:
