@@ -158,6 +158,13 @@ def _print(report: dict[str, Any]) -> None:
         if p["n"]:
             table.add_row(f"sync ms {method} p50/p90/p99/max",
                           f"{p['p50']:.2f} / {p['p90']:.2f} / {p['p99']:.2f} / {p['max']:.2f}")  # fmt: skip
+    c = report["cycle_ms"]
+    table.add_row(
+        "cycles/s", f"{report['cycles'] / report['seconds']:.1f}" if report["seconds"] else "-"
+    )
+    table.add_row("ms per cycle: agent apply / revert (runtime's part), rounds wait, p50",
+                  f"{c['agent_apply_p50']} ({c['runtime_apply_p50']}) / {c['agent_revert_p50']} "
+                  f"({c['runtime_revert_p50']}), {c['rounds_wait_p50']}")  # fmt: skip
     table.add_row("client scheduling lag, max s", str(report["client_max_lag_s"]))
     table.add_row("result", "ok" if report["ok"] else "FAILED")
     out.print(table)

@@ -178,9 +178,11 @@ class StressRun:
         self.patch_failures: list[str] = []
         self.patch_hangs = 0
         self.server_exit: int | None = None
-        self.hangs: list[
-            dict[str, Any]
-        ] = []  # HANG_RECORDS at most (all are counted in the tallies)
+        self.rounds_ms: list[
+            float
+        ] = []  # each wait for every connection's round after a transition
+        # the first HANG_RECORDS hangs in full (all are counted in the tallies)
+        self.hangs: list[dict[str, Any]] = []
         self._hangs_lock = threading.Lock()
         self.monitor = SchedMonitor(_pid(server))
         # monotonic ns -> wall clock, for the hang records' timestamps
@@ -255,16 +257,19 @@ class StressRun:
             }
         else:
             req = {"op": "revert", "patch_id": None, "method": method, "timeout": deadline}
+        t_agent = time.monotonic_ns()
         result = self._agent(req)
+        agent_ms = (time.monotonic_ns() - t_agent) / 1e6
         try:
             outcome = Outcome(str(result.get("outcome", Outcome.FAILED)))
         except ValueError:  # not a reply the agent would give: count it as a failed transition
             outcome = Outcome.FAILED
         ok = outcome is (Outcome.APPLIED if action == "apply" else Outcome.REVERTED)
         self.timeline.end(k, ok)
-        sync = (result.get("timings") or {}).get("sync")
+        timings = result.get("timings") or {}
+        sync = timings.get("sync")
         self.transitions.append({"index": k, "cycle": cycle, "action": action, "method": method,
-                                 "outcome": outcome, "sync_ms": sync,
+                                 "outcome": outcome, "sync_ms": sync, "agent_ms": agent_ms, "runtime_ms": timings.get("total"),
                                  "start_ns": self.timeline.starts[k],
                                  "end_ns": self.timeline.ends[k]})  # fmt: skip
         if not ok:
@@ -276,12 +281,14 @@ class StressRun:
     def _wait_probes(self) -> None:
         """Until every connection has done a whole write/read/probe round after now (two probes answered),
         bounded by the request deadline: every connection's writes meet every version."""
+        t = time.monotonic_ns()
         with self.probed:
             before = [c.probes for c in self.clients]
             self.probed.wait_for(
                 lambda: all(c.probes >= b + 2 for c, b in zip(self.clients, before, strict=True)),
                 timeout=self.cfg.request_deadline_s,
             )
+        self.rounds_ms.append((time.monotonic_ns() - t) / 1e6)
 
     def _server_exit(self) -> int | None:
         proc = getattr(getattr(self.server, "process", None), "proc", None)
@@ -371,6 +378,24 @@ class StressRun:
             "patch_failures": len(self.patch_failures),
         }
 
+    def _cycle_costs(self, done: int, elapsed: float) -> dict[str, Any]:
+        """Where a cycle's time goes: medians (ms) of the agent round trip per action (request sent to
+        reply read: the agent's decoding and checks, staging, sync, swap), the runtime's own part of it
+        (its `total` timing), and the wait for every connection's round after a transition (two per
+        cycle); `mean` is the run's milliseconds per cycle."""
+
+        def p50(values: list[float | None]) -> float | None:
+            vals = sorted(v for v in values if v is not None)
+            return round(vals[len(vals) // 2], 3) if vals else None
+
+        out: dict[str, Any] = {"mean": round(elapsed * 1000 / done, 3) if done else None}
+        for action in ("apply", "revert"):
+            mine = [t for t in self.transitions if t["action"] == action]
+            out[f"agent_{action}_p50"] = p50([t["agent_ms"] for t in mine])
+            out[f"runtime_{action}_p50"] = p50([t["runtime_ms"] for t in mine])
+        out["rounds_wait_p50"] = p50(list(self.rounds_ms))
+        return out
+
     def _report(
         self, done: int, elapsed: float, lost: int, lost_examples: list[str], unread: int
     ) -> dict[str, Any]:
@@ -427,6 +452,7 @@ class StressRun:
             "failed_patches": len(self.patch_failures),
             "hung_patches": self.patch_hangs,
             "sync_ms": sync,
+            "cycle_ms": self._cycle_costs(done, elapsed),
             "examples": {
                 "requests": [e for c in self.clients for e in c.tally.examples][:MAX_EXAMPLES]
                 + [e for t in self.load for e in t.examples][:MAX_EXAMPLES],
