@@ -166,6 +166,9 @@ class ProcessServer:
     ready_pattern: re.Pattern[str]
     data_dir: Path
     process: ManagedProcess | None
+    extra_args: tuple[
+        str, ...
+    ] = ()  # appended to the command line (e.g. `livepatch stress`'s --state-dir)
 
     def command_line(self) -> list[str]:
         raise NotImplementedError
@@ -173,7 +176,9 @@ class ProcessServer:
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.process = ManagedProcess(
-            self.command_line(), self.ready_pattern, self.data_dir / "server.log"
+            [*self.command_line(), *self.extra_args],
+            self.ready_pattern,
+            self.data_dir / "server.log",
         )
         self.process.start()
 

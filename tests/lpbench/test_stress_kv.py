@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,41 @@ def test_planted_failure_is_caught(plant: str, named: str) -> None:
     assert proc.returncode == 1, proc.stderr + proc.stdout
     assert "stress FAILED" in proc.stderr and named in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.timeout(120)
+def test_a_hang_is_recorded_with_its_time_connection_transitions_and_cause() -> None:
+    """The planted stall (the event loop asleep STALL_S, once) against a 1 s request deadline: every
+    request in flight then hangs; each is recorded with a timestamp, its connection and request, the
+    transitions around it, and who was not running; those sent while the loop slept say the server was
+    blocked (neither on a CPU nor waiting for one)."""
+    started = datetime.now(UTC)
+    proc = stress(
+        "--cycles", "4", "--connections", "3", "--plant", "stall-server", "--request-deadline", "1",
+        "--json",
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr + proc.stdout
+    report = json.loads(proc.stdout)
+    assert report["hung_requests"] >= 1 and len(report["hangs"]) == report["hung_requests"]
+    assert "hung requests (" in "; ".join(report["failures"])
+    finished = datetime.now(UTC)
+    for hang in report["hangs"]:
+        assert started <= datetime.fromisoformat(hang["at_utc"]) <= finished
+        assert hang["connection"] in range(3)
+        assert hang["request"].split()[0] in ("write", "read", "probe")
+        assert hang["waited_s"] >= 1.0
+        assert isinstance(hang["overlapped_transition"], bool)
+        for t in hang["transitions"]:
+            assert t["action"] in ("apply", "revert") and t["start_s"] <= t["end_s"]
+            assert t["start_s"] <= hang["waited_s"]  # started before the hang ended
+    # Requests sent while the loop slept: the server was blocked. (Others may also hang on a loaded
+    # machine, a 1 s deadline being short there; their verdict may then be the machine's.)
+    blocked = [
+        h for h in report["hangs"] if h["sched"]["verdict"].startswith("server: it neither ran")
+    ]
+    assert blocked, [h["sched"] for h in report["hangs"]]
+    assert all(h["sched"]["server_cpu_s"] < h["waited_s"] for h in blocked)
+    assert sum(report["hang_verdicts"].values()) == len(report["hangs"])
 
 
 def test_bad_arguments_exit_2() -> None:

@@ -15,6 +15,7 @@ from livepatch.errors import LivepatchError
 from lpbench.stress.common import StressConfig, StressTarget
 
 SERVERS = ("kv", "sql")
+HANGS_SHOWN = 20  # hang records printed (all are in --json and report.json)
 
 
 def make_target(server: str, policy: str) -> StressTarget:
@@ -52,12 +53,16 @@ def make_target(server: str, policy: str) -> StressTarget:
 @click.option("--plant", default=None,
               help="self-test: plant a failure that must be caught (kv: wrong-write, stale-version; "
                    "any: kill-server)")  # fmt: skip
+@click.option("--agent-state/--no-agent-state", default=False, show_default=True,
+              help="keep the agent's state directory (stack and history across restarts); off: stress "
+                   "never restarts the server, and the agent rewrites its whole history at each "
+                   "transition, a cost that grows with the run")  # fmt: skip
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="write report.json, the patch and the server's log here")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 def stress_command(
     server: str, policy: str, workload: str | None, load_connections: int, scale: float, cycles: int, methods: str, connections: int, request_deadline: float,
-    patch_deadline: float, plant: str | None, out: Path | None, as_json: bool,
+    patch_deadline: float, plant: str | None, agent_state: bool, out: Path | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Apply and revert a patch CYCLES times under load; check every reply against its version."""
     cfg = StressConfig(
@@ -65,7 +70,7 @@ def stress_command(
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
         connections=connections, request_deadline_s=request_deadline,
         patch_deadline_s=patch_deadline, plant=plant, workload=workload,
-        load_connections=load_connections, scale=scale,
+        load_connections=load_connections, scale=scale, agent_state=agent_state,
     )  # fmt: skip
     try:
         cfg.check()
@@ -153,5 +158,24 @@ def _print(report: dict[str, Any]) -> None:
         if p["n"]:
             table.add_row(f"sync ms {method} p50/p90/p99/max",
                           f"{p['p50']:.2f} / {p['p90']:.2f} / {p['p99']:.2f} / {p['max']:.2f}")  # fmt: skip
+    c = report["cycle_ms"]
+    table.add_row(
+        "cycles/s", f"{report['cycles'] / report['seconds']:.1f}" if report["seconds"] else "-"
+    )
+    table.add_row("ms per cycle: agent apply / revert (runtime's part), rounds wait, p50",
+                  f"{c['agent_apply_p50']} ({c['runtime_apply_p50']}) / {c['agent_revert_p50']} "
+                  f"({c['runtime_revert_p50']}), {c['rounds_wait_p50']}")  # fmt: skip
+    table.add_row("client scheduling lag, max s", str(report["client_max_lag_s"]))
     table.add_row("result", "ok" if report["ok"] else "FAILED")
     out.print(table)
+    for h in report["hangs"][:HANGS_SHOWN]:
+        during = [f"{t['action']} {t['method']} ({t['start_s']:+.2f}..{t['end_s']:+.2f} s)"
+                  for t in h["transitions"]]  # fmt: skip
+        out.print(
+            f"hang {h['at_utc']} connection {h['connection']}: {h['request']}, no reply in "
+            f"{h['waited_s']} s; transitions near: {', '.join(during) or 'none'}; "
+            f"{h['sched']['verdict']} (server on CPU {h['sched']['server_cpu_s']} s, waiting for a CPU "
+            f"{h['sched']['server_runqueue_wait_s']} s; client lag {h['sched']['client_max_lag_s']} s)",
+            markup=False,
+            highlight=False,
+        )

@@ -55,6 +55,10 @@ class StressConfig:
     )
     load_connections: int = 4
     scale: float = 0.05  # sql workloads: lpbench.sql's --scale
+    # Keep the agent's state directory (the applied stack and history across restarts). Off by default:
+    # stress never restarts the server, and the agent rewrites (and fsyncs) the whole history of this start
+    # at every transition, a cost that grows with the run (O(transitions) each, quadratic over a run).
+    agent_state: bool = False
 
     def check(self) -> None:
         """Raise ValueError naming the first bad setting."""

@@ -7,6 +7,8 @@ lpbench.patches.insert_into, then `livepatch diff`, category thread-local so bot
 Planted failures (`--plant`, the checker's self-test; each must make stress fail, naming it):
     wrong-write     SET of a stress key stores the value with "!" appended (read-back and lost writes)
     stale-version   GET stress:version answers "v1" or "v2" by the clock's parity (wrong-version replies)
+    stall-server    the first patched GET stress:version sleeps STALL_S in the event loop, once per server
+                    process (hung requests, each recorded with its time and the verdict "blocked")
 
 Concurrency: one KvClient per client thread.
 """
@@ -23,12 +25,20 @@ from lpbench.stress.common import RequestFailed
 PROBE_KEY = b"stress:version"
 MARK = "# lpbench stress patch"
 STRINGS = "kvserver/commands/strings.py"
-PLANTS: tuple[str, ...] = ("wrong-write", "stale-version")
+PLANTS: tuple[str, ...] = ("wrong-write", "stale-version", "stall-server")
+STALL_S = 4.0  # stall-server: the event loop sleeps this long (the self-test waits 1 s)
 
 
 def _get_lines(plant: str | None) -> list[str]:
     answer = 'b"v2" if ctx.now_ms % 2 else b"v1"' if plant == "stale-version" else 'b"v2"'
-    return [f"if argv[1] == {PROBE_KEY!r}:  {MARK}", f"    return {answer}"]
+    stall = []
+    if plant == "stall-server":  # once per server process: the module's globals outlive the patch
+        stall = [
+            '    if not globals().get("_lpbench_stalled"):',
+            '        globals()["_lpbench_stalled"] = True',
+            f'        __import__("time").sleep({STALL_S})',
+        ]
+    return [f"if argv[1] == {PROBE_KEY!r}:  {MARK}", *stall, f"    return {answer}"]
 
 
 def _set_lines(plant: str | None) -> list[str]:

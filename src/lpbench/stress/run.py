@@ -33,20 +33,25 @@ import statistics
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from livepatch.agent import client as agent_client
 from livepatch.runtime.lifecycle import Outcome
-from lpbench.servers import Server, free_port, make_server
+from lpbench.servers import ProcessServer, Server, free_port, make_server
 from lpbench.sql.pg import SqlError
 from lpbench.stress.check import ConnectionChecker, Timeline, WriteLog
 from lpbench.stress.common import RequestFailed, StressClient, StressConfig, StressTarget
 from lpbench.stress.load import KV_KEYS, LoadThread, consistency
+from lpbench.stress.sched import SchedMonitor
 
 RECONNECT_S = 0.01
+HANG_RECORDS = 200  # hangs recorded in full (every one is counted)
+NEAR_S = 1.0  # a hang's record lists the transitions that ended at most this long before it began
 PATCH_GRACE_S = 10.0
 MAX_EXAMPLES = 20
 READ_BATCH = 200
@@ -100,12 +105,14 @@ class _Client(threading.Thread):
             key = f"stress:w:{self.conn}:{seq % cfg.keys_per_connection}"
             value = f"{self.conn}:{seq}".encode()
             step = "write"
+            sent = time.monotonic_ns()
             try:
                 self.tally.requests += 1
                 c.write(key, value)
                 self.log.acknowledged(key, value)
                 step = "read"
                 self.tally.requests += 1
+                sent = time.monotonic_ns()
                 got = c.read(key)
                 if got != value:
                     self.tally.fail(
@@ -114,9 +121,9 @@ class _Client(threading.Thread):
                     )
                 step = "probe"
                 self.tally.requests += 1
-                s = time.monotonic_ns()
+                sent = time.monotonic_ns()
                 version = c.probe()
-                self.checker.observe(s, time.monotonic_ns(), version)
+                self.checker.observe(sent, time.monotonic_ns(), version)
                 with r.probed:
                     self.probes += 1
                     r.probed.notify_all()
@@ -125,6 +132,7 @@ class _Client(threading.Thread):
                     f"connection {self.conn}: {step} took over {cfg.request_deadline_s:g} s",
                     hang=True,
                 )
+                r.hang(self.conn, step, key, sent, time.monotonic_ns())
                 self._drop(c, step, key, value)
                 c = None
             except RequestFailed as exc:
@@ -170,6 +178,51 @@ class StressRun:
         self.patch_failures: list[str] = []
         self.patch_hangs = 0
         self.server_exit: int | None = None
+        self.rounds_ms: list[
+            float
+        ] = []  # each wait for every connection's round after a transition
+        # the first HANG_RECORDS hangs in full (all are counted in the tallies)
+        self.hangs: list[dict[str, Any]] = []
+        self._hangs_lock = threading.Lock()
+        self.monitor = SchedMonitor(_pid(server))
+        # monotonic ns -> wall clock, for the hang records' timestamps
+        self._wall_offset_ns = time.time_ns() - time.monotonic_ns()
+
+    def hang(self, conn: int, step: str, key: str, s: int, e: int) -> None:
+        """A request on `conn` sent at s had no reply by e (monotonic ns): record when, what, and who was
+        not running meanwhile (sched.py). Called by the client thread, right after its read timed out."""
+        window = self.monitor.window(s, e)
+        with self._hangs_lock:
+            if len(self.hangs) < HANG_RECORDS:
+                self.hangs.append({"conn": conn, "step": step, "key": key, "s": s, "e": e,
+                                   "sched": window.to_dict()})  # fmt: skip
+
+    def _hang_records(self) -> list[dict[str, Any]]:
+        """The hangs with their timestamps and the transitions around them (settled: after the run)."""
+        out = []
+        for h in self.hangs:
+            s, e = h["s"], h["e"]
+            near = [t for t in self.transitions
+                    if t["start_ns"] <= e and t["end_ns"] >= s - int(NEAR_S * 1e9)]  # fmt: skip
+            overlapped = any(t["start_ns"] <= e and t["end_ns"] >= s for t in near)
+            wall = datetime.fromtimestamp((s + self._wall_offset_ns) / 1e9, UTC)
+            out.append({
+                "at_utc": wall.isoformat(timespec="milliseconds"),
+                "connection": h["conn"],
+                "request": f"{h['step']} {h['key']}" if h["step"] == "write" or h["step"] == "read"
+                else f"{h['step']} (version)",
+                "waited_s": round((e - s) / 1e9, 3),
+                "overlapped_transition": overlapped,
+                "transitions": [
+                    {"index": t["index"], "cycle": t["cycle"], "action": t["action"],
+                     "method": t["method"], "outcome": Outcome(t["outcome"]).value, "sync_ms": t["sync_ms"],
+                     "start_s": round((t["start_ns"] - s) / 1e9, 3),
+                     "end_s": round((t["end_ns"] - s) / 1e9, 3)}
+                    for t in near
+                ],
+                "sched": h["sched"],
+            })  # fmt: skip
+        return out
 
     # -- the patch loop -------------------------------------------------------------------------
     def _agent(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -204,16 +257,21 @@ class StressRun:
             }
         else:
             req = {"op": "revert", "patch_id": None, "method": method, "timeout": deadline}
+        t_agent = time.monotonic_ns()
         result = self._agent(req)
+        agent_ms = (time.monotonic_ns() - t_agent) / 1e6
         try:
             outcome = Outcome(str(result.get("outcome", Outcome.FAILED)))
         except ValueError:  # not a reply the agent would give: count it as a failed transition
             outcome = Outcome.FAILED
         ok = outcome is (Outcome.APPLIED if action == "apply" else Outcome.REVERTED)
         self.timeline.end(k, ok)
-        sync = (result.get("timings") or {}).get("sync")
-        self.transitions.append({"cycle": cycle, "action": action, "method": method,
-                                 "outcome": outcome, "sync_ms": sync})  # fmt: skip
+        timings = result.get("timings") or {}
+        sync = timings.get("sync")
+        self.transitions.append({"index": k, "cycle": cycle, "action": action, "method": method,
+                                 "outcome": outcome, "sync_ms": sync, "agent_ms": agent_ms, "runtime_ms": timings.get("total"),
+                                 "start_ns": self.timeline.starts[k],
+                                 "end_ns": self.timeline.ends[k]})  # fmt: skip
         if not ok:
             self.patch_failures.append(
                 f"cycle {cycle}: {action} ({method}) {outcome}: {result.get('reason', '')}".strip()
@@ -223,12 +281,14 @@ class StressRun:
     def _wait_probes(self) -> None:
         """Until every connection has done a whole write/read/probe round after now (two probes answered),
         bounded by the request deadline: every connection's writes meet every version."""
+        t = time.monotonic_ns()
         with self.probed:
             before = [c.probes for c in self.clients]
             self.probed.wait_for(
                 lambda: all(c.probes >= b + 2 for c, b in zip(self.clients, before, strict=True)),
                 timeout=self.cfg.request_deadline_s,
             )
+        self.rounds_ms.append((time.monotonic_ns() - t) / 1e6)
 
     def _server_exit(self) -> int | None:
         proc = getattr(getattr(self.server, "process", None), "proc", None)
@@ -237,6 +297,7 @@ class StressRun:
     def run(self, progress: Progress | None = None) -> dict[str, Any]:
         document = json.loads(self.patch.read_bytes())
         self.target.prepare(self.host, self.port, self.cfg.request_deadline_s)
+        self.monitor.start()
         for c in self.clients:
             c.start()
         for t in self.load:
@@ -269,6 +330,7 @@ class StressRun:
                 c.join(self.cfg.request_deadline_s + 5)
             for t in self.load:
                 t.join(self.cfg.request_deadline_s + 5)
+            self.monitor.stop()
         for c in self.clients:
             c.checker.flush()
         if self.server_exit is None:
@@ -316,6 +378,24 @@ class StressRun:
             "patch_failures": len(self.patch_failures),
         }
 
+    def _cycle_costs(self, done: int, elapsed: float) -> dict[str, Any]:
+        """Where a cycle's time goes: medians (ms) of the agent round trip per action (request sent to
+        reply read: the agent's decoding and checks, staging, sync, swap), the runtime's own part of it
+        (its `total` timing), and the wait for every connection's round after a transition (two per
+        cycle); `mean` is the run's milliseconds per cycle."""
+
+        def p50(values: list[float | None]) -> float | None:
+            vals = sorted(v for v in values if v is not None)
+            return round(vals[len(vals) // 2], 3) if vals else None
+
+        out: dict[str, Any] = {"mean": round(elapsed * 1000 / done, 3) if done else None}
+        for action in ("apply", "revert"):
+            mine = [t for t in self.transitions if t["action"] == action]
+            out[f"agent_{action}_p50"] = p50([t["agent_ms"] for t in mine])
+            out[f"runtime_{action}_p50"] = p50([t["runtime_ms"] for t in mine])
+        out["rounds_wait_p50"] = p50(list(self.rounds_ms))
+        return out
+
     def _report(
         self, done: int, elapsed: float, lost: int, lost_examples: list[str], unread: int
     ) -> dict[str, Any]:
@@ -332,7 +412,14 @@ class StressRun:
             failures.append(f"stopped after {done} of {self.cfg.cycles} cycles{why}")
         if self.server_exit is not None:
             failures.append(f"the server exited (code {self.server_exit})")
-        for name, n in (("failed requests", totals["failed"]), ("hung requests", totals["hangs"]),
+        hangs = self._hang_records()
+        verdicts = Counter(h["sched"]["verdict"] for h in hangs)
+        hung = "hung requests"
+        if hangs:
+            during = sum(1 for h in hangs if h["overlapped_transition"])
+            why = "; ".join(f"{n}x {v}" for v, n in verdicts.most_common())
+            hung += f" ({during} of {len(hangs)} recorded overlapped a transition; {why})"
+        for name, n in (("failed requests", totals["failed"]), (hung, totals["hangs"]),
                         ("wrong-version replies", totals["wrong_version"]), ("lost writes", lost),
                         ("failed or aborted patches", len(self.patch_failures)),
                         ("hung patches", self.patch_hangs), ("unchecked writes (server gone)", unread),
@@ -352,6 +439,10 @@ class StressRun:
             "probes_by_version": {str(k): v for k, v in sorted(by_version.items())},
             "failed_requests": totals["failed"],
             "hung_requests": totals["hangs"],
+            "hangs": hangs,
+            "hang_verdicts": dict(verdicts),
+            "client_max_lag_s": round(self.monitor.max_lag_s, 3),
+            "client_lags_over_1s": self.monitor.lags_over_1s,
             "wrong_version_replies": totals["wrong_version"],
             "lost_writes": lost,
             "unchecked_writes": unread,
@@ -361,6 +452,7 @@ class StressRun:
             "failed_patches": len(self.patch_failures),
             "hung_patches": self.patch_hangs,
             "sync_ms": sync,
+            "cycle_ms": self._cycle_costs(done, elapsed),
             "examples": {
                 "requests": [e for c in self.clients for e in c.tally.examples][:MAX_EXAMPLES]
                 + [e for t in self.load for e in t.examples][:MAX_EXAMPLES],
@@ -371,6 +463,13 @@ class StressRun:
             },
             "server_exit": self.server_exit,
         }
+
+
+def _pid(server: Server) -> int | None:
+    try:
+        return server.pid()
+    except Exception:  # not started, or a server without a process of ours: no schedstat then
+        return None
 
 
 def sync_percentiles(values: list[float | None]) -> dict[str, float | int | None]:
@@ -405,6 +504,8 @@ def run_stress(
         plant = cfg.plant if cfg.plant != "kill-server" else None
         patch = target.build_patch(work / "patch", plant)
         server = make_server(cfg.server, free_port(), work / "data")
+        if not cfg.agent_state and isinstance(server, ProcessServer):
+            server.extra_args = ("--state-dir", "none")
         configure = getattr(server, "configure", None)  # sql: the policy, the workload to load
         if configure is not None:
             configure(cfg)
