@@ -68,6 +68,24 @@ CASES: dict[str, tuple[set[str], list[str]]] = {
             "sorted(m.COMMANDS)",
         ],
     ),
+    "formatted_grammar": (
+        {
+            "changed:OWS",
+            "added:chunk_ext",
+            "changed:chunk_header",  # its template changed, and it reads OWS
+            "changed:CHUNK_HEADER_RE",  # evaluated again: it read chunk_header
+            "changed:ows_run",  # `%` globals(): it read OWS
+            "changed:EVENT_TRANSITIONS",  # the globals()[k] = v loop reads only `sentinels`
+        },
+        [
+            "m.parse_chunk(b'1f\\r\\n')",
+            "m.parse_chunk(b'1f  \\r\\n')",
+            "m.parse_chunk(b'1f;name=x\\r\\n')",
+            "m.ows_run",
+            "m.transitions(m.CLIENT)",
+            "(m.CLIENT, m.SERVER)",
+        ],
+    ),
     "guarded_attribute": (
         {"changed:Channel.__init__", "changed:Channel.describe", "added:Channel.handle"},
         [
@@ -508,14 +526,28 @@ def test_a_module_level_assert_is_not_state() -> None:
 
 def test_namespace_readers_and_star_imports_stay_module_state() -> None:
     """Found by staging every corpus patch into the old commit (h11 870fb833af, 8bdcc7d9ff): code that
-    reads globals() sees no name staging evaluates, and a star import binds names nobody lists."""
+    reads globals() may read any name, and a star import binds names nobody lists. A literal template
+    formatted with globals() names what it reads (values corpus `formatted_grammar`); anything else
+    stays refused."""
     v1 = 'vchar_x = "x"\nrequest_target = r"[^ ]+"\n'
     v2 = 'vchar = "v"\nrequest_target = r"{vchar}+".format(**globals())\n'
-    assert [(q, k) for q, k, _ in _refusals(v1, v2)] == [
-        ("request_target", RefusalKind.MODULE_STATE)
-    ]
+    assert _refusals(v1, v2) == []  # it reads `vchar`, which the patch adds before it
     reader = "LIMIT = 1\nNAMES = sorted(globals())\n"
     assert [q for q, _, _ in _refusals(reader, reader.replace("1", "2"))] == ["LIMIT"]
+    for unnamed in (
+        'X = "{}".format(**globals())',  # a positional field
+        "X = TEMPLATE.format(**globals())",  # not a literal template
+        'X = "{LIMIT}".format(*globals())',
+        "X = len(globals()) and globals()['LIMIT']",  # a subscript read
+        'X = eval("LIMIT")',
+    ):
+        text = f'TEMPLATE = "t"\nLIMIT = 1\n{unnamed}\n'
+        refused = _refusals(text, text.replace("LIMIT = 1", "LIMIT = 2"))
+        assert [q for q, _, _ in refused] == ["LIMIT"], unnamed
+    # the loop binding names through globals() reads `sentinels`: changing it is refused
+    loop = 'sentinels = ["A"]\nfor t in sentinels:\n    globals()[t] = t\n'
+    refused = _refusals(loop, loop.replace('["A"]', '["A", "B"]'))
+    assert [q for q, _, _ in refused] == ["sentinels"]
     star = _refusals("from .a import *\n", "from .b import *\n")
     assert [(q, k) for q, k, _ in star] == [("<module>", RefusalKind.MODULE_STATE)]
 

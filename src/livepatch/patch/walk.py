@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import re
+import string
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from types import CodeType
@@ -237,6 +238,106 @@ def _names_read_now(node: ast.AST) -> set[str]:
             stack.extend(d for d in [*n.args.defaults, *n.args.kw_defaults] if d is not None)
             continue
         stack.extend(ast.iter_child_nodes(n))
+    return out
+
+
+# namespace builtins whose module-level uses `_named_namespace_reads` can see through
+_WHOLE_NAMESPACE = frozenset({"globals", "vars"})
+_FORMAT_FIELD = re.compile(r"%\(([^)]*)\)")
+
+
+def _format_fields(text: str) -> set[str] | None:
+    """The top-level names a `str.format` template reads (`{a.b[0]:>{w}}` -> a, w); None when a field
+    is positional (`{}`, `{0}`) or the template is malformed."""
+    out: set[str] = set()
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError:
+        return None
+    for _, field_name, spec, _ in parsed:
+        if field_name is None:
+            continue
+        head = re.split(r"[.\[]", field_name, maxsplit=1)[0]
+        if not head.isidentifier():
+            return None
+        out.add(head)
+        if spec and "{" in spec:
+            inner = _format_fields(spec)
+            if inner is None:
+                return None
+            out |= inner
+    return out
+
+
+def _named_namespace_reads(node: ast.AST) -> set[str] | None:
+    """The names a statement reads through `globals()`/`vars()` when every such use names them in the
+    source (what staging can evaluate with the patch's new values, see swap_build.exec_code):
+    `"...{name}...".format(**globals())` on a literal template, `"...%(name)s..." % globals()` on a
+    literal, and `globals()[k] = v` (a store: reads nothing). None when any other use (or locals(),
+    eval, exec) may read any name. Nested function bodies and lambdas run later and are not looked at,
+    as in `_names_read_now`."""
+    parents: dict[int, ast.AST] = {}
+    stack: list[ast.AST] = [node]
+    calls: list[ast.Call] = []
+    while stack:
+        n = stack.pop()
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            kids: list[ast.AST] = [
+                *getattr(n, "decorator_list", []),
+                *(d for d in [*n.args.defaults, *n.args.kw_defaults] if d is not None),
+            ]
+        else:
+            kids = list(ast.iter_child_nodes(n))
+        for k in kids:
+            parents[id(k)] = n
+            stack.append(k)
+        if isinstance(n, ast.Name) and n.id in _NAMESPACE_READERS and isinstance(n.ctx, ast.Load):
+            parent = parents.get(id(n))
+            if not (
+                n.id in _WHOLE_NAMESPACE
+                and isinstance(parent, ast.Call)
+                and parent.func is n
+                and not parent.args
+                and not parent.keywords
+            ):
+                return None
+            calls.append(parent)
+    out: set[str] = set()
+    for call in calls:
+        parent = parents.get(id(call))
+        if isinstance(parent, ast.Subscript) and parent.value is call:
+            if isinstance(parent.ctx, ast.Store | ast.Del):
+                continue  # globals()[k] = v binds a name, reads none
+            return None
+        if isinstance(parent, ast.keyword) and parent.arg is None:
+            fmt = parents.get(id(parent))
+            if (
+                isinstance(fmt, ast.Call)
+                and not fmt.args
+                and len(fmt.keywords) == 1
+                and isinstance(fmt.func, ast.Attribute)
+                and fmt.func.attr == "format"
+                and isinstance(fmt.func.value, ast.Constant)
+                and isinstance(fmt.func.value.value, str)
+            ):
+                fields = _format_fields(fmt.func.value.value)
+                if fields is None:
+                    return None
+                out |= fields
+                continue
+            return None
+        if (
+            isinstance(parent, ast.BinOp)
+            and isinstance(parent.op, ast.Mod)
+            and parent.right is call
+            and isinstance(parent.left, ast.Constant)
+            and isinstance(parent.left.value, str | bytes)
+        ):
+            template = parent.left.value
+            text = template.decode("latin-1") if isinstance(template, bytes) else template
+            out |= set(_FORMAT_FIELD.findall(text))
+            continue
+        return None
     return out
 
 
@@ -564,10 +665,14 @@ class _Walker:
             else:
                 reader = "<module>"
             reads = _names_read_now(stmt)
+            if reads & _NAMESPACE_READERS:
+                named = _named_namespace_reads(stmt)
+                if named is None:
+                    namespace_readers.add(reader)
+                else:  # every use names what it reads: it reads those, like any other statement
+                    reads = (reads - _WHOLE_NAMESPACE) | named
             for read in reads:
                 readers.setdefault(read, set()).add(reader)
-            if reads & _NAMESPACE_READERS:
-                namespace_readers.add(reader)
         for stmt in body:
             names = _assigned_names(stmt)
             if (
