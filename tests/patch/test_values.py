@@ -86,6 +86,15 @@ CASES: dict[str, tuple[set[str], list[str]]] = {
             "(m.CLIENT, m.SERVER)",
         ],
     ),
+    "member_kind_change": (
+        {"added:Buffer.__nonzero__", "added:Buffer.__bool__", "added:Buffer._close"},
+        [
+            "bool(m.LIVE)",
+            "bool(m.Buffer(b'x'))",
+            "m.LIVE.close()",
+            "m.Buffer.__bool__ is m.Buffer.__nonzero__",
+        ],
+    ),
     "guarded_attribute": (
         {"changed:Channel.__init__", "changed:Channel.describe", "added:Channel.handle"},
         [
@@ -604,3 +613,40 @@ def test_a_class_value_bound_twice_in_the_old_body_is_not_added() -> None:
         ("Task", RefusalKind.CLASS_STATE),
         ("Task.close_on_finish", RefusalKind.CLASS_STATE),
     ]
+
+
+def test_a_member_changing_kind_is_refused_when_read_by_the_class_body_or_not_a_plain_method(
+    tmp_path: Path,
+) -> None:
+    """The neighbours of values corpus `member_kind_change`: a method some other class-level value read
+    while the class body ran (it holds the old method), a value becoming a property (a data descriptor
+    would hide what live instances set), a decorated class; and at staging, a live attribute that is not
+    what the old version bound."""
+    base = "class B:\n    def close(self):\n        return 1\n"
+    held = base + "    CLOSERS = (close,)\n"
+    refused = _refusals(
+        held, held.replace("    def close(self):\n        return 1\n", "    close = None\n")
+    )
+    assert [(q, k) for q, k, _ in refused] == [("B.close", RefusalKind.KIND_CHANGE)]
+    prop = "class B:\n    family = 1\n"
+    refused = _refusals(prop, "class B:\n    @property\n    def family(self):\n        return 2\n")
+    assert [(q, k) for q, k, _ in refused] == [("B.family.fget", RefusalKind.KIND_CHANGE)]
+    deco = "import dataclasses\n\n@dataclasses.dataclass\n" + base
+    refused = _refusals(
+        deco, deco.replace("    def close(self):\n        return 1\n", "    close = None\n")
+    )
+    assert ("B.close", RefusalKind.KIND_CHANGE) in [(q, k) for q, k, _ in refused]
+    # staging: the live class was changed at run time: the old method is not what it holds any more
+    v1, v2 = _source("member_kind_change", "v1"), _source("member_kind_change", "v2")
+    live = _load(v1, tmp_path, "member_kind_change")
+    try:
+        spec = patch_from_sources({live.__name__: (v1, v2)})
+        live.Buffer._close = lambda self: "replaced at run time"
+        with pytest.raises(PatchRefused, match="replaces a class member of another kind"):
+            stage(spec)
+        live.Buffer.__nonzero__ = lambda self: False
+        del live.Buffer._close
+        with pytest.raises(PatchRefused, match="replaces a class member of another kind"):
+            stage(spec)
+    finally:
+        forget(live)

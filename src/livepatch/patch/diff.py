@@ -515,6 +515,55 @@ class _Differ:
                 out |= set(old.assignments) & set(new.assignments)
         return out
 
+    def class_member_kind_change(
+        self,
+        was: Definition,
+        new: Definition,
+        old_bound: Mapping[tuple[str, str], Definition],
+        new_bound: Mapping[tuple[str, str], Definition],
+    ) -> TargetChange | None:
+        """A plain method of an undecorated class that becomes a class-level value, or the reverse
+        (`__nonzero__ = __bool__` becoming a method of its own): the class attribute is rebound, like an
+        added member, when nothing read the old one while the class body ran (other than members that
+        change kind too). The TargetChange is ADDED and says what the live attribute must be (staging
+        checks it): the old method's fingerprint, or the old value's expression. None: refuse."""
+        kinds = {was.kind, new.kind}
+        if not new.owner or kinds != {DefinitionKind.METHOD, DefinitionKind.VALUE}:
+            return None
+        info = self.new.classes.get(new.owner)
+        before = self.old.classes.get(new.owner)
+        if (
+            info is None
+            or before is None
+            or info.node.decorator_list
+            or _SPECIAL_BASES.search(info.header)
+            or new.name in _CLASS_MACHINERY
+            or was.decorators not in ("", "[]")
+            or new.decorators not in ("", "[]")
+        ):
+            return None
+
+        def flips(qualname: str) -> bool:
+            owner, _, name = qualname.rpartition(".")
+            o, n = old_bound.get((owner, name)), new_bound.get((owner, name))
+            return o is not None and n is not None and o.kind is not n.kind
+
+        readers = self.old.readers.get(was.qualname, set()) - {was.qualname}
+        if any(not flips(r) for r in readers):
+            return None
+        if was.kind is DefinitionKind.METHOD:
+            return TargetChange(new.qualname, ChangeKind.ADDED, new.kind, _fp(was), _fp(new))
+        old_node = was.node
+        assert isinstance(old_node, ast.Assign | ast.AnnAssign) and old_node.value is not None
+        return TargetChange(
+            new.qualname,
+            ChangeKind.ADDED,
+            new.kind,
+            None,
+            _fp(new),
+            old_value=ast.unparse(old_node.value),
+        )
+
     # -- functions ----------------------------------------------------------------------------------
     def function(self, qualname: str, old: Definition, new: Definition) -> bool:
         """Check a function-like definition present in both; True when it changed."""
@@ -598,6 +647,10 @@ class _Differ:
             if old is None:
                 was = old_bound.get((new.owner, new.name))
                 if was is not None and was.kind is not new.kind:  # e.g. a method becomes a property
+                    rebound = self.class_member_kind_change(was, new, old_bound, new_bound)
+                    if rebound is not None:
+                        self.changes.append(rebound)
+                        continue
                     self.refuse(
                         RefusalKind.KIND_CHANGE,
                         qualname,
@@ -639,6 +692,10 @@ class _Differ:
                 )
                 continue
             if old.kind is not new.kind:
+                rebound = self.class_member_kind_change(old, new, old_bound, new_bound)
+                if rebound is not None:
+                    self.changes.append(rebound)
+                    continue
                 self.refuse(
                     RefusalKind.KIND_CHANGE,
                     qualname,

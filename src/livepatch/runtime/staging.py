@@ -370,8 +370,11 @@ class _ModuleStager:
             cls = resolve_owner(self.module, d.owner)
         except ResolveError as exc:
             raise PatchRefused(f"{self.name(change.qualname)} cannot be added: {exc}") from exc
-        if d.kind is DefinitionKind.VALUE:
+        if change.old_fingerprint is not None or change.old_value is not None:
+            self.check_replaced_member(cls, d, change)
+        elif d.kind is DefinitionKind.VALUE:
             self.check_unbound(cls, change)
+        if d.kind is DefinitionKind.VALUE:
             self.check_not_enum(cls, change.qualname)
             value = self.build.eval_expr(_assigned_value(d), cls, change.qualname)
         elif d.kind is DefinitionKind.CLASS:
@@ -379,6 +382,35 @@ class _ModuleStager:
         else:
             value = self.build.build_function(d, cls)
         self.bind(cls, d.name, value, change.qualname)
+
+    def check_replaced_member(self, cls: Any, d: Definition, change: TargetChange) -> None:
+        """An added class member that replaces one of another kind (patch.diff: a method becoming a
+        value, or the reverse): the live attribute must be what the old version bound, the very method
+        (by fingerprint) or what the old value's expression evaluates to, else the class was changed at
+        run time or the server runs another version."""
+        live = vars(cls).get(d.name, MISSING)
+        if change.old_fingerprint is not None:
+            ok = isinstance(live, FunctionType) and (
+                live_fingerprint(live.__code__) == change.old_fingerprint
+            )
+            was = "the old method"
+        else:
+            assert change.old_value is not None
+            try:
+                expr = ast.parse(change.old_value, mode="eval").body
+            except SyntaxError as exc:
+                raise self.refuse(
+                    change.qualname, f"the patch's old value does not compile: {exc}"
+                ) from exc
+            before = self.build.eval_expr(expr, cls, change.qualname)
+            ok = live is before or (type(live) is type(before) and _equal(live, before))
+            was = f"what the old version's `{_short(change.old_value)}` builds"
+        if not ok:
+            raise self.refuse(
+                change.qualname,
+                f"replaces a class member of another kind, but the live one is not {was}: it was "
+                "changed at run time or the server runs another version; fix: keep the old member",
+            )
 
     def check_unbound(self, owner: Any, change: TargetChange) -> None:
         """An added VALUE must not exist yet: if the live namespace has the name, code the differ did not
