@@ -95,6 +95,20 @@ CASES: dict[str, tuple[set[str], list[str]]] = {
             "m.Buffer.__bool__ is m.Buffer.__nonzero__",
         ],
     ),
+    "compat_blocks": (
+        {"changed:<block 0>", "changed:<block 3>", "added:Queue"},
+        [
+            "m.render(b' a ')",
+            "m.CALLBACKS[0](b' x ')",  # the holder has the very same function: it runs the new code
+            "m.CALLBACKS[0] is m.tostr",
+            "(m.LIVE.pull(), m.LIVE.close())",
+            "m.Trigger.name()",
+            "type(m.LIVE) is m.Trigger",
+            "m.tobytes('x')",
+            "m.BIG == m.MAXINT",
+            "m.Queue is __import__('queue').Queue",
+        ],
+    ),
     "guarded_attribute": (
         {"changed:Channel.__init__", "changed:Channel.describe", "added:Channel.handle"},
         [
@@ -650,3 +664,43 @@ def test_a_member_changing_kind_is_refused_when_read_by_the_class_body_or_not_a_
             stage(spec)
     finally:
         forget(live)
+
+
+def test_module_level_blocks_that_do_more_than_bind_names_or_move_stay_refused(
+    tmp_path: Path,
+) -> None:
+    """The neighbours of values corpus `compat_blocks`: a block that runs a call, a block whose def
+    moved out to the top level (a new object for the live name), reordered blocks; and at staging, a
+    block that binds a name to another object than the live one (a table, a class with other bases)."""
+    head = "import sys\n\ndef register(f):\n    return f\n\n"
+    calls = head + "if sys:\n    def f():\n        return 1\n    register(f)\n"
+    refused = _refusals(calls, calls.replace("return 1", "return 2"))
+    assert [(q, k) for q, k, _ in refused] == [("<module>", RefusalKind.MODULE_STATE)]
+    inside = head + "if sys:\n    def f():\n        return 1\n"
+    moved = head + "def f():\n    return 1\n"
+    refused = _refusals(inside, moved)
+    assert [(q, k) for q, k, _ in refused] == [("f", RefusalKind.MODULE_STATE)]
+    two = head + "if sys:\n    A = 1\ntry:\n    B = 2\nexcept ImportError:\n    B = 3\n"
+    swapped = head + "try:\n    B = 2\nexcept ImportError:\n    B = 3\nif sys:\n    A = 1\n"
+    assert [k for _, k, _ in _refusals(two, swapped)] == [RefusalKind.MODULE_STATE]
+    for v1, v2, message in (
+        (
+            "import sys\nif sys:\n    TABLE = {'a': 1}\n",
+            "import sys\nif sys:\n    TABLE = {'a': 2}\n",
+            "binds `TABLE` to another dict",
+        ),
+        (
+            "import sys\nif sys:\n    class T:\n        pass\n",
+            "import sys\nif sys:\n    class T(Exception):\n        pass\n",
+            "other bases",
+        ),
+    ):
+        assert _refusals(v1, v2) == []
+        live = _load(v1, tmp_path / str(len(message)), "blocks")
+        try:
+            before = dict(vars(live))
+            with pytest.raises(PatchRefused, match=message):
+                stage(patch_from_sources({live.__name__: (v1, v2)}))
+            assert all(vars(live)[k] is v for k, v in before.items())  # nothing changed
+        finally:
+            forget(live)

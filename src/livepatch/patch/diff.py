@@ -47,6 +47,7 @@ from livepatch.patch.fingerprint import code_fingerprint
 from livepatch.patch.hooks_info import defined_hooks
 from livepatch.patch.imports import PackageImports
 from livepatch.patch.model import (
+    BOUND_BY_BLOCK,
     Category,
     ChangeKind,
     DefinitionKind,
@@ -65,7 +66,7 @@ from livepatch.patch.patchability import (
     replacement_problems,
 )
 from livepatch.patch.transformer import Candidate, transformer_source
-from livepatch.patch.walk import ClassInfo, Definition, ModuleWalk, walk_source
+from livepatch.patch.walk import ClassInfo, Definition, ModuleWalk, binds_only, walk_source
 
 __all__ = [
     "ModuleDiff",
@@ -139,6 +140,7 @@ _CONTAINER_CALLS = frozenset(
 
 
 _REDECORATABLE = (DefinitionKind.FUNCTION, DefinitionKind.METHOD)
+
 # decorators that make a descriptor (a change of kind, refused as such) or are the property machinery
 _DESCRIPTORS = frozenset({"staticmethod", "classmethod", "property", "setter", "getter", "deleter"})
 
@@ -216,6 +218,8 @@ class _Differ:
         new_texts = {dump: text for dump, text in self.new.statements}
         added = [new_texts[d] for d in new if d not in old_texts]
         removed = [old_texts[d] for d in old if d not in new_texts]
+        if self.blocks(old, new):
+            return
         if added or removed:
             what = "; ".join(
                 [
@@ -231,6 +235,37 @@ class _Differ:
             f"module-level state changed ({what}); module-level code already ran in the live server",
             "compute the value inside the function that uses it (or as a class-level default)",
         )
+
+    def blocks(self, old: list[str], new: list[str]) -> bool:
+        """Module-level statements that changed are all if/try blocks that only bind names
+        (walk.binds_only), and the others kept their order: each new or changed block becomes a BLOCK
+        target (staging runs it again in the live module, where its tests pick the branch the server
+        took, and patches what it binds in place: docs/patchability.md, "Module-level if/try
+        blocks"); a removed one leaves its names in memory, like a removed definition. True when so."""
+        old_set, new_set = set(old), set(new)
+        if [d for d in old if d in new_set] != [d for d in new if d in old_set]:
+            return False  # reordered
+        changed_old = [
+            n for d, n in zip(old, self.old.statement_nodes, strict=True) if d not in new_set
+        ]
+        changed_new = [
+            (i, n)
+            for i, (d, n) in enumerate(zip(new, self.new.statement_nodes, strict=True))
+            if d not in old_set
+        ]
+        if not all(binds_only(n) for n in [*changed_old, *(n for _, n in changed_new)]):
+            return False
+        for i, node in changed_new:
+            self.changes.append(
+                TargetChange(
+                    f"<block {i}>",
+                    ChangeKind.CHANGED,
+                    DefinitionKind.BLOCK,
+                    None,
+                    hashlib.sha256(ast.dump(node).encode()).hexdigest(),
+                )
+            )
+        return True
 
     # -- classes ------------------------------------------------------------------------------------
     def class_layout(self, qualname: str, old: ClassInfo, new: ClassInfo) -> bool:
@@ -671,6 +706,35 @@ class _Differ:
                         f"`{qualname}` is new but reads the module's namespace itself (globals(), "
                         "vars()...), or the old version bound it in module-level code that already ran",
                         "keep the old module-level code",
+                    )
+                    continue
+                if (
+                    not new.owner
+                    and new.kind is not DefinitionKind.VALUE
+                    and new.name in self.old.dynamic_names
+                    and new.name not in self.new.dynamic_names
+                ):
+                    if new.kind is not DefinitionKind.IMPORT:
+                        self.refuse(
+                            RefusalKind.MODULE_STATE,
+                            qualname,
+                            f"`{qualname}` is new at top level but the old version bound it in "
+                            "module-level code (an if/try block) that already ran: a new object "
+                            "would leave its holders with the old one",
+                            "keep the definition inside the block",
+                        )
+                        continue
+                    # `try: from Queue import Queue ...` became `from queue import Queue`: staging
+                    # checks the import binds the very object the live name holds (old_value says so)
+                    self.changes.append(
+                        TargetChange(
+                            qualname,
+                            ChangeKind.ADDED,
+                            new.kind,
+                            None,
+                            _fp(new),
+                            old_value=BOUND_BY_BLOCK,
+                        )
                     )
                     continue
                 before = self.old.classes.get(new.owner) if new.owner else None

@@ -25,7 +25,7 @@ from types import CodeType
 
 from livepatch.patch.model import DefinitionKind
 
-__all__ = ["ClassInfo", "Definition", "ModuleWalk", "from_imports", "walk_source"]
+__all__ = ["ClassInfo", "Definition", "ModuleWalk", "binds_only", "from_imports", "walk_source"]
 
 _ACCESSORS = {"setter": "fset", "getter": "fget", "deleter": "fdel"}
 FunctionNode = ast.FunctionDef | ast.AsyncFunctionDef
@@ -94,6 +94,52 @@ class ModuleWalk:
     mutated: set[str] = field(default_factory=set)  # names/attributes changed in place anywhere
     # `from M import NAME [as BOUND]` (or `*`) executed at import time: (level, module, name, bound)
     from_imports: list[tuple[int, str, str, str]] = field(default_factory=list)
+    statement_nodes: list[ast.stmt] = field(default_factory=list)  # the nodes of `statements`
+
+    def block(self, qualname: str) -> ast.stmt | None:
+        """The statement a BLOCK target (`<block N>`) names, None when there is no such statement."""
+        m = re.fullmatch(r"<block (\d+)>", qualname)
+        if m is None or int(m[1]) >= len(self.statement_nodes):
+            return None
+        return self.statement_nodes[int(m[1])]
+
+
+_BINDING = (
+    ast.Import,
+    ast.ImportFrom,
+    ast.FunctionDef,
+    ast.AsyncFunctionDef,
+    ast.ClassDef,
+    ast.Pass,
+)
+
+
+def binds_only(stmt: ast.stmt) -> bool:
+    """An `if`/`try` block whose branches only bind names: imports (not `*`), defs, classes,
+    assignments to plain names, `pass`, nested blocks of the same kind (the tests and the handlers'
+    types may be any expression). Running it again in the live module runs no other code than
+    what binds those names (and the tests). The other module-level statements (calls, loops, `+=`,
+    `del`, a raise) are state."""
+    if isinstance(stmt, ast.If):
+        return all(binds_only(s) or _binds_plainly(s) for s in [*stmt.body, *stmt.orelse])
+    if isinstance(stmt, ast.Try):
+        if stmt.finalbody:
+            return False
+        parts = [*stmt.body, *stmt.orelse, *(s for h in stmt.handlers for s in h.body)]
+        return all(h.name is None for h in stmt.handlers) and all(
+            binds_only(s) or _binds_plainly(s) for s in parts
+        )
+    return False
+
+
+def _binds_plainly(stmt: ast.stmt) -> bool:
+    if isinstance(stmt, ast.ImportFrom) and any(a.name == "*" for a in stmt.names):
+        return False
+    if isinstance(stmt, _BINDING):
+        return True
+    if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
+        return True  # a docstring-like constant
+    return _assigned_names(stmt) is not None
 
 
 def _dump(node: ast.AST | Sequence[ast.AST] | None) -> str:
@@ -637,6 +683,7 @@ class _Walker:
     def walk(self, tree: ast.Module, code: CodeType) -> ModuleWalk:
         pool = _consts_by_qualname(code)
         statements: list[tuple[str, str]] = []
+        statement_nodes: list[ast.stmt] = []
         future: list[ast.stmt] = []
         body = tree.body
         if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
@@ -692,6 +739,7 @@ class _Walker:
             elif isinstance(stmt, ast.ImportFrom) and any(a.name == "*" for a in stmt.names):
                 # binds names the source does not show: module-level code, not a target
                 statements.append((ast.dump(stmt), self._segment(stmt) or ast.unparse(stmt)))
+                statement_nodes.append(stmt)
             elif isinstance(stmt, ast.Import | ast.ImportFrom):
                 for bound, what in _import_bindings(stmt):
                     self.definitions.pop(bound, None)
@@ -707,6 +755,7 @@ class _Walker:
             elif not _is_main_guard(stmt):
                 text = self._segment(stmt) or ast.unparse(stmt)
                 statements.append((ast.dump(stmt), text))
+                statement_nodes.append(stmt)
         for info in self.classes.values():
             for read, by in info.body_reads.items():
                 readers.setdefault(f"{info.qualname}.{read}", set()).update(by)
@@ -721,6 +770,7 @@ class _Walker:
             namespace_readers=namespace_readers,
             mutated=_mutated(tree),
             from_imports=from_imports(tree),
+            statement_nodes=statement_nodes,
         )
 
 
