@@ -683,6 +683,19 @@ def test_module_level_blocks_that_do_more_than_bind_names_or_move_stay_refused(
     two = head + "if sys:\n    A = 1\ntry:\n    B = 2\nexcept ImportError:\n    B = 3\n"
     swapped = head + "try:\n    B = 2\nexcept ImportError:\n    B = 3\nif sys:\n    A = 1\n"
     assert [k for _, k, _ in _refusals(two, swapped)] == [RefusalKind.MODULE_STATE]
+    # found by staging the corpus patches (h11 b2631032bb): the new block's test reads an import the
+    # same patch adds, so blocks are staged after the definitions
+    v1 = "def f():\n    return 1\n"
+    v2 = "import sys\n\nif sys.version_info >= (3,):\n    def g():\n        return 2\n" + v1
+    live = _load(v1, tmp_path / "order", "blocks")
+    try:
+        staged = stage(patch_from_sources({live.__name__: (v1, v2)}))
+        staged.swap_in()
+        assert live.g() == 2
+        staged.swap_out()
+        assert not hasattr(live, "g")
+    finally:
+        forget(live)
     for v1, v2, message in (
         (
             "import sys\nif sys:\n    TABLE = {'a': 1}\n",

@@ -196,6 +196,7 @@ class _Differ:
         self.reevaluate: set[str] = set()
         self.transformable: dict[Refusal, Candidate] = {}
         self.redecorated: dict[str, str] = {}  # qualname -> the old decorator list (source)
+        self.blocks_changed: list[TargetChange] = []  # BLOCK targets, appended after the definitions
 
     def refuse(self, kind: RefusalKind, qualname: str, reason: str, fix: str) -> Refusal:
         refusal = Refusal(self.module, qualname, reason, fix + hook_fix(kind), kind)
@@ -256,7 +257,8 @@ class _Differ:
         if not all(binds_only(n) for n in [*changed_old, *(n for _, n in changed_new)]):
             return False
         for i, node in changed_new:
-            self.changes.append(
+            # staged after the definitions: a block's test or values may read an import the patch adds
+            self.blocks_changed.append(
                 TargetChange(
                     f"<block {i}>",
                     ChangeKind.CHANGED,
@@ -807,6 +809,7 @@ class _Differ:
             self.changes.append(
                 TargetChange(qualname, ChangeKind.REMOVED, old.kind, _fp(old), None)
             )
+        self.changes.extend(self.blocks_changed)
 
 
 def _default_exprs(node: ast.FunctionDef | ast.AsyncFunctionDef) -> dict[str, ast.expr]:
