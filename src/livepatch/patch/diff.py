@@ -66,7 +66,14 @@ from livepatch.patch.patchability import (
     replacement_problems,
 )
 from livepatch.patch.transformer import Candidate, transformer_source
-from livepatch.patch.walk import ClassInfo, Definition, ModuleWalk, binds_only, walk_source
+from livepatch.patch.walk import (
+    ClassInfo,
+    Definition,
+    ModuleWalk,
+    binds_only,
+    class_shape,
+    walk_source,
+)
 
 __all__ = [
     "ModuleDiff",
@@ -196,7 +203,9 @@ class _Differ:
         self.reevaluate: set[str] = set()
         self.transformable: dict[Refusal, Candidate] = {}
         self.redecorated: dict[str, str] = {}  # qualname -> the old decorator list (source)
-        self.blocks_changed: list[TargetChange] = []  # BLOCK targets, appended after the definitions
+        self.blocks_changed: list[
+            TargetChange
+        ] = []  # BLOCK targets, appended after the definitions
 
     def refuse(self, kind: RefusalKind, qualname: str, reason: str, fix: str) -> Refusal:
         refusal = Refusal(self.module, qualname, reason, fix + hook_fix(kind), kind)
@@ -256,6 +265,19 @@ class _Differ:
         ]
         if not all(binds_only(n) for n in [*changed_old, *(n for _, n in changed_new)]):
             return False
+        # a class the block defines again is patched in place: only its defs may change
+        before = {
+            c.name: class_shape(c)
+            for n in changed_old
+            for c in ast.walk(n)
+            if isinstance(c, ast.ClassDef)
+        }
+        for _, n in changed_new:
+            for c in ast.walk(n):
+                if isinstance(c, ast.ClassDef) and before.get(
+                    c.name, class_shape(c)
+                ) != class_shape(c):
+                    return False
         for i, node in changed_new:
             # staged after the definitions: a block's test or values may read an import the patch adds
             self.blocks_changed.append(

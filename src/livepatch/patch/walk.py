@@ -25,7 +25,15 @@ from types import CodeType
 
 from livepatch.patch.model import DefinitionKind
 
-__all__ = ["ClassInfo", "Definition", "ModuleWalk", "binds_only", "from_imports", "walk_source"]
+__all__ = [
+    "ClassInfo",
+    "Definition",
+    "ModuleWalk",
+    "binds_only",
+    "class_shape",
+    "from_imports",
+    "walk_source",
+]
 
 _ACCESSORS = {"setter": "fset", "getter": "fget", "deleter": "fdel"}
 FunctionNode = ast.FunctionDef | ast.AsyncFunctionDef
@@ -82,7 +90,12 @@ class ModuleWalk:
     statements: list[
         tuple[str, str]
     ]  # module-level statements that are not defs/classes/imports: (dump, text)
-    future: list[ast.stmt]  # the `from __future__` imports (needed to compile slices of the module)
+    # what a slice of the module is compiled with (compiled.statement_code): the `from __future__`
+    # imports, then the module-scope imports under `if False:` (never run) so the compiler knows which
+    # names are imported modules: CPython 3.11 compiles `os.unlink(x)` without LOAD_METHOD when `os` is
+    # imported in the module, and a slice compiled without them would get other bytecode (same
+    # behaviour, another fingerprint than a fresh import)
+    future: list[ast.stmt]
     code: CodeType  # the module's code
     # VALUE qualname -> the other definitions and statements that read it while the module (or its class
     # body) runs: they captured its value (module-level names under their name, class-level ones
@@ -132,9 +145,44 @@ def binds_only(stmt: ast.stmt) -> bool:
     return False
 
 
+# decorators a def in a block's class may have: staging patches the functions they hold in place
+_DESCRIPTOR_DECORATORS = frozenset({"staticmethod", "classmethod", "property"})
+_ACCESSOR_DECORATORS = frozenset({"setter", "getter", "deleter"})
+
+
+def _plain_decorators(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> bool:
+    for d in node.decorator_list:
+        if isinstance(d, ast.Name) and d.id in _DESCRIPTOR_DECORATORS:
+            continue
+        if isinstance(d, ast.Attribute) and d.attr in _ACCESSOR_DECORATORS:
+            continue
+        return False
+    return True
+
+
+def class_shape(node: ast.ClassDef) -> str:
+    """What of a class a block defines must stay the same for staging to patch the live class in place:
+    bases, keywords, decorators and every class-body statement that is not a def (the defs are patched)."""
+    body = [s for s in node.body if not isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef)]
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+    return _dump(node.bases) + _dump(node.keywords) + _dump(node.decorator_list) + _dump(body)
+
+
 def _binds_plainly(stmt: ast.stmt) -> bool:
     if isinstance(stmt, ast.ImportFrom) and any(a.name == "*" for a in stmt.names):
         return False
+    if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        # a decorator runs code and returns another object: not patchable in place
+        if stmt.decorator_list:
+            return False
+        if isinstance(stmt, ast.ClassDef):
+            return all(
+                _plain_decorators(s)
+                for s in stmt.body
+                if isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef)
+            )
+        return True
     if isinstance(stmt, _BINDING):
         return True
     if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
@@ -756,6 +804,10 @@ class _Walker:
                 text = self._segment(stmt) or ast.unparse(stmt)
                 statements.append((ast.dump(stmt), text))
                 statement_nodes.append(stmt)
+        imported = _module_scope_imports(body)
+        if imported:
+            prelude = ast.If(test=ast.Constant(False), body=imported, orelse=[])
+            future.append(ast.fix_missing_locations(ast.copy_location(prelude, imported[0])))
         for info in self.classes.values():
             for read, by in info.body_reads.items():
                 readers.setdefault(f"{info.qualname}.{read}", set()).update(by)
@@ -772,6 +824,26 @@ class _Walker:
             from_imports=from_imports(tree),
             statement_nodes=statement_nodes,
         )
+
+
+def _module_scope_imports(body: list[ast.stmt]) -> list[ast.stmt]:
+    """The import statements (not `*`, not `__future__`) that bind names in the module's scope: at top
+    level and inside top-level blocks, not inside defs and classes."""
+    out: list[ast.stmt] = []
+    stack: list[ast.AST] = list(reversed(body))
+    while stack:
+        n = stack.pop()
+        if isinstance(n, ast.Import) or (
+            isinstance(n, ast.ImportFrom)
+            and n.module != "__future__"
+            and not any(a.name == "*" for a in n.names)
+        ):
+            out.append(n)
+        elif isinstance(n, ast.stmt) and not isinstance(
+            n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+        ):
+            stack.extend(reversed([c for c in ast.iter_child_nodes(n) if isinstance(c, ast.stmt)]))
+    return out
 
 
 def walk_source(source: str, filename: str = "<livepatch>") -> ModuleWalk:
