@@ -687,6 +687,15 @@ def test_module_level_blocks_that_do_more_than_bind_names_or_move_stay_refused(
     refused = _refusals(klass, klass.replace("family = 1", "family = 2"))  # waitress 50c66211a6
     assert [(q, k) for q, k, _ in refused] == [("<module>", RefusalKind.MODULE_STATE)]
     assert _refusals(klass, klass.replace("return 1", "return 2")) == []
+    # two branches define the class: the new one keeps the shape of its own branch (waitress trigger)
+    branches = head + "if sys:\n    class T(int):\n        def f(self):\n            return 1\n"
+    branches += "else:\n    class T:\n        def f(self):\n            return 1\n"
+    assert _refusals(branches, branches.replace("return 1", "return 2", 1)) == []
+    # a top-level class moved into a block changes a class value: refused (waitress 50c66211a6)
+    moved = head + "class T:\n    family = 1\n"
+    into = head + "if sys:\n    class T:\n        family = 2\n"
+    assert [k for _, k, _ in _refusals(moved, into)] == [RefusalKind.MODULE_STATE]
+    assert _refusals(moved, into.replace("family = 2", "family = 1")) == []
     bases = head + "if sys:\n    class T:\n        pass\n"
     refused = _refusals(bases, bases.replace("class T:", "class T(Exception):"))
     assert [(q, k) for q, k, _ in refused] == [("<module>", RefusalKind.MODULE_STATE)]

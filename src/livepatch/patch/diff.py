@@ -265,18 +265,23 @@ class _Differ:
         ]
         if not all(binds_only(n) for n in [*changed_old, *(n for _, n in changed_new)]):
             return False
-        # a class the block defines again is patched in place: only its defs may change
-        before = {
-            c.name: class_shape(c)
-            for n in changed_old
-            for c in ast.walk(n)
-            if isinstance(c, ast.ClassDef)
-        }
+        # a class the block defines again is patched in place: only its defs may change. Several
+        # branches may define the same name (`if posix: class trigger(...) else: class trigger(...)`):
+        # the new class must keep the shape of one of the old ones of that name, in a block or at the
+        # top level of the old module
+        before: dict[str, set[str]] = {}
+        for n in changed_old:
+            for c in ast.walk(n):
+                if isinstance(c, ast.ClassDef):
+                    before.setdefault(c.name, set()).add(class_shape(c))
+        for name, info in self.old.classes.items():
+            if "." not in name:
+                before.setdefault(name, set()).add(class_shape(info.node))
         for _, n in changed_new:
             for c in ast.walk(n):
-                if isinstance(c, ast.ClassDef) and before.get(
-                    c.name, class_shape(c)
-                ) != class_shape(c):
+                if isinstance(c, ast.ClassDef) and class_shape(c) not in before.get(
+                    c.name, {class_shape(c)}
+                ):
                     return False
         for i, node in changed_new:
             # staged after the definitions: a block's test or values may read an import the patch adds
