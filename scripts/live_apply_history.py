@@ -519,6 +519,14 @@ def main() -> None:
         action="store_true",
         help="read OUT/NAME/corpus.json (and its patches) from an earlier run instead of running the corpus",
     )
+    ap.add_argument(
+        "--newly-accepted",
+        type=Path,
+        default=None,
+        metavar="BASELINE",
+        help="sample only the commits accepted now that BASELINE/NAME/corpus.json (an earlier corpus, "
+        "e.g. scripts/patchability.py --out) did not accept: what a differ change added",
+    )
     args = ap.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="lah-"))
     rows: list[Row] = []
@@ -536,6 +544,11 @@ def main() -> None:
             _, doc = corpus(name, repo, out, args.limit)
         accepted = [c for c in doc["commits"] if c["outcome"] == "accepted"]
         counts[name] = (len(accepted), doc["summary"]["commits_changing_package"])
+        if args.newly_accepted is not None:
+            before = json.loads((args.newly_accepted / name / "corpus.json").read_text())
+            old = {c["sha"] for c in before["commits"] if c["outcome"] == "accepted"}
+            accepted = [c for c in accepted if c["sha"] not in old]
+            print(f"{name}: {len(accepted)} newly accepted", file=sys.stderr, flush=True)
         since = HARNESS_SINCE.get(name)
         if since:
             accepted = [c for c in accepted if descends_from(repo, since, c["sha"])]

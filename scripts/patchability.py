@@ -8,7 +8,10 @@ https://github.com/Pylons/waitress` makes); the package, range and layout of eac
 PROJECTS. Each project's full corpus document is kept in DIR/NAME/corpus.json (with its accepted patches
 in DIR/NAME/patches/). Besides the corpus's own figures it breaks the module-state refusals down by
 what the statements did, read from the refusals' reasons (best effort: the differ names at most three
-statements added and three removed per module).
+statements added and three removed per module), and ranks the refusal *reasons* (finer than the kinds:
+`reason_class`) by the commits each one alone blocks: "unblocked if this reason were gone" counts the
+refused commits all of whose refusals are of that one reason (a commit with two reasons counts for
+neither until both are handled).
 """
 
 from __future__ import annotations
@@ -49,6 +52,15 @@ def corpus(name: str, repo: str, out: Path) -> tuple[list[str], dict[str, Any]]:
     return argv, doc
 
 
+def reuse(name: str, repo: str, out: Path) -> tuple[list[str], dict[str, Any]]:
+    package, rng, paths = PROJECTS[name]
+    argv = ["livepatch", "corpus", "--git", repo, rng, "--package", package]
+    argv += ["--paths", paths] if paths else []
+    argv += ["--json", "--out", str(out / name)]
+    doc: dict[str, Any] = json.loads((out / name / "corpus.json").read_text())
+    return argv, doc
+
+
 def module_state_shapes(doc: dict[str, Any]) -> Counter[str]:
     """Commits refused for module state, by what their module-level statements did."""
     shapes: Counter[str] = Counter()
@@ -67,6 +79,74 @@ def module_state_shapes(doc: dict[str, Any]) -> Counter[str]:
         else:
             shapes["changes statements (one removed, one added)"] += 1
     return shapes
+
+
+# (reason class, pattern on "kind: reason"), first match wins: what a refusal is about, finer than its kind
+_REASONS: list[tuple[str, re.Pattern[str]]] = [
+    (n, re.compile(p, re.S))
+    for n, p in [
+        (
+            "star import added/removed",
+            r"^module-state: module-level state changed \(`from \S+ import \*`",
+        ),
+        (
+            "if/try block at module level",
+            r"^module-state: module-level state changed \(`(if|try)\b",
+        ),
+        ("`__all__` edited in code", r"^module-state: .*`__all__"),
+        ("code reads globals()/vars()", r"^module-state: .*module's namespace itself"),
+        ("value read when the module body ran", r"^module-state: .*when the module body ran"),
+        ("statements reordered", r"^module-state: .*reordered"),
+        ("other module-level statement", r"^module-state: "),
+        (
+            "class value read by the class body / bound twice",
+            r"^class-state: .*(bound more than once|read it)",
+        ),
+        ("class-level statement changed", r"^class-state: "),
+        ("class bases/metaclass changed", r"^class-layout: .*bases or metaclass"),
+        ("__slots__ changed", r"^class-layout: .*__slots__"),
+        ("new instance attribute", r"^instance-attribute: "),
+        ("import binds another object", r"^import: "),
+        ("definition changes kind", r"^kind-change: "),
+    ]
+]
+
+
+def reason_class(refusal: dict[str, Any]) -> str:
+    text = f"{refusal['kind']}: {refusal['reason']}"
+    for name, pattern in _REASONS:
+        if pattern.search(text):
+            return name
+    return str(refusal["kind"])
+
+
+def reason_ranking(doc: dict[str, Any]) -> list[tuple[str, int, int, str]]:
+    """(reason class, refused commits with it, commits unblocked if it alone were gone, example sha),
+    most unblocked first. A refused commit a confirmed transformer would patch counts its instance
+    attributes as the reason "new instance attribute (transformer available)"."""
+    with_it: Counter[str] = Counter()
+    alone: Counter[str] = Counter()
+    example: dict[str, str] = {}
+    for c in doc["commits"]:
+        if c["outcome"] != "refused":
+            continue
+        classes = {reason_class(r) for r in c["refusals"]}
+        if c.get("accepted_with_transformer"):
+            classes = {
+                "new instance attribute (transformer available)"
+                if k == "new instance attribute"
+                else k
+                for k in classes
+            }
+        for k in classes:
+            with_it[k] += 1
+            example.setdefault(k, c["sha"][:10])
+        if len(classes) == 1:
+            alone[next(iter(classes))] += 1
+    return sorted(
+        ((k, n, alone[k], example[k]) for k, n in with_it.items()),
+        key=lambda t: (-t[2], -t[1], t[0]),
+    )
 
 
 def markdown(name: str, argv: list[str], doc: dict[str, Any]) -> str:
@@ -119,6 +199,14 @@ def markdown(name: str, argv: list[str], doc: dict[str, Any]) -> str:
     if shapes:
         lines.append("Module-state refusals: " + "; ".join(f"{v} {k}" for k, v in shapes.items()))
         lines.append("")
+    ranking = reason_ranking(doc)
+    if ranking:
+        lines += [
+            "| refusal reason | refused commits with it | unblocked if this reason were gone | example |",
+            "|---|---|---|---|",
+            *(f"| {k} | {n} | {a} | {e} |" for k, n, a, e in ranking),
+            "",
+        ]
     crashes = [c for c in doc["commits"] if c["error_kind"] == "differ-crash"]
     for c in crashes:
         lines.append(f"- differ crash at {c['sha'][:10]}: {c['reason']}")
@@ -129,6 +217,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("repos", nargs="+", metavar="NAME=PATH", help=f"NAME in {sorted(PROJECTS)}")
     parser.add_argument("--out", type=Path, default=None, help="keep the corpus documents here")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="print the tables from the corpus documents already in --out (no corpus run)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
@@ -136,7 +229,7 @@ def main() -> None:
             name, _, path = item.partition("=")
             if name not in PROJECTS or not path:
                 parser.error(f"{item!r}: give NAME=PATH with NAME in {sorted(PROJECTS)}")
-            argv, doc = corpus(name, path, out)
+            argv, doc = corpus(name, path, out) if not args.reuse else reuse(name, path, out)
             print(markdown(name, argv, doc))
             print()
 

@@ -37,7 +37,10 @@ def test_definitions_in_top_level_blocks_are_module_state() -> None:
         "try:\n    import ujson as json\nexcept ImportError:\n    def loads(s):\n        return 1\n"
     )
     v2 = v1.replace("return 1", "return 2")
-    d = diff_module("m", v1, v2)
+    d = diff_module("m", v1, v2)  # a block that only binds names: run again by staging
+    assert d.refusals == () and _non_same(d) == {"changed:<block 0>"}
+    calls = v1 + "    register(loads)\n"  # a block that runs a call statement is state
+    d = diff_module("m", calls, calls.replace("return 1", "return 2"))
     assert [r.qualname for r in d.refusals] == ["<module>"]
     assert "module-level state changed" in d.refusals[0].reason
 

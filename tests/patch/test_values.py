@@ -68,6 +68,47 @@ CASES: dict[str, tuple[set[str], list[str]]] = {
             "sorted(m.COMMANDS)",
         ],
     ),
+    "formatted_grammar": (
+        {
+            "changed:OWS",
+            "added:chunk_ext",
+            "changed:chunk_header",  # its template changed, and it reads OWS
+            "changed:CHUNK_HEADER_RE",  # evaluated again: it read chunk_header
+            "changed:ows_run",  # `%` globals(): it read OWS
+            "changed:EVENT_TRANSITIONS",  # the globals()[k] = v loop reads only `sentinels`
+        },
+        [
+            "m.parse_chunk(b'1f\\r\\n')",
+            "m.parse_chunk(b'1f  \\r\\n')",
+            "m.parse_chunk(b'1f;name=x\\r\\n')",
+            "m.ows_run",
+            "m.transitions(m.CLIENT)",
+            "(m.CLIENT, m.SERVER)",
+        ],
+    ),
+    "member_kind_change": (
+        {"added:Buffer.__nonzero__", "added:Buffer.__bool__", "added:Buffer._close"},
+        [
+            "bool(m.LIVE)",
+            "bool(m.Buffer(b'x'))",
+            "m.LIVE.close()",
+            "m.Buffer.__bool__ is m.Buffer.__nonzero__",
+        ],
+    ),
+    "compat_blocks": (
+        {"changed:<block 0>", "changed:<block 3>", "added:Queue"},
+        [
+            "m.render(b' a ')",
+            "m.CALLBACKS[0](b' x ')",  # the holder has the very same function: it runs the new code
+            "m.CALLBACKS[0] is m.tostr",
+            "(m.LIVE.pull(), m.LIVE.close())",
+            "m.Trigger.name()",
+            "type(m.LIVE) is m.Trigger",
+            "m.tobytes('x')",
+            "m.BIG == m.MAXINT",
+            "m.Queue is __import__('queue').Queue",
+        ],
+    ),
     "guarded_attribute": (
         {"changed:Channel.__init__", "changed:Channel.describe", "added:Channel.handle"},
         [
@@ -508,14 +549,28 @@ def test_a_module_level_assert_is_not_state() -> None:
 
 def test_namespace_readers_and_star_imports_stay_module_state() -> None:
     """Found by staging every corpus patch into the old commit (h11 870fb833af, 8bdcc7d9ff): code that
-    reads globals() sees no name staging evaluates, and a star import binds names nobody lists."""
+    reads globals() may read any name, and a star import binds names nobody lists. A literal template
+    formatted with globals() names what it reads (values corpus `formatted_grammar`); anything else
+    stays refused."""
     v1 = 'vchar_x = "x"\nrequest_target = r"[^ ]+"\n'
     v2 = 'vchar = "v"\nrequest_target = r"{vchar}+".format(**globals())\n'
-    assert [(q, k) for q, k, _ in _refusals(v1, v2)] == [
-        ("request_target", RefusalKind.MODULE_STATE)
-    ]
+    assert _refusals(v1, v2) == []  # it reads `vchar`, which the patch adds before it
     reader = "LIMIT = 1\nNAMES = sorted(globals())\n"
     assert [q for q, _, _ in _refusals(reader, reader.replace("1", "2"))] == ["LIMIT"]
+    for unnamed in (
+        'X = "{}".format(**globals())',  # a positional field
+        "X = TEMPLATE.format(**globals())",  # not a literal template
+        'X = "{LIMIT}".format(*globals())',
+        "X = len(globals()) and globals()['LIMIT']",  # a subscript read
+        'X = eval("LIMIT")',
+    ):
+        text = f'TEMPLATE = "t"\nLIMIT = 1\n{unnamed}\n'
+        refused = _refusals(text, text.replace("LIMIT = 1", "LIMIT = 2"))
+        assert [q for q, _, _ in refused] == ["LIMIT"], unnamed
+    # the loop binding names through globals() reads `sentinels`: changing it is refused
+    loop = 'sentinels = ["A"]\nfor t in sentinels:\n    globals()[t] = t\n'
+    refused = _refusals(loop, loop.replace('["A"]', '["A", "B"]'))
+    assert [q for q, _, _ in refused] == ["sentinels"]
     star = _refusals("from .a import *\n", "from .b import *\n")
     assert [(q, k) for q, k, _ in star] == [("<module>", RefusalKind.MODULE_STATE)]
 
@@ -572,3 +627,134 @@ def test_a_class_value_bound_twice_in_the_old_body_is_not_added() -> None:
         ("Task", RefusalKind.CLASS_STATE),
         ("Task.close_on_finish", RefusalKind.CLASS_STATE),
     ]
+
+
+def test_a_member_changing_kind_is_refused_when_read_by_the_class_body_or_not_a_plain_method(
+    tmp_path: Path,
+) -> None:
+    """The neighbours of values corpus `member_kind_change`: a method some other class-level value read
+    while the class body ran (it holds the old method), a value becoming a property (a data descriptor
+    would hide what live instances set), a decorated class; and at staging, a live attribute that is not
+    what the old version bound."""
+    base = "class B:\n    def close(self):\n        return 1\n"
+    held = base + "    CLOSERS = (close,)\n"
+    refused = _refusals(
+        held, held.replace("    def close(self):\n        return 1\n", "    close = None\n")
+    )
+    assert [(q, k) for q, k, _ in refused] == [("B.close", RefusalKind.KIND_CHANGE)]
+    prop = "class B:\n    family = 1\n"
+    refused = _refusals(prop, "class B:\n    @property\n    def family(self):\n        return 2\n")
+    assert [(q, k) for q, k, _ in refused] == [("B.family.fget", RefusalKind.KIND_CHANGE)]
+    deco = "import dataclasses\n\n@dataclasses.dataclass\n" + base
+    refused = _refusals(
+        deco, deco.replace("    def close(self):\n        return 1\n", "    close = None\n")
+    )
+    assert ("B.close", RefusalKind.KIND_CHANGE) in [(q, k) for q, k, _ in refused]
+    # staging: the live class was changed at run time: the old method is not what it holds any more
+    v1, v2 = _source("member_kind_change", "v1"), _source("member_kind_change", "v2")
+    live = _load(v1, tmp_path, "member_kind_change")
+    try:
+        spec = patch_from_sources({live.__name__: (v1, v2)})
+        live.Buffer._close = lambda self: "replaced at run time"
+        with pytest.raises(PatchRefused, match="replaces a class member of another kind"):
+            stage(spec)
+        live.Buffer.__nonzero__ = lambda self: False
+        del live.Buffer._close
+        with pytest.raises(PatchRefused, match="replaces a class member of another kind"):
+            stage(spec)
+    finally:
+        forget(live)
+
+
+def test_module_level_blocks_that_do_more_than_bind_names_or_move_stay_refused(
+    tmp_path: Path,
+) -> None:
+    """The neighbours of values corpus `compat_blocks`: a block that runs a call, a block whose def
+    moved out to the top level (a new object for the live name), reordered blocks; and at staging, a
+    block that binds a name to another object than the live one (a table, a class with other bases)."""
+    head = "import sys\n\ndef register(f):\n    return f\n\n"
+    calls = head + "if sys:\n    def f():\n        return 1\n    register(f)\n"
+    refused = _refusals(calls, calls.replace("return 1", "return 2"))
+    assert [(q, k) for q, k, _ in refused] == [("<module>", RefusalKind.MODULE_STATE)]
+    inside = head + "if sys:\n    def f():\n        return 1\n"
+    moved = head + "def f():\n    return 1\n"
+    refused = _refusals(inside, moved)
+    assert [(q, k) for q, k, _ in refused] == [("f", RefusalKind.MODULE_STATE)]
+    klass = (
+        head
+        + "if sys:\n    class T:\n        family = 1\n\n        def f(self):\n            return 1\n"
+    )
+    refused = _refusals(klass, klass.replace("family = 1", "family = 2"))  # waitress 50c66211a6
+    assert [(q, k) for q, k, _ in refused] == [("<module>", RefusalKind.MODULE_STATE)]
+    assert _refusals(klass, klass.replace("return 1", "return 2")) == []
+    # two branches define the class: the new one keeps the shape of its own branch (waitress trigger)
+    branches = head + "if sys:\n    class T(int):\n        def f(self):\n            return 1\n"
+    branches += "else:\n    class T:\n        def f(self):\n            return 1\n"
+    assert _refusals(branches, branches.replace("return 1", "return 2", 1)) == []
+    # a top-level class moved into a block changes a class value: refused (waitress 50c66211a6)
+    moved = head + "class T:\n    family = 1\n"
+    into = head + "if sys:\n    class T:\n        family = 2\n"
+    assert [k for _, k, _ in _refusals(moved, into)] == [RefusalKind.MODULE_STATE]
+    assert _refusals(moved, into.replace("family = 2", "family = 1")) == []
+    bases = head + "if sys:\n    class T:\n        pass\n"
+    refused = _refusals(bases, bases.replace("class T:", "class T(Exception):"))
+    assert [(q, k) for q, k, _ in refused] == [("<module>", RefusalKind.MODULE_STATE)]
+    decorated = head + "if sys:\n    @register\n    def f():\n        return 1\n"
+    refused = _refusals(decorated, decorated.replace("return 1", "return 2"))
+    assert [(q, k) for q, k, _ in refused] == [("<module>", RefusalKind.MODULE_STATE)]
+    two = head + "if sys:\n    A = 1\ntry:\n    B = 2\nexcept ImportError:\n    B = 3\n"
+    swapped = head + "try:\n    B = 2\nexcept ImportError:\n    B = 3\nif sys:\n    A = 1\n"
+    assert [k for _, k, _ in _refusals(two, swapped)] == [RefusalKind.MODULE_STATE]
+    # found by staging the corpus patches (h11 b2631032bb): the new block's test reads an import the
+    # same patch adds, so blocks are staged after the definitions
+    v1 = "def f():\n    return 1\n"
+    v2 = "import sys\n\nif sys.version_info >= (3,):\n    def g():\n        return 2\n" + v1
+    live = _load(v1, tmp_path / "order", "blocks")
+    try:
+        staged = stage(patch_from_sources({live.__name__: (v1, v2)}))
+        staged.swap_in()
+        assert live.g() == 2
+        staged.swap_out()
+        assert not hasattr(live, "g")
+    finally:
+        forget(live)
+    for v1, v2, message in (
+        (
+            "import sys\nif sys:\n    TABLE = {'a': 1}\n",
+            "import sys\nif sys:\n    TABLE = {'a': 2}\n",
+            "binds `TABLE` to another dict",
+        ),
+    ):
+        assert _refusals(v1, v2) == []
+        live = _load(v1, tmp_path / str(len(message)), "blocks")
+        try:
+            before = dict(vars(live))
+            with pytest.raises(PatchRefused, match=message):
+                stage(patch_from_sources({live.__name__: (v1, v2)}))
+            assert all(vars(live)[k] is v for k, v in before.items())  # nothing changed
+        finally:
+            forget(live)
+
+
+def test_code_built_from_a_slice_of_the_module_is_the_code_a_fresh_import_has(
+    tmp_path: Path,
+) -> None:
+    """Found by live-applying waitress 9674f3e3a6: CPython 3.11 compiles `os.unlink(x)` without
+    LOAD_METHOD when `os` is imported in the module; a block or an added def compiled alone got other
+    bytecode than a fresh import (same behaviour, another fingerprint, an unneeded swap)."""
+    from livepatch.patch.fingerprint import code_fingerprint
+
+    v1 = "import os\n\nif os:\n    class T:\n        def f(self):\n            return os.fspath('b')\n"
+    v2 = v1.replace("'b'", "'c'") + "\n\ndef g():\n    return os.fspath('y')\n"
+    live = _load(v1, tmp_path / "live", "slices")
+    new = _load(v2, tmp_path / "new", "slices")
+    try:
+        staged = stage(patch_from_sources({live.__name__: (v1, v2)}))
+        staged.swap_in()
+        assert (live.T().f(), live.g()) == ("c", "y")
+        for name in ("T.f", "g"):
+            got = eval(f"m.{name}.__code__", {"m": live})
+            want = eval(f"m.{name}.__code__", {"m": new})
+            assert code_fingerprint(got) == code_fingerprint(want), name
+    finally:
+        forget(live, new)

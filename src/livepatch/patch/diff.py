@@ -47,6 +47,7 @@ from livepatch.patch.fingerprint import code_fingerprint
 from livepatch.patch.hooks_info import defined_hooks
 from livepatch.patch.imports import PackageImports
 from livepatch.patch.model import (
+    BOUND_BY_BLOCK,
     Category,
     ChangeKind,
     DefinitionKind,
@@ -65,7 +66,14 @@ from livepatch.patch.patchability import (
     replacement_problems,
 )
 from livepatch.patch.transformer import Candidate, transformer_source
-from livepatch.patch.walk import ClassInfo, Definition, ModuleWalk, walk_source
+from livepatch.patch.walk import (
+    ClassInfo,
+    Definition,
+    ModuleWalk,
+    binds_only,
+    class_shape,
+    walk_source,
+)
 
 __all__ = [
     "ModuleDiff",
@@ -139,6 +147,7 @@ _CONTAINER_CALLS = frozenset(
 
 
 _REDECORATABLE = (DefinitionKind.FUNCTION, DefinitionKind.METHOD)
+
 # decorators that make a descriptor (a change of kind, refused as such) or are the property machinery
 _DESCRIPTORS = frozenset({"staticmethod", "classmethod", "property", "setter", "getter", "deleter"})
 
@@ -194,6 +203,9 @@ class _Differ:
         self.reevaluate: set[str] = set()
         self.transformable: dict[Refusal, Candidate] = {}
         self.redecorated: dict[str, str] = {}  # qualname -> the old decorator list (source)
+        self.blocks_changed: list[
+            TargetChange
+        ] = []  # BLOCK targets, appended after the definitions
 
     def refuse(self, kind: RefusalKind, qualname: str, reason: str, fix: str) -> Refusal:
         refusal = Refusal(self.module, qualname, reason, fix + hook_fix(kind), kind)
@@ -216,6 +228,8 @@ class _Differ:
         new_texts = {dump: text for dump, text in self.new.statements}
         added = [new_texts[d] for d in new if d not in old_texts]
         removed = [old_texts[d] for d in old if d not in new_texts]
+        if self.blocks(old, new):
+            return
         if added or removed:
             what = "; ".join(
                 [
@@ -231,6 +245,56 @@ class _Differ:
             f"module-level state changed ({what}); module-level code already ran in the live server",
             "compute the value inside the function that uses it (or as a class-level default)",
         )
+
+    def blocks(self, old: list[str], new: list[str]) -> bool:
+        """Module-level statements that changed are all if/try blocks that only bind names
+        (walk.binds_only), and the others kept their order: each new or changed block becomes a BLOCK
+        target (staging runs it again in the live module, where its tests pick the branch the server
+        took, and patches what it binds in place: docs/patchability.md, "Module-level if/try
+        blocks"); a removed one leaves its names in memory, like a removed definition. True when so."""
+        old_set, new_set = set(old), set(new)
+        if [d for d in old if d in new_set] != [d for d in new if d in old_set]:
+            return False  # reordered
+        changed_old = [
+            n for d, n in zip(old, self.old.statement_nodes, strict=True) if d not in new_set
+        ]
+        changed_new = [
+            (i, n)
+            for i, (d, n) in enumerate(zip(new, self.new.statement_nodes, strict=True))
+            if d not in old_set
+        ]
+        if not all(binds_only(n) for n in [*changed_old, *(n for _, n in changed_new)]):
+            return False
+        # a class the block defines again is patched in place: only its defs may change. Several
+        # branches may define the same name (`if posix: class trigger(...) else: class trigger(...)`):
+        # the new class must keep the shape of one of the old ones of that name, in a block or at the
+        # top level of the old module
+        before: dict[str, set[str]] = {}
+        for n in changed_old:
+            for c in ast.walk(n):
+                if isinstance(c, ast.ClassDef):
+                    before.setdefault(c.name, set()).add(class_shape(c))
+        for name, info in self.old.classes.items():
+            if "." not in name:
+                before.setdefault(name, set()).add(class_shape(info.node))
+        for _, n in changed_new:
+            for c in ast.walk(n):
+                if isinstance(c, ast.ClassDef) and class_shape(c) not in before.get(
+                    c.name, {class_shape(c)}
+                ):
+                    return False
+        for i, node in changed_new:
+            # staged after the definitions: a block's test or values may read an import the patch adds
+            self.blocks_changed.append(
+                TargetChange(
+                    f"<block {i}>",
+                    ChangeKind.CHANGED,
+                    DefinitionKind.BLOCK,
+                    None,
+                    hashlib.sha256(ast.dump(node).encode()).hexdigest(),
+                )
+            )
+        return True
 
     # -- classes ------------------------------------------------------------------------------------
     def class_layout(self, qualname: str, old: ClassInfo, new: ClassInfo) -> bool:
@@ -515,6 +579,55 @@ class _Differ:
                 out |= set(old.assignments) & set(new.assignments)
         return out
 
+    def class_member_kind_change(
+        self,
+        was: Definition,
+        new: Definition,
+        old_bound: Mapping[tuple[str, str], Definition],
+        new_bound: Mapping[tuple[str, str], Definition],
+    ) -> TargetChange | None:
+        """A plain method of an undecorated class that becomes a class-level value, or the reverse
+        (`__nonzero__ = __bool__` becoming a method of its own): the class attribute is rebound, like an
+        added member, when nothing read the old one while the class body ran (other than members that
+        change kind too). The TargetChange is ADDED and says what the live attribute must be (staging
+        checks it): the old method's fingerprint, or the old value's expression. None: refuse."""
+        kinds = {was.kind, new.kind}
+        if not new.owner or kinds != {DefinitionKind.METHOD, DefinitionKind.VALUE}:
+            return None
+        info = self.new.classes.get(new.owner)
+        before = self.old.classes.get(new.owner)
+        if (
+            info is None
+            or before is None
+            or info.node.decorator_list
+            or _SPECIAL_BASES.search(info.header)
+            or new.name in _CLASS_MACHINERY
+            or was.decorators not in ("", "[]")
+            or new.decorators not in ("", "[]")
+        ):
+            return None
+
+        def flips(qualname: str) -> bool:
+            owner, _, name = qualname.rpartition(".")
+            o, n = old_bound.get((owner, name)), new_bound.get((owner, name))
+            return o is not None and n is not None and o.kind is not n.kind
+
+        readers = self.old.readers.get(was.qualname, set()) - {was.qualname}
+        if any(not flips(r) for r in readers):
+            return None
+        if was.kind is DefinitionKind.METHOD:
+            return TargetChange(new.qualname, ChangeKind.ADDED, new.kind, _fp(was), _fp(new))
+        old_node = was.node
+        assert isinstance(old_node, ast.Assign | ast.AnnAssign) and old_node.value is not None
+        return TargetChange(
+            new.qualname,
+            ChangeKind.ADDED,
+            new.kind,
+            None,
+            _fp(new),
+            old_value=ast.unparse(old_node.value),
+        )
+
     # -- functions ----------------------------------------------------------------------------------
     def function(self, qualname: str, old: Definition, new: Definition) -> bool:
         """Check a function-like definition present in both; True when it changed."""
@@ -598,6 +711,10 @@ class _Differ:
             if old is None:
                 was = old_bound.get((new.owner, new.name))
                 if was is not None and was.kind is not new.kind:  # e.g. a method becomes a property
+                    rebound = self.class_member_kind_change(was, new, old_bound, new_bound)
+                    if rebound is not None:
+                        self.changes.append(rebound)
+                        continue
                     self.refuse(
                         RefusalKind.KIND_CHANGE,
                         qualname,
@@ -620,6 +737,35 @@ class _Differ:
                         "keep the old module-level code",
                     )
                     continue
+                if (
+                    not new.owner
+                    and new.kind is not DefinitionKind.VALUE
+                    and new.name in self.old.dynamic_names
+                    and new.name not in self.new.dynamic_names
+                ):
+                    if new.kind is not DefinitionKind.IMPORT:
+                        self.refuse(
+                            RefusalKind.MODULE_STATE,
+                            qualname,
+                            f"`{qualname}` is new at top level but the old version bound it in "
+                            "module-level code (an if/try block) that already ran: a new object "
+                            "would leave its holders with the old one",
+                            "keep the definition inside the block",
+                        )
+                        continue
+                    # `try: from Queue import Queue ...` became `from queue import Queue`: staging
+                    # checks the import binds the very object the live name holds (old_value says so)
+                    self.changes.append(
+                        TargetChange(
+                            qualname,
+                            ChangeKind.ADDED,
+                            new.kind,
+                            None,
+                            _fp(new),
+                            old_value=BOUND_BY_BLOCK,
+                        )
+                    )
+                    continue
                 before = self.old.classes.get(new.owner) if new.owner else None
                 if (
                     new.kind is DefinitionKind.VALUE
@@ -639,6 +785,10 @@ class _Differ:
                 )
                 continue
             if old.kind is not new.kind:
+                rebound = self.class_member_kind_change(old, new, old_bound, new_bound)
+                if rebound is not None:
+                    self.changes.append(rebound)
+                    continue
                 self.refuse(
                     RefusalKind.KIND_CHANGE,
                     qualname,
@@ -686,6 +836,7 @@ class _Differ:
             self.changes.append(
                 TargetChange(qualname, ChangeKind.REMOVED, old.kind, _fp(old), None)
             )
+        self.changes.extend(self.blocks_changed)
 
 
 def _default_exprs(node: ast.FunctionDef | ast.AsyncFunctionDef) -> dict[str, ast.expr]:

@@ -38,6 +38,14 @@ class DefinitionKind(enum.StrEnum):
     CLASS = "class"
     IMPORT = "import"  # a new top-level import (qualname: the bound name)
     VALUE = "value"  # a name bound by a simple assignment in a module or class body (`LIMIT = 10`)
+    # a module-level if/try block that only binds names (`try: import x except ImportError: x = None`),
+    # run again in the live module (qualname `<block N>`: N-th module-level statement of the new source)
+    BLOCK = "block"
+
+
+# TargetChange.old_value of an ADDED import whose name the old version bound in a module-level if/try
+# block: staging accepts it only when it binds the very object the live name holds
+BOUND_BY_BLOCK = "<bound by a module-level block>"
 
 
 class Category(enum.StrEnum):

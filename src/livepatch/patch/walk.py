@@ -18,13 +18,22 @@ from __future__ import annotations
 
 import ast
 import re
+import string
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from types import CodeType
 
 from livepatch.patch.model import DefinitionKind
 
-__all__ = ["ClassInfo", "Definition", "ModuleWalk", "from_imports", "walk_source"]
+__all__ = [
+    "ClassInfo",
+    "Definition",
+    "ModuleWalk",
+    "binds_only",
+    "class_shape",
+    "from_imports",
+    "walk_source",
+]
 
 _ACCESSORS = {"setter": "fset", "getter": "fget", "deleter": "fdel"}
 FunctionNode = ast.FunctionDef | ast.AsyncFunctionDef
@@ -81,7 +90,12 @@ class ModuleWalk:
     statements: list[
         tuple[str, str]
     ]  # module-level statements that are not defs/classes/imports: (dump, text)
-    future: list[ast.stmt]  # the `from __future__` imports (needed to compile slices of the module)
+    # what a slice of the module is compiled with (compiled.statement_code): the `from __future__`
+    # imports, then the module-scope imports under `if False:` (never run) so the compiler knows which
+    # names are imported modules: CPython 3.11 compiles `os.unlink(x)` without LOAD_METHOD when `os` is
+    # imported in the module, and a slice compiled without them would get other bytecode (same
+    # behaviour, another fingerprint than a fresh import)
+    future: list[ast.stmt]
     code: CodeType  # the module's code
     # VALUE qualname -> the other definitions and statements that read it while the module (or its class
     # body) runs: they captured its value (module-level names under their name, class-level ones
@@ -93,6 +107,87 @@ class ModuleWalk:
     mutated: set[str] = field(default_factory=set)  # names/attributes changed in place anywhere
     # `from M import NAME [as BOUND]` (or `*`) executed at import time: (level, module, name, bound)
     from_imports: list[tuple[int, str, str, str]] = field(default_factory=list)
+    statement_nodes: list[ast.stmt] = field(default_factory=list)  # the nodes of `statements`
+
+    def block(self, qualname: str) -> ast.stmt | None:
+        """The statement a BLOCK target (`<block N>`) names, None when there is no such statement."""
+        m = re.fullmatch(r"<block (\d+)>", qualname)
+        if m is None or int(m[1]) >= len(self.statement_nodes):
+            return None
+        return self.statement_nodes[int(m[1])]
+
+
+_BINDING = (
+    ast.Import,
+    ast.ImportFrom,
+    ast.FunctionDef,
+    ast.AsyncFunctionDef,
+    ast.ClassDef,
+    ast.Pass,
+)
+
+
+def binds_only(stmt: ast.stmt) -> bool:
+    """An `if`/`try` block whose branches only bind names: imports (not `*`), defs, classes,
+    assignments to plain names, `pass`, nested blocks of the same kind (the tests and the handlers'
+    types may be any expression). Running it again in the live module runs no other code than
+    what binds those names (and the tests). The other module-level statements (calls, loops, `+=`,
+    `del`, a raise) are state."""
+    if isinstance(stmt, ast.If):
+        return all(binds_only(s) or _binds_plainly(s) for s in [*stmt.body, *stmt.orelse])
+    if isinstance(stmt, ast.Try):
+        if stmt.finalbody:
+            return False
+        parts = [*stmt.body, *stmt.orelse, *(s for h in stmt.handlers for s in h.body)]
+        return all(h.name is None for h in stmt.handlers) and all(
+            binds_only(s) or _binds_plainly(s) for s in parts
+        )
+    return False
+
+
+# decorators a def in a block's class may have: staging patches the functions they hold in place
+_DESCRIPTOR_DECORATORS = frozenset({"staticmethod", "classmethod", "property"})
+_ACCESSOR_DECORATORS = frozenset({"setter", "getter", "deleter"})
+
+
+def _plain_decorators(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> bool:
+    for d in node.decorator_list:
+        if isinstance(d, ast.Name) and d.id in _DESCRIPTOR_DECORATORS:
+            continue
+        if isinstance(d, ast.Attribute) and d.attr in _ACCESSOR_DECORATORS:
+            continue
+        return False
+    return True
+
+
+def class_shape(node: ast.ClassDef) -> str:
+    """What of a class a block defines must stay the same for staging to patch the live class in place:
+    bases, keywords, decorators and every class-body statement that is not a def (the defs are patched)."""
+    body = [s for s in node.body if not isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef)]
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+    return _dump(node.bases) + _dump(node.keywords) + _dump(node.decorator_list) + _dump(body)
+
+
+def _binds_plainly(stmt: ast.stmt) -> bool:
+    if isinstance(stmt, ast.ImportFrom) and any(a.name == "*" for a in stmt.names):
+        return False
+    if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        # a decorator runs code and returns another object: not patchable in place
+        if stmt.decorator_list:
+            return False
+        if isinstance(stmt, ast.ClassDef):
+            return all(
+                _plain_decorators(s)
+                for s in stmt.body
+                if isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef)
+            )
+        return True
+    if isinstance(stmt, _BINDING):
+        return True
+    if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
+        return True  # a docstring-like constant
+    return _assigned_names(stmt) is not None
 
 
 def _dump(node: ast.AST | Sequence[ast.AST] | None) -> str:
@@ -237,6 +332,106 @@ def _names_read_now(node: ast.AST) -> set[str]:
             stack.extend(d for d in [*n.args.defaults, *n.args.kw_defaults] if d is not None)
             continue
         stack.extend(ast.iter_child_nodes(n))
+    return out
+
+
+# namespace builtins whose module-level uses `_named_namespace_reads` can see through
+_WHOLE_NAMESPACE = frozenset({"globals", "vars"})
+_FORMAT_FIELD = re.compile(r"%\(([^)]*)\)")
+
+
+def _format_fields(text: str) -> set[str] | None:
+    """The top-level names a `str.format` template reads (`{a.b[0]:>{w}}` -> a, w); None when a field
+    is positional (`{}`, `{0}`) or the template is malformed."""
+    out: set[str] = set()
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError:
+        return None
+    for _, field_name, spec, _ in parsed:
+        if field_name is None:
+            continue
+        head = re.split(r"[.\[]", field_name, maxsplit=1)[0]
+        if not head.isidentifier():
+            return None
+        out.add(head)
+        if spec and "{" in spec:
+            inner = _format_fields(spec)
+            if inner is None:
+                return None
+            out |= inner
+    return out
+
+
+def _named_namespace_reads(node: ast.AST) -> set[str] | None:
+    """The names a statement reads through `globals()`/`vars()` when every such use names them in the
+    source (what staging can evaluate with the patch's new values, see swap_build.exec_code):
+    `"...{name}...".format(**globals())` on a literal template, `"...%(name)s..." % globals()` on a
+    literal, and `globals()[k] = v` (a store: reads nothing). None when any other use (or locals(),
+    eval, exec) may read any name. Nested function bodies and lambdas run later and are not looked at,
+    as in `_names_read_now`."""
+    parents: dict[int, ast.AST] = {}
+    stack: list[ast.AST] = [node]
+    calls: list[ast.Call] = []
+    while stack:
+        n = stack.pop()
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            kids: list[ast.AST] = [
+                *getattr(n, "decorator_list", []),
+                *(d for d in [*n.args.defaults, *n.args.kw_defaults] if d is not None),
+            ]
+        else:
+            kids = list(ast.iter_child_nodes(n))
+        for k in kids:
+            parents[id(k)] = n
+            stack.append(k)
+        if isinstance(n, ast.Name) and n.id in _NAMESPACE_READERS and isinstance(n.ctx, ast.Load):
+            parent = parents.get(id(n))
+            if not (
+                n.id in _WHOLE_NAMESPACE
+                and isinstance(parent, ast.Call)
+                and parent.func is n
+                and not parent.args
+                and not parent.keywords
+            ):
+                return None
+            calls.append(parent)
+    out: set[str] = set()
+    for call in calls:
+        parent = parents.get(id(call))
+        if isinstance(parent, ast.Subscript) and parent.value is call:
+            if isinstance(parent.ctx, ast.Store | ast.Del):
+                continue  # globals()[k] = v binds a name, reads none
+            return None
+        if isinstance(parent, ast.keyword) and parent.arg is None:
+            fmt = parents.get(id(parent))
+            if (
+                isinstance(fmt, ast.Call)
+                and not fmt.args
+                and len(fmt.keywords) == 1
+                and isinstance(fmt.func, ast.Attribute)
+                and fmt.func.attr == "format"
+                and isinstance(fmt.func.value, ast.Constant)
+                and isinstance(fmt.func.value.value, str)
+            ):
+                fields = _format_fields(fmt.func.value.value)
+                if fields is None:
+                    return None
+                out |= fields
+                continue
+            return None
+        if (
+            isinstance(parent, ast.BinOp)
+            and isinstance(parent.op, ast.Mod)
+            and parent.right is call
+            and isinstance(parent.left, ast.Constant)
+            and isinstance(parent.left.value, str | bytes)
+        ):
+            template = parent.left.value
+            text = template.decode("latin-1") if isinstance(template, bytes) else template
+            out |= set(_FORMAT_FIELD.findall(text))
+            continue
+        return None
     return out
 
 
@@ -536,6 +731,7 @@ class _Walker:
     def walk(self, tree: ast.Module, code: CodeType) -> ModuleWalk:
         pool = _consts_by_qualname(code)
         statements: list[tuple[str, str]] = []
+        statement_nodes: list[ast.stmt] = []
         future: list[ast.stmt] = []
         body = tree.body
         if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
@@ -564,10 +760,14 @@ class _Walker:
             else:
                 reader = "<module>"
             reads = _names_read_now(stmt)
+            if reads & _NAMESPACE_READERS:
+                named = _named_namespace_reads(stmt)
+                if named is None:
+                    namespace_readers.add(reader)
+                else:  # every use names what it reads: it reads those, like any other statement
+                    reads = (reads - _WHOLE_NAMESPACE) | named
             for read in reads:
                 readers.setdefault(read, set()).add(reader)
-            if reads & _NAMESPACE_READERS:
-                namespace_readers.add(reader)
         for stmt in body:
             names = _assigned_names(stmt)
             if (
@@ -587,6 +787,7 @@ class _Walker:
             elif isinstance(stmt, ast.ImportFrom) and any(a.name == "*" for a in stmt.names):
                 # binds names the source does not show: module-level code, not a target
                 statements.append((ast.dump(stmt), self._segment(stmt) or ast.unparse(stmt)))
+                statement_nodes.append(stmt)
             elif isinstance(stmt, ast.Import | ast.ImportFrom):
                 for bound, what in _import_bindings(stmt):
                     self.definitions.pop(bound, None)
@@ -602,6 +803,11 @@ class _Walker:
             elif not _is_main_guard(stmt):
                 text = self._segment(stmt) or ast.unparse(stmt)
                 statements.append((ast.dump(stmt), text))
+                statement_nodes.append(stmt)
+        imported = _module_scope_imports(body)
+        if imported:
+            prelude = ast.If(test=ast.Constant(False), body=imported, orelse=[])
+            future.append(ast.fix_missing_locations(ast.copy_location(prelude, imported[0])))
         for info in self.classes.values():
             for read, by in info.body_reads.items():
                 readers.setdefault(f"{info.qualname}.{read}", set()).update(by)
@@ -616,7 +822,28 @@ class _Walker:
             namespace_readers=namespace_readers,
             mutated=_mutated(tree),
             from_imports=from_imports(tree),
+            statement_nodes=statement_nodes,
         )
+
+
+def _module_scope_imports(body: list[ast.stmt]) -> list[ast.stmt]:
+    """The import statements (not `*`, not `__future__`) that bind names in the module's scope: at top
+    level and inside top-level blocks, not inside defs and classes."""
+    out: list[ast.stmt] = []
+    stack: list[ast.AST] = list(reversed(body))
+    while stack:
+        n = stack.pop()
+        if isinstance(n, ast.Import) or (
+            isinstance(n, ast.ImportFrom)
+            and n.module != "__future__"
+            and not any(a.name == "*" for a in n.names)
+        ):
+            out.append(n)
+        elif isinstance(n, ast.stmt) and not isinstance(
+            n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+        ):
+            stack.extend(reversed([c for c in ast.iter_child_nodes(n) if isinstance(c, ast.stmt)]))
+    return out
 
 
 def walk_source(source: str, filename: str = "<livepatch>") -> ModuleWalk:

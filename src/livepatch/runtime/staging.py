@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import ast
 import enum
+import hashlib
 import re
 import sys
 import weakref
@@ -68,9 +69,16 @@ from livepatch.patch.compiled import (
     defaults_plan,
 )
 from livepatch.patch.fingerprint import code_fingerprint
-from livepatch.patch.model import ChangeKind, DefinitionKind, ModulePatch, PatchSpec, TargetChange
+from livepatch.patch.model import (
+    BOUND_BY_BLOCK,
+    ChangeKind,
+    DefinitionKind,
+    ModulePatch,
+    PatchSpec,
+    TargetChange,
+)
 from livepatch.patch.patchability import FUNCTION_KINDS, replacement_problems
-from livepatch.patch.walk import Definition, ModuleWalk, walk_source
+from livepatch.patch.walk import Definition, ModuleWalk, binds_only, walk_source
 from livepatch.runtime.resolve import ResolveError, resolve_function, resolve_owner
 from livepatch.runtime.swap import MISSING, BindOp, CodeOp, StagedPatch, make_staged_patch
 from livepatch.runtime.swap_build import LiveBuilder, new_module
@@ -344,6 +352,9 @@ class _ModuleStager:
         return True
 
     def stage_added(self, change: TargetChange) -> None:
+        if change.old_value == BOUND_BY_BLOCK and change.definition is DefinitionKind.IMPORT:
+            self.stage_import_over_block(change)
+            return
         if self.staged_import(change):
             return
         code = self.added.get(change.qualname)
@@ -370,8 +381,11 @@ class _ModuleStager:
             cls = resolve_owner(self.module, d.owner)
         except ResolveError as exc:
             raise PatchRefused(f"{self.name(change.qualname)} cannot be added: {exc}") from exc
-        if d.kind is DefinitionKind.VALUE:
+        if change.old_fingerprint is not None or change.old_value is not None:
+            self.check_replaced_member(cls, d, change)
+        elif d.kind is DefinitionKind.VALUE:
             self.check_unbound(cls, change)
+        if d.kind is DefinitionKind.VALUE:
             self.check_not_enum(cls, change.qualname)
             value = self.build.eval_expr(_assigned_value(d), cls, change.qualname)
         elif d.kind is DefinitionKind.CLASS:
@@ -379,6 +393,158 @@ class _ModuleStager:
         else:
             value = self.build.build_function(d, cls)
         self.bind(cls, d.name, value, change.qualname)
+
+    def stage_import_over_block(self, change: TargetChange) -> None:
+        """A new top-level import of a name the old version bound in an if/try block: accepted when the
+        import binds the very object the live name holds (nothing to rebind), or the name is unbound."""
+        d = self.new_definition(change)
+        bound = self.build.exec_statement(d.node, change.qualname)
+        if d.name not in bound:
+            raise self.refuse(change.qualname, "the new import did not bind its name")
+        live = vars(self.module).get(d.name, MISSING)
+        if live is MISSING:
+            self.bind(self.module, d.name, bound[d.name], change.qualname)
+        elif live is not bound[d.name]:
+            raise self.refuse(
+                change.qualname,
+                f"the new import ({d.decorators}) binds another object than the one the old version's "
+                "module-level block bound; fix: import the new thing under a new name",
+            )
+
+    def stage_block(self, change: TargetChange) -> None:
+        """Run a module-level if/try block that only binds names (walk.binds_only) again in the live
+        module, into a private namespace: its tests pick the branch this server took. Then for each
+        name the branch binds: unbound in the live module -> bound on swap; the very same object (an
+        import), or an equal str/bytes/number/None/tuple of them -> nothing; a function -> its code
+        (and changed defaults) swapped in place, the live function object kept; a class -> its methods
+        patched in place the same way, new plain methods added, everything else must be the same;
+        anything else -> refused (a new object would leave every holder of the old one behind)."""
+        node = self.walk.block(change.qualname)
+        if (
+            node is None
+            or hashlib.sha256(ast.dump(node).encode()).hexdigest() != change.new_fingerprint
+            or not binds_only(node)
+        ):
+            raise self.refuse(
+                change.qualname, "the patch's new source does not have this block (corrupt patch)"
+            )
+        bound = self.build.exec_statement(node, change.qualname)
+        names = sorted(_block_names(node))
+        for name in names:
+            if name not in bound:
+                continue  # bound in a branch this server did not take
+            value = bound[name]
+            live = vars(self.module).get(name, MISSING)
+            where = f"{change.qualname} ({name})"
+            if live is MISSING:
+                self.bind(self.module, name, value, where)
+            elif live is value or _same_constant(live, value):
+                continue
+            elif isinstance(live, FunctionType) and isinstance(value, FunctionType):
+                self.swap_in_place(where, live, value)
+            elif isinstance(live, type) and isinstance(value, type):
+                self.patch_class_in_place(where, live, value)
+            else:
+                raise self.refuse(
+                    where,
+                    f"the block binds `{name}` to another {type(value).__name__} than the live one; "
+                    "a new object would leave its holders with the old one; fix: keep the block as "
+                    "it is, or set it in a post_patch hook",
+                )
+
+    def swap_in_place(self, where: str, live: FunctionType, new: FunctionType) -> None:
+        """Give live function `live` the code (and, when they differ, the defaults) of `new`."""
+        if live_fingerprint(live.__code__) == code_fingerprint(new.__code__) and _same_defaults(
+            live, new
+        ):
+            return
+        problems = replacement_problems(where, live.__code__, new.__code__)
+        if problems:
+            raise self.refuse(where, str(problems[0]))
+        defaults = (
+            live.__defaults__ if _same(live.__defaults__, new.__defaults__) else new.__defaults__
+        )
+        kwdefaults = (
+            live.__kwdefaults__
+            if _same(live.__kwdefaults__, new.__kwdefaults__)
+            else new.__kwdefaults__
+        )
+        if any(op.func is live for op in self.codes):
+            raise self.refuse(where, "the same live function is patched twice (corrupt patch)")
+        self.codes.append(
+            CodeOp(
+                self.name(where),
+                live,
+                live.__code__,
+                _relocated(new.__code__, self.filename),
+                live.__defaults__,
+                defaults,
+                live.__kwdefaults__,
+                kwdefaults,
+            )
+        )
+
+    def patch_class_in_place(self, where: str, live: type, new: type) -> None:
+        """A class a block defines again: same bases, its functions patched in place (plain methods,
+        static and class methods, property accessors), new plain methods added; any other class-level
+        difference is refused."""
+        if live.__bases__ != new.__bases__ or type(live) is not type(new):
+            raise self.refuse(
+                where, "the block's class has other bases or another metaclass than the live one"
+            )
+        live_ns, new_ns = vars(live), vars(new)
+        for attr, value in new_ns.items():
+            if attr in _CLASS_NOISE:
+                continue
+            old = live_ns.get(attr, MISSING)
+            pairs = _function_pairs(old, value)
+            if pairs is not None:
+                for a, b in pairs:
+                    self.swap_in_place(f"{where}.{attr}", a, b)
+            elif (
+                old is MISSING
+                and isinstance(value, FunctionType)
+                and not value.__code__.co_freevars
+            ):
+                value.__qualname__ = f"{live.__qualname__}.{attr}"
+                self.bind(live, attr, value, f"{where}.{attr}")
+            elif old is value or _same_constant(old, value):
+                continue
+            else:
+                raise self.refuse(
+                    f"{where}.{attr}",
+                    "the block's class changes this class-level member in a way that cannot be done "
+                    "in place (a value, a descriptor, a new method using super()); fix: keep it",
+                )
+
+    def check_replaced_member(self, cls: Any, d: Definition, change: TargetChange) -> None:
+        """An added class member that replaces one of another kind (patch.diff: a method becoming a
+        value, or the reverse): the live attribute must be what the old version bound, the very method
+        (by fingerprint) or what the old value's expression evaluates to, else the class was changed at
+        run time or the server runs another version."""
+        live = vars(cls).get(d.name, MISSING)
+        if change.old_fingerprint is not None:
+            ok = isinstance(live, FunctionType) and (
+                live_fingerprint(live.__code__) == change.old_fingerprint
+            )
+            was = "the old method"
+        else:
+            assert change.old_value is not None
+            try:
+                expr = ast.parse(change.old_value, mode="eval").body
+            except SyntaxError as exc:
+                raise self.refuse(
+                    change.qualname, f"the patch's old value does not compile: {exc}"
+                ) from exc
+            before = self.build.eval_expr(expr, cls, change.qualname)
+            ok = live is before or (type(live) is type(before) and _equal(live, before))
+            was = f"what the old version's `{_short(change.old_value)}` builds"
+        if not ok:
+            raise self.refuse(
+                change.qualname,
+                f"replaces a class member of another kind, but the live one is not {was}: it was "
+                "changed at run time or the server runs another version; fix: keep the old member",
+            )
 
     def check_unbound(self, owner: Any, change: TargetChange) -> None:
         """An added VALUE must not exist yet: if the live namespace has the name, code the differ did not
@@ -535,12 +701,79 @@ class _ModuleStager:
                 self.stage_changed_value(change)
             elif change.definition is DefinitionKind.IMPORT:
                 self.stage_changed_import(change)
+            elif change.definition is DefinitionKind.BLOCK:
+                self.stage_block(change)
             elif change.definition in FUNCTION_KINDS:
                 self.stage_changed_function(change)
             else:
                 raise self.refuse(
                     change.qualname, f"a changed {change.definition} cannot be live-patched"
                 )
+
+
+# class attributes every class statement makes anew: not members to compare
+_CLASS_NOISE = frozenset({"__dict__", "__weakref__", "__module__", "__qualname__", "__doc__"})
+_CONSTANTS = (str, bytes, int, float, complex, bool, type(None))
+
+
+def _same_constant(a: Any, b: Any) -> bool:
+    """Equal immutable constants (and tuples of them): rebinding one to the other changes nothing."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, tuple):
+        return len(a) == len(b) and all(_same_constant(x, y) for x, y in zip(a, b, strict=True))
+    return isinstance(a, _CONSTANTS) and _equal(a, b)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Two __defaults__ tuples / __kwdefaults__ dicts that hold the same or equal constant values."""
+    if a is None or b is None:
+        return a is b
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(a[k] is b[k] or _same_constant(a[k], b[k]) for k in a)
+    return len(a) == len(b) and all(
+        x is y or _same_constant(x, y) for x, y in zip(a, b, strict=True)
+    )
+
+
+def _same_defaults(a: FunctionType, b: FunctionType) -> bool:
+    return _same(a.__defaults__, b.__defaults__) and _same(a.__kwdefaults__, b.__kwdefaults__)
+
+
+def _function_pairs(old: Any, new: Any) -> list[tuple[FunctionType, FunctionType]] | None:
+    """(live function, new function) pairs to patch when a class member is the same kind of
+    function-holding object in both versions; None otherwise."""
+    if isinstance(old, FunctionType) and isinstance(new, FunctionType):
+        return [(old, new)]
+    if type(old) is type(new) and isinstance(old, staticmethod | classmethod):
+        a, b = old.__func__, new.__func__
+        if isinstance(a, FunctionType) and isinstance(b, FunctionType):
+            return [(a, b)]
+        return None
+    if type(old) is property and type(new) is property:
+        pairs: list[tuple[FunctionType, FunctionType]] = []
+        for part in ("fget", "fset", "fdel"):
+            a, b = getattr(old, part), getattr(new, part)
+            if a is None and b is None:
+                continue
+            if not (isinstance(a, FunctionType) and isinstance(b, FunctionType)):
+                return None
+            pairs.append((a, b))
+        return pairs
+    return None
+
+
+def _block_names(node: ast.stmt) -> set[str]:
+    """Every name a binds-only block may bind, in any branch."""
+    out: set[str] = set()
+    for n in ast.walk(node):
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            out.add(n.name)
+        elif isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+            out.add(n.id)
+        elif isinstance(n, ast.alias):
+            out.add(n.asname or n.name.split(".")[0])
+    return out
 
 
 def _wraps(obj: Any, func: FunctionType) -> bool:

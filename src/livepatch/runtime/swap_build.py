@@ -90,9 +90,16 @@ class LiveBuilder:
         if cached is not None:
             return cached[1]
         # what this patch added to the module so far (a new table naming a new function) is visible
-        bound: dict[str, Any] = dict(self._overlay.get(id(self.module), {}))
+        staged = self._overlay.get(id(self.module), {})
+        bound: dict[str, Any] = dict(staged)
+        namespace: dict[str, Any] = vars(self.module)
+        if staged and _reads_globals(code):
+            # `"{vchar}+".format(**globals())` must see the patch's new values too, as the new module's
+            # body would: a copy of the live namespace with them (only for a statement that creates no
+            # function, class or generator, which would keep the copy as its globals)
+            namespace = {**namespace, **staged}
         try:
-            exec(code, vars(self.module), bound)
+            exec(code, namespace, bound)
         except Exception as exc:
             raise self.refuse(qualname, f"executing the new definition failed: {exc!r}") from exc
         self._exec_cache[id(code)] = (
@@ -216,6 +223,21 @@ class LiveBuilder:
         except Exception as exc:
             raise self.refuse(d.qualname, f"creating the new class failed: {exc!r}") from exc
         return self.decorate(cls, node, outer, d.qualname)
+
+
+_COMPREHENSIONS = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>"})
+
+
+def _reads_globals(code: CodeType) -> bool:
+    """Whether a statement's code calls globals()/vars() and creates nothing that outlives it holding
+    its globals (a function, class, lambda or generator: only comprehensions, which run at once)."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            if const.co_name not in _COMPREHENSIONS:
+                return False
+            names |= set(const.co_names)
+    return bool(names & {"globals", "vars"})
 
 
 def _equal(a: Any, b: Any) -> bool:

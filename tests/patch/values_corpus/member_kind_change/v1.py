@@ -1,0 +1,20 @@
+"""A method becomes a class-level value and an alias becomes a method (waitress b33f1aeb9f, e902f28836)."""
+
+
+class Buffer:
+    def __init__(self, data=b""):
+        self.data = data
+
+    def __bool__(self):
+        return True
+
+    __nonzero__ = __bool__
+
+    def _close(self):
+        return "closed"
+
+    def close(self):
+        return self._close() if self._close is not None else "nothing to close"
+
+
+LIVE = Buffer()
