@@ -6,29 +6,15 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.conftest import free_port
 from tests.replication.nodes import Node, wait_serving
 from tests.replication.workload import Reader, Writer, check
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[int, Node, Node]]:
-    port = free_port()
-    a = Node("a", free_port(), tmp_path)
-    b = Node("b", free_port(), tmp_path)
-    try:
-        yield port, a, b
-    finally:
-        for node in (a, b):
-            node.kill()
 
 
 def test_takeover_serves_the_acknowledged_data_on_the_same_port(

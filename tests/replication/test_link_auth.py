@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,18 +16,6 @@ from tests.conftest import free_port
 from tests.replication.nodes import Node, wait_serving
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[int, Node, Node]]:
-    port = free_port()
-    a = Node("a", free_port(), tmp_path)
-    b = Node("b", free_port(), tmp_path)
-    try:
-        yield port, a, b
-    finally:
-        for node in (a, b):
-            node.kill()
 
 
 def _secret(tmp_path: Path, name: str, text: str, mode: int = 0o600) -> str:

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import redis
 
-from tests.conftest import free_port
 from tests.replication.nodes import Node
 
 pytestmark = pytest.mark.timeout(180)
@@ -28,20 +26,6 @@ READS: dict[str, Callable[[redis.Redis], Any]] = {
     "RANDOMKEY": lambda c: c.randomkey(),
     "EXISTS": lambda c: c.exists("fresh"),
 }
-
-
-@pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[int, Node, Node]]:
-    port = free_port()
-    a = Node("a", free_port(), tmp_path)
-    b = Node("b", free_port(), tmp_path)
-    try:
-        yield port, a, b
-    finally:
-        for node in (a, b):
-            if node.alive():
-                node.signal(signal.SIGCONT)
-            node.kill()
 
 
 def _in_thread(port: int, fn: Callable[[redis.Redis], Any], db: int = 0) -> dict[str, Any]:

@@ -8,13 +8,10 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
 
-from tests.conftest import free_port
 from tests.replication.faultproxy import FaultProxy
 from tests.replication.nodes import Node, wait_serving
 from tests.replication.workload import Writer, check
@@ -23,20 +20,6 @@ pytestmark = pytest.mark.timeout(240)
 
 BOUND_MS = 500  # --standby-timeout-ms in these tests
 SLACK_S = 2.0  # scheduling on a busy 2-core machine
-
-
-@pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[int, Node, Node]]:
-    port = free_port()
-    a = Node("a", free_port(), tmp_path)
-    b = Node("b", free_port(), tmp_path)
-    try:
-        yield port, a, b
-    finally:
-        for node in (a, b):
-            if node.alive():
-                node.signal(signal.SIGCONT)
-            node.kill()
 
 
 def _acked_after(writer: Writer, since: float) -> list[float]:

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ import pytest
 import redis
 
 from livepatch.replication import query
-from tests.conftest import free_port
 from tests.replication.nodes import Node, wait_serving
 from tests.replication.workload import Writer, check, retrying_client, single_shot_client
 
@@ -29,20 +27,6 @@ pytestmark = pytest.mark.timeout(240)
 
 WRITERS = 4
 MORE_ACKS = 50  # acknowledged SETs each writer makes after a switchover before the next step
-
-
-@pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[int, Node, Node]]:
-    port = free_port()
-    a = Node("a", free_port(), tmp_path)
-    b = Node("b", free_port(), tmp_path)
-    try:
-        yield port, a, b
-    finally:
-        for node in (a, b):
-            if node.alive():
-                node.signal(signal.SIGCONT)
-            node.kill()
 
 
 def _switchover(node: Node, *flags: str) -> subprocess.CompletedProcess[str]:
