@@ -57,6 +57,9 @@ def open_connection(path: str, config: SqlConfig) -> sqlite3.Connection:
     mode = "NORMAL" if config.synchronous == "full" else config.synchronous.upper()
     conn.execute(f"PRAGMA synchronous = {mode}")
     conn.execute("PRAGMA foreign_keys = ON")
+    # PostgreSQL's LIKE is case-sensitive ('aB' LIKE '%b' is false); SQLite's is not by default.
+    # ILIKE reaches SQLite as lower(a) LIKE lower(b) (sqlglot), so it stays case-insensitive.
+    conn.execute("PRAGMA case_sensitive_like = ON")
     conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
     return conn
 

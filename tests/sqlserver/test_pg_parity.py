@@ -38,6 +38,10 @@ QUERIES = [
     "select id, price, ratio from parity_m order by id",
     "select price as p from parity_m where id = 1",
     "select sum(ratio) from parity_m",  # 0.1 + 0.2 + 0.25 in doubles is 0.55000000000000004
+    # LIKE is case-sensitive, ILIKE is not (SQLite's LIKE ignored case: CH-benCHmark Q2/Q16/Q19 differed)
+    "select 'aB' like '%b', 'aB' like '%B', 'aB' not like 'A%', 'aB' ilike 'A%b'",
+    "select v from parity_k4 where v like 'A%' order by id",
+    "select v from parity_k4 where v ilike 'A%' order by id",
 ]
 
 
