@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -33,25 +34,13 @@ def _variant(work: Path, name: str, edit: tuple[str, str, str] | None) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def patches() -> Iterator[dict[str, Path]]:
-    """good: PING answers PANG; bad: GET appends '!' to every value; slow: GET takes 5 ms more;
-    hang: GET never returns; getrange: GETRANGE key end start. Built with `livepatch diff`, as an operator does."""
-    work = Path(tempfile.mkdtemp(prefix="lp-mve-p-"))
+@contextmanager
+def built_patches(prefix: str, edits: dict[str, tuple[str, str, str]]) -> Iterator[dict[str, Path]]:
+    """One .lpatch per edit (name -> (file, old, new) in kvserver), each diffed against unchanged
+    kvserver with `livepatch diff`, as an operator does; the work directory is removed afterwards."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
     try:
         v1 = _variant(work, "v1", None)
-        edits = {
-            "good": ("commands/connection.py", PING, PANG),
-            "bad": (
-                "commands/strings.py",
-                *_get_edit('({v} + b"!") if isinstance({v}, bytes) else {v}'),
-            ),
-            # Right answers, but slow (the follower falls behind) or never (it hangs).
-            "slow": ("commands/strings.py", *_get_edit('__import__("time").sleep(0.005) or {v}')),
-            "hang": ("commands/strings.py", *_get_edit("[0 for _ in iter(int, 1)] and {v}")),
-            # v2's GETRANGE takes the end first (a request rewrite maps the old form to it).
-            "getrange": ("commands/strings.py", GETRANGE_ARGS, GETRANGE_SWAPPED),
-        }
         out: dict[str, Path] = {}
         for name, edit in edits.items():
             root = _variant(work, name, edit)
@@ -64,6 +53,26 @@ def patches() -> Iterator[dict[str, Path]]:
         yield out
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def patches() -> Iterator[dict[str, Path]]:
+    """good: PING answers PANG; bad: GET appends '!' to every value; slow: GET takes 5 ms more;
+    hang: GET never returns; getrange: GETRANGE key end start. Built with `livepatch diff`, as an operator does."""
+    edits = {
+        "good": ("commands/connection.py", PING, PANG),
+        "bad": (
+            "commands/strings.py",
+            *_get_edit('({v} + b"!") if isinstance({v}, bytes) else {v}'),
+        ),
+        # Right answers, but slow (the follower falls behind) or never (it hangs).
+        "slow": ("commands/strings.py", *_get_edit('__import__("time").sleep(0.005) or {v}')),
+        "hang": ("commands/strings.py", *_get_edit("[0 for _ in iter(int, 1)] and {v}")),
+        # v2's GETRANGE takes the end first (a request rewrite maps the old form to it).
+        "getrange": ("commands/strings.py", GETRANGE_ARGS, GETRANGE_SWAPPED),
+    }
+    with built_patches("lp-mve-p-", edits) as out:
+        yield out
 
 
 def _get_edit(expression: str) -> tuple[str, str]:

@@ -7,8 +7,6 @@ other connections received, not only the caller's reply."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.mve.conftest import _variant
+from tests.mve.conftest import built_patches
 from tests.mve.mve_helpers import background_update, held, start_server, wait_for_status
 from tests.support import livepatch_cli, wait_for
 
@@ -33,25 +31,12 @@ POP_WRONG_END_ON_WAKE = (
 def wake_patches() -> Iterator[dict[str, Path]]:
     """same: a no-op change of blocking.py (the update validates the wake-up path as it is);
     wrong_end: BLPOP served on wake-up pops the last element."""
-    work = Path(tempfile.mkdtemp(prefix="lp-mve-b-"))
-    try:
-        v1 = _variant(work, "v1", None)
-        edits = {
-            "same": ("commands/blocking.py", POP, POP_SAME),
-            "wrong_end": ("commands/blocking.py", POP, POP_WRONG_END_ON_WAKE),
-        }
-        out: dict[str, Path] = {}
-        for name, edit in edits.items():
-            root = _variant(work, name, edit)
-            target = work / f"{name}.lpatch"
-            done = livepatch_cli(
-                "diff", str(v1), str(root), "--package", "kvserver", "-o", str(target)
-            )
-            assert done.returncode == 0, done.stdout + done.stderr
-            out[name] = target
+    edits = {
+        "same": ("commands/blocking.py", POP, POP_SAME),
+        "wrong_end": ("commands/blocking.py", POP, POP_WRONG_END_ON_WAKE),
+    }
+    with built_patches("lp-mve-b-", edits) as out:
         yield out
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def _blocked(r: Any, count: int) -> bool:
