@@ -488,6 +488,22 @@ class _Differ:
                 return True
         return False
 
+    def _copy_was_read(self, name: str, source: str, how: str) -> bool:
+        """Refuse (True) when the module body read its copy of `name` (from `source`, which the patch
+        changes) into something this patch does not evaluate again: that holds the old value."""
+        readers = self.old.readers.get(name, set()) - {name}
+        readers = {r for r in readers if not self._reevaluated(r, "")}
+        if not readers:
+            return False
+        names = ", ".join(f"`{r}`" for r in sorted(readers)[:3])
+        self.refuse(
+            RefusalKind.MODULE_STATE,
+            name,
+            f"`{name}` ({how}) was read by {names} when the module body ran: they hold the old value",
+            f"import the module and read `{source.rpartition('.')[2]}.{name}` at call time",
+        )
+        return True
+
     def follow(self, qualname: str, old: Definition, new: Definition) -> None:
         """`from m import N` where the patch changes `m.N`: the copy is rebound to the new value (a
         CHANGED import whose old_value is the import statement: staging takes the value `m`'s stager
@@ -501,17 +517,9 @@ class _Differ:
                 "change one of them in this patch and the other in the next",
             )
             return
-        readers = self.old.readers.get(qualname, set()) - {qualname}
-        readers = {r for r in readers if not self._reevaluated(r, "")}
-        if readers:
-            names = ", ".join(f"`{r}`" for r in sorted(readers)[:3])
-            self.refuse(
-                RefusalKind.MODULE_STATE,
-                qualname,
-                f"`{qualname}` (imported by name from {source}, which changes it) was read by {names} "
-                "when the module body ran: they hold the old value",
-                f"import the module and read `{source.rpartition('.')[2]}.{qualname}` at call time",
-            )
+        if self._copy_was_read(
+            qualname, source, f"imported by name from {source}, which changes it"
+        ):
             return
         self.changes.append(
             TargetChange(qualname, ChangeKind.CHANGED, new.kind, old_value=new.decorators)
@@ -521,17 +529,9 @@ class _Differ:
         """`from source import *` may have copied `name`, which the patch changes in `source`: staging
         rebinds the copy when the live one is the very object `source` holds (when `__all__` left the
         name out there is no copy and nothing changes), unless something read it at import time."""
-        readers = self.old.readers.get(name, set()) - {name}
-        readers = {r for r in readers if not self._reevaluated(r, "")}
-        if readers:
-            names = ", ".join(f"`{r}`" for r in sorted(readers)[:3])
-            self.refuse(
-                RefusalKind.MODULE_STATE,
-                name,
-                f"`{name}` (copied by `from {source} import *`, which changes it) was read by {names} "
-                "when the module body ran: they hold the old value",
-                f"import the module and read `{source.rpartition('.')[2]}.{name}` at call time",
-            )
+        if self._copy_was_read(
+            name, source, f"copied by `from {source} import *`, which changes it"
+        ):
             return
         self.changes.append(
             TargetChange(
