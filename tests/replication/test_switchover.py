@@ -130,43 +130,16 @@ def test_switchover_refused_with_a_reason(pair: tuple[int, Node, Node], tmp_path
     assert a.status()["role"] == "primary"
 
 
-def test_sigterm_answers_held_replies_once_the_standby_holds_them(
-    pair: tuple[int, Node, Node],
-) -> None:
+def _held_write(
+    pair: tuple[int, Node, Node], standby_timeout_ms: str
+) -> tuple[dict[str, Any], threading.Thread]:
+    """A protected primary a whose standby b is stopped (SIGSTOP), and one SET whose reply a holds. The
+    thread ends when the SET is answered ("reply") or its connection closes ("error")."""
     port, a, b = pair
     b.start_standby(port, a)
-    a.start_primary(port, b, "--on-standby-loss", "hold", "--standby-timeout-ms", "60000")
-    a.wait_protected()
-    b.signal(signal.SIGSTOP)
-    box: dict[str, Any] = {}
-    replied = threading.Event()
-
-    def write() -> None:
-        try:
-            with single_shot_client(port) as c:
-                box["reply"] = c.set("k", "v")
-        except redis.ConnectionError as exc:
-            box["error"] = exc
-        replied.set()
-
-    threading.Thread(target=write, daemon=True).start()
-    a.wait_status(lambda s: s["held_replies"] >= 1, 30, "the write held")
-    a.signal(signal.SIGTERM)  # it drains: waits for the standby before closing
-    a.wait_log("replication: draining")  # executes nothing more, holds the reply, waits
-    b.signal(signal.SIGCONT)
-    assert replied.wait(60)
-    assert box.get("reply") is True, box  # answered, not dropped
-    wait_serving(port, 30)
-    with retrying_client(port) as c:
-        assert c.get("k") == b"v"
-
-
-def test_sigterm_never_answers_a_write_the_standby_does_not_hold(
-    pair: tuple[int, Node, Node],
-) -> None:
-    port, a, b = pair
-    b.start_standby(port, a)
-    a.start_primary(port, b, "--on-standby-loss", "hold", "--standby-timeout-ms", "300")
+    a.start_primary(
+        port, b, "--on-standby-loss", "hold", "--standby-timeout-ms", standby_timeout_ms
+    )
     a.wait_protected()
     b.signal(signal.SIGSTOP)
     box: dict[str, Any] = {}
@@ -181,6 +154,30 @@ def test_sigterm_never_answers_a_write_the_standby_does_not_hold(
     t = threading.Thread(target=write, daemon=True)
     t.start()
     a.wait_status(lambda s: s["held_replies"] >= 1, 30, "the write held")
+    return box, t
+
+
+def test_sigterm_answers_held_replies_once_the_standby_holds_them(
+    pair: tuple[int, Node, Node],
+) -> None:
+    port, a, b = pair
+    box, t = _held_write(pair, "60000")
+    a.signal(signal.SIGTERM)  # it drains: waits for the standby before closing
+    a.wait_log("replication: draining")  # executes nothing more, holds the reply, waits
+    b.signal(signal.SIGCONT)
+    t.join(60)
+    assert not t.is_alive()
+    assert box.get("reply") is True, box  # answered, not dropped
+    wait_serving(port, 30)
+    with retrying_client(port) as c:
+        assert c.get("k") == b"v"
+
+
+def test_sigterm_never_answers_a_write_the_standby_does_not_hold(
+    pair: tuple[int, Node, Node],
+) -> None:
+    _, a, b = pair
+    box, t = _held_write(pair, "300")
     a.signal(signal.SIGTERM)  # the standby stays stopped: the drain gives up after 300 ms
     assert a.process is not None and a.process.proc is not None
     a.process.proc.wait(timeout=60)
