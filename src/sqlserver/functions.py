@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from sqlserver import results as r
 from sqlserver.config import SERVER_VERSION
+from sqlserver.extract import extract
 from sqlserver.protocol.errors import DIVISION_BY_ZERO, PgError
 
 INVALID_REGULAR_EXPRESSION = "2201B"  # not in the codec's SQLSTATE table (yet)
@@ -81,6 +82,12 @@ def install(conn: sqlite3.Connection, host: FunctionHost) -> None:
         except re.error as e:
             _fail(host, PgError(INVALID_REGULAR_EXPRESSION, f"invalid regular expression: {e}"))
 
+    def pg_extract(field: Any, value: Any) -> Any:
+        try:
+            return extract(str(field), value)
+        except PgError as e:
+            _fail(host, e)
+
     def current_setting(name: str, missing_ok: Any = 0) -> str | None:
         return host.current_setting(str(name), bool(missing_ok))
 
@@ -141,6 +148,8 @@ def install(conn: sqlite3.Connection, host: FunctionHost) -> None:
         ("pg_mod", 2, pg_mod),
         ("pg_regex", 3, pg_regex),
         ("regexp", 2, lambda p, s: pg_regex(s, p, "")),
+        ("extract", 2, pg_extract),  # EXTRACT(f FROM x) and date_part('f', x): rewrite.py
+        ("ascii", 1, lambda s: None if s is None else (ord(str(s)[0]) if str(s) else 0)),
         ("current_setting", 1, current_setting),
         ("current_setting", 2, current_setting),
         ("set_config", 3, set_config),

@@ -67,6 +67,8 @@ _FUNCTION_TYPES = {
     "set_config": r.TEXT,
     "md5": r.TEXT,
     "to_char": r.TEXT,
+    "extract": r.NUMERIC,  # PostgreSQL 14+: EXTRACT answers numeric (extract.py)
+    "ascii": r.INT4,
 }
 _BOOL_NODES = (
     exp.Predicate,

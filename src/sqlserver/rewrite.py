@@ -92,6 +92,22 @@ def _sub(node: exp.Expression) -> exp.Expression:
     return node.transform(_expression_rewrite, copy=False)
 
 
+def _extract_source(node: exp.Expression) -> exp.Expression:
+    """EXTRACT's source; a typed literal stays its text (SQLite's DATETIME() would drop a fraction)."""
+    if (
+        isinstance(node, exp.Cast)
+        and isinstance(node.this, exp.Literal)
+        and node.this.is_string
+        and isinstance(node.to, exp.DataType)
+        and node.to.this in (T.TIMESTAMP, T.TIMESTAMPTZ, T.DATE)
+    ):
+        text = node.this.this.strip()
+        if node.to.this == T.DATE:
+            return exp.Literal.string(text[:10])
+        return exp.Literal.string(text if len(text) > 10 else text + " 00:00:00")
+    return _sub(node)
+
+
 def _unnest_sources(select: exp.Select) -> None:
     """FROM unnest(array) x: a json_each over the array's elements; the column x is its `value`.
 
@@ -202,6 +218,12 @@ def _expression_rewrite(node: exp.Expression) -> exp.Expression:
         )
     if isinstance(node, exp.ByteString):
         return exp.Literal.string(str(node.this))  # E'...': sqlglot has already decoded the escapes
+    if isinstance(node, exp.Extract):
+        # SQLite has no EXTRACT: extract('field', x), registered by functions.py (extract.py)
+        return exp.Anonymous(
+            this="extract",
+            expressions=[exp.Literal.string(node.name.lower()), _extract_source(node.expression)],
+        )
     if isinstance(node, exp.CurrentVersion):
         return exp.Anonymous(this="version", expressions=[])
     if isinstance(node, exp.Div) and not _is_nonzero_number(node.expression):

@@ -191,3 +191,16 @@ def test_translate_simple_reuses_one_translation():
     a, va = tr.translate_simple("SELECT abalance FROM pgbench_accounts WHERE aid = 17")
     b, vb = tr.translate_simple("SELECT abalance FROM pgbench_accounts WHERE aid = 42")
     assert a is b and (va, vb) == ([17], [42]) and tr.misses == 1
+
+
+def test_extract_and_date_part_become_one_sqlite_function():
+    """EXTRACT reached SQLite untranslated (a syntax error there); a typed literal keeps its fraction,
+    which SQLite's DATETIME() would drop."""
+    st = translate_one(
+        "select extract(YEAR from o_entry_d), date_part('dow', d), "
+        "extract(second from timestamp '2020-05-06 07:08:09.5'), extract(day from date '2020-05-06')"
+    )
+    assert st.sql == (
+        "SELECT EXTRACT('year', o_entry_d), EXTRACT('dow', d), "
+        "EXTRACT('second', '2020-05-06 07:08:09.5'), EXTRACT('day', '2020-05-06')",
+    )
