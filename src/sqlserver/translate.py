@@ -70,10 +70,32 @@ logging.getLogger("sqlglot").setLevel(logging.ERROR)
 _POSTGRES = Dialect.get_or_raise("postgres")  # its tokenizer knows $$dollar quotes$$ and E'...'
 
 
+# A parameter number with something right after it ($1,$2 or $1=$2), and what to skip to find one.
+_GLUED_PARAMETER = re.compile(r"\$\d+[^\s\d]")
+_LEXEMES = re.compile(
+    r"""[eE]'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/"""
+    r"|\$(?P<tag>[A-Za-z_][A-Za-z_0-9]*|)\$.*?\$(?P=tag)\$|(?P<param>\$\d+)(?=\S)",
+    re.DOTALL,
+)
+
+
+def space_parameters(text: str) -> str:
+    """`text` with a space after every $n parameter that has something glued to it.
+
+    sqlglot's PostgreSQL tokenizer reads `$1,$2` (psycopg's `%s,%s`), `$1=$2` or `f($1,$2)` as the
+    start of a dollar-quoted string and fails; PostgreSQL's lexer never does (a dollar-quote tag
+    cannot begin with a digit). Strings, quoted names, comments and dollar quotes are left as they are.
+    """
+    if "$" not in text or not _GLUED_PARAMETER.search(text):
+        return text
+    return _LEXEMES.sub(lambda m: m[0] + " " if m["param"] else m[0], text)
+
+
 def split_statements(text: str) -> list[str]:
     """The statements of a query string, without their terminating semicolons; blanks dropped."""
     if ";" not in text:
         return [text] if text.strip() else []
+    text = space_parameters(text)
     try:
         tokens = _POSTGRES.tokenize(text)
     except TokenError as e:
@@ -352,7 +374,7 @@ def translate_one(text: str) -> Statement:
     if simple is not None:
         return simple
     try:
-        tree = sqlglot.parse_one(text, read="postgres")
+        tree = sqlglot.parse_one(space_parameters(text), read="postgres")
     except (ParseError, TokenError) as e:
         raise PgError(SYNTAX_ERROR, f"syntax error in {clip(text)!r}: {_first_line(e)}") from None
     if tree is None:

@@ -204,3 +204,24 @@ def test_extract_and_date_part_become_one_sqlite_function():
         "SELECT EXTRACT('year', o_entry_d), EXTRACT('dow', d), "
         "EXTRACT('second', '2020-05-06 07:08:09.5'), EXTRACT('day', '2020-05-06')",
     )
+
+
+@pytest.mark.parametrize(
+    ("sql", "sqlite"),
+    [
+        ("insert into t values ($1,$2,$3)", "INSERT INTO t VALUES (?1, ?2, ?3)"),
+        (
+            "select f($1,$2), $1=$2, $1+$2, $12::int,$3",
+            "SELECT F(?1, ?2), ?1 = ?2, ?1 + ?2, CAST(?12 AS INTEGER), ?3",
+        ),
+        # what looks like a glued parameter inside a string, a name or a dollar quote stays as it is
+        (
+            "select '$1,x', \"$1,\" , $$ $1,$2 $$, $t$$1,$t$,$1",
+            "SELECT '$1,x', \"$1,\", ' $1,$2 ', '$1,', ?1",
+        ),
+        ("select E'a\\'$1,' || $1||$2", "SELECT 'a''$1,' || ?1 || ?2"),
+    ],
+)
+def test_parameters_glued_to_the_next_token(sql, sqlite):
+    """sqlglot's tokenizer took `$1,$2` (psycopg's `%s,%s`) for a dollar quote: 42601 on valid SQL."""
+    assert translate_one(sql).sql == (sqlite,)
