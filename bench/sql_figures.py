@@ -5,7 +5,9 @@
     .venv/bin/python bench/sql_figures.py fig3   # sync time, a patch every 100 ms; and against pool size
     .venv/bin/python bench/sql_figures.py fig5   # patch time against patch size, patches #1-#5
     .venv/bin/python bench/sql_figures.py tables # docs/results-sql.md's tables of figures 1-3, from DIR
-    options: --out DIR (default results/sql-figures) --duration S --patch today|K --replot
+    options: --out DIR (default results/sql-figures) --duration S --patch today|previous|K --replot
+    A panel whose DIR/figN/<panel>/summary.json exists is kept: the same command again completes a
+    figure that was interrupted (remove the panel's directory to run it again).
 
 Every update applies or reverts a real commit of this repository's sqlserver, on a server running that
 commit's parent (lpbench.sql.history): figures 1-4 by default `today` (history.TODAY, the newest commit
@@ -54,16 +56,35 @@ def every_100ms(duration: float) -> tuple[float, ...]:
 def _series(
     cfg: BenchConfig, methods: list[str], patch: history.HistoryPatch, out: Path
 ) -> list[Any]:
-    print(
-        f"  {out.name}: {', '.join(methods)} ({cfg.duration_s:g} s each)",
-        file=sys.stderr,
-        flush=True,
-    )
-    results, _ = run_series(
-        cfg, methods, 1, [patch.patch], out,
-        server_factory=lambda port, d: history.HistoricSqlServer(port, d, patch.code),
-    )  # fmt: skip
-    return results
+    """One panel's runs into `out`; a panel already there (summary.json) is kept, not run again.
+
+    A run that fails (a load driver that could not connect in time, a server that printed no ready
+    line: at load 35-47 both happened) is retried once; a second failure is written to
+    `out/failed.txt` and the figure goes on without the panel (its table row and plot are left out)
+    -- figure 3's 26 runs died twice in one panel each before this."""
+    if (out / "summary.json").exists():
+        print(f"  {out.name}: kept (already run)", file=sys.stderr, flush=True)
+        return load_results(out)
+    for attempt in (1, 2):
+        print(
+            f"  {out.name}: {', '.join(methods)} ({cfg.duration_s:g} s each)"
+            + (" -- again" if attempt > 1 else ""),
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            results, _ = run_series(
+                cfg, methods, 1, [patch.patch], out,
+                server_factory=lambda port, d: history.HistoricSqlServer(port, d, patch.code),
+            )  # fmt: skip
+            return results
+        except (RuntimeError, OSError, TimeoutError) as exc:
+            what = f"attempt {attempt}: {type(exc).__name__}: {exc}"
+            print(f"  {out.name}: FAILED {what}", file=sys.stderr, flush=True)
+            out.mkdir(parents=True, exist_ok=True)
+            with open(out / "failed.txt", "a") as f:
+                f.write(what + "\n")
+    return []
 
 
 def fig1(args: argparse.Namespace, patch: history.HistoryPatch | None) -> list[Path]:
@@ -108,9 +129,12 @@ def fig2(args: argparse.Namespace, patch: history.HistoryPatch | None) -> list[P
                               duration_s=d, at_s=(round(d / 3, 2), round(2 * d / 3, 2)), policy=p,
                               scale=OLAP_TIMELINE_SCALE)  # fmt: skip
             _series(cfg, ["live-global", "live-local"], patch, panel)
+        if not (panel / "summary.json").exists():
+            continue
         runs = [(r.method, r.recording, r.updates) for r in load_results(panel)]
         panels.append(plots_sql.olap_timeline(runs, p, panel / "timeline.png"))
-    return [plots_sql.grid(panels, list(POLICIES), args.out / "fig2.png", columns=1)]
+    names = [p for p in POLICIES if (out / p / "summary.json").exists()]
+    return [plots_sql.grid(panels, names, args.out / "fig2.png", columns=1)]
 
 
 def fig3(args: argparse.Namespace, patch: history.HistoryPatch | None) -> list[Path]:
@@ -138,6 +162,8 @@ def fig3(args: argparse.Namespace, patch: history.HistoryPatch | None) -> list[P
 
 
 def _updates(panel: Path) -> list[dict[str, Any]]:
+    if not (panel / "summary.json").exists():
+        return []  # a panel that failed twice (_series)
     return [u for r in load_results(panel) for u in r.updates]
 
 
@@ -265,8 +291,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("results/sql-figures"))
     ap.add_argument("--duration", type=float, default=None,
                     help="seconds per run (fig1: 15, fig2: 20, fig3: 6)")  # fmt: skip
-    ap.add_argument("--patch", default="today", choices=["today", "1", "2", "3", "4", "5"],
-                    help="figures 1-4: history.TODAY (default) or patch #K")  # fmt: skip
+    ap.add_argument("--patch", default="today", choices=["today", "previous", "1", "2", "3", "4", "5"],
+                    help="figures 1-4: history.TODAY (default), history.PREVIOUS_TODAY or patch #K")  # fmt: skip
     ap.add_argument("--repo", type=Path, default=Path("."), help="a git clone of this repository")
     ap.add_argument("--replot", action="store_true", help="redraw from DIR only; run nothing")
     ap.add_argument("--only", type=lambda t: {int(x) for x in t.split(",")}, default=None,
@@ -278,14 +304,17 @@ def main() -> int:
         print(tables(args))
         return 0
     with tempfile.TemporaryDirectory(prefix="lpb-hist-") as tmp:
+        named = {"today": history.TODAY, "previous": history.PREVIOUS_TODAY}
         commits = (
-            (history.TODAY,) if args.figure != "fig5" and args.patch == "today" else history.CHOSEN
+            (named[args.patch],)
+            if args.figure != "fig5" and args.patch in named
+            else history.CHOSEN
         )
         built = None if args.replot else history.build(args.repo, Path(tmp), commits)
         if args.figure == "fig5":
             paths = fig5(args, built)
         else:
-            k = 0 if args.patch == "today" else int(args.patch) - 1
+            k = 0 if args.patch in named else int(args.patch) - 1
             patch = None if built is None else built[k]
             paths = {"fig1": fig1, "fig2": fig2, "fig3": fig3}[args.figure](args, patch)
     if built is not None:

@@ -78,14 +78,19 @@ CHOSEN: tuple[HistoryCommit, ...] = (
 
 # Figures 1-4 measure the pool, so their patch must apply to today's pool: CHOSEN's commits all predate
 # the pool's rewrite (one executing thread per group, efc7d80/7ca2f85), and their parents run the old
-# pool. TODAY is the newest commit that `livepatch corpus` accepts and that applies on its parent (the
-# same trial as CHOSEN's, run 2026-12-02 on main at 6f564b5 over the sqlserver commits since efc7d80:
-# 3cfe766 and 8c7d8c5 accepted and applied, 7ca2f85 and efc7d80 refused (instance-attribute), 95d5e8a
-# empty). Its parent's sqlserver is main's but for the naive switch (experiment only): today's pool.
-# It changes one function, `rewrite.rewrite` (every parsed statement's translation), and no behaviour
-# (8c7d8c5 would change locking under TPC-C between versions: FOR UPDATE).
-TODAY = HistoryCommit("3cfe76615c1966befdabdf3ce2566eba2f178d3f", 1, 36442,
-                      "sqlserver/rewrite.py: mypy (the SELECT's SQL tuple inline)")  # fmt: skip
+# pool. TODAY is the newest commit that `livepatch corpus` accepts and that applies on its parent:
+# `bench/sql_history_patches.py today --since 3cfe766` (the same survey and trial as CHOSEN's, run
+# 2026-12-02 17:34 UTC on branch sql-figs6 over the 13 sqlserver commits since the previous TODAY,
+# 3cfe766: 6 accepted, 4 of them applied on their parent -- 6ecd9e8, 79affa3, a7162b8, af8567b; 229cd49
+# and its merge d84cb4c refused at apply time, `serve_command`'s decorators; the rest refused by the
+# corpus or empty). af8567b changes five functions of sqlserver.translate (statement splitting and
+# parsing: parameters glued to the next token) and no behaviour the workloads see; its parent a7162b8
+# is main's sqlserver with ascii() and EXTRACT, so the OLAP workload runs all 22 CH-benCHmark queries.
+# (The previous TODAY, 3cfe766, changed `rewrite.rewrite`; its parent lacks them.)
+TODAY = HistoryCommit("af8567b436a3714d0e24b4a9af93a7c1fcb0c2d5", 5, 41809,
+                      "sqlserver: $1,$2 (psycopg's %s,%s), $1=$2, f($1,$2) parse")  # fmt: skip
+PREVIOUS_TODAY = HistoryCommit("3cfe76615c1966befdabdf3ce2566eba2f178d3f", 1, 36442,
+                               "sqlserver/rewrite.py: mypy (the SELECT's SQL tuple inline)")  # fmt: skip
 
 
 def _git(repo: Path, *args: str) -> bytes:
@@ -144,10 +149,13 @@ def choose(applied: list[HistoryCommit], n: int = 5) -> list[HistoryCommit]:
     return sorted(chosen, key=lambda c: (c.functions, c.bytes, c.sha))
 
 
-def survey(repo: Path, out: Path) -> tuple[list[dict[str, Any]], list[HistoryCommit]]:
-    """Run the corpus on every commit of main's history that changes the package (each against its
-    first parent) and try the accepted ones: every commit's record, and those that applied."""
-    shas = _git(repo, "rev-list", "main", "--", f"{PATHS}/{PACKAGE}").decode().split()
+def survey(
+    repo: Path, out: Path, revs: str = "main"
+) -> tuple[list[dict[str, Any]], list[HistoryCommit]]:
+    """Run the corpus on every commit of `revs` (git rev-list: main's whole history, or a range
+    such as SINCE..HEAD) that changes the package (each against its first parent) and try the
+    accepted ones: every commit's record, and those that applied (oldest first)."""
+    shas = _git(repo, "rev-list", revs, "--", f"{PATHS}/{PACKAGE}").decode().split()
     records: list[dict[str, Any]] = []
     accepted: list[HistoryCommit] = []
     for sha in reversed(shas):
