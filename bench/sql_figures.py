@@ -181,7 +181,7 @@ def fig5(args: argparse.Namespace, patches: list[history.HistoryPatch] | None) -
                 continue
             _series(cfg, ["live-global", "live-local"], p, out / f"patch{p.number}")
     records = []
-    for k in range(1, 6):
+    for k in range(1, 10):
         for u in _updates(out / f"patch{k}"):
             if u["action"] == "apply":
                 records.append({**u, "number": k})
@@ -280,6 +280,22 @@ def tables(args: argparse.Namespace) -> str:
                     "|---|" + "---|" * len(POOL_GROUPS),
                     "| global sync p50 / p90 | " + " | ".join(by_method["live-global"]) + " |",
                     "| local sync p50 / p90 | " + " | ".join(by_method["live-local"]) + " |"]  # fmt: skip
+    fig5 = args.out / "fig5"
+    if fig5.is_dir():
+        out += ["", "| patch | method | functions | bytes | applied | stage | sync | swap | total |",
+                "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for k in range(1, 10):
+            panel = fig5 / f"patch{k}"
+            if not (panel / "summary.json").exists():
+                continue
+            for r in load_results(panel):
+                ups = [u for u in r.updates if u["action"] == "apply"]
+                applied = [u for u in ups if u["outcome"] == "applied"]
+                med = {t: _pct([u["timings"][t] for u in applied if t in u.get("timings", {})], 0.5)
+                       for t in ("stage", "sync", "swap", "total")}  # fmt: skip
+                first = ups[0]["patch"] if ups else {"functions": 0, "bytes": 0}
+                out.append(f"| #{k} | {r.method} | {first['functions']} | {first['bytes']:,} | "
+                           f"{len(applied)}/{len(ups)} | " + " | ".join(_ms(med[t]) for t in med) + " |")  # fmt: skip
     return "\n".join(out)
 
 
@@ -291,8 +307,10 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("results/sql-figures"))
     ap.add_argument("--duration", type=float, default=None,
                     help="seconds per run (fig1: 15, fig2: 20, fig3: 6)")  # fmt: skip
-    ap.add_argument("--patch", default="today", choices=["today", "previous", "1", "2", "3", "4", "5"],
-                    help="figures 1-4: history.TODAY (default), history.PREVIOUS_TODAY or patch #K")  # fmt: skip
+    ap.add_argument("--patch", default="today",
+                    choices=["today", "previous", "since", "1", "2", "3", "4", "5"],
+                    help="figures 1-4: history.TODAY (default), history.PREVIOUS_TODAY or patch #K; "
+                         "fig5: #1-#5 (history.CHOSEN), or with `since` history.SINCE")  # fmt: skip
     ap.add_argument("--repo", type=Path, default=Path("."), help="a git clone of this repository")
     ap.add_argument("--replot", action="store_true", help="redraw from DIR only; run nothing")
     ap.add_argument("--only", type=lambda t: {int(x) for x in t.split(",")}, default=None,
@@ -308,6 +326,8 @@ def main() -> int:
         commits = (
             (named[args.patch],)
             if args.figure != "fig5" and args.patch in named
+            else history.SINCE
+            if args.patch == "since"
             else history.CHOSEN
         )
         built = None if args.replot else history.build(args.repo, Path(tmp), commits)

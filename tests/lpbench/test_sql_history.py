@@ -73,6 +73,6 @@ def test_todays_patch_applies_and_reverts_on_its_parents_server(tmp_path: Path) 
     if has.returncode != 0:
         pytest.skip(f"this clone does not hold commit {commit.sha[:10]} (a shallow clone?)")
     patch = history.build_one(ROOT, 0, commit, tmp_path / "build")
-    assert patch.patch.n_functions == commit.functions == 1
+    assert patch.patch.n_functions == commit.functions
     assert (patch.code / "src" / "sqlserver" / "server" / "pool.py").exists()
     assert history.trial(patch, tmp_path) is None

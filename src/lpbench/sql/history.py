@@ -89,6 +89,16 @@ CHOSEN: tuple[HistoryCommit, ...] = (
 # (The previous TODAY, 3cfe766, changed `rewrite.rewrite`; its parent lacks them.)
 TODAY = HistoryCommit("af8567b436a3714d0e24b4a9af93a7c1fcb0c2d5", 5, 41809,
                       "sqlserver: $1,$2 (psycopg's %s,%s), $1=$2, f($1,$2) parse")  # fmt: skip
+# Every commit that the same survey found applying, numbered by (functions, bytes): figure 5 on today's
+# runtime and pool (`bench/sql_figures.py fig5 --patch since`), beside CHOSEN's older ones.
+SINCE: tuple[HistoryCommit, ...] = (
+    HistoryCommit("79affa35279d371473d32783a7ce500608c7c174", 1, 14718,
+                  "sqlserver: LIKE is case-sensitive as in PostgreSQL"),
+    HistoryCommit("6ecd9e83cb6c1fd49a476012739381bc8a898631", 4, 60282,
+                  "sqlserver: the extended protocol's Executes up to Sync are one implicit transaction"),
+    TODAY,
+    HistoryCommit("a7162b80f243777e8c571eb4a79af5cdb616a0ef", 20, 140236, "sqlserver: ascii() and EXTRACT(field FROM ...)/date_part"),
+)  # fmt: skip
 PREVIOUS_TODAY = HistoryCommit("3cfe76615c1966befdabdf3ce2566eba2f178d3f", 1, 36442,
                                "sqlserver/rewrite.py: mypy (the SELECT's SQL tuple inline)")  # fmt: skip
 
