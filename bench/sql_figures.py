@@ -5,7 +5,7 @@
     .venv/bin/python bench/sql_figures.py fig3   # sync time, a patch every 100 ms; and against pool size
     .venv/bin/python bench/sql_figures.py fig5   # patch time against patch size, patches #1-#5
     .venv/bin/python bench/sql_figures.py tables # docs/results-sql.md's tables of figures 1-3, from DIR
-    options: --out DIR (default results/sql-figures) --duration S --patch today|previous|K --replot
+    options: --out DIR (default results/sql-figures) --duration S --patch today|previous|K --olap-scale W --replot
     A panel whose DIR/figN/<panel>/summary.json exists is kept: the same command again completes a
     figure that was interrupted (remove the panel's directory to run it again).
 
@@ -127,7 +127,7 @@ def fig2(args: argparse.Namespace, patch: history.HistoryPatch | None) -> list[P
         if patch is not None:
             cfg = BenchConfig(server="sql", workload="olap", connections=CONNECTIONS["olap"],
                               duration_s=d, at_s=(round(d / 3, 2), round(2 * d / 3, 2)), policy=p,
-                              scale=OLAP_TIMELINE_SCALE)  # fmt: skip
+                              scale=args.olap_scale)  # fmt: skip
             _series(cfg, ["live-global", "live-local"], patch, panel)
         if not (panel / "summary.json").exists():
             continue
@@ -312,6 +312,8 @@ def main() -> int:
                     help="figures 1-4: history.TODAY (default), history.PREVIOUS_TODAY or patch #K; "
                          "fig5: #1-#5 (history.CHOSEN), or with `since` history.SINCE")  # fmt: skip
     ap.add_argument("--repo", type=Path, default=Path("."), help="a git clone of this repository")
+    ap.add_argument("--olap-scale", type=float, default=OLAP_TIMELINE_SCALE,
+                    help="fig2: the OLAP data's scale (warehouses; default 1)")  # fmt: skip
     ap.add_argument("--replot", action="store_true", help="redraw from DIR only; run nothing")
     ap.add_argument("--only", type=lambda t: {int(x) for x in t.split(",")}, default=None,
                     help="fig5: run only these patches (e.g. 1,3), keep the others' data in DIR")  # fmt: skip
