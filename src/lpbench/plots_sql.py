@@ -200,6 +200,7 @@ def patch_time(records: list[dict[str, Any]], path: Path) -> Path:
                 ax.set_xlabel(label)
             ax.legend(fontsize=7)
     fig.suptitle(
-        "Patch time against patch size: patches #1-#5 (real sqlserver commits)", fontsize=10
+        "Patch time against patch size (real sqlserver commits, each on its parent's server)",
+        fontsize=10,
     )
     return _save(fig, path)
