@@ -74,7 +74,7 @@ _POSTGRES = Dialect.get_or_raise("postgres")  # its tokenizer knows $$dollar quo
 _GLUED_PARAMETER = re.compile(r"\$\d+[^\s\d]")
 _LEXEMES = re.compile(
     r"""[eE]'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/"""
-    r"|\$(?P<tag>[A-Za-z_][A-Za-z_0-9]*|)\$.*?\$(?P=tag)\$|(?P<param>\$\d+)(?=\S)",
+    r"|\$(?P<tag>[A-Za-z_][A-Za-z_0-9]*|)\$.*?\$(?P=tag)\$|(?P<param>\$\d+)(?=[^\s\d])",
     re.DOTALL,
 )
 

@@ -220,6 +220,11 @@ def test_extract_and_date_part_become_one_sqlite_function():
             "SELECT '$1,x', \"$1,\", ' $1,$2 ', '$1,', ?1",
         ),
         ("select E'a\\'$1,' || $1||$2", "SELECT 'a''$1,' || ?1 || ?2"),
+        # a number of two digits before a space is not cut in two ($10 -> $1 0: YCSB's UPDATE broke)
+        (
+            "update u set f9 = $9, f10 = $10 where k = $11",
+            "UPDATE u SET f9 = ?9, f10 = ?10 WHERE k = ?11",
+        ),
     ],
 )
 def test_parameters_glued_to_the_next_token(sql, sqlite):
