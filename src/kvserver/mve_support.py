@@ -29,6 +29,7 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 from typing import Any
 
 from kvserver.client import ClientState
@@ -189,6 +190,12 @@ class KvHost:
             "dirty": server.dirty,
         }
         return fds, state
+
+    def fallback_argv(self) -> list[str]:
+        """Follow-back (livepatch.mve.fallback): the command line that starts the old version again,
+        from the data directory, on the inherited listening socket. `--state-dir none`: the agent's
+        kept patches include the validated one (the new version) and must not come back with it."""
+        return [*sys.orig_argv, "--state-dir", "none"]
 
     def finish_handover(self) -> None:
         self.loop.release_for_handover()

@@ -71,6 +71,7 @@ class Options:
     transform: str | None = (
         None  # "MODULE:FUNC": the follower runs it after the patch's transform hook
     )
+    follow_back: bool = False  # after promotion the old version stands by (fallback.py)
 
     def __post_init__(self) -> None:
         if self.promote not in ("auto", "manual"):
@@ -126,6 +127,7 @@ class Session:
         self._reader = channel.FrameReader()
         self._handover_done = threading.Event()
         self._handover_stopped = False  # a stop request ended the hand-over
+        self._fallback: tuple[int, list[str]] | None = None  # follow-back: listener copy, argv
 
     # ------------------------------------------------------------------------------- any thread
     def start(self, timeout: float = 30.0) -> None:
@@ -295,7 +297,8 @@ class Session:
         self.host.stop_recording()
         self._count_batch()
         fds, state = self.host.export_handover()
-        self._writer.append(("h", state, len(fds)))
+        follow_back = self.options.follow_back
+        self._writer.append(("h", state, len(fds), follow_back))
         timeout = self.options.handover_timeout
         stop = self.host.stop_requested
         ok = self._writer.flush_blocking(timeout, give_up=stop)
@@ -313,6 +316,9 @@ class Session:
             ok = self._ack.is_set() and self._ack_ok
         if ok:
             hold("leader:handed-over")
+            if follow_back:  # the old version keeps a copy of the listening socket (fds[0])
+                argv = getattr(self.host, "fallback_argv", lambda: None)()
+                self._fallback = (os.dup(fds[0]), argv) if argv else None
             self.host.finish_handover()
             self.state = "promoted"
         else:
@@ -478,7 +484,7 @@ class Session:
             # after our agent stopped and freed the control socket's path, not when this Session is
             # garbage-collected.
             _HELD_UNTIL_EXIT.append(self._ctl)
-            atexit.register(_become_waiter, self.pid)
+            atexit.register(_become_waiter, self.pid, self._fallback)
             self._finish("promoted", "the new version serves every connection", None, uncovered)
         elif self._handover_stopped:
             self._finish_discard("the server is shutting down")
@@ -528,23 +534,29 @@ class Session:
             "apply_ms": self.progress.apply_ms,
             "transform_ms": self.progress.transform_ms,
             "elapsed_s": round(time.monotonic() - self._t0, 3),
+            "follow_back": outcome == "promoted" and self._fallback is not None,
         }
         log.warning("validated update of %s: %s: %s", self.spec.patch_id, outcome, reason)
         self._done.set()
 
 
-def _become_waiter(pid: int | None) -> None:
-    """At the old leader's exit (after its agent replied and stopped): exec the waiter (waiter.py)."""
+def _become_waiter(pid: int | None, fallback: tuple[int, list[str]] | None = None) -> None:
+    """At the old leader's exit (after its agent replied and stopped): exec the waiter (waiter.py);
+    with follow-back it keeps the listening socket's copy and the command line (fallback.py)."""
     if pid is None:
         return
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
     logging.shutdown()
-    from livepatch.mve.waiter import FORWARDED
+    from livepatch.mve.waiter import FORWARDED, RETIRE
 
-    # Blocked across exec (the mask survives it): a SIGTERM during the waiter's start is kept pending
-    # for its handler instead of killing the pid that stands for the server.
-    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+    # Blocked across exec (the mask survives it): a SIGTERM (or retire's SIGUSR1) during the waiter's
+    # start is kept pending for its handler instead of killing the pid that stands for the server.
+    signal.pthread_sigmask(signal.SIG_BLOCK, (*FORWARDED, RETIRE))
+    argv = [sys.executable, "-m", "livepatch.mve.waiter", str(pid)]
+    if fallback is not None:
+        os.set_inheritable(fallback[0], True)
+        argv += [str(fallback[0]), *fallback[1]]
     with contextlib.suppress(OSError):
-        os.execv(sys.executable, [sys.executable, "-m", "livepatch.mve.waiter", str(pid)])
+        os.execv(sys.executable, argv)
