@@ -1,7 +1,7 @@
 """The leader's cost of running two versions, in instructions per request, without the machine's noise
 and without valgrind's slowdown skewing the periodic work (issue 14).
 
-    .venv/bin/python bench/mve_record_cost.py [--requests 50000]
+    .venv/bin/python bench/mve_record_cost.py [--requests 50000] [--python-too]
 
 valgrind --tool=callgrind runs the same in-process workload twice: kvserver's dispatcher
 (ServerState.process_commands) over N requests shaped like redis-benchmark's (-t set,get -c 50 -r
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import socket
@@ -52,6 +53,7 @@ def workload(n: int, record: bool) -> None:
         leader, _follower = socket.socketpair()  # nobody reads: the log waits in the backlog
         session = Session.__new__(Session)  # only its Recorder half: no fork, no monitor
         session.seq = 0
+        session._uncounted = 0
         session._writer = channel.LogWriter(leader, 1 << 30)
         KvHost(types.SimpleNamespace(server=server)).start_recording(session)
     process = server.process_commands
@@ -60,13 +62,17 @@ def workload(n: int, record: bool) -> None:
         client.out.clear()  # the loop sends and clears it
 
 
-def count(n: int, record: bool) -> int:
+def count(n: int, record: bool, python_recorder: bool = False) -> int:
+    env = dict(os.environ)
+    env.pop("LIVEPATCH_MVE_PY_RECORDER", None)
+    if python_recorder:
+        env["LIVEPATCH_MVE_PY_RECORDER"] = "1"  # kvserver.mve_support's pure-Python recorder
     with tempfile.TemporaryDirectory() as work:
         log = Path(work) / "cg.log"
         subprocess.run(
             ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", f"--log-file={log}",
              sys.executable, __file__, "--child", str(n), "--record" if record else "--plain"],
-            check=True, capture_output=True,
+            check=True, capture_output=True, env=env,
         )  # fmt: skip
         found = re.findall(r"Collected : (\d+)", log.read_text())
         return int(found[-1])
@@ -77,26 +83,38 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=50_000)
     ap.add_argument("--server-instructions", type=float, default=None,
                     help="the whole server's count per request (bench/mve_throughput.py --instructions)")  # fmt: skip
+    ap.add_argument("--python-too", action="store_true",
+                    help="also count the pure-Python recorder (LIVEPATCH_MVE_PY_RECORDER=1), same run")  # fmt: skip
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--record", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    sys.path.insert(0, str(ROOT / "src"))
     if args.child is not None:
-        sys.path.insert(0, str(ROOT / "src"))
         workload(args.child, args.record)
         return
     n = args.requests
+    from kvserver import mve_support
+
     plain, recorded = count(n, False), count(n, True)
     extra = (recorded - plain) / n
     row: dict[str, object] = {
         "requests": n,
         "dispatch_instructions_per_request": round(plain / n),
+        "recorder": "C" if mve_support._CRecorder is not None else "python (C module not built)",
         "recording_adds_per_request": round(extra),
     }
+    if args.python_too:
+        python_extra = (count(n, True, python_recorder=True) - plain) / n
+        row["python_recorder_adds_per_request"] = round(python_extra)
     if args.server_instructions:
         row["leader_one_version_over_two"] = round(
             args.server_instructions / (args.server_instructions + extra), 3
         )
+        if args.python_too:
+            row["leader_one_version_over_two_python_recorder"] = round(
+                args.server_instructions / (args.server_instructions + python_extra), 3
+            )
     print(json.dumps(row))
 
 

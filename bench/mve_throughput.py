@@ -3,6 +3,7 @@ request) vs one, how fast the follower replays against how fast the leader serve
 instructions (issue 14).
 
     .venv/bin/python bench/mve_throughput.py [--rounds 4] [--requests 100000] [--instructions]
+                                             [--huge-pages-too]
 
 Two versions vs one (wall clock): every round starts a FRESH server (kvserver with its agent, 100,000 keys
 from DEBUG POPULATE, one warm-up redis-benchmark run), so no measurement follows a discarded follower (whose
@@ -68,7 +69,7 @@ from lpbench.servers import ManagedProcess, free_port  # noqa: E402
 
 @contextmanager
 def server(
-    work: Path, name: str, wrapper: list[str], module: list[str]
+    work: Path, name: str, wrapper: list[str], module: list[str], env: dict[str, str] | None = None
 ) -> Iterator[tuple[int, str, int]]:
     port = free_port()
     sock = str(work / f"{name}.sock")
@@ -76,6 +77,7 @@ def server(
         [*wrapper, sys.executable, *module, "--port", str(port), "--livepatch-socket", sock,
          "--allow-unsigned"],
         KV_READY, work / f"{name}.log", ready_timeout_s=SLOW_S, stop_timeout_s=SLOW_S,
+        env=dict(os.environ, **(env or {})),
     )  # fmt: skip
     proc.start()
     try:
@@ -222,15 +224,23 @@ def _count(log: Path, pid: int) -> int:
 
 def instructions(args: argparse.Namespace, work: Path, patch: Path) -> None:
     n = args.instruction_requests
-    configs = {
-        "with_mve_host": (["-m", "kvserver"], False),
-        "without_mve_host": ([str(ROOT / "bench" / "kv_without_mve.py")], False),
-        "while_a_follower_follows": (["-m", "kvserver"], True),
+    configs: dict[str, tuple[list[str], bool, dict[str, str] | None]] = {
+        "with_mve_host": (["-m", "kvserver"], False, None),
+        "without_mve_host": ([str(ROOT / "bench" / "kv_without_mve.py")], False, None),
+        "while_a_follower_follows": (["-m", "kvserver"], True, None),
     }
+    if args.huge_pages_too:
+        # What `--huge-pages` re-executes itself with (kvserver/huge_pages.py); given from the start,
+        # so that valgrind sees no exec. Instructions count glibc's malloc against pymalloc; the huge
+        # pages themselves change page faults and TLB misses, not instructions.
+        configs["with_huge_pages"] = (
+            ["-m", "kvserver", "--huge-pages"], False,
+            {"PYTHONMALLOC": "malloc", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
+        )  # fmt: skip
     counts: dict[str, float] = {}
-    for name, (module, follow) in configs.items():
+    for name, (module, follow, env) in configs.items():
         wrapper, log = _callgrind(work, name, module)
-        with server(work, name, wrapper, module) as (port, sock, pid):
+        with server(work, name, wrapper, module, env) as (port, sock, pid):
             redis.Redis(port=port).execute_command("DEBUG", "POPULATE", str(args.instruction_keys))
             redis_benchmark(port, "set,get", n)  # warm-up
             update = start_update(patch, sock) if follow else None
@@ -255,6 +265,11 @@ def instructions(args: argparse.Namespace, work: Path, patch: Path) -> None:
                 "instructions_per_request": {k: round(v) for k, v in counts.items()},
                 "with_over_without": round(base / counts["without_mve_host"], 4),
                 "one_version_over_two": round(base / counts["while_a_follower_follows"], 4),
+                **(
+                    {"huge_pages_over_default": round(counts["with_huge_pages"] / base, 4)}
+                    if "with_huge_pages" in counts
+                    else {}
+                ),
                 "command": f"redis-benchmark -t set,get -n {n} -c 50 -r 100000 under valgrind "
                 f"--tool=callgrind, {args.instruction_keys} keys, after a warm-up run",
             }
@@ -273,6 +288,8 @@ def main() -> None:
     ap.add_argument("--instructions", action="store_true")
     ap.add_argument("--instruction-requests", type=int, default=10_000)
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--huge-pages-too", action="store_true",
+                    help="--instructions also counts `kvserver --huge-pages` (glibc malloc)")  # fmt: skip
     args = ap.parse_args()
     print(json.dumps({"machine": machine_note()}), flush=True)
     work = Path(tempfile.mkdtemp(prefix="mvetp-"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
 import socket
 import sys
@@ -246,6 +247,12 @@ def run_server(
                 role.stop()
                 return 0
             listener = standby_listener
+            config.host = listener.getsockname()[0]
+        elif os.environ.get("LIVEPATCH_LISTEN_FD"):
+            # livepatch.mve's follow-back: the old version restarts on the listening socket that the
+            # crashed new version served (connections queued meanwhile are accepted).
+            listener = socket.socket(fileno=int(os.environ.pop("LIVEPATCH_LISTEN_FD")))
+            listener.set_inheritable(False)
             config.host = listener.getsockname()[0]
         else:
             listener = socket.socket(

@@ -7,7 +7,9 @@ host. Recording then replaces four methods *on the ServerState instance* (proces
 forget_client, cron) by recording wrappers, and `stop_recording` deletes them again: the steady-state hot path
 is the class's own method, with no test at all. The wrapper runs one request at a time through the
 class's process_commands, so that each request's reply is exactly what that call appended to the
-client's output (the hot path encodes replies into client.out in place).
+client's output (the hot path encodes replies into client.out in place). The common request (one per
+read, nobody parked or subscribed) is recorded in C (kvserver._mverecord, _mverecord.c) when it was
+built; the pure-Python recorder here does the same, record for record (tests/mve/test_recording_c.py).
 
 The follower keeps the forked ClientState objects as its virtual clients (same id, database, MULTI,
 WATCH and authentication state as the leader's connections); a connection opened after the fork is
@@ -27,12 +29,21 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 from typing import Any
 
 from kvserver.client import ClientState
 from kvserver.server import ServerState
 
 log = logging.getLogger("kvserver.mve")
+
+_CRecorder: Any = None
+_encode_frame: Any = None
+try:  # built from src/kvserver/_mverecord.c when a C compiler was there at install time
+    from kvserver._mverecord import Recorder as _CRecorder
+    from kvserver._mverecord import encode_frame as _encode_frame
+except ImportError:  # pragma: no cover - the pure-Python recorder below does the same
+    pass
 
 _RECORDING_METHODS = ("process_commands", "new_client", "forget_client", "cron")
 
@@ -68,41 +79,20 @@ class KvHost:
         forget_client = ServerState.forget_client
         cron = ServerState.cron
 
-        depth = [0]
         blocked, subscribed = server.blocked_clients, server.pubsub.by_client
         executed = recorder.executed
         pending = recorder.pending  # the log's open batch: the fast path appends to it directly
         one = pending.append
         flush_at = recorder.flush_at
+        gate: Any = _Depth()  # .depth is 1 while the slow path runs a read (the C recorder's own)
 
-        def recording_process(client: ClientState, commands: list[list[bytes]]) -> None:
-            if depth[0]:
-                # A parked client's backlog, run inside another request (its wake-up): part of that
-                # request, and replayed as such (the follower wakes the same client at the same point).
-                process(server, client, commands)
-                return
+        def recording_slow(client: ClientState, commands: list[list[bytes]]) -> None:
+            # Several requests in one read, or someone parked or subscribed: one request at a time,
+            # each with what it sent to other connections (a wake-up, a published message).
             out = client.out
-            start = len(out)
-            if len(commands) == 1 and not blocked and not subscribed:
-                # The common case (one request per read, nobody parked or subscribed, so no wake-up
-                # can run nested): one call, what it appended is the reply, one tuple in the log.
-                process(server, client, commands)
-                end = len(out)
-                one(
-                    (
-                        "x1",
-                        client.id,
-                        server.now_ms,
-                        commands[0],
-                        out[start] if end == start + 1 else b"".join(out[start:]),
-                    )
-                )
-                if len(pending) >= flush_at:
-                    recorder.flush()
-                return
             ran: list[list[bytes]] = []
             replies: list[bytes] = []
-            depth[0] = 1
+            gate.depth = 1
             try:
                 for argv in commands:
                     if client.close_after_reply:
@@ -116,8 +106,45 @@ class KvHost:
                         reply += _side_output(others)
                     replies.append(reply)
             finally:
-                depth[0] = 0
+                gate.depth = 0
             executed(client.id, server.now_ms, ran, replies)
+
+        def recording_process(client: ClientState, commands: list[list[bytes]]) -> None:
+            # The pure-Python recorder (no C compiler at install time; LIVEPATCH_MVE_PY_RECORDER=1):
+            # the reference that _mverecord.c's Recorder does the same as, record for record.
+            if gate.depth:
+                # A parked client's backlog, run inside another request (its wake-up): part of that
+                # request, and replayed as such (the follower wakes the same client at the same point).
+                process(server, client, commands)
+                return
+            if len(commands) != 1 or blocked or subscribed:
+                recording_slow(client, commands)
+                return
+            # The common case (one request per read, nobody parked or subscribed, so no wake-up can
+            # run nested): one call, what it appended is the reply, one tuple in the log.
+            out = client.out
+            start = len(out)
+            process(server, client, commands)
+            end = len(out)
+            one(
+                (
+                    "x1",
+                    client.id,
+                    server.now_ms,
+                    commands[0],
+                    out[start] if end == start + 1 else b"".join(out[start:]),
+                )
+            )
+            if len(pending) >= flush_at:
+                recorder.flush()
+
+        recording: Any = recording_process
+        if _CRecorder is not None and not os.environ.get("LIVEPATCH_MVE_PY_RECORDER"):
+            recording = gate = _CRecorder(
+                process, server, pending, recorder.flush, flush_at, blocked, subscribed,
+                recording_slow,
+            )  # fmt: skip
+            recorder.use_frame_encoder(_encode_frame)
 
         def recording_new_client(sock: Any, addr: str) -> ClientState:
             client = new_client(server, sock, addr)
@@ -133,7 +160,7 @@ class KvHost:
             recorder.tick(now_ms)
 
         vars(server).update(
-            process_commands=recording_process,
+            process_commands=recording,
             new_client=recording_new_client,
             forget_client=recording_forget_client,
             cron=recording_cron,
@@ -163,6 +190,12 @@ class KvHost:
             "dirty": server.dirty,
         }
         return fds, state
+
+    def fallback_argv(self) -> list[str]:
+        """Follow-back (livepatch.mve.fallback): the command line that starts the old version again,
+        from the data directory, on the inherited listening socket. `--state-dir none`: the agent's
+        kept patches include the validated one (the new version) and must not come back with it."""
+        return [*sys.orig_argv, "--state-dir", "none"]
 
     def finish_handover(self) -> None:
         self.loop.release_for_handover()
@@ -269,6 +302,15 @@ class KvHost:
             persistence.aof = fresh
             if state["generation"] is not None:
                 persistence.generation = state["generation"]
+
+
+class _Depth:
+    """The pure-Python recorder's nesting flag (the C recorder has its own `depth`)."""
+
+    __slots__ = ("depth",)
+
+    def __init__(self) -> None:
+        self.depth = 0
 
 
 class _VirtualSocket:

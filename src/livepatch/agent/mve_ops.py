@@ -31,6 +31,8 @@ def handle(agent: Any, req: MveRequest) -> MveReply:
 
 
 def _handle(agent: Any, req: MveRequest) -> dict[str, Any]:
+    from livepatch.mve import fallback
+
     op = req["op"]
     if op == "update":
         return _update(agent, req)
@@ -41,7 +43,13 @@ def _handle(agent: Any, req: MveRequest) -> dict[str, Any]:
             "error": None,
             "update": session.status() if session is not None else None,
             "last": _last,
+            "follow_back": fallback.status(),
         }
+    if op == "retire":
+        try:
+            return {"ok": True, "error": None, "follow_back": fallback.retire()}
+        except (RuntimeError, OSError) as exc:
+            return {"ok": False, "error": str(exc), "follow_back": fallback.status()}
     if session is None:
         return {"ok": False, "error": "no validated update is running (see `livepatch update`)"}
     if session.options.promote != "manual" and op == "promote":
@@ -79,7 +87,13 @@ def _update(agent: Any, req: MveRequest) -> dict[str, Any]:
             max_lag=req["max_lag"],
             coverage_timeout=req.get("exercise_wait_s", 60.0),
             transform=req.get("transform"),
+            follow_back=bool(req.get("follow_back", False)),
         )
+        if options.follow_back and not hasattr(host, "fallback_argv"):
+            raise ValueError(
+                "--follow-back: this server cannot start its old version again (its livepatch.mve "
+                "host has no fallback_argv)"
+            )
         _check_transform(req.get("transform"))
         pf = lpatch.from_document(req["patch"], source="the patch")
         spec, _signed_by = pf.verified_spec(agent.trusted_keys, allow_unsigned=agent.allow_unsigned)

@@ -6,7 +6,11 @@
     -> waits for the outcome: {"ok": promoted?, "error": reason | null, "update": {...report}}
 {"op": "promote"} / {"op": "discard"}   (the running manual update) -> {"ok", "error"}
 {"op": "update-status"}                 -> {"ok", "error", "update": Session.status() | null,
-                                            "last": the last outcome | null}
+                                            "last": the last outcome | null,
+                                            "follow_back": livepatch.mve.fallback.status() | null}
+{"op": "retire"}                        (a server promoted with "follow_back": true) the old version
+                                        stops standing by -> {"ok", "error", "follow_back"}
+"update" also takes "follow_back": true|false (default false).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-MVE_OPS = ("update", "promote", "discard", "update-status")
+MVE_OPS = ("update", "promote", "discard", "update-status", "retire")
 MAX_WINDOW_S = 3600.0
 
 
@@ -118,4 +122,8 @@ def _fields(req: dict[str, Any]) -> dict[str, Any]:
     if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait <= MAX_WINDOW_S:
         raise _protocol_error(f"'exercise_wait_s' must be a number in [0, {MAX_WINDOW_S:g}]")
     out["exercise_wait_s"] = float(wait)
+    follow_back = req.get("follow_back", False)
+    if not isinstance(follow_back, bool):
+        raise _protocol_error("'follow_back' must be true or false")
+    out["follow_back"] = follow_back
     return out

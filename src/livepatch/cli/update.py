@@ -1,4 +1,4 @@
-"""`livepatch update FILE --validate`, `livepatch promote`, `livepatch discard`, `livepatch update-status`:
+"""`livepatch update FILE --validate`, `promote`, `discard`, `update-status`, `retire`:
 validated updates (livepatch.mve; docs/validated-updates.md). Exit status of `update`: 0 promoted,
 1 discarded or refused (the report says which request diverged and how)."""
 
@@ -129,6 +129,12 @@ Examples:
     help="Longest wait (from the follower's start) for traffic to run every changed function once "
     "(0: do not wait); then the update is promoted and the report lists what never ran.",
 )
+@click.option(
+    "--follow-back",
+    is_flag=True,
+    help="After promotion the old version stands by: if the new one crashes, the old one takes over "
+    "the listening socket and restarts from the data directory; `livepatch retire` ends it.",
+)
 @json_option
 def update_command(
     file: Path,
@@ -140,6 +146,7 @@ def update_command(
     promote: str,
     max_lag: int,
     exercise_wait_s: float,
+    follow_back: bool,
     as_json: bool,
 ) -> None:
     if not validate:
@@ -174,6 +181,7 @@ def update_command(
         "promote": promote,
         "max_lag": max_lag,
         "exercise_wait_s": exercise_wait_s,
+        "follow_back": follow_back,
     }
     if promote == "manual":
         click.echo(
@@ -207,6 +215,8 @@ def _render(r: dict[str, Any]) -> str:
             if r.get("transform_ms"):
                 line += f" (transform {r['transform_ms']:.0f} ms)"
         lines.append(line)
+    if r.get("follow_back"):
+        lines.append("  the old version stands by until `livepatch retire` (follow-back)")
     if r.get("not_exercised"):
         lines.append(f"  changed code never exercised: {', '.join(r['not_exercised'])}")
     d = r.get("divergence")
@@ -272,9 +282,38 @@ def update_status_command(socket_path: str, as_json: bool) -> None:
             click.echo(f"  not exercised yet: {', '.join(s['not_exercised_yet'])}")
     if reply.get("last"):
         click.echo("last: " + _render(reply["last"]))
+    fb = reply.get("follow_back")
+    if fb:
+        click.echo(
+            f"follow-back: {fb['state']} (old version pid {fb['old_version_pid']}, this server pid "
+            f"{fb['server_pid']})"
+        )
 
 
-COMMANDS = (update_command, promote_command, discard_command, update_status_command)
+@click.command("retire")
+@socket_option
+@json_option
+def retire_command(socket_path: str, as_json: bool) -> None:
+    """End the follow-back of a server promoted with `update --follow-back`: the old version stops
+    standing by (a crash of the new version is then the end of the server)."""
+    reply = _ask(socket_path, {"op": "retire"}, _QUERY_S)
+    if as_json:
+        click.echo(json.dumps(reply, indent=2))
+    if not reply.get("ok"):
+        if not as_json:
+            click.echo(f"error: {reply.get('error')}", err=True)
+        sys.exit(1)
+    if not as_json:
+        click.echo("retired: the old version no longer stands by")
+
+
+COMMANDS = (
+    update_command,
+    promote_command,
+    discard_command,
+    update_status_command,
+    retire_command,
+)
 
 
 def register(group: click.Group) -> None:

@@ -37,7 +37,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from livepatch.mve import channel
+from livepatch.mve import channel, fallback
 from livepatch.mve.coverage import Coverage, functions_of
 from livepatch.mve.host import Host
 from livepatch.mve.phases import hold
@@ -235,6 +235,8 @@ def _follow(
                 elif kind == "h":
                     coverage.disarm()
                     _take_over(host, ctl_sock, record[1], record[2], seq, after_takeover, installed)
+                    if len(record) > 3 and record[3]:
+                        fallback.arm(os.getppid())  # the old leader stands by (follow-back)
                     return
         now = time.monotonic()
         if now - last_progress >= PROGRESS_S:

@@ -37,6 +37,7 @@ follower side (the forked child; alone: one thread, no sockets)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 
@@ -59,6 +60,10 @@ class Recorder(Protocol):
     flush_at: int
 
     def flush(self) -> None: ...
+
+    # Optional: a faster encoder of a batch's log frame (what channel.encode makes, or None when it
+    # does not handle that batch): kvserver's is kvserver._mverecord.encode_frame, in C.
+    def use_frame_encoder(self, encode: Callable[[list[Any]], bytes | None]) -> None: ...
 
 
 class Host(Protocol):

@@ -71,6 +71,7 @@ class Options:
     transform: str | None = (
         None  # "MODULE:FUNC": the follower runs it after the patch's transform hook
     )
+    follow_back: bool = False  # after promotion the old version stands by (fallback.py)
 
     def __post_init__(self) -> None:
         if self.promote not in ("auto", "manual"):
@@ -107,6 +108,10 @@ class Session:
         self.state = "starting"
         self.pid: int | None = None
         self.seq = 0  # requests the leader recorded
+        # Requests in the open batch = len(batch) + _uncounted: each record is one request ("x1")
+        # unless it is a connection event or a tick (-1) or a read of several ("x": len - 1), so the
+        # count costs nothing per request.
+        self._uncounted = 0
         self.progress = _Progress()
         self.outcome: dict[str, Any] | None = None
         self.fork_ms: float | None = None
@@ -122,6 +127,7 @@ class Session:
         self._reader = channel.FrameReader()
         self._handover_done = threading.Event()
         self._handover_stopped = False  # a stop request ended the hand-over
+        self._fallback: tuple[int, list[str]] | None = None  # follow-back: listener copy, argv
 
     # ------------------------------------------------------------------------------- any thread
     def start(self, timeout: float = 30.0) -> None:
@@ -217,6 +223,11 @@ class Session:
 
     flush_at = FLUSH_RECORDS
 
+    def use_frame_encoder(self, encode: Callable[[list[Any]], bytes | None]) -> None:
+        """The host's faster encoder of the log's frames (channel.LogWriter.encode_frame)."""
+        assert self._writer is not None
+        self._writer.encode_frame = encode
+
     def executed(self, cid: int, now_ms: int, requests: list[Any], replies: list[bytes]) -> None:
         # Pickled and sent in bulk: one send per FLUSH_RECORDS records under load (each send is a
         # system call the leader pays); a quiet leader's tail goes out with the monitor's periodic flush.
@@ -224,26 +235,35 @@ class Session:
         assert writer is not None
         records = writer.records
         records.append(("x", cid, now_ms, requests, replies))
+        self._uncounted += len(requests) - 1
         if len(records) >= FLUSH_RECORDS:
             self.flush()
+
+    def _count_batch(self) -> None:
+        assert self._writer is not None
+        self.seq += len(self._writer.records) + self._uncounted
+        self._uncounted = 0
 
     def flush(self) -> None:
         """Pickle and send the open batch (what the kernel takes now; the rest waits)."""
         assert self._writer is not None
-        self.seq += _requests_in(self._writer.records)
+        self._count_batch()
         self._writer.flush()
 
     def opened(self, cid: int, info: Any) -> None:
         assert self._writer is not None
         self._writer.append(("o", cid, info))
+        self._uncounted -= 1
 
     def closed(self, cid: int) -> None:
         assert self._writer is not None
         self._writer.append(("c", cid))
+        self._uncounted -= 1
 
     def tick(self, now_ms: int) -> None:
         assert self._writer is not None
         self._writer.append(("t", now_ms))
+        self._uncounted -= 1
 
     def _flush_on_loop(self) -> None:
         if self._writer is not None and self.state in ("following", "validated"):
@@ -255,8 +275,17 @@ class Session:
         if self._writer is not None:
             with contextlib.suppress(OSError):
                 self._writer.sock.close()
-        gc.unfreeze()  # the follower is gone: nothing is shared any more
+        self._unfreeze_unless_stopping()  # the follower is gone: nothing is shared any more
         done.set()
+
+    def _unfreeze_unless_stopping(self) -> None:
+        """Give the heap back to the cyclic collector, unless the server is stopping: then no collection
+        is needed any more, and an unfrozen heap makes the interpreter's exit walk all of it (the exit
+        after a SIGTERM during an update took 1.3-2 s at load 60, 0.1-0.2 s of it the server's own
+        stop; bench/mve_stop_time.py, docs/performance.md)."""
+        if self.host.stop_requested() or not self.host.is_serving():
+            return
+        gc.unfreeze()
 
     def _handover_on_loop(self) -> None:
         """The leader's pause: from here until it returns, the leader reads nothing.
@@ -266,9 +295,10 @@ class Session:
         is killed (the leader never let go of a socket) and the loop shuts down as asked."""
         assert self._writer is not None and self._ctl is not None
         self.host.stop_recording()
-        self.seq += _requests_in(self._writer.records)
+        self._count_batch()
         fds, state = self.host.export_handover()
-        self._writer.append(("h", state, len(fds)))
+        follow_back = self.options.follow_back
+        self._writer.append(("h", state, len(fds), follow_back))
         timeout = self.options.handover_timeout
         stop = self.host.stop_requested
         ok = self._writer.flush_blocking(timeout, give_up=stop)
@@ -286,12 +316,15 @@ class Session:
             ok = self._ack.is_set() and self._ack_ok
         if ok:
             hold("leader:handed-over")
+            if follow_back:  # the old version keeps a copy of the listening socket (fds[0])
+                argv = getattr(self.host, "fallback_argv", lambda: None)()
+                self._fallback = (os.dup(fds[0]), argv) if argv else None
             self.host.finish_handover()
             self.state = "promoted"
         else:
             self._kill()
             self.host.resume_after_failed_handover()
-            gc.unfreeze()
+            self._unfreeze_unless_stopping()
             self.state = "handover-failed"
             if stop():
                 self._handover_stopped = True
@@ -451,7 +484,7 @@ class Session:
             # after our agent stopped and freed the control socket's path, not when this Session is
             # garbage-collected.
             _HELD_UNTIL_EXIT.append(self._ctl)
-            atexit.register(_become_waiter, self.pid)
+            atexit.register(_become_waiter, self.pid, self._fallback)
             self._finish("promoted", "the new version serves every connection", None, uncovered)
         elif self._handover_stopped:
             self._finish_discard("the server is shutting down")
@@ -501,35 +534,29 @@ class Session:
             "apply_ms": self.progress.apply_ms,
             "transform_ms": self.progress.transform_ms,
             "elapsed_s": round(time.monotonic() - self._t0, 3),
+            "follow_back": outcome == "promoted" and self._fallback is not None,
         }
         log.warning("validated update of %s: %s: %s", self.spec.patch_id, outcome, reason)
         self._done.set()
 
 
-def _requests_in(records: list[Any]) -> int:
-    """How many requests a batch of log records holds ("x1": one; "x": a list of them)."""
-    n = 0
-    for record in records:
-        kind = record[0]
-        if kind == "x1":
-            n += 1
-        elif kind == "x":
-            n += len(record[3])
-    return n
-
-
-def _become_waiter(pid: int | None) -> None:
-    """At the old leader's exit (after its agent replied and stopped): exec the waiter (waiter.py)."""
+def _become_waiter(pid: int | None, fallback: tuple[int, list[str]] | None = None) -> None:
+    """At the old leader's exit (after its agent replied and stopped): exec the waiter (waiter.py);
+    with follow-back it keeps the listening socket's copy and the command line (fallback.py)."""
     if pid is None:
         return
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
     logging.shutdown()
-    from livepatch.mve.waiter import FORWARDED
+    from livepatch.mve.waiter import FORWARDED, RETIRE
 
-    # Blocked across exec (the mask survives it): a SIGTERM during the waiter's start is kept pending
-    # for its handler instead of killing the pid that stands for the server.
-    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+    # Blocked across exec (the mask survives it): a SIGTERM (or retire's SIGUSR1) during the waiter's
+    # start is kept pending for its handler instead of killing the pid that stands for the server.
+    signal.pthread_sigmask(signal.SIG_BLOCK, (*FORWARDED, RETIRE))
+    argv = [sys.executable, "-m", "livepatch.mve.waiter", str(pid)]
+    if fallback is not None:
+        os.set_inheritable(fallback[0], True)
+        argv += [str(fallback[0]), *fallback[1]]
     with contextlib.suppress(OSError):
-        os.execv(sys.executable, [sys.executable, "-m", "livepatch.mve.waiter", str(pid)])
+        os.execv(sys.executable, argv)
