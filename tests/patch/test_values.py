@@ -95,6 +95,16 @@ CASES: dict[str, tuple[set[str], list[str]]] = {
             "m.Buffer.__bool__ is m.Buffer.__nonzero__",
         ],
     ),
+    "module_kind_change": (
+        {"added:hmset_command", "added:WSGIServer"},
+        [
+            "m.dispatch('hmset', ['f', 'v'])",
+            "m.dispatch('hset', ['f', 'v'])",
+            "m.hmset_command is m.hset_command",
+            "type(m.WSGIServer('app')).__name__",
+            "m.WSGIServer is m.TcpServer",
+        ],
+    ),
     "compat_blocks": (
         {"changed:<block 0>", "changed:<block 3>", "added:Queue"},
         [
@@ -758,3 +768,94 @@ def test_code_built_from_a_slice_of_the_module_is_the_code_a_fresh_import_has(
             assert code_fingerprint(got) == code_fingerprint(want), name
     finally:
         forget(live, new)
+
+
+def test_a_module_level_name_changing_kind_is_refused_when_something_held_the_old_object(
+    tmp_path: Path,
+) -> None:
+    """The neighbours of values corpus `module_kind_change`. In the differ: a table, a default or a class
+    body that read the alias when the module ran (they hold the old object: kvserver's COMMANDS list),
+    a decorated function (the live object is a wrapper), a class becoming a function (instances and
+    subclasses keep the class). At staging: the live object is not what the old version bound, or the
+    heap holds it elsewhere (a table built at run time, a bound partial, a copy in an unrelated module
+    under the same name)."""
+    base = "def hset(a):\n    return 1\n\n"
+    alias = base + "hmset = hset\n"
+    own = base + "def hmset(a):\n    return 'OK'\n"
+    for reader in ("TABLE = {'hmset': hmset}\n", "def run(h=hmset):\n    return h\n",
+                   "class C:\n    h = hmset\n"):  # fmt: skip
+        refused = _refusals(alias + reader, own + reader)
+        assert [(q, k) for q, k, _ in refused] == [("hmset", RefusalKind.KIND_CHANGE)], reader
+    deco = "import functools\n\n@functools.lru_cache\ndef f():\n    return 1\n"
+    assert [k for _, k, _ in _refusals(deco, "def g():\n    return 2\n\nf = g\n")] == [
+        RefusalKind.KIND_CHANGE
+    ]
+    cls = "class S:\n    pass\n"
+    assert [k for _, k, _ in _refusals(cls, "def S():\n    return 1\n")] == [
+        RefusalKind.KIND_CHANGE
+    ]
+    # at staging, against the live objects
+    v1, v2 = _source("module_kind_change", "v1"), _source("module_kind_change", "v2")
+    live = _load(v1, tmp_path, "module_kind_change")
+    try:
+        spec = patch_from_sources({live.__name__: (v1, v2)})
+        table = {"hmset": live.hmset_command}  # built at run time: holds the old object
+        with pytest.raises(PatchRefused, match="also held by a dict"):
+            stage(spec)
+        del table
+        import functools
+
+        bound = functools.partial(live.WSGIServer, "app")
+        with pytest.raises(PatchRefused, match=r"WSGIServer.*also held by a partial object"):
+            stage(spec)
+        del bound
+        other = ModuleType("elsewhere")
+        # `from m import hmset_command` outside the package
+        setattr(other, "hmset_command", live.hmset_command)  # noqa: B010
+        sys.modules["elsewhere"] = other
+        try:
+            with pytest.raises(PatchRefused, match=r"also held by elsewhere\.hmset_command"):
+                stage(spec)
+        finally:
+            del sys.modules["elsewhere"]
+        del other  # its namespace held the copy
+        setattr(live, "WSGIServer", lambda app: app)  # noqa: B010 - rebound at run time
+        with pytest.raises(PatchRefused, match="not the old function"):
+            stage(spec)
+    finally:
+        forget(live)
+
+
+def test_a_name_changing_kind_is_followed_in_the_package_modules_that_import_it(
+    tmp_path: Path,
+) -> None:
+    """waitress 208bd90a9a: `waitress/__init__.py` did `from waitress.server import WSGIServer`; the
+    copy is rebound with the name that changes kind."""
+    pkg = unique_name("kindpkg")
+    v1 = _source("module_kind_change", "v1")
+    v2 = _source("module_kind_change", "v2")
+    init = "from .server import WSGIServer\n\n\ndef serve(app):\n    return WSGIServer(app)\n"
+    root = tmp_path / pkg
+    root.mkdir()
+    (root / "__init__.py").write_text(init)
+    (root / "server.py").write_text(v1)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import importlib
+
+        package = importlib.import_module(pkg)
+        server = sys.modules[f"{pkg}.server"]
+        spec = diff_sources(
+            {f"{pkg}.server": (v1, v2)}, context={pkg: init, f"{pkg}.server": v1}
+        ).spec
+        assert spec.refusals == ()
+        staged = stage(spec)
+        staged.swap_in()
+        assert package.WSGIServer is server.TcpServer and server.WSGIServer is server.TcpServer
+        assert type(package.serve("app")).__name__ == "TcpServer"
+        staged.swap_out()
+        assert package.serve("app") == ("factory", "app")
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [n for n in sys.modules if n == pkg or n.startswith(pkg + ".")]:
+            del sys.modules[name]

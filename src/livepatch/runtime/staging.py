@@ -82,7 +82,7 @@ from livepatch.patch.walk import Definition, ModuleWalk, binds_only, walk_source
 from livepatch.runtime.resolve import ResolveError, resolve_function, resolve_owner
 from livepatch.runtime.swap import MISSING, BindOp, CodeOp, StagedPatch, make_staged_patch
 from livepatch.runtime.swap_build import LiveBuilder, new_module
-from livepatch.runtime.values import other_holders
+from livepatch.runtime.values import heap_holders, other_holders
 from livepatch.runtime.verify import check_refusals
 
 __all__ = ["StagedPatch", "stage"]
@@ -357,6 +357,10 @@ class _ModuleStager:
             return
         if self.staged_import(change):
             return
+        if "." not in change.qualname and (
+            change.old_fingerprint is not None or change.old_value is not None
+        ):
+            self.check_replaced_global(change)
         code = self.added.get(change.qualname)
         if code is not None:  # a module-level def, class or import, compiled by the patch's author
             # one relocated code per statement, so that a statement adding several names runs once
@@ -546,11 +550,67 @@ class _ModuleStager:
                 "changed at run time or the server runs another version; fix: keep the old member",
             )
 
+    def check_replaced_global(self, change: TargetChange) -> None:
+        """A module-level name that changes kind (patch.diff.module_kind_change: a function or a value
+        becoming another kind of object): the live object must be what the old version bound (the very
+        function, by fingerprint, or what the old expression evaluates to now), and nothing may hold it
+        but module namespaces under other names, the copies this patch follows, and the staging code
+        itself (runtime/values.py, `heap_holders`): a table, a default, a bound method, an instance
+        holding it would keep the old object while a fresh process would hold the new one."""
+        name = change.qualname
+        live = vars(self.module).get(name, MISSING)
+        if live is MISSING:
+            raise self.refuse(name, "does not exist in the live module")
+        if change.old_fingerprint is not None:
+            ok = isinstance(live, FunctionType) and (
+                live_fingerprint(live.__code__) == change.old_fingerprint
+            )
+            was = "the old function"
+        else:
+            assert change.old_value is not None
+            try:
+                old_code = compile(change.old_value, self.filename, "eval", dont_inherit=True)
+                before = eval(old_code, vars(self.module))
+            except Exception as exc:
+                raise self.refuse(
+                    name,
+                    f"evaluating the old version's `{_short(change.old_value)}` failed ({exc!r}): the "
+                    "server does not run the version the patch was built from",
+                ) from exc
+            ok = live is before or (type(live) is type(before) and _equal(live, before))
+            was = f"what the old version's `{_short(change.old_value)}` builds"
+            del before
+        if not ok:
+            raise self.refuse(
+                name,
+                f"changes kind, but the live object is not {was}: it was changed at run time or the "
+                "server runs another version; fix: keep the old definition",
+            )
+        holders = [
+            h
+            for h in other_holders(self.module, self.module, name, live)
+            if tuple(h.rsplit(".", 1)) not in self.followed
+        ]
+        holders += heap_holders(
+            self.module, live, name, self.followed, keep=(self, self.build, self.shared)
+        )
+        if holders:
+            raise self.refuse(
+                name,
+                f"changes kind, but the live object is also held by {', '.join(holders[:3])}, which "
+                "would keep the old object; fix: keep the old definition and add the new one under "
+                "another name",
+            )
+
     def check_unbound(self, owner: Any, change: TargetChange) -> None:
         """An added VALUE must not exist yet: if the live namespace has the name, code the differ did not
         see (a loop, `globals()[...]`, a run-time assignment) bound it, and its value may be state."""
         if change.definition is not DefinitionKind.VALUE:
             return
+        if "." not in change.qualname and (
+            change.old_fingerprint is not None or change.old_value is not None
+        ):
+            return  # a name that changes kind: check_replaced_global checked the live one
         name = change.qualname.rpartition(".")[2]
         if name in vars(owner):
             raise self.refuse(
