@@ -95,6 +95,10 @@ CASES: dict[str, tuple[set[str], list[str]]] = {
             "m.Buffer.__bool__ is m.Buffer.__nonzero__",
         ],
     ),
+    "all_chain": (
+        {"changed:__all__"},
+        ["m.__all__", "m.exported()", "type(m.__all__).__name__"],
+    ),
     "module_kind_change": (
         {"added:hmset_command", "added:WSGIServer"},
         [
@@ -855,6 +859,57 @@ def test_a_name_changing_kind_is_followed_in_the_package_modules_that_import_it(
         assert type(package.serve("app")).__name__ == "TcpServer"
         staged.swap_out()
         assert package.serve("app") == ("factory", "app")
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [n for n in sys.modules if n == pkg or n.startswith(pkg + ".")]:
+            del sys.modules[name]
+
+
+def test_an_all_chain_is_one_value_and_its_neighbours_stay_module_state(tmp_path: Path) -> None:
+    """The neighbours of values corpus `all_chain`: `__all__` changed in place by a call or a loop, or
+    extended with a name bound twice, stays module-level state; at staging, a live `__all__` changed at
+    run time is refused, and so is a chain reading another module's `__all__` that the same patch
+    changes (its live one is still the old one)."""
+    head = "_A = ['a']\n__all__ = ['x']\n__all__ += _A\n"
+    assert _refusals(head, head.replace("['x']", "['x', 'y']")) == []
+    for tail in ("__all__.append('z')\n", "for _n in _A:\n    __all__ += [_n]\n", "_A = ['b']\n"):
+        refused = _refusals(head + tail, head.replace("['x']", "['x', 'y']") + tail)
+        assert [k for _, k, _ in refused] == [RefusalKind.MODULE_STATE], tail
+    v1, v2 = _source("all_chain", "v1"), _source("all_chain", "v2")
+    live = _load(v1, tmp_path, "all_chain")
+    try:
+        spec = patch_from_sources({live.__name__: (v1, v2)})
+        live.__all__.append("Extra")  # changed at run time: state
+        with pytest.raises(PatchRefused, match="live value is not what the old version"):
+            stage(spec)
+    finally:
+        forget(live)
+    import importlib
+
+    pkg = unique_name("allpkg")
+    init1 = "from . import _events\n\n__all__ = ['ProtocolError']\n__all__ += _events.__all__\n"
+    init2 = init1.replace("['ProtocolError']", "['ProtocolError', 'LocalProtocolError']")
+    events1, events2 = (
+        "__all__ = ['Request']\nRequest = 1\n",
+        "__all__ = ['Request', 'Data']\nRequest = 1\nData = 2\n",
+    )
+    (tmp_path / pkg).mkdir()
+    (tmp_path / pkg / "__init__.py").write_text(init1)
+    (tmp_path / pkg / "_events.py").write_text(events1)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        top = importlib.import_module(pkg)
+        alone = diff_sources({pkg: (init1, init2)}).spec
+        assert alone.refusals == ()
+        staged = stage(alone)
+        staged.swap_in()
+        assert top.__all__ == ["ProtocolError", "LocalProtocolError", "Request"]
+        staged.swap_out()
+        assert top.__all__ == ["ProtocolError", "Request"]
+        both = diff_sources({pkg: (init1, init2), f"{pkg}._events": (events1, events2)}).spec
+        assert both.refusals == ()
+        with pytest.raises(PatchRefused, match=r"built from .*_events\.__all__, which this patch"):
+            stage(both)
     finally:
         sys.path.remove(str(tmp_path))
         for name in [n for n in sys.modules if n == pkg or n.startswith(pkg + ".")]:

@@ -32,6 +32,7 @@ __all__ = [
     "ModuleWalk",
     "binds_only",
     "class_shape",
+    "fold_all_chain",
     "from_imports",
     "walk_source",
 ]
@@ -864,6 +865,7 @@ class _Walker:
         body = tree.body
         if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
             body = body[1:]  # the module docstring
+        body = fold_all_chain(body)
         # a name bound once, by a simple assignment, is a VALUE target; bound more than once (or also
         # by an if/try block, a loop...) it stays part of the module-level statements
         bindings: dict[str, int] = {}
@@ -952,6 +954,79 @@ class _Walker:
             from_imports=from_imports(tree),
             statement_nodes=statement_nodes,
         )
+
+
+def fold_all_chain(body: list[ast.stmt]) -> list[ast.stmt]:
+    """`__all__ = [...]` followed by `__all__ += expr` statements (h11: `__all__ += _events.__all__`,
+    `__all__ += sentinels`) is one value: `__all__ = [..., *expr, ...]`, in place of the first statement
+    (the others dropped), so that an edit is a changed VALUE like any other. The list the chain builds
+    is the same: `+=` on a list extends it with any iterable, in order, and each name the extensions
+    read must be bound once in the module (what it read then is what it holds at the end). Anything
+    else binding `__all__` (a loop, a second `=`, `.append`) leaves the body as it is: module state."""
+    first: int | None = None
+    extensions: list[int] = []
+    for i, stmt in enumerate(body):
+        if _assigned_names(stmt) == ["__all__"] and isinstance(stmt, ast.Assign):
+            if first is not None:
+                return body
+            first = i
+        elif (
+            isinstance(stmt, ast.AugAssign)
+            and isinstance(stmt.target, ast.Name)
+            and stmt.target.id == "__all__"
+            and isinstance(stmt.op, ast.Add)
+        ):
+            if first is None:
+                return body
+            extensions.append(i)
+        elif "__all__" in _stored_names(stmt) or "__all__" in _mutated_in(stmt):
+            return body
+    if first is None or not extensions:
+        return body
+    head = body[first]
+    assert isinstance(head, ast.Assign)
+    if not isinstance(head.value, ast.List):
+        return body
+    read: set[str] = set()
+    for j in extensions:
+        read |= _names_read_now(body[j])
+    read.discard("__all__")
+    for name in read:
+        if sum(1 for stmt in body if name in _bound_by(stmt)) > 1:
+            return body
+    elts: list[ast.expr] = list(head.value.elts)
+    for j in extensions:
+        ext = body[j]
+        assert isinstance(ext, ast.AugAssign)
+        elts.append(ast.Starred(value=ext.value, ctx=ast.Load()))
+    folded = ast.Assign(
+        targets=[ast.Name(id="__all__", ctx=ast.Store())],
+        value=ast.List(elts=elts, ctx=ast.Load()),
+    )
+    folded = ast.fix_missing_locations(ast.copy_location(folded, head))
+    dropped = set(extensions)
+    return [folded if i == first else stmt for i, stmt in enumerate(body) if i not in dropped]
+
+
+def _bound_by(stmt: ast.stmt) -> set[str]:
+    """Names a module-level statement binds (assignments, imports, defs, loops...)."""
+    out = set(_assigned_names(stmt) or ()) | set(_stored_names(stmt))
+    if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        out.add(stmt.name)
+    elif isinstance(stmt, ast.Import | ast.ImportFrom):
+        out |= {bound for bound, _ in _import_bindings(stmt)}
+    return out
+
+
+def _mutated_in(stmt: ast.stmt) -> set[str]:
+    """Names whose object a statement changes in place by a method call (`__all__.append(x)`)."""
+    return {
+        n.func.value.id
+        for n in ast.walk(stmt)
+        if isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Attribute)
+        and isinstance(n.func.value, ast.Name)
+    }
 
 
 def _module_scope_imports(body: list[ast.stmt]) -> list[ast.stmt]:

@@ -154,6 +154,7 @@ class _ModuleStager:
         self._build: LiveBuilder | None = None
         self.codes: list[CodeOp] = []
         self.binds: dict[tuple[int, str], BindOp] = {}
+        self.changed_all: frozenset[str] = frozenset()  # modules whose __all__ the patch changes
 
     @property
     def walk(self) -> ModuleWalk:
@@ -676,6 +677,8 @@ class _ModuleStager:
                 f"the live value is also held by {', '.join(holders)}, which would keep the old value; "
                 "fix: read it through its module at call time, or set every copy in a post_patch hook",
             )
+        if d.name == "__all__" and not d.owner:
+            self.check_all_sources(d)
         if d.owner:
             value = self.build.eval_expr(_assigned_value(d), owner, change.qualname)
         else:
@@ -684,6 +687,24 @@ class _ModuleStager:
                 raise self.refuse(change.qualname, "the new statement did not bind its name")
             value = bound[d.name]
         self.bind(owner, d.name, value, change.qualname)
+
+    def check_all_sources(self, d: Definition) -> None:
+        """A module's `__all__` built from other modules' (`__all__ += _events.__all__`, folded into one
+        value by walk.fold_all_chain) is evaluated now: refused when this patch also changes one of
+        those, whose live `__all__` is still the old one."""
+        for n in ast.walk(d.node):
+            if (
+                isinstance(n, ast.Attribute)
+                and n.attr == "__all__"
+                and isinstance(n.value, ast.Name)
+            ):
+                other = vars(self.module).get(n.value.id)
+                if isinstance(other, ModuleType) and other.__name__ in self.changed_all:
+                    raise self.refuse(
+                        "__all__",
+                        f"is built from {other.__name__}.__all__, which this patch changes too; fix: "
+                        "change one of them in this patch and the other in the next",
+                    )
 
     def stage_changed_import(self, change: TargetChange) -> None:
         """A changed import is accepted only when the new path names the very object the live name is
@@ -992,6 +1013,14 @@ def stage(spec: PatchSpec) -> StagedPatch:
         and c.kind is ChangeKind.CHANGED
         and c.old_value is not None
     )
+    # modules whose `__all__` the patch changes: a folded `__all__ += m.__all__` chain (walk.fold_all_chain)
+    # evaluated now would read their old one
+    changed_all = frozenset(
+        mp.module
+        for mp in spec.modules
+        for c in mp.changes
+        if c.qualname == "__all__" and c.kind is not ChangeKind.SAME
+    )
     for mp in _sources_first(spec.modules):
         module = sys.modules.get(mp.module)
         if module is None:
@@ -1007,6 +1036,7 @@ def stage(spec: PatchSpec) -> StagedPatch:
             continue
         filename = getattr(module, "__file__", None) or f"<livepatch {mp.module}>"
         stager = _ModuleStager(mp, module, filename, shared, followed)
+        stager.changed_all = changed_all
         if not isinstance(mp, CompiledModulePatch):
             stager.walk  # noqa: B018 - without compiled code the source must compile, whatever changes
         stager.run()
