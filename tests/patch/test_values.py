@@ -96,7 +96,7 @@ CASES: dict[str, tuple[set[str], list[str]]] = {
         ],
     ),
     "all_chain": (
-        {"changed:__all__"},
+        {"changed:__all__", "added:LocalProtocolError", "added:RemoteProtocolError"},
         ["m.__all__", "m.exported()", "type(m.__all__).__name__"],
     ),
     "module_kind_change": (
