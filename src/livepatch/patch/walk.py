@@ -963,6 +963,13 @@ def fold_all_chain(body: list[ast.stmt]) -> list[ast.stmt]:
     is the same: `+=` on a list extends it with any iterable, in order, and each name the extensions
     read must be bound once in the module (what it read then is what it holds at the end). Anything
     else binding `__all__` (a loop, a second `=`, `.append`) leaves the body as it is: module state."""
+    if not any(
+        isinstance(stmt, ast.AugAssign)
+        and isinstance(stmt.target, ast.Name)
+        and stmt.target.id == "__all__"
+        for stmt in body
+    ):
+        return body  # no chain (the common case: no full walk of the module)
     first: int | None = None
     extensions: list[int] = []
     for i, stmt in enumerate(body):
