@@ -146,6 +146,10 @@ REFUSED_NEIGHBOURS = {
         KV2
         + "\n\nclass Quiet(Channel):\n    def __init__(self, server):\n        super().__init__(server)\n        self.server = ''\n",
     ),
+    "an attribute the new version stops assigning may hold the state the new one takes over": (
+        KV1,
+        KV2.replace("self.received", "self.total"),  # `received` becomes `total`
+    ),
     "an early return may skip the statement that keeps it": (
         KV1.replace(
             "        self.received = 0\n",

@@ -404,9 +404,14 @@ class _Differ:
         the old __init__ the same way (same attribute, same earlier statements rebinding it, e.g. a
         default built when it is None), and the kept attribute assigned by that one statement only, in
         both versions, in no other method and in no base or subclass of the module (the live value is
-        still the argument)."""
+        still the argument); and the class stops assigning no attribute (its state may move to the new
+        one)."""
         derived = new.init_derived.get(attr)
         if derived is None:
+            return None
+        if set(old.instance_attributes) - set(new.instance_attributes):
+            # an attribute the new version stops assigning (waitress 4b6e73772c: `outbuf` becomes
+            # `outbufs`) may hold the state the new one takes over: a fresh value would drop it
             return None
         expr, params = derived
         kept: list[str] = []
