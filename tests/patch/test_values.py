@@ -914,3 +914,52 @@ def test_an_all_chain_is_one_value_and_its_neighbours_stay_module_state(tmp_path
         sys.path.remove(str(tmp_path))
         for name in [n for n in sys.modules if n == pkg or n.startswith(pkg + ".")]:
             del sys.modules[name]
+
+
+def test_one_import_statement_naming_an_added_and_an_existing_name_takes_both(
+    tmp_path: Path,
+) -> None:
+    """Found by the live-apply sample (kvserver df042c96163d): `from kvserver.replies import
+    MUST_BE_POSITIVE, ..., SYNTAX` where the patch adds MUST_BE_POSITIVE to replies and the importer
+    starts importing SYNTAX, which replies had: run as one statement for SYNTAX, the import failed on
+    MUST_BE_POSITIVE (bound in replies on swap only) and staging refused the patch. SYNTAX now comes
+    from the loaded replies, MUST_BE_POSITIVE from replies' stager."""
+    import importlib
+
+    pkg = unique_name("twoimp")
+    (tmp_path / pkg).mkdir()
+    (tmp_path / pkg / "__init__.py").write_text("")
+    replies_v1 = "SYNTAX = 'ERR syntax error'\n"
+    replies_v2 = replies_v1 + "MUST_BE_POSITIVE = 'ERR value is out of range, must be positive'\n"
+    numbers_v1 = "def parse(n):\n    return int(n)\n"
+    numbers_v2 = (
+        f"from {pkg}.replies import MUST_BE_POSITIVE, SYNTAX\n\n"
+        "def parse(n):\n    return SYNTAX if not n.isdigit() else int(n) or MUST_BE_POSITIVE\n"
+    )
+    (tmp_path / pkg / "replies.py").write_text(replies_v1)
+    (tmp_path / pkg / "numbers.py").write_text(numbers_v1)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        replies = importlib.import_module(f"{pkg}.replies")
+        numbers = importlib.import_module(f"{pkg}.numbers")
+        spec = diff_sources(
+            {f"{pkg}.numbers": (numbers_v1, numbers_v2), f"{pkg}.replies": (replies_v1, replies_v2)}
+        ).spec
+        assert spec.refusals == ()
+        staged = stage(spec)
+        staged.swap_in()
+        assert (numbers.parse("x"), numbers.parse("0"), numbers.parse("3")) == (
+            "ERR syntax error",
+            "ERR value is out of range, must be positive",
+            3,
+        )
+        assert (
+            numbers.SYNTAX is replies.SYNTAX
+            and numbers.MUST_BE_POSITIVE is replies.MUST_BE_POSITIVE
+        )
+        staged.swap_out()
+        assert numbers.parse("3") == 3 and not hasattr(replies, "MUST_BE_POSITIVE")
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [n for n in sys.modules if n == pkg or n.startswith(pkg + ".")]:
+            del sys.modules[name]

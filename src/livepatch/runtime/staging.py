@@ -347,9 +347,21 @@ class _ModuleStager:
         if d is None or d.kind is not DefinitionKind.IMPORT:
             return False
         where = _import_source(self.module, d.node, d.name)
-        if where is None or where not in self.shared:
+        if where is None:
             return False
-        self.bind(self.module, d.name, self.shared[where], change.qualname)
+        if where in self.shared:
+            self.bind(self.module, d.name, self.shared[where], change.qualname)
+            return True
+        # `from M import NEW, OLD` where the patch adds M.NEW: run as one statement, the import would
+        # fail on NEW (bound in M on swap only), so OLD is taken from the loaded M, which is what the
+        # statement binds it to (kvserver df042c96163d: `from kvserver.replies import
+        # MUST_BE_POSITIVE, ..., SYNTAX`)
+        assert isinstance(d.node, ast.ImportFrom)
+        source = sys.modules.get(where[0])
+        live = vars(source).get(where[1], MISSING) if source is not None else MISSING
+        if live is MISSING or not any((where[0], a.name) in self.shared for a in d.node.names):
+            return False
+        self.bind(self.module, d.name, live, change.qualname)
         return True
 
     def stage_added(self, change: TargetChange) -> None:
