@@ -790,6 +790,7 @@ def test_a_module_level_name_changing_kind_is_refused_when_something_held_the_ol
                    "class C:\n    h = hmset\n"):  # fmt: skip
         refused = _refusals(alias + reader, own + reader)
         assert [(q, k) for q, k, _ in refused] == [("hmset", RefusalKind.KIND_CHANGE)], reader
+        assert "read the old one when the module body ran" in refused[0][2], reader
     deco = "import functools\n\n@functools.lru_cache\ndef f():\n    return 1\n"
     assert [k for _, k, _ in _refusals(deco, "def g():\n    return 2\n\nf = g\n")] == [
         RefusalKind.KIND_CHANGE

@@ -210,6 +210,7 @@ class _Differ:
         self.reevaluate: set[str] = set()
         self.transformable: dict[Refusal, Candidate] = {}
         self.kind_changed: set[str] = set()  # module-level names rebound to another kind of object
+        self.kind_change_why: dict[str, str] = {}  # why a module-level kind change stays refused
         self.redecorated: dict[str, str] = {}  # qualname -> the old decorator list (source)
         self.blocks_changed: list[
             TargetChange
@@ -726,7 +727,12 @@ class _Differ:
             or new.name.startswith("__")
         ):
             return None
-        if self.old.readers.get(was.qualname, set()) - {was.qualname}:
+        readers = self.old.readers.get(was.qualname, set()) - {was.qualname}
+        if readers:
+            names = ", ".join(f"`{r}`" for r in sorted(readers)[:3])
+            self.kind_change_why[new.qualname] = (
+                f" and {names} read the old one when the module body ran: they hold it"
+            )
             return None
         self.kind_changed.add(new.qualname)
         if was.kind is DefinitionKind.FUNCTION:
@@ -908,7 +914,8 @@ class _Differ:
                 self.refuse(
                     RefusalKind.KIND_CHANGE,
                     qualname,
-                    f"`{qualname}` changes from a {old.kind} to a {new.kind}",
+                    f"`{qualname}` changes from a {old.kind} to a {new.kind}"
+                    + self.kind_change_why.get(qualname, ""),
                     "keep the old definition as it is and add the new one under another name",
                 )
                 continue
