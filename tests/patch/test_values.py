@@ -964,3 +964,32 @@ def test_one_import_statement_naming_an_added_and_an_existing_name_takes_both(
         sys.path.remove(str(tmp_path))
         for name in [n for n in sys.modules if n == pkg or n.startswith(pkg + ".")]:
             del sys.modules[name]
+
+
+def test_a_changed_table_whose_rows_a_start_up_step_consumed_is_refused_at_staging(
+    tmp_path: Path,
+) -> None:
+    """kvserver builds its command table at start-up from each module's `COMMANDS = [command(...),
+    ...]`: the table holds the rows, not the list. Rebinding `COMMANDS` would leave the live table with
+    the old rows (a new command would never be served), so staging refuses it; a list nothing consumed
+    is rebound as before."""
+    v1 = (
+        "class Row:\n    def __init__(self, name, arity):\n        self.name, self.arity = name, arity\n"
+        "    def __eq__(self, other):\n        return vars(self) == vars(other)\n\n"
+        "def get(argv):\n    return argv\n\n"
+        "COMMANDS = [Row('GET', 2)]\n"
+    )
+    v2 = v1.replace("COMMANDS = [Row('GET', 2)]", "COMMANDS = [Row('GET', 2), Row('MGET', -2)]")
+    live = _load(v1, tmp_path, "consumed")
+    try:
+        spec = patch_from_sources({live.__name__: (v1, v2)})
+        table = {row.name: row for row in live.COMMANDS}  # built at start-up from the rows
+        with pytest.raises(PatchRefused, match=r"Row objects, held by a dict.*consumed the value"):
+            stage(spec)
+        del table
+        staged = stage(spec)  # nothing consumed the rows: rebound as any changed value
+        staged.swap_in()
+        assert [r.name for r in live.COMMANDS] == ["GET", "MGET"]
+        staged.swap_out()
+    finally:
+        forget(live)

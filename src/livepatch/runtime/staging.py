@@ -82,7 +82,7 @@ from livepatch.patch.walk import Definition, ModuleWalk, binds_only, walk_source
 from livepatch.runtime.resolve import ResolveError, resolve_function, resolve_owner
 from livepatch.runtime.swap import MISSING, BindOp, CodeOp, StagedPatch, make_staged_patch
 from livepatch.runtime.swap_build import LiveBuilder, new_module
-from livepatch.runtime.values import heap_holders, other_holders
+from livepatch.runtime.values import consumed_elements, heap_holders, other_holders
 from livepatch.runtime.verify import check_refusals
 
 __all__ = ["StagedPatch", "stage"]
@@ -688,6 +688,16 @@ class _ModuleStager:
                 change.qualname,
                 f"the live value is also held by {', '.join(holders)}, which would keep the old value; "
                 "fix: read it through its module at call time, or set every copy in a post_patch hook",
+            )
+        consumed = consumed_elements(live, before)
+        del before
+        if consumed:
+            raise self.refuse(
+                change.qualname,
+                f"objects the live value's expression built ({consumed}) are also held elsewhere: "
+                "something consumed the value at run time (a table built from it at start-up, as "
+                "kvserver's command table from each module's COMMANDS) and would keep the old ones; "
+                "fix: rebuild what consumed it in a post_patch hook",
             )
         if d.name == "__all__" and not d.owner:
             self.check_all_sources(d)

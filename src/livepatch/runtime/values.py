@@ -26,6 +26,14 @@ and it cannot be told whether they took it through this name or the other. Holde
 not see (C objects without traversal) are not found: a limit, documented in docs/patchability.md.
 Scalars (numbers, strings, bytes, None) are shared by unrelated code by accident and carry no identity:
 for them only the namespace check applies, as for a changed value. O(heap), once, at staging.
+
+A changed container value can also have been *consumed*: kvserver builds its command table at start-up
+from each module's `COMMANDS = [command("GET", get_command, ...), ...]`, so the table holds the
+Command objects the list's expression built, not the list. Rebinding `COMMANDS` would leave the table
+with the old rows. `consumed_elements` compares the live container with a fresh evaluation of the old
+expression (staging does that anyway): elements that are not the very same object in both were built
+by the expression (a `command(...)` row, not a function it names), and one gc.get_referrers pass over
+them finds any holder but the live container itself: the change is then refused.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ from collections.abc import Collection, Iterable
 from types import BuiltinFunctionType, FrameType, FunctionType, ModuleType
 from typing import Any
 
-__all__ = ["heap_holders", "other_holders"]
+__all__ = ["consumed_elements", "heap_holders", "other_holders"]
 
 # Values that many unrelated names share by accident or by design: interned atoms, immutable values
 # built equal in several places (re.compile caches its patterns: two modules compiling the same pattern
@@ -200,3 +208,41 @@ def _describe(r: Any) -> str:
     if isinstance(r, dict):
         return "a dict (a table, or an object's attributes)"
     return f"a {type(r).__name__} object"
+
+
+def consumed_elements(live: Any, fresh: Any) -> str:
+    """Holders, other than `live` itself, of the elements of the container `live` that its expression
+    built (not identical in `fresh`, a new evaluation of the same expression); "" when none."""
+    if isinstance(live, dict) and isinstance(fresh, dict):
+        pairs = [(v, fresh.get(k, _NOTHING)) for k, v in list(live.items())]
+    elif isinstance(live, list | tuple) and type(live) is type(fresh) and len(live) == len(fresh):
+        pairs = list(zip(live, fresh, strict=True))
+    else:
+        return ""
+    built = [old for old, new in pairs if old is not new and not _plain(old) and gc.is_tracked(old)]
+    if not built:
+        return ""
+    own = {id(live), id(fresh), id(pairs), id(built)}
+    frame: FrameType | None = sys._getframe()
+    while frame is not None:
+        own.add(id(frame))
+        frame = frame.f_back
+    found = [r for r in gc.get_referrers(*built) if id(r) not in own and not _is_pair(r, pairs)]
+    if not found:
+        return ""
+    kinds = sorted({type(o).__name__ for o in built})
+    return f"{', '.join(kinds)} objects, held by {_describe(found[0])}"
+
+
+def _is_pair(r: Any, pairs: list[tuple[Any, Any]]) -> bool:
+    """The (old, new) tuples consumed_elements built itself."""
+    return isinstance(r, tuple) and len(r) == 2 and any(r is p for p in pairs)
+
+
+def _plain(value: Any) -> bool:
+    """A scalar, or a tuple/frozenset of plain values: no identity anyone could rely on."""
+    if isinstance(value, _SCALARS):
+        return True
+    if isinstance(value, tuple | frozenset):
+        return all(_plain(v) for v in value)
+    return False
