@@ -38,13 +38,16 @@ PROJECTS: dict[str, tuple[str, str, str | None]] = {
 }
 
 
-def corpus(name: str, repo: str, out: Path) -> tuple[list[str], dict[str, Any]]:
+def corpus(
+    name: str, repo: str, out: Path, timeout: float | None = None
+) -> tuple[list[str], dict[str, Any]]:
     package, rng, paths = PROJECTS[name]
     argv = ["livepatch", "corpus", "--git", repo, rng, "--package", package]
     argv += ["--paths", paths] if paths else []
+    argv += ["--timeout", str(timeout)] if timeout else []
     argv += ["--json", "--out", str(out / name)]
     proc = subprocess.run(
-        [LIVEPATCH, *argv[1:]], capture_output=True, text=True, check=False, timeout=3600
+        [LIVEPATCH, *argv[1:]], capture_output=True, text=True, check=False, timeout=4 * 3600
     )
     if proc.returncode != 0:
         sys.exit(f"{name}: {proc.stdout.strip() or proc.stderr.strip()}")
@@ -222,6 +225,13 @@ def main() -> None:
         action="store_true",
         help="print the tables from the corpus documents already in --out (no corpus run)",
     )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds per commit (livepatch corpus --timeout; its default is 60 s of wall time, which "
+        "a heavily loaded machine can exceed: a commit then counts as an error)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
@@ -229,7 +239,9 @@ def main() -> None:
             name, _, path = item.partition("=")
             if name not in PROJECTS or not path:
                 parser.error(f"{item!r}: give NAME=PATH with NAME in {sorted(PROJECTS)}")
-            argv, doc = corpus(name, path, out) if not args.reuse else reuse(name, path, out)
+            argv, doc = (
+                corpus(name, path, out, args.timeout) if not args.reuse else reuse(name, path, out)
+            )
             print(markdown(name, argv, doc))
             print()
 

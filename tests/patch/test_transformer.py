@@ -1,16 +1,22 @@
-"""`--accept-transformer`: a new instance attribute whose value the new __init__ computes from globals
-and self is set on every live instance by a generated transform hook, applied for real (apply_patch with
-global quiescence, managed worker threads using the live instance until they park)."""
+"""`--accept-transformer`: a new instance attribute whose value the new __init__ computes from globals,
+self and constructor arguments the object keeps is set on every live instance by a generated transform
+hook, applied for real (apply_patch with global quiescence, managed worker threads using the live
+instance until they park). Cases: values_corpus_transformer/counter (globals and self) and
+kept_arguments (`self.adj = adj` ... `self.inbuf = Buffer(adj.inbuf_overflow)`), with their refused
+neighbours."""
 
 from __future__ import annotations
 
 import threading
 import time
 from pathlib import Path
+from types import ModuleType
+
+import pytest
 
 from livepatch import apply_patch, managed_thread, quiescence_point, revert_patch
 from livepatch.patch.diff import diff_sources
-from livepatch.patch.model import Category, RefusalKind
+from livepatch.patch.model import Category, PatchSpec, RefusalKind
 from tests.fixtures.livefixtures import forget, load_source, unique_name
 
 CASE = Path(__file__).resolve().parent / "values_corpus_transformer" / "counter"
@@ -24,8 +30,10 @@ def test_without_confirmation_the_new_attributes_are_refused_and_the_fix_names_t
     assert all("--accept-transformer" in r.fix for r in spec.refusals)
 
 
-def test_no_transformer_when_an_attribute_comes_from_a_constructor_argument() -> None:
-    v2 = V2.replace("self.hits = 0", "self.hits = 0\n        self.owner = name.upper()")
+def test_no_transformer_when_an_attribute_comes_from_a_constructor_argument_not_kept() -> None:
+    v2 = V2.replace("def __init__(self, name):", "def __init__(self, name, owner=''):").replace(
+        "self.hits = 0", "self.hits = 0\n        self.owner = owner.upper()"
+    )
     result = diff_sources({"m": (V1, v2)}, accept_transformer=True)
     assert result.generated_transformer is None
     owner = [r for r in result.spec.refusals if "`self.owner`" in r.reason]
@@ -83,3 +91,178 @@ def test_confirmed_transformer_sets_the_attributes_on_live_instances_under_globa
             t.join(timeout=10)
         forget(live)
     assert errors == []
+
+
+KEPT = Path(__file__).resolve().parent / "values_corpus_transformer" / "kept_arguments"
+KV1 = (KEPT / "v1.py").read_text()
+KV2 = (KEPT / "v2.py").read_text()
+
+
+def test_kept_constructor_arguments_are_read_through_the_attributes_that_keep_them() -> None:
+    result = diff_sources({"m": (KV1, KV2)}, accept_transformer=True)
+    assert result.spec.refusals == ()
+    assert [w.hook for w in result.waived] == ["transform", "transform"]
+    text = result.generated_transformer or ""
+    assert "Buffer(self.adj.inbuf_overflow)" in text and "self.server.upper()" in text
+    assert (
+        "('adj', 'server')" in text
+    )  # the kept attributes: the hook checks who built the instance
+
+
+# what makes `self.adj` (or `self.server`) not provably the argument the new __init__ would read
+REFUSED_NEIGHBOURS = {
+    "kept attribute assigned by another method": (
+        KV1,
+        KV2.replace(
+            "    def received_bytes(self, data):",
+            "    def reconfigure(self, adj):\n        self.adj = adj\n\n    def received_bytes(self, data):",
+        ),
+    ),
+    "kept attribute changed in place by an augmented assignment": (
+        KV1,
+        KV2.replace(
+            "        self.received += len(data)",
+            "        self.received += len(data)\n        self.server += '!'",
+        ),
+    ),
+    "old __init__ did not keep the argument": (
+        KV1.replace("        self.adj = adj\n", ""),
+        KV2,
+    ),
+    "argument rebound after it is kept": (
+        KV1,
+        KV2.replace(
+            "        self.received = 0\n        self.inbuf",
+            "        self.received = 0\n        adj = Adjustments(1)\n        self.inbuf",
+        ),
+    ),
+    "default built differently by the two versions": (
+        KV1,
+        KV2.replace("adj = Adjustments()", "adj = Adjustments(8)"),
+    ),
+    "a subclass in the module keeps something else there": (
+        KV1
+        + "\n\nclass Quiet(Channel):\n    def __init__(self, server):\n        super().__init__(server)\n        self.server = ''\n",
+        KV2
+        + "\n\nclass Quiet(Channel):\n    def __init__(self, server):\n        super().__init__(server)\n        self.server = ''\n",
+    ),
+    "an attribute the new version stops assigning may hold the state the new one takes over": (
+        KV1,
+        KV2.replace("self.received", "self.total"),  # `received` becomes `total`
+    ),
+    "an early return may skip the statement that keeps it": (
+        KV1.replace(
+            "        self.received = 0\n",
+            "        self.received = 0\n        if server is None:\n            return\n",
+            1,
+        ),
+        KV2.replace(
+            "        self.received = 0\n",
+            "        self.received = 0\n        if server is None:\n            return\n",
+            1,
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED_NEIGHBOURS))
+def test_refused_neighbours_of_kept_arguments(case: str) -> None:
+    v1, v2 = REFUSED_NEIGHBOURS[case]
+    result = diff_sources({"m": (v1, v2)}, accept_transformer=True)
+    assert result.generated_transformer is None, case
+    refused = [r for r in result.spec.refusals if r.kind is RefusalKind.INSTANCE_ATTRIBUTE]
+    assert refused, case
+    assert any("`--accept-transformer` cannot help" in r.fix for r in refused), case
+
+
+def _run_under_load(
+    live: ModuleType, spec: PatchSpec
+) -> tuple[str, str | None, list[BaseException]]:
+    """apply_patch(spec) with global quiescence while two managed threads use live.LIVE."""
+    stop = threading.Event()
+    ready = threading.Barrier(3)
+    errors: list[BaseException] = []
+    calls = [0, 0]
+
+    def worker(i: int) -> None:
+        with managed_thread("worker"):
+            ready.wait(timeout=10)
+            while not stop.is_set():
+                quiescence_point()
+                try:
+                    live.LIVE.received_bytes(b"x")
+                    calls[i] += 1
+                except BaseException as exc:
+                    errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        ready.wait(timeout=10)
+        outcome = apply_patch(spec, method="global", timeout=10)
+        seen = list(calls)
+        deadline = time.monotonic() + 10
+        while (
+            calls[0] <= seen[0] + 5 or calls[1] <= seen[1] + 5
+        ):  # both ran the code after the apply
+            assert time.monotonic() < deadline, calls
+            time.sleep(0.001)  # polling a counter with a deadline, not a timing guess
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+    return outcome.outcome, outcome.reason, errors
+
+
+def test_kept_arguments_transformer_applied_live_behaves_like_a_fresh_import(
+    tmp_path: Path,
+) -> None:
+    live = load_source(KV1, tmp_path / "live", unique_name("kept"))
+    fresh = load_source(KV2, tmp_path / "fresh", unique_name("kept_fresh"))
+    try:
+        result = diff_sources({live.__name__: (KV1, KV2)}, category=None, accept_transformer=True)
+        assert result.spec.refusals == () and result.spec.category is Category.DATA
+        built_before = live.Channel("other")  # default adjustments, built by the old __init__
+        outcome, reason, errors = _run_under_load(live, result.spec)
+        assert outcome == "applied", reason
+        assert errors == []
+        # the buffer is sized from the adjustments each instance was built with, as the new __init__
+        assert live.LIVE.inbuf.overflow == 4 and built_before.inbuf.overflow == 512
+        assert live.LIVE.label == "SRV" and built_before.label == "OTHER"
+        # and behaves like an instance a fresh import of v2 builds with the same arguments
+        mine = [built_before.received_bytes(b"abc") for _ in range(3)]
+        theirs = fresh.Channel("other")
+        assert mine == [theirs.received_bytes(b"abc") for _ in range(3)]
+        small = live.Channel("srv", live.Adjustments(4))  # built by the new __init__
+        assert small.received_bytes(b"abcde") == fresh.Channel(
+            "srv", fresh.Adjustments(4)
+        ).received_bytes(b"abcde")
+        assert revert_patch().ok  # the old code runs again; the attributes stay (it ignores them)
+        assert live.LIVE.received_bytes(b"x").startswith("srv:")
+    finally:
+        forget(live, fresh)
+
+
+def test_kept_arguments_transformer_refuses_a_live_subclass_with_its_own_init(
+    tmp_path: Path,
+) -> None:
+    live = load_source(KV1, tmp_path, unique_name("kept_sub"))
+    try:
+
+        class Quiet(live.Channel):  # type: ignore[name-defined]
+            def __init__(self, server: str) -> None:
+                super().__init__(server)
+                self.adj = None  # keeps something else than the argument
+
+        quiet = Quiet("q")
+        result = diff_sources({live.__name__: (KV1, KV2)}, category=None, accept_transformer=True)
+        outcome, reason, errors = _run_under_load(live, result.spec)
+        assert outcome != "applied"
+        assert "overrides Channel.__init__" in (reason or ""), reason
+        assert errors == []
+        # nothing changed: no live instance got the new attributes, the old code runs
+        assert not hasattr(live.LIVE, "inbuf") and not hasattr(quiet, "inbuf")
+        assert live.LIVE.received_bytes(b"x").startswith("srv:")
+    finally:
+        forget(live)

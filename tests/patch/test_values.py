@@ -95,6 +95,20 @@ CASES: dict[str, tuple[set[str], list[str]]] = {
             "m.Buffer.__bool__ is m.Buffer.__nonzero__",
         ],
     ),
+    "all_chain": (
+        {"changed:__all__", "added:LocalProtocolError", "added:RemoteProtocolError"},
+        ["m.__all__", "m.exported()", "type(m.__all__).__name__"],
+    ),
+    "module_kind_change": (
+        {"added:hmset_command", "added:WSGIServer"},
+        [
+            "m.dispatch('hmset', ['f', 'v'])",
+            "m.dispatch('hset', ['f', 'v'])",
+            "m.hmset_command is m.hset_command",
+            "type(m.WSGIServer('app')).__name__",
+            "m.WSGIServer is m.TcpServer",
+        ],
+    ),
     "compat_blocks": (
         {"changed:<block 0>", "changed:<block 3>", "added:Queue"},
         [
@@ -758,3 +772,224 @@ def test_code_built_from_a_slice_of_the_module_is_the_code_a_fresh_import_has(
             assert code_fingerprint(got) == code_fingerprint(want), name
     finally:
         forget(live, new)
+
+
+def test_a_module_level_name_changing_kind_is_refused_when_something_held_the_old_object(
+    tmp_path: Path,
+) -> None:
+    """The neighbours of values corpus `module_kind_change`. In the differ: a table, a default or a class
+    body that read the alias when the module ran (they hold the old object: kvserver's COMMANDS list),
+    a decorated function (the live object is a wrapper), a class becoming a function (instances and
+    subclasses keep the class). At staging: the live object is not what the old version bound, or the
+    heap holds it elsewhere (a table built at run time, a bound partial, a copy in an unrelated module
+    under the same name)."""
+    base = "def hset(a):\n    return 1\n\n"
+    alias = base + "hmset = hset\n"
+    own = base + "def hmset(a):\n    return 'OK'\n"
+    for reader in ("TABLE = {'hmset': hmset}\n", "def run(h=hmset):\n    return h\n",
+                   "class C:\n    h = hmset\n"):  # fmt: skip
+        refused = _refusals(alias + reader, own + reader)
+        assert [(q, k) for q, k, _ in refused] == [("hmset", RefusalKind.KIND_CHANGE)], reader
+        assert "read the old one when the module body ran" in refused[0][2], reader
+    deco = "import functools\n\n@functools.lru_cache\ndef f():\n    return 1\n"
+    assert [k for _, k, _ in _refusals(deco, "def g():\n    return 2\n\nf = g\n")] == [
+        RefusalKind.KIND_CHANGE
+    ]
+    cls = "class S:\n    pass\n"
+    assert [k for _, k, _ in _refusals(cls, "def S():\n    return 1\n")] == [
+        RefusalKind.KIND_CHANGE
+    ]
+    # at staging, against the live objects
+    v1, v2 = _source("module_kind_change", "v1"), _source("module_kind_change", "v2")
+    live = _load(v1, tmp_path, "module_kind_change")
+    try:
+        spec = patch_from_sources({live.__name__: (v1, v2)})
+        table = {"hmset": live.hmset_command}  # built at run time: holds the old object
+        with pytest.raises(PatchRefused, match="also held by a dict"):
+            stage(spec)
+        del table
+        import functools
+
+        bound = functools.partial(live.WSGIServer, "app")
+        with pytest.raises(PatchRefused, match=r"WSGIServer.*also held by a partial object"):
+            stage(spec)
+        del bound
+        other = ModuleType("elsewhere")
+        # `from m import hmset_command` outside the package
+        setattr(other, "hmset_command", live.hmset_command)  # noqa: B010
+        sys.modules["elsewhere"] = other
+        try:
+            with pytest.raises(PatchRefused, match=r"also held by elsewhere\.hmset_command"):
+                stage(spec)
+        finally:
+            del sys.modules["elsewhere"]
+        del other  # its namespace held the copy
+        setattr(live, "WSGIServer", lambda app: app)  # noqa: B010 - rebound at run time
+        with pytest.raises(PatchRefused, match="not the old function"):
+            stage(spec)
+    finally:
+        forget(live)
+
+
+def test_a_name_changing_kind_is_followed_in_the_package_modules_that_import_it(
+    tmp_path: Path,
+) -> None:
+    """waitress 208bd90a9a: `waitress/__init__.py` did `from waitress.server import WSGIServer`; the
+    copy is rebound with the name that changes kind."""
+    pkg = unique_name("kindpkg")
+    v1 = _source("module_kind_change", "v1")
+    v2 = _source("module_kind_change", "v2")
+    init = "from .server import WSGIServer\n\n\ndef serve(app):\n    return WSGIServer(app)\n"
+    root = tmp_path / pkg
+    root.mkdir()
+    (root / "__init__.py").write_text(init)
+    (root / "server.py").write_text(v1)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import importlib
+
+        package = importlib.import_module(pkg)
+        server = sys.modules[f"{pkg}.server"]
+        spec = diff_sources(
+            {f"{pkg}.server": (v1, v2)}, context={pkg: init, f"{pkg}.server": v1}
+        ).spec
+        assert spec.refusals == ()
+        staged = stage(spec)
+        staged.swap_in()
+        assert package.WSGIServer is server.TcpServer and server.WSGIServer is server.TcpServer
+        assert type(package.serve("app")).__name__ == "TcpServer"
+        staged.swap_out()
+        assert package.serve("app") == ("factory", "app")
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [n for n in sys.modules if n == pkg or n.startswith(pkg + ".")]:
+            del sys.modules[name]
+
+
+def test_an_all_chain_is_one_value_and_its_neighbours_stay_module_state(tmp_path: Path) -> None:
+    """The neighbours of values corpus `all_chain`: `__all__` changed in place by a call or a loop, or
+    extended with a name bound twice, stays module-level state; at staging, a live `__all__` changed at
+    run time is refused, and so is a chain reading another module's `__all__` that the same patch
+    changes (its live one is still the old one)."""
+    head = "_A = ['a']\n__all__ = ['x']\n__all__ += _A\n"
+    assert _refusals(head, head.replace("['x']", "['x', 'y']")) == []
+    for tail in ("__all__.append('z')\n", "for _n in _A:\n    __all__ += [_n]\n", "_A = ['b']\n"):
+        refused = _refusals(head + tail, head.replace("['x']", "['x', 'y']") + tail)
+        assert [k for _, k, _ in refused] == [RefusalKind.MODULE_STATE], tail
+    v1, v2 = _source("all_chain", "v1"), _source("all_chain", "v2")
+    live = _load(v1, tmp_path, "all_chain")
+    try:
+        spec = patch_from_sources({live.__name__: (v1, v2)})
+        live.__all__.append("Extra")  # changed at run time: state
+        with pytest.raises(PatchRefused, match="live value is not what the old version"):
+            stage(spec)
+    finally:
+        forget(live)
+    import importlib
+
+    pkg = unique_name("allpkg")
+    init1 = "from . import _events\n\n__all__ = ['ProtocolError']\n__all__ += _events.__all__\n"
+    init2 = init1.replace("['ProtocolError']", "['ProtocolError', 'LocalProtocolError']")
+    events1, events2 = (
+        "__all__ = ['Request']\nRequest = 1\n",
+        "__all__ = ['Request', 'Data']\nRequest = 1\nData = 2\n",
+    )
+    (tmp_path / pkg).mkdir()
+    (tmp_path / pkg / "__init__.py").write_text(init1)
+    (tmp_path / pkg / "_events.py").write_text(events1)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        top = importlib.import_module(pkg)
+        alone = diff_sources({pkg: (init1, init2)}).spec
+        assert alone.refusals == ()
+        staged = stage(alone)
+        staged.swap_in()
+        assert top.__all__ == ["ProtocolError", "LocalProtocolError", "Request"]
+        staged.swap_out()
+        assert top.__all__ == ["ProtocolError", "Request"]
+        both = diff_sources({pkg: (init1, init2), f"{pkg}._events": (events1, events2)}).spec
+        assert both.refusals == ()
+        with pytest.raises(PatchRefused, match=r"built from .*_events\.__all__, which this patch"):
+            stage(both)
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [n for n in sys.modules if n == pkg or n.startswith(pkg + ".")]:
+            del sys.modules[name]
+
+
+def test_one_import_statement_naming_an_added_and_an_existing_name_takes_both(
+    tmp_path: Path,
+) -> None:
+    """Found by the live-apply sample (kvserver df042c96163d): `from kvserver.replies import
+    MUST_BE_POSITIVE, ..., SYNTAX` where the patch adds MUST_BE_POSITIVE to replies and the importer
+    starts importing SYNTAX, which replies had: run as one statement for SYNTAX, the import failed on
+    MUST_BE_POSITIVE (bound in replies on swap only) and staging refused the patch. SYNTAX now comes
+    from the loaded replies, MUST_BE_POSITIVE from replies' stager."""
+    import importlib
+
+    pkg = unique_name("twoimp")
+    (tmp_path / pkg).mkdir()
+    (tmp_path / pkg / "__init__.py").write_text("")
+    replies_v1 = "SYNTAX = 'ERR syntax error'\n"
+    replies_v2 = replies_v1 + "MUST_BE_POSITIVE = 'ERR value is out of range, must be positive'\n"
+    numbers_v1 = "def parse(n):\n    return int(n)\n"
+    numbers_v2 = (
+        f"from {pkg}.replies import MUST_BE_POSITIVE, SYNTAX\n\n"
+        "def parse(n):\n    return SYNTAX if not n.isdigit() else int(n) or MUST_BE_POSITIVE\n"
+    )
+    (tmp_path / pkg / "replies.py").write_text(replies_v1)
+    (tmp_path / pkg / "numbers.py").write_text(numbers_v1)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        replies = importlib.import_module(f"{pkg}.replies")
+        numbers = importlib.import_module(f"{pkg}.numbers")
+        spec = diff_sources(
+            {f"{pkg}.numbers": (numbers_v1, numbers_v2), f"{pkg}.replies": (replies_v1, replies_v2)}
+        ).spec
+        assert spec.refusals == ()
+        staged = stage(spec)
+        staged.swap_in()
+        assert (numbers.parse("x"), numbers.parse("0"), numbers.parse("3")) == (
+            "ERR syntax error",
+            "ERR value is out of range, must be positive",
+            3,
+        )
+        assert (
+            numbers.SYNTAX is replies.SYNTAX
+            and numbers.MUST_BE_POSITIVE is replies.MUST_BE_POSITIVE
+        )
+        staged.swap_out()
+        assert numbers.parse("3") == 3 and not hasattr(replies, "MUST_BE_POSITIVE")
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [n for n in sys.modules if n == pkg or n.startswith(pkg + ".")]:
+            del sys.modules[name]
+
+
+def test_a_changed_table_whose_rows_a_start_up_step_consumed_is_refused_at_staging(
+    tmp_path: Path,
+) -> None:
+    """kvserver builds its command table at start-up from each module's `COMMANDS = [command(...),
+    ...]`: the table holds the rows, not the list. Rebinding `COMMANDS` would leave the live table with
+    the old rows (a new command would never be served), so staging refuses it; a list nothing consumed
+    is rebound as before."""
+    v1 = (
+        "class Row:\n    def __init__(self, name, arity):\n        self.name, self.arity = name, arity\n"
+        "    def __eq__(self, other):\n        return vars(self) == vars(other)\n\n"
+        "def get(argv):\n    return argv\n\n"
+        "COMMANDS = [Row('GET', 2)]\n"
+    )
+    v2 = v1.replace("COMMANDS = [Row('GET', 2)]", "COMMANDS = [Row('GET', 2), Row('MGET', -2)]")
+    live = _load(v1, tmp_path, "consumed")
+    try:
+        spec = patch_from_sources({live.__name__: (v1, v2)})
+        table = {row.name: row for row in live.COMMANDS}  # built at start-up from the rows
+        with pytest.raises(PatchRefused, match=r"Row objects, held by a dict.*consumed the value"):
+            stage(spec)
+        del table
+        staged = stage(spec)  # nothing consumed the rows: rebound as any changed value
+        staged.swap_in()
+        assert [r.name for r in live.COMMANDS] == ["GET", "MGET"]
+        staged.swap_out()
+    finally:
+        forget(live)

@@ -133,7 +133,14 @@ _BY_TRANSFORMER = (
 )
 _NO_TRANSFORMER = (
     " (`--accept-transformer` cannot help: the new __init__ does not give it a value that depends "
-    "only on globals and self)"
+    "only on globals, self and constructor arguments the instance keeps unchanged, as `self.a = a`)"
+)
+# what a module-level function or value may become (module_kind_change): a new object of any of these
+_NEW_KINDS_OF_A_NAME = (
+    DefinitionKind.FUNCTION,
+    DefinitionKind.VALUE,
+    DefinitionKind.CLASS,
+    DefinitionKind.IMPORT,
 )
 # a class whose class-level names are fields or members, not plain class attributes
 _SPECIAL_BASES = re.compile(r"'(Enum|IntEnum|StrEnum|Flag|IntFlag|NamedTuple|TypedDict)'")
@@ -202,6 +209,8 @@ class _Differ:
         self.rebinding: set[str] = set()
         self.reevaluate: set[str] = set()
         self.transformable: dict[Refusal, Candidate] = {}
+        self.kind_changed: set[str] = set()  # module-level names rebound to another kind of object
+        self.kind_change_why: dict[str, str] = {}  # why a module-level kind change stays refused
         self.redecorated: dict[str, str] = {}  # qualname -> the old decorator list (source)
         self.blocks_changed: list[
             TargetChange
@@ -360,19 +369,86 @@ class _Differ:
                 continue
             if attr not in new.plain_reads and attr in new.guarded_reads:
                 continue  # read only as getattr(self, "x", default): live instances without it are fine
+            derived = None
+            if attr not in new.init_values:
+                derived = self.kept_derivation(qualname, old, new, attr)
             refusal = self.refuse(
                 RefusalKind.INSTANCE_ATTRIBUTE,
                 qualname,
                 f"new instance attribute `self.{attr}` (assigned in `{where}`): live instances of `{qualname}` do not have it",
                 f"give the attribute a class-level default (`{attr} = None` in the body of `{qualname}`), or "
                 f'read it as getattr(self, "{attr}", default) everywhere, so live instances stay valid'
-                + (_BY_TRANSFORMER if attr in new.init_values else _NO_TRANSFORMER),
+                + (
+                    _BY_TRANSFORMER
+                    if attr in new.init_values or derived is not None
+                    else _NO_TRANSFORMER
+                ),
             )
             if attr in new.init_values:  # `--accept-transformer` can set it on the live instances
                 self.transformable[refusal] = Candidate(
                     self.module, qualname, attr, ast.unparse(new.init_values[attr])
                 )
+            elif derived is not None:
+                expr, kept = derived
+                self.transformable[refusal] = Candidate(
+                    self.module, qualname, attr, ast.unparse(expr), kept
+                )
         return adds_defaults
+
+    def kept_derivation(
+        self, qualname: str, old: ClassInfo, new: ClassInfo, attr: str
+    ) -> tuple[ast.expr, tuple[str, ...]] | None:
+        """The expression a transformer can give a live instance for the new `self.attr` that the new
+        __init__ computes from constructor arguments the object keeps (`self.adj = adj` ... `self.inbuf =
+        Buffer(adj.size)` -> `Buffer(self.adj.size)`), and the kept attributes it reads; None when that is
+        not provably the value the new __init__ would have given: each parameter read must be kept by
+        the old __init__ the same way (same attribute, same earlier statements rebinding it, e.g. a
+        default built when it is None), and the kept attribute assigned by that one statement only, in
+        both versions, in no other method and in no base or subclass of the module (the live value is
+        still the argument); and the class stops assigning no attribute (its state may move to the new
+        one)."""
+        derived = new.init_derived.get(attr)
+        if derived is None:
+            return None
+        if set(old.instance_attributes) - set(new.instance_attributes):
+            # an attribute the new version stops assigning (waitress 4b6e73772c: `outbuf` becomes
+            # `outbufs`) may hold the state the new one takes over: a fresh value would drop it
+            return None
+        expr, params = derived
+        kept: list[str] = []
+        related = self.related_classes(qualname) - {qualname}
+        for p in sorted(params):
+            a, before = new.init_kept[p]
+            if old.init_kept.get(p) != (a, before):
+                return None
+            if old.attribute_stores.get(a) != 1 or new.attribute_stores.get(a) != 1:
+                return None
+            for q in related:
+                for version in (self.old, self.new):
+                    other = version.classes.get(q)
+                    if other is not None and a in other.instance_attributes:
+                        return None
+            kept.append(a)
+        return expr, tuple(kept)
+
+    def related_classes(self, qualname: str) -> set[str]:
+        """`qualname` and the classes of this module it derives from or that derive from it (by base
+        name, both versions, transitively)."""
+        edges: dict[str, set[str]] = {}
+        for version in (self.old, self.new):
+            for q, info in version.classes.items():
+                for base in info.node.bases:
+                    if isinstance(base, ast.Name) and base.id in version.classes:
+                        edges.setdefault(q, set()).add(base.id)
+                        edges.setdefault(base.id, set()).add(q)
+        seen = {qualname}
+        todo = [qualname]
+        while todo:
+            for nxt in edges.get(todo.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
 
     # -- values (names bound once by a simple assignment, module or class level) ------------------------
     def dependents(self) -> set[str]:
@@ -628,6 +704,50 @@ class _Differ:
             old_value=ast.unparse(old_node.value),
         )
 
+    def module_kind_change(self, was: Definition, new: Definition) -> TargetChange | None:
+        """A module-level name that changes kind: an alias `a = b` (or any value) becoming its own `def
+        a`, a function becoming a value (`WSGIServer = create_server`) or a class. The name is rebound,
+        like an added definition, when nothing can hold the old object through this name but the
+        module itself and the copies the patch follows (`from m import a` elsewhere in the package):
+        the old object is an undecorated function or a value (a class has instances and subclasses
+        that would keep it), no module-level code read the name while the module ran (a table `{"x":
+        a}`, a default, a class body, a decorator: they hold the old object), and no code binds it
+        dynamically. Staging checks the live object is what the old version bound (fingerprint, or
+        the old expression) and that nothing else in the heap refers to it (runtime/values.py,
+        `heap_holders`). None: refuse."""
+        if (
+            new.owner
+            or was.kind not in (DefinitionKind.FUNCTION, DefinitionKind.VALUE)
+            or new.kind not in _NEW_KINDS_OF_A_NAME
+            or (was.decorators not in ("", "[]") and was.kind is DefinitionKind.FUNCTION)
+            or new.name in self.old.dynamic_names
+            or new.name in self.new.dynamic_names
+            or new.name in self.new.namespace_readers
+            or self.old.namespace_readers
+            or new.name.startswith("__")
+        ):
+            return None
+        readers = self.old.readers.get(was.qualname, set()) - {was.qualname}
+        if readers:
+            names = ", ".join(f"`{r}`" for r in sorted(readers)[:3])
+            self.kind_change_why[new.qualname] = (
+                f" and {names} read the old one when the module body ran: they hold it"
+            )
+            return None
+        self.kind_changed.add(new.qualname)
+        if was.kind is DefinitionKind.FUNCTION:
+            return TargetChange(new.qualname, ChangeKind.ADDED, new.kind, _fp(was), _fp(new))
+        old_node = was.node
+        assert isinstance(old_node, ast.Assign | ast.AnnAssign) and old_node.value is not None
+        return TargetChange(
+            new.qualname,
+            ChangeKind.ADDED,
+            new.kind,
+            None,
+            _fp(new),
+            old_value=ast.unparse(old_node.value),
+        )
+
     # -- functions ----------------------------------------------------------------------------------
     def function(self, qualname: str, old: Definition, new: Definition) -> bool:
         """Check a function-like definition present in both; True when it changed."""
@@ -785,14 +905,17 @@ class _Differ:
                 )
                 continue
             if old.kind is not new.kind:
-                rebound = self.class_member_kind_change(old, new, old_bound, new_bound)
+                rebound = self.class_member_kind_change(
+                    old, new, old_bound, new_bound
+                ) or self.module_kind_change(old, new)
                 if rebound is not None:
                     self.changes.append(rebound)
                     continue
                 self.refuse(
                     RefusalKind.KIND_CHANGE,
                     qualname,
-                    f"`{qualname}` changes from a {old.kind} to a {new.kind}",
+                    f"`{qualname}` changes from a {old.kind} to a {new.kind}"
+                    + self.kind_change_why.get(qualname, ""),
                     "keep the old definition as it is and add the new one under another name",
                 )
                 continue
@@ -910,7 +1033,8 @@ def diff_module(
             and "." not in c.qualname
             and c.definition in (DefinitionKind.VALUE, DefinitionKind.IMPORT)
             and (c.definition is DefinitionKind.VALUE or c.old_value is not None)
-        ),
+        )
+        | differ.kind_changed,
     )
 
 

@@ -11,6 +11,13 @@ the patch carries it as its hooks source (category `data`: a transform runs only
 every thread parked, so no instance is in use while it changes). Each change is recorded with an undo
 (`ctx.record`), so an attempt that does not complete leaves the instances as they were.
 
+Also when the value comes from constructor arguments the object keeps (`self.adj = adj` ... `self.inbuf
+= Buffer(adj.inbuf_overflow)`): the expression is generated with `self.adj` for `adj`, when the diff shows
+that `self.adj` still holds the argument (walk._kept_parameters, diff.kept_derivation: kept the same way
+by the old __init__, assigned nowhere else, in no related class of the module). The hook refuses (raises:
+the attempt is undone) when a live instance's class overrides `__init__`: what such a subclass keeps is
+not known.
+
 Only generated when every instance-attribute refusal of the patch is covered (a transform hook waives
 the whole kind): an attribute set from a constructor argument (`self.server = server`) or first assigned
 outside `__init__` has no value to give, and the refusal stands. Live instances are found with
@@ -33,6 +40,9 @@ class Candidate:
     cls: str  # class qualname in the module
     attr: str
     expr: str  # source of the expression, evaluated with the module's globals and `self`
+    # attributes holding constructor arguments the expression reads (`self.adj` for `adj`): the value
+    # is the new __init__'s only for instances that the class's own __init__ built
+    kept: tuple[str, ...] = ()
 
 
 _TEMPLATE = """
@@ -44,7 +54,7 @@ _LP_NEW_ATTRIBUTES = {attributes!r}
 
 
 def transform(ctx):
-    for module_name, class_path, attributes in _LP_NEW_ATTRIBUTES:
+    for module_name, class_path, attributes, kept in _LP_NEW_ATTRIBUTES:
         module = ctx.modules[module_name]
         cls = module
         for part in class_path.split("."):
@@ -58,6 +68,15 @@ def transform(ctx):
             for o in _lp_gc.get_objects()
             if isinstance(o, cls) and isinstance(getattr(o, "__dict__", None), dict)
         ]
+        if kept:
+            # the value comes from constructor arguments kept by cls.__init__: an instance of a
+            # subclass with an __init__ of its own may keep something else there
+            for o, _ in live:
+                if type(o).__init__ is not cls.__init__:
+                    raise RuntimeError(
+                        f"{{type(o).__qualname__}} overrides {{class_path}}.__init__: the generated "
+                        f"transformer cannot tell what its instances keep in {{', '.join(kept)}}"
+                    )
         for name, code in codes:
             todo = [(o, s) for o, s in live if name not in s]
 
@@ -74,7 +93,12 @@ def transform(ctx):
 def transformer_source(candidates: list[Candidate]) -> str:
     """The hooks source of a transform hook that sets `candidates` on the live instances."""
     grouped: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    kept: dict[tuple[str, str], set[str]] = {}
     for c in candidates:
         grouped.setdefault((c.module, c.cls), []).append((c.attr, c.expr))
-    attributes = [(m, cls, tuple(attrs)) for (m, cls), attrs in sorted(grouped.items())]
+        kept.setdefault((c.module, c.cls), set()).update(c.kept)
+    attributes = [
+        (m, cls, tuple(attrs), tuple(sorted(kept[m, cls])))
+        for (m, cls), attrs in sorted(grouped.items())
+    ]
     return _TEMPLATE.format(attributes=attributes)

@@ -17,9 +17,10 @@ statements are compared by `ast.dump` without attributes.
 from __future__ import annotations
 
 import ast
+import copy
 import re
 import string
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import CodeType
 
@@ -31,6 +32,7 @@ __all__ = [
     "ModuleWalk",
     "binds_only",
     "class_shape",
+    "fold_all_chain",
     "from_imports",
     "walk_source",
 ]
@@ -81,6 +83,16 @@ class ClassInfo:
     # `self.X = expr` at the top level of __init__, when `expr` reads no parameter or local variable:
     # the value a transformer can give a live instance (patch/transformer.py)
     init_values: dict[str, ast.expr] = field(default_factory=dict)
+    # `self.X = expr` at the top level of __init__ whose expression also reads parameters the object
+    # keeps: the expression with each such parameter `p` read as `self.A` (`self.A = p` in __init__,
+    # see _kept_parameters), and the parameters it read (the diff checks the old version kept them too)
+    init_derived: dict[str, tuple[ast.expr, frozenset[str]]] = field(default_factory=dict)
+    # parameter -> (attribute A of `self.A = p` at the top level of __init__, dumps of the statements
+    # before it that rebind p, e.g. `if adj is None: adj = Adjustments()`); only when nothing after it
+    # rebinds p
+    init_kept: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    # how many statements of the class's methods assign `self.X` (an augmented assignment counts)
+    attribute_stores: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -561,6 +573,119 @@ def _init_values(node: FunctionNode) -> dict[str, ast.expr]:
     return out
 
 
+def _stored_in(node: ast.AST) -> set[str]:
+    """Names a statement (or expression) binds, nested scopes included (conservative)."""
+    out: set[str] = set()
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store | ast.Del):
+            out.add(sub.id)
+        elif isinstance(sub, ast.arg):
+            out.add(sub.arg)
+        elif isinstance(sub, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            out.add(sub.name)
+        elif isinstance(sub, ast.alias):
+            out.add((sub.asname or sub.name).split(".")[0])
+        elif isinstance(sub, ast.ExceptHandler) and sub.name:
+            out.add(sub.name)
+    return out
+
+
+def _self_target(stmt: ast.stmt, me: str) -> str | None:
+    """X of a statement `me.X = expr` (one target), else None."""
+    if (
+        isinstance(stmt, ast.Assign)
+        and len(stmt.targets) == 1
+        and isinstance(stmt.targets[0], ast.Attribute)
+        and isinstance(stmt.targets[0].value, ast.Name)
+        and stmt.targets[0].value.id == me
+    ):
+        return stmt.targets[0].attr
+    return None
+
+
+def _kept_parameters(node: FunctionNode) -> dict[str, tuple[str, tuple[str, ...], int]]:
+    """Parameters an __init__ keeps on the instance: p -> (A, dumps of the earlier statements that
+    rebind p, index of `self.A = p` among the top-level statements), for the first top-level `self.A = p`
+    after which nothing rebinds p, in an __init__ without `return` (it always reaches the end)."""
+    params = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
+    if not params or any(isinstance(s, ast.Return) for s in ast.walk(node)):
+        return {}
+    me = params[0].arg
+    names = {a.arg for a in params[1:]}
+    stores = [_stored_in(stmt) for stmt in node.body]
+    out: dict[str, tuple[str, tuple[str, ...], int]] = {}
+    for i, stmt in enumerate(node.body):
+        attr = _self_target(stmt, me)
+        value = stmt.value if isinstance(stmt, ast.Assign) else None
+        if attr is None or not isinstance(value, ast.Name) or value.id not in names:
+            continue
+        p = value.id
+        if p in out or any(p in s for s in stores[i + 1 :]):
+            continue
+        before = tuple(_dump(s) for s, st in zip(node.body[:i], stores[:i], strict=True) if p in st)
+        out[p] = (attr, before, i)
+    return out
+
+
+def _with_kept(expr: ast.expr, me: str, kept: Mapping[str, str]) -> ast.expr:
+    """`expr` with each read of a kept parameter `p` replaced by `me.A` (a copy)."""
+
+    class _Sub(ast.NodeTransformer):
+        def visit_Name(self, n: ast.Name) -> ast.expr:
+            if isinstance(n.ctx, ast.Load) and n.id in kept:
+                return ast.copy_location(
+                    ast.Attribute(
+                        value=ast.Name(id=me, ctx=ast.Load()), attr=kept[n.id], ctx=ast.Load()
+                    ),
+                    n,
+                )
+            return n
+
+    return ast.fix_missing_locations(_Sub().visit(copy.deepcopy(expr)))
+
+
+def _init_derived(
+    node: FunctionNode, kept: Mapping[str, tuple[str, tuple[str, ...], int]]
+) -> dict[str, tuple[ast.expr, frozenset[str]]]:
+    """`self.X = expr` at the top level of __init__ whose expression reads kept parameters (and
+    otherwise only globals, builtins and `self`): X -> (expr with each kept p read as `self.A`, the
+    parameters read). A parameter counts only when its value where X is assigned is the one kept:
+    nothing rebinds it between the two statements."""
+    params = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
+    if not params or not kept:
+        return {}
+    me = params[0].arg
+    local = {a.arg for a in params[1:]} | {
+        a.arg for a in (node.args.vararg, node.args.kwarg) if a is not None
+    }
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
+            local.add(sub.id)
+    stores = [_stored_in(stmt) for stmt in node.body]
+    out: dict[str, tuple[ast.expr, frozenset[str]]] = {}
+    for j, stmt in enumerate(node.body):
+        attr = _self_target(stmt, me)
+        if attr is None or attr in out:
+            continue
+        assert isinstance(stmt, ast.Assign)
+        read = _names_read_now(stmt.value) & local
+        if (
+            not read or _stored_in(stmt.value) & read
+        ):  # a lambda or comprehension binding p: keep out
+            continue
+        usable = {
+            p
+            for p in read
+            if p in kept
+            and kept[p][0] != attr
+            and (j > kept[p][2] or not any(p in s for s in stores[j : kept[p][2]]))
+        }
+        if usable != read:
+            continue
+        out[attr] = (_with_kept(stmt.value, me, {p: kept[p][0] for p in read}), frozenset(read))
+    return out
+
+
 def _is_instance_method(node: FunctionNode) -> bool:
     """A def whose first parameter is an instance (not a static or class method)."""
     return not any(
@@ -695,8 +820,12 @@ class _Walker:
                 if _is_instance_method(stmt):
                     if stmt.name == "__init__":
                         info.init_values = _init_values(stmt)
+                        kept = _kept_parameters(stmt)
+                        info.init_kept = {p: (a, b) for p, (a, b, _) in kept.items()}
+                        info.init_derived = _init_derived(stmt, kept)
                     for attr in _self_attributes(stmt):
                         info.instance_attributes.setdefault(attr, f"{qualname}.{stmt.name}")
+                        info.attribute_stores[attr] = info.attribute_stores.get(attr, 0) + 1
                     guarded, plain = _self_reads(stmt)
                     info.guarded_reads |= guarded
                     info.plain_reads |= plain
@@ -736,6 +865,7 @@ class _Walker:
         body = tree.body
         if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
             body = body[1:]  # the module docstring
+        body = fold_all_chain(body)
         # a name bound once, by a simple assignment, is a VALUE target; bound more than once (or also
         # by an if/try block, a loop...) it stays part of the module-level statements
         bindings: dict[str, int] = {}
@@ -824,6 +954,86 @@ class _Walker:
             from_imports=from_imports(tree),
             statement_nodes=statement_nodes,
         )
+
+
+def fold_all_chain(body: list[ast.stmt]) -> list[ast.stmt]:
+    """`__all__ = [...]` followed by `__all__ += expr` statements (h11: `__all__ += _events.__all__`,
+    `__all__ += sentinels`) is one value: `__all__ = [..., *expr, ...]`, in place of the first statement
+    (the others dropped), so that an edit is a changed VALUE like any other. The list the chain builds
+    is the same: `+=` on a list extends it with any iterable, in order, and each name the extensions
+    read must be bound once in the module (what it read then is what it holds at the end). Anything
+    else binding `__all__` (a loop, a second `=`, `.append`) leaves the body as it is: module state."""
+    if not any(
+        isinstance(stmt, ast.AugAssign)
+        and isinstance(stmt.target, ast.Name)
+        and stmt.target.id == "__all__"
+        for stmt in body
+    ):
+        return body  # no chain (the common case: no full walk of the module)
+    first: int | None = None
+    extensions: list[int] = []
+    for i, stmt in enumerate(body):
+        if _assigned_names(stmt) == ["__all__"] and isinstance(stmt, ast.Assign):
+            if first is not None:
+                return body
+            first = i
+        elif (
+            isinstance(stmt, ast.AugAssign)
+            and isinstance(stmt.target, ast.Name)
+            and stmt.target.id == "__all__"
+            and isinstance(stmt.op, ast.Add)
+        ):
+            if first is None:
+                return body
+            extensions.append(i)
+        elif "__all__" in _stored_names(stmt) or "__all__" in _mutated_in(stmt):
+            return body
+    if first is None or not extensions:
+        return body
+    head = body[first]
+    assert isinstance(head, ast.Assign)
+    if not isinstance(head.value, ast.List):
+        return body
+    read: set[str] = set()
+    for j in extensions:
+        read |= _names_read_now(body[j])
+    read.discard("__all__")
+    for name in read:
+        if sum(1 for stmt in body if name in _bound_by(stmt)) > 1:
+            return body
+    elts: list[ast.expr] = list(head.value.elts)
+    for j in extensions:
+        ext = body[j]
+        assert isinstance(ext, ast.AugAssign)
+        elts.append(ast.Starred(value=ext.value, ctx=ast.Load()))
+    folded = ast.Assign(
+        targets=[ast.Name(id="__all__", ctx=ast.Store())],
+        value=ast.List(elts=elts, ctx=ast.Load()),
+    )
+    folded = ast.fix_missing_locations(ast.copy_location(folded, head))
+    dropped = set(extensions)
+    return [folded if i == first else stmt for i, stmt in enumerate(body) if i not in dropped]
+
+
+def _bound_by(stmt: ast.stmt) -> set[str]:
+    """Names a module-level statement binds (assignments, imports, defs, loops...)."""
+    out = set(_assigned_names(stmt) or ()) | set(_stored_names(stmt))
+    if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        out.add(stmt.name)
+    elif isinstance(stmt, ast.Import | ast.ImportFrom):
+        out |= {bound for bound, _ in _import_bindings(stmt)}
+    return out
+
+
+def _mutated_in(stmt: ast.stmt) -> set[str]:
+    """Names whose object a statement changes in place by a method call (`__all__.append(x)`)."""
+    return {
+        n.func.value.id
+        for n in ast.walk(stmt)
+        if isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Attribute)
+        and isinstance(n.func.value, ast.Name)
+    }
 
 
 def _module_scope_imports(body: list[ast.stmt]) -> list[ast.stmt]:

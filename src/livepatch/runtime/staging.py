@@ -82,7 +82,7 @@ from livepatch.patch.walk import Definition, ModuleWalk, binds_only, walk_source
 from livepatch.runtime.resolve import ResolveError, resolve_function, resolve_owner
 from livepatch.runtime.swap import MISSING, BindOp, CodeOp, StagedPatch, make_staged_patch
 from livepatch.runtime.swap_build import LiveBuilder, new_module
-from livepatch.runtime.values import other_holders
+from livepatch.runtime.values import consumed_elements, heap_holders, other_holders
 from livepatch.runtime.verify import check_refusals
 
 __all__ = ["StagedPatch", "stage"]
@@ -154,6 +154,7 @@ class _ModuleStager:
         self._build: LiveBuilder | None = None
         self.codes: list[CodeOp] = []
         self.binds: dict[tuple[int, str], BindOp] = {}
+        self.changed_all: frozenset[str] = frozenset()  # modules whose __all__ the patch changes
 
     @property
     def walk(self) -> ModuleWalk:
@@ -346,9 +347,21 @@ class _ModuleStager:
         if d is None or d.kind is not DefinitionKind.IMPORT:
             return False
         where = _import_source(self.module, d.node, d.name)
-        if where is None or where not in self.shared:
+        if where is None:
             return False
-        self.bind(self.module, d.name, self.shared[where], change.qualname)
+        if where in self.shared:
+            self.bind(self.module, d.name, self.shared[where], change.qualname)
+            return True
+        # `from M import NEW, OLD` where the patch adds M.NEW: run as one statement, the import would
+        # fail on NEW (bound in M on swap only), so OLD is taken from the loaded M, which is what the
+        # statement binds it to (kvserver df042c96163d: `from kvserver.replies import
+        # MUST_BE_POSITIVE, ..., SYNTAX`)
+        assert isinstance(d.node, ast.ImportFrom)
+        source = sys.modules.get(where[0])
+        live = vars(source).get(where[1], MISSING) if source is not None else MISSING
+        if live is MISSING or not any((where[0], a.name) in self.shared for a in d.node.names):
+            return False
+        self.bind(self.module, d.name, live, change.qualname)
         return True
 
     def stage_added(self, change: TargetChange) -> None:
@@ -357,6 +370,10 @@ class _ModuleStager:
             return
         if self.staged_import(change):
             return
+        if "." not in change.qualname and (
+            change.old_fingerprint is not None or change.old_value is not None
+        ):
+            self.check_replaced_global(change)
         code = self.added.get(change.qualname)
         if code is not None:  # a module-level def, class or import, compiled by the patch's author
             # one relocated code per statement, so that a statement adding several names runs once
@@ -546,11 +563,67 @@ class _ModuleStager:
                 "changed at run time or the server runs another version; fix: keep the old member",
             )
 
+    def check_replaced_global(self, change: TargetChange) -> None:
+        """A module-level name that changes kind (patch.diff.module_kind_change: a function or a value
+        becoming another kind of object): the live object must be what the old version bound (the very
+        function, by fingerprint, or what the old expression evaluates to now), and nothing may hold it
+        but module namespaces under other names, the copies this patch follows, and the staging code
+        itself (runtime/values.py, `heap_holders`): a table, a default, a bound method, an instance
+        holding it would keep the old object while a fresh process would hold the new one."""
+        name = change.qualname
+        live = vars(self.module).get(name, MISSING)
+        if live is MISSING:
+            raise self.refuse(name, "does not exist in the live module")
+        if change.old_fingerprint is not None:
+            ok = isinstance(live, FunctionType) and (
+                live_fingerprint(live.__code__) == change.old_fingerprint
+            )
+            was = "the old function"
+        else:
+            assert change.old_value is not None
+            try:
+                old_code = compile(change.old_value, self.filename, "eval", dont_inherit=True)
+                before = eval(old_code, vars(self.module))
+            except Exception as exc:
+                raise self.refuse(
+                    name,
+                    f"evaluating the old version's `{_short(change.old_value)}` failed ({exc!r}): the "
+                    "server does not run the version the patch was built from",
+                ) from exc
+            ok = live is before or (type(live) is type(before) and _equal(live, before))
+            was = f"what the old version's `{_short(change.old_value)}` builds"
+            del before
+        if not ok:
+            raise self.refuse(
+                name,
+                f"changes kind, but the live object is not {was}: it was changed at run time or the "
+                "server runs another version; fix: keep the old definition",
+            )
+        holders = [
+            h
+            for h in other_holders(self.module, self.module, name, live)
+            if tuple(h.rsplit(".", 1)) not in self.followed
+        ]
+        holders += heap_holders(
+            self.module, live, name, self.followed, keep=(self, self.build, self.shared)
+        )
+        if holders:
+            raise self.refuse(
+                name,
+                f"changes kind, but the live object is also held by {', '.join(holders[:3])}, which "
+                "would keep the old object; fix: keep the old definition and add the new one under "
+                "another name",
+            )
+
     def check_unbound(self, owner: Any, change: TargetChange) -> None:
         """An added VALUE must not exist yet: if the live namespace has the name, code the differ did not
         see (a loop, `globals()[...]`, a run-time assignment) bound it, and its value may be state."""
         if change.definition is not DefinitionKind.VALUE:
             return
+        if "." not in change.qualname and (
+            change.old_fingerprint is not None or change.old_value is not None
+        ):
+            return  # a name that changes kind: check_replaced_global checked the live one
         name = change.qualname.rpartition(".")[2]
         if name in vars(owner):
             raise self.refuse(
@@ -616,6 +689,18 @@ class _ModuleStager:
                 f"the live value is also held by {', '.join(holders)}, which would keep the old value; "
                 "fix: read it through its module at call time, or set every copy in a post_patch hook",
             )
+        consumed = consumed_elements(live, before)
+        del before
+        if consumed:
+            raise self.refuse(
+                change.qualname,
+                f"objects the live value's expression built ({consumed}) are also held elsewhere: "
+                "something consumed the value at run time (a table built from it at start-up, as "
+                "kvserver's command table from each module's COMMANDS) and would keep the old ones; "
+                "fix: rebuild what consumed it in a post_patch hook",
+            )
+        if d.name == "__all__" and not d.owner:
+            self.check_all_sources(d)
         if d.owner:
             value = self.build.eval_expr(_assigned_value(d), owner, change.qualname)
         else:
@@ -624,6 +709,24 @@ class _ModuleStager:
                 raise self.refuse(change.qualname, "the new statement did not bind its name")
             value = bound[d.name]
         self.bind(owner, d.name, value, change.qualname)
+
+    def check_all_sources(self, d: Definition) -> None:
+        """A module's `__all__` built from other modules' (`__all__ += _events.__all__`, folded into one
+        value by walk.fold_all_chain) is evaluated now: refused when this patch also changes one of
+        those, whose live `__all__` is still the old one."""
+        for n in ast.walk(d.node):
+            if (
+                isinstance(n, ast.Attribute)
+                and n.attr == "__all__"
+                and isinstance(n.value, ast.Name)
+            ):
+                other = vars(self.module).get(n.value.id)
+                if isinstance(other, ModuleType) and other.__name__ in self.changed_all:
+                    raise self.refuse(
+                        "__all__",
+                        f"is built from {other.__name__}.__all__, which this patch changes too; fix: "
+                        "change one of them in this patch and the other in the next",
+                    )
 
     def stage_changed_import(self, change: TargetChange) -> None:
         """A changed import is accepted only when the new path names the very object the live name is
@@ -932,6 +1035,14 @@ def stage(spec: PatchSpec) -> StagedPatch:
         and c.kind is ChangeKind.CHANGED
         and c.old_value is not None
     )
+    # modules whose `__all__` the patch changes: a folded `__all__ += m.__all__` chain (walk.fold_all_chain)
+    # evaluated now would read their old one
+    changed_all = frozenset(
+        mp.module
+        for mp in spec.modules
+        for c in mp.changes
+        if c.qualname == "__all__" and c.kind is not ChangeKind.SAME
+    )
     for mp in _sources_first(spec.modules):
         module = sys.modules.get(mp.module)
         if module is None:
@@ -947,6 +1058,7 @@ def stage(spec: PatchSpec) -> StagedPatch:
             continue
         filename = getattr(module, "__file__", None) or f"<livepatch {mp.module}>"
         stager = _ModuleStager(mp, module, filename, shared, followed)
+        stager.changed_all = changed_all
         if not isinstance(mp, CompiledModulePatch):
             stager.walk  # noqa: B018 - without compiled code the source must compile, whatever changes
         stager.run()
