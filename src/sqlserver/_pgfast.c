@@ -40,8 +40,8 @@
  * calls the very SQLite library that owns the handle and needs no sqlite3.h to build.
  *
  * Concurrency: a Native is used by the thread serving its session; SQLite's serialized mode guards
- * the handle against the one other caller (sqlite3_interrupt from a CancelRequest, which makes this
- * path decline and the Python path run the statement).
+ * the handle against the one other caller: sqlite3_interrupt from a CancelRequest, after which this
+ * path declines with `interrupted` set and Python answers the burst as cancelled (57014).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -55,6 +55,7 @@
 typedef struct sqlite3 sqlite3;
 typedef struct sqlite3_stmt sqlite3_stmt;
 #define SQLITE_OK 0
+#define SQLITE_INTERRUPT 9
 #define SQLITE_ROW 100
 #define SQLITE_DONE 101
 #define SQLITE_INTEGER 1
@@ -108,6 +109,7 @@ typedef struct {
     Entry entries[MAX_ENTRIES];
     int nentries;
     int enabled;        /* the session is READY, status I, nothing buffered (set by Python) */
+    int interrupted;    /* a CancelRequest stopped the last step: Python answers it (57014) */
     char *in;
     Py_ssize_t in_cap;
     char *out;
@@ -445,6 +447,12 @@ answer(Native *self, const unsigned char *data, Py_ssize_t n)
     }
     p_reset(st);
     p_clear_bindings(st);
+    if (ok && rc == SQLITE_INTERRUPT) {
+        /* Declining would let Python run the statement again, uninterrupted: the cancel would be
+         * lost. The flag makes Python answer this burst as cancelled instead (Session.receive). */
+        self->interrupted = 1;
+        return 0;
+    }
     if (!ok || rc != SQLITE_DONE) {
         return 0;
     }
@@ -648,7 +656,7 @@ Native_run(Native *self, PyObject *data)
         PyErr_SetString(PyExc_TypeError, "run() takes bytes");
         return NULL;
     }
-    if (!self->enabled || self->nentries == 0 || !guards_hold()) {
+    if (!self->enabled || self->interrupted || self->nentries == 0 || !guards_hold()) {
         Py_RETURN_NONE;
     }
     int done;
@@ -735,6 +743,23 @@ Native_set_enabled(Native *self, PyObject *v, void *Py_UNUSED(c))
 }
 
 static PyObject *
+Native_get_interrupted(Native *self, void *Py_UNUSED(c))
+{
+    return PyBool_FromLong(self->interrupted);
+}
+
+static int
+Native_set_interrupted(Native *self, PyObject *v, void *Py_UNUSED(c))
+{
+    int b = PyObject_IsTrue(v);
+    if (b < 0) {
+        return -1;
+    }
+    self->interrupted = b;
+    return 0;
+}
+
+static PyObject *
 Native_get_served(Native *self, void *Py_UNUSED(c))
 {
     return PyLong_FromUnsignedLongLong(self->served);
@@ -749,6 +774,8 @@ Native_get_statements(Native *self, void *Py_UNUSED(c))
 static PyGetSetDef Native_getset[] = {
     {"enabled", (getter)Native_get_enabled, (setter)Native_set_enabled, "serve bursts now", NULL},
     {"served", (getter)Native_get_served, NULL, "bursts answered here", NULL},
+    {"interrupted", (getter)Native_get_interrupted, (setter)Native_set_interrupted,
+     "a CancelRequest interrupted the last burst", NULL},
     {"statements", (getter)Native_get_statements, NULL, "registered statements", NULL},
     {NULL},
 };

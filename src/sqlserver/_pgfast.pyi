@@ -6,6 +6,7 @@ from typing import Any
 
 class Native:
     enabled: bool
+    interrupted: bool
     @property
     def served(self) -> int: ...
     @property

@@ -53,6 +53,7 @@ from sqlserver.protocol.errors import (
     INVALID_SQL_STATEMENT_NAME,
     PROGRAM_LIMIT_EXCEEDED,
     PROTOCOL_VIOLATION,
+    QUERY_CANCELED,
     SYNTAX_ERROR,
     PgError,
     ProtocolViolation,
@@ -150,6 +151,9 @@ class Session:
             reply = nat.run(data)  # the C path (native.py): None when Python must answer
             if reply is not None:
                 return reply
+            if nat.interrupted:
+                nat.interrupted = False
+                return self._cancelled(data)
         if self._fast_ok and not self._parser.buffered():
             burst = parse_burst(data)
             if burst is not None:
@@ -268,6 +272,19 @@ class Session:
             if e.fatal:
                 raise
             self._error(e)  # the Execute failed: what followed it up to Sync is discarded
+        out.append(be.ready_for_query(self.sm.status))
+        return b"".join(out)
+
+    def _cancelled(self, data: bytes) -> bytes:
+        """The reply to a burst the C path ran until a CancelRequest interrupted it: what the Python
+        fast path answers when its statement is interrupted (running it again would lose the cancel)."""
+        burst = parse_burst(data)
+        assert burst is not None  # the C path runs only bursts it parsed
+        name, _, _, rfmts, describe = burst
+        out = self._out = [be.BIND_COMPLETE]
+        if describe:
+            out.append(self._statements[name].describe(rfmts)[0])
+        self._error(PgError(QUERY_CANCELED, "canceling statement due to user request"))
         out.append(be.ready_for_query(self.sm.status))
         return b"".join(out)
 

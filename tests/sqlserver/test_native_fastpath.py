@@ -16,6 +16,7 @@ import shutil
 import socket
 import struct
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -235,6 +236,28 @@ def test_a_replaced_function_turns_the_c_code_off(client):
 
 
 @needs_native
+def test_an_interrupted_statement_is_answered_as_cancelled_not_run_again(client):
+    """sqlite3_interrupt (a CancelRequest) stops the C code's step: the reply is 57014. Running the
+    statement again in Python would lose the cancel. A progress handler interrupts exactly once."""
+    data = execute("one", (b"8",), True)
+    normal = client.session.receive(data)
+    client.session.receive(data)  # planned, enabled
+    nat = client.session.native
+    conn = client.session.executor.conn
+    calls: list[int] = []
+    conn.set_progress_handler(lambda: (calls.append(1), len(calls) == 1)[1], 1)
+    try:
+        before = nat.served
+        reply = client.session.receive(data)
+    finally:
+        conn.set_progress_handler(None, 1)
+    assert calls and nat.served == before
+    assert b"C57014" in reply and reply.startswith(b"2") and reply.endswith(b"Z\x00\x00\x00\x05I")
+    assert b"SELECT" not in reply
+    assert client.session.receive(data) == normal and nat.served == before + 1
+
+
+@needs_native
 def test_serve_reads_answers_and_hands_back_over_a_socket(client):
     """thread-per-connection's loop: Native.serve(fd) answers a burst itself (None), hands back any other
     bytes, b"" at end of file, BlockingIOError when the socket's receive timeout expires."""
@@ -346,3 +369,45 @@ def test_a_patch_of_a_function_the_c_code_stands_in_for_takes_effect(sql_factory
         assert server.alive()
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+@needs_native
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("policy", ["thread-per-connection", "pool"])
+def test_a_cancel_request_stops_a_query_the_c_code_runs(sql_factory, tmp_path, policy):
+    """The C code runs a prepared SELECT that a CancelRequest interrupts: the client gets 57014, not the
+    statement run again from the start by Python (which would lose the cancel)."""
+    psycopg = pytest.importorskip("psycopg")
+    server = sql_factory("--policy", policy, "--dir", str(tmp_path / "data"))
+    query = (
+        "with recursive c(x) as (select 1 union all select x + 1 from c where x < %t::int) "
+        "select count(*) from c"
+    )
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        for _ in range(3):  # prepared and planned, then run by the C code
+            row = conn.execute(query, (5,), prepare=True).fetchone()
+            assert row == (5,)
+        outcome: list[BaseException | None] = []
+        started = threading.Event()
+
+        def run() -> None:
+            started.set()
+            try:
+                conn.execute(query, (2_000_000_000,), prepare=True).fetchone()
+                outcome.append(None)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        t = threading.Thread(target=run)
+        t.start()
+        assert started.wait(10)
+        # Cancel until it lands: the first one may arrive before the statement began executing.
+        for _ in range(100):
+            conn.cancel()
+            t.join(0.2)
+            if not t.is_alive():
+                break
+        t.join(30)
+        assert not t.is_alive(), "the long query was not cancelled"
+        assert outcome and isinstance(outcome[0], psycopg.errors.QueryCanceled), outcome
+        assert conn.execute(query, (7,), prepare=True).fetchone() == (7,)  # the session goes on
