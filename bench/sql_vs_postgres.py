@@ -260,6 +260,9 @@ def main() -> None:
     )
     args = ap.parse_args()
     workloads = [w for w in args.workloads.split(",") if w]
+    unknown = [w for w in workloads if w not in WORKLOADS]
+    if unknown:  # before minutes of runs, not after them
+        ap.error(f"unknown workload {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
     load = os.getloadavg()
     print(
         f"# sqlserver vs PostgreSQL 15 ({os.cpu_count()} CPUs, load average {load[0]:.1f} "

@@ -167,23 +167,9 @@ class ThreadPerConnection:
 
 def serve_plain(conn: Connection, state: SessionFactory) -> None:
     """The request loop without livepatch (the overhead baseline, `--no-livepatch`)."""
-    sock = conn.sock
-    fd = sock.fileno()
-    respond = conn.respond
-    session = conn.open_session(state)
-    while True:
-        if conn.pending is not None:
-            if not conn.serve_once(state):
-                return
-            continue
-        native = getattr(session, "native", None)
-        try:
-            # the C fast path answers what it can (sqlserver/native.py) and hands back the rest
-            data = native.serve(fd) if native is not None else sock.recv(READ_SIZE)
-        except OSError:
-            return
-        if data is not None and (not data or not respond(state, data)):
-            return
+    serve_once = conn.serve_once
+    while serve_once(state):
+        pass
 
 
 def serve_patchable(conn: Connection, state: SessionFactory) -> None:
