@@ -253,7 +253,7 @@ answer(Native *self, const unsigned char *data, Py_ssize_t n)
         return 0;
     }
     Py_ssize_t end = 1 + (Py_ssize_t)get32(data + 1);
-    if (end < 5 || end > n) {
+    if (end < 13 || end > n) {  /* 13: the shortest Bind (empty names, no formats, no parameters) */
         return 0;
     }
     Py_ssize_t tail = n - end;
@@ -322,7 +322,11 @@ answer(Native *self, const unsigned char *data, Py_ssize_t n)
         }
         int len = (int)get32(data + pos);
         pos += 4;
-        if (len < 0) {
+        if (len < -1) {
+            ok = 0;  /* not a valid length: the Python paths decide what to answer */
+            break;
+        }
+        if (len == -1) {
             ok = p_bind_null(st, (int)i + 1) == SQLITE_OK;
             continue;
         }

@@ -149,6 +149,33 @@ def test_several_rows_nulls_and_non_ascii_text_agree(client, lo, hi, describe):
 
 
 @needs_native
+@settings(max_examples=300, deadline=None)
+@given(
+    describe=st.booleans(),
+    edits=st.lists(st.tuples(st.integers(0, 60), st.integers(0, 255)), max_size=4),
+    cut=st.integers(0, 8),
+    extra=st.binary(max_size=6),
+)
+def test_the_c_code_answers_no_altered_burst_differently(client, describe, edits, cut, extra):
+    """Bytes flipped, cut off or added: the C code declines, or answers exactly what Python does."""
+    data = bytearray(execute("one", (b"3",), describe))
+    for i, b in edits:
+        data[i % len(data)] = b
+    altered = bytes(data[: len(data) - cut]) + extra
+    session = client.session
+    nat = session.native
+    client.session.receive(execute("one", (b"3",), describe))  # planned and enabled
+    reply = nat.run(altered)
+    if reply is None:
+        return
+    session.native = None
+    try:
+        assert session.receive(altered) == reply
+    finally:
+        session.native = nat
+
+
+@needs_native
 @pytest.mark.parametrize("value", ["n1", "nä", "", "no such name"])
 def test_text_parameters_agree(client, value):
     for _ in range(2):  # the first run plans the statement, the second may run in C
