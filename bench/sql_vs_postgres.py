@@ -189,11 +189,13 @@ def sqlserver(
         proc.stop()
 
 
-def pgbench(port: int, *args: str, cwd: Path | None = None, timeout: float = 900) -> str:
+def pgbench(
+    port: int, *args: str, cwd: Path | None = None, timeout: float = 900, connect_timeout: int = 10
+) -> str:
     cmd = [pgbench_path(), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", *args, "postgres"]
     done = subprocess.run(
         cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd,
-        env=dict(os.environ, PGCONNECT_TIMEOUT="10"),
+        env=dict(os.environ, PGCONNECT_TIMEOUT=str(connect_timeout)),
     )  # fmt: skip
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stdout}{done.stderr}")

@@ -176,6 +176,19 @@ def test_the_c_code_answers_no_altered_burst_differently(client, describe, edits
 
 
 @needs_native
+@pytest.mark.parametrize("length", [0, 3, 4, 5, 11, 12])
+def test_a_bind_too_short_to_hold_its_fields_is_declined(client, length):
+    """A Bind whose length field is shorter than its mandatory fields, followed by a valid tail: the
+    C code must not read its fields past the stated end (it once searched for the name's NUL there)."""
+    nat = client.session.native
+    client.session.receive(execute("one", (b"3",), True))  # planned and enabled
+    tail = burst(Describe("P", ""), Execute("", 0), Sync())
+    data = b"B" + struct.pack("!i", length) + b"\x00" * max(0, length - 4) + tail
+    assert nat.run(data + b"\x01" * 20) is None
+    assert nat.run(data) is None
+
+
+@needs_native
 @pytest.mark.parametrize("value", ["n1", "nä", "", "no such name"])
 def test_text_parameters_agree(client, value):
     for _ in range(2):  # the first run plans the statement, the second may run in C
