@@ -85,6 +85,8 @@ def _guarded() -> list[Any]:
         res.encoder,
         _backend.data_row,
         _backend.ready_for_query,
+        plan,  # which statements the C code takes: a patch of the rule applies to planned ones too
+        register,
     ]
 
 

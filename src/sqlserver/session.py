@@ -794,7 +794,7 @@ class Session:
             raise self._mapped(e) from None
 
 
-native.arm([Session.receive, Session._fast, Session.forget_native])
+native.arm([Session.receive, Session._fast, Session._cancelled, Session.forget_native])
 
 _READY_HANDLERS: dict[type, Any] = {
     m.Query: Session._query,

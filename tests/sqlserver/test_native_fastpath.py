@@ -298,6 +298,23 @@ def test_an_interrupted_statement_is_answered_as_cancelled_not_run_again(client)
 
 
 @needs_native
+def test_every_function_the_c_code_stands_in_for_is_guarded():
+    """Replacing the code of any of them (what a patch does) turns the C code off."""
+    from sqlserver.session import Session
+
+    funcs = [*native._guarded(), Session.receive, Session._fast, Session._cancelled]
+    assert len(funcs) > 15
+    for f in funcs:
+        original = f.__code__
+        f.__code__ = original.replace()  # an equal copy: a different object, as a patch's would be
+        try:
+            assert not native.guards_hold(), f
+        finally:
+            f.__code__ = original
+        assert native.guards_hold(), f
+
+
+@needs_native
 def test_serve_reads_answers_and_hands_back_over_a_socket(client):
     """thread-per-connection's loop: Native.serve(fd) answers a burst itself (None), hands back any other
     bytes, b"" at end of file, BlockingIOError when the socket's receive timeout expires."""
