@@ -1,24 +1,24 @@
-"""The one thing pyproject.toml cannot say without an experimental table: kvserver's C fast paths.
+"""The one thing pyproject.toml cannot say without an experimental table: the C fast paths.
 
-kvserver._respfast is the request parser's fast path (src/kvserver/_respfast.c); kvserver._mverecord
-is a validated update's recording (src/kvserver/_mverecord.c). Both are optional: without a C
-compiler the install still succeeds and kvserver falls back to hiredis and pure Python, with the same
-behaviour, only slower.
+- kvserver._respfast: the request parser's fast path (src/kvserver/_respfast.c);
+- kvserver._mverecord: a validated update's recording (src/kvserver/_mverecord.c);
+- kvserver._dirtyfast: hot standby's dirty tracking per request (src/kvserver/_dirtyfast.c);
+- sqlserver._pgfast: prepared SELECTs answered without the GIL (src/sqlserver/_pgfast.c, which needs no
+  SQLite headers: it finds SQLite's functions in the _sqlite3 module's library at run time).
+
+All are optional: without a C compiler the install still succeeds and the servers fall back to hiredis
+and pure Python, with the same behaviour, only slower.
 """
 
 from setuptools import Extension, setup
 
+_SOURCES = {
+    "kvserver._respfast": "src/kvserver/_respfast.c",
+    "kvserver._mverecord": "src/kvserver/_mverecord.c",
+    "kvserver._dirtyfast": "src/kvserver/_dirtyfast.c",
+    "sqlserver._pgfast": "src/sqlserver/_pgfast.c",
+}
+
 setup(
-    ext_modules=[
-        Extension(
-            "kvserver._respfast",
-            sources=["src/kvserver/_respfast.c"],
-            optional=True,
-        ),
-        Extension(
-            "kvserver._mverecord",
-            sources=["src/kvserver/_mverecord.c"],
-            optional=True,
-        ),
-    ]
+    ext_modules=[Extension(name, sources=[src], optional=True) for name, src in _SOURCES.items()]
 )

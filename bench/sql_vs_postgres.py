@@ -189,11 +189,13 @@ def sqlserver(
         proc.stop()
 
 
-def pgbench(port: int, *args: str, cwd: Path | None = None, timeout: float = 900) -> str:
+def pgbench(
+    port: int, *args: str, cwd: Path | None = None, timeout: float = 900, connect_timeout: int = 10
+) -> str:
     cmd = [pgbench_path(), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", *args, "postgres"]
     done = subprocess.run(
         cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd,
-        env=dict(os.environ, PGCONNECT_TIMEOUT="10"),
+        env=dict(os.environ, PGCONNECT_TIMEOUT=str(connect_timeout)),
     )  # fmt: skip
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stdout}{done.stderr}")
@@ -260,6 +262,9 @@ def main() -> None:
     )
     args = ap.parse_args()
     workloads = [w for w in args.workloads.split(",") if w]
+    unknown = [w for w in workloads if w not in WORKLOADS]
+    if unknown:  # before minutes of runs, not after them
+        ap.error(f"unknown workload {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
     load = os.getloadavg()
     print(
         f"# sqlserver vs PostgreSQL 15 ({os.cpu_count()} CPUs, load average {load[0]:.1f} "

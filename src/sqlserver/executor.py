@@ -21,7 +21,12 @@ import time
 from typing import Any, Protocol
 
 from sqlserver import blocking
-from sqlserver.protocol.errors import LOCK_NOT_AVAILABLE, QUERY_CANCELED, PgError
+from sqlserver.protocol.errors import (
+    LOCK_NOT_AVAILABLE,
+    NUMERIC_VALUE_OUT_OF_RANGE,
+    QUERY_CANCELED,
+    PgError,
+)
 from sqlserver.state import ServerState
 from sqlserver.statement import DDL, Statement
 from sqlserver.storage import map_error
@@ -169,6 +174,14 @@ class Executor:
             if not in_block:
                 self.release_write()
             raise map_error(e, host.function_error) from None
+        except OverflowError:
+            # a parameter beyond 64 bits (sqlite3 cannot bind it): PostgreSQL's out-of-range error
+            if not in_block:
+                self.release_write()
+            raise PgError(
+                NUMERIC_VALUE_OUT_OF_RANGE,
+                "value out of range: a parameter does not fit in 64 bits",
+            ) from None
         if st.kind == DDL:
             if in_block:
                 self.ddl_in_tx = True

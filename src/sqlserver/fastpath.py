@@ -48,6 +48,8 @@ def parse_burst(data: bytes) -> Burst | None:
         pos += 2 * nf
         (np,) = _H.unpack_from(data, pos)
         pos += 2
+        if nf > 1 and nf != np:
+            return None  # a protocol violation: the general path reports it
         params: list[bytes | None] = []
         for _ in range(np):
             (n,) = _I32.unpack_from(data, pos)

@@ -33,7 +33,7 @@ import logging
 import sqlite3
 from typing import Any
 
-from sqlserver import catalog, infer
+from sqlserver import catalog, infer, native
 from sqlserver import results as res
 from sqlserver import session_states as ss
 from sqlserver import statement as k
@@ -53,6 +53,7 @@ from sqlserver.protocol.errors import (
     INVALID_SQL_STATEMENT_NAME,
     PROGRAM_LIMIT_EXCEEDED,
     PROTOCOL_VIOLATION,
+    QUERY_CANCELED,
     SYNTAX_ERROR,
     PgError,
     ProtocolViolation,
@@ -101,6 +102,10 @@ class Session:
         self.function_error: PgError | None = None
         self._registered = False
         self._backed_out: bytes | None = None
+        # the C fast path (native.py): set once authenticated when _pgfast is built and trusts the
+        # handle; _native_seen: statement name -> the Prepared last planned for it
+        self.native: Any = None
+        self._native_seen: dict[str, Prepared] = {}
 
     # -- the network layer's interface ------------------------------------------------------
 
@@ -141,6 +146,14 @@ class Session:
 
     def receive(self, data: bytes) -> bytes:
         """Handle `data` from the client; returns the bytes to send back (maybe empty)."""
+        nat = self.native
+        if nat is not None and nat.enabled:
+            reply = nat.run(data)  # the C path (native.py): None when Python must answer
+            if reply is not None:
+                return reply
+            if nat.interrupted:
+                nat.interrupted = False
+                return self._cancelled(data)
         if self._fast_ok and not self._parser.buffered():
             burst = parse_burst(data)
             if burst is not None:
@@ -152,6 +165,8 @@ class Session:
                     self._backed_out = data
                     return b""
                 if fast is not None:
+                    if nat is not None:
+                        nat.enabled = self.sm.status == ss.IDLE and "" not in self._portals
                     return fast
         out = self._out = []
         if self.sm.phase == ss.CLOSED:
@@ -177,6 +192,14 @@ class Session:
                 log.exception("internal error in session %s", self.backend_pid)
                 self._error(PgError(INTERNAL_ERROR, f"internal error: {type(e).__name__}: {e}"))
         self._fast_ok = self.sm.phase == ss.READY and not self._skip_to_sync and not self._implicit
+        nat = self.native
+        if nat is not None:
+            nat.enabled = (
+                self._fast_ok
+                and self.sm.status == ss.IDLE
+                and "" not in self._portals
+                and not self._parser.buffered()
+            )
         return b"".join(out)
 
     def _fast(self, burst: Burst) -> bytes | None:
@@ -192,6 +215,12 @@ class Session:
         st = p.stmt
         if describe and p.columns and not p.fast:
             return None  # result types still unknown: the general path learns them from a row
+        if len(rfmts) > 1 and len(rfmts) != len(p.columns or ()):
+            return None  # a protocol violation: the general path reports it
+        try:
+            params = p.decode(raw, pfmts) if raw else ()
+        except PgError:
+            return None  # a malformed parameter fails the Bind itself: the general path reports it
         out = self._out = [be.BIND_COMPLETE]
         if self._portals:
             self._portals.pop("", None)
@@ -205,7 +234,6 @@ class Session:
                 STATEMENT_HANDLERS[st.kind](self, p, Portal(p, [], rfmts), False)
                 out.append(be.ready_for_query(self.sm.status))
                 return b"".join(out)
-            params = p.decode(raw, pfmts) if raw else ()
             if p.columns:
                 desc, encs = p.describe(rfmts)
                 if describe:
@@ -229,6 +257,10 @@ class Session:
                         )
                     )
                 out.append(p.complete(len(rows)))
+                nat = self.native
+                if nat is not None and self._native_seen.get(name) is not p:
+                    self._native_seen[name] = p
+                    native.register(nat, p, in_block)
             else:
                 if describe:
                     out.append(be.NO_DATA)
@@ -242,6 +274,24 @@ class Session:
             self._error(e)  # the Execute failed: what followed it up to Sync is discarded
         out.append(be.ready_for_query(self.sm.status))
         return b"".join(out)
+
+    def _cancelled(self, data: bytes) -> bytes:
+        """The reply to a burst the C path ran until a CancelRequest interrupted it: what the Python
+        fast path answers when its statement is interrupted (running it again would lose the cancel)."""
+        burst = parse_burst(data)
+        assert burst is not None  # the C path runs only bursts it parsed
+        name, _, _, rfmts, describe = burst
+        out = self._out = [be.BIND_COMPLETE]
+        if describe:
+            out.append(self._statements[name].describe(rfmts)[0])
+        self._error(PgError(QUERY_CANCELED, "canceling statement due to user request"))
+        out.append(be.ready_for_query(self.sm.status))
+        return b"".join(out)
+
+    def forget_native(self, name: str) -> None:
+        """The statement `name` is replaced or gone: the C path must not serve it any more."""
+        if self._native_seen.pop(name, None) is not None and self.native is not None:
+            self.native.forget(name.encode())
 
     def cancel(self) -> None:
         """Interrupt the running statement (CancelRequest); safe from any thread."""
@@ -258,6 +308,9 @@ class Session:
         if self._registered:
             self.state.unregister(self)
             self._registered = False
+        nat, self.native = self.native, None
+        if nat is not None:
+            nat.close()  # its SQLite statements are finalized before the handle closes
         ex, self.executor = self.executor, None
         if ex is not None:
             ex.close()
@@ -478,6 +531,7 @@ class Session:
         if not self.sm.allows(p.stmt.kind):
             self._extended_error(in_failed())
             return
+        self.forget_native(msg.name)
         self._statements[msg.name] = p
         self._out.append(be.PARSE_COMPLETE)
 
@@ -564,6 +618,7 @@ class Session:
     def _close(self, msg: m.Close) -> None:
         if msg.kind == "S":
             self._statements.pop(msg.name, None)
+            self.forget_native(msg.name)
         else:
             portal = self._portals.pop(msg.name, None)
             if portal is not None and portal.cursor is not None:
@@ -738,6 +793,8 @@ class Session:
         except sqlite3.Error as e:
             raise self._mapped(e) from None
 
+
+native.arm([Session.receive, Session._fast, Session._cancelled, Session.forget_native])
 
 _READY_HANDLERS: dict[type, Any] = {
     m.Query: Session._query,

@@ -232,9 +232,13 @@ def close_cursor_command(session: Session, p: Prepared, portal: Portal, describe
 def deallocate_command(session: Session, p: Prepared, portal: Portal, describe: bool) -> None:
     name = p.stmt.args[0]
     if name is None:
+        for n in [n for n in session._statements if n]:
+            session.forget_native(n)
         session._statements = {n: s for n, s in session._statements.items() if not n}
     elif session._statements.pop(name, None) is None:
         raise PgError(INVALID_SQL_STATEMENT_NAME, f'prepared statement "{name}" does not exist')
+    else:
+        session.forget_native(name)
     session._out.append(be.command_complete(p.stmt.tag))
 
 

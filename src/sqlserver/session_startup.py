@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from sqlserver import catalog, functions
+from sqlserver import catalog, functions, native
 from sqlserver.executor import Executor
 from sqlserver.protocol import backend as be
 from sqlserver.protocol import messages as m
@@ -148,6 +148,7 @@ def authenticated(session: Session) -> None:
     session.executor = Executor(session.state, conn, session)
     functions.install(conn, session)
     catalog.install(conn)
+    session.native = native.open_native(conn)  # the C fast path, when built (native.py)
     session.state.register(session)
     session._registered = True
     out = session._out

@@ -48,14 +48,22 @@ class Connection:
 
     def serve_once(self, state: SessionFactory) -> bool:
         """Read what the client sent (one recv, blocking; or the request that backed out), run it,
-        send the replies with one sendall. Returns False when the connection is finished (end of
+        send the replies with one sendall (or all three in C, sqlserver/native.py). Returns False when the connection is finished (end of
         file, error, or the session closed); `pending` is set again if the request backed out."""
         data = self.pending
         if data is not None:
             self.pending = None
             return self.respond(state, data)
+        session = self.session
+        native = getattr(session, "native", None)  # the C fast path, once authenticated (native.py)
         try:
-            data = self.sock.recv(READ_SIZE)
+            if native is None:
+                data = self.sock.recv(READ_SIZE)
+            else:
+                # recv, answer a prepared SELECT, send -- one GIL release; other bytes come back
+                data = native.serve(self.sock.fileno())
+                if data is None:
+                    return not session.closed  # type: ignore[union-attr]
         except OSError:
             return False  # reset by the client or interrupted by shutdown: nothing to answer
         if not data:
