@@ -98,6 +98,8 @@ class Runtime(Patcher):
         self._registry = Registry()
         self._local = threading.local()
         self._control = Control()
+        self._deadline = float("inf")  # the pending global transition's (threads.py _wait_global)
+        self._expired = None
         self._hooks: tuple[Callable[[], object], ...] = ()
         # the patcher side (guarded by _patcher_lock; the history by _records_lock)
         self._stack: list[_Applied] = []
