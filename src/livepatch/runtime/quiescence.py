@@ -97,10 +97,7 @@ def _listener(recorder: Recorder | None) -> Callable[[EventName, ThreadRecord], 
     if recorder is None:
         return None
 
-    def on_thread_event(name: EventName, rec: ThreadRecord) -> None:
-        recorder.emit(name, thread=rec.name, generation=rec.generation)
-
-    return on_thread_event
+    return lambda name, rec: recorder.emit_thread(name, rec.name, rec.generation)
 
 
 class _Switching:
