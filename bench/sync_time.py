@@ -88,20 +88,14 @@ def context_switches() -> tuple[int, int]:
 
 
 def run_queue_wait_ms() -> float:
-    """Time this process's threads have spent runnable but not running, summed, so far (ms; Linux
-    schedstat's second field; 0 elsewhere). Read between transitions, never inside one."""
-    total = 0
+    """How long the calling thread (the patcher) has been runnable but not running, so far (ms; Linux
+    schedstat's second field; 0 elsewhere): time the OS gave its CPU to someone else. Read between
+    transitions, never inside one (a read releases the GIL)."""
     try:
-        tasks = os.listdir("/proc/self/task")
-    except OSError:
+        with open(f"/proc/self/task/{threading.get_native_id()}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e6
+    except (OSError, IndexError, ValueError):
         return 0.0
-    for task in tasks:
-        try:
-            with open(f"/proc/self/task/{task}/schedstat") as f:
-                total += int(f.read().split()[1])
-        except (OSError, IndexError, ValueError):
-            pass  # the thread exited meanwhile
-    return total / 1e6
 
 
 def park_times(r: livepatch.PatchResult) -> tuple[float, float, float, float]:
@@ -119,8 +113,8 @@ def park_times(r: livepatch.PatchResult) -> tuple[float, float, float, float]:
 
 
 def print_tails(tails: list[tuple[float, float, float, float, float]]) -> None:
-    """Where the slowest tenth of the global transitions lost their time, and how long the process's
-    threads waited for a CPU meanwhile (run queue: the OS, not the runtime), against the other nine
+    """Where the slowest tenth of the global transitions lost their time, and how long the patcher
+    thread waited for a CPU meanwhile (run queue: the OS, not the runtime), against the other nine
     tenths."""
     ranked = sorted(tails)
     cut = int(len(ranked) * 0.9)
@@ -135,7 +129,7 @@ def print_tails(tails: list[tuple[float, float, float, float, float]]) -> None:
         f"{statistics.median(t[3] for t in slow):.3f} ms"
     )
     print(
-        "    run-queue wait of the process's threads per transition (summed, median): slowest tenth "
+        "    the patcher's run-queue wait per transition (median): slowest tenth "
         f"{statistics.median(t[4] for t in slow):.3f} ms, the other nine tenths "
         f"{statistics.median(t[4] for t in rest):.3f} ms; sync median in the slowest tenth "
         f"{statistics.median(t[0] for t in slow):.3f} ms"
