@@ -7,7 +7,8 @@ without it the threads are CPU-bound, and in CPython a thread reaches its next q
 gets the GIL (5 ms switch interval), which dominates local migration.
 Reports the median (and p90, max) of PatchResult.timings["sync"], the median and p90 of request -> finished
 (events: it includes staging the patch, which an apply does and a revert does not), the median staging
-time of the applies, and request -> finished without the staging time (median, p90).
+time of the applies, and request -> finished without the staging time (median, p90); with --base also the
+median of call -> return (the whole apply_patch/revert_patch call, result building included).
 
 The patch carries its code compiled for this interpreter, as a signed `.lpatch` does when the agent
 stages it (patch/compiled.py); `--staging source` compiles it from its source instead (an unsigned patch,
@@ -22,6 +23,10 @@ waits, for the last park or for the GIL; involuntary ones are preemptions by the
 
     .venv/bin/python bench/sync_time.py [--threads 10] [--patches 200] [--io | --cpu] [--staging source]
                                         [--phases] [--tails] [--method global|local]
+                                        [--base REF [--rounds 5]]
+
+`--base REF` runs the same rows against `git archive REF src` (PYTHONPATH) and this tree in turns,
+`--rounds` times each, and prints the median of each figure over the rounds, with the load average.
 """
 
 from __future__ import annotations
@@ -29,7 +34,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import itertools
+import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -79,6 +87,17 @@ def context_switches() -> tuple[int, int]:
     return int(fields["voluntary_ctxt_switches"]), int(fields["nonvoluntary_ctxt_switches"])
 
 
+def run_queue_wait_ms() -> float:
+    """How long the calling thread (the patcher) has been runnable but not running, so far (ms; Linux
+    schedstat's second field; 0 elsewhere): time the OS gave its CPU to someone else. Read between
+    transitions, never inside one (a read releases the GIL)."""
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e6
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def park_times(r: livepatch.PatchResult) -> tuple[float, float, float, float]:
     """(sync, first park, last park, last park -> patcher saw quiescence) of a global transition, ms
     from its `staged` event (the request is published right after it)."""
@@ -93,17 +112,27 @@ def park_times(r: livepatch.PatchResult) -> tuple[float, float, float, float]:
     )
 
 
-def print_tails(tails: list[tuple[float, float, float, float]]) -> None:
-    """Where the slowest tenth of the global transitions lost their time."""
-    slow = sorted(tails)[int(len(tails) * 0.9) :]
-    late_start = sum(1 for _, first, _, _ in slow if first > 1.0)
-    late_patcher = sum(1 for _, _, _, wake in slow if wake > 1.0)
+def print_tails(tails: list[tuple[float, float, float, float, float]]) -> None:
+    """Where the slowest tenth of the global transitions lost their time, and how long the patcher
+    thread waited for a CPU meanwhile (run queue: the OS, not the runtime), against the other nine
+    tenths."""
+    ranked = sorted(tails)
+    cut = int(len(ranked) * 0.9)
+    slow, rest = ranked[cut:], ranked[:cut]
+    late_start = sum(1 for _, first, _, _, _ in slow if first > 1.0)
+    late_patcher = sum(1 for _, _, _, wake, _ in slow if wake > 1.0)
     print(
         f"    slowest {len(slow)} of {len(tails)} (sync >= {slow[0][0]:.2f} ms): first park after > 1 ms "
         f"in {late_start}, the patcher saw the last park > 1 ms late in {late_patcher}; medians: first "
         f"park {statistics.median(t[1] for t in slow):.3f} ms, last park "
         f"{statistics.median(t[2] for t in slow):.3f} ms, last park -> quiescent "
         f"{statistics.median(t[3] for t in slow):.3f} ms"
+    )
+    print(
+        "    the patcher's run-queue wait per transition (median): slowest tenth "
+        f"{statistics.median(t[4] for t in slow):.3f} ms, the other nine tenths "
+        f"{statistics.median(t[4] for t in rest):.3f} ms; sync median in the slowest tenth "
+        f"{statistics.median(t[0] for t in slow):.3f} ms"
     )
 
 
@@ -114,7 +143,7 @@ def run(
     io: bool,
     precompiled: bool = True,
     phases: dict[str, dict[str, list[float]]] | None = None,
-    tails: list[tuple[float, float, float, float]] | None = None,
+    tails: list[tuple[float, float, float, float, float]] | None = None,
 ) -> dict[str, float]:
     v1, v2 = (FIXTURES / "app_v1.py").read_text(), (FIXTURES / "app_v2.py").read_text()
     with tempfile.TemporaryDirectory() as tmp:
@@ -145,15 +174,20 @@ def run(
         finished: list[float] = []
         stage: list[float] = []
         unstaged: list[float] = []
+        wall: list[float] = []  # the call to apply_patch/revert_patch until it returned
         try:
             for i in range(patches):
                 c0 = context_switches()
+                q0 = run_queue_wait_ms() if tails is not None else 0.0
+                t_call = time.perf_counter()
                 r = (
                     livepatch.apply_patch(spec, method=method, timeout=30)
                     if i % 2 == 0
                     else livepatch.revert_patch(spec.patch_id, method=method, timeout=30)
                 )
+                wall.append((time.perf_counter() - t_call) * 1e3)
                 c1 = context_switches()
+                q1 = run_queue_wait_ms() if tails is not None else 0.0
                 if not r.ok:
                     raise SystemExit(f"patch {i} {r.outcome}: {r.reason}")
                 if phases is not None:
@@ -166,7 +200,7 @@ def run(
                     steps.setdefault("voluntary switches", []).append(c1[0] - c0[0])
                     steps.setdefault("involuntary switches", []).append(c1[1] - c0[1])
                 if tails is not None and method == "global":
-                    tails.append(park_times(r))
+                    tails.append((*park_times(r), q1 - q0))
                 sync.append(r.timings["sync"])
                 if i % 2 == 0:
                     stage.append(r.timings["stage"])
@@ -186,7 +220,70 @@ def run(
         "stage_median": statistics.median(stage),
         "unstaged_median": statistics.median(unstaged),
         "unstaged_p90": pct(unstaged, 0.9),
+        "wall_median": statistics.median(wall),
     }
+
+
+def export_source(ref: str, dest: Path) -> Path:
+    """`git archive REF src` of this repository into dest; returns the src directory."""
+    root = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", ref, "src"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest / "src"
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Base and this tree in turns (base first in odd rounds, this tree first in even ones); prints the
+    median over the rounds of each row's figures, and the load average before and after."""
+    passed = [f"--threads={args.threads}", f"--patches={args.patches}", f"--staging={args.staging}"]
+    passed += {None: [], (True,): ["--io"], (False,): ["--cpu"]}[tuple(args.modes or ()) or None]
+    passed += [f"--method={m}" for m in args.method or ()]
+    rows: dict[tuple[str, bool, str], list[dict[str, float]]] = {}
+    load0 = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        versions = {args.base: str(export_source(args.base, Path(tmp))), "this tree": None}
+        for i in range(args.rounds):
+            order = list(versions.items()) if i % 2 == 0 else list(versions.items())[::-1]
+            for label, src in order:
+                env = dict(os.environ)
+                if src is not None:
+                    env["PYTHONPATH"] = src
+                out = subprocess.run(
+                    [sys.executable, __file__, *passed, "--json"],
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+                for line in out.splitlines():
+                    if line.startswith("{"):
+                        r = json.loads(line)
+                        rows.setdefault((label, r["io"], r["method"]), []).append(r)
+    load1 = os.getloadavg()
+    print(
+        f"{args.rounds} rounds in turns, {args.threads} threads, {args.patches} patches per row; load "
+        f"average {load0[0]:.1f} before, {load1[0]:.1f} after; medians over the rounds of: "
+    )
+    print(
+        f"{'version':<12} {'requests':<10} {'method':<7} {'sync':>8} {'req->finished':>14} {'p90':>8} "
+        f"{'p90/median':>11} {'stage':>8} {'without staging':>16} {'call->return':>13}  (ms; per-round "
+        "req->finished)"
+    )
+    for (label, io, method), rs in sorted(rows.items(), key=lambda kv: (kv[0][1:], kv[0][0])):
+
+        def med(key: str, rs: list[dict[str, float]] = rs) -> float:
+            return statistics.median(r[key] for r in rs)
+
+        ratio = statistics.median(r["total_p90"] / r["total_median"] for r in rs)
+        each = " ".join(f"{r['total_median']:.2f}" for r in rs)
+        print(
+            f"{label:<12} {'io' if io else 'cpu-bound':<10} {method:<7} {med('sync_median'):>8.3f} "
+            f"{med('total_median'):>14.3f} {med('total_p90'):>8.2f} {ratio:>10.2f}x "
+            f"{med('stage_median'):>8.3f} {med('unstaged_median'):>16.3f} {med('wall_median'):>13.3f}  "
+            f"({each})"
+        )
 
 
 def main() -> None:
@@ -214,7 +311,17 @@ def main() -> None:
         action="append",
         help="only this method (repeatable)",
     )
+    ap.add_argument(
+        "--base",
+        metavar="REF",
+        help="A/B in turns: run this script against `git archive REF src` (PYTHONPATH) and this tree",
+    )
+    ap.add_argument("--rounds", type=int, default=5, help="with --base: turns per version")
+    ap.add_argument("--json", action="store_true", help="one JSON object per row (used by --base)")
     args = ap.parse_args()
+    if args.base:
+        compare(args)
+        return
     modes = args.modes or [True, False]
     print(
         f"{args.threads} busy managed threads, {args.patches} patches per row (apply/revert "
@@ -227,10 +334,15 @@ def main() -> None:
     for io in modes:
         for method in args.method or ("global", "local"):
             phases: dict[str, dict[str, list[float]]] | None = {} if args.phases else None
-            tails: list[tuple[float, float, float, float]] | None = [] if args.tails else None
+            tails: list[tuple[float, float, float, float, float]] | None = (
+                [] if args.tails else None
+            )
             r = run(
                 method, args.threads, args.patches, io, args.staging == "compiled", phases, tails
             )
+            if args.json:
+                print(json.dumps({"io": io, "method": method, **r}), flush=True)
+                continue
             print(
                 f"{'io' if io else 'cpu-bound':<10} {method:<7} {r['sync_median']:>9.3f} ms "
                 f"{r['sync_p90']:>6.2f} ms {r['sync_max']:>6.1f} ms {r['total_median']:>15.3f} ms "

@@ -97,10 +97,7 @@ def _listener(recorder: Recorder | None) -> Callable[[EventName, ThreadRecord], 
     if recorder is None:
         return None
 
-    def on_thread_event(name: EventName, rec: ThreadRecord) -> None:
-        recorder.emit(name, thread=rec.name, generation=rec.generation)
-
-    return on_thread_event
+    return lambda name, rec: recorder.emit_thread(name, rec.name, rec.generation)
 
 
 class _Switching:
@@ -216,6 +213,9 @@ class Quiescence(ThreadSide):
         try:
             with self._lock:
                 tr = self._registry.begin_global(use_priorities, _listener(recorder))
+                self._deadline = (
+                    deadline  # the held threads enforce it too (threads.py _wait_global)
+                )
                 self._control.request = tr
         except BaseException:
             self._slot.release()
@@ -224,16 +224,23 @@ class Quiescence(ThreadSide):
         switching = _Switching()
         try:
             self._wait_until(
-                self._registry.quiescent, deadline, _HookCaller(self), switching.shorten
+                lambda: self._registry.transition is not tr or self._registry.quiescent(),
+                deadline,
+                _HookCaller(self),
+                switching.shorten,
             )
             with self._lock:
                 # Checked again under the lock that start_swap() holds too: from here nobody can unpark.
-                if not self._registry.quiescent():
-                    late = describe_blocked(self._registry.stragglers())
-                    raise PatchAborted(
-                        f"not quiescent within {timeout:g} s: did not reach a quiescence point: {late}; "
-                        f"nothing was changed. Hint: {HINT}"
-                    )
+                # Whoever saw the deadline first (the patcher, or a thread it held: threads.py
+                # _wait_global), the reason is the same. A quiescence seen only after the deadline is
+                # not used either: the threads were held past it, and the caller was told the patch
+                # ends by then (a stalled patcher swapped 13.85 s into a 10 s deadline).
+                if self._registry.transition is not tr:
+                    expired, self._expired = self._expired, None
+                    stragglers = expired[1] if expired is not None and expired[0] is tr else []
+                    raise self._deadline_passed(timeout, stragglers)
+                if not self._registry.quiescent() or time.monotonic() > deadline:
+                    raise self._deadline_passed(timeout, self._registry.stragglers())
                 self._registry.start_swap()
                 parked = [ParkedThread(r.ident, r.name, r.role) for r in self._registry.parked()]
                 inactive = [
@@ -256,11 +263,26 @@ class Quiescence(ThreadSide):
             # handing it to a released thread at the next short interval and waiting a long one to get it back.
             switching.restore()
             with self._lock:
-                self._registry.finish_global(swapped)
-                self._control.request = self._idle_request()
-                self._threads_cv.notify_all()
+                if self._registry.transition is tr:  # else the threads ended it at the deadline
+                    self._registry.finish_global(swapped)
+                    self._control.request = self._idle_request()
+                    self._threads_cv.notify_all()
                 self._progress.set()
             self._slot.release()
+
+    @staticmethod
+    def _deadline_passed(timeout: float, stragglers: list[ThreadRecord]) -> PatchAborted:
+        """The abort of a global transition at its deadline, naming the threads that had not parked."""
+        if not stragglers:  # everyone had parked, but the patcher could not run in time
+            return PatchAborted(
+                f"not swapped within {timeout:g} s (the deadline): every thread had parked, but the "
+                "patcher was held up (a wake-up hook that blocks, a long garbage collection, a starved "
+                "process); nothing was changed"
+            )
+        return PatchAborted(
+            f"not quiescent within {timeout:g} s (the deadline): did not reach a quiescence point: "
+            f"{describe_blocked(stragglers)}; nothing was changed. Hint: {HINT}"
+        )
 
     def _make_use_new(self, target: int) -> Callable[[], bool]:
         local = self._local

@@ -969,6 +969,10 @@ def _sources_first(modules: tuple[ModulePatch, ...]) -> list[ModulePatch]:
     old_value is its `from M import N` text) is staged before the module that follows it: its stager
     reads the value the source's stager built. A cycle keeps the patch's order (staging then refuses
     the follow it cannot resolve)."""
+    if len(modules) < 2:
+        # Nothing to order; and scanning the new source's lines cost a one-function kvserver patch
+        # (strings.py, 530 lines) ~40 µs quiet, a third of its staging.
+        return list(modules)
     by_name = {mp.module: mp for mp in modules}
     deps: dict[str, set[str]] = {}
     for mp in modules:

@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from livepatch.runtime.lifecycle import EventName
 from livepatch.runtime.registry import (
     Mode,
+    Phase,
     PointAction,
     Priority,
     Registry,
@@ -103,6 +104,10 @@ class ThreadSide:
     _local: threading.local  # .record: the calling thread's ThreadRecord, when managed
     _hooks: tuple[Callable[[], object], ...]  # copy-on-write: the patcher iterates without the lock
     _control: Control
+    # the pending global transition's deadline (time.monotonic()); written with begin_global, under _lock
+    _deadline: float
+    # the transition the threads ended at its deadline, with its stragglers then (under _lock)
+    _expired: tuple[Transition, list[ThreadRecord]] | None
 
     def _idle_request(self) -> _Rejoin | None:
         """What `_control.request` holds when no transition runs. Caller holds `_lock`."""
@@ -192,9 +197,34 @@ class ThreadSide:
                 return
             if action is not PointAction.PARK:
                 self._progress.set()  # PARK_NOTIFY, or a local move (the transition changed since)
-            # The patcher unparks us (state back to RUNNING) when the swap is done or aborted.
+            # The patcher unparks us (state back to RUNNING) when the swap is done or aborted; or we end
+            # the transition ourselves at its deadline (_wait_global).
             while rec.state is ThreadState.PARKED:
-                self._threads_cv.wait()
+                self._wait_global()
+
+    def _wait_global(self) -> None:
+        """Wait once on `_threads_cv` while a global transition holds the caller (parked, or waiting to be
+        born or to activate). Caller holds `_lock`.
+
+        The deadline is enforced here, by the threads it holds, not only by the patcher: past it, while
+        the swap has not started, the first waiting thread ends the transition itself (nothing swapped,
+        everyone released). The patcher may be unable to run on time (a wake-up hook that blocks, a long
+        garbage collection, a starved process at load 30: a 13.85 s sync against a 10 s deadline); it
+        finds the transition gone and reports the abort (quiescence.py). Once the swap has started, its
+        own deadlines bound it (hook_runner.py), so the wait is not timed."""
+        tr = self._registry.transition
+        if tr is None or tr.mode is not Mode.GLOBAL or tr.phase is not Phase.QUIESCING:
+            self._threads_cv.wait()
+            return
+        remaining = self._deadline - time.monotonic()
+        if remaining > 0:
+            self._threads_cv.wait(remaining)
+            return
+        self._expired = (tr, self._registry.stragglers())  # for the patcher's abort reason
+        self._registry.finish_global(False)
+        self._control.request = self._idle_request()
+        self._threads_cv.notify_all()
+        self._progress.set()
 
     def _rejoin(self, rec: ThreadRecord) -> None:
         """A thread released by a forced revert passes a point: it is between requests again, so it
@@ -206,7 +236,7 @@ class ThreadSide:
         it then rejoins at its next point instead."""
         with self._lock:
             while not self._registry.can_enter():
-                self._threads_cv.wait()
+                self._wait_global()
             self._registry.activate(rec)
             self._drop_rejoin()
             self._progress.set()
@@ -227,7 +257,7 @@ class ThreadSide:
         ident = threading.get_ident()
         with self._lock:
             while not self._registry.can_enter():
-                self._threads_cv.wait()
+                self._wait_global()
             rec = self._registry.birth(ident, me.name, role, Priority(priority))
         self._local.record = rec
         try:
@@ -263,7 +293,7 @@ class ThreadSide:
         rec = self._require_record("activate")
         with self._lock:
             while not self._registry.can_enter():
-                self._threads_cv.wait()
+                self._wait_global()
             moved = self._registry.activate(rec)
             self._drop_rejoin()
             tr = self._registry.transition
