@@ -218,6 +218,8 @@ def instructions(args: argparse.Namespace) -> dict[str, Any]:
             "write_heavy": write_heavy(setup, args.requests, meter),
         }
         for name, load in loads.items():
+            if name not in args.loads.split(","):
+                continue
             out[name] = {}
             for c in CONFIGS:
                 if str(c) not in args.configs.split(","):
@@ -244,6 +246,7 @@ def main() -> None:
     i = sub.add_parser("instructions")
     i.add_argument("--requests", type=int, default=20_000)
     i.add_argument("--configs", default="None,commit,full,none", help="which to run (None: plain)")
+    i.add_argument("--loads", default="read_mostly,write_heavy", help="which loads to run")
     for p in (t, i):
         p.add_argument("--no-pin", action="store_true", help="let the scheduler place everything")
     args = parser.parse_args()

@@ -29,6 +29,11 @@ wrote there (`reveal_all`), and its reply waits for it like that of a GET of a k
 
 Keys that expire are not shipped: the standby has the same absolute expiry times and expires them itself.
 
+The per-access notes (`TrackedKeyspace`'s overrides below) are the rules; when the C module
+kvserver._dirtyfast is built, `NativeTrackedKeyspace` does the same notes in C before calling the
+plain Keyspace method (one Python frame less per key access: a read of a clean key then costs about
+what it costs untracked). `track(..., native=False)` forces the Python version (tests run both).
+
 Concurrency: event-loop thread only.
 """
 
@@ -36,6 +41,11 @@ from __future__ import annotations
 
 import collections
 from typing import Any
+
+try:  # built from src/kvserver/_dirtyfast.c when a C compiler was there at install time
+    from kvserver import _dirtyfast
+except ImportError:  # pragma: no cover - exercised by installs without a compiler
+    _dirtyfast = None  # type: ignore[assignment]
 
 from kvserver.keyspace import Keyspace
 from livepatch.replication import Protection
@@ -57,6 +67,20 @@ class DbState:
 
 
 class DirtyTracker:
+    # Slots: kvserver._dirtyfast reads read_epoch and structural at fixed offsets.
+    __slots__ = (
+        "_pending",
+        "floors",
+        "ops",
+        "ordered",
+        "protection",
+        "read_epoch",
+        "states",
+        "structural",
+        "structural_changes",
+        "touched",
+    )
+
     def __init__(self, databases: list[Keyspace], protection: Protection) -> None:
         self.protection = protection
         self.states: dict[Keyspace, DbState] = {
@@ -249,19 +273,60 @@ class TrackedKeyspace(Keyspace):
         Keyspace.swap_with(self, other)
 
 
+class NativeTrackedKeyspace(TrackedKeyspace):
+    """TrackedKeyspace with its per-key overrides in C (kvserver._dirtyfast), same notes."""
+
+    __slots__ = ()
+
+
+NATIVE = _dirtyfast is not None
+if _dirtyfast is not None:
+    _NATIVE_NAMES = (
+        "lookup",
+        "__contains__",
+        "store",
+        "delete",
+        "replace",
+        "set_expire",
+        "persist",
+    )
+    for _name, _descr in _dirtyfast.methods(
+        NativeTrackedKeyspace,
+        {n: getattr(Keyspace, n) for n in _NATIVE_NAMES},
+        Keyspace,
+        DbState,
+        DirtyTracker,
+    ).items():
+        setattr(NativeTrackedKeyspace, _name, _descr)
+
+
 def untrack(databases: list[Keyspace]) -> None:
     """Stop tracking (a primary that became the standby after a switchover). Loop thread."""
     global _tracker
     for db in databases:
         db.__class__ = Keyspace
     _tracker = None
+    if _dirtyfast is not None:
+        _dirtyfast.configure(None)
 
 
-def track(databases: list[Keyspace], protection: Protection) -> DirtyTracker:
-    """Start tracking `databases` (in place) for `protection`'s epochs. Loop thread, once."""
+def track(
+    databases: list[Keyspace], protection: Protection, native: bool | None = None
+) -> DirtyTracker:
+    """Start tracking `databases` (in place) for `protection`'s epochs. Loop thread, once.
+
+    native: the C notes (default: when built), or False for the Python ones."""
     global _tracker
+    if native is None:
+        native = NATIVE
+    elif native and not NATIVE:
+        raise RuntimeError("kvserver._dirtyfast is not built (no C compiler at install time?)")
     tracker = DirtyTracker(databases, protection)
     _tracker = tracker
+    cls: type[Keyspace] = TrackedKeyspace
+    if native and _dirtyfast is not None:
+        _dirtyfast.configure(tracker)
+        cls = NativeTrackedKeyspace
     for db in databases:
-        db.__class__ = TrackedKeyspace
+        db.__class__ = cls
     return tracker

@@ -31,6 +31,7 @@ import pickle
 from collections.abc import Callable
 from typing import Any
 
+from kvserver import dirty
 from kvserver.client import ClientState
 from kvserver.dirty import DirtyTracker, track
 from kvserver.keyspace import Keyspace
@@ -41,6 +42,11 @@ from livepatch.replication import (
     Protection,
     SnapshotRestart,
 )
+
+try:  # the per-read fast path of PrimaryHost.process (optional: see kvserver.dirty)
+    from kvserver import _dirtyfast
+except ImportError:  # pragma: no cover - exercised by installs without a compiler
+    _dirtyfast = None  # type: ignore[assignment]
 
 log = logging.getLogger("kvserver.replication")
 
@@ -81,24 +87,29 @@ class PrimaryHost:
     def process(self, client: ClientState, commands: list[list[bytes]]) -> None:
         """Run one read's requests; hold their replies for as long as the Protection says.
 
-        Runs once per read: DirtyTracker.end_batch and HeldReplies.has are inlined here (keep them
-        in step), which saves two Python calls per request under unpipelined load."""
+        Runs once per read. Its common case (nothing written, nothing unacknowledged read, nothing
+        held for this client, mode not "full") returns without a call; kvserver._dirtyfast.Processor
+        is the same decision in C, which install_primary puts in place of this method when built
+        (keep the two in step)."""
         server = self.server
         before = server.dirty
         server.process_commands(client, commands)
         t = self.tracker
         assert t is not None
         if server.dirty != before or t.structural:
-            wrote, read_epoch = t.end_batch(True)
-        else:
-            if t.touched:
-                t.touched.clear()
-            read_epoch = t.read_epoch
-            if read_epoch:
-                t.read_epoch = 0
-            wrote = False
-        p = self.protection
-        epoch = p.hold_until(wrote, read_epoch) if (wrote or read_epoch or p.mode == "full") else 0
+            self._after_batch(client, True)
+            return
+        if t.touched:
+            t.touched.clear()
+        if t.read_epoch or self.protection.mode == "full" or client in self.held.by_conn:
+            self._after_batch(client, False)
+
+    def _after_batch(self, client: ClientState, wrote: bool) -> None:
+        """The batch wrote, read something unacknowledged, or may have to wait behind held replies."""
+        t = self.tracker
+        assert t is not None
+        wrote, read_epoch = t.end_batch(wrote)
+        epoch = self.protection.hold_until(wrote, read_epoch)
         held = self.held
         if not epoch and client not in held.by_conn:
             return
@@ -216,16 +227,30 @@ class PrimaryHost:
 
 
 def install_primary(
-    loop: Any, target: tuple[str, int], options: PrimaryOptions, term: int = 1
+    loop: Any,
+    target: tuple[str, int],
+    options: PrimaryOptions,
+    term: int = 1,
+    native: bool | None = None,
 ) -> Primary:
     """Replicate `loop`'s server to the standby at target; returns the started Primary. Call before
-    the loop runs (or on the loop thread)."""
+    the loop runs (or on the loop thread). native: dirty tracking in C (default: when built)."""
     host = PrimaryHost(loop)
     primary = Primary(host, target, options, term=term)
     host.primary = primary
-    host.tracker = track(loop.server.databases, primary.protection)
+    if native is None:
+        native = dirty.NATIVE
+    host.tracker = track(loop.server.databases, primary.protection, native=native)
     host.protection = primary.protection
     host.tick = primary.tick  # type: ignore[method-assign]
+    if native and _dirtyfast is not None:
+        host.process = _dirtyfast.Processor(  # type: ignore[method-assign]
+            host.server,
+            host.tracker,
+            host.held.by_conn,
+            host._after_batch,
+            primary.protection.mode == "full",
+        )
     loop.replication = host
     primary.start()
     return primary

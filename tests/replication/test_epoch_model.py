@@ -8,11 +8,12 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from kvserver.config import Config
-from kvserver.dirty import track
+from kvserver.dirty import NATIVE, track
 from kvserver.replication_support import PrimaryHost, StandbyHost
 from kvserver.server import ServerState
 from livepatch.replication import Protection, SnapshotRestart
@@ -61,6 +62,15 @@ command = st.one_of(
     st.tuples(st.just(b"EXEC")),
 ).map(list)
 
+# Both versions of the per-key notes: kvserver._dirtyfast's (C) and the Python fallback.
+TRACKING = pytest.mark.parametrize(
+    "native",
+    [
+        pytest.param(True, id="C", marks=pytest.mark.skipif(not NATIVE, reason="not built")),
+        pytest.param(False, id="Python"),
+    ],
+)
+
 # A step: a batch of commands (one read's worth), then maybe an epoch capture, maybe a sync start.
 step = st.tuples(st.lists(command, min_size=1, max_size=4), st.booleans(), st.booleans())
 
@@ -74,17 +84,18 @@ def _in_place(*argv: bytes) -> list[Any]:
     return [([list(argv)], True, False), ([[*argv[:2], b"more", *argv[3:]]], True, False)]
 
 
+@TRACKING
 @settings(max_examples=200, deadline=None)
 @given(st.lists(step, min_size=1, max_size=30))
 @example(_in_place(b"LPUSH", b"a", b"1"))
 @example(_in_place(b"HSET", b"a", b"f", b"1"))
 @example(_in_place(b"SADD", b"a", b"m"))
 @example(_in_place(b"ZADD", b"a", b"1", b"m"))
-def test_epochs_and_full_sync_rebuild_the_primary(steps: list[Any]) -> None:
+def test_epochs_and_full_sync_rebuild_the_primary(native: bool, steps: list[Any]) -> None:
     primary = ServerState(Config(databases=DBS, livepatch=False))
     protection = Protection("commit")
     host = PrimaryHost(SimpleNamespace(server=primary))
-    host.tracker = track(primary.databases, protection)
+    host.tracker = track(primary.databases, protection, native=native)
     client = primary.new_client(None, "model")
     # Two standbys: one follows from the start by epochs only, one joins with a full sync mid-way.
     follower = ServerState(Config(databases=DBS, livepatch=False))
@@ -146,11 +157,12 @@ def test_epochs_and_full_sync_rebuild_the_primary(steps: list[Any]) -> None:
         assert contents(joiner) == expected
 
 
-def test_reads_of_unacknowledged_writes_are_held_and_clean_reads_are_not() -> None:
+@TRACKING
+def test_reads_of_unacknowledged_writes_are_held_and_clean_reads_are_not(native: bool) -> None:
     primary = ServerState(Config(databases=2, livepatch=False))
     protection = Protection("commit")
     host = PrimaryHost(SimpleNamespace(server=primary))
-    tracker = host.tracker = track(primary.databases, protection)
+    tracker = host.tracker = track(primary.databases, protection, native=native)
     client = primary.new_client(None, "model")
 
     def run(*argv: bytes) -> tuple[bool, int]:

@@ -1,0 +1,465 @@
+/* kvserver._dirtyfast: the per-request part of hot standby's dirty tracking, in C (docs/standby.md).
+
+Theory of operation
+-------------------
+kvserver.dirty tracks changes at the Keyspace: a tracked database's accessors note each key they are
+asked about in the tracker's `touched` list and, for reads, the newest unacknowledged epoch that wrote
+the key (`read_epoch`), then do the Keyspace's own work. In Python that is one more frame per key
+access, which a GET of a clean key pays for nothing: about a third of a request's instructions. This
+module does the same notes in C and then calls the plain Keyspace method, so a tracked access costs a
+C call, a dictionary lookup and a list append on top of the untracked one.
+
+The rules stay in kvserver.dirty (the pure-Python fallback, used when this module is not built):
+  - `touch(db, key)`: append (DbState, key) to `touched`;
+  - `note_read(db, key)`: if the DbState's `written` dict or `floor` is set, the epoch of the key's
+    last unacknowledged write (else the floor) raises the tracker's `read_epoch`.
+`configure(tracker)` points this module at the current tracker (its `states` dict and `touched` list
+are read once there and must not be rebound; `written` and `floor` are read per access, as FLUSHDB
+rebinds `written`). `methods(cls, bases)` returns method descriptors of cls (TrackedKeyspace) that
+wrap the base (Keyspace) functions given; dirty.py installs them over its Python versions.
+
+`Processor` is PrimaryHost.process's common case: run a read's requests (server.process_commands)
+and, when they wrote nothing and read nothing unacknowledged and the client has no reply held and the
+mode is not "full", return at once; otherwise hand over to the Python slow path (`slow(client,
+wrote)`), which holds the replies. The same decision as the Python version, one frame less per read.
+
+Concurrency: the event-loop thread only (the GIL is held throughout).
+*/
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+static PyObject *g_tracker;  /* the DirtyTracker, or NULL */
+static PyObject *g_states;   /* tracker.states: Keyspace -> DbState */
+static PyObject *g_touched;  /* tracker.touched: list of (DbState, key) */
+
+static PyObject *s_dirty, *s_process_commands;
+
+/* Offsets of __slots__ members, read once (methods() and configure()): the per-access reads then cost
+   a load each instead of an attribute lookup. Keyspace: _data, _expires; DbState: written, floor;
+   DirtyTracker: read_epoch, structural. */
+static Py_ssize_t off_data, off_expires, off_written, off_floor, off_read_epoch, off_structural;
+
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+static int
+slot_offset(PyObject *cls, const char *name, Py_ssize_t *out)
+{
+    PyObject *d = PyObject_GetAttrString(cls, name);
+    if (d == NULL)
+        return -1;
+    int ok = Py_IS_TYPE(d, &PyMemberDescr_Type) &&
+             ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX;
+    if (ok)
+        *out = ((PyMemberDescrObject *)d)->d_member->offset;
+    Py_DECREF(d);
+    if (!ok) {
+        PyErr_Format(PyExc_TypeError, "%s is not a __slots__ member", name);
+        return -1;
+    }
+    return 0;
+}
+
+/* A slot's value (borrowed); NULL with AttributeError if it was never set. */
+static PyObject *
+slot(PyObject *obj, Py_ssize_t off, const char *name)
+{
+    PyObject *v = SLOT(obj, off);
+    if (v == NULL)
+        PyErr_Format(PyExc_AttributeError, "%s is not set", name);
+    return v;
+}
+
+/* One wrapped Keyspace function per tracked method, in the order of `kinds`. */
+enum { M_LOOKUP, M_CONTAINS, M_STORE, M_DELETE, M_REPLACE, M_SET_EXPIRE, M_PERSIST, M_COUNT };
+static PyObject *g_base[M_COUNT];
+
+static PyObject *
+state_of(PyObject *db)
+{
+    if (g_states == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "a tracked keyspace without a tracker");
+        return NULL;
+    }
+    PyObject *state = PyDict_GetItemWithError(g_states, db); /* borrowed */
+    if (state == NULL && !PyErr_Occurred())
+        PyErr_SetString(PyExc_KeyError, "a tracked keyspace the tracker does not know");
+    return state;
+}
+
+static int
+touch(PyObject *state, PyObject *key)
+{
+    PyObject *pair = PyTuple_Pack(2, state, key);
+    if (pair == NULL)
+        return -1;
+    int rc = PyList_Append(g_touched, pair);
+    Py_DECREF(pair);
+    return rc;
+}
+
+static int
+note_read(PyObject *state, PyObject *key)
+{
+    PyObject *written = slot(state, off_written, "written");
+    PyObject *floor = slot(state, off_floor, "floor");
+    if (written == NULL || floor == NULL)
+        return -1;
+    if (!PyDict_Check(written) || !PyLong_Check(floor)) {
+        PyErr_SetString(PyExc_TypeError, "DbState.written must be a dict, floor an int");
+        return -1;
+    }
+    /* if state.written or state.floor: epoch = state.written.get(key, state.floor) */
+    if (!PyDict_GET_SIZE(written) && Py_SIZE(floor) == 0) /* Py_SIZE(int) == 0: zero */
+        return 0;
+    PyObject *epoch = PyDict_GET_SIZE(written) ? PyDict_GetItemWithError(written, key) : NULL;
+    if (epoch == NULL) {
+        if (PyErr_Occurred())
+            return -1;
+        epoch = floor;
+    }
+    PyObject *current = slot(g_tracker, off_read_epoch, "read_epoch");
+    if (current == NULL)
+        return -1;
+    int newer = PyObject_RichCompareBool(epoch, current, Py_GT);
+    if (newer <= 0)
+        return newer;
+    Py_INCREF(epoch);
+    Py_SETREF(SLOT(g_tracker, off_read_epoch), epoch);
+    return 0;
+}
+
+/* The base function with self prepended to args (args[-1] is writable under
+   PY_VECTORCALL_ARGUMENTS_OFFSET, but a method descriptor does not promise it: copy). */
+static PyObject *
+call_base(int which, PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *small[8];
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    Py_ssize_t total = nargs + nkw;
+    if (total + 1 > (Py_ssize_t)(sizeof small / sizeof small[0]))
+        return PyErr_Format(PyExc_TypeError, "too many arguments");
+    small[0] = self;
+    for (Py_ssize_t i = 0; i < total; i++)
+        small[i + 1] = args[i];
+    return PyObject_Vectorcall(g_base[which], small, (size_t)(nargs + 1), kwnames);
+}
+
+static PyObject *
+wrap(int which, int touches, int reads, PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+     PyObject *kwnames)
+{
+    if (nargs < 1)
+        return PyErr_Format(PyExc_TypeError, "a key is required");
+    PyObject *state = state_of(self);
+    if (state == NULL)
+        return NULL;
+    if (touches && touch(state, args[0]) < 0)
+        return NULL;
+    if (reads && note_read(state, args[0]) < 0)
+        return NULL;
+    return call_base(which, self, args, nargs, kwnames);
+}
+
+#define WRAPPER(name, which, touches, reads)                                                    \
+    static PyObject *name(PyObject *self, PyObject *const *args, Py_ssize_t nargs,             \
+                          PyObject *kwnames)                                                    \
+    {                                                                                           \
+        return wrap(which, touches, reads, self, args, nargs, kwnames);                         \
+    }
+
+/* lookup(key, now_ms): Keyspace.lookup's common case (no key has a TTL: the value, or None) is done
+   here; with TTLs the Python method runs (lazy expiry has one home, kvserver.keyspace). */
+static PyObject *
+t_lookup(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (nargs != 2 || kwnames != NULL)
+        return wrap(M_LOOKUP, 1, 1, self, args, nargs, kwnames);
+    PyObject *state = state_of(self);
+    if (state == NULL || touch(state, args[0]) < 0 || note_read(state, args[0]) < 0)
+        return NULL;
+    PyObject *data = slot(self, off_data, "_data");
+    PyObject *expires = slot(self, off_expires, "_expires");
+    if (data == NULL || expires == NULL)
+        return NULL;
+    if (!PyDict_CheckExact(data) || !PyDict_CheckExact(expires) || PyDict_GET_SIZE(expires))
+        return call_base(M_LOOKUP, self, args, nargs, kwnames);
+    PyObject *value = PyDict_GetItemWithError(data, args[0]);
+    if (value == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    return Py_NewRef(value);
+}
+WRAPPER(t_contains, M_CONTAINS, 0, 1)
+WRAPPER(t_store, M_STORE, 1, 0)
+WRAPPER(t_delete, M_DELETE, 1, 0)
+WRAPPER(t_replace, M_REPLACE, 1, 0)
+WRAPPER(t_set_expire, M_SET_EXPIRE, 1, 0)
+WRAPPER(t_persist, M_PERSIST, 1, 0)
+
+#define FLAGS (METH_FASTCALL | METH_KEYWORDS)
+static PyMethodDef tracked_defs[M_COUNT] = {
+    {"lookup", (PyCFunction)(void (*)(void))t_lookup, FLAGS, "Keyspace.lookup, tracked."},
+    {"__contains__", (PyCFunction)(void (*)(void))t_contains, FLAGS, "in, tracked."},
+    {"store", (PyCFunction)(void (*)(void))t_store, FLAGS, "Keyspace.store, tracked."},
+    {"delete", (PyCFunction)(void (*)(void))t_delete, FLAGS, "Keyspace.delete, tracked."},
+    {"replace", (PyCFunction)(void (*)(void))t_replace, FLAGS, "Keyspace.replace, tracked."},
+    {"set_expire", (PyCFunction)(void (*)(void))t_set_expire, FLAGS, "set_expire, tracked."},
+    {"persist", (PyCFunction)(void (*)(void))t_persist, FLAGS, "Keyspace.persist, tracked."},
+};
+
+/* methods(cls, bases: dict name -> function, keyspace, dbstate, tracker classes)
+   -> dict name -> method descriptor of cls */
+static PyObject *
+methods(PyObject *module, PyObject *args)
+{
+    PyObject *cls, *bases, *keyspace, *dbstate, *tracker;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!:methods", &PyType_Type, &cls, &PyDict_Type, &bases,
+                          &PyType_Type, &keyspace, &PyType_Type, &dbstate, &PyType_Type, &tracker))
+        return NULL;
+    if (slot_offset(keyspace, "_data", &off_data) < 0 ||
+        slot_offset(keyspace, "_expires", &off_expires) < 0 ||
+        slot_offset(dbstate, "written", &off_written) < 0 ||
+        slot_offset(dbstate, "floor", &off_floor) < 0 ||
+        slot_offset(tracker, "read_epoch", &off_read_epoch) < 0 ||
+        slot_offset(tracker, "structural", &off_structural) < 0)
+        return NULL;
+    PyObject *out = PyDict_New();
+    if (out == NULL)
+        return NULL;
+    for (int i = 0; i < M_COUNT; i++) {
+        PyObject *base = PyDict_GetItemString(bases, tracked_defs[i].ml_name); /* borrowed */
+        if (base == NULL) {
+            Py_DECREF(out);
+            return PyErr_Format(PyExc_KeyError, "no base function for %s",
+                                tracked_defs[i].ml_name);
+        }
+        Py_INCREF(base);
+        Py_XSETREF(g_base[i], base);
+        PyObject *descr = PyDescr_NewMethod((PyTypeObject *)cls, &tracked_defs[i]);
+        if (descr == NULL || PyDict_SetItemString(out, tracked_defs[i].ml_name, descr) < 0) {
+            Py_XDECREF(descr);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(descr);
+    }
+    return out;
+}
+
+/* configure(tracker | None): the tracker whose states and touched list the wrappers use. */
+static PyObject *
+configure(PyObject *module, PyObject *tracker)
+{
+    if (tracker == Py_None) {
+        Py_CLEAR(g_tracker);
+        Py_CLEAR(g_states);
+        Py_CLEAR(g_touched);
+        Py_RETURN_NONE;
+    }
+    PyObject *states = PyObject_GetAttrString(tracker, "states");
+    if (states == NULL)
+        return NULL;
+    PyObject *touched = PyObject_GetAttrString(tracker, "touched");
+    if (touched == NULL) {
+        Py_DECREF(states);
+        return NULL;
+    }
+    if (!PyDict_Check(states) || !PyList_Check(touched)) {
+        Py_DECREF(states);
+        Py_DECREF(touched);
+        return PyErr_Format(PyExc_TypeError, "tracker.states must be a dict, touched a list");
+    }
+    Py_INCREF(tracker);
+    Py_XSETREF(g_tracker, tracker);
+    Py_XSETREF(g_states, states);
+    Py_XSETREF(g_touched, touched);
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------------------------ Processor */
+typedef struct {
+    PyObject_HEAD
+    PyObject *server;
+    PyObject *tracker;
+    PyObject *touched;
+    PyObject *held_by_conn;
+    PyObject *slow;
+    int full;
+    vectorcallfunc vectorcall;
+} Processor;
+
+static int
+dirty_count(Processor *self, long long *out)
+{
+    /* An attribute lookup: reaching into server.__dict__ would materialise it, and the
+       interpreter's attribute caches for the server's other attributes would then miss. */
+    PyObject *v = PyObject_GetAttr(self->server, s_dirty);
+    if (v == NULL)
+        return -1;
+    *out = PyLong_AsLongLong(v);
+    Py_DECREF(v);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static PyObject *
+call_slow(Processor *self, PyObject *client, PyObject *wrote)
+{
+    PyObject *args[2] = {client, wrote};
+    return PyObject_Vectorcall(self->slow, args, 2, NULL);
+}
+
+static PyObject *
+processor_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Processor *self = (Processor *)callable;
+    if (PyVectorcall_NARGS(nargsf) != 2 || kwnames != NULL)
+        return PyErr_Format(PyExc_TypeError, "process(client, commands)");
+    PyObject *client = args[0];
+    long long before, after;
+    if (dirty_count(self, &before) < 0)
+        return NULL;
+    PyObject *margs[3] = {self->server, client, args[1]};
+    PyObject *r = PyObject_VectorcallMethod(s_process_commands, margs,
+                                            3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (r == NULL)
+        return NULL;
+    Py_DECREF(r);
+    if (dirty_count(self, &after) < 0)
+        return NULL;
+    PyObject *structural = slot(self->tracker, off_structural, "structural");
+    if (structural == NULL)
+        return NULL;
+    if (after != before || structural == Py_True)
+        return call_slow(self, client, Py_True);
+    if (PyList_GET_SIZE(self->touched) &&
+        PyList_SetSlice(self->touched, 0, PyList_GET_SIZE(self->touched), NULL) < 0)
+        return NULL;
+    PyObject *read_epoch = slot(self->tracker, off_read_epoch, "read_epoch");
+    if (read_epoch == NULL)
+        return NULL;
+    if (!PyLong_Check(read_epoch) || Py_SIZE(read_epoch) != 0 || self->full)
+        return call_slow(self, client, Py_False);
+    int held = PyDict_Contains(self->held_by_conn, client);
+    if (held < 0)
+        return NULL;
+    if (held)
+        return call_slow(self, client, Py_False);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+processor_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"server", "tracker", "held_by_conn", "slow", "full", NULL};
+    PyObject *server, *tracker, *held, *slow;
+    int full;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!Op:Processor", kwlist, &server, &tracker,
+                                     &PyDict_Type, &held, &slow, &full))
+        return NULL;
+    if (off_structural == 0)
+        return PyErr_Format(PyExc_RuntimeError, "call methods() first");
+    PyObject *touched = PyObject_GetAttrString(tracker, "touched");
+    if (touched == NULL || !PyList_Check(touched)) {
+        Py_XDECREF(touched);
+        return touched ? PyErr_Format(PyExc_TypeError, "tracker.touched must be a list") : NULL;
+    }
+    Processor *self = (Processor *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_DECREF(touched);
+        return NULL;
+    }
+
+    Py_INCREF(server);
+    Py_INCREF(tracker);
+    Py_INCREF(held);
+    Py_INCREF(slow);
+    self->server = server;
+    self->tracker = tracker;
+    self->touched = touched;
+    self->held_by_conn = held;
+    self->slow = slow;
+    self->full = full;
+    self->vectorcall = processor_vectorcall;
+    return (PyObject *)self;
+}
+
+static int
+processor_traverse(Processor *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->server);
+    Py_VISIT(self->tracker);
+    Py_VISIT(self->touched);
+    Py_VISIT(self->held_by_conn);
+    Py_VISIT(self->slow);
+    return 0;
+}
+
+static int
+processor_clear(Processor *self)
+{
+    Py_CLEAR(self->server);
+    Py_CLEAR(self->tracker);
+    Py_CLEAR(self->touched);
+    Py_CLEAR(self->held_by_conn);
+    Py_CLEAR(self->slow);
+    return 0;
+}
+
+static void
+processor_dealloc(Processor *self)
+{
+    PyObject_GC_UnTrack(self);
+    processor_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject ProcessorType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "kvserver._dirtyfast.Processor",
+    .tp_basicsize = sizeof(Processor),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "Processor(server, tracker, held_by_conn, slow, full): PrimaryHost.process's fast path.",
+    .tp_new = processor_new,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(Processor, vectorcall),
+    .tp_traverse = (traverseproc)processor_traverse,
+    .tp_clear = (inquiry)processor_clear,
+    .tp_dealloc = (destructor)processor_dealloc,
+};
+
+static PyMethodDef module_methods[] = {
+    {"methods", methods, METH_VARARGS,
+     "methods(cls, bases) -> {name: method descriptor of cls wrapping bases[name]}"},
+    {"configure", configure, METH_O, "configure(tracker | None): the tracker the wrappers note in"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "kvserver._dirtyfast",
+    "Dirty tracking's per-request part in C (kvserver.dirty has the rules and the fallback).", -1,
+    module_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__dirtyfast(void)
+{
+#define INTERN(var, text)                                                                       \
+    if ((var = PyUnicode_InternFromString(text)) == NULL)                                        \
+        return NULL;
+    INTERN(s_dirty, "dirty");
+    INTERN(s_process_commands, "process_commands");
+    if (PyType_Ready(&ProcessorType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&ProcessorType);
+    if (PyModule_AddObject(m, "Processor", (PyObject *)&ProcessorType) < 0) {
+        Py_DECREF(&ProcessorType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,18 @@
+from collections.abc import Callable
+from typing import Any
+
+def methods(
+    cls: type, bases: dict[str, Callable[..., Any]], keyspace: type, dbstate: type, tracker: type
+) -> dict[str, Any]: ...
+def configure(tracker: Any) -> None: ...
+
+class Processor:
+    def __init__(
+        self,
+        server: Any,
+        tracker: Any,
+        held_by_conn: dict[Any, Any],
+        slow: Callable[[Any, bool], None],
+        full: bool,
+    ) -> None: ...
+    def __call__(self, client: Any, commands: list[list[bytes]]) -> None: ...
