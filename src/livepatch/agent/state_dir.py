@@ -135,6 +135,7 @@ class StartRecord:
     outcome: str = SERVING
     restore: tuple[RestoreNote, ...] = ()
     history: tuple[dict[str, Any], ...] = field(default=())
+    dropped: int = 0  # older attempts of this start no longer kept (before `history`)
 
     def summary(self) -> dict[str, Any]:
         """The record without its history (the history reply sends entries separately)."""
@@ -148,6 +149,7 @@ class StartRecord:
             "outcome": self.outcome,
             "restore": [n.to_dict() for n in self.restore],
             "history": list(self.history),
+            "dropped": self.dropped,
         }
 
     @classmethod
@@ -169,6 +171,7 @@ class StartRecord:
             outcome=str(outcome),
             restore=tuple(RestoreNote.from_dict(n) for n in d.get("restore", [])),
             history=tuple(history),
+            dropped=int(d.get("dropped", 0)),
         )
 
 

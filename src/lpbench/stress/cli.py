@@ -166,6 +166,8 @@ def _print(report: dict[str, Any]) -> None:
                   f"{c['agent_apply_p50']} ({c['runtime_apply_p50']}) / {c['agent_revert_p50']} "
                   f"({c['runtime_revert_p50']}), {c['rounds_wait_p50']}")  # fmt: skip
     table.add_row("client scheduling lag, max s", str(report["client_max_lag_s"]))
+    rss = report["server_rss_mb"]
+    table.add_row("server RSS MB, start / end", f"{rss['start']} / {rss['end']}")
     table.add_row("result", "ok" if report["ok"] else "FAILED")
     out.print(table)
     for h in report["hangs"][:HANGS_SHOWN]:
