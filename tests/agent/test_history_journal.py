@@ -4,9 +4,10 @@ keeper.py, runtime/history.py).
 On the real test service (a subprocess with its agent, metrics and state directory, the history bound
 lowered to KEEP): after more transitions than it keeps, the metrics still count every one, `livepatch
 history` shows the newest and says how many were dropped, the attempts went to the journal as they
-happened, and after a restart the history of the earlier start is still there. File-level: a torn last
-line is ignored with a warning and nothing before it is lost; a corrupt earlier line is a clear error;
-lines a snapshot already holds are not counted twice.
+happened, and after a restart the history of the earlier start is still there; after a SIGKILL, the
+stack the journal holds is re-applied. File-level: a torn last line is ignored with a warning and
+nothing before it is lost; a corrupt earlier line is a clear error; lines a snapshot already holds are
+not counted twice; the stack in force is the newest journal line's past stack.json's position.
 """
 
 from __future__ import annotations
@@ -105,19 +106,41 @@ def test_more_transitions_than_kept_through_the_agent_and_a_restart(tmp_path: Pa
 
         # stopped: the journal was folded into the start's snapshot
         assert not journal.exists() or journal.stat().st_size == 0
-        with run_service(d / "agent.sock", allow_unsigned=True, max_history=KEEP):
+        with run_service(d / "agent.sock", allow_unsigned=True, max_history=KEEP) as svc:
             h = _history(sock)
             assert [s["start"] for s in h["starts"]] == [1, 2]
             assert [s["dropped"] for s in h["starts"]] == [2 * CYCLES - KEEP, 0]
             assert [e["start"] for e in h["history"]] == [1] * KEEP
             assert h["history"][-1]["action"] == "revert"
+            for _ in range(3):  # the last one leaves the patch applied
+                _transition(sock, doc)
+                _transition(sock, None)
+            _transition(sock, doc)
+            svc.proc.kill()  # a crash: no snapshot; the stack is only in the journal
+            svc.proc.wait(timeout=30)
+        assert (
+            json.loads((Path(f"{sock}.state") / "stack.json").read_bytes())["body"]["patches"] == []
+        )
+        with run_service(d / "agent.sock", allow_unsigned=True, max_history=KEEP):
+            h = _history(sock)
+            assert [s["start"] for s in h["starts"]] == [1, 2, 3]
+            third = h["starts"][2]
+            assert [(n["patch_id"], n["outcome"]) for n in third["restore"]] == [
+                ("fix-greet", "re-applied")
+            ]
+            assert [(e["start"], e["action"]) for e in h["history"][-KEEP - 1 :]] == [
+                *[(2, a) for a in ("revert", "apply", "revert", "apply", "revert", "apply")][
+                    -KEEP:
+                ],
+                (3, "apply"),
+            ]
 
 
 def _state_with_journal(tmp_path: Path, journal: bytes) -> sd.StateDir:
     state = sd.StateDir(tmp_path / "state")
     state.lock()
     state.save_start(sd.StartRecord(1, os.getpid(), 0.0, history=(_entry(0),)))
-    state.append_journal(1, [(1, _entry(1)), (2, _entry(2))])
+    state.append_journal(1, [(1, _entry(1), None), (2, _entry(2), None)])
     with open(tmp_path / "state" / "starts" / "000001.journal", "ab") as f:
         f.write(journal)
     return state
@@ -167,7 +190,7 @@ def test_lines_the_snapshot_has_are_not_counted_twice_and_gaps_are_dropped(
         state.save_start(
             sd.StartRecord(1, os.getpid(), 0.0, history=(_entry(0), _entry(1), _entry(2)))
         )
-        state.append_journal(1, [(3, _entry(3)), (6, _entry(6))])  # 4, 5: never seen (dropped)
+        state.append_journal(1, [(3, _entry(3), None), (6, _entry(6), None)])  # 4, 5: never seen
         (start,) = state.load_starts()
         assert [e["patch_id"] for e in start.history] == ["p0", "p1", "p2", "p3", "p6"]
         assert start.dropped == 2
@@ -175,5 +198,37 @@ def test_lines_the_snapshot_has_are_not_counted_twice_and_gaps_are_dropped(
         (start,) = state.load_starts()
         assert [e["patch_id"] for e in start.history] == ["p2", "p3", "p6"]
         assert start.dropped == 4
+        # ... within the byte budget too (an attempt of a pool server is ~23 KB)
+        monkeypatch.setattr(sd, "MAX_START_HISTORY_BYTES", 2 * len(sd.canonical(_entry(0))))
+        (start,) = state.load_starts()
+        assert [e["patch_id"] for e in start.history] == ["p3", "p6"]
+        assert start.dropped == 5
+    finally:
+        state.unlock()
+
+
+def test_the_stack_in_force_is_the_newest_journal_line_s(tmp_path: Path) -> None:
+    state = sd.StateDir(tmp_path / "state")
+    state.lock()
+    try:
+        sha = state.save_document({"format": "lpatch", "manifest": {"patch_id": "abc"}})
+        stored = sd.StoredPatch("abc", sha, "global", 5.0, None, 1)
+        state.save_stack([], (1, 0))
+        state.save_start(sd.StartRecord(1, os.getpid(), 0.0, history=(_entry(0),)))
+        # n=0 is at stack.json's position: its stack is older; n=1 is newer; n=2 changed nothing
+        state.append_journal(1, [(0, _entry(0), [stored]), (1, _entry(1), [stored])])
+        state.append_journal(1, [(2, _entry(2), None)])
+        assert state.load_stack() == [stored]
+        # the next start folds it into stack.json and empties the journal
+        state.fold_journals(state.load_starts())
+        body = json.loads((tmp_path / "state" / "stack.json").read_bytes())["body"]
+        assert body["as_of"] == [1, 1] and len(body["patches"]) == 1
+        assert (tmp_path / "state" / "starts" / "000001.journal").stat().st_size == 0
+        assert state.load_stack() == [stored]
+        (start,) = state.load_starts()
+        assert [e["patch_id"] for e in start.history] == ["p0", "p1", "p2"]
+        # a later line that empties the stack wins over stack.json
+        state.append_journal(1, [(3, _entry(3), [])])
+        assert state.load_stack() == []
     finally:
         state.unlock()

@@ -15,7 +15,7 @@ import pytest
 
 from livepatch import patch_from_sources
 from livepatch.runtime.core import Runtime
-from livepatch.runtime.history import MAX_HISTORY, TIMING_BUCKETS_S
+from livepatch.runtime.history import MAX_HISTORY, MAX_HISTORY_EVENTS, TIMING_BUCKETS_S
 from livepatch.runtime.lifecycle import Action, Event, EventName, Outcome, PatchResult
 from tests.runtime.runtime_helpers import fixture_source, loaded_app
 
@@ -46,8 +46,28 @@ def _refusal(i: int) -> PatchResult:
 
 def test_the_default_bound_is_documented_and_in_force() -> None:
     rt = Runtime()
-    assert MAX_HISTORY == 1000
-    assert rt.max_history == MAX_HISTORY
+    assert (MAX_HISTORY, MAX_HISTORY_EVENTS) == (1000, 50_000)
+    assert (rt.max_history, rt.max_history_events) == (MAX_HISTORY, MAX_HISTORY_EVENTS)
+
+
+def test_attempts_with_many_events_are_kept_within_the_event_budget(
+    rt: Runtime, app: ModuleType
+) -> None:
+    spec = patch_from_sources({app.__name__: (V1, V2)})
+    applied = rt.apply_patch(spec, method="global")
+    assert applied.ok
+    per_attempt = len(applied.events)
+    rt.max_history_events = 3 * per_attempt  # room for 3 such attempts, whatever max_history says
+    for _ in range(3):
+        assert rt.revert_patch(method="global").ok
+        assert rt.apply_patch(spec, method="global").ok
+    history = rt.history()
+    assert len(history) == 3
+    assert sum(len(r.events) for r in history) <= 3 * per_attempt
+    assert rt.history_totals().dropped == 4
+    rt.max_history_events = 0  # the newest attempt is always kept
+    assert rt.revert_patch(method="global").ok
+    assert len(rt.history()) == 1
 
 
 def test_old_attempts_are_freed_and_the_totals_count_every_one(

@@ -11,15 +11,19 @@ Theory of operation
   RestoreNote of this start; a patch that is neither re-applied nor included makes the agent refuse to
   start (StalePatches, on_stale="refuse", after undoing what this restore re-applied) or start without it
   and everything stacked after it, with an error-level log line (on_stale="warn").
-- sync() writes what changed: the stack (from runtime.applied_patches(); documents are remembered by
-  remember() when an apply succeeds), rewritten only when it changed, and this start's new attempts,
-  appended to its journal (state_dir.py; the runtime's attempts since the agent started, read with a
-  cursor: runtime.history_since). The agent calls it after every apply and revert, on every status and
-  history request, when a watch window ends, and at stop; so a rollback made by a watch window reaches
-  the disk too. This start's newest MAX_START_HISTORY attempts are kept in memory for `history`; older
-  ones, and any the runtime dropped before a sync saw them, are counted (`dropped`).
-- The journal is folded into the start's snapshot when it passes MAX_START_HISTORY lines, at close(),
-  and, for earlier starts, by the next open() (which also clears a torn last line away).
+- sync() writes what changed: this start's new attempts (the runtime's attempts since the agent started,
+  read with a cursor: runtime.history_since) appended to its journal, the last of them with the stack
+  (from runtime.applied_patches(); documents are remembered by remember() when an apply succeeds) when
+  it changed: one fdatasync per transition (state_dir.py). The agent calls it after every apply and
+  revert, on every status and history request, when a watch window ends, and at stop; so a rollback
+  made by a watch window reaches the disk too. This start's newest attempts (at most MAX_START_HISTORY,
+  and MAX_START_HISTORY_BYTES of JSON) are kept in memory for `history`, encoded (bytes: nothing for the
+  garbage collector to walk); older ones, and any the runtime dropped before a sync saw them, are
+  counted (`dropped`).
+- stack.json and the start's snapshot are rewritten (the journal emptied) when the journal passes
+  MAX_START_HISTORY lines or MAX_START_HISTORY_BYTES, at the first write after the restore or after a
+  write error, at close(), and for earlier starts by the next open() (which also clears a torn last
+  line away).
 - A stacked patch the runtime of this process still has applied (an agent restarted in-process, a
   promoted follower forked from its leader) is kept as it is, neither re-applied nor classified.
 - Limits: a patch applied in-process without the agent (runtime.apply_patch directly) has no document
@@ -28,6 +32,7 @@ Theory of operation
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -74,7 +79,9 @@ class StateKeeper:
         self._start: sd.StartRecord | None = None  # this start, without its history (kept below)
         # this start's history: the newest attempts (to_dict()), how many came before them, the runtime
         # history's cursor, attempts not on disk yet, journal lines since the last snapshot
-        self._entries: deque[dict[str, Any]] = deque(maxlen=sd.MAX_START_HISTORY)
+        self._entries: deque[bytes] = deque()  # canonical JSON of each kept attempt
+        self._entries_bytes = 0
+        self._journal_bytes = 0
         self._count = 0  # attempts of this start so far, dropped ones included
         self._cursor = 0
         self._unsaved: list[tuple[int, dict[str, Any]]] = []
@@ -107,13 +114,12 @@ class StateKeeper:
         except BaseException:
             self.dir.unlock()
             raise
-        # Earlier starts' journals are folded into their snapshots now (load_starts read them): their
-        # files stay small, and a torn last line is warned about once.
-        for record in self._earlier:
-            try:
-                self.dir.compact_start(record)
-            except OSError as exc:
-                log.error("cannot compact the state directory %s: %s", self.dir.path, exc)
+        # Earlier starts' journals are folded into stack.json and their snapshots now (load_starts read
+        # them): the files stay small, and a torn last line is warned about once.
+        try:
+            self.dir.fold_journals(self._earlier)
+        except OSError as exc:
+            log.error("cannot compact the state directory %s: %s", self.dir.path, exc)
         # The runtime's history so far belongs to earlier starts (an agent restarted in-process, or the
         # leader a promoted follower was forked from), except a validated update the promoted follower
         # adopted and no start has stored yet: that one is this start's (livepatch.mve, adopt_applied).
@@ -222,7 +228,14 @@ class StateKeeper:
     # -- writing ------------------------------------------------------------------------------------------
 
     def _add(self, entry: dict[str, Any]) -> None:
-        self._entries.append(entry)  # the deque drops the oldest beyond MAX_START_HISTORY
+        encoded = sd.canonical(entry)
+        self._entries.append(encoded)
+        self._entries_bytes += len(encoded)
+        while len(self._entries) > 1 and (
+            len(self._entries) > sd.MAX_START_HISTORY
+            or self._entries_bytes > sd.MAX_START_HISTORY_BYTES
+        ):
+            self._entries_bytes -= len(self._entries.popleft())
         self._unsaved.append((self._count, entry))
         self._count += 1
 
@@ -242,7 +255,7 @@ class StateKeeper:
         assert self._start is not None
         return _replace(
             self._start,
-            history=tuple(self._entries),
+            history=tuple(json.loads(e) for e in self._entries),
             dropped=self._count - len(self._entries),
         )
 
@@ -257,15 +270,27 @@ class StateKeeper:
             self._take_new_attempts()
             if applied == self._written_stack and not self._unsaved and not force:
                 return
+            changed = applied != self._written_stack
             try:
-                if applied != self._written_stack or force:
-                    self.dir.save_stack(self._stack_of(applied))
-                    self._written_stack = applied
-                if force or self._snapshot_due or self._journal_lines >= sd.MAX_START_HISTORY:
-                    self._snapshot()
+                if (
+                    force
+                    or self._snapshot_due
+                    or self._journal_lines >= sd.MAX_START_HISTORY
+                    or self._journal_bytes >= sd.MAX_START_HISTORY_BYTES
+                    or (changed and not self._unsaved)  # no line to carry the stack
+                ):
+                    self._snapshot(applied)
                 else:
-                    self.dir.append_journal(self._start.start, self._unsaved)
-                    self._journal_lines += len(self._unsaved)
+                    lines: list[tuple[int, dict[str, Any], list[sd.StoredPatch] | None]] = [
+                        (n, e, None) for n, e in self._unsaved
+                    ]
+                    if changed:
+                        n, e, _ = lines[-1]
+                        lines[-1] = (n, e, self._stack_of(applied))
+                    self.dir.append_journal(self._start.start, lines)
+                    self._journal_lines += len(lines)
+                    self._journal_bytes += sum(len(sd.canonical(e)) for _, e, _ in lines)
+                self._written_stack = applied
                 self._unsaved = []
             except OSError as exc:
                 self._snapshot_due = True  # never append after a line that may be half written
@@ -291,10 +316,14 @@ class StateKeeper:
             stack.append(s)
         return stack
 
-    def _snapshot(self) -> None:
-        """This start's record with its newest attempts, then an empty journal (raises OSError)."""
+    def _snapshot(self, applied: tuple[str, ...]) -> None:
+        """stack.json as of this start's newest attempt, this start's record with its newest attempts,
+        then an empty journal (raises OSError)."""
+        assert self._start is not None
+        self.dir.save_stack(self._stack_of(applied), (self._start.start, self._count - 1))
         self.dir.compact_start(self._record())
         self._journal_lines = 0
+        self._journal_bytes = 0
         self._snapshot_due = False
 
     def _write_start(self) -> None:
@@ -309,7 +338,8 @@ class StateKeeper:
         with self._lock:
             if self._start is not None and self._restored and not self._snapshot_due:
                 try:
-                    self._snapshot()  # fold the journal in: the next start reads one file
+                    # fold the journal in: the next start reads one file
+                    self._snapshot(tuple(runtime.applied_patches()))
                 except OSError as exc:
                     log.error("cannot write the state directory %s: %s", self.dir.path, exc)
         self.dir.unlock()

@@ -7,7 +7,9 @@ of attempts. Keeping every PatchResult (~2 KB with its events) grew kvserver fro
 200,000 transitions, and CPython's full collections over that heap held the GIL for 7-17 s at load 30
 (docs/performance.md, "`livepatch stress` 100,000 cycles"). So the history keeps:
 
-- the newest `max_attempts` (MAX_HISTORY) attempts the runtime made itself, and separately the newest
+- the newest `max_attempts` (MAX_HISTORY) attempts the runtime made itself, fewer when they carry more
+  than `max_events` (MAX_HISTORY_EVENTS) events in all (an attempt has an event per managed thread:
+  sqlserver's pool of 3 x 64 workers makes ~215 per attempt, ~23 KB; kvserver ~7), and separately the newest
   `max_recorded` (MAX_RECORDED_REFUSALS) refusals recorded by the agent (anyone with the socket can send
   those: a flood of them must not push the real attempts out), merged in arrival order when read;
 - running totals over everything ever added (`HistoryTotals`): attempts by (action, outcome), and for
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_HISTORY",
+    "MAX_HISTORY_EVENTS",
     "MAX_RECORDED_REFUSALS",
     "TIMING_BUCKETS_S",
     "History",
@@ -46,6 +49,9 @@ __all__ = [
 
 # The newest attempts of the runtime's own kept in memory (apply, revert, rollback, forced revert).
 MAX_HISTORY = 1000
+# ... and at most this many events in all (~120 bytes each in memory; every one is an object the garbage
+# collector's full collections walk). At least the newest attempt is always kept.
+MAX_HISTORY_EVENTS = 50_000
 # Refusals recorded before the runtime saw the patch (record()) come from requests anyone with the socket
 # can send: the history keeps the newest MAX_RECORDED_REFUSALS of them, apart from the runtime's own.
 MAX_RECORDED_REFUSALS = 1000
@@ -146,26 +152,38 @@ class History:
     """The newest attempts and the totals of all (module doc). Guarded by the caller's lock."""
 
     def __init__(
-        self, max_attempts: int = MAX_HISTORY, max_recorded: int = MAX_RECORDED_REFUSALS
+        self,
+        max_attempts: int = MAX_HISTORY,
+        max_recorded: int = MAX_RECORDED_REFUSALS,
+        max_events: int = MAX_HISTORY_EVENTS,
     ) -> None:
         self.max_attempts = max_attempts
         self.max_recorded = max_recorded
-        self._own: deque[tuple[int, PatchResult]] = deque()  # the runtime's attempts, oldest first
-        self._recorded: deque[tuple[int, PatchResult]] = (
-            deque()
-        )  # record()ed refusals, oldest first
+        self.max_events = max_events
+        # oldest first: the runtime's attempts (with their events' count), the record()ed refusals
+        self._own: deque[tuple[int, PatchResult]] = deque()
+        self._own_events = 0
+        self._recorded: deque[tuple[int, PatchResult]] = deque()
         self._totals = HistoryTotals()
 
     def add(self, result: PatchResult, *, recorded: bool = False) -> None:
-        """Keep `result` as the newest entry, count it, and drop the oldest entry of its kind beyond the
-        bound (`while`: the bound holds even after it is lowered)."""
-        kept, bound = (
-            (self._recorded, self.max_recorded) if recorded else (self._own, self.max_attempts)
-        )
-        kept.append((self._totals.added, result))
+        """Keep `result` as the newest entry, count it, and drop the oldest entries of its kind beyond the
+        bounds (`while`: the bounds hold even after they are lowered)."""
         self._totals.add(result)
-        while len(kept) > max(bound, 0):
-            kept.popleft()
+        seq = self._totals.added - 1
+        if recorded:
+            self._recorded.append((seq, result))
+            while len(self._recorded) > max(self.max_recorded, 0):
+                self._recorded.popleft()
+                self._totals.dropped += 1
+            return
+        self._own.append((seq, result))
+        self._own_events += len(result.events)
+        while len(self._own) > max(self.max_attempts, 0) or (
+            self._own_events > self.max_events and len(self._own) > 1
+        ):
+            _, old = self._own.popleft()
+            self._own_events -= len(old.events)
             self._totals.dropped += 1
 
     def entries(self) -> list[PatchResult]:

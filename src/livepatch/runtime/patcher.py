@@ -45,7 +45,13 @@ from types import CodeType, FrameType
 
 from livepatch.errors import LivepatchError, PatchAborted, PatchFailed, PatchRefused
 from livepatch.runtime.frames import current_frames
-from livepatch.runtime.history import MAX_HISTORY, MAX_RECORDED_REFUSALS, History, HistoryTotals
+from livepatch.runtime.history import (
+    MAX_HISTORY,
+    MAX_HISTORY_EVENTS,
+    MAX_RECORDED_REFUSALS,
+    History,
+    HistoryTotals,
+)
 from livepatch.runtime.lifecycle import (
     FINAL_EVENT,
     Action,
@@ -69,7 +75,7 @@ if TYPE_CHECKING:
     from livepatch.runtime.staging import StagedPatch
     from livepatch.runtime.watch import Verdict, Watch, WatchPolicy
 
-__all__ = ["MAX_HISTORY", "MAX_RECORDED_REFUSALS", "Patcher", "load_patching"]
+__all__ = ["MAX_HISTORY", "MAX_HISTORY_EVENTS", "MAX_RECORDED_REFUSALS", "Patcher", "load_patching"]
 
 
 def load_patching() -> None:
@@ -387,6 +393,16 @@ class Patcher(Quiescence):
     def max_history(self, n: int) -> None:
         with self._records_lock:
             self._history.max_attempts = n
+
+    @property
+    def max_history_events(self) -> int:
+        """At most this many events in the kept attempts (MAX_HISTORY_EVENTS unless lowered)."""
+        return self._history.max_events
+
+    @max_history_events.setter
+    def max_history_events(self, n: int) -> None:
+        with self._records_lock:
+            self._history.max_events = n
 
     @property
     def max_recorded_refusals(self) -> int:
