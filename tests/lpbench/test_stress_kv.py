@@ -26,7 +26,7 @@ def stress(*args: str, timeout: float = 100) -> subprocess.CompletedProcess[str]
 def test_short_stress_passes(tmp_path: Path) -> None:
     proc = stress(
         "--cycles", "50", "--methods", "global,local", "--workload", "mixed", "--json",
-        "--out", str(tmp_path),
+        "--agent-state", "--out", str(tmp_path),  # the agent's journal under stress too
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr + proc.stdout
     report = json.loads(proc.stdout)
