@@ -18,7 +18,7 @@ In-process patching (the agent and the CLI sit on these):
     patch_from_sources({...})               diff old/new source of modules into a PatchSpec
     apply_patch(spec, method=...)           verify, stage, quiesce, swap; returns a PatchResult
     revert_patch(patch_id=None)             undo the newest (or a named) patch
-    history()                               every patch attempt (refusals included) with its Outcome
+    history()                               the newest patch attempts (refusals included) with their Outcome
 """
 
 from __future__ import annotations

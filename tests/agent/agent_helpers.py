@@ -98,6 +98,7 @@ def run_service(
     socket_mode: int | None = None,
     metrics: bool = False,
     log_path: Path | None = None,
+    max_history: int | None = None,
 ) -> Iterator[Service]:
     """The service as a subprocess; its stderr (the agent's log) goes to `log_path` when given."""
     cmd = [
@@ -116,6 +117,8 @@ def run_service(
         cmd += ["--socket-mode", f"{socket_mode:o}"]
     if metrics:
         cmd += ["--metrics-port", "0"]
+    if max_history is not None:
+        cmd += ["--max-history", str(max_history)]
     with (
         open(log_path, "w+") if log_path is not None else tempfile.TemporaryFile(mode="w+")
     ) as stderr_file:

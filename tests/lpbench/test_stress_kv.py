@@ -26,7 +26,7 @@ def stress(*args: str, timeout: float = 100) -> subprocess.CompletedProcess[str]
 def test_short_stress_passes(tmp_path: Path) -> None:
     proc = stress(
         "--cycles", "50", "--methods", "global,local", "--workload", "mixed", "--json",
-        "--out", str(tmp_path),
+        "--agent-state", "--out", str(tmp_path),  # the agent's journal under stress too
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr + proc.stdout
     report = json.loads(proc.stdout)
@@ -38,6 +38,8 @@ def test_short_stress_passes(tmp_path: Path) -> None:
     for key in ("failed_requests", "hung_requests", "wrong_version_replies", "lost_writes",
                 "aborted_patches", "failed_patches", "hung_patches", "unchecked_writes"):  # fmt: skip
         assert report[key] == 0, key
+    rss = report["server_rss_mb"]  # the server's memory, at the start and the end of the cycles
+    assert rss["start"] > 0 and rss["end"] > 0 and rss["trace"][-1][0] == 50
     for method in ("global", "local"):
         assert report["sync_ms"][method]["n"] == 50  # 25 cycles of apply + revert each
     assert json.loads((tmp_path / "report.json").read_text())["ok"]

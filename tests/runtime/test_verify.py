@@ -145,4 +145,4 @@ def test_one_history_keeps_recorded_refusals_in_order_and_bounded(
     recorded = [r.patch_id for r in history if r.action is Action.APPLY and r.reason == "bad"]
     assert recorded == ["r7", "r8", "r9", "r10", "r11"]
     assert history.index(applied) < history.index(next(r for r in history if r.patch_id == "r7"))
-    assert len(rt._recorded) == 5
+    assert rt._history.recorded_kept == 5

@@ -249,19 +249,22 @@ class Agent:
         return self._keeper.restore_notes if self._keeper is not None else ()
 
     def history(self) -> list[PatchResult]:
-        """Every attempt, refusals made here included, oldest first (the runtime's one history)."""
+        """The newest attempts, refusals made here included, oldest first (the runtime's one history,
+        bounded: runtime/history.py)."""
         return runtime.history()
 
     def history_reply(self) -> protocol.HistoryReply:
         """The history across restarts with a state directory (each entry with its start), else the
-        runtime's."""
+        runtime's; with how many older attempts were dropped."""
         if self._keeper is None:
-            return protocol.HistoryReply(tuple(self.history()))
+            totals = runtime.history_totals()
+            return protocol.HistoryReply(tuple(self.history()), dropped=totals.dropped)
         starts, entry_starts = self._keeper.view()
         return protocol.HistoryReply(
             tuple(PatchResult.from_dict(h) for st in starts for h in st.history),
             tuple(entry_starts),
             tuple(st.summary() for st in starts),
+            sum(st.dropped for st in starts),
         )
 
     # -- what the patcher thread keeps ------------------------------------------------------------------

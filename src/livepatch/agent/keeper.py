@@ -11,10 +11,19 @@ Theory of operation
   RestoreNote of this start; a patch that is neither re-applied nor included makes the agent refuse to
   start (StalePatches, on_stale="refuse", after undoing what this restore re-applied) or start without it
   and everything stacked after it, with an error-level log line (on_stale="warn").
-- sync() writes what changed: the stack (from runtime.applied_patches(); documents are remembered by
-  remember() when an apply succeeds) and this start's history (the runtime's attempts since the agent
-  started). The agent calls it after every apply and revert, on every status and history request, when
-  a watch window ends, and at stop; so a rollback made by a watch window reaches the disk too.
+- sync() writes what changed: this start's new attempts (the runtime's attempts since the agent started,
+  read with a cursor: runtime.history_since) appended to its journal, the last of them with the stack
+  (from runtime.applied_patches(); documents are remembered by remember() when an apply succeeds) when
+  it changed: one fdatasync per transition (state_dir.py). The agent calls it after every apply and
+  revert, on every status and history request, when a watch window ends, and at stop; so a rollback
+  made by a watch window reaches the disk too. This start's newest attempts (at most MAX_START_HISTORY,
+  and MAX_START_HISTORY_BYTES of JSON) are kept in memory for `history`, encoded (bytes: nothing for the
+  garbage collector to walk); older ones, and any the runtime dropped before a sync saw them, are
+  counted (`dropped`).
+- stack.json and the start's snapshot are rewritten (the journal emptied) when the journal passes
+  MAX_START_HISTORY lines or MAX_START_HISTORY_BYTES, at the first write after the restore or after a
+  write error, at close(), and for earlier starts by the next open() (which also clears a torn last
+  line away).
 - A stacked patch the runtime of this process still has applied (an agent restarted in-process, a
   promoted follower forked from its leader) is kept as it is, neither re-applied nor classified.
 - Limits: a patch applied in-process without the agent (runtime.apply_patch directly) has no document
@@ -23,10 +32,12 @@ Theory of operation
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -65,12 +76,20 @@ class StateKeeper:
         self._stored: dict[str, sd.StoredPatch] = {}  # patch id -> how it is stored (applied ones)
         self._unstored: set[str] = set()  # applied ids we have no document for (logged once)
         self._earlier: list[sd.StartRecord] = []
-        self._start: sd.StartRecord | None = None
-        self._before: list[
-            PatchResult
-        ] = []  # runtime history that predates this agent (kept alive)
-        self._before_ids: set[int] = set()
-        self._written: tuple[tuple[str, ...], int] | None = None
+        self._start: sd.StartRecord | None = None  # this start, without its history (kept below)
+        # this start's history: the newest attempts (to_dict()), how many came before them, the runtime
+        # history's cursor, attempts not on disk yet, journal lines since the last snapshot
+        self._entries: deque[bytes] = deque()  # canonical JSON of each kept attempt
+        self._entries_bytes = 0
+        self._journal_bytes = 0
+        self._count = 0  # attempts of this start so far, dropped ones included
+        self._cursor = 0
+        self._unsaved: list[tuple[int, dict[str, Any]]] = []
+        self._journal_lines = 0
+        self._snapshot_due = (
+            True  # the first write is a snapshot; so is the next one after an error
+        )
+        self._written_stack: tuple[str, ...] | None = None
         self._restored = False  # nothing is written before the restore succeeded: a refused start
         # leaves the stored stack as it was, for the operator to fix
 
@@ -95,19 +114,21 @@ class StateKeeper:
         except BaseException:
             self.dir.unlock()
             raise
+        # Earlier starts' journals are folded into stack.json and their snapshots now (load_starts read
+        # them): the files stay small, and a torn last line is warned about once.
+        try:
+            self.dir.fold_journals(self._earlier)
+        except OSError as exc:
+            log.error("cannot compact the state directory %s: %s", self.dir.path, exc)
         # The runtime's history so far belongs to earlier starts (an agent restarted in-process, or the
         # leader a promoted follower was forked from), except a validated update the promoted follower
         # adopted and no start has stored yet: that one is this start's (livepatch.mve, adopt_applied).
         stored_ids = {s.patch_id for s in stack}
         applied = set(runtime.applied_patches())
-        self._before = [
-            r
-            for r in runtime.history()
-            if not (
-                r.method == "validated" and r.patch_id in applied and r.patch_id not in stored_ids
-            )
-        ]
-        self._before_ids = {id(r) for r in self._before}
+        before, self._cursor = runtime.history_since(0)
+        for _, r in before:
+            if r.method == "validated" and r.patch_id in applied and r.patch_id not in stored_ids:
+                self._add(r.to_dict())
         self._start = sd.StartRecord(self.dir.next_start(), os.getpid(), time.time())
         return docs
 
@@ -206,55 +227,121 @@ class StateKeeper:
 
     # -- writing ------------------------------------------------------------------------------------------
 
-    def this_start_history(self) -> list[PatchResult]:
-        return [r for r in runtime.history() if id(r) not in self._before_ids]
+    def _add(self, entry: dict[str, Any]) -> None:
+        encoded = sd.canonical(entry)
+        self._entries.append(encoded)
+        self._entries_bytes += len(encoded)
+        while len(self._entries) > 1 and (
+            len(self._entries) > sd.MAX_START_HISTORY
+            or self._entries_bytes > sd.MAX_START_HISTORY_BYTES
+        ):
+            self._entries_bytes -= len(self._entries.popleft())
+        self._unsaved.append((self._count, entry))
+        self._count += 1
+
+    def _take_new_attempts(self) -> None:
+        new, nxt = runtime.history_since(self._cursor)
+        missed = nxt - self._cursor - len(new)  # dropped by the runtime before this sync saw them
+        if missed:
+            log.warning(
+                "%d patch attempts were made too fast to be kept in the state directory", missed
+            )
+            self._count += missed
+        for _, r in new:
+            self._add(r.to_dict())
+        self._cursor = nxt
+
+    def _record(self) -> sd.StartRecord:
+        assert self._start is not None
+        return _replace(
+            self._start,
+            history=tuple(json.loads(e) for e in self._entries),
+            dropped=self._count - len(self._entries),
+        )
 
     def sync(self, *, force: bool = False) -> None:
-        """Write the stack and this start's history if they changed since the last write. Never raises:
-        a full disk must not take the server down (the log says what was not kept)."""
+        """Write the stack if it changed, and append this start's new attempts to its journal (a snapshot
+        instead when it is due, or `force`). Never raises: a full disk must not take the server down
+        (the log says what was not kept)."""
         with self._lock:
             if self._start is None or not self._restored:
                 return
             applied = tuple(runtime.applied_patches())
-            history = self.this_start_history()
-            key = (applied, len(history))
-            if key == self._written and not force:
+            self._take_new_attempts()
+            if applied == self._written_stack and not self._unsaved and not force:
                 return
-            stack = []
-            for patch_id in applied:
-                s = self._stored.get(patch_id)
-                if s is None:
-                    if patch_id not in self._unstored:
-                        self._unstored.add(patch_id)
-                        log.warning(
-                            "patch %s was applied without the agent: it is not kept for restarts",
-                            patch_id,
-                        )
-                    continue
-                stack.append(s)
-            self._start = _replace(self._start, history=tuple(r.to_dict() for r in history))
+            changed = applied != self._written_stack
             try:
-                self.dir.save_stack(stack)
-                self.dir.save_start(self._start)
+                if (
+                    force
+                    or self._snapshot_due
+                    or self._journal_lines >= sd.MAX_START_HISTORY
+                    or self._journal_bytes >= sd.MAX_START_HISTORY_BYTES
+                    or (changed and not self._unsaved)  # no line to carry the stack
+                ):
+                    self._snapshot(applied)
+                else:
+                    lines: list[tuple[int, dict[str, Any], list[sd.StoredPatch] | None]] = [
+                        (n, e, None) for n, e in self._unsaved
+                    ]
+                    if changed:
+                        n, e, _ = lines[-1]
+                        lines[-1] = (n, e, self._stack_of(applied))
+                    self.dir.append_journal(self._start.start, lines)
+                    self._journal_lines += len(lines)
+                    self._journal_bytes += sum(len(sd.canonical(e)) for _, e, _ in lines)
+                self._written_stack = applied
+                self._unsaved = []
             except OSError as exc:
+                self._snapshot_due = True  # never append after a line that may be half written
                 log.error(
                     "cannot write the state directory %s: %s; the applied stack may not be "
                     "re-applied after a restart",
                     self.dir.path,
                     exc,
                 )
-                return
-            self._written = key
+
+    def _stack_of(self, applied: tuple[str, ...]) -> list[sd.StoredPatch]:
+        stack = []
+        for patch_id in applied:
+            s = self._stored.get(patch_id)
+            if s is None:
+                if patch_id not in self._unstored:
+                    self._unstored.add(patch_id)
+                    log.warning(
+                        "patch %s was applied without the agent: it is not kept for restarts",
+                        patch_id,
+                    )
+                continue
+            stack.append(s)
+        return stack
+
+    def _snapshot(self, applied: tuple[str, ...]) -> None:
+        """stack.json as of this start's newest attempt, this start's record with its newest attempts,
+        then an empty journal (raises OSError)."""
+        assert self._start is not None
+        self.dir.save_stack(self._stack_of(applied), (self._start.start, self._count - 1))
+        self.dir.compact_start(self._record())
+        self._journal_lines = 0
+        self._journal_bytes = 0
+        self._snapshot_due = False
 
     def _write_start(self) -> None:
         assert self._start is not None
         try:
-            self.dir.save_start(self._start)
+            self.dir.save_start(self._record())
         except OSError as exc:
             log.error("cannot write the state directory %s: %s", self.dir.path, exc)
 
     def close(self) -> None:
         self.sync()
+        with self._lock:
+            if self._start is not None and self._restored and not self._snapshot_due:
+                try:
+                    # fold the journal in: the next start reads one file
+                    self._snapshot(tuple(runtime.applied_patches()))
+                except OSError as exc:
+                    log.error("cannot write the state directory %s: %s", self.dir.path, exc)
         self.dir.unlock()
 
     # -- reading ------------------------------------------------------------------------------------------
@@ -264,7 +351,7 @@ class StateKeeper:
         history reply, the start number of each entry of the concatenated histories."""
         self.sync()
         with self._lock:
-            starts = [*self._earlier, *([self._start] if self._start is not None else [])]
+            starts = [*self._earlier, *([self._record()] if self._start is not None else [])]
         return starts, [s.start for s in starts for _ in s.history]
 
 

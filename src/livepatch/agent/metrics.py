@@ -1,12 +1,16 @@
-"""Prometheus metrics of an agent, computed at scrape time from the history and the runtime statistics.
+"""Prometheus metrics of an agent, computed at scrape time from the runtime's history totals and statistics.
 
 Computing at scrape time (a custom collector) instead of incrementing counters on the patch path keeps
-the patch path free of metrics work and makes the numbers agree with `livepatch history` by construction,
-including automatic rollbacks that the runtime performs on its own. A scrape costs O(history length).
+the patch path free of metrics work and makes the numbers agree with the runtime's history by
+construction, including automatic rollbacks that the runtime performs on its own. The counts come from
+the running totals the runtime keeps over every attempt ever made (runtime/history.py), not from the kept
+entries: the counters stay monotonic when old entries are dropped, and a scrape costs O(1) in the
+history's length.
 
 Metrics:
     livepatch_patches_total{action, outcome}       counter: attempts by outcome (applied, reverted,
                                                     refused, aborted, failed, rolled-back)
+    livepatch_history_dropped_total                counter: attempts no longer kept in memory
     livepatch_sync_seconds{method}                 histogram: request -> quiescent / all migrated
     livepatch_swap_seconds{method}                 histogram: the swap itself
     livepatch_applied_patches                      gauge: patches currently applied
@@ -17,11 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from livepatch.runtime import core as runtime
+from livepatch.runtime.history import TIMING_BUCKETS_S, TimingTotals
 from livepatch.runtime.registry import RuntimeStatistics
 
 try:
@@ -44,30 +48,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("livepatch.agent")
 
-BUCKETS_S = (
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    5.0,
-)
+BUCKETS_S = TIMING_BUCKETS_S  # the histograms' upper bounds (one home: runtime/history.py)
 
 
-def _histogram(name: str, doc: str, samples: dict[str, list[float]]) -> HistogramMetricFamily:
+def _histogram(name: str, doc: str, totals: dict[str, TimingTotals]) -> HistogramMetricFamily:
     fam = HistogramMetricFamily(name, doc, labels=["method"])
-    for method, values in sorted(samples.items()):
-        buckets = [(str(b), float(sum(1 for v in values if v <= b))) for b in BUCKETS_S]
-        buckets.append(("+Inf", float(len(values))))
-        fam.add_metric([method], buckets, sum_value=sum(values))
+    for method, t in sorted(totals.items()):
+        buckets = [(str(b), float(n)) for b, n in zip(BUCKETS_S, t.cumulative(), strict=True)]
+        buckets.append(("+Inf", float(t.count)))
+        fam.add_metric([method], buckets, sum_value=t.sum_s)
     return fam
 
 
@@ -80,26 +69,24 @@ class AgentCollector(Collector):
         self.agent = agent
 
     def collect(self) -> Iterator[Metric]:
-        history = self.agent.history()
-        counts = Counter((r.action, r.outcome) for r in history)
+        totals = runtime.history_totals()
         total = CounterMetricFamily(
             "livepatch_patches",
             "Patch attempts by action and outcome",
             labels=["action", "outcome"],
         )
-        for (action, outcome), n in sorted(counts.items()):
+        for (action, outcome), n in sorted(
+            totals.attempts.items(), key=lambda kv: (kv[0][0].value, kv[0][1].value)
+        ):
             total.add_metric([action.value, outcome.value], float(n))
         yield total
-        sync: dict[str, list[float]] = {}
-        swap: dict[str, list[float]] = {}
-        for r in history:
-            if r.ok:
-                if "sync" in r.timings:
-                    sync.setdefault(r.method, []).append(r.timings["sync"] / 1e3)
-                if "swap" in r.timings:
-                    swap.setdefault(r.method, []).append(r.timings["swap"] / 1e3)
-        yield _histogram("livepatch_sync_seconds", "Time from request to quiescence", sync)
-        yield _histogram("livepatch_swap_seconds", "Time of the code swap", swap)
+        yield CounterMetricFamily(
+            "livepatch_history_dropped",
+            "Patch attempts no longer kept in the runtime's history (counted in the other metrics)",
+            value=float(totals.dropped),
+        )
+        yield _histogram("livepatch_sync_seconds", "Time from request to quiescence", totals.sync)
+        yield _histogram("livepatch_swap_seconds", "Time of the code swap", totals.swap)
         yield GaugeMetricFamily(
             "livepatch_applied_patches",
             "Patches currently applied",

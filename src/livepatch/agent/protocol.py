@@ -15,7 +15,8 @@ Replies (one line):
     {"ok": true|false, "error": "<message>" | null, ...op-specific fields}
     apply/revert: "result": PatchResult.to_dict(), "signed_by": "<key id>" | null
     status:       "pid", "uid", "applied": [ids], "statistics": {...}
-    history:      "history": [PatchResult.to_dict() + {"start": N}, ...] oldest first, across restarts
+    history:      "history": [PatchResult.to_dict() + {"start": N}, ...] oldest first, across restarts;
+                  "dropped": older attempts no longer kept
                   with a state directory; "starts": [{"start", "pid", "started_at", "outcome",
                   "restore": [{"patch_id", "outcome", "detail"}]}] (empty without one)
 
@@ -309,11 +310,14 @@ class StatusReply:
 class HistoryReply:
     """Every attempt, oldest first. With a state directory, across restarts: `entry_starts[i]` is the
     start `history[i]` belongs to and `starts` describes each start (StartRecord.summary(): number, pid,
-    time, outcome, what its restore did). Without one both are empty."""
+    time, outcome, what its restore did, how many of its older attempts were dropped). Without one both
+    are empty. `dropped`: older attempts not in `history` (the server keeps the newest; runtime/history.py
+    and, per start, the state directory)."""
 
     history: tuple[PatchResult, ...] = field(default=())
     entry_starts: tuple[int, ...] = field(default=())
     starts: tuple[dict[str, Any], ...] = field(default=())
+    dropped: int = 0
     ok = True
     error = None
 
@@ -321,7 +325,13 @@ class HistoryReply:
         entries = [r.to_dict() for r in self.history]
         for entry, start in zip(entries, self.entry_starts, strict=False):
             entry["start"] = start
-        return {"ok": True, "error": None, "history": entries, "starts": list(self.starts)}
+        return {
+            "ok": True,
+            "error": None,
+            "history": entries,
+            "starts": list(self.starts),
+            "dropped": self.dropped,
+        }
 
 
 Reply = ErrorReply | ResultReply | StatusReply | HistoryReply | MveReply
@@ -356,6 +366,7 @@ def read_reply(request: Request, wire: dict[str, Any]) -> Reply:
             tuple(PatchResult.from_dict(r) for r in entries),
             tuple(int(r["start"]) for r in entries if "start" in r),
             tuple(starts),
+            int(wire.get("dropped") or 0),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ProtocolError(f"malformed {request.op} reply: {exc!r}") from exc

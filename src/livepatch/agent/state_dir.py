@@ -4,14 +4,33 @@ Layout (docs/cli.md, "State directory", documents it for operators):
 
     STATE_DIR/                      mode 0700, created on first use
       lock                          flock()ed by the one agent that uses the directory
-      stack.json                    the applied stack, oldest first (rewritten on every change)
+      stack.json                    the applied stack, oldest first, as of a journal position (below)
       patches/<sha256>.lpatch       the .lpatch document of each stacked patch, named by its hash
-      starts/<NNNNNN>.json          one per start of the server: its restore and its history
+      starts/<NNNNNN>.json          one per start of the server: its restore and its history (a snapshot)
+      starts/<NNNNNN>.journal       that start's attempts since its snapshot, one JSON line each (appended)
 
 Every JSON file is an envelope `{"format": "livepatch-state", "kind": K, "version": 1, "body": {...},
 "sha256": H}` where H is the SHA-256 of the body's canonical JSON (sorted keys, no whitespace). Writes are
 atomic: a temporary file in the same directory, fsync, rename over the old file, fsync of the directory;
 a crash leaves the old file or the new one, never half of either.
+
+The history and the stack are appended, not rewritten: each attempt is one line of its start's journal,
+`{"entry": PatchResult.to_dict(), "n": N, "stack": [StoredPatch...], "sha256": H}` (N numbers the start's
+attempts from 0; "stack", the stack after the attempt, only when the attempt changed it; H is the
+SHA-256 of the canonical JSON of [N, entry, stack or null]), written and fdatasync()ed as it happens: one
+sync per transition. (Rewriting the whole history at every transition grew with the run: a stress run
+on main did 983 transitions in 5 minutes, the start file at 876 KB; rewriting stack.json and the patch
+document atomically cost four more syncs per apply, ~45 ms per stress cycle at load 40.) The snapshot
+(the start file) keeps the newest MAX_START_HISTORY attempts (at most MAX_START_HISTORY_BYTES of them)
+and how many older ones were dropped;
+stack.json keeps the stack as of a journal position `as_of` = [start, N]. The stack in force is the one
+of the newest journal line past `as_of`, else stack.json's. When the journal passes MAX_START_HISTORY
+lines or MAX_START_HISTORY_BYTES, when the agent stops, and for earlier starts when the next start opens the directory, stack.json
+and the snapshot are rewritten (atomic, as above) and the journal emptied. A crash in between leaves
+lines they already have: recognised by their N (below the snapshot's dropped + kept; at or before
+`as_of`) and skipped. A torn last line (a crash in the middle of an append) is ignored with a warning;
+any other bad line is a StateError like a corrupt file. Patch documents no entry names are deleted when
+stack.json is rewritten, not at each revert (re-applying the same patch then writes nothing more).
 
 What the checks catch, and what they do not: a torn, truncated, hand-edited or otherwise corrupt file
 (wrong JSON, wrong hash, wrong shape) is a StateError whose message names the file and what to do; never
@@ -22,7 +41,8 @@ patch is re-applied only by an agent started with allow_unsigned). Keep the dire
 control socket.
 
 Limits: MAX_STACK patches, MAX_STARTS start files (older ones are deleted at start, oldest first),
-MAX_STATE_FILE_BYTES per JSON file, a stacked patch file at most patch.limits.MAX_FILE_BYTES.
+MAX_START_HISTORY attempts kept per start, MAX_STATE_FILE_BYTES per JSON or journal file, a stacked
+patch file at most patch.limits.MAX_FILE_BYTES.
 """
 
 from __future__ import annotations
@@ -31,6 +51,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +68,12 @@ MAX_STACK = (
 )
 MAX_STARTS = 100  # start files kept; the oldest are deleted when a new start begins
 MAX_STATE_FILE_BYTES = 64 * 1024 * 1024  # stack.json or one start file (a long history with events)
+# attempts kept per start (as the runtime keeps in memory), and at most this much of their JSON (an
+# attempt of sqlserver's pool, with an event per worker: ~23 KB); older ones are counted
+MAX_START_HISTORY = 1000
+MAX_START_HISTORY_BYTES = 8 * 1024 * 1024
+
+log = logging.getLogger("livepatch.agent")
 
 # What became of a stacked patch at a restart (RestoreNote.outcome).
 REAPPLIED = "re-applied"  # its old code was running: applied again before the server served anyone
@@ -135,6 +162,7 @@ class StartRecord:
     outcome: str = SERVING
     restore: tuple[RestoreNote, ...] = ()
     history: tuple[dict[str, Any], ...] = field(default=())
+    dropped: int = 0  # older attempts of this start no longer kept (before `history`)
 
     def summary(self) -> dict[str, Any]:
         """The record without its history (the history reply sends entries separately)."""
@@ -148,6 +176,7 @@ class StartRecord:
             "outcome": self.outcome,
             "restore": [n.to_dict() for n in self.restore],
             "history": list(self.history),
+            "dropped": self.dropped,
         }
 
     @classmethod
@@ -169,6 +198,7 @@ class StartRecord:
             outcome=str(outcome),
             restore=tuple(RestoreNote.from_dict(n) for n in d.get("restore", [])),
             history=tuple(history),
+            dropped=int(d.get("dropped", 0)),
         )
 
 
@@ -294,13 +324,42 @@ class StateDir:
         return env["body"]
 
     def load_stack(self) -> list[StoredPatch]:
-        """The stored stack, oldest first ([] when there is none yet). Raises StateError."""
+        """The stack in force, oldest first ([] when there is none yet): stack.json's, or the newest
+        journal line's past it (module doc). Raises StateError."""
+        return self._stack_in_force()[0]
+
+    def _stack_in_force(self) -> tuple[list[StoredPatch], tuple[int, int], bool]:
+        """(stack, its position, whether it came from a journal)."""
+        stack, as_of = self._load_stack_file()
+        from_journal = False
+        for path in self._start_files():
+            start = int(path.stem)
+            if (start, 1 << 62) <= as_of:
+                continue
+            for n, _, patches in self._journal(start, warn=False)[0]:
+                if patches is not None and (start, n) > as_of:
+                    stack = self._stack_of(patches, self._journal_path(start))
+                    as_of, from_journal = (start, n), True
+        return stack, as_of, from_journal
+
+    def _load_stack_file(self) -> tuple[list[StoredPatch], tuple[int, int]]:
         path = self.path / "stack.json"
         if not path.exists():
-            return []
+            return [], (0, -1)
         body = self._read_envelope(path, "stack")
         try:
-            patches = body["patches"]
+            as_of = body.get("as_of", [0, -1])
+            if not isinstance(as_of, list) or len(as_of) != 2:
+                raise ValueError("'as_of' is not [start, n]")
+            return self._stack_of(body["patches"], path), (int(as_of[0]), int(as_of[1]))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise StateError(
+                f"the state file {path} is malformed ({exc}); move it away to start without it"
+            ) from exc
+
+    @staticmethod
+    def _stack_of(patches: Any, path: Path) -> list[StoredPatch]:
+        try:
             if not isinstance(patches, list) or len(patches) > MAX_STACK:
                 raise ValueError(f"'patches' is not a list of at most {MAX_STACK}")
             return [StoredPatch.from_dict(p) for p in patches]
@@ -331,18 +390,94 @@ class StateDir:
         return doc
 
     def load_starts(self) -> list[StartRecord]:
-        """Every start kept, oldest first. Raises StateError for a corrupt one."""
+        """Every start kept, oldest first, each with its journal folded in. Raises StateError for a corrupt
+        one."""
         out = []
         for path in self._start_files():
             body = self._read_envelope(path, "start")
             try:
-                out.append(StartRecord.from_dict(body))
+                record = StartRecord.from_dict(body)
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise StateError(
                     f"the state file {path} is malformed ({exc}); move it away to drop that start "
                     "from the history"
                 ) from exc
+            out.append(self._fold_journal(record))
         return out
+
+    def _journal_path(self, start: int) -> Path:
+        return self.path / "starts" / f"{start:06d}.journal"
+
+    def _journal(
+        self, start: int, *, warn: bool = True
+    ) -> tuple[list[tuple[int, dict[str, Any], list[Any] | None]], bool]:
+        """The intact lines of a start's journal as (n, entry, stack or None), and whether it had a torn
+        last line (ignored; logged when `warn`). Raises StateError for any other bad line."""
+        path = self._journal_path(start)
+        try:
+            if path.stat().st_size > MAX_STATE_FILE_BYTES:
+                raise StateError(
+                    f"the journal {path} is over {MAX_STATE_FILE_BYTES} bytes; move it away to "
+                    "drop that start's newest attempts from the history"
+                )
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return [], False
+        except OSError as exc:
+            raise StateError(f"cannot read the journal {path}: {exc.strerror or exc}") from exc
+        lines = data.split(b"\n")
+        torn_tail = lines.pop()  # b"" when the last append completed
+        out = []
+        for i, line in enumerate(lines):
+            try:
+                out.append(_journal_line(line))
+            except ValueError as exc:
+                if i == len(lines) - 1 and not torn_tail:
+                    torn_tail = line  # a crash can leave garbage ending in a newline too
+                    break
+                raise StateError(
+                    f"the journal {path} is corrupt at line {i + 1} ({exc}); move it away to drop "
+                    "that start's newest attempts from the history"
+                ) from None
+        if torn_tail and warn:
+            log.warning(
+                "the journal %s ends with an incomplete line (%d bytes; a crash in the middle of an "
+                "append): ignored, nothing before it is lost",
+                path,
+                len(torn_tail),
+            )
+        return out, bool(torn_tail)
+
+    def _fold_journal(self, record: StartRecord) -> StartRecord:
+        """`record` with the attempts of its journal the snapshot does not have yet (module doc)."""
+        entries = list(record.history)
+        dropped = record.dropped
+        for n, entry, _ in self._journal(record.start)[0]:
+            have = dropped + len(entries)
+            if n < have:  # already in the snapshot (a crash between a compaction's two steps)
+                continue
+            dropped += n - have  # attempts the agent did not see (more than the runtime keeps)
+            entries.append(entry)
+        keep, size = 0, 0
+        for entry in reversed(entries):  # the newest within both bounds (at least one)
+            size += len(canonical(entry))
+            if keep and (keep >= MAX_START_HISTORY or size > MAX_START_HISTORY_BYTES):
+                break
+            keep += 1
+        over = len(entries) - keep
+        return _replace(record, history=tuple(entries[over:]), dropped=dropped + over)
+
+    def fold_journals(self, records: list[StartRecord]) -> None:
+        """At a start, before the new start's first line: write the stack in force to stack.json if a
+        journal had a newer one, then each earlier start's snapshot with its journal folded in
+        (`records`, from load_starts), and empty those journals. Raises OSError, StateError."""
+        stack, as_of, from_journal = self._stack_in_force()
+        if from_journal:
+            self.save_stack(stack, as_of)
+        for record in records:
+            path = self._journal_path(record.start)
+            if path.exists() and path.stat().st_size:
+                self.compact_start(record)
 
     def _start_files(self) -> list[Path]:
         d = self.path / "starts"
@@ -374,10 +509,13 @@ class StateDir:
             _write_atomic(path, canonical(document))
         return sha
 
-    def save_stack(self, stack: list[StoredPatch]) -> None:
-        """Replace the stored stack, then delete the patch files no entry names any more."""
+    def save_stack(self, stack: list[StoredPatch], as_of: tuple[int, int] = (0, -1)) -> None:
+        """Replace the stored stack, in force as of journal position `as_of` = (start, n) (module doc),
+        then delete the patch files no entry names any more."""
         self._write_envelope(
-            self.path / "stack.json", "stack", {"patches": [p.to_dict() for p in stack]}
+            self.path / "stack.json",
+            "stack",
+            {"patches": [p.to_dict() for p in stack], "as_of": list(as_of)},
         )
         keep = {f"{p.sha256}.lpatch" for p in stack}
         for path in (self.path / "patches").iterdir():
@@ -386,16 +524,90 @@ class StateDir:
                     path.unlink()
 
     def save_start(self, record: StartRecord) -> None:
+        """Write the start's snapshot (its history included) atomically. Its journal is left alone: lines
+        the snapshot has are skipped when read (compact_start empties it)."""
         self._write_envelope(
             self.path / "starts" / f"{record.start:06d}.json", "start", record.to_dict()
         )
 
+    def compact_start(self, record: StartRecord) -> None:
+        """Write the snapshot `record` (with every attempt of the start folded in), then empty the
+        start's journal."""
+        self.save_start(record)
+        path = self._journal_path(record.start)
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_size:
+                with open(path, "r+b") as f:
+                    f.truncate(0)
+                    os.fsync(f.fileno())
+
+    def append_journal(
+        self, start: int, entries: list[tuple[int, dict[str, Any], list[StoredPatch] | None]]
+    ) -> None:
+        """Append (n, PatchResult.to_dict(), the stack after it if it changed) lines to the start's
+        journal and fdatasync it: one sync. Raises OSError (the caller then writes a snapshot instead, so
+        a half-written line is never followed by another)."""
+        if not entries:
+            return
+        data = b"".join(
+            _journal_bytes(n, e, None if st is None else [p.to_dict() for p in st])
+            for n, e, st in entries
+        )
+        fd = os.open(self._journal_path(start), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+
     def trim_starts(self, keep: int = MAX_STARTS) -> None:
-        """Delete the oldest start files beyond `keep` (called before a new start is written)."""
+        """Delete the oldest start files (and their journals) beyond `keep` (called before a new start is
+        written)."""
         files = self._start_files()
         for path in files[: max(0, len(files) - keep)]:
             with contextlib.suppress(OSError):
                 path.unlink()
+            with contextlib.suppress(OSError):
+                path.with_suffix(".journal").unlink()
+
+
+def _journal_bytes(n: int, entry: dict[str, Any], stack: list[dict[str, Any]] | None) -> bytes:
+    sha = hashlib.sha256(canonical([n, entry, stack])).hexdigest()
+    line: dict[str, Any] = {"entry": entry, "n": n, "sha256": sha}
+    if stack is not None:
+        line["stack"] = stack
+    return canonical(line) + b"\n"
+
+
+def _journal_line(line: bytes) -> tuple[int, dict[str, Any], list[Any] | None]:
+    """(n, entry, stack or None) of one journal line; ValueError when it is not a whole, intact line."""
+    try:
+        d = loads_json(line)
+    except JSONLimitError as exc:
+        raise ValueError(f"not valid JSON: {exc}") from None
+    if not isinstance(d, dict) or not isinstance(d.get("n"), int) or d["n"] < 0:
+        raise ValueError("not a journal entry")
+    entry = d.get("entry")
+    if not isinstance(entry, dict):
+        raise ValueError("not a journal entry")
+    stack = d.get("stack")
+    if stack is not None and not isinstance(stack, list):
+        raise ValueError("'stack' is not a list")
+    if d.get("sha256") != hashlib.sha256(canonical([d["n"], entry, stack])).hexdigest():
+        raise ValueError("its content does not match its sha256")
+    try:
+        PatchResult.from_dict(entry)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"not an attempt: {exc}") from None
+    return d["n"], entry, stack
+
+
+def _replace(record: StartRecord, **changes: Any) -> StartRecord:
+    import dataclasses
+
+    return dataclasses.replace(record, **changes)
 
 
 def default_state_dir(socket_path: str) -> str:

@@ -204,7 +204,9 @@ def history_view(reply: HistoryReply) -> RenderableType:
     """The history; with a state directory, one section per start of the server: when, which process,
     what its restore did with the kept patches, then its attempts."""
     if not reply.starts:
-        return history_table(reply.history)
+        if not reply.dropped:
+            return history_table(reply.history)
+        return Group(_dropped_line(reply.dropped), history_table(reply.history))
     by_start: dict[int, list[PatchResult]] = defaultdict(list)
     for r, start in zip(reply.history, reply.entry_starts, strict=False):
         by_start[start].append(r)
@@ -226,12 +228,21 @@ def history_view(reply: HistoryReply) -> RenderableType:
             if note.get("detail"):
                 line.append(f": {p(note.get('detail'))}")
             parts.append(line)
+        if st.get("dropped"):
+            parts.append(_dropped_line(int(st["dropped"])))
         entries = by_start.get(int(number or 0), [])
         if entries:
             parts.append(history_table(entries, title=""))
         elif not refused:
             parts.append(Text("  no patch attempts", style="dim"))
     return Group(*parts)
+
+
+def _dropped_line(dropped: int) -> Text:
+    return Text(
+        f"  {dropped:,} older attempts dropped (the server keeps the newest; its metrics count all)",
+        style="dim",
+    )
 
 
 _RESTORE_STYLE = {

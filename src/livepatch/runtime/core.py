@@ -43,8 +43,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from livepatch.runtime.history import History
 from livepatch.runtime.patcher import (
-    MAX_RECORDED_REFUSALS,
     Patcher,
     _Applied,
     _Watching,
@@ -55,7 +55,7 @@ from livepatch.runtime.threads import Control
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: this module is on a server's import path
 if TYPE_CHECKING:
-    from livepatch.runtime.results import PatchResult
+    pass
 
 __all__ = [
     "DEFAULT",
@@ -68,6 +68,8 @@ __all__ = [
     "current_generation",
     "deactivate",
     "history",
+    "history_since",
+    "history_totals",
     "is_managed",
     "load_patching",
     "managed_thread",
@@ -104,9 +106,7 @@ class Runtime(Patcher):
         # the patcher side (guarded by _patcher_lock; the history by _records_lock)
         self._stack: list[_Applied] = []
         self._watch: _Watching | None = None
-        self._history: list[PatchResult] = []
-        self._recorded: list[PatchResult] = []
-        self.max_recorded_refusals = MAX_RECORDED_REFUSALS
+        self._history = History()  # bounded: the newest attempts, totals of all (history.py)
 
 
 DEFAULT = Runtime()
@@ -139,6 +139,8 @@ release_threads = DEFAULT.release_threads
 apply_patch = DEFAULT.apply_patch
 revert_patch = DEFAULT.revert_patch
 history = DEFAULT.history
+history_since = DEFAULT.history_since
+history_totals = DEFAULT.history_totals
 record = DEFAULT.record
 applied_patches = DEFAULT.applied_patches
 adopt_applied = DEFAULT.adopt_applied

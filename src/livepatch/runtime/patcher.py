@@ -3,7 +3,7 @@
 `Patcher` is the part of a `Runtime` (core.py: the state and the lock order) that patches. Its public
 methods, which core.py exposes as the `livepatch` functions over the default runtime (the agent, the CLI
 and lpbench sit on these; docs/runtime.md documents them): apply_patch, revert_patch (force=True:
-revert --force), history (every attempt, refusals included, oldest first), record (an attempt refused before it reached the runtime: the agent's), applied_patches
+revert --force), history (the newest attempts, refusals included, oldest first; history_since, history_totals: history.py), record (an attempt refused before it reached the runtime: the agent's), applied_patches
 (the stack, oldest first), statistics. Apply and revert never raise for a refused, aborted or failed
 patch: the PatchResult's outcome says it. The states an attempt goes through, their allowed transitions,
 the outcomes and the event names are lifecycle.py's table; the rules an attempt is checked against are
@@ -45,6 +45,13 @@ from types import CodeType, FrameType
 
 from livepatch.errors import LivepatchError, PatchAborted, PatchFailed, PatchRefused
 from livepatch.runtime.frames import current_frames
+from livepatch.runtime.history import (
+    MAX_HISTORY,
+    MAX_HISTORY_EVENTS,
+    MAX_RECORDED_REFUSALS,
+    History,
+    HistoryTotals,
+)
 from livepatch.runtime.lifecycle import (
     FINAL_EVENT,
     Action,
@@ -68,7 +75,7 @@ if TYPE_CHECKING:
     from livepatch.runtime.staging import StagedPatch
     from livepatch.runtime.watch import Verdict, Watch, WatchPolicy
 
-__all__ = ["MAX_RECORDED_REFUSALS", "Patcher", "load_patching"]
+__all__ = ["MAX_HISTORY", "MAX_HISTORY_EVENTS", "MAX_RECORDED_REFUSALS", "Patcher", "load_patching"]
 
 
 def load_patching() -> None:
@@ -96,11 +103,6 @@ def load_patching() -> None:
 
 
 _loaded = False
-
-
-# Refusals recorded before the runtime saw the patch (record()) come from requests anyone with the socket
-# can send: the history keeps the newest MAX_RECORDED_REFUSALS of them (every other attempt is kept).
-MAX_RECORDED_REFUSALS = 1000
 
 
 class _Applied:
@@ -384,17 +386,45 @@ class Patcher(Quiescence):
     Runtime.__init__, core.py)."""
 
     _patcher_lock: threading.Lock  # held for a whole transition
-    # short: guards _history and _recorded, so history() never waits for a transition
+    # short: guards _history, so history() never waits for a transition
     _records_lock: threading.Lock
-    _history: list[PatchResult]
-    _recorded: list[PatchResult]  # the entries of _history that came through record(), oldest first
+    _history: History  # the newest attempts and the totals of all (history.py)
     _stack: list[_Applied]
     _watch: _Watching | None
-    max_recorded_refusals: int  # MAX_RECORDED_REFUSALS unless a test lowers it
+
+    @property
+    def max_history(self) -> int:
+        """How many of its own attempts the runtime keeps (MAX_HISTORY unless a test lowers it)."""
+        return self._history.max_attempts
+
+    @max_history.setter
+    def max_history(self, n: int) -> None:
+        with self._records_lock:
+            self._history.max_attempts = n
+
+    @property
+    def max_history_events(self) -> int:
+        """At most this many events in the kept attempts (MAX_HISTORY_EVENTS unless lowered)."""
+        return self._history.max_events
+
+    @max_history_events.setter
+    def max_history_events(self, n: int) -> None:
+        with self._records_lock:
+            self._history.max_events = n
+
+    @property
+    def max_recorded_refusals(self) -> int:
+        """How many record()ed refusals the history keeps (MAX_RECORDED_REFUSALS unless lowered)."""
+        return self._history.max_recorded
+
+    @max_recorded_refusals.setter
+    def max_recorded_refusals(self, n: int) -> None:
+        with self._records_lock:
+            self._history.max_recorded = n
 
     def _append(self, result: PatchResult) -> None:
         with self._records_lock:
-            self._history.append(result)
+            self._history.add(result)
 
     def _attempt(self, patch_id: str, action: Action, method: str) -> _Attempt:
         return _Attempt(patch_id, action, method, self._append)
@@ -404,13 +434,7 @@ class Patcher(Quiescence):
 
         Concurrency: any thread; never waits for a transition."""
         with self._records_lock:
-            self._history.append(result)
-            self._recorded.append(result)
-            while (
-                len(self._recorded) > self.max_recorded_refusals
-            ):  # `while`: the bound holds even after it is lowered
-                oldest = self._recorded.pop(0)
-                self._history.remove(oldest)
+            self._history.add(result, recorded=True)
 
     def _quiesce(
         self,
@@ -821,10 +845,25 @@ class Patcher(Quiescence):
             log().exception("ending the watch of %s failed", w.entry.spec.patch_id)
 
     def history(self) -> list[PatchResult]:
-        """Every apply/revert attempt, refusals included, oldest first (a copy). Never waits for a running
-        transition."""
+        """The newest apply/revert attempts, refusals included, oldest first (a copy): the newest
+        `max_history` of the runtime's own and the newest `max_recorded_refusals` record()ed ones
+        (history.py); `history_totals()` counts every attempt and how many were dropped. Never waits for
+        a running transition."""
         with self._records_lock:
-            return list(self._history)
+            return self._history.entries()
+
+    def history_since(self, seq: int) -> tuple[list[tuple[int, PatchResult]], int]:
+        """The kept attempts numbered `seq` or later (every attempt is numbered from 0 in arrival order),
+        each with its number, and the number of the next attempt: a reader keeping that cursor gets each
+        attempt once (the agent's state directory). Never waits for a running transition."""
+        with self._records_lock:
+            return self._history.since(seq)
+
+    def history_totals(self) -> HistoryTotals:
+        """Running totals over every attempt ever made, dropped ones included (a copy; O(1) in the
+        history's length): counts by (action, outcome), sync/swap histograms, how many were dropped."""
+        with self._records_lock:
+            return self._history.totals()
 
     def adopt_applied(
         self,
@@ -846,7 +885,7 @@ class Patcher(Quiescence):
         self._stack.append(_Applied(spec, staged, hooks, _targets(staged)))
         got = self._records_lock.acquire(timeout=1.0)
         try:
-            self._history.append(result)
+            self._history.add(result)
         finally:
             if got:
                 self._records_lock.release()

@@ -55,6 +55,7 @@ NEAR_S = 1.0  # a hang's record lists the transitions that ended at most this lo
 PATCH_GRACE_S = 10.0
 MAX_EXAMPLES = 20
 READ_BATCH = 200
+RSS_EVERY = 1000  # cycles between two samples of the server's memory (the report's rss_mb trace)
 
 Progress = Callable[[int, dict[str, Any]], None]  # (cycles done, running totals)
 
@@ -185,6 +186,9 @@ class StressRun:
         self.hangs: list[dict[str, Any]] = []
         self._hangs_lock = threading.Lock()
         self.monitor = SchedMonitor(_pid(server))
+        # (cycles done, server RSS in MB, 1-minute load average): at the start, every RSS_EVERY cycles,
+        # at the end. A server whose memory grows with the run (an unbounded history) shows here.
+        self.rss_trace: list[tuple[int, float | None, float | None]] = []
         # monotonic ns -> wall clock, for the hang records' timestamps
         self._wall_offset_ns = time.time_ns() - time.monotonic_ns()
 
@@ -307,6 +311,7 @@ class StressRun:
         still_applied = False
         try:
             self._wait_probes()
+            self._sample_rss(0)
             for cycle in range(self.cfg.cycles):
                 if self.cfg.plant == "kill-server" and cycle == self.cfg.cycles // 2:
                     os.kill(self.server.pid(), signal.SIGKILL)
@@ -320,11 +325,15 @@ class StressRun:
                 self._wait_probes()
                 done = cycle + 1
                 self.server_exit = self._server_exit()
+                if done % RSS_EVERY == 0:
+                    self._sample_rss(done)
                 if progress is not None:
                     progress(done, self.totals())
                 if self.server_exit is not None or self.interrupt.is_set():
                     break
         finally:
+            if not self.rss_trace or self.rss_trace[-1][0] != done:
+                self._sample_rss(done)
             self.stop.set()
             for c in self.clients:
                 c.join(self.cfg.request_deadline_s + 5)
@@ -340,6 +349,9 @@ class StressRun:
                 self.inconsistent = [f"the consistency check could not run: {exc}"]
         lost, lost_examples, unread = self._check_writes()
         return self._report(done, time.monotonic() - t0, lost, lost_examples, unread)
+
+    def _sample_rss(self, done: int) -> None:
+        self.rss_trace.append((done, _rss_mb(_pid(self.server)), _load1()))
 
     # -- the end ---------------------------------------------------------------------------------
     def _check_writes(self) -> tuple[int, list[str], int]:
@@ -453,6 +465,11 @@ class StressRun:
             "hung_patches": self.patch_hangs,
             "sync_ms": sync,
             "cycle_ms": self._cycle_costs(done, elapsed),
+            "server_rss_mb": {
+                "start": self.rss_trace[0][1] if self.rss_trace else None,
+                "end": self.rss_trace[-1][1] if self.rss_trace else None,
+                "trace": [list(t) for t in self.rss_trace],  # [cycles, rss MB, load average]
+            },
             "examples": {
                 "requests": [e for c in self.clients for e in c.tally.examples][:MAX_EXAMPLES]
                 + [e for t in self.load for e in t.examples][:MAX_EXAMPLES],
@@ -469,6 +486,27 @@ def _pid(server: Server) -> int | None:
     try:
         return server.pid()
     except Exception:  # not started, or a server without a process of ours: no schedstat then
+        return None
+
+
+def _rss_mb(pid: int | None) -> float | None:
+    """The resident set of process `pid` in MB (Linux /proc), None when it cannot be read."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _load1() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
         return None
 
 

@@ -48,7 +48,15 @@ def main() -> None:
     ap.add_argument("--allow-unsigned", action="store_true")
     ap.add_argument("--socket-mode", type=lambda s: int(s, 8), default=0o600)
     ap.add_argument("--metrics-port", type=int, default=None)
+    ap.add_argument("--max-history", type=int, default=None,
+                    help="lower the attempts kept in memory and per start in the state directory")  # fmt: skip
     args = ap.parse_args()
+    if args.max_history is not None:  # before the Agent (its keeper sizes its memory when created)
+        from livepatch.agent import state_dir
+        from livepatch.runtime import core
+
+        core.DEFAULT.max_history = args.max_history
+        state_dir.MAX_START_HISTORY = args.max_history
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s"
     )
