@@ -23,16 +23,18 @@ import threading
 
 
 class WriteLock:
-    __slots__ = ("_cv", "_held", "_kicks", "_waiting")
+    __slots__ = ("_cv", "_held", "_kickable", "_kicks", "_waiting")
 
     def __init__(self) -> None:
         self._cv = threading.Condition(threading.Lock())
         self._held = False
         self._kicks = 0  # kick() count: a waiter returns when it changes
         self._waiting = 0
+        self._kickable = 0  # waiters that could back out (acquire(kickable=True))
 
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        """Take the lock; False on timeout, when not blocking and held, or when kicked."""
+    def acquire(self, blocking: bool = True, timeout: float = -1, kickable: bool = False) -> bool:
+        """Take the lock; False on timeout, when not blocking and held, or when kicked. kickable: this
+        waiter could back out (only then is a kick worth waking everyone for)."""
         with self._cv:
             if not self._held:
                 self._held = True
@@ -41,6 +43,7 @@ class WriteLock:
                 return False
             kicks = self._kicks
             self._waiting += 1
+            self._kickable += kickable
             try:
                 self._cv.wait_for(
                     lambda: not self._held or self._kicks != kicks,
@@ -48,6 +51,7 @@ class WriteLock:
                 )
             finally:
                 self._waiting -= 1
+                self._kickable -= kickable
             if self._held:
                 return False
             self._held = True
@@ -69,8 +73,11 @@ class WriteLock:
         return self._waiting
 
     def kick(self) -> None:
-        """Wake every waiter: its acquire() returns False now unless the lock is free."""
+        """Wake every waiter: its acquire() returns False now unless the lock is free. Only when some
+        waiter could back out: the runtime calls its wake-up hooks again and again while a transition
+        is pending, and waking waiters that can only wait again (statements of transactions that
+        already began) each time would only take CPU from the transactions the patch waits for."""
         with self._cv:
-            if self._waiting:
+            if self._kickable:
                 self._kicks += 1
                 self._cv.notify_all()

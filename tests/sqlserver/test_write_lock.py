@@ -52,7 +52,7 @@ def test_a_kick_wakes_every_waiter_without_the_lock() -> None:
     done = threading.Barrier(4)
 
     def wait() -> None:
-        results.append(lock.acquire(timeout=60))
+        results.append(lock.acquire(timeout=60, kickable=True))
         done.wait(10)
 
     waiters = [threading.Thread(target=wait) for _ in range(3)]
@@ -70,6 +70,22 @@ def test_a_kick_wakes_every_waiter_without_the_lock() -> None:
         t.join(10)
     assert results == [False, False, False]
     assert lock.locked()  # still the holder's
+    lock.release()
+
+
+def test_a_kick_leaves_waiters_that_cannot_back_out_alone() -> None:
+    lock = WriteLock()
+    assert lock.acquire()
+    got: list[bool] = []
+    waiting = threading.Thread(target=lambda: got.append(lock.acquire(timeout=60)))
+    waiting.start()
+    wait_for(lambda: lock.waiting == 1, what="the waiter")
+    for _ in range(10):
+        lock.kick()
+    assert waiting.is_alive() and not got
+    lock.release()
+    waiting.join(10)
+    assert got == [True]
     lock.release()
 
 
