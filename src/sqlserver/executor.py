@@ -62,12 +62,7 @@ class Executor:
             deadline = time.monotonic() + self._lock_timeout
             blocking.wait_begin()  # the holder's COMMIT may need this thread's pool group
             try:
-                while not lock.acquire(timeout=_WAIT_SLICE, kickable=fresh):
-                    if fresh and blocking.back_out():
-                        # A patch is pending (its wake-up hook kicked the lock's waiters): holding
-                        # nothing, give the request back now rather than wait for the holder's
-                        # whole transaction (write_lock.py).
-                        raise blocking.BackOut
+                while not lock.acquire(timeout=_WAIT_SLICE):
                     if self.cancel_requested:
                         raise PgError(QUERY_CANCELED, "canceling statement due to user request")
                     if time.monotonic() >= deadline:

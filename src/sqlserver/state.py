@@ -27,7 +27,6 @@ from sqlserver.durability import WalSync
 from sqlserver.protocol.errors import UNDEFINED_TABLE, PgError
 from sqlserver.storage import open_connection, prepare_database
 from sqlserver.translate import Translator
-from sqlserver.write_lock import WriteLock
 
 if TYPE_CHECKING:
     from sqlserver.session import Session
@@ -112,7 +111,7 @@ class ServerState:
             load_passwords(config.password_file) if config.password_file else {}
         )
         self.translator = Translator(config.translation_cache_size)
-        self.write_lock = WriteLock()
+        self.write_lock = threading.Lock()
         self.wal_sync = WalSync(self.db_path + "-wal") if config.synchronous == "full" else None
         self.sequences = Sequences()
         self._lock = threading.Lock()
@@ -163,11 +162,6 @@ class ServerState:
         """A session ran DDL (or rolled it back): cached result types may be stale."""
         with self._lock:
             self.schema_generation += 1
-
-    def wake_waiters(self) -> None:
-        """A live patch is pending (a livepatch wake-up hook, runner.py): wake the statements waiting for
-        the write lock, so that those holding nothing back out now (write_lock.py)."""
-        self.write_lock.kick()
 
     def shutdown(self) -> None:
         """Close every session's connection and persist the sequence counters (idempotent)."""

@@ -108,9 +108,6 @@ class LineState:
         self.sessions.append(session)
         return session
 
-    def wake_waiters(self) -> None:
-        pass  # `work` waits on a plain lock: nothing to wake
-
     def shutdown(self) -> None:
         self.shut_down = True
 

@@ -31,13 +31,8 @@ class NetSession(Protocol):
 
 
 class SessionFactory(Protocol):
-    """Shared server state: makes sessions; `wake_waiters` from the patcher's thread; `shutdown` once,
-    after every connection is closed."""
+    """Shared server state: makes sessions; `shutdown` once, after every connection is closed."""
 
     def new_session(self, peer: str) -> NetSession: ...
-
-    def wake_waiters(self) -> None:
-        """A live patch is pending: wake statements blocked inside the session layer that could give
-        their request back (a livepatch wake-up hook; must not block)."""
 
     def shutdown(self) -> None: ...

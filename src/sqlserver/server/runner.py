@@ -97,10 +97,6 @@ class Server:
 
     def serve(self, on_ready: Callable[[], None] | None = None) -> int:
         """Serve until request_stop; returns the exit status (0)."""
-        if self.options.livepatch:
-            import livepatch
-
-            livepatch.add_wakeup_hook(self.state.wake_waiters)
         self.policy.start()
         if on_ready is not None:
             on_ready()
@@ -108,8 +104,6 @@ class Server:
             self.acceptor.serve(self.options.livepatch)
         finally:
             self.policy.stop(STOP_TIMEOUT_S)
-            if self.options.livepatch:
-                livepatch.remove_wakeup_hook(self.state.wake_waiters)
             try:
                 self.state.shutdown()
             except Exception:
