@@ -24,6 +24,17 @@ lock around every call and does the waiting; the property tests drive this class
   Without priorities (naive quiescence) neither happens: a parked thread stays parked until the end.
 - Births and activations during a GLOBAL transition must wait (`can_enter()` is False); during a LOCAL one
   they start in `newest`. A death or deactivation simply removes the thread from what the patcher waits for.
+- Birth rule (`can_be_born`): one exception, under the priority rule. While a GLOBAL transition is
+  QUIESCING with priorities, a thread may be born when a thread of LOWER priority still runs: the newborn
+  could not park yet anyway (the priority rule would refuse it), and the lower-priority thread may need it
+  -- a thread pool creates a worker exactly when every worker of a group waits for a lock whose COMMIT
+  nobody is listening for (docs/sqlserver.md, "Pool quiescence"). Making it wait for the end of the patch
+  was a deadlock until the deadline. The newborn counts as running in the old generation (nothing was
+  swapped yet) and parks like the others at its next point. It keeps the priority rule's invariant (no
+  parked thread has a lower-priority thread running: every parked thread is at or below that lower
+  thread), it is never allowed once quiescent (then nothing runs), so `quiescent()` stays true once true,
+  and never while SWAPPING. Naive quiescence and LOW births (nothing is lower) wait as before;
+  activations always wait (a cached connection thread would bring new work into the patch).
 """
 
 from __future__ import annotations
@@ -171,10 +182,27 @@ class Registry:
         """Whether a thread may be born or activated now (not during a global transition)."""
         return self.transition is None or self.transition.mode is Mode.LOCAL
 
+    def can_be_born(self, priority: Priority) -> bool:
+        """Whether a thread of `priority` may be born now: whenever it may enter, and while a global
+        transition is quiescing under the priority rule, when a lower-priority thread still runs (the
+        birth rule, see the theory of operation)."""
+        tr = self.transition
+        if tr is None or tr.mode is Mode.LOCAL:
+            return True
+        return (
+            tr.use_priorities
+            and tr.phase is Phase.QUIESCING
+            and any(
+                r.state is ThreadState.RUNNING and r.priority < priority
+                for r in self.records.values()
+            )
+        )
+
     def birth(self, ident: int, name: str, role: str, priority: Priority) -> ThreadRecord:
-        if not self.can_enter():
+        if not self.can_be_born(priority):
             raise RuntimeError(
-                "a thread cannot be born during a global transition: wait for can_enter()"
+                "a thread cannot be born during a global transition (unless a lower-priority thread"
+                " still runs, under the priority rule): wait for can_be_born()"
             )
         if ident in self.records:
             raise RuntimeError(f"thread {name} is already managed")

@@ -247,8 +247,10 @@ class ThreadSide:
     ) -> Iterator[None]:
         """Register the calling thread with the runtime for the duration of the block.
 
-        Birth on enter (waits while a global patch is being applied; starts in the newest generation),
-        death on exit, also when the block raises. May not be nested in one thread (RuntimeError).
+        Birth on enter (waits while a global patch is being applied, except under the priority rule
+        while a lower-priority thread still runs: Registry.can_be_born; starts in the newest
+        generation), death on exit, also when the block raises. May not be nested in one thread
+        (RuntimeError).
         A patch thread (the caller of apply_patch) must not be managed.
         """
         if self._record() is not None:
@@ -256,7 +258,7 @@ class ThreadSide:
         me = threading.current_thread()
         ident = threading.get_ident()
         with self._lock:
-            while not self._registry.can_enter():
+            while not self._registry.can_be_born(Priority(priority)):
                 self._wait_global()
             rec = self._registry.birth(ident, me.name, role, Priority(priority))
         self._local.record = rec
@@ -311,8 +313,11 @@ class ThreadSide:
             rec.priority = p
             return
         with self._lock:
-            if self._registry.set_priority(rec, p):
-                self._threads_cv.notify_all()  # threads unparked by the priority rule
+            lowered = p < rec.priority
+            if self._registry.set_priority(rec, p) or lowered:
+                # threads unparked by the priority rule; and a lower priority may let a waiting birth
+                # proceed (Registry.can_be_born)
+                self._threads_cv.notify_all()
             self._progress.set()
 
     def add_wakeup_hook(self, fn: Callable[[], object]) -> None:

@@ -35,9 +35,16 @@ Live patching:
     pool's counterpart of a connection thread's activate() and of MariaDB's `do_command` point, which
     is skipped inside a transaction. Without it a steady load never lets the executing workers drain
     (new transactions keep arriving), and with executing workers parked instead the statements of
-    open transactions found no free thread (a thread born during a global patch waits for its end):
-    both made global patches under pgbench -c 10 abort at their deadline. Statements of open
-    transactions still run, so every lock is released and everyone parks;
+    open transactions found no free thread: both made global patches under pgbench -c 10 abort at
+    their deadline. Statements of open transactions still run, so every lock is released and
+    everyone parks;
+  * births (the runtime's birth rule, registry.py): a worker created while a global patch is
+    quiescing is born at once while some executing (LOW) worker still runs -- it is born MEDIUM, so it
+    could not park yet anyway -- and becomes the group's listener. That is exactly when the pool
+    creates one: every worker of the group waits for the write lock and nobody listens for the COMMIT
+    that frees it. Before the rule the new thread waited for the end of the patch and the COMMIT sat
+    unread until the deadline (figure 6's deadlocks, docs/results-sql.md). Under naive quiescence
+    births still wait;
   * likewise a request that would start a transaction (its first write, which queues on the write
     lock) while a patch is pending backs out before taking anything (sqlserver/blocking.py) and is
     deferred the same way: the patch then waits only for transactions that already hold something;
@@ -465,7 +472,8 @@ class ThreadPool:
                 # This thread is about to execute and the group has no listener until it returns.
                 # Keep one spare waiting so the stall check can make it the listener if the request
                 # blocks (e.g. on a lock whose COMMIT is still in this group's poll set). Created now,
-                # outside any patch, because a thread born during a global patch waits for its end.
+                # ahead of need: a thread is slow to start on a loaded machine (and, under naive
+                # quiescence, one born during a global patch waits for its end).
                 if (
                     group.waiting == 0
                     and group.starting == 0
