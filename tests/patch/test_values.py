@@ -5,6 +5,8 @@ swap_out. The refusals (in the differ, and at staging against the live objects) 
 
 from __future__ import annotations
 
+import functools
+import gc
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -804,12 +806,8 @@ def test_a_module_level_name_changing_kind_is_refused_when_something_held_the_ol
     live = _load(v1, tmp_path, "module_kind_change")
     try:
         spec = patch_from_sources({live.__name__: (v1, v2)})
-        table = {"hmset": live.hmset_command}  # built at run time: holds the old object
         with pytest.raises(PatchRefused, match="also held by a dict"):
-            stage(spec)
-        del table
-        import functools
-
+            _stage_while_a_table_holds(spec, live.hmset_command)
         bound = functools.partial(live.WSGIServer, "app")
         with pytest.raises(PatchRefused, match=r"WSGIServer.*also held by a partial object"):
             stage(spec)
@@ -819,7 +817,7 @@ def test_a_module_level_name_changing_kind_is_refused_when_something_held_the_ol
         setattr(other, "hmset_command", live.hmset_command)  # noqa: B010
         sys.modules["elsewhere"] = other
         try:
-            with pytest.raises(PatchRefused, match=r"also held by elsewhere\.hmset_command"):
+            with pytest.raises(PatchRefused, match=r"also held by elsewhere\.hmset_command, which"):
                 stage(spec)
         finally:
             del sys.modules["elsewhere"]
@@ -828,6 +826,41 @@ def test_a_module_level_name_changing_kind_is_refused_when_something_held_the_ol
         with pytest.raises(PatchRefused, match="not the old function"):
             stage(spec)
     finally:
+        forget(live)
+
+
+def _stage_while_a_table_holds(spec: Any, held: object) -> None:
+    """Stage while a table built at run time holds the old object. The table lives in this frame, which the
+    refusal's traceback keeps in a cycle with the stager's bind operations: garbage that the later stagings
+    must not count as a holder (CI once listed it as one)."""
+    table = {"hmset": held}
+    assert table
+    stage(spec)
+
+
+def test_garbage_left_by_an_earlier_refusal_is_not_counted_as_a_holder(tmp_path: Path) -> None:
+    """A refused staging leaves cyclic garbage (its traceback, the stager's frames, their bind operations)
+    that still refers to the live objects until the collector runs; the next staging must not read it as a
+    table holding the old object. The collector is off here so the garbage is certainly there."""
+    v1, v2 = _source("module_kind_change", "v1"), _source("module_kind_change", "v2")
+    live = _load(v1, tmp_path, "module_kind_change")
+    gc.disable()
+    try:
+        spec = patch_from_sources({live.__name__: (v1, v2)})
+        bound = functools.partial(live.WSGIServer, "app")
+        with pytest.raises(PatchRefused, match=r"WSGIServer.*also held by a partial object"):
+            stage(spec)
+        del bound
+        other = ModuleType("elsewhere")
+        setattr(other, "hmset_command", live.hmset_command)  # noqa: B010
+        sys.modules["elsewhere"] = other
+        try:
+            with pytest.raises(PatchRefused, match=r"also held by elsewhere\.hmset_command, which"):
+                stage(spec)
+        finally:
+            del sys.modules["elsewhere"]
+    finally:
+        gc.enable()
         forget(live)
 
 

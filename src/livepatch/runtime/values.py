@@ -145,9 +145,28 @@ def heap_holders(
     """What in the heap refers to `live`, the object `module.name` is bound to, other than module
     namespaces binding it under another name (or under `name` in `module` itself or in a copy the patch
     follows: `followed` (module, name) pairs), the calling thread's frames, and the containers
-    reachable from `keep` (the stager's own state). At most a few, described."""
+    reachable from `keep` (the stager's own state). At most a few, described.
+
+    Garbage counts as a holder until the collector frees it, and an earlier refused staging leaves some (its
+    exception's traceback keeps the frames and their bind operations, which hold the live objects, in a
+    cycle). So a holder found is confirmed after one full collection: the cost falls on a patch about to be
+    refused, never on one that stages cleanly."""
     if isinstance(live, _SCALARS):
         return []
+    found = _heap_holders(module, live, name, followed, keep)
+    if found:
+        gc.collect()
+        found = _heap_holders(module, live, name, followed, keep)
+    return found
+
+
+def _heap_holders(
+    module: ModuleType,
+    live: Any,
+    name: str,
+    followed: Collection[tuple[str, str]],
+    keep: Iterable[Any],
+) -> list[str]:
     own = _reachable_containers(keep)
     frame: FrameType | None = sys._getframe()
     while frame is not None:
