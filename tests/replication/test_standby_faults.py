@@ -157,3 +157,25 @@ def _run_through_proxy(pair: tuple[int, Node, Node], fault: str) -> None:
 @pytest.mark.parametrize("fault", ["delay", "drop", "half-open"])
 def test_link_faults_lose_no_acknowledged_write(pair: tuple[int, Node, Node], fault: str) -> None:
     _run_through_proxy(pair, fault)
+
+
+def test_a_fresh_standby_waits_out_a_pause_of_its_primary_during_the_full_sync(
+    pair: tuple[int, Node, Node],
+) -> None:
+    """A standby that never synchronised cannot take over: a primary paused longer than
+    --failover-after-ms in the middle of the first full sync must not make it drop the link and so
+    restart the sync (on a loaded machine the restarts never ended: the 100-kill bench stalled)."""
+    port, a, b = pair
+    a.start_primary(port, b)  # no standby yet: it connects with backoff
+    with redis.Redis(port=port, socket_timeout=120) as c:
+        c.execute_command("DEBUG", "POPULATE", 300_000)
+    b.start_standby(port, a)
+    b.wait_status(lambda s: s.get("state") == "syncing", 60, "syncing")
+    a.signal(signal.SIGSTOP)
+    try:
+        time.sleep(1.0)  # the fault: the primary silent for 1 s, over 3 x --failover-after-ms
+    finally:
+        a.signal(signal.SIGCONT)
+    a.wait_protected(120)
+    status = b.status()
+    assert status["connections"] == 1 and status["full_syncs"] == 1, status
