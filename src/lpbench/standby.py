@@ -145,17 +145,31 @@ class KvPair:
         return {"t_ns": t, "up_ns": up, "resynced_ns": time.monotonic_ns()}
 
     def switchover(self) -> dict[str, Any]:
+        from livepatch.replication import StatusUnavailable, query
+
+        new = 1 - self.primary
         t = time.monotonic_ns()
-        done = subprocess.run(
+        # The command returns once the old primary follows the new one (seconds: a full sync);
+        # the window ends when the new primary answers, watched meanwhile.
+        command = subprocess.Popen(
             [sys.executable, "-m", "livepatch.cli", "switchover", "--socket",
              self.status_socket(self.primary)],
-            capture_output=True, text=True, timeout=120,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        if done.returncode:
-            raise RuntimeError(f"livepatch switchover failed: {done.stderr.strip()}")
-        returned = time.monotonic_ns()
+        deadline = time.monotonic() + SERVE_TIMEOUT_S
+        while time.monotonic() < deadline and command.poll() is None:
+            try:
+                if query(self.status_socket(new), timeout=5.0).get("role") == "primary":
+                    break
+            except StatusUnavailable:
+                pass
+            time.sleep(0.002)
         up = self.wait_serving()
-        self.primary = 1 - self.primary
+        _, err = command.communicate(timeout=120)
+        if command.returncode:
+            raise RuntimeError(f"livepatch switchover failed: {err.strip()}")
+        returned = time.monotonic_ns()
+        self.primary = new
         self.wait_synchronised()
         return {"t_ns": t, "up_ns": up, "command_ns": returned, "resynced_ns": time.monotonic_ns()}
 
