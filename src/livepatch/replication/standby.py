@@ -18,10 +18,12 @@ whole epochs only.
   then ACK(e) after applying each epoch e. Frames that acknowledge nothing (chunks, epochs during a
   sync) are answered ACK(0): the primary hears the standby is alive.
 * The primary is declared gone when its connection closes, or when it has been silent for
-  `failover_after_ms` (the primary sends a frame at least every 50 ms). A standby that never
-  completed a full sync cannot take over, so for it silence only means a slow link: it waits
-  UNSYNCED_SILENCE_S (dropping the link would restart the full sync, which on a loaded machine then
-  never finished: the 100-kill benchmark stalled so, docs/performance.md session 7). Then, if a takeover address is given and a sync
+  `failover_after_ms` (the primary sends a frame at least every 50 ms). During a full sync, and
+  before one ever completed (such a standby cannot take over), it waits SYNC_SILENCE_S instead:
+  dropping the link restarts the full sync, which on a loaded machine then never finished (the
+  100-kill benchmark stalled so twice at load 40-60, docs/performance.md session 7). A primary that
+  dies mid-sync closes the link at once; only a hung one is noticed later (on one machine it keeps
+  the address anyway; with etcd the lease decides), as the primary waits 5 x longer too. Then, if a takeover address is given and a sync
   ever completed, the standby binds that address, retrying every TAKEOVER_RETRY_S while no new
   connection comes. On one machine the address is the lock: it cannot be bound while the primary's
   process lives (even stopped), so a primary that is only cut off or paused is never doubled (no
@@ -53,7 +55,7 @@ log = logging.getLogger("livepatch.replication")
 TAKEOVER_RETRY_S = 0.02
 POLL_S = 0.02
 ACK_SEND_TIMEOUT_S = 1.0
-UNSYNCED_SILENCE_S = 10.0  # silence before a never-synchronised standby drops its link (above)
+SYNC_SILENCE_S = 10.0  # silence tolerated during a full sync and before the first one (above)
 
 
 @dataclass
@@ -157,8 +159,8 @@ class Standby:
                     self._receive()
                 now = time.monotonic()
                 silence_s = self.options.failover_after_ms / 1000.0
-                if not self.synced_ever:
-                    silence_s = max(silence_s, UNSYNCED_SILENCE_S)
+                if self._syncing or not self.synced_ever:
+                    silence_s = max(silence_s, SYNC_SILENCE_S)
                 if self._conn is not None and now - self._last_frame > silence_s:
                     log.warning(
                         "replication: the primary has been silent for %.0f ms: declaring it gone",
