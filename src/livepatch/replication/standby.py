@@ -11,7 +11,9 @@ whole epochs only.
   cannot is answered DENIED and dropped. A primary whose term is older than the newest this standby
   has seen is answered FENCED (another primary took over since) and dropped; otherwise WELCOME.
   A newer connection replaces an older one (the primary reconnected).
-* Every connection begins with a full sync: SNAPSHOT_BEGIN(S), chunks and epochs in the order the
+* Every connection begins with a full sync (one exception: after a switchover, the old primary,
+  drained cleanly, holds exactly the state the new one took over with; it accepts the new primary's
+  HELLO offering that epoch (StandbyOptions.resume) and gets only the epochs since, numbered from 1): SNAPSHOT_BEGIN(S), chunks and epochs in the order the
   primary produced them, SNAPSHOT_END. The server builds the new state beside the current one and
   swaps it in at the end; a sync cut short leaves the previous state, which is what the primary's
   acknowledged replies rely on. Only then does this connection acknowledge: ACK(max(S-1, last epoch)),
@@ -63,6 +65,10 @@ class StandbyOptions:
     failover_after_ms: float = 300.0
     takeover: tuple[str, int] | None = None  # the primary's service address; None: never take over
     term: int = 0
+    # The old primary of a switchover, drained cleanly: (its term, its last epoch), which the
+    # standby that took over holds too. A primary of the next term offering that epoch in HELLO
+    # (PrimaryOptions.resume_after) is accepted without a full sync, once.
+    resume: tuple[int, int] | None = None
     # Asked before each attempt to bind the takeover address: False -> not now (e.g. the etcd leader
     # key is still held: the primary lives, only this standby cannot reach it). None: always yes.
     may_take_over: Callable[[], bool] | None = None
@@ -100,6 +106,7 @@ class Standby:
         self._decompressor = zstandard.ZstdDecompressor()
         self._welcomed = False
         self._authenticating: tuple[int, bytes, bytes] | None = None  # (HELLO's term, Np, Ns)
+        self._resume_epoch = 0
         self._syncing = False
         self._synced_conn = False  # this connection's full sync completed: it may acknowledge
         self._sync_base = 0
@@ -198,6 +205,7 @@ class Standby:
         self._decoder = wire.FrameDecoder()
         self._welcomed = False
         self._authenticating = None
+        self._resume_epoch = 0  # HELLO's resume offer, when this standby accepts it (else 0)
         self._syncing = False
         self._synced_conn = False
         self._last_frame = time.monotonic()
@@ -319,6 +327,9 @@ class Standby:
         if self._authenticating is None:
             if frame.kind != Kind.HELLO:
                 raise ProtocolViolation(f"expected HELLO, got {frame.kind.name}")
+            resume = self.options.resume
+            if frame.epoch and resume is not None and resume == (frame.term - 1, frame.epoch):
+                self._resume_epoch = frame.epoch  # applied once admitted (after AUTH, if any)
             if secret is None:
                 if frame.payload:
                     return self._deny(
@@ -334,7 +345,7 @@ class Standby:
             mine = auth.nonce()
             self._authenticating = (frame.term, frame.payload, mine)
             welcome = mine + auth.proof(secret, b"standby", frame.payload, mine)
-            self._send(Frame(Kind.WELCOME, 0, self.term, welcome))
+            self._send(Frame(Kind.WELCOME, self._resume_epoch, self.term, welcome))
             return self._conn is not None
         term, theirs, mine = self._authenticating
         assert secret is not None
@@ -360,8 +371,19 @@ class Standby:
             return False
         self.term = term
         self._welcomed = True
+        resumed = self._resume_epoch
         if not welcomed:
-            self._send(Frame(Kind.WELCOME, 0, self.term))
+            self._send(Frame(Kind.WELCOME, resumed, self.term))
+        if resumed and self._conn is not None:
+            # This state is the new primary's at its takeover: its epochs since then follow.
+            self.options.resume = None
+            self._synced_conn = True
+            self.synced_ever = True
+            self.state = "streaming"
+            self.last_epoch = self.acked_epoch = 0
+            log.info(
+                "replication: resumed after epoch %d of term %d: no full sync", resumed, term - 1
+            )
         return self._conn is not None
 
     def _deny(self, why: str) -> bool:
