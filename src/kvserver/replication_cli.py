@@ -244,6 +244,9 @@ class ReplicationRole:
         self._keeper: Any = None
         self._loop: Any = None
         self.switching = False  # a switchover stopped the loop: become the standby next
+        # No full sync after a switchover (PrimaryOptions.resume_after, StandbyOptions.resume):
+        self._resume: tuple[int, int] | None = None  # old primary: (its term, its drained epoch)
+        self._resume_offer = 0  # the standby that took over: the last epoch it held
 
     def _etcd_lease(self, service: tuple[str, int]) -> Any:
         if self._lease is None and self.rc.etcd_url is not None:
@@ -279,7 +282,9 @@ class ReplicationRole:
             takeover=self.rc.takeover,
             secret=self.rc.secret,
             term=self.term,
+            resume=self._resume,
         )
+        self._resume = None
         if self.rc.takeover is not None and self.rc.etcd_url is not None:
             options.may_take_over = self._etcd_lease(self.rc.takeover).try_acquire
         try:
@@ -303,6 +308,8 @@ class ReplicationRole:
             for s, handler in previous.items():
                 signal.signal(s, handler)
         self.term = standby.term
+        if listener is not None:
+            self._resume_offer = standby.acked_epoch
         return listener
 
     def start_primary(self, loop: Any) -> None:
@@ -313,9 +320,9 @@ class ReplicationRole:
         from kvserver.replication_support import install_primary
 
         self._loop = loop
-        self.primary = install_primary(
-            loop, self.rc.replicate_to, primary_options(self.rc), self.term
-        )
+        options = primary_options(self.rc)
+        options.resume_after, self._resume_offer = self._resume_offer, 0
+        self.primary = install_primary(loop, self.rc.replicate_to, options, self.term)
         self.start_status(self.primary.status)
         if self._status_server is not None:
             self._status_server.actions["switchover"] = self._request_switchover
@@ -376,6 +383,8 @@ class ReplicationRole:
         from kvserver.dirty import untrack
 
         config = server.config
+        drained = self.primary.drained_epoch if self.primary is not None else 0
+        self._resume = (self.term, drained) if drained else None
         untrack(server.databases)
         self.rc.standby = True
         self.rc.takeover = (config.host, config.port)

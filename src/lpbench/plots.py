@@ -36,6 +36,8 @@ COLORS = {
     "live-local": "tab:green",
     "restart": "tab:red",
     "fork": "tab:purple",
+    "failover": "tab:brown",
+    "switchover": "tab:cyan",
 }
 
 STATE_LABELS = {

@@ -122,7 +122,9 @@ def run_once(
     out_dir.mkdir(parents=True, exist_ok=True)
     data = Path(tempfile.mkdtemp(prefix="lpb-"))
     port = free_port()
-    server = (server_factory or (lambda p, d: make_server(cfg.server, p, d)))(port, data)
+    # A method with its own kind of server (the hot standby's pair) brings its factory.
+    factory = server_factory or getattr(update, "server_factory", None)
+    server = (factory or (lambda p, d: make_server(cfg.server, p, d)))(port, data)
     configure = getattr(
         server, "configure", None
     )  # servers with settings beyond port and directory

@@ -15,7 +15,8 @@ the 2nd, 4th, ...), so every update is a real code change and the server ends wh
 several patches (the patch-size sweep) the k-th apply uses patch k mod n.
 
 Registering another method (validated update, failover) means adding a class with `name`, `needs_live`
-and `trigger(server, index)` to METHODS below.
+and `trigger(server, index)` to METHODS below; a method that needs its own kind of server (the hot
+standby's pair, lpbench.standby) also has `server_factory(port, data_dir)`.
 
 Concurrency: triggers run on the harness's main thread, one at a time.
 """
@@ -34,7 +35,11 @@ from lpbench.servers import Server
 # An update record's outcome: a patch's (lifecycle.Outcome) or one of the harness's own.
 RESTARTED = "restarted"  # the restart method
 NO_UPDATE = "none"  # the baseline method
-UPDATE_OK: frozenset[str] = frozenset({Outcome.APPLIED, Outcome.REVERTED, RESTARTED, NO_UPDATE})
+FAILED_OVER = "failed-over"  # lpbench.standby: the standby serves after a kill -9 of the primary
+SWITCHED_OVER = "switched-over"  # lpbench.standby: `livepatch switchover` done
+UPDATE_OK: frozenset[str] = frozenset(
+    {Outcome.APPLIED, Outcome.REVERTED, RESTARTED, NO_UPDATE, FAILED_OVER, SWITCHED_OVER}
+)
 
 
 class UpdateMethod(Protocol):
@@ -136,7 +141,17 @@ METHODS: dict[str, Callable[[list[BuiltPatch]], UpdateMethod]] = {
     "live-global": lambda patches: LiveUpdate("global", patches),
     "live-local": lambda patches: LiveUpdate("local", patches),
     "restart": lambda patches: Restart(),
+    "failover": lambda patches: _standby_method("failover"),
+    "switchover": lambda patches: _standby_method("switchover"),
 }
+
+
+def _standby_method(name: str) -> UpdateMethod:
+    """A hot-standby method (lpbench.standby): it runs against a primary and standby pair, which
+    its `server_factory` makes in place of the run's server."""
+    from lpbench import standby
+
+    return standby.Failover() if name == "failover" else standby.Switchover()
 
 
 def make_update(name: str, patches: list[BuiltPatch]) -> UpdateMethod:

@@ -173,3 +173,37 @@ def test_a_leader_cut_off_from_etcd_stops_acknowledging_and_steps_down(
         assert stepped_down < 0.6 * float(TTL) + 3.0
     finally:
         proxy.close()
+
+
+def test_switchover_hands_the_etcd_key_to_the_new_primary(
+    etcd: str, pair: tuple[int, Node, Node]
+) -> None:
+    """`livepatch switchover` with --etcd: the old primary gives the key up, the new one takes it
+    (and renews it), nothing acknowledged is lost; then back again."""
+    port, a, b = pair
+    args = ("--etcd", etcd, "--etcd-ttl-s", TTL)
+    b.start_standby(port, a, *args)
+    a.start_primary(port, b, "--replication-listen", f"127.0.0.1:{a.repl_port}", *args)
+    a.wait_protected()
+    assert f":{a.pid}:" in (_leader(etcd) or "")
+    writer = Writer(port, retrying=True)
+    writer.start()
+    try:
+        for old, new in ((a, b), (b, a)):
+            time.sleep(0.3)
+            done = subprocess.run(
+                [sys.executable, "-m", "livepatch.cli", "switchover", "--socket",
+                 old.status_socket, "--timeout-s", "60"],
+                capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            new.wait_protected()
+            assert f":{new.pid}:" in (_leader(etcd) or "")
+            # The new leader keeps its lease alive past a TTL (its keeper renews it).
+            time.sleep(float(TTL) * 1.5)
+            assert f":{new.pid}:" in (_leader(etcd) or "")
+            assert new.status()["role"] == "primary" and old.status()["role"] == "standby"
+    finally:
+        writer.stop()
+    assert writer.errors == 0
+    assert check(port, writer) == []

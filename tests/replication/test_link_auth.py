@@ -39,6 +39,37 @@ def test_the_same_secret_replicates(pair: tuple[int, Node, Node], tmp_path: Path
         assert c.get("k") == b"v"
 
 
+def test_a_switchover_with_the_secret_resumes_without_a_full_sync(
+    pair: tuple[int, Node, Node], tmp_path: Path
+) -> None:
+    """The resume offer (switchover, no full sync) goes through the authenticated handshake too:
+    the standby's WELCOME answers it before the primary's proof, and it applies it once proven."""
+    port, a, b = pair
+    secret = _secret(tmp_path, "s", "correct horse battery staple")
+    b.start_standby(port, a, "--replication-secret-file", secret)
+    a.start_primary(
+        port, b, "--replication-secret-file", secret,
+        "--replication-listen", f"127.0.0.1:{a.repl_port}",
+    )  # fmt: skip
+    a.wait_protected()
+    with redis.Redis(port=port) as c:
+        assert c.set("before", "1")
+    done = subprocess.run(
+        [sys.executable, "-m", "livepatch.cli", "switchover", "--socket", a.status_socket],
+        capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    new = b.wait_protected()
+    assert new["full_syncs"] == 0 and a.status()["full_syncs"] == 0
+    with redis.Redis(port=port) as c:
+        assert c.get("before") == b"1"
+        assert c.set("after", "2")  # acknowledged once a holds it (commit protection)
+    b.kill()
+    wait_serving(port, 30)
+    with redis.Redis(port=port) as c:
+        assert c.get("before") == b"1" and c.get("after") == b"2"
+
+
 @pytest.mark.parametrize(
     ("primary_secret", "standby_secret", "why"),
     [

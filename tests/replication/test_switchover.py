@@ -91,11 +91,14 @@ def test_switchover_and_back_loses_nothing_and_no_client_sees_an_error(
         assert a.status()["role"] == "standby"
         new = b.wait_protected()  # b serves, a follows it
         assert new["term"] == 2
+        # a drained cleanly, so it holds b's state at the takeover: no full sync, epochs only
+        assert new["full_syncs"] == 0 and a.status()["full_syncs"] == 0
         _wait_more_acks(writers, MORE_ACKS)
         back = _switchover(b)
         assert back.returncode == 0, back.stderr
         assert "switchover done" in back.stdout
-        assert a.wait_protected()["term"] == 3
+        again = a.wait_protected()
+        assert again["term"] == 3 and again["full_syncs"] == 0
         _wait_more_acks(writers, MORE_ACKS)
     finally:
         for w in writers:

@@ -70,6 +70,7 @@ CHECK_S = 0.01  # how often the standby timeouts are looked at
 LINK_SILENCE_FACTOR = 2  # the link is dropped after this many --standby-timeout-ms of silence
 LINK_SILENCE_MIN_S = 2.0  # ... and never sooner than this
 HEARTBEAT_S = 0.05  # a frame at least this often, so silence means trouble even with long epochs
+RESUME_WINDOW_S = 10.0  # how long a new primary keeps its resume offer open (see PrimaryOptions)
 
 LossPolicy = Literal["degrade", "hold"]
 
@@ -84,6 +85,11 @@ class PrimaryOptions:
     chunk_bytes: int = 256 << 10
     compression_level: int = 1
     secret: bytes | None = None  # --replication-secret-file: mutual proof at connection (auth.py)
+    # A switchover's new primary: the last epoch of the previous term it held when it took over.
+    # Offered in HELLO; a standby whose state is that epoch's (the old primary, drained cleanly)
+    # accepts, and only the epochs since the takeover are shipped: no full sync. Until the first
+    # link (at most RESUME_WINDOW_S) no epoch is captured, so the first one holds every change.
+    resume_after: int = 0
 
 
 class Primary:
@@ -115,6 +121,12 @@ class Primary:
         self._syncing = False
         self._sync_started_epoch = 0
         self._captured: collections.deque[tuple[int, float]] = collections.deque()  # unacked
+        self._resume_until = (
+            time.monotonic() + RESUME_WINDOW_S if self.options.resume_after else 0.0
+        )
+        self._resumed_gen = 0  # the connection the standby accepted the resume offer on
+        self.resume_accepted = False  # sender thread: the last handshake's answer to the offer
+        self.drained_epoch = 0  # drain(): the last epoch, when the standby acknowledged it
         self._warned_unprotected = False
         # shared (under _cv)
         self._cv = threading.Condition()
@@ -224,7 +236,10 @@ class Primary:
         if not link_gen:
             self._syncing = False  # the sync's connection is gone: the next one starts afresh
         elif link_gen != self._synced_gen:
-            self._begin_sync(link_gen)
+            if link_gen == self._resumed_gen and self.protection.epoch == 1:
+                self._resume(link_gen)  # nothing captured yet: the first epoch holds everything
+            else:
+                self._begin_sync(link_gen)
         if self._syncing:
             self._produce_chunks(link_gen)
         if now >= self._next_epoch_at or self._waiting_for_current_epoch(link_gen):
@@ -291,6 +306,18 @@ class Primary:
         self._enqueue(gen, Frame(Kind.SNAPSHOT_BEGIN, self.protection.epoch, self.term))
         log.info("replication: full sync to %s:%d started", *self.target)
 
+    def _resume(self, gen: int) -> None:
+        self._synced_gen = gen
+        self._syncing = False
+        self._resume_until = 0.0
+        self.state = "streaming"
+        log.info(
+            "replication: the standby at %s:%d holds epoch %d of the previous term: streaming "
+            "without a full sync",
+            *self.target,
+            self.options.resume_after,
+        )
+
     def _produce_chunks(self, gen: int) -> None:
         budget = CHUNK_TICK_BYTES
         while budget > 0 and self._queue_bytes < SYNC_QUEUE_BYTES:
@@ -311,6 +338,11 @@ class Primary:
 
     def _capture(self, gen: int, now: float) -> None:
         p = self.protection
+        if not gen and self._resume_until:
+            if now < self._resume_until:
+                self._next_epoch_at = now + self._epoch_s
+                return  # the changes wait for the resumed link's first epoch
+            self._resume_until = 0.0  # too late: the first link gets a full sync
         payload = self.server.capture_epoch()
         epoch = p.epoch
         p.epoch += 1
@@ -398,6 +430,7 @@ class Primary:
                 return f"the link to the standby failed: {exc}"
             if readable:
                 self._on_readable(gen)
+        self.drained_epoch = target
         return ""
 
     def fence(self) -> None:
@@ -570,6 +603,10 @@ class Primary:
                 self._queue_bytes = 0
                 self._last_heard = time.monotonic()
                 self._link_gen = gen
+                if self.resume_accepted:
+                    self._resumed_gen = gen
+                else:
+                    self._resume_until = 0.0  # the first link decides: a full sync
             # The loop reads acknowledgements from now on (and starts the full sync: this wakes it).
             self.server.call_soon_threadsafe(partial(self._attach, sock, gen))
             self._send_loop(sock, gen, compressor)
@@ -588,9 +625,11 @@ class Primary:
             return None
         secret = self.options.secret
         mine = auth.nonce() if secret is not None else b""
+        offer = self.options.resume_after if self._resume_until else 0
+        self.resume_accepted = False
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.sendall(wire.encode(Frame(Kind.HELLO, 0, self.term, mine)))
+            sock.sendall(wire.encode(Frame(Kind.HELLO, offer, self.term, mine)))
             decoder = wire.FrameDecoder()
             deadline = time.monotonic() + HANDSHAKE_TIMEOUT_S
             while True:
@@ -631,6 +670,7 @@ class Primary:
                 sock.sendall(wire.encode(Frame(Kind.AUTH, 0, self.term, proof)))
             sock.settimeout(None)
             self._refusal = ""
+            self.resume_accepted = bool(offer) and answer.epoch == offer
             log.info("replication: connected to the standby at %s:%d", *self.target)
             return sock
         except (OSError, wire.WireError) as exc:

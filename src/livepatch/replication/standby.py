@@ -11,14 +11,21 @@ whole epochs only.
   cannot is answered DENIED and dropped. A primary whose term is older than the newest this standby
   has seen is answered FENCED (another primary took over since) and dropped; otherwise WELCOME.
   A newer connection replaces an older one (the primary reconnected).
-* Every connection begins with a full sync: SNAPSHOT_BEGIN(S), chunks and epochs in the order the
+* Every connection begins with a full sync (one exception: after a switchover, the old primary,
+  drained cleanly, holds exactly the state the new one took over with; it accepts the new primary's
+  HELLO offering that epoch (StandbyOptions.resume) and gets only the epochs since, numbered from 1): SNAPSHOT_BEGIN(S), chunks and epochs in the order the
   primary produced them, SNAPSHOT_END. The server builds the new state beside the current one and
   swaps it in at the end; a sync cut short leaves the previous state, which is what the primary's
   acknowledged replies rely on. Only then does this connection acknowledge: ACK(max(S-1, last epoch)),
   then ACK(e) after applying each epoch e. Frames that acknowledge nothing (chunks, epochs during a
   sync) are answered ACK(0): the primary hears the standby is alive.
 * The primary is declared gone when its connection closes, or when it has been silent for
-  `failover_after_ms` (the primary sends a frame at least every 50 ms). Then, if a takeover address is given and a sync
+  `failover_after_ms` (the primary sends a frame at least every 50 ms). During a full sync, and
+  before one ever completed (such a standby cannot take over), it waits SYNC_SILENCE_S instead:
+  dropping the link restarts the full sync, which on a loaded machine then never finished (the
+  100-kill benchmark stalled so twice at load 40-60, docs/performance.md session 7). A primary that
+  dies mid-sync closes the link at once; only a hung one is noticed later (on one machine it keeps
+  the address anyway; with etcd the lease decides), as the primary waits 5 x longer too. Then, if a takeover address is given and a sync
   ever completed, the standby binds that address, retrying every TAKEOVER_RETRY_S while no new
   connection comes. On one machine the address is the lock: it cannot be bound while the primary's
   process lives (even stopped), so a primary that is only cut off or paused is never doubled (no
@@ -50,6 +57,7 @@ log = logging.getLogger("livepatch.replication")
 TAKEOVER_RETRY_S = 0.02
 POLL_S = 0.02
 ACK_SEND_TIMEOUT_S = 1.0
+SYNC_SILENCE_S = 10.0  # silence tolerated during a full sync and before the first one (above)
 
 
 @dataclass
@@ -57,6 +65,10 @@ class StandbyOptions:
     failover_after_ms: float = 300.0
     takeover: tuple[str, int] | None = None  # the primary's service address; None: never take over
     term: int = 0
+    # The old primary of a switchover, drained cleanly: (its term, its last epoch), which the
+    # standby that took over holds too. A primary of the next term offering that epoch in HELLO
+    # (PrimaryOptions.resume_after) is accepted without a full sync, once.
+    resume: tuple[int, int] | None = None
     # Asked before each attempt to bind the takeover address: False -> not now (e.g. the etcd leader
     # key is still held: the primary lives, only this standby cannot reach it). None: always yes.
     may_take_over: Callable[[], bool] | None = None
@@ -94,6 +106,7 @@ class Standby:
         self._decompressor = zstandard.ZstdDecompressor()
         self._welcomed = False
         self._authenticating: tuple[int, bytes, bytes] | None = None  # (HELLO's term, Np, Ns)
+        self._resume_epoch = 0
         self._syncing = False
         self._synced_conn = False  # this connection's full sync completed: it may acknowledge
         self._sync_base = 0
@@ -152,13 +165,13 @@ class Standby:
                 if self._conn is not None and self._conn in ready:
                     self._receive()
                 now = time.monotonic()
-                if (
-                    self._conn is not None
-                    and now - self._last_frame > self.options.failover_after_ms / 1000.0
-                ):
+                silence_s = self.options.failover_after_ms / 1000.0
+                if self._syncing or not self.synced_ever:
+                    silence_s = max(silence_s, SYNC_SILENCE_S)
+                if self._conn is not None and now - self._last_frame > silence_s:
                     log.warning(
                         "replication: the primary has been silent for %.0f ms: declaring it gone",
-                        self.options.failover_after_ms,
+                        silence_s * 1000,
                     )
                     self._lose_connection("silent")
                 if (
@@ -192,6 +205,7 @@ class Standby:
         self._decoder = wire.FrameDecoder()
         self._welcomed = False
         self._authenticating = None
+        self._resume_epoch = 0  # HELLO's resume offer, when this standby accepts it (else 0)
         self._syncing = False
         self._synced_conn = False
         self._last_frame = time.monotonic()
@@ -313,6 +327,9 @@ class Standby:
         if self._authenticating is None:
             if frame.kind != Kind.HELLO:
                 raise ProtocolViolation(f"expected HELLO, got {frame.kind.name}")
+            resume = self.options.resume
+            if frame.epoch and resume is not None and resume == (frame.term - 1, frame.epoch):
+                self._resume_epoch = frame.epoch  # applied once admitted (after AUTH, if any)
             if secret is None:
                 if frame.payload:
                     return self._deny(
@@ -328,7 +345,7 @@ class Standby:
             mine = auth.nonce()
             self._authenticating = (frame.term, frame.payload, mine)
             welcome = mine + auth.proof(secret, b"standby", frame.payload, mine)
-            self._send(Frame(Kind.WELCOME, 0, self.term, welcome))
+            self._send(Frame(Kind.WELCOME, self._resume_epoch, self.term, welcome))
             return self._conn is not None
         term, theirs, mine = self._authenticating
         assert secret is not None
@@ -354,8 +371,19 @@ class Standby:
             return False
         self.term = term
         self._welcomed = True
+        resumed = self._resume_epoch
         if not welcomed:
-            self._send(Frame(Kind.WELCOME, 0, self.term))
+            self._send(Frame(Kind.WELCOME, resumed, self.term))
+        if resumed and self._conn is not None:
+            # This state is the new primary's at its takeover: its epochs since then follow.
+            self.options.resume = None
+            self._synced_conn = True
+            self.synced_ever = True
+            self.state = "streaming"
+            self.last_epoch = self.acked_epoch = 0
+            log.info(
+                "replication: resumed after epoch %d of term %d: no full sync", resumed, term - 1
+            )
         return self._conn is not None
 
     def _deny(self, why: str) -> bool:
