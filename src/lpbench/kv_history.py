@@ -42,11 +42,29 @@ PACKAGE = "kvserver"
 OPTIONS = ("--livepatch-socket", "--trusted-key", "--allow-unsigned", "--dir")
 TRIAL_KEY = b"lpbench:history-trial"
 
-# Chosen by `bench/history_patches.py choose --server kv` (the rule: lpbench.history; the table and the
-# command: docs/results.md "Patches #1-#5").
-CHOSEN: tuple[HistoryCommit, ...] = ()
-# Figures 1-3's patch (`livepatch bench --commit figures`): see FIGURES's comment where it is set.
-FIGURES: HistoryCommit | None = None
+# Chosen by `bench/history_patches.py choose --server kv --jobs 3` on 2026-12-03 06:33-07:08 UTC over main
+# at a0ae97e (102 commits change src/kvserver; 39 applied on their parent's server; the rule:
+# lpbench.history; the table: docs/results.md "Patches #1-#5").
+CHOSEN: tuple[HistoryCommit, ...] = (
+    HistoryCommit("820855339222b2127fe75b025f13f6cf62017574", 1, 7625,
+                  "kvserver: glob checked against a port of Redis's stringmatch"),
+    HistoryCommit("87f3e4ac2d4cf25d82e2240b860a4ceadd0f3290", 4, 45997,
+                  "kvserver.resp: cheaper exactness check for the hiredis path"),
+    HistoryCommit("eb78ab4b40e65d5bea134ac6121ae56e70d342ee", 7, 77018,
+                  "kvserver: CLIENT LIST flags P/x/b and sub=/psub= counts, CLIENT KILL TYPE"),
+    HistoryCommit("cf13b47f4f3a8a74b5c3436ae80cb67d64685fe1", 10, 74755,
+                  "mve: the follower replays without a system call per request"),
+    HistoryCommit("df042c96163d2740b5d4edeb66b4291148706929", 17, 128463,
+                  "kvserver: the optional COUNT of LPOP/RPOP/SPOP/ZPOP* parsed"),
+)  # fmt: skip
+# Figures 1-3's patch (`livepatch bench --commit figures`): of the same survey's 39 commits that applied,
+# the newest authored one (not a merge) whose patch changes a function every request runs,
+# `ServerState.process_commands`, as the built-in patch changed GET's handler: 8ba46d9 (6 functions: the
+# AOF's records encoded by `_respfast.encode_request`, process_commands feeding them). The newest that
+# applied at all, 400e55e, changes only `KvHost.start_recording`, which runs during validated updates.
+FIGURES: HistoryCommit | None = HistoryCommit(
+    "8ba46d9c0fb4202766ffc060e13002453b961daf", 6, 122669,
+    "kvserver AOF: records encoded in C (_respfast.encode_request)")  # fmt: skip
 # `livepatch bench --commit NAME` (lpbench.commits).
 NAMED: dict[str, HistoryCommit | None] = {"figures": FIGURES}
 
