@@ -51,7 +51,7 @@ __all__ = [
 
 
 # Chosen by `bench/sql_history_patches.py choose` on 2026-12-02 over main at 6f53083 (the rule is in
-# the module docstring; docs/results-sql.md has the command and the corpus table).
+# lpbench.history's docstring; docs/results-sql.md has the command and the corpus table).
 CHOSEN: tuple[HistoryCommit, ...] = (
     HistoryCommit("291d10a43e213e76897d1892de2a45d377508aa6", 1, 26262,
                   "pool: skip the MEDIUM step between tasks unless a patch is pending"),
