@@ -324,7 +324,7 @@ def main() -> int:
         print(tables(args))
         return 0
     with tempfile.TemporaryDirectory(prefix="lpb-hist-") as tmp:
-        named = {"today": history.TODAY, "previous": history.PREVIOUS_TODAY}
+        named = {k: v for k, v in history.NAMED.items() if v is not None}
         commits = (
             (named[args.patch],)
             if args.figure != "fig5" and args.patch in named

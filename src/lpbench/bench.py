@@ -116,7 +116,12 @@ def run_series(
     summary = {
         "config": asdict(cfg),
         "patches": [
-            {"path": str(p.path), "functions": p.n_functions, "bytes": p.size_bytes}
+            {
+                "path": str(p.path),
+                "functions": p.n_functions,
+                "bytes": p.size_bytes,
+                "targets": list(p.targets),
+            }  # a commit's patch: its sha (--commit)
             for p in patches
         ],
         "methods": aggregate(results),

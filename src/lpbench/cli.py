@@ -66,6 +66,12 @@ def _ints(text: str, what: str) -> list[int]:
 )
 @click.option("--patch", "patch_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="a .lpatch to apply and revert alternately (default: the built-in patch of GET)")  # fmt: skip
+@click.option("--commit", "commit", default=None, metavar="REV[,REV...]",
+              help="instead of a patch file: a commit of this repository's history of the server's package; "
+                   "the server runs its parent (from git) and the update is the commit's patch. A hash, a "
+                   "name (kv: figures; sql: today, previous) or `chosen` (patches #1-#5; patch-size)")  # fmt: skip
+@click.option("--repo", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="--commit: a git clone of the livepatch repository")  # fmt: skip
 @click.option("--runs", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
               help="load-driver processes (connections are divided among them)")  # fmt: skip
@@ -88,7 +94,7 @@ def _ints(text: str, what: str) -> list[int]:
 )
 def bench_command(
     server: str, workload: str | None, policy: str, pool_groups: int, scale: float, connections: int, duration: float | None, keys: int, rate: float | None,
-    updates: str, at: str | None, patch_file: Path | None, runs: int, processes: int, seed: int,
+    updates: str, at: str | None, patch_file: Path | None, commit: str | None, repo: Path, runs: int, processes: int, seed: int,
     experiment: str, sizes: str, states: str, out: Path, as_json: bool, replot: bool,
 ) -> None:  # fmt: skip
     """Measure what clients feel while the server's code is updated; write data, summary.json, plots."""
@@ -105,6 +111,8 @@ def bench_command(
             f"--workload {workload} does not fit --server {server}: sql takes "
             f"{', '.join(SQL_WORKLOAD_NAMES)}; kv and redis take {', '.join(sorted(WORKLOADS))}"
         )
+    if commit is not None and patch_file is not None:
+        raise click.UsageError("--commit and --patch exclude each other (both name the patch)")
     if server == "sql" and experiment != "runs":
         raise click.UsageError(f"--experiment {experiment} exists for --server kv only")
     methods = [m.strip() for m in updates.split(",") if m.strip()]
@@ -139,9 +147,22 @@ def bench_command(
     workdir = out / "patches"
     workdir.mkdir(exist_ok=True)
     try:
+        commits = None
+        if commit is not None:
+            from lpbench.commits import prepare
+
+            commits = prepare(server, commit, repo, workdir)
+            if experiment != "patch-size" and len(commits) != 1:
+                raise click.UsageError(
+                    f"--commit names {len(commits)} commits: --experiment {experiment} takes one "
+                    "(several, or `chosen`: --experiment patch-size)"
+                )
+        factory = commits[0].server_factory if commits and experiment != "patch-size" else None
         patches: list[BuiltPatch] = []
         if experiment != "patch-size" and live:
-            if patch_file:
+            if commits:
+                patches = [commits[0].history.patch]
+            elif patch_file:
                 patches = [BuiltPatch.from_file(patch_file)]
             elif server == "sql":
                 from lpbench.sql.patches import builtin_patch as sql_builtin_patch
@@ -152,7 +173,7 @@ def bench_command(
         if experiment == "runs":
             total = cfg.duration_s * runs * len(methods)
             with report.progress_bar(total) as start:
-                _, summary = bench.run_series(cfg, methods, runs, patches, out, start)
+                _, summary = bench.run_series(cfg, methods, runs, patches, out, start, factory)
             failed = [
                 f"{r['method']} run {r['index']}: {u['action']} at {u['at_s']:.1f}s {u['outcome']}"
                 for r in summary["runs"] for u in r["updates"]
@@ -165,14 +186,16 @@ def bench_command(
                                      f"{connections} connections, {'rate ' + str(rate) if rate else 'closed loop'}"))  # fmt: skip
         elif experiment == "patch-size":
             with report.progress_bar() as start:
-                result = experiments.patch_size_sweep(cfg, size_list, runs, out, workdir, start)
+                result = experiments.patch_size_sweep(
+                    cfg, size_list, runs, out, workdir, start, commits
+                )
             failed = [f"{a['method']} {a['functions']} functions: {a['outcome']}" for a in result["applies"]
                       if a["outcome"] != Outcome.APPLIED]  # fmt: skip
             _print_rows(result["applies"], as_json)
         else:
             cfg = replace(cfg, at_s=cfg.at_s[:1])
             with report.progress_bar() as start:
-                result = experiments.state_size_sweep(cfg, state_list, patches, out, start)
+                result = experiments.state_size_sweep(cfg, state_list, patches, out, start, factory)
             failed = [f"{r['keys']} keys {r['method']}: {r['outcome']}" for r in result["rows"]
                       if r["method"] not in ("fork", "none") and r["outcome"] not in (Outcome.APPLIED, RESTARTED)]  # fmt: skip
             _print_rows(result["rows"], as_json)

@@ -2,7 +2,9 @@
 
 patch_size_sweep (figure 4): patches changing 1, 10, 100 handler functions are built from the installed
 kvserver; one run per live method applies them in turn (apply size1, revert, apply size10, revert, ...)
-every SPACING_S under load, `repeats` times; every apply's swap time is plotted against its size.
+every SPACING_S under load, `repeats` times; every apply's swap time is plotted against its size. With
+commits (`--commit chosen`: patches #1-#5 from the repository's history, lpbench.commits) each commit's
+patch needs its parent's server: one run per commit and method, `repeats` applies each.
 
 state_size_sweep (figure 5): for each state size K, one short run per method (none, live-global,
 live-local, restart) with one update in the middle; the point is the maximum latency of the requests
@@ -25,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from lpbench import plots
+from lpbench.commits import CommitPatch
 from lpbench.patches import BuiltPatch, sized_patch
-from lpbench.runner import BenchConfig, Tick, run_once, write_json
+from lpbench.runner import BenchConfig, ServerFactory, Tick, run_once, write_json
 from lpbench.stats import WINDOW_HALF_S
 from lpbench.updates import LiveUpdate, make_update
 
@@ -42,28 +45,42 @@ def patch_size_sweep(
     out: Path,
     workdir: Path,
     start_tick: Any = None,
+    commits: list[CommitPatch] | None = None,
 ) -> dict[str, Any]:
-    patches: list[BuiltPatch] = [sized_patch(workdir, n) for n in sizes]
-    n_updates = 2 * len(patches) * repeats
-    at = tuple(1.0 + SPACING_S * i for i in range(n_updates))
-    run_cfg = replace(cfg, at_s=at, duration_s=at[-1] + 1.5)
+    """commits (`--commit`): instead of the built-in sized patches, each commit's patch, on a server
+    running its parent (one run per commit and method: a patch applies only to its parent's code)."""
+    sets: list[tuple[str, list[BuiltPatch], ServerFactory | None]]
+    if commits:
+        sets = [(f"commit{k}-{c.history.commit.sha[:7]}", [c.history.patch], c.server_factory)
+                for k, c in enumerate(commits, start=1)]  # fmt: skip
+    else:
+        sets = [("", [sized_patch(workdir, n) for n in sizes], None)]
     records = []
-    for quiescence in ("global", "local"):
-        update = LiveUpdate(quiescence, patches)
-        tick: Tick | None = (
-            start_tick(f"patch sizes, {update.name}", run_cfg.duration_s) if start_tick else None
-        )
-        result = run_once(run_cfg, update, out / update.name, tick=tick)
-        records += [u for u in result.updates if u["action"] == "apply"]
+    for name, patches, factory in sets:
+        n_updates = 2 * len(patches) * repeats
+        at = tuple(1.0 + SPACING_S * i for i in range(n_updates))
+        run_cfg = replace(cfg, at_s=at, duration_s=at[-1] + 1.5)
+        for quiescence in ("global", "local"):
+            update = LiveUpdate(quiescence, patches)
+            tick: Tick | None = (
+                start_tick(f"patch sizes {name}, {update.name}", run_cfg.duration_s)
+                if start_tick
+                else None
+            )
+            result = run_once(run_cfg, update, out / name / update.name, tick=tick,
+                              server_factory=factory)  # fmt: skip
+            records += [{**u, "commit": name} for u in result.updates if u["action"] == "apply"]
     rows = [
         {"method": r["method"], "outcome": r["outcome"], **r["patch"],
          "swap_ms": r["timings"].get("swap"), "sync_ms": r["timings"].get("sync"),
-         "stage_ms": r["timings"].get("stage"), "total_ms": r["timings"].get("total")}
+         "stage_ms": r["timings"].get("stage"), "total_ms": r["timings"].get("total"),
+         **({"commit": r["commit"]} if r["commit"] else {})}
         for r in records
     ]  # fmt: skip
-    write_json(
-        out / "summary.json", {"config": {"sizes": sizes, "repeats": repeats}, "applies": rows}
-    )
+    config = {"sizes": sizes, "repeats": repeats} if not commits else {
+        "commits": [{"sha": c.history.commit.sha, "subject": c.history.commit.subject}
+                    for c in commits], "repeats": repeats}  # fmt: skip
+    write_json(out / "summary.json", {"config": config, "applies": rows})
     plots.patch_size(records, out / "patch_size.png")
     return {"applies": rows, "figure": str(out / "patch_size.png")}
 
@@ -110,7 +127,9 @@ def state_size_sweep(
     patches: list[BuiltPatch],
     out: Path,
     start_tick: Any = None,
+    server_factory: ServerFactory | None = None,
 ) -> dict[str, Any]:
+    """server_factory: e.g. a commit's parent (`--commit`), instead of the installed server."""
     rows = []
     for keys in states:
         run_cfg = replace(cfg, keys=keys)
@@ -118,15 +137,15 @@ def state_size_sweep(
             tick: Tick | None = (
                 start_tick(f"{keys} keys, {name}", run_cfg.duration_s) if start_tick else None
             )
-            result = run_once(
-                run_cfg, make_update(name, patches), out / f"{keys}" / name, tick=tick
-            )
+            result = run_once(run_cfg, make_update(name, patches), out / f"{keys}" / name,
+                              tick=tick, server_factory=server_factory)  # fmt: skip
             back_s = (result.updates[0]["window_ns"][1] - result.recording.t0_ns) / 1e9
             if back_s + WINDOW_HALF_S > run_cfg.duration_s:
                 # The server came back too late for the run to see the requests that waited for it
                 # (a restart with much state): once more, long enough.
                 longer = replace(run_cfg, duration_s=back_s + WINDOW_HALF_S + 2.0)
-                result = run_once(longer, make_update(name, patches), out / f"{keys}" / name)
+                result = run_once(longer, make_update(name, patches), out / f"{keys}" / name,
+                                  server_factory=server_factory)  # fmt: skip
             window = result.summary["updates"][0] if result.summary["updates"] else {}
             rows.append({
                 "keys": keys, "method": name, "max_ms": window.get("max_ms"),

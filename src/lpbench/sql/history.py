@@ -1,67 +1,57 @@
 """Patches #1-#5 of the sqlserver figures: real commits of this repository's sqlserver, chosen by the
 project's own pipeline (`livepatch corpus`), built from git at run time.
 
+The rules (survey, trial, choice, building from git) are lpbench.history's, shared with the kvserver
+figures (lpbench.kv_history); here: sqlserver's chosen commits and its historic server and client.
+
 Theory of operation
-- Choosing (`survey` then `choose`, run by `bench/sql_history_patches.py choose`): `livepatch corpus`
-  is run on every commit of main that changes src/sqlserver (each diffed against its first parent,
-  merges included). Each *accepted* commit whose parent has a sqlserver lpbench can start (its `cli.py`
-  takes `--trusted-key`) is tried (`trial`): its parent's server is started, a client connects and
-  asks `SELECT 1` (some modules load at the first session) and stays connected, and the commit's patch
-  is applied and reverted with global and with local quiescence, the client served after each. The static differ cannot
-  see everything the runtime checks: a commit that changes a function running on some thread's stack
-  (`run_server` for the server's whole life, a connection thread's serve loop while a client is
-  connected) is refused at apply time, and a parent tree from the
-  middle of a branch may not even start. Of the commits that applied, grouped by the number of
-  functions the patch changes, each group's smallest patch (bytes) represents it, and `n` groups at
-  evenly spaced ranks from the smallest to the largest are patches #1..#n: CHOSEN below. With fewer
-  than n groups, all groups, filled up with the remaining commits of the largest patch files;
-  numbered by (functions, bytes).
-- Building (`build`): a live patch applies only to the exact code it was made from (the agent checks
-  every fingerprint), so patch k needs a server running the *parent* of commit k. Both trees come from
-  git (`git archive`), and the patch is the project's differ on them, `livepatch diff PARENT COMMIT
-  --category thread-local` (what lpbench's built-in patches use): the corpus's own patches are category
-  `process`, which the runtime allows only with global quiescence, and the figures compare global and
-  local. Declaring a real commit thread-local is the benchmark's assumption (each thread may switch on
-  its own), not the commit author's; the code changed is exactly the commit's. Why from git and not
-  stored under src/lpbench/patches/: each patch needs its whole parent package (a copy of sqlserver,
-  ~300 KB of sources, per patch), which git already holds exactly, and a stored .lpatch would silently
-  stop matching if the format moved on. The cost: the figures need a git clone of this repository
-  (not an installed wheel); `build` says so when git fails.
-- Serving the old code (`HistoricSqlServer`): `python -c` puts the archived tree first on sys.path and
-  runs that tree's `sqlserver.cli`; livepatch itself (runtime, agent) is the installed one.
+- Choosing (`survey` then `choose`, run by `bench/sql_history_patches.py choose`): lpbench.history's
+  survey over every commit of main that changes src/sqlserver. The trial's client asks `SELECT 1` (some
+  modules load at the first session) and stays connected: `run_server` (the acceptor's, for the
+  server's whole life) and a connection thread's serve loop are refused at apply time, which the static
+  differ cannot see. CHOSEN below is the choice; TODAY, SINCE and PREVIOUS_TODAY serve figures 1-4 on
+  today's pool.
+- Serving the old code (`HistoricSqlServer`): that tree's `sqlserver.cli` (lpbench.history.boot_argv).
 
 Concurrency: none (harness thread).
 """
 
 from __future__ import annotations
 
-import io
-import json
-import subprocess
-import sys
-import tarfile
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from lpbench import history as common
+from lpbench.history import HistoryCommit, HistoryPatch, choose
 from lpbench.keys import harness_key
-from lpbench.patches import BuiltPatch, diff
-from lpbench.servers import SqlServer, free_port, livepatch_executable
+from lpbench.servers import Server, SqlServer, free_port
 
 PACKAGE = "sqlserver"
-PATHS = "src"
-
-
-@dataclass(frozen=True)
-class HistoryCommit:
-    sha: str
-    functions: int  # changed definitions, as `livepatch corpus` counted them
-    bytes: int  # the .lpatch the corpus wrote
-    subject: str
+PATHS = common.PATHS
+# What HistoricSqlServer passes: a parent whose cli lacks one cannot be started by lpbench.
+OPTIONS = ("--livepatch-socket", "--trusted-key", "--pool-groups")
+__all__ = [
+    "CHOSEN",
+    "NAMED",
+    "PREVIOUS_TODAY",
+    "SINCE",
+    "TODAY",
+    "HistoricSqlServer",
+    "HistoryCommit",
+    "HistoryPatch",
+    "build",
+    "build_one",
+    "choose",
+    "servable",
+    "survey",
+    "trial",
+]  # fmt: skip
 
 
 # Chosen by `bench/sql_history_patches.py choose` on 2026-12-02 over main at 6f53083 (the rule is in
-# the module docstring; docs/results-sql.md has the command and the corpus table).
+# lpbench.history's docstring; docs/results-sql.md has the command and the corpus table).
 CHOSEN: tuple[HistoryCommit, ...] = (
     HistoryCommit("291d10a43e213e76897d1892de2a45d377508aa6", 1, 26262,
                   "pool: skip the MEDIUM step between tasks unless a patch is pending"),
@@ -103,164 +93,61 @@ SINCE: tuple[HistoryCommit, ...] = (
 )  # fmt: skip
 PREVIOUS_TODAY = HistoryCommit("3cfe76615c1966befdabdf3ce2566eba2f178d3f", 1, 36442,
                                "sqlserver/rewrite.py: mypy (the SELECT's SQL tuple inline)")  # fmt: skip
-
-
-def _git(repo: Path, *args: str) -> bytes:
-    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, timeout=300)
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"git {' '.join(args)} failed in {repo}: {done.stderr.decode(errors='replace').strip()} "
-            "(the sqlserver history figures need a git clone of the livepatch repository: --repo)"
-        )
-    return done.stdout
-
-
-def corpus(repo: Path, rng: str, out: Path) -> dict[str, Any]:
-    """`livepatch corpus` over RANGE of REPO for the sqlserver package; its JSON result."""
-    done = subprocess.run(
-        [livepatch_executable(), "corpus", "--git", str(repo), rng, "--package", PACKAGE,
-         "--paths", PATHS, "--json", "--out", str(out)],
-        capture_output=True, timeout=900,
-    )  # fmt: skip
-    try:
-        result: dict[str, Any] = json.loads(done.stdout)
-    except json.JSONDecodeError:
-        raise RuntimeError(
-            f"livepatch corpus {rng} printed no JSON: {done.stderr.decode(errors='replace')[-500:]}"
-        ) from None
-    if not result.get("ok", True) and "commits" not in result:
-        raise RuntimeError(f"livepatch corpus {rng}: {result.get('error')}")
-    return result
+# `livepatch bench --server sql --commit NAME` and bench/sql_figures.py --patch NAME (lpbench.commits).
+NAMED: dict[str, HistoryCommit | None] = {"today": TODAY, "previous": PREVIOUS_TODAY}
 
 
 def servable(repo: Path, sha: str) -> bool:
     """Whether the parent of `sha` has a sqlserver that lpbench can start (its cli takes every
     option HistoricSqlServer passes)."""
-    try:
-        cli = _git(repo, "show", f"{sha}^:{PATHS}/{PACKAGE}/cli.py").decode()
-    except RuntimeError:
-        return False
-    return all(opt in cli for opt in ('"--livepatch-socket"', '"--trusted-key"', '"--pool-groups"'))
-
-
-def choose(applied: list[HistoryCommit], n: int = 5) -> list[HistoryCommit]:
-    """Patches #1..#n of growing size from the commits that applied (the rule in the module
-    docstring), numbered by (functions, bytes)."""
-    by_size: dict[int, HistoryCommit] = {}
-    for c in applied:
-        best = by_size.get(c.functions)
-        if best is None or (c.bytes, c.sha) < (best.bytes, best.sha):
-            by_size[c.functions] = c
-    groups = [by_size[k] for k in sorted(by_size)]
-    if len(groups) >= n:
-        picks = sorted({round(i * (len(groups) - 1) / (n - 1)) for i in range(n)})
-        chosen = [groups[i] for i in picks]
-    else:
-        rest = sorted((c for c in applied if c not in groups), key=lambda c: (-c.bytes, c.sha))
-        chosen = groups + rest[: n - len(groups)]
-    return sorted(chosen, key=lambda c: (c.functions, c.bytes, c.sha))
+    return common.servable(repo, sha, PACKAGE, OPTIONS)
 
 
 def survey(
-    repo: Path, out: Path, revs: str = "main"
+    repo: Path,
+    out: Path,
+    revs: str = "main",
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    jobs: int = 1,
 ) -> tuple[list[dict[str, Any]], list[HistoryCommit]]:
-    """Run the corpus on every commit of `revs` (git rev-list: main's whole history, or a range
-    such as SINCE..HEAD) that changes the package (each against its first parent) and try the
-    accepted ones: every commit's record, and those that applied (oldest first)."""
-    shas = _git(repo, "rev-list", revs, "--", f"{PATHS}/{PACKAGE}").decode().split()
-    records: list[dict[str, Any]] = []
-    accepted: list[HistoryCommit] = []
-    for sha in reversed(shas):
-        result = corpus(repo, f"{sha}^..{sha}", out / sha[:10])
-        for c in result.get("commits", []):
-            if c["outcome"] == "skipped":
-                continue
-            c["servable"] = servable(repo, c["sha"])
-            c["trial"] = None
-            records.append(c)
-            if c["outcome"] == "accepted" and c["servable"]:
-                commit = HistoryCommit(c["sha"], len(c["functions"]), c["bytes"], c["subject"])
-                c["trial"] = (
-                    trial(build_one(repo, 0, commit, out / "trials"), out / "trials") or "ok"
-                )
-                if c["trial"] == "ok":
-                    accepted.append(commit)
-    return records, accepted
-
-
-@dataclass(frozen=True)
-class HistoryPatch:
-    number: int  # 1..5
-    commit: HistoryCommit
-    code: Path  # the parent's tree (holds src/sqlserver)
-    patch: BuiltPatch
-
-    @property
-    def label(self) -> str:
-        return f"#{self.number} {self.commit.sha[:7]} ({self.patch.n_functions} fn)"
-
-
-def _archive(repo: Path, rev: str, into: Path) -> Path:
-    """The package's tree at `rev` under into/src (kept if already there); returns into/src."""
-    if not (into / PATHS / PACKAGE).is_dir():
-        data = _git(repo, "archive", "--format=tar", rev, f"{PATHS}/{PACKAGE}")
-        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            tar.extractall(into, filter="data")
-    return into / PATHS
+    """lpbench.history.survey over the sqlserver commits of `revs`, tried on sqlserver."""
+    return common.survey(repo, out, PACKAGE, OPTIONS, trial, revs, progress, jobs)
 
 
 def build_one(repo: Path, number: int, c: HistoryCommit, workdir: Path) -> HistoryPatch:
-    base = workdir / f"p{number}-{c.sha[:10]}"
-    old = _archive(repo, f"{c.sha}^", base / "old")
-    new = _archive(repo, c.sha, base / "new")
-    out = base / f"{c.sha[:10]}.lpatch"
-    if not out.exists():
-        diff(old, new, PACKAGE, out)
-    return HistoryPatch(number, c, base / "old", BuiltPatch.from_file(out, (c.sha,)))
+    return common.build_one(repo, number, c, workdir, PACKAGE)
 
 
 def build(
     repo: Path, workdir: Path, commits: tuple[HistoryCommit, ...] = CHOSEN
 ) -> list[HistoryPatch]:
-    """The parent trees and patches of `commits` under workdir (see the module docstring)."""
-    if not commits:
-        raise RuntimeError("no history patches chosen yet: run bench/sql_history_patches.py choose")
-    return [build_one(repo, k, c, workdir) for k, c in enumerate(commits, start=1)]
+    """The parent trees and patches of `commits` under workdir (lpbench.history.build)."""
+    return common.build(repo, workdir, commits, PACKAGE)
+
+
+@contextmanager
+def _session(server: Server) -> Iterator[Callable[[], None]]:
+    """A PostgreSQL client asking `SELECT 1`, connected throughout the trial."""
+    from lpbench.sql.pg import BlockingClient
+
+    with BlockingClient(server.host, server.port) as client:
+
+        def probe() -> None:
+            client.execute("SELECT 1")
+
+        probe()
+        yield probe
 
 
 def trial(p: HistoryPatch, workdir: Path) -> str | None:
     """Start the parent's server, apply and revert the patch with each method, a client connected: None when
-    every step succeeded, else what went wrong."""
-    from lpbench import agent
-
+    every step succeeded, else what went wrong (lpbench.history.apply_and_revert)."""
     server = HistoricSqlServer(free_port(), workdir / f"trial-{p.commit.sha[:10]}", p.code)
+    problem = common.start_or_reason(server)
+    if problem is not None:
+        return problem
     try:
-        server.start()
-    except RuntimeError as exc:
-        last = str(exc).strip().splitlines()[-1]  # the exception that stopped it
-        return f"the parent's server does not start: {last[-200:]}"
-    try:
-        assert server.control_socket is not None
-        # A client connected throughout, as under load: some modules load at the first session
-        # (sqlserver.session, .functions ...), and a connection's thread runs its serve loop, which a
-        # patch may not replace while it runs (refused as active under global quiescence).
-        from lpbench.sql.pg import BlockingClient, SqlError
-
-        try:
-            client = BlockingClient(server.host, server.port)
-            client.execute("SELECT 1")
-        except (OSError, SqlError) as exc:
-            return f"the parent's server does not answer SELECT 1: {exc}"
-        with client:
-            for method in ("global", "local"):
-                a = agent.apply(server.control_socket, p.patch.path, method)
-                if a.outcome.value != "applied":
-                    return f"{method} apply {a.outcome.value}: {a.reason}"
-                r = agent.revert(server.control_socket, method)
-                if r.outcome.value != "reverted":
-                    return f"{method} revert {r.outcome.value}: {r.reason}"
-                client.execute("SELECT 1")  # still served
-        return None
+        return common.apply_and_revert(server, p, _session)
     finally:
         server.stop()
 
@@ -273,14 +160,13 @@ class HistoricSqlServer(SqlServer):
         self.code = code
 
     def command_line(self) -> list[str]:
-        boot = (
-            f"import sys; sys.path.insert(0, {str(self.code / PATHS)!r}); "
-            "from sqlserver.cli import serve_command; serve_command(prog_name='sqlserver')"
-        )
         return [
-            sys.executable, "-c", boot,
+            *common.boot_argv(self.code, PACKAGE, "sqlserver"),
             "--host", self.host, "--port", str(self.port), "--dir", str(self.data_dir / "db"),
             "--policy", self.policy, "--pool-groups", str(self.pool_groups),
             "--livepatch-socket", str(self.control_socket), "--allow-unsigned",
             "--trusted-key", str(harness_key()[1]),
         ]  # fmt: skip
+
+
+historic_server = HistoricSqlServer  # lpbench.commits: the server of a commit's parent
