@@ -41,7 +41,7 @@ from tests.replication.nodes import Node, wait_serving
 from tests.replication.workload import Writer, check
 
 from kv_common import machine_note
-from lpbench.servers import free_port
+from lpbench.ports import free_port
 
 
 def failover(args: argparse.Namespace) -> dict[str, Any]:

@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from lpbench.ports import free_port as free_port  # the one helper (lpbench/ports.py), re-exported
 from lpbench.servers import ManagedProcess
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -37,13 +37,6 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.0005)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def require_tool(name: str) -> str:

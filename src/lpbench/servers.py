@@ -34,6 +34,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from lpbench.keys import harness_key
+from lpbench.ports import free_port as free_port  # re-exported: its callers import it from here
 
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
@@ -330,11 +331,3 @@ def make_server(name: str, port: int, data_dir: Path) -> Server:
     except KeyError:
         raise ValueError(f"unknown server {name!r}; known: {', '.join(sorted(SERVERS))}") from None
     return factory(port, data_dir)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

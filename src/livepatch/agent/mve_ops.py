@@ -31,7 +31,7 @@ def handle(agent: Any, req: MveRequest) -> MveReply:
 
 
 def _handle(agent: Any, req: MveRequest) -> dict[str, Any]:
-    from livepatch.mve import fallback
+    from livepatch.mve import State, fallback
 
     op = req["op"]
     if op == "update":
@@ -55,7 +55,7 @@ def _handle(agent: Any, req: MveRequest) -> dict[str, Any]:
     if session.options.promote != "manual" and op == "promote":
         return {"ok": False, "error": "this update promotes itself (--promote auto)"}
     if op == "promote":
-        if session.state != "validated":
+        if session.state is not State.VALIDATED:
             return {
                 "ok": False,
                 "error": f"the follower is not validated yet (state {session.state}); "
@@ -117,13 +117,16 @@ def _update(agent: Any, req: MveRequest) -> dict[str, Any]:
             session.start()
         except RuntimeError as exc:
             return {"ok": False, "error": str(exc)}
-        outcome = session.wait(_OUTCOME_WAIT_S) or {"outcome": "unknown", "reason": "no outcome"}
+        outcome = session.wait(_OUTCOME_WAIT_S) or {
+            "outcome": mve.Outcome.UNKNOWN,
+            "reason": "no outcome",
+        }
     finally:
         with _lock:
             _session = None
     _last = outcome
-    promoted = outcome["outcome"] == "promoted"
-    return {"ok": promoted, "error": None if promoted else outcome["reason"], "update": outcome}
+    ok = mve.Outcome(outcome["outcome"]).ok
+    return {"ok": ok, "error": None if ok else outcome["reason"], "update": outcome}
 
 
 def _check_transform(transform: str | None) -> None:

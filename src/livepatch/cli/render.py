@@ -18,6 +18,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from livepatch.agent import state_dir as sd
 from livepatch.agent.protocol import HistoryReply, StatusReply
 from livepatch.patch.model import ChangeKind, PatchSpec
 from livepatch.patch.package import PackagePatch
@@ -214,7 +215,7 @@ def history_view(reply: HistoryReply) -> RenderableType:
     for st in reply.starts:
         number = st.get("start")
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(st.get("started_at") or 0)))
-        refused = st.get("outcome") == "refused"
+        refused = st.get("outcome") == sd.REFUSED
         head = Text(f"start {p(number)}: pid {p(st.get('pid'))}, {when}", style="bold")
         if refused:
             head.append("  REFUSED TO START (stale patches)", style="bold red")
@@ -246,11 +247,11 @@ def _dropped_line(dropped: int) -> Text:
 
 
 _RESTORE_STYLE = {
-    "re-applied": "green",
-    "included": "green",
-    "kept": "green",
-    "stale": "red",
-    "dropped": "red",
+    sd.REAPPLIED: "green",
+    sd.INCLUDED: "green",
+    sd.KEPT: "green",
+    sd.STALE: "red",
+    sd.DROPPED: "red",
 }
 
 

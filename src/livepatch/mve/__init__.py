@@ -5,6 +5,7 @@ The mechanism knows no server: a server implements `Host` (host.py) and register
 """
 
 from livepatch.mve.host import Host, Recorder, current, register
+from livepatch.mve.outcome import Outcome, State
 from livepatch.mve.rules import BUILTIN, RulesError, RuleSet, load_rules_file, ruleset
 from livepatch.mve.session import Options, Session
 
@@ -12,10 +13,12 @@ __all__ = [
     "BUILTIN",
     "Host",
     "Options",
+    "Outcome",
     "Recorder",
     "RuleSet",
     "RulesError",
     "Session",
+    "State",
     "current",
     "load_rules_file",
     "register",

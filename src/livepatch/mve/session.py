@@ -46,6 +46,7 @@ from typing import Any
 
 from livepatch.mve import channel, follower
 from livepatch.mve.host import Host
+from livepatch.mve.outcome import Outcome, State
 from livepatch.mve.phases import hold
 from livepatch.mve.rules import RuleSet
 
@@ -105,7 +106,7 @@ class Session:
         self.rules = rules
         self.options = options
         self.after_takeover = after_takeover
-        self.state = "starting"
+        self.state: State = State.STARTING
         self.pid: int | None = None
         self.seq = 0  # requests the leader recorded
         # Requests in the open batch = len(batch) + _uncounted: each record is one request ("x1")
@@ -211,7 +212,7 @@ class Session:
         self._ctl = ctl_l
         self._writer = channel.LogWriter(log_l, self.options.max_backlog_bytes)
         self.host.start_recording(self)
-        self.state = "following"
+        self.state = State.FOLLOWING
         self._forked.set()
 
     # Recorder (loop thread)
@@ -266,7 +267,7 @@ class Session:
         self._uncounted -= 1
 
     def _flush_on_loop(self) -> None:
-        if self._writer is not None and self.state in ("following", "validated"):
+        if self._writer is not None and self.state.recording:
             self.flush()
 
     def _stop_on_loop(self, done: threading.Event) -> None:
@@ -320,12 +321,12 @@ class Session:
                 argv = getattr(self.host, "fallback_argv", lambda: None)()
                 self._fallback = (os.dup(fds[0]), argv) if argv else None
             self.host.finish_handover()
-            self.state = "promoted"
+            self.state = State.PROMOTED
         else:
             self._kill()
             self.host.resume_after_failed_handover()
             self._unfreeze_unless_stopping()
-            self.state = "handover-failed"
+            self.state = State.HANDOVER_FAILED
             if stop():
                 self._handover_stopped = True
         self._handover_done.set()
@@ -448,13 +449,13 @@ class Session:
         covered = not p.uncovered or now - p.ready_at >= opts.coverage_timeout
         validated = window_ok and covered
         if opts.promote == "manual":
-            if validated and self.state == "following":
-                self.state = "validated"
+            if validated and self.state is State.FOLLOWING:
+                self.state = State.VALIDATED
             return self._manual == "promote" and self.seq - p.compared <= opts.max_lag
         return validated and self.seq - p.compared < 1000
 
     def _promote_now(self) -> None:
-        self.state = "promoting"
+        self.state = State.PROMOTING
         uncovered = list(self.progress.uncovered)
         self.host.call_on_loop(self._handover_on_loop)
         # Keep reading the follower's messages until the loop thread finished the hand-over.
@@ -479,13 +480,15 @@ class Session:
                     self._handover_done.wait()
                     self._finish_discard(verdict[0], verdict[1])
                     return
-        if self.state == "promoted":
+        if self.state is State.PROMOTED:
             # The follower starts its agent when this end closes: only at our exit (exec closes it),
             # after our agent stopped and freed the control socket's path, not when this Session is
             # garbage-collected.
             _HELD_UNTIL_EXIT.append(self._ctl)
             atexit.register(_become_waiter, self.pid, self._fallback)
-            self._finish("promoted", "the new version serves every connection", None, uncovered)
+            self._finish(
+                Outcome.PROMOTED, "the new version serves every connection", None, uncovered
+            )
         elif self._handover_stopped:
             self._finish_discard("the server is shutting down")
         else:
@@ -511,13 +514,13 @@ class Session:
             while not done.wait(STOP_CHECK_S) and self.host.is_serving():
                 if time.monotonic() >= deadline:
                     break
-        self.state = "discarded"
-        self._finish("discarded", reason, divergence, list(self.progress.uncovered))
+        self.state = State.DISCARDED
+        self._finish(Outcome.DISCARDED, reason, divergence, list(self.progress.uncovered))
 
     def _finish(
-        self, outcome: str, reason: str, divergence: dict[str, Any] | None, uncovered: list[str]
+        self, outcome: Outcome, reason: str, divergence: dict[str, Any] | None, uncovered: list[str]
     ) -> None:
-        if self._ctl is not None and outcome != "promoted":
+        if self._ctl is not None and outcome is not Outcome.PROMOTED:
             with contextlib.suppress(OSError):
                 self._ctl.close()
         self.outcome = {
@@ -534,7 +537,7 @@ class Session:
             "apply_ms": self.progress.apply_ms,
             "transform_ms": self.progress.transform_ms,
             "elapsed_s": round(time.monotonic() - self._t0, 3),
-            "follow_back": outcome == "promoted" and self._fallback is not None,
+            "follow_back": outcome is Outcome.PROMOTED and self._fallback is not None,
         }
         log.warning("validated update of %s: %s: %s", self.spec.patch_id, outcome, reason)
         self._done.set()
