@@ -227,6 +227,7 @@ def apply_and_revert(server: Server, p: HistoryPatch, session: Session) -> str |
     """The trial proper on a started server: a client connected and served throughout, the patch
     applied and reverted with global then local quiescence, the client served after each step. None
     when every step succeeded, else what went wrong. The server is the caller's to stop."""
+    from livepatch.runtime.lifecycle import Outcome
     from lpbench import agent
 
     assert server.control_socket is not None
@@ -238,10 +239,10 @@ def apply_and_revert(server: Server, p: HistoryPatch, session: Session) -> str |
     try:
         for method in ("global", "local"):
             a = agent.apply(server.control_socket, p.patch.path, method)
-            if a.outcome.value != "applied":
+            if a.outcome is not Outcome.APPLIED:
                 return f"{method} apply {a.outcome.value}: {a.reason}"
             r = agent.revert(server.control_socket, method)
-            if r.outcome.value != "reverted":
+            if r.outcome is not Outcome.REVERTED:
                 return f"{method} revert {r.outcome.value}: {r.reason}"
             try:
                 probe()  # still served
