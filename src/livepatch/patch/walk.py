@@ -645,19 +645,25 @@ def _init_values(node: FunctionNode) -> dict[str, ast.expr]:
         if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
             local.add(sub.id)
     out: dict[str, ast.expr] = {}
+    once = _stored_once(node)
     for stmt in node.body:
-        if not (
-            isinstance(stmt, ast.Assign)
-            and len(stmt.targets) == 1
-            and isinstance(stmt.targets[0], ast.Attribute)
-            and isinstance(stmt.targets[0].value, ast.Name)
-            and stmt.targets[0].value.id == me
-        ):
+        attr = _self_target(stmt, me)
+        if attr is None or attr not in once:
             continue
-        attr = stmt.targets[0].attr
+        assert isinstance(stmt, ast.Assign | ast.AnnAssign) and stmt.value is not None
         if attr not in out and not (_names_read_now(stmt.value) & local):
             out[attr] = stmt.value
     return out
+
+
+def _stored_once(node: FunctionNode) -> set[str]:
+    """`self.X` an __init__ stores exactly once (anywhere in it): a second store (`self._reader = None`
+    then `if fast: self._reader = Reader()`, kvserver 71b3105b40) may change the value the first gives,
+    so neither is the value a transformer can give a live instance."""
+    counts: dict[str, int] = {}
+    for attr in _self_attributes(node):
+        counts[attr] = counts.get(attr, 0) + 1
+    return {a for a, n in counts.items() if n == 1}
 
 
 def _stored_in(node: ast.AST) -> set[str]:
@@ -678,15 +684,19 @@ def _stored_in(node: ast.AST) -> set[str]:
 
 
 def _self_target(stmt: ast.stmt, me: str) -> str | None:
-    """X of a statement `me.X = expr` (one target), else None."""
+    """X of a statement `me.X = expr` (one target) or `me.X: T = expr`, else None."""
+    if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
+        target: ast.expr = stmt.targets[0]
+    elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
+        target = stmt.target
+    else:
+        return None
     if (
-        isinstance(stmt, ast.Assign)
-        and len(stmt.targets) == 1
-        and isinstance(stmt.targets[0], ast.Attribute)
-        and isinstance(stmt.targets[0].value, ast.Name)
-        and stmt.targets[0].value.id == me
+        isinstance(target, ast.Attribute)
+        and isinstance(target.value, ast.Name)
+        and target.value.id == me
     ):
-        return stmt.targets[0].attr
+        return target.attr
     return None
 
 
@@ -749,12 +759,13 @@ def _init_derived(
         if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
             local.add(sub.id)
     stores = [_stored_in(stmt) for stmt in node.body]
+    once = _stored_once(node)
     out: dict[str, tuple[ast.expr, frozenset[str]]] = {}
     for j, stmt in enumerate(node.body):
         attr = _self_target(stmt, me)
-        if attr is None or attr in out:
+        if attr is None or attr in out or attr not in once:
             continue
-        assert isinstance(stmt, ast.Assign)
+        assert isinstance(stmt, ast.Assign | ast.AnnAssign) and stmt.value is not None
         read = _names_read_now(stmt.value) & local
         if (
             not read or _stored_in(stmt.value) & read
