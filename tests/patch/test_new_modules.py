@@ -96,3 +96,33 @@ def test_new_modules_importing_each_other_stay_refused_at_staging(package: str) 
         stage(spec)
     assert f"{pkg}.util" not in sys.modules and f"{pkg}.proto" not in sys.modules
     assert sys.modules[f"{pkg}.server"].handle(9) == 9
+
+
+def test_a_new_module_takes_the_names_the_patch_adds_elsewhere_and_refuses_old_copies(
+    package: str,
+) -> None:
+    """kvserver b79fb53110: the new `zsetops` imports `check_range_options`, which the same patch adds
+    to the loaded `zsets`: it must get the staged function (it used to fail: the live `zsets` has no
+    such name). A new module importing a value the patch *changes* in a loaded module would get the
+    live, old value: refused at staging, nothing changed."""
+    pkg = package
+    server = sys.modules[f"{pkg}.server"]
+    s1 = SERVER_V1 + "\nLIMIT = 3\n"
+    s2 = SERVER_V2.replace("PKG", pkg) + "\nLIMIT = 3\n\ndef clip(x):\n    return min(x, LIMIT)\n"
+    # reload the live server module at s1 (the fixture loaded SERVER_V1)
+    exec(compile(s1, server.__file__ or "<server>", "exec", dont_inherit=True), vars(server))
+    proto = "from .server import clip\n\ndef parse(x):\n    return (clip(x),)\n"
+    spec = patch_from_sources({f"{pkg}.server": (s1, s2), f"{pkg}.proto": (None, proto)})
+    staged = stage(spec)
+    assert not hasattr(server, "clip")  # staging took it out again
+    staged.swap_in()
+    assert server.handle(9) == (3,) and sys.modules[f"{pkg}.proto"].clip is server.clip
+    staged.swap_out()
+    assert server.handle(9) == 9 and not hasattr(server, "clip")
+    changed = s2.replace("LIMIT = 3", "LIMIT = 4")
+    stale = "from .server import LIMIT\n\ndef parse(x):\n    return (min(x, LIMIT),)\n"
+    spec = patch_from_sources({f"{pkg}.server": (s1, changed), f"{pkg}.proto": (None, stale)})
+    with pytest.raises(PatchRefused, match=r"new module's `LIMIT` is the live `.*server.LIMIT`"):
+        stage(spec)
+    assert server.LIMIT == 3 and not hasattr(server, "clip")
+    assert f"{pkg}.proto" not in sys.modules

@@ -1027,22 +1027,57 @@ def _sources_first(modules: tuple[ModulePatch, ...]) -> list[ModulePatch]:
 
 
 @contextlib.contextmanager
-def _visible(added: dict[str, ModuleType]) -> Iterator[None]:
+def _visible(added: dict[str, ModuleType], shared: dict[tuple[str, str], Any]) -> Iterator[None]:
     """While a module the patch adds runs its source, the modules the same patch added before it (it
     imports them: `from .util import X`, `from . import util`, `import pkg.util`; _sources_first puts
-    them first) are in sys.modules, so its imports bind the very objects the swap will register, as a
-    fresh import of the new version would. Only names the live process lacks (new modules), only for
-    the time of that source's top level, and taken out again whatever happens: the swap registers them.
-    A thread importing such a name in that window gets the staged module (a name that did not exist)."""
+    them first) are in sys.modules, and the names the patch adds to loaded modules staged before it
+    (`from .zsets import check_range_options`, kvserver b79fb53110) are set on those modules, so its
+    imports bind the very objects the swap will bind, as a fresh import of the new version would. Only
+    names the live process lacks (new modules, new names), only for the time of that source's top
+    level, and taken out again whatever happens: the swap binds them. A thread reading such a name in
+    that window sees the staged object (a name that did not exist)."""
     shown = [name for name in added if name not in sys.modules]
+    names = [
+        (live, name, value)
+        for (m, name), value in shared.items()
+        if m not in added and (live := sys.modules.get(m)) is not None and name not in vars(live)
+    ]
     try:
         for name in shown:
             sys.modules[name] = added[name]
+        for live, name, value in names:
+            setattr(live, name, value)
         yield
     finally:
+        for live, name, value in names:
+            if vars(live).get(name, MISSING) is value:
+                delattr(live, name)
         for name in shown:
             if sys.modules.get(name) is added[name]:
                 del sys.modules[name]
+
+
+def _check_no_old_copies(
+    name: str, module: ModuleType, added: dict[str, ModuleType], shared: dict[tuple[str, str], Any]
+) -> None:
+    """A new module that copied (`from m import X`) a value the same patch changes in a loaded module
+    got the live, old one: a fresh import of the new version would have the new one. Refused, naming
+    it (by identity: an equal small int or string held for another reason is refused too, the safe
+    side)."""
+    for (m, attr), value in shared.items():
+        live = sys.modules.get(m)
+        if live is None or m in added:
+            continue
+        old = vars(live).get(attr, MISSING)
+        if old is MISSING or old is value or isinstance(old, ModuleType):
+            continue
+        for k, v in vars(module).items():
+            if v is old and not k.startswith("__"):
+                raise PatchRefused(
+                    f"{name}: the new module's `{k}` is the live `{m}.{attr}`, which the same patch "
+                    f"changes: it would keep the old value; fix: read it as `{m}.{attr}` at call time, "
+                    "or ship the new module first"
+                )
 
 
 def stage(spec: PatchSpec) -> StagedPatch:
@@ -1083,8 +1118,9 @@ def stage(spec: PatchSpec) -> StagedPatch:
         module = sys.modules.get(mp.module)
         if module is None:
             if mp.changes and all(c.kind is ChangeKind.ADDED for c in mp.changes):
-                with _visible(added):
+                with _visible(added, shared):
                     module, module_binds = new_module(mp)
+                _check_no_old_copies(mp.module, module, added, shared)
                 added[mp.module] = module
                 # what later modules of the patch import from it by name
                 shared.update({(mp.module, k): v for k, v in vars(module).items()})
