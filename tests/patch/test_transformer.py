@@ -266,3 +266,22 @@ def test_kept_arguments_transformer_refuses_a_live_subclass_with_its_own_init(
         assert live.LIVE.received_bytes(b"x").startswith("srv:")
     finally:
         forget(live)
+
+
+def test_an_annotated_store_gets_a_transformer_a_store_made_twice_in_init_does_not() -> None:
+    """kvserver annotates its attributes (`self._reader: Any = None`): an annotated store is a store
+    like any other. But kvserver 71b3105b40 also assigns it again in the same __init__ (`if fast:
+    self._reader = Reader()`): the first value is then not the one the new __init__ leaves, so no
+    transformer is generated for it (the first version took the first top-level store and would have
+    given every live instance None where a fresh one gets a Reader)."""
+    v2 = V2.replace("self.hits = 0", "self.hits: int = 0")
+    result = diff_sources({"m": (V1, v2)}, accept_transformer=True)
+    assert result.spec.refusals == () and result.generated_transformer is not None
+    assert "'hits', '0'" in result.generated_transformer
+    twice = V2.replace(
+        "self.hits = 0", "self.hits = 0\n        if FAST:\n            self.hits = 1"
+    )
+    result = diff_sources({"m": (V1, "FAST = True\n" + twice)}, accept_transformer=True)
+    assert result.generated_transformer is None
+    hits = [r for r in result.spec.refusals if "`self.hits`" in r.reason]
+    assert len(hits) == 1 and "`--accept-transformer` cannot help" in hits[0].fix

@@ -1026,3 +1026,120 @@ def test_a_changed_table_whose_rows_a_start_up_step_consumed_is_refused_at_stagi
         staged.swap_out()
     finally:
         forget(live)
+
+
+def test_a_function_local_of_the_same_name_does_not_make_a_value_state(tmp_path: Path) -> None:
+    """waitress 892ae54470 (`strbuf = ''` -> `b''` in `OverflowableBuffer`): a method's local variable
+    `strbuf = self.strbuf` was counted as a second class-level binding of `strbuf`, so the class value
+    was class-level state. A function body's assignments bind its locals, never the module's or the
+    class's namespace: the value is a value, rebound on swap. A function that declares the name `global`
+    does rebind it at run time: that stays module-level state."""
+    c1 = (
+        "class Buf:\n"
+        "    strbuf = ''\n"
+        "\n"
+        "    def get(self):\n"
+        "        strbuf = self.strbuf\n"
+        "        return strbuf\n"
+        "\n"
+        "LIMIT = 3\n"
+        "\n"
+        "def limit():\n"
+        "    LIMIT = 99  # a local\n"
+        "    return LIMIT, Buf().get()\n"
+        "\n"
+        "def module_limit():\n"
+        "    return LIMIT\n"
+    )
+    c2 = c1.replace("strbuf = ''", "strbuf = b''").replace("LIMIT = 3", "LIMIT = 4")
+    d = diff_module("m", c1, c2)
+    assert d.refusals == ()
+    assert {(c.qualname, c.kind) for c in d.changes if c.kind is not ChangeKind.SAME} == {
+        ("Buf.strbuf", ChangeKind.CHANGED),
+        ("LIMIT", ChangeKind.CHANGED),
+    }
+    live = _load(c1, tmp_path, "local_names")
+    try:
+        staged = stage(patch_from_sources({live.__name__: (c1, c2)}))
+        staged.swap_in()
+        assert (live.limit(), live.module_limit()) == ((99, b""), 4)
+        staged.swap_out()
+        assert (live.limit(), live.module_limit()) == ((99, ""), 3)
+    finally:
+        forget(live)
+    # the neighbours stay refused: a `global` declaration, a walrus in a default (it runs in the
+    # enclosing namespace when the def does), a second class-level binding
+    g1 = "LIMIT = 3\n\ndef reset():\n    global LIMIT\n    LIMIT = 0\n"
+    assert [(q, k) for q, k, _ in _refusals(g1, g1.replace("= 3", "= 4"))] == [
+        ("<module>", RefusalKind.MODULE_STATE)
+    ]
+    w1 = "LIMIT = 3\n\ndef f(x=(LIMIT := 5)):\n    return x\n"
+    assert [k for _, k, _ in _refusals(w1, w1.replace("= 3", "= 4"))] == [RefusalKind.MODULE_STATE]
+    t1 = "class Task:\n    flag = 1\n    flag = 2\n\n    def f(self):\n        flag = 0\n        return flag\n"
+    assert [k for _, k, _ in _refusals(t1, t1.replace("= 2", "= 3"))] == [RefusalKind.CLASS_STATE]
+
+
+def test_a_new_attribute_every_store_of_which_reads_it_first_is_not_new(tmp_path: Path) -> None:
+    """h11 741dc48078 (`if "status_code" in self.__dict__: self.status_code = int(self.status_code)`,
+    the attribute set by a `setattr` loop the differ cannot read) and ea0539f7fa (`self.__class__ =
+    RemoteProtocolError`). A store that reads `self.x` first, whatever happens, runs only on an
+    instance that has x already: it never gives x to an instance that lacks it, so a live instance is
+    in the position a fresh one would be. `__class__` is not an instance attribute at all."""
+    v1 = (
+        "class Event(object):\n"
+        "    def __init__(self, **kw):\n"
+        "        for k, v in kw.items():\n"
+        "            setattr(self, k, v)\n"
+        "\n"
+        "class Local(Exception):\n"
+        "    pass\n"
+        "\n"
+        "class Remote(Exception):\n"
+        "    pass\n"
+    )
+    v2 = (
+        v1.replace(
+            "            setattr(self, k, v)\n",
+            "            setattr(self, k, v)\n"
+            "        if 'code' in self.__dict__:\n"
+            "            self.code = int(self.code)\n",
+        )
+        .replace(
+            "class Local(Exception):\n    pass\n",
+            "class Local(Exception):\n    def as_remote(self):\n        self.__class__ = Remote\n"
+            "        return self\n",
+        )
+        .replace(
+            "class Remote(Exception):\n    pass\n",
+            "class Remote(Exception):\n    pass\n\nclass Counter:\n    def bump(self):\n"
+            "        self.n += 1\n",
+        )
+    )
+    assert _refusals(v1, v2) == []
+    live = _load(v1, tmp_path, "self_fed")
+    try:
+        old_event, old_error = live.Event(code="200"), live.Local("x")
+        staged = stage(patch_from_sources({live.__name__: (v1, v2)}))
+        staged.swap_in()
+        # old instances: like fresh ones built with what they were built with
+        assert old_event.code == "200" and live.Event(code="201").code == 201
+        assert type(old_error.as_remote()) is live.Remote
+        staged.swap_out()
+    finally:
+        forget(live)
+    # the neighbours stay refused: a store that may not read it first, a class that can make up a
+    # missing attribute (its own or a base's __getattr__, or a base from elsewhere)
+    base = "class A(object):\n    def __init__(self):\n        pass\n"
+    for store in ("self.x = 0 or self.x", "self.x = self.y and self.x", "self.x = [self.x]"):
+        refused = _refusals(base, base.replace("pass", store))
+        expected = [] if store == "self.x = [self.x]" else [RefusalKind.INSTANCE_ATTRIBUTE]
+        assert [k for _, k, _ in refused] == expected, store
+    for header in (
+        "class A(object):\n    def __getattr__(self, name):\n        return 0\n\n",
+        "class B(object):\n    def __getattr__(self, name):\n        return 0\n\nclass A(B):\n",
+        "import socket\n\nclass A(socket.socket):\n",
+    ):
+        c1 = header + "    def f(self):\n        pass\n"
+        c2 = c1.replace("pass", "self.x = int(self.x)")
+        refused = _refusals(c1, c2)
+        assert [k for _, k, _ in refused] == [RefusalKind.INSTANCE_ATTRIBUTE], header

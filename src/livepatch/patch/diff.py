@@ -127,6 +127,9 @@ def _fp(d: Definition) -> str | None:
     return code_fingerprint(d.code) if d.code is not None else None
 
 
+# attributes every instance has: assigning them creates no instance attribute (`__class__` is a data
+# descriptor of `object`: the assignment changes the type; `__dict__` replaces the dict)
+_EVERY_INSTANCE_HAS = frozenset({"__class__", "__dict__"})
 _BY_TRANSFORMER = (
     "; or confirm the generated transformer that sets it on every live instance "
     "(`livepatch diff --accept-transformer`)"
@@ -369,6 +372,14 @@ class _Differ:
                 continue
             if attr not in new.plain_reads and attr in new.guarded_reads:
                 continue  # read only as getattr(self, "x", default): live instances without it are fine
+            if attr in _EVERY_INSTANCE_HAS:
+                continue  # `self.__class__ = C` changes the instance's type: it creates no attribute
+            if new.self_fed_stores.get(attr, 0) == new.attribute_stores.get(
+                attr
+            ) and self.no_made_up_attributes(qualname):
+                # every store reads it first (`self.x = int(self.x)`): it only ever changes an x the
+                # instance already has, so a live instance without x is what a fresh one would be
+                continue
             derived = None
             if attr not in new.init_values:
                 derived = self.kept_derivation(qualname, old, new, attr)
@@ -394,6 +405,25 @@ class _Differ:
                     self.module, qualname, attr, ast.unparse(expr), kept
                 )
         return adds_defaults
+
+    def no_made_up_attributes(self, qualname: str) -> bool:
+        """Neither `qualname` nor any class of the module it derives from or that derives from it (both
+        versions) defines __getattr__/__getattribute__, and every base of those is a class of the
+        module or `object`: a read of a missing `self.x` raises AttributeError, it is never made up."""
+        for q in self.related_classes(qualname):
+            for version in (self.old, self.new):
+                info = version.classes.get(q)
+                if info is None:
+                    continue
+                if info.makes_up_attributes or info.node.keywords:
+                    return False
+                for base in info.node.bases:
+                    if not (
+                        isinstance(base, ast.Name)
+                        and (base.id in version.classes or base.id == "object")
+                    ):
+                        return False
+        return True
 
     def kept_derivation(
         self, qualname: str, old: ClassInfo, new: ClassInfo, attr: str

@@ -93,6 +93,10 @@ class ClassInfo:
     init_kept: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
     # how many statements of the class's methods assign `self.X` (an augmented assignment counts)
     attribute_stores: dict[str, int] = field(default_factory=dict)
+    # how many of those read `self.X` first, whatever happens (walk._self_fed_stores)
+    self_fed_stores: dict[str, int] = field(default_factory=dict)
+    # the class body defines __getattr__ or __getattribute__ (a read of a missing attribute may succeed)
+    makes_up_attributes: bool = False
 
 
 @dataclass
@@ -295,6 +299,60 @@ def _self_attributes(node: FunctionNode) -> Iterator[str]:
                 yield t.attr
 
 
+def _always_read(expr: ast.expr, me: str) -> set[str]:
+    """Attributes `me.X` an expression certainly reads whenever it completes: not in the branches of
+    `and`/`or`/`if-else` past the first operand, nor in comparisons past the first one of a chain, nor
+    in lambdas or in a comprehension past its first iterable (short-circuited or deferred)."""
+    out: set[str] = set()
+    todo: list[ast.AST] = [expr]
+    while todo:
+        n = todo.pop()
+        if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == me:
+            if isinstance(n.ctx, ast.Load):
+                out.add(n.attr)
+        elif isinstance(n, ast.BoolOp):
+            todo.append(n.values[0])
+        elif isinstance(n, ast.IfExp):
+            todo.append(n.test)
+        elif isinstance(n, ast.Compare):
+            todo.extend([n.left, n.comparators[0]])
+        elif isinstance(n, ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp):
+            if not isinstance(n, ast.GeneratorExp):
+                todo.append(n.generators[0].iter)
+        elif isinstance(n, ast.Lambda):
+            continue
+        else:
+            todo.extend(ast.iter_child_nodes(n))
+    return out
+
+
+def _self_fed_stores(node: FunctionNode) -> dict[str, int]:
+    """How many of a method's stores of each `self.X` read `self.X` first, whatever happens
+    (`self.X = int(self.X)`, `self.X += 1`): such a store runs only on an instance that has X already
+    (unless a `__getattr__` makes one up), so it never gives X to an instance that lacks it."""
+    params = [*node.args.posonlyargs, *node.args.args]
+    out: dict[str, int] = {}
+    if not params:
+        return out
+    me = params[0].arg
+    for sub in ast.walk(node):
+        target: ast.expr | None = None
+        if isinstance(sub, ast.Assign) and len(sub.targets) == 1:
+            target = sub.targets[0]
+        elif isinstance(sub, ast.AugAssign):
+            target = sub.target
+        if not (
+            isinstance(target, ast.Attribute)
+            and isinstance(target.value, ast.Name)
+            and target.value.id == me
+        ):
+            continue
+        assert isinstance(sub, ast.Assign | ast.AugAssign)
+        if isinstance(sub, ast.AugAssign) or target.attr in _always_read(sub.value, me):
+            out[target.attr] = out.get(target.attr, 0) + 1
+    return out
+
+
 # builtins that read a namespace as a whole: code calling them may read any name
 _NAMESPACE_READERS = frozenset({"globals", "vars", "locals", "eval", "exec"})
 
@@ -448,17 +506,46 @@ def _named_namespace_reads(node: ast.AST) -> set[str] | None:
 
 
 def _stored_names(stmt: ast.stmt) -> set[str]:
-    """Names a module-level compound statement binds (also through defs and classes inside it)."""
+    """Names a module-level or class-level statement binds in its own namespace (also through defs and
+    classes inside a compound statement). A def binds its name; what runs in the enclosing scope when
+    the def or class statement runs (decorators, defaults, annotations, bases: a walrus there) binds
+    there too; the assignments of a function body bind its local variables, never the enclosing
+    namespace (waitress `OverflowableBuffer._create_buffer`'s local `strbuf` is not the class-level
+    `strbuf`), except the names it declares `global`, which are counted (conservatively, also for a
+    method, whose `global` names are the module's); a nested class body binds its own namespace.
+    Comprehension targets are counted (conservative)."""
     out: set[str] = set()
-    for n in ast.walk(stmt):
+    todo: list[ast.AST] = [stmt]
+    while todo:
+        n = todo.pop()
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda):
+            if not isinstance(n, ast.Lambda):
+                out.add(n.name)
+            # evaluated in the enclosing scope when the statement runs
+            if isinstance(n, ast.ClassDef):
+                todo.extend([*n.decorator_list, *n.bases, *n.keywords])
+            else:
+                a = n.args
+                todo.extend([*a.defaults, *(d for d in a.kw_defaults if d is not None)])
+                if not isinstance(n, ast.Lambda):
+                    todo.extend(n.decorator_list)
+                    todo.extend(
+                        x.annotation
+                        for x in [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg]
+                        if x is not None and x.annotation is not None
+                    )
+                    todo.extend([n.returns] if n.returns is not None else [])
+            for sub in ast.walk(n):  # the body: only what it declares global
+                if isinstance(sub, ast.Global):
+                    out.update(sub.names)
+            continue
         if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store | ast.Del):
             out.add(n.id)
-        elif isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            out.add(n.name)
         elif isinstance(n, ast.alias):
             out.add(n.asname or n.name.split(".")[0])
         elif isinstance(n, ast.Global):
             out.update(n.names)
+        todo.extend(ast.iter_child_nodes(n))
     return out
 
 
@@ -558,19 +645,25 @@ def _init_values(node: FunctionNode) -> dict[str, ast.expr]:
         if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
             local.add(sub.id)
     out: dict[str, ast.expr] = {}
+    once = _stored_once(node)
     for stmt in node.body:
-        if not (
-            isinstance(stmt, ast.Assign)
-            and len(stmt.targets) == 1
-            and isinstance(stmt.targets[0], ast.Attribute)
-            and isinstance(stmt.targets[0].value, ast.Name)
-            and stmt.targets[0].value.id == me
-        ):
+        attr = _self_target(stmt, me)
+        if attr is None or attr not in once:
             continue
-        attr = stmt.targets[0].attr
+        assert isinstance(stmt, ast.Assign | ast.AnnAssign) and stmt.value is not None
         if attr not in out and not (_names_read_now(stmt.value) & local):
             out[attr] = stmt.value
     return out
+
+
+def _stored_once(node: FunctionNode) -> set[str]:
+    """`self.X` an __init__ stores exactly once (anywhere in it): a second store (`self._reader = None`
+    then `if fast: self._reader = Reader()`, kvserver 71b3105b40) may change the value the first gives,
+    so neither is the value a transformer can give a live instance."""
+    counts: dict[str, int] = {}
+    for attr in _self_attributes(node):
+        counts[attr] = counts.get(attr, 0) + 1
+    return {a for a, n in counts.items() if n == 1}
 
 
 def _stored_in(node: ast.AST) -> set[str]:
@@ -591,15 +684,19 @@ def _stored_in(node: ast.AST) -> set[str]:
 
 
 def _self_target(stmt: ast.stmt, me: str) -> str | None:
-    """X of a statement `me.X = expr` (one target), else None."""
+    """X of a statement `me.X = expr` (one target) or `me.X: T = expr`, else None."""
+    if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
+        target: ast.expr = stmt.targets[0]
+    elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
+        target = stmt.target
+    else:
+        return None
     if (
-        isinstance(stmt, ast.Assign)
-        and len(stmt.targets) == 1
-        and isinstance(stmt.targets[0], ast.Attribute)
-        and isinstance(stmt.targets[0].value, ast.Name)
-        and stmt.targets[0].value.id == me
+        isinstance(target, ast.Attribute)
+        and isinstance(target.value, ast.Name)
+        and target.value.id == me
     ):
-        return stmt.targets[0].attr
+        return target.attr
     return None
 
 
@@ -662,12 +759,13 @@ def _init_derived(
         if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
             local.add(sub.id)
     stores = [_stored_in(stmt) for stmt in node.body]
+    once = _stored_once(node)
     out: dict[str, tuple[ast.expr, frozenset[str]]] = {}
     for j, stmt in enumerate(node.body):
         attr = _self_target(stmt, me)
-        if attr is None or attr in out:
+        if attr is None or attr in out or attr not in once:
             continue
-        assert isinstance(stmt, ast.Assign)
+        assert isinstance(stmt, ast.Assign | ast.AnnAssign) and stmt.value is not None
         read = _names_read_now(stmt.value) & local
         if (
             not read or _stored_in(stmt.value) & read
@@ -814,6 +912,9 @@ class _Walker:
                 info.body_reads.setdefault(read, set()).add(reader)
             for name in names or _stored_names(stmt):
                 bindings[name] = bindings.get(name, 0) + 1
+        info.makes_up_attributes = any(
+            name in {"__getattr__", "__getattribute__"} for name in bindings
+        )
         for stmt in body:
             if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
                 self._function(stmt, qualname, inner_pool, properties)
@@ -826,6 +927,8 @@ class _Walker:
                     for attr in _self_attributes(stmt):
                         info.instance_attributes.setdefault(attr, f"{qualname}.{stmt.name}")
                         info.attribute_stores[attr] = info.attribute_stores.get(attr, 0) + 1
+                    for attr, n in _self_fed_stores(stmt).items():
+                        info.self_fed_stores[attr] = info.self_fed_stores.get(attr, 0) + n
                     guarded, plain = _self_reads(stmt)
                     info.guarded_reads |= guarded
                     info.plain_reads |= plain

@@ -54,11 +54,13 @@ a module whose patch adds members to a class or changes a class (those are evalu
 from __future__ import annotations
 
 import ast
+import contextlib
 import enum
 import hashlib
 import re
 import sys
 import weakref
+from collections.abc import Iterator
 from types import CodeType, FunctionType, ModuleType
 from typing import Any, NamedTuple
 
@@ -962,6 +964,7 @@ def _imported_object(module: ModuleType, node: ast.stmt, bound: str) -> Any:
 
 _FROM = re.compile(r"^from (\.*)(\S*) import (\S+)$")
 _FROM_LINE = re.compile(r"^from (\.*)([\w.]*) import (.+)$")
+_IMPORT_LINE = re.compile(r"^import ([\w., ]+)$")
 
 
 def _sources_first(modules: tuple[ModulePatch, ...]) -> list[ModulePatch]:
@@ -985,7 +988,8 @@ def _sources_first(modules: tuple[ModulePatch, ...]) -> list[ModulePatch]:
         # follow imports (old_value), and every top-level `from M import ...` of the new source: an
         # added import of a name the patch adds to M takes it from M's stager
         texts = [c.old_value or "" for c in mp.changes if c.definition is DefinitionKind.IMPORT]
-        texts += [line.rstrip() for line in mp.new_source.splitlines() if line.startswith("from ")]
+        lines = [line.rstrip() for line in mp.new_source.splitlines()]
+        texts += [line for line in lines if line.startswith("from ")]
         for text in texts:
             m = _FROM.match(text) or _FROM_LINE.match(text)
             if m is None:
@@ -995,8 +999,16 @@ def _sources_first(modules: tuple[ModulePatch, ...]) -> list[ModulePatch]:
                 parts = package.split(".") if package else []
                 parts = parts[: max(0, len(parts) - (len(m[1]) - 1))]
                 base = ".".join([*parts, base] if base else parts)
-            if base in by_name and base != mp.module:
-                deps.setdefault(mp.module, set()).add(base)
+            # `from M import N`: M, and M.N when N is a module the patch adds (`from . import util`)
+            names = [n.split(" as ")[0].strip(" (),") for n in m[3].split(",")]
+            for dep in [base, *(f"{base}.{n}" if base else n for n in names)]:
+                if dep in by_name and dep != mp.module:
+                    deps.setdefault(mp.module, set()).add(dep)
+        for line in lines:  # `import pkg.util`: a module the patch adds, imported by its whole name
+            im = _IMPORT_LINE.match(line)
+            for dep in (n.split(" as ")[0].strip() for n in im[1].split(",")) if im else ():
+                if dep in by_name and dep != mp.module:
+                    deps.setdefault(mp.module, set()).add(dep)
     order: list[ModulePatch] = []
     state: dict[str, int] = {}  # 1 visiting, 2 done
 
@@ -1012,6 +1024,60 @@ def _sources_first(modules: tuple[ModulePatch, ...]) -> list[ModulePatch]:
     for mp in modules:
         visit(mp.module)
     return order
+
+
+@contextlib.contextmanager
+def _visible(added: dict[str, ModuleType], shared: dict[tuple[str, str], Any]) -> Iterator[None]:
+    """While a module the patch adds runs its source, the modules the same patch added before it (it
+    imports them: `from .util import X`, `from . import util`, `import pkg.util`; _sources_first puts
+    them first) are in sys.modules, and the names the patch adds to loaded modules staged before it
+    (`from .zsets import check_range_options`, kvserver b79fb53110) are set on those modules, so its
+    imports bind the very objects the swap will bind, as a fresh import of the new version would. Only
+    names the live process lacks (new modules, new names), only for the time of that source's top
+    level, and taken out again whatever happens: the swap binds them. A thread reading such a name in
+    that window sees the staged object (a name that did not exist)."""
+    shown = [name for name in added if name not in sys.modules]
+    names = [
+        (live, name, value)
+        for (m, name), value in shared.items()
+        if m not in added and (live := sys.modules.get(m)) is not None and name not in vars(live)
+    ]
+    try:
+        for name in shown:
+            sys.modules[name] = added[name]
+        for live, name, value in names:
+            setattr(live, name, value)
+        yield
+    finally:
+        for live, name, value in names:
+            if vars(live).get(name, MISSING) is value:
+                delattr(live, name)
+        for name in shown:
+            if sys.modules.get(name) is added[name]:
+                del sys.modules[name]
+
+
+def _check_no_old_copies(
+    name: str, module: ModuleType, added: dict[str, ModuleType], shared: dict[tuple[str, str], Any]
+) -> None:
+    """A new module that copied (`from m import X`) a value the same patch changes in a loaded module
+    got the live, old one: a fresh import of the new version would have the new one. Refused, naming
+    it (by identity: an equal small int or string held for another reason is refused too, the safe
+    side)."""
+    for (m, attr), value in shared.items():
+        live = sys.modules.get(m)
+        if live is None or m in added:
+            continue
+        old = vars(live).get(attr, MISSING)
+        if old is MISSING or old is value or isinstance(old, ModuleType):
+            continue
+        for k, v in vars(module).items():
+            if v is old and not k.startswith("__"):
+                raise PatchRefused(
+                    f"{name}: the new module's `{k}` is the live `{m}.{attr}`, which the same patch "
+                    f"changes: it would keep the old value; fix: read it as `{m}.{attr}` at call time, "
+                    "or ship the new module first"
+                )
 
 
 def stage(spec: PatchSpec) -> StagedPatch:
@@ -1047,11 +1113,15 @@ def stage(spec: PatchSpec) -> StagedPatch:
         for c in mp.changes
         if c.qualname == "__all__" and c.kind is not ChangeKind.SAME
     )
+    added: dict[str, ModuleType] = {}  # modules this patch adds, built so far
     for mp in _sources_first(spec.modules):
         module = sys.modules.get(mp.module)
         if module is None:
             if mp.changes and all(c.kind is ChangeKind.ADDED for c in mp.changes):
-                module, module_binds = new_module(mp)
+                with _visible(added, shared):
+                    module, module_binds = new_module(mp)
+                _check_no_old_copies(mp.module, module, added, shared)
+                added[mp.module] = module
                 # what later modules of the patch import from it by name
                 shared.update({(mp.module, k): v for k, v in vars(module).items()})
                 binds.extend(module_binds)
