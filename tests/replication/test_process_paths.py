@@ -144,3 +144,11 @@ def test_a_write_waits_a_clean_read_does_not_a_read_behind_a_held_reply_waits() 
     side.between("ack")
     assert side.sent[0] == [b"+OK\r\n+PONG\r\n"] and side.sent[1][-1] == b"$1\r\nv\r\n"
     assert not side.host.held.by_conn
+
+
+def test_asynchronous_replication_keeps_no_per_key_epochs() -> None:
+    side = Side("none", native_process=True)
+    side.run(0, [[b"SET", b"k", b"v"], [b"GET", b"k"]])
+    assert side.sent[0] == [b"+OK\r\n$1\r\nv\r\n"] and not side.host.held.by_conn
+    state = side.host.tracker.ordered[0]  # type: ignore[union-attr]
+    assert state.dirty == {b"k": None} and state.written == {}  # shipped, but no read waits
