@@ -529,7 +529,7 @@ class Primary:
             return
         _, sock, decoder = attached
         try:
-            data = sock.recv(65536, socket.MSG_DONTWAIT)
+            data = sock.recv(4096, socket.MSG_DONTWAIT)  # acknowledgements: 22 bytes each
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
