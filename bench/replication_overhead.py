@@ -12,6 +12,7 @@ instructions  the same loads against a primary run under valgrind --tool=callgri
 
     .venv/bin/python bench/replication_overhead.py throughput [--rounds 3] [--requests 100000]
     .venv/bin/python bench/replication_overhead.py instructions [--requests 20000]
+    (both: [--configs None,commit,full,none] [--loads read_mostly,write_heavy])
 
 Placement (2+ CPUs, like bench/kv_vs_redis.py): the primary (or the plain server) on CPU 1; the
 standby and redis-benchmark on CPU 0 (RemusDB runs the standby on another machine: here it competes
@@ -141,18 +142,18 @@ def cpu_meter(pids: list[int]) -> Callable[[int], tuple[float, float]]:
 
 
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
-    tables: dict[str, dict[str, list[tuple[float, float, float]]]] = {
-        "read_mostly": {str(c): [] for c in CONFIGS},
-        "write_heavy": {str(c): [] for c in CONFIGS},
-    }
+    tables: dict[str, dict[str, list[tuple[float, float, float]]]]
     with tempfile.TemporaryDirectory(prefix="repl-bench-") as tmp:
         setup = Setup(args.pinned, Path(tmp))
         loads = {
             "read_mostly": read_mostly(setup, args.requests, cpu_meter),
             "write_heavy": write_heavy(setup, args.requests, cpu_meter),
         }
+        loads = {k: v for k, v in loads.items() if k in args.loads.split(",")}
+        configs = [c for c in CONFIGS if str(c) in args.configs.split(",")]
+        tables = {k: {str(c): [] for c in configs} for k in loads}
         for rnd in range(args.rounds):
-            order = CONFIGS if rnd % 2 == 0 else list(reversed(CONFIGS))
+            order = configs if rnd % 2 == 0 else list(reversed(configs))
             for c in order:
                 for name, load in loads.items():
                     tables[name][str(c)].append(setup.run(c, load))
@@ -250,9 +251,9 @@ def main() -> None:
     t.add_argument("--requests", type=int, default=100_000)
     i = sub.add_parser("instructions")
     i.add_argument("--requests", type=int, default=20_000)
-    i.add_argument("--configs", default="None,commit,full,none", help="which to run (None: plain)")
-    i.add_argument("--loads", default="read_mostly,write_heavy", help="which loads to run")
     for p in (t, i):
+        p.add_argument("--configs", default="None,commit,full,none", help="which (None: plain)")
+        p.add_argument("--loads", default="read_mostly,write_heavy", help="which loads to run")
         p.add_argument("--no-pin", action="store_true", help="let the scheduler place everything")
     args = parser.parse_args()
     args.pinned = can_pin() and not args.no_pin
