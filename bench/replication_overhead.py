@@ -12,6 +12,8 @@ instructions  the same loads against a primary run under valgrind --tool=callgri
 
     .venv/bin/python bench/replication_overhead.py throughput [--rounds 3] [--requests 100000]
     .venv/bin/python bench/replication_overhead.py instructions [--requests 20000]
+    (both: [--configs None,commit,full,none] [--loads read_mostly,write_heavy]; instructions:
+    [--keep-dumps DIR], then `callgrind_annotate --inclusive=yes DIR/read_mostly-commit.callgrind`)
 
 Placement (2+ CPUs, like bench/kv_vs_redis.py): the primary (or the plain server) on CPU 1; the
 standby and redis-benchmark on CPU 0 (RemusDB runs the standby on another machine: here it competes
@@ -141,18 +143,18 @@ def cpu_meter(pids: list[int]) -> Callable[[int], tuple[float, float]]:
 
 
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
-    tables: dict[str, dict[str, list[tuple[float, float, float]]]] = {
-        "read_mostly": {str(c): [] for c in CONFIGS},
-        "write_heavy": {str(c): [] for c in CONFIGS},
-    }
+    tables: dict[str, dict[str, list[tuple[float, float, float]]]]
     with tempfile.TemporaryDirectory(prefix="repl-bench-") as tmp:
         setup = Setup(args.pinned, Path(tmp))
         loads = {
             "read_mostly": read_mostly(setup, args.requests, cpu_meter),
             "write_heavy": write_heavy(setup, args.requests, cpu_meter),
         }
+        loads = {k: v for k, v in loads.items() if k in args.loads.split(",")}
+        configs = [c for c in CONFIGS if str(c) in args.configs.split(",")]
+        tables = {k: {str(c): [] for c in configs} for k in loads}
         for rnd in range(args.rounds):
-            order = CONFIGS if rnd % 2 == 0 else list(reversed(CONFIGS))
+            order = configs if rnd % 2 == 0 else list(reversed(configs))
             for c in order:
                 for name, load in loads.items():
                     tables[name][str(c)].append(setup.run(c, load))
@@ -178,10 +180,19 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
 _TOTALS = re.compile(r"^(?:summary|totals):\s*(\d+)", re.MULTILINE)
 
 
-def callgrind_meter(tmp: Path) -> Callable[[list[int]], Callable[[int], tuple[float, float]]]:
+def callgrind_meter(
+    tmp: Path, keep: Path | None = None, label: dict[str, str] | None = None
+) -> Callable[[list[int]], Callable[[int], tuple[float, float]]]:
+    """keep: copy each counted window's dump there as LABEL.callgrind (label["name"]), for
+    `callgrind_annotate --inclusive=yes` (by C function: where the instructions went)."""
+
     def before_load(pids: list[int]) -> Callable[[int], tuple[float, float]]:
         pid = pids[0]
-        subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
+        # Instrumentation starts here (--instr-atstart=no below): the start-up, the full sync and
+        # the warm-up run at valgrind's uninstrumented speed, which at a load of 40 on this
+        # machine is what lets the server print its readiness line within the timeouts.
+        for op in (["-i", "on"], ["-z"]):
+            subprocess.run(["callgrind_control", *op, str(pid)], check=True, capture_output=True)
 
         def done(requests: int) -> tuple[float, float]:
             dumps = set(tmp.glob("callgrind.*"))
@@ -191,6 +202,10 @@ def callgrind_meter(tmp: Path) -> Callable[[list[int]], Callable[[int], tuple[fl
                 new = [p for p in set(tmp.glob("callgrind.*")) - dumps if p.stat().st_size]
                 if new and _TOTALS.search(new[0].read_text(errors="replace")):
                     text = new[0].read_text(errors="replace")
+                    if keep is not None:
+                        keep.mkdir(parents=True, exist_ok=True)
+                        name = (label or {}).get("name", "run")
+                        (keep / f"{name}.callgrind").write_text(text)
                     for p in new:
                         p.unlink()
                     instructions = sum(int(m) for m in _TOTALS.findall(text)[:1])
@@ -209,10 +224,13 @@ def instructions(args: argparse.Namespace) -> dict[str, Any]:
         wrapper = [
             "valgrind",
             "--tool=callgrind",
+            "--instr-atstart=no",
             f"--callgrind-out-file={tmp}/callgrind.%p",
         ]
         setup = Setup(args.pinned, Path(tmp), wrapper)
-        meter = callgrind_meter(Path(tmp))
+        label = {"name": ""}
+        keep = Path(args.keep_dumps) if args.keep_dumps else None
+        meter = callgrind_meter(Path(tmp), keep, label)
         loads = {
             "read_mostly": read_mostly(setup, args.requests, meter),
             "write_heavy": write_heavy(setup, args.requests, meter),
@@ -224,6 +242,7 @@ def instructions(args: argparse.Namespace) -> dict[str, Any]:
             for c in CONFIGS:
                 if str(c) not in args.configs.split(","):
                     continue
+                label["name"] = f"{name}-{c}"
                 rps, per_request, _ = setup.run(c, load)
                 out[name]["no replication" if c is None else c] = {
                     "instructions_per_request": round(per_request),
@@ -245,9 +264,10 @@ def main() -> None:
     t.add_argument("--requests", type=int, default=100_000)
     i = sub.add_parser("instructions")
     i.add_argument("--requests", type=int, default=20_000)
-    i.add_argument("--configs", default="None,commit,full,none", help="which to run (None: plain)")
-    i.add_argument("--loads", default="read_mostly,write_heavy", help="which loads to run")
+    i.add_argument("--keep-dumps", metavar="DIR", help="keep each window's callgrind dump in DIR")
     for p in (t, i):
+        p.add_argument("--configs", default="None,commit,full,none", help="which (None: plain)")
+        p.add_argument("--loads", default="read_mostly,write_heavy", help="which loads to run")
         p.add_argument("--no-pin", action="store_true", help="let the scheduler place everything")
     args = parser.parse_args()
     args.pinned = can_pin() and not args.no_pin

@@ -33,12 +33,14 @@ static PyObject *g_tracker;  /* the DirtyTracker, or NULL */
 static PyObject *g_states;   /* tracker.states: Keyspace -> DbState */
 static PyObject *g_touched;  /* tracker.touched: list of (DbState, key) */
 
-static PyObject *s_dirty, *s_process_commands;
+static PyObject *s_dirty, *s_process_commands, *s_zero;
 
 /* Offsets of __slots__ members, read once (methods() and configure()): the per-access reads then cost
    a load each instead of an attribute lookup. Keyspace: _data, _expires; DbState: written, floor;
    DirtyTracker: read_epoch, structural. */
 static Py_ssize_t off_data, off_expires, off_written, off_floor, off_read_epoch, off_structural;
+/* DbState.dirty; Protection: epoch, acked, active (read by Processor's write path). */
+static Py_ssize_t off_dirty, off_p_epoch, off_p_acked, off_p_active;
 
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 
@@ -223,6 +225,7 @@ methods(PyObject *module, PyObject *args)
         slot_offset(keyspace, "_expires", &off_expires) < 0 ||
         slot_offset(dbstate, "written", &off_written) < 0 ||
         slot_offset(dbstate, "floor", &off_floor) < 0 ||
+        slot_offset(dbstate, "dirty", &off_dirty) < 0 ||
         slot_offset(tracker, "read_epoch", &off_read_epoch) < 0 ||
         slot_offset(tracker, "structural", &off_structural) < 0)
         return NULL;
@@ -287,7 +290,11 @@ typedef struct {
     PyObject *touched;
     PyObject *held_by_conn;
     PyObject *slow;
+    PyObject *hold;       /* hold(client, epoch): move the client's replies into the held ones */
+    PyObject *protection; /* the Primary's Protection */
     int full;
+    int reads; /* tracker.reads: keep the per-key epochs of unacknowledged writes */
+    long long last_dirty; /* server.dirty after the previous batch (or at construction) */
     vectorcallfunc vectorcall;
 } Processor;
 
@@ -311,6 +318,81 @@ call_slow(Processor *self, PyObject *client, PyObject *wrote)
     return PyObject_Vectorcall(self->slow, args, 2, NULL);
 }
 
+/* end_batch's _commit_touched: every key touched in a batch that wrote is dirty, written in the
+   epoch being filled (rules: kvserver.dirty). */
+static int
+commit_touched(Processor *self)
+{
+    PyObject *epoch = slot(self->protection, off_p_epoch, "epoch");
+    if (epoch == NULL)
+        return -1;
+    Py_INCREF(epoch); /* a slot may be rebound by what a dict store runs (a key's __eq__) */
+    Py_ssize_t n = PyList_GET_SIZE(self->touched);
+    for (Py_ssize_t i = 0; i < n && i < PyList_GET_SIZE(self->touched); i++) {
+        PyObject *pair = PyList_GET_ITEM(self->touched, i);
+        if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2) {
+            Py_DECREF(epoch);
+            PyErr_SetString(PyExc_TypeError, "tracker.touched holds (DbState, key) pairs");
+            return -1;
+        }
+        PyObject *state = PyTuple_GET_ITEM(pair, 0), *key = PyTuple_GET_ITEM(pair, 1);
+        PyObject *dirty = slot(state, off_dirty, "dirty");
+        PyObject *written = dirty ? slot(state, off_written, "written") : NULL;
+        if (written == NULL || !PyDict_Check(dirty) || !PyDict_Check(written)) {
+            Py_DECREF(epoch);
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "DbState.dirty and written must be dicts");
+            return -1;
+        }
+        Py_INCREF(state);
+        Py_INCREF(key);
+        int rc = PyDict_SetItem(dirty, key, Py_None);
+        if (rc == 0 && self->reads) {
+            written = slot(state, off_written, "written");
+            rc = written == NULL ? -1 : PyDict_SetItem(written, key, epoch);
+        }
+        Py_DECREF(key);
+        Py_DECREF(state);
+        if (rc < 0) {
+            Py_DECREF(epoch);
+            return -1;
+        }
+    }
+    Py_DECREF(epoch);
+    return 0;
+}
+
+/* Protection.hold_until(wrote, read_epoch) (livepatch.replication.protection; keep in step): a new
+   reference to the epoch the batch's replies wait for, 0 for none. */
+static PyObject *
+hold_until(Processor *self, int wrote, PyObject *read_epoch)
+{
+    PyObject *active = slot(self->protection, off_p_active, "active");
+    if (active == NULL)
+        return NULL;
+    int on = PyObject_IsTrue(active);
+    if (on <= 0)
+        return on < 0 ? NULL : Py_NewRef(s_zero);
+    if (self->full || wrote) {
+        PyObject *epoch = slot(self->protection, off_p_epoch, "epoch");
+        return epoch ? Py_NewRef(epoch) : NULL;
+    }
+    PyObject *acked = slot(self->protection, off_p_acked, "acked");
+    if (acked == NULL)
+        return NULL;
+    int newer = PyObject_RichCompareBool(read_epoch, acked, Py_GT);
+    if (newer < 0)
+        return NULL;
+    return Py_NewRef(newer ? read_epoch : s_zero);
+}
+
+static PyObject *
+call_hold(Processor *self, PyObject *client, PyObject *epoch)
+{
+    PyObject *args[2] = {client, epoch};
+    return PyObject_Vectorcall(self->hold, args, 2, NULL);
+}
+
 static PyObject *
 processor_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -318,57 +400,113 @@ processor_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, P
     if (PyVectorcall_NARGS(nargsf) != 2 || kwnames != NULL)
         return PyErr_Format(PyExc_TypeError, "process(client, commands)");
     PyObject *client = args[0];
-    long long before, after;
-    if (dirty_count(self, &before) < 0)
-        return NULL;
+    long long after;
     PyObject *margs[3] = {self->server, client, args[1]};
-    PyObject *r = PyObject_VectorcallMethod(s_process_commands, margs,
-                                            3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    /* The class's function, through the type's attribute cache (a live patch that replaces it on
+       the class, or its code, is seen at once): PyObject_VectorcallMethod's generic lookup also
+       searches the instance's dict, ~400 instructions per batch. Nothing sets it per instance. */
+    PyObject *func = _PyType_Lookup(Py_TYPE(self->server), s_process_commands); /* borrowed */
+    PyObject *r;
+    if (func != NULL && PyFunction_Check(func)) {
+        Py_INCREF(func);
+        r = PyObject_Vectorcall(func, margs, 3, NULL);
+        Py_DECREF(func);
+    } else {
+        r = PyObject_VectorcallMethod(s_process_commands, margs,
+                                      3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    }
     if (r == NULL)
         return NULL;
     Py_DECREF(r);
+    /* One read of server.dirty per batch: compared with its value after the previous batch. A
+       change made between batches (cron's expiry, a snapshot resetting the count) makes this batch
+       count as a write: its touched keys are shipped and its replies wait for the epoch. More
+       than needed, never less. */
     if (dirty_count(self, &after) < 0)
         return NULL;
+    int wrote = after != self->last_dirty;
+    self->last_dirty = after;
     PyObject *structural = slot(self->tracker, off_structural, "structural");
     if (structural == NULL)
         return NULL;
-    if (after != before || structural == Py_True)
-        return call_slow(self, client, Py_True);
-    if (PyList_GET_SIZE(self->touched) &&
-        PyList_SetSlice(self->touched, 0, PyList_GET_SIZE(self->touched), NULL) < 0)
+    if (structural == Py_True)
+        return call_slow(self, client, Py_True); /* FLUSHDB, SWAPDB: the Python rules */
+    Py_ssize_t ntouched = PyList_GET_SIZE(self->touched);
+    if (wrote && ntouched && commit_touched(self) < 0)
+        return NULL;
+    if (ntouched && PyList_SetSlice(self->touched, 0, PyList_GET_SIZE(self->touched), NULL) < 0)
         return NULL;
     PyObject *read_epoch = slot(self->tracker, off_read_epoch, "read_epoch");
     if (read_epoch == NULL)
         return NULL;
-    if (!PyLong_Check(read_epoch) || Py_SIZE(read_epoch) != 0 || self->full)
-        return call_slow(self, client, Py_False);
-    int held = PyDict_Contains(self->held_by_conn, client);
-    if (held < 0)
+    if (!PyLong_CheckExact(read_epoch))
+        return PyErr_Format(PyExc_TypeError, "DirtyTracker.read_epoch must be an int");
+    if (!wrote && Py_SIZE(read_epoch) == 0 && !self->full) {
+        /* The common case: a read of nothing unacknowledged. */
+        int held = PyDict_Contains(self->held_by_conn, client);
+        if (held <= 0)
+            return held < 0 ? NULL : Py_NewRef(Py_None);
+        return call_hold(self, client, s_zero);
+    }
+    /* Protection.hold_until(wrote, read_epoch), with end_batch's reset of read_epoch. */
+    PyObject *epoch = hold_until(self, wrote, read_epoch); /* new reference, or NULL */
+    if (epoch == NULL)
         return NULL;
-    if (held)
-        return call_slow(self, client, Py_False);
-    Py_RETURN_NONE;
+    if (Py_SIZE(read_epoch) != 0) {
+        Py_INCREF(s_zero);
+        Py_SETREF(SLOT(self->tracker, off_read_epoch), s_zero);
+    }
+    int held = 1;
+    if (Py_SIZE(epoch) == 0) {
+        held = PyDict_Contains(self->held_by_conn, client);
+        if (held < 0) {
+            Py_DECREF(epoch);
+            return NULL;
+        }
+    }
+    PyObject *out = held ? call_hold(self, client, epoch) : Py_NewRef(Py_None);
+    Py_DECREF(epoch);
+    return out;
 }
 
 static PyObject *
 processor_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"server", "tracker", "held_by_conn", "slow", "full", NULL};
-    PyObject *server, *tracker, *held, *slow;
+    static char *kwlist[] = {"server", "tracker", "held_by_conn", "slow", "hold", "full", NULL};
+    PyObject *server, *tracker, *held, *slow, *hold;
     int full;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!Op:Processor", kwlist, &server, &tracker,
-                                     &PyDict_Type, &held, &slow, &full))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!OOp:Processor", kwlist, &server, &tracker,
+                                     &PyDict_Type, &held, &slow, &hold, &full))
         return NULL;
     if (off_structural == 0)
         return PyErr_Format(PyExc_RuntimeError, "call methods() first");
+    PyObject *protection = PyObject_GetAttrString(tracker, "protection");
+    if (protection == NULL)
+        return NULL;
+    PyObject *reads_obj = PyObject_GetAttrString(tracker, "reads");
+    int reads = reads_obj ? PyObject_IsTrue(reads_obj) : -1;
+    Py_XDECREF(reads_obj);
+    if (reads < 0) {
+        Py_DECREF(protection);
+        return NULL;
+    }
+    PyObject *ptype = (PyObject *)Py_TYPE(protection);
+    if (slot_offset(ptype, "epoch", &off_p_epoch) < 0 ||
+        slot_offset(ptype, "acked", &off_p_acked) < 0 ||
+        slot_offset(ptype, "active", &off_p_active) < 0) {
+        Py_DECREF(protection);
+        return NULL;
+    }
     PyObject *touched = PyObject_GetAttrString(tracker, "touched");
     if (touched == NULL || !PyList_Check(touched)) {
         Py_XDECREF(touched);
+        Py_DECREF(protection);
         return touched ? PyErr_Format(PyExc_TypeError, "tracker.touched must be a list") : NULL;
     }
     Processor *self = (Processor *)type->tp_alloc(type, 0);
     if (self == NULL) {
         Py_DECREF(touched);
+        Py_DECREF(protection);
         return NULL;
     }
 
@@ -376,12 +514,20 @@ processor_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     Py_INCREF(tracker);
     Py_INCREF(held);
     Py_INCREF(slow);
+    Py_INCREF(hold);
+    self->hold = hold;
+    self->protection = protection;
     self->server = server;
     self->tracker = tracker;
     self->touched = touched;
     self->held_by_conn = held;
     self->slow = slow;
     self->full = full;
+    self->reads = reads;
+    if (dirty_count(self, &self->last_dirty) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
     self->vectorcall = processor_vectorcall;
     return (PyObject *)self;
 }
@@ -394,6 +540,8 @@ processor_traverse(Processor *self, visitproc visit, void *arg)
     Py_VISIT(self->touched);
     Py_VISIT(self->held_by_conn);
     Py_VISIT(self->slow);
+    Py_VISIT(self->hold);
+    Py_VISIT(self->protection);
     return 0;
 }
 
@@ -405,6 +553,8 @@ processor_clear(Processor *self)
     Py_CLEAR(self->touched);
     Py_CLEAR(self->held_by_conn);
     Py_CLEAR(self->slow);
+    Py_CLEAR(self->hold);
+    Py_CLEAR(self->protection);
     return 0;
 }
 
@@ -420,7 +570,7 @@ static PyTypeObject ProcessorType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "kvserver._dirtyfast.Processor",
     .tp_basicsize = sizeof(Processor),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "Processor(server, tracker, held_by_conn, slow, full): PrimaryHost.process's fast path.",
+    .tp_doc = "Processor(server, tracker, held_by_conn, slow, hold, full): PrimaryHost.process in C.",
     .tp_new = processor_new,
     .tp_call = PyVectorcall_Call,
     .tp_vectorcall_offset = offsetof(Processor, vectorcall),
@@ -450,6 +600,8 @@ PyInit__dirtyfast(void)
         return NULL;
     INTERN(s_dirty, "dirty");
     INTERN(s_process_commands, "process_commands");
+    if ((s_zero = PyLong_FromLong(0)) == NULL)
+        return NULL;
     if (PyType_Ready(&ProcessorType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);

@@ -13,6 +13,7 @@ class Processor:
         tracker: Any,
         held_by_conn: dict[Any, Any],
         slow: Callable[[Any, bool], None],
+        hold: Callable[[Any, int], None],
         full: bool,
     ) -> None: ...
     def __call__(self, client: Any, commands: list[list[bytes]]) -> None: ...

@@ -21,7 +21,7 @@ For commit protection, `written[key]` is the epoch of the last write to a key wh
 acknowledged yet, and `floor` the epoch of the last unacknowledged FLUSHDB/SWAPDB of the database (a
 read after it reveals its effect). A lookup notes the newest such epoch in `read_epoch`; the batch's
 replies wait for it (livepatch.replication.Protection). `acknowledged(epoch)` forgets what the standby
-now holds.
+now holds. Under `--protection none` no reply waits for a read, so `written` is not kept (`reads`).
 
 A read of the whole database (DBSIZE and INFO keyspace through `len`, KEYS, SCAN, RANDOMKEY) reveals
 every unacknowledged change in it, a deletion included: it notes the newest unacknowledged epoch that
@@ -75,6 +75,7 @@ class DirtyTracker:
         "ordered",
         "protection",
         "read_epoch",
+        "reads",
         "states",
         "structural",
         "structural_changes",
@@ -83,6 +84,9 @@ class DirtyTracker:
 
     def __init__(self, databases: list[Keyspace], protection: Protection) -> None:
         self.protection = protection
+        # Under asynchronous replication (mode "none") no reply waits for a read: the per-key epochs
+        # of unacknowledged writes (`written`, `_pending`) are not kept, and a read notes nothing.
+        self.reads = protection.mode != "none"
         self.states: dict[Keyspace, DbState] = {
             db: DbState(i, db) for i, db in enumerate(databases)
         }
@@ -112,9 +116,13 @@ class DirtyTracker:
 
     def _commit_touched(self) -> None:
         epoch = self.protection.epoch
-        for state, key in self.touched:
-            state.dirty[key] = None
-            state.written[key] = epoch
+        if self.reads:
+            for state, key in self.touched:
+                state.dirty[key] = None
+                state.written[key] = epoch
+        else:
+            for state, key in self.touched:
+                state.dirty[key] = None
         self.touched.clear()
 
     # ------------------------------------------------------------------------ epochs
@@ -130,7 +138,8 @@ class DirtyTracker:
                 continue
             entries = state.db.entries(state.dirty)
             changes.append((state.index, entries))
-            captured.extend((state, key) for key in state.dirty)
+            if self.reads:
+                captured.extend((state, key) for key in state.dirty)
             state.dirty = {}
         if captured:
             self._pending.append((self.protection.epoch, captured))

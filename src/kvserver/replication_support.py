@@ -90,7 +90,10 @@ class PrimaryHost:
         Runs once per read. Its common case (nothing written, nothing unacknowledged read, nothing
         held for this client, mode not "full") returns without a call; kvserver._dirtyfast.Processor
         is the same decision in C, which install_primary puts in place of this method when built
-        (keep the two in step)."""
+        (keep the two in step). The C version also does `_after_batch`'s work up to `_hold` (the
+        tracker's end of batch and Protection.hold_until), so a write that need not wait
+        (`--protection none`, or degraded) runs no Python here at all, and it reads server.dirty
+        once per batch (against its value after the previous one)."""
         server = self.server
         before = server.dirty
         server.process_commands(client, commands)
@@ -110,9 +113,12 @@ class PrimaryHost:
         assert t is not None
         wrote, read_epoch = t.end_batch(wrote)
         epoch = self.protection.hold_until(wrote, read_epoch)
+        if epoch or client in self.held.by_conn:
+            self._hold(client, epoch)
+
+    def _hold(self, client: ClientState, epoch: int) -> None:
+        """Move the client's replies into `held` until epoch (0: behind those already held)."""
         held = self.held
-        if not epoch and client not in held.by_conn:
-            return
         out = client.out
         if out:
             held.hold(client, epoch, b"".join(out))
@@ -249,6 +255,7 @@ def install_primary(
             host.tracker,
             host.held.by_conn,
             host._after_batch,
+            host._hold,
             primary.protection.mode == "full",
         )
     loop.replication = host

@@ -66,7 +66,8 @@ INLINE_MAX = 64 << 10  # frames up to this size are sent by the loop itself when
 HANDSHAKE_TIMEOUT_S = 2.0
 BACKOFF_S = (0.05, 0.1, 0.2, 0.5, 1.0)
 STATS_WINDOW = 64  # epochs in the moving averages of status()
-CHECK_S = 0.01  # how often the standby timeouts are looked at
+CHECK_S = 0.01  # how often the standby timeouts are looked at, at least (see _check_s)
+CHECK_FRACTION = 50  # ... and at most every --standby-timeout-ms / this (2% of the timeout)
 LINK_SILENCE_FACTOR = 2  # the link is dropped after this many --standby-timeout-ms of silence
 LINK_SILENCE_MIN_S = 2.0  # ... and never sooner than this
 HEARTBEAT_S = 0.05  # a frame at least this often, so silence means trouble even with long epochs
@@ -114,6 +115,9 @@ class Primary:
         # loop half
         self._epoch_s = self.options.epoch_ms / 1000.0
         self._timeout_s = self.options.standby_timeout_ms / 1000.0
+        # Each check looks at every connection with a held reply; 2% of the timeout is precise
+        # enough, and a long timeout then costs fewer checks.
+        self._check_s = max(CHECK_S, self._timeout_s / CHECK_FRACTION)
         self._next_check_at = 0.0
         self._next_heartbeat_at = 0.0
         self._next_epoch_at = time.monotonic() + self._epoch_s
@@ -252,7 +256,7 @@ class Primary:
         if now >= self._next_check_at:
             # The timeouts are in hundreds of ms: looking every CHECK_S is enough, and keeps the
             # per-iteration cost low while replies wait (every iteration then takes this path).
-            self._next_check_at = now + CHECK_S
+            self._next_check_at = now + self._check_s
             self._check_timeouts(link_gen, now)
         if self._syncing:
             # More chunks to make: come back at once, unless the queue is full (then let it drain).
@@ -492,12 +496,13 @@ class Primary:
     def _encode(frame: Frame, compressor: Any) -> bytes:
         """The frame's bytes, compressed when that pays."""
         payload = frame.payload
-        flags = 0
         if len(payload) >= COMPRESS_MIN and frame.kind in (Kind.EPOCH, Kind.SNAPSHOT_CHUNK):
             packed = compressor.compress(payload)
             if len(packed) < len(payload):
-                payload, flags = packed, wire.COMPRESSED
-        return wire.encode(Frame(frame.kind, frame.epoch, frame.term, payload, flags))
+                return wire.encode(
+                    Frame(frame.kind, frame.epoch, frame.term, packed, wire.COMPRESSED)
+                )
+        return wire.encode(frame)  # as it is: no second Frame (one per epoch otherwise)
 
     def _count(self, frame: Frame, data: bytes) -> None:
         """Statistics of a frame sent as data (under _cv: both the loop and the sender send)."""
@@ -557,7 +562,7 @@ class Primary:
             return
         _, sock, decoder = attached
         try:
-            data = sock.recv(65536, socket.MSG_DONTWAIT)
+            data = sock.recv(4096, socket.MSG_DONTWAIT)  # acknowledgements: 22 bytes each
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:

@@ -1,0 +1,154 @@
+"""PrimaryHost.process has two versions that must take the same decisions: the Python one and
+kvserver._dirtyfast.Processor (C: the tracker's end of batch, Protection.hold_until, the hold). Here
+both run the same batches of commands from two clients on two identical servers, with epochs
+captured, acknowledged, protection given up and resumed between them, and after every batch the
+held replies (epoch and bytes, per client, in order), the dirty and unacknowledged keys and the
+tracker's per-batch state must be equal. In-process: the same ServerState the servers run."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kvserver import dirty
+from kvserver.config import Config
+from kvserver.dirty import NATIVE, track
+from kvserver.replication_support import PrimaryHost
+from kvserver.server import ServerState
+from livepatch.replication import Protection
+
+pytestmark = pytest.mark.skipif(not NATIVE, reason="kvserver._dirtyfast is not built")
+
+KEYS = [b"a", b"b", b"c"]
+key = st.sampled_from(KEYS)
+command = st.one_of(
+    st.tuples(st.just(b"GET"), key),
+    st.tuples(st.just(b"EXISTS"), key),
+    st.tuples(st.just(b"SET"), key, st.sampled_from([b"1", b"2"])),
+    st.tuples(st.just(b"INCR"), key),
+    st.tuples(st.just(b"LPUSH"), key, st.just(b"x")),
+    st.tuples(st.just(b"DEL"), key),
+    st.tuples(st.just(b"DBSIZE")),
+    st.tuples(st.just(b"SELECT"), st.sampled_from([b"0", b"1"])),
+    st.tuples(st.just(b"FLUSHDB")),
+    st.tuples(st.just(b"SWAPDB"), st.just(b"0"), st.just(b"1")),
+    st.tuples(st.just(b"PING")),
+).map(list)
+# between batches: nothing, capture an epoch, acknowledge every captured one, give protection up
+# (the Primary's degradation: every held reply released), resume it
+between = st.sampled_from(["", "", "capture", "ack", "degrade", "resume"])
+step = st.tuples(st.integers(0, 1), st.lists(command, min_size=1, max_size=3), between)
+
+
+class Side:
+    def __init__(self, mode: str, native_process: bool) -> None:
+        self.server = ServerState(Config(databases=2, livepatch=False))
+        self.protection = Protection(mode)  # type: ignore[arg-type]
+        self.host = PrimaryHost(SimpleNamespace(server=self.server, schedule_send=lambda c: None))
+        self.host.tracker = track(self.server.databases, self.protection, native=True)
+        self.host.protection = self.protection
+        self.clients = [self.server.new_client(None, f"c{i}") for i in range(2)]
+        self.process: Any = self.host.process
+        if native_process:
+            from kvserver import _dirtyfast
+
+            self.process = _dirtyfast.Processor(
+                self.server,
+                self.host.tracker,
+                self.host.held.by_conn,
+                self.host._after_batch,
+                self.host._hold,
+                mode == "full",
+            )
+        self.captured = 0
+        self.sent: list[list[bytes]] = [[], []]  # replies that left at once or on release
+
+    def current(self) -> None:
+        """The tracker is one per process (module state, in Python and C): make ours current."""
+        dirty._tracker = self.host.tracker
+        from kvserver import _dirtyfast
+
+        _dirtyfast.configure(self.host.tracker)
+
+    def run(self, who: int, batch: list[list[bytes]]) -> None:
+        self.current()
+        client = self.clients[who]
+        self.server.now_ms = 1_000_000
+        self.process(client, batch)
+        if client.out:  # not held: it goes out now
+            self.sent[who].append(b"".join(client.out))
+            client.out.clear()
+
+    def between(self, what: str) -> None:
+        self.current()
+        p = self.protection
+        assert self.host.tracker is not None
+        if what == "capture":
+            self.host.capture_epoch()
+            self.captured = p.epoch
+            p.epoch += 1
+        elif what == "ack" and self.captured:
+            p.acked = self.captured
+            self.host.tracker.acknowledged(self.captured)
+            self._released(self.host.held.release(self.captured))
+        elif what == "degrade":
+            p.active = False
+            self._released(self.host.held.release_all())
+        elif what == "resume":
+            p.active = p.mode != "none"
+
+    def _released(self, released: list[tuple[Any, bytes]]) -> None:
+        for client, data in released:
+            self.sent[self.clients.index(client)].append(data)
+
+    def state(self) -> Any:
+        t = self.host.tracker
+        assert t is not None
+        held = {
+            self.clients.index(c): [(e, d) for e, d, _ in q]
+            for c, q in self.host.held.by_conn.items()
+        }
+        tracked = [(dict(s.dirty), dict(s.written), s.floor) for s in t.ordered]
+        return held, tracked, t.read_epoch, t.structural, list(t.touched), self.sent
+
+
+@pytest.mark.parametrize("mode", ["commit", "full", "none"])
+@settings(max_examples=150, deadline=None)
+@given(st.lists(step, min_size=1, max_size=25))
+def test_the_c_and_python_process_decide_alike(mode: str, steps: list[Any]) -> None:
+    python, c = Side(mode, native_process=False), Side(mode, native_process=True)
+    for who, batch, what in steps:
+        for side in (python, c):
+            side.run(who, batch)
+        assert c.state() == python.state()
+        for side in (python, c):
+            side.between(what)
+        assert c.state() == python.state()
+
+
+def test_a_write_waits_a_clean_read_does_not_a_read_behind_a_held_reply_waits() -> None:
+    side = Side("commit", native_process=True)
+    side.run(0, [[b"SET", b"k", b"v"]])
+    assert [(e, d) for e, d, _ in side.host.held.by_conn[side.clients[0]]] == [(1, b"+OK\r\n")]
+    side.run(1, [[b"GET", b"other"]])
+    assert side.sent[1] == [b"$-1\r\n"]  # nothing unacknowledged read: out at once
+    side.run(1, [[b"GET", b"k"]])
+    assert side.clients[1] in side.host.held.by_conn  # it reads the unacknowledged write
+    side.run(0, [[b"PING"]])
+    assert len(side.host.held.by_conn[side.clients[0]]) == 2  # in order behind the held +OK
+    side.between("capture")
+    side.between("ack")
+    assert side.sent[0] == [b"+OK\r\n+PONG\r\n"] and side.sent[1][-1] == b"$1\r\nv\r\n"
+    assert not side.host.held.by_conn
+
+
+def test_asynchronous_replication_keeps_no_per_key_epochs() -> None:
+    side = Side("none", native_process=True)
+    side.run(0, [[b"SET", b"k", b"v"], [b"GET", b"k"]])
+    assert side.sent[0] == [b"+OK\r\n$1\r\nv\r\n"] and not side.host.held.by_conn
+    state = side.host.tracker.ordered[0]  # type: ignore[union-attr]
+    assert state.dirty == {b"k": None} and state.written == {}  # shipped, but no read waits
