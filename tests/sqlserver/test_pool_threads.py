@@ -9,6 +9,8 @@ server (conftest.py) with the real runtime:
     those as spares (`_Group.spares`);
   * the idle timeout restarted at every wake-up, and the patcher's hook wakes waiting workers at every
     transition, so no thread ever retired under patches: it now counts from a thread's last request.
+And one cost per patch: a thread that took an idle client's request during a patch declared itself
+executing (LOW) before deferring it, which unparked every parked thread of the pool (the priority rule).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pytest
 
 import livepatch
 from livepatch import Category
+from livepatch.runtime.lifecycle import EventName
 from sqlserver.server import pool
 from tests.sqlserver.conftest import APP_V1, APP_V2, LineServer
 from tests.support import wait_for
@@ -87,6 +90,58 @@ def test_parked_threads_count_as_spares_no_thread_is_created_for_them(line_facto
         h.join(60)
     assert result and result[0].ok, result and result[0].reason
     assert all(c.ask("call") == "v2" for c in clients)
+    assert livepatch.revert_patch(method="global", timeout=30).ok
+
+
+def test_a_request_deferred_during_a_patch_unparks_nobody(line_factory, app):
+    """A patch held open by a MEDIUM thread of the test: the waiting workers park, the listener
+    (CRITICAL) keeps polling (the priority rule). An idle client sends its next request: the listener
+    defers it (no transaction: it waits for the end of the patch) without declaring itself executing,
+    so no parked worker is unparked. Before the fix the listener turned LOW first and the patch's
+    events showed the parked workers unparked."""
+    server: LineServer = line_factory(policy="pool", pool_groups=1)
+    group = _pool(server).groups[0]
+    client = server.client()
+    assert client.ask("x") == "echo x"
+    hold, held = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with livepatch.managed_thread(role="test-holder", priority=livepatch.Priority.MEDIUM):
+            held.set()
+            hold.wait(60)
+            livepatch.quiescence_point()
+
+    h = threading.Thread(target=holder)
+    h.start()
+    assert held.wait(10)
+    result: list[livepatch.PatchResult] = []
+    patcher = threading.Thread(
+        target=lambda: result.append(livepatch.apply_patch(_spec(app), method="global", timeout=30))
+    )
+    patcher.start()
+    try:
+        prefix = f"sql-pool-g{group.index}-"
+
+        def workers_parked_listener_polling() -> bool:
+            states = _group_states(prefix)
+            with group.lock:
+                return (
+                    group.listening
+                    and group.threads >= 2
+                    and states.count("parked") == group.threads - 1
+                )
+
+        wait_for(workers_parked_listener_polling, what="the workers parked, the listener polling")
+        client.send("call")  # an idle session: deferred until the patch is over
+        wait_for(lambda: bool(group.deferred), what="the request deferred")
+    finally:
+        hold.set()
+        patcher.join(60)
+        h.join(60)
+    assert result and result[0].ok, result and result[0].reason
+    unparked = [e.thread for e in result[0].events if e.name == EventName.UNPARKED]
+    assert unparked == [], f"unparked by a deferred request: {unparked}"
+    assert client.reply() == "v2"  # run after the patch, by the new version
     assert livepatch.revert_patch(method="global", timeout=30).ok
 
 

@@ -388,9 +388,7 @@ class ThreadPool:
             ran = conn is not None
             if conn is not None:
                 idle_since = time.monotonic()
-                if role is not None:
-                    role.execute()
-                self._run(group, conn)
+                self._run(group, conn, role)
                 if flag is not None and flag.request is not None:
                     self._done_during_patch(group)
                     ran = False
@@ -515,7 +513,7 @@ class ThreadPool:
                     group.start_worker()
                 return first
 
-    def _run(self, group: _Group, conn: Connection) -> None:
+    def _run(self, group: _Group, conn: Connection, role: _Role | None) -> None:
         """One request of `conn` (owned by this worker until re-armed)."""
         flag = self._flag
         if flag is not None and flag.request is not None:
@@ -524,9 +522,15 @@ class ThreadPool:
                 # A patch is pending and this session holds nothing: its next transaction waits
                 # until the patch is over (like a connection thread's activate()), so that no new
                 # work keeps the executing workers busy forever; it is queued again afterwards.
+                # Decided before the thread declares itself executing (LOW): it runs nothing, and
+                # turning LOW would unpark every parked waiting worker and listener of the pool
+                # (the priority rule), which then have to be woken and park again -- once per
+                # client whose next request arrives during the patch.
                 with group.lock:
                     group.deferred.append(conn)
                 return
+        if role is not None:
+            role.execute()
         try:
             keep = conn.serve_once(self.state) and not self._stopping
         except Exception:
