@@ -174,3 +174,34 @@ def test_idle_threads_retire_although_the_patchers_hook_keeps_waking_them(line_f
         t.join(10)
     c = server.client()
     assert c.ask("x") == "echo x"  # the group's last thread still serves
+
+
+def test_a_worker_that_goes_back_to_waiting_is_registered_medium(line_factory):
+    """A worker that ran a request and then waits for work re-declares MEDIUM before it waits (no patch
+    pending): left registered LOW, as it was before, it held back every park of the next global patch
+    (the priority rule) until the hook had woken it and it had re-declared. Built step by step: B's
+    `work` waits for A's lock, so another worker listens and runs A's COMMIT; afterwards one of the two
+    threads that ran requests listens and the other waits."""
+    server: LineServer = line_factory(policy="pool", pool_groups=1)
+    group = _pool(server).groups[0]
+    a, b = server.client(), server.client()
+    assert a.ask("begin") == "BEGIN" and a.ask("lock") == "LOCKED"
+    server.state.waiting_for_lock.clear()
+    b.send("work")
+    assert server.state.waiting_for_lock.wait(10)
+    assert a.ask("commit") == "COMMIT"
+    assert b.reply() == "v1"
+
+    def settled() -> bool:
+        with group.lock:
+            return (
+                group.busy == 0
+                and group.starting == 0
+                and group.listening
+                and group.waiting == group.threads - 1
+                and group.waiting >= 1
+            )
+
+    wait_for(settled, what="every thread but the listener waiting")
+    with group.lock:
+        assert group.waiting_low == 0, f"{group.waiting_low} waiting workers still registered LOW"

@@ -102,7 +102,10 @@ class _Role:
     blocked outside any request (in poll, or waiting for work) when a patch starts; the wake-up hook
     wakes it and it re-declares its priority before its point. What the priority rule needs holds
     throughout: every executing thread is registered LOW, so no waiting worker and no listener parks
-    while a request still runs. In steady state this costs no call at all.
+    while a request still runs. One exception (`idle`): a worker about to wait for work while no patch
+    is pending re-declares MEDIUM at once -- a blocking wait costs far more than the call, and a waiting
+    worker left registered LOW held back every park of the next patch until the hook had woken it. The
+    listener's path (poll, run, poll) stays lazy: in steady state it costs no call at all.
     """
 
     __slots__ = ("current", "flag", "naive", "point", "set_priority")
@@ -120,6 +123,16 @@ class _Role:
         if self.current is not _LOW and not self.naive:
             self.set_priority(_LOW)
             self.current = _LOW
+
+    def idle(self) -> None:
+        """About to wait for work (a blocking wait: a futex and a wake-up cost far more than this).
+        With no patch pending, re-declare MEDIUM now instead of at the next patch's point: the runtime
+        call is then one attribute write. A worker still registered LOW when a patch starts holds back
+        every other pool thread's park (the priority rule) until the hook has woken it and it has
+        re-declared; each such change also makes the runtime call the hooks again."""
+        if self.current is _LOW and not self.naive and self.flag.request is None:
+            self.set_priority(_MEDIUM)
+            self.current = _MEDIUM
 
     def quiesce_as(self, priority: Priority) -> None:
         """The quiescence point, as `priority` (MEDIUM between tasks, CRITICAL after a poll)."""
@@ -435,6 +448,8 @@ class ThreadPool:
                 if idle_for >= self.idle_timeout_s and group.threads > 1:
                     group.threads -= 1  # idle that long and not the group's last thread
                     return None, True
+                if role is not None:
+                    role.idle()
                 low = role is not None and role.current is _LOW
                 group.waiting += 1
                 group.waiting_low += low
