@@ -27,6 +27,7 @@ waits, for the last park or for the GIL; involuntary ones are preemptions by the
 
 `--base REF` runs the same rows against `git archive REF src` (PYTHONPATH) and this tree in turns,
 `--rounds` times each, and prints the median of each figure over the rounds, with the load average.
+Repeat it (`--base 0b0101e --base 2a04ed6^1 --base 2a04ed6`) to run several versions in turns in one run.
 """
 
 from __future__ import annotations
@@ -230,12 +231,13 @@ def export_source(ref: str, dest: Path) -> Path:
     archive = subprocess.run(
         ["git", "-C", str(root), "archive", ref, "src"], check=True, capture_output=True
     ).stdout
+    dest.mkdir(parents=True, exist_ok=True)
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
     return dest / "src"
 
 
 def compare(args: argparse.Namespace) -> None:
-    """Base and this tree in turns (base first in odd rounds, this tree first in even ones); prints the
+    """Every base and this tree in turns (in the order given in even rounds, reversed in odd ones); prints the
     median over the rounds of each row's figures, and the load average before and after."""
     passed = [f"--threads={args.threads}", f"--patches={args.patches}", f"--staging={args.staging}"]
     passed += {None: [], (True,): ["--io"], (False,): ["--cpu"]}[tuple(args.modes or ()) or None]
@@ -243,7 +245,10 @@ def compare(args: argparse.Namespace) -> None:
     rows: dict[tuple[str, bool, str], list[dict[str, float]]] = {}
     load0 = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        versions = {args.base: str(export_source(args.base, Path(tmp))), "this tree": None}
+        versions: dict[str, str | None] = {
+            ref: str(export_source(ref, Path(tmp) / str(i))) for i, ref in enumerate(args.base)
+        }
+        versions["this tree"] = None
         for i in range(args.rounds):
             order = list(versions.items()) if i % 2 == 0 else list(versions.items())[::-1]
             for label, src in order:
@@ -271,7 +276,10 @@ def compare(args: argparse.Namespace) -> None:
         f"{'p90/median':>11} {'stage':>8} {'without staging':>16} {'call->return':>13}  (ms; per-round "
         "req->finished)"
     )
-    for (label, io, method), rs in sorted(rows.items(), key=lambda kv: (kv[0][1:], kv[0][0])):
+    labels = [*args.base, "this tree"]
+    for (label, io, method), rs in sorted(
+        rows.items(), key=lambda kv: (kv[0][1:], labels.index(kv[0][0]))
+    ):
 
         def med(key: str, rs: list[dict[str, float]] = rs) -> float:
             return statistics.median(r[key] for r in rs)
@@ -314,7 +322,9 @@ def main() -> None:
     ap.add_argument(
         "--base",
         metavar="REF",
-        help="A/B in turns: run this script against `git archive REF src` (PYTHONPATH) and this tree",
+        action="append",
+        help="A/B in turns: run this script against `git archive REF src` (PYTHONPATH) and this tree; "
+        "repeatable (every REF and this tree in turns: a bisection in one run)",
     )
     ap.add_argument("--rounds", type=int, default=5, help="with --base: turns per version")
     ap.add_argument("--json", action="store_true", help="one JSON object per row (used by --base)")

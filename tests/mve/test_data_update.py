@@ -29,13 +29,14 @@ def intenc() -> Iterator[dict[str, Path]]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _fill(r: Any) -> None:
-    """COUNTERS canonical integers (packed by v2), and strings that look numeric but are not canonical."""
-    pipe = r.pipeline(transaction=False)
-    for start in range(0, COUNTERS, 1000):
-        pipe.mset({f"c:{i}": str(i) for i in range(start, start + 1000)})
-    pipe.mset({"padded": "007", "plus": "+5", "huge": str(1 << 70), "word": "hello"})
-    pipe.execute()
+def _fill(r: Any, counters: int = COUNTERS) -> None:
+    """`counters` canonical integers (packed by v2), and strings that look numeric but are not canonical."""
+    for chunk in range(0, counters, 100_000):  # a pipeline of at most 100 MSETs at a time
+        pipe = r.pipeline(transaction=False)
+        for start in range(chunk, min(chunk + 100_000, counters), 1000):
+            pipe.mset({f"c:{i}": str(i) for i in range(start, start + 1000)})
+        pipe.execute()
+    r.mset({"padded": "007", "plus": "+5", "huge": str(1 << 70), "word": "hello"})
 
 
 @pytest.mark.timeout(240)
@@ -79,6 +80,37 @@ def test_data_changing_update_is_transformed_in_the_follower_validated_and_promo
     a = again.client()
     assert a.dbsize() == size and a.get("c:41") == b"42" and a.get("padded") == b"007"
     assert again.stop() == 0
+
+
+MILLION = 1_000_000
+
+
+@pytest.mark.timeout(600)
+def test_a_data_changing_update_of_a_million_keys_is_validated_and_promoted(
+    kv_factory: Any, intenc: dict[str, Path], work_dir: Path
+) -> None:
+    """The issue's size: 1M keys transformed in the follower while the leader serves, then promoted; every
+    client kept, every value reads back in the new layout."""
+    server = start_server(kv_factory, work_dir)
+    r = held(server)
+    _fill(r, MILLION)
+    assert r.dbsize() == MILLION + 4
+    with Traffic(server) as traffic:
+        done = update(work_dir, intenc["good"], "--window", "1s", "--exercise-wait", "2")
+        assert r.get("c:999999") == b"999999"
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "promoted" in done.stdout
+    assert not traffic.errors, traffic.errors[:5]
+    history = json.dumps(
+        json.loads(livepatch_cli("history", "--socket", str(work_dir / "lp.sock"), "--json").stdout)
+    )
+    assert f"packed {MILLION} integer strings" in history, history[-2000:]
+    assert r.mget([f"c:{i}" for i in range(0, MILLION, 9_973)]) == [
+        str(i).encode() for i in range(0, MILLION, 9_973)
+    ]
+    assert r.get("padded") == b"007" and r.incr("c:41") == 42
+    assert r.dbsize() - len(set(traffic.acked)) == MILLION + 4
+    assert server.stop() == 0
 
 
 @pytest.mark.timeout(240)

@@ -192,3 +192,114 @@ def test_a_birth_waiting_on_the_transition_ends_it_at_the_deadline(rt: Runtime) 
     assert isinstance(exc, PatchAborted), exc
     assert "deadline" in str(exc)
     assert code.swaps == 0
+
+
+# ---- the local transition's deadline ----------------------------------------------------------------
+# A local transition holds no thread, but while it migrates the moved threads run the new code and the
+# others the old. With only the patcher checking its deadline, a patcher held up left that mix for as long
+# as it was held, and then committed a transition that had completed past its deadline. The threads that
+# pass a point after the deadline now reverse it themselves (threads.py `_local_deadline`).
+
+
+class Mover:
+    """A managed thread passing quiescence points in a loop; after each it reads `code` and notes when it
+    first saw the new version and, after that, the old one again."""
+
+    def __init__(self, rt: Runtime, code: Versioned, name: str) -> None:
+        self.rt, self.code = rt, code
+        self.moved, self.moved_back, self.stop = (
+            threading.Event(),
+            threading.Event(),
+            threading.Event(),
+        )
+        self.thread = threading.Thread(target=self.run, name=name, daemon=True)
+
+    def run(self) -> None:
+        with self.rt.managed_thread(self.thread.name, Priority.LOW):
+            while not self.stop.is_set():
+                self.rt.quiescence_point()
+                v = self.code.call()
+                if v == 1:
+                    self.moved.set()
+                elif self.moved.is_set():
+                    self.moved_back.set()
+                self.stop.wait(0.001)  # pacing only: every wait in the test is on an event
+
+
+def test_a_local_transition_is_reversed_by_the_threads_at_the_deadline_while_the_patcher_is_held_up(
+    rt: Runtime,
+) -> None:
+    code = Versioned()
+    hook = BlockingHook()
+    leave, entered = threading.Event(), threading.Event()
+
+    def straggler() -> None:
+        with rt.managed_thread("straggler", Priority.LOW):
+            entered.set()
+            leave.wait(timeout=60)  # reaches no point until the test lets it
+
+    s = threading.Thread(target=straggler, name="straggler", daemon=True)
+    s.start()
+    assert entered.wait(timeout=SLACK)
+    mover = Mover(rt, code, "mover")
+    mover.thread.start()
+    rt.add_wakeup_hook(hook)
+    try:
+        with in_background(lambda: rt.run_local(code.begin, code.end, timeout=TIMEOUT)) as out:
+            try:
+                assert hook.entered.wait(timeout=SLACK)
+                assert mover.moved.wait(timeout=SLACK), "the mover never ran the new code"
+                assert mover.moved_back.wait(timeout=TIMEOUT + SLACK), (
+                    "the moved thread kept the new code past the deadline while the patcher was held up"
+                )
+                assert (
+                    not hook.release.is_set()
+                )  # the patcher is still in the hook: the threads did it
+            finally:
+                hook.release.set()
+                leave.set()
+    finally:
+        mover.stop.set()
+        mover.thread.join(timeout=10)
+        s.join(timeout=10)
+    (exc,) = out
+    assert isinstance(exc, PatchAborted), exc
+    assert "straggler" in str(exc) and "nothing was changed" in str(exc), exc
+    assert code.current == 0 and code.call() == 0
+    stats = rt.statistics()
+    assert stats.generation == 0 and stats.transition is None
+
+
+def test_a_local_transition_complete_by_the_deadline_is_committed_by_a_late_patcher(
+    rt: Runtime,
+) -> None:
+    """The other side: every thread moved in time, the patcher was held up past the deadline; the
+    threads passing points after the deadline leave it alone, and the patcher commits it."""
+    code = Versioned()
+    hook = BlockingHook()
+    movers = [Mover(rt, code, f"mover-{i}") for i in range(3)]
+    for m in movers:
+        m.thread.start()
+    rt.add_wakeup_hook(hook)
+    try:
+        with in_background(lambda: rt.run_local(code.begin, code.end, timeout=TIMEOUT)) as out:
+            try:
+                assert hook.entered.wait(timeout=SLACK)
+                for m in movers:
+                    assert m.moved.wait(timeout=SLACK)
+                while time.monotonic() < hook.t_entered + TIMEOUT:  # past the deadline for sure
+                    time.sleep(0.01)
+                for m in movers:  # each passes a point past the deadline and stays on the new code
+                    m.moved.clear()
+                    assert m.moved.wait(timeout=SLACK)
+                assert not any(m.moved_back.is_set() for m in movers)
+            finally:
+                hook.release.set()
+    finally:
+        for m in movers:
+            m.stop.set()
+            m.thread.join(timeout=10)
+    (r,) = out
+    assert not isinstance(r, BaseException), r
+    assert code.current == 1
+    assert rt.statistics().generation == 1 and rt.statistics().transition is None

@@ -33,7 +33,7 @@ from collections.abc import Callable
 
 from livepatch.errors import PatchAborted
 from livepatch.runtime.lifecycle import EventName
-from livepatch.runtime.registry import ThreadRecord, describe
+from livepatch.runtime.registry import Phase, ThreadRecord, describe
 from livepatch.runtime.stragglers import HINT, describe_blocked
 from livepatch.runtime.threads import ThreadSide, log
 
@@ -325,19 +325,28 @@ class Quiescence(ThreadSide):
             begin(self._make_use_new(target))
             with self._lock:
                 tr = self._registry.begin_local(_listener(recorder))
+                self._deadline = deadline  # the threads enforce it too (threads.py _local_deadline)
                 self._control.request = tr
         except BaseException:
             self._slot.release()
             raise
         hooks = _HookCaller(self)
-        self._wait_until(self._registry.all_moved, deadline, hooks)
+        self._wait_until(
+            lambda: tr.phase is not Phase.MIGRATING or self._registry.all_moved(), deadline, hooks
+        )
         with self._lock:
             # Re-checked at the deadline (the last move may just have happened). A move racing with the
-            # reversal (moves take no lock) is undone at that thread's next quiescence point.
-            forwards = self._registry.all_moved()
-            if not forwards:
+            # reversal (moves take no lock) is undone at that thread's next quiescence point. A thread
+            # past the deadline may have reversed it already (threads.py _local_deadline): the patcher
+            # was held up meanwhile, and every move it sees now may be a move back.
+            forwards = tr.phase is Phase.MIGRATING and self._registry.all_moved()
+            if tr.phase is not Phase.MIGRATING:
+                expired, self._expired = self._expired, None
+                late = describe(expired[1] if expired is not None and expired[0] is tr else [])
+            elif not forwards:
                 late = describe(self._registry.stragglers())
                 self._registry.reverse_local()
+            self._deadline = float("inf")  # decided: no thread needs to check it any more
         if forwards:
             t_moved = time.perf_counter()
             try:

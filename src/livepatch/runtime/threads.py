@@ -104,9 +104,11 @@ class ThreadSide:
     _local: threading.local  # .record: the calling thread's ThreadRecord, when managed
     _hooks: tuple[Callable[[], object], ...]  # copy-on-write: the patcher iterates without the lock
     _control: Control
-    # the pending global transition's deadline (time.monotonic()); written with begin_global, under _lock
+    # the pending transition's deadline (time.monotonic()); written with begin_global / begin_local under
+    # _lock, read without it by local points (a stale read: the lock is taken and the state re-checked)
     _deadline: float
-    # the transition the threads ended at its deadline, with its stragglers then (under _lock)
+    # the transition the threads ended (global) or reversed (local) at its deadline, with its stragglers
+    # then (under _lock)
     _expired: tuple[Transition, list[ThreadRecord]] | None
 
     def _idle_request(self) -> _Rejoin | None:
@@ -175,6 +177,9 @@ class ThreadSide:
         if req is None or isinstance(req, _Rejoin):
             return
         if req.mode is Mode.LOCAL:
+            now = time.monotonic()
+            if now > self._deadline and req.phase is Phase.MIGRATING:
+                self._local_deadline(rec, req)
             # Lock-free (see the theory above); already moved is WfPatch's second fast path.
             if rec.generation != req.target:
                 action = self._registry.migrate(rec, req)
@@ -189,7 +194,7 @@ class ThreadSide:
             # to move (bench/sync_time.py: local sync medians halved, docs/performance.md). Only in the
             # first 10 ms: a transition still open after that waits for a thread blocked elsewhere, which
             # no stepping aside helps, and a busy moved thread would lose 0.1 ms per point for nothing.
-            time.sleep(STEP_ASIDE_S if time.monotonic() - req.started < STEP_ASIDE_FOR_S else 0)
+            time.sleep(STEP_ASIDE_S if now - req.started < STEP_ASIDE_FOR_S else 0)
             return
         with self._lock:
             action = self._registry.at_point(rec)
@@ -201,6 +206,29 @@ class ThreadSide:
             # the transition ourselves at its deadline (_wait_global).
             while rec.state is ThreadState.PARKED:
                 self._wait_global()
+
+    def _local_deadline(self, rec: ThreadRecord, tr: Transition) -> None:
+        """A managed thread at a point past a local transition's deadline, while it still migrates: if
+        not every active thread has moved, reverse it here (the moved threads, this one first, move back
+        at their points); if every one has, it completed in time, and nothing is left to enforce.
+
+        The deadline is held by the threads, not only by the patcher (as a global one: _wait_global).
+        A patcher held up (a wake-up hook that blocks, a long garbage collection, a starved process) left
+        the moved threads on the new code and the others on the old for as long as it was held, and then
+        committed a transition that completed after its deadline. Only a thread past the deadline takes
+        the lock here, and at most once per transition (`_deadline` is cleared once decided)."""
+        with self._lock:
+            if self._registry.transition is not tr or tr.phase is not Phase.MIGRATING:
+                return  # decided meanwhile (by the patcher, or by another thread)
+            if self._registry.all_moved():
+                self._deadline = float(
+                    "inf"
+                )  # complete in time: the patcher commits it when it runs
+                return
+            self._expired = (tr, self._registry.stragglers())  # for the patcher's abort reason
+            self._registry.reverse_local()
+            self._deadline = float("inf")
+            self._progress.set()
 
     def _wait_global(self) -> None:
         """Wait once on `_threads_cv` while a global transition holds the caller (parked, or waiting to be
