@@ -102,7 +102,10 @@ class _Role:
     blocked outside any request (in poll, or waiting for work) when a patch starts; the wake-up hook
     wakes it and it re-declares its priority before its point. What the priority rule needs holds
     throughout: every executing thread is registered LOW, so no waiting worker and no listener parks
-    while a request still runs. In steady state this costs no call at all.
+    while a request still runs. One exception (`idle`): a worker about to wait for work while no patch
+    is pending re-declares MEDIUM at once -- a blocking wait costs far more than the call, and a waiting
+    worker left registered LOW held back every park of the next patch until the hook had woken it. The
+    listener's path (poll, run, poll) stays lazy: in steady state it costs no call at all.
     """
 
     __slots__ = ("current", "flag", "naive", "point", "set_priority")
@@ -120,6 +123,16 @@ class _Role:
         if self.current is not _LOW and not self.naive:
             self.set_priority(_LOW)
             self.current = _LOW
+
+    def idle(self) -> None:
+        """About to wait for work (a blocking wait: a futex and a wake-up cost far more than this).
+        With no patch pending, re-declare MEDIUM now instead of at the next patch's point: the runtime
+        call is then one attribute write. A worker still registered LOW when a patch starts holds back
+        every other pool thread's park (the priority rule) until the hook has woken it and it has
+        re-declared; each such change also makes the runtime call the hooks again."""
+        if self.current is _LOW and not self.naive and self.flag.request is None:
+            self.set_priority(_MEDIUM)
+            self.current = _MEDIUM
 
     def quiesce_as(self, priority: Priority) -> None:
         """The quiescence point, as `priority` (MEDIUM between tasks, CRITICAL after a poll)."""
@@ -182,11 +195,31 @@ class _Group:
                 self.wakeup()  # the listener takes queued work too when woken
             self.deferred.clear()
 
+    def spares(self) -> int:
+        """Lock held. Threads of this group that will come back to take queued work or to listen:
+        those waiting for work, and those on their way back to `_get_event` -- woken by the wake-up
+        hook, or parked at a quiescence point (a pool thread parks only while no request executes,
+        and is unparked as soon as one does: the priority rule). Not the executing ones, not the
+        listener, not one being created.
+
+        `waiting` alone is not this: right after a transition every thread of the group is on its
+        way back (the runtime releases them all at once, and at load 40 each needs the GIL before it
+        waits again), so `waiting == 0` made the pool create a thread at nearly every request for a
+        while after each patch. Under `livepatch stress` the pool grew to its bound of 64 threads per
+        group within three minutes (193 threads, every one of which each global patch then had to
+        wake and park; docs/performance.md, session 7)."""
+        return self.threads - self.busy - self.starting - (1 if self.listening else 0)
+
     def wake_or_create(self) -> None:
-        """Lock held. Another thread for this group: a waiting worker, else a new one (bounded)."""
+        """Lock held. Another thread for this group: a waiting worker; else none while another
+        thread is on its way back (`spares`); else a new one (bounded)."""
         if self.waiting:
             self.cond.notify()
-        elif self.starting == 0 and self.threads < self.pool.max_threads_per_group:
+        elif (
+            self.spares() == 0
+            and self.starting == 0
+            and self.threads < self.pool.max_threads_per_group
+        ):
             self.start_worker()
 
     def wait_begin(self) -> None:
@@ -218,6 +251,7 @@ class ThreadPool:
         max_threads_per_group: int = MAX_THREADS_PER_GROUP,
         stall_limit_s: float = STALL_LIMIT_S,
         naive: bool = False,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
     ) -> None:
         if groups < 1:
             raise ValueError("a pool needs at least one thread group (--pool-groups 1 or more)")
@@ -226,6 +260,7 @@ class ThreadPool:
         self.livepatch_enabled = livepatch_enabled
         self.max_threads_per_group = max_threads_per_group
         self.stall_limit_s = stall_limit_s
+        self.idle_timeout_s = idle_timeout_s
         self.naive = naive
         self.groups = [_Group(self, i) for i in range(groups)]
         self._next_group = itertools.cycle(self.groups)
@@ -352,18 +387,21 @@ class ThreadPool:
         back_out = blocking.BackOutRule(flag) if flag is not None and not self.naive else None
         blocking.install(group.wait_begin, group.wait_end, back_out)
         ran = False
+        # When this thread last had work: it retires after IDLE_TIMEOUT_S without any, however often
+        # the wake-up hook woke it meanwhile (each wake-up used to restart the timeout, so under a
+        # patch every few seconds no thread ever retired).
+        idle_since = time.monotonic()
         while True:
             if group.deferred and flag is not None and flag.request is None:
                 with group.lock:
                     group.release_deferred()
-            conn, retire = self._get_event(group, role, ran)
+            conn, retire = self._get_event(group, role, ran, idle_since)
             if retire:
                 return
             ran = conn is not None
             if conn is not None:
-                if role is not None:
-                    role.execute()
-                self._run(group, conn)
+                idle_since = time.monotonic()
+                self._run(group, conn, role)
                 if flag is not None and flag.request is not None:
                     self._done_during_patch(group)
                     ran = False
@@ -373,13 +411,14 @@ class ThreadPool:
                 role.quiesce_as(_MEDIUM)
 
     def _get_event(
-        self, group: _Group, role: _Role | None, ran: bool
+        self, group: _Group, role: _Role | None, ran: bool, idle_since: float
     ) -> tuple[Connection | None, bool]:
         """A ready connection for this worker, (None, False) to pass the quiescence point again (woken
         without work), or (None, True) when the thread should exit (stop, or idle too long; the thread
         is then already off the group's count, decided under the lock so a group never over-retires).
-        ran: this thread has just finished a request (it stops counting as executing). A returned
-        connection counts this thread as executing again."""
+        ran: this thread has just finished a request (it stops counting as executing). idle_since:
+        when it last had work (time.monotonic()). A returned connection counts this thread as
+        executing again."""
         with group.lock:
             if ran:
                 group.active -= 1
@@ -405,19 +444,26 @@ class ThreadPool:
                         group.active += 1
                         group.busy += 1
                     return conn, False
+                idle_for = time.monotonic() - idle_since
+                if idle_for >= self.idle_timeout_s and group.threads > 1:
+                    group.threads -= 1  # idle that long and not the group's last thread
+                    return None, True
+                if role is not None:
+                    role.idle()
                 low = role is not None and role.current is _LOW
                 group.waiting += 1
                 group.waiting_low += low
                 try:
-                    woken = group.cond.wait(IDLE_TIMEOUT_S)
+                    # the group's last thread never retires: it just waits (a timeout is harmless)
+                    last = group.threads <= 1
+                    woken = group.cond.wait(
+                        self.idle_timeout_s if last else self.idle_timeout_s - idle_for
+                    )
                 finally:
                     group.waiting -= 1
                     group.waiting_low -= low
                 if group.queue or self._stopping:
                     continue
-                if not woken and group.threads > 1:
-                    group.threads -= 1  # idle for IDLE_TIMEOUT_S and not the group's last thread
-                    return None, True
                 if woken:
                     return None, False  # a wake-up without work (the patcher's hook): go round
 
@@ -475,14 +521,14 @@ class ThreadPool:
                 # ahead of need: a thread is slow to start on a loaded machine (and, under naive
                 # quiescence, one born during a global patch waits for its end).
                 if (
-                    group.waiting == 0
+                    group.spares() == 0  # none waiting, and none on its way back (see spares())
                     and group.starting == 0
                     and group.threads < self.max_threads_per_group
                 ):
                     group.start_worker()
                 return first
 
-    def _run(self, group: _Group, conn: Connection) -> None:
+    def _run(self, group: _Group, conn: Connection, role: _Role | None) -> None:
         """One request of `conn` (owned by this worker until re-armed)."""
         flag = self._flag
         if flag is not None and flag.request is not None:
@@ -491,9 +537,15 @@ class ThreadPool:
                 # A patch is pending and this session holds nothing: its next transaction waits
                 # until the patch is over (like a connection thread's activate()), so that no new
                 # work keeps the executing workers busy forever; it is queued again afterwards.
+                # Decided before the thread declares itself executing (LOW): it runs nothing, and
+                # turning LOW would unpark every parked waiting worker and listener of the pool
+                # (the priority rule), which then have to be woken and park again -- once per
+                # client whose next request arrives during the patch.
                 with group.lock:
                     group.deferred.append(conn)
                 return
+        if role is not None:
+            role.execute()
         try:
             keep = conn.serve_once(self.state) and not self._stopping
         except Exception:
