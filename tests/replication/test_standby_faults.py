@@ -198,3 +198,31 @@ def test_a_standby_waits_out_a_pause_of_its_primary_during_a_full_sync(
     a.wait_protected(120)
     status = b.status()
     assert status["connections"] == syncs and status["full_syncs"] == syncs, status
+
+
+def test_the_primary_waits_out_a_pause_of_its_standby_applying_a_full_sync(
+    pair: tuple[int, Node, Node],
+) -> None:
+    """The primary has sent the whole snapshot (SNAPSHOT_END queued) long before a loaded standby has
+    applied it; a standby silent for more than the link's 2 s then must not be dropped before it
+    acknowledges the sync's end (the sync's 10 s hold until then), or the sync restarts, and on a
+    loaded machine restarted forever (the third stall of the 100-kill bench, session 7)."""
+    port, a, b = pair
+    a.start_primary(port, b)  # --standby-timeout-ms 1000: the link's silence 2 s, 10 s in a sync
+    with redis.Redis(port=port, socket_timeout=120) as c:
+        c.execute_command("DEBUG", "POPULATE", 300_000)
+    b.start_standby(port, a)
+    b.wait_status(lambda s: s.get("state") == "syncing", 60, "syncing")
+    b.signal(signal.SIGSTOP)  # applying the snapshot: stopped before it could acknowledge it
+    try:
+        # The primary produces the rest of the snapshot meanwhile (the kernel's buffers and its
+        # queue take it) and so counts the sync as sent; the standby has acknowledged nothing.
+        sent = a.wait_status(lambda s: s.get("state") == "streaming", 6, "snapshot sent")
+        assert sent["full_syncs"] == 1 and sent["acked_epoch"] == 0, sent
+        time.sleep(3.0)  # the fault: silent 3 s after that, over the link's 2 s, under 10 s
+    finally:
+        b.signal(signal.SIGCONT)
+    a.wait_protected(120)
+    assert a.status()["full_syncs"] == 1
+    status = b.status()
+    assert status["connections"] == 1 and status["full_syncs"] == 1, status

@@ -14,8 +14,10 @@ Two halves that share only a queue and a few counters:
        about one round trip to the standby, not half an epoch); an epoch is captured even without a
        link (its changes are then covered by the next full sync) and even when empty (a heartbeat);
     3. gives up on a link that is silent for 2 x `standby_timeout_ms` (at least 2 s; 5 times that
-       during a full sync) or whose queue passed `max_queue_bytes` (the standby is gone or too slow):
-       the connection is dropped, the next one starts with a full sync;
+       during a full sync, i.e. from SNAPSHOT_BEGIN until the standby acknowledges an epoch after
+       SNAPSHOT_END: the last chunks are sent long before a loaded standby has applied them) or
+       whose queue passed `max_queue_bytes` (the standby is gone or too slow): the connection is
+       dropped, the next one starts with a full sync;
     4. under `on_standby_loss="degrade"`, releases every held reply once the oldest has waited
        `standby_timeout_ms`, with a loud warning, and stops holding until the standby acknowledges an
        epoch captured after that (it has caught up); under "hold" replies wait for as long as it takes.
@@ -70,6 +72,7 @@ CHECK_S = 0.01  # how often the standby timeouts are looked at, at least (see _c
 CHECK_FRACTION = 50  # ... and at most every --standby-timeout-ms / this (2% of the timeout)
 LINK_SILENCE_FACTOR = 2  # the link is dropped after this many --standby-timeout-ms of silence
 LINK_SILENCE_MIN_S = 2.0  # ... and never sooner than this
+SYNC_SILENCE_FACTOR = 5  # ... times this from a full sync's start until the standby acknowledges it
 HEARTBEAT_S = 0.05  # a frame at least this often, so silence means trouble even with long epochs
 RESUME_WINDOW_S = 10.0  # how long a new primary keeps its resume offer open (see PrimaryOptions)
 
@@ -122,7 +125,10 @@ class Primary:
         self._next_heartbeat_at = 0.0
         self._next_epoch_at = time.monotonic() + self._epoch_s
         self._synced_gen = 0  # connection generation the sync was started for
-        self._syncing = False
+        self._syncing = False  # producing the snapshot's chunks
+        # A full sync was begun on _synced_gen and the standby has not acknowledged its end yet (it
+        # acknowledges no epoch before it applied SNAPSHOT_END): the link's longer patience holds.
+        self._sync_unacked = False
         self._sync_started_epoch = 0
         self._captured: collections.deque[tuple[int, float]] = collections.deque()  # unacked
         self._resume_until = (
@@ -204,6 +210,7 @@ class Primary:
             "epoch_bytes_sent": self.epoch_bytes,
             "epoch_bytes_raw": self.raw_bytes,
             "full_syncs": self.syncs,
+            "full_sync_unacked": self._sync_unacked,
             "degradations": self.degradations,
             "queue_bytes": self._queue_bytes,
             "refused": self._refusal or None,
@@ -267,10 +274,12 @@ class Primary:
         p = self.protection
         # Dropping the link costs a full sync, so it waits longer than a held reply does (that one
         # is --on-standby-loss's business); longer still during a sync, whose chunks a busy standby
-        # may take seconds to get through.
+        # may take seconds to get through: until it acknowledges the sync's end, not until the last
+        # chunk is sent (a loaded standby applied one for 35 s after that, and was dropped after 2 s
+        # of silence, again and again: docs/performance.md, session 7).
         silence = max(LINK_SILENCE_FACTOR * self._timeout_s, LINK_SILENCE_MIN_S)
-        if self._syncing:
-            silence *= 5
+        if self._syncing or self._sync_unacked:
+            silence *= SYNC_SILENCE_FACTOR
         if link_gen and now - self._last_heard > silence:
             log.warning(
                 "replication: no word from the standby at %s:%d for %.0f ms: dropping the link "
@@ -300,6 +309,7 @@ class Primary:
     def _begin_sync(self, gen: int) -> None:
         self._synced_gen = gen
         self._syncing = True
+        self._sync_unacked = True
         self._sync_started_epoch = self.protection.epoch
         self.syncs += 1
         self.state = "syncing"
@@ -313,6 +323,7 @@ class Primary:
     def _resume(self, gen: int) -> None:
         self._synced_gen = gen
         self._syncing = False
+        self._sync_unacked = False
         self._resume_until = 0.0
         self.state = "streaming"
         log.info(
@@ -385,6 +396,9 @@ class Primary:
         if gen != self._link_gen or gen != self._synced_gen or self.fenced:
             return  # from a connection given up since: it says nothing about the current standby
         p = self.protection
+        # A standby acknowledges no epoch on a connection before it applied that connection's
+        # SNAPSHOT_END (ACK(0) until then): this is the end of the full sync.
+        self._sync_unacked = False
         if epoch > p.acked:
             p.acked = epoch
         captured = self._captured
