@@ -808,20 +808,7 @@ def test_a_module_level_name_changing_kind_is_refused_when_something_held_the_ol
         spec = patch_from_sources({live.__name__: (v1, v2)})
         with pytest.raises(PatchRefused, match="also held by a dict"):
             _stage_while_a_table_holds(spec, live.hmset_command)
-        bound = functools.partial(live.WSGIServer, "app")
-        with pytest.raises(PatchRefused, match=r"WSGIServer.*also held by a partial object"):
-            stage(spec)
-        del bound
-        other = ModuleType("elsewhere")
-        # `from m import hmset_command` outside the package
-        setattr(other, "hmset_command", live.hmset_command)  # noqa: B010
-        sys.modules["elsewhere"] = other
-        try:
-            with pytest.raises(PatchRefused, match=r"also held by elsewhere\.hmset_command, which"):
-                stage(spec)
-        finally:
-            del sys.modules["elsewhere"]
-        del other  # its namespace held the copy
+        _refused_for_a_partial_then_for_a_copy_elsewhere(spec, live)
         setattr(live, "WSGIServer", lambda app: app)  # noqa: B010 - rebound at run time
         with pytest.raises(PatchRefused, match="not the old function"):
             stage(spec)
@@ -838,6 +825,24 @@ def _stage_while_a_table_holds(spec: Any, held: object) -> None:
     stage(spec)
 
 
+def _refused_for_a_partial_then_for_a_copy_elsewhere(spec: Any, live: ModuleType) -> None:
+    """Two refusals in turn: a bound partial holds the old WSGIServer, then (the partial gone) a module
+    outside the package holds a copy of hmset_command (`from m import hmset_command`). Both holders are
+    gone when this returns."""
+    bound = functools.partial(live.WSGIServer, "app")
+    with pytest.raises(PatchRefused, match=r"WSGIServer.*also held by a partial object"):
+        stage(spec)
+    del bound
+    other = ModuleType("elsewhere")
+    setattr(other, "hmset_command", live.hmset_command)  # noqa: B010
+    sys.modules["elsewhere"] = other
+    try:
+        with pytest.raises(PatchRefused, match=r"also held by elsewhere\.hmset_command, which"):
+            stage(spec)
+    finally:
+        del sys.modules["elsewhere"]
+
+
 def test_garbage_left_by_an_earlier_refusal_is_not_counted_as_a_holder(tmp_path: Path) -> None:
     """A refused staging leaves cyclic garbage (its traceback, the stager's frames, their bind operations)
     that still refers to the live objects until the collector runs; the next staging must not read it as a
@@ -847,18 +852,7 @@ def test_garbage_left_by_an_earlier_refusal_is_not_counted_as_a_holder(tmp_path:
     gc.disable()
     try:
         spec = patch_from_sources({live.__name__: (v1, v2)})
-        bound = functools.partial(live.WSGIServer, "app")
-        with pytest.raises(PatchRefused, match=r"WSGIServer.*also held by a partial object"):
-            stage(spec)
-        del bound
-        other = ModuleType("elsewhere")
-        setattr(other, "hmset_command", live.hmset_command)  # noqa: B010
-        sys.modules["elsewhere"] = other
-        try:
-            with pytest.raises(PatchRefused, match=r"also held by elsewhere\.hmset_command, which"):
-                stage(spec)
-        finally:
-            del sys.modules["elsewhere"]
+        _refused_for_a_partial_then_for_a_copy_elsewhere(spec, live)
     finally:
         gc.enable()
         forget(live)
