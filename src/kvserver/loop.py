@@ -81,6 +81,9 @@ class EventLoop:
         self._tick_at = float("inf")
         # Other descriptors read on this thread (replication acknowledgements): fd -> callback.
         self._watched: dict[int, Callable[[], object]] = {}
+        # Called once the stopped loop has drained its standby, before the clients are closed
+        # (kvserver.replication_cli: free the address, release the etcd lease, drop the link).
+        self.after_drain: Callable[[], None] | None = None
 
     # ---------------------------------------------------------------------------- any thread
     def wakeup(self) -> None:
@@ -119,7 +122,17 @@ class EventLoop:
                 self._run_once()
         if self.replication is not None:
             self.replication.drain()  # released replies go out with the others just below
+            if self.after_drain is not None:
+                # The standby holds every acknowledged write: hand the address over before the
+                # clients are closed, so that their reconnection finds the new primary serving.
+                self.after_drain()
         self._close_everything()
+
+    def close_listener(self) -> None:
+        """Stop accepting and free the service address (loop thread, once the loop has stopped)."""
+        with contextlib.suppress(OSError, ValueError):
+            self.epoll.unregister(self.listener.fileno())
+        self.listener.close()
 
     def _run_patchable(self) -> None:
         import livepatch
@@ -493,11 +506,7 @@ class EventLoop:
                 except OSError:
                     pass
             self._close(client)
-        try:
-            self.epoll.unregister(self.listener.fileno())
-        except (OSError, ValueError):
-            pass
-        self.listener.close()
+        self.close_listener()
         self.epoll.close()
         os.close(self._rpipe)
         os.close(self._wpipe)

@@ -247,6 +247,10 @@ class ReplicationRole:
         # No full sync after a switchover (PrimaryOptions.resume_after, StandbyOptions.resume):
         self._resume: tuple[int, int] | None = None  # old primary: (its term, its drained epoch)
         self._resume_offer = 0  # the standby that took over: the last epoch it held
+        # A switchover binds --replication-listen before it hands anything over (a port it cannot
+        # bind refuses the switchover, nothing changed), so the new primary's first connection
+        # attempt finds it and waits in its backlog, not in a reconnection backoff.
+        self._standby_listener: socket.socket | None = None
 
     def _etcd_lease(self, service: tuple[str, int]) -> Any:
         if self._lease is None and self.rc.etcd_url is not None:
@@ -287,8 +291,9 @@ class ReplicationRole:
         self._resume = None
         if self.rc.takeover is not None and self.rc.etcd_url is not None:
             options.may_take_over = self._etcd_lease(self.rc.takeover).try_acquire
+        listener, self._standby_listener = self._standby_listener, None
         try:
-            standby = Standby(StandbyHost(server), self.rc.listen, options)
+            standby = Standby(StandbyHost(server), self.rc.listen, options, listener)
         except OSError as exc:
             click.echo(
                 f"kvserver: cannot listen for the primary on {self.rc.listen[0]}:{self.rc.listen[1]}: "
@@ -323,6 +328,7 @@ class ReplicationRole:
         options = primary_options(self.rc)
         options.resume_after, self._resume_offer = self._resume_offer, 0
         self.primary = install_primary(loop, self.rc.replicate_to, options, self.term)
+        loop.after_drain = self._hand_over
         self.start_status(self.primary.status)
         if self._status_server is not None:
             self._status_server.actions["switchover"] = self._request_switchover
@@ -365,8 +371,18 @@ class ReplicationRole:
                 f"{status['state']}, protected {status['protected']}): nothing was changed; "
                 "wait until `livepatch replication status` says streaming and protected",
             }
-        self.switching = True
         assert self.rc.listen is not None
+        from livepatch.replication.standby import listen
+
+        try:
+            self._standby_listener = listen(self.rc.listen, 8)
+        except OSError as exc:
+            return {
+                "ok": False,
+                "error": f"cannot listen on --replication-listen {self.rc.listen[0]}:"
+                f"{self.rc.listen[1]} to become the standby ({exc}): nothing was changed",
+            }
+        self.switching = True
         log.warning(
             "replication: SWITCHOVER: handing %s:%d to the standby at %s; this server becomes "
             "its standby on %s:%d",
@@ -377,6 +393,23 @@ class ReplicationRole:
         )
         loop.shutdown(None)  # executes nothing more; the loop drains and closes its clients
         return {"ok": True, "standby": status["standby"], "term": status["term"]}
+
+    def _hand_over(self) -> None:
+        """The stopped loop drained its standby (loop thread, before its clients are closed): free
+        the address, give up the etcd lease, drop the link, in that order: the standby, seeing the
+        link close, takes the key and binds the address at once, and the clients, closed next,
+        reconnect to it (SIGTERM and SHUTDOWN too: the standby takes over as soon)."""
+        if self._loop is not None:
+            self._loop.close_listener()
+        self._release_lead()
+        if self.primary is not None:
+            self.primary.stop()
+        log.info("replication: address and link handed over: closing the clients")
+
+    def _release_lead(self) -> None:
+        if self._keeper is not None:
+            self._keeper.stop(release=not (self.primary is not None and self.primary.fenced))
+            self._keeper = None
 
     def become_standby(self, server: Any) -> None:
         """After a switchover's loop has stopped: follow the new primary from now on."""
@@ -423,9 +456,10 @@ class ReplicationRole:
 
     def stop(self) -> None:
         """Stop the primary (or standby) phase; the status socket too unless a switchover goes on."""
-        if self._keeper is not None:
-            self._keeper.stop(release=not (self.primary is not None and self.primary.fenced))
-            self._keeper = None
+        self._release_lead()
+        if self._standby_listener is not None and not self.switching:
+            self._standby_listener.close()  # bound for a switchover that did not happen
+            self._standby_listener = None
         if self.primary is not None:
             self.primary.stop()
         if self._status_server is not None and not self.switching:

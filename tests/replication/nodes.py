@@ -34,6 +34,7 @@ class Node:
         # Run the server under this command (bench: valgrind) and on these CPUs (None: anywhere).
         self.wrapper: list[str] = []
         self.cpus: set[int] | None = None
+        self.env: dict[str, str] | None = None  # the server's environment (None: this process's)
 
     @property
     def pid(self) -> int:
@@ -51,7 +52,9 @@ class Node:
         argv = [*self.wrapper, sys.executable, "-m", "kvserver", "--no-livepatch"]
         argv += ["--loglevel", "info", "--replication-socket", self.status_socket, *args]
         timeout = 300.0 if self.wrapper else 60.0
-        self.process = ManagedProcess(argv, READY, self.log_path, ready_timeout_s=timeout)
+        self.process = ManagedProcess(
+            argv, READY, self.log_path, ready_timeout_s=timeout, env=self.env
+        )
         self.process.start()
         if self.cpus is not None:
             pin(self.pid, self.cpus)

@@ -326,6 +326,9 @@ class Primary:
         self._sync_unacked = False
         self._resume_until = 0.0
         self.state = "streaming"
+        # Capture the first epoch (every change since the takeover) in this tick: the sooner the
+        # standby acknowledges it, the sooner those writes are protected (and held replies go).
+        self._next_epoch_at = 0.0
         log.info(
             "replication: the standby at %s:%d holds epoch %d of the previous term: streaming "
             "without a full sync",

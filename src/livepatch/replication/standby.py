@@ -91,12 +91,17 @@ def listen(address: tuple[str, int], backlog: int = 1024) -> socket.socket:
 
 class Standby:
     def __init__(
-        self, server: ReplicatedServer, address: tuple[str, int], options: StandbyOptions
+        self,
+        server: ReplicatedServer,
+        address: tuple[str, int],
+        options: StandbyOptions,
+        listener: socket.socket | None = None,
     ) -> None:
+        """listener: already bound to address (a switchover binds it before it hands over)."""
         self.server = server
         self.options = options
         self.term = options.term
-        self.listener = listen(address, 8)
+        self.listener = listener if listener is not None else listen(address, 8)
         self.address = self.listener.getsockname()[:2]
         self._stop = False
         self._conn: socket.socket | None = None
