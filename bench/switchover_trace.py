@@ -3,7 +3,7 @@ retrying redis-py writers, each phase timed from the servers' logs and the clien
 no-update baseline of the same writers in the same minutes, and optionally A/B between frozen copies.
 
     .venv/bin/python bench/switchover_trace.py [--switches 20] [--cap 0.5 --base 0.01] [--logs DIR]
-        [--variant NAME=SRC_DIR ...] [--rounds 2] [--on-standby-loss degrade|hold]
+        [--variant NAME=SRC_DIR[@BASE] ...] [--rounds 2] [--on-standby-loss degrade|hold]
 
 Per switchover, in ms after the old primary's `SWITCHOVER` log line: drained (the standby holds every
 write), link dropped, TOOK OVER (the standby bound the address), serving (the new primary's loop
@@ -21,7 +21,8 @@ and the pair's commit protection alone do to these writers in the same minutes.
 A/B: each --variant NAME=SRC_DIR runs its servers with PYTHONPATH=SRC_DIR (a frozen copy of a
 checkout's src/, C extensions included: `git archive REF src | tar x -C DIR` and copy the .so files);
 the variants alternate, a fresh pair each, for --rounds rounds of --switches/--rounds switchovers.
-Without --variant: this checkout only. The load average is recorded with each row.
+Without --variant: this checkout only; @BASE gives a variant its own redis-py backoff base (the
+same code with two client settings). The load average is recorded with each row.
 """
 
 from __future__ import annotations
@@ -154,7 +155,12 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _pair(
-    name: str, src: str | None, switches: int, args: argparse.Namespace, logs: Path
+    name: str,
+    src: str | None,
+    switches: int,
+    args: argparse.Namespace,
+    logs: Path,
+    base: float,
 ) -> dict[str, Any]:
     """One fresh pair running `src` (None: this checkout): switchovers, each with a baseline."""
     port = free_port()
@@ -168,7 +174,7 @@ def _pair(
     done: list[tuple[float, Node, Node, float, float]] = []  # (t, old, new, baseline t, load)
     refused = 0
     policy = ("--on-standby-loss", args.on_standby_loss)
-    writers = [SetWriter(port, f"w{i}", args.cap, args.base) for i in range(4)]
+    writers = [SetWriter(port, f"w{i}", args.cap, base) for i in range(4)]
     try:
         standby.start_standby(port, primary, *policy)
         primary.start_primary(
@@ -220,22 +226,25 @@ def _pair(
 
 def trace(args: argparse.Namespace) -> dict[str, Any]:
     logs = Path(args.logs or tempfile.mkdtemp(prefix="switch-trace-"))
-    variants: list[tuple[str, str | None]] = []
+    variants: list[tuple[str, str | None, float]] = []
     for text in args.variant or []:
-        name, sep, src = text.partition("=")
+        name, sep, rest = text.partition("=")
+        src, at, base = rest.partition("@")
         if not sep or not Path(src, "kvserver").is_dir():
-            raise SystemExit(f"--variant wants NAME=SRC_DIR with SRC_DIR/kvserver, got {text!r}")
-        variants.append((name, str(Path(src).resolve())))
+            raise SystemExit(
+                f"--variant wants NAME=SRC_DIR[@BASE] with SRC_DIR/kvserver, got {text!r}"
+            )
+        variants.append((name, str(Path(src).resolve()), float(base) if at else args.base))
     if not variants:
-        variants = [("this", None)]
+        variants = [("this", None, args.base)]
     per_round = max(1, args.switches // args.rounds)
     results: dict[str, dict[str, Any]] = {
-        name: {"rows": [], "refused": 0, "errors": 0} for name, _ in variants
+        name: {"rows": [], "refused": 0, "errors": 0, "base": base} for name, _, base in variants
     }
     for r in range(args.rounds):
         order = variants if r % 2 == 0 else variants[::-1]
-        for name, src in order:
-            got = _pair(name, src, per_round, args, logs / f"{name}-{r}")
+        for name, src, base in order:
+            got = _pair(name, src, per_round, args, logs / f"{name}-{r}", base)
             for key in ("rows", "refused", "errors"):
                 results[name][key] += got[key]
             print(f"round {r} {name}: {len(got['rows'])} switchovers", file=sys.stderr, flush=True)
@@ -248,6 +257,7 @@ def trace(args: argparse.Namespace) -> dict[str, Any]:
         rows = res["rows"]
         out[name] = {
             "switches": len(rows),
+            "backoff_base": res["base"],
             "refused_and_retried": res["refused"],
             "client_errors": res["errors"],
             "ms_after_switchover_median_max": _summary(
@@ -262,7 +272,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--switches", type=int, default=20, help="per variant, all rounds")
     parser.add_argument("--rounds", type=int, default=1, help="fresh pairs per variant")
-    parser.add_argument("--variant", action="append", help="NAME=SRC_DIR (repeat: A/B)")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        help="NAME=SRC_DIR[@BASE] (repeat: A/B; BASE: this variant's client backoff base)",
+    )
     parser.add_argument("--cap", type=float, default=0.5, help="redis-py backoff cap (s)")
     parser.add_argument("--base", type=float, default=0.01, help="redis-py backoff base (s)")
     parser.add_argument("--on-standby-loss", choices=["degrade", "hold"], default="degrade")
