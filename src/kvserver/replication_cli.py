@@ -403,7 +403,7 @@ class ReplicationRole:
             self._loop.close_listener()
         self._release_lead()
         if self.primary is not None:
-            self.primary.stop()
+            self.primary.hand_off()  # stop() joins its thread later, after the clients are closed
         log.info("replication: address and link handed over: closing the clients")
 
     def _release_lead(self) -> None:

@@ -173,12 +173,17 @@ class Primary:
         self._thread.start()
 
     def stop(self) -> None:
+        self.hand_off()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def hand_off(self) -> None:
+        """Drop the link now, without waiting for the sender thread to end (stop() waits): a
+        switchover closes its clients right after, and the standby is taking over already."""
         self._stop.set()
         self._drop_link("stopping")
         with self._cv:
             self._cv.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
     def status(self) -> dict[str, Any]:
         now = time.monotonic()
