@@ -129,7 +129,7 @@ def _phases(old: Path, new: Path, since: float, writers: list[SetWriter]) -> dic
         "pause": round(length * 1e3),
         "drained": ms(first(old, "holds every write|stopping with")),
         "link_dropped": ms(first(old, r"dropped \(stopping\)")),
-        "clients_closed": ms(first(old, "closing the clients")),
+        "handed_over": ms(first(old, "address and link handed over")),
         "took_over": ms(first(new, "TOOK OVER")),
         "serving": ms(first(new, "serving 127")),
         "old_linked": ms(first(old, "primary connected from")),

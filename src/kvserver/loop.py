@@ -81,8 +81,8 @@ class EventLoop:
         self._tick_at = float("inf")
         # Other descriptors read on this thread (replication acknowledgements): fd -> callback.
         self._watched: dict[int, Callable[[], object]] = {}
-        # Called once the stopped loop has drained its standby, before the clients are closed
-        # (kvserver.replication_cli: free the address, release the etcd lease, drop the link).
+        # Called once the stopped loop has drained its standby and closed its clients and address
+        # (kvserver.replication_cli: release the etcd lease, drop the link).
         self.after_drain: Callable[[], None] | None = None
 
     # ---------------------------------------------------------------------------- any thread
@@ -122,10 +122,6 @@ class EventLoop:
                 self._run_once()
         if self.replication is not None:
             self.replication.drain()  # released replies go out with the others just below
-            if self.after_drain is not None:
-                # The standby holds every acknowledged write: hand the address over before the
-                # clients are closed, so that their reconnection finds the new primary serving.
-                self.after_drain()
         self._close_everything()
 
     def close_listener(self) -> None:
@@ -507,6 +503,12 @@ class EventLoop:
                     pass
             self._close(client)
         self.close_listener()
+        if self.after_drain is not None:
+            # The standby holds every acknowledged write and the address is free: hand over now,
+            # not after the rest of the process's stop (its agent). The clients were closed first:
+            # they start their reconnection backoff (redis-py: 20 ms) while the standby binds,
+            # which measured shorter pauses than handing over first (docs/performance.md, session 8).
+            self.after_drain()
         self.epoll.close()
         os.close(self._rpipe)
         os.close(self._wpipe)

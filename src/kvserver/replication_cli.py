@@ -395,16 +395,14 @@ class ReplicationRole:
         return {"ok": True, "standby": status["standby"], "term": status["term"]}
 
     def _hand_over(self) -> None:
-        """The stopped loop drained its standby (loop thread, before its clients are closed): free
-        the address, give up the etcd lease, drop the link, in that order: the standby, seeing the
-        link close, takes the key and binds the address at once, and the clients, closed next,
-        reconnect to it (SIGTERM and SHUTDOWN too: the standby takes over as soon)."""
-        if self._loop is not None:
-            self._loop.close_listener()
+        """The stopped loop drained its standby and closed its clients and address (loop thread):
+        give up the etcd lease, then drop the link: the standby, seeing the link close, takes the
+        key and binds the address at once (SIGTERM and SHUTDOWN too), without waiting for the rest
+        of this process's stop."""
         self._release_lead()
         if self.primary is not None:
-            self.primary.hand_off()  # stop() joins its thread later, after the clients are closed
-        log.info("replication: address and link handed over: closing the clients")
+            self.primary.hand_off()  # stop() joins its thread later
+        log.info("replication: clients closed, address and link handed over")
 
     def _release_lead(self) -> None:
         if self._keeper is not None:
