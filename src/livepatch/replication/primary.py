@@ -111,11 +111,8 @@ class Primary:
         self.options = options or PrimaryOptions()
         self.term = term
         self.protection = Protection(self.options.protection)
-        # No standby yet: under "degrade" nothing is held until one has synchronised. Except for a
-        # switchover's new primary (resume_after): its standby, the old primary, joins within tens
-        # of ms, so writes wait for it (for at most --standby-timeout-ms, as any held reply) rather
-        # than being acknowledged while no standby holds them.
-        if self.options.on_standby_loss == "degrade" and not self.options.resume_after:
+        # No standby yet: under "degrade" nothing is held until one has synchronised.
+        if self.options.on_standby_loss == "degrade":
             self.protection.active = False
         self._protect_from = 1  # protection resumes once an epoch >= this is acknowledged
         # loop half
