@@ -178,8 +178,8 @@ class Primary:
             self._thread.join(timeout=5)
 
     def hand_off(self) -> None:
-        """Drop the link now, without waiting for the sender thread to end (stop() waits): a
-        switchover closes its clients right after, and the standby is taking over already."""
+        """Drop the link now, without waiting for the sender thread to end (stop() waits): the
+        stopped loop hands over at once (the standby takes over), its process stops later."""
         self._stop.set()
         self._drop_link("stopping")
         with self._cv:
