@@ -1137,3 +1137,48 @@ def test_a_new_attribute_every_store_of_which_reads_it_first_is_not_new(tmp_path
         c2 = c1.replace("pass", "self.x = int(self.x)")
         refused = _refusals(c1, c2)
         assert [k for _, k, _ in refused] == [RefusalKind.INSTANCE_ATTRIBUTE], header
+
+
+def test_a_changed_value_whose_only_reader_the_patch_removes_is_rebound(tmp_path: Path) -> None:
+    """kvserver b4999029ef: `_BULK_HEADERS = [... for i in range(_BULK_HEADERS_SIZE)]` read
+    `_BULK_HEADERS_SIZE`, which the patch changes, and the patch removes `_BULK_HEADERS`. The removed
+    value keeps the old one in the live module (as any removed definition does), but no code of the new
+    module reads that name, and a fresh process has no such name: nothing the patched server runs can
+    tell the difference. A reader that stays, or that the new code still reads, keeps the refusal."""
+    v1 = (
+        "SIZE = 4\n"
+        "HEADERS = [b'$%d' % i for i in range(SIZE)]\n"
+        "\n"
+        "def header(n):\n"
+        "    return HEADERS[n] if n < SIZE else b'$%d' % n\n"
+    )
+    v2 = (
+        "TABLE = [b'$%d' % i for i in range(8)]\n"
+        "SIZE = len(TABLE)\n"
+        "\n"
+        "def header(n):\n"
+        "    return TABLE[n] if n < SIZE else b'$%d' % n\n"
+    )
+    d = diff_module("m", v1, v2)
+    assert d.refusals == ()
+    assert {(c.qualname, c.kind) for c in d.changes if c.kind is not ChangeKind.SAME} == {
+        ("SIZE", ChangeKind.CHANGED),
+        ("TABLE", ChangeKind.ADDED),
+        ("HEADERS", ChangeKind.REMOVED),
+        ("header", ChangeKind.CHANGED),
+    }
+    live = _load(v1, tmp_path, "removed_reader")
+    new = _load(v2, tmp_path / "new", "removed_reader")
+    try:
+        staged = stage(patch_from_sources({live.__name__: (v1, v2)}))
+        staged.swap_in()
+        assert [live.header(n) for n in range(10)] == [new.header(n) for n in range(10)]
+        staged.swap_out()
+        assert live.header(5) == b"$5" and live.SIZE == 4
+    finally:
+        forget(live, new)
+    # the neighbour stays refused: the new code still reads the removed name (a fresh process would
+    # raise NameError, the patched one would read the old value). Code reaching it through the
+    # namespace (`globals()[k]` at run time) finds it, as it finds any removed definition.
+    refused = _refusals(v1, v2 + "\ndef stale():\n    return HEADERS\n")
+    assert [(q, k) for q, k, _ in refused] == [("SIZE", RefusalKind.MODULE_STATE)]

@@ -553,8 +553,8 @@ class _Differ:
             return None
         readers = self.old.readers.get(qualname, set()) - {qualname, new.name}
         readers = {
-            r for r in readers if not self._reevaluated(r, new.owner)
-        }  # a reader that changes too is built again from the new value
+            r for r in readers if not self._reevaluated(r, new.owner) and not self._gone_unread(r)
+        }  # a reader that changes too is built again from the new value; a removed one is unread
         if readers:
             names = ", ".join(f"`{r}`" for r in sorted(readers)[:3])
             self.refuse(
@@ -594,11 +594,28 @@ class _Differ:
                 return True
         return False
 
+    def _gone_unread(self, reader: str) -> bool:
+        """Whether `reader` is a module-level VALUE that the new version no longer binds and that no
+        code of the new module reads (nor the namespace itself): the old value it computed stays in
+        the live module, like any removed definition, but nothing the patch runs can reach it by that
+        name, and a fresh process at the new version has no such name at all (kvserver b4999029ef:
+        `_BULK_HEADERS` read the changed `_BULK_HEADERS_SIZE` and is removed)."""
+        old = self.old.definitions.get(reader)
+        return (
+            old is not None
+            and old.kind is DefinitionKind.VALUE
+            and not old.owner
+            and reader not in self.new.definitions
+            and reader not in self.new.dynamic_names
+            and reader not in self.new.loads
+            and not self.new.namespace_readers
+        )
+
     def _copy_was_read(self, name: str, source: str, how: str) -> bool:
         """Refuse (True) when the module body read its copy of `name` (from `source`, which the patch
         changes) into something this patch does not evaluate again: that holds the old value."""
         readers = self.old.readers.get(name, set()) - {name}
-        readers = {r for r in readers if not self._reevaluated(r, "")}
+        readers = {r for r in readers if not self._reevaluated(r, "") and not self._gone_unread(r)}
         if not readers:
             return False
         names = ", ".join(f"`{r}`" for r in sorted(readers)[:3])

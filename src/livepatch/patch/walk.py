@@ -124,6 +124,9 @@ class ModuleWalk:
     # `from M import NAME [as BOUND]` (or `*`) executed at import time: (level, module, name, bound)
     from_imports: list[tuple[int, str, str, str]] = field(default_factory=list)
     statement_nodes: list[ast.stmt] = field(default_factory=list)  # the nodes of `statements`
+    # every name any code of the module reads as a variable (module level, functions, classes): a name
+    # outside it is read by nothing of the module but through the namespace (globals(), getattr)
+    loads: frozenset[str] = frozenset()
 
     def block(self, qualname: str) -> ast.stmt | None:
         """The statement a BLOCK target (`<block N>`) names, None when there is no such statement."""
@@ -1056,6 +1059,11 @@ class _Walker:
             mutated=_mutated(tree),
             from_imports=from_imports(tree),
             statement_nodes=statement_nodes,
+            loads=frozenset(
+                n.id
+                for n in ast.walk(tree)
+                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+            ),
         )
 
 
