@@ -1182,3 +1182,60 @@ def test_a_changed_value_whose_only_reader_the_patch_removes_is_rebound(tmp_path
     # namespace (`globals()[k]` at run time) finds it, as it finds any removed definition.
     refused = _refusals(v1, v2 + "\ndef stale():\n    return HEADERS\n")
     assert [(q, k) for q, k, _ in refused] == [("SIZE", RefusalKind.MODULE_STATE)]
+
+
+def _star_package_diff(files: dict[str, str], init_v2: str) -> Any:
+    context = {"p.events": files["events.py"], "p.conn": files["conn.py"]}
+    return diff_sources({"p": (files["__init__.py"], init_v2)}, context=context).spec
+
+
+def test_star_imports_reordered_with_disjoint_all_change_no_binding(tmp_path: Path) -> None:
+    """h11 9c68aa86a6 (isort): `from ._events import *` and `from ._connection import *` swapped
+    places. Each module has a literal `__all__` and no name is in two of them (nor bound by the module
+    itself): every name has one binder whatever the order, so the live namespace is what the new order
+    builds and nothing is patched. Overlapping exports, a module without a literal `__all__`, or a star
+    import moved past a definition of a name it exports stay refused."""
+    import importlib
+
+    pkg = unique_name("starorder")
+    files = {
+        "__init__.py": "from .events import *\nfrom .conn import *\n\ndef version():\n    return 1\n",
+        "events.py": "__all__ = ['Request']\n\nclass Request:\n    pass\n",
+        "conn.py": "__all__ = ['Connection']\n\nclass Connection:\n    pass\n",
+    }
+    v2 = "from .conn import *\nfrom .events import *\n\ndef version():\n    return 2\n"
+    (tmp_path / pkg).mkdir()
+    for name, text in files.items():
+        (tmp_path / pkg / name).write_text(text)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        top = importlib.import_module(pkg)
+        before = dict(vars(top))
+        context = {f"{pkg}.events": files["events.py"], f"{pkg}.conn": files["conn.py"]}
+        spec = diff_sources({pkg: (files["__init__.py"], v2)}, context=context).spec
+        assert spec.refusals == ()
+        staged = stage(spec)
+        staged.swap_in()
+        assert top.version() == 2
+        assert top.Request is before["Request"] and top.Connection is before["Connection"]
+        staged.swap_out()
+        assert top.version() == 1
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [n for n in sys.modules if n == pkg or n.startswith(pkg + ".")]:
+            del sys.modules[name]
+    # the neighbours stay refused
+    overlapping = dict(files, **{"conn.py": "__all__ = ['Connection', 'Request']\n"})
+    no_all = dict(files, **{"conn.py": "class Connection:\n    pass\n"})
+    appended = dict(files, **{"conn.py": files["conn.py"] + "__all__.append('X')\n"})
+    for variant in (overlapping, no_all, appended):
+        refused = _star_package_diff(variant, v2).refusals
+        assert [(r.qualname, r.kind) for r in refused] == [("<module>", RefusalKind.MODULE_STATE)]
+        assert "reordered" in refused[0].reason
+    shadowing = files["__init__.py"] + "\nclass Request:\n    pass\n"
+    moved = "from .conn import *\n\nclass Request:\n    pass\n\nfrom .events import *\n"
+    refused = diff_sources(
+        {"p": (shadowing, moved + "\ndef version():\n    return 1\n")},
+        context={"p.events": files["events.py"], "p.conn": files["conn.py"]},
+    ).spec.refusals
+    assert [r.qualname for r in refused] == ["<module>"] and "reordered" in refused[0].reason
