@@ -213,6 +213,7 @@ class Quiescence(ThreadSide):
         try:
             with self._lock:
                 tr = self._registry.begin_global(use_priorities, _listener(recorder))
+                self._released = threading.Event()  # what this transition's parked threads wait on
                 self._deadline = (
                     deadline  # the held threads enforce it too (threads.py _wait_global)
                 )
@@ -269,6 +270,7 @@ class Quiescence(ThreadSide):
                     self._registry.finish_global(swapped)
                     self._control.request = self._idle_request()
                     self._threads_cv.notify_all()
+                    self._released.set()
                 self._progress.set()
             self._slot.release()
 
