@@ -27,8 +27,11 @@ def test_short_stress_passes(tmp_path: Path) -> None:
     proc = stress(
         "--cycles", "50", "--methods", "global,local", "--workload", "mixed", "--json",
         "--agent-state", "--out", str(tmp_path),  # the agent's journal under stress too
+        "--progress-every", "0",  # stderr is a pipe here: a plain line per cycle
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr + proc.stdout
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("stress kv: ")]
+    assert len(lines) == 50 and lines[-1].startswith("stress kv: 50/50 cycles in "), proc.stderr
     report = json.loads(proc.stdout)
     assert report["ok"] and report["failures"] == []
     assert report["cycles"] == 50 and report["transitions"] == 100

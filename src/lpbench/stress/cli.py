@@ -16,6 +16,9 @@ from lpbench.stress.common import StressConfig, StressTarget
 
 SERVERS = ("kv", "sql")
 HANGS_SHOWN = 20  # hang records printed (all are in --json and report.json)
+# A run of 100,000 cycles takes an hour or more; without a terminal the progress bar draws nothing, so a
+# plain line goes to stderr this often (a log then tells how far the run got and what it has seen so far).
+PROGRESS_EVERY_S = 60.0
 
 
 def make_target(server: str, policy: str) -> StressTarget:
@@ -60,9 +63,14 @@ def make_target(server: str, policy: str) -> StressTarget:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="write report.json, the patch and the server's log here")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@click.option("--progress-every", type=click.FloatRange(min=0), default=PROGRESS_EVERY_S,
+              show_default=True,
+              help="seconds between plain progress lines on stderr when it is not a terminal (a log "
+                   "file, CI); 0: after every cycle. On a terminal a progress bar is drawn instead")  # fmt: skip
 def stress_command(
     server: str, policy: str, workload: str | None, load_connections: int, scale: float, cycles: int, methods: str, connections: int, request_deadline: float,
     patch_deadline: float, plant: str | None, agent_state: bool, out: Path | None, as_json: bool,
+    progress_every: float,
 ) -> None:  # fmt: skip
     """Apply and revert a patch CYCLES times under load; check every reply against its version."""
     cfg = StressConfig(
@@ -81,7 +89,7 @@ def stress_command(
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     try:
-        report = _with_progress(cfg, target, out)
+        report = _with_progress(cfg, target, out, progress_every)
     except (RuntimeError, OSError, LivepatchError) as exc:
         raise click.ClickException(str(exc)) from exc
     if out is not None:
@@ -98,12 +106,16 @@ def stress_command(
         sys.exit(1)
 
 
-def _with_progress(cfg: StressConfig, target: StressTarget, out: Path | None) -> dict[str, Any]:
-    """The run with a progress bar. Ctrl-C (SIGINT) stops it after the current cycle: the writes are
+def _with_progress(
+    cfg: StressConfig, target: StressTarget, out: Path | None, every_s: float
+) -> dict[str, Any]:
+    """The run with a progress bar on a terminal, else a plain line on stderr every `every_s` seconds
+    (and after the last cycle). Ctrl-C (SIGINT) stops it after the current cycle: the writes are
     still checked and the report printed, saying how many cycles ran (exit 1); a second Ctrl-C
     interrupts at once."""
     import signal
     import threading
+    import time
 
     from rich.progress import (
         BarColumn,
@@ -122,9 +134,18 @@ def _with_progress(cfg: StressConfig, target: StressTarget, out: Path | None) ->
     ) as bar:  # fmt: skip
         task = bar.add_task(f"stress {cfg.server}", total=cfg.cycles, status="")
 
+        plain = not console.is_terminal
+        started = time.monotonic()
+        last_line = [started]
+
         def progress(done: int, totals: dict[str, Any]) -> None:
             status = ", ".join(f"{k} {v}" for k, v in totals.items() if v or k == "requests")
             bar.update(task, completed=done, status=status)
+            now = time.monotonic()
+            if plain and (now - last_line[0] >= every_s or done == cfg.cycles):
+                last_line[0] = now
+                click.echo(f"stress {cfg.server}: {done}/{cfg.cycles} cycles in {now - started:.0f} s"
+                           f"{', ' + status if status else ''}", err=True)  # fmt: skip
 
         interrupt = threading.Event()
 
