@@ -247,6 +247,9 @@ class ReplicationRole:
         # No full sync after a switchover (PrimaryOptions.resume_after, StandbyOptions.resume):
         self._resume: tuple[int, int] | None = None  # old primary: (its term, its drained epoch)
         self._resume_offer = 0  # the standby that took over: the last epoch it held
+        # The standby that took over was told SWITCHOVER (wire.py): its old primary is about to join
+        # as its standby, so the new primary holds writes for it (PrimaryOptions.await_standby).
+        self._await_old_primary = False
         # A switchover binds --replication-listen before it hands anything over (a port it cannot
         # bind refuses the switchover, nothing changed), so the new primary's first connection
         # attempt finds it and waits in its backlog, not in a reconnection backoff.
@@ -315,6 +318,7 @@ class ReplicationRole:
         self.term = standby.term
         if listener is not None:
             self._resume_offer = standby.acked_epoch
+            self._await_old_primary = standby.planned_handover
         return listener
 
     def start_primary(self, loop: Any) -> None:
@@ -327,6 +331,7 @@ class ReplicationRole:
         self._loop = loop
         options = primary_options(self.rc)
         options.resume_after, self._resume_offer = self._resume_offer, 0
+        options.await_standby, self._await_old_primary = self._await_old_primary, False
         self.primary = install_primary(loop, self.rc.replicate_to, options, self.term)
         loop.after_drain = self._hand_over
         self.start_status(self.primary.status)
@@ -371,6 +376,15 @@ class ReplicationRole:
                 f"{status['state']}, protected {status['protected']}): nothing was changed; "
                 "wait until `livepatch replication status` says streaming and protected",
             }
+        if primary.standby_version < 2:
+            return {
+                "ok": False,
+                "error": f"the standby at {status['standby']} speaks replication protocol version "
+                f"{primary.standby_version} (an older livepatch): it does not know the SWITCHOVER "
+                "frame, so it would take over as after a failover and acknowledge writes before "
+                "this server has joined it: nothing was changed; upgrade (restart) the standby "
+                "first",
+            }
         assert self.rc.listen is not None
         from livepatch.replication.standby import listen
 
@@ -381,6 +395,23 @@ class ReplicationRole:
                 "ok": False,
                 "error": f"cannot listen on --replication-listen {self.rc.listen[0]}:"
                 f"{self.rc.listen[1]} to become the standby ({exc}): nothing was changed",
+            }
+        # Drain now, while this loop thread executes nothing (this call runs between iterations):
+        # if the standby has meanwhile dropped the link (on a busy machine it may suspect a silent
+        # primary just before the request) or does not answer, refuse with nothing changed and keep
+        # serving, instead of handing over to a standby that then takes over as after a failover
+        # (a full sync; held replies closed unanswered). The loop's own drain after it stops then
+        # has at most the writes of this iteration left.
+        why = primary.drain(primary.options.standby_timeout_ms / 1000.0)
+        if why:
+            self._standby_listener.close()
+            self._standby_listener = None
+            log.warning("replication: switchover refused: %s; still serving", why)
+            return {
+                "ok": False,
+                "error": f"the standby at {status['standby']} did not confirm the last writes "
+                f"({why}): nothing was changed, this server still serves; retry once "
+                "`livepatch replication status` says streaming and protected",
             }
         self.switching = True
         log.warning(
@@ -401,6 +432,8 @@ class ReplicationRole:
         of this process's stop."""
         self._release_lead()
         if self.primary is not None:
+            if self.switching:
+                self.primary.announce_switchover()  # after the drain: we will follow it
             self.primary.hand_off()  # stop() joins its thread later
         log.info("replication: clients closed, address and link handed over")
 
