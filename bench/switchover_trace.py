@@ -11,7 +11,10 @@ runs), the old primary's standby accepting the new primary's link and resuming, 
 and last failed attempt (a redis-py backoff that records each failure) and the most consecutive
 failures of one request, the new primary's full sync of the old one if any (started, sent), the
 standby protected again, and the longest SET that started from 1 s before to 1.5 s after the line: its
-start, its end and its length (the pause). The clients retry as docs/standby.md says:
+start, its end and its length (the pause). Unprotected acknowledgements: the SETs answered by the new
+primary from when it serves until it logs "protected again" (under degrade, main's new primary
+starts unprotected; one told SWITCHOVER starts protected and never logs it) and its degradations
+(REPLICATION UNPROTECTED) after the switchover. The clients retry as docs/standby.md says:
 `Retry(ExponentialBackoff(cap, base), 30)`.
 
 Baseline: after each switchover, once the windows cannot overlap, the same longest-SET measure over
@@ -124,6 +127,12 @@ def _phases(old: Path, new: Path, since: float, writers: list[SetWriter]) -> dic
         return None if x is None else round((x - sw) * 1e3)
 
     start, length = _longest_set(writers, sw)
+    serving, protected = first(new, "serving 127"), first(new, "protected again")
+    unprotected = 0
+    if serving is not None and protected is not None and protected > serving:
+        unprotected = sum(
+            1 for w in writers for s, d in w.sets if serving <= s + d <= protected
+        )  # ms-resolution log stamps against the clients' wall clock (the same machine)
     fails = sorted(f for f in FAILURES if sw + WINDOW[0] <= f[0] <= sw + WINDOW[1])
     return {
         "pause": round(length * 1e3),
@@ -139,7 +148,11 @@ def _phases(old: Path, new: Path, since: float, writers: list[SetWriter]) -> dic
         "most_failures": max((f[1] for f in fails), default=0),
         "sync_started": ms(first(new, "full sync to .* started")),
         "sync_sent": ms(first(new, "full sync to .* sent")),
-        "protected": ms(first(new, "protected again")),
+        "protected": ms(protected),
+        "unprotected_acks": unprotected,
+        "degraded": sum(
+            1 for x in _stamps(new, "REPLICATION UNPROTECTED") if sw <= x <= sw + WINDOW[1]
+        ),
         "longest_set_start": ms(start),
         "longest_set_end": ms(start + length),
     }
