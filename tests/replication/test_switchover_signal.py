@@ -68,6 +68,30 @@ def test_after_a_switchover_no_write_is_acknowledged_before_a_standby_holds_it(
         proxy.close()
 
 
+def test_the_hold_after_a_switchover_is_bounded_by_the_standby_timeout(
+    pair: tuple[int, Node, Node],
+) -> None:
+    """The old primary never joins (the proxy stays cut): under degrade the held write is answered
+    after --standby-timeout-ms (here 500 ms) with the loud degradation, like any held reply."""
+    port, a, b = pair
+    proxy = FaultProxy(a.repl_port)
+    try:
+        b.start_standby(port, a, "--standby-timeout-ms", "500", replicate_to=proxy.port)
+        a.start_primary(port, b, "--replication-listen", f"127.0.0.1:{a.repl_port}")
+        a.wait_protected()
+        proxy.blackhole()
+        answer = query(a.status_socket, timeout=15.0, request="switchover")
+        assert answer["ok"], answer
+        wait_serving(port, 60)
+        box, done = _write_in_thread(port)
+        assert done.wait(60) and box.get("reply") is True, box
+        status = b.wait_status(lambda s: s["degradations"] >= 1, 30, "b degraded")
+        assert status["degradations"] == 1 and not status["protected"], status
+        b.wait_log("REPLICATION UNPROTECTED")
+    finally:
+        proxy.close()
+
+
 @pytest.mark.parametrize("how", ["kill -9", "SIGTERM"])
 def test_a_failovers_new_primary_does_not_hold_writes_for_a_standby(
     pair: tuple[int, Node, Node], how: str

@@ -218,7 +218,9 @@ class Primary:
             if not why:
                 assert attached is not None
                 try:
-                    sent = attached[1].send(data, socket.MSG_DONTWAIT)  # 22 bytes: all or nothing
+                    # 22 bytes into an idle socket. Were only part taken, the standby would read a
+                    # cut frame and then the close: a failover's path, which is safe.
+                    sent = attached[1].send(data, socket.MSG_DONTWAIT)
                 except OSError as exc:
                     sent, why = 0, str(exc)
                 if sent != len(data) and not why:
