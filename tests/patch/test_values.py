@@ -1239,3 +1239,69 @@ def test_star_imports_reordered_with_disjoint_all_change_no_binding(tmp_path: Pa
         context={"p.events": files["events.py"], "p.conn": files["conn.py"]},
     ).spec.refusals
     assert [r.qualname for r in refused] == ["<module>"] and "reordered" in refused[0].reason
+
+
+def test_a_fallback_bound_just_before_a_block_that_binds_it_again_is_part_of_the_block(
+    tmp_path: Path,
+) -> None:
+    """kvserver 8aa57725fb: `_CRecorder: Any = None` then `try: from ._mverecord import Recorder as
+    _CRecorder except ImportError: pass`. The name is bound twice, so it was module state; the
+    assignment is the fallback of the block that follows it, and the two are one block
+    (walk.fold_prebound_blocks), staged as one: run again in the live module, in order, what they bind
+    set or patched in place. Without the fold the patch is refused (`<module>`)."""
+    v1 = "from typing import Any\n\ndef run():\n    return 1\n"
+    v2 = (
+        "from typing import Any\n\n"
+        "_CRec: Any = None\n"
+        "_enc: Any = None\n"
+        "try:\n"
+        "    from _p9_no_such_extension import Recorder as _CRec\n"
+        "    from _p9_no_such_extension import encode as _enc\n"
+        "except ImportError:\n"
+        "    pass\n\n"
+        "def run():\n"
+        "    return 2 if _CRec is None and _enc is None else 3\n"
+    )
+    d = diff_module("m", v1, v2)
+    assert d.refusals == ()
+    assert [c.kind for c in d.changes if c.qualname.startswith("<block")] == [ChangeKind.CHANGED]
+    live = _load(v1, tmp_path, "prebound")
+    try:
+        staged = stage(patch_from_sources({live.__name__: (v1, v2)}))
+        staged.swap_in()
+        assert live.run() == 2 and live._CRec is None  # the fallback, as a fresh import binds it
+        staged.swap_out()
+        assert live.run() == 1 and not hasattr(live, "_CRec")
+    finally:
+        forget(live)
+    # changed later, with the block taking the import this time: the live name is the very object
+    importable = v2.replace(
+        "_p9_no_such_extension import Recorder", "collections import OrderedDict"
+    )
+    importable = importable.replace("_p9_no_such_extension import encode", "json import dumps")
+    assert _refusals(v2, importable.replace("return 2", "return 4")) == []
+    # neighbours that stay module state: an assignment the block does not bind again, between them
+    # (the run must be contiguous and end at the block), an assignment after the block, a block
+    # that runs a call
+    apart = v2.replace("_enc: Any = None\n", "").replace(
+        "try:\n", "_enc: Any = None\nLIMIT = 3\ntry:\n"
+    )
+    assert [(q, k) for q, k, _ in _refusals(v1, apart)] == [("<module>", RefusalKind.MODULE_STATE)]
+    after = v2.replace("_CRec: Any = None\n", "") + "\n_CRec = None\n"
+    assert [(q, k) for q, k, _ in _refusals(v1, after)] == [("<module>", RefusalKind.MODULE_STATE)]
+    calling = v2.replace("    pass\n", "    print('no extension')\n")
+    assert [(q, k) for q, k, _ in _refusals(v1, calling)] == [
+        ("<module>", RefusalKind.MODULE_STATE)
+    ]
+    # the fallback alone, later changed, while the block binds the import: patched like any block
+    # (an equal constant, or the very object, changes nothing; another object is refused at staging)
+    table1 = "import sys\n\nT = {'a': 1}\nif sys:\n    T = {'a': 1}\n"
+    table2 = "import sys\n\nT = {'a': 1}\nif sys:\n    T = {'a': 2}\n"
+    assert _refusals(table1, table2) == []
+    live = _load(table1, tmp_path / "table", "prebound")
+    try:
+        with pytest.raises(PatchRefused, match="binds `T` to another dict"):
+            stage(patch_from_sources({live.__name__: (table1, table2)}))
+        assert live.T == {"a": 1}
+    finally:
+        forget(live)

@@ -33,6 +33,7 @@ __all__ = [
     "binds_only",
     "class_shape",
     "fold_all_chain",
+    "fold_prebound_blocks",
     "from_imports",
     "walk_source",
 ]
@@ -1002,7 +1003,7 @@ class _Walker:
         body = tree.body
         if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
             body = body[1:]  # the module docstring
-        body = fold_all_chain(body)
+        body = fold_prebound_blocks(fold_all_chain(body))
         # a name bound once, by a simple assignment, is a VALUE target; bound more than once (or also
         # by an if/try block, a loop...) it stays part of the module-level statements
         bindings: dict[str, int] = {}
@@ -1155,6 +1156,49 @@ def fold_all_chain(body: list[ast.stmt]) -> list[ast.stmt]:
     folded = ast.fix_missing_locations(ast.copy_location(folded, head))
     dropped = set(extensions)
     return [folded if i == first else stmt for i, stmt in enumerate(body) if i not in dropped]
+
+
+def fold_prebound_blocks(body: list[ast.stmt]) -> list[ast.stmt]:
+    """Simple assignments just before an if/try block that only binds names, each of whose names the
+    block binds again (kvserver 8aa57725fb: `_CRecorder: Any = None` then `try: from ._mverecord
+    import Recorder as _CRecorder except ImportError: pass`), are one block with it: `if True:
+    <assignments>; <block>`. The module runs exactly that sequence; without the fold each name is
+    "bound twice", module state. As one block it is staged like any other (run again in the live
+    module, what it binds patched in place or refused: docs/patchability.md, "Module-level if/try
+    blocks"), and the assignment, run first as in the module, is the fallback the block relies on when
+    its branch binds nothing. Only the contiguous run right before the block whose every name the
+    block binds is taken: an assignment of a name the block does not bind stays a value of its own."""
+    out: list[ast.stmt] = []
+    for stmt in body:
+        if isinstance(stmt, ast.If | ast.Try) and binds_only(stmt):
+            again = _block_binds(stmt)
+            run: list[ast.stmt] = []
+            while out:
+                names = _assigned_names(out[-1])
+                if not names or not set(names) <= again:
+                    break
+                run.insert(0, out.pop())
+            if run:
+                folded = ast.If(test=ast.Constant(True), body=[*run, stmt], orelse=[])
+                ast.copy_location(folded, run[0])
+                folded.end_lineno, folded.end_col_offset = stmt.end_lineno, stmt.end_col_offset
+                out.append(ast.fix_missing_locations(folded))
+                continue
+        out.append(stmt)
+    return out
+
+
+def _block_binds(node: ast.stmt) -> set[str]:
+    """Every name a binds-only block may bind, in any branch (staging's `_block_names`)."""
+    out: set[str] = set()
+    for n in ast.walk(node):
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            out.add(n.name)
+        elif isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+            out.add(n.id)
+        elif isinstance(n, ast.alias):
+            out.add(n.asname or n.name.split(".")[0])
+    return out
 
 
 def _bound_by(stmt: ast.stmt) -> set[str]:
