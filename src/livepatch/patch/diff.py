@@ -198,10 +198,13 @@ class _Differ:
         reimported: Mapping[str, str] | None = None,
         same_import: Callable[[str, str], bool] | None = None,
         star_exports: Callable[[int, str], list[frozenset[str] | None]] | None = None,
+        star_sources: Callable[[int, str], list[str | None]] | None = None,
     ) -> None:
         self.module = module
         # what `from M import *` (level, M) binds in the old and the new version, when known
         self.star_exports = star_exports
+        # what decides the names `from M import *` (level, M) binds, old and new version (walk.all_statements)
+        self.star_sources = star_sources
         # bound name -> module it is imported from by name, where this patch changes it
         self.reimported = reimported or {}
         self.same_import = same_import
@@ -320,7 +323,9 @@ class _Differ:
             for i, (d, n) in enumerate(zip(new, self.new.statement_nodes, strict=True))
             if d not in old_set
         ]
-        if not all(binds_only(n) for n in [*changed_old, *(n for _, n in changed_new)]):
+        if not all(binds_only(n) for n in changed_old) or not all(
+            binds_only(n) or self.new_star_import(n) for _, n in changed_new
+        ):
             return False
         # a class the block defines again is patched in place: only its defs may change. Several
         # branches may define the same name (`if posix: class trigger(...) else: class trigger(...)`):
@@ -352,6 +357,23 @@ class _Differ:
                 )
             )
         return True
+
+    def new_star_import(self, node: ast.stmt) -> bool:
+        """A new `from M import *` of a module of the package whose `__all__` is built by the same
+        statements in the old and the new version (walk.all_statements: h11 8bdcc7d9ff, `from .state
+        import *`, `__all__ = [...]; __all__ += sentinels`): it binds what the live M exports, the names
+        a fresh import of the new version binds. It becomes a BLOCK target: staging runs it in the live
+        module and binds each name it gives that the live module lacks and the new version binds
+        nowhere else; the very same object changes nothing; anything else is refused there
+        (docs/patchability.md, "A new star import")."""
+        if not (
+            isinstance(node, ast.ImportFrom)
+            and [a.name for a in node.names] == ["*"]
+            and self.star_sources is not None
+        ):
+            return False
+        versions = self.star_sources(node.level, node.module or "")
+        return len(versions) == 2 and versions[0] is not None and versions[0] == versions[1]
 
     # -- classes ------------------------------------------------------------------------------------
     def class_layout(self, qualname: str, old: ClassInfo, new: ClassInfo) -> bool:
@@ -1104,6 +1126,9 @@ def diff_module(
     def star_exports(level: int, source: str) -> list[frozenset[str] | None]:
         return [p.star_exports(module, level, source) for p in (package, new_package) if p]
 
+    def star_sources(level: int, source: str) -> list[str | None]:
+        return [p.all_source(module, level, source) for p in (package, new_package) if p]
+
     differ = _Differ(
         module,
         old,
@@ -1113,6 +1138,7 @@ def diff_module(
         reimported=reimported,
         same_import=same,
         star_exports=star_exports if package is not None and new_package is not None else None,
+        star_sources=star_sources if package is not None and new_package is not None else None,
     )
     differ.run()
     return ModuleDiff(

@@ -24,7 +24,7 @@ import ast
 import re
 from collections.abc import Mapping
 
-from livepatch.patch.walk import from_imports
+from livepatch.patch.walk import all_statements, from_imports
 
 __all__ = ["PackageImports"]
 
@@ -104,6 +104,18 @@ class PackageImports:
         if not all(isinstance(n, str) for n in names):
             return None
         return frozenset(n for n in names if isinstance(n, str))
+
+    def all_source(self, importer: str, level: int, module: str) -> str | None:
+        """What decides the names `from {'.' * level}{module} import *` in `importer` binds, as text to
+        compare between versions (walk.all_statements): None when the module is not in the package, does
+        not compile or has no `__all__` built by top-level statements alone."""
+        source = self._sources.get(self.absolute(importer, level, module))
+        if source is None:
+            return None
+        try:
+            return all_statements(ast.parse(source))
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return None
 
     def origin(self, importer: str, level: int, module: str, name: str) -> tuple[str, str]:
         """Where `name` imported from that module really comes from, following re-exports."""

@@ -17,6 +17,7 @@ statements are compared by `ast.dump` without attributes.
 from __future__ import annotations
 
 import ast
+import builtins
 import copy
 import re
 import string
@@ -30,6 +31,7 @@ __all__ = [
     "ClassInfo",
     "Definition",
     "ModuleWalk",
+    "all_statements",
     "binds_only",
     "class_shape",
     "fold_all_chain",
@@ -1186,6 +1188,45 @@ def fold_prebound_blocks(body: list[ast.stmt]) -> list[ast.stmt]:
                 continue
         out.append(stmt)
     return out
+
+
+def all_statements(tree: ast.Module) -> str | None:
+    """The top-level statements that build a module's `__all__` (bind it, `+=` it, change it in place)
+    and, transitively, those that bind a name they read (h11's `__all__ += sentinels`, `sentinels =
+    "CLIENT SERVER ...".split()`), dumped in order: two versions whose dumps are equal export the same
+    names through `from m import *`, whatever else changed. None when the module has no top-level
+    `__all__`, or something not at the top level (a function's `global`, a block) binds or changes it."""
+    body = tree.body
+    wanted = {"__all__"}
+    top = [s for s in body if wanted & (_bound_by(s) | _mutated_in(s))]
+    if not top or any(
+        isinstance(s, ast.If | ast.Try | ast.For | ast.While | ast.With) for s in top
+    ):
+        return None
+    for stmt in body:
+        for n in ast.walk(stmt):
+            if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and any(
+                "__all__" in _stored_names(x) or "__all__" in _mutated_in(x) for x in n.body
+            ):
+                return None
+    chosen: list[int] = []
+    todo = set(wanted)
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        seen.add(name)
+        binders = [i for i, st in enumerate(body) if name in _bound_by(st) | _mutated_in(st)]
+        if not binders and not hasattr(builtins, name):
+            return None  # bound by a star import or the namespace: not known from this source
+        for i in binders:
+            if isinstance(body[i], ast.Import | ast.ImportFrom):
+                return (
+                    None  # another module's value (`__all__ += _events.__all__`): may change there
+                )
+            if i not in chosen:
+                chosen.append(i)
+                todo |= _names_read_now(body[i]) - seen
+    return "\n".join(ast.dump(body[i]) for i in sorted(chosen))
 
 
 def _block_binds(node: ast.stmt) -> set[str]:
