@@ -450,6 +450,9 @@ class _Differ:
             derived = None
             if attr not in new.init_values:
                 derived = self.kept_derivation(qualname, old, new, attr)
+            rerun = None
+            if attr not in new.init_values and derived is None:
+                rerun = self.rerun_if(old, new, attr)
             refusal = self.refuse(
                 RefusalKind.INSTANCE_ATTRIBUTE,
                 qualname,
@@ -458,7 +461,7 @@ class _Differ:
                 f'read it as getattr(self, "{attr}", default) everywhere, so live instances stay valid'
                 + (
                     _BY_TRANSFORMER
-                    if attr in new.init_values or derived is not None
+                    if attr in new.init_values or derived is not None or rerun is not None
                     else _NO_TRANSFORMER
                 ),
             )
@@ -471,7 +474,23 @@ class _Differ:
                 self.transformable[refusal] = Candidate(
                     self.module, qualname, attr, ast.unparse(expr), kept
                 )
+            elif rerun is not None:
+                self.transformable[refusal] = Candidate(
+                    self.module, qualname, attr, "", statement=ast.unparse(rerun)
+                )
         return adds_defaults
+
+    @staticmethod
+    def rerun_if(old: ClassInfo, new: ClassInfo, attr: str) -> ast.If | None:
+        """The `if` statement of the new __init__ that stores `self.attr` (walk._init_ifs), when a
+        transformer may run it again on live instances: every attribute it stores is new (the old class
+        stores none of them anywhere: running it must not reset an attribute the live instance has)
+        and the class stops assigning no attribute (its state may move to the new ones)."""
+        stmt = new.init_ifs.get(attr)
+        if stmt is None or set(old.instance_attributes) - set(new.instance_attributes):
+            return None
+        stored = {a for a, s in new.init_ifs.items() if s is stmt}
+        return None if stored & set(old.instance_attributes) else stmt
 
     def no_made_up_attributes(self, qualname: str) -> bool:
         """Neither `qualname` nor any class of the module it derives from or that derives from it (both

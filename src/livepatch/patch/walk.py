@@ -90,6 +90,9 @@ class ClassInfo:
     # keeps: the expression with each such parameter `p` read as `self.A` (`self.A = p` in __init__,
     # see _kept_parameters), and the parameters it read (the diff checks the old version kept them too)
     init_derived: dict[str, tuple[ast.expr, frozenset[str]]] = field(default_factory=dict)
+    # X -> the `if` statement at the top level of __init__ that stores `self.X` (walk._init_ifs): its
+    # tests and values read only globals, builtins and `self`, and it stores nothing but `self.Y`
+    init_ifs: dict[str, ast.If] = field(default_factory=dict)
     # parameter -> (attribute A of `self.A = p` at the top level of __init__, dumps of the statements
     # before it that rebind p, e.g. `if adj is None: adj = Adjustments()`); only when nothing after it
     # rebinds p
@@ -662,6 +665,54 @@ def _init_values(node: FunctionNode) -> dict[str, ast.expr]:
     return out
 
 
+def _init_ifs(node: FunctionNode) -> dict[str, ast.If]:
+    """`if` statements at the top level of an __init__ without `return` (each runs once per instance,
+    whatever happens before it) whose branches hold only `self.X = expr` stores and nested `if`s of the
+    same kind, whose tests and values read no parameter and no local variable (only globals, builtins and
+    `self`), and each of whose X the __init__ stores only there, once (waitress e828cd5731: `if
+    _is_seekable(self.file): self.seek = self.file.seek ...`): X -> the statement. Run again on a live
+    instance, such a statement gives it what the new __init__ would have given (the same attributes, or
+    none when the test is false), as far as `self`'s attributes it reads still hold what they held
+    when __init__ ran it (the author's call, as for any transformer)."""
+    params = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
+    if not params or any(isinstance(s, ast.Return) for s in ast.walk(node)):
+        return {}
+    me = params[0].arg
+    local = {a.arg for a in params[1:]} | {
+        a.arg for a in (node.args.vararg, node.args.kwarg) if a is not None
+    }
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
+            local.add(sub.id)
+    once = _stored_once(node)
+
+    def stores(stmt: ast.stmt) -> list[str] | None:
+        """The attributes a stores-only statement stores, None when it does anything else."""
+        if isinstance(stmt, ast.If):
+            if _free_reads(stmt.test) & local:
+                return None
+            out: list[str] = []
+            for sub in [*stmt.body, *stmt.orelse]:
+                got = stores(sub)
+                if got is None:
+                    return None
+                out += got
+            return out
+        attr = _self_target(stmt, me)
+        if attr is None or not isinstance(stmt, ast.Assign | ast.AnnAssign) or stmt.value is None:
+            return None
+        return None if _free_reads(stmt.value) & local else [attr]
+
+    found: dict[str, ast.If] = {}
+    for stmt in node.body:
+        if not isinstance(stmt, ast.If):
+            continue
+        attrs = stores(stmt)
+        if attrs and len(set(attrs)) == len(attrs) and set(attrs) <= once:
+            found.update(dict.fromkeys(attrs, stmt))
+    return found
+
+
 def _free_reads(node: ast.AST, bound: frozenset[str] = frozenset()) -> set[str]:
     """Names an expression reads from the scope it is written in: what its comprehensions and lambdas
     bind is theirs (`{n: c for n, c in self.table.items()}` reads only `self`), but what a lambda's body
@@ -961,6 +1012,7 @@ class _Walker:
                         kept = _kept_parameters(stmt)
                         info.init_kept = {p: (a, b) for p, (a, b, _) in kept.items()}
                         info.init_derived = _init_derived(stmt, kept)
+                        info.init_ifs = _init_ifs(stmt)
                     for attr in _self_attributes(stmt):
                         info.instance_attributes.setdefault(attr, f"{qualname}.{stmt.name}")
                         info.attribute_stores[attr] = info.attribute_stores.get(attr, 0) + 1
