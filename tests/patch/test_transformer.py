@@ -435,3 +435,40 @@ def test_an_if_of_init_storing_only_new_attributes_is_run_again_on_live_instance
         result = diff_sources({"m": (FILE_V1, v2)}, accept_transformer=True)
         assert result.generated_transformer is None
         assert any(r.kind is RefusalKind.INSTANCE_ATTRIBUTE for r in result.spec.refusals)
+
+
+def test_no_transformer_reading_a_name_the_patch_adds_or_changes_or_taking_over_state() -> None:
+    """Found by applying the transformer commits live (scripts/live_apply_history.py --transformers,
+    session 9). The hook runs before the swap binds the patch's module-level names: h11 ec0ff35e9fba
+    (`self._delimiter_regex = delimiter_regex`, a new module-level regex) raised NameError live (the
+    attempt was undone), and a changed value would be read as the old one. waitress d060d2424292 and
+    5bd69e954571 replace `thread_mgmt_lock`/`queue_lock` by new locks and conditions: fresh ones on a
+    live dispatcher whose threads wait on the old ones failed requests. None gets a transformer now."""
+    v1 = (
+        "import re\n\n"
+        "LIMIT = 4\n\n\n"
+        "class Buffer:\n"
+        "    def __init__(self):\n"
+        "        self.data = b''\n"
+        "        self.lock = None\n\n"
+        "    def split(self):\n"
+        "        return self.data.split(b'\\n')\n"
+    )
+    new_name = v1.replace("LIMIT = 4\n", "LIMIT = 4\nDELIM = re.compile(b'\\\\r?\\\\n')\n").replace(
+        "        self.lock = None\n", "        self.lock = None\n        self.delim = DELIM\n"
+    )
+    changed = v1.replace("LIMIT = 4", "LIMIT = 8").replace(
+        "        self.lock = None\n", "        self.lock = None\n        self.cap = [0] * LIMIT\n"
+    )
+    moved = v1.replace(
+        "        self.lock = None\n", "        self.cv = __import__('threading').Condition()\n"
+    )
+    unchanged = v1.replace(
+        "        self.lock = None\n", "        self.lock = None\n        self.cap = [0] * LIMIT\n"
+    )
+    for v2, generated in ((new_name, False), (changed, False), (moved, False), (unchanged, True)):
+        result = diff_sources({"m": (v1, v2)}, accept_transformer=True)
+        assert (result.generated_transformer is not None) is generated, v2
+        if not generated:
+            refused = [r for r in result.spec.refusals if r.kind is RefusalKind.INSTANCE_ATTRIBUTE]
+            assert refused and all("--accept-transformer` cannot help" in r.fix for r in refused)

@@ -72,6 +72,7 @@ from livepatch.patch.walk import (
     ModuleWalk,
     binds_only,
     class_shape,
+    free_reads,
     walk_source,
 )
 
@@ -453,6 +454,10 @@ class _Differ:
             rerun = None
             if attr not in new.init_values and derived is None:
                 rerun = self.rerun_if(old, new, attr)
+            value = new.init_values.get(attr)
+            evaluated: ast.AST | None = value or (derived[0] if derived else None) or rerun
+            if not self.transformer_may_read(old, new, evaluated):
+                value = derived = rerun = None
             refusal = self.refuse(
                 RefusalKind.INSTANCE_ATTRIBUTE,
                 qualname,
@@ -461,13 +466,13 @@ class _Differ:
                 f'read it as getattr(self, "{attr}", default) everywhere, so live instances stay valid'
                 + (
                     _BY_TRANSFORMER
-                    if attr in new.init_values or derived is not None or rerun is not None
+                    if value is not None or derived is not None or rerun is not None
                     else _NO_TRANSFORMER
                 ),
             )
-            if attr in new.init_values:  # `--accept-transformer` can set it on the live instances
+            if value is not None:  # `--accept-transformer` can set it on the live instances
                 self.transformable[refusal] = Candidate(
-                    self.module, qualname, attr, ast.unparse(new.init_values[attr])
+                    self.module, qualname, attr, ast.unparse(value)
                 )
             elif derived is not None:
                 expr, kept = derived
@@ -479,6 +484,36 @@ class _Differ:
                     self.module, qualname, attr, "", statement=ast.unparse(rerun)
                 )
         return adds_defaults
+
+    def transformer_may_read(self, old: ClassInfo, new: ClassInfo, node: ast.AST | None) -> bool:
+        """Whether a generated transformer may evaluate `node` (an expression or an `if` of the new
+        __init__) on live instances. The hook runs before the swap binds the patch's module-level
+        names, so a name the old module does not bind would raise NameError (h11 ec0ff35e9fba:
+        `self._delimiter_regex = delimiter_regex`, a new module-level regex: the attempt was undone
+        live), and a value the patch changes would give the old value; and when the class stops
+        assigning an attribute (waitress d060d2424292 and 5bd69e954571: `queue_lock` and
+        `thread_mgmt_lock` replaced by new locks and conditions) the new attributes take over state
+        the live instance keeps elsewhere, which a fresh value drops (both broke live requests when
+        applied). No transformer then (session 9)."""
+        if node is None:
+            return True
+        if set(old.instance_attributes) - set(new.instance_attributes):
+            return False
+        old_top = {q: d for q, d in self.old.definitions.items() if "." not in q}
+        for name in free_reads(node):
+            d = self.new.definitions.get(name)
+            if d is None and name not in self.new.dynamic_names:
+                continue  # a builtin, or `self`
+            before = old_top.get(name)
+            if before is None and name not in self.old.dynamic_names:
+                return False  # added by the patch: not bound in the live module yet
+            if (
+                d is not None
+                and d.kind is DefinitionKind.VALUE
+                and (before is None or ast.dump(before.node) != ast.dump(d.node))
+            ):
+                return False  # a value the patch changes: the hook would read the old one
+        return True
 
     @staticmethod
     def rerun_if(old: ClassInfo, new: ClassInfo, attr: str) -> ast.If | None:

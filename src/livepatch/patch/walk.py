@@ -36,6 +36,7 @@ __all__ = [
     "class_shape",
     "fold_all_chain",
     "fold_prebound_blocks",
+    "free_reads",
     "from_imports",
     "walk_source",
 ]
@@ -663,6 +664,11 @@ def _init_values(node: FunctionNode) -> dict[str, ast.expr]:
         if attr not in out and not (_free_reads(stmt.value) & local):
             out[attr] = stmt.value
     return out
+
+
+def free_reads(node: ast.AST) -> set[str]:
+    """Names an expression or statement reads from the scope it is written in (_free_reads)."""
+    return _free_reads(node)
 
 
 def _init_ifs(node: FunctionNode) -> dict[str, ast.If]:
