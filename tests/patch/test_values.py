@@ -1305,3 +1305,34 @@ def test_a_fallback_bound_just_before_a_block_that_binds_it_again_is_part_of_the
         assert live.T == {"a": 1}
     finally:
         forget(live)
+
+
+def test_an_import_moved_to_an_equal_immutable_literal_is_no_change() -> None:
+    """waitress 94e23114bf: `PROXY_HEADERS = frozenset({...})` moves from utilities to a new module
+    proxy_headers, and its importer now reads it from there. The two paths bind two objects, but both
+    are built by the same pure literal of immutable constants: the live name already holds an equal,
+    immutable value, so the import is no change (only `is` against the new module's object differs).
+    Another value, a mutable one, or one bound twice stays an import refusal."""
+    util_v1 = (
+        "PROXY_HEADERS = frozenset({'X_FORWARDED_FOR', 'FORWARDED'})\n\ndef f():\n    return 1\n"
+    )
+    proxy = "PROXY_HEADERS = frozenset({'X_FORWARDED_FOR', 'FORWARDED'})\n"
+    user_v1 = "from .util import PROXY_HEADERS\n\ndef g(h):\n    return h in PROXY_HEADERS\n"
+    user_v2 = user_v1.replace(".util", ".proxy")
+
+    def refusals(new_proxy: str) -> list[tuple[str, RefusalKind]]:
+        spec = diff_sources(
+            {"p.user": (user_v1, user_v2), "p.proxy": (None, new_proxy)},
+            context={"p.util": util_v1, "p": ""},
+        ).spec
+        return [(r.qualname, r.kind) for r in spec.refusals]
+
+    assert refusals(proxy) == []
+    for other in (
+        proxy.replace("'FORWARDED'", "'FORWARDED', 'X_REAL_IP'"),  # another value
+        "PROXY_HEADERS = {'X_FORWARDED_FOR', 'FORWARDED'}\n",  # mutable: a holder could change it
+        proxy + "PROXY_HEADERS = frozenset()\n",  # bound twice
+        "frozenset = set\n" + proxy,  # frozenset is not the builtin
+        "PROXY_HEADERS = frozenset(sorted({'X_FORWARDED_FOR', 'FORWARDED'}))\n",  # not a literal
+    ):
+        assert refusals(other) == [("PROXY_HEADERS", RefusalKind.IMPORT)], other

@@ -200,12 +200,15 @@ class _Differ:
         same_import: Callable[[str, str], bool] | None = None,
         star_exports: Callable[[int, str], list[frozenset[str] | None]] | None = None,
         star_sources: Callable[[int, str], list[str | None]] | None = None,
+        equal_constant: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.module = module
         # what `from M import *` (level, M) binds in the old and the new version, when known
         self.star_exports = star_exports
         # what decides the names `from M import *` (level, M) binds, old and new version (walk.all_statements)
         self.star_sources = star_sources
+        # whether two import texts (old, new) bind equal immutable constants (imports.constant_value)
+        self.equal_constant = equal_constant
         # bound name -> module it is imported from by name, where this patch changes it
         self.reimported = reimported or {}
         self.same_import = same_import
@@ -790,6 +793,11 @@ class _Differ:
             return False
         if self.same_import is not None and self.same_import(old.decorators, new.decorators):
             return True
+        if self.equal_constant is not None and self.equal_constant(old.decorators, new.decorators):
+            # both paths lead to a name bound once to the same pure literal of immutable constants
+            # (waitress 94e23114bf: PROXY_HEADERS = frozenset({...}) moved to a new module): the live
+            # name already holds an equal, immutable object; only its identity differs (session 9)
+            return False
         self.refuse(
             RefusalKind.IMPORT,
             qualname,
@@ -1183,6 +1191,12 @@ def diff_module(
     def star_sources(level: int, source: str) -> list[str | None]:
         return [p.all_source(module, level, source) for p in (package, new_package) if p]
 
+    def equal_constant(old_text: str, new_text: str) -> bool:
+        if package is None or new_package is None:
+            return False
+        before = package.constant_value(module, old_text)
+        return before is not None and before == new_package.constant_value(module, new_text)
+
     differ = _Differ(
         module,
         old,
@@ -1193,6 +1207,7 @@ def diff_module(
         same_import=same,
         star_exports=star_exports if package is not None and new_package is not None else None,
         star_sources=star_sources if package is not None and new_package is not None else None,
+        equal_constant=equal_constant,
     )
     differ.run()
     return ModuleDiff(
