@@ -14,6 +14,11 @@ instructions  the same loads against a primary run under valgrind --tool=callgri
     .venv/bin/python bench/replication_overhead.py instructions [--requests 20000]
     (both: [--configs None,commit,full,none] [--loads read_mostly,write_heavy]; instructions:
     [--keep-dumps DIR], then `callgrind_annotate --inclusive=yes DIR/read_mostly-commit.callgrind`)
+    A config MODE/G runs the primary with --group-commit-ms G (commit/0: an epoch per round trip),
+    MODE/G/E also with --epoch-ms E: under valgrind the primary runs ~100x slower, so the real-time
+    epoch rates of --epoch-ms 50 --group-commit-ms 2 are those of commit/200/5000 there (heartbeats,
+    every 50 ms whatever the epoch length, are not scaled).
+    throughput also reports the epochs per request and the SET replies' median and p99 latency.
 
 Placement (2+ CPUs, like bench/kv_vs_redis.py): the primary (or the plain server) on CPU 1; the
 standby and redis-benchmark on CPU 0 (RemusDB runs the standby on another machine: here it competes
@@ -39,12 +44,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.replicatio
 
 from tests.replication.nodes import READY, Node, pin
 
-from kv_common import LOAD_CPU, SERVER_CPU, can_pin, cpu_seconds, machine_note, median
-from kv_common import redis_benchmark as _redis_benchmark
+from kv_common import (
+    LOAD_CPU,
+    SERVER_CPU,
+    can_pin,
+    cpu_seconds,
+    machine_note,
+    median,
+    redis_benchmark_rows,
+)
 from lpbench.servers import ManagedProcess, free_port
 
-CONFIGS: list[str | None] = [None, "commit", "full", "none"]
 Load = Callable[[int, list[int]], tuple[float, float, float]]
+
+
+def split_config(config: str | None) -> tuple[str | None, list[str]]:
+    """'commit/2' -> ('commit', ['--group-commit-ms', '2']); 'commit/200/5000' also passes
+    --epoch-ms 5000; None -> (None, [])."""
+    if config is None or config == "None":
+        return None, []
+    mode, _, rest = config.partition("/")
+    gap, _, epoch = rest.partition("/")
+    extra = ["--group-commit-ms", gap] if gap else []
+    return mode, extra + (["--epoch-ms", epoch] if epoch else [])
 
 
 class Setup:
@@ -53,18 +75,26 @@ class Setup:
         self.tmp = tmp
         self.wrapper = wrapper or []
         self.commands: set[str] = set()
+        self.primary: Node | None = None  # the primary of the run in progress (None: plain)
+        self.set_latency: list[tuple[float, float]] = []  # SET (p50, p99) ms of each load run
+        self.epochs: list[float] = []  # epochs captured per request of each metered run
         # Under valgrind the primary runs ~50x slower: patient timeouts, or the pair would spend the
         # run declaring each other gone and resynchronising.
         self.patient = bool(self.wrapper)
 
-    def bench(self, port: int, test: str, n: int, clients: int) -> float:
-        cmd, res = _redis_benchmark(port, test, n, clients=clients, pinned=self.pinned)
+    def bench(self, port: int, test: str, n: int, clients: int, record: bool = False) -> float:
+        cmd, rows = redis_benchmark_rows(port, test, n, clients=clients, pinned=self.pinned)
         self.commands.add(" ".join(cmd))
-        return res[test.upper()][0]
+        row = {r["test"]: r for r in rows}[test.upper()]
+        if record:
+            self.set_latency.append((float(row["p50_latency_ms"]), float(row["p99_latency_ms"])))
+        return float(row["rps"])
 
-    def run(self, protection: str | None, fn: Load) -> tuple[float, float, float]:
-        """fn(port, pids) against a plain kvserver (protection None) or a primary with its standby."""
+    def run(self, config: str | None, fn: Load) -> tuple[float, float, float]:
+        """fn(port, pids) against a plain kvserver (config None) or a primary with its standby."""
+        protection, extra = split_config(config)
         port = free_port()
+        self.primary = None
         if protection is None:
             argv = [*self.wrapper, sys.executable, "-m", "kvserver", "--no-livepatch"]
             plain = ManagedProcess(
@@ -86,7 +116,8 @@ class Setup:
             patience = ["--failover-after-ms", "10000"] if self.patient else []
             b.start_standby(port, a, *patience)
             patience = ["--standby-timeout-ms", "10000"] if self.patient else []
-            a.start_primary(port, b, "--protection", protection, *patience)
+            a.start_primary(port, b, "--protection", protection, *extra, *patience)
+            self.primary = a
             if protection == "none":
                 a.wait_status(lambda s: s["state"] == "streaming", 120, "streaming")
             else:
@@ -104,7 +135,7 @@ def read_mostly(setup: Setup, n: int, before_load: Callable[[list[int]], Any]) -
         start = before_load(pids)
 
         def run(test: str, requests: int, clients: int) -> None:
-            results[test] = setup.bench(port, test, requests, clients)
+            results[test] = setup.bench(port, test, requests, clients, record=test == "set")
 
         threads = [
             threading.Thread(target=run, args=("get", n, 45)),
@@ -124,40 +155,60 @@ def write_heavy(setup: Setup, n: int, before_load: Callable[[list[int]], Any]) -
     def load(port: int, pids: list[int]) -> tuple[float, float, float]:
         setup.bench(port, "set", n // 4, 50)  # warm up
         start = before_load(pids)
-        rps = setup.bench(port, "set", n, 50)
+        rps = setup.bench(port, "set", n, 50, record=True)
         first, second = start(n)
         return rps, first, second
 
     return load
 
 
-def cpu_meter(pids: list[int]) -> Callable[[int], tuple[float, float]]:
-    """CPU µs per request of the primary (or plain server) and of the standby, from now on."""
-    before = [cpu_seconds(p) for p in pids]
+def cpu_meter(setup: Setup) -> Callable[[list[int]], Callable[[int], tuple[float, float]]]:
+    """CPU µs per request of the primary (or plain server) and of the standby, from now on; the
+    primary's epochs captured per request go to setup.epochs."""
 
-    def done(requests: int) -> tuple[float, float]:
-        used = [cpu_seconds(p) - b for p, b in zip(pids, before, strict=True)] + [0.0]
-        return used[0] * 1e6 / requests, used[1] * 1e6 / requests
+    def before_load(pids: list[int]) -> Callable[[int], tuple[float, float]]:
+        before = [cpu_seconds(p) for p in pids]
+        node = setup.primary
+        epochs = node.status()["epochs_captured"] if node is not None else 0
 
-    return done
+        def done(requests: int) -> tuple[float, float]:
+            used = [cpu_seconds(p) - b for p, b in zip(pids, before, strict=True)] + [0.0]
+            if node is not None:
+                setup.epochs.append((node.status()["epochs_captured"] - epochs) / requests)
+            else:
+                setup.epochs.append(0.0)
+            return used[0] * 1e6 / requests, used[1] * 1e6 / requests
+
+        return done
+
+    return before_load
 
 
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
     tables: dict[str, dict[str, list[tuple[float, float, float]]]]
     with tempfile.TemporaryDirectory(prefix="repl-bench-") as tmp:
         setup = Setup(args.pinned, Path(tmp))
+        meter = cpu_meter(setup)
         loads = {
-            "read_mostly": read_mostly(setup, args.requests, cpu_meter),
-            "write_heavy": write_heavy(setup, args.requests, cpu_meter),
+            "read_mostly": read_mostly(setup, args.requests, meter),
+            "write_heavy": write_heavy(setup, args.requests, meter),
         }
         loads = {k: v for k, v in loads.items() if k in args.loads.split(",")}
-        configs = [c for c in CONFIGS if str(c) in args.configs.split(",")]
-        tables = {k: {str(c): [] for c in configs} for k in loads}
+        configs = args.configs.split(",")
+        tables = {k: {c: [] for c in configs} for k in loads}
+        extras: dict[str, dict[str, list[tuple[float, float, float]]]] = {
+            k: {c: [] for c in configs} for k in loads
+        }
         for rnd in range(args.rounds):
             order = configs if rnd % 2 == 0 else list(reversed(configs))
             for c in order:
                 for name, load in loads.items():
-                    tables[name][str(c)].append(setup.run(c, load))
+                    tables[name][c].append(setup.run(None if c == "None" else c, load))
+                    p50, p99 = setup.set_latency[-1]
+                    extras[name][c].append((setup.epochs[-1], p50, p99))
+                    print(name, c, [round(x, 1) for x in tables[name][c][-1]],
+                          [round(x, 4) for x in extras[name][c][-1]], os.getloadavg()[0],
+                          flush=True)  # fmt: skip
     out: dict[str, Any] = {"commands": sorted(setup.commands)}
     for name, table in tables.items():
         base = median([r[0] for r in table["None"]])
@@ -173,6 +224,11 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
                 "primary_cpu_us_per_request": round(primary_us, 1),
                 "primary_cpu_vs_no_replication": round(primary_us / base_cpu - 1, 3),
                 "standby_cpu_us_per_request": round(median([r[2] for r in v]), 1),
+                "epochs_per_1000_requests": round(
+                    1000 * median([e[0] for e in extras[name][k]]), 2
+                ),
+                "set_p50_ms": round(median([e[1] for e in extras[name][k]]), 3),
+                "set_p99_ms": round(median([e[2] for e in extras[name][k]]), 3),
             }
     return out
 
@@ -181,7 +237,7 @@ _TOTALS = re.compile(r"^(?:summary|totals):\s*(\d+)", re.MULTILINE)
 
 
 def callgrind_meter(
-    tmp: Path, keep: Path | None = None, label: dict[str, str] | None = None
+    setup: Setup, tmp: Path, keep: Path | None = None, label: dict[str, str] | None = None
 ) -> Callable[[list[int]], Callable[[int], tuple[float, float]]]:
     """keep: copy each counted window's dump there as LABEL.callgrind (label["name"]), for
     `callgrind_annotate --inclusive=yes` (by C function: where the instructions went)."""
@@ -191,12 +247,16 @@ def callgrind_meter(
         # Instrumentation starts here (--instr-atstart=no below): the start-up, the full sync and
         # the warm-up run at valgrind's uninstrumented speed, which at a load of 40 on this
         # machine is what lets the server print its readiness line within the timeouts.
+        node = setup.primary
+        epochs = node.status()["epochs_captured"] if node is not None else 0
         for op in (["-i", "on"], ["-z"]):
             subprocess.run(["callgrind_control", *op, str(pid)], check=True, capture_output=True)
 
         def done(requests: int) -> tuple[float, float]:
             dumps = set(tmp.glob("callgrind.*"))
             subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
+            after = node.status()["epochs_captured"] if node is not None else 0
+            setup.epochs.append((after - epochs) / requests)
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 new = [p for p in set(tmp.glob("callgrind.*")) - dumps if p.stat().st_size]
@@ -230,7 +290,7 @@ def instructions(args: argparse.Namespace) -> dict[str, Any]:
         setup = Setup(args.pinned, Path(tmp), wrapper)
         label = {"name": ""}
         keep = Path(args.keep_dumps) if args.keep_dumps else None
-        meter = callgrind_meter(Path(tmp), keep, label)
+        meter = callgrind_meter(setup, Path(tmp), keep, label)
         loads = {
             "read_mostly": read_mostly(setup, args.requests, meter),
             "write_heavy": write_heavy(setup, args.requests, meter),
@@ -239,16 +299,16 @@ def instructions(args: argparse.Namespace) -> dict[str, Any]:
             if name not in args.loads.split(","):
                 continue
             out[name] = {}
-            for c in CONFIGS:
-                if str(c) not in args.configs.split(","):
-                    continue
-                label["name"] = f"{name}-{c}"
-                rps, per_request, _ = setup.run(c, load)
-                out[name]["no replication" if c is None else c] = {
+            for c in args.configs.split(","):
+                label["name"] = f"{name}-{c.replace('/', '-')}"
+                rps, per_request, _ = setup.run(None if c == "None" else c, load)
+                out[name]["no replication" if c == "None" else c] = {
                     "instructions_per_request": round(per_request),
                     "rps_under_valgrind": round(rps),
+                    "epochs_per_1000_requests": round(1000 * setup.epochs[-1], 2),
+                    "set_p50_ms_under_valgrind": setup.set_latency[-1][0],
                 }
-                print(name, c, round(per_request), flush=True)
+                print(name, c, round(per_request), round(1000 * setup.epochs[-1], 2), flush=True)
             base = out[name]["no replication"]["instructions_per_request"]
             for row in out[name].values():
                 row["vs_no_replication"] = round(row["instructions_per_request"] / base - 1, 3)
