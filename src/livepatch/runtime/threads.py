@@ -42,7 +42,9 @@ from livepatch.runtime.registry import (
     ThreadRecord,
     ThreadState,
     Transition,
+    describe,
 )
+from livepatch.runtime.stragglers import describe_stragglers
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: this module is on a server's import path
 if TYPE_CHECKING:
@@ -108,8 +110,9 @@ class ThreadSide:
     # _lock, read without it by local points (a stale read: the lock is taken and the state re-checked)
     _deadline: float
     # the transition the threads ended (global) or reversed (local) at its deadline, with its stragglers
-    # then (under _lock)
-    _expired: tuple[Transition, list[ThreadRecord]] | None
+    # described as they were then (under _lock): by the time the patcher writes the abort reason they may
+    # have moved on (a released pool worker finishes its task, drops back to MEDIUM and waits elsewhere)
+    _expired: tuple[Transition, str] | None
 
     def _idle_request(self) -> _Rejoin | None:
         """What `_control.request` holds when no transition runs. Caller holds `_lock`."""
@@ -225,7 +228,7 @@ class ThreadSide:
                     "inf"
                 )  # complete in time: the patcher commits it when it runs
                 return
-            self._expired = (tr, self._registry.stragglers())  # for the patcher's abort reason
+            self._expired = (tr, describe(self._registry.stragglers()))  # the abort reason's
             self._registry.reverse_local()
             self._deadline = float("inf")
             self._progress.set()
@@ -248,7 +251,7 @@ class ThreadSide:
         if remaining > 0:
             self._threads_cv.wait(remaining)
             return
-        self._expired = (tr, self._registry.stragglers())  # for the patcher's abort reason
+        self._expired = (tr, describe_stragglers(self._registry.stragglers()))  # the abort reason's
         self._registry.finish_global(False)
         self._control.request = self._idle_request()
         self._threads_cv.notify_all()
