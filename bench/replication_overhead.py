@@ -11,6 +11,11 @@ throughput    a plain kvserver and primaries with --protection commit, full, non
               goal: commit <= 5% below no replication in throughput, read-mostly. Also the CPU time
               per request of the primary and of the standby (/proc/PID/stat), the SET share achieved,
               the mean latency (Little's law: clients x window / requests) and epochs per request.
+paired        for a busy machine: the base (--base, default a plain server) and one config both up
+              at once, --windows pairs of --seconds-long kvmix windows in turn (which side goes
+              first alternates), the median of the per-pair ratios: what other processes do on a
+              scale of seconds hits both sides of a pair, where throughput's 5-second rounds of one
+              config after another moved by 3x at load 3-7 (kept: it is the issue's own measure).
 instructions  the same loads against a primary run under valgrind --tool=callgrind: machine
               instructions per request of the whole primary process (every thread: the loop, the
               sender, the acknowledgement reader), counted over the window (callgrind_control -z / -d),
@@ -19,6 +24,7 @@ instructions  the same loads against a primary run under valgrind --tool=callgri
 
     .venv/bin/python bench/replication_overhead.py throughput [--rounds 5] [--seconds 5]
     .venv/bin/python bench/replication_overhead.py instructions [--seconds 20]
+    .venv/bin/python bench/replication_overhead.py paired [--windows 20] [--seconds 1] [--base None]
     (both: [--configs None,commit,full,none] [--loads read_mostly,read_mostly_90,write_heavy]
     [--warmup 1]; instructions: [--keep-dumps DIR], then
     `callgrind_annotate --inclusive=yes DIR/read_mostly-commit.callgrind`)
@@ -54,6 +60,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -284,6 +291,92 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _window(setup: Setup, port: int, pid: int, mix: str, seconds: float) -> tuple[float, float]:
+    """One kvmix window against a running server: (requests/s, server CPU µs per request)."""
+    read_pct, clients = MIXES[mix]
+    assert setup.kvmix is not None
+    cmd = [str(setup.kvmix), "127.0.0.1", str(port), str(clients), str(read_pct),
+           str(KEYSPACE), "0.2", str(seconds)]  # fmt: skip
+    setup.commands.add(" ".join(["kvmix", "127.0.0.1", "PORT", *cmd[3:]]))
+    cpu0 = cpu_seconds(pid)
+    done = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+        check=True,
+        preexec_fn=(lambda: os.sched_setaffinity(0, {LOAD_CPU})) if setup.pinned else None,
+    )
+    cpu = cpu_seconds(pid) - cpu0  # includes the 0.2 s warm-up: the same share in A and B
+    counts = {k: float(v) for k, v in (f.split("=") for f in done.stdout.split())}
+    n = counts["gets"] + counts["sets"]
+    return n / counts["window_s"], cpu * 1e6 / (n * (1 + 0.2 / counts["window_s"]))
+
+
+def _alternate(
+    setup: Setup,
+    mix: str,
+    config: str,
+    args: argparse.Namespace,
+    rows: list[tuple[float, float, float, float]],
+    port: int,
+    pids: list[int],
+    bport: int,
+    bpids: list[int],
+) -> tuple[float, float, float]:
+    """args.windows pairs of windows, base and config in turn (which goes first alternates); rows
+    gets (base rps, config rps, base CPU µs/request, config CPU µs/request) per pair."""
+    for p in (bport, port):
+        setup.bench(p, "set", KEYSPACE, 50)  # populate (and warm up)
+    for w in range(args.windows):
+        base_side = _window(setup, bport, bpids[0], mix, args.seconds) if w % 2 == 0 else None
+        side = _window(setup, port, pids[0], mix, args.seconds)
+        if base_side is None:
+            base_side = _window(setup, bport, bpids[0], mix, args.seconds)
+        rows.append((base_side[0], side[0], base_side[1], side[1]))
+        print(mix, config, w, *[round(x, 1) for x in rows[-1]], os.getloadavg()[0], flush=True)
+    return 0.0, 0.0, 0.0
+
+
+def paired(args: argparse.Namespace) -> dict[str, Any]:
+    """Both servers up at once (the base and one config), windows alternating A, B, A, B ...: a
+    ratio per adjacent pair, so what the machine does on a scale of seconds hits both sides."""
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="repl-paired-") as tmp:
+        setup = Setup(args.pinned, Path(tmp))
+        setup.kvmix = build_kvmix(Path(tmp))
+        base_setup = Setup(args.pinned, Path(tmp) / "base")
+        (Path(tmp) / "base").mkdir()
+        base_setup.kvmix = setup.kvmix
+        base_setup.commands = setup.commands
+        for mix in args.loads.split(","):
+            out[mix] = {}
+            for config in args.configs.split(","):
+                rows: list[tuple[float, float, float, float]] = []
+                base = None if args.base == "None" else args.base
+                alternate = partial(_alternate, setup, mix, config, args, rows)
+                base_setup.run(
+                    base,
+                    lambda bport, bpids, c=config, f=alternate: setup.run(  # type: ignore[misc]
+                        None if c == "None" else c,
+                        lambda port, pids: f(port, pids, bport, bpids),
+                    ),
+                )
+                out[mix][config] = {
+                    "vs_base_median": round(median([b / a for a, b, _, _ in rows]) - 1, 3),
+                    "base_rps_median": round(median([r[0] for r in rows])),
+                    "rps_median": round(median([r[1] for r in rows])),
+                    "primary_cpu_vs_base_median": round(
+                        median([bc / ac for _, _, ac, bc in rows]) - 1, 3
+                    ),
+                    "pairs": len(rows),
+                    "load_average_end": round(os.getloadavg()[0], 1),
+                }
+    out["commands"] = sorted(setup.commands)
+    out["base"] = args.base
+    return out
+
+
 _TOTALS = re.compile(r"^(?:summary|totals):\s*(\d+)", re.MULTILINE)
 
 
@@ -373,7 +466,11 @@ def main() -> None:
     i = sub.add_parser("instructions")
     i.add_argument("--seconds", type=float, default=20.0, help="the counted window of each run")
     i.add_argument("--keep-dumps", metavar="DIR", help="keep each window's callgrind dump in DIR")
-    for p in (t, i):
+    pr = sub.add_parser("paired")
+    pr.add_argument("--windows", type=int, default=20, help="pairs of windows per config")
+    pr.add_argument("--seconds", type=float, default=1.0, help="the length of each window")
+    pr.add_argument("--base", default="None", help="the config each is compared to (None: plain)")
+    for p in (t, i, pr):
         p.add_argument("--configs", default="None,commit,full,none", help="which (None: plain)")
         p.add_argument("--loads", default="read_mostly,read_mostly_90,write_heavy",
                        help=f"which loads to run, of {','.join(MIXES)}")  # fmt: skip
@@ -383,7 +480,8 @@ def main() -> None:
     args.pinned = can_pin() and not args.no_pin
     placement = "primary on CPU 1, standby and load on CPU 0" if args.pinned else "not pinned"
     print(f"{machine_note()}; {placement}; pid {os.getpid()}", flush=True)
-    result = {"throughput": throughput, "instructions": instructions}[args.what](args)
+    run = {"throughput": throughput, "instructions": instructions, "paired": paired}
+    result = run[args.what](args)
     print(json.dumps(result, indent=2))
 
 
