@@ -310,6 +310,9 @@ def _window(setup: Setup, port: int, pid: int, mix: str, seconds: float) -> tupl
     cpu = cpu_seconds(pid) - cpu0  # includes the 0.2 s warm-up: the same share in A and B
     counts = {k: float(v) for k, v in (f.split("=") for f in done.stdout.split())}
     n = counts["gets"] + counts["sets"]
+    if not n:  # seen once at load 8: a window in which the server completed nothing
+        print(f"no request completed in a {seconds} s window on port {port}", flush=True)
+        return 0.0, float("nan")
     return n / counts["window_s"], cpu * 1e6 / (n * (1 + 0.2 / counts["window_s"]))
 
 
@@ -348,7 +351,10 @@ def paired(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="repl-paired-") as tmp:
         setup = Setup(args.pinned, Path(tmp))
         setup.kvmix = build_kvmix(Path(tmp))
-        base_setup = Setup(args.pinned, Path(tmp) / "base")
+        # --base-src: the base side runs another tree's code (main vs a branch, A/B in turns).
+        wrapper = ["env", f"PYTHONPATH={args.base_src}"] if args.base_src else None
+        base_setup = Setup(args.pinned, Path(tmp) / "base", wrapper)
+        base_setup.patient = False  # the wrapper is not valgrind: the same timeouts as the other
         (Path(tmp) / "base").mkdir()
         base_setup.kvmix = setup.kvmix
         base_setup.commands = setup.commands
@@ -365,7 +371,10 @@ def paired(args: argparse.Namespace) -> dict[str, Any]:
                         lambda port, pids: f(port, pids, bport, bpids),
                     ),
                 )
+                stalled = [r for r in rows if not (r[0] and r[1])]
+                rows = [r for r in rows if r[0] and r[1]]  # a ratio needs both sides' requests
                 out[mix][config] = {
+                    "stalled_pairs": len(stalled),
                     "vs_base_median": round(median([b / a for a, b, _, _ in rows]) - 1, 3),
                     "base_rps_median": round(median([r[0] for r in rows])),
                     "rps_median": round(median([r[1] for r in rows])),
@@ -377,6 +386,7 @@ def paired(args: argparse.Namespace) -> dict[str, Any]:
                 }
     out["commands"] = sorted(setup.commands)
     out["base"] = args.base
+    out["base_src"] = args.base_src
     return out
 
 
@@ -473,6 +483,7 @@ def main() -> None:
     pr.add_argument("--windows", type=int, default=20, help="pairs of windows per config")
     pr.add_argument("--seconds", type=float, default=1.0, help="the length of each window")
     pr.add_argument("--base", default="None", help="the config each is compared to (None: plain)")
+    pr.add_argument("--base-src", metavar="DIR", help="run the base side with PYTHONPATH=DIR")
     for p in (t, i, pr):
         p.add_argument("--configs", default="None,commit,full,none", help="which (None: plain)")
         p.add_argument("--loads", default="read_mostly,read_mostly_90,write_heavy",
