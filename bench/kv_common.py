@@ -154,6 +154,21 @@ def redis_benchmark(
     pinned: bool = False,
 ) -> tuple[list[str], dict[str, tuple[float, float]]]:
     """Run redis-benchmark --csv (on LOAD_CPU if pinned); returns (command, {TEST: (rps, p99 ms)})."""
+    shown, rows = redis_benchmark_rows(port, tests, requests, clients, pipeline, keyspace, pinned)
+    result = {row["test"]: (float(row["rps"]), float(row["p99_latency_ms"])) for row in rows}
+    return shown, result
+
+
+def redis_benchmark_rows(
+    port: int,
+    tests: str,
+    requests: int,
+    clients: int = 50,
+    pipeline: int = 1,
+    keyspace: int = 100_000,
+    pinned: bool = False,
+) -> tuple[list[str], list[dict[str, str]]]:
+    """redis_benchmark with every column of its CSV (rps, avg/min/p50/p95/p99/max_latency_ms)."""
     cmd = [
         tool("redis-benchmark"), "-h", "127.0.0.1", "-p", str(port), "-t", tests,
         "-n", str(requests), "-c", str(clients), "-P", str(pipeline), "-r", str(keyspace), "--csv",
@@ -167,9 +182,8 @@ def redis_benchmark(
         preexec_fn=(lambda: os.sched_setaffinity(0, {LOAD_CPU})) if pinned else None,
     )
     rows = list(csv.DictReader(io.StringIO(done.stdout)))
-    result = {row["test"]: (float(row["rps"]), float(row["p99_latency_ms"])) for row in rows}
     shown = ["redis-benchmark", *cmd[1:3], *cmd[5:]]
-    return shown, result
+    return shown, rows
 
 
 def median(values: list[float]) -> float:

@@ -1,23 +1,52 @@
 """What hot standby costs the primary (issue 15): throughput side by side, and instructions per request.
 
-throughput    redis-benchmark without replication and with --protection commit, full, none, in the
-              same run, interleaved rounds, medians: read-mostly (GET -c 45 beside SET -c 5, at once,
-              over 100,000 keys populated first) and write-heavy (SET -c 50). The issue's goal:
-              commit <= 5% below no replication in throughput, read-mostly. Also the CPU time per
-              request of the primary and of the standby (/proc/PID/stat).
+throughput    a plain kvserver and primaries with --protection commit, full, none (and MODE/GAP[/EPOCH]
+              configs), in the same run, rounds interleaved (the order reversed every other round),
+              medians. Each run: populate 100,000 keys, then a timed closed-loop load from
+              bench/kvmix.c (compiled with gcc at start): CLIENTS connections, each with one request
+              outstanding, each request a GET or a SET drawn from the load's mix, uniform keys; after a
+              warm-up, --seconds of wall time are counted. Throughput = every request completed in the
+              window / the window. Loads: read_mostly (YCSB-B's 95/5 read/update, 40 clients),
+              read_mostly_90 (90/10, 40 clients), write_heavy (SET only, 50 clients). The issue's
+              goal: commit <= 5% below no replication in throughput, read-mostly. Also the CPU time
+              per request of the primary and of the standby (/proc/PID/stat), the SET share achieved,
+              the mean latency (Little's law: clients x window / requests) and epochs per request.
+paired        for a busy machine: the base (--base, default a plain server) and one config both up
+              at once, --windows pairs of --seconds-long kvmix windows in turn (which side goes
+              first alternates), the median of the per-pair ratios: what other processes do on a
+              scale of seconds hits both sides of a pair, where throughput's 5-second rounds of one
+              config after another moved by 3x at load 3-7 (kept: it is the issue's own measure).
 instructions  the same loads against a primary run under valgrind --tool=callgrind: machine
               instructions per request of the whole primary process (every thread: the loop, the
-              sender, the acknowledgement reader), counted between a warm-up and the end of the load
-              (callgrind_control -z / -d). Deterministic enough to compare two builds on a busy machine.
+              sender, the acknowledgement reader), counted over the window (callgrind_control -z / -d),
+              per request the server completed (INFO commandstats). Deterministic enough to compare
+              two builds on a busy machine.
 
-    .venv/bin/python bench/replication_overhead.py throughput [--rounds 3] [--requests 100000]
-    .venv/bin/python bench/replication_overhead.py instructions [--requests 20000]
-    (both: [--configs None,commit,full,none] [--loads read_mostly,write_heavy]; instructions:
-    [--keep-dumps DIR], then `callgrind_annotate --inclusive=yes DIR/read_mostly-commit.callgrind`)
+    .venv/bin/python bench/replication_overhead.py throughput [--rounds 5] [--seconds 5]
+    .venv/bin/python bench/replication_overhead.py instructions [--seconds 20]
+    .venv/bin/python bench/replication_overhead.py paired [--windows 20] [--seconds 1] [--base None]
+    (both: [--configs None,commit,full,none] [--loads read_mostly,read_mostly_90,write_heavy]
+    [--warmup 1]; instructions: [--keep-dumps DIR], then
+    `callgrind_annotate --inclusive=yes DIR/read_mostly-commit.callgrind`)
+    A config MODE/G runs the primary with --group-commit-ms G (commit/0: an epoch per round trip),
+    MODE/G/E also with --epoch-ms E: under valgrind the primary runs ~100x slower, so the real-time
+    epoch rates of --epoch-ms 50 --group-commit-ms 2 are those of commit/200/5000 there (heartbeats,
+    every 50 ms whatever the epoch length, are not scaled).
+
+Why not the metric before session 9. Until then read_mostly summed the requests per second of two
+redis-benchmark runs started together: GET -n N -c 45 and SET -n N/9 -c 5. The runs had different
+lengths (the SET run ended after ~0.1 s unreplicated, the GET run ran on alone), so the sum was not
+requests / interval, and it was dominated by the SET run's own rate, i.e. by write latency: under
+commit each SET waits for its epoch's acknowledgement, its run fell from 44-46k to 6-7k rps, and the
+sum fell 45% (the session-8 figures) while GETs, the real cost, fell ~30%; each run also lasted ~0.4 s.
+GET clients beside SET clients for one interval would not do either: closed-loop pools per operation
+let the mix follow the latencies (measured: 18% SETs unreplicated, 4.5% under commit, for 38 GET + 2
+SET clients). Here every client draws each request from the mix, as YCSB's clients do, so the mix is
+the stated one (the achieved SET share is reported) and a slow SET delays that client's next reads.
 
 Placement (2+ CPUs, like bench/kv_vs_redis.py): the primary (or the plain server) on CPU 1; the
-standby and redis-benchmark on CPU 0 (RemusDB runs the standby on another machine: here it competes
-with the load generator, not with the primary). --no-pin lets the scheduler place everything.
+standby and the load generator on CPU 0 (RemusDB runs the standby on another machine: here it
+competes with the load generator, not with the primary). --no-pin lets the scheduler place everything.
 """
 
 from __future__ import annotations
@@ -29,22 +58,41 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.replication
 
 from tests.replication.nodes import READY, Node, pin
 
-from kv_common import LOAD_CPU, SERVER_CPU, can_pin, cpu_seconds, machine_note, median
-from kv_common import redis_benchmark as _redis_benchmark
+from kv_common import (
+    LOAD_CPU,
+    SERVER_CPU,
+    can_pin,
+    cpu_seconds,
+    machine_note,
+    median,
+    redis_benchmark_rows,
+)
 from lpbench.servers import ManagedProcess, free_port
 
-CONFIGS: list[str | None] = [None, "commit", "full", "none"]
 Load = Callable[[int, list[int]], tuple[float, float, float]]
+
+
+def split_config(config: str | None) -> tuple[str | None, list[str]]:
+    """'commit/2' -> ('commit', ['--group-commit-ms', '2']); 'commit/200/5000' also passes
+    --epoch-ms 5000; None -> (None, [])."""
+    if config is None or config == "None":
+        return None, []
+    mode, _, rest = config.partition("/")
+    gap, _, epoch = rest.partition("/")
+    extra = ["--group-commit-ms", gap] if gap else []
+    return mode, extra + (["--epoch-ms", epoch] if epoch else [])
 
 
 class Setup:
@@ -53,18 +101,24 @@ class Setup:
         self.tmp = tmp
         self.wrapper = wrapper or []
         self.commands: set[str] = set()
+        self.primary: Node | None = None  # the primary of the run in progress (None: plain)
+        self.mix_stats: list[dict[str, float]] = []  # SET share, mean latency ms, per run
+        self.kvmix: Path | None = None  # the compiled load generator
+        self.epochs: list[float] = []  # epochs captured per request of each metered run
         # Under valgrind the primary runs ~50x slower: patient timeouts, or the pair would spend the
         # run declaring each other gone and resynchronising.
         self.patient = bool(self.wrapper)
 
     def bench(self, port: int, test: str, n: int, clients: int) -> float:
-        cmd, res = _redis_benchmark(port, test, n, clients=clients, pinned=self.pinned)
+        cmd, rows = redis_benchmark_rows(port, test, n, clients=clients, pinned=self.pinned)
         self.commands.add(" ".join(cmd))
-        return res[test.upper()][0]
+        return float({r["test"]: r for r in rows}[test.upper()]["rps"])
 
-    def run(self, protection: str | None, fn: Load) -> tuple[float, float, float]:
-        """fn(port, pids) against a plain kvserver (protection None) or a primary with its standby."""
+    def run(self, config: str | None, fn: Load) -> tuple[float, float, float]:
+        """fn(port, pids) against a plain kvserver (config None) or a primary with its standby."""
+        protection, extra = split_config(config)
         port = free_port()
+        self.primary = None
         if protection is None:
             argv = [*self.wrapper, sys.executable, "-m", "kvserver", "--no-livepatch"]
             plain = ManagedProcess(
@@ -86,7 +140,8 @@ class Setup:
             patience = ["--failover-after-ms", "10000"] if self.patient else []
             b.start_standby(port, a, *patience)
             patience = ["--standby-timeout-ms", "10000"] if self.patient else []
-            a.start_primary(port, b, "--protection", protection, *patience)
+            a.start_primary(port, b, "--protection", protection, *extra, *patience)
+            self.primary = a
             if protection == "none":
                 a.wait_status(lambda s: s["state"] == "streaming", 120, "streaming")
             else:
@@ -97,68 +152,122 @@ class Setup:
             a.stop()
 
 
-def read_mostly(setup: Setup, n: int, before_load: Callable[[list[int]], Any]) -> Load:
+# The loads: (read percentage of every client's requests, closed-loop clients).
+MIXES: dict[str, tuple[int, int]] = {
+    "read_mostly": (95, 40),  # YCSB-B's 95/5 read/update
+    "read_mostly_90": (90, 40),  # 90/10
+    "write_heavy": (0, 50),
+}
+KEYSPACE = 100_000
+KVMIX = Path(__file__).with_name("kvmix.c")
+
+
+def build_kvmix(tmp: Path) -> Path:
+    """Compile bench/kvmix.c (the mixed closed-loop load generator) into tmp."""
+    exe = tmp / "kvmix"
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(exe), str(KVMIX)], check=True)
+    return exe
+
+
+def _calls(port: int) -> int:
+    """GETs and SETs the server has completed so far (its INFO commandstats)."""
+    with redis.Redis(host="127.0.0.1", port=port, socket_timeout=120) as r:
+        stats = r.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{k}", {}).get("calls", 0)) for k in ("get", "set"))
+
+
+def timed_mix(
+    setup: Setup, mix: str, seconds: float, warmup_s: float, before_load: Callable[[list[int]], Any]
+) -> Load:
+    """The load `mix` for `seconds` of wall time (bench/kvmix.c): all its clients start together,
+    each keeps one request outstanding and draws every request's operation from the mix, and all
+    stop together; throughput = the GETs and SETs completed in the window / the window. The CPU
+    (or instruction) meter counts over the same window, per request the server completed in it."""
+    read_pct, clients = MIXES[mix]
+
     def load(port: int, pids: list[int]) -> tuple[float, float, float]:
-        setup.bench(port, "set", n // 2, 50)  # populate (and warm up)
-        results: dict[str, float] = {}
-        start = before_load(pids)
-
-        def run(test: str, requests: int, clients: int) -> None:
-            results[test] = setup.bench(port, test, requests, clients)
-
-        threads = [
-            threading.Thread(target=run, args=("get", n, 45)),
-            threading.Thread(target=run, args=("set", n // 9, 5)),
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        first, second = start(n + n // 9)
-        return results["get"] + results["set"], first, second
+        setup.bench(port, "set", KEYSPACE, 50)  # populate (and warm up)
+        assert setup.kvmix is not None
+        cmd = [str(setup.kvmix), "127.0.0.1", str(port), str(clients), str(read_pct),
+               str(KEYSPACE), str(warmup_s), str(seconds)]  # fmt: skip
+        setup.commands.add(" ".join(["kvmix", "127.0.0.1", "PORT", *cmd[3:]]))
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=(lambda: os.sched_setaffinity(0, {LOAD_CPU})) if setup.pinned else None,
+        )
+        try:
+            time.sleep(warmup_s)  # the window opens (kvmix times it itself; the meter from here)
+            start = before_load(pids)
+            c0 = _calls(port)
+            out, _ = proc.communicate(timeout=seconds + 600)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if proc.returncode != 0:
+            raise RuntimeError(f"kvmix failed ({proc.returncode}): {out}")
+        first, second = start(_calls(port) - c0)
+        done = {k: float(v) for k, v in (f.split("=") for f in out.split())}
+        window, gets, sets = done["window_s"], done["gets"], done["sets"]
+        # Little's law for closed-loop clients: mean latency = clients / throughput.
+        setup.mix_stats.append(
+            {
+                "set_share": sets / (gets + sets),
+                "mean_ms": 1000 * clients * window / (gets + sets),
+                "errors": done["errors"],
+            }
+        )
+        return (gets + sets) / window, first, second
 
     return load
 
 
-def write_heavy(setup: Setup, n: int, before_load: Callable[[list[int]], Any]) -> Load:
-    def load(port: int, pids: list[int]) -> tuple[float, float, float]:
-        setup.bench(port, "set", n // 4, 50)  # warm up
-        start = before_load(pids)
-        rps = setup.bench(port, "set", n, 50)
-        first, second = start(n)
-        return rps, first, second
+def cpu_meter(setup: Setup) -> Callable[[list[int]], Callable[[int], tuple[float, float]]]:
+    """CPU µs per request of the primary (or plain server) and of the standby, from now on; the
+    primary's epochs captured per request go to setup.epochs."""
 
-    return load
+    def before_load(pids: list[int]) -> Callable[[int], tuple[float, float]]:
+        before = [cpu_seconds(p) for p in pids]
+        node = setup.primary
+        epochs = node.status()["epochs_captured"] if node is not None else 0
 
+        def done(requests: int) -> tuple[float, float]:
+            used = [cpu_seconds(p) - b for p, b in zip(pids, before, strict=True)] + [0.0]
+            if node is not None:
+                setup.epochs.append((node.status()["epochs_captured"] - epochs) / requests)
+            else:
+                setup.epochs.append(0.0)
+            return used[0] * 1e6 / requests, used[1] * 1e6 / requests
 
-def cpu_meter(pids: list[int]) -> Callable[[int], tuple[float, float]]:
-    """CPU µs per request of the primary (or plain server) and of the standby, from now on."""
-    before = [cpu_seconds(p) for p in pids]
+        return done
 
-    def done(requests: int) -> tuple[float, float]:
-        used = [cpu_seconds(p) - b for p, b in zip(pids, before, strict=True)] + [0.0]
-        return used[0] * 1e6 / requests, used[1] * 1e6 / requests
-
-    return done
+    return before_load
 
 
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
-    tables: dict[str, dict[str, list[tuple[float, float, float]]]]
     with tempfile.TemporaryDirectory(prefix="repl-bench-") as tmp:
         setup = Setup(args.pinned, Path(tmp))
-        loads = {
-            "read_mostly": read_mostly(setup, args.requests, cpu_meter),
-            "write_heavy": write_heavy(setup, args.requests, cpu_meter),
-        }
-        loads = {k: v for k, v in loads.items() if k in args.loads.split(",")}
-        configs = [c for c in CONFIGS if str(c) in args.configs.split(",")]
-        tables = {k: {str(c): [] for c in configs} for k in loads}
+        setup.kvmix = build_kvmix(Path(tmp))
+        meter = cpu_meter(setup)
+        names = args.loads.split(",")
+        loads = {k: timed_mix(setup, k, args.seconds, args.warmup, meter) for k in names}
+        configs = args.configs.split(",")
+        tables: dict[str, dict[str, list[tuple[float, float, float]]]]
+        tables = {k: {c: [] for c in configs} for k in loads}
+        extras: dict[str, dict[str, list[dict[str, float]]]]
+        extras = {k: {c: [] for c in configs} for k in loads}
         for rnd in range(args.rounds):
             order = configs if rnd % 2 == 0 else list(reversed(configs))
             for c in order:
                 for name, load in loads.items():
-                    tables[name][str(c)].append(setup.run(c, load))
-    out: dict[str, Any] = {"commands": sorted(setup.commands)}
+                    tables[name][c].append(setup.run(None if c == "None" else c, load))
+                    extras[name][c].append({**setup.mix_stats[-1], "epochs": setup.epochs[-1]})
+                    row = {k: round(v, 4) for k, v in extras[name][c][-1].items()}
+                    print(name, c, [round(x, 1) for x in tables[name][c][-1]], row,
+                          os.getloadavg()[0], flush=True)  # fmt: skip
+    out: dict[str, Any] = {"commands": sorted(setup.commands), "seconds": args.seconds}
     for name, table in tables.items():
         base = median([r[0] for r in table["None"]])
         base_cpu = median([r[1] for r in table["None"]])
@@ -166,6 +275,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         for k, v in table.items():
             rps = median([r[0] for r in v])
             primary_us = median([r[1] for r in v])
+            ex = extras[name][k]
             out[name]["no replication" if k == "None" else k] = {
                 "rps_median": round(rps),
                 "vs_no_replication": round(rps / base - 1, 3),
@@ -173,7 +283,110 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
                 "primary_cpu_us_per_request": round(primary_us, 1),
                 "primary_cpu_vs_no_replication": round(primary_us / base_cpu - 1, 3),
                 "standby_cpu_us_per_request": round(median([r[2] for r in v]), 1),
+                "epochs_per_1000_requests": round(1000 * median([e["epochs"] for e in ex]), 2),
+                "set_share": round(median([e["set_share"] for e in ex]), 4),
+                "mean_latency_ms": round(median([e["mean_ms"] for e in ex]), 3),
+                "errors": sum(e["errors"] for e in ex),
             }
+    return out
+
+
+def _window(setup: Setup, port: int, pid: int, mix: str, seconds: float) -> tuple[float, float]:
+    """One kvmix window against a running server: (requests/s, server CPU µs per request)."""
+    read_pct, clients = MIXES[mix]
+    assert setup.kvmix is not None
+    cmd = [str(setup.kvmix), "127.0.0.1", str(port), str(clients), str(read_pct),
+           str(KEYSPACE), "0.2", str(seconds)]  # fmt: skip
+    setup.commands.add(" ".join(["kvmix", "127.0.0.1", "PORT", *cmd[3:]]))
+    cpu0 = cpu_seconds(pid)
+    done = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+        check=True,
+        preexec_fn=(lambda: os.sched_setaffinity(0, {LOAD_CPU})) if setup.pinned else None,
+    )
+    cpu = cpu_seconds(pid) - cpu0  # includes the 0.2 s warm-up: the same share in A and B
+    counts = {k: float(v) for k, v in (f.split("=") for f in done.stdout.split())}
+    n = counts["gets"] + counts["sets"]
+    if not n:  # seen once at load 8: a window in which the server completed nothing
+        print(f"no request completed in a {seconds} s window on port {port}", flush=True)
+        return 0.0, float("nan")
+    return n / counts["window_s"], cpu * 1e6 / (n * (1 + 0.2 / counts["window_s"]))
+
+
+def _alternate(
+    setup: Setup,
+    mix: str,
+    config: str,
+    args: argparse.Namespace,
+    rows: list[tuple[float, float, float, float]],
+    port: int,
+    pids: list[int],
+    bport: int,
+    bpids: list[int],
+) -> tuple[float, float, float]:
+    """args.windows pairs of windows, base and config in turn (which goes first alternates); rows
+    gets (base rps, config rps, base CPU µs/request, config CPU µs/request) per pair."""
+    for p, pid in ((bport, bpids[0]), (port, pids[0])):
+        setup.bench(p, "set", KEYSPACE, 50)  # populate
+        # A window not counted: under commit the populate's epochs may still be on their way (at
+        # load 11 the first window ran at 38 requests/s while the standby caught up).
+        _window(setup, p, pid, mix, args.seconds)
+    for w in range(args.windows):
+        base_side = _window(setup, bport, bpids[0], mix, args.seconds) if w % 2 == 0 else None
+        side = _window(setup, port, pids[0], mix, args.seconds)
+        if base_side is None:
+            base_side = _window(setup, bport, bpids[0], mix, args.seconds)
+        rows.append((base_side[0], side[0], base_side[1], side[1]))
+        print(mix, config, w, *[round(x, 1) for x in rows[-1]], os.getloadavg()[0], flush=True)
+    return 0.0, 0.0, 0.0
+
+
+def paired(args: argparse.Namespace) -> dict[str, Any]:
+    """Both servers up at once (the base and one config), windows alternating A, B, A, B ...: a
+    ratio per adjacent pair, so what the machine does on a scale of seconds hits both sides."""
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="repl-paired-") as tmp:
+        setup = Setup(args.pinned, Path(tmp))
+        setup.kvmix = build_kvmix(Path(tmp))
+        # --base-src: the base side runs another tree's code (main vs a branch, A/B in turns).
+        wrapper = ["env", f"PYTHONPATH={args.base_src}"] if args.base_src else None
+        base_setup = Setup(args.pinned, Path(tmp) / "base", wrapper)
+        base_setup.patient = False  # the wrapper is not valgrind: the same timeouts as the other
+        (Path(tmp) / "base").mkdir()
+        base_setup.kvmix = setup.kvmix
+        base_setup.commands = setup.commands
+        for mix in args.loads.split(","):
+            out[mix] = {}
+            for config in args.configs.split(","):
+                rows: list[tuple[float, float, float, float]] = []
+                base = None if args.base == "None" else args.base
+                alternate = partial(_alternate, setup, mix, config, args, rows)
+                base_setup.run(
+                    base,
+                    lambda bport, bpids, c=config, f=alternate: setup.run(  # type: ignore[misc]
+                        None if c == "None" else c,
+                        lambda port, pids: f(port, pids, bport, bpids),
+                    ),
+                )
+                stalled = [r for r in rows if not (r[0] and r[1])]
+                rows = [r for r in rows if r[0] and r[1]]  # a ratio needs both sides' requests
+                out[mix][config] = {
+                    "stalled_pairs": len(stalled),
+                    "vs_base_median": round(median([b / a for a, b, _, _ in rows]) - 1, 3),
+                    "base_rps_median": round(median([r[0] for r in rows])),
+                    "rps_median": round(median([r[1] for r in rows])),
+                    "primary_cpu_vs_base_median": round(
+                        median([bc / ac for _, _, ac, bc in rows]) - 1, 3
+                    ),
+                    "pairs": len(rows),
+                    "load_average_end": round(os.getloadavg()[0], 1),
+                }
+    out["commands"] = sorted(setup.commands)
+    out["base"] = args.base
+    out["base_src"] = args.base_src
     return out
 
 
@@ -181,7 +394,7 @@ _TOTALS = re.compile(r"^(?:summary|totals):\s*(\d+)", re.MULTILINE)
 
 
 def callgrind_meter(
-    tmp: Path, keep: Path | None = None, label: dict[str, str] | None = None
+    setup: Setup, tmp: Path, keep: Path | None = None, label: dict[str, str] | None = None
 ) -> Callable[[list[int]], Callable[[int], tuple[float, float]]]:
     """keep: copy each counted window's dump there as LABEL.callgrind (label["name"]), for
     `callgrind_annotate --inclusive=yes` (by C function: where the instructions went)."""
@@ -191,12 +404,16 @@ def callgrind_meter(
         # Instrumentation starts here (--instr-atstart=no below): the start-up, the full sync and
         # the warm-up run at valgrind's uninstrumented speed, which at a load of 40 on this
         # machine is what lets the server print its readiness line within the timeouts.
+        node = setup.primary
+        epochs = node.status()["epochs_captured"] if node is not None else 0
         for op in (["-i", "on"], ["-z"]):
             subprocess.run(["callgrind_control", *op, str(pid)], check=True, capture_output=True)
 
         def done(requests: int) -> tuple[float, float]:
             dumps = set(tmp.glob("callgrind.*"))
             subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
+            after = node.status()["epochs_captured"] if node is not None else 0
+            setup.epochs.append((after - epochs) / requests)
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 new = [p for p in set(tmp.glob("callgrind.*")) - dumps if p.stat().st_size]
@@ -228,27 +445,24 @@ def instructions(args: argparse.Namespace) -> dict[str, Any]:
             f"--callgrind-out-file={tmp}/callgrind.%p",
         ]
         setup = Setup(args.pinned, Path(tmp), wrapper)
+        setup.kvmix = build_kvmix(Path(tmp))
         label = {"name": ""}
         keep = Path(args.keep_dumps) if args.keep_dumps else None
-        meter = callgrind_meter(Path(tmp), keep, label)
-        loads = {
-            "read_mostly": read_mostly(setup, args.requests, meter),
-            "write_heavy": write_heavy(setup, args.requests, meter),
-        }
+        meter = callgrind_meter(setup, Path(tmp), keep, label)
+        names = args.loads.split(",")
+        loads = {k: timed_mix(setup, k, args.seconds, args.warmup, meter) for k in names}
         for name, load in loads.items():
-            if name not in args.loads.split(","):
-                continue
             out[name] = {}
-            for c in CONFIGS:
-                if str(c) not in args.configs.split(","):
-                    continue
-                label["name"] = f"{name}-{c}"
-                rps, per_request, _ = setup.run(c, load)
-                out[name]["no replication" if c is None else c] = {
+            for c in args.configs.split(","):
+                label["name"] = f"{name}-{c.replace('/', '-')}"
+                rps, per_request, _ = setup.run(None if c == "None" else c, load)
+                out[name]["no replication" if c == "None" else c] = {
                     "instructions_per_request": round(per_request),
                     "rps_under_valgrind": round(rps),
+                    "epochs_per_1000_requests": round(1000 * setup.epochs[-1], 2),
+                    "set_share": round(setup.mix_stats[-1]["set_share"], 4),
                 }
-                print(name, c, round(per_request), flush=True)
+                print(name, c, round(per_request), round(1000 * setup.epochs[-1], 2), flush=True)
             base = out[name]["no replication"]["instructions_per_request"]
             for row in out[name].values():
                 row["vs_no_replication"] = round(row["instructions_per_request"] / base - 1, 3)
@@ -260,20 +474,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
     t = sub.add_parser("throughput")
-    t.add_argument("--rounds", type=int, default=3)
-    t.add_argument("--requests", type=int, default=100_000)
+    t.add_argument("--rounds", type=int, default=5)
+    t.add_argument("--seconds", type=float, default=5.0, help="the measured window of each run")
     i = sub.add_parser("instructions")
-    i.add_argument("--requests", type=int, default=20_000)
+    i.add_argument("--seconds", type=float, default=20.0, help="the counted window of each run")
     i.add_argument("--keep-dumps", metavar="DIR", help="keep each window's callgrind dump in DIR")
-    for p in (t, i):
+    pr = sub.add_parser("paired")
+    pr.add_argument("--windows", type=int, default=20, help="pairs of windows per config")
+    pr.add_argument("--seconds", type=float, default=1.0, help="the length of each window")
+    pr.add_argument("--base", default="None", help="the config each is compared to (None: plain)")
+    pr.add_argument("--base-src", metavar="DIR", help="run the base side with PYTHONPATH=DIR")
+    for p in (t, i, pr):
         p.add_argument("--configs", default="None,commit,full,none", help="which (None: plain)")
-        p.add_argument("--loads", default="read_mostly,write_heavy", help="which loads to run")
+        p.add_argument("--loads", default="read_mostly,read_mostly_90,write_heavy",
+                       help=f"which loads to run, of {','.join(MIXES)}")  # fmt: skip
+        p.add_argument("--warmup", type=float, default=1.0, help="seconds before the window")
         p.add_argument("--no-pin", action="store_true", help="let the scheduler place everything")
     args = parser.parse_args()
     args.pinned = can_pin() and not args.no_pin
     placement = "primary on CPU 1, standby and load on CPU 0" if args.pinned else "not pinned"
     print(f"{machine_note()}; {placement}; pid {os.getpid()}", flush=True)
-    result = {"throughput": throughput, "instructions": instructions}[args.what](args)
+    run = {"throughput": throughput, "instructions": instructions, "paired": paired}
+    result = run[args.what](args)
     print(json.dumps(result, indent=2))
 
 

@@ -471,6 +471,23 @@ def corpus(name: str, repo: Path, out: Path, limit: int | None) -> tuple[list[st
     return ["livepatch", *argv[1:]], json.loads(proc.stdout)
 
 
+def transformer_patch(name: str, repo: Path, sha: str, out: Path) -> Path:
+    """The patch of a commit whose only refusals are new instance attributes, made with the author's
+    confirmation of the generated transformer (`livepatch diff --accept-transformer`)."""
+    out.mkdir(parents=True, exist_ok=True)
+    patch = out / f"{sha[:12]}.lpatch"
+    argv = [LIVEPATCH, "diff", "--git", str(repo), f"{sha}^", sha, "-p", PROJECTS[name][0]]
+    proc = subprocess.run(
+        [*argv, "--accept-transformer", "-o", str(patch)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if proc.returncode != 0 or not patch.exists():
+        raise RuntimeError(f"livepatch diff --accept-transformer: {proc.stdout[-300:]}")
+    return patch
+
+
 def sample(accepted: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
     if len(accepted) <= n:
         return accepted
@@ -527,6 +544,13 @@ def main() -> None:
         help="sample only the commits accepted now that BASELINE/NAME/corpus.json (an earlier corpus, "
         "e.g. scripts/patchability.py --out) did not accept: what a differ change added",
     )
+    ap.add_argument(
+        "--transformers",
+        action="store_true",
+        help="sample the refused commits the generated transformer covers (the corpus's "
+        "accepted_with_transformer) instead of the accepted ones; each patch is made with "
+        "`livepatch diff --git REPO SHA^ SHA --accept-transformer` (the author's confirmation)",
+    )
     args = ap.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="lah-"))
     rows: list[Row] = []
@@ -544,6 +568,13 @@ def main() -> None:
             _, doc = corpus(name, repo, out, args.limit)
         accepted = [c for c in doc["commits"] if c["outcome"] == "accepted"]
         counts[name] = (len(accepted), doc["summary"]["commits_changing_package"])
+        if args.transformers:
+            accepted = [
+                c
+                for c in doc["commits"]
+                if c["outcome"] == "refused" and c.get("accepted_with_transformer")
+            ]
+            print(f"{name}: {len(accepted)} with a transformer", file=sys.stderr, flush=True)
         if args.newly_accepted is not None:
             before = json.loads((args.newly_accepted / name / "corpus.json").read_text())
             old = {c["sha"] for c in before["commits"] if c["outcome"] == "accepted"}
@@ -555,6 +586,8 @@ def main() -> None:
             print(f"{name}: {len(accepted)} accepted since {since}", file=sys.stderr, flush=True)
         for i, commit in enumerate(sample(accepted, args.sample)):
             patch = out / name / "patches" / f"{commit['sha'][:12]}.lpatch"
+            if args.transformers:
+                patch = transformer_patch(name, repo, commit["sha"], out / name / "transformers")
             work = Path(tempfile.mkdtemp(prefix=f"lah-{name}-"))  # short: a Unix socket path
             print(f"{name}: {i + 1} {commit['sha'][:12]} ...", file=sys.stderr, flush=True)
             try:

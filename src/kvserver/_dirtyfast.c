@@ -23,6 +23,13 @@ and, when they wrote nothing and read nothing unacknowledged and the client has 
 mode is not "full", return at once; otherwise hand over to the Python slow path (`slow(client,
 wrote)`), which holds the replies. The same decision as the Python version, one frame less per read.
 
+Read-only batches: when every command of a batch is in `readonly` (the command table's rows flagged
+"readonly" and not "write", by the names a client may send), nothing it does can write, so `lookup`
+notes no key in `touched` while it runs (a key is only shipped when a batch that wrote touched it) and
+the batch does not read server.dirty (it cannot have changed it). `note_read` still runs: a read of
+unacknowledged data waits as ever. Anything else a tracked method notes during such a batch (a store,
+a delete) still lands in `touched` and sends the batch down the general path.
+
 Concurrency: the event-loop thread only (the GIL is held throughout).
 */
 #define PY_SSIZE_T_CLEAN
@@ -32,6 +39,7 @@ Concurrency: the event-loop thread only (the GIL is held throughout).
 static PyObject *g_tracker;  /* the DirtyTracker, or NULL */
 static PyObject *g_states;   /* tracker.states: Keyspace -> DbState */
 static PyObject *g_touched;  /* tracker.touched: list of (DbState, key) */
+static int g_readonly_batch; /* a Processor runs a batch of read-only commands: lookup touches not */
 
 static PyObject *s_dirty, *s_process_commands, *s_zero;
 
@@ -178,7 +186,8 @@ t_lookup(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     if (nargs != 2 || kwnames != NULL)
         return wrap(M_LOOKUP, 1, 1, self, args, nargs, kwnames);
     PyObject *state = state_of(self);
-    if (state == NULL || touch(state, args[0]) < 0 || note_read(state, args[0]) < 0)
+    if (state == NULL || (!g_readonly_batch && touch(state, args[0]) < 0) ||
+        note_read(state, args[0]) < 0)
         return NULL;
     PyObject *data = slot(self, off_data, "_data");
     PyObject *expires = slot(self, off_expires, "_expires");
@@ -292,6 +301,7 @@ typedef struct {
     PyObject *slow;
     PyObject *hold;       /* hold(client, epoch): move the client's replies into the held ones */
     PyObject *protection; /* the Primary's Protection */
+    PyObject *readonly;   /* set of command names (bytes) that only read */
     int full;
     int reads; /* tracker.reads: keep the per-key epochs of unacknowledged writes */
     long long last_dirty; /* server.dirty after the previous batch (or at construction) */
@@ -393,6 +403,63 @@ call_hold(Processor *self, PyObject *client, PyObject *epoch)
     return PyObject_Vectorcall(self->hold, args, 2, NULL);
 }
 
+/* 1 if every command of the batch is a read-only one (by its name as sent), 0 if not, -1 on error. */
+static int
+all_readonly(Processor *self, PyObject *commands)
+{
+    if (!PyList_CheckExact(commands) || !PyAnySet_CheckExact(self->readonly))
+        return 0;
+    Py_ssize_t n = PyList_GET_SIZE(commands);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *argv = PyList_GET_ITEM(commands, i);
+        if (!PyList_CheckExact(argv) || PyList_GET_SIZE(argv) == 0)
+            return 0;
+        PyObject *name = PyList_GET_ITEM(argv, 0);
+        if (!PyBytes_CheckExact(name))
+            return 0;
+        int in = PySet_Contains(self->readonly, name);
+        if (in <= 0)
+            return in;
+    }
+    return n > 0;
+}
+
+/* The end of a read-only batch: no write, nothing touched by lookup; what remains is the decision
+   on read_epoch and the replies held before (the common case's tail below, without server.dirty). */
+static PyObject *
+readonly_tail(Processor *self, PyObject *client)
+{
+    PyObject *read_epoch = slot(self->tracker, off_read_epoch, "read_epoch");
+    if (read_epoch == NULL)
+        return NULL;
+    if (!PyLong_CheckExact(read_epoch))
+        return PyErr_Format(PyExc_TypeError, "DirtyTracker.read_epoch must be an int");
+    if (Py_SIZE(read_epoch) == 0 && !self->full) {
+        int held = PyDict_Contains(self->held_by_conn, client);
+        if (held <= 0)
+            return held < 0 ? NULL : Py_NewRef(Py_None);
+        return call_hold(self, client, s_zero);
+    }
+    PyObject *epoch = hold_until(self, 0, read_epoch); /* new reference, or NULL */
+    if (epoch == NULL)
+        return NULL;
+    if (Py_SIZE(read_epoch) != 0) {
+        Py_INCREF(s_zero);
+        Py_SETREF(SLOT(self->tracker, off_read_epoch), s_zero);
+    }
+    int held = 1;
+    if (Py_SIZE(epoch) == 0) {
+        held = PyDict_Contains(self->held_by_conn, client);
+        if (held < 0) {
+            Py_DECREF(epoch);
+            return NULL;
+        }
+    }
+    PyObject *out = held ? call_hold(self, client, epoch) : Py_NewRef(Py_None);
+    Py_DECREF(epoch);
+    return out;
+}
+
 static PyObject *
 processor_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -401,12 +468,16 @@ processor_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, P
         return PyErr_Format(PyExc_TypeError, "process(client, commands)");
     PyObject *client = args[0];
     long long after;
+    int readonly = all_readonly(self, args[1]);
+    if (readonly < 0)
+        return NULL;
     PyObject *margs[3] = {self->server, client, args[1]};
     /* The class's function, through the type's attribute cache (a live patch that replaces it on
        the class, or its code, is seen at once): PyObject_VectorcallMethod's generic lookup also
        searches the instance's dict, ~400 instructions per batch. Nothing sets it per instance. */
     PyObject *func = _PyType_Lookup(Py_TYPE(self->server), s_process_commands); /* borrowed */
     PyObject *r;
+    g_readonly_batch = readonly;
     if (func != NULL && PyFunction_Check(func)) {
         Py_INCREF(func);
         r = PyObject_Vectorcall(func, margs, 3, NULL);
@@ -415,9 +486,17 @@ processor_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, P
         r = PyObject_VectorcallMethod(s_process_commands, margs,
                                       3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
     }
+    g_readonly_batch = 0;
     if (r == NULL)
         return NULL;
     Py_DECREF(r);
+    if (readonly && PyList_GET_SIZE(self->touched) == 0) {
+        PyObject *structural = slot(self->tracker, off_structural, "structural");
+        if (structural == NULL)
+            return NULL;
+        if (structural != Py_True)
+            return readonly_tail(self, client);
+    }
     /* One read of server.dirty per batch: compared with its value after the previous batch. A
        change made between batches (cron's expiry, a snapshot resetting the count) makes this batch
        count as a write: its touched keys are shipped and its replies wait for the epoch. More
@@ -472,22 +551,34 @@ processor_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, P
 static PyObject *
 processor_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"server", "tracker", "held_by_conn", "slow", "hold", "full", NULL};
-    PyObject *server, *tracker, *held, *slow, *hold;
+    static char *kwlist[] = {"server", "tracker", "held_by_conn", "slow",
+                             "hold",   "full",    "readonly",     NULL};
+    PyObject *server, *tracker, *held, *slow, *hold, *readonly = NULL;
     int full;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!OOp:Processor", kwlist, &server, &tracker,
-                                     &PyDict_Type, &held, &slow, &hold, &full))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!OOp|O:Processor", kwlist, &server, &tracker,
+                                     &PyDict_Type, &held, &slow, &hold, &full, &readonly))
+        return NULL;
+    if (readonly == NULL || readonly == Py_None)
+        readonly = PyFrozenSet_New(NULL); /* no batch counts as read-only */
+    else if (!PyAnySet_CheckExact(readonly))
+        return PyErr_Format(PyExc_TypeError, "readonly must be a set of command names");
+    else
+        Py_INCREF(readonly);
+    if (readonly == NULL)
         return NULL;
     if (off_structural == 0)
         return PyErr_Format(PyExc_RuntimeError, "call methods() first");
     PyObject *protection = PyObject_GetAttrString(tracker, "protection");
-    if (protection == NULL)
+    if (protection == NULL) {
+        Py_DECREF(readonly);
         return NULL;
+    }
     PyObject *reads_obj = PyObject_GetAttrString(tracker, "reads");
     int reads = reads_obj ? PyObject_IsTrue(reads_obj) : -1;
     Py_XDECREF(reads_obj);
     if (reads < 0) {
         Py_DECREF(protection);
+        Py_DECREF(readonly);
         return NULL;
     }
     PyObject *ptype = (PyObject *)Py_TYPE(protection);
@@ -495,20 +586,24 @@ processor_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         slot_offset(ptype, "acked", &off_p_acked) < 0 ||
         slot_offset(ptype, "active", &off_p_active) < 0) {
         Py_DECREF(protection);
+        Py_DECREF(readonly);
         return NULL;
     }
     PyObject *touched = PyObject_GetAttrString(tracker, "touched");
     if (touched == NULL || !PyList_Check(touched)) {
         Py_XDECREF(touched);
         Py_DECREF(protection);
+        Py_DECREF(readonly);
         return touched ? PyErr_Format(PyExc_TypeError, "tracker.touched must be a list") : NULL;
     }
     Processor *self = (Processor *)type->tp_alloc(type, 0);
     if (self == NULL) {
         Py_DECREF(touched);
         Py_DECREF(protection);
+        Py_DECREF(readonly);
         return NULL;
     }
+    self->readonly = readonly;
 
     Py_INCREF(server);
     Py_INCREF(tracker);
@@ -542,6 +637,7 @@ processor_traverse(Processor *self, visitproc visit, void *arg)
     Py_VISIT(self->slow);
     Py_VISIT(self->hold);
     Py_VISIT(self->protection);
+    Py_VISIT(self->readonly);
     return 0;
 }
 
@@ -555,6 +651,7 @@ processor_clear(Processor *self)
     Py_CLEAR(self->slow);
     Py_CLEAR(self->hold);
     Py_CLEAR(self->protection);
+    Py_CLEAR(self->readonly);
     return 0;
 }
 
@@ -570,7 +667,8 @@ static PyTypeObject ProcessorType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "kvserver._dirtyfast.Processor",
     .tp_basicsize = sizeof(Processor),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "Processor(server, tracker, held_by_conn, slow, hold, full): PrimaryHost.process in C.",
+    .tp_doc = "Processor(server, tracker, held_by_conn, slow, hold, full, readonly=None): "
+              "PrimaryHost.process in C.",
     .tp_new = processor_new,
     .tp_call = PyVectorcall_Call,
     .tp_vectorcall_offset = offsetof(Processor, vectorcall),

@@ -15,5 +15,6 @@ class Processor:
         slow: Callable[[Any, bool], None],
         hold: Callable[[Any, int], None],
         full: bool,
+        readonly: frozenset[bytes] | set[bytes] | None = None,
     ) -> None: ...
     def __call__(self, client: Any, commands: list[list[bytes]]) -> None: ...

@@ -1,6 +1,6 @@
 """`livepatch serve kv`'s hot-standby options and the standby's start-up (docs/standby.md).
 
-    primary:  --replicate-to HOST:PORT [--epoch-ms 50] [--protection commit|full|none]
+    primary:  --replicate-to HOST:PORT [--epoch-ms 50] [--group-commit-ms 0] [--protection commit|full|none]
               [--on-standby-loss degrade|hold] [--standby-timeout-ms 1000]
               [--replication-listen HOST:PORT]   (where it listens once a switchover made it the standby)
     standby:  --standby --replication-listen HOST:PORT [--takeover HOST:PORT] [--failover-after-ms 300]
@@ -54,6 +54,14 @@ def replication_options(f: Callable[..., Any]) -> Callable[..., Any]:
             default=50.0,
             show_default=True,
             help="Longest time between two epochs (a waiting reply closes an epoch sooner).",
+        ),
+        click.option(
+            "--group-commit-ms",
+            type=click.FloatRange(0, 10000),
+            default=None,
+            help="Shortest time between two epochs closed early because a reply waits "
+            "(0: at once; --epoch-ms or more: epochs at the epoch length only). Default: "
+            "livepatch.replication.primary.GROUP_COMMIT_MS (docs/standby.md, tuning).",
         ),
         click.option(
             "--protection",
@@ -159,6 +167,7 @@ class ReplicationConfig:
     etcd_key: str = "/livepatch/kv/leader"
     etcd_ttl_s: float = 2.0
     secret: bytes | None = None
+    group_commit_ms: float | None = None  # None: PrimaryOptions' default
 
 
 def parse(options: dict[str, Any], data_dir: str | None) -> ReplicationConfig | None:
@@ -177,6 +186,7 @@ def parse(options: dict[str, Any], data_dir: str | None) -> ReplicationConfig | 
         etcd_url=options["etcd_url"],
         etcd_key=options["etcd_key"],
         etcd_ttl_s=options["etcd_ttl_s"],
+        group_commit_ms=options["group_commit_ms"],
     )
     if options["replication_secret_file"] is not None:
         from livepatch.replication.auth import SecretError, load_secret
@@ -223,13 +233,16 @@ def parse(options: dict[str, Any], data_dir: str | None) -> ReplicationConfig | 
 def primary_options(rc: ReplicationConfig) -> Any:
     from livepatch.replication import PrimaryOptions
 
-    return PrimaryOptions(
+    options = PrimaryOptions(
         epoch_ms=rc.epoch_ms,
         protection=rc.protection,  # type: ignore[arg-type]
         on_standby_loss=rc.on_standby_loss,  # type: ignore[arg-type]
         standby_timeout_ms=rc.standby_timeout_ms,
         secret=rc.secret,
     )
+    if rc.group_commit_ms is not None:  # else PrimaryOptions' default (GROUP_COMMIT_MS)
+        options.group_commit_ms = rc.group_commit_ms
+    return options
 
 
 class ReplicationRole:

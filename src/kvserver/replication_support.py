@@ -232,6 +232,18 @@ class PrimaryHost:
         raise NotImplementedError("a primary applies nothing")
 
 
+def readonly_names(server: Any) -> frozenset[bytes]:
+    """The names (as upper- or lower-case clients send them) of the commands that only read: a batch
+    of these alone notes no key as touched (kvserver._dirtyfast, "Read-only batches"). From the
+    command table's flags: "readonly" and not "write"."""
+    names = [
+        name
+        for name, cmd in server.table.items()
+        if "readonly" in cmd.flags and "write" not in cmd.flags
+    ]
+    return frozenset(names + [n.lower() for n in names])
+
+
 def install_primary(
     loop: Any,
     target: tuple[str, int],
@@ -257,6 +269,7 @@ def install_primary(
             host._after_batch,
             host._hold,
             primary.protection.mode == "full",
+            readonly_names(loop.server),
         )
     loop.replication = host
     primary.start()

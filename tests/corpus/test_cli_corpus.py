@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,23 @@ _ENV = {
     "GIT_CONFIG_GLOBAL": os.devnull,
     "GIT_CONFIG_NOSYSTEM": "1",
 }
+
+# Bounds. What a bug here looks like is a run that computes forever or one that blocks forever; what a
+# busy machine does is stretch wall time. A `livepatch corpus` run over this 8-commit history takes
+# 0.3-1 s of CPU (children's rusage, session 9, load 7; a git command far less); its wall time is
+# whatever share of the 2 shared CPUs a niced process gets: at load 30 (session 8) runs overran a 60 s
+# wall bound while doing nothing wrong. So each child is bounded by CPU time, which load does not
+# blur (RLIMIT_CPU: the kernel stops a runaway with SIGXCPU at 30 s, 30x the need), and by a wall
+# bound that only a blocked process reaches (a deadlock uses no CPU): 300 s. pytest-timeout is the
+# last resort for the test process itself, above the few child runs a test makes.
+CPU_SECONDS = 30
+WALL_SECONDS = 300
+pytestmark = pytest.mark.timeout(1200)
+
+
+def _cpu_bound() -> None:
+    resource.setrlimit(resource.RLIMIT_CPU, (CPU_SECONDS, CPU_SECONDS + 5))
+
 
 CART = (
     "class Cart:\n"
@@ -79,7 +97,8 @@ def git(repo: Path, *args: str) -> str:
         text=True,
         check=True,
         env=_ENV,
-        timeout=30,
+        timeout=WALL_SECONDS,
+        preexec_fn=_cpu_bound,
     ).stdout
 
 
@@ -114,7 +133,12 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [LIVEPATCH, "corpus", *args], capture_output=True, text=True, timeout=60, check=False
+        [LIVEPATCH, "corpus", *args],
+        capture_output=True,
+        text=True,
+        timeout=WALL_SECONDS,
+        preexec_fn=_cpu_bound,
+        check=False,
     )
 
 
@@ -205,7 +229,11 @@ def test_bare_repository_and_untouched_checkout(
 ) -> None:
     bare = tmp_path / "bare.git"
     subprocess.run(
-        ["git", "clone", "-q", "--bare", str(repo), str(bare)], check=True, env=_ENV, timeout=30
+        ["git", "clone", "-q", "--bare", str(repo), str(bare)],
+        check=True,
+        env=_ENV,
+        timeout=WALL_SECONDS,
+        preexec_fn=_cpu_bound,
     )
     head = git(repo, "rev-parse", "HEAD")
     from_bare = run_json("--git", str(bare), "..main", "--package", "shop")

@@ -7,6 +7,7 @@ neighbours."""
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from pathlib import Path
@@ -344,3 +345,130 @@ def test_a_comprehension_over_self_gets_a_transformer_that_runs_it_on_live_insta
         v1 = TABLE_V1.replace("def __init__(self):", "def __init__(self, skip=None):")
         result = diff_sources({"m": (v1, v2)}, accept_transformer=True)
         assert result.generated_transformer is None, reads_a_parameter
+
+
+FILE_V1 = (
+    "import io\n\n\n"
+    "def _is_seekable(f):\n"
+    "    return hasattr(f, 'seekable') and f.seekable()\n\n\n"
+    "class FileWrapper:\n"
+    "    def __init__(self, file, block_size=8):\n"
+    "        self.file = file\n"
+    "        self.block_size = block_size\n\n"
+    "    def read(self):\n"
+    "        return self.file.read(self.block_size)\n"
+)
+FILE_V2 = FILE_V1.replace(
+    "        self.block_size = block_size\n",
+    "        self.block_size = block_size\n\n"
+    "        if _is_seekable(self.file):\n"
+    "            if hasattr(self.file, 'seekable'):\n"
+    "                self.seekable = self.file.seekable\n"
+    "            self.seek = self.file.seek\n"
+    "            self.tell = self.file.tell\n",
+)
+
+
+def test_an_if_of_init_storing_only_new_attributes_is_run_again_on_live_instances(
+    tmp_path: Path,
+) -> None:
+    """waitress e828cd5731: `if _is_seekable(self.file): ... self.seek = self.file.seek` in
+    ReadOnlyFileBasedBuffer.__init__. The attributes are set only when the test holds: no expression
+    gives a live instance what a fresh one has, but the statement does; the generated hook runs it
+    again on each live instance (a seekable file gains seek/tell, a pipe-like one stays without)."""
+    live = load_source(FILE_V1, tmp_path, unique_name("rerun_if"))
+    fresh = load_source(FILE_V2, tmp_path / "fresh", unique_name("rerun_if_new"))
+
+    class Pipe:
+        def read(self, n: int) -> bytes:
+            return b"p" * n
+
+    try:
+        seekable, pipe = live.FileWrapper(io.BytesIO(b"0123456789")), live.FileWrapper(Pipe())
+        result = diff_sources({live.__name__: (FILE_V1, FILE_V2)}, accept_transformer=True)
+        assert {
+            r.reason.split("`")[1] for r in diff_sources({"m": (FILE_V1, FILE_V2)}).spec.refusals
+        } == {
+            "self.seekable",
+            "self.seek",
+            "self.tell",
+        }
+        assert result.spec.refusals == () and result.generated_transformer is not None
+        applied = apply_patch(result.spec, method="global", timeout=10)
+        assert applied.outcome == "applied", applied.reason
+        for obj in (seekable, pipe):
+            new = fresh.FileWrapper(obj.file)
+            assert {k for k in vars(obj) if k != "file"} == {k for k in vars(new) if k != "file"}
+        seekable.seek(4)
+        assert seekable.read() == b"456789" and seekable.tell() == 10
+        assert revert_patch().ok
+        assert not hasattr(
+            pipe, "seek"
+        )  # (a revert keeps transformed data, as for every transformer)
+    finally:
+        forget(live, fresh)
+    # neighbours: no transformer (the refusal stands)
+    for v2 in (
+        # the test reads a parameter of __init__
+        FILE_V2.replace("if _is_seekable(self.file):", "if _is_seekable(file):"),
+        # the statement also stores an attribute live instances have: running it again resets it
+        FILE_V2.replace(
+            "            self.tell = self.file.tell\n",
+            "            self.tell = self.file.tell\n            self.block_size = 1\n",
+        ),
+        # the statement runs a call for its effect
+        FILE_V2.replace(
+            "            self.tell = self.file.tell\n",
+            "            self.tell = self.file.tell\n            print('seekable')\n",
+        ),
+        # an earlier `return` may skip it
+        FILE_V2.replace(
+            "        self.file = file\n",
+            "        self.file = file\n        if file is None:\n            return\n",
+        ),
+        # the attribute is also stored elsewhere in __init__
+        FILE_V2.replace(
+            "        self.block_size = block_size\n\n",
+            "        self.block_size = block_size\n        self.seek = None\n\n",
+        ),
+    ):
+        result = diff_sources({"m": (FILE_V1, v2)}, accept_transformer=True)
+        assert result.generated_transformer is None
+        assert any(r.kind is RefusalKind.INSTANCE_ATTRIBUTE for r in result.spec.refusals)
+
+
+def test_no_transformer_reading_a_name_the_patch_adds_or_changes_or_taking_over_state() -> None:
+    """Found by applying the transformer commits live (scripts/live_apply_history.py --transformers,
+    session 9). The hook runs before the swap binds the patch's module-level names: h11 ec0ff35e9fba
+    (`self._delimiter_regex = delimiter_regex`, a new module-level regex) raised NameError live (the
+    attempt was undone), and a changed value would be read as the old one. waitress d060d2424292 and
+    5bd69e954571 replace `thread_mgmt_lock`/`queue_lock` by new locks and conditions: fresh ones on a
+    live dispatcher whose threads wait on the old ones failed requests. None gets a transformer now."""
+    v1 = (
+        "import re\n\n"
+        "LIMIT = 4\n\n\n"
+        "class Buffer:\n"
+        "    def __init__(self):\n"
+        "        self.data = b''\n"
+        "        self.lock = None\n\n"
+        "    def split(self):\n"
+        "        return self.data.split(b'\\n')\n"
+    )
+    new_name = v1.replace("LIMIT = 4\n", "LIMIT = 4\nDELIM = re.compile(b'\\\\r?\\\\n')\n").replace(
+        "        self.lock = None\n", "        self.lock = None\n        self.delim = DELIM\n"
+    )
+    changed = v1.replace("LIMIT = 4", "LIMIT = 8").replace(
+        "        self.lock = None\n", "        self.lock = None\n        self.cap = [0] * LIMIT\n"
+    )
+    moved = v1.replace(
+        "        self.lock = None\n", "        self.cv = __import__('threading').Condition()\n"
+    )
+    unchanged = v1.replace(
+        "        self.lock = None\n", "        self.lock = None\n        self.cap = [0] * LIMIT\n"
+    )
+    for v2, generated in ((new_name, False), (changed, False), (moved, False), (unchanged, True)):
+        result = diff_sources({"m": (v1, v2)}, accept_transformer=True)
+        assert (result.generated_transformer is not None) is generated, v2
+        if not generated:
+            refused = [r for r in result.spec.refusals if r.kind is RefusalKind.INSTANCE_ATTRIBUTE]
+            assert refused and all("--accept-transformer` cannot help" in r.fix for r in refused)

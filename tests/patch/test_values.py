@@ -1239,3 +1239,100 @@ def test_star_imports_reordered_with_disjoint_all_change_no_binding(tmp_path: Pa
         context={"p.events": files["events.py"], "p.conn": files["conn.py"]},
     ).spec.refusals
     assert [r.qualname for r in refused] == ["<module>"] and "reordered" in refused[0].reason
+
+
+def test_a_fallback_bound_just_before_a_block_that_binds_it_again_is_part_of_the_block(
+    tmp_path: Path,
+) -> None:
+    """kvserver 8aa57725fb: `_CRecorder: Any = None` then `try: from ._mverecord import Recorder as
+    _CRecorder except ImportError: pass`. The name is bound twice, so it was module state; the
+    assignment is the fallback of the block that follows it, and the two are one block
+    (walk.fold_prebound_blocks), staged as one: run again in the live module, in order, what they bind
+    set or patched in place. Without the fold the patch is refused (`<module>`)."""
+    v1 = "from typing import Any\n\ndef run():\n    return 1\n"
+    v2 = (
+        "from typing import Any\n\n"
+        "_CRec: Any = None\n"
+        "_enc: Any = None\n"
+        "try:\n"
+        "    from _p9_no_such_extension import Recorder as _CRec\n"
+        "    from _p9_no_such_extension import encode as _enc\n"
+        "except ImportError:\n"
+        "    pass\n\n"
+        "def run():\n"
+        "    return 2 if _CRec is None and _enc is None else 3\n"
+    )
+    d = diff_module("m", v1, v2)
+    assert d.refusals == ()
+    assert [c.kind for c in d.changes if c.qualname.startswith("<block")] == [ChangeKind.CHANGED]
+    live = _load(v1, tmp_path, "prebound")
+    try:
+        staged = stage(patch_from_sources({live.__name__: (v1, v2)}))
+        staged.swap_in()
+        assert live.run() == 2 and live._CRec is None  # the fallback, as a fresh import binds it
+        staged.swap_out()
+        assert live.run() == 1 and not hasattr(live, "_CRec")
+    finally:
+        forget(live)
+    # changed later, with the block taking the import this time: the live name is the very object
+    importable = v2.replace(
+        "_p9_no_such_extension import Recorder", "collections import OrderedDict"
+    )
+    importable = importable.replace("_p9_no_such_extension import encode", "json import dumps")
+    assert _refusals(v2, importable.replace("return 2", "return 4")) == []
+    # neighbours that stay module state: an assignment the block does not bind again, between them
+    # (the run must be contiguous and end at the block), an assignment after the block, a block
+    # that runs a call
+    apart = v2.replace("_enc: Any = None\n", "").replace(
+        "try:\n", "_enc: Any = None\nLIMIT = 3\ntry:\n"
+    )
+    assert [(q, k) for q, k, _ in _refusals(v1, apart)] == [("<module>", RefusalKind.MODULE_STATE)]
+    after = v2.replace("_CRec: Any = None\n", "") + "\n_CRec = None\n"
+    assert [(q, k) for q, k, _ in _refusals(v1, after)] == [("<module>", RefusalKind.MODULE_STATE)]
+    calling = v2.replace("    pass\n", "    print('no extension')\n")
+    assert [(q, k) for q, k, _ in _refusals(v1, calling)] == [
+        ("<module>", RefusalKind.MODULE_STATE)
+    ]
+    # the fallback alone, later changed, while the block binds the import: patched like any block
+    # (an equal constant, or the very object, changes nothing; another object is refused at staging)
+    table1 = "import sys\n\nT = {'a': 1}\nif sys:\n    T = {'a': 1}\n"
+    table2 = "import sys\n\nT = {'a': 1}\nif sys:\n    T = {'a': 2}\n"
+    assert _refusals(table1, table2) == []
+    live = _load(table1, tmp_path / "table", "prebound")
+    try:
+        with pytest.raises(PatchRefused, match="binds `T` to another dict"):
+            stage(patch_from_sources({live.__name__: (table1, table2)}))
+        assert live.T == {"a": 1}
+    finally:
+        forget(live)
+
+
+def test_an_import_moved_to_an_equal_immutable_literal_is_no_change() -> None:
+    """waitress 94e23114bf: `PROXY_HEADERS = frozenset({...})` moves from utilities to a new module
+    proxy_headers, and its importer now reads it from there. The two paths bind two objects, but both
+    are built by the same pure literal of immutable constants: the live name already holds an equal,
+    immutable value, so the import is no change (only `is` against the new module's object differs).
+    Another value, a mutable one, or one bound twice stays an import refusal."""
+    util_v1 = (
+        "PROXY_HEADERS = frozenset({'X_FORWARDED_FOR', 'FORWARDED'})\n\ndef f():\n    return 1\n"
+    )
+    proxy = "PROXY_HEADERS = frozenset({'X_FORWARDED_FOR', 'FORWARDED'})\n"
+    user_v1 = "from .util import PROXY_HEADERS\n\ndef g(h):\n    return h in PROXY_HEADERS\n"
+    user_v2 = user_v1.replace(".util", ".proxy")
+
+    def refusals(new_proxy: str) -> list[tuple[str, RefusalKind]]:
+        spec = diff_sources(
+            {"p.user": (user_v1, user_v2), "p.proxy": (None, new_proxy)},
+            context={"p.util": util_v1, "p": ""},
+        ).spec
+        return [(r.qualname, r.kind) for r in spec.refusals]
+
+    assert refusals(proxy) == []
+    for other in (
+        proxy.replace("'FORWARDED'", "'FORWARDED', 'X_REAL_IP'"),  # another value
+        "PROXY_HEADERS = {'X_FORWARDED_FOR', 'FORWARDED'}\n",  # mutable: a holder could change it
+        proxy + "PROXY_HEADERS = frozenset()\n",  # bound twice
+        "frozenset = set\n" + proxy,  # frozenset is not the builtin
+        "PROXY_HEADERS = frozenset(sorted({'X_FORWARDED_FOR', 'FORWARDED'}))\n",  # not a literal
+    ):
+        assert refusals(other) == [("PROXY_HEADERS", RefusalKind.IMPORT)], other

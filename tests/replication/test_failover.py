@@ -97,12 +97,15 @@ def test_full_sync_streams_existing_data_while_the_primary_serves(
             writer.stop()
     acked, _ = writer.snapshot()
     assert acked, "the primary answered no write during the sync"
+    # Writes acknowledged while the primary was degraded (a held reply waited over
+    # --standby-timeout-ms: --on-standby-loss degrade) may be lost by design: say so if it was.
+    degraded = a.status()["degradations"] - status["degradations"]
     a.kill()
     wait_serving(port)
     with redis.Redis(port=port) as c:
         assert c.dbsize() >= 50_000 + len(acked)
         assert c.get("key:49999") == b"value:49999"
-    assert check(port, writer) == []
+    assert check(port, writer) == [], f"degradations since it was protected: {degraded}"
 
 
 def test_every_acknowledged_write_survives_kill_9_of_the_primary(

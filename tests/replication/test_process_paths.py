@@ -3,7 +3,8 @@ kvserver._dirtyfast.Processor (C: the tracker's end of batch, Protection.hold_un
 both run the same batches of commands from two clients on two identical servers, with epochs
 captured, acknowledged, protection given up and resumed between them, and after every batch the
 held replies (epoch and bytes, per client, in order), the dirty and unacknowledged keys and the
-tracker's per-batch state must be equal. In-process: the same ServerState the servers run."""
+tracker's per-batch state must be equal (the C one with its read-only-batch shortcut: a batch of
+GET/EXISTS/MGET/DBSIZE alone notes no touched key). In-process: the same ServerState the servers run."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from kvserver import dirty
 from kvserver.config import Config
 from kvserver.dirty import NATIVE, track
-from kvserver.replication_support import PrimaryHost
+from kvserver.replication_support import PrimaryHost, readonly_names
 from kvserver.server import ServerState
 from livepatch.replication import Protection
 
@@ -26,8 +27,9 @@ pytestmark = pytest.mark.skipif(not NATIVE, reason="kvserver._dirtyfast is not b
 KEYS = [b"a", b"b", b"c"]
 key = st.sampled_from(KEYS)
 command = st.one_of(
-    st.tuples(st.just(b"GET"), key),
+    st.tuples(st.sampled_from([b"GET", b"get"]), key),  # read-only batches: _dirtyfast's shortcut
     st.tuples(st.just(b"EXISTS"), key),
+    st.tuples(st.just(b"MGET"), key, key),
     st.tuples(st.just(b"SET"), key, st.sampled_from([b"1", b"2"])),
     st.tuples(st.just(b"INCR"), key),
     st.tuples(st.just(b"LPUSH"), key, st.just(b"x")),
@@ -63,6 +65,7 @@ class Side:
                 self.host._after_batch,
                 self.host._hold,
                 mode == "full",
+                readonly_names(self.server),
             )
         self.captured = 0
         self.sent: list[list[bytes]] = [[], []]  # replies that left at once or on release
@@ -152,3 +155,15 @@ def test_asynchronous_replication_keeps_no_per_key_epochs() -> None:
     assert side.sent[0] == [b"+OK\r\n$1\r\nv\r\n"] and not side.host.held.by_conn
     state = side.host.tracker.ordered[0]  # type: ignore[union-attr]
     assert state.dirty == {b"k": None} and state.written == {}  # shipped, but no read waits
+
+
+def test_the_read_only_names_are_the_tables_read_only_commands() -> None:
+    server = ServerState(Config(livepatch=False))
+    names = readonly_names(server)
+    assert {b"GET", b"get", b"MGET", b"EXISTS", b"DBSIZE", b"STRLEN"} <= names
+    for name in names:
+        flags = server.table[name.upper()].flags
+        assert "readonly" in flags and "write" not in flags, name
+    # writes, and commands that run others or reset the write count, never count as read-only
+    for name in (b"SET", b"LPUSH", b"EXEC", b"EVAL", b"MULTI", b"SAVE", b"FLUSHDB", b"SORT"):
+        assert name not in names and name.lower() not in names, name

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,3 +124,27 @@ def test_status_reports_epochs_lag_bytes_and_held_replies(pair: tuple[int, Node,
     assert standby["epoch"] >= primary["acked_epoch"]
     text = _status(a)
     assert "role: primary" in text and "held replies: 0" in text and "compression ratio" in text
+
+
+def test_group_commit_ms_spaces_the_epochs_a_waiting_write_closes(
+    pair: tuple[int, Node, Node],
+) -> None:
+    """--group-commit-ms G: a write's reply waits for an epoch captured at least G ms after the
+    previous one, so N writes in a row (each waiting for its reply) take at least (N - 1) x G and
+    close at most one epoch each (with --epoch-ms long, every epoch here is a group commit)."""
+    port, a, b = pair
+    gap_ms, writes = 40, 15
+    b.start_standby(port, a)
+    a.start_primary(port, b, "--epoch-ms", "10000", "--group-commit-ms", str(gap_ms))
+    a.wait_protected()
+    assert a.status()["group_commit_ms"] == gap_ms
+    with redis.Redis(port=port) as c:
+        c.set("warm", "1")
+        before = a.status()["epochs_captured"]
+        started = time.monotonic()
+        for i in range(writes):
+            assert c.incr("n") == i + 1
+        elapsed = time.monotonic() - started
+    epochs = a.status()["epochs_captured"] - before
+    assert elapsed >= (writes - 1) * gap_ms / 1000
+    assert 1 <= epochs <= writes + 1  # one per write at most (the +1: a heartbeat-time epoch race)

@@ -72,6 +72,7 @@ from livepatch.patch.walk import (
     ModuleWalk,
     binds_only,
     class_shape,
+    free_reads,
     walk_source,
 )
 
@@ -198,10 +199,16 @@ class _Differ:
         reimported: Mapping[str, str] | None = None,
         same_import: Callable[[str, str], bool] | None = None,
         star_exports: Callable[[int, str], list[frozenset[str] | None]] | None = None,
+        star_sources: Callable[[int, str], list[str | None]] | None = None,
+        equal_constant: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.module = module
         # what `from M import *` (level, M) binds in the old and the new version, when known
         self.star_exports = star_exports
+        # what decides the names `from M import *` (level, M) binds, old and new version (walk.all_statements)
+        self.star_sources = star_sources
+        # whether two import texts (old, new) bind equal immutable constants (imports.constant_value)
+        self.equal_constant = equal_constant
         # bound name -> module it is imported from by name, where this patch changes it
         self.reimported = reimported or {}
         self.same_import = same_import
@@ -320,7 +327,9 @@ class _Differ:
             for i, (d, n) in enumerate(zip(new, self.new.statement_nodes, strict=True))
             if d not in old_set
         ]
-        if not all(binds_only(n) for n in [*changed_old, *(n for _, n in changed_new)]):
+        if not all(binds_only(n) for n in changed_old) or not all(
+            binds_only(n) or self.new_star_import(n) for _, n in changed_new
+        ):
             return False
         # a class the block defines again is patched in place: only its defs may change. Several
         # branches may define the same name (`if posix: class trigger(...) else: class trigger(...)`):
@@ -352,6 +361,23 @@ class _Differ:
                 )
             )
         return True
+
+    def new_star_import(self, node: ast.stmt) -> bool:
+        """A new `from M import *` of a module of the package whose `__all__` is built by the same
+        statements in the old and the new version (walk.all_statements: h11 8bdcc7d9ff, `from .state
+        import *`, `__all__ = [...]; __all__ += sentinels`): it binds what the live M exports, the names
+        a fresh import of the new version binds. It becomes a BLOCK target: staging runs it in the live
+        module and binds each name it gives that the live module lacks and the new version binds
+        nowhere else; the very same object changes nothing; anything else is refused there
+        (docs/patchability.md, "A new star import")."""
+        if not (
+            isinstance(node, ast.ImportFrom)
+            and [a.name for a in node.names] == ["*"]
+            and self.star_sources is not None
+        ):
+            return False
+        versions = self.star_sources(node.level, node.module or "")
+        return len(versions) == 2 and versions[0] is not None and versions[0] == versions[1]
 
     # -- classes ------------------------------------------------------------------------------------
     def class_layout(self, qualname: str, old: ClassInfo, new: ClassInfo) -> bool:
@@ -428,6 +454,13 @@ class _Differ:
             derived = None
             if attr not in new.init_values:
                 derived = self.kept_derivation(qualname, old, new, attr)
+            rerun = None
+            if attr not in new.init_values and derived is None:
+                rerun = self.rerun_if(old, new, attr)
+            value = new.init_values.get(attr)
+            evaluated: ast.AST | None = value or (derived[0] if derived else None) or rerun
+            if not self.transformer_may_read(old, new, evaluated):
+                value = derived = rerun = None
             refusal = self.refuse(
                 RefusalKind.INSTANCE_ATTRIBUTE,
                 qualname,
@@ -436,20 +469,66 @@ class _Differ:
                 f'read it as getattr(self, "{attr}", default) everywhere, so live instances stay valid'
                 + (
                     _BY_TRANSFORMER
-                    if attr in new.init_values or derived is not None
+                    if value is not None or derived is not None or rerun is not None
                     else _NO_TRANSFORMER
                 ),
             )
-            if attr in new.init_values:  # `--accept-transformer` can set it on the live instances
+            if value is not None:  # `--accept-transformer` can set it on the live instances
                 self.transformable[refusal] = Candidate(
-                    self.module, qualname, attr, ast.unparse(new.init_values[attr])
+                    self.module, qualname, attr, ast.unparse(value)
                 )
             elif derived is not None:
                 expr, kept = derived
                 self.transformable[refusal] = Candidate(
                     self.module, qualname, attr, ast.unparse(expr), kept
                 )
+            elif rerun is not None:
+                self.transformable[refusal] = Candidate(
+                    self.module, qualname, attr, "", statement=ast.unparse(rerun)
+                )
         return adds_defaults
+
+    def transformer_may_read(self, old: ClassInfo, new: ClassInfo, node: ast.AST | None) -> bool:
+        """Whether a generated transformer may evaluate `node` (an expression or an `if` of the new
+        __init__) on live instances. The hook runs before the swap binds the patch's module-level
+        names, so a name the old module does not bind would raise NameError (h11 ec0ff35e9fba:
+        `self._delimiter_regex = delimiter_regex`, a new module-level regex: the attempt was undone
+        live), and a value the patch changes would give the old value; and when the class stops
+        assigning an attribute (waitress d060d2424292 and 5bd69e954571: `queue_lock` and
+        `thread_mgmt_lock` replaced by new locks and conditions) the new attributes take over state
+        the live instance keeps elsewhere, which a fresh value drops (both broke live requests when
+        applied). No transformer then (session 9)."""
+        if node is None:
+            return True
+        if set(old.instance_attributes) - set(new.instance_attributes):
+            return False
+        old_top = {q: d for q, d in self.old.definitions.items() if "." not in q}
+        for name in free_reads(node):
+            d = self.new.definitions.get(name)
+            if d is None and name not in self.new.dynamic_names:
+                continue  # a builtin, or `self`
+            before = old_top.get(name)
+            if before is None and name not in self.old.dynamic_names:
+                return False  # added by the patch: not bound in the live module yet
+            if (
+                d is not None
+                and d.kind is DefinitionKind.VALUE
+                and (before is None or ast.dump(before.node) != ast.dump(d.node))
+            ):
+                return False  # a value the patch changes: the hook would read the old one
+        return True
+
+    @staticmethod
+    def rerun_if(old: ClassInfo, new: ClassInfo, attr: str) -> ast.If | None:
+        """The `if` statement of the new __init__ that stores `self.attr` (walk._init_ifs), when a
+        transformer may run it again on live instances: every attribute it stores is new (the old class
+        stores none of them anywhere: running it must not reset an attribute the live instance has)
+        and the class stops assigning no attribute (its state may move to the new ones)."""
+        stmt = new.init_ifs.get(attr)
+        if stmt is None or set(old.instance_attributes) - set(new.instance_attributes):
+            return None
+        stored = {a for a, s in new.init_ifs.items() if s is stmt}
+        return None if stored & set(old.instance_attributes) else stmt
 
     def no_made_up_attributes(self, qualname: str) -> bool:
         """Neither `qualname` nor any class of the module it derives from or that derives from it (both
@@ -714,6 +793,11 @@ class _Differ:
             return False
         if self.same_import is not None and self.same_import(old.decorators, new.decorators):
             return True
+        if self.equal_constant is not None and self.equal_constant(old.decorators, new.decorators):
+            # both paths lead to a name bound once to the same pure literal of immutable constants
+            # (waitress 94e23114bf: PROXY_HEADERS = frozenset({...}) moved to a new module): the live
+            # name already holds an equal, immutable object; only its identity differs (session 9)
+            return False
         self.refuse(
             RefusalKind.IMPORT,
             qualname,
@@ -1104,6 +1188,15 @@ def diff_module(
     def star_exports(level: int, source: str) -> list[frozenset[str] | None]:
         return [p.star_exports(module, level, source) for p in (package, new_package) if p]
 
+    def star_sources(level: int, source: str) -> list[str | None]:
+        return [p.all_source(module, level, source) for p in (package, new_package) if p]
+
+    def equal_constant(old_text: str, new_text: str) -> bool:
+        if package is None or new_package is None:
+            return False
+        before = package.constant_value(module, old_text)
+        return before is not None and before == new_package.constant_value(module, new_text)
+
     differ = _Differ(
         module,
         old,
@@ -1113,6 +1206,8 @@ def diff_module(
         reimported=reimported,
         same_import=same,
         star_exports=star_exports if package is not None and new_package is not None else None,
+        star_sources=star_sources if package is not None and new_package is not None else None,
+        equal_constant=equal_constant,
     )
     differ.run()
     return ModuleDiff(

@@ -24,7 +24,7 @@ import ast
 import re
 from collections.abc import Mapping
 
-from livepatch.patch.walk import from_imports
+from livepatch.patch.walk import all_statements, from_imports
 
 __all__ = ["PackageImports"]
 
@@ -105,6 +105,57 @@ class PackageImports:
             return None
         return frozenset(n for n in names if isinstance(n, str))
 
+    def all_source(self, importer: str, level: int, module: str) -> str | None:
+        """What decides the names `from {'.' * level}{module} import *` in `importer` binds, as text to
+        compare between versions (walk.all_statements): None when the module is not in the package, does
+        not compile or has no `__all__` built by top-level statements alone."""
+        source = self._sources.get(self.absolute(importer, level, module))
+        if source is None:
+            return None
+        try:
+            return all_statements(ast.parse(source))
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return None
+
+    def constant_value(self, importer: str, text: str) -> str | None:
+        """For `from M import N` (walk's import text) in `importer`: where N really comes from
+        (following re-exports), when that module binds it once, at its top level, to a pure literal of
+        immutable constants (a str, bytes, number, None or bool; a tuple of them; `frozenset({...})` of
+        them): the expression's AST dump. None otherwise."""
+        m = _FROM.match(text)
+        if m is None:
+            return None
+        where, name = self.origin(importer, len(m[1]), m[2], m[3])
+        source = self._sources.get(where)
+        if source is None:
+            return None
+        try:
+            tree = ast.parse(source)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return None
+        found: list[ast.expr] = []
+        for node in ast.walk(tree):
+            stored = {
+                t.id
+                for t in ast.walk(node)
+                if isinstance(t, ast.Name) and isinstance(t.ctx, ast.Store)
+            }
+            if isinstance(node, ast.stmt) and (name in stored or "frozenset" in stored):
+                if isinstance(node, ast.Assign) and node in tree.body and len(node.targets) == 1:
+                    found.append(node.value)
+                else:
+                    return None  # bound otherwise (a loop, a block, `+=`), or frozenset rebound
+            elif (
+                isinstance(node, ast.alias) and (node.asname or node.name) in (name, "frozenset")
+            ) or (
+                isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+                and node.name in (name, "frozenset")
+            ):
+                return None
+        if len(found) != 1 or not _pure_constant(found[0]):
+            return None
+        return ast.dump(found[0])
+
     def origin(self, importer: str, level: int, module: str, name: str) -> tuple[str, str]:
         """Where `name` imported from that module really comes from, following re-exports."""
         where = self.absolute(importer, level, module)
@@ -125,3 +176,23 @@ class PackageImports:
         return self.origin(importer, len(a[1]), a[2], a[3]) == self.origin(
             importer, len(b[1]), b[2], b[3]
         )
+
+
+def _pure_constant(e: ast.expr) -> bool:
+    """A literal that always builds an equal immutable object: constants, tuples of them,
+    `frozenset(<set, list or tuple of them>)` (the module must not rebind `frozenset`)."""
+    if isinstance(e, ast.Constant):
+        return True
+    if isinstance(e, ast.Tuple):
+        return all(_pure_constant(x) for x in e.elts)
+    return (
+        isinstance(e, ast.Call)
+        and isinstance(e.func, ast.Name)
+        and e.func.id == "frozenset"
+        and not e.keywords
+        and len(e.args) <= 1
+        and all(
+            isinstance(a, ast.Set | ast.List | ast.Tuple) and all(_pure_constant(x) for x in a.elts)
+            for a in e.args
+        )
+    )

@@ -43,6 +43,10 @@ class Candidate:
     # attributes holding constructor arguments the expression reads (`self.adj` for `adj`): the value
     # is the new __init__'s only for instances that the class's own __init__ built
     kept: tuple[str, ...] = ()
+    # an `if` statement of the new __init__ (source, `self` as its instance) that stores `attr` and
+    # only new attributes (walk._init_ifs): run again as a whole on each live instance lacking all of
+    # them, instead of `expr`
+    statement: str = ""
 
 
 _TEMPLATE = """
@@ -53,8 +57,16 @@ import gc as _lp_gc
 _LP_NEW_ATTRIBUTES = {attributes!r}
 
 
+def _lp_statement(module, where, text):
+    # def _lp_run(self): <text>, over the live module's globals: an `if` of the new __init__
+    body = "".join("    " + line + "\\n" for line in text.splitlines())
+    scope = {{}}
+    exec(compile("def _lp_run(self):\\n" + body, where, "exec"), vars(module), scope)
+    return scope["_lp_run"]
+
+
 def transform(ctx):
-    for module_name, class_path, attributes, kept in _LP_NEW_ATTRIBUTES:
+    for module_name, class_path, attributes, kept, statements in _LP_NEW_ATTRIBUTES:
         module = ctx.modules[module_name]
         cls = module
         for part in class_path.split("."):
@@ -93,6 +105,19 @@ def transform(ctx):
             ctx.record(f"{{class_path}}.{{name}} set on {{len(todo)}} live instance(s)", undo)
             for o, s in todo:
                 s[name] = code(o)
+        for names, text in statements:
+            run = _lp_statement(module, f"<livepatch transformer {{module_name}}.{{class_path}}>", text)
+            # an instance with any of the names was built (or changed) by the new code: left alone
+            todo = [(o, s) for o, s in live if not any(n in s for n in names)]
+
+            def undo(todo=todo, names=names):
+                for _, s in todo:
+                    for n in names:
+                        s.pop(n, None)
+
+            ctx.record(f"{{class_path}}: {{text.splitlines()[0]}} run on {{len(todo)}} instance(s)", undo)
+            for o, _ in todo:
+                run(o)
 """
 
 
@@ -100,11 +125,23 @@ def transformer_source(candidates: list[Candidate]) -> str:
     """The hooks source of a transform hook that sets `candidates` on the live instances."""
     grouped: dict[tuple[str, str], list[tuple[str, str]]] = {}
     kept: dict[tuple[str, str], set[str]] = {}
+    statements: dict[tuple[str, str], dict[str, list[str]]] = {}  # text -> the attributes it stores
     for c in candidates:
-        grouped.setdefault((c.module, c.cls), []).append((c.attr, c.expr))
-        kept.setdefault((c.module, c.cls), set()).update(c.kept)
+        key = (c.module, c.cls)
+        grouped.setdefault(key, [])
+        kept.setdefault(key, set()).update(c.kept)
+        if c.statement:
+            statements.setdefault(key, {}).setdefault(c.statement, []).append(c.attr)
+        else:
+            grouped[key].append((c.attr, c.expr))
     attributes = [
-        (m, cls, tuple(attrs), tuple(sorted(kept[m, cls])))
+        (
+            m,
+            cls,
+            tuple(attrs),
+            tuple(sorted(kept[m, cls])),
+            tuple((tuple(names), text) for text, names in statements.get((m, cls), {}).items()),
+        )
         for (m, cls), attrs in sorted(grouped.items())
     ]
     return _TEMPLATE.format(attributes=attributes)

@@ -17,6 +17,7 @@ statements are compared by `ast.dump` without attributes.
 from __future__ import annotations
 
 import ast
+import builtins
 import copy
 import re
 import string
@@ -30,9 +31,12 @@ __all__ = [
     "ClassInfo",
     "Definition",
     "ModuleWalk",
+    "all_statements",
     "binds_only",
     "class_shape",
     "fold_all_chain",
+    "fold_prebound_blocks",
+    "free_reads",
     "from_imports",
     "walk_source",
 ]
@@ -87,6 +91,9 @@ class ClassInfo:
     # keeps: the expression with each such parameter `p` read as `self.A` (`self.A = p` in __init__,
     # see _kept_parameters), and the parameters it read (the diff checks the old version kept them too)
     init_derived: dict[str, tuple[ast.expr, frozenset[str]]] = field(default_factory=dict)
+    # X -> the `if` statement at the top level of __init__ that stores `self.X` (walk._init_ifs): its
+    # tests and values read only globals, builtins and `self`, and it stores nothing but `self.Y`
+    init_ifs: dict[str, ast.If] = field(default_factory=dict)
     # parameter -> (attribute A of `self.A = p` at the top level of __init__, dumps of the statements
     # before it that rebind p, e.g. `if adj is None: adj = Adjustments()`); only when nothing after it
     # rebinds p
@@ -659,6 +666,59 @@ def _init_values(node: FunctionNode) -> dict[str, ast.expr]:
     return out
 
 
+def free_reads(node: ast.AST) -> set[str]:
+    """Names an expression or statement reads from the scope it is written in (_free_reads)."""
+    return _free_reads(node)
+
+
+def _init_ifs(node: FunctionNode) -> dict[str, ast.If]:
+    """`if` statements at the top level of an __init__ without `return` (each runs once per instance,
+    whatever happens before it) whose branches hold only `self.X = expr` stores and nested `if`s of the
+    same kind, whose tests and values read no parameter and no local variable (only globals, builtins and
+    `self`), and each of whose X the __init__ stores only there, once (waitress e828cd5731: `if
+    _is_seekable(self.file): self.seek = self.file.seek ...`): X -> the statement. Run again on a live
+    instance, such a statement gives it what the new __init__ would have given (the same attributes, or
+    none when the test is false), as far as `self`'s attributes it reads still hold what they held
+    when __init__ ran it (the author's call, as for any transformer)."""
+    params = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
+    if not params or any(isinstance(s, ast.Return) for s in ast.walk(node)):
+        return {}
+    me = params[0].arg
+    local = {a.arg for a in params[1:]} | {
+        a.arg for a in (node.args.vararg, node.args.kwarg) if a is not None
+    }
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
+            local.add(sub.id)
+    once = _stored_once(node)
+
+    def stores(stmt: ast.stmt) -> list[str] | None:
+        """The attributes a stores-only statement stores, None when it does anything else."""
+        if isinstance(stmt, ast.If):
+            if _free_reads(stmt.test) & local:
+                return None
+            out: list[str] = []
+            for sub in [*stmt.body, *stmt.orelse]:
+                got = stores(sub)
+                if got is None:
+                    return None
+                out += got
+            return out
+        attr = _self_target(stmt, me)
+        if attr is None or not isinstance(stmt, ast.Assign | ast.AnnAssign) or stmt.value is None:
+            return None
+        return None if _free_reads(stmt.value) & local else [attr]
+
+    found: dict[str, ast.If] = {}
+    for stmt in node.body:
+        if not isinstance(stmt, ast.If):
+            continue
+        attrs = stores(stmt)
+        if attrs and len(set(attrs)) == len(attrs) and set(attrs) <= once:
+            found.update(dict.fromkeys(attrs, stmt))
+    return found
+
+
 def _free_reads(node: ast.AST, bound: frozenset[str] = frozenset()) -> set[str]:
     """Names an expression reads from the scope it is written in: what its comprehensions and lambdas
     bind is theirs (`{n: c for n, c in self.table.items()}` reads only `self`), but what a lambda's body
@@ -958,6 +1018,7 @@ class _Walker:
                         kept = _kept_parameters(stmt)
                         info.init_kept = {p: (a, b) for p, (a, b, _) in kept.items()}
                         info.init_derived = _init_derived(stmt, kept)
+                        info.init_ifs = _init_ifs(stmt)
                     for attr in _self_attributes(stmt):
                         info.instance_attributes.setdefault(attr, f"{qualname}.{stmt.name}")
                         info.attribute_stores[attr] = info.attribute_stores.get(attr, 0) + 1
@@ -1002,7 +1063,7 @@ class _Walker:
         body = tree.body
         if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
             body = body[1:]  # the module docstring
-        body = fold_all_chain(body)
+        body = fold_prebound_blocks(fold_all_chain(body))
         # a name bound once, by a simple assignment, is a VALUE target; bound more than once (or also
         # by an if/try block, a loop...) it stays part of the module-level statements
         bindings: dict[str, int] = {}
@@ -1155,6 +1216,88 @@ def fold_all_chain(body: list[ast.stmt]) -> list[ast.stmt]:
     folded = ast.fix_missing_locations(ast.copy_location(folded, head))
     dropped = set(extensions)
     return [folded if i == first else stmt for i, stmt in enumerate(body) if i not in dropped]
+
+
+def fold_prebound_blocks(body: list[ast.stmt]) -> list[ast.stmt]:
+    """Simple assignments just before an if/try block that only binds names, each of whose names the
+    block binds again (kvserver 8aa57725fb: `_CRecorder: Any = None` then `try: from ._mverecord
+    import Recorder as _CRecorder except ImportError: pass`), are one block with it: `if True:
+    <assignments>; <block>`. The module runs exactly that sequence; without the fold each name is
+    "bound twice", module state. As one block it is staged like any other (run again in the live
+    module, what it binds patched in place or refused: docs/patchability.md, "Module-level if/try
+    blocks"), and the assignment, run first as in the module, is the fallback the block relies on when
+    its branch binds nothing. Only the contiguous run right before the block whose every name the
+    block binds is taken: an assignment of a name the block does not bind stays a value of its own."""
+    out: list[ast.stmt] = []
+    for stmt in body:
+        if isinstance(stmt, ast.If | ast.Try) and binds_only(stmt):
+            again = _block_binds(stmt)
+            run: list[ast.stmt] = []
+            while out:
+                names = _assigned_names(out[-1])
+                if not names or not set(names) <= again:
+                    break
+                run.insert(0, out.pop())
+            if run:
+                folded = ast.If(test=ast.Constant(True), body=[*run, stmt], orelse=[])
+                ast.copy_location(folded, run[0])
+                folded.end_lineno, folded.end_col_offset = stmt.end_lineno, stmt.end_col_offset
+                out.append(ast.fix_missing_locations(folded))
+                continue
+        out.append(stmt)
+    return out
+
+
+def all_statements(tree: ast.Module) -> str | None:
+    """The top-level statements that build a module's `__all__` (bind it, `+=` it, change it in place)
+    and, transitively, those that bind a name they read (h11's `__all__ += sentinels`, `sentinels =
+    "CLIENT SERVER ...".split()`), dumped in order: two versions whose dumps are equal export the same
+    names through `from m import *`, whatever else changed. None when the module has no top-level
+    `__all__`, or something not at the top level (a function's `global`, a block) binds or changes it."""
+    body = tree.body
+    wanted = {"__all__"}
+    top = [s for s in body if wanted & (_bound_by(s) | _mutated_in(s))]
+    if not top or any(
+        isinstance(s, ast.If | ast.Try | ast.For | ast.While | ast.With) for s in top
+    ):
+        return None
+    for stmt in body:
+        for n in ast.walk(stmt):
+            if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and any(
+                "__all__" in _stored_names(x) or "__all__" in _mutated_in(x) for x in n.body
+            ):
+                return None
+    chosen: list[int] = []
+    todo = set(wanted)
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        seen.add(name)
+        binders = [i for i, st in enumerate(body) if name in _bound_by(st) | _mutated_in(st)]
+        if not binders and not hasattr(builtins, name):
+            return None  # bound by a star import or the namespace: not known from this source
+        for i in binders:
+            if isinstance(body[i], ast.Import | ast.ImportFrom):
+                return (
+                    None  # another module's value (`__all__ += _events.__all__`): may change there
+                )
+            if i not in chosen:
+                chosen.append(i)
+                todo |= _names_read_now(body[i]) - seen
+    return "\n".join(ast.dump(body[i]) for i in sorted(chosen))
+
+
+def _block_binds(node: ast.stmt) -> set[str]:
+    """Every name a binds-only block may bind, in any branch (staging's `_block_names`)."""
+    out: set[str] = set()
+    for n in ast.walk(node):
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            out.add(n.name)
+        elif isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+            out.add(n.id)
+        elif isinstance(n, ast.alias):
+            out.add(n.asname or n.name.split(".")[0])
+    return out
 
 
 def _bound_by(stmt: ast.stmt) -> set[str]:

@@ -9,10 +9,13 @@ Two halves that share only a queue and a few counters:
     1. starts a full sync when a new connection was handshaken (`_link_gen` changed): SNAPSHOT_BEGIN
        carrying the epoch being filled, then chunks, at most CHUNK_TICK_BYTES per tick and only while
        less than SYNC_QUEUE_BYTES wait to be sent (the server keeps serving between chunks);
-    2. captures an epoch every `epoch_ms`, or at once when a reply waits for the epoch being filled and
-       every earlier epoch is acknowledged (a group commit: with commit protection a write then waits
-       about one round trip to the standby, not half an epoch); an epoch is captured even without a
-       link (its changes are then covered by the next full sync) and even when empty (a heartbeat);
+    2. captures an epoch every `epoch_ms`, or sooner when a reply waits for the epoch being filled,
+       every earlier epoch is acknowledged and `group_commit_ms` have passed since the last capture
+       (a group commit: with commit protection a write then waits about one round trip to the
+       standby plus up to `group_commit_ms`, not half an epoch; the gap bounds the epochs per second,
+       each of which costs a capture, a send, an acknowledgement and a release pass whatever it
+       holds); an epoch is captured even without a link (its changes are then covered by the next
+       full sync) and even when empty (a heartbeat);
     3. gives up on a link that is silent for 2 x `standby_timeout_ms` (at least 2 s; 5 times that
        during a full sync, i.e. from SNAPSHOT_BEGIN until the standby acknowledges an epoch after
        SNAPSHOT_END: the last chunks are sent long before a loaded standby has applied them) or
@@ -75,6 +78,9 @@ LINK_SILENCE_MIN_S = 2.0  # ... and never sooner than this
 SYNC_SILENCE_FACTOR = 5  # ... times this from a full sync's start until the standby acknowledges it
 HEARTBEAT_S = 0.05  # a frame at least this often, so silence means trouble even with long epochs
 RESUME_WINDOW_S = 10.0  # how long a new primary keeps its resume offer open (see PrimaryOptions)
+# --group-commit-ms's default: the shortest gap between two epochs closed because a reply waits
+# (docs/standby.md, "Tuning"; the trade measured in docs/performance.md, branch protect8).
+GROUP_COMMIT_MS = 0.0
 
 LossPolicy = Literal["degrade", "hold"]
 
@@ -82,6 +88,7 @@ LossPolicy = Literal["degrade", "hold"]
 @dataclass
 class PrimaryOptions:
     epoch_ms: float = 50.0
+    group_commit_ms: float = GROUP_COMMIT_MS
     protection: Mode = "commit"
     on_standby_loss: LossPolicy = "degrade"
     standby_timeout_ms: float = 1000.0
@@ -130,6 +137,9 @@ class Primary:
         self._next_check_at = 0.0
         self._next_heartbeat_at = 0.0
         self._next_epoch_at = time.monotonic() + self._epoch_s
+        # A waiting reply closes the epoch being filled no sooner than this (capture + the gap).
+        self._gap_s = min(self.options.group_commit_ms, self.options.epoch_ms) / 1000.0
+        self._next_group_at = 0.0
         self._synced_gen = 0  # connection generation the sync was started for
         self._syncing = False  # producing the snapshot's chunks
         # A full sync was begun on _synced_gen and the standby has not acknowledged its end yet (it
@@ -257,6 +267,7 @@ class Primary:
             "lag_epochs": p.epoch - 1 - p.acked,
             "lag_ms": round((now - captured[0][1]) * 1000, 1) if captured else 0.0,
             "epoch_ms": self.options.epoch_ms,
+            "group_commit_ms": self.options.group_commit_ms,
             "protection": p.mode,
             "protected": p.active,
             "on_standby_loss": self.options.on_standby_loss,
@@ -291,15 +302,19 @@ class Primary:
         # an epoch to be captured now (none waits, or an epoch is in flight: its acknowledgement
         # triggers the next capture). Replies wait most of the time under a load that writes.
         p = self.protection
+        held = self.server.held.count
         if (
             now < self._next_epoch_at
             and now < self._next_heartbeat_at
             and now < self._next_check_at
-            and (not self.server.held.count or p.acked != p.epoch - 1)
+            and (not held or p.acked != p.epoch - 1 or now < self._next_group_at)
             and not self._syncing
             and self._link_gen == self._synced_gen
         ):
-            return min(self._next_epoch_at, self._next_heartbeat_at)
+            at = min(self._next_epoch_at, self._next_heartbeat_at)
+            if held and p.acked == p.epoch - 1 and self._next_group_at < at:
+                at = self._next_group_at  # a group commit is due then
+            return at
         return self._tick(time.monotonic())
 
     def _tick(self, now: float) -> float:
@@ -313,7 +328,9 @@ class Primary:
                 self._begin_sync(link_gen)
         if self._syncing:
             self._produce_chunks(link_gen)
-        if now >= self._next_epoch_at or self._waiting_for_current_epoch(link_gen):
+        if now >= self._next_epoch_at or (
+            now >= self._next_group_at and self._waiting_for_current_epoch(link_gen)
+        ):
             self._capture(link_gen, now)
         if now >= self._next_heartbeat_at:
             if link_gen:
@@ -328,7 +345,10 @@ class Primary:
         if self._syncing:
             # More chunks to make: come back at once, unless the queue is full (then let it drain).
             return now if self._queue_bytes < SYNC_QUEUE_BYTES else now + 0.005
-        return min(self._next_epoch_at, self._next_check_at, self._next_heartbeat_at)
+        at = min(self._next_epoch_at, self._next_check_at, self._next_heartbeat_at)
+        if self._next_group_at < at and self._waiting_for_current_epoch(link_gen):
+            at = self._next_group_at  # a reply waits for the gap to pass
+        return at
 
     def _check_timeouts(self, link_gen: int, now: float) -> None:
         p = self.protection
@@ -426,6 +446,7 @@ class Primary:
         p.epoch += 1
         self.epochs_captured += 1
         self._next_epoch_at = now + self._epoch_s
+        self._next_group_at = now + self._gap_s
         if gen and not self.fenced:
             self._captured.append((epoch, now))
             self._enqueue(gen, Frame(Kind.EPOCH, epoch, self.term, payload))

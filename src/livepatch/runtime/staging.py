@@ -157,6 +157,8 @@ class _ModuleStager:
         self.codes: list[CodeOp] = []
         self.binds: dict[tuple[int, str], BindOp] = {}
         self.changed_all: frozenset[str] = frozenset()  # modules whose __all__ the patch changes
+        # (source module, name, value, where) a new star import copied: checked against `shared`
+        self.star_copies: list[tuple[str, str, Any, str]] = []
 
     @property
     def walk(self) -> ModuleWalk:
@@ -442,12 +444,15 @@ class _ModuleStager:
         if (
             node is None
             or hashlib.sha256(ast.dump(node).encode()).hexdigest() != change.new_fingerprint
-            or not binds_only(node)
+            or not (binds_only(node) or _star_import(node))
         ):
             raise self.refuse(
                 change.qualname, "the patch's new source does not have this block (corrupt patch)"
             )
         bound = self.build.exec_statement(node, change.qualname)
+        if _star_import(node):
+            self.stage_new_star(change, node, bound)
+            return
         names = sorted(_block_names(node))
         for name in names:
             if name not in bound:
@@ -470,6 +475,36 @@ class _ModuleStager:
                     "a new object would leave its holders with the old one; fix: keep the block as "
                     "it is, or set it in a post_patch hook",
                 )
+
+    def stage_new_star(self, change: TargetChange, node: ast.stmt, bound: dict[str, Any]) -> None:
+        """A new `from M import *` (diff._Differ.new_star_import: M's `__all__` is built the same in
+        both versions), run in the live module: it gave what the live M exports. Each name: the very
+        object the live module holds -> nothing; unbound there and bound nowhere else by the new
+        version -> bound on swap; anything else refused (the order of the new module's bindings would
+        decide, or a holder keeps another object). stage() then refuses a copy of a name the same
+        patch rebinds in M (`star_copies`)."""
+        assert isinstance(node, ast.ImportFrom)
+        source = _star_source(self.module, node)
+        defs = self.walk.definitions
+        for name, value in sorted(bound.items()):
+            live = vars(self.module).get(name, MISSING)
+            where = f"{change.qualname} ({name})"
+            # another binder of the name in the new version: harmless only when it is an import of
+            # the very object (whatever the order, the name ends bound to it)
+            other = name in self.walk.dynamic_names or (
+                name in defs and defs[name].kind is not DefinitionKind.IMPORT
+            )
+            if live is value and not other:
+                continue
+            if live is not MISSING or other or name in defs:
+                raise self.refuse(
+                    where,
+                    f"the new `from {'.' * node.level}{node.module or ''} import *` binds `{name}`, "
+                    "which the module also binds otherwise (live or in the new version): which one "
+                    "wins depends on the order; fix: import the names explicitly",
+                )
+            self.bind(self.module, name, value, where)
+            self.star_copies.append((source, name, value, self.name(where)))
 
     def swap_in_place(self, where: str, live: FunctionType, new: FunctionType) -> None:
         """Give live function `live` the code (and, when they differ, the defaults) of `new`."""
@@ -868,6 +903,19 @@ def _function_pairs(old: Any, new: Any) -> list[tuple[FunctionType, FunctionType
     return None
 
 
+def _star_import(node: ast.stmt) -> bool:
+    return isinstance(node, ast.ImportFrom) and [a.name for a in node.names] == ["*"]
+
+
+def _star_source(module: ModuleType, node: ast.ImportFrom) -> str:
+    """The absolute name of the module a (relative) star import in `module` reads."""
+    if not node.level:
+        return node.module or ""
+    package = getattr(module, "__package__", None) or module.__name__.rpartition(".")[0]
+    base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+    return f"{base}.{node.module}" if node.module else base
+
+
 def _block_names(node: ast.stmt) -> set[str]:
     """Every name a binds-only block may bind, in any branch."""
     out: set[str] = set()
@@ -1114,6 +1162,9 @@ def stage(spec: PatchSpec) -> StagedPatch:
         if c.qualname == "__all__" and c.kind is not ChangeKind.SAME
     )
     added: dict[str, ModuleType] = {}  # modules this patch adds, built so far
+    star_copies: list[
+        tuple[str, str, Any, str]
+    ] = []  # what new star imports copied (stage_new_star)
     for mp in _sources_first(spec.modules):
         module = sys.modules.get(mp.module)
         if module is None:
@@ -1136,10 +1187,17 @@ def stage(spec: PatchSpec) -> StagedPatch:
         if not isinstance(mp, CompiledModulePatch):
             stager.walk  # noqa: B018 - without compiled code the source must compile, whatever changes
         stager.run()
+        star_copies.extend(stager.star_copies)
         codes.extend(stager.codes)
         binds.extend(stager.binds.values())
         modules[mp.module] = module
         source_bytes += len(mp.new_source.encode())
+    for source, name, value, where in star_copies:
+        if shared.get((source, name), value) is not value:
+            raise PatchRefused(
+                f"{where}: the new star import copies the live `{source}.{name}`, which the same "
+                "patch changes: it would keep the old value; fix: import the names explicitly"
+            )
     if spec.modules and not modules:
         raise PatchRefused(
             f"none of the patch's modules is loaded in this process ({', '.join(skipped)}): "
