@@ -35,9 +35,13 @@ __all__ = [
     "fold_all_chain",
     "from_imports",
     "walk_source",
+    "walk_tree",
 ]
 
 _ACCESSORS = {"setter": "fset", "getter": "fget", "deleter": "fdel"}
+# where a `global` statement can start: a line, or after `;` or a compound header's `:` (a superset:
+# the same text in a string or a comment matches too, which only costs the scan)
+_GLOBAL_KEYWORD = re.compile(r"(?:^|[;:])(?:\s|\\\n)*global\b", re.MULTILINE)
 FunctionNode = ast.FunctionDef | ast.AsyncFunctionDef
 
 
@@ -112,7 +116,7 @@ class ModuleWalk:
     # imported in the module, and a slice compiled without them would get other bytecode (same
     # behaviour, another fingerprint than a fresh import)
     future: list[ast.stmt]
-    code: CodeType  # the module's code
+    code: CodeType | None  # the module's code (None: walk_tree was given none)
     # VALUE qualname -> the other definitions and statements that read it while the module (or its class
     # body) runs: they captured its value (module-level names under their name, class-level ones
     # under `Cls.NAME`)
@@ -505,7 +509,7 @@ def _named_namespace_reads(node: ast.AST) -> set[str] | None:
     return out
 
 
-def _stored_names(stmt: ast.stmt) -> set[str]:
+def _stored_names(stmt: ast.stmt, bodies: bool = True) -> set[str]:
     """Names a module-level or class-level statement binds in its own namespace (also through defs and
     classes inside a compound statement). A def binds its name; what runs in the enclosing scope when
     the def or class statement runs (decorators, defaults, annotations, bases: a walrus there) binds
@@ -513,7 +517,8 @@ def _stored_names(stmt: ast.stmt) -> set[str]:
     namespace (waitress `OverflowableBuffer._create_buffer`'s local `strbuf` is not the class-level
     `strbuf`), except the names it declares `global`, which are counted (conservatively, also for a
     method, whose `global` names are the module's); a nested class body binds its own namespace.
-    Comprehension targets are counted (conservative)."""
+    Comprehension targets are counted (conservative). `bodies=False` skips the scan of the bodies for
+    `global`: exact when the source has no `global` keyword (_Walker checks its text once)."""
     out: set[str] = set()
     todo: list[ast.AST] = [stmt]
     while todo:
@@ -535,9 +540,10 @@ def _stored_names(stmt: ast.stmt) -> set[str]:
                         if x is not None and x.annotation is not None
                     )
                     todo.extend([n.returns] if n.returns is not None else [])
-            for sub in ast.walk(n):  # the body: only what it declares global
-                if isinstance(sub, ast.Global):
-                    out.update(sub.names)
+            if bodies:
+                for sub in ast.walk(n):  # the body: only what it declares global
+                    if isinstance(sub, ast.Global):
+                        out.update(sub.names)
             continue
         if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store | ast.Del):
             out.add(n.id)
@@ -819,8 +825,13 @@ _LINE_END = re.compile(r"(?<=\r\n)|(?<=\r)(?!\n)|(?<=\n)")
 
 
 class _Walker:
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, full: bool = True) -> None:
         self.source = source
+        # full=False: what staging reads only (walk_source's docstring)
+        self.full = full
+        # `global` declared in a def body binds that name where the def is (_stored_names): only a
+        # source containing the keyword can have one, so the bodies are scanned only then
+        self.bodies = _GLOBAL_KEYWORD.search(source) is not None
         self._lines: list[bytes] | None = None
         self.definitions: dict[str, Definition] = {}
         self.classes: dict[str, ClassInfo] = {}
@@ -868,7 +879,7 @@ class _Walker:
             owner=owner,
             name=node.name,
             decorators=_dump(node.decorator_list),
-            defaults=_defaults(node),
+            defaults=_defaults(node) if self.full else {},
         )
 
     def _class(self, node: ast.ClassDef, owner: str, pool: dict[str, list[CodeType]]) -> None:
@@ -888,7 +899,7 @@ class _Walker:
         info = ClassInfo(
             qualname=qualname,
             node=node,
-            header=_dump(node.bases) + _dump(node.keywords),
+            header=_dump(node.bases) + _dump(node.keywords) if self.full else "",
             decorators=_dump(node.decorator_list),
             slots=None,
             assignments={},
@@ -908,9 +919,10 @@ class _Walker:
                 reader = f"{qualname}.{stmt.name}"
             else:
                 reader = f"{qualname}.{names[0]}" if names else qualname
-            for read in _names_read_now(stmt):
-                info.body_reads.setdefault(read, set()).add(reader)
-            for name in names or _stored_names(stmt):
+            if self.full:
+                for read in _names_read_now(stmt):
+                    info.body_reads.setdefault(read, set()).add(reader)
+            for name in names or _stored_names(stmt, self.bodies):
                 bindings[name] = bindings.get(name, 0) + 1
         info.makes_up_attributes = any(
             name in {"__getattr__", "__getattribute__"} for name in bindings
@@ -918,7 +930,7 @@ class _Walker:
         for stmt in body:
             if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
                 self._function(stmt, qualname, inner_pool, properties)
-                if _is_instance_method(stmt):
+                if self.full and _is_instance_method(stmt):
                     if stmt.name == "__init__":
                         info.init_values = _init_values(stmt)
                         kept = _kept_parameters(stmt)
@@ -937,13 +949,13 @@ class _Walker:
             else:
                 names = _assigned_names(stmt)
                 if names == ["__slots__"] and isinstance(stmt, ast.Assign | ast.AnnAssign):
-                    info.slots = _dump(stmt.value)
+                    info.slots = _dump(stmt.value) if self.full else ""
                 elif names is not None and isinstance(stmt, ast.Assign | ast.AnnAssign):
                     for name in names:
                         info.assignments[name] = stmt
                         if bindings.get(name) == 1:
                             self._value(stmt, name, qualname)
-                elif not isinstance(stmt, ast.Pass):
+                elif not isinstance(stmt, ast.Pass) and self.full:
                     info.other_statements.append(_dump(stmt))
 
     def _value(self, stmt: ast.Assign | ast.AnnAssign, name: str, owner: str) -> None:
@@ -957,11 +969,11 @@ class _Walker:
             code=None,
             owner=owner,
             name=name,
-            value=ast.dump(stmt.value),
+            value=ast.dump(stmt.value) if self.full else "",
         )
 
-    def walk(self, tree: ast.Module, code: CodeType) -> ModuleWalk:
-        pool = _consts_by_qualname(code)
+    def walk(self, tree: ast.Module, code: CodeType | None) -> ModuleWalk:
+        pool = _consts_by_qualname(code) if code is not None else {}
         statements: list[tuple[str, str]] = []
         statement_nodes: list[ast.stmt] = []
         future: list[ast.stmt] = []
@@ -983,9 +995,11 @@ class _Walker:
             ):
                 if _is_main_guard(stmt):
                     continue
-                dynamic |= _stored_names(stmt)
-            for name in names or _stored_names(stmt):
+                dynamic |= _stored_names(stmt, self.bodies)
+            for name in names or _stored_names(stmt, self.bodies):
                 bindings[name] = bindings.get(name, 0) + 1
+            if not self.full:
+                continue
             if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
                 reader = stmt.name
             elif names:
@@ -1019,7 +1033,7 @@ class _Walker:
                 future.append(stmt)
             elif isinstance(stmt, ast.ImportFrom) and any(a.name == "*" for a in stmt.names):
                 # binds names the source does not show: module-level code, not a target
-                statements.append((ast.dump(stmt), self._segment(stmt) or ast.unparse(stmt)))
+                statements.append(self._statement(stmt))
                 statement_nodes.append(stmt)
             elif isinstance(stmt, ast.Import | ast.ImportFrom):
                 for bound, what in _import_bindings(stmt):
@@ -1034,8 +1048,7 @@ class _Walker:
                         decorators=what,  # for an import: what the name is bound to
                     )
             elif not _is_main_guard(stmt):
-                text = self._segment(stmt) or ast.unparse(stmt)
-                statements.append((ast.dump(stmt), text))
+                statements.append(self._statement(stmt))
                 statement_nodes.append(stmt)
         imported = _module_scope_imports(body)
         if imported:
@@ -1053,10 +1066,16 @@ class _Walker:
             readers=readers,
             dynamic_names=dynamic,
             namespace_readers=namespace_readers,
-            mutated=_mutated(tree),
-            from_imports=from_imports(tree),
+            mutated=_mutated(tree) if self.full else set(),
+            from_imports=from_imports(tree) if self.full else [],
             statement_nodes=statement_nodes,
         )
+
+    def _statement(self, stmt: ast.stmt) -> tuple[str, str]:
+        """(dump, text) of a module-level statement; empty for staging, which reads the node only."""
+        if not self.full:
+            return "", ""
+        return ast.dump(stmt), self._segment(stmt) or ast.unparse(stmt)
 
 
 def fold_all_chain(body: list[ast.stmt]) -> list[ast.stmt]:
@@ -1159,8 +1178,16 @@ def _module_scope_imports(body: list[ast.stmt]) -> list[ast.stmt]:
     return out
 
 
-def walk_source(source: str, filename: str = "<livepatch>") -> ModuleWalk:
+def walk_source(source: str, filename: str = "<livepatch>", *, full: bool = True) -> ModuleWalk:
     """Parse and compile `source` (never execute it) and list its definitions.
+
+    `full=False` is staging's walk: the same definitions (qualname, kind, node, code, owner, name,
+    decorators), classes (node, slots present or not, assignments), statement_nodes, future and code, but
+    none of the differ's analyses, which were most of the walk's time (a tenth of a second to a second
+    for kvserver's aof.py and resp.py on a busy machine, on the server's patcher thread): Definition's
+    `defaults` and `value`, ClassInfo's `header`, `other_statements`, `body_reads` and instance analyses,
+    the statements' (dump, text), `readers`, `namespace_readers`, `mutated` and `from_imports` are left
+    empty (tests/patch/test_walk_light.py checks the rest equals the full walk's).
 
     Raises SyntaxError (with `filename`) when the source does not compile. Pure; any thread.
     """
@@ -1168,4 +1195,13 @@ def walk_source(source: str, filename: str = "<livepatch>") -> ModuleWalk:
     # compiling the tree gives the same code objects as compiling the text (what the import system does:
     # tests/patch/test_fingerprint.py checks it) and saves a second parse
     code = compile(tree, filename, "exec", dont_inherit=True)
-    return _Walker(source).walk(tree, code)
+    return _Walker(source, full).walk(tree, code)
+
+
+def walk_tree(
+    source: str, tree: ast.Module, code: CodeType | None, *, full: bool = True
+) -> ModuleWalk:
+    """walk_source's walk of an already parsed `tree` of `source`, with `code` compiled from that tree,
+    or None: then no Definition has code either (staging compiles a module only once a definition's
+    code is needed: a block or an import needs only its node). Pure; any thread."""
+    return _Walker(source, full).walk(tree, code)
