@@ -34,14 +34,22 @@ with the old rows. `consumed_elements` compares the live container with a fresh 
 expression (staging does that anyway): elements that are not the very same object in both were built
 by the expression (a `command(...)` row, not a function it names), and one gc.get_referrers pass over
 them finds any holder but the live container itself: the change is then refused.
+
+Both heap searches see the objects a process froze (gc.freeze(): kvserver freezes everything it holds at
+start-up, its command table and its data set included): gc.get_referrers searches the collector's
+generations only, not the permanent one, so `_searchable_heap` moves the frozen objects back for the
+search and freezes again after it. What the generations held then is frozen with them, as if the
+process had frozen once more; a full collection first keeps garbage out of it (frozen garbage would never
+be collected, and would be counted as a holder by every later search).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import re
 import sys
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 from types import BuiltinFunctionType, FrameType, FunctionType, ModuleType
 from typing import Any
 
@@ -153,11 +161,26 @@ def heap_holders(
     refused, never on one that stages cleanly."""
     if isinstance(live, _SCALARS):
         return []
-    found = _heap_holders(module, live, name, followed, keep)
-    if found:
-        gc.collect()
+    with _searchable_heap():
         found = _heap_holders(module, live, name, followed, keep)
+        if found:
+            gc.collect()
+            found = _heap_holders(module, live, name, followed, keep)
     return found
+
+
+@contextlib.contextmanager
+def _searchable_heap() -> Iterator[None]:
+    """While it lasts, gc.get_referrers also searches what gc.freeze() froze (see the module docstring)."""
+    if not gc.get_freeze_count():
+        yield
+        return
+    gc.collect()
+    gc.unfreeze()
+    try:
+        yield
+    finally:
+        gc.freeze()
 
 
 def _heap_holders(
@@ -246,7 +269,9 @@ def consumed_elements(live: Any, fresh: Any) -> str:
     while frame is not None:
         own.add(id(frame))
         frame = frame.f_back
-    found = [r for r in gc.get_referrers(*built) if id(r) not in own and not _is_pair(r, pairs)]
+    with _searchable_heap():
+        referrers = gc.get_referrers(*built)
+    found = [r for r in referrers if id(r) not in own and not _is_pair(r, pairs)]
     if not found:
         return ""
     kinds = sorted({type(o).__name__ for o in built})
