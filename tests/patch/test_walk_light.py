@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from livepatch.patch import walk as walk_mod
-from livepatch.patch.walk import ModuleWalk, walk_source
+from livepatch.patch.walk import ModuleWalk, parse_in_pieces, walk_source
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 # kvserver, the server the figures patch: 48 modules (the whole src/ took 2.5 minutes on a busy machine)
@@ -100,3 +100,61 @@ def test_without_global_the_light_walk_does_not_scan_def_bodies(
     assert {"X", "DOC", "f"} <= set(light.definitions)
     walk_source(source.replace("return", "global X\n    return"), full=False)
     assert walked == ["f"]  # with one, it does
+
+
+def _same_tree(source: str) -> bool:
+    whole = ast.dump(ast.parse(source), include_attributes=True)
+    return ast.dump(parse_in_pieces(source), include_attributes=True) == whole
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(SRC)))
+def test_parsing_in_pieces_gives_the_tree_ast_parse_gives(path: Path) -> None:
+    assert _same_tree(path.read_text())
+
+
+# Lines in column 0 that do not start a statement, each of which a cut would break.
+TRICKY = [
+    'X = """\nnot = "a statement"\n"""\nY = 1\n',
+    "X = (\n1,\n)\nY = [\n2\n]\n",
+    "X = 1 + \\\n2\nY = 3\n",
+    "if X:\n    A = 1\nelif Y:\n    A = 2\nelse:\n    A = 3\nB = 4\n",
+    "try:\n    import a\nexcept ImportError:\n    a = None\nfinally:\n    pass\n",
+    "@deco\n@deco(\n1\n)\ndef f():\n    pass\n\n@deco\nclass C:\n    pass\nZ = 0\n",
+    "@deco\nasync def f():\n    pass\nZ = 0\n",
+    "X = 1  # a comment with a \x1c in it\nY = 2\n",  # \x1c ends a line for str.splitlines only
+    "X = 1\r\nY = 2\rZ = 3\n",
+    "# only a comment\n\n\nX = 1\n# trailing\n",
+    "X = 1; Y = 2\n",
+    "for i in range(3):\n    pass\nelse:\n    pass\nwhile False:\n    pass\n",
+    "X = 1",
+    "",
+]
+
+
+@pytest.mark.parametrize("source", TRICKY)
+def test_parsing_in_pieces_never_cuts_inside_a_statement(source: str) -> None:
+    assert _same_tree(source)
+
+
+def test_a_source_that_does_not_parse_raises_as_ast_parse_does() -> None:
+    for bad in ("X = (\n1\nY = 2\n", "def f(:\n    pass\nY = 1\n"):
+        with pytest.raises(SyntaxError) as whole:
+            ast.parse(bad)
+        with pytest.raises(SyntaxError) as pieces:
+            parse_in_pieces(bad)
+        assert (pieces.value.msg, pieces.value.lineno) == (whole.value.msg, whole.value.lineno)
+
+
+def test_a_large_module_is_parsed_in_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kvserver's resp.py, the module the figures' commit makes staging parse: no parse of the whole."""
+    source = (SRC / "kvserver" / "resp.py").read_text()
+    real = ast.parse
+    sizes: list[int] = []
+
+    def spy(text: str, *args: object, **kwargs: object) -> ast.Module:
+        sizes.append(len(text))
+        return real(text, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(walk_mod.ast, "parse", spy)
+    parse_in_pieces(source)
+    assert len(sizes) > 20 and max(sizes) < len(source) / 4

@@ -80,7 +80,7 @@ from livepatch.patch.model import (
     TargetChange,
 )
 from livepatch.patch.patchability import FUNCTION_KINDS, replacement_problems
-from livepatch.patch.walk import Definition, ModuleWalk, binds_only, walk_tree
+from livepatch.patch.walk import Definition, ModuleWalk, binds_only, parse_in_pieces, walk_tree
 from livepatch.runtime.resolve import ResolveError, resolve_function, resolve_owner
 from livepatch.runtime.swap import MISSING, BindOp, CodeOp, StagedPatch, make_staged_patch
 from livepatch.runtime.swap_build import LiveBuilder, new_module
@@ -171,7 +171,8 @@ class _ModuleStager:
         call that holds the GIL."""
         if self._walk is None:
             try:
-                self._tree = ast.parse(self.mp.new_source, self.filename)
+                # one parse per top-level statement: the GIL is not held for the whole module
+                self._tree = parse_in_pieces(self.mp.new_source, self.filename)
                 code = None if isinstance(self.mp, CompiledModulePatch) else self._compile()
             except (SyntaxError, ValueError) as exc:
                 raise PatchRefused(
