@@ -53,9 +53,9 @@ READY = re.compile(r"READY \d+|kvserver ready on")
 WAIT_S = 60.0
 CLIENTS = 4
 # The harness speaks the API of these revisions and later (h11: Connection.start_next_cycle, named so
-# in 35960a7b0279 just after v0.5.0; waitress: create_server and Python 3.11 from v1.0.0): commits whose
-# parent is older are not sampled.
-HARNESS_SINCE = {"h11": "35960a7b0279", "waitress": "v1.0.0"}
+# in 35960a7b0279 just after v0.5.0; waitress: create_server and Python 3.11 from v1.0.0; kvserver:
+# `kvserver.cli`, added by c96b71175514): commits whose parent is older are not sampled.
+HARNESS_SINCE = {"h11": "35960a7b0279", "waitress": "v1.0.0", "kvserver": "c96b71175514"}
 SUBPROCESS = re.compile(r"\b(subprocess|multiprocessing|Popen|os\.fork)\b")
 
 

@@ -285,3 +285,62 @@ def test_an_annotated_store_gets_a_transformer_a_store_made_twice_in_init_does_n
     assert result.generated_transformer is None
     hits = [r for r in result.spec.refusals if "`self.hits`" in r.reason]
     assert len(hits) == 1 and "`--accept-transformer` cannot help" in hits[0].fix
+
+
+TABLE_V1 = (
+    "class Row:\n"
+    "    def __init__(self, handler, flags):\n"
+    "        self.handler, self.flags = handler, flags\n"
+    "\n"
+    "class State:\n"
+    "    def __init__(self):\n"
+    "        self.table = {'get': Row(len, ''), 'set': Row(str, 'write')}\n"
+    "\n"
+    "    def call(self, name):\n"
+    "        return self.table[name].handler\n"
+)
+TABLE_V2 = TABLE_V1.replace(
+    "'write')}\n",
+    "'write')}\n"
+    "        self._dispatch = {n: (r.handler, 'write' in r.flags) for n, r in self.table.items()}\n",
+).replace("return self.table[name].handler", "return self._dispatch[name]")
+
+
+def test_a_comprehension_over_self_gets_a_transformer_that_runs_it_on_live_instances(
+    tmp_path: Path,
+) -> None:
+    """kvserver 8e169fe7ce: `self._dispatch = {n: (c.handler, ...) for n, c in self.table.items()}`.
+    The comprehension's own targets are not locals of __init__ (the walker counted them as such, so
+    no transformer was offered), and the generated hook evaluated the expression with `self` as a local
+    of `eval`, which a comprehension cannot see: it now evaluates `lambda self: (expr)` over the live
+    module's globals, so `self` reaches the comprehension through the closure, as in __init__. A
+    comprehension or lambda reading a parameter of __init__ still gets none."""
+    live = load_source(TABLE_V1, tmp_path, unique_name("comprehension"))
+    fresh = load_source(TABLE_V2, tmp_path / "fresh", unique_name("comprehension_new"))
+    try:
+        state = live.State()
+        result = diff_sources(
+            {live.__name__: (TABLE_V1, TABLE_V2)}, category=None, accept_transformer=True
+        )
+        assert result.spec.refusals == () and result.generated_transformer is not None
+        applied = apply_patch(result.spec, method="global", timeout=10)
+        assert applied.outcome == "applied", applied.reason
+        assert state._dispatch == {
+            n: (r.handler, "write" in r.flags) for n, r in state.table.items()
+        }
+        assert [state.call(n) for n in ("get", "set")] == [
+            fresh.State().call(n) for n in ("get", "set")
+        ]
+        assert revert_patch().ok
+    finally:
+        forget(live, fresh)
+    for reads_a_parameter in (
+        "{n: r for n, r in self.table.items() if n != skip}",
+        "[lambda: skip]",
+    ):
+        v2 = TABLE_V2.replace("def __init__(self):", "def __init__(self, skip=None):").replace(
+            "{n: (r.handler, 'write' in r.flags) for n, r in self.table.items()}", reads_a_parameter
+        )
+        v1 = TABLE_V1.replace("def __init__(self):", "def __init__(self, skip=None):")
+        result = diff_sources({"m": (v1, v2)}, accept_transformer=True)
+        assert result.generated_transformer is None, reads_a_parameter

@@ -1174,3 +1174,104 @@ def test_a_holder_frozen_at_start_up_is_found(tmp_path: Path) -> None:
     finally:
         forget(live)
         forget(consumed)
+
+def test_a_changed_value_whose_only_reader_the_patch_removes_is_rebound(tmp_path: Path) -> None:
+    """kvserver b4999029ef: `_BULK_HEADERS = [... for i in range(_BULK_HEADERS_SIZE)]` read
+    `_BULK_HEADERS_SIZE`, which the patch changes, and the patch removes `_BULK_HEADERS`. The removed
+    value keeps the old one in the live module (as any removed definition does), but no code of the new
+    module reads that name, and a fresh process has no such name: nothing the patched server runs can
+    tell the difference. A reader that stays, or that the new code still reads, keeps the refusal."""
+    v1 = (
+        "SIZE = 4\n"
+        "HEADERS = [b'$%d' % i for i in range(SIZE)]\n"
+        "\n"
+        "def header(n):\n"
+        "    return HEADERS[n] if n < SIZE else b'$%d' % n\n"
+    )
+    v2 = (
+        "TABLE = [b'$%d' % i for i in range(8)]\n"
+        "SIZE = len(TABLE)\n"
+        "\n"
+        "def header(n):\n"
+        "    return TABLE[n] if n < SIZE else b'$%d' % n\n"
+    )
+    d = diff_module("m", v1, v2)
+    assert d.refusals == ()
+    assert {(c.qualname, c.kind) for c in d.changes if c.kind is not ChangeKind.SAME} == {
+        ("SIZE", ChangeKind.CHANGED),
+        ("TABLE", ChangeKind.ADDED),
+        ("HEADERS", ChangeKind.REMOVED),
+        ("header", ChangeKind.CHANGED),
+    }
+    live = _load(v1, tmp_path, "removed_reader")
+    new = _load(v2, tmp_path / "new", "removed_reader")
+    try:
+        staged = stage(patch_from_sources({live.__name__: (v1, v2)}))
+        staged.swap_in()
+        assert [live.header(n) for n in range(10)] == [new.header(n) for n in range(10)]
+        staged.swap_out()
+        assert live.header(5) == b"$5" and live.SIZE == 4
+    finally:
+        forget(live, new)
+    # the neighbour stays refused: the new code still reads the removed name (a fresh process would
+    # raise NameError, the patched one would read the old value). Code reaching it through the
+    # namespace (`globals()[k]` at run time) finds it, as it finds any removed definition.
+    refused = _refusals(v1, v2 + "\ndef stale():\n    return HEADERS\n")
+    assert [(q, k) for q, k, _ in refused] == [("SIZE", RefusalKind.MODULE_STATE)]
+
+
+def _star_package_diff(files: dict[str, str], init_v2: str) -> Any:
+    context = {"p.events": files["events.py"], "p.conn": files["conn.py"]}
+    return diff_sources({"p": (files["__init__.py"], init_v2)}, context=context).spec
+
+
+def test_star_imports_reordered_with_disjoint_all_change_no_binding(tmp_path: Path) -> None:
+    """h11 9c68aa86a6 (isort): `from ._events import *` and `from ._connection import *` swapped
+    places. Each module has a literal `__all__` and no name is in two of them (nor bound by the module
+    itself): every name has one binder whatever the order, so the live namespace is what the new order
+    builds and nothing is patched. Overlapping exports, a module without a literal `__all__`, or a star
+    import moved past a definition of a name it exports stay refused."""
+    import importlib
+
+    pkg = unique_name("starorder")
+    files = {
+        "__init__.py": "from .events import *\nfrom .conn import *\n\ndef version():\n    return 1\n",
+        "events.py": "__all__ = ['Request']\n\nclass Request:\n    pass\n",
+        "conn.py": "__all__ = ['Connection']\n\nclass Connection:\n    pass\n",
+    }
+    v2 = "from .conn import *\nfrom .events import *\n\ndef version():\n    return 2\n"
+    (tmp_path / pkg).mkdir()
+    for name, text in files.items():
+        (tmp_path / pkg / name).write_text(text)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        top = importlib.import_module(pkg)
+        before = dict(vars(top))
+        context = {f"{pkg}.events": files["events.py"], f"{pkg}.conn": files["conn.py"]}
+        spec = diff_sources({pkg: (files["__init__.py"], v2)}, context=context).spec
+        assert spec.refusals == ()
+        staged = stage(spec)
+        staged.swap_in()
+        assert top.version() == 2
+        assert top.Request is before["Request"] and top.Connection is before["Connection"]
+        staged.swap_out()
+        assert top.version() == 1
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [n for n in sys.modules if n == pkg or n.startswith(pkg + ".")]:
+            del sys.modules[name]
+    # the neighbours stay refused
+    overlapping = dict(files, **{"conn.py": "__all__ = ['Connection', 'Request']\n"})
+    no_all = dict(files, **{"conn.py": "class Connection:\n    pass\n"})
+    appended = dict(files, **{"conn.py": files["conn.py"] + "__all__.append('X')\n"})
+    for variant in (overlapping, no_all, appended):
+        refused = _star_package_diff(variant, v2).refusals
+        assert [(r.qualname, r.kind) for r in refused] == [("<module>", RefusalKind.MODULE_STATE)]
+        assert "reordered" in refused[0].reason
+    shadowing = files["__init__.py"] + "\nclass Request:\n    pass\n"
+    moved = "from .conn import *\n\nclass Request:\n    pass\n\nfrom .events import *\n"
+    refused = diff_sources(
+        {"p": (shadowing, moved + "\ndef version():\n    return 1\n")},
+        context={"p.events": files["events.py"], "p.conn": files["conn.py"]},
+    ).spec.refusals
+    assert [r.qualname for r in refused] == ["<module>"] and "reordered" in refused[0].reason

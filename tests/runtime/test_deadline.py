@@ -194,6 +194,70 @@ def test_a_birth_waiting_on_the_transition_ends_it_at_the_deadline(rt: Runtime) 
     assert code.swaps == 0
 
 
+def test_the_abort_reason_describes_the_stragglers_as_they_were_at_the_deadline(
+    rt: Runtime,
+) -> None:
+    """The threads end the transition at the deadline while the patcher is held up; released, the
+    straggler moves on (a pool worker finishes its task, goes back to MEDIUM and waits for the next one)
+    before the patcher writes the reason. The reason must say what held the patch at the deadline (the
+    straggler at LOW, where it was then), not what the thread does later: reading the live records
+    afterwards made tests/runtime/test_pool.py's naive-deadlock test fail about 1 run in 8 at load 4."""
+    code = Versioned()
+    hook = BlockingHook()
+    entered, leave, moved, done = (threading.Event() for _ in range(4))
+    released = threading.Event()
+
+    def stuck_at_the_deadline() -> None:
+        entered.set()
+        leave.wait(timeout=60)
+
+    def waiting_elsewhere_later() -> None:
+        moved.set()
+        done.wait(timeout=60)
+
+    def straggler() -> None:
+        with rt.managed_thread("straggler", Priority.LOW):
+            stuck_at_the_deadline()  # never reaches a point before the deadline
+            rt.set_priority(Priority.MEDIUM)
+            waiting_elsewhere_later()
+
+    def parker() -> None:
+        with rt.managed_thread("parker", Priority.LOW):  # LOW: it parks beside a LOW straggler
+            hook.entered.wait(timeout=60)  # the request is published: the point parks
+            rt.quiescence_point()
+            released.set()
+
+    threads = [
+        threading.Thread(target=straggler, name="straggler", daemon=True),
+        threading.Thread(target=parker, name="parker", daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    assert entered.wait(timeout=SLACK)
+    rt.add_wakeup_hook(hook)
+    try:
+        with in_background(lambda: rt.run_global(code.swap, timeout=TIMEOUT)) as out:
+            try:
+                assert hook.entered.wait(timeout=SLACK)
+                assert released.wait(timeout=TIMEOUT + SLACK), "not released at the deadline"
+                leave.set()  # the transition is over: the straggler moves on
+                assert moved.wait(timeout=SLACK)
+            finally:
+                leave.set()
+                hook.release.set()
+    finally:
+        done.set()
+        for t in threads:
+            t.join(timeout=10)
+    (exc,) = out
+    assert isinstance(exc, PatchAborted), exc
+    reason = str(exc)
+    assert "straggler (role straggler, priority LOW)" in reason, reason
+    assert "stuck_at_the_deadline" in reason and "waiting_elsewhere_later" not in reason, reason
+    assert "parker" not in reason, reason
+    assert code.swaps == 0
+
+
 # ---- the local transition's deadline ----------------------------------------------------------------
 # A local transition holds no thread, but while it migrates the moved threads run the new code and the
 # others the old. With only the patcher checking its deadline, a patcher held up left that mix for as long

@@ -197,8 +197,11 @@ class _Differ:
         added: bool,
         reimported: Mapping[str, str] | None = None,
         same_import: Callable[[str, str], bool] | None = None,
+        star_exports: Callable[[int, str], list[frozenset[str] | None]] | None = None,
     ) -> None:
         self.module = module
+        # what `from M import *` (level, M) binds in the old and the new version, when known
+        self.star_exports = star_exports
         # bound name -> module it is imported from by name, where this patch changes it
         self.reimported = reimported or {}
         self.same_import = same_import
@@ -242,6 +245,8 @@ class _Differ:
         removed = [old_texts[d] for d in old if d not in new_texts]
         if self.blocks(old, new):
             return
+        if not added and not removed and self.star_imports_reordered():
+            return
         if added or removed:
             what = "; ".join(
                 [
@@ -257,6 +262,46 @@ class _Differ:
             f"module-level state changed ({what}); module-level code already ran in the live server",
             "compute the value inside the function that uses it (or as a class-level default)",
         )
+
+    def star_imports_reordered(self) -> bool:
+        """The module-level statements are the same, and only star imports moved (isort, h11
+        9c68aa86a6): True when that changes no binding. A star import binds what its module's
+        `__all__` lists; when each moved import's module has a literal `__all__` (old and new
+        version), no two of them list the same name and none lists a name the module binds otherwise,
+        every name has the same single binder whatever the order, so the live namespace is already
+        what the new order builds: nothing to patch."""
+        if self.star_exports is None:
+            return False
+
+        def star(n: ast.stmt) -> bool:
+            return isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names)
+
+        def rest(w: ModuleWalk) -> list[str]:
+            return [
+                d for (d, _), n in zip(w.statements, w.statement_nodes, strict=True) if not star(n)
+            ]
+
+        if rest(self.old) != rest(self.new):
+            return False  # something else moved too
+        seen: set[str] = set()
+        for n in self.new.statement_nodes:
+            if not star(n):
+                continue
+            assert isinstance(n, ast.ImportFrom)
+            versions = self.star_exports(n.level, n.module or "")
+            if not versions or any(v is None for v in versions):
+                return False
+            names = frozenset().union(*(v for v in versions if v is not None))
+            if names & seen:
+                return False
+            seen |= names
+        own = {
+            q
+            for w in (self.old, self.new)
+            for q in (*w.definitions, *w.dynamic_names)
+            if "." not in q
+        }
+        return not (seen & own)
 
     def blocks(self, old: list[str], new: list[str]) -> bool:
         """Module-level statements that changed are all if/try blocks that only bind names
@@ -553,8 +598,8 @@ class _Differ:
             return None
         readers = self.old.readers.get(qualname, set()) - {qualname, new.name}
         readers = {
-            r for r in readers if not self._reevaluated(r, new.owner)
-        }  # a reader that changes too is built again from the new value
+            r for r in readers if not self._reevaluated(r, new.owner) and not self._gone_unread(r)
+        }  # a reader that changes too is built again from the new value; a removed one is unread
         if readers:
             names = ", ".join(f"`{r}`" for r in sorted(readers)[:3])
             self.refuse(
@@ -594,11 +639,28 @@ class _Differ:
                 return True
         return False
 
+    def _gone_unread(self, reader: str) -> bool:
+        """Whether `reader` is a module-level VALUE that the new version no longer binds and that no
+        code of the new module reads (nor the namespace itself): the old value it computed stays in
+        the live module, like any removed definition, but nothing the patch runs can reach it by that
+        name, and a fresh process at the new version has no such name at all (kvserver b4999029ef:
+        `_BULK_HEADERS` read the changed `_BULK_HEADERS_SIZE` and is removed)."""
+        old = self.old.definitions.get(reader)
+        return (
+            old is not None
+            and old.kind is DefinitionKind.VALUE
+            and not old.owner
+            and reader not in self.new.definitions
+            and reader not in self.new.dynamic_names
+            and reader not in self.new.loads
+            and not self.new.namespace_readers
+        )
+
     def _copy_was_read(self, name: str, source: str, how: str) -> bool:
         """Refuse (True) when the module body read its copy of `name` (from `source`, which the patch
         changes) into something this patch does not evaluate again: that holds the old value."""
         readers = self.old.readers.get(name, set()) - {name}
-        readers = {r for r in readers if not self._reevaluated(r, "")}
+        readers = {r for r in readers if not self._reevaluated(r, "") and not self._gone_unread(r)}
         if not readers:
             return False
         names = ", ".join(f"`{r}`" for r in sorted(readers)[:3])
@@ -1019,6 +1081,7 @@ def diff_module(
     hooks: Iterable[str] = (),
     package: PackageImports | None = None,
     reimported: Mapping[str, str] | None = None,
+    new_package: PackageImports | None = None,
 ) -> ModuleDiff:
     """Compare two versions of one module, definition by definition (sources are compiled, never run).
 
@@ -1037,6 +1100,10 @@ def diff_module(
     old = walk_source(old_source or "", f"<{module} (old)>")
     new = walk_source(new_source, f"<{module} (new)>")
     same = (lambda a, b: package.same_object(module, a, b)) if package is not None else None
+
+    def star_exports(level: int, source: str) -> list[frozenset[str] | None]:
+        return [p.star_exports(module, level, source) for p in (package, new_package) if p]
+
     differ = _Differ(
         module,
         old,
@@ -1045,6 +1112,7 @@ def diff_module(
         added=old_source is None,
         reimported=reimported,
         same_import=same,
+        star_exports=star_exports if package is not None and new_package is not None else None,
     )
     differ.run()
     return ModuleDiff(
@@ -1103,7 +1171,10 @@ def diff_sources(
     old_sources = {name: old for name, (old, _) in modules.items() if old is not None}
     everything = {**(context or {}), **old_sources}
     imports = PackageImports(everything)
-    diffs = _diff_following(modules, everything, hooks, imports)
+    new_imports = PackageImports(
+        {**everything, **{name: new for name, (_, new) in modules.items()}}
+    )  # the new version: what star imports bind after the patch
+    diffs = _diff_following(modules, everything, hooks, imports, new_imports)
     refusals = tuple(r for d in diffs for r in d.refusals)
     if accept_transformer and "transform" not in hooks:
         candidates = {r: c for d in diffs for r, c in d.transformable.items()}
@@ -1159,6 +1230,7 @@ def _diff_following(
     everything: Mapping[str, str],
     hooks: frozenset[str],
     imports: PackageImports,
+    new_imports: PackageImports | None = None,
 ) -> list[ModuleDiff]:
     """Diff every module; then, while a changed module-level value is imported by name elsewhere in the
     package, diff the importer again (an unchanged one against itself) following that name."""
@@ -1166,7 +1238,15 @@ def _diff_following(
     follow: dict[str, dict[str, str]] = {}
     for _ in range(_MAX_FOLLOW_ROUNDS):
         diffs = [
-            diff_module(name, old, new, hooks=hooks, package=imports, reimported=follow.get(name))
+            diff_module(
+                name,
+                old,
+                new,
+                hooks=hooks,
+                package=imports,
+                reimported=follow.get(name),
+                new_package=new_imports,
+            )
             for name, (old, new) in sorted(pairs.items())
         ]
         grew = False

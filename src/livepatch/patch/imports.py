@@ -6,6 +6,9 @@ Two questions need the other modules of the package (the old version's, as the l
   public name) while it was imported? Then changing `m.LIMIT` would leave that copy with the old value:
   the patch rebinds the copy too (a "follow" import, checked and built by staging after `m`), and the
   importer's own values computed from it are evaluated again, as a fresh process would.
+- What does `from m import *` bind? Only what a literal `__all__` of `m` lists is known from the
+  sources (a module without one exports every public name it has, its own imports included): used to
+  tell that reordering star imports changes no binding (their exports are disjoint).
 - Do two import statements bind the same object (`from a import X` -> `from b import X` where `b` got
   `X` from `a`)? Each side is followed through the package's re-exports (`from .a import X` in `b`) to
   where the name comes from; same origin, same object. The differ accepts such a change and staging
@@ -38,6 +41,7 @@ class PackageImports:
             m for m in sources if any(o.startswith(m + ".") for o in sources)
         }  # modules that are packages (an __init__): relative imports start from them
         self._imports: dict[str, list[tuple[int, str, str, str]]] = {}
+        self._sources = sources
         for name, source in sources.items():
             try:
                 self._imports[name] = from_imports(ast.parse(source))
@@ -64,6 +68,42 @@ class PackageImports:
                 if self.absolute(importer, level, source) == module:
                     out.setdefault(name, []).append((importer, bound))
         return out
+
+    def star_exports(self, importer: str, level: int, module: str) -> frozenset[str] | None:
+        """The names `from {'.' * level}{module} import *` in `importer` binds, when the module is in
+        the package and binds `__all__` once, at its top level, to a literal list or tuple of strings;
+        else None (not known from the sources)."""
+        source = self._sources.get(self.absolute(importer, level, module))
+        if source is None:
+            return None
+        try:
+            tree = ast.parse(source)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return None
+        found: list[ast.expr | None] = []
+        for node in ast.walk(tree):
+            targets = (
+                node.targets
+                if isinstance(node, ast.Assign)
+                else [node.target]
+                if isinstance(node, ast.AugAssign | ast.AnnAssign)
+                else []
+            )
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "__all__"
+            ):
+                return None  # `__all__.append(...)`, `.extend`: changed in place
+            if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets):
+                top = node in tree.body and isinstance(node, ast.Assign | ast.AnnAssign)
+                found.append(node.value if top and isinstance(node, ast.Assign) else None)
+        if len(found) != 1 or not isinstance(found[0], ast.List | ast.Tuple):
+            return None
+        names = [e.value if isinstance(e, ast.Constant) else None for e in found[0].elts]
+        if not all(isinstance(n, str) for n in names):
+            return None
+        return frozenset(n for n in names if isinstance(n, str))
 
     def origin(self, importer: str, level: int, module: str, name: str) -> tuple[str, str]:
         """Where `name` imported from that module really comes from, following re-exports."""

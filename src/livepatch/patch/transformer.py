@@ -59,8 +59,14 @@ def transform(ctx):
         cls = module
         for part in class_path.split("."):
             cls = vars(cls)[part]
+        # each value as a function of `self` over the live module's globals: a comprehension (or a
+        # lambda) in the expression sees `self` through the closure, as in __init__
         codes = [
-            (name, compile(text, f"<livepatch transformer {{module_name}}.{{class_path}}.{{name}}>", "eval"))
+            (name, eval(compile(
+                f"lambda self: ({{text}})",
+                f"<livepatch transformer {{module_name}}.{{class_path}}.{{name}}>",
+                "eval",
+            ), vars(module)))
             for name, text in attributes
         ]
         live = [
@@ -86,7 +92,7 @@ def transform(ctx):
 
             ctx.record(f"{{class_path}}.{{name}} set on {{len(todo)}} live instance(s)", undo)
             for o, s in todo:
-                s[name] = eval(code, vars(module), {{"self": o}})
+                s[name] = code(o)
 """
 
 

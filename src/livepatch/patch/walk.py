@@ -129,6 +129,9 @@ class ModuleWalk:
     # `from M import NAME [as BOUND]` (or `*`) executed at import time: (level, module, name, bound)
     from_imports: list[tuple[int, str, str, str]] = field(default_factory=list)
     statement_nodes: list[ast.stmt] = field(default_factory=list)  # the nodes of `statements`
+    # every name any code of the module reads as a variable (module level, functions, classes): a name
+    # outside it is read by nothing of the module but through the namespace (globals(), getattr)
+    loads: frozenset[str] = frozenset()
 
     def block(self, qualname: str) -> ast.stmt | None:
         """The statement a BLOCK target (`<block N>`) names, None when there is no such statement."""
@@ -658,8 +661,39 @@ def _init_values(node: FunctionNode) -> dict[str, ast.expr]:
         if attr is None or attr not in once:
             continue
         assert isinstance(stmt, ast.Assign | ast.AnnAssign) and stmt.value is not None
-        if attr not in out and not (_names_read_now(stmt.value) & local):
+        if attr not in out and not (_free_reads(stmt.value) & local):
             out[attr] = stmt.value
+    return out
+
+
+def _free_reads(node: ast.AST, bound: frozenset[str] = frozenset()) -> set[str]:
+    """Names an expression reads from the scope it is written in: what its comprehensions and lambdas
+    bind is theirs (`{n: c for n, c in self.table.items()}` reads only `self`), but what a lambda's body
+    reads from outside is read too (later, through a closure: a parameter of `__init__` it reads is
+    not available to a transformer)."""
+    if isinstance(node, ast.Name):
+        return {node.id} if isinstance(node.ctx, ast.Load) and node.id not in bound else set()
+    out: set[str] = set()
+    if isinstance(node, ast.Lambda):
+        a = node.args
+        for d in [*a.defaults, *a.kw_defaults]:
+            if d is not None:
+                out |= _free_reads(d, bound)
+        params = {x.arg for x in [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg] if x}
+        return out | _free_reads(node.body, bound | params)
+    if isinstance(node, ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp):
+        inner = set(bound)
+        for g in node.generators:  # the first iterable is read outside, the others inside
+            out |= _free_reads(g.iter, frozenset(inner))
+            inner |= _stored_in(g.target)
+            for cond in g.ifs:
+                out |= _free_reads(cond, frozenset(inner))
+        parts = [node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]
+        for e in parts:
+            out |= _free_reads(e, frozenset(inner))
+        return out
+    for child in ast.iter_child_nodes(node):
+        out |= _free_reads(child, bound)
     return out
 
 
@@ -1070,6 +1104,11 @@ class _Walker:
             mutated=_mutated(tree) if self.full else set(),
             from_imports=from_imports(tree) if self.full else [],
             statement_nodes=statement_nodes,
+            loads=frozenset(
+                n.id
+                for n in ast.walk(tree)
+                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+            ),
         )
 
     def _statement(self, stmt: ast.stmt) -> tuple[str, str]:

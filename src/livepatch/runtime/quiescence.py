@@ -34,7 +34,7 @@ from collections.abc import Callable
 from livepatch.errors import PatchAborted
 from livepatch.runtime.lifecycle import EventName
 from livepatch.runtime.registry import Phase, ThreadRecord, describe
-from livepatch.runtime.stragglers import HINT, describe_blocked
+from livepatch.runtime.stragglers import HINT, describe_stragglers
 from livepatch.runtime.threads import ThreadSide, log
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: this module is on a server's import path
@@ -213,6 +213,7 @@ class Quiescence(ThreadSide):
         try:
             with self._lock:
                 tr = self._registry.begin_global(use_priorities, _listener(recorder))
+                self._released = threading.Event()  # what this transition's parked threads wait on
                 self._deadline = (
                     deadline  # the held threads enforce it too (threads.py _wait_global)
                 )
@@ -237,10 +238,12 @@ class Quiescence(ThreadSide):
                 # ends by then (a stalled patcher swapped 13.85 s into a 10 s deadline).
                 if self._registry.transition is not tr:
                     expired, self._expired = self._expired, None
-                    stragglers = expired[1] if expired is not None and expired[0] is tr else []
-                    raise self._deadline_passed(timeout, stragglers)
+                    blocked = expired[1] if expired is not None and expired[0] is tr else ""
+                    raise self._deadline_passed(timeout, blocked)
                 if not self._registry.quiescent() or time.monotonic() > deadline:
-                    raise self._deadline_passed(timeout, self._registry.stragglers())
+                    raise self._deadline_passed(
+                        timeout, describe_stragglers(self._registry.stragglers())
+                    )
                 self._registry.start_swap()
                 parked = [ParkedThread(r.ident, r.name, r.role) for r in self._registry.parked()]
                 inactive = [
@@ -267,13 +270,15 @@ class Quiescence(ThreadSide):
                     self._registry.finish_global(swapped)
                     self._control.request = self._idle_request()
                     self._threads_cv.notify_all()
+                    self._released.set()
                 self._progress.set()
             self._slot.release()
 
     @staticmethod
-    def _deadline_passed(timeout: float, stragglers: list[ThreadRecord]) -> PatchAborted:
-        """The abort of a global transition at its deadline, naming the threads that had not parked."""
-        if not stragglers:  # everyone had parked, but the patcher could not run in time
+    def _deadline_passed(timeout: float, blocked: str) -> PatchAborted:
+        """The abort of a global transition at its deadline, naming the threads that had not parked
+        (`blocked`: describe_stragglers at the deadline, "" when every thread had parked)."""
+        if not blocked:  # everyone had parked, but the patcher could not run in time
             return PatchAborted(
                 f"not swapped within {timeout:g} s (the deadline): every thread had parked, but the "
                 "patcher was held up (a wake-up hook that blocks, a long garbage collection, a starved "
@@ -281,7 +286,7 @@ class Quiescence(ThreadSide):
             )
         return PatchAborted(
             f"not quiescent within {timeout:g} s (the deadline): did not reach a quiescence point: "
-            f"{describe_blocked(stragglers)}; nothing was changed. Hint: {HINT}"
+            f"{blocked}; nothing was changed. Hint: {HINT}"
         )
 
     def _make_use_new(self, target: int) -> Callable[[], bool]:
@@ -342,7 +347,7 @@ class Quiescence(ThreadSide):
             forwards = tr.phase is Phase.MIGRATING and self._registry.all_moved()
             if tr.phase is not Phase.MIGRATING:
                 expired, self._expired = self._expired, None
-                late = describe(expired[1] if expired is not None and expired[0] is tr else [])
+                late = expired[1] if expired is not None and expired[0] is tr else describe([])
             elif not forwards:
                 late = describe(self._registry.stragglers())
                 self._registry.reverse_local()

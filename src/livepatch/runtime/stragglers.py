@@ -56,3 +56,10 @@ def describe_blocked(records: Iterable[ThreadRecord]) -> str:
         at = where(frames.get(r.ident))
         parts.append(f"{r.describe()} {at}" if at else r.describe())
     return ", ".join(parts) or "(none)"
+
+
+def describe_stragglers(records: Iterable[ThreadRecord]) -> str:
+    """describe_blocked, taken at the moment a deadline passed; "" when no thread was left (every one
+    had parked: the patcher itself was late)."""
+    records = list(records)
+    return describe_blocked(records) if records else ""

@@ -4,8 +4,11 @@ Theory of operation
 -------------------
 `ThreadSide` is the part of a `Runtime` (core.py, which creates every lock and states the lock order) that
 managed threads call. One lock (`_lock`) guards the `Registry` (registry.py, which takes every decision).
-`_threads_cv` (on that lock) wakes managed threads parked at a quiescence point and threads waiting to be
-born or activated while a global transition runs. `_progress` (an Event, not the lock) wakes the patcher
+`_released` (an Event per global transition) wakes managed threads parked at a quiescence point: they
+wait on it outside the lock (see _parked: a condition handed each woken thread the registry lock while it
+waited for the GIL, and the next transition waited for them). `_threads_cv` (on the lock) wakes threads
+waiting to be born or activated while a global transition runs, and parked threads past the deadline
+while the swap runs. `_progress` (an Event, not the lock) wakes the patcher
 when something it waits for changed: the last park, a park that lets higher-priority threads park
 (Registry.at_point says which), the last move, a death, a deactivation or a priority change. An ordinary
 park wakes nobody.
@@ -42,7 +45,9 @@ from livepatch.runtime.registry import (
     ThreadRecord,
     ThreadState,
     Transition,
+    describe,
 )
+from livepatch.runtime.stragglers import describe_stragglers
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: this module is on a server's import path
 if TYPE_CHECKING:
@@ -104,12 +109,16 @@ class ThreadSide:
     _local: threading.local  # .record: the calling thread's ThreadRecord, when managed
     _hooks: tuple[Callable[[], object], ...]  # copy-on-write: the patcher iterates without the lock
     _control: Control
+    # set when parked threads are let go (the end of a global transition, or the priority rule's
+    # unparks, which then put a fresh one in its place); replaced under _lock (see _parked)
+    _released: threading.Event
     # the pending transition's deadline (time.monotonic()); written with begin_global / begin_local under
     # _lock, read without it by local points (a stale read: the lock is taken and the state re-checked)
     _deadline: float
     # the transition the threads ended (global) or reversed (local) at its deadline, with its stragglers
-    # then (under _lock)
-    _expired: tuple[Transition, list[ThreadRecord]] | None
+    # described as they were then (under _lock): by the time the patcher writes the abort reason they may
+    # have moved on (a released pool worker finishes its task, drops back to MEDIUM and waits elsewhere)
+    _expired: tuple[Transition, str] | None
 
     def _idle_request(self) -> _Rejoin | None:
         """What `_control.request` holds when no transition runs. Caller holds `_lock`."""
@@ -202,10 +211,31 @@ class ThreadSide:
                 return
             if action is not PointAction.PARK:
                 self._progress.set()  # PARK_NOTIFY, or a local move (the transition changed since)
-            # The patcher unparks us (state back to RUNNING) when the swap is done or aborted; or we end
-            # the transition ourselves at its deadline (_wait_global).
-            while rec.state is ThreadState.PARKED:
-                self._wait_global()
+            released = self._released
+        self._parked(rec, released)
+
+    def _parked(self, rec: ThreadRecord, released: threading.Event) -> None:
+        """Wait while parked (a global transition), on `released`, not on `_threads_cv`.
+
+        The patcher unparks us (state back to RUNNING, under the lock) and then sets `released` when the
+        swap is done or aborted; or we end the transition ourselves at its deadline (_wait_global). Why
+        not the condition: a thread woken by `notify_all` returns from `Condition.wait` holding `_lock`
+        and only then waits for the GIL (busy threads hold it up to a switch interval each), so ten
+        released threads held the registry lock in turn for milliseconds while the patcher, starting
+        the next transition, waited for it (up to 41 ms at load 25, docs/performance.md, core8). The
+        state is read without the lock: it is written under the lock before `released` is set. The
+        priority rule's unparks set the event too and put a fresh one in its place under the same lock
+        (set_priority): a thread still parked after the event fired takes the fresh one."""
+        while rec.state is ThreadState.PARKED:
+            remaining = self._deadline - time.monotonic()
+            if remaining > 0:
+                if released.wait(remaining) and rec.state is ThreadState.PARKED:
+                    with self._lock:
+                        released = self._released
+                continue
+            with self._lock:  # past the deadline: end the transition (or wait for the swap to end)
+                if rec.state is ThreadState.PARKED:
+                    self._wait_global()
 
     def _local_deadline(self, rec: ThreadRecord, tr: Transition) -> None:
         """A managed thread at a point past a local transition's deadline, while it still migrates: if
@@ -225,7 +255,7 @@ class ThreadSide:
                     "inf"
                 )  # complete in time: the patcher commits it when it runs
                 return
-            self._expired = (tr, self._registry.stragglers())  # for the patcher's abort reason
+            self._expired = (tr, describe(self._registry.stragglers()))  # the abort reason's
             self._registry.reverse_local()
             self._deadline = float("inf")
             self._progress.set()
@@ -248,10 +278,11 @@ class ThreadSide:
         if remaining > 0:
             self._threads_cv.wait(remaining)
             return
-        self._expired = (tr, self._registry.stragglers())  # for the patcher's abort reason
+        self._expired = (tr, describe_stragglers(self._registry.stragglers()))  # the abort reason's
         self._registry.finish_global(False)
         self._control.request = self._idle_request()
         self._threads_cv.notify_all()
+        self._released.set()
         self._progress.set()
 
     def _rejoin(self, rec: ThreadRecord) -> None:
@@ -342,9 +373,12 @@ class ThreadSide:
             return
         with self._lock:
             lowered = p < rec.priority
-            if self._registry.set_priority(rec, p) or lowered:
-                # threads unparked by the priority rule; and a lower priority may let a waiting birth
-                # proceed (Registry.can_be_born)
+            unparked = self._registry.set_priority(rec, p)
+            if unparked:  # they wait on the event (_parked); the still parked ones take a fresh one
+                self._released.set()
+                self._released = threading.Event()
+            if unparked or lowered:
+                # a lower priority may let a waiting birth proceed (Registry.can_be_born)
                 self._threads_cv.notify_all()
             self._progress.set()
 
