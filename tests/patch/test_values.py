@@ -1175,6 +1175,7 @@ def test_a_holder_frozen_at_start_up_is_found(tmp_path: Path) -> None:
         forget(live)
         forget(consumed)
 
+
 def test_a_changed_value_whose_only_reader_the_patch_removes_is_rebound(tmp_path: Path) -> None:
     """kvserver b4999029ef: `_BULK_HEADERS = [... for i in range(_BULK_HEADERS_SIZE)]` read
     `_BULK_HEADERS_SIZE`, which the patch changes, and the patch removes `_BULK_HEADERS`. The removed
