@@ -34,7 +34,9 @@ __all__ = [
     "class_shape",
     "fold_all_chain",
     "from_imports",
+    "module_scope_imports",
     "parse_in_pieces",
+    "source_lines",
     "walk_source",
     "walk_tree",
 ]
@@ -1255,7 +1257,7 @@ def parse_in_pieces(source: str, filename: str = "<livepatch>") -> ast.Module:
     continue one are not candidates). A multi-line docstring or string therefore joins its piece; a
     source that does not parse is parsed whole, for ast.parse's own error. (tests/patch/
     test_walk_light.py checks the trees against ast.parse on kvserver and on the tricky cases.)"""
-    lines = [line for line in _LINES.split(source) if line]
+    lines = source_lines(source)
     starts: list[int] = []
     decorated = False  # a decorator line started the current statement: its def or class follows
     for i, line in enumerate(lines):
@@ -1288,6 +1290,20 @@ def parse_in_pieces(source: str, filename: str = "<livepatch>") -> ast.Module:
         body.extend(piece.body)
         type_ignores.extend(t for t in piece.type_ignores if isinstance(t, ast.TypeIgnore))
     return ast.Module(body=body, type_ignores=type_ignores)
+
+
+def source_lines(source: str) -> list[str]:
+    """The physical lines of `source`, each with its line ending, as the tokenizer counts them."""
+    return [line for line in _LINES.split(source) if line]
+
+
+def module_scope_imports(body: list[ast.stmt]) -> list[ast.stmt]:
+    """The `from __future__` imports and the imports that bind names in the module's scope (`future`'s
+    prelude, see ModuleWalk): what a statement compiled alone is compiled with."""
+    return [
+        *(s for s in body if isinstance(s, ast.ImportFrom) and s.module == "__future__"),
+        *_module_scope_imports(body),
+    ]
 
 
 # physical lines as the tokenizer ends them (\r\n, \r, \n; str.splitlines also splits on \f, \x1c...)

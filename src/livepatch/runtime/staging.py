@@ -151,6 +151,8 @@ class _ModuleStager:
         self.followed = followed  # (module, name) copies this patch rebinds too
         self.compiled = mp.compiled if isinstance(mp, CompiledModulePatch) else {}
         self.added = mp.added if isinstance(mp, CompiledModulePatch) else {}
+        # the few top-level statements staging reads, carried by a signed compiled patch (patch.view)
+        self.view = mp.view if isinstance(mp, CompiledModulePatch) else None
         self._relocated: dict[int, CodeType] = {}  # id of a code in self.added (kept alive there)
         self._walk: ModuleWalk | None = None
         self._tree: ast.Module | None = None  # the new source's AST, once parsed
@@ -168,16 +170,29 @@ class _ModuleStager:
         changes); a compiled patch's source was compiled by `livepatch diff` for this interpreter, and
         is compiled here only when a definition's code is needed (`coded`): a changed block or an
         import needs only its node, and compiling kvserver's resp.py (40 kB) is ~6 ms of CPU in one
-        call that holds the GIL."""
+        call that holds the GIL. With a staging view (patch.view) only the statements it names are
+        parsed, walked and, if need be, compiled: the walk of that partial module is the whole one's
+        for every target staging reads (checked by `livepatch diff` when it made the view)."""
         if self._walk is None:
-            try:
-                # one parse per top-level statement: the GIL is not held for the whole module
-                self._tree = parse_in_pieces(self.mp.new_source, self.filename)
-                code = None if isinstance(self.mp, CompiledModulePatch) else self._compile()
-            except (SyntaxError, ValueError) as exc:
-                raise PatchRefused(
-                    f"{self.mp.module}: the patch's new source does not compile: {exc}"
-                ) from exc
+            if self.view is not None:
+                try:
+                    # the statements the patch's view names, each parsed alone: not the whole module
+                    self._tree = self.view.parse(self.mp.new_source, self.filename)
+                except (SyntaxError, ValueError) as exc:
+                    raise PatchRefused(
+                        f"{self.mp.module}: the patch's staging view does not match its new source "
+                        f"(corrupt patch): {exc}"
+                    ) from exc
+                code = None
+            else:
+                try:
+                    # one parse per top-level statement: the GIL is not held for the whole module
+                    self._tree = parse_in_pieces(self.mp.new_source, self.filename)
+                    code = None if isinstance(self.mp, CompiledModulePatch) else self._compile()
+                except (SyntaxError, ValueError) as exc:
+                    raise PatchRefused(
+                        f"{self.mp.module}: the patch's new source does not compile: {exc}"
+                    ) from exc
             self._walk = walk_tree(self.mp.new_source, self._tree, code, full=False)
             if self._build is not None:
                 self._build.future = self._walk.future
@@ -240,7 +255,28 @@ class _ModuleStager:
                 change.qualname,
                 f"is a {d.kind} in the new source but the patch says {change.definition}",
             )
+        if self.view is not None:
+            self.check_view(d, change.new_fingerprint)
         return d
+
+    def check_view(self, d: Definition, expected: str | None) -> None:
+        """A definition read through the patch's staging view is the one the patch names (its code's or
+        value's fingerprint): a view whose span cuts a class or def short, or names another statement,
+        is refused, as a patch whose compiled code is not what it names."""
+        if expected is None:
+            return
+        if d.kind is DefinitionKind.VALUE:
+            value = _assigned_value(d)
+            got: str | None = hashlib.sha256(ast.dump(value).encode()).hexdigest()
+        else:
+            code = self.coded(d).code
+            got = code_fingerprint(code) if code is not None else None
+        if got != expected:
+            raise self.refuse(
+                d.qualname,
+                "the patch's staging view does not match its new source (corrupt patch): the "
+                "statement it names does not define what the patch names",
+            )
 
     def new_target(self, change: TargetChange) -> CompiledTarget:
         """The new code and default expressions of a CHANGED function: compiled by the patch's author, or
@@ -355,6 +391,8 @@ class _ModuleStager:
             raise self.refuse(
                 change.qualname, "the patch's new source does not define it (corrupt patch)"
             )
+        if self.view is not None:
+            self.new_definition(change)  # which checks the class the view names (check_view)
         try:
             cls = resolve_owner(self.module, change.qualname)
         except ResolveError as exc:
@@ -470,7 +508,11 @@ class _ModuleStager:
         (and changed defaults) swapped in place, the live function object kept; a class -> its methods
         patched in place the same way, new plain methods added, everything else must be the same;
         anything else -> refused (a new object would leave every holder of the old one behind)."""
-        node = self.walk.block(change.qualname)
+        node = (
+            self.view.block(self.walk, change.qualname)
+            if self.view is not None
+            else self.walk.block(change.qualname)
+        )
         if (
             node is None
             or hashlib.sha256(ast.dump(node).encode()).hexdigest() != change.new_fingerprint
