@@ -158,3 +158,33 @@ def test_a_large_module_is_parsed_in_pieces(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(walk_mod.ast, "parse", spy)
     parse_in_pieces(source)
     assert len(sizes) > 20 and max(sizes) < len(source) / 4
+
+
+KEYWORD_TEXTS = [
+    *GLOBALS,
+    "x = globals()\n",
+    "s = 'no global here'\n",
+    "x = 1;global y\n",
+    "if a:global b\n",
+    "x = 1 \\\n  global\n",
+    "global",
+    "a = 1; \\\n\n  global z\n",
+    "xglobal y\n",
+    "\r\n  global q\r\n",
+]
+
+
+@pytest.mark.parametrize(
+    "source", [*KEYWORD_TEXTS, *(p.read_text() for p in MODULES)], ids=lambda s: s[:20]
+)
+def test_the_global_prefilter_answers_as_the_regex_over_the_whole_source(source: str) -> None:
+    assert walk_mod._may_declare_global(source) == (
+        walk_mod._GLOBAL_KEYWORD.search(source) is not None
+    )
+
+
+@pytest.mark.parametrize(
+    "source", [*TRICKY, "a = 1\x0cb = 2\n", "x = '\u2028'\ny = 1\r", "\x85\n"], ids=repr
+)
+def test_source_lines_are_the_tokenizer_lines(source: str) -> None:
+    assert walk_mod.source_lines(source) == [line for line in walk_mod._LINES.split(source) if line]

@@ -869,7 +869,7 @@ class _Walker:
         self.full = full
         # `global` declared in a def body binds that name where the def is (_stored_names): only a
         # source containing the keyword can have one, so the bodies are scanned only then
-        self.bodies = _GLOBAL_KEYWORD.search(source) is not None
+        self.bodies = _may_declare_global(source)
         self._lines: list[bytes] | None = None
         self.definitions: dict[str, Definition] = {}
         self.classes: dict[str, ClassInfo] = {}
@@ -1294,7 +1294,28 @@ def parse_in_pieces(source: str, filename: str = "<livepatch>") -> ast.Module:
 
 def source_lines(source: str) -> list[str]:
     """The physical lines of `source`, each with its line ending, as the tokenizer counts them."""
+    if not any(c in source for c in _OTHER_BREAKS):
+        # str.splitlines splits where the tokenizer does (\r\n, \r, \n) when none of its other
+        # breaks is there, in C: the regex split took ~2 ms for kvserver's resp.py, ~0.05 ms this way
+        return source.splitlines(keepends=True)
     return [line for line in _LINES.split(source) if line]
+
+
+# the line breaks of str.splitlines that do not end a line for the tokenizer
+_OTHER_BREAKS = ("\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
+
+
+def _may_declare_global(source: str) -> bool:
+    """`_GLOBAL_KEYWORD.search(source) is not None`, searched only on the lines that hold the word: a match
+    ending at an occurrence either starts on its line or crosses that line's start through whitespace
+    only, where `^` matches as well (~0.05 ms instead of ~1.5 ms for resp.py's 40 kB)."""
+    i = source.find("global")
+    while i != -1:
+        start = source.rfind("\n", 0, i) + 1
+        if _GLOBAL_KEYWORD.search(source, start, i + 7):  # one character past: for the \b
+            return True
+        i = source.find("global", i + 1)
+    return False
 
 
 def module_scope_imports(body: list[ast.stmt]) -> list[ast.stmt]:
