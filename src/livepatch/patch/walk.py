@@ -1256,7 +1256,7 @@ def fold_prebound_blocks(body: list[ast.stmt]) -> list[ast.stmt]:
     out: list[ast.stmt] = []
     for stmt in body:
         if isinstance(stmt, ast.If | ast.Try) and binds_only(stmt):
-            again = _block_binds(stmt)
+            again = block_binds(stmt)
             run: list[ast.stmt] = []
             while out:
                 names = _assigned_names(out[-1])
@@ -1312,8 +1312,8 @@ def all_statements(tree: ast.Module) -> str | None:
     return "\n".join(ast.dump(body[i]) for i in sorted(chosen))
 
 
-def _block_binds(node: ast.stmt) -> set[str]:
-    """Every name a binds-only block may bind, in any branch (staging's `_block_names`)."""
+def block_binds(node: ast.stmt) -> set[str]:
+    """Every name a binds-only block may bind, in any branch (the differ's fold and staging's blocks)."""
     out: set[str] = set()
     for n in ast.walk(node):
         if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):

@@ -80,7 +80,14 @@ from livepatch.patch.model import (
     TargetChange,
 )
 from livepatch.patch.patchability import FUNCTION_KINDS, replacement_problems
-from livepatch.patch.walk import Definition, ModuleWalk, binds_only, parse_in_pieces, walk_tree
+from livepatch.patch.walk import (
+    Definition,
+    ModuleWalk,
+    binds_only,
+    block_binds,
+    parse_in_pieces,
+    walk_tree,
+)
 from livepatch.runtime.resolve import ResolveError, resolve_function, resolve_owner
 from livepatch.runtime.swap import MISSING, BindOp, CodeOp, StagedPatch, make_staged_patch
 from livepatch.runtime.swap_build import LiveBuilder, new_module
@@ -527,7 +534,7 @@ class _ModuleStager:
         if _star_import(node):
             self.stage_new_star(change, node, bound)
             return
-        names = sorted(_block_names(node))
+        names = sorted(block_binds(node))
         for name in names:
             if name not in bound:
                 continue  # bound in a branch this server did not take
@@ -988,19 +995,6 @@ def _star_source(module: ModuleType, node: ast.ImportFrom) -> str:
     package = getattr(module, "__package__", None) or module.__name__.rpartition(".")[0]
     base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
     return f"{base}.{node.module}" if node.module else base
-
-
-def _block_names(node: ast.stmt) -> set[str]:
-    """Every name a binds-only block may bind, in any branch."""
-    out: set[str] = set()
-    for n in ast.walk(node):
-        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            out.add(n.name)
-        elif isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
-            out.add(n.id)
-        elif isinstance(n, ast.alias):
-            out.add(n.asname or n.name.split(".")[0])
-    return out
 
 
 def _wraps(obj: Any, func: FunctionType) -> bool:
