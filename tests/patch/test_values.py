@@ -1139,6 +1139,43 @@ def test_a_new_attribute_every_store_of_which_reads_it_first_is_not_new(tmp_path
         assert [k for _, k, _ in refused] == [RefusalKind.INSTANCE_ATTRIBUTE], header
 
 
+def test_a_holder_frozen_at_start_up_is_found(tmp_path: Path) -> None:
+    """A table built before the server froze its heap holds the old object of a name changing kind, and
+    the rows of a changed COMMANDS list: both refused, as without the freeze; and the heap is frozen
+    again afterwards (the table too)."""
+    v1, v2 = _source("module_kind_change", "v1"), _source("module_kind_change", "v2")
+    live = _load(v1, tmp_path, "module_kind_change")
+    rows = (
+        "class Row:\n    def __init__(self, name):\n        self.name = name\n"
+        "    def __eq__(self, other):\n        return vars(self) == vars(other)\n\n"
+        "COMMANDS = [Row('GET')]\n"
+    )
+    consumed = _load(rows, tmp_path, "consumed_frozen")
+    try:
+        kind_change = patch_from_sources({live.__name__: (v1, v2)})
+        more_rows = patch_from_sources(
+            {consumed.__name__: (rows, rows.replace("[Row('GET')]", "[Row('GET'), Row('SET')]"))}
+        )
+        tables = [{"hmset": live.hmset_command}, {r.name: r for r in consumed.COMMANDS}]
+        gc.collect()
+        gc.freeze()
+        try:
+            frozen = gc.get_freeze_count()
+            with pytest.raises(PatchRefused, match="also held by a dict"):
+                stage(kind_change)
+            with pytest.raises(PatchRefused, match=r"Row objects, held by a dict"):
+                stage(more_rows)
+            assert gc.get_freeze_count() == frozen  # searched in place: nothing unfrozen or frozen
+            assert not any(t is tables[0] for t in gc.get_referrers(live.hmset_command))
+        finally:
+            gc.unfreeze()
+        del tables
+        stage(more_rows)  # nothing holds the rows any more
+    finally:
+        forget(live)
+        forget(consumed)
+
+
 def test_a_changed_value_whose_only_reader_the_patch_removes_is_rebound(tmp_path: Path) -> None:
     """kvserver b4999029ef: `_BULK_HEADERS = [... for i in range(_BULK_HEADERS_SIZE)]` read
     `_BULK_HEADERS_SIZE`, which the patch changes, and the patch removes `_BULK_HEADERS`. The removed

@@ -9,6 +9,11 @@ class or import) the code of its statement:
 
     manifest["compiled"] = {"format": 1, "code": {"<MAGIC hex>": {"<module>": "<base64 of marshal>"}}}
 
+and, when the module has one, its staging view (patch.view: the few top-level statements staging reads,
+so that it parses those instead of the whole source), in JSON beside the code:
+
+    manifest["compiled"]["views"] = {"<MAGIC hex>": {"<module>": {"spans": [...], "blocks": {...}}}}
+
 The marshal payload of one module is `(1, {qualname: (code, defaults)}, {qualname: statement code})`,
 `defaults` a tuple of `(param, keyword_only, how, value, text)` (see `DefaultExpr`); a statement's code is
 the module-level statement compiled alone with the module's `from __future__` imports (`statement_code`),
@@ -40,6 +45,7 @@ from typing import Any
 
 from livepatch.patch.model import ChangeKind, ModulePatch, PatchSpec
 from livepatch.patch.patchability import FUNCTION_KINDS, builds_fresh_object
+from livepatch.patch.view import ModuleView, build_view, decode_view
 
 __all__ = [
     "CompiledModulePatch",
@@ -91,6 +97,8 @@ class CompiledModulePatch(ModulePatch):
 
     compiled: Mapping[str, CompiledTarget] = field(default_factory=dict, compare=False, repr=False)
     added: Mapping[str, CodeType] = field(default_factory=dict, compare=False, repr=False)
+    # the top-level statements staging reads (patch.view); None: staging parses the whole source
+    view: ModuleView | None = field(default=None, compare=False, repr=False)
 
 
 def statement_code(stmt: ast.stmt, future: list[ast.stmt], filename: str) -> CodeType:
@@ -183,13 +191,20 @@ def _changed_functions(mp: ModulePatch) -> set[str]:
 def build_section(spec: PatchSpec) -> dict[str, Any] | None:
     """manifest["compiled"] for `spec`, compiled by this interpreter; None when nothing is to be compiled."""
     modules = {}
+    views = {}
     for mp in spec.modules:
         payload = _module_payload(mp)
         if payload is not None:
             modules[mp.module] = base64.b64encode(payload).decode("ascii")
-    if not modules:
+        view = build_view(mp, f"<livepatch {mp.module}>")
+        if view is not None:
+            views[mp.module] = view.to_json()
+    if not modules and not views:
         return None
-    return {"format": SECTION_FORMAT, "code": {magic(): modules}}
+    section: dict[str, Any] = {"format": SECTION_FORMAT, "code": {magic(): modules}}
+    if views:
+        section["views"] = {magic(): views}
+    return section
 
 
 def _decode_target(qualname: str, raw: Any) -> CompiledTarget:
@@ -254,6 +269,17 @@ def _decode_module(
     return targets, statements
 
 
+def _views(section: dict[str, Any]) -> dict[str, Any]:
+    """This interpreter's staging views (patch.view) of `section`, undecoded; {} when there are none."""
+    by_magic = section.get("views", {})
+    if not isinstance(by_magic, dict):
+        raise ValueError('"compiled" has a "views" that is not an object')
+    views = by_magic.get(magic(), {})
+    if not isinstance(views, dict):
+        raise ValueError("staging views are not an object of modules")
+    return views
+
+
 def attach(spec: PatchSpec, section: Any) -> PatchSpec:
     """`spec` with the compiled code of `section` (manifest["compiled"]) that this interpreter can run.
 
@@ -272,15 +298,18 @@ def attach(spec: PatchSpec, section: Any) -> PatchSpec:
         return spec
     if not isinstance(modules, dict):
         raise ValueError("compiled code is not an object of modules")
-    unknown = set(modules) - {mp.module for mp in spec.modules}
+    views = _views(section)
+    unknown = (set(modules) | set(views)) - {mp.module for mp in spec.modules}
     if unknown:
         raise ValueError(f"compiled code for modules the patch does not change: {sorted(unknown)}")
     new_modules: list[ModulePatch] = []
     for mp in spec.modules:
-        if mp.module not in modules:
+        if mp.module not in modules and mp.module not in views:
             new_modules.append(mp)
             continue
-        targets, statements = _decode_module(mp, modules[mp.module])
+        targets, statements = (
+            _decode_module(mp, modules[mp.module]) if mp.module in modules else ({}, {})
+        )
         new_modules.append(
             CompiledModulePatch(
                 module=mp.module,
@@ -289,6 +318,7 @@ def attach(spec: PatchSpec, section: Any) -> PatchSpec:
                 old_source_sha256=mp.old_source_sha256,
                 compiled=targets,
                 added=statements,
+                view=decode_view(views[mp.module], mp.module) if mp.module in views else None,
             )
         )
     return dataclasses.replace(spec, modules=tuple(new_modules))

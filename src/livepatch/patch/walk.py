@@ -38,10 +38,17 @@ __all__ = [
     "fold_prebound_blocks",
     "free_reads",
     "from_imports",
+    "module_scope_imports",
+    "parse_in_pieces",
+    "source_lines",
     "walk_source",
+    "walk_tree",
 ]
 
 _ACCESSORS = {"setter": "fset", "getter": "fget", "deleter": "fdel"}
+# where a `global` statement can start: a line, or after `;` or a compound header's `:` (a superset:
+# the same text in a string or a comment matches too, which only costs the scan)
+_GLOBAL_KEYWORD = re.compile(r"(?:^|[;:])(?:\s|\\\n)*global\b", re.MULTILINE)
 FunctionNode = ast.FunctionDef | ast.AsyncFunctionDef
 
 
@@ -119,7 +126,7 @@ class ModuleWalk:
     # imported in the module, and a slice compiled without them would get other bytecode (same
     # behaviour, another fingerprint than a fresh import)
     future: list[ast.stmt]
-    code: CodeType  # the module's code
+    code: CodeType | None  # the module's code (None: walk_tree was given none)
     # VALUE qualname -> the other definitions and statements that read it while the module (or its class
     # body) runs: they captured its value (module-level names under their name, class-level ones
     # under `Cls.NAME`)
@@ -132,7 +139,8 @@ class ModuleWalk:
     from_imports: list[tuple[int, str, str, str]] = field(default_factory=list)
     statement_nodes: list[ast.stmt] = field(default_factory=list)  # the nodes of `statements`
     # every name any code of the module reads as a variable (module level, functions, classes): a name
-    # outside it is read by nothing of the module but through the namespace (globals(), getattr)
+    # outside it is read by nothing of the module but through the namespace (globals(), getattr);
+    # empty in a light walk (full=False)
     loads: frozenset[str] = frozenset()
 
     def block(self, qualname: str) -> ast.stmt | None:
@@ -515,7 +523,7 @@ def _named_namespace_reads(node: ast.AST) -> set[str] | None:
     return out
 
 
-def _stored_names(stmt: ast.stmt) -> set[str]:
+def _stored_names(stmt: ast.stmt, bodies: bool = True) -> set[str]:
     """Names a module-level or class-level statement binds in its own namespace (also through defs and
     classes inside a compound statement). A def binds its name; what runs in the enclosing scope when
     the def or class statement runs (decorators, defaults, annotations, bases: a walrus there) binds
@@ -523,7 +531,8 @@ def _stored_names(stmt: ast.stmt) -> set[str]:
     namespace (waitress `OverflowableBuffer._create_buffer`'s local `strbuf` is not the class-level
     `strbuf`), except the names it declares `global`, which are counted (conservatively, also for a
     method, whose `global` names are the module's); a nested class body binds its own namespace.
-    Comprehension targets are counted (conservative)."""
+    Comprehension targets are counted (conservative). `bodies=False` skips the scan of the bodies for
+    `global`: exact when the source has no `global` keyword (_Walker checks its text once)."""
     out: set[str] = set()
     todo: list[ast.AST] = [stmt]
     while todo:
@@ -545,9 +554,10 @@ def _stored_names(stmt: ast.stmt) -> set[str]:
                         if x is not None and x.annotation is not None
                     )
                     todo.extend([n.returns] if n.returns is not None else [])
-            for sub in ast.walk(n):  # the body: only what it declares global
-                if isinstance(sub, ast.Global):
-                    out.update(sub.names)
+            if bodies:
+                for sub in ast.walk(n):  # the body: only what it declares global
+                    if isinstance(sub, ast.Global):
+                        out.update(sub.names)
             continue
         if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store | ast.Del):
             out.add(n.id)
@@ -913,8 +923,13 @@ _LINE_END = re.compile(r"(?<=\r\n)|(?<=\r)(?!\n)|(?<=\n)")
 
 
 class _Walker:
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, full: bool = True) -> None:
         self.source = source
+        # full=False: what staging reads only (walk_source's docstring)
+        self.full = full
+        # `global` declared in a def body binds that name where the def is (_stored_names): only a
+        # source containing the keyword can have one, so the bodies are scanned only then
+        self.bodies = _may_declare_global(source)
         self._lines: list[bytes] | None = None
         self.definitions: dict[str, Definition] = {}
         self.classes: dict[str, ClassInfo] = {}
@@ -962,7 +977,7 @@ class _Walker:
             owner=owner,
             name=node.name,
             decorators=_dump(node.decorator_list),
-            defaults=_defaults(node),
+            defaults=_defaults(node) if self.full else {},
         )
 
     def _class(self, node: ast.ClassDef, owner: str, pool: dict[str, list[CodeType]]) -> None:
@@ -982,7 +997,7 @@ class _Walker:
         info = ClassInfo(
             qualname=qualname,
             node=node,
-            header=_dump(node.bases) + _dump(node.keywords),
+            header=_dump(node.bases) + _dump(node.keywords) if self.full else "",
             decorators=_dump(node.decorator_list),
             slots=None,
             assignments={},
@@ -1002,9 +1017,10 @@ class _Walker:
                 reader = f"{qualname}.{stmt.name}"
             else:
                 reader = f"{qualname}.{names[0]}" if names else qualname
-            for read in _names_read_now(stmt):
-                info.body_reads.setdefault(read, set()).add(reader)
-            for name in names or _stored_names(stmt):
+            if self.full:
+                for read in _names_read_now(stmt):
+                    info.body_reads.setdefault(read, set()).add(reader)
+            for name in names or _stored_names(stmt, self.bodies):
                 bindings[name] = bindings.get(name, 0) + 1
         info.makes_up_attributes = any(
             name in {"__getattr__", "__getattribute__"} for name in bindings
@@ -1012,7 +1028,7 @@ class _Walker:
         for stmt in body:
             if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
                 self._function(stmt, qualname, inner_pool, properties)
-                if _is_instance_method(stmt):
+                if self.full and _is_instance_method(stmt):
                     if stmt.name == "__init__":
                         info.init_values = _init_values(stmt)
                         kept = _kept_parameters(stmt)
@@ -1032,13 +1048,13 @@ class _Walker:
             else:
                 names = _assigned_names(stmt)
                 if names == ["__slots__"] and isinstance(stmt, ast.Assign | ast.AnnAssign):
-                    info.slots = _dump(stmt.value)
+                    info.slots = _dump(stmt.value) if self.full else ""
                 elif names is not None and isinstance(stmt, ast.Assign | ast.AnnAssign):
                     for name in names:
                         info.assignments[name] = stmt
                         if bindings.get(name) == 1:
                             self._value(stmt, name, qualname)
-                elif not isinstance(stmt, ast.Pass):
+                elif not isinstance(stmt, ast.Pass) and self.full:
                     info.other_statements.append(_dump(stmt))
 
     def _value(self, stmt: ast.Assign | ast.AnnAssign, name: str, owner: str) -> None:
@@ -1052,11 +1068,11 @@ class _Walker:
             code=None,
             owner=owner,
             name=name,
-            value=ast.dump(stmt.value),
+            value=ast.dump(stmt.value) if self.full else "",
         )
 
-    def walk(self, tree: ast.Module, code: CodeType) -> ModuleWalk:
-        pool = _consts_by_qualname(code)
+    def walk(self, tree: ast.Module, code: CodeType | None) -> ModuleWalk:
+        pool = _consts_by_qualname(code) if code is not None else {}
         statements: list[tuple[str, str]] = []
         statement_nodes: list[ast.stmt] = []
         future: list[ast.stmt] = []
@@ -1078,9 +1094,11 @@ class _Walker:
             ):
                 if _is_main_guard(stmt):
                     continue
-                dynamic |= _stored_names(stmt)
-            for name in names or _stored_names(stmt):
+                dynamic |= _stored_names(stmt, self.bodies)
+            for name in names or _stored_names(stmt, self.bodies):
                 bindings[name] = bindings.get(name, 0) + 1
+            if not self.full:
+                continue
             if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
                 reader = stmt.name
             elif names:
@@ -1114,7 +1132,7 @@ class _Walker:
                 future.append(stmt)
             elif isinstance(stmt, ast.ImportFrom) and any(a.name == "*" for a in stmt.names):
                 # binds names the source does not show: module-level code, not a target
-                statements.append((ast.dump(stmt), self._segment(stmt) or ast.unparse(stmt)))
+                statements.append(self._statement(stmt))
                 statement_nodes.append(stmt)
             elif isinstance(stmt, ast.Import | ast.ImportFrom):
                 for bound, what in _import_bindings(stmt):
@@ -1129,8 +1147,7 @@ class _Walker:
                         decorators=what,  # for an import: what the name is bound to
                     )
             elif not _is_main_guard(stmt):
-                text = self._segment(stmt) or ast.unparse(stmt)
-                statements.append((ast.dump(stmt), text))
+                statements.append(self._statement(stmt))
                 statement_nodes.append(stmt)
         imported = _module_scope_imports(body)
         if imported:
@@ -1148,15 +1165,23 @@ class _Walker:
             readers=readers,
             dynamic_names=dynamic,
             namespace_readers=namespace_readers,
-            mutated=_mutated(tree),
-            from_imports=from_imports(tree),
+            mutated=_mutated(tree) if self.full else set(),
+            from_imports=from_imports(tree) if self.full else [],
             statement_nodes=statement_nodes,
             loads=frozenset(
                 n.id
                 for n in ast.walk(tree)
                 if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
-            ),
+            )
+            if self.full
+            else frozenset(),  # the differ's; staging never reads it (a walk of every node)
         )
+
+    def _statement(self, stmt: ast.stmt) -> tuple[str, str]:
+        """(dump, text) of a module-level statement; empty for staging, which reads the node only."""
+        if not self.full:
+            return "", ""
+        return ast.dump(stmt), self._segment(stmt) or ast.unparse(stmt)
 
 
 def fold_all_chain(body: list[ast.stmt]) -> list[ast.stmt]:
@@ -1231,7 +1256,7 @@ def fold_prebound_blocks(body: list[ast.stmt]) -> list[ast.stmt]:
     out: list[ast.stmt] = []
     for stmt in body:
         if isinstance(stmt, ast.If | ast.Try) and binds_only(stmt):
-            again = _block_binds(stmt)
+            again = block_binds(stmt)
             run: list[ast.stmt] = []
             while out:
                 names = _assigned_names(out[-1])
@@ -1287,8 +1312,8 @@ def all_statements(tree: ast.Module) -> str | None:
     return "\n".join(ast.dump(body[i]) for i in sorted(chosen))
 
 
-def _block_binds(node: ast.stmt) -> set[str]:
-    """Every name a binds-only block may bind, in any branch (staging's `_block_names`)."""
+def block_binds(node: ast.stmt) -> set[str]:
+    """Every name a binds-only block may bind, in any branch (the differ's fold and staging's blocks)."""
     out: set[str] = set()
     for n in ast.walk(node):
         if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
@@ -1341,8 +1366,16 @@ def _module_scope_imports(body: list[ast.stmt]) -> list[ast.stmt]:
     return out
 
 
-def walk_source(source: str, filename: str = "<livepatch>") -> ModuleWalk:
+def walk_source(source: str, filename: str = "<livepatch>", *, full: bool = True) -> ModuleWalk:
     """Parse and compile `source` (never execute it) and list its definitions.
+
+    `full=False` is staging's walk: the same definitions (qualname, kind, node, code, owner, name,
+    decorators), classes (node, slots present or not, assignments), statement_nodes, future and code, but
+    none of the differ's analyses, which were most of the walk's time (a tenth of a second to a second
+    for kvserver's aof.py and resp.py on a busy machine, on the server's patcher thread): Definition's
+    `defaults` and `value`, ClassInfo's `header`, `other_statements`, `body_reads` and instance analyses,
+    the statements' (dump, text), `readers`, `namespace_readers`, `mutated` and `from_imports` are left
+    empty (tests/patch/test_walk_light.py checks the rest equals the full walk's).
 
     Raises SyntaxError (with `filename`) when the source does not compile. Pure; any thread.
     """
@@ -1350,4 +1383,106 @@ def walk_source(source: str, filename: str = "<livepatch>") -> ModuleWalk:
     # compiling the tree gives the same code objects as compiling the text (what the import system does:
     # tests/patch/test_fingerprint.py checks it) and saves a second parse
     code = compile(tree, filename, "exec", dont_inherit=True)
-    return _Walker(source).walk(tree, code)
+    return _Walker(source, full).walk(tree, code)
+
+
+def parse_in_pieces(source: str, filename: str = "<livepatch>") -> ast.Module:
+    """`ast.parse(source, filename)`, in one parse per top-level statement: the same tree (line numbers
+    included), but the GIL is never held for the whole module. ast.parse is one C call: 7-12 ms of CPU
+    for kvserver's resp.py (40 kB), which on a busy machine the OS stretches, GIL held, into a stall of
+    every other thread of the server (the latency column at a live update, docs/performance.md).
+
+    Candidate cuts are the lines that start in column 0 with something other than a comment, a closing
+    bracket, `else`, `elif`, `except`, `finally`, or the def or class of a decorator line above. From a
+    statement boundary, a piece grows cut by cut until it parses: where it does, the tokenizer is at a
+    line start with no string, bracket or backslash continuation open and at indentation 0, as it is at
+    that line of the whole source, so the next line starts a new statement (the clauses that would
+    continue one are not candidates). A multi-line docstring or string therefore joins its piece; a
+    source that does not parse is parsed whole, for ast.parse's own error. (tests/patch/
+    test_walk_light.py checks the trees against ast.parse on kvserver and on the tricky cases.)"""
+    lines = source_lines(source)
+    starts: list[int] = []
+    decorated = False  # a decorator line started the current statement: its def or class follows
+    for i, line in enumerate(lines):
+        if i and (line[:1] in _NOT_A_START or _CONTINUES.match(line)):
+            continue
+        if decorated and (line.startswith("@") or _DEFINITION.match(line)):
+            decorated = not line.startswith(("def", "class", "async"))
+            continue
+        starts.append(i)
+        decorated = line.startswith("@")
+    if len(starts) < 2:
+        return ast.parse(source, filename)
+    starts.append(len(lines))
+    body: list[ast.stmt] = []
+    type_ignores: list[ast.TypeIgnore] = []
+    k = 0
+    while k < len(starts) - 1:
+        first = starts[k]
+        # the piece starts after `first` empty lines, so the parser numbers its lines as in the whole
+        # source (ast.increment_lineno afterwards walked every node in Python: ~1/3 of the CPU)
+        padding = "\n" * first
+        for k in range(k + 1, len(starts)):  # noqa: B020 - the piece grows until it parses
+            try:
+                piece = ast.parse(padding + "".join(lines[first : starts[k]]), filename)
+                break
+            except SyntaxError:
+                continue
+        else:
+            return ast.parse(source, filename)  # the rest does not parse: ast.parse's own error
+        body.extend(piece.body)
+        type_ignores.extend(t for t in piece.type_ignores if isinstance(t, ast.TypeIgnore))
+    return ast.Module(body=body, type_ignores=type_ignores)
+
+
+def source_lines(source: str) -> list[str]:
+    """The physical lines of `source`, each with its line ending, as the tokenizer counts them."""
+    if not any(c in source for c in _OTHER_BREAKS):
+        # str.splitlines splits where the tokenizer does (\r\n, \r, \n) when none of its other
+        # breaks is there, in C: the regex split took ~2 ms for kvserver's resp.py, ~0.05 ms this way
+        return source.splitlines(keepends=True)
+    return [line for line in _LINES.split(source) if line]
+
+
+# the line breaks of str.splitlines that do not end a line for the tokenizer
+_OTHER_BREAKS = ("\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
+
+
+def _may_declare_global(source: str) -> bool:
+    """`_GLOBAL_KEYWORD.search(source) is not None`, searched only on the lines that hold the word: a match
+    ending at an occurrence either starts on its line or crosses that line's start through whitespace
+    only, where `^` matches as well (~0.05 ms instead of ~1.5 ms for resp.py's 40 kB)."""
+    i = source.find("global")
+    while i != -1:
+        start = source.rfind("\n", 0, i) + 1
+        if _GLOBAL_KEYWORD.search(source, start, i + 7):  # one character past: for the \b
+            return True
+        i = source.find("global", i + 1)
+    return False
+
+
+def module_scope_imports(body: list[ast.stmt]) -> list[ast.stmt]:
+    """The `from __future__` imports and the imports that bind names in the module's scope (`future`'s
+    prelude, see ModuleWalk): what a statement compiled alone is compiled with."""
+    return [
+        *(s for s in body if isinstance(s, ast.ImportFrom) and s.module == "__future__"),
+        *_module_scope_imports(body),
+    ]
+
+
+# physical lines as the tokenizer ends them (\r\n, \r, \n; str.splitlines also splits on \f, \x1c...)
+_LINES = re.compile(r"(?<=\n)|(?<=\r)(?!\n)")
+_DEFINITION = re.compile(r"(?:def|class|async)\b")
+# a line that cannot start a top-level statement: indented, blank, a comment, a closing bracket
+_NOT_A_START = frozenset(" \t\f\r\n#)]}")
+# a clause continuing the statement above it (and `@`: the def a decorator line belongs to follows)
+_CONTINUES = re.compile(r"(?:else|elif|except|finally)\b")
+
+
+def walk_tree(
+    source: str, tree: ast.Module, code: CodeType | None, *, full: bool = True
+) -> ModuleWalk:
+    """walk_source's walk of an already parsed `tree` of `source`, with `code` compiled from that tree,
+    or None: then no Definition has code either (staging compiles a module only once a definition's
+    code is needed: a block or an import needs only its node). Pure; any thread."""
+    return _Walker(source, full).walk(tree, code)

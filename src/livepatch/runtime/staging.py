@@ -80,7 +80,14 @@ from livepatch.patch.model import (
     TargetChange,
 )
 from livepatch.patch.patchability import FUNCTION_KINDS, replacement_problems
-from livepatch.patch.walk import Definition, ModuleWalk, binds_only, walk_source
+from livepatch.patch.walk import (
+    Definition,
+    ModuleWalk,
+    binds_only,
+    block_binds,
+    parse_in_pieces,
+    walk_tree,
+)
 from livepatch.runtime.resolve import ResolveError, resolve_function, resolve_owner
 from livepatch.runtime.swap import MISSING, BindOp, CodeOp, StagedPatch, make_staged_patch
 from livepatch.runtime.swap_build import LiveBuilder, new_module
@@ -151,8 +158,12 @@ class _ModuleStager:
         self.followed = followed  # (module, name) copies this patch rebinds too
         self.compiled = mp.compiled if isinstance(mp, CompiledModulePatch) else {}
         self.added = mp.added if isinstance(mp, CompiledModulePatch) else {}
+        # the few top-level statements staging reads, carried by a signed compiled patch (patch.view)
+        self.view = mp.view if isinstance(mp, CompiledModulePatch) else None
         self._relocated: dict[int, CodeType] = {}  # id of a code in self.added (kept alive there)
         self._walk: ModuleWalk | None = None
+        self._tree: ast.Module | None = None  # the new source's AST, once parsed
+        self._coded: ModuleWalk | None = None  # the walk with code objects, when compiled lazily
         self._build: LiveBuilder | None = None
         self.codes: list[CodeOp] = []
         self.binds: dict[tuple[int, str], BindOp] = {}
@@ -162,18 +173,61 @@ class _ModuleStager:
 
     @property
     def walk(self) -> ModuleWalk:
-        """The new source, parsed and compiled on first use (not at all for a compiled patch of changed
-        functions)."""
+        """The new source, parsed on first use (not at all for a compiled patch of changed functions) and
+        walked for what staging reads only (walk_source's `full=False`: none of the differ's analyses).
+        Compiled at once when the patch carries no compiled code (its source must compile, whatever
+        changes); a compiled patch's source was compiled by `livepatch diff` for this interpreter, and
+        is compiled here only when a definition's code is needed (`coded`): a changed block or an
+        import needs only its node, and compiling kvserver's resp.py (40 kB) is ~6 ms of CPU in one
+        call that holds the GIL. With a staging view (patch.view) only the statements it names are
+        parsed, walked and, if need be, compiled: the walk of that partial module is the whole one's
+        for every target staging reads (checked by `livepatch diff` when it made the view)."""
         if self._walk is None:
+            if self.view is not None:
+                try:
+                    # the statements the patch's view names, each parsed alone: not the whole module
+                    self._tree = self.view.parse(self.mp.new_source, self.filename)
+                except (SyntaxError, ValueError) as exc:
+                    raise PatchRefused(
+                        f"{self.mp.module}: the patch's staging view does not match its new source "
+                        f"(corrupt patch): {exc}"
+                    ) from exc
+                code = None
+            else:
+                try:
+                    # one parse per top-level statement: the GIL is not held for the whole module
+                    self._tree = parse_in_pieces(self.mp.new_source, self.filename)
+                    code = None if isinstance(self.mp, CompiledModulePatch) else self._compile()
+                except (SyntaxError, ValueError) as exc:
+                    raise PatchRefused(
+                        f"{self.mp.module}: the patch's new source does not compile: {exc}"
+                    ) from exc
+            self._walk = walk_tree(self.mp.new_source, self._tree, code, full=False)
+            if self._build is not None:
+                self._build.future = self._walk.future
+        return self._walk
+
+    def _compile(self) -> CodeType:
+        assert self._tree is not None
+        # compiling the tree gives the code compiling the text gives (walk_source)
+        return compile(self._tree, self.filename, "exec", dont_inherit=True)
+
+    def coded(self, d: Definition) -> Definition:
+        """`d` (a definition of `walk`) with its code object: the module is compiled now if the walk was
+        made without."""
+        walk = self.walk
+        if walk.code is not None:
+            return d
+        if self._coded is None:
+            assert self._tree is not None
             try:
-                self._walk = walk_source(self.mp.new_source, self.filename)
+                code = self._compile()
             except (SyntaxError, ValueError) as exc:
                 raise PatchRefused(
                     f"{self.mp.module}: the patch's new source does not compile: {exc}"
                 ) from exc
-            if self._build is not None:
-                self._build.future = self._walk.future
-        return self._walk
+            self._coded = walk_tree(self.mp.new_source, self._tree, code, full=False)
+        return self._coded.definitions.get(d.qualname, d)
 
     @property
     def build(self) -> LiveBuilder:
@@ -210,7 +264,28 @@ class _ModuleStager:
                 change.qualname,
                 f"is a {d.kind} in the new source but the patch says {change.definition}",
             )
+        if self.view is not None:
+            self.check_view(d, change.new_fingerprint)
         return d
+
+    def check_view(self, d: Definition, expected: str | None) -> None:
+        """A definition read through the patch's staging view is the one the patch names (its code's or
+        value's fingerprint): a view whose span cuts a class or def short, or names another statement,
+        is refused, as a patch whose compiled code is not what it names."""
+        if expected is None:
+            return
+        if d.kind is DefinitionKind.VALUE:
+            value = _assigned_value(d)
+            got: str | None = hashlib.sha256(ast.dump(value).encode()).hexdigest()
+        else:
+            code = self.coded(d).code
+            got = code_fingerprint(code) if code is not None else None
+        if got != expected:
+            raise self.refuse(
+                d.qualname,
+                "the patch's staging view does not match its new source (corrupt patch): the "
+                "statement it names does not define what the patch names",
+            )
 
     def new_target(self, change: TargetChange) -> CompiledTarget:
         """The new code and default expressions of a CHANGED function: compiled by the patch's author, or
@@ -218,7 +293,7 @@ class _ModuleStager:
         target = self.compiled.get(change.qualname)
         if target is not None:
             return target
-        d = self.new_definition(change)
+        d = self.coded(self.new_definition(change))
         assert d.code is not None and isinstance(d.node, ast.FunctionDef | ast.AsyncFunctionDef)
         return CompiledTarget(d.code, defaults_plan(d.node, self.filename))
 
@@ -325,6 +400,8 @@ class _ModuleStager:
             raise self.refuse(
                 change.qualname, "the patch's new source does not define it (corrupt patch)"
             )
+        if self.view is not None:
+            self.new_definition(change)  # which checks the class the view names (check_view)
         try:
             cls = resolve_owner(self.module, change.qualname)
         except ResolveError as exc:
@@ -410,9 +487,9 @@ class _ModuleStager:
             self.check_not_enum(cls, change.qualname)
             value = self.build.eval_expr(_assigned_value(d), cls, change.qualname)
         elif d.kind is DefinitionKind.CLASS:
-            value = self.build.build_class(d, cls)
+            value = self.build.build_class(self.coded(d), cls)
         else:
-            value = self.build.build_function(d, cls)
+            value = self.build.build_function(self.coded(d), cls)
         self.bind(cls, d.name, value, change.qualname)
 
     def stage_import_over_block(self, change: TargetChange) -> None:
@@ -440,7 +517,11 @@ class _ModuleStager:
         (and changed defaults) swapped in place, the live function object kept; a class -> its methods
         patched in place the same way, new plain methods added, everything else must be the same;
         anything else -> refused (a new object would leave every holder of the old one behind)."""
-        node = self.walk.block(change.qualname)
+        node = (
+            self.view.block(self.walk, change.qualname)
+            if self.view is not None
+            else self.walk.block(change.qualname)
+        )
         if (
             node is None
             or hashlib.sha256(ast.dump(node).encode()).hexdigest() != change.new_fingerprint
@@ -453,7 +534,7 @@ class _ModuleStager:
         if _star_import(node):
             self.stage_new_star(change, node, bound)
             return
-        names = sorted(_block_names(node))
+        names = sorted(block_binds(node))
         for name in names:
             if name not in bound:
                 continue  # bound in a branch this server did not take
@@ -914,19 +995,6 @@ def _star_source(module: ModuleType, node: ast.ImportFrom) -> str:
     package = getattr(module, "__package__", None) or module.__name__.rpartition(".")[0]
     base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
     return f"{base}.{node.module}" if node.module else base
-
-
-def _block_names(node: ast.stmt) -> set[str]:
-    """Every name a binds-only block may bind, in any branch."""
-    out: set[str] = set()
-    for n in ast.walk(node):
-        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            out.add(n.name)
-        elif isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
-            out.add(n.id)
-        elif isinstance(n, ast.alias):
-            out.add(n.asname or n.name.split(".")[0])
-    return out
 
 
 def _wraps(obj: Any, func: FunctionType) -> bool:

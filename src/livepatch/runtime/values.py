@@ -34,6 +34,15 @@ with the old rows. `consumed_elements` compares the live container with a fresh 
 expression (staging does that anyway): elements that are not the very same object in both were built
 by the expression (a `command(...)` row, not a function it names), and one gc.get_referrers pass over
 them finds any holder but the live container itself: the change is then refused.
+
+Both heap searches see the objects a process froze (gc.freeze(): kvserver freezes everything it holds at
+start-up, its command table and its data set included): gc.get_referrers searches the collector's
+generations only, not the permanent one, so `_referrers` adds the frozen referrers that
+livepatch._frozenheap (a small C helper) finds by walking the permanent generation in place. Nothing is
+unfrozen or frozen again: freezing again would also freeze whatever was alive at staging time, and the
+cyclic garbage it later became would never be collected (a leak per patch). Without the helper (not
+built, or another CPython than 3.11) a search while objects are frozen cannot be exact, and the patch is
+refused, saying so.
 """
 
 from __future__ import annotations
@@ -153,10 +162,40 @@ def heap_holders(
     refused, never on one that stages cleanly."""
     if isinstance(live, _SCALARS):
         return []
-    found = _heap_holders(module, live, name, followed, keep)
-    if found:
-        gc.collect()
+    try:
         found = _heap_holders(module, live, name, followed, keep)
+        if found:
+            gc.collect()
+            found = _heap_holders(module, live, name, followed, keep)
+    except _Unsearchable:
+        return [UNSEARCHABLE]
+    return found
+
+
+try:
+    from livepatch import _frozenheap
+except ImportError:  # the optional C helper was not built (setup.py)
+    _frozenheap = None
+
+# what a search reports when objects are frozen and the helper is missing: the patch is refused
+UNSEARCHABLE = (
+    "the objects gc.freeze() froze, which this build cannot search (livepatch._frozenheap is not "
+    "built for this interpreter)"
+)
+
+
+class _Unsearchable(Exception):
+    """Objects are frozen and livepatch._frozenheap is missing: no exact search."""
+
+
+def _referrers(objs: tuple[Any, ...]) -> list[Any]:
+    """gc.get_referrers(*objs), the frozen objects included (see the module docstring). `objs` is one
+    tuple, passed on as is, so that the only container of the arguments is the one skipped."""
+    found = [r for r in gc.get_referrers(*objs) if r is not objs]  # not this call's own arguments
+    if gc.get_freeze_count():
+        if _frozenheap is None:
+            raise _Unsearchable
+        found.extend(_frozenheap.referrers(*objs))
     return found
 
 
@@ -180,7 +219,7 @@ def _heap_holders(
             except TypeError:
                 continue
     found: list[str] = []
-    for r in gc.get_referrers(live):
+    for r in _referrers((live,)):
         if id(r) in own:
             continue
         in_module = module_dicts.get(id(r))
@@ -246,7 +285,11 @@ def consumed_elements(live: Any, fresh: Any) -> str:
     while frame is not None:
         own.add(id(frame))
         frame = frame.f_back
-    found = [r for r in gc.get_referrers(*built) if id(r) not in own and not _is_pair(r, pairs)]
+    try:
+        referrers = _referrers(tuple(built))
+    except _Unsearchable:
+        return f"{', '.join(sorted({type(o).__name__ for o in built}))} objects, maybe held by {UNSEARCHABLE}"
+    found = [r for r in referrers if id(r) not in own and not _is_pair(r, pairs)]
     if not found:
         return ""
     kinds = sorted({type(o).__name__ for o in built})
