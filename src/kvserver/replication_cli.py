@@ -260,6 +260,13 @@ class ReplicationRole:
         # No full sync after a switchover (PrimaryOptions.resume_after, StandbyOptions.resume):
         self._resume: tuple[int, int] | None = None  # old primary: (its term, its drained epoch)
         self._resume_offer = 0  # the standby that took over: the last epoch it held
+        # The standby that took over was told SWITCHOVER (wire.py): its old primary is about to join
+        # as its standby, so the new primary holds writes for it (PrimaryOptions.await_standby).
+        self._await_old_primary = False
+        # A switchover binds --replication-listen before it hands anything over (a port it cannot
+        # bind refuses the switchover, nothing changed), so the new primary's first connection
+        # attempt finds it and waits in its backlog, not in a reconnection backoff.
+        self._standby_listener: socket.socket | None = None
 
     def _etcd_lease(self, service: tuple[str, int]) -> Any:
         if self._lease is None and self.rc.etcd_url is not None:
@@ -300,8 +307,9 @@ class ReplicationRole:
         self._resume = None
         if self.rc.takeover is not None and self.rc.etcd_url is not None:
             options.may_take_over = self._etcd_lease(self.rc.takeover).try_acquire
+        listener, self._standby_listener = self._standby_listener, None
         try:
-            standby = Standby(StandbyHost(server), self.rc.listen, options)
+            standby = Standby(StandbyHost(server), self.rc.listen, options, listener)
         except OSError as exc:
             click.echo(
                 f"kvserver: cannot listen for the primary on {self.rc.listen[0]}:{self.rc.listen[1]}: "
@@ -323,6 +331,7 @@ class ReplicationRole:
         self.term = standby.term
         if listener is not None:
             self._resume_offer = standby.acked_epoch
+            self._await_old_primary = standby.planned_handover
         return listener
 
     def start_primary(self, loop: Any) -> None:
@@ -335,7 +344,9 @@ class ReplicationRole:
         self._loop = loop
         options = primary_options(self.rc)
         options.resume_after, self._resume_offer = self._resume_offer, 0
+        options.await_standby, self._await_old_primary = self._await_old_primary, False
         self.primary = install_primary(loop, self.rc.replicate_to, options, self.term)
+        loop.after_drain = self._hand_over
         self.start_status(self.primary.status)
         if self._status_server is not None:
             self._status_server.actions["switchover"] = self._request_switchover
@@ -378,8 +389,44 @@ class ReplicationRole:
                 f"{status['state']}, protected {status['protected']}): nothing was changed; "
                 "wait until `livepatch replication status` says streaming and protected",
             }
-        self.switching = True
+        if primary.standby_version < 2:
+            return {
+                "ok": False,
+                "error": f"the standby at {status['standby']} speaks replication protocol version "
+                f"{primary.standby_version} (an older livepatch): it does not know the SWITCHOVER "
+                "frame, so it would take over as after a failover and acknowledge writes before "
+                "this server has joined it: nothing was changed; upgrade (restart) the standby "
+                "first",
+            }
         assert self.rc.listen is not None
+        from livepatch.replication.standby import listen
+
+        try:
+            self._standby_listener = listen(self.rc.listen, 8)
+        except OSError as exc:
+            return {
+                "ok": False,
+                "error": f"cannot listen on --replication-listen {self.rc.listen[0]}:"
+                f"{self.rc.listen[1]} to become the standby ({exc}): nothing was changed",
+            }
+        # Drain now, while this loop thread executes nothing (this call runs between iterations):
+        # if the standby has meanwhile dropped the link (on a busy machine it may suspect a silent
+        # primary just before the request) or does not answer, refuse with nothing changed and keep
+        # serving, instead of handing over to a standby that then takes over as after a failover
+        # (a full sync; held replies closed unanswered). The loop's own drain after it stops then
+        # has at most the writes of this iteration left.
+        why = primary.drain(primary.options.standby_timeout_ms / 1000.0)
+        if why:
+            self._standby_listener.close()
+            self._standby_listener = None
+            log.warning("replication: switchover refused: %s; still serving", why)
+            return {
+                "ok": False,
+                "error": f"the standby at {status['standby']} did not confirm the last writes "
+                f"({why}): nothing was changed, this server still serves; retry once "
+                "`livepatch replication status` says streaming and protected",
+            }
+        self.switching = True
         log.warning(
             "replication: SWITCHOVER: handing %s:%d to the standby at %s; this server becomes "
             "its standby on %s:%d",
@@ -390,6 +437,23 @@ class ReplicationRole:
         )
         loop.shutdown(None)  # executes nothing more; the loop drains and closes its clients
         return {"ok": True, "standby": status["standby"], "term": status["term"]}
+
+    def _hand_over(self) -> None:
+        """The stopped loop drained its standby and closed its clients and address (loop thread):
+        give up the etcd lease, then drop the link: the standby, seeing the link close, takes the
+        key and binds the address at once (SIGTERM and SHUTDOWN too), without waiting for the rest
+        of this process's stop."""
+        self._release_lead()
+        if self.primary is not None:
+            if self.switching:
+                self.primary.announce_switchover()  # after the drain: we will follow it
+            self.primary.hand_off()  # stop() joins its thread later
+        log.info("replication: clients closed, address and link handed over")
+
+    def _release_lead(self) -> None:
+        if self._keeper is not None:
+            self._keeper.stop(release=not (self.primary is not None and self.primary.fenced))
+            self._keeper = None
 
     def become_standby(self, server: Any) -> None:
         """After a switchover's loop has stopped: follow the new primary from now on."""
@@ -436,9 +500,10 @@ class ReplicationRole:
 
     def stop(self) -> None:
         """Stop the primary (or standby) phase; the status socket too unless a switchover goes on."""
-        if self._keeper is not None:
-            self._keeper.stop(release=not (self.primary is not None and self.primary.fenced))
-            self._keeper = None
+        self._release_lead()
+        if self._standby_listener is not None and not self.switching:
+            self._standby_listener.close()  # bound for a switchover that did not happen
+            self._standby_listener = None
         if self.primary is not None:
             self.primary.stop()
         if self._status_server is not None and not self.switching:

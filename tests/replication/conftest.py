@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.replication.nodes import Node
+from tests.replication.nodes import Node, hold_port
 from tests.support import free_port
 
 
@@ -17,6 +17,7 @@ def pair(tmp_path: Path) -> Iterator[tuple[int, Node, Node]]:
     """The served port (either node may hold it) and nodes a and b; both are killed at teardown, a
     stopped one (SIGSTOP, the fault tests) resumed first so the kill is not left pending."""
     port = free_port()
+    service = hold_port(port)  # free between a primary's death and the takeover (nodes.py)
     a = Node("a", free_port(), tmp_path)
     b = Node("b", free_port(), tmp_path)
     try:
@@ -26,3 +27,5 @@ def pair(tmp_path: Path) -> Iterator[tuple[int, Node, Node]]:
             if node.alive():
                 node.signal(signal.SIGCONT)
             node.kill()
+            node.release_port()
+        service.close()

@@ -3,7 +3,8 @@
 Each accepted connection gets two pump threads (one per direction). `delay_s` is slept before each
 forwarded chunk; `drop()` closes every current connection at once (both sides see EOF/RST);
 `blackhole()` stops forwarding while keeping the sockets open, so each side sees a silent, half-open
-peer, until `heal()`.
+peer, until `heal()`; `blackhole(hide_closes=True)` also keeps a side's close from the other until
+then (as a loaded peer that has not read the EOF yet).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class FaultProxy:
         self.delay_s = 0.0
         self._flowing = threading.Event()
         self._flowing.set()
+        self._hide_closes = False
         self._lock = threading.Lock()
         self._conns: list[socket.socket] = []
         self._closed = False
@@ -62,6 +64,8 @@ class FaultProxy:
         except OSError:
             pass
         finally:
+            if self._hide_closes:
+                self._flowing.wait()  # close() heals: never left waiting
             for s in (src, dst):
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
@@ -74,7 +78,8 @@ class FaultProxy:
                 s.shutdown(socket.SHUT_RDWR)
             s.close()
 
-    def blackhole(self) -> None:
+    def blackhole(self, hide_closes: bool = False) -> None:
+        self._hide_closes = hide_closes
         self._flowing.clear()
 
     def heal(self) -> None:

@@ -3,6 +3,13 @@
 A `Node` is one server's identity: its replication port (where it listens while it is the standby) and
 its status socket; the pair shares one service address. `start_primary` / `start_standby` run
 `python -m kvserver` (what `livepatch serve kv` runs) through lpbench's ManagedProcess.
+
+A node's replication port is free while the node is the primary (or dead), yet its peer keeps
+replicating to it and the node listens there again once it is a standby. On a shared machine another
+run's free-port helper could be handed that port meanwhile (session 8: a callgrind server took one
+and the restarted standby could not listen). So the node holds it for its whole life (`hold_port`):
+a socket bound with SO_REUSEADDR and never listening, which the kernel does not hand out to bind(0)
+or connect(), and beside which the server's own listener (SO_REUSEADDR too) still binds and listens.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -24,6 +32,14 @@ from lpbench.servers import ManagedProcess
 READY = re.compile(r"\bready on\b")
 
 
+def hold_port(port: int) -> socket.socket:
+    """Keep 127.0.0.1:port from being handed to anyone else, without listening on it (above)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    return sock
+
+
 class Node:
     def __init__(self, name: str, repl_port: int, workdir: Path) -> None:
         self.name = name
@@ -34,6 +50,14 @@ class Node:
         # Run the server under this command (bench: valgrind) and on these CPUs (None: anywhere).
         self.wrapper: list[str] = []
         self.cpus: set[int] | None = None
+        self.env: dict[str, str] | None = None  # the server's environment (None: this process's)
+        self._held_port: socket.socket | None = hold_port(repl_port)
+
+    def release_port(self) -> None:
+        """Stop holding the replication port (teardown; the server's own listener is unaffected)."""
+        if self._held_port is not None:
+            self._held_port.close()
+            self._held_port = None
 
     @property
     def pid(self) -> int:
@@ -51,7 +75,9 @@ class Node:
         argv = [*self.wrapper, sys.executable, "-m", "kvserver", "--no-livepatch"]
         argv += ["--loglevel", "info", "--replication-socket", self.status_socket, *args]
         timeout = 300.0 if self.wrapper else 60.0
-        self.process = ManagedProcess(argv, READY, self.log_path, ready_timeout_s=timeout)
+        self.process = ManagedProcess(
+            argv, READY, self.log_path, ready_timeout_s=timeout, env=self.env
+        )
         self.process.start()
         if self.cpus is not None:
             pin(self.pid, self.cpus)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -131,6 +132,34 @@ def test_switchover_refused_with_a_reason(pair: tuple[int, Node, Node], tmp_path
     with redis.Redis(port=port) as c:  # nothing changed
         assert c.set("still", "served")
     assert a.status()["role"] == "primary"
+
+
+def test_switchover_refused_when_the_standby_port_cannot_be_bound(
+    pair: tuple[int, Node, Node],
+) -> None:
+    """The old primary binds its --replication-listen before it hands anything over: a port taken
+    refuses the switchover with the reason and changes nothing (it used to hand the address over,
+    then fail to listen and exit, leaving the new primary without a standby)."""
+    port, a, b = pair
+    b.start_standby(port, a)
+    a.start_primary(port, b, "--replication-listen", f"127.0.0.1:{a.repl_port}")
+    a.wait_protected()
+    blocker = socket.create_server(("127.0.0.1", a.repl_port))
+    try:
+        refused = _switchover(a)
+        assert refused.returncode == 1, refused.stdout
+        assert "cannot listen on --replication-listen" in refused.stderr
+        assert "nothing was changed" in refused.stderr
+        with redis.Redis(port=port) as c:
+            assert c.set("still", "served")
+        assert a.wait_protected()["term"] == 1
+    finally:
+        blocker.close()
+    done = _switchover(a)  # the port is free again: the switchover goes through
+    assert done.returncode == 0, done.stderr
+    assert b.wait_protected()["full_syncs"] == 0
+    with retrying_client(port) as c:
+        assert c.get("still") == b"served"
 
 
 def _held_write(

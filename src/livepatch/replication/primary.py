@@ -101,6 +101,11 @@ class PrimaryOptions:
     # accepts, and only the epochs since the takeover are shipped: no full sync. Until the first
     # link (at most RESUME_WINDOW_S) no epoch is captured, so the first one holds every change.
     resume_after: int = 0
+    # A planned switchover's new primary (its old primary said SWITCHOVER on the wire, wire.py): that
+    # server joins as this one's standby within tens of ms, so under "degrade" too write replies
+    # are held until a standby holds them (at most --standby-timeout-ms, as any held reply), not
+    # acknowledged while no standby does. After a failover (kill -9) nobody is about to join: False.
+    await_standby: bool = False
 
 
 class Primary:
@@ -118,8 +123,9 @@ class Primary:
         self.options = options or PrimaryOptions()
         self.term = term
         self.protection = Protection(self.options.protection)
-        # No standby yet: under "degrade" nothing is held until one has synchronised.
-        if self.options.on_standby_loss == "degrade":
+        # No standby yet: under "degrade" nothing is held until one has synchronised, unless one is
+        # known to be joining (await_standby).
+        if self.options.on_standby_loss == "degrade" and not self.options.await_standby:
             self.protection.active = False
         self._protect_from = 1  # protection resumes once an epoch >= this is acknowledged
         # loop half
@@ -146,6 +152,7 @@ class Primary:
         )
         self._resumed_gen = 0  # the connection the standby accepted the resume offer on
         self.resume_accepted = False  # sender thread: the last handshake's answer to the offer
+        self.standby_version = 0  # sender thread: the last WELCOME's protocol version (0: none yet)
         self.drained_epoch = 0  # drain(): the last epoch, when the standby acknowledged it
         self._warned_unprotected = False
         # shared (under _cv)
@@ -183,12 +190,65 @@ class Primary:
         self._thread.start()
 
     def stop(self) -> None:
+        self.hand_off()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def hand_off(self) -> None:
+        """Drop the link now, without waiting for the sender thread to end (stop() waits): the
+        stopped loop hands over at once (the standby takes over), its process stops later."""
         self._stop.set()
         self._drop_link("stopping")
         with self._cv:
             self._cv.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+
+    def announce_switchover(self) -> bool:
+        """Tell the standby that this is a planned hand-over (wire.Kind.SWITCHOVER), after drain()
+        succeeded and before hand_off() (loop thread). False, logged, when it could not be said:
+        the standby then takes over as after a failover (the new primary holds nothing for us)."""
+        gen = self._link_gen
+        attached = self._attached
+        epoch = self.drained_epoch
+        why = ""
+        if not epoch:
+            why = "the drain did not complete"
+        elif not gen or attached is None or attached[0] != gen:
+            why = "the link is gone"
+        elif self.standby_version < 2:
+            why = f"the standby speaks protocol version {self.standby_version}"
+        data = wire.encode(Frame(Kind.SWITCHOVER, epoch, self.term))
+        deadline = time.monotonic() + 0.5
+        with self._cv:
+            # Behind any frame still queued (a heartbeat): wait for the sender to have written it.
+            while not why and (self._queue or self._sending):
+                if self._link_gen != gen or time.monotonic() > deadline:
+                    why = "the link is gone or stuck"
+                    break
+                self._cv.wait(0.002)
+            if not why:
+                assert attached is not None
+                try:
+                    # 22 bytes into an idle socket. Were only part taken, the standby would read a
+                    # cut frame and then the close: a failover's path, which is safe.
+                    sent = attached[1].send(data, socket.MSG_DONTWAIT)
+                except OSError as exc:
+                    sent, why = 0, str(exc)
+                if sent != len(data) and not why:
+                    why = "the socket's buffer is full"
+        if why:
+            log.warning(
+                "replication: could not tell the standby at %s:%d that this is a switchover (%s): "
+                "it takes over as after a failover",
+                *self.target,
+                why,
+            )
+            return False
+        log.info(
+            "replication: told the standby at %s:%d to take over after epoch %d (switchover)",
+            *self.target,
+            epoch,
+        )
+        return True
 
     def status(self) -> dict[str, Any]:
         now = time.monotonic()
@@ -346,6 +406,9 @@ class Primary:
         self._sync_unacked = False
         self._resume_until = 0.0
         self.state = "streaming"
+        # Capture the first epoch (every change since the takeover) in this tick: the sooner the
+        # standby acknowledges it, the sooner those writes are protected (and held replies go).
+        self._next_epoch_at = 0.0
         log.info(
             "replication: the standby at %s:%d holds epoch %d of the previous term: streaming "
             "without a full sync",
@@ -445,6 +508,7 @@ class Primary:
         p = self.protection
         gen = self._link_gen
         attached = self._attached
+        self.drained_epoch = 0
         if self.fenced:
             return "fenced"
         if not gen or attached is None or attached[0] != gen:
@@ -669,7 +733,8 @@ class Primary:
         self.resume_accepted = False
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.sendall(wire.encode(Frame(Kind.HELLO, offer, self.term, mine)))
+            hello = Frame(Kind.HELLO, offer, self.term, mine, wire.with_version())
+            sock.sendall(wire.encode(hello))
             decoder = wire.FrameDecoder()
             deadline = time.monotonic() + HANDSHAKE_TIMEOUT_S
             while True:
@@ -692,6 +757,7 @@ class Primary:
                 return None
             if answer.kind != Kind.WELCOME:
                 raise wire.WireError(f"expected WELCOME, got {answer.kind.name}")
+            self.standby_version = wire.version_of(answer)
             if secret is not None:
                 theirs, given = (
                     answer.payload[: auth.NONCE_BYTES],

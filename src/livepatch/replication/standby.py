@@ -91,12 +91,17 @@ def listen(address: tuple[str, int], backlog: int = 1024) -> socket.socket:
 
 class Standby:
     def __init__(
-        self, server: ReplicatedServer, address: tuple[str, int], options: StandbyOptions
+        self,
+        server: ReplicatedServer,
+        address: tuple[str, int],
+        options: StandbyOptions,
+        listener: socket.socket | None = None,
     ) -> None:
+        """listener: already bound to address (a switchover binds it before it hands over)."""
         self.server = server
         self.options = options
         self.term = options.term
-        self.listener = listen(address, 8)
+        self.listener = listener if listener is not None else listen(address, 8)
         self.address = self.listener.getsockname()[:2]
         self._stop = False
         self._conn: socket.socket | None = None
@@ -121,6 +126,10 @@ class Standby:
         self._last_frame = time.monotonic()
         self._next_bind_try = 0.0
         self._bind_refusals = 0
+        # The primary said SWITCHOVER (wire.py) after we acknowledged its last epoch: a planned
+        # hand-over, so it follows us as our standby (kvserver.replication_cli: the new primary then
+        # holds write replies until it has joined). Stays False after a failover.
+        self.planned_handover = False
 
     # ------------------------------------------------------------------------------ any thread
     def request_stop(self) -> None:
@@ -144,6 +153,7 @@ class Standby:
             "bytes_received": self.bytes_received,
             "full_syncs": self.full_syncs,
             "connections": self.connections,
+            "planned_handover": self.planned_handover,
             "failover_after_ms": self.options.failover_after_ms,
         }
 
@@ -206,6 +216,7 @@ class Standby:
         self._welcomed = False
         self._authenticating = None
         self._resume_epoch = 0  # HELLO's resume offer, when this standby accepts it (else 0)
+        self.planned_handover = False  # said on this connection or not at all
         self._syncing = False
         self._synced_conn = False
         self._last_frame = time.monotonic()
@@ -290,6 +301,9 @@ class Standby:
             elif kind == Kind.HEARTBEAT:
                 if ack is None:
                     ack = 0  # alive
+            elif kind == Kind.SWITCHOVER:
+                self._on_switchover(frame)
+                return None  # the primary closes the link: nothing more to read or acknowledge
             elif kind == Kind.SNAPSHOT_CHUNK:
                 if not self._syncing:
                     raise ProtocolViolation("a snapshot chunk outside a full sync")
@@ -321,6 +335,27 @@ class Standby:
                 raise ProtocolViolation(f"unexpected {kind.name} from the primary")
         return ack
 
+    def _on_switchover(self, frame: Frame) -> None:
+        """The primary hands over: take over at once (its address is free already), and say it
+        was planned only if we hold exactly its last epoch (else it is treated as a failover)."""
+        if self._synced_conn and frame.term == self.term and frame.epoch == self.acked_epoch:
+            self.planned_handover = True
+            log.info(
+                "replication: the primary hands over after epoch %d (switchover): taking over",
+                frame.epoch,
+            )
+        else:
+            log.warning(
+                "replication: SWITCHOVER after epoch %d of term %d, but this standby holds epoch "
+                "%d of term %d: taking over as after a failover",
+                frame.epoch,
+                frame.term,
+                self.acked_epoch,
+                self.term,
+            )
+        self._lose_connection("switchover")
+        self._next_bind_try = 0.0
+
     def _greet(self, frame: Frame) -> bool:
         """The handshake: HELLO (and AUTH with a secret). False: the connection was refused."""
         secret = self.options.secret
@@ -345,7 +380,9 @@ class Standby:
             mine = auth.nonce()
             self._authenticating = (frame.term, frame.payload, mine)
             welcome = mine + auth.proof(secret, b"standby", frame.payload, mine)
-            self._send(Frame(Kind.WELCOME, self._resume_epoch, self.term, welcome))
+            self._send(
+                Frame(Kind.WELCOME, self._resume_epoch, self.term, welcome, wire.with_version())
+            )
             return self._conn is not None
         term, theirs, mine = self._authenticating
         assert secret is not None
@@ -373,7 +410,7 @@ class Standby:
         self._welcomed = True
         resumed = self._resume_epoch
         if not welcomed:
-            self._send(Frame(Kind.WELCOME, resumed, self.term))
+            self._send(Frame(Kind.WELCOME, resumed, self.term, b"", wire.with_version()))
         if resumed and self._conn is not None:
             # This state is the new primary's at its takeover: its epochs since then follow.
             self.options.resume = None

@@ -8,9 +8,19 @@ receiver decompresses: `payload_of`). A frame longer than MAX_PAYLOAD or of an u
 Who sends what (livepatch.replication.primary / standby):
   primary -> standby   HELLO(term, nonce if a secret is set), AUTH(proof; with a secret),
                        SNAPSHOT_BEGIN(epoch S), SNAPSHOT_CHUNK, EPOCH(e), SNAPSHOT_END,
-                       HEARTBEAT (when nothing else was sent for HEARTBEAT_S, whatever the epoch length)
+                       HEARTBEAT (when nothing else was sent for HEARTBEAT_S, whatever the epoch length),
+                       SWITCHOVER(e) (version 2: a planned hand-over, see below)
   standby -> primary   WELCOME(term, nonce + proof with a secret) or FENCED(term) or DENIED(why),
                        ACK(e)
+
+Versions. HELLO and WELCOME carry the sender's protocol VERSION in the high nibble of their flags
+(`with_version`, `version_of`); a peer of session 8 or older sends 0 there and ignores the nibble,
+and counts as version 1. Version 2 adds SWITCHOVER(e): the draining primary of a planned switchover
+says, after the standby acknowledged its last epoch e and just before it closes the link, that the
+standby is to take over now and that this server will follow it as its standby (the new primary then
+holds write replies until it has: kvserver.replication_cli). It is sent only to a standby whose
+WELCOME said version 2 or more; a version-1 standby would drop the link on it ("unknown frame type
+12"), so a switchover to one is refused with that reason instead.
 """
 
 from __future__ import annotations
@@ -23,6 +33,10 @@ from typing import Any
 HEADER = struct.Struct(">BBQQI")
 MAX_PAYLOAD = 1 << 30  # 1 GiB: one epoch (or chunk) may carry a large value whole
 COMPRESSED = 1
+VERSION = 2  # this side's protocol version (above); 1: a peer that sends none
+_VERSION_SHIFT = (
+    4  # HELLO's and WELCOME's flags: the version in the high nibble (bit 0 is COMPRESSED)
+)
 
 
 class Kind(enum.IntEnum):
@@ -37,6 +51,7 @@ class Kind(enum.IntEnum):
     HEARTBEAT = 9
     AUTH = 10  # the primary's proof of the shared secret (livepatch.replication.auth)
     DENIED = 11  # the standby refuses the primary: payload says why (no or wrong secret)
+    SWITCHOVER = 12  # version 2: a planned hand-over after the standby acknowledged epoch e
 
 
 _KINDS = {k.value: k for k in Kind}  # Kind(n) without the enum call (per frame received)
@@ -53,6 +68,16 @@ class Frame:
     term: int = 0
     payload: bytes = b""
     flags: int = 0
+
+
+def with_version(version: int = VERSION) -> int:
+    """The flags of a HELLO or WELCOME saying `version`."""
+    return version << _VERSION_SHIFT
+
+
+def version_of(frame: Frame) -> int:
+    """The protocol version a HELLO or WELCOME says (1: a peer that predates versions)."""
+    return (frame.flags >> _VERSION_SHIFT) or 1
 
 
 def encode(frame: Frame) -> bytes:
