@@ -18,7 +18,7 @@ from livepatch.patch.diff import patch_from_sources
 from livepatch.patch.model import PatchSpec
 from livepatch.runtime import values
 from livepatch.runtime.staging import stage
-from tests.fixtures.livefixtures import forget, load_source, unique_name
+from tests.fixtures.livefixtures import forget, is_frozen, load_source, unique_name
 
 CORPUS = Path(__file__).resolve().parent / "values_corpus" / "module_kind_change"
 
@@ -68,7 +68,7 @@ def test_an_object_alive_at_staging_is_not_frozen_by_it(
     conn = _Connection()
     closed = weakref.ref(conn)
     _apply_and_revert(spec)
-    assert gc.get_freeze_count() == before
+    assert not is_frozen(conn) and gc.get_freeze_count() <= before
     del conn
     gc.collect()
     assert closed() is None, "the connection's cycle was frozen by staging: it is never collected"
@@ -90,7 +90,8 @@ def test_nothing_grows_across_many_patch_revert_cycles(
         _apply_and_revert(spec)
         del conn
     gc.collect()
-    assert gc.get_freeze_count() == frozen
+    # <=, not ==: a frozen object of the process (not of this test) may die meanwhile
+    assert gc.get_freeze_count() <= frozen
     assert len(gc.get_objects()) - tracked < 50  # less than one object per cycle
 
 
@@ -101,11 +102,13 @@ def test_refused_when_the_frozen_objects_cannot_be_searched(
     """Without the C helper (not built, or another CPython), a search over half the heap would be a
     guess: the patch is refused and the message says why; nothing is unfrozen."""
     _, spec = kind_change
-    before = gc.get_freeze_count()
+    old = [[]]  # frozen with the rest (the fixture froze before it existed)
+    gc.freeze()
+    fresh = [[]]  # alive, not frozen, during the staging
     monkeypatch.setattr(values, "_frozenheap", None)
     with pytest.raises(PatchRefused, match=r"gc\.freeze\(\) froze, which this build cannot search"):
         stage(spec)
-    assert gc.get_freeze_count() == before
+    assert is_frozen(old) and not is_frozen(fresh)
 
 
 def test_nothing_frozen_needs_no_helper(
