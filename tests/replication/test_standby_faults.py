@@ -5,13 +5,18 @@ lose no acknowledged write and never make two servers serve the address."""
 
 from __future__ import annotations
 
+import pickle
 import signal
+import socket
 import threading
 import time
 
 import pytest
 import redis
+import zstandard
 
+from livepatch.replication import wire
+from livepatch.replication.wire import Frame, Kind
 from tests.replication.faultproxy import FaultProxy
 from tests.replication.nodes import Node, wait_serving
 from tests.replication.workload import Writer, check
@@ -20,6 +25,9 @@ pytestmark = pytest.mark.timeout(240)
 
 BOUND_MS = 500  # --standby-timeout-ms in these tests
 SLACK_S = 2.0  # scheduling on a busy 2-core machine
+# Stores in one snapshot chunk of the busy-standby test: over 0.1 s of work at any speed CPython
+# runs (well over standby.ALIVE_S), ~0.5 s here at load 2.
+CHUNK_ENTRIES = 2_000_000
 
 
 def _acked_after(writer: Writer, since: float) -> list[float]:
@@ -210,7 +218,12 @@ def test_the_primary_waits_out_a_pause_of_its_standby_applying_a_full_sync(
     port, a, b = pair
     a.start_primary(port, b)  # --standby-timeout-ms 1000: the link's silence 2 s, 10 s in a sync
     with redis.Redis(port=port, socket_timeout=120) as c:
-        c.execute_command("DEBUG", "POPULATE", 300_000)
+        # ~6 MB pickled (~31 bytes a key), under primary.SYNC_QUEUE_BYTES (8 MB): the primary's
+        # queue alone takes the whole snapshot while the standby is stopped. 300,000 keys were
+        # ~9.1 MB: the rest had to fit in the kernel's buffers, and the queue's bytes count until
+        # the sender's batch is written, so a stop early in the sync (a loaded machine, session 8:
+        # "snapshot sent not reached in 6 s") could leave it unfinished, against the premise.
+        c.execute_command("DEBUG", "POPULATE", 200_000)
     b.start_standby(port, a)
     b.wait_status(lambda s: s.get("state") == "syncing", 60, "syncing")
     b.signal(signal.SIGSTOP)  # applying the snapshot: stopped before it could acknowledge it
@@ -226,3 +239,56 @@ def test_the_primary_waits_out_a_pause_of_its_standby_applying_a_full_sync(
     assert a.status()["full_syncs"] == 1
     status = b.status()
     assert status["connections"] == 1 and status["full_syncs"] == 1, status
+
+
+def _read_frames(sock: socket.socket, decoder: wire.FrameDecoder, timeout_s: float) -> list[Frame]:
+    """The next frames the standby sends (at least one); TimeoutError after timeout_s of nothing."""
+    sock.settimeout(timeout_s)
+    while True:
+        data = sock.recv(4096)
+        assert data, "the standby closed the link"
+        frames = decoder.feed(data)
+        if frames:
+            return frames
+
+
+def test_a_standby_busy_applying_a_long_batch_keeps_saying_it_is_alive(
+    pair: tuple[int, Node, Node],
+) -> None:
+    """One read can hold seconds of work (frames queue up while a loaded standby applies, or
+    while the primary was paused: a whole 300,000-key snapshot compresses to ~400 KB and came in
+    one read). The standby acknowledged only once it had applied all of it, so the primary heard
+    nothing for that long and dropped the link as silent (10 s during a sync, 2 s after), cutting
+    the sync short to start it again (the flake of test_a_standby_waits_out_..._full_sync[True],
+    session 9). This test plays the primary over a real socket: the batch reaches the stopped
+    standby whole, and each chunk takes the standby well over standby.ALIVE_S to apply
+    (CHUNK_ENTRIES stores), so it must say ACK(0) between them, before the sync's ACK."""
+    port, _, b = pair
+    b.start_standby(port, None)
+    term, begin_epoch, chunks = 1, 5, 4
+    entry = (b"key", b"value", None)  # one object: the pickle repeats a 2-byte reference
+    chunk = pickle.dumps((0, [entry] * CHUNK_ENTRIES), protocol=pickle.HIGHEST_PROTOCOL)
+    packed = zstandard.ZstdCompressor(level=3).compress(chunk)
+    batch = [Frame(Kind.SNAPSHOT_BEGIN, begin_epoch, term)]
+    batch += [Frame(Kind.SNAPSHOT_CHUNK, 0, term, packed, wire.COMPRESSED)] * chunks
+    batch.append(Frame(Kind.SNAPSHOT_END, begin_epoch - 1, term))
+    data = b"".join(wire.encode(f) for f in batch)
+    assert len(data) < 16 << 10  # the receive buffer takes it whole while the standby is stopped
+    with socket.create_connection(("127.0.0.1", b.repl_port), timeout=10) as sock:
+        decoder = wire.FrameDecoder()
+        sock.sendall(wire.encode(Frame(Kind.HELLO, 0, term, b"", wire.with_version())))
+        assert _read_frames(sock, decoder, 10)[0].kind == Kind.WELCOME
+        b.signal(signal.SIGSTOP)
+        try:
+            sock.sendall(data)  # one read for the standby: it is stopped until it has all of it
+        finally:
+            b.signal(signal.SIGCONT)
+        acks: list[int] = []
+        while begin_epoch - 1 not in acks:
+            frames = _read_frames(sock, decoder, 60)  # bounded: a loaded machine applies slowly
+            assert all(f.kind == Kind.ACK for f in frames), frames
+            acks += [f.epoch for f in frames]
+    # Before the fix: [4], nothing until the whole batch was applied.
+    assert acks.count(0) >= chunks - 1 and acks[-1] == begin_epoch - 1, acks
+    status = b.status()
+    assert status["full_syncs"] == 1 and status["connections"] == 1, status

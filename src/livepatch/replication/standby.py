@@ -18,7 +18,10 @@ whole epochs only.
   swaps it in at the end; a sync cut short leaves the previous state, which is what the primary's
   acknowledged replies rely on. Only then does this connection acknowledge: ACK(max(S-1, last epoch)),
   then ACK(e) after applying each epoch e. Frames that acknowledge nothing (chunks, epochs during a
-  sync) are answered ACK(0): the primary hears the standby is alive.
+  sync) are answered ACK(0): the primary hears the standby is alive. One read may bring seconds of
+  work (a whole compressed snapshot, a huge epoch, what piled up while this process or the primary
+  was paused): the acknowledgement so far goes out whenever ALIVE_S passed since the last one, not
+  only after the whole read, or the primary hears nothing for that long and drops the link as silent.
 * The primary is declared gone when its connection closes, or when it has been silent for
   `failover_after_ms` (the primary sends a frame at least every 50 ms). During a full sync, and
   before one ever completed (such a standby cannot take over), it waits SYNC_SILENCE_S instead:
@@ -58,6 +61,11 @@ TAKEOVER_RETRY_S = 0.02
 POLL_S = 0.02
 ACK_SEND_TIMEOUT_S = 1.0
 SYNC_SILENCE_S = 10.0  # silence tolerated during a full sync and before the first one (above)
+# While applying one read's frames, acknowledge what is applied so far at least this often: the
+# primary drops a link silent for 2 s (10 s in a full sync); a loaded standby once spent over 10 s on
+# one read (a whole 300,000-key snapshot) and was dropped mid-sync, the sync restarted (session 9).
+# One frame is applied whole: a huge epoch (one command that wrote millions of keys) stays silent.
+ALIVE_S = 0.1
 
 
 @dataclass
@@ -281,7 +289,15 @@ class Standby:
     def _handle(self, frames: list[Frame]) -> int | None:
         """Apply frames in order; returns the epoch to acknowledge (0: alive only), or None."""
         ack: int | None = None
+        said_at = time.monotonic()
         for frame in frames:
+            if ack is not None and time.monotonic() - said_at >= ALIVE_S:
+                # Applying this read takes long: say what is applied so far (at least "alive").
+                self._send(Frame(Kind.ACK, ack, self.term))
+                if self._conn is None:
+                    return None  # the send failed: the connection is gone, and with it the rest
+                ack = None
+                said_at = time.monotonic()
             if not self._welcomed:
                 if not self._greet(frame):
                     return None
