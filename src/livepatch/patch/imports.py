@@ -41,12 +41,15 @@ class PackageImports:
             m for m in sources if any(o.startswith(m + ".") for o in sources)
         }  # modules that are packages (an __init__): relative imports start from them
         self._imports: dict[str, list[tuple[int, str, str, str]]] = {}
-        self._sources = sources
+        # each module parsed once (None: it does not compile; the differ reports the module's own problem)
+        self._trees: dict[str, ast.Module | None] = {}
         for name, source in sources.items():
             try:
-                self._imports[name] = from_imports(ast.parse(source))
+                self._trees[name] = ast.parse(source)
             except (SyntaxError, ValueError, RecursionError, MemoryError):
-                self._imports[name] = []  # the differ reports the module's own problem
+                self._trees[name] = None
+            tree = self._trees[name]
+            self._imports[name] = from_imports(tree) if tree is not None else []
 
     def absolute(self, importer: str, level: int, module: str) -> str:
         """The absolute name of `from {'.' * level}{module} import ...` written in `importer`."""
@@ -73,12 +76,8 @@ class PackageImports:
         """The names `from {'.' * level}{module} import *` in `importer` binds, when the module is in
         the package and binds `__all__` once, at its top level, to a literal list or tuple of strings;
         else None (not known from the sources)."""
-        source = self._sources.get(self.absolute(importer, level, module))
-        if source is None:
-            return None
-        try:
-            tree = ast.parse(source)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
+        tree = self._trees.get(self.absolute(importer, level, module))
+        if tree is None:
             return None
         found: list[ast.expr | None] = []
         for node in ast.walk(tree):
@@ -109,13 +108,8 @@ class PackageImports:
         """What decides the names `from {'.' * level}{module} import *` in `importer` binds, as text to
         compare between versions (walk.all_statements): None when the module is not in the package, does
         not compile or has no `__all__` built by top-level statements alone."""
-        source = self._sources.get(self.absolute(importer, level, module))
-        if source is None:
-            return None
-        try:
-            return all_statements(ast.parse(source))
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            return None
+        tree = self._trees.get(self.absolute(importer, level, module))
+        return all_statements(tree) if tree is not None else None
 
     def constant_value(self, importer: str, text: str) -> str | None:
         """For `from M import N` (walk's import text) in `importer`: where N really comes from
@@ -126,12 +120,8 @@ class PackageImports:
         if m is None:
             return None
         where, name = self.origin(importer, len(m[1]), m[2], m[3])
-        source = self._sources.get(where)
-        if source is None:
-            return None
-        try:
-            tree = ast.parse(source)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
+        tree = self._trees.get(where)
+        if tree is None:
             return None
         found: list[ast.expr] = []
         for node in ast.walk(tree):

@@ -651,19 +651,26 @@ def _self_reads(node: FunctionNode) -> tuple[set[str], set[str]]:
     return guarded, plain
 
 
-def _init_values(node: FunctionNode) -> dict[str, ast.expr]:
-    """`self.X = expr` statements at the top level of an __init__ whose expression reads no parameter
-    and no local variable (only globals, builtins and `self`), first assignment of each X."""
+def _init_locals(node: FunctionNode) -> set[str]:
+    """An __init__'s parameters other than `self`, and every name it assigns: what a transformer's
+    expression, run later on a live instance, cannot read as they were."""
     params = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
-    if not params:
-        return {}
-    me = params[0].arg
     local = {a.arg for a in params[1:]} | {
         a.arg for a in (node.args.vararg, node.args.kwarg) if a is not None
     }
     for sub in ast.walk(node):
         if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
             local.add(sub.id)
+    return local
+
+
+def _init_values(node: FunctionNode) -> dict[str, ast.expr]:
+    """`self.X = expr` statements at the top level of an __init__ whose expression reads no parameter
+    and no local variable (only globals, builtins and `self`), first assignment of each X."""
+    params = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
+    if not params:
+        return {}
+    me, local = params[0].arg, _init_locals(node)
     out: dict[str, ast.expr] = {}
     once = _stored_once(node)
     for stmt in node.body:
@@ -693,13 +700,7 @@ def _init_ifs(node: FunctionNode) -> dict[str, ast.If]:
     params = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
     if not params or any(isinstance(s, ast.Return) for s in ast.walk(node)):
         return {}
-    me = params[0].arg
-    local = {a.arg for a in params[1:]} | {
-        a.arg for a in (node.args.vararg, node.args.kwarg) if a is not None
-    }
-    for sub in ast.walk(node):
-        if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
-            local.add(sub.id)
+    me, local = params[0].arg, _init_locals(node)
     once = _stored_once(node)
 
     def stores(stmt: ast.stmt) -> list[str] | None:
@@ -855,13 +856,7 @@ def _init_derived(
     params = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
     if not params or not kept:
         return {}
-    me = params[0].arg
-    local = {a.arg for a in params[1:]} | {
-        a.arg for a in (node.args.vararg, node.args.kwarg) if a is not None
-    }
-    for sub in ast.walk(node):
-        if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
-            local.add(sub.id)
+    me, local = params[0].arg, _init_locals(node)
     stores = [_stored_in(stmt) for stmt in node.body]
     once = _stored_once(node)
     out: dict[str, tuple[ast.expr, frozenset[str]]] = {}
