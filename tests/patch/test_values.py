@@ -125,6 +125,21 @@ CASES: dict[str, tuple[set[str], list[str]]] = {
             "m.Queue is __import__('queue').Queue",
         ],
     ),
+    "values_around_blocks": (
+        {
+            "added:SEPARATOR",
+            "changed:<block 0>",
+            "added:HAVE_NATIVE",
+            "added:FAST_PATHS",
+            "changed:parse",
+        },
+        [
+            "m.parse('x')",
+            "m.HAVE_NATIVE",
+            "m.FAST_PATHS[1] is __import__('json').dumps",
+            "m._native_loads is __import__('json').loads",
+        ],
+    ),
     "guarded_attribute": (
         {"changed:Channel.__init__", "changed:Channel.describe", "added:Channel.handle"},
         [
@@ -495,7 +510,8 @@ def test_a_class_level_default_of_a_base_class_covers_a_new_instance_attribute()
 
 
 @pytest.mark.parametrize(
-    "case", ["new_names", "changed_constants", "class_constants", "decorators"]
+    "case",
+    ["new_names", "changed_constants", "class_constants", "decorators", "values_around_blocks"],
 )
 def test_a_signed_patch_of_values_applies_from_its_compiled_code(case: str, tmp_path: Path) -> None:
     """The path an agent takes: a signed .lpatch (ADDED module-level statements compiled by `diff`),

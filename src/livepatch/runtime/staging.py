@@ -909,7 +909,7 @@ class _ModuleStager:
         self.bind(self.module, d.name, new, change.qualname)
 
     def run(self) -> None:
-        for change in self.mp.changes:
+        for change in self.ordered_changes():
             if change.kind is ChangeKind.SAME:
                 self.stage_same(change)
             elif change.kind is ChangeKind.REMOVED:
@@ -930,6 +930,52 @@ class _ModuleStager:
                 raise self.refuse(
                     change.qualname, f"a changed {change.definition} cannot be live-patched"
                 )
+
+    def ordered_changes(self) -> list[TargetChange]:
+        """The patch's changes in the order a fresh import of the new version runs their statements.
+
+        The differ lists definitions in source order but appends the changed if/try blocks after them
+        (diff._Differ.blocks). Staging evaluates added values, decorators and class bodies in the live
+        module with what the patch staged so far visible (swap_build.LiveBuilder's overlay), so a value
+        that reads a name a block binds (kvserver b29989ec9d: `HAVE_NATIVE = _native_parse is not
+        None` after `try: from kvserver._respfast import parse_requests as _native_parse`) must be
+        staged after that block, and a block that reads an added import after the import: exactly
+        the order of their statements in the new source. So when the patch changes a block, the
+        other changes are staged by the line of the top-level statement that defines them (stable:
+        the members of one class keep the differ's order); SAME ones (only checked) and REMOVED ones
+        (nothing to do) first. Without a changed block the differ's order already is the source
+        order, and nothing is parsed to find it."""
+        changes = list(self.mp.changes)
+        if not any(c.definition is DefinitionKind.BLOCK for c in changes):
+            return changes
+        inert = [c for c in changes if c.kind in (ChangeKind.SAME, ChangeKind.REMOVED)]
+        keyed: list[tuple[int, int, TargetChange]] = []
+        for i, change in enumerate(changes):
+            if change.kind in (ChangeKind.SAME, ChangeKind.REMOVED):
+                continue
+            line = self.statement_line(change)
+            if line is None:
+                return changes  # staging of that change refuses it (corrupt patch): order moot
+            keyed.append((line, i, change))
+        return inert + [c for _, _, c in sorted(keyed, key=lambda k: (k[0], k[1]))]
+
+    def statement_line(self, change: TargetChange) -> int | None:
+        """The first line of the top-level statement of the new source that defines `change` (the
+        class, for a member), None when the new source (or the patch's view of it) has none."""
+        qualname = change.qualname
+        if change.definition is DefinitionKind.BLOCK:
+            node = (
+                self.view.block(self.walk, qualname)
+                if self.view is not None
+                else self.walk.block(qualname)
+            )
+            return None if node is None else node.lineno
+        top = qualname.partition(".")[0]
+        d = self.walk.definitions.get(top)
+        if d is not None:
+            return d.node.lineno
+        info = self.walk.classes.get(top)
+        return None if info is None else info.node.lineno
 
 
 # class attributes every class statement makes anew: not members to compare
@@ -1241,8 +1287,13 @@ def stage(spec: PatchSpec) -> StagedPatch:
                     module, module_binds = new_module(mp)
                 _check_no_old_copies(mp.module, module, added, shared)
                 added[mp.module] = module
-                # what later modules of the patch import from it by name
+                # what later modules of the patch import from it by name, and the module itself as
+                # its package's attribute (`from kvserver import replication_cli` in a loaded module:
+                # kvserver 804f2324e2), which swap_in binds (new_module's BindOp)
                 shared.update({(mp.module, k): v for k, v in vars(module).items()})
+                parent, _, child = mp.module.rpartition(".")
+                if parent:
+                    shared[(parent, child)] = module
                 binds.extend(module_binds)
                 modules[mp.module] = module
                 source_bytes += len(mp.new_source.encode())
