@@ -315,6 +315,43 @@ def test_pre_patch_veto_refuses_and_a_failing_transform_changes_nothing(
     assert rt.statistics().transition is None
 
 
+ADDS_A_NAME = V2 + "\n\nNEW_LIMIT = 7\n"
+SEES_THE_NEW_SIDE = """
+seen = []
+
+def transform(ctx):
+    mod = next(iter(ctx.modules.values()))
+    seen.append((mod.NEW_LIMIT, mod.first(1)))  # a name the patch adds, the new code
+    if getattr(mod, "FAIL_TRANSFORM", False):
+        raise KeyError("state")
+"""
+
+
+def test_the_transform_runs_after_the_swap_and_a_failing_one_takes_the_swap_back(
+    rt: Runtime, app: ModuleType
+) -> None:
+    """The transform hook sees what a fresh process at the new version has (the names the patch adds,
+    the new code): a generated transformer may compute a value from them (kvserver 1287f55ec9's
+    `PubSub()`); a transform that fails leaves the old code and no added name."""
+    old = app.first.__code__
+    app.FAIL_TRANSFORM = True  # type: ignore[attr-defined]
+    spec = spec_for(app, new=ADDS_A_NAME, category=Category.DATA, hooks=SEES_THE_NEW_SIDE)
+    r = rt.apply_patch(spec)
+    assert r.outcome == "failed" and "transform hook raised KeyError" in r.reason, r.reason
+    assert "the swap was undone" in r.reason
+    assert app.first.__code__ is old and app.first(1) == ("v1", 1)
+    assert "NEW_LIMIT" not in vars(app)
+    assert "swapped" not in [e.name for e in r.events]
+    app.FAIL_TRANSFORM = False  # type: ignore[attr-defined]
+    r = rt.apply_patch(spec)
+    assert r.outcome == "applied", r.reason
+    ns = rt._stack[-1].hooks.namespace
+    assert ns is not None and ns.seen == [(7, ("v2", 1))]
+    assert app.NEW_LIMIT == 7  # type: ignore[attr-defined]
+    assert rt.revert_patch().ok
+    assert app.first.__code__ is old
+
+
 def test_watch_rolls_back_on_a_patcher_side_thread(rt: Runtime, app: ModuleType) -> None:
     hooks = "import threading\nrevert_threads = []\n\ndef post_revert(ctx):\n    revert_threads.append(threading.current_thread().name)\n"
     spec = spec_for(app, hooks=hooks)

@@ -15,7 +15,8 @@ Theory of operation
 `_patcher_lock` serializes every transition of the patch stack (apply, revert, the end of a watch window, an
 automatic rollback); the quiescence protocols serialize transitions of the thread registry on their own.
 Everything heavy (hooks loading, staging) happens before quiescence (invariant 4); inside a global
-quiescence only the activeness check, the transform hook and `swap_in` run. A watch window keeps the
+quiescence only the activeness check, `swap_in` and then the transform hook run (and `swap_out` when
+the hook fails: the hook sees the new code and the names the patch adds, as a fresh process would). A watch window keeps the
 patch's dispatchers installed (always choosing the new code) to count exceptions escaping it and to time
 its calls (watch.py); the next apply/revert ends the window first. Rollback runs on the watch's own
 thread, never in the thread whose exception tripped it; a window tripped by calls hanging in the new code
@@ -305,8 +306,10 @@ def _undoing(
 def _transform_while_parked(
     att: _Attempt, hooks: PatchHooks, ctx: HookContext, timeout: float
 ) -> Callable[[], None] | None:
-    """The transform hook as run inside global quiescence. On failure its declared steps are undone
-    right there, while every thread is still parked, so the server never sees half a transformation."""
+    """The transform hook as run inside global quiescence, after swap_in (the new code and names are
+    bound: the hook may use what the patch adds). On failure its declared steps are undone right
+    there, and _quiesce's action swaps the code back, while every thread is still parked, so the server
+    never sees half a transformation nor the new code."""
     from livepatch.runtime.hook_runner import HookTimedOut, call_with_deadline
 
     if not hooks.has("transform"):
@@ -320,13 +323,16 @@ def _transform_while_parked(
                 att.hook_running = "transform"
             raise PatchAborted(
                 _undo_report(
-                    att, ctx, f"{exc}; nothing was swapped, the threads were released", timeout
+                    att, ctx, f"{exc}; the swap was undone, the threads were released", timeout
                 ),
             ) from exc
         except Exception as exc:
             raise PatchFailed(
                 _undo_report(
-                    att, ctx, f"transform hook raised {exc!r}; nothing was swapped", timeout
+                    att,
+                    ctx,
+                    f"transform hook raised {exc!r}; the swap was undone before any thread ran",
+                    timeout,
                 ),
             ) from exc
 
@@ -456,9 +462,18 @@ class Patcher(Quiescence):
                 def action(parked: list[ParkedThread]) -> None:
                     if not allow_active:
                         _check_activeness(parked, staged.replaced_codes)
-                    if while_parked is not None:
-                        while_parked()
+                    # the transform runs after the swap, still parked: the new code and the names
+                    # the patch adds are bound, as in a fresh process (a generated hook computing
+                    # `PubSub()` or reading `delimiter_regex`, kvserver 1287f55ec9, h11 ec0ff35e9f);
+                    # when it fails its steps are undone (while_parked) and the swap with them, before
+                    # any thread runs again: nothing changed
                     staged.swap_in()
+                    if while_parked is not None:
+                        try:
+                            while_parked()
+                        except BaseException:
+                            staged.swap_out()
+                            raise
                     att.rec.emit(EventName.SWAPPED, detail=f"{staged.function_count} functions")
 
                 t = self.run_global(
