@@ -490,32 +490,29 @@ class _Differ:
 
     def transformer_may_read(self, old: ClassInfo, new: ClassInfo, node: ast.AST | None) -> bool:
         """Whether a generated transformer may evaluate `node` (an expression or an `if` of the new
-        __init__) on live instances. The hook runs before the swap binds the patch's module-level
-        names, so a name the old module does not bind would raise NameError (h11 ec0ff35e9fba:
-        `self._delimiter_regex = delimiter_regex`, a new module-level regex: the attempt was undone
-        live), and a value the patch changes would give the old value; and when the class stops
-        assigning an attribute (waitress d060d2424292 and 5bd69e954571: `queue_lock` and
-        `thread_mgmt_lock` replaced by new locks and conditions) the new attributes take over state
+        __init__) on live instances. The hook runs after the swap, still under global quiescence
+        (runtime/patcher.py, session 10), so the names the patch adds or changes at module level are
+        bound to their new values, as in a fresh process (h11 ec0ff35e9fba's `delimiter_regex`,
+        kvserver 1287f55ec9's `PubSub()`). Refused: a name nothing the swap binds gives it (bound by
+        code that is not a target of the new version and unbound in the old: NameError), and a class
+        that stops assigning an attribute (waitress d060d2424292 and 5bd69e954571: `queue_lock` and
+        `thread_mgmt_lock` replaced by new locks and conditions): the new attributes take over state
         the live instance keeps elsewhere, which a fresh value drops (both broke live requests when
-        applied). No transformer then (session 9)."""
+        applied; session 9). No transformer then."""
         if node is None:
             return True
         if set(old.instance_attributes) - set(new.instance_attributes):
             return False
-        old_top = {q: d for q, d in self.old.definitions.items() if "." not in q}
+        old_top = {q for q in self.old.definitions if "." not in q}
         for name in free_reads(node):
-            d = self.new.definitions.get(name)
-            if d is None and name not in self.new.dynamic_names:
+            if name in self.new.definitions:
+                continue  # a target: bound by the swap (new or changed) or kept (same)
+            if name not in self.new.dynamic_names:
                 continue  # a builtin, or `self`
-            before = old_top.get(name)
-            if before is None and name not in self.old.dynamic_names:
-                return False  # added by the patch: not bound in the live module yet
-            if (
-                d is not None
-                and d.kind is DefinitionKind.VALUE
-                and (before is None or ast.dump(before.node) != ast.dump(d.node))
-            ):
-                return False  # a value the patch changes: the hook would read the old one
+            if name not in old_top and name not in self.old.dynamic_names:
+                return (
+                    False  # bound only by code the patch does not stage: unbound in the live module
+                )
         return True
 
     @staticmethod
