@@ -43,6 +43,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from livepatch.patch.block_classes import block_class_values
+from livepatch.patch.block_classes import encode as encode_block_values
 from livepatch.patch.fingerprint import code_fingerprint
 from livepatch.patch.hooks_info import defined_hooks
 from livepatch.patch.imports import PackageImports
@@ -336,19 +338,33 @@ class _Differ:
         # the new class must keep the shape of one of the old ones of that name, in a block or at the
         # top level of the old module
         before: dict[str, set[str]] = {}
+        old_nodes: dict[str, list[ast.ClassDef]] = {}
         for n in changed_old:
             for c in ast.walk(n):
                 if isinstance(c, ast.ClassDef):
                     before.setdefault(c.name, set()).add(class_shape(c))
+                    old_nodes.setdefault(c.name, []).append(c)
         for name, info in self.old.classes.items():
             if "." not in name:
                 before.setdefault(name, set()).add(class_shape(info.node))
-        for _, n in changed_new:
+                old_nodes.setdefault(name, []).append(info.node)
+        values: dict[int, dict[str, dict[str, list[str]]]] = {}
+        for i, n in changed_new:
             for c in ast.walk(n):
                 if isinstance(c, ast.ClassDef) and class_shape(c) not in before.get(
                     c.name, {class_shape(c)}
                 ):
-                    return False
+                    # only class-level values differ, in a way staging can check and redo on the
+                    # live class (block_classes: waitress 50c66211a6's `family`)
+                    rules = block_class_values(
+                        c,
+                        old_nodes.get(c.name, []),
+                        (_module_tree(self.old), _module_tree(self.new)),
+                        self.old_getter_fingerprints(c.name),
+                    )
+                    if rules is None or c.name in values.get(i, {}):
+                        return False
+                    values.setdefault(i, {})[c.name] = rules
         for i, node in changed_new:
             # staged after the definitions: a block's test or values may read an import the patch adds
             self.blocks_changed.append(
@@ -358,9 +374,21 @@ class _Differ:
                     DefinitionKind.BLOCK,
                     None,
                     hashlib.sha256(ast.dump(node).encode()).hexdigest(),
+                    old_value=encode_block_values(values.get(i, {})),
                 )
             )
         return True
+
+    def old_getter_fingerprints(self, cls: str) -> dict[str, str]:
+        """Property name -> the fingerprint of its getter, for the old top-level class `cls` (a class
+        in an old block has no definitions in the walk: staging then checks the property's shape)."""
+        found: dict[str, str] = {}
+        for q, d in self.old.definitions.items():
+            parts = q.split(".")
+            fp = _fp(d)
+            if len(parts) == 3 and parts[0] == cls and parts[2] == "fget" and fp is not None:
+                found[parts[1]] = fp
+        return found
 
     def new_star_import(self, node: ast.stmt) -> bool:
         """A new `from M import *` of a module of the package whose `__all__` is built by the same
@@ -1133,6 +1161,13 @@ class _Differ:
                 TargetChange(qualname, ChangeKind.REMOVED, old.kind, _fp(old), None)
             )
         self.changes.extend(self.blocks_changed)
+
+
+def _module_tree(walk: ModuleWalk) -> ast.Module:
+    """The top-level statements a walk knows (definitions and other statements), as one tree: what
+    runs at import time, for block_classes' reader scan."""
+    nodes = [d.node for d in walk.definitions.values() if not d.owner]
+    return ast.Module(body=[*nodes, *walk.statement_nodes], type_ignores=[])
 
 
 def _default_exprs(node: ast.FunctionDef | ast.AsyncFunctionDef) -> dict[str, ast.expr]:

@@ -65,6 +65,7 @@ from types import CodeType, FunctionType, ModuleType
 from typing import Any, NamedTuple
 
 from livepatch.errors import PatchRefused
+from livepatch.patch import block_classes
 from livepatch.patch.compiled import (
     CompiledModulePatch,
     CompiledTarget,
@@ -530,6 +531,10 @@ class _ModuleStager:
             raise self.refuse(
                 change.qualname, "the patch's new source does not have this block (corrupt patch)"
             )
+        try:
+            class_values = block_classes.decode(change.old_value)
+        except ValueError as exc:
+            raise self.refuse(change.qualname, f"corrupt patch: {exc}") from exc
         bound = self.build.exec_statement(node, change.qualname)
         if _star_import(node):
             self.stage_new_star(change, node, bound)
@@ -548,7 +553,7 @@ class _ModuleStager:
             elif isinstance(live, FunctionType) and isinstance(value, FunctionType):
                 self.swap_in_place(where, live, value)
             elif isinstance(live, type) and isinstance(value, type):
-                self.patch_class_in_place(where, live, value)
+                self.patch_class_in_place(where, live, value, class_values.get(value.__name__, {}))
             else:
                 raise self.refuse(
                     where,
@@ -619,10 +624,14 @@ class _ModuleStager:
             )
         )
 
-    def patch_class_in_place(self, where: str, live: type, new: type) -> None:
+    def patch_class_in_place(
+        self, where: str, live: type, new: type, values: dict[str, list[str]]
+    ) -> None:
         """A class a block defines again: same bases, its functions patched in place (plain methods,
-        static and class methods, property accessors), new plain methods added; any other class-level
-        difference is refused."""
+        static and class methods, property accessors), new plain methods added, and the class-level
+        values the differ found rebindable (`values`, patch.block_classes) rebound after the same
+        checks as a top-level class's (`rebind_block_value`); any other class-level difference is
+        refused."""
         if live.__bases__ != new.__bases__ or type(live) is not type(new):
             raise self.refuse(
                 where, "the block's class has other bases or another metaclass than the live one"
@@ -632,6 +641,9 @@ class _ModuleStager:
             if attr in _CLASS_NOISE:
                 continue
             old = live_ns.get(attr, MISSING)
+            if attr in values:
+                self.rebind_block_value(f"{where}.{attr}", live, attr, value, values[attr])
+                continue
             pairs = _function_pairs(old, value)
             if pairs is not None:
                 for a, b in pairs:
@@ -651,6 +663,60 @@ class _ModuleStager:
                     "the block's class changes this class-level member in a way that cannot be done "
                     "in place (a value, a descriptor, a new method using super()); fix: keep it",
                 )
+
+    def rebind_block_value(
+        self, where: str, cls: type, attr: str, value: Any, rule: list[str]
+    ) -> None:
+        """Rebind class-level `attr` of the live class `cls` (defined again by a block) to `value`, what
+        the block's new class body gave it, when the live attribute is what the old version left there
+        (`rule`, patch.block_classes: absent, the old expression's value, or a getter-only property
+        with the old getter), nothing else holds a live value (runtime/values.py, as for a changed
+        top-level value), and the new value is an immutable constant (a value holding objects of the
+        new class body would not be the live class's own)."""
+        how, detail = rule
+        live = vars(cls).get(attr, MISSING)
+        if not _constant(value):
+            raise self.refuse(
+                where,
+                f"the block's class gives `{attr}` a {type(value).__name__}, not an immutable "
+                "constant: it cannot be rebound on the live class; fix: keep it, or set it in a "
+                "post_patch hook",
+            )
+        if how == block_classes.ADDED:
+            ok, was = live is MISSING, "unbound (the old class did not have it)"
+        elif how == block_classes.VALUE:
+            try:
+                before = self.build.eval_expr(ast.parse(detail, mode="eval").body, cls, where)
+            except SyntaxError as exc:
+                raise self.refuse(where, f"the patch's old value does not compile: {exc}") from exc
+            ok = live is before or (type(live) is type(before) and _equal(live, before))
+            was = f"what the old version's `{_short(detail)}` builds"
+            if ok and live is not MISSING:
+                holders = other_holders(self.module, cls, attr, live)
+                if holders:
+                    raise self.refuse(
+                        where,
+                        f"the live value is also held by {', '.join(holders)}, which would keep the "
+                        "old value; fix: read it through the class at call time",
+                    )
+        else:
+            getter = live.fget if isinstance(live, property) else None
+            ok = (
+                isinstance(live, property)
+                and live.fset is None
+                and live.fdel is None
+                and isinstance(getter, FunctionType)
+                and getter.__name__ == attr
+                and (not detail or live_fingerprint(getter.__code__) == detail)
+            )
+            was = "the old version's getter-only property"
+        if not ok:
+            raise self.refuse(
+                where,
+                f"the live class-level `{attr}` is not {was}: it was changed at run time or the "
+                "server runs another version; fix: keep the old value",
+            )
+        self.bind(cls, attr, value, where)
 
     def check_replaced_member(self, cls: Any, d: Definition, change: TargetChange) -> None:
         """An added class member that replaces one of another kind (patch.diff: a method becoming a
@@ -990,6 +1056,14 @@ def _same_constant(a: Any, b: Any) -> bool:
     if isinstance(a, tuple):
         return len(a) == len(b) and all(_same_constant(x, y) for x, y in zip(a, b, strict=True))
     return isinstance(a, _CONSTANTS) and _equal(a, b)
+
+
+def _constant(value: Any) -> bool:
+    """An immutable constant (str, bytes, numbers, None, and tuples of them): rebinding a class
+    attribute to it gives the class nothing that belongs to another class body."""
+    if isinstance(value, tuple):
+        return all(_constant(v) for v in value)
+    return isinstance(value, _CONSTANTS)
 
 
 def _same(a: Any, b: Any) -> bool:
