@@ -437,14 +437,17 @@ def test_an_if_of_init_storing_only_new_attributes_is_run_again_on_live_instance
         assert any(r.kind is RefusalKind.INSTANCE_ATTRIBUTE for r in result.spec.refusals)
 
 
-def test_a_transformer_may_read_a_name_the_patch_adds_or_changes_but_not_take_over_state() -> None:
+def test_a_transformer_may_read_a_name_the_patch_adds_but_not_one_it_changes_or_take_over_state() -> (
+    None
+):
     """Found by applying the transformer commits live (scripts/live_apply_history.py --transformers,
     session 9). The hook ran before the swap bound the patch's module-level names: h11 ec0ff35e9fba
-    (`self._delimiter_regex = delimiter_regex`, a new module-level regex) raised NameError live, and a
-    changed value would have been read as the old one; since session 10 the transform runs after the
-    swap, so both get a transformer again (applied below). waitress d060d2424292 and 5bd69e954571
-    replace `thread_mgmt_lock`/`queue_lock` by new locks and conditions: fresh ones on a live
-    dispatcher whose threads wait on the old ones failed requests. No transformer for those."""
+    (`self._delimiter_regex = delimiter_regex`, a new module-level regex) raised NameError live. Since
+    session 10 the names a patch adds to modules are bound before the hook runs (applied below); a
+    value or function the patch changes would still be its old version there: no transformer.
+    waitress d060d2424292 and 5bd69e954571 replace `thread_mgmt_lock`/`queue_lock` by new locks and
+    conditions: fresh ones on a live dispatcher whose threads wait on the old ones failed requests. No
+    transformer for those."""
     v1 = (
         "import re\n\n"
         "LIMIT = 4\n\n\n"
@@ -467,8 +470,22 @@ def test_a_transformer_may_read_a_name_the_patch_adds_or_changes_but_not_take_ov
     unchanged = v1.replace(
         "        self.lock = None\n", "        self.lock = None\n        self.cap = [0] * LIMIT\n"
     )
-    for v2, generated in ((new_name, True), (changed, True), (moved, False), (unchanged, True)):
-        result = diff_sources({"m": (v1, v2)}, accept_transformer=True)
+    helper = v1.replace("LIMIT = 4\n", "LIMIT = 4\n\n\ndef cap():\n    return [0] * LIMIT\n")
+    calls_changed = helper.replace("* LIMIT\n", "* (LIMIT + 1)\n").replace(
+        "        self.lock = None\n", "        self.lock = None\n        self.cap = cap()\n"
+    )
+    calls_same = helper.replace(
+        "        self.lock = None\n", "        self.lock = None\n        self.cap = cap()\n"
+    )
+    for before, v2, generated in (
+        (v1, new_name, True),
+        (v1, changed, False),
+        (v1, moved, False),
+        (v1, unchanged, True),
+        (helper, calls_changed, False),  # a function the patch changes: its old code would run
+        (helper, calls_same, True),
+    ):
+        result = diff_sources({"m": (before, v2)}, accept_transformer=True)
         assert (result.generated_transformer is not None) is generated, v2
         if not generated:
             refused = [r for r in result.spec.refusals if r.kind is RefusalKind.INSTANCE_ATTRIBUTE]
@@ -486,10 +503,10 @@ READS_V1 = (
     "        return len(self.data)\n\n\n"
     "LIVE = Buffer()\n"
 )
-# h11 ec0ff35e9fba's shape: a new module-level regex the new __init__ stores, and a value the patch
-# changes that the new __init__ reads
+# h11 ec0ff35e9fba's shape: a new module-level regex the new __init__ stores (and a value it does
+# not change)
 READS_V2 = (
-    READS_V1.replace("LIMIT = 4\n", "LIMIT = 8\nDELIM = re.compile(b'\\\\r?\\\\n')\n")
+    READS_V1.replace("LIMIT = 4\n", "LIMIT = 4\nDELIM = re.compile(b'\\\\r?\\\\n')\n")
     .replace(
         "        self.data = b''\n",
         "        self.data = b''\n        self.delim = DELIM\n        self.cap = [0] * LIMIT\n",
@@ -501,11 +518,11 @@ READS_V2 = (
 )
 
 
-def test_a_transformer_reading_names_the_patch_adds_or_changes_applies_live_like_a_fresh_import(
+def test_a_transformer_reading_a_name_the_patch_adds_applies_live_like_a_fresh_import(
     tmp_path: Path,
 ) -> None:
-    """The generated hook runs after the swap (session 10): `DELIM`, which the patch adds, and
-    `LIMIT`, which it changes, are the new version's when the hook evaluates them on the live
+    """The names a patch adds to modules are bound before the generated hook runs (session 10):
+    `DELIM`, which the patch adds, is the new version's object when the hook evaluates it on the live
     instance; two managed threads use it throughout and none sees an error."""
     live = load_source(READS_V1, tmp_path, unique_name("reads_new"))
     fresh = load_source(READS_V2, tmp_path / "fresh", unique_name("reads_new_fresh"))
@@ -515,7 +532,7 @@ def test_a_transformer_reading_names_the_patch_adds_or_changes_applies_live_like
         outcome, reason, errors = _run_under_load(live, result.spec)
         assert outcome == "applied", reason
         assert errors == []
-        assert live.LIVE.delim is live.DELIM and live.LIVE.cap == fresh.Buffer().cap == [0] * 8
+        assert live.LIVE.delim is live.DELIM and live.LIVE.cap == fresh.Buffer().cap == [0] * 4
         assert live.LIVE.received_bytes(b"x")[1:] == fresh.Buffer().received_bytes(b"x")[1:]
         assert revert_patch().ok
     finally:

@@ -518,29 +518,36 @@ class _Differ:
 
     def transformer_may_read(self, old: ClassInfo, new: ClassInfo, node: ast.AST | None) -> bool:
         """Whether a generated transformer may evaluate `node` (an expression or an `if` of the new
-        __init__) on live instances. The hook runs after the swap, still under global quiescence
-        (runtime/patcher.py, session 10), so the names the patch adds or changes at module level are
-        bound to their new values, as in a fresh process (h11 ec0ff35e9fba's `delimiter_regex`,
-        kvserver 1287f55ec9's `PubSub()`). Refused: a name nothing the swap binds gives it (bound by
-        code that is not a target of the new version and unbound in the old: NameError), and a class
+        __init__) on live instances. The hook runs under global quiescence before the swap, with the
+        names the patch adds to modules already bound and the old code still installed
+        (runtime/patcher.py; session 10: StagedPatch.bind_new_names). So it may read a module-level
+        name the patch adds (h11 ec0ff35e9fba's `delimiter_regex`, kvserver 1287f55ec9's `PubSub`; in
+        session 9 those raised NameError live, or were refused). Refused: a name that nothing the swap
+        binds gives (bound only by code that is not a target, and unbound in the old version), a
+        module-level definition the patch changes (a value would be read as the old one, a function or
+        class would run its old code: the hook would build what the old version builds), and a class
         that stops assigning an attribute (waitress d060d2424292 and 5bd69e954571: `queue_lock` and
         `thread_mgmt_lock` replaced by new locks and conditions): the new attributes take over state
         the live instance keeps elsewhere, which a fresh value drops (both broke live requests when
-        applied; session 9). No transformer then."""
+        applied; session 9). No transformer then. Why not run the hook after the swap instead: a
+        thread that is not managed is not parked, and would run the new code on instances the hook
+        has not reached yet (waitress a4135c0b2b36 crashed its server so, session 10)."""
         if node is None:
             return True
         if set(old.instance_attributes) - set(new.instance_attributes):
             return False
-        old_top = {q for q in self.old.definitions if "." not in q}
+        old_top = {q: d for q, d in self.old.definitions.items() if "." not in q}
         for name in free_reads(node):
-            if name in self.new.definitions:
-                continue  # a target: bound by the swap (new or changed) or kept (same)
-            if name not in self.new.dynamic_names:
+            d = self.new.definitions.get(name)
+            if d is None and name not in self.new.dynamic_names:
                 continue  # a builtin, or `self`
-            if name not in old_top and name not in self.old.dynamic_names:
-                return (
-                    False  # bound only by code the patch does not stage: unbound in the live module
-                )
+            before = old_top.get(name)
+            if before is None and name not in self.old.dynamic_names:
+                if d is None:
+                    return False  # bound only by code the patch does not stage: unbound live
+                continue  # added by the patch: bound before the hook runs
+            if d is not None and (before is None or ast.dump(before.node) != ast.dump(d.node)):
+                return False  # changed by the patch: the hook would see the old definition
         return True
 
     @staticmethod

@@ -15,8 +15,8 @@ Theory of operation
 `_patcher_lock` serializes every transition of the patch stack (apply, revert, the end of a watch window, an
 automatic rollback); the quiescence protocols serialize transitions of the thread registry on their own.
 Everything heavy (hooks loading, staging) happens before quiescence (invariant 4); inside a global
-quiescence only the activeness check, `swap_in` and then the transform hook run (and `swap_out` when
-the hook fails: the hook sees the new code and the names the patch adds, as a fresh process would). A watch window keeps the
+quiescence only the activeness check, the transform hook (with the names the patch adds to modules
+already bound, the old code still in place) and `swap_in` run. A watch window keeps the
 patch's dispatchers installed (always choosing the new code) to count exceptions escaping it and to time
 its calls (watch.py); the next apply/revert ends the window first. Rollback runs on the watch's own
 thread, never in the thread whose exception tripped it; a window tripped by calls hanging in the new code
@@ -306,10 +306,10 @@ def _undoing(
 def _transform_while_parked(
     att: _Attempt, hooks: PatchHooks, ctx: HookContext, timeout: float
 ) -> Callable[[], None] | None:
-    """The transform hook as run inside global quiescence, after swap_in (the new code and names are
-    bound: the hook may use what the patch adds). On failure its declared steps are undone right
-    there, and _quiesce's action swaps the code back, while every thread is still parked, so the server
-    never sees half a transformation nor the new code."""
+    """The transform hook as run inside global quiescence, before swap_in, with the names the patch
+    adds to modules bound (StagedPatch.bind_new_names: the hook may use them). On failure its declared
+    steps are undone right there, and _quiesce's action unbinds those names, while every managed thread
+    is still parked, so the server never sees half a transformation."""
     from livepatch.runtime.hook_runner import HookTimedOut, call_with_deadline
 
     if not hooks.has("transform"):
@@ -323,7 +323,7 @@ def _transform_while_parked(
                 att.hook_running = "transform"
             raise PatchAborted(
                 _undo_report(
-                    att, ctx, f"{exc}; the swap was undone, the threads were released", timeout
+                    att, ctx, f"{exc}; nothing was swapped, the threads were released", timeout
                 ),
             ) from exc
         except Exception as exc:
@@ -331,7 +331,7 @@ def _transform_while_parked(
                 _undo_report(
                     att,
                     ctx,
-                    f"transform hook raised {exc!r}; the swap was undone before any thread ran",
+                    f"transform hook raised {exc!r}; nothing was swapped",
                     timeout,
                 ),
             ) from exc
@@ -462,18 +462,21 @@ class Patcher(Quiescence):
                 def action(parked: list[ParkedThread]) -> None:
                     if not allow_active:
                         _check_activeness(parked, staged.replaced_codes)
-                    # the transform runs after the swap, still parked: the new code and the names
-                    # the patch adds are bound, as in a fresh process (a generated hook computing
-                    # `PubSub()` or reading `delimiter_regex`, kvserver 1287f55ec9, h11 ec0ff35e9f);
-                    # when it fails its steps are undone (while_parked) and the swap with them, before
-                    # any thread runs again: nothing changed
-                    staged.swap_in()
                     if while_parked is not None:
+                        # the transform runs before the swap, with the names the patch adds to
+                        # modules bound (a generated hook computing `PubSub()` or reading
+                        # `delimiter_regex`: kvserver 1287f55ec9, h11 ec0ff35e9f) and the old code
+                        # still in place. Not after the swap: a thread that is not managed (waitress's
+                        # asyncore loop under `livepatch run`) is not parked and would run the new code
+                        # on instances the hook has not reached yet (waitress a4135c0b2b36 crashed the
+                        # server that way); the old code ignores names and attributes it does not know
+                        unbind = staged.bind_new_names()
                         try:
                             while_parked()
                         except BaseException:
-                            staged.swap_out()
+                            unbind()
                             raise
+                    staged.swap_in()
                     att.rec.emit(EventName.SWAPPED, detail=f"{staged.function_count} functions")
 
                 t = self.run_global(

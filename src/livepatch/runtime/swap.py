@@ -286,6 +286,28 @@ class StagedPatch:
         """Put back exactly the objects swap_in replaced, and remove the names it added."""
         self._core.set_side(self._old)
 
+    def bind_new_names(self) -> Callable[[], None]:
+        """Bind the names this patch adds to module namespaces (and only those: a BindOp whose old value
+        is MISSING, owned by a module) while the old code stays installed, and return what unbinds them
+        again. The old code does not read names it does not know (the same holds during a dispatch,
+        which binds every name), so a thread that is not parked sees nothing change; the transform
+        hook, run between this and swap_in, may use what the patch adds (a new class, a new regex).
+        swap_in then binds them again (the same objects), swap_out unbinds them."""
+        added = [
+            b
+            for b in self._core.binds
+            if isinstance(b.owner, ModuleType)
+            and (b.old if self._old == "old" else b.new) is MISSING
+        ]
+        for b in added:
+            b.install(self._new)
+
+        def unbind() -> None:
+            for b in reversed(added):
+                b.install(self._old)
+
+        return unbind
+
     @property
     def dispatching(self) -> bool:
         """True while dispatchers are installed (a local transition or a watch window)."""
