@@ -484,6 +484,8 @@ def test_a_transformer_may_read_a_name_the_patch_adds_but_not_one_it_changes_or_
         (v1, unchanged, True),
         (helper, calls_changed, False),  # a function the patch changes: its old code would run
         (helper, calls_same, True),
+        # a new global shadowing a builtin is bound by the swap only: the hook would read the builtin
+        (v1, new_name.replace("DELIM", "format"), False),
     ):
         result = diff_sources({"m": (before, v2)}, accept_transformer=True)
         assert (result.generated_transformer is not None) is generated, v2

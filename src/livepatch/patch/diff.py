@@ -36,6 +36,7 @@ inferred (`infer_category`) unless given.
 from __future__ import annotations
 
 import ast
+import builtins
 import dataclasses
 import hashlib
 import json
@@ -543,8 +544,10 @@ class _Differ:
                 continue  # a builtin, or `self`
             before = old_top.get(name)
             if before is None and name not in self.old.dynamic_names:
-                if d is None:
-                    return False  # bound only by code the patch does not stage: unbound live
+                if d is None or name in vars(builtins):
+                    # bound only by code the patch does not stage (unbound live), or a new global
+                    # shadowing a builtin (bound by the swap only: the hook would read the builtin)
+                    return False
                 continue  # added by the patch: bound before the hook runs
             if d is not None and (before is None or ast.dump(before.node) != ast.dump(d.node)):
                 return False  # changed by the patch: the hook would see the old definition
