@@ -389,7 +389,8 @@ def _referent_ids(r: Any, targets: dict[int, Any]) -> list[int]:
 
 
 def _frame_holders(targets: dict[int, Any]) -> str | None:
-    """A frame of another thread (parked) whose locals hold one of the targets."""
+    """A frame of another thread (a parked one, or one livepatch does not manage) whose locals hold
+    one of the targets."""
     me = threading.get_ident()
     for ident, top in sys._current_frames().items():
         if ident == me:
@@ -399,8 +400,8 @@ def _frame_holders(targets: dict[int, Any]) -> str | None:
             for name, v in f.f_locals.items():
                 if id(v) in targets and targets[id(v)] is v:
                     return (
-                        f"a parked thread's frame {f.f_code.co_qualname} "
-                        f"({f.f_code.co_filename}:{f.f_lineno}) holds it in `{name}`"
+                        f"a frame of thread {ident} ({f.f_code.co_qualname}, "
+                        f"{f.f_code.co_filename}:{f.f_lineno}) holds it in `{name}`"
                     )
             f = f.f_back
     return None

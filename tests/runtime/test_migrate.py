@@ -197,7 +197,7 @@ def test_a_parked_thread_holding_an_instance_in_a_local_refuses(live: Any) -> No
     t.start()
     try:
         assert parked.wait(30)
-        with pytest.raises(ClassReplacementRefused, match="parked thread's frame"):
+        with pytest.raises(ClassReplacementRefused, match="a frame of thread"):
             replace_class(Recorder(), old_cls, new_class(live), init_limit)
         assert type(holders[0]) is old_cls and live.Parser is old_cls
     finally:
