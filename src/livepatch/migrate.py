@@ -383,6 +383,18 @@ def _owned(old_cls: type) -> set[int]:
     return owned
 
 
+def _count_references(referrers: list[Any], targets: dict[int, Any]) -> collections.Counter[int]:
+    """id(target) -> the references to it the heap walk found. A function of its own so that no loop
+    variable of the caller is left holding a target (a reference the count would not explain)."""
+    found: collections.Counter[int] = collections.Counter()
+    for r in referrers:
+        found.update(_referent_ids(r, targets))
+        # the list `referrers` itself holds the old instances (each refers to the old class)
+        if id(r) in targets and targets[id(r)] is r:
+            found[id(r)] += 1
+    return found
+
+
 def _referent_ids(r: Any, targets: dict[int, Any]) -> list[int]:
     """The ids of the targets `r` refers to, once per reference."""
     return [id(x) for x in gc.get_referents(r) if id(x) in targets and targets[id(x)] is x]
@@ -484,12 +496,7 @@ def _replace(
     referrers = _referrers(tuple(targets.values()))
     # every reference the heap walk sees, counted without holding any of them (a list of the targets
     # would be one more reference to each)
-    found: collections.Counter[int] = collections.Counter()
-    for r in referrers:
-        found.update(_referent_ids(r, targets))
-        # the list `referrers` itself holds the old instances (each refers to the old class)
-        if id(r) in targets and targets[id(r)] is r:
-            found[id(r)] += 1
+    found = _count_references(referrers, targets)
     # references the heap walk cannot see (a parked frame's evaluation stack, a C structure): the
     # count of an instance must be what the walk found, plus this loop's `o` and getrefcount's argument
     for o in instances:

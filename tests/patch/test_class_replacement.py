@@ -55,6 +55,11 @@ NOT_REPLACEABLE = {
         ),
         "reads a name the patch adds",
     ),
+    "a metaclass": (
+        V1.replace("class Parser:", "class Parser(metaclass=type):"),
+        V2.replace("class Parser:", "class Parser(metaclass=type):"),
+        "metaclass",
+    ),
     "the class stops assigning an attribute": (
         V1,
         V2.replace("        self.parsed = 0\n", "").replace("self.parsed += 1", "pass"),
@@ -143,3 +148,23 @@ def test_confirmed_replacement_applied_live_rebuilds_every_instance_and_keeps_it
             t.join(timeout=10)
         forget(live)
     assert errors == []
+
+
+BASES = Path(__file__).resolve().parents[1] / "fixtures" / "corpus" / "bases_change"
+
+
+def test_a_bases_change_applied_live_gives_every_instance_the_new_bases(tmp_path: Path) -> None:
+    v1 = (BASES / "v1.py").read_text() + "\n\nSTORES = [Store(), Store()]\n"
+    v2 = (BASES / "v2.py").read_text() + "\n\nSTORES = [Store(), Store()]\n"
+    live = load_source(v1, tmp_path, unique_name("bases"))
+    try:
+        live.STORES[0].note = "kept"  # instance state in its __dict__
+        result = diff_sources({live.__name__: (v1, v2)}, category=None, accept_transformer=True)
+        assert result.spec.refusals == () and result.generated_transformer is not None
+        applied = apply_patch(result.spec, method="global", timeout=10)
+        assert applied.outcome == "applied", applied.reason
+        assert all(isinstance(s, live.Mixin) and type(s) is live.Store for s in live.STORES)
+        assert live.Store.__bases__ == (live.Base, live.Mixin)
+        assert live.STORES[0].note == "kept" and live.STORES[1].get() == 1
+    finally:
+        forget(live)

@@ -528,6 +528,8 @@ class _Differ:
             return "only a class at the top level of its module is replaced"
         if new.node.decorator_list or old.node.decorator_list:
             return "the class is decorated; its decorators would run again"
+        if new.node.keywords or old.node.keywords:
+            return "the class has a metaclass or class keywords; only plain classes are rebuilt"
         derived = sorted(
             q
             for version in (self.old, self.new)
