@@ -259,3 +259,24 @@ def test_frozen_instances_and_holders_are_found(live: Any) -> None:
         assert holders[0].limit == 10
     finally:
         gc.unfreeze()
+
+
+def test_all_referrers_finds_the_holders_in_every_generation_and_the_frozen_one() -> None:
+    """livepatch._frozenheap.all_referrers (one walk, targets bisected) finds what gc.get_referrers and
+    the frozen search find together, for many targets at once."""
+    from livepatch import _frozenheap
+
+    targets = [Recorder() for _ in range(300)]
+    young = [[t] for t in targets[:150]]
+    gc.freeze()
+    try:
+        later = {i: t for i, t in enumerate(targets[150:])}
+        found = _frozenheap.all_referrers(*targets)
+        ids = {id(r) for r in found}
+        assert all(id(h) in ids for h in young) and id(later) in ids and id(targets) in ids
+        expected = {id(r) for r in gc.get_referrers(*targets)} | {
+            id(r) for r in _frozenheap.referrers(*targets)
+        }
+        assert ids <= expected and {id(h) for h in young} | {id(later)} <= ids
+    finally:
+        gc.unfreeze()
