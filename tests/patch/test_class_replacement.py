@@ -168,3 +168,38 @@ def test_a_bases_change_applied_live_gives_every_instance_the_new_bases(tmp_path
         assert live.STORES[0].note == "kept" and live.STORES[1].get() == 1
     finally:
         forget(live)
+
+
+def test_a_refused_second_replacement_undoes_the_first_through_the_patcher(tmp_path: Path) -> None:
+    """Two classes change layout; the second's live instance is held in a tuple, which cannot be
+    rewritten: the hook raises after the first replacement, and the patcher undoes it while the threads
+    are still parked. Nothing is swapped; the first class and its instances are the old ones."""
+    extra = (
+        '\n\nclass Other:\n    __slots__ = ("a",)\n\n    def __init__(self):\n        self.a = 1\n'
+    )
+    v1 = V1 + extra + "\nFROZEN = (Other(),)\n"
+    v2 = (
+        V2
+        + extra.replace('("a",)', '("a", "b")').replace(
+            "self.a = 1\n", "self.a = 1\n        self.b = 2\n"
+        )
+        + "\nFROZEN = (Other(),)\n"
+    )
+    live = load_source(v1, tmp_path, unique_name("undo"))
+    try:
+        old_parser, old_other = id(live.Parser), id(live.Other)
+        parsers = [id(c.parser) for c in live.CONNECTIONS]
+        result = diff_sources({live.__name__: (v1, v2)}, category=None, accept_transformer=True)
+        text = result.generated_transformer or ""
+        assert result.spec.refusals == () and text.index("'Parser'") < text.index("'Other'")
+        failed = apply_patch(result.spec, method="global", timeout=10)
+        assert failed.outcome == "failed" and "a tuple holds a live instance" in (
+            failed.reason or ""
+        )
+        assert "replaced by the new class" in (failed.reason or "")  # the first step, undone
+        assert id(live.Parser) == old_parser and id(live.Other) == old_other
+        assert [id(c.parser) for c in live.CONNECTIONS] == parsers
+        assert live.BY_NAME["a"] is live.CONNECTIONS[0].parser
+        assert live.CONNECTIONS[0].handle(b"x") == "a:1"  # the old code, the old object
+    finally:
+        forget(live)
