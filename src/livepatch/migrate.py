@@ -36,7 +36,9 @@ transform hook runs under global quiescence):
    evaluation stack, a C structure that does not traverse it) would go on pointing at the old object
    while the rest of the server uses the new one: it refuses. Weak references to an old instance
    refuse (they cannot be pointed elsewhere), and so does an old class with a `__del__` (the old
-   objects die after the swap and their finalizer would act on state the new objects share).
+   objects die after the swap and their finalizer would act on state the new objects share), or a
+   base defining `__init_subclass__` (running the class statement again would register the class a
+   second time; `check_replaceable` lets the hook check that before it runs the statement).
 5. **All or nothing**: nothing is changed until every referrer of every object was decided. Then one
    undo is declared (`ctx.record`) before the first change; each step is idempotent (it puts the old
    object back only where the new one is), so a failed or aborted attempt leaves the process as it was.
@@ -77,7 +79,13 @@ try:
 except ImportError:  # the optional C helper was not built (setup.py)
     _frozenheap = None
 
-__all__ = ["MAX_INSTANCES", "ClassReplacementRefused", "Replacement", "replace_class"]
+__all__ = [
+    "MAX_INSTANCES",
+    "ClassReplacementRefused",
+    "Replacement",
+    "check_replaceable",
+    "replace_class",
+]
 
 # more live instances than this: refused (the pause grows with them; say so rather than stall)
 MAX_INSTANCES = 200_000
@@ -273,21 +281,35 @@ def _instance_dict(obj: object) -> dict[str, Any] | None:
     return d if type(d) is dict else None
 
 
-def _check_classes(old_cls: type, new_cls: type) -> None:
-    if old_cls is new_cls:
-        raise ClassReplacementRefused(f"{old_cls.__qualname__}: the new class is the live one")
-    for cls in (old_cls, new_cls):
-        if not isinstance(cls, type) or type(cls) is not type or not _is_heap(cls):
-            raise ClassReplacementRefused(
-                f"{cls!r} is not a plain class (a metaclass or a C type): its objects cannot be rebuilt"
-            )
-        c_bases = [k for k in cls.__mro__[1:] if k is not object and not _is_heap(k)]
-        if c_bases or cls.__new__ is not object.__new__:
-            raise ClassReplacementRefused(
-                f"{cls.__qualname__} derives from a C type or defines __new__ "
-                f"({', '.join(k.__qualname__ for k in c_bases) or '__new__'}): its objects cannot be "
-                "built without calling __init__; keep its layout or restart the server"
-            )
+def _check_plain(cls: type) -> None:
+    if not isinstance(cls, type) or type(cls) is not type or not _is_heap(cls):
+        raise ClassReplacementRefused(
+            f"{cls!r} is not a plain class (a metaclass or a C type): its objects cannot be rebuilt"
+        )
+    c_bases = [k for k in cls.__mro__[1:] if k is not object and not _is_heap(k)]
+    if c_bases or cls.__new__ is not object.__new__:
+        raise ClassReplacementRefused(
+            f"{cls.__qualname__} derives from a C type or defines __new__ "
+            f"({', '.join(k.__qualname__ for k in c_bases) or '__new__'}): its objects cannot be "
+            "built without calling __init__; keep its layout or restart the server"
+        )
+    hooked = [
+        k.__qualname__
+        for k in cls.__mro__[1:]
+        if k is not object and "__init_subclass__" in vars(k)
+    ]
+    if hooked:
+        raise ClassReplacementRefused(
+            f"{cls.__qualname__}: {', '.join(hooked)} define(s) __init_subclass__, which running the "
+            "class statement again would call a second time (a registry would hold both classes)"
+        )
+
+
+def check_replaceable(old_cls: type) -> None:
+    """What replace_class checks of the live class, without a new class: a hook calls it before it
+    runs the new class statement, whose side effects (a base's __init_subclass__) nothing undoes.
+    Raises ClassReplacementRefused."""
+    _check_plain(old_cls)
     subclasses: list[type] = old_cls.__subclasses__()
     if subclasses:
         raise ClassReplacementRefused(
@@ -299,6 +321,13 @@ def _check_classes(old_cls: type, new_cls: type) -> None:
             f"{old_cls.__qualname__} has a __del__: the old objects die after the swap and their "
             "finalizer would act on state the new objects share"
         )
+
+
+def _check_classes(old_cls: type, new_cls: type) -> None:
+    if old_cls is new_cls:
+        raise ClassReplacementRefused(f"{old_cls.__qualname__}: the new class is the live one")
+    check_replaceable(old_cls)
+    _check_plain(new_cls)
 
 
 def _state(obj: object, slots: dict[str, MemberDescriptorType]) -> Iterator[tuple[str, Any]]:

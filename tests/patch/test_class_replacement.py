@@ -41,6 +41,15 @@ def test_confirmed_replacement_is_generated_and_printed() -> None:
     )
 
 
+_REGISTRY = """
+KINDS = []
+
+
+class Registered:
+    def __init_subclass__(cls):
+        KINDS.append(cls)
+"""
+
 # what makes a replacement not exact: the refusal stands, with `--accept-transformer` cannot help
 NOT_REPLACEABLE = {
     "a class of the module derives from it": (
@@ -54,6 +63,11 @@ NOT_REPLACEABLE = {
             "class Parser:", "EXTRA = ()\n\n\nclass Parser:"
         ),
         "reads a name the patch adds",
+    ),
+    "a base of the module with __init_subclass__": (
+        V1.replace("class Parser:", _REGISTRY + "\n\nclass Parser(Registered):"),
+        V2.replace("class Parser:", _REGISTRY + "\n\nclass Parser(Registered):"),
+        "__init_subclass__",
     ),
     "a metaclass": (
         V1.replace("class Parser:", "class Parser(metaclass=type):"),

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from livepatch.migrate import ClassReplacementRefused, replace_class
+from livepatch.migrate import ClassReplacementRefused, check_replaceable, replace_class
 from tests.fixtures.livefixtures import forget, load_source, unique_name
 
 V1 = """
@@ -280,3 +280,18 @@ def test_all_referrers_finds_the_holders_in_every_generation_and_the_frozen_one(
         assert ids <= expected and {id(h) for h in young} | {id(later)} <= ids
     finally:
         gc.unfreeze()
+
+
+def test_a_base_with_init_subclass_refuses_before_the_class_statement_runs_again(live: Any) -> None:
+    registry: list[type] = []
+
+    class Registering:
+        __slots__ = ()
+
+        def __init_subclass__(cls) -> None:
+            registry.append(cls)
+
+    old = type("Item", (Registering,), {"__slots__": ("a",)})
+    with pytest.raises(ClassReplacementRefused, match="__init_subclass__"):
+        check_replaceable(old)
+    assert registry == [old]

@@ -540,6 +540,20 @@ class _Differ:
             return f"{', '.join(derived)} derive(s) from it and would keep the old layout"
         if set(old.instance_attributes) - set(new.instance_attributes):
             return "the class stops assigning an attribute: its state may move"
+        todo, seen = [qualname], set()
+        while (
+            todo
+        ):  # the module's classes it derives from: one with __init_subclass__ would run it again
+            info = self.new.classes.get(todo.pop())
+            if info is None or info.qualname in seen:
+                continue
+            seen.add(info.qualname)
+            if info.qualname != qualname and any(
+                isinstance(st, ast.FunctionDef) and st.name == "__init_subclass__"
+                for st in info.node.body
+            ):
+                return f"its base {info.qualname} defines __init_subclass__, which would run again"
+            todo += [b.id for b in info.node.bases if isinstance(b, ast.Name)]
         reads = set(new.body_reads)
         for expr in [*new.node.bases, *(k.value for k in new.node.keywords)]:
             reads |= free_reads(expr)

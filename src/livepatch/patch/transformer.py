@@ -103,12 +103,14 @@ def _lp_new_class(module, name, source, first_line, prelude):
 
 
 def _lp_replace_classes(ctx):
-    from livepatch.migrate import replace_class
+    from livepatch.migrate import check_replaceable, replace_class
 
     for module_name, name, source, first_line, prelude, attributes, statements in _LP_REPLACED_CLASSES:
         module = ctx.modules.get(module_name)
         if module is None:
             continue  # never imported here: no live instance, nothing to replace
+        # before the class statement runs again: what it does (a base's __init_subclass__) stays
+        check_replaceable(vars(module)[name])
         new = _lp_new_class(module, name, source, first_line, prelude)
         codes = [
             (attr, eval(compile(
