@@ -205,8 +205,9 @@ Examples:
     "--accept-transformer",
     is_flag=True,
     help="Confirm the generated transform hook that sets new instance attributes on every live "
-    "instance (only when the new __init__ gives each a value from globals and self); it is printed "
-    "and carried as the patch's hooks (category data, global quiescence).",
+    "instance (only when the new __init__ gives each a value from globals and self), and replaces a "
+    "class whose __slots__ or bases change, rebuilding its live instances (livepatch.migrate); it is "
+    "printed and carried as the patch's hooks (category data, global quiescence).",
 )
 @click.option(
     "--description", "-m", default="", help="What the patch fixes (stored in the manifest)."

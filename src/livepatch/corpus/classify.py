@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from livepatch.patch import lpatch
-from livepatch.patch.model import ChangeKind, RefusalKind
+from livepatch.patch.model import ChangeKind
 from livepatch.patch.package import PackageError, PackageVersion, build_patch
+from livepatch.patch.transformer import TRANSFORMER_KINDS
 
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_MEMORY_BYTES = 2 << 30  # address space of the child; a MemoryError above it is an `error`
@@ -131,7 +132,8 @@ def _diff(old: PackageVersion, new: PackageVersion, out: Path | None, sha: str) 
             {"kind": r.kind.value, "module": r.module, "qualname": r.qualname, "reason": r.reason}
             for r in spec.refusals
         ]
-        transformer = all(r.kind is RefusalKind.INSTANCE_ATTRIBUTE for r in spec.refusals) and not (
+        # kinds a generated transformer may cover (new attributes, class replacement: session 10)
+        transformer = all(r.kind in TRANSFORMER_KINDS for r in spec.refusals) and not (
             build_patch(old, new, category=None, accept_transformer=True).spec.refusals
         )
         return {

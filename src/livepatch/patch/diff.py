@@ -68,7 +68,12 @@ from livepatch.patch.patchability import (
     builds_fresh_object,
     replacement_problems,
 )
-from livepatch.patch.transformer import Candidate, transformer_source
+from livepatch.patch.transformer import (
+    TRANSFORMER_KINDS,
+    Candidate,
+    ClassReplacement,
+    transformer_source,
+)
 from livepatch.patch.walk import (
     ClassInfo,
     Definition,
@@ -104,6 +109,8 @@ class ModuleDiff:
     changed_names: frozenset[str] = frozenset()
     # instance-attribute refusals a generated transformer could cover (--accept-transformer)
     transformable: Mapping[Refusal, Candidate] = field(default_factory=dict)
+    # class-layout refusals a generated class replacement could cover (--accept-transformer)
+    replaceable: Mapping[Refusal, ClassReplacement] = field(default_factory=dict)
 
     @property
     def has_changes(self) -> bool:
@@ -136,6 +143,10 @@ def _fp(d: Definition) -> str | None:
 _EVERY_INSTANCE_HAS = frozenset({"__class__", "__dict__"})
 _BY_TRANSFORMER = (
     "; or confirm the generated transformer that sets it on every live instance "
+    "(`livepatch diff --accept-transformer`)"
+)
+_BY_REPLACEMENT = (
+    "; or confirm the generated transformer that replaces the class and rebuilds its live instances "
     "(`livepatch diff --accept-transformer`)"
 )
 _NO_TRANSFORMER = (
@@ -204,8 +215,10 @@ class _Differ:
         star_exports: Callable[[int, str], list[frozenset[str] | None]] | None = None,
         star_sources: Callable[[int, str], list[str | None]] | None = None,
         equal_constant: Callable[[str, str], bool] | None = None,
+        new_source: str = "",
     ) -> None:
         self.module = module
+        self.new_source = new_source  # the text a generated class replacement runs again
         # what `from M import *` (level, M) binds in the old and the new version, when known
         self.star_exports = star_exports
         # what decides the names `from M import *` (level, M) binds, old and new version (walk.all_statements)
@@ -225,6 +238,7 @@ class _Differ:
         self.rebinding: set[str] = set()
         self.reevaluate: set[str] = set()
         self.transformable: dict[Refusal, Candidate] = {}
+        self.replaceable: dict[Refusal, ClassReplacement] = {}
         self.kind_changed: set[str] = set()  # module-level names rebound to another kind of object
         self.kind_change_why: dict[str, str] = {}  # why a module-level kind change stays refused
         self.redecorated: dict[str, str] = {}  # qualname -> the old decorator list (source)
@@ -412,20 +426,34 @@ class _Differ:
     def class_layout(self, qualname: str, old: ClassInfo, new: ClassInfo) -> bool:
         """Refuse layout changes; return True when the class adds class-level defaults (CHANGED)."""
         fix_layout = "keep the class layout (bases, metaclass, __slots__) as it is"
-        if old.header != new.header:
-            self.refuse(
+        layout = [
+            *(["changes its bases or metaclass"] if old.header != new.header else []),
+            *(["changes its __slots__"] if old.slots != new.slots else []),
+        ]
+        why_not = self.not_replaceable(qualname, old, new) if layout else None
+        for what in layout:
+            refusal = self.refuse(
                 RefusalKind.CLASS_LAYOUT,
                 qualname,
-                f"class `{qualname}` changes its bases or metaclass (class layout)",
-                fix_layout,
+                f"class `{qualname}` {what} (class layout)",
+                fix_layout
+                + (
+                    _BY_REPLACEMENT
+                    if why_not is None
+                    else f" (`--accept-transformer` cannot help: {why_not})"
+                ),
             )
-        if old.slots != new.slots:
-            self.refuse(
-                RefusalKind.CLASS_LAYOUT,
-                qualname,
-                f"class `{qualname}` changes its __slots__ (class layout)",
-                fix_layout,
-            )
+            if why_not is None:
+                node = new.node
+                lines = self.new_source.splitlines(keepends=True)
+                assert node.end_lineno is not None
+                self.replaceable[refusal] = ClassReplacement(
+                    self.module,
+                    qualname,
+                    "".join(lines[node.lineno - 1 : node.end_lineno]),
+                    node.lineno,
+                    ast.unparse(ast.Module(body=list(self.new.future), type_ignores=[])),
+                )
         if old.decorators != new.decorators:
             self.refuse(
                 RefusalKind.DECORATORS,
@@ -517,6 +545,52 @@ class _Differ:
                 )
         return adds_defaults
 
+    def not_replaceable(self, qualname: str, old: ClassInfo, new: ClassInfo) -> str | None:
+        """Why a generated transformer cannot replace class `qualname` whose layout changes (None: it
+        can; livepatch.migrate says what is checked on the live objects). The hook runs the new class
+        statement over the live module's globals before the swap (the names the patch adds to modules
+        bound, session 10), so the statement may read only names the live module binds to what the new
+        version binds (reads_live_names); its decorators
+        would run again (a dataclass: its fields decide __init__ and the layout); a class of the module
+        deriving from it would keep the old layout; and a class that stops assigning an attribute may
+        move state the rebuilt instance would drop (session 10)."""
+        if "." in qualname:
+            return "only a class at the top level of its module is replaced"
+        if new.node.decorator_list or old.node.decorator_list:
+            return "the class is decorated; its decorators would run again"
+        if new.node.keywords or old.node.keywords:
+            return "the class has a metaclass or class keywords; only plain classes are rebuilt"
+        derived = sorted(
+            q
+            for version in (self.old, self.new)
+            for q, info in version.classes.items()
+            if any(isinstance(b, ast.Name) and b.id == qualname for b in info.node.bases)
+        )
+        if derived:
+            return f"{', '.join(derived)} derive(s) from it and would keep the old layout"
+        if set(old.instance_attributes) - set(new.instance_attributes):
+            return "the class stops assigning an attribute: its state may move"
+        todo, seen = [qualname], set()
+        while (
+            todo
+        ):  # the module's classes it derives from: one with __init_subclass__ would run it again
+            info = self.new.classes.get(todo.pop())
+            if info is None or info.qualname in seen:
+                continue
+            seen.add(info.qualname)
+            if info.qualname != qualname and any(
+                isinstance(st, ast.FunctionDef) and st.name == "__init_subclass__"
+                for st in info.node.body
+            ):
+                return f"its base {info.qualname} defines __init_subclass__, which would run again"
+            todo += [b.id for b in info.node.bases if isinstance(b, ast.Name)]
+        reads = set(new.body_reads)
+        for expr in [*new.node.bases, *(k.value for k in new.node.keywords)]:
+            reads |= free_reads(expr)
+        if not self.reads_live_names(reads):
+            return "the class statement reads a name the patch changes, or one nothing the swap binds"
+        return None
+
     def transformer_may_read(self, old: ClassInfo, new: ClassInfo, node: ast.AST | None) -> bool:
         """Whether a generated transformer may evaluate `node` (an expression or an `if` of the new
         __init__) on live instances. The hook runs under global quiescence before the swap, with the
@@ -537,8 +611,15 @@ class _Differ:
             return True
         if set(old.instance_attributes) - set(new.instance_attributes):
             return False
+        return self.reads_live_names(free_reads(node))
+
+    def reads_live_names(self, names: Iterable[str]) -> bool:
+        """Every module-level name of `names` is bound, when a transform hook runs (before the swap,
+        after StagedPatch.bind_new_names), to what the new version binds: a name the patch adds to the
+        module (not one shadowing a builtin), or one it does not change. A definition the patch
+        changes would be the old one there (transformer_may_read)."""
         old_top = {q: d for q, d in self.old.definitions.items() if "." not in q}
-        for name in free_reads(node):
+        for name in names:
             d = self.new.definitions.get(name)
             if d is None and name not in self.new.dynamic_names:
                 continue  # a builtin, or `self`
@@ -1250,6 +1331,7 @@ def diff_module(
         star_exports=star_exports if package is not None and new_package is not None else None,
         star_sources=star_sources if package is not None and new_package is not None else None,
         equal_constant=equal_constant,
+        new_source=new_source,
     )
     differ.run()
     return ModuleDiff(
@@ -1261,6 +1343,7 @@ def diff_module(
         waived=tuple(differ.waived),
         rebinding=frozenset(differ.rebinding),
         transformable=differ.transformable,
+        replaceable=differ.replaceable,
         changed_names=frozenset(
             c.qualname
             for c in differ.changes
@@ -1315,10 +1398,25 @@ def diff_sources(
     refusals = tuple(r for d in diffs for r in d.refusals)
     if accept_transformer and "transform" not in hooks:
         candidates = {r: c for d in diffs for r, c in d.transformable.items()}
+        replaceable = {r: c for d in diffs for r, c in d.replaceable.items()}
         attributes = [r for r in refusals if r.kind is RefusalKind.INSTANCE_ATTRIBUTE]
-        if attributes and all(r in candidates for r in attributes):
-            # the author confirmed: the generated transform hook covers every new attribute
-            generated = transformer_source([candidates[r] for r in attributes])
+        layouts = [r for r in refusals if r.kind is RefusalKind.CLASS_LAYOUT]
+        # a transform hook waives every refusal of the kinds it covers (model.COVERING_HOOKS), so it
+        # is generated only when it takes care of each of them: none of another such kind (class
+        # state, dataclass fields) may stand silently waived
+        waived = [r for r in refusals if covering_hook(r.kind, ["transform"]) is not None]
+        if (
+            (attributes or layouts)
+            and all(r.kind in TRANSFORMER_KINDS for r in waived)
+            and all(r in candidates for r in attributes)
+            and all(r in replaceable for r in layouts)
+        ):
+            # the author confirmed: the generated transform hook covers every new attribute and
+            # replaces every class whose layout changes
+            generated = transformer_source(
+                [candidates[r] for r in attributes],
+                list({(c.module, c.cls): c for c in (replaceable[r] for r in layouts)}.values()),
+            )
             result = diff_sources(
                 modules,
                 category=category,
