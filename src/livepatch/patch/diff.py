@@ -588,7 +588,9 @@ class _Differ:
         for expr in [*new.node.bases, *(k.value for k in new.node.keywords)]:
             reads |= free_reads(expr)
         if not self.reads_live_names(reads):
-            return "the class statement reads a name the patch changes, or one nothing the swap binds"
+            return (
+                "the class statement reads a name the patch changes, or one nothing the swap binds"
+            )
         return None
 
     def transformer_may_read(self, old: ClassInfo, new: ClassInfo, node: ast.AST | None) -> bool:
