@@ -41,6 +41,12 @@ def test_confirmed_replacement_is_generated_and_printed() -> None:
     )
 
 
+# the class statement reads a name the same patch adds (bound before the hook runs: session 10)
+V2_READS_ADDED = V2.replace('"lock", "parsed")', '"lock", "parsed") + EXTRA').replace(
+    "class Parser:", "EXTRA = ()\n\n\nclass Parser:"
+)
+
+
 _REGISTRY = """
 KINDS = []
 
@@ -57,12 +63,14 @@ NOT_REPLACEABLE = {
         V2 + "\n\nclass Sub(Parser):\n    __slots__ = ()\n",
         "derive(s) from it",
     ),
-    "the class statement reads a name the patch adds": (
-        V1,
+    # a name the patch adds is bound before the hook runs (session 10, StagedPatch.bind_new_names):
+    # test_a_class_statement_may_read_a_name_the_patch_adds
+    "the class statement reads a name the patch changes": (
+        V1.replace("class Parser:", "EXTRA = ()\n\n\nclass Parser:"),
         V2.replace('"lock", "parsed")', '"lock", "parsed") + EXTRA').replace(
-            "class Parser:", "EXTRA = ()\n\n\nclass Parser:"
+            "class Parser:", "EXTRA = ('extra',)\n\n\nclass Parser:"
         ),
-        "reads a name the patch adds",
+        "reads a name the patch changes",
     ),
     "a base of the module with __init_subclass__": (
         V1.replace("class Parser:", _REGISTRY + "\n\nclass Parser(Registered):"),
@@ -80,6 +88,13 @@ NOT_REPLACEABLE = {
         "stops assigning an attribute",
     ),
 }
+
+
+def test_a_class_statement_may_read_a_name_the_patch_adds() -> None:
+    """The transform hook runs with the names the patch adds to modules already bound (session 10), so
+    the new class statement it runs may read one."""
+    result = diff_sources({"m": (V1, V2_READS_ADDED)}, accept_transformer=True)
+    assert result.generated_transformer is not None and result.spec.refusals == ()
 
 
 @pytest.mark.parametrize("case", sorted(NOT_REPLACEABLE))
@@ -106,11 +121,12 @@ def test_a_generated_transformer_never_waives_a_class_state_refusal_it_does_not_
     }
 
 
+@pytest.mark.parametrize("v2", [V2, V2_READS_ADDED], ids=["layout", "reads-an-added-name"])
 def test_confirmed_replacement_applied_live_rebuilds_every_instance_and_keeps_its_state(
-    tmp_path: Path,
+    tmp_path: Path, v2: str
 ) -> None:
     live = load_source(V1, tmp_path, unique_name("replacement"))
-    result = diff_sources({live.__name__: (V1, V2)}, category=None, accept_transformer=True)
+    result = diff_sources({live.__name__: (V1, v2)}, category=None, accept_transformer=True)
     spec = result.spec
     assert spec.refusals == () and result.generated_transformer is not None
     old_class_id = id(

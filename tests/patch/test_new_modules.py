@@ -126,3 +126,52 @@ def test_a_new_module_takes_the_names_the_patch_adds_elsewhere_and_refuses_old_c
         stage(spec)
     assert server.LIMIT == 3 and not hasattr(server, "clip")
     assert f"{pkg}.proto" not in sys.modules
+
+
+CONFIG = (
+    "from __future__ import annotations\n"
+    "\n"
+    "import sys\n"
+    "from dataclasses import dataclass\n"
+    "\n"
+    "SEEN_AS = sys.modules[__name__].__name__  # a module looking itself up, as an import allows\n"
+    "\n"
+    "@dataclass\n"
+    "class Settings:\n"
+    "    limit: int\n"
+    "    name: str = 'default'\n"
+)
+SERVER_V3 = (
+    "from PKG import config\n"
+    "\n"
+    "def handle(x):\n"
+    "    s = config.Settings(x)\n"
+    "    return (s.limit, s.name, config.SEEN_AS)\n"
+)
+
+
+def test_a_new_module_is_in_sys_modules_while_its_source_runs_and_a_loaded_one_imports_it(
+    package: str,
+) -> None:
+    """kvserver 804f2324e2 (replication_cli.py) and 1287f55ec9 (pubsub.py): a new module defining a
+    dataclass under `from __future__ import annotations` failed at staging with "'NoneType' object has
+    no attribute '__dict__'" (dataclasses reads `sys.modules[cls.__module__]`, which an import has set
+    by then). And the loaded server's new `from PKG import config` binds the module the swap registers.
+    Staging leaves neither in sys.modules nor on the package."""
+    pkg = package
+    server = sys.modules[f"{pkg}.server"]
+    spec = patch_from_sources(
+        {
+            f"{pkg}.server": (SERVER_V1, SERVER_V3.replace("PKG", pkg)),
+            f"{pkg}.config": (None, CONFIG),
+        }
+    )
+    staged = stage(spec)
+    assert f"{pkg}.config" not in sys.modules and not hasattr(sys.modules[pkg], "config")
+    staged.swap_in()
+    config = sys.modules[f"{pkg}.config"]
+    assert server.config is config and sys.modules[pkg].config is config
+    assert server.handle(4) == (4, "default", f"{pkg}.config")
+    staged.swap_out()
+    assert server.handle(9) == 9
+    assert f"{pkg}.config" not in sys.modules and not hasattr(sys.modules[pkg], "config")

@@ -437,13 +437,17 @@ def test_an_if_of_init_storing_only_new_attributes_is_run_again_on_live_instance
         assert any(r.kind is RefusalKind.INSTANCE_ATTRIBUTE for r in result.spec.refusals)
 
 
-def test_no_transformer_reading_a_name_the_patch_adds_or_changes_or_taking_over_state() -> None:
+def test_a_transformer_may_read_a_name_the_patch_adds_but_not_one_it_changes_or_take_over_state() -> (
+    None
+):
     """Found by applying the transformer commits live (scripts/live_apply_history.py --transformers,
-    session 9). The hook runs before the swap binds the patch's module-level names: h11 ec0ff35e9fba
-    (`self._delimiter_regex = delimiter_regex`, a new module-level regex) raised NameError live (the
-    attempt was undone), and a changed value would be read as the old one. waitress d060d2424292 and
-    5bd69e954571 replace `thread_mgmt_lock`/`queue_lock` by new locks and conditions: fresh ones on a
-    live dispatcher whose threads wait on the old ones failed requests. None gets a transformer now."""
+    session 9). The hook ran before the swap bound the patch's module-level names: h11 ec0ff35e9fba
+    (`self._delimiter_regex = delimiter_regex`, a new module-level regex) raised NameError live. Since
+    session 10 the names a patch adds to modules are bound before the hook runs (applied below); a
+    value or function the patch changes would still be its old version there: no transformer.
+    waitress d060d2424292 and 5bd69e954571 replace `thread_mgmt_lock`/`queue_lock` by new locks and
+    conditions: fresh ones on a live dispatcher whose threads wait on the old ones failed requests. No
+    transformer for those."""
     v1 = (
         "import re\n\n"
         "LIMIT = 4\n\n\n"
@@ -466,9 +470,72 @@ def test_no_transformer_reading_a_name_the_patch_adds_or_changes_or_taking_over_
     unchanged = v1.replace(
         "        self.lock = None\n", "        self.lock = None\n        self.cap = [0] * LIMIT\n"
     )
-    for v2, generated in ((new_name, False), (changed, False), (moved, False), (unchanged, True)):
-        result = diff_sources({"m": (v1, v2)}, accept_transformer=True)
+    helper = v1.replace("LIMIT = 4\n", "LIMIT = 4\n\n\ndef cap():\n    return [0] * LIMIT\n")
+    calls_changed = helper.replace("* LIMIT\n", "* (LIMIT + 1)\n").replace(
+        "        self.lock = None\n", "        self.lock = None\n        self.cap = cap()\n"
+    )
+    calls_same = helper.replace(
+        "        self.lock = None\n", "        self.lock = None\n        self.cap = cap()\n"
+    )
+    for before, v2, generated in (
+        (v1, new_name, True),
+        (v1, changed, False),
+        (v1, moved, False),
+        (v1, unchanged, True),
+        (helper, calls_changed, False),  # a function the patch changes: its old code would run
+        (helper, calls_same, True),
+        # a new global shadowing a builtin is bound by the swap only: the hook would read the builtin
+        (v1, new_name.replace("DELIM", "format"), False),
+    ):
+        result = diff_sources({"m": (before, v2)}, accept_transformer=True)
         assert (result.generated_transformer is not None) is generated, v2
         if not generated:
             refused = [r for r in result.spec.refusals if r.kind is RefusalKind.INSTANCE_ATTRIBUTE]
             assert refused and all("--accept-transformer` cannot help" in r.fix for r in refused)
+
+
+READS_V1 = (
+    "import re\n\n"
+    "LIMIT = 4\n\n\n"
+    "class Buffer:\n"
+    "    def __init__(self):\n"
+    "        self.data = b''\n\n"
+    "    def received_bytes(self, data):\n"
+    "        self.data = (self.data + data)[-8:]\n"
+    "        return len(self.data)\n\n\n"
+    "LIVE = Buffer()\n"
+)
+# h11 ec0ff35e9fba's shape: a new module-level regex the new __init__ stores (and a value it does
+# not change)
+READS_V2 = (
+    READS_V1.replace("LIMIT = 4\n", "LIMIT = 4\nDELIM = re.compile(b'\\\\r?\\\\n')\n")
+    .replace(
+        "        self.data = b''\n",
+        "        self.data = b''\n        self.delim = DELIM\n        self.cap = [0] * LIMIT\n",
+    )
+    .replace(
+        "        return len(self.data)\n",
+        "        return (len(self.data), self.delim.pattern, len(self.cap))\n",
+    )
+)
+
+
+def test_a_transformer_reading_a_name_the_patch_adds_applies_live_like_a_fresh_import(
+    tmp_path: Path,
+) -> None:
+    """The names a patch adds to modules are bound before the generated hook runs (session 10):
+    `DELIM`, which the patch adds, is the new version's object when the hook evaluates it on the live
+    instance; two managed threads use it throughout and none sees an error."""
+    live = load_source(READS_V1, tmp_path, unique_name("reads_new"))
+    fresh = load_source(READS_V2, tmp_path / "fresh", unique_name("reads_new_fresh"))
+    try:
+        result = diff_sources({live.__name__: (READS_V1, READS_V2)}, accept_transformer=True)
+        assert result.spec.refusals == () and result.generated_transformer is not None
+        outcome, reason, errors = _run_under_load(live, result.spec)
+        assert outcome == "applied", reason
+        assert errors == []
+        assert live.LIVE.delim is live.DELIM and live.LIVE.cap == fresh.Buffer().cap == [0] * 4
+        assert live.LIVE.received_bytes(b"x")[1:] == fresh.Buffer().received_bytes(b"x")[1:]
+        assert revert_patch().ok
+    finally:
+        forget(live, fresh)

@@ -125,6 +125,30 @@ CASES: dict[str, tuple[set[str], list[str]]] = {
             "m.Queue is __import__('queue').Queue",
         ],
     ),
+    "values_around_blocks": (
+        {
+            "added:SEPARATOR",
+            "changed:<block 0>",
+            "added:HAVE_NATIVE",
+            "added:FAST_PATHS",
+            "changed:parse",
+        },
+        [
+            "m.parse('x')",
+            "m.HAVE_NATIVE",
+            "m.FAST_PATHS[1] is __import__('json').dumps",
+            "m._native_loads is __import__('json').loads",
+        ],
+    ),
+    "block_class_values": (
+        {"removed:UnixServer", "changed:<block 0>"},
+        [
+            "m.LIVE.describe()",
+            "int(m.UnixServer.family)",
+            "(m.UnixServer.limit, m.UnixServer.path_prefix)",
+            "type(m.LIVE) is m.UnixServer",
+        ],
+    ),
     "guarded_attribute": (
         {"changed:Channel.__init__", "changed:Channel.describe", "added:Channel.handle"},
         [
@@ -495,7 +519,15 @@ def test_a_class_level_default_of_a_base_class_covers_a_new_instance_attribute()
 
 
 @pytest.mark.parametrize(
-    "case", ["new_names", "changed_constants", "class_constants", "decorators"]
+    "case",
+    [
+        "new_names",
+        "changed_constants",
+        "class_constants",
+        "decorators",
+        "values_around_blocks",
+        "block_class_values",
+    ],
 )
 def test_a_signed_patch_of_values_applies_from_its_compiled_code(case: str, tmp_path: Path) -> None:
     """The path an agent takes: a signed .lpatch (ADDED module-level statements compiled by `diff`),
@@ -682,6 +714,71 @@ def test_a_member_changing_kind_is_refused_when_read_by_the_class_body_or_not_a_
         forget(live)
 
 
+def test_a_block_class_value_is_rebound_with_the_checks_of_a_top_level_one(tmp_path: Path) -> None:
+    """The neighbours of values corpus `block_class_values` (waitress 50c66211a6). Refused by the
+    differ: a value read while the module ran (it holds the old one), a value the new body drops, a
+    value becoming a def, a property with a setter, a class defined by two branches of the old version
+    (which one is live is not known), a dunder. Refused at staging, nothing changed: a live value
+    changed at run time, a live property that is not the old getter, a new value that is not an
+    immutable constant."""
+    head = "import sys\n\n"
+    v1 = head + "class T:\n    limit = 4\n\n    def f(self):\n        return self.limit\n"
+    block = head + "if sys:\n    class T:\n        limit = 8\n\n        def f(self):\n"
+    block += "            return self.limit\n"
+    assert _refusals(v1, block) == []
+    for old, new in (
+        (v1 + "DEFAULT = T.limit\n", block + "DEFAULT = T.limit\n"),  # an import-time reader
+        (v1, block.replace("        limit = 8\n", "        pass\n")),  # dropped
+        (
+            v1,
+            block.replace(
+                "        limit = 8\n", "        def limit(self):\n            return 8\n"
+            ),
+        ),
+        (
+            head + "class T:\n    @property\n    def limit(self):\n        return 4\n\n"
+            "    @limit.setter\n    def limit(self, v):\n        pass\n",
+            block,
+        ),
+        (
+            head
+            + "if sys:\n    class T:\n        limit = 4\nelse:\n    class T:\n        limit = 5\n",
+            head
+            + "if sys:\n    class T:\n        limit = 8\nelse:\n    class T:\n        limit = 5\n",
+        ),
+        (v1.replace("limit = 4", "__hash__ = None"), block.replace("limit = 8", "__hash__ = 1")),
+    ):
+        refused = _refusals(old, new)
+        assert [k for _, k, _ in refused] == [RefusalKind.MODULE_STATE], new
+    live = _load(v1, tmp_path / "value", "block_values")
+    try:
+        spec = patch_from_sources({live.__name__: (v1, block)})
+        live.T.limit = 5  # configured at run time: state
+        with pytest.raises(PatchRefused, match="class-level `limit` is not what the old version"):
+            stage(spec)
+        assert live.T.limit == 5
+        live.T.limit = 4
+        listy = block.replace("limit = 8", "limit = [8]")
+        with pytest.raises(PatchRefused, match="not an immutable constant"):
+            stage(patch_from_sources({live.__name__: (v1, listy)}))
+        staged = stage(spec)
+        staged.swap_in()
+        assert live.T().f() == 8
+        staged.swap_out()
+        assert live.T().f() == 4
+    finally:
+        forget(live)
+    prop = head + "class T:\n    @property\n    def limit(self):\n        return 4\n"
+    live = _load(prop, tmp_path / "prop", "block_prop")
+    try:
+        spec = patch_from_sources({live.__name__: (prop, block)})
+        live.T.limit = property(lambda self: 5)  # another getter
+        with pytest.raises(PatchRefused, match="not the old version's getter-only property"):
+            stage(spec)
+    finally:
+        forget(live)
+
+
 def test_module_level_blocks_that_do_more_than_bind_names_or_move_stay_refused(
     tmp_path: Path,
 ) -> None:
@@ -700,17 +797,18 @@ def test_module_level_blocks_that_do_more_than_bind_names_or_move_stay_refused(
         head
         + "if sys:\n    class T:\n        family = 1\n\n        def f(self):\n            return 1\n"
     )
-    refused = _refusals(klass, klass.replace("family = 1", "family = 2"))  # waitress 50c66211a6
-    assert [(q, k) for q, k, _ in refused] == [("<module>", RefusalKind.MODULE_STATE)]
+    # a class value of a block's class: rebound on the live class since session 10 (waitress
+    # 50c66211a6; test_a_block_class_value_is_rebound_with_the_checks_of_a_top_level_one)
+    assert _refusals(klass, klass.replace("family = 1", "family = 2")) == []
     assert _refusals(klass, klass.replace("return 1", "return 2")) == []
     # two branches define the class: the new one keeps the shape of its own branch (waitress trigger)
     branches = head + "if sys:\n    class T(int):\n        def f(self):\n            return 1\n"
     branches += "else:\n    class T:\n        def f(self):\n            return 1\n"
     assert _refusals(branches, branches.replace("return 1", "return 2", 1)) == []
-    # a top-level class moved into a block changes a class value: refused (waitress 50c66211a6)
+    # a top-level class moved into a block changes a class value: accepted since session 10
     moved = head + "class T:\n    family = 1\n"
     into = head + "if sys:\n    class T:\n        family = 2\n"
-    assert [k for _, k, _ in _refusals(moved, into)] == [RefusalKind.MODULE_STATE]
+    assert _refusals(moved, into) == []
     assert _refusals(moved, into.replace("family = 2", "family = 1")) == []
     bases = head + "if sys:\n    class T:\n        pass\n"
     refused = _refusals(bases, bases.replace("class T:", "class T(Exception):"))

@@ -315,6 +315,43 @@ def test_pre_patch_veto_refuses_and_a_failing_transform_changes_nothing(
     assert rt.statistics().transition is None
 
 
+ADDS_A_NAME = V2 + "\n\nNEW_LIMIT = 7\n"
+SEES_THE_NEW_NAMES = """
+seen = []
+
+def transform(ctx):
+    mod = next(iter(ctx.modules.values()))
+    seen.append((mod.NEW_LIMIT, mod.first(1)))  # a name the patch adds; the code is still the old one
+    if getattr(mod, "FAIL_TRANSFORM", False):
+        raise KeyError("state")
+"""
+
+
+def test_the_transform_sees_the_names_the_patch_adds_and_a_failing_one_unbinds_them(
+    rt: Runtime, app: ModuleType
+) -> None:
+    """The transform hook runs before the swap with the names the patch adds to modules already bound
+    (a generated transformer may build a new class's object: kvserver 1287f55ec9's `PubSub()`), the
+    old code still installed (a thread that is not parked keeps running code that matches the data);
+    a transform that fails leaves no added name and the old code."""
+    old = app.first.__code__
+    app.FAIL_TRANSFORM = True  # type: ignore[attr-defined]
+    spec = spec_for(app, new=ADDS_A_NAME, category=Category.DATA, hooks=SEES_THE_NEW_NAMES)
+    r = rt.apply_patch(spec)
+    assert r.outcome == "failed" and "transform hook raised KeyError" in r.reason, r.reason
+    assert app.first.__code__ is old and app.first(1) == ("v1", 1)
+    assert "NEW_LIMIT" not in vars(app)
+    assert "swapped" not in [e.name for e in r.events]
+    app.FAIL_TRANSFORM = False  # type: ignore[attr-defined]
+    r = rt.apply_patch(spec)
+    assert r.outcome == "applied", r.reason
+    ns = rt._stack[-1].hooks.namespace
+    assert ns is not None and ns.seen == [(7, ("v1", 1))]
+    assert app.NEW_LIMIT == 7 and app.first(1) == ("v2", 1)  # type: ignore[attr-defined]
+    assert rt.revert_patch().ok
+    assert app.first.__code__ is old and "NEW_LIMIT" not in vars(app)
+
+
 def test_watch_rolls_back_on_a_patcher_side_thread(rt: Runtime, app: ModuleType) -> None:
     hooks = "import threading\nrevert_threads = []\n\ndef post_revert(ctx):\n    revert_threads.append(threading.current_thread().name)\n"
     spec = spec_for(app, hooks=hooks)

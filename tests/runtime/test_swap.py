@@ -344,3 +344,25 @@ def test_on_error_sees_errors_raised_while_a_generator_runs(
     it2.close()  # closing a generator early is not an error of the new code
     assert len(seen) == 1
     staged.end_dispatch(keep_new=True)
+
+
+def test_bind_new_names_binds_only_names_the_patch_adds_to_modules(tmp_path: Path) -> None:
+    """What the transform hook sees before the swap (StagedPatch.bind_new_names): the names the patch
+    adds to the module, not a changed one, not the new code, and not a new global that shadows a
+    builtin (the old code reads that name); the returned undo takes them out again."""
+    v1 = "LIMIT = 4\n\n\nclass C:\n    pass\n\n\ndef first(x):\n    return ('v1', len(x))\n"
+    v2 = v1.replace("LIMIT = 4\n", "LIMIT = 5\nADDED = 7\nlen = str\n").replace("v1", "v2")
+    live = load_source(v1, tmp_path, unique_name("bindnew"))
+    try:
+        staged = stage(patch_from_sources({live.__name__: (v1, v2)}))
+        unbind = staged.bind_new_names()
+        assert live.ADDED == 7 and live.LIMIT == 4 and "len" not in vars(live)
+        assert live.first("ab") == ("v1", 2)
+        unbind()
+        assert "ADDED" not in vars(live)
+        staged.swap_in()
+        assert live.ADDED == 7 and live.LIMIT == 5 and live.first("ab") == ("v2", "ab")  # len = str
+        staged.swap_out()
+        assert "ADDED" not in vars(live) and "len" not in vars(live) and live.LIMIT == 4
+    finally:
+        forget(live)

@@ -36,6 +36,7 @@ inferred (`infer_category`) unless given.
 from __future__ import annotations
 
 import ast
+import builtins
 import dataclasses
 import hashlib
 import json
@@ -43,6 +44,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from livepatch.patch.block_classes import block_class_values
+from livepatch.patch.block_classes import encode as encode_block_values
 from livepatch.patch.fingerprint import code_fingerprint
 from livepatch.patch.hooks_info import defined_hooks
 from livepatch.patch.imports import PackageImports
@@ -350,19 +353,33 @@ class _Differ:
         # the new class must keep the shape of one of the old ones of that name, in a block or at the
         # top level of the old module
         before: dict[str, set[str]] = {}
+        old_nodes: dict[str, list[ast.ClassDef]] = {}
         for n in changed_old:
             for c in ast.walk(n):
                 if isinstance(c, ast.ClassDef):
                     before.setdefault(c.name, set()).add(class_shape(c))
+                    old_nodes.setdefault(c.name, []).append(c)
         for name, info in self.old.classes.items():
             if "." not in name:
                 before.setdefault(name, set()).add(class_shape(info.node))
-        for _, n in changed_new:
+                old_nodes.setdefault(name, []).append(info.node)
+        values: dict[int, dict[str, dict[str, list[str]]]] = {}
+        for i, n in changed_new:
             for c in ast.walk(n):
                 if isinstance(c, ast.ClassDef) and class_shape(c) not in before.get(
                     c.name, {class_shape(c)}
                 ):
-                    return False
+                    # only class-level values differ, in a way staging can check and redo on the
+                    # live class (block_classes: waitress 50c66211a6's `family`)
+                    rules = block_class_values(
+                        c,
+                        old_nodes.get(c.name, []),
+                        (_module_tree(self.old), _module_tree(self.new)),
+                        self.old_getter_fingerprints(c.name),
+                    )
+                    if rules is None or c.name in values.get(i, {}):
+                        return False
+                    values.setdefault(i, {})[c.name] = rules
         for i, node in changed_new:
             # staged after the definitions: a block's test or values may read an import the patch adds
             self.blocks_changed.append(
@@ -372,9 +389,21 @@ class _Differ:
                     DefinitionKind.BLOCK,
                     None,
                     hashlib.sha256(ast.dump(node).encode()).hexdigest(),
+                    old_value=encode_block_values(values.get(i, {})),
                 )
             )
         return True
+
+    def old_getter_fingerprints(self, cls: str) -> dict[str, str]:
+        """Property name -> the fingerprint of its getter, for the old top-level class `cls` (a class
+        in an old block has no definitions in the walk: staging then checks the property's shape)."""
+        found: dict[str, str] = {}
+        for q, d in self.old.definitions.items():
+            parts = q.split(".")
+            fp = _fp(d)
+            if len(parts) == 3 and parts[0] == cls and parts[2] == "fget" and fp is not None:
+                found[parts[1]] = fp
+        return found
 
     def new_star_import(self, node: ast.stmt) -> bool:
         """A new `from M import *` of a module of the package whose `__all__` is built by the same
@@ -519,8 +548,9 @@ class _Differ:
     def not_replaceable(self, qualname: str, old: ClassInfo, new: ClassInfo) -> str | None:
         """Why a generated transformer cannot replace class `qualname` whose layout changes (None: it
         can; livepatch.migrate says what is checked on the live objects). The hook runs the new class
-        statement over the live module's globals before the swap, so the statement may read only names
-        the live module binds to what the new version binds (as transformer_may_read); its decorators
+        statement over the live module's globals before the swap (the names the patch adds to modules
+        bound, session 10), so the statement may read only names the live module binds to what the new
+        version binds (reads_live_names); its decorators
         would run again (a dataclass: its fields decide __init__ and the layout); a class of the module
         deriving from it would keep the old layout; and a class that stops assigning an attribute may
         move state the rebuilt instance would drop (session 10)."""
@@ -558,19 +588,27 @@ class _Differ:
         for expr in [*new.node.bases, *(k.value for k in new.node.keywords)]:
             reads |= free_reads(expr)
         if not self.reads_live_names(reads):
-            return "the class statement reads a name the patch adds or changes"
+            return (
+                "the class statement reads a name the patch changes, or one nothing the swap binds"
+            )
         return None
 
     def transformer_may_read(self, old: ClassInfo, new: ClassInfo, node: ast.AST | None) -> bool:
         """Whether a generated transformer may evaluate `node` (an expression or an `if` of the new
-        __init__) on live instances. The hook runs before the swap binds the patch's module-level
-        names, so a name the old module does not bind would raise NameError (h11 ec0ff35e9fba:
-        `self._delimiter_regex = delimiter_regex`, a new module-level regex: the attempt was undone
-        live), and a value the patch changes would give the old value; and when the class stops
-        assigning an attribute (waitress d060d2424292 and 5bd69e954571: `queue_lock` and
-        `thread_mgmt_lock` replaced by new locks and conditions) the new attributes take over state
+        __init__) on live instances. The hook runs under global quiescence before the swap, with the
+        names the patch adds to modules already bound and the old code still installed
+        (runtime/patcher.py; session 10: StagedPatch.bind_new_names). So it may read a module-level
+        name the patch adds (h11 ec0ff35e9fba's `delimiter_regex`, kvserver 1287f55ec9's `PubSub`; in
+        session 9 those raised NameError live, or were refused). Refused: a name that nothing the swap
+        binds gives (bound only by code that is not a target, and unbound in the old version), a
+        module-level definition the patch changes (a value would be read as the old one, a function or
+        class would run its old code: the hook would build what the old version builds), and a class
+        that stops assigning an attribute (waitress d060d2424292 and 5bd69e954571: `queue_lock` and
+        `thread_mgmt_lock` replaced by new locks and conditions): the new attributes take over state
         the live instance keeps elsewhere, which a fresh value drops (both broke live requests when
-        applied). No transformer then (session 9)."""
+        applied; session 9). No transformer then. Why not run the hook after the swap instead: a
+        thread that is not managed is not parked, and would run the new code on instances the hook
+        has not reached yet (waitress a4135c0b2b36 crashed its server so, session 10)."""
         if node is None:
             return True
         if set(old.instance_attributes) - set(new.instance_attributes):
@@ -578,9 +616,10 @@ class _Differ:
         return self.reads_live_names(free_reads(node))
 
     def reads_live_names(self, names: Iterable[str]) -> bool:
-        """Every module-level name of `names` is bound in the live module to what the new version binds
-        (not added, not a value the patch changes): code run by a transform hook, before the swap binds
-        the patch's names, reads them (transformer_may_read)."""
+        """Every module-level name of `names` is bound, when a transform hook runs (before the swap,
+        after StagedPatch.bind_new_names), to what the new version binds: a name the patch adds to the
+        module (not one shadowing a builtin), or one it does not change. A definition the patch
+        changes would be the old one there (transformer_may_read)."""
         old_top = {q: d for q, d in self.old.definitions.items() if "." not in q}
         for name in names:
             d = self.new.definitions.get(name)
@@ -588,13 +627,13 @@ class _Differ:
                 continue  # a builtin, or `self`
             before = old_top.get(name)
             if before is None and name not in self.old.dynamic_names:
-                return False  # added by the patch: not bound in the live module yet
-            if (
-                d is not None
-                and d.kind is DefinitionKind.VALUE
-                and (before is None or ast.dump(before.node) != ast.dump(d.node))
-            ):
-                return False  # a value the patch changes: the hook would read the old one
+                if d is None or name in vars(builtins):
+                    # bound only by code the patch does not stage (unbound live), or a new global
+                    # shadowing a builtin (bound by the swap only: the hook would read the builtin)
+                    return False
+                continue  # added by the patch: bound before the hook runs
+            if d is not None and (before is None or ast.dump(before.node) != ast.dump(d.node)):
+                return False  # changed by the patch: the hook would see the old definition
         return True
 
     @staticmethod
@@ -1215,6 +1254,13 @@ class _Differ:
                 TargetChange(qualname, ChangeKind.REMOVED, old.kind, _fp(old), None)
             )
         self.changes.extend(self.blocks_changed)
+
+
+def _module_tree(walk: ModuleWalk) -> ast.Module:
+    """The top-level statements a walk knows (definitions and other statements), as one tree: what
+    runs at import time, for block_classes' reader scan."""
+    nodes = [d.node for d in walk.definitions.values() if not d.owner]
+    return ast.Module(body=[*nodes, *walk.statement_nodes], type_ignores=[])
 
 
 def _default_exprs(node: ast.FunctionDef | ast.AsyncFunctionDef) -> dict[str, ast.expr]:

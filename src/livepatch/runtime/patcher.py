@@ -15,7 +15,8 @@ Theory of operation
 `_patcher_lock` serializes every transition of the patch stack (apply, revert, the end of a watch window, an
 automatic rollback); the quiescence protocols serialize transitions of the thread registry on their own.
 Everything heavy (hooks loading, staging) happens before quiescence (invariant 4); inside a global
-quiescence only the activeness check, the transform hook and `swap_in` run. A watch window keeps the
+quiescence only the activeness check, the transform hook (with the names the patch adds to modules
+already bound, the old code still in place) and `swap_in` run. A watch window keeps the
 patch's dispatchers installed (always choosing the new code) to count exceptions escaping it and to time
 its calls (watch.py); the next apply/revert ends the window first. Rollback runs on the watch's own
 thread, never in the thread whose exception tripped it; a window tripped by calls hanging in the new code
@@ -305,8 +306,10 @@ def _undoing(
 def _transform_while_parked(
     att: _Attempt, hooks: PatchHooks, ctx: HookContext, timeout: float
 ) -> Callable[[], None] | None:
-    """The transform hook as run inside global quiescence. On failure its declared steps are undone
-    right there, while every thread is still parked, so the server never sees half a transformation."""
+    """The transform hook as run inside global quiescence, before swap_in, with the names the patch
+    adds to modules bound (StagedPatch.bind_new_names: the hook may use them). On failure its declared
+    steps are undone right there, and _quiesce's action unbinds those names, while every managed thread
+    is still parked, so the server never sees half a transformation."""
     from livepatch.runtime.hook_runner import HookTimedOut, call_with_deadline
 
     if not hooks.has("transform"):
@@ -326,7 +329,10 @@ def _transform_while_parked(
         except Exception as exc:
             raise PatchFailed(
                 _undo_report(
-                    att, ctx, f"transform hook raised {exc!r}; nothing was swapped", timeout
+                    att,
+                    ctx,
+                    f"transform hook raised {exc!r}; nothing was swapped",
+                    timeout,
                 ),
             ) from exc
 
@@ -457,7 +463,19 @@ class Patcher(Quiescence):
                     if not allow_active:
                         _check_activeness(parked, staged.replaced_codes)
                     if while_parked is not None:
-                        while_parked()
+                        # the transform runs before the swap, with the names the patch adds to
+                        # modules bound (a generated hook computing `PubSub()` or reading
+                        # `delimiter_regex`: kvserver 1287f55ec9, h11 ec0ff35e9f) and the old code
+                        # still in place. Not after the swap: a thread that is not managed (waitress's
+                        # asyncore loop under `livepatch run`) is not parked and would run the new code
+                        # on instances the hook has not reached yet (waitress a4135c0b2b36 crashed the
+                        # server that way); the old code ignores names and attributes it does not know
+                        unbind = staged.bind_new_names()
+                        try:
+                            while_parked()
+                        except BaseException:
+                            unbind()
+                            raise
                     staged.swap_in()
                     att.rec.emit(EventName.SWAPPED, detail=f"{staged.function_count} functions")
 

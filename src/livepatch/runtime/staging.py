@@ -65,6 +65,7 @@ from types import CodeType, FunctionType, ModuleType
 from typing import Any, NamedTuple
 
 from livepatch.errors import PatchRefused
+from livepatch.patch import block_classes
 from livepatch.patch.compiled import (
     CompiledModulePatch,
     CompiledTarget,
@@ -530,6 +531,10 @@ class _ModuleStager:
             raise self.refuse(
                 change.qualname, "the patch's new source does not have this block (corrupt patch)"
             )
+        try:
+            class_values = block_classes.decode(change.old_value)
+        except ValueError as exc:
+            raise self.refuse(change.qualname, f"corrupt patch: {exc}") from exc
         bound = self.build.exec_statement(node, change.qualname)
         if _star_import(node):
             self.stage_new_star(change, node, bound)
@@ -548,7 +553,7 @@ class _ModuleStager:
             elif isinstance(live, FunctionType) and isinstance(value, FunctionType):
                 self.swap_in_place(where, live, value)
             elif isinstance(live, type) and isinstance(value, type):
-                self.patch_class_in_place(where, live, value)
+                self.patch_class_in_place(where, live, value, class_values.get(value.__name__, {}))
             else:
                 raise self.refuse(
                     where,
@@ -619,10 +624,14 @@ class _ModuleStager:
             )
         )
 
-    def patch_class_in_place(self, where: str, live: type, new: type) -> None:
+    def patch_class_in_place(
+        self, where: str, live: type, new: type, values: dict[str, list[str]]
+    ) -> None:
         """A class a block defines again: same bases, its functions patched in place (plain methods,
-        static and class methods, property accessors), new plain methods added; any other class-level
-        difference is refused."""
+        static and class methods, property accessors), new plain methods added, and the class-level
+        values the differ found rebindable (`values`, patch.block_classes) rebound after the same
+        checks as a top-level class's (`rebind_block_value`); any other class-level difference is
+        refused."""
         if live.__bases__ != new.__bases__ or type(live) is not type(new):
             raise self.refuse(
                 where, "the block's class has other bases or another metaclass than the live one"
@@ -632,6 +641,9 @@ class _ModuleStager:
             if attr in _CLASS_NOISE:
                 continue
             old = live_ns.get(attr, MISSING)
+            if attr in values:
+                self.rebind_block_value(f"{where}.{attr}", live, attr, value, values[attr])
+                continue
             pairs = _function_pairs(old, value)
             if pairs is not None:
                 for a, b in pairs:
@@ -651,6 +663,60 @@ class _ModuleStager:
                     "the block's class changes this class-level member in a way that cannot be done "
                     "in place (a value, a descriptor, a new method using super()); fix: keep it",
                 )
+
+    def rebind_block_value(
+        self, where: str, cls: type, attr: str, value: Any, rule: list[str]
+    ) -> None:
+        """Rebind class-level `attr` of the live class `cls` (defined again by a block) to `value`, what
+        the block's new class body gave it, when the live attribute is what the old version left there
+        (`rule`, patch.block_classes: absent, the old expression's value, or a getter-only property
+        with the old getter), nothing else holds a live value (runtime/values.py, as for a changed
+        top-level value), and the new value is an immutable constant (a value holding objects of the
+        new class body would not be the live class's own)."""
+        how, detail = rule
+        live = vars(cls).get(attr, MISSING)
+        if not _constant(value):
+            raise self.refuse(
+                where,
+                f"the block's class gives `{attr}` a {type(value).__name__}, not an immutable "
+                "constant: it cannot be rebound on the live class; fix: keep it, or set it in a "
+                "post_patch hook",
+            )
+        if how == block_classes.ADDED:
+            ok, was = live is MISSING, "unbound (the old class did not have it)"
+        elif how == block_classes.VALUE:
+            try:
+                before = self.build.eval_expr(ast.parse(detail, mode="eval").body, cls, where)
+            except SyntaxError as exc:
+                raise self.refuse(where, f"the patch's old value does not compile: {exc}") from exc
+            ok = live is before or (type(live) is type(before) and _equal(live, before))
+            was = f"what the old version's `{_short(detail)}` builds"
+            if ok and live is not MISSING:
+                holders = other_holders(self.module, cls, attr, live)
+                if holders:
+                    raise self.refuse(
+                        where,
+                        f"the live value is also held by {', '.join(holders)}, which would keep the "
+                        "old value; fix: read it through the class at call time",
+                    )
+        else:
+            getter = live.fget if isinstance(live, property) else None
+            ok = (
+                isinstance(live, property)
+                and live.fset is None
+                and live.fdel is None
+                and isinstance(getter, FunctionType)
+                and getter.__name__ == attr
+                and (not detail or live_fingerprint(getter.__code__) == detail)
+            )
+            was = "the old version's getter-only property"
+        if not ok:
+            raise self.refuse(
+                where,
+                f"the live class-level `{attr}` is not {was}: it was changed at run time or the "
+                "server runs another version; fix: keep the old value",
+            )
+        self.bind(cls, attr, value, where)
 
     def check_replaced_member(self, cls: Any, d: Definition, change: TargetChange) -> None:
         """An added class member that replaces one of another kind (patch.diff: a method becoming a
@@ -909,7 +975,7 @@ class _ModuleStager:
         self.bind(self.module, d.name, new, change.qualname)
 
     def run(self) -> None:
-        for change in self.mp.changes:
+        for change in self.ordered_changes():
             if change.kind is ChangeKind.SAME:
                 self.stage_same(change)
             elif change.kind is ChangeKind.REMOVED:
@@ -931,6 +997,52 @@ class _ModuleStager:
                     change.qualname, f"a changed {change.definition} cannot be live-patched"
                 )
 
+    def ordered_changes(self) -> list[TargetChange]:
+        """The patch's changes in the order a fresh import of the new version runs their statements.
+
+        The differ lists definitions in source order but appends the changed if/try blocks after them
+        (diff._Differ.blocks). Staging evaluates added values, decorators and class bodies in the live
+        module with what the patch staged so far visible (swap_build.LiveBuilder's overlay), so a value
+        that reads a name a block binds (kvserver b29989ec9d: `HAVE_NATIVE = _native_parse is not
+        None` after `try: from kvserver._respfast import parse_requests as _native_parse`) must be
+        staged after that block, and a block that reads an added import after the import: exactly
+        the order of their statements in the new source. So when the patch changes a block, the
+        other changes are staged by the line of the top-level statement that defines them (stable:
+        the members of one class keep the differ's order); SAME ones (only checked) and REMOVED ones
+        (nothing to do) first. Without a changed block the differ's order already is the source
+        order, and nothing is parsed to find it."""
+        changes = list(self.mp.changes)
+        if not any(c.definition is DefinitionKind.BLOCK for c in changes):
+            return changes
+        inert = [c for c in changes if c.kind in (ChangeKind.SAME, ChangeKind.REMOVED)]
+        keyed: list[tuple[int, int, TargetChange]] = []
+        for i, change in enumerate(changes):
+            if change.kind in (ChangeKind.SAME, ChangeKind.REMOVED):
+                continue
+            line = self.statement_line(change)
+            if line is None:
+                return changes  # staging of that change refuses it (corrupt patch): order moot
+            keyed.append((line, i, change))
+        return inert + [c for _, _, c in sorted(keyed, key=lambda k: (k[0], k[1]))]
+
+    def statement_line(self, change: TargetChange) -> int | None:
+        """The first line of the top-level statement of the new source that defines `change` (the
+        class, for a member), None when the new source (or the patch's view of it) has none."""
+        qualname = change.qualname
+        if change.definition is DefinitionKind.BLOCK:
+            node = (
+                self.view.block(self.walk, qualname)
+                if self.view is not None
+                else self.walk.block(qualname)
+            )
+            return None if node is None else node.lineno
+        top = qualname.partition(".")[0]
+        d = self.walk.definitions.get(top)
+        if d is not None:
+            return d.node.lineno
+        info = self.walk.classes.get(top)
+        return None if info is None else info.node.lineno
+
 
 # class attributes every class statement makes anew: not members to compare
 _CLASS_NOISE = frozenset({"__dict__", "__weakref__", "__module__", "__qualname__", "__doc__"})
@@ -944,6 +1056,14 @@ def _same_constant(a: Any, b: Any) -> bool:
     if isinstance(a, tuple):
         return len(a) == len(b) and all(_same_constant(x, y) for x, y in zip(a, b, strict=True))
     return isinstance(a, _CONSTANTS) and _equal(a, b)
+
+
+def _constant(value: Any) -> bool:
+    """An immutable constant (str, bytes, numbers, None, and tuples of them): rebinding a class
+    attribute to it gives the class nothing that belongs to another class body."""
+    if isinstance(value, tuple):
+        return all(_constant(v) for v in value)
+    return isinstance(value, _CONSTANTS)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -1241,8 +1361,13 @@ def stage(spec: PatchSpec) -> StagedPatch:
                     module, module_binds = new_module(mp)
                 _check_no_old_copies(mp.module, module, added, shared)
                 added[mp.module] = module
-                # what later modules of the patch import from it by name
+                # what later modules of the patch import from it by name, and the module itself as
+                # its package's attribute (`from kvserver import replication_cli` in a loaded module:
+                # kvserver 804f2324e2), which swap_in binds (new_module's BindOp)
                 shared.update({(mp.module, k): v for k, v in vars(module).items()})
+                parent, _, child = mp.module.rpartition(".")
+                if parent:
+                    shared[(parent, child)] = module
                 binds.extend(module_binds)
                 modules[mp.module] = module
                 source_bytes += len(mp.new_source.encode())

@@ -23,6 +23,7 @@ those frames may still look them up); names it *rebound* get their old value bac
 
 from __future__ import annotations
 
+import builtins
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -285,6 +286,31 @@ class StagedPatch:
     def swap_out(self) -> None:
         """Put back exactly the objects swap_in replaced, and remove the names it added."""
         self._core.set_side(self._old)
+
+    def bind_new_names(self) -> Callable[[], None]:
+        """Bind the names this patch adds to module namespaces (and only those: a BindOp whose old value
+        is MISSING, owned by a module) while the old code stays installed, and return what unbinds them
+        again. The old code does not read names it does not know (the same holds during a dispatch,
+        which binds every name), so a thread that is not parked sees nothing change; the transform
+        hook, run between this and swap_in, may use what the patch adds (a new class, a new regex). Not a
+        name of a builtin (`open = ...` at module level): the old code reads that name.
+        swap_in then binds them again (the same objects), swap_out unbinds them."""
+        added = [
+            b
+            for b in self._core.binds
+            if isinstance(b.owner, ModuleType)
+            and (b.old if self._old == "old" else b.new) is MISSING
+            # not a new global shadowing a builtin: the old code reads that name
+            and b.name not in vars(builtins)
+        ]
+        for b in added:
+            b.install(self._new)
+
+        def unbind() -> None:
+            for b in reversed(added):
+                b.install(self._old)
+
+        return unbind
 
     @property
     def dispatching(self) -> bool:

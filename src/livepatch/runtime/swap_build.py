@@ -255,10 +255,23 @@ def new_module(mp: ModulePatch) -> tuple[ModuleType, list[BindOp]]:
     module = ModuleType(name)
     module.__file__ = f"<livepatch {name}>"
     module.__package__ = parent_name
+    # While its top level runs the module is in sys.modules under its name, as in an import: code that
+    # looks its own module up there gets it (dataclasses reads `sys.modules[cls.__module__].__dict__`
+    # for string annotations, and failed with "'NoneType' object has no attribute '__dict__'" on
+    # kvserver 804f2324e2's replication_cli.py and 1287f55ec9's pubsub.py). Taken out again whatever
+    # happens: swap_in binds it (BindOp below). The name is one this process has not loaded (stage()
+    # builds only modules missing from sys.modules), so nothing is hidden; a thread importing it in
+    # that window gets the module being built, as with a concurrent first import (_visible's window).
+    shown = name not in sys.modules
+    if shown:
+        sys.modules[name] = module
     try:
         exec(compile(mp.new_source, module.__file__, "exec", dont_inherit=True), vars(module))
     except Exception as exc:
         raise PatchRefused(f"{name}: the new module's source failed to run: {exc!r}") from exc
+    finally:
+        if shown and sys.modules.get(name) is module:
+            del sys.modules[name]
     binds = [BindOp(f"{name}:<module>", sys.modules, name, MISSING, module)]
     parent = sys.modules.get(parent_name) if parent_name else None
     if parent is not None:

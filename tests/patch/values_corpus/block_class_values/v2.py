@@ -1,0 +1,26 @@
+"""A class moved into a module-level `if` block whose class-level values change (waitress 50c66211a6:
+`UnixWSGIServer` under `if hasattr(socket, "AF_UNIX"):`, its getter-only property `family` becoming
+the constant `family = socket.AF_UNIX`)."""
+
+import socket
+
+
+class BaseServer:
+    family = socket.AF_INET
+
+    def describe(self):
+        return (self.kind(), int(self.family))
+
+
+if hasattr(socket, "AF_UNIX"):
+
+    class UnixServer(BaseServer):
+        limit = 8
+        family = socket.AF_UNIX
+        path_prefix = "/tmp/"
+
+        def kind(self):
+            return ("unix v2", self.limit, self.path_prefix)
+
+
+LIVE = UnixServer()
