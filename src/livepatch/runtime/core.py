@@ -34,8 +34,9 @@ the one place it is written (docs/architecture.md repeats it); `Runtime.__init__
    `_slot` held but not the registry lock), `Watch._count_lock`, `_records_lock` (the history, so
    `history()` never waits for a transition).
 
-`_progress`, `_released` (parked threads wait on it outside `_lock`: threads.py `_parked`) and the
-watch's wake-up are `threading.Event`s: signals, not locks. Hooks run on helper
+`_progress` and the watch's wake-up are `threading.Event`s: signals, not locks. Each managed thread's
+gate (`ThreadRecord.gate`, threads.py `_parked`) is a lock it holds while parked and waits on outside
+`_lock`; it is released, never taken, by whoever unparks it (under `_lock`). Hooks run on helper
 threads (hook_runner.py) bounded by the patch's timeout, so a hook cannot hold `_patcher_lock` forever.
 """
 
@@ -103,9 +104,6 @@ class Runtime(Patcher):
         self._control = Control()
         self._deadline = float("inf")  # the pending global transition's (threads.py _wait_global)
         self._expired = None
-        self._released = (
-            threading.Event()
-        )  # replaced by each global transition (threads.py _parked)
         self._hooks: tuple[Callable[[], object], ...] = ()
         # the patcher side (guarded by _patcher_lock; the history by _records_lock)
         self._stack: list[_Applied] = []

@@ -213,7 +213,6 @@ class Quiescence(ThreadSide):
         try:
             with self._lock:
                 tr = self._registry.begin_global(use_priorities, _listener(recorder))
-                self._released = threading.Event()  # what this transition's parked threads wait on
                 self._deadline = (
                     deadline  # the held threads enforce it too (threads.py _wait_global)
                 )
@@ -267,10 +266,9 @@ class Quiescence(ThreadSide):
             switching.restore()
             with self._lock:
                 if self._registry.transition is tr:  # else the threads ended it at the deadline
-                    self._registry.finish_global(swapped)
+                    self._unpark(self._registry.finish_global(swapped))
                     self._control.request = self._idle_request()
                     self._threads_cv.notify_all()
-                    self._released.set()
                 self._progress.set()
             self._slot.release()
 

@@ -4,11 +4,13 @@ Theory of operation
 -------------------
 `ThreadSide` is the part of a `Runtime` (core.py, which creates every lock and states the lock order) that
 managed threads call. One lock (`_lock`) guards the `Registry` (registry.py, which takes every decision).
-`_released` (an Event per global transition) wakes managed threads parked at a quiescence point: they
-wait on it outside the lock (see _parked: a condition handed each woken thread the registry lock while it
-waited for the GIL, and the next transition waited for them). `_threads_cv` (on the lock) wakes threads
-waiting to be born or activated while a global transition runs, and parked threads past the deadline
-while the swap runs. `_progress` (an Event, not the lock) wakes the patcher
+A thread parked at a quiescence point waits on its own gate (`ThreadRecord.gate`, a plain lock it
+holds while parked), outside the registry lock; whoever unparks it (the end of a global transition, the
+priority rule, a thread ending the transition at its deadline) releases the gate under the lock (see
+_parked: one C call to park and one to wake, where an Event cost a condition's Python-level waiter list on
+both sides, and a condition handed each woken thread the registry lock while it waited for the GIL).
+`_threads_cv` (on the lock) wakes threads waiting to be born or activated while a global transition runs,
+and parked threads past the deadline while the swap runs. `_progress` (an Event, not the lock) wakes the patcher
 when something it waits for changed: the last park, a park that lets higher-priority threads park
 (Registry.at_point says which), the last move, a death, a deactivation or a priority change. An ordinary
 park wakes nobody.
@@ -109,9 +111,6 @@ class ThreadSide:
     _local: threading.local  # .record: the calling thread's ThreadRecord, when managed
     _hooks: tuple[Callable[[], object], ...]  # copy-on-write: the patcher iterates without the lock
     _control: Control
-    # set when parked threads are let go (the end of a global transition, or the priority rule's
-    # unparks, which then put a fresh one in its place); replaced under _lock (see _parked)
-    _released: threading.Event
     # the pending transition's deadline (time.monotonic()); written with begin_global / begin_local under
     # _lock, read without it by local points (a stale read: the lock is taken and the state re-checked)
     _deadline: float
@@ -211,31 +210,43 @@ class ThreadSide:
                 return
             if action is not PointAction.PARK:
                 self._progress.set()  # PARK_NOTIFY, or a local move (the transition changed since)
-            released = self._released
-        self._parked(rec, released)
+            if rec.state is not ThreadState.PARKED:
+                return  # a local move (the transition changed since the flag was read)
+            rec.gate.acquire()  # never waits: the gate is free while the thread is not parked
+        self._parked(rec)
 
-    def _parked(self, rec: ThreadRecord, released: threading.Event) -> None:
-        """Wait while parked (a global transition), on `released`, not on `_threads_cv`.
+    def _parked(self, rec: ThreadRecord) -> None:
+        """Wait while parked (a global transition) on the thread's own gate, which it holds while parked.
 
-        The patcher unparks us (state back to RUNNING, under the lock) and then sets `released` when the
-        swap is done or aborted; or we end the transition ourselves at its deadline (_wait_global). Why
-        not the condition: a thread woken by `notify_all` returns from `Condition.wait` holding `_lock`
-        and only then waits for the GIL (busy threads hold it up to a switch interval each), so ten
-        released threads held the registry lock in turn for milliseconds while the patcher, starting
-        the next transition, waited for it (up to 41 ms at load 25, docs/performance.md, core8). The
-        state is read without the lock: it is written under the lock before `released` is set. The
-        priority rule's unparks set the event too and put a fresh one in its place under the same lock
-        (set_priority): a thread still parked after the event fired takes the fresh one."""
+        Whoever unparks us, under the lock, sets the state back to RUNNING and releases the gate
+        (`_unpark`): the patcher when the swap is done or aborted, the priority rule (set_priority), or
+        a thread ending the transition at its deadline (_wait_global, possibly us). Taking the gate
+        again here consumes that release, and we let it go: the gate is free while we run. Why a lock of
+        our own: a park is one C call (`acquire`) and a release one C call per thread, where an Event
+        ran a condition's Python-level waiter list on both sides (10 parks in a row, each on the GIL
+        hand-off chain of a global sync; docs/performance.md, core10); and unlike `_threads_cv`, a thread
+        woken here does not hold the registry lock while it waits for the GIL (ten released threads held
+        it in turn for milliseconds while the next transition waited: core8). The state is read without
+        the lock: it is written under the lock before the gate is released."""
+        gate = rec.gate
         while rec.state is ThreadState.PARKED:
             remaining = self._deadline - time.monotonic()
             if remaining > 0:
-                if released.wait(remaining) and rec.state is ThreadState.PARKED:
-                    with self._lock:
-                        released = self._released
+                if gate.acquire(True, min(remaining, threading.TIMEOUT_MAX)):
+                    if rec.state is ThreadState.PARKED:
+                        continue  # cannot happen (a release comes with the state change): stay armed
+                    gate.release()
+                    return
                 continue
             with self._lock:  # past the deadline: end the transition (or wait for the swap to end)
                 if rec.state is ThreadState.PARKED:
                     self._wait_global()
+
+    @staticmethod
+    def _unpark(records: list[ThreadRecord]) -> None:
+        """Wake threads the registry just unparked (their state is RUNNING again). Caller holds `_lock`."""
+        for r in records:
+            r.gate.release()
 
     def _local_deadline(self, rec: ThreadRecord, tr: Transition) -> None:
         """A managed thread at a point past a local transition's deadline, while it still migrates: if
@@ -279,10 +290,9 @@ class ThreadSide:
             self._threads_cv.wait(remaining)
             return
         self._expired = (tr, describe_stragglers(self._registry.stragglers()))  # the abort reason's
-        self._registry.finish_global(False)
+        self._unpark(self._registry.finish_global(False))
         self._control.request = self._idle_request()
         self._threads_cv.notify_all()
-        self._released.set()
         self._progress.set()
 
     def _rejoin(self, rec: ThreadRecord) -> None:
@@ -374,9 +384,7 @@ class ThreadSide:
         with self._lock:
             lowered = p < rec.priority
             unparked = self._registry.set_priority(rec, p)
-            if unparked:  # they wait on the event (_parked); the still parked ones take a fresh one
-                self._released.set()
-                self._released = threading.Event()
+            self._unpark(unparked)
             if unparked or lowered:
                 # a lower priority may let a waiting birth proceed (Registry.can_be_born)
                 self._threads_cv.notify_all()
