@@ -34,7 +34,7 @@ the one place it is written (docs/architecture.md repeats it); `Runtime.__init__
    `_slot` held but not the registry lock), `Watch._count_lock`, `_records_lock` (the history, so
    `history()` never waits for a transition).
 
-`_progress` and the watch's wake-up are `threading.Event`s: signals, not locks. Each managed thread's
+`_progress` (threads.py `Doorbell`) and the watch's wake-up are signals, not locks. Each managed thread's
 gate (`ThreadRecord.gate`, threads.py `_parked`) is a lock it holds while parked and waits on outside
 `_lock`; it is released, never taken, by whoever unparks it (under `_lock`). Hooks run on helper
 threads (hook_runner.py) bounded by the patch's timeout, so a hook cannot hold `_patcher_lock` forever.
@@ -53,7 +53,7 @@ from livepatch.runtime.patcher import (
     load_patching,
 )
 from livepatch.runtime.registry import Priority, Registry
-from livepatch.runtime.threads import Control
+from livepatch.runtime.threads import Control, Doorbell
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: this module is on a server's import path
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ class Runtime(Patcher):
         self._threads_cv = threading.Condition(self._lock)
         self._records_lock = threading.Lock()
         # signals
-        self._progress = threading.Event()
+        self._progress = Doorbell()
         # the thread side (guarded by _lock; _control and _hooks are read without it)
         self._registry = Registry()
         self._local = threading.local()

@@ -10,7 +10,7 @@ priority rule, a thread ending the transition at its deadline) releases the gate
 _parked: one C call to park and one to wake, where an Event cost a condition's Python-level waiter list on
 both sides, and a condition handed each woken thread the registry lock while it waited for the GIL).
 `_threads_cv` (on the lock) wakes threads waiting to be born or activated while a global transition runs,
-and parked threads past the deadline while the swap runs. `_progress` (an Event, not the lock) wakes the patcher
+and parked threads past the deadline while the swap runs. `_progress` (a `Doorbell`, not the lock) wakes the patcher
 when something it waits for changed: the last park, a park that lets higher-priority threads park
 (Registry.at_point says which), the last move, a death, a deactivation or a priority change. An ordinary
 park wakes nobody.
@@ -32,6 +32,7 @@ The patcher side (quiescence.py) drives the protocols with the same lock and con
 
 from __future__ import annotations
 
+import _thread
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -100,13 +101,43 @@ class Control:
         self.request: Transition | _Rejoin | None = None
 
 
+class Doorbell:
+    """What wakes the patcher (`_progress`): an Event for one waiter, made of one plain lock (locked = not
+    rung). Ringing is one C call, where `Event.set` ran a condition's Python-level notify under its own
+    lock; the last thread to park rings it, so it sits on every global sync's critical path, as does the
+    patcher's wait. `wait` consumes the ring (the patcher clears it before each check anyway); only one
+    thread waits at a time (the holder of the transition slot)."""
+
+    __slots__ = ("_rung",)
+
+    def __init__(self) -> None:
+        self._rung = _thread.allocate_lock()
+        self._rung.acquire()
+
+    def set(self) -> None:
+        try:
+            self._rung.release()
+        except RuntimeError:  # already rung (an unlocked lock): one C call either way, atomic
+            pass
+
+    def clear(self) -> None:
+        self._rung.acquire(False)
+
+    def is_set(self) -> bool:
+        return not self._rung.locked()
+
+    def wait(self, timeout: float) -> bool:
+        """Wait until rung, up to `timeout` seconds; True when it was (the ring is consumed)."""
+        return self._rung.acquire(True, min(timeout, threading.TIMEOUT_MAX))
+
+
 class ThreadSide:
     """The calls managed threads make. The state is created by Runtime.__init__ (core.py)."""
 
     _lock: threading.Lock
     _threads_cv: threading.Condition
     # set whenever the patcher should re-check; it clears it before checking
-    _progress: threading.Event
+    _progress: Doorbell
     _registry: Registry
     _local: threading.local  # .record: the calling thread's ThreadRecord, when managed
     _hooks: tuple[Callable[[], object], ...]  # copy-on-write: the patcher iterates without the lock
