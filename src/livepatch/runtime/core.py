@@ -29,9 +29,9 @@ the one place it is written (docs/architecture.md repeats it); `Runtime.__init__
 3. `_lock` with its condition `_threads_cv`: the thread registry. Managed threads take it at the slow
    path of a quiescence point; the patcher takes it in short sections, never while calling out (wake-up
    hooks, the swap and the transform run without it).
-4. Leaves, held briefly and never while taking another lock: `Recorder._lock` (events; the per-thread
-   ones, emitted under the registry lock at every park or move, take no lock: `emit_thread`), the staged patch's `_Core._lock` (swap state; taken by swap operations, which run with
-   `_slot` held but not the registry lock), `Watch._count_lock`, `_records_lock` (the history, so
+4. Leaves, held briefly and never while taking another lock: the staged patch's `_Core._lock` (swap
+   state; taken by swap operations, which run with `_slot` held but not the registry lock),
+   `Watch._count_lock`, `_records_lock` (the history, so
    `history()` never waits for a transition).
 
 `_progress` (threads.py `Doorbell`) and the watch's wake-up are signals, not locks. Each managed thread's
