@@ -10,6 +10,7 @@ must still get out of its point and run on. With the condition, none did until t
 from __future__ import annotations
 
 import threading
+import time
 
 from livepatch.runtime.core import Runtime
 
@@ -170,5 +171,49 @@ def test_every_gate_is_free_again_however_the_transition_ends(rt: Runtime) -> No
     finally:
         stop.set()
         hold.clear()
+        for t in ts:
+            t.join(10)
+
+
+def test_a_relay_that_never_arrives_does_not_keep_threads_parked(rt: Runtime) -> None:
+    """The end of a global transition wakes the first unparked thread and each woken thread wakes the
+    next (threads.py `_parked`). Here the relay starts at a record no thread owns, so nobody passes it
+    on to the first real thread: every thread must still get back to work (within PARKED_RECHECK_S),
+    and the next transitions must still complete."""
+    from livepatch.runtime.registry import Priority, ThreadRecord, ThreadState
+    from livepatch.runtime.threads import ThreadSide
+
+    nobody = ThreadRecord(0, "nobody", "worker", Priority.LOW, ThreadState.RUNNING, 0)
+    nobody.gate.acquire()
+    rt._unpark_relayed = lambda records: ThreadSide._unpark_relayed([nobody, *records])  # type: ignore[method-assign]
+    stop = threading.Event()
+    ready = threading.Barrier(THREADS + 1)
+    rounds = [0] * THREADS
+
+    def worker(i: int) -> None:
+        with rt.managed_thread("worker"):
+            ready.wait()
+            while not stop.is_set():
+                rt.quiescence_point()
+                rounds[i] += 1
+
+    ts = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(THREADS)]
+    for t in ts:
+        t.start()
+    ready.wait()
+    try:
+        for _ in range(2):
+            rt.run_global(lambda threads: None, timeout=10)
+            seen = list(rounds)
+            # well before the transition's deadline (10 s), which would also end a parked thread's wait
+            bound = time.monotonic() + 5
+            for i in range(THREADS):
+                while rounds[i] <= seen[i] + 1 and time.monotonic() < bound:
+                    threading.Event().wait(0.001)
+                assert rounds[i] > seen[i] + 1, (
+                    f"worker {i} stayed parked: the relay never reached it"
+                )
+    finally:
+        stop.set()
         for t in ts:
             t.join(10)

@@ -266,7 +266,7 @@ class Quiescence(ThreadSide):
             switching.restore()
             with self._lock:
                 if self._registry.transition is tr:  # else the threads ended it at the deadline
-                    self._unpark(self._registry.finish_global(swapped))
+                    self._unpark_relayed(self._registry.finish_global(swapped))
                     self._control.request = self._idle_request()
                     self._threads_cv.notify_all()
                 self._progress.set()

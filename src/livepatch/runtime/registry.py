@@ -98,7 +98,7 @@ class ThreadRecord:
     """One managed thread (plain classes here, not dataclasses: this module is on a server's import
     path, and `dataclasses` imports `inspect` and `ast`; see lifecycle.py)."""
 
-    __slots__ = ("gate", "generation", "ident", "name", "priority", "role", "state")
+    __slots__ = ("gate", "generation", "ident", "name", "priority", "role", "state", "wake_next")
 
     def __init__(
         self,
@@ -116,8 +116,10 @@ class ThreadRecord:
         self.state = state
         self.generation = generation
         # What the thread waits on while PARKED: held (locked) by it while parked, released by whoever
-        # unparks it (threads.py _parked). The registry only carries it: it never locks or waits.
+        # unparks it; and the thread it wakes in turn when the end of a global transition wakes them in
+        # a relay (threads.py _parked). The registry only carries them: it never locks or waits.
         self.gate = _thread.allocate_lock()
+        self.wake_next: ThreadRecord | None = None
 
     def __repr__(self) -> str:
         return (

@@ -5,10 +5,12 @@ Theory of operation
 `ThreadSide` is the part of a `Runtime` (core.py, which creates every lock and states the lock order) that
 managed threads call. One lock (`_lock`) guards the `Registry` (registry.py, which takes every decision).
 A thread parked at a quiescence point waits on its own gate (`ThreadRecord.gate`, a plain lock it
-holds while parked), outside the registry lock; whoever unparks it (the end of a global transition, the
-priority rule, a thread ending the transition at its deadline) releases the gate under the lock (see
-_parked: one C call to park and one to wake, where an Event cost a condition's Python-level waiter list on
-both sides, and a condition handed each woken thread the registry lock while it waited for the GIL).
+holds while parked), outside the registry lock; whoever unparks it (the priority rule, a thread ending the
+transition at its deadline) releases the gate under the lock, and the end of a global transition wakes
+the first thread, each woken thread waking the next (a relay: see _parked; one C call to park and one to
+wake, where an Event cost a condition's Python-level waiter list on both sides, a condition handed each
+woken thread the registry lock while it waited for the GIL, and ten wake-ups at once preempted the
+patcher).
 `_threads_cv` (on the lock) wakes threads waiting to be born or activated while a global transition runs,
 and parked threads past the deadline while the swap runs. `_progress` (a `Doorbell`, not the lock) wakes the patcher
 when something it waits for changed: the last park, a park that lets higher-priority threads park
@@ -99,6 +101,29 @@ class Control:
 
     def __init__(self) -> None:
         self.request: Transition | _Rejoin | None = None
+
+
+# A relay that does not arrive (ThreadSide._parked): how long a thread already unparked waits for the
+# thread before it to wake it before going on by itself, and how often a parked thread re-checks its state
+# (a thread unparked while it waited, whose relay never came, goes on within that time).
+RELAY_WAIT_S = 0.05
+PARKED_RECHECK_S = 1.0
+
+
+def _release(gate: _thread.LockType) -> None:
+    """Release a gate; a gate already free (a relay that arrived after its thread went on) stays free."""
+    try:
+        gate.release()
+    except RuntimeError:
+        pass
+
+
+def _relay(rec: ThreadRecord) -> None:
+    """Wake the thread after `rec` in the relay, if any (see ThreadSide._parked)."""
+    nxt = rec.wake_next
+    if nxt is not None:
+        rec.wake_next = None
+        _release(nxt.gate)
 
 
 class Doorbell:
@@ -243,41 +268,76 @@ class ThreadSide:
                 self._progress.set()  # PARK_NOTIFY, or a local move (the transition changed since)
             if rec.state is not ThreadState.PARKED:
                 return  # a local move (the transition changed since the flag was read)
-            rec.gate.acquire()  # never waits: the gate is free while the thread is not parked
+            # Locked afterwards either way: free while the thread runs, or still locked by a relayed
+            # release that has not arrived (it wakes us early; _parked re-checks).
+            rec.gate.acquire(False)
         self._parked(rec)
 
     def _parked(self, rec: ThreadRecord) -> None:
         """Wait while parked (a global transition) on the thread's own gate, which it holds while parked.
 
-        Whoever unparks us, under the lock, sets the state back to RUNNING and releases the gate
-        (`_unpark`): the patcher when the swap is done or aborted, the priority rule (set_priority), or
-        a thread ending the transition at its deadline (_wait_global, possibly us). Taking the gate
-        again here consumes that release, and we let it go: the gate is free while we run. Why a lock of
-        our own: a park is one C call (`acquire`) and a release one C call per thread, where an Event
-        ran a condition's Python-level waiter list on both sides (10 parks in a row, each on the GIL
-        hand-off chain of a global sync; docs/performance.md, core10); and unlike `_threads_cv`, a thread
-        woken here does not hold the registry lock while it waits for the GIL (ten released threads held
-        it in turn for milliseconds while the next transition waited: core8). The state is read without
-        the lock: it is written under the lock before the gate is released."""
+        Whoever unparks us, under the lock, sets the state back to RUNNING and releases the gate: the
+        priority rule (set_priority) and a thread ending the transition at its deadline (_wait_global,
+        possibly us) release each gate (`_unpark`); the patcher, at the end of the transition, releases
+        only the first thread's, and each thread woken releases the next one's (`_unpark_relayed`,
+        `_relay`). Taking the gate again here consumes that release, and we let it go: the gate is free
+        while we run.
+
+        Why a lock of our own: a park is one C call (`acquire`) and a release one C call per thread,
+        where an Event ran a condition's Python-level waiter list on both sides (10 parks in a row, each
+        on the GIL hand-off chain of a global sync); and unlike `_threads_cv`, a thread woken here does
+        not hold the registry lock while it waits for the GIL (ten released threads held it in turn for
+        milliseconds while the next transition waited: core8). Why a relay: each thread the patcher
+        woke itself got on its CPU at once, or took the patcher's, only to block again on the GIL the
+        patcher still held: ten wake-ups cost the patcher ~8 preemptions, half of a transition's
+        quiescent -> finished at load 8 (docs/performance.md, core10). A thread woken by the relay wakes
+        the next one as soon as it holds the GIL, before it runs anything else, so the threads still
+        come back in turn, as fast as the GIL lets them run.
+
+        Every way out of here passes the relay on (`finally`), so a relay breaks only if a thread dies
+        without running its `finally`. Even then nobody waits long: an unparked thread waits for the
+        relay RELAY_WAIT_S, a parked one re-checks its state every PARKED_RECHECK_S, and a release that
+        arrives late finds the gate free or wakes us while parked again, which is re-checked. The state
+        is read without the lock: it is written under the lock before the gate is released."""
         gate = rec.gate
-        while rec.state is ThreadState.PARKED:
-            remaining = self._deadline - time.monotonic()
-            if remaining > 0:
-                if gate.acquire(True, min(remaining, threading.TIMEOUT_MAX)):
-                    if rec.state is ThreadState.PARKED:
-                        continue  # cannot happen (a release comes with the state change): stay armed
-                    gate.release()
-                    return
-                continue
-            with self._lock:  # past the deadline: end the transition (or wait for the swap to end)
+        try:
+            while True:
                 if rec.state is ThreadState.PARKED:
-                    self._wait_global()
+                    remaining = self._deadline - time.monotonic()
+                    if remaining <= 0:
+                        with (
+                            self._lock
+                        ):  # past the deadline: end the transition (or wait for the swap)
+                            if rec.state is ThreadState.PARKED:
+                                self._wait_global()
+                        continue
+                    got = gate.acquire(True, min(remaining, PARKED_RECHECK_S))
+                    if rec.state is ThreadState.PARKED:
+                        continue  # a late release of an earlier relay, a re-check, or the deadline
+                else:  # unparked: the release is being relayed to us
+                    got = gate.acquire(True, RELAY_WAIT_S)
+                if got:
+                    gate.release()
+                return
+        finally:
+            _relay(rec)  # also when we leave by an exception: the threads after us still wake
 
     @staticmethod
     def _unpark(records: list[ThreadRecord]) -> None:
         """Wake threads the registry just unparked (their state is RUNNING again). Caller holds `_lock`."""
         for r in records:
-            r.gate.release()
+            _release(r.gate)
+
+    @staticmethod
+    def _unpark_relayed(records: list[ThreadRecord]) -> None:
+        """Wake the first of these unparked threads; each one woken wakes the next (see _parked). Caller
+        holds `_lock`."""
+        if not records:
+            return
+        for before, after in zip(records, records[1:], strict=False):
+            before.wake_next = after
+        records[-1].wake_next = None
+        _release(records[0].gate)
 
     def _local_deadline(self, rec: ThreadRecord, tr: Transition) -> None:
         """A managed thread at a point past a local transition's deadline, while it still migrates: if
