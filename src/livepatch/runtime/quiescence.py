@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from types import FrameType
 
 from livepatch.errors import PatchAborted
 from livepatch.runtime.lifecycle import EventName
@@ -52,13 +53,23 @@ class ParkedThread:
     and it returns into it when it activates). A plain class, not a dataclass: this module is on a
     server's import path (lifecycle.py)."""
 
-    __slots__ = ("ident", "name", "role", "state")
+    __slots__ = ("frame", "ident", "name", "role", "state")
 
-    def __init__(self, ident: int, name: str, role: str, state: str = "parked") -> None:
+    def __init__(
+        self,
+        ident: int,
+        name: str,
+        role: str,
+        state: str = "parked",
+        frame: FrameType | None = None,
+    ) -> None:
         self.ident = ident
         self.name = name
         self.role = role
         self.state = state  # "parked" | "inactive"
+        # a parked thread's frame at its quiescence point (None: read the stack from
+        # sys._current_frames, as for an inactive thread, whose stack may still change)
+        self.frame = frame
 
     def __repr__(self) -> str:
         return f"ParkedThread({self.ident}, {self.name!r}, {self.role!r}, {self.state!r})"
@@ -244,7 +255,10 @@ class Quiescence(ThreadSide):
                         timeout, describe_stragglers(self._registry.stragglers())
                     )
                 self._registry.start_swap()
-                parked = [ParkedThread(r.ident, r.name, r.role) for r in self._registry.parked()]
+                parked = [
+                    ParkedThread(r.ident, r.name, r.role, frame=r.frame)
+                    for r in self._registry.parked()
+                ]
                 inactive = [
                     ParkedThread(r.ident, r.name, r.role, "inactive")
                     for r in self._registry.inactive()

@@ -45,6 +45,7 @@ import itertools
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from types import FrameType
 
 from livepatch.runtime.lifecycle import EventName
 
@@ -98,7 +99,17 @@ class ThreadRecord:
     """One managed thread (plain classes here, not dataclasses: this module is on a server's import
     path, and `dataclasses` imports `inspect` and `ast`; see lifecycle.py)."""
 
-    __slots__ = ("gate", "generation", "ident", "name", "priority", "role", "state", "wake_next")
+    __slots__ = (
+        "frame",
+        "gate",
+        "generation",
+        "ident",
+        "name",
+        "priority",
+        "role",
+        "state",
+        "wake_next",
+    )
 
     def __init__(
         self,
@@ -120,6 +131,9 @@ class ThreadRecord:
         # a relay (threads.py _parked). The registry only carries them: it never locks or waits.
         self.gate = _thread.allocate_lock()
         self.wake_next: ThreadRecord | None = None
+        # While PARKED: the frame of the thread's quiescence point (its stack cannot change while it is
+        # parked), for the activeness check (patcher.py); None otherwise.
+        self.frame: FrameType | None = None
 
     def __repr__(self) -> str:
         return (

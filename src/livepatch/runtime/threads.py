@@ -35,6 +35,8 @@ The patcher side (quiescence.py) drives the protocols with the same lock and con
 from __future__ import annotations
 
 import _thread
+import itertools
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -271,6 +273,7 @@ class ThreadSide:
             # Locked afterwards either way: free while the thread runs, or still locked by a relayed
             # release that has not arrived (it wakes us early; _parked re-checks).
             rec.gate.acquire(False)
+            rec.frame = sys._getframe()  # for the activeness check: cleared when we leave (_parked)
         self._parked(rec)
 
     def _parked(self, rec: ThreadRecord) -> None:
@@ -320,6 +323,7 @@ class ThreadSide:
                     gate.release()
                 return
         finally:
+            rec.frame = None  # (a frame holding `rec` in its locals: a cycle while it is set)
             _relay(rec)  # also when we leave by an exception: the threads after us still wake
 
     @staticmethod
@@ -334,7 +338,7 @@ class ThreadSide:
         holds `_lock`."""
         if not records:
             return
-        for before, after in zip(records, records[1:], strict=False):
+        for before, after in itertools.pairwise(records):
             before.wake_next = after
         records[-1].wake_next = None
         _release(records[0].gate)
