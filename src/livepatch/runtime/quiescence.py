@@ -13,7 +13,8 @@ park after which no thread of that priority or lower runs, by a death, deactivat
 each time the hooks run again; a short, growing poll re-calls them for wake-ups that were lost, and its
 first timeout shortens the GIL switch interval, see _Switching) until every active managed thread is
 parked -> phase SWAPPING (nobody can leave or enter) -> `action(parked + inactive)` without the lock ->
-switch interval back, release everyone. Deadline: release everyone, raise PatchAborted naming the
+switch interval back, release everyone (a relay: the first parked thread is woken, each wakes the next;
+threads.py _parked). Deadline: release everyone, raise PatchAborted naming the
 stragglers.
 
 Local: `begin(use_new)` installs dispatchers while nobody uses the new code yet (managed threads are at
