@@ -23,7 +23,11 @@ waits, for the last park or for the GIL; involuntary ones are preemptions by the
 
     .venv/bin/python bench/sync_time.py [--threads 10] [--patches 200] [--io | --cpu] [--staging source]
                                         [--phases] [--tails] [--method global|local]
-                                        [--base REF [--rounds 5]]
+                                        [--gap-ms 5] [--base REF [--rounds 5]]
+
+`--gap-ms 5` pauses before each apply and revert while the workers run: the transitions are then
+isolated, as a server sees them (the patcher starts with cold caches), instead of back to back, where the
+patcher goes from one transition into the next with warm ones (docs/performance.md, core10).
 
 `--base REF` runs the same rows against `git archive REF src` (PYTHONPATH) and this tree in turns,
 `--rounds` times each, and prints the median of each figure over the rounds, with the load average.
@@ -145,6 +149,7 @@ def run(
     precompiled: bool = True,
     phases: dict[str, dict[str, list[float]]] | None = None,
     tails: list[tuple[float, float, float, float, float]] | None = None,
+    gap_s: float = 0.0,
 ) -> dict[str, float]:
     v1, v2 = (FIXTURES / "app_v1.py").read_text(), (FIXTURES / "app_v2.py").read_text()
     with tempfile.TemporaryDirectory() as tmp:
@@ -178,6 +183,8 @@ def run(
         wall: list[float] = []  # the call to apply_patch/revert_patch until it returned
         try:
             for i in range(patches):
+                if gap_s:
+                    time.sleep(gap_s)  # the workers run meanwhile: the next transition starts cold
                 c0 = context_switches()
                 q0 = run_queue_wait_ms() if tails is not None else 0.0
                 t_call = time.perf_counter()
@@ -240,6 +247,7 @@ def compare(args: argparse.Namespace) -> None:
     """Every base and this tree in turns (in the order given in even rounds, reversed in odd ones); prints the
     median over the rounds of each row's figures, and the load average before and after."""
     passed = [f"--threads={args.threads}", f"--patches={args.patches}", f"--staging={args.staging}"]
+    passed += [f"--gap-ms={args.gap_ms}"]
     passed += {None: [], (True,): ["--io"], (False,): ["--cpu"]}[tuple(args.modes or ()) or None]
     passed += [f"--method={m}" for m in args.method or ()]
     rows: dict[tuple[str, bool, str], list[dict[str, float]]] = {}
@@ -326,6 +334,13 @@ def main() -> None:
         help="A/B in turns: run this script against `git archive REF src` (PYTHONPATH) and this tree; "
         "repeatable (every REF and this tree in turns: a bisection in one run)",
     )
+    ap.add_argument(
+        "--gap-ms",
+        type=float,
+        default=0.0,
+        help="pause before each apply/revert (the workers run meanwhile): an isolated transition, "
+        "as a server sees one, instead of back to back",
+    )
     ap.add_argument("--rounds", type=int, default=5, help="with --base: turns per version")
     ap.add_argument("--json", action="store_true", help="one JSON object per row (used by --base)")
     args = ap.parse_args()
@@ -348,7 +363,14 @@ def main() -> None:
                 [] if args.tails else None
             )
             r = run(
-                method, args.threads, args.patches, io, args.staging == "compiled", phases, tails
+                method,
+                args.threads,
+                args.patches,
+                io,
+                args.staging == "compiled",
+                phases,
+                tails,
+                args.gap_ms / 1e3,
             )
             if args.json:
                 print(json.dumps({"io": io, "method": method, **r}), flush=True)

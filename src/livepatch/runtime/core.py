@@ -29,13 +29,14 @@ the one place it is written (docs/architecture.md repeats it); `Runtime.__init__
 3. `_lock` with its condition `_threads_cv`: the thread registry. Managed threads take it at the slow
    path of a quiescence point; the patcher takes it in short sections, never while calling out (wake-up
    hooks, the swap and the transform run without it).
-4. Leaves, held briefly and never while taking another lock: `Recorder._lock` (events; the per-thread
-   ones, emitted under the registry lock at every park or move, take no lock: `emit_thread`), the staged patch's `_Core._lock` (swap state; taken by swap operations, which run with
-   `_slot` held but not the registry lock), `Watch._count_lock`, `_records_lock` (the history, so
+4. Leaves, held briefly and never while taking another lock: the staged patch's `_Core._lock` (swap
+   state; taken by swap operations, which run with `_slot` held but not the registry lock),
+   `Watch._count_lock`, `_records_lock` (the history, so
    `history()` never waits for a transition).
 
-`_progress`, `_released` (parked threads wait on it outside `_lock`: threads.py `_parked`) and the
-watch's wake-up are `threading.Event`s: signals, not locks. Hooks run on helper
+`_progress` (threads.py `Doorbell`) and the watch's wake-up are signals, not locks. Each managed thread's
+gate (`ThreadRecord.gate`, threads.py `_parked`) is a lock it holds while parked and waits on outside
+`_lock`; it is released, never taken, by whoever unparks it (under `_lock`). Hooks run on helper
 threads (hook_runner.py) bounded by the patch's timeout, so a hook cannot hold `_patcher_lock` forever.
 """
 
@@ -52,7 +53,7 @@ from livepatch.runtime.patcher import (
     load_patching,
 )
 from livepatch.runtime.registry import Priority, Registry
-from livepatch.runtime.threads import Control
+from livepatch.runtime.threads import Control, Doorbell
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: this module is on a server's import path
 if TYPE_CHECKING:
@@ -96,16 +97,13 @@ class Runtime(Patcher):
         self._threads_cv = threading.Condition(self._lock)
         self._records_lock = threading.Lock()
         # signals
-        self._progress = threading.Event()
+        self._progress = Doorbell()
         # the thread side (guarded by _lock; _control and _hooks are read without it)
         self._registry = Registry()
         self._local = threading.local()
         self._control = Control()
         self._deadline = float("inf")  # the pending global transition's (threads.py _wait_global)
         self._expired = None
-        self._released = (
-            threading.Event()
-        )  # replaced by each global transition (threads.py _parked)
         self._hooks: tuple[Callable[[], object], ...] = ()
         # the patcher side (guarded by _patcher_lock; the history by _records_lock)
         self._stack: list[_Applied] = []

@@ -206,9 +206,17 @@ def _check_activeness(parked: list[ParkedThread], codes: frozenset[CodeType]) ->
     Reliable only here: every inspected thread is parked (REFERENCE.md §3)."""
     if not codes:
         return
-    frames = current_frames()
+    # A parked thread's stack, from the frame of its point up (recorded when it parked: it cannot change
+    # while parked), is what sys._current_frames() would show above the runtime's own frames; reading it
+    # there spares the snapshot of every thread's stack (half of this check's cost beside busy threads,
+    # docs/performance.md, core10). An inactive thread's stack may still change: read it now.
+    frames: dict[int, FrameType] | None = None
     for p in parked:
-        f = frames.get(p.ident)
+        f = p.frame
+        if f is None:
+            if frames is None:
+                frames = current_frames()
+            f = frames.get(p.ident)
         while f is not None:
             if f.f_code in codes:
                 raise PatchRefused(

@@ -13,7 +13,8 @@ park after which no thread of that priority or lower runs, by a death, deactivat
 each time the hooks run again; a short, growing poll re-calls them for wake-ups that were lost, and its
 first timeout shortens the GIL switch interval, see _Switching) until every active managed thread is
 parked -> phase SWAPPING (nobody can leave or enter) -> `action(parked + inactive)` without the lock ->
-switch interval back, release everyone. Deadline: release everyone, raise PatchAborted naming the
+switch interval back, release everyone (a relay: the first parked thread is woken, each wakes the next;
+threads.py _parked). Deadline: release everyone, raise PatchAborted naming the
 stragglers.
 
 Local: `begin(use_new)` installs dispatchers while nobody uses the new code yet (managed threads are at
@@ -30,6 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from types import FrameType
 
 from livepatch.errors import PatchAborted
 from livepatch.runtime.lifecycle import EventName
@@ -52,13 +54,23 @@ class ParkedThread:
     and it returns into it when it activates). A plain class, not a dataclass: this module is on a
     server's import path (lifecycle.py)."""
 
-    __slots__ = ("ident", "name", "role", "state")
+    __slots__ = ("frame", "ident", "name", "role", "state")
 
-    def __init__(self, ident: int, name: str, role: str, state: str = "parked") -> None:
+    def __init__(
+        self,
+        ident: int,
+        name: str,
+        role: str,
+        state: str = "parked",
+        frame: FrameType | None = None,
+    ) -> None:
         self.ident = ident
         self.name = name
         self.role = role
         self.state = state  # "parked" | "inactive"
+        # a parked thread's frame at its quiescence point (None: read the stack from
+        # sys._current_frames, as for an inactive thread, whose stack may still change)
+        self.frame = frame
 
     def __repr__(self) -> str:
         return f"ParkedThread({self.ident}, {self.name!r}, {self.role!r}, {self.state!r})"
@@ -213,7 +225,6 @@ class Quiescence(ThreadSide):
         try:
             with self._lock:
                 tr = self._registry.begin_global(use_priorities, _listener(recorder))
-                self._released = threading.Event()  # what this transition's parked threads wait on
                 self._deadline = (
                     deadline  # the held threads enforce it too (threads.py _wait_global)
                 )
@@ -245,7 +256,10 @@ class Quiescence(ThreadSide):
                         timeout, describe_stragglers(self._registry.stragglers())
                     )
                 self._registry.start_swap()
-                parked = [ParkedThread(r.ident, r.name, r.role) for r in self._registry.parked()]
+                parked = [
+                    ParkedThread(r.ident, r.name, r.role, frame=r.frame)
+                    for r in self._registry.parked()
+                ]
                 inactive = [
                     ParkedThread(r.ident, r.name, r.role, "inactive")
                     for r in self._registry.inactive()
@@ -267,10 +281,9 @@ class Quiescence(ThreadSide):
             switching.restore()
             with self._lock:
                 if self._registry.transition is tr:  # else the threads ended it at the deadline
-                    self._registry.finish_global(swapped)
+                    self._unpark_relayed(self._registry.finish_global(swapped))
                     self._control.request = self._idle_request()
                     self._threads_cv.notify_all()
-                    self._released.set()
                 self._progress.set()
             self._slot.release()
 

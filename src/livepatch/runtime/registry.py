@@ -39,11 +39,13 @@ lock around every call and does the waiting; the property tests drive this class
 
 from __future__ import annotations
 
+import _thread
 import enum
 import itertools
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from types import FrameType
 
 from livepatch.runtime.lifecycle import EventName
 
@@ -97,7 +99,17 @@ class ThreadRecord:
     """One managed thread (plain classes here, not dataclasses: this module is on a server's import
     path, and `dataclasses` imports `inspect` and `ast`; see lifecycle.py)."""
 
-    __slots__ = ("generation", "ident", "name", "priority", "role", "state")
+    __slots__ = (
+        "frame",
+        "gate",
+        "generation",
+        "ident",
+        "name",
+        "priority",
+        "role",
+        "state",
+        "wake_next",
+    )
 
     def __init__(
         self,
@@ -114,6 +126,14 @@ class ThreadRecord:
         self.priority = priority
         self.state = state
         self.generation = generation
+        # What the thread waits on while PARKED: held (locked) by it while parked, released by whoever
+        # unparks it; and the thread it wakes in turn when the end of a global transition wakes them in
+        # a relay (threads.py _parked). The registry only carries them: it never locks or waits.
+        self.gate = _thread.allocate_lock()
+        self.wake_next: ThreadRecord | None = None
+        # While PARKED: the frame of the thread's quiescence point (its stack cannot change while it is
+        # parked), for the activeness check (patcher.py); None otherwise.
+        self.frame: FrameType | None = None
 
     def __repr__(self) -> str:
         return (
@@ -379,18 +399,22 @@ class Registry:
             raise RuntimeError("start_swap() before quiescence")
         tr.phase = Phase.SWAPPING
 
-    def finish_global(self, swapped: bool) -> None:
-        """Release everyone; with `swapped`, every managed thread now runs the new generation."""
+    def finish_global(self, swapped: bool) -> list[ThreadRecord]:
+        """Release everyone; with `swapped`, every managed thread now runs the new generation. Returns the
+        threads this unparks (the caller wakes them)."""
         self._require(Mode.GLOBAL)
         if swapped:
             self.generation += 1
             self.newest = self.generation
+        unparked = []
         for r in self.records.values():
             if r.state is ThreadState.PARKED:
                 r.state = ThreadState.RUNNING
+                unparked.append(r)
             # Inactive threads run nothing of the old code; they wake up in the newest generation.
             r.generation = self.generation
         self.transition = None
+        return unparked
 
     # ---- local transitions ------------------------------------------------------------------------
 

@@ -103,7 +103,8 @@ _fingerprints: dict[int, tuple[weakref.ref[CodeType], str]] = {}
 
 
 def live_fingerprint(code: CodeType) -> str:
-    """code_fingerprint of a live code object, computed once per object (code objects are immutable)."""
+    """code_fingerprint of a code object (live, or the new code a patch carries), computed once per object
+    (code objects are immutable)."""
     key = id(code)
     entry = _fingerprints.get(key)
     if entry is not None and entry[0]() is code:
@@ -280,7 +281,7 @@ class _ModuleStager:
             got: str | None = hashlib.sha256(ast.dump(value).encode()).hexdigest()
         else:
             code = self.coded(d).code
-            got = code_fingerprint(code) if code is not None else None
+            got = live_fingerprint(code) if code is not None else None
         if got != expected:
             raise self.refuse(
                 d.qualname,
@@ -333,7 +334,7 @@ class _ModuleStager:
         new_code = target.code
         if new_code.co_qualname != where.code_qualname or (
             change.new_fingerprint is not None
-            and code_fingerprint(new_code) != change.new_fingerprint
+            and live_fingerprint(new_code) != change.new_fingerprint
         ):
             raise self.refuse(
                 change.qualname,

@@ -4,11 +4,15 @@ Theory of operation
 -------------------
 `ThreadSide` is the part of a `Runtime` (core.py, which creates every lock and states the lock order) that
 managed threads call. One lock (`_lock`) guards the `Registry` (registry.py, which takes every decision).
-`_released` (an Event per global transition) wakes managed threads parked at a quiescence point: they
-wait on it outside the lock (see _parked: a condition handed each woken thread the registry lock while it
-waited for the GIL, and the next transition waited for them). `_threads_cv` (on the lock) wakes threads
-waiting to be born or activated while a global transition runs, and parked threads past the deadline
-while the swap runs. `_progress` (an Event, not the lock) wakes the patcher
+A thread parked at a quiescence point waits on its own gate (`ThreadRecord.gate`, a plain lock it
+holds while parked), outside the registry lock; whoever unparks it (the priority rule, a thread ending the
+transition at its deadline) releases the gate under the lock, and the end of a global transition wakes
+the first thread, each woken thread waking the next (a relay: see _parked; one C call to park and one to
+wake, where an Event cost a condition's Python-level waiter list on both sides, a condition handed each
+woken thread the registry lock while it waited for the GIL, and ten wake-ups at once preempted the
+patcher).
+`_threads_cv` (on the lock) wakes threads waiting to be born or activated while a global transition runs,
+and parked threads past the deadline while the swap runs. `_progress` (a `Doorbell`, not the lock) wakes the patcher
 when something it waits for changed: the last park, a park that lets higher-priority threads park
 (Registry.at_point says which), the last move, a death, a deactivation or a priority change. An ordinary
 park wakes nobody.
@@ -30,6 +34,9 @@ The patcher side (quiescence.py) drives the protocols with the same lock and con
 
 from __future__ import annotations
 
+import _thread
+import itertools
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -98,20 +105,70 @@ class Control:
         self.request: Transition | _Rejoin | None = None
 
 
+# A relay that does not arrive (ThreadSide._parked): how long a thread already unparked waits for the
+# thread before it to wake it before going on by itself, and how often a parked thread re-checks its state
+# (a thread unparked while it waited, whose relay never came, goes on within that time).
+RELAY_WAIT_S = 0.05
+PARKED_RECHECK_S = 1.0
+
+
+def _release(gate: _thread.LockType) -> None:
+    """Release a gate; a gate already free (a relay that arrived after its thread went on) stays free."""
+    try:
+        gate.release()
+    except RuntimeError:
+        pass
+
+
+def _relay(rec: ThreadRecord) -> None:
+    """Wake the thread after `rec` in the relay, if any (see ThreadSide._parked)."""
+    nxt = rec.wake_next
+    if nxt is not None:
+        rec.wake_next = None
+        _release(nxt.gate)
+
+
+class Doorbell:
+    """What wakes the patcher (`_progress`): an Event for one waiter, made of one plain lock (locked = not
+    rung). Ringing is one C call, where `Event.set` ran a condition's Python-level notify under its own
+    lock; the last thread to park rings it, so it sits on every global sync's critical path, as does the
+    patcher's wait. `wait` consumes the ring (the patcher clears it before each check anyway); only one
+    thread waits at a time (the holder of the transition slot)."""
+
+    __slots__ = ("_rung",)
+
+    def __init__(self) -> None:
+        self._rung = _thread.allocate_lock()
+        self._rung.acquire()
+
+    def set(self) -> None:
+        try:
+            self._rung.release()
+        except RuntimeError:  # already rung (an unlocked lock): one C call either way, atomic
+            pass
+
+    def clear(self) -> None:
+        self._rung.acquire(False)
+
+    def is_set(self) -> bool:
+        return not self._rung.locked()
+
+    def wait(self, timeout: float) -> bool:
+        """Wait until rung, up to `timeout` seconds; True when it was (the ring is consumed)."""
+        return self._rung.acquire(True, min(timeout, threading.TIMEOUT_MAX))
+
+
 class ThreadSide:
     """The calls managed threads make. The state is created by Runtime.__init__ (core.py)."""
 
     _lock: threading.Lock
     _threads_cv: threading.Condition
     # set whenever the patcher should re-check; it clears it before checking
-    _progress: threading.Event
+    _progress: Doorbell
     _registry: Registry
     _local: threading.local  # .record: the calling thread's ThreadRecord, when managed
     _hooks: tuple[Callable[[], object], ...]  # copy-on-write: the patcher iterates without the lock
     _control: Control
-    # set when parked threads are let go (the end of a global transition, or the priority rule's
-    # unparks, which then put a fresh one in its place); replaced under _lock (see _parked)
-    _released: threading.Event
     # the pending transition's deadline (time.monotonic()); written with begin_global / begin_local under
     # _lock, read without it by local points (a stale read: the lock is taken and the state re-checked)
     _deadline: float
@@ -211,31 +268,80 @@ class ThreadSide:
                 return
             if action is not PointAction.PARK:
                 self._progress.set()  # PARK_NOTIFY, or a local move (the transition changed since)
-            released = self._released
-        self._parked(rec, released)
+            if rec.state is not ThreadState.PARKED:
+                return  # a local move (the transition changed since the flag was read)
+            # Locked afterwards either way: free while the thread runs, or still locked by a relayed
+            # release that has not arrived (it wakes us early; _parked re-checks).
+            rec.gate.acquire(False)
+            rec.frame = sys._getframe()  # for the activeness check: cleared when we leave (_parked)
+        self._parked(rec)
 
-    def _parked(self, rec: ThreadRecord, released: threading.Event) -> None:
-        """Wait while parked (a global transition), on `released`, not on `_threads_cv`.
+    def _parked(self, rec: ThreadRecord) -> None:
+        """Wait while parked (a global transition) on the thread's own gate, which it holds while parked.
 
-        The patcher unparks us (state back to RUNNING, under the lock) and then sets `released` when the
-        swap is done or aborted; or we end the transition ourselves at its deadline (_wait_global). Why
-        not the condition: a thread woken by `notify_all` returns from `Condition.wait` holding `_lock`
-        and only then waits for the GIL (busy threads hold it up to a switch interval each), so ten
-        released threads held the registry lock in turn for milliseconds while the patcher, starting
-        the next transition, waited for it (up to 41 ms at load 25, docs/performance.md, core8). The
-        state is read without the lock: it is written under the lock before `released` is set. The
-        priority rule's unparks set the event too and put a fresh one in its place under the same lock
-        (set_priority): a thread still parked after the event fired takes the fresh one."""
-        while rec.state is ThreadState.PARKED:
-            remaining = self._deadline - time.monotonic()
-            if remaining > 0:
-                if released.wait(remaining) and rec.state is ThreadState.PARKED:
-                    with self._lock:
-                        released = self._released
-                continue
-            with self._lock:  # past the deadline: end the transition (or wait for the swap to end)
+        Whoever unparks us, under the lock, sets the state back to RUNNING and releases the gate: the
+        priority rule (set_priority) and a thread ending the transition at its deadline (_wait_global,
+        possibly us) release each gate (`_unpark`); the patcher, at the end of the transition, releases
+        only the first thread's, and each thread woken releases the next one's (`_unpark_relayed`,
+        `_relay`). Taking the gate again here consumes that release, and we let it go: the gate is free
+        while we run.
+
+        Why a lock of our own: a park is one C call (`acquire`) and a release one C call per thread,
+        where an Event ran a condition's Python-level waiter list on both sides (10 parks in a row, each
+        on the GIL hand-off chain of a global sync); and unlike `_threads_cv`, a thread woken here does
+        not hold the registry lock while it waits for the GIL (ten released threads held it in turn for
+        milliseconds while the next transition waited: core8). Why a relay: each thread the patcher
+        woke itself got on its CPU at once, or took the patcher's, only to block again on the GIL the
+        patcher still held: ten wake-ups cost the patcher ~8 preemptions, half of a transition's
+        quiescent -> finished at load 8 (docs/performance.md, core10). A thread woken by the relay wakes
+        the next one as soon as it holds the GIL, before it runs anything else, so the threads still
+        come back in turn, as fast as the GIL lets them run.
+
+        Every way out of here passes the relay on (`finally`), so a relay breaks only if a thread dies
+        without running its `finally`. Even then nobody waits long: an unparked thread waits for the
+        relay RELAY_WAIT_S, a parked one re-checks its state every PARKED_RECHECK_S, and a release that
+        arrives late finds the gate free or wakes us while parked again, which is re-checked. The state
+        is read without the lock: it is written under the lock before the gate is released."""
+        gate = rec.gate
+        try:
+            while True:
                 if rec.state is ThreadState.PARKED:
-                    self._wait_global()
+                    remaining = self._deadline - time.monotonic()
+                    if remaining <= 0:
+                        with (
+                            self._lock
+                        ):  # past the deadline: end the transition (or wait for the swap)
+                            if rec.state is ThreadState.PARKED:
+                                self._wait_global()
+                        continue
+                    got = gate.acquire(True, min(remaining, PARKED_RECHECK_S))
+                    if rec.state is ThreadState.PARKED:
+                        continue  # a late release of an earlier relay, a re-check, or the deadline
+                else:  # unparked: the release is being relayed to us
+                    got = gate.acquire(True, RELAY_WAIT_S)
+                if got:
+                    gate.release()
+                return
+        finally:
+            rec.frame = None  # (a frame holding `rec` in its locals: a cycle while it is set)
+            _relay(rec)  # also when we leave by an exception: the threads after us still wake
+
+    @staticmethod
+    def _unpark(records: list[ThreadRecord]) -> None:
+        """Wake threads the registry just unparked (their state is RUNNING again). Caller holds `_lock`."""
+        for r in records:
+            _release(r.gate)
+
+    @staticmethod
+    def _unpark_relayed(records: list[ThreadRecord]) -> None:
+        """Wake the first of these unparked threads; each one woken wakes the next (see _parked). Caller
+        holds `_lock`."""
+        if not records:
+            return
+        for before, after in itertools.pairwise(records):
+            before.wake_next = after
+        records[-1].wake_next = None
+        _release(records[0].gate)
 
     def _local_deadline(self, rec: ThreadRecord, tr: Transition) -> None:
         """A managed thread at a point past a local transition's deadline, while it still migrates: if
@@ -279,10 +385,9 @@ class ThreadSide:
             self._threads_cv.wait(remaining)
             return
         self._expired = (tr, describe_stragglers(self._registry.stragglers()))  # the abort reason's
-        self._registry.finish_global(False)
+        self._unpark(self._registry.finish_global(False))
         self._control.request = self._idle_request()
         self._threads_cv.notify_all()
-        self._released.set()
         self._progress.set()
 
     def _rejoin(self, rec: ThreadRecord) -> None:
@@ -374,9 +479,7 @@ class ThreadSide:
         with self._lock:
             lowered = p < rec.priority
             unparked = self._registry.set_priority(rec, p)
-            if unparked:  # they wait on the event (_parked); the still parked ones take a fresh one
-                self._released.set()
-                self._released = threading.Event()
+            self._unpark(unparked)
             if unparked or lowered:
                 # a lower priority may let a waiting birth proceed (Registry.can_be_born)
                 self._threads_cv.notify_all()
