@@ -29,6 +29,7 @@ import io
 import logging
 import pickle
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from kvserver import dirty
@@ -82,6 +83,8 @@ class PrimaryHost:
         self._close_when_released: set[ClientState] = set()
         self._snapshot: list[tuple[int, Keyspace, list[bytes]]] = []
         self._snapshot_structure = 0
+        # HeldReplies.release, or the same in C (install_primary, when kvserver._dirtyfast is built)
+        self.release: Callable[[int], list[tuple[ClientState, bytes]]] = self.held.release
 
     # ------------------------------------------------------------------ called by the loop
     def process(self, client: ClientState, commands: list[list[bytes]]) -> None:
@@ -193,7 +196,7 @@ class PrimaryHost:
     def release_replies(self, acked_epoch: int) -> None:
         assert self.tracker is not None
         self.tracker.acknowledged(acked_epoch)
-        self._deliver(self.held.release(acked_epoch))
+        self._deliver(self.release(acked_epoch))
 
     def release_all_replies(self) -> None:
         self._deliver(self.held.release_all())
@@ -270,7 +273,9 @@ def install_primary(
             host._hold,
             primary.protection.mode == "full",
             readonly_names(loop.server),
+            host.held,  # the hold of a write's replies in C too
         )
+        host.release = partial(_dirtyfast.release_held, host.held)
     loop.replication = host
     primary.start()
     return primary

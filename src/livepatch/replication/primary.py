@@ -156,7 +156,10 @@ class Primary:
         self.drained_epoch = 0  # drain(): the last epoch, when the standby acknowledged it
         self._warned_unprotected = False
         # shared (under _cv)
-        self._cv = threading.Condition()
+        # The loop's hot paths (_enqueue, once per epoch) take the lock itself: a C-level enter and
+        # exit, where `with self._cv` runs Condition's Python __enter__/__exit__.
+        self._lock = threading.RLock()
+        self._cv = threading.Condition(self._lock)
         # frames to send, or the encoded rest of a frame an inline send could not finish
         self._queue: collections.deque[tuple[int, Frame | bytes]] = collections.deque()
         self._queue_bytes = 0
@@ -553,7 +556,7 @@ class Primary:
         )
 
     def _enqueue(self, gen: int, frame: Frame) -> None:
-        with self._cv:
+        with self._lock:
             if not gen or gen != self._link_gen:
                 return  # no link, or frames for a connection given up since
             attached = self._attached
