@@ -535,6 +535,7 @@ typedef struct {
     int full;
     int reads; /* tracker.reads: keep the per-key epochs of unacknowledged writes */
     long long last_dirty; /* server.dirty after the previous batch (or at construction) */
+    int batch_readonly;   /* begin() saw a read-only batch; end() settles it */
     vectorcallfunc vectorcall;
 } Processor;
 
@@ -726,6 +727,8 @@ readonly_tail(Processor *self, PyObject *client)
     return out;
 }
 
+static PyObject *settle(Processor *self, PyObject *client, int readonly);
+
 static PyObject *
 processor_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -733,7 +736,6 @@ processor_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, P
     if (PyVectorcall_NARGS(nargsf) != 2 || kwnames != NULL)
         return PyErr_Format(PyExc_TypeError, "process(client, commands)");
     PyObject *client = args[0];
-    long long after;
     int readonly = all_readonly(self, args[1]);
     if (readonly < 0)
         return NULL;
@@ -756,6 +758,14 @@ processor_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, P
     if (r == NULL)
         return NULL;
     Py_DECREF(r);
+    return settle(self, client, readonly);
+}
+
+/* After a batch ran: the decision (the same for process and begin/end). */
+static PyObject *
+settle(Processor *self, PyObject *client, int readonly)
+{
+    long long after;
     if (readonly && PyList_GET_SIZE(self->touched) == 0) {
         PyObject *structural = slot(self->tracker, off_structural, "structural");
         if (structural == NULL)
@@ -813,6 +823,36 @@ processor_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, P
     Py_DECREF(epoch);
     return out;
 }
+
+/* begin(commands) and end(client): process() in two halves, for a caller that runs the batch itself
+   (the event loop: a Python call of process_commands from Python costs less than from C, where
+   the interpreter is entered anew per batch). end() must follow every begin(), also when the
+   batch raised (a try/finally): until then lookups note no key (a read-only batch). */
+static PyObject *
+processor_begin(Processor *self, PyObject *commands)
+{
+    int readonly = all_readonly(self, commands);
+    if (readonly < 0)
+        return NULL;
+    self->batch_readonly = g_readonly_batch = readonly;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+processor_end(Processor *self, PyObject *client)
+{
+    int readonly = self->batch_readonly;
+    self->batch_readonly = g_readonly_batch = 0;
+    return settle(self, client, readonly);
+}
+
+static PyMethodDef processor_methods[] = {
+    {"begin", (PyCFunction)processor_begin, METH_O,
+     "begin(commands): before the batch runs (process's first half)"},
+    {"end", (PyCFunction)processor_end, METH_O,
+     "end(client): after the batch ran, also when it raised (process's second half)"},
+    {NULL, NULL, 0, NULL},
+};
 
 static PyObject *
 processor_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
@@ -952,6 +992,7 @@ static PyTypeObject ProcessorType = {
     .tp_new = processor_new,
     .tp_call = PyVectorcall_Call,
     .tp_vectorcall_offset = offsetof(Processor, vectorcall),
+    .tp_methods = processor_methods,
     .tp_traverse = (traverseproc)processor_traverse,
     .tp_clear = (inquiry)processor_clear,
     .tp_dealloc = (destructor)processor_dealloc,

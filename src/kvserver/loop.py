@@ -289,10 +289,17 @@ class EventLoop:
                 if commands is None:
                     return
             if commands:
-                if self.replication is None:
+                replication = self.replication
+                if replication is None:
                     self.server.process_commands(client, commands)
                 else:
-                    self.replication.process(client, commands)
+                    # Hot standby: begin and end decide which replies wait (replication_support);
+                    # end after every begin, also when the batch raised.
+                    replication.begin(commands)
+                    try:
+                        self.server.process_commands(client, commands)
+                    finally:
+                        replication.end(client)
                 if parser.pending_error is not None:
                     self._protocol_error(client, parser.pending_error)
                     return

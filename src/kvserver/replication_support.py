@@ -81,6 +81,7 @@ class PrimaryHost:
         self.tracker: DirtyTracker | None = None
         self.protection: Protection = Protection("none")  # the Primary's, once installed
         self._close_when_released: set[ClientState] = set()
+        self._dirty_before = 0  # server.dirty when the batch began (the Python begin/end)
         self._snapshot: list[tuple[int, Keyspace, list[bytes]]] = []
         self._snapshot_structure = 0
         # HeldReplies.release, or the same in C (install_primary, when kvserver._dirtyfast is built)
@@ -97,9 +98,18 @@ class PrimaryHost:
         tracker's end of batch and Protection.hold_until), so a write that need not wait
         (`--protection none`, or degraded) runs no Python here at all, and it reads server.dirty
         once per batch (against its value after the previous one)."""
+        self.begin(commands)
+        self.server.process_commands(client, commands)
+        self.end(client)
+
+    def begin(self, commands: list[list[bytes]]) -> None:
+        """process's first half, before the batch runs (the loop runs it between begin and end)."""
+        self._dirty_before = self.server.dirty
+
+    def end(self, client: ClientState) -> None:
+        """process's second half, after the batch ran (also when it raised)."""
         server = self.server
-        before = server.dirty
-        server.process_commands(client, commands)
+        before = self._dirty_before
         t = self.tracker
         assert t is not None
         if server.dirty != before or t.structural:
@@ -275,6 +285,9 @@ def install_primary(
             readonly_names(loop.server),
             host.held,  # the hold of a write's replies in C too
         )
+        # The loop runs each batch between begin and end (kvserver.loop): no interpreter entry from C.
+        host.begin = host.process.begin  # type: ignore[method-assign]
+        host.end = host.process.end  # type: ignore[method-assign]
         host.release = partial(_dirtyfast.release_held, host.held)
     loop.replication = host
     primary.start()

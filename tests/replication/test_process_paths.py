@@ -48,7 +48,7 @@ step = st.tuples(st.integers(0, 1), st.lists(command, min_size=1, max_size=3), b
 
 
 class Side:
-    def __init__(self, mode: str, native_process: bool) -> None:
+    def __init__(self, mode: str, native_process: bool, split: bool = False) -> None:
         self.server = ServerState(Config(databases=2, livepatch=False))
         self.protection = Protection(mode)  # type: ignore[arg-type]
         self.host = PrimaryHost(SimpleNamespace(server=self.server, schedule_send=lambda c: None))
@@ -70,6 +70,18 @@ class Side:
                 self.host.held,  # the hold in C as well (hold_replies)
             )
             self.host.release = partial(_dirtyfast.release_held, self.host.held)
+        if split:  # as the event loop runs it: begin, the batch, end (kvserver.loop)
+            process = self.process
+            server = self.server
+
+            def run_split(client: Any, batch: list[list[bytes]]) -> None:
+                process.begin(batch)
+                try:
+                    server.process_commands(client, batch)
+                finally:
+                    process.end(client)
+
+            self.process = run_split
         self.captured = 0
         self.sent: list[list[bytes]] = [[], []]  # replies that left at once or on release
 
@@ -128,13 +140,14 @@ class Side:
 @given(st.lists(step, min_size=1, max_size=25))
 def test_the_c_and_python_process_decide_alike(mode: str, steps: list[Any]) -> None:
     python, c = Side(mode, native_process=False), Side(mode, native_process=True)
+    split = Side(mode, native_process=True, split=True)  # C begin/end around the batch
     for who, batch, what in steps:
-        for side in (python, c):
+        for side in (python, c, split):
             side.run(who, batch)
-        assert c.state() == python.state()
-        for side in (python, c):
+        assert c.state() == python.state() == split.state()
+        for side in (python, c, split):
             side.between(what)
-        assert c.state() == python.state()
+        assert c.state() == python.state() == split.state()
 
 
 def test_a_write_waits_a_clean_read_does_not_a_read_behind_a_held_reply_waits() -> None:
@@ -221,3 +234,26 @@ def test_the_c_hold_stamps_time_monotonic_and_the_python_hold_runs_for_a_closing
     side.run(1, [[b"SET", b"j", b"v"], [b"QUIT"]])
     assert side.clients[1] in side.host._close_when_released
     assert side.clients[1].close_after_reply is False  # closed once the held replies are out
+
+
+def test_end_ends_a_read_only_batch_even_after_the_batch_raised() -> None:
+    """Between begin() of a read-only batch and end(), lookups note no key for shipping; a batch
+    that raised still reaches end() (the loop's finally), and a write after it is shipped."""
+    side = Side("commit", native_process=True)
+    side.current()
+    process: Any = side.process
+    client = side.clients[0]
+    db = side.server.databases[0]
+    t = side.host.tracker
+    assert t is not None
+    process.begin([[b"GET", b"k"]])
+    db.lookup(b"k", 0)
+    assert t.touched == []  # a read-only batch: nothing to ship
+    try:
+        raise RuntimeError("the batch failed")
+    except RuntimeError:
+        pass
+    finally:
+        process.end(client)
+    db.lookup(b"j", 0)  # no batch: every access is noted again
+    assert [key for _, key in t.touched] == [b"j"]
