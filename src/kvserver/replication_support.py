@@ -290,6 +290,7 @@ def install_primary(
         host.end = host.process.end  # type: ignore[method-assign]
         host.release = partial(_dirtyfast.release_held, host.held)
     loop.replication = host
+    loop.begin_batch, loop.end_batch = host.begin, host.end
     primary.start()
     return primary
 
