@@ -30,7 +30,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-EPOCH_REQUESTS = 50  # ~20 epochs per 1,000 requests: what the 95/5 kvmix load measured at 40 clients
+EPOCH_REQUESTS = (
+    50  # ~20 epochs per 1,000 requests: what the 95/5 kvmix load measured at 40 clients
+)
 CLIENTS = 40
 KEYS = 100_000
 
@@ -77,7 +79,9 @@ def drive(config: str, requests: int) -> None:
         start, Primary.start = Primary.start, lambda self: None  # type: ignore[method-assign]
         try:
             primary = replication_support.install_primary(
-                loop, ("127.0.0.1", 9), PrimaryOptions(protection=config)  # type: ignore[arg-type]
+                loop,
+                ("127.0.0.1", 9),
+                PrimaryOptions(protection=config),  # type: ignore[arg-type]
             )
         finally:
             Primary.start = start  # type: ignore[method-assign]
@@ -136,8 +140,17 @@ def instructions(config: str, requests: int) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "cg.out"
         subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
-             __file__, "--drive", config, "--requests", str(requests)],  # fmt: skip
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={out}",
+                sys.executable,
+                __file__,
+                "--drive",
+                config,
+                "--requests",
+                str(requests),
+            ],  # fmt: skip
             check=True,
             capture_output=True,
         )
