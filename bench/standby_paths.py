@@ -150,7 +150,7 @@ def instructions(config: str, requests: int) -> int:
                 config,
                 "--requests",
                 str(requests),
-            ],  # fmt: skip
+            ],
             check=True,
             capture_output=True,
         )
