@@ -24,9 +24,11 @@ import json
 import os
 import random
 import re
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +75,7 @@ def drive(config: str, requests: int) -> None:
     host = None
     if config != "None":
         from kvserver import replication_support
-        from livepatch.replication import Primary, PrimaryOptions
+        from livepatch.replication import Primary, PrimaryOptions, wire
 
         # install_primary without starting the sender thread (no standby: nothing to connect to)
         start, Primary.start = Primary.start, lambda self: None  # type: ignore[method-assign]
@@ -87,6 +89,15 @@ def drive(config: str, requests: int) -> None:
             Primary.start = start  # type: ignore[method-assign]
         primary.protection.active = config != "none"  # as once a standby has synchronised
         host = loop.replication
+        # The link: a connected socket pair, attached as connection 1, synchronised (no full sync).
+        link, standby = socket.socketpair()
+        link.setblocking(False)
+        primary._link_gen = primary._synced_gen = 1
+        primary._attached = (1, link, wire.FrameDecoder())
+
+        def ack(epoch: int) -> bytes:
+            return wire.encode(wire.Frame(wire.Kind.ACK, epoch, primary.term))
+
     rng = random.Random(1)
     p = host.protection if host is not None else None
     split = host is not None and hasattr(host, "begin")
@@ -123,11 +134,12 @@ def drive(config: str, requests: int) -> None:
         client.out.clear()  # sent (or nothing: held)
         done += 1
         if done % EPOCH_REQUESTS == 0 and p is not None:  # the same test in every config
-            host.capture_epoch()  # the Primary's capture: the tracker's changes, pickled
-            p.epoch += 1
+            # The Primary's own capture: the tracker's changes, pickled, framed, sent on the link.
+            primary._capture(1, time.monotonic())
+            standby.recv(1 << 16)
             if p.epoch > 2:  # the epoch before the one just captured is acknowledged now
-                p.acked = p.epoch - 2
-                host.release_replies(p.acked)
+                standby.send(ack(p.epoch - 2))
+                primary._on_readable(1)  # received, decoded, its replies released
                 for client in loop.pending:
                     client.out.clear()
                 loop.pending.clear()
