@@ -117,12 +117,13 @@ def drive(config: str, requests: int) -> None:
         batch = [[b"SET", key, b"xyz"]] if rng.random() < 0.05 else [[b"GET", key]]
         if host is None:
             process(client, batch)
-        elif hooks is not None:
-            hooks.begin_batch(batch)
+        elif hooks is not None:  # as kvserver.loop reads them: attribute loads, then calls
+            begin, end = hooks.begin_batch, hooks.end_batch
+            begin(batch)
             try:
                 process(client, batch)
             finally:
-                hooks.end_batch(client)
+                end(client)
         elif split:
             host.begin(batch)
             try:

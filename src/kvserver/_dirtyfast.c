@@ -148,6 +148,8 @@ note_read(PyObject *state, PyObject *key)
     if (epoch == NULL) {
         if (PyErr_Occurred())
             return -1;
+        if (Py_SIZE(floor) == 0)
+            return 0; /* a key not written since the last acknowledgement, no floor: nothing */
         epoch = floor;
     }
     PyObject *current = slot(g_tracker, off_read_epoch, "read_epoch");

@@ -298,12 +298,15 @@ class EventLoop:
                     self.server.process_commands(client, commands)
                 else:
                     # Hot standby: begin and end decide which replies wait (replication_support);
-                    # end after every begin, also when the batch raised.
+                    # end after every begin, also when the batch raised. (`end` is read into a local:
+                    # `self.end_batch(client)` would be a method lookup the interpreter does not
+                    # specialise for a callable instance attribute.)
+                    end = self.end_batch
                     begin(commands)
                     try:
                         self.server.process_commands(client, commands)
                     finally:
-                        self.end_batch(client)
+                        end(client)
                 if parser.pending_error is not None:
                     self._protocol_error(client, parser.pending_error)
                     return
