@@ -3,10 +3,13 @@
 Theory of operation
 -------------------
 Primary: `install_primary(loop, ...)` makes the keyspaces tracked (kvserver.dirty), sets `loop.replication`
-to this object and starts a livepatch Primary. The loop then hands each client's batch of requests to
-`process` instead of running it directly: the batch runs as ever, then the tracker says whether it
-wrote and which unacknowledged epoch it read, the Protection says how long its replies must wait, and
-those replies move from the client's output into `held` (in order behind any already held). `tick`
+to this object and starts a livepatch Primary. The loop then runs each client's batch of requests
+between `begin(commands)` and `end(client)` (its `begin_batch` and `end_batch`, set here; `process` is
+the two around the batch, for callers that do not run it themselves): the batch runs as ever, then
+the tracker says whether it wrote and which unacknowledged epoch it read, the Protection says how
+long its replies must wait, and those replies move from the client's output into `held` (in order
+behind any already held). With kvserver._dirtyfast built, begin, end, the hold and the release are
+its C versions (same rules). `tick`
 runs at the loop's quiescence point (after before_sleep) and lets the Primary capture epochs and stream
 the full sync; acknowledgements come back through `call_soon_threadsafe` and `release_replies` puts
 held replies back into the clients' output for this iteration's send. A client that asked to be closed
@@ -91,8 +94,9 @@ class PrimaryHost:
     def process(self, client: ClientState, commands: list[list[bytes]]) -> None:
         """Run one read's requests; hold their replies for as long as the Protection says.
 
-        Runs once per read. Its common case (nothing written, nothing unacknowledged read, nothing
-        held for this client, mode not "full") returns without a call; kvserver._dirtyfast.Processor
+        `begin`, the batch, `end`: the event loop runs those three itself (kvserver.loop). The
+        common case (nothing written, nothing unacknowledged read, nothing held for this client,
+        mode not "full") returns without a call; kvserver._dirtyfast.Processor
         is the same decision in C, which install_primary puts in place of this method when built
         (keep the two in step). The C version also does `_after_batch`'s work up to `_hold` (the
         tracker's end of batch and Protection.hold_until), so a write that need not wait
