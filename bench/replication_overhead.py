@@ -108,6 +108,8 @@ class Setup:
         # Under valgrind the primary runs ~50x slower: patient timeouts, or the pair would spend the
         # run declaring each other gone and resynchronising.
         self.patient = bool(self.wrapper)
+        self.clients = 0  # --clients: the load's connections (0: the load's own, MIXES)
+        self.utilization: list[float] = []  # paired: the server's CPU seconds per window second
 
     def bench(self, port: int, test: str, n: int, clients: int) -> float:
         cmd, rows = redis_benchmark_rows(port, test, n, clients=clients, pinned=self.pinned)
@@ -184,6 +186,7 @@ def timed_mix(
     stop together; throughput = the GETs and SETs completed in the window / the window. The CPU
     (or instruction) meter counts over the same window, per request the server completed in it."""
     read_pct, clients = MIXES[mix]
+    clients = setup.clients or clients
 
     def load(port: int, pids: list[int]) -> tuple[float, float, float]:
         setup.bench(port, "set", KEYSPACE, 50)  # populate (and warm up)
@@ -249,6 +252,7 @@ def cpu_meter(setup: Setup) -> Callable[[list[int]], Callable[[int], tuple[float
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="repl-bench-") as tmp:
         setup = Setup(args.pinned, Path(tmp))
+        setup.clients = args.clients
         setup.kvmix = build_kvmix(Path(tmp))
         meter = cpu_meter(setup)
         names = args.loads.split(",")
@@ -292,8 +296,11 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _window(setup: Setup, port: int, pid: int, mix: str, seconds: float) -> tuple[float, float]:
-    """One kvmix window against a running server: (requests/s, server CPU µs per request)."""
+    """One kvmix window against a running server: (requests/s, server CPU µs per request); the
+    server's CPU seconds per second of the window go to setup.utilization (1.0: its CPU is the
+    limit, the primary is saturated)."""
     read_pct, clients = MIXES[mix]
+    clients = setup.clients or clients
     assert setup.kvmix is not None
     cmd = [str(setup.kvmix), "127.0.0.1", str(port), str(clients), str(read_pct),
            str(KEYSPACE), "0.2", str(seconds)]  # fmt: skip
@@ -309,6 +316,7 @@ def _window(setup: Setup, port: int, pid: int, mix: str, seconds: float) -> tupl
     )
     cpu = cpu_seconds(pid) - cpu0  # includes the 0.2 s warm-up: the same share in A and B
     counts = {k: float(v) for k, v in (f.split("=") for f in done.stdout.split())}
+    setup.utilization.append(cpu / (counts["window_s"] + 0.2))
     n = counts["gets"] + counts["sets"]
     if not n:  # seen once at load 8: a window in which the server completed nothing
         print(f"no request completed in a {seconds} s window on port {port}", flush=True)
@@ -334,13 +342,17 @@ def _alternate(
         # A window not counted: under commit the populate's epochs may still be on their way (at
         # load 11 the first window ran at 38 requests/s while the standby caught up).
         _window(setup, p, pid, mix, args.seconds)
+    setup.utilization.clear()  # the same list as the base side's
     for w in range(args.windows):
         base_side = _window(setup, bport, bpids[0], mix, args.seconds) if w % 2 == 0 else None
         side = _window(setup, port, pids[0], mix, args.seconds)
         if base_side is None:
             base_side = _window(setup, bport, bpids[0], mix, args.seconds)
         rows.append((base_side[0], side[0], base_side[1], side[1]))
-        print(mix, config, w, *[round(x, 1) for x in rows[-1]], os.getloadavg()[0], flush=True)
+        busy = [round(u, 2) for u in setup.utilization[-2:]]
+        print(
+            mix, config, w, *[round(x, 1) for x in rows[-1]], busy, os.getloadavg()[0], flush=True
+        )
     return 0.0, 0.0, 0.0
 
 
@@ -358,10 +370,13 @@ def paired(args: argparse.Namespace) -> dict[str, Any]:
         (Path(tmp) / "base").mkdir()
         base_setup.kvmix = setup.kvmix
         base_setup.commands = setup.commands
+        setup.clients = base_setup.clients = args.clients
+        base_setup.utilization = setup.utilization  # both sides' windows, in order
         for mix in args.loads.split(","):
             out[mix] = {}
             for config in args.configs.split(","):
                 rows: list[tuple[float, float, float, float]] = []
+                setup.utilization.clear()
                 base = None if args.base == "None" else args.base
                 alternate = partial(_alternate, setup, mix, config, args, rows)
                 base_setup.run(
@@ -382,6 +397,9 @@ def paired(args: argparse.Namespace) -> dict[str, Any]:
                         median([bc / ac for _, _, ac, bc in rows]) - 1, 3
                     ),
                     "pairs": len(rows),
+                    # CPU seconds per window second of both servers' windows (each ~1.0 when the
+                    # server's CPU is the limit, which is when throughput can show its cost).
+                    "server_cpu_utilization_median": round(median(setup.utilization), 2),
                     "load_average_end": round(os.getloadavg()[0], 1),
                 }
     out["commands"] = sorted(setup.commands)
@@ -445,6 +463,7 @@ def instructions(args: argparse.Namespace) -> dict[str, Any]:
             f"--callgrind-out-file={tmp}/callgrind.%p",
         ]
         setup = Setup(args.pinned, Path(tmp), wrapper)
+        setup.clients = args.clients
         setup.kvmix = build_kvmix(Path(tmp))
         label = {"name": ""}
         keep = Path(args.keep_dumps) if args.keep_dumps else None
@@ -489,6 +508,9 @@ def main() -> None:
         p.add_argument("--loads", default="read_mostly,read_mostly_90,write_heavy",
                        help=f"which loads to run, of {','.join(MIXES)}")  # fmt: skip
         p.add_argument("--warmup", type=float, default=1.0, help="seconds before the window")
+        p.add_argument("--clients", type=int, default=0,
+                       help="connections of the load (0: the load's own, 40 or 50); more saturate "
+                       "the primary")  # fmt: skip
         p.add_argument("--no-pin", action="store_true", help="let the scheduler place everything")
     args = parser.parse_args()
     args.pinned = can_pin() and not args.no_pin

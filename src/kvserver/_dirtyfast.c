@@ -22,6 +22,8 @@ wrap the base (Keyspace) functions given; dirty.py installs them over its Python
 and, when they wrote nothing and read nothing unacknowledged and the client has no reply held and the
 mode is not "full", return at once; otherwise hand over to the Python slow path (`slow(client,
 wrote)`), which holds the replies. The same decision as the Python version, one frame less per read.
+The event loop uses its two halves instead, `begin(commands)` and `end(client)` around a batch it runs
+itself: calling process_commands from C entered the interpreter anew per batch (~400 instructions).
 
 Read-only batches: when every command of a batch is in `readonly` (the command table's rows flagged
 "readonly" and not "write", by the names a client may send), nothing it does can write, so `lookup`
@@ -30,8 +32,19 @@ the batch does not read server.dirty (it cannot have changed it). `note_read` st
 unacknowledged data waits as ever. Anything else a tracked method notes during such a batch (a store,
 a delete) still lands in `touched` and sends the batch down the general path.
 
+Held replies: livepatch.replication.HeldReplies keeps, per connection, a deque of (epoch, bytes,
+time.monotonic()) waiting for epochs. Its rules are in protection.py (the pure-Python fallback); here
+are the same `hold` and `release` in C, for every write's reply and every acknowledgement:
+  - `hold_replies(held, conn, epoch, data)`: append to conn's queue, never with an epoch older than
+    the queue's last (replies of one connection leave in order), count, note the newest epoch;
+  - `release_held(held, acked)`: take, per connection, the replies whose epoch <= acked, joined.
+A Processor given `held` moves a client's replies into it itself (PrimaryHost._hold's common case:
+the client did not ask to be closed after its replies; when it did, the Python `hold` runs).
+HeldReplies' __slots__ are read at fixed offsets, like the tracker's.
+
 Concurrency: the event-loop thread only (the GIL is held throughout).
 */
+#include <time.h>
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
@@ -84,9 +97,16 @@ slot(PyObject *obj, Py_ssize_t off, const char *name)
 enum { M_LOOKUP, M_CONTAINS, M_STORE, M_DELETE, M_REPLACE, M_SET_EXPIRE, M_PERSIST, M_COUNT };
 static PyObject *g_base[M_COUNT];
 
+/* The last database asked about and its DbState (borrowed: g_states holds both, and is never
+   rebound while configured; configure() forgets them): most requests use the same database, and
+   this saves a dictionary lookup per tracked access. */
+static PyObject *g_last_db, *g_last_state;
+
 static PyObject *
 state_of(PyObject *db)
 {
+    if (db == g_last_db && db != NULL)
+        return g_last_state;
     if (g_states == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "a tracked keyspace without a tracker");
         return NULL;
@@ -94,6 +114,10 @@ state_of(PyObject *db)
     PyObject *state = PyDict_GetItemWithError(g_states, db); /* borrowed */
     if (state == NULL && !PyErr_Occurred())
         PyErr_SetString(PyExc_KeyError, "a tracked keyspace the tracker does not know");
+    if (state != NULL) {
+        g_last_db = db;
+        g_last_state = state;
+    }
     return state;
 }
 
@@ -126,6 +150,8 @@ note_read(PyObject *state, PyObject *key)
     if (epoch == NULL) {
         if (PyErr_Occurred())
             return -1;
+        if (Py_SIZE(floor) == 0)
+            return 0; /* a key not written since the last acknowledgement, no floor: nothing */
         epoch = floor;
     }
     PyObject *current = slot(g_tracker, off_read_epoch, "read_epoch");
@@ -265,6 +291,7 @@ methods(PyObject *module, PyObject *args)
 static PyObject *
 configure(PyObject *module, PyObject *tracker)
 {
+    g_last_db = g_last_state = NULL;
     if (tracker == Py_None) {
         Py_CLEAR(g_tracker);
         Py_CLEAR(g_states);
@@ -291,6 +318,212 @@ configure(PyObject *module, PyObject *tracker)
     Py_RETURN_NONE;
 }
 
+
+/* --------------------------------------------------------------------------------- held replies */
+static PyObject *g_deque;  /* collections.deque */
+static PyObject *s_one;
+static PyObject *s_append, *s_popleft, *s_out, *s_close_after_reply, *s_empty;
+static PyTypeObject *g_held_type; /* the class the offsets below were read from */
+static Py_ssize_t off_h_by_conn, off_h_count, off_h_newest;
+
+static int
+held_offsets(PyObject *held)
+{
+    PyObject *t = (PyObject *)Py_TYPE(held);
+    if ((PyTypeObject *)t == g_held_type)
+        return 0;
+    if (slot_offset(t, "by_conn", &off_h_by_conn) < 0 || slot_offset(t, "count", &off_h_count) < 0 ||
+        slot_offset(t, "_newest", &off_h_newest) < 0)
+        return -1;
+    g_held_type = (PyTypeObject *)t;
+    return 0;
+}
+
+/* time.monotonic(): the same clock, and the same arithmetic (nanoseconds / 1e9). */
+static PyObject *
+monotonic(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyFloat_FromDouble((double)((long long)ts.tv_sec * 1000000000LL + ts.tv_nsec) / 1e9);
+}
+
+/* HeldReplies.hold(conn, epoch, data) (keep in step with protection.py). */
+static int
+held_hold(PyObject *held, PyObject *conn, PyObject *epoch, PyObject *data)
+{
+    if (held_offsets(held) < 0)
+        return -1;
+    PyObject *by_conn = slot(held, off_h_by_conn, "by_conn");
+    if (by_conn == NULL)
+        return -1;
+    if (!PyDict_CheckExact(by_conn)) {
+        PyErr_SetString(PyExc_TypeError, "HeldReplies.by_conn must be a dict");
+        return -1;
+    }
+    PyObject *queue = PyDict_GetItemWithError(by_conn, conn); /* borrowed */
+    Py_INCREF(epoch);
+    if (queue == NULL) {
+        if (PyErr_Occurred() || (queue = PyObject_CallNoArgs(g_deque)) == NULL)
+            goto fail_epoch;
+        if (PyDict_SetItem(by_conn, conn, queue) < 0) {
+            Py_DECREF(queue);
+            goto fail_epoch;
+        }
+    } else {
+        Py_INCREF(queue);
+        PyObject *last = PySequence_GetItem(queue, -1);
+        if (last == NULL)
+            goto fail_queue;
+        if (!PyTuple_CheckExact(last) || PyTuple_GET_SIZE(last) != 3) {
+            Py_DECREF(last);
+            PyErr_SetString(PyExc_TypeError, "a held reply is (epoch, bytes, time)");
+            goto fail_queue;
+        }
+        PyObject *before = PyTuple_GET_ITEM(last, 0);
+        int later = PyObject_RichCompareBool(before, epoch, Py_GT);
+        if (later > 0)
+            Py_SETREF(epoch, Py_NewRef(before)); /* never overtake a held reply of conn */
+        Py_DECREF(last);
+        if (later < 0)
+            goto fail_queue;
+    }
+    PyObject *now = monotonic();
+    PyObject *entry = now ? PyTuple_Pack(3, epoch, data, now) : NULL;
+    Py_XDECREF(now);
+    PyObject *r = entry ? PyObject_CallMethodOneArg(queue, s_append, entry) : NULL;
+    Py_XDECREF(entry);
+    if (r == NULL)
+        goto fail_queue;
+    Py_DECREF(r);
+    Py_DECREF(queue);
+    PyObject *count = slot(held, off_h_count, "count");
+    PyObject *newest = count ? slot(held, off_h_newest, "_newest") : NULL;
+    PyObject *more = newest ? PyNumber_Add(count, s_one) : NULL;
+    if (more == NULL)
+        goto fail_epoch;
+    Py_SETREF(SLOT(held, off_h_count), more);
+    newest = SLOT(held, off_h_newest);
+    int newer = PyObject_RichCompareBool(epoch, newest, Py_GT);
+    if (newer > 0)
+        Py_SETREF(SLOT(held, off_h_newest), Py_NewRef(epoch));
+    Py_DECREF(epoch);
+    return newer < 0 ? -1 : 0;
+fail_queue:
+    Py_DECREF(queue);
+fail_epoch:
+    Py_DECREF(epoch);
+    return -1;
+}
+
+static PyObject *
+hold_replies(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4)
+        return PyErr_Format(PyExc_TypeError, "hold_replies(held, conn, epoch, data)");
+    if (held_hold(args[0], args[1], args[2], args[3]) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* HeldReplies.release(acked) (keep in step): [(conn, bytes joined)] of every reply whose epoch <=
+   acked, connections in the dict's order. */
+static PyObject *
+release_held(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "release_held(held, acked)");
+    PyObject *held = args[0], *acked = args[1];
+    if (held_offsets(held) < 0)
+        return NULL;
+    PyObject *by_conn = slot(held, off_h_by_conn, "by_conn");
+    if (by_conn == NULL)
+        return NULL;
+    if (!PyDict_CheckExact(by_conn))
+        return PyErr_Format(PyExc_TypeError, "HeldReplies.by_conn must be a dict");
+    PyObject *out = PyList_New(0);
+    PyObject *conns = out ? PyDict_Keys(by_conn) : NULL; /* list(by_conn): it shrinks below */
+    if (conns == NULL) {
+        Py_XDECREF(out);
+        return NULL;
+    }
+    PyObject *parts = NULL, *queue = NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(conns); i++) {
+        PyObject *conn = PyList_GET_ITEM(conns, i);
+        queue = PyDict_GetItemWithError(by_conn, conn);
+        if (queue == NULL) {
+            if (PyErr_Occurred())
+                goto fail;
+            continue;
+        }
+        Py_INCREF(queue);
+        if ((parts = PyList_New(0)) == NULL)
+            goto fail;
+        for (;;) {
+            Py_ssize_t left = PyObject_Length(queue);
+            if (left < 0)
+                goto fail;
+            if (left == 0)
+                break;
+            PyObject *first = PySequence_GetItem(queue, 0);
+            if (first == NULL)
+                goto fail;
+            if (!PyTuple_CheckExact(first) || PyTuple_GET_SIZE(first) != 3) {
+                Py_DECREF(first);
+                PyErr_SetString(PyExc_TypeError, "a held reply is (epoch, bytes, time)");
+                goto fail;
+            }
+            int due = PyObject_RichCompareBool(PyTuple_GET_ITEM(first, 0), acked, Py_LE);
+            int ok = due > 0 ? PyList_Append(parts, PyTuple_GET_ITEM(first, 1)) : 0;
+            Py_DECREF(first);
+            if (due < 0 || ok < 0)
+                goto fail;
+            if (!due)
+                break;
+            PyObject *gone = PyObject_CallMethodNoArgs(queue, s_popleft);
+            if (gone == NULL)
+                goto fail;
+            Py_DECREF(gone);
+        }
+        Py_ssize_t n = PyList_GET_SIZE(parts);
+        if (n) {
+            PyObject *count = slot(held, off_h_count, "count");
+            PyObject *taken = count ? PyLong_FromSsize_t(n) : NULL;
+            PyObject *less = taken ? PyNumber_Subtract(count, taken) : NULL;
+            Py_XDECREF(taken);
+            if (less == NULL)
+                goto fail;
+            Py_SETREF(SLOT(held, off_h_count), less);
+            int none_left = PyObject_Not(less);
+            if (none_left < 0)
+                goto fail;
+            if (none_left)
+                Py_SETREF(SLOT(held, off_h_newest), Py_NewRef(s_zero));
+            Py_ssize_t left = PyObject_Length(queue);
+            if (left < 0 || (left == 0 && PyDict_DelItem(by_conn, conn) < 0))
+                goto fail;
+            PyObject *data = _PyBytes_Join(s_empty, parts);
+            PyObject *pair = data ? PyTuple_Pack(2, conn, data) : NULL;
+            Py_XDECREF(data);
+            int ok = pair ? PyList_Append(out, pair) : -1;
+            Py_XDECREF(pair);
+            if (ok < 0)
+                goto fail;
+        }
+        Py_CLEAR(parts);
+        Py_CLEAR(queue);
+    }
+    Py_DECREF(conns);
+    return out;
+fail:
+    Py_XDECREF(parts);
+    Py_XDECREF(queue);
+    Py_DECREF(conns);
+    Py_DECREF(out);
+    return NULL;
+}
+
 /* ------------------------------------------------------------------------------------ Processor */
 typedef struct {
     PyObject_HEAD
@@ -300,11 +533,13 @@ typedef struct {
     PyObject *held_by_conn;
     PyObject *slow;
     PyObject *hold;       /* hold(client, epoch): move the client's replies into the held ones */
+    PyObject *held;       /* the HeldReplies, to do `hold`'s common case here; or NULL */
     PyObject *protection; /* the Primary's Protection */
     PyObject *readonly;   /* set of command names (bytes) that only read */
     int full;
     int reads; /* tracker.reads: keep the per-key epochs of unacknowledged writes */
     long long last_dirty; /* server.dirty after the previous batch (or at construction) */
+    int batch_readonly;   /* begin() saw a read-only batch; end() settles it */
     vectorcallfunc vectorcall;
 } Processor;
 
@@ -400,7 +635,43 @@ static PyObject *
 call_hold(Processor *self, PyObject *client, PyObject *epoch)
 {
     PyObject *args[2] = {client, epoch};
-    return PyObject_Vectorcall(self->hold, args, 2, NULL);
+    if (self->held == NULL)
+        return PyObject_Vectorcall(self->hold, args, 2, NULL);
+    /* PrimaryHost._hold (keep in step): a client that asked to be closed once its replies are out
+       takes the Python path (it also notes the close); otherwise its output moves to `held`. */
+    PyObject *close = PyObject_GetAttr(client, s_close_after_reply);
+    if (close == NULL)
+        return NULL;
+    int closing = PyObject_IsTrue(close);
+    Py_DECREF(close);
+    if (closing)
+        return closing < 0 ? NULL : PyObject_Vectorcall(self->hold, args, 2, NULL);
+    PyObject *out = PyObject_GetAttr(client, s_out);
+    if (out == NULL)
+        return NULL;
+    if (!PyList_CheckExact(out)) {
+        Py_DECREF(out);
+        return PyErr_Format(PyExc_TypeError, "client.out must be a list");
+    }
+    Py_ssize_t n = PyList_GET_SIZE(out);
+    if (n) {
+        PyObject *data = n == 1 ? Py_NewRef(PyList_GET_ITEM(out, 0)) : _PyBytes_Join(s_empty, out);
+        int rc = data ? held_hold(self->held, client, epoch, data) : -1;
+        Py_XDECREF(data);
+        if (rc < 0 || PyList_SetSlice(out, 0, PyList_GET_SIZE(out), NULL) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    Py_DECREF(out);
+    Py_RETURN_NONE;
+}
+
+/* client in held_by_conn, without a lookup while nothing is held (always under --protection none) */
+static inline int
+has_held(Processor *self, PyObject *client)
+{
+    return PyDict_GET_SIZE(self->held_by_conn) ? PyDict_Contains(self->held_by_conn, client) : 0;
 }
 
 /* 1 if every command of the batch is a read-only one (by its name as sent), 0 if not, -1 on error. */
@@ -435,7 +706,7 @@ readonly_tail(Processor *self, PyObject *client)
     if (!PyLong_CheckExact(read_epoch))
         return PyErr_Format(PyExc_TypeError, "DirtyTracker.read_epoch must be an int");
     if (Py_SIZE(read_epoch) == 0 && !self->full) {
-        int held = PyDict_Contains(self->held_by_conn, client);
+        int held = has_held(self, client);
         if (held <= 0)
             return held < 0 ? NULL : Py_NewRef(Py_None);
         return call_hold(self, client, s_zero);
@@ -449,7 +720,7 @@ readonly_tail(Processor *self, PyObject *client)
     }
     int held = 1;
     if (Py_SIZE(epoch) == 0) {
-        held = PyDict_Contains(self->held_by_conn, client);
+        held = has_held(self, client);
         if (held < 0) {
             Py_DECREF(epoch);
             return NULL;
@@ -460,6 +731,8 @@ readonly_tail(Processor *self, PyObject *client)
     return out;
 }
 
+static PyObject *settle(Processor *self, PyObject *client, int readonly);
+
 static PyObject *
 processor_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -467,7 +740,6 @@ processor_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, P
     if (PyVectorcall_NARGS(nargsf) != 2 || kwnames != NULL)
         return PyErr_Format(PyExc_TypeError, "process(client, commands)");
     PyObject *client = args[0];
-    long long after;
     int readonly = all_readonly(self, args[1]);
     if (readonly < 0)
         return NULL;
@@ -490,6 +762,14 @@ processor_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, P
     if (r == NULL)
         return NULL;
     Py_DECREF(r);
+    return settle(self, client, readonly);
+}
+
+/* After a batch ran: the decision (the same for process and begin/end). */
+static PyObject *
+settle(Processor *self, PyObject *client, int readonly)
+{
+    long long after;
     if (readonly && PyList_GET_SIZE(self->touched) == 0) {
         PyObject *structural = slot(self->tracker, off_structural, "structural");
         if (structural == NULL)
@@ -522,7 +802,7 @@ processor_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, P
         return PyErr_Format(PyExc_TypeError, "DirtyTracker.read_epoch must be an int");
     if (!wrote && Py_SIZE(read_epoch) == 0 && !self->full) {
         /* The common case: a read of nothing unacknowledged. */
-        int held = PyDict_Contains(self->held_by_conn, client);
+        int held = has_held(self, client);
         if (held <= 0)
             return held < 0 ? NULL : Py_NewRef(Py_None);
         return call_hold(self, client, s_zero);
@@ -537,7 +817,7 @@ processor_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, P
     }
     int held = 1;
     if (Py_SIZE(epoch) == 0) {
-        held = PyDict_Contains(self->held_by_conn, client);
+        held = has_held(self, client);
         if (held < 0) {
             Py_DECREF(epoch);
             return NULL;
@@ -548,16 +828,55 @@ processor_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, P
     return out;
 }
 
+/* begin(commands) and end(client): process() in two halves, for a caller that runs the batch itself
+   (the event loop: a Python call of process_commands from Python costs less than from C, where
+   the interpreter is entered anew per batch). end() must follow every begin(), also when the
+   batch raised (a try/finally): until then lookups note no key (a read-only batch). */
+static PyObject *
+processor_begin(Processor *self, PyObject *commands)
+{
+    int readonly = all_readonly(self, commands);
+    if (readonly < 0)
+        return NULL;
+    self->batch_readonly = g_readonly_batch = readonly;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+processor_end(Processor *self, PyObject *client)
+{
+    int readonly = self->batch_readonly;
+    self->batch_readonly = g_readonly_batch = 0;
+    return settle(self, client, readonly);
+}
+
+static PyMethodDef processor_methods[] = {
+    {"begin", (PyCFunction)processor_begin, METH_O,
+     "begin(commands): before the batch runs (process's first half)"},
+    {"end", (PyCFunction)processor_end, METH_O,
+     "end(client): after the batch ran, also when it raised (process's second half)"},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyObject *
 processor_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"server", "tracker", "held_by_conn", "slow",
-                             "hold",   "full",    "readonly",     NULL};
-    PyObject *server, *tracker, *held, *slow, *hold, *readonly = NULL;
+    static char *kwlist[] = {"server", "tracker", "held_by_conn", "slow", "hold",
+                             "full",   "readonly", "held",       NULL};
+    PyObject *server, *tracker, *held, *slow, *hold, *readonly = NULL, *held_obj = NULL;
     int full;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!OOp|O:Processor", kwlist, &server, &tracker,
-                                     &PyDict_Type, &held, &slow, &hold, &full, &readonly))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!OOp|OO:Processor", kwlist, &server, &tracker,
+                                     &PyDict_Type, &held, &slow, &hold, &full, &readonly,
+                                     &held_obj))
         return NULL;
+    if (held_obj == Py_None)
+        held_obj = NULL;
+    if (held_obj != NULL) {
+        if (held_offsets(held_obj) < 0)
+            return NULL;
+        if (SLOT(held_obj, off_h_by_conn) != held)
+            return PyErr_Format(PyExc_ValueError, "held_by_conn must be held.by_conn");
+    }
     if (readonly == NULL || readonly == Py_None)
         readonly = PyFrozenSet_New(NULL); /* no batch counts as read-only */
     else if (!PyAnySet_CheckExact(readonly))
@@ -611,6 +930,8 @@ processor_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     Py_INCREF(slow);
     Py_INCREF(hold);
     self->hold = hold;
+    Py_XINCREF(held_obj);
+    self->held = held_obj;
     self->protection = protection;
     self->server = server;
     self->tracker = tracker;
@@ -636,6 +957,7 @@ processor_traverse(Processor *self, visitproc visit, void *arg)
     Py_VISIT(self->held_by_conn);
     Py_VISIT(self->slow);
     Py_VISIT(self->hold);
+    Py_VISIT(self->held);
     Py_VISIT(self->protection);
     Py_VISIT(self->readonly);
     return 0;
@@ -650,6 +972,7 @@ processor_clear(Processor *self)
     Py_CLEAR(self->held_by_conn);
     Py_CLEAR(self->slow);
     Py_CLEAR(self->hold);
+    Py_CLEAR(self->held);
     Py_CLEAR(self->protection);
     Py_CLEAR(self->readonly);
     return 0;
@@ -667,11 +990,13 @@ static PyTypeObject ProcessorType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "kvserver._dirtyfast.Processor",
     .tp_basicsize = sizeof(Processor),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "Processor(server, tracker, held_by_conn, slow, hold, full, readonly=None): "
+    .tp_doc = "Processor(server, tracker, held_by_conn, slow, hold, full, readonly=None, "
+              "held=None): "
               "PrimaryHost.process in C.",
     .tp_new = processor_new,
     .tp_call = PyVectorcall_Call,
     .tp_vectorcall_offset = offsetof(Processor, vectorcall),
+    .tp_methods = processor_methods,
     .tp_traverse = (traverseproc)processor_traverse,
     .tp_clear = (inquiry)processor_clear,
     .tp_dealloc = (destructor)processor_dealloc,
@@ -681,6 +1006,10 @@ static PyMethodDef module_methods[] = {
     {"methods", methods, METH_VARARGS,
      "methods(cls, bases) -> {name: method descriptor of cls wrapping bases[name]}"},
     {"configure", configure, METH_O, "configure(tracker | None): the tracker the wrappers note in"},
+    {"hold_replies", (PyCFunction)(void (*)(void))hold_replies, METH_FASTCALL,
+     "hold_replies(held, conn, epoch, data): HeldReplies.hold in C"},
+    {"release_held", (PyCFunction)(void (*)(void))release_held, METH_FASTCALL,
+     "release_held(held, acked) -> [(conn, bytes)]: HeldReplies.release in C"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -698,6 +1027,19 @@ PyInit__dirtyfast(void)
         return NULL;
     INTERN(s_dirty, "dirty");
     INTERN(s_process_commands, "process_commands");
+    INTERN(s_append, "append");
+    INTERN(s_popleft, "popleft");
+    INTERN(s_out, "out");
+    INTERN(s_close_after_reply, "close_after_reply");
+    if ((s_one = PyLong_FromLong(1)) == NULL || (s_empty = PyBytes_FromStringAndSize(NULL, 0)) == NULL)
+        return NULL;
+    PyObject *collections = PyImport_ImportModule("collections");
+    if (collections == NULL)
+        return NULL;
+    g_deque = PyObject_GetAttrString(collections, "deque");
+    Py_DECREF(collections);
+    if (g_deque == NULL)
+        return NULL;
     if ((s_zero = PyLong_FromLong(0)) == NULL)
         return NULL;
     if (PyType_Ready(&ProcessorType) < 0)

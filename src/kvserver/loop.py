@@ -78,6 +78,10 @@ class EventLoop:
         # Hot standby (kvserver.replication_support): runs each read's requests, holds replies,
         # and ticks at the end of every iteration; None without --replicate-to.
         self.replication: Any = None
+        # Its begin(commands) and end(client), run around each batch (kvserver.replication_support):
+        # attributes of the loop, so that the per-read lookup is a specialised instance attribute.
+        self.begin_batch: Callable[[list[list[bytes]]], object] | None = None
+        self.end_batch: Callable[[ClientState], object] = lambda client: None
         self._tick_at = float("inf")
         # Other descriptors read on this thread (replication acknowledgements): fd -> callback.
         self._watched: dict[int, Callable[[], object]] = {}
@@ -289,10 +293,20 @@ class EventLoop:
                 if commands is None:
                     return
             if commands:
-                if self.replication is None:
+                begin = self.begin_batch
+                if begin is None:
                     self.server.process_commands(client, commands)
                 else:
-                    self.replication.process(client, commands)
+                    # Hot standby: begin and end decide which replies wait (replication_support);
+                    # end after every begin, also when the batch raised. (`end` is read into a local:
+                    # `self.end_batch(client)` would be a method lookup the interpreter does not
+                    # specialise for a callable instance attribute.)
+                    end = self.end_batch
+                    begin(commands)
+                    try:
+                        self.server.process_commands(client, commands)
+                    finally:
+                        end(client)
                 if parser.pending_error is not None:
                     self._protocol_error(client, parser.pending_error)
                     return

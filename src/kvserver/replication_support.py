@@ -3,10 +3,13 @@
 Theory of operation
 -------------------
 Primary: `install_primary(loop, ...)` makes the keyspaces tracked (kvserver.dirty), sets `loop.replication`
-to this object and starts a livepatch Primary. The loop then hands each client's batch of requests to
-`process` instead of running it directly: the batch runs as ever, then the tracker says whether it
-wrote and which unacknowledged epoch it read, the Protection says how long its replies must wait, and
-those replies move from the client's output into `held` (in order behind any already held). `tick`
+to this object and starts a livepatch Primary. The loop then runs each client's batch of requests
+between `begin(commands)` and `end(client)` (its `begin_batch` and `end_batch`, set here; `process` is
+the two around the batch, for callers that do not run it themselves): the batch runs as ever, then
+the tracker says whether it wrote and which unacknowledged epoch it read, the Protection says how
+long its replies must wait, and those replies move from the client's output into `held` (in order
+behind any already held). With kvserver._dirtyfast built, begin, end, the hold and the release are
+its C versions (same rules). `tick`
 runs at the loop's quiescence point (after before_sleep) and lets the Primary capture epochs and stream
 the full sync; acknowledgements come back through `call_soon_threadsafe` and `release_replies` puts
 held replies back into the clients' output for this iteration's send. A client that asked to be closed
@@ -29,6 +32,7 @@ import io
 import logging
 import pickle
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from kvserver import dirty
@@ -80,23 +84,36 @@ class PrimaryHost:
         self.tracker: DirtyTracker | None = None
         self.protection: Protection = Protection("none")  # the Primary's, once installed
         self._close_when_released: set[ClientState] = set()
+        self._dirty_before = 0  # server.dirty when the batch began (the Python begin/end)
         self._snapshot: list[tuple[int, Keyspace, list[bytes]]] = []
         self._snapshot_structure = 0
+        # HeldReplies.release, or the same in C (install_primary, when kvserver._dirtyfast is built)
+        self.release: Callable[[int], list[tuple[ClientState, bytes]]] = self.held.release
 
     # ------------------------------------------------------------------ called by the loop
     def process(self, client: ClientState, commands: list[list[bytes]]) -> None:
         """Run one read's requests; hold their replies for as long as the Protection says.
 
-        Runs once per read. Its common case (nothing written, nothing unacknowledged read, nothing
-        held for this client, mode not "full") returns without a call; kvserver._dirtyfast.Processor
+        `begin`, the batch, `end`: the event loop runs those three itself (kvserver.loop). The
+        common case (nothing written, nothing unacknowledged read, nothing held for this client,
+        mode not "full") returns without a call; kvserver._dirtyfast.Processor
         is the same decision in C, which install_primary puts in place of this method when built
         (keep the two in step). The C version also does `_after_batch`'s work up to `_hold` (the
         tracker's end of batch and Protection.hold_until), so a write that need not wait
         (`--protection none`, or degraded) runs no Python here at all, and it reads server.dirty
         once per batch (against its value after the previous one)."""
+        self.begin(commands)
+        self.server.process_commands(client, commands)
+        self.end(client)
+
+    def begin(self, commands: list[list[bytes]]) -> None:
+        """process's first half, before the batch runs (the loop runs it between begin and end)."""
+        self._dirty_before = self.server.dirty
+
+    def end(self, client: ClientState) -> None:
+        """process's second half, after the batch ran (also when it raised)."""
         server = self.server
-        before = server.dirty
-        server.process_commands(client, commands)
+        before = self._dirty_before
         t = self.tracker
         assert t is not None
         if server.dirty != before or t.structural:
@@ -193,7 +210,7 @@ class PrimaryHost:
     def release_replies(self, acked_epoch: int) -> None:
         assert self.tracker is not None
         self.tracker.acknowledged(acked_epoch)
-        self._deliver(self.held.release(acked_epoch))
+        self._deliver(self.release(acked_epoch))
 
     def release_all_replies(self) -> None:
         self._deliver(self.held.release_all())
@@ -270,8 +287,14 @@ def install_primary(
             host._hold,
             primary.protection.mode == "full",
             readonly_names(loop.server),
+            host.held,  # the hold of a write's replies in C too
         )
+        # The loop runs each batch between begin and end (kvserver.loop): no interpreter entry from C.
+        host.begin = host.process.begin  # type: ignore[method-assign]
+        host.end = host.process.end  # type: ignore[method-assign]
+        host.release = partial(_dirtyfast.release_held, host.held)
     loop.replication = host
+    loop.begin_batch, loop.end_batch = host.begin, host.end
     primary.start()
     return primary
 

@@ -8,6 +8,7 @@ GET/EXISTS/MGET/DBSIZE alone notes no touched key). In-process: the same ServerS
 
 from __future__ import annotations
 
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
@@ -47,7 +48,7 @@ step = st.tuples(st.integers(0, 1), st.lists(command, min_size=1, max_size=3), b
 
 
 class Side:
-    def __init__(self, mode: str, native_process: bool) -> None:
+    def __init__(self, mode: str, native_process: bool, split: bool = False) -> None:
         self.server = ServerState(Config(databases=2, livepatch=False))
         self.protection = Protection(mode)  # type: ignore[arg-type]
         self.host = PrimaryHost(SimpleNamespace(server=self.server, schedule_send=lambda c: None))
@@ -66,7 +67,21 @@ class Side:
                 self.host._hold,
                 mode == "full",
                 readonly_names(self.server),
+                self.host.held,  # the hold in C as well (hold_replies)
             )
+            self.host.release = partial(_dirtyfast.release_held, self.host.held)
+        if split:  # as the event loop runs it: begin, the batch, end (kvserver.loop)
+            process = self.process
+            server = self.server
+
+            def run_split(client: Any, batch: list[list[bytes]]) -> None:
+                process.begin(batch)
+                try:
+                    server.process_commands(client, batch)
+                finally:
+                    process.end(client)
+
+            self.process = run_split
         self.captured = 0
         self.sent: list[list[bytes]] = [[], []]  # replies that left at once or on release
 
@@ -97,10 +112,10 @@ class Side:
         elif what == "ack" and self.captured:
             p.acked = self.captured
             self.host.tracker.acknowledged(self.captured)
-            self._released(self.host.held.release(self.captured))
+            self._released(self.host.release(self.captured))
         elif what == "degrade":
             p.active = False
-            self._released(self.host.held.release_all())
+            self._released(self.host.release(1 << 63))  # release_all's bound
         elif what == "resume":
             p.active = p.mode != "none"
 
@@ -116,7 +131,8 @@ class Side:
             for c, q in self.host.held.by_conn.items()
         }
         tracked = [(dict(s.dirty), dict(s.written), s.floor) for s in t.ordered]
-        return held, tracked, t.read_epoch, t.structural, list(t.touched), self.sent
+        counts = (self.host.held.count, self.host.held.newest_epoch())
+        return held, counts, tracked, t.read_epoch, t.structural, list(t.touched), self.sent
 
 
 @pytest.mark.parametrize("mode", ["commit", "full", "none"])
@@ -124,13 +140,14 @@ class Side:
 @given(st.lists(step, min_size=1, max_size=25))
 def test_the_c_and_python_process_decide_alike(mode: str, steps: list[Any]) -> None:
     python, c = Side(mode, native_process=False), Side(mode, native_process=True)
+    split = Side(mode, native_process=True, split=True)  # C begin/end around the batch
     for who, batch, what in steps:
-        for side in (python, c):
+        for side in (python, c, split):
             side.run(who, batch)
-        assert c.state() == python.state()
-        for side in (python, c):
+        assert c.state() == python.state() == split.state()
+        for side in (python, c, split):
             side.between(what)
-        assert c.state() == python.state()
+        assert c.state() == python.state() == split.state()
 
 
 def test_a_write_waits_a_clean_read_does_not_a_read_behind_a_held_reply_waits() -> None:
@@ -167,3 +184,76 @@ def test_the_read_only_names_are_the_tables_read_only_commands() -> None:
     # writes, and commands that run others or reset the write count, never count as read-only
     for name in (b"SET", b"LPUSH", b"EXEC", b"EVAL", b"MULTI", b"SAVE", b"FLUSHDB", b"SORT"):
         assert name not in names and name.lower() not in names, name
+
+
+# HeldReplies.hold / release and their C versions (kvserver._dirtyfast.hold_replies, release_held),
+# on the same random steps: hold a reply for a connection at an epoch, or release up to an epoch.
+held_step = st.one_of(
+    st.tuples(st.just("hold"), st.integers(0, 3), st.integers(0, 6), st.binary(max_size=3)),
+    st.tuples(st.just("release"), st.integers(0, 7)),
+    st.tuples(st.just("release"), st.just(1 << 63)),  # release_all's bound: above any long long
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(held_step, max_size=40))
+def test_the_c_and_python_held_replies_hold_and_release_alike(steps: list[Any]) -> None:
+    from kvserver import _dirtyfast
+    from livepatch.replication import HeldReplies
+
+    python: HeldReplies[int] = HeldReplies()
+    c: HeldReplies[int] = HeldReplies()
+    for s in steps:
+        if s[0] == "hold":
+            _, conn, epoch, data = s
+            python.hold(conn, epoch, data)
+            _dirtyfast.hold_replies(c, conn, epoch, data)
+        else:
+            assert _dirtyfast.release_held(c, s[1]) == python.release(s[1])
+        assert {k: [(e, d) for e, d, _ in q] for k, q in c.by_conn.items()} == {
+            k: [(e, d) for e, d, _ in q] for k, q in python.by_conn.items()
+        }
+        assert (c.count, c.newest_epoch(), len(c)) == (
+            python.count,
+            python.newest_epoch(),
+            len(python),
+        )
+        since = c.oldest_since()
+        assert (since is None) == (python.oldest_since() is None)
+
+
+def test_the_c_hold_stamps_time_monotonic_and_the_python_hold_runs_for_a_closing_client() -> None:
+    import time
+
+    side = Side("commit", native_process=True)
+    before = time.monotonic()
+    side.run(0, [[b"SET", b"k", b"v"]])
+    ((_, _, held_at),) = side.host.held.by_conn[side.clients[0]]
+    assert before <= held_at <= time.monotonic()  # the same clock as HeldReplies.hold's
+    # A client that asked to be closed after its replies (QUIT): the Python hold notes it.
+    side.run(1, [[b"SET", b"j", b"v"], [b"QUIT"]])
+    assert side.clients[1] in side.host._close_when_released
+    assert side.clients[1].close_after_reply is False  # closed once the held replies are out
+
+
+def test_end_ends_a_read_only_batch_even_after_the_batch_raised() -> None:
+    """Between begin() of a read-only batch and end(), lookups note no key for shipping; a batch
+    that raised still reaches end() (the loop's finally), and a write after it is shipped."""
+    side = Side("commit", native_process=True)
+    side.current()
+    process: Any = side.process
+    client = side.clients[0]
+    db = side.server.databases[0]
+    t = side.host.tracker
+    assert t is not None
+    process.begin([[b"GET", b"k"]])
+    db.lookup(b"k", 0)
+    assert t.touched == []  # a read-only batch: nothing to ship
+    try:
+        raise RuntimeError("the batch failed")
+    except RuntimeError:
+        pass
+    finally:
+        process.end(client)
+    db.lookup(b"j", 0)  # no batch: every access is noted again
+    assert [key for _, key in t.touched] == [b"j"]

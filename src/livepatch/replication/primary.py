@@ -84,6 +84,10 @@ GROUP_COMMIT_MS = 0.0
 
 LossPolicy = Literal["degrade", "hold"]
 
+# The frame kinds of the per-epoch paths, as module globals: `Kind.EPOCH` costs ~190 ns in CPython
+# 3.11 (a lookup on the enum's class through EnumType), a global ~10 ns; a few per epoch.
+_EPOCH, _ACK, _FENCED, _SNAPSHOT_CHUNK = Kind.EPOCH, Kind.ACK, Kind.FENCED, Kind.SNAPSHOT_CHUNK
+
 
 @dataclass
 class PrimaryOptions:
@@ -156,7 +160,10 @@ class Primary:
         self.drained_epoch = 0  # drain(): the last epoch, when the standby acknowledged it
         self._warned_unprotected = False
         # shared (under _cv)
-        self._cv = threading.Condition()
+        # The loop's hot paths (_enqueue, once per epoch) take the lock itself: a C-level enter and
+        # exit, where `with self._cv` runs Condition's Python __enter__/__exit__.
+        self._lock = threading.RLock()
+        self._cv = threading.Condition(self._lock)
         # frames to send, or the encoded rest of a frame an inline send could not finish
         self._queue: collections.deque[tuple[int, Frame | bytes]] = collections.deque()
         self._queue_bytes = 0
@@ -449,7 +456,7 @@ class Primary:
         self._next_group_at = now + self._gap_s
         if gen and not self.fenced:
             self._captured.append((epoch, now))
-            self._enqueue(gen, Frame(Kind.EPOCH, epoch, self.term, payload))
+            self._enqueue(gen, Frame(_EPOCH, epoch, self.term, payload))
             if self._queue_bytes > self.options.max_queue_bytes:
                 log.warning(
                     "replication: %d bytes wait for the standby at %s:%d (limit %d): it is too "
@@ -553,7 +560,7 @@ class Primary:
         )
 
     def _enqueue(self, gen: int, frame: Frame) -> None:
-        with self._cv:
+        with self._lock:
             if not gen or gen != self._link_gen:
                 return  # no link, or frames for a connection given up since
             attached = self._attached
@@ -595,7 +602,7 @@ class Primary:
     def _encode(frame: Frame, compressor: Any) -> bytes:
         """The frame's bytes, compressed when that pays."""
         payload = frame.payload
-        if len(payload) >= COMPRESS_MIN and frame.kind in (Kind.EPOCH, Kind.SNAPSHOT_CHUNK):
+        if len(payload) >= COMPRESS_MIN and frame.kind in (_EPOCH, _SNAPSHOT_CHUNK):
             packed = compressor.compress(payload)
             if len(packed) < len(payload):
                 return wire.encode(
@@ -606,7 +613,7 @@ class Primary:
     def _count(self, frame: Frame, data: bytes) -> None:
         """Statistics of a frame sent as data (under _cv: both the loop and the sender send)."""
         self.sent_bytes += len(data)
-        if frame.kind == Kind.EPOCH:
+        if frame.kind == _EPOCH:
             raw = len(frame.payload) + wire.HEADER.size
             self.epochs_sent += 1
             self.raw_bytes += raw
@@ -678,9 +685,9 @@ class Primary:
         self._last_heard = time.monotonic()
         acked = 0
         for frame in frames:
-            if frame.kind == Kind.ACK:
+            if frame.kind == _ACK:
                 acked = max(acked, frame.epoch)
-            elif frame.kind == Kind.FENCED:
+            elif frame.kind == _FENCED:
                 self._on_fenced(frame.term)
                 self._drop_if(gen, "fenced")
                 return

@@ -51,7 +51,13 @@ class Protection:
 
 
 class HeldReplies(Generic[Conn]):
-    """Replies waiting for epochs, per connection, in order. Loop thread only."""
+    """Replies waiting for epochs, per connection, in order. Loop thread only.
+
+    A server may do `hold` and `release` in C over the same slots (kvserver._dirtyfast's
+    hold_replies and release_held: keep the two in step; tests/replication/test_process_paths.py
+    runs both on the same steps)."""
+
+    __slots__ = ("_newest", "by_conn", "count")
 
     def __init__(self) -> None:
         # per connection: (epoch, bytes, time.monotonic() when held), oldest first. Public for the
