@@ -50,7 +50,7 @@ from livepatch.patch.hooks_info import defined_hooks
 from livepatch.patch.safetext import EscapeControls
 from livepatch.patch.signing import PublicKey, load_public_key
 from livepatch.runtime import core as runtime
-from livepatch.runtime import verify
+from livepatch.runtime import pacing, verify
 from livepatch.runtime.lifecycle import FINAL_EVENT, Action, Event, EventName, Outcome, PatchResult
 from livepatch.runtime.watch import WatchPolicy
 
@@ -291,17 +291,26 @@ class Agent:
     # -- the patcher thread -----------------------------------------------------------------------------
 
     def _apply(self, req: protocol.ApplyRequest) -> protocol.ResultReply:
+        # one Pacer for the whole attempt: the checks below and the runtime's staging give up the GIL
+        # between their pieces once they have been long (runtime/pacing.py)
+        with pacing.paced():
+            return self._apply_paced(req)
+
+    def _apply_paced(self, req: protocol.ApplyRequest) -> protocol.ResultReply:
         t0 = time.monotonic_ns()
+        pace = pacing.current()
         method = req.method
         manifest = req.patch.get("manifest")
         patch_id = str(manifest.get("patch_id", "?")) if isinstance(manifest, dict) else "?"
         try:
             pf = lpatch.from_document(req.patch, source="the patch")
             patch_id = pf.spec.patch_id
+            pace()
             # a signed patch's spec carries its precompiled code, decoded only after the signature check
             spec, signed_by = pf.verified_spec(
-                self.trusted_keys, allow_unsigned=self.allow_unsigned
+                self.trusted_keys, allow_unsigned=self.allow_unsigned, between=pace
             )
+            pace()
             verify.verify_apply(
                 spec,
                 method,
