@@ -66,10 +66,10 @@ def _stage_beside_waiter(spec: PatchSpec) -> tuple[pacing.Pacer, int]:
     sys.setswitchinterval(1.0)
     waiter = _Waiter()
     try:
-        with pacing.paced() as pacer:
-            waiter.staging = True
-            stage(spec)
-            waiter.staging = False
+        pacer = pacing.Pacer()
+        waiter.staging = True
+        stage(spec, pacer)
+        waiter.staging = False
     finally:
         sys.setswitchinterval(0.005)  # the waiter must get the GIL to see its stop
         waiter.stop()
@@ -84,7 +84,7 @@ def test_a_long_staging_lets_a_waiting_thread_run(tmp_path: Path, switch_interva
     finally:
         forget(live)
     # without pacing the waiter gets the GIL only after the staging (0 runs during it)
-    assert pacer.pauses >= 3 and not pacer.stopped
+    assert pacer.pauses >= 10 and not pacer.stopped
     assert ran >= 3, f"the waiting thread ran {ran} times during {pacer.pauses} pauses"
 
 
@@ -121,25 +121,17 @@ def test_beside_a_cpu_bound_thread_pausing_stops_after_one_late_pause(
     try:
         assert spinning.wait(10)
         stage(spec)
-        with pacing.paced() as pacer:
-            stage(spec)
+        pacer = pacing.Pacer()
+        stage(spec, pacer)
     finally:
         stop.set()
         spinner.join(10)
         forget(live)
+    # the first pause the spinner takes the GIL in comes back ~20 ms late and is the last (a loaded
+    # machine may not run the spinner during the first pause or two; alone, this staging pauses >= 10
+    # times: test_a_long_staging_lets_a_waiting_thread_run)
     assert pacer.stopped
-    assert pacer.pauses == 1
-
-
-def test_one_pacer_per_attempt() -> None:
-    outside = pacing.current()
-    assert pacing.current() is not outside  # outside paced(): a new one each time
-    with pacing.paced() as pacer:
-        assert pacing.current() is pacer
-        with pacing.paced() as inner:
-            assert pacing.current() is inner
-        assert pacing.current() is pacer
-    assert pacing.current() is not pacer
+    assert pacer.pauses <= 3
 
 
 def test_the_threshold_is_the_pacers_own_cpu_time() -> None:

@@ -50,8 +50,9 @@ from livepatch.patch.hooks_info import defined_hooks
 from livepatch.patch.safetext import EscapeControls
 from livepatch.patch.signing import PublicKey, load_public_key
 from livepatch.runtime import core as runtime
-from livepatch.runtime import pacing, verify
+from livepatch.runtime import verify
 from livepatch.runtime.lifecycle import FINAL_EVENT, Action, Event, EventName, Outcome, PatchResult
+from livepatch.runtime.pacing import Pacer
 from livepatch.runtime.watch import WatchPolicy
 
 log = logging.getLogger("livepatch.agent")
@@ -291,14 +292,10 @@ class Agent:
     # -- the patcher thread -----------------------------------------------------------------------------
 
     def _apply(self, req: protocol.ApplyRequest) -> protocol.ResultReply:
-        # one Pacer for the whole attempt: the checks below and the runtime's staging give up the GIL
-        # between their pieces once they have been long (runtime/pacing.py)
-        with pacing.paced():
-            return self._apply_paced(req)
-
-    def _apply_paced(self, req: protocol.ApplyRequest) -> protocol.ResultReply:
         t0 = time.monotonic_ns()
-        pace = pacing.current()
+        # the checks below give up the GIL between their pieces once they have been long (as staging
+        # does): the server's threads keep being served (runtime/pacing.py)
+        pace = Pacer()
         method = req.method
         manifest = req.patch.get("manifest")
         patch_id = str(manifest.get("patch_id", "?")) if isinstance(manifest, dict) else "?"

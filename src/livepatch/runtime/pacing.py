@@ -19,27 +19,24 @@ the convoy. A one-function staging (~0.03 ms) never reaches `after_s` and never 
 Beside CPU-bound threads a pause is a bad trade: one of them takes the GIL and keeps it for a whole
 interval (or several, if many wait), which is also why the runtime never shortens the switch interval
 during staging (quiescence.py, `_Switching`). The pacer sees that as a pause that ends late, by half a
-switch interval or more (at least `late_s`), and pauses no more for the rest of that attempt: beside
+switch interval or more (at least `late_s`), and pauses no more for the rest of that staging: beside
 CPU-bound threads a long staging loses one such turn. An event loop answering a few requests gives the
 GIL back within a fraction of that. A pause made late by the OS (a loaded machine that runs the patcher
 thread late) also stops the pacing: the staging is then as it was without it.
 
-One pacer per attempt: the agent opens it with `paced()` when an apply reaches the patcher thread, and
-paces its own pieces with it (decoding the patch, checking its signature, decoding the compiled code:
-~1.5 ms of CPU for the figures commit); `stage()` continues with the same one (`current()`), so the
-grace of `after_s` is spent once per attempt, not once per layer. Outside `paced()` (a PatchSpec applied
-in-process), `current()` is a new Pacer. A Pacer belongs to one thread; it is not thread-safe.
+Each layer paces its own pieces with its own Pacer: the agent its checks of a patch (decoding it,
+checking its signature, decoding the compiled code: ~1.5 ms of CPU for the figures commit), `stage()`
+its staging (or the caller's Pacer, `stage(spec, pacer)`, which tests use to see the pauses). So a
+staging shorter than `after_s` never pauses, whatever the agent did before it: bench/staging_time.py's
+stage time of a one-function patch is unchanged. A Pacer belongs to one thread; it is not thread-safe.
 """
 
 from __future__ import annotations
 
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-__all__ = ["Pacer", "current", "paced"]
+__all__ = ["Pacer"]
 
 # Defaults, measured on kvserver's figures commit (docs/performance.md, issue 9, session 10).
 AFTER_S = 0.001  # own CPU time before the first pause (a one-function staging: 0.03 ms)
@@ -99,23 +96,3 @@ class Pacer:
         if after - now - self.pause_s > max(self.late_s, sys.getswitchinterval() / 2):
             self.stopped = True  # a thread kept the GIL until it was asked for it: CPU-bound
         self._due = after + self.every_s
-
-
-_attempt = threading.local()  # .pacer: the Pacer of this thread's attempt, inside paced()
-
-
-@contextmanager
-def paced() -> Iterator[Pacer]:
-    """A Pacer for the attempt this thread runs from now until the block ends: `current()` returns it."""
-    outer = getattr(_attempt, "pacer", None)
-    _attempt.pacer = pacer = Pacer()
-    try:
-        yield pacer
-    finally:
-        _attempt.pacer = outer
-
-
-def current() -> Pacer:
-    """The Pacer of this thread's attempt (`paced()`), or a new one."""
-    pacer: Pacer | None = getattr(_attempt, "pacer", None)
-    return pacer if pacer is not None else Pacer()

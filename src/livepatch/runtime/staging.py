@@ -88,7 +88,7 @@ from livepatch.patch.walk import (
     parse_in_pieces,
     walk_tree,
 )
-from livepatch.runtime import pacing
+from livepatch.runtime.pacing import Pacer
 from livepatch.runtime.resolve import ResolveError, resolve_function, resolve_owner
 from livepatch.runtime.swap import MISSING, BindOp, CodeOp, StagedPatch, make_staged_patch
 from livepatch.runtime.swap_build import LiveBuilder, new_module
@@ -1209,7 +1209,7 @@ def _check_no_old_copies(
                 )
 
 
-def stage(spec: PatchSpec) -> StagedPatch:
+def stage(spec: PatchSpec, pacer: Pacer | None = None) -> StagedPatch:
     """Compile (unless `spec` carries compiled code), resolve, verify and prepare `spec` (see the module
     docstring for what StagedPatch offers).
 
@@ -1217,10 +1217,11 @@ def stage(spec: PatchSpec) -> StagedPatch:
     (listed in `StagedPatch.skipped_modules`; a later import reads them from disk), unless the patch adds
     them (every change ADDED), in which case they are built from the patch. A patch none of whose modules
     is loaded is refused. Runs on the patcher thread while the server keeps running; changes nothing in
-    the live program. Raises PatchRefused naming the first problem.
+    the live program. Raises PatchRefused naming the first problem. Gives up the GIL between its pieces
+    once it has been long (`pacer`, a new one by default: runtime/pacing.py).
     """
     check_refusals(spec)
-    pace = pacing.current()  # a long staging lets the server's threads run between its pieces
+    pace = pacer or Pacer()  # a long staging lets the server's threads run between its pieces
     codes: list[CodeOp] = []
     binds: list[BindOp] = []
     modules: dict[str, ModuleType] = {}
