@@ -115,7 +115,7 @@ def test_beside_a_cpu_bound_thread_pausing_stops_after_one_late_pause(
         while not stop.is_set():
             n += 1  # pure Python: holds the GIL until asked for it after a switch interval
 
-    sys.setswitchinterval(0.02)  # a pause that lets the spinner in costs ~20 ms: "late"
+    sys.setswitchinterval(0.05)  # a pause that lets the spinner in costs ~50 ms: "late"
     spinner = threading.Thread(target=spin, daemon=True)
     spinner.start()
     try:
@@ -127,7 +127,7 @@ def test_beside_a_cpu_bound_thread_pausing_stops_after_one_late_pause(
         stop.set()
         spinner.join(10)
         forget(live)
-    # the first pause the spinner takes the GIL in comes back ~20 ms late and is the last (a loaded
+    # the first pause the spinner takes the GIL in comes back ~50 ms late and is the last (a loaded
     # machine may not run the spinner during the first pause or two; alone, this staging pauses >= 10
     # times: test_a_long_staging_lets_a_waiting_thread_run)
     assert pacer.stopped
