@@ -52,6 +52,7 @@ from livepatch.patch.signing import PublicKey, load_public_key
 from livepatch.runtime import core as runtime
 from livepatch.runtime import verify
 from livepatch.runtime.lifecycle import FINAL_EVENT, Action, Event, EventName, Outcome, PatchResult
+from livepatch.runtime.pacing import Pacer
 from livepatch.runtime.watch import WatchPolicy
 
 log = logging.getLogger("livepatch.agent")
@@ -292,16 +293,21 @@ class Agent:
 
     def _apply(self, req: protocol.ApplyRequest) -> protocol.ResultReply:
         t0 = time.monotonic_ns()
+        # the checks below give up the GIL between their pieces once they have been long (as staging
+        # does): the server's threads keep being served (runtime/pacing.py)
+        pace = Pacer()
         method = req.method
         manifest = req.patch.get("manifest")
         patch_id = str(manifest.get("patch_id", "?")) if isinstance(manifest, dict) else "?"
         try:
             pf = lpatch.from_document(req.patch, source="the patch")
             patch_id = pf.spec.patch_id
+            pace()
             # a signed patch's spec carries its precompiled code, decoded only after the signature check
             spec, signed_by = pf.verified_spec(
-                self.trusted_keys, allow_unsigned=self.allow_unsigned
+                self.trusted_keys, allow_unsigned=self.allow_unsigned, between=pace
             )
+            pace()
             verify.verify_apply(
                 spec,
                 method,

@@ -25,7 +25,7 @@ import base64
 import binascii
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,7 +111,11 @@ class PatchFile:
         return key.key_id
 
     def verified_spec(
-        self, trusted: Iterable[PublicKey], *, allow_unsigned: bool = False
+        self,
+        trusted: Iterable[PublicKey],
+        *,
+        allow_unsigned: bool = False,
+        between: Callable[[], None] | None = None,
     ) -> tuple[PatchSpec, str | None]:
         """verify(), then the spec to apply and the signer's key id (None: unsigned).
 
@@ -119,11 +123,14 @@ class PatchFile:
         that the signature covering it has verified: marshal is not safe on untrusted bytes); staging then
         compiles nothing. An unsigned patch's compiled code is never decoded: staging compiles its source.
         Raises PatchRefused like verify(), and PatchFileError when a signed patch's compiled code is
-        malformed.
+        malformed. `between` (if given) is called between the check and the decoding (the agent's
+        runtime.pacing.Pacer).
         """
         signer = self.verify(trusted, allow_unsigned=allow_unsigned)
         if signer is None:
             return self.spec, None
+        if between is not None:
+            between()
         try:
             return compiled.attach(self.spec, self.manifest.get("compiled")), signer
         except ValueError as exc:

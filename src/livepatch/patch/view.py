@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,12 +46,17 @@ class ModuleView:
     spans: tuple[tuple[int, int], ...]
     blocks: dict[str, int] = field(default_factory=dict)
 
-    def parse(self, source: str, filename: str) -> ast.Module:
+    def parse(
+        self, source: str, filename: str, between: Callable[[], None] | None = None
+    ) -> ast.Module:
         """The partial module: each span parsed alone, padded with empty lines so that its line numbers
-        are those of the whole source. SyntaxError when a span is not exactly one statement."""
+        are those of the whole source. SyntaxError when a span is not exactly one statement.
+        `between` (if given) is called before each span's parse (staging's runtime.pacing.Pacer)."""
         lines = source_lines(source)
         body: list[ast.stmt] = []
         for first, end in self.spans:
+            if between is not None:
+                between()
             if not 0 <= first < end <= len(lines):
                 raise SyntaxError(f"line span [{first}, {end}) outside the source")
             tree = ast.parse("\n" * first + "".join(lines[first:end]), filename)

@@ -21,7 +21,7 @@ import builtins
 import copy
 import re
 import string
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import CodeType
 
@@ -918,8 +918,11 @@ _LINE_END = re.compile(r"(?<=\r\n)|(?<=\r)(?!\n)|(?<=\n)")
 
 
 class _Walker:
-    def __init__(self, source: str, full: bool = True) -> None:
+    def __init__(
+        self, source: str, full: bool = True, between: Callable[[], None] | None = None
+    ) -> None:
         self.source = source
+        self.between = between or _nothing
         # full=False: what staging reads only (walk_source's docstring)
         self.full = full
         # `global` declared in a def body binds that name where the def is (_stored_names): only a
@@ -1082,6 +1085,7 @@ class _Walker:
         readers: dict[str, set[str]] = {}
         namespace_readers: set[str] = set()
         for stmt in body:
+            self.between()
             names = _assigned_names(stmt)
             if names is None and not isinstance(
                 stmt,
@@ -1110,6 +1114,7 @@ class _Walker:
             for read in reads:
                 readers.setdefault(read, set()).add(reader)
         for stmt in body:
+            self.between()
             names = _assigned_names(stmt)
             if (
                 names
@@ -1381,7 +1386,9 @@ def walk_source(source: str, filename: str = "<livepatch>", *, full: bool = True
     return _Walker(source, full).walk(tree, code)
 
 
-def parse_in_pieces(source: str, filename: str = "<livepatch>") -> ast.Module:
+def parse_in_pieces(
+    source: str, filename: str = "<livepatch>", between: Callable[[], None] | None = None
+) -> ast.Module:
     """`ast.parse(source, filename)`, in one parse per top-level statement: the same tree (line numbers
     included), but the GIL is never held for the whole module. ast.parse is one C call: 7-12 ms of CPU
     for kvserver's resp.py (40 kB), which on a busy machine the OS stretches, GIL held, into a stall of
@@ -1394,7 +1401,8 @@ def parse_in_pieces(source: str, filename: str = "<livepatch>") -> ast.Module:
     that line of the whole source, so the next line starts a new statement (the clauses that would
     continue one are not candidates). A multi-line docstring or string therefore joins its piece; a
     source that does not parse is parsed whole, for ast.parse's own error. (tests/patch/
-    test_walk_light.py checks the trees against ast.parse on kvserver and on the tricky cases.)"""
+    test_walk_light.py checks the trees against ast.parse on kvserver and on the tricky cases.)
+    `between` (if given) is called before each piece's parse (staging's runtime.pacing.Pacer)."""
     lines = source_lines(source)
     starts: list[int] = []
     decorated = False  # a decorator line started the current statement: its def or class follows
@@ -1417,6 +1425,8 @@ def parse_in_pieces(source: str, filename: str = "<livepatch>") -> ast.Module:
         # the piece starts after `first` empty lines, so the parser numbers its lines as in the whole
         # source (ast.increment_lineno afterwards walked every node in Python: ~1/3 of the CPU)
         padding = "\n" * first
+        if between is not None:
+            between()
         for k in range(k + 1, len(starts)):  # noqa: B020 - the piece grows until it parses
             try:
                 piece = ast.parse(padding + "".join(lines[first : starts[k]]), filename)
@@ -1474,10 +1484,20 @@ _NOT_A_START = frozenset(" \t\f\r\n#)]}")
 _CONTINUES = re.compile(r"(?:else|elif|except|finally)\b")
 
 
+def _nothing() -> None:
+    pass
+
+
 def walk_tree(
-    source: str, tree: ast.Module, code: CodeType | None, *, full: bool = True
+    source: str,
+    tree: ast.Module,
+    code: CodeType | None,
+    *,
+    full: bool = True,
+    between: Callable[[], None] | None = None,
 ) -> ModuleWalk:
     """walk_source's walk of an already parsed `tree` of `source`, with `code` compiled from that tree,
     or None: then no Definition has code either (staging compiles a module only once a definition's
-    code is needed: a block or an import needs only its node). Pure; any thread."""
-    return _Walker(source, full).walk(tree, code)
+    code is needed: a block or an import needs only its node). Pure; any thread. `between` (if given)
+    is called before each top-level statement's turn (staging's runtime.pacing.Pacer)."""
+    return _Walker(source, full, between).walk(tree, code)
