@@ -125,21 +125,34 @@ class _Step:
         raise NotImplementedError
 
 
+class _Swap(_Step):
+    """A step at one place holding one object: `_put(frm, to)` puts `to` there if `frm` is what is
+    there, so `do` and `undo` are the same move in the two directions."""
+
+    old: Any
+    new: Any
+
+    def _put(self, frm: Any, to: Any) -> None:
+        raise NotImplementedError
+
+    def do(self) -> None:
+        self._put(self.old, self.new)
+
+    def undo(self) -> None:
+        self._put(self.new, self.old)
+
+
 @dataclass
-class _DictValue(_Step):
+class _DictValue(_Swap):
     d: dict[Any, Any]
     key: Any
     old: Any
     new: Any
     kind = "dict value"
 
-    def do(self) -> None:
-        if self.d.get(self.key, None) is self.old:
-            dict.__setitem__(self.d, self.key, self.new)
-
-    def undo(self) -> None:
-        if self.d.get(self.key, None) is self.new:
-            dict.__setitem__(self.d, self.key, self.old)
+    def _put(self, frm: Any, to: Any) -> None:
+        if self.d.get(self.key, None) is frm:
+            dict.__setitem__(self.d, self.key, to)
 
 
 @dataclass
@@ -166,58 +179,45 @@ class _DictKeys(_Step):
 
 
 @dataclass
-class _Item(_Step):
+class _Item(_Swap):
     seq: Any  # list or deque
     index: int
     old: Any
     new: Any
     kind = "list item"
 
-    def do(self) -> None:
-        if len(self.seq) > self.index and self.seq[self.index] is self.old:
-            self.seq[self.index] = self.new
-
-    def undo(self) -> None:
-        if len(self.seq) > self.index and self.seq[self.index] is self.new:
-            self.seq[self.index] = self.old
+    def _put(self, frm: Any, to: Any) -> None:
+        if len(self.seq) > self.index and self.seq[self.index] is frm:
+            self.seq[self.index] = to
 
 
 @dataclass
-class _Member(_Step):
+class _Member(_Swap):
     s: set[Any]
     old: Any
     new: Any
     kind = "set member"
 
-    def do(self) -> None:
-        if any(x is self.old for x in self.s):
-            self.s.discard(self.old)
-            self.s.add(self.new)
-
-    def undo(self) -> None:
-        if any(x is self.new for x in self.s):
-            self.s.discard(self.new)
-            self.s.add(self.old)
+    def _put(self, frm: Any, to: Any) -> None:
+        if any(x is frm for x in self.s):
+            self.s.discard(frm)
+            self.s.add(to)
 
 
 @dataclass
-class _Cell(_Step):
+class _Cell(_Swap):
     cell: CellType
     old: Any
     new: Any
     kind = "cell"
 
-    def do(self) -> None:
-        if self.cell.cell_contents is self.old:
-            self.cell.cell_contents = self.new
-
-    def undo(self) -> None:
-        if self.cell.cell_contents is self.new:
-            self.cell.cell_contents = self.old
+    def _put(self, frm: Any, to: Any) -> None:
+        if self.cell.cell_contents is frm:
+            self.cell.cell_contents = to
 
 
 @dataclass
-class _Slot(_Step):
+class _Slot(_Swap):
     obj: Any
     slot: MemberDescriptorType
     old: Any
@@ -230,17 +230,13 @@ class _Slot(_Step):
         except AttributeError:
             return None
 
-    def do(self) -> None:
-        if self._get() is self.old:
-            self.slot.__set__(self.obj, self.new)
-
-    def undo(self) -> None:
-        if self._get() is self.new:
-            self.slot.__set__(self.obj, self.old)
+    def _put(self, frm: Any, to: Any) -> None:
+        if self._get() is frm:
+            self.slot.__set__(self.obj, to)
 
 
 @dataclass
-class _ClassAttr(_Step):
+class _ClassAttr(_Swap):
     """A value in a class's __dict__: set with setattr, which keeps the type's method cache right."""
 
     cls: type
@@ -249,13 +245,9 @@ class _ClassAttr(_Step):
     new: Any
     kind = "class attribute"
 
-    def do(self) -> None:
-        if vars(self.cls).get(self.name) is self.old:
-            type.__setattr__(self.cls, self.name, self.new)
-
-    def undo(self) -> None:
-        if vars(self.cls).get(self.name) is self.new:
-            type.__setattr__(self.cls, self.name, self.old)
+    def _put(self, frm: Any, to: Any) -> None:
+        if vars(self.cls).get(self.name) is frm:
+            type.__setattr__(self.cls, self.name, to)
 
 
 def _is_heap(t: type) -> bool:
