@@ -7,7 +7,8 @@ Theory of operation
   starts one) is wrapped to run the worker as a managed thread (role "pool-worker") for its life, taking
   its tasks through `WorkQueue.take`.
 - `take` is the worker loop of docs/runtime.md ("Thread pools: priorities"): MEDIUM while waiting,
-  a quiescence point before each task, LOW while running it. A waiting worker stays *active* and is woken
+  a quiescence point before each task (after taking it off the queue, so a task submitted after a
+  local patch was published never runs on the old code), LOW while running it. A waiting worker stays *active* and is woken
   by a wake-up hook (`wake()` on every pool's queue) to pass its point. Why not wait inactive, as a
   connection does: a thread that submits a task and waits for its result (`pool.submit(f).result()` in a
   request handler, a LOW thread, active) needs a worker to run that task while a global patch waits; an
@@ -35,6 +36,7 @@ from livepatch.integrations import marks
 from livepatch.runtime import core as runtime
 
 _OWN_PREFIX = "livepatch"
+_NOTHING = object()  # take(): woken without a task
 
 _queues: weakref.WeakSet[WorkQueue] = weakref.WeakSet()
 _queues_lock = (
@@ -72,13 +74,19 @@ class WorkQueue:
         LOW on return (the worker runs it)."""
         runtime.set_priority(runtime.Priority.MEDIUM)
         while True:
-            runtime.quiescence_point()  # between two tasks: the worker holds nothing
             with self._cond:
                 if not self._items:
                     self._cond.wait()  # woken by put() or by a patch's wake()
-                if self._items:
-                    item = self._items.popleft()
-                    break
+                item = self._items.popleft() if self._items else _NOTHING
+            # The point comes after the task is taken, not before the wait: a worker that waited
+            # through the start of a local patch and was woken by put() (before the patch's wake())
+            # would otherwise run the task on the old code although the patch was published before
+            # it was submitted -- a client whose earlier request another worker already answered on
+            # the new code would see old after new. Still MEDIUM here: under a global patch the
+            # worker parks with the task in hand only once no LOW thread (its submitter) runs.
+            runtime.quiescence_point()
+            if item is not _NOTHING:  # None is a task too: the executor's shutdown signal
+                break
         runtime.set_priority(runtime.Priority.LOW)
         return item
 
