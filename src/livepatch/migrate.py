@@ -64,6 +64,7 @@ Concurrency: call only from a transform hook (every managed thread parked); not 
 
 from __future__ import annotations
 
+import abc
 import collections
 import gc
 import sys
@@ -250,6 +251,10 @@ class _ClassAttr(_Swap):
             type.__setattr__(self.cls, self.name, to)
 
 
+# the metaclasses whose classes are rebuilt (_check_plain)
+_METACLASSES = (type, abc.ABCMeta)
+
+
 def _is_heap(t: type) -> bool:
     return bool(t.__flags__ & _HEAPTYPE)
 
@@ -274,9 +279,21 @@ def _instance_dict(obj: object) -> dict[str, Any] | None:
 
 
 def _check_plain(cls: type) -> None:
-    if not isinstance(cls, type) or type(cls) is not type or not _is_heap(cls):
+    # ABCMeta (an inherited `collections.abc` base, h11 0f719f05b3; session 11): what it does when
+    # the class statement runs is confined to the new class (its own `_abc_impl`, its
+    # `__abstractmethods__`); the bases' caches hold the old class weakly (and a stale entry only
+    # answers for the old class, which nothing uses after the swap). Another metaclass may register
+    # the class anywhere, or make its objects another way: refused.
+    if not isinstance(cls, type) or type(cls) not in _METACLASSES or not _is_heap(cls):
         raise ClassReplacementRefused(
-            f"{cls!r} is not a plain class (a metaclass or a C type): its objects cannot be rebuilt"
+            f"{cls!r} is not a plain class (a metaclass other than ABCMeta, or a C type): its "
+            "objects cannot be rebuilt"
+        )
+    abstract = getattr(cls, "__abstractmethods__", None)
+    if abstract:
+        raise ClassReplacementRefused(
+            f"{cls.__qualname__} is abstract ({', '.join(sorted(abstract))}): it "
+            "has no instances to rebuild as"
         )
     c_bases = [k for k in cls.__mro__[1:] if k is not object and not _is_heap(k)]
     if c_bases or cls.__new__ is not object.__new__:

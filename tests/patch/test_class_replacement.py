@@ -233,3 +233,79 @@ def test_a_refused_second_replacement_undoes_the_first_through_the_patcher(tmp_p
         assert live.CONNECTIONS[0].handle(b"x") == "a:1"  # the old code, the old object
     finally:
         forget(live)
+
+
+DATACLASS_V1 = """
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str
+    port: int = 0
+
+    def where(self):
+        return f"{self.host}:{self.port}"
+
+
+CONFIGS = {"a": Config("a", 1), "b": Config("b")}
+"""
+DATACLASS_V2 = DATACLASS_V1.replace(
+    "    port: int = 0\n",
+    "    port: int = 0\n    secret: bytes | None = None\n    tags: list = field(default_factory=list)\n",
+).replace('return f"{self.host}:{self.port}"', 'return f"{self.host}:{self.port}/{len(self.tags)}"')
+
+
+def test_a_dataclass_gaining_fields_is_replaced_with_the_defaults_of_its_new_fields(
+    tmp_path: Path,
+) -> None:
+    """A dataclass's fields decide its generated __init__, __eq__ and __repr__, which no source of the
+    patch holds: the class is replaced by running its class statement (the same `@dataclass`) again,
+    and each live instance gets what the new __init__ gives a field nobody passes (session 11)."""
+    refused = diff_sources({"m": (DATACLASS_V1, DATACLASS_V2)}).spec.refusals
+    assert [r.kind for r in refused] == [RefusalKind.CLASS_FIELDS]
+    assert "--accept-transformer" in refused[0].fix and "cannot help" not in refused[0].fix
+    live = load_source(DATACLASS_V1, tmp_path, unique_name("dataclass"))
+    try:
+        old = id(live.Config)  # not the class: a local holding it refuses the replacement
+        result = diff_sources(
+            {live.__name__: (DATACLASS_V1, DATACLASS_V2)}, category=None, accept_transformer=True
+        )
+        assert result.spec.refusals == ()
+        assert "('secret', 'None'), ('tags', '(list)()')" in (result.generated_transformer or "")
+        applied = apply_patch(result.spec, method="global", timeout=10)
+        assert applied.outcome == "applied", applied.reason
+        a = live.CONFIGS["a"]
+        assert type(a) is live.Config and id(live.Config) != old
+        assert a == live.Config("a", 1)  # the new __eq__ compares the new fields too
+        assert repr(a) == "Config(host='a', port=1, secret=None, tags=[])"
+        assert a.where() == "a:1/0" and live.CONFIGS["b"].where() == "b:0/0"
+        assert a.tags is not live.CONFIGS["b"].tags  # a factory's value per instance
+        with pytest.raises(AttributeError):
+            a.port = 2  # still frozen: the same decorator ran
+    finally:
+        forget(live)
+
+
+def test_a_dataclass_field_without_a_default_or_another_decorator_is_not_replaced() -> None:
+    no_default = DATACLASS_V1.replace("    port: int = 0\n", "    port: int = 0\n    extra: int\n")
+    for v2, words in [
+        (no_default, "class-level state"),  # `extra: int` binds nothing: a class-body statement
+        (no_default.replace("extra: int", "extra: int = field(repr=False)"), "has no default"),
+        (DATACLASS_V2.replace("@dataclass(frozen=True)", "@dataclass"), "decorators"),
+        (
+            DATACLASS_V2.replace("@dataclass(frozen=True)", "@register").replace(
+                "from dataclasses", "register = lambda c: c\nfrom dataclasses"
+            ),
+            "decorated",
+        ),
+    ]:
+        v1 = DATACLASS_V1
+        if "@register" in v2:
+            v1 = DATACLASS_V1.replace("@dataclass(frozen=True)", "@register").replace(
+                "from dataclasses", "register = lambda c: c\nfrom dataclasses"
+            )
+        result = diff_sources({"m": (v1, v2)}, accept_transformer=True)
+        assert result.generated_transformer is None, words
+        text = " ".join(r.reason + r.fix for r in result.spec.refusals)
+        assert words in text, text

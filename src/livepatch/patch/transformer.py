@@ -43,7 +43,9 @@ from dataclasses import dataclass
 from livepatch.patch.model import RefusalKind
 
 # the refusal kinds a generated transformer may cover; any other kind stands
-TRANSFORMER_KINDS = frozenset({RefusalKind.INSTANCE_ATTRIBUTE, RefusalKind.CLASS_LAYOUT})
+TRANSFORMER_KINDS = frozenset(
+    {RefusalKind.INSTANCE_ATTRIBUTE, RefusalKind.CLASS_LAYOUT, RefusalKind.CLASS_FIELDS}
+)
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,9 @@ class ClassReplacement:
     source: str  # the new class statement, as written
     first_line: int  # its line in the new module
     prelude: str  # the module's `from __future__` imports and imports (walk.ModuleWalk.future)
+    # a dataclass's new fields and the expression of each one's default (`x: T = 0` -> "0",
+    # `field(default_factory=list)` -> "list()"): what the new __init__ gives a field nobody passes
+    fields: tuple[tuple[str, str], ...] = ()
 
 
 _REPLACE_TEMPLATE = """
@@ -249,7 +254,7 @@ def transformer_source(
             r.source,
             r.first_line,
             r.prelude,
-            tuple(grouped.get((r.module, r.cls), ())),
+            (*r.fields, *grouped.get((r.module, r.cls), ())),
             ifs((r.module, r.cls)),
         )
         for r in replacements or ()
