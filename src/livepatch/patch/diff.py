@@ -427,7 +427,7 @@ class _Differ:
         """Refuse layout changes; return True when the class adds class-level defaults (CHANGED)."""
         fix_layout = "keep the class layout (bases, metaclass, __slots__) as it is"
         layout = [
-            *(["changes its bases or metaclass"] if old.header != new.header else []),
+            *(["changes its bases or metaclass"] if self.header(old) != self.header(new) else []),
             *(["changes its __slots__"] if old.slots != new.slots else []),
         ]
         added = [n for n in new.assignments if n not in old.assignments]
@@ -549,6 +549,20 @@ class _Differ:
                     self.module, qualname, attr, "", statement=ast.unparse(rerun)
                 )
         return adds_defaults
+
+    def header(self, info: ClassInfo) -> str:
+        """The class's bases and keywords as compared for a layout change, with an explicit `object`
+        base left out when neither version binds the name `object` in the module (session 11): in
+        Python 3 `class C(object):` and `class C:` make the same MRO and the same layout (h11
+        c37f9ebe22 and 4746b0a0ff, waitress e2adf082e6: Python 2 compatibility added or dropped)."""
+        bases = info.node.bases
+        if not any(
+            "object" in v.definitions or "object" in v.dynamic_names for v in (self.old, self.new)
+        ):
+            bases = [b for b in bases if not (isinstance(b, ast.Name) and b.id == "object")]
+        return ast.dump(ast.Tuple(elts=list(bases), ctx=ast.Load())) + "".join(
+            ast.dump(k) for k in info.node.keywords
+        )
 
     def replacement(
         self, qualname: str, new: ClassInfo, fields: tuple[tuple[str, str], ...]
