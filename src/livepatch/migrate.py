@@ -70,7 +70,7 @@ import gc
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from types import CellType, FrameType, MemberDescriptorType, ModuleType
 from typing import Any, Protocol
@@ -111,6 +111,9 @@ class Replacement:
     cls: str
     instances: int
     references: dict[str, int]
+    # attributes the new instances have that their old ones did not (init_new_fields gave them): what
+    # the way back drops (replace_class's `drop`), since an instance of the old class never had them
+    added: frozenset[str] = frozenset()
 
 
 class _Step:
@@ -357,9 +360,12 @@ def _rebuild(
     new_slots: dict[str, MemberDescriptorType],
     new_has_dict: bool,
     replace: Callable[[Any], Any],
+    drop: frozenset[str],
 ) -> object:
     new: object = object.__new__(new_cls)
     for name, value in _state(old, old_slots):
+        if name in drop:
+            continue  # the way back: what the forward step gave it (Replacement.added)
         value = replace(value)
         if name in new_slots:
             new_slots[name].__set__(new, value)
@@ -477,11 +483,15 @@ def replace_class(
     old_cls: type,
     new_cls: type,
     init_new_fields: Callable[[Any], None] | None = None,
+    drop: Collection[str] = (),
 ) -> Replacement:
     """Rebuild every live instance of `old_cls` as an instance of `new_cls`, and point every reference
     to the old instances and to the old class at the new ones (module docstring). Raises
     ClassReplacementRefused, having changed nothing, when some reference cannot be rewritten exactly;
     any other exception from `init_new_fields` propagates, also with nothing changed.
+
+    `drop`: attributes not copied. Only for the way back (a revert replacing the new class by the old
+    one again): the `added` of the forward Replacement, which instances of the old class never had.
 
     Concurrency: only from a transform hook (every managed thread parked); declares its undo with
     `ctx.record` before changing anything."""
@@ -489,7 +499,7 @@ def replace_class(
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _replace(ctx, old_cls, new_cls, init_new_fields)
+        return _replace(ctx, old_cls, new_cls, init_new_fields, frozenset(drop))
     finally:
         if enabled:
             gc.enable()
@@ -500,6 +510,7 @@ def _replace(
     old_cls: type,
     new_cls: type,
     init_new_fields: Callable[[Any], None] | None,
+    drop: frozenset[str],
 ) -> Replacement:
     name = f"{old_cls.__module__}.{old_cls.__qualname__}"
     # each instance of a heap type refers to its class (subtype_traverse): the class's referrers are
@@ -530,11 +541,19 @@ def _replace(
     for o in instances:
         mapping[id(o)] = (o, None)
     for o in instances:
-        mapping[id(o)] = (o, _rebuild(o, new_cls, old_slots, new_slots, new_has_dict, replace))
+        mapping[id(o)] = (
+            o,
+            _rebuild(o, new_cls, old_slots, new_slots, new_has_dict, replace, drop),
+        )
     news = [n for _, n in mapping.values()]
     if init_new_fields is not None:
         for o in instances:
             init_new_fields(mapping[id(o)][1])  # may raise: nothing live was changed yet
+    added: set[str] = set()
+    for o in instances:
+        added |= {n for n, _ in _state(mapping[id(o)][1], new_slots)} - {
+            n for n, _ in _state(o, old_slots)
+        }
     targets = {k: old for k, (old, _) in mapping.items()}
     where = _frame_holders(targets)
     if where is not None:
@@ -597,7 +616,7 @@ def _replace(
     )
     for s in steps:
         s.do()
-    return Replacement(name, len(instances), dict(counts))
+    return Replacement(name, len(instances), dict(counts), frozenset(added))
 
 
 def _steps_for(

@@ -138,15 +138,50 @@ def _lp_replace_classes(ctx):
                 if not any(_lp_has(obj, n) for n in names):
                     run(obj)
 
-        replace_class(ctx, vars(module)[name], new, init)
+        old = vars(module)[name]  # a local of this thread's frame: not rewritten, not refused
+        done = replace_class(ctx, old, new, init)
+        # the way back (untransform): the old class, kept in a dict after the replacement (any holder
+        # before it would have been pointed at the new class; a dict is rewritten by a later
+        # replacement, a tuple would refuse it), and what the new instances have that the old lacked
+        entry = {{"module": module_name, "name": name, "old": old, "new": new, "added": done.added}}
+        del old
+        _LP_DONE.append(entry)
+        ctx.record(
+            f"{{module_name}}.{{name}}: the way back kept", lambda entry=entry: _lp_forget(entry)
+        )
 
 
-def pre_revert(ctx):
-    raise RuntimeError(
-        "this patch replaced " + ", ".join(f"{{m}}.{{c}}" for m, c, *_ in _LP_REPLACED_CLASSES)
-        + " and rebuilt the live instances; reverting the code would not move them back: apply the "
-        "reverse patch instead (livepatch diff NEW OLD --accept-transformer)"
-    )
+# what the forward step replaced, oldest first: the way back (untransform)
+_LP_DONE = []
+
+
+def _lp_forget(entry):
+    if entry in _LP_DONE:
+        _LP_DONE.remove(entry)
+
+
+def untransform(ctx):
+    # run by a revert (the watch window's rollback included) while every managed thread is parked,
+    # before the old code is swapped back: each replaced class is replaced back by the old class
+    # object, every instance rebuilt with its state, less what the forward step gave it (an instance
+    # of the old class never had it). All or nothing (replace_class), newest first.
+    from livepatch.migrate import replace_class
+
+    if len(_LP_DONE) != len(_LP_REPLACED_CLASSES):
+        raise RuntimeError(
+            "this patch replaced " + ", ".join(f"{{m}}.{{c}}" for m, c, *_ in _LP_REPLACED_CLASSES)
+            + " but the record of the forward step is missing here; apply the reverse patch instead "
+            "(livepatch diff NEW OLD --accept-transformer)"
+        )
+    done = list(_LP_DONE)
+    for entry in reversed(done):
+        module = ctx.modules[entry["module"]]
+        live = vars(module)[entry["name"]]
+        if live is not entry["new"]:
+            raise RuntimeError(f"{{entry['module']}}.{{entry['name']}} is not the class this patch made")
+        replace_class(ctx, live, entry["old"], None, drop=entry["added"])
+    ctx.record("the way back used", lambda: _LP_DONE.extend(e for e in done if e not in _LP_DONE))
+    _LP_DONE.clear()
 """
 
 _TEMPLATE = """
