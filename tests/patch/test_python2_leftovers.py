@@ -96,3 +96,41 @@ def test_the_patch_applies_live_and_reverts(tmp_path: Path) -> None:
         assert revert_patch().ok and len(live.BUFFERS[0]) == 2
     finally:
         forget(live)
+
+
+HASH_V1 = """
+class Event:
+    def __init__(self, n):
+        self.n = n
+
+    def __eq__(self, other):
+        return self.n == other.n
+
+
+EVENTS = [Event(1)]
+"""
+# c37f9ebe22's shape: Python 2 needed `__ne__` and an explicit `__hash__ = None`
+HASH_V2 = HASH_V1.replace(
+    "        return self.n == other.n\n",
+    "        return self.n == other.n\n\n    def __ne__(self, other):\n"
+    "        return not self.__eq__(other)\n\n    __hash__ = None\n",
+)
+
+
+def test_an_explicit_hash_none_next_to_eq_binds_what_the_live_class_has(tmp_path: Path) -> None:
+    """A class defining `__eq__` already has `__hash__ = None` in its dict: the added statement binds
+    the very object the live class holds. Staging binds nothing (it refused before: "the live namespace
+    already has it"), and a revert leaves the class unhashable, as the old version made it."""
+    live = load_source(HASH_V1, tmp_path, unique_name("hash"))
+    try:
+        result = diff_sources({live.__name__: (HASH_V1, HASH_V2)}, category=None)
+        assert result.spec.refusals == ()
+        applied = apply_patch(result.spec, method="global", timeout=10)
+        assert applied.outcome == "applied", applied.reason
+        assert live.EVENTS[0] != live.Event(2) and vars(live.Event)["__hash__"] is None
+        assert revert_patch().ok
+        assert "__hash__" in vars(live.Event) and live.Event.__hash__ is None
+        with pytest.raises(TypeError):
+            hash(live.EVENTS[0])
+    finally:
+        forget(live)
