@@ -88,11 +88,6 @@ def _members(cls: ast.ClassDef) -> tuple[dict[str, list[ast.stmt]], list[str]]:
     return bound, other
 
 
-def import_time_names(trees: Iterable[ast.AST]) -> dict[str, int]:
-    """_import_time_names, for staging (a new module's copies of changed values, session 11)."""
-    return _import_time_names(trees)
-
-
 def _import_time_names(trees: Iterable[ast.AST]) -> dict[str, int]:
     """How often each name is read, as a variable or as an attribute, by code that runs at import time
     (everything but the bodies of functions and lambdas; their defaults and decorators do run)."""

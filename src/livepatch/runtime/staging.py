@@ -54,7 +54,6 @@ a module whose patch adds members to a class or changes a class (those are evalu
 from __future__ import annotations
 
 import ast
-import importlib.util
 import contextlib
 import enum
 import hashlib
@@ -82,7 +81,6 @@ from livepatch.patch.model import (
     TargetChange,
 )
 from livepatch.patch.patchability import FUNCTION_KINDS, replacement_problems
-from livepatch.patch.block_classes import import_time_names
 from livepatch.patch.walk import (
     Definition,
     ModuleWalk,
@@ -1328,37 +1326,12 @@ def _visible(added: dict[str, ModuleType], shared: dict[tuple[str, str], Any]) -
 
 
 def _check_no_old_copies(
-    name: str,
-    module: ModuleType,
-    added: dict[str, ModuleType],
-    shared: dict[tuple[str, str], Any],
-    source: str = "",
+    name: str, module: ModuleType, added: dict[str, ModuleType], shared: dict[tuple[str, str], Any]
 ) -> None:
     """A new module that copied (`from m import X`) a value the same patch changes in a loaded module
-    got the live, old one: a fresh import of the new version would have the new one. When the copy is
-    a top-level `from m import X` of the new module and no code of the new module that ran at import
-    read X (only function bodies do, at call time; annotations of functions are not evaluated), its
-    binding is set to the new value, which is what a fresh import binds (kvserver 1287f55ec9: the new
-    blocking.py imports `Reply`, a union alias the patch changes, for annotations only; session 11).
-    The module is not visible to anything yet. Otherwise refused, naming it (by identity: an equal small
-    int or string held for another reason is refused too, the safe side)."""
-    copies: dict[
-        str, tuple[str, str]
-    ] = {}  # name -> (module, attribute) of a top-level from-import
-    read_at_import: dict[str, int] = {}
-    if source:
-        tree = ast.parse(source)
-        for stmt in tree.body:
-            if isinstance(stmt, ast.ImportFrom) and (stmt.module or stmt.level):
-                try:
-                    where = importlib.util.resolve_name(
-                        "." * stmt.level + (stmt.module or ""), module.__package__ or ""
-                    )
-                except (ImportError, ValueError):
-                    continue
-                for a in stmt.names:
-                    copies[a.asname or a.name] = (where, a.name)
-        read_at_import = import_time_names([tree])
+    got the live, old one: a fresh import of the new version would have the new one. Refused, naming
+    it (by identity: an equal small int or string held for another reason is refused too, the safe
+    side)."""
     for (m, attr), value in shared.items():
         live = sys.modules.get(m)
         if live is None or m in added:
@@ -1366,11 +1339,8 @@ def _check_no_old_copies(
         old = vars(live).get(attr, MISSING)
         if old is MISSING or old is value or isinstance(old, ModuleType):
             continue
-        for k, v in list(vars(module).items()):
+        for k, v in vars(module).items():
             if v is old and not k.startswith("__"):
-                if copies.get(k) == (m, attr) and not read_at_import.get(k):
-                    vars(module)[k] = value  # what `from m import attr` binds in a fresh import
-                    continue
                 raise PatchRefused(
                     f"{name}: the new module's `{k}` is the live `{m}.{attr}`, which the same patch "
                     f"changes: it would keep the old value; fix: read it as `{m}.{attr}` at call time, "
@@ -1423,7 +1393,7 @@ def stage(spec: PatchSpec, pacer: Pacer | None = None) -> StagedPatch:
             if mp.changes and all(c.kind is ChangeKind.ADDED for c in mp.changes):
                 with _visible(added, shared):
                     module, module_binds = new_module(mp)
-                _check_no_old_copies(mp.module, module, added, shared, mp.new_source)
+                _check_no_old_copies(mp.module, module, added, shared)
                 added[mp.module] = module
                 # what later modules of the patch import from it by name, and the module itself as
                 # its package's attribute (`from kvserver import replication_cli` in a loaded module:
