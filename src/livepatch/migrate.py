@@ -64,12 +64,13 @@ Concurrency: call only from a transform hook (every managed thread parked); not 
 
 from __future__ import annotations
 
+import abc
 import collections
 import gc
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from types import CellType, FrameType, MemberDescriptorType, ModuleType
 from typing import Any, Protocol
@@ -84,6 +85,7 @@ __all__ = [
     "ClassReplacementRefused",
     "Replacement",
     "check_replaceable",
+    "live_instances",
     "replace_class",
 ]
 
@@ -110,6 +112,9 @@ class Replacement:
     cls: str
     instances: int
     references: dict[str, int]
+    # attributes the new instances have that their old ones did not (init_new_fields gave them): what
+    # the way back drops (replace_class's `drop`), since an instance of the old class never had them
+    added: frozenset[str] = frozenset()
 
 
 class _Step:
@@ -250,6 +255,10 @@ class _ClassAttr(_Swap):
             type.__setattr__(self.cls, self.name, to)
 
 
+# the metaclasses whose classes are rebuilt (_check_plain)
+_METACLASSES = (type, abc.ABCMeta)
+
+
 def _is_heap(t: type) -> bool:
     return bool(t.__flags__ & _HEAPTYPE)
 
@@ -274,9 +283,21 @@ def _instance_dict(obj: object) -> dict[str, Any] | None:
 
 
 def _check_plain(cls: type) -> None:
-    if not isinstance(cls, type) or type(cls) is not type or not _is_heap(cls):
+    # ABCMeta (an inherited `collections.abc` base, h11 0f719f05b3; session 11): what it does when
+    # the class statement runs is confined to the new class (its own `_abc_impl`, its
+    # `__abstractmethods__`); the bases' caches hold the old class weakly (and a stale entry only
+    # answers for the old class, which nothing uses after the swap). Another metaclass may register
+    # the class anywhere, or make its objects another way: refused.
+    if not isinstance(cls, type) or type(cls) not in _METACLASSES or not _is_heap(cls):
         raise ClassReplacementRefused(
-            f"{cls!r} is not a plain class (a metaclass or a C type): its objects cannot be rebuilt"
+            f"{cls!r} is not a plain class (a metaclass other than ABCMeta, or a C type): its "
+            "objects cannot be rebuilt"
+        )
+    abstract = getattr(cls, "__abstractmethods__", None)
+    if abstract:
+        raise ClassReplacementRefused(
+            f"{cls.__qualname__} is abstract ({', '.join(sorted(abstract))}): it "
+            "has no instances to rebuild as"
         )
     c_bases = [k for k in cls.__mro__[1:] if k is not object and not _is_heap(k)]
     if c_bases or cls.__new__ is not object.__new__:
@@ -340,9 +361,12 @@ def _rebuild(
     new_slots: dict[str, MemberDescriptorType],
     new_has_dict: bool,
     replace: Callable[[Any], Any],
+    drop: frozenset[str],
 ) -> object:
     new: object = object.__new__(new_cls)
     for name, value in _state(old, old_slots):
+        if name in drop:
+            continue  # the way back: what the forward step gave it (Replacement.added)
         value = replace(value)
         if name in new_slots:
             new_slots[name].__set__(new, value)
@@ -373,6 +397,25 @@ def _referrers(objs: tuple[Any, ...]) -> list[Any]:
             )
         found.extend(_frozenheap.referrers(*objs))
     return found
+
+
+def live_instances(cls: type) -> list[Any]:
+    """Every live instance of `cls` or of one of its subclasses, the frozen ones included (each
+    instance of a heap type refers to its class: one referrer search of the classes). The generated
+    attribute transformer uses it: `gc.get_objects()` does not list what `gc.freeze()` froze, and
+    kvserver freezes its heap, its EventLoop included, at start-up (kvserver 34145cf84b: the live loop
+    was skipped and lacked `begin_batch`, so every connection failed after the patch; session 11).
+    Raises ClassReplacementRefused when objects are frozen and `_frozenheap` is not built."""
+    classes: list[type] = [cls]
+    for c in classes:  # grows while it runs: every subclass, at any depth, once
+        subclasses: list[type] = c.__subclasses__()
+        classes.extend(s for s in subclasses if s not in classes)
+    kinds = {id(c): c for c in classes}
+    return [
+        o
+        for o in _referrers(tuple(classes))
+        if kinds.get(id(type(o))) is type(o) and not isinstance(o, type)
+    ]
 
 
 def _dict_owners(dicts: list[dict[Any, Any]]) -> dict[int, Any]:
@@ -460,11 +503,15 @@ def replace_class(
     old_cls: type,
     new_cls: type,
     init_new_fields: Callable[[Any], None] | None = None,
+    drop: Collection[str] = (),
 ) -> Replacement:
     """Rebuild every live instance of `old_cls` as an instance of `new_cls`, and point every reference
     to the old instances and to the old class at the new ones (module docstring). Raises
     ClassReplacementRefused, having changed nothing, when some reference cannot be rewritten exactly;
     any other exception from `init_new_fields` propagates, also with nothing changed.
+
+    `drop`: attributes not copied. Only for the way back (a revert replacing the new class by the old
+    one again): the `added` of the forward Replacement, which instances of the old class never had.
 
     Concurrency: only from a transform hook (every managed thread parked); declares its undo with
     `ctx.record` before changing anything."""
@@ -472,7 +519,7 @@ def replace_class(
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _replace(ctx, old_cls, new_cls, init_new_fields)
+        return _replace(ctx, old_cls, new_cls, init_new_fields, frozenset(drop))
     finally:
         if enabled:
             gc.enable()
@@ -483,6 +530,7 @@ def _replace(
     old_cls: type,
     new_cls: type,
     init_new_fields: Callable[[Any], None] | None,
+    drop: frozenset[str],
 ) -> Replacement:
     name = f"{old_cls.__module__}.{old_cls.__qualname__}"
     # each instance of a heap type refers to its class (subtype_traverse): the class's referrers are
@@ -513,11 +561,19 @@ def _replace(
     for o in instances:
         mapping[id(o)] = (o, None)
     for o in instances:
-        mapping[id(o)] = (o, _rebuild(o, new_cls, old_slots, new_slots, new_has_dict, replace))
+        mapping[id(o)] = (
+            o,
+            _rebuild(o, new_cls, old_slots, new_slots, new_has_dict, replace, drop),
+        )
     news = [n for _, n in mapping.values()]
     if init_new_fields is not None:
         for o in instances:
             init_new_fields(mapping[id(o)][1])  # may raise: nothing live was changed yet
+    added: set[str] = set()
+    for o in instances:
+        added |= {n for n, _ in _state(mapping[id(o)][1], new_slots)} - {
+            n for n, _ in _state(o, old_slots)
+        }
     targets = {k: old for k, (old, _) in mapping.items()}
     where = _frame_holders(targets)
     if where is not None:
@@ -580,7 +636,7 @@ def _replace(
     )
     for s in steps:
         s.do()
-    return Replacement(name, len(instances), dict(counts))
+    return Replacement(name, len(instances), dict(counts), frozenset(added))
 
 
 def _steps_for(

@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from livepatch import apply_patch, managed_thread, quiescence_point, revert_patch
+from livepatch import (
+    WatchPolicy,
+    apply_patch,
+    history,
+    managed_thread,
+    quiescence_point,
+    revert_patch,
+)
 from livepatch.patch.diff import diff_sources
 from livepatch.patch.model import RefusalKind
 from tests.fixtures.livefixtures import forget, load_source, unique_name
@@ -34,7 +41,7 @@ def test_confirmed_replacement_is_generated_and_printed() -> None:
     result = diff_sources({"m": (V1, V2)}, accept_transformer=True)
     assert result.spec.refusals == ()
     text = result.generated_transformer or ""
-    assert "replace_class" in text and "def pre_revert(ctx)" in text
+    assert "replace_class" in text and "def untransform(ctx)" in text
     assert "('limit', '1000')" in text and "('lock', 'threading.Lock()')" in text
     assert sorted(w.refusal.kind for w in result.waived) == sorted(
         [RefusalKind.CLASS_LAYOUT, RefusalKind.INSTANCE_ATTRIBUTE, RefusalKind.INSTANCE_ATTRIBUTE]
@@ -169,9 +176,15 @@ def test_confirmed_replacement_applied_live_rebuilds_every_instance_and_keeps_it
             assert numbers == list(range(1, len(numbers) + 1))
             assert replies[i][-1].endswith("/1000")
         assert live.Connection("c").handle(b"y") == "c:1/1000"  # built by the new code
-        vetoed = revert_patch()
-        assert not vetoed.ok and "reverse patch" in (vetoed.reason or "")
-        assert type(live.CONNECTIONS[0].parser) is live.Parser
+        # the way back (session 11): the old class again, each parser rebuilt with its count and
+        # without the slots the forward step gave it
+        reverted = revert_patch()
+        assert reverted.ok, reverted.reason
+        assert id(live.Parser) == old_class_id
+        for conn in live.CONNECTIONS:
+            assert type(conn.parser) is live.Parser and not hasattr(conn.parser, "limit")
+            assert live.BY_NAME[conn.name] is conn.parser
+        assert live.CONNECTIONS[0].handle(b"x").count("/") == 0  # the old code, the old layout
     finally:
         stop.set()
         for t in threads:
@@ -231,5 +244,137 @@ def test_a_refused_second_replacement_undoes_the_first_through_the_patcher(tmp_p
         assert [id(c.parser) for c in live.CONNECTIONS] == parsers
         assert live.BY_NAME["a"] is live.CONNECTIONS[0].parser
         assert live.CONNECTIONS[0].handle(b"x") == "a:1"  # the old code, the old object
+    finally:
+        forget(live)
+
+
+DATACLASS_V1 = """
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str
+    port: int = 0
+
+    def where(self):
+        return f"{self.host}:{self.port}"
+
+
+CONFIGS = {"a": Config("a", 1), "b": Config("b")}
+"""
+DATACLASS_V2 = DATACLASS_V1.replace(
+    "    port: int = 0\n",
+    "    port: int = 0\n    secret: bytes | None = None\n    tags: list = field(default_factory=list)\n",
+).replace('return f"{self.host}:{self.port}"', 'return f"{self.host}:{self.port}/{len(self.tags)}"')
+
+
+def test_a_dataclass_gaining_fields_is_replaced_with_the_defaults_of_its_new_fields(
+    tmp_path: Path,
+) -> None:
+    """A dataclass's fields decide its generated __init__, __eq__ and __repr__, which no source of the
+    patch holds: the class is replaced by running its class statement (the same `@dataclass`) again,
+    and each live instance gets what the new __init__ gives a field nobody passes (session 11)."""
+    refused = diff_sources({"m": (DATACLASS_V1, DATACLASS_V2)}).spec.refusals
+    assert [r.kind for r in refused] == [RefusalKind.CLASS_FIELDS]
+    assert "--accept-transformer" in refused[0].fix and "cannot help" not in refused[0].fix
+    live = load_source(DATACLASS_V1, tmp_path, unique_name("dataclass"))
+    try:
+        old = id(live.Config)  # not the class: a local holding it refuses the replacement
+        result = diff_sources(
+            {live.__name__: (DATACLASS_V1, DATACLASS_V2)}, category=None, accept_transformer=True
+        )
+        assert result.spec.refusals == ()
+        assert "('secret', 'None'), ('tags', '(list)()')" in (result.generated_transformer or "")
+        applied = apply_patch(result.spec, method="global", timeout=10)
+        assert applied.outcome == "applied", applied.reason
+        a = live.CONFIGS["a"]
+        assert type(a) is live.Config and id(live.Config) != old
+        assert a == live.Config("a", 1)  # the new __eq__ compares the new fields too
+        assert repr(a) == "Config(host='a', port=1, secret=None, tags=[])"
+        assert a.where() == "a:1/0" and live.CONFIGS["b"].where() == "b:0/0"
+        assert a.tags is not live.CONFIGS["b"].tags  # a factory's value per instance
+        with pytest.raises(AttributeError):
+            a.port = 2  # still frozen: the same decorator ran
+    finally:
+        forget(live)
+
+
+def test_a_dataclass_field_without_a_default_or_another_decorator_is_not_replaced() -> None:
+    no_default = DATACLASS_V1.replace("    port: int = 0\n", "    port: int = 0\n    extra: int\n")
+    for v2, words in [
+        (no_default, "class-level state"),  # `extra: int` binds nothing: a class-body statement
+        (no_default.replace("extra: int", "extra: int = field(repr=False)"), "has no default"),
+        (DATACLASS_V2.replace("@dataclass(frozen=True)", "@dataclass"), "decorators"),
+        (
+            DATACLASS_V2.replace("@dataclass(frozen=True)", "@register").replace(
+                "from dataclasses", "register = lambda c: c\nfrom dataclasses"
+            ),
+            "decorated",
+        ),
+    ]:
+        v1 = DATACLASS_V1
+        if "@register" in v2:
+            v1 = DATACLASS_V1.replace("@dataclass(frozen=True)", "@register").replace(
+                "from dataclasses", "register = lambda c: c\nfrom dataclasses"
+            )
+        result = diff_sources({"m": (v1, v2)}, accept_transformer=True)
+        assert result.generated_transformer is None, words
+        text = " ".join(r.reason + r.fix for r in result.spec.refusals)
+        assert words in text, text
+
+
+def test_a_watch_window_rolls_back_a_class_replacement_through_the_way_back(tmp_path: Path) -> None:
+    """A bad patch that also replaced a class: an exception escapes its new code inside the watch
+    window, and the automatic rollback (a normal revert, threads parked) runs the generated
+    `untransform`: the old class is bound again and every live instance rebuilt as one of it, with its
+    state, less the slots the forward step gave it. Before session 11 its `pre_revert` vetoed every
+    revert, and the rollback failed."""
+    check_v1 = "\n\ndef check(data):\n    return len(data)\n"
+    check_v2 = (
+        "\n\ndef check(data):\n    if data == b'boom':\n        raise ValueError('bad patch')\n"
+        "    return len(data)\n"
+    )
+    v1, v2 = V1 + check_v1, V2 + check_v2
+    live = load_source(v1, tmp_path, unique_name("rollback"))
+    try:
+        old_class_id = id(live.Parser)
+        live.CONNECTIONS[0].handle(b"x")
+        spec = diff_sources({live.__name__: (v1, v2)}, category=None, accept_transformer=True).spec
+        applied = apply_patch(
+            spec, method="global", timeout=10, watch=WatchPolicy(window_s=60, max_errors=0)
+        )
+        assert applied.outcome == "applied", applied.reason
+        assert id(live.Parser) != old_class_id and live.CONNECTIONS[0].parser.limit == 1000
+        assert live.CONNECTIONS[0].handle(b"x") == "a:2/1000"
+        watcher = next(
+            t for t in threading.enumerate() if t.name == f"livepatch-watch-{spec.patch_id}"
+        )
+        with pytest.raises(ValueError, match="bad patch"):
+            live.check(b"boom")
+        watcher.join(timeout=30)  # the window ends itself on the error and rolls back
+        assert not watcher.is_alive()
+        rb = history()[-1]
+        assert (rb.action, rb.outcome) == ("revert", "rolled-back"), rb.reason
+        assert id(live.Parser) == old_class_id
+        for conn in live.CONNECTIONS:
+            assert type(conn.parser) is live.Parser and not hasattr(conn.parser, "limit")
+            assert live.BY_NAME[conn.name] is conn.parser
+        assert live.CONNECTIONS[0].handle(b"x") == "a:3"  # the count kept, the old code again
+        assert live.check(b"boom") == 4
+    finally:
+        forget(live)
+
+
+def test_a_forced_revert_of_a_class_replacement_is_refused(tmp_path: Path) -> None:
+    """Without quiescence the instances cannot be moved back: a forced revert refuses, nothing changes."""
+    live = load_source(V1, tmp_path, unique_name("forced"))
+    try:
+        spec = diff_sources({live.__name__: (V1, V2)}, category=None, accept_transformer=True).spec
+        assert apply_patch(spec, method="global", timeout=10).outcome == "applied"
+        forced = revert_patch(force=True)
+        assert not forced.ok and "forced revert cannot move" in (forced.reason or "")
+        assert live.CONNECTIONS[0].parser.limit == 1000
+        assert revert_patch().ok and not hasattr(live.CONNECTIONS[0].parser, "limit")
     finally:
         forget(live)

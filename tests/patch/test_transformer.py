@@ -539,3 +539,30 @@ def test_a_transformer_reading_a_name_the_patch_adds_applies_live_like_a_fresh_i
         assert revert_patch().ok
     finally:
         forget(live, fresh)
+
+
+def test_a_transformer_reaches_the_instances_gc_freeze_froze(tmp_path: Path) -> None:
+    """kvserver freezes its heap at start-up (gc.freeze()), its EventLoop included, and
+    gc.get_objects() does not list frozen objects: the generated transformer skipped them, the patch
+    applied, and the live loop then lacked the new attribute (kvserver 34145cf84b: every connection
+    failed on `self.begin_batch`; found by the live run, session 11). It now finds them through the
+    referrer search that class replacement uses (migrate.live_instances)."""
+    import gc
+
+    live = load_source(V1, tmp_path, unique_name("frozen"))
+    try:
+        frozen = [live.Counter("frozen")]
+        gc.freeze()
+        try:
+            later = live.Counter("later")
+            result = diff_sources({live.__name__: (V1, V2)}, category=None, accept_transformer=True)
+            applied = apply_patch(result.spec, method="global", timeout=10)
+            assert applied.outcome == "applied", applied.reason
+            for counter in (frozen[0], later, live.LIVE):
+                assert {"lock", "hits"} <= set(vars(counter))
+            assert frozen[0].hit() == "frozen:1"
+        finally:
+            gc.unfreeze()
+        assert revert_patch().ok
+    finally:
+        forget(live)

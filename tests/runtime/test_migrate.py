@@ -295,3 +295,66 @@ def test_a_base_with_init_subclass_refuses_before_the_class_statement_runs_again
     with pytest.raises(ClassReplacementRefused, match="__init_subclass__"):
         check_replaceable(old)
     assert registry == [old]
+
+
+ABC_V1 = """
+from collections.abc import Sequence
+
+
+class Headers:
+    __slots__ = ("items",)
+
+    def __init__(self, items):
+        self.items = items
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+    def __len__(self):
+        return len(self.items)
+
+
+ALL = [Headers([1, 2])]
+"""
+
+ABC_NEW = """
+class Headers(Sequence):
+    __slots__ = ("items",)
+
+    def __init__(self, items):
+        self.items = items
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+    def __len__(self):
+        return len(self.items)
+"""
+
+
+def test_a_base_with_abcmeta_is_rebuilt_and_another_metaclass_refuses(tmp_path: Path) -> None:
+    """h11 0f719f05b3: `Headers` gains `collections.abc.Sequence` as a base, whose metaclass is ABCMeta
+    (session 11). What ABCMeta does is the new class's own: its instances are what a fresh import
+    makes, Sequence's mixin methods included. Another metaclass, or an abstract class, refuses."""
+    module = load_source(ABC_V1, tmp_path, unique_name("abc"))
+    try:
+        scope: dict[str, Any] = {}
+        exec(compile(ABC_NEW, "<m>", "exec"), vars(module), scope)
+        replace_class(Recorder(), module.Headers, scope.pop("Headers"), None)
+        assert isinstance(module.ALL[0], module.Sequence) and module.ALL[0].index(2) == 1
+        assert type(module.ALL[0]).__name__ == "Headers" and module.ALL[0].items == [1, 2]
+        meta = type("Meta", (type,), {})
+        exec(
+            compile(ABC_NEW.replace("(Sequence)", "(metaclass=Meta)"), "<m>", "exec"),
+            {**vars(module), "Meta": meta},
+            scope,
+        )
+        with pytest.raises(ClassReplacementRefused, match="metaclass other than ABCMeta"):
+            replace_class(Recorder(), module.Headers, scope.pop("Headers"), None)
+        abstract = ABC_NEW.replace("    def __len__(self):\n        return len(self.items)\n", "")
+        exec(compile(abstract, "<m>", "exec"), vars(module), scope)
+        with pytest.raises(ClassReplacementRefused, match="is abstract"):
+            replace_class(Recorder(), module.Headers, scope.pop("Headers"), None)
+        assert type(module.ALL[0]) is module.Headers
+    finally:
+        forget(module)

@@ -427,10 +427,18 @@ class _Differ:
         """Refuse layout changes; return True when the class adds class-level defaults (CHANGED)."""
         fix_layout = "keep the class layout (bases, metaclass, __slots__) as it is"
         layout = [
-            *(["changes its bases or metaclass"] if old.header != new.header else []),
+            *(["changes its bases or metaclass"] if self.header(old) != self.header(new) else []),
             *(["changes its __slots__"] if old.slots != new.slots else []),
         ]
-        why_not = self.not_replaceable(qualname, old, new) if layout else None
+        added = [n for n in new.assignments if n not in old.assignments]
+        fields = self.new_field_defaults(new, added) if new.node.decorator_list else ()
+        why_not = (
+            self.not_replaceable(qualname, old, new)
+            if layout or (added and new.node.decorator_list)
+            else None
+        )
+        if why_not is None and isinstance(fields, str):
+            why_not = fields
         for what in layout:
             refusal = self.refuse(
                 RefusalKind.CLASS_LAYOUT,
@@ -443,17 +451,8 @@ class _Differ:
                     else f" (`--accept-transformer` cannot help: {why_not})"
                 ),
             )
-            if why_not is None:
-                node = new.node
-                lines = self.new_source.splitlines(keepends=True)
-                assert node.end_lineno is not None
-                self.replaceable[refusal] = ClassReplacement(
-                    self.module,
-                    qualname,
-                    "".join(lines[node.lineno - 1 : node.end_lineno]),
-                    node.lineno,
-                    ast.unparse(ast.Module(body=list(self.new.future), type_ignores=[])),
-                )
+            if why_not is None and not isinstance(fields, str):
+                self.replaceable[refusal] = self.replacement(qualname, new, fields)
         if old.decorators != new.decorators:
             self.refuse(
                 RefusalKind.DECORATORS,
@@ -473,7 +472,6 @@ class _Differ:
             and ast.dump(old.assignments[n]) != ast.dump(new.assignments[n])
         ]
         removed = [n for n in old.assignments if n not in new.assignments and n not in old_values]
-        added = [n for n in new.assignments if n not in old.assignments]
         if changed or removed or old.other_statements != new.other_statements:
             names = ", ".join(f"`{n}`" for n in [*changed, *removed]) or "its class-body statements"
             self.refuse(
@@ -484,13 +482,20 @@ class _Differ:
             )
         if added:
             if new.node.decorator_list:
-                self.refuse(
+                refusal = self.refuse(
                     RefusalKind.CLASS_FIELDS,
                     qualname,
                     f"class `{qualname}` is decorated and gains class-level names ({', '.join(added)}): "
                     "for a dataclass these are fields that change __init__ and the layout",
-                    "leave the fields as they are",
+                    "leave the fields as they are"
+                    + (
+                        _BY_REPLACEMENT
+                        if why_not is None
+                        else f" (`--accept-transformer` cannot help: {why_not})"
+                    ),
                 )
+                if why_not is None and not isinstance(fields, str):
+                    self.replaceable[refusal] = self.replacement(qualname, new, fields)
             else:
                 # an undecorated class: each added name is an ADDED VALUE target, set on the live class
                 adds_defaults = any(n not in new_values for n in added)
@@ -545,6 +550,120 @@ class _Differ:
                 )
         return adds_defaults
 
+    def header(self, info: ClassInfo) -> str:
+        """The class's bases and keywords as compared for a layout change, with an explicit `object`
+        base left out when neither version binds the name `object` in the module (session 11): in
+        Python 3 `class C(object):` and `class C:` make the same MRO and the same layout (h11
+        c37f9ebe22 and 4746b0a0ff, waitress e2adf082e6: Python 2 compatibility added or dropped)."""
+        bases = info.node.bases
+        if not any(
+            "object" in v.definitions or "object" in v.dynamic_names for v in (self.old, self.new)
+        ):
+            bases = [b for b in bases if not (isinstance(b, ast.Name) and b.id == "object")]
+        return ast.dump(ast.Tuple(elts=list(bases), ctx=ast.Load())) + "".join(
+            ast.dump(k) for k in info.node.keywords
+        )
+
+    def replacement(
+        self, qualname: str, new: ClassInfo, fields: tuple[tuple[str, str], ...]
+    ) -> ClassReplacement:
+        """The generated replacement of top-level class `qualname` by its new class statement."""
+        node = new.node
+        lines = self.new_source.splitlines(keepends=True)
+        assert node.end_lineno is not None
+        first = min([node.lineno, *(d.lineno for d in node.decorator_list)])  # decorators included
+        return ClassReplacement(
+            self.module,
+            qualname,
+            "".join(lines[first - 1 : node.end_lineno]),
+            first,
+            ast.unparse(ast.Module(body=list(self.new.future), type_ignores=[])),
+            fields,
+        )
+
+    def dataclass_decorators(self, old: ClassInfo, new: ClassInfo) -> bool:
+        """Both versions are decorated by the very same list, and each decorator is the standard
+        library's `dataclass` (bare, or called with constant keyword arguments), bound by an import of
+        the module in both versions (`from dataclasses import dataclass`, or `import dataclasses`). Its
+        effects are the new class's own (generated __init__, __eq__, __repr__, fields): running the new
+        class statement again makes the class a fresh import makes, and registers nothing elsewhere."""
+        if not new.node.decorator_list or old.decorators != new.decorators:
+            return False
+        for d in new.node.decorator_list:
+            if isinstance(d, ast.Call):
+                if d.args or not all(
+                    k.arg is not None and isinstance(k.value, ast.Constant) for k in d.keywords
+                ):
+                    return False
+                d = d.func
+            if isinstance(d, ast.Name):
+                want = f"from dataclasses import dataclass{'' if d.id == 'dataclass' else ' as ' + d.id}"
+            elif (
+                isinstance(d, ast.Attribute)
+                and d.attr == "dataclass"
+                and isinstance(d.value, ast.Name)
+                and d.value.id == "dataclasses"
+            ):
+                d, want = d.value, "import dataclasses"
+            else:
+                return False
+            for version in (self.old, self.new):
+                bound = version.definitions.get(d.id)
+                if (
+                    bound is None
+                    or bound.owner
+                    or not isinstance(bound.node, ast.Import | ast.ImportFrom)
+                ):
+                    return False
+                names = [a for a in bound.node.names if (a.asname or a.name) == d.id]
+                text = ast.unparse(
+                    ast.ImportFrom(module=bound.node.module, names=names, level=bound.node.level)
+                    if isinstance(bound.node, ast.ImportFrom)
+                    else ast.Import(names=names)
+                )
+                if text != want:
+                    return False
+        return True
+
+    def new_field_defaults(
+        self, new: ClassInfo, added: list[str]
+    ) -> tuple[tuple[str, str], ...] | str:
+        """The default of each field `added` to a dataclass, as the expression a generated
+        transformer gives the live instances (the value the new __init__ gives a field no caller
+        passes: `x: T = 0`, `field(default=0)`, `field(default_factory=list)` -> `list()`), or why
+        there is none: a field without a default (every caller passes it: no value is the new
+        __init__'s own), `ClassVar`/`InitVar`, or a `field(...)` this cannot read. A plain `NAME = value`
+        is a class attribute, not a field: it needs no value on the instances."""
+        out: list[tuple[str, str]] = []
+        for name in added:
+            stmt = new.assignments[name]
+            if not isinstance(stmt, ast.AnnAssign):
+                continue
+            if re.search(r"\b(ClassVar|InitVar)\b", ast.unparse(stmt.annotation)):
+                return f"the new class-level name `{name}` is a ClassVar or an InitVar"
+            value = stmt.value
+            if value is None:
+                return f"the new field `{name}` has no default: only a caller can give it a value"
+            if (
+                isinstance(value, ast.Call)
+                and isinstance(value.func, ast.Name | ast.Attribute)
+                and ast.unparse(value.func) in ("field", "dataclasses.field")
+            ):
+                given = {k.arg: k.value for k in value.keywords}
+                if value.args or set(given) - {"default", "default_factory", "repr", "compare"}:
+                    return f"the new field `{name}` is a field(...) with more than a default"
+                if "default" in given:
+                    out.append((name, ast.unparse(given["default"])))
+                elif "default_factory" in given:
+                    out.append((name, f"({ast.unparse(given['default_factory'])})()"))
+                else:
+                    return (
+                        f"the new field `{name}` has no default: only a caller can give it a value"
+                    )
+                continue
+            out.append((name, ast.unparse(value)))
+        return tuple(out)
+
     def not_replaceable(self, qualname: str, old: ClassInfo, new: ClassInfo) -> str | None:
         """Why a generated transformer cannot replace class `qualname` whose layout changes (None: it
         can; livepatch.migrate says what is checked on the live objects). The hook runs the new class
@@ -556,8 +675,13 @@ class _Differ:
         move state the rebuilt instance would drop (session 10)."""
         if "." in qualname:
             return "only a class at the top level of its module is replaced"
-        if new.node.decorator_list or old.node.decorator_list:
-            return "the class is decorated; its decorators would run again"
+        if (new.node.decorator_list or old.node.decorator_list) and not self.dataclass_decorators(
+            old, new
+        ):
+            return (
+                "the class is decorated (by something other than the same `dataclass` in both "
+                "versions); its decorators would run again"
+            )
         if new.node.keywords or old.node.keywords:
             return "the class has a metaclass or class keywords; only plain classes are rebuilt"
         derived = sorted(
@@ -585,7 +709,11 @@ class _Differ:
                 return f"its base {info.qualname} defines __init_subclass__, which would run again"
             todo += [b.id for b in info.node.bases if isinstance(b, ast.Name)]
         reads = set(new.body_reads)
-        for expr in [*new.node.bases, *(k.value for k in new.node.keywords)]:
+        for expr in [
+            *new.node.bases,
+            *(k.value for k in new.node.keywords),
+            *new.node.decorator_list,
+        ]:
             reads |= free_reads(expr)
         if not self.reads_live_names(reads):
             return (
@@ -1402,7 +1530,10 @@ def diff_sources(
         candidates = {r: c for d in diffs for r, c in d.transformable.items()}
         replaceable = {r: c for d in diffs for r, c in d.replaceable.items()}
         attributes = [r for r in refusals if r.kind is RefusalKind.INSTANCE_ATTRIBUTE]
-        layouts = [r for r in refusals if r.kind is RefusalKind.CLASS_LAYOUT]
+        # a class replaced: its layout changes, or a dataclass's fields do (session 11)
+        layouts = [
+            r for r in refusals if r.kind in (RefusalKind.CLASS_LAYOUT, RefusalKind.CLASS_FIELDS)
+        ]
         # a transform hook waives every refusal of the kinds it covers (model.COVERING_HOOKS), so it
         # is generated only when it takes care of each of them: none of another such kind (class
         # state, dataclass fields) may stand silently waived

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import ast
 
-HOOK_NAMES = ("pre_patch", "transform", "post_patch", "pre_revert", "post_revert")
+# untransform: a revert's transform, run while the threads are parked (a generated class replacement
+# replaces the class back: patch/transformer.py)
+HOOK_NAMES = ("pre_patch", "transform", "post_patch", "pre_revert", "untransform", "post_revert")
 
 
 def _bound_names(stmt: ast.stmt) -> list[str]:

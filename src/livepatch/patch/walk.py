@@ -683,6 +683,44 @@ def _init_values(node: FunctionNode) -> dict[str, ast.expr]:
     return out
 
 
+def _major_version(node: ast.expr) -> bool:
+    """`sys.version_info[0]` or `sys.version_info.major`."""
+    return (
+        isinstance(node, ast.Subscript)
+        and ast.unparse(node.value) == "sys.version_info"
+        and isinstance(node.slice, ast.Constant)
+        and node.slice.value == 0
+    ) or ast.unparse(node) == "sys.version_info.major"
+
+
+def python2_only(stmt: ast.stmt) -> bool:
+    """An `if` without `else` whose test is true on Python 2 only: `sys.version_info[0] < 3`,
+    `sys.version_info[0] == 2`, `sys.version_info.major < 3`, `sys.version_info < (3,)` (session 11).
+    Every interpreter livepatch runs on is a Python 3 (the patches hold 3.x bytecode), so the body
+    never runs, in the live process or in a fresh one: a class body gaining or losing such a
+    statement (h11 c37f9ebe22 adds `if sys.version_info[0] < 3: __str__ = __bytes__`, 4746b0a0ff
+    removes it) binds the same names either way. The test must read the major version only: a test of
+    the minor version could differ between interpreters."""
+    if not (isinstance(stmt, ast.If) and not stmt.orelse and isinstance(stmt.test, ast.Compare)):
+        return False
+    test = stmt.test
+    if len(test.ops) != 1:
+        return False
+    left, op, right = test.left, test.ops[0], test.comparators[0]
+    if not isinstance(right, ast.Constant | ast.Tuple):
+        return False
+    if _major_version(left) and isinstance(right, ast.Constant):
+        return (isinstance(op, ast.Lt) and right.value == 3) or (
+            isinstance(op, ast.Eq) and right.value == 2
+        )
+    return (
+        ast.unparse(left) == "sys.version_info"
+        and isinstance(op, ast.Lt)
+        and isinstance(right, ast.Tuple)
+        and [ast.unparse(e) for e in right.elts] == ["3"]
+    )
+
+
 def free_reads(node: ast.AST) -> set[str]:
     """Names an expression or statement reads from the scope it is written in (_free_reads)."""
     return _free_reads(node)
@@ -1052,7 +1090,7 @@ class _Walker:
                         info.assignments[name] = stmt
                         if bindings.get(name) == 1:
                             self._value(stmt, name, qualname)
-                elif not isinstance(stmt, ast.Pass) and self.full:
+                elif not isinstance(stmt, ast.Pass) and not python2_only(stmt) and self.full:
                     info.other_statements.append(_dump(stmt))
 
     def _value(self, stmt: ast.Assign | ast.AnnAssign, name: str, owner: str) -> None:

@@ -1,7 +1,9 @@
 """A patch author's hooks (PatchSpec.hooks_source): loaded into a fresh module, called with a HookContext.
 
 Hook names: pre_patch (may veto by raising), transform (global only, while every managed thread is
-parked), post_patch, pre_revert (may veto), post_revert. Every hook is optional. Each runs on a helper
+parked), post_patch, pre_revert (may veto), untransform (a revert's transform: global only, while every
+managed thread is parked, before the old code is swapped back; a forced revert refuses a patch with
+one), post_revert. Every hook is optional. Each runs on a helper
 thread of the patcher (hook_runner.py) and must finish within the patch's timeout: past it, it is
 interrupted and the patch aborts (transform: while the server is paused, so keep them short).
 

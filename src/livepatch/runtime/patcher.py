@@ -312,7 +312,7 @@ def _undoing(
 
 
 def _transform_while_parked(
-    att: _Attempt, hooks: PatchHooks, ctx: HookContext, timeout: float
+    att: _Attempt, hooks: PatchHooks, ctx: HookContext, timeout: float, hook: str = "transform"
 ) -> Callable[[], None] | None:
     """The transform hook as run inside global quiescence, before swap_in, with the names the patch
     adds to modules bound (StagedPatch.bind_new_names: the hook may use them). On failure its declared
@@ -320,15 +320,15 @@ def _transform_while_parked(
     is still parked, so the server never sees half a transformation."""
     from livepatch.runtime.hook_runner import HookTimedOut, call_with_deadline
 
-    if not hooks.has("transform"):
+    if not hooks.has(hook):
         return None
 
     def transform() -> None:
         try:
-            call_with_deadline(hooks, "transform", ctx, timeout=timeout)
+            call_with_deadline(hooks, hook, ctx, timeout=timeout)
         except HookTimedOut as exc:
             if not exc.stopped:
-                att.hook_running = "transform"
+                att.hook_running = hook
             raise PatchAborted(
                 _undo_report(
                     att, ctx, f"{exc}; nothing was swapped, the threads were released", timeout
@@ -339,7 +339,7 @@ def _transform_while_parked(
                 _undo_report(
                     att,
                     ctx,
-                    f"transform hook raised {exc!r}; nothing was swapped",
+                    f"{hook} hook raised {exc!r}; nothing was swapped",
                     timeout,
                 ),
             ) from exc
@@ -699,7 +699,10 @@ class Patcher(Quiescence):
                     timeout=timeout,
                     use_priorities=True,
                     allow_active=entry.allow_active,
-                    while_parked=None,
+                    # a revert's transform (a generated class replacement puts the old class back)
+                    while_parked=_transform_while_parked(
+                        att, entry.hooks, ctx, timeout, "untransform"
+                    ),
                 )
             except LivepatchError as exc:
                 raise _undoing(att, ctx, timeout, exc) from exc
@@ -760,6 +763,12 @@ class Patcher(Quiescence):
             w = self._watch
             if w is not None and w.entry is not entry:
                 self._end_watch_locked()  # another patch's window: end it normally, keeping its new code
+            if entry.hooks.has("untransform"):
+                # it moves live objects back: only with every managed thread parked
+                raise PatchRefused(
+                    f"patch {name} defines untransform (it replaced classes): a forced revert cannot "
+                    "move their instances back; revert it normally"
+                )
             new_codes = entry.staged.reversed().replaced_codes
             ctx = _context(att, entry.spec)
             try:

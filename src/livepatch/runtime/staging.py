@@ -491,6 +491,8 @@ class _ModuleStager:
         if change.old_fingerprint is not None or change.old_value is not None:
             self.check_replaced_member(cls, d, change)
         elif d.kind is DefinitionKind.VALUE:
+            if _implicit_hash(cls, d):
+                return  # nothing to bind, nothing to restore on revert
             self.check_unbound(cls, change)
         if d.kind is DefinitionKind.VALUE:
             self.check_not_enum(cls, change.qualname)
@@ -1138,6 +1140,22 @@ def _wraps(obj: Any, func: FunctionType) -> bool:
         if obj is None:
             return False
     return False
+
+
+def _implicit_hash(cls: type, d: Definition) -> bool:
+    """An added `__hash__ = None` in a class whose live version defines `__eq__` and no `__hash__`:
+    Python already set `__hash__` to None in the class's dict when the class statement ran (h11
+    c37f9ebe22 adds it explicitly for Python 2). The live class binds the very object the new
+    statement binds, so there is nothing to bind, and a revert has nothing to restore (session 11)."""
+    value = _assigned_value(d)
+    return (
+        d.name == "__hash__"
+        and isinstance(value, ast.Constant)
+        and value.value is None
+        and "__eq__" in vars(cls)
+        and "__hash__" in vars(cls)
+        and vars(cls)["__hash__"] is None
+    )
 
 
 def _assigned_value(d: Definition) -> ast.expr:
