@@ -12,10 +12,10 @@ wake, where an Event cost a condition's Python-level waiter list on both sides, 
 woken thread the registry lock while it waited for the GIL, and ten wake-ups at once preempted the
 patcher).
 `_threads_cv` (on the lock) wakes threads waiting to be born or activated while a global transition runs,
-and parked threads past the deadline while the swap runs. `_progress` (a `Doorbell`, not the lock) wakes the patcher
-when something it waits for changed: the last park, a park that lets higher-priority threads park
-(Registry.at_point says which), the last move, a death, a deactivation or a priority change. An ordinary
-park wakes nobody.
+and parked threads past the deadline while the swap runs. `_progress` (a `Doorbell`, doorbell.py, not
+the lock) wakes the patcher when something it waits for changed: the last park (rung as the thread
+blocks, once the GIL is free), a park that lets higher-priority threads park (Registry.at_point says
+which), the last move, a death, a deactivation or a priority change. An ordinary park wakes nobody.
 
 Local migration takes no lock at all: the moving thread writes its own generation (Registry.migrate).
 Busy threads that queued on the lock while the patcher waited for the GIL formed a convoy that made a
