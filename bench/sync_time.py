@@ -29,7 +29,8 @@ waits, for the last park or for the GIL; involuntary ones are preemptions by the
 isolated, as a server sees them (the patcher starts with cold caches), instead of back to back, where the
 patcher goes from one transition into the next with warm ones (docs/performance.md, core10).
 
-`--base REF` runs the same rows against `git archive REF src` (PYTHONPATH) and this tree in turns,
+`--base REF` runs the same rows against `git archive REF src` (PYTHONPATH; with this tree's built C
+extensions copied in where REF's C source is the same) and this tree in turns,
 `--rounds` times each, and prints the median of each figure over the rounds, with the load average.
 Repeat it (`--base 0b0101e --base 2a04ed6^1 --base 2a04ed6`) to run several versions in turns in one run.
 """
@@ -41,6 +42,7 @@ import importlib.util
 import itertools
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -240,6 +242,13 @@ def export_source(ref: str, dest: Path) -> Path:
     ).stdout
     dest.mkdir(parents=True, exist_ok=True)
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    # The built C extensions, where REF's C source is this tree's (else the archive would run the
+    # pure-Python fallbacks, and the comparison would measure them): src/<pkg>/<name>.*.so for <name>.c.
+    for built in (root / "src").glob("*/*.so"):
+        source = built.with_name(built.name.split(".")[0] + ".c")
+        theirs = dest / "src" / built.parent.name / source.name
+        if source.exists() and theirs.exists() and theirs.read_bytes() == source.read_bytes():
+            shutil.copy2(built, theirs.parent / built.name)
     return dest / "src"
 
 

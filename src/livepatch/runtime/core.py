@@ -34,7 +34,7 @@ the one place it is written (docs/architecture.md repeats it); `Runtime.__init__
    `Watch._count_lock`, `_records_lock` (the history, so
    `history()` never waits for a transition).
 
-`_progress` (threads.py `Doorbell`) and the watch's wake-up are signals, not locks. Each managed thread's
+`_progress` (doorbell.py `Doorbell`) and the watch's wake-up are signals, not locks. Each managed thread's
 gate (`ThreadRecord.gate`, threads.py `_parked`) is a lock it holds while parked and waits on outside
 `_lock`; it is released, never taken, by whoever unparks it (under `_lock`). Hooks run on helper
 threads (hook_runner.py) bounded by the patch's timeout, so a hook cannot hold `_patcher_lock` forever.
@@ -45,6 +45,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from livepatch.runtime.doorbell import Doorbell
 from livepatch.runtime.history import History
 from livepatch.runtime.patcher import (
     Patcher,
@@ -53,7 +54,7 @@ from livepatch.runtime.patcher import (
     load_patching,
 )
 from livepatch.runtime.registry import Priority, Registry
-from livepatch.runtime.threads import Control, Doorbell
+from livepatch.runtime.threads import Control
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: this module is on a server's import path
 if TYPE_CHECKING:

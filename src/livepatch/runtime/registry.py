@@ -95,6 +95,27 @@ class PointAction(enum.Enum):
     MOVED_BACK = "moved-back"  # local, reversing: the thread runs `base` again
 
 
+# The members the hot paths compare with, as module globals: `ThreadState.RUNNING` goes through the enum
+# class's attribute lookup (~80 ns in CPython 3.11, a global ~8 ns), and a park compared it once per
+# managed thread, twice (25 us for the 10 parks of a transition, warm; the parks are the chain of GIL
+# hand-offs every global sync waits for: docs/performance.md, core11).
+RUNNING = ThreadState.RUNNING
+PARKED = ThreadState.PARKED
+INACTIVE = ThreadState.INACTIVE
+RELEASED = ThreadState.RELEASED
+GLOBAL = Mode.GLOBAL
+LOCAL = Mode.LOCAL
+QUIESCING = Phase.QUIESCING
+MIGRATING = Phase.MIGRATING
+REVERSING = Phase.REVERSING
+RETURN = PointAction.RETURN
+PARK = PointAction.PARK
+PARK_NOTIFY = PointAction.PARK_NOTIFY
+MIGRATED = PointAction.MIGRATED
+MIGRATED_EARLY = PointAction.MIGRATED_EARLY
+MOVED_BACK = PointAction.MOVED_BACK
+
+
 class ThreadRecord:
     """One managed thread (plain classes here, not dataclasses: this module is on a server's import
     path, and `dataclasses` imports `inspect` and `ast`; see lifecycle.py)."""
@@ -297,31 +318,35 @@ class Registry:
     def at_point(self, rec: ThreadRecord) -> PointAction:
         """Decide what `rec` does at a quiescence point, and record the change of state."""
         tr = self.transition
-        if tr is None or rec.state is not ThreadState.RUNNING:
-            return PointAction.RETURN
-        if tr.mode is Mode.GLOBAL:
-            if tr.phase is not Phase.QUIESCING:
-                return (
-                    PointAction.RETURN
-                )  # cannot happen: during SWAPPING every active thread is parked
-            if tr.use_priorities and self._lower_priority_running(rec):
-                # Priority rule: a lower-priority thread may need this one (e.g. the listener dispatching the
-                # event that lets a blocked worker finish); park later.
-                return PointAction.RETURN
-            rec.state = ThreadState.PARKED
-            self._notify(tr, EventName.REACHED, rec)
-            # Only two parks matter to the patcher: the last one (quiescent), and one that lets threads of
-            # a higher priority park (no thread of this priority or lower still runs): those may be
-            # blocked in the application, so the patcher calls the wake-up hooks again. Waking the
-            # patcher on every park cost a GIL hand-off per thread.
-            if any(
-                r.state is ThreadState.RUNNING
-                and (r.priority <= rec.priority or not tr.use_priorities)
-                for r in self.records.values()
-            ):
-                return PointAction.PARK
-            return PointAction.PARK_NOTIFY
-        return self.migrate(rec, tr)
+        if tr is None or rec.state is not RUNNING:
+            return RETURN
+        if tr.mode is not GLOBAL:
+            return self.migrate(rec, tr)
+        if tr.phase is not QUIESCING:
+            return RETURN  # cannot happen: during SWAPPING every active thread is parked
+        # One pass over the threads (a park is on the chain of GIL hand-offs a global sync waits for):
+        # - priority rule: a lower-priority thread still runs, which may need this one (e.g. the
+        #   listener dispatching the event that lets a blocked worker finish): park later;
+        # - only two parks matter to the patcher: the last one (quiescent), and one that lets threads of
+        #   a higher priority park (no other thread of this priority or lower still runs): those may be
+        #   blocked in the application, so the patcher calls the wake-up hooks again. Waking the patcher
+        #   on every park cost a GIL hand-off per thread.
+        use_priorities = tr.use_priorities
+        priority = rec.priority
+        others = False  # another thread of this priority or lower (any, without priorities) runs
+        for r in self.records.values():
+            if r.state is RUNNING and r is not rec:
+                if not use_priorities:
+                    others = True
+                    break
+                if r.priority < priority:
+                    return RETURN
+                if r.priority == priority:
+                    others = True
+        rec.state = PARKED
+        if tr.listener is not None:
+            tr.listener(EventName.REACHED, rec)
+        return PARK if others else PARK_NOTIFY
 
     def migrate(self, rec: ThreadRecord, tr: Transition) -> PointAction:
         """Local: move `rec` to the transition's current target.
@@ -329,19 +354,19 @@ class Registry:
         Safe WITHOUT the lock when called by the thread that owns `rec` (threads.py does so, to keep busy
         threads from convoying on the lock): during a local transition only the owner writes its
         `generation`, and reading a stale target only means moving again at the next point."""
-        if rec.state is not ThreadState.RUNNING:
-            return PointAction.RETURN
+        if rec.state is not RUNNING:
+            return RETURN
         target = tr.target
         if rec.generation == target:
-            return PointAction.RETURN
+            return RETURN
         rec.generation = target
-        if tr.phase is Phase.REVERSING:
+        if tr.phase is REVERSING:
             self._notify(tr, EventName.MOVED_BACK, rec)
-            return PointAction.MOVED_BACK
+            return MOVED_BACK
         self._notify(tr, EventName.MIGRATED, rec)
         if next(tr.moves) + 1 < tr.expected_moves:
-            return PointAction.MIGRATED_EARLY
-        return PointAction.MIGRATED
+            return MIGRATED_EARLY
+        return MIGRATED
 
     def _lower_priority_running(self, rec: ThreadRecord) -> bool:
         return any(
@@ -374,7 +399,7 @@ class Registry:
 
     def quiescent(self) -> bool:
         """Global: every active managed thread is parked."""
-        return all(r.state is not ThreadState.RUNNING for r in self.records.values())
+        return all(r.state is not RUNNING for r in self.records.values())
 
     def stragglers(self) -> list[ThreadRecord]:
         """Global: the active threads that have not parked. Local: those not yet at the target."""
@@ -388,7 +413,7 @@ class Registry:
         return [r for r in self.records.values() if r.state is ThreadState.RUNNING]
 
     def parked(self) -> list[ThreadRecord]:
-        return [r for r in self.records.values() if r.state is ThreadState.PARKED]
+        return [r for r in self.records.values() if r.state is PARKED]
 
     def inactive(self) -> list[ThreadRecord]:
         return [r for r in self.records.values() if r.state is ThreadState.INACTIVE]
@@ -407,12 +432,13 @@ class Registry:
             self.generation += 1
             self.newest = self.generation
         unparked = []
+        generation = self.generation
         for r in self.records.values():
-            if r.state is ThreadState.PARKED:
-                r.state = ThreadState.RUNNING
+            if r.state is PARKED:
+                r.state = RUNNING
                 unparked.append(r)
             # Inactive threads run nothing of the old code; they wake up in the newest generation.
-            r.generation = self.generation
+            r.generation = generation
         self.transition = None
         return unparked
 

@@ -12,10 +12,10 @@ wake, where an Event cost a condition's Python-level waiter list on both sides, 
 woken thread the registry lock while it waited for the GIL, and ten wake-ups at once preempted the
 patcher).
 `_threads_cv` (on the lock) wakes threads waiting to be born or activated while a global transition runs,
-and parked threads past the deadline while the swap runs. `_progress` (a `Doorbell`, not the lock) wakes the patcher
-when something it waits for changed: the last park, a park that lets higher-priority threads park
-(Registry.at_point says which), the last move, a death, a deactivation or a priority change. An ordinary
-park wakes nobody.
+and parked threads past the deadline while the swap runs. `_progress` (a `Doorbell`, doorbell.py, not
+the lock) wakes the patcher when something it waits for changed: the last park (rung as the thread
+blocks, once the GIL is free), a park that lets higher-priority threads park (Registry.at_point says
+which), the last move, a death, a deactivation or a priority change. An ordinary park wakes nobody.
 
 Local migration takes no lock at all: the moving thread writes its own generation (Registry.migrate).
 Busy threads that queued on the lock while the patcher waited for the GIL formed a convoy that made a
@@ -42,15 +42,21 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from livepatch.runtime.doorbell import Doorbell
 from livepatch.runtime.lifecycle import EventName
 from livepatch.runtime.registry import (
+    LOCAL,
+    MIGRATED_EARLY,
+    MIGRATING,
+    PARK,
+    PARKED,
+    RELEASED,
+    RETURN,
     Mode,
     Phase,
-    PointAction,
     Priority,
     Registry,
     ThreadRecord,
-    ThreadState,
     Transition,
     describe,
 )
@@ -126,36 +132,6 @@ def _relay(rec: ThreadRecord) -> None:
     if nxt is not None:
         rec.wake_next = None
         _release(nxt.gate)
-
-
-class Doorbell:
-    """What wakes the patcher (`_progress`): an Event for one waiter, made of one plain lock (locked = not
-    rung). Ringing is one C call, where `Event.set` ran a condition's Python-level notify under its own
-    lock; the last thread to park rings it, so it sits on every global sync's critical path, as does the
-    patcher's wait. `wait` consumes the ring (the patcher clears it before each check anyway); only one
-    thread waits at a time (the holder of the transition slot)."""
-
-    __slots__ = ("_rung",)
-
-    def __init__(self) -> None:
-        self._rung = _thread.allocate_lock()
-        self._rung.acquire()
-
-    def set(self) -> None:
-        try:
-            self._rung.release()
-        except RuntimeError:  # already rung (an unlocked lock): one C call either way, atomic
-            pass
-
-    def clear(self) -> None:
-        self._rung.acquire(False)
-
-    def is_set(self) -> bool:
-        return not self._rung.locked()
-
-    def wait(self, timeout: float) -> bool:
-        """Wait until rung, up to `timeout` seconds; True when it was (the ring is consumed)."""
-        return self._rung.acquire(True, min(timeout, threading.TIMEOUT_MAX))
 
 
 class ThreadSide:
@@ -237,19 +213,19 @@ class ThreadSide:
         rec = self._record()
         if rec is None:
             return  # unmanaged threads follow the newest generation and are never waited for
-        if rec.state is ThreadState.RELEASED:  # read without the lock: only release() sets it
+        if rec.state is RELEASED:  # read without the lock: only release() sets it
             self._rejoin(rec)
         req = self._control.request
         if req is None or isinstance(req, _Rejoin):
             return
-        if req.mode is Mode.LOCAL:
+        if req.mode is LOCAL:
             now = time.monotonic()
-            if now > self._deadline and req.phase is Phase.MIGRATING:
+            if now > self._deadline and req.phase is MIGRATING:
                 self._local_deadline(rec, req)
             # Lock-free (see the theory above); already moved is WfPatch's second fast path.
             if rec.generation != req.target:
                 action = self._registry.migrate(rec, req)
-                if action is not PointAction.MIGRATED_EARLY and action is not PointAction.RETURN:
+                if action is not MIGRATED_EARLY and action is not RETURN:
                     self._progress.set()  # possibly the last one: the patcher checks
             # Step aside: until the transition ends, a thread that has moved gives up the GIL at each
             # point. The threads that have not moved yet (and the patcher) progress only while they hold
@@ -264,19 +240,22 @@ class ThreadSide:
             return
         with self._lock:
             action = self._registry.at_point(rec)
-            if action is PointAction.RETURN:
+            if action is RETURN:
                 return
-            if action is not PointAction.PARK:
-                self._progress.set()  # PARK_NOTIFY, or a local move (the transition changed since)
-            if rec.state is not ThreadState.PARKED:
+            notify = action is not PARK  # PARK_NOTIFY, or a local move (changed since)
+            if rec.state is not PARKED:
+                if notify:
+                    self._progress.set()
                 return  # a local move (the transition changed since the flag was read)
             # Locked afterwards either way: free while the thread runs, or still locked by a relayed
             # release that has not arrived (it wakes us early; _parked re-checks).
             rec.gate.acquire(False)
             rec.frame = sys._getframe()  # for the activeness check: cleared when we leave (_parked)
-        self._parked(rec)
+        # A park that notifies (the last one, typically) rings the patcher's doorbell only as it blocks,
+        # with the GIL released (doorbell.py), so the patcher finds the GIL free: see _parked.
+        self._parked(rec, self._progress if notify else None)
 
-    def _parked(self, rec: ThreadRecord) -> None:
+    def _parked(self, rec: ThreadRecord, ring: Doorbell | None = None) -> None:
         """Wait while parked (a global transition) on the thread's own gate, which it holds while parked.
 
         Whoever unparks us, under the lock, sets the state back to RUNNING and releases the gate: the
@@ -301,28 +280,45 @@ class ThreadSide:
         without running its `finally`. Even then nobody waits long: an unparked thread waits for the
         relay RELAY_WAIT_S, a parked one re-checks its state every PARKED_RECHECK_S, and a release that
         arrives late finds the gate free or wakes us while parked again, which is re-checked. The state
-        is read without the lock: it is written under the lock before the gate is released."""
+        is read without the lock: it is written under the lock before the gate is released.
+
+        `ring`: the patcher's doorbell, when this park must wake it (Registry.at_point said so under the
+        lock); it is rung by the first wait below, once the GIL is released (doorbell.py), or on the way
+        out if no wait happens. The patcher checks the registry under the lock after any ring, so a ring
+        that comes a few lines after the park was recorded only moves its wake-up closer to the moment
+        the GIL is free."""
         gate = rec.gate
         try:
             while True:
-                if rec.state is ThreadState.PARKED:
+                parked = rec.state is PARKED
+                if parked:
                     remaining = self._deadline - time.monotonic()
                     if remaining <= 0:
+                        if ring is not None:
+                            ring.set()
+                            ring = None
                         with (
                             self._lock
                         ):  # past the deadline: end the transition (or wait for the swap)
-                            if rec.state is ThreadState.PARKED:
+                            if rec.state is PARKED:
                                 self._wait_global()
                         continue
-                    got = gate.acquire(True, min(remaining, PARKED_RECHECK_S))
-                    if rec.state is ThreadState.PARKED:
-                        continue  # a late release of an earlier relay, a re-check, or the deadline
+                    wait = min(remaining, PARKED_RECHECK_S)
                 else:  # unparked: the release is being relayed to us
-                    got = gate.acquire(True, RELAY_WAIT_S)
+                    wait = RELAY_WAIT_S
+                if ring is not None:
+                    got = ring.ring_then_wait(gate, wait)
+                    ring = None
+                else:
+                    got = gate.acquire(True, wait)
+                if parked and rec.state is PARKED:
+                    continue  # a late release of an earlier relay, a re-check, or the deadline
                 if got:
                     gate.release()
                 return
         finally:
+            if ring is not None:  # left before any wait (an exception): the patcher still checks
+                ring.set()
             rec.frame = None  # (a frame holding `rec` in its locals: a cycle while it is set)
             _relay(rec)  # also when we leave by an exception: the threads after us still wake
 
