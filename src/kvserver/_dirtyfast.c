@@ -323,6 +323,29 @@ configure(PyObject *module, PyObject *tracker)
 static PyObject *g_deque;  /* collections.deque */
 static PyObject *s_one;
 static PyObject *s_append, *s_popleft, *s_out, *s_close_after_reply, *s_empty;
+
+/* deque.append and deque.popleft as the class's method descriptors: called with the queue as their
+   first argument, no method lookup and no bound method per call (a queue of another type, which
+   HeldReplies never makes, takes the generic call). */
+static PyObject *g_deque_append, *g_deque_popleft;
+
+static PyObject *
+queue_append(PyObject *queue, PyObject *item)
+{
+    if (!Py_IS_TYPE(queue, (PyTypeObject *)g_deque))
+        return PyObject_CallMethodOneArg(queue, s_append, item);
+    PyObject *args[2] = {queue, item};
+    return PyObject_Vectorcall(g_deque_append, args, 2, NULL);
+}
+
+static PyObject *
+queue_popleft(PyObject *queue)
+{
+    if (!Py_IS_TYPE(queue, (PyTypeObject *)g_deque))
+        return PyObject_CallMethodNoArgs(queue, s_popleft);
+    return PyObject_Vectorcall(g_deque_popleft, &queue, 1, NULL);
+}
+
 static PyTypeObject *g_held_type; /* the class the offsets below were read from */
 static Py_ssize_t off_h_by_conn, off_h_count, off_h_newest;
 
@@ -392,7 +415,7 @@ held_hold(PyObject *held, PyObject *conn, PyObject *epoch, PyObject *data)
     PyObject *now = monotonic();
     PyObject *entry = now ? PyTuple_Pack(3, epoch, data, now) : NULL;
     Py_XDECREF(now);
-    PyObject *r = entry ? PyObject_CallMethodOneArg(queue, s_append, entry) : NULL;
+    PyObject *r = entry ? queue_append(queue, entry) : NULL;
     Py_XDECREF(entry);
     if (r == NULL)
         goto fail_queue;
@@ -481,7 +504,7 @@ release_held(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 goto fail;
             if (!due)
                 break;
-            PyObject *gone = PyObject_CallMethodNoArgs(queue, s_popleft);
+            PyObject *gone = queue_popleft(queue);
             if (gone == NULL)
                 goto fail;
             Py_DECREF(gone);
@@ -1076,7 +1099,9 @@ PyInit__dirtyfast(void)
         return NULL;
     g_deque = PyObject_GetAttrString(collections, "deque");
     Py_DECREF(collections);
-    if (g_deque == NULL)
+    if (g_deque == NULL || !PyType_Check(g_deque) ||
+        (g_deque_append = PyObject_GetAttr(g_deque, s_append)) == NULL ||
+        (g_deque_popleft = PyObject_GetAttr(g_deque, s_popleft)) == NULL)
         return NULL;
     if ((s_zero = PyLong_FromLong(0)) == NULL)
         return NULL;
