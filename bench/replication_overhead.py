@@ -110,6 +110,11 @@ class Setup:
         self.patient = bool(self.wrapper)
         self.clients = 0  # --clients: the load's connections (0: the load's own, MIXES)
         self.utilization: list[float] = []  # paired: the server's CPU seconds per window second
+        # paired: the server's user and system CPU µs per request of each window (the kernel's part,
+        # the loopback sends and receives, is most of a request's cost: which one commit moves)
+        self.split: list[tuple[float, float]] = []
+        # per pair: (base user, base system, config user, config system) µs per request
+        self.pair_splits: list[tuple[float, float, float, float]] = []
 
     def bench(self, port: int, test: str, n: int, clients: int) -> float:
         cmd, rows = redis_benchmark_rows(port, test, n, clients=clients, pinned=self.pinned)
@@ -306,6 +311,7 @@ def _window(setup: Setup, port: int, pid: int, mix: str, seconds: float) -> tupl
            str(KEYSPACE), "0.2", str(seconds)]  # fmt: skip
     setup.commands.add(" ".join(["kvmix", "127.0.0.1", "PORT", *cmd[3:]]))
     cpu0 = cpu_seconds(pid)
+    user0, sys0 = _user_system(pid)
     done = subprocess.run(
         cmd,
         capture_output=True,
@@ -315,13 +321,24 @@ def _window(setup: Setup, port: int, pid: int, mix: str, seconds: float) -> tupl
         preexec_fn=(lambda: os.sched_setaffinity(0, {LOAD_CPU})) if setup.pinned else None,
     )
     cpu = cpu_seconds(pid) - cpu0  # includes the 0.2 s warm-up: the same share in A and B
+    user1, sys1 = _user_system(pid)
     counts = {k: float(v) for k, v in (f.split("=") for f in done.stdout.split())}
     setup.utilization.append(cpu / (counts["window_s"] + 0.2))
     n = counts["gets"] + counts["sets"]
     if not n:  # seen once at load 8: a window in which the server completed nothing
         print(f"no request completed in a {seconds} s window on port {port}", flush=True)
+        setup.split.append((float("nan"), float("nan")))
         return 0.0, float("nan")
+    per = 1e6 / (n * (1 + 0.2 / counts["window_s"]))
+    setup.split.append(((user1 - user0) * per, (sys1 - sys0) * per))
     return n / counts["window_s"], cpu * 1e6 / (n * (1 + 0.2 / counts["window_s"]))
+
+
+def _user_system(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds a process has used so far (/proc/PID/stat, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def _alternate(
@@ -343,17 +360,39 @@ def _alternate(
         # load 11 the first window ran at 38 requests/s while the standby caught up).
         _window(setup, p, pid, mix, args.seconds)
     setup.utilization.clear()  # the same list as the base side's
+    setup.pair_splits.clear()
     for w in range(args.windows):
-        base_side = _window(setup, bport, bpids[0], mix, args.seconds) if w % 2 == 0 else None
-        side = _window(setup, port, pids[0], mix, args.seconds)
-        if base_side is None:
+        if w % 2 == 0:
             base_side = _window(setup, bport, bpids[0], mix, args.seconds)
+            base_split = setup.split[-1]
+        side = _window(setup, port, pids[0], mix, args.seconds)
+        side_split = setup.split[-1]
+        if w % 2:
+            base_side = _window(setup, bport, bpids[0], mix, args.seconds)
+            base_split = setup.split[-1]
         rows.append((base_side[0], side[0], base_side[1], side[1]))
+        setup.pair_splits.append((*base_split, *side_split))
         busy = [round(u, 2) for u in setup.utilization[-2:]]
+        split = [round(x, 2) for x in setup.pair_splits[-1]]  # user, system: base, config
         print(
-            mix, config, w, *[round(x, 1) for x in rows[-1]], busy, os.getloadavg()[0], flush=True
-        )
+            mix, config, w, *[round(x, 1) for x in rows[-1]], busy, split, os.getloadavg()[0],
+            flush=True,
+        )  # fmt: skip
     return 0.0, 0.0, 0.0
+
+
+def _split_medians(
+    splits: list[tuple[float, float, float, float]], base: int, side: int
+) -> dict[str, float]:
+    """Medians of one CPU column over the pairs: the base's, the config's, and their ratio - 1."""
+    ok = [s for s in splits if s[base] > 0 and s[side] == s[side]]  # not NaN
+    if not ok:
+        return {}
+    return {
+        "base": round(median([s[base] for s in ok]), 2),
+        "config": round(median([s[side] for s in ok]), 2),
+        "vs_base": round(median([s[side] / s[base] for s in ok]) - 1, 3),
+    }
 
 
 def paired(args: argparse.Namespace) -> dict[str, Any]:
@@ -396,6 +435,9 @@ def paired(args: argparse.Namespace) -> dict[str, Any]:
                     "primary_cpu_vs_base_median": round(
                         median([bc / ac for _, _, ac, bc in rows]) - 1, 3
                     ),
+                    # the same in user and system CPU apart (µs per request, medians of the pairs)
+                    "primary_user_us": _split_medians(setup.pair_splits, 0, 2),
+                    "primary_system_us": _split_medians(setup.pair_splits, 1, 3),
                     "pairs": len(rows),
                     # CPU seconds per window second of both servers' windows (each ~1.0 when the
                     # server's CPU is the limit, which is when throughput can show its cost).

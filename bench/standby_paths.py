@@ -60,14 +60,17 @@ class _Loop:
         pass
 
 
-def drive(config: str, requests: int) -> None:
+def drive(
+    config: str, requests: int, clients: int = CLIENTS, epoch_requests: int = EPOCH_REQUESTS
+) -> None:
     """The request path for `requests` requests (config None: no replication)."""
     from kvserver.config import Config
     from kvserver.server import ServerState
 
     server = ServerState(Config(livepatch=False))
     loop = _Loop(server)
-    clients = [server.new_client(None, f"c{i}") for i in range(CLIENTS)]
+    n_clients = clients
+    clients = [server.new_client(None, f"c{i}") for i in range(n_clients)]
     for client in clients:
         client.sock = object()  # "connected": released replies go to its output
     for i in range(KEYS):
@@ -109,9 +112,11 @@ def drive(config: str, requests: int) -> None:
     done = 0
     c = 0
     while done < requests:
-        c = (c + 1) % CLIENTS
+        c = (c + 1) % n_clients
         client = clients[c]
         if client in held:
+            if len(held) == n_clients:  # nothing can run until an epoch, which needs requests
+                raise SystemExit("every client waits: use fewer --epoch-requests or more --clients")
             continue  # waits for its reply
         key = b"key:%012d" % rng.randrange(KEYS)
         batch = [[b"SET", key, b"xyz"]] if rng.random() < 0.05 else [[b"GET", key]]
@@ -134,7 +139,7 @@ def drive(config: str, requests: int) -> None:
             host.process(client, batch)
         client.out.clear()  # sent (or nothing: held)
         done += 1
-        if done % EPOCH_REQUESTS == 0 and p is not None:  # the same test in every config
+        if done % epoch_requests == 0 and p is not None:  # the same test in every config
             # The Primary's own capture: the tracker's changes, pickled, framed, sent on the link.
             primary._capture(1, time.monotonic())
             standby.recv(1 << 16)
@@ -149,7 +154,7 @@ def drive(config: str, requests: int) -> None:
 _TOTALS = re.compile(r"^(?:summary|totals):\s*(\d+)", re.MULTILINE)
 
 
-def instructions(config: str, requests: int) -> int:
+def instructions(config: str, requests: int, clients: int, epoch_requests: int) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "cg.out"
         # The same hash seed every run: string and bytes hashes (hence dict probing and the
@@ -165,6 +170,10 @@ def instructions(config: str, requests: int) -> int:
                 config,
                 "--requests",
                 str(requests),
+                "--clients",
+                str(clients),
+                "--epoch-requests",
+                str(epoch_requests),
             ],
             check=True,
             capture_output=True,
@@ -177,16 +186,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=60_000, help="N: runs N and 3N")
     parser.add_argument("--configs", default="None,commit,none")
+    parser.add_argument("--clients", type=int, default=CLIENTS, help="closed-loop clients")
+    parser.add_argument(
+        "--epoch-requests",
+        type=int,
+        default=EPOCH_REQUESTS,
+        help="requests per epoch (50: 40 clients' rate; 200-250: what 200 clients saturating the "
+        "primary measured, 4-5 epochs per 1,000 requests)",
+    )
     parser.add_argument("--drive", help=argparse.SUPPRESS)  # the child under valgrind
     args = parser.parse_args()
     if args.drive:
-        drive(args.drive, args.requests)
+        drive(args.drive, args.requests, args.clients, args.epoch_requests)
         return
     out: dict[str, Any] = {"load_average": os.getloadavg()[0], "pythonpath": os.environ.get(
-        "PYTHONPATH", "")}  # fmt: skip
+        "PYTHONPATH", ""), "clients": args.clients,
+        "epoch_requests": args.epoch_requests}  # fmt: skip
     for config in args.configs.split(","):
-        small = instructions(config, args.requests)
-        large = instructions(config, 3 * args.requests)
+        small = instructions(config, args.requests, args.clients, args.epoch_requests)
+        large = instructions(config, 3 * args.requests, args.clients, args.epoch_requests)
         out[config] = round((large - small) / (2 * args.requests))
         print(config, out[config], flush=True)
     base = out.get("None")

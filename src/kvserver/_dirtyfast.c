@@ -323,6 +323,29 @@ configure(PyObject *module, PyObject *tracker)
 static PyObject *g_deque;  /* collections.deque */
 static PyObject *s_one;
 static PyObject *s_append, *s_popleft, *s_out, *s_close_after_reply, *s_empty;
+
+/* deque.append and deque.popleft as the class's method descriptors: called with the queue as their
+   first argument, no method lookup and no bound method per call (a queue of another type, which
+   HeldReplies never makes, takes the generic call). */
+static PyObject *g_deque_append, *g_deque_popleft;
+
+static PyObject *
+queue_append(PyObject *queue, PyObject *item)
+{
+    if (!Py_IS_TYPE(queue, (PyTypeObject *)g_deque))
+        return PyObject_CallMethodOneArg(queue, s_append, item);
+    PyObject *args[2] = {queue, item};
+    return PyObject_Vectorcall(g_deque_append, args, 2, NULL);
+}
+
+static PyObject *
+queue_popleft(PyObject *queue)
+{
+    if (!Py_IS_TYPE(queue, (PyTypeObject *)g_deque))
+        return PyObject_CallMethodNoArgs(queue, s_popleft);
+    return PyObject_Vectorcall(g_deque_popleft, &queue, 1, NULL);
+}
+
 static PyTypeObject *g_held_type; /* the class the offsets below were read from */
 static Py_ssize_t off_h_by_conn, off_h_count, off_h_newest;
 
@@ -392,7 +415,7 @@ held_hold(PyObject *held, PyObject *conn, PyObject *epoch, PyObject *data)
     PyObject *now = monotonic();
     PyObject *entry = now ? PyTuple_Pack(3, epoch, data, now) : NULL;
     Py_XDECREF(now);
-    PyObject *r = entry ? PyObject_CallMethodOneArg(queue, s_append, entry) : NULL;
+    PyObject *r = entry ? queue_append(queue, entry) : NULL;
     Py_XDECREF(entry);
     if (r == NULL)
         goto fail_queue;
@@ -481,7 +504,7 @@ release_held(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 goto fail;
             if (!due)
                 break;
-            PyObject *gone = PyObject_CallMethodNoArgs(queue, s_popleft);
+            PyObject *gone = queue_popleft(queue);
             if (gone == NULL)
                 goto fail;
             Py_DECREF(gone);
@@ -525,6 +548,13 @@ fail:
 }
 
 /* ------------------------------------------------------------------------------------ Processor */
+/* Command names whose membership in `readonly` a Processor remembers, and their longest length.
+   The parser makes a new bytes object per request, so a set lookup hashes the name and compares it
+   with the set's entry every time (~250 instructions per batch); a few names make up nearly every
+   batch, and comparing a short name with the ones seen last costs a tenth of that. */
+#define NAME_CACHE 4
+#define NAME_CACHE_LEN 16
+
 typedef struct {
     PyObject_HEAD
     PyObject *server;
@@ -541,6 +571,13 @@ typedef struct {
     long long last_dirty; /* server.dirty after the previous batch (or at construction) */
     int batch_readonly;   /* begin() saw a read-only batch; end() settles it */
     vectorcallfunc vectorcall;
+    /* The last command names looked up in `readonly`, by content (see name_readonly). */
+    struct {
+        Py_ssize_t len; /* 0: an empty entry */
+        int readonly;
+        char name[NAME_CACHE_LEN];
+    } names[NAME_CACHE];
+    int names_next; /* the entry the next miss replaces */
 } Processor;
 
 static int
@@ -674,6 +711,30 @@ has_held(Processor *self, PyObject *client)
     return PyDict_GET_SIZE(self->held_by_conn) ? PyDict_Contains(self->held_by_conn, client) : 0;
 }
 
+/* 1 if `name` (bytes) is in self->readonly, 0 if not, -1 on error; by content, as the set does: a
+   name seen lately is answered from self->names, without hashing it (the set is the Processor's
+   own frozen copy: the answers never change). */
+static int
+name_readonly(Processor *self, PyObject *name)
+{
+    Py_ssize_t len = PyBytes_GET_SIZE(name);
+    const char *s = PyBytes_AS_STRING(name);
+    int cacheable = len > 0 && len <= NAME_CACHE_LEN;
+    if (cacheable)
+        for (int i = 0; i < NAME_CACHE; i++)
+            if (self->names[i].len == len && memcmp(self->names[i].name, s, (size_t)len) == 0)
+                return self->names[i].readonly;
+    int in = PySet_Contains(self->readonly, name);
+    if (in >= 0 && cacheable) {
+        int i = self->names_next;
+        self->names_next = (i + 1) % NAME_CACHE;
+        self->names[i].len = len;
+        self->names[i].readonly = in;
+        memcpy(self->names[i].name, s, (size_t)len);
+    }
+    return in;
+}
+
 /* 1 if every command of the batch is a read-only one (by its name as sent), 0 if not, -1 on error. */
 static int
 all_readonly(Processor *self, PyObject *commands)
@@ -688,7 +749,7 @@ all_readonly(Processor *self, PyObject *commands)
         PyObject *name = PyList_GET_ITEM(argv, 0);
         if (!PyBytes_CheckExact(name))
             return 0;
-        int in = PySet_Contains(self->readonly, name);
+        int in = name_readonly(self, name);
         if (in <= 0)
             return in;
     }
@@ -881,8 +942,8 @@ processor_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         readonly = PyFrozenSet_New(NULL); /* no batch counts as read-only */
     else if (!PyAnySet_CheckExact(readonly))
         return PyErr_Format(PyExc_TypeError, "readonly must be a set of command names");
-    else
-        Py_INCREF(readonly);
+    else /* a copy that nothing changes: name_readonly remembers its answers */
+        readonly = PyFrozenSet_New(readonly);
     if (readonly == NULL)
         return NULL;
     if (off_structural == 0)
@@ -1038,7 +1099,9 @@ PyInit__dirtyfast(void)
         return NULL;
     g_deque = PyObject_GetAttrString(collections, "deque");
     Py_DECREF(collections);
-    if (g_deque == NULL)
+    if (g_deque == NULL || !PyType_Check(g_deque) ||
+        (g_deque_append = PyObject_GetAttr(g_deque, s_append)) == NULL ||
+        (g_deque_popleft = PyObject_GetAttr(g_deque, s_popleft)) == NULL)
         return NULL;
     if ((s_zero = PyLong_FromLong(0)) == NULL)
         return NULL;

@@ -257,3 +257,36 @@ def test_end_ends_a_read_only_batch_even_after_the_batch_raised() -> None:
         process.end(client)
     db.lookup(b"j", 0)  # no batch: every access is noted again
     assert [key for _, key in t.touched] == [b"j"]
+
+
+def test_begin_tells_read_only_names_by_content_across_its_cache_of_recent_names() -> None:
+    """begin() remembers the last few command names it classified (by content: the parser makes a
+    new bytes object per request); more names than it remembers, names longer than it compares,
+    upper and lower case, and a set changed after the Processor was made must not change an answer."""
+    from kvserver import _dirtyfast
+
+    side = Side("commit", native_process=False)
+    side.current()
+    long_name = b"A-READ-ONLY-COMMAND-NAME-LONGER-THAN-16"
+    readonly = {b"GET", b"get", b"EXISTS", b"HGET", b"LRANGE", long_name}
+    host = side.host
+    process = _dirtyfast.Processor(
+        side.server, host.tracker, host.held.by_conn, host._after_batch, host._hold, False,
+        readonly, host.held,
+    )  # fmt: skip
+    readonly.add(b"SET")  # after the fact: the Processor keeps its own copy
+    t = host.tracker
+    assert t is not None
+    db = side.server.databases[0]
+    client = side.clients[0]
+    names = [b"GET", b"SET", b"get", b"EXISTS", b"INCR", b"HGET", b"LRANGE", long_name,
+             long_name[:-1] + b"X", b"GE", b"GETX", b"", b"GET"]  # fmt: skip
+    for round_ in range(3):
+        for name in names:
+            name = bytes(bytearray(name))  # a new object every time, as the parser makes
+            process.begin([[name, b"k"]])
+            db.lookup(b"k", 0)
+            touched = [key for _, key in t.touched]
+            process.end(client)
+            expected = name in {b"GET", b"get", b"EXISTS", b"HGET", b"LRANGE", long_name}
+            assert touched == ([] if expected else [b"k"]), (round_, name)
