@@ -331,6 +331,11 @@ def kv_probe(port: int) -> list[str]:
                 out.append(repr(r.execute_command(*cmd)))
             except redis.ResponseError as exc:
                 out.append(f"error: {exc}")
+            except redis.ConnectionError as exc:
+                # a server the patch broke: the rest is not sent (redis-py would retry each command
+                # with back-off), and the row goes on to the code and state checks
+                out += [f"connection error: {exc}"] * (len(KV_PROBE) - len(out))
+                break
     return out
 
 
