@@ -29,7 +29,8 @@ PATH is a clone or a bare repository (for kvserver, this repository). For each p
    has is a note (`stale`: state the new code no longer sets). `compare_shapes` is the rule.
 
 A commit passes when the patch applied, no request failed during the apply, the code matches, every
-test has the outcome it has in the fresh process, and no attribute is missing. The table goes to stdout (and --markdown FILE).
+test has the outcome it has in the fresh process, and no attribute is missing. The table goes to stdout
+(and --markdown FILE).
 """
 
 from __future__ import annotations
