@@ -387,29 +387,46 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def compare_shapes(fresh: dict[str, Any], live: dict[str, Any]) -> tuple[list[str], list[str], int]:
-    """(missing, stale, classes compared) between instance_shapes answers. Only classes with instances
-    on both sides are compared. `missing`: an attribute every fresh instance of the class carries and
-    some live instance lacks (the new code may read it): "module:Class.attr (k of n live lack it)".
-    `stale`: an attribute some live instance carries and no fresh one does (state the new code no longer
-    sets): a note, not a failure."""
-    missing, stale, compared = [], [], 0
+@dataclass
+class ShapeDiff:
+    """compare_shapes' answer. Only classes with instances on both sides are compared (`compared`).
+    `missing`: an attribute every fresh instance of the class carries and some live instance lacks (the
+    new code may read it): "module:Class.attr (k of n live lack it)". `shadowing`: an attribute no fresh
+    instance carries that live instances carry with a value other than the one the class binds: the new
+    code reads the stale value where a fresh instance reads the class's (waitress ca95fa2108ab). Both
+    fail a row. `stale`: the other attributes no fresh instance carries (state the new code no longer
+    sets, nothing it reads differently): a note."""
+
+    missing: list[str] = field(default_factory=list)
+    shadowing: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+    compared: int = 0
+
+
+def compare_shapes(fresh: dict[str, Any], live: dict[str, Any]) -> ShapeDiff:
+    """The rule of the `state vs fresh` column, on two instance_shapes answers (ShapeDiff says it)."""
+    out = ShapeDiff()
     live_classes = live.get("classes", {})
     for key, f in sorted(fresh.get("classes", {}).items()):
         mine = live_classes.get(key)
         if not mine or not mine["n"] or not f["n"]:
             continue
-        compared += 1
+        out.compared += 1
         for attr, count in sorted(f["attrs"].items()):
             lacking = mine["n"] - mine["attrs"].get(attr, 0)
             if count == f["n"] and lacking:
-                missing.append(f"{key}.{attr} ({lacking} of {mine['n']} live lack it)")
-        stale += [
-            f"{key}.{attr} ({count} of {mine['n']} live)"
-            for attr, count in sorted(mine["attrs"].items())
-            if attr not in f["attrs"]
-        ]
-    return missing, stale, compared
+                out.missing.append(f"{key}.{attr} ({lacking} of {mine['n']} live lack it)")
+        for attr, count in sorted(mine["attrs"].items()):
+            if attr in f["attrs"]:
+                continue
+            hiding = mine.get("shadows", {}).get(attr, 0)
+            if hiding:
+                out.shadowing.append(
+                    f"{key}.{attr} ({hiding} of {mine['n']} live hide the class value)"
+                )
+            else:
+                out.stale.append(f"{key}.{attr} ({count} of {mine['n']} live)")
+    return out
 
 
 def state_cell(fresh: dict[str, Any], live: dict[str, Any], notes: list[str]) -> str:
@@ -419,14 +436,18 @@ def state_cell(fresh: dict[str, Any], live: dict[str, Any], notes: list[str]) ->
     ]
     if incomplete:
         return f"not compared: {'; '.join(incomplete)}"[:200]
-    missing, stale, compared = compare_shapes(fresh, live)
+    diff = compare_shapes(fresh, live)
+    stale = diff.stale
     if stale:
         notes.append(
             f"stale: {', '.join(stale[:3])}" + (f" (+{len(stale) - 3})" if len(stale) > 3 else "")
         )
-    if missing:
-        return f"{len(missing)} missing ({', '.join(missing[:2])})"
-    return f"{compared} classes like fresh"
+    cells = [
+        f"{len(found)} {what} ({', '.join(found[:2])})"
+        for what, found in (("missing", diff.missing), ("shadowing", diff.shadowing))
+        if found
+    ]
+    return "; ".join(cells) if cells else f"{diff.compared} classes like fresh"
 
 
 # A fresh process at the new commit: the target module's own functions, without serving.
@@ -555,6 +576,7 @@ def live_apply(project: str, repo: Path, commit: dict[str, Any], patch: Path, wo
         and row.code == "same"
         and ("differ" not in row.tests)
         and "missing" not in row.state
+        and "shadowing" not in row.state
         else "fail"
     )
     return row

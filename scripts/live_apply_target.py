@@ -151,8 +151,42 @@ def _attribute_names(obj: Any) -> set[str]:
     return names
 
 
+def _shadowing(obj: Any) -> list[str]:
+    """The names in the instance's `__dict__` whose value differs from the plain value its class binds
+    to the same name: what reading the name gives on this instance and not on one without it (waitress
+    ca95fa2108ab: a live `Adjustments` keeps `clear_untrusted_proxy_headers = False`, which the new
+    `__init__` no longer stores, and hides the new class default True). Values are compared by identity,
+    and by `!=` only for simple types, so no code of the package runs."""
+    own = None
+    for klass in type(obj).__mro__:
+        descriptor = klass.__dict__.get("__dict__")
+        if isinstance(descriptor, GetSetDescriptorType):
+            try:
+                own = descriptor.__get__(obj, klass)
+            except (AttributeError, TypeError):
+                pass
+            break
+    if not isinstance(own, dict):
+        return []
+    out = []
+    for name, value in own.items():
+        for klass in type(obj).__mro__:
+            if name in klass.__dict__:
+                default = klass.__dict__[name]
+                if hasattr(type(default), "__get__"):  # a function, property...: not a value
+                    break
+                same = value is default or (
+                    type(value) is type(default) and isinstance(value, SIMPLE) and value == default
+                )
+                if not same:
+                    out.append(str(name))
+                break
+    return out
+
+
 def instance_shapes(package: str) -> dict[str, Any]:
-    """{"classes": {"module:Qualname": {"n": instances, "attrs": {name: how many carry it}}},
+    """{"classes": {"module:Qualname": {"n": instances, "attrs": {name: how many carry it},
+    "shadows": {name: how many hide a different class-level value with it (`_shadowing`)}}},
     "complete": bool, "note": why not}: every live instance of the package's classes, the ones
     gc.freeze() froze included. gc.get_objects() does not list frozen objects (kvserver freezes its heap,
     its EventLoop included, at start-up), so the instances are found as the objects that refer to their
@@ -183,10 +217,14 @@ def instance_shapes(package: str) -> dict[str, Any]:
         if seen > SHAPES_MAX_INSTANCES or (seen % 1000 == 0 and time.monotonic() > deadline):
             note = f"stopped after {seen - 1} instances (limits: {SHAPES_MAX_INSTANCES}, {SHAPES_DEADLINE_S} s)"
             break
-        shape = shapes.setdefault(f"{cls.__module__}:{cls.__qualname__}", {"n": 0, "attrs": {}})
+        shape = shapes.setdefault(
+            f"{cls.__module__}:{cls.__qualname__}", {"n": 0, "attrs": {}, "shadows": {}}
+        )
         shape["n"] += 1
         for name in _attribute_names(obj):
             shape["attrs"][name] = shape["attrs"].get(name, 0) + 1
+        for name in _shadowing(obj):
+            shape["shadows"][name] = shape["shadows"].get(name, 0) + 1
     del holders
     return {"classes": shapes, "complete": not note, "note": note}
 

@@ -30,6 +30,9 @@ lah = importlib.util.module_from_spec(_spec)
 sys.modules["live_apply_history"] = lah  # its dataclass looks its module up
 _spec.loader.exec_module(lah)
 
+sys.path.insert(0, str(SCRIPTS))  # live_apply_history imports patchability from there
+import live_apply_target as target  # noqa: E402
+
 LIVEPATCH = str(Path(sys.executable).parent / "livepatch")
 _GIT_ENV = {
     **os.environ,
@@ -125,21 +128,49 @@ def test_compare_shapes_reports_what_fresh_instances_always_have_and_live_ones_l
     }
     live = {
         "classes": {
-            "p:A": {"n": 3, "attrs": {"x": 3, "y": 2, "old": 1}},  # one lacks y; z is not always
+            # one lacks y (z is not always there); `old` hides a class value, `older` does not
+            "p:A": {"n": 3, "attrs": {"x": 3, "y": 2, "old": 1, "older": 3}, "shadows": {"old": 1}},
             "p:B": {"n": 1, "attrs": {"x": 1}},
             "p:OnlyLive": {"n": 1, "attrs": {}},
         }
     }
-    missing, stale, compared = lah.compare_shapes(fresh, live)
-    assert missing == ["p:A.y (1 of 3 live lack it)"]
-    assert stale == ["p:A.old (1 of 3 live)"]
-    assert compared == 2
+    diff = lah.compare_shapes(fresh, live)
+    assert diff.missing == ["p:A.y (1 of 3 live lack it)"]
+    assert diff.shadowing == ["p:A.old (1 of 3 live hide the class value)"]
+    assert diff.stale == ["p:A.older (3 of 3 live)"]
+    assert diff.compared == 2
     notes: list[str] = []
-    assert lah.state_cell(fresh, live, notes) == "1 missing (p:A.y (1 of 3 live lack it))"
-    assert notes == ["stale: p:A.old (1 of 3 live)"]
+    assert lah.state_cell(fresh, live, notes) == (
+        "1 missing (p:A.y (1 of 3 live lack it)); 1 shadowing (p:A.old (1 of 3 live hide the class value))"
+    )
+    assert notes == ["stale: p:A.older (3 of 3 live)"]
     assert lah.state_cell(fresh, fresh, []) == "3 classes like fresh"
     incomplete = {**live, "note": "stopped after 5 instances"}
     assert lah.state_cell(fresh, incomplete, []).startswith("not compared: patched: stopped")
+
+
+def test_shadowing_is_an_instance_value_hiding_a_different_class_value() -> None:
+    """waitress ca95fa2108ab: the new class binds `clear_untrusted_proxy_headers = True` and the new
+    __init__ no longer stores it; a live instance keeps the False the old __init__ stored, so the new
+    code reads False where a fresh instance reads True."""
+
+    class Base:
+        clear = True
+
+    class Adjustments(Base):
+        port = 0
+        label = "x"
+
+        def method(self) -> int:
+            return 1
+
+    adj = Adjustments()
+    adj.clear = False  # hides True
+    adj.port = 0  # the class's value: reading it is the same
+    adj.label = "".join(["x"])  # equal, not identical: a simple value compares by ==
+    adj.__dict__["method"] = 1  # a function is not a value a fresh instance would read
+    adj.other = 2  # no class value
+    assert target._shadowing(adj) == ["clear"]
 
 
 @pytest.mark.timeout(240)
@@ -163,16 +194,17 @@ def test_the_state_check_sees_a_frozen_instance_without_the_new_attribute_and_th
     assert fresh["complete"] and fresh["classes"]["lahtiny:Loop"] == {
         "n": 1,
         "attrs": {"ticks": 1, "batch": 1},
+        "shadows": {},
     }
     # a filled slot counts (by its mangled name), an empty one does not
-    assert fresh["classes"]["lahtiny:Slotted"] == {"n": 1, "attrs": {"a": 1}}
+    assert fresh["classes"]["lahtiny:Slotted"] == {"n": 1, "attrs": {"a": 1}, "shadows": {}}
 
     with _Server(old_root, tmp_path / "live") as live:
         before = live.shapes()
         # the only Loop is frozen: found through the frozen heap, or the check would see no Loop at all
-        missing, _, compared = lah.compare_shapes(fresh, before)
-        assert missing == ["lahtiny:Loop.batch (1 of 1 live lack it)"]
-        assert compared == 2
+        diff = lah.compare_shapes(fresh, before)
+        assert diff.missing == ["lahtiny:Loop.batch (1 of 1 live lack it)"]
+        assert diff.compared == 2
         assert lah.state_cell(fresh, before, []).startswith("1 missing (lahtiny:Loop.batch")
 
         applied = subprocess.run(
@@ -182,10 +214,11 @@ def test_the_state_check_sees_a_frozen_instance_without_the_new_attribute_and_th
         assert lah._apply_outcome(applied) == "", applied.stdout + applied.stderr
         after = live.shapes()
 
-    missing, stale, compared = lah.compare_shapes(fresh, after)
-    assert (missing, stale, compared) == ([], [], 2)
+    assert lah.compare_shapes(fresh, after) == lah.ShapeDiff(compared=2)
     notes: list[str] = []
     assert lah.state_cell(fresh, after, notes) == "2 classes like fresh" and notes == []
     # the reverse direction: state the old code never sets is a note, not a failure
-    missing, stale, _ = lah.compare_shapes(fresh_before, after)
-    assert missing == [] and stale == ["lahtiny:Loop.batch (1 of 1 live)"]
+    diff = lah.compare_shapes(fresh_before, after)
+    assert diff.missing == diff.shadowing == [] and diff.stale == [
+        "lahtiny:Loop.batch (1 of 1 live)"
+    ]
