@@ -392,8 +392,9 @@ class ShapeDiff:
     """compare_shapes' answer. Only classes with instances on both sides are compared (`compared`).
     `missing`: an attribute every fresh instance of the class carries and some live instance lacks (the
     new code may read it): "module:Class.attr (k of n live lack it)". `shadowing`: an attribute no fresh
-    instance carries that live instances carry with a value other than the one the class binds: the new
-    code reads the stale value where a fresh instance reads the class's (waitress ca95fa2108ab). Both
+    instance carries, that the fresh class binds to a value, and that live instances carry with a value
+    other than the one their class binds: the new code reads the stale value where a fresh instance
+    reads the class's (waitress ca95fa2108ab). Both
     fail a row. `stale`: the other attributes no fresh instance carries (state the new code no longer
     sets, nothing it reads differently): a note."""
 
@@ -419,8 +420,11 @@ def compare_shapes(fresh: dict[str, Any], live: dict[str, Any]) -> ShapeDiff:
         for attr, count in sorted(mine["attrs"].items()):
             if attr in f["attrs"]:
                 continue
+            # the live value hides the class's, and the new class binds the name too: the new code
+            # reads it there (a name the new class no longer binds is a leftover: waitress
+            # ec29a0844e's force_flush, removed with the code reading it)
             hiding = mine.get("shadows", {}).get(attr, 0)
-            if hiding:
+            if hiding and attr in f.get("class_values", ()):
                 out.shadowing.append(
                     f"{key}.{attr} ({hiding} of {mine['n']} live hide the class value)"
                 )

@@ -151,6 +151,20 @@ def _attribute_names(obj: Any) -> set[str]:
     return names
 
 
+def _class_values(cls: type) -> list[str]:
+    """The names the class binds (along its MRO) to plain values, not functions or descriptors: what an
+    instance without its own value reads."""
+    names = {
+        str(name)
+        for klass in cls.__mro__
+        if klass is not object
+        for name, value in klass.__dict__.items()
+        if not (isinstance(name, str) and name.startswith("__"))
+        and not hasattr(type(value), "__get__")
+    }
+    return sorted(names)
+
+
 def _shadowing(obj: Any) -> list[str]:
     """The names in the instance's `__dict__` whose value differs from the plain value its class binds
     to the same name: what reading the name gives on this instance and not on one without it (waitress
@@ -186,7 +200,8 @@ def _shadowing(obj: Any) -> list[str]:
 
 def instance_shapes(package: str) -> dict[str, Any]:
     """{"classes": {"module:Qualname": {"n": instances, "attrs": {name: how many carry it},
-    "shadows": {name: how many hide a different class-level value with it (`_shadowing`)}}},
+    "shadows": {name: how many hide a different class-level value with it (`_shadowing`)},
+    "class_values": [names the class binds to plain values]}},
     "complete": bool, "note": why not}: every live instance of the package's classes, the ones
     gc.freeze() froze included. gc.get_objects() does not list frozen objects (kvserver freezes its heap,
     its EventLoop included, at start-up), so the instances are found as the objects that refer to their
@@ -217,9 +232,10 @@ def instance_shapes(package: str) -> dict[str, Any]:
         if seen > SHAPES_MAX_INSTANCES or (seen % 1000 == 0 and time.monotonic() > deadline):
             note = f"stopped after {seen - 1} instances (limits: {SHAPES_MAX_INSTANCES}, {SHAPES_DEADLINE_S} s)"
             break
-        shape = shapes.setdefault(
-            f"{cls.__module__}:{cls.__qualname__}", {"n": 0, "attrs": {}, "shadows": {}}
-        )
+        key = f"{cls.__module__}:{cls.__qualname__}"
+        if key not in shapes:
+            shapes[key] = {"n": 0, "attrs": {}, "shadows": {}, "class_values": _class_values(cls)}
+        shape = shapes[key]
         shape["n"] += 1
         for name in _attribute_names(obj):
             shape["attrs"][name] = shape["attrs"].get(name, 0) + 1

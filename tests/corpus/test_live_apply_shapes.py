@@ -121,15 +121,21 @@ class _Server:
 def test_compare_shapes_reports_what_fresh_instances_always_have_and_live_ones_lack() -> None:
     fresh = {
         "classes": {
-            "p:A": {"n": 2, "attrs": {"x": 2, "y": 2, "z": 1}},
+            # the new class binds `old` (a fresh instance reads the class value); not `gone`
+            "p:A": {"n": 2, "attrs": {"x": 2, "y": 2, "z": 1}, "class_values": ["old"]},
             "p:B": {"n": 1, "attrs": {"x": 1}},
             "p:OnlyFresh": {"n": 1, "attrs": {"x": 1}},
         }
     }
     live = {
         "classes": {
-            # one lacks y (z is not always there); `old` hides a class value, `older` does not
-            "p:A": {"n": 3, "attrs": {"x": 3, "y": 2, "old": 1, "older": 3}, "shadows": {"old": 1}},
+            # one lacks y (z is not always there); `old` hides a class value, `older` does not, and
+            # `gone` hides the value of a class-level name the new class no longer binds (a leftover)
+            "p:A": {
+                "n": 3,
+                "attrs": {"x": 3, "y": 2, "old": 1, "older": 3, "gone": 3},
+                "shadows": {"old": 1, "gone": 3},
+            },
             "p:B": {"n": 1, "attrs": {"x": 1}},
             "p:OnlyLive": {"n": 1, "attrs": {}},
         }
@@ -137,13 +143,13 @@ def test_compare_shapes_reports_what_fresh_instances_always_have_and_live_ones_l
     diff = lah.compare_shapes(fresh, live)
     assert diff.missing == ["p:A.y (1 of 3 live lack it)"]
     assert diff.shadowing == ["p:A.old (1 of 3 live hide the class value)"]
-    assert diff.stale == ["p:A.older (3 of 3 live)"]
+    assert diff.stale == ["p:A.gone (3 of 3 live)", "p:A.older (3 of 3 live)"]
     assert diff.compared == 2
     notes: list[str] = []
     assert lah.state_cell(fresh, live, notes) == (
         "1 missing (p:A.y (1 of 3 live lack it)); 1 shadowing (p:A.old (1 of 3 live hide the class value))"
     )
-    assert notes == ["stale: p:A.older (3 of 3 live)"]
+    assert notes == ["stale: p:A.gone (3 of 3 live), p:A.older (3 of 3 live)"]
     assert lah.state_cell(fresh, fresh, []) == "3 classes like fresh"
     incomplete = {**live, "note": "stopped after 5 instances"}
     assert lah.state_cell(fresh, incomplete, []).startswith("not compared: patched: stopped")
@@ -171,6 +177,7 @@ def test_shadowing_is_an_instance_value_hiding_a_different_class_value() -> None
     adj.__dict__["method"] = 1  # a function is not a value a fresh instance would read
     adj.other = 2  # no class value
     assert target._shadowing(adj) == ["clear"]
+    assert target._class_values(Adjustments) == ["clear", "label", "port"]  # the MRO's, no functions
 
 
 @pytest.mark.timeout(240)
@@ -195,9 +202,11 @@ def test_the_state_check_sees_a_frozen_instance_without_the_new_attribute_and_th
         "n": 1,
         "attrs": {"ticks": 1, "batch": 1},
         "shadows": {},
+        "class_values": [],
     }
     # a filled slot counts (by its mangled name), an empty one does not
-    assert fresh["classes"]["lahtiny:Slotted"] == {"n": 1, "attrs": {"a": 1}, "shadows": {}}
+    slotted = fresh["classes"]["lahtiny:Slotted"]
+    assert (slotted["n"], slotted["attrs"], slotted["shadows"]) == (1, {"a": 1}, {})
 
     with _Server(old_root, tmp_path / "live") as live:
         before = live.shapes()
