@@ -526,6 +526,10 @@ def live_apply(project: str, repo: Path, commit: dict[str, Any], patch: Path, wo
             row.applied = _apply_outcome(done) or "applied"
             if row.applied != "applied":
                 return row
+            if proc.poll() is not None:  # the patch killed the server (waitress 5583715063)
+                lines = (work / "server.log").read_text(errors="replace").strip().splitlines()
+                row.applied = f"applied, then the server exited: {(lines or ['?'])[-1][:140]}"
+                return row
             patched = ask(probe, {"op": "fingerprints"})
             patched_probe = kv_probe(port) if project == "kvserver" else []
             # before the tests add instances, with the kept connection still open
