@@ -20,10 +20,17 @@ PATH is a clone or a bare repository (for kvserver, this repository). For each p
    tests in a fresh process at the new commit (`tests`). Test files that start the server in a subprocess
    (which would run the code on disk) are left out and counted. kvserver's tests all start their own
    server processes, so kvserver is compared by what it answers instead: KV_PROBE's commands sent to the
-   patched server and to a fresh kvserver at the new commit.
+   patched server and to a fresh kvserver at the new commit;
+5. the state's shape (`state`, session 11): for every class of the package, the attribute names its live
+   instances carry (instance `__dict__` keys, filled `__slots__`; the frozen heap searched too), in the
+   patched server and in a fresh *server* at the new commit given the same load (and, for kvserver, the
+   same probe). An attribute every fresh instance has and some live instance lacks is `missing` (the new
+   code may read it: a transformer that skipped an instance, kvserver 34145cf84b); one no fresh instance
+   has is a note (`stale`: state the new code no longer sets). `compare_shapes` is the rule.
 
-A commit passes when the patch applied, no request failed during the apply, the code matches, and every
-test has the outcome it has in the fresh process. The table goes to stdout (and --markdown FILE).
+A commit passes when the patch applied, no request failed during the apply, the code matches, every
+test has the outcome it has in the fresh process, and no attribute is missing. The table goes to stdout
+(and --markdown FILE).
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +77,7 @@ class Row:
     failed_requests: int = 0
     code: str = "-"  # same | N differ (examples)
     tests: str = "-"  # N/N like fresh | mismatches | none | n/a
+    state: str = "-"  # N classes like fresh | N missing (examples) | not compared: why
     verdict: str = "fail"
     notes: list[str] = field(default_factory=list)
 
@@ -226,7 +235,7 @@ class Load:
 
     def _run(self, i: int) -> None:
         try:
-            request = self._client(i)
+            request, _ = client(self.project, self.port, i)
             while not self.stop.is_set():
                 request()
                 with self.lock:
@@ -235,30 +244,6 @@ class Load:
             with self.lock:
                 self.errors.append(f"{type(exc).__name__}: {exc}")
 
-    def _client(self, i: int) -> Any:
-        if self.project == "kvserver":
-            import redis
-
-            r = redis.Redis(port=self.port, socket_timeout=WAIT_S)
-
-            def kv() -> None:
-                r.set(f"k{i}", "v")
-                if r.get(f"k{i}") != b"v":
-                    raise AssertionError("GET did not return the SET value")
-
-            return kv
-        import http.client
-
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=WAIT_S)
-
-        def http_get() -> None:
-            conn.request("GET", f"/c{i}")
-            resp = conn.getresponse()
-            if resp.status != 200 or resp.read() != f"hello /c{i}".encode():
-                raise AssertionError(f"status {resp.status}")
-
-        return http_get
-
     def warmed(self, n: int = 50) -> bool:
         deadline = time.monotonic() + WAIT_S
         while time.monotonic() < deadline and not self.errors:
@@ -266,6 +251,56 @@ class Load:
                 return True
             time.sleep(0.05)
         return False
+
+
+def client(project: str, port: int, i: int) -> tuple[Callable[[], None], Callable[[], None]]:
+    """One keep-alive connection: (send one request and check its reply, close)."""
+    if project == "kvserver":
+        import redis
+
+        r = redis.Redis(port=port, socket_timeout=WAIT_S)
+
+        def kv() -> None:
+            r.set(f"k{i}", "v")
+            if r.get(f"k{i}") != b"v":
+                raise AssertionError("GET did not return the SET value")
+
+        return kv, r.close
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT_S)
+
+    def http_get() -> None:
+        conn.request("GET", f"/c{i}")
+        resp = conn.getresponse()
+        if resp.status != 200 or resp.read() != f"hello /c{i}".encode():
+            raise AssertionError(f"status {resp.status}")
+
+    return http_get, conn.close
+
+
+class Kept:
+    """A connection opened before the patch and kept open, idle, until the state is read: its
+    server-side objects (h11's Connection, waitress's channel) were made by the old code and are
+    still live when `instance_shapes` looks (the load's connections are closed by then). It sends one
+    request at the start and one after the load; a failed one is counted with the load's."""
+
+    def __init__(self, project: str, port: int) -> None:
+        self.request, self.close = client(project, port, CLIENTS)
+        self.errors: list[str] = []
+
+    def send(self) -> None:
+        try:
+            self.request()
+        except Exception as exc:
+            self.errors.append(f"kept connection: {type(exc).__name__}: {exc}")
+
+    def __enter__(self) -> Kept:
+        self.send()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # kvserver's tests start servers of their own, so it is compared by what it answers: the same commands,
@@ -297,6 +332,11 @@ def kv_probe(port: int) -> list[str]:
                 out.append(repr(r.execute_command(*cmd)))
             except redis.ResponseError as exc:
                 out.append(f"error: {exc}")
+            except redis.ConnectionError as exc:
+                # a server the patch broke: the rest is not sent (redis-py would retry each command
+                # with back-off), and the row goes on to the code and state checks
+                out += [f"connection error: {exc}"] * (len(KV_PROBE) - len(out))
+                break
     return out
 
 
@@ -321,16 +361,97 @@ def fresh(project: str, root: Path, args: list[str], work: Path) -> Any:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def fresh_kv_probe(root: Path, work: Path) -> list[str]:
-    """The probe's replies from a fresh kvserver at the new commit."""
+def fresh_server(project: str, root: Path, work: Path) -> tuple[list[str], dict[str, Any]]:
+    """A fresh server at the new commit, given what the patched one got after its patch (the load, then
+    for kvserver the probe): the probe's replies (kvserver) and the live instances' shapes."""
     work.mkdir()
-    port = free_port()
-    proc, _ = start_target("kvserver", root, work, port, free_port())
+    port, probe = free_port(), free_port()
+    proc, _ = start_target(project, root, work, port, probe)
     try:
-        return kv_probe(port)
+        with Kept(project, port) as kept:
+            with Load(project, port) as load:
+                load.warmed(100)  # the patched server: 50 requests, the patch, 50 more
+            kept.send()
+            replies = kv_probe(port) if project == "kvserver" else []
+            return replies, ask(probe, {"op": "shapes"}, timeout=120)
     finally:
-        proc.terminate()
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
         proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@dataclass
+class ShapeDiff:
+    """compare_shapes' answer. Only classes with instances on both sides are compared (`compared`).
+    `missing`: an attribute every fresh instance of the class carries and some live instance lacks (the
+    new code may read it): "module:Class.attr (k of n live lack it)". `shadowing`: an attribute no fresh
+    instance carries, that the fresh class binds to a value, and that live instances carry with a value
+    other than the one their class binds: the new code reads the stale value where a fresh instance
+    reads the class's (waitress ca95fa2108ab). Both
+    fail a row. `stale`: the other attributes no fresh instance carries (state the new code no longer
+    sets, nothing it reads differently): a note."""
+
+    missing: list[str] = field(default_factory=list)
+    shadowing: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+    compared: int = 0
+
+
+def compare_shapes(fresh: dict[str, Any], live: dict[str, Any]) -> ShapeDiff:
+    """The rule of the `state vs fresh` column, on two instance_shapes answers (ShapeDiff says it)."""
+    out = ShapeDiff()
+    live_classes = live.get("classes", {})
+    for key, f in sorted(fresh.get("classes", {}).items()):
+        mine = live_classes.get(key)
+        if not mine or not mine["n"] or not f["n"]:
+            continue
+        out.compared += 1
+        for attr, count in sorted(f["attrs"].items()):
+            lacking = mine["n"] - mine["attrs"].get(attr, 0)
+            if count == f["n"] and lacking:
+                out.missing.append(f"{key}.{attr} ({lacking} of {mine['n']} live lack it)")
+        for attr, count in sorted(mine["attrs"].items()):
+            if attr in f["attrs"]:
+                continue
+            # the live value hides the class's, and the new class binds the name too: the new code
+            # reads it there (a name the new class no longer binds is a leftover: waitress
+            # ec29a0844e's force_flush, removed with the code reading it)
+            hiding = mine.get("shadows", {}).get(attr, 0)
+            if hiding and attr in f.get("class_values", ()):
+                out.shadowing.append(
+                    f"{key}.{attr} ({hiding} of {mine['n']} live hide the class value)"
+                )
+            else:
+                out.stale.append(f"{key}.{attr} ({count} of {mine['n']} live)")
+    return out
+
+
+def state_cell(fresh: dict[str, Any], live: dict[str, Any], notes: list[str]) -> str:
+    """The `state vs fresh` cell (and its notes) from the two instance_shapes answers."""
+    incomplete = [
+        f"{side}: {d['note']}" for side, d in (("fresh", fresh), ("patched", live)) if d.get("note")
+    ]
+    if incomplete:
+        return f"not compared: {'; '.join(incomplete)}"[:200]
+    diff = compare_shapes(fresh, live)
+    stale = diff.stale
+    if stale:
+        notes.append(
+            f"stale: {', '.join(stale[:3])}" + (f" (+{len(stale) - 3})" if len(stale) > 3 else "")
+        )
+    cells = [
+        f"{len(found)} {what} ({', '.join(found[:2])})"
+        for what, found in (("missing", diff.missing), ("shadowing", diff.shadowing))
+        if found
+    ]
+    return "; ".join(cells) if cells else f"{diff.compared} classes like fresh"
 
 
 # A fresh process at the new commit: the target module's own functions, without serving.
@@ -349,6 +470,18 @@ print(json.dumps(out))
 
 
 # -- one commit ------------------------------------------------------------------------------------------
+
+
+def _apply_outcome(done: subprocess.CompletedProcess[str]) -> str:
+    """ "" when `livepatch apply --json` applied the patch, else the row's `applied` cell."""
+    try:
+        reply = json.loads(done.stdout)
+    except ValueError:
+        reply = {"ok": False, "error": (done.stdout + done.stderr).strip()[:200]}
+    if reply.get("ok"):
+        return ""
+    outcome = (reply.get("result") or {}).get("outcome", "error")
+    return f"{outcome}: {reply.get('error')}"[:200]
 
 
 def live_apply(project: str, repo: Path, commit: dict[str, Any], patch: Path, work: Path) -> Row:
@@ -374,50 +507,49 @@ def live_apply(project: str, repo: Path, commit: dict[str, Any], patch: Path, wo
         row.applied = f"error: {exc}"[:200]
         return row
     try:
-        with Load(project, port) as load:
-            if not load.warmed():
-                row.applied = f"error: no load before the patch: {load.errors[:1]}"
+        with Kept(project, port) as kept:
+            with Load(project, port) as load:
+                if not load.warmed():
+                    row.applied = f"error: no load before the patch: {load.errors[:1]}"
+                    return row
+                done = subprocess.run(
+                    [LIVEPATCH, "apply", str(patch), "--socket", str(sock), "--json", "--timeout", "10"],
+                    capture_output=True, text=True, timeout=120,
+                )  # fmt: skip
+                before = load.ok
+                load.warmed(before + 50)  # some load on the new code too
+            kept.send()  # the load has stopped; the kept connection stays open, idle
+            row.requests = load.ok + 2 - len(kept.errors)
+            row.failed_requests = len(load.errors) + len(kept.errors)
+            if load.errors or kept.errors:
+                row.notes.append((load.errors + kept.errors)[0][:120])
+            row.applied = _apply_outcome(done) or "applied"
+            if row.applied != "applied":
                 return row
-            done = subprocess.run(
-                [LIVEPATCH, "apply", str(patch), "--socket", str(sock), "--json", "--timeout", "10"],
-                capture_output=True, text=True, timeout=120,
-            )  # fmt: skip
-            before = load.ok
-            load.warmed(before + 50)  # some load on the new code too
-        row.requests, row.failed_requests = load.ok, len(load.errors)
-        if load.errors:
-            row.notes.append(load.errors[0][:120])
-        try:
-            reply = json.loads(done.stdout)
-        except ValueError:
-            reply = {"ok": False, "error": (done.stdout + done.stderr).strip()[:200]}
-        if not reply.get("ok"):
-            outcome = (reply.get("result") or {}).get("outcome", "error")
-            row.applied = f"{outcome}: {reply.get('error')}"[:200]
-            return row
-        row.applied = "applied"
-        patched = ask(probe, {"op": "fingerprints"})
-        patched_probe = kv_probe(port) if project == "kvserver" else []
+            if proc.poll() is not None:  # the patch killed the server (waitress 5583715063)
+                lines = (work / "server.log").read_text(errors="replace").strip().splitlines()
+                row.applied = f"applied, then the server exited: {(lines or ['?'])[-1][:140]}"
+                return row
+            patched = ask(probe, {"op": "fingerprints"})
+            patched_probe = kv_probe(port) if project == "kvserver" else []
+            # before the tests add instances, with the kept connection still open
+            patched_shapes = ask(probe, {"op": "shapes"}, timeout=120)
         patched_tests = (
             ask(probe, {"op": "pytest", "args": [*test_args, "--rootdir", str(work / "newtests")]})
             if test_args
             else {}
         )
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
     ref = fresh(
         project, new_root, [*test_args, "--rootdir", str(work / "newtests")] if test_args else [],
         work / "newtests" if test_args else work,
     )  # fmt: skip
     differ = sorted(k for k, v in ref["fingerprints"].items() if patched.get(k) != v)
     row.code = "same" if not differ else f"{len(differ)} differ ({', '.join(differ[:2])})"
+    fresh_probe, fresh_shapes = fresh_server(project, new_root, work / "fresh")
+    row.state = state_cell(fresh_shapes, patched_shapes, row.notes)
     if project == "kvserver":
-        fresh_probe = fresh_kv_probe(new_root, work / "fresh")
         differ_at = [
             KV_PROBE[i][0]
             for i, (a, b) in enumerate(zip(patched_probe, fresh_probe, strict=True))
@@ -451,6 +583,8 @@ def live_apply(project: str, repo: Path, commit: dict[str, Any], patch: Path, wo
         and row.failed_requests == 0
         and row.code == "same"
         and ("differ" not in row.tests)
+        and "missing" not in row.state
+        and "shadowing" not in row.state
         else "fail"
     )
     return row
@@ -504,17 +638,19 @@ def markdown(rows: list[Row], command: str, counts: dict[str, tuple[int, int]]) 
         lines.append(
             f"- **{project}**: the differ accepted {accepted} of {changing} commits that change the "
             f"package; of {len(mine)} sampled, {applied} applied live under load, {ok} pass "
-            "(applied, no failed request, code and tests like a fresh process at the new commit)."
+            "(applied, no failed request, code, tests and state like a fresh process at the new "
+            "commit)."
         )
     lines += [
         "",
-        "| project | commit | subject | applied | requests (failed) | code vs fresh | tests vs fresh | verdict | notes |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| project | commit | subject | applied | requests (failed) | code vs fresh | tests vs fresh "
+        "| state vs fresh | verdict | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         cells = [
             r.project, r.sha, r.subject, r.applied, f"{r.requests} ({r.failed_requests})", r.code,
-            r.tests, r.verdict, "; ".join(r.notes),
+            r.tests, r.state, r.verdict, "; ".join(r.notes),
         ]  # fmt: skip
         lines.append(
             "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
@@ -598,7 +734,7 @@ def main() -> None:
             finally:
                 shutil.rmtree(work, ignore_errors=True)
             rows.append(row)
-            print(f"  {row.applied[:60]} | {row.code[:40]} | {row.tests[:40]} | {row.verdict}",
+            print(f"  {row.applied[:60]} | {row.code[:40]} | {row.tests[:40]} | {row.state[:60]} | {row.verdict}",
                   file=sys.stderr, flush=True)  # fmt: skip
     command = "python3 scripts/live_apply_history.py " + shlex.join(sys.argv[1:])
     text = markdown(rows, command, counts)
