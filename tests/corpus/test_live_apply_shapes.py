@@ -177,7 +177,11 @@ def test_shadowing_is_an_instance_value_hiding_a_different_class_value() -> None
     adj.__dict__["method"] = 1  # a function is not a value a fresh instance would read
     adj.other = 2  # no class value
     assert target._shadowing(adj) == ["clear"]
-    assert target._class_values(Adjustments) == ["clear", "label", "port"]  # the MRO's, no functions
+    assert target._class_values(Adjustments) == [
+        "clear",
+        "label",
+        "port",
+    ]  # the MRO's, no functions
 
 
 @pytest.mark.timeout(240)

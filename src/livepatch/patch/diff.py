@@ -548,7 +548,60 @@ class _Differ:
                 self.transformable[refusal] = Candidate(
                     self.module, qualname, attr, "", statement=ast.unparse(rerun)
                 )
+        self.class_values_live_instances_read(qualname, old, new)
         return adds_defaults
+
+    def class_values_live_instances_read(
+        self, qualname: str, old: ClassInfo, new: ClassInfo
+    ) -> None:
+        """Refuse a change of which instances carry their own `X` when the class also has an `X`.
+
+        An instance without its own `X` reads the class's. A live instance was made by the old
+        `__init__`, so it has its own `X` exactly where the old code stored one; a fresh process's
+        instance, where the new code does. Two ways they part (harness11's state check, session 11;
+        waitress `Adjustments.clear_untrusted_proxy_headers`, which decides whether untrusted proxy
+        headers are stripped):
+        - the new `__init__` always stores `X` and the old one did not (36240c88b1: before only with
+          a trusted proxy): a live instance without it reads the class value, a fresh one its own;
+        - the new code never stores `X` and the old one did (603d2c12ce): a live instance keeps its
+          old value, hiding the class value a fresh one reads.
+        Not refused when the stored value is the same constant as the class value (nothing to see)."""
+
+        def same_constant(value: ast.expr | None, name: str) -> bool:
+            stmt = new.assignments.get(name)
+            return (
+                isinstance(value, ast.Constant)
+                and stmt is not None
+                and stmt.value is not None
+                and ast.dump(value) == ast.dump(stmt.value)
+            )
+
+        for attr in new.assignments:
+            if attr in new.init_always and attr not in old.init_always and attr in old.assignments:
+                if same_constant(new.init_always[attr], attr):
+                    continue
+                self.refuse(
+                    RefusalKind.INSTANCE_ATTRIBUTE,
+                    qualname,
+                    f"the new `__init__` of `{qualname}` always stores `self.{attr}` and the old one did not: "
+                    f"live instances without their own `{attr}` read the class-level `{attr}`, fresh ones "
+                    "the value `__init__` stores",
+                    f"keep which instances store `self.{attr}` as it was, or write a transform hook that "
+                    "gives the live instances the value the new `__init__` would have stored",
+                )
+            elif attr in old.instance_attributes and attr not in new.instance_attributes:
+                if old.attribute_stores.get(attr) == 1 and same_constant(
+                    old.init_always.get(attr), attr
+                ):
+                    continue
+                self.refuse(
+                    RefusalKind.INSTANCE_ATTRIBUTE,
+                    qualname,
+                    f"the new code of `{qualname}` no longer stores `self.{attr}`: live instances keep "
+                    f"their own `{attr}`, which hides the class-level `{attr}` that fresh ones read",
+                    f"keep storing `self.{attr}`, or write a transform hook that deletes it from the live "
+                    "instances",
+                )
 
     def header(self, info: ClassInfo) -> str:
         """The class's bases and keywords as compared for a layout change, with an explicit `object`

@@ -94,6 +94,9 @@ class ClassInfo:
     # `self.X = expr` at the top level of __init__, when `expr` reads no parameter or local variable:
     # the value a transformer can give a live instance (patch/transformer.py)
     init_values: dict[str, ast.expr] = field(default_factory=dict)
+    # `self.X = expr` at the top level of __init__, whatever `expr` reads (first one of each X): the
+    # attributes every instance the __init__ finishes has of its own (diff.py's shadowing rules)
+    init_always: dict[str, ast.expr] = field(default_factory=dict)
     # `self.X = expr` at the top level of __init__ whose expression also reads parameters the object
     # keeps: the expression with each such parameter `p` read as `self.A` (`self.A = p` in __init__,
     # see _kept_parameters), and the parameters it read (the diff checks the old version kept them too)
@@ -683,6 +686,20 @@ def _init_values(node: FunctionNode) -> dict[str, ast.expr]:
     return out
 
 
+def _init_always(node: FunctionNode) -> dict[str, ast.expr]:
+    """`self.X = expr` statements at the top level of an __init__ (first of each X), whatever they read."""
+    params = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
+    if not params:
+        return {}
+    out: dict[str, ast.expr] = {}
+    for stmt in node.body:
+        attr = _self_target(stmt, params[0].arg)
+        if attr is not None and attr not in out:
+            assert isinstance(stmt, ast.Assign | ast.AnnAssign) and stmt.value is not None
+            out[attr] = stmt.value
+    return out
+
+
 def _major_version(node: ast.expr) -> bool:
     """`sys.version_info[0]` or `sys.version_info.major`."""
     return (
@@ -1067,6 +1084,7 @@ class _Walker:
                 if self.full and _is_instance_method(stmt):
                     if stmt.name == "__init__":
                         info.init_values = _init_values(stmt)
+                        info.init_always = _init_always(stmt)
                         kept = _kept_parameters(stmt)
                         info.init_kept = {p: (a, b) for p, (a, b, _) in kept.items()}
                         info.init_derived = _init_derived(stmt, kept)

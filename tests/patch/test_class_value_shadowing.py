@@ -1,0 +1,84 @@
+"""A class-level `X` and the instances' own `X` (session 11, harness11's state check): a patch that
+changes which instances store their own `X` is refused, because live instances (made by the old
+`__init__`) and fresh ones (made by the new one) would read different values. waitress 36240c88b1 and
+603d2c12ce did this to `Adjustments.clear_untrusted_proxy_headers` (whether untrusted proxy headers are
+stripped); the differ accepted both."""
+
+from __future__ import annotations
+
+from livepatch.patch.diff import diff_sources
+from livepatch.patch.model import RefusalKind
+
+OLD = """
+class Settings:
+    strip_headers = True
+    proxy_count = 1
+
+    def __init__(self, trusted=None):
+        self.trusted = trusted
+        if trusted is not None:
+            self.strip_headers = False
+
+    def strips(self):
+        return self.strip_headers
+"""
+
+# 36240c88b1's shape: the new __init__ always stores it
+ALWAYS = OLD.replace(
+    "        self.trusted = trusted\n",
+    "        self.trusted = trusted\n        self.strip_headers = trusted is None\n",
+)
+
+# 603d2c12ce's shape: the new code never stores it
+NEVER = OLD.replace("        if trusted is not None:\n            self.strip_headers = False\n", "")
+
+
+def refusals(old: str, new: str) -> list[tuple[RefusalKind, str]]:
+    spec = diff_sources({"m": (old, new)}).spec
+    return [(r.kind, r.reason) for r in spec.refusals]
+
+
+def live_and_fresh(old: str, new: str, *args: object) -> tuple[bool, bool]:
+    """What a live instance (made by the old code, then given the new methods and class values)
+    and a fresh one read: the divergence the refusal prevents."""
+    old_ns: dict[str, object] = {}
+    new_ns: dict[str, object] = {}
+    exec(old, old_ns)
+    exec(new, new_ns)
+    old_cls, new_cls = old_ns["Settings"], new_ns["Settings"]
+    live = old_cls(*args)  # type: ignore[operator]
+    for name, value in vars(new_cls).items():  # what a patch does to the live class
+        if not name.startswith("__"):
+            setattr(old_cls, name, value)
+    return live.strips(), new_cls(*args).strips()  # type: ignore[operator]
+
+
+def test_an_init_that_now_always_stores_a_class_valued_attribute_is_refused() -> None:
+    assert live_and_fresh(OLD, ALWAYS.replace("trusted is None", "False")) == (True, False)
+    got = refusals(OLD, ALWAYS)
+    assert [k for k, _ in got] == [RefusalKind.INSTANCE_ATTRIBUTE], got
+    assert "always stores `self.strip_headers`" in got[0][1]
+
+
+def test_code_that_no_longer_stores_a_class_valued_attribute_is_refused() -> None:
+    assert live_and_fresh(OLD, NEVER, "proxy") == (False, True)
+    got = refusals(OLD, NEVER)
+    assert [k for k, _ in got] == [RefusalKind.INSTANCE_ATTRIBUTE], got
+    assert "no longer stores `self.strip_headers`" in got[0][1]
+
+
+def test_the_same_constant_on_both_sides_is_no_refusal() -> None:
+    # the instance stores exactly the class value: live and fresh read the same
+    same = OLD.replace(
+        "        self.trusted = trusted\n",
+        "        self.trusted = trusted\n        self.proxy_count = 1\n",
+    )
+    assert refusals(OLD, same) == []
+    assert refusals(same, OLD) == []
+
+
+def test_unchanged_stores_and_method_changes_stay_accepted() -> None:
+    assert (
+        refusals(OLD, OLD.replace("return self.strip_headers", "return bool(self.strip_headers)"))
+        == []
+    )
