@@ -82,3 +82,44 @@ def test_unchanged_stores_and_method_changes_stay_accepted() -> None:
         refusals(OLD, OLD.replace("return self.strip_headers", "return bool(self.strip_headers)"))
         == []
     )
+
+
+CHANNEL = """
+import threading
+from collections import deque
+
+
+class Channel:
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.queue = []
+        self.timeout = 30
+        self.name = "c"
+
+    def close(self):
+        with self.lock:
+            self.queue.clear()
+"""
+
+
+def test_an_attribute_made_as_another_kind_of_object_is_refused() -> None:
+    # waitress 5583715063: the live channel keeps its RLock, the new close() calls notify()
+    lock = CHANNEL.replace("threading.RLock()", "threading.Condition()").replace(
+        "self.queue.clear()", "self.queue.clear()\n            self.lock.notify()"
+    )
+    got = refusals(CHANNEL, lock)
+    assert [k for k, _ in got] == [RefusalKind.INSTANCE_ATTRIBUTE], got
+    assert "`self.lock` a `threading.Condition`" in got[0][1]
+    assert "a `threading.RLock`" in got[0][1]
+    got = refusals(CHANNEL, CHANNEL.replace("self.queue = []", "self.queue = deque()"))
+    assert [k for k, _ in got] == [RefusalKind.INSTANCE_ATTRIBUTE], got
+
+
+def test_the_same_kind_made_differently_stays_accepted() -> None:
+    for new in (
+        CHANNEL.replace("self.timeout = 30", "self.timeout = 60.0"),
+        CHANNEL.replace('self.name = "c"', 'self.name = "channel"'),
+        CHANNEL.replace("self.queue = []", "self.queue = [None]"),
+        CHANNEL.replace("threading.RLock()", "threading.RLock(  )"),
+    ):
+        assert refusals(CHANNEL, new) == [], new

@@ -153,6 +153,30 @@ _NO_TRANSFORMER = (
     " (`--accept-transformer` cannot help: the new __init__ does not give it a value that depends "
     "only on globals, self and constructor arguments the instance keeps unchanged, as `self.a = a`)"
 )
+_DISPLAYS = {
+    ast.List: "list",
+    ast.ListComp: "list",
+    ast.Dict: "dict",
+    ast.DictComp: "dict",
+    ast.Set: "set",
+    ast.SetComp: "set",
+    ast.Tuple: "tuple",
+    ast.JoinedStr: "str",
+}
+
+
+def _value_kind(value: ast.expr) -> str | None:
+    """What kind of object an expression makes, as far as its text says: the callee of a call, the
+    type of a display or a constant (`int` and `float` alike, `bool` apart); None when the text does not say
+    (a name, an attribute, an operator)."""
+    if isinstance(value, ast.Call):
+        return ast.unparse(value.func)
+    if isinstance(value, ast.Constant):
+        kind = type(value.value).__name__
+        return "number" if kind in ("int", "float") else kind  # 30 -> 30.0 changes no use
+    return _DISPLAYS.get(type(value))
+
+
 # what a module-level function or value may become (module_kind_change): a new object of any of these
 _NEW_KINDS_OF_A_NAME = (
     DefinitionKind.FUNCTION,
@@ -549,6 +573,7 @@ class _Differ:
                     self.module, qualname, attr, "", statement=ast.unparse(rerun)
                 )
         self.class_values_live_instances_read(qualname, old, new)
+        self.attribute_kinds(qualname, old, new)
         return adds_defaults
 
     def class_values_live_instances_read(
@@ -602,6 +627,30 @@ class _Differ:
                     f"keep storing `self.{attr}`, or write a transform hook that deletes it from the live "
                     "instances",
                 )
+
+    def attribute_kinds(self, qualname: str, old: ClassInfo, new: ClassInfo) -> None:
+        """Refuse an attribute that both `__init__`s store at their top level, as objects of different
+        kinds (`threading.RLock()` -> `threading.Condition()`, `[]` -> `deque()`, `None` -> `Buffer()`):
+        every live instance keeps an object of the old kind, and the new methods may use what only the
+        new kind has (waitress 5583715063: the new `handle_close` calls `outbuf_lock.notify()`, the live
+        channel's lock is the old RLock, and the server's loop dies; harness11, session 11). A value
+        of the same kind made differently (other arguments, another constant) is not refused: the
+        live instances keep theirs, as any live state does."""
+        for attr, before in old.init_always.items():
+            after = new.init_always.get(attr)
+            if after is None:
+                continue
+            was, now = _value_kind(before), _value_kind(after)
+            if was is None or now is None or was == now:
+                continue
+            self.refuse(
+                RefusalKind.INSTANCE_ATTRIBUTE,
+                qualname,
+                f"the new `__init__` of `{qualname}` makes `self.{attr}` a `{now}` where the old one made "
+                f"a `{was}`: live instances keep their `{was}`, which the new code may use as a `{now}`",
+                f"keep `self.{attr}` of the same kind and add a new attribute for the new object, read "
+                f'with getattr(self, "{attr}_new", None) or given a class-level default',
+            )
 
     def header(self, info: ClassInfo) -> str:
         """The class's bases and keywords as compared for a layout change, with an explicit `object`
