@@ -123,3 +123,19 @@ def test_the_same_kind_made_differently_stays_accepted() -> None:
         CHANNEL.replace("threading.RLock()", "threading.RLock(  )"),
     ):
         assert refusals(CHANNEL, new) == [], new
+
+
+def test_a_store_under_other_conditions_is_refused() -> None:
+    # 36240c88b1's shape: the store's condition changes (no longer only with a trusted proxy)
+    other = OLD.replace("        if trusted is not None:\n", "        if trusted != 'any':\n")
+    assert live_and_fresh(OLD, other) == (True, False)
+    got = refusals(OLD, other)
+    assert [k for k, _ in got] == [RefusalKind.INSTANCE_ATTRIBUTE], got
+    assert "under other conditions" in got[0][1]
+
+
+def test_a_value_a_method_returns_is_of_no_known_kind() -> None:
+    old = CHANNEL.replace('self.name = "c"', "self.name = self.make_name()") + (
+        "\n    def make_name(self):\n        return 'c'\n\n    def other_name(self):\n        return 'd'\n"
+    )
+    assert refusals(old, old.replace("self.make_name()", "self.other_name()")) == []

@@ -165,12 +165,26 @@ _DISPLAYS = {
 }
 
 
+# callees that make the same kind of object under two names
+_SAME_KIND = {
+    "thread.allocate_lock": "threading.Lock",
+    "_thread.allocate_lock": "threading.Lock",
+    "allocate_lock": "threading.Lock",
+    "Lock": "threading.Lock",
+    "RLock": "threading.RLock",
+    "Condition": "threading.Condition",
+}
+
+
 def _value_kind(value: ast.expr) -> str | None:
     """What kind of object an expression makes, as far as its text says: the callee of a call, the
     type of a display or a constant (`int` and `float` alike, `bool` apart); None when the text does not say
     (a name, an attribute, an operator)."""
     if isinstance(value, ast.Call):
-        return ast.unparse(value.func)
+        callee = ast.unparse(value.func)
+        if callee.split(".")[0] in ("self", "cls"):
+            return None  # a method: what it returns is not in the text
+        return _SAME_KIND.get(callee, callee)
     if isinstance(value, ast.Constant):
         kind = type(value.value).__name__
         return "number" if kind in ("int", "float") else kind  # 30 -> 30.0 changes no use
@@ -602,16 +616,24 @@ class _Differ:
             )
 
         for attr in new.assignments:
-            if attr in new.init_always and attr not in old.init_always and attr in old.assignments:
-                if same_constant(new.init_always[attr], attr):
+            before = old.init_store_paths.get(attr, frozenset())
+            after = new.init_store_paths.get(attr, frozenset())
+            if attr in old.assignments and after and before != after:
+                if same_constant(new.init_always.get(attr), attr):
                     continue
+                always = () in after and () not in before
                 self.refuse(
                     RefusalKind.INSTANCE_ATTRIBUTE,
                     qualname,
-                    f"the new `__init__` of `{qualname}` always stores `self.{attr}` and the old one did not: "
-                    f"live instances without their own `{attr}` read the class-level `{attr}`, fresh ones "
-                    "the value `__init__` stores",
-                    f"keep which instances store `self.{attr}` as it was, or write a transform hook that "
+                    f"the new `__init__` of `{qualname}` "
+                    + (
+                        f"always stores `self.{attr}` and the old one did not"
+                        if always
+                        else f"stores `self.{attr}` under other conditions than the old one"
+                    )
+                    + f": live instances without their own `{attr}` read the class-level `{attr}`, "
+                    "fresh ones the value `__init__` stores (and the reverse)",
+                    f"keep where `__init__` stores `self.{attr}` as it was, or write a transform hook that "
                     "gives the live instances the value the new `__init__` would have stored",
                 )
             elif attr in old.instance_attributes and attr not in new.instance_attributes:

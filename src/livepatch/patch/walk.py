@@ -97,6 +97,9 @@ class ClassInfo:
     # `self.X = expr` at the top level of __init__, whatever `expr` reads (first one of each X): the
     # attributes every instance the __init__ finishes has of its own (diff.py's shadowing rules)
     init_always: dict[str, ast.expr] = field(default_factory=dict)
+    # X -> where __init__ stores `self.X`: for each store, the compound statements around it (an `if`'s
+    # test and branch, a loop's header, a `try` part, a `with`'s items), as text (walk._init_store_paths)
+    init_store_paths: dict[str, frozenset[tuple[str, ...]]] = field(default_factory=dict)
     # `self.X = expr` at the top level of __init__ whose expression also reads parameters the object
     # keeps: the expression with each such parameter `p` read as `self.A` (`self.A = p` in __init__,
     # see _kept_parameters), and the parameters it read (the diff checks the old version kept them too)
@@ -700,6 +703,73 @@ def _init_always(node: FunctionNode) -> dict[str, ast.expr]:
     return out
 
 
+def _init_store_paths(node: FunctionNode) -> dict[str, frozenset[tuple[str, ...]]]:
+    """For each `self.X = ...` (or `self.X += ...`) in an __init__, outside nested functions and
+    classes: the statements it is nested in, each as text (`if TEST` / `else of TEST`, `for TARGET in
+    ITER`, `while TEST`, `try`, `except TYPE`, `finally`, `with ITEMS`). Two __init__s with the same
+    paths for X store X under the same conditions."""
+    params = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
+    if not params:
+        return {}
+    me = params[0].arg
+    out: dict[str, set[tuple[str, ...]]] = {}
+
+    def visit(body: list[ast.stmt], path: tuple[str, ...]) -> None:
+        for stmt in body:
+            targets: list[ast.expr] = []
+            if isinstance(stmt, ast.Assign):
+                targets = [t for target in stmt.targets for t in _flat_targets(target)]
+            elif isinstance(stmt, ast.AnnAssign | ast.AugAssign):
+                targets = [stmt.target]
+            for t in targets:
+                if (
+                    isinstance(t, ast.Attribute)
+                    and isinstance(t.value, ast.Name)
+                    and t.value.id == me
+                ):
+                    out.setdefault(t.attr, set()).add(path)
+            if isinstance(stmt, ast.If):
+                test = ast.dump(stmt.test)
+                visit(stmt.body, (*path, f"if {test}"))
+                visit(stmt.orelse, (*path, f"else of {test}"))
+            elif isinstance(stmt, ast.For | ast.AsyncFor):
+                head = f"for {ast.dump(stmt.target)} in {ast.dump(stmt.iter)}"
+                visit(stmt.body, (*path, head))
+                visit(stmt.orelse, (*path, f"else of {head}"))
+            elif isinstance(stmt, ast.While):
+                visit(stmt.body, (*path, f"while {ast.dump(stmt.test)}"))
+                visit(stmt.orelse, (*path, f"else of while {ast.dump(stmt.test)}"))
+            elif isinstance(stmt, ast.Try | ast.TryStar):
+                visit(stmt.body, (*path, "try"))
+                for handler in stmt.handlers:
+                    kind = ast.dump(handler.type) if handler.type is not None else ""
+                    visit(handler.body, (*path, f"except {kind}"))
+                visit(stmt.orelse, (*path, "try else"))
+                visit(stmt.finalbody, (*path, "finally"))
+            elif isinstance(stmt, ast.With | ast.AsyncWith):
+                visit(stmt.body, (*path, f"with {[ast.dump(i) for i in stmt.items]}"))
+            elif isinstance(stmt, ast.Match):
+                for case in stmt.cases:
+                    visit(
+                        case.body,
+                        (
+                            *path,
+                            f"case {ast.dump(case.pattern)} {ast.dump(case.guard) if case.guard else ''}",
+                        ),
+                    )
+
+    visit(node.body, ())
+    return {attr: frozenset(paths) for attr, paths in out.items()}
+
+
+def _flat_targets(target: ast.expr) -> list[ast.expr]:
+    if isinstance(target, ast.Tuple | ast.List):
+        return [t for elt in target.elts for t in _flat_targets(elt)]
+    if isinstance(target, ast.Starred):
+        return _flat_targets(target.value)
+    return [target]
+
+
 def _major_version(node: ast.expr) -> bool:
     """`sys.version_info[0]` or `sys.version_info.major`."""
     return (
@@ -1085,6 +1155,7 @@ class _Walker:
                     if stmt.name == "__init__":
                         info.init_values = _init_values(stmt)
                         info.init_always = _init_always(stmt)
+                        info.init_store_paths = _init_store_paths(stmt)
                         kept = _kept_parameters(stmt)
                         info.init_kept = {p: (a, b) for p, (a, b, _) in kept.items()}
                         info.init_derived = _init_derived(stmt, kept)
