@@ -108,7 +108,7 @@ def test_a_tampered_manifest_is_refused_when_checked_in_pieces(keys) -> None:
     private, public = keys
     doc = json.loads(lpatch.dumps(lpatch.build(make_spec(), private)))
     calls: list[None] = []
-    spec, signer = lpatch.from_document(doc).verified_spec(
+    _spec, signer = lpatch.from_document(doc).verified_spec(
         [public], between=lambda: calls.append(None)
     )
     assert signer == public.key_id and calls

@@ -49,7 +49,7 @@ import time
 __all__ = ["Pacer"]
 
 # Defaults, measured on kvserver's figures commit (docs/performance.md, issue 9, sessions 10-11).
-AFTER_S = 0.0003  # own CPU before the first pause (one-function staging: 0.03-0.2; 1 ms until s. 11)
+AFTER_S = 0.0003  # own CPU before the first pause (one-function staging 0.03-0.2 ms; was 1 ms)
 EVERY_S = 0.0005  # wall time between pauses (or 3x the last pause): how long a waiting thread waits
 PAUSE_S = 0.0001  # time.sleep's argument; Linux adds its 50 us timer slack
 LATE_S = 0.002  # floor of "late": a pause longer than asked by this and half the switch interval
