@@ -53,4 +53,14 @@ def test_a_decodable_document_over_the_limit_gets_its_whole_depth() -> None:
         loads_json(text)
     calls: list[None] = []
     assert loads_json("[" * 64 + "]" * 64, lambda: calls.append(None)) is not None
-    assert calls == [None]
+    assert len(calls) == 1 + 64  # after the decoding, after each level of the depth check
+
+
+def test_between_is_called_as_each_object_is_decoded() -> None:
+    """The control thread's pacer gets its turns inside the decoding of a request, not only after it."""
+    seen: list[int] = []
+    text = '{"a": [{"b": 1}, {"c": {"d": 2}}], "e": {}}'
+    value = loads_json(text, lambda: seen.append(1))
+    assert value == loads_json(text)
+    # 5 objects decoded, 1 after the decoding, 4 levels of the depth walk
+    assert len(seen) == 5 + 1 + 4
