@@ -85,6 +85,38 @@ def test_tampered_manifest_is_refused(keys) -> None:
         pf.verify([public])
 
 
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        {"z": [], "a": {"\u00e9": '\u00fc\u2028\n"', "b": [1, 2.5, None, True]}, "\u00e9": 1},
+        {"modules": [{"y": 1, "x": "\u00ff"}, [], "s"], "compiled": {"views": {}}, "n": None},
+        {},
+    ],
+)
+def test_canonical_bytes_in_pieces_are_the_same_bytes(manifest: dict) -> None:
+    calls: list[None] = []
+    pieces = lpatch.canonical_bytes(manifest, lambda: calls.append(None))
+    assert pieces == lpatch.canonical_bytes(manifest)
+    assert pieces == json.dumps(
+        manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=True
+    ).encode("utf-8")
+    assert len(calls) == sum(len(v) if isinstance(v, list) else 1 for v in manifest.values())
+
+
+def test_a_tampered_manifest_is_refused_when_checked_in_pieces(keys) -> None:
+    """The agent checks the signature with its pacer between the pieces of the canonical encoding."""
+    private, public = keys
+    doc = json.loads(lpatch.dumps(lpatch.build(make_spec(), private)))
+    calls: list[None] = []
+    _spec, signer = lpatch.from_document(doc).verified_spec(
+        [public], between=lambda: calls.append(None)
+    )
+    assert signer == public.key_id and calls
+    doc["manifest"]["modules"][0]["new_source"] = "def f():\n    return 666\n"
+    with pytest.raises(PatchRefused, match="bad signature"):
+        lpatch.from_document(doc).verified_spec([public], between=lambda: None)
+
+
 def test_tampered_signature_is_refused(keys) -> None:
     private, public = keys
     pf = lpatch.build(make_spec(), private)

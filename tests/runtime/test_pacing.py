@@ -145,3 +145,21 @@ def test_the_threshold_is_the_pacers_own_cpu_time() -> None:
         pass
     pacer()
     assert pacer.pauses == 1
+
+
+def test_rest_pauses_at_once_after_long_work_and_never_after_short_work() -> None:
+    """rest() (the agent before handing a patch to the runtime, the control thread before the patcher):
+    a pause now if the work has been long, whatever the last pause; none for a short piece of work."""
+    short = pacing.Pacer(after_s=0.005)
+    short.rest()
+    assert short.pauses == 0
+    pacer = pacing.Pacer(after_s=0.001, every_s=10.0)
+    t = time.thread_time()
+    while time.thread_time() - t < 0.002:
+        pass
+    pacer()
+    assert pacer.pauses == 1
+    pacer()  # the next pause is due in 10 s
+    assert pacer.pauses == 1
+    pacer.rest()
+    assert pacer.pauses == 2

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 
 from livepatch.agent import protocol
+from livepatch.runtime.pacing import Pacer
 
 log = logging.getLogger("livepatch.agent")
 
@@ -183,7 +184,10 @@ class ControlServer:
             line = protocol.read_line(
                 conn, protocol.MAX_REQUEST_BYTES, time.monotonic() + REQUEST_TIMEOUT_S
             )
-            request = protocol.validate(protocol.decode(line))
+            # decoding an apply's patch (~0.3 ms for 115 kB) holds the GIL as staging does: paced
+            pace = Pacer()
+            request = protocol.validate(protocol.decode(line, pace))
+            pace.rest()  # the patcher thread, next, starts with the GIL freshly handed round
         except protocol.ProtocolError as exc:
             return protocol.ErrorReply(f"bad request: {exc}")
         except TimeoutError:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,9 +66,10 @@ def encode(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode("ascii") + b"\n"
 
 
-def decode(line: bytes) -> dict[str, Any]:
+def decode(line: bytes, between: Callable[[], None] | None = None) -> dict[str, Any]:
+    """One decoded line; `between` as limits.loads_json's (the control thread's Pacer)."""
     try:
-        obj = loads_json(line)
+        obj = loads_json(line, between)
     except JSONLimitError as exc:
         raise ProtocolError(f"not a JSON line: {exc}") from exc
     if not isinstance(obj, dict):

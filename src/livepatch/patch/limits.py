@@ -15,6 +15,7 @@ iterative walk of its containers) or, past what the decoder can nest, from the t
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from itertools import accumulate
 from typing import Any
 
@@ -47,16 +48,41 @@ def json_depth(data: bytes) -> int:
     return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
 
 
-def value_depth(value: Any) -> int:
-    """The nesting depth of a decoded value (a scalar is 0, `[]` is 1), without recursion."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
-    while stack:
-        obj, depth = stack.pop()
-        deepest = max(deepest, depth)
-        children = obj.values() if isinstance(obj, dict) else obj
-        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
-    return deepest
+def _calling(between: Callable[[], None]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def hook(obj: dict[str, Any]) -> dict[str, Any]:
+        between()
+        return obj
+
+    return hook
+
+
+def value_depth(
+    value: Any, limit: int | None = None, between: Callable[[], None] | None = None
+) -> int:
+    """The nesting depth of a decoded value (a scalar is 0, `[]` is 1), without recursion. Walks one
+    level of containers at a time (no per-object bookkeeping: ~0.09 ms for a 115 kB patch, where a
+    stack of (object, depth) pairs took 0.18); past `limit` levels it stops and returns limit + 1.
+    `between` (if given) is called after each level."""
+    level = [value] if isinstance(value, dict | list) else []
+    depth = 0
+    while level:
+        depth += 1
+        if limit is not None and depth > limit:
+            return depth
+        below: list[Any] = []
+        for obj in level:
+            below.extend(
+                c
+                for c in (obj.values() if isinstance(obj, dict) else obj)
+                if isinstance(c, _CONTAINERS)
+            )
+        level = below
+        if between is not None:
+            between()
+    return depth
+
+
+_CONTAINERS = (dict, list)
 
 
 def _too_deep(depth: int, at_least: str = "") -> JSONLimitError:
@@ -78,16 +104,25 @@ def _parse_constant(name: str) -> Any:
     raise JSONLimitError(f"{name} is not valid JSON")
 
 
-def loads_json(data: bytes | str) -> Any:
+def loads_json(data: bytes | str, between: Callable[[], None] | None = None) -> Any:
     """Decode one JSON document within the limits above. Raises JSONLimitError (a ValueError) for
-    anything that is not UTF-8 JSON within the limits; never RecursionError."""
+    anything that is not UTF-8 JSON within the limits; never RecursionError. `between` (if given) is
+    called as each JSON object is decoded (json's object_hook: the decoder calls back into Python, so
+    one long C call becomes pieces a pacer can pause between; +0.02 ms for a 115 kB patch), between the
+    decoding and the depth check, and between the levels of the depth check (the control thread's
+    runtime.pacing.Pacer)."""
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise JSONLimitError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from exc
     try:
-        value = json.loads(text, parse_int=_parse_int, parse_constant=_parse_constant)
+        value = json.loads(
+            text,
+            parse_int=_parse_int,
+            parse_constant=_parse_constant,
+            object_hook=None if between is None else _calling(between),
+        )
     except JSONLimitError:
         raise
     except RecursionError:
@@ -104,7 +139,8 @@ def loads_json(data: bytes | str) -> Any:
         ) from exc
     except ValueError as exc:  # a backstop: _parse_int should catch the integers CPython refuses
         raise JSONLimitError(f"cannot be decoded: {exc}") from exc
-    depth = value_depth(value)
-    if depth > MAX_JSON_DEPTH:
-        raise _too_deep(depth)
+    if between is not None:
+        between()
+    if value_depth(value, MAX_JSON_DEPTH, between) > MAX_JSON_DEPTH:
+        raise _too_deep(value_depth(value))  # the whole depth, for the message
     return value

@@ -82,11 +82,18 @@ class PatchFile:
             "signature": self.signature.to_dict() if self.signature else None,
         }
 
-    def verify(self, trusted: Iterable[PublicKey], *, allow_unsigned: bool = False) -> str | None:
+    def verify(
+        self,
+        trusted: Iterable[PublicKey],
+        *,
+        allow_unsigned: bool = False,
+        between: Callable[[], None] | None = None,
+    ) -> str | None:
         """Check the signature against the trusted keys; return the signer's key id (None: unsigned).
 
         Raises PatchRefused saying why: unsigned (and not allowed), unknown key, or a signature that does
         not match the manifest (tampered manifest, tampered signature, or signed by another key).
+        `between`: as canonical_bytes'.
         """
         if self.signature is None:
             if allow_unsigned:
@@ -103,7 +110,7 @@ class PatchFile:
                 f"the patch is signed by key {self.signature.key_id}, which this agent does not trust "
                 f"(trusted key ids: {known})"
             )
-        if not key.verify(self.signature.value, canonical_bytes(self.manifest)):
+        if not key.verify(self.signature.value, canonical_bytes(self.manifest, between)):
             raise PatchRefused(
                 f"bad signature: the manifest does not match the signature of key {key.key_id} "
                 "(the file was modified after signing)"
@@ -123,10 +130,10 @@ class PatchFile:
         that the signature covering it has verified: marshal is not safe on untrusted bytes); staging then
         compiles nothing. An unsigned patch's compiled code is never decoded: staging compiles its source.
         Raises PatchRefused like verify(), and PatchFileError when a signed patch's compiled code is
-        malformed. `between` (if given) is called between the check and the decoding (the agent's
-        runtime.pacing.Pacer).
+        malformed. `between` (if given) is called between the pieces of the check and before the
+        decoding (the agent's runtime.pacing.Pacer).
         """
-        signer = self.verify(trusted, allow_unsigned=allow_unsigned)
+        signer = self.verify(trusted, allow_unsigned=allow_unsigned, between=between)
         if signer is None:
             return self.spec, None
         if between is not None:
@@ -137,10 +144,30 @@ class PatchFile:
             raise PatchFileError(f"the patch's compiled code is malformed: {exc}") from exc
 
 
-def canonical_bytes(manifest: dict[str, Any]) -> bytes:
-    return json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode(
-        "utf-8"
-    )
+def canonical_bytes(manifest: dict[str, Any], between: Callable[[], None] | None = None) -> bytes:
+    """What the signature covers (see the top of this file). With `between`, encoded in pieces (each
+    top-level field, each module) with `between` called after each: the same bytes, without holding
+    the GIL for the whole encoding (~0.3 ms for 115 kB) in one C call."""
+    if between is None:
+        return _canonical(manifest).encode("utf-8")
+    parts: list[str] = []
+    for key in sorted(manifest):
+        value = manifest[key]
+        if isinstance(value, list):
+            items: list[str] = []
+            for item in value:
+                items.append(_canonical(item))
+                between()
+            encoded = "[" + ",".join(items) + "]"
+        else:
+            encoded = _canonical(value)
+            between()
+        parts.append(_canonical(key) + ":" + encoded)
+    return ("{" + ",".join(parts) + "}").encode("utf-8")
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def build(spec: PatchSpec, key: PrivateKey | None = None) -> PatchFile:

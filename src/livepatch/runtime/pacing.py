@@ -29,11 +29,16 @@ by the OS alone (a loaded machine that runs the patcher thread late, the other t
 reason to stop: at load 7-8 on this VM that was most of the late pauses (19 of 31 stagings stopped
 when any late pause did).
 
-Each layer paces its own pieces with its own Pacer: the agent its checks of a patch (decoding it,
-checking its signature, decoding the compiled code: ~1.5 ms of CPU for the figures commit), `stage()`
-its staging (or the caller's Pacer, `stage(spec, pacer)`, which tests use to see the pauses). So a
-staging shorter than `after_s` never pauses, whatever the agent did before it: bench/staging_time.py's
-stage time of a one-function patch is unchanged. A Pacer belongs to one thread; it is not thread-safe.
+Each layer paces its own pieces with its own Pacer: the control connection's thread its decoding of
+the request line, the agent its checks of a patch (decoding it, checking its signature over the
+canonical JSON encoded in pieces, decoding the compiled code: ~1 ms of CPU for the figures commit) and
+the keeper's hashing of the document, `stage()` its staging (or the caller's Pacer, `stage(spec,
+pacer)`, which tests use to see the pauses). So a staging shorter than `after_s` never pauses, whatever
+the agent did before it: bench/staging_time.py's stage time of a one-function patch is unchanged. A
+layer whose work was long ends with `rest()`, a pause whenever the last one was: without it, the next
+layer's first stretch (up to `after_s` before its own first pause) would follow this layer's last one
+with no hand-over between them (bench/apply_stretches.py, session 11). A Pacer belongs to one thread;
+it is not thread-safe.
 """
 
 from __future__ import annotations
@@ -43,8 +48,8 @@ import time
 
 __all__ = ["Pacer"]
 
-# Defaults, measured on kvserver's figures commit (docs/performance.md, issue 9, session 10).
-AFTER_S = 0.001  # own CPU time before the first pause (a one-function staging: 0.03 ms)
+# Defaults, measured on kvserver's figures commit (docs/performance.md, issue 9, sessions 10-11).
+AFTER_S = 0.0003  # own CPU before the first pause (one-function staging 0.03-0.2 ms; was 1 ms)
 EVERY_S = 0.0005  # wall time between pauses (or 3x the last pause): how long a waiting thread waits
 PAUSE_S = 0.0001  # time.sleep's argument; Linux adds its 50 us timer slack
 LATE_S = 0.002  # floor of "late": a pause longer than asked by this and half the switch interval
@@ -108,3 +113,10 @@ class Pacer:
         # machine runs the patcher late; a server thread used its turn), staging still gets 3/4 of its
         # wall time (bench/staging_time.py's unsigned staging, ~8 ms of CPU, at load 10: +50% otherwise)
         self._due = after + max(self.every_s, 3 * (after - now))
+
+    def rest(self) -> None:
+        """Pause now if the work has been long enough to pace (and pacing was not stopped), whenever the
+        last pause was: the layer that calls it next (another thread, or a layer with its own Pacer)
+        starts with the GIL freshly handed round, instead of adding its first stretch to this one."""
+        self._due = 0.0
+        self()
