@@ -139,3 +139,21 @@ def test_a_value_a_method_returns_is_of_no_known_kind() -> None:
         "\n    def make_name(self):\n        return 'c'\n\n    def other_name(self):\n        return 'd'\n"
     )
     assert refusals(old, old.replace("self.make_name()", "self.other_name()")) == []
+
+
+def test_a_function_call_is_of_no_known_kind() -> None:
+    # kvserver b29989ec9d: `min(...)` -> `_fast_limit(...)`, both numbers
+    old = CHANNEL.replace("self.timeout = 30", "self.timeout = min(30, 40)")
+    assert (
+        refusals(
+            old, old.replace("min(30, 40)", "_limit(30)") + "\n\ndef _limit(n):\n    return n\n"
+        )
+        == []
+    )
+    # but a class named in CapWords is a kind
+    got = refusals(
+        CHANNEL,
+        CHANNEL.replace("self.queue = []", "self.queue = Queue()")
+        + "\n\nclass Queue(list):\n    pass\n",
+    )
+    assert [k for k, _ in got] == [RefusalKind.INSTANCE_ATTRIBUTE], got

@@ -173,7 +173,28 @@ _SAME_KIND = {
     "Lock": "threading.Lock",
     "RLock": "threading.RLock",
     "Condition": "threading.Condition",
+    "int": "number",
+    "float": "number",
 }
+
+
+# lower-case names of classes whose call makes an object of that class
+_TYPES = frozenset(
+    {
+        "list",
+        "dict",
+        "set",
+        "frozenset",
+        "tuple",
+        "bytearray",
+        "bytes",
+        "str",
+        "int",
+        "float",
+        "bool",
+    }
+    | {"deque", "defaultdict", "object", "memoryview", "array"}
+)
 
 
 def _value_kind(value: ast.expr) -> str | None:
@@ -182,9 +203,14 @@ def _value_kind(value: ast.expr) -> str | None:
     (a name, an attribute, an operator)."""
     if isinstance(value, ast.Call):
         callee = ast.unparse(value.func)
-        if callee.split(".")[0] in ("self", "cls"):
-            return None  # a method: what it returns is not in the text
-        return _SAME_KIND.get(callee, callee)
+        if callee in _SAME_KIND:
+            return _SAME_KIND[callee]
+        last = callee.rsplit(".", 1)[-1]
+        if callee.split(".")[0] in ("self", "cls") or not (last[:1].isupper() or last in _TYPES):
+            # a method or a function (`min(...)`, `_fast_limit(...)`): what it returns is not in the
+            # text; a class is named in CapWords (PEP 8) or is one of the builtin types below
+            return None
+        return callee
     if isinstance(value, ast.Constant):
         kind = type(value.value).__name__
         return "number" if kind in ("int", "float") else kind  # 30 -> 30.0 changes no use
