@@ -149,6 +149,15 @@ _BY_REPLACEMENT = (
     "; or confirm the generated transformer that replaces the class and rebuilds its live instances "
     "(`livepatch diff --accept-transformer`)"
 )
+
+
+def _replacement_fix(why_not: str | None) -> str:
+    """The end of a layout or fields refusal's fix: class replacement, or why it cannot help."""
+    if why_not is None:
+        return _BY_REPLACEMENT
+    return f" (`--accept-transformer` cannot help: {why_not})"
+
+
 _NO_TRANSFORMER = (
     " (`--accept-transformer` cannot help: the new __init__ does not give it a value that depends "
     "only on globals, self and constructor arguments the instance keeps unchanged, as `self.a = a`)"
@@ -508,12 +517,7 @@ class _Differ:
                 RefusalKind.CLASS_LAYOUT,
                 qualname,
                 f"class `{qualname}` {what} (class layout)",
-                fix_layout
-                + (
-                    _BY_REPLACEMENT
-                    if why_not is None
-                    else f" (`--accept-transformer` cannot help: {why_not})"
-                ),
+                fix_layout + _replacement_fix(why_not),
             )
             if why_not is None and not isinstance(fields, str):
                 self.replaceable[refusal] = self.replacement(qualname, new, fields)
@@ -551,12 +555,7 @@ class _Differ:
                     qualname,
                     f"class `{qualname}` is decorated and gains class-level names ({', '.join(added)}): "
                     "for a dataclass these are fields that change __init__ and the layout",
-                    "leave the fields as they are"
-                    + (
-                        _BY_REPLACEMENT
-                        if why_not is None
-                        else f" (`--accept-transformer` cannot help: {why_not})"
-                    ),
+                    "leave the fields as they are" + _replacement_fix(why_not),
                 )
                 if why_not is None and not isinstance(fields, str):
                     self.replaceable[refusal] = self.replacement(qualname, new, fields)

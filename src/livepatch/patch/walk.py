@@ -298,29 +298,34 @@ def _self_attributes(node: FunctionNode) -> Iterator[str]:
     params = [*node.args.posonlyargs, *node.args.args]
     if not params:
         return
-    self_name = params[0].arg
     for sub in ast.walk(node):
-        targets: list[ast.expr] = []
-        if isinstance(sub, ast.Assign):
-            targets = list(sub.targets)
-        elif isinstance(sub, ast.AugAssign | ast.AnnAssign | ast.For | ast.AsyncFor):
-            targets = [sub.target]
-        elif isinstance(sub, ast.With | ast.AsyncWith):
-            targets = [i.optional_vars for i in sub.items if i.optional_vars is not None]
-        elif isinstance(sub, ast.NamedExpr | ast.comprehension):
-            targets = [sub.target]
-        while targets:
-            t = targets.pop()
-            if isinstance(t, ast.Tuple | ast.List):
-                targets.extend(t.elts)
-            elif isinstance(t, ast.Starred):
-                targets.append(t.value)
-            elif (
-                isinstance(t, ast.Attribute)
-                and isinstance(t.value, ast.Name)
-                and t.value.id == self_name
-            ):
-                yield t.attr
+        yield from _self_stores(sub, params[0].arg)
+
+
+def _self_stores(sub: ast.AST, self_name: str) -> Iterator[str]:
+    """The attributes X one node stores as `self_name.X` (assignment, loop or `with` target, unpacked
+    or not)."""
+    targets: list[ast.expr] = []
+    if isinstance(sub, ast.Assign):
+        targets = list(sub.targets)
+    elif isinstance(sub, ast.AugAssign | ast.AnnAssign | ast.For | ast.AsyncFor):
+        targets = [sub.target]
+    elif isinstance(sub, ast.With | ast.AsyncWith):
+        targets = [i.optional_vars for i in sub.items if i.optional_vars is not None]
+    elif isinstance(sub, ast.NamedExpr | ast.comprehension):
+        targets = [sub.target]
+    while targets:
+        t = targets.pop()
+        if isinstance(t, ast.Tuple | ast.List):
+            targets.extend(t.elts)
+        elif isinstance(t, ast.Starred):
+            targets.append(t.value)
+        elif (
+            isinstance(t, ast.Attribute)
+            and isinstance(t.value, ast.Name)
+            and t.value.id == self_name
+        ):
+            yield t.attr
 
 
 def _always_read(expr: ast.expr, me: str) -> set[str]:
@@ -716,18 +721,8 @@ def _init_store_paths(node: FunctionNode) -> dict[str, frozenset[tuple[str, ...]
 
     def visit(body: list[ast.stmt], path: tuple[str, ...]) -> None:
         for stmt in body:
-            targets: list[ast.expr] = []
-            if isinstance(stmt, ast.Assign):
-                targets = [t for target in stmt.targets for t in _flat_targets(target)]
-            elif isinstance(stmt, ast.AnnAssign | ast.AugAssign):
-                targets = [stmt.target]
-            for t in targets:
-                if (
-                    isinstance(t, ast.Attribute)
-                    and isinstance(t.value, ast.Name)
-                    and t.value.id == me
-                ):
-                    out.setdefault(t.attr, set()).add(path)
+            for attr in _self_stores(stmt, me):
+                out.setdefault(attr, set()).add(path)
             if isinstance(stmt, ast.If):
                 test = ast.dump(stmt.test)
                 visit(stmt.body, (*path, f"if {test}"))
@@ -760,14 +755,6 @@ def _init_store_paths(node: FunctionNode) -> dict[str, frozenset[tuple[str, ...]
 
     visit(node.body, ())
     return {attr: frozenset(paths) for attr, paths in out.items()}
-
-
-def _flat_targets(target: ast.expr) -> list[ast.expr]:
-    if isinstance(target, ast.Tuple | ast.List):
-        return [t for elt in target.elts for t in _flat_targets(elt)]
-    if isinstance(target, ast.Starred):
-        return _flat_targets(target.value)
-    return [target]
 
 
 def _major_version(node: ast.expr) -> bool:
